@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// Thin launcher: runs the compiled coordinator CLI (built into dist/ by `npm install` via the prepare script).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+const entry = new URL('../dist/coordinator/cli.js', import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  console.error('coordinator: dist/ is missing; run `npm run build` (or `npm install`) in the project first.');
+  process.exit(1);
+}
+const { main } = await import(entry.href);
+process.exitCode = await main(process.argv.slice(2));

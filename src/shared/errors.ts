@@ -1,0 +1,49 @@
+/**
+ * The project's one error class and its closed set of codes (house style: one base error with `code` and
+ * `cause`, messages say expected vs actual).
+ */
+
+/** Stable error codes. Callers branch on these, never on message text. */
+export type TrainerErrorCode =
+  | 'ERR_BAD_FLAG'
+  | 'ERR_BAD_CONFIG'
+  | 'ERR_BACKEND'
+  | 'ERR_WEIGHTS'
+  | 'ERR_CHECKSUM'
+  | 'ERR_DOWNLOAD'
+  | 'ERR_OFFLINE'
+  | 'ERR_BAD_IMAGE'
+  | 'ERR_DATA'
+  | 'ERR_PROTOCOL'
+  | 'ERR_WORKER_LOST'
+  | 'ERR_TIMEOUT'
+  | 'ERR_REPLICA_MISMATCH'
+  | 'ERR_CHECKPOINT'
+  | 'ERR_PORT_IN_USE'
+  | 'ERR_INTERNAL';
+
+/**
+ * Base error of the trainer.
+ *
+ * @example throw new TrainerError('ERR_BAD_FLAG', '--workers must be an integer ≥ 1, got 0')
+ */
+export class TrainerError extends Error {
+  /** Stable, machine-readable code. */
+  readonly code: TrainerErrorCode;
+
+  /**
+   * @param code - one of {@link TrainerErrorCode}
+   * @param message - human message naming the input and the rule, with expected vs actual
+   * @param options - `cause`: the underlying error, if any
+   */
+  constructor(code: TrainerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TrainerError';
+    this.code = code;
+  }
+}
+
+/** True when `err` is a {@link TrainerError}, optionally with the given code. */
+export function isTrainerError(err: unknown, code?: TrainerErrorCode): err is TrainerError {
+  return err instanceof TrainerError && (code === undefined || err.code === code);
+}
