@@ -1,0 +1,243 @@
+/**
+ * Run configuration: the schema of a training run (data, model, stages, scale-out, runtime), its frozen defaults,
+ * and validation that names the field and the rule. Flags and config files (YAML or JSON) both resolve through
+ * {@link resolveRunConfig}, so a bad value stops the run before anything starts.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { TrainerError } from './errors.js';
+
+/** Architectures the trainer builds (torchvision layer structure). */
+export type Arch = 'resnet18' | 'resnet34' | 'resnet50';
+/** Learning-rate scaling rule when the global batch differs from `baseBs` (Goyal et al. 2017 for `linear`). */
+export type LrScale = 'linear' | 'sqrt' | 'none';
+
+/** One stage of the plan: `fit_one_cycle`, a constant-lr `fit`, or `lr_find`. */
+export interface StageConfig {
+  /** `one_cycle` (fastai `fit_one_cycle`), `fit` (constant lr) or `lr_find`. */
+  readonly kind: 'one_cycle' | 'fit' | 'lr_find';
+  /** Name used for the saved model (`models/<name>`) and in tables; e.g. `stage-1`. */
+  readonly name: string;
+  /** Epochs (ignored by `lr_find`). */
+  readonly epochs: number;
+  /** Max learning rate: a number, `slice(b)` or `slice(a,b)` (fastai semantics). Ignored by `lr_find`. */
+  readonly maxLr: string;
+  /** true: only the head (and every BatchNorm) trains, as fastai's `freeze()`. */
+  readonly frozen: boolean;
+}
+
+/** Fully resolved run configuration (every field set). */
+export interface RunConfig {
+  /** `oxford-iiit-pet` (download) or a folder of images / a folder holding `images/`. */
+  readonly data: string;
+  /** Label regex matched against the path; first group is the label. */
+  readonly labelRe: string;
+  /** `regex` (default), `folder` (parent folder name) or `csv` (with {@link RunConfig.labels}). */
+  readonly labelFrom: 'regex' | 'folder' | 'csv';
+  /** CSV of `file,label` when `labelFrom` is `csv`. */
+  readonly labels: string | null;
+  /** `random` (seeded, `validPct`) or `official` (Oxford annotations/trainval.txt + test.txt). */
+  readonly split: 'random' | 'official';
+  /** Fraction of items in validation, 0 < validPct < 1. */
+  readonly validPct: number;
+  /** Seed of the split, the shuffles, augmentation and head init. */
+  readonly seed: number;
+  readonly arch: Arch;
+  /** Image side in pixels after crop (square). */
+  readonly size: number;
+  /** Per-worker batch size (images per step on one worker). */
+  readonly bs: number;
+  /** Gradient-accumulation steps per optimizer step. */
+  readonly accum: number;
+  /** Wanted global batch; when set, `accum` is derived from it. */
+  readonly globalBs: number | null;
+  readonly lrScale: LrScale;
+  /** Batch size the stage learning rates were tuned for (fastai's 64). */
+  readonly baseBs: number;
+  /** Local worker processes to spawn (0 = only remote workers). */
+  readonly workers: number;
+  /** World size to wait for before training: local `workers` plus remote ones; 0 in input means "= workers". */
+  readonly expect: number;
+  readonly backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  /** `imagenet`, `none`, or a path to a torchvision-format safetensors file. */
+  readonly pretrained: string;
+  readonly stages: readonly StageConfig[];
+  /** Run directory (checkpoints, models, report); default `runs/<name>`. */
+  readonly runDir: string;
+}
+
+/** The tutorial's plan: frozen one-cycle(4), lr_find, unfreeze, one-cycle(2, slice(1e-6,1e-4)). */
+export const DEFAULT_STAGES: readonly StageConfig[] = Object.freeze([
+  Object.freeze({ kind: 'one_cycle', name: 'stage-1', epochs: 4, maxLr: 'slice(3e-3)', frozen: true }),
+  Object.freeze({ kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false }),
+  Object.freeze({ kind: 'one_cycle', name: 'stage-2', epochs: 2, maxLr: 'slice(1e-6,1e-4)', frozen: false }),
+] as StageConfig[]);
+
+/** Defaults of every field: the tutorial's settings. */
+export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
+  data: 'oxford-iiit-pet',
+  labelRe: '/([^/]+)_\\d+.jpg$',
+  labelFrom: 'regex',
+  labels: null,
+  split: 'random',
+  validPct: 0.2,
+  seed: 42,
+  arch: 'resnet34',
+  size: 224,
+  bs: 64,
+  accum: 1,
+  globalBs: null,
+  lrScale: 'none',
+  baseBs: 64,
+  workers: 1,
+  expect: 0,
+  backend: 'auto',
+  pretrained: 'imagenet',
+  stages: DEFAULT_STAGES,
+  runDir: '',
+});
+
+/** Everything optional: what a config file or the flags may set. */
+export type RunConfigInput = { [K in keyof RunConfig]?: unknown };
+
+function fail(field: string, rule: string, got: unknown): never {
+  throw new TrainerError('ERR_BAD_CONFIG', `${field} must be ${rule}, got ${JSON.stringify(got)}`);
+}
+
+/**
+ * Validates an integer field. Accepts numbers and decimal strings (flags arrive as strings).
+ * @throws TrainerError ERR_BAD_CONFIG naming the field, the rule and the value.
+ */
+export function checkInt(field: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    fail(field, max === Number.MAX_SAFE_INTEGER ? `an integer ≥ ${min}` : `an integer in [${min}, ${max}]`, value);
+  }
+  return n;
+}
+
+/** Validates a real number in the open interval (lo, hi). @throws TrainerError ERR_BAD_CONFIG */
+export function checkOpenUnit(field: string, value: unknown, lo: number, hi: number): number {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n <= lo || n >= hi) fail(field, `a number in (${lo}, ${hi})`, value);
+  return n;
+}
+
+function checkEnum<T extends string>(field: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) fail(field, `one of ${allowed.join('|')}`, value);
+  return value as T;
+}
+
+function checkString(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') fail(field, 'a non-empty string', value);
+  return value;
+}
+
+const LR_RE = /^\s*(?:[0-9.]+(?:e-?\d+)?|slice\(\s*[0-9.]+(?:e-?\d+)?\s*(?:,\s*[0-9.]+(?:e-?\d+)?\s*)?\))\s*$/i;
+
+function checkStage(index: number, raw: unknown): StageConfig {
+  const at = `stages[${index}]`;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(at, 'an object', raw);
+  const s = raw as Record<string, unknown>;
+  for (const key of Object.keys(s)) {
+    if (!['kind', 'name', 'epochs', 'maxLr', 'frozen'].includes(key)) fail(`${at}.${key}`, 'a known stage field (kind, name, epochs, maxLr, frozen)', key);
+  }
+  const kind = checkEnum(`${at}.kind`, s.kind ?? 'one_cycle', ['one_cycle', 'fit', 'lr_find'] as const);
+  const name = checkString(`${at}.name`, s.name ?? (kind === 'lr_find' ? 'lr-find' : `stage-${index + 1}`));
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) fail(`${at}.name`, 'letters, digits, ".", "_" or "-"', name);
+  const epochs = kind === 'lr_find' ? 0 : checkInt(`${at}.epochs`, s.epochs ?? 1, 1, 10_000);
+  const maxLrRaw = s.maxLr ?? (kind === 'lr_find' ? '0' : 'slice(3e-3)');
+  const maxLr = typeof maxLrRaw === 'number' ? String(maxLrRaw) : maxLrRaw;
+  if (kind !== 'lr_find' && (typeof maxLr !== 'string' || !LR_RE.test(maxLr))) {
+    fail(`${at}.maxLr`, 'a number, "slice(b)" or "slice(a,b)"', maxLrRaw);
+  }
+  const frozen = s.frozen ?? false;
+  if (typeof frozen !== 'boolean') fail(`${at}.frozen`, 'true or false', frozen);
+  return Object.freeze({ kind, name, epochs, maxLr: maxLr as string, frozen });
+}
+
+/**
+ * Merges defaults ← config file ← flags and validates every field.
+ * @param layers - later layers win; `undefined` values are ignored
+ * @returns a frozen {@link RunConfig}
+ * @throws TrainerError ERR_BAD_CONFIG naming the first bad field, its rule and its value
+ */
+export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfig {
+  const merged: Record<string, unknown> = { ...DEFAULT_RUN_CONFIG };
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer)) {
+      if (!(key in DEFAULT_RUN_CONFIG)) fail(key, `a known setting (${Object.keys(DEFAULT_RUN_CONFIG).join(', ')})`, key);
+      if (value !== undefined) merged[key] = value;
+    }
+  }
+  const workers = checkInt('workers', merged.workers, 0, 1024);
+  const stagesRaw = merged.stages;
+  if (!Array.isArray(stagesRaw) || stagesRaw.length === 0) fail('stages', 'a non-empty list', stagesRaw);
+  const cfg: RunConfig = {
+    data: checkString('data', merged.data),
+    labelRe: checkRegex(merged.labelRe),
+    labelFrom: checkEnum('labelFrom', merged.labelFrom, ['regex', 'folder', 'csv'] as const),
+    labels: merged.labels === null ? null : checkString('labels', merged.labels),
+    split: checkEnum('split', merged.split, ['random', 'official'] as const),
+    validPct: checkOpenUnit('validPct', merged.validPct, 0, 1),
+    seed: checkInt('seed', merged.seed, 0, 2 ** 32 - 1),
+    arch: checkEnum('arch', merged.arch, ['resnet18', 'resnet34', 'resnet50'] as const),
+    size: checkInt('size', merged.size, 16, 1024),
+    bs: checkInt('bs', merged.bs, 1, 4096),
+    accum: checkInt('accum', merged.accum, 1, 4096),
+    globalBs: merged.globalBs === null ? null : checkInt('globalBs', merged.globalBs, 1),
+    lrScale: checkEnum('lrScale', merged.lrScale, ['linear', 'sqrt', 'none'] as const),
+    baseBs: checkInt('baseBs', merged.baseBs, 1),
+    workers,
+    expect: resolveExpect(merged.expect, workers),
+    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'wasm', 'cpu'] as const),
+    pretrained: checkString('pretrained', merged.pretrained),
+    stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
+    runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
+  };
+  if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom is csv', null);
+  if (cfg.stages.every((s) => s.kind === 'lr_find')) fail('stages', 'a list with at least one training stage', cfg.stages.map((s) => s.kind));
+  return Object.freeze(cfg);
+}
+
+function resolveExpect(value: unknown, workers: number): number {
+  const n = checkInt('expect', value, 0, 1024);
+  if (n === 0 && workers === 0) fail('expect', 'an integer ≥ 1 when workers is 0 (remote workers only)', value);
+  if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (${workers})`, value);
+  return n === 0 ? workers : n;
+}
+
+function checkRegex(value: unknown): string {
+  const s = checkString('labelRe', value);
+  try {
+    new RegExp(s);
+  } catch (err) {
+    fail('labelRe', `a valid regular expression (${(err as Error).message})`, s);
+  }
+  if (!/\((?!\?)/.test(s)) fail('labelRe', 'a regular expression with a capture group for the label', s);
+  return s;
+}
+
+/**
+ * Reads a YAML or JSON config file (`.json` parsed as JSON, anything else as YAML, which is a superset).
+ * Keys use the same camelCase names as {@link RunConfig}.
+ * @throws TrainerError ERR_BAD_CONFIG when the file is unreadable, unparsable, or not a mapping
+ */
+export function readConfigFile(path: string): RunConfigInput {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: cannot read the file (${(err as Error).message})`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'} (${(err as Error).message})`, { cause: err });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: must hold a mapping of settings, got ${Array.isArray(parsed) ? 'a list' : typeof parsed}`);
+  }
+  return parsed as RunConfigInput;
+}

@@ -1,0 +1,60 @@
+/**
+ * Scaling out the batch: global batch = per-worker batch × workers × accumulation steps, and the learning-rate
+ * scaling rule applied to every layer group's max lr when the global batch differs from the batch the rates
+ * were tuned for.
+ *
+ * Linear rule: Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour"
+ * (https://arxiv.org/abs/1706.02677) — multiply the batch by k, multiply the lr by k, with a warm-up (one-cycle's
+ * phase 1 is one). Square-root rule: common for Adam-type optimizers (Krizhevsky 2014, "One weird trick",
+ * https://arxiv.org/abs/1404.5997; Hoffer et al. 2017).
+ */
+import { TrainerError } from './errors.js';
+import type { LrScale } from './config.js';
+
+/** Inputs of {@link planScaleOut}. */
+export interface ScaleOutInput {
+  /** Images per worker per micro-step. */
+  readonly bs: number;
+  /** Workers in the ring (world size), ≥ 1. */
+  readonly worldSize: number;
+  /** Accumulation steps requested (ignored when `globalBs` is set). */
+  readonly accum: number;
+  /** Wanted global batch, or null. Must be a multiple of bs × worldSize. */
+  readonly globalBs: number | null;
+  readonly lrScale: LrScale;
+  /** Batch the stage learning rates were tuned for. */
+  readonly baseBs: number;
+}
+
+/** The resolved scale-out: what every step uses. */
+export interface ScaleOut {
+  readonly accum: number;
+  /** bs × worldSize × accum, images per optimizer step. */
+  readonly globalBs: number;
+  /** Factor applied to every group's max lr (1 when `lrScale` is none). */
+  readonly lrFactor: number;
+}
+
+/**
+ * Resolves accumulation, global batch and lr factor.
+ * @throws TrainerError ERR_BAD_CONFIG when `globalBs` is not a positive multiple of bs × worldSize
+ */
+export function planScaleOut(input: ScaleOutInput): ScaleOut {
+  const perStep = input.bs * input.worldSize;
+  let accum = input.accum;
+  if (input.globalBs !== null) {
+    if (input.globalBs % perStep !== 0 || input.globalBs < perStep) {
+      throw new TrainerError('ERR_BAD_CONFIG',
+        `--global-bs must be a positive multiple of bs × workers = ${input.bs} × ${input.worldSize} = ${perStep}, got ${input.globalBs}`);
+    }
+    accum = input.globalBs / perStep;
+  }
+  const globalBs = perStep * accum;
+  return { accum, globalBs, lrFactor: lrScaleFactor(input.lrScale, globalBs, input.baseBs) };
+}
+
+/** lr multiplier for a rule: linear k, sqrt √k, none 1, with k = globalBs / baseBs. */
+export function lrScaleFactor(rule: LrScale, globalBs: number, baseBs: number): number {
+  const k = globalBs / baseBs;
+  return rule === 'linear' ? k : rule === 'sqrt' ? Math.sqrt(k) : 1;
+}
