@@ -1,0 +1,200 @@
+/**
+ * Atomic, verified checkpoints.
+ *
+ * A checkpoint is a directory `checkpoints/step-<global step, 9 digits>/` holding payload files and a
+ * `manifest.json` with the sha256 and size of every payload file plus the caller's JSON metadata. It is written
+ * by one process as: a temporary directory, each file written and fsynced, the manifest written and fsynced, the
+ * temporary directory fsynced, renamed into place, then the parent directory fsynced. A kill at any point leaves
+ * either no new checkpoint or a complete one; the previous checkpoints are never touched before the new one is in
+ * place (pruning runs after). Readers verify every checksum and fall back to the newest intact checkpoint.
+ * (The same recipe PyTorch Lightning and Orbax use: write-to-temp + fsync + atomic rename.)
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { TrainerError } from './errors.js';
+
+/** Manifest format version. */
+export const CHECKPOINT_FORMAT = 1;
+
+/** What `manifest.json` holds. */
+export interface CheckpointManifest<M = unknown> {
+  readonly format: number;
+  /** Global optimizer step the checkpoint was taken after. */
+  readonly step: number;
+  /** ISO time of writing. */
+  readonly writtenAt: string;
+  /** Payload files: name → sha256 (hex) and size in bytes. */
+  readonly files: Readonly<Record<string, { readonly sha256: string; readonly bytes: number }>>;
+  /** Caller's metadata (schedule position, sampler state, config, class names, metrics history…). */
+  readonly meta: M;
+}
+
+/** A checkpoint read back and verified. */
+export interface LoadedCheckpoint<M = unknown> {
+  readonly dir: string;
+  readonly manifest: CheckpointManifest<M>;
+  /** Payload files by name. */
+  readonly files: ReadonlyMap<string, Buffer>;
+  /** Messages about newer checkpoints that were skipped because they failed verification. */
+  readonly skipped: readonly string[];
+}
+
+/** Directory holding the checkpoints of a run. */
+export function checkpointsDir(runDir: string): string {
+  return join(runDir, 'checkpoints');
+}
+
+function stepDirName(step: number): string {
+  return `step-${String(step).padStart(9, '0')}`;
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function writeFileSynced(path: string, data: Uint8Array): void {
+  const fd = openSync(path, 'w');
+  try {
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fsyncDir(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Writes a checkpoint atomically and prunes older ones beyond `keep`.
+ * @param runDir - the run directory (created if missing)
+ * @param step - global step (≥ 0); an existing checkpoint of the same step is replaced atomically
+ * @param files - payload files (names without path separators)
+ * @param meta - JSON-serialisable metadata stored in the manifest
+ * @param keep - newest checkpoints to keep (≥ 1)
+ * @returns the checkpoint directory
+ * @throws TrainerError ERR_CHECKPOINT on a bad file name or an I/O failure (the previous checkpoints stay intact)
+ */
+export function writeCheckpoint<M>(runDir: string, step: number, files: ReadonlyMap<string, Uint8Array>, meta: M, keep = 3): string {
+  const root = checkpointsDir(runDir);
+  mkdirSync(root, { recursive: true });
+  const finalDir = join(root, stepDirName(step));
+  const tmpDir = join(root, `.tmp-${stepDirName(step)}-${process.pid}`);
+  try {
+    rmSync(tmpDir, { recursive: true, force: true });
+    mkdirSync(tmpDir);
+    const entries: Record<string, { sha256: string; bytes: number }> = {};
+    for (const [name, data] of files) {
+      if (!/^[A-Za-z0-9._-]+$/.test(name) || name === 'manifest.json') {
+        throw new TrainerError('ERR_CHECKPOINT', `checkpoint file name must be [A-Za-z0-9._-]+ and not manifest.json, got ${JSON.stringify(name)}`);
+      }
+      writeFileSynced(join(tmpDir, name), data);
+      entries[name] = { sha256: sha256(data), bytes: data.length };
+    }
+    const manifest: CheckpointManifest<M> = { format: CHECKPOINT_FORMAT, step, writtenAt: new Date().toISOString(), files: entries, meta };
+    writeFileSynced(join(tmpDir, 'manifest.json'), Buffer.from(JSON.stringify(manifest)));
+    fsyncDir(tmpDir);
+    if (existsSync(finalDir)) {
+      const old = join(root, `.old-${stepDirName(step)}-${process.pid}`);
+      renameSync(finalDir, old);
+      renameSync(tmpDir, finalDir);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmpDir, finalDir);
+    }
+    fsyncDir(root);
+  } catch (err) {
+    rmSync(tmpDir, { recursive: true, force: true });
+    if (err instanceof TrainerError) throw err;
+    throw new TrainerError('ERR_CHECKPOINT', `writing checkpoint for step ${step} in ${root} failed: ${(err as Error).message}`, { cause: err });
+  }
+  pruneCheckpoints(runDir, keep);
+  return finalDir;
+}
+
+/** Complete checkpoint directories of a run, oldest first (temporary directories are ignored). */
+export function listCheckpoints(runDir: string): string[] {
+  const root = checkpointsDir(runDir);
+  if (!existsSync(root)) return [];
+  return readdirSync(root).filter((n) => /^step-\d{9}$/.test(n)).sort().map((n) => join(root, n));
+}
+
+/** Deletes all but the newest `keep` checkpoints, and leftover temporary directories of dead writers. */
+export function pruneCheckpoints(runDir: string, keep: number): void {
+  const all = listCheckpoints(runDir);
+  for (const dir of all.slice(0, Math.max(0, all.length - Math.max(1, keep)))) rmSync(dir, { recursive: true, force: true });
+  const root = checkpointsDir(runDir);
+  for (const n of readdirSync(root)) {
+    if (n.startsWith('.tmp-') || n.startsWith('.old-')) {
+      const pid = Number(n.split('-').pop());
+      if (pid !== process.pid && !pidAlive(pid)) rmSync(join(root, n), { recursive: true, force: true });
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reads one checkpoint directory and verifies every file against the manifest.
+ * @throws TrainerError ERR_CHECKPOINT naming the file and the failed check (missing, size, sha256, manifest)
+ */
+export function readCheckpoint<M>(dir: string): LoadedCheckpoint<M> {
+  let manifest: CheckpointManifest<M>;
+  try {
+    manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as CheckpointManifest<M>;
+  } catch (err) {
+    throw new TrainerError('ERR_CHECKPOINT', `${dir}/manifest.json is missing or not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (manifest.format !== CHECKPOINT_FORMAT) {
+    throw new TrainerError('ERR_CHECKPOINT', `${dir}: checkpoint format ${manifest.format} is not the supported ${CHECKPOINT_FORMAT}`);
+  }
+  const files = new Map<string, Buffer>();
+  for (const [name, want] of Object.entries(manifest.files)) {
+    let data: Buffer;
+    try {
+      data = readFileSync(join(dir, name));
+    } catch (err) {
+      throw new TrainerError('ERR_CHECKPOINT', `${dir}/${name} is missing (${(err as Error).message})`, { cause: err });
+    }
+    if (data.length !== want.bytes) throw new TrainerError('ERR_CHECKPOINT', `${dir}/${name} has ${data.length} bytes, manifest says ${want.bytes} (truncated?)`);
+    const got = sha256(data);
+    if (got !== want.sha256) throw new TrainerError('ERR_CHECKPOINT', `${dir}/${name} sha256 ${got} does not match the manifest's ${want.sha256} (corrupted)`);
+    files.set(name, data);
+  }
+  return { dir, manifest, files, skipped: [] };
+}
+
+/**
+ * Loads the newest intact checkpoint of a run, skipping (and reporting) newer ones that fail verification.
+ * @returns null when the run has no checkpoint at all
+ * @throws TrainerError ERR_CHECKPOINT when checkpoints exist but none is intact
+ */
+export function loadLatestCheckpoint<M>(runDir: string): LoadedCheckpoint<M> | null {
+  const all = listCheckpoints(runDir).reverse();
+  if (all.length === 0) return null;
+  const skipped: string[] = [];
+  for (const dir of all) {
+    try {
+      return { ...readCheckpoint<M>(dir), skipped };
+    } catch (err) {
+      skipped.push(`skipping checkpoint ${dir}: ${(err as Error).message}`);
+    }
+  }
+  throw new TrainerError('ERR_CHECKPOINT', `no intact checkpoint in ${checkpointsDir(runDir)}:\n${skipped.join('\n')}`);
+}
