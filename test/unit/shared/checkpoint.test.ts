@@ -55,7 +55,7 @@ test('SIGKILL during writes always leaves an intact newest checkpoint', async ()
   const run = mkdtempSync(join(tmpdir(), 'ckpt-kill-'));
   const fixture = new URL('../../integration/fixtures/checkpoint-writer.ts', import.meta.url).pathname;
   for (let round = 0; round < 3; round++) {
-    const child = spawn(process.execPath, ['--import', 'tsx', fixture, run], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture, run, String(1 + round * 100)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let written = 0;
     await new Promise<void>((resolve) => {
       child.stdout.on('data', (d: Buffer) => {
@@ -68,7 +68,7 @@ test('SIGKILL during writes always leaves an intact newest checkpoint', async ()
     const latest = loadLatestCheckpoint<{ step: number }>(run)!;
     assert.equal(latest.skipped.length, 0, latest.skipped.join('\n'));
     assert.equal(latest.files.get('weights.bin')![123], latest.manifest.meta.step % 251);
-    assert.ok(latest.manifest.step >= 1 + round * 100 + 1, `round ${round}: newest is from this round`);
+    assert.ok(latest.manifest.step >= 1 + round * 100 + 1, `round ${round}: newest ${latest.manifest.step} is from this round`);
   }
   // Leftover temporary directories of the dead writers are cleaned by the next writer.
   writeCheckpoint(run, 10_000, files(1), {}, 2);
