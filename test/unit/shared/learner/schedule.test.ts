@@ -147,7 +147,7 @@ test('numericalGradient is numpy.gradient (unit spacing)', () => {
 test('suggestLr: steepest descent and min-loss/10 after skipping 10 + 5 points (fastai Recorder.plot)', () => {
   const lrs = Array.from({ length: 30 }, (_, i) => 10 ** (-7 + i * 0.25));
   // A loss that is flat, drops fastest between indices 17 and 19, bottoms out at 22, then rises.
-  const losses = lrs.map((_, i) => (i < 15 ? 5 : i < 17 ? 4.9 : i === 17 ? 4.5 : i === 18 ? 3 : i === 19 ? 2 : i < 22 ? 1.5 : i === 22 ? 1 : 9));
+  const losses: number[] = lrs.map((_, i) => (i < 15 ? 5 : i < 17 ? 4.9 : i === 17 ? 4.5 : i === 18 ? 3 : i === 19 ? 2 : i < 22 ? 1.5 : i === 22 ? 1 : 9));
   // The very steep drop at index 1 must be ignored (skipped), so make it there.
   losses[1] = 0;
   const s = suggestLr(lrs, losses);
