@@ -1,9 +1,33 @@
 /**
- * Training kernels for the WASM backend that tfjs-backend-wasm lacks or runs slowly
- * (`Conv2DBackpropFilter`, `Conv2DBackpropInput`). Work in progress: filled in by the compute-core work.
+ * Training kernels for the WASM backend that tfjs-backend-wasm 4.22 lacks (`Conv2DBackpropFilter`) or runs slowly
+ * (`Conv2DBackpropInput`, ~12x the forward time), re-expressed as XNNPACK forward convolutions.
+ * See `kernels/conv2d-backprop.ts` and `kernels/conv-geometry.ts`.
  */
+import '@tensorflow/tfjs-backend-wasm';
+import { getKernel, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
+import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from './kernels/conv2d-backprop.js';
 
-/** Registers the WASM training kernels (idempotent). */
+/** The kernels this module installs on the `wasm` backend, by tfjs kernel name. */
+export const WASM_TRAINING_KERNELS: Readonly<Record<string, KernelFunc>> = Object.freeze({
+  Conv2DBackpropFilter: conv2DBackpropFilterWasm,
+  Conv2DBackpropInput: conv2DBackpropInputWasm,
+});
+
+/**
+ * Registers the WASM training kernels, replacing tfjs-backend-wasm's own where it has one. Idempotent: a kernel
+ * already installed by this module is left alone. Takes effect for later kernel calls even when the wasm backend
+ * is already active (tfjs looks kernels up per call).
+ */
 export function registerWasmTrainingKernels(): void {
-  // Filled in by the compute-core work (issue 2).
+  for (const [kernelName, kernelFunc] of Object.entries(WASM_TRAINING_KERNELS)) {
+    const existing = getKernel(kernelName, 'wasm');
+    if (existing?.kernelFunc === kernelFunc) continue;
+    if (existing !== undefined) unregisterKernel(kernelName, 'wasm');
+    registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  }
+}
+
+/** True when every kernel of {@link WASM_TRAINING_KERNELS} is the one registered for `wasm` now. */
+export function wasmTrainingKernelsRegistered(): boolean {
+  return Object.entries(WASM_TRAINING_KERNELS).every(([name, fn]) => getKernel(name, 'wasm')?.kernelFunc === fn);
 }
