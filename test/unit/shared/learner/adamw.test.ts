@@ -40,7 +40,7 @@ function assertClose(got: ArrayLike<number>, ref: readonly number[], what: strin
 const A0 = [0.5, -1.25, 2, 0.75, -0.3, 1.1];
 const B0 = [0.2, -0.4, 0.9, -1.5];
 /** Per step: lrs for groups [a] and [b], momentum (a one-cycle-like sweep), gradients (b has none at step 2). */
-const STEPS = [
+const STEPS: ReadonlyArray<{ lrs: number[]; mom: number; ga: number[]; gb: number[] | undefined }> = [
   { lrs: [1e-2, 1e-1], mom: 0.95, ga: [0.3, -0.2, 0.5, 1.0, -0.7, 0.05], gb: [0.1, 0.2, -0.3, 0.4] },
   { lrs: [2e-2, 5e-2], mom: 0.9, ga: [-0.1, 0.4, 0.2, -0.6, 0.3, 0.2], gb: [-0.2, 0.1, 0.3, 0.1] },
   { lrs: [5e-2, 8e-2], mom: 0.85, ga: [0.2, 0.2, -0.4, 0.1, 0.9, -0.3], gb: undefined },
@@ -48,7 +48,7 @@ const STEPS = [
 ];
 
 function makeParams(): Map<string, tf.Variable> {
-  return new Map([
+  return new Map<string, tf.Variable>([
     ['a.weight', tf.variable(tf.tensor2d(A0, [2, 3]))],
     ['b.bias', tf.variable(tf.tensor1d(B0))],
   ]);
@@ -90,8 +90,8 @@ test('only trainable parameters change; gradients for frozen ones are rejected b
   const params = makeParams();
   const opt = new AdamW(params, [['a.weight'], ['b.bias']], { trainable: ['b.bias'] });
   const ga = tf.tensor2d(STEPS[0]!.ga, [2, 3]);
-  const gb = tf.tensor1d(STEPS[0]!.gb);
-  assert.throws(() => opt.step(new Map([['a.weight', ga], ['b.bias', gb]]), { lrs: [1e-2, 1e-2], momentum: 0.9 }),
+  const gb = tf.tensor1d(STEPS[0]!.gb!);
+  assert.throws(() => opt.step(new Map<string, tf.Tensor>([['a.weight', ga], ['b.bias', gb]]), { lrs: [1e-2, 1e-2], momentum: 0.9 }),
     (e: unknown) => isTrainerError(e, 'ERR_INTERNAL') && /non-trainable parameter a.weight/.test(e.message));
   assert.deepEqual(Array.from(params.get('b.bias')!.dataSync()), Array.from(Float32Array.from(B0)), 'no partial update');
   opt.step(new Map([['b.bias', gb]]), { lrs: [1e-2, 1e-2], momentum: 0.9 });
