@@ -1,0 +1,195 @@
+/**
+ * The coordinator's flags: the run configuration (what is trained, shared with config files) and the runtime
+ * options (how it runs: sockets, heartbeats, checkpoints, metrics), parsed with commander and validated before
+ * anything starts.
+ */
+import { Command, Option } from 'commander';
+import { readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
+import { TrainerError } from '../shared/errors.js';
+
+/** How the coordinator runs (may differ between a run and its resume). */
+export interface RuntimeOptions {
+  /** ZeroMQ ROUTER endpoint the coordinator binds, e.g. `tcp://127.0.0.1:5555`; port 0 = ephemeral. */
+  readonly bind: string;
+  /** Heartbeat period both ways, milliseconds. */
+  readonly heartbeatIntervalMs: number;
+  /** A peer silent for this long is dead, milliseconds. */
+  readonly heartbeatTimeoutMs: number;
+  /** Longest a single all-reduce may take before it is aborted, milliseconds. */
+  readonly allreduceTimeoutMs: number;
+  /** `ring` (default) or `star` through the coordinator (baseline for benchmarks). */
+  readonly allreduce: 'ring' | 'star';
+  /** Wire dtype of gradient chunks. */
+  readonly allreduceDtype: 'float32' | 'float16';
+  /** Gradient bucket size, megabytes (10^6 bytes). */
+  readonly bucketMb: number;
+  /** Optimizer steps between periodic checkpoints (0 = only at epoch ends). */
+  readonly checkpointEvery: number;
+  /** Newest checkpoints kept. */
+  readonly keep: number;
+  /** Run directory to resume, or null. */
+  readonly resume: string | null;
+  /** Keep going with survivors (and raise accumulation) instead of respawning lost local workers. */
+  readonly elastic: boolean;
+  /** Most respawns before the run checkpoints and stops. */
+  readonly maxRestarts: number;
+  /** Prometheus endpoint host and port (0 = ephemeral, -1 = disabled). */
+  readonly metricsHost: string;
+  readonly metricsPort: number;
+  /** Decode/augment threads per worker (0 = automatic). */
+  readonly threads: number;
+  /** Directory with CURVE keys for remote workers, or null. */
+  readonly curveKeys: string | null;
+  /** Print plain lines instead of progress bars. */
+  readonly plain: boolean;
+}
+
+/** Defaults of {@link RuntimeOptions}. */
+export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
+  bind: 'tcp://127.0.0.1:5555',
+  heartbeatIntervalMs: 1000,
+  heartbeatTimeoutMs: 10_000,
+  allreduceTimeoutMs: 120_000,
+  allreduce: 'ring',
+  allreduceDtype: 'float32',
+  bucketMb: 25,
+  checkpointEvery: 0,
+  keep: 3,
+  resume: null,
+  elastic: false,
+  maxRestarts: 3,
+  metricsHost: '127.0.0.1',
+  metricsPort: 9464,
+  threads: 0,
+  curveKeys: null,
+  plain: false,
+});
+
+/** The parsed command line of a training run. */
+export interface TrainCommand {
+  readonly config: RunConfig;
+  readonly runtime: RuntimeOptions;
+  /** Fields the user set explicitly (flags or file), for the resume agreement check. */
+  readonly explicit: RunConfigInput;
+}
+
+/** Flag → config field, for the flags that set the run configuration. */
+const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: string]> = [
+  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/)'],
+  ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
+  ['--label-from <how>', 'labelFrom', 'regex | folder | csv'],
+  ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
+  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations)'],
+  ['--valid-pct <fraction>', 'validPct', 'fraction of items for validation (default 0.2)'],
+  ['--seed <n>', 'seed', 'seed of split, shuffles, augmentation and head init (default 42)'],
+  ['--arch <name>', 'arch', 'resnet18 | resnet34 | resnet50 (default resnet34)'],
+  ['--size <px>', 'size', 'image side after crop, pixels (default 224)'],
+  ['--bs <n>', 'bs', 'batch per worker (default 64)'],
+  ['--accum <n>', 'accum', 'gradient-accumulation steps (default 1)'],
+  ['--global-bs <n>', 'globalBs', 'wanted global batch; picks --accum'],
+  ['--lr-scale <rule>', 'lrScale', 'linear | sqrt | none: scale max lrs by global batch / --base-bs (default none)'],
+  ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
+  ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
+  ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
+  ['--backend <name>', 'backend', 'auto | tensorflow | wasm | cpu (default auto)'],
+  ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
+  ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
+];
+
+/** Builds the commander program of `coordinator [train]`. */
+export function trainProgram(): Command {
+  const cmd = new Command('train').description('train (the default command)');
+  for (const [flags, , help] of CONFIG_FLAGS) cmd.option(flags, help);
+  cmd
+    .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
+    .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
+    .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle)')
+    .option('--no-lr-find', 'shorthand: drop the lr_find stage')
+    .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}; port 0 = any)`)
+    .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
+    .option('--heartbeat-timeout-ms <ms>', `silence before a peer is declared dead (default ${DEFAULT_RUNTIME.heartbeatTimeoutMs})`)
+    .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
+    .addOption(new Option('--allreduce <algo>', 'ring | star (baseline)').choices(['ring', 'star']))
+    .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of gradients').choices(['float32', 'float16']))
+    .option('--bucket-mb <mb>', `gradient bucket size in MB (default ${DEFAULT_RUNTIME.bucketMb})`)
+    .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
+    .option('--keep <k>', `newest checkpoints kept (default ${DEFAULT_RUNTIME.keep})`)
+    .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')
+    .option('--elastic', 'continue with the surviving workers instead of respawning')
+    .option('--max-restarts <n>', `respawns before the run checkpoints and stops (default ${DEFAULT_RUNTIME.maxRestarts})`)
+    .option('--metrics-host <host>', `Prometheus endpoint host (default ${DEFAULT_RUNTIME.metricsHost})`)
+    .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}; 0 = any, -1 = off)`)
+    .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
+    .option('--curve-keys <dir>', 'CURVE key directory for remote workers (see README)')
+    .option('--plain', 'plain log lines instead of progress bars')
+    .exitOverride();
+  return cmd;
+}
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {
+  if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return base.stages;
+  const stages = resolveRunConfig(base).stages.map((s) => ({ ...s }));
+  const fits = stages.filter((s) => s.kind !== 'lr_find');
+  if (flags.epochs !== undefined && fits[0]) fits[0].epochs = checkInt('--epochs', flags.epochs, 1);
+  if (flags.fineTuneEpochs !== undefined && fits[1]) fits[1].epochs = checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 1);
+  return flags.lrFind === false ? stages.filter((s) => s.kind !== 'lr_find') : stages;
+}
+
+function runtimeFrom(flags: Flags): RuntimeOptions {
+  const int = (flag: string, key: string, min: number, max?: number): number | undefined =>
+    flags[key] === undefined ? undefined : checkInt(flag, flags[key], min, max);
+  const bind = typeof flags.bind === 'string' ? flags.bind : DEFAULT_RUNTIME.bind;
+  if (!/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/.test(bind)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--bind must be tcp://host:port or ipc://path, got ${JSON.stringify(bind)}`);
+  }
+  const r: RuntimeOptions = {
+    ...DEFAULT_RUNTIME,
+    bind,
+    heartbeatIntervalMs: int('--heartbeat-interval-ms', 'heartbeatIntervalMs', 10) ?? DEFAULT_RUNTIME.heartbeatIntervalMs,
+    heartbeatTimeoutMs: int('--heartbeat-timeout-ms', 'heartbeatTimeoutMs', 50) ?? DEFAULT_RUNTIME.heartbeatTimeoutMs,
+    allreduceTimeoutMs: int('--allreduce-timeout-ms', 'allreduceTimeoutMs', 100) ?? DEFAULT_RUNTIME.allreduceTimeoutMs,
+    allreduce: (flags.allreduce as RuntimeOptions['allreduce'] | undefined) ?? DEFAULT_RUNTIME.allreduce,
+    allreduceDtype: (flags.allreduceDtype as RuntimeOptions['allreduceDtype'] | undefined) ?? DEFAULT_RUNTIME.allreduceDtype,
+    bucketMb: int('--bucket-mb', 'bucketMb', 1, 1024) ?? DEFAULT_RUNTIME.bucketMb,
+    checkpointEvery: int('--checkpoint-every', 'checkpointEvery', 0) ?? DEFAULT_RUNTIME.checkpointEvery,
+    keep: int('--keep', 'keep', 1) ?? DEFAULT_RUNTIME.keep,
+    resume: typeof flags.resume === 'string' ? flags.resume : null,
+    elastic: flags.elastic === true,
+    maxRestarts: int('--max-restarts', 'maxRestarts', 0) ?? DEFAULT_RUNTIME.maxRestarts,
+    metricsHost: typeof flags.metricsHost === 'string' ? flags.metricsHost : DEFAULT_RUNTIME.metricsHost,
+    metricsPort: int('--metrics-port', 'metricsPort', -1, 65535) ?? DEFAULT_RUNTIME.metricsPort,
+    threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
+    curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
+    plain: flags.plain === true || !process.stdout.isTTY,
+  };
+  if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
+    throw new TrainerError('ERR_BAD_FLAG', `--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}), got ${r.heartbeatTimeoutMs}`);
+  }
+  return r;
+}
+
+/**
+ * Parses and validates a training command line.
+ * @param argv - arguments after `coordinator` (and after `train` if given)
+ * @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag or field and the rule; commander's own
+ *   CommanderError for unknown flags and missing values
+ */
+export function parseTrainArgs(argv: readonly string[]): TrainCommand {
+  const cmd = trainProgram();
+  cmd.parse([...argv], { from: 'user' });
+  const flags = cmd.opts<Flags>();
+  const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
+  const fromFlags: Record<string, unknown> = {};
+  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) fromFlags[field] = flags[field];
+  const explicit: RunConfigInput = { ...file, ...fromFlags };
+  const stages = stageShorthands(flags, explicit);
+  if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;
+  const config = resolveRunConfig(explicit, { runDir: explicit.runDir ?? defaultRunDir() });
+  return { config, runtime: runtimeFrom(flags), explicit };
+}
+
+function defaultRunDir(): string {
+  return `runs/${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`;
+}

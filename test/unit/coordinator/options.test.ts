@@ -1,0 +1,51 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CommanderError } from 'commander';
+import { DEFAULT_RUNTIME, parseTrainArgs } from '../../../src/coordinator/options.js';
+import { isTrainerError } from '../../../src/shared/errors.js';
+
+test('flags map onto the run config and runtime options', () => {
+  const { config, runtime, explicit } = parseTrainArgs(['--workers', '2', '--data', '../shared/x', '--pretrained', 'none', '--size', '128',
+    '--bind', 'tcp://0.0.0.0:0', '--metrics-port', '-1', '--allreduce-dtype', 'float16', '--keep', '2', '--run-dir', 'runs/t']);
+  assert.equal(config.workers, 2);
+  assert.equal(config.expect, 2);
+  assert.equal(config.size, 128);
+  assert.equal(config.runDir, 'runs/t');
+  assert.equal(runtime.bind, 'tcp://0.0.0.0:0');
+  assert.equal(runtime.metricsPort, -1);
+  assert.equal(runtime.allreduceDtype, 'float16');
+  assert.equal(runtime.keep, 2);
+  assert.equal(runtime.heartbeatTimeoutMs, DEFAULT_RUNTIME.heartbeatTimeoutMs);
+  assert.deepEqual(Object.keys(explicit).sort(), ['data', 'pretrained', 'runDir', 'size', 'workers']);
+});
+
+test('stage shorthands edit the tutorial plan', () => {
+  const { config } = parseTrainArgs(['--epochs', '1', '--fine-tune-epochs', '3', '--no-lr-find']);
+  assert.deepEqual(config.stages.map((s) => [s.name, s.epochs, s.frozen]), [['stage-1', 1, true], ['stage-2', 3, false]]);
+  assert.match(config.runDir, /^runs\/\d{4}-\d\d-\d\dT/);
+});
+
+test('a config file sets stages; flags win over it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'opt-'));
+  const file = join(dir, 'plan.yaml');
+  writeFileSync(file, 'arch: resnet18\nbs: 16\nstages:\n  - {kind: one_cycle, epochs: 2, maxLr: 1e-3, frozen: true}\n');
+  const { config } = parseTrainArgs(['--config', file, '--bs', '8']);
+  assert.equal(config.arch, 'resnet18');
+  assert.equal(config.bs, 8);
+  assert.deepEqual(config.stages.map((s) => [s.epochs, s.maxLr]), [[2, '0.001']]);
+});
+
+test('bad flags stop the run before it starts, naming flag and rule', () => {
+  const bad = (argv: string[], re: RegExp) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
+    (isTrainerError(e) && re.test(e.message)) || (e instanceof CommanderError && re.test(e.message)));
+  bad(['--workers', 'two'], /^workers must be an integer in \[0, 1024\], got "two"$/);
+  bad(['--workers', '0'], /^expect must be an integer ≥ 1 when workers is 0/);
+  bad(['--bind', 'localhost:5555'], /^--bind must be tcp:\/\/host:port or ipc:\/\/path/);
+  bad(['--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '1500'], /--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms \(2000\), got 1500/);
+  bad(['--allreduce', 'tree'], /argument 'tree' is invalid. Allowed choices are ring, star/);
+  bad(['--wokers', '2'], /unknown option '--wokers'/);
+  bad(['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/);
+});
