@@ -1,0 +1,249 @@
+/**
+ * torchvision-compatible ResNet built from raw tfjs ops on `tf.Variable`s, NHWC inside.
+ *
+ * Parameter names are torchvision's (`conv1.weight`, `layer2.0.downsample.1.bias`, `fc.weight`, …); layouts are
+ * tfjs's: conv weights `[k, k, in, out]` (HWIO), `fc.weight` `[in, out]`. See `torch-weights.ts` for the conversion.
+ *
+ * BatchNorm and gradients: in training mode a BN normalises with the batch mean and the biased batch variance over
+ * `[batch, height, width]` (eps 1e-5), exactly as PyTorch's `BatchNorm2d`. Updating the running statistics is a side
+ * effect that does not belong on the gradient tape, so `forward`/`features` never assign: when a {@link BnUpdates}
+ * map is passed, each BN puts the NEW running mean and variance there (`tf.keep`-ed, so they survive the
+ * `tf.tidy`/`tf.variableGrads` around the call), and the caller applies them after the step:
+ *
+ * ```ts
+ * const updates: BnUpdates = new Map();
+ * const { value, grads } = tf.variableGrads(() => lossFn(model.forward(x, true, updates), y));
+ * optimizer.apply(grads);            // the gradient step
+ * model.applyBnUpdates(updates);     // running_mean/var ← new values; disposes them; clears the map
+ * ```
+ *
+ * Running-stat rule (PyTorch `BatchNorm2d`, momentum 0.1): `running ← (1 − 0.1)·running + 0.1·batch`, with the
+ * UNBIASED batch variance (`· n/(n−1)`, `n = batch·height·width`) for `running_var`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { TrainerError } from '../errors.js';
+import {
+  describeConfig, layoutModules, resnetLayout,
+  type BatchNormSpec, type BlockSpec, type ConvSpec, type ResNetArch, type ResNetConfig, type ResNetLayout,
+} from './resnet-spec.js';
+
+export type { ResNetArch, ResNetConfig, ResNetLayout } from './resnet-spec.js';
+
+/** BatchNorm epsilon added to the variance (PyTorch default). */
+export const BN_EPS = 1e-5;
+/** BatchNorm running-stat momentum (PyTorch convention: weight of the NEW batch statistic). */
+export const BN_MOMENTUM = 0.1;
+
+/**
+ * New running statistics collected by a training-mode forward pass: buffer name (`layer1.0.bn1.running_mean`,
+ * `….running_var`) → `[channels] float32`. Owned by the caller; {@link ResNet.applyBnUpdates} consumes them.
+ */
+export type BnUpdates = Map<string, tf.Tensor1D>;
+
+/** Options of {@link createResNet}. */
+export interface ResNetOptions {
+  /** Classes of the `fc` layer (integer ≥ 1), or null for a body without avgpool/fc (`forward` then throws). */
+  numClasses?: number | null;
+  /** Seed of the initialisation (integer). Same seed → same initial weights on the same backend. */
+  seed?: number;
+}
+
+/** Resolved {@link ResNetOptions}. */
+export type ResolvedResNetOptions = Required<ResNetOptions>;
+
+/** Defaults of {@link ResNetOptions}: no classifier, seed 0. */
+export const DEFAULT_RESNET: Readonly<ResolvedResNetOptions> = Object.freeze({ numClasses: null, seed: 0 });
+
+function seedFor(seed: number, index: number): number {
+  return seed * 100_003 + index; // distinct per (seed, parameter) for any realistic seed/parameter count
+}
+
+/** A torchvision ResNet's parameters and running statistics, with its forward pass. Create with {@link createResNet}. */
+export class ResNet {
+  /** The layer layout (convs, BNs, blocks, feature width, classes). */
+  readonly layout: ResNetLayout;
+  /** Trainable parameters by torch name, tfjs layouts (conv HWIO, fc.weight `[in, out]`), float32. */
+  readonly params: ReadonlyMap<string, tf.Variable>;
+  /** Non-trainable BN buffers by torch name (`*.running_mean`, `*.running_var`), `[channels] float32`. */
+  readonly buffers: ReadonlyMap<string, tf.Variable>;
+  /** Channels of layer4's output (= `features()` last dim): 512 (basic) or 2048 (bottleneck). */
+  readonly featureChannels: number;
+  /** Classes of `fc`, or null when the model has no classifier. */
+  readonly numClasses: number | null;
+  /** Training-mode BN updates applied so far (torch's `num_batches_tracked`, shared by every BN here). */
+  numBatchesTracked = 0;
+  private disposed = false;
+
+  /** @internal use {@link createResNet}. */
+  constructor(layout: ResNetLayout, params: Map<string, tf.Variable>, buffers: Map<string, tf.Variable>) {
+    this.layout = layout;
+    this.params = params;
+    this.buffers = buffers;
+    this.featureChannels = layout.featureChannels;
+    this.numClasses = layout.numClasses;
+  }
+
+  /**
+   * Body: conv1, bn1, relu, maxpool, layer1..layer4.
+   *
+   * @param x - `[batch, height, width, 3] float32, NHWC`, normalised as the weights expect (ImageNet mean/std)
+   * @param training - true: BN uses batch statistics (and fills `bnUpdates` if given); false: running statistics
+   * @param bnUpdates - where training mode puts the new running statistics (see module doc); ignored in eval
+   * @returns `[batch, ⌈height/32⌉, ⌈width/32⌉, featureChannels] float32` (exact sizes follow torch's conv arithmetic)
+   * @throws TrainerError ERR_DATA when `x` is not rank 4 with 3 channels, or a training-mode BN sees one value per channel
+   * @throws TrainerError ERR_INTERNAL after {@link dispose}
+   */
+  features(x: tf.Tensor4D, training: boolean, bnUpdates?: BnUpdates): tf.Tensor4D {
+    this.checkInput(x);
+    return tf.tidy(() => {
+      const [stemConv, stemBn] = this.layout.stem;
+      let h = tf.relu(this.bn(this.conv(x, stemConv), stemBn, training, bnUpdates));
+      h = tf.maxPool(h, 3, 2, 1);
+      for (const block of this.layout.blocks) h = this.block(h, block, training, bnUpdates);
+      return h;
+    });
+  }
+
+  /**
+   * Full network: {@link features}, global average pool, `fc`.
+   *
+   * @param x - `[batch, height, width, 3] float32, NHWC`
+   * @returns logits `[batch, numClasses] float32`
+   * @throws TrainerError ERR_BAD_CONFIG when the model was created without a classifier; see {@link features}
+   */
+  forward(x: tf.Tensor4D, training: boolean, bnUpdates?: BnUpdates): tf.Tensor2D {
+    if (this.numClasses === null) {
+      throw new TrainerError('ERR_BAD_CONFIG', 'ResNet.forward needs a classifier: create the model with numClasses ≥ 1 (or use features())');
+    }
+    return tf.tidy(() => {
+      const pooled = tf.mean(this.features(x, training, bnUpdates), [1, 2]) as tf.Tensor2D;
+      return tf.add(tf.matMul(pooled, this.params.get('fc.weight')!), this.params.get('fc.bias')!);
+    });
+  }
+
+  /**
+   * Assigns the running statistics collected by a training-mode pass to {@link buffers}, disposes them, clears the
+   * map and increments {@link numBatchesTracked}. Call once per training step, after the gradient step.
+   *
+   * @throws TrainerError ERR_INTERNAL when the map names an unknown buffer or has a wrong shape
+   */
+  applyBnUpdates(bnUpdates: BnUpdates): void {
+    if (bnUpdates.size === 0) return;
+    for (const [name, t] of bnUpdates) {
+      const buf = this.buffers.get(name);
+      if (!buf || buf.shape[0] !== t.shape[0]) {
+        throw new TrainerError('ERR_INTERNAL', `BN update ${name} [${t.shape}] does not match a buffer${buf ? ` [${buf.shape}]` : ''}`);
+      }
+      buf.assign(t);
+      t.dispose();
+    }
+    bnUpdates.clear();
+    this.numBatchesTracked += 1;
+  }
+
+  /** Frees every variable. Idempotent; the model is unusable afterwards. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const v of this.params.values()) v.dispose();
+    for (const v of this.buffers.values()) v.dispose();
+  }
+
+  private checkInput(x: tf.Tensor): void {
+    if (this.disposed) throw new TrainerError('ERR_INTERNAL', 'ResNet used after dispose()');
+    if (x.rank !== 4 || x.shape[3] !== 3 || x.dtype !== 'float32') {
+      throw new TrainerError('ERR_DATA', `ResNet input must be [batch, height, width, 3] float32 (NHWC), got [${x.shape}] ${x.dtype}`);
+    }
+  }
+
+  private conv(x: tf.Tensor4D, spec: ConvSpec): tf.Tensor4D {
+    const w = this.params.get(`${spec.name}.weight`) as tf.Variable<tf.Rank.R4>;
+    return tf.conv2d(x, w, spec.stride, spec.pad === 0 ? 'valid' : spec.pad);
+  }
+
+  private block(x: tf.Tensor4D, spec: BlockSpec, training: boolean, updates?: BnUpdates): tf.Tensor4D {
+    let h = x;
+    spec.convs.forEach((c, i) => {
+      h = this.bn(this.conv(h, c), spec.bns[i], training, updates);
+      if (i < spec.convs.length - 1) h = tf.relu(h);
+    });
+    const identity = spec.downsample
+      ? this.bn(this.conv(x, spec.downsample[0]), spec.downsample[1], training, updates)
+      : x;
+    return tf.relu(tf.add(h, identity));
+  }
+
+  private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates): tf.Tensor4D {
+    const gamma = this.params.get(`${spec.name}.weight`) as tf.Variable<tf.Rank.R1>;
+    const beta = this.params.get(`${spec.name}.bias`) as tf.Variable<tf.Rank.R1>;
+    const runningMean = this.buffers.get(`${spec.name}.running_mean`) as tf.Variable<tf.Rank.R1>;
+    const runningVar = this.buffers.get(`${spec.name}.running_var`) as tf.Variable<tf.Rank.R1>;
+    if (!training) return tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
+    const n = x.shape[0] * x.shape[1] * x.shape[2];
+    if (n < 2) {
+      throw new TrainerError('ERR_DATA', `${spec.name}: training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
+    }
+    // Two-pass statistics: centre first, then the biased variance of the centred values.
+    const mean = tf.mean(x, [0, 1, 2]) as tf.Tensor1D;
+    const centred = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(centred), [0, 1, 2]) as tf.Tensor1D;
+    if (updates) {
+      const m = BN_MOMENTUM;
+      updates.set(`${spec.name}.running_mean`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningMean, 1 - m), tf.mul(mean, m)))));
+      updates.set(`${spec.name}.running_var`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningVar, 1 - m), tf.mul(variance, m * n / (n - 1))))));
+    }
+    const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, BN_EPS)));
+    return tf.add(tf.mul(centred, scale), beta);
+  }
+}
+
+function convInit(spec: ConvSpec, seed: number): tf.Tensor4D {
+  // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") → N(0, 2 / (out·k·k)).
+  const std = Math.sqrt(2 / (spec.outChannels * spec.kernel * spec.kernel));
+  return tf.randomNormal([spec.kernel, spec.kernel, spec.inChannels, spec.outChannels], 0, std, 'float32', seed);
+}
+
+function addBn(spec: BatchNormSpec, params: Map<string, tf.Variable>, buffers: Map<string, tf.Variable>): void {
+  // torchvision: BN weight 1, bias 0; PyTorch: running_mean 0, running_var 1.
+  params.set(`${spec.name}.weight`, tf.variable(tf.ones([spec.channels])));
+  params.set(`${spec.name}.bias`, tf.variable(tf.zeros([spec.channels])));
+  buffers.set(`${spec.name}.running_mean`, tf.variable(tf.zeros([spec.channels]), false));
+  buffers.set(`${spec.name}.running_var`, tf.variable(tf.ones([spec.channels]), false));
+}
+
+function addFc(inFeatures: number, numClasses: number, seed: number, params: Map<string, tf.Variable>): void {
+  // PyTorch nn.Linear.reset_parameters: kaiming_uniform_(a=√5) → U(±1/√in) for the weight, U(±1/√in) for the bias.
+  const bound = 1 / Math.sqrt(inFeatures);
+  params.set('fc.weight', tf.variable(tf.randomUniform([inFeatures, numClasses], -bound, bound, 'float32', seed)));
+  params.set('fc.bias', tf.variable(tf.randomUniform([numClasses], -bound, bound, 'float32', seed + 1)));
+}
+
+/**
+ * Creates a torchvision ResNet with torchvision's initialisation (convs kaiming-normal fan_out/relu, BN weight 1
+ * bias 0, running_mean 0, running_var 1, fc as PyTorch's `nn.Linear` default). Source: torchvision 0.14
+ * `ResNet.__init__`. Random draws are tfjs's seeded generators, so values differ from PyTorch's for the same seed.
+ *
+ * @param arch - `resnet18|resnet34|resnet50` or a config such as `{ block: 'basic', layers: [1, 1, 1, 1] }`
+ * @param options - see {@link ResNetOptions}; defaults {@link DEFAULT_RESNET}
+ * @throws TrainerError ERR_BAD_CONFIG for an unknown arch, bad layers, numClasses or seed
+ */
+export function createResNet(arch: ResNetArch | ResNetConfig, options: ResNetOptions = {}): ResNet {
+  const resolved: ResolvedResNetOptions = { ...DEFAULT_RESNET, ...options, numClasses: options.numClasses ?? null };
+  if (!Number.isSafeInteger(resolved.seed)) throw new TrainerError('ERR_BAD_CONFIG', `seed must be an integer, got ${resolved.seed}`);
+  const layout = resnetLayout(arch, resolved.numClasses);
+  const params = new Map<string, tf.Variable>();
+  const buffers = new Map<string, tf.Variable>();
+  tf.tidy(() => {
+    layoutModules(layout).forEach((m, i) => {
+      if (m.kind === 'conv') params.set(`${m.name}.weight`, tf.variable(convInit(m, seedFor(resolved.seed, i))));
+      else addBn(m, params, buffers);
+    });
+    if (layout.numClasses !== null) addFc(layout.featureChannels, layout.numClasses, seedFor(resolved.seed, 90_000), params);
+  });
+  return new ResNet(layout, params, buffers);
+}
+
+/** Human name of the model's architecture (`resnet34` or `ResNet(basic, [1,1,1,1])`), for logs and errors. */
+export function describeResNet(model: ResNet): string {
+  return describeConfig(model.layout.config);
+}
