@@ -93,14 +93,14 @@ interface Computed {
 
 async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>, gradNames: string[]): Promise<Computed> {
   const inp = need(c, 'input_nchw');
-  const x = tf.tidy(() => tf.transpose(tf.tensor(inp.data as Float32Array, [...inp.shape], 'float32'), [0, 2, 3, 1]) as tf.Tensor4D);
+  const x = tf.tidy(() => tf.transpose(tf.tensor4d(inp.data as Float32Array, inp.shape as [number, number, number, number], 'float32'), [0, 2, 3, 1]));
   const labels = tf.tensor1d(Int32Array.from(need(c, 'labels').data as BigInt64Array, Number), 'int32');
   try {
     const evalT = model.forward(x, false);
     const logitsEval = (await evalT.data()) as Float32Array;
     evalT.dispose();
     const vars = gradNames.map((n) => model.params.get(n)!);
-    let logitsTrain = new Float32Array();
+    let logitsTrain: Float32Array = new Float32Array();
     const { value, grads } = tf.variableGrads(() => {
       const logits = model.forward(x, true);
       logitsTrain = logits.dataSync() as Float32Array;
