@@ -99,9 +99,11 @@ function convKernels(c: ConvCase): () => tf.Tensor[] {
     const w = tf.tensor4d(lcg(tf.util.sizeFromShape(wShape), 2), wShape);
     const y = tf.conv2d(x, w, c.stride, c.pad, 'NHWC', 1, c.rounding);
     const dy = tf.tensor(lcg(y.size, 3), y.shape);
-    const attrs = { strides: c.stride, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: c.rounding } as const;
-    const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: c.x }) as tf.Tensor;
-    const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }) as tf.Tensor;
+    const attrs = { strides: c.stride, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: c.rounding };
+    const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w },
+      { ...attrs, inputShape: c.x } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
+      { ...attrs, filterShape: wShape } as unknown as tf.NamedAttrMap) as tf.Tensor;
     return [y, dx, dw];
   };
 }

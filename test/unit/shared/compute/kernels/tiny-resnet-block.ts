@@ -55,9 +55,9 @@ function forwardLoss(x: tf.Tensor4D, labels: tf.Tensor2D, w: tf.Tensor[]): tf.Sc
     tf.Tensor4D, tf.Tensor, tf.Tensor, tf.Tensor4D, tf.Tensor, tf.Tensor, tf.Tensor4D, tf.Tensor, tf.Tensor,
     tf.Tensor4D, tf.Tensor, tf.Tensor, tf.Tensor4D, tf.Tensor2D, tf.Tensor1D];
   const stem = tf.relu(batchNormTrain(tf.conv2d(x, c1, 2, 3), g1, b1));
-  const pooled = tf.maxPool(stem, 3, 2, 1);
+  const pooled = tf.maxPool(stem, 3, 2, 1) as tf.Tensor4D;
   const inner = tf.relu(batchNormTrain(tf.conv2d(pooled, c2, 1, 1), g2, b2));
-  const block = tf.relu(tf.add(batchNormTrain(tf.conv2d(inner, c3, 1, 'same'), g3, b3), pooled));
+  const block = tf.relu(tf.add(batchNormTrain(tf.conv2d(inner, c3, 1, 'same'), g3, b3), pooled)) as tf.Tensor4D;
   const down = batchNormTrain(tf.conv2d(block, c4, 2, 1), g4, b4);
   const shortcut = tf.conv2d(block, c5, 2, 0);
   const features = tf.relu(tf.add(down, shortcut));
