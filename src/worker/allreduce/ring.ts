@@ -1,0 +1,367 @@
+/**
+ * Ring all-reduce over ZeroMQ (the Horovod / gloo / NCCL ring; Patarasuk & Yuan 2009): each rank binds one PULL
+ * socket and PUSHes to its right neighbour; reduce-scatter in N−1 steps then all-gather in N−1 steps, each step
+ * moving 1/N of the buffer, so every rank sends 2(N−1)/N × bytes. The schedule is in
+ * `src/shared/allreduce/ring-schedule.ts`; every chunk is summed once along a fixed path then copied, so all
+ * ranks end with bit-identical buffers.
+ */
+import { hostname } from 'node:os';
+import { Pull, Push } from 'zeromq';
+import { isTrainerError, TrainerError } from '../../shared/errors.js';
+import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../shared/protocol.js';
+import { chunkBounds, ownedChunk, receiveChunk, sendChunk } from '../../shared/allreduce/ring-schedule.js';
+import type {
+  AllReduceCallOptions,
+  AllReducer,
+  AllReduceStats,
+  AllReduceTag,
+  Membership,
+} from '../../shared/allreduce/types.js';
+import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
+import { assertLittleEndian, fromFrame, roundThroughWire, toFrame } from './wire.js';
+
+/** Options of {@link RingAllReduce}; all optional. */
+export interface RingOptions {
+  /** Data-plane bind address; `*` as port picks an ephemeral one. Default `tcp://127.0.0.1:*`. */
+  readonly bindAddress?: string;
+  /** Default deadline of one all-reduce call, in milliseconds (> 0). Default 30 000. */
+  readonly timeoutMs?: number;
+  /** Wire dtype: `float32`, or `float16` (Horovod fp16 compression: divide by N, sum, round). Default float32. */
+  readonly dtype?: WireDtype;
+  /** Most received messages parked while waiting for their call (integer ≥ 1). Default 4096. */
+  readonly maxPendingMessages?: number;
+  /** How long `close()` lets queued sends drain, in milliseconds (≥ 0). Default 1000. */
+  readonly closeTimeoutMs?: number;
+  /** Called for every rejected or stale message; default: one line on stderr. */
+  readonly onWarning?: (warning: TrainerError) => void;
+}
+/** {@link RingOptions} with every field set. */
+export type ResolvedRingOptions = Required<RingOptions>;
+/** Defaults of {@link RingAllReduce}. */
+export const DEFAULT_RING: ResolvedRingOptions = Object.freeze({
+  bindAddress: 'tcp://127.0.0.1:*',
+  timeoutMs: 30_000,
+  dtype: 'float32',
+  maxPendingMessages: 4096,
+  closeTimeoutMs: 1000,
+  onWarning: (w: TrainerError) => process.stderr.write(`[ring ${hostname()}:${process.pid}] ${w.code}: ${w.message}\n`),
+});
+
+/**
+ * Validates and fills ring options.
+ *
+ * @throws TrainerError `ERR_BAD_CONFIG` naming the field and the rule
+ */
+export function resolveRingOptions(options: RingOptions = {}): ResolvedRingOptions {
+  const r = { ...DEFAULT_RING, ...options };
+  const bad = (field: string, rule: string, got: unknown): never => {
+    throw new TrainerError('ERR_BAD_CONFIG', `ring ${field} must be ${rule}, got ${JSON.stringify(got)}`);
+  };
+  if (!(Number.isFinite(r.timeoutMs) && r.timeoutMs > 0)) bad('timeoutMs', 'a number > 0', r.timeoutMs);
+  if (r.dtype !== 'float32' && r.dtype !== 'float16') bad('dtype', 'float32|float16', r.dtype);
+  if (!Number.isInteger(r.maxPendingMessages) || r.maxPendingMessages < 1) {
+    bad('maxPendingMessages', 'an integer ≥ 1', r.maxPendingMessages);
+  }
+  if (!(Number.isFinite(r.closeTimeoutMs) && r.closeTimeoutMs >= 0)) bad('closeTimeoutMs', 'a number ≥ 0', r.closeTimeoutMs);
+  return r;
+}
+
+interface Call {
+  readonly buffer: Float32Array;
+  readonly tag: AllReduceTag;
+  readonly average: boolean;
+  readonly deadlineMs: number;
+  readonly signal: AbortSignal;
+}
+
+type State = 'new' | 'unconfigured' | 'ready' | 'broken' | 'closed';
+
+/** Ring all-reduce of float32 buffers between processes; see the module comment. */
+export class RingAllReduce implements AllReducer {
+  private readonly options: ResolvedRingOptions;
+  private readonly mailbox: Mailbox<{ message: ChunkMessage; frame: Buffer }>;
+  private readonly queue = new SerialQueue();
+  private pull: Pull | undefined;
+  private push: Push | undefined;
+  private boundAddress = '';
+  private state: State = 'new';
+  private brokenReason = '';
+  private membership: Membership = { peers: [], rank: 0, generation: -1 };
+  private controller = new AbortController();
+  private counters = { callsTotal: 0, sentBytesTotal: 0, receivedBytesTotal: 0, staleMessagesTotal: 0, rejectedMessagesTotal: 0 };
+
+  /** @throws TrainerError `ERR_BAD_CONFIG` on invalid options */
+  constructor(options: RingOptions = {}) {
+    this.options = resolveRingOptions(options);
+    this.mailbox = new Mailbox(this.options.maxPendingMessages);
+  }
+
+  /** Number of ranks in the current membership (1 before {@link reconfigure}). */
+  get worldSize(): number {
+    return Math.max(1, this.membership.peers.length);
+  }
+  /** This process's rank in the current membership. */
+  get rank(): number {
+    return this.membership.rank;
+  }
+  /** Current ring epoch (−1 before the first {@link reconfigure}). */
+  get generation(): number {
+    return this.membership.generation;
+  }
+  /** Wire dtype. */
+  get dtype(): WireDtype {
+    return this.options.dtype;
+  }
+  /** Bound data-plane address, e.g. `tcp://127.0.0.1:40123` (empty before {@link start}). */
+  get address(): string {
+    return this.boundAddress;
+  }
+
+  /**
+   * Binds the data-plane socket and starts receiving. Idempotent.
+   *
+   * @returns the bound address (to announce in `hello`)
+   * @throws TrainerError `ERR_PORT_IN_USE` when the address cannot be bound, `ERR_INTERNAL` after close
+   */
+  async start(): Promise<string> {
+    if (this.state === 'closed') throw new TrainerError('ERR_INTERNAL', 'ring.start() called after close()');
+    if (this.state !== 'new') return this.boundAddress;
+    assertLittleEndian();
+    const pull = new Pull({ linger: 0 });
+    try {
+      await pull.bind(this.options.bindAddress);
+    } catch (err) {
+      pull.close();
+      throw new TrainerError('ERR_PORT_IN_USE', `cannot bind data plane on ${this.options.bindAddress}`, { cause: err });
+    }
+    this.pull = pull;
+    this.boundAddress = pull.lastEndpoint ?? this.options.bindAddress;
+    this.state = 'unconfigured';
+    void this.receiveLoop(pull);
+    return this.boundAddress;
+  }
+
+  /**
+   * (Re-)forms the ring: aborts the call in flight, connects to the new right neighbour, drops parked messages of
+   * older generations.
+   *
+   * @param membership - peers' data addresses by rank, this rank, and a generation greater than the current one
+   * @throws TrainerError `ERR_BAD_CONFIG` on an invalid membership or a non-increasing generation
+   */
+  async reconfigure(membership: Membership): Promise<void> {
+    this.checkMembership(membership);
+    if (this.state === 'new' || this.state === 'closed') {
+      throw new TrainerError('ERR_INTERNAL', `ring.reconfigure() needs a started ring, state is ${this.state}`);
+    }
+    this.abort(`ring re-forming for generation ${membership.generation}`);
+    await this.queue.drain();
+    this.push?.close();
+    this.push = undefined;
+    this.membership = { peers: [...membership.peers], rank: membership.rank, generation: membership.generation };
+    this.counters.staleMessagesTotal += this.mailbox.dropOlderThan(membership.generation);
+    const n = membership.peers.length;
+    if (n > 1) {
+      this.push = new Push({ linger: 0, sendHighWaterMark: 0 });
+      this.push.connect(membership.peers[(membership.rank + 1) % n]);
+    }
+    this.controller = new AbortController();
+    this.state = 'ready';
+  }
+
+  private checkMembership(m: Membership): void {
+    const n = m.peers.length;
+    const fail = (rule: string): never => {
+      throw new TrainerError('ERR_BAD_CONFIG', `ring membership ${rule}`);
+    };
+    if (n < 1) fail('must list ≥ 1 peer, got 0');
+    if (!Number.isInteger(m.rank) || m.rank < 0 || m.rank >= n) fail(`rank must be an integer in [0, ${n - 1}], got ${m.rank}`);
+    if (!m.peers.every((p) => /^(tcp|ipc|inproc):\/\/\S+$/.test(p))) fail(`peers must be ZeroMQ endpoints, got ${m.peers}`);
+    if (!Number.isInteger(m.generation) || m.generation <= this.membership.generation) {
+      fail(`generation must be an integer > ${this.membership.generation}, got ${m.generation}`);
+    }
+  }
+
+  /**
+   * Sums (or averages) `buffer` across the ring, in place; every rank ends with bit-identical bytes.
+   * World size 1 returns the buffer unchanged. Calls run one at a time in call order.
+   *
+   * @param buffer - `[n] float32`, the same n on every rank
+   * @param tag - step and bucket, identical on every rank for the same call
+   * @returns `buffer`
+   * @throws TrainerError `ERR_TIMEOUT` past the deadline (the ring then needs {@link reconfigure});
+   *   `ERR_WORKER_LOST` when aborted or when the ring is broken; `ERR_PROTOCOL` when ranks' lengths differ
+   */
+  allReduce(buffer: Float32Array, tag: AllReduceTag, options: AllReduceCallOptions = {}): Promise<Float32Array> {
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+    if (!(timeoutMs > 0)) throw new TrainerError('ERR_BAD_CONFIG', `timeoutMs must be > 0, got ${timeoutMs}`);
+    if (!Number.isInteger(tag.step) || tag.step < 0 || !Number.isInteger(tag.bucket) || tag.bucket < 0) {
+      throw new TrainerError('ERR_BAD_CONFIG', `tag step and bucket must be integers ≥ 0, got ${JSON.stringify(tag)}`);
+    }
+    const signal = this.controller.signal;
+    return this.queue.run(async () => {
+      const call = { buffer, tag, average: options.average ?? false, deadlineMs: Date.now() + timeoutMs, signal };
+      this.checkReady(signal);
+      try {
+        if (this.worldSize > 1) await this.runRing(call);
+        this.counters.callsTotal++;
+        return buffer;
+      } catch (err) {
+        this.breakRing(err);
+        throw err;
+      }
+    });
+  }
+
+  private checkReady(signal: AbortSignal): void {
+    if (signal.aborted) throw signal.reason;
+    if (this.state === 'ready') return;
+    const why = this.state === 'broken' ? `: ${this.brokenReason}` : '';
+    throw new TrainerError('ERR_WORKER_LOST', `ring is ${this.state}${why}; call reconfigure() with a new generation`);
+  }
+
+  private breakRing(err: unknown): void {
+    if (this.state !== 'ready') return;
+    this.state = 'broken';
+    this.brokenReason = err instanceof Error ? err.message : String(err);
+  }
+
+  private async runRing(call: Call): Promise<void> {
+    const n = this.worldSize;
+    const { buffer, average } = call;
+    const fp16 = this.options.dtype === 'float16';
+    if (fp16) for (let i = 0; i < buffer.length; i++) buffer[i] /= n; // Horovod fp16: divide before the sum
+    for (let t = 0; t < n - 1; t++) await this.ringStep(call, 'reduce-scatter', t);
+    const own = this.chunkView(buffer, ownedChunk(this.rank, n));
+    if (average && !fp16) for (let i = 0; i < own.length; i++) own[i] /= n;
+    roundThroughWire(own, this.options.dtype);
+    for (let t = 0; t < n - 1; t++) await this.ringStep(call, 'all-gather', t);
+    if (fp16 && !average) for (let i = 0; i < buffer.length; i++) buffer[i] *= n;
+  }
+
+  private chunkView(buffer: Float32Array, c: number): Float32Array {
+    const { start, end } = chunkBounds(buffer.length, this.worldSize, c);
+    return buffer.subarray(start, end);
+  }
+
+  /** One ring step: send a chunk right, receive one from the left, add (reduce-scatter) or copy (all-gather). */
+  private async ringStep(call: Call, phase: ReducePhase, t: number): Promise<void> {
+    const { rank, generation } = this.membership;
+    const n = this.worldSize;
+    const dtype = this.options.dtype;
+    const sendIdx = sendChunk(phase, rank, t, n);
+    const frame = toFrame(this.chunkView(call.buffer, sendIdx), dtype);
+    const message: ChunkMessage = {
+      type: 'chunk', generation, step: call.tag.step, bucket: call.tag.bucket,
+      phase, ringStep: t, chunk: sendIdx, from: rank, dtype, byteLength: frame.byteLength,
+    };
+    const push = this.push as Push;
+    const what = `${phase} step ${t} of tag ${JSON.stringify(call.tag)}`;
+    await withDeadline(push.send(encode(message, [frame])), call.deadlineMs, call.signal, `sending ${what}`);
+    this.counters.sentBytesTotal += frame.byteLength;
+    const key = mailKey(generation, call.tag, phase, t);
+    const left = (rank - 1 + n) % n;
+    const got = await this.mailbox.take(key, call.deadlineMs, call.signal, `${what} from rank ${left}`);
+    const recvIdx = receiveChunk(phase, rank, t, n);
+    const target = this.chunkView(call.buffer, recvIdx);
+    const values = fromFrame(got.frame, dtype);
+    if (got.message.chunk !== recvIdx || values.length !== target.length) {
+      throw new TrainerError('ERR_PROTOCOL', `${what}: expected chunk ${recvIdx} of ${target.length} elements ` +
+        `(buffer length ${call.buffer.length}), got chunk ${got.message.chunk} of ${values.length}`);
+    }
+    this.counters.receivedBytesTotal += got.frame.byteLength;
+    if (phase === 'all-gather') target.set(values);
+    else for (let i = 0; i < target.length; i++) target[i] += values[i];
+  }
+
+  private async receiveLoop(pull: Pull): Promise<void> {
+    while (!pull.closed) {
+      let parts: Buffer[];
+      try {
+        parts = await pull.receive();
+      } catch (err) {
+        if (pull.closed || this.state === 'closed') return;
+        this.warn(new TrainerError('ERR_PROTOCOL', 'data-plane receive failed', { cause: err }));
+        continue;
+      }
+      this.accept(parts);
+    }
+  }
+
+  /** Routes one received multipart message: reject garbage, drop stale, park the rest for its call. */
+  private accept(parts: Buffer[]): void {
+    let decoded;
+    try {
+      decoded = decode(parts);
+    } catch (err) {
+      this.counters.rejectedMessagesTotal++;
+      if (isTrainerError(err)) this.warn(err);
+      return;
+    }
+    const m = decoded.message;
+    if (m.type !== 'chunk') return this.reject(`data plane accepts only chunk messages, got ${m.type}`);
+    const { generation, rank, peers } = this.membership;
+    if (m.generation < generation) {
+      this.counters.staleMessagesTotal++;
+      return this.warn(new TrainerError('ERR_PROTOCOL', `dropped stale chunk of generation ${m.generation} < ${generation}`));
+    }
+    const left = (rank - 1 + peers.length) % Math.max(1, peers.length);
+    if (m.generation === generation && m.from !== left) {
+      return this.reject(`chunk must come from left neighbour rank ${left}, got rank ${m.from}`);
+    }
+    if (m.dtype !== this.options.dtype) return this.reject(`chunk dtype must be ${this.options.dtype}, got ${m.dtype}`);
+    if (!this.mailbox.put(mailKey(m.generation, m, m.phase, m.ringStep), m.generation, { message: m, frame: decoded.frames[0] })) {
+      this.reject(`duplicate chunk or mailbox full (${this.mailbox.size} parked) for step ${m.step} bucket ${m.bucket}`);
+    }
+  }
+
+  private reject(message: string): void {
+    this.counters.rejectedMessagesTotal++;
+    this.warn(new TrainerError('ERR_PROTOCOL', message));
+  }
+
+  private warn(w: TrainerError): void {
+    try {
+      this.options.onWarning(w);
+    } catch {
+      // A throwing warning sink must not kill the receive loop.
+    }
+  }
+
+  /** Cancels the call in flight and queued ones (`ERR_WORKER_LOST`); the ring then needs {@link reconfigure}. */
+  abort(reason = 'aborted'): void {
+    if (this.controller.signal.aborted) return;
+    this.controller.abort(new TrainerError('ERR_WORKER_LOST', `all-reduce aborted: ${reason}`));
+    if (this.state === 'ready') {
+      this.state = 'broken';
+      this.brokenReason = reason;
+    }
+  }
+
+  /** Counters since start. */
+  stats(): AllReduceStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Aborts pending calls and closes both sockets. Idempotent. Queued outgoing chunks get `closeTimeoutMs` to
+   * drain before the sockets are dropped.
+   */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.abort('ring closed');
+    this.state = 'closed';
+    await this.queue.drain();
+    if (this.push !== undefined) {
+      this.push.linger = this.options.closeTimeoutMs;
+      this.push.close();
+    }
+    this.pull?.close();
+    this.push = undefined;
+    this.pull = undefined;
+    this.mailbox.clear();
+  }
+}
+
+function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase, ringStep: number): string {
+  return `${generation}/${tag.step}/${tag.bucket}/${phase}/${ringStep}`;
+}
