@@ -1,0 +1,129 @@
+/**
+ * Writes a run report into a run directory: every picture as PNG with its numbers beside it as JSON
+ * (`confusion-matrix.png` + `confusion-matrix.json`, …), `interpretation.json`, and `index.html` linking them all.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TrainerError } from '../../shared/errors.js';
+import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
+import { renderReportHtml, type ReportPicture, type ReportSection } from './html.js';
+import type { RenderedPng } from './render.js';
+import { renderTopLossesGrid, topLossTiles, topLossTitle, TOP_LOSSES_FIGURE_TITLE } from './top-losses.js';
+import type { RunReportInput } from './types.js';
+
+/** Report options; all optional. */
+export interface ReportOptions {
+  /** Pixels per chart layout unit, in [1, 4]; 2 gives crisp text. */
+  readonly chartScale?: number;
+  /** Number of images in the top-losses grid, integer ≥ 1 (capped at the number of validation items). */
+  readonly topLossesK?: number;
+  /** `min_val` of the most_confused table, > 0 (the tutorial calls `most_confused(min_val=2)`). */
+  readonly mostConfusedMinVal?: number;
+}
+
+/** Resolved {@link ReportOptions}. */
+export type ResolvedReportOptions = Required<ReportOptions>;
+
+/** Defaults: scale 2, 9 top losses (the tutorial's `plot_top_losses(9)`), most_confused min_val 2. */
+export const DEFAULT_REPORT: ResolvedReportOptions = Object.freeze({ chartScale: 2, topLossesK: 9, mostConfusedMinVal: 2 });
+
+/** What {@link writeRunReport} wrote. */
+export interface ReportManifest {
+  /** Absolute-or-as-given path of `index.html`. */
+  readonly indexHtml: string;
+  /** Pictures written, in report order. */
+  readonly pictures: readonly ReportPicture[];
+  /** Every file written, relative to the run directory. */
+  readonly files: readonly string[];
+}
+
+/**
+ * Validates and fills report options.
+ *
+ * @throws TrainerError `ERR_BAD_CONFIG` naming the field and rule
+ */
+export function resolveReportOptions(options: ReportOptions = {}): ResolvedReportOptions {
+  const r = { ...DEFAULT_REPORT, ...options };
+  if (!(r.chartScale >= 1 && r.chartScale <= 4)) throw new TrainerError('ERR_BAD_CONFIG', `chartScale must be a number in [1, 4], got ${r.chartScale}`);
+  if (!Number.isInteger(r.topLossesK) || r.topLossesK < 1) throw new TrainerError('ERR_BAD_CONFIG', `topLossesK must be an integer ≥ 1, got ${r.topLossesK}`);
+  if (!(Number.isFinite(r.mostConfusedMinVal) && r.mostConfusedMinVal > 0)) {
+    throw new TrainerError('ERR_BAD_CONFIG', `mostConfusedMinVal must be a finite number > 0, got ${r.mostConfusedMinVal}`);
+  }
+  return r;
+}
+
+/** File-name stem from a display name: lower case, runs of other characters → `-`. */
+export function fileStem(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '') || 'unnamed';
+}
+
+class ReportWriter {
+  readonly pictures: ReportPicture[] = [];
+  readonly files: string[] = [];
+  constructor(readonly dir: string) {}
+
+  async writeFile(name: string, content: string | Buffer): Promise<void> {
+    try {
+      await writeFile(join(this.dir, name), content);
+    } catch (err) {
+      throw new TrainerError('ERR_INTERNAL', `report: cannot write ${join(this.dir, name)}: ${String(err)}`, { cause: err });
+    }
+    this.files.push(name);
+  }
+
+  /** Writes `<stem>.png` and `<stem>.json`; the page shows the PNG at 1/`pixelRatio` of its pixel size. */
+  async picture(section: ReportSection, caption: string, stem: string, rendered: RenderedPng, data: unknown, pixelRatio = 1): Promise<void> {
+    await this.writeFile(`${stem}.png`, rendered.png);
+    await this.writeFile(`${stem}.json`, `${JSON.stringify(data, null, 2)}\n`);
+    this.pictures.push({
+      section, caption, png: `${stem}.png`, json: `${stem}.json`,
+      width: Math.round(rendered.width / pixelRatio), height: Math.round(rendered.height / pixelRatio),
+    });
+  }
+
+  async chart<D>(section: ReportSection, caption: string, stem: string, chart: Chart<D>, scale: number): Promise<void> {
+    await this.picture(section, caption, stem, await renderChart(chart, scale), chart.data, scale);
+  }
+}
+
+async function writeInterpretation(w: ReportWriter, input: RunReportInput, o: ResolvedReportOptions): Promise<void> {
+  const interp = input.interpretation;
+  if (interp === undefined) return;
+  await w.writeFile('interpretation.json', `${JSON.stringify(interp.toJsonReport(Math.min(interp.n, 100)), null, 2)}\n`);
+  await w.chart('interpretation', 'Confusion matrix (rows actual, columns predicted)', 'confusion-matrix',
+    confusionMatrixChart(interp.classes, interp.confusionMatrix()), o.chartScale);
+  const k = Math.min(o.topLossesK, interp.n);
+  if (k >= 1 && interp.items !== undefined) {
+    const tiles = topLossTiles(interp, k);
+    const data = { title: TOP_LOSSES_FIGURE_TITLE, tiles: tiles.map((t) => ({ ...t, title: topLossTitle(t) })) };
+    await w.picture('interpretation', `Top ${k} losses`, 'top-losses', await renderTopLossesGrid(tiles), data);
+  }
+}
+
+/**
+ * Renders and writes the whole report into `dir` (created if missing). Parts of the input that are absent are
+ * skipped. Pictures: `lr-find-<name>.png`, `training-curves.png`, `confusion-matrix.png`, `top-losses.png`, each
+ * with a `.json` of its numbers; plus `interpretation.json` and `index.html`.
+ *
+ * @param dir - run directory
+ * @throws TrainerError `ERR_BAD_CONFIG` for bad options; `ERR_DATA` for inconsistent input; `ERR_BAD_IMAGE` when a
+ *   top-loss image cannot be read; `ERR_INTERNAL` when rendering or writing fails
+ */
+export async function writeRunReport(dir: string, input: RunReportInput, options: ReportOptions = {}): Promise<ReportManifest> {
+  const o = resolveReportOptions(options);
+  await mkdir(dir, { recursive: true });
+  const w = new ReportWriter(dir);
+  const usedStems = new Set<string>();
+  for (const record of input.lrFinds ?? []) {
+    let stem = `lr-find-${fileStem(record.name)}`;
+    for (let i = 2; usedStems.has(stem); i++) stem = `lr-find-${fileStem(record.name)}-${i}`;
+    usedStems.add(stem);
+    await w.chart('lr_find', `lr_find — ${record.name}`, stem, lrFindChart(record), o.chartScale);
+  }
+  if (input.stages !== undefined && input.stages.length > 0) {
+    await w.chart('training', 'Training curves', 'training-curves', trainingCurvesChart(input.stages), o.chartScale);
+  }
+  await writeInterpretation(w, input, o);
+  await w.writeFile('index.html', renderReportHtml(input, w.pictures, o.mostConfusedMinVal));
+  return { indexHtml: join(dir, 'index.html'), pictures: w.pictures, files: w.files };
+}
