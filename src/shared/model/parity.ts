@@ -91,33 +91,54 @@ interface Computed {
   grads: Map<string, Float32Array>;
 }
 
+async function trainPass(model: ResNet, x: tf.Tensor4D, labels: tf.Tensor1D, gradNames: string[]): Promise<Omit<Computed, 'logitsEval'>> {
+  const trainLoss = (): { logits: Float32Array; loss: tf.Scalar } => {
+    const logits = model.forward(x, true);
+    return { logits: logits.dataSync() as Float32Array, loss: meanCrossEntropy(logits, labels) };
+  };
+  if (gradNames.length === 0) {
+    let logitsTrain: Float32Array = new Float32Array();
+    const loss = tf.tidy(() => {
+      const r = trainLoss();
+      logitsTrain = r.logits;
+      return r.loss;
+    });
+    const value = (await loss.data())[0];
+    loss.dispose();
+    return { logitsTrain, loss: value, grads: new Map() };
+  }
+  const vars = gradNames.map((n) => model.params.get(n)!);
+  let logitsTrain: Float32Array = new Float32Array();
+  const { value, grads } = tf.variableGrads(() => {
+    const r = trainLoss();
+    logitsTrain = r.logits;
+    return r.loss;
+  }, vars);
+  const out = new Map<string, Float32Array>();
+  for (const [i, name] of gradNames.entries()) {
+    const g = grads[vars[i].name];
+    const perm = tfjsToTorchPerm(g.rank);
+    const torchLayout = perm ? tf.transpose(g, perm) : g;
+    out.set(name, (await torchLayout.data()) as Float32Array);
+    if (torchLayout !== g) torchLayout.dispose();
+  }
+  const loss = (await value.data())[0];
+  tf.dispose([value, ...Object.values(grads)]);
+  return { logitsTrain, loss, grads: out };
+}
+
 async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>, gradNames: string[]): Promise<Computed> {
   const inp = need(c, 'input_nchw');
+  if (inp.shape.length !== 4 || inp.shape[1] !== 3 || inp.dtype !== 'F32') {
+    throw new TrainerError('ERR_WEIGHTS', `parity case: input_nchw must be [batch, 3, height, width] F32, got [${inp.shape}] ${inp.dtype}`);
+  }
   const x = tf.tidy(() => tf.transpose(tf.tensor4d(inp.data as Float32Array, inp.shape as [number, number, number, number], 'float32'), [0, 2, 3, 1]));
   const labels = tf.tensor1d(Int32Array.from(need(c, 'labels').data as BigInt64Array, Number), 'int32');
   try {
     const evalT = model.forward(x, false);
     const logitsEval = (await evalT.data()) as Float32Array;
     evalT.dispose();
-    const vars = gradNames.map((n) => model.params.get(n)!);
-    let logitsTrain: Float32Array = new Float32Array();
-    const { value, grads } = tf.variableGrads(() => {
-      const logits = model.forward(x, true);
-      logitsTrain = logits.dataSync() as Float32Array;
-      return meanCrossEntropy(logits, labels);
-    }, vars);
-    const loss = (await value.data())[0];
-    const out = new Map<string, Float32Array>();
-    for (const [i, name] of gradNames.entries()) {
-      const g = grads[vars[i].name];
-      const perm = tfjsToTorchPerm(g.rank);
-      const torchLayout = perm ? tf.transpose(g, perm) : g;
-      out.set(name, (await torchLayout.data()) as Float32Array);
-      if (torchLayout !== g) torchLayout.dispose();
-    }
-    value.dispose();
-    tf.dispose(Object.values(grads));
-    return { logitsEval, logitsTrain, loss, grads: out };
+    return { logitsEval, ...(await trainPass(model, x, labels, gradNames)) };
   } finally {
     x.dispose();
     labels.dispose();
