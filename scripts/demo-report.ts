@@ -105,3 +105,4 @@ const manifest = await writeRunReport(outDir, {
 });
 console.log(`rendering demo (synthetic numbers) written to ${manifest.indexHtml}`);
 for (const f of manifest.files) console.log(`  ${f}`);
+if (!manifest.textRenders) console.warn('warning: no font found, text in the pictures is boxes: apt-get install -y fonts-dejavu-core');

@@ -94,7 +94,8 @@ export function trainingCurvesData(stages: readonly StageRecord[]): TrainingCurv
   return out;
 }
 
-const ITERATION_X = { field: 'iteration', type: 'quantitative', title: 'Iterations (batches)', scale: { domainMin: 0 } } as const;
+const ITERATION_X = { field: 'iteration', type: 'quantitative', title: 'Iterations (batches)', scale: { domainMin: 0 },
+  axis: { format: 'd', tickMinStep: 1 } } as const;
 
 /** Dashed rules at stage starts; with `labelled`, stage names just above the plot frame (top panel only). */
 function stageRules(starts: TrainingCurvesData['stageStarts'], labelled: boolean): object[] {
@@ -156,8 +157,8 @@ export interface ConfusionMatrixData {
   readonly matrix: readonly (readonly number[])[];
 }
 
-/** Cell edge of the confusion-matrix heatmap, layout units (37 classes → 740 × 740). */
-const CM_CELL = 20;
+/** Cell edge of the confusion-matrix heatmap, layout units: 20 above 20 classes (37 → 740 × 740), else 36. */
+const cmCell = (classes: number): number => (classes > 20 ? 20 : 36);
 /** Upper estimate of DejaVu Sans's mean advance width per character of a breed name, em (measured here ≈ 0.5 on the 37 breed names). */
 const DEJAVU_EM_PER_CHAR = 0.56;
 
@@ -183,8 +184,8 @@ export function confusionMatrixChart(classes: readonly string[], matrix: readonl
   const axis = { labelLimit: 1000, labelFontSize };
   const spec = {
     title: 'Confusion matrix',
-    width: c * CM_CELL,
-    height: c * CM_CELL,
+    width: c * cmCell(c),
+    height: c * cmCell(c),
     data: { values: cells },
     encoding: {
       x: { field: 'predicted', type: 'nominal', sort: classes, title: 'Predicted',

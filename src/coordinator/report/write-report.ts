@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { TrainerError } from '../../shared/errors.js';
 import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
 import { renderReportHtml, type ReportPicture, type ReportSection } from './html.js';
-import type { RenderedPng } from './render.js';
+import { fontsRenderText, type RenderedPng } from './render.js';
 import { renderTopLossesGrid, topLossTiles, topLossTitle, TOP_LOSSES_FIGURE_TITLE } from './top-losses.js';
 import type { RunReportInput } from './types.js';
 
@@ -35,6 +35,8 @@ export interface ReportManifest {
   readonly pictures: readonly ReportPicture[];
   /** Every file written, relative to the run directory. */
   readonly files: readonly string[];
+  /** False when no font is installed, so the pictures' text came out as boxes (install `fonts-dejavu-core`). */
+  readonly textRenders: boolean;
 }
 
 /**
@@ -125,5 +127,5 @@ export async function writeRunReport(dir: string, input: RunReportInput, options
   }
   await writeInterpretation(w, input, o);
   await w.writeFile('index.html', renderReportHtml(input, w.pictures, o.mostConfusedMinVal));
-  return { indexHtml: join(dir, 'index.html'), pictures: w.pictures, files: w.files };
+  return { indexHtml: join(dir, 'index.html'), pictures: w.pictures, files: w.files, textRenders: await fontsRenderText() };
 }

@@ -54,6 +54,7 @@ test('writeRunReport writes every PNG with its JSON, and index.html whose links 
   const dir = await mkdtemp(join(tmpdir(), 'report-test-'));
   try {
     const manifest = await writeRunReport(dir, smallInput(), { chartScale: 1, topLossesK: 4 });
+    assert.equal(manifest.textRenders, true);
     const stems = ['lr-find-first', 'training-curves', 'confusion-matrix', 'top-losses'];
     assert.deepEqual(manifest.pictures.map((p) => p.png), stems.map((s) => `${s}.png`));
     for (const stem of stems) {
