@@ -8,8 +8,8 @@
  *
  * - Filter gradient: `dw[a] = Σ_i x[a + i·s − p] · dy[i]`, i.e. a stride-1 convolution of `x` with `dy` used as a
  *   `Ho`-tap filter dilated by `s`, output length `k`.
- * - Input gradient: `dx[q] = Σ_a dyd[q + p − a] · w[a]` where `dyd` is `dy` with `s − 1` zeros inserted after each
- *   element, i.e. a stride-1 convolution of `dyd` with the reversed filter, leading padding `k − 1 − p`.
+ * - Input gradient: `dx[q] = Σ_{a, i: i·s + a − p = q} dy[i] · w[a]`, split by `q mod s` into `s` phases, each a
+ *   stride-1 convolution of `dy` with a reversed sub-filter (see {@link PhasePlan}).
  *
  * Source: the transposed-convolution identities of Dumoulin & Visin, "A guide to convolution arithmetic for deep
  * learning" (arXiv:1603.07285), §4; same conventions as TensorFlow's `Conv2DBackpropInput/Filter`.
@@ -77,28 +77,6 @@ export function filterGradAxisPlan(axis: ConvAxis): AxisPlan {
 }
 
 /**
- * Plan for the input gradient along one axis: the convolution's input is `dy` after zero insertion (length
- * `Ho·s`, the last `s − 1` of which are inserted zeros), its filter is `w` reversed (`k` taps), stride 1, output
- * length `H`.
- */
-export function inputGradAxisPlan(axis: ConvAxis): AxisPlan {
-  const { inSize, outSize, kernel, stride, padBefore } = axis;
-  const before = kernel - 1 - padBefore;
-  const after = inSize + kernel - 1 - before - outSize * stride;
-  return splitSigned(before, after);
-}
-
-/**
- * Plan for placing the output of a 1×1 input-gradient product (length `Ho·s` after zero insertion) at its input
- * positions: crop or pad so that element `i·s` lands on input index `i·s − p` and the result has length `H`.
- * Only valid for `kernel === 1`.
- */
-export function pointwiseInputGradAxisPlan(axis: ConvAxis): AxisPlan {
-  const { inSize, outSize, stride, padBefore } = axis;
-  return splitSigned(-padBefore, inSize + padBefore - outSize * stride);
-}
-
-/**
  * Resolves an NHWC `Conv2DInfo` into {@link ConvGeometry}.
  *
  * @throws TrainerError ERR_BACKEND when the layout is not NHWC or a dilation is not 1 (unsupported here; tfjs's
@@ -130,4 +108,41 @@ export function convGeometry(info: backend_util.Conv2DInfo): ConvGeometry {
 /** 2·N·Ho·Wo·kh·kw·Ci·Co: multiply-adds ×2 of one forward convolution (and of each of its two gradients). */
 export function convFlops(g: ConvGeometry): number {
   return 2 * g.batch * g.rows.outSize * g.cols.outSize * g.rows.kernel * g.cols.kernel * g.inChannels * g.outChannels;
+}
+
+/**
+ * One output phase of the sub-pixel input gradient along one axis: the input positions `q = s·u + residue`
+ * (`u` in `0..outSize−1`) only receive kernel taps `a = firstTap + s·t` (`t` in `0..taps−1`), so they are a
+ * stride-1 convolution of the undilated `dy` with that sub-filter reversed, cropped/padded by `plan`.
+ * This skips the (s² − 1)/s² zero multiplications of zero insertion. Source: the sub-pixel view of transposed
+ * convolution, Shi et al., "Is the deconvolution layer the same as a convolutional layer?" (arXiv:1609.07009).
+ */
+export interface PhasePlan {
+  /** Input positions `q ≡ residue (mod s)`. */
+  readonly residue: number;
+  /** Number of such positions in `0..H−1` (may be 0 when H < s). */
+  readonly outSize: number;
+  /** First kernel tap that reaches them: `(residue + p) mod s`. */
+  readonly firstTap: number;
+  /** Number of taps `firstTap, firstTap + s, … < k` (0: the phase's gradient is zero). */
+  readonly taps: number;
+  /** Crop/pad of `dy` (length `Ho`) for the stride-1 convolution with `taps` taps and output `outSize`. */
+  readonly plan: AxisPlan;
+}
+
+/** The `s` phases of the input gradient along one axis (see {@link PhasePlan}); `s = 1` gives one phase. */
+export function inputGradPhases(axis: ConvAxis): PhasePlan[] {
+  const { inSize, outSize: ho, kernel, stride: s, padBefore: p } = axis;
+  const phases: PhasePlan[] = [];
+  for (let r = 0; r < s; r++) {
+    const outSize = Math.max(0, Math.ceil((inSize - r) / s));
+    const firstTap = (r + p) % s;
+    const taps = Math.max(0, Math.ceil((kernel - firstTap) / s));
+    // dx[s·u + r] = Σ_t dy[u + c − t] · w[firstTap + s·t], c = (r + p − firstTap) / s.
+    const c = (r + p - firstTap) / s;
+    const lead = taps - 1 - c;
+    const trail = outSize + taps - 1 - ho - lead;
+    phases.push({ residue: r, outSize, firstTap, taps, plan: splitSigned(lead, trail) });
+  }
+  return phases;
 }

@@ -7,9 +7,21 @@
  */
 import { getKernel, type KernelBackend, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs-core';
 import { TrainerError } from '../../errors.js';
+import type { AxisPlan } from './conv-geometry.js';
 
 /** Explicit NHWC padding in tfjs's `ExplicitPadding` form: `[[0,0],[top,bottom],[left,right],[0,0]]`. */
 export type NhwcPadding = [[0, 0], [number, number], [number, number], [0, 0]];
+
+/** The explicit convolution padding of a pair of axis plans (rows, columns). */
+export function nhwcPadding(rows: AxisPlan, cols: AxisPlan): NhwcPadding {
+  return [[0, 0], [rows.padBefore, rows.padAfter], [cols.padBefore, cols.padAfter], [0, 0]];
+}
+
+/** The parts of tfjs-backend-wasm's `BackendWasm` used to write tensors from JavaScript. */
+interface HeapBackend {
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
 
 /**
  * Runs kernels of one backend and remembers every output, so that all intermediates can be released at once.
@@ -58,6 +70,17 @@ export class KernelScope {
     return this.run('Slice', { x }, { begin, size });
   }
 
+  /**
+   * Drops the planned leading/trailing rows and columns of an NHWC tensor (a copy; returns `x` itself when
+   * nothing is cropped).
+   */
+  crop(x: TensorInfo, rows: AxisPlan, cols: AxisPlan): TensorInfo {
+    if (rows.cropBefore + rows.cropAfter + cols.cropBefore + cols.cropAfter === 0) return x;
+    const [n, h, w, c] = x.shape as [number, number, number, number];
+    return this.slice(x, [0, rows.cropBefore, cols.cropBefore, 0],
+      [n, h - rows.cropBefore - rows.cropAfter, w - cols.cropBefore - cols.cropAfter, c]);
+  }
+
   /** Zero padding, `paddings[axis] = [before, after]` (a copy). */
   pad(x: TensorInfo, paddings: Array<[number, number]>): TensorInfo {
     return this.run('PadV2', { x }, { paddings, constantValue: 0 });
@@ -74,6 +97,25 @@ export class KernelScope {
    */
   conv2d(x: TensorInfo, filter: TensorInfo, padding: NhwcPadding, dilations: [number, number] = [1, 1]): TensorInfo {
     return this.run('Conv2D', { x, filter }, { strides: [1, 1], pad: padding, dataFormat: 'NHWC', dilations });
+  }
+
+  /**
+   * Allocates an uninitialised float32 tensor on the backend (WASM heap) and tracks it. Fill it through
+   * {@link view}; take every view after the last allocation, since heap growth detaches older views.
+   */
+  allocate(shape: number[]): TensorInfo {
+    const out = (this.backend as unknown as HeapBackend).makeOutput(shape, 'float32');
+    this.owned.push(out);
+    return out;
+  }
+
+  /** A Float32Array view of a float32 tensor's memory on the WASM heap (no copy). */
+  view(info: TensorInfo): Float32Array {
+    const arr = (this.backend as unknown as HeapBackend).typedArrayFromHeap(info);
+    if (!(arr instanceof Float32Array)) {
+      throw new TrainerError('ERR_INTERNAL', `expected a float32 tensor, got ${info.dtype}`);
+    }
+    return arr;
   }
 
   /** Marks `x` as the scope's result: {@link dispose} will not release it. Returns `x`. */

@@ -2,42 +2,51 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { backend_util } from '@tensorflow/tfjs-core';
 import {
-  convFlops, convGeometry, filterGradAxisPlan, inputGradAxisPlan, pointwiseInputGradAxisPlan,
+  convFlops, convGeometry, filterGradAxisPlan, inputGradPhases,
 } from '../../../../../src/shared/compute/kernels/conv-geometry.js';
 import { isTrainerError } from '../../../../../src/shared/errors.js';
 
 // Expected values are derived by hand from the index formulas in conv-geometry.ts:
 // forward y[i] reads x[i·s + a − p] for a in 0..k−1, i in 0..Ho−1.
 
-test('ResNet stem (224, k7, s2, p3): filter grad pads 3/2, input grad pads 3/3', () => {
-  const axis = { inSize: 224, outSize: 112, kernel: 7, stride: 2, padBefore: 3 };
+const plan = (cropBefore: number, cropAfter: number, padBefore: number, padAfter: number) =>
+  ({ cropBefore, cropAfter, padBefore, padAfter });
+
+test('filter gradient of the ResNet stem (224, k7, s2, p3) pads 3 before and 2 after', () => {
   // Last input index read: 111·2 + 6 − 3 = 225 → 2 rows past the end (224, 225) are padding.
-  assert.deepEqual(filterGradAxisPlan(axis), { cropBefore: 0, cropAfter: 0, padBefore: 3, padAfter: 2 });
-  // dyd has 224 rows (112·2); dx needs 224 + 7 − 1 = 230 rows: 3 before (k−1−p), 3 after.
-  assert.deepEqual(inputGradAxisPlan(axis), { cropBefore: 0, cropAfter: 0, padBefore: 3, padAfter: 3 });
+  assert.deepEqual(filterGradAxisPlan({ inSize: 224, outSize: 112, kernel: 7, stride: 2, padBefore: 3 }), plan(0, 0, 3, 2));
 });
 
-test("'valid' 3x3 stride 2 on 8 rows: the never-read last row is cropped for the filter gradient", () => {
-  const axis = { inSize: 8, outSize: 3, kernel: 3, stride: 2, padBefore: 0 };
+test("filter gradient of 'valid' 3x3 stride 2 on 8 rows crops the never-read last row", () => {
   // Rows read: 0..2·2+2 = 6, so row 7 is dropped.
-  assert.deepEqual(filterGradAxisPlan(axis), { cropBefore: 0, cropAfter: 1, padBefore: 0, padAfter: 0 });
-  // dyd: 6 rows; need 8 + 2 = 10: 2 before, 2 after.
-  assert.deepEqual(inputGradAxisPlan(axis), { cropBefore: 0, cropAfter: 0, padBefore: 2, padAfter: 2 });
+  assert.deepEqual(filterGradAxisPlan({ inSize: 8, outSize: 3, kernel: 3, stride: 2, padBefore: 0 }), plan(0, 1, 0, 0));
 });
 
-test('1x1 stride 2: pointwise placement crops the extra inserted zero on odd sizes', () => {
-  // H = 9, Ho = 5: placed length 10, needs 9 → crop 1 at the end.
-  assert.deepEqual(pointwiseInputGradAxisPlan({ inSize: 9, outSize: 5, kernel: 1, stride: 2, padBefore: 0 }),
-    { cropBefore: 0, cropAfter: 1, padBefore: 0, padAfter: 0 });
-  // H = 8, Ho = 4: exact.
-  assert.deepEqual(pointwiseInputGradAxisPlan({ inSize: 8, outSize: 4, kernel: 1, stride: 2, padBefore: 0 }),
-    { cropBefore: 0, cropAfter: 0, padBefore: 0, padAfter: 0 });
+test('input gradient, stride 1: one phase, the full reversed kernel, padding k − 1 − p', () => {
+  assert.deepEqual(inputGradPhases({ inSize: 9, outSize: 9, kernel: 3, stride: 1, padBefore: 1 }),
+    [{ residue: 0, outSize: 9, firstTap: 0, taps: 3, plan: plan(0, 0, 1, 1) }]);
 });
 
-test('padding larger than kernel − 1 turns into a crop of the dilated gradient', () => {
-  // k = 1, p = 1 (explicit), H = 4: Ho = 6; dx[q] = dy[q + 1] → crop 1 before; 6 rows − 1 = 5, need 4 → crop 1 after.
-  assert.deepEqual(inputGradAxisPlan({ inSize: 4, outSize: 6, kernel: 1, stride: 1, padBefore: 1 }),
-    { cropBefore: 1, cropAfter: 1, padBefore: 0, padAfter: 0 });
+test('input gradient, 3x3 stride 2 pad 1 on 8 rows: even rows get tap 1, odd rows taps 0 and 2', () => {
+  // Forward y[i] reads x[2i + a − 1]. x[2u] is read by a = 1 (i = u): one tap, dy[u], no padding.
+  // x[2u + 1] is read by a = 0 (i = u + 1) and a = 2 (i = u): taps {0, 2}, dy[u] and dy[u + 1] → 1 row past the end.
+  assert.deepEqual(inputGradPhases({ inSize: 8, outSize: 4, kernel: 3, stride: 2, padBefore: 1 }), [
+    { residue: 0, outSize: 4, firstTap: 1, taps: 1, plan: plan(0, 0, 0, 0) },
+    { residue: 1, outSize: 4, firstTap: 0, taps: 2, plan: plan(0, 0, 0, 1) },
+  ]);
+});
+
+test('input gradient, 1x1 stride 2 on 9 rows: odd rows receive nothing (taps 0)', () => {
+  const [even, odd] = inputGradPhases({ inSize: 9, outSize: 5, kernel: 1, stride: 2, padBefore: 0 });
+  assert.deepEqual(even, { residue: 0, outSize: 5, firstTap: 0, taps: 1, plan: plan(0, 0, 0, 0) });
+  assert.equal(odd!.taps, 0);
+  assert.equal(odd!.outSize, 4);
+});
+
+test('input gradient with padding larger than kernel − 1 crops dy', () => {
+  // k = 1, p = 1, H = 4: Ho = 6; dx[q] = dy[q + 1] → crop 1 before and 1 after.
+  assert.deepEqual(inputGradPhases({ inSize: 4, outSize: 6, kernel: 1, stride: 1, padBefore: 1 }),
+    [{ residue: 0, outSize: 4, firstTap: 0, taps: 1, plan: plan(1, 1, 0, 0) }]);
 });
 
 test("convGeometry reads tfjs's asymmetric SAME split (even size, stride 2) and counts FLOPs", () => {
