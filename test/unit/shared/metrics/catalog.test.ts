@@ -2,6 +2,7 @@
  * The metric catalogue follows the Prometheus naming conventions, and the checker really catches violations.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { METRICS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/shared/metrics/catalog.js';
 import { metricNamesIn } from '../../../../src/shared/metrics/dashboard.js';
@@ -32,6 +33,13 @@ describe('metric catalogue', () => {
       const problems = checkMetricSpec({ ...base, ...patch });
       assert.equal(problems.length, 1, `${JSON.stringify(patch)} → ${problems.join('; ')}`);
       assert.match(problems[0], rule);
+    }
+  });
+
+  it('docs/metrics.md documents every catalogue metric', () => {
+    const doc = readFileSync(new URL('../../../../docs/metrics.md', import.meta.url), 'utf8');
+    for (const spec of Object.values(METRICS) as MetricSpec[]) {
+      assert.ok(doc.includes(`| \`${spec.name}\` | ${spec.type} |`), `docs/metrics.md lacks a table row for ${spec.name}`);
     }
   });
 
