@@ -6,7 +6,7 @@ import { isTrainerError } from '../../../../src/shared/errors.js';
 import { AdamW, type AdamWOptions } from '../../../../src/shared/learner/adamw.js';
 
 before(async () => {
-  await initBackend('wasm');
+  await initBackend('auto'); // WASM here; cpu if WASM cannot start
 });
 
 /**

@@ -8,7 +8,7 @@ import { createHead, dropoutMask, type Head } from '../../../../src/shared/learn
 import type { BnUpdates } from '../../../../src/shared/model/resnet.js';
 
 before(async () => {
-  await initBackend('wasm');
+  await initBackend('auto'); // WASM here; cpu if WASM cannot start
 });
 
 type Mat = number[][];

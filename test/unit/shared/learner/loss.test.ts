@@ -9,7 +9,7 @@ import {
 } from '../../../../src/shared/learner/loss.js';
 
 before(async () => {
-  await initBackend('wasm');
+  await initBackend('auto'); // WASM here; cpu if WASM cannot start
   await registerTfjsGradients();
 });
 
