@@ -112,6 +112,13 @@ function checkRank(rank: number): string {
   return String(rank);
 }
 
+function checkNonNegative(value: number, what: string, integer = false): number {
+  if (!(Number.isFinite(value) && value >= 0 && (!integer || Number.isInteger(value)))) {
+    throw new TrainerError('ERR_INTERNAL', `metrics: ${what} must be ${integer ? 'an integer' : 'a finite number'} ≥ 0, got ${value}`);
+  }
+  return value;
+}
+
 function checkMember<T extends string>(value: T, allowed: readonly string[], what: string): T {
   if (!allowed.includes(value)) {
     throw new TrainerError('ERR_INTERNAL', `metrics: ${what} must be one of ${allowed.join('|')}, got ${JSON.stringify(value)}`);
@@ -181,11 +188,18 @@ export class TrainingMetrics {
     this.smoothedValue = Number.NaN;
   }
 
-  /** Records one completed global step (losses, lr and momentum per group, progress, duration). */
+  /**
+   * Records one completed global step (losses, lr and momentum per group, progress, duration).
+   * @throws TrainerError `ERR_INTERNAL` when step/epoch are not integers ≥ 0 or durationSeconds is not finite ≥ 0
+   */
   recordStep(record: StepRecord): void {
+    checkNonNegative(record.step, 'step', true);
+    checkNonNegative(record.epoch, 'epoch', true);
+    const seconds = checkNonNegative(record.durationSeconds, 'step durationSeconds');
     this.lastStep = Object.freeze({ ...record, lrs: [...record.lrs], moms: [...record.moms] });
+    // A NaN/inf loss (divergence) is shown as such in pets_train_loss but kept out of the smoothed average.
     if (Number.isFinite(record.trainLoss)) this.smoothedValue = this.smoothed.add(record.trainLoss);
-    this.stepDuration.observe(record.durationSeconds);
+    this.stepDuration.observe(seconds);
   }
 
   /** Records the result of a validation pass. */
@@ -193,7 +207,10 @@ export class TrainingMetrics {
     this.validation = Object.freeze({ ...record });
   }
 
-  /** Sets a worker's membership state (a new rank starts with its heartbeat clock at now). */
+  /**
+   * Sets a worker's membership state (a new rank starts with its heartbeat clock at now).
+   * @throws TrainerError `ERR_INTERNAL` on a rank outside 0..MAX_RANK or an unknown state
+   */
   setWorkerState(rank: number, state: WorkerState): void {
     checkRank(rank);
     checkMember(state, WORKER_STATES, 'worker state');
@@ -202,7 +219,10 @@ export class TrainingMetrics {
     else this.workers.set(rank, { state, lastHeardMs: this.options.nowMs() });
   }
 
-  /** Forgets a worker entirely (its per-rank series disappear from the next scrape). */
+  /**
+   * Forgets a worker entirely (its per-rank series disappear from the next scrape).
+   * @throws TrainerError `ERR_INTERNAL` on a rank outside 0..MAX_RANK
+   */
   forgetWorker(rank: number): void {
     const label = checkRank(rank);
     this.workers.delete(rank);
@@ -213,6 +233,7 @@ export class TrainingMetrics {
   /**
    * Notes that a heartbeat (or any message) from `rank` arrived; the age is computed at scrape time.
    * @param atMs - arrival time, ms since the Unix epoch (default: now)
+   * @throws TrainerError `ERR_INTERNAL` on a rank outside 0..MAX_RANK
    */
   observeHeartbeat(rank: number, atMs: number = this.options.nowMs()): void {
     checkRank(rank);
@@ -221,7 +242,11 @@ export class TrainingMetrics {
     else this.workers.set(rank, { state: 'joining', lastHeardMs: atMs });
   }
 
-  /** Records a worker's stats record for one step (also counts as a heartbeat). */
+  /**
+   * Records a worker's stats record for one step (also counts as a heartbeat). Validate wire data first with
+   * `parseWorkerStepStats`.
+   * @throws TrainerError `ERR_INTERNAL` on a rank outside 0..MAX_RANK
+   */
   recordWorkerReport(rank: number, stats: WorkerStepStats): void {
     const label = checkRank(rank);
     this.observeHeartbeat(rank);
@@ -236,27 +261,35 @@ export class TrainingMetrics {
    * Records one checkpoint written.
    * @param seconds - time the write took, seconds ≥ 0
    * @param atMs - completion time, ms since the Unix epoch (default: now)
+   * @throws TrainerError `ERR_INTERNAL` when seconds is not a finite number ≥ 0
    */
   recordCheckpoint(seconds: number, atMs: number = this.options.nowMs()): void {
+    this.checkpointDuration.observe(checkNonNegative(seconds, 'checkpoint seconds'));
     this.checkpoints.inc();
-    this.checkpointDuration.observe(seconds);
     this.lastCheckpointMs = atMs;
   }
 
-  /** Counts one group restart from the last checkpoint. */
+  /**
+   * Counts one group restart from the last checkpoint.
+   * @throws TrainerError `ERR_INTERNAL` on a reason outside RESTART_REASONS
+   */
   recordRestart(reason: RestartReason): void {
     this.restarts.inc({ reason: checkMember(reason, RESTART_REASONS, 'restart reason') });
   }
 
-  /** Counts `n` image files skipped by the loader for `reason` (n: integer ≥ 0). */
+  /**
+   * Counts `n` image files skipped by the loader for `reason` (n: integer ≥ 0).
+   * @throws TrainerError `ERR_INTERNAL` on a reason outside SKIP_REASONS or a bad n
+   */
   recordSkipped(reason: SkipReason, n = 1): void {
-    this.skipped.inc({ reason: checkMember(reason, SKIP_REASONS, 'skip reason') }, n);
+    this.skipped.inc({ reason: checkMember(reason, SKIP_REASONS, 'skip reason') }, checkNonNegative(n, 'skipped file count', true));
   }
 
   /**
    * Records a replica check.
    * @param checksums - parameter checksum per rank (index = rank), see {@link replicaAgreementRatio}
    * @returns the agreement ratio, 0..1
+   * @throws TrainerError `ERR_INTERNAL` when `checksums` is empty
    */
   recordReplicaChecksums(checksums: readonly (string | number | bigint)[]): number {
     this.agreement = replicaAgreementRatio(checksums);
@@ -264,9 +297,12 @@ export class TrainingMetrics {
     return this.agreement;
   }
 
-  /** Sets the measured bandwidth limit of the inter-worker link, bytes per second > 0. */
+  /**
+   * Sets the measured bandwidth limit of the inter-worker link, bytes per second ≥ 0.
+   * @throws TrainerError `ERR_INTERNAL` when not a finite number ≥ 0
+   */
   setLinkBandwidth(bytesPerSecond: number): void {
-    this.linkBandwidth = bytesPerSecond;
+    this.linkBandwidth = checkNonNegative(bytesPerSecond, 'link bandwidth');
   }
 
   /** The Prometheus text exposition of every metric, as served on `/metrics`. */

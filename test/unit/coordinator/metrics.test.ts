@@ -185,11 +185,19 @@ describe('MetricsServer exposition', () => {
     });
   });
 
-  it('rejects labels outside the bounded sets with ERR_INTERNAL', async () => {
+  it('rejects labels outside the bounded sets and out-of-range values with ERR_INTERNAL', async () => {
     await withServer(async (server) => {
       assert.throws(() => server.recordSkipped('weird' as never), (e) => isTrainerError(e, 'ERR_INTERNAL') && /skip reason/.test(e.message));
       assert.throws(() => server.setWorkerState(-1, 'ready'), (e) => isTrainerError(e, 'ERR_INTERNAL') && /rank/.test(e.message));
       assert.throws(() => server.setWorkerState(0, 'sleeping' as never), (e) => isTrainerError(e, 'ERR_INTERNAL'));
+      const step = { step: 1, epoch: 0, trainLoss: 1, lrs: [1e-3], moms: [0.9], durationSeconds: Number.NaN };
+      assert.throws(() => server.recordStep(step), (e) => isTrainerError(e, 'ERR_INTERNAL') && /durationSeconds must be a finite number ≥ 0, got NaN/.test(e.message));
+      assert.throws(() => server.recordCheckpoint(-1), (e) => isTrainerError(e, 'ERR_INTERNAL') && /checkpoint seconds/.test(e.message));
+      assert.throws(() => server.recordSkipped('empty', 1.5), (e) => isTrainerError(e, 'ERR_INTERNAL'));
+      // A rejected call leaves nothing behind: no step recorded, no checkpoint counted.
+      const { samples } = await scrape(server);
+      assert.equal(find(samples, 'pets_global_step').length, 0);
+      assert.equal(one(samples, 'pets_checkpoints_written_total'), 0);
     });
   });
 });
