@@ -56,9 +56,26 @@ export function workerEntry(moduleUrl: string = import.meta.url): { filename: st
   const here = fileURLToPath(moduleUrl);
   const ext = extname(here);
   const filename = join(dirname(here), `pool-worker${ext}`);
-  const execArgv = [...process.execArgv];
+  const execArgv = loaderExecArgv(process.execArgv);
   if (ext === '.ts' && !execArgv.some((a) => a.includes('tsx'))) execArgv.push('--import', 'tsx');
   return { filename, execArgv };
+}
+
+const LOADER_FLAGS = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
+
+/**
+ * The module-loader flags of a process's execArgv (`--import X`, `--require X`, `--loader X`, their `=` forms,
+ * `--enable-source-maps`), which worker threads need to load the same sources; everything else (`-e <script>`,
+ * `--test`, inspector flags) is dropped.
+ */
+export function loaderExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (LOADER_FLAGS.has(a) && i + 1 < argv.length) out.push(a, argv[++i]!);
+    else if ([...LOADER_FLAGS].some((f) => a.startsWith(`${f}=`)) || a === '--enable-source-maps') out.push(a);
+  }
+  return out;
 }
 
 /** Decode/augment pool; long-lived, `start()` then `close()` (idempotent). */

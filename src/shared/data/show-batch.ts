@@ -71,9 +71,11 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
   }
   const fontPx = Math.max(10, Math.round(captionPx * 0.6));
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><g font-family="DejaVu Sans" font-size="${fontPx}" fill="#111">${texts.join('')}</g></svg>`;
-  await sharp(grid, { raw: { width, height, channels: 3 } })
+  const composed = await sharp(grid, { raw: { width, height, channels: 3 } })
     .composite([{ input: Buffer.from(svg), top: 0, left: 0 }])
     .png()
-    .toFile(outPath);
+    .toBuffer();
+  await sharp(composed).removeAlpha().png().toFile(outPath); // opaque RGB PNG
+
   return { width, height };
 }

@@ -1,0 +1,68 @@
+/** Label rules (regex / folder / csv), the images/ layout, the official split, and createDataBunch on a folder. */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createDataBunch } from '../../../../src/shared/data/databunch.js';
+import { DEFAULT_LABEL_PATTERN, listItems, officialSplit } from '../../../../src/shared/data/items.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+
+describe('items and labels', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'items-'));
+    mkdirSync(join(dir, 'images', 'cats'), { recursive: true });
+    mkdirSync(join(dir, 'annotations'));
+    for (const f of ['Bengal_1.jpg', 'Bengal_2.jpg', 'beagle_10.jpg', 'german_shorthaired_3.jpg', 'README.md']) writeFileSync(join(dir, 'images', f), 'x');
+    writeFileSync(join(dir, 'images', 'cats', 'tabby.png'), 'x');
+    writeFileSync(join(dir, 'annotations', 'trainval.txt'), 'Bengal_1 6 2 1\nbeagle_10 2 2 1\n');
+    writeFileSync(join(dir, 'annotations', 'test.txt'), 'german_shorthaired_3 16 2 16\n');
+    writeFileSync(join(dir, 'labels.csv'), 'file,label\nBengal_1.jpg,cat\ncats/tabby.png,cat\nbeagle_10.jpg,dog\n');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('regex: first group of the tutorial pattern on the full path; multi-word breeds keep their underscores', () => {
+    const items = listItems(dir, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    assert.equal(items.root, join(dir, 'images'), 'a folder holding images/ resolves to it');
+    assert.deepEqual(items.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'Bengal_2.jpg', 'beagle_10.jpg', 'german_shorthaired_3.jpg']);
+    assert.deepEqual(items.labels, ['Bengal', 'Bengal', 'beagle', 'german_shorthaired']);
+    assert.deepEqual(items.ignored.map((i) => [basename(i.path), i.reason]), [
+      ['README.md', 'not an image extension (.md)'],
+      ['tabby.png', 'no label'],
+    ]);
+  });
+
+  it('folder and csv label rules', () => {
+    const byFolder = listItems(dir, { kind: 'folder' });
+    assert.deepEqual(byFolder.labels, ['cats']);
+    const byCsv = listItems(dir, { kind: 'csv', file: join(dir, 'labels.csv') });
+    assert.deepEqual(byCsv.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'beagle_10.jpg', 'tabby.png']);
+    assert.deepEqual(byCsv.labels, ['cat', 'dog', 'cat']);
+  });
+
+  it('official split from annotations/trainval.txt and test.txt; items in neither are left out', () => {
+    const items = listItems(dir, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    const s = officialSplit(dir, items);
+    assert.ok(s);
+    assert.deepEqual([...s.train].map((i) => basename(items.paths[i]!)), ['Bengal_1.jpg', 'beagle_10.jpg']);
+    assert.deepEqual([...s.valid].map((i) => basename(items.paths[i]!)), ['german_shorthaired_3.jpg']);
+    assert.equal(officialSplit(join(dir, 'images'), items), null);
+  });
+
+  it('errors name the flag: missing folder, pattern without a group', () => {
+    assert.throws(() => listItems(join(dir, 'nope'), { kind: 'folder' }), (e) => isTrainerError(e, 'ERR_DATA') && /--data must be a folder/.test(e.message));
+    assert.throws(() => listItems(dir, { kind: 'regex', pattern: '_\\d+.jpg$' }), /--label-pattern must have a capture group/);
+  });
+
+  it('createDataBunch on a folder: code-point class order, labels as indices, official split', async () => {
+    const bunch = await createDataBunch({ data: dir, split: 'official', verify: false, cacheDir: join(dir, 'cache') });
+    assert.deepEqual(bunch.classes, ['Bengal', 'beagle', 'german_shorthaired']);
+    assert.deepEqual([...bunch.labels], [0, 0, 1, 2]);
+    assert.equal(bunch.train.length, 2);
+    assert.equal(bunch.valid.length, 1);
+    const random = await createDataBunch({ data: dir, validPct: 0.5, seed: 1, verify: false, cacheDir: join(dir, 'cache') });
+    assert.equal(random.valid.length, 2);
+    assert.equal(random.train.length + random.valid.length, 4);
+  });
+});
