@@ -35,7 +35,7 @@ export interface DataBunchOptions {
   readonly seed?: number;
   /** Decode every file once and drop the bad ones (needs a pool). */
   readonly verify?: boolean;
-  /** Called once per skipped file. */
+  /** Called once per skipped file; default: one line on stderr ("data: skipped <path>: <reason>"). */
   readonly onSkip?: (path: string, reason: SkipReason) => void;
   /** Download options (test mirrors, quiet…). */
   readonly fetch?: Omit<FetchPetsOptions, 'cacheDir' | 'annotations'>;
@@ -97,7 +97,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const labels = Int32Array.from(items.labels, (l) => index.get(l)!);
   let split = o.split === 'official' ? officialSplit(items.root === datasetDir ? dirname(items.root) : datasetDir, items) : randomSplit(items.paths.length, o.validPct, o.seed);
   if (!split) throw new TrainerError('ERR_DATA', `--split official needs annotations/trainval.txt and annotations/test.txt next to ${items.root}, found none`);
-  const skipLog = new SkipLog(o.onSkip);
+  const skipLog = new SkipLog(o.onSkip ?? ((path, reason) => process.stderr.write(`data: skipped ${path}: ${reason}\n`)));
   if (o.verify) {
     if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
     const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);

@@ -23,6 +23,10 @@ function startServer(hits: Hit[]): Promise<{ server: Server; base: string }> {
   let cutDone = false;
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     hits.push({ url: req.url ?? '', range: req.headers.range });
+    if (req.url === '/no-range') {
+      res.writeHead(200, { 'content-length': String(BODY.length) }).end(BODY);
+      return;
+    }
     if (req.url === '/broken') {
       res.writeHead(500).end('nope');
       return;
@@ -108,6 +112,14 @@ describe('downloadFile', () => {
     writeFileSync(`${dest}.part`, BODY.subarray(0, 12_345));
     await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet });
     assert.equal(hits.at(-1)!.range, 'bytes=12345-');
+    assert.deepEqual(readFileSync(dest), BODY);
+  });
+
+  it('restarts from zero when the server ignores Range (200 instead of 206)', async () => {
+    const dest = join(dir, 'h.bin');
+    writeFileSync(`${dest}.part`, Buffer.alloc(5000, 7));
+    await downloadFile({ urls: [`${base}/no-range`], dest, sha256: SHA, ...quiet });
+    assert.equal(hits.at(-1)!.range, 'bytes=5000-');
     assert.deepEqual(readFileSync(dest), BODY);
   });
 
