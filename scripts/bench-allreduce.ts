@@ -1,0 +1,272 @@
+/**
+ * All-reduce benchmark on loopback: ring vs star (through a coordinator) vs the raw link.
+ *
+ *   npm run bench:allreduce [-- --sizes 1,4,16,64,128 --workers 2,3,4 --reps 3 --json]
+ *
+ * For each world size N it spawns N worker processes and times `allReduce` (average) of float32 buffers of each
+ * size (MiB = 2^20 bytes). Bus bandwidth is NCCL's definition (nccl-tests PERFORMANCE.md):
+ * busBw = bytes × 2(N−1)/N / time, comparable to the link bandwidth whatever N. The link's limit is measured in
+ * the same run: the same bytes sent point-to-point over one ZeroMQ PAIR socket between two processes (one message
+ * plus a 1-byte ack per repetition). Times are per-call medians over `--reps` (the slowest rank's). Processes
+ * are children of this script, driven over Node IPC.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { Pair } from 'zeromq';
+import { TrainerError } from '../src/shared/errors.js';
+import { ringBytesPerRank } from '../src/shared/allreduce/ring-schedule.js';
+import type { AllReducer } from '../src/shared/allreduce/types.js';
+import { StarReduceServer } from '../src/coordinator/star-reduce.js';
+import { RingAllReduce } from '../src/worker/allreduce/ring.js';
+import { StarAllReduce } from '../src/worker/allreduce/star.js';
+
+const SCRIPT = fileURLToPath(import.meta.url);
+const MIB = 1024 * 1024;
+
+/** Benchmark flags. */
+interface BenchArgs {
+  readonly sizes: number[];
+  readonly workers: number[];
+  readonly reps: number;
+  readonly json: boolean;
+  readonly role?: string;
+  readonly rank: number;
+}
+
+/** One measured row. */
+interface Row {
+  readonly algo: 'ring' | 'star' | 'link';
+  readonly workers: number;
+  readonly sizeMiB: number;
+  readonly seconds: number;
+  /** Bus bandwidth for ring/star, plain bandwidth for the link, in GB/s (10^9 bytes/s). */
+  readonly busGBps: number;
+  /** busGBps of this row / link GB/s for the same size (1 for the link itself). */
+  readonly ofLink: number;
+}
+
+function intList(flag: string, min: number): (v: string) => number[] {
+  return (v) => {
+    const xs = v.split(',').map(Number);
+    if (xs.length === 0 || !xs.every((x) => Number.isInteger(x) && x >= min)) {
+      throw new TrainerError('ERR_BAD_FLAG', `${flag} must be a comma list of integers ≥ ${min}, got ${v}`);
+    }
+    return xs;
+  };
+}
+
+function parseArgs(argv: string[]): BenchArgs {
+  const program = new Command('bench-allreduce')
+    .option('--sizes <MiB,...>', 'buffer sizes in MiB', intList('--sizes', 1), [1, 4, 16, 64, 128])
+    .option('--workers <N,...>', 'world sizes', intList('--workers', 2), [2, 3, 4])
+    .option('--reps <n>', 'timed repetitions per size (after 1 warm-up)', intList('--reps', 1), [3])
+    .option('--json', 'print JSON rows instead of a table', false)
+    .option('--role <role>', 'internal: child role')
+    .option('--rank <r>', 'internal: child rank', intList('--rank', 0), [0]);
+  const o = program.parse(argv).opts<{ sizes: number[]; workers: number[]; reps: number[]; json: boolean; role?: string; rank: number[] }>();
+  return { sizes: o.sizes, workers: o.workers, reps: o.reps[0], json: o.json, role: o.role, rank: o.rank[0] };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parent side: child processes driven over IPC.
+
+type Reply = { kind: string; address?: string; seconds?: number; message?: string };
+
+/** A benchmark child process with a reply queue. */
+class Proc {
+  readonly child: ChildProcess;
+  private readonly inbox: Reply[] = [];
+  private waiter: (() => void) | undefined;
+
+  constructor(role: string, rank: number) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, '--role', role, '--rank', String(rank)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m: Reply) => {
+      this.inbox.push(m);
+      this.waiter?.();
+    });
+    this.child.on('exit', () => this.waiter?.());
+  }
+
+  /** Next reply; fails when the child exits or reports an error. */
+  async next(): Promise<Reply> {
+    while (this.inbox.length === 0) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`child ${this.child.pid} exited`);
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+    }
+    const m = this.inbox.shift() as Reply;
+    if (m.kind === 'error') throw new Error(`child ${this.child.pid}: ${m.message}`);
+    return m;
+  }
+
+  send(m: object): void {
+    this.child.send(m);
+  }
+
+  stop(): void {
+    if (this.child.connected) this.send({ kind: 'exit' });
+  }
+}
+
+/** Times `reps` calls on every child; the collective's time is the slowest rank's median. */
+async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<number> {
+  procs.forEach((p) => p.send({ kind: 'run', bytes, reps }));
+  const replies = await Promise.all(procs.map((p) => p.next()));
+  return Math.max(...replies.map((r) => r.seconds as number));
+}
+
+async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs, link: Map<number, number>): Promise<Row[]> {
+  const server = algo === 'star' ? new StarReduceServer() : undefined;
+  const address = server === undefined ? '' : await server.start();
+  server?.reconfigure(n, 1);
+  const procs = Array.from({ length: n }, (_, rank) => new Proc(algo, rank));
+  try {
+    const hellos = await Promise.all(procs.map((p) => p.next()));
+    const peers = hellos.map((h) => h.address as string);
+    procs.forEach((p, rank) => p.send({ kind: 'membership', peers, rank, generation: 1, worldSize: n, address }));
+    await Promise.all(procs.map((p) => p.next()));
+    const rows: Row[] = [];
+    for (const sizeMiB of args.sizes) {
+      const bytes = sizeMiB * MIB;
+      const seconds = await timeOnAll(procs, bytes, args.reps);
+      const busGBps = ringBytesPerRank(bytes, n) / seconds / 1e9;
+      rows.push({ algo, workers: n, sizeMiB, seconds, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
+      report(args, rows[rows.length - 1]);
+    }
+    return rows;
+  } finally {
+    procs.forEach((p) => p.stop());
+    await server?.close();
+  }
+}
+
+async function benchLink(args: BenchArgs): Promise<Row[]> {
+  const receiver = new Proc('link-recv', 0);
+  const sender = new Proc('link-send', 1);
+  try {
+    const { address } = await receiver.next();
+    await sender.next();
+    sender.send({ kind: 'membership', peers: [address] });
+    await sender.next();
+    const rows: Row[] = [];
+    for (const sizeMiB of args.sizes) {
+      const seconds = await timeOnAll([sender], sizeMiB * MIB, args.reps);
+      rows.push({ algo: 'link', workers: 2, sizeMiB, seconds, busGBps: (sizeMiB * MIB) / seconds / 1e9, ofLink: 1 });
+      report(args, rows[rows.length - 1]);
+    }
+    return rows;
+  } finally {
+    sender.stop();
+    receiver.stop();
+  }
+}
+
+function report(args: BenchArgs, r: Row): void {
+  if (args.json) return;
+  const cells = [r.algo.padEnd(5), String(r.workers).padStart(2), String(r.sizeMiB).padStart(6),
+    (r.seconds * 1e3).toFixed(1).padStart(10), r.busGBps.toFixed(3).padStart(9), r.ofLink.toFixed(2).padStart(8)];
+  console.log(cells.join('  '));
+}
+
+async function runParent(args: BenchArgs): Promise<void> {
+  if (!args.json) console.log('algo    N   MiB     time_ms   busGB/s  of_link');
+  const linkRows = await benchLink(args);
+  const link = new Map(linkRows.map((r) => [r.sizeMiB, r.busGBps]));
+  const rows = [...linkRows];
+  for (const n of args.workers) {
+    rows.push(...(await benchCollective('ring', n, args, link)));
+    rows.push(...(await benchCollective('star', n, args, link)));
+  }
+  if (args.json) console.log(JSON.stringify({ measuredUnderLoad: true, rows }, null, 2));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child side.
+
+const reply = (m: object): void => void process.send?.(m);
+
+/** Child loop shared by all roles: `setup` on membership, `run` on each timing request. */
+function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<number>, close: () => Promise<void>): void {
+  process.on('message', (m: Record<string, unknown>) => {
+    const job = async (): Promise<void> => {
+      if (m.kind === 'membership') return (await setup(m), reply({ kind: 'ready' }));
+      if (m.kind === 'run') return reply({ kind: 'timing', seconds: await run(m.bytes as number, m.reps as number) });
+      await close();
+      process.disconnect();
+    };
+    job().catch((err: unknown) => reply({ kind: 'error', message: String(err) }));
+  });
+}
+
+async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepBase: { next: number }): Promise<number> {
+  const buffer = new Float32Array(bytes / 4).fill(reducer.rank + 1);
+  await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true }); // warm-up and barrier
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true });
+    times.push((performance.now() - t0) / 1e3);
+  }
+  return median(times);
+}
+
+/** Median of a non-empty list (robust to the noise of a shared machine). */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function runCollectiveChild(role: 'ring' | 'star'): Promise<void> {
+  const steps = { next: 0 };
+  const timeoutMs = 120_000;
+  if (role === 'ring') {
+    const ring = new RingAllReduce({ timeoutMs });
+    serve((m) => ring.reconfigure(m as never), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
+    return reply({ kind: 'hello', address: await ring.start() });
+  }
+  let star: StarAllReduce | undefined;
+  const setup = async (m: Record<string, unknown>): Promise<void> => {
+    star = new StarAllReduce(m.address as string, { timeoutMs });
+    await star.start();
+    await star.reconfigure({ rank: m.rank as number, worldSize: m.worldSize as number, generation: 1 });
+  };
+  serve(setup, (b, r) => timeCalls(star as StarAllReduce, b, r, steps), async () => star?.close());
+  reply({ kind: 'hello', address: 'tcp://star' });
+}
+
+async function runLinkChild(role: 'link-send' | 'link-recv'): Promise<void> {
+  const pair = new Pair({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+  const close = async (): Promise<void> => pair.close();
+  if (role === 'link-recv') {
+    await pair.bind('tcp://127.0.0.1:*');
+    serve(async () => {}, async () => 0, close);
+    reply({ kind: 'hello', address: pair.lastEndpoint });
+    for await (const [msg] of pair) await pair.send(Buffer.from([msg.byteLength & 0xff]));
+    return;
+  }
+  const roundTrip = async (payload: Buffer): Promise<void> => {
+    await pair.send(payload);
+    await pair.receive();
+  };
+  const run = async (bytes: number, reps: number): Promise<number> => {
+    const make = (): Buffer => Buffer.alloc(bytes, 1); // fresh buffer per send: ZeroMQ sends large buffers zero-copy
+    await roundTrip(make());
+    const times: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const payload = make(); // allocated outside the timed region: the link's limit, not our copies
+      const t0 = performance.now();
+      await roundTrip(payload);
+      times.push((performance.now() - t0) / 1e3);
+    }
+    return median(times);
+  };
+  serve(async (m) => pair.connect((m.peers as string[])[0]), run, close);
+  reply({ kind: 'hello' });
+}
+
+const args = parseArgs(process.argv);
+if (args.role === 'ring' || args.role === 'star') await runCollectiveChild(args.role);
+else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role);
+else await runParent(args);
