@@ -27,9 +27,9 @@ const FEED_PERIOD_MS = 150;
 function feedStandIn(server: MetricsServer): () => void {
   server.setPlan({ epochs: 4, totalSteps: 400 });
   server.setLinkBandwidth(1.25e9);
-  server.recordSkipped('truncated');
+  server.recordSkipped('truncated/corrupt');
   server.recordSkipped('empty');
-  server.recordSkipped('not_an_image');
+  server.recordSkipped('not an image');
   server.recordReplicaChecksums(['c0ffee', 'c0ffee']);
   for (let rank = 0; rank < WORKERS; rank += 1) server.setWorkerState(rank, 'training');
   let step = 0;

@@ -52,18 +52,11 @@ export const RESTART_REASONS = Object.freeze(['worker_lost', 'timeout', 'replica
 export type RestartReason = (typeof RESTART_REASONS)[number];
 
 /**
- * Why the data loader skipped an image file (label `reason`); matches the reasons the shared `bad-inputs`
- * fixture requires ("truncated/corrupt", "empty", "not an image") plus a documented minimum size, a file whose
- * name yields no label, and an unreadable file (I/O error).
+ * Why the data loader skipped an image file (label `reason`): exactly the data layer's `SkipReason` values
+ * (`src/shared/data/decode.ts`; a unit test keeps the two lists equal), so a reason passes straight through.
+ * Label values may hold spaces and `/`; PromQL selects them as `reason="not an image"`.
  */
-export const SKIP_REASONS = Object.freeze([
-  'truncated',
-  'empty',
-  'not_an_image',
-  'too_small',
-  'unlabelled',
-  'unreadable',
-] as const);
+export const SKIP_REASONS = Object.freeze(['empty', 'not an image', 'truncated/corrupt', 'too large', 'unreadable'] as const);
 /** One of {@link SKIP_REASONS}. */
 export type SkipReason = (typeof SKIP_REASONS)[number];
 

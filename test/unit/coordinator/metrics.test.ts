@@ -169,7 +169,7 @@ describe('MetricsServer exposition', () => {
       assert.equal(find(samples, 'pets_last_checkpoint_timestamp_seconds').length, 0);
       server.recordCheckpoint(1.5);
       server.recordRestart('worker_lost');
-      server.recordSkipped('truncated', 2);
+      server.recordSkipped('truncated/corrupt', 2);
       server.recordSkipped('empty');
       assert.equal(server.recordReplicaChecksums(['a', 'a', 'b', 'a']), 0.75);
       server.setLinkBandwidth(1.25e9);
@@ -177,7 +177,7 @@ describe('MetricsServer exposition', () => {
       assert.equal(one(samples, 'pets_checkpoints_written_total'), 1);
       assert.equal(one(samples, 'pets_last_checkpoint_timestamp_seconds'), clock.ms / 1000);
       assert.equal(one(samples, 'pets_restarts_total', { reason: 'worker_lost' }), 1);
-      assert.equal(one(samples, 'pets_skipped_files_total', { reason: 'truncated' }), 2);
+      assert.equal(one(samples, 'pets_skipped_files_total', { reason: 'truncated/corrupt' }), 2);
       assert.equal(one(samples, 'pets_skipped_files_total', { reason: 'empty' }), 1);
       assert.equal(one(samples, 'pets_replica_checksum_agreement_ratio'), 0.75);
       assert.equal(one(samples, 'pets_replica_checksum_mismatches_total'), 1);

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { METRICS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/shared/metrics/catalog.js';
+import { SKIP_REASONS as DATA_SKIP_REASONS } from '../../../../src/shared/data/decode.js';
+import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/shared/metrics/catalog.js';
 import { metricNamesIn } from '../../../../src/shared/metrics/dashboard.js';
 import { replicaAgreementRatio } from '../../../../src/shared/metrics/replica-agreement.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
@@ -34,6 +35,10 @@ describe('metric catalogue', () => {
       assert.equal(problems.length, 1, `${JSON.stringify(patch)} → ${problems.join('; ')}`);
       assert.match(problems[0], rule);
     }
+  });
+
+  it('skip reasons are exactly the data layer\'s SkipReason values', () => {
+    assert.deepEqual([...SKIP_REASONS].sort(), [...DATA_SKIP_REASONS].sort());
   });
 
   it('docs/metrics.md documents every catalogue metric', () => {
