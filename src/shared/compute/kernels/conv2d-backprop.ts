@@ -34,6 +34,44 @@ function filterGradient(scope: KernelScope, x: TensorInfo, dy: TensorInfo, g: Co
 }
 
 /**
+ * The input pixels a 1×1 convolution reads, x[n, i·sh − pt, j·sw − pl, :], gathered into [1, N·Ho·Wo, Ci]
+ * (zeros where that falls in the padding). A reshape, without copying, when stride 1 and no padding.
+ */
+function pointwisePixels(scope: KernelScope, x: TensorInfo, g: ConvGeometry): TensorInfo {
+  const { batch: n, inChannels: c, rows, cols } = g;
+  const m = n * rows.outSize * cols.outSize;
+  const identity = [rows, cols].every((a) => a.stride === 1 && a.padBefore === 0 && a.outSize === a.inSize);
+  if (identity) return scope.reshape(x, [1, m, c]);
+  const out = scope.allocate([1, m, c]);
+  const dst = scope.view(out);
+  const src = scope.view(x);
+  let d = 0;
+  for (let b = 0; b < n; b++) {
+    for (let i = 0; i < rows.outSize; i++) {
+      const r = i * rows.stride - rows.padBefore;
+      for (let j = 0; j < cols.outSize; j++, d += c) {
+        const q = j * cols.stride - cols.padBefore;
+        if (r < 0 || r >= rows.inSize || q < 0 || q >= cols.inSize) dst.fill(0, d, d + c);
+        else dst.set(src.subarray(((b * rows.inSize + r) * cols.inSize + q) * c, ((b * rows.inSize + r) * cols.inSize + q + 1) * c), d);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Filter gradient of a 1×1 convolution as one matrix product: dw [Ci,Co] = pixelsᵀ [Ci, N·Ho·Wo] · dy [N·Ho·Wo, Co]
+ * (an explicit transpose then a plain BatchMatMul: tfjs-wasm's transposeA path is ~10x slower).
+ */
+function pointwiseFilterGradient(scope: KernelScope, x: TensorInfo, dy: TensorInfo, g: ConvGeometry): TensorInfo {
+  const pixelsT = scope.transpose(pointwisePixels(scope, x, g), [0, 2, 1]);
+  const m = g.batch * g.rows.outSize * g.cols.outSize;
+  const product = scope.run('BatchMatMul', { a: pixelsT, b: scope.reshape(dy, [1, m, g.outChannels]) },
+    { transposeA: false, transposeB: false });
+  return scope.reshape(product, [1, 1, g.inChannels, g.outChannels]);
+}
+
+/**
  * WASM `Conv2DBackpropFilter`: inputs `x` [N,H,W,Ci] and `dy` [N,Ho,Wo,Co] float32 NHWC; attrs as tfjs's
  * `Conv2DBackpropFilterAttrs`; returns dL/dw [kh,kw,Ci,Co] float32.
  *
@@ -45,7 +83,8 @@ export const conv2DBackpropFilterWasm: KernelFunc = ({ inputs, backend, attrs })
   const g = geometryOf(x.shape, a.filterShape, a);
   const scope = new KernelScope(backend as never, 'wasm');
   try {
-    return scope.keep(filterGradient(scope, x, dy, g));
+    const pointwise = g.rows.kernel === 1 && g.cols.kernel === 1;
+    return scope.keep(pointwise ? pointwiseFilterGradient(scope, x, dy, g) : filterGradient(scope, x, dy, g));
   } finally {
     scope.dispose();
   }

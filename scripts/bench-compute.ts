@@ -1,0 +1,280 @@
+/**
+ * Convolution throughput of the active compute backend, per distinct ResNet convolution shape: forward,
+ * filter gradient and input gradient, in ms and GFLOP/s, and the backward/forward time ratio.
+ *
+ * Usage:
+ * ```
+ * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ * ```
+ * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
+ * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
+ * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
+ * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS.
+ * Exit code: 0 done, 1 runtime error, 2 bad flag.
+ */
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
+import { TrainerError, isTrainerError } from '../src/shared/errors.js';
+
+/** Architectures whose convolutions can be listed. */
+export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
+const ARCHS: readonly BenchArch[] = Object.freeze(['resnet18', 'resnet34', 'resnet50']);
+
+/** One distinct NHWC convolution of the network and how many times it occurs. */
+export interface ConvShape {
+  /** Input [N, H, W, Ci]. */
+  readonly input: [number, number, number, number];
+  /** Kernel size k (square). */
+  readonly kernel: number;
+  readonly stride: number;
+  /** Symmetric zero padding, PyTorch-style (3 for the stem, 1 for 3x3, 0 for 1x1). */
+  readonly pad: number;
+  readonly outChannels: number;
+  /** Occurrences in one forward pass. */
+  readonly count: number;
+  /** True for the stem, whose input gradient a training step does not need. */
+  readonly isStem: boolean;
+}
+
+function outSize(size: number, k: number, s: number, p: number): number {
+  return Math.floor((size + 2 * p - k) / s) + 1;
+}
+
+/**
+ * The distinct convolutions of torchvision's ResNet18/34/50 (v1.5: bottleneck stride on the 3x3) for a batch of
+ * `batch` square images of `size` pixels, with their multiplicities. Source: torchvision `models/resnet.py`.
+ */
+export function resnetConvShapes(arch: BenchArch, size: number, batch: number): ConvShape[] {
+  const blocks = arch === 'resnet18' ? [2, 2, 2, 2] : [3, 4, 6, 3];
+  const bottleneck = arch === 'resnet50';
+  const found = new Map<string, ConvShape>();
+  const add = (h: number, ci: number, k: number, s: number, co: number, isStem = false): number => {
+    const pad = (k - 1) / 2;
+    const key = `${h}x${ci}/${k}/${s}/${co}`;
+    const prev = found.get(key);
+    found.set(key, { input: [batch, h, h, ci], kernel: k, stride: s, pad, outChannels: co, isStem,
+      count: (prev?.count ?? 0) + 1 });
+    return outSize(h, k, s, pad);
+  };
+  let h = add(size, 3, 7, 2, 64, true);
+  h = outSize(h, 3, 2, 1); // max-pool 3x3/2 p1
+  let inplanes = 64;
+  [64, 128, 256, 512].forEach((planes, layer) => {
+    for (let b = 0; b < blocks[layer]!; b++) {
+      const s = b === 0 && layer > 0 ? 2 : 1;
+      const outPlanes = bottleneck ? planes * 4 : planes;
+      if (s !== 1 || inplanes !== outPlanes) add(h, inplanes, 1, s, outPlanes);
+      if (bottleneck) {
+        add(h, inplanes, 1, 1, planes);
+        const h2 = add(h, planes, 3, s, planes);
+        add(h2, planes, 1, 1, outPlanes);
+        h = h2;
+      } else {
+        const h2 = add(h, inplanes, 3, s, planes);
+        add(h2, planes, 3, 1, planes);
+        h = h2;
+      }
+      inplanes = outPlanes;
+    }
+  });
+  return [...found.values()];
+}
+
+/** Timings of one shape, ms (medians). */
+export interface ConvTiming {
+  readonly shape: ConvShape;
+  readonly flops: number;
+  readonly forwardMs: number;
+  readonly filterGradMs: number;
+  readonly inputGradMs: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Median ms of `op(fresh)` over `reps` runs after one warm-up; `fresh` is a new copy of `perRun` each run. */
+function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Tensor): number {
+  const times: number[] = [];
+  for (let i = 0; i <= reps; i++) {
+    const fresh = tf.clone(perRun);
+    const t0 = performance.now();
+    const out = op(fresh);
+    out.dataSync(); // forces completion on asynchronous backends; WASM kernels are synchronous anyway
+    const ms = performance.now() - t0;
+    tf.dispose([out, fresh]);
+    if (i > 0) times.push(ms);
+  }
+  return median(times);
+}
+
+/**
+ * Times forward, filter gradient and input gradient of one convolution on the active backend. Each run gets a
+ * fresh copy of the weights (forward, input gradient) or of dy (filter gradient), as in training where they change
+ * every step: XNNPACK caches a packed filter per tensor, so reusing one tensor would leave the packing out.
+ */
+export function timeConv(shape: ConvShape, reps: number): ConvTiming {
+  const { input, kernel: k, stride, pad, outChannels: co } = shape;
+  const wShape: [number, number, number, number] = [k, k, input[3], co];
+  const x = tf.randomUniform(input, -1, 1, 'float32', 1) as tf.Tensor4D;
+  const w = tf.randomUniform(wShape, -0.1, 0.1, 'float32', 2) as tf.Tensor4D;
+  const ho = outSize(input[1], k, stride, pad);
+  const dy = tf.randomUniform([input[0], ho, ho, co], -1, 1, 'float32', 3) as tf.Tensor4D;
+  const attrs = { strides: stride, pad, dataFormat: 'NHWC' } as unknown as tf.NamedAttrMap;
+  try {
+    return {
+      shape,
+      flops: 2 * input[0] * ho * ho * k * k * input[3] * co,
+      forwardMs: timeOp(reps, w, (fw) => tf.conv2d(x, fw as tf.Tensor4D, stride, pad)),
+      filterGradMs: timeOp(reps, dy, (fdy) => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: fdy },
+        { ...attrs, filterShape: wShape }) as tf.Tensor),
+      inputGradMs: timeOp(reps, w, (fw) => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: fw },
+        { ...attrs, inputShape: input }) as tf.Tensor),
+    };
+  } finally {
+    tf.dispose([x, w, dy]);
+  }
+}
+
+/** Whole-network totals, ms, each shape weighted by its count. */
+export interface ConvTotals {
+  readonly forwardMs: number;
+  /** Filter gradients of all convolutions + input gradients of all but the stem. */
+  readonly backwardMs: number;
+  readonly ratio: number;
+  readonly forwardGflops: number;
+  readonly backwardGflops: number;
+}
+
+/** Sums timings over the network. */
+export function totals(timings: readonly ConvTiming[]): ConvTotals {
+  let fwd = 0;
+  let bwd = 0;
+  let fwdFlops = 0;
+  let bwdFlops = 0;
+  for (const t of timings) {
+    const n = t.shape.count;
+    fwd += n * t.forwardMs;
+    fwdFlops += n * t.flops;
+    bwd += n * (t.filterGradMs + (t.shape.isStem ? 0 : t.inputGradMs));
+    bwdFlops += n * t.flops * (t.shape.isStem ? 1 : 2);
+  }
+  return { forwardMs: fwd, backwardMs: bwd, ratio: bwd / fwd, forwardGflops: fwdFlops / fwd / 1e6,
+    backwardGflops: bwdFlops / bwd / 1e6 };
+}
+
+/** Result of a whole training step benchmark (forward + backward + AdamW of the full model). */
+export interface TrainingStepResult {
+  readonly stepMs: number;
+  readonly imagesPerSecond: number;
+}
+
+/**
+ * Whole-training-step section: forward + backward + AdamW update of the full model, images/s.
+ * NOT IMPLEMENTED HERE: it belongs with the model/learner code (issue 2's model owner), which should build the
+ * model, run `tf.variableGrads` + the AdamW step `reps` times and return the median. Until then it returns null and
+ * the report says "not measured".
+ */
+export async function measureTrainingStep(_arch: BenchArch, _size: number, _batch: number,
+  _reps: number): Promise<TrainingStepResult | null> {
+  return null;
+}
+
+interface BenchFlags {
+  arch: string;
+  size: string;
+  bs: string;
+  backend: string;
+  reps: string;
+  json?: boolean;
+}
+
+function intFlag(name: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) {
+    throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function parseArch(value: string): BenchArch {
+  if ((ARCHS as readonly string[]).includes(value)) return value as BenchArch;
+  throw new TrainerError('ERR_BAD_FLAG', `--arch must be one of ${ARCHS.join('|')}, got ${JSON.stringify(value)}`);
+}
+
+function gflops(flops: number, ms: number): string {
+  return (flops / ms / 1e6).toFixed(1);
+}
+
+function printTable(timings: readonly ConvTiming[], sum: ConvTotals): void {
+  console.log('input NxHxWxCi      k/s  Co    cnt   fwd ms GF/s |  dW ms GF/s |  dX ms GF/s | bwd/fwd');
+  for (const t of timings) {
+    const s = t.shape;
+    const bwd = t.filterGradMs + (s.isStem ? 0 : t.inputGradMs);
+    console.log([
+      s.input.join('x').padEnd(18), `${s.kernel}/${s.stride}`.padStart(4), String(s.outChannels).padStart(4),
+      String(s.count).padStart(5), t.forwardMs.toFixed(1).padStart(8), gflops(t.flops, t.forwardMs).padStart(4), '|',
+      t.filterGradMs.toFixed(1).padStart(6), gflops(t.flops, t.filterGradMs).padStart(4), '|',
+      t.inputGradMs.toFixed(1).padStart(6), gflops(t.flops, t.inputGradMs).padStart(4) + (s.isStem ? '*' : ' '), '|',
+      (bwd / t.forwardMs).toFixed(2).padStart(6),
+    ].join(' '));
+  }
+  console.log(`total (weighted by count): forward ${sum.forwardMs.toFixed(0)} ms (${sum.forwardGflops.toFixed(1)} GFLOP/s), ` +
+    `backward ${sum.backwardMs.toFixed(0)} ms (${sum.backwardGflops.toFixed(1)} GFLOP/s), backward/forward ${sum.ratio.toFixed(2)} ` +
+    '(target ≤ 2.5; * stem dX not needed in training, excluded)');
+}
+
+async function run(flags: BenchFlags): Promise<void> {
+  const arch = parseArch(flags.arch);
+  const size = intFlag('size', flags.size, 32);
+  const batch = intFlag('bs', flags.bs, 1);
+  const reps = intFlag('reps', flags.reps, 1);
+  const choice = await initBackend(parseBackendRequest(flags.backend));
+  if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up`);
+  const timings = resnetConvShapes(arch, size, batch).map((shape) => timeConv(shape, reps));
+  const sum = totals(timings);
+  const step = await measureTrainingStep(arch, size, batch, reps);
+  const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+  if (flags.json) {
+    console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, reps, convs: timings, totals: sum,
+      trainingStep: step, peakRssMiB }));
+    return;
+  }
+  printTable(timings, sum);
+  console.log(step === null ? 'whole training step: not measured (see measureTrainingStep)'
+    : `whole training step: ${step.stepMs.toFixed(0)} ms, ${step.imagesPerSecond.toFixed(1)} images/s`);
+  console.log(`peak RSS: ${peakRssMiB.toFixed(0)} MiB`);
+}
+
+/**
+ * Entry point.
+ * @param argv - arguments after the script name
+ * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = new Command('bench:compute')
+    .description('Per-shape convolution forward/backward throughput of the compute backend')
+    .option('--arch <arch>', ARCHS.join('|'), 'resnet34')
+    .option('--size <pixels>', 'image side, pixels (≥ 32)', '224')
+    .option('--bs <n>', 'batch size (≥ 1)', '16')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
+    .option('--json', 'print one JSON line instead of the table')
+    .exitOverride();
+  try {
+    program.parse([...argv], { from: 'user' });
+    await run(program.opts<BenchFlags>());
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    console.error(`bench:compute: ${err instanceof Error ? err.message : String(err)}`);
+    return isTrainerError(err, 'ERR_BAD_FLAG') ? 2 : 1;
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}
