@@ -159,36 +159,40 @@ export interface RgbImage {
  * Crops/augments `src` (shorter side ≥ size) into `out` as normalized float32 `[size, size, 3]` HWC at `offset`:
  * one bilinear resample through {@link samplingMatrix} with reflection padding, then logit-space lighting, then
  * (x − mean) / std with ImageNet stats. Crop offset: floor((W − size + 1)·cropX) clamped (fastai `crop`).
+ * Lighting comes after the resample as in fastai v1 (`Image.logit_px` triggers the pending `grid_sample`).
  */
 export function renderItem(src: RgbImage, p: AugmentParams, size: number, out: Float32Array, offset = 0): void {
   const { data, width: W, height: H } = src;
   const x0 = Math.min(W - size, Math.floor((W - size + 1) * p.cropX));
   const y0 = Math.min(H - size, Math.floor((H - size + 1) * p.cropY));
-  const m = samplingMatrix(p);
+  const [m0, m1, m2, m3, m4, m5, m6, m7, m8] = samplingMatrix(p);
   const half = size / 2;
+  const bx = x0 + half - 0.5;
+  const by = y0 + half - 0.5;
   for (let v = 0; v < size; v++) {
     const py = (2 * v + 1) / size - 1;
     for (let u = 0; u < size; u++) {
       const px = (2 * u + 1) / size - 1;
-      const w = m[6] * px + m[7] * py + m[8];
-      const sx = (m[0] * px + m[1] * py + m[2]) / w;
-      const sy = (m[3] * px + m[4] * py + m[5]) / w;
-      const fx = reflectCoord(x0 + (sx + 1) * half - 0.5, W);
-      const fy = reflectCoord(y0 + (sy + 1) * half - 0.5, H);
+      const w = m6 * px + m7 * py + m8;
+      let fx = bx + ((m0 * px + m1 * py + m2) / w) * half;
+      let fy = by + ((m3 * px + m4 * py + m5) / w) * half;
+      if (!(fx >= 0 && fx <= W - 1)) fx = reflectCoord(fx, W);
+      if (!(fy >= 0 && fy <= H - 1)) fy = reflectCoord(fy, H);
       const ix = Math.floor(fx);
       const iy = Math.floor(fy);
       const ax = fx - ix;
       const ay = fy - iy;
-      const ix1 = ix + 1 < W ? ix + 1 : ix;
-      const iy1 = iy + 1 < H ? iy + 1 : iy;
-      const r0 = iy * W;
-      const r1 = iy1 * W;
+      const i00 = (iy * W + ix) * 3;
+      const dx = ix + 1 < W ? 3 : 0;
+      const dy = iy + 1 < H ? W * 3 : 0;
+      const w00 = (1 - ax) * (1 - ay);
+      const w01 = ax * (1 - ay);
+      const w10 = (1 - ax) * ay;
+      const w11 = ax * ay;
       const o = offset + (v * size + u) * 3;
-      for (let c = 0; c < 3; c++) {
-        const top = data[(r0 + ix) * 3 + c]! * (1 - ax) + data[(r0 + ix1) * 3 + c]! * ax;
-        const bot = data[(r1 + ix) * 3 + c]! * (1 - ax) + data[(r1 + ix1) * 3 + c]! * ax;
-        out[o + c] = (top * (1 - ay) + bot * ay) / 255;
-      }
+      out[o] = data[i00]! * w00 + data[i00 + dx]! * w01 + data[i00 + dy]! * w10 + data[i00 + dy + dx]! * w11;
+      out[o + 1] = data[i00 + 1]! * w00 + data[i00 + dx + 1]! * w01 + data[i00 + dy + 1]! * w10 + data[i00 + dy + dx + 1]! * w11;
+      out[o + 2] = data[i00 + 2]! * w00 + data[i00 + dx + 2]! * w01 + data[i00 + dy + 2]! * w10 + data[i00 + dy + dx + 2]! * w11;
     }
   }
   lightAndNormalize(out, offset, size * size, p);
@@ -200,17 +204,40 @@ function logit(x: number): number {
   return Math.log(c / (1 - c));
 }
 
-/** In place on `count` HWC pixels at `offset`: lighting in logit space (if any), then ImageNet normalization. */
+/** Resolution of the lighting lookup table over 0..255 (linear interpolation between entries). */
+const LIGHT_LUT_STEPS = 4096;
+
+/**
+ * Table of x ↦ sigmoid((logit(x/255) + logit(c))·s) at LIGHT_LUT_STEPS + 1 points of 0..255, read with linear
+ * interpolation: max deviation from the exact formula ~1e-4 of full scale (largest next to 0 and 255 when s < 1).
+ */
+function lightingLut(add: number, mul: number): Float32Array {
+  const lut = new Float32Array(LIGHT_LUT_STEPS + 2);
+  for (let i = 0; i <= LIGHT_LUT_STEPS; i++) lut[i] = 1 / (1 + Math.exp(-(logit(i / LIGHT_LUT_STEPS) + add) * mul));
+  lut[LIGHT_LUT_STEPS + 1] = lut[LIGHT_LUT_STEPS]!;
+  return lut;
+}
+
+/** In place on `count` HWC pixels (values 0..255) at `offset`: lighting in logit space (if any), then ImageNet normalization. */
 function lightAndNormalize(out: Float32Array, offset: number, count: number, p: AugmentParams): void {
-  const lit = p.brightness !== null || p.contrast !== null;
-  const add = p.brightness !== null ? logit(p.brightness) : 0;
-  const mulC = p.contrast ?? 1;
-  for (let i = 0; i < count; i++) {
-    for (let c = 0; c < 3; c++) {
-      const k = offset + i * 3 + c;
-      let x = out[k]!;
-      if (lit) x = 1 / (1 + Math.exp(-(logit(x) + add) * mulC));
-      out[k] = (x - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]!;
+  const lut = p.brightness !== null || p.contrast !== null
+    ? lightingLut(p.brightness !== null ? logit(p.brightness) : 0, p.contrast ?? 1)
+    : null;
+  const toStep = LIGHT_LUT_STEPS / 255;
+  for (let c = 0; c < 3; c++) {
+    const scale = 1 / IMAGENET_STD[c]!;
+    const bias = -IMAGENET_MEAN[c]! * scale;
+    const end = offset + count * 3;
+    for (let k = offset + c; k < end; k += 3) {
+      let x: number;
+      if (lut) {
+        const t = out[k]! * toStep;
+        const i = Math.floor(t);
+        x = lut[i]! + (lut[i + 1]! - lut[i]!) * (t - i);
+      } else {
+        x = out[k]! / 255;
+      }
+      out[k] = x * scale + bias;
     }
   }
 }

@@ -51,6 +51,14 @@ describe('renderItem', () => {
     for (let u = 0; u < 8; u++) assert.ok(Math.abs(px(out, 8, u, 3, 1) - u) < 1e-3, `u=${u}`);
   });
 
+  it('rotation past the border samples the reflected image (45° on 8x8: corner reads y = 0.44975, x = 3.5)', () => {
+    const out = new Float32Array(8 * 8 * 3);
+    renderItem(ramp(8, 8), { ...none, rotateDeg: 45 }, 8, out);
+    // p = (−0.875, −0.875) → s = (0, −1.2374) → source (3.5, −1.44975) → reflected about −0.5 → y = 0.44975
+    assert.ok(Math.abs(px(out, 8, 0, 0, 0) - 3.5) < 1e-3);
+    assert.ok(Math.abs(px(out, 8, 0, 0, 1) - 0.44975) < 1e-3);
+  });
+
   it('brightness in logit space: sigmoid((logit(x) + logit(c))·s) with c=0.6, s=1.2 (tol 1e-5)', () => {
     const g = { data: Uint8Array.from([127, 127, 127]), width: 1, height: 1 };
     const x = 127 / 255;
@@ -59,6 +67,18 @@ describe('renderItem', () => {
     const logit = (p: number) => Math.log(p / (1 - p));
     const want = 1 / (1 + Math.exp(-(logit(x) + logit(0.6)) * 1.2));
     assert.ok(Math.abs(px(out, 1, 0, 0, 0) / 255 - want) < 1e-5);
+  });
+
+  it('lighting table matches the exact logit formula on every 8-bit level within 5e-4 (s = 0.8, c = 0.4: steepest ends)', () => {
+    const logit = (q: number) => Math.log(Math.min(Math.max(q, 1e-7), 1 - 1e-7) / (1 - Math.min(Math.max(q, 1e-7), 1 - 1e-7)));
+    let worst = 0;
+    for (let level = 0; level < 256; level++) {
+      const out = new Float32Array(3);
+      renderItem({ data: Uint8Array.from([level, level, level]), width: 1, height: 1 }, { ...none, brightness: 0.4, contrast: 0.8 }, 1, out);
+      const want = 1 / (1 + Math.exp(-(logit(level / 255) + logit(0.4)) * 0.8));
+      worst = Math.max(worst, Math.abs(px(out, 1, 0, 0, 1) / 255 - want));
+    }
+    assert.ok(worst < 5e-4, `worst ${worst}`);
   });
 
   it('reflection padding mirrors about −0.5 and n−0.5 (PyTorch grid_sample, align_corners=False)', () => {
