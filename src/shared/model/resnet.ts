@@ -44,7 +44,7 @@ export type BnUpdates = Map<string, tf.Tensor1D>;
 export interface ResNetOptions {
   /** Classes of the `fc` layer (integer ≥ 1), or null for a body without avgpool/fc (`forward` then throws). */
   numClasses?: number | null;
-  /** Seed of the initialisation (integer). Same seed → same initial weights on the same backend. */
+  /** Seed of the initialisation (integer ≥ 0). Same seed → same initial weights on the same backend. */
   seed?: number;
 }
 
@@ -55,7 +55,8 @@ export type ResolvedResNetOptions = Required<ResNetOptions>;
 export const DEFAULT_RESNET: Readonly<ResolvedResNetOptions> = Object.freeze({ numClasses: null, seed: 0 });
 
 function seedFor(seed: number, index: number): number {
-  return seed * 100_003 + index; // distinct per (seed, parameter) for any realistic seed/parameter count
+  // Distinct per (seed, parameter) and never 0: tfjs treats a falsy seed as "unseeded" (Math.random).
+  return seed * 100_003 + index + 1;
 }
 
 /** A torchvision ResNet's parameters and running statistics, with its forward pass. Create with {@link createResNet}. */
@@ -229,7 +230,9 @@ function addFc(inFeatures: number, numClasses: number, seed: number, params: Map
  */
 export function createResNet(arch: ResNetArch | ResNetConfig, options: ResNetOptions = {}): ResNet {
   const resolved: ResolvedResNetOptions = { ...DEFAULT_RESNET, ...options, numClasses: options.numClasses ?? null };
-  if (!Number.isSafeInteger(resolved.seed)) throw new TrainerError('ERR_BAD_CONFIG', `seed must be an integer, got ${resolved.seed}`);
+  if (!Number.isSafeInteger(resolved.seed) || resolved.seed < 0 || resolved.seed > 2 ** 32) {
+    throw new TrainerError('ERR_BAD_CONFIG', `seed must be an integer in [0, 2^32], got ${resolved.seed}`);
+  }
   const layout = resnetLayout(arch, resolved.numClasses);
   const params = new Map<string, tf.Variable>();
   const buffers = new Map<string, tf.Variable>();
