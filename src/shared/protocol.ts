@@ -135,6 +135,132 @@ export interface StarResultMessage extends ReduceTagFields {
   readonly byteLength: number;
 }
 
+/** Coordinator → worker: the run setup; carries 1 frame, the UTF-8 JSON of a `RunSetup` (see `run-setup.ts`). */
+export interface SetupMessage {
+  readonly type: 'setup';
+  readonly byteLength: number;
+}
+/** Worker → coordinator: model built, data ready, state of the replica. */
+export interface ReadyMessage {
+  readonly type: 'ready';
+  readonly rank: number;
+  /** sha256 of the replica's weights (hex). */
+  readonly checksum: string;
+  /** Trainable elements in the gradient layout. */
+  readonly gradientElements: number;
+}
+/** Coordinator → worker: switch to a stage (freeze state; resets the optimizer as fastai does). */
+export interface StageMessage {
+  readonly type: 'stage';
+  readonly requestId: number;
+  readonly stageIndex: number;
+  readonly frozen: boolean;
+}
+/** Coordinator → worker: compute one optimizer step (forward/backward over `accum` micro-batches, all-reduce). */
+export interface StepMessage {
+  readonly type: 'step';
+  /** Run-wide step id (monotonic over stages; also the all-reduce tag). */
+  readonly step: number;
+  readonly generation: number;
+  readonly stageIndex: number;
+  /** Data epoch of this step (its shuffle). */
+  readonly epoch: number;
+  readonly stepInEpoch: number;
+  readonly accum: number;
+  /** Learning rate per layer group and momentum (Adam beta1) of this step, applied on `commit`. */
+  readonly lrs: readonly number[];
+  readonly momentum: number;
+}
+/** Worker → coordinator: the step's gradients are reduced and pending; its training metrics. */
+export interface StepDoneMessage {
+  readonly type: 'step-done';
+  readonly step: number;
+  readonly rank: number;
+  /** Sum of per-item losses over the valid items of all micro-batches. */
+  readonly lossSum: number;
+  readonly count: number;
+  readonly correct: number;
+  /** Phase durations, seconds. */
+  readonly dataWaitSeconds: number;
+  readonly computeSeconds: number;
+  readonly allreduceSeconds: number;
+  /** Bytes this rank sent in the all-reduce. */
+  readonly allreduceBytes: number;
+  /** tfjs memory of the replica (bytes, tensors) and the loader queue depth after the step. */
+  readonly tfBytes: number;
+  readonly tfTensors: number;
+  readonly queueDepth: number;
+  /** Files the loader skipped so far, by reason (bounded set of reasons). */
+  readonly skipped: Readonly<Record<string, number>>;
+}
+/** Worker → coordinator: the step could not complete (peer lost, timeout); nothing was applied. */
+export interface StepFailedMessage {
+  readonly type: 'step-failed';
+  readonly step: number;
+  readonly rank: number;
+  readonly code: TrainerErrorCode;
+  readonly message: string;
+}
+/** Coordinator → worker: apply the pending reduced gradients of `step` (the AdamW step). */
+export interface CommitMessage {
+  readonly type: 'commit';
+  readonly step: number;
+}
+/** Coordinator → worker: drop the pending reduced gradients of `step` (it will be redone). */
+export interface AbortMessage {
+  readonly type: 'abort';
+  readonly step: number;
+}
+/** Fields of a coordinator → worker request without payload. */
+export interface RequestFields {
+  readonly requestId: number;
+  /** For `validate`: also return per-item probabilities (interpretation); unused otherwise. */
+  readonly flag: boolean;
+  /** Ring generation the request belongs to (for requests that use the ring, like `sync-bn`). */
+  readonly generation: number;
+}
+/** Coordinator → worker: validate this rank's shard of the validation set. */
+export interface ValidateMessage extends RequestFields { readonly type: 'validate' }
+/** Coordinator → worker: send the replica's state (`state` reply). */
+export interface GetStateMessage extends RequestFields { readonly type: 'get-state' }
+/** Coordinator → worker: send the weights checksum (`ack` reply with the hex digest). */
+export interface ChecksumMessage extends RequestFields { readonly type: 'checksum' }
+/** Coordinator → worker: take rank 0's BatchNorm running statistics (over the ring), then `ack`. */
+export interface SyncBnMessage extends RequestFields { readonly type: 'sync-bn' }
+/** The payload-free requests. */
+export type RequestMessage = ValidateMessage | GetStateMessage | ChecksumMessage | SyncBnMessage;
+/** Worker → coordinator: validation sums over this rank's shard (padding excluded); 1 frame (maybe empty). */
+export interface ValidDoneMessage {
+  readonly type: 'valid-done';
+  readonly requestId: number;
+  readonly rank: number;
+  readonly lossSum: number;
+  readonly count: number;
+  readonly correct: number;
+  /** Frame: `[k] int32 item indices` then `[k × classes] float32 probabilities`, or empty. */
+  readonly byteLength: number;
+}
+/** Worker → coordinator: a replica's state (weights, BatchNorm statistics, optimizer) as one safetensors blob; 1 frame. */
+export interface StateMessage {
+  readonly type: 'state';
+  readonly requestId: number;
+  readonly byteLength: number;
+}
+/** Coordinator → worker: replace the replica's state with this safetensors blob, then `ack`; 1 frame. */
+export interface LoadStateMessage {
+  readonly type: 'load-state';
+  readonly requestId: number;
+  readonly byteLength: number;
+}
+/** Worker → coordinator: generic reply to `stage`, `load-state`, `checksum`, `sync-bn`. */
+export interface AckMessage {
+  readonly type: 'ack';
+  readonly requestId: number;
+  readonly rank: number;
+  /** Request-specific value (e.g. the weights checksum), or empty. */
+  readonly value: string;
+}
+
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
   | HelloMessage
@@ -144,7 +270,20 @@ export type Message =
   | ShutdownMessage
   | ChunkMessage
   | StarPushMessage
-  | StarResultMessage;
+  | StarResultMessage
+  | SetupMessage
+  | ReadyMessage
+  | StageMessage
+  | StepMessage
+  | StepDoneMessage
+  | StepFailedMessage
+  | CommitMessage
+  | AbortMessage
+  | RequestMessage
+  | ValidDoneMessage
+  | StateMessage
+  | LoadStateMessage
+  | AckMessage;
 /** The `type` tag of a {@link Message}. */
 export type MessageType = Message['type'];
 /** A decoded message and its binary frames (views into the received buffers, not copies). */
@@ -198,6 +337,33 @@ function record(v: unknown, what: string): Header {
     fail(`${what} must be a map, got ${got}`);
   }
   return v as Header;
+}
+
+function num(h: Header, field: string): number {
+  const v = h[field];
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${String(h.type)}.${field} must be a finite number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function numbers(h: Header, field: string, minLength: number, maxLength: number): number[] {
+  const v = h[field];
+  if (!Array.isArray(v) || v.length < minLength || v.length > maxLength || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    fail(`${String(h.type)}.${field} must be an array of ${minLength}..${maxLength} finite numbers, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  }
+  return v as number[];
+}
+
+function counts(h: Header, field: string): Record<string, number> {
+  const r = record(h[field], `${String(h.type)}.${field}`);
+  const entries = Object.entries(r);
+  if (entries.length > 16 || !entries.every(([k, x]) => k.length <= 64 && typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
+    fail(`${String(h.type)}.${field} must map ≤ 16 short names to non-negative integers, got ${JSON.stringify(r).slice(0, 80)}`);
+  }
+  return r as Record<string, number>;
+}
+
+function request<K extends RequestMessage['type']>(type: K, h: Header): Extract<RequestMessage, { type: K }> {
+  return { type, requestId: int(h, 'requestId', 0), flag: bool(h, 'flag'), generation: int(h, 'generation', 0) } as Extract<RequestMessage, { type: K }>;
 }
 
 const DTYPES: readonly WireDtype[] = ['float32', 'float16'];
@@ -281,6 +447,41 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
   }),
   'star-result': (h) => ({ type: 'star-result', ...tagFields(h), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES) }),
+  setup: (h) => ({ type: 'setup', byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  ready: (h) => ({
+    type: 'ready', rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), checksum: str(h, 'checksum', /^[0-9a-f]{64}$/),
+    gradientElements: int(h, 'gradientElements', 0),
+  }),
+  stage: (h) => ({ type: 'stage', requestId: int(h, 'requestId', 0), stageIndex: int(h, 'stageIndex', 0, 1024), frozen: bool(h, 'frozen') }),
+  step: (h) => ({
+    type: 'step', step: int(h, 'step', 0), generation: int(h, 'generation', 0), stageIndex: int(h, 'stageIndex', 0, 1024),
+    epoch: int(h, 'epoch', 0), stepInEpoch: int(h, 'stepInEpoch', 0), accum: int(h, 'accum', 1, 65536),
+    lrs: numbers(h, 'lrs', 1, 16), momentum: num(h, 'momentum'),
+  }),
+  'step-done': (h) => ({
+    type: 'step-done', step: int(h, 'step', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0),
+    dataWaitSeconds: num(h, 'dataWaitSeconds'), computeSeconds: num(h, 'computeSeconds'), allreduceSeconds: num(h, 'allreduceSeconds'),
+    allreduceBytes: num(h, 'allreduceBytes'), tfBytes: num(h, 'tfBytes'), tfTensors: num(h, 'tfTensors'), queueDepth: num(h, 'queueDepth'),
+    skipped: counts(h, 'skipped'),
+  }),
+  'step-failed': (h) => ({
+    type: 'step-failed', step: int(h, 'step', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    code: str(h, 'code', /^ERR_[A-Z_]+$/) as TrainerErrorCode, message: str(h, 'message'),
+  }),
+  commit: (h) => ({ type: 'commit', step: int(h, 'step', 0) }),
+  abort: (h) => ({ type: 'abort', step: int(h, 'step', 0) }),
+  validate: (h) => request('validate', h),
+  'get-state': (h) => request('get-state', h),
+  checksum: (h) => request('checksum', h),
+  'sync-bn': (h) => request('sync-bn', h),
+  'valid-done': (h) => ({
+    type: 'valid-done', requestId: int(h, 'requestId', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
+  }),
+  state: (h) => ({ type: 'state', requestId: int(h, 'requestId', 0), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  'load-state': (h) => ({ type: 'load-state', requestId: int(h, 'requestId', 0), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  ack: (h) => ({ type: 'ack', requestId: int(h, 'requestId', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), value: str(h, 'value') }),
 };
 
 /** Number of binary frames each message type carries. */
@@ -293,6 +494,22 @@ const FRAME_COUNT: { readonly [K in MessageType]: number } = {
   chunk: 1,
   'star-push': 1,
   'star-result': 1,
+  setup: 1,
+  ready: 0,
+  stage: 0,
+  step: 0,
+  'step-done': 0,
+  'step-failed': 0,
+  commit: 0,
+  abort: 0,
+  validate: 0,
+  'get-state': 0,
+  checksum: 0,
+  'sync-bn': 0,
+  'valid-done': 1,
+  state: 1,
+  'load-state': 1,
+  ack: 0,
 };
 
 /** Checks the frames against the message: count, announced length, dtype alignment. */
