@@ -221,7 +221,8 @@ async function attempt(url: string, o: ResolvedDownloadOptions, progress: Progre
     stream.destroy();
     const code = (error as { code?: string }).code ?? '';
     const started = ((await fileSize(part)) ?? 0) > have;
-    return { ok: false, retry: true, unreachable: !started && UNREACHABLE_CODES.has(code), error };
+    // A host name that does not resolve will not resolve a second later: go straight to the next mirror.
+    return { ok: false, retry: code !== 'ENOTFOUND', unreachable: !started && UNREACHABLE_CODES.has(code), error };
   } finally {
     progress.end();
   }
