@@ -8,6 +8,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
+import { registerTfjsGradients } from './kernels/gradients.js';
 
 /** What the user may ask for with `--backend`. */
 export type BackendRequest = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -88,10 +89,14 @@ async function activateWasm(): Promise<string | null> {
  *
  * @param request - `auto` tries tfjs-node-gpu (only when a GPU is visible), tfjs-node, WASM, then cpu;
  *   any other value insists on that backend.
+ * Also registers tfjs-core's gradient definitions (missing from its Node bundle), so `tf.grad` works after it.
+ *
  * @throws TrainerError ERR_BACKEND when an explicitly requested backend cannot be activated.
  */
 export async function initBackend(request: BackendRequest): Promise<BackendChoice> {
   const rejected: string[] = [];
+  // tfjs-core's Node bundle ships without gradient definitions; every training backend needs them.
+  await registerTfjsGradients();
   const done = (kind: BackendKind): BackendChoice => {
     const tfName = tf.getBackend();
     const why = rejected.length ? `; not used: ${rejected.join('; ')}` : '';
