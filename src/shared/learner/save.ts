@@ -1,0 +1,114 @@
+/**
+ * fastai `learn.save(name)` / `learn.load(name)` for a {@link Replica}: `<dir>/models/<name>.safetensors` holds
+ * every parameter and BatchNorm running statistic (tfjs layouts, float32) and the AdamW moments
+ * (`opt.<param>.exp_avg`, `opt.<param>.exp_avg_sq`); `<dir>/models/<name>.json` holds the metadata (class
+ * names, arch, image size, normalisation stats, frozen flag, optimizer step counts, BN step counts).
+ * As fastai, loading restores the optimizer state too.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TrainerError } from '../errors.js';
+import { readSafetensors, writeFileAtomic, writeSafetensors, type SafetensorsTensorInput } from '../model/safetensors.js';
+import type { ResNetConfig } from '../model/resnet-spec.js';
+import type { NamedArray, Replica, ReplicaState } from './replica.js';
+
+/** What `<name>.json` records besides the tensors. */
+export interface SavedModelMeta {
+  readonly format: 1;
+  /** Architecture config (block type and layers). */
+  readonly arch: ResNetConfig;
+  /** Class names; index i is class i. */
+  readonly classes: readonly string[];
+  /** Image side, pixels. */
+  readonly size: number;
+  /** Per-channel normalisation applied to 0..1 RGB (ImageNet stats in the tutorial). */
+  readonly normalize: { readonly mean: readonly number[]; readonly std: readonly number[] };
+  readonly frozen: boolean;
+  /** Adam step count per parameter that has optimizer state. */
+  readonly optimizerSteps: Readonly<Record<string, number>>;
+  /** Training-mode BN updates applied (torch `num_batches_tracked`). */
+  readonly bnSteps: { readonly body: number; readonly head: number };
+}
+
+/** The metadata a caller provides (the rest comes from the replica). */
+export type SaveInfo = Pick<SavedModelMeta, 'arch' | 'classes' | 'size' | 'normalize'>;
+
+const NAME_RE = /^[A-Za-z0-9._-]+$/;
+
+/** Paths of a saved model. @throws TrainerError ERR_BAD_FLAG for a name that is not `[A-Za-z0-9._-]+`. */
+export function modelPaths(dir: string, name: string): { weights: string; meta: string } {
+  if (!NAME_RE.test(name) || name.startsWith('.')) {
+    throw new TrainerError('ERR_BAD_FLAG', `model name must match [A-Za-z0-9._-]+ and not start with a dot, got ${JSON.stringify(name)}`);
+  }
+  const models = join(dir, 'models');
+  return { weights: join(models, `${name}.safetensors`), meta: join(models, `${name}.json`) };
+}
+
+/**
+ * Writes the replica's state under `<dir>/models/<name>.*` (crash-safe: temp file, fsync, rename).
+ *
+ * @returns the two paths written
+ * @throws TrainerError ERR_BAD_FLAG (bad name), ERR_CHECKPOINT (I/O)
+ */
+export async function saveModel(replica: Replica, info: SaveInfo, dir: string, name: string): Promise<{ weights: string; meta: string }> {
+  const paths = modelPaths(dir, name);
+  const state = await replica.exportState();
+  const tensors = new Map<string, SafetensorsTensorInput>();
+  for (const t of state.tensors) tensors.set(t.name, { dtype: 'F32', shape: t.shape, data: t.data });
+  const optimizerSteps: Record<string, number> = {};
+  for (const p of state.optimizer.params) {
+    const shape = state.tensors.find((t) => t.name === p.name)!.shape;
+    tensors.set(`opt.${p.name}.exp_avg`, { dtype: 'F32', shape, data: p.expAvg });
+    tensors.set(`opt.${p.name}.exp_avg_sq`, { dtype: 'F32', shape, data: p.expAvgSq });
+    optimizerSteps[p.name] = p.step;
+  }
+  const meta: SavedModelMeta = { format: 1, ...info, frozen: state.frozen, optimizerSteps, bnSteps: state.bnSteps };
+  await mkdir(join(dir, 'models'), { recursive: true });
+  await writeSafetensors(paths.weights, tensors, { format: 'pets-trainer', name });
+  await writeFileAtomic(paths.meta, new TextEncoder().encode(`${JSON.stringify(meta, null, 2)}\n`));
+  return paths;
+}
+
+/** Reads `<name>.json`. @throws TrainerError ERR_CHECKPOINT when missing or not a format-1 file. */
+export async function readModelMeta(dir: string, name: string): Promise<SavedModelMeta> {
+  const { meta } = modelPaths(dir, name);
+  let parsed: SavedModelMeta;
+  try {
+    parsed = JSON.parse(await readFile(meta, 'utf8')) as SavedModelMeta;
+  } catch (err) {
+    throw new TrainerError('ERR_CHECKPOINT', `cannot read saved model metadata ${meta} (${(err as Error).message})`, { cause: err });
+  }
+  if (parsed.format !== 1) throw new TrainerError('ERR_CHECKPOINT', `${meta}: format must be 1, got ${String(parsed.format)}`);
+  return parsed;
+}
+
+/**
+ * Loads `<dir>/models/<name>.*` into the replica (weights, BN statistics, optimizer state, frozen flag).
+ *
+ * @param expectClasses - the current data's classes; loading refuses a model trained on other classes
+ * @returns the metadata
+ * @throws TrainerError ERR_CHECKPOINT (missing/malformed files, other classes, tensors that do not fit)
+ */
+export async function loadModel(replica: Replica, dir: string, name: string, expectClasses?: readonly string[]): Promise<SavedModelMeta> {
+  const meta = await readModelMeta(dir, name);
+  if (expectClasses && meta.classes.join('\n') !== expectClasses.join('\n')) {
+    throw new TrainerError('ERR_CHECKPOINT', `model ${name} was trained on ${meta.classes.length} classes that differ from the data's ${expectClasses.length}`);
+  }
+  const file = await readSafetensors(modelPaths(dir, name).weights).catch((err: unknown) => {
+    throw new TrainerError('ERR_CHECKPOINT', `cannot read saved model ${name}: ${(err as Error).message}`, { cause: err });
+  });
+  const tensors: NamedArray[] = [];
+  for (const [key, t] of file.tensors) {
+    if (!key.startsWith('opt.')) tensors.push({ name: key, shape: t.shape, data: t.data as Float32Array });
+  }
+  const optimizerParams = Object.entries(meta.optimizerSteps).map(([param, step]) => {
+    const m = file.tensors.get(`opt.${param}.exp_avg`);
+    const v = file.tensors.get(`opt.${param}.exp_avg_sq`);
+    if (!m || !v) throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} lacks the optimizer moments of ${param}`);
+    return { name: param, step, expAvg: m.data as Float32Array, expAvgSq: v.data as Float32Array };
+  });
+  const state: ReplicaState = { version: 1, frozen: meta.frozen, tensors, optimizer: { version: 1, params: optimizerParams },
+    bnSteps: meta.bnSteps };
+  replica.importState(state);
+  return meta;
+}

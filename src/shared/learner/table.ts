@@ -1,0 +1,91 @@
+/**
+ * The per-epoch table fastai v1 prints during `fit` (`epoch  train_loss  valid_loss  error_rate  time`), as pure
+ * formatting functions any runner can reuse (single process, coordinator), and the in-epoch progress display
+ * (a cli-progress bar on a TTY, plain lines otherwise).
+ *
+ * Source of the columns and the time format: fastai 1.0.61 `basic_train.Recorder` (`names = ['epoch',
+ * 'train_loss', 'valid_loss'] + metrics_names + ['time']`, values printed with 6 decimals, time as `mm:ss` from
+ * `fastprogress.format_time`).
+ */
+import cliProgress from 'cli-progress';
+
+/** One row of the table. */
+export interface EpochRow {
+  /** 0-based epoch within the fit (fastai numbers each fit's epochs from 0). */
+  readonly epoch: number;
+  /** Smoothed (β = 0.98, debiased) training loss at the end of the epoch, nats. */
+  readonly trainLoss: number;
+  /** Mean validation cross-entropy, nats. */
+  readonly validLoss: number;
+  /** 1 − accuracy over the validation set. */
+  readonly errorRate: number;
+  /** Wall time of the epoch including validation, seconds. */
+  readonly seconds: number;
+}
+
+const COLUMNS = ['epoch', 'train_loss', 'valid_loss', 'error_rate', 'time'] as const;
+const WIDTH = 12;
+
+/** `mm:ss` (or `h:mm:ss` from one hour), as fastprogress's `format_time`. */
+export function formatDuration(seconds: number): string {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const mmss = `${String(m).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
+  return h > 0 ? `${h}:${mmss}` : mmss;
+}
+
+/** The header line: the five column names, left-aligned in 12-character columns. */
+export function formatEpochHeader(): string {
+  return COLUMNS.map((c) => c.padEnd(WIDTH)).join('').trimEnd();
+}
+
+/** One row: epoch, three values with 6 decimals (`nan` for NaN), time as `mm:ss`; aligned with the header. */
+export function formatEpochRow(row: EpochRow): string {
+  const num = (v: number): string => (Number.isNaN(v) ? 'nan' : v.toFixed(6));
+  return [String(row.epoch), num(row.trainLoss), num(row.validLoss), num(row.errorRate), formatDuration(row.seconds)]
+    .map((c) => c.padEnd(WIDTH)).join('').trimEnd();
+}
+
+/** How the in-epoch progress is shown: `auto` = bar on a TTY else plain lines, `lines`, or `none`. */
+export type ProgressMode = 'auto' | 'lines' | 'none';
+
+/** Progress of one epoch's batches. Call {@link tick} per batch and {@link stop} at the end (idempotent). */
+export class EpochProgress {
+  private bar: cliProgress.SingleBar | null = null;
+  private done = 0;
+  private readonly every: number;
+
+  /**
+   * @param total - batches in the epoch
+   * @param label - shown before the bar/lines, e.g. `epoch 0`
+   * @param mode - see {@link ProgressMode}
+   * @param log - where plain lines go (default stdout)
+   */
+  constructor(private readonly total: number, private readonly label: string, private readonly mode: ProgressMode = 'auto',
+    private readonly log: (line: string) => void = (l) => process.stdout.write(`${l}\n`)) {
+    this.every = Math.max(1, Math.ceil(total / 10));
+    if (mode === 'auto' && process.stdout.isTTY) {
+      this.bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} batches, loss {loss}`, clearOnComplete: true },
+        cliProgress.Presets.shades_classic);
+      this.bar.start(total, 0, { loss: '-' });
+    }
+  }
+
+  /** One more batch done; `smoothLoss` is the current smoothed training loss. */
+  tick(smoothLoss: number): void {
+    this.done += 1;
+    if (this.bar) {
+      this.bar.update(this.done, { loss: smoothLoss.toFixed(4) });
+    } else if (this.mode !== 'none' && (this.done % this.every === 0 || this.done === this.total)) {
+      this.log(`${this.label}: ${this.done}/${this.total} batches, smoothed loss ${smoothLoss.toFixed(4)}`);
+    }
+  }
+
+  /** Removes the bar (plain-line mode: nothing to do). */
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}
