@@ -1,0 +1,138 @@
+/**
+ * The tutorial's stage 1 in ONE process (no coordinator, no workers): build the DataBunch, a ResNet + fastai head
+ * (frozen), `fit_one_cycle(epochs, max_lr)` printing fastai's epoch table, save `stage-1`; optionally lr_find
+ * afterwards (unfrozen, as the tutorial) with its plot written as PNG + JSON.
+ *
+ * Usage:
+ * ```
+ * npm run learn -- --data ../shared/datasets/oxford-iiit-pet-sample --arch resnet34 --size 128 --pretrained none \
+ *   [--epochs 4] [--bs 16] [--lr 'slice(3e-3)'] [--seed 42] [--backend auto] [--dir runs/learn] [--lr-find] [--max-micro-batch N]
+ * ```
+ * Exit code: 0 done, 1 runtime error, 2 bad flag.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
+import { registerTfjsGradients } from '../src/shared/compute/kernels/gradients.js';
+import { createDataBunch } from '../src/shared/data/databunch.js';
+import { ImagePool } from '../src/shared/data/pool.js';
+import { TrainerError, isTrainerError } from '../src/shared/errors.js';
+import { Learner } from '../src/shared/learner/fit.js';
+import type { LrFindResult } from '../src/shared/learner/lr-find.js';
+import { Replica } from '../src/shared/learner/replica.js';
+import { parseLrSpec } from '../src/shared/learner/schedule.js';
+import { resolvePretrainedWeights } from '../src/shared/model/pretrained.js';
+import { resolveResNetConfig, type ResNetArch } from '../src/shared/model/resnet-spec.js';
+import { lrFindChart, renderChart } from '../src/coordinator/report/charts.js';
+
+interface LearnFlags {
+  data: string;
+  arch: string;
+  size: string;
+  bs: string;
+  epochs: string;
+  lr: string;
+  pretrained: string;
+  seed: string;
+  backend: string;
+  dir: string;
+  lrFind?: boolean;
+  maxMicroBatch?: string;
+  dataThreads?: string;
+}
+
+function intFlag(name: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+async function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
+  const chart = lrFindChart({ name: 'after stage-1 (unfrozen)', lrs: result.lrs, smoothedLosses: result.losses });
+  const png = await renderChart(chart, 2);
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, 'lr_find.png');
+  await writeFile(path, png.png);
+  await writeFile(join(dir, 'lr_find.json'), `${JSON.stringify({ ...chart.data, stop: result.stop, suggestion: result.suggestion })}\n`);
+  return path;
+}
+
+async function run(f: LearnFlags): Promise<void> {
+  const t0 = performance.now();
+  const arch = resolveResNetConfig(f.arch as ResNetArch);
+  const size = intFlag('size', f.size, 32);
+  const bs = intFlag('bs', f.bs, 2);
+  const epochs = intFlag('epochs', f.epochs, 1);
+  const seed = intFlag('seed', f.seed, 0);
+  const maxLr = parseLrSpec(f.lr, '--lr');
+  const choice = await initBackend(parseBackendRequest(f.backend));
+  await registerTfjsGradients();
+  console.log(choice.summary);
+  const pretrained = await resolvePretrainedWeights(f.pretrained, arch);
+  const pool = new ImagePool(f.dataThreads === undefined ? {} : { threads: intFlag('data-threads', f.dataThreads, 1) });
+  pool.start();
+  try {
+    const data = await createDataBunch({ data: f.data, seed, verify: true }, pool);
+    console.log(`data: ${data.train.length} train / ${data.valid.length} valid items, ${data.classes.length} classes`);
+    const replica = await Replica.create({ arch, numClasses: data.classes.length, seed, pretrained, frozen: true,
+      maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2) });
+    try {
+      console.log(`model: ${f.arch}, pretrained ${pretrained ?? 'none'}, ${size}px, bs ${bs}, chunks of ≤ ${Math.min(bs, replica.maxMicroBatch(size))} images per forward`);
+      const learner = new Learner(data, pool, replica, { bs, size, seed, dir: f.dir });
+      await learner.fitOneCycle(epochs, maxLr);
+      const saved = await learner.save('stage-1');
+      console.log(`saved ${saved.weights}`);
+      if (f.lrFind) {
+        learner.unfreeze();
+        const result = await learner.lrFind();
+        const s = result.suggestion;
+        console.log(`lr_find: ${result.lrs.length} iterations (${result.stop})` + (s ? `, min numerical gradient ${s.steepest.toExponential(2)}, min loss/10 ${s.minLossDiv10.toExponential(2)}` : ''));
+        console.log(`lr_find plot: ${await writeLrFindPlot(f.dir, result)}`);
+      }
+    } finally {
+      replica.dispose();
+    }
+  } finally {
+    await pool.close();
+  }
+  console.log(`wall time ${((performance.now() - t0) / 1000).toFixed(1)} s, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);
+}
+
+/**
+ * Entry point.
+ * @param argv - arguments after the script name
+ * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = new Command('learn')
+    .description("fastai pets tutorial stage 1 in one process: frozen fit_one_cycle, epoch table, save stage-1")
+    .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
+    .option('--arch <arch>', 'resnet18|resnet34|resnet50', 'resnet34')
+    .option('--size <pixels>', 'image side (≥ 32)', '224')
+    .option('--bs <n>', 'batch size (≥ 2)', '64')
+    .option('--epochs <n>', 'epochs of fit_one_cycle (≥ 1)', '4')
+    .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
+    .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')
+    .option('--seed <n>', 'seed of split, shuffles, augmentation, init (≥ 0)', '42')
+    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--dir <dir>', 'folder for models/ and the lr_find plot', 'runs/learn')
+    .option('--lr-find', 'after stage 1: unfreeze and run lr_find, write lr_find.png')
+    .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
+    .option('--data-threads <n>', 'decode threads (default cores − 1)')
+    .exitOverride();
+  try {
+    program.parse([...argv], { from: 'user' });
+    await run(program.opts<LearnFlags>());
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    console.error(`learn: ${err instanceof Error ? err.message : String(err)}`);
+    return isTrainerError(err, 'ERR_BAD_FLAG') || isTrainerError(err, 'ERR_BAD_CONFIG') ? 2 : 1;
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}
