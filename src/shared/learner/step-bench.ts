@@ -1,0 +1,71 @@
+/**
+ * Whole training-step timing (forward, backward and AdamW of the full, unfrozen model through {@link Replica}),
+ * for `npm run bench:compute`. The step is exactly the one the trainer runs: `accumulate` (chunked forward +
+ * backward + BN running stats, gradients copied into the flat array), `takeGradients`, `applyGradients`.
+ */
+import { performance } from 'node:perf_hooks';
+import { TrainerError } from '../errors.js';
+import { mulberry32 } from '../data/rng.js';
+import { registerTfjsGradients } from '../compute/kernels/gradients.js';
+import type { ResNetArch, ResNetConfig } from '../model/resnet-spec.js';
+import { Replica } from './replica.js';
+
+/** Result of {@link measureWholeStep}; times are medians over the timed repetitions, ms. */
+export interface WholeStepResult {
+  /** One optimizer step on `batch` images: forward + backward + AdamW. */
+  readonly stepMs: number;
+  /** `batch / stepMs · 1000`. */
+  readonly imagesPerSecond: number;
+  /** Forward + backward part (`accumulate`). */
+  readonly forwardBackwardMs: number;
+  /** AdamW part (`takeGradients` + `applyGradients`). */
+  readonly optimizerMs: number;
+  /** Images per forward chunk actually used (the replica's maxMicroBatch for this size, capped at batch). */
+  readonly chunk: number;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/**
+ * Times `reps` training steps after one warm-up on random inputs (37 classes, random init, unfrozen) on the
+ * active tfjs backend.
+ *
+ * @param size - image side, pixels (≥ 32); @param batch - images per step (≥ 2); @param reps - timed steps (≥ 1)
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps
+ */
+export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
+  maxMicroBatch?: number): Promise<WholeStepResult> {
+  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
+  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
+  if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
+  await registerTfjsGradients();
+  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  try {
+    const rng = mulberry32(1);
+    const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
+    const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
+    const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
+    const fb: number[] = [];
+    const opt: number[] = [];
+    for (let i = 0; i <= reps; i++) {
+      const t0 = performance.now();
+      replica.accumulate(x, y, null, i);
+      const t1 = performance.now();
+      replica.applyGradients(replica.takeGradients(), hyper);
+      const t2 = performance.now();
+      if (i > 0) {
+        fb.push(t1 - t0);
+        opt.push(t2 - t1);
+      }
+    }
+    const steps = fb.map((v, i) => v + opt[i]!);
+    const stepMs = median(steps);
+    return { stepMs, imagesPerSecond: (batch / stepMs) * 1000, forwardBackwardMs: median(fb), optimizerMs: median(opt),
+      chunk: Math.min(batch, replica.maxMicroBatch(size)) };
+  } finally {
+    replica.dispose();
+  }
+}
