@@ -175,6 +175,8 @@ export interface StepMessage {
 export interface StepDoneMessage {
   readonly type: 'step-done';
   readonly step: number;
+  /** Ring generation the step ran in (replies of an aborted generation are ignored). */
+  readonly generation: number;
   readonly rank: number;
   /** Sum of per-item losses over the valid items of all micro-batches. */
   readonly lossSum: number;
@@ -184,6 +186,10 @@ export interface StepDoneMessage {
   readonly dataWaitSeconds: number;
   readonly computeSeconds: number;
   readonly allreduceSeconds: number;
+  /** Duration of the previous step's optimizer update (applied at its commit), seconds. */
+  readonly optimizerSeconds: number;
+  /** Resident set size of the worker process, bytes. */
+  readonly rssBytes: number;
   /** Bytes this rank sent in the all-reduce. */
   readonly allreduceBytes: number;
   /** tfjs memory of the replica (bytes, tensors) and the loader queue depth after the step. */
@@ -197,6 +203,7 @@ export interface StepDoneMessage {
 export interface StepFailedMessage {
   readonly type: 'step-failed';
   readonly step: number;
+  readonly generation: number;
   readonly rank: number;
   readonly code: TrainerErrorCode;
   readonly message: string;
@@ -459,14 +466,15 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     lrs: numbers(h, 'lrs', 1, 16), momentum: num(h, 'momentum'),
   }),
   'step-done': (h) => ({
-    type: 'step-done', step: int(h, 'step', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    type: 'step-done', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
     lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0),
     dataWaitSeconds: num(h, 'dataWaitSeconds'), computeSeconds: num(h, 'computeSeconds'), allreduceSeconds: num(h, 'allreduceSeconds'),
+    optimizerSeconds: num(h, 'optimizerSeconds'), rssBytes: num(h, 'rssBytes'),
     allreduceBytes: num(h, 'allreduceBytes'), tfBytes: num(h, 'tfBytes'), tfTensors: num(h, 'tfTensors'), queueDepth: num(h, 'queueDepth'),
     skipped: counts(h, 'skipped'),
   }),
   'step-failed': (h) => ({
-    type: 'step-failed', step: int(h, 'step', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    type: 'step-failed', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
     code: str(h, 'code', /^ERR_[A-Z_]+$/) as TrainerErrorCode, message: str(h, 'message'),
   }),
   commit: (h) => ({ type: 'commit', step: int(h, 'step', 0) }),
@@ -519,6 +527,7 @@ function checkFrames(message: Message, frames: readonly Uint8Array[]): void {
   if (!('byteLength' in message)) return;
   const got = frames[0].byteLength;
   if (got !== message.byteLength) fail(`${message.type} frame must be byteLength=${message.byteLength} bytes, got ${got}`);
+  if (!['chunk', 'star-push', 'star-result', 'valid-done'].includes(message.type)) return;
   const elementBytes = WIRE_DTYPE_BYTES['dtype' in message ? message.dtype : 'float32'];
   if (got % elementBytes !== 0) fail(`${message.type} frame length must be a multiple of ${elementBytes}, got ${got}`);
 }

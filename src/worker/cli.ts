@@ -1,33 +1,63 @@
 /**
- * `worker` command line: parses flags, validates them before anything starts, and runs the job.
+ * `worker` command line: `worker --connect tcp://host:port` joins a coordinator (local workers are spawned by the
+ * coordinator with the same flags). Flags are validated before anything starts.
  */
 import { Command, CommanderError } from 'commander';
-import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
-import { isTrainerError } from '../shared/errors.js';
+import { parseBackendRequest } from '../shared/compute/backend.js';
+import { checkInt } from '../shared/config.js';
+import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { Worker, type WorkerOptions } from './worker.js';
+
+/** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
+export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
+  const program = new Command('worker')
+    .description('Distributed trainer worker process: joins a coordinator and trains its shard')
+    .requiredOption('--connect <endpoint>', 'coordinator endpoint, e.g. tcp://10.0.0.5:5555')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--data <dir>', 'local copy of the data (default: the coordinator\'s path)')
+    .option('--rank <n>', 'rank to ask for (default: any free rank)')
+    .option('--data-bind <endpoint>', 'data-plane bind address; use tcp://<this host ip>:* across machines', 'tcp://127.0.0.1:*')
+    .option('--heartbeat-interval-ms <ms>', 'heartbeat period', '1000')
+    .option('--heartbeat-timeout-ms <ms>', 'coordinator silence before this worker exits', '10000')
+    .option('--curve-server-key <z85>', 'coordinator CURVE public key (from its --curve-keys directory)')
+    .exitOverride();
+  program.parse([...argv], { from: 'user' });
+  const o = program.opts<Record<string, string | undefined>>();
+  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect!)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
+  if (!/^tcp:\/\/[^:]+:(\*|\d+)$/.test(o.dataBind!)) throw new TrainerError('ERR_BAD_FLAG', `--data-bind must be tcp://host:port or tcp://host:*, got ${JSON.stringify(o.dataBind)}`);
+  const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10);
+  const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval);
+  return {
+    connect: o.connect!, backend: parseBackendRequest(o.backend!), dataRoot: o.data ?? null,
+    rank: o.rank === undefined ? null : checkInt('--rank', o.rank, 0), dataBind: o.dataBind!,
+    heartbeatIntervalMs: interval, heartbeatTimeoutMs: timeout, curveServerKey: o.curveServerKey ?? null,
+  };
+}
 
 /**
  * Entry point of `npx worker`.
- * @param argv - arguments after the program name
- * @returns the process exit code (0 on success, 2 on a bad flag, 1 on a failed run)
+ * @returns exit code: 0 after a shutdown from the coordinator, 2 on a bad flag, 1 on failure, 3 when the
+ *   coordinator went silent
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  const program = new Command('worker')
-    .description('Distributed trainer worker process')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
-    .exitOverride();
+  let options: Omit<WorkerOptions, 'log'>;
   try {
-    program.parse([...argv], { from: 'user' });
-    const opts = program.opts<{ backend: string }>();
-    const choice = await initBackend(parseBackendRequest(opts.backend));
-    console.log(choice.summary);
-    return 0;
+    options = parseWorkerArgs(argv);
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (isTrainerError(err, 'ERR_BAD_FLAG')) {
-      console.error(`worker: ${err.message}`);
-      return 2;
-    }
-    console.error(`worker: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(`worker: ${(err as Error).message}`);
+    return 2;
+  }
+  const tag = `[worker ${process.pid}]`;
+  const worker = new Worker({ ...options, log: (line) => console.error(`${tag} ${line}`) });
+  const stop = (): void => { void worker.close().then(() => process.exit(0)); };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    return await worker.run();
+  } catch (err) {
+    console.error(`${tag} ${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
+    await worker.close();
     return 1;
   }
 }

@@ -42,14 +42,25 @@ export function resolveImageRoot(dir: string): string {
 }
 
 /** Every file under `root` (recursive, hidden entries skipped), sorted in code-point order. */
+function statKind(path: string): 'dir' | 'file' | 'other' {
+  try {
+    const st = statSync(path);
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+  } catch {
+    return 'other';
+  }
+}
+
 function walk(root: string): string[] {
   const out: string[] = [];
   const visit = (dir: string): void => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       if (e.name.startsWith('.')) continue;
       const p = join(dir, e.name);
-      if (e.isDirectory()) visit(p);
-      else if (e.isFile()) out.push(p);
+      // Symbolic links are followed (a dataset assembled from links is common); broken links are left out.
+      const kind = e.isSymbolicLink() ? statKind(p) : e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other';
+      if (kind === 'dir') visit(p);
+      else if (kind === 'file') out.push(p);
     }
   };
   visit(root);

@@ -1,0 +1,144 @@
+/**
+ * Membership of the ring as the driver sees it: admission of `expect` workers, rank assignment, the ring
+ * announcement (`welcome` with a growing generation), and collective requests (send to every rank, gather every
+ * reply) that fail fast when a member is lost.
+ */
+import { TrainerError } from '../shared/errors.js';
+import type { Message } from '../shared/protocol.js';
+import type { ControlServer, Member } from './control.js';
+
+/** A reply from one rank. */
+export interface Reply<M extends Message = Message> {
+  readonly rank: number;
+  readonly message: M;
+  readonly frames: readonly Buffer[];
+}
+
+/** Ring membership and collective requests over a {@link ControlServer}. */
+export class Cluster {
+  /** Ring epoch; grows on every membership change. */
+  generation = 0;
+  private requestSeq = 1;
+  private lostController = new AbortController();
+
+  constructor(private readonly control: ControlServer, private readonly log: (line: string) => void) {
+    control.on('lost', (m, reason) => {
+      log(`worker rank ${m.rank} (pid ${m.hello.pid} on ${m.hello.host}) lost: ${reason}`);
+      if (m.rank >= 0) this.lostController.abort(`rank ${m.rank} lost: ${reason}`);
+    });
+  }
+
+  /** Members in the ring, by rank. */
+  ranks(): Member[] {
+    return this.control.live().filter((m) => m.rank >= 0);
+  }
+
+  /** Number of ranks. */
+  get worldSize(): number {
+    return this.ranks().length;
+  }
+
+  /** A signal that fires when any ranked member is lost (reset by {@link announce}). */
+  get lostSignal(): AbortSignal {
+    return this.lostController.signal;
+  }
+
+  /**
+   * Waits until `count` unranked workers have said hello, then gives them ranks (requested rank if free, else the
+   * lowest free one).
+   * @param abort - fires when joining can no longer succeed (a local worker process died before joining)
+   * @throws TrainerError ERR_TIMEOUT after `timeoutMs` naming how many joined; ERR_WORKER_LOST when aborted
+   */
+  async admit(count: number, timeoutMs: number, abort?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.control.live().filter((m) => m.rank < 0).length < count) {
+      if (abort?.aborted) throw new TrainerError('ERR_WORKER_LOST', `${String(abort.reason)}; see the worker's log above`);
+      if (Date.now() > deadline) {
+        const have = this.control.live().filter((m) => m.rank < 0).length;
+        throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${have} did; check that workers can reach the coordinator (--bind, firewalls) and their logs`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const taken = new Set(this.ranks().map((m) => m.rank));
+    const joining = this.control.live().filter((m) => m.rank < 0).slice(0, count);
+    for (const m of joining) {
+      const want = m.hello.rankRequest;
+      if (want !== null && !taken.has(want)) m.rank = want;
+    }
+    for (const m of joining.filter((j) => j.rank < 0)) {
+      let r = 0;
+      while (taken.has(r) || joining.some((j) => j.rank === r)) r++;
+      m.rank = r;
+    }
+    for (const m of joining) taken.add(m.rank);
+    this.compactRanks();
+  }
+
+  /** Renumbers ranks 0…N−1 in rank order (after members left). */
+  private compactRanks(): void {
+    this.ranks().forEach((m, i) => { m.rank = i; });
+  }
+
+  /** Removes lost members and renumbers the survivors. */
+  dropLost(): void {
+    for (const m of this.control.all()) if (m.state === 'lost') this.control.forget(m.id);
+    this.compactRanks();
+  }
+
+  /** Announces the ring (new generation) to every rank and resets the lost signal. */
+  async announce(): Promise<void> {
+    this.generation++;
+    this.lostController = new AbortController();
+    const members = this.ranks();
+    const ring = members.map((m) => ({ rank: m.rank, dataAddress: m.hello.dataAddress }));
+    for (const m of members) {
+      m.state = 'ready';
+      await this.control.send(m, { type: 'welcome', rank: m.rank, worldSize: members.length, generation: this.generation, ring });
+    }
+  }
+
+  /** A fresh request id. */
+  nextRequestId(): number {
+    return this.requestSeq++;
+  }
+
+  /** Sends a message to one rank. */
+  async send(rank: number, message: Message, frames: Uint8Array[] = []): Promise<void> {
+    const m = this.ranks().find((x) => x.rank === rank);
+    if (!m) throw new TrainerError('ERR_WORKER_LOST', `rank ${rank} is not in the ring`);
+    await this.control.send(m, message, frames);
+  }
+
+  /** Sends to every rank (a function of the rank, or the same message). */
+  async broadcast(message: Message | ((rank: number) => Message), frames: Uint8Array[] = []): Promise<void> {
+    for (const m of this.ranks()) await this.control.send(m, typeof message === 'function' ? message(m.rank) : message, frames);
+  }
+
+  /**
+   * Waits for one reply per rank matching `match`.
+   * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
+   *   rank answers with `error` (its code and message)
+   */
+  async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, what: string, timeoutMs: number): Promise<Reply<M>[]> {
+    const byId = new Map(this.ranks().map((m) => [m.id, m.rank]));
+    const signal = this.lostSignal;
+    const all = Promise.all(ranks.map((rank) => this.control.waitFor(
+      (msg, id) => byId.get(id) === rank && (match(msg, rank) || msg.type === 'error'), `${what} from rank ${rank}`, timeoutMs, signal,
+    ).then(({ message, frames }) => {
+      if (message.type === 'error') throw new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+      return { rank, message: message as M, frames };
+    })));
+    // A caller that fails before awaiting (e.g. its send throws) must not leave an unhandled rejection behind.
+    all.catch(() => undefined);
+    return all;
+  }
+
+  /** Sends `make(rank, requestId)` to every rank and gathers the `ack`s. @returns ack values by rank */
+  async requestAll(make: (requestId: number) => Message, what: string, timeoutMs: number, frames: Uint8Array[] = []): Promise<string[]> {
+    const requestId = this.nextRequestId();
+    const ranks = this.ranks().map((m) => m.rank);
+    const waiting = this.gather(ranks, (m): m is Extract<Message, { type: 'ack' }> => m.type === 'ack' && m.requestId === requestId, what, timeoutMs);
+    await this.broadcast(make(requestId), frames);
+    return (await waiting).map((r) => r.message.value);
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * The coordinator's control plane: a ZeroMQ ROUTER that admits workers, tracks their liveness from heartbeats
+ * (each worker has a main socket `<id>` and a heartbeat socket `<id>/hb`), assigns ranks, announces the ring
+ * (`welcome`, with a generation that grows on every membership change), and offers request/response helpers with
+ * timeouts to the driver. Malformed frames are rejected and logged; they never crash the coordinator.
+ */
+import { EventEmitter } from 'node:events';
+import * as zmq from 'zeromq';
+import { TrainerError } from '../shared/errors.js';
+import { decode, encode, type HelloMessage, type Message } from '../shared/protocol.js';
+
+/** A worker known to the coordinator. */
+export interface Member {
+  /** Routing id of its main socket. */
+  readonly id: string;
+  readonly hello: HelloMessage;
+  rank: number;
+  /** Wall time of the last message or heartbeat, ms since the epoch. */
+  lastSeenMs: number;
+  state: 'joining' | 'ready' | 'lost';
+}
+
+/** Options of {@link ControlServer}. */
+export interface ControlOptions {
+  /** ROUTER endpoint, e.g. `tcp://127.0.0.1:5555` (port 0 = ephemeral). */
+  readonly bind: string;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatTimeoutMs: number;
+  /** CURVE secret key of the coordinator (Z85), or null. */
+  readonly curveSecretKey?: string | null;
+  readonly log: (line: string) => void;
+}
+
+type Waiter = { match: (m: Message, id: string) => boolean; resolve: (v: { message: Message; frames: readonly Buffer[]; id: string }) => void };
+
+/** Events: `hello` (a new worker), `lost` (a member went silent or reported its own death), `message`. */
+export class ControlServer extends EventEmitter<{
+  hello: [Member];
+  lost: [Member, string];
+  message: [Member, Message, readonly Buffer[]];
+}> {
+  private readonly socket = new zmq.Router({ linger: 0, handover: true, mandatory: false });
+  private readonly members = new Map<string, Member>();
+  private waiters: Waiter[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private seq = 0;
+  private closed = false;
+  /** Frames rejected as malformed (for tests and logs). */
+  rejected = 0;
+  /** The bound endpoint (with the real port when bound to port 0). */
+  endpoint = '';
+
+  constructor(private readonly o: ControlOptions) {
+    super();
+    if (o.curveSecretKey) {
+      this.socket.curveServer = true;
+      this.socket.curveSecretKey = o.curveSecretKey;
+    }
+  }
+
+  /** Binds and starts the receive loop and heartbeats. @throws TrainerError ERR_PORT_IN_USE */
+  async start(): Promise<string> {
+    const bind = this.o.bind.replace(/:0$/, ':*');
+    try {
+      await this.socket.bind(bind);
+    } catch (err) {
+      const inUse = /in use/i.test((err as Error).message);
+      throw new TrainerError(inUse ? 'ERR_PORT_IN_USE' : 'ERR_BAD_FLAG',
+        inUse ? `--bind ${this.o.bind}: the port is already in use (another run on this host?); pick another with --bind tcp://127.0.0.1:<port> or port 0`
+          : `--bind ${this.o.bind}: cannot bind (${(err as Error).message})`, { cause: err });
+    }
+    this.endpoint = (this.socket.lastEndpoint ?? bind).replace('0.0.0.0', '127.0.0.1');
+    void this.receiveLoop();
+    this.timer = setInterval(() => this.tick(), this.o.heartbeatIntervalMs);
+    return this.endpoint;
+  }
+
+  /** Members by id (including lost ones until {@link forget}). */
+  all(): Member[] {
+    return [...this.members.values()];
+  }
+
+  /** Live members sorted by rank. */
+  live(): Member[] {
+    return this.all().filter((m) => m.state !== 'lost').sort((a, b) => a.rank - b.rank);
+  }
+
+  /** Removes a member from the table. */
+  forget(id: string): void {
+    this.members.delete(id);
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const [identity, ...parts] of this.socket) {
+        this.onFrames(identity!.toString(), parts);
+      }
+    } catch (err) {
+      if (!this.closed) this.o.log(`control socket failed: ${(err as Error).message}`);
+    }
+  }
+
+  private onFrames(identity: string, parts: Buffer[]): void {
+    let message: Message, frames: readonly Buffer[];
+    try {
+      ({ message, frames } = decode(parts));
+    } catch (err) {
+      this.rejected++;
+      this.o.log(`rejected a frame from ${JSON.stringify(identity.slice(0, 40))}: ${(err as Error).message}`);
+      return;
+    }
+    const id = identity.endsWith('/hb') ? identity.slice(0, -3) : identity;
+    const member = this.members.get(id);
+    if (message.type === 'hello') {
+      if (member) return;
+      const m: Member = { id, hello: message, rank: -1, lastSeenMs: Date.now(), state: 'joining' };
+      this.members.set(id, m);
+      this.emit('hello', m);
+      return;
+    }
+    if (!member) {
+      if (message.type !== 'heartbeat') this.o.log(`ignored ${message.type} from unknown worker ${id.slice(0, 40)}`);
+      return;
+    }
+    member.lastSeenMs = Date.now();
+    if (message.type === 'heartbeat') return;
+    const i = this.waiters.findIndex((w) => w.match(message, id));
+    if (i >= 0) {
+      const [w] = this.waiters.splice(i, 1);
+      w!.resolve({ message, frames, id });
+    } else {
+      this.emit('message', member, message, frames);
+    }
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const m of this.members.values()) {
+      if (m.state === 'lost') continue;
+      if (now - m.lastSeenMs > this.o.heartbeatTimeoutMs) {
+        this.markLost(m, `no heartbeat for ${now - m.lastSeenMs} ms (timeout ${this.o.heartbeatTimeoutMs} ms)`);
+        continue;
+      }
+      const hb = encode({ type: 'heartbeat', sender: 'coordinator', rank: -1, seq: this.seq, sentAtMs: now });
+      this.socket.send([`${m.id}/hb`, ...hb]).catch(() => undefined);
+    }
+    this.seq++;
+  }
+
+  /** Declares a member lost (heartbeat timeout or its process exited). Idempotent. */
+  markLost(m: Member, reason: string): void {
+    if (m.state === 'lost') return;
+    m.state = 'lost';
+    this.emit('lost', m, reason);
+  }
+
+  /** Sends a message to a member's main socket. */
+  async send(m: Member, message: Message, frames: Uint8Array[] = []): Promise<void> {
+    if (this.closed) return;
+    await this.socket.send([m.id, ...encode(message, frames)]);
+  }
+
+  /**
+   * Waits for the first message matching `match`, or rejects after `timeoutMs` or when `abort` fires.
+   * @throws TrainerError ERR_TIMEOUT naming `what`
+   */
+  waitFor(match: Waiter['match'], what: string, timeoutMs: number, abort?: AbortSignal): Promise<{ message: Message; frames: readonly Buffer[]; id: string }> {
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        match,
+        resolve: (v) => { clearTimeout(timer); abort?.removeEventListener('abort', onAbort); resolve(v); },
+      };
+      const drop = (): void => { this.waiters = this.waiters.filter((w) => w !== waiter); };
+      const timer = setTimeout(() => { drop(); reject(new TrainerError('ERR_TIMEOUT', `timed out after ${timeoutMs} ms waiting for ${what}`)); }, timeoutMs);
+      const onAbort = (): void => { clearTimeout(timer); drop(); reject(new TrainerError('ERR_WORKER_LOST', `${what}: aborted (${String(abort?.reason ?? 'membership changed')})`)); };
+      if (abort?.aborted) return onAbort();
+      abort?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Stops heartbeats and closes the socket (idempotent). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.socket.close();
+  }
+}

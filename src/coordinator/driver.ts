@@ -1,0 +1,263 @@
+/**
+ * The coordinator's driver: builds the dataset index and the plan, starts the control plane and the workers,
+ * runs the stages, checkpoints, recovers from lost workers, and writes models, interpretation and the report.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, relative, resolve } from 'node:path';
+import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { ImagePool } from '../shared/data/pool.js';
+import { TrainerError } from '../shared/errors.js';
+import { decodeReplicaState } from '../shared/learner/state-codec.js';
+import { planStages, type StagePlan } from '../shared/plan.js';
+import type { Message, StateMessage } from '../shared/protocol.js';
+import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
+import { planScaleOut, type ScaleOut } from '../shared/scale-out.js';
+import { Cluster } from './cluster.js';
+import { ControlServer } from './control.js';
+import { LocalWorkers } from './local-workers.js';
+import { MetricsServer } from './metrics.js';
+import { newHistory, type RunHistory } from './history.js';
+import type { TrainCommand } from './options.js';
+import { Recovery } from './recovery.js';
+import { StarReduceServer } from './star-reduce.js';
+import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
+import { CheckpointStore, type CheckpointMeta, type ResumePoint } from './checkpoints.js';
+import { finishRun, type RunResult } from './finish.js';
+import { StepMetricsRecorder } from './run-metrics.js';
+
+/** Everything the coordinator prints goes through these. */
+export interface DriverIo {
+  readonly out: (line: string) => void;
+  readonly log: (line: string) => void;
+}
+
+/** A training run driven by the coordinator; `run()` then `close()`. */
+export class Coordinator {
+  private control: ControlServer | null = null;
+  private workers: LocalWorkers | null = null;
+  private metrics: MetricsServer | null = null;
+  private cluster: Cluster | null = null;
+  private pool: ImagePool | null = null;
+  private stopRequested = false;
+  private starAddress: string | null = null;
+  private star: StarReduceServer | null = null;
+  private history: RunHistory = newHistory();
+  private scale!: ScaleOut;
+  private stages: StagePlan[] = [];
+  private store: CheckpointStore;
+  private classes: readonly string[] = [];
+  private recorder: StepMetricsRecorder | null = null;
+  readonly runDir: string;
+
+  /**
+   * @param cmd - the parsed command (for a resumed run: its configuration comes from the checkpoint)
+   * @param resumePoint - the checkpoint to continue from, or null for a new run
+   */
+  constructor(private readonly cmd: TrainCommand, private readonly io: DriverIo, private readonly resumePoint: ResumePoint | null = null) {
+    this.runDir = resolve(cmd.config.runDir);
+    this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
+    if (resumePoint) this.history = resumePoint.meta.history;
+  }
+
+  /** Asks the run to stop after the current step (with a checkpoint). */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  private async prepareData(): Promise<DataBunch> {
+    const c = this.cmd.config;
+    this.pool = new ImagePool({});
+    this.pool.start();
+    const data = await createDataBunch({
+      data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, labelCsv: c.labels ?? undefined, split: c.split,
+      validPct: c.validPct, seed: c.seed, verify: true,
+      onSkip: (path, reason) => this.io.log(`data: skipped ${path}: ${reason}`),
+    }, this.pool);
+    await this.pool.close();
+    this.pool = null;
+    this.io.out(`data: ${data.classes.length} classes, ${data.train.length} train / ${data.valid.length} valid images from ${data.root}` +
+      (data.skipLog.entries().length ? `; ${data.skipLog.entries().length} file(s) skipped (see above)` : ''));
+    return data;
+  }
+
+  private setupFor(data: DataBunch, starAddress: string | null): RunSetup {
+    const c = this.cmd.config, r = this.cmd.runtime;
+    return {
+      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs, seed: c.seed, pretrained: c.pretrained,
+      frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
+      paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
+      train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
+      bucketBytes: r.bucketMb * 1_000_000, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
+    };
+  }
+
+  /** Runs the whole plan. @returns where the artifacts are and the final error rate */
+  async run(): Promise<RunResult> {
+    const { config, runtime } = this.cmd;
+    mkdirSync(this.runDir, { recursive: true });
+    const resumed = this.resumePoint;
+    const data = await this.prepareData();
+    this.classes = data.classes;
+    if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
+    }
+    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: config.accum, globalBs: config.globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
+    this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
+      (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
+      `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
+    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+
+    if (runtime.metricsPort >= 0) {
+      this.metrics = new MetricsServer({ host: runtime.metricsHost, port: runtime.metricsPort, runId: basename(this.runDir) });
+      await this.metrics.start();
+      this.recorder = new StepMetricsRecorder(this.metrics);
+      for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
+      this.io.out(`metrics: ${this.metrics.url}`);
+    }
+    this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, log: this.io.log });
+    const endpoint = await this.control.start();
+    this.cluster = new Cluster(this.control, this.io.log);
+    this.control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
+    this.control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
+    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
+    if (runtime.allreduce === 'star') {
+      this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
+      this.starAddress = await this.star.start();
+      this.star.reconfigure(config.expect, 1);
+    }
+    if (config.workers > 0) {
+      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs)] });
+      this.workers.start(config.workers);
+    }
+    const recovery = new Recovery({
+      cluster: this.cluster, control: this.control, workers: this.workers, expect: config.expect, elastic: runtime.elastic,
+      maxRestarts: runtime.maxRestarts, joinTimeoutMs: 300_000, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
+      setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
+      metrics: this.metrics, log: this.io.log,
+      onRestartsExhausted: async () => { await this.checkpoint(); },
+    });
+    const earlyExit = new AbortController();
+    const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
+      if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} exited (code ${e.code}, signal ${e.signal}) before joining`);
+    };
+    this.workers?.on('exit', onEarlyExit);
+    await this.cluster.admit(config.expect, 300_000, earlyExit.signal);
+    this.workers?.off('exit', onEarlyExit);
+    await this.cluster.announce();
+    await recovery.setupAll(this.cluster.ranks().map((m) => m.rank));
+    if (resumed) {
+      await this.loadStateEverywhere(resumed.state);
+      this.io.out(`resumed from ${resumed.dir}: stage ${this.history.position.stageIndex}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`);
+    }
+    const ctx = this.stageContext(recovery);
+    for (let i = this.history.position.stageIndex; i < this.stages.length; i++) {
+      const stage = this.stages[i]!;
+      if (this.history.position.stageIndex !== i) this.history.position = { stageIndex: i, stepInStage: 0, globalStep: this.history.position.globalStep };
+      await this.cluster.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: i, frozen: stage.config.frozen }), `stage ${stage.config.name}`, 60_000);
+      if (stage.config.kind === 'lr_find') {
+        await runLrFind(ctx, stage);
+      } else {
+        if (!(await runFitStage(ctx, stage))) {
+          await this.checkpoint();
+          this.io.out(`stopped at stage ${stage.config.name}, step ${this.history.position.stepInStage}; resume with: npx coordinator --resume ${this.runDir}`);
+          return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+        }
+        await this.saveStage(stage.config.name);
+      }
+      this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
+    }
+    await this.checkpoint();
+    return finishRun({ cluster: this.cluster, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });
+  }
+
+  private stageContext(recovery: Recovery): StageContext {
+    let stepsSinceCheckpoint = 0;
+    return {
+      cluster: this.cluster!,
+      history: this.history,
+      accum: () => this.scale.globalBs / (this.cmd.config.bs * this.cluster!.worldSize),
+      stepsPerDataEpoch: this.stages.find((s) => s.config.kind !== 'lr_find')?.stepsPerEpoch ?? 1,
+      dataEpochBase: (stage: StagePlan): number => {
+        if (stage.config.kind === 'lr_find') return 1_000_000 + stage.index * 1_000;
+        return this.stages.slice(0, stage.index).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
+      },
+      stepTimeoutMs: this.cmd.runtime.allreduceTimeoutMs + 600_000,
+      progress: this.cmd.runtime.plain ? 'lines' : 'auto',
+      out: this.io.out,
+      afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
+        this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
+        await recovery.maybeGrow(() => this.getState(0));
+        stepsSinceCheckpoint++;
+        const every = this.cmd.runtime.checkpointEvery;
+        if (every > 0 && stepsSinceCheckpoint >= every) {
+          await this.checkpoint();
+          stepsSinceCheckpoint = 0;
+        }
+        return this.stopRequested;
+      },
+      afterEpoch: async (_stage, v) => {
+        this.metrics?.recordValidation({ validLoss: v.validLoss, errorRate: v.errorRate });
+        await this.checkpoint();
+        stepsSinceCheckpoint = 0;
+      },
+      recover: (reason) => recovery.recover(reason, () => this.getState(0)),
+      snapshot: () => this.getState(0),
+      restore: (blob) => this.loadStateEverywhere(blob),
+    };
+  }
+
+  /** Fetches rank `rank`'s replica state blob. */
+  async getState(rank: number): Promise<Uint8Array> {
+    const cluster = this.cluster!;
+    const requestId = cluster.nextRequestId();
+    const waiting = cluster.gather([rank], (m: Message): m is StateMessage => m.type === 'state' && m.requestId === requestId, 'state', 120_000);
+    await cluster.send(rank, { type: 'get-state', requestId, flag: false, generation: cluster.generation });
+    const [reply] = await waiting;
+    return new Uint8Array(reply!.frames[0]!);
+  }
+
+  /** Loads a state blob into every rank and checks they all report the same weights checksum. */
+  async loadStateEverywhere(blob: Uint8Array): Promise<void> {
+    const sums = await this.cluster!.requestAll((requestId) => ({ type: 'load-state', requestId, byteLength: blob.byteLength }), 'load-state', 120_000, [blob]);
+    if (new Set(sums).size !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replicas disagree after loading state: ${sums.join(', ')}`);
+  }
+
+  /** Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. */
+  async checkpoint(): Promise<void> {
+    if (!this.cluster || this.cluster.worldSize === 0) return;
+    const t0 = performance.now();
+    await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
+    const sums = await this.cluster.requestAll((requestId) => ({ type: 'checksum', requestId, flag: false, generation: this.cluster!.generation }), 'checksum', 60_000);
+    const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
+    if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
+    const state = await this.getState(0);
+    const meta: CheckpointMeta = { runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history };
+    const dir = this.store.write(meta, state);
+    this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
+    this.io.log(`checkpoint: ${dir} (step ${this.history.position.globalStep}, ${(performance.now() - t0).toFixed(0)} ms)`);
+  }
+
+  /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict` and `interpret`. */
+  async saveStage(name: string): Promise<void> {
+    const blob = await this.getState(0);
+    decodeReplicaState(blob);
+    const dir = join(this.runDir, 'models');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `${name}.safetensors`), blob);
+    const c = this.cmd.config;
+    writeFileSync(join(dir, `${name}.json`), JSON.stringify({ arch: c.arch, size: c.size, seed: c.seed, classes: this.classes, normalize: 'imagenet' }, null, 2));
+    this.io.out(`saved ${join(dir, `${name}.safetensors`)}`);
+  }
+
+  /** Stops workers and servers (idempotent). */
+  async close(): Promise<void> {
+    if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason: 'run finished' }).catch(() => undefined);
+    await this.workers?.close();
+    this.control?.close();
+    await this.metrics?.close();
+    await this.star?.close();
+    await this.pool?.close();
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The end of a run: validation predictions gathered from every rank (each real validation item exactly once),
+ * fastai's interpretation (top losses, confusion matrix, most confused), the run report with its pictures, and the
+ * closing summary (where the model, report and metrics are, and the final error_rate).
+ */
+import { join } from 'node:path';
+import type { RunConfig } from '../shared/config.js';
+import type { DataBunch } from '../shared/data/databunch.js';
+import { ClassificationInterpretation } from '../shared/interpret/interpretation.js';
+import type { StagePlan } from '../shared/plan.js';
+import type { Cluster } from './cluster.js';
+import type { RunHistory } from './history.js';
+import { writeRunReport } from './report/write-report.js';
+import type { RunReportInput } from './report/types.js';
+import { validateAll } from './stage-runner.js';
+
+/** What a finished (or stopped) run reports. */
+export interface RunResult {
+  readonly runDir: string;
+  readonly stopped: boolean;
+  readonly finalErrorRate: number | null;
+  readonly modelPath: string | null;
+  readonly reportPath: string | null;
+  readonly metricsUrl: string | null;
+}
+
+/** Inputs of {@link finishRun}. */
+export interface FinishInput {
+  readonly cluster: Cluster;
+  readonly data: DataBunch;
+  readonly config: RunConfig;
+  readonly runDir: string;
+  readonly history: RunHistory;
+  readonly stages: readonly StagePlan[];
+  readonly metricsUrl: string | null;
+  readonly out: (line: string) => void;
+  readonly timeoutMs: number;
+}
+
+/**
+ * Gathers validation probabilities from all ranks into validation-set order.
+ * @returns `[nValid × classes]` probabilities and `[nValid]` targets
+ */
+export async function gatherPredictions(cluster: Cluster, data: DataBunch, timeoutMs: number): Promise<{ probs: Float32Array; targets: Int32Array; errorRate: number }> {
+  const k = data.classes.length;
+  const n = data.valid.length;
+  const v = await validateAll(cluster, timeoutMs, true);
+  const probs = new Float32Array(n * k);
+  const seen = new Uint8Array(n);
+  for (const { message, frames } of v.replies) {
+    const frame = frames[0]!;
+    const count = frame.byteLength / (4 + 4 * k);
+    const items = new Int32Array(frame.buffer.slice(frame.byteOffset, frame.byteOffset + count * 4));
+    const p = new Float32Array(frame.buffer.slice(frame.byteOffset + count * 4, frame.byteOffset + frame.byteLength));
+    if (items.length !== message.count && message.count !== 0) throw new Error(`rank ${message.rank}: ${items.length} predictions for ${message.count} items`);
+    items.forEach((pos, i) => { probs.set(p.subarray(i * k, (i + 1) * k), pos * k); seen[pos] = 1; });
+  }
+  const targets = Int32Array.from(data.valid, (item) => data.labels[item]!);
+  const missing = seen.reduce((s, x) => s + (x ? 0 : 1), 0);
+  if (missing > 0) {
+    // Items that failed to decode have no prediction; give them a uniform row so they count as errors, not gaps.
+    for (let i = 0; i < n; i++) if (!seen[i]) probs.fill(1 / k, i * k, (i + 1) * k);
+  }
+  return { probs, targets, errorRate: v.errorRate };
+}
+
+/** Interprets, writes the report, prints the summary. */
+export async function finishRun(f: FinishInput): Promise<RunResult> {
+  const { probs, targets, errorRate } = await gatherPredictions(f.cluster, f.data, f.timeoutMs);
+  const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
+  f.out('\nmost_confused (actual, predicted, count):');
+  for (const c of interp.mostConfused(2).slice(0, 10)) f.out(`  ${c.actual} → ${c.predicted}: ${c.count}`);
+  const stages = f.history.stages.filter((s) => s && s.kind !== 'lr_find');
+  const input: RunReportInput = {
+    title: `pets-trainer run ${f.runDir.split('/').pop()}`,
+    config: f.config as unknown as Record<string, unknown>,
+    stages: stages.map((s) => ({ name: s.name, epochs: s.epochs.map((e) => ({ epoch: e.epoch, trainLoss: e.trainLoss, validLoss: e.validLoss, errorRate: e.errorRate, timeSeconds: e.seconds })), steps: s.steps })),
+    lrFinds: f.history.stages.filter((s) => s && s.kind === 'lr_find' && s.lrFind).map((s) => ({ name: s.name, lrs: s.steps.map((x) => x.lrs[0]!), smoothedLosses: s.lrFind!.smoothed })),
+    interpretation: interp,
+  };
+  const report = await writeRunReport(f.runDir, input);
+  const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');
+  const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;
+  f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
+  f.out(`model:   ${modelPath ?? '-'}`);
+  f.out(`report:  ${report.indexHtml}`);
+  if (f.metricsUrl) f.out(`metrics: ${f.metricsUrl}`);
+  if (!report.textRenders) f.out('warning: no font installed, picture text renders as boxes (apt-get install fonts-dejavu-core)');
+  return { runDir: f.runDir, stopped: false, finalErrorRate: errorRate, modelPath, reportPath: report.indexHtml, metricsUrl: f.metricsUrl };
+}

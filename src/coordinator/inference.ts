@@ -1,0 +1,129 @@
+/**
+ * Using a trained stage: `coordinator predict` (breed and probability per image) and `coordinator interpret`
+ * (validation predictions → top losses, confusion matrix, most confused, pictures and report), in this process.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
+import { createDataBunch } from '../shared/data/databunch.js';
+import { decodeRgb } from '../shared/data/decode.js';
+import { BatchLoader } from '../shared/data/loader.js';
+import { ImagePool } from '../shared/data/pool.js';
+import { shardPlan } from '../shared/data/shard.js';
+import { CENTRE_CROP, renderItem } from '../shared/data/transforms.js';
+import { TrainerError } from '../shared/errors.js';
+import { ClassificationInterpretation } from '../shared/interpret/interpretation.js';
+import { Replica } from '../shared/learner/replica.js';
+import { loadModel, readModelMeta, type SavedModelMeta } from '../shared/learner/save.js';
+import { writeRunReport } from './report/write-report.js';
+
+/** A saved stage: its directory (holding `models/`) and name. */
+export interface ModelRef {
+  readonly dir: string;
+  readonly name: string;
+}
+
+/**
+ * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
+ * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model
+ */
+export function findModel(target: string): ModelRef {
+  const path = resolve(target);
+  if (path.endsWith('.safetensors') && existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+  const models = join(path, 'models');
+  const saved = existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
+  saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
+  return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };
+}
+
+/** Builds a replica and loads a saved stage into it. */
+export async function loadReplica(ref: ModelRef): Promise<{ replica: Replica; meta: SavedModelMeta }> {
+  const meta = await readModelMeta(ref.dir, ref.name);
+  const replica = await Replica.create({ arch: meta.arch, numClasses: meta.classes.length, seed: 0, pretrained: null, frozen: meta.frozen });
+  await loadModel(replica, ref.dir, ref.name);
+  return { replica, meta };
+}
+
+/**
+ * fastai `predict`: validation transform (shorter side → size, centre crop, ImageNet normalisation), eval forward,
+ * softmax. @returns `[classes]` probabilities
+ * @throws TrainerError ERR_BAD_IMAGE when the file cannot be decoded
+ */
+export async function predictImage(replica: Replica, size: number, path: string): Promise<Float32Array> {
+  const img = await decodeRgb(path, { shorterSide: size });
+  const pixels = new Float32Array(size * size * 3);
+  renderItem(img, CENTRE_CROP, size, pixels);
+  return replica.evaluate(pixels, new Int32Array(1), null).probs;
+}
+
+/** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
+export async function runPredictCommand(argv: readonly string[]): Promise<number> {
+  const cmd = new Command('predict').argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
+    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
+  cmd.parse([...argv], { from: 'user' });
+  const [target, images] = cmd.processedArgs as [string, string[]];
+  const top = Math.max(1, Number(cmd.opts<{ top: string }>().top) || 1);
+  await initBackend(parseBackendRequest(cmd.opts<{ backend: string }>().backend));
+  const { replica, meta } = await loadReplica(findModel(target));
+  let failures = 0;
+  try {
+    for (const image of images) {
+      try {
+        const probs = await predictImage(replica, meta.size, image);
+        const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]!).slice(0, top);
+        console.log(`${image}\t${order.map((i) => `${meta.classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`);
+      } catch (err) {
+        failures++;
+        console.error(`${image}: ${(err as Error).message}`);
+      }
+    }
+  } finally {
+    replica.dispose();
+  }
+  return failures > 0 ? 1 : 0;
+}
+
+/** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
+export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
+  const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
+    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--bs <n>', 'evaluation batch', '32').exitOverride();
+  cmd.parse([...argv], { from: 'user' });
+  const [target] = cmd.processedArgs as [string];
+  const o = cmd.opts<{ data?: string; backend: string; bs: string }>();
+  await initBackend(parseBackendRequest(o.backend));
+  const ref = findModel(target);
+  const configPath = join(ref.dir, 'config.json');
+  const saved = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as { config: Record<string, unknown> }).config : {};
+  const data = o.data ?? (saved.data as string | undefined);
+  if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
+  const { replica, meta } = await loadReplica(ref);
+  const pool = new ImagePool({});
+  pool.start();
+  try {
+    const bunch = await createDataBunch({
+      data, seed: saved.seed as number | undefined, validPct: saved.validPct as number | undefined, labelPattern: saved.labelRe as string | undefined,
+      labelFrom: saved.labelFrom as 'regex' | undefined, split: saved.split as 'random' | undefined, verify: true,
+    }, pool);
+    if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
+    const k = meta.classes.length;
+    const probs = new Float32Array(bunch.valid.length * k);
+    const plan = shardPlan({ itemCount: bunch.valid.length, seed: 0, epoch: 0, worldSize: 1, rank: 0, batchSize: Number(o.bs) || 32, shuffle: false, mode: 'pad' });
+    const loader = new BatchLoader({ pool, paths: bunch.paths, labels: bunch.labels, split: bunch.valid, plan, size: meta.size, augment: false, seed: 0, epoch: 0 });
+    for await (const batch of loader) {
+      const r = replica.evaluate(batch.x, batch.y, batch.valid);
+      plan.batches[batch.batchIndex]!.indices.forEach((pos, i) => probs.set(r.probs.subarray(i * k, (i + 1) * k), pos * k));
+    }
+    const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
+    const report = await writeRunReport(ref.dir, { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved });
+    console.log(`error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
+    for (const c of interp.mostConfused(2).slice(0, 10)) console.log(`  ${c.actual} → ${c.predicted}: ${c.count}`);
+    console.log(`report: ${report.indexHtml}`);
+    return 0;
+  } finally {
+    await pool.close();
+    replica.dispose();
+  }
+}

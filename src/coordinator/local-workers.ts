@@ -1,0 +1,120 @@
+/**
+ * Local worker processes: one per GPU (pinned with `CUDA_VISIBLE_DEVICES`) or, without GPUs, one per CPU core
+ * (the WASM backend runs one thread per process). Spawns, respawns and stops them; reports every exit.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { readdirSync } from 'node:fs';
+import { siblingEntry } from '../shared/entry.js';
+
+/** Options of {@link LocalWorkers}. */
+export interface LocalWorkersOptions {
+  /** Coordinator endpoint the workers connect to, e.g. `tcp://127.0.0.1:5555`. */
+  readonly endpoint: string;
+  /** Extra CLI arguments for every worker (e.g. `--backend wasm --data <dir>`). */
+  readonly args: readonly string[];
+  /** Number of visible GPUs (null = detect from the NVIDIA driver). */
+  readonly gpus?: number | null;
+  /** Where the workers' stdout/stderr go (default: inherited). */
+  readonly stdio?: 'inherit' | 'pipe' | 'ignore';
+  /** Time between SIGTERM and SIGKILL on close, milliseconds (default 5000). */
+  readonly killTimeoutMs?: number;
+}
+
+/** Emitted as `exit` when a local worker process ends. */
+export interface WorkerExit {
+  /** Slot index (0-based) of the process; a respawn reuses the slot. */
+  readonly slot: number;
+  readonly pid: number;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.kill}. */
+  readonly expected: boolean;
+}
+
+/** GPUs the NVIDIA driver lists (0 when there is no driver). */
+export function detectGpuCount(): number {
+  try {
+    return readdirSync('/proc/driver/nvidia/gpus').length;
+  } catch {
+    return 0;
+  }
+}
+
+/** The environment of the worker in `slot`: one GPU each when there are GPUs, none (CPU/WASM) otherwise. */
+export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base, PETS_WORKER_SLOT: String(slot) };
+  if (gpus > 0) env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
+  else env.CUDA_VISIBLE_DEVICES = '-1';
+  return env;
+}
+
+/** A set of local worker processes; `start(n)`, `respawn(slot)`, `close()` (idempotent). */
+export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
+  private readonly children = new Map<number, ChildProcess>();
+  private readonly expectedExit = new Set<number>();
+  private readonly gpus: number;
+  private closed = false;
+  private readonly onParentExit = (): void => {
+    for (const child of this.children.values()) child.kill('SIGKILL');
+  };
+
+  constructor(private readonly options: LocalWorkersOptions) {
+    super();
+    this.gpus = options.gpus ?? detectGpuCount();
+    process.on('exit', this.onParentExit);
+  }
+
+  /** Spawns workers in slots 0 … n−1. */
+  start(n: number): void {
+    for (let slot = 0; slot < n; slot++) this.spawnSlot(slot);
+  }
+
+  /** Pids by slot of the running workers. */
+  pids(): Map<number, number> {
+    return new Map([...this.children].map(([slot, c]) => [slot, c.pid ?? -1]));
+  }
+
+  /** Starts a new process in `slot` (after its previous one exited). */
+  respawn(slot: number): void {
+    if (this.closed || this.children.has(slot)) return;
+    this.spawnSlot(slot);
+  }
+
+  /** Sends `signal` to the worker in `slot` (tests and chaos drills); marks the exit as expected unless SIGKILL. */
+  kill(slot: number, signal: NodeJS.Signals = 'SIGTERM'): void {
+    const child = this.children.get(slot);
+    if (!child) return;
+    if (signal !== 'SIGKILL') this.expectedExit.add(child.pid ?? -1);
+    child.kill(signal);
+  }
+
+  private spawnSlot(slot: number): void {
+    const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
+    const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
+      env: workerEnv(slot, this.gpus),
+      stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit'],
+    });
+    this.children.set(slot, child);
+    const pid = child.pid ?? -1;
+    child.on('exit', (code, signal) => {
+      if (this.children.get(slot) === child) this.children.delete(slot);
+      const expected = this.closed || this.expectedExit.delete(pid);
+      this.emit('exit', { slot, pid, code, signal, expected });
+    });
+  }
+
+  /** Stops every worker: SIGTERM, then SIGKILL after the timeout. Resolves when all have exited. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const waits = [...this.children.values()].map((child) => new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000).unref();
+    }));
+    await Promise.all(waits);
+    process.off('exit', this.onParentExit);
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Losing and gaining workers. Default policy (as Horovod elastic and torchrun, but without a disk round trip):
+ * respawn a replacement for every lost local worker (or wait for a remote one to join), re-form the ring with a new
+ * generation, give the newcomers the current weights and optimizer state from a survivor, and redo the step that
+ * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
+ * (when it divides evenly), and admit workers that join later at the next step boundary.
+ */
+import { TrainerError } from '../shared/errors.js';
+import type { Message, ReadyMessage } from '../shared/protocol.js';
+import type { Cluster } from './cluster.js';
+import type { ControlServer } from './control.js';
+import type { LocalWorkers } from './local-workers.js';
+import type { MetricsServer } from './metrics.js';
+
+/** Options of {@link Recovery}. */
+export interface RecoveryOptions {
+  readonly cluster: Cluster;
+  readonly control: ControlServer;
+  /** Local worker processes (null when all workers are remote). */
+  readonly workers: LocalWorkers | null;
+  /** World size of the full run. */
+  readonly expect: number;
+  readonly elastic: boolean;
+  readonly maxRestarts: number;
+  /** How long to wait for replacements to join, milliseconds. */
+  readonly joinTimeoutMs: number;
+  /** How long to wait for a loss to be detected after a failed step, milliseconds. */
+  readonly detectTimeoutMs: number;
+  /** Whether the global batch divides over `worldSize` workers (elastic needs an integer accumulation). */
+  readonly fitsWorldSize: (worldSize: number) => boolean;
+  readonly setupFrame: () => Uint8Array;
+  readonly metrics: MetricsServer | null;
+  readonly log: (line: string) => void;
+  /** Called before giving up after too many restarts (the driver checkpoints). */
+  readonly onRestartsExhausted: () => Promise<void>;
+}
+
+/** Membership changes of a run. */
+export class Recovery {
+  /** Respawns so far. */
+  restarts = 0;
+
+  constructor(private readonly o: RecoveryOptions) {
+    o.workers?.on('exit', (e) => {
+      if (e.expected) return;
+      const m = o.control.all().find((x) => x.hello.pid === e.pid && x.state !== 'lost');
+      if (m) o.control.markLost(m, `process ${e.pid} exited (code ${e.code}, signal ${e.signal})`);
+    });
+  }
+
+  /** Sends the run setup to `ranks` and waits until each is ready. */
+  async setupAll(ranks: readonly number[]): Promise<void> {
+    const frame = this.o.setupFrame();
+    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs);
+    for (const r of ranks) await this.o.cluster.send(r, { type: 'setup', byteLength: frame.byteLength }, [frame]);
+    await waiting;
+  }
+
+  private async waitForLoss(): Promise<boolean> {
+    const deadline = Date.now() + this.o.detectTimeoutMs;
+    while (Date.now() < deadline) {
+      if (this.o.control.all().some((m) => m.state === 'lost')) return true;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return false;
+  }
+
+  /**
+   * Re-forms the ring after a failed step.
+   * @param getState - fetches the state blob of a survivor (rank 0 after renumbering)
+   * @throws TrainerError ERR_WORKER_LOST when restarts are exhausted or no survivor is left
+   */
+  async recover(reason: string, getState: () => Promise<Uint8Array>): Promise<void> {
+    const { cluster, control } = this.o;
+    const lostSome = await this.waitForLoss();
+    const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
+    cluster.dropLost();
+    if (cluster.worldSize === 0) throw new TrainerError('ERR_WORKER_LOST', `every worker was lost (${reason}); resume from the last checkpoint with --resume`);
+    if (!lostSome) {
+      this.o.log(`no worker was lost (${reason}); re-forming the same ring`);
+      await cluster.announce();
+      return;
+    }
+    this.o.metrics?.recordRestart('worker_lost');
+    if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
+      this.o.log(`elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')})`);
+      await cluster.announce();
+      return;
+    }
+    this.restarts += lost.length;
+    if (this.restarts > this.o.maxRestarts) {
+      await cluster.announce();
+      await this.o.onRestartsExhausted();
+      throw new TrainerError('ERR_WORKER_LOST', `lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}; checkpointed, resume with --resume after fixing the cause (${reason})`);
+    }
+    const pids = this.o.workers?.pids() ?? new Map<number, number>();
+    const liveSlots = new Set([...pids.keys()]);
+    for (let slot = 0; this.o.workers && slot < this.o.expect; slot++) {
+      if (!liveSlots.has(slot) && lost.length > 0) this.o.workers.respawn(slot);
+    }
+    this.o.log(`waiting for ${this.o.expect - cluster.worldSize} replacement worker(s)`);
+    await this.admitNewcomers(this.o.expect - cluster.worldSize, getState);
+  }
+
+  /** Admits `count` joining workers: ranks, new generation, setup, and state from a survivor. */
+  private async admitNewcomers(count: number, getState: () => Promise<Uint8Array>): Promise<void> {
+    const { cluster } = this.o;
+    const before = new Set(cluster.ranks().map((m) => m.id));
+    await cluster.admit(count, this.o.joinTimeoutMs);
+    await cluster.announce();
+    const fresh = cluster.ranks().filter((m) => !before.has(m.id)).map((m) => m.rank);
+    await this.setupAll(fresh);
+    const blob = await getState();
+    const sums = await Promise.all(fresh.map(async (rank) => {
+      const requestId = cluster.nextRequestId();
+      const waiting = cluster.gather([rank], (m: Message): m is Extract<Message, { type: 'ack' }> => m.type === 'ack' && m.requestId === requestId, 'load-state', 120_000);
+      await cluster.send(rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
+      return (await waiting)[0]!.message.value;
+    }));
+    this.o.log(`ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); newcomers ${fresh.join(', ')} got the current state (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
+  }
+
+  /** Elastic: admits workers that joined since the last step (at a step boundary). */
+  async maybeGrow(getState: () => Promise<Uint8Array>): Promise<void> {
+    if (!this.o.elastic) return;
+    const waiting = this.o.control.live().filter((m) => m.rank < 0).length;
+    const room = this.o.expect - this.o.cluster.worldSize;
+    const n = Math.min(waiting, room);
+    if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
+    this.o.log(`elastic: admitting ${n} worker(s) at the step boundary`);
+    await this.admitNewcomers(n, getState);
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * The worker process's actor: joins the coordinator over a ZeroMQ DEALER, binds its data-plane socket for the
+ * ring, and executes the coordinator's commands one at a time (setup, stage, step, commit/abort, validate,
+ * state transfer, BatchNorm sync, checksum, shutdown). Heartbeats run on their own thread (see `heartbeat.ts`).
+ * A malformed or unexpected message is logged and answered with an `error`, never a crash.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
+import * as zmq from 'zeromq';
+import type { AllReducer } from '../shared/allreduce/types.js';
+import { initBackend, type BackendRequest } from '../shared/compute/backend.js';
+import { ImagePool } from '../shared/data/pool.js';
+import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { Replica } from '../shared/learner/replica.js';
+import { resolvePretrainedWeights } from '../shared/model/pretrained.js';
+import { decode, encode, type Message } from '../shared/protocol.js';
+import { decodeRunSetup, type RunSetup } from '../shared/run-setup.js';
+import { RingAllReduce } from './allreduce/ring.js';
+import { StarAllReduce } from './allreduce/star.js';
+import { HeartbeatThread } from './heartbeat.js';
+import { decodeReplicaState, encodeReplicaState } from '../shared/learner/state-codec.js';
+import { WorkerTrainer } from './trainer.js';
+
+/** Options of {@link Worker}. */
+export interface WorkerOptions {
+  /** Coordinator endpoint, e.g. `tcp://127.0.0.1:5555`. */
+  readonly connect: string;
+  readonly backend: BackendRequest;
+  /** Local data root overriding the coordinator's (remote workers). */
+  readonly dataRoot: string | null;
+  /** Rank to ask for (e.g. a respawn), or null. */
+  readonly rank: number | null;
+  /** Data-plane bind address (`tcp://<ip>:*` for remote workers so peers can reach it). */
+  readonly dataBind: string;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatTimeoutMs: number;
+  /** Coordinator's CURVE public key (Z85) or null. */
+  readonly curveServerKey: string | null;
+  readonly log: (line: string) => void;
+}
+
+/** A worker process's main actor; `run()` resolves with the exit code when the coordinator says shutdown. */
+export class Worker {
+  private readonly id = randomBytes(8).toString('hex');
+  private readonly socket = new zmq.Dealer({ linger: 1000 });
+  private readonly heartbeat: HeartbeatThread;
+  private ring: RingAllReduce | null = null;
+  private star: StarAllReduce | null = null;
+  private rank = -1;
+  private worldSize = 0;
+  private generation = -1;
+  private setup: RunSetup | null = null;
+  private replica: Replica | null = null;
+  private pool: ImagePool | null = null;
+  private trainer: WorkerTrainer | null = null;
+  private closed = false;
+  private inFlightStep: number | null = null;
+
+  constructor(private readonly o: WorkerOptions) {
+    this.socket.routingId = this.id;
+    if (o.curveServerKey) {
+      const keys = zmq.curveKeyPair();
+      this.socket.curveServerKey = o.curveServerKey;
+      this.socket.curvePublicKey = keys.publicKey;
+      this.socket.curveSecretKey = keys.secretKey;
+    }
+    this.heartbeat = new HeartbeatThread({
+      endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs, timeoutMs: o.heartbeatTimeoutMs,
+      curveServerKey: o.curveServerKey,
+      onCoordinatorLost: (ms) => { o.log(`coordinator silent for ${ms} ms: exiting`); void this.close().then(() => process.exit(3)); },
+    });
+  }
+
+  private send(msg: Message, frames: Uint8Array[] = []): Promise<void> {
+    return this.socket.send(encode(msg, frames));
+  }
+
+  /** Joins and serves commands until shutdown. @returns exit code */
+  async run(): Promise<number> {
+    const choice = await initBackend(this.o.backend);
+    this.o.log(choice.summary);
+    this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
+    const dataAddress = await this.ring.start();
+    this.socket.connect(this.o.connect);
+    this.heartbeat.start();
+    await this.send({
+      type: 'hello', rankRequest: this.o.rank, dataAddress, pid: process.pid, host: hostname(),
+      capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024 },
+    });
+    // Commands run one at a time in arrival order; an `abort` or a new `welcome` also cancels an all-reduce in
+    // flight right away (its step then fails and is dropped), so a dead peer never holds the survivors.
+    let chain: Promise<unknown> = Promise.resolve();
+    let shutdown: Promise<number> | null = null;
+    for await (const parts of this.socket) {
+      let msg: Message, frames: readonly Buffer[];
+      try {
+        ({ message: msg, frames } = decode(parts));
+      } catch (err) {
+        this.o.log(`rejected a message from the coordinator: ${(err as Error).message}`);
+        continue;
+      }
+      if ((msg.type === 'abort' && this.inFlightStep === msg.step) || (msg.type === 'welcome' && this.inFlightStep !== null)) {
+        this.reducer().abort(`${msg.type} from the coordinator`);
+      }
+      if (msg.type === 'shutdown') {
+        this.o.log(`shutdown: ${msg.reason}`);
+        shutdown = chain.then(() => this.close()).then(() => 0);
+        break;
+      }
+      const m = msg, f = frames;
+      chain = chain.then(() => this.process(m, f));
+    }
+    return shutdown ?? (this.closed ? 0 : 1);
+  }
+
+  private async process(msg: Message, frames: readonly Buffer[]): Promise<void> {
+    try {
+      if (msg.type === 'step') this.inFlightStep = msg.step;
+      await this.handle(msg, frames);
+    } catch (err) {
+      const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
+      this.o.log(`${msg.type} failed: ${code}: ${(err as Error).message}`);
+      if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
+      else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
+    } finally {
+      if (msg.type === 'step') this.inFlightStep = null;
+    }
+  }
+
+  private reducer(): AllReducer {
+    if (this.setup?.allreduce === 'star') return this.star!;
+    return this.ring!;
+  }
+
+  private need<T>(value: T | null, what: string): T {
+    if (value === null) throw new TrainerError('ERR_PROTOCOL', `${what} before setup`);
+    return value;
+  }
+
+  private async handle(msg: Message, frames: readonly Buffer[]): Promise<void> {
+    switch (msg.type) {
+      case 'welcome': {
+        this.rank = msg.rank;
+        this.worldSize = msg.worldSize;
+        this.generation = msg.generation;
+        this.heartbeat.setRank(msg.rank);
+        await this.ring!.reconfigure({ peers: msg.ring.map((m) => m.dataAddress), rank: msg.rank, generation: msg.generation });
+        if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
+        this.trainer?.abort(this.trainer.pendingStep ?? -1);
+        return;
+      }
+      case 'heartbeat':
+        return;
+      case 'setup':
+        return this.onSetup(frames[0]!);
+      case 'stage':
+        this.need(this.replica, 'stage').setFrozen(msg.frozen);
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
+      case 'step': {
+        const done = await this.need(this.trainer, 'step').step(msg);
+        return this.send({ type: 'step-done', rank: this.rank, ...done });
+      }
+      case 'commit':
+        return this.need(this.trainer, 'commit').commit(msg.step);
+      case 'abort':
+        return this.trainer?.abort(msg.step);
+      case 'validate': {
+        const r = await this.need(this.trainer, 'validate').validate(msg.flag);
+        const frame = r.items && r.probs ? Buffer.concat([Buffer.from(r.items.buffer, r.items.byteOffset, r.items.byteLength), Buffer.from(r.probs.buffer, r.probs.byteOffset, r.probs.byteLength)]) : Buffer.alloc(0);
+        return this.send({ type: 'valid-done', requestId: msg.requestId, rank: this.rank, lossSum: r.lossSum, count: r.count, correct: r.correct, byteLength: frame.byteLength }, [frame]);
+      }
+      case 'get-state': {
+        const blob = encodeReplicaState(await this.need(this.replica, 'get-state').exportState());
+        return this.send({ type: 'state', requestId: msg.requestId, byteLength: blob.byteLength }, [blob]);
+      }
+      case 'load-state': {
+        const replica = this.need(this.replica, 'load-state');
+        replica.importState(decodeReplicaState(frames[0]!));
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: replica.weightsChecksum() });
+      }
+      case 'sync-bn':
+        await this.need(this.trainer, 'sync-bn').syncBatchNorm(msg.requestId);
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
+      case 'checksum':
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: this.need(this.replica, 'checksum').weightsChecksum() });
+      default:
+        throw new TrainerError('ERR_PROTOCOL', `unexpected ${msg.type} message for a worker`);
+    }
+  }
+
+  private async onSetup(frame: Buffer): Promise<void> {
+    const setup = decodeRunSetup(frame);
+    this.setup = setup;
+    const dataRoot = resolve(this.o.dataRoot ?? setup.dataRoot);
+    const threads = setup.threads > 0 ? setup.threads : Math.max(1, Math.min(2, availableParallelism() - 1));
+    this.pool = new ImagePool({ threads });
+    this.pool.start();
+    const pretrained = await resolvePretrainedWeights(setup.pretrained, setup.arch, { quiet: true, log: this.o.log });
+    this.replica = await Replica.create({ arch: setup.arch, numClasses: setup.classes.length, seed: setup.seed, pretrained, frozen: setup.frozen });
+    if (setup.allreduce === 'star') {
+      if (!setup.starAddress) throw new TrainerError('ERR_PROTOCOL', 'setup.starAddress is required with allreduce star');
+      this.star = new StarAllReduce(setup.starAddress, { timeoutMs: setup.allreduceTimeoutMs });
+      await this.star.start();
+      this.star.reconfigure({ rank: this.rank, worldSize: this.worldSize, generation: this.generation });
+    }
+    this.trainer = new WorkerTrainer(setup, dataRoot, this.replica, this.pool, () => this.reducer(),
+      () => ({ rank: this.rank, worldSize: this.worldSize, generation: this.generation }));
+    const elements = this.replica.gradientLayout().reduce((s, p) => s + p.size, 0);
+    await this.send({ type: 'ready', rank: this.rank, checksum: this.replica.weightsChecksum(), gradientElements: elements });
+  }
+
+  /** Releases sockets, threads, pool and tensors (idempotent). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.trainer?.close();
+    await this.heartbeat.close();
+    await this.ring?.close();
+    await this.star?.close();
+    await this.pool?.close();
+    this.replica?.dispose();
+    this.socket.close();
+  }
+}
