@@ -8,6 +8,9 @@ import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError } from '../shared/errors.js';
 import { decodeReplicaState } from '../shared/learner/state-codec.js';
+import { writeSavedState } from '../shared/learner/save.js';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
+import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
@@ -239,16 +242,12 @@ export class Coordinator {
     this.io.log(`checkpoint: ${dir} (step ${this.history.position.globalStep}, ${(performance.now() - t0).toFixed(0)} ms)`);
   }
 
-  /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict` and `interpret`. */
+  /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */
   async saveStage(name: string): Promise<void> {
-    const blob = await this.getState(0);
-    decodeReplicaState(blob);
-    const dir = join(this.runDir, 'models');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, `${name}.safetensors`), blob);
+    const state = decodeReplicaState(await this.getState(0), 'state from rank 0');
     const c = this.cmd.config;
-    writeFileSync(join(dir, `${name}.json`), JSON.stringify({ arch: c.arch, size: c.size, seed: c.seed, classes: this.classes, normalize: 'imagenet' }, null, 2));
-    this.io.out(`saved ${join(dir, `${name}.safetensors`)}`);
+    const { weights } = await writeSavedState(state, { arch: resolveResNetConfig(c.arch), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name);
+    this.io.out(`saved ${weights}`);
   }
 
   /** Stops workers and servers (idempotent). */

@@ -8,9 +8,10 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TrainerError } from '../errors.js';
-import { readSafetensors, writeFileAtomic, writeSafetensors, type SafetensorsTensorInput } from '../model/safetensors.js';
+import { writeFileAtomic } from '../model/safetensors.js';
+import { decodeReplicaState, encodeReplicaState } from './state-codec.js';
 import type { ResNetConfig } from '../model/resnet-spec.js';
-import type { NamedArray, Replica, ReplicaState } from './replica.js';
+import type { Replica, ReplicaState } from './replica.js';
 
 /** What `<name>.json` records besides the tensors. */
 export interface SavedModelMeta {
@@ -51,20 +52,21 @@ export function modelPaths(dir: string, name: string): { weights: string; meta: 
  * @throws TrainerError ERR_BAD_FLAG (bad name), ERR_CHECKPOINT (I/O)
  */
 export async function saveModel(replica: Replica, info: SaveInfo, dir: string, name: string): Promise<{ weights: string; meta: string }> {
+  return writeSavedState(await replica.exportState(), info, dir, name);
+}
+
+/**
+ * Writes a replica state (e.g. received from a worker) as a saved model, in the same format as {@link saveModel}.
+ *
+ * @returns the two paths written
+ * @throws TrainerError ERR_BAD_FLAG (bad name), ERR_CHECKPOINT (I/O)
+ */
+export async function writeSavedState(state: ReplicaState, info: SaveInfo, dir: string, name: string): Promise<{ weights: string; meta: string }> {
   const paths = modelPaths(dir, name);
-  const state = await replica.exportState();
-  const tensors = new Map<string, SafetensorsTensorInput>();
-  for (const t of state.tensors) tensors.set(t.name, { dtype: 'F32', shape: t.shape, data: t.data });
-  const optimizerSteps: Record<string, number> = {};
-  for (const p of state.optimizer.params) {
-    const shape = state.tensors.find((t) => t.name === p.name)!.shape;
-    tensors.set(`opt.${p.name}.exp_avg`, { dtype: 'F32', shape, data: p.expAvg });
-    tensors.set(`opt.${p.name}.exp_avg_sq`, { dtype: 'F32', shape, data: p.expAvgSq });
-    optimizerSteps[p.name] = p.step;
-  }
+  const optimizerSteps = Object.fromEntries(state.optimizer.params.map((p) => [p.name, p.step]));
   const meta: SavedModelMeta = { format: 1, ...info, frozen: state.frozen, optimizerSteps, bnSteps: state.bnSteps };
   await mkdir(join(dir, 'models'), { recursive: true });
-  await writeSafetensors(paths.weights, tensors, { format: 'pets-trainer', name });
+  await writeFileAtomic(paths.weights, encodeReplicaState(state, { format: 'pets-trainer', name }));
   await writeFileAtomic(paths.meta, new TextEncoder().encode(`${JSON.stringify(meta, null, 2)}\n`));
   return paths;
 }
@@ -94,21 +96,16 @@ export async function loadModel(replica: Replica, dir: string, name: string, exp
   if (expectClasses && meta.classes.join('\n') !== expectClasses.join('\n')) {
     throw new TrainerError('ERR_CHECKPOINT', `model ${name} was trained on ${meta.classes.length} classes that differ from the data's ${expectClasses.length}`);
   }
-  const file = await readSafetensors(modelPaths(dir, name).weights).catch((err: unknown) => {
+  const path = modelPaths(dir, name).weights;
+  const bytes = await readFile(path).catch((err: unknown) => {
     throw new TrainerError('ERR_CHECKPOINT', `cannot read saved model ${name}: ${(err as Error).message}`, { cause: err });
   });
-  const tensors: NamedArray[] = [];
-  for (const [key, t] of file.tensors) {
-    if (!key.startsWith('opt.')) tensors.push({ name: key, shape: t.shape, data: t.data as Float32Array });
+  let state: ReplicaState;
+  try {
+    state = decodeReplicaState(bytes, path);
+  } catch (err) {
+    throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} is malformed: ${(err as Error).message}`, { cause: err });
   }
-  const optimizerParams = Object.entries(meta.optimizerSteps).map(([param, step]) => {
-    const m = file.tensors.get(`opt.${param}.exp_avg`);
-    const v = file.tensors.get(`opt.${param}.exp_avg_sq`);
-    if (!m || !v) throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} lacks the optimizer moments of ${param}`);
-    return { name: param, step, expAvg: m.data as Float32Array, expAvgSq: v.data as Float32Array };
-  });
-  const state: ReplicaState = { version: 1, frozen: meta.frozen, tensors, optimizer: { version: 1, params: optimizerParams },
-    bnSteps: meta.bnSteps };
   replica.importState(state);
   return meta;
 }
