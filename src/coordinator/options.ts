@@ -82,7 +82,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations)'],
   ['--valid-pct <fraction>', 'validPct', 'fraction of items for validation (default 0.2)'],
   ['--seed <n>', 'seed', 'seed of split, shuffles, augmentation and head init (default 42)'],
-  ['--arch <name>', 'arch', 'resnet18 | resnet34 | resnet50 (default resnet34)'],
+  ['--arch <name>', 'arch', 'resnet10 (tests) | resnet18 | resnet34 | resnet50 (default resnet34)'],
   ['--size <px>', 'size', 'image side after crop, pixels (default 224)'],
   ['--bs <n>', 'bs', 'batch per worker (default 64)'],
   ['--accum <n>', 'accum', 'gradient-accumulation steps (default 1)'],

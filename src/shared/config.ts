@@ -6,9 +6,20 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { TrainerError } from './errors.js';
+import type { ResNetArch, ResNetConfig } from './model/resnet-spec.js';
 
-/** Architectures the trainer builds (torchvision layer structure). */
-export type Arch = 'resnet18' | 'resnet34' | 'resnet50';
+/**
+ * Architectures the trainer builds (torchvision layer structure). `resnet10` is torchvision's
+ * `ResNet(BasicBlock, [1, 1, 1, 1])` (the `resnet-tiny` fixture's structure): no ImageNet weights, for fast tests.
+ */
+export type Arch = 'resnet10' | 'resnet18' | 'resnet34' | 'resnet50';
+/** Every {@link Arch}, for validation messages. */
+export const ARCHS: readonly Arch[] = Object.freeze(['resnet10', 'resnet18', 'resnet34', 'resnet50']);
+
+/** The model description of an {@link Arch}: a torchvision name, or the block config for `resnet10`. */
+export function archModel(arch: Arch): ResNetArch | ResNetConfig {
+  return arch === 'resnet10' ? { block: 'basic', layers: [1, 1, 1, 1] } : arch;
+}
 /** Learning-rate scaling rule when the global batch differs from `baseBs` (Goyal et al. 2017 for `linear`). */
 export type LrScale = 'linear' | 'sqrt' | 'none';
 
@@ -181,7 +192,7 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     split: checkEnum('split', merged.split, ['random', 'official'] as const),
     validPct: checkOpenUnit('validPct', merged.validPct, 0, 1),
     seed: checkInt('seed', merged.seed, 0, 2 ** 32 - 1),
-    arch: checkEnum('arch', merged.arch, ['resnet18', 'resnet34', 'resnet50'] as const),
+    arch: checkEnum('arch', merged.arch, ARCHS),
     size: checkInt('size', merged.size, 16, 1024),
     bs: checkInt('bs', merged.bs, 1, 4096),
     accum: checkInt('accum', merged.accum, 1, 4096),

@@ -3,13 +3,14 @@
  * data index (so every worker uses the same items, labels, classes and split), and the all-reduce settings.
  * Validated on arrival with messages that name the field.
  */
+import { ARCHS, type Arch } from './config.js';
 import { TrainerError } from './errors.js';
 
 /** The run setup shared by all workers. */
 export interface RunSetup {
   /** Run id (also the Prometheus `run` label). */
   readonly runId: string;
-  readonly arch: 'resnet18' | 'resnet34' | 'resnet50';
+  readonly arch: Arch;
   /** Image side, pixels. */
   readonly size: number;
   /** Per-worker micro-batch. */
@@ -71,7 +72,7 @@ export function decodeRunSetup(bytes: Uint8Array): RunSetup {
   const paths = raw.paths;
   if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string')) bad('paths', 'an array of strings', paths);
   const arch = str('arch');
-  if (!['resnet18', 'resnet34', 'resnet50'].includes(arch)) bad('arch', 'resnet18|resnet34|resnet50', arch);
+  if (!(ARCHS as readonly string[]).includes(arch)) bad('arch', ARCHS.join('|'), arch);
   const allreduce = str('allreduce');
   if (allreduce !== 'ring' && allreduce !== 'star') bad('allreduce', 'ring|star', allreduce);
   const dtype = str('allreduceDtype');

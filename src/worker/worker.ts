@@ -11,6 +11,7 @@ import { availableParallelism } from 'node:os';
 import * as zmq from 'zeromq';
 import type { AllReducer } from '../shared/allreduce/types.js';
 import { initBackend, type BackendRequest } from '../shared/compute/backend.js';
+import { archModel } from '../shared/config.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { Replica } from '../shared/learner/replica.js';
@@ -197,8 +198,9 @@ export class Worker {
     const threads = setup.threads > 0 ? setup.threads : Math.max(1, Math.min(2, availableParallelism() - 1));
     this.pool = new ImagePool({ threads });
     this.pool.start();
-    const pretrained = await resolvePretrainedWeights(setup.pretrained, setup.arch, { quiet: true, log: this.o.log });
-    this.replica = await Replica.create({ arch: setup.arch, numClasses: setup.classes.length, seed: setup.seed, pretrained, frozen: setup.frozen });
+    const arch = archModel(setup.arch);
+    const pretrained = await resolvePretrainedWeights(setup.pretrained, arch, { quiet: true, log: this.o.log });
+    this.replica = await Replica.create({ arch, numClasses: setup.classes.length, seed: setup.seed, pretrained, frozen: setup.frozen });
     if (setup.allreduce === 'star') {
       if (!setup.starAddress) throw new TrainerError('ERR_PROTOCOL', 'setup.starAddress is required with allreduce star');
       this.star = new StarAllReduce(setup.starAddress, { timeoutMs: setup.allreduceTimeoutMs });
