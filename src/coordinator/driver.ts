@@ -11,6 +11,7 @@ import { decodeReplicaState } from '../shared/learner/state-codec.js';
 import { writeSavedState } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
+import { archModel } from '../shared/config.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
@@ -246,7 +247,7 @@ export class Coordinator {
   async saveStage(name: string): Promise<void> {
     const state = decodeReplicaState(await this.getState(0), 'state from rank 0');
     const c = this.cmd.config;
-    const { weights } = await writeSavedState(state, { arch: resolveResNetConfig(c.arch), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name);
+    const { weights } = await writeSavedState(state, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name);
     this.io.out(`saved ${weights}`);
   }
 
