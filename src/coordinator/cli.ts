@@ -2,7 +2,8 @@
  * `coordinator` command line:
  * - `coordinator [train] [flags]` — the default: runs the plan (see `options.ts` for every flag);
  * - `coordinator predict <run-dir | model.safetensors> <image…>` — breed and probability per image;
- * - `coordinator interpret <run-dir | model.safetensors> [--data …]` — top losses, confusion matrix, report.
+ * - `coordinator interpret <run-dir | model.safetensors> [--data …]` — top losses, confusion matrix, report;
+ * - `coordinator show-batch [--data …] [--rows 3] [--size 224] [--out show-batch.png]` — fastai's `show_batch`.
  * Bad flags stop the run before anything starts (exit code 2).
  */
 import { CommanderError } from 'commander';
@@ -11,6 +12,7 @@ import { resumeCommand, type ResumePoint } from './checkpoints.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
 import { runInterpretCommand, runPredictCommand } from './inference.js';
+import { runShowBatchCommand } from './show-batch.js';
 
 function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
@@ -64,5 +66,6 @@ export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;
   if (first === 'predict') return runPredictCommand(rest).catch(errorExit);
   if (first === 'interpret') return runInterpretCommand(rest).catch(errorExit);
+  if (first === 'show-batch') return runShowBatchCommand(rest).catch(errorExit);
   return train(first === 'train' ? rest : argv);
 }

@@ -1,0 +1,83 @@
+/**
+ * fastai's `data.show_batch(rows=3)` for the coordinator: the first training batch of the run's data, augmented as
+ * the workers see it (same seed, epoch 0, rank 0 of a one-rank plan), drawn as a captioned grid by
+ * `src/shared/data/show-batch.ts`. Written as `show-batch.png` at the start of every run and by
+ * `coordinator show-batch`.
+ */
+import { resolve } from 'node:path';
+import { Command } from 'commander';
+import { checkInt } from '../shared/config.js';
+import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { BatchLoader } from '../shared/data/loader.js';
+import { ImagePool } from '../shared/data/pool.js';
+import { shardPlan } from '../shared/data/shard.js';
+import { showBatch } from '../shared/data/show-batch.js';
+import { TrainerError } from '../shared/errors.js';
+
+/** Options of {@link writeShowBatch}; every field is optional. */
+export interface ShowBatchRunOptions {
+  /** Grid rows (and columns, as fastai's square grid), integer ≥ 1; default 3. */
+  readonly rows?: number;
+  /** Image side after the crop, px, integer ≥ 8; default 224 (the tutorial's). */
+  readonly size?: number;
+  /** Seed of the shuffle and augmentation (the run's `--seed`); default 42. */
+  readonly seed?: number;
+}
+
+/** Defaults of {@link ShowBatchRunOptions}: fastai's `show_batch(rows=3)` at the tutorial's 224 px and seed. */
+export const DEFAULT_SHOW_BATCH_RUN: Readonly<Required<ShowBatchRunOptions>> = Object.freeze({ rows: 3, size: 224, seed: 42 });
+
+/**
+ * Writes a rows × rows grid of augmented training images with their class names to `outPath` (PNG).
+ * @param data - the run's items, labels and split
+ * @param pool - a started image pool (owned by the caller)
+ * @returns the picture size in px
+ * @throws TrainerError ERR_BAD_FLAG on rows/size outside their ranges, ERR_DATA when there are no training images
+ */
+export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: string, options: ShowBatchRunOptions = {}): Promise<{ width: number; height: number }> {
+  const o = { ...DEFAULT_SHOW_BATCH_RUN, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  checkInt('--rows', o.rows, 1, 16);
+  checkInt('--size', o.size, 8);
+  if (data.train.length === 0) throw new TrainerError('ERR_DATA', `show_batch needs training images, found 0 in ${data.root}`);
+  const batchSize = Math.min(o.rows * o.rows, data.train.length);
+  const plan = shardPlan({ itemCount: data.train.length, seed: o.seed, epoch: 0, worldSize: 1, rank: 0, batchSize, shuffle: true, mode: 'drop' });
+  const loader = new BatchLoader({ pool, paths: data.paths, labels: data.labels, split: data.train, plan, size: o.size, augment: true, seed: o.seed, epoch: 0, prefetchBatches: 1, skipLog: data.skipLog });
+  try {
+    const first = await loader[Symbol.asyncIterator]().next();
+    if (first.done) throw new TrainerError('ERR_DATA', `show_batch: the loader produced no batch from ${data.train.length} training images`);
+    return await showBatch(first.value, data.classes, outPath, { rows: o.rows, cols: o.rows });
+  } finally {
+    await loader.close();
+  }
+}
+
+/**
+ * `coordinator show-batch [--data …] [--rows 3] [--size 224] [--seed 42] [--out show-batch.png]`.
+ * @param argv - arguments after `show-batch`
+ * @returns exit code 0; prints the written path
+ * @throws TrainerError ERR_BAD_FLAG (bad flag), ERR_DATA / ERR_OFFLINE from the data source
+ */
+export async function runShowBatchCommand(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
+  const cmd = new Command('show-batch')
+    .description("fastai's data.show_batch(rows): a grid of augmented training images with their labels")
+    .option('--data <source>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
+    .option('--rows <n>', 'grid rows and columns', '3')
+    .option('--size <px>', 'image side after crop, pixels', '224')
+    .option('--seed <n>', 'seed of split, shuffle and augmentation', '42')
+    .option('--out <file>', 'PNG to write', 'show-batch.png')
+    .exitOverride();
+  cmd.parse([...argv], { from: 'user' });
+  const f = cmd.opts<{ data: string; rows: string; size: string; seed: string; out: string }>();
+  const options = { rows: checkInt('--rows', f.rows, 1, 16), size: checkInt('--size', f.size, 8), seed: checkInt('--seed', f.seed, 0) };
+  const pool = new ImagePool({});
+  pool.start();
+  try {
+    const data = await createDataBunch({ data: f.data, seed: options.seed, verify: true }, pool);
+    const outPath = resolve(f.out);
+    const { width, height } = await writeShowBatch(data, pool, outPath, options);
+    out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root})`);
+    return 0;
+  } finally {
+    await pool.close();
+  }
+}
