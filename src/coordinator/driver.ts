@@ -17,7 +17,7 @@ import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { planScaleOut, type ScaleOut } from '../shared/scale-out.js';
 import { Cluster } from './cluster.js';
-import { ControlServer } from './control.js';
+import { ControlServer, loadOrCreateCurveKeys } from './control.js';
 import { LocalWorkers } from './local-workers.js';
 import { MetricsServer } from './metrics.js';
 import { newHistory, type RunHistory } from './history.js';
@@ -28,6 +28,7 @@ import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
 import { CheckpointStore, type CheckpointMeta, type ResumePoint } from './checkpoints.js';
 import { finishRun, type RunResult } from './finish.js';
 import { StepMetricsRecorder } from './run-metrics.js';
+import { writeShowBatch } from './show-batch.js';
 
 /** Everything the coordinator prints goes through these. */
 export interface DriverIo {
@@ -77,6 +78,8 @@ export class Coordinator {
       validPct: c.validPct, seed: c.seed, verify: true,
       onSkip: (path, reason) => this.io.log(`data: skipped ${path}: ${reason}`),
     }, this.pool);
+    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed })
+      .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
     await this.pool.close();
     this.pool = null;
     this.io.out(`data: ${data.classes.length} classes, ${data.train.length} train / ${data.valid.length} valid images from ${data.root}` +
@@ -119,8 +122,11 @@ export class Coordinator {
       for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
       this.io.out(`metrics: ${this.metrics.url}`);
     }
-    this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, log: this.io.log });
+    const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
+    if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
+    this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, curveSecretKey: curve?.secretKey ?? null, log: this.io.log });
     const endpoint = await this.control.start();
+    this.recorder?.watch(this.control);
     this.cluster = new Cluster(this.control, this.io.log);
     this.control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     this.control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
@@ -131,7 +137,7 @@ export class Coordinator {
       this.star.reconfigure(config.expect, 1);
     }
     if (config.workers > 0) {
-      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs)] });
+      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
       this.workers.start(config.workers);
     }
     const recovery = new Recovery({
@@ -255,7 +261,13 @@ export class Coordinator {
   async close(): Promise<void> {
     if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason: 'run finished' }).catch(() => undefined);
     await this.workers?.close();
+    this.recorder?.finish();
     this.control?.close();
+    const linger = this.cmd.runtime.metricsLingerS;
+    if (this.metrics && linger > 0) {
+      this.io.log(`metrics: keeping ${this.metrics.url} up ${linger} s for a last scrape (--metrics-linger-s)`);
+      await new Promise((r) => setTimeout(r, linger * 1000));
+    }
     await this.metrics?.close();
     await this.star?.close();
     await this.pool?.close();

@@ -36,6 +36,8 @@ export interface RuntimeOptions {
   /** Prometheus endpoint host and port (0 = ephemeral, -1 = disabled). */
   readonly metricsHost: string;
   readonly metricsPort: number;
+  /** Seconds `/metrics` stays up after the run ends, so Prometheus scrapes the final values (0 = close at once). */
+  readonly metricsLingerS: number;
   /** Decode/augment threads per worker (0 = automatic). */
   readonly threads: number;
   /** Directory with CURVE keys for remote workers, or null. */
@@ -60,6 +62,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   maxRestarts: 3,
   metricsHost: '127.0.0.1',
   metricsPort: 9464,
+  metricsLingerS: 0,
   threads: 0,
   curveKeys: null,
   plain: false,
@@ -119,6 +122,7 @@ export function trainProgram(): Command {
     .option('--max-restarts <n>', `respawns before the run checkpoints and stops (default ${DEFAULT_RUNTIME.maxRestarts})`)
     .option('--metrics-host <host>', `Prometheus endpoint host (default ${DEFAULT_RUNTIME.metricsHost})`)
     .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}; 0 = any, -1 = off)`)
+    .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
     .option('--curve-keys <dir>', 'CURVE key directory for remote workers (see README)')
     .option('--plain', 'plain log lines instead of progress bars')
@@ -160,6 +164,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     maxRestarts: int('--max-restarts', 'maxRestarts', 0) ?? DEFAULT_RUNTIME.maxRestarts,
     metricsHost: typeof flags.metricsHost === 'string' ? flags.metricsHost : DEFAULT_RUNTIME.metricsHost,
     metricsPort: int('--metrics-port', 'metricsPort', -1, 65535) ?? DEFAULT_RUNTIME.metricsPort,
+    metricsLingerS: int('--metrics-linger-s', 'metricsLingerS', 0, 3600) ?? DEFAULT_RUNTIME.metricsLingerS,
     threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,
