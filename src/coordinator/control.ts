@@ -5,9 +5,52 @@
  * timeouts to the driver. Malformed frames are rejected and logged; they never crash the coordinator.
  */
 import { EventEmitter } from 'node:events';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { TrainerError } from '../shared/errors.js';
-import { decode, encode, type HelloMessage, type Message } from '../shared/protocol.js';
+import {
+  MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode, peekHeader, type HelloMessage, type Message,
+} from '../shared/protocol.js';
+
+/** A CURVE keypair (Z85 strings, 40 characters each; Curve25519, ZeroMQ RFC 26). */
+export interface CurveKeys {
+  readonly publicKey: string;
+  readonly secretKey: string;
+}
+
+/** File names of the coordinator's keypair in a `--curve-keys` directory. */
+export const CURVE_KEY_FILES = Object.freeze({ publicKey: 'coordinator.key', secretKey: 'coordinator.key_secret' });
+
+const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
+
+/**
+ * Loads the coordinator's CURVE keypair from `dir`, or creates it on first use (directory 0700, files 0600, so
+ * only this user can read the secret). Workers join with `worker --curve-server-key <public key>`.
+ * @param dir - the `--curve-keys` directory
+ * @throws TrainerError ERR_BAD_FLAG when the files exist but are not 40-character Z85 keys, or cannot be written
+ */
+export function loadOrCreateCurveKeys(dir: string): CurveKeys {
+  const pub = join(dir, CURVE_KEY_FILES.publicKey), sec = join(dir, CURVE_KEY_FILES.secretKey);
+  try {
+    if (!existsSync(pub) || !existsSync(sec)) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const keys = zmq.curveKeyPair();
+      writeFileSync(sec, `${keys.secretKey}\n`, { mode: 0o600 });
+      writeFileSync(pub, `${keys.publicKey}\n`, { mode: 0o600 });
+      chmodSync(sec, 0o600);
+      chmodSync(pub, 0o600);
+    }
+    const keys = { publicKey: readFileSync(pub, 'utf8').trim(), secretKey: readFileSync(sec, 'utf8').trim() };
+    if (!Z85_KEY.test(keys.publicKey) || !Z85_KEY.test(keys.secretKey)) {
+      throw new TrainerError('ERR_BAD_FLAG', `--curve-keys ${dir}: ${CURVE_KEY_FILES.publicKey} and ${CURVE_KEY_FILES.secretKey} must each hold a 40-character Z85 key; delete both to create a new pair`);
+    }
+    return keys;
+  } catch (err) {
+    if (err instanceof TrainerError) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `--curve-keys ${dir}: cannot read or create the keypair (${(err as Error).message})`, { cause: err });
+  }
+}
 
 /** A worker known to the coordinator. */
 export interface Member {
@@ -39,7 +82,8 @@ export class ControlServer extends EventEmitter<{
   lost: [Member, string];
   message: [Member, Message, readonly Buffer[]];
 }> {
-  private readonly socket = new zmq.Router({ linger: 0, handover: true, mandatory: false });
+  // maxMessageSize (per part): ZeroMQ disconnects a peer that sends a bigger part before buffering it.
+  private readonly socket = new zmq.Router({ linger: 0, handover: true, mandatory: false, maxMessageSize: MAX_FRAME_BYTES });
   private readonly members = new Map<string, Member>();
   private waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | null = null;
@@ -107,6 +151,7 @@ export class ControlServer extends EventEmitter<{
     } catch (err) {
       this.rejected++;
       this.o.log(`rejected a frame from ${JSON.stringify(identity.slice(0, 40))}: ${(err as Error).message}`);
+      this.answerOtherVersion(identity, parts);
       return;
     }
     const id = identity.endsWith('/hb') ? identity.slice(0, -3) : identity;
@@ -131,6 +176,14 @@ export class ControlServer extends EventEmitter<{
     } else {
       this.emit('message', member, message, frames);
     }
+  }
+
+  /** A `hello` of another protocol version gets a readable `error` (which any version can peek) instead of silence. */
+  private answerOtherVersion(identity: string, parts: Buffer[]): void {
+    const peek = peekHeader(parts);
+    if (peek?.type !== 'hello' || peek.v === PROTOCOL_VERSION) return;
+    const message = `protocol version mismatch: this coordinator speaks v${PROTOCOL_VERSION}, the worker sent v${JSON.stringify(peek.v)?.slice(0, 20)}; run the same trainer version on the coordinator and the workers`;
+    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_PROTOCOL', message, rank: -1 })]).catch(() => undefined);
   }
 
   private tick(): void {

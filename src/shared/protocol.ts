@@ -609,3 +609,38 @@ export function decodeAs<K extends MessageType>(parts: readonly Uint8Array[], ty
   if (d.message.type !== type) fail(`expected a ${type} message, got ${d.message.type}`);
   return d as Decoded<Extract<Message, { type: K }>>;
 }
+
+/** The version-independent part of a header: what any protocol version can read from any other. */
+export interface HeaderPeek {
+  /** The sender's protocol version, as sent (a number for any real peer). */
+  readonly v: unknown;
+  /** The message type, as sent. */
+  readonly type: unknown;
+  /** For `error` headers: the sender's code and human message (≤ {@link MAX_STRING_LENGTH} chars), else null. */
+  readonly code: string | null;
+  readonly message: string | null;
+}
+
+/**
+ * Reads `{v, type}` (and `code`/`message` of an `error`) from a header of ANY protocol version, without
+ * validating the rest: used to answer a peer of another version with a readable error, and by a worker to print
+ * such an answer, instead of both sides timing out in silence. msgpack maps are self-describing, so these fields
+ * stay readable whatever else a future version adds.
+ *
+ * @param parts - received multipart parts `[header, ...frames]`
+ * @returns the peeked fields, or null when the first part is not a msgpack map of ≤ {@link MAX_HEADER_BYTES}
+ */
+export function peekHeader(parts: readonly Uint8Array[]): HeaderPeek | null {
+  const head = parts[0];
+  if (head === undefined || head.byteLength > MAX_HEADER_BYTES) return null;
+  let raw: unknown;
+  try {
+    raw = packr.unpack(head);
+  } catch {
+    return null;
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  const h = raw as Header;
+  const text = (x: unknown): string | null => (typeof x === 'string' ? x.slice(0, MAX_STRING_LENGTH) : null);
+  return { v: h.v, type: h.type, code: h.type === 'error' ? text(h.code) : null, message: h.type === 'error' ? text(h.message) : null };
+}

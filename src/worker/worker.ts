@@ -16,7 +16,7 @@ import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { Replica } from '../shared/learner/replica.js';
 import { resolvePretrainedWeights } from '../shared/model/pretrained.js';
-import { decode, encode, type Message } from '../shared/protocol.js';
+import { decode, encode, peekHeader, type Message } from '../shared/protocol.js';
 import { decodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
 import { StarAllReduce } from './allreduce/star.js';
@@ -70,7 +70,13 @@ export class Worker {
     this.heartbeat = new HeartbeatThread({
       endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs, timeoutMs: o.heartbeatTimeoutMs,
       curveServerKey: o.curveServerKey,
-      onCoordinatorLost: (ms) => { o.log(`coordinator silent for ${ms} ms: exiting`); void this.close().then(() => process.exit(3)); },
+      onCoordinatorLost: (ms) => {
+        const why = this.rank < 0
+          ? `never answered (is it running and reachable at ${o.connect}? with --curve-keys, pass its public key as --curve-server-key)`
+          : 'stopped answering (it exited or the network failed)';
+        o.log(`ERR_WORKER_LOST: coordinator ${why}: silent for ${ms} ms (--heartbeat-timeout-ms ${o.heartbeatTimeoutMs}); exiting`);
+        void this.close().then(() => process.exit(3));
+      },
     });
   }
 
@@ -94,13 +100,24 @@ export class Worker {
     // flight right away (its step then fails and is dropped), so a dead peer never holds the survivors.
     let chain: Promise<unknown> = Promise.resolve();
     let shutdown: Promise<number> | null = null;
+    let refused: string | null = null;
     for await (const parts of this.socket) {
       let msg: Message, frames: readonly Buffer[];
       try {
         ({ message: msg, frames } = decode(parts));
       } catch (err) {
+        const peek = peekHeader(parts);
+        if (peek?.type === 'error' && peek.message !== null) {
+          // A coordinator of another protocol version refused us: its error is still readable.
+          refused = `coordinator refused this worker: ${peek.code ?? 'ERR_PROTOCOL'}: ${peek.message}`;
+          break;
+        }
         this.o.log(`rejected a message from the coordinator: ${(err as Error).message}`);
         continue;
+      }
+      if (msg.type === 'error' && this.rank < 0) {
+        refused = `coordinator refused this worker: ${msg.code}: ${msg.message}`;
+        break;
       }
       if ((msg.type === 'abort' && this.inFlightStep === msg.step) || (msg.type === 'welcome' && this.inFlightStep !== null)) {
         this.reducer().abort(`${msg.type} from the coordinator`);
@@ -112,6 +129,11 @@ export class Worker {
       }
       const m = msg, f = frames;
       chain = chain.then(() => this.process(m, f));
+    }
+    if (refused !== null) {
+      this.o.log(refused);
+      await this.close();
+      return 1;
     }
     return shutdown ?? (this.closed ? 0 : 1);
   }
@@ -164,7 +186,8 @@ export class Worker {
         return this.send({ type: 'step-done', rank: this.rank, ...done });
       }
       case 'commit':
-        return this.need(this.trainer, 'commit').commit(msg.step);
+        this.need(this.trainer, 'commit').commit(msg.step);
+        return this.divergeForTest();
       case 'abort':
         return this.trainer?.abort(msg.step);
       case 'validate': {
@@ -189,6 +212,19 @@ export class Worker {
       default:
         throw new TrainerError('ERR_PROTOCOL', `unexpected ${msg.type} message for a worker`);
     }
+  }
+
+  /**
+   * Test hook (chaos drill): with `TRAINER_TEST_DIVERGE_RANK=<r>` in the environment, rank r adds 1e-3 to its
+   * first weight after each commit, so replicas stop being bit-identical and the checksum check must stop the run.
+   */
+  private async divergeForTest(): Promise<void> {
+    if (process.env.TRAINER_TEST_DIVERGE_RANK !== String(this.rank) || this.replica === null) return;
+    const state = await this.replica.exportState();
+    const [first, ...rest] = state.tensors;
+    const data = Float32Array.from(first!.data);
+    data[0]! += 1e-3;
+    this.replica.importState({ ...state, tensors: [{ ...first!, data }, ...rest] });
   }
 
   private async onSetup(frame: Buffer): Promise<void> {
