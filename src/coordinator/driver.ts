@@ -28,6 +28,7 @@ import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
 import { CheckpointStore, type CheckpointMeta, type ResumePoint } from './checkpoints.js';
 import { finishRun, type RunResult } from './finish.js';
 import { StepMetricsRecorder } from './run-metrics.js';
+import { writeStageReport } from './stage-report.js';
 import { writeShowBatch } from './show-batch.js';
 
 /** Everything the coordinator prints goes through these. */
@@ -177,6 +178,7 @@ export class Coordinator {
         await this.saveStage(stage.config.name);
       }
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
+      await writeStageReport(this.runDir, config, this.history);
     }
     await this.checkpoint();
     return finishRun({ cluster: this.cluster, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });

@@ -11,7 +11,7 @@ import type { StagePlan } from '../shared/plan.js';
 import type { Cluster } from './cluster.js';
 import type { RunHistory } from './history.js';
 import { writeRunReport } from './report/write-report.js';
-import type { RunReportInput } from './report/types.js';
+import { reportInput } from './stage-report.js';
 import { validateAll } from './stage-runner.js';
 
 /** What a finished (or stopped) run reports. */
@@ -70,14 +70,7 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
   const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
   f.out('\nmost_confused (actual, predicted, count):');
   for (const c of interp.mostConfused(2).slice(0, 10)) f.out(`  ${c.actual} → ${c.predicted}: ${c.count}`);
-  const stages = f.history.stages.filter((s) => s && s.kind !== 'lr_find');
-  const input: RunReportInput = {
-    title: `pets-trainer run ${f.runDir.split('/').pop()}`,
-    config: f.config as unknown as Record<string, unknown>,
-    stages: stages.map((s) => ({ name: s.name, epochs: s.epochs.map((e) => ({ epoch: e.epoch, trainLoss: e.trainLoss, validLoss: e.validLoss, errorRate: e.errorRate, timeSeconds: e.seconds })), steps: s.steps })),
-    lrFinds: f.history.stages.filter((s) => s && s.kind === 'lr_find' && s.lrFind).map((s) => ({ name: s.name, lrs: s.steps.map((x) => x.lrs[0]!), smoothedLosses: s.lrFind!.smoothed })),
-    interpretation: interp,
-  };
+  const input = reportInput(f.runDir, f.config, f.history, interp);
   const report = await writeRunReport(f.runDir, input);
   const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');
   const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;

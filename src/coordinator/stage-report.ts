@@ -1,0 +1,31 @@
+/**
+ * The run report's inputs from the run history, and the report written at the end of every stage (training
+ * curves, lr_find, epoch tables, configuration; the interpretation pictures come with the end of the run).
+ */
+import type { RunConfig } from '../shared/config.js';
+import type { ClassificationInterpretation } from '../shared/interpret/interpretation.js';
+import type { RunHistory } from './history.js';
+import type { RunReportInput } from './report/types.js';
+import { writeRunReport, type ReportManifest } from './report/write-report.js';
+
+/** Builds the report input from what the run has done so far. */
+export function reportInput(runDir: string, config: RunConfig, history: RunHistory, interpretation?: ClassificationInterpretation): RunReportInput {
+  const stages = history.stages.filter((s) => s && s.kind !== 'lr_find');
+  return {
+    title: `pets-trainer run ${runDir.split('/').pop()}`,
+    config: config as unknown as Record<string, unknown>,
+    stages: stages.map((s) => ({
+      name: s.name,
+      epochs: s.epochs.map((e) => ({ epoch: e.epoch, trainLoss: e.trainLoss, validLoss: e.validLoss, errorRate: e.errorRate, timeSeconds: e.seconds })),
+      steps: s.steps,
+    })),
+    lrFinds: history.stages.filter((s) => s && s.kind === 'lr_find' && s.lrFind)
+      .map((s) => ({ name: s.name, lrs: s.steps.map((x) => x.lrs[0]!), smoothedLosses: s.lrFind!.smoothed })),
+    interpretation,
+  };
+}
+
+/** Writes `index.html` and the pictures for the stages finished so far. */
+export function writeStageReport(runDir: string, config: RunConfig, history: RunHistory): Promise<ReportManifest> {
+  return writeRunReport(runDir, reportInput(runDir, config, history));
+}
