@@ -10,20 +10,11 @@ import { join, resolve } from 'node:path';
 import { ClassificationInterpretation } from '../src/shared/interpret/interpretation.js';
 import type { LrFindRecord, StageRecord } from '../src/coordinator/report/types.js';
 import { writeRunReport } from '../src/coordinator/report/write-report.js';
+import { mulberry32 } from '../src/shared/data/rng.js';
 
 const IMAGES = resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
 
-/** Deterministic PRNG (mulberry32) so the demo draws the same pictures every time. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG so the demo draws the same pictures every time. */
 const rand = mulberry32(42);
 
 /** Synthetic lr_find: flat, a descent around 1e-3, then divergence until smooth > 4 × best (fastai's stop). */

@@ -4,6 +4,7 @@
  * `fastai/basic_train.py`, `Recorder.plot`).
  */
 import { TrainerError } from '../errors.js';
+import { numericalGradient } from '../learner/schedule.js';
 
 /** Points fastai's `Recorder.plot` drops from the start of the lr_find record. */
 export const LR_FIND_SKIP_START = 10;
@@ -24,19 +25,8 @@ export interface LrFindPlotData {
   readonly minLossLrDiv10: number;
 }
 
-/**
- * Numerical gradient with unit spacing, as `numpy.gradient(y)`: one-sided first differences at both ends,
- * central differences `(y[i+1] − y[i−1]) / 2` inside; `[0]` for one point, `[]` for none.
- */
-export function numericalGradient(y: readonly number[]): number[] {
-  const n = y.length;
-  if (n < 2) return n === 1 ? [0] : [];
-  const g = new Array<number>(n);
-  g[0] = y[1] - y[0];
-  g[n - 1] = y[n - 1] - y[n - 2];
-  for (let i = 1; i < n - 1; i++) g[i] = (y[i + 1] - y[i - 1]) / 2;
-  return g;
-}
+/** Numerical gradient with unit spacing, as `numpy.gradient(y)` (shared with the learner's lr suggestion). */
+export { numericalGradient };
 
 function argmin(values: readonly number[]): number {
   let best = -1;

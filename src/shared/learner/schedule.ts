@@ -289,10 +289,13 @@ export interface LrSuggestion {
   readonly minLossIndex: number;
 }
 
-/** numpy.gradient with unit spacing: one-sided differences at the ends, central differences inside. */
+/**
+ * numpy.gradient with unit spacing: one-sided differences at the ends, central differences inside; `[0]` for one
+ * point and `[]` for none (where numpy raises), so plots of short records still render.
+ */
 export function numericalGradient(values: readonly number[]): number[] {
   const n = values.length;
-  if (n < 2) throw new TrainerError('ERR_DATA', `numerical gradient needs at least 2 points, got ${n}`);
+  if (n < 2) return n === 1 ? [0] : [];
   return values.map((v, i) => {
     if (i === 0) return values[1]! - v;
     if (i === n - 1) return v - values[n - 2]!;
