@@ -137,21 +137,22 @@ export class ControlServer extends EventEmitter<{
   private async receiveLoop(): Promise<void> {
     try {
       for await (const [identity, ...parts] of this.socket) {
-        this.onFrames(identity!.toString(), parts);
+        this.onFrames(identity!, parts);
       }
     } catch (err) {
       if (!this.closed) this.o.log(`control socket failed: ${(err as Error).message}`);
     }
   }
 
-  private onFrames(identity: string, parts: Buffer[]): void {
+  private onFrames(rawIdentity: Buffer, parts: Buffer[]): void {
+    const identity = rawIdentity.toString();
     let message: Message, frames: readonly Buffer[];
     try {
       ({ message, frames } = decode(parts));
     } catch (err) {
       this.rejected++;
       this.o.log(`rejected a frame from ${JSON.stringify(identity.slice(0, 40))}: ${(err as Error).message}`);
-      this.answerOtherVersion(identity, parts);
+      this.answerOtherVersion(rawIdentity, parts);
       return;
     }
     const id = identity.endsWith('/hb') ? identity.slice(0, -3) : identity;
@@ -179,7 +180,7 @@ export class ControlServer extends EventEmitter<{
   }
 
   /** A `hello` of another protocol version gets a readable `error` (which any version can peek) instead of silence. */
-  private answerOtherVersion(identity: string, parts: Buffer[]): void {
+  private answerOtherVersion(identity: Buffer, parts: Buffer[]): void {
     const peek = peekHeader(parts);
     if (peek?.type !== 'hello' || peek.v === PROTOCOL_VERSION) return;
     const message = `protocol version mismatch: this coordinator speaks v${PROTOCOL_VERSION}, the worker sent v${JSON.stringify(peek.v)?.slice(0, 20)}; run the same trainer version on the coordinator and the workers`;

@@ -1,0 +1,99 @@
+/**
+ * The single-process reference of a distributed run (not a test file itself): one {@link Replica} that replays,
+ * step by step, exactly what W workers compute together — for each global step, the micro-batch of every rank r
+ * (items from `plan.ts`'s `microBatchItems`, the same augmented pixels, the same dropout seed as
+ * `src/worker/trainer.ts`), their mean gradient (what the ring's average produces), then the AdamW step with the
+ * coordinator's `stepHyper`. BatchNorm running statistics are those of rank 0 (only its micro-batches update
+ * them), because the coordinator broadcasts rank 0's statistics before validation and checkpoints.
+ */
+import { createDataBunch, type DataBunch } from '../../src/shared/data/databunch.js';
+import { BatchLoader, type Batch } from '../../src/shared/data/loader.js';
+import type { ImagePool } from '../../src/shared/data/pool.js';
+import { hashSeed } from '../../src/shared/data/rng.js';
+import { shardPlan } from '../../src/shared/data/shard.js';
+import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
+import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
+import { epochOrder, microBatchItems, planStages, stepHyper } from '../../src/shared/plan.js';
+
+/** Result of the reference: final state and the validation of the last epoch. */
+export interface ReferenceResult {
+  readonly state: ReplicaState;
+  readonly validLoss: number;
+  readonly errorRate: number;
+  readonly steps: number;
+}
+
+async function render(data: DataBunch, pool: ImagePool, indices: Int32Array, size: number, seed: number, epoch: number): Promise<Batch> {
+  const loader = new BatchLoader({
+    pool, paths: data.paths, labels: data.labels, split: data.train, size, augment: true, seed, epoch,
+    plan: { batches: [{ indices, real: new Uint8Array(indices.length).fill(1) }], itemsPerRank: indices.length },
+  });
+  loader.start();
+  try {
+    const b = await loader.next();
+    if (b === null) throw new Error('reference: empty batch');
+    return b;
+  } finally {
+    await loader.close();
+  }
+}
+
+const isStat = (name: string): boolean => name.endsWith('running_mean') || name.endsWith('running_var');
+
+/** Puts rank 0's BatchNorm statistics (from `rank0`) into `state`. */
+function withStats(state: ReplicaState, rank0: ReplicaState): ReplicaState {
+  const stats = new Map(rank0.tensors.filter((t) => isStat(t.name)).map((t) => [t.name, t]));
+  return { ...state, bnSteps: rank0.bnSteps, tensors: state.tensors.map((t) => stats.get(t.name) ?? t) };
+}
+
+async function validate(replica: Replica, data: DataBunch, pool: ImagePool, size: number, bs: number, seed: number): Promise<{ validLoss: number; errorRate: number }> {
+  const plan = shardPlan({ itemCount: data.valid.length, seed, epoch: 0, worldSize: 1, rank: 0, batchSize: bs, shuffle: false, mode: 'pad' });
+  const loader = new BatchLoader({ pool, paths: data.paths, labels: data.labels, split: data.valid, plan, size, augment: false, seed, epoch: 0 });
+  let lossSum = 0, count = 0, correct = 0;
+  try {
+    for await (const b of loader) {
+      const r = replica.evaluate(b.x, b.y, b.valid);
+      lossSum += r.lossSum;
+      count += r.count;
+      correct += r.correct;
+    }
+  } finally {
+    await loader.close();
+  }
+  return { validLoss: lossSum / count, errorRate: 1 - correct / count };
+}
+
+/**
+ * Replays a one-stage run of `worldSize` workers in this process (stage 0 only, accum 1, lr scale none).
+ * @param input - the run's configuration as given to the coordinator (flags and config file fields)
+ */
+export async function referenceRun(input: RunConfigInput, worldSize: number, pool: ImagePool): Promise<ReferenceResult> {
+  const c = resolveRunConfig(input, { runDir: 'unused' });
+  const data = await createDataBunch({
+    data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, split: c.split, validPct: c.validPct, seed: c.seed, verify: true,
+  }, pool);
+  const [stage] = planStages({ stages: c.stages, trainCount: data.train.length, globalBs: c.bs * worldSize, lrFactor: 1 });
+  const replica = await Replica.create({ arch: archModel(c.arch), numClasses: data.classes.length, seed: c.seed, pretrained: null, frozen: stage!.config.frozen });
+  try {
+    replica.setFrozen(stage!.config.frozen);
+    for (let k = 0; k < stage!.totalSteps; k++) {
+      const epoch = Math.floor(k / stage!.stepsPerEpoch);
+      const order = epochOrder(data.train.length, c.seed, epoch);
+      let rank0: ReplicaState | null = null;
+      for (let r = 0; r < worldSize; r++) {
+        const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, accumIndex: 0, rank: r, worldSize, bs: c.bs, accum: 1 });
+        const b = await render(data, pool, indices, c.size, c.seed, epoch);
+        // Dropout seed as in WorkerTrainer.step: hashSeed(seed, global step, rank, accumulation index).
+        replica.accumulate(b.x, b.y, b.valid, hashSeed(c.seed, k, r, 0));
+        if (r === 0) rank0 = await replica.exportState();
+      }
+      const grads = replica.takeGradients();
+      replica.importState(withStats(await replica.exportState(), rank0!));
+      replica.applyGradients(grads, stepHyper(stage!, k));
+    }
+    const v = await validate(replica, data, pool, c.size, c.bs, c.seed);
+    return { state: await replica.exportState(), ...v, steps: stage!.totalSteps };
+  } finally {
+    replica.dispose();
+  }
+}
