@@ -10,8 +10,25 @@ import { Worker, type WorkerOptions } from 'node:worker_threads';
 export interface Entry {
   /** Absolute path of the entry file, with the caller's own extension (`.ts` or `.js`). */
   readonly filename: string;
-  /** The parent's execArgv, plus `--import tsx` for a `.ts` entry when the parent does not load tsx already. */
+  /** The parent's loader flags ({@link loaderExecArgv}), plus `--import tsx` for a `.ts` entry when missing. */
   readonly execArgv: string[];
+}
+
+const LOADER_FLAGS = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
+
+/**
+ * The module-loader flags of a process's execArgv (`--import X`, `--require X`, `--loader X`, their `=` forms,
+ * `--enable-source-maps`), which child processes and threads need to load the same sources; everything else
+ * (`-e <script>`, `--test`, inspector flags) is dropped.
+ */
+export function loaderExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (LOADER_FLAGS.has(a) && i + 1 < argv.length) out.push(a, argv[++i]!);
+    else if ([...LOADER_FLAGS].some((f) => a.startsWith(`${f}=`)) || a === '--enable-source-maps') out.push(a);
+  }
+  return out;
 }
 
 /**
@@ -23,7 +40,7 @@ export function siblingEntry(moduleUrl: string, relativePath: string): Entry {
   const here = fileURLToPath(moduleUrl);
   const ext = extname(here);
   const filename = join(dirname(here), `${relativePath}${ext}`);
-  const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const execArgv = loaderExecArgv(process.execArgv);
   if (ext === '.ts' && !execArgv.some((a) => a.includes('tsx'))) execArgv.push('--import', 'tsx');
   return { filename, execArgv };
 }

@@ -3,10 +3,9 @@
  * (`.ts` sources, the tsx loader passed to each thread through `execArgv`) and from compiled `dist/` (`.js`).
  */
 import { availableParallelism } from 'node:os';
-import { dirname, extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { TrainerError } from '../errors.js';
+import { loaderExecArgv, siblingEntry, type Entry } from '../entry.js';
 import { DEFAULT_MAX_INPUT_PIXELS } from './decode.js';
 import type { PoolResult, RenderTask, VerifyTask } from './pool-worker.js';
 
@@ -48,35 +47,13 @@ export function resolveImagePoolOptions(o: ImagePoolOptions = {}): ResolvedImage
   return { threads, maxInputPixels, closeTimeoutMs: o.closeTimeoutMs ?? DEFAULT_IMAGE_POOL.closeTimeoutMs };
 }
 
-/**
- * The worker file next to this module with this module's own extension (`.ts` under tsx, `.js` in dist), and the
- * execArgv its threads need: the parent's, plus `--import tsx` for `.ts` when the parent's does not load tsx.
- */
-export function workerEntry(moduleUrl: string = import.meta.url): { filename: string; execArgv: string[] } {
-  const here = fileURLToPath(moduleUrl);
-  const ext = extname(here);
-  const filename = join(dirname(here), `pool-worker${ext}`);
-  const execArgv = loaderExecArgv(process.execArgv);
-  if (ext === '.ts' && !execArgv.some((a) => a.includes('tsx'))) execArgv.push('--import', 'tsx');
-  return { filename, execArgv };
+/** The pool's thread entry next to this module (`.ts` under tsx, `.js` in dist) and the execArgv its threads need. */
+export function workerEntry(moduleUrl: string = import.meta.url): Entry {
+  return siblingEntry(moduleUrl, 'pool-worker');
 }
 
-const LOADER_FLAGS = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
-
-/**
- * The module-loader flags of a process's execArgv (`--import X`, `--require X`, `--loader X`, their `=` forms,
- * `--enable-source-maps`), which worker threads need to load the same sources; everything else (`-e <script>`,
- * `--test`, inspector flags) is dropped.
- */
-export function loaderExecArgv(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (LOADER_FLAGS.has(a) && i + 1 < argv.length) out.push(a, argv[++i]!);
-    else if ([...LOADER_FLAGS].some((f) => a.startsWith(`${f}=`)) || a === '--enable-source-maps') out.push(a);
-  }
-  return out;
-}
+/** Re-exported for the pool's tests: the loader flags threads inherit (see `entry.ts`). */
+export { loaderExecArgv };
 
 /** Decode/augment pool; long-lived, `start()` then `close()` (idempotent). */
 export class ImagePool {
