@@ -17,7 +17,7 @@ import { runShowBatchCommand } from './show-batch.js';
 function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
   const code = isTrainerError(err) ? err.code : null;
-  console.error(`coordinator: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(`coordinator: ${code ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`);
   return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' ? 2 : 1;
 }
 
