@@ -21,6 +21,7 @@
  * UNBIASED batch variance (`· n/(n−1)`, `n = batch·height·width`) for `running_var`.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { batchNormTrain } from '../compute/batch-norm.js';
 import { TrainerError } from '../errors.js';
 import {
   describeConfig, layoutModules, resnetLayout,
@@ -98,7 +99,7 @@ export class ResNet {
     this.checkInput(x);
     return tf.tidy(() => {
       const [stemConv, stemBn] = this.layout.stem;
-      let h = tf.relu(this.bn(this.conv(x, stemConv), stemBn, training, bnUpdates));
+      let h = this.bn(this.conv(x, stemConv), stemBn, training, bnUpdates, true);
       h = tf.maxPool(h, 3, 2, 1);
       for (const block of this.layout.blocks) h = this.block(h, block, training, bnUpdates);
       return h;
@@ -165,8 +166,7 @@ export class ResNet {
   private block(x: tf.Tensor4D, spec: BlockSpec, training: boolean, updates?: BnUpdates): tf.Tensor4D {
     let h = x;
     spec.convs.forEach((c, i) => {
-      h = this.bn(this.conv(h, c), spec.bns[i], training, updates);
-      if (i < spec.convs.length - 1) h = tf.relu(h);
+      h = this.bn(this.conv(h, c), spec.bns[i], training, updates, i < spec.convs.length - 1);
     });
     const identity = spec.downsample
       ? this.bn(this.conv(x, spec.downsample[0]), spec.downsample[1], training, updates)
@@ -174,27 +174,34 @@ export class ResNet {
     return tf.relu(tf.add(h, identity));
   }
 
-  private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates): tf.Tensor4D {
+  /**
+   * BatchNorm, followed by a ReLU when `relu`. Training mode uses the fused op of `compute/batch-norm.ts` (batch
+   * statistics, hand-written gradient; fused JavaScript kernels on WASM), identical in value to PyTorch's formula.
+   */
+  private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates, relu = false): tf.Tensor4D {
     const gamma = this.params.get(`${spec.name}.weight`) as tf.Variable<tf.Rank.R1>;
     const beta = this.params.get(`${spec.name}.bias`) as tf.Variable<tf.Rank.R1>;
     const runningMean = this.buffers.get(`${spec.name}.running_mean`) as tf.Variable<tf.Rank.R1>;
     const runningVar = this.buffers.get(`${spec.name}.running_var`) as tf.Variable<tf.Rank.R1>;
-    if (!training) return tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
+    if (!training) {
+      const y = tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
+      return relu ? tf.relu(y) : y;
+    }
     const n = x.shape[0] * x.shape[1] * x.shape[2];
     if (n < 2) {
       throw new TrainerError('ERR_DATA', `${spec.name}: training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
     }
-    // Two-pass statistics: centre first, then the biased variance of the centred values.
-    const mean = tf.mean(x, [0, 1, 2]) as tf.Tensor1D;
-    const centred = tf.sub(x, mean);
-    const variance = tf.mean(tf.square(centred), [0, 1, 2]) as tf.Tensor1D;
-    if (updates) {
-      const m = BN_MOMENTUM;
-      updates.set(`${spec.name}.running_mean`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningMean, 1 - m), tf.mul(mean, m)))));
-      updates.set(`${spec.name}.running_var`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningVar, 1 - m), tf.mul(variance, m * n / (n - 1))))));
+    const { y, mean, variance } = batchNormTrain(x, gamma, beta, { eps: BN_EPS, relu });
+    try {
+      if (updates) {
+        const m = BN_MOMENTUM;
+        updates.set(`${spec.name}.running_mean`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningMean, 1 - m), tf.mul(mean, m)))));
+        updates.set(`${spec.name}.running_var`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningVar, 1 - m), tf.mul(variance, m * n / (n - 1))))));
+      }
+    } finally {
+      tf.dispose([mean, variance]);
     }
-    const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, BN_EPS)));
-    return tf.add(tf.mul(centred, scale), beta);
+    return y;
   }
 }
 

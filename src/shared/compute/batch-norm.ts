@@ -1,0 +1,97 @@
+/**
+ * Training-mode BatchNorm (+ optional ReLU) as one differentiable op with a hand-written gradient
+ * (`tf.customGrad`): on the `wasm` backend it runs the fused JavaScript kernels of `kernels/batch-norm.ts`; on any
+ * other backend the same formulas as a few tfjs ops. Either way the gradient tape holds only x, y and the per-channel
+ * statistics instead of every intermediate of the textbook composition.
+ *
+ * Formulas and sources: see `kernels/batch-norm.ts` (Ioffe & Szegedy 2015; PyTorch `BatchNorm2d` conventions:
+ * normalisation with the biased batch variance).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { TrainerError } from '../errors.js';
+import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from './kernels/batch-norm.js';
+
+/** Options of {@link batchNormTrain}; all optional. */
+export interface BatchNormTrainOptions {
+  /** Added to the variance, > 0. */
+  readonly eps?: number;
+  /** Apply a ReLU to the output (fused: one less full-size tensor and op). */
+  readonly relu?: boolean;
+}
+
+/** Defaults of {@link BatchNormTrainOptions}: PyTorch's eps 1e-5, no ReLU. */
+export const DEFAULT_BATCH_NORM_TRAIN: Readonly<Required<BatchNormTrainOptions>> = Object.freeze({ eps: 1e-5, relu: false });
+
+/** Output of {@link batchNormTrain}. */
+export interface BatchNormTrainResult<T extends tf.Tensor> {
+  /** Normalised (and ReLU-ed) output, same shape as x, float32. */
+  readonly y: T;
+  /** Batch mean per channel `[C] float32`, `tf.keep`-ed (the caller disposes it); no gradient flows through it. */
+  readonly mean: tf.Tensor1D;
+  /** Biased batch variance per channel `[C] float32`, `tf.keep`-ed (the caller disposes it); no gradient. */
+  readonly variance: tf.Tensor1D;
+}
+
+function fusedAvailable(): boolean {
+  const name = tf.getBackend();
+  return tf.getKernel(BN_TRAIN_KERNEL, name) !== undefined && tf.getKernel(BN_TRAIN_GRAD_KERNEL, name) !== undefined;
+}
+
+function forwardOps(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, a: BatchNormTrainAttrs): tf.Tensor[] {
+  const axes = x.shape.map((_, i) => i).slice(0, -1);
+  const mean = tf.mean(x, axes);
+  const centred = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(centred), axes);
+  const y = tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, a.eps)))), beta);
+  return [a.relu ? tf.relu(y) : y, mean, variance];
+}
+
+function backwardOps(saved: tf.Tensor[], dy: tf.Tensor, a: BatchNormTrainAttrs): tf.Tensor[] {
+  const [x, y, gamma, mean, variance] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D];
+  const axes = x.shape.map((_, i) => i).slice(0, -1);
+  const p = x.size / gamma.size;
+  const d = a.relu ? tf.mul(dy, tf.cast(tf.greater(y, 0), 'float32')) : dy;
+  const invStd = tf.rsqrt(tf.add(variance, a.eps));
+  const xHat = tf.mul(tf.sub(x, mean), invStd);
+  const dBeta = tf.sum(d, axes);
+  const dGamma = tf.sum(tf.mul(d, xHat), axes);
+  const inner = tf.sub(tf.sub(d, tf.div(dBeta, p)), tf.mul(xHat, tf.div(dGamma, p)));
+  return [tf.mul(inner, tf.mul(gamma, invStd)), dGamma, dBeta];
+}
+
+/**
+ * Training-mode BatchNorm over all axes but the last: `y = γ·(x − mean)/√(var + eps) + β` with the batch mean and
+ * biased batch variance, then `max(y, 0)` when `relu`. Differentiable w.r.t. x, γ and β with the fused gradient.
+ *
+ * @param x - `[batch, height, width, C] float32, NHWC` (any rank ≥ 2 with channels last)
+ * @param gamma - `[C] float32`; @param beta - `[C] float32`
+ * @throws TrainerError ERR_DATA when there is only one value per channel; ERR_BAD_CONFIG on eps ≤ 0
+ */
+export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D,
+  options: BatchNormTrainOptions = {}): BatchNormTrainResult<T> {
+  const attrs: BatchNormTrainAttrs = { ...DEFAULT_BATCH_NORM_TRAIN, ...options };
+  if (!(attrs.eps > 0)) throw new TrainerError('ERR_BAD_CONFIG', `BatchNorm eps must be > 0, got ${attrs.eps}`);
+  if (x.size / (x.shape[x.rank - 1] ?? 1) < 2) {
+    throw new TrainerError('ERR_DATA', `training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
+  }
+  const fused = fusedAvailable();
+  const named = attrs as unknown as tf.NamedAttrMap;
+  let stats: tf.Tensor[] = [];
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [y, mean, variance] = fused
+      ? tf.engine().runKernel(BN_TRAIN_KERNEL, { x: xs, gamma: g, beta: b }, named) as tf.Tensor[]
+      : forwardOps(xs, g as tf.Tensor1D, b as tf.Tensor1D, attrs);
+    save([xs, y!, g, mean!, variance!]);
+    stats = [tf.keep(mean!), tf.keep(variance!)];
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] => {
+      if (!fused) return backwardOps(saved, dy, attrs);
+      const [sx, sy, sg, sm, sv] = saved;
+      return tf.engine().runKernel(BN_TRAIN_GRAD_KERNEL,
+        { x: sx!, y: sy!, dy, gamma: sg!, mean: sm!, variance: sv! }, named) as tf.Tensor[];
+    };
+    return { value: y!, gradFunc };
+  });
+  const y = op(x, gamma, beta) as T;
+  return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
+}

@@ -1,0 +1,130 @@
+/**
+ * The fused training-mode BatchNorm op (`batchNormTrain`): its WASM kernels and its tfjs-op fallback against the
+ * textbook composition differentiated by tfjs's autodiff on the reference `cpu` backend.
+ *
+ * Metric: relative error = max|actual − expected| / max|expected| (float32 both sides), tolerance 1e-4. The loss
+ * is Σ y·w with fixed random weights w, so dy is not constant (Σ y alone has dx ≡ 0 through a BatchNorm).
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../../../src/shared/compute/backend.js';
+import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+
+const EPS = 1e-5;
+
+/** Deterministic values in [−0.5, 0.5) (32-bit LCG, Numerical Recipes constants). */
+function lcg(size: number, seed: number): Float32Array {
+  const out = new Float32Array(size);
+  let s = seed >>> 0;
+  for (let i = 0; i < size; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}
+
+function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  assert.equal(actual.length, expected.length, 'element count');
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  assert.ok(scale > 0, 'reference is all zeros: the comparison would be vacuous');
+  return diff / scale;
+}
+
+const SHAPE: [number, number, number, number] = [3, 5, 4, 8];
+
+/** x (offset by +3 so that centring matters), γ, β and the loss weights. */
+function inputs(): { x: tf.Tensor4D; gamma: tf.Tensor1D; beta: tf.Tensor1D; w: tf.Tensor4D } {
+  const c = SHAPE[3];
+  return {
+    x: tf.add(tf.tensor4d(lcg(tf.util.sizeFromShape(SHAPE), 1), SHAPE), 3),
+    gamma: tf.add(tf.tensor1d(lcg(c, 2)), 1),
+    beta: tf.tensor1d(lcg(c, 3)),
+    w: tf.tensor4d(lcg(tf.util.sizeFromShape(SHAPE), 4), SHAPE),
+  };
+}
+
+/** Reference: PyTorch's training-mode formula as plain tfjs ops, differentiated by autodiff. Returns 6 arrays. */
+function reference(relu: boolean): tf.Tensor[] {
+  const { x, gamma, beta, w } = inputs();
+  const f = (xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+    const mean = tf.mean(xs, [0, 1, 2]);
+    const variance = tf.mean(tf.square(tf.sub(xs, mean)), [0, 1, 2]);
+    const y = tf.add(tf.mul(tf.div(tf.sub(xs, mean), tf.sqrt(tf.add(variance, EPS))), g), b);
+    return relu ? tf.relu(y) : y;
+  };
+  const grads = tf.grads((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(xs, g, b), w)));
+  const mean = tf.mean(x, [0, 1, 2]);
+  return [f(x, gamma, beta), mean, tf.mean(tf.square(tf.sub(x, mean)), [0, 1, 2]), ...grads([x, gamma, beta])];
+}
+
+/** The op under test: [y, mean, variance, dx, dγ, dβ]. */
+function fused(relu: boolean): tf.Tensor[] {
+  const { x, gamma, beta, w } = inputs();
+  let stats: tf.Tensor[] = [];
+  const grads = tf.grads((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
+    const r = batchNormTrain(xs, g as tf.Tensor1D, b as tf.Tensor1D, { eps: EPS, relu });
+    stats = [tf.keep(tf.clone(r.y)), r.mean, r.variance]; // y itself is freed with the gradient scope
+    return tf.sum(tf.mul(r.y, w));
+  });
+  const g = grads([x, gamma, beta]);
+  const out = [...stats.map((t) => tf.clone(t)), ...g];
+  tf.dispose(stats); // kept tensors: mean and variance by the op, the y copy above
+  return out;
+}
+
+async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(name);
+  const outs = tf.tidy(fn);
+  const values = outs.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(outs);
+  return values;
+}
+
+const NAMES = ['y', 'mean', 'variance', 'dx', 'dgamma', 'dbeta'];
+
+before(async () => {
+  await import('@tensorflow/tfjs-backend-cpu');
+  await initBackend('wasm');
+});
+
+for (const relu of [false, true]) {
+  for (const backend of ['wasm', 'cpu']) {
+    const path = backend === 'wasm' ? 'fused wasm kernels' : 'tfjs-op fallback';
+    test(`batchNormTrain${relu ? ' + ReLU' : ''} (${path}) matches autodiff on cpu ≤ 1e-4`, async () => {
+      const expected = await on('cpu', () => reference(relu));
+      const actual = await on(backend, () => fused(relu));
+      for (let i = 0; i < NAMES.length; i++) {
+        const err = relError(actual[i]!, expected[i]!);
+        assert.ok(err <= 1e-4, `${NAMES[i]}: relative error ${err.toExponential(2)} > 1e-4`);
+      }
+      if (relu) assert.ok(actual[0]!.some((v) => v === 0), 'the ReLU case must clip some outputs');
+    });
+  }
+}
+
+test('repeated gradients through batchNormTrain leak neither tensors nor wasm buffers', async () => {
+  await tf.setBackend('wasm');
+  const backend = tf.backend() as tf.KernelBackend & { numDataIds(): number };
+  tf.dispose(tf.tidy(() => fused(true)));
+  const tensors = tf.memory().numTensors;
+  const dataIds = backend.numDataIds();
+  for (let i = 0; i < 3; i++) tf.dispose(tf.tidy(() => fused(true)));
+  assert.equal(tf.memory().numTensors, tensors, 'engine tensors');
+  assert.equal(backend.numDataIds(), dataIds, 'wasm data ids');
+});
+
+test('one value per channel is refused with ERR_DATA', async () => {
+  for (const name of ['wasm', 'cpu']) {
+    await tf.setBackend(name);
+    tf.tidy(() => assert.throws(() => batchNormTrain(tf.ones([1, 1, 1, 4]), tf.ones([4]), tf.zeros([4])),
+      (err: unknown) => isTrainerError(err, 'ERR_DATA')));
+  }
+});
