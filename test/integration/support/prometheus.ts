@@ -2,8 +2,7 @@
  * A real Prometheus for integration tests: started on loopback with a unique port, a temporary storage folder and
  * a generated config that scrapes one given target every second; queried through its HTTP API.
  *
- * The target is any `http://host:port/path` URL: today a `MetricsServer` fed by a stand-in loop, later the
- * coordinator of a real 2-worker run.
+ * The target is any `http://host:port/path` URL, e.g. the `/metrics` of a real `coordinator` run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -68,6 +67,13 @@ export interface PromSample {
   readonly metric: Record<string, string>;
   /** `[unix seconds, "value"]` as the API returns it. */
   readonly value: [number, string];
+}
+
+/** One series of a range-query result. */
+export interface PromSeries {
+  readonly metric: Record<string, string>;
+  /** `[unix seconds, "value"]` pairs, one per evaluation step where the series has a value. */
+  readonly values: [number, string][];
 }
 
 /** The config Prometheus runs with: one job, one target. */
@@ -169,6 +175,26 @@ export class PrometheusHarness {
     if (resultType === 'scalar') return [{ metric: {}, value: result as [number, string] }];
     if (resultType !== 'vector') throw new Error(`query ${expr} returned a ${resultType}, expected a vector`);
     return result as PromSample[];
+  }
+
+  /**
+   * Runs a range query (`/api/v1/query_range`), as a Grafana panel does over its time range.
+   * @param startS - range start, unix seconds
+   * @param endS - range end, unix seconds
+   * @param stepS - evaluation step, seconds > 0
+   * @returns the result matrix
+   * @throws Error with Prometheus's error text when the query is rejected
+   */
+  async queryRange(expr: string, startS: number, endS: number, stepS = 1): Promise<PromSeries[]> {
+    const res = await fetch(`${this.baseUrl}/api/v1/query_range`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ query: expr, start: String(startS), end: String(endS), step: String(stepS) }),
+    });
+    const body = (await res.json()) as { status: string; error?: string; data?: { resultType: string; result: unknown } };
+    if (body.status !== 'success' || !body.data) throw new Error(`range query rejected: ${expr}: ${body.error ?? res.status}`);
+    if (body.data.resultType !== 'matrix') throw new Error(`range query ${expr} returned a ${body.data.resultType}, expected a matrix`);
+    return body.data.result as PromSeries[];
   }
 
   /** Stops Prometheus (SIGTERM, then SIGKILL after 5 s) and deletes its storage; idempotent. */
