@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import * as zmq from 'zeromq';
 import type { AllReducer } from '../shared/allreduce/types.js';
@@ -42,6 +43,23 @@ export interface WorkerOptions {
   readonly log: (line: string) => void;
 }
 
+/**
+ * Where this worker finds the run's items: `--data` (as the coordinator's `--data`: the folder of images or one
+ * holding `images/`), else the coordinator's own root. Checked on the first item, so a wrong folder fails the
+ * setup with a clear error instead of training on skipped files.
+ * @throws TrainerError ERR_DATA naming the folders tried and the missing item
+ */
+export function localDataRoot(given: string | null, setup: Pick<RunSetup, 'dataRoot' | 'paths'>): string {
+  const candidates = given === null ? [resolve(setup.dataRoot)] : [resolve(given), resolve(given, 'images')];
+  const first = setup.paths[0];
+  if (first === undefined) return candidates[0]!;
+  const found = candidates.find((dir) => existsSync(join(dir, first)));
+  if (found === undefined) {
+    throw new TrainerError('ERR_DATA', `worker ${given === null ? 'data root (the coordinator\'s)' : `--data ${given}`}: item ${first} not found in ${candidates.join(' or ')}; pass --data <this machine's copy of the coordinator's data folder>`);
+  }
+  return found;
+}
+
 /** A worker process's main actor; `run()` resolves with the exit code when the coordinator says shutdown. */
 export class Worker {
   private readonly id = randomBytes(8).toString('hex');
@@ -58,6 +76,8 @@ export class Worker {
   private trainer: WorkerTrainer | null = null;
   private closed = false;
   private inFlightStep: number | null = null;
+  /** A BatchNorm sync (an all-reduce) is running: a new ring (`welcome`) must interrupt it too. */
+  private inFlightSync = false;
 
   constructor(private readonly o: WorkerOptions) {
     this.socket.routingId = this.id;
@@ -119,7 +139,7 @@ export class Worker {
         refused = `coordinator refused this worker: ${msg.code}: ${msg.message}`;
         break;
       }
-      if ((msg.type === 'abort' && this.inFlightStep === msg.step) || (msg.type === 'welcome' && this.inFlightStep !== null)) {
+      if ((msg.type === 'abort' && this.inFlightStep === msg.step) || (msg.type === 'welcome' && (this.inFlightStep !== null || this.inFlightSync))) {
         this.reducer().abort(`${msg.type} from the coordinator`);
       }
       if (msg.type === 'shutdown') {
@@ -141,6 +161,7 @@ export class Worker {
   private async process(msg: Message, frames: readonly Buffer[]): Promise<void> {
     try {
       if (msg.type === 'step') this.inFlightStep = msg.step;
+      if (msg.type === 'sync-bn') this.inFlightSync = true;
       await this.handle(msg, frames);
     } catch (err) {
       const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
@@ -149,6 +170,7 @@ export class Worker {
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
     } finally {
       if (msg.type === 'step') this.inFlightStep = null;
+      if (msg.type === 'sync-bn') this.inFlightSync = false;
     }
   }
 
@@ -230,7 +252,7 @@ export class Worker {
   private async onSetup(frame: Buffer): Promise<void> {
     const setup = decodeRunSetup(frame);
     this.setup = setup;
-    const dataRoot = resolve(this.o.dataRoot ?? setup.dataRoot);
+    const dataRoot = localDataRoot(this.o.dataRoot, setup);
     const threads = setup.threads > 0 ? setup.threads : Math.max(1, Math.min(2, availableParallelism() - 1));
     this.pool = new ImagePool({ threads });
     this.pool.start();

@@ -2,7 +2,7 @@
  * The single-process reference of a distributed run (not a test file itself): one {@link Replica} that replays,
  * step by step, exactly what W workers compute together — for each global step, the micro-batch of every rank r
  * (items from `plan.ts`'s `microBatchItems`, the same augmented pixels, the same dropout seed as
- * `src/worker/trainer.ts`), their mean gradient (what the ring's average produces), then the AdamW step with the
+ * `src/worker/trainer.ts`), their mean gradient summed in the ring's order ({@link ringAverage}), then the AdamW step with the
  * coordinator's `stepHyper`. BatchNorm running statistics are those of rank 0 (only its micro-batches update
  * them), because the coordinator broadcasts rank 0's statistics before validation and checkpoints.
  */
@@ -13,7 +13,9 @@ import { hashSeed } from '../../src/shared/data/rng.js';
 import { shardPlan } from '../../src/shared/data/shard.js';
 import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
 import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
+import { chunkBounds } from '../../src/shared/allreduce/ring-schedule.js';
 import { epochOrder, microBatchItems, planStages, stepHyper } from '../../src/shared/plan.js';
+import { bucketRanges } from '../../src/worker/trainer.js';
 
 /** Result of the reference: final state and the validation of the last epoch. */
 export interface ReferenceResult {
@@ -64,10 +66,33 @@ async function validate(replica: Replica, data: DataBunch, pool: ImagePool, size
 }
 
 /**
+ * The mean of the ranks' gradients summed in the ring's order (`ring-schedule.ts`): each bucket is split in W
+ * chunks; chunk c is summed in float32 along the ring starting at rank c (g_c + g_{c+1} + … mod W), then divided by
+ * W. Float32 addition is not associative, and AdamW turns tiny differences of near-zero gradients into steps of
+ * ≈ lr, so the reference must add in the same order to be comparable at 1e-6 (a plain g_0 + g_1 + g_2 differs by
+ * O(1) in some BatchNorm biases after 4 steps at 32 px, batch 2: measured).
+ */
+export function ringAverage(grads: readonly Float32Array[], buckets: ReadonlyArray<readonly [number, number]>): Float32Array {
+  const w = grads.length;
+  const out = new Float32Array(grads[0]!.length);
+  for (const [start, end] of buckets) {
+    for (let c = 0; c < w; c++) {
+      const { start: s, end: e } = chunkBounds(end - start, w, c);
+      for (let i = start + s; i < start + e; i++) {
+        let acc = grads[c]![i]!;
+        for (let j = 1; j < w; j++) acc = Math.fround(acc + grads[(c + j) % w]![i]!);
+        out[i] = Math.fround(acc / w);
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Replays a one-stage run of `worldSize` workers in this process (stage 0 only, accum 1, lr scale none).
  * @param input - the run's configuration as given to the coordinator (flags and config file fields)
  */
-export async function referenceRun(input: RunConfigInput, worldSize: number, pool: ImagePool): Promise<ReferenceResult> {
+export async function referenceRun(input: RunConfigInput, worldSize: number, pool: ImagePool, bucketBytes = 25_000_000): Promise<ReferenceResult> {
   const c = resolveRunConfig(input, { runDir: 'unused' });
   const data = await createDataBunch({
     data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, split: c.split, validPct: c.validPct, seed: c.seed, verify: true,
@@ -80,14 +105,16 @@ export async function referenceRun(input: RunConfigInput, worldSize: number, poo
       const epoch = Math.floor(k / stage!.stepsPerEpoch);
       const order = epochOrder(data.train.length, c.seed, epoch);
       let rank0: ReplicaState | null = null;
+      const perRank: Float32Array[] = [];
       for (let r = 0; r < worldSize; r++) {
         const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, accumIndex: 0, rank: r, worldSize, bs: c.bs, accum: 1 });
         const b = await render(data, pool, indices, c.size, c.seed, epoch);
         // Dropout seed as in WorkerTrainer.step: hashSeed(seed, global step, rank, accumulation index).
         replica.accumulate(b.x, b.y, b.valid, hashSeed(c.seed, k, r, 0));
+        perRank.push(replica.takeGradients());
         if (r === 0) rank0 = await replica.exportState();
       }
-      const grads = replica.takeGradients();
+      const grads = ringAverage(perRank, bucketRanges(replica.gradientLayout(), bucketBytes));
       replica.importState(withStats(await replica.exportState(), rank0!));
       replica.applyGradients(grads, stepHyper(stage!, k));
     }

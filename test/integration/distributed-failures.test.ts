@@ -1,0 +1,84 @@
+// Failure modes of the distributed runtime, with real processes on loopback: ports in use, an unreachable
+// coordinator, a coordinator of another protocol version, and replicas that stop being bit-identical (the
+// checksum compared at every epoch-end checkpoint must stop the run with a clear error).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import * as zmq from 'zeromq';
+import { PROTOCOL_VERSION, decode } from '../../src/shared/protocol.js';
+import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
+
+let dataDir: string, tmp: string;
+
+before(() => {
+  dataDir = makePhotoDir(4, 5);
+  tmp = mkdtempSync(join(tmpdir(), 'dist-fail-'));
+});
+
+after(async () => {
+  await killAll();
+  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A TCP server holding a loopback port. */
+async function holdPort(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = net.createServer();
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  const { port } = server.address() as net.AddressInfo;
+  return { port, close: () => new Promise((res) => server.close(() => res())) };
+}
+
+test('ports in use: the coordinator and a worker say ERR_PORT_IN_USE, name the address and exit non-zero', { timeout: 120_000 }, async () => {
+  const held = await holdPort();
+  try {
+    const flags = tinyRunFlags(dataDir, join(tmp, 'busy'), ['--workers', '0', '--expect', '1']).map((f) => (f === 'tcp://127.0.0.1:0' ? `tcp://127.0.0.1:${held.port}` : f));
+    const coord = startProc('coordinator', flags);
+    const worker = startProc('worker', ['--connect', 'tcp://127.0.0.1:1', '--backend', 'wasm', '--data-bind', `tcp://127.0.0.1:${held.port}`]);
+    assert.equal(await coord.exited, 1, coord.output());
+    assert.match(coord.output(), new RegExp(`ERR_PORT_IN_USE: --bind tcp://127.0.0.1:${held.port}: the port is already in use`));
+    assert.equal(await worker.exited, 1, worker.output());
+    assert.match(worker.output(), new RegExp(`ERR_PORT_IN_USE: cannot bind data plane on tcp://127.0.0.1:${held.port}`));
+  } finally {
+    await held.close();
+  }
+});
+
+test('an unreachable coordinator: the worker exits with code 3 after its heartbeat timeout and says why', { timeout: 60_000 }, async () => {
+  const held = await holdPort();
+  await held.close();
+  const started = Date.now();
+  const worker = startProc('worker', ['--connect', `tcp://127.0.0.1:${held.port}`, '--backend', 'wasm', '--heartbeat-interval-ms', '200', '--heartbeat-timeout-ms', '1500']);
+  assert.equal(await worker.exited, 3, worker.output());
+  assert.ok(Date.now() - started >= 1500, 'not before the timeout');
+  assert.match(worker.output(), new RegExp(`ERR_WORKER_LOST: coordinator never answered \\(is it running and reachable at tcp://127.0.0.1:${held.port}\\?`));
+});
+
+test('a coordinator of another protocol version: the worker prints its refusal and exits 1', { timeout: 60_000 }, async () => {
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind('tcp://127.0.0.1:*');
+  const worker = startProc('worker', ['--connect', router.lastEndpoint!, '--backend', 'wasm', '--heartbeat-timeout-ms', '20000']);
+  const packr = new Packr({ useRecords: false });
+  const message = `protocol version mismatch: this coordinator speaks v${PROTOCOL_VERSION + 1}, the worker sent v${PROTOCOL_VERSION}`;
+  for (;;) {
+    const [id, head] = await router.receive();
+    if (id!.toString().endsWith('/hb')) continue;
+    assert.equal(decode([head!]).message.type, 'hello');
+    await router.send([id!, packr.pack({ v: PROTOCOL_VERSION + 1, type: 'error', code: 'ERR_PROTOCOL', message, rank: -1, futureField: [1, 2] })]);
+    break;
+  }
+  assert.equal(await worker.exited, 1, worker.output());
+  router.close();
+  assert.match(worker.output(), new RegExp(`coordinator refused this worker: ERR_PROTOCOL: ${message}`));
+});
+
+test('replicas that diverge (chaos hook on rank 1) stop the run at the epoch-end checksum with ERR_REPLICA_MISMATCH', { timeout: 180_000 }, async () => {
+  const coord = startProc('coordinator', tinyRunFlags(dataDir, join(tmp, 'diverge'), ['--workers', '2', '--epochs', '1', '--no-lr-find', '--fine-tune-epochs', '1']), { TRAINER_TEST_DIVERGE_RANK: '1' });
+  assert.equal(await coord.exited, 1, coord.output().slice(-3000));
+  assert.match(coord.output(), /ERR_REPLICA_MISMATCH: replica checksums differ at step \d+: [0-9a-f]{64}, [0-9a-f]{64}; stopping/);
+  assert.doesNotMatch(coord.output(), /saved .*stage-1/, 'nothing is saved from diverged replicas');
+});

@@ -1,0 +1,73 @@
+// `coordinator --workers 0 --expect 3 --curve-keys <dir>` waits for 3 remote workers that the test starts with
+// `worker --connect … --data … --curve-server-key <key>`; a worker without the key cannot join (the CURVE handshake
+// fails, so it never hears from the coordinator and exits after its heartbeat timeout). The 3-worker run must
+// equal the single-process replay of the same global batches (see distributed-reference.ts).
+// Tolerances as in distributed-correctness.test.ts: weights ≤ 1e-6 relative per tensor, valid loss ≤ 1e-5
+// relative, error rate exact.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initBackend } from '../../src/shared/compute/backend.js';
+import { loadLatestCheckpoint } from '../../src/shared/checkpoint.js';
+import { ImagePool } from '../../src/shared/data/pool.js';
+import { decodeReplicaState } from '../../src/shared/learner/state-codec.js';
+import { CURVE_KEY_FILES } from '../../src/coordinator/control.js';
+import type { CheckpointMeta } from '../../src/coordinator/checkpoints.js';
+import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
+import { referenceRun } from './distributed-reference.js';
+import { maxRelativeDiff } from './distributed-compare.js';
+
+const STAGES = [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(1e-3,1e-2)', frozen: false }];
+let dataDir: string, tmp: string, pool: ImagePool;
+
+before(async () => {
+  await initBackend('wasm');
+  // 5 breeds × 7 photos = 35 items: 28 train (4 global steps of 3 × 2), 7 valid: 3 ranks × 3 with 2 padded
+  // items that must not be counted twice.
+  dataDir = makePhotoDir(5, 7);
+  tmp = mkdtempSync(join(tmpdir(), 'dist-remote-'));
+  pool = new ImagePool({ threads: 1 });
+  pool.start();
+});
+
+after(async () => {
+  await killAll();
+  await pool.close();
+  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+test('--workers 0 --expect 3 with CURVE: keyed remote workers join and train exactly, a worker without the key cannot join', { timeout: 240_000 }, async (t) => {
+  const runDir = join(tmp, 'run3');
+  const keys = join(tmp, 'keys');
+  const cfg = join(tmp, 'stages.json');
+  writeFileSync(cfg, JSON.stringify({ stages: STAGES }));
+  const coord = startProc('coordinator', tinyRunFlags(dataDir, runDir, ['--workers', '0', '--expect', '3', '--config', cfg, '--curve-keys', keys]));
+  const key = (await coord.waitFor(/--curve-server-key '(\S{40})'/, 60_000))[1]!;
+  const endpoint = (await coord.waitFor(/coordinator listening on (tcp:\/\/\S+);/, 60_000))[1]!;
+  for (const f of Object.values(CURVE_KEY_FILES)) assert.equal(statSync(join(keys, f)).mode & 0o777, 0o600, f);
+
+  const common = ['--connect', endpoint, '--data', dataDir, '--backend', 'wasm', '--heartbeat-interval-ms', '500'];
+  const intruder = startProc('worker', [...common, '--heartbeat-timeout-ms', '3000']);
+  const workers = [0, 1, 2].map(() => startProc('worker', [...common, '--heartbeat-timeout-ms', '20000', '--curve-server-key', key]));
+  assert.equal(await intruder.exited, 3, intruder.output());
+  assert.match(intruder.output(), /ERR_WORKER_LOST: coordinator never answered .*--curve-server-key/);
+
+  const code = await coord.exited;
+  const out = coord.output();
+  assert.equal(code, 0, out.slice(-4000));
+  assert.equal((out.match(/worker joined:/g) ?? []).length, 3, 'only the 3 keyed workers joined');
+  for (const w of workers) assert.equal(await w.exited, 0, w.output().slice(-2000));
+
+  const ref = await referenceRun({ data: dataDir, arch: 'resnet10', size: 32, bs: 2, pretrained: 'none', stages: STAGES }, 3, pool);
+  const ckpt = loadLatestCheckpoint<CheckpointMeta>(runDir)!;
+  const diff = maxRelativeDiff(decodeReplicaState(ckpt.files.get('state.safetensors')!), ref.state);
+  const row = ckpt.manifest.meta.history.stages[0]!.epochs[0]!;
+  t.diagnostic(`${ref.steps} steps; max relative weight difference ${diff.worst.toExponential(2)} (${diff.name}); valid loss ${row.validLoss} vs ${ref.validLoss}`);
+  assert.ok(ref.steps >= 3, `steps ${ref.steps}`);
+  assert.ok(diff.worst <= 1e-6, `max relative difference ${diff.worst} in ${diff.name}`);
+  assert.ok(Math.abs(row.validLoss - ref.validLoss) <= 1e-5 * ref.validLoss, `valid loss ${row.validLoss} vs ${ref.validLoss}`);
+  assert.equal(row.errorRate, ref.errorRate);
+});
