@@ -70,6 +70,7 @@ export class Worker {
   private rank = -1;
   private worldSize = 0;
   private generation = -1;
+  private peers: string[] = [];
   private setup: RunSetup | null = null;
   private replica: Replica | null = null;
   private pool: ImagePool | null = null;
@@ -191,6 +192,7 @@ export class Worker {
         this.worldSize = msg.worldSize;
         this.generation = msg.generation;
         this.heartbeat.setRank(msg.rank);
+        this.peers = msg.ring.map((m) => m.dataAddress);
         await this.ring!.reconfigure({ peers: msg.ring.map((m) => m.dataAddress), rank: msg.rank, generation: msg.generation });
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
         this.trainer?.abort(this.trainer.pendingStep ?? -1);
@@ -249,9 +251,33 @@ export class Worker {
     this.replica.importState({ ...state, tensors: [{ ...first!, data }, ...rest] });
   }
 
+  /**
+   * Rebuilds the ring on the same data-plane address when the run's wire dtype (`--allreduce-dtype`) differs
+   * from the one it was started with (the address was announced in `hello`, before the setup was known). Peers'
+   * PUSH sockets reconnect by themselves; nothing flows on the data plane during setup.
+   */
+  private async useWireDtype(dtype: RunSetup['allreduceDtype']): Promise<void> {
+    if (this.ring === null || this.ring.dtype === dtype) return;
+    const bindAddress = this.ring.address;
+    await this.ring.close();
+    this.ring = new RingAllReduce({ bindAddress, dtype, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
+    // libzmq releases the old socket's port asynchronously: retry the bind for up to 5 s.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.ring.start();
+        break;
+      } catch (err) {
+        if (!isTrainerError(err, 'ERR_PORT_IN_USE') || attempt >= 100) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    if (this.generation >= 0) await this.ring.reconfigure({ peers: this.peers, rank: this.rank, generation: this.generation });
+  }
+
   private async onSetup(frame: Buffer): Promise<void> {
     const setup = decodeRunSetup(frame);
     this.setup = setup;
+    await this.useWireDtype(setup.allreduceDtype);
     const dataRoot = localDataRoot(this.o.dataRoot, setup);
     const threads = setup.threads > 0 ? setup.threads : Math.max(1, Math.min(2, availableParallelism() - 1));
     this.pool = new ImagePool({ threads });
