@@ -639,7 +639,8 @@ export function peekHeader(parts: readonly Uint8Array[]): HeaderPeek | null {
   } catch {
     return null;
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  const proto: unknown = typeof raw === 'object' && raw !== null ? Object.getPrototypeOf(raw) : undefined;
+  if (proto !== Object.prototype && proto !== null) return null;
   const h = raw as Header;
   const text = (x: unknown): string | null => (typeof x === 'string' ? x.slice(0, MAX_STRING_LENGTH) : null);
   return { v: h.v, type: h.type, code: h.type === 'error' ? text(h.code) : null, message: h.type === 'error' ? text(h.message) : null };

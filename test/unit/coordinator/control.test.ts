@@ -1,0 +1,75 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import * as zmq from 'zeromq';
+import { CURVE_KEY_FILES, ControlServer, loadOrCreateCurveKeys } from '../../../src/coordinator/control.js';
+import { isTrainerError } from '../../../src/shared/errors.js';
+import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/shared/protocol.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'control-test-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const HELLO = { type: 'hello', rankRequest: null, dataAddress: 'tcp://127.0.0.1:1', pid: 7, host: 'h', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } } as const;
+
+test('CURVE keys: created once with mode 0600 (directory 0700), loaded again unchanged; corrupt files are ERR_BAD_FLAG', () => {
+  const keysDir = join(dir, 'keys');
+  const a = loadOrCreateCurveKeys(keysDir);
+  assert.match(a.publicKey, /^\S{40}$/);
+  assert.notEqual(a.publicKey, a.secretKey);
+  assert.equal(statSync(keysDir).mode & 0o777, 0o700);
+  for (const f of Object.values(CURVE_KEY_FILES)) assert.equal(statSync(join(keysDir, f)).mode & 0o777, 0o600, f);
+  assert.deepEqual(loadOrCreateCurveKeys(keysDir), a);
+  writeFileSync(join(keysDir, CURVE_KEY_FILES.secretKey), 'short');
+  assert.throws(() => loadOrCreateCurveKeys(keysDir), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /40-character Z85 key/.test(e.message));
+});
+
+test('peekHeader reads {v, type} and an error\'s text from any version, null for non-maps', () => {
+  const packr = new Packr({ useRecords: false });
+  assert.deepEqual(peekHeader([packr.pack({ v: 9, type: 'error', code: 'ERR_X', message: 'm', extra: 1 })]), { v: 9, type: 'error', code: 'ERR_X', message: 'm' });
+  assert.deepEqual(peekHeader(encode({ type: 'shutdown', reason: 'r' })), { v: PROTOCOL_VERSION, type: 'shutdown', code: null, message: null });
+  assert.equal(peekHeader([Buffer.from([0xc1])]), null);
+  assert.equal(peekHeader([packr.pack([1, 2])]), null);
+  assert.equal(peekHeader([]), null);
+});
+
+test('ROUTER: garbage is counted and logged, a hello of another version is answered with a readable error, a good hello joins', async () => {
+  const lines: string[] = [];
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, log: (l) => lines.push(l) });
+  const endpoint = await server.start();
+  const client = new zmq.Dealer({ linger: 0, routingId: 'w1', receiveTimeout: 5000 });
+  try {
+    client.connect(endpoint);
+    const packr = new Packr({ useRecords: false });
+    await client.send([Buffer.from('garbage')]);
+    await client.send([packr.pack({ v: PROTOCOL_VERSION + 1, ...HELLO })]);
+    const [reply] = await client.receive();
+    const { message } = decode([reply!]);
+    assert.equal(message.type, 'error');
+    assert.match(message.type === 'error' ? message.message : '', new RegExp(`speaks v${PROTOCOL_VERSION}, the worker sent v${PROTOCOL_VERSION + 1}`));
+    assert.equal(server.rejected, 2);
+    assert.equal(lines.filter((l) => /^rejected a frame from "w1"/.test(l)).length, 2);
+    const joined = new Promise((res) => server.once('hello', res));
+    await client.send(encode(HELLO));
+    await joined;
+    assert.equal(server.all().length, 1);
+  } finally {
+    client.close();
+    server.close();
+    server.close();
+  }
+});
+
+test('a busy port is ERR_PORT_IN_USE naming the endpoint', async () => {
+  const a = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, log: () => {} });
+  const endpoint = await a.start();
+  const b = new ControlServer({ bind: endpoint, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, log: () => {} });
+  try {
+    await assert.rejects(b.start(), (e) => isTrainerError(e, 'ERR_PORT_IN_USE') && e.message.includes(endpoint));
+  } finally {
+    a.close();
+    b.close();
+  }
+});
