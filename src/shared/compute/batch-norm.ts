@@ -17,10 +17,14 @@ export interface BatchNormTrainOptions {
   readonly eps?: number;
   /** Apply a ReLU to the output (fused: one less full-size tensor and op). */
   readonly relu?: boolean;
+  /** Added to the normalised output before the ReLU (a ResNet block's identity branch), shape of x; differentiable. */
+  readonly residual?: tf.Tensor | null;
 }
 
 /** Defaults of {@link BatchNormTrainOptions}: PyTorch's eps 1e-5, no ReLU. */
-export const DEFAULT_BATCH_NORM_TRAIN: Readonly<Required<BatchNormTrainOptions>> = Object.freeze({ eps: 1e-5, relu: false });
+export const DEFAULT_BATCH_NORM_TRAIN: Readonly<Required<BatchNormTrainOptions>> = Object.freeze({
+  eps: 1e-5, relu: false, residual: null,
+});
 
 /** Output of {@link batchNormTrain}. */
 export interface BatchNormTrainResult<T extends tf.Tensor> {
@@ -37,12 +41,13 @@ function fusedAvailable(): boolean {
   return tf.getKernel(BN_TRAIN_KERNEL, name) !== undefined && tf.getKernel(BN_TRAIN_GRAD_KERNEL, name) !== undefined;
 }
 
-function forwardOps(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, a: BatchNormTrainAttrs): tf.Tensor[] {
+function forwardOps(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, a: BatchNormTrainAttrs, r?: tf.Tensor): tf.Tensor[] {
   const axes = x.shape.map((_, i) => i).slice(0, -1);
   const mean = tf.mean(x, axes);
   const centred = tf.sub(x, mean);
   const variance = tf.mean(tf.square(centred), axes);
-  const y = tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, a.eps)))), beta);
+  const normed = tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, a.eps)))), beta);
+  const y = r === undefined ? normed : tf.add(normed, r);
   return [a.relu ? tf.relu(y) : y, mean, variance];
 }
 
@@ -56,33 +61,43 @@ function backwardOps(saved: tf.Tensor[], dy: tf.Tensor, a: BatchNormTrainAttrs):
   const dBeta = tf.sum(d, axes);
   const dGamma = tf.sum(tf.mul(d, xHat), axes);
   const inner = tf.sub(tf.sub(d, tf.div(dBeta, p)), tf.mul(xHat, tf.div(dGamma, p)));
-  return [tf.mul(inner, tf.mul(gamma, invStd)), dGamma, dBeta];
+  const grads = [tf.mul(inner, tf.mul(gamma, invStd)), dGamma, dBeta];
+  return a.residual ? [...grads, d] : grads;
 }
 
 /**
- * Training-mode BatchNorm over all axes but the last: `y = γ·(x − mean)/√(var + eps) + β` with the batch mean and
- * biased batch variance, then `max(y, 0)` when `relu`. Differentiable w.r.t. x, γ and β with the fused gradient.
+ * Training-mode BatchNorm over all axes but the last: `y = γ·(x − mean)/√(var + eps) + β (+ residual)` with the
+ * batch mean and biased batch variance, then `max(y, 0)` when `relu`. Differentiable w.r.t. x, γ, β (and the
+ * residual) with the fused gradient.
  *
  * @param x - `[batch, height, width, C] float32, NHWC` (any rank ≥ 2 with channels last)
  * @param gamma - `[C] float32`; @param beta - `[C] float32`
- * @throws TrainerError ERR_DATA when there is only one value per channel; ERR_BAD_CONFIG on eps ≤ 0
+ * @throws TrainerError ERR_DATA when there is only one value per channel; ERR_BAD_CONFIG on eps ≤ 0;
+ *   ERR_INTERNAL when the residual's shape differs from x's
  */
 export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D,
   options: BatchNormTrainOptions = {}): BatchNormTrainResult<T> {
-  const attrs: BatchNormTrainAttrs = { ...DEFAULT_BATCH_NORM_TRAIN, ...options };
+  const resolved = { ...DEFAULT_BATCH_NORM_TRAIN, ...options };
+  const residual = resolved.residual ?? null;
+  const attrs: BatchNormTrainAttrs = { eps: resolved.eps, relu: resolved.relu, residual: residual !== null };
   if (!(attrs.eps > 0)) throw new TrainerError('ERR_BAD_CONFIG', `BatchNorm eps must be > 0, got ${attrs.eps}`);
   if (x.size / (x.shape[x.rank - 1] ?? 1) < 2) {
     throw new TrainerError('ERR_DATA', `training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
+  }
+  if (residual !== null && !tf.util.arraysEqual(residual.shape, x.shape)) {
+    throw new TrainerError('ERR_INTERNAL', `BatchNorm residual must have the input's shape [${x.shape}], got [${residual.shape}]`);
   }
   const fused = fusedAvailable();
   const named = attrs as unknown as tf.NamedAttrMap;
   let stats: tf.Tensor[] = [];
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [xs, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const save = args.pop() as tf.GradSaveFunc;
+    const [xs, g, b, r] = args as tf.Tensor[];
+    const inputs: tf.NamedTensorMap = r === undefined ? { x: xs!, gamma: g!, beta: b! } : { x: xs!, gamma: g!, beta: b!, residual: r };
     const [y, mean, variance] = fused
-      ? tf.engine().runKernel(BN_TRAIN_KERNEL, { x: xs, gamma: g, beta: b }, named) as tf.Tensor[]
-      : forwardOps(xs, g as tf.Tensor1D, b as tf.Tensor1D, attrs);
-    save([xs, y!, g, mean!, variance!]);
+      ? tf.engine().runKernel(BN_TRAIN_KERNEL, inputs, named) as tf.Tensor[]
+      : forwardOps(xs!, g as tf.Tensor1D, b as tf.Tensor1D, attrs, r);
+    save([xs!, y!, g!, mean!, variance!]);
     stats = [tf.keep(mean!), tf.keep(variance!)];
     const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] => {
       if (!fused) return backwardOps(saved, dy, attrs);
@@ -92,6 +107,6 @@ export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, be
     };
     return { value: y!, gradFunc };
   });
-  const y = op(x, gamma, beta) as T;
+  const y = (residual === null ? op(x, gamma, beta) : op(x, gamma, beta, residual)) as T;
   return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
 }

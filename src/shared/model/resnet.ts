@@ -164,34 +164,39 @@ export class ResNet {
   }
 
   private block(x: tf.Tensor4D, spec: BlockSpec, training: boolean, updates?: BnUpdates): tf.Tensor4D {
-    let h = x;
-    spec.convs.forEach((c, i) => {
-      h = this.bn(this.conv(h, c), spec.bns[i], training, updates, i < spec.convs.length - 1);
-    });
     const identity = spec.downsample
       ? this.bn(this.conv(x, spec.downsample[0]), spec.downsample[1], training, updates)
       : x;
-    return tf.relu(tf.add(h, identity));
+    let h = x;
+    const last = spec.convs.length - 1;
+    // relu(bn(conv) + identity) of the last conv runs as one fused op (same values as the separate add and relu).
+    spec.convs.forEach((c, i) => {
+      h = this.bn(this.conv(h, c), spec.bns[i], training, updates, true, i === last ? identity : null);
+    });
+    return h;
   }
 
   /**
-   * BatchNorm, followed by a ReLU when `relu`. Training mode uses the fused op of `compute/batch-norm.ts` (batch
-   * statistics, hand-written gradient; fused JavaScript kernels on WASM), identical in value to PyTorch's formula.
+   * BatchNorm, plus `residual` when given, then a ReLU when `relu`. Training mode uses the fused op of
+   * `compute/batch-norm.ts` (batch statistics, hand-written gradient; fused JavaScript kernels on WASM), identical
+   * in value to PyTorch's formula.
    */
-  private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates, relu = false): tf.Tensor4D {
+  private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates, relu = false,
+    residual: tf.Tensor4D | null = null): tf.Tensor4D {
     const gamma = this.params.get(`${spec.name}.weight`) as tf.Variable<tf.Rank.R1>;
     const beta = this.params.get(`${spec.name}.bias`) as tf.Variable<tf.Rank.R1>;
     const runningMean = this.buffers.get(`${spec.name}.running_mean`) as tf.Variable<tf.Rank.R1>;
     const runningVar = this.buffers.get(`${spec.name}.running_var`) as tf.Variable<tf.Rank.R1>;
     if (!training) {
-      const y = tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
+      const normed = tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
+      const y: tf.Tensor4D = residual === null ? normed : tf.add(normed, residual);
       return relu ? tf.relu(y) : y;
     }
     const n = x.shape[0] * x.shape[1] * x.shape[2];
     if (n < 2) {
       throw new TrainerError('ERR_DATA', `${spec.name}: training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
     }
-    const { y, mean, variance } = batchNormTrain(x, gamma, beta, { eps: BN_EPS, relu });
+    const { y, mean, variance } = batchNormTrain(x, gamma, beta, { eps: BN_EPS, relu, residual });
     try {
       if (updates) {
         const m = BN_MOMENTUM;

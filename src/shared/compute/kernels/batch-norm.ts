@@ -9,8 +9,8 @@
  * backward form as in PyTorch's `batch_norm_backward` / cuDNN):
  * ```
  * mean = Σx / P,  var = Σ(x − mean)² / P (biased, two passes),  σ⁻¹ = 1/√(var + eps),  x̂ = (x − mean)·σ⁻¹
- * y = γ·x̂ + β, then max(y, 0) when fused with ReLU
- * dy' = dy · [y > 0] (ReLU) or dy;  dβ = Σ dy';  dγ = Σ dy'·x̂;  dx = γ·σ⁻¹·(dy' − dβ/P − x̂·dγ/P)
+ * y = γ·x̂ + β (+ r, the residual branch of a ResNet block, when given), then max(y, 0) when fused with ReLU
+ * dy' = dy · [y > 0] (ReLU) or dy;  dβ = Σ dy';  dγ = Σ dy'·x̂;  dx = γ·σ⁻¹·(dy' − dβ/P − x̂·dγ/P);  dr = dy'
  * ```
  */
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
@@ -28,6 +28,8 @@ export interface BatchNormTrainAttrs {
   readonly eps: number;
   /** Apply (forward) / back-propagate through (backward) a ReLU after the affine map. */
   readonly relu: boolean;
+  /** Forward: a `residual` input is added before the ReLU; backward: also return its gradient. Default false. */
+  readonly residual?: boolean;
 }
 
 function dims(x: TensorInfo, gamma: TensorInfo): [number, number] {
@@ -66,11 +68,19 @@ function moments(x: Float32Array, p: number, c: number): [Float64Array, Float64A
   return [mean, variance];
 }
 
-/** y = (x − centre)·scale + beta, then max(·, 0) (branch-free: (v + |v|)/2 is exact) when `relu`. */
-function normalise(xs: Float32Array, ys: Float32Array, p: number, coef: readonly Float32Array[], relu: boolean): void {
+/** y = (x − centre)·scale + beta + r, then max(·, 0) (branch-free: (v + |v|)/2 is exact) when `relu`. */
+function normalise(xs: Float32Array, ys: Float32Array, p: number, coef: readonly Float32Array[], relu: boolean,
+  r: Float32Array | null): void {
   const [centre, scale, beta] = coef as [Float32Array, Float32Array, Float32Array];
   const c = centre.length;
-  if (relu) {
+  if (r !== null) {
+    for (let o = 0; o < p * c; o += c) {
+      for (let k = 0; k < c; k++) {
+        const v = (xs[o + k]! - centre[k]!) * scale[k]! + beta[k]! + r[o + k]!;
+        ys[o + k] = relu ? (v + Math.abs(v)) * 0.5 : v;
+      }
+    }
+  } else if (relu) {
     for (let o = 0; o < p * c; o += c) {
       for (let k = 0; k < c; k++) {
         const v = (xs[o + k]! - centre[k]!) * scale[k]! + beta[k]!;
@@ -106,13 +116,13 @@ function maskGradient(out: Float32Array, dys: Float32Array, ys: Float32Array): F
 }
 
 /**
- * Forward: inputs `x` [..., C], `gamma` [C], `beta` [C] float32; returns `[y (shape of x), mean [C], variance [C]]`
- * (variance biased, as used for normalising).
+ * Forward: inputs `x` [..., C], `gamma` [C], `beta` [C] and optionally `residual` (shape of x) float32; returns
+ * `[y (shape of x), mean [C], variance [C]]` (variance biased, as used for normalising).
  *
  * @throws TrainerError ERR_DATA with one value per channel; ERR_INTERNAL on a parameter shape mismatch.
  */
 export const batchNormTrainWasm: KernelFunc = ({ inputs, backend, attrs }) => {
-  const { x, gamma, beta } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo };
+  const { x, gamma, beta, residual } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo; residual?: TensorInfo };
   const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
   const [p, c] = dims(x, gamma);
   const scope = new KernelScope(backend as never, 'wasm');
@@ -125,7 +135,7 @@ export const batchNormTrainWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const b = scope.view(beta);
   const centre = Float32Array.from(mean);
   const scale = Float32Array.from({ length: c }, (_, k) => g[k]! / Math.sqrt(variance[k]! + eps));
-  normalise(xs, scope.view(y), p, [centre, scale, b], relu);
+  normalise(xs, scope.view(y), p, [centre, scale, b], relu, residual === undefined ? null : scope.view(residual));
   scope.view(meanOut).set(mean);
   scope.view(varOut).set(variance);
   return [y, meanOut, varOut];
@@ -133,23 +143,24 @@ export const batchNormTrainWasm: KernelFunc = ({ inputs, backend, attrs }) => {
 
 /**
  * Backward: inputs `x`, `y` (the forward output), `dy` [..., C], `gamma`, `mean`, `variance` [C] float32; returns
- * `[dx (shape of x), dgamma [C], dbeta [C]]`.
+ * `[dx (shape of x), dgamma [C], dbeta [C]]`, plus `dresidual` (shape of x) when `attrs.residual`.
  *
  * @throws TrainerError ERR_DATA with one value per channel; ERR_INTERNAL on a parameter shape mismatch.
  */
 export const batchNormTrainGradWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, y, dy, gamma, mean, variance } = inputs as Record<'x' | 'y' | 'dy' | 'gamma' | 'mean' | 'variance', TensorInfo>;
-  const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
+  const { eps, relu, residual } = attrs as unknown as BatchNormTrainAttrs;
   const [p] = dims(x, gamma);
   const scope = new KernelScope(backend as never, 'wasm');
   try {
-    return backward(scope, [x, y, dy, gamma, mean, variance], p, { eps, relu });
+    return backward(scope, [x, y, dy, gamma, mean, variance], p, { eps, relu }, residual);
   } finally {
     scope.dispose();
   }
 };
 
-function backward(scope: KernelScope, inputs: readonly TensorInfo[], p: number, attrs: BatchNormTrainAttrs): TensorInfo[] {
+function backward(scope: KernelScope, inputs: readonly TensorInfo[], p: number, attrs: BatchNormTrainAttrs,
+  residual = false): TensorInfo[] {
   const [x, y, dy, gamma, mean, variance] = inputs as TensorInfo[];
   const c = gamma!.shape[0]!;
   const { eps, relu } = attrs;
@@ -157,9 +168,14 @@ function backward(scope: KernelScope, inputs: readonly TensorInfo[], p: number, 
   const dx = scope.keep(scope.allocate([...x!.shape]));
   const dgOut = scope.keep(scope.allocate([c]));
   const dbOut = scope.keep(scope.allocate([c]));
-  const masked = relu ? scope.allocate([...x!.shape]) : null;
+  const masked = relu || residual ? scope.allocate([...x!.shape]) : null;
   const [xs, ys, dys, g, m, v] = [x, y, dy, gamma, mean, variance].map((t) => scope.view(t!)) as Float32Array[];
-  const ds = masked === null ? dys! : maskGradient(scope.view(masked), dys!, ys!);
+  let ds = dys!;
+  if (masked !== null) {
+    ds = scope.view(masked);
+    if (relu) maskGradient(ds, dys!, ys!);
+    else ds.set(dys!);
+  }
   const invStd = Float64Array.from({ length: c }, (_, k) => 1 / Math.sqrt(v![k]! + eps));
   const centre = Float32Array.from(m!);
   const [sumDy, sumDyCentred] = gradientSums(ds, xs!, centre, p);
@@ -181,5 +197,5 @@ function backward(scope: KernelScope, inputs: readonly TensorInfo[], p: number, 
   for (let o = 0; o < p * c; o += c) {
     for (let k = 0; k < c; k++) dxs[o + k] = a[k]! * ds[o + k]! + bCoef[k]! * (xs![o + k]! - centre[k]!) + cCoef[k]!;
   }
-  return [dx, dgOut, dbOut];
+  return masked !== null && residual ? [dx, dgOut, dbOut, scope.keep(masked)] : [dx, dgOut, dbOut];
 }

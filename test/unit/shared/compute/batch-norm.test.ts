@@ -41,9 +41,10 @@ function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): numbe
 const SHAPE: [number, number, number, number] = [3, 5, 4, 8];
 
 /** x (offset by +3 so that centring matters), γ, β and the loss weights. */
-function inputs(): { x: tf.Tensor4D; gamma: tf.Tensor1D; beta: tf.Tensor1D; w: tf.Tensor4D } {
+function inputs(): { x: tf.Tensor4D; gamma: tf.Tensor1D; beta: tf.Tensor1D; w: tf.Tensor4D; r: tf.Tensor4D } {
   const c = SHAPE[3];
   return {
+    r: tf.tensor4d(lcg(tf.util.sizeFromShape(SHAPE), 5), SHAPE),
     x: tf.add(tf.tensor4d(lcg(tf.util.sizeFromShape(SHAPE), 1), SHAPE), 3),
     gamma: tf.add(tf.tensor1d(lcg(c, 2)), 1),
     beta: tf.tensor1d(lcg(c, 3)),
@@ -51,30 +52,41 @@ function inputs(): { x: tf.Tensor4D; gamma: tf.Tensor1D; beta: tf.Tensor1D; w: t
   };
 }
 
-/** Reference: PyTorch's training-mode formula as plain tfjs ops, differentiated by autodiff. Returns 6 arrays. */
-function reference(relu: boolean): tf.Tensor[] {
-  const { x, gamma, beta, w } = inputs();
-  const f = (xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
-    const mean = tf.mean(xs, [0, 1, 2]);
-    const variance = tf.mean(tf.square(tf.sub(xs, mean)), [0, 1, 2]);
-    const y = tf.add(tf.mul(tf.div(tf.sub(xs, mean), tf.sqrt(tf.add(variance, EPS))), g), b);
-    return relu ? tf.relu(y) : y;
-  };
-  const grads = tf.grads((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(xs, g, b), w)));
-  const mean = tf.mean(x, [0, 1, 2]);
-  return [f(x, gamma, beta), mean, tf.mean(tf.square(tf.sub(x, mean)), [0, 1, 2]), ...grads([x, gamma, beta])];
+interface Case {
+  readonly relu: boolean;
+  readonly residual: boolean;
 }
 
-/** The op under test: [y, mean, variance, dx, dγ, dβ]. */
-function fused(relu: boolean): tf.Tensor[] {
-  const { x, gamma, beta, w } = inputs();
+/**
+ * Reference: PyTorch's training-mode formula (+ residual, + ReLU) as plain tfjs ops, differentiated by autodiff.
+ * Returns [y, mean, variance, dx, dγ, dβ] and dr with a residual.
+ */
+function reference({ relu, residual }: Case): tf.Tensor[] {
+  const { x, gamma, beta, w, r } = inputs();
+  const f = (xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor, rs: tf.Tensor): tf.Tensor => {
+    const mean = tf.mean(xs, [0, 1, 2]);
+    const variance = tf.mean(tf.square(tf.sub(xs, mean)), [0, 1, 2]);
+    const normed = tf.add(tf.mul(tf.div(tf.sub(xs, mean), tf.sqrt(tf.add(variance, EPS))), g), b);
+    const y = residual ? tf.add(normed, rs) : normed;
+    return relu ? tf.relu(y) : y;
+  };
+  const grads = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(f(a[0]!, a[1]!, a[2]!, a[3] ?? r), w)));
+  const mean = tf.mean(x, [0, 1, 2]);
+  const all = grads(residual ? [x, gamma, beta, r] : [x, gamma, beta]);
+  return [f(x, gamma, beta, r), mean, tf.mean(tf.square(tf.sub(x, mean)), [0, 1, 2]), ...all];
+}
+
+/** The op under test, same outputs as {@link reference}. */
+function fused({ relu, residual }: Case): tf.Tensor[] {
+  const { x, gamma, beta, w, r } = inputs();
   let stats: tf.Tensor[] = [];
-  const grads = tf.grads((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-    const r = batchNormTrain(xs, g as tf.Tensor1D, b as tf.Tensor1D, { eps: EPS, relu });
-    stats = [tf.keep(tf.clone(r.y)), r.mean, r.variance]; // y itself is freed with the gradient scope
-    return tf.sum(tf.mul(r.y, w));
+  const grads = tf.grads((...args: tf.Tensor[]) => {
+    const [xs, g, b, rs] = args;
+    const out = batchNormTrain(xs!, g as tf.Tensor1D, b as tf.Tensor1D, { eps: EPS, relu, residual: rs ?? null });
+    stats = [tf.keep(tf.clone(out.y)), out.mean, out.variance]; // y itself is freed with the gradient scope
+    return tf.sum(tf.mul(out.y, w));
   });
-  const g = grads([x, gamma, beta]);
+  const g = grads(residual ? [x, gamma, beta, r] : [x, gamma, beta]);
   const out = [...stats.map((t) => tf.clone(t)), ...g];
   tf.dispose(stats); // kept tensors: mean and variance by the op, the y copy above
   return out;
@@ -88,20 +100,27 @@ async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> 
   return values;
 }
 
-const NAMES = ['y', 'mean', 'variance', 'dx', 'dgamma', 'dbeta'];
+const NAMES = ['y', 'mean', 'variance', 'dx', 'dgamma', 'dbeta', 'dresidual'];
 
 before(async () => {
   await import('@tensorflow/tfjs-backend-cpu');
   await initBackend('wasm');
 });
 
-for (const relu of [false, true]) {
+const CASES: readonly Case[] = [
+  { relu: false, residual: false }, { relu: true, residual: false },
+  { relu: true, residual: true }, { relu: false, residual: true },
+];
+
+for (const c of CASES) {
+  const { relu } = c;
   for (const backend of ['wasm', 'cpu']) {
     const path = backend === 'wasm' ? 'fused wasm kernels' : 'tfjs-op fallback';
-    test(`batchNormTrain${relu ? ' + ReLU' : ''} (${path}) matches autodiff on cpu ≤ 1e-4`, async () => {
-      const expected = await on('cpu', () => reference(relu));
-      const actual = await on(backend, () => fused(relu));
-      for (let i = 0; i < NAMES.length; i++) {
+    test(`batchNormTrain${c.residual ? ' + residual' : ''}${relu ? ' + ReLU' : ''} (${path}) matches autodiff on cpu ≤ 1e-4`, async () => {
+      const expected = await on('cpu', () => reference(c));
+      const actual = await on(backend, () => fused(c));
+      assert.equal(actual.length, expected.length, 'number of outputs');
+      for (let i = 0; i < expected.length; i++) {
         const err = relError(actual[i]!, expected[i]!);
         assert.ok(err <= 1e-4, `${NAMES[i]}: relative error ${err.toExponential(2)} > 1e-4`);
       }
@@ -113,10 +132,11 @@ for (const relu of [false, true]) {
 test('repeated gradients through batchNormTrain leak neither tensors nor wasm buffers', async () => {
   await tf.setBackend('wasm');
   const backend = tf.backend() as tf.KernelBackend & { numDataIds(): number };
-  tf.dispose(tf.tidy(() => fused(true)));
+  const c: Case = { relu: true, residual: true };
+  tf.dispose(tf.tidy(() => fused(c)));
   const tensors = tf.memory().numTensors;
   const dataIds = backend.numDataIds();
-  for (let i = 0; i < 3; i++) tf.dispose(tf.tidy(() => fused(true)));
+  for (let i = 0; i < 3; i++) tf.dispose(tf.tidy(() => fused(c)));
   assert.equal(tf.memory().numTensors, tensors, 'engine tensors');
   assert.equal(backend.numDataIds(), dataIds, 'wasm data ids');
 });
