@@ -11,15 +11,99 @@ import { loadLatestCheckpoint, writeCheckpoint } from '../shared/checkpoint.js';
 import type { RunConfig, RunConfigInput } from '../shared/config.js';
 import { resolveRunConfig } from '../shared/config.js';
 import { TrainerError } from '../shared/errors.js';
+import type { StagePlan } from '../shared/plan.js';
+import type { ScaleOut } from '../shared/scale-out.js';
 import type { RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 
-/** What a checkpoint's manifest holds besides the state blob. */
+/** The stage plan as a checkpoint records it (resume checks it is unchanged). */
+export interface CheckpointPlan {
+  /** Images per optimizer step over all workers and accumulation steps. */
+  readonly globalBs: number;
+  /** Accumulation steps at the checkpoint's world size. */
+  readonly accum: number;
+  /** Factor of the lr scaling rule applied to every max lr. */
+  readonly lrFactor: number;
+  /** Per stage: kind, steps per epoch, total steps and max lr per layer group (after `lrFactor`). */
+  readonly stages: readonly { name: string; kind: string; stepsPerEpoch: number; totalSteps: number; maxLrs: readonly number[] }[];
+}
+
+/**
+ * Where the data sampler is: epoch e of the training set is `epochOrder(trainCount, seed, e)` and global step k of
+ * the epoch reads positions [k·G, (k+1)·G) (`shared/plan.ts`), so (dataEpoch, stepInEpoch) is the whole state.
+ */
+export interface SamplerState {
+  readonly dataEpoch: number;
+  readonly stepInEpoch: number;
+  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch a on rank r at global step k uses hashSeed(seed, k, r, a)). */
+  readonly seed: number;
+}
+
+/** What a checkpoint's manifest holds besides the state blob (weights, BN statistics, optimizer moments and step counts). */
 export interface CheckpointMeta {
   readonly runId: string;
   readonly config: RunConfig;
   readonly classes: readonly string[];
+  /** Position (stage, step in stage, global step), per-stage epoch rows, step losses and lrs, smoothed-loss state, lr_find results. */
   readonly history: RunHistory;
+  /** Absent in checkpoints written before it was added. */
+  readonly plan?: CheckpointPlan;
+  readonly sampler?: SamplerState;
+  /** Ring size and generation when the checkpoint was taken. */
+  readonly worldSize?: number;
+  readonly generation?: number;
+}
+
+/** Inputs of {@link checkpointMeta}. */
+export interface CheckpointMetaInput {
+  readonly runId: string;
+  readonly config: RunConfig;
+  readonly classes: readonly string[];
+  readonly history: RunHistory;
+  readonly stages: readonly StagePlan[];
+  readonly scale: ScaleOut;
+  readonly worldSize: number;
+  readonly generation: number;
+}
+
+/** Data epoch of a fit stage's step: fit-stage epochs before it, plus the epoch within it (lr_find has its own). */
+export function dataEpochOf(stages: readonly StagePlan[], stageIndex: number, stepInStage: number): { dataEpoch: number; stepInEpoch: number } {
+  const stage = stages[stageIndex];
+  if (!stage) return { dataEpoch: stages.reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0), stepInEpoch: 0 };
+  if (stage.config.kind === 'lr_find') return { dataEpoch: 1_000_000 + stage.index * 1_000, stepInEpoch: 0 };
+  const base = stages.slice(0, stageIndex).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
+  return { dataEpoch: base + Math.floor(stepInStage / stage.stepsPerEpoch), stepInEpoch: stepInStage % stage.stepsPerEpoch };
+}
+
+/** Builds the manifest metadata of a checkpoint (a deep copy: the history keeps changing after the write). */
+export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
+  const { position } = input.history;
+  return JSON.parse(JSON.stringify({
+    runId: input.runId, config: input.config, classes: input.classes, history: input.history,
+    plan: {
+      globalBs: input.scale.globalBs, accum: input.scale.accum, lrFactor: input.scale.lrFactor,
+      stages: input.stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs })),
+    },
+    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.config.seed },
+    worldSize: input.worldSize, generation: input.generation,
+  } satisfies CheckpointMeta)) as CheckpointMeta;
+}
+
+/**
+ * Checks that a resumed run computed the same plan as the checkpointed one (same data size, global batch, steps
+ * and max lrs), so it continues with the same schedule and data order.
+ * @throws TrainerError ERR_CHECKPOINT naming what changed
+ */
+export function checkResumedPlan(point: ResumePoint, stages: readonly StagePlan[], scale: ScaleOut): void {
+  const saved = point.meta.plan;
+  if (!saved) return;
+  if (saved.globalBs !== scale.globalBs) throw new TrainerError('ERR_CHECKPOINT', `--resume: the global batch would be ${scale.globalBs}, the run used ${saved.globalBs}; the worker count must divide it (bs × workers × accum)`);
+  const now = stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs }));
+  for (let i = 0; i < Math.max(now.length, saved.stages.length); i++) {
+    if (JSON.stringify(now[i]) !== JSON.stringify(saved.stages[i])) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: stage ${i} would be ${JSON.stringify(now[i])}, the run had ${JSON.stringify(saved.stages[i])} (did the data change?)`);
+    }
+  }
 }
 
 /** A checkpoint loaded for resuming. */

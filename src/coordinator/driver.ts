@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { decodeReplicaState } from '../shared/learner/state-codec.js';
 import { writeSavedState } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
@@ -25,7 +25,7 @@ import type { TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
 import { StarReduceServer } from './star-reduce.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
-import { CheckpointStore, type CheckpointMeta, type ResumePoint } from './checkpoints.js';
+import { CheckpointStore, checkpointMeta, checkResumedPlan, type ResumePoint } from './checkpoints.js';
 import { finishRun, type RunResult } from './finish.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeStageReport } from './stage-report.js';
@@ -53,6 +53,7 @@ export class Coordinator {
   private store: CheckpointStore;
   private classes: readonly string[] = [];
   private recorder: StepMetricsRecorder | null = null;
+  private recovery: Recovery | null = null;
   readonly runDir: string;
 
   /**
@@ -109,7 +110,9 @@ export class Coordinator {
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
     }
-    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: config.accum, globalBs: config.globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
+    const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
+    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
@@ -141,13 +144,13 @@ export class Coordinator {
       this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
       this.workers.start(config.workers);
     }
-    const recovery = new Recovery({
+    const recovery = this.recovery = new Recovery({
       cluster: this.cluster, control: this.control, workers: this.workers, expect: config.expect, elastic: runtime.elastic,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: 300_000, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,
-      onRestartsExhausted: async () => { await this.checkpoint(); },
+      onRestartsExhausted: async () => { await this.writeCheckpoint(); },
     });
     const earlyExit = new AbortController();
     const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
@@ -158,23 +161,22 @@ export class Coordinator {
     this.workers?.off('exit', onEarlyExit);
     await this.cluster.announce();
     await recovery.setupAll(this.cluster.ranks().map((m) => m.rank));
-    if (resumed) {
-      await this.loadStateEverywhere(resumed.state);
-      this.io.out(`resumed from ${resumed.dir}: stage ${this.history.position.stageIndex}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`);
-    }
+    if (resumed) checkResumedPlan(resumed, this.stages, this.scale);
     const ctx = this.stageContext(recovery);
     for (let i = this.history.position.stageIndex; i < this.stages.length; i++) {
       const stage = this.stages[i]!;
       if (this.history.position.stageIndex !== i) this.history.position = { stageIndex: i, stepInStage: 0, globalStep: this.history.position.globalStep };
-      await this.cluster.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: i, frozen: stage.config.frozen }), `stage ${stage.config.name}`, 60_000);
+      // `stage` (freeze/unfreeze) resets the optimizer as fastai does, so a resumed run loads its state after it.
+      await this.guarded(`stage ${stage.config.name}`, () => this.cluster!.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: i, frozen: stage.config.frozen }), `stage ${stage.config.name}`, 60_000));
+      if (resumed && i === resumed.meta.history.position.stageIndex) {
+        await this.guarded('load-state', () => this.loadStateEverywhere(resumed.state));
+        this.metrics?.recordRestart('resume');
+        this.io.log(`resumed from ${resumed.dir}: stage ${stage.config.name}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`);
+      }
       if (stage.config.kind === 'lr_find') {
-        await runLrFind(ctx, stage);
+        if (!(await runLrFind(ctx, stage))) return this.stopped(stage.config.name);
       } else {
-        if (!(await runFitStage(ctx, stage))) {
-          await this.checkpoint();
-          this.io.out(`stopped at stage ${stage.config.name}, step ${this.history.position.stepInStage}; resume with: npx coordinator --resume ${this.runDir}`);
-          return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
-        }
+        if (!(await runFitStage(ctx, stage))) return this.stopped(stage.config.name);
         await this.saveStage(stage.config.name);
       }
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
@@ -185,7 +187,7 @@ export class Coordinator {
   }
 
   private stageContext(recovery: Recovery): StageContext {
-    let stepsSinceCheckpoint = 0;
+    let lastCheckpointStep = this.history.position.globalStep;
     return {
       cluster: this.cluster!,
       history: this.history,
@@ -201,23 +203,32 @@ export class Coordinator {
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
         this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow(() => this.getState(0));
-        stepsSinceCheckpoint++;
-        const every = this.cmd.runtime.checkpointEvery;
-        if (every > 0 && stepsSinceCheckpoint >= every) {
+        // Anchored on the global step (not on a counter) so a resumed run checkpoints at the same steps.
+        const every = this.cmd.runtime.checkpointEvery, step = this.history.position.globalStep;
+        if (every > 0 && step % every === 0 && step !== lastCheckpointStep) {
           await this.checkpoint();
-          stepsSinceCheckpoint = 0;
+          lastCheckpointStep = step;
         }
         return this.stopRequested;
       },
       afterEpoch: async (_stage, v) => {
         this.metrics?.recordValidation({ validLoss: v.validLoss, errorRate: v.errorRate });
         await this.checkpoint();
-        stepsSinceCheckpoint = 0;
+        lastCheckpointStep = this.history.position.globalStep;
       },
+      stopRequested: () => this.stopRequested,
+      guard: (what, fn) => this.guarded(what, fn),
       recover: (reason) => recovery.recover(reason, () => this.getState(0)),
-      snapshot: () => this.getState(0),
-      restore: (blob) => this.loadStateEverywhere(blob),
+      snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
+      restore: (blob) => this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)),
     };
+  }
+
+  /** After a stop request: checkpoints where the run is and says how to resume. */
+  private async stopped(stageName: string): Promise<RunResult> {
+    await this.checkpoint();
+    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${this.runDir}`);
+    return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 
   /** Fetches rank `rank`'s replica state blob. */
@@ -236,8 +247,29 @@ export class Coordinator {
     if (new Set(sums).size !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replicas disagree after loading state: ${sums.join(', ')}`);
   }
 
-  /** Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. */
+  /**
+   * Runs a collective operation; when a worker is lost (or it times out) meanwhile, recovers (respawn or elastic,
+   * new ring generation) and runs it again. For idempotent operations only (validation, state transfer, checkpoints).
+   */
+  private async guarded<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!this.recovery || !isTrainerError(err) || !['ERR_WORKER_LOST', 'ERR_TIMEOUT'].includes(err.code)) throw err;
+        this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
+        await this.recovery.recover(err.message, () => this.getState(0));
+      }
+    }
+  }
+
+  /** Writes a checkpoint; a worker lost meanwhile is recovered and the checkpoint taken again. */
   async checkpoint(): Promise<void> {
+    await this.guarded('checkpoint', () => this.writeCheckpoint());
+  }
+
+  /** Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. */
+  private async writeCheckpoint(): Promise<void> {
     if (!this.cluster || this.cluster.worldSize === 0) return;
     const t0 = performance.now();
     await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
@@ -245,15 +277,15 @@ export class Coordinator {
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
-    const meta: CheckpointMeta = { runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history };
+    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation });
     const dir = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
-    this.io.log(`checkpoint: ${dir} (step ${this.history.position.globalStep}, ${(performance.now() - t0).toFixed(0)} ms)`);
+    this.io.log(`${new Date().toISOString()} checkpoint: ${dir} (global step ${this.history.position.globalStep}, ${(performance.now() - t0).toFixed(0)} ms)`);
   }
 
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */
   async saveStage(name: string): Promise<void> {
-    const state = decodeReplicaState(await this.getState(0), 'state from rank 0');
+    const state = decodeReplicaState(await this.guarded(`save ${name}`, () => this.getState(0)), 'state from rank 0');
     const c = this.cmd.config;
     const { weights } = await writeSavedState(state, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name);
     this.io.out(`saved ${weights}`);

@@ -12,6 +12,11 @@ import type { ControlServer } from './control.js';
 import type { LocalWorkers } from './local-workers.js';
 import type { MetricsServer } from './metrics.js';
 
+/** Wall time for log lines (failures and membership changes are logged with it). */
+function now(): string {
+  return new Date().toISOString();
+}
+
 /** Options of {@link Recovery}. */
 export interface RecoveryOptions {
   readonly cluster: Cluster;
@@ -81,9 +86,10 @@ export class Recovery {
       await cluster.announce();
       return;
     }
-    this.o.metrics?.recordRestart('worker_lost');
+    lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
+    this.o.log(`${now()} lost rank(s) ${lost.map((m) => `${m.rank} (pid ${m.hello.pid})`).join(', ')}: ${reason}`);
     if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
-      this.o.log(`elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')})`);
+      this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')})`);
       await cluster.announce();
       return;
     }
@@ -96,9 +102,11 @@ export class Recovery {
     const pids = this.o.workers?.pids() ?? new Map<number, number>();
     const liveSlots = new Set([...pids.keys()]);
     for (let slot = 0; this.o.workers && slot < this.o.expect; slot++) {
-      if (!liveSlots.has(slot) && lost.length > 0) this.o.workers.respawn(slot);
+      if (liveSlots.has(slot) || lost.length === 0) continue;
+      this.o.workers.respawn(slot);
+      this.o.log(`${now()} respawned local worker slot ${slot}: pid ${this.o.workers.pids().get(slot) ?? '?'} (restart ${this.restarts} of at most ${this.o.maxRestarts})`);
     }
-    this.o.log(`waiting for ${this.o.expect - cluster.worldSize} replacement worker(s)`);
+    this.o.log(`${now()} waiting for ${this.o.expect - cluster.worldSize} replacement worker(s)`);
     await this.admitNewcomers(this.o.expect - cluster.worldSize, getState);
   }
 
@@ -117,7 +125,7 @@ export class Recovery {
       await cluster.send(rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
       return (await waiting)[0]!.message.value;
     }));
-    this.o.log(`ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); newcomers ${fresh.join(', ')} got the current state (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
+    this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); newcomers ${fresh.join(', ')} got the current state (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }
 
   /** Elastic: admits workers that joined since the last step (at a step boundary). */
@@ -127,7 +135,7 @@ export class Recovery {
     const room = this.o.expect - this.o.cluster.worldSize;
     const n = Math.min(waiting, room);
     if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
-    this.o.log(`elastic: admitting ${n} worker(s) at the step boundary`);
+    this.o.log(`${now()} elastic: admitting ${n} worker(s) at the step boundary`);
     await this.admitNewcomers(n, getState);
   }
 }

@@ -30,6 +30,10 @@ export interface StageContext {
   afterStep(stage: StagePlan, replies: Reply<StepDoneMessage>[], loss: number, lrs: number[], momentum: number, seconds: number): Promise<boolean>;
   /** Called at each epoch end after validation (metrics, checkpoint). */
   afterEpoch(stage: StagePlan, row: { validLoss: number; errorRate: number }): Promise<void>;
+  /** Runs an idempotent collective (validation), recovering from a lost worker and running it again. */
+  guard<T>(what: string, fn: () => Promise<T>): Promise<T>;
+  /** Whether a stop (SIGINT/SIGTERM) was asked for; lr_find checks it between steps. */
+  stopRequested(): boolean;
   /** Recovers from a lost worker or failed step (respawn / elastic), re-announcing the ring. */
   recover(reason: string): Promise<void>;
   /** Gets the state blob of rank 0 and loads it into every rank (lr_find restore). */
@@ -121,7 +125,7 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
     if ((k + 1) % stage.stepsPerEpoch === 0) {
       progress.stop();
       const t0 = performance.now();
-      const v = await validateAll(ctx.cluster, ctx.stepTimeoutMs, false);
+      const v = await ctx.guard('validation', () => validateAll(ctx.cluster, ctx.stepTimeoutMs, false));
       const row = { epoch: Math.floor(k / stage.stepsPerEpoch), trainLoss: smooth, validLoss: v.validLoss, errorRate: v.errorRate, seconds: h.epochSums.elapsedSeconds + (performance.now() - t0) / 1000 };
       h.epochs.push(row);
       ctx.out(formatEpochRow(row));
@@ -137,11 +141,14 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
 
 /**
  * lr_find (fastai 1.0.61 `LRFinder`): exponential lr sweep per step, smoothed loss, stop at 4× the best or NaN;
- * weights and optimizer state are restored afterwards. Always runs from its first step (a resumed run repeats it).
+ * weights and optimizer state are restored afterwards. Always runs from its first step (a resumed run repeats it,
+ * from the same global step, so it reads the same data and dropout seeds and is bit-identical).
+ * @returns false when a stop was requested mid-sweep: weights and the global step are back at the sweep's start
  */
-export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<void> {
+export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<boolean> {
   const h = stageHistory(ctx, stage);
   h.steps.length = 0;
+  const start = ctx.history.position;
   ctx.out(`\n${stage.config.name}: lr_find over ${stage.totalSteps} steps (weights restored afterwards)`);
   const snapshot = await ctx.snapshot();
   const smoothed = new SmoothedLoss();
@@ -163,6 +170,13 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<vo
       stop = verdict.stop;
       break;
     }
+    if (ctx.stopRequested()) {
+      progress.stop();
+      await ctx.restore(snapshot);
+      ctx.history.position = start;
+      h.steps.length = 0;
+      return false;
+    }
   }
   progress.stop();
   await ctx.restore(snapshot);
@@ -177,4 +191,5 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<vo
   }
   h.lrFind = { smoothed: losses, stop, suggestion, minLossDiv10 };
   ctx.out(`lr_find: ${lrs.length} steps, stopped: ${stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
+  return true;
 }
