@@ -52,7 +52,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   const worker = new Worker({ ...options, log: (line) => console.error(`${tag} ${line}`) });
   const stop = (): void => { void worker.close().then(() => process.exit(0)); };
   process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator, which sets
+  // PETS_WORKER_SLOT) leaves SIGINT to the coordinator, which finishes the step, checkpoints and shuts it down.
+  if (process.env.PETS_WORKER_SLOT === undefined) process.once('SIGINT', stop);
+  else process.on('SIGINT', () => console.error(`${tag} SIGINT: the coordinator will stop this worker`));
   try {
     return await worker.run();
   } catch (err) {
