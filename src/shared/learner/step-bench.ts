@@ -20,6 +20,13 @@ export interface WholeStepResult {
   readonly forwardBackwardMs: number;
   /** AdamW part (`takeGradients` + `applyGradients`). */
   readonly optimizerMs: number;
+  /**
+   * Process CPU time (user + system) of one step, ms: on the single-threaded WASM backend this is the compute time
+   * itself, much less disturbed than wall time when other processes share the cores.
+   */
+  readonly stepCpuMs: number;
+  /** `batch / stepCpuMs · 1000`: throughput on an otherwise idle core. */
+  readonly imagesPerCpuSecond: number;
   /** Images per forward chunk actually used (the replica's maxMicroBatch for this size, capped at batch). */
   readonly chunk: number;
 }
@@ -50,21 +57,26 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
     const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
     const fb: number[] = [];
     const opt: number[] = [];
+    const cpu: number[] = [];
     for (let i = 0; i <= reps; i++) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       replica.accumulate(x, y, null, i);
       const t1 = performance.now();
       replica.applyGradients(replica.takeGradients(), hyper);
       const t2 = performance.now();
+      const c = process.cpuUsage(c0);
       if (i > 0) {
         fb.push(t1 - t0);
         opt.push(t2 - t1);
+        cpu.push((c.user + c.system) / 1000);
       }
     }
     const steps = fb.map((v, i) => v + opt[i]!);
     const stepMs = median(steps);
+    const stepCpuMs = median(cpu);
     return { stepMs, imagesPerSecond: (batch / stepMs) * 1000, forwardBackwardMs: median(fb), optimizerMs: median(opt),
-      chunk: Math.min(batch, replica.maxMicroBatch(size)) };
+      stepCpuMs, imagesPerCpuSecond: (batch / stepCpuMs) * 1000, chunk: Math.min(batch, replica.maxMicroBatch(size)) };
   } finally {
     replica.dispose();
   }
