@@ -45,6 +45,34 @@ interface Pending {
   readonly grads: Float32Array;
   readonly lrs: readonly number[];
   readonly momentum: number;
+  /** BatchNorm running statistics from before the step, restored if it is aborted. */
+  readonly bnBefore: BnSnapshot;
+}
+
+/** BatchNorm running statistics (and batch counters) of a replica at one moment. */
+interface BnSnapshot {
+  readonly tensors: ReadonlyMap<tf.Variable, tf.Tensor>;
+  readonly tracked: { body: number; head: number };
+}
+
+/** Copies every BN running mean/var of `replica` (small: channels × 2 per BN layer). */
+function snapshotBn(replica: Replica): BnSnapshot {
+  const { body, head } = replica.learner;
+  const tensors = new Map<tf.Variable, tf.Tensor>();
+  for (const v of [...body.buffers.values(), ...head.buffers.values()]) tensors.set(v, tf.clone(v));
+  return { tensors, tracked: { body: body.numBatchesTracked, head: head.numBatchesTracked } };
+}
+
+/** Puts a snapshot back (an aborted step's training-mode passes must not leave their statistics behind). */
+function restoreBn(replica: Replica, snap: BnSnapshot): void {
+  for (const [v, t] of snap.tensors) v.assign(t);
+  replica.learner.body.numBatchesTracked = snap.tracked.body;
+  replica.learner.head.numBatchesTracked = snap.tracked.head;
+  disposeBn(snap);
+}
+
+function disposeBn(snap: BnSnapshot): void {
+  for (const t of snap.tensors.values()) t.dispose();
 }
 
 /** Contiguous ranges of the flat gradient, late layers first (DDP order), each ≤ bucketBytes (first ≤ 1 MB). */
@@ -104,6 +132,18 @@ export class WorkerTrainer {
    */
   async step(cmd: StepMessage): Promise<Omit<StepDoneMessage, 'type' | 'rank'>> {
     if (this.pending !== null) throw new TrainerError('ERR_INTERNAL', `step ${cmd.step} arrived while step ${this.pending.step} is neither committed nor aborted`);
+    // Training-mode passes update BN running statistics right away; a step that is not committed must undo them,
+    // or a redone step would count its batches twice (survivors would no longer match an undisturbed run).
+    const bnBefore = snapshotBn(this.replica);
+    try {
+      return await this.runStep(cmd, bnBefore);
+    } catch (err) {
+      restoreBn(this.replica, bnBefore);
+      throw err;
+    }
+  }
+
+  private async runStep(cmd: StepMessage, bnBefore: BnSnapshot): Promise<Omit<StepDoneMessage, 'type' | 'rank'>> {
     const { rank, worldSize } = this.rankInfo();
     let dataWait = 0, compute = 0, lossSum = 0, count = 0, correct = 0;
     for (let a = 0; a < cmd.accum; a++) {
@@ -129,8 +169,9 @@ export class WorkerTrainer {
       const [start, end] = ranges[b]!;
       await reducer.allReduce(grads.subarray(start, end), { step: cmd.step, bucket: b }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
     }
+    await this.broadcastBnFromRank0(reducer, { step: cmd.step, bucket: ranges.length });
     const allreduceSeconds = (performance.now() - t3) / 1000;
-    this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum };
+    this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
     const mem = tf.memory();
     return {
       step: cmd.step, generation: cmd.generation, lossSum, count, correct, dataWaitSeconds: dataWait, computeSeconds: compute, allreduceSeconds,
@@ -148,12 +189,15 @@ export class WorkerTrainer {
     const t0 = performance.now();
     this.replica.applyGradients(this.pending.grads, { lrs: [...this.pending.lrs], momentum: this.pending.momentum });
     this.lastOptimizerSeconds = (performance.now() - t0) / 1000;
+    disposeBn(this.pending.bnBefore);
     this.pending = null;
   }
 
-  /** Drops the pending step (it will be redone). */
+  /** Drops the pending step and its BN statistics updates (it will be redone). */
   abort(step: number): void {
-    if (this.pending?.step === step) this.pending = null;
+    if (this.pending?.step !== step) return;
+    restoreBn(this.replica, this.pending.bnBefore);
+    this.pending = null;
   }
 
   /** Evaluates this rank's validation shard (DistributedSampler with padding; padded items not counted). */
@@ -210,6 +254,29 @@ export class WorkerTrainer {
       return { ...t, data };
     });
     this.replica.importState({ ...state, tensors });
+  }
+
+  /**
+   * Every rank takes rank 0's BatchNorm running statistics after each step (PyTorch DDP's `broadcast_buffers`), as
+   * one more small bucket of the step's all-reduce (rank 0 sends its values, the others zeros: the sum is exact).
+   * So the statistics are a function of rank 0's data position, not of which process holds rank 0: after a
+   * failure, any survivor or newcomer carries on with exactly the statistics an undisturbed run would have.
+   */
+  private async broadcastBnFromRank0(reducer: AllReducer, tag: { step: number; bucket: number }): Promise<void> {
+    const { body, head } = this.replica.learner;
+    const vars = [...body.buffers.values(), ...head.buffers.values()];
+    const buf = new Float32Array(vars.reduce((s, v) => s + v.size, 0));
+    if (this.rankInfo().rank === 0) {
+      let off = 0;
+      for (const v of vars) { buf.set(v.dataSync() as Float32Array, off); off += v.size; }
+    }
+    await reducer.allReduce(buf, tag, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
+    let off = 0;
+    for (const v of vars) {
+      const data = buf.subarray(off, off + v.size);
+      off += v.size;
+      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    }
   }
 
   /** Stops the feed. */
