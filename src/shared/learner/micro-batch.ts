@@ -3,20 +3,26 @@
  *
  * The WASM backend's heap is a 32-bit address space (≤ 4 GiB, and tfjs-backend-wasm fails on the fifth 1 GiB
  * tensor), and a training forward keeps every intermediate activation for the backward pass. The per-image
- * figure below was measured on this project's ResNet (`resnet.ts`, whose BatchNorm keeps the centred input and
- * the scaled output) with tfjs-backend-wasm 4.22 via `Replica.accumulate`: growth of the WASM heap
- * (`HEAPU8.byteLength`) between a batch of 2 and a batch of 8 images of resnet34 at 128 px was 509 MB frozen
- * (85 MB/image) and 611 MB unfrozen (102 MB/image); the constant below rounds the unfrozen figure. Heap growth is
- * chunky, so this is an estimate, used with a wide margin.
+ * figure below was measured on this project's ResNet (`resnet.ts`, with the fused training-mode BatchNorm of
+ * `compute/batch-norm.ts`, which keeps only its input and output for the backward pass) with tfjs-backend-wasm 4.22
+ * via one `Replica.accumulate` + `applyGradients` of resnet34 at 128 px, unfrozen, in fresh processes: WASM heap
+ * (`HEAPU8.byteLength`) 743 MB at 8 images, 1054 MB at 16, 1611 MB at 32, i.e. 35–36 MB per image (it was
+ * ~100 MB/image with the textbook BatchNorm composition); the constant below rounds it up. Heap growth is chunky,
+ * so this is an estimate, used with a margin.
  */
 import { TrainerError } from '../errors.js';
 import type { ResNetConfig } from '../model/resnet-spec.js';
 
 /** Measured WASM heap bytes per image for one resnet34 training forward + backward at 128×128 (see module doc). */
-export const RESNET34_128_BYTES_PER_IMAGE = 100e6;
+export const RESNET34_128_BYTES_PER_IMAGE = 40e6;
 
-/** Activation budget per chunk on WASM, bytes: well under the 4 GiB heap (weights, moments and gradients need room). */
-export const WASM_ACTIVATION_BUDGET_BYTES = 2.5e9;
+/**
+ * Activation budget per chunk on WASM, bytes: keeps a resnet34 worker at 224 px under 2 GB peak RSS (chunks of 8
+ * images: measured 1.67 GB at bs 16; weights, AdamW moments and the flat gradients take ~0.5 GB more heap). Gives
+ * the same chunk sizes as before the fused BatchNorm (8 at 224 px, 25 at 128 px), so BatchNorm statistics are
+ * unchanged.
+ */
+export const WASM_ACTIVATION_BUDGET_BYTES = 1.0e9;
 
 /**
  * Rough bytes of activations per image kept for the backward pass: the resnet34/128 measurement scaled by
