@@ -1,0 +1,38 @@
+/**
+ * `coordinator show-batch`: a real grid from 2 breeds of the shared photos (16 items → 13 train / 3 valid, fastai's
+ * int(0.2·16) = 3), and flag validation before anything starts. Expected sizes: rows·size wide,
+ * rows·(size + 28 px caption band) high (show-batch.ts defaults).
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
+import { isTrainerError } from '../../../src/shared/errors.js';
+
+const SHARED = path.resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
+
+describe('coordinator show-batch', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pets-show-batch-'));
+    mkdirSync(path.join(dir, 'images'));
+    for (const f of readdirSync(SHARED).filter((n) => /^(beagle|pug)_\d+\.jpg$/.test(n))) symlinkSync(path.join(SHARED, f), path.join(dir, 'images', f));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('writes a rows × rows captioned grid of training images', async () => {
+    const out = path.join(dir, 'grid.png');
+    const lines: string[] = [];
+    assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '2', '--size', '40', '--out', out], (l) => lines.push(l)), 0);
+    const meta = await sharp(out).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 40, 2 * (40 + 28), 3]);
+    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(80×136 px, 2×2 images from /);
+  });
+
+  it('rejects --rows 0 naming the flag', async () => {
+    await assert.rejects(runShowBatchCommand(['--data', dir, '--rows', '0']), (err) => isTrainerError(err) && /--rows/.test(err.message));
+  });
+});
