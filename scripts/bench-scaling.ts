@@ -1,7 +1,8 @@
 /**
  * Data-parallel scaling benchmark: training throughput with 1 and 2 (or more) real worker processes.
  *
- *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 1 --workers 1,2 --json]
+ *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 1 --workers 1,2
+ *     --allreduce-dtype float16 --json]
  *
  * For each world size W it starts the coordinator's control plane (`ControlServer` + `Cluster`, the same code as
  * `coordinator`) and W local worker processes (`LocalWorkers`: `worker` children), sends the run setup
@@ -20,7 +21,7 @@
  * - scaling efficiency = img/s(W) / (W × img/s(1)).
  */
 import { relative, resolve } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { Cluster, type Reply } from '../src/coordinator/cluster.js';
 import { ControlServer } from '../src/coordinator/control.js';
 import { LocalWorkers } from '../src/coordinator/local-workers.js';
@@ -41,6 +42,7 @@ interface ScalingArgs {
   readonly workers: number[];
   readonly data: string;
   readonly threads: number;
+  readonly dtype: 'float32' | 'float16';
   readonly json: boolean;
 }
 
@@ -68,6 +70,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     .option('--workers <list>', 'world sizes, comma list', '1,2')
     .option('--data <dir>', 'photos', resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample'))
     .option('--threads <n>', 'decode threads per worker (0 = automatic)', '1')
+    .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of the ring').choices(['float32', 'float16']).default('float32'))
     .option('--json', 'print one JSON object instead of the table')
     .exitOverride();
   p.parse(argv, { from: 'user' });
@@ -76,7 +79,8 @@ function parseArgs(argv: string[]): ScalingArgs {
   const workers = String(o.workers).split(',').map((w) => checkInt('--workers', w, 1, 16));
   return {
     arch: o.arch as Arch, size: checkInt('--size', o.size, 16, 1024), bs: checkInt('--bs', o.bs, 2, 1024), steps: checkInt('--steps', o.steps, 1),
-    warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64), json: o.json === true,
+    warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64),
+    dtype: o.allreduceDtype as ScalingArgs['dtype'], json: o.json === true,
   };
 }
 
@@ -90,7 +94,7 @@ function setupOf(a: ScalingArgs, data: DataBunch): RunSetup {
   return {
     runId: 'bench-scaling', arch: a.arch, size: a.size, bs: a.bs, seed: 42, pretrained: 'none', frozen: false, classes: data.classes,
     dataRoot: data.root, paths: data.paths.map((p) => relative(data.root, p)), labels: Array.from(data.labels), train: Array.from(data.train),
-    valid: Array.from(data.valid), allreduce: 'ring', allreduceDtype: 'float32', bucketBytes: 25_000_000, allreduceTimeoutMs: 600_000,
+    valid: Array.from(data.valid), allreduce: 'ring', allreduceDtype: a.dtype, bucketBytes: 25_000_000, allreduceTimeoutMs: 600_000,
     starAddress: null, threads: a.threads,
   };
 }
@@ -153,10 +157,10 @@ async function main(): Promise<void> {
   const one = rows.find((r) => r.workers === 1);
   for (const r of rows) r.efficiency = one ? r.imagesPerSecond / (r.workers * one.imagesPerSecond) : Number.NaN;
   if (a.json) {
-    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, steps: a.steps, warmup: a.warmup, rows }, null, 2));
+    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, dtype: a.dtype, steps: a.steps, warmup: a.warmup, rows }, null, 2));
     return;
   }
-  console.log(`${a.arch} at ${a.size}px, bs ${a.bs} per worker, ${a.steps} measured steps after ${a.warmup} warm-up (medians)`);
+  console.log(`${a.arch} at ${a.size}px, bs ${a.bs} per worker, ${a.dtype} ring, ${a.steps} measured steps after ${a.warmup} warm-up (medians)`);
   console.log('workers  step_s  img/s   compute_s  data_wait_s  allreduce_s  unhidden_allreduce  efficiency');
   for (const r of rows) {
     const cells = [String(r.workers).padEnd(8), r.stepSeconds.toFixed(2).padEnd(7), r.imagesPerSecond.toFixed(2).padEnd(7), r.computeSeconds.toFixed(2).padEnd(10),
