@@ -124,7 +124,7 @@ export function trainProgram(): Command {
     .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}; 0 = any, -1 = off)`)
     .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
-    .option('--curve-keys <dir>', 'CURVE key directory for remote workers (see README)')
+    .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
     .exitOverride();
   return cmd;
