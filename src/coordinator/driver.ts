@@ -162,13 +162,15 @@ export class Coordinator {
     await this.cluster.announce();
     await recovery.setupAll(this.cluster.ranks().map((m) => m.rank));
     if (resumed) checkResumedPlan(resumed, this.stages, this.scale);
+    // (this.history IS the checkpoint's history object and moves on with the run: remember where it started.)
+    const resumeStage = resumed ? this.history.position.stageIndex : -1;
     const ctx = this.stageContext(recovery);
     for (let i = this.history.position.stageIndex; i < this.stages.length; i++) {
       const stage = this.stages[i]!;
       if (this.history.position.stageIndex !== i) this.history.position = { stageIndex: i, stepInStage: 0, globalStep: this.history.position.globalStep };
       // `stage` (freeze/unfreeze) resets the optimizer as fastai does, so a resumed run loads its state after it.
       await this.guarded(`stage ${stage.config.name}`, () => this.cluster!.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: i, frozen: stage.config.frozen }), `stage ${stage.config.name}`, 60_000));
-      if (resumed && i === resumed.meta.history.position.stageIndex) {
+      if (resumed && i === resumeStage) {
         await this.guarded('load-state', () => this.loadStateEverywhere(resumed.state));
         this.metrics?.recordRestart('resume');
         this.io.log(`resumed from ${resumed.dir}: stage ${stage.config.name}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`);
