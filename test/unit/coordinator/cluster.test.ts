@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as zmq from 'zeromq';
+import { Cluster } from '../../../src/coordinator/cluster.js';
+import { ControlServer } from '../../../src/coordinator/control.js';
+import { isTrainerError } from '../../../src/shared/errors.js';
+import { decode, encode, type Message } from '../../../src/shared/protocol.js';
+
+function hello(rankRequest: number | null, port: number): Message {
+  return { type: 'hello', rankRequest, dataAddress: `tcp://127.0.0.1:${port}`, pid: port, host: 'h', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } };
+}
+
+test('admission: a requested free rank is kept, the others get the lowest free ranks; welcome lists the ring; a silent member aborts the lost signal', async () => {
+  const lines: string[] = [];
+  const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 50, heartbeatTimeoutMs: 400, log: (l) => lines.push(l) });
+  const endpoint = await control.start();
+  const cluster = new Cluster(control, (l) => lines.push(l));
+  const dealers = [0, 1, 2].map((i) => {
+    const d = new zmq.Dealer({ linger: 0, routingId: `w${i}`, receiveTimeout: 5000 });
+    d.connect(endpoint);
+    return d;
+  });
+  try {
+    await dealers[0]!.send(encode(hello(2, 1000)));
+    await dealers[1]!.send(encode(hello(null, 1001)));
+    await dealers[2]!.send(encode(hello(null, 1002)));
+    await assert.rejects(cluster.admit(4, 300), (e) => isTrainerError(e, 'ERR_TIMEOUT') && /for 4 worker\(s\) to join, 3 did/.test(e.message));
+    await cluster.admit(3, 5000);
+    assert.deepEqual(control.live().map((m) => [m.id, m.rank]), [['w1', 0], ['w2', 1], ['w0', 2]]);
+    await cluster.announce();
+    for (const [i, d] of dealers.entries()) {
+      const { message } = decode(await d.receive());
+      assert.equal(message.type, 'welcome');
+      if (message.type !== 'welcome') return;
+      assert.equal(message.generation, 1);
+      assert.equal(message.rank, [2, 0, 1][i]);
+      assert.deepEqual(message.ring.map((m) => m.dataAddress), ['tcp://127.0.0.1:1001', 'tcp://127.0.0.1:1002', 'tcp://127.0.0.1:1000']);
+    }
+    // Nobody heartbeats: after the 400 ms timeout every member is lost and the lost signal fires.
+    const signal = cluster.lostSignal;
+    await new Promise<void>((res) => signal.addEventListener('abort', () => res(), { once: true }));
+    assert.match(String(signal.reason), /rank \d lost: no heartbeat for \d+ ms \(timeout 400 ms\)/);
+    cluster.dropLost();
+    assert.equal(cluster.worldSize, 0);
+  } finally {
+    for (const d of dealers) d.close();
+    control.close();
+  }
+});
