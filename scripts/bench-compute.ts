@@ -5,6 +5,7 @@
  * Usage:
  * ```
  * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * ```
  * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
  * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
@@ -17,7 +18,8 @@ import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
-import { measureWholeStep } from '../src/shared/learner/step-bench.js';
+import type { KernelTotal } from '../src/shared/compute/kernel-profile.js';
+import { measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -200,6 +202,7 @@ interface BenchFlags {
   backend: string;
   reps: string;
   json?: boolean;
+  profile?: boolean;
 }
 
 function intFlag(name: string, value: string, min: number): number {
@@ -237,12 +240,28 @@ function printTable(timings: readonly ConvTiming[], sum: ConvTotals): void {
     '(target ≤ 2.5; * stem dX not needed in training, excluded)');
 }
 
+function printProfile(kernels: readonly KernelTotal[]): void {
+  const total = kernels.reduce((a, k) => a + (k.composite ? 0 : k.ms), 0);
+  console.log('kernel                       calls      ms   share  (one training step, tf.profile; * composite op)');
+  for (const k of kernels.slice(0, 25)) {
+    const share = k.composite ? '     *' : `${(100 * k.ms / total).toFixed(1).padStart(5)}%`;
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${k.ms.toFixed(0).padStart(7)} ${share}`);
+  }
+  console.log(`total of kernels: ${total.toFixed(0)} ms`);
+}
+
 async function run(flags: BenchFlags): Promise<void> {
   const arch = parseArch(flags.arch);
   const size = intFlag('size', flags.size, 32);
   const batch = intFlag('bs', flags.bs, 1);
   const reps = intFlag('reps', flags.reps, 1);
   const choice = await initBackend(parseBackendRequest(flags.backend));
+  if (flags.profile) {
+    const kernels = await profileWholeStep(arch, size, batch);
+    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, kernels }));
+    else printProfile(kernels);
+    return;
+  }
   if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up`);
   const timings = resnetConvShapes(arch, size, batch).map((shape) => timeConv(shape, reps));
   const sum = totals(timings);
@@ -274,6 +293,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
+    .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });

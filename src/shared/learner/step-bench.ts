@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { TrainerError } from '../errors.js';
 import { mulberry32 } from '../data/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
+import { profileKernels, type KernelTotal } from '../compute/kernel-profile.js';
 import type { ResNetArch, ResNetConfig } from '../model/resnet-spec.js';
 import { Replica } from './replica.js';
 
@@ -77,6 +78,34 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
     const stepCpuMs = median(cpu);
     return { stepMs, imagesPerSecond: (batch / stepMs) * 1000, forwardBackwardMs: median(fb), optimizerMs: median(opt),
       stepCpuMs, imagesPerCpuSecond: (batch / stepCpuMs) * 1000, chunk: Math.min(batch, replica.maxMicroBatch(size)) };
+  } finally {
+    replica.dispose();
+  }
+}
+
+/**
+ * Per-kernel times of one training step (after one warm-up step), same model and inputs as
+ * {@link measureWholeStep}, through `tf.profile` (see `compute/kernel-profile.ts`).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<KernelTotal[]> {
+  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
+  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
+  await registerTfjsGradients();
+  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  try {
+    const rng = mulberry32(1);
+    const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
+    const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
+    const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
+    const step = (i: number): void => {
+      replica.accumulate(x, y, null, i);
+      replica.applyGradients(replica.takeGradients(), hyper);
+    };
+    step(0);
+    return await profileKernels(() => step(1));
   } finally {
     replica.dispose();
   }
