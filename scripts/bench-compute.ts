@@ -5,6 +5,7 @@
  * Usage:
  * ```
  * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ *   [--clock wall|cpu]
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * ```
  * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
@@ -99,15 +100,27 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/**
+ * What a per-shape time measures: `wall` (elapsed time) or `cpu` (this process's user + system CPU time: equal to
+ * wall time for the single-threaded WASM backend on an idle core, and far less disturbed by other processes).
+ */
+export type BenchClock = 'wall' | 'cpu';
+
+function nowMs(clock: BenchClock): number {
+  if (clock === 'wall') return performance.now();
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
 /** Median ms of `op(fresh)` over `reps` runs after one warm-up; `fresh` is a new copy of `perRun` each run. */
-function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Tensor): number {
+function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Tensor, clock: BenchClock): number {
   const times: number[] = [];
   for (let i = 0; i <= reps; i++) {
     const fresh = tf.clone(perRun);
-    const t0 = performance.now();
+    const t0 = nowMs(clock);
     const out = op(fresh);
     out.dataSync(); // forces completion on asynchronous backends; WASM kernels are synchronous anyway
-    const ms = performance.now() - t0;
+    const ms = nowMs(clock) - t0;
     tf.dispose([out, fresh]);
     if (i > 0) times.push(ms);
   }
@@ -119,7 +132,7 @@ function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Te
  * fresh copy of the weights (forward, input gradient) or of dy (filter gradient), as in training where they change
  * every step: XNNPACK caches a packed filter per tensor, so reusing one tensor would leave the packing out.
  */
-export function timeConv(shape: ConvShape, reps: number): ConvTiming {
+export function timeConv(shape: ConvShape, reps: number, clock: BenchClock = 'wall'): ConvTiming {
   const { input, kernel: k, stride, pad, outChannels: co } = shape;
   const wShape: [number, number, number, number] = [k, k, input[3], co];
   const x = tf.randomUniform(input, -1, 1, 'float32', 1) as tf.Tensor4D;
@@ -131,11 +144,11 @@ export function timeConv(shape: ConvShape, reps: number): ConvTiming {
     return {
       shape,
       flops: 2 * input[0] * ho * ho * k * k * input[3] * co,
-      forwardMs: timeOp(reps, w, (fw) => tf.conv2d(x, fw as tf.Tensor4D, stride, pad)),
+      forwardMs: timeOp(reps, w, (fw) => tf.conv2d(x, fw as tf.Tensor4D, stride, pad), clock),
       filterGradMs: timeOp(reps, dy, (fdy) => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: fdy },
-        { ...attrs, filterShape: wShape }) as tf.Tensor),
+        { ...attrs, filterShape: wShape }) as tf.Tensor, clock),
       inputGradMs: timeOp(reps, w, (fw) => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: fw },
-        { ...attrs, inputShape: input }) as tf.Tensor),
+        { ...attrs, inputShape: input }) as tf.Tensor, clock),
     };
   } finally {
     tf.dispose([x, w, dy]);
@@ -203,6 +216,12 @@ interface BenchFlags {
   reps: string;
   json?: boolean;
   profile?: boolean;
+  clock: string;
+}
+
+function parseClock(value: string): BenchClock {
+  if (value === 'wall' || value === 'cpu') return value;
+  throw new TrainerError('ERR_BAD_FLAG', `--clock must be wall|cpu, got ${JSON.stringify(value)}`);
 }
 
 function intFlag(name: string, value: string, min: number): number {
@@ -262,13 +281,14 @@ async function run(flags: BenchFlags): Promise<void> {
     else printProfile(kernels);
     return;
   }
-  if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up`);
-  const timings = resnetConvShapes(arch, size, batch).map((shape) => timeConv(shape, reps));
+  if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up, ${flags.clock} clock`);
+  const clock = parseClock(flags.clock);
+  const timings = resnetConvShapes(arch, size, batch).map((shape) => timeConv(shape, reps, clock));
   const sum = totals(timings);
   const step = await measureTrainingStep(arch, size, batch, reps);
   const peakRssMiB = process.resourceUsage().maxRSS / 1024;
   if (flags.json) {
-    console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, reps, convs: timings, totals: sum,
+    console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, reps, clock, convs: timings, totals: sum,
       trainingStep: step, peakRssMiB }));
     return;
   }
@@ -294,6 +314,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
+    .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });
