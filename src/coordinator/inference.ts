@@ -17,6 +17,9 @@ import { ClassificationInterpretation } from '../shared/interpret/interpretation
 import { Replica } from '../shared/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../shared/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
+import { loadLatestCheckpoint } from '../shared/checkpoint.js';
+import type { CheckpointMeta } from './checkpoints.js';
+import { reportInput } from './stage-report.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
 export interface ModelRef {
@@ -117,7 +120,11 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
       plan.batches[batch.batchIndex]!.indices.forEach((pos, i) => probs.set(r.probs.subarray(i * k, (i + 1) * k), pos * k));
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
-    const report = await writeRunReport(ref.dir, { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved });
+    // Keep the run's training curves and lr_find in the report when the run directory has its history.
+    const latest = loadLatestCheckpoint<CheckpointMeta>(ref.dir);
+    const input = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
+      : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
+    const report = await writeRunReport(ref.dir, input);
     console.log(`error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
     for (const c of interp.mostConfused(2).slice(0, 10)) console.log(`  ${c.actual} → ${c.predicted}: ${c.count}`);
     console.log(`report: ${report.indexHtml}`);
