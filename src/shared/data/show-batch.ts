@@ -53,6 +53,7 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
   if (size * size * 3 * b !== batch.x.length) throw new TrainerError('ERR_BAD_FLAG', `show_batch x must be [${b}, s, s, 3], got ${batch.x.length} values`);
   const width = cols * size;
   const cell = size + captionPx;
+  const fontPx = Math.max(10, Math.round(captionPx * 0.6));
   const height = rows * cell;
   const grid = Buffer.alloc(width * height * 3, 255);
   const texts: string[] = [];
@@ -67,9 +68,11 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
       for (let r = 0; r < size; r++) grid.fill(0, ((gy + r) * width + gx) * 3, ((gy + r) * width + gx + size) * 3);
     }
     const label = real ? classes[batch.y[k]!] ?? `#${batch.y[k]}` : '(padding)';
-    texts.push(`<text x="${gx + size / 2}" y="${gy + size + captionPx * 0.72}" text-anchor="middle">${escapeXml(label)}</text>`);
+    // Shrink long names so they stay inside their own cell (DejaVu Sans averages ~0.6 em per character).
+    const fit = Math.floor((size - 4) / (0.6 * Math.max(1, label.length)));
+    const style = fit < fontPx ? ` font-size="${Math.max(6, fit)}"` : '';
+    texts.push(`<text x="${gx + size / 2}" y="${gy + size + captionPx * 0.72}" text-anchor="middle"${style}>${escapeXml(label)}</text>`);
   }
-  const fontPx = Math.max(10, Math.round(captionPx * 0.6));
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><g font-family="DejaVu Sans" font-size="${fontPx}" fill="#111">${texts.join('')}</g></svg>`;
   const composed = await sharp(grid, { raw: { width, height, channels: 3 } })
     .composite([{ input: Buffer.from(svg), top: 0, left: 0 }])
