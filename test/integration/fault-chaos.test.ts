@@ -1,0 +1,113 @@
+/**
+ * Fault tolerance end to end on a tiny run (resnet18 at 32 px, 3 WASM workers, 6 optimizer steps; see
+ * `fault-harness.ts`): the undisturbed run is the reference; a run whose workers are SIGKILLed three times at
+ * seeded-random moments, and a run whose coordinator is SIGKILLed mid-step and then resumed from a checkpoint (the
+ * newest one corrupted on purpose), must both end with BIT-IDENTICAL weights (every tensor of the saved model,
+ * BatchNorm running statistics included), and leave no process behind.
+ *
+ * Expected values come from the reference run itself (same seed, same plan), compared byte for byte (tolerance 0):
+ * replicas are deterministic on WASM and the data order, dropout seeds and the all-reduce order are functions of
+ * (global step, rank), never of which process holds the rank.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync, truncateSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { CoordinatorRun, alive, differingTensors, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+
+const RUN_TIMEOUT_MS = 240_000;
+let dir = '';
+let data = '';
+const started: CoordinatorRun[] = [];
+
+function start(args: readonly string[]): CoordinatorRun {
+  const run = new CoordinatorRun(args, dir);
+  started.push(run);
+  return run;
+}
+
+/** A 32-bit LCG (Numerical Recipes constants): reproducible kill moments. */
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+}
+
+before(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'fault-chaos-'));
+  data = makeFixture(path.join(dir, 'data'));
+});
+
+after(async () => {
+  for (const run of started) run.killGroup();
+  const pids = started.flatMap((r) => [r.child.pid!, ...r.workerPids()]);
+  await waitGone(pids, 10_000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const model = (runDir: string): string => path.join(runDir, 'models', 'stage-2.safetensors');
+
+test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-identical to the undisturbed run', { timeout: 6 * RUN_TIMEOUT_MS }, async (t) => {
+  const refDir = path.join(dir, 'ref');
+  await t.test('undisturbed reference run', async () => {
+    const run = start(tinyRunArgs(data, refDir));
+    const exit = await run.exited;
+    assert.equal(exit.code, 0, run.out.slice(-3000));
+    assert.ok(existsSync(model(refDir)), 'the reference saves stage-2');
+    assert.deepEqual(await waitGone(run.workerPids(), 10_000), [], 'workers exit after the run');
+  });
+
+  await t.test('three SIGKILLs of random workers at random moments: same weights, no orphans', async () => {
+    const runDir = path.join(dir, 'chaos');
+    const run = start(tinyRunArgs(data, runDir));
+    const rand = lcg(20261129);
+    // Kill after committed steps 1, 2 and 4 (one lands in an epoch-end validation/checkpoint, others mid-step).
+    for (const afterStep of [1, 2, 4]) {
+      await run.waitFor(new RegExp(`(^epoch \\d+: \\d+/\\d+ batches[^]*){${afterStep}}`, 'm'), RUN_TIMEOUT_MS);
+      await new Promise((r) => setTimeout(r, Math.floor(rand() * 1200)));
+      const live = run.liveWorkerPids();
+      assert.ok(live.length > 0, 'some worker is alive to be killed');
+      const victim = live[Math.floor(rand() * live.length)]!;
+      process.kill(victim, 'SIGKILL');
+      const joinedBefore = run.workerPids().length;
+      await run.waitFor(new RegExp(`(worker joined: pid \\d+[^]*){${joinedBefore + 1}}`), RUN_TIMEOUT_MS);
+    }
+    const exit = await run.exited;
+    assert.equal(exit.code, 0, run.out.slice(-3000));
+    assert.equal([...run.out.matchAll(/respawned local worker slot/g)].length, 3, 'three respawns logged');
+    assert.deepEqual(differingTensors(model(refDir), model(runDir)), [], 'every tensor bit-identical to the reference');
+    assert.deepEqual(await waitGone(run.workerPids(), 10_000), [], 'no orphan worker');
+  });
+
+  await t.test('SIGKILL of the coordinator mid-step: workers exit on their own; --resume (newest checkpoint corrupted) ends bit-identical', async () => {
+    const runDir = path.join(dir, 'killed');
+    const args = [...tinyRunArgs(data, runDir), '--checkpoint-every', '1', '--keep', '5'];
+    const run = start(args);
+    await run.waitFor(/(^epoch \d+: \d+\/\d+ batches[^]*){3}/m, RUN_TIMEOUT_MS);
+    await run.waitFor(/checkpoint: \S+step-000000003/, RUN_TIMEOUT_MS);
+    await new Promise((r) => setTimeout(r, 400));
+    const workers = run.liveWorkerPids();
+    process.kill(run.child.pid!, 'SIGKILL');
+    await run.exited;
+    // Workers notice the silence after --heartbeat-timeout-ms 4000 and exit (3 s grace before they kill themselves).
+    assert.deepEqual(await waitGone(workers, 12_000), [], 'workers of a SIGKILLed coordinator exit by themselves');
+
+    const ckpts = readdirSync(path.join(runDir, 'checkpoints')).filter((n) => n.startsWith('step-')).sort();
+    assert.ok(ckpts.length >= 2, `at least two checkpoints, got ${ckpts.join(', ')}`);
+    const newest = path.join(runDir, 'checkpoints', ckpts.at(-1)!, 'state.safetensors');
+    truncateSync(newest, Math.floor(statSync(newest).size / 2));
+
+    const refused = start([...args, '--resume', runDir, '--bs', '4']);
+    assert.equal((await refused.exited).code, 2, refused.out);
+    assert.match(refused.out, /bs was 2 in this run, got 4/);
+
+    const resumed = start([...args, '--resume', runDir]);
+    const exit = await resumed.exited;
+    assert.equal(exit.code, 0, resumed.out.slice(-3000));
+    assert.match(resumed.out, /skipping checkpoint \S+: .*truncated/, 'the corrupted newest checkpoint is reported');
+    assert.match(resumed.out, new RegExp(`resumed from \\S+${ckpts.at(-2)!}`), 'the previous checkpoint is used');
+    assert.deepEqual(differingTensors(model(refDir), model(runDir)), [], 'every tensor bit-identical to the reference');
+    assert.deepEqual(await waitGone(resumed.workerPids(), 10_000), [], 'no orphan worker');
+    assert.ok(!alive(resumed.child.pid!));
+  });
+});

@@ -1,0 +1,136 @@
+/**
+ * Helpers of the fault-tolerance integration tests (`fault-*.test.ts`): a tiny Pets fixture, the real coordinator
+ * started from the sources as a child process in its own process group, awaitable output lines, the worker pids it
+ * logs ("worker joined: pid N"), process liveness checks, and a comparison of two saved models tensor by tensor.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Project root (two levels above this file). */
+export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The shared Pets sample photos (8 per breed), read in place through symlinks, never copied. */
+export const SHARED_IMAGES = path.resolve(PROJECT_ROOT, '../shared/datasets/oxford-iiit-pet-sample/images');
+
+/**
+ * Makes `<dir>/images/` with symlinks to the shared photos of the first `breeds` breeds (sorted).
+ * @returns the `--data` value
+ */
+export function makeFixture(dir: string, breeds = 2): string {
+  const all = readdirSync(SHARED_IMAGES).filter((f) => f.endsWith('.jpg')).sort();
+  const names = [...new Set(all.map((f) => f.replace(/_\d+\.jpg$/, '')))].slice(0, breeds);
+  mkdirSync(path.join(dir, 'images'), { recursive: true });
+  for (const f of all.filter((x) => names.includes(x.replace(/_\d+\.jpg$/, '')))) symlinkSync(path.join(SHARED_IMAGES, f), path.join(dir, 'images', f));
+  return dir;
+}
+
+/**
+ * Flags of the tiny run every fault test uses: resnet18 at 32 px, bs 2, 2 breeds (13 train / 3 valid images),
+ * stage-1 2 epochs frozen + stage-2 1 epoch unfrozen (2 steps per epoch with 3 workers: 6 steps), no lr_find
+ * (its 100-step sweep is too slow for the suite), WASM, ephemeral ports, short heartbeats.
+ */
+export function tinyRunArgs(data: string, runDir: string, workers = 3): string[] {
+  return ['--workers', String(workers), '--data', data, '--pretrained', 'none', '--arch', 'resnet18', '--size', '32', '--bs', '2',
+    '--epochs', '2', '--fine-tune-epochs', '1', '--no-lr-find', '--backend', 'wasm', '--metrics-port', '-1',
+    '--bind', 'tcp://127.0.0.1:0', '--run-dir', runDir, '--plain', '--heartbeat-interval-ms', '300', '--heartbeat-timeout-ms', '4000'];
+}
+
+/** How a coordinator process ended. */
+export interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** A running coordinator (`node --import tsx <entry> ...args`) in its own process group. */
+export class CoordinatorRun {
+  out = '';
+  readonly exited: Promise<Exit>;
+  readonly child: ChildProcess;
+  private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
+
+  constructor(args: readonly string[], entryDir: string) {
+    const entry = path.join(entryDir, 'coordinator-entry.mjs');
+    writeFileSync(entry, `const m = await import(${JSON.stringify(path.join(PROJECT_ROOT, 'src/coordinator/cli.ts'))});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
+    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const onData = (c: Buffer): void => {
+      this.out += c.toString();
+      for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }
+    };
+    this.child.stdout!.on('data', onData);
+    this.child.stderr!.on('data', onData);
+    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Resolves when `re` matches the whole output so far (stdout and stderr); rejects on exit or after `timeoutMs`. */
+  waitFor(re: RegExp, timeoutMs: number): Promise<void> {
+    if (re.test(this.out)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${re} after ${timeoutMs} ms:\n${this.out.slice(-3000)}`)), timeoutMs);
+      this.watchers.push({ re, resolve: () => { clearTimeout(timer); resolve(); } });
+      void this.exited.then(() => { clearTimeout(timer); if (!re.test(this.out)) reject(new Error(`exited before ${re}:\n${this.out.slice(-3000)}`)); });
+    });
+  }
+
+  /** Every worker pid the coordinator logged as joined, in order. */
+  workerPids(): number[] {
+    return [...this.out.matchAll(/worker joined: pid (\d+)/g)].map((m) => Number(m[1]));
+  }
+
+  /** Worker pids that joined and are still alive. */
+  liveWorkerPids(): number[] {
+    return this.workerPids().filter(alive);
+  }
+
+  /** Committed steps so far, counted from the progress lines (`epoch e: k/n batches`). */
+  committedSteps(): number {
+    return [...this.out.matchAll(/^epoch \d+: \d+\/\d+ batches/gm)].length;
+  }
+
+  /** Kills the whole process group (coordinator and workers) with SIGKILL; safe to call twice. */
+  killGroup(): void {
+    try {
+      process.kill(-this.child.pid!, 'SIGKILL');
+    } catch { /* already gone */ }
+  }
+}
+
+/** Whether a process exists (and is not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Polls until none of `pids` is alive. @returns the ones still alive after `timeoutMs` */
+export async function waitGone(pids: readonly number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  return pids.filter(alive);
+}
+
+/** Tensors of a safetensors file (float32 only, as the trainer writes them): name → raw bytes. */
+export function readTensors(file: string): Map<string, Buffer> {
+  const b = readFileSync(file);
+  const n = Number(b.readBigUInt64LE(0));
+  const header = JSON.parse(b.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const data = b.subarray(8 + n);
+  const out = new Map<string, Buffer>();
+  for (const [name, v] of Object.entries(header)) if (name !== '__metadata__') out.set(name, data.subarray(v.data_offsets[0], v.data_offsets[1]));
+  return out;
+}
+
+/** Names of the tensors whose bytes differ between two saved models (or exist in only one). */
+export function differingTensors(a: string, b: string): string[] {
+  const ta = readTensors(a), tb = readTensors(b);
+  const names = new Set([...ta.keys(), ...tb.keys()]);
+  return [...names].filter((n) => !ta.has(n) || !tb.has(n) || !ta.get(n)!.equals(tb.get(n)!)).sort();
+}

@@ -1,0 +1,82 @@
+/**
+ * Signals to the coordinator on a tiny run (see `fault-harness.ts`): the first SIGTERM finishes the current step,
+ * checkpoints where the run is, stops the workers and exits 0; a second signal exits at once (code 130) and still
+ * takes the workers down. No process may remain.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { CoordinatorRun, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+
+const RUN_TIMEOUT_MS = 180_000;
+let dir = '';
+let data = '';
+const started: CoordinatorRun[] = [];
+
+before(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'fault-signals-'));
+  data = makeFixture(path.join(dir, 'data'));
+});
+
+after(async () => {
+  for (const run of started) run.killGroup();
+  await waitGone(started.flatMap((r) => [r.child.pid!, ...r.workerPids()]), 10_000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('SIGTERM: finishes the step, checkpoints, stops the workers, exits 0', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const runDir = path.join(dir, 'term');
+  const run = new CoordinatorRun(tinyRunArgs(data, runDir, 2), dir);
+  started.push(run);
+  await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
+  const workers = run.liveWorkerPids();
+  assert.equal(workers.length, 2);
+  process.kill(run.child.pid!, 'SIGTERM');
+  const exit = await run.exited;
+  assert.equal(exit.code, 0, run.out.slice(-3000));
+  assert.match(run.out, /SIGTERM: finishing the current step/);
+  const stopped = /stopped at stage (\S+), step (\d+) \(global step (\d+)\)/.exec(run.out);
+  assert.ok(stopped, run.out.slice(-2000));
+  const ckpts = readdirSync(path.join(runDir, 'checkpoints')).filter((n) => n.startsWith('step-')).sort();
+  const newest = ckpts.at(-1)!;
+  assert.equal(Number(newest.slice(5)), Number(stopped[3]), 'the last checkpoint is at the stop step');
+  const meta = JSON.parse(readFileSync(path.join(runDir, 'checkpoints', newest, 'manifest.json'), 'utf8')).meta as {
+    history: { position: { globalStep: number } }; plan: { globalBs: number }; sampler: { dataEpoch: number }; classes: string[];
+  };
+  assert.equal(meta.history.position.globalStep, Number(stopped[3]));
+  assert.equal(meta.plan.globalBs, 4, '2 workers × bs 2');
+  assert.equal(meta.classes.length, 2);
+  assert.deepEqual(await waitGone(workers, 10_000), [], 'workers stopped');
+});
+
+test('a second signal exits at once (130) and takes the workers down', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const run = new CoordinatorRun(tinyRunArgs(data, path.join(dir, 'twice'), 2), dir);
+  started.push(run);
+  await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
+  const workers = run.liveWorkerPids();
+  process.kill(run.child.pid!, 'SIGTERM');
+  await run.waitFor(/SIGTERM: finishing/, 10_000);
+  const t0 = Date.now();
+  process.kill(run.child.pid!, 'SIGTERM');
+  const exit = await run.exited;
+  assert.equal(exit.code, 130, run.out.slice(-2000));
+  assert.ok(Date.now() - t0 < 5000, `exited ${Date.now() - t0} ms after the second signal`);
+  assert.deepEqual(await waitGone(workers, 10_000), [], 'no orphan worker');
+});
+
+test('--max-restarts 0: a lost worker makes the run checkpoint and stop with a clear message', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const runDir = path.join(dir, 'restarts');
+  const run = new CoordinatorRun([...tinyRunArgs(data, runDir, 2), '--max-restarts', '0'], dir);
+  started.push(run);
+  await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
+  const [victim, survivor] = run.liveWorkerPids();
+  process.kill(victim!, 'SIGKILL');
+  const exit = await run.exited;
+  assert.equal(exit.code, 1, run.out.slice(-3000));
+  assert.match(run.out, /lost 1 worker\(s\), more than --max-restarts 0; checkpointed, resume with --resume/);
+  assert.match(run.out, /checkpoint: \S+step-00000000[12]/, 'checkpointed before stopping');
+  assert.doesNotMatch(run.out, /respawned local worker/);
+  assert.deepEqual(await waitGone([survivor!], 10_000), [], 'the survivor is stopped');
+});
