@@ -12,6 +12,7 @@ import { BatchLoader } from '../shared/data/loader.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { shardPlan } from '../shared/data/shard.js';
 import { showBatch } from '../shared/data/show-batch.js';
+import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../shared/errors.js';
 
 /** Options of {@link writeShowBatch}; every field is optional. */
@@ -45,7 +46,11 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
   try {
     const first = await loader[Symbol.asyncIterator]().next();
     if (first.done) throw new TrainerError('ERR_DATA', `show_batch: the loader produced no batch from ${data.train.length} training images`);
-    return await showBatch(first.value, data.classes, outPath, { rows: o.rows, cols: o.rows });
+    const size = await showBatch(first.value, data.classes, outPath, { rows: o.rows, cols: o.rows });
+    // The numbers beside the picture, as for every report picture: which items and labels it shows.
+    const items = Array.from(first.value.y, (label, k) => ({ label: data.classes[label], path: data.paths[data.train[plan.batches[0]!.indices[k]!]!] }));
+    await writeFile(outPath.replace(/\.png$/i, '') + '.json', `${JSON.stringify({ rows: o.rows, size: o.size, seed: o.seed, items }, null, 2)}\n`);
+    return size;
   } finally {
     await loader.close();
   }

@@ -7,7 +7,7 @@ import { escapeXml } from './render.js';
 import type { EpochRow, RunReportInput, StageRecord } from './types.js';
 
 /** Report section a picture belongs to. */
-export type ReportSection = 'lr_find' | 'training' | 'interpretation';
+export type ReportSection = 'data' | 'lr_find' | 'training' | 'interpretation';
 
 /** A picture written in the run directory, with the JSON of its numbers beside it. */
 export interface ReportPicture {
@@ -96,6 +96,7 @@ export function renderReportHtml(input: RunReportInput, pictures: readonly Repor
     `<h1>${escapeXml(input.title)}</h1>`,
     input.notice === undefined ? '' : `<div class="notice">${escapeXml(input.notice)}</div>`,
     section('Configuration', input.config === undefined ? [] : [configHtml(input.config)]),
+    section('Data (show_batch)', figures('data')),
     section('lr_find', figures('lr_find')),
     section('Training', [...(input.stages ?? []).map(stageTableHtml), ...figures('training')]),
     section('Interpretation', interpretation),

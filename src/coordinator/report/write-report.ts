@@ -4,6 +4,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import sharp from 'sharp';
 import { TrainerError } from '../../shared/errors.js';
 import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
 import { renderReportHtml, type ReportPicture, type ReportSection } from './html.js';
@@ -102,6 +104,14 @@ async function writeInterpretation(w: ReportWriter, input: RunReportInput, o: Re
   }
 }
 
+/** Links the run's `show-batch.png` (written at the start of a run, with its `.json`) when it is there. */
+async function addShowBatch(w: ReportWriter, dir: string): Promise<void> {
+  const png = join(dir, 'show-batch.png');
+  if (!existsSync(png) || !existsSync(join(dir, 'show-batch.json'))) return;
+  const { width = 0, height = 0 } = await sharp(png).metadata();
+  w.pictures.push({ section: 'data', caption: 'show_batch: augmented training images with their labels', png: 'show-batch.png', json: 'show-batch.json', width, height });
+}
+
 /**
  * Renders and writes the whole report into `dir` (created if missing). Parts of the input that are absent are
  * skipped. Pictures: `lr-find-<name>.png`, `training-curves.png`, `confusion-matrix.png`, `top-losses.png`, each
@@ -116,6 +126,7 @@ export async function writeRunReport(dir: string, input: RunReportInput, options
   await mkdir(dir, { recursive: true });
   const w = new ReportWriter(dir);
   const usedStems = new Set<string>();
+  await addShowBatch(w, dir);
   for (const record of input.lrFinds ?? []) {
     let stem = `lr-find-${fileStem(record.name)}`;
     for (let i = 2; usedStems.has(stem); i++) stem = `lr-find-${fileStem(record.name)}-${i}`;
