@@ -148,6 +148,11 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
   if (!/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/.test(bind)) {
     throw new TrainerError('ERR_BAD_FLAG', `--bind must be tcp://host:port or ipc://path, got ${JSON.stringify(bind)}`);
   }
+  // ZeroMQ takes the port modulo 65536 (tcp://h:99999 binds 34463), so the range is checked here.
+  const port = /^tcp:\/\/.+:(\d+)$/.exec(bind)?.[1];
+  if (port !== undefined && Number(port) > 65535) {
+    throw new TrainerError('ERR_BAD_FLAG', `--bind port must be an integer in [0, 65535] (0 = any free port), got ${port}`);
+  }
   const r: RuntimeOptions = {
     ...DEFAULT_RUNTIME,
     bind,
