@@ -4,7 +4,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
-import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { assertTrainable, createDataBunch, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { decodeReplicaState } from '../shared/learner/state-codec.js';
@@ -86,6 +86,7 @@ export class Coordinator {
     this.pool = null;
     this.io.out(`data: ${data.classes.length} classes, ${data.train.length} train / ${data.valid.length} valid images from ${data.root}` +
       (data.skipLog.entries().length ? `; ${data.skipLog.entries().length} file(s) skipped (see above)` : ''));
+    assertTrainable(data);
     return data;
   }
 

@@ -106,3 +106,19 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   }
   return { root: items.root, paths: items.paths, labels, classes, train: split.train, valid: split.valid, ignored: items.ignored, skipLog };
 }
+
+/**
+ * Checks that a {@link DataBunch} can be trained and validated on: at least 2 classes, at least one training
+ * and one validation image after the bad files were dropped. Without it a tiny or mostly broken folder started
+ * the workers and failed later with an unrelated message (a one-class model, or a shard plan of 0 items at the
+ * first validation).
+ *
+ * @param data - the bunch's root, classes and split (after the verify pass).
+ * @throws TrainerError ERR_DATA naming the folder, what was found and what is needed.
+ */
+export function assertTrainable(data: Pick<DataBunch, 'root' | 'classes' | 'train' | 'valid'>): void {
+  const found = `${data.classes.length} class(es), ${data.train.length} train / ${data.valid.length} valid image(s)`;
+  if (data.classes.length < 2 || data.train.length === 0 || data.valid.length === 0) {
+    throw new TrainerError('ERR_DATA', `${data.root} must give ≥ 2 classes and ≥ 1 train and ≥ 1 valid image (after skipped files), got ${found}; add images, raise --valid-pct or check --label-re/--labels`);
+  }
+}
