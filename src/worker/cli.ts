@@ -24,6 +24,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   program.parse([...argv], { from: 'user' });
   const o = program.opts<Record<string, string | undefined>>();
   if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect!)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
+  // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.
+  for (const [flag, endpoint] of [['--connect', o.connect!], ['--data-bind', o.dataBind!]] as const) {
+    const port = /^tcp:\/\/.+:(\d+)$/.exec(endpoint)?.[1];
+    if (port !== undefined && Number(port) > 65535) throw new TrainerError('ERR_BAD_FLAG', `${flag} port must be an integer in [0, 65535], got ${port}`);
+  }
   if (!/^tcp:\/\/[^:]+:(\*|\d+)$/.test(o.dataBind!)) throw new TrainerError('ERR_BAD_FLAG', `--data-bind must be tcp://host:port or tcp://host:*, got ${JSON.stringify(o.dataBind)}`);
   const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10);
   const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval);

@@ -19,4 +19,7 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://x'], /^--data-bind must be tcp:\/\/host:port or tcp:\/\/host:\*/);
   bad(['--connect', 'tcp://x:1', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '900'], /^--heartbeat-timeout-ms must be an integer ≥ 1000, got "900"$/);
   bad(['--connect', 'tcp://x:1', '--rank', '-1'], /^--rank must be an integer ≥ 0/);
+  // ZeroMQ would silently use 99999 mod 65536 = 34463 (measured with zeromq 6).
+  bad(['--connect', 'tcp://127.0.0.1:99999'], /^--connect port must be an integer in \[0, 65535\], got 99999$/);
+  bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://127.0.0.1:70000'], /^--data-bind port must be an integer in \[0, 65535\], got 70000$/);
 });
