@@ -144,7 +144,11 @@ export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (
       throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${key} was ${JSON.stringify(saved[key])} in this run, got ${JSON.stringify(given[key])}; drop the flag or start a new run`);
     }
   }
-  const config = resolveRunConfig(saved as unknown as RunConfigInput, { ...pick(explicit, RESUME_MAY_DIFFER), runDir });
+  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
+  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach.
+  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir };
+  if (explicit.workers !== undefined && explicit.expect === undefined) overrides.expect = 0;
+  const config = resolveRunConfig(saved as unknown as RunConfigInput, overrides);
   const state = loaded.files.get('state.safetensors');
   if (!state) throw new TrainerError('ERR_CHECKPOINT', `${loaded.dir} has no state.safetensors`);
   return { point: { dir: loaded.dir, state, meta: loaded.manifest.meta }, config };

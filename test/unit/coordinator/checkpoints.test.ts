@@ -75,6 +75,11 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     const ok = loadResumePoint(dir, { workers: 2, bs: 2 }, () => undefined);
     assert.equal(ok.config.size, 32, 'size comes from the checkpoint');
     assert.equal(ok.config.workers, 2, 'workers may differ');
+    // Found by adversarial testing: expect stayed 3 (the saved resolved value), so a resume with --workers 2
+    // spawned 2 workers and waited for a third forever.
+    assert.equal(ok.config.expect, 2, 'expect follows --workers when only --workers is given');
+    assert.equal(loadResumePoint(dir, { workers: 1, expect: 3 }, () => undefined).config.expect, 3, 'an explicit --expect wins');
+    assert.equal(loadResumePoint(dir, {}, () => undefined).config.expect, 3, 'no flags: the run\'s world size');
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
     assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
   } finally {
