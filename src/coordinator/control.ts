@@ -151,7 +151,7 @@ export class ControlServer extends EventEmitter<{
       ({ message, frames } = decode(parts));
     } catch (err) {
       this.rejected++;
-      this.o.log(`rejected a frame from ${JSON.stringify(identity.slice(0, 40))}: ${(err as Error).message}`);
+      this.o.log(`rejected a frame from peer ${rawIdentity.toString('hex').slice(0, 40)}: ${(err as Error).message}`);
       this.answerOtherVersion(rawIdentity, parts);
       return;
     }

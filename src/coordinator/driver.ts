@@ -2,7 +2,7 @@
  * The coordinator's driver: builds the dataset index and the plan, starts the control plane and the workers,
  * runs the stages, checkpoints, recovers from lost workers, and writes models, interpretation and the report.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { assertTrainable, createDataBunch, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
@@ -31,6 +31,15 @@ import { StepMetricsRecorder } from './run-metrics.js';
 import { writeStageReport } from './stage-report.js';
 import { writeShowBatch } from './show-batch.js';
 
+/**
+ * A `--pretrained` value that names a file must point at an existing file.
+ * @throws TrainerError ERR_BAD_FLAG naming the path
+ */
+export function checkPretrainedSource(value: string): void {
+  if (value === 'imagenet' || value === 'none') return;
+  if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
+}
+
 /** Everything the coordinator prints goes through these. */
 export interface DriverIo {
   readonly out: (line: string) => void;
@@ -45,6 +54,8 @@ export class Coordinator {
   private cluster: Cluster | null = null;
   private pool: ImagePool | null = null;
   private stopRequested = false;
+  /** Aborts waits for workers when a stop is requested (steps check `stopRequested` between steps). */
+  private readonly stopController = new AbortController();
   private starAddress: string | null = null;
   private star: StarReduceServer | null = null;
   private history: RunHistory = newHistory();
@@ -69,6 +80,7 @@ export class Coordinator {
   /** Asks the run to stop after the current step (with a checkpoint). */
   requestStop(): void {
     this.stopRequested = true;
+    this.stopController.abort('stop requested (SIGINT/SIGTERM)');
   }
 
   private async prepareData(): Promise<DataBunch> {
@@ -104,27 +116,17 @@ export class Coordinator {
   /** Runs the whole plan. @returns where the artifacts are and the final error rate */
   async run(): Promise<RunResult> {
     const { config, runtime } = this.cmd;
-    mkdirSync(this.runDir, { recursive: true });
     const resumed = this.resumePoint;
-    const data = await this.prepareData();
-    this.classes = data.classes;
-    if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
-    }
+    // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
+    // weights file), so a mistake stops the run in seconds rather than after the data check.
+    checkPretrainedSource(config.pretrained);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
-    this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
-    this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
-      (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
-      `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
-
     if (runtime.metricsPort >= 0) {
       this.metrics = new MetricsServer({ host: runtime.metricsHost, port: runtime.metricsPort, runId: basename(this.runDir) });
       await this.metrics.start();
       this.recorder = new StepMetricsRecorder(this.metrics);
-      for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
       this.io.out(`metrics: ${this.metrics.url}`);
     }
     const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
@@ -136,6 +138,19 @@ export class Coordinator {
     this.control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     this.control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
+    mkdirSync(this.runDir, { recursive: true });
+    const data = await this.prepareData();
+    this.classes = data.classes;
+    if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
+    }
+    this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
+    this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
+      (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
+      `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
+    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+
+    if (this.metrics) for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
@@ -147,7 +162,7 @@ export class Coordinator {
     }
     const recovery = this.recovery = new Recovery({
       cluster: this.cluster, control: this.control, workers: this.workers, expect: config.expect, elastic: runtime.elastic,
-      maxRestarts: runtime.maxRestarts, joinTimeoutMs: 300_000, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,
@@ -158,7 +173,13 @@ export class Coordinator {
       if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} exited (code ${e.code}, signal ${e.signal}) before joining`);
     };
     this.workers?.on('exit', onEarlyExit);
-    await this.cluster.admit(config.expect, 300_000, earlyExit.signal);
+    try {
+      await this.cluster.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
+    } catch (err) {
+      if (!this.stopRequested) throw err;
+      this.io.out('stopped while waiting for workers to join; nothing was trained');
+      return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+    }
     this.workers?.off('exit', onEarlyExit);
     await this.cluster.announce();
     await recovery.setupAll(this.cluster.ranks().map((m) => m.rank));

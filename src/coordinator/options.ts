@@ -38,6 +38,8 @@ export interface RuntimeOptions {
   readonly metricsPort: number;
   /** Seconds `/metrics` stays up after the run ends, so Prometheus scrapes the final values (0 = close at once). */
   readonly metricsLingerS: number;
+  /** How long to wait for workers to join (at start and for replacements), seconds. */
+  readonly joinTimeoutS: number;
   /** Decode/augment threads per worker (0 = automatic). */
   readonly threads: number;
   /** Directory with CURVE keys for remote workers, or null. */
@@ -63,6 +65,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   metricsHost: '127.0.0.1',
   metricsPort: 9464,
   metricsLingerS: 0,
+  joinTimeoutS: 300,
   threads: 0,
   curveKeys: null,
   plain: false,
@@ -123,6 +126,7 @@ export function trainProgram(): Command {
     .option('--metrics-host <host>', `Prometheus endpoint host (default ${DEFAULT_RUNTIME.metricsHost})`)
     .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}; 0 = any, -1 = off)`)
     .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
+    .option('--join-timeout-s <s>', `how long to wait for workers to join, seconds (default ${DEFAULT_RUNTIME.joinTimeoutS})`)
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
     .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
@@ -170,6 +174,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     metricsHost: typeof flags.metricsHost === 'string' ? flags.metricsHost : DEFAULT_RUNTIME.metricsHost,
     metricsPort: int('--metrics-port', 'metricsPort', -1, 65535) ?? DEFAULT_RUNTIME.metricsPort,
     metricsLingerS: int('--metrics-linger-s', 'metricsLingerS', 0, 3600) ?? DEFAULT_RUNTIME.metricsLingerS,
+    joinTimeoutS: int('--join-timeout-s', 'joinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.joinTimeoutS,
     threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,

@@ -29,6 +29,8 @@ export interface RecoveryOptions {
   readonly maxRestarts: number;
   /** How long to wait for replacements to join, milliseconds. */
   readonly joinTimeoutMs: number;
+  /** Fires when the user asked the run to stop (SIGINT/SIGTERM): waiting for workers ends at once. */
+  readonly stopSignal?: AbortSignal;
   /** How long to wait for a loss to be detected after a failed step, milliseconds. */
   readonly detectTimeoutMs: number;
   /** Whether the global batch divides over `worldSize` workers (elastic needs an integer accumulation). */
@@ -114,7 +116,7 @@ export class Recovery {
   private async admitNewcomers(count: number, getState: () => Promise<Uint8Array>): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
-    await cluster.admit(count, this.o.joinTimeoutMs);
+    await cluster.admit(count, this.o.joinTimeoutMs, this.o.stopSignal);
     await cluster.announce();
     const fresh = cluster.ranks().filter((m) => !before.has(m.id)).map((m) => m.rank);
     await this.setupAll(fresh);

@@ -207,6 +207,9 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
   if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom is csv', null);
+  const names = cfg.stages.map((s) => s.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) fail('stages', 'a list with unique stage names (each is saved as models/<name>)', names);
   if (cfg.stages.every((s) => s.kind === 'lr_find')) fail('stages', 'a list with at least one training stage', cfg.stages.map((s) => s.kind));
   return Object.freeze(cfg);
 }

@@ -102,7 +102,8 @@ export class WorkerTrainer {
   private readonly validSplit: Int32Array;
   private pending: Pending | null = null;
   private lastOptimizerSeconds = 0;
-  readonly skipLog = new SkipLog();
+  /** Files that fail to decode during training (e.g. changed after the verify pass): logged once each, counted. */
+  readonly skipLog = new SkipLog((path, reason) => process.stderr.write(`[worker ${process.pid}] data: skipped ${path}: ${reason}\n`));
 
   constructor(
     private readonly setup: RunSetup,

@@ -69,7 +69,13 @@ function walk(root: string): string[] {
 
 function readCsvLabels(file: string, root: string): Map<string, string> {
   const map = new Map<string, string>();
-  const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new TrainerError('ERR_DATA', `--labels ${file}: cannot read the CSV of file,label rows (${(err as Error).message})`, { cause: err });
+  }
+  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
   for (const [i, line] of lines.entries()) {
     const comma = line.lastIndexOf(',');
     if (comma < 0) throw new TrainerError('ERR_DATA', `${file}:${i + 1}: expected "file,label", got ${JSON.stringify(line)}`);

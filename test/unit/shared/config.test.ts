@@ -43,6 +43,7 @@ test('bad values name the field, the rule and the value', () => {
   assert.throws(() => resolveRunConfig({ stages: [{ maxLr: 'fast' }] }), badConfig(/^stages\[0\]\.maxLr must be a number, "slice\(b\)" or "slice\(a,b\)", got "fast"$/));
   assert.throws(() => resolveRunConfig({ stages: [{ epochs: 1, speed: 2 }] }), badConfig(/^stages\[0\]\.speed must be a known stage field/));
   assert.throws(() => resolveRunConfig({ stages: [{ kind: 'lr_find' }] }), badConfig(/at least one training stage/));
+  assert.throws(() => resolveRunConfig({ stages: [{ name: 'a', epochs: 1 }, { name: 'a', epochs: 1 }] }), badConfig(/^stages must be a list with unique stage names/));
 });
 
 test('stages accept numbers and slices for maxLr', () => {

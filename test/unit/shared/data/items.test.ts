@@ -39,6 +39,8 @@ describe('items and labels', () => {
     const byCsv = listItems(dir, { kind: 'csv', file: join(dir, 'labels.csv') });
     assert.deepEqual(byCsv.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'beagle_10.jpg', 'tabby.png']);
     assert.deepEqual(byCsv.labels, ['cat', 'dog', 'cat']);
+    assert.throws(() => listItems(dir, { kind: 'csv', file: join(dir, 'missing.csv') }),
+      (e: unknown) => (e as { code?: string }).code === 'ERR_DATA' && /^--labels .*missing\.csv: cannot read the CSV of file,label rows/.test((e as Error).message));
   });
 
   it('official split from annotations/trainval.txt and test.txt; items in neither are left out', () => {
