@@ -50,7 +50,7 @@ test('ROUTER: garbage is counted and logged, a hello of another version is answe
     assert.equal(message.type, 'error');
     assert.match(message.type === 'error' ? message.message : '', new RegExp(`speaks v${PROTOCOL_VERSION}, the worker sent v${PROTOCOL_VERSION + 1}`));
     assert.equal(server.rejected, 2);
-    assert.equal(lines.filter((l) => /^rejected a frame from peer 7731 /.test(l)).length, 2);
+    assert.equal(lines.filter((l) => /^rejected a frame from peer 7731:/.test(l)).length, 2);
     const joined = new Promise((res) => server.once('hello', res));
     await client.send(encode(HELLO));
     await joined;
