@@ -117,6 +117,12 @@ export class Coordinator {
   async run(): Promise<RunResult> {
     const { config, runtime } = this.cmd;
     const resumed = this.resumePoint;
+    if (resumed && resumed.meta.history.position.stageIndex >= config.stages.length) {
+      // Nothing left to train: touching the workers or the checkpoints could only lose the finished result.
+      this.io.out(`${resumed.dir}: this run already finished (global step ${resumed.meta.history.position.globalStep}); nothing to resume. ` +
+        `Look at it again with: npx coordinator interpret ${this.runDir}`);
+      return { runDir: this.runDir, stopped: false, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: null };
+    }
     // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);

@@ -11,7 +11,7 @@ import type { StagePlan } from '../shared/plan.js';
 import type { Cluster } from './cluster.js';
 import type { RunHistory } from './history.js';
 import { writeRunReport } from './report/write-report.js';
-import { reportInput } from './stage-report.js';
+import { mostConfusedLines, reportInput } from './stage-report.js';
 import { validateAll } from './stage-runner.js';
 
 /** What a finished (or stopped) run reports. */
@@ -68,8 +68,8 @@ export async function gatherPredictions(cluster: Cluster, data: DataBunch, timeo
 export async function finishRun(f: FinishInput): Promise<RunResult> {
   const { probs, targets, errorRate } = await gatherPredictions(f.cluster, f.data, f.timeoutMs);
   const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
-  f.out('\nmost_confused (actual, predicted, count):');
-  for (const c of interp.mostConfused(2).slice(0, 10)) f.out(`  ${c.actual} → ${c.predicted}: ${c.count}`);
+  f.out('');
+  for (const line of mostConfusedLines(interp)) f.out(line);
   const input = reportInput(f.runDir, f.config, f.history, interp);
   const report = await writeRunReport(f.runDir, input);
   const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');

@@ -19,7 +19,7 @@ import { loadModel, readModelMeta, type SavedModelMeta } from '../shared/learner
 import { writeRunReport } from './report/write-report.js';
 import { loadLatestCheckpoint } from '../shared/checkpoint.js';
 import type { CheckpointMeta } from './checkpoints.js';
-import { reportInput } from './stage-report.js';
+import { mostConfusedLines, reportInput } from './stage-report.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
 export interface ModelRef {
@@ -122,11 +122,14 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
     // Keep the run's training curves and lr_find in the report when the run directory has its history.
     const latest = loadLatestCheckpoint<CheckpointMeta>(ref.dir);
-    const input = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
+    const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
       : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
-    const report = await writeRunReport(ref.dir, input);
-    console.log(`error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
-    for (const c of interp.mostConfused(2).slice(0, 10)) console.log(`  ${c.actual} → ${c.predicted}: ${c.count}`);
+    // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
+    // gets its own folder so it never replaces the run's report.
+    const outDir = target.endsWith('.safetensors') ? join(ref.dir, `interpret-${ref.name}`) : ref.dir;
+    const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });
+    console.log(`model ${ref.name}: error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
+    for (const line of mostConfusedLines(interp)) console.log(line);
     console.log(`report: ${report.indexHtml}`);
     return 0;
   } finally {

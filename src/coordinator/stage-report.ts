@@ -29,3 +29,10 @@ export function reportInput(runDir: string, config: RunConfig, history: RunHisto
 export function writeStageReport(runDir: string, config: RunConfig, history: RunHistory): Promise<ReportManifest> {
   return writeRunReport(runDir, reportInput(runDir, config, history));
 }
+
+/** The terminal lines of fastai's `most_confused(min_val)` (or a line saying there is none). */
+export function mostConfusedLines(interp: ClassificationInterpretation, minVal = 2, max = 10): string[] {
+  const pairs = interp.mostConfused(minVal).slice(0, max);
+  if (pairs.length === 0) return [`most_confused(min_val=${minVal}): no pair of classes confused ${minVal} times or more`];
+  return [`most_confused(min_val=${minVal}) (actual → predicted: count):`, ...pairs.map((c) => `  ${c.actual} → ${c.predicted}: ${c.count}`)];
+}

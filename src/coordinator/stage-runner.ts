@@ -108,7 +108,9 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
 /** Runs (or continues) a one-cycle or constant-lr stage. @returns false when a stop was requested */
 export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<boolean> {
   const h = stageHistory(ctx, stage);
-  if (ctx.history.position.stepInStage === 0) ctx.out(`\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps\n${formatEpochHeader()}`);
+  const from = ctx.history.position.stepInStage;
+  const resuming = from > 0 ? ` — resumed at step ${from}` : '';
+  ctx.out(`\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}\n${formatEpochHeader()}`);
   let progress: EpochProgress | null = null;
   for (let k = ctx.history.position.stepInStage; k < stage.totalSteps; k++) {
     if (k % stage.stepsPerEpoch === 0 || progress === null) {

@@ -139,7 +139,7 @@ describe('main job: coordinator with 2 workers on 6 breeds, then predict and int
     for (const f of ['index.html', 'confusion-matrix.png', 'top-losses.png', 'interpretation.json']) unlinkSync(path.join(runDir, f));
     const r = await runCoordinator(['interpret', runDir, '--backend', 'wasm'], 180_000);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^error_rate \d\.\d{4} on 9 validation images$/m);
+    assert.match(r.stdout, /^model stage-2: error_rate \d\.\d{4} on 9 validation images$/m);
     for (const f of ['index.html', 'confusion-matrix.png', 'top-losses.png', 'interpretation.json']) assert.ok(existsSync(path.join(runDir, f)), `${f} not rewritten`);
   });
 });
