@@ -9,7 +9,7 @@
  * 39 train; show_batch is 3×3 cells of 64 px + a 28 px caption band (show-batch.ts defaults).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -141,5 +141,14 @@ describe('main job: coordinator with 2 workers on 6 breeds, then predict and int
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^model stage-2: error_rate \d\.\d{4} on 9 validation images$/m);
     for (const f of ['index.html', 'confusion-matrix.png', 'top-losses.png', 'interpretation.json']) assert.ok(existsSync(path.join(runDir, f)), `${f} not rewritten`);
+  });
+
+  it('--resume of the finished run changes nothing and says so', async () => {
+    const ckpts = path.join(runDir, 'checkpoints');
+    const before = readdirSync(ckpts).map((d) => `${d}:${statSync(path.join(ckpts, d)).mtimeMs}`).sort();
+    const r = await runCoordinator(['--resume', runDir, '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0'], 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /this run already finished \(global step \d+\); nothing to resume/);
+    assert.deepEqual(readdirSync(ckpts).map((d) => `${d}:${statSync(path.join(ckpts, d)).mtimeMs}`).sort(), before);
   });
 });
