@@ -232,7 +232,7 @@ export class Coordinator {
       out: this.io.out,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
         this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
-        await recovery.maybeGrow(() => this.getState(0));
+        await recovery.maybeGrow((rank) => this.getState(rank));
         // Anchored on the global step (not on a counter) so a resumed run checkpoints at the same steps.
         const every = this.cmd.runtime.checkpointEvery, step = this.history.position.globalStep;
         if (every > 0 && step % every === 0 && step !== lastCheckpointStep) {
@@ -248,7 +248,7 @@ export class Coordinator {
       },
       stopRequested: () => this.stopRequested,
       guard: (what, fn) => this.guarded(what, fn),
-      recover: (reason) => recovery.recover(reason, () => this.getState(0)),
+      recover: (reason) => recovery.recover(reason, (rank) => this.getState(rank)),
       snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
       restore: (blob) => this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)),
     };
@@ -288,7 +288,7 @@ export class Coordinator {
       } catch (err) {
         if (!this.recovery || !isTrainerError(err) || !['ERR_WORKER_LOST', 'ERR_TIMEOUT'].includes(err.code)) throw err;
         this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
-        await this.recovery.recover(err.message, () => this.getState(0));
+        await this.recovery.recover(err.message, (rank) => this.getState(rank));
       }
     }
   }

@@ -5,7 +5,7 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError, isTrainerError } from '../shared/errors.js';
 import type { Message, ReadyMessage } from '../shared/protocol.js';
 import type { Cluster } from './cluster.js';
 import type { ControlServer } from './control.js';
@@ -46,6 +46,10 @@ export interface RecoveryOptions {
 export class Recovery {
   /** Respawns so far. */
   restarts = 0;
+  /** Members admitted whose replica has not received the training state yet (by member id). */
+  private readonly unsynced = new Set<string>();
+  /** Set when recovery cannot succeed (restarts exhausted, state lost): no retry. */
+  private fatal = false;
 
   constructor(private readonly o: RecoveryOptions) {
     o.workers?.on('exit', (e) => {
@@ -74,15 +78,34 @@ export class Recovery {
 
   /**
    * Re-forms the ring after a failed step.
-   * @param getState - fetches the state blob of a survivor (rank 0 after renumbering)
+   * @param getState - fetches the state blob of the given rank (a member that holds the training state)
    * @throws TrainerError ERR_WORKER_LOST when restarts are exhausted or no survivor is left
    */
-  async recover(reason: string, getState: () => Promise<Uint8Array>): Promise<void> {
+  async recover(reason: string, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
+    // Another worker may die while the ring is being re-formed (e.g. the survivor sending its state): start over
+    // from the new membership until it holds, or until a fatal condition (restarts exhausted, no worker holding the
+    // state, stop requested) ends the run.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.recoverOnce(reason, getState);
+      } catch (err) {
+        const retry = isTrainerError(err) && (err.code === 'ERR_WORKER_LOST' || err.code === 'ERR_TIMEOUT') && !this.fatal && !this.o.stopSignal?.aborted;
+        if (!retry) throw err;
+        reason = (err as Error).message;
+        this.o.log(`${now()} recovery attempt ${attempt} failed (${reason}); starting over`);
+      }
+    }
+  }
+
+  private async recoverOnce(reason: string, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     const { cluster, control } = this.o;
     const lostSome = await this.waitForLoss();
     const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
     cluster.dropLost();
-    if (cluster.worldSize === 0) throw new TrainerError('ERR_WORKER_LOST', `every worker was lost (${reason}); resume from the last checkpoint with --resume`);
+    if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) {
+      this.fatal = true;
+      throw new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); resume from the last checkpoint with --resume`);
+    }
     if (!lostSome) {
       this.o.log(`no worker was lost (${reason}); re-forming the same ring`);
       await cluster.announce();
@@ -97,6 +120,7 @@ export class Recovery {
     }
     this.restarts += lost.length;
     if (this.restarts > this.o.maxRestarts) {
+      this.fatal = true;
       await cluster.announce();
       await this.o.onRestartsExhausted();
       throw new TrainerError('ERR_WORKER_LOST', `lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}; checkpointed, resume with --resume after fixing the cause (${reason})`);
@@ -112,26 +136,36 @@ export class Recovery {
     await this.admitNewcomers(this.o.expect - cluster.worldSize, getState);
   }
 
-  /** Admits `count` joining workers: ranks, new generation, setup, and state from a survivor. */
-  private async admitNewcomers(count: number, getState: () => Promise<Uint8Array>): Promise<void> {
+  /**
+   * Admits `count` joining workers (ranks, new generation, setup), then gives every member that has not received
+   * the training state yet (newcomers, including those of an interrupted earlier attempt) the state of the
+   * lowest-ranked member that holds it.
+   */
+  private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
     await cluster.admit(count, this.o.joinTimeoutMs, this.o.stopSignal);
     await cluster.announce();
-    const fresh = cluster.ranks().filter((m) => !before.has(m.id)).map((m) => m.rank);
-    await this.setupAll(fresh);
-    const blob = await getState();
-    const sums = await Promise.all(fresh.map(async (rank) => {
+    const joined = cluster.ranks().filter((m) => !before.has(m.id));
+    for (const m of joined) this.unsynced.add(m.id);
+    await this.setupAll(joined.map((m) => m.rank));
+    const source = cluster.ranks().find((m) => !this.unsynced.has(m.id));
+    const targets = cluster.ranks().filter((m) => this.unsynced.has(m.id));
+    if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
+    const blob = await getState(source.rank);
+    const sums = await Promise.all(targets.map(async (m) => {
       const requestId = cluster.nextRequestId();
-      const waiting = cluster.gather([rank], (m: Message): m is Extract<Message, { type: 'ack' }> => m.type === 'ack' && m.requestId === requestId, 'load-state', 120_000);
-      await cluster.send(rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
-      return (await waiting)[0]!.message.value;
+      const waiting = cluster.gather([m.rank], (x: Message): x is Extract<Message, { type: 'ack' }> => x.type === 'ack' && x.requestId === requestId, 'load-state', 120_000);
+      await cluster.send(m.rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
+      const value = (await waiting)[0]!.message.value;
+      this.unsynced.delete(m.id);
+      return value;
     }));
-    this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); newcomers ${fresh.join(', ')} got the current state (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
+    this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }
 
   /** Elastic: admits workers that joined since the last step (at a step boundary). */
-  async maybeGrow(getState: () => Promise<Uint8Array>): Promise<void> {
+  async maybeGrow(getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     if (!this.o.elastic) return;
     const waiting = this.o.control.live().filter((m) => m.rank < 0).length;
     const room = this.o.expect - this.o.cluster.worldSize;
