@@ -12,31 +12,10 @@ import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/shared/compute/backend.js';
 import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
+import { lcg, relError } from './numeric.js';
 
 const EPS = 1e-5;
 
-/** Deterministic values in [−0.5, 0.5) (32-bit LCG, Numerical Recipes constants). */
-function lcg(size: number, seed: number): Float32Array {
-  const out = new Float32Array(size);
-  let s = seed >>> 0;
-  for (let i = 0; i < size; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
-
-function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  assert.equal(actual.length, expected.length, 'element count');
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) {
-    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
-    scale = Math.max(scale, Math.abs(expected[i]!));
-  }
-  assert.ok(scale > 0, 'reference is all zeros: the comparison would be vacuous');
-  return diff / scale;
-}
 
 const SHAPE: [number, number, number, number] = [3, 5, 4, 8];
 
