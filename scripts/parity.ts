@@ -3,7 +3,7 @@
  *
  * Usage:
  * ```
- * npm run parity -- --arch <resnet18|resnet34|resnet50|tiny> --weights <state_dict.safetensors> \
+ * npm run parity -- --arch <resnet18|resnet34|resnet50|tiny (= resnet10)> --weights <state_dict.safetensors> \
  *   --case <case.safetensors> [--backend cpu|wasm|auto|tensorflow]
  * npm run parity -- --arch tiny --weights ../shared/fixtures/resnet-tiny/weights.safetensors \
  *   --case ../shared/fixtures/resnet-tiny/case.safetensors --backend cpu
@@ -31,9 +31,9 @@ interface ParityFlags {
 }
 
 function parseArch(value: string): ResNetArch | ResNetConfig {
-  if (value === 'tiny') return { block: 'basic', layers: [1, 1, 1, 1] };
+  if (value === 'tiny' || value === 'resnet10') return { block: 'basic', layers: [1, 1, 1, 1] };
   if ((RESNET_ARCHS as readonly string[]).includes(value)) return value as ResNetArch;
-  throw new TrainerError('ERR_BAD_FLAG', `--arch must be one of ${[...RESNET_ARCHS, 'tiny'].join('|')}, got ${JSON.stringify(value)}`);
+  throw new TrainerError('ERR_BAD_FLAG', `--arch must be one of ${[...RESNET_ARCHS, 'tiny', 'resnet10'].join('|')}, got ${JSON.stringify(value)}`);
 }
 
 async function run(flags: ParityFlags): Promise<number> {
@@ -66,7 +66,7 @@ async function run(flags: ParityFlags): Promise<number> {
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command('parity')
     .description('Compare the tfjs ResNet with PyTorch on a recorded case')
-    .requiredOption('--arch <arch>', 'resnet18|resnet34|resnet50|tiny')
+    .requiredOption('--arch <arch>', 'resnet18|resnet34|resnet50|tiny (= resnet10)')
     .requiredOption('--weights <file>', 'torchvision state_dict as safetensors')
     .requiredOption('--case <file>', 'case file: input_nchw, labels, logits_eval, loss_train, grad.*')
     .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'cpu')

@@ -6,6 +6,7 @@
  * change how the run executes — workers, backend — may differ), otherwise the resume is refused
  * before anything starts.
  */
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadLatestCheckpoint, writeCheckpoint } from '../shared/checkpoint.js';
 import type { RunConfig, RunConfigInput } from '../shared/config.js';
@@ -134,7 +135,8 @@ export class CheckpointStore {
  */
 export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
-  if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')}`);
+  if (!existsSync(runDir)) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no such run directory`);
+  if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;
   const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit);

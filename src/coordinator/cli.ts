@@ -64,6 +64,7 @@ async function train(argv: readonly string[]): Promise<number> {
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;
+  if (first === 'help') return train(['--help']);
   if (first === 'predict') return runPredictCommand(rest).catch(errorExit);
   if (first === 'interpret') return runInterpretCommand(rest).catch(errorExit);
   if (first === 'show-batch') return runShowBatchCommand(rest).catch(errorExit);

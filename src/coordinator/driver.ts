@@ -323,7 +323,8 @@ export class Coordinator {
 
   /** Stops workers and servers (idempotent). */
   async close(): Promise<void> {
-    if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason: 'run finished' }).catch(() => undefined);
+    const reason = this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
+    if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
     await this.workers?.close();
     this.recorder?.finish();
     this.control?.close();

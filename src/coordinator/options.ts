@@ -104,7 +104,8 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
 
 /** Builds the commander program of `coordinator [train]`. */
 export function trainProgram(): Command {
-  const cmd = new Command('train').description('train (the default command)');
+  const cmd = new Command('coordinator').usage('[train] [options]   (also: coordinator predict|interpret|show-batch --help)')
+    .description('runs the tutorial plan with worker processes (train is the default command)');
   for (const [flags, , help] of CONFIG_FLAGS) cmd.option(flags, help);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
