@@ -3,46 +3,20 @@
 // Tolerances (relative, max|a−b|/max|b|): eval logits 1e-4, train loss 1e-5, gradients 1e-3.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../../../src/shared/compute/backend.js';
-import { createResNet } from '../../../../src/shared/model/resnet.js';
-import { readSafetensors, type SafetensorsFile } from '../../../../src/shared/model/safetensors.js';
-import { loadTorchStateDict } from '../../../../src/shared/model/torch-weights.js';
-import { checkParity, type ParityReport } from '../../../../src/shared/model/parity.js';
+import type { SafetensorsFile } from '../../../../src/shared/model/safetensors.js';
+import { checkTinyParity, readTinyFixture } from './tiny-parity.js';
 
-const FIXTURES = resolve(process.cwd(), '../shared/fixtures/resnet-tiny');
-const TINY = { block: 'basic', layers: [1, 1, 1, 1] } as const;
 let weights: SafetensorsFile;
 let kase: SafetensorsFile;
 
 before(async () => {
   await initBackend('wasm');
   assert.equal(tf.getBackend(), 'wasm');
-  [weights, kase] = await Promise.all([readSafetensors(`${FIXTURES}/weights.safetensors`), readSafetensors(`${FIXTURES}/case.safetensors`)]);
+  ({ weights, kase } = await readTinyFixture());
 });
 
-/** Asserts every tolerance explicitly (not only report.ok), so a wrong tolerance table cannot hide an error. */
-function assertWithin(report: ParityReport): void {
-  const limit = (name: string): number => (name.startsWith('grad.') ? 1e-3 : name === 'loss_train' ? 1e-5 : 1e-4);
-  for (const e of report.entries) assert.ok(e.relError <= limit(e.name), `${e.name}: relative error ${e.relError} > ${limit(e.name)}`);
-  assert.ok(report.ok);
-}
-
 test('tiny ResNet on wasm matches PyTorch: eval logits, train logits, loss and 7 gradients; no leaked tensors', async () => {
-  const m = createResNet(TINY, { numClasses: 37 });
-  try {
-    loadTorchStateDict(m, weights.tensors);
-    const before0 = tf.memory().numTensors;
-    const report = await checkParity(m, kase.tensors);
-    assert.equal(tf.memory().numTensors, before0);
-    assert.deepEqual(report.entries.map((e) => e.name), [
-      'logits_eval', 'logits_train', 'loss_train', 'grad.conv1.weight', 'grad.bn1.bias', 'grad.layer1.0.bn1.weight',
-      'grad.layer4.0.conv2.weight', 'grad.layer4.0.downsample.0.weight', 'grad.fc.weight', 'grad.fc.bias',
-    ]);
-    assertWithin(report);
-    assert.equal(m.numBatchesTracked, 0); // parity does not update running stats
-  } finally {
-    m.dispose();
-  }
+  await checkTinyParity(weights, kase);
 });
