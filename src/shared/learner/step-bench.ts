@@ -37,6 +37,31 @@ function median(xs: readonly number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** Checks the shared bench flags. @throws TrainerError ERR_BAD_FLAG */
+function checkBenchShape(size: number, batch: number): void {
+  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
+  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
+}
+
+/**
+ * The benchmark's replica (37 classes, random init, unfrozen) and fixed random inputs; `accumulate` and
+ * `optimize` are the two halves of one training step.
+ */
+async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch: number, maxMicroBatch?: number):
+Promise<{ replica: Replica; accumulate: (i: number) => void; optimize: () => void }> {
+  await registerTfjsGradients();
+  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  const rng = mulberry32(1);
+  const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
+  const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
+  const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
+  return {
+    replica,
+    accumulate: (i) => { replica.accumulate(x, y, null, i); },
+    optimize: () => replica.applyGradients(replica.takeGradients(), hyper),
+  };
+}
+
 /**
  * Times `reps` training steps after one warm-up on random inputs (37 classes, random init, unfrozen) on the
  * active tfjs backend.
@@ -46,25 +71,19 @@ function median(xs: readonly number[]): number {
  */
 export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
   maxMicroBatch?: number): Promise<WholeStepResult> {
-  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
-  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
+  checkBenchShape(size, batch);
   if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
-  await registerTfjsGradients();
-  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
   try {
-    const rng = mulberry32(1);
-    const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
-    const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
-    const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
     const fb: number[] = [];
     const opt: number[] = [];
     const cpu: number[] = [];
     for (let i = 0; i <= reps; i++) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      replica.accumulate(x, y, null, i);
+      accumulate(i);
       const t1 = performance.now();
-      replica.applyGradients(replica.takeGradients(), hyper);
+      optimize();
       const t2 = performance.now();
       const c = process.cpuUsage(c0);
       if (i > 0) {
@@ -91,19 +110,10 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
  */
 export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<KernelTotal[]> {
-  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
-  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
-  await registerTfjsGradients();
-  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
   try {
-    const rng = mulberry32(1);
-    const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
-    const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
-    const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
-    const step = (i: number): void => {
-      replica.accumulate(x, y, null, i);
-      replica.applyGradients(replica.takeGradients(), hyper);
-    };
+    const step = (i: number): void => { accumulate(i); optimize(); };
     step(0);
     return await profileKernels(() => step(1));
   } finally {
