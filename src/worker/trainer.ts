@@ -76,9 +76,29 @@ function disposeBn(snap: BnSnapshot): void {
 }
 
 /** Every BatchNorm running mean/var of the replica (body then head, in the models' fixed order). */
-function bnVariables(replica: Replica): tf.Variable[] {
+export function bnVariables(replica: Replica): tf.Variable[] {
   const { body, head } = replica.learner;
   return [...body.buffers.values(), ...head.buffers.values()];
+}
+
+/**
+ * Runs one micro-batch's training passes (`run`, e.g. `replica.accumulate(…)`) with the running statistics set to
+ * zero, and writes into `slot` (`[1 + Σ sizes] float32`) the number of BatchNorm batches C it ran, then what its
+ * passes left in each of `vars`: Δ (for one batch, exactly fl(0.1 · batch statistic)). The buffers are left at Δ;
+ * the caller puts the step's starting statistics back before {@link applyBnIncrements}.
+ * @returns what `run` returned
+ */
+export function measureBnIncrements<T>(replica: Replica, vars: readonly tf.Variable[], slot: Float32Array, run: () => T): T {
+  for (const v of vars) tf.tidy(() => v.assign(tf.zerosLike(v)));
+  const before = replica.learner.body.numBatchesTracked;
+  const out = run();
+  slot[0] = replica.learner.body.numBatchesTracked - before;
+  let off = 1;
+  for (const v of vars) {
+    slot.set(v.dataSync() as Float32Array, off);
+    off += v.size;
+  }
+  return out;
 }
 
 /**
@@ -90,7 +110,7 @@ function bnVariables(replica: Replica): tf.Variable[] {
  * (`resnet.ts`, `head.ts`), so with one BN batch per micro-batch the result is bit for bit what one process gets by
  * running the M micro-batches one after another. Counts C_m BN batches in `num_batches_tracked`.
  */
-function applyBnIncrements(replica: Replica, vars: readonly tf.Variable[], gathered: Float32Array, microBatches: number): void {
+export function applyBnIncrements(replica: Replica, vars: readonly tf.Variable[], gathered: Float32Array, microBatches: number): void {
   const statSize = vars.reduce((s, v) => s + v.size, 0);
   let batches = 0;
   for (let m = 0; m < microBatches; m++) {
@@ -197,19 +217,14 @@ export class WorkerTrainer {
     // Slot m of every micro-batch: [BN batches, increments]; this rank fills its own slots, the all-reduce (a sum
     // with zeros elsewhere: exact) gives every rank all of them.
     const bnGathered = new Float32Array(microBatches * (1 + statSize));
-    const body = this.replica.learner.body;
     let dataWait = 0, compute = 0, lossSum = 0, count = 0, correct = 0;
     for (let a = 0; a < cmd.accum; a++) {
       const m = microBatchOf(rank, a, worldSize);
       const t0 = performance.now();
       const batch = await this.feed.next({ epoch: cmd.epoch, stepInEpoch: cmd.stepInEpoch, accumIndex: a, accum: cmd.accum, rank, worldSize });
       const t1 = performance.now();
-      for (const v of bnVars) tf.tidy(() => v.assign(tf.zerosLike(v)));
-      const trackedBefore = body.numBatchesTracked;
-      const r = this.replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(this.setup.seed, cmd.step, m));
-      let off = m * (1 + statSize);
-      bnGathered[off++] = body.numBatchesTracked - trackedBefore;
-      for (const v of bnVars) { bnGathered.set(v.dataSync() as Float32Array, off); off += v.size; }
+      const slot = bnGathered.subarray(m * (1 + statSize), (m + 1) * (1 + statSize));
+      const r = measureBnIncrements(this.replica, bnVars, slot, () => this.replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(this.setup.seed, cmd.step, m)));
       compute += (performance.now() - t1) / 1000;
       dataWait += (t1 - t0) / 1000;
       lossSum += r.lossSum;
@@ -217,7 +232,7 @@ export class WorkerTrainer {
       correct += r.correct;
     }
     for (const [v, t] of bnBefore.tensors) v.assign(t);
-    body.numBatchesTracked = bnBefore.tracked.body;
+    this.replica.learner.body.numBatchesTracked = bnBefore.tracked.body;
     this.replica.learner.head.numBatchesTracked = bnBefore.tracked.head;
     const t2 = performance.now();
     // A micro-batch whose items all failed to decode adds no gradient but still counts in the mean over the M
