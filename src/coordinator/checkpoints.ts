@@ -36,7 +36,7 @@ export interface CheckpointPlan {
 export interface SamplerState {
   readonly dataEpoch: number;
   readonly stepInEpoch: number;
-  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch a on rank r at global step k uses hashSeed(seed, k, r, a)). */
+  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch m at global step k uses hashSeed(seed, k, m, 0): `plan.ts` dropoutSeed). */
   readonly seed: number;
 }
 

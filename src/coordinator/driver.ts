@@ -140,7 +140,9 @@ export class Coordinator {
     this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, curveSecretKey: curve?.secretKey ?? null, log: this.io.log });
     const endpoint = await this.control.start();
     this.recorder?.watch(this.control);
-    this.cluster = new Cluster(this.control, this.io.log);
+    // The star server serves each announced group (world size, generation): after a respawn or an elastic change
+    // too, not only the first one.
+    this.cluster = new Cluster(this.control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     this.control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     this.control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
@@ -160,7 +162,6 @@ export class Coordinator {
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
-      this.star.reconfigure(config.expect, 1);
     }
     if (config.workers > 0) {
       this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });

@@ -92,7 +92,7 @@ function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
   return h;
 }
 
-/** Validates the whole validation set over all ranks (exact sums; padded items excluded by the workers). */
+/** Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W). */
 export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
   await cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: cluster.generation }), 'sync-bn', timeoutMs);
   const requestId = cluster.nextRequestId();

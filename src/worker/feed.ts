@@ -1,6 +1,6 @@
 /**
- * The worker's training feed: yields, in order, the micro-batches this rank reads for each optimizer step, as
- * defined by the run plan (`src/shared/plan.ts`: data order anchored on global steps), decoding and augmenting
+ * The worker's training feed: yields, in order, the micro-batches this rank runs for each optimizer step
+ * (micro-batch m = slot·W + rank of `src/shared/plan.ts`, whose items depend on the step and m only), decoding and augmenting
  * ahead through the image pool. When a request is not the next expected one (a redone step after a failure, a
  * new epoch, a membership change that alters world size, rank or accumulation), the prefetch is rebuilt from
  * that point; the items are a pure function of the request, so a redone step reads exactly the same pixels.
@@ -10,12 +10,13 @@ import { BatchLoader } from '../shared/data/loader.js';
 import type { SkipLog } from '../shared/data/decode.js';
 import type { ImagePool } from '../shared/data/pool.js';
 import type { PlannedBatch } from '../shared/data/shard.js';
-import { epochOrder, microBatchItems } from '../shared/plan.js';
+import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan.js';
 
-/** Which micro-batch is wanted. */
+/** Which micro-batch is wanted: the one `rank` runs at slot `accumIndex`, m = accumIndex·worldSize + rank. */
 export interface FeedRequest {
   readonly epoch: number;
   readonly stepInEpoch: number;
+  /** Accumulation slot, 0 ≤ accumIndex < accum. */
   readonly accumIndex: number;
   readonly accum: number;
   readonly rank: number;
@@ -75,7 +76,8 @@ export class TrainFeed {
     const batches: PlannedBatch[] = [];
     for (let k = from.stepInEpoch; k < stepsPerEpoch; k++) {
       for (let a = k === from.stepInEpoch ? from.accumIndex : 0; a < from.accum; a++) {
-        const indices = microBatchItems(order, { stepInEpoch: k, accumIndex: a, rank: from.rank, worldSize: from.worldSize, bs: this.o.bs, accum: from.accum });
+        const microBatch = microBatchOf(from.rank, a, from.worldSize);
+        const indices = microBatchItems(order, { stepInEpoch: k, microBatch, microBatches: from.worldSize * from.accum, bs: this.o.bs });
         batches.push({ indices, real: new Uint8Array(indices.length).fill(1) });
       }
     }

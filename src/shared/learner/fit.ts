@@ -5,7 +5,7 @@
  * Data order and schedule come from `plan.ts` with world size 1 (one rank, accum 1), so this loop reads exactly the
  * items the distributed runtime reads at the same step: data epoch e (counted over the learner's whole life, so
  * successive fits see new shuffles: {@link Learner.epochsDone}) uses `epochOrder(train, seed, e)`, step k reads
- * `microBatchItems(order, {stepInEpoch: k, rank: 0, worldSize: 1, bs, accum: 1})`, and step hyper-parameters are
+ * `microBatchItems(order, {stepInEpoch: k, microBatch: 0, microBatches: 1, bs})`, and step hyper-parameters are
  * `stepHyper(stage, step)`. Dropout seeds are `hashSeed(seed, e, k, DROPOUT_SALT)`.
  *
  * train_loss in the table is fastai's: the smoothed (β = 0.98, debiased) batch loss at the end of the epoch, the
@@ -186,7 +186,7 @@ export class Learner {
     const order = epochOrder(this.data.train.length, this.options.seed, dataEpoch);
     const bs = this.options.bs;
     const batches = Array.from({ length: count }, (_, i) => ({
-      indices: microBatchItems(order, { stepInEpoch: first + i, accumIndex: 0, rank: 0, worldSize: 1, bs, accum: 1 }),
+      indices: microBatchItems(order, { stepInEpoch: first + i, microBatch: 0, microBatches: 1, bs }),
       real: new Uint8Array(bs).fill(1),
     }));
     return { batches, itemsPerRank: count * bs };

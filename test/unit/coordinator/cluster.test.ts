@@ -14,7 +14,8 @@ test('admission: a requested free rank is kept, the others get the lowest free r
   const lines: string[] = [];
   const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 50, heartbeatTimeoutMs: 400, log: (l) => lines.push(l) });
   const endpoint = await control.start();
-  const cluster = new Cluster(control, (l) => lines.push(l));
+  const announced: [number, number][] = [];
+  const cluster = new Cluster(control, (l) => lines.push(l), (worldSize, generation) => announced.push([worldSize, generation]));
   const dealers = [0, 1, 2].map((i) => {
     const d = new zmq.Dealer({ linger: 0, routingId: `w${i}`, receiveTimeout: 5000 });
     d.connect(endpoint);
@@ -28,6 +29,7 @@ test('admission: a requested free rank is kept, the others get the lowest free r
     await cluster.admit(3, 5000);
     assert.deepEqual(control.live().map((m) => [m.id, m.rank]), [['w1', 0], ['w2', 1], ['w0', 2]]);
     await cluster.announce();
+    assert.deepEqual(announced, [[3, 1]], 'the group is announced to the listener (the star server) with its generation');
     for (const [i, d] of dealers.entries()) {
       const { message } = decode(await d.receive());
       assert.equal(message.type, 'welcome');
