@@ -4,7 +4,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
-import { accountJson, countsByReason, dataLine } from '../shared/data/accounting.js';
+import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
@@ -91,7 +91,7 @@ export class Coordinator {
     const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
     // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
     writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
-    if (this.metrics) for (const [reason, n] of Object.entries(countsByReason(data.account))) if (n > 0) this.metrics.recordSkipped(reason as never, n);
+    if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
     assertTrainable(data);
     await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })

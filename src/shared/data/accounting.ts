@@ -74,6 +74,16 @@ export function countsByReason(account: Pick<DataAccount, 'groups'>): Record<Lef
   return counts;
 }
 
+/** What {@link recordSkippedFiles} needs of a metrics recorder (`TrainingMetrics.recordSkipped`). */
+export interface SkippedFilesSink {
+  recordSkipped(reason: LeftOutReason, n: number): void;
+}
+
+/** Adds the account's left-out counts to `pets_skipped_files_total{reason}` (reasons with 0 are left alone). */
+export function recordSkippedFiles(sink: SkippedFilesSink, account: Pick<DataAccount, 'groups'>): void {
+  for (const [reason, n] of Object.entries(countsByReason(account))) if (n > 0) sink.recordSkipped(reason as LeftOutReason, n);
+}
+
 /** Files left out in all. */
 export function skippedCount(account: Pick<DataAccount, 'groups'>): number {
   return account.groups.reduce((s, g) => s + g.paths.length, 0);

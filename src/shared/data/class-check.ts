@@ -11,7 +11,7 @@
  */
 import { TrainerError } from '../errors.js';
 import type { ClassCount } from './accounting.js';
-import { sortClasses } from './split.js';
+import { compareCodePoints, sortClasses } from './split.js';
 
 /** Inputs of {@link checkClasses}: item labels and the split after the verify pass. */
 export interface ClassCheckInput {
@@ -61,7 +61,7 @@ export function checkClasses(input: ClassCheckInput): ClassCheck {
   const allBad = all.filter((c) => !train.has(c) && !valid.has(c));
   if (allBad.length > 0) {
     const detail = allBad.map((c) => {
-      const files = input.bad.filter((b) => input.labels[b.index] === c);
+      const files = input.bad.filter((b) => input.labels[b.index] === c).sort((x, y) => compareCodePoints(x.path, y.path));
       return `${c} (${files.length}: ${files.slice(0, 3).map((b) => `${b.path}: ${b.reason}`).join(', ')}${files.length > 3 ? ', …' : ''})`;
     });
     throw new TrainerError('ERR_BAD_DATA', `every image of ${allBad.length} class(es) failed to decode, so nothing of them can be learned: ${detail.join('; ')}; ` +

@@ -101,9 +101,7 @@ function layoutSplit(o: DataBunchOptions & typeof DEFAULT_DATA_BUNCH, items: Ite
   switch (o.split) {
     case 'random': return { ...randomSplit(items.paths.length, o.validPct, o.seed), notInSplit: null };
     case 'folder': return folderSplit(items, o.trainFolder, o.validFolder);
-    case 'csv':
-      if (o.labelFrom !== 'csv') throw new TrainerError('ERR_BAD_FLAG', `--split csv reads the CSV's ${o.validCol} column, so it needs --label-from csv (and --labels), got --label-from ${o.labelFrom}`);
-      return csvSplit(items);
+    case 'csv': return csvSplit(items);
     case 'official': {
       const s = officialSplit(items.root === datasetDir ? dirname(items.root) : datasetDir, items);
       if (!s) throw new TrainerError('ERR_BAD_DATA', `--split official needs annotations/trainval.txt and annotations/test.txt next to ${items.root}, found none`);
@@ -143,6 +141,9 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const datasetDir = o.data === PETS_SOURCE
     ? await fetchPets({ ...o.fetch, cacheDir, annotations: o.split === 'official' })
     : resolve(o.data);
+  if (o.split === 'csv' && o.labelFrom !== 'csv') {
+    throw new TrainerError('ERR_BAD_FLAG', `--split csv reads the CSV's ${o.validCol} column, so it needs --label-from csv (and --labels), got --label-from ${o.labelFrom}`);
+  }
   const items = listItems(datasetDir, labelRule(o), { splitFolders: o.split === 'folder' ? [o.trainFolder, o.validFolder] : null });
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
