@@ -4,12 +4,12 @@
  * - a class with validation items but no training item: fastai v1 (`CategoryList` on the valid set) warns "Your
  *   valid set contained the following unknown labels, the corresponding items have been discarded" and drops them;
  *   so do we (reason `unknown label`, counted and listed);
- * - a class whose every item failed to decode: an error (`ERR_BAD_DATA`, exit 2) — the folder asked for a class that
- *   has no picture at all, which is a broken copy rather than a choice; fastai has no such case (it crashes later
- *   on the first bad file);
+ * - a class whose every item failed to decode: dropped like the above, with a warning naming it and its files — the
+ *   project's rule for bad files is that training goes on and every skip is reported (`../shared/datasets/bad-inputs`);
+ *   fastai has no such case (it crashes on the first bad file);
  * - a class with a single usable item, or with no validation item: trained as fastai does, with a warning.
  */
-import { TrainerError } from '../errors.js';
+import { basename } from 'node:path';
 import type { ClassCount } from './accounting.js';
 import { compareCodePoints, sortClasses } from './split.js';
 
@@ -32,11 +32,11 @@ export interface ClassCheck {
   readonly valid: Int32Array;
   /** Validation items discarded because their class has no training item (fastai's behaviour). */
   readonly discarded: Int32Array;
-  /** Classes dropped that way, in code-point order. */
+  /** Classes whose validation items were discarded that way, in code-point order. */
   readonly unknownClasses: readonly string[];
   /** Per class found by the label rule: counts per split, bad and discarded. */
   readonly counts: readonly ClassCount[];
-  /** One line per kind of weak class (single item; no validation item). */
+  /** One line per kind of weak class (all files bad; single item; no validation item). */
   readonly warnings: readonly string[];
 }
 
@@ -44,10 +44,7 @@ function listNames(names: readonly string[], max = 5): string {
   return names.slice(0, max).join(', ') + (names.length > max ? ` (+${names.length - max} more)` : '');
 }
 
-/**
- * Decides which classes the model gets and which validation items it can score.
- * @throws TrainerError ERR_BAD_DATA naming every class whose items all failed to decode, with its files and reasons
- */
+/** Decides which classes the model gets (those with a usable training image) and which validation items it scores. */
 export function checkClasses(input: ClassCheckInput): ClassCheck {
   const count = (idx: ArrayLike<number>): Map<string, number> => {
     const m = new Map<string, number>();
@@ -59,17 +56,17 @@ export function checkClasses(input: ClassCheckInput): ClassCheck {
   const bad = count(input.bad.map((b) => b.index));
   const all = sortClasses([...train.keys(), ...valid.keys(), ...bad.keys()]);
   const allBad = all.filter((c) => !train.has(c) && !valid.has(c));
+  const warnings: string[] = [];
   if (allBad.length > 0) {
     const detail = allBad.map((c) => {
       const files = input.bad.filter((b) => input.labels[b.index] === c).sort((x, y) => compareCodePoints(x.path, y.path));
-      return `${c} (${files.length}: ${files.slice(0, 3).map((b) => `${b.path}: ${b.reason}`).join(', ')}${files.length > 3 ? ', …' : ''})`;
+      return `${c} (${files.length}: ${files.slice(0, 3).map((b) => `${basename(b.path)}: ${b.reason}`).join(', ')}${files.length > 3 ? ', …' : ''})`;
     });
-    throw new TrainerError('ERR_BAD_DATA', `every image of ${allBad.length} class(es) failed to decode, so nothing of them can be learned: ${detail.join('; ')}; ` +
-      'repair or replace these files (or delete them to drop the class)');
+    warnings.push(`${allBad.length} class(es) dropped, every image failed to decode: ${detail.join('; ')}; repair or replace these files to train them`);
   }
   const classes = sortClasses(train.keys());
-  const unknownClasses = all.filter((c) => !train.has(c));
-  const unknown = new Set(unknownClasses);
+  const unknown = new Set(all.filter((c) => !train.has(c)));
+  const unknownClasses = all.filter((c) => unknown.has(c) && valid.has(c));
   const keep: number[] = [];
   const discarded: number[] = [];
   for (const i of input.valid) (unknown.has(input.labels[i]!) ? discarded : keep).push(i);
@@ -77,7 +74,6 @@ export function checkClasses(input: ClassCheckInput): ClassCheck {
     name, train: train.get(name) ?? 0, valid: unknown.has(name) ? 0 : valid.get(name) ?? 0, bad: bad.get(name) ?? 0,
     discarded: unknown.has(name) ? valid.get(name) ?? 0 : 0,
   }));
-  const warnings: string[] = [];
   const single = counts.filter((c) => c.train === 1 && c.valid === 0);
   if (single.length > 0) {
     warnings.push(`${single.length} class(es) have a single image, in train: ${listNames(single.map((c) => c.name))}; the model learns each from one example and never validates it — add images`);

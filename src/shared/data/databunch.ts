@@ -111,13 +111,20 @@ function layoutSplit(o: DataBunchOptions & typeof DEFAULT_DATA_BUNCH, items: Ite
   }
 }
 
-const DECODE_FIX = 'repair or delete these files (each failed to decode with sharp: empty, not an image, truncated/corrupt, over 50 megapixels, or unreadable)';
+/** What each decode failure means, for the grouped log line. */
+const DECODE_RULES: Readonly<Record<SkipReason, string>> = Object.freeze({
+  empty: 'the file is empty (0 bytes)',
+  'not an image': 'the content is no image format the decoder knows (e.g. an HTML error page saved as .jpg)',
+  'truncated/corrupt': 'the image data is cut short or damaged',
+  'too large': 'the image has more than 50 megapixels (DEFAULT_MAX_INPUT_PIXELS)',
+  unreadable: 'the file cannot be read (permissions, or it vanished)',
+});
 
 /** The decode-failure groups of the verify pass, one per reason, in {@link SKIP_REASONS} order. */
 function decodeGroups(bad: readonly { path: string; reason: SkipReason }[]): LeftOutGroup[] {
   return SKIP_REASONS.map((reason) => ({ reason, paths: bad.filter((b) => b.reason === reason).map((b) => b.path).sort(compareCodePoints) }))
     .filter((g) => g.paths.length > 0)
-    .map((g) => ({ ...g, rule: `the image decoder rejected them (${g.reason})`, fix: DECODE_FIX }));
+    .map((g) => ({ ...g, rule: `decoding failed: ${DECODE_RULES[g.reason]}`, fix: 'repair, replace or delete them' }));
 }
 
 /** Orders groups as {@link LEFT_OUT_REASONS}. */
@@ -166,7 +173,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
     groups.push({
       reason: 'unknown label', paths: Array.from(checked.discarded, (i) => items.paths[i]!),
       rule: `validation images of ${checked.unknownClasses.length} class(es) with no training image (${checked.unknownClasses.slice(0, 5).join(', ')}${checked.unknownClasses.length > 5 ? ', …' : ''}); fastai v1 discards them too`,
-      fix: o.split === 'random' ? 'add images of these classes, or change --seed / raise the class\'s count so the random split trains on some' : 'put some images of these classes in the training split',
+      fix: o.split === 'random' ? 'add images of these classes so the random split puts some in train (--seed changes which)' : 'put some images of these classes in the training split',
     });
   }
   // The model's items: every item of either split that is kept, in path order (indices renumbered).

@@ -106,15 +106,19 @@ describe('data accounting', () => {
     assert.equal(bunch.account.train + bunch.account.valid, 14);
   });
 
-  it('a class whose every image is bad stops the data step with ERR_BAD_DATA naming the class and its files', async () => {
+  it('a class whose every image is bad is dropped with a warning naming it and its files; training goes on', async () => {
     const d = join(dir, 'allbad');
     for (let i = 1; i <= 3; i++) await image(join(d, `cat_${i}.jpg`));
     for (let i = 1; i <= 3; i++) await image(join(d, `dog_${i}.jpg`));
     writeFileSync(join(d, 'Sphynx_1.jpg'), '');
     await truncated(join(d, 'Sphynx_2.jpg'));
-    await assert.rejects(build(d), (e: unknown) => isTrainerError(e, 'ERR_BAD_DATA') && e.message ===
-      `every image of 1 class(es) failed to decode, so nothing of them can be learned: Sphynx (2: ${join(d, 'Sphynx_1.jpg')}: empty, ` +
-      `${join(d, 'Sphynx_2.jpg')}: truncated/corrupt); repair or replace these files (or delete them to drop the class)`);
+    const { bunch, lines } = await build(d);
+    assert.deepEqual(bunch.classes, ['cat', 'dog']);
+    assert.deepEqual(bunch.account.classes.find((c) => c.name === 'Sphynx'), { name: 'Sphynx', train: 0, valid: 0, bad: 2, discarded: 0 });
+    assert.deepEqual(bunch.account.groups.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['empty', ['Sphynx_1.jpg']], ['truncated/corrupt', ['Sphynx_2.jpg']]]);
+    assert.ok(lines.includes('1 class(es) dropped, every image failed to decode: Sphynx (2: Sphynx_1.jpg: empty, Sphynx_2.jpg: truncated/corrupt); repair or replace these files to train them'), lines.join('\n'));
+    assert.ok(lines.includes('skipped 1 file(s), empty: Sphynx_1.jpg — decoding failed: the file is empty (0 bytes); repair, replace or delete them'), lines.join('\n'));
+    assert.equal(bunch.account.train + bunch.account.valid, 6);
   });
 
   it("from_folder with train/ and valid/: labels from the class folder, split by the top folder; valid classes unknown to train are discarded as fastai does", async () => {
