@@ -12,7 +12,8 @@ import { decodeReplicaState } from '../shared/learner/state-codec.js';
 import { writeSavedState } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
-import { archModel, augmentOf } from '../shared/config.js';
+import { archModel, augmentOf, type Arch } from '../shared/config.js';
+import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
@@ -39,6 +40,21 @@ import { writeShowBatch } from './show-batch.js';
 export function checkPretrainedSource(value: string): void {
   if (value === 'imagenet' || value === 'none') return;
   if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
+}
+
+/**
+ * A `--pretrained` file must hold a torchvision state dict of `arch` (checked here, before any worker starts, rather
+ * than in every worker after it started).
+ * @throws TrainerError ERR_BAD_FLAG naming the file and the first mismatches
+ */
+export async function checkPretrainedFile(value: string, arch: Arch): Promise<void> {
+  if (value === 'imagenet' || value === 'none') return;
+  try {
+    await verifyTorchWeightsFile(value, archModel(arch));
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be a torchvision ${arch} state dict for --arch ${arch}: ${err.message}`, { cause: err });
+  }
 }
 
 /** Everything the coordinator prints goes through these. */
@@ -126,6 +142,7 @@ export class Coordinator {
     // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
+    await checkPretrainedFile(config.pretrained, config.arch);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });

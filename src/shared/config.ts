@@ -239,6 +239,8 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
   if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom is csv', null);
+  // A worker would find this out only after it started (resolvePretrainedWeights): torchvision has no resnet10 weights.
+  if (cfg.arch === 'resnet10' && cfg.pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', cfg.pretrained);
   if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless labelFrom is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
   if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (${cfg.trainFolder})`, cfg.validFolder);
   const names = cfg.stages.map((s) => s.name);

@@ -8,6 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { checkPretrainedFile } from '../../../src/coordinator/driver.js';
 import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { augmentOf } from '../../../src/shared/config.js';
 import { DEFAULT_TRANSFORMS } from '../../../src/shared/data/transforms.js';
@@ -78,4 +79,13 @@ test('the setup frame carries the transforms (null = no augmentation) and reject
   assert.equal(decodeRunSetup(encodeRunSetup(base)).transforms, undefined);
   assert.throws(() => decodeRunSetup(encodeRunSetup({ ...base, transforms: { ...t, pAffine: 3 } })),
     (e: unknown) => isTrainerError(e, 'ERR_PROTOCOL') && e.message.startsWith('setup.transforms must be null or get_transforms settings (pAffine must be a number in [0, 1], got 3)'));
+});
+
+test('pretrained checks that need only the flags: resnet10 has no ImageNet weights; a weights file must match --arch', async () => {
+  bad(['--arch', 'resnet10'], 'pretrained must be none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it), got "imagenet"');
+  const tiny = new URL('../../../../shared/fixtures/resnet-tiny/weights.safetensors', import.meta.url).pathname;
+  await checkPretrainedFile(tiny, 'resnet10');
+  await checkPretrainedFile('none', 'resnet18');
+  await assert.rejects(checkPretrainedFile(tiny, 'resnet18'), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message.startsWith(`--pretrained must be a torchvision resnet18 state dict for --arch resnet18: ${tiny}: not a torchvision resnet18 state dict: `));
 });
