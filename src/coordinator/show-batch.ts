@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { Command } from 'commander';
+import { dataLine } from '../shared/data/accounting.js';
 import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../shared/config.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { BatchLoader } from '../shared/data/loader.js';
@@ -89,6 +90,7 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
   pool.start();
   try {
     const data = await createDataBunch({ ...dataBunchOptions(config), verify: true }, pool);
+    out(dataLine(data.account, data.classes.length));
     assertTrainable(data);
     const outPath = resolve(f.out);
     const { width, height } = await writeShowBatch(data, pool, outPath, options);
