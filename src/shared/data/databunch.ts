@@ -133,13 +133,30 @@ function ordered(groups: readonly LeftOutGroup[]): LeftOutGroup[] {
 }
 
 /**
+ * The verify pass over the items of either split (items in neither are not decoded): which decode, and the bad ones
+ * with their reasons (reported to `skipLog`).
+ */
+async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string):
+  Promise<{ good: (idx: Int32Array) => Int32Array; bad: { index: number; path: string; reason: SkipReason }[] }> {
+  if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
+  const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
+  const inSplit = [...split.train, ...split.valid].sort((a, b) => a - b);
+  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile);
+  const ok = new Uint8Array(items.paths.length);
+  inSplit.forEach((i, k) => { ok[i] = verified.ok[k]!; });
+  const reasons = new Map(skipLog.entries().map((e) => [e.path, e.reason]));
+  const bad = inSplit.filter((i) => ok[i] === 0).map((index) => ({ index, path: items.paths[index]!, reason: reasons.get(items.paths[index]!) ?? ('unreadable' as SkipReason) }));
+  return { good: (idx) => idx.filter((i) => ok[i] === 1), bad };
+}
+
+/**
  * Builds the {@link DataBunch}: source → items → labels → split → (verify) → classes, accounting for every file.
  * Logs one line per left-out reason and per class warning (see {@link DataBunchOptions.log}).
  *
  * @param pool - a started pool, required when `verify` is on.
  * @throws TrainerError ERR_BAD_FLAG (bad option), ERR_BAD_DATA (no items, a layout's folder/annotations/column
- *   missing, a CSV that cannot be read, a class whose every file is bad), ERR_OFFLINE (Pets not cached and no network: pass --data <dir>),
- *   ERR_DOWNLOAD, ERR_CHECKSUM.
+ *   missing, a CSV that cannot be read or is inconsistent), ERR_OFFLINE (Pets not cached and no network: pass
+ *   --data <dir>), ERR_DOWNLOAD, ERR_CHECKSUM.
  */
 export async function createDataBunch(options: DataBunchOptions = {}, pool?: ImagePool): Promise<DataBunch> {
   const o = { ...DEFAULT_DATA_BUNCH, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DataBunchOptions & typeof DEFAULT_DATA_BUNCH;
@@ -154,19 +171,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const items = listItems(datasetDir, labelRule(o), { splitFolders: o.split === 'folder' ? [o.trainFolder, o.validFolder] : null });
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
-  let ok: Uint8Array | null = null;
-  if (o.verify) {
-    if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
-    const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
-    const inSplit = [...split.train, ...split.valid].sort((a, b) => a - b);
-    const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile);
-    ok = new Uint8Array(items.paths.length);
-    inSplit.forEach((i, k) => { ok![i] = verified.ok[k]!; });
-  }
-  const good = (idx: Int32Array): Int32Array => (ok === null ? idx : idx.filter((i) => ok![i] === 1));
-  const reasons = new Map(skipLog.entries().map((e) => [e.path, e.reason]));
-  const bad = ok === null ? [] : [...split.train, ...split.valid].filter((i) => ok![i] === 0)
-    .map((index) => ({ index, path: items.paths[index]!, reason: reasons.get(items.paths[index]!) ?? ('unreadable' as SkipReason) }));
+  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir) : { good: (idx: Int32Array) => idx, bad: [] };
   const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad });
   const groups: LeftOutGroup[] = [...items.leftOut, ...(split.notInSplit ? [split.notInSplit] : []), ...decodeGroups(bad)];
   if (checked.discarded.length > 0) {
