@@ -4,7 +4,7 @@
  * - `coordinator predict <run-dir | model.safetensors> <image…>` — breed and probability per image;
  * - `coordinator interpret <run-dir | model.safetensors> [--data …]` — top losses, confusion matrix, report;
  * - `coordinator show-batch [--data …] [--rows 3] [--size 224] [--out show-batch.png]` — fastai's `show_batch`.
- * Bad flags stop the run before anything starts (exit code 2).
+ * Bad flags and data that cannot be trained stop the run before any worker starts (exit code 2).
  */
 import { CommanderError } from 'commander';
 import { isTrainerError } from '../shared/errors.js';
@@ -18,7 +18,9 @@ function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
   const code = isTrainerError(err) ? err.code : null;
   console.error(`coordinator: ${code ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`);
-  return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' ? 2 : 1;
+  // ERR_BAD_DATA: the data cannot be trained as given (nothing labelled, an empty split, a class of bad files):
+  // like a bad flag, the input must change, and it is found before any worker starts.
+  return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' || code === 'ERR_BAD_DATA' ? 2 : 1;
 }
 
 async function train(argv: readonly string[]): Promise<number> {
@@ -60,7 +62,7 @@ async function train(argv: readonly string[]): Promise<number> {
 /**
  * Entry point of `npx coordinator`.
  * @param argv - arguments after the program name
- * @returns the process exit code (0 success or clean stop, 2 bad flag or config, 1 failed run)
+ * @returns the process exit code (0 success or clean stop, 2 bad flag, config or data, 1 failed run)
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;

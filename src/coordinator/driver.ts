@@ -4,14 +4,16 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
-import { assertTrainable, createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
+import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { decodeReplicaState } from '../shared/learner/state-codec.js';
 import { writeSavedState } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
-import { archModel } from '../shared/config.js';
+import { archModel, augmentOf, type Arch } from '../shared/config.js';
+import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
@@ -38,6 +40,21 @@ import { writeShowBatch } from './show-batch.js';
 export function checkPretrainedSource(value: string): void {
   if (value === 'imagenet' || value === 'none') return;
   if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
+}
+
+/**
+ * A `--pretrained` file must hold a torchvision state dict of `arch` (checked here, before any worker starts, rather
+ * than in every worker after it started).
+ * @throws TrainerError ERR_BAD_FLAG naming the file and the first mismatches
+ */
+export async function checkPretrainedFile(value: string, arch: Arch): Promise<void> {
+  if (value === 'imagenet' || value === 'none') return;
+  try {
+    await verifyTorchWeightsFile(value, archModel(arch));
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be a torchvision ${arch} state dict for --arch ${arch}: ${err.message}`, { cause: err });
+  }
 }
 
 /** Everything the coordinator prints goes through these. */
@@ -87,18 +104,16 @@ export class Coordinator {
     const c = this.cmd.config;
     this.pool = new ImagePool({});
     this.pool.start();
-    const data = await createDataBunch({
-      data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, labelCsv: c.labels ?? undefined, split: c.split,
-      validPct: c.validPct, seed: c.seed, verify: true,
-      onSkip: (path, reason) => this.io.log(`data: skipped ${path}: ${reason}`),
-    }, this.pool);
-    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed })
+    const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
+    // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
+    writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
+    if (this.metrics) recordSkippedFiles(this.metrics, data.account);
+    this.io.out(dataLine(data.account, data.classes.length));
+    assertTrainable(data);
+    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
       .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
     await this.pool.close();
     this.pool = null;
-    this.io.out(`data: ${data.classes.length} classes, ${data.train.length} train / ${data.valid.length} valid images from ${data.root}` +
-      (data.skipLog.entries().length ? `; ${data.skipLog.entries().length} file(s) skipped (see above)` : ''));
-    assertTrainable(data);
     return data;
   }
 
@@ -110,6 +125,7 @@ export class Coordinator {
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
       bucketBytes: r.bucketMb * 1_000_000, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
+      transforms: augmentOf(c),
     };
   }
 
@@ -126,6 +142,7 @@ export class Coordinator {
     // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
+    await checkPretrainedFile(config.pretrained, config.arch);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
@@ -158,7 +175,6 @@ export class Coordinator {
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
 
-    if (this.metrics) for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();

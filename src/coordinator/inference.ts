@@ -6,7 +6,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
-import { createDataBunch } from '../shared/data/databunch.js';
+import { createDataBunch, dataBunchOptions } from '../shared/data/databunch.js';
+import { DEFAULT_RUN_CONFIG, type RunConfig } from '../shared/config.js';
 import { decodeRgb } from '../shared/data/decode.js';
 import { BatchLoader } from '../shared/data/loader.js';
 import { ImagePool } from '../shared/data/pool.js';
@@ -106,10 +107,8 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const pool = new ImagePool({});
   pool.start();
   try {
-    const bunch = await createDataBunch({
-      data, seed: saved.seed as number | undefined, validPct: saved.validPct as number | undefined, labelPattern: saved.labelRe as string | undefined,
-      labelFrom: saved.labelFrom as 'regex' | undefined, split: saved.split as 'random' | undefined, verify: true,
-    }, pool);
+    // The run's own data settings (a config.json from before a setting existed gets that setting's default).
+    const bunch = await createDataBunch({ ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true }, pool);
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
     const k = meta.classes.length;
     const probs = new Float32Array(bunch.valid.length * k);

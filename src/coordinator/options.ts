@@ -85,11 +85,20 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
   ['--label-from <how>', 'labelFrom', 'regex | folder | csv'],
   ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
-  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations)'],
+  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column)'],
+  ['--train-folder <name>', 'trainFolder', 'training subfolder of --split folder (default train)'],
+  ['--valid-folder <name>', 'validFolder', 'validation subfolder of --split folder (default valid)'],
+  ['--valid-col <name>', 'validCol', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
   ['--valid-pct <fraction>', 'validPct', 'fraction of items for validation (default 0.2)'],
   ['--seed <n>', 'seed', 'seed of split, shuffles, augmentation and head init (default 42)'],
   ['--arch <name>', 'arch', 'resnet10 (tests) | resnet18 | resnet34 | resnet50 (default resnet34)'],
   ['--size <px>', 'size', 'image side after crop, pixels (default 224)'],
+  ['--max-rotate <deg>', 'maxRotate', 'augmentation: rotate up to ± this many degrees, [0, 180] (default 10)'],
+  ['--max-zoom <x>', 'maxZoom', 'augmentation: zoom up to this factor, [1, 10] (default 1.1)'],
+  ['--max-lighting <x>', 'maxLighting', 'augmentation: brightness/contrast change, [0, 1) (default 0.2)'],
+  ['--max-warp <x>', 'maxWarp', 'augmentation: perspective warp magnitude, [0, 1) (default 0.2)'],
+  ['--p-affine <p>', 'pAffine', 'augmentation: probability of each of warp, rotate, zoom, [0, 1] (default 0.75)'],
+  ['--p-lighting <p>', 'pLighting', 'augmentation: probability of brightness and of contrast, [0, 1] (default 0.75)'],
   ['--bs <n>', 'bs', 'batch per worker (default 64)'],
   ['--accum <n>', 'accum', 'gradient-accumulation steps (default 1)'],
   ['--global-bs <n>', 'globalBs', 'wanted global batch; picks --accum'],
@@ -106,7 +115,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
 export function trainProgram(): Command {
   const cmd = new Command('coordinator').usage('[train] [options]   (also: coordinator predict|interpret|show-batch --help)')
     .description('runs the tutorial plan with worker processes (train is the default command)');
-  for (const [flags, , help] of CONFIG_FLAGS) cmd.option(flags, help);
+  addConfigFlags(cmd);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
     .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
@@ -136,6 +145,30 @@ export function trainProgram(): Command {
 }
 
 type Flags = Record<string, string | boolean | undefined>;
+
+/**
+ * Adds the flags of the run configuration (data, labels, split, model, batch, augmentation) to `cmd`: the value
+ * flags of CONFIG_FLAGS and the augmentation switches `--no-augment`, `--no-flip`, `--flip-vert`.
+ */
+export function addConfigFlags(cmd: Command, only?: ReadonlySet<keyof RunConfig>): Command {
+  for (const [flags, field, help] of CONFIG_FLAGS) if (!only || only.has(field)) cmd.option(flags, help);
+  return cmd
+    .option('--no-augment', 'train without augmentation: centre crop only, as validation (fastai ds_tfms=None)')
+    .option('--no-flip', 'augmentation: no random flips (fastai do_flip=False)')
+    .option('--flip-vert', 'augmentation: flips and 90° turns of all 8 kinds, for images with no "up" (fastai flip_vert=True)');
+}
+
+/** The run-configuration fields the user set on `cmd`'s command line (after `cmd.parse`). */
+export function configFlagValues(cmd: Command): Record<string, unknown> {
+  const flags = cmd.opts<Flags>();
+  const out: Record<string, unknown> = {};
+  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) out[field] = flags[field];
+  // Negatable switches have a default (true) in commander; only a switch given on the command line counts.
+  if (cmd.getOptionValueSource('augment') === 'cli') out.augment = flags.augment;
+  if (cmd.getOptionValueSource('flip') === 'cli') out.doFlip = flags.flip;
+  if (flags.flipVert === true) out.flipVert = true;
+  return out;
+}
 
 function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {
   if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return base.stages;
@@ -197,8 +230,7 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   cmd.parse([...argv], { from: 'user' });
   const flags = cmd.opts<Flags>();
   const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
-  const fromFlags: Record<string, unknown> = {};
-  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) fromFlags[field] = flags[field];
+  const fromFlags = configFlagValues(cmd);
   const explicit: RunConfigInput = { ...file, ...fromFlags };
   const stages = stageShorthands(flags, explicit);
   if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;

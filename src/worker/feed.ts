@@ -10,6 +10,7 @@ import { BatchLoader } from '../shared/data/loader.js';
 import type { SkipLog } from '../shared/data/decode.js';
 import type { ImagePool } from '../shared/data/pool.js';
 import type { PlannedBatch } from '../shared/data/shard.js';
+import type { TransformSettings } from '../shared/data/transforms.js';
 import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan.js';
 
 /** Which micro-batch is wanted: the one `rank` runs at slot `accumIndex`, m = accumIndex·worldSize + rank. */
@@ -37,6 +38,8 @@ export interface TrainFeedOptions {
   readonly skipLog: SkipLog;
   /** Batches decoded ahead (default 2). */
   readonly prefetchBatches?: number;
+  /** Augmentation settings; null = none (centre crop); omitted = the tutorial's `get_transforms()`. */
+  readonly transforms?: TransformSettings | null;
 }
 
 function sameRun(a: FeedRequest, b: FeedRequest): boolean {
@@ -83,7 +86,8 @@ export class TrainFeed {
     }
     this.loader = new BatchLoader({
       pool: this.o.pool, paths: this.o.paths, labels: this.o.labels, split: this.o.train,
-      plan: { batches, itemsPerRank: batches.length * this.o.bs }, size: this.o.size, augment: true,
+      plan: { batches, itemsPerRank: batches.length * this.o.bs }, size: this.o.size,
+      augment: this.o.transforms !== null, transforms: this.o.transforms ?? undefined,
       seed: this.o.seed, epoch: from.epoch, prefetchBatches: this.o.prefetchBatches ?? 2, skipLog: this.o.skipLog,
     });
     this.loader.start();

@@ -176,7 +176,7 @@ export class WorkerTrainer {
     this.validSplit = Int32Array.from(setup.valid);
     this.feed = new TrainFeed({
       pool, paths: this.paths, labels: this.labels, train: Int32Array.from(setup.train), size: setup.size, bs: setup.bs,
-      seed: setup.seed, skipLog: this.skipLog,
+      seed: setup.seed, skipLog: this.skipLog, transforms: setup.transforms,
     });
   }
 

@@ -4,7 +4,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import type { DataAccountJson } from '../../shared/data/accounting.js';
 import sharp from 'sharp';
 import { TrainerError } from '../../shared/errors.js';
 import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
@@ -112,6 +113,15 @@ async function addShowBatch(w: ReportWriter, dir: string): Promise<void> {
   w.pictures.push({ section: 'data', caption: 'show_batch: augmented training images with their labels', png: 'show-batch.png', json: 'show-batch.json', width, height });
 }
 
+/** The run's `data.json` (written by the data step), or undefined when absent or unreadable. */
+function readDataAccount(dir: string): DataAccountJson | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'data.json'), 'utf8')) as DataAccountJson;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Renders and writes the whole report into `dir` (created if missing). Parts of the input that are absent are
  * skipped. Pictures: `lr-find-<name>.png`, `training-curves.png`, `confusion-matrix.png`, `top-losses.png`, each
@@ -137,6 +147,6 @@ export async function writeRunReport(dir: string, input: RunReportInput, options
     await w.chart('training', 'Training curves', 'training-curves', trainingCurvesChart(input.stages), o.chartScale);
   }
   await writeInterpretation(w, input, o);
-  await w.writeFile('index.html', renderReportHtml(input, w.pictures, o.mostConfusedMinVal));
+  await w.writeFile('index.html', renderReportHtml({ ...input, data: input.data ?? readDataAccount(dir) }, w.pictures, o.mostConfusedMinVal));
   return { indexHtml: join(dir, 'index.html'), pictures: w.pictures, files: w.files, textRenders: await fontsRenderText() };
 }
