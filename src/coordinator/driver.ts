@@ -166,7 +166,9 @@ export class Coordinator {
       this.star.reconfigure(config.expect, 1);
     }
     if (config.workers > 0) {
-      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      this.workers = new LocalWorkers({ endpoint, killTimeoutMs: WORKER_KILL_TIMEOUT_MS, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      // Every exit is logged with its code (docs/fault-tolerance.md lists them), expected or not.
+      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
       this.workers.start(config.workers);
     }
     const recovery = this.recovery = new Recovery({
@@ -358,7 +360,6 @@ export class Coordinator {
       ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
       : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
     if (this.cluster && !this.hurry) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
-    this.workers?.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
     await this.workers?.close(this.hurry ? 0 : WORKER_SHUTDOWN_GRACE_MS);
     this.recorder?.finish();
     this.control?.close();
@@ -379,3 +380,9 @@ export class Coordinator {
  * worker that is stuck, and is long so that a loaded machine never turns a clean exit (0) into a SIGTERM (143).
  */
 export const WORKER_SHUTDOWN_GRACE_MS = 30_000;
+
+/**
+ * Time between SIGTERM and SIGKILL of a local worker, milliseconds: a SIGTERMed worker closes everything (the step
+ * in progress is cut short) and exits 143; SIGKILL is for one that does not.
+ */
+export const WORKER_KILL_TIMEOUT_MS = 15_000;
