@@ -45,8 +45,19 @@ async function train(argv: readonly string[]): Promise<number> {
       void coordinator.closeNow().finally(() => process.exit(COORDINATOR_EXIT.secondSignal));
     }
   };
+  // An error nothing caught: the run cannot go on, but its workers still get a clean close (SIGTERM) and the
+  // process a chosen code, rather than Node's crash with the workers SIGKILLed by the exit handler.
+  let crashed = false;
+  const onUncaught = (err: unknown): void => {
+    io.log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    if (crashed) return;
+    crashed = true;
+    void coordinator.closeNow().finally(() => process.exit(COORDINATOR_EXIT.failed));
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
   let code: number = COORDINATOR_EXIT.ok;
   let failure: unknown;
   try {
@@ -56,6 +67,8 @@ async function train(argv: readonly string[]): Promise<number> {
     code = errorExit(err);
   }
   await coordinator.close(failure);
+  process.off('uncaughtException', onUncaught);
+  process.off('unhandledRejection', onUncaught);
   // The signal handlers stay until the process ends: a signal during the last moments changes nothing.
   return code;
 }

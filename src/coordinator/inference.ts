@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
+import { releaseBackend } from '../shared/compute/release.js';
 import { createDataBunch } from '../shared/data/databunch.js';
 import { decodeRgb } from '../shared/data/decode.js';
 import { BatchLoader } from '../shared/data/loader.js';
@@ -84,6 +85,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     }
   } finally {
     replica.dispose();
+    releaseBackend();
   }
   return failures > 0 ? 1 : 0;
 }
@@ -135,5 +137,6 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   } finally {
     await pool.close();
     replica.dispose();
+    releaseBackend();
   }
 }

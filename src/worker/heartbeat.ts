@@ -40,6 +40,8 @@ export class HeartbeatThread {
   private worker: Worker | null = null;
   private exited: Promise<void> = Promise.resolve();
   private closing: Promise<void> | null = null;
+  /** The thread's exit code once it exited: 0 when it ended by itself, 1 when it was terminated; else null. */
+  exitCode: number | null = null;
 
   constructor(private readonly options: HeartbeatOptions) {}
 
@@ -56,7 +58,7 @@ export class HeartbeatThread {
     };
     this.worker = startThread(import.meta.url, 'heartbeat-thread', { workerData });
     const w = this.worker;
-    this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => w.once('exit', (code) => { this.exitCode = code; resolve(); }));
     w.on('message', (ev: HeartbeatEvent) => {
       if (ev.kind === 'coordinator-lost') this.options.onCoordinatorLost?.(ev.silentMs);
     });

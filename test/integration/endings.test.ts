@@ -48,11 +48,15 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Flags of the cheapest run: resnet10, 32 px, bs 2, one frozen epoch, WASM, ephemeral ports. */
+/**
+ * Flags of the cheapest run: resnet10, 32 px, bs 2, one frozen epoch, WASM, ephemeral ports. Heartbeats time out
+ * after 120 s: local workers' deaths are seen from their exits, and a loaded machine can starve a process's
+ * heartbeats for 10 s (seen here), which would turn an ending into another.
+ */
 function runArgs(name: string, workers: number, extra: readonly string[] = []): string[] {
   return ['--workers', String(workers), '--data', data, '--config', config, '--pretrained', 'none', '--arch', 'resnet10',
     '--size', '32', '--bs', '2', '--backend', 'wasm', '--threads', '1', '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0',
-    '--run-dir', path.join(dir, name), '--plain', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '10000', ...extra];
+    '--run-dir', path.join(dir, name), '--plain', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '120000', ...extra];
 }
 
 function start(args: readonly string[], env: Record<string, string> = {}): CoordinatorRun {
@@ -165,7 +169,8 @@ test('the coordinator lost (SIGKILL): a worker started by hand exits 3', { timeo
     const coord = start(runArgs(`coordinator-lost-${i}`, 0, ['--expect', '1']));
     await coord.waitFor(/coordinator listening on tcp:\/\/\S+;/, RUN_TIMEOUT_MS);
     const endpoint = /coordinator listening on (tcp:\/\/\S+);/.exec(coord.out)![1]!;
-    const worker = startProc('worker', ['--connect', endpoint, '--backend', 'wasm', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '10000']);
+    // 30 s: short enough to wait for once the coordinator is gone, long enough not to fire while it is loaded.
+    const worker = startProc('worker', ['--connect', endpoint, '--backend', 'wasm', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '30000']);
     await coord.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     coord.killGroup();
     await coord.exited;
