@@ -360,7 +360,9 @@ export class Coordinator {
       ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
       : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
     if (this.cluster && !this.hurry) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
-    await this.workers?.close(this.hurry ? 0 : WORKER_SHUTDOWN_GRACE_MS);
+    // Only workers that were sent `shutdown` (members of the ring) get the grace; one still starting gets SIGTERM.
+    const told = new Set(this.hurry ? [] : this.cluster?.ranks().map((m) => m.hello.pid) ?? []);
+    await this.workers?.close((pid) => (told.has(pid) ? WORKER_SHUTDOWN_GRACE_MS : 0));
     this.recorder?.finish();
     this.control?.close();
     await this.star?.close();

@@ -108,13 +108,15 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   }
 
   /**
-   * Stops every worker: each gets `graceMs` (milliseconds) to exit by itself (after the coordinator's `shutdown`
-   * message), then SIGTERM (a worker closes everything and exits 143), then SIGKILL after `killTimeoutMs`.
-   * Resolves when all have exited. Idempotent: a later call waits for the same close, and one with a shorter grace
-   * (a second Ctrl-C) sends the SIGTERMs now.
+   * Stops every worker: each gets a grace period to exit by itself (after the coordinator's `shutdown` message),
+   * then SIGTERM (a worker closes everything and exits 143), then SIGKILL after `killTimeoutMs`. Resolves when all
+   * have exited. Idempotent: a later call waits for the same close, and one with grace 0 (a second Ctrl-C) sends
+   * the SIGTERMs now.
+   * @param grace - milliseconds, or a function of the worker's pid (0 for one that was sent no `shutdown`)
    */
-  close(graceMs = 0): Promise<void> {
-    if (graceMs <= 0) for (const terminate of this.terminators) terminate();
+  close(grace: number | ((pid: number) => number) = 0): Promise<void> {
+    const graceOf = typeof grace === 'number' ? () => grace : grace;
+    if (grace === 0) for (const terminate of this.terminators) terminate();
     this.closing ??= (async () => {
       this.closed = true;
       await Promise.all([...this.children.values()].map((child) => new Promise<void>((resolve) => {
@@ -126,7 +128,7 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
           child.kill('SIGTERM');
           killTimer = setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000);
         };
-        const graceTimer = setTimeout(terminate, graceMs);
+        const graceTimer = setTimeout(terminate, Math.max(0, graceOf(child.pid ?? -1)));
         this.terminators.add(terminate);
         child.once('exit', () => {
           clearTimeout(graceTimer);

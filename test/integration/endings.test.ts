@@ -1,7 +1,7 @@
 /**
  * Every way a run ends, driven several times each with real processes (issue #14): the run finishes, a step fails
  * (injected with the test hook `TRAINER_TEST_FAIL_STEP`), Ctrl-C (SIGINT to the whole process group), SIGTERM, a
- * second signal, the coordinator is lost (SIGKILL), a worker is lost (SIGKILL, `--max-restarts 0`), bad flags, and
+ * second signal, a stop before any worker joined, the coordinator is lost (SIGKILL), a worker is lost (SIGKILL, `--max-restarts 0`), bad flags, and
  * a worker stopped by hand or told to shut down by a (fake) coordinator.
  *
  * For each: no output contains a native abort (`terminate called`, `Napi::Error`, `Aborted`, `core dumped`), every
@@ -154,6 +154,16 @@ test('a worker lost (SIGKILL, --max-restarts 0): coordinator 1, the survivor 0',
     process.kill(victim!, 'SIGKILL');
     await assertEnded(run, 1, ['SIGKILL', 0]);
     assert.match(run.out, /more than --max-restarts 0/);
+  }
+});
+
+test('a stop while waiting for workers to join: coordinator 0, nothing trained', { timeout: RUN_TIMEOUT_MS }, async () => {
+  for (let i = 0; i < CHEAP_REPS; i++) {
+    const run = start(runArgs(`waiting-${i}`, 0, ['--expect', '1']));
+    await run.waitFor(/waiting for 1 worker/, RUN_TIMEOUT_MS);
+    process.kill(-run.child.pid!, 'SIGINT');
+    await assertEnded(run, 0, []);
+    assert.match(run.out, /stopped while waiting for workers to join; nothing was trained/);
   }
 });
 
