@@ -148,7 +148,11 @@ test('a second signal: coordinator 130 at once, the worker SIGTERMed mid-run exi
 
 test('a worker lost (SIGKILL, --max-restarts 0): coordinator 1, the survivor 0', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`worker-lost-${i}`, 2, ['--max-restarts', '0']));
+    // --allreduce-timeout-ms 30000: in about 1 run of 3 on a loaded machine the survivor's step after the kill is
+    // not aborted and waits for the dead peer until its all-reduce times out (a recovery race outside this test's
+    // subject, reported with #14); at the default (120 s, as long as the coordinator's sync-bn wait) the run then
+    // ends with ERR_TIMEOUT instead of the checkpointed stop.
+    const run = start(runArgs(`worker-lost-${i}`, 2, ['--max-restarts', '0', '--allreduce-timeout-ms', '30000']));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     const [victim] = run.workerPids();
     process.kill(victim!, 'SIGKILL');
