@@ -82,6 +82,9 @@ export class Coordinator {
   private classes: readonly string[] = [];
   private recorder: StepMetricsRecorder | null = null;
   private recovery: Recovery | null = null;
+  private closing: Promise<void> | null = null;
+  /** Set by {@link closeNow}: no shutdown message, no grace, no metrics linger. */
+  private hurry = false;
   readonly runDir: string;
 
   /**
@@ -180,7 +183,9 @@ export class Coordinator {
       this.starAddress = await this.star.start();
     }
     if (config.workers > 0) {
-      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      this.workers = new LocalWorkers({ endpoint, killTimeoutMs: WORKER_KILL_TIMEOUT_MS, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      // Every exit is logged with its code (docs/fault-tolerance.md lists them), expected or not.
+      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
       this.workers.start(config.workers);
     }
     const recovery = this.recovery = new Recovery({
@@ -338,20 +343,65 @@ export class Coordinator {
     this.io.out(`saved ${weights}`);
   }
 
-  /** Stops workers and servers (idempotent). */
-  async close(): Promise<void> {
-    const reason = this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
-    if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
-    await this.workers?.close();
+  /**
+   * Stops workers and servers, in this order (docs/fault-tolerance.md, "Shutdown order and exit codes"):
+   * 1. `shutdown` to every worker, saying whether the run finished, stopped or failed;
+   * 2. local workers get `workerGraceMs` to close and exit by themselves, then SIGTERM, then SIGKILL (each exit is
+   *    logged with its code);
+   * 3. the metrics recorder, the control ROUTER (linger 0) and the star-reduce ROUTER (linger 0);
+   * 4. the metrics endpoint (after `--metrics-linger-s`), then the image pool (piscina threads).
+   * Idempotent: a later call awaits the same close.
+   * @param failure - the error that ended the run, if any (named in the workers' shutdown line)
+   */
+  close(failure?: unknown): Promise<void> {
+    this.closing ??= this.closeInOrder(failure);
+    return this.closing;
+  }
+
+  /**
+   * A second SIGINT/SIGTERM: the run is abandoned where it is (no checkpoint, no waiting for the step). Local
+   * workers get SIGTERM now (they close and exit 143; SIGKILL after 5 s), sockets close with linger 0, the metrics
+   * endpoint closes without lingering. Resolves when all of that is done; the caller then exits 130.
+   */
+  async closeNow(): Promise<void> {
+    this.hurry = true;
+    await this.workers?.close(0);
+    this.control?.close();
+    await this.star?.close();
+    await this.metrics?.close();
+    await this.pool?.close();
+  }
+
+  private async closeInOrder(failure: unknown): Promise<void> {
+    const reason = failure !== undefined
+      ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
+      : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
+    if (this.cluster && !this.hurry) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
+    // Only workers that were sent `shutdown` (members of the ring) get the grace; one still starting gets SIGTERM.
+    const told = new Set(this.hurry ? [] : this.cluster?.ranks().map((m) => m.hello.pid) ?? []);
+    await this.workers?.close((pid) => (told.has(pid) ? WORKER_SHUTDOWN_GRACE_MS : 0));
     this.recorder?.finish();
     this.control?.close();
+    await this.star?.close();
     const linger = this.cmd.runtime.metricsLingerS;
-    if (this.metrics && linger > 0) {
+    if (this.metrics && linger > 0 && !this.hurry) {
       this.io.log(`metrics: keeping ${this.metrics.url} up ${linger} s for a last scrape (--metrics-linger-s)`);
       await new Promise((r) => setTimeout(r, linger * 1000));
     }
     await this.metrics?.close();
-    await this.star?.close();
     await this.pool?.close();
   }
 }
+
+/**
+ * How long local workers get to close and exit after `shutdown` before they are sent SIGTERM, milliseconds. Their
+ * own close is bounded (an all-reduce is aborted, the image pool drains for at most 5 s): this only matters for a
+ * worker that is stuck, and is long so that a loaded machine never turns a clean exit (0) into a SIGTERM (143).
+ */
+export const WORKER_SHUTDOWN_GRACE_MS = 30_000;
+
+/**
+ * Time between SIGTERM and SIGKILL of a local worker, milliseconds: a SIGTERMed worker closes everything (the step
+ * in progress is cut short) and exits 143; SIGKILL is for one that does not.
+ */
+export const WORKER_KILL_TIMEOUT_MS = 15_000;

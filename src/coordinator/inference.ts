@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
+import { releaseBackend } from '../shared/compute/release.js';
 import { createDataBunch, dataBunchOptions } from '../shared/data/databunch.js';
 import { DEFAULT_RUN_CONFIG, type RunConfig } from '../shared/config.js';
 import { decodeRgb } from '../shared/data/decode.js';
@@ -85,6 +86,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     }
   } finally {
     replica.dispose();
+    releaseBackend();
   }
   return failures > 0 ? 1 : 0;
 }
@@ -134,5 +136,6 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   } finally {
     await pool.close();
     replica.dispose();
+    releaseBackend();
   }
 }

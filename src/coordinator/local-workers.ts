@@ -55,6 +55,9 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   private readonly expectedExit = new Set<number>();
   private readonly gpus: number;
   private closed = false;
+  private closing: Promise<void> | null = null;
+  /** SIGTERM-now functions of the workers {@link close} is waiting for. */
+  private readonly terminators = new Set<() => void>();
   private readonly onParentExit = (): void => {
     for (const child of this.children.values()) child.kill('SIGKILL');
   };
@@ -104,17 +107,38 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
     });
   }
 
-  /** Stops every worker: SIGTERM, then SIGKILL after the timeout. Resolves when all have exited. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const waits = [...this.children.values()].map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000).unref();
-    }));
-    await Promise.all(waits);
-    process.off('exit', this.onParentExit);
+  /**
+   * Stops every worker: each gets a grace period to exit by itself (after the coordinator's `shutdown` message),
+   * then SIGTERM (a worker closes everything and exits 143), then SIGKILL after `killTimeoutMs`. Resolves when all
+   * have exited. Idempotent: a later call waits for the same close, and one with grace 0 (a second Ctrl-C) sends
+   * the SIGTERMs now.
+   * @param grace - milliseconds, or a function of the worker's pid (0 for one that was sent no `shutdown`)
+   */
+  close(grace: number | ((pid: number) => number) = 0): Promise<void> {
+    const graceOf = typeof grace === 'number' ? () => grace : grace;
+    if (grace === 0) for (const terminate of this.terminators) terminate();
+    this.closing ??= (async () => {
+      this.closed = true;
+      await Promise.all([...this.children.values()].map((child) => new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        let killTimer: NodeJS.Timeout | undefined;
+        const terminate = (): void => {
+          if (killTimer !== undefined || child.exitCode !== null || child.signalCode !== null) return;
+          clearTimeout(graceTimer);
+          child.kill('SIGTERM');
+          killTimer = setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000);
+        };
+        const graceTimer = setTimeout(terminate, Math.max(0, graceOf(child.pid ?? -1)));
+        this.terminators.add(terminate);
+        child.once('exit', () => {
+          clearTimeout(graceTimer);
+          clearTimeout(killTimer);
+          this.terminators.delete(terminate);
+          resolve();
+        });
+      })));
+      process.off('exit', this.onParentExit);
+    })();
+    return this.closing;
   }
 }

@@ -50,10 +50,11 @@ export class CoordinatorRun {
   readonly child: ChildProcess;
   private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
 
-  constructor(args: readonly string[], entryDir: string) {
+  /** @param env - extra environment variables (e.g. test hooks), inherited by the workers it spawns */
+  constructor(args: readonly string[], entryDir: string, env: Record<string, string> = {}) {
     const entry = path.join(entryDir, 'coordinator-entry.mjs');
     writeFileSync(entry, `const m = await import(${JSON.stringify(path.join(PROJECT_ROOT, 'src/coordinator/cli.ts'))});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
-    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (c: Buffer): void => {
       this.out += c.toString();
       for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }
