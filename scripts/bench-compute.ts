@@ -4,7 +4,7 @@
  *
  * Usage:
  * ```
- * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|native|wasm|cpu] [--reps 3] [--json]
  *   [--clock wall|cpu]
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * ```
@@ -310,7 +310,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--arch <arch>', ARCHS.join('|'), 'resnet34')
     .option('--size <pixels>', 'image side, pixels (≥ 32)', '224')
     .option('--bs <n>', 'batch size (≥ 1)', '16')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|native|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')

@@ -1,0 +1,254 @@
+/**
+ * tfjs kernels of the `native` backend that run in oneDNN (see `addon.ts`): Conv2D, Conv2DBackpropInput,
+ * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul and the fused training-mode BatchNorm pair. Each reads
+ * its inputs' Float32Arrays in place and writes into a freshly allocated output array that becomes the output
+ * tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
+ * batch shapes the addon does not do) runs the tfjs `cpu` kernel instead.
+ *
+ * Geometry: tfjs's `computeConv2DInfo` / `computePool2DInfo` give output size and top/left padding for every
+ * padding form ('same', 'valid', numbers, explicit, rounding modes); oneDNN's bottom/right padding is then whatever
+ * makes its output size formula `o = (i + pTop + pBottom − ((k−1)·d + 1)) / s + 1` give tfjs's output size.
+ */
+import { backend_util, getKernel, util, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs-core';
+import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { TrainerError } from '../../errors.js';
+import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
+import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
+
+/** tfjs's registry name of this backend. */
+export const NATIVE_BACKEND = 'native';
+
+type Shape4 = [number, number, number, number];
+
+function values(backend: MathBackendCPU, t: TensorInfo): Float32Array {
+  const v = backend.data.get(t.dataId).values;
+  if (!(v instanceof Float32Array)) throw new TrainerError('ERR_INTERNAL', `native kernel input is not float32 (${t.dtype})`);
+  return v;
+}
+
+function output(backend: MathBackendCPU, shape: number[]): [TensorInfo, Float32Array] {
+  const out = new Float32Array(util.sizeFromShape(shape));
+  return [backend.makeTensorInfo(shape, 'float32', out), out];
+}
+
+function allFloat(...ts: TensorInfo[]): boolean {
+  return ts.every((t) => t.dtype === 'float32');
+}
+
+/** Runs tfjs's `cpu` kernel of that name on this backend (a MathBackendCPU) for a call the addon does not cover. */
+function cpuFallback(kernelName: string): KernelFunc {
+  return (args) => {
+    const config = getKernel(kernelName, 'cpu');
+    if (config === undefined) throw new TrainerError('ERR_BACKEND', `tfjs cpu backend has no ${kernelName} kernel`);
+    return config.kernelFunc(args);
+  };
+}
+
+/** oneDNN's padding after the data along one axis, for tfjs's output size `o` (may exceed tfjs's own). */
+function padAfter(i: number, o: number, k: number, s: number, d: number, before: number): number {
+  return (o - 1) * s + (k - 1) * d + 1 - i - before;
+}
+
+/** The addon's convolution geometry from tfjs's conv info, or null when oneDNN cannot express it. */
+export function convGeometry(info: backend_util.Conv2DInfo): ConvGeometry | null {
+  const { batchSize: n, inHeight: ih, inWidth: iw, inChannels: ci, outHeight: oh, outWidth: ow,
+    outChannels: co, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw,
+    dilationHeight: dh, dilationWidth: dw, padInfo } = info;
+  if (info.dataFormat !== 'channelsLast' || oh <= 0 || ow <= 0) return null;
+  const pb = padAfter(ih, oh, kh, sh, dh, padInfo.top);
+  const pr = padAfter(iw, ow, kw, sw, dw, padInfo.left);
+  if (pb < 0 || pr < 0 || padInfo.top < 0 || padInfo.left < 0) return null;
+  return [n, ih, iw, ci, oh, ow, co, kh, kw, sh, sw, padInfo.top, padInfo.left, pb, pr, dh, dw];
+}
+
+interface ConvAttrs {
+  strides: number | [number, number];
+  pad: 'same' | 'valid' | number | backend_util.ExplicitPadding;
+  dataFormat: 'NHWC' | 'NCHW';
+  dilations?: number | [number, number];
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  inputShape?: Shape4;
+  filterShape?: Shape4;
+}
+
+function convInfo(xShape: Shape4, filterShape: Shape4, a: ConvAttrs): backend_util.Conv2DInfo {
+  const format = backend_util.convertConv2DDataFormat(a.dataFormat);
+  return backend_util.computeConv2DInfo(xShape, filterShape, a.strides, a.dilations ?? 1, a.pad, a.dimRoundingMode,
+    false, format);
+}
+
+function convForward(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('Conv2D');
+  return (args) => {
+    const { x, filter } = args.inputs as { x: TensorInfo; filter: TensorInfo };
+    const a = args.attrs as unknown as ConvAttrs;
+    const backend = args.backend as MathBackendCPU;
+    const g = allFloat(x, filter) ? convGeometry(convInfo(x.shape as Shape4, filter.shape as Shape4, a)) : null;
+    if (g === null) return fallback(args);
+    const [out, ys] = output(backend, [g[0], g[4], g[5], g[6]]);
+    addon.convForward(values(backend, x), values(backend, filter), ys, ...g);
+    return out;
+  };
+}
+
+function convBackpropInput(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('Conv2DBackpropInput');
+  return (args) => {
+    const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
+    const a = args.attrs as unknown as ConvAttrs;
+    const backend = args.backend as MathBackendCPU;
+    const g = allFloat(dy, filter) ? convGeometry(convInfo(a.inputShape!, filter.shape as Shape4, a)) : null;
+    if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[6]])) return fallback(args);
+    const [out, dxs] = output(backend, [...a.inputShape!]);
+    addon.convBackwardData(values(backend, dy), values(backend, filter), dxs, ...g);
+    return out;
+  };
+}
+
+function convBackpropFilter(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('Conv2DBackpropFilter');
+  return (args) => {
+    const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+    const a = args.attrs as unknown as ConvAttrs;
+    const backend = args.backend as MathBackendCPU;
+    const g = allFloat(x, dy) ? convGeometry(convInfo(x.shape as Shape4, a.filterShape!, a)) : null;
+    if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[6]])) return fallback(args);
+    const [out, dws] = output(backend, [...a.filterShape!]);
+    addon.convBackwardWeights(values(backend, x), values(backend, dy), dws, ...g);
+    return out;
+  };
+}
+
+interface PoolAttrs {
+  filterSize: number | [number, number];
+  strides: number | [number, number];
+  pad: 'same' | 'valid' | number | backend_util.ExplicitPadding;
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/** The addon's pooling geometry, or null when oneDNN cannot express it (e.g. a window that is all padding). */
+export function poolGeometry(info: backend_util.Conv2DInfo): PoolGeometry | null {
+  const { batchSize: n, inHeight: ih, inWidth: iw, inChannels: c, outHeight: oh, outWidth: ow,
+    filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
+  if (oh <= 0 || ow <= 0 || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+  const pb = padAfter(ih, oh, kh, sh, 1, padInfo.top);
+  const pr = padAfter(iw, ow, kw, sw, 1, padInfo.left);
+  // oneDNN requires each padding to be smaller than the window (no window made only of padding).
+  if ([padInfo.top, padInfo.left, pb, pr].some((p) => p < 0) || padInfo.top >= kh || pb >= kh || padInfo.left >= kw ||
+    pr >= kw) return null;
+  return [n, ih, iw, c, oh, ow, kh, kw, sh, sw, padInfo.top, padInfo.left, pb, pr];
+}
+
+function poolInfo(xShape: Shape4, a: PoolAttrs): backend_util.Conv2DInfo {
+  return backend_util.computePool2DInfo(xShape, a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+}
+
+function maxPool(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('MaxPool');
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    const g = x.dtype === 'float32' && x.shape.length === 4 ? poolGeometry(poolInfo(x.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
+    if (g === null) return fallback(args);
+    const [out, ys] = output(backend, [g[0], g[4], g[5], g[3]]);
+    addon.maxPoolForward(values(backend, x), ys, ...g);
+    return out;
+  };
+}
+
+function maxPoolGrad(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('MaxPoolGrad');
+  return (args) => {
+    const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    const g = allFloat(dy, input) ? poolGeometry(poolInfo(input.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
+    if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[3]])) return fallback(args);
+    const [out, dxs] = output(backend, [...input.shape]);
+    addon.maxPoolBackward(values(backend, input), values(backend, dy), dxs, ...g);
+    return out;
+  };
+}
+
+function batchMatMul(addon: NativeAddon): KernelFunc {
+  const fallback = cpuFallback('BatchMatMul');
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const backend = args.backend as MathBackendCPU;
+    if (!allFloat(a, b) || a.shape.length < 2 || b.shape.length < 2) return fallback(args);
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+    const k = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+    const k2 = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+    const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+    const outerA = a.shape.slice(0, -2);
+    const outerB = b.shape.slice(0, -2);
+    const batchA = util.sizeFromShape(outerA);
+    const batchB = util.sizeFromShape(outerB);
+    // Same batch shape, or one operand without (or with an all-ones) batch shape; other broadcasts go to cpu.
+    const outer = batchA >= batchB ? outerA : outerB;
+    const sameOuter = util.arraysEqual(outerA, outerB);
+    if (k !== k2 || m * n * k === 0 || (!sameOuter && batchA !== 1 && batchB !== 1)) return fallback(args);
+    const batch = Math.max(batchA, batchB);
+    const [out, cs] = output(backend, [...outer, m, n]);
+    addon.batchMatMul(values(backend, a), values(backend, b), cs, batch, m, n, k, transposeA, transposeB,
+      batchA === batch && batch > 1 ? 1 : 0, batchB === batch && batch > 1 ? 1 : 0);
+    return out;
+  };
+}
+
+function bnDims(x: TensorInfo, gamma: TensorInfo): [number, number] {
+  const c = x.shape[x.shape.length - 1]!;
+  const p = util.sizeFromShape(x.shape) / c;
+  if (gamma.shape.length !== 1 || gamma.shape[0] !== c) {
+    throw new TrainerError('ERR_INTERNAL', `BatchNorm gamma must be [${c}], got [${gamma.shape}]`);
+  }
+  if (p < 2) throw new TrainerError('ERR_DATA', `training-mode BatchNorm needs more than 1 value per channel, got [${x.shape}]`);
+  return [p, c];
+}
+
+function batchNormTrain(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { x, gamma, beta, residual } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo; residual?: TensorInfo };
+    const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
+    const cpu = backend as MathBackendCPU;
+    const [p, c] = bnDims(x, gamma);
+    const [y, ys] = output(cpu, [...x.shape]);
+    const [mean, ms] = output(cpu, [c]);
+    const [variance, vs] = output(cpu, [c]);
+    addon.batchNormForward(values(cpu, x), values(cpu, gamma), values(cpu, beta),
+      residual === undefined ? null : values(cpu, residual), ys, ms, vs, p, c, eps, relu);
+    return [y, mean, variance];
+  };
+}
+
+function batchNormTrainGrad(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { x, y, dy, gamma, mean, variance } = inputs as Record<'x' | 'y' | 'dy' | 'gamma' | 'mean' | 'variance', TensorInfo>;
+    const { eps, relu, residual } = attrs as unknown as BatchNormTrainAttrs;
+    const cpu = backend as MathBackendCPU;
+    const [p, c] = bnDims(x, gamma);
+    const [dx, dxs] = output(cpu, [...x.shape]);
+    const [dg, dgs] = output(cpu, [c]);
+    const [db, dbs] = output(cpu, [c]);
+    const dr = residual ? output(cpu, [...x.shape]) : null;
+    addon.batchNormBackward(values(cpu, x), values(cpu, y), values(cpu, dy), values(cpu, gamma), values(cpu, mean),
+      values(cpu, variance), dxs, dgs, dbs, dr === null ? null : dr[1], p, c, eps, relu);
+    return dr === null ? [dx, dg, db] : [dx, dg, db, dr[0]];
+  };
+}
+
+/** The oneDNN kernels by tfjs kernel name (the backend takes every other kernel from tfjs's `cpu` backend). */
+export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
+  return {
+    Conv2D: convForward(addon),
+    Conv2DBackpropInput: convBackpropInput(addon),
+    Conv2DBackpropFilter: convBackpropFilter(addon),
+    MaxPool: maxPool(addon),
+    MaxPoolGrad: maxPoolGrad(addon),
+    BatchMatMul: batchMatMul(addon),
+    [BN_TRAIN_KERNEL]: batchNormTrain(addon),
+    [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
+  };
+}
