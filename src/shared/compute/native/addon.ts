@@ -71,8 +71,13 @@ export interface NativeAddon {
 /** File name of the built addon, under `native/build/` of the project. */
 export const ADDON_FILE = 'pets_dnnl.node';
 
-/** Finds `native/build/pets_dnnl.node` above this module (works from `src/` under tsx and from `dist/`). */
-export function addonPath(): string | null {
+/**
+ * Finds `native/build/pets_dnnl.node` above this module (works from `src/` under tsx and from `dist/`), or the file
+ * named by `PETS_NATIVE_ADDON` when that is set (null if it does not exist: the fallback path can be tested so).
+ */
+export function addonPath(env: NodeJS.ProcessEnv = process.env): string | null {
+  const forced = env.PETS_NATIVE_ADDON;
+  if (forced !== undefined && forced !== '') return existsSync(forced) ? forced : null;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, 'native', 'build', ADDON_FILE);
@@ -103,7 +108,9 @@ export function loadAddon(): AddonLoad {
   if (cached !== undefined) return cached;
   const path = addonPath();
   if (path === null) {
-    cached = { reason: 'native addon not built (needs libdnnl-dev and g++ at npm install; see README, "Native CPU backend")' };
+    cached = { reason: process.env.PETS_NATIVE_ADDON
+      ? `native addon ${JSON.stringify(process.env.PETS_NATIVE_ADDON)} (PETS_NATIVE_ADDON) does not exist`
+      : 'native addon not built (needs libdnnl-dev and g++ at npm install; see README, "Native CPU backend")' };
     return cached;
   }
   try {

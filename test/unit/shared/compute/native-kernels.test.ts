@@ -1,0 +1,253 @@
+/**
+ * The oneDNN kernels of the `native` backend against tfjs's reference `cpu` backend (plain JavaScript loops).
+ *
+ * Metric everywhere: relative error = max|native − cpu| / max|cpu| over all elements (float32 on both sides), as
+ * for the WASM kernels. Skipped, saying why, where the addon is not built (no libdnnl-dev at install).
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../../../src/shared/compute/backend.js';
+import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
+import { registerTfjsGradients } from '../../../../src/shared/compute/kernels/gradients.js';
+import { loadAddon } from '../../../../src/shared/compute/native/addon.js';
+import { NATIVE_BACKEND, registerNativeBackend } from '../../../../src/shared/compute/native/backend.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+import { tinyBlockGradients, type TinyBlockParams } from './kernels/tiny-resnet-block.js';
+import { lcg, relError } from './numeric.js';
+
+const load = loadAddon();
+const skip = 'addon' in load ? false : `native backend unavailable: ${load.reason}`;
+
+type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
+
+/** Runs `fn` on backend `name` and returns its outputs as plain arrays (tensors disposed). */
+async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(name);
+  const outs = tf.tidy(fn);
+  const values = outs.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(outs);
+  return values;
+}
+
+async function compare(fn: () => tf.Tensor[], names: readonly string[], tolerance: number): Promise<void> {
+  const native = await on(NATIVE_BACKEND, fn);
+  const cpu = await on('cpu', fn);
+  assert.equal(native.length, cpu.length);
+  for (let i = 0; i < cpu.length; i++) {
+    const err = relError(native[i]!, cpu[i]!);
+    assert.ok(err <= tolerance, `${names[i] ?? `output ${i}`}: relative error ${err.toExponential(2)} > ${tolerance}`);
+  }
+}
+
+interface ConvCase {
+  readonly name: string;
+  readonly x: [number, number, number, number];
+  readonly k: number;
+  readonly co: number;
+  readonly stride: number;
+  readonly pad: Pad;
+  readonly rounding?: 'floor' | 'ceil' | 'round';
+  readonly dilation?: number;
+}
+
+// Every convolution form of ResNet18/34/50 (stem 7x7/2 p3, 3x3/1 and /2 p1, 1x1/1 and /2), the padding forms
+// ('same', 'valid', numeric, explicit and asymmetric), odd and even sizes, non-square input, 'ceil' rounding,
+// a dilation, and channel counts that are and are not multiples of oneDNN's SIMD block (16).
+const CASES: readonly ConvCase[] = [
+  { name: 'stem 7x7/2 p3, even', x: [2, 16, 16, 3], k: 7, co: 16, stride: 2, pad: 3 },
+  { name: 'stem 7x7/2 p3, odd', x: [2, 15, 15, 3], k: 7, co: 4, stride: 2, pad: 3 },
+  { name: "stem 7x7/2 'same', even", x: [1, 16, 16, 3], k: 7, co: 4, stride: 2, pad: 'same' },
+  { name: '3x3/1 p1, odd', x: [2, 9, 9, 3], k: 3, co: 4, stride: 1, pad: 1 },
+  { name: '3x3/1 p1, 32 channels', x: [2, 8, 8, 32], k: 3, co: 32, stride: 1, pad: 1 },
+  { name: "3x3/1 'same', even", x: [2, 8, 8, 3], k: 3, co: 4, stride: 1, pad: 'same' },
+  { name: "3x3/1 'valid', odd", x: [2, 9, 9, 3], k: 3, co: 4, stride: 1, pad: 'valid' },
+  { name: "3x3/2 'valid', even (a last row unused)", x: [2, 8, 8, 3], k: 3, co: 4, stride: 2, pad: 'valid' },
+  { name: '3x3/2 p1, even, 16→32 channels', x: [2, 8, 8, 16], k: 3, co: 32, stride: 2, pad: 1 },
+  { name: '3x3/2 p1, odd', x: [2, 9, 9, 3], k: 3, co: 4, stride: 2, pad: 1 },
+  { name: "3x3/2 'same', even (asymmetric 0/1)", x: [2, 8, 8, 3], k: 3, co: 4, stride: 2, pad: 'same' },
+  { name: '3x3/2 explicit asym [2,0]x[0,3]', x: [2, 8, 7, 3], k: 3, co: 4, stride: 2, pad: [[0, 0], [2, 0], [0, 3], [0, 0]] },
+  { name: '3x3/2 p1 ceil rounding', x: [2, 8, 8, 3], k: 3, co: 4, stride: 2, pad: 1, rounding: 'ceil' },
+  { name: '3x3/2 non-square 10x7', x: [3, 10, 7, 3], k: 3, co: 5, stride: 2, pad: 1 },
+  { name: '3x3/1 dilation 2', x: [2, 9, 9, 3], k: 3, co: 4, stride: 1, pad: 2, dilation: 2 },
+  { name: '1x1/1 p0', x: [2, 7, 7, 6], k: 1, co: 4, stride: 1, pad: 0 },
+  { name: '1x1/1 p0, 64→16 channels', x: [2, 4, 4, 64], k: 1, co: 16, stride: 1, pad: 0 },
+  { name: '1x1/2 p0, even (downsample)', x: [2, 8, 8, 16], k: 1, co: 32, stride: 2, pad: 0 },
+  { name: '1x1/2 p0, odd (downsample)', x: [2, 9, 9, 6], k: 1, co: 4, stride: 2, pad: 0 },
+  { name: '1x1/1 explicit p1 (pad > k − 1)', x: [2, 5, 5, 3], k: 1, co: 4, stride: 1, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+];
+
+/** [y, dL/dx, dL/dw] by calling the kernels directly, for a fixed dy. */
+function convKernels(c: ConvCase): () => tf.Tensor[] {
+  const wShape: [number, number, number, number] = [c.k, c.k, c.x[3], c.co];
+  const dilation = c.dilation ?? 1;
+  return () => {
+    const x = tf.tensor4d(lcg(tf.util.sizeFromShape(c.x), 1), c.x);
+    const w = tf.tensor4d(lcg(tf.util.sizeFromShape(wShape), 2), wShape);
+    const y = tf.conv2d(x, w, c.stride, c.pad, 'NHWC', dilation, c.rounding);
+    if (dilation !== 1) return [y]; // tfjs has no dilated convolution gradients
+    const dy = tf.tensor(lcg(y.size, 3), y.shape);
+    const attrs = { strides: c.stride, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: c.rounding };
+    const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w },
+      { ...attrs, inputShape: c.x } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
+      { ...attrs, filterShape: wShape } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    return [y, dx, dw];
+  };
+}
+
+before(async () => {
+  await registerTfjsGradients();
+  if (!skip) assert.ok('info' in registerNativeBackend());
+});
+
+test('the addon reports oneDNN, its ISA and one thread per worker', { skip }, () => {
+  assert.ok('info' in load);
+  assert.match(load.info.version, /^\d+\.\d+\.\d+$/);
+  assert.equal(load.info.threads, 1);
+});
+
+for (const c of CASES) {
+  test(`conv forward, input and filter gradients match cpu ≤ 1e-5: ${c.name}`, { skip }, async () => {
+    await compare(convKernels(c), ['forward', 'input gradient', 'filter gradient'], 1e-5);
+  });
+}
+
+test('NCHW convolutions fall back to the cpu kernels (same result as cpu)', { skip }, async () => {
+  await compare(() => {
+    const x = tf.tensor4d(lcg(2 * 3 * 8 * 8, 1), [2, 3, 8, 8]);
+    const w = tf.tensor4d(lcg(3 * 3 * 3 * 4, 2), [3, 3, 3, 4]);
+    return [tf.conv2d(x, w, 1, 'same', 'NCHW')];
+  }, ['NCHW forward'], 1e-6);
+});
+
+const POOLS: readonly { name: string; x: [number, number, number, number]; k: number; s: number; pad: Pad }[] = [
+  { name: 'ResNet 3x3/2 p1, even', x: [2, 16, 16, 8], k: 3, s: 2, pad: 1 },
+  { name: 'ResNet 3x3/2 p1, odd', x: [2, 15, 15, 3], k: 3, s: 2, pad: 1 },
+  { name: "2x2/2 'valid'", x: [2, 8, 8, 4], k: 2, s: 2, pad: 'valid' },
+  { name: "3x3/2 'same', even", x: [1, 8, 8, 4], k: 3, s: 2, pad: 'same' },
+];
+
+for (const p of POOLS) {
+  test(`max-pool and its gradient match cpu ≤ 1e-6 (ties of a ReLU's zeros routed alike: a different route would be O(1)): ${p.name}`, { skip }, async () => {
+    await compare(() => {
+      // relu(·) of values in [−0.5, 0.5): half the inputs are tied zeros, as after the stem's ReLU.
+      const x = tf.relu(tf.tensor4d(lcg(tf.util.sizeFromShape(p.x), 5), p.x));
+      const [y, grads] = [tf.maxPool(x, p.k, p.s, p.pad), tf.grad((t: tf.Tensor) => {
+        const out = tf.maxPool(t as tf.Tensor4D, p.k, p.s, p.pad);
+        return tf.sum(tf.mul(out, tf.tensor(lcg(out.size, 6), out.shape)));
+      })(x)];
+      return [y, grads];
+    }, ['forward', 'gradient'], 1e-6);
+  });
+}
+
+const MATMULS: readonly { name: string; a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
+  { name: 'dense [16,1024]·[1024,512]', a: [16, 1024], b: [1024, 512], ta: false, tb: false },
+  { name: 'dense grad w.r.t. weights: aᵀ·dy', a: [16, 64], b: [16, 37], ta: true, tb: false },
+  { name: 'dense grad w.r.t. inputs: dy·wᵀ', a: [16, 37], b: [64, 37], ta: false, tb: true },
+  { name: 'both transposed', a: [5, 3], b: [7, 5], ta: true, tb: true },
+  { name: 'batched [3,4,5]·[3,5,6]', a: [3, 4, 5], b: [3, 5, 6], ta: false, tb: false },
+  { name: 'broadcast [2,3,4,5]·[5,6]', a: [2, 3, 4, 5], b: [5, 6], ta: false, tb: false },
+  { name: 'broadcast [4,5]·[3,5,6] (cpu fallback shape rules)', a: [4, 5], b: [3, 5, 6], ta: false, tb: false },
+];
+
+for (const m of MATMULS) {
+  test(`matMul matches cpu ≤ 1e-5: ${m.name}`, { skip }, async () => {
+    await compare(() => {
+      const a = tf.tensor(lcg(tf.util.sizeFromShape(m.a), 7), m.a);
+      const b = tf.tensor(lcg(tf.util.sizeFromShape(m.b), 8), m.b);
+      return [tf.matMul(a, b, m.ta, m.tb)];
+    }, ['product'], 1e-5);
+  });
+}
+
+for (const variant of [
+  { relu: false, residual: false }, { relu: true, residual: false }, { relu: true, residual: true },
+  { relu: false, residual: true },
+]) {
+  test(`fused BatchNorm forward + all gradients match cpu ≤ 1e-5: relu ${variant.relu}, residual ${variant.residual}`,
+    { skip }, async () => {
+      await compare(() => {
+        // A non-zero mean (+3) so that the statistics' accuracy matters.
+        const x = tf.add(tf.tensor4d(lcg(4 * 6 * 6 * 16, 9), [4, 6, 6, 16]), 3) as tf.Tensor4D;
+        const r = tf.tensor4d(lcg(4 * 6 * 6 * 16, 10), [4, 6, 6, 16]);
+        const gamma = tf.add(tf.tensor1d(lcg(16, 11)), 1) as tf.Tensor1D;
+        const beta = tf.tensor1d(lcg(16, 12));
+        const w = tf.tensor4d(lcg(4 * 6 * 6 * 16, 13), [4, 6, 6, 16]);
+        let stats: tf.Tensor[] = [];
+        const f = (xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor, rs?: tf.Tensor): tf.Tensor => {
+          const out = batchNormTrain(xs, g as tf.Tensor1D, b as tf.Tensor1D, { relu: variant.relu, residual: rs ?? null });
+          stats = [out.mean, out.variance];
+          return tf.sum(tf.mul(out.y, w));
+        };
+        const { value, grads } = tf.valueAndGrads(f)(variant.residual ? [x, gamma, beta, r] : [x, gamma, beta]);
+        const y = batchNormTrain(x, gamma, beta, { relu: variant.relu, residual: variant.residual ? r : null });
+        const outs = [y.y, y.mean, y.variance, value, ...grads];
+        tf.dispose(stats);
+        return outs;
+      }, ['y', 'mean', 'variance', 'loss', 'dx', 'dgamma', 'dbeta', 'dresidual'], 1e-5);
+    });
+}
+
+function blockParams(): TinyBlockParams {
+  return { seed: 11, batch: 4, size: 16, classes: 5 };
+}
+
+test('tiny ResNet block: loss and every parameter gradient match cpu ≤ 1e-5', { skip }, async () => {
+  await compare(() => tinyBlockGradients(blockParams()), [], 1e-5);
+});
+
+test('repeated gradient steps on native leak no tensors and no backend data', { skip }, async () => {
+  await tf.setBackend(NATIVE_BACKEND);
+  const backend = tf.backend() as tf.KernelBackend & { numDataIds(): number };
+  tf.dispose(tf.tidy(() => tinyBlockGradients(blockParams()))); // warm-up
+  const tensors = tf.memory().numTensors;
+  const dataIds = backend.numDataIds();
+  for (let i = 0; i < 3; i++) tf.dispose(tf.tidy(() => tinyBlockGradients(blockParams())));
+  assert.equal(tf.memory().numTensors, tensors, 'engine tensors');
+  assert.equal(backend.numDataIds(), dataIds, 'backend data ids');
+});
+
+test('a short input array is refused by the addon with ERR_NATIVE, not read out of bounds', { skip }, () => {
+  assert.ok('addon' in load);
+  const g = [1, 4, 4, 2, 4, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1] as const;
+  assert.throws(() => load.addon.convForward(new Float32Array(31), new Float32Array(36), new Float32Array(32), ...g),
+    (err: unknown) => (err as { code?: string }).code === 'ERR_NATIVE' && /x has 31 elements, needs 32/.test(String(err)));
+});
+
+test('--backend native is chosen by auto when the addon loads', { skip }, async () => {
+  const choice = await initBackend('auto');
+  // tfjs-node (optional dependency) comes first when installed; otherwise native.
+  if (choice.kind !== 'tensorflow' && choice.kind !== 'tensorflow-gpu') assert.equal(choice.kind, 'native');
+  const explicit = await initBackend('native');
+  assert.equal(explicit.kind, 'native');
+  assert.equal(tf.getBackend(), NATIVE_BACKEND);
+});
+
+test('without the addon, auto falls back to WASM and its one log line says why; native alone is refused', () => {
+  const script = `
+    import { initBackend } from './src/shared/compute/backend.ts';
+    const c = await initBackend('auto');
+    console.log(JSON.stringify({ kind: c.kind, summary: c.summary }));
+    try { await initBackend('native'); console.log('no error'); } catch (e) { console.log(e.code + ' ' + e.message); }`;
+  const res = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+    { encoding: 'utf8', env: { ...process.env, PETS_NATIVE_ADDON: '/nonexistent/pets_dnnl.node' } });
+  assert.equal(res.status, 0, res.stderr);
+  const [first, second] = res.stdout.trim().split('\n');
+  const choice = JSON.parse(first!) as { kind: string; summary: string };
+  if (choice.kind !== 'tensorflow' && choice.kind !== 'tensorflow-gpu') assert.equal(choice.kind, 'wasm');
+  assert.match(choice.summary, /native addon "\/nonexistent\/pets_dnnl.node" \(PETS_NATIVE_ADDON\) does not exist/);
+  assert.equal(choice.summary.split('\n').length, 1);
+  assert.match(second!, /^ERR_BACKEND --backend native requested but unavailable: native addon/);
+});
+
+test('training-mode BatchNorm refuses one value per channel on native too', { skip }, async () => {
+  await tf.setBackend(NATIVE_BACKEND);
+  tf.tidy(() => {
+    assert.throws(() => batchNormTrain(tf.ones([1, 1, 1, 4]), tf.ones([4]) as tf.Tensor1D, tf.zeros([4]) as tf.Tensor1D),
+      (err: unknown) => isTrainerError(err, 'ERR_DATA'));
+  });
+});
