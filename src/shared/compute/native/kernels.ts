@@ -35,16 +35,31 @@ function allFloat(...ts: TensorInfo[]): boolean {
   return ts.every((t) => t.dtype === 'float32');
 }
 
+const fallbackCounts = new Map<string, number>();
+
+/**
+ * How many calls of each kernel ran tfjs's `cpu` kernel instead of oneDNN (shapes or dtypes the addon does not
+ * cover), since the process started: lets tests and the bench check that a ResNet step runs entirely in oneDNN.
+ */
+export function nativeFallbacks(): ReadonlyMap<string, number> {
+  return fallbackCounts;
+}
+
 /** Runs tfjs's `cpu` kernel of that name on this backend (a MathBackendCPU) for a call the addon does not cover. */
 function cpuFallback(kernelName: string): KernelFunc {
   return (args) => {
+    fallbackCounts.set(kernelName, (fallbackCounts.get(kernelName) ?? 0) + 1);
     const config = getKernel(kernelName, 'cpu');
     if (config === undefined) throw new TrainerError('ERR_BACKEND', `tfjs cpu backend has no ${kernelName} kernel`);
     return config.kernelFunc(args);
   };
 }
 
-/** oneDNN's padding after the data along one axis, for tfjs's output size `o` (may exceed tfjs's own). */
+/**
+ * oneDNN's padding after the data along one axis, for tfjs's output size `o`: more than tfjs's own with 'ceil'
+ * rounding, negative (up to s − 1 unused trailing rows, which oneDNN accepts) when a strided window does not reach
+ * the end, e.g. a 1×1/2 convolution of an even size.
+ */
 function padAfter(i: number, o: number, k: number, s: number, d: number, before: number): number {
   return (o - 1) * s + (k - 1) * d + 1 - i - before;
 }
@@ -57,7 +72,7 @@ export function convGeometry(info: backend_util.Conv2DInfo): ConvGeometry | null
   if (info.dataFormat !== 'channelsLast' || oh <= 0 || ow <= 0) return null;
   const pb = padAfter(ih, oh, kh, sh, dh, padInfo.top);
   const pr = padAfter(iw, ow, kw, sw, dw, padInfo.left);
-  if (pb < 0 || pr < 0 || padInfo.top < 0 || padInfo.left < 0) return null;
+  if (pb <= -sh || pr <= -sw || padInfo.top < 0 || padInfo.left < 0) return null;
   return [n, ih, iw, ci, oh, ow, co, kh, kw, sh, sw, padInfo.top, padInfo.left, pb, pr, dh, dw];
 }
 
@@ -134,8 +149,8 @@ export function poolGeometry(info: backend_util.Conv2DInfo): PoolGeometry | null
   const pb = padAfter(ih, oh, kh, sh, 1, padInfo.top);
   const pr = padAfter(iw, ow, kw, sw, 1, padInfo.left);
   // oneDNN requires each padding to be smaller than the window (no window made only of padding).
-  if ([padInfo.top, padInfo.left, pb, pr].some((p) => p < 0) || padInfo.top >= kh || pb >= kh || padInfo.left >= kw ||
-    pr >= kw) return null;
+  if (padInfo.top < 0 || padInfo.left < 0 || pb <= -sh || pr <= -sw || padInfo.top >= kh || pb >= kh ||
+    padInfo.left >= kw || pr >= kw) return null;
   return [n, ih, iw, c, oh, ow, kh, kw, sh, sw, padInfo.top, padInfo.left, pb, pr];
 }
 

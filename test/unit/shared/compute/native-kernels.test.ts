@@ -14,6 +14,7 @@ import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
 import { registerTfjsGradients } from '../../../../src/shared/compute/kernels/gradients.js';
 import { loadAddon } from '../../../../src/shared/compute/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend } from '../../../../src/shared/compute/native/backend.js';
+import { nativeFallbacks } from '../../../../src/shared/compute/native/kernels.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { tinyBlockGradients, type TinyBlockParams } from './kernels/tiny-resnet-block.js';
 import { lcg, relError } from './numeric.js';
@@ -32,8 +33,19 @@ async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> 
   return values;
 }
 
-async function compare(fn: () => tf.Tensor[], names: readonly string[], tolerance: number): Promise<void> {
+function fallbackTotal(): number {
+  return [...nativeFallbacks().values()].reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Compares `fn` on native and cpu; unless `fallbackExpected`, also checks that no native kernel handed the call
+ * to the cpu kernels (else the comparison would be cpu against cpu).
+ */
+async function compare(fn: () => tf.Tensor[], names: readonly string[], tolerance: number,
+  fallbackExpected = false): Promise<void> {
+  const before = fallbackTotal();
   const native = await on(NATIVE_BACKEND, fn);
+  if (!fallbackExpected) assert.equal(fallbackTotal(), before, `calls that fell back to cpu: ${JSON.stringify([...nativeFallbacks()])}`);
   const cpu = await on('cpu', fn);
   assert.equal(native.length, cpu.length);
   for (let i = 0; i < cpu.length; i++) {
@@ -120,7 +132,8 @@ test('NCHW convolutions fall back to the cpu kernels (same result as cpu)', { sk
     const x = tf.tensor4d(lcg(2 * 3 * 8 * 8, 1), [2, 3, 8, 8]);
     const w = tf.tensor4d(lcg(3 * 3 * 3 * 4, 2), [3, 3, 3, 4]);
     return [tf.conv2d(x, w, 1, 'same', 'NCHW')];
-  }, ['NCHW forward'], 1e-6);
+  }, ['NCHW forward'], 1e-6, true);
+  assert.ok((nativeFallbacks().get('Conv2D') ?? 0) > 0);
 });
 
 const POOLS: readonly { name: string; x: [number, number, number, number]; k: number; s: number; pad: Pad }[] = [
@@ -151,7 +164,7 @@ const MATMULS: readonly { name: string; a: number[]; b: number[]; ta: boolean; t
   { name: 'both transposed', a: [5, 3], b: [7, 5], ta: true, tb: true },
   { name: 'batched [3,4,5]·[3,5,6]', a: [3, 4, 5], b: [3, 5, 6], ta: false, tb: false },
   { name: 'broadcast [2,3,4,5]·[5,6]', a: [2, 3, 4, 5], b: [5, 6], ta: false, tb: false },
-  { name: 'broadcast [4,5]·[3,5,6] (cpu fallback shape rules)', a: [4, 5], b: [3, 5, 6], ta: false, tb: false },
+  { name: 'broadcast [4,5]·[3,5,6]', a: [4, 5], b: [3, 5, 6], ta: false, tb: false },
 ];
 
 for (const m of MATMULS) {
