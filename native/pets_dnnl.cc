@@ -494,6 +494,76 @@ napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// ---- element-wise arithmetic (the optimizer's and the loss's glue; memory-bound single passes) -------------------
+// binary(op, a, b, out, n, na, nb): out[i] = a[i mod na] op b[i mod nb], where each of na, nb is n (a full operand),
+// 1 (a scalar) or the size of the output's trailing dimensions (a row broadcast, e.g. a bias [C] over [N, C]).
+// op: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min.
+template <typename F>
+void binaryLoop(const float* a, const float* b, float* out, int64_t n, int64_t na, int64_t nb, F f) {
+  if (na == n && nb == n) {
+    for (int64_t i = 0; i < n; i++) out[i] = f(a[i], b[i]);
+  } else if (na == n && nb == 1) {
+    const float s = b[0];
+    for (int64_t i = 0; i < n; i++) out[i] = f(a[i], s);
+  } else if (na == 1 && nb == n) {
+    const float s = a[0];
+    for (int64_t i = 0; i < n; i++) out[i] = f(s, b[i]);
+  } else {
+    // Row broadcast: the shorter operand repeats every m = min(na, nb) elements (m divides n, checked by the caller).
+    const int64_t m = na < nb ? na : nb;
+    for (int64_t o = 0; o < n; o += m) {
+      const float* ar = na == n ? a + o : a;
+      const float* br = nb == n ? b + o : b;
+      if (na == 1) { for (int64_t j = 0; j < m; j++) out[o + j] = f(a[0], br[j]); }
+      else if (nb == 1) { for (int64_t j = 0; j < m; j++) out[o + j] = f(ar[j], b[0]); }
+      else { for (int64_t j = 0; j < m; j++) out[o + j] = f(ar[j], br[j]); }
+    }
+  }
+}
+
+napi_value Binary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 7);
+    const int64_t op = a.i64(0), n = a.i64(4), as = a.i64(5), bs = a.i64(6);
+    if (as < 1 || bs < 1 || n % as != 0 || n % bs != 0 || (as != n && bs != n && as != 1 && bs != 1)) {
+      throw JsError{"binary: operand sizes must divide the output size, one of them full"};
+    }
+    const float* x = a.f32(1, size_t(as), "a");
+    const float* y = a.f32(2, size_t(bs), "b");
+    float* out = a.f32(3, size_t(n), "out");
+    switch (op) {
+      case 0: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u + v; }); break;
+      case 1: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u - v; }); break;
+      case 2: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u * v; }); break;
+      case 3: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u / v; }); break;
+      // NaN-propagating, as tfjs's cpu Maximum/Minimum.
+      case 4: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
+      case 5: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
+      default: throw JsError{"unknown binary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// unary(op, x, out, n): op 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs.
+napi_value Unary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 4);
+    const int64_t op = a.i64(0), n = a.i64(3);
+    const float* x = a.f32(1, size_t(n), "x");
+    float* out = a.f32(2, size_t(n), "out");
+    switch (op) {
+      case 0: for (int64_t i = 0; i < n; i++) out[i] = std::sqrt(x[i]); break;
+      case 1: for (int64_t i = 0; i < n; i++) out[i] = x[i] * x[i]; break;
+      case 2: for (int64_t i = 0; i < n; i++) out[i] = -x[i]; break;
+      case 3: for (int64_t i = 0; i < n; i++) out[i] = 1.f / std::sqrt(x[i]); break;
+      case 4: for (int64_t i = 0; i < n; i++) out[i] = std::fabs(x[i]); break;
+      default: throw JsError{"unknown unary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
 // ---- setup ------------------------------------------------------------------------------------------------------
 // init(threads) -> { version: "2.6.3", runtime: "OMP", threads, isa }
 napi_value Init(napi_env env, napi_callback_info info) {
@@ -547,7 +617,7 @@ napi_value Register(napi_env env, napi_value exports) {
     {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
     {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
-    {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches},
+    {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

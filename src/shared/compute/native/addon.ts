@@ -64,6 +64,14 @@ export interface NativeAddon {
   batchNormBackward(x: Float32Array, y: Float32Array, dy: Float32Array, gamma: Float32Array, mean: Float32Array,
     variance: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, dresidual: Float32Array | null,
     p: number, c: number, eps: number, relu: boolean): void;
+  /**
+   * out[i] = a[i mod na] op b[i mod nb] for i < n; `na`/`nb` is n (full), 1 (scalar) or the size of the output's
+   * trailing dimensions (row broadcast), at least one of them n or 1. op: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min
+   * (max/min propagate NaN).
+   */
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, n: number, na: number, nb: number): void;
+  /** out[i] = f(x[i]) for i < n; op: 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs. */
+  unary(op: number, x: Float32Array, out: Float32Array, n: number): void;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;
 }

@@ -1,6 +1,7 @@
 /**
  * tfjs kernels of the `native` backend that run in oneDNN (see `addon.ts`): Conv2D, Conv2DBackpropInput,
- * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul and the fused training-mode BatchNorm pair. Each reads
+ * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul (oneDNN's sgemm); and in the addon's own C++ loops: the
+ * fused training-mode BatchNorm pair (float64 statistics, as the WASM kernels) and element-wise arithmetic. Each reads
  * its inputs' Float32Arrays in place and writes into a freshly allocated output array that becomes the output
  * tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
  * batch shapes the addon does not do) runs the tfjs `cpu` kernel instead.
@@ -254,6 +255,58 @@ function batchNormTrainGrad(addon: NativeAddon): KernelFunc {
   };
 }
 
+const BINARY_OPS: Readonly<Record<string, number>> = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Maximum: 4, Minimum: 5 };
+const UNARY_OPS: Readonly<Record<string, number>> = { Sqrt: 0, Square: 1, Neg: 2, Rsqrt: 3, Abs: 4 };
+
+/**
+ * Element-wise float32 arithmetic in one native pass (the optimizer's and the loss's glue: AdamW alone makes ~12
+ * passes over every parameter per step, which tfjs's generic cpu loops run ~10× slower). Same-shape operands, a
+ * one-element operand or a row broadcast (a bias `[C]` over `[N, C]`); any other broadcast (e.g. a column
+ * `[N, 1]`) and any other dtype run tfjs's cpu kernel.
+ */
+function binary(addon: NativeAddon, kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  const op = BINARY_OPS[kernelName]!;
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    if (!allFloat(a, b)) return fallback(args);
+    const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const n = util.sizeFromShape(shape);
+    const na = util.sizeFromShape(a.shape);
+    const nb = util.sizeFromShape(b.shape);
+    if (n === 0 || !(broadcastsAsRows(a.shape, shape) && broadcastsAsRows(b.shape, shape)) ||
+      (na !== n && nb !== n && na !== 1 && nb !== 1)) return fallback(args);
+    const [out, vs] = output(backend, shape);
+    addon.binary(op, values(backend, a), values(backend, b), vs, n, na, nb);
+    return out;
+  };
+}
+
+/**
+ * True when an operand of `shape` repeats along the leading axes of `out` only: it is one element, or, without its
+ * leading 1s, the trailing dimensions of `out` (so its values repeat every `size(shape)` output elements).
+ */
+function broadcastsAsRows(shape: readonly number[], out: readonly number[]): boolean {
+  if (util.sizeFromShape([...shape]) === 1) return true;
+  const core = shape.slice(shape.findIndex((d) => d !== 1));
+  return util.arraysEqual(core, out.slice(out.length - core.length));
+}
+
+function unary(addon: NativeAddon, kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  const op = UNARY_OPS[kernelName]!;
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    const n = util.sizeFromShape(x.shape);
+    if (x.dtype !== 'float32' || n === 0) return fallback(args);
+    const [out, vs] = output(backend, [...x.shape]);
+    addon.unary(op, values(backend, x), vs, n);
+    return out;
+  };
+}
+
 /** The oneDNN kernels by tfjs kernel name (the backend takes every other kernel from tfjs's `cpu` backend). */
 export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
   return {
@@ -265,5 +318,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     BatchMatMul: batchMatMul(addon),
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
+    ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
+    ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
   };
 }

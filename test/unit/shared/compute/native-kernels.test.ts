@@ -177,6 +177,59 @@ for (const m of MATMULS) {
   });
 }
 
+const BINARY: readonly [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+  ['Add', tf.add], ['Sub', tf.sub], ['Multiply', tf.mul], ['RealDiv', tf.div], ['Maximum', tf.maximum],
+  ['Minimum', tf.minimum],
+];
+const UNARY: readonly [string, (x: tf.Tensor) => tf.Tensor][] = [
+  ['Sqrt', tf.sqrt], ['Square', tf.square], ['Neg', tf.neg], ['Rsqrt', tf.rsqrt], ['Abs', tf.abs],
+];
+
+for (const [name, op] of BINARY) {
+  test(`element-wise ${name} matches cpu ≤ 1e-6: same shape, scalar on either side`, { skip }, async () => {
+    await compare(() => {
+      const a = tf.add(tf.tensor2d(lcg(6 * 7, 14), [6, 7]), 1); // in [0.5, 1.5): no division by ~0
+      const b = tf.add(tf.tensor2d(lcg(6 * 7, 15), [6, 7]), 1);
+      const row = tf.add(tf.tensor1d(lcg(7, 16)), 1);
+      const row2 = tf.add(tf.tensor2d(lcg(7, 17), [1, 7]), 1);
+      return [op(a, b), op(a, tf.scalar(0.75)), op(tf.scalar(1.25), b), op(tf.scalar(2), tf.scalar(3)), op(a, row),
+        op(row2, a)];
+    }, ['same shape', 'scalar b', 'scalar a', 'both scalars', 'row b [7]', 'row a [1,7]'], 1e-6);
+  });
+}
+
+test('element-wise broadcasts other than a scalar or a row, and int32, run the cpu kernels', { skip }, async () => {
+  const before = nativeFallbacks().get('Add') ?? 0;
+  await compare(() => [tf.add(tf.tensor2d(lcg(6, 16), [2, 3]), tf.tensor2d(lcg(2, 17), [2, 1]))], ['column broadcast'], 0, true);
+  await tf.setBackend(NATIVE_BACKEND);
+  const sum = tf.tidy(() => tf.add(tf.tensor1d([1, 2], 'int32'), tf.tensor1d([3, 4], 'int32')));
+  assert.equal(sum.dtype, 'int32');
+  assert.deepEqual(Array.from(sum.dataSync()), [4, 6]);
+  sum.dispose();
+  assert.equal(nativeFallbacks().get('Add'), before + 2);
+});
+
+test('Maximum and Minimum propagate NaN as the cpu kernels do', { skip }, async () => {
+  await tf.setBackend(NATIVE_BACKEND);
+  const [mx, mn] = tf.tidy(() => {
+    const a = tf.tensor1d([NaN, 1, 2]);
+    const b = tf.tensor1d([0, NaN, 3]);
+    return [tf.maximum(a, b), tf.minimum(a, b)];
+  });
+  assert.deepEqual(Array.from(mx!.dataSync()), [NaN, NaN, 3]);
+  assert.deepEqual(Array.from(mn!.dataSync()), [NaN, NaN, 2]);
+  tf.dispose([mx!, mn!]);
+});
+
+for (const [name, op] of UNARY) {
+  test(`element-wise ${name} matches cpu ≤ 1e-6`, { skip }, async () => {
+    await compare(() => {
+      const x = tf.add(tf.tensor3d(lcg(3 * 4 * 5, 18), [3, 4, 5]), name === 'Sqrt' || name === 'Rsqrt' ? 1 : 0);
+      return [op(x)];
+    }, [name], 1e-6);
+  });
+}
+
 for (const variant of [
   { relu: false, residual: false }, { relu: true, residual: false }, { relu: true, residual: true },
   { relu: false, residual: true },
@@ -210,7 +263,8 @@ function blockParams(): TinyBlockParams {
 }
 
 test('tiny ResNet block: loss and every parameter gradient match cpu ≤ 1e-5', { skip }, async () => {
-  await compare(() => tinyBlockGradients(blockParams()), [], 1e-5);
+  // Its glue (softmax, column broadcasts, int32 labels) may use cpu kernels; its heavy kernels are checked above.
+  await compare(() => tinyBlockGradients(blockParams()), [], 1e-5, true);
 });
 
 test('repeated gradient steps on native leak no tensors and no backend data', { skip }, async () => {
