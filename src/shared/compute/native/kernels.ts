@@ -21,10 +21,15 @@ export const NATIVE_BACKEND = 'native';
 
 type Shape4 = [number, number, number, number];
 
+/**
+ * The Float32Array behind a float32 tensor. A float32 tensor that shares a cast input's Uint8Array/Int32Array (see
+ * {@link allFloat}) is converted into a copy: kernels that cannot fall back (the fused BatchNorm) still work.
+ */
 function values(backend: MathBackendCPU, t: TensorInfo): Float32Array {
   const v = backend.data.get(t.dataId).values;
-  if (!(v instanceof Float32Array)) throw new TrainerError('ERR_INTERNAL', `native kernel input is not float32 (${t.dtype})`);
-  return v;
+  if (v instanceof Float32Array) return v;
+  if (t.dtype === 'float32' && (v instanceof Int32Array || v instanceof Uint8Array)) return Float32Array.from(v);
+  throw new TrainerError('ERR_INTERNAL', `native kernel input must be float32, got ${t.dtype} [${t.shape}]`);
 }
 
 function output(backend: MathBackendCPU, shape: number[]): [TensorInfo, Float32Array] {
@@ -32,15 +37,20 @@ function output(backend: MathBackendCPU, shape: number[]): [TensorInfo, Float32A
   return [backend.makeTensorInfo(shape, 'float32', out), out];
 }
 
-function allFloat(...ts: TensorInfo[]): boolean {
-  return ts.every((t) => t.dtype === 'float32');
+/**
+ * True when every tensor is float32 AND stored as a Float32Array: tfjs's cpu `Cast` from bool or int32 to float32
+ * shares the input's Uint8Array/Int32Array instead of converting (no precision is lost), so such "float32" tensors
+ * go to the cpu kernels, which read any array type.
+ */
+function allFloat(backend: MathBackendCPU, ...ts: TensorInfo[]): boolean {
+  return ts.every((t) => t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array);
 }
 
 const fallbackCounts = new Map<string, number>();
 
 /**
- * How many calls of each kernel ran tfjs's `cpu` kernel instead of oneDNN (shapes or dtypes the addon does not
- * cover), since the process started: lets tests and the bench check that a ResNet step runs entirely in oneDNN.
+ * How many calls of each kernel ran tfjs's `cpu` kernel instead of the native code (shapes or dtypes the addon does
+ * not cover), since the process started: lets tests and the bench check that a ResNet step runs natively.
  */
 export function nativeFallbacks(): ReadonlyMap<string, number> {
   return fallbackCounts;
@@ -99,7 +109,7 @@ function convForward(addon: NativeAddon): KernelFunc {
     const { x, filter } = args.inputs as { x: TensorInfo; filter: TensorInfo };
     const a = args.attrs as unknown as ConvAttrs;
     const backend = args.backend as MathBackendCPU;
-    const g = allFloat(x, filter) ? convGeometry(convInfo(x.shape as Shape4, filter.shape as Shape4, a)) : null;
+    const g = allFloat(backend, x, filter) ? convGeometry(convInfo(x.shape as Shape4, filter.shape as Shape4, a)) : null;
     if (g === null) return fallback(args);
     const [out, ys] = output(backend, [g[0], g[4], g[5], g[6]]);
     addon.convForward(values(backend, x), values(backend, filter), ys, ...g);
@@ -113,7 +123,7 @@ function convBackpropInput(addon: NativeAddon): KernelFunc {
     const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
     const a = args.attrs as unknown as ConvAttrs;
     const backend = args.backend as MathBackendCPU;
-    const g = allFloat(dy, filter) ? convGeometry(convInfo(a.inputShape!, filter.shape as Shape4, a)) : null;
+    const g = allFloat(backend, dy, filter) ? convGeometry(convInfo(a.inputShape!, filter.shape as Shape4, a)) : null;
     if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[6]])) return fallback(args);
     const [out, dxs] = output(backend, [...a.inputShape!]);
     addon.convBackwardData(values(backend, dy), values(backend, filter), dxs, ...g);
@@ -127,7 +137,7 @@ function convBackpropFilter(addon: NativeAddon): KernelFunc {
     const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
     const a = args.attrs as unknown as ConvAttrs;
     const backend = args.backend as MathBackendCPU;
-    const g = allFloat(x, dy) ? convGeometry(convInfo(x.shape as Shape4, a.filterShape!, a)) : null;
+    const g = allFloat(backend, x, dy) ? convGeometry(convInfo(x.shape as Shape4, a.filterShape!, a)) : null;
     if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[6]])) return fallback(args);
     const [out, dws] = output(backend, [...a.filterShape!]);
     addon.convBackwardWeights(values(backend, x), values(backend, dy), dws, ...g);
@@ -164,7 +174,7 @@ function maxPool(addon: NativeAddon): KernelFunc {
   return (args) => {
     const { x } = args.inputs as { x: TensorInfo };
     const backend = args.backend as MathBackendCPU;
-    const g = x.dtype === 'float32' && x.shape.length === 4 ? poolGeometry(poolInfo(x.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
+    const g = allFloat(backend, x) && x.shape.length === 4 ? poolGeometry(poolInfo(x.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
     if (g === null) return fallback(args);
     const [out, ys] = output(backend, [g[0], g[4], g[5], g[3]]);
     addon.maxPoolForward(values(backend, x), ys, ...g);
@@ -177,7 +187,7 @@ function maxPoolGrad(addon: NativeAddon): KernelFunc {
   return (args) => {
     const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
     const backend = args.backend as MathBackendCPU;
-    const g = allFloat(dy, input) ? poolGeometry(poolInfo(input.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
+    const g = allFloat(backend, dy, input) ? poolGeometry(poolInfo(input.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
     if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[3]])) return fallback(args);
     const [out, dxs] = output(backend, [...input.shape]);
     addon.maxPoolBackward(values(backend, input), values(backend, dy), dxs, ...g);
@@ -191,7 +201,7 @@ function batchMatMul(addon: NativeAddon): KernelFunc {
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
     const backend = args.backend as MathBackendCPU;
-    if (!allFloat(a, b) || a.shape.length < 2 || b.shape.length < 2) return fallback(args);
+    if (!allFloat(backend, a, b) || a.shape.length < 2 || b.shape.length < 2) return fallback(args);
     const ra = a.shape.length;
     const rb = b.shape.length;
     const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
@@ -270,7 +280,7 @@ function binary(addon: NativeAddon, kernelName: string): KernelFunc {
   return (args) => {
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const backend = args.backend as MathBackendCPU;
-    if (!allFloat(a, b)) return fallback(args);
+    if (!allFloat(backend, a, b)) return fallback(args);
     const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
     const n = util.sizeFromShape(shape);
     const na = util.sizeFromShape(a.shape);
@@ -300,7 +310,7 @@ function unary(addon: NativeAddon, kernelName: string): KernelFunc {
     const { x } = args.inputs as { x: TensorInfo };
     const backend = args.backend as MathBackendCPU;
     const n = util.sizeFromShape(x.shape);
-    if (x.dtype !== 'float32' || n === 0) return fallback(args);
+    if (!allFloat(backend, x) || n === 0) return fallback(args);
     const [out, vs] = output(backend, [...x.shape]);
     addon.unary(op, values(backend, x), vs, n);
     return out;

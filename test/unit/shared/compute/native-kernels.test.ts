@@ -206,7 +206,11 @@ test('element-wise broadcasts other than a scalar or a row, and int32, run the c
   assert.equal(sum.dtype, 'int32');
   assert.deepEqual(Array.from(sum.dataSync()), [4, 6]);
   sum.dispose();
-  assert.equal(nativeFallbacks().get('Add'), before + 2);
+  // A bool → float32 cast shares the bool tensor's Uint8Array: still correct, through the cpu kernel.
+  const mixed = tf.tidy(() => tf.add(tf.cast(tf.tensor1d([true, false, true], 'bool'), 'float32'), tf.tensor1d([0.5, 0.5, 0.5])));
+  assert.deepEqual(Array.from(mixed.dataSync()), [1.5, 0.5, 1.5]);
+  mixed.dispose();
+  assert.equal(nativeFallbacks().get('Add'), before + 3);
 });
 
 test('Maximum and Minimum propagate NaN as the cpu kernels do', { skip }, async () => {
