@@ -564,6 +564,38 @@ napi_value Unary(napi_env env, napi_callback_info info) {
   });
 }
 
+// ---- fused AdamW ------------------------------------------------------------------------------------------------
+// adamW(p, g, m, v, pOut, mOut, vOut, n, beta1, 1−beta1, beta2, 1−beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass of
+//   m' = m·β1 + g·(1−β1);  v' = v·β2 + g²·(1−β2);  p' = p·(1−lr·wd) − (m' / (√v'/√bc2 + eps))·(lr/bc1)
+// in float32 with the same operation order and roundings as the tfjs ops of learner/adamw.ts (no FMA contraction:
+// the addon is compiled with -ffp-contract=off), so both give the same bits.
+napi_value AdamW(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t n = a.i64(7);
+    const float* p = a.f32(0, size_t(n), "p");
+    const float* g = a.f32(1, size_t(n), "g");
+    const float* m = a.f32(2, size_t(n), "m");
+    const float* v = a.f32(3, size_t(n), "v");
+    float* po = a.f32(4, size_t(n), "pOut");
+    float* mo = a.f32(5, size_t(n), "mOut");
+    float* vo = a.f32(6, size_t(n), "vOut");
+    float c[8];
+    for (int i = 0; i < 8; i++) c[i] = float(a.num(8 + i));
+    const float b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], sbc2 = c[4], eps = c[5], decay = c[6], k = c[7];
+    for (int64_t i = 0; i < n; i++) {
+      const float gi = g[i];
+      const float mn = m[i] * b1 + gi * c1;
+      const float vn = v[i] * b2 + (gi * gi) * c2;
+      const float denom = std::sqrt(vn) / sbc2 + eps;
+      po[i] = p[i] * decay - (mn / denom) * k;
+      mo[i] = mn;
+      vo[i] = vn;
+    }
+    return undef(env);
+  });
+}
+
 // ---- setup ------------------------------------------------------------------------------------------------------
 // init(threads) -> { version: "2.6.3", runtime: "OMP", threads, isa }
 napi_value Init(napi_env env, napi_callback_info info) {
@@ -617,7 +649,7 @@ napi_value Register(napi_env env, napi_value exports) {
     {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
     {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
-    {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary},
+    {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

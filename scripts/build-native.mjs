@@ -8,7 +8,7 @@
  * and with Debian's nodejs package) and oneDNN 2.x headers and library (Debian: `apt-get install libdnnl-dev`).
  * When any is missing or the compile fails it prints one line saying why and exits 0: the install goes on and the
  * trainer uses the WASM backend instead. `--strict` exits 1 instead (for CI checks of the build itself).
- * Flags: `-O3 -march=native -fno-math-errno` (the addon is built on the machine that runs it); `PETS_NATIVE_CXXFLAGS` replaces them.
+ * Flags: `-O3 -march=native -fno-math-errno -ffp-contract=off` (the addon is built on the machine that runs it); `PETS_NATIVE_CXXFLAGS` replaces them.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
@@ -35,7 +35,7 @@ const dnnlHeader = ['/usr/include', '/usr/local/include', process.env.DNNL_ROOT 
 if (dnnlHeader === undefined) skip('oneDNN headers not found: apt-get install libdnnl-dev');
 
 const cxx = process.env.CXX ?? 'g++';
-const flags = (process.env.PETS_NATIVE_CXXFLAGS ?? '-O3 -march=native -fno-math-errno').split(/\s+/).filter(Boolean);
+const flags = (process.env.PETS_NATIVE_CXXFLAGS ?? '-O3 -march=native -fno-math-errno -ffp-contract=off').split(/\s+/).filter(Boolean);
 const libDir = process.env.DNNL_ROOT ? ['-L', join(process.env.DNNL_ROOT, 'lib'), `-Wl,-rpath,${join(process.env.DNNL_ROOT, 'lib')}`] : [];
 mkdirSync(outDir, { recursive: true });
 const tmp = `${out}.tmp`;

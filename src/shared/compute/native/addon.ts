@@ -72,6 +72,13 @@ export interface NativeAddon {
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, n: number, na: number, nb: number): void;
   /** out[i] = f(x[i]) for i < n; op: 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs. */
   unary(op: number, x: Float32Array, out: Float32Array, n: number): void;
+  /**
+   * One fused AdamW pass over n values (see `compute/fused-adamw.ts`); scalars are used as float32, the operation
+   * order is that of the tfjs ops, so results are bit-identical to them.
+   */
+  adamW(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array,
+    vOut: Float32Array, n: number, beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number,
+    sqrtBc2: number, eps: number, decay: number, stepSize: number): void;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;
 }

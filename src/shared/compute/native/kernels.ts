@@ -1,9 +1,9 @@
 /**
  * tfjs kernels of the `native` backend that run in oneDNN (see `addon.ts`): Conv2D, Conv2DBackpropInput,
  * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul (oneDNN's sgemm); and in the addon's own C++ loops: the
- * fused training-mode BatchNorm pair (float64 statistics, as the WASM kernels) and element-wise arithmetic. Each reads
- * its inputs' Float32Arrays in place and writes into a freshly allocated output array that becomes the output
- * tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
+ * fused training-mode BatchNorm pair (float64 statistics, as the WASM kernels), the fused AdamW step and element-wise
+ * arithmetic. Each reads its inputs' Float32Arrays in place and writes into a freshly allocated output array that
+ * becomes the output tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
  * batch shapes the addon does not do) runs the tfjs `cpu` kernel instead.
  *
  * Geometry: tfjs's `computeConv2DInfo` / `computePool2DInfo` give output size and top/left padding for every
@@ -14,6 +14,7 @@ import { backend_util, getKernel, util, type KernelFunc, type TensorInfo } from 
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { TrainerError } from '../../errors.js';
 import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
+import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
 
 /** tfjs's registry name of this backend. */
@@ -317,6 +318,26 @@ function unary(addon: NativeAddon, kernelName: string): KernelFunc {
   };
 }
 
+function adamW(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', TensorInfo>;
+    const a = attrs as unknown as FusedAdamWAttrs;
+    const cpu = backend as MathBackendCPU;
+    const n = util.sizeFromShape(p.shape);
+    for (const t of [g, m, v]) {
+      if (!util.arraysEqual(t.shape, p.shape)) {
+        throw new TrainerError('ERR_INTERNAL', `AdamW operands must share the parameter's shape [${p.shape}], got [${t.shape}]`);
+      }
+    }
+    const [po, ps] = output(cpu, [...p.shape]);
+    const [mo, ms] = output(cpu, [...p.shape]);
+    const [vo, vs] = output(cpu, [...p.shape]);
+    addon.adamW(values(cpu, p), values(cpu, g), values(cpu, m), values(cpu, v), ps, ms, vs, n, a.beta1, 1 - a.beta1,
+      a.beta2, 1 - a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
+    return [po, mo, vo];
+  };
+}
+
 /** The oneDNN kernels by tfjs kernel name (the backend takes every other kernel from tfjs's `cpu` backend). */
 export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
   return {
@@ -328,6 +349,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     BatchMatMul: batchMatMul(addon),
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
+    [FUSED_ADAMW_KERNEL]: adamW(addon),
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
   };
