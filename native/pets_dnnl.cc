@@ -7,6 +7,7 @@
 //
 // Threads: oneDNN's OpenMP runtime is limited to `init(threads)` threads (one per worker by default).
 // Formulas of the BatchNorm kernels: see src/shared/compute/kernels/batch-norm.ts (float64 sums, as there).
+#include <malloc.h>
 #include <node_api.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -597,12 +598,21 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
 }
 
 // ---- setup ------------------------------------------------------------------------------------------------------
-// init(threads) -> { version: "2.6.3", runtime: "OMP", threads, isa }
+// init(threads, retainHeap) -> { version: "2.6.3", isa, threads, retainHeap }
+// retainHeap: every kernel output is a fresh zero-filled ArrayBuffer (tfjs's cpu storage), ~1–3 GB per ResNet34
+// step; with glibc's defaults most are fresh mmaps whose pages fault in one by one. Arrays up to 32 MiB (glibc's
+// maximum) are then served from the heap, which keeps up to 1 GiB of freed memory for reuse instead of returning it.
 napi_value Init(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 1);
+    Args a(env, info, 2);
     int64_t threads = a.i64(0);
     if (threads < 1) throw JsError{"threads must be ≥ 1"};
+    const bool retain = a.flag(1);
+    if (retain) {
+      mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+      mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+      mallopt(M_TOP_PAD, 64 * 1024 * 1024);
+    }
     omp_set_num_threads(int(threads));
     (void)eng();
     const dnnl_version_t* v = dnnl_version();
@@ -629,6 +639,9 @@ napi_value Init(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, out, "version", vs);
     napi_set_named_property(env, out, "isa", is);
     napi_set_named_property(env, out, "threads", th);
+    napi_value rh;
+    napi_get_boolean(env, retain, &rh);
+    napi_set_named_property(env, out, "retainHeap", rh);
     return out;
   });
 }
