@@ -232,21 +232,50 @@ size_t sz(const ConvGeom& g, char which) {
   return size_t(g.kh * g.kw * g.ci * g.co);
 }
 
-// convForward(x, w, y, ...geometry)
+// The weights in the layout the primitive wants. Arguments `first`, `first + 1`: a cache Float32Array (or null) and
+// whether it already holds this filter's reordered weights. With a cache the reorder happens once per filter array
+// (the caller keys caches by the immutable tfjs array), else into the shared scratch buffer on every call.
+memory reorderedWeights(Args& a, size_t first, bool needReorder, const memory::desc& md, dnnl::reorder& r,
+  const ConvGeom& g, float* w) {
+  memory wUser(g.wei(), eng(), w);
+  if (!needReorder) return wUser;
+  float* cache = a.f32OrNull(first, (md.get_size() + 3) / 4, "weights cache");
+  if (cache == nullptr) {
+    memory out(md, eng(), gWeights.get(md.get_size()));
+    r.execute(strm(), wUser, out);
+    return out;
+  }
+  memory out(md, eng(), cache);
+  if (!a.flag(first + 1)) r.execute(strm(), wUser, out);
+  return out;
+}
+
+// convWeightsCacheSize(kind, ...geometry) -> floats of the reordered weights (kind 0 forward, 1 input gradient),
+// 0 when the primitive takes HWIO as is.
+napi_value ConvWeightsCacheSize(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 18);
+    int64_t kind = a.i64(0);
+    ConvGeom g = readGeom(a, 1);
+    size_t bytes = 0;
+    if (kind == 0) { ConvFwd& c = getFwd(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
+    else { ConvBwdData& c = getBwdData(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
+    napi_value out;
+    napi_create_double(env, double((bytes + 3) / 4), &out);
+    return out;
+  });
+}
+
+// convForward(x, w, y, ...geometry, cache|null, cacheValid)
 napi_value ConvForward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 20);
+    Args a(env, info, 22);
     ConvGeom g = readGeom(a, 3);
     float* x = a.f32(0, sz(g, 'x'), "x");
     float* w = a.f32(1, sz(g, 'w'), "filter");
     float* y = a.f32(2, sz(g, 'y'), "y");
     ConvFwd& c = getFwd(g);
-    memory wUser(g.wei(), eng(), w);
-    memory wUse = wUser;
-    if (c.needReorder) {
-      wUse = memory(c.pd.weights_desc(), eng(), gWeights.get(c.pd.weights_desc().get_size()));
-      c.wReorder.execute(strm(), wUser, wUse);
-    }
+    memory wUse = reorderedWeights(a, 20, c.needReorder, c.pd.weights_desc(), c.wReorder, g, w);
     c.prim.execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_WEIGHTS, wUse},
       {DNNL_ARG_DST, memory(g.dst(), eng(), y)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
     strm().wait();
@@ -254,21 +283,16 @@ napi_value ConvForward(napi_env env, napi_callback_info info) {
   });
 }
 
-// convBackwardData(dy, w, dx, ...geometry)
+// convBackwardData(dy, w, dx, ...geometry, cache|null, cacheValid)
 napi_value ConvBackwardData(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 20);
+    Args a(env, info, 22);
     ConvGeom g = readGeom(a, 3);
     float* dy = a.f32(0, sz(g, 'y'), "dy");
     float* w = a.f32(1, sz(g, 'w'), "filter");
     float* dx = a.f32(2, sz(g, 'x'), "dx");
     ConvBwdData& c = getBwdData(g);
-    memory wUser(g.wei(), eng(), w);
-    memory wUse = wUser;
-    if (c.needReorder) {
-      wUse = memory(c.pd.weights_desc(), eng(), gWeights.get(c.pd.weights_desc().get_size()));
-      c.wReorder.execute(strm(), wUser, wUse);
-    }
+    memory wUse = reorderedWeights(a, 20, c.needReorder, c.pd.weights_desc(), c.wReorder, g, w);
     c.prim.execute(strm(), {{DNNL_ARG_DIFF_DST, memory(g.dst(), eng(), dy)}, {DNNL_ARG_WEIGHTS, wUse},
       {DNNL_ARG_DIFF_SRC, memory(g.src(), eng(), dx)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
     strm().wait();
@@ -660,7 +684,7 @@ napi_value ReleaseCaches(napi_env env, napi_callback_info) {
 napi_value Register(napi_env env, napi_value exports) {
   const std::pair<const char*, napi_callback> fns[] = {
     {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
-    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"maxPoolForward", MaxPoolForward},
+    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
   };

@@ -48,10 +48,15 @@ export interface NativeAddon {
    * zero-filled array per kernel output, and fresh mmaps cost a page fault per 4 KiB (~30 % of AdamW's time here).
    */
   init(threads: number, retainHeap: boolean): NativeInfo;
-  /** y `[n,oh,ow,co]` = conv(x `[n,ih,iw,ci]`, w `[kh,kw,ci,co]`). */
-  convForward(x: Float32Array, w: Float32Array, y: Float32Array, ...g: ConvGeometry): void;
-  /** dx `[n,ih,iw,ci]` = input gradient of dy `[n,oh,ow,co]` through w. */
-  convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, ...g: ConvGeometry): void;
+  /**
+   * y `[n,oh,ow,co]` = conv(x `[n,ih,iw,ci]`, w `[kh,kw,ci,co]`). `cache` (or null): an array of
+   * {@link NativeAddon.convWeightsCacheSize} floats for w in oneDNN's layout; `cacheValid` says it already holds it.
+   */
+  convForward(x: Float32Array, w: Float32Array, y: Float32Array, ...rest: [...ConvGeometry, Float32Array | null, boolean]): void;
+  /** dx `[n,ih,iw,ci]` = input gradient of dy `[n,oh,ow,co]` through w; `cache` as for the forward. */
+  convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, ...rest: [...ConvGeometry, Float32Array | null, boolean]): void;
+  /** Floats of w in the layout of the forward (kind 0) or input-gradient (kind 1) primitive; 0: no reorder needed. */
+  convWeightsCacheSize(kind: 0 | 1, ...g: ConvGeometry): number;
   /** dw `[kh,kw,ci,co]` = filter gradient from x and dy. */
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, ...g: ConvGeometry): void;
   /** oneDNN's implementation name for a convolution (kind 0 forward, 1 input gradient, 2 filter gradient). */
