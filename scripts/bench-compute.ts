@@ -4,17 +4,22 @@
  *
  * Usage:
  * ```
- * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|native|wasm|cpu] [--reps 3] [--json]
  *   [--clock wall|cpu]
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
+ * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --clock cpu --torch  # + PyTorch beside
  * ```
+ * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
+ * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
  * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
  * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
  * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
  * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS.
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
-import { pathToFileURL } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
@@ -217,6 +222,34 @@ interface BenchFlags {
   json?: boolean;
   profile?: boolean;
   clock: string;
+  torch?: string | boolean;
+}
+
+/** The PyTorch reference step of `scripts/bench-torch.py` (its JSON line). */
+export interface TorchStepResult {
+  readonly framework: string;
+  readonly threads: number;
+  readonly stepMs: number;
+  readonly stepCpuMs: number;
+  readonly imagesPerSecond: number;
+  readonly imagesPerCpuSecond: number;
+  readonly peakRssMiB: number;
+}
+
+/**
+ * Runs the PyTorch one-thread reference step (`scripts/bench-torch.py`) with `python`.
+ * @throws TrainerError ERR_BACKEND when Python/PyTorch is missing or the script fails
+ */
+export function measureTorchStep(python: string, arch: BenchArch, size: number, batch: number, reps: number): TorchStepResult {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'bench-torch.py');
+  const res = spawnSync(python, [script, '--arch', arch, '--size', String(size), '--bs', String(batch), '--reps', String(reps)],
+    { encoding: 'utf8' });
+  const line = res.stdout?.trim().split('\n').pop() ?? '';
+  if (res.status !== 0 || !line.startsWith('{')) {
+    const why = res.error?.message ?? res.stderr?.trim().split('\n').pop() ?? `exit ${res.status}`;
+    throw new TrainerError('ERR_BACKEND', `PyTorch reference (${python} ${script}) failed: ${why}`);
+  }
+  return JSON.parse(line) as TorchStepResult;
 }
 
 function parseClock(value: string): BenchClock {
@@ -287,9 +320,12 @@ async function run(flags: BenchFlags): Promise<void> {
   const sum = totals(timings);
   const step = await measureTrainingStep(arch, size, batch, reps);
   const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+  const python = flags.torch === true ? '/usr/bin/python3' : flags.torch;
+  const torch = python ? measureTorchStep(python, arch, size, batch, reps) : null;
+  const vsTorch = torch !== null && step !== null ? step.imagesPerCpuSecond / torch.imagesPerCpuSecond : null;
   if (flags.json) {
     console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, reps, clock, convs: timings, totals: sum,
-      trainingStep: step, peakRssMiB }));
+      trainingStep: step, peakRssMiB, ...(torch === null ? {} : { torch, imagesPerCpuSecondVsTorch: vsTorch }) }));
     return;
   }
   printTable(timings, sum);
@@ -297,6 +333,12 @@ async function run(flags: BenchFlags): Promise<void> {
     : `whole training step: ${step.stepMs.toFixed(0)} ms, ${step.imagesPerSecond.toFixed(1)} images/s (wall); ` +
       `${step.stepCpuMs.toFixed(0)} ms, ${step.imagesPerCpuSecond.toFixed(1)} images/s (process CPU time)`);
   console.log(`peak RSS: ${peakRssMiB.toFixed(0)} MiB`);
+  if (torch !== null) {
+    console.log(`${torch.framework}, ${torch.threads} thread: ${torch.stepMs.toFixed(0)} ms, ` +
+      `${torch.imagesPerSecond.toFixed(1)} images/s (wall); ${torch.stepCpuMs.toFixed(0)} ms, ` +
+      `${torch.imagesPerCpuSecond.toFixed(1)} images/s (process CPU time); peak RSS ${torch.peakRssMiB.toFixed(0)} MiB`);
+    console.log(`${choice.kind} / PyTorch, images per CPU-second: ${vsTorch?.toFixed(2)}×`);
+  }
 }
 
 /**
@@ -310,11 +352,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--arch <arch>', ARCHS.join('|'), 'resnet34')
     .option('--size <pixels>', 'image side, pixels (≥ 32)', '224')
     .option('--bs <n>', 'batch size (≥ 1)', '16')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|native|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
+    .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });

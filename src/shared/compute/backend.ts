@@ -1,5 +1,6 @@
 /**
- * Compute backend selection: tfjs-node-gpu (CUDA) → tfjs-node (libtensorflow on CPU) → WASM (XNNPACK, SIMD) → cpu.
+ * Compute backend selection: tfjs-node-gpu (CUDA) → tfjs-node (libtensorflow on CPU) → native (oneDNN kernels on
+ * the tfjs cpu backend, `native/`) → WASM (XNNPACK, SIMD) → cpu.
  *
  * The native backends are optional dependencies: their install script downloads libtensorflow, which fails
  * offline and which npm ≥ 11 does not run for dependencies unless allowed. So `auto` tries each in turn and
@@ -11,13 +12,13 @@ import { TrainerError } from '../errors.js';
 import { registerTfjsGradients } from './kernels/gradients.js';
 
 /** What the user may ask for with `--backend`. */
-export type BackendRequest = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendRequest = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 
 /** The backends this module can activate. */
-export type BackendKind = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendKind = 'tensorflow-gpu' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 
 /** All valid `--backend` values, for validation messages. */
-export const BACKEND_REQUESTS: readonly BackendRequest[] = Object.freeze(['auto', 'tensorflow', 'wasm', 'cpu']);
+export const BACKEND_REQUESTS: readonly BackendRequest[] = Object.freeze(['auto', 'tensorflow', 'native', 'wasm', 'cpu']);
 
 /** The outcome of {@link initBackend}. */
 export interface BackendChoice {
@@ -73,6 +74,17 @@ async function activate(name: string): Promise<boolean> {
   }
 }
 
+async function activateNative(): Promise<string | null> {
+  try {
+    const { registerNativeBackend, NATIVE_BACKEND } = await import('./native/backend.js');
+    const reg = registerNativeBackend();
+    if ('reason' in reg) return reg.reason;
+    return (await activate(NATIVE_BACKEND)) ? null : 'native backend failed to initialise';
+  } catch (err) {
+    return `native backend not usable (${firstLine(err)})`;
+  }
+}
+
 async function activateWasm(): Promise<string | null> {
   try {
     await import('@tensorflow/tfjs-backend-wasm');
@@ -87,7 +99,7 @@ async function activateWasm(): Promise<string | null> {
 /**
  * Activates a compute backend and returns what was chosen and why.
  *
- * @param request - `auto` tries tfjs-node-gpu (only when a GPU is visible), tfjs-node, WASM, then cpu;
+ * @param request - `auto` tries tfjs-node-gpu (only when a GPU is visible), tfjs-node, native (oneDNN), WASM, then cpu;
  *   any other value insists on that backend.
  * Also registers tfjs-core's gradient definitions (missing from its Node bundle), so `tf.grad` works after it.
  *
@@ -117,6 +129,12 @@ export async function initBackend(request: BackendRequest): Promise<BackendChoic
       throw new TrainerError('ERR_BACKEND', `--backend tensorflow requested but unavailable: ${rejected.join('; ')}. ` +
         'Install @tensorflow/tfjs-node(-gpu) and allow its install script (see README, "Running on GPUs").');
     }
+  }
+  if (request === 'auto' || request === 'native') {
+    const err = await activateNative();
+    if (err === null) return done('native');
+    rejected.push(err);
+    if (request === 'native') throw new TrainerError('ERR_BACKEND', `--backend native requested but unavailable: ${err}`);
   }
   if (request === 'auto' || request === 'wasm') {
     const err = await activateWasm();

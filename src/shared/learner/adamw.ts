@@ -17,6 +17,7 @@
  * decays every parameter of its groups) but not Adam-stepped (PyTorch skips `p.grad is None`).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedAdamWStep } from '../compute/fused-adamw.js';
 import { TrainerError } from '../errors.js';
 import type { StepHyper } from './schedule.js';
 
@@ -183,6 +184,16 @@ export class AdamW {
     s.step += 1;
     const bc1 = 1 - beta1 ** s.step;
     const bc2 = 1 - beta2 ** s.step;
+    const fused = fusedAdamWStep(p, g, s.m, s.v,
+      { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
+    if (fused !== null) {
+      // Same formula and roundings in one pass (native backend; see compute/fused-adamw.ts).
+      p.assign(fused[0]);
+      s.m.assign(fused[1]);
+      s.v.assign(fused[2]);
+      tf.dispose(fused);
+      return;
+    }
     tf.tidy(() => {
       const m = tf.add(tf.mul(s.m, beta1), tf.mul(g, 1 - beta1));
       const v = tf.add(tf.mul(s.v, beta2), tf.mul(tf.square(g), 1 - beta2));
