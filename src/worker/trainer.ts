@@ -151,7 +151,7 @@ export class WorkerTrainer {
       const t0 = performance.now();
       const batch = await this.feed.next({ epoch: cmd.epoch, stepInEpoch: cmd.stepInEpoch, accumIndex: a, accum: cmd.accum, rank, worldSize });
       const t1 = performance.now();
-      const r = this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.setup.seed, cmd.step, rank, a));
+      const r = await this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.setup.seed, cmd.step, rank, a));
       compute += (performance.now() - t1) / 1000;
       dataWait += (t1 - t0) / 1000;
       lossSum += r.lossSum;
@@ -159,7 +159,7 @@ export class WorkerTrainer {
       correct += r.correct;
     }
     const t2 = performance.now();
-    const grads = this.replica.takeGradients();
+    const grads = await this.replica.takeGradients();
     compute += (performance.now() - t2) / 1000;
     const reducer = this.reducer();
     const before = reducer.stats().sentBytesTotal;
@@ -214,7 +214,7 @@ export class WorkerTrainer {
     const probs: Float32Array[] = [];
     try {
       for await (const batch of loader) {
-        const r = this.replica.evaluate(batch.x, batch.y, batch.valid);
+        const r = await this.replica.evaluate(batch.x, batch.y, batch.valid);
         lossSum += r.lossSum;
         count += r.count;
         correct += r.correct;
@@ -266,18 +266,25 @@ export class WorkerTrainer {
   private async broadcastBnFromRank0(reducer: AllReducer, tag: { step: number; bucket: number }): Promise<void> {
     const { body, head } = this.replica.learner;
     const vars = [...body.buffers.values(), ...head.buffers.values()];
-    const buf = new Float32Array(vars.reduce((s, v) => s + v.size, 0));
+    const sizes = vars.map((v) => v.size);
+    let buf: Float32Array;
     if (this.rankInfo().rank === 0) {
-      let off = 0;
-      for (const v of vars) { buf.set(v.dataSync() as Float32Array, off); off += v.size; }
+      // One asynchronous read of all the statistics (a GPU backend cannot read synchronously).
+      const flat = tf.tidy(() => tf.concat(vars.map((v) => tf.reshape(v, [-1]))));
+      try {
+        buf = Float32Array.from(await flat.data() as Float32Array);
+      } finally {
+        flat.dispose();
+      }
+    } else {
+      buf = new Float32Array(sizes.reduce((s, n) => s + n, 0));
     }
     await reducer.allReduce(buf, tag, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
-    let off = 0;
-    for (const v of vars) {
-      const data = buf.subarray(off, off + v.size);
-      off += v.size;
-      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
-    }
+    // One upload, split on the backend.
+    tf.tidy(() => {
+      const parts = tf.split(tf.tensor1d(buf, 'float32'), sizes);
+      vars.forEach((v, i) => v.assign(tf.reshape(parts[i]!, v.shape)));
+    });
   }
 
   /** Stops the feed. */

@@ -54,7 +54,7 @@ async function validate(replica: Replica, data: DataBunch, pool: ImagePool, size
   let lossSum = 0, count = 0, correct = 0;
   try {
     for await (const b of loader) {
-      const r = replica.evaluate(b.x, b.y, b.valid);
+      const r = await replica.evaluate(b.x, b.y, b.valid);
       lossSum += r.lossSum;
       count += r.count;
       correct += r.correct;
@@ -110,8 +110,8 @@ export async function referenceRun(input: RunConfigInput, worldSize: number, poo
         const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, accumIndex: 0, rank: r, worldSize, bs: c.bs, accum: 1 });
         const b = await render(data, pool, indices, c.size, c.seed, epoch);
         // Dropout seed as in WorkerTrainer.step: hashSeed(seed, global step, rank, accumulation index).
-        replica.accumulate(b.x, b.y, b.valid, hashSeed(c.seed, k, r, 0));
-        perRank.push(replica.takeGradients());
+        await replica.accumulate(b.x, b.y, b.valid, hashSeed(c.seed, k, r, 0));
+        perRank.push(await replica.takeGradients());
         if (r === 0) rank0 = await replica.exportState();
       }
       const grads = ringAverage(perRank, bucketRanges(replica.gradientLayout(), bucketBytes));
