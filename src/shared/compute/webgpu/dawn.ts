@@ -8,8 +8,10 @@
  *   `adapter=` flag of `create([...])` (here: `PETS_WEBGPU_ADAPTER`), else the first one of the requested power
  *   preference. Identical GPUs (8 × "nvidia-h200") cannot be told apart by that name.
  * - The Vulkan loader decides the order of the physical devices and which drivers load: `VK_DRIVER_FILES`
- *   (older: `VK_ICD_FILENAMES`) picks the ICD json files; Mesa's device-select layer (installed with
- *   `mesa-vulkan-drivers`) honours `MESA_VK_DEVICE_SELECT=vendorID:deviceID` and moves that device first.
+ *   (older: `VK_ICD_FILENAMES`) picks the ICD json files. Mesa's device-select layer (an implicit layer installed
+ *   with `mesa-vulkan-drivers`, for any driver) moves one device first: `MESA_VK_DEVICE_SELECT=vendorID:deviceID`,
+ *   or `DRI_PRIME=pci-DDDD_BB_SS_F` (by PCI address: tells identical GPUs apart), and
+ *   `MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1` hides the others. Local workers get their GPU that way.
  * See `docs/performance-gpu.md`, "One process per GPU".
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -61,10 +63,14 @@ function firstLine(err: unknown): string {
   return String(err instanceof Error ? err.message : err).split('\n')[0]!.slice(0, 160);
 }
 
-/** Describes an adapter for the log: `vendor device (description)[, software fallback]`. */
-export function describeAdapter(a: WebgpuAdapterInfo): string {
+/**
+ * Describes an adapter for the log: `vendor device (description)[, software fallback][, GPU pci-… by DRI_PRIME]`
+ * (the last part when a local worker was given its GPU, see `coordinator/local-workers.ts`).
+ */
+export function describeAdapter(a: WebgpuAdapterInfo, env: NodeJS.ProcessEnv = process.env): string {
   const name = [a.vendor, a.device].filter(Boolean).join(' ') || 'unnamed adapter';
-  return `${name}${a.description ? ` (${a.description})` : ''}${a.isFallbackAdapter ? ', software fallback' : ''}`;
+  const chosen = env.DRI_PRIME?.startsWith('pci-') ? `, GPU ${env.DRI_PRIME} by DRI_PRIME` : '';
+  return `${name}${a.description ? ` (${a.description})` : ''}${a.isFallbackAdapter ? ', software fallback' : ''}${chosen}`;
 }
 
 /** Loads Dawn once and installs it as `navigator.gpu` (kept for the life of the process). */
@@ -113,6 +119,8 @@ export async function initWebgpuBackend(allowFallback: boolean): Promise<WebgpuI
   }
   try {
     await import('@tensorflow/tfjs-backend-webgpu');
+    const { registerWebgpuTrainingKernels } = await import('./kernels.js');
+    registerWebgpuTrainingKernels();
     if (!((await tf.setBackend('webgpu')) && tf.getBackend() === 'webgpu')) {
       return { ok: false, reason: 'webgpu: tfjs-backend-webgpu failed to initialise', notInstalled: false };
     }
