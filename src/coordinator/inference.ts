@@ -64,7 +64,7 @@ export async function predictImage(replica: Replica, size: number, path: string)
 /** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('predict').argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
-    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
+    .option('--backend <name>', 'auto|tensorflow|webgpu|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
   const top = Math.max(1, Number(cmd.opts<{ top: string }>().top) || 1);
@@ -91,7 +91,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
-    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
