@@ -21,12 +21,12 @@ cd "$ROOT"
 [[ -d node_modules/webgpu/dist/linux-x64 ]] || { echo "pack: node_modules/webgpu missing: run npm ci first" >&2; exit 1; }
 
 echo "pack: node $(node --version) → node.xz"
-xz -9e -T0 -c "$(command -v node)" > "$P/node.xz"
+xz -6 -T0 -c "$(command -v node)" > "$P/node.xz"
 
 echo "pack: compiling src/ and scripts → app"
 npx tsc -p "$HERE/tsconfig.payload.json"
 cp package.json "$P/app/"
-tar -C "$P" -cf - app | xz -9 -T0 > "$P/app.tar.xz"
+tar -C "$P" -cf - app | xz -6 -T0 > "$P/app.tar.xz"
 rm -rf "$P/app"
 
 echo "pack: pruned production node_modules → modules.tar.xz"
@@ -43,7 +43,7 @@ find "$M/zeromq/build" -mindepth 1 -maxdepth 1 ! -name linux -exec rm -rf {} +
 find "$M/zeromq/build/linux" -mindepth 1 -maxdepth 1 ! -name x64 -exec rm -rf {} +
 rm -rf "$M/zeromq/src" "$M/@tensorflow/tfjs-backend-webgl"
 find "$M" \( -name '*.map' -o -name '*.d.ts' -o -name '*.md' -o -name '*.ts' -o -name '*.cc' -o -name '*.h' \) -type f -delete
-tar -C "$STAGE/m" -cf - node_modules | xz -9 -T0 > "$P/modules.tar.xz"
+tar -C "$STAGE/m" -cf - node_modules | xz -6 -T0 > "$P/modules.tar.xz"
 
 echo "pack: parity fixture and smoke photos → data.tar.xz"
 mkdir -p "$STAGE/d/fixtures" "$STAGE/d/photos"
@@ -52,7 +52,7 @@ for breed in Abyssinian beagle; do
   ls "$SHARED/datasets/oxford-iiit-pet-sample/images/" | grep "^${breed}_" | head -6 |
     while read -r f; do cp "$SHARED/datasets/oxford-iiit-pet-sample/images/$f" "$STAGE/d/photos/"; done
 done
-tar -C "$STAGE/d" -cf - fixtures photos | xz -9 -T0 > "$P/data.tar.xz"
+tar -C "$STAGE/d" -cf - fixtures photos | xz -6 -T0 > "$P/data.tar.xz"
 
 echo "pack: Vulkan loader (and Mesa's device-select layer) .debs"
 ( cd "$P/debs" && apt-get -oAPT::Architecture=amd64 download libvulkan1 >/dev/null 2>&1 ) || echo "pack: apt-get download libvulkan1 failed (run.sh then needs libvulkan.so.1 on the GPU machine)"

@@ -44,7 +44,9 @@ async function run(backend: string): Promise<{ out: string; ckpt: NonNullable<Re
   const runDir = join(tmp, backend);
   const cfg = join(tmp, 'stages.json');
   writeFileSync(cfg, JSON.stringify({ stages: STAGES }));
-  const flags = tinyRunFlags(dataDir, runDir, ['--workers', '2', '--config', cfg]);
+  // lavapipe compiles every shader with LLVM on first use: a generous all-reduce limit keeps a loaded machine from
+  // timing out a step while one worker still compiles.
+  const flags = tinyRunFlags(dataDir, runDir, ['--workers', '2', '--config', cfg, '--allreduce-timeout-ms', '600000']);
   flags[flags.indexOf('--backend') + 1] = backend;
   const coord = startProc('coordinator', flags);
   const code = await coord.exited;

@@ -3,6 +3,7 @@
  * checked against tfjs `cpu` in test/unit/shared/compute/webgpu/webgpu-kernels.test.ts.
  */
 import { getKernel, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
+import { ADAMW_KERNEL, adamwWebgpu } from './adamw-kernel.js';
 import { conv2DBackpropFilterWebgpu } from './conv-filter-grad.js';
 
 /** Marks the kernel functions installed here, so a second call leaves them alone. */
@@ -13,6 +14,7 @@ const OURS = new WeakSet<KernelFunc>();
  * Each replaced tfjs kernel stays the fallback for the cases the new one does not cover.
  */
 export function registerWebgpuTrainingKernels(): void {
+  if (getKernel(ADAMW_KERNEL, 'webgpu') === undefined) registerKernel({ kernelName: ADAMW_KERNEL, backendName: 'webgpu', kernelFunc: adamwWebgpu });
   const existing = getKernel('Conv2DBackpropFilter', 'webgpu');
   if (existing === undefined || OURS.has(existing.kernelFunc)) return;
   const ours = conv2DBackpropFilterWebgpu(existing.kernelFunc);
@@ -24,5 +26,5 @@ export function registerWebgpuTrainingKernels(): void {
 /** True when this project's WebGPU kernels are the registered ones. */
 export function webgpuTrainingKernelsRegistered(): boolean {
   const k = getKernel('Conv2DBackpropFilter', 'webgpu');
-  return k !== undefined && OURS.has(k.kernelFunc);
+  return k !== undefined && OURS.has(k.kernelFunc) && getKernel(ADAMW_KERNEL, 'webgpu') !== undefined;
 }

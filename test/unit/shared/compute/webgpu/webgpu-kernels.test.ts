@@ -16,6 +16,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { batchNormTrain } from '../../../../../src/shared/compute/batch-norm.js';
 import { splitK } from '../../../../../src/shared/compute/webgpu/conv-filter-grad.js';
 import { webgpuTrainingKernelsRegistered } from '../../../../../src/shared/compute/webgpu/kernels.js';
+import { AdamW } from '../../../../../src/shared/learner/adamw.js';
 import { Replica } from '../../../../../src/shared/learner/replica.js';
 import { lcg, relError } from '../numeric.js';
 import { valuesOn, webgpuOrSkip } from './support.js';
@@ -104,6 +105,30 @@ test('maxPool 3×3 s2 gradient on webgpu matches cpu', async (t) => {
     const x = t4([2, 9, 9, 4], 7);
     return tf.grads((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, 3, 2, "same"), 1.5)))([x]);
   });
+});
+
+test('the fused AdamW update on webgpu matches tfjs ops on cpu over 3 steps (2 groups, decay-only parameter)', async (t) => {
+  if (!(await webgpuOrSkip(t))) return;
+  const run = async (backend: string): Promise<Float32Array[]> => {
+    await tf.setBackend(backend);
+    const params = new Map<string, tf.Variable>([['a', tf.variable(tf.tensor2d(lcg(12, 1), [3, 4]))], ['b', tf.variable(tf.tensor1d(lcg(5, 2)))],
+      ['c', tf.variable(tf.tensor1d(lcg(3, 3)))]]);
+    const opt = new AdamW(params, [['a', 'c'], ['b']], { weightDecay: 0.1 });
+    for (let step = 0; step < 3; step++) {
+      const grads = new Map<string, tf.Tensor>([['a', tf.tensor2d(lcg(12, 10 + step), [3, 4])], ['b', tf.tensor1d(lcg(5, 20 + step))]]);
+      opt.step(grads, { lrs: [1e-2, 3e-3], momentum: 0.9 - 0.05 * step });
+      tf.dispose([...grads.values()]);
+    }
+    const out = await Promise.all([...params.values()].map(async (v) => Float32Array.from(await v.data() as Float32Array)));
+    const state = await opt.exportState();
+    opt.dispose();
+    tf.dispose([...params.values()]);
+    return [...out, ...state.params.flatMap((e) => [e.expAvg, e.expAvgSq])];
+  };
+  const ref = await run('cpu');
+  const got = await run('webgpu');
+  assert.equal(got.length, ref.length);
+  ref.forEach((r, i) => assert.ok(relError(got[i]!, r) <= 1e-5, `output ${i}: ${relError(got[i]!, r)}`));
 });
 
 test('one Replica step (forward, backward, AdamW, BatchNorm statistics) on webgpu matches cpu; tensors stay flat', async (t) => {
