@@ -272,7 +272,7 @@ export class WorkerTrainer {
       // One asynchronous read of all the statistics (a GPU backend cannot read synchronously).
       const flat = tf.tidy(() => tf.concat(vars.map((v) => tf.reshape(v, [-1]))));
       try {
-        buf = Float32Array.from(await flat.data() as Float32Array);
+        buf = (await flat.data() as Float32Array).slice();
       } finally {
         flat.dispose();
       }

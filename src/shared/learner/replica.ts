@@ -314,7 +314,7 @@ export class Replica {
     if (sum === null) return new Float32Array(this.total);
     let out: Float32Array;
     try {
-      out = Float32Array.from(await sum.data() as Float32Array);
+      out = (await sum.data() as Float32Array).slice(); // a fast copy (Float32Array.from iterates)
     } finally {
       sum.dispose();
     }
@@ -340,18 +340,28 @@ export class Replica {
     if (flat.length !== this.total) {
       throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${flat.length}`);
     }
-    // One upload of the whole flat gradient, split on the backend (no per-tensor transfers).
     const grads = new Map<string, tf.Tensor>();
-    const whole = tf.tensor1d(flat, 'float32');
+    const toDevice = tf.getBackend() === 'webgpu';
+    // On a GPU: one upload of the whole flat gradient, split on the device (no per-tensor transfers). On backends
+    // that compute in host memory (wasm, cpu, tfjs-node) a tensor per parameter is one copy, and the fastest.
+    const whole = toDevice ? tf.tensor1d(flat, 'float32') : null;
     try {
-      const parts = tf.split(whole, this.layout.map((l) => l.size));
-      this.layout.forEach(({ name }, i) => {
-        grads.set(name, tf.reshape(parts[i]!, this.model.params.get(name)!.shape));
-        parts[i]!.dispose();
-      });
+      if (whole !== null) {
+        const parts = tf.split(whole, this.layout.map((l) => l.size));
+        this.layout.forEach(({ name }, i) => {
+          grads.set(name, tf.reshape(parts[i]!, this.model.params.get(name)!.shape));
+          parts[i]!.dispose();
+        });
+      } else {
+        let offset = 0;
+        for (const { name, size } of this.layout) {
+          grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
+          offset += size;
+        }
+      }
       this.model.optimizer.step(grads, hyper);
     } finally {
-      tf.dispose([whole, ...grads.values()]);
+      tf.dispose([...(whole === null ? [] : [whole]), ...grads.values()]);
     }
   }
 
