@@ -266,7 +266,7 @@ export class Replica {
     try {
       const { value, grads } = tf.variableGrads(() => {
         const logits = this.model.forward(xs, true, { rng, bnUpdates });
-        const per = perItemCrossEntropy(logits, ys);
+        const per = perItemCrossEntropy(logits, ys, { labelsChecked: true });
         kept = [tf.keep(tf.mul(per, mask)), tf.keep(tf.mul(tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32'), mask))];
         return tf.div(tf.sum(kept[0]!), count) as tf.Scalar;
       }, vars);
@@ -385,7 +385,7 @@ export class Replica {
       const [p, l, c] = tf.tidy(() => {
         const logits = this.model.forward(xs, false);
         const hits = tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32');
-        return [tf.softmax(logits), tf.sum(tf.mul(perItemCrossEntropy(logits, ys), mask)), tf.sum(tf.mul(hits, mask))];
+        return [tf.softmax(logits), tf.sum(tf.mul(perItemCrossEntropy(logits, ys, { labelsChecked: true }), mask)), tf.sum(tf.mul(hits, mask))];
       });
       try {
         const [pv, lv, cv] = await Promise.all([p.data(), l.data(), c.data()]);
