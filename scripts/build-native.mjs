@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-/* global process, console */
 /**
  * Builds the optional oneDNN addon `native/build/pets_dnnl.node` from `native/pets_dnnl.cc` (run by `npm install`
  * / `npm ci` as the package's install script, or by hand: `npm run build:native`).

@@ -69,7 +69,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .requiredOption('--arch <arch>', 'resnet18|resnet34|resnet50|tiny (= resnet10)')
     .requiredOption('--weights <file>', 'torchvision state_dict as safetensors')
     .requiredOption('--case <file>', 'case file: input_nchw, labels, logits_eval, loss_train, grad.*')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|native|wasm|cpu', 'cpu')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'cpu')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });

@@ -60,13 +60,13 @@ export async function predictImage(replica: Replica, size: number, path: string)
   const img = await decodeRgb(path, { shorterSide: size });
   const pixels = new Float32Array(size * size * 3);
   renderItem(img, CENTRE_CROP, size, pixels);
-  return replica.evaluate(pixels, new Int32Array(1), null).probs;
+  return (await replica.evaluate(pixels, new Int32Array(1), null)).probs;
 }
 
 /** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('predict').argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
-    .option('--backend <name>', 'auto|tensorflow|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
+    .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
   const top = Math.max(1, Number(cmd.opts<{ top: string }>().top) || 1);
@@ -94,7 +94,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
-    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|native|wasm|cpu', 'auto')
+    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
@@ -117,7 +117,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const plan = shardPlan({ itemCount: bunch.valid.length, seed: 0, epoch: 0, worldSize: 1, rank: 0, batchSize: Number(o.bs) || 32, shuffle: false, mode: 'pad' });
     const loader = new BatchLoader({ pool, paths: bunch.paths, labels: bunch.labels, split: bunch.valid, plan, size: meta.size, augment: false, seed: 0, epoch: 0 });
     for await (const batch of loader) {
-      const r = replica.evaluate(batch.x, batch.y, batch.valid);
+      const r = await replica.evaluate(batch.x, batch.y, batch.valid);
       plan.batches[batch.batchIndex]!.indices.forEach((pos, i) => probs.set(r.probs.subarray(i * k, (i + 1) * k), pos * k));
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });

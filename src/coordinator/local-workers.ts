@@ -34,18 +34,46 @@ export interface WorkerExit {
 
 /** GPUs the NVIDIA driver lists (0 when there is no driver). */
 export function detectGpuCount(): number {
+  return detectGpuBusIds().length;
+}
+
+/** PCI addresses (`0000:3b:00.0`) of the GPUs the NVIDIA driver lists, in its (CUDA's PCI) order; [] without one. */
+export function detectGpuBusIds(): string[] {
   try {
-    return readdirSync('/proc/driver/nvidia/gpus').length;
+    return readdirSync('/proc/driver/nvidia/gpus').sort();
   } catch {
-    return 0;
+    return [];
   }
 }
 
-/** The environment of the worker in `slot`: one GPU each when there are GPUs, none (CPU/WASM) otherwise. */
-export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+/** Mesa device-select's `DRI_PRIME` tag of a PCI address: `0000:3b:00.0` → `pci-0000_3b_00_0`; null if malformed. */
+export function driPrimeTag(busId: string): string | null {
+  const m = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i.exec(busId);
+  return m ? `pci-${m[1]}_${m[2]}_${m[3]}_${m[4]}`.toLowerCase() : null;
+}
+
+/**
+ * The environment of the worker in `slot`: one GPU each when there are GPUs, none (CPU/WASM) otherwise.
+ * - CUDA backends (tfjs-node-gpu): `CUDA_VISIBLE_DEVICES=<slot mod gpus>`.
+ * - WebGPU (Dawn over Vulkan): Vulkan ignores `CUDA_VISIBLE_DEVICES`, and Dawn takes the first adapter. Mesa's
+ *   device-select layer (an implicit Vulkan layer installed with `mesa-vulkan-drivers`; it works with any driver,
+ *   NVIDIA's too, through VK_EXT_pci_bus_info) puts the GPU named by `DRI_PRIME=pci-DDDD_BB_SS_F` first, and with
+ *   `MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1` hides the others. Without that layer these variables do nothing
+ *   and every worker uses the first GPU.
+ * @param busIds - PCI addresses of the GPUs, in CUDA's order (default: none known, CUDA pinning only)
+ */
+export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env, busIds: readonly string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, PETS_WORKER_SLOT: String(slot) };
-  if (gpus > 0) env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
-  else env.CUDA_VISIBLE_DEVICES = '-1';
+  if (gpus > 0) {
+    env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
+    const tag = busIds.length === gpus ? driPrimeTag(busIds[slot % gpus]!) : null;
+    if (tag !== null && base.DRI_PRIME === undefined) {
+      env.DRI_PRIME = tag;
+      env.MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE = '1';
+    }
+  } else {
+    env.CUDA_VISIBLE_DEVICES = '-1';
+  }
   return env;
 }
 
@@ -54,6 +82,7 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   private readonly children = new Map<number, ChildProcess>();
   private readonly expectedExit = new Set<number>();
   private readonly gpus: number;
+  private readonly busIds: string[];
   private closed = false;
   private closing: Promise<void> | null = null;
   /** SIGTERM-now functions of the workers {@link close} is waiting for. */
@@ -64,7 +93,8 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
 
   constructor(private readonly options: LocalWorkersOptions) {
     super();
-    this.gpus = options.gpus ?? detectGpuCount();
+    this.busIds = options.gpus == null ? detectGpuBusIds() : [];
+    this.gpus = options.gpus ?? this.busIds.length;
     process.on('exit', this.onParentExit);
   }
 
@@ -95,7 +125,7 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   private spawnSlot(slot: number): void {
     const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
     const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
-      env: workerEnv(slot, this.gpus),
+      env: workerEnv(slot, this.gpus, process.env, this.busIds),
       stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit'],
     });
     this.children.set(slot, child);

@@ -106,7 +106,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
   ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
   ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
-  ['--backend <name>', 'backend', 'auto | tensorflow | wasm | cpu (default auto)'],
+  ['--backend <name>', 'backend', 'auto | tensorflow | webgpu | wasm | cpu (default auto)'],
   ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
   ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
 ];

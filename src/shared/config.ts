@@ -91,7 +91,7 @@ export interface RunConfig {
   readonly workers: number;
   /** World size to wait for before training: local `workers` plus remote ones; 0 in input means "= workers". */
   readonly expect: number;
-  readonly backend: 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
+  readonly backend: 'auto' | 'tensorflow' | 'webgpu' | 'native' | 'wasm' | 'cpu';
   /** `imagenet`, `none`, or a path to a torchvision-format safetensors file. */
   readonly pretrained: string;
   readonly stages: readonly StageConfig[];
@@ -233,7 +233,7 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     baseBs: checkInt('baseBs', merged.baseBs, 1),
     workers,
     expect: resolveExpect(merged.expect, workers),
-    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const),
+    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const),
     pretrained: checkString('pretrained', merged.pretrained),
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),

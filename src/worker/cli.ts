@@ -13,7 +13,7 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   const program = new Command('worker')
     .description('Distributed trainer worker process: joins a coordinator and trains its shard')
     .requiredOption('--connect <endpoint>', 'coordinator endpoint, e.g. tcp://10.0.0.5:5555')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|native|wasm|cpu', 'auto')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--data <dir>', 'local copy of the data (default: the coordinator\'s path)')
     .option('--rank <n>', 'rank to ask for (default: any free rank)')
     .option('--data-bind <endpoint>', 'data-plane bind address; use tcp://<this host ip>:* across machines', 'tcp://127.0.0.1:*')

@@ -88,15 +88,19 @@ export function bnVariables(replica: Replica): tf.Variable[] {
  * the caller puts the step's starting statistics back before {@link applyBnIncrements}.
  * @returns what `run` returned
  */
-export function measureBnIncrements<T>(replica: Replica, vars: readonly tf.Variable[], slot: Float32Array, run: () => T): T {
+export async function measureBnIncrements<T>(replica: Replica, vars: readonly tf.Variable[], slot: Float32Array,
+  run: () => T | Promise<T>): Promise<T> {
   for (const v of vars) tf.tidy(() => v.assign(tf.zerosLike(v)));
   const before = replica.learner.body.numBatchesTracked;
-  const out = run();
+  const out = await run();
   slot[0] = replica.learner.body.numBatchesTracked - before;
-  let off = 1;
-  for (const v of vars) {
-    slot.set(v.dataSync() as Float32Array, off);
-    off += v.size;
+  if (vars.length === 0) return out;
+  // One asynchronous read of every statistic (a GPU backend cannot read synchronously).
+  const flat = tf.tidy(() => tf.concat(vars.map((v) => tf.reshape(v, [-1]))));
+  try {
+    slot.set(await flat.data() as Float32Array, 1);
+  } finally {
+    flat.dispose();
   }
   return out;
 }
@@ -224,7 +228,7 @@ export class WorkerTrainer {
       const batch = await this.feed.next({ epoch: cmd.epoch, stepInEpoch: cmd.stepInEpoch, accumIndex: a, accum: cmd.accum, rank, worldSize });
       const t1 = performance.now();
       const slot = bnGathered.subarray(m * (1 + statSize), (m + 1) * (1 + statSize));
-      const r = measureBnIncrements(this.replica, bnVars, slot, () => this.replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(this.setup.seed, cmd.step, m)));
+      const r = await measureBnIncrements(this.replica, bnVars, slot, () => this.replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(this.setup.seed, cmd.step, m)));
       compute += (performance.now() - t1) / 1000;
       dataWait += (t1 - t0) / 1000;
       lossSum += r.lossSum;
@@ -238,7 +242,7 @@ export class WorkerTrainer {
     // A micro-batch whose items all failed to decode adds no gradient but still counts in the mean over the M
     // micro-batches (the replica averages over the micro-batches it ran), so the scale is that of any split.
     const ran = this.replica.pendingMicroBatches;
-    const grads = this.replica.takeGradients();
+    const grads = await this.replica.takeGradients();
     if (ran > 0 && ran < cmd.accum) for (let i = 0; i < grads.length; i++) grads[i] = Math.fround(grads[i]! * ran / cmd.accum);
     compute += (performance.now() - t2) / 1000;
     const reducer = this.reducer();
@@ -299,7 +303,7 @@ export class WorkerTrainer {
     const probs: Float32Array[] = [];
     try {
       for await (const batch of loader) {
-        const r = this.replica.evaluate(batch.x, batch.y, batch.valid);
+        const r = await this.replica.evaluate(batch.x, batch.y, batch.valid);
         lossSum += r.lossSum;
         count += r.count;
         correct += r.correct;

@@ -162,7 +162,10 @@ export class Worker {
 
   private async serve(): Promise<number> {
     const choice = await initBackend(this.o.backend);
-    this.o.log(choice.summary);
+    // Local workers of one machine reject the same backends for the same reasons: the first slot says why, every
+    // worker says which backend and device it uses.
+    const slot = process.env.PETS_WORKER_SLOT;
+    this.o.log(slot === undefined || slot === '0' ? choice.summary : choice.brief);
     if (this.stopCode !== null) return this.stopCode;
     this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
     const dataAddress = await this.ring.start();
@@ -285,13 +288,13 @@ export class Worker {
       case 'load-state': {
         const replica = this.need(this.replica, 'load-state');
         replica.importState(decodeReplicaState(frames[0]!));
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: replica.weightsChecksum() });
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await replica.weightsChecksum() });
       }
       case 'sync-bn':
         await this.need(this.trainer, 'sync-bn').syncBatchNorm(msg.requestId);
         return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
       case 'checksum':
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: this.need(this.replica, 'checksum').weightsChecksum() });
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await this.need(this.replica, 'checksum').weightsChecksum() });
       default:
         throw new TrainerError('ERR_PROTOCOL', `unexpected ${msg.type} message for a worker`);
     }
@@ -364,7 +367,7 @@ export class Worker {
     this.trainer = new WorkerTrainer(setup, dataRoot, this.replica, this.pool, () => this.reducer(),
       () => ({ rank: this.rank, worldSize: this.worldSize, generation: this.generation }));
     const elements = this.replica.gradientLayout().reduce((s, p) => s + p.size, 0);
-    await this.send({ type: 'ready', rank: this.rank, checksum: this.replica.weightsChecksum(), gradientElements: elements });
+    await this.send({ type: 'ready', rank: this.rank, checksum: await this.replica.weightsChecksum(), gradientElements: elements });
   }
 
   /**

@@ -46,7 +46,7 @@ async function validate(replica: Replica, data: DataBunch, pool: ImagePool, size
   let lossSum = 0, count = 0, correct = 0;
   try {
     for await (const b of loader) {
-      const r = replica.evaluate(b.x, b.y, b.valid);
+      const r = await replica.evaluate(b.x, b.y, b.valid);
       lossSum += r.lossSum;
       count += r.count;
       correct += r.correct;
@@ -101,8 +101,8 @@ export async function referenceRun(input: RunConfigInput, worldSize: number, poo
         // With accum 1 rank r runs micro-batch m = r.
         const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, microBatch: m, microBatches: worldSize, bs: c.bs });
         const b = await render(data, pool, indices, c.size, c.seed, epoch);
-        replica.accumulate(b.x, b.y, b.valid, dropoutSeed(c.seed, k, m));
-        perRank.push(replica.takeGradients());
+        await replica.accumulate(b.x, b.y, b.valid, dropoutSeed(c.seed, k, m));
+        perRank.push(await replica.takeGradients());
       }
       const grads = ringAverage(perRank, bucketRanges(replica.gradientLayout(), bucketBytes));
       replica.applyGradients(grads, stepHyper(stage!, k));

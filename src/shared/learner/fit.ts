@@ -148,8 +148,8 @@ export class Learner {
       const t0 = performance.now();
       const progress = new EpochProgress(stage.stepsPerEpoch, `epoch ${e}`, this.options.progress, this.options.log);
       try {
-        await this.forEachTrainBatch(this.epochsDone, 0, stage.stepsPerEpoch, (batch, k) => {
-          this.batchLosses.push(this.trainStep(batch, this.epochsDone, k, stepHyper(stage, e * stage.stepsPerEpoch + k), smooth));
+        await this.forEachTrainBatch(this.epochsDone, 0, stage.stepsPerEpoch, async (batch, k) => {
+          this.batchLosses.push(await this.trainStep(batch, this.epochsDone, k, stepHyper(stage, e * stage.stepsPerEpoch + k), smooth));
           progress.tick(smooth.value);
           return true;
         });
@@ -169,13 +169,13 @@ export class Learner {
    * One optimizer step on one batch: accumulate, take, apply. Returns the batch's mean loss over its valid
    * items and adds it to `smooth`; a batch without valid items (all failed to decode) is skipped (NaN).
    */
-  trainStep(batch: Batch, dataEpoch: number, stepInEpoch: number, hyper: { lrs: number[]; momentum: number }, smooth?: SmoothedLoss): number {
-    const s = this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.options.seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
+  async trainStep(batch: Batch, dataEpoch: number, stepInEpoch: number, hyper: { lrs: number[]; momentum: number }, smooth?: SmoothedLoss): Promise<number> {
+    const s = await this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.options.seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
     if (s.count === 0) {
-      this.replica.takeGradients();
+      await this.replica.takeGradients();
       return Number.NaN;
     }
-    this.replica.applyGradients(this.replica.takeGradients(), hyper);
+    this.replica.applyGradients(await this.replica.takeGradients(), hyper);
     const loss = s.lossSum / s.count;
     smooth?.add(loss);
     return loss;
@@ -196,11 +196,11 @@ export class Learner {
    * Loads training batches of data epoch `dataEpoch`, steps [first, first + count), augmented, and calls `step`
    * for each with its step-in-epoch; stops early when `step` returns false. The loader is always closed.
    */
-  async forEachTrainBatch(dataEpoch: number, first: number, count: number, step: (b: Batch, k: number) => boolean): Promise<void> {
+  async forEachTrainBatch(dataEpoch: number, first: number, count: number, step: (b: Batch, k: number) => boolean | Promise<boolean>): Promise<void> {
     const loader = this.loader(this.trainPlan(dataEpoch, first, count), this.data.train, true, dataEpoch);
     try {
       for await (const batch of loader) {
-        if (!step(batch, first + batch.batchIndex)) break;
+        if (!(await step(batch, first + batch.batchIndex))) break;
       }
     } finally {
       await loader.close();
@@ -229,7 +229,7 @@ export class Learner {
     let count = 0;
     try {
       for await (const b of loader) {
-        const r = this.replica.evaluate(b.x, b.y, b.valid);
+        const r = await this.replica.evaluate(b.x, b.y, b.valid);
         lossSum += r.lossSum;
         correct += r.correct;
         count += r.count;
@@ -273,7 +273,7 @@ export class Learner {
     const img = await decodeRgb(imagePath, { shorterSide: size });
     const pixels = new Float32Array(size * size * 3);
     renderItem(img, CENTRE_CROP, size, pixels);
-    const { probs } = this.replica.evaluate(pixels, new Int32Array(1), null);
+    const { probs } = await this.replica.evaluate(pixels, new Int32Array(1), null);
     let index = 0;
     for (let i = 1; i < probs.length; i++) if (probs[i]! > probs[index]!) index = i;
     return { className: this.data.classes[index]!, index, probs };

@@ -38,16 +38,16 @@ function stats(r: Replica): Float32Array[] {
 }
 
 /** One process: the M micro-batches in order, BN updated by every forward. */
-function sequential(r: Replica): void {
+async function sequential(r: Replica): Promise<void> {
   for (let m = 0; m < M; m++) {
     const b = batch(m);
-    r.accumulate(b.x, b.y, null, m);
+    await r.accumulate(b.x, b.y, null, m);
   }
-  r.takeGradients();
+  await r.takeGradients();
 }
 
 /** W ranks' worth of micro-batches measured on one replica (in rank order, as ranks would), gathered, applied. */
-function gathered(r: Replica, worldSize: number): void {
+async function gathered(r: Replica, worldSize: number): Promise<void> {
   const vars = bnVariables(r);
   const statSize = vars.reduce((s, v) => s + v.size, 0);
   const start = vars.map((v) => tf.clone(v));
@@ -57,10 +57,10 @@ function gathered(r: Replica, worldSize: number): void {
     for (let a = 0; a < M / worldSize; a++) {
       const m = microBatchOf(rank, a, worldSize);
       const b = batch(m);
-      measureBnIncrements(r, vars, buf.subarray(m * (1 + statSize), (m + 1) * (1 + statSize)), () => r.accumulate(b.x, b.y, null, m));
+      await measureBnIncrements(r, vars, buf.subarray(m * (1 + statSize), (m + 1) * (1 + statSize)), () => r.accumulate(b.x, b.y, null, m));
     }
   }
-  r.takeGradients();
+  await r.takeGradients();
   vars.forEach((v, i) => v.assign(start[i]!));
   tf.dispose(start);
   r.learner.body.numBatchesTracked = tracked.body;
@@ -70,15 +70,15 @@ function gathered(r: Replica, worldSize: number): void {
 
 test('gathered per-micro-batch increments applied in micro-batch order = one process running them in order, bit for bit, for any W', async () => {
   const one = await Replica.create(options());
-  sequential(one);
-  sequential(one); // a second step starts from non-trivial statistics
+  await sequential(one);
+  await sequential(one); // a second step starts from non-trivial statistics
   const want = stats(one);
   assert.ok(want.some((s) => s.some((x) => x !== 0 && x !== 1)), 'the statistics moved');
   for (const W of [1, 2, 4]) {
     const r = await Replica.create(options());
     const n0 = tf.memory().numTensors;
-    gathered(r, W);
-    gathered(r, W);
+    await gathered(r, W);
+    await gathered(r, W);
     assert.equal(tf.memory().numTensors, n0, `W=${W}: no tensor leaked`);
     const got = stats(r);
     got.forEach((g, i) => assert.deepEqual(g, want[i], `W=${W}: BN variable ${i}`));
@@ -91,9 +91,9 @@ test('gathered per-micro-batch increments applied in micro-batch order = one pro
 
 test('micro-batches cut into memory chunks count each chunk as a BatchNorm batch; statistics agree to float32 rounding', async () => {
   const one = await Replica.create(options({ maxMicroBatch: 2 }));
-  sequential(one);
+  await sequential(one);
   const r = await Replica.create(options({ maxMicroBatch: 2 }));
-  gathered(r, 2);
+  await gathered(r, 2);
   assert.equal(r.learner.body.numBatchesTracked, 2 * M, '2 chunks per micro-batch');
   assert.equal(one.learner.body.numBatchesTracked, 2 * M);
   const want = stats(one), got = stats(r);
