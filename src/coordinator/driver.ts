@@ -137,7 +137,11 @@ export class Coordinator {
     }
     const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
     if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
-    this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, curveSecretKey: curve?.secretKey ?? null, log: this.io.log });
+    this.control = new ControlServer({
+      bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, curveSecretKey: curve?.secretKey ?? null, log: this.io.log,
+      // A running local child is judged by its process (exit, closed pipe), never by heartbeat silence.
+      watchedByProcess: (m) => this.recovery?.isLocal(m) === true && this.workers?.isRunning(m.hello.pid) === true,
+    });
     const endpoint = await this.control.start();
     this.recorder?.watch(this.control);
     this.cluster = new Cluster(this.control, this.io.log);

@@ -7,8 +7,9 @@
  */
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import type { Message, ReadyMessage } from '../shared/protocol.js';
+import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
-import type { ControlServer } from './control.js';
+import type { ControlServer, Member } from './control.js';
 import type { LocalWorkers } from './local-workers.js';
 import type { MetricsServer } from './metrics.js';
 
@@ -52,11 +53,15 @@ export class Recovery {
   private fatal = false;
 
   constructor(private readonly o: RecoveryOptions) {
-    o.workers?.on('exit', (e) => {
-      if (e.expected) return;
-      const m = o.control.all().find((x) => x.hello.pid === e.pid && x.state !== 'lost');
-      if (m) o.control.markLost(m, `process ${e.pid} exited (code ${e.code}, signal ${e.signal})`);
+    o.workers?.on('lost', (e) => {
+      const m = o.control.all().find((x) => this.isLocal(x) && x.hello.pid === e.pid && x.state !== 'lost');
+      if (m) o.control.markLost(m, e.reason);
     });
+  }
+
+  /** Whether a member is one of this host's local worker processes (it then has a slot). */
+  isLocal(m: Member): boolean {
+    return this.o.workers !== null && m.hello.host === hostname() && this.o.workers.slotOf(m.hello.pid) !== null;
   }
 
   /** Sends the run setup to `ranks` and waits until each is ready. */

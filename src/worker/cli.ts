@@ -54,7 +54,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const tag = `[worker ${process.pid}]`;
-  const worker = new Worker({ ...options, log: (line) => console.error(`${tag} ${line}`) });
+  // Spawned by a coordinator with a control pipe (a local worker): the pipe closing is the coordinator's death.
+  const parentPipe = process.channel !== undefined;
+  const worker = new Worker({ ...options, parentPipe, log: (line) => console.error(`${tag} ${line}`) });
+  if (parentPipe) {
+    process.channel!.unref();
+    const gone = (): void => {
+      console.error(`${tag} ERR_WORKER_LOST: the coordinator process is gone (its control pipe closed); exiting`);
+      void worker.close().then(() => process.exit(3));
+    };
+    // The pipe may have closed while this module was loading (the event was emitted before anyone listened).
+    if (!process.connected) gone();
+    else process.once('disconnect', gone);
+  }
   const stop = (): void => { void worker.close().then(() => process.exit(0)); };
   process.once('SIGTERM', stop);
   // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator, which sets

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { CoordinatorRun, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+import { CoordinatorRun, HANG_GUARD_MS, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
 
 const RUN_TIMEOUT_MS = 180_000;
 let dir = '';
@@ -48,7 +48,7 @@ test('SIGTERM: finishes the step, checkpoints, stops the workers, exits 0', { ti
   assert.equal(meta.history.position.globalStep, Number(stopped[3]));
   assert.equal(meta.plan.globalBs, 4, '2 workers × bs 2');
   assert.equal(meta.classes.length, 2);
-  assert.deepEqual(await waitGone(workers, 10_000), [], 'workers stopped');
+  assert.deepEqual(await waitGone(workers, HANG_GUARD_MS), [], 'workers stopped');
 });
 
 test('a second signal exits at once (130) and takes the workers down', { timeout: RUN_TIMEOUT_MS }, async () => {
@@ -57,13 +57,13 @@ test('a second signal exits at once (130) and takes the workers down', { timeout
   await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
   const workers = run.liveWorkerPids();
   process.kill(run.child.pid!, 'SIGTERM');
-  await run.waitFor(/SIGTERM: finishing/, 10_000);
-  const t0 = Date.now();
+  await run.waitFor(/SIGTERM: finishing/, HANG_GUARD_MS);
   process.kill(run.child.pid!, 'SIGTERM');
   const exit = await run.exited;
+  // 130 (not 0) and no checkpoint-and-stop line prove it did not wait for the step; no bound on wall time.
   assert.equal(exit.code, 130, run.out.slice(-2000));
-  assert.ok(Date.now() - t0 < 5000, `exited ${Date.now() - t0} ms after the second signal`);
-  assert.deepEqual(await waitGone(workers, 10_000), [], 'no orphan worker');
+  assert.doesNotMatch(run.out, /stopped at stage/);
+  assert.deepEqual(await waitGone(workers, HANG_GUARD_MS), [], 'no orphan worker');
 });
 
 test('--max-restarts 0: a lost worker makes the run checkpoint and stop with a clear message', { timeout: RUN_TIMEOUT_MS }, async () => {
@@ -78,5 +78,5 @@ test('--max-restarts 0: a lost worker makes the run checkpoint and stop with a c
   assert.match(run.out, /lost 1 worker\(s\), more than --max-restarts 0; checkpointed, resume with --resume/);
   assert.match(run.out, /checkpoint: \S+step-00000000[12]/, 'checkpointed before stopping');
   assert.doesNotMatch(run.out, /respawned local worker/);
-  assert.deepEqual(await waitGone([survivor!], 10_000), [], 'the survivor is stopped');
+  assert.deepEqual(await waitGone([survivor!], HANG_GUARD_MS), [], 'the survivor is stopped');
 });
