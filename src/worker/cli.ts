@@ -54,8 +54,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const tag = `[worker ${process.pid}]`;
-  // Spawned by a coordinator with a control pipe (a local worker): the pipe closing is the coordinator's death.
-  const parentPipe = process.channel !== undefined;
+  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // coordinator's death. Another parent's IPC channel (a process manager) is not taken for the coordinator.
+  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
   const worker = new Worker({ ...options, parentPipe, log: (line) => console.error(`${tag} ${line}`) });
   if (parentPipe) {
     process.channel!.unref();
