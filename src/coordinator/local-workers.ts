@@ -1,6 +1,11 @@
 /**
  * Local worker processes: one per GPU (pinned with `CUDA_VISIBLE_DEVICES`) or, without GPUs, one per CPU core
  * (the WASM backend runs one thread per process). Spawns, respawns and stops them; reports every exit.
+ *
+ * Death is seen from the process itself, never guessed from silence (as torchrun's local agent watches its
+ * children): each child gets an IPC pipe, and the first of "the pipe closed" or "the process exited" is reported
+ * at once as `lost`. A busy machine can delay heartbeats by seconds; it cannot fake an exit. The pipe also works
+ * the other way: a worker whose coordinator died sees its end of the pipe close and exits (see `worker/cli.ts`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -30,6 +35,14 @@ export interface WorkerExit {
   readonly signal: NodeJS.Signals | null;
   /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.kill}. */
   readonly expected: boolean;
+}
+
+/** Emitted as `lost` (once per process) when a local worker's control pipe closes or it exits, unasked. */
+export interface WorkerLoss {
+  readonly slot: number;
+  readonly pid: number;
+  /** What was seen, e.g. `process 123 exited (code null, signal SIGKILL)`. */
+  readonly reason: string;
 }
 
 /** GPUs the NVIDIA driver lists (0 when there is no driver). */
@@ -78,8 +91,10 @@ export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = 
 }
 
 /** A set of local worker processes; `start(n)`, `respawn(slot)`, `close()` (idempotent). */
-export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
+export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [WorkerLoss] }> {
   private readonly children = new Map<number, ChildProcess>();
+  /** Slot of every process this set ever spawned, by pid (a lost member is matched to its slot after it exited). */
+  private readonly slotByPid = new Map<number, number>();
   private readonly expectedExit = new Set<number>();
   private readonly gpus: number;
   private readonly busIds: string[];
@@ -108,6 +123,17 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
     return new Map([...this.children].map(([slot, c]) => [slot, c.pid ?? -1]));
   }
 
+  /** Slot of a process this set spawned (running or not), or null for any other pid (e.g. a remote worker). */
+  slotOf(pid: number): number | null {
+    return this.slotByPid.get(pid) ?? null;
+  }
+
+  /** Whether the process spawned for `pid` is still running (neither its exit nor its pipe closing was seen). */
+  isRunning(pid: number): boolean {
+    const slot = this.slotByPid.get(pid);
+    return slot !== undefined && this.children.get(slot)?.pid === pid;
+  }
+
   /** Starts a new process in `slot` (after its previous one exited). */
   respawn(slot: number): void {
     if (this.closed || this.children.has(slot)) return;
@@ -126,15 +152,32 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
     const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
     const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
       env: workerEnv(slot, this.gpus, process.env, this.busIds),
-      stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit'],
+      stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit', 'ipc'],
     });
+    // The pipe must not keep the coordinator alive (the child process handle already does while it runs).
+    child.channel?.unref();
     this.children.set(slot, child);
     const pid = child.pid ?? -1;
+    this.slotByPid.set(pid, slot);
+    let reported = false;
+    const lost = (reason: string): void => {
+      if (reported || this.closed || this.expectedExit.has(pid)) return;
+      reported = true;
+      // The slot is free from now on (a respawn must not wait for the exit); a process whose pipe closed while it
+      // still runs is ended, so a replacement never meets its predecessor.
+      if (this.children.get(slot) === child) this.children.delete(slot);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      this.emit('lost', { slot, pid, reason });
+    };
+    child.on('disconnect', () => lost(`process ${pid}'s control pipe closed`));
     child.on('exit', (code, signal) => {
       if (this.children.get(slot) === child) this.children.delete(slot);
+      lost(`process ${pid} exited (code ${code}, signal ${signal})`);
       const expected = this.closed || this.expectedExit.delete(pid);
       this.emit('exit', { slot, pid, code, signal, expected });
     });
+    // A spawn failure (e.g. EAGAIN) emits `error` and maybe no `exit`: it is a loss too, never an uncaught error.
+    child.on('error', (err) => lost(`process in slot ${slot} failed: ${err.message}`));
   }
 
   /**

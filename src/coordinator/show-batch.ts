@@ -4,7 +4,7 @@
  * `src/shared/data/show-batch.ts`. Written as `show-batch.png` at the start of every run and by
  * `coordinator show-batch`.
  */
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { dataLine } from '../shared/data/accounting.js';
 import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../shared/config.js';
@@ -40,7 +40,7 @@ export const DEFAULT_SHOW_BATCH_RUN: Readonly<Required<ShowBatchRunOptions>> = O
  * @returns the picture size in px
  * @throws TrainerError ERR_BAD_FLAG on rows/size outside their ranges, ERR_DATA when there are no training images
  */
-export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: string, options: ShowBatchRunOptions = {}): Promise<{ width: number; height: number }> {
+export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: string, options: ShowBatchRunOptions = {}): Promise<{ width: number; height: number; json: string }> {
   const o = { ...DEFAULT_SHOW_BATCH_RUN, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   checkInt('--rows', o.rows, 1, 16);
   checkInt('--size', o.size, 8);
@@ -54,8 +54,10 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
     const size = await showBatch(first.value, data.classes, outPath, { rows: o.rows, cols: o.rows });
     // The numbers beside the picture, as for every report picture: which items and labels it shows.
     const items = Array.from(first.value.y, (label, k) => ({ label: data.classes[label], path: data.paths[data.train[plan.batches[0]!.indices[k]!]!] }));
-    await writeFile(outPath.replace(/\.png$/i, '') + '.json', `${JSON.stringify({ rows: o.rows, size: o.size, seed: o.seed, transforms: o.transforms, items }, null, 2)}\n`);
-    return size;
+    // Beside the PNG (never in the current directory unless the PNG is there): <out without .png>.json.
+    const json = join(dirname(outPath), `${basename(outPath).replace(/\.png$/i, '')}.json`);
+    await writeFile(json, `${JSON.stringify({ rows: o.rows, size: o.size, seed: o.seed, transforms: o.transforms, items }, null, 2)}\n`);
+    return { ...size, json };
   } finally {
     await loader.close();
   }
@@ -93,8 +95,8 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
     out(dataLine(data.account, data.classes.length));
     assertTrainable(data);
     const outPath = resolve(f.out);
-    const { width, height } = await writeShowBatch(data, pool, outPath, options);
-    out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root})`);
+    const { width, height, json } = await writeShowBatch(data, pool, outPath, options);
+    out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root}); items and labels in ${json}`);
     return 0;
   } finally {
     await pool.close();

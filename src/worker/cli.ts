@@ -57,7 +57,20 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const tag = `[worker ${process.pid}]`;
   const log = (line: string): void => console.error(`${tag} ${line}`);
-  const worker = new Worker({ ...options, log });
+  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // coordinator's death. Another parent's IPC channel (a process manager) is not taken for the coordinator.
+  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
+  const worker = new Worker({ ...options, parentPipe, log });
+  if (parentPipe) {
+    process.channel!.unref();
+    const gone = (): void => {
+      log('ERR_WORKER_LOST: the coordinator process is gone (its control pipe closed); exiting');
+      worker.stop(WORKER_EXIT.coordinatorLost);
+    };
+    // The pipe may have closed while this module was loading (the event was emitted before anyone listened).
+    if (!process.connected) gone();
+    else process.once('disconnect', gone);
+  }
   const onSigterm = (): void => {
     log('SIGTERM: closing');
     worker.stop(WORKER_EXIT.sigterm);

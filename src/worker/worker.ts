@@ -41,6 +41,11 @@ export interface WorkerOptions {
   readonly heartbeatTimeoutMs: number;
   /** Coordinator's CURVE public key (Z85) or null. */
   readonly curveServerKey: string | null;
+  /**
+   * The coordinator is this process's parent and its death is seen from the control pipe closing (a local
+   * worker): coordinator silence alone then never ends the process, since a loaded machine delays heartbeats.
+   */
+  readonly parentPipe?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -117,7 +122,8 @@ export class Worker {
       this.socket.curveSecretKey = keys.secretKey;
     }
     this.heartbeat = new HeartbeatThread({
-      endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs, timeoutMs: o.heartbeatTimeoutMs,
+      endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs,
+      timeoutMs: o.parentPipe === true ? Number.MAX_SAFE_INTEGER : o.heartbeatTimeoutMs,
       curveServerKey: o.curveServerKey,
       onCoordinatorLost: (ms) => {
         const why = this.rank < 0

@@ -29,13 +29,21 @@ export function makeFixture(dir: string, breeds = 2): string {
 /**
  * Flags of the tiny run every fault test uses: resnet18 at 32 px, bs 2, 2 breeds (13 train / 3 valid images),
  * stage-1 2 epochs frozen + stage-2 1 epoch unfrozen (2 steps per epoch with 3 workers: 6 steps), no lr_find
- * (its 100-step sweep is too slow for the suite), WASM, ephemeral ports, short heartbeats.
+ * (its 100-step sweep is too slow for the suite), WASM, ephemeral ports. The workers are local, so their death is
+ * seen from their processes (exit, closed pipe) and the heartbeat flags judge no one: a loaded machine that
+ * delays heartbeats by seconds cannot make a test fail.
  */
 export function tinyRunArgs(data: string, runDir: string, workers = 3): string[] {
   return ['--workers', String(workers), '--data', data, '--pretrained', 'none', '--arch', 'resnet18', '--size', '32', '--bs', '2',
     '--epochs', '2', '--fine-tune-epochs', '1', '--no-lr-find', '--backend', 'wasm', '--metrics-port', '-1',
     '--bind', 'tcp://127.0.0.1:0', '--run-dir', runDir, '--plain', '--heartbeat-interval-ms', '300', '--heartbeat-timeout-ms', '4000'];
 }
+
+/**
+ * Upper bound of waits for something that must happen soon (processes gone, a log line after a signal). Only a
+ * hang guard: no assertion depends on how fast it happens, since a loaded machine stretches everything.
+ */
+export const HANG_GUARD_MS = 60_000;
 
 /** How a coordinator process ended. */
 export interface Exit {

@@ -100,14 +100,21 @@ function section(title: string, body: string[]): string {
   return body.length === 0 ? '' : `<h2>${escapeXml(title)}</h2>\n${body.join('\n')}`;
 }
 
+/** A file or folder of the run directory that the report links (relative path, and what it holds). */
+export interface RunFileLink {
+  readonly href: string;
+  readonly what: string;
+}
+
 /**
  * Builds `index.html`.
  *
  * @param input - the report input (title, notice, config, stages, interpretation)
  * @param pictures - pictures already written in the run directory
  * @param mostConfusedMinVal - `min_val` of the most_confused table (fastai tutorial: 2)
+ * @param files - other files of the run to link in a last "Files" section (configuration, numbers, models)
  */
-export function renderReportHtml(input: RunReportInput, pictures: readonly ReportPicture[], mostConfusedMinVal: number): string {
+export function renderReportHtml(input: RunReportInput, pictures: readonly ReportPicture[], mostConfusedMinVal: number, files: readonly RunFileLink[] = []): string {
   const figures = (s: ReportSection): string[] => pictures.filter((p) => p.section === s).map(figureHtml);
   const interp = input.interpretation;
   const interpretation = figures('interpretation');
@@ -124,6 +131,7 @@ export function renderReportHtml(input: RunReportInput, pictures: readonly Repor
     section('lr_find', figures('lr_find')),
     section('Training', [...(input.stages ?? []).map(stageTableHtml), ...figures('training')]),
     section('Interpretation', interpretation),
+    section('Files', files.length === 0 ? [] : [`<ul>${files.map((f) => `<li><a href="${escapeXml(encodeURI(f.href))}">${escapeXml(f.href)}</a> — ${escapeXml(f.what)}</li>`).join('')}</ul>`]),
   ];
   return `<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>${escapeXml(input.title)}</title>` +
     `<style>${CSS}</style></head><body>\n${parts.filter((p) => p !== '').join('\n')}\n</body></html>\n`;
