@@ -88,8 +88,9 @@ test('a run that fails before its first checkpoint (no images) leaves no empty r
   mkdirSync(join(empty, 'images'), { recursive: true });
   const runDir = join(tmp, 'runs', 'failed');
   const coord = startProc('coordinator', tinyRunFlags(empty, runDir, ['--workers', '1']));
-  assert.equal(await coord.exited, 1, coord.output());
-  assert.match(coord.output(), /ERR_DATA/);
+  // Data that cannot be trained is a bad input, found before any worker starts: exit 2 (docs/data.md).
+  assert.equal(await coord.exited, 2, coord.output());
+  assert.match(coord.output(), /ERR_BAD_DATA/);
   assert.doesNotMatch(coord.output(), /coordinator listening|^metrics:/m, 'nothing about ports is printed before a data error');
   assert.match(coord.output(), /removed \S+failed: the run failed before its first checkpoint/);
   assert.equal(existsSync(runDir), false, 'no runs/<date-time> folder left');
