@@ -112,6 +112,10 @@ export class Worker {
   private inFlightStep: number | null = null;
   /** A BatchNorm sync (an all-reduce) is running: a new ring (`welcome`) must interrupt it too. */
   private inFlightSync = false;
+  /** Newest ring generation announced (`welcome` seen by the receive loop, possibly not yet processed). */
+  private announcedGeneration = -1;
+  /** A step aborted while it was still queued, with the newest generation announced at that moment. */
+  private abortedBeforeStart: { step: number; generation: number } | null = null;
 
   constructor(private readonly o: WorkerOptions) {
     this.socket.routingId = this.id;
@@ -207,6 +211,11 @@ export class Worker {
       if ((msg.type === 'abort' && this.inFlightStep === msg.step) || (msg.type === 'welcome' && (this.inFlightStep !== null || this.inFlightSync))) {
         this.reducer().abort(`${msg.type} from the coordinator`);
       }
+      // Commands still queued behind the one in progress may be stale by now: remember what makes them so, and
+      // process() refuses them at once instead of entering an all-reduce with a dead peer (which would hold this
+      // worker until the all-reduce timeout while the coordinator waits for its next reply).
+      if (msg.type === 'welcome') this.announcedGeneration = Math.max(this.announcedGeneration, msg.generation);
+      if (msg.type === 'abort' && this.inFlightStep !== msg.step) this.abortedBeforeStart = { step: msg.step, generation: this.announcedGeneration };
       if (msg.type === 'shutdown') {
         this.o.log(`shutdown: ${msg.reason}`);
         this.stop(WORKER_EXIT.ok);
@@ -227,6 +236,7 @@ export class Worker {
 
   private async process(msg: Message, frames: readonly Buffer[]): Promise<void> {
     try {
+      this.refuseStale(msg);
       if (msg.type === 'step') this.inFlightStep = msg.step;
       if (msg.type === 'sync-bn') this.inFlightSync = true;
       await this.handle(msg, frames);
@@ -240,6 +250,21 @@ export class Worker {
       if (msg.type === 'step') this.inFlightStep = null;
       if (msg.type === 'sync-bn') this.inFlightSync = false;
     }
+  }
+
+  /**
+   * Refuses, before it starts, a ring command that was overtaken while queued: a `step` or `sync-bn` of a generation
+   * older than the newest `welcome` received, or a `step` the coordinator aborted before this worker began it (the
+   * coordinator redoes it under a newer generation). The refusal is an ordinary failure reply, which the coordinator
+   * ignores as stale.
+   * @throws TrainerError ERR_WORKER_LOST for such a command
+   */
+  private refuseStale(msg: Message): void {
+    if (msg.type !== 'step' && msg.type !== 'sync-bn') return;
+    const aborted = this.abortedBeforeStart;
+    const stale = msg.generation < this.announcedGeneration
+      || (msg.type === 'step' && aborted !== null && aborted.step === msg.step && msg.generation <= aborted.generation);
+    if (stale) throw new TrainerError('ERR_WORKER_LOST', `${msg.type} of generation ${msg.generation} overtaken before it started (newest ring generation ${this.announcedGeneration}); skipped`);
   }
 
   private reducer(): AllReducer {
