@@ -40,7 +40,8 @@ describe('coordinator show-batch', () => {
     assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '1', '--size', '16', '--out', path.join(sub, 'batch.png')], (l) => lines.push(l)), 0);
     assert.deepEqual(readdirSync(sub).sort(), ['batch.json', 'batch.png']);
     assert.deepEqual(readdirSync(process.cwd()).sort(), before, 'nothing new in the current directory');
-    assert.ok(lines[0]!.endsWith(path.join(sub, 'batch.json')), lines[0]);
+    const said = lines.find((l) => l.startsWith('show_batch:'));
+    assert.ok(said?.endsWith(path.join(sub, 'batch.json')), lines.join('\n'));
   });
 
   it('rejects --rows 0 naming the flag', async () => {
