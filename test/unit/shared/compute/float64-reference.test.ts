@@ -11,7 +11,8 @@
  *
  * Metric: relative error max|ours − ref| / max|ref|. Tolerances: BatchNorm 1e-6 (sums in float64, measured
  * ≤ 2.3e-7); convolutions 3e-5 (XNNPACK and tfjs-cpu sum in float32 or float64: measured ≤ 7.6e-6, the stem's
- * 50176-term filter-gradient sums being the largest); max-pool gradient exact (it only moves values).
+ * 50176-term filter-gradient sums being the largest); max-pool gradient 1e-6 (it moves values and sums, in float32,
+ * the up to 4 overlapping windows that share a maximum: measured 7.2e-8).
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -183,7 +184,7 @@ for (const shape of [[4, 7, 7, 512], [4, 56, 56, 64]] as Shape4[]) {
   });
 }
 
-test('max pool 3x3/2 p1 gradient at the stem\'s [4,112,112,64] is exact on wasm (the project\'s kernel)', async () => {
+test('max pool 3x3/2 p1 gradient at the stem\'s [4,112,112,64] matches float64 ≤ 1e-6 on wasm (the project\'s kernel)', async () => {
   const shape: Shape4 = [4, 112, 112, 64];
   const [n, h, w, c] = shape;
   const ho = 56;
@@ -217,6 +218,6 @@ test('max pool 3x3/2 p1 gradient at the stem\'s [4,112,112,64] is exact on wasm 
     });
     const err = relError(g.dataSync(), ref);
     g.dispose();
-    assert.equal(err, 0, `${backend}: relative error ${err}`);
+    assert.ok(err <= 1e-6, `${backend}: relative error ${err.toExponential(2)} > 1e-6`);
   }
 });
