@@ -4,17 +4,23 @@
  *
  * Usage:
  * ```
- * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|wasm|cpu] [--reps 3] [--json]
+ * npm run bench:compute -- --arch resnet34 --size 224 --bs 16 [--backend auto|tensorflow|webgpu|native|wasm|cpu] [--reps 3] [--json]
  *   [--clock wall|cpu]
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
+ * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --clock cpu --torch  # + PyTorch beside
  * ```
+ * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
+ * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
  * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
  * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
  * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
- * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS.
+ * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS; on WebGPU also the peak
+ * device memory (tfjs's buffer pool) and the per-kernel GPU times of one whole step (timestamp queries).
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
-import { pathToFileURL } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
@@ -113,13 +119,14 @@ function nowMs(clock: BenchClock): number {
 }
 
 /** Median ms of `op(fresh)` over `reps` runs after one warm-up; `fresh` is a new copy of `perRun` each run. */
-function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Tensor, clock: BenchClock): number {
+async function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Tensor, clock: BenchClock): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i <= reps; i++) {
     const fresh = tf.clone(perRun);
+    await fresh.data(); // the copy is made before the clock starts (asynchronous backends queue it)
     const t0 = nowMs(clock);
     const out = op(fresh);
-    out.dataSync(); // forces completion on asynchronous backends; WASM kernels are synchronous anyway
+    await out.data(); // waits for completion on asynchronous backends (WebGPU); WASM kernels are synchronous anyway
     const ms = nowMs(clock) - t0;
     tf.dispose([out, fresh]);
     if (i > 0) times.push(ms);
@@ -132,7 +139,7 @@ function timeOp(reps: number, perRun: tf.Tensor, op: (fresh: tf.Tensor) => tf.Te
  * fresh copy of the weights (forward, input gradient) or of dy (filter gradient), as in training where they change
  * every step: XNNPACK caches a packed filter per tensor, so reusing one tensor would leave the packing out.
  */
-export function timeConv(shape: ConvShape, reps: number, clock: BenchClock = 'wall'): ConvTiming {
+export async function timeConv(shape: ConvShape, reps: number, clock: BenchClock = 'wall'): Promise<ConvTiming> {
   const { input, kernel: k, stride, pad, outChannels: co } = shape;
   const wShape: [number, number, number, number] = [k, k, input[3], co];
   const x = tf.randomUniform(input, -1, 1, 'float32', 1) as tf.Tensor4D;
@@ -144,10 +151,10 @@ export function timeConv(shape: ConvShape, reps: number, clock: BenchClock = 'wa
     return {
       shape,
       flops: 2 * input[0] * ho * ho * k * k * input[3] * co,
-      forwardMs: timeOp(reps, w, (fw) => tf.conv2d(x, fw as tf.Tensor4D, stride, pad), clock),
-      filterGradMs: timeOp(reps, dy, (fdy) => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: fdy },
+      forwardMs: await timeOp(reps, w, (fw) => tf.conv2d(x, fw as tf.Tensor4D, stride, pad), clock),
+      filterGradMs: await timeOp(reps, dy, (fdy) => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: fdy },
         { ...attrs, filterShape: wShape }) as tf.Tensor, clock),
-      inputGradMs: timeOp(reps, w, (fw) => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: fw },
+      inputGradMs: await timeOp(reps, w, (fw) => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: fw },
         { ...attrs, inputShape: input }) as tf.Tensor, clock),
     };
   } finally {
@@ -217,6 +224,34 @@ interface BenchFlags {
   json?: boolean;
   profile?: boolean;
   clock: string;
+  torch?: string | boolean;
+}
+
+/** The PyTorch reference step of `scripts/bench-torch.py` (its JSON line). */
+export interface TorchStepResult {
+  readonly framework: string;
+  readonly threads: number;
+  readonly stepMs: number;
+  readonly stepCpuMs: number;
+  readonly imagesPerSecond: number;
+  readonly imagesPerCpuSecond: number;
+  readonly peakRssMiB: number;
+}
+
+/**
+ * Runs the PyTorch one-thread reference step (`scripts/bench-torch.py`) with `python`.
+ * @throws TrainerError ERR_BACKEND when Python/PyTorch is missing or the script fails
+ */
+export function measureTorchStep(python: string, arch: BenchArch, size: number, batch: number, reps: number): TorchStepResult {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'bench-torch.py');
+  const res = spawnSync(python, [script, '--arch', arch, '--size', String(size), '--bs', String(batch), '--reps', String(reps)],
+    { encoding: 'utf8' });
+  const line = res.stdout?.trim().split('\n').pop() ?? '';
+  if (res.status !== 0 || !line.startsWith('{')) {
+    const why = res.error?.message ?? res.stderr?.trim().split('\n').pop() ?? `exit ${res.status}`;
+    throw new TrainerError('ERR_BACKEND', `PyTorch reference (${python} ${script}) failed: ${why}`);
+  }
+  return JSON.parse(line) as TorchStepResult;
 }
 
 function parseClock(value: string): BenchClock {
@@ -274,7 +309,12 @@ async function run(flags: BenchFlags): Promise<void> {
   const size = intFlag('size', flags.size, 32);
   const batch = intFlag('bs', flags.bs, 1);
   const reps = intFlag('reps', flags.reps, 1);
-  const choice = await initBackend(parseBackendRequest(flags.backend));
+  const request = parseBackendRequest(flags.backend);
+  // Per-kernel GPU times come from timestamp queries, which Dawn rounds to ~65 µs unless told otherwise.
+  if (request === 'webgpu' || request === 'auto') {
+    process.env.PETS_DAWN_FLAGS = `${process.env.PETS_DAWN_FLAGS ?? ''} disable-dawn-features=timestamp_quantization`.trim();
+  }
+  const choice = await initBackend(request);
   if (flags.profile) {
     const kernels = await profileWholeStep(arch, size, batch);
     if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, kernels }));
@@ -283,13 +323,24 @@ async function run(flags: BenchFlags): Promise<void> {
   }
   if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up, ${flags.clock} clock`);
   const clock = parseClock(flags.clock);
-  const timings = resnetConvShapes(arch, size, batch).map((shape) => timeConv(shape, reps, clock));
+  const timings: ConvTiming[] = [];
+  for (const shape of resnetConvShapes(arch, size, batch)) timings.push(await timeConv(shape, reps, clock));
   const sum = totals(timings);
   const step = await measureTrainingStep(arch, size, batch, reps);
   const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+  const python = flags.torch === true ? '/usr/bin/python3' : flags.torch;
+  const torch = python ? measureTorchStep(python, arch, size, batch, reps) : null;
+  const vsTorch = torch !== null && step !== null ? step.imagesPerCpuSecond / torch.imagesPerCpuSecond : null;
+  // On a GPU backend: the device memory tfjs allocated (its buffer pool only grows, so this is the peak) and the
+  // per-kernel times of one whole step.
+  const device = choice.kind === 'webgpu' ? {
+    peakDeviceMiB: (tf.memory() as tf.MemoryInfo & { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU! / 2 ** 20,
+    kernels: await profileWholeStep(arch, size, batch),
+  } : null;
   if (flags.json) {
-    console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, reps, clock, convs: timings, totals: sum,
-      trainingStep: step, peakRssMiB }));
+    console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, reps, clock, convs: timings,
+      totals: sum, trainingStep: step, peakRssMiB, ...device,
+      ...(torch === null ? {} : { torch, imagesPerCpuSecondVsTorch: vsTorch }) }));
     return;
   }
   printTable(timings, sum);
@@ -297,6 +348,16 @@ async function run(flags: BenchFlags): Promise<void> {
     : `whole training step: ${step.stepMs.toFixed(0)} ms, ${step.imagesPerSecond.toFixed(1)} images/s (wall); ` +
       `${step.stepCpuMs.toFixed(0)} ms, ${step.imagesPerCpuSecond.toFixed(1)} images/s (process CPU time)`);
   console.log(`peak RSS: ${peakRssMiB.toFixed(0)} MiB`);
+  if (torch !== null) {
+    console.log(`${torch.framework}, ${torch.threads} thread: ${torch.stepMs.toFixed(0)} ms, ` +
+      `${torch.imagesPerSecond.toFixed(1)} images/s (wall); ${torch.stepCpuMs.toFixed(0)} ms, ` +
+      `${torch.imagesPerCpuSecond.toFixed(1)} images/s (process CPU time); peak RSS ${torch.peakRssMiB.toFixed(0)} MiB`);
+    console.log(`${choice.kind} / PyTorch, images per CPU-second: ${vsTorch?.toFixed(2)}×`);
+  }
+  if (device !== null) {
+    console.log(`peak device memory: ${device.peakDeviceMiB.toFixed(0)} MiB (tfjs-webgpu buffers allocated, after the step benchmark)`);
+    printProfile(device.kernels);
+  }
 }
 
 /**
@@ -310,11 +371,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--arch <arch>', ARCHS.join('|'), 'resnet34')
     .option('--size <pixels>', 'image side, pixels (≥ 32)', '224')
     .option('--bs <n>', 'batch size (≥ 1)', '16')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
+    .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });

@@ -116,7 +116,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
     .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')
     .option('--seed <n>', 'seed of split, shuffles, augmentation, init (≥ 0)', '42')
-    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--dir <dir>', 'folder for models/ and the lr_find plot', 'runs/learn')
     .option('--lr-find', 'after stage 1: unfreeze and run lr_find, write lr_find.png')
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')

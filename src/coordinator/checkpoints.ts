@@ -8,7 +8,8 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { loadLatestCheckpoint, writeCheckpoint } from '../shared/checkpoint.js';
+import { join } from 'node:path';
+import { loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../shared/checkpoint.js';
 import type { RunConfig, RunConfigInput } from '../shared/config.js';
 import { resolveRunConfig } from '../shared/config.js';
 import { TrainerError } from '../shared/errors.js';
@@ -36,7 +37,7 @@ export interface CheckpointPlan {
 export interface SamplerState {
   readonly dataEpoch: number;
   readonly stepInEpoch: number;
-  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch a on rank r at global step k uses hashSeed(seed, k, r, a)). */
+  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch m at global step k uses hashSeed(seed, k, m, 0): `plan.ts` dropoutSeed). */
   readonly seed: number;
 }
 
@@ -119,11 +120,24 @@ export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers
 
 /** Writes checkpoints of one run. */
 export class CheckpointStore {
+  /** The newest checkpoint this store wrote: global step, state file and its sha256 (null before the first). */
+  newest: { readonly globalStep: number; readonly stateFile: string; readonly sha256: string } | null = null;
+
   constructor(private readonly runDir: string, private readonly keep: number) {}
 
-  /** Writes one checkpoint at the history's global step. @returns its directory */
-  write(meta: CheckpointMeta, state: Uint8Array): string {
-    return writeCheckpoint(this.runDir, meta.history.position.globalStep, new Map([['state.safetensors', state]]), meta, this.keep);
+  /**
+   * Writes one checkpoint at the history's global step; a state identical to the newest checkpoint's is
+   * hard-linked, not written again. @returns its directory, what was linked and the bytes written
+   */
+  write(meta: CheckpointMeta, state: Uint8Array): WrittenCheckpoint {
+    const written = writeCheckpointDetailed(this.runDir, meta.history.position.globalStep, new Map([['state.safetensors', state]]), meta, this.keep);
+    this.newest = { globalStep: meta.history.position.globalStep, stateFile: join(written.dir, 'state.safetensors'), sha256: written.files['state.safetensors']!.sha256 };
+    return written;
+  }
+
+  /** The newest checkpoint's state file when it holds exactly `state` (a stage model saved after it can share it). */
+  sameStateFile(state: Uint8Array): string | null {
+    return this.newest !== null && existsSync(this.newest.stateFile) && sha256(state) === this.newest.sha256 ? this.newest.stateFile : null;
   }
 }
 

@@ -4,7 +4,7 @@
  * - `coordinator predict <run-dir | model.safetensors> <image…>` — breed and probability per image;
  * - `coordinator interpret <run-dir | model.safetensors> [--data …]` — top losses, confusion matrix, report;
  * - `coordinator show-batch [--data …] [--rows 3] [--size 224] [--out show-batch.png]` — fastai's `show_batch`.
- * Bad flags stop the run before anything starts (exit code 2).
+ * Bad flags and data that cannot be trained stop the run before any worker starts (exit code 2).
  */
 import { CommanderError } from 'commander';
 import { isTrainerError } from '../shared/errors.js';
@@ -15,10 +15,13 @@ import { runInterpretCommand, runPredictCommand } from './inference.js';
 import { runShowBatchCommand } from './show-batch.js';
 
 function errorExit(err: unknown): number {
-  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+  if (err instanceof CommanderError) return err.exitCode === 0 ? COORDINATOR_EXIT.ok : COORDINATOR_EXIT.badFlag;
   const code = isTrainerError(err) ? err.code : null;
   console.error(`coordinator: ${code ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`);
-  return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' ? 2 : 1;
+  // ERR_BAD_DATA: the data cannot be trained as given (nothing labelled, an empty split, a class of bad files):
+  // like a bad flag, the input must change, and it is found before any worker starts.
+  return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' || code === 'ERR_BAD_DATA'
+    ? COORDINATOR_EXIT.badFlag : COORDINATOR_EXIT.failed;
 }
 
 async function train(argv: readonly string[]): Promise<number> {
@@ -38,29 +41,61 @@ async function train(argv: readonly string[]): Promise<number> {
     if (signals === 1) {
       io.log(`${sig}: finishing the current step, then checkpointing and stopping (again to exit at once)`);
       coordinator.requestStop();
-    } else {
-      io.log(`${sig} again: exiting now`);
-      process.exit(130);
+    } else if (signals === 2) {
+      io.log(`${sig} again: exiting now (workers get SIGTERM; no checkpoint of this step)`);
+      // The pending run() may hold timers for minutes: once everything is closed (no thread holds a socket in
+      // this process), exiting here is safe.
+      void coordinator.closeNow().finally(() => process.exit(COORDINATOR_EXIT.secondSignal));
     }
+  };
+  // An error nothing caught: the run cannot go on, but its workers still get a clean close (SIGTERM) and the
+  // process a chosen code, rather than Node's crash with the workers SIGKILLed by the exit handler.
+  let crashed = false;
+  const onUncaught = (err: unknown): void => {
+    io.log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    if (crashed) return;
+    crashed = true;
+    void coordinator.closeNow().finally(() => process.exit(COORDINATOR_EXIT.failed));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
+  let code: number = COORDINATOR_EXIT.ok;
+  let failure: unknown;
   try {
-    const result = await coordinator.run();
-    return result.stopped ? 0 : 0;
+    await coordinator.run();
   } catch (err) {
-    return errorExit(err);
-  } finally {
-    await coordinator.close();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    failure = err;
+    code = errorExit(err);
   }
+  await coordinator.close(failure);
+  process.off('uncaughtException', onUncaught);
+  process.off('unhandledRejection', onUncaught);
+  // The signal handlers stay until the process ends: a signal during the last moments changes nothing.
+  return code;
 }
+
+/**
+ * Exit codes of the coordinator (docs/fault-tolerance.md, "Shutdown order and exit codes"). Every ending closes
+ * the workers, sockets, servers and pools first ({@link Coordinator.close}).
+ */
+export const COORDINATOR_EXIT = Object.freeze({
+  /** The run finished, or stopped cleanly on a first SIGINT/SIGTERM (checkpointed; `--resume` continues). */
+  ok: 0,
+  /** The run failed: a failed step, workers lost beyond `--max-restarts`, replicas that differ, data or ports. */
+  failed: 1,
+  /** A bad flag, configuration or data set that cannot be trained (ERR_BAD_DATA): nothing was started. */
+  badFlag: 2,
+  /** A second SIGINT/SIGTERM: abandoned at once (128 + SIGINT's 2, as a shell reports Ctrl-C). */
+  secondSignal: 130,
+});
 
 /**
  * Entry point of `npx coordinator`.
  * @param argv - arguments after the program name
- * @returns the process exit code (0 success or clean stop, 2 bad flag or config, 1 failed run)
+ * @returns the process exit code ({@link COORDINATOR_EXIT}: 0 success or clean stop, 1 failed run, 2 bad flag,
+ *   config or data, 130 a second signal)
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;

@@ -21,7 +21,12 @@ export class Cluster {
   private requestSeq = 1;
   private lostController = new AbortController();
 
-  constructor(private readonly control: ControlServer, private readonly log: (line: string) => void) {
+  /**
+   * @param onAnnounce - called with the new world size and generation before every `welcome` goes out (the star
+   *   all-reduce server must serve the same group as the workers, also after respawns and elastic changes)
+   */
+  constructor(private readonly control: ControlServer, private readonly log: (line: string) => void,
+    private readonly onAnnounce: (worldSize: number, generation: number) => void = () => undefined) {
     control.on('lost', (m, reason) => {
       log(`worker rank ${m.rank} (pid ${m.hello.pid} on ${m.hello.host}) lost: ${reason}`);
       if (m.rank >= 0) this.lostController.abort(`rank ${m.rank} lost: ${reason}`);
@@ -91,6 +96,7 @@ export class Cluster {
     this.lostController = new AbortController();
     const members = this.ranks();
     const ring = members.map((m) => ({ rank: m.rank, dataAddress: m.hello.dataAddress }));
+    this.onAnnounce(members.length, this.generation);
     for (const m of members) {
       m.state = 'ready';
       await this.control.send(m, { type: 'welcome', rank: m.rank, worldSize: members.length, generation: this.generation, ring });

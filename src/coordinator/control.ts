@@ -71,7 +71,24 @@ export interface ControlOptions {
   readonly heartbeatTimeoutMs: number;
   /** CURVE secret key of the coordinator (Z85), or null. */
   readonly curveSecretKey?: string | null;
+  /**
+   * Whether a member's death is seen from its process (a local child: exit or closed pipe), so silence must not
+   * declare it lost: a loaded machine delays heartbeats, it does not kill processes. Default: none is.
+   */
+  readonly watchedByProcess?: (m: Member) => boolean;
   readonly log: (line: string) => void;
+}
+
+/**
+ * Silence of a member that counts against it, milliseconds: time since it was last heard, minus the time this
+ * process itself could not listen (its event loop was blocked, e.g. by a checkpoint hash, so heartbeats that had
+ * arrived were not read yet). A pure policy, so it is tested without sleeping.
+ * @param nowMs - current wall time, ms since the epoch
+ * @param lastHeardMs - when the member's last message was read
+ * @param deafMs - how long this process was blocked since `lastHeardMs` (≥ 0)
+ */
+export function countedSilenceMs(nowMs: number, lastHeardMs: number, deafMs: number): number {
+  return Math.max(0, nowMs - lastHeardMs - deafMs);
 }
 
 type Waiter = { match: (m: Message, id: string) => boolean; resolve: (v: { message: Message; frames: readonly Buffer[]; id: string }) => void };
@@ -87,6 +104,11 @@ export class ControlServer extends EventEmitter<{
   private readonly members = new Map<string, Member>();
   private waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** When the previous heartbeat tick ran, and per member the time this process was blocked since it was heard. */
+  private lastTickMs = 0;
+  private readonly deafMs = new Map<string, number>();
+  /** Process-watched members whose silence was already logged (logged once per silence). */
+  private readonly silentLogged = new Set<string>();
   private seq = 0;
   private closed = false;
   /** Frames rejected as malformed (for tests and logs). */
@@ -115,6 +137,7 @@ export class ControlServer extends EventEmitter<{
     }
     this.endpoint = (this.socket.lastEndpoint ?? bind).replace('0.0.0.0', '127.0.0.1');
     void this.receiveLoop();
+    this.lastTickMs = Date.now();
     this.timer = setInterval(() => this.tick(), this.o.heartbeatIntervalMs);
     return this.endpoint;
   }
@@ -132,6 +155,8 @@ export class ControlServer extends EventEmitter<{
   /** Removes a member from the table. */
   forget(id: string): void {
     this.members.delete(id);
+    this.deafMs.delete(id);
+    this.silentLogged.delete(id);
   }
 
   private async receiveLoop(): Promise<void> {
@@ -169,6 +194,8 @@ export class ControlServer extends EventEmitter<{
       return;
     }
     member.lastSeenMs = Date.now();
+    this.deafMs.set(id, 0);
+    this.silentLogged.delete(id);
     if (message.type === 'heartbeat') return;
     const i = this.waiters.findIndex((w) => w.match(message, id));
     if (i >= 0) {
@@ -189,11 +216,22 @@ export class ControlServer extends EventEmitter<{
 
   private tick(): void {
     const now = Date.now();
+    // A tick much later than its period means this process was blocked: what arrived meanwhile is not read yet.
+    const blocked = Math.max(0, now - this.lastTickMs - 2 * this.o.heartbeatIntervalMs);
+    this.lastTickMs = now;
     for (const m of this.members.values()) {
       if (m.state === 'lost') continue;
-      if (now - m.lastSeenMs > this.o.heartbeatTimeoutMs) {
-        this.markLost(m, `no heartbeat for ${now - m.lastSeenMs} ms (timeout ${this.o.heartbeatTimeoutMs} ms)`);
-        continue;
+      const deaf = (this.deafMs.get(m.id) ?? 0) + blocked;
+      this.deafMs.set(m.id, deaf);
+      const silent = countedSilenceMs(now, m.lastSeenMs, deaf);
+      if (silent > this.o.heartbeatTimeoutMs) {
+        if (this.o.watchedByProcess?.(m)) {
+          if (!this.silentLogged.has(m.id)) this.o.log(`worker rank ${m.rank} (pid ${m.hello.pid}, local) silent for ${silent} ms; its process is alive, so it is not declared lost (a local worker's death is seen from its exit)`);
+          this.silentLogged.add(m.id);
+        } else {
+          this.markLost(m, `no heartbeat for ${silent} ms (timeout ${this.o.heartbeatTimeoutMs} ms)`);
+          continue;
+        }
       }
       const hb = encode({ type: 'heartbeat', sender: 'coordinator', rank: -1, seq: this.seq, sentAtMs: now });
       this.socket.send([`${m.id}/hb`, ...hb]).catch(() => undefined);

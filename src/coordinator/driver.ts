@@ -4,14 +4,15 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
-import { assertTrainable, createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
+import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
-import { decodeReplicaState } from '../shared/learner/state-codec.js';
-import { writeSavedState } from '../shared/learner/save.js';
+import { writeSavedBlob } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
-import { archModel } from '../shared/config.js';
+import { archModel, augmentOf, type Arch } from '../shared/config.js';
+import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
@@ -30,6 +31,7 @@ import { finishRun, type RunResult } from './finish.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeStageReport } from './stage-report.js';
 import { writeShowBatch } from './show-batch.js';
+import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 
 /**
  * A `--pretrained` value that names a file must point at an existing file.
@@ -38,6 +40,21 @@ import { writeShowBatch } from './show-batch.js';
 export function checkPretrainedSource(value: string): void {
   if (value === 'imagenet' || value === 'none') return;
   if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
+}
+
+/**
+ * A `--pretrained` file must hold a torchvision state dict of `arch` (checked here, before any worker starts, rather
+ * than in every worker after it started).
+ * @throws TrainerError ERR_BAD_FLAG naming the file and the first mismatches
+ */
+export async function checkPretrainedFile(value: string, arch: Arch): Promise<void> {
+  if (value === 'imagenet' || value === 'none') return;
+  try {
+    await verifyTorchWeightsFile(value, archModel(arch));
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be a torchvision ${arch} state dict for --arch ${arch}: ${err.message}`, { cause: err });
+  }
 }
 
 /** Everything the coordinator prints goes through these. */
@@ -65,6 +82,13 @@ export class Coordinator {
   private classes: readonly string[] = [];
   private recorder: StepMetricsRecorder | null = null;
   private recovery: Recovery | null = null;
+  private closing: Promise<void> | null = null;
+  /** Set by {@link closeNow}: no shutdown message, no grace, no metrics linger. */
+  private hurry = false;
+  /** This run created its directory (so a run failing before its first checkpoint removes it again). */
+  private createdRunDir = false;
+  /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
+  private ended = false;
   readonly runDir: string;
 
   /**
@@ -87,18 +111,16 @@ export class Coordinator {
     const c = this.cmd.config;
     this.pool = new ImagePool({});
     this.pool.start();
-    const data = await createDataBunch({
-      data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, labelCsv: c.labels ?? undefined, split: c.split,
-      validPct: c.validPct, seed: c.seed, verify: true,
-      onSkip: (path, reason) => this.io.log(`data: skipped ${path}: ${reason}`),
-    }, this.pool);
-    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed })
+    const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
+    // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
+    writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
+    if (this.metrics) recordSkippedFiles(this.metrics, data.account);
+    this.io.out(dataLine(data.account, data.classes.length));
+    assertTrainable(data);
+    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
       .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
     await this.pool.close();
     this.pool = null;
-    this.io.out(`data: ${data.classes.length} classes, ${data.train.length} train / ${data.valid.length} valid images from ${data.root}` +
-      (data.skipLog.entries().length ? `; ${data.skipLog.entries().length} file(s) skipped (see above)` : ''));
-    assertTrainable(data);
     return data;
   }
 
@@ -110,6 +132,7 @@ export class Coordinator {
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
       bucketBytes: r.bucketMb * 1_000_000, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
+      transforms: augmentOf(c),
     };
   }
 
@@ -126,26 +149,32 @@ export class Coordinator {
     // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
+    await checkPretrainedFile(config.pretrained, config.arch);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    // Ports are taken first (a mistake stops the run at once), but announced only once the data is there, so a
+    // failed download or data check is the first and only thing printed.
+    const announce: string[] = [];
     if (runtime.metricsPort >= 0) {
-      this.metrics = new MetricsServer({ host: runtime.metricsHost, port: runtime.metricsPort, runId: basename(this.runDir) });
-      await this.metrics.start();
+      this.metrics = await this.startMetrics(announce);
       this.recorder = new StepMetricsRecorder(this.metrics);
-      this.io.out(`metrics: ${this.metrics.url}`);
     }
     const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
     if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
-    this.control = new ControlServer({ bind: runtime.bind, heartbeatIntervalMs: runtime.heartbeatIntervalMs, heartbeatTimeoutMs: runtime.heartbeatTimeoutMs, curveSecretKey: curve?.secretKey ?? null, log: this.io.log });
-    const endpoint = await this.control.start();
-    this.recorder?.watch(this.control);
-    this.cluster = new Cluster(this.control, this.io.log);
-    this.control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
-    this.control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
-    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
+    const endpoint = await this.startControl(curve?.secretKey ?? null, announce);
+    const control = this.control!;
+    this.recorder?.watch(control);
+    // The star server serves each announced group (world size, generation): after a respawn or an elastic change
+    // too, not only the first one.
+    this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
+    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
+    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
+    this.createdRunDir = !existsSync(this.runDir);
     mkdirSync(this.runDir, { recursive: true });
     const data = await this.prepareData();
+    for (const line of announce) this.io.out(line);
+    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     this.classes = data.classes;
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
@@ -153,21 +182,24 @@ export class Coordinator {
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
+      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
 
-    if (this.metrics) for (const [reason, n] of Object.entries(data.skipLog.countsByReason())) if (n > 0) this.metrics.recordSkipped(reason as never, n);
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
-      this.star.reconfigure(config.expect, 1);
     }
     if (config.workers > 0) {
-      this.workers = new LocalWorkers({ endpoint, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      this.workers = new LocalWorkers({ endpoint, killTimeoutMs: WORKER_KILL_TIMEOUT_MS, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
+      // Every exit is logged with its code (docs/fault-tolerance.md lists them), expected or not.
+      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
       this.workers.start(config.workers);
     }
     const recovery = this.recovery = new Recovery({
-      cluster: this.cluster, control: this.control, workers: this.workers, expect: config.expect, elastic: runtime.elastic,
+      cluster: this.cluster, control, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
+      joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
+      describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
@@ -213,6 +245,7 @@ export class Coordinator {
       await writeStageReport(this.runDir, config, this.history);
     }
     await this.checkpoint();
+    this.ended = true;
     return finishRun({ cluster: this.cluster, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });
   }
 
@@ -221,7 +254,7 @@ export class Coordinator {
     return {
       cluster: this.cluster!,
       history: this.history,
-      accum: () => this.scale.globalBs / (this.cmd.config.bs * this.cluster!.worldSize),
+      accum: () => this.currentAccum(),
       stepsPerDataEpoch: this.stages.find((s) => s.config.kind !== 'lr_find')?.stepsPerEpoch ?? 1,
       dataEpochBase: (stage: StagePlan): number => {
         if (stage.config.kind === 'lr_find') return 1_000_000 + stage.index * 1_000;
@@ -254,9 +287,65 @@ export class Coordinator {
     };
   }
 
+  /**
+   * Starts `/metrics` on `--metrics-port`; when that is the default port and another process holds it (a second
+   * run on this host), on a free port instead, and says so (Prometheus must be pointed at it).
+   * @throws TrainerError ERR_PORT_IN_USE for a port the user asked for; ERR_BAD_FLAG
+   */
+  private async startMetrics(announce: string[]): Promise<MetricsServer> {
+    const r = this.cmd.runtime;
+    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: basename(this.runDir) });
+    let metrics = make(r.metricsPort);
+    try {
+      await metrics.start();
+      announce.push(`metrics: ${metrics.url}`);
+    } catch (err) {
+      if (!isTrainerError(err, 'ERR_PORT_IN_USE') || r.metricsPortGiven || r.metricsPort === 0) throw err;
+      await metrics.close();
+      metrics = make(0);
+      await metrics.start();
+      announce.push(`metrics: ${metrics.url}`,
+        `metrics: the default port ${r.metricsPort} is taken (another run on this host?), so this run serves /metrics on the free port ${metrics.port}: add ${r.metricsHost}:${metrics.port} to Prometheus's scrape targets, or choose the port with --metrics-port`);
+    }
+    return metrics;
+  }
+
+  /**
+   * Binds the control plane on `--bind`; when that is the default endpoint and its port is taken (a second run on
+   * this host), on a free port of the same interface instead, and says how remote workers reach it.
+   * @returns the bound endpoint
+   * @throws TrainerError ERR_PORT_IN_USE for an endpoint the user asked for; ERR_BAD_FLAG
+   */
+  private async startControl(curveSecretKey: string | null, announce: string[]): Promise<string> {
+    const r = this.cmd.runtime;
+    const make = (bind: string): ControlServer => new ControlServer({
+      bind, heartbeatIntervalMs: r.heartbeatIntervalMs, heartbeatTimeoutMs: r.heartbeatTimeoutMs, curveSecretKey, log: this.io.log,
+      // A running local child is judged by its process (exit, closed pipe), never by heartbeat silence.
+      watchedByProcess: (m) => this.recovery?.isLocal(m) === true && this.workers?.isRunning(m.hello.pid) === true,
+    });
+    this.control = make(r.bind);
+    try {
+      return await this.control.start();
+    } catch (err) {
+      if (!isTrainerError(err, 'ERR_PORT_IN_USE') || r.bindGiven) throw err;
+      this.control.close();
+      this.control = make(r.bind.replace(/:\d+$/, ':0'));
+      const endpoint = await this.control.start();
+      announce.push(`control: the default port ${/:(\d+)$/.exec(r.bind)?.[1] ?? '?'} is taken (another run on this host?), so this run listens on ${endpoint}: remote workers join with npx worker --connect ${endpoint}, or choose the port with --bind`);
+      return endpoint;
+    }
+  }
+
+  /** Accumulation steps of the current ring: global batch / (bs × world size). */
+  private currentAccum(): number {
+    return this.scale.globalBs / (this.cmd.config.bs * this.cluster!.worldSize);
+  }
+
   /** After a stop request: checkpoints where the run is and says how to resume. */
   private async stopped(stageName: string): Promise<RunResult> {
     await this.checkpoint();
+    this.ended = true;
+    this.io.out(diskLine(this.runDir));
     this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${this.runDir}`);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
@@ -298,43 +387,104 @@ export class Coordinator {
     await this.guarded('checkpoint', () => this.writeCheckpoint());
   }
 
-  /** Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. */
+  /**
+   * Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. When nothing
+   * was trained since the newest checkpoint (the final checkpoint after the last epoch's), the replicas still hold
+   * its synced statistics: no sync, and the unchanged state is hard-linked rather than written again.
+   */
   private async writeCheckpoint(): Promise<void> {
     if (!this.cluster || this.cluster.worldSize === 0) return;
     const t0 = performance.now();
-    await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
+    const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
+    if (trainedSince) await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
     const sums = await this.cluster.requestAll((requestId) => ({ type: 'checksum', requestId, flag: false, generation: this.cluster!.generation }), 'checksum', 60_000);
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
     const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation });
-    const dir = this.store.write(meta, state);
+    const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
-    this.io.log(`${new Date().toISOString()} checkpoint: ${dir} (global step ${this.history.position.globalStep}, ${(performance.now() - t0).toFixed(0)} ms)`);
+    const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;
+    this.io.log(`${new Date().toISOString()} checkpoint: ${written.dir} (global step ${this.history.position.globalStep}, ${how}, ${(performance.now() - t0).toFixed(0)} ms)`);
   }
 
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */
   async saveStage(name: string): Promise<void> {
-    const state = decodeReplicaState(await this.guarded(`save ${name}`, () => this.getState(0)), 'state from rank 0');
+    const blob = await this.guarded(`save ${name}`, () => this.getState(0));
     const c = this.cmd.config;
-    const { weights } = await writeSavedState(state, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name);
-    this.io.out(`saved ${weights}`);
+    // Saved right after the stage's last epoch-end checkpoint, the model is that checkpoint's state: share its file.
+    const { weights, linked } = await writeSavedBlob(blob, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name, this.store.sameStateFile(blob));
+    this.io.out(`saved ${weights}${linked ? ' (hard link to the checkpoint of the same step: no extra disk)' : ''}`);
   }
 
-  /** Stops workers and servers (idempotent). */
-  async close(): Promise<void> {
-    const reason = this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
-    if (this.cluster) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
-    await this.workers?.close();
+  /**
+   * Stops workers and servers, in this order (a run that failed before its first checkpoint first removes the
+   * directory it created) (docs/fault-tolerance.md, "Shutdown order and exit codes"):
+   * 1. `shutdown` to every worker, saying whether the run finished, stopped or failed;
+   * 2. local workers get `workerGraceMs` to close and exit by themselves, then SIGTERM, then SIGKILL (each exit is
+   *    logged with its code);
+   * 3. the metrics recorder, the control ROUTER (linger 0) and the star-reduce ROUTER (linger 0);
+   * 4. the metrics endpoint (after `--metrics-linger-s`), then the image pool (piscina threads).
+   * Idempotent: a later call awaits the same close.
+   * @param failure - the error that ended the run, if any (named in the workers' shutdown line)
+   */
+  close(failure?: unknown): Promise<void> {
+    this.closing ??= this.closeInOrder(failure);
+    return this.closing;
+  }
+
+  /**
+   * A second SIGINT/SIGTERM: the run is abandoned where it is (no checkpoint, no waiting for the step). Local
+   * workers get SIGTERM now (they close and exit 143; SIGKILL after 5 s), sockets close with linger 0, the metrics
+   * endpoint closes without lingering. Resolves when all of that is done; the caller then exits 130.
+   */
+  async closeNow(): Promise<void> {
+    this.hurry = true;
+    await this.workers?.close(0);
+    this.control?.close();
+    await this.star?.close();
+    await this.metrics?.close();
+    await this.pool?.close();
+  }
+
+  private async closeInOrder(failure: unknown): Promise<void> {
+    if (this.createdRunDir && !this.ended && this.store.newest === null) {
+      this.createdRunDir = false;
+      try {
+        if (removeFailedRunDir(this.runDir)) this.io.log(`removed ${this.runDir}: the run failed before its first checkpoint, nothing in it to keep`);
+      } catch (err) {
+        this.io.log(`could not remove ${this.runDir} (${(err as Error).message})`);
+      }
+    }
+    const reason = failure !== undefined
+      ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
+      : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
+    if (this.cluster && !this.hurry) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
+    // Only workers that were sent `shutdown` (members of the ring) get the grace; one still starting gets SIGTERM.
+    const told = new Set(this.hurry ? [] : this.cluster?.ranks().map((m) => m.hello.pid) ?? []);
+    await this.workers?.close((pid) => (told.has(pid) ? WORKER_SHUTDOWN_GRACE_MS : 0));
     this.recorder?.finish();
     this.control?.close();
+    await this.star?.close();
     const linger = this.cmd.runtime.metricsLingerS;
-    if (this.metrics && linger > 0) {
+    if (this.metrics && linger > 0 && !this.hurry) {
       this.io.log(`metrics: keeping ${this.metrics.url} up ${linger} s for a last scrape (--metrics-linger-s)`);
       await new Promise((r) => setTimeout(r, linger * 1000));
     }
     await this.metrics?.close();
-    await this.star?.close();
     await this.pool?.close();
   }
 }
+
+/**
+ * How long local workers get to close and exit after `shutdown` before they are sent SIGTERM, milliseconds. Their
+ * own close is bounded (an all-reduce is aborted, the image pool drains for at most 5 s): this only matters for a
+ * worker that is stuck, and is long so that a loaded machine never turns a clean exit (0) into a SIGTERM (143).
+ */
+export const WORKER_SHUTDOWN_GRACE_MS = 30_000;
+
+/**
+ * Time between SIGTERM and SIGKILL of a local worker, milliseconds: a SIGTERMed worker closes everything (the step
+ * in progress is cut short) and exits 143; SIGKILL is for one that does not.
+ */
+export const WORKER_KILL_TIMEOUT_MS = 15_000;

@@ -13,6 +13,7 @@ import type { RunHistory } from './history.js';
 import { writeRunReport } from './report/write-report.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 import { validateAll } from './stage-runner.js';
+import { diskLine } from './disk.js';
 
 /** What a finished (or stopped) run reports. */
 export interface RunResult {
@@ -77,6 +78,7 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
   f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
   f.out(`model:   ${modelPath ?? '-'}`);
   f.out(`report:  ${report.indexHtml}`);
+  f.out(diskLine(f.runDir));
   if (f.metricsUrl) f.out(`metrics: ${f.metricsUrl}`);
   if (!report.textRenders) f.out('warning: no font installed, picture text renders as boxes (apt-get install fonts-dejavu-core)');
   return { runDir: f.runDir, stopped: false, finalErrorRate: errorRate, modelPath, reportPath: report.indexHtml, metricsUrl: f.metricsUrl };

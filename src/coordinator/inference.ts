@@ -6,7 +6,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
-import { createDataBunch } from '../shared/data/databunch.js';
+import { releaseBackend } from '../shared/compute/release.js';
+import { createDataBunch, dataBunchOptions } from '../shared/data/databunch.js';
+import { DEFAULT_RUN_CONFIG, type RunConfig } from '../shared/config.js';
 import { decodeRgb } from '../shared/data/decode.js';
 import { BatchLoader } from '../shared/data/loader.js';
 import { ImagePool } from '../shared/data/pool.js';
@@ -58,13 +60,13 @@ export async function predictImage(replica: Replica, size: number, path: string)
   const img = await decodeRgb(path, { shorterSide: size });
   const pixels = new Float32Array(size * size * 3);
   renderItem(img, CENTRE_CROP, size, pixels);
-  return replica.evaluate(pixels, new Int32Array(1), null).probs;
+  return (await replica.evaluate(pixels, new Int32Array(1), null)).probs;
 }
 
 /** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('predict').argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
-    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
+    .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
   const top = Math.max(1, Number(cmd.opts<{ top: string }>().top) || 1);
@@ -84,6 +86,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     }
   } finally {
     replica.dispose();
+    releaseBackend();
   }
   return failures > 0 ? 1 : 0;
 }
@@ -91,7 +94,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
-    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
@@ -106,17 +109,15 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const pool = new ImagePool({});
   pool.start();
   try {
-    const bunch = await createDataBunch({
-      data, seed: saved.seed as number | undefined, validPct: saved.validPct as number | undefined, labelPattern: saved.labelRe as string | undefined,
-      labelFrom: saved.labelFrom as 'regex' | undefined, split: saved.split as 'random' | undefined, verify: true,
-    }, pool);
+    // The run's own data settings (a config.json from before a setting existed gets that setting's default).
+    const bunch = await createDataBunch({ ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true }, pool);
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
     const k = meta.classes.length;
     const probs = new Float32Array(bunch.valid.length * k);
     const plan = shardPlan({ itemCount: bunch.valid.length, seed: 0, epoch: 0, worldSize: 1, rank: 0, batchSize: Number(o.bs) || 32, shuffle: false, mode: 'pad' });
     const loader = new BatchLoader({ pool, paths: bunch.paths, labels: bunch.labels, split: bunch.valid, plan, size: meta.size, augment: false, seed: 0, epoch: 0 });
     for await (const batch of loader) {
-      const r = replica.evaluate(batch.x, batch.y, batch.valid);
+      const r = await replica.evaluate(batch.x, batch.y, batch.valid);
       plan.batches[batch.batchIndex]!.indices.forEach((pos, i) => probs.set(r.probs.subarray(i * k, (i + 1) * k), pos * k));
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
@@ -135,5 +136,6 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   } finally {
     await pool.close();
     replica.dispose();
+    releaseBackend();
   }
 }

@@ -1,6 +1,11 @@
 /**
  * Local worker processes: one per GPU (pinned with `CUDA_VISIBLE_DEVICES`) or, without GPUs, one per CPU core
  * (the WASM backend runs one thread per process). Spawns, respawns and stops them; reports every exit.
+ *
+ * Death is seen from the process itself, never guessed from silence (as torchrun's local agent watches its
+ * children): each child gets an IPC pipe, and the first of "the pipe closed" or "the process exited" is reported
+ * at once as `lost`. A busy machine can delay heartbeats by seconds; it cannot fake an exit. The pipe also works
+ * the other way: a worker whose coordinator died sees its end of the pipe close and exits (see `worker/cli.ts`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -32,36 +37,79 @@ export interface WorkerExit {
   readonly expected: boolean;
 }
 
+/** Emitted as `lost` (once per process) when a local worker's control pipe closes or it exits, unasked. */
+export interface WorkerLoss {
+  readonly slot: number;
+  readonly pid: number;
+  /** What was seen, e.g. `process 123 exited (code null, signal SIGKILL)`. */
+  readonly reason: string;
+}
+
 /** GPUs the NVIDIA driver lists (0 when there is no driver). */
 export function detectGpuCount(): number {
+  return detectGpuBusIds().length;
+}
+
+/** PCI addresses (`0000:3b:00.0`) of the GPUs the NVIDIA driver lists, in its (CUDA's PCI) order; [] without one. */
+export function detectGpuBusIds(): string[] {
   try {
-    return readdirSync('/proc/driver/nvidia/gpus').length;
+    return readdirSync('/proc/driver/nvidia/gpus').sort();
   } catch {
-    return 0;
+    return [];
   }
 }
 
-/** The environment of the worker in `slot`: one GPU each when there are GPUs, none (CPU/WASM) otherwise. */
-export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+/** Mesa device-select's `DRI_PRIME` tag of a PCI address: `0000:3b:00.0` → `pci-0000_3b_00_0`; null if malformed. */
+export function driPrimeTag(busId: string): string | null {
+  const m = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i.exec(busId);
+  return m ? `pci-${m[1]}_${m[2]}_${m[3]}_${m[4]}`.toLowerCase() : null;
+}
+
+/**
+ * The environment of the worker in `slot`: one GPU each when there are GPUs, none (CPU/WASM) otherwise.
+ * - CUDA backends (tfjs-node-gpu): `CUDA_VISIBLE_DEVICES=<slot mod gpus>`.
+ * - WebGPU (Dawn over Vulkan): Vulkan ignores `CUDA_VISIBLE_DEVICES`, and Dawn takes the first adapter. Mesa's
+ *   device-select layer (an implicit Vulkan layer installed with `mesa-vulkan-drivers`; it works with any driver,
+ *   NVIDIA's too, through VK_EXT_pci_bus_info) puts the GPU named by `DRI_PRIME=pci-DDDD_BB_SS_F` first, and with
+ *   `MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1` hides the others. Without that layer these variables do nothing
+ *   and every worker uses the first GPU.
+ * @param busIds - PCI addresses of the GPUs, in CUDA's order (default: none known, CUDA pinning only)
+ */
+export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env, busIds: readonly string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, PETS_WORKER_SLOT: String(slot) };
-  if (gpus > 0) env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
-  else env.CUDA_VISIBLE_DEVICES = '-1';
+  if (gpus > 0) {
+    env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
+    const tag = busIds.length === gpus ? driPrimeTag(busIds[slot % gpus]!) : null;
+    if (tag !== null && base.DRI_PRIME === undefined) {
+      env.DRI_PRIME = tag;
+      env.MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE = '1';
+    }
+  } else {
+    env.CUDA_VISIBLE_DEVICES = '-1';
+  }
   return env;
 }
 
 /** A set of local worker processes; `start(n)`, `respawn(slot)`, `close()` (idempotent). */
-export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
+export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [WorkerLoss] }> {
   private readonly children = new Map<number, ChildProcess>();
+  /** Slot of every process this set ever spawned, by pid (a lost member is matched to its slot after it exited). */
+  private readonly slotByPid = new Map<number, number>();
   private readonly expectedExit = new Set<number>();
   private readonly gpus: number;
+  private readonly busIds: string[];
   private closed = false;
+  private closing: Promise<void> | null = null;
+  /** SIGTERM-now functions of the workers {@link close} is waiting for. */
+  private readonly terminators = new Set<() => void>();
   private readonly onParentExit = (): void => {
     for (const child of this.children.values()) child.kill('SIGKILL');
   };
 
   constructor(private readonly options: LocalWorkersOptions) {
     super();
-    this.gpus = options.gpus ?? detectGpuCount();
+    this.busIds = options.gpus == null ? detectGpuBusIds() : [];
+    this.gpus = options.gpus ?? this.busIds.length;
     process.on('exit', this.onParentExit);
   }
 
@@ -73,6 +121,17 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   /** Pids by slot of the running workers. */
   pids(): Map<number, number> {
     return new Map([...this.children].map(([slot, c]) => [slot, c.pid ?? -1]));
+  }
+
+  /** Slot of a process this set spawned (running or not), or null for any other pid (e.g. a remote worker). */
+  slotOf(pid: number): number | null {
+    return this.slotByPid.get(pid) ?? null;
+  }
+
+  /** Whether the process spawned for `pid` is still running (neither its exit nor its pipe closing was seen). */
+  isRunning(pid: number): boolean {
+    const slot = this.slotByPid.get(pid);
+    return slot !== undefined && this.children.get(slot)?.pid === pid;
   }
 
   /** Starts a new process in `slot` (after its previous one exited). */
@@ -92,29 +151,67 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit] }> {
   private spawnSlot(slot: number): void {
     const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
     const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
-      env: workerEnv(slot, this.gpus),
-      stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit'],
+      env: workerEnv(slot, this.gpus, process.env, this.busIds),
+      stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit', 'ipc'],
     });
+    // The pipe must not keep the coordinator alive (the child process handle already does while it runs).
+    child.channel?.unref();
     this.children.set(slot, child);
     const pid = child.pid ?? -1;
+    this.slotByPid.set(pid, slot);
+    let reported = false;
+    const lost = (reason: string): void => {
+      if (reported || this.closed || this.expectedExit.has(pid)) return;
+      reported = true;
+      // The slot is free from now on (a respawn must not wait for the exit); a process whose pipe closed while it
+      // still runs is ended, so a replacement never meets its predecessor.
+      if (this.children.get(slot) === child) this.children.delete(slot);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      this.emit('lost', { slot, pid, reason });
+    };
+    child.on('disconnect', () => lost(`process ${pid}'s control pipe closed`));
     child.on('exit', (code, signal) => {
       if (this.children.get(slot) === child) this.children.delete(slot);
+      lost(`process ${pid} exited (code ${code}, signal ${signal})`);
       const expected = this.closed || this.expectedExit.delete(pid);
       this.emit('exit', { slot, pid, code, signal, expected });
     });
+    // A spawn failure (e.g. EAGAIN) emits `error` and maybe no `exit`: it is a loss too, never an uncaught error.
+    child.on('error', (err) => lost(`process in slot ${slot} failed: ${err.message}`));
   }
 
-  /** Stops every worker: SIGTERM, then SIGKILL after the timeout. Resolves when all have exited. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const waits = [...this.children.values()].map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000).unref();
-    }));
-    await Promise.all(waits);
-    process.off('exit', this.onParentExit);
+  /**
+   * Stops every worker: each gets a grace period to exit by itself (after the coordinator's `shutdown` message),
+   * then SIGTERM (a worker closes everything and exits 143), then SIGKILL after `killTimeoutMs`. Resolves when all
+   * have exited. Idempotent: a later call waits for the same close, and one with grace 0 (a second Ctrl-C) sends
+   * the SIGTERMs now.
+   * @param grace - milliseconds, or a function of the worker's pid (0 for one that was sent no `shutdown`)
+   */
+  close(grace: number | ((pid: number) => number) = 0): Promise<void> {
+    const graceOf = typeof grace === 'number' ? () => grace : grace;
+    if (grace === 0) for (const terminate of this.terminators) terminate();
+    this.closing ??= (async () => {
+      this.closed = true;
+      await Promise.all([...this.children.values()].map((child) => new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        let killTimer: NodeJS.Timeout | undefined;
+        const terminate = (): void => {
+          if (killTimer !== undefined || child.exitCode !== null || child.signalCode !== null) return;
+          clearTimeout(graceTimer);
+          child.kill('SIGTERM');
+          killTimer = setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000);
+        };
+        const graceTimer = setTimeout(terminate, Math.max(0, graceOf(child.pid ?? -1)));
+        this.terminators.add(terminate);
+        child.once('exit', () => {
+          clearTimeout(graceTimer);
+          clearTimeout(killTimer);
+          this.terminators.delete(terminate);
+          resolve();
+        });
+      })));
+      process.off('exit', this.onParentExit);
+    })();
+    return this.closing;
   }
 }

@@ -11,6 +11,12 @@ import { TrainerError } from '../shared/errors.js';
 export interface RuntimeOptions {
   /** ZeroMQ ROUTER endpoint the coordinator binds, e.g. `tcp://127.0.0.1:5555`; port 0 = ephemeral. */
   readonly bind: string;
+  /**
+   * Whether `--bind` / `--metrics-port` were given. A default port that is taken (a second run on the host) is
+   * replaced by a free one, printed; a port the user asked for is never replaced (ERR_PORT_IN_USE).
+   */
+  readonly bindGiven: boolean;
+  readonly metricsPortGiven: boolean;
   /** Heartbeat period both ways, milliseconds. */
   readonly heartbeatIntervalMs: number;
   /** A peer silent for this long is dead, milliseconds. */
@@ -25,7 +31,10 @@ export interface RuntimeOptions {
   readonly bucketMb: number;
   /** Optimizer steps between periodic checkpoints (0 = only at epoch ends). */
   readonly checkpointEvery: number;
-  /** Newest checkpoints kept. */
+  /**
+   * Newest checkpoints kept. Each holds weights and AdamW moments, 3 × 4 bytes per parameter (ResNet18 ≈ 140 MB,
+   * ResNet34 ≈ 262 MB, ResNet50 ≈ 300 MB): the default 2 keeps the newest and one fallback in case it is corrupt.
+   */
   readonly keep: number;
   /** Run directory to resume, or null. */
   readonly resume: string | null;
@@ -51,6 +60,8 @@ export interface RuntimeOptions {
 /** Defaults of {@link RuntimeOptions}. */
 export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   bind: 'tcp://127.0.0.1:5555',
+  bindGiven: false,
+  metricsPortGiven: false,
   heartbeatIntervalMs: 1000,
   heartbeatTimeoutMs: 10_000,
   allreduceTimeoutMs: 120_000,
@@ -58,7 +69,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   allreduceDtype: 'float32',
   bucketMb: 25,
   checkpointEvery: 0,
-  keep: 3,
+  keep: 2,
   resume: null,
   elastic: false,
   maxRestarts: 3,
@@ -85,11 +96,20 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
   ['--label-from <how>', 'labelFrom', 'regex | folder | csv'],
   ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
-  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations)'],
+  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column)'],
+  ['--train-folder <name>', 'trainFolder', 'training subfolder of --split folder (default train)'],
+  ['--valid-folder <name>', 'validFolder', 'validation subfolder of --split folder (default valid)'],
+  ['--valid-col <name>', 'validCol', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
   ['--valid-pct <fraction>', 'validPct', 'fraction of items for validation (default 0.2)'],
   ['--seed <n>', 'seed', 'seed of split, shuffles, augmentation and head init (default 42)'],
   ['--arch <name>', 'arch', 'resnet10 (tests) | resnet18 | resnet34 | resnet50 (default resnet34)'],
   ['--size <px>', 'size', 'image side after crop, pixels (default 224)'],
+  ['--max-rotate <deg>', 'maxRotate', 'augmentation: rotate up to ± this many degrees, [0, 180] (default 10)'],
+  ['--max-zoom <x>', 'maxZoom', 'augmentation: zoom up to this factor, [1, 10] (default 1.1)'],
+  ['--max-lighting <x>', 'maxLighting', 'augmentation: brightness/contrast change, [0, 1) (default 0.2)'],
+  ['--max-warp <x>', 'maxWarp', 'augmentation: perspective warp magnitude, [0, 1) (default 0.2)'],
+  ['--p-affine <p>', 'pAffine', 'augmentation: probability of each of warp, rotate, zoom, [0, 1] (default 0.75)'],
+  ['--p-lighting <p>', 'pLighting', 'augmentation: probability of brightness and of contrast, [0, 1] (default 0.75)'],
   ['--bs <n>', 'bs', 'batch per worker (default 64)'],
   ['--accum <n>', 'accum', 'gradient-accumulation steps (default 1)'],
   ['--global-bs <n>', 'globalBs', 'wanted global batch; picks --accum'],
@@ -97,7 +117,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
   ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
   ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
-  ['--backend <name>', 'backend', 'auto | tensorflow | wasm | cpu (default auto)'],
+  ['--backend <name>', 'backend', 'auto | tensorflow | webgpu | wasm | cpu (default auto)'],
   ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
   ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
 ];
@@ -106,13 +126,13 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
 export function trainProgram(): Command {
   const cmd = new Command('coordinator').usage('[train] [options]   (also: coordinator predict|interpret|show-batch --help)')
     .description('runs the tutorial plan with worker processes (train is the default command)');
-  for (const [flags, , help] of CONFIG_FLAGS) cmd.option(flags, help);
+  addConfigFlags(cmd);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
     .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
     .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle)')
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
-    .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}; port 0 = any)`)
+    .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
     .option('--heartbeat-timeout-ms <ms>', `silence before a peer is declared dead (default ${DEFAULT_RUNTIME.heartbeatTimeoutMs})`)
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
@@ -120,12 +140,12 @@ export function trainProgram(): Command {
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of gradients').choices(['float32', 'float16']))
     .option('--bucket-mb <mb>', `gradient bucket size in MB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
-    .option('--keep <k>', `newest checkpoints kept (default ${DEFAULT_RUNTIME.keep})`)
+    .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
     .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')
     .option('--elastic', 'continue with the surviving workers instead of respawning')
     .option('--max-restarts <n>', `respawns before the run checkpoints and stops (default ${DEFAULT_RUNTIME.maxRestarts})`)
     .option('--metrics-host <host>', `Prometheus endpoint host (default ${DEFAULT_RUNTIME.metricsHost})`)
-    .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}; 0 = any, -1 = off)`)
+    .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}, or a free port printed at start when taken; 0 = any, -1 = off)`)
     .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
     .option('--join-timeout-s <s>', `how long to wait for workers to join, seconds (default ${DEFAULT_RUNTIME.joinTimeoutS})`)
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
@@ -136,6 +156,30 @@ export function trainProgram(): Command {
 }
 
 type Flags = Record<string, string | boolean | undefined>;
+
+/**
+ * Adds the flags of the run configuration (data, labels, split, model, batch, augmentation) to `cmd`: the value
+ * flags of CONFIG_FLAGS and the augmentation switches `--no-augment`, `--no-flip`, `--flip-vert`.
+ */
+export function addConfigFlags(cmd: Command, only?: ReadonlySet<keyof RunConfig>): Command {
+  for (const [flags, field, help] of CONFIG_FLAGS) if (!only || only.has(field)) cmd.option(flags, help);
+  return cmd
+    .option('--no-augment', 'train without augmentation: centre crop only, as validation (fastai ds_tfms=None)')
+    .option('--no-flip', 'augmentation: no random flips (fastai do_flip=False)')
+    .option('--flip-vert', 'augmentation: flips and 90° turns of all 8 kinds, for images with no "up" (fastai flip_vert=True)');
+}
+
+/** The run-configuration fields the user set on `cmd`'s command line (after `cmd.parse`). */
+export function configFlagValues(cmd: Command): Record<string, unknown> {
+  const flags = cmd.opts<Flags>();
+  const out: Record<string, unknown> = {};
+  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) out[field] = flags[field];
+  // Negatable switches have a default (true) in commander; only a switch given on the command line counts.
+  if (cmd.getOptionValueSource('augment') === 'cli') out.augment = flags.augment;
+  if (cmd.getOptionValueSource('flip') === 'cli') out.doFlip = flags.flip;
+  if (flags.flipVert === true) out.flipVert = true;
+  return out;
+}
 
 function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {
   if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return base.stages;
@@ -161,6 +205,8 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
   const r: RuntimeOptions = {
     ...DEFAULT_RUNTIME,
     bind,
+    bindGiven: typeof flags.bind === 'string',
+    metricsPortGiven: flags.metricsPort !== undefined,
     heartbeatIntervalMs: int('--heartbeat-interval-ms', 'heartbeatIntervalMs', 10) ?? DEFAULT_RUNTIME.heartbeatIntervalMs,
     heartbeatTimeoutMs: int('--heartbeat-timeout-ms', 'heartbeatTimeoutMs', 50) ?? DEFAULT_RUNTIME.heartbeatTimeoutMs,
     allreduceTimeoutMs: int('--allreduce-timeout-ms', 'allreduceTimeoutMs', 100) ?? DEFAULT_RUNTIME.allreduceTimeoutMs,
@@ -197,8 +243,7 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   cmd.parse([...argv], { from: 'user' });
   const flags = cmd.opts<Flags>();
   const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
-  const fromFlags: Record<string, unknown> = {};
-  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) fromFlags[field] = flags[field];
+  const fromFlags = configFlagValues(cmd);
   const explicit: RunConfigInput = { ...file, ...fromFlags };
   const stages = stageShorthands(flags, explicit);
   if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;

@@ -1,14 +1,16 @@
 /**
  * Losing and gaining workers. Default policy (as Horovod elastic and torchrun, but without a disk round trip):
- * respawn a replacement for every lost local worker (or wait for a remote one to join), re-form the ring with a new
+ * respawn a replacement for every lost local worker and wait for a remote one to join in place of every lost remote
+ * worker (a remote loss is never made up on the coordinator's host), re-form the ring with a new
  * generation, give the newcomers the current weights and optimizer state from a survivor, and redo the step that
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import type { Message, ReadyMessage } from '../shared/protocol.js';
+import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
-import type { ControlServer } from './control.js';
+import type { ControlServer, Member } from './control.js';
 import type { LocalWorkers } from './local-workers.js';
 import type { MetricsServer } from './metrics.js';
 
@@ -23,8 +25,14 @@ export interface RecoveryOptions {
   readonly control: ControlServer;
   /** Local worker processes (null when all workers are remote). */
   readonly workers: LocalWorkers | null;
+  /** Local slots (`--workers`): only these are respawned on this host. */
+  readonly localSlots: number;
   /** World size of the full run. */
   readonly expect: number;
+  /** How a remote worker joins, for the log (e.g. `npx worker --connect tcp://10.0.0.5:5555`). */
+  readonly joinCommand: string;
+  /** The batch arithmetic of the current ring for the log, e.g. `2 worker(s) × bs 8 × accum 2 = global batch 32`. */
+  readonly describeBatch: () => string;
   readonly elastic: boolean;
   readonly maxRestarts: number;
   /** How long to wait for replacements to join, milliseconds. */
@@ -52,11 +60,15 @@ export class Recovery {
   private fatal = false;
 
   constructor(private readonly o: RecoveryOptions) {
-    o.workers?.on('exit', (e) => {
-      if (e.expected) return;
-      const m = o.control.all().find((x) => x.hello.pid === e.pid && x.state !== 'lost');
-      if (m) o.control.markLost(m, `process ${e.pid} exited (code ${e.code}, signal ${e.signal})`);
+    o.workers?.on('lost', (e) => {
+      const m = o.control.all().find((x) => this.isLocal(x) && x.hello.pid === e.pid && x.state !== 'lost');
+      if (m) o.control.markLost(m, e.reason);
     });
+  }
+
+  /** Whether a member is one of this host's local worker processes (it then has a slot). */
+  isLocal(m: Member): boolean {
+    return this.o.workers !== null && m.hello.host === hostname() && this.o.workers.slotOf(m.hello.pid) !== null;
   }
 
   /** Sends the run setup to `ranks` and waits until each is ready. */
@@ -112,10 +124,11 @@ export class Recovery {
       return;
     }
     lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
-    this.o.log(`${now()} lost rank(s) ${lost.map((m) => `${m.rank} (pid ${m.hello.pid})`).join(', ')}: ${reason}`);
+    const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
+    this.o.log(`${now()} lost rank(s) ${lost.map(where).join(', ')}: ${reason}`);
     if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
-      this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')})`);
       await cluster.announce();
+      this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')}); now ${this.o.describeBatch()}`);
       return;
     }
     this.restarts += lost.length;
@@ -125,12 +138,16 @@ export class Recovery {
       await this.o.onRestartsExhausted();
       throw new TrainerError('ERR_WORKER_LOST', `lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}; checkpointed, resume with --resume after fixing the cause (${reason})`);
     }
-    const pids = this.o.workers?.pids() ?? new Map<number, number>();
-    const liveSlots = new Set([...pids.keys()]);
-    for (let slot = 0; this.o.workers && slot < this.o.expect; slot++) {
-      if (liveSlots.has(slot) || lost.length === 0) continue;
+    // Only local slots are respawned here; a lost remote worker is replaced by a remote one that joins.
+    const running = new Set(this.o.workers?.pids().keys() ?? []);
+    for (let slot = 0; this.o.workers && slot < this.o.localSlots; slot++) {
+      if (running.has(slot)) continue;
       this.o.workers.respawn(slot);
       this.o.log(`${now()} respawned local worker slot ${slot}: pid ${this.o.workers.pids().get(slot) ?? '?'} (restart ${this.restarts} of at most ${this.o.maxRestarts})`);
+    }
+    const remote = lost.filter((m) => !this.isLocal(m));
+    if (remote.length > 0) {
+      this.o.log(`${now()} waiting for ${remote.length} remote worker(s) to join in place of rank(s) ${remote.map(where).join(', ')}: start one with ${this.o.joinCommand} (not respawned on this host; --elastic would continue without)`);
     }
     this.o.log(`${now()} waiting for ${this.o.expect - cluster.worldSize} replacement worker(s)`);
     await this.admitNewcomers(this.o.expect - cluster.worldSize, getState);
@@ -161,7 +178,7 @@ export class Recovery {
       this.unsynced.delete(m.id);
       return value;
     }));
-    this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
+    this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers: ${this.o.describeBatch()}); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }
 
   /** Elastic: admits workers that joined since the last step (at a step boundary). */
@@ -173,5 +190,6 @@ export class Recovery {
     if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
     this.o.log(`${now()} elastic: admitting ${n} worker(s) at the step boundary`);
     await this.admitNewcomers(n, getState);
+    this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
   }
 }

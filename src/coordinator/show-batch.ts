@@ -4,16 +4,19 @@
  * `src/shared/data/show-batch.ts`. Written as `show-batch.png` at the start of every run and by
  * `coordinator show-batch`.
  */
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { checkInt } from '../shared/config.js';
-import { createDataBunch, type DataBunch } from '../shared/data/databunch.js';
+import { dataLine } from '../shared/data/accounting.js';
+import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../shared/config.js';
+import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { BatchLoader } from '../shared/data/loader.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { shardPlan } from '../shared/data/shard.js';
 import { showBatch } from '../shared/data/show-batch.js';
+import { DEFAULT_TRANSFORMS, type TransformSettings } from '../shared/data/transforms.js';
 import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../shared/errors.js';
+import { addConfigFlags, configFlagValues } from './options.js';
 
 /** Options of {@link writeShowBatch}; every field is optional. */
 export interface ShowBatchRunOptions {
@@ -23,10 +26,12 @@ export interface ShowBatchRunOptions {
   readonly size?: number;
   /** Seed of the shuffle and augmentation (the run's `--seed`); default 42. */
   readonly seed?: number;
+  /** The run's augmentation (fastai `get_transforms(...)`), or null for none (`--no-augment`); default the tutorial's. */
+  readonly transforms?: TransformSettings | null;
 }
 
 /** Defaults of {@link ShowBatchRunOptions}: fastai's `show_batch(rows=3)` at the tutorial's 224 px and seed. */
-export const DEFAULT_SHOW_BATCH_RUN: Readonly<Required<ShowBatchRunOptions>> = Object.freeze({ rows: 3, size: 224, seed: 42 });
+export const DEFAULT_SHOW_BATCH_RUN: Readonly<Required<ShowBatchRunOptions>> = Object.freeze({ rows: 3, size: 224, seed: 42, transforms: DEFAULT_TRANSFORMS });
 
 /**
  * Writes a rows × rows grid of augmented training images with their class names to `outPath` (PNG).
@@ -35,52 +40,63 @@ export const DEFAULT_SHOW_BATCH_RUN: Readonly<Required<ShowBatchRunOptions>> = O
  * @returns the picture size in px
  * @throws TrainerError ERR_BAD_FLAG on rows/size outside their ranges, ERR_DATA when there are no training images
  */
-export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: string, options: ShowBatchRunOptions = {}): Promise<{ width: number; height: number }> {
+export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: string, options: ShowBatchRunOptions = {}): Promise<{ width: number; height: number; json: string }> {
   const o = { ...DEFAULT_SHOW_BATCH_RUN, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   checkInt('--rows', o.rows, 1, 16);
   checkInt('--size', o.size, 8);
   if (data.train.length === 0) throw new TrainerError('ERR_DATA', `show_batch needs training images, found 0 in ${data.root}`);
   const batchSize = Math.min(o.rows * o.rows, data.train.length);
   const plan = shardPlan({ itemCount: data.train.length, seed: o.seed, epoch: 0, worldSize: 1, rank: 0, batchSize, shuffle: true, mode: 'drop' });
-  const loader = new BatchLoader({ pool, paths: data.paths, labels: data.labels, split: data.train, plan, size: o.size, augment: true, seed: o.seed, epoch: 0, prefetchBatches: 1, skipLog: data.skipLog });
+  const loader = new BatchLoader({ pool, paths: data.paths, labels: data.labels, split: data.train, plan, size: o.size, augment: o.transforms !== null, transforms: o.transforms ?? undefined, seed: o.seed, epoch: 0, prefetchBatches: 1, skipLog: data.skipLog });
   try {
     const first = await loader[Symbol.asyncIterator]().next();
     if (first.done) throw new TrainerError('ERR_DATA', `show_batch: the loader produced no batch from ${data.train.length} training images`);
     const size = await showBatch(first.value, data.classes, outPath, { rows: o.rows, cols: o.rows });
     // The numbers beside the picture, as for every report picture: which items and labels it shows.
     const items = Array.from(first.value.y, (label, k) => ({ label: data.classes[label], path: data.paths[data.train[plan.batches[0]!.indices[k]!]!] }));
-    await writeFile(outPath.replace(/\.png$/i, '') + '.json', `${JSON.stringify({ rows: o.rows, size: o.size, seed: o.seed, items }, null, 2)}\n`);
-    return size;
+    // Beside the PNG (never in the current directory unless the PNG is there): <out without .png>.json.
+    const json = join(dirname(outPath), `${basename(outPath).replace(/\.png$/i, '')}.json`);
+    await writeFile(json, `${JSON.stringify({ rows: o.rows, size: o.size, seed: o.seed, transforms: o.transforms, items }, null, 2)}\n`);
+    return { ...size, json };
   } finally {
     await loader.close();
   }
 }
 
+/** The run settings `show-batch` takes: where the data is, how it is labelled and split, and the augmentation. */
+const SHOW_BATCH_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['data', 'labelRe', 'labelFrom', 'labels', 'split', 'trainFolder', 'validFolder', 'validCol',
+  'validPct', 'seed', 'size', 'maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
+
 /**
- * `coordinator show-batch [--data …] [--rows 3] [--size 224] [--seed 42] [--out show-batch.png]`.
+ * `coordinator show-batch [--data …] [--rows 3] [--size 224] [--seed 42] [--out show-batch.png]`, plus the run's
+ * labelling, split and augmentation flags (`--label-from`, `--split`, `--max-rotate`, `--no-augment`, …) or
+ * `--config`, so the picture shows what a run with the same settings trains on.
  * @param argv - arguments after `show-batch`
  * @returns exit code 0; prints the written path
- * @throws TrainerError ERR_BAD_FLAG (bad flag), ERR_DATA / ERR_OFFLINE from the data source
+ * @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG (bad flag), ERR_DATA / ERR_OFFLINE from the data source
  */
 export async function runShowBatchCommand(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
   const cmd = new Command('show-batch')
-    .description("fastai's data.show_batch(rows): a grid of augmented training images with their labels")
-    .option('--data <source>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
+    .description("fastai's data.show_batch(rows): a grid of augmented training images with their labels");
+  addConfigFlags(cmd, SHOW_BATCH_FIELDS)
+    .option('--config <file>', 'YAML or JSON run configuration to take the data and augmentation settings from (flags win)')
     .option('--rows <n>', 'grid rows and columns', '3')
-    .option('--size <px>', 'image side after crop, pixels', '224')
-    .option('--seed <n>', 'seed of split, shuffle and augmentation', '42')
     .option('--out <file>', 'PNG to write', 'show-batch.png')
     .exitOverride();
   cmd.parse([...argv], { from: 'user' });
-  const f = cmd.opts<{ data: string; rows: string; size: string; seed: string; out: string }>();
-  const options = { rows: checkInt('--rows', f.rows, 1, 16), size: checkInt('--size', f.size, 8), seed: checkInt('--seed', f.seed, 0) };
+  const f = cmd.opts<{ rows: string; out: string; config?: string }>();
+  const file = f.config === undefined ? {} : readConfigFile(f.config);
+  const config = resolveRunConfig(file, configFlagValues(cmd), { runDir: '.' });
+  const options = { rows: checkInt('--rows', f.rows, 1, 16), size: checkInt('--size', config.size, 8), seed: config.seed, transforms: augmentOf(config) };
   const pool = new ImagePool({});
   pool.start();
   try {
-    const data = await createDataBunch({ data: f.data, seed: options.seed, verify: true }, pool);
+    const data = await createDataBunch({ ...dataBunchOptions(config), verify: true }, pool);
+    out(dataLine(data.account, data.classes.length));
+    assertTrainable(data);
     const outPath = resolve(f.out);
-    const { width, height } = await writeShowBatch(data, pool, outPath, options);
-    out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root})`);
+    const { width, height, json } = await writeShowBatch(data, pool, outPath, options);
+    out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root}); items and labels in ${json}`);
     return 0;
   } finally {
     await pool.close();

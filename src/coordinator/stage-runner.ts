@@ -7,7 +7,7 @@
  */
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { SmoothedLoss, lrFindStep, suggestLr } from '../shared/learner/schedule.js';
-import { EpochProgress, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
+import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
 import { stepHyper, type StagePlan } from '../shared/plan.js';
 import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol.js';
 import type { Cluster, Reply } from './cluster.js';
@@ -92,7 +92,7 @@ function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
   return h;
 }
 
-/** Validates the whole validation set over all ranks (exact sums; padded items excluded by the workers). */
+/** Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W). */
 export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
   await cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: cluster.generation }), 'sync-bn', timeoutMs);
   const requestId = cluster.nextRequestId();
@@ -151,6 +151,7 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<bo
   const h = stageHistory(ctx, stage);
   h.steps.length = 0;
   const start = ctx.history.position;
+  const t0 = performance.now();
   ctx.out(`\n${stage.config.name}: lr_find over ${stage.totalSteps} steps (weights restored afterwards)`);
   const snapshot = await ctx.snapshot();
   const smoothed = new SmoothedLoss();
@@ -192,6 +193,7 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<bo
     ctx.out(`lr_find: no suggestion (${(err as Error).message})`);
   }
   h.lrFind = { smoothed: losses, stop, suggestion, minLossDiv10 };
-  ctx.out(`lr_find: ${lrs.length} steps, stopped: ${stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
+  // Its duration, as fastai's table gives each epoch's: lr_find is a large part of a short run's wall time.
+  ctx.out(`lr_find: ${lrs.length} steps in ${formatDuration((performance.now() - t0) / 1000)}, stopped: ${stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
   return true;
 }

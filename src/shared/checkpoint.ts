@@ -8,9 +8,13 @@
  * either no new checkpoint or a complete one; the previous checkpoints are never touched before the new one is in
  * place (pruning runs after). Readers verify every checksum and fall back to the newest intact checkpoint.
  * (The same recipe PyTorch Lightning and Orbax use: write-to-temp + fsync + atomic rename.)
+ *
+ * Identical payloads are not written twice: a file whose sha256 and size equal those of a file of the newest
+ * checkpoint (e.g. the final checkpoint, taken when nothing was trained since the last one) is hard-linked to it.
+ * Files are never modified in place (only written to a temporary name and renamed), so sharing an inode is safe.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { TrainerError } from './errors.js';
 
@@ -49,8 +53,50 @@ function stepDirName(step: number): string {
   return `step-${String(step).padStart(9, '0')}`;
 }
 
-function sha256(data: Uint8Array): string {
+/** sha256 of bytes, lowercase hex (as checkpoint manifests record it). */
+export function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** What {@link writeCheckpointDetailed} did. */
+export interface WrittenCheckpoint {
+  readonly dir: string;
+  /** Payload files hard-linked to an identical file of the previous newest checkpoint (not written again). */
+  readonly linked: readonly string[];
+  /** Bytes actually written (payloads not linked, plus the manifest). */
+  readonly bytesWritten: number;
+  /** The manifest's entries: payload name → sha256 and size. */
+  readonly files: CheckpointManifest['files'];
+}
+
+/**
+ * Files of the newest checkpoint by sha256 + size (from its manifest; not verified here: a link is only made to a
+ * file whose size matches, and readers verify every checksum anyway).
+ */
+function newestFilesByHash(runDir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const newest = listCheckpoints(runDir).at(-1);
+  if (newest === undefined) return out;
+  try {
+    const m = JSON.parse(readFileSync(join(newest, 'manifest.json'), 'utf8')) as CheckpointManifest;
+    for (const [name, f] of Object.entries(m.files)) out.set(`${f.sha256}:${f.bytes}`, join(newest, name));
+  } catch {
+    // An unreadable manifest just means nothing is shared.
+  }
+  return out;
+}
+
+/**
+ * Makes `to` a hard link of `from`. @returns false when the filesystem refuses (another device, no hard links):
+ *   the caller then writes the bytes
+ */
+export function tryHardLink(from: string, to: string): boolean {
+  try {
+    linkSync(from, to);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function writeFileSynced(path: string, data: Uint8Array): void {
@@ -84,23 +130,44 @@ function fsyncDir(path: string): void {
  * @throws TrainerError ERR_CHECKPOINT on a bad file name or an I/O failure (the previous checkpoints stay intact)
  */
 export function writeCheckpoint<M>(runDir: string, step: number, files: ReadonlyMap<string, Uint8Array>, meta: M, keep = 3): string {
+  return writeCheckpointDetailed(runDir, step, files, meta, keep).dir;
+}
+
+/**
+ * {@link writeCheckpoint}, also saying which files were hard-linked to identical ones of the previous newest
+ * checkpoint and how many bytes were written.
+ * @throws TrainerError ERR_CHECKPOINT as {@link writeCheckpoint}
+ */
+export function writeCheckpointDetailed<M>(runDir: string, step: number, files: ReadonlyMap<string, Uint8Array>, meta: M, keep = 3): WrittenCheckpoint {
   const root = checkpointsDir(runDir);
   mkdirSync(root, { recursive: true });
   const finalDir = join(root, stepDirName(step));
   const tmpDir = join(root, `.tmp-${stepDirName(step)}-${process.pid}`);
+  const linked: string[] = [];
+  const entries: Record<string, { sha256: string; bytes: number }> = {};
+  let bytesWritten = 0;
   try {
     rmSync(tmpDir, { recursive: true, force: true });
     mkdirSync(tmpDir);
-    const entries: Record<string, { sha256: string; bytes: number }> = {};
+    const previous = newestFilesByHash(runDir);
     for (const [name, data] of files) {
       if (!/^[A-Za-z0-9._-]+$/.test(name) || name === 'manifest.json') {
         throw new TrainerError('ERR_CHECKPOINT', `checkpoint file name must be [A-Za-z0-9._-]+ and not manifest.json, got ${JSON.stringify(name)}`);
       }
-      writeFileSynced(join(tmpDir, name), data);
-      entries[name] = { sha256: sha256(data), bytes: data.length };
+      const entry = { sha256: sha256(data), bytes: data.length };
+      const same = previous.get(`${entry.sha256}:${entry.bytes}`);
+      if (same !== undefined && tryHardLink(same, join(tmpDir, name))) {
+        linked.push(name);
+      } else {
+        writeFileSynced(join(tmpDir, name), data);
+        bytesWritten += data.length;
+      }
+      entries[name] = entry;
     }
     const manifest: CheckpointManifest<M> = { format: CHECKPOINT_FORMAT, step, writtenAt: new Date().toISOString(), files: entries, meta };
-    writeFileSynced(join(tmpDir, 'manifest.json'), Buffer.from(JSON.stringify(manifest)));
+    const manifestBytes = Buffer.from(JSON.stringify(manifest));
+    writeFileSynced(join(tmpDir, 'manifest.json'), manifestBytes);
+    bytesWritten += manifestBytes.length;
     fsyncDir(tmpDir);
     if (existsSync(finalDir)) {
       const old = join(root, `.old-${stepDirName(step)}-${process.pid}`);
@@ -117,7 +184,7 @@ export function writeCheckpoint<M>(runDir: string, step: number, files: Readonly
     throw new TrainerError('ERR_CHECKPOINT', `writing checkpoint for step ${step} in ${root} failed: ${(err as Error).message}`, { cause: err });
   }
   pruneCheckpoints(runDir, keep);
-  return finalDir;
+  return { dir: finalDir, linked, bytesWritten, files: entries };
 }
 
 /** Complete checkpoint directories of a run, oldest first (temporary directories are ignored). */

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { TrainerError } from './errors.js';
+import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from './data/transforms.js';
 import type { ResNetArch, ResNetConfig } from './model/resnet-spec.js';
 
 /**
@@ -47,8 +48,17 @@ export interface RunConfig {
   readonly labelFrom: 'regex' | 'folder' | 'csv';
   /** CSV of `file,label` when `labelFrom` is `csv`. */
   readonly labels: string | null;
-  /** `random` (seeded, `validPct`) or `official` (Oxford annotations/trainval.txt + test.txt). */
-  readonly split: 'random' | 'official';
+  /**
+   * `random` (seeded, `validPct`), `official` (Oxford annotations/trainval.txt + test.txt), `folder` (`trainFolder/`
+   * and `validFolder/` subfolders, fastai `split_by_folder`) or `csv` (the `validCol` column of `labels`, fastai
+   * `split_from_df`).
+   */
+  readonly split: 'random' | 'official' | 'folder' | 'csv';
+  /** Folder names of the `folder` split (fastai `from_folder(train='train', valid='valid')`). */
+  readonly trainFolder: string;
+  readonly validFolder: string;
+  /** Header of the CSV column that marks validation rows, for the `csv` split (fastai `valid_col`). */
+  readonly validCol: string;
   /** Fraction of items in validation, 0 < validPct < 1. */
   readonly validPct: number;
   /** Seed of the split, the shuffles, augmentation and head init. */
@@ -56,6 +66,18 @@ export interface RunConfig {
   readonly arch: Arch;
   /** Image side in pixels after crop (square). */
   readonly size: number;
+  /** Random training augmentation (fastai `get_transforms`); false: centre crop only, as validation (`ds_tfms=None`). */
+  readonly augment: boolean;
+  /** fastai `get_transforms` parameters (see `TransformSettings` in data/transforms.ts for meaning and ranges). */
+  readonly doFlip: boolean;
+  readonly flipVert: boolean;
+  /** Degrees. */
+  readonly maxRotate: number;
+  readonly maxZoom: number;
+  readonly maxLighting: number;
+  readonly maxWarp: number;
+  readonly pAffine: number;
+  readonly pLighting: number;
   /** Per-worker batch size (images per step on one worker). */
   readonly bs: number;
   /** Gradient-accumulation steps per optimizer step. */
@@ -69,7 +91,7 @@ export interface RunConfig {
   readonly workers: number;
   /** World size to wait for before training: local `workers` plus remote ones; 0 in input means "= workers". */
   readonly expect: number;
-  readonly backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  readonly backend: 'auto' | 'tensorflow' | 'webgpu' | 'native' | 'wasm' | 'cpu';
   /** `imagenet`, `none`, or a path to a torchvision-format safetensors file. */
   readonly pretrained: string;
   readonly stages: readonly StageConfig[];
@@ -91,10 +113,15 @@ export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
   labelFrom: 'regex',
   labels: null,
   split: 'random',
+  trainFolder: 'train',
+  validFolder: 'valid',
+  validCol: 'is_valid',
   validPct: 0.2,
   seed: 42,
   arch: 'resnet34',
   size: 224,
+  augment: true,
+  ...DEFAULT_TRANSFORMS,
   bs: 64,
   accum: 1,
   globalBs: null,
@@ -189,29 +216,88 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     labelRe: checkRegex(merged.labelRe),
     labelFrom: checkEnum('labelFrom', merged.labelFrom, ['regex', 'folder', 'csv'] as const),
     labels: merged.labels === null ? null : checkString('labels', merged.labels),
-    split: checkEnum('split', merged.split, ['random', 'official'] as const),
+    split: checkEnum('split', merged.split, ['random', 'official', 'folder', 'csv'] as const),
+    trainFolder: checkFolderName('trainFolder', merged.trainFolder),
+    validFolder: checkFolderName('validFolder', merged.validFolder),
+    validCol: checkString('validCol', merged.validCol),
     validPct: checkOpenUnit('validPct', merged.validPct, 0, 1),
     seed: checkInt('seed', merged.seed, 0, 2 ** 32 - 1),
     arch: checkEnum('arch', merged.arch, ARCHS),
     size: checkInt('size', merged.size, 16, 1024),
-    bs: checkInt('bs', merged.bs, 1, 4096),
+    augment: checkBool('augment', merged.augment),
+    ...checkTransformFields(merged),
+    bs: checkBatchSize(merged.bs),
     accum: checkInt('accum', merged.accum, 1, 4096),
     globalBs: merged.globalBs === null ? null : checkInt('globalBs', merged.globalBs, 1),
     lrScale: checkEnum('lrScale', merged.lrScale, ['linear', 'sqrt', 'none'] as const),
     baseBs: checkInt('baseBs', merged.baseBs, 1),
     workers,
     expect: resolveExpect(merged.expect, workers),
-    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'wasm', 'cpu'] as const),
+    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const),
     pretrained: checkString('pretrained', merged.pretrained),
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
   if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom is csv', null);
+  // A worker would find this out only after it started (resolvePretrainedWeights): torchvision has no resnet10 weights.
+  if (cfg.arch === 'resnet10' && cfg.pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', cfg.pretrained);
+  if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless labelFrom is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
+  if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (${cfg.trainFolder})`, cfg.validFolder);
   const names = cfg.stages.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) fail('stages', 'a list with unique stage names (each is saved as models/<name>)', names);
   if (cfg.stages.every((s) => s.kind === 'lr_find')) fail('stages', 'a list with at least one training stage', cfg.stages.map((s) => s.kind));
   return Object.freeze(cfg);
+}
+
+/** The flag of each transform field, for messages (`maxRotate (--max-rotate)`). */
+const TRANSFORM_FLAGS: Readonly<Record<keyof TransformSettings, string>> = Object.freeze({
+  doFlip: '--no-flip', flipVert: '--flip-vert', maxRotate: '--max-rotate', maxZoom: '--max-zoom', maxLighting: '--max-lighting',
+  maxWarp: '--max-warp', pAffine: '--p-affine', pLighting: '--p-lighting',
+});
+
+function checkBool(field: string, value: unknown): boolean {
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  return fail(field, 'true or false', value);
+}
+
+function checkTransformFields(merged: Record<string, unknown>): TransformSettings {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(DEFAULT_TRANSFORMS) as (keyof TransformSettings)[]) {
+    const v = merged[key];
+    out[key] = typeof v === 'string' && v.trim() !== '' && key !== 'doFlip' && key !== 'flipVert' ? Number(v) : v;
+    if (key === 'doFlip' || key === 'flipVert') out[key] = checkBool(`${key} (${TRANSFORM_FLAGS[key]})`, v);
+  }
+  const problem = transformProblem(out);
+  if (problem !== null) {
+    const field = problem.split(' ')[0] as keyof TransformSettings;
+    throw new TrainerError('ERR_BAD_CONFIG', problem.replace(field, `${field} (${TRANSFORM_FLAGS[field]})`).replace(/got .*$/, `got ${JSON.stringify(merged[field])}`));
+  }
+  return out as unknown as TransformSettings;
+}
+
+/**
+ * The per-worker batch: every model here has BatchNorm layers (the body's and the head's BatchNorm1d), which in
+ * training need more than one value per channel — PyTorch raises "Expected more than 1 value per channel when
+ * training" for a batch of 1 — so bs 1 is refused here, before any worker starts.
+ */
+function checkBatchSize(value: unknown): number {
+  const bs = checkInt('bs', value, 1, 4096);
+  if (bs < 2) fail('bs', 'an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training")', value);
+  return bs;
+}
+
+function checkFolderName(field: string, value: unknown): string {
+  const s = checkString(field, value);
+  if (/[\\/]/.test(s) || s === '.' || s === '..') fail(field, 'a folder name directly under the image folder (no "/")', value);
+  return s;
+}
+
+/** The augmentation a run's training loader applies: its transform settings, or null with `augment: false`. */
+export function augmentOf(c: Pick<RunConfig, 'augment' | keyof TransformSettings>): TransformSettings | null {
+  if (!c.augment) return null;
+  return Object.freeze({ doFlip: c.doFlip, flipVert: c.flipVert, maxRotate: c.maxRotate, maxZoom: c.maxZoom, maxLighting: c.maxLighting, maxWarp: c.maxWarp, pAffine: c.pAffine, pLighting: c.pLighting });
 }
 
 function resolveExpect(value: unknown, workers: number): number {

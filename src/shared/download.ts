@@ -79,6 +79,24 @@ export interface DownloadResult {
   readonly url: string | null;
 }
 
+/**
+ * An ERR_OFFLINE message a person can read in a terminal: a short first line, then the hint (what to do instead),
+ * then every address tried, each on its own line.
+ * @param summary - one short line, no URL
+ * @param hint - what to do offline, or null
+ * @param tried - `<url> (try n): <why>` per attempt
+ */
+export function offlineMessage(summary: string, hint: string | null, tried: readonly string[]): string {
+  return [summary, ...(hint === null ? [] : [`hint: ${hint}`]), 'tried:', ...tried.map((t) => `  ${t}`)].join('\n');
+}
+
+/** The `tried:` lines of an {@link offlineMessage} (to restate it with another summary and hint). */
+export function offlineTried(message: string): string[] {
+  const lines = message.split('\n');
+  const at = lines.indexOf('tried:');
+  return at < 0 ? [] : lines.slice(at + 1).map((l) => l.trim());
+}
+
 /** Network error codes meaning "host not reachable" (→ ERR_OFFLINE when every mirror fails this way). */
 const UNREACHABLE_CODES = new Set([
   'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ETIMEDOUT', 'ENETDOWN', 'ECONNRESET',
@@ -291,7 +309,7 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   }
   const detail = failures.slice(-4).join('; ');
   if (allUnreachable) {
-    throw new TrainerError('ERR_OFFLINE', `cannot reach any mirror of ${o.dest} (${o.urls.join(', ')}): ${detail}. The network looks offline.`);
+    throw new TrainerError('ERR_OFFLINE', offlineMessage(`cannot reach any mirror of ${o.dest.split('/').pop() ?? o.dest}: the network looks offline`, null, failures.slice(-4)));
   }
   throw new TrainerError('ERR_DOWNLOAD', `download of ${o.dest} failed on every mirror: ${detail}`);
 }

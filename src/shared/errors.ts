@@ -14,6 +14,8 @@ export type TrainerErrorCode =
   | 'ERR_OFFLINE'
   | 'ERR_BAD_IMAGE'
   | 'ERR_DATA'
+  /** The data under --data cannot be trained as given (nothing labelled, an empty split, a class of bad files…). */
+  | 'ERR_BAD_DATA'
   | 'ERR_PROTOCOL'
   | 'ERR_WORKER_LOST'
   | 'ERR_TIMEOUT'

@@ -4,12 +4,16 @@
  * world size, per-worker batch, accumulation), so the coordinator, every worker and a resumed run compute the same
  * plan without talking to each other.
  *
- * Data order is defined per GLOBAL step, not per rank: epoch e is a permutation of the training items seeded by
- * (seed, e); global step k of the epoch reads positions [k·G, (k+1)·G) of it (G = global batch = bs × world × accum),
- * and rank r at accumulation index a reads positions k·G + a·W·bs + i·W + r for i < bs. With accum = 1 that is
- * exactly PyTorch's DistributedSampler (rank r takes r, r+W, …; checked in the tests against `shardPlan`). Because
- * it is anchored on global steps, a replacement worker, a resumed run or an elastic ring with fewer workers (and a
- * larger accum, same G) reads exactly the items the undisturbed run would have read at that step.
+ * Data order is defined per GLOBAL step and per MICRO-BATCH, never per rank: epoch e is a permutation of the
+ * training items seeded by (seed, e); global step k of the epoch reads positions [k·G, (k+1)·G) of it (G = global
+ * batch = bs × M, with M = workers × accum micro-batches per step); micro-batch m (0 ≤ m < M) of the step reads
+ * positions k·G + m + i·M for i < bs, and rank r runs micro-batches m = a·W + r at accumulation slot a. Which
+ * items form a micro-batch (and so a BatchNorm batch), in which order, and every random draw of it (augmentation
+ * per (seed, epoch, item), dropout per (seed, step, m)) are therefore functions of (seed, step, m) alone: W workers
+ * × accum A and W' × A' with W·A = W'·A' compute the same micro-batches, only on other processes. With accum 1
+ * (M = W, m = r) this is exactly PyTorch's DistributedSampler (rank r takes r, r+W, …; checked in the tests
+ * against `shardPlan`). A replacement worker, a resumed run on another worker count or an elastic ring with fewer
+ * workers (and a larger accum, same G) reads exactly the micro-batches the undisturbed run would have read.
  */
 import { TrainerError } from './errors.js';
 import type { StageConfig } from './config.js';
@@ -96,31 +100,70 @@ export function epochOrder(trainCount: number, seed: number, epoch: number): Int
   return permutation(trainCount, hashSeed(seed, epoch, EPOCH_SHUFFLE_SALT));
 }
 
-/** Which micro-batch of a global step a worker reads. */
+/** One micro-batch of a global step. */
 export interface MicroBatchRef {
   /** Optimizer step within the epoch. */
   readonly stepInEpoch: number;
-  /** Accumulation index, 0 ≤ a < accum. */
-  readonly accumIndex: number;
-  readonly rank: number;
-  readonly worldSize: number;
-  /** Per-worker batch. */
+  /** Micro-batch index within the step, 0 ≤ microBatch < microBatches. */
+  readonly microBatch: number;
+  /** Micro-batches per optimizer step, M = global batch / bs = workers × accum. */
+  readonly microBatches: number;
+  /** Items per micro-batch (the per-worker batch). */
   readonly bs: number;
-  readonly accum: number;
 }
 
 /**
- * Item indices of one micro-batch: positions k·G + a·W·bs + i·W + r (i < bs) of the epoch order.
+ * Item indices of one micro-batch: positions k·G + m + i·M (i < bs, G = bs·M) of the epoch order. Depends on the
+ * split of the global batch only through M (fixed by the global batch and bs), never on the worker count.
  * @param order - from {@link epochOrder}
  * @returns `[bs]` int32 item indices
+ * @throws TrainerError ERR_INTERNAL when the micro-batch index is out of range or the step is past the epoch
  */
 export function microBatchItems(order: Int32Array, ref: MicroBatchRef): Int32Array {
-  const G = ref.bs * ref.worldSize * ref.accum;
-  const base = ref.stepInEpoch * G + ref.accumIndex * ref.worldSize * ref.bs + ref.rank;
-  if (base + (ref.bs - 1) * ref.worldSize >= order.length) {
-    throw new TrainerError('ERR_INTERNAL', `micro-batch step ${ref.stepInEpoch} accum ${ref.accumIndex} rank ${ref.rank} is past the epoch (${order.length} items)`);
+  const M = ref.microBatches;
+  if (!Number.isInteger(ref.microBatch) || ref.microBatch < 0 || ref.microBatch >= M) {
+    throw new TrainerError('ERR_INTERNAL', `micro-batch ${ref.microBatch} must be an integer in [0, ${M - 1}]`);
+  }
+  const base = ref.stepInEpoch * ref.bs * M + ref.microBatch;
+  if (base + (ref.bs - 1) * M >= order.length) {
+    throw new TrainerError('ERR_INTERNAL', `micro-batch ${ref.microBatch} of step ${ref.stepInEpoch} is past the epoch (${order.length} items)`);
   }
   const out = new Int32Array(ref.bs);
-  for (let i = 0; i < ref.bs; i++) out[i] = order[base + i * ref.worldSize]!;
+  for (let i = 0; i < ref.bs; i++) out[i] = order[base + i * M]!;
+  return out;
+}
+
+/**
+ * The micro-batch that `rank` runs at accumulation slot `slot` (0 ≤ slot < accum): m = slot·W + rank. Every
+ * m in [0, W·accum) is run by exactly one rank.
+ */
+export function microBatchOf(rank: number, slot: number, worldSize: number): number {
+  return slot * worldSize + rank;
+}
+
+/**
+ * Seed of the dropout masks of micro-batch `microBatch` at global step `globalStep`: hashSeed(seed, step, m, 0).
+ * (The trailing 0 was the accumulation index when seeds were per (rank, slot): runs with accum 1, where m = rank,
+ * keep the masks they had.)
+ */
+export function dropoutSeed(seed: number, globalStep: number, microBatch: number): number {
+  return hashSeed(seed, globalStep, microBatch, 0);
+}
+
+/**
+ * The validation batches `rank` evaluates: the validation split in order, cut into batches of `bs` (the last one
+ * shorter), batch j going to rank j mod W. Each batch, and so each item's logits and each batch's float32 loss sum,
+ * is the same whatever the worker count (a shard of a padded DistributedSampler would group items by W). Ranks may
+ * get one batch more than others; validation is no collective, so that cannot deadlock.
+ *
+ * @returns batches of split positions (all real: nothing is padded)
+ */
+export function validationBatches(count: number, bs: number, rank: number, worldSize: number): { indices: Int32Array; real: Uint8Array }[] {
+  const out: { indices: Int32Array; real: Uint8Array }[] = [];
+  for (let j = rank; j * bs < count; j += worldSize) {
+    const start = j * bs;
+    const end = Math.min(count, start + bs);
+    out.push({ indices: Int32Array.from({ length: end - start }, (_, i) => start + i), real: new Uint8Array(end - start).fill(1) });
+  }
   return out;
 }

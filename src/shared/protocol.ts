@@ -19,7 +19,7 @@ import { Packr } from 'msgpackr';
 import { TrainerError, type TrainerErrorCode } from './errors.js';
 
 /** Version of this protocol; bumped on any incompatible change. Peers with another version are rejected. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 /** Largest accepted binary frame, in bytes (512 MiB): one whole 128 MB star buffer fits with room to spare. */

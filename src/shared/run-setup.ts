@@ -5,6 +5,7 @@
  */
 import { ARCHS, type Arch } from './config.js';
 import { TrainerError } from './errors.js';
+import { transformProblem, type TransformSettings } from './data/transforms.js';
 
 /** The run setup shared by all workers. */
 export interface RunSetup {
@@ -41,6 +42,11 @@ export interface RunSetup {
   readonly starAddress: string | null;
   /** Decode/augment threads per worker (0 = automatic). */
   readonly threads: number;
+  /**
+   * Training augmentation (fastai `get_transforms(...)` settings), null for none (centre crop, `--no-augment`);
+   * absent: the tutorial's defaults.
+   */
+  readonly transforms?: TransformSettings | null;
 }
 
 function bad(field: string, rule: string, got: unknown): never {
@@ -80,12 +86,18 @@ export function decodeRunSetup(bytes: Uint8Array): RunSetup {
   const labels = intArray('labels', raw.labels, classes.length);
   if (labels.length !== paths.length) bad('labels', `one label per path (${paths.length})`, labels.length);
   if (typeof raw.frozen !== 'boolean') bad('frozen', 'a boolean', raw.frozen);
+  const transforms = raw.transforms;
+  if (transforms !== undefined && transforms !== null) {
+    const problem = typeof transforms === 'object' ? transformProblem(transforms as Record<string, unknown>) : 'not an object';
+    if (problem !== null) bad('transforms', `null or get_transforms settings (${problem})`, transforms);
+  }
   return {
     runId: str('runId'), arch: arch as RunSetup['arch'], size: int('size', 16), bs: int('bs', 1), seed: int('seed', 0),
     pretrained: str('pretrained'), frozen: raw.frozen, classes: classes as string[], dataRoot: str('dataRoot'),
     paths: paths as string[], labels, train: intArray('train', raw.train, paths.length), valid: intArray('valid', raw.valid, paths.length),
     allreduce, allreduceDtype: dtype, bucketBytes: int('bucketBytes', 1024), allreduceTimeoutMs: int('allreduceTimeoutMs', 1),
     starAddress: raw.starAddress === null ? null : str('starAddress'), threads: int('threads', 0),
+    ...(transforms === undefined ? {} : { transforms: transforms as TransformSettings | null }),
   };
 }
 

@@ -6,14 +6,14 @@ import { Command, CommanderError } from 'commander';
 import { parseBackendRequest } from '../shared/compute/backend.js';
 import { checkInt } from '../shared/config.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
-import { Worker, type WorkerOptions } from './worker.js';
+import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
   const program = new Command('worker')
     .description('Distributed trainer worker process: joins a coordinator and trains its shard')
     .requiredOption('--connect <endpoint>', 'coordinator endpoint, e.g. tcp://10.0.0.5:5555')
-    .option('--backend <name>', 'compute backend: auto|tensorflow|wasm|cpu', 'auto')
+    .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--data <dir>', 'local copy of the data (default: the coordinator\'s path)')
     .option('--rank <n>', 'rank to ask for (default: any free rank)')
     .option('--data-bind <endpoint>', 'data-plane bind address; use tcp://<this host ip>:* across machines', 'tcp://127.0.0.1:*')
@@ -40,32 +40,67 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
 }
 
 /**
- * Entry point of `npx worker`.
- * @returns exit code: 0 after a shutdown from the coordinator, 2 on a bad flag, 1 on failure, 3 when the
- *   coordinator went silent
+ * Entry point of `npx worker`. Every ending goes through one {@link Worker.close} (fixed order, see there) before
+ * this resolves, and the caller only sets `process.exitCode`: the process never exits while the heartbeat thread
+ * still holds its socket.
+ * @returns exit code ({@link WORKER_EXIT}): 0 after a shutdown from the coordinator, 1 on failure, 2 on a bad flag,
+ *   3 when the coordinator went silent, 130 / 143 when stopped by SIGINT / SIGTERM
  */
 export async function main(argv: readonly string[]): Promise<number> {
   let options: Omit<WorkerOptions, 'log'>;
   try {
     options = parseWorkerArgs(argv);
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof CommanderError) return err.exitCode === 0 ? WORKER_EXIT.ok : WORKER_EXIT.badFlag;
     console.error(`worker: ${(err as Error).message}`);
-    return 2;
+    return WORKER_EXIT.badFlag;
   }
   const tag = `[worker ${process.pid}]`;
-  const worker = new Worker({ ...options, log: (line) => console.error(`${tag} ${line}`) });
-  const stop = (): void => { void worker.close().then(() => process.exit(0)); };
-  process.once('SIGTERM', stop);
+  const log = (line: string): void => console.error(`${tag} ${line}`);
+  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // coordinator's death. Another parent's IPC channel (a process manager) is not taken for the coordinator.
+  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
+  const worker = new Worker({ ...options, parentPipe, log });
+  if (parentPipe) {
+    process.channel!.unref();
+    const gone = (): void => {
+      log('ERR_WORKER_LOST: the coordinator process is gone (its control pipe closed); exiting');
+      worker.stop(WORKER_EXIT.coordinatorLost);
+    };
+    // The pipe may have closed while this module was loading (the event was emitted before anyone listened).
+    if (!process.connected) gone();
+    else process.once('disconnect', gone);
+  }
+  const onSigterm = (): void => {
+    log('SIGTERM: closing');
+    worker.stop(WORKER_EXIT.sigterm);
+  };
   // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator, which sets
   // PETS_WORKER_SLOT) leaves SIGINT to the coordinator, which finishes the step, checkpoints and shuts it down.
-  if (process.env.PETS_WORKER_SLOT === undefined) process.once('SIGINT', stop);
-  else process.on('SIGINT', () => console.error(`${tag} SIGINT: the coordinator will stop this worker`));
+  const local = process.env.PETS_WORKER_SLOT !== undefined;
+  const onSigint = (): void => {
+    if (local) return log('SIGINT: the coordinator will stop this worker');
+    log('SIGINT: closing');
+    worker.stop(WORKER_EXIT.sigint);
+  };
+  // An error nothing caught must not end the process with the heartbeat thread still running (native abort).
+  const onUncaught = (err: unknown): void => {
+    log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    worker.stop(WORKER_EXIT.failed);
+  };
+  process.on('SIGTERM', onSigterm);
+  process.on('SIGINT', onSigint);
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
   try {
     return await worker.run();
   } catch (err) {
-    console.error(`${tag} ${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
+    log(`${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
+    return WORKER_EXIT.failed;
+  } finally {
+    // The signal handlers stay: a late SIGTERM then finds the close done and changes nothing.
     await worker.close();
-    return 1;
+    process.off('uncaughtException', onUncaught);
+    process.off('unhandledRejection', onUncaught);
   }
 }

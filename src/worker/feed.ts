@@ -1,6 +1,6 @@
 /**
- * The worker's training feed: yields, in order, the micro-batches this rank reads for each optimizer step, as
- * defined by the run plan (`src/shared/plan.ts`: data order anchored on global steps), decoding and augmenting
+ * The worker's training feed: yields, in order, the micro-batches this rank runs for each optimizer step
+ * (micro-batch m = slot·W + rank of `src/shared/plan.ts`, whose items depend on the step and m only), decoding and augmenting
  * ahead through the image pool. When a request is not the next expected one (a redone step after a failure, a
  * new epoch, a membership change that alters world size, rank or accumulation), the prefetch is rebuilt from
  * that point; the items are a pure function of the request, so a redone step reads exactly the same pixels.
@@ -10,12 +10,14 @@ import { BatchLoader } from '../shared/data/loader.js';
 import type { SkipLog } from '../shared/data/decode.js';
 import type { ImagePool } from '../shared/data/pool.js';
 import type { PlannedBatch } from '../shared/data/shard.js';
-import { epochOrder, microBatchItems } from '../shared/plan.js';
+import type { TransformSettings } from '../shared/data/transforms.js';
+import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan.js';
 
-/** Which micro-batch is wanted. */
+/** Which micro-batch is wanted: the one `rank` runs at slot `accumIndex`, m = accumIndex·worldSize + rank. */
 export interface FeedRequest {
   readonly epoch: number;
   readonly stepInEpoch: number;
+  /** Accumulation slot, 0 ≤ accumIndex < accum. */
   readonly accumIndex: number;
   readonly accum: number;
   readonly rank: number;
@@ -36,6 +38,8 @@ export interface TrainFeedOptions {
   readonly skipLog: SkipLog;
   /** Batches decoded ahead (default 2). */
   readonly prefetchBatches?: number;
+  /** Augmentation settings; null = none (centre crop); omitted = the tutorial's `get_transforms()`. */
+  readonly transforms?: TransformSettings | null;
 }
 
 function sameRun(a: FeedRequest, b: FeedRequest): boolean {
@@ -75,13 +79,15 @@ export class TrainFeed {
     const batches: PlannedBatch[] = [];
     for (let k = from.stepInEpoch; k < stepsPerEpoch; k++) {
       for (let a = k === from.stepInEpoch ? from.accumIndex : 0; a < from.accum; a++) {
-        const indices = microBatchItems(order, { stepInEpoch: k, accumIndex: a, rank: from.rank, worldSize: from.worldSize, bs: this.o.bs, accum: from.accum });
+        const microBatch = microBatchOf(from.rank, a, from.worldSize);
+        const indices = microBatchItems(order, { stepInEpoch: k, microBatch, microBatches: from.worldSize * from.accum, bs: this.o.bs });
         batches.push({ indices, real: new Uint8Array(indices.length).fill(1) });
       }
     }
     this.loader = new BatchLoader({
       pool: this.o.pool, paths: this.o.paths, labels: this.o.labels, split: this.o.train,
-      plan: { batches, itemsPerRank: batches.length * this.o.bs }, size: this.o.size, augment: true,
+      plan: { batches, itemsPerRank: batches.length * this.o.bs }, size: this.o.size,
+      augment: this.o.transforms !== null, transforms: this.o.transforms ?? undefined,
       seed: this.o.seed, epoch: from.epoch, prefetchBatches: this.o.prefetchBatches ?? 2, skipLog: this.o.skipLog,
     });
     this.loader.start();

@@ -3,8 +3,15 @@
  * every interval and watches the coordinator's heartbeats. It runs beside the main thread, whose synchronous WASM
  * compute can block its event loop for seconds, so liveness never depends on the step length.
  *
- * When the coordinator is silent for longer than the timeout, it tells the main thread and, if the process is still
- * alive after a grace period (the main thread may be stuck in compute), terminates the process: no orphans.
+ * When the coordinator is silent for longer than the timeout, it tells the main thread (which then closes everything
+ * and exits with code 3) and, if the process is still alive after a grace period (the main thread may be stuck in
+ * compute), terminates the process with SIGKILL: no orphans.
+ *
+ * Lifetime: on `stop` the thread clears its timers, closes its socket itself (linger 0) and its port, and so leaves
+ * its event loop empty: the thread exits by itself. A ZeroMQ socket must never outlive its thread's environment
+ * (zeromq.js aborts the whole process with `terminate called after throwing an instance of 'Napi::Error'` when
+ * it does: https://github.com/zeromq/zeromq.js/issues/411), so the main thread waits for this exit before the
+ * process exits.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as zmq from 'zeromq';
@@ -23,7 +30,7 @@ export interface HeartbeatThreadData {
 
 /** Main → thread. */
 export type HeartbeatControl = { readonly kind: 'rank'; readonly rank: number } | { readonly kind: 'stop' };
-/** Thread → main. */
+/** Thread → main. `stopped`: the socket is closed; the thread exits next. */
 export type HeartbeatEvent = { readonly kind: 'coordinator-lost'; readonly silentMs: number } | { readonly kind: 'stopped' };
 
 const data = workerData as HeartbeatThreadData;
@@ -40,22 +47,26 @@ socket.connect(data.endpoint);
 let rank = -1;
 let seq = 0;
 let lastHeardMs = Date.now();
-let stopping = false;
+let lost = false;
+let killTimer: NodeJS.Timeout | null = null;
 
 port.on('message', (msg: HeartbeatControl) => {
   if (msg.kind === 'rank') rank = msg.rank;
-  else void stop();
+  else stop();
 });
 
 const timer = setInterval(() => {
+  if (lost) return;
   const silentMs = Date.now() - lastHeardMs;
-  if (silentMs > data.timeoutMs && !stopping) {
-    stopping = true;
+  if (silentMs > data.timeoutMs) {
+    lost = true;
     port.postMessage({ kind: 'coordinator-lost', silentMs } satisfies HeartbeatEvent);
-    setTimeout(() => process.kill(process.pid, 'SIGKILL'), data.graceMs).unref();
+    // Last resort when the main thread cannot act (stuck in compute): a clean close sends `stop` well before.
+    killTimer = setTimeout(() => process.kill(process.pid, 'SIGKILL'), data.graceMs);
+    killTimer.unref();
     return;
   }
-  socket.send(encode({ type: 'heartbeat', sender: 'worker', rank, seq: seq++, sentAtMs: Date.now() })).catch(() => undefined);
+  if (!socket.closed) socket.send(encode({ type: 'heartbeat', sender: 'worker', rank, seq: seq++, sentAtMs: Date.now() })).catch(() => undefined);
 }, data.intervalMs);
 
 async function receive(): Promise<void> {
@@ -68,13 +79,15 @@ async function receive(): Promise<void> {
       }
     }
   } catch {
-    // Socket closed.
+    // Socket closed while a receive was pending.
   }
 }
 
-async function stop(): Promise<void> {
+/** Clears the timers, closes the socket here in its own thread, says so and closes the port: the thread then exits. */
+function stop(): void {
   clearInterval(timer);
-  socket.close();
+  if (killTimer !== null) clearTimeout(killTimer);
+  if (!socket.closed) socket.close();
   port.postMessage({ kind: 'stopped' } satisfies HeartbeatEvent);
   port.close();
 }

@@ -15,10 +15,10 @@ import type { AllReducer } from '../shared/allreduce/types.js';
 import { SkipLog } from '../shared/data/decode.js';
 import { BatchLoader } from '../shared/data/loader.js';
 import type { ImagePool } from '../shared/data/pool.js';
-import { shardPlan } from '../shared/data/shard.js';
-import { hashSeed } from '../shared/data/rng.js';
 import { TrainerError } from '../shared/errors.js';
 import type { Replica } from '../shared/learner/replica.js';
+import { BN_MOMENTUM } from '../shared/model/resnet.js';
+import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan.js';
 import type { RunSetup } from '../shared/run-setup.js';
 import type { StepDoneMessage, StepMessage } from '../shared/protocol.js';
 import { TrainFeed } from './feed.js';
@@ -75,6 +75,68 @@ function disposeBn(snap: BnSnapshot): void {
   for (const t of snap.tensors.values()) t.dispose();
 }
 
+/** Every BatchNorm running mean/var of the replica (body then head, in the models' fixed order). */
+export function bnVariables(replica: Replica): tf.Variable[] {
+  const { body, head } = replica.learner;
+  return [...body.buffers.values(), ...head.buffers.values()];
+}
+
+/**
+ * Runs one micro-batch's training passes (`run`, e.g. `replica.accumulate(…)`) with the running statistics set to
+ * zero, and writes into `slot` (`[1 + Σ sizes] float32`) the number of BatchNorm batches C it ran, then what its
+ * passes left in each of `vars`: Δ (for one batch, exactly fl(0.1 · batch statistic)). The buffers are left at Δ;
+ * the caller puts the step's starting statistics back before {@link applyBnIncrements}.
+ * @returns what `run` returned
+ */
+export async function measureBnIncrements<T>(replica: Replica, vars: readonly tf.Variable[], slot: Float32Array,
+  run: () => T | Promise<T>): Promise<T> {
+  for (const v of vars) tf.tidy(() => v.assign(tf.zerosLike(v)));
+  const before = replica.learner.body.numBatchesTracked;
+  const out = await run();
+  slot[0] = replica.learner.body.numBatchesTracked - before;
+  if (vars.length === 0) return out;
+  // One asynchronous read of every statistic (a GPU backend cannot read synchronously).
+  const flat = tf.tidy(() => tf.concat(vars.map((v) => tf.reshape(v, [-1]))));
+  try {
+    slot.set(await flat.data() as Float32Array, 1);
+  } finally {
+    flat.dispose();
+  }
+  return out;
+}
+
+/**
+ * Applies the running-statistic updates of a step's micro-batches in micro-batch order m = 0…M−1, from
+ * {@link WorkerTrainer}'s gathered buffer: slot m = [C_m BatchNorm batches, then Δ_m per BN variable], where Δ_m is
+ * what m's training-mode passes leave in running statistics that start at zero (for one BN batch:
+ * fl(0.1 · batch statistic), exactly the second term of PyTorch's `running ← 0.9·running + 0.1·batch`). Each slot
+ * does `running ← 0.9·running` C_m times, then `running ← running + Δ_m`, with the same tfjs ops as the model
+ * (`resnet.ts`, `head.ts`), so with one BN batch per micro-batch the result is bit for bit what one process gets by
+ * running the M micro-batches one after another. Counts C_m BN batches in `num_batches_tracked`.
+ */
+export function applyBnIncrements(replica: Replica, vars: readonly tf.Variable[], gathered: Float32Array, microBatches: number): void {
+  const statSize = vars.reduce((s, v) => s + v.size, 0);
+  let batches = 0;
+  for (let m = 0; m < microBatches; m++) {
+    const base = m * (1 + statSize);
+    const c = Math.round(gathered[base]!);
+    if (c === 0) continue;
+    batches += c;
+    let off = base + 1;
+    for (const v of vars) {
+      const delta = gathered.subarray(off, off + v.size);
+      off += v.size;
+      tf.tidy(() => {
+        let r: tf.Tensor = v;
+        for (let k = 0; k < c; k++) r = tf.mul(r, 1 - BN_MOMENTUM);
+        v.assign(tf.add(r, tf.tensor(delta, v.shape, 'float32')));
+      });
+    }
+  }
+  replica.learner.body.numBatchesTracked += batches;
+  replica.learner.head.numBatchesTracked += batches;
+}
+
 /** Contiguous ranges of the flat gradient, late layers first (DDP order), each ≤ bucketBytes (first ≤ 1 MB). */
 export function bucketRanges(layout: readonly { size: number }[], bucketBytes: number): Array<[start: number, end: number]> {
   const ranges: Array<[number, number]> = [];
@@ -118,7 +180,7 @@ export class WorkerTrainer {
     this.validSplit = Int32Array.from(setup.valid);
     this.feed = new TrainFeed({
       pool, paths: this.paths, labels: this.labels, train: Int32Array.from(setup.train), size: setup.size, bs: setup.bs,
-      seed: setup.seed, skipLog: this.skipLog,
+      seed: setup.seed, skipLog: this.skipLog, transforms: setup.transforms,
     });
   }
 
@@ -144,22 +206,44 @@ export class WorkerTrainer {
     }
   }
 
+  /**
+   * The step as a function of the global batch alone: this rank runs micro-batches m = a·W + rank (a < accum) of
+   * the M = W·accum micro-batches (`plan.ts`), with dropout seeded by (seed, step, m); its gradient is the mean of
+   * its micro-batches' gradients (each the mean loss gradient over its items), averaged over the ranks: the mean
+   * over all M micro-batches. BatchNorm running statistics: each micro-batch's increments are measured from zero
+   * and gathered in micro-batch order (see {@link applyBnIncrements}).
+   */
   private async runStep(cmd: StepMessage, bnBefore: BnSnapshot): Promise<Omit<StepDoneMessage, 'type' | 'rank'>> {
     const { rank, worldSize } = this.rankInfo();
+    const microBatches = worldSize * cmd.accum;
+    const bnVars = bnVariables(this.replica);
+    const statSize = bnVars.reduce((s, v) => s + v.size, 0);
+    // Slot m of every micro-batch: [BN batches, increments]; this rank fills its own slots, the all-reduce (a sum
+    // with zeros elsewhere: exact) gives every rank all of them.
+    const bnGathered = new Float32Array(microBatches * (1 + statSize));
     let dataWait = 0, compute = 0, lossSum = 0, count = 0, correct = 0;
     for (let a = 0; a < cmd.accum; a++) {
+      const m = microBatchOf(rank, a, worldSize);
       const t0 = performance.now();
       const batch = await this.feed.next({ epoch: cmd.epoch, stepInEpoch: cmd.stepInEpoch, accumIndex: a, accum: cmd.accum, rank, worldSize });
       const t1 = performance.now();
-      const r = this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.setup.seed, cmd.step, rank, a));
+      const slot = bnGathered.subarray(m * (1 + statSize), (m + 1) * (1 + statSize));
+      const r = await measureBnIncrements(this.replica, bnVars, slot, () => this.replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(this.setup.seed, cmd.step, m)));
       compute += (performance.now() - t1) / 1000;
       dataWait += (t1 - t0) / 1000;
       lossSum += r.lossSum;
       count += r.count;
       correct += r.correct;
     }
+    for (const [v, t] of bnBefore.tensors) v.assign(t);
+    this.replica.learner.body.numBatchesTracked = bnBefore.tracked.body;
+    this.replica.learner.head.numBatchesTracked = bnBefore.tracked.head;
     const t2 = performance.now();
-    const grads = this.replica.takeGradients();
+    // A micro-batch whose items all failed to decode adds no gradient but still counts in the mean over the M
+    // micro-batches (the replica averages over the micro-batches it ran), so the scale is that of any split.
+    const ran = this.replica.pendingMicroBatches;
+    const grads = await this.replica.takeGradients();
+    if (ran > 0 && ran < cmd.accum) for (let i = 0; i < grads.length; i++) grads[i] = Math.fround(grads[i]! * ran / cmd.accum);
     compute += (performance.now() - t2) / 1000;
     const reducer = this.reducer();
     const before = reducer.stats().sentBytesTotal;
@@ -170,7 +254,8 @@ export class WorkerTrainer {
       const [start, end] = ranges[b]!;
       await reducer.allReduce(grads.subarray(start, end), { step: cmd.step, bucket: b }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
     }
-    await this.broadcastBnFromRank0(reducer, { step: cmd.step, bucket: ranges.length });
+    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: ranges.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
+    applyBnIncrements(this.replica, bnVars, bnGathered, microBatches);
     const allreduceSeconds = (performance.now() - t3) / 1000;
     this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
     const mem = tf.memory();
@@ -201,10 +286,14 @@ export class WorkerTrainer {
     this.pending = null;
   }
 
-  /** Evaluates this rank's validation shard (DistributedSampler with padding; padded items not counted). */
+  /**
+   * Evaluates this rank's validation batches: batch j of the split in order (bs items) on rank j mod W
+   * (`validationBatches`), so each batch's numbers are the same whatever the worker count.
+   */
   async validate(withProbs: boolean): Promise<ValidResult> {
     const { rank, worldSize } = this.rankInfo();
-    const plan = shardPlan({ itemCount: this.validSplit.length, seed: this.setup.seed, epoch: 0, worldSize, rank, batchSize: this.setup.bs, shuffle: false, mode: 'pad' });
+    const batches = validationBatches(this.validSplit.length, this.setup.bs, rank, worldSize);
+    const plan = { batches, itemsPerRank: batches.reduce((s, b) => s + b.indices.length, 0) };
     const loader = new BatchLoader({
       pool: this.pool, paths: this.paths, labels: this.labels, split: this.validSplit, plan, size: this.setup.size,
       augment: false, seed: this.setup.seed, epoch: 0, skipLog: this.skipLog,
@@ -214,7 +303,7 @@ export class WorkerTrainer {
     const probs: Float32Array[] = [];
     try {
       for await (const batch of loader) {
-        const r = this.replica.evaluate(batch.x, batch.y, batch.valid);
+        const r = await this.replica.evaluate(batch.x, batch.y, batch.valid);
         lossSum += r.lossSum;
         count += r.count;
         correct += r.correct;
@@ -255,29 +344,6 @@ export class WorkerTrainer {
       return { ...t, data };
     });
     this.replica.importState({ ...state, tensors });
-  }
-
-  /**
-   * Every rank takes rank 0's BatchNorm running statistics after each step (PyTorch DDP's `broadcast_buffers`), as
-   * one more small bucket of the step's all-reduce (rank 0 sends its values, the others zeros: the sum is exact).
-   * So the statistics are a function of rank 0's data position, not of which process holds rank 0: after a
-   * failure, any survivor or newcomer carries on with exactly the statistics an undisturbed run would have.
-   */
-  private async broadcastBnFromRank0(reducer: AllReducer, tag: { step: number; bucket: number }): Promise<void> {
-    const { body, head } = this.replica.learner;
-    const vars = [...body.buffers.values(), ...head.buffers.values()];
-    const buf = new Float32Array(vars.reduce((s, v) => s + v.size, 0));
-    if (this.rankInfo().rank === 0) {
-      let off = 0;
-      for (const v of vars) { buf.set(v.dataSync() as Float32Array, off); off += v.size; }
-    }
-    await reducer.allReduce(buf, tag, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
-    let off = 0;
-    for (const v of vars) {
-      const data = buf.subarray(off, off + v.size);
-      off += v.size;
-      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
-    }
   }
 
   /** Stops the feed. */

@@ -12,6 +12,7 @@ import { availableParallelism } from 'node:os';
 import * as zmq from 'zeromq';
 import type { AllReducer } from '../shared/allreduce/types.js';
 import { initBackend, type BackendRequest } from '../shared/compute/backend.js';
+import { releaseBackend } from '../shared/compute/release.js';
 import { archModel } from '../shared/config.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
@@ -40,6 +41,11 @@ export interface WorkerOptions {
   readonly heartbeatTimeoutMs: number;
   /** Coordinator's CURVE public key (Z85) or null. */
   readonly curveServerKey: string | null;
+  /**
+   * The coordinator is this process's parent and its death is seen from the control pipe closing (a local
+   * worker): coordinator silence alone then never ends the process, since a loaded machine delays heartbeats.
+   */
+  readonly parentPipe?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -60,6 +66,26 @@ export function localDataRoot(given: string | null, setup: Pick<RunSetup, 'dataR
   return found;
 }
 
+/**
+ * Exit codes of a worker process (`npx worker`, and local workers spawned by the coordinator), documented in
+ * docs/fault-tolerance.md. Every ending closes everything first ({@link Worker.close}); a process killed by the
+ * heartbeat thread's last resort (main thread stuck after the coordinator went silent) ends by SIGKILL instead.
+ */
+export const WORKER_EXIT = Object.freeze({
+  /** The coordinator said `shutdown` (run finished, failed or stopped there). */
+  ok: 0,
+  /** Setup failed, the coordinator refused this worker, or an unexpected error. */
+  failed: 1,
+  /** A bad flag: nothing was started. */
+  badFlag: 2,
+  /** The coordinator went silent for longer than `--heartbeat-timeout-ms`. */
+  coordinatorLost: 3,
+  /** Stopped by SIGINT (128 + 2), for a worker started by hand; local workers leave SIGINT to the coordinator. */
+  sigint: 130,
+  /** Stopped by SIGTERM (128 + 15). */
+  sigterm: 143,
+});
+
 /** A worker process's main actor; `run()` resolves with the exit code when the coordinator says shutdown. */
 export class Worker {
   private readonly id = randomBytes(8).toString('hex');
@@ -75,7 +101,14 @@ export class Worker {
   private replica: Replica | null = null;
   private pool: ImagePool | null = null;
   private trainer: WorkerTrainer | null = null;
-  private closed = false;
+  /** The one close in progress or done ({@link close} is idempotent: every caller awaits the same one). */
+  private closing: Promise<void> | null = null;
+  /** The command being processed and those queued behind it. Never rejects. */
+  private chain: Promise<void> = Promise.resolve();
+  private stopCode: number | null = null;
+  private resolveStopped!: (code: number) => void;
+  /** Resolves with the stop code when {@link stop} is called. */
+  private readonly stopped = new Promise<number>((resolve) => { this.resolveStopped = resolve; });
   private inFlightStep: number | null = null;
   /** A BatchNorm sync (an all-reduce) is running: a new ring (`welcome`) must interrupt it too. */
   private inFlightSync = false;
@@ -89,28 +122,60 @@ export class Worker {
       this.socket.curveSecretKey = keys.secretKey;
     }
     this.heartbeat = new HeartbeatThread({
-      endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs, timeoutMs: o.heartbeatTimeoutMs,
+      endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs,
+      timeoutMs: o.parentPipe === true ? Number.MAX_SAFE_INTEGER : o.heartbeatTimeoutMs,
       curveServerKey: o.curveServerKey,
       onCoordinatorLost: (ms) => {
         const why = this.rank < 0
           ? `never answered (is it running and reachable at ${o.connect}? with --curve-keys, pass its public key as --curve-server-key)`
           : 'stopped answering (it exited or the network failed)';
         o.log(`ERR_WORKER_LOST: coordinator ${why}: silent for ${ms} ms (--heartbeat-timeout-ms ${o.heartbeatTimeoutMs}); exiting`);
-        void this.close().then(() => process.exit(3));
+        this.stop(WORKER_EXIT.coordinatorLost);
       },
+      onError: (err) => o.log(`heartbeat thread failed: ${err.message}; the coordinator will stop hearing this worker`),
     });
   }
 
-  private send(msg: Message, frames: Uint8Array[] = []): Promise<void> {
-    return this.socket.send(encode(msg, frames));
+  /** Sends to the coordinator; after close() began, the message is dropped (the socket may be gone). */
+  private async send(msg: Message, frames: Uint8Array[] = []): Promise<void> {
+    if (this.closing !== null && this.socket.closed) return;
+    await this.socket.send(encode(msg, frames));
   }
 
-  /** Joins and serves commands until shutdown. @returns exit code */
+  /**
+   * Joins and serves commands until the coordinator says `shutdown`, {@link stop} is called (a signal, or the
+   * coordinator went silent) or the coordinator refuses this worker; then closes everything ({@link close}).
+   * @returns the exit code ({@link WORKER_EXIT}): 0 after `shutdown`, the code given to {@link stop}, 1 when refused
+   * @throws whatever setup throws (backend, data-plane bind): the caller closes and exits 1
+   */
   async run(): Promise<number> {
+    try {
+      return await Promise.race([this.serve(), this.stopped]);
+    } finally {
+      await this.close();
+    }
+  }
+
+  /**
+   * Asks the worker to stop: `run()` stops taking commands, closes everything and resolves with `code`. A later
+   * call does not change the code. Safe before `run()` and during setup.
+   */
+  stop(code: number): void {
+    if (this.stopCode !== null) return;
+    this.stopCode = code;
+    this.resolveStopped(code);
+  }
+
+  private async serve(): Promise<number> {
     const choice = await initBackend(this.o.backend);
-    this.o.log(choice.summary);
+    // Local workers of one machine reject the same backends for the same reasons: the first slot says why, every
+    // worker says which backend and device it uses.
+    const slot = process.env.PETS_WORKER_SLOT;
+    this.o.log(slot === undefined || slot === '0' ? choice.summary : choice.brief);
+    if (this.stopCode !== null) return this.stopCode;
     this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
     const dataAddress = await this.ring.start();
+    if (this.stopCode !== null) return this.stopCode;
     this.socket.connect(this.o.connect);
     this.heartbeat.start();
     await this.send({
@@ -119,10 +184,9 @@ export class Worker {
     });
     // Commands run one at a time in arrival order; an `abort` or a new `welcome` also cancels an all-reduce in
     // flight right away (its step then fails and is dropped), so a dead peer never holds the survivors.
-    let chain: Promise<unknown> = Promise.resolve();
-    let shutdown: Promise<number> | null = null;
     let refused: string | null = null;
     for await (const parts of this.socket) {
+      if (this.stopCode !== null) break;
       let msg: Message, frames: readonly Buffer[];
       try {
         ({ message: msg, frames } = decode(parts));
@@ -145,18 +209,20 @@ export class Worker {
       }
       if (msg.type === 'shutdown') {
         this.o.log(`shutdown: ${msg.reason}`);
-        shutdown = chain.then(() => this.close()).then(() => 0);
+        this.stop(WORKER_EXIT.ok);
         break;
       }
       const m = msg, f = frames;
-      chain = chain.then(() => this.process(m, f));
+      this.chain = this.chain.then(() => this.process(m, f)).catch((err: unknown) => {
+        if (this.closing === null) this.o.log(`${m.type}: reply not sent: ${(err as Error).message}`);
+      });
     }
     if (refused !== null) {
       this.o.log(refused);
-      await this.close();
-      return 1;
+      return WORKER_EXIT.failed;
     }
-    return shutdown ?? (this.closed ? 0 : 1);
+    // The loop also ends when close() closed the socket (after stop()): the stop code wins the race in run().
+    return this.stopCode ?? WORKER_EXIT.failed;
   }
 
   private async process(msg: Message, frames: readonly Buffer[]): Promise<void> {
@@ -166,6 +232,7 @@ export class Worker {
       await this.handle(msg, frames);
     } catch (err) {
       const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
+      if (this.closing !== null) return; // a step cut short by close() (its all-reduce aborted): nobody to tell
       this.o.log(`${msg.type} failed: ${code}: ${(err as Error).message}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
@@ -206,6 +273,7 @@ export class Worker {
         this.need(this.replica, 'stage').setFrozen(msg.frozen);
         return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
       case 'step': {
+        this.failStepForTest(msg.step);
         const done = await this.need(this.trainer, 'step').step(msg);
         return this.send({ type: 'step-done', rank: this.rank, ...done });
       }
@@ -226,16 +294,27 @@ export class Worker {
       case 'load-state': {
         const replica = this.need(this.replica, 'load-state');
         replica.importState(decodeReplicaState(frames[0]!));
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: replica.weightsChecksum() });
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await replica.weightsChecksum() });
       }
       case 'sync-bn':
         await this.need(this.trainer, 'sync-bn').syncBatchNorm(msg.requestId);
         return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
       case 'checksum':
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: this.need(this.replica, 'checksum').weightsChecksum() });
+        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await this.need(this.replica, 'checksum').weightsChecksum() });
       default:
         throw new TrainerError('ERR_PROTOCOL', `unexpected ${msg.type} message for a worker`);
     }
+  }
+
+  /**
+   * Test hook (endings test): with `TRAINER_TEST_FAIL_STEP=<rank>:<global step>` in the environment, that rank
+   * fails that step with ERR_INTERNAL before computing it, as a step that fails for a reason that does not go away
+   * (the coordinator then stops the run with exit code 1).
+   * @throws TrainerError ERR_INTERNAL naming the hook
+   */
+  private failStepForTest(step: number): void {
+    const hook = process.env.TRAINER_TEST_FAIL_STEP;
+    if (hook !== undefined && hook === `${this.rank}:${step}`) throw new TrainerError('ERR_INTERNAL', `injected fault: TRAINER_TEST_FAIL_STEP=${hook}`);
   }
 
   /**
@@ -294,19 +373,46 @@ export class Worker {
     this.trainer = new WorkerTrainer(setup, dataRoot, this.replica, this.pool, () => this.reducer(),
       () => ({ rank: this.rank, worldSize: this.worldSize, generation: this.generation }));
     const elements = this.replica.gradientLayout().reduce((s, p) => s + p.size, 0);
-    await this.send({ type: 'ready', rank: this.rank, checksum: this.replica.weightsChecksum(), gradientElements: elements });
+    await this.send({ type: 'ready', rank: this.rank, checksum: await this.replica.weightsChecksum(), gradientElements: elements });
   }
 
-  /** Releases sockets, threads, pool and tensors (idempotent). */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.trainer?.close();
-    await this.heartbeat.close();
-    await this.ring?.close();
-    await this.star?.close();
-    await this.pool?.close();
-    this.replica?.dispose();
-    this.socket.close();
+  /**
+   * Releases everything, in this order (docs/fault-tolerance.md, "Shutdown order and exit codes"):
+   * 1. stop taking commands (`stop()` ends the receive loop; later messages are ignored);
+   * 2. close the all-reducers (ring PUSH/PULL, star DEALER, linger 0 after a bounded drain): a step waiting for
+   *    peers fails now instead of at its timeout;
+   * 3. wait for the command in progress to settle (at most `settleTimeoutMs`), so nothing computes on what follows;
+   * 4. close the feed (its loader) and the image pool (piscina threads: drain, then terminate);
+   * 5. dispose the replica's tensors, then release the tfjs backend ({@link releaseBackend});
+   * 6. stop the heartbeat thread: it closes its own socket and exits, and this waits for its `exit` event;
+   * 7. close the control DEALER (its linger, 1 s, lets a last reply leave).
+   * Idempotent: every call (shutdown, a signal, a lost coordinator, an error) awaits the same close, so no caller
+   * can exit the process while another is still closing.
+   */
+  close(settleTimeoutMs = 30_000): Promise<void> {
+    this.closing ??= this.closeInOrder(settleTimeoutMs);
+    return this.closing;
+  }
+
+  private async closeInOrder(settleTimeoutMs: number): Promise<void> {
+    this.stop(this.stopCode ?? WORKER_EXIT.failed);
+    const step = async (what: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        this.o.log(`close: ${what}: ${(err as Error).message}`);
+      }
+    };
+    await step('ring', () => this.ring?.close());
+    await step('star', () => this.star?.close());
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.chain, new Promise((r) => { timer = setTimeout(r, settleTimeoutMs); })]);
+    clearTimeout(timer);
+    await step('feed', () => this.trainer?.close());
+    await step('image pool', () => this.pool?.close());
+    await step('replica', () => this.replica?.dispose());
+    await step('backend', () => releaseBackend());
+    await step('heartbeat thread', () => this.heartbeat.close());
+    await step('control socket', () => this.socket.close());
   }
 }

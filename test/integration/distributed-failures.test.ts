@@ -3,7 +3,7 @@
 // checksum compared at every epoch-end checkpoint must stop the run with a clear error).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,4 +81,55 @@ test('replicas that diverge (chaos hook on rank 1) stop the run at the epoch-end
   assert.equal(await coord.exited, 1, coord.output().slice(-3000));
   assert.match(coord.output(), /ERR_REPLICA_MISMATCH: replica checksums differ at step \d+: [0-9a-f]{64}, [0-9a-f]{64}; stopping/);
   assert.doesNotMatch(coord.output(), /saved .*stage-1/, 'nothing is saved from diverged replicas');
+});
+
+test('a run that fails before its first checkpoint (no images) leaves no empty run directory behind', { timeout: 120_000 }, async () => {
+  const empty = join(tmp, 'no-images');
+  mkdirSync(join(empty, 'images'), { recursive: true });
+  const runDir = join(tmp, 'runs', 'failed');
+  const coord = startProc('coordinator', tinyRunFlags(empty, runDir, ['--workers', '1']));
+  assert.equal(await coord.exited, 1, coord.output());
+  assert.match(coord.output(), /ERR_DATA/);
+  assert.doesNotMatch(coord.output(), /coordinator listening|^metrics:/m, 'nothing about ports is printed before a data error');
+  assert.match(coord.output(), /removed \S+failed: the run failed before its first checkpoint/);
+  assert.equal(existsSync(runDir), false, 'no runs/<date-time> folder left');
+});
+
+/** Holds `port` on 127.0.0.1 if it is free; when another process holds it already, that serves the test as well. */
+async function holdIfFree(port: number): Promise<() => Promise<void>> {
+  const server = net.createServer();
+  const ok = await new Promise<boolean>((res) => {
+    server.once('error', () => res(false));
+    server.listen(port, '127.0.0.1', () => res(true));
+  });
+  return ok ? () => new Promise((res) => server.close(() => res())) : async () => undefined;
+}
+
+/** `flags` without `--bind X` and `--metrics-port X`, as a user who never chose a port runs it. */
+function withDefaultPorts(flags: readonly string[]): string[] {
+  return flags.filter((f, i) => !['--bind', '--metrics-port'].includes(f) && !['--bind', '--metrics-port'].includes(flags[i - 1] ?? ''));
+}
+
+test('a second run on the host: the default ports 5555 and 9464 are taken, free ones are used and printed; a port asked for stays an error', { timeout: 120_000 }, async () => {
+  const release = await Promise.all([holdIfFree(5555), holdIfFree(9464)]);
+  try {
+    const coord = startProc('coordinator', withDefaultPorts(tinyRunFlags(dataDir, join(tmp, 'second'), ['--workers', '0', '--expect', '1'])));
+    const control = await coord.waitFor(/control: the default port 5555 is taken \(another run on this host\?\), so this run listens on (tcp:\/\/127\.0\.0\.1:(\d+)): remote workers join with npx worker --connect (\S+), or choose the port with --bind/, 60_000);
+    assert.notEqual(control[2], '5555');
+    assert.equal(control[3], control[1]);
+    const metrics = await coord.waitFor(/metrics: the default port 9464 is taken \(another run on this host\?\), so this run serves \/metrics on the free port (\d+): add 127\.0\.0\.1:(\d+) to Prometheus's scrape targets/, 60_000);
+    assert.equal(metrics[2], metrics[1]);
+    assert.notEqual(metrics[1], '9464');
+    await coord.waitFor(new RegExp(`coordinator listening on ${control[1]!.replace(/\./g, '\\.')};`), 60_000);
+    const res = await fetch(`http://127.0.0.1:${metrics[1]}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^pets_/m);
+    coord.kill();
+
+    const asked = startProc('coordinator', [...withDefaultPorts(tinyRunFlags(dataDir, join(tmp, 'asked'), ['--workers', '0', '--expect', '1'])), '--metrics-port', '9464']);
+    assert.equal(await asked.exited, 1, asked.output());
+    assert.match(asked.output(), /ERR_PORT_IN_USE: --metrics-host 127\.0\.0\.1 --metrics-port 9464: port 9464 is already in use/);
+  } finally {
+    for (const r of release) await r();
+  }
 });

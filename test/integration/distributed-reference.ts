@@ -1,20 +1,19 @@
 /**
  * The single-process reference of a distributed run (not a test file itself): one {@link Replica} that replays,
- * step by step, exactly what W workers compute together — for each global step, the micro-batch of every rank r
- * (items from `plan.ts`'s `microBatchItems`, the same augmented pixels, the same dropout seed as
- * `src/worker/trainer.ts`), their mean gradient summed in the ring's order ({@link ringAverage}), then the AdamW step with the
- * coordinator's `stepHyper`. BatchNorm running statistics are those of rank 0 (only its micro-batches update
- * them), because the coordinator broadcasts rank 0's statistics before validation and checkpoints.
+ * step by step, exactly what W workers compute together — for each global step, micro-batches m = 0…W−1 one after
+ * another (items from `plan.ts`'s `microBatchItems`, the same augmented pixels, the same dropout seed as
+ * `src/worker/trainer.ts`), their mean gradient summed in the ring's order ({@link ringAverage}), then the AdamW step
+ * with the coordinator's `stepHyper`. BatchNorm running statistics are updated by each micro-batch's forward in
+ * micro-batch order, as PyTorch does in one process (momentum 0.1 per forward): the distributed run must get the
+ * same statistics from its gathered per-micro-batch increments.
  */
 import { createDataBunch, type DataBunch } from '../../src/shared/data/databunch.js';
 import { BatchLoader, type Batch } from '../../src/shared/data/loader.js';
 import type { ImagePool } from '../../src/shared/data/pool.js';
-import { hashSeed } from '../../src/shared/data/rng.js';
-import { shardPlan } from '../../src/shared/data/shard.js';
 import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
 import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
 import { chunkBounds } from '../../src/shared/allreduce/ring-schedule.js';
-import { epochOrder, microBatchItems, planStages, stepHyper } from '../../src/shared/plan.js';
+import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan.js';
 import { bucketRanges } from '../../src/worker/trainer.js';
 
 /** Result of the reference: final state and the validation of the last epoch. */
@@ -40,21 +39,14 @@ async function render(data: DataBunch, pool: ImagePool, indices: Int32Array, siz
   }
 }
 
-const isStat = (name: string): boolean => name.endsWith('running_mean') || name.endsWith('running_var');
-
-/** Puts rank 0's BatchNorm statistics (from `rank0`) into `state`. */
-function withStats(state: ReplicaState, rank0: ReplicaState): ReplicaState {
-  const stats = new Map(rank0.tensors.filter((t) => isStat(t.name)).map((t) => [t.name, t]));
-  return { ...state, bnSteps: rank0.bnSteps, tensors: state.tensors.map((t) => stats.get(t.name) ?? t) };
-}
-
 async function validate(replica: Replica, data: DataBunch, pool: ImagePool, size: number, bs: number, seed: number): Promise<{ validLoss: number; errorRate: number }> {
-  const plan = shardPlan({ itemCount: data.valid.length, seed, epoch: 0, worldSize: 1, rank: 0, batchSize: bs, shuffle: false, mode: 'pad' });
+  const batches = validationBatches(data.valid.length, bs, 0, 1);
+  const plan = { batches, itemsPerRank: data.valid.length };
   const loader = new BatchLoader({ pool, paths: data.paths, labels: data.labels, split: data.valid, plan, size, augment: false, seed, epoch: 0 });
   let lossSum = 0, count = 0, correct = 0;
   try {
     for await (const b of loader) {
-      const r = replica.evaluate(b.x, b.y, b.valid);
+      const r = await replica.evaluate(b.x, b.y, b.valid);
       lossSum += r.lossSum;
       count += r.count;
       correct += r.correct;
@@ -104,18 +96,15 @@ export async function referenceRun(input: RunConfigInput, worldSize: number, poo
     for (let k = 0; k < stage!.totalSteps; k++) {
       const epoch = Math.floor(k / stage!.stepsPerEpoch);
       const order = epochOrder(data.train.length, c.seed, epoch);
-      let rank0: ReplicaState | null = null;
       const perRank: Float32Array[] = [];
-      for (let r = 0; r < worldSize; r++) {
-        const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, accumIndex: 0, rank: r, worldSize, bs: c.bs, accum: 1 });
+      for (let m = 0; m < worldSize; m++) {
+        // With accum 1 rank r runs micro-batch m = r.
+        const indices = microBatchItems(order, { stepInEpoch: k % stage!.stepsPerEpoch, microBatch: m, microBatches: worldSize, bs: c.bs });
         const b = await render(data, pool, indices, c.size, c.seed, epoch);
-        // Dropout seed as in WorkerTrainer.step: hashSeed(seed, global step, rank, accumulation index).
-        replica.accumulate(b.x, b.y, b.valid, hashSeed(c.seed, k, r, 0));
-        perRank.push(replica.takeGradients());
-        if (r === 0) rank0 = await replica.exportState();
+        await replica.accumulate(b.x, b.y, b.valid, dropoutSeed(c.seed, k, m));
+        perRank.push(await replica.takeGradients());
       }
       const grads = ringAverage(perRank, bucketRanges(replica.gradientLayout(), bucketBytes));
-      replica.importState(withStats(await replica.exportState(), rank0!));
       replica.applyGradients(grads, stepHyper(stage!, k));
     }
     const v = await validate(replica, data, pool, c.size, c.bs, c.seed);

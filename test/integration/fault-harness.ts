@@ -29,13 +29,21 @@ export function makeFixture(dir: string, breeds = 2): string {
 /**
  * Flags of the tiny run every fault test uses: resnet18 at 32 px, bs 2, 2 breeds (13 train / 3 valid images),
  * stage-1 2 epochs frozen + stage-2 1 epoch unfrozen (2 steps per epoch with 3 workers: 6 steps), no lr_find
- * (its 100-step sweep is too slow for the suite), WASM, ephemeral ports, short heartbeats.
+ * (its 100-step sweep is too slow for the suite), WASM, ephemeral ports. The workers are local, so their death is
+ * seen from their processes (exit, closed pipe) and the heartbeat flags judge no one: a loaded machine that
+ * delays heartbeats by seconds cannot make a test fail.
  */
 export function tinyRunArgs(data: string, runDir: string, workers = 3): string[] {
   return ['--workers', String(workers), '--data', data, '--pretrained', 'none', '--arch', 'resnet18', '--size', '32', '--bs', '2',
     '--epochs', '2', '--fine-tune-epochs', '1', '--no-lr-find', '--backend', 'wasm', '--metrics-port', '-1',
     '--bind', 'tcp://127.0.0.1:0', '--run-dir', runDir, '--plain', '--heartbeat-interval-ms', '300', '--heartbeat-timeout-ms', '4000'];
 }
+
+/**
+ * Upper bound of waits for something that must happen soon (processes gone, a log line after a signal). Only a
+ * hang guard: no assertion depends on how fast it happens, since a loaded machine stretches everything.
+ */
+export const HANG_GUARD_MS = 60_000;
 
 /** How a coordinator process ended. */
 export interface Exit {
@@ -50,10 +58,11 @@ export class CoordinatorRun {
   readonly child: ChildProcess;
   private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
 
-  constructor(args: readonly string[], entryDir: string) {
+  /** @param env - extra environment variables (e.g. test hooks), inherited by the workers it spawns */
+  constructor(args: readonly string[], entryDir: string, env: Record<string, string> = {}) {
     const entry = path.join(entryDir, 'coordinator-entry.mjs');
     writeFileSync(entry, `const m = await import(${JSON.stringify(path.join(PROJECT_ROOT, 'src/coordinator/cli.ts'))});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
-    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (c: Buffer): void => {
       this.out += c.toString();
       for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }

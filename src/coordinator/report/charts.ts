@@ -44,8 +44,7 @@ export function lrFindChart(record: LrFindRecord): Chart<LrFindChartData> {
       encoding: { text: { field: 'label' } },
     });
   }
-  const subtitle = plot.steepestIndex < 0 ? 'not enough points to plot'
-    : `min numerical gradient: ${plot.steepestLr.toExponential(2)}   ·   min loss / 10: ${plot.minLossLrDiv10.toExponential(2)}`;
+  const subtitle = lrFindSubtitle(plot);
   const spec = {
     title: { text: `lr_find — ${record.name}`, subtitle },
     width: 560,
@@ -57,6 +56,17 @@ export function lrFindChart(record: LrFindRecord): Chart<LrFindChartData> {
     layer: marks,
   } as TopLevelSpec;
   return { spec, data };
+}
+
+/**
+ * The lr_find plot's subtitle: fastai's two suggestions, each named only when it lies on the plotted lr range (the
+ * plot drops the first 10 and last 5 points, so min loss / 10 can fall left of it: then it says so instead).
+ */
+export function lrFindSubtitle(plot: LrFindPlotData): string {
+  if (plot.steepestIndex < 0) return 'not enough points to plot';
+  const lo = Math.min(...plot.lrs), hi = Math.max(...plot.lrs);
+  const onPlot = (lr: number): string => (Number.isFinite(lr) && lr >= lo && lr <= hi ? lr.toExponential(2) : lr < lo ? 'left of the plotted range' : 'right of the plotted range');
+  return `min numerical gradient: ${onPlot(plot.steepestLr)}   ·   min loss / 10: ${onPlot(plot.minLossLrDiv10)}`;
 }
 
 /** Numbers behind the training-curves chart. */

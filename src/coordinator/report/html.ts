@@ -3,6 +3,7 @@
  * and their JSON by relative path so it works opened from disk. Every piece of text is escaped.
  */
 import type { ConfusedPair } from '../../shared/interpret/interpretation.js';
+import type { DataAccountJson } from '../../shared/data/accounting.js';
 import { escapeXml } from './render.js';
 import type { EpochRow, RunReportInput, StageRecord } from './types.js';
 
@@ -58,6 +59,29 @@ function configHtml(config: Readonly<Record<string, unknown>>): string {
   return `<table><thead><tr><th>setting</th><th>value</th></tr></thead><tbody>\n${rows.join('\n')}\n</tbody></table>`;
 }
 
+/**
+ * The data section: where every file under --data went (train, valid, each left-out reason with its rule, the fix
+ * and the first paths), the classes with their counts, and the class warnings. Full lists are in `data.json`.
+ */
+export function dataAccountHtml(d: DataAccountJson, maxPaths = 5): string {
+  const cell = (v: string | number, cls = ''): string => `<td${cls ? ` class="${cls}"` : ''}>${escapeXml(String(v))}</td>`;
+  const rows = [
+    `<tr>${cell('train', 'k')}${cell(d.train)}${cell('', 't')}</tr>`,
+    `<tr>${cell('valid', 'k')}${cell(d.valid)}${cell('', 't')}</tr>`,
+    ...d.groups.map((g) => `<tr>${cell(`skipped: ${g.reason}`, 'k')}${cell(g.count)}${cell(`${g.rule}; ${g.fix}. ` +
+      `${g.paths.slice(0, maxPaths).join(', ')}${g.count > maxPaths ? ` (+${g.count - maxPaths} more)` : ''}`, 't')}</tr>`),
+    `<tr>${cell('files found', 'k')}${cell(d.filesFound)}${cell(d.root, 't')}</tr>`,
+  ];
+  const parts = [`<table><thead><tr><th>where</th><th>files</th><th>why / which</th></tr></thead><tbody>\n${rows.join('\n')}\n</tbody></table>`];
+  const notes = [...d.warnings, ...(d.hiddenFolders.length ? [`hidden folders not searched: ${d.hiddenFolders.join(', ')}`] : []),
+    ...(d.csvRowsWithoutFile.length ? [`${d.csvRowsWithoutFile.length} CSV row(s) name no file: ${d.csvRowsWithoutFile.slice(0, maxPaths).join(', ')}`] : [])];
+  if (notes.length) parts.push(`<ul>${notes.map((n) => `<li>${escapeXml(n)}</li>`).join('')}</ul>`);
+  const classRows = d.classes.map((c) => `<tr>${cell(c.name, 't')}${cell(c.train)}${cell(c.valid)}${cell(c.bad)}${cell(c.discarded)}</tr>`);
+  parts.push(`<details><summary>${d.classes.length} classes</summary><table><thead><tr><th>class</th><th>train</th><th>valid</th><th>bad files</th><th>discarded (no training image)</th></tr></thead><tbody>\n${classRows.join('\n')}\n</tbody></table></details>`);
+  parts.push('<div><a href="data.json">every file left out (JSON)</a></div>');
+  return parts.join('\n');
+}
+
 /** The most_confused table: actual | predicted | count. */
 export function mostConfusedHtml(pairs: readonly ConfusedPair[], minVal: number): string {
   if (pairs.length === 0) return `<p>No pair of classes confused ${escapeXml(String(minVal))} times or more.</p>`;
@@ -76,14 +100,21 @@ function section(title: string, body: string[]): string {
   return body.length === 0 ? '' : `<h2>${escapeXml(title)}</h2>\n${body.join('\n')}`;
 }
 
+/** A file or folder of the run directory that the report links (relative path, and what it holds). */
+export interface RunFileLink {
+  readonly href: string;
+  readonly what: string;
+}
+
 /**
  * Builds `index.html`.
  *
  * @param input - the report input (title, notice, config, stages, interpretation)
  * @param pictures - pictures already written in the run directory
  * @param mostConfusedMinVal - `min_val` of the most_confused table (fastai tutorial: 2)
+ * @param files - other files of the run to link in a last "Files" section (configuration, numbers, models)
  */
-export function renderReportHtml(input: RunReportInput, pictures: readonly ReportPicture[], mostConfusedMinVal: number): string {
+export function renderReportHtml(input: RunReportInput, pictures: readonly ReportPicture[], mostConfusedMinVal: number, files: readonly RunFileLink[] = []): string {
   const figures = (s: ReportSection): string[] => pictures.filter((p) => p.section === s).map(figureHtml);
   const interp = input.interpretation;
   const interpretation = figures('interpretation');
@@ -96,10 +127,11 @@ export function renderReportHtml(input: RunReportInput, pictures: readonly Repor
     `<h1>${escapeXml(input.title)}</h1>`,
     input.notice === undefined ? '' : `<div class="notice">${escapeXml(input.notice)}</div>`,
     section('Configuration', input.config === undefined ? [] : [configHtml(input.config)]),
-    section('Data (show_batch)', figures('data')),
+    section('Data', [...(input.data ? [dataAccountHtml(input.data)] : []), ...figures('data')]),
     section('lr_find', figures('lr_find')),
     section('Training', [...(input.stages ?? []).map(stageTableHtml), ...figures('training')]),
     section('Interpretation', interpretation),
+    section('Files', files.length === 0 ? [] : [`<ul>${files.map((f) => `<li><a href="${escapeXml(encodeURI(f.href))}">${escapeXml(f.href)}</a> — ${escapeXml(f.what)}</li>`).join('')}</ul>`]),
   ];
   return `<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>${escapeXml(input.title)}</title>` +
     `<style>${CSS}</style></head><body>\n${parts.filter((p) => p !== '').join('\n')}\n</body></html>\n`;

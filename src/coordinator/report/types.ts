@@ -2,6 +2,7 @@
  * What the run report needs, as plain data the training runtime fills in as it goes. No tensors, no classes
  * besides the interpretation.
  */
+import type { DataAccountJson } from '../../shared/data/accounting.js';
 import type { ClassificationInterpretation } from '../../shared/interpret/interpretation.js';
 
 /** One row of a stage's epoch table, as fastai prints it after each epoch. */
@@ -60,4 +61,6 @@ export interface RunReportInput {
   readonly lrFinds?: readonly LrFindRecord[];
   /** Validation interpretation of the final model. */
   readonly interpretation?: ClassificationInterpretation;
+  /** Where every file under --data went (`data.json`); `writeRunReport` reads it from the run directory when absent. */
+  readonly data?: DataAccountJson;
 }

@@ -4,11 +4,12 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import type { DataAccountJson } from '../../shared/data/accounting.js';
 import sharp from 'sharp';
 import { TrainerError } from '../../shared/errors.js';
 import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
-import { renderReportHtml, type ReportPicture, type ReportSection } from './html.js';
+import { renderReportHtml, type ReportPicture, type ReportSection, type RunFileLink } from './html.js';
 import { fontsRenderText, type RenderedPng } from './render.js';
 import { renderTopLossesGrid, topLossTiles, topLossTitle, TOP_LOSSES_FIGURE_TITLE } from './top-losses.js';
 import type { RunReportInput } from './types.js';
@@ -112,6 +113,31 @@ async function addShowBatch(w: ReportWriter, dir: string): Promise<void> {
   w.pictures.push({ section: 'data', caption: 'show_batch: augmented training images with their labels', png: 'show-batch.png', json: 'show-batch.json', width, height });
 }
 
+/** The run's `data.json` (written by the data step), or undefined when absent or unreadable. */
+function readDataAccount(dir: string): DataAccountJson | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'data.json'), 'utf8')) as DataAccountJson;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the run directory holds besides the pictures, as the report links it (only what exists). */
+const RUN_FILES: readonly RunFileLink[] = [
+  { href: 'config.json', what: 'the resolved run configuration' },
+  { href: 'data.json', what: 'where every file under --data went: train, valid, or left out with its reason' },
+  { href: 'interpretation.json', what: 'interpretation numbers: top losses, confusion matrix, most_confused' },
+  { href: 'models/', what: 'saved stages (weights + optimizer state + metadata), loadable by predict and interpret' },
+  { href: 'checkpoints/', what: 'checkpoints for --resume' },
+];
+
+/** The run files of {@link RUN_FILES} that exist in `dir`, followed by each saved model. */
+export function runFileLinks(dir: string): RunFileLink[] {
+  const links = RUN_FILES.filter((f) => existsSync(join(dir, f.href)));
+  const models = existsSync(join(dir, 'models')) ? readdirSync(join(dir, 'models')).filter((n) => /\.(safetensors|json)$/.test(n)).sort() : [];
+  return [...links, ...models.map((n) => ({ href: `models/${n}`, what: n.endsWith('.json') ? 'model metadata' : 'model weights' }))];
+}
+
 /**
  * Renders and writes the whole report into `dir` (created if missing). Parts of the input that are absent are
  * skipped. Pictures: `lr-find-<name>.png`, `training-curves.png`, `confusion-matrix.png`, `top-losses.png`, each
@@ -137,6 +163,6 @@ export async function writeRunReport(dir: string, input: RunReportInput, options
     await w.chart('training', 'Training curves', 'training-curves', trainingCurvesChart(input.stages), o.chartScale);
   }
   await writeInterpretation(w, input, o);
-  await w.writeFile('index.html', renderReportHtml(input, w.pictures, o.mostConfusedMinVal));
+  await w.writeFile('index.html', renderReportHtml({ ...input, data: input.data ?? readDataAccount(dir) }, w.pictures, o.mostConfusedMinVal, runFileLinks(dir)));
   return { indexHtml: join(dir, 'index.html'), pictures: w.pictures, files: w.files, textRenders: await fontsRenderText() };
 }

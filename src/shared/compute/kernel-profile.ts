@@ -24,11 +24,11 @@ export interface KernelTotal {
 /**
  * Runs `work` under `tf.profile` and sums kernel times by kernel name, largest first.
  *
- * @param work - the computation to profile; its tensors are the caller's to dispose
+ * @param work - the computation to profile (may be asynchronous); its tensors are the caller's to dispose
  */
-export async function profileKernels(work: () => void): Promise<KernelTotal[]> {
-  const info = await tf.profile(() => {
-    work();
+export async function profileKernels(work: () => void | Promise<void>): Promise<KernelTotal[]> {
+  const info = await tf.profile(async () => {
+    await work();
   });
   const totals = new Map<string, { calls: number; ms: number }>();
   for (const k of info.kernels) {

@@ -7,6 +7,7 @@ import { TrainerError } from '../errors.js';
 import { SkipLog } from './decode.js';
 import type { ImagePool } from './pool.js';
 import type { ShardPlan } from './shard.js';
+import type { TransformSettings } from './transforms.js';
 
 /** One batch, ready for the trainer to wrap in tensors. */
 export interface Batch {
@@ -36,6 +37,8 @@ export interface BatchLoaderOptions {
   readonly size: number;
   /** Random augmentation (train) or centre crop (valid). */
   readonly augment: boolean;
+  /** fastai `get_transforms(...)` settings when `augment`; omitted → the tutorial's defaults. */
+  readonly transforms?: TransformSettings;
   readonly seed: number;
   readonly epoch: number;
   /** Batches prepared ahead (integer ≥ 1); default 2. */
@@ -100,7 +103,7 @@ export class BatchLoader implements AsyncIterable<Batch> {
     await Promise.all(Array.from(planned.indices, async (splitIdx, k) => {
       const itemIndex = split[splitIdx]!;
       y[k] = labels[itemIndex]!;
-      const r = await pool.run({ kind: 'render', path: paths[itemIndex]!, size, augment: this.o.augment, seed: this.o.seed, epoch: this.o.epoch, itemIndex });
+      const r = await pool.run({ kind: 'render', path: paths[itemIndex]!, size, augment: this.o.augment, transforms: this.o.transforms, seed: this.o.seed, epoch: this.o.epoch, itemIndex });
       if (r.ok && r.pixels) {
         x.set(r.pixels, k * per);
       } else {

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as tar from 'tar';
-import { downloadFile } from '../download.js';
+import { downloadFile, offlineMessage, offlineTried } from '../download.js';
 import { TrainerError, isTrainerError } from '../errors.js';
 
 /** Mirrors of the two Pets tarballs, tried in order. */
@@ -55,7 +55,9 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
     await downloadFile({ urls, dest: tarball, sha256, quiet: o.quiet, retries: o.retries, backoffMs: o.backoffMs });
   } catch (err) {
     if (isTrainerError(err, 'ERR_OFFLINE')) {
-      throw new TrainerError('ERR_OFFLINE', `${err.message} To train offline, pass --data <dir> with a folder of images (or one holding images/).`, { cause: err });
+      throw new TrainerError('ERR_OFFLINE', offlineMessage(`the Oxford-IIIT Pet ${folder} are not in ${dir} and cannot be downloaded: the network looks offline`,
+        'to train offline, pass --data <dir> with a folder of images (or one holding images/), e.g. --data ../shared/datasets/oxford-iiit-pet-sample',
+        offlineTried(err.message)), { cause: err });
     }
     throw err;
   }

@@ -5,7 +5,7 @@
 import sharp from 'sharp';
 import { decodeRgb, skipReasonOf, type SkipReason } from './decode.js';
 import { hashSeed, mulberry32 } from './rng.js';
-import { CENTRE_CROP, renderItem, sampleAugment } from './transforms.js';
+import { CENTRE_CROP, renderItem, sampleAugment, type TransformSettings } from './transforms.js';
 
 // One libvips thread per worker thread: the pool provides the parallelism.
 sharp.concurrency(1);
@@ -19,6 +19,8 @@ export interface RenderTask {
   readonly size: number;
   /** Random augmentation (train) or centre crop (valid). */
   readonly augment: boolean;
+  /** fastai `get_transforms(...)` settings of the augmentation; omitted → the tutorial's defaults. */
+  readonly transforms?: TransformSettings;
   readonly seed: number;
   readonly epoch: number;
   /** Index of the item in the dataset's item list: with (seed, epoch) it fixes the item's random draws. */
@@ -49,7 +51,7 @@ export default async function handle(task: PoolTask): Promise<PoolResult> {
       return { ok: true, pixels: null, width: img.width, height: img.height };
     }
     const img = await decodeRgb(task.path, { shorterSide: task.size, maxInputPixels: task.maxInputPixels });
-    const params = task.augment ? sampleAugment(mulberry32(hashSeed(task.seed, task.epoch, task.itemIndex))) : CENTRE_CROP;
+    const params = task.augment ? sampleAugment(mulberry32(hashSeed(task.seed, task.epoch, task.itemIndex)), task.transforms) : CENTRE_CROP;
     const pixels = new Float32Array(task.size * task.size * 3);
     renderItem(img, params, task.size, pixels);
     return { ok: true, pixels, width: img.width, height: img.height };

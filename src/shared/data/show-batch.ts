@@ -31,6 +31,27 @@ export function denormalize(x: Float32Array, offset: number, size: number): Uint
   return out;
 }
 
+/** DejaVu Sans averages about 0.6 em per character: estimated text width = 0.6 · fontPx · characters. */
+const EM_PER_CHAR = 0.6;
+/** Smallest caption font, px: below it a label is shortened with an ellipsis instead. */
+const MIN_FONT_PX = 7;
+
+/**
+ * One font size for every caption of a grid (fastai's titles share one size), the largest at which every label
+ * fits its cell (`size − 4` px, estimated at {@link EM_PER_CHAR}), at most 0.6 · captionPx and at least
+ * {@link MIN_FONT_PX}; a label still too long at that size is cut and ends with "…".
+ * @param labels - captions, one per cell
+ * @param size - cell width, px
+ * @param captionPx - caption band height, px
+ */
+export function captionLayout(labels: readonly string[], size: number, captionPx: number): { fontPx: number; texts: string[] } {
+  const room = Math.max(1, size - 4);
+  const longest = Math.max(1, ...labels.map((l) => l.length));
+  const fontPx = Math.max(MIN_FONT_PX, Math.min(Math.round(captionPx * 0.6), Math.floor(room / (EM_PER_CHAR * longest))));
+  const maxChars = Math.max(1, Math.floor(room / (EM_PER_CHAR * fontPx)));
+  return { fontPx, texts: labels.map((l) => (l.length <= maxChars ? l : `${l.slice(0, Math.max(1, maxChars - 1))}…`)) };
+}
+
 function escapeXml(s: string): string {
   return s.replace(/[<>&'"]/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
@@ -53,11 +74,13 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
   if (size * size * 3 * b !== batch.x.length) throw new TrainerError('ERR_BAD_FLAG', `show_batch x must be [${b}, s, s, 3], got ${batch.x.length} values`);
   const width = cols * size;
   const cell = size + captionPx;
-  const fontPx = Math.max(10, Math.round(captionPx * 0.6));
   const height = rows * cell;
   const grid = Buffer.alloc(width * height * 3, 255);
+  const shown = Math.min(b, rows * cols);
+  const labels = Array.from({ length: shown }, (_, k) => (batch.valid[k] === 1 ? classes[batch.y[k]!] ?? `#${batch.y[k]}` : '(padding)'));
+  const { fontPx, texts: captions } = captionLayout(labels, size, captionPx);
   const texts: string[] = [];
-  for (let k = 0; k < Math.min(b, rows * cols); k++) {
+  for (let k = 0; k < shown; k++) {
     const gx = (k % cols) * size;
     const gy = Math.floor(k / cols) * cell;
     const real = batch.valid[k] === 1;
@@ -67,11 +90,7 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
     } else {
       for (let r = 0; r < size; r++) grid.fill(0, ((gy + r) * width + gx) * 3, ((gy + r) * width + gx + size) * 3);
     }
-    const label = real ? classes[batch.y[k]!] ?? `#${batch.y[k]}` : '(padding)';
-    // Shrink long names so they stay inside their own cell (DejaVu Sans averages ~0.6 em per character).
-    const fit = Math.floor((size - 4) / (0.6 * Math.max(1, label.length)));
-    const style = fit < fontPx ? ` font-size="${Math.max(6, fit)}"` : '';
-    texts.push(`<text x="${gx + size / 2}" y="${gy + size + captionPx * 0.72}" text-anchor="middle"${style}>${escapeXml(label)}</text>`);
+    texts.push(`<text x="${gx + size / 2}" y="${gy + size + captionPx * 0.72}" text-anchor="middle">${escapeXml(captions[k]!)}</text>`);
   }
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><g font-family="DejaVu Sans" font-size="${fontPx}" fill="#111">${texts.join('')}</g></svg>`;
   const composed = await sharp(grid, { raw: { width, height, channels: 3 } })

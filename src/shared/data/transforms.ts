@@ -14,6 +14,57 @@ export const IMAGENET_MEAN: readonly number[] = Object.freeze([0.485, 0.456, 0.4
 /** ImageNet channel standard deviations on 0..1 RGB (fastai `imagenet_stats`, torchvision). */
 export const IMAGENET_STD: readonly number[] = Object.freeze([0.229, 0.224, 0.225]);
 
+/**
+ * fastai v1 `get_transforms(do_flip, flip_vert, max_rotate, max_zoom, max_lighting, max_warp, p_affine, p_lighting)`
+ * (vision/transform.py): what the training augmentation may do. Defaults ({@link DEFAULT_TRANSFORMS}) are fastai's,
+ * which the tutorial uses.
+ */
+export interface TransformSettings {
+  /** Random flips: horizontal with p = 0.5, or with `flipVert` one of the 8 dihedral transforms (p = 1). */
+  readonly doFlip: boolean;
+  /** With `doFlip`: also vertical flips and 90° turns (fastai `dihedral_affine`), for images with no "up". */
+  readonly flipVert: boolean;
+  /** Rotation up to ± this many degrees, [0, 180]; 0 = none (fastai `rotate`, p = pAffine). */
+  readonly maxRotate: number;
+  /** Zoom scale up to this factor, [1, 10]; 1 = none (fastai `rand_zoom(scale=(1, max_zoom))`, p = pAffine). */
+  readonly maxZoom: number;
+  /** Lighting change, [0, 1): brightness U(0.5(1−m), 0.5(1+m)), contrast log-uniform(1−m, 1/(1−m)), p = pLighting; 0 = none. */
+  readonly maxLighting: number;
+  /** Perspective warp magnitude, [0, 1): 4 values ~ U(−m, m) (fastai `symmetric_warp`, p = pAffine); 0 = none. */
+  readonly maxWarp: number;
+  /** Probability of each affine transform (warp, rotate, zoom), [0, 1]. */
+  readonly pAffine: number;
+  /** Probability of each lighting transform (brightness, contrast), [0, 1]. */
+  readonly pLighting: number;
+}
+
+/** fastai v1 `get_transforms()` defaults: the tutorial's augmentation. */
+export const DEFAULT_TRANSFORMS: TransformSettings = Object.freeze({
+  doFlip: true, flipVert: false, maxRotate: 10, maxZoom: 1.1, maxLighting: 0.2, maxWarp: 0.2, pAffine: 0.75, pLighting: 0.75,
+});
+
+/** Allowed range of each numeric {@link TransformSettings} field, closed unless `openHi`. */
+export const TRANSFORM_RANGES = Object.freeze({
+  maxRotate: { lo: 0, hi: 180, openHi: false }, maxZoom: { lo: 1, hi: 10, openHi: false },
+  maxLighting: { lo: 0, hi: 1, openHi: true }, maxWarp: { lo: 0, hi: 1, openHi: true },
+  pAffine: { lo: 0, hi: 1, openHi: false }, pLighting: { lo: 0, hi: 1, openHi: false },
+});
+
+/**
+ * Validates a {@link TransformSettings} (e.g. arriving in a setup frame).
+ * @returns the first problem as `field must be …, got …`, or null when valid
+ */
+export function transformProblem(t: Readonly<Record<string, unknown>>): string | null {
+  for (const f of ['doFlip', 'flipVert'] as const) if (typeof t[f] !== 'boolean') return `${f} must be true or false, got ${JSON.stringify(t[f])}`;
+  for (const [f, r] of Object.entries(TRANSFORM_RANGES)) {
+    const v = t[f];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < r.lo || (r.openHi ? v >= r.hi : v > r.hi)) {
+      return `${f} must be a number in [${r.lo}, ${r.hi}${r.openHi ? ')' : ']'}, got ${JSON.stringify(v)}`;
+    }
+  }
+  return null;
+}
+
 /** Random draws of one augmented item (null = that transform not applied). */
 export interface AugmentParams {
   /** Crop position in [0, 1] along x and y (fastai `crop_pad` col_pct/row_pct); 0.5 = centre. */
@@ -21,6 +72,8 @@ export interface AugmentParams {
   readonly cropY: number;
   /** Horizontal flip (fastai `flip_lr`, p = 0.5). */
   readonly flip: boolean;
+  /** Dihedral transform k in 0..7 (fastai `dihedral_affine`, with `flipVert`); replaces `flip` when set. */
+  readonly dihedral?: number | null;
   /** Symmetric perspective warp magnitudes, 4 values ~ U(−0.2, 0.2) (fastai `symmetric_warp`, p = 0.75). */
   readonly warp: readonly [number, number, number, number] | null;
   /** Rotation in degrees ~ U(−10, 10) (fastai `rotate`, p = 0.75). */
@@ -39,29 +92,44 @@ export const CENTRE_CROP: AugmentParams = Object.freeze({
 });
 
 /**
- * Draws one item's augmentation from `rng` with fastai v1 `get_transforms()` defaults. Every value is drawn
- * whether or not its transform fires, so the stream of draws has a fixed layout (13 draws + 4 for the warp).
+ * Draws one item's augmentation from `rng` with fastai v1 `get_transforms(...)` settings (default: the tutorial's).
+ * Every value is drawn whether or not its transform fires, so the stream of draws has a fixed layout (13 draws +
+ * 4 for the warp) whatever the settings; the flip draw u also picks the dihedral k = ⌊8u⌋ with `flipVert`.
+ * A transform with a zero range is never applied (fastai leaves it out of the list).
  */
-export function sampleAugment(rng: Rng): AugmentParams {
+export function sampleAugment(rng: Rng, t: TransformSettings = DEFAULT_TRANSFORMS): AugmentParams {
   const u = (a: number, b: number): number => a + (b - a) * rng();
   const fires = (p: number): boolean => rng() < p;
   const cropX = rng();
   const cropY = rng();
-  const flip = fires(0.5);
-  const warpOn = fires(0.75);
-  const warp = [u(-0.2, 0.2), u(-0.2, 0.2), u(-0.2, 0.2), u(-0.2, 0.2)] as const;
-  const rotOn = fires(0.75);
-  const rot = u(-10, 10);
-  const zoomOn = fires(0.75);
-  const zoom = { scale: u(1, 1.1), colPct: rng(), rowPct: rng() };
-  const brOn = fires(0.75);
-  const br = u(0.4, 0.6);
-  const ctOn = fires(0.75);
-  const ct = Math.exp(u(Math.log(0.8), Math.log(1.25)));
+  const flipDraw = rng();
+  const warpOn = fires(t.pAffine) && t.maxWarp > 0;
+  const w = t.maxWarp;
+  const warp = [u(-w, w), u(-w, w), u(-w, w), u(-w, w)] as const;
+  const rotOn = fires(t.pAffine) && t.maxRotate > 0;
+  const rot = u(-t.maxRotate, t.maxRotate);
+  const zoomOn = fires(t.pAffine) && t.maxZoom > 1;
+  const zoom = { scale: u(1, t.maxZoom), colPct: rng(), rowPct: rng() };
+  const L = t.maxLighting;
+  const brOn = fires(t.pLighting) && L > 0;
+  const br = u(0.5 * (1 - L), 0.5 * (1 + L));
+  const ctOn = fires(t.pLighting) && L > 0;
+  const ct = Math.exp(u(Math.log(1 - L), Math.log(1 / (1 - L))));
   return {
-    cropX, cropY, flip, warp: warpOn ? warp : null, rotateDeg: rotOn ? rot : null, zoom: zoomOn ? zoom : null,
+    cropX, cropY, flip: t.doFlip && !t.flipVert && flipDraw < 0.5, dihedral: t.doFlip && t.flipVert ? Math.min(7, Math.floor(flipDraw * 8)) : null,
+    warp: warpOn ? warp : null, rotateDeg: rotOn ? rot : null, zoom: zoomOn ? zoom : null,
     brightness: brOn ? br : null, contrast: ctOn ? ct : null,
   };
+}
+
+/**
+ * fastai v1 `_dihedral_affine(k)`: x ↦ ±x, y ↦ ±y (bits 0 and 1 of k), swapped when bit 2 is set.
+ * @param k - integer in 0..7
+ */
+export function dihedralMatrix(k: number): Mat3 {
+  const x = k & 1 ? -1 : 1;
+  const y = k & 2 ? -1 : 1;
+  return k & 4 ? [0, x, 0, y, 0, 0, 0, 0, 1] : [x, 0, 0, 0, y, 0, 0, 0, 1];
 }
 
 /** 3x3 row-major matrix. */
@@ -120,11 +188,12 @@ export function symmetricWarpMatrix(m: readonly [number, number, number, number]
 
 /**
  * The composed sampling homography: output coords p → source coords in the crop's [-1, 1] frame,
- * s = Warp(Flip·Rotate·Zoom·p). Rotation: fastai `rotate` [[cos, −sin], [sin, cos]]; zoom: fastai `zoom`
+ * s = Warp(Flip·Rotate·Zoom·p) (Flip: x → −x, or the dihedral matrix). Rotation: fastai `rotate` [[cos, −sin], [sin, cos]]; zoom: fastai `zoom`
  * [[1/s, 0, (1−1/s)(2·col−1)], [0, 1/s, (1−1/s)(2·row−1)]]; flip: x → −x.
  */
 export function samplingMatrix(p: AugmentParams): Mat3 {
-  let m: Mat3 = p.flip ? [-1, 0, 0, 0, 1, 0, 0, 0, 1] : [1, 0, 0, 0, 1, 0, 0, 0, 1];
+  let m: Mat3 = p.dihedral !== undefined && p.dihedral !== null ? dihedralMatrix(p.dihedral)
+    : p.flip ? [-1, 0, 0, 0, 1, 0, 0, 0, 1] : [1, 0, 0, 0, 1, 0, 0, 0, 1];
   if (p.rotateDeg !== null) {
     const t = (p.rotateDeg * Math.PI) / 180;
     m = mul3(m, [Math.cos(t), -Math.sin(t), 0, Math.sin(t), Math.cos(t), 0, 0, 0, 1]);

@@ -17,8 +17,10 @@
  * decays every parameter of its groups) but not Adam-stepped (PyTorch skips `p.grad is None`).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedAdamWStep } from '../compute/fused-adamw.js';
 import { TrainerError } from '../errors.js';
 import type { StepHyper } from './schedule.js';
+import { ADAMW_KERNEL, type AdamWAttrs } from '../compute/webgpu/adamw-kernel.js';
 
 /** Options of {@link AdamW}; all optional. */
 export interface AdamWOptions {
@@ -183,6 +185,26 @@ export class AdamW {
     s.step += 1;
     const bc1 = 1 - beta1 ** s.step;
     const bc2 = 1 - beta2 ** s.step;
+    const fused = fusedAdamWStep(p, g, s.m, s.v,
+      { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
+    if (fused !== null) {
+      // Same formula and roundings in one pass (native backend; see compute/fused-adamw.ts).
+      p.assign(fused[0]);
+      s.m.assign(fused[1]);
+      s.v.assign(fused[2]);
+      tf.dispose(fused);
+      return;
+    }
+    if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
+      // A backend with a fused update (WebGPU): the same formula in 3 dispatches, hyper-parameters as uniforms.
+      const attrs: AdamWAttrs = { beta1, beta2, eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1, sqrtBc2: Math.sqrt(bc2) };
+      const [np, nm, nv] = tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      p.assign(np!);
+      s.m.assign(nm!);
+      s.v.assign(nv!);
+      tf.dispose([np!, nm!, nv!]);
+      return;
+    }
     tf.tidy(() => {
       const m = tf.add(tf.mul(s.m, beta1), tf.mul(g, 1 - beta1));
       const v = tf.add(tf.mul(s.v, beta2), tf.mul(tf.square(g), 1 - beta2));

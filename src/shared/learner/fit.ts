@@ -5,7 +5,7 @@
  * Data order and schedule come from `plan.ts` with world size 1 (one rank, accum 1), so this loop reads exactly the
  * items the distributed runtime reads at the same step: data epoch e (counted over the learner's whole life, so
  * successive fits see new shuffles: {@link Learner.epochsDone}) uses `epochOrder(train, seed, e)`, step k reads
- * `microBatchItems(order, {stepInEpoch: k, rank: 0, worldSize: 1, bs, accum: 1})`, and step hyper-parameters are
+ * `microBatchItems(order, {stepInEpoch: k, microBatch: 0, microBatches: 1, bs})`, and step hyper-parameters are
  * `stepHyper(stage, step)`. Dropout seeds are `hashSeed(seed, e, k, DROPOUT_SALT)`.
  *
  * train_loss in the table is fastai's: the smoothed (β = 0.98, debiased) batch loss at the end of the epoch, the
@@ -148,8 +148,8 @@ export class Learner {
       const t0 = performance.now();
       const progress = new EpochProgress(stage.stepsPerEpoch, `epoch ${e}`, this.options.progress, this.options.log);
       try {
-        await this.forEachTrainBatch(this.epochsDone, 0, stage.stepsPerEpoch, (batch, k) => {
-          this.batchLosses.push(this.trainStep(batch, this.epochsDone, k, stepHyper(stage, e * stage.stepsPerEpoch + k), smooth));
+        await this.forEachTrainBatch(this.epochsDone, 0, stage.stepsPerEpoch, async (batch, k) => {
+          this.batchLosses.push(await this.trainStep(batch, this.epochsDone, k, stepHyper(stage, e * stage.stepsPerEpoch + k), smooth));
           progress.tick(smooth.value);
           return true;
         });
@@ -169,13 +169,13 @@ export class Learner {
    * One optimizer step on one batch: accumulate, take, apply. Returns the batch's mean loss over its valid
    * items and adds it to `smooth`; a batch without valid items (all failed to decode) is skipped (NaN).
    */
-  trainStep(batch: Batch, dataEpoch: number, stepInEpoch: number, hyper: { lrs: number[]; momentum: number }, smooth?: SmoothedLoss): number {
-    const s = this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.options.seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
+  async trainStep(batch: Batch, dataEpoch: number, stepInEpoch: number, hyper: { lrs: number[]; momentum: number }, smooth?: SmoothedLoss): Promise<number> {
+    const s = await this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.options.seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
     if (s.count === 0) {
-      this.replica.takeGradients();
+      await this.replica.takeGradients();
       return Number.NaN;
     }
-    this.replica.applyGradients(this.replica.takeGradients(), hyper);
+    this.replica.applyGradients(await this.replica.takeGradients(), hyper);
     const loss = s.lossSum / s.count;
     smooth?.add(loss);
     return loss;
@@ -186,7 +186,7 @@ export class Learner {
     const order = epochOrder(this.data.train.length, this.options.seed, dataEpoch);
     const bs = this.options.bs;
     const batches = Array.from({ length: count }, (_, i) => ({
-      indices: microBatchItems(order, { stepInEpoch: first + i, accumIndex: 0, rank: 0, worldSize: 1, bs, accum: 1 }),
+      indices: microBatchItems(order, { stepInEpoch: first + i, microBatch: 0, microBatches: 1, bs }),
       real: new Uint8Array(bs).fill(1),
     }));
     return { batches, itemsPerRank: count * bs };
@@ -196,11 +196,11 @@ export class Learner {
    * Loads training batches of data epoch `dataEpoch`, steps [first, first + count), augmented, and calls `step`
    * for each with its step-in-epoch; stops early when `step` returns false. The loader is always closed.
    */
-  async forEachTrainBatch(dataEpoch: number, first: number, count: number, step: (b: Batch, k: number) => boolean): Promise<void> {
+  async forEachTrainBatch(dataEpoch: number, first: number, count: number, step: (b: Batch, k: number) => boolean | Promise<boolean>): Promise<void> {
     const loader = this.loader(this.trainPlan(dataEpoch, first, count), this.data.train, true, dataEpoch);
     try {
       for await (const batch of loader) {
-        if (!step(batch, first + batch.batchIndex)) break;
+        if (!(await step(batch, first + batch.batchIndex))) break;
       }
     } finally {
       await loader.close();
@@ -229,7 +229,7 @@ export class Learner {
     let count = 0;
     try {
       for await (const b of loader) {
-        const r = this.replica.evaluate(b.x, b.y, b.valid);
+        const r = await this.replica.evaluate(b.x, b.y, b.valid);
         lossSum += r.lossSum;
         correct += r.correct;
         count += r.count;
@@ -273,7 +273,7 @@ export class Learner {
     const img = await decodeRgb(imagePath, { shorterSide: size });
     const pixels = new Float32Array(size * size * 3);
     renderItem(img, CENTRE_CROP, size, pixels);
-    const { probs } = this.replica.evaluate(pixels, new Int32Array(1), null);
+    const { probs } = await this.replica.evaluate(pixels, new Int32Array(1), null);
     let index = 0;
     for (let i = 1; i < probs.length; i++) if (probs[i]! > probs[index]!) index = i;
     return { className: this.data.classes[index]!, index, probs };

@@ -9,13 +9,23 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
 
-function checkLogitsLabels(logits: tf.Tensor, labels: tf.Tensor): void {
+/** Options of the cross-entropy functions. */
+export interface LabelCheckOptions {
+  /**
+   * The caller has already checked every label against the class count (on its CPU array): skip the check here,
+   * which reads the labels back synchronously — impossible on the WebGPU backend once they are on the GPU.
+   */
+  readonly labelsChecked?: boolean;
+}
+
+function checkLogitsLabels(logits: tf.Tensor, labels: tf.Tensor, options: LabelCheckOptions = {}): void {
   if (logits.rank !== 2 || logits.dtype !== 'float32') {
     throw new TrainerError('ERR_DATA', `logits must be [batch, classes] float32, got [${logits.shape}] ${logits.dtype}`);
   }
   if (labels.rank !== 1 || labels.dtype !== 'int32' || labels.shape[0] !== logits.shape[0]) {
     throw new TrainerError('ERR_DATA', `labels must be [${logits.shape[0]}] int32 to match the logits, got [${labels.shape}] ${labels.dtype}`);
   }
+  if (options.labelsChecked === true) return;
   const classes = logits.shape[1]!;
   const bad = Array.from(labels.dataSync()).find((y) => y < 0 || y >= classes);
   if (bad !== undefined) throw new TrainerError('ERR_DATA', `labels must be in [0, ${classes}), got ${bad}`);
@@ -26,11 +36,12 @@ function checkLogitsLabels(logits: tf.Tensor, labels: tf.Tensor): void {
  *
  * @param logits - `[batch, classes] float32`
  * @param labels - `[batch] int32`, each in [0, classes)
+ * @param options - `labelsChecked`: the caller checked the labels' range already (no synchronous read here)
  * @returns `[batch] float32`, in nats; differentiable with respect to `logits`
  * @throws TrainerError ERR_DATA on wrong shapes/dtypes or a label outside [0, classes)
  */
-export function perItemCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
-  checkLogitsLabels(logits, labels);
+export function perItemCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, options: LabelCheckOptions = {}): tf.Tensor1D {
+  checkLogitsLabels(logits, labels, options);
   return tf.tidy(() => {
     const onehot = tf.oneHot(labels, logits.shape[1]);
     return tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), 1)) as tf.Tensor1D;

@@ -46,10 +46,10 @@ export async function runLrFind(learner: Learner, options: LrFindOptions = {}): 
       const { epoch, stepInEpoch } = stepPosition(stage, i0, perDataEpoch);
       const dataEpoch = learner.epochsDone + epoch;
       const count = Math.min(perDataEpoch - stepInEpoch, o.numIt - i0);
-      await learner.forEachTrainBatch(dataEpoch, stepInEpoch, count, (batch, k) => {
+      await learner.forEachTrainBatch(dataEpoch, stepInEpoch, count, async (batch, k) => {
         const i = rec.lrs.length;
         const lr = lrFindLr(i, o);
-        const raw = learner.trainStep(batch, dataEpoch, k, { lrs: [lr, lr, lr], momentum: 0.9 });
+        const raw = await learner.trainStep(batch, dataEpoch, k, { lrs: [lr, lr, lr], momentum: 0.9 });
         const s = smooth.add(raw);
         rec.lrs.push(lr);
         rec.rawLosses.push(raw);

@@ -36,14 +36,15 @@ export function activationBytesPerImage(config: ResNetConfig, size: number): num
 }
 
 /**
- * Default largest chunk of images per forward/backward: on the `wasm` backend, the budget divided by
- * {@link activationBytesPerImage} (at least 2, BatchNorm needs two items); unlimited elsewhere (native
- * TensorFlow has a 64-bit address space; a GPU that runs out reports it itself).
+ * Default largest chunk of images per forward/backward: on the `wasm` and `native` (oneDNN) backends, the budget
+ * divided by {@link activationBytesPerImage} (at least 2, BatchNorm needs two items), which keeps a worker's peak
+ * RSS under 2 GB at resnet34/224 on both; unlimited elsewhere (TensorFlow's own allocator; a GPU that runs out
+ * reports it itself).
  *
- * @param backendName - `tf.getBackend()` (`wasm`, `cpu`, `tensorflow`, …)
+ * @param backendName - `tf.getBackend()` (`wasm`, `native`, `cpu`, `tensorflow`, …)
  */
 export function defaultMaxMicroBatch(config: ResNetConfig, size: number, backendName: string): number {
-  if (backendName !== 'wasm') return Number.MAX_SAFE_INTEGER;
+  if (backendName !== 'wasm' && backendName !== 'native') return Number.MAX_SAFE_INTEGER;
   return Math.max(2, Math.floor(WASM_ACTIVATION_BUDGET_BYTES / activationBytesPerImage(config, size)));
 }
 

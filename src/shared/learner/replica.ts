@@ -4,13 +4,18 @@
  *
  * ```ts
  * const r = await Replica.create({ arch: 'resnet34', numClasses: 37, seed: 42, pretrained: path, frozen: true });
- * for (const mb of microBatches) r.accumulate(mb.x, mb.y, mb.valid, dropoutSeed); // forward + backward, BN stats
- * const g = r.takeGradients();              // mean over the micro-batches; all-reduce it across workers here
+ * for (const mb of microBatches) await r.accumulate(mb.x, mb.y, mb.valid, dropoutSeed); // forward + backward, BN stats
+ * const g = await r.takeGradients();        // mean over the micro-batches; all-reduce it across workers here
  * r.applyGradients(g, stepHyper(stage, k)); // AdamW with the step's per-group lrs and momentum
  * ```
  *
  * Gradients live in one flat float32 array in {@link Replica.gradientLayout} order (the trainable parameters in
  * the model's parameter order: body then head), identical on every replica with the same frozen flag.
+ *
+ * Device residency (WebGPU, and any backend): the gradient sum over micro-batches stays a backend tensor; it is
+ * read to the CPU once per step ({@link Replica.takeGradients}, an asynchronous read) and the all-reduced result
+ * is uploaded once ({@link Replica.applyGradients}) and split on the device. Every read is asynchronous
+ * (`await data()`): tfjs-backend-webgpu cannot read synchronously under Node (`dataSync` needs OffscreenCanvas).
  *
  * BatchNorm and micro-batches: as PyTorch, each training-mode forward updates the running statistics at once
  * (momentum 0.1). A micro-batch larger than `maxMicroBatch` is split into balanced chunks whose gradients are
@@ -91,7 +96,9 @@ export interface EvalResult extends BatchSums {
 /** A model replica with its optimizer and gradient accumulator. Create with {@link Replica.create}. */
 export class Replica {
   private layout: { name: string; size: number }[] = [];
-  private sum = new Float32Array(0);
+  private total = 0;
+  /** `[total] float32` backend tensor: the sum of the accumulated micro-batch gradients, or null when none. */
+  private sum: tf.Tensor1D | null = null;
   private accumulated = 0;
   private disposed = false;
 
@@ -155,7 +162,9 @@ export class Replica {
   private resetLayout(): void {
     const trainable = this.model.optimizer.trainable;
     this.layout = [...this.model.params].filter(([n]) => trainable.has(n)).map(([name, v]) => ({ name, size: v.size }));
-    this.sum = new Float32Array(this.layout.reduce((a, l) => a + l.size, 0));
+    this.total = this.layout.reduce((a, l) => a + l.size, 0);
+    this.sum?.dispose();
+    this.sum = null;
     this.accumulated = 0;
   }
 
@@ -166,7 +175,7 @@ export class Replica {
 
   /** Number of float32 values of a flat gradient. */
   get gradientSize(): number {
-    return this.sum.length;
+    return this.total;
   }
 
   /**
@@ -177,22 +186,39 @@ export class Replica {
    * @param y - `[n] int32` labels in [0, numClasses)
    * @param valid - `[n] uint8`, 0 = padding (excluded), or null when all items are real
    * @param dropoutSeed - seed of this micro-batch's dropout masks (derive it from run seed, step, rank, accum)
-   * @returns sums over the valid items; a micro-batch without valid items adds nothing and is not counted
-   * @throws TrainerError ERR_DATA on inconsistent lengths or fewer than 2 items; ERR_INTERNAL after dispose
+   * @returns sums over the valid items (read asynchronously: the gradients stay on the backend); a micro-batch
+   *   without valid items adds nothing and is not counted
+   * @throws TrainerError ERR_DATA on inconsistent lengths, labels outside [0, numClasses) or fewer than 2 items;
+   *   ERR_INTERNAL after dispose
    */
-  accumulate(x: Float32Array, y: Int32Array, valid: Uint8Array | null, dropoutSeed: number): BatchSums {
+  async accumulate(x: Float32Array, y: Int32Array, valid: Uint8Array | null, dropoutSeed: number): Promise<BatchSums> {
     this.checkAlive();
     const n = this.checkBatch(x, y, valid);
     if (n < 2) throw new TrainerError('ERR_DATA', `a training micro-batch needs at least 2 items (BatchNorm), got ${n}`);
     const count = valid === null ? n : valid.reduce((a, v) => a + (v ? 1 : 0), 0);
     if (count === 0) return { lossSum: 0, correct: 0, count: 0 };
     const rng = mulberry32(dropoutSeed);
+    // The chunks' sums are read together at the end, so the device never waits for the CPU between chunks.
+    const sums: tf.Tensor1D[] = [];
+    let values: Float32Array;
+    try {
+      for (const [start, end] of splitChunks(n, this.maxMicroBatch(this.side(x, n)))) {
+        sums.push(this.chunkBackward(x, y, valid, start, end, count, rng));
+      }
+      const all = tf.stack(sums);
+      try {
+        values = await all.data() as Float32Array;
+      } finally {
+        all.dispose();
+      }
+    } finally {
+      tf.dispose(sums);
+    }
     let lossSum = 0;
     let correct = 0;
-    for (const [start, end] of splitChunks(n, this.maxMicroBatch(this.side(x, n)))) {
-      const r = this.chunkBackward(x, y, valid, start, end, count, rng);
-      lossSum += r.lossSum;
-      correct += r.correct;
+    for (let i = 0; i < sums.length; i++) {
+      lossSum += values[2 * i]!;
+      correct += Math.round(values[2 * i + 1]!);
     }
     this.accumulated += 1;
     return { lossSum, correct, count };
@@ -206,6 +232,9 @@ export class Replica {
     if (valid !== null && valid.length !== n) {
       throw new TrainerError('ERR_DATA', `valid must have one entry per item (${n}), got ${valid.length}`);
     }
+    // Checked here, on the CPU array, so the loss never has to read the labels back from the backend.
+    const bad = y.find((v) => !(v >= 0 && v < this.numClasses));
+    if (bad !== undefined) throw new TrainerError('ERR_DATA', `labels must be in [0, ${this.numClasses}), got ${bad}`);
     return n;
   }
 
@@ -226,8 +255,9 @@ export class Replica {
     return Float32Array.from({ length: end - start }, (_, i) => (valid === null || valid[start + i] ? scale : 0));
   }
 
+  /** Forward + backward of items [start, end); returns `[2] float32` (loss sum, correct count), not yet read. */
   private chunkBackward(x: Float32Array, y: Int32Array, valid: Uint8Array | null, start: number, end: number,
-    count: number, rng: Rng): { lossSum: number; correct: number } {
+    count: number, rng: Rng): tf.Tensor1D {
     const { xs, ys } = this.inputs(x, y, start, end);
     const mask = tf.tensor1d(this.weights(valid, start, end, 1));
     const bnUpdates: BnUpdates = new Map();
@@ -236,7 +266,7 @@ export class Replica {
     try {
       const { value, grads } = tf.variableGrads(() => {
         const logits = this.model.forward(xs, true, { rng, bnUpdates });
-        const per = perItemCrossEntropy(logits, ys);
+        const per = perItemCrossEntropy(logits, ys, { labelsChecked: true });
         kept = [tf.keep(tf.mul(per, mask)), tf.keep(tf.mul(tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32'), mask))];
         return tf.div(tf.sum(kept[0]!), count) as tf.Scalar;
       }, vars);
@@ -244,27 +274,25 @@ export class Replica {
       this.addGradients(vars, grads);
       this.model.head.applyBnUpdates(bnUpdates);
       this.model.body.applyBnUpdates(bnUpdates);
-      const sums = tf.tidy(() => tf.stack([tf.sum(kept[0]!), tf.sum(kept[1]!)]));
-      const [lossSum, correct] = sums.dataSync();
-      sums.dispose();
-      return { lossSum: lossSum!, correct: Math.round(correct!) };
+      return tf.tidy(() => tf.stack([tf.sum(kept[0]!), tf.sum(kept[1]!)]) as tf.Tensor1D);
     } finally {
       tf.dispose([xs, ys, mask, ...kept, ...bnUpdates.values()]);
     }
   }
 
+  /** Adds one chunk's gradients to the device-resident flat sum (one concat and one add; nothing is read). */
   private addGradients(vars: tf.Variable[], grads: tf.NamedTensorMap): void {
-    let offset = 0;
     try {
-      vars.forEach((v, i) => {
-        const g = grads[v.name];
-        if (g !== undefined) {
-          const data = g.dataSync() as Float32Array;
-          const dst = this.sum.subarray(offset, offset + this.layout[i]!.size);
-          for (let k = 0; k < data.length; k++) dst[k]! += data[k]!;
-        }
-        offset += this.layout[i]!.size;
+      const next = tf.tidy(() => {
+        // A parameter the loss does not reach (e.g. frozen paths) has no gradient: zeros keep the layout.
+        const flat = tf.concat(vars.map((v, i) => {
+          const g = grads[v.name];
+          return g === undefined ? tf.zeros([this.layout[i]!.size]) : tf.reshape(g, [-1]);
+        }), 0) as tf.Tensor1D;
+        return this.sum === null ? flat : tf.add(this.sum, flat) as tf.Tensor1D;
       });
+      this.sum?.dispose();
+      this.sum = next;
     } finally {
       tf.dispose(Object.values(grads));
     }
@@ -275,17 +303,23 @@ export class Replica {
    * each micro-batch's gradient being the mean over its valid items), then resets the accumulator. All zeros when
    * nothing was accumulated.
    *
-   * @returns a new `[gradientSize]` float32 array in {@link gradientLayout} order
+   * @returns a new `[gradientSize]` float32 array in {@link gradientLayout} order (one asynchronous read)
    */
-  takeGradients(): Float32Array {
+  async takeGradients(): Promise<Float32Array> {
     this.checkAlive();
-    const out = this.sum;
-    if (this.accumulated > 1) {
-      const k = this.accumulated;
-      for (let i = 0; i < out.length; i++) out[i]! /= k;
-    }
-    this.sum = new Float32Array(out.length);
+    const sum = this.sum;
+    const k = this.accumulated;
+    this.sum = null;
     this.accumulated = 0;
+    if (sum === null) return new Float32Array(this.total);
+    let out: Float32Array;
+    try {
+      out = (await sum.data() as Float32Array).slice(); // a fast copy (Float32Array.from iterates)
+    } finally {
+      sum.dispose();
+    }
+    // Divided here in float32 (each quotient correctly rounded), identically on every backend.
+    if (k > 1) for (let i = 0; i < out.length; i++) out[i]! /= k;
     return out;
   }
 
@@ -303,19 +337,31 @@ export class Replica {
    */
   applyGradients(flat: Float32Array, hyper: StepHyper): void {
     this.checkAlive();
-    if (flat.length !== this.sum.length) {
-      throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.sum.length} values (gradientLayout), got ${flat.length}`);
+    if (flat.length !== this.total) {
+      throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${flat.length}`);
     }
     const grads = new Map<string, tf.Tensor>();
-    let offset = 0;
+    const toDevice = tf.getBackend() === 'webgpu';
+    // On a GPU: one upload of the whole flat gradient, split on the device (no per-tensor transfers). On backends
+    // that compute in host memory (wasm, cpu, tfjs-node) a tensor per parameter is one copy, and the fastest.
+    const whole = toDevice ? tf.tensor1d(flat, 'float32') : null;
     try {
-      for (const { name, size } of this.layout) {
-        grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
-        offset += size;
+      if (whole !== null) {
+        const parts = tf.split(whole, this.layout.map((l) => l.size));
+        this.layout.forEach(({ name }, i) => {
+          grads.set(name, tf.reshape(parts[i]!, this.model.params.get(name)!.shape));
+          parts[i]!.dispose();
+        });
+      } else {
+        let offset = 0;
+        for (const { name, size } of this.layout) {
+          grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
+          offset += size;
+        }
       }
       this.model.optimizer.step(grads, hyper);
     } finally {
-      tf.dispose([...grads.values()]);
+      tf.dispose([...(whole === null ? [] : [whole]), ...grads.values()]);
     }
   }
 
@@ -327,7 +373,7 @@ export class Replica {
    * @param valid - `[n] uint8`, 0 = padding (excluded from the sums), or null
    * @throws TrainerError ERR_DATA on inconsistent lengths or labels out of range
    */
-  evaluate(x: Float32Array, y: Int32Array, valid: Uint8Array | null): EvalResult {
+  async evaluate(x: Float32Array, y: Int32Array, valid: Uint8Array | null): Promise<EvalResult> {
     this.checkAlive();
     const n = this.checkBatch(x, y, valid);
     const probs = new Float32Array(n * this.numClasses);
@@ -339,12 +385,16 @@ export class Replica {
       const [p, l, c] = tf.tidy(() => {
         const logits = this.model.forward(xs, false);
         const hits = tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32');
-        return [tf.softmax(logits), tf.sum(tf.mul(perItemCrossEntropy(logits, ys), mask)), tf.sum(tf.mul(hits, mask))];
+        return [tf.softmax(logits), tf.sum(tf.mul(perItemCrossEntropy(logits, ys, { labelsChecked: true }), mask)), tf.sum(tf.mul(hits, mask))];
       });
-      probs.set(p.dataSync() as Float32Array, start * this.numClasses);
-      lossSum += l.dataSync()[0]!;
-      correct += Math.round(c.dataSync()[0]!);
-      tf.dispose([xs, ys, mask, p, l, c]);
+      try {
+        const [pv, lv, cv] = await Promise.all([p.data(), l.data(), c.data()]);
+        probs.set(pv as Float32Array, start * this.numClasses);
+        lossSum += lv[0]!;
+        correct += Math.round(cv[0]!);
+      } finally {
+        tf.dispose([xs, ys, mask, p, l, c]);
+      }
     }
     const count = valid === null ? n : valid.reduce((a, v) => a + (v ? 1 : 0), 0);
     return { lossSum, correct, count, probs };
@@ -395,11 +445,11 @@ export class Replica {
   }
 
   /** SHA-256 (hex) over every parameter and BN buffer: name bytes then float32 bytes, in name order. */
-  weightsChecksum(): string {
+  async weightsChecksum(): Promise<string> {
     this.checkAlive();
     const h = createHash('sha256');
     for (const [name, v] of this.namedVariables()) {
-      const data = v.dataSync() as Float32Array;
+      const data = await v.data() as Float32Array;
       h.update(name);
       h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
@@ -410,6 +460,8 @@ export class Replica {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.sum?.dispose();
+    this.sum = null;
     this.model.dispose();
   }
 

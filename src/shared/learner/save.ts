@@ -5,7 +5,8 @@
  * names, arch, image size, normalisation stats, frozen flag, optimizer step counts, BN step counts).
  * As fastai, loading restores the optimizer state too.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { tryHardLink } from '../checkpoint.js';
 import { join } from 'node:path';
 import { TrainerError } from '../errors.js';
 import { writeFileAtomic } from '../model/safetensors.js';
@@ -69,6 +70,29 @@ export async function writeSavedState(state: ReplicaState, info: SaveInfo, dir: 
   await writeFileAtomic(paths.weights, encodeReplicaState(state, { format: 'pets-trainer', name }));
   await writeFileAtomic(paths.meta, new TextEncoder().encode(`${JSON.stringify(meta, null, 2)}\n`));
   return paths;
+}
+
+/**
+ * Writes an encoded replica state (as a worker sends it) as a saved model, byte for byte, so that a model saved
+ * right after a checkpoint holds exactly the checkpoint's bytes and can share its file: when `sameBytesAt` names a
+ * file known to hold these exact bytes, the model is a hard link to it (no bytes written), else they are written.
+ *
+ * @returns the two paths written and whether the weights are a hard link
+ * @throws TrainerError ERR_BAD_FLAG (bad name), ERR_WEIGHTS (malformed blob), ERR_CHECKPOINT (I/O)
+ */
+export async function writeSavedBlob(blob: Uint8Array, info: SaveInfo, dir: string, name: string, sameBytesAt: string | null = null): Promise<{ weights: string; meta: string; linked: boolean }> {
+  const paths = modelPaths(dir, name);
+  const state = decodeReplicaState(blob, `state for model ${name}`);
+  const optimizerSteps = Object.fromEntries(state.optimizer.params.map((p) => [p.name, p.step]));
+  const meta: SavedModelMeta = { format: 1, ...info, frozen: state.frozen, optimizerSteps, bnSteps: state.bnSteps };
+  await mkdir(join(dir, 'models'), { recursive: true });
+  const tmp = `${paths.weights}.link-${process.pid}`;
+  await rm(tmp, { force: true });
+  const linked = sameBytesAt !== null && tryHardLink(sameBytesAt, tmp);
+  if (linked) await rename(tmp, paths.weights);
+  else await writeFileAtomic(paths.weights, blob);
+  await writeFileAtomic(paths.meta, new TextEncoder().encode(`${JSON.stringify(meta, null, 2)}\n`));
+  return { ...paths, linked };
 }
 
 /** Reads `<name>.json`. @throws TrainerError ERR_CHECKPOINT when missing or not a format-1 file. */

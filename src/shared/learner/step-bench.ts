@@ -4,6 +4,7 @@
  * backward + BN running stats, gradients copied into the flat array), `takeGradients`, `applyGradients`.
  */
 import { performance } from 'node:perf_hooks';
+import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
 import { mulberry32 } from '../data/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
@@ -48,7 +49,7 @@ function checkBenchShape(size: number, batch: number): void {
  * `optimize` are the two halves of one training step.
  */
 async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch: number, maxMicroBatch?: number):
-Promise<{ replica: Replica; accumulate: (i: number) => void; optimize: () => void }> {
+Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: () => Promise<void> }> {
   await registerTfjsGradients();
   const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
   const rng = mulberry32(1);
@@ -57,8 +58,14 @@ Promise<{ replica: Replica; accumulate: (i: number) => void; optimize: () => voi
   const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
   return {
     replica,
-    accumulate: (i) => { replica.accumulate(x, y, null, i); },
-    optimize: () => replica.applyGradients(replica.takeGradients(), hyper),
+    accumulate: async (i) => { await replica.accumulate(x, y, null, i); },
+    // Ends with a one-value read so that asynchronous backends (WebGPU) have finished the update when it returns.
+    optimize: async () => {
+      replica.applyGradients(await replica.takeGradients(), hyper);
+      const probe = tf.tidy(() => tf.sum(replica.learner.params.values().next().value!));
+      await probe.data();
+      probe.dispose();
+    },
   };
 }
 
@@ -81,9 +88,9 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
     for (let i = 0; i <= reps; i++) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      accumulate(i);
+      await accumulate(i);
       const t1 = performance.now();
-      optimize();
+      await optimize();
       const t2 = performance.now();
       const c = process.cpuUsage(c0);
       if (i > 0) {
@@ -113,8 +120,8 @@ export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: nu
   checkBenchShape(size, batch);
   const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
   try {
-    const step = (i: number): void => { accumulate(i); optimize(); };
-    step(0);
+    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
+    await step(0);
     return await profileKernels(() => step(1));
   } finally {
     replica.dispose();

@@ -52,11 +52,13 @@ export const RESTART_REASONS = Object.freeze(['worker_lost', 'timeout', 'replica
 export type RestartReason = (typeof RESTART_REASONS)[number];
 
 /**
- * Why the data loader skipped an image file (label `reason`): exactly the data layer's `SkipReason` values
- * (`src/shared/data/decode.ts`; a unit test keeps the two lists equal), so a reason passes straight through.
+ * Why a file under `--data` is in neither split (label `reason`): exactly the data layer's `LeftOutReason` values
+ * (`src/shared/data/accounting.ts`: the decoder's reasons plus hidden file, unsupported extension, unlabelled,
+ * not in split, unknown label; a unit test keeps the two lists equal), so a reason passes straight through.
  * Label values may hold spaces and `/`; PromQL selects them as `reason="not an image"`.
  */
-export const SKIP_REASONS = Object.freeze(['empty', 'not an image', 'truncated/corrupt', 'too large', 'unreadable'] as const);
+export const SKIP_REASONS = Object.freeze(['empty', 'not an image', 'truncated/corrupt', 'too large', 'unreadable',
+  'hidden file', 'unsupported extension', 'unlabelled', 'not in split', 'unknown label'] as const);
 /** One of {@link SKIP_REASONS}. */
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
@@ -124,7 +126,7 @@ export const METRICS = Object.freeze({
   lastCheckpoint: spec('last_checkpoint_timestamp_seconds', 'gauge', 'timestamp_seconds', 'Unix time of the last checkpoint written, seconds.'),
   replicaAgreement: spec('replica_checksum_agreement_ratio', 'gauge', 'ratio', 'Fraction of replicas whose parameter checksum equals rank 0\'s at the last check, 0..1.'),
   replicaMismatches: spec('replica_checksum_mismatches_total', 'counter', 'count', 'Replica checks where at least one parameter checksum differed from rank 0\'s.'),
-  skippedFiles: spec('skipped_files_total', 'counter', 'count', 'Image files the data loader skipped, by reason.', ['reason']),
+  skippedFiles: spec('skipped_files_total', 'counter', 'count', 'Files under --data in neither split, by reason.', ['reason']),
   loaderQueueDepth: spec('loader_queue_depth_batches', 'gauge', 'count', 'Decoded batches waiting in a worker\'s loader queue.', ['rank']),
   tfjsMemory: spec('tfjs_memory_bytes', 'gauge', 'bytes', 'Bytes held by tfjs tensors on a worker (tf.memory().numBytes).', ['rank']),
   tfjsTensors: spec('tfjs_tensors', 'gauge', 'count', 'Live tfjs tensors on a worker (tf.memory().numTensors); should stay flat over steps.', ['rank']),

@@ -4,8 +4,8 @@
 import { TrainerError } from '../errors.js';
 
 /**
- * Fraction of replicas whose parameter checksum equals rank 0's (rank 0 is the reference replica: it broadcasts
- * BatchNorm running statistics and writes checkpoints). 1 means every replica is bit-identical.
+ * Fraction of replicas whose parameter checksum equals rank 0's (rank 0 is the reference replica: its state is
+ * what checkpoints and `sync-bn` take). 1 means every replica is bit-identical.
  * @param checksums - one checksum per rank, index = rank; length ≥ 1
  * @returns a ratio in (0, 1]: (number of ranks equal to rank 0) / length, rank 0 itself included
  * @throws TrainerError `ERR_INTERNAL` when `checksums` is empty

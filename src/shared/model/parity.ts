@@ -151,28 +151,30 @@ interface Computed {
 }
 
 async function trainPass(model: ResNet, x: tf.Tensor4D, labels: tf.Tensor1D, gradNames: string[]): Promise<Omit<Computed, 'logitsEval'>> {
-  const trainLoss = (): { logits: Float32Array; loss: tf.Scalar } => {
+  // The train logits are kept and read asynchronously afterwards (GPU backends cannot read synchronously).
+  let kept: tf.Tensor | null = null;
+  const trainLoss = (): tf.Scalar => {
     const logits = model.forward(x, true);
-    return { logits: logits.dataSync() as Float32Array, loss: meanCrossEntropy(logits, labels) };
+    kept = tf.keep(logits);
+    return meanCrossEntropy(logits, labels);
+  };
+  const readLogits = async (): Promise<Float32Array> => {
+    const t = kept!;
+    try {
+      return Float32Array.from(await t.data() as Float32Array);
+    } finally {
+      t.dispose();
+    }
   };
   if (gradNames.length === 0) {
-    let logitsTrain: Float32Array = new Float32Array();
-    const loss = tf.tidy(() => {
-      const r = trainLoss();
-      logitsTrain = r.logits;
-      return r.loss;
-    });
+    const loss = tf.tidy(trainLoss);
     const value = (await loss.data())[0];
     loss.dispose();
-    return { logitsTrain, loss: value, grads: new Map() };
+    return { logitsTrain: await readLogits(), loss: value, grads: new Map() };
   }
   const vars = gradNames.map((n) => model.params.get(n)!);
-  let logitsTrain: Float32Array = new Float32Array();
-  const { value, grads } = tf.variableGrads(() => {
-    const r = trainLoss();
-    logitsTrain = r.logits;
-    return r.loss;
-  }, vars);
+  const { value, grads } = tf.variableGrads(trainLoss, vars);
+  const logitsTrain = await readLogits();
   const out = new Map<string, Float32Array>();
   for (const [i, name] of gradNames.entries()) {
     const g = grads[vars[i].name];

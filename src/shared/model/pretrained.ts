@@ -17,7 +17,7 @@
 import { access, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { downloadFile } from '../download.js';
+import { downloadFile, offlineMessage, offlineTried } from '../download.js';
 import { TrainerError, isTrainerError } from '../errors.js';
 import { describeConfig, resnetLayout, resolveResNetConfig, RESNET_ARCHS, type ResNetArch, type ResNetConfig } from './resnet-spec.js';
 import type { ResNet } from './resnet.js';
@@ -141,9 +141,9 @@ async function downloadImagenet(arch: ResNetArch | ResNetConfig, options: Pretra
     });
   } catch (err) {
     if (!isTrainerError(err, 'ERR_OFFLINE')) throw err;
-    throw new TrainerError('ERR_OFFLINE', `--pretrained imagenet needs ${source.url}, which cannot be reached (${err.message}) `
-      + `To train offline, fetch that file on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors `
-      + '(or --pretrained none for random weights).', { cause: err });
+    throw new TrainerError('ERR_OFFLINE', offlineMessage('--pretrained imagenet: the ImageNet weights cannot be downloaded: the network looks offline',
+      `fetch the file below on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors (or --pretrained none for random weights)`,
+      offlineTried(err.message)), { cause: err });
   }
   try {
     await verifyTorchWeightsFile(dest, arch);

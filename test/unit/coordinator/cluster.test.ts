@@ -14,12 +14,16 @@ test('admission: a requested free rank is kept, the others get the lowest free r
   const lines: string[] = [];
   const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 50, heartbeatTimeoutMs: 400, log: (l) => lines.push(l) });
   const endpoint = await control.start();
-  const cluster = new Cluster(control, (l) => lines.push(l));
+  const announced: [number, number][] = [];
+  const cluster = new Cluster(control, (l) => lines.push(l), (worldSize, generation) => announced.push([worldSize, generation]));
   const dealers = [0, 1, 2].map((i) => {
     const d = new zmq.Dealer({ linger: 0, routingId: `w${i}`, receiveTimeout: 5000 });
     d.connect(endpoint);
     return d;
   });
+  // The members heartbeat until the test stops them, so a loaded machine cannot lose them during admission.
+  let seq = 0;
+  const beats = setInterval(() => { for (const d of dealers) void d.send(encode({ type: 'heartbeat', sender: 'worker', rank: -1, seq: seq++, sentAtMs: Date.now() })); }, 50);
   try {
     await dealers[0]!.send(encode(hello(2, 1000)));
     await dealers[1]!.send(encode(hello(null, 1001)));
@@ -28,21 +32,25 @@ test('admission: a requested free rank is kept, the others get the lowest free r
     await cluster.admit(3, 5000);
     assert.deepEqual(control.live().map((m) => [m.id, m.rank]), [['w1', 0], ['w2', 1], ['w0', 2]]);
     await cluster.announce();
+    assert.deepEqual(announced, [[3, 1]], 'the group is announced to the listener (the star server) with its generation');
     for (const [i, d] of dealers.entries()) {
-      const { message } = decode(await d.receive());
+      let message: Message;
+      do ({ message } = decode(await d.receive())); while (message.type === 'heartbeat');
       assert.equal(message.type, 'welcome');
       if (message.type !== 'welcome') return;
       assert.equal(message.generation, 1);
       assert.equal(message.rank, [2, 0, 1][i]);
       assert.deepEqual(message.ring.map((m) => m.dataAddress), ['tcp://127.0.0.1:1001', 'tcp://127.0.0.1:1002', 'tcp://127.0.0.1:1000']);
     }
-    // Nobody heartbeats: after the 400 ms timeout every member is lost and the lost signal fires.
+    // Nobody heartbeats any more: after the 400 ms timeout every member is lost and the lost signal fires.
+    clearInterval(beats);
     const signal = cluster.lostSignal;
     await new Promise<void>((res) => signal.addEventListener('abort', () => res(), { once: true }));
     assert.match(String(signal.reason), /rank \d lost: no heartbeat for \d+ ms \(timeout 400 ms\)/);
     cluster.dropLost();
     assert.equal(cluster.worldSize, 0);
   } finally {
+    clearInterval(beats);
     for (const d of dealers) d.close();
     control.close();
   }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
-import { CURVE_KEY_FILES, ControlServer, loadOrCreateCurveKeys } from '../../../src/coordinator/control.js';
+import { CURVE_KEY_FILES, ControlServer, countedSilenceMs, loadOrCreateCurveKeys, type Member } from '../../../src/coordinator/control.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
 import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/shared/protocol.js';
 
@@ -71,5 +71,74 @@ test('a busy port is ERR_PORT_IN_USE naming the endpoint', async () => {
   } finally {
     a.close();
     b.close();
+  }
+});
+
+test('countedSilenceMs: time since last heard, minus the time the coordinator itself was blocked, never negative', () => {
+  assert.equal(countedSilenceMs(10_000, 4_000, 0), 6_000);
+  assert.equal(countedSilenceMs(10_000, 4_000, 5_000), 1_000);
+  assert.equal(countedSilenceMs(10_000, 4_000, 9_000), 0);
+});
+
+/** A dealer that says hello as `id` (pid `pid`) and can heartbeat. */
+async function member(endpoint: string, id: string, pid: number): Promise<{ beat: () => Promise<void>; close: () => void }> {
+  const d = new zmq.Dealer({ linger: 0, routingId: id });
+  d.connect(endpoint);
+  await d.send(encode({ ...HELLO, pid }));
+  let seq = 0;
+  return { beat: () => d.send(encode({ type: 'heartbeat', sender: 'worker', rank: -1, seq: seq++, sentAtMs: Date.now() })), close: () => d.close() };
+}
+
+test('silence: a process-watched member is logged, not lost; an unwatched one is lost after the timeout', async () => {
+  const lines: string[] = [];
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 50, heartbeatTimeoutMs: 300, watchedByProcess: (m: Member) => m.hello.pid === 1, log: (l) => lines.push(l) });
+  const endpoint = await server.start();
+  const lost: string[] = [];
+  server.on('lost', (m) => lost.push(m.id));
+  const joined = new Promise<void>((res) => { let n = 0; server.on('hello', () => { if (++n === 2) res(); }); });
+  const a = await member(endpoint, 'local', 1), b = await member(endpoint, 'remote', 2);
+  try {
+    await joined;
+    // Both go silent; wait for the event of each (no assertion on when).
+    while (!(lost.includes('remote') && lines.some((l) => /pid 1, local\) silent for \d+ ms; its process is alive, so it is not declared lost/.test(l)))) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(lost, ['remote']);
+    assert.deepEqual(server.live().map((m) => m.id), ['local']);
+    assert.equal(lines.filter((l) => /silent for/.test(l)).length, 1, 'logged once per silence');
+  } finally {
+    a.close();
+    b.close();
+    server.close();
+  }
+});
+
+test('silence: the time the coordinator itself was blocked does not count against a member (a blocked loop is no dead worker)', async () => {
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 50, heartbeatTimeoutMs: 300, log: () => {} });
+  const endpoint = await server.start();
+  const lost: string[] = [];
+  server.on('lost', (m, why) => lost.push(why));
+  const joined = new Promise((res) => server.once('hello', res));
+  const w = await member(endpoint, 'w', 3);
+  const beats = setInterval(() => void w.beat(), 30);
+  try {
+    await joined;
+    const heard = server.all()[0]!.lastSeenMs;
+    while (server.all()[0]!.lastSeenMs === heard) await new Promise((r) => setTimeout(r, 10));
+    // Block this process (coordinator and member alike) for 5 × the timeout, as a long synchronous job would.
+    const until = Date.now() + 1500;
+    while (Date.now() < until) { /* busy */ }
+    // Let ten heartbeats of the member be read after the block.
+    const after = server.all()[0]!.lastSeenMs;
+    let seen = 0;
+    while (seen < 10) {
+      await new Promise((r) => setTimeout(r, 30));
+      if (server.all()[0]!.lastSeenMs !== after) seen++;
+    }
+    assert.deepEqual(lost, []);
+  } finally {
+    clearInterval(beats);
+    w.close();
+    server.close();
   }
 });

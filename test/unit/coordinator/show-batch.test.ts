@@ -29,7 +29,18 @@ describe('coordinator show-batch', () => {
     assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '2', '--size', '40', '--out', out], (l) => lines.push(l)), 0);
     const meta = await sharp(out).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 40, 2 * (40 + 28), 3]);
-    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(80×136 px, 2×2 images from /);
+    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(80×136 px, 2×2 images from .*; items and labels in \S+grid\.json$/);
+  });
+
+  it('writes its JSON beside --out, never into the current directory', async () => {
+    const sub = path.join(dir, 'pictures');
+    mkdirSync(sub);
+    const before = readdirSync(process.cwd()).sort();
+    const lines: string[] = [];
+    assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '1', '--size', '16', '--out', path.join(sub, 'batch.png')], (l) => lines.push(l)), 0);
+    assert.deepEqual(readdirSync(sub).sort(), ['batch.json', 'batch.png']);
+    assert.deepEqual(readdirSync(process.cwd()).sort(), before, 'nothing new in the current directory');
+    assert.ok(lines[0]!.endsWith(path.join(sub, 'batch.json')), lines[0]);
   });
 
   it('rejects --rows 0 naming the flag', async () => {

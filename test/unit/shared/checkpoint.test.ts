@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, writeCheckpoint } from '../../../src/shared/checkpoint.js';
+import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, writeCheckpoint, writeCheckpointDetailed } from '../../../src/shared/checkpoint.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
 
 const files = (s: number) => new Map<string, Uint8Array>([['w.bin', new Uint8Array(1000).fill(s)], ['meta.txt', Buffer.from(`step ${s}`)]]);
@@ -73,4 +73,32 @@ test('SIGKILL during writes always leaves an intact newest checkpoint', async ()
   // Leftover temporary directories of the dead writers are cleaned by the next writer.
   writeCheckpoint(run, 10_000, files(1), {}, 2);
   assert.deepEqual(readdirSync(join(run, 'checkpoints')).filter((n) => n.startsWith('.')), []);
+});
+
+test('an identical payload is hard-linked to the newest checkpoint\'s file, not written again; a changed one is written', () => {
+  const run = mkdtempSync(join(tmpdir(), 'ckpt-link-'));
+  try {
+    const big = new Uint8Array(1 << 20).fill(7);
+    const a = writeCheckpointDetailed(run, 10, new Map([['state.bin', big]]), { n: 1 }, 3);
+    assert.deepEqual(a.linked, []);
+    assert.ok(a.bytesWritten >= big.length);
+    // Same step again (the final checkpoint after the last epoch's) and a later step with the same bytes.
+    const b = writeCheckpointDetailed(run, 10, new Map([['state.bin', big]]), { n: 2 }, 3);
+    assert.deepEqual(b.linked, ['state.bin']);
+    assert.ok(b.bytesWritten < 1000, `only the manifest is written: ${b.bytesWritten} bytes`);
+    const c = writeCheckpointDetailed(run, 11, new Map([['state.bin', big]]), { n: 3 }, 3);
+    assert.deepEqual(c.linked, ['state.bin']);
+    assert.equal(statSync(join(b.dir, 'state.bin')).ino, statSync(join(c.dir, 'state.bin')).ino, 'one inode');
+    const changed = big.slice();
+    changed[5] = 8;
+    const d = writeCheckpointDetailed(run, 12, new Map([['state.bin', changed]]), { n: 4 }, 3);
+    assert.deepEqual(d.linked, []);
+    assert.notEqual(statSync(join(d.dir, 'state.bin')).ino, statSync(join(c.dir, 'state.bin')).ino);
+    // Every checkpoint still reads back verified, with its own metadata.
+    assert.equal(readCheckpoint<{ n: number }>(b.dir).manifest.meta.n, 2);
+    assert.equal(readCheckpoint<{ n: number }>(c.dir).files.get('state.bin')![5], 7);
+    assert.equal(loadLatestCheckpoint<{ n: number }>(run)!.files.get('state.bin')![5], 8);
+  } finally {
+    rmSync(run, { recursive: true, force: true });
+  }
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { resolveRunConfig } from '../../../src/shared/config.js';
 import { shardPlan } from '../../../src/shared/data/shard.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
-import { epochOrder, microBatchItems, planStages, stepHyper } from '../../../src/shared/plan.js';
+import { dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages, stepHyper, validationBatches } from '../../../src/shared/plan.js';
 
 const stages = resolveRunConfig().stages;
 
@@ -37,25 +37,59 @@ test('with accum 1 the micro-batches are exactly DistributedSampler shards (shar
     for (let r = 0; r < W; r++) {
       const plan = shardPlan({ itemCount: n, seed, epoch, worldSize: W, rank: r, batchSize: bs, shuffle: true, mode: 'drop' });
       plan.batches.forEach((b, k) => {
-        const mine = microBatchItems(order, { stepInEpoch: k, accumIndex: 0, rank: r, worldSize: W, bs, accum: 1 });
+        const mine = microBatchItems(order, { stepInEpoch: k, microBatch: microBatchOf(r, 0, W), microBatches: W, bs });
         assert.deepEqual(Array.from(mine), Array.from(b.indices), `W=${W} r=${r} k=${k}`);
       });
     }
   }
 });
 
-test('every global step reads the same items whatever the world size and accumulation (elastic-safe)', () => {
+test('every global step reads the same micro-batches whatever the world size and accumulation (elastic-safe)', () => {
   const order = epochOrder(97, 1, 0);
-  const itemsOfStep = (k: number, W: number, accum: number, bs: number) => {
-    const all: number[] = [];
-    for (let a = 0; a < accum; a++) for (let r = 0; r < W; r++) all.push(...microBatchItems(order, { stepInEpoch: k, accumIndex: a, rank: r, worldSize: W, bs, accum }));
-    return all.sort((x, y) => x - y);
+  const bs = 4, M = 6;
+  /** Micro-batch m's items for a run of W workers × accum, as the ranks' feeds read them. */
+  const microBatchesOfStep = (k: number, W: number, accum: number): number[][] => {
+    const byM: number[][] = new Array(M);
+    for (let r = 0; r < W; r++) {
+      for (let a = 0; a < accum; a++) {
+        const m = microBatchOf(r, a, W);
+        assert.equal(byM[m], undefined, `micro-batch ${m} run twice (W=${W}, accum ${accum})`);
+        byM[m] = Array.from(microBatchItems(order, { stepInEpoch: k, microBatch: m, microBatches: W * accum, bs }));
+      }
+    }
+    return byM;
   };
   for (let k = 0; k < 4; k++) {
-    const want = Array.from(order.slice(k * 24, (k + 1) * 24)).sort((x, y) => x - y);
-    assert.deepEqual(itemsOfStep(k, 3, 1, 8), want);
-    assert.deepEqual(itemsOfStep(k, 2, 3, 4), want);
-    assert.deepEqual(itemsOfStep(k, 1, 6, 4), want);
+    const want = microBatchesOfStep(k, 1, 6);
+    // The global batch is positions [kG, (k+1)G) of the epoch order, each item in exactly one micro-batch.
+    assert.deepEqual(want.flat().sort((x, y) => x - y), Array.from(order.slice(k * 24, (k + 1) * 24)).sort((x, y) => x - y));
+    // Micro-batch m = positions kG + m + iM: item i of m is the (m + iM)-th of the step.
+    assert.deepEqual(want[4], [0, 1, 2, 3].map((i) => order[k * 24 + 4 + i * 6]));
+    for (const [W, accum] of [[2, 3], [3, 2], [6, 1]] as const) assert.deepEqual(microBatchesOfStep(k, W, accum), want, `W=${W} accum ${accum}`);
   }
-  assert.throws(() => microBatchItems(order, { stepInEpoch: 4, accumIndex: 0, rank: 0, worldSize: 3, bs: 8, accum: 1 }), /past the epoch/);
+  assert.throws(() => microBatchItems(order, { stepInEpoch: 4, microBatch: 0, microBatches: 3, bs: 8 }), /past the epoch/);
+  assert.throws(() => microBatchItems(order, { stepInEpoch: 0, microBatch: 3, microBatches: 3, bs: 8 }), /micro-batch 3 must be an integer in \[0, 2\]/);
+});
+
+test('dropout seeds depend on (seed, step, micro-batch) only', () => {
+  assert.equal(dropoutSeed(42, 7, 3), dropoutSeed(42, 7, 3));
+  const seeds = new Set<number>();
+  for (let step = 0; step < 10; step++) for (let m = 0; m < 10; m++) seeds.add(dropoutSeed(42, step, m));
+  assert.equal(seeds.size, 100, 'distinct per (step, micro-batch)');
+  assert.notEqual(dropoutSeed(42, 0, 0), dropoutSeed(43, 0, 0));
+});
+
+test('validation batches are the split in order, bs at a time, batch j on rank j mod W', () => {
+  const flat = (W: number): { rank: number; items: number[] }[] => {
+    const out: { rank: number; items: number[] }[] = [];
+    for (let r = 0; r < W; r++) for (const b of validationBatches(11, 4, r, W)) { out.push({ rank: r, items: Array.from(b.indices) }); assert.ok(b.real.every((x) => x === 1)); }
+    return out.sort((a, b) => a.items[0]! - b.items[0]!);
+  };
+  const batches = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]];
+  for (const W of [1, 2, 3, 5]) {
+    const got = flat(W);
+    assert.deepEqual(got.map((b) => b.items), batches, `W=${W}`);
+    assert.deepEqual(got.map((b) => b.rank), [0, 1, 2].map((j) => j % W), `W=${W}`);
+  }
+  assert.deepEqual(validationBatches(3, 4, 1, 2), [], 'a rank may get no batch');
 });

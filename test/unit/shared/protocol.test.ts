@@ -85,7 +85,7 @@ function rejects(parts: Uint8Array[], pattern: RegExp): void {
 }
 
 test('wrong version, unknown type, missing fields are ERR_PROTOCOL', () => {
-  rejects([packr.pack({ v: PROTOCOL_VERSION + 1, type: 'shutdown', reason: 'x' })], /expected v=1, got 2/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION + 1, type: 'shutdown', reason: 'x' })], new RegExp(`expected v=${PROTOCOL_VERSION}, got ${PROTOCOL_VERSION + 1}`));
   rejects([packr.pack({ type: 'shutdown', reason: 'x' })], /version mismatch/);
   rejects([packr.pack({ v: PROTOCOL_VERSION, type: 'bogus' })], /unknown message type "bogus"/);
   rejects([packr.pack({ v: PROTOCOL_VERSION, type: 'toString' })], /unknown message type/);
@@ -121,12 +121,12 @@ test('frames must match the header: count, announced length, dtype alignment', (
 
 test('welcome.ring must list every rank in order with valid addresses', () => {
   const w = controlMessages[1];
-  rejects([packr.pack({ v: 1, ...w, ring: [] })], /array of worldSize=2 members, got 0/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...w, ring: [] })], /array of worldSize=2 members, got 0/);
   const swapped = { ...w, ring: [{ rank: 1, dataAddress: 'tcp://a:1' }, { rank: 0, dataAddress: 'tcp://b:2' }] };
-  rejects([packr.pack({ v: 1, ...swapped })], /ring\[0\]\.rank must be an integer in \[0, 0\]/);
-  rejects([packr.pack({ v: 1, ...w, rank: 2 })], /rank must be an integer in \[0, 1\]/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...swapped })], /ring\[0\]\.rank must be an integer in \[0, 0\]/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...w, rank: 2 })], /rank must be an integer in \[0, 1\]/);
   const badAddr = { ...w, ring: [{ rank: 0, dataAddress: 'http://x' }, { rank: 1, dataAddress: 'tcp://b:2' }] };
-  rejects([packr.pack({ v: 1, ...badAddr })], /dataAddress must be a string matching/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...badAddr })], /dataAddress must be a string matching/);
 });
 
 test('encode validates outgoing messages and frames the same way', () => {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, trainingCurvesData,
+  confusionMatrixChart, lrFindChart, lrFindSubtitle, renderChart, trainingCurvesChart, trainingCurvesData,
 } from '../../../../src/coordinator/report/charts.js';
 import { fontsRenderText } from '../../../../src/coordinator/report/render.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
@@ -59,6 +59,21 @@ test('lrFindChart keeps the 85 middle points of 100 and labels the steepest-desc
   assert.equal(chart.data.lrs[0], lrs[10]);
   assert.ok(Math.abs(Math.log10(chart.data.steepestLr) + 3) <= 0.08, `steepest ${chart.data.steepestLr}`); // grid step 0.08 decade
   assert.match(JSON.stringify(chart.spec), /steepest: 1\.\d\de-3|steepest: 9\.\d\de-4/);
+});
+
+test('the lr_find subtitle names no lr outside the plotted range (min loss / 10 left of it is said so)', () => {
+  const lrs = Array.from({ length: 100 }, (_, i) => 1e-7 * 1e8 ** (i / 100));
+  // Loss rising from the first plotted point: min loss at lrs[10] (first plotted), so min loss / 10 is left of it.
+  const rising = lrFindChart({ name: 'r', lrs, smoothedLosses: lrs.map((lr, i) => 2 + (i >= 10 ? Math.log10(lr) + 7 : 5)) });
+  const sub = lrFindSubtitle(rising.data);
+  assert.match(sub, /min loss \/ 10: left of the plotted range$/);
+  for (const m of sub.matchAll(/\d\.\d\de[-+]\d+/g)) {
+    const v = Number(m[0]);
+    assert.ok(v >= rising.data.lrs[0]! * 0.99 && v <= rising.data.lrs.at(-1)! * 1.01, `${m[0]} is on the plot`);
+  }
+  // A minimum well inside the range: both suggestions are named.
+  const valley = lrFindChart({ name: 'v', lrs, smoothedLosses: lrs.map((lr) => 2 + (Math.log10(lr) + 2) ** 2) });
+  assert.match(lrFindSubtitle(valley.data), /min numerical gradient: \d\.\d\de-\d+ {3}· {3}min loss \/ 10: (9\.\d\de-4|1\.\d\de-3)$/);
 });
 
 test('the three charts render to non-blank PNGs of plausible size', async () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileStem, resolveReportOptions, writeRunReport } from '../../../../src/coordinator/report/write-report.js';
@@ -50,6 +50,24 @@ function smallInput(): RunReportInput {
   };
 }
 
+test('index.html links config.json, interpretation.json, models/ (and each model) when the run has them', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'report-files-'));
+  try {
+    await mkdir(join(dir, 'models'));
+    await writeFile(join(dir, 'config.json'), '{}');
+    await writeFile(join(dir, 'models', 'stage-1.safetensors'), 'x');
+    await writeFile(join(dir, 'models', 'stage-1.json'), '{}');
+    const manifest = await writeRunReport(dir, smallInput(), { chartScale: 1, topLossesK: 4 });
+    const html = await readFile(manifest.indexHtml, 'utf8');
+    const files = html.slice(html.indexOf('<h2>Files</h2>'));
+    const hrefs = [...files.matchAll(/href="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(hrefs, ['config.json', 'interpretation.json', 'models/', 'models/stage-1.json', 'models/stage-1.safetensors']);
+    for (const h of hrefs) assert.ok(existsSync(join(dir, h!)), h);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('writeRunReport writes every PNG with its JSON, and index.html whose links all resolve', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'report-test-'));
   try {
@@ -65,7 +83,9 @@ test('writeRunReport writes every PNG with its JSON, and index.html whose links 
     assert.deepEqual(cmJson.matrix, smallInput().interpretation!.confusionMatrix());
     const html = await readFile(manifest.indexHtml, 'utf8');
     const links = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
-    assert.equal(links.length, 4 * 3); // per picture: <a href> + <img src> + JSON link
+    // Per picture: <a href> + <img src> + JSON link; then the run's files: interpretation.json (written here).
+    assert.equal(links.length, 4 * 3 + 1);
+    assert.equal(links.at(-1), 'interpretation.json');
     for (const link of links) {
       assert.ok(!/^[a-z]+:|^\//i.test(link), `link ${link} must be relative`);
       assert.ok(existsSync(join(dir, decodeURI(link))), `link ${link} resolves`);

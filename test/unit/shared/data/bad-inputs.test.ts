@@ -41,7 +41,7 @@ describe('bad inputs', () => {
   it('ignores .mat and .txt by extension; lists the seven .jpg candidates with their labels', () => {
     const items = listItems(BAD, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
     assert.deepEqual(items.paths.map((p) => basename(p)).sort(), [...Object.keys(SKIPPED), ...LOADED].sort());
-    assert.deepEqual(items.ignored.map((i) => basename(i.path)).sort(), ['Abyssinian_9005.mat', 'notes.txt']);
+    assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['unsupported extension', ['Abyssinian_9005.mat', 'notes.txt']]]);
     assert.equal(items.labels[items.paths.findIndex((p) => p.endsWith('pug_9003.jpg'))], 'pug');
   });
 

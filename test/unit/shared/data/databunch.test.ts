@@ -18,6 +18,6 @@ test('assertTrainable refuses an empty validation split, one class, or no traini
     [{ root: '/d', classes: ['a', 'b'], train: ints(), valid: ints(0) }, /got 2 class\(es\), 0 train \/ 1 valid image\(s\)/],
   ];
   for (const [data, re] of cases) {
-    assert.throws(() => assertTrainable(data), (e: unknown) => isTrainerError(e, 'ERR_DATA') && re.test(e.message) && e.message.startsWith('/d must give'));
+    assert.throws(() => assertTrainable(data), (e: unknown) => isTrainerError(e, 'ERR_BAD_DATA') && re.test(e.message) && e.message.startsWith('/d must give'));
   }
 });

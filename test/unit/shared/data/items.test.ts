@@ -27,10 +27,11 @@ describe('items and labels', () => {
     assert.equal(items.root, join(dir, 'images'), 'a folder holding images/ resolves to it');
     assert.deepEqual(items.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'Bengal_2.jpg', 'beagle_10.jpg', 'german_shorthaired_3.jpg']);
     assert.deepEqual(items.labels, ['Bengal', 'Bengal', 'beagle', 'german_shorthaired']);
-    assert.deepEqual(items.ignored.map((i) => [basename(i.path), i.reason]), [
-      ['README.md', 'not an image extension (.md)'],
-      ['tabby.png', 'no label'],
+    assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [
+      ['unsupported extension', ['README.md']],
+      ['unlabelled', ['tabby.png']],
     ]);
+    assert.equal(items.filesFound, 6);
   });
 
   it('folder and csv label rules', () => {
@@ -40,7 +41,7 @@ describe('items and labels', () => {
     assert.deepEqual(byCsv.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'beagle_10.jpg', 'tabby.png']);
     assert.deepEqual(byCsv.labels, ['cat', 'dog', 'cat']);
     assert.throws(() => listItems(dir, { kind: 'csv', file: join(dir, 'missing.csv') }),
-      (e: unknown) => (e as { code?: string }).code === 'ERR_DATA' && /^--labels .*missing\.csv: cannot read the CSV of file,label rows/.test((e as Error).message));
+      (e: unknown) => (e as { code?: string }).code === 'ERR_BAD_DATA' && /^--labels .*missing\.csv: cannot read the CSV of file,label rows/.test((e as Error).message));
   });
 
   it('official split from annotations/trainval.txt and test.txt; items in neither are left out', () => {
@@ -53,18 +54,30 @@ describe('items and labels', () => {
   });
 
   it('errors name the flag: missing folder, pattern without a group', () => {
-    assert.throws(() => listItems(join(dir, 'nope'), { kind: 'folder' }), (e) => isTrainerError(e, 'ERR_DATA') && /--data must be a folder/.test(e.message));
-    assert.throws(() => listItems(dir, { kind: 'regex', pattern: '_\\d+.jpg$' }), /--label-pattern must have a capture group/);
+    assert.throws(() => listItems(join(dir, 'nope'), { kind: 'folder' }), (e) => isTrainerError(e, 'ERR_BAD_DATA') && /--data must be a folder/.test(e.message));
+    assert.throws(() => listItems(dir, { kind: 'regex', pattern: '_\\d+.jpg$' }), /--label-re must have a capture group/);
   });
 
   it('createDataBunch on a folder: code-point class order, labels as indices, official split', async () => {
-    const bunch = await createDataBunch({ data: dir, split: 'official', verify: false, cacheDir: join(dir, 'cache') });
-    assert.deepEqual(bunch.classes, ['Bengal', 'beagle', 'german_shorthaired']);
-    assert.deepEqual([...bunch.labels], [0, 0, 1, 2]);
+    const lines: string[] = [];
+    const bunch = await createDataBunch({ data: dir, split: 'official', verify: false, cacheDir: join(dir, 'cache'), log: (l) => lines.push(l) });
+    // german_shorthaired is only in test.txt: a class with no training image, whose valid item fastai discards.
+    assert.deepEqual(bunch.classes, ['Bengal', 'beagle']);
+    // Bengal_2.jpg is in neither annotation list: left out as 'not in split', so the items are renumbered.
+    assert.deepEqual(bunch.paths.map((p) => basename(p)), ['Bengal_1.jpg', 'beagle_10.jpg']);
+    assert.deepEqual([...bunch.labels], [0, 1]);
     assert.equal(bunch.train.length, 2);
-    assert.equal(bunch.valid.length, 1);
-    const random = await createDataBunch({ data: dir, validPct: 0.5, seed: 1, verify: false, cacheDir: join(dir, 'cache') });
-    assert.equal(random.valid.length, 2);
-    assert.equal(random.train.length + random.valid.length, 4);
+    assert.equal(bunch.valid.length, 0);
+    assert.deepEqual(bunch.account.groups.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [
+      ['unsupported extension', ['README.md']], ['unlabelled', ['tabby.png']], ['not in split', ['Bengal_2.jpg']], ['unknown label', ['german_shorthaired_3.jpg']],
+    ]);
+    assert.equal(lines.length, 5, lines.join('\n'));
+    assert.equal(lines[4], '2 class(es) have a single image, in train: Bengal, beagle; the model learns each from one example and never validates it — add images');
+    const random = await createDataBunch({ data: dir, validPct: 0.5, seed: 1, verify: false, cacheDir: join(dir, 'cache'), log: () => {} });
+    // int(0.5 · 4) = 2 valid items; those whose class has no training item are discarded (fastai), all counted.
+    const unknown = random.account.groups.find((g) => g.reason === 'unknown label')?.paths.length ?? 0;
+    assert.equal(random.train.length, 2);
+    assert.equal(random.valid.length + unknown, 2);
+    assert.equal(random.account.train + random.account.valid + random.account.groups.reduce((s, g) => s + g.paths.length, 0), random.account.filesFound);
   });
 });

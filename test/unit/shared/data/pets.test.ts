@@ -88,7 +88,16 @@ describe('fetchPets / createDataBunch({ data: "oxford-iiit-pet" })', () => {
   it('offline with no cache: ERR_OFFLINE telling the user to pass --data <dir>', async () => {
     await assert.rejects(
       fetchPets({ cacheDir: join(dir, 'empty-cache'), imagesUrls: ['http://127.0.0.1:9/images.tar.gz'], quiet: true, retries: 0 }),
-      (e) => isTrainerError(e, 'ERR_OFFLINE') && /pass --data <dir>/.test(e.message),
+      (e) => {
+        // Readable in a terminal: a short first line without URLs, the hint, then each address on its own line.
+        const lines = isTrainerError(e, 'ERR_OFFLINE') ? e.message.split('\n') : [];
+        assert.match(lines[0] ?? '', /^the Oxford-IIIT Pet images are not in \S+ and cannot be downloaded: the network looks offline$/);
+        assert.ok(lines[0]!.length <= 160 && !/https?:/.test(lines[0]!), lines[0]);
+        assert.match(lines[1] ?? '', /^hint: to train offline, pass --data <dir>/);
+        assert.equal(lines[2], 'tried:');
+        assert.match(lines[3] ?? '', /^ {2}http:\/\/127\.0\.0\.1:9\/images\.tar\.gz \(try 1\): /);
+        return true;
+      },
     );
   });
 });

@@ -4,13 +4,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, test } from 'node:test';
 import sharp from 'sharp';
 import { DEFAULT_LABEL_PATTERN, listItems } from '../../../../src/shared/data/items.js';
 import { BatchLoader } from '../../../../src/shared/data/loader.js';
 import { ImagePool } from '../../../../src/shared/data/pool.js';
 import { shardPlan } from '../../../../src/shared/data/shard.js';
-import { denormalize, showBatch } from '../../../../src/shared/data/show-batch.js';
+import { captionLayout, denormalize, showBatch } from '../../../../src/shared/data/show-batch.js';
 import { sortClasses } from '../../../../src/shared/data/split.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../../../../src/shared/data/transforms.js';
 
@@ -58,4 +58,19 @@ describe('showBatch', () => {
     const batch = { x: new Float32Array(3), y: new Int32Array(1), valid: new Uint8Array(1), batchIndex: 0 };
     await assert.rejects(showBatch(batch, ['a'], join(dir, 'x.png'), { rows: 0 }), /show_batch rows must be an integer ≥ 1, got 0/);
   });
+});
+
+test('captionLayout: one font size for every label of the grid, each fitting its cell; too long at the floor → "…"', () => {
+  // 32 px cells, 28 px band: room 28 px. The longest label (american_pit_bull_terrier, 25 chars) at 7 px is
+  // 25 · 0.6 · 7 = 105 px: too wide, so the floor 7 px applies and long labels are cut to floor(28 / 4.2) = 6 chars.
+  const small = captionLayout(['pug', 'american_pit_bull_terrier', 'beagle'], 32, 28);
+  assert.equal(small.fontPx, 7);
+  assert.deepEqual(small.texts, ['pug', 'ameri…', 'beagle']);
+  // 224 px cells: room 220 px; 'american_pit_bull_terrier' fits at floor(220 / 15) = 14 px, under 0.6 · 28 = 17.
+  const big = captionLayout(['pug', 'american_pit_bull_terrier'], 224, 28);
+  assert.equal(big.fontPx, 14);
+  assert.deepEqual(big.texts, ['pug', 'american_pit_bull_terrier']);
+  for (const [{ fontPx, texts }, room] of [[small, 28], [big, 220]] as const) for (const t of texts) assert.ok(t.length * 0.6 * fontPx <= room, t);
+  // Short labels only: capped by the band (0.6 · 28 ≈ 17 px), the same for all.
+  assert.equal(captionLayout(['pug', 'cat'], 224, 28).fontPx, 17);
 });

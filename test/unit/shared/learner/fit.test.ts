@@ -70,10 +70,10 @@ test('fit_one_cycle on the photos: loss on the training images falls, rows compl
 test('lr_find: exponential lrs, smoothed losses, weights and optimizer state restored bit-identically', async () => {
   const learner = await makeLearner(2);
   await learner.fit(1, 1e-3); // some optimizer state to restore
-  const sum0 = learner.replica.weightsChecksum();
+  const sum0 = await learner.replica.weightsChecksum();
   const opt0 = await learner.replica.learner.optimizer.exportState();
   const r = await learner.lrFind({ numIt: 20, endLr: 1 });
-  assert.equal(learner.replica.weightsChecksum(), sum0);
+  assert.equal(await learner.replica.weightsChecksum(), sum0);
   assert.deepEqual(await learner.replica.learner.optimizer.exportState(), opt0);
   assert.equal(learner.epochsDone, 1, 'lr_find does not advance the data epoch');
   assert.ok(r.lrs.length >= 1 && r.lrs.length <= 20);
@@ -98,7 +98,7 @@ test('save → load restores identical predictions; load refuses other classes; 
   assert.deepEqual((await learner.predict(path)).probs, before.probs);
   const fresh = await makeLearner(9);
   await fresh.load('stage-1');
-  assert.equal(fresh.replica.weightsChecksum(), learner.replica.weightsChecksum());
+  assert.equal(await fresh.replica.weightsChecksum(), await learner.replica.weightsChecksum());
   assert.deepEqual(await fresh.replica.learner.optimizer.exportState(), await learner.replica.learner.optimizer.exportState());
   assert.ok(data.classes.includes(before.className) && before.index === data.classes.indexOf(before.className));
   assert.ok(Math.abs(before.probs.reduce((a, v) => a + v, 0) - 1) < 1e-5);

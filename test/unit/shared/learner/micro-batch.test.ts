@@ -27,7 +27,7 @@ test('splitChunks: balanced contiguous cover, each chunk ≤ max and ≥ 2 when 
   assert.throws(() => splitChunks(0, 4), (e) => isTrainerError(e, 'ERR_INTERNAL'));
 });
 
-test('default micro-batch: budget / measured bytes on wasm, unlimited elsewhere', () => {
+test('default micro-batch: budget / measured bytes on wasm and native, unlimited elsewhere', () => {
   const r34 = RESNET_CONFIGS.resnet34;
   assert.equal(activationBytesPerImage(r34, 128), RESNET34_128_BYTES_PER_IMAGE);
   // Activations scale with pixels: 224² / 128² = 3.0625 times.
@@ -36,4 +36,6 @@ test('default micro-batch: budget / measured bytes on wasm, unlimited elsewhere'
   assert.ok(defaultMaxMicroBatch(r34, 224, 'wasm') < 64, 'the tutorial bs 64 at 224 must be split on wasm');
   assert.ok(defaultMaxMicroBatch(RESNET_CONFIGS.resnet50, 224, 'wasm') >= 2);
   assert.equal(defaultMaxMicroBatch(r34, 224, 'tensorflow'), Number.MAX_SAFE_INTEGER);
+  // The native (oneDNN) backend keeps activations in ordinary memory under the same 2 GB worker bound.
+  assert.equal(defaultMaxMicroBatch(r34, 224, 'native'), defaultMaxMicroBatch(r34, 224, 'wasm'));
 });

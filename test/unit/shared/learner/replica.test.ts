@@ -48,20 +48,20 @@ test('a batch split into chunks equals two accumulated micro-batches of the same
   const separate = await Replica.create(options({ maxMicroBatch: 64, head }));
   const { x, y } = batch(8);
   const half = 4 * SIZE * SIZE * 3;
-  const a = chunked.accumulate(x, y, null, 1);
-  const b1 = separate.accumulate(x.subarray(0, half), y.subarray(0, 4), null, 1);
-  const b2 = separate.accumulate(x.subarray(half), y.subarray(4), null, 1);
+  const a = await chunked.accumulate(x, y, null, 1);
+  const b1 = await separate.accumulate(x.subarray(0, half), y.subarray(0, 4), null, 1);
+  const b2 = await separate.accumulate(x.subarray(half), y.subarray(4), null, 1);
   assert.equal(a.count, 8);
   assert.ok(Math.abs(a.lossSum - (b1.lossSum + b2.lossSum)) < 1e-4, `${a.lossSum} vs ${b1.lossSum + b2.lossSum}`);
   assert.equal(a.correct, b1.correct + b2.correct);
   assert.equal(separate.pendingMicroBatches, 2);
-  const ga = chunked.takeGradients();
-  const gb = separate.takeGradients();
+  const ga = await chunked.takeGradients();
+  const gb = await separate.takeGradients();
   assert.ok(maxAbs(ga) > 0, 'gradient must not be all zeros');
   assert.ok(maxAbsDiff(ga, gb) <= 1e-6 * maxAbs(ga), `max diff ${maxAbsDiff(ga, gb)}`);
   assert.equal(separate.pendingMicroBatches, 0);
-  assert.equal(maxAbs(separate.takeGradients()), 0, 'take resets the accumulator');
-  assert.equal(chunked.weightsChecksum(), separate.weightsChecksum(), 'BN running stats updated once per chunk in both');
+  assert.equal(maxAbs(await separate.takeGradients()), 0, 'take resets the accumulator');
+  assert.equal(await chunked.weightsChecksum(), await separate.weightsChecksum(), 'BN running stats updated once per chunk in both');
   chunked.dispose();
   separate.dispose();
 });
@@ -74,11 +74,11 @@ test('padded items do not change the loss sums or the gradient', async () => {
   const y2 = Int32Array.from(y);
   y2[2] = (y2[2]! + 1) % N_CLASSES; // only the padded items' labels differ
   y2[5] = (y2[5]! + 2) % N_CLASSES;
-  const s1 = r1.accumulate(x, y, valid, 5);
-  const s2 = r2.accumulate(x, y2, valid, 5);
+  const s1 = await r1.accumulate(x, y, valid, 5);
+  const s2 = await r2.accumulate(x, y2, valid, 5);
   assert.deepEqual(s1, s2);
   assert.equal(s1.count, 4);
-  assert.deepEqual(r1.takeGradients(), r2.takeGradients()); // bit-identical
+  assert.deepEqual(await r1.takeGradients(), await r2.takeGradients()); // bit-identical
   r1.dispose();
   r2.dispose();
 });
@@ -87,16 +87,16 @@ test('checksums agree for the same seed, differ for another seed and after a ste
   const a = await Replica.create(options());
   const b = await Replica.create(options());
   const c = await Replica.create(options({ seed: 4 }));
-  assert.match(a.weightsChecksum(), /^[0-9a-f]{64}$/);
-  assert.equal(a.weightsChecksum(), b.weightsChecksum());
-  assert.notEqual(a.weightsChecksum(), c.weightsChecksum());
+  assert.match(await a.weightsChecksum(), /^[0-9a-f]{64}$/);
+  assert.equal(await a.weightsChecksum(), await b.weightsChecksum());
+  assert.notEqual(await a.weightsChecksum(), await c.weightsChecksum());
   const { x, y } = batch(4);
-  a.accumulate(x, y, null, 1);
-  a.applyGradients(a.takeGradients(), HYPER);
-  assert.notEqual(a.weightsChecksum(), b.weightsChecksum());
-  b.accumulate(x, y, null, 1);
-  b.applyGradients(b.takeGradients(), HYPER);
-  assert.equal(a.weightsChecksum(), b.weightsChecksum(), 'identical steps keep replicas bit-identical');
+  await a.accumulate(x, y, null, 1);
+  a.applyGradients(await a.takeGradients(), HYPER);
+  assert.notEqual(await a.weightsChecksum(), await b.weightsChecksum());
+  await b.accumulate(x, y, null, 1);
+  b.applyGradients(await b.takeGradients(), HYPER);
+  assert.equal(await a.weightsChecksum(), await b.weightsChecksum(), 'identical steps keep replicas bit-identical');
   [a, b, c].forEach((r) => r.dispose());
 });
 
@@ -106,8 +106,8 @@ test('frozen step keeps body convolutions bit-identical and trains BatchNorm and
   assert.ok(layout.includes('bn1.weight') && layout.includes('head.8.weight') && !layout.includes('conv1.weight'));
   const before = new Map([...r.learner.params].map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
   const { x, y } = batch(4);
-  r.accumulate(x, y, null, 2);
-  r.applyGradients(r.takeGradients(), HYPER);
+  await r.accumulate(x, y, null, 2);
+  r.applyGradients(await r.takeGradients(), HYPER);
   for (const [name, old] of before) {
     const changed = r.learner.params.get(name)!.dataSync().some((v, i) => v !== old[i]);
     assert.equal(changed, name.startsWith('head.') || isBatchNormParam(name), `${name} changed=${changed}`);
@@ -122,8 +122,8 @@ test('frozen step keeps body convolutions bit-identical and trains BatchNorm and
 async function trainSteps(r: Replica, steps: number, seed: number): Promise<void> {
   for (let s = 0; s < steps; s++) {
     const { x, y } = batch(4, seed + s);
-    r.accumulate(x, y, null, seed * 100 + s);
-    r.applyGradients(r.takeGradients(), HYPER);
+    await r.accumulate(x, y, null, seed * 100 + s);
+    r.applyGradients(await r.takeGradients(), HYPER);
   }
 }
 
@@ -134,11 +134,11 @@ test('exportState/importState round trip continues bit-identically (weights, BN 
   const b = await Replica.create(options({ seed: 99, frozen: true }));
   b.importState(state);
   assert.equal(b.frozen, false);
-  assert.equal(b.weightsChecksum(), a.weightsChecksum());
+  assert.equal(await b.weightsChecksum(), await a.weightsChecksum());
   assert.equal(b.learner.optimizer.stepCount('conv1.weight'), 2);
   await trainSteps(a, 2, 20);
   await trainSteps(b, 2, 20);
-  assert.equal(b.weightsChecksum(), a.weightsChecksum(), 'continuation must be bit-identical');
+  assert.equal(await b.weightsChecksum(), await a.weightsChecksum(), 'continuation must be bit-identical');
   const bad = { ...state, tensors: state.tensors.filter((t) => t.name !== 'conv1.weight') };
   assert.throws(() => b.importState(bad), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /conv1\.weight/.test(e.message));
   a.dispose();
@@ -148,10 +148,10 @@ test('exportState/importState round trip continues bit-identically (weights, BN 
 test('evaluate: softmax rows sum to 1, padded items excluded, eval mode leaves weights untouched', async () => {
   const r = await Replica.create(options({ maxMicroBatch: 2 }));
   const { x, y } = batch(5);
-  const sum0 = r.weightsChecksum();
-  const all = r.evaluate(x, y, null);
-  const some = r.evaluate(x, y, Uint8Array.from([1, 0, 1, 1, 0]));
-  assert.equal(r.weightsChecksum(), sum0);
+  const sum0 = await r.weightsChecksum();
+  const all = await r.evaluate(x, y, null);
+  const some = await r.evaluate(x, y, Uint8Array.from([1, 0, 1, 1, 0]));
+  assert.equal(await r.weightsChecksum(), sum0);
   assert.equal(all.probs.length, 5 * N_CLASSES);
   for (let i = 0; i < 5; i++) {
     const row = all.probs.subarray(i * N_CLASSES, (i + 1) * N_CLASSES).reduce((a, v) => a + v, 0);
@@ -167,14 +167,14 @@ test('evaluate: softmax rows sum to 1, padded items excluded, eval mode leaves w
 test('tensor count stays flat over many accumulate/apply/evaluate calls', async () => {
   const r = await Replica.create(options({ maxMicroBatch: 3 }));
   const { x, y } = batch(6);
-  const once = (): void => {
-    r.accumulate(x, y, null, 1);
-    r.applyGradients(r.takeGradients(), HYPER);
-    r.evaluate(x, y, null);
+  const once = async (): Promise<void> => {
+    await r.accumulate(x, y, null, 1);
+    r.applyGradients(await r.takeGradients(), HYPER);
+    await r.evaluate(x, y, null);
   };
-  once(); // AdamW creates its moment tensors on the first step
+  await once(); // AdamW creates its moment tensors on the first step
   const n0 = tf.memory().numTensors;
-  for (let i = 0; i < 4; i++) once();
+  for (let i = 0; i < 4; i++) await once();
   assert.equal(tf.memory().numTensors, n0);
   r.dispose();
 });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { SKIP_REASONS as DATA_SKIP_REASONS } from '../../../../src/shared/data/decode.js';
+import { LEFT_OUT_REASONS as DATA_SKIP_REASONS } from '../../../../src/shared/data/accounting.js';
 import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/shared/metrics/catalog.js';
 import { metricNamesIn } from '../../../../src/shared/metrics/dashboard.js';
 import { replicaAgreementRatio } from '../../../../src/shared/metrics/replica-agreement.js';

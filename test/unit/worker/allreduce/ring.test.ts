@@ -117,10 +117,8 @@ test('a closed peer makes the others time out (ERR_TIMEOUT), then the ring re-fo
   const rings = await makeRings(3);
   try {
     await rings[2].close();
-    const started = Date.now();
     const calls = rings.slice(0, 2).map((ring) => ring.allReduce(data(0, 100), { step: 0, bucket: 0 }, { timeoutMs: 300 }));
     for (const c of calls) await assert.rejects(c, isCode('ERR_TIMEOUT'));
-    assert.ok(Date.now() - started < 3000, 'the timeout fires promptly');
     await assert.rejects(rings[0].allReduce(data(0, 10), { step: 1, bucket: 0 }), isCode('ERR_WORKER_LOST'));
     const peers = [rings[0].address, rings[1].address];
     await Promise.all([0, 1].map((rank) => rings[rank].reconfigure({ peers, rank, generation: 2 })));

@@ -1,0 +1,701 @@
+// pets-trainer native CPU kernels: a small N-API addon over oneDNN (Debian libdnnl 2.x, C++ API).
+//
+// Every function works on the caller's Float32Arrays in place (no copies of activations): tfjs's CPU-style backend
+// keeps tensor values in plain TypedArrays, whose memory is handed to oneDNN as user memory. Layouts are tfjs's:
+// activations NHWC, filters HWIO ([kh, kw, ci, co]). Weights are reordered into the layout oneDNN's kernels want
+// (format "any") into one reused scratch buffer per role, as PyTorch does for its mkldnn convolutions.
+//
+// Threads: oneDNN's OpenMP runtime is limited to `init(threads)` threads (one per worker by default).
+// Formulas of the BatchNorm kernels: see src/shared/compute/kernels/batch-norm.ts (float64 sums, as there).
+#include <malloc.h>
+#include <node_api.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+dnnl::engine& eng() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+dnnl::stream& strm() {
+  static dnnl::stream s(eng());
+  return s;
+}
+
+struct JsError {
+  std::string msg;
+};
+
+// ---- N-API argument helpers -------------------------------------------------------------------------------------
+struct Args {
+  napi_env env;
+  std::vector<napi_value> v;
+  Args(napi_env e, napi_callback_info info, size_t n) : env(e), v(n) {
+    size_t argc = n;
+    napi_get_cb_info(e, info, &argc, v.data(), nullptr, nullptr);
+    if (argc < n) throw JsError{"expected " + std::to_string(n) + " arguments, got " + std::to_string(argc)};
+  }
+  float* f32(size_t i, size_t minLen, const char* name) {
+    bool is = false;
+    napi_is_typedarray(env, v[i], &is);
+    if (!is) throw JsError{std::string(name) + " must be a Float32Array"};
+    napi_typedarray_type type;
+    size_t len = 0;
+    void* data = nullptr;
+    napi_get_typedarray_info(env, v[i], &type, &len, &data, nullptr, nullptr);
+    if (type != napi_float32_array) throw JsError{std::string(name) + " must be a Float32Array"};
+    if (len < minLen) {
+      throw JsError{std::string(name) + " has " + std::to_string(len) + " elements, needs " + std::to_string(minLen)};
+    }
+    return static_cast<float*>(data);
+  }
+  float* f32OrNull(size_t i, size_t minLen, const char* name) {
+    napi_valuetype t;
+    napi_typeof(env, v[i], &t);
+    if (t == napi_null || t == napi_undefined) return nullptr;
+    return f32(i, minLen, name);
+  }
+  int64_t i64(size_t i) {
+    int64_t out = 0;
+    if (napi_get_value_int64(env, v[i], &out) != napi_ok) throw JsError{"argument " + std::to_string(i) + " must be a number"};
+    return out;
+  }
+  double num(size_t i) {
+    double out = 0;
+    if (napi_get_value_double(env, v[i], &out) != napi_ok) throw JsError{"argument " + std::to_string(i) + " must be a number"};
+    return out;
+  }
+  bool flag(size_t i) {
+    bool out = false;
+    napi_get_value_bool(env, v[i], &out);
+    return out;
+  }
+};
+
+template <typename F>
+napi_value guarded(napi_env env, F&& f) {
+  try {
+    return f();
+  } catch (const JsError& e) {
+    napi_throw_error(env, "ERR_NATIVE", e.msg.c_str());
+  } catch (const dnnl::error& e) {
+    napi_throw_error(env, "ERR_NATIVE", (std::string("oneDNN: ") + e.what() + " (status " + std::to_string(e.status) + ")").c_str());
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "ERR_NATIVE", e.what());
+  }
+  return nullptr;
+}
+
+napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// ---- reusable scratch memory (calls are sequential: one JS thread) ----------------------------------------------
+struct Scratch {
+  std::vector<char> buf;
+  void* get(size_t bytes) {
+    if (buf.size() < bytes) {
+      std::vector<char>().swap(buf);
+      buf.resize(bytes);
+    }
+    return buf.data();
+  }
+};
+Scratch gWeights;   // reordered weights (forward, input gradient) or blocked weight gradient
+Scratch gPad;       // oneDNN scratchpad
+Scratch gWorkspace; // max-pool workspace
+
+memory scratchpadFor(const dnnl::primitive_desc_base& pd) {
+  auto md = pd.scratchpad_desc();
+  return memory(md, eng(), gPad.get(md.get_size() + 64));
+}
+
+// ---- convolution ------------------------------------------------------------------------------------------------
+struct ConvGeom {
+  memory::dim n, ih, iw, ci, oh, ow, co, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
+  std::string key() const {
+    std::string k;
+    for (auto d : {n, ih, iw, ci, oh, ow, co, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw}) k += std::to_string(d) + ",";
+    return k;
+  }
+  memory::desc src(tag t = tag::nhwc) const { return memory::desc({n, ci, ih, iw}, dt::f32, t); }
+  memory::desc dst(tag t = tag::nhwc) const { return memory::desc({n, co, oh, ow}, dt::f32, t); }
+  memory::desc wei(tag t = tag::hwio) const { return memory::desc({co, ci, kh, kw}, dt::f32, t); }
+  dnnl::convolution_forward::desc fwdDesc() const {
+    return dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      src(), wei(tag::any), dst(), {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr});
+  }
+};
+
+// args: geometry numbers start at index `first`: n ih iw ci oh ow co kh kw sh sw pt pl pb pr dh dw
+ConvGeom readGeom(Args& a, size_t first) {
+  ConvGeom g;
+  memory::dim* f[] = {&g.n, &g.ih, &g.iw, &g.ci, &g.oh, &g.ow, &g.co, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.pb, &g.pr, &g.dh, &g.dw};
+  for (size_t i = 0; i < 17; i++) *f[i] = a.i64(first + i);
+  for (size_t i = 0; i < 11; i++) {
+    if (*f[i] <= 0) throw JsError{"convolution dimensions must be positive"};
+  }
+  return g;
+}
+
+struct ConvFwd {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  dnnl::reorder wReorder;
+  bool needReorder;
+};
+struct ConvBwdData {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data prim;
+  dnnl::reorder wReorder;
+  bool needReorder;
+};
+struct ConvBwdWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights prim;
+  dnnl::reorder wReorder;
+  bool needReorder;
+};
+
+std::unordered_map<std::string, std::unique_ptr<ConvFwd>> fwdCache;
+std::unordered_map<std::string, std::unique_ptr<ConvBwdData>> bwdDataCache;
+std::unordered_map<std::string, std::unique_ptr<ConvBwdWeights>> bwdWeightsCache;
+
+dnnl::convolution_forward::primitive_desc fwdPd(const ConvGeom& g) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return dnnl::convolution_forward::primitive_desc(g.fwdDesc(), attr, eng());
+}
+
+ConvFwd& getFwd(const ConvGeom& g) {
+  auto& slot = fwdCache[g.key()];
+  if (!slot) {
+    auto pd = fwdPd(g);
+    bool need = pd.weights_desc() != g.wei();
+    dnnl::reorder r;
+    if (need) r = dnnl::reorder(dnnl::reorder::primitive_desc(eng(), g.wei(), eng(), pd.weights_desc()));
+    slot.reset(new ConvFwd{pd, dnnl::convolution_forward(pd), r, need});
+  }
+  return *slot;
+}
+
+ConvBwdData& getBwdData(const ConvGeom& g) {
+  auto& slot = bwdDataCache[g.key()];
+  if (!slot) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.src(), g.wei(tag::any), g.dst(),
+      {g.sh, g.sw}, {g.dh - 1, g.dw - 1}, {g.pt, g.pl}, {g.pb, g.pr});
+    dnnl::convolution_backward_data::primitive_desc pd(d, attr, eng(), fwdPd(g));
+    bool need = pd.weights_desc() != g.wei();
+    dnnl::reorder r;
+    if (need) r = dnnl::reorder(dnnl::reorder::primitive_desc(eng(), g.wei(), eng(), pd.weights_desc()));
+    slot.reset(new ConvBwdData{pd, dnnl::convolution_backward_data(pd), r, need});
+  }
+  return *slot;
+}
+
+ConvBwdWeights& getBwdWeights(const ConvGeom& g) {
+  auto& slot = bwdWeightsCache[g.key()];
+  if (!slot) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.src(), g.wei(tag::any), g.dst(),
+      {g.sh, g.sw}, {g.dh - 1, g.dw - 1}, {g.pt, g.pl}, {g.pb, g.pr});
+    dnnl::convolution_backward_weights::primitive_desc pd(d, attr, eng(), fwdPd(g));
+    bool need = pd.diff_weights_desc() != g.wei();
+    dnnl::reorder r;
+    if (need) r = dnnl::reorder(dnnl::reorder::primitive_desc(eng(), pd.diff_weights_desc(), eng(), g.wei()));
+    slot.reset(new ConvBwdWeights{pd, dnnl::convolution_backward_weights(pd), r, need});
+  }
+  return *slot;
+}
+
+size_t sz(const ConvGeom& g, char which) {
+  if (which == 'x') return size_t(g.n * g.ih * g.iw * g.ci);
+  if (which == 'y') return size_t(g.n * g.oh * g.ow * g.co);
+  return size_t(g.kh * g.kw * g.ci * g.co);
+}
+
+// The weights in the layout the primitive wants. Arguments `first`, `first + 1`: a cache Float32Array (or null) and
+// whether it already holds this filter's reordered weights. With a cache the reorder happens once per filter array
+// (the caller keys caches by the immutable tfjs array), else into the shared scratch buffer on every call.
+memory reorderedWeights(Args& a, size_t first, bool needReorder, const memory::desc& md, dnnl::reorder& r,
+  const ConvGeom& g, float* w) {
+  memory wUser(g.wei(), eng(), w);
+  if (!needReorder) return wUser;
+  float* cache = a.f32OrNull(first, (md.get_size() + 3) / 4, "weights cache");
+  if (cache == nullptr) {
+    memory out(md, eng(), gWeights.get(md.get_size()));
+    r.execute(strm(), wUser, out);
+    return out;
+  }
+  memory out(md, eng(), cache);
+  if (!a.flag(first + 1)) r.execute(strm(), wUser, out);
+  return out;
+}
+
+// convWeightsCacheSize(kind, ...geometry) -> floats of the reordered weights (kind 0 forward, 1 input gradient),
+// 0 when the primitive takes HWIO as is.
+napi_value ConvWeightsCacheSize(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 18);
+    int64_t kind = a.i64(0);
+    ConvGeom g = readGeom(a, 1);
+    size_t bytes = 0;
+    if (kind == 0) { ConvFwd& c = getFwd(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
+    else { ConvBwdData& c = getBwdData(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
+    napi_value out;
+    napi_create_double(env, double((bytes + 3) / 4), &out);
+    return out;
+  });
+}
+
+// convForward(x, w, y, ...geometry, cache|null, cacheValid)
+napi_value ConvForward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 22);
+    ConvGeom g = readGeom(a, 3);
+    float* x = a.f32(0, sz(g, 'x'), "x");
+    float* w = a.f32(1, sz(g, 'w'), "filter");
+    float* y = a.f32(2, sz(g, 'y'), "y");
+    ConvFwd& c = getFwd(g);
+    memory wUse = reorderedWeights(a, 20, c.needReorder, c.pd.weights_desc(), c.wReorder, g, w);
+    c.prim.execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_WEIGHTS, wUse},
+      {DNNL_ARG_DST, memory(g.dst(), eng(), y)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
+    strm().wait();
+    return undef(env);
+  });
+}
+
+// convBackwardData(dy, w, dx, ...geometry, cache|null, cacheValid)
+napi_value ConvBackwardData(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 22);
+    ConvGeom g = readGeom(a, 3);
+    float* dy = a.f32(0, sz(g, 'y'), "dy");
+    float* w = a.f32(1, sz(g, 'w'), "filter");
+    float* dx = a.f32(2, sz(g, 'x'), "dx");
+    ConvBwdData& c = getBwdData(g);
+    memory wUse = reorderedWeights(a, 20, c.needReorder, c.pd.weights_desc(), c.wReorder, g, w);
+    c.prim.execute(strm(), {{DNNL_ARG_DIFF_DST, memory(g.dst(), eng(), dy)}, {DNNL_ARG_WEIGHTS, wUse},
+      {DNNL_ARG_DIFF_SRC, memory(g.src(), eng(), dx)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
+    strm().wait();
+    return undef(env);
+  });
+}
+
+// convBackwardWeights(x, dy, dw, ...geometry)
+napi_value ConvBackwardWeights(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 20);
+    ConvGeom g = readGeom(a, 3);
+    float* x = a.f32(0, sz(g, 'x'), "x");
+    float* dy = a.f32(1, sz(g, 'y'), "dy");
+    float* dw = a.f32(2, sz(g, 'w'), "dw");
+    ConvBwdWeights& c = getBwdWeights(g);
+    memory dwUser(g.wei(), eng(), dw);
+    memory dwUse = dwUser;
+    if (c.needReorder) dwUse = memory(c.pd.diff_weights_desc(), eng(), gWeights.get(c.pd.diff_weights_desc().get_size()));
+    c.prim.execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_DIFF_DST, memory(g.dst(), eng(), dy)},
+      {DNNL_ARG_DIFF_WEIGHTS, dwUse}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
+    if (c.needReorder) c.wReorder.execute(strm(), dwUse, dwUser);
+    strm().wait();
+    return undef(env);
+  });
+}
+
+// convInfo(kind, ...geometry) -> implementation name (for tests, docs and the bench)
+napi_value ConvImpl(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 18);
+    int64_t kind = a.i64(0);
+    ConvGeom g = readGeom(a, 1);
+    std::string s = kind == 0 ? getFwd(g).pd.impl_info_str()
+      : kind == 1 ? getBwdData(g).pd.impl_info_str() : getBwdWeights(g).pd.impl_info_str();
+    napi_value out;
+    napi_create_string_utf8(env, s.c_str(), s.size(), &out);
+    return out;
+  });
+}
+
+// ---- max pooling ------------------------------------------------------------------------------------------------
+struct PoolGeom {
+  memory::dim n, ih, iw, c, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr;
+  memory::desc src() const { return memory::desc({n, c, ih, iw}, dt::f32, tag::nhwc); }
+  memory::desc dst() const { return memory::desc({n, c, oh, ow}, dt::f32, tag::nhwc); }
+  dnnl::pooling_forward::desc fwd(dnnl::prop_kind k) const {
+    return dnnl::pooling_forward::desc(k, dnnl::algorithm::pooling_max, src(), dst(), {sh, sw}, {kh, kw}, {pt, pl}, {pb, pr});
+  }
+};
+
+PoolGeom readPool(Args& a, size_t first) {
+  PoolGeom g;
+  memory::dim* f[] = {&g.n, &g.ih, &g.iw, &g.c, &g.oh, &g.ow, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.pb, &g.pr};
+  for (size_t i = 0; i < 14; i++) *f[i] = a.i64(first + i);
+  for (size_t i = 0; i < 10; i++) {
+    if (*f[i] <= 0) throw JsError{"pooling dimensions must be positive"};
+  }
+  return g;
+}
+
+// maxPoolForward(x, y, ...geometry)
+napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    PoolGeom g = readPool(a, 2);
+    float* x = a.f32(0, size_t(g.n * g.ih * g.iw * g.c), "x");
+    float* y = a.f32(1, size_t(g.n * g.oh * g.ow * g.c), "y");
+    dnnl::pooling_forward::primitive_desc pd(g.fwd(dnnl::prop_kind::forward_inference), eng());
+    dnnl::pooling_forward(pd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_DST, memory(g.dst(), eng(), y)}});
+    strm().wait();
+    return undef(env);
+  });
+}
+
+// maxPoolBackward(x, dy, dx, ...geometry): recomputes the forward with its workspace (the arg-max), then scatters dy.
+napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 17);
+    PoolGeom g = readPool(a, 3);
+    float* x = a.f32(0, size_t(g.n * g.ih * g.iw * g.c), "x");
+    float* dy = a.f32(1, size_t(g.n * g.oh * g.ow * g.c), "dy");
+    float* dx = a.f32(2, size_t(g.n * g.ih * g.iw * g.c), "dx");
+    dnnl::pooling_forward::primitive_desc fpd(g.fwd(dnnl::prop_kind::forward_training), eng());
+    std::vector<float> y(size_t(g.n * g.oh * g.ow * g.c));
+    memory ws(fpd.workspace_desc(), eng(), gWorkspace.get(fpd.workspace_desc().get_size()));
+    dnnl::pooling_forward(fpd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)},
+      {DNNL_ARG_DST, memory(g.dst(), eng(), y.data())}, {DNNL_ARG_WORKSPACE, ws}});
+    dnnl::pooling_backward::desc bd(dnnl::algorithm::pooling_max, g.src(), g.dst(), {g.sh, g.sw}, {g.kh, g.kw},
+      {g.pt, g.pl}, {g.pb, g.pr});
+    dnnl::pooling_backward::primitive_desc bpd(bd, eng(), fpd);
+    dnnl::pooling_backward(bpd).execute(strm(), {{DNNL_ARG_DIFF_DST, memory(g.dst(), eng(), dy)},
+      {DNNL_ARG_DIFF_SRC, memory(g.src(), eng(), dx)}, {DNNL_ARG_WORKSPACE, ws}});
+    strm().wait();
+    return undef(env);
+  });
+}
+
+// ---- matrix product ---------------------------------------------------------------------------------------------
+// batchMatMul(a, b, c, batch, m, n, k, transA, transB, batchA, batchB): C[i] = op(A[i])·op(B[i]), row-major;
+// batchA/batchB = 1 when the operand has a batch dimension, 0 when it is shared (broadcast).
+napi_value BatchMatMul(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 11);
+    int64_t batch = a.i64(3), m = a.i64(4), n = a.i64(5), k = a.i64(6);
+    bool ta = a.flag(7), tb = a.flag(8);
+    int64_t sa = a.i64(9) ? m * k : 0, sb = a.i64(10) ? k * n : 0;
+    float* A = a.f32(0, size_t((sa ? batch : 1) * m * k), "a");
+    float* B = a.f32(1, size_t((sb ? batch : 1) * k * n), "b");
+    float* C = a.f32(2, size_t(batch * m * n), "c");
+    for (int64_t i = 0; i < batch; i++) {
+      dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, A + i * sa, ta ? m : k,
+        B + i * sb, tb ? k : n, 0.f, C + i * m * n, n);
+      if (st != dnnl_success) throw JsError{"oneDNN: dnnl_sgemm failed (status " + std::to_string(st) + ")"};
+    }
+    return undef(env);
+  });
+}
+
+// ---- fused training-mode BatchNorm (+ residual, + ReLU) ---------------------------------------------------------
+// batchNormForward(x, gamma, beta, residual|null, y, mean, variance, p, c, eps, relu)
+napi_value BatchNormForward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 11);
+    const int64_t p = a.i64(7), c = a.i64(8);
+    const double eps = a.num(9);
+    const bool relu = a.flag(10);
+    const size_t total = size_t(p * c);
+    const float* x = a.f32(0, total, "x");
+    const float* gamma = a.f32(1, size_t(c), "gamma");
+    const float* beta = a.f32(2, size_t(c), "beta");
+    const float* r = a.f32OrNull(3, total, "residual");
+    float* y = a.f32(4, total, "y");
+    float* meanOut = a.f32(5, size_t(c), "mean");
+    float* varOut = a.f32(6, size_t(c), "variance");
+    if (p < 2) throw JsError{"training-mode BatchNorm needs more than 1 value per channel"};
+    // Shifted float64 sums (Chan, Golub & LeVeque 1983), shift = first row.
+    std::vector<double> shift(x, x + c), s1(c, 0.0), s2(c, 0.0);
+    for (int64_t o = 0; o < p; o++) {
+      const float* row = x + o * c;
+      for (int64_t k = 0; k < c; k++) {
+        const double d = double(row[k]) - shift[k];
+        s1[k] += d;
+        s2[k] += d * d;
+      }
+    }
+    std::vector<float> centre(c), scale(c);
+    for (int64_t k = 0; k < c; k++) {
+      const double m = s1[k] / double(p);
+      const double mean = shift[k] + m;
+      const double var = std::max(0.0, s2[k] / double(p) - m * m);
+      meanOut[k] = float(mean);
+      varOut[k] = float(var);
+      centre[k] = float(mean);
+      scale[k] = float(double(gamma[k]) / std::sqrt(var + eps));
+    }
+    for (int64_t o = 0; o < p; o++) {
+      const float* xr = x + o * c;
+      float* yr = y + o * c;
+      const float* rr = r ? r + o * c : nullptr;
+      for (int64_t k = 0; k < c; k++) {
+        float v = (xr[k] - centre[k]) * scale[k] + beta[k];
+        if (rr) v += rr[k];
+        yr[k] = relu ? (v > 0.f ? v : 0.f) : v;
+      }
+    }
+    return undef(env);
+  });
+}
+
+// batchNormBackward(x, y, dy, gamma, mean, variance, dx, dgamma, dbeta, dresidual|null, p, c, eps, relu)
+napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 14);
+    const int64_t p = a.i64(10), c = a.i64(11);
+    const double eps = a.num(12);
+    const bool relu = a.flag(13);
+    const size_t total = size_t(p * c);
+    const float* x = a.f32(0, total, "x");
+    const float* y = a.f32(1, total, "y");
+    const float* dy = a.f32(2, total, "dy");
+    const float* gamma = a.f32(3, size_t(c), "gamma");
+    const float* mean = a.f32(4, size_t(c), "mean");
+    const float* var = a.f32(5, size_t(c), "variance");
+    float* dx = a.f32(6, total, "dx");
+    float* dg = a.f32(7, size_t(c), "dgamma");
+    float* db = a.f32(8, size_t(c), "dbeta");
+    float* dr = a.f32OrNull(9, total, "dresidual");
+    // dy' = dy·[y > 0] with ReLU; written to dresidual when there is one (it is dy'), else used on the fly.
+    std::vector<double> sumDy(c, 0.0), sumDyC(c, 0.0);
+    for (int64_t o = 0; o < p; o++) {
+      const float* xr = x + o * c;
+      const float* yr = y + o * c;
+      const float* dyr = dy + o * c;
+      float* drr = dr ? dr + o * c : nullptr;
+      for (int64_t k = 0; k < c; k++) {
+        const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
+        if (drr) drr[k] = d;
+        sumDy[k] += d;
+        sumDyC[k] += double(d) * double(xr[k] - mean[k]);
+      }
+    }
+    std::vector<float> ca(c), cb(c), cc(c);
+    for (int64_t k = 0; k < c; k++) {
+      const double is = 1.0 / std::sqrt(double(var[k]) + eps);
+      const double dgamma = sumDyC[k] * is;
+      dg[k] = float(dgamma);
+      db[k] = float(sumDy[k]);
+      ca[k] = float(gamma[k] * is);
+      cb[k] = float(-gamma[k] * is * is * dgamma / double(p));
+      cc[k] = float(-gamma[k] * is * sumDy[k] / double(p));
+    }
+    for (int64_t o = 0; o < p; o++) {
+      const float* xr = x + o * c;
+      const float* yr = y + o * c;
+      const float* dyr = dy + o * c;
+      float* dxr = dx + o * c;
+      for (int64_t k = 0; k < c; k++) {
+        const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
+        dxr[k] = ca[k] * d + cb[k] * (xr[k] - mean[k]) + cc[k];
+      }
+    }
+    return undef(env);
+  });
+}
+
+// ---- element-wise arithmetic (the optimizer's and the loss's glue; memory-bound single passes) -------------------
+// binary(op, a, b, out, n, na, nb): out[i] = a[i mod na] op b[i mod nb], where each of na, nb is n (a full operand),
+// 1 (a scalar) or the size of the output's trailing dimensions (a row broadcast, e.g. a bias [C] over [N, C]).
+// op: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min.
+template <typename F>
+void binaryLoop(const float* a, const float* b, float* out, int64_t n, int64_t na, int64_t nb, F f) {
+  if (na == n && nb == n) {
+    for (int64_t i = 0; i < n; i++) out[i] = f(a[i], b[i]);
+  } else if (na == n && nb == 1) {
+    const float s = b[0];
+    for (int64_t i = 0; i < n; i++) out[i] = f(a[i], s);
+  } else if (na == 1 && nb == n) {
+    const float s = a[0];
+    for (int64_t i = 0; i < n; i++) out[i] = f(s, b[i]);
+  } else {
+    // Row broadcast: the shorter operand repeats every m = min(na, nb) elements (m divides n, checked by the caller).
+    const int64_t m = na < nb ? na : nb;
+    for (int64_t o = 0; o < n; o += m) {
+      const float* ar = na == n ? a + o : a;
+      const float* br = nb == n ? b + o : b;
+      if (na == 1) { for (int64_t j = 0; j < m; j++) out[o + j] = f(a[0], br[j]); }
+      else if (nb == 1) { for (int64_t j = 0; j < m; j++) out[o + j] = f(ar[j], b[0]); }
+      else { for (int64_t j = 0; j < m; j++) out[o + j] = f(ar[j], br[j]); }
+    }
+  }
+}
+
+napi_value Binary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 7);
+    const int64_t op = a.i64(0), n = a.i64(4), as = a.i64(5), bs = a.i64(6);
+    if (as < 1 || bs < 1 || n % as != 0 || n % bs != 0 || (as != n && bs != n && as != 1 && bs != 1)) {
+      throw JsError{"binary: operand sizes must divide the output size, one of them full"};
+    }
+    const float* x = a.f32(1, size_t(as), "a");
+    const float* y = a.f32(2, size_t(bs), "b");
+    float* out = a.f32(3, size_t(n), "out");
+    switch (op) {
+      case 0: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u + v; }); break;
+      case 1: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u - v; }); break;
+      case 2: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u * v; }); break;
+      case 3: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u / v; }); break;
+      // NaN-propagating, as tfjs's cpu Maximum/Minimum.
+      case 4: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
+      case 5: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
+      default: throw JsError{"unknown binary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// unary(op, x, out, n): op 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs.
+napi_value Unary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 4);
+    const int64_t op = a.i64(0), n = a.i64(3);
+    const float* x = a.f32(1, size_t(n), "x");
+    float* out = a.f32(2, size_t(n), "out");
+    switch (op) {
+      case 0: for (int64_t i = 0; i < n; i++) out[i] = std::sqrt(x[i]); break;
+      case 1: for (int64_t i = 0; i < n; i++) out[i] = x[i] * x[i]; break;
+      case 2: for (int64_t i = 0; i < n; i++) out[i] = -x[i]; break;
+      case 3: for (int64_t i = 0; i < n; i++) out[i] = 1.f / std::sqrt(x[i]); break;
+      case 4: for (int64_t i = 0; i < n; i++) out[i] = std::fabs(x[i]); break;
+      default: throw JsError{"unknown unary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// ---- fused AdamW ------------------------------------------------------------------------------------------------
+// adamW(p, g, m, v, pOut, mOut, vOut, n, beta1, 1−beta1, beta2, 1−beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass of
+//   m' = m·β1 + g·(1−β1);  v' = v·β2 + g²·(1−β2);  p' = p·(1−lr·wd) − (m' / (√v'/√bc2 + eps))·(lr/bc1)
+// in float32 with the same operation order and roundings as the tfjs ops of learner/adamw.ts (no FMA contraction:
+// the addon is compiled with -ffp-contract=off), so both give the same bits.
+napi_value AdamW(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t n = a.i64(7);
+    const float* p = a.f32(0, size_t(n), "p");
+    const float* g = a.f32(1, size_t(n), "g");
+    const float* m = a.f32(2, size_t(n), "m");
+    const float* v = a.f32(3, size_t(n), "v");
+    float* po = a.f32(4, size_t(n), "pOut");
+    float* mo = a.f32(5, size_t(n), "mOut");
+    float* vo = a.f32(6, size_t(n), "vOut");
+    float c[8];
+    for (int i = 0; i < 8; i++) c[i] = float(a.num(8 + i));
+    const float b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], sbc2 = c[4], eps = c[5], decay = c[6], k = c[7];
+    for (int64_t i = 0; i < n; i++) {
+      const float gi = g[i];
+      const float mn = m[i] * b1 + gi * c1;
+      const float vn = v[i] * b2 + (gi * gi) * c2;
+      const float denom = std::sqrt(vn) / sbc2 + eps;
+      po[i] = p[i] * decay - (mn / denom) * k;
+      mo[i] = mn;
+      vo[i] = vn;
+    }
+    return undef(env);
+  });
+}
+
+// ---- setup ------------------------------------------------------------------------------------------------------
+// init(threads, retainHeap) -> { version: "2.6.3", isa, threads, retainHeap }
+// retainHeap: every kernel output is a fresh zero-filled ArrayBuffer (tfjs's cpu storage), ~1–3 GB per ResNet34
+// step; with glibc's defaults most are fresh mmaps whose pages fault in one by one. Arrays up to 32 MiB (glibc's
+// maximum) are then served from the heap, which keeps up to 1 GiB of freed memory for reuse instead of returning it.
+napi_value Init(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 2);
+    int64_t threads = a.i64(0);
+    if (threads < 1) throw JsError{"threads must be ≥ 1"};
+    const bool retain = a.flag(1);
+    if (retain) {
+      mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+      mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+      mallopt(M_TOP_PAD, 64 * 1024 * 1024);
+    }
+    omp_set_num_threads(int(threads));
+    (void)eng();
+    const dnnl_version_t* v = dnnl_version();
+    std::string version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+    static const char* isaNames[] = {"all", "sse41", "avx", "avx2", "avx512_mic", "avx512_mic_4ops", "avx512_core",
+      "avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx", "avx2_vnni"};
+    std::string isa;
+    switch (dnnl::get_effective_cpu_isa()) {
+      case dnnl::cpu_isa::sse41: isa = "sse41"; break;
+      case dnnl::cpu_isa::avx: isa = "avx"; break;
+      case dnnl::cpu_isa::avx2: isa = "avx2"; break;
+      case dnnl::cpu_isa::avx512_core: isa = "avx512_core"; break;
+      case dnnl::cpu_isa::avx512_core_vnni: isa = "avx512_core_vnni"; break;
+      case dnnl::cpu_isa::avx512_core_bf16: isa = "avx512_core_bf16"; break;
+      case dnnl::cpu_isa::avx512_core_amx: isa = "avx512_core_amx"; break;
+      default: isa = "other";
+    }
+    (void)isaNames;
+    napi_value out, vs, is, th;
+    napi_create_object(env, &out);
+    napi_create_string_utf8(env, version.c_str(), version.size(), &vs);
+    napi_create_string_utf8(env, isa.c_str(), isa.size(), &is);
+    napi_create_int32(env, omp_get_max_threads(), &th);
+    napi_set_named_property(env, out, "version", vs);
+    napi_set_named_property(env, out, "isa", is);
+    napi_set_named_property(env, out, "threads", th);
+    napi_value rh;
+    napi_get_boolean(env, retain, &rh);
+    napi_set_named_property(env, out, "retainHeap", rh);
+    return out;
+  });
+}
+
+// releaseCaches(): drops cached primitives and scratch buffers (tests, backend dispose).
+napi_value ReleaseCaches(napi_env env, napi_callback_info) {
+  fwdCache.clear();
+  bwdDataCache.clear();
+  bwdWeightsCache.clear();
+  std::vector<char>().swap(gWeights.buf);
+  std::vector<char>().swap(gPad.buf);
+  std::vector<char>().swap(gWorkspace.buf);
+  return undef(env);
+}
+
+napi_value Register(napi_env env, napi_value exports) {
+  const std::pair<const char*, napi_callback> fns[] = {
+    {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
+    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
+    {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
+    {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
+  };
+  for (const auto& [name, fn] : fns) {
+    napi_value f;
+    napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, nullptr, &f);
+    napi_set_named_property(env, exports, name, f);
+  }
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Register)

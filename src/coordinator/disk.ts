@@ -1,0 +1,75 @@
+/**
+ * Disk use of a run directory, made visible: its size at the end of every run, split into checkpoints, models and
+ * the rest, with hard-linked files (a stage model sharing a checkpoint's bytes) counted once, as `du` does.
+ * Also the clean-up of a run directory that a failed run created and left with nothing worth keeping.
+ */
+import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Size of a run directory. All sizes are apparent file sizes in bytes; each inode counted once. */
+export interface DiskUsage {
+  readonly bytes: number;
+  readonly checkpointBytes: number;
+  readonly modelBytes: number;
+  /** Everything else: pictures, JSON, the report. */
+  readonly otherBytes: number;
+  /** Bytes of files reachable under two or more names here (counted once in `bytes`). */
+  readonly sharedBytes: number;
+}
+
+/** Walks `dir` (symlinks are not followed). @returns zeros for a missing directory */
+export function diskUsage(dir: string): DiskUsage {
+  const seen = new Map<string, number>();
+  const sums = { checkpoints: 0, models: 0, other: 0 };
+  let shared = 0;
+  const visit = (p: string, part: keyof typeof sums): void => {
+    const st = lstatSync(p);
+    if (st.isDirectory()) {
+      for (const name of readdirSync(p)) visit(join(p, name), part);
+    } else if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const n = seen.get(key) ?? 0;
+      seen.set(key, n + 1);
+      if (n === 0) sums[part] += st.size;
+      else if (n === 1) shared += st.size;
+    }
+  };
+  if (existsSync(dir)) {
+    for (const name of readdirSync(dir)) visit(join(dir, name), name === 'checkpoints' ? 'checkpoints' : name === 'models' ? 'models' : 'other');
+  }
+  return { bytes: sums.checkpoints + sums.models + sums.other, checkpointBytes: sums.checkpoints, modelBytes: sums.models, otherBytes: sums.other, sharedBytes: shared };
+}
+
+/** Bytes as MB or GB (10^6 / 10^9, as `df -H` and the README's figures), e.g. `431 MB`, `1.24 GB`. */
+export function formatBytes(bytes: number): string {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(bytes >= 1e8 ? 0 : 1)} MB`;
+  return `${(bytes / 1e3).toFixed(0)} kB`;
+}
+
+/** The closing line of a run: `disk:    <dir> 431 MB (checkpoints 281 MB, models 141 MB, other 9 MB; 141 MB shared …)`. */
+export function diskLine(dir: string): string {
+  const u = diskUsage(dir);
+  const shared = u.sharedBytes > 0 ? `; ${formatBytes(u.sharedBytes)} hard-linked between models and checkpoints, counted once` : '';
+  return `disk:    ${dir} ${formatBytes(u.bytes)} (checkpoints ${formatBytes(u.checkpointBytes)}, models ${formatBytes(u.modelBytes)}, other ${formatBytes(u.otherBytes)}${shared})`;
+}
+
+/** What a run writes into its directory before its first checkpoint (removable when the run fails early). */
+const EARLY_FILES = ['config.json', 'show-batch.png', 'show-batch.json'];
+const EARLY_DIRS = ['checkpoints', 'models'];
+
+/**
+ * Removes a run directory that this run created and that holds nothing but its early files (configuration,
+ * show_batch) and empty folders: a run that failed before its first checkpoint leaves no `runs/<date-time>` behind.
+ * Anything else in it (a checkpoint, a model, a file of the user's) keeps the directory.
+ * @returns whether the directory was removed
+ */
+export function removeFailedRunDir(dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  const names = readdirSync(dir);
+  const removable = names.every((n) => EARLY_FILES.includes(n) || (EARLY_DIRS.includes(n) && readdirSync(join(dir, n)).filter((x) => !x.startsWith('.tmp-')).length === 0));
+  if (!removable) return false;
+  for (const n of names) rmSync(join(dir, n), { recursive: true, force: true });
+  rmdirSync(dir);
+  return true;
+}

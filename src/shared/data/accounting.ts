@@ -1,0 +1,158 @@
+/**
+ * Where every file under the image folder went: train, valid, or left out with a reason. The reasons, the rule
+ * behind each and how to change it, the grouped log lines, the data line and the `data.json` of a run all come
+ * from here, so the counts printed, exported as `pets_skipped_files_total{reason}` and written agree.
+ */
+import { relative } from 'node:path';
+import { SKIP_REASONS, type SkipReason } from './decode.js';
+
+/**
+ * Why a file is in neither split. The decode reasons ({@link SkipReason}) come from the verify pass; the others
+ * from listing, labelling and splitting:
+ * - `hidden file`: its name starts with `.` (fastai's `get_files` skips them too);
+ * - `unsupported extension`: not one of {@link IMAGE_EXTENSION_LIST} (fastai's `image_extensions`);
+ * - `unlabelled`: the label rule (regex, folder, CSV) gave no label;
+ * - `not in split`: the split (official lists, train/valid folders) does not place it;
+ * - `unknown label`: a validation item whose class has no training item (fastai v1 discards these with a warning).
+ */
+export type LeftOutReason = SkipReason | 'hidden file' | 'unsupported extension' | 'unlabelled' | 'not in split' | 'unknown label';
+
+/** Every {@link LeftOutReason}: the label values of `pets_skipped_files_total{reason}`. */
+export const LEFT_OUT_REASONS: readonly LeftOutReason[] = Object.freeze([
+  ...SKIP_REASONS, 'hidden file', 'unsupported extension', 'unlabelled', 'not in split', 'unknown label',
+]);
+
+/** Image extensions listed as candidates, lower case (anything else is `unsupported extension`). */
+export const IMAGE_EXTENSION_LIST: readonly string[] = Object.freeze(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif']);
+
+/** Files left out for one reason. */
+export interface LeftOutGroup {
+  readonly reason: LeftOutReason;
+  /** Absolute paths, in code-point order. */
+  readonly paths: readonly string[];
+  /** The rule that left them out, e.g. `the label regex /([^/]+)_\d+.jpg$/ matched nothing in their path`. */
+  readonly rule: string;
+  /** How to change it, e.g. `change --label-re, or label by --label-from folder|csv`. */
+  readonly fix: string;
+}
+
+/** Per class: items in each split and items left out (bad files, unknown label). */
+export interface ClassCount {
+  readonly name: string;
+  readonly train: number;
+  readonly valid: number;
+  /** Items of this class that failed to decode. */
+  readonly bad: number;
+  /** Validation items dropped because the class has no training item. */
+  readonly discarded: number;
+}
+
+/** The whole account of a data step. Invariant: `train + valid + Σ groups[i].paths.length = filesFound`. */
+export interface DataAccount {
+  /** The folder searched (absolute). */
+  readonly root: string;
+  /** Files under `root` (hidden folders are not searched; see {@link hiddenFolders}). */
+  readonly filesFound: number;
+  readonly train: number;
+  readonly valid: number;
+  /** Left-out files by reason, reasons in {@link LEFT_OUT_REASONS} order, empty groups omitted. */
+  readonly groups: readonly LeftOutGroup[];
+  /** Classes found by the label rule (before any was dropped), in code-point order. */
+  readonly classes: readonly ClassCount[];
+  /** Warnings about classes that train but cannot be learned well (single item, no validation item). */
+  readonly warnings: readonly string[];
+  /** Hidden folders (name starting with `.`) under `root`, not searched, relative to `root`. */
+  readonly hiddenFolders: readonly string[];
+  /** CSV rows naming a file that is not under `root` (the CSV layout only): `file (line n)`. */
+  readonly csvRowsWithoutFile: readonly string[];
+}
+
+/** Count per {@link LeftOutReason} (every reason present, 0 when none). */
+export function countsByReason(account: Pick<DataAccount, 'groups'>): Record<LeftOutReason, number> {
+  const counts = Object.fromEntries(LEFT_OUT_REASONS.map((r) => [r, 0])) as Record<LeftOutReason, number>;
+  for (const g of account.groups) counts[g.reason] += g.paths.length;
+  return counts;
+}
+
+/** What {@link recordSkippedFiles} needs of a metrics recorder (`TrainingMetrics.recordSkipped`). */
+export interface SkippedFilesSink {
+  recordSkipped(reason: LeftOutReason, n: number): void;
+}
+
+/** Adds the account's left-out counts to `pets_skipped_files_total{reason}` (reasons with 0 are left alone). */
+export function recordSkippedFiles(sink: SkippedFilesSink, account: Pick<DataAccount, 'groups'>): void {
+  for (const [reason, n] of Object.entries(countsByReason(account))) if (n > 0) sink.recordSkipped(reason as LeftOutReason, n);
+}
+
+/** Files left out in all. */
+export function skippedCount(account: Pick<DataAccount, 'groups'>): number {
+  return account.groups.reduce((s, g) => s + g.paths.length, 0);
+}
+
+/**
+ * One log line per reason: `skipped <n> file(s): <reason> — <first paths> (+k more); <rule>; <fix>`.
+ * @param maxPaths - paths named per line (integer ≥ 0), default 3; the rest are counted.
+ */
+export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hiddenFolders' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
+  const rel = (p: string): string => relative(account.root, p) || p;
+  const lines = account.groups.map((g) => {
+    const shown = g.paths.slice(0, maxPaths).map(rel).join(', ');
+    const more = g.paths.length > maxPaths ? ` (+${g.paths.length - maxPaths} more)` : '';
+    return `skipped ${g.paths.length} file(s), ${g.reason}: ${shown}${more} — ${g.rule}; ${g.fix}`;
+  });
+  if (account.hiddenFolders.length > 0) {
+    lines.push(`not searched: ${account.hiddenFolders.length} hidden folder(s): ${account.hiddenFolders.slice(0, maxPaths).join(', ')}` +
+      `${account.hiddenFolders.length > maxPaths ? ` (+${account.hiddenFolders.length - maxPaths} more)` : ''} — names starting with "." are not searched; rename them to include their files`);
+  }
+  if (account.csvRowsWithoutFile.length > 0) {
+    const rows = account.csvRowsWithoutFile;
+    lines.push(`${rows.length} CSV row(s) name no file under ${account.root}: ${rows.slice(0, maxPaths).join(', ')}${rows.length > maxPaths ? ` (+${rows.length - maxPaths} more)` : ''} — ` +
+      'paths in the CSV are relative to the image folder; fix the rows or add the files');
+  }
+  return lines;
+}
+
+/**
+ * The data line: `data: C classes, T train / V valid images from <root>; F files found: T train, V valid, S skipped
+ * (n reason, …)`. The counts add up to F.
+ */
+export function dataLine(account: DataAccount, classCount: number): string {
+  const skipped = skippedCount(account);
+  const parts = account.groups.map((g) => `${g.paths.length} ${g.reason}`);
+  return `data: ${classCount} classes, ${account.train} train / ${account.valid} valid images from ${account.root}; ` +
+    `${account.filesFound} files found: ${account.train} train, ${account.valid} valid, ${skipped} skipped` +
+    (parts.length > 0 ? ` (${parts.join(', ')}; see above)` : '');
+}
+
+/** `data.json`: the account with paths relative to `root` ('/'-separated). */
+export interface DataAccountJson {
+  readonly root: string;
+  readonly filesFound: number;
+  readonly train: number;
+  readonly valid: number;
+  readonly skipped: number;
+  readonly skippedByReason: Readonly<Record<LeftOutReason, number>>;
+  readonly groups: readonly { readonly reason: LeftOutReason; readonly count: number; readonly rule: string; readonly fix: string; readonly paths: readonly string[] }[];
+  readonly classes: readonly ClassCount[];
+  readonly warnings: readonly string[];
+  readonly hiddenFolders: readonly string[];
+  readonly csvRowsWithoutFile: readonly string[];
+}
+
+/** The JSON written as `data.json` in the run directory (every left-out path listed). */
+export function accountJson(account: DataAccount): DataAccountJson {
+  const rel = (p: string): string => relative(account.root, p).split('\\').join('/');
+  return {
+    root: account.root,
+    filesFound: account.filesFound,
+    train: account.train,
+    valid: account.valid,
+    skipped: skippedCount(account),
+    skippedByReason: countsByReason(account),
+    groups: account.groups.map((g) => ({ reason: g.reason, count: g.paths.length, rule: g.rule, fix: g.fix, paths: g.paths.map(rel) })),
+    classes: account.classes,
+    warnings: account.warnings,
+    hiddenFolders: account.hiddenFolders,
+    csvRowsWithoutFile: account.csvRowsWithoutFile,
+  };
+}

@@ -1,0 +1,97 @@
+/**
+ * Data that cannot be trained stops the real `coordinator` with exit code 2 before any worker process starts:
+ * every node process started under the test records its argv through a preload (NODE_OPTIONS --import), and no
+ * worker entry (`worker/run`) may appear. A control run shows the preload does record a worker process.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, test } from 'node:test';
+import sharp from 'sharp';
+import { CoordinatorProcess, PROJECT_ROOT } from './support/coordinator.js';
+
+let tmp: string;
+let preload: string;
+
+before(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'data-checks-'));
+  preload = join(tmp, 'record-argv.mjs');
+  writeFileSync(preload, "import { appendFileSync } from 'node:fs';\nimport { isMainThread } from 'node:worker_threads';\n" +
+    'if (isMainThread && process.env.PETS_ARGV_LOG) appendFileSync(process.env.PETS_ARGV_LOG, JSON.stringify(process.argv) + "\\n");\n');
+});
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Env that makes every node process append its argv to `log`. */
+function recordingEnv(log: string): NodeJS.ProcessEnv {
+  return { ...process.env, PETS_ARGV_LOG: log, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(preload).href}`.trim() };
+}
+
+/** The argv of every node process recorded in `log`. */
+function recorded(log: string): string[][] {
+  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[]) : [];
+}
+
+const isWorker = (argv: string[]): boolean => argv.some((a) => /worker[/\\]run\.(ts|js)$/.test(a));
+
+async function jpegs(dir: string, names: string[]): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  for (const [i, n] of names.entries()) {
+    await sharp({ create: { width: 40, height: 32, channels: 3, background: { r: (i * 37) % 256, g: 90, b: 200 } } }).jpeg().toFile(join(dir, n));
+  }
+}
+
+async function runCoordinator(name: string, data: string, extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string; argvs: string[][]; runDir: string }> {
+  const log = join(tmp, `${name}.argv`);
+  const runDir = join(tmp, `run-${name}`);
+  const proc = new CoordinatorProcess(['--data', data, '--workers', '1', '--arch', 'resnet10', '--size', '32', '--bs', '2', '--pretrained', 'none',
+    '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '-1', '--run-dir', runDir, '--plain', ...extra], recordingEnv(log));
+  try {
+    const r = await proc.exited;
+    return { code: r.code, stdout: r.stdout, stderr: r.stderr, argvs: recorded(log), runDir };
+  } finally {
+    await proc.close();
+  }
+}
+
+test('control: the preload records a worker process', { timeout: 60_000 }, () => {
+  const log = join(tmp, 'control.argv');
+  execFileSync(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/worker/run.ts'), '--help'], { cwd: PROJECT_ROOT, env: recordingEnv(log), stdio: 'ignore' });
+  assert.ok(recorded(log).some(isWorker), JSON.stringify(recorded(log)));
+});
+
+test('one class: exit 2, ERR_BAD_DATA naming what was found, the data step accounted for, no worker started', { timeout: 120_000 }, async () => {
+  const data = join(tmp, 'one-class');
+  await jpegs(data, ['cat_1.jpg', 'cat_2.jpg', 'cat_3.jpg', 'cat_4.jpg', 'cat_5.jpg', 'dog-6.jpg']);
+  const r = await runCoordinator('one-class', data);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /coordinator: ERR_BAD_DATA: .* must give ≥ 2 classes and ≥ 1 train and ≥ 1 valid image \(after skipped files\), got 1 class\(es\), 4 train \/ 1 valid image\(s\)/);
+  assert.match(r.stderr, /\[coordinator\] data: skipped 1 file\(s\), unlabelled: dog-6\.jpg — the label regex/);
+  assert.ok(r.stdout.includes(`data: 1 classes, 4 train / 1 valid images from ${data}; 6 files found: 4 train, 1 valid, 1 skipped (1 unlabelled; see above)`), r.stdout);
+  const json = JSON.parse(readFileSync(join(r.runDir, 'data.json'), 'utf8')) as { filesFound: number; skippedByReason: Record<string, number> };
+  assert.equal(json.filesFound, 6);
+  assert.equal(json.skippedByReason.unlabelled, 1);
+  assert.ok(r.argvs.length >= 1, 'the coordinator itself was recorded');
+  assert.equal(r.argvs.filter(isWorker).length, 0, `no worker process: ${JSON.stringify(r.argvs)}`);
+  assert.doesNotMatch(r.stdout + r.stderr, /worker joined|run finished/);
+});
+
+test('a layout whose valid/ folder is missing, and a training set smaller than one batch: exit 2 before any worker', { timeout: 120_000 }, async () => {
+  const data = join(tmp, 'folders');
+  await jpegs(join(data, 'train', 'cat'), ['1.jpg', '2.jpg', '3.jpg']);
+  await jpegs(join(data, 'train', 'dog'), ['1.jpg', '2.jpg', '3.jpg']);
+  await jpegs(join(data, 'test', 'dog'), ['1.jpg']);
+  const bad = await runCoordinator('folders', data, ['--label-from', 'folder', '--split', 'folder']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.ok(bad.stderr.includes(`coordinator: ERR_BAD_DATA: --split folder needs train/ and valid/ under ${data}, but valid/ is missing (folders there: test, train); name them with --train-folder/--valid-folder`), bad.stderr);
+  assert.equal(bad.argvs.filter(isWorker).length, 0, JSON.stringify(bad.argvs));
+
+  const small = join(tmp, 'small');
+  await jpegs(small, ['cat_1.jpg', 'cat_2.jpg', 'cat_3.jpg', 'dog_1.jpg', 'dog_2.jpg']);
+  const r = await runCoordinator('small', small, ['--bs', '8']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /ERR_BAD_CONFIG: the training set \(4 items\) must hold at least one global batch of 8/);
+  assert.equal(r.argvs.filter(isWorker).length, 0, JSON.stringify(r.argvs));
+});

@@ -1,0 +1,64 @@
+// Disk use of a run directory (hard links counted once, as `du`), the byte formatting of the closing line, and
+// the removal of a directory a failed run created: only when nothing but its early files is in it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { diskLine, diskUsage, formatBytes, removeFailedRunDir } from '../../../src/coordinator/disk.js';
+
+test('diskUsage: checkpoints, models and the rest; a model hard-linked to a checkpoint counts once', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'disk-'));
+  try {
+    mkdirSync(join(dir, 'checkpoints', 'step-000000002'), { recursive: true });
+    mkdirSync(join(dir, 'models'));
+    writeFileSync(join(dir, 'checkpoints', 'step-000000002', 'state.safetensors'), Buffer.alloc(3000));
+    writeFileSync(join(dir, 'checkpoints', 'step-000000002', 'manifest.json'), Buffer.alloc(100));
+    linkSync(join(dir, 'checkpoints', 'step-000000002', 'state.safetensors'), join(dir, 'models', 'stage-1.safetensors'));
+    writeFileSync(join(dir, 'models', 'stage-1.json'), Buffer.alloc(50));
+    writeFileSync(join(dir, 'index.html'), Buffer.alloc(7));
+    const u = diskUsage(dir);
+    // The linked 3000 bytes belong to the first place they are met (checkpoints, models: readdir order is not
+    // guaranteed), and are counted once in the total.
+    assert.equal(u.bytes, 3000 + 100 + 50 + 7);
+    assert.equal(u.checkpointBytes + u.modelBytes, 3000 + 100 + 50);
+    assert.equal(u.otherBytes, 7);
+    assert.equal(u.sharedBytes, 3000);
+    assert.match(diskLine(dir), /^disk: +\S+ 3 kB \(checkpoints .*; 3 kB hard-linked between models and checkpoints, counted once\)$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('formatBytes: decimal units as the README figures', () => {
+  assert.equal(formatBytes(140_123_456), '140 MB');
+  assert.equal(formatBytes(51_400_000), '51.4 MB');
+  assert.equal(formatBytes(3_412_000_000), '3.41 GB');
+  assert.equal(formatBytes(2_000), '2 kB');
+});
+
+test('removeFailedRunDir: only early files and empty folders are removed; anything else keeps the directory', () => {
+  const root = mkdtempSync(join(tmpdir(), 'failed-run-'));
+  try {
+    const early = join(root, 'a');
+    mkdirSync(join(early, 'checkpoints'), { recursive: true });
+    writeFileSync(join(early, 'config.json'), '{}');
+    writeFileSync(join(early, 'show-batch.png'), 'png');
+    assert.equal(removeFailedRunDir(early), true);
+    assert.equal(existsSync(early), false);
+    const kept = join(root, 'b');
+    mkdirSync(kept);
+    writeFileSync(join(kept, 'config.json'), '{}');
+    writeFileSync(join(kept, 'notes.txt'), 'the user\'s');
+    assert.equal(removeFailedRunDir(kept), false);
+    assert.equal(existsSync(join(kept, 'notes.txt')), true);
+    assert.equal(existsSync(join(kept, 'config.json')), true);
+    const withModel = join(root, 'c');
+    mkdirSync(join(withModel, 'models'), { recursive: true });
+    writeFileSync(join(withModel, 'models', 'stage-1.safetensors'), 'x');
+    assert.equal(removeFailedRunDir(withModel), false);
+    assert.equal(removeFailedRunDir(join(root, 'missing')), false);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,65 @@
+// Local worker death is seen from the process (exit, closed control pipe), both ways, without heartbeats: the
+// coordinator hears of a SIGKILLed worker at once, and a worker whose coordinator was SIGKILLed exits by itself.
+// No assertion depends on how fast anything happens: each waits for the event (a hang fails on the test timeout).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { LocalWorkers, type WorkerLoss } from '../../../src/coordinator/local-workers.js';
+
+/** An endpoint nobody listens on: the workers never hear a heartbeat. */
+const NOBODY = 'tcp://127.0.0.1:9';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+test('a SIGKILLed local worker is reported lost from its exit, with its slot; heartbeats are never waited for', { timeout: 120_000 }, async () => {
+  // Heartbeat timeout 200 ms, and no coordinator at all: if silence could end a local worker, both would be gone.
+  const workers = new LocalWorkers({ endpoint: NOBODY, args: ['--backend', 'cpu', '--heartbeat-interval-ms', '100', '--heartbeat-timeout-ms', '200'], gpus: 0, stdio: 'ignore' });
+  const losses: WorkerLoss[] = [];
+  workers.on('lost', (l) => losses.push(l));
+  try {
+    workers.start(2);
+    const [pid0, pid1] = [workers.pids().get(0)!, workers.pids().get(1)!];
+    assert.equal(workers.slotOf(pid1), 1);
+    assert.equal(workers.slotOf(process.pid), null, 'a pid this set did not spawn (e.g. a remote worker) has no slot');
+    const lost = once(workers, 'lost') as Promise<[WorkerLoss]>;
+    process.kill(pid1, 'SIGKILL');
+    const [loss] = await lost;
+    assert.equal(loss.slot, 1);
+    assert.equal(loss.pid, pid1);
+    assert.match(loss.reason, new RegExp(`process ${pid1}( exited \\(code null, signal SIGKILL\\)|'s control pipe closed)`));
+    assert.equal(workers.isRunning(pid0), true);
+    await once(workers, 'exit');
+    assert.equal(workers.isRunning(pid1), false);
+    assert.equal(workers.slotOf(pid1), 1, 'the slot of an exited process is still known');
+    assert.ok(alive(pid0), 'the silent but alive worker was not ended by its heartbeat timeout');
+  } finally {
+    await workers.close();
+  }
+  assert.equal(losses.length, 1, `one loss, none for the closed worker: ${JSON.stringify(losses)}`);
+});
+
+test('a local worker whose coordinator is SIGKILLed sees its control pipe close and exits by itself', { timeout: 120_000 }, async () => {
+  const fixture = new URL('../../integration/fixtures/local-workers-parent.ts', import.meta.url).pathname;
+  // Heartbeat timeout 200 ms in the worker: it must not have exited over silence before the parent is killed.
+  const parent = spawn(process.execPath, ['--import', 'tsx', fixture, NOBODY], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  parent.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  const [line] = await once(parent.stdout, 'data') as [Buffer];
+  const pid = Number(line.toString().trim());
+  // Wait until the worker is past its start (it logs its backend line), then take the coordinator away.
+  while (!err.includes(`[worker ${pid}]`)) await once(parent.stderr, 'data');
+  assert.ok(alive(pid), `the worker outlived its 200 ms heartbeat timeout without a coordinator:\n${err}`);
+  parent.kill('SIGKILL');
+  await once(parent, 'exit');
+  while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
+  assert.match(err, /the coordinator process is gone \(its control pipe closed\); exiting/);
+});
