@@ -74,6 +74,13 @@ export class ResNet {
   readonly numClasses: number | null;
   /** Training-mode BN updates applied so far (torch's `num_batches_tracked`, shared by every BN here). */
   numBatchesTracked = 0;
+  /**
+   * Diagnostics hook (PyTorch parity): called in a training-mode forward with every fused ReLU's output, named by
+   * its BatchNorm (`bn1`, `layer1.0.bn2`, …; torchvision applies that ReLU right after this BN, or after the
+   * residual add that follows the block's last BN). Runs inside the forward's `tf.tidy`: copy what you need
+   * (`dataSync`) or `tf.keep` it. Null (default): not called.
+   */
+  reluProbe: ((bnName: string, y: tf.Tensor4D) => void) | null = null;
   private disposed = false;
 
   /** @internal use {@link createResNet}. */
@@ -206,6 +213,7 @@ export class ResNet {
     } finally {
       tf.dispose([mean, variance]);
     }
+    if (relu) this.reluProbe?.(spec.name, y);
     return y;
   }
 }
