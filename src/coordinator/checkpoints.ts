@@ -145,11 +145,12 @@ export class CheckpointStore {
  * Loads the newest intact checkpoint of `runDir` and merges the flags given again.
  * @param explicit - settings the user gave on this command line (flags or --config)
  * @param log - receives one line per skipped (corrupt/truncated) checkpoint
- * @throws TrainerError ERR_CHECKPOINT when there is none; ERR_BAD_FLAG when a flag disagrees with the run
+ * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist or a flag disagrees with the run; ERR_CHECKPOINT when it holds no intact checkpoint
  */
 export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
+  // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
+  if (!existsSync(runDir)) throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: no such run directory`);
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
-  if (!existsSync(runDir)) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no such run directory`);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;

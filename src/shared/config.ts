@@ -283,9 +283,12 @@ function checkTransformFields(merged: Record<string, unknown>): TransformSetting
  * training" for a batch of 1 — so bs 1 is refused here, before any worker starts.
  */
 function checkBatchSize(value: unknown): number {
-  const bs = checkInt('bs', value, 1, 4096);
-  if (bs < 2) fail('bs', 'an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training")', value);
-  return bs;
+  const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+  // Every integer below 2 (0 and negatives too) gets the BatchNorm reason, so no message names a lower bound of 1.
+  if (typeof n === 'number' && Number.isInteger(n) && n < 2) {
+    fail('bs', 'an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training")', value);
+  }
+  return checkInt('bs', value, 2, 4096);
 }
 
 function checkFolderName(field: string, value: unknown): string {

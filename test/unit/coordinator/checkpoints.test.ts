@@ -82,6 +82,9 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.equal(loadResumePoint(dir, {}, () => undefined).config.expect, 3, 'no flags: the run\'s world size');
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
     assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
+    // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
+    const missing = path.join(dir, 'no-such-run');
+    assert.throws(() => loadResumePoint(missing, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /no such run directory/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

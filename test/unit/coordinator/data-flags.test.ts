@@ -53,6 +53,11 @@ test('out-of-range augmentation values name the field, the flag and the range', 
 
 test('--bs 1 is refused at the edge: BatchNorm needs more than one image per batch in training', () => {
   bad(['--bs', '1'], 'bs must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "1"');
+  for (const v of ['0', '-3']) {
+    bad(['--bs', v], `bs must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "${v}"`);
+  }
+  bad(['--bs', 'abc'], 'bs must be an integer in [2, 4096], got "abc"');
+  bad(['--bs', '5000'], 'bs must be an integer in [2, 4096], got "5000"');
   assert.equal(parseTrainArgs(['--bs', '2']).config.bs, 2);
 });
 
