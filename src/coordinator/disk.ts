@@ -55,11 +55,11 @@ export function diskLine(dir: string): string {
 }
 
 /** What a run writes into its directory before its first checkpoint (removable when the run fails early). */
-const EARLY_FILES = ['config.json', 'show-batch.png', 'show-batch.json'];
+const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json'];
 const EARLY_DIRS = ['checkpoints', 'models'];
 
 /**
- * Removes a run directory that this run created and that holds nothing but its early files (configuration,
+ * Removes a run directory that this run created and that holds nothing but its early files (configuration, data account,
  * show_batch) and empty folders: a run that failed before its first checkpoint leaves no `runs/<date-time>` behind.
  * Anything else in it (a checkpoint, a model, a file of the user's) keeps the directory.
  * @returns whether the directory was removed

@@ -441,21 +441,27 @@ export class Coordinator {
   async closeNow(): Promise<void> {
     this.hurry = true;
     await this.workers?.close(0);
+    // Abandoned before its first checkpoint (a double Ctrl-C early on): no folder that --resume cannot use is left.
+    this.removeRunDirWithoutCheckpoint();
     this.control?.close();
     await this.star?.close();
     await this.metrics?.close();
     await this.pool?.close();
   }
 
-  private async closeInOrder(failure: unknown): Promise<void> {
-    if (this.createdRunDir && !this.ended && this.store.newest === null) {
-      this.createdRunDir = false;
-      try {
-        if (removeFailedRunDir(this.runDir)) this.io.log(`removed ${this.runDir}: the run failed before its first checkpoint, nothing in it to keep`);
-      } catch (err) {
-        this.io.log(`could not remove ${this.runDir} (${(err as Error).message})`);
-      }
+  /** Removes the run directory this run created when it ends before its first checkpoint (nothing to resume). */
+  private removeRunDirWithoutCheckpoint(): void {
+    if (!this.createdRunDir || this.ended || this.store.newest !== null) return;
+    this.createdRunDir = false;
+    try {
+      if (removeFailedRunDir(this.runDir)) this.io.log(`removed ${this.runDir}: the run ended before its first checkpoint, nothing in it to keep`);
+    } catch (err) {
+      this.io.log(`could not remove ${this.runDir} (${(err as Error).message})`);
     }
+  }
+
+  private async closeInOrder(failure: unknown): Promise<void> {
+    this.removeRunDirWithoutCheckpoint();
     const reason = failure !== undefined
       ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
       : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';

@@ -92,7 +92,7 @@ test('a run that fails before its first checkpoint (no images) leaves no empty r
   assert.equal(await coord.exited, 2, coord.output());
   assert.match(coord.output(), /ERR_BAD_DATA/);
   assert.doesNotMatch(coord.output(), /coordinator listening|^metrics:/m, 'nothing about ports is printed before a data error');
-  assert.match(coord.output(), /removed \S+failed: the run failed before its first checkpoint/);
+  assert.match(coord.output(), /removed \S+failed: the run ended before its first checkpoint/);
   assert.equal(existsSync(runDir), false, 'no runs/<date-time> folder left');
 });
 

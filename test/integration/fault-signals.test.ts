@@ -5,7 +5,7 @@
  * each, is in `endings.test.ts`.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -53,7 +53,8 @@ test('SIGTERM: finishes the step, checkpoints, stops the workers, exits 0', { ti
 });
 
 test('a second signal exits at once (130), abandoning the step, and takes the workers down (SIGTERM, 143)', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const run = new CoordinatorRun(tinyRunArgs(data, path.join(dir, 'twice'), 2), dir);
+  const twiceDir = path.join(dir, 'twice');
+  const run = new CoordinatorRun(tinyRunArgs(data, twiceDir, 2), dir);
   started.push(run);
   await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
   const workers = run.liveWorkerPids();
@@ -66,6 +67,8 @@ test('a second signal exits at once (130), abandoning the step, and takes the wo
   assert.equal(exit.code, 130, run.out.slice(-2000));
   assert.match(run.out, /SIG(INT|TERM) again: exiting now/, 'pending signals are delivered lowest number first');
   assert.doesNotMatch(run.out, /stopped at stage/, 'abandoned, not checkpointed');
+  // Abandoned in epoch 0, before its first checkpoint: no run folder that --resume could not use is left behind.
+  assert.equal(existsSync(twiceDir), false, run.out.slice(-2000));
   for (const pid of workers) assert.match(run.out, new RegExp(`worker process ${pid} exited with code 143`), run.out.slice(-2000));
   assert.doesNotMatch(run.out, /terminate called|Napi::Error|Aborted|core dumped/);
   assert.deepEqual(await waitGone(workers, HANG_GUARD_MS), [], 'no orphan worker');

@@ -44,6 +44,7 @@ test('removeFailedRunDir: only early files and empty folders are removed; anythi
     mkdirSync(join(early, 'checkpoints'), { recursive: true });
     writeFileSync(join(early, 'config.json'), '{}');
     writeFileSync(join(early, 'show-batch.png'), 'png');
+    writeFileSync(join(early, 'data.json'), '{}'); // the data account, written before any worker starts
     assert.equal(removeFailedRunDir(early), true);
     assert.equal(existsSync(early), false);
     const kept = join(root, 'b');
