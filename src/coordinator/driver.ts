@@ -89,6 +89,8 @@ export class Coordinator {
   private createdRunDir = false;
   /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
   private ended = false;
+  /** The data could not be trained: the directory is kept for its data.json (the account of every file). */
+  private keepDataAccount = false;
   readonly runDir: string;
 
   /**
@@ -116,7 +118,14 @@ export class Coordinator {
     writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
-    assertTrainable(data);
+    try {
+      assertTrainable(data);
+    } catch (err) {
+      // The data cannot be trained: the run folder is kept for its data.json, which says where every file went.
+      this.keepDataAccount = true;
+      this.io.log(`data: where every file went: ${join(this.runDir, 'data.json')}`);
+      throw err;
+    }
     await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
       .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
     await this.pool.close();
@@ -451,7 +460,7 @@ export class Coordinator {
 
   /** Removes the run directory this run created when it ends before its first checkpoint (nothing to resume). */
   private removeRunDirWithoutCheckpoint(): void {
-    if (!this.createdRunDir || this.ended || this.store.newest !== null) return;
+    if (!this.createdRunDir || this.ended || this.keepDataAccount || this.store.newest !== null) return;
     this.createdRunDir = false;
     try {
       if (removeFailedRunDir(this.runDir)) this.io.log(`removed ${this.runDir}: the run ended before its first checkpoint, nothing in it to keep`);
