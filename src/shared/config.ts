@@ -38,8 +38,11 @@ export interface StageConfig {
   readonly frozen: boolean;
 }
 
-/** Fully resolved run configuration (every field set). */
-export interface RunConfig {
+/**
+ * Fully resolved run configuration (every field set). Its fastai `get_transforms` parameters (`doFlip` … `pLighting`) are
+ * {@link TransformSettings}'s fields, with their meaning and ranges there.
+ */
+export interface RunConfig extends TransformSettings {
   /** `oxford-iiit-pet` (download) or a folder of images / a folder holding `images/`. */
   readonly data: string;
   /** Label regex matched against the path; first group is the label. */
@@ -68,16 +71,6 @@ export interface RunConfig {
   readonly size: number;
   /** Random training augmentation (fastai `get_transforms`); false: centre crop only, as validation (`ds_tfms=None`). */
   readonly augment: boolean;
-  /** fastai `get_transforms` parameters (see `TransformSettings` in data/transforms.ts for meaning and ranges). */
-  readonly doFlip: boolean;
-  readonly flipVert: boolean;
-  /** Degrees. */
-  readonly maxRotate: number;
-  readonly maxZoom: number;
-  readonly maxLighting: number;
-  readonly maxWarp: number;
-  readonly pAffine: number;
-  readonly pLighting: number;
   /** Per-worker batch size (images per step on one worker). */
   readonly bs: number;
   /** Gradient-accumulation steps per optimizer step. */
