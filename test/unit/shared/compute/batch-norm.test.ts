@@ -12,10 +12,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/shared/compute/backend.js';
 import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
-import { lcg, relError } from './numeric.js';
+import { lcg, on, relError } from './numeric.js';
 
 const EPS = 1e-5;
-
 
 const SHAPE: [number, number, number, number] = [3, 5, 4, 8];
 
@@ -69,14 +68,6 @@ function fused({ relu, residual }: Case): tf.Tensor[] {
   const out = [...stats.map((t) => tf.clone(t)), ...g];
   tf.dispose(stats); // kept tensors: mean and variance by the op, the y copy above
   return out;
-}
-
-async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
-  await tf.setBackend(name);
-  const outs = tf.tidy(fn);
-  const values = outs.map((t) => t.dataSync() as Float32Array);
-  tf.dispose(outs);
-  return values;
 }
 
 const NAMES = ['y', 'mean', 'variance', 'dx', 'dgamma', 'dbeta', 'dresidual'];

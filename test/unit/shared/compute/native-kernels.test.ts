@@ -18,21 +18,10 @@ import { nativeFallbacks } from '../../../../src/shared/compute/native/kernels.j
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { AdamW } from '../../../../src/shared/learner/adamw.js';
 import { tinyBlockGradients, type TinyBlockParams } from './kernels/tiny-resnet-block.js';
-import { lcg, relError } from './numeric.js';
+import { lcg, on, relError, type Pad } from './numeric.js';
 
 const load = loadAddon();
 const skip = 'addon' in load ? false : `native backend unavailable: ${load.reason}`;
-
-type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
-
-/** Runs `fn` on backend `name` and returns its outputs as plain arrays (tensors disposed). */
-async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
-  await tf.setBackend(name);
-  const outs = tf.tidy(fn);
-  const values = outs.map((t) => t.dataSync() as Float32Array);
-  tf.dispose(outs);
-  return values;
-}
 
 function fallbackTotal(): number {
   return [...nativeFallbacks().values()].reduce((a, b) => a + b, 0);

@@ -1,5 +1,18 @@
 /** Test support for numeric comparisons of kernels (not a test file). */
 import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+
+/** Padding forms of tfjs's convolutions, as the kernel tests pass them. */
+export type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
+
+/** Runs `fn` on backend `name` and returns its outputs as plain arrays (tensors disposed). */
+export async function on(name: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(name);
+  const outs = tf.tidy(fn);
+  const values = outs.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(outs);
+  return values;
+}
 
 /** Deterministic values in [−0.5, 0.5) (32-bit LCG, Numerical Recipes constants). */
 export function lcg(size: number, seed: number): Float32Array {

@@ -14,19 +14,7 @@ import {
 } from '../../../../src/shared/compute/wasm-kernels.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { tinyBlockGradients, type TinyBlockParams } from './kernels/tiny-resnet-block.js';
-import { lcg, relError } from './numeric.js';
-
-type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
-
-
-/** Runs `fn` on backend `name` and returns its outputs as plain arrays (tensors disposed). */
-async function on<T extends tf.Tensor[]>(name: string, fn: () => T): Promise<Float32Array[]> {
-  await tf.setBackend(name);
-  const outs = tf.tidy(fn);
-  const values = outs.map((t) => t.dataSync() as Float32Array);
-  tf.dispose(outs);
-  return values;
-}
+import { lcg, on, relError, type Pad } from './numeric.js';
 
 interface ConvCase {
   readonly name: string;
