@@ -8,6 +8,7 @@
  *   [--clock wall|cpu]
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --clock cpu --torch  # + PyTorch beside
+ * npm run bench:compute -- --arch resnet34 --size 64 --bs 2 --backend webgpu --dispatches  # GPU dispatches of one step
  * ```
  * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
  * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
@@ -15,7 +16,9 @@
  * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
  * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
  * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS; on WebGPU also the peak
- * device memory (tfjs's buffer pool) and the per-kernel GPU times of one whole step (timestamp queries).
+ * device memory (tfjs's buffer pool), the per-kernel GPU times of one whole step (timestamp queries) and the GPU
+ * dispatches and uploads of one whole step, total and per kernel (exact counts, the same on any adapter: the H200
+ * probe found the step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`).
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
 import { spawnSync } from 'node:child_process';
@@ -26,7 +29,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
 import type { KernelTotal } from '../src/shared/compute/kernel-profile.js';
-import { measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
+import type { DispatchCounts } from '../src/shared/compute/webgpu/dispatch-count.js';
+import { countWholeStepDispatches, measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -223,6 +227,7 @@ interface BenchFlags {
   reps: string;
   json?: boolean;
   profile?: boolean;
+  dispatches?: boolean;
   clock: string;
   torch?: string | boolean;
 }
@@ -304,6 +309,16 @@ function printProfile(kernels: readonly KernelTotal[]): void {
   console.log(`total of kernels: ${total.toFixed(0)} ms`);
 }
 
+function printDispatches(counts: DispatchCounts, batch: number): void {
+  console.log(`GPU dispatches per training step: ${counts.dispatches} (${(counts.dispatches / batch).toFixed(1)} per image), ` +
+    `uploads from CPU memory: ${counts.uploads}`);
+  console.log('kernel                       calls  dispatches  uploads  (one training step; fused kernels count once)');
+  for (const k of counts.kernels.slice(0, 30)) {
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${String(k.dispatches).padStart(11)} ${String(k.uploads).padStart(8)}`);
+  }
+  if (counts.kernels.length > 30) console.log(`… ${counts.kernels.length - 30} more kernels`);
+}
+
 async function run(flags: BenchFlags): Promise<void> {
   const arch = parseArch(flags.arch);
   const size = intFlag('size', flags.size, 32);
@@ -315,6 +330,16 @@ async function run(flags: BenchFlags): Promise<void> {
     process.env.PETS_DAWN_FLAGS = `${process.env.PETS_DAWN_FLAGS ?? ''} disable-dawn-features=timestamp_quantization`.trim();
   }
   const choice = await initBackend(request);
+  if (flags.dispatches) {
+    if (choice.kind !== 'webgpu') throw new TrainerError('ERR_BAD_FLAG', `--dispatches needs the webgpu backend, got ${choice.kind}`);
+    const counts = await countWholeStepDispatches(arch, size, batch);
+    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, ...counts }));
+    else {
+      console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}`);
+      printDispatches(counts, batch);
+    }
+    return;
+  }
   if (flags.profile) {
     const kernels = await profileWholeStep(arch, size, batch);
     if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, kernels }));
@@ -336,6 +361,7 @@ async function run(flags: BenchFlags): Promise<void> {
   const device = choice.kind === 'webgpu' ? {
     peakDeviceMiB: (tf.memory() as tf.MemoryInfo & { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU! / 2 ** 20,
     kernels: await profileWholeStep(arch, size, batch),
+    dispatches: await countWholeStepDispatches(arch, size, batch),
   } : null;
   if (flags.json) {
     console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, reps, clock, convs: timings,
@@ -357,6 +383,7 @@ async function run(flags: BenchFlags): Promise<void> {
   if (device !== null) {
     console.log(`peak device memory: ${device.peakDeviceMiB.toFixed(0)} MiB (tfjs-webgpu buffers allocated, after the step benchmark)`);
     printProfile(device.kernels);
+    printDispatches(device.dispatches, batch);
   }
 }
 
@@ -375,6 +402,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
+    .option('--dispatches', 'instead: GPU dispatches and uploads of one whole training step, per kernel (webgpu only)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
     .exitOverride();

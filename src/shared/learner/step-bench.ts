@@ -9,6 +9,7 @@ import { TrainerError } from '../errors.js';
 import { mulberry32 } from '../data/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
 import { profileKernels, type KernelTotal } from '../compute/kernel-profile.js';
+import { countDispatches, type DispatchCounts } from '../compute/webgpu/dispatch-count.js';
 import type { ResNetArch, ResNetConfig } from '../model/resnet-spec.js';
 import { Replica } from './replica.js';
 
@@ -110,6 +111,25 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
 }
 
 /**
+ * Runs one warm-up training step, then `observe` around a second one (same model and inputs as
+ * {@link measureWholeStep}).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+async function observeWholeStep<T>(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  observe: (work: () => Promise<void>) => Promise<T>, maxMicroBatch?: number): Promise<T> {
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
+    await step(0);
+    return await observe(() => step(1));
+  } finally {
+    replica.dispose();
+  }
+}
+
+/**
  * Per-kernel times of one training step (after one warm-up step), same model and inputs as
  * {@link measureWholeStep}, through `tf.profile` (see `compute/kernel-profile.ts`).
  *
@@ -117,13 +137,16 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
  */
 export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<KernelTotal[]> {
-  checkBenchShape(size, batch);
-  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
-  try {
-    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
-    await step(0);
-    return await profileKernels(() => step(1));
-  } finally {
-    replica.dispose();
-  }
+  return observeWholeStep(arch, size, batch, profileKernels, maxMicroBatch);
+}
+
+/**
+ * GPU dispatches and uploads of one training step (after one warm-up step), total and per kernel, on the active
+ * `webgpu` backend (see `compute/webgpu/dispatch-count.ts`); same model and inputs as {@link measureWholeStep}.
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch; ERR_BACKEND when the active backend is not webgpu
+ */
+export async function countWholeStepDispatches(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<DispatchCounts> {
+  return observeWholeStep(arch, size, batch, countDispatches, maxMicroBatch);
 }
