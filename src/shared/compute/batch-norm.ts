@@ -1,7 +1,8 @@
 /**
  * Training-mode BatchNorm (+ optional ReLU) as one differentiable op with a hand-written gradient
- * (`tf.customGrad`): on the `wasm` backend it runs the fused JavaScript kernels of `kernels/batch-norm.ts`; on any
- * other backend the same formulas as a few tfjs ops. Either way the gradient tape holds only x, y and the per-channel
+ * (`tf.customGrad`): on the `wasm` and `native` backends it runs the fused kernels of `kernels/batch-norm.ts` /
+ * `native/`, on `webgpu` the WGSL kernels of `webgpu/batch-norm.ts`; on any other backend the same formulas as a
+ * few tfjs ops. Also the running-statistic update and eval-mode BatchNorm, fused on webgpu. Either way the gradient tape holds only x, y and the per-channel
  * statistics instead of every intermediate of the textbook composition.
  *
  * Formulas and sources: see `kernels/batch-norm.ts` (Ioffe & Szegedy 2015; PyTorch `BatchNorm2d` conventions:
@@ -9,7 +10,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
-import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from './kernels/batch-norm.js';
+import {
+  BN_INFER_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs, type RunningUpdateAttrs,
+} from './kernels/batch-norm.js';
 
 /** Options of {@link batchNormTrain}; all optional. */
 export interface BatchNormTrainOptions {
@@ -109,4 +112,65 @@ export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, be
   });
   const y = (residual === null ? op(x, gamma, beta) : op(x, gamma, beta, residual)) as T;
   return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
+}
+
+/**
+ * PyTorch's running-statistic update `running·(1 − momentum) + batch·(momentum·scale)` (`scale` = 1 for the mean,
+ * n/(n − 1) for the variance, which PyTorch keeps unbiased). One fused kernel where the backend has it (webgpu),
+ * else these tfjs ops. No gradient.
+ *
+ * @param running - `[C] float32`; @param batch - `[C] float32`, the batch statistic
+ * @param momentum - in [0, 1] (PyTorch 0.1); @param scale - > 0, default 1
+ * @returns a new `[C] float32` tensor (the caller owns it)
+ */
+export function updateRunningStat(running: tf.Tensor1D, batch: tf.Tensor1D, momentum: number, scale = 1): tf.Tensor1D {
+  if (tf.getKernel(BN_RUNNING_UPDATE_KERNEL, tf.getBackend()) !== undefined) {
+    const attrs: RunningUpdateAttrs = { momentum, scale };
+    return tf.engine().runKernel(BN_RUNNING_UPDATE_KERNEL, { running, batch }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor1D;
+  }
+  return tf.tidy(() => tf.add(tf.mul(running, 1 - momentum), tf.mul(batch, momentum * scale)));
+}
+
+/**
+ * Eval-mode BatchNorm with the running statistics: `y = γ·(x − mean)/√(variance + eps) + β (+ residual)`, then
+ * `max(y, 0)` when `relu`. One fused kernel where the backend has it (webgpu: one dispatch), else tfjs's
+ * `batchNorm` (+ `add`, + `relu`). Differentiable w.r.t. x, γ, β and the residual (mean and variance are constants).
+ *
+ * @param x - `[..., C] float32` (channels last); @param mean, variance, gamma, beta - `[C] float32`
+ * @throws TrainerError ERR_BAD_CONFIG on eps ≤ 0; ERR_INTERNAL when the residual's shape differs from x's
+ */
+export function batchNormInfer<T extends tf.Tensor>(x: T, mean: tf.Tensor1D, variance: tf.Tensor1D, gamma: tf.Tensor1D,
+  beta: tf.Tensor1D, options: BatchNormTrainOptions = {}): T {
+  const resolved = { ...DEFAULT_BATCH_NORM_TRAIN, ...options };
+  const residual = resolved.residual ?? null;
+  const { eps, relu } = resolved;
+  if (!(eps > 0)) throw new TrainerError('ERR_BAD_CONFIG', `BatchNorm eps must be > 0, got ${eps}`);
+  if (residual !== null && !tf.util.arraysEqual(residual.shape, x.shape)) {
+    throw new TrainerError('ERR_INTERNAL', `BatchNorm residual must have the input's shape [${x.shape}], got [${residual.shape}]`);
+  }
+  if (tf.getKernel(BN_INFER_KERNEL, tf.getBackend()) === undefined) {
+    return tf.tidy(() => {
+      const normed = tf.batchNorm(x, mean, variance, beta, gamma, eps);
+      const y = residual === null ? normed : tf.add(normed, residual);
+      return (relu ? tf.relu(y) : y) as T;
+    });
+  }
+  const attrs = { eps, relu, residual: residual !== null } as unknown as tf.NamedAttrMap;
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const [xs, g, b, r] = args as tf.Tensor[];
+    const inputs: tf.NamedTensorMap = { x: xs!, mean, variance, gamma: g!, beta: b!, ...(r === undefined ? {} : { residual: r }) };
+    const y = tf.engine().runKernel(BN_INFER_KERNEL, inputs, attrs) as tf.Tensor;
+    save([xs!, y, g!]);
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] => {
+      const [sx, sy, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
+      const axes = sx.shape.map((_, i) => i).slice(0, -1);
+      const d = relu ? tf.mul(dy, tf.cast(tf.greater(sy, 0), 'float32')) : dy;
+      const invStd = tf.rsqrt(tf.add(variance, eps));
+      const grads = [tf.mul(d, tf.mul(sg, invStd)), tf.sum(tf.mul(d, tf.mul(tf.sub(sx, mean), invStd)), axes), tf.sum(d, axes)];
+      return r === undefined ? grads : [...grads, d];
+    };
+    return { value: y, gradFunc };
+  });
+  return (residual === null ? op(x, gamma, beta) : op(x, gamma, beta, residual)) as T;
 }

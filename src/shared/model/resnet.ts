@@ -21,7 +21,7 @@
  * UNBIASED batch variance (`· n/(n−1)`, `n = batch·height·width`) for `running_var`.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { batchNormTrain } from '../compute/batch-norm.js';
+import { batchNormInfer, batchNormTrain, updateRunningStat } from '../compute/batch-norm.js';
 import { TrainerError } from '../errors.js';
 import {
   describeConfig, layoutModules, resnetLayout,
@@ -185,8 +185,9 @@ export class ResNet {
 
   /**
    * BatchNorm, plus `residual` when given, then a ReLU when `relu`. Training mode uses the fused op of
-   * `compute/batch-norm.ts` (batch statistics, hand-written gradient; fused JavaScript kernels on WASM), identical
-   * in value to PyTorch's formula.
+   * `compute/batch-norm.ts` (batch statistics, hand-written gradient; fused kernels on WASM, native and WebGPU),
+   * identical in value to PyTorch's formula; eval mode and the running-statistic update use its `batchNormInfer` and
+   * `updateRunningStat` (one kernel each on WebGPU, tfjs ops elsewhere).
    */
   private bn(x: tf.Tensor4D, spec: BatchNormSpec, training: boolean, updates?: BnUpdates, relu = false,
     residual: tf.Tensor4D | null = null): tf.Tensor4D {
@@ -194,11 +195,7 @@ export class ResNet {
     const beta = this.params.get(`${spec.name}.bias`) as tf.Variable<tf.Rank.R1>;
     const runningMean = this.buffers.get(`${spec.name}.running_mean`) as tf.Variable<tf.Rank.R1>;
     const runningVar = this.buffers.get(`${spec.name}.running_var`) as tf.Variable<tf.Rank.R1>;
-    if (!training) {
-      const normed = tf.batchNorm4d(x, runningMean, runningVar, beta, gamma, BN_EPS);
-      const y: tf.Tensor4D = residual === null ? normed : tf.add(normed, residual);
-      return relu ? tf.relu(y) : y;
-    }
+    if (!training) return batchNormInfer(x, runningMean, runningVar, gamma, beta, { eps: BN_EPS, relu, residual });
     const n = x.shape[0] * x.shape[1] * x.shape[2];
     if (n < 2) {
       throw new TrainerError('ERR_DATA', `${spec.name}: training-mode BatchNorm needs more than 1 value per channel, got input [${x.shape}]`);
@@ -207,8 +204,8 @@ export class ResNet {
     try {
       if (updates) {
         const m = BN_MOMENTUM;
-        updates.set(`${spec.name}.running_mean`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningMean, 1 - m), tf.mul(mean, m)))));
-        updates.set(`${spec.name}.running_var`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningVar, 1 - m), tf.mul(variance, m * n / (n - 1))))));
+        updates.set(`${spec.name}.running_mean`, tf.keep(updateRunningStat(runningMean, mean, m)));
+        updates.set(`${spec.name}.running_var`, tf.keep(updateRunningStat(runningVar, variance, m, n / (n - 1))));
       }
     } finally {
       tf.dispose([mean, variance]);

@@ -22,6 +22,28 @@ export const BN_TRAIN_KERNEL = 'PetsBatchNormTrain';
 /** tfjs kernel name of its backward. */
 export const BN_TRAIN_GRAD_KERNEL = 'PetsBatchNormTrainGrad';
 
+/**
+ * tfjs kernel name of the running-statistic update `running·(1 − momentum) + batch·momentum·scale` (inputs
+ * `running`, `batch` `[C] float32`; attrs {@link RunningUpdateAttrs}); registered on WebGPU only, other backends run
+ * the same formula as tfjs ops (see `compute/batch-norm.ts`, `updateRunningStat`).
+ */
+export const BN_RUNNING_UPDATE_KERNEL = 'PetsBatchNormRunningUpdate';
+
+/** Attributes of {@link BN_RUNNING_UPDATE_KERNEL}. */
+export interface RunningUpdateAttrs {
+  /** PyTorch's BatchNorm momentum, in [0, 1]. */
+  readonly momentum: number;
+  /** Multiplies the batch statistic: 1 for the mean, n/(n − 1) for the variance (PyTorch keeps the unbiased one). */
+  readonly scale: number;
+}
+
+/**
+ * tfjs kernel name of eval-mode BatchNorm with running statistics (+ residual, + ReLU): inputs `x` [..., C], `mean`,
+ * `variance`, `gamma`, `beta` `[C]`, optionally `residual` (shape of x); attrs {@link BatchNormTrainAttrs}; output
+ * `γ·(x − mean)/√(variance + eps) + β (+ residual)`, then max(·, 0) when `relu`. Registered on WebGPU only.
+ */
+export const BN_INFER_KERNEL = 'PetsBatchNormInfer';
+
 /** Attributes of both kernels. */
 export interface BatchNormTrainAttrs {
   /** Added to the variance, > 0 (PyTorch 1e-5). */

@@ -20,6 +20,10 @@
  *   shader stage (output included), and x, d, mean, variance, γ, dγ, dβ, y would be 9.
  * The tfjs-op composition it replaces issues ~14 dispatches forward and ~25 backward per layer, plus scalar uploads.
  *
+ * Also here, one dispatch each: `PetsBatchNormRunningUpdate` (the running mean/variance update of a training step,
+ * instead of 3 dispatches and 2 scalar uploads per statistic) and `PetsBatchNormInfer` (eval mode with the running
+ * statistics, + residual, + ReLU, instead of tfjs's batchNorm, add and relu).
+ *
  * Numerics: float32 like tfjs's kernels. The moments use Welford's update per thread and Chan et al.'s pairwise
  * merge of (count, mean, M2) across threads and splits ("Algorithms for computing the sample variance", 1983), so
  * no cancellation of large sums; the gradient sums are float32 partial sums over ≤ a few hundred values each,
@@ -28,7 +32,7 @@
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { TrainerError } from '../../errors.js';
-import type { BatchNormTrainAttrs } from '../kernels/batch-norm.js';
+import type { BatchNormTrainAttrs, RunningUpdateAttrs } from '../kernels/batch-norm.js';
 
 /** Channels per reduction workgroup (threads along x). */
 const WG_C = 64;
@@ -190,9 +194,9 @@ class ElementwiseProgram implements WebGPUProgram {
   readonly size = true;
   readonly shaderKey: string;
 
-  constructor(private readonly what: 'forward' | 'dx' | 'mask', n: number, private readonly relu: boolean,
+  constructor(private readonly what: 'forward' | 'dx' | 'mask' | 'infer', n: number, private readonly relu: boolean,
     private readonly residual: boolean) {
-    this.variableNames = what === 'forward' ? ['x', 'mean', 'variance', 'gamma', 'beta', ...(residual ? ['res'] : [])]
+    this.variableNames = what === 'forward' || what === 'infer' ? ['x', 'mean', 'variance', 'gamma', 'beta', ...(residual ? ['res'] : [])]
       : what === 'dx' ? ['x', 'd', 'mean', 'variance', 'gamma', 'dgamma', 'dbeta'] : ['dy', 'y'];
     this.outputShape = [n];
     this.dispatch = [Math.ceil(n / WG_FLAT), 1, 1];
@@ -201,7 +205,7 @@ class ElementwiseProgram implements WebGPUProgram {
 
   getUserCode(): string {
     let body: string;
-    if (this.what === 'forward') {
+    if (this.what === 'forward' || this.what === 'infer') {
       body = `let c = index % uniforms.C;
           let scale = gamma[c] / sqrt(variance[c] + uniforms.eps);
           let v = (x[index] - mean[c]) * scale + beta[c]${this.residual ? ' + res[index]' : ''};
@@ -310,4 +314,70 @@ export const batchNormTrainGradWebgpu: KernelFunc = ({ inputs, backend, attrs })
   // d = dy: hand back dy's buffer (one more reference) instead of copying it.
   be.incRef(dy.dataId);
   return [...out, { ...dy }];
+};
+
+/** `running·keep + batch·add` over `[C]` (keep = 1 − momentum, add = momentum·scale). */
+class RunningUpdateProgram implements WebGPUProgram {
+  readonly variableNames = ['running', 'batch'];
+  readonly uniforms = 'keep : f32, add : f32,';
+  readonly workgroupSize: [number, number, number] = [WG_FLAT, 1, 1];
+  readonly dispatchLayout = { x: [0] };
+  readonly dispatch: [number, number, number];
+  readonly outputShape: number[];
+  readonly size = true;
+  readonly shaderKey = 'petsBnRunningUpdate';
+
+  constructor(c: number) {
+    this.outputShape = [c];
+    this.dispatch = [Math.ceil(c / WG_FLAT), 1, 1];
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          result[index] = running[index] * uniforms.keep + batch[index] * uniforms.add;
+        }
+      }
+    `;
+  }
+}
+
+/**
+ * `PetsBatchNormRunningUpdate` on webgpu: inputs `running`, `batch` `[C] float32`; returns
+ * `running·(1 − momentum) + batch·(momentum·scale)` `[C]`, the formula of the tfjs ops it replaces.
+ *
+ * @throws TrainerError ERR_INTERNAL when the shapes differ
+ */
+export const batchNormRunningUpdateWebgpu: KernelFunc = ({ inputs, backend, attrs }) => {
+  const be = backend as unknown as WebGPUBackend;
+  const { running, batch } = inputs as Record<'running' | 'batch', TensorInfo>;
+  const { momentum, scale } = attrs as unknown as RunningUpdateAttrs;
+  if (running.shape.length !== 1 || batch.shape.length !== 1 || running.shape[0] !== batch.shape[0]) {
+    throw new TrainerError('ERR_INTERNAL', `BatchNorm running update: [${running.shape}] and [${batch.shape}] must be the same [C]`);
+  }
+  return be.runWebGPUProgram(new RunningUpdateProgram(running.shape[0]!), [running, batch], 'float32',
+    [f32(1 - momentum), f32(momentum * scale)]);
+};
+
+/**
+ * `PetsBatchNormInfer` on webgpu (eval mode): inputs `x` [..., C], `mean`, `variance`, `gamma`, `beta` `[C]`,
+ * optionally `residual` (shape of x), float32; returns `γ·(x − mean)/√(variance + eps) + β (+ residual)`, then
+ * max(·, 0) when `relu` (shape of x), in one dispatch.
+ *
+ * @throws TrainerError ERR_INTERNAL on a parameter shape mismatch
+ */
+export const batchNormInferWebgpu: KernelFunc = ({ inputs, backend, attrs }) => {
+  const be = backend as unknown as WebGPUBackend;
+  const { x, mean, variance, gamma, beta, residual } = inputs as Record<'x' | 'mean' | 'variance' | 'gamma' | 'beta', TensorInfo> & { residual?: TensorInfo };
+  const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
+  const c = x.shape[x.shape.length - 1]!;
+  for (const [name, t] of [['mean', mean], ['variance', variance], ['gamma', gamma], ['beta', beta]] as const) {
+    if (t.shape.length !== 1 || t.shape[0] !== c) throw new TrainerError('ERR_INTERNAL', `BatchNorm ${name} must be [${c}], got [${t.shape}]`);
+  }
+  const n = x.shape.reduce((a, b) => a * b, 1);
+  const withRes = residual !== undefined;
+  const y = be.runWebGPUProgram(new ElementwiseProgram('infer', n, relu, withRes),
+    [as(x, [n]), mean, variance, gamma, beta, ...(withRes ? [as(residual, [n])] : [])], 'float32', [i32(c), f32(eps), f32(0)]);
+  return as(y, [...x.shape]);
 };

@@ -2,8 +2,9 @@
  * The WGSL BatchNorm(+ReLU, +residual) kernels (`compute/webgpu/batch-norm.ts`) against tfjs's reference `cpu`
  * backend, through the op every caller uses (`batchNormTrain`): forward y, batch mean and biased variance, and the
  * gradients w.r.t. x, γ, β and the residual, for ResNet's channel counts 64…512 at small odd spatial sizes (one and
- * several row splits, a partial channel block), with and without ReLU and residual. Also: the webgpu kernels are the
- * ones used (dispatch counts of one forward and one backward), and tfjs memory stays flat.
+ * several row splits, a partial channel block), with and without ReLU and residual; the running-statistic update and
+ * eval-mode BatchNorm (+ its gradient). Also: the webgpu kernels are the ones used (dispatch counts of one forward
+ * and one backward), and tfjs memory stays flat.
  *
  * Metric: relative error max|webgpu − cpu| / max|cpu| (float32 both sides), per output. Tolerance 1e-5 for the
  * forward outputs (as the other single kernels) and 1e-4 for the gradients and for the forward of the case whose
@@ -15,8 +16,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { batchNormTrain } from '../../../../../src/shared/compute/batch-norm.js';
-import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL } from '../../../../../src/shared/compute/kernels/batch-norm.js';
+import { batchNormInfer, batchNormTrain, updateRunningStat } from '../../../../../src/shared/compute/batch-norm.js';
+import {
+  BN_INFER_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL,
+} from '../../../../../src/shared/compute/kernels/batch-norm.js';
 import { rowSplits } from '../../../../../src/shared/compute/webgpu/batch-norm.js';
 import { countDispatches } from '../../../../../src/shared/compute/webgpu/dispatch-count.js';
 import { lcg, relError } from '../numeric.js';
@@ -111,4 +114,44 @@ test('the webgpu BatchNorm runs as 4 dispatches forward and 4 (+1 with ReLU) bac
     assert.equal(tf.engine().backend.numDataIds(), buffers, 'webgpu buffers after = before');
     tf.dispose([x, r, gamma, beta]);
   }
+});
+
+test('WGSL running-statistic update and eval-mode BatchNorm(+residual, +ReLU, + its gradient) match cpu, one dispatch each', async (t) => {
+  if (!(await webgpuOrSkip(t))) return;
+  assert.ok(tf.getKernel(BN_RUNNING_UPDATE_KERNEL, 'webgpu') && tf.getKernel(BN_INFER_KERNEL, 'webgpu'), 'kernels registered on webgpu');
+  const shape: Shape = [2, 5, 3, 70];
+  const inferCase = (relu: boolean, withResidual: boolean) => (): tf.Tensor[] => {
+    const size = tf.util.sizeFromShape(shape);
+    const x = tf.add(tf.tensor4d(lcg(size, 1), shape), 2), r = tf.tensor4d(lcg(size, 5), shape), w = tf.tensor4d(lcg(size, 4), shape);
+    const mean = tf.tensor1d(lcg(70, 6)), variance = tf.add(tf.tensor1d(lcg(70, 7)), 0.6) as tf.Tensor1D;
+    const gamma = tf.add(tf.tensor1d(lcg(70, 2)), 1) as tf.Tensor1D, beta = tf.tensor1d(lcg(70, 3));
+    const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor, res?: tf.Tensor): tf.Scalar =>
+      tf.sum(tf.mul(batchNormInfer(a, mean, variance, g as tf.Tensor1D, b as tf.Tensor1D, { relu, residual: res ?? null }), w));
+    const y = batchNormInfer(x, mean, variance, gamma, beta, { relu, residual: withResidual ? r : null });
+    const running = [updateRunningStat(mean, gamma, 0.1), updateRunningStat(variance, gamma, 0.1, 50 / 49)];
+    return [y, ...running, ...tf.grads(f)(withResidual ? [x, gamma, beta, r] : [x, gamma, beta])];
+  };
+  for (const [relu, withResidual] of [[true, true], [false, false]] as const) {
+    const ref = await valuesOn('cpu', inferCase(relu, withResidual));
+    const got = await valuesOn('webgpu', inferCase(relu, withResidual));
+    ref.forEach((r, i) => {
+      const e = relError(got[i]!, r);
+      assert.ok(e <= 1e-5, `relu=${relu} residual=${withResidual} output ${i}: relative error ${e.toExponential(2)} > 1e-5`);
+    });
+  }
+  await tf.setBackend('webgpu');
+  const x = tf.tensor4d(lcg(tf.util.sizeFromShape(shape), 1), shape), r = tf.tensor4d(lcg(tf.util.sizeFromShape(shape), 2), shape);
+  const v = tf.ones([70]) as tf.Tensor1D;
+  const work = async (): Promise<void> => {
+    const outs = [batchNormInfer(x, v, v, v, v, { relu: true, residual: r }), updateRunningStat(v, v, 0.1)];
+    await Promise.all(outs.map((o) => o.data()));
+    tf.dispose(outs);
+  };
+  await work();
+  const tensors = tf.memory().numTensors;
+  const counts = await countDispatches(work);
+  assert.equal(counts.dispatches, 2, 'one dispatch each');
+  assert.equal(counts.uploads, 0, 'no scalar uploads');
+  assert.equal(tf.memory().numTensors, tensors, 'tensors after = before');
+  tf.dispose([x, r, v]);
 });
