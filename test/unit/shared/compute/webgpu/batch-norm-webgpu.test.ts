@@ -112,6 +112,7 @@ test('the webgpu BatchNorm runs as 4 dispatches forward and 4 (+1 with ReLU) bac
     }
     assert.equal(tf.memory().numTensors, tensors, 'tensors after = before');
     assert.equal(tf.engine().backend.numDataIds(), buffers, 'webgpu buffers after = before');
+    assert.ok(!Object.hasOwn(tf.backend(), 'recordAndSubmit') && !Object.hasOwn(tf.engine(), 'runKernel'), 'counters removed');
     tf.dispose([x, r, gamma, beta]);
   }
 });
@@ -154,4 +155,9 @@ test('WGSL running-statistic update and eval-mode BatchNorm(+residual, +ReLU, + 
   assert.equal(counts.uploads, 0, 'no scalar uploads');
   assert.equal(tf.memory().numTensors, tensors, 'tensors after = before');
   tf.dispose([x, r, v]);
+});
+
+test('countDispatches refuses a backend other than webgpu', async () => {
+  await tf.setBackend('cpu');
+  await assert.rejects(countDispatches(() => undefined), (err: Error & { code?: string }) => err.code === 'ERR_BACKEND');
 });
