@@ -26,6 +26,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
+import { batchNormInfer, batchNormTrain, updateRunningStat } from '../compute/batch-norm.js';
 import type { Rng } from '../data/rng.js';
 import { BN_EPS, BN_MOMENTUM, type BnUpdates } from '../model/resnet.js';
 
@@ -159,20 +160,20 @@ export class Head {
     const beta = this.params.get(`${name}.bias`)!;
     const runningMean = this.buffers.get(`${name}.running_mean`)!;
     const runningVar = this.buffers.get(`${name}.running_var`)!;
-    if (!training) {
-      return tf.add(tf.mul(tf.sub(x, runningMean), tf.mul(gamma, tf.rsqrt(tf.add(runningVar, BN_EPS)))), beta);
-    }
+    // The fused BatchNorm ops of compute/batch-norm.ts, as the body's (one kernel each way on wasm, native, webgpu).
+    if (!training) return batchNormInfer(x, runningMean as tf.Tensor1D, runningVar as tf.Tensor1D, gamma as tf.Tensor1D, beta as tf.Tensor1D, { eps: BN_EPS });
     const n = x.shape[0];
-    const mean = tf.mean(x, 0);
-    const centred = tf.sub(x, mean);
-    const variance = tf.mean(tf.square(centred), 0);
-    if (updates) {
-      const m = BN_MOMENTUM;
-      updates.set(`${name}.running_mean`, tf.keep(tf.tidy(() => tf.add(tf.mul(runningMean, 1 - m), tf.mul(mean, m)))) as tf.Tensor1D);
-      updates.set(`${name}.running_var`,
-        tf.keep(tf.tidy(() => tf.add(tf.mul(runningVar, 1 - m), tf.mul(variance, (m * n) / (n - 1))))) as tf.Tensor1D);
+    const { y, mean, variance } = batchNormTrain(x, gamma as tf.Tensor1D, beta as tf.Tensor1D, { eps: BN_EPS });
+    try {
+      if (updates) {
+        const m = BN_MOMENTUM;
+        updates.set(`${name}.running_mean`, tf.keep(updateRunningStat(runningMean as tf.Tensor1D, mean, m)));
+        updates.set(`${name}.running_var`, tf.keep(updateRunningStat(runningVar as tf.Tensor1D, variance, m, n / (n - 1))));
+      }
+    } finally {
+      tf.dispose([mean, variance]);
     }
-    return tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, BN_EPS)))), beta);
+    return y;
   }
 
   private dropout(x: tf.Tensor2D, p: number, training: boolean, rng?: Rng): tf.Tensor2D {
