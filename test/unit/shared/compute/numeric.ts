@@ -37,3 +37,36 @@ export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>)
   assert.ok(scale > 0, 'reference is all zeros: the comparison would be vacuous');
   return diff / scale;
 }
+
+/**
+ * Float64 training-mode BatchNorm + residual + ReLU and its gradients for the loss Σ y·dy (PyTorch `BatchNorm2d`
+ * formula, biased variance, eps 1e-5; Ioffe & Szegedy 2015 §3): [y, dx, dγ, dβ, dr].
+ */
+export function batchNorm64(x: Float32Array, g: Float32Array, b: Float32Array, r: Float32Array, dyIn: Float32Array, c: number): Float64Array[] {
+  const p = x.length / c;
+  const mean = new Float64Array(c);
+  const variance = new Float64Array(c);
+  for (let i = 0; i < x.length; i++) mean[i % c]! += x[i]! / p;
+  for (let i = 0; i < x.length; i++) variance[i % c]! += (x[i]! - mean[i % c]!) ** 2 / p;
+  const invStd = variance.map((v) => 1 / Math.sqrt(v + 1e-5));
+  const y = new Float64Array(x.length);
+  const d = new Float64Array(x.length);
+  const dBeta = new Float64Array(c);
+  const dGamma = new Float64Array(c);
+  for (let i = 0; i < x.length; i++) {
+    const k = i % c;
+    const xHat = (x[i]! - mean[k]!) * invStd[k]!;
+    const v = g[k]! * xHat + b[k]! + r[i]!;
+    y[i] = Math.max(v, 0);
+    d[i] = v > 0 ? dyIn[i]! : 0;
+    dBeta[k]! += d[i]!;
+    dGamma[k]! += d[i]! * xHat;
+  }
+  const dx = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const k = i % c;
+    const xHat = (x[i]! - mean[k]!) * invStd[k]!;
+    dx[i] = g[k]! * invStd[k]! * (d[i]! - dBeta[k]! / p - xHat * dGamma[k]! / p);
+  }
+  return [y, dx, dGamma, dBeta, d];
+}
