@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/shared/compute/backend.js';
-import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
+import { batchNormInfer, batchNormTrain, updateRunningStat } from '../../../../src/shared/compute/batch-norm.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { lcg, on, relError } from './numeric.js';
 
@@ -117,4 +117,29 @@ test('one value per channel is refused with ERR_DATA', async () => {
     tf.tidy(() => assert.throws(() => batchNormTrain(tf.ones([1, 1, 1, 4]), tf.ones([4]), tf.zeros([4])),
       (err: unknown) => isTrainerError(err, 'ERR_DATA')));
   }
+});
+
+test('batchNormInfer (running statistics, + residual, + ReLU) and updateRunningStat follow the formulas on wasm and cpu', async () => {
+  const c = 8;
+  const x = lcg(3 * 4 * c, 1), r = lcg(3 * 4 * c, 2);
+  const m = lcg(c, 3), v = lcg(c, 4).map((a) => a + 0.6), g = lcg(c, 5).map((a) => a + 1), b = lcg(c, 6);
+  const want = Float32Array.from(x, (xi, i) => {
+    const k = i % c;
+    return Math.max(0, g[k]! * (xi - m[k]!) / Math.sqrt(v[k]! + EPS) + b[k]! + r[i]!);
+  });
+  const wantRunning = Float32Array.from(m, (mk, k) => 0.9 * mk + 0.1 * (50 / 49) * v[k]!);
+  for (const backend of ['wasm', 'cpu']) {
+    const [y, running] = await on(backend, () => [
+      batchNormInfer(tf.tensor2d(x, [12, c]), tf.tensor1d(m), tf.tensor1d(v), tf.tensor1d(g), tf.tensor1d(b),
+        { eps: EPS, relu: true, residual: tf.tensor2d(r, [12, c]) }),
+      updateRunningStat(tf.tensor1d(m), tf.tensor1d(v), 0.1, 50 / 49),
+    ]);
+    assert.ok(relError(y!, want) <= 1e-6, `${backend} batchNormInfer: ${relError(y!, want)}`);
+    assert.ok(relError(running!, wantRunning) <= 1e-6, `${backend} updateRunningStat: ${relError(running!, wantRunning)}`);
+  }
+  const t1 = tf.ones([4, c]), p = tf.ones([c]) as tf.Tensor1D;
+  assert.throws(() => batchNormInfer(t1, p, p, p, p, { eps: 0 }), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && /eps must be > 0/.test(e.message));
+  assert.throws(() => batchNormInfer(t1, p, p, p, p, { residual: tf.ones([2, c]) }),
+    (e: unknown) => isTrainerError(e, 'ERR_INTERNAL') && /residual must have the input's shape \[4,8\]/.test(e.message));
+  tf.dispose([t1, p]);
 });
