@@ -8,7 +8,7 @@
 #                    (parity and bench run with NODEVICE_SELECT=1: a device-select fault cannot hide their figures)
 #   case      45 s   the tiny-ResNet PyTorch parity case, made here by scripts/parity/make-case.py (python3 + torch)
 #   parity    75 s   npm run parity -- --backend webgpu --arch tiny (same tolerances as on wasm)
-#   bench    210 s   npm run bench:compute -- --backend webgpu --arch resnet34 --size 224 --bs 64 --reps 2: per-shape
+#   bench    210 s   npm run bench:compute -- --backend webgpu --arch resnet34 --size 224 --bs 64 --reps 3: per-shape
 #                    convolution GFLOP/s, img/s, peak device memory, per-kernel table
 #   smoke    120 s   the main job: coordinator + 1 local worker (GPU given by the coordinator, as for N workers) on
 #                    --backend webgpu, 12 photos, one epoch
@@ -53,7 +53,8 @@ summary() {
                 sort -t' ' -k1,1 "$OUT/$s.log" | awk '$0 ~ / rel [0-9.e+-]+ / { for (i = 1; i < NF; i++) if ($i == "rel") print $(i + 1), $2 }' |
                   sort -g | tail -1 | sed 's/^/  largest relative error: /' ;;
         bench)  grep -hiE 'whole training step|whole step|images/s|peak device memory|peak RSS|dispatch|total of kernels|^total \(weighted' "$OUT/$s.log" | sed 's/^/  /' ;;
-        smoke)  grep -hiE 'GPU pci-|epoch|error_rate|accuracy|finished|done|ERR_' "$OUT/$s.log" | tail -8 | sed 's/^/  /' ;;
+        smoke)  grep -hE '^\[worker [0-9]+\] backend:' "$OUT/$s.log" | sed 's/^/  /'
+                grep -hE 'final error_rate|shutdown|ERR_|Error:' "$OUT/$s.log" | tail -4 | sed 's/^/  /' ;;
       esac
       grep -hE "^\[$s\] PEAK" "$LOG" | sed 's/^/  /'
     done
@@ -150,7 +151,7 @@ echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} LD_LIBRARY_PATH=$LD_LIBRARY_PATH
 if [[ $SMALL == 1 ]]; then
   BENCH=(--arch resnet18 --size 32 --bs 2 --reps 1); SMOKE=(--arch resnet10 --size 32 --bs 2); CASE=(--size 32 --batch 2)
 else
-  BENCH=(--arch resnet34 --size 224 --bs 64 --reps 2); SMOKE=(--arch resnet34 --size 128 --bs 8); CASE=(--size 64 --batch 4)
+  BENCH=(--arch resnet34 --size 224 --bs 64 --reps 3); SMOKE=(--arch resnet34 --size 128 --bs 8); CASE=(--size 64 --batch 4)
 fi
 mkdir -p "$W/smoke/data"
 cp "$W"/photos/* "$W/smoke/data/"
