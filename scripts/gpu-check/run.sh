@@ -120,10 +120,11 @@ NODE=$W/node
 echo "--- Vulkan: loader, layer, driver"
 {
   # Each carried library goes on LD_LIBRARY_PATH (via $W/lib) only where the machine's linker cannot find its own.
+  LDCACHE=$( { command -v ldconfig >/dev/null && ldconfig -p; } 2>/dev/null || /sbin/ldconfig -p 2>/dev/null)
   for f in "$W"/vk/lib/*; do
     [[ -e $f ]] || continue
     n=$(basename "$f")
-    if [[ ${GPU_CHECK_FORCE_CARRIED:-0} == 1 ]] || ! ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$n "; then
+    if [[ ${GPU_CHECK_FORCE_CARRIED:-0} == 1 ]] || ! grep -q "^[[:space:]]*$n " <<<"$LDCACHE"; then
       ln -sf "$f" "$W/lib/$n"; echo "carried $n: used"
     else
       echo "carried $n: not needed (the machine has it)"
@@ -131,7 +132,7 @@ echo "--- Vulkan: loader, layer, driver"
   done
   # The device-select layer's manifest, where the machine has none (found through XDG_DATA_DIRS/vulkan/implicit_layer.d).
   if [[ -f $W/vk/implicit_layer.d/VkLayer_MESA_device_select.json ]] &&
-     { [[ ${GPU_CHECK_FORCE_CARRIED:-0} == 1 ]] || ! ls /usr/share/vulkan/implicit_layer.d/*device_select* /etc/vulkan/implicit_layer.d/*device_select* /usr/local/share/vulkan/implicit_layer.d/*device_select* >/dev/null 2>&1; }; then
+     { [[ ${GPU_CHECK_FORCE_CARRIED:-0} == 1 ]] || [[ -z $(ls /usr/share/vulkan/implicit_layer.d/*device_select* /etc/vulkan/implicit_layer.d/*device_select* /usr/local/share/vulkan/implicit_layer.d/*device_select* 2>/dev/null) ]]; }; then
     mkdir -p "$W/share/vulkan"; cp -r "$W/vk/implicit_layer.d" "$W/share/vulkan/"
     echo "carried VkLayer_MESA_device_select.json: used"
   fi
