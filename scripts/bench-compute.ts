@@ -16,9 +16,10 @@
  * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
  * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
  * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS; on WebGPU also the peak
- * device memory (tfjs's buffer pool), the per-kernel GPU times of one whole step (timestamp queries) and the GPU
- * dispatches and uploads of one whole step, total and per kernel (exact counts, the same on any adapter: the H200
- * probe found the step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`).
+ * device memory of the training step (GPUBuffers in use at once, see `compute/webgpu/memory.ts`), the most the
+ * buffer pool held, the per-kernel GPU times of one whole step (timestamp queries) and the GPU dispatches and
+ * uploads of one whole step, total and per kernel (exact counts, the same on any adapter: the H200 probe found the
+ * step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`).
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
 import { spawnSync } from 'node:child_process';
@@ -31,6 +32,7 @@ import { TrainerError, isTrainerError } from '../src/shared/errors.js';
 import type { KernelTotal } from '../src/shared/compute/kernel-profile.js';
 import type { DispatchCounts } from '../src/shared/compute/webgpu/dispatch-count.js';
 import { countWholeStepDispatches, measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
+import { trackDeviceMemory } from '../src/shared/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -351,15 +353,20 @@ async function run(flags: BenchFlags): Promise<void> {
   const timings: ConvTiming[] = [];
   for (const shape of resnetConvShapes(arch, size, batch)) timings.push(await timeConv(shape, reps, clock));
   const sum = totals(timings);
+  // The step's device-memory high-water mark (webgpu): buffers in use at once, from just before the step benchmark.
+  const memory = trackDeviceMemory();
   const step = await measureTrainingStep(arch, size, batch, reps);
+  const stepMemory = memory?.peak();
+  memory?.stop();
   const peakRssMiB = process.resourceUsage().maxRSS / 1024;
   const python = flags.torch === true ? '/usr/bin/python3' : flags.torch;
   const torch = python ? measureTorchStep(python, arch, size, batch, reps) : null;
   const vsTorch = torch !== null && step !== null ? step.imagesPerCpuSecond / torch.imagesPerCpuSecond : null;
-  // On a GPU backend: the device memory tfjs allocated (its buffer pool only grows, so this is the peak) and the
-  // per-kernel times of one whole step.
-  const device = choice.kind === 'webgpu' ? {
-    peakDeviceMiB: (tf.memory() as tf.MemoryInfo & { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU! / 2 ** 20,
+  // On a GPU backend: the step's peak device memory in use, what the backend's buffer pool held at most (in use +
+  // free buffers kept for reuse, including those of the per-shape timings), and the per-kernel times of one step.
+  const device = stepMemory !== undefined ? {
+    peakDeviceMiB: stepMemory.peakInUseBytes / 2 ** 20,
+    peakDevicePoolMiB: stepMemory.peakAllocatedBytes / 2 ** 20,
     kernels: await profileWholeStep(arch, size, batch),
     dispatches: await countWholeStepDispatches(arch, size, batch),
   } : null;
@@ -381,7 +388,8 @@ async function run(flags: BenchFlags): Promise<void> {
     console.log(`${choice.kind} / PyTorch, images per CPU-second: ${vsTorch?.toFixed(2)}×`);
   }
   if (device !== null) {
-    console.log(`peak device memory: ${device.peakDeviceMiB.toFixed(0)} MiB (tfjs-webgpu buffers allocated, after the step benchmark)`);
+    console.log(`peak device memory: ${device.peakDeviceMiB.toFixed(0)} MiB in use at once during the training step ` +
+      `(tfjs-webgpu GPUBuffers); buffer pool at most ${device.peakDevicePoolMiB.toFixed(0)} MiB (in use + free, whole run)`);
     printProfile(device.kernels);
     printDispatches(device.dispatches, batch);
   }

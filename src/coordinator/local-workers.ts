@@ -50,10 +50,17 @@ export function detectGpuCount(): number {
   return detectGpuBusIds().length;
 }
 
-/** PCI addresses (`0000:3b:00.0`) of the GPUs the NVIDIA driver lists, in its (CUDA's PCI) order; [] without one. */
-export function detectGpuBusIds(): string[] {
+/** Where the NVIDIA driver lists its GPUs: one folder per GPU, named by PCI address. */
+export const NVIDIA_GPUS_DIR = '/proc/driver/nvidia/gpus';
+
+/**
+ * PCI addresses (`0000:3b:00.0`) of the GPUs the NVIDIA driver lists, in PCI order (CUDA's default order,
+ * `CUDA_DEVICE_ORDER=PCI_BUS_ID`); [] without a driver.
+ * @param dir - the listing to read (tests pass a faked one)
+ */
+export function detectGpuBusIds(dir: string = NVIDIA_GPUS_DIR): string[] {
   try {
-    return readdirSync('/proc/driver/nvidia/gpus').sort();
+    return readdirSync(dir).sort();
   } catch {
     return [];
   }

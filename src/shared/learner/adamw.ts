@@ -20,7 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fusedAdamWStep } from '../compute/fused-adamw.js';
 import { TrainerError } from '../errors.js';
 import type { StepHyper } from './schedule.js';
-import { ADAMW_KERNEL, type AdamWAttrs } from '../compute/webgpu/adamw-kernel.js';
+import { ADAMW_KERNEL, ownBuffer, type AdamWAttrs } from '../compute/webgpu/adamw-kernel.js';
 
 /** Options of {@link AdamW}; all optional. */
 export interface AdamWOptions {
@@ -196,13 +196,10 @@ export class AdamW {
       return;
     }
     if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
-      // A backend with a fused update (WebGPU): the same formula in 3 dispatches, hyper-parameters as uniforms.
+      // A backend with an in-place update (WebGPU): the same formula in one dispatch, hyper-parameters as uniforms.
       const attrs: AdamWAttrs = { beta1, beta2, eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1, sqrtBc2: Math.sqrt(bc2) };
-      const [np, nm, nv] = tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      p.assign(np!);
-      s.m.assign(nm!);
-      s.v.assign(nv!);
-      tf.dispose([np!, nm!, nv!]);
+      for (const x of [p, s.m, s.v]) ownBuffer(x);
+      tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap);
       return;
     }
     tf.tidy(() => {

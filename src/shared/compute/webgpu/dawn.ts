@@ -64,12 +64,14 @@ function firstLine(err: unknown): string {
 }
 
 /**
- * Describes an adapter for the log: `vendor device (description)[, software fallback][, GPU pci-… by DRI_PRIME]`
- * (the last part when a local worker was given its GPU, see `coordinator/local-workers.ts`).
+ * Describes an adapter for the log: `vendor device (description)[, software fallback][, asked for GPU pci-… (DRI_PRIME)]`
+ * (the last part when a local worker was given its GPU, see `coordinator/local-workers.ts`). "Asked for": WebGPU's
+ * adapter info has no PCI address, and Mesa's device-select layer falls back to the default GPU, silently, when the
+ * address matches none (or is ignored when the layer is not installed), so the log cannot confirm it.
  */
 export function describeAdapter(a: WebgpuAdapterInfo, env: NodeJS.ProcessEnv = process.env): string {
   const name = [a.vendor, a.device].filter(Boolean).join(' ') || 'unnamed adapter';
-  const chosen = env.DRI_PRIME?.startsWith('pci-') ? `, GPU ${env.DRI_PRIME} by DRI_PRIME` : '';
+  const chosen = env.DRI_PRIME?.startsWith('pci-') ? `, asked for GPU ${env.DRI_PRIME} (DRI_PRIME)` : '';
   return `${name}${a.description ? ` (${a.description})` : ''}${a.isFallbackAdapter ? ', software fallback' : ''}${chosen}`;
 }
 
