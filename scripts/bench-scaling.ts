@@ -29,7 +29,7 @@ import { ARCHS, checkInt, type Arch } from '../src/shared/config.js';
 import { createDataBunch, type DataBunch } from '../src/shared/data/databunch.js';
 import { ImagePool } from '../src/shared/data/pool.js';
 import { TrainerError } from '../src/shared/errors.js';
-import type { Message, ReadyMessage, StepDoneMessage } from '../src/shared/protocol.js';
+import type { Message, ReadyMessage, StepDoneMessage } from '../src/shared/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/shared/run-setup.js';
 
 /** Flags of the benchmark. */

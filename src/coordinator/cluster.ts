@@ -4,7 +4,7 @@
  * reply) that fail fast when a member is lost.
  */
 import { TrainerError } from '../shared/errors.js';
-import type { Message } from '../shared/protocol.js';
+import type { Message } from '../shared/protocol/index.js';
 import type { ControlServer, Member } from './control.js';
 
 /** A reply from one rank. */

@@ -14,7 +14,7 @@ import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
 import { archModel, augmentOf, type Arch } from '../shared/config.js';
 import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
-import type { Message, StateMessage } from '../shared/protocol.js';
+import type { Message, StateMessage } from '../shared/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { planScaleOut, type ScaleOut } from '../shared/scale-out.js';
 import { Cluster } from './cluster.js';

@@ -7,7 +7,7 @@
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
 import { TrainerError, isTrainerError } from '../shared/errors.js';
-import type { Message, ReadyMessage } from '../shared/protocol.js';
+import type { Message, ReadyMessage } from '../shared/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';

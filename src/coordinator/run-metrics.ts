@@ -5,7 +5,7 @@
  * membership state and the time it was last heard from (heartbeat age is computed at scrape time).
  */
 import type { StagePlan } from '../shared/plan.js';
-import type { StepDoneMessage } from '../shared/protocol.js';
+import type { StepDoneMessage } from '../shared/protocol/index.js';
 import type { SkipReason } from '../shared/data/decode.js';
 import { SKIP_REASONS } from '../shared/data/decode.js';
 import type { Reply } from './cluster.js';

@@ -9,7 +9,7 @@ import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { SmoothedLoss, lrFindStep, suggestLr } from '../shared/learner/schedule.js';
 import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
 import { stepHyper, type StagePlan } from '../shared/plan.js';
-import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol.js';
+import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol/index.js';
 import type { Cluster, Reply } from './cluster.js';
 import { smoothLoss, type RunHistory, type StageHistory } from './history.js';
 

@@ -20,7 +20,7 @@ import type { Replica } from '../shared/learner/replica.js';
 import { BN_MOMENTUM } from '../shared/model/resnet.js';
 import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan.js';
 import type { RunSetup } from '../shared/run-setup.js';
-import type { StepDoneMessage, StepMessage } from '../shared/protocol.js';
+import type { StepDoneMessage, StepMessage } from '../shared/protocol/index.js';
 import { TrainFeed } from './feed.js';
 
 /** Membership as the trainer needs it. */

@@ -18,7 +18,7 @@ import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { Replica } from '../shared/learner/replica.js';
 import { resolvePretrainedWeights } from '../shared/model/pretrained.js';
-import { decode, encode, peekHeader, type Message } from '../shared/protocol.js';
+import { decode, encode, peekHeader, type Message } from '../shared/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
 import { StarAllReduce } from './allreduce/star.js';

@@ -11,7 +11,7 @@ import {
   PROTOCOL_VERSION,
   type ChunkMessage,
   type Message,
-} from '../../../src/shared/protocol.js';
+} from '../../../src/shared/protocol/index.js';
 
 const packr = new Packr({ useRecords: false });
 const isProtocolError = (err: unknown): boolean => isTrainerError(err, 'ERR_PROTOCOL');
@@ -156,7 +156,7 @@ test('random byte garbage never throws anything but ERR_PROTOCOL (seeded fuzz)',
 });
 
 test('training control messages round-trip and reject bad fields', async () => {
-  const { encode: enc, decode: dec } = await import('../../../src/shared/protocol.js');
+  const { encode: enc, decode: dec } = await import('../../../src/shared/protocol/index.js');
   const step = { type: 'step', step: 12, generation: 1, stageIndex: 0, epoch: 0, stepInEpoch: 12, accum: 2, lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 } as const;
   assert.deepEqual(dec(enc(step)).message, step);
   const done = {
