@@ -114,7 +114,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     const ready = cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', 600_000);
     await cluster.broadcast({ type: 'setup', byteLength: frame.byteLength }, [frame]);
     await ready;
-    await cluster.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: 0, frozen: false }), 'stage', 60_000);
+    await cluster.request('stage', { stageIndex: 0, frozen: false }, { timeoutMs: 60_000 });
     const rows: Array<{ wall: number; replies: Reply<StepDoneMessage>[] }> = [];
     for (let step = 0; step < a.warmup + a.steps; step++) {
       const t0 = performance.now();

@@ -171,12 +171,9 @@ export class Recovery {
     if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
     const blob = await getState(source.rank);
     const sums = await Promise.all(targets.map(async (m) => {
-      const requestId = cluster.nextRequestId();
-      const waiting = cluster.gather([m.rank], (x: Message): x is Extract<Message, { type: 'ack' }> => x.type === 'ack' && x.requestId === requestId, 'load-state', 120_000);
-      await cluster.send(m.rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
-      const value = (await waiting)[0]!.message.value;
+      const [reply] = await cluster.request('load-state', { byteLength: blob.byteLength }, { ranks: [m.rank], frames: [blob], timeoutMs: 120_000 });
       this.unsynced.delete(m.id);
-      return value;
+      return reply!.message.checksum;
     }));
     this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers: ${this.o.describeBatch()}); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }

@@ -94,11 +94,8 @@ function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
 
 /** Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W). */
 export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
-  await cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: cluster.generation }), 'sync-bn', timeoutMs);
-  const requestId = cluster.nextRequestId();
-  const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is ValidDoneMessage => m.type === 'valid-done' && m.requestId === requestId, 'validation', timeoutMs);
-  await cluster.broadcast({ type: 'validate', requestId, flag: withProbs, generation: cluster.generation });
-  const replies = await waiting;
+  await cluster.request('sync-bn', { generation: cluster.generation }, { timeoutMs });
+  const replies = await cluster.request('validate', { withProbabilities: withProbs }, { what: 'validation', timeoutMs });
   const count = replies.reduce((s, r) => s + r.message.count, 0);
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);

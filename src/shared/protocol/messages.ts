@@ -119,13 +119,6 @@ export interface ReadyMessage {
   /** Trainable elements in the gradient layout. */
   readonly gradientElements: number;
 }
-/** Coordinator → worker: switch to a stage (freeze state; resets the optimizer as fastai does). */
-export interface StageMessage {
-  readonly type: 'stage';
-  readonly requestId: number;
-  readonly stageIndex: number;
-  readonly frozen: boolean;
-}
 /** Coordinator → worker: compute one optimizer step (forward/backward over `accum` micro-batches, all-reduce). */
 export interface StepMessage {
   readonly type: 'step';
@@ -188,29 +181,55 @@ export interface AbortMessage {
   readonly type: 'abort';
   readonly step: number;
 }
-/** Fields of a coordinator → worker request without payload. */
+/**
+ * Fields of every coordinator → worker request that gets exactly one reply per asked rank (the request → reply
+ * table is `requests.ts`; `Cluster.request` is the one primitive that sends them and pairs the replies).
+ */
 export interface RequestFields {
+  /** Id the reply echoes; unique per coordinator run (integer ≥ 0). */
   readonly requestId: number;
-  /** For `validate`: also return per-item probabilities (interpretation); unused otherwise. */
-  readonly flag: boolean;
-  /** Ring generation the request belongs to (for requests that use the ring, like `sync-bn`). */
+}
+/** Fields of every reply to a {@link RequestFields} request. */
+export interface ReplyFields {
+  /** The id of the request answered. */
+  readonly requestId: number;
+  /** The replying rank. */
+  readonly rank: number;
+}
+/** Coordinator → worker: switch to a stage (freeze state; resets the optimizer as fastai does); `ack` reply. */
+export interface StageMessage extends RequestFields {
+  readonly type: 'stage';
+  readonly stageIndex: number;
+  readonly frozen: boolean;
+}
+/** Coordinator → worker: validate this rank's shard of the validation set; `valid-done` reply. */
+export interface ValidateMessage extends RequestFields {
+  readonly type: 'validate';
+  /** Also return per-item probabilities (interpretation). */
+  readonly withProbabilities: boolean;
+}
+/** Coordinator → worker: send the replica's state; `state` reply. */
+export interface GetStateMessage extends RequestFields { readonly type: 'get-state' }
+/** Coordinator → worker: replace the replica's state with this safetensors blob; 1 frame; `weights-checksum` reply. */
+export interface LoadStateMessage extends RequestFields {
+  readonly type: 'load-state';
+  readonly byteLength: number;
+}
+/** Coordinator → worker: send the replica's weights checksum; `weights-checksum` reply. */
+export interface ChecksumMessage extends RequestFields { readonly type: 'checksum' }
+/** Coordinator → worker: take rank 0's BatchNorm running statistics (over the ring); `ack` reply. */
+export interface SyncBnMessage extends RequestFields {
+  readonly type: 'sync-bn';
+  /** Ring generation the coordinator expects the all-reduce to run in. */
   readonly generation: number;
 }
-/** Coordinator → worker: validate this rank's shard of the validation set. */
-export interface ValidateMessage extends RequestFields { readonly type: 'validate' }
-/** Coordinator → worker: send the replica's state (`state` reply). */
-export interface GetStateMessage extends RequestFields { readonly type: 'get-state' }
-/** Coordinator → worker: send the weights checksum (`ack` reply with the hex digest). */
-export interface ChecksumMessage extends RequestFields { readonly type: 'checksum' }
-/** Coordinator → worker: take rank 0's BatchNorm running statistics (over the ring), then `ack`. */
-export interface SyncBnMessage extends RequestFields { readonly type: 'sync-bn' }
-/** The payload-free requests. */
-export type RequestMessage = ValidateMessage | GetStateMessage | ChecksumMessage | SyncBnMessage;
+/** The requests of the request → reply table. */
+export type RequestMessage = StageMessage | ValidateMessage | GetStateMessage | LoadStateMessage | ChecksumMessage | SyncBnMessage;
+/** Worker → coordinator: the request is done and returns nothing (`stage`, `sync-bn`). */
+export interface AckMessage extends ReplyFields { readonly type: 'ack' }
 /** Worker → coordinator: validation sums over this rank's shard (padding excluded); 1 frame (maybe empty). */
-export interface ValidDoneMessage {
+export interface ValidDoneMessage extends ReplyFields {
   readonly type: 'valid-done';
-  readonly requestId: number;
-  readonly rank: number;
   readonly lossSum: number;
   readonly count: number;
   readonly correct: number;
@@ -218,25 +237,18 @@ export interface ValidDoneMessage {
   readonly byteLength: number;
 }
 /** Worker → coordinator: a replica's state (weights, BatchNorm statistics, optimizer) as one safetensors blob; 1 frame. */
-export interface StateMessage {
+export interface StateMessage extends ReplyFields {
   readonly type: 'state';
-  readonly requestId: number;
   readonly byteLength: number;
 }
-/** Coordinator → worker: replace the replica's state with this safetensors blob, then `ack`; 1 frame. */
-export interface LoadStateMessage {
-  readonly type: 'load-state';
-  readonly requestId: number;
-  readonly byteLength: number;
+/** Worker → coordinator: the replica's weights checksum after the request (`checksum`, `load-state`). */
+export interface WeightsChecksumMessage extends ReplyFields {
+  readonly type: 'weights-checksum';
+  /** sha256 of the replica's weights, 64 lowercase hex digits. */
+  readonly checksum: string;
 }
-/** Worker → coordinator: generic reply to `stage`, `load-state`, `checksum`, `sync-bn`. */
-export interface AckMessage {
-  readonly type: 'ack';
-  readonly requestId: number;
-  readonly rank: number;
-  /** Request-specific value (e.g. the weights checksum), or empty. */
-  readonly value: string;
-}
+/** The replies of the request → reply table. */
+export type ReplyMessage = AckMessage | ValidDoneMessage | StateMessage | WeightsChecksumMessage;
 
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
@@ -250,17 +262,13 @@ export type Message =
   | StarResultMessage
   | SetupMessage
   | ReadyMessage
-  | StageMessage
   | StepMessage
   | StepDoneMessage
   | StepFailedMessage
   | CommitMessage
   | AbortMessage
   | RequestMessage
-  | ValidDoneMessage
-  | StateMessage
-  | LoadStateMessage
-  | AckMessage;
+  | ReplyMessage;
 /** The `type` tag of a {@link Message}. */
 export type MessageType = Message['type'];
 /** A decoded message and its binary frames (views into the received buffers, not copies). */

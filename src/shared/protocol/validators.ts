@@ -5,11 +5,17 @@
  */
 import type { TrainerErrorCode } from '../errors.js';
 import { bool, counts, fail, int, num, numbers, oneOf, record, str, type Header } from './fields.js';
-import type { Capabilities, Message, MessageType, ReduceTagFields, RequestMessage, RingMember } from './messages.js';
+import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember } from './messages.js';
 import { MAX_FRAME_BYTES, MAX_WORLD_SIZE, PROTOCOL_VERSION, WIRE_DTYPE_BYTES, type WireDtype } from './version.js';
 
-function request<K extends RequestMessage['type']>(type: K, h: Header): Extract<RequestMessage, { type: K }> {
-  return { type, requestId: int(h, 'requestId', 0), flag: bool(h, 'flag'), generation: int(h, 'generation', 0) } as Extract<RequestMessage, { type: K }>;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+function requestId(h: Header): { requestId: number } {
+  return { requestId: int(h, 'requestId', 0) };
+}
+
+function replyFields(h: Header): { requestId: number; rank: number } {
+  return { requestId: int(h, 'requestId', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1) };
 }
 
 const DTYPES: readonly WireDtype[] = ['float32', 'float16'];
@@ -95,10 +101,10 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   'star-result': (h) => ({ type: 'star-result', ...tagFields(h), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES) }),
   setup: (h) => ({ type: 'setup', byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
   ready: (h) => ({
-    type: 'ready', rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), checksum: str(h, 'checksum', /^[0-9a-f]{64}$/),
+    type: 'ready', rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), checksum: str(h, 'checksum', SHA256_HEX),
     gradientElements: int(h, 'gradientElements', 0),
   }),
-  stage: (h) => ({ type: 'stage', requestId: int(h, 'requestId', 0), stageIndex: int(h, 'stageIndex', 0, 1024), frozen: bool(h, 'frozen') }),
+  stage: (h) => ({ type: 'stage', ...requestId(h), stageIndex: int(h, 'stageIndex', 0, 1024), frozen: bool(h, 'frozen') }),
   step: (h) => ({
     type: 'step', step: int(h, 'step', 0), generation: int(h, 'generation', 0), stageIndex: int(h, 'stageIndex', 0, 1024),
     epoch: int(h, 'epoch', 0), stepInEpoch: int(h, 'stepInEpoch', 0), accum: int(h, 'accum', 1, 65536),
@@ -118,17 +124,18 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   }),
   commit: (h) => ({ type: 'commit', step: int(h, 'step', 0) }),
   abort: (h) => ({ type: 'abort', step: int(h, 'step', 0) }),
-  validate: (h) => request('validate', h),
-  'get-state': (h) => request('get-state', h),
-  checksum: (h) => request('checksum', h),
-  'sync-bn': (h) => request('sync-bn', h),
+  validate: (h) => ({ type: 'validate', ...requestId(h), withProbabilities: bool(h, 'withProbabilities') }),
+  'get-state': (h) => ({ type: 'get-state', ...requestId(h) }),
+  checksum: (h) => ({ type: 'checksum', ...requestId(h) }),
+  'sync-bn': (h) => ({ type: 'sync-bn', ...requestId(h), generation: int(h, 'generation', 0) }),
   'valid-done': (h) => ({
-    type: 'valid-done', requestId: int(h, 'requestId', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
+    type: 'valid-done', ...replyFields(h),
     lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
   }),
-  state: (h) => ({ type: 'state', requestId: int(h, 'requestId', 0), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
-  'load-state': (h) => ({ type: 'load-state', requestId: int(h, 'requestId', 0), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
-  ack: (h) => ({ type: 'ack', requestId: int(h, 'requestId', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), value: str(h, 'value') }),
+  state: (h) => ({ type: 'state', ...replyFields(h), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  'load-state': (h) => ({ type: 'load-state', ...requestId(h), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  ack: (h) => ({ type: 'ack', ...replyFields(h) }),
+  'weights-checksum': (h) => ({ type: 'weights-checksum', ...replyFields(h), checksum: str(h, 'checksum', SHA256_HEX) }),
 };
 
 /** Number of binary frames each message type carries. */
@@ -157,6 +164,7 @@ const FRAME_COUNT: { readonly [K in MessageType]: number } = {
   state: 1,
   'load-state': 1,
   ack: 0,
+  'weights-checksum': 0,
 };
 
 /** Checks the frames against the message: count, announced length, dtype alignment. */

@@ -2,8 +2,13 @@
  * The version of the wire protocol and the limits every peer of that version enforces. A peer of another version is
  * answered with a readable `error` (see `peekHeader` in `codec.ts`), never parsed.
  */
-/** Version of this protocol; bumped on any incompatible change. Peers with another version are rejected. */
-export const PROTOCOL_VERSION = 2;
+
+/**
+ * Version of this protocol; bumped on any incompatible change. Peers with another version are rejected.
+ * v3: typed replies (`ack` carries nothing, `weights-checksum` carries the digest, every reply its rank), per-request
+ * fields instead of `flag`/`generation` on every request.
+ */
+export const PROTOCOL_VERSION = 3;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 /** Largest accepted binary frame, in bytes (512 MiB): one whole 128 MB star buffer fits with room to spare. */
