@@ -130,7 +130,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     const allreduceSeconds = median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds))));
     return {
       workers: w, stepSeconds, imagesPerSecond: (w * a.bs) / stepSeconds,
-      computeSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.computeSeconds)))),
+      computeSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.forwardBackwardSeconds)))),
       dataWaitSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.dataWaitSeconds)))),
       allreduceSeconds, unhiddenAllreduce: median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds)) / r.wall)),
     };

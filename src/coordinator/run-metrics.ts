@@ -87,11 +87,7 @@ export class StepMetricsRecorder {
       moms: lrs.map(() => momentum), durationSeconds: seconds,
     });
     for (const { rank, message: m } of replies) {
-      this.metrics.recordWorkerReport(rank, {
-        images: m.count, stepSeconds: Math.max(1e-9, m.dataWaitSeconds + m.computeSeconds + m.allreduceSeconds),
-        phases: { dataWaitSeconds: m.dataWaitSeconds, forwardBackwardSeconds: m.computeSeconds, allreduceSeconds: m.allreduceSeconds, optimizerSeconds: m.optimizerSeconds },
-        allreduceBytes: m.allreduceBytes, loaderQueueDepth: m.queueDepth, tfjsBytes: m.tfBytes, tfjsTensors: m.tfTensors, rssBytes: m.rssBytes,
-      });
+      this.metrics.recordWorkerReport(rank, m);
       const rate = allreduceSendRate(m.allreduceBytes, m.allreduceSeconds);
       if (rate > this.bestLinkRate) this.metrics.setLinkBandwidth(this.bestLinkRate = rate);
       for (const [reason, total] of Object.entries(m.skipped)) {

@@ -65,6 +65,13 @@ export function num(h: Header, field: string): number {
   return v;
 }
 
+/** `h[field]` as a duration: a finite number ≥ 0 (seconds). @throws TrainerError ERR_PROTOCOL otherwise */
+export function seconds(h: Header, field: string): number {
+  const v = h[field];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(`${String(h.type)}.${field} must be a finite number ≥ 0 (seconds), got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** `h[field]` as an array of `minLength..maxLength` finite numbers. @throws TrainerError ERR_PROTOCOL otherwise */
 export function numbers(h: Header, field: string, minLength: number, maxLength: number): number[] {
   const v = h[field];

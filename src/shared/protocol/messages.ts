@@ -134,8 +134,34 @@ export interface StepMessage {
   readonly lrs: readonly number[];
   readonly momentum: number;
 }
-/** Worker → coordinator: the step's gradients are reduced and pending; its training metrics. */
-export interface StepDoneMessage {
+/**
+ * What a worker measured over one step, named as its metric is (`metrics/catalog.ts`): one name per quantity from
+ * the wire to Prometheus. Seconds are ≥ 0; counts and bytes are integers ≥ 0.
+ */
+export interface StepStats {
+  /** Valid training items this rank processed in the step (the images of `pets_images_processed_total`). */
+  readonly count: number;
+  /** Waiting for the data feed to hand over the micro-batches, seconds. */
+  readonly dataWaitSeconds: number;
+  /** Forward and backward passes over this rank's micro-batches, seconds. */
+  readonly forwardBackwardSeconds: number;
+  /** The gradient (and BatchNorm increment) all-reduce, seconds. */
+  readonly allreduceSeconds: number;
+  /** The previous step's optimizer update (applied at its commit), seconds. */
+  readonly optimizerSeconds: number;
+  /** Bytes this rank sent in the step's all-reduce. */
+  readonly allreduceBytes: number;
+  /** Image decode tasks waiting for a thread in this worker's decode pool (piscina `queueSize`) after the step. */
+  readonly decodeQueueTasks: number;
+  /** `tf.memory().numBytes` after the step, bytes. */
+  readonly tfjsBytes: number;
+  /** `tf.memory().numTensors` after the step. */
+  readonly tfjsTensors: number;
+  /** Resident set size of the worker process (`process.memoryUsage().rss`), bytes. */
+  readonly rssBytes: number;
+}
+/** Worker → coordinator: the step's gradients are reduced and pending; its training sums and {@link StepStats}. */
+export interface StepDoneMessage extends StepStats {
   readonly type: 'step-done';
   readonly step: number;
   /** Ring generation the step ran in (replies of an aborted generation are ignored). */
@@ -143,22 +169,7 @@ export interface StepDoneMessage {
   readonly rank: number;
   /** Sum of per-item losses over the valid items of all micro-batches. */
   readonly lossSum: number;
-  readonly count: number;
   readonly correct: number;
-  /** Phase durations, seconds. */
-  readonly dataWaitSeconds: number;
-  readonly computeSeconds: number;
-  readonly allreduceSeconds: number;
-  /** Duration of the previous step's optimizer update (applied at its commit), seconds. */
-  readonly optimizerSeconds: number;
-  /** Resident set size of the worker process, bytes. */
-  readonly rssBytes: number;
-  /** Bytes this rank sent in the all-reduce. */
-  readonly allreduceBytes: number;
-  /** tfjs memory of the replica (bytes, tensors) and the loader queue depth after the step. */
-  readonly tfBytes: number;
-  readonly tfTensors: number;
-  readonly queueDepth: number;
   /** Files the loader skipped so far, by reason (bounded set of reasons). */
   readonly skipped: Readonly<Record<string, number>>;
 }

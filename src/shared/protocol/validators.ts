@@ -4,9 +4,18 @@
  * count to `FRAME_COUNT`; the compiler checks the tables are complete.
  */
 import type { TrainerErrorCode } from '../errors.js';
-import { bool, counts, fail, int, num, numbers, oneOf, record, str, type Header } from './fields.js';
-import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember } from './messages.js';
+import { bool, counts, fail, int, num, numbers, oneOf, record, seconds, str, type Header } from './fields.js';
+import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember, StepStats } from './messages.js';
 import { MAX_FRAME_BYTES, MAX_WORLD_SIZE, PROTOCOL_VERSION, WIRE_DTYPE_BYTES, type WireDtype } from './version.js';
+
+/** The {@link StepStats} of a `step-done`: seconds finite and ≥ 0, counts and bytes integers ≥ 0. */
+function stepStats(h: Header): StepStats {
+  return {
+    count: int(h, 'count', 0), dataWaitSeconds: seconds(h, 'dataWaitSeconds'), forwardBackwardSeconds: seconds(h, 'forwardBackwardSeconds'),
+    allreduceSeconds: seconds(h, 'allreduceSeconds'), optimizerSeconds: seconds(h, 'optimizerSeconds'), allreduceBytes: int(h, 'allreduceBytes', 0),
+    decodeQueueTasks: int(h, 'decodeQueueTasks', 0), tfjsBytes: int(h, 'tfjsBytes', 0), tfjsTensors: int(h, 'tfjsTensors', 0), rssBytes: int(h, 'rssBytes', 0),
+  };
+}
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -112,11 +121,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   }),
   'step-done': (h) => ({
     type: 'step-done', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
-    lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0),
-    dataWaitSeconds: num(h, 'dataWaitSeconds'), computeSeconds: num(h, 'computeSeconds'), allreduceSeconds: num(h, 'allreduceSeconds'),
-    optimizerSeconds: num(h, 'optimizerSeconds'), rssBytes: num(h, 'rssBytes'),
-    allreduceBytes: num(h, 'allreduceBytes'), tfBytes: num(h, 'tfBytes'), tfTensors: num(h, 'tfTensors'), queueDepth: num(h, 'queueDepth'),
-    skipped: counts(h, 'skipped'),
+    lossSum: num(h, 'lossSum'), correct: int(h, 'correct', 0), ...stepStats(h), skipped: counts(h, 'skipped'),
   }),
   'step-failed': (h) => ({
     type: 'step-failed', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),

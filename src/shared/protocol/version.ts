@@ -6,7 +6,8 @@
 /**
  * Version of this protocol; bumped on any incompatible change. Peers with another version are rejected.
  * v3: typed replies (`ack` carries nothing, `weights-checksum` carries the digest, every reply its rank), per-request
- * fields instead of `flag`/`generation` on every request.
+ * fields instead of `flag`/`generation` on every request, and the step statistics ({@link StepStats} in
+ * messages.ts) named as their metrics.
  */
 export const PROTOCOL_VERSION = 3;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */

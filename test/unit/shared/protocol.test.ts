@@ -166,15 +166,15 @@ test('training control messages round-trip and reject bad fields', async () => {
   const step = { type: 'step', step: 12, generation: 1, stageIndex: 0, epoch: 0, stepInEpoch: 12, accum: 2, lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 } as const;
   assert.deepEqual(dec(enc(step)).message, step);
   const done = {
-    type: 'step-done', step: 12, generation: 1, rank: 1, lossSum: 3.5, count: 16, correct: 4, dataWaitSeconds: 0.01, computeSeconds: 1.2,
-    allreduceSeconds: 0.1, optimizerSeconds: 0.2, rssBytes: 1e9, allreduceBytes: 1e6, tfBytes: 1e8, tfTensors: 300, queueDepth: 2, skipped: { empty: 1 },
+    type: 'step-done', step: 12, generation: 1, rank: 1, lossSum: 3.5, count: 16, correct: 4, dataWaitSeconds: 0.01, forwardBackwardSeconds: 1.2,
+    allreduceSeconds: 0.1, optimizerSeconds: 0.2, rssBytes: 1e9, allreduceBytes: 1e6, tfjsBytes: 1e8, tfjsTensors: 300, decodeQueueTasks: 2, skipped: { empty: 1 },
   } as const;
   assert.deepEqual(dec(enc(done)).message, done);
   const state = dec(enc({ type: 'state', requestId: 3, rank: 0, byteLength: 8 }, [new Uint8Array(8)]));
   assert.equal(state.frames[0]!.byteLength, 8);
   for (const bad of [
     { ...step, lrs: [] }, { ...step, lrs: [Number.NaN] }, { ...step, accum: 0 },
-    { ...done, skipped: { x: -1 } }, { type: 'validate', requestId: 1, withProbabilities: 'yes' },
+    { ...done, skipped: { x: -1 } }, { ...done, allreduceSeconds: -0.1 }, { ...done, tfjsTensors: 1.5 }, { ...done, computeSeconds: 1, forwardBackwardSeconds: undefined }, { type: 'validate', requestId: 1, withProbabilities: 'yes' },
   ]) {
     assert.throws(() => enc(bad as never), (e: unknown) => (e as { code?: string }).code === 'ERR_PROTOCOL');
   }
