@@ -164,4 +164,15 @@ export class Cluster {
     for (const rank of ranks) await this.send(rank, message, o.frames ?? []);
     return waiting;
   }
+
+  /**
+   * Every rank takes rank 0's BatchNorm running statistics (`sync-bn`: an all-reduce of rank 0's statistics with
+   * zeros elsewhere, so the copy is exact). The one rank-0 broadcast, used before validation (every rank validates
+   * with the same statistics) and before a checkpoint (the saved state is rank 0's). The two callers differ only in
+   * when they may skip it (a checkpoint when nothing was trained since the newest one) and in their timeout.
+   * @throws TrainerError as {@link request}
+   */
+  async syncBatchNorm(timeoutMs: number): Promise<void> {
+    await this.request('sync-bn', { generation: this.generation }, { timeoutMs });
+  }
 }

@@ -7,7 +7,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
-import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../shared/errors.js';
 import { writeSavedBlob } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
@@ -380,7 +380,7 @@ export class Coordinator {
       try {
         return await fn();
       } catch (err) {
-        if (!this.recovery || !isTrainerError(err) || !['ERR_WORKER_LOST', 'ERR_TIMEOUT'].includes(err.code)) throw err;
+        if (!this.recovery || !isRetryable(err)) throw err;
         this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
         await this.recovery.recover(err.message, (rank) => this.getState(rank));
       }
@@ -401,7 +401,7 @@ export class Coordinator {
     if (!this.cluster || this.cluster.worldSize === 0) return;
     const t0 = performance.now();
     const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
-    if (trainedSince) await this.cluster.request('sync-bn', { generation: this.cluster.generation }, { timeoutMs: 120_000 });
+    if (trainedSince) await this.cluster.syncBatchNorm(120_000);
     const sums = (await this.cluster.request('checksum', {}, { timeoutMs: 60_000 })).map((r) => r.message.checksum);
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);

@@ -6,7 +6,7 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { TrainerError, isRetryable } from '../shared/errors.js';
 import type { Message, ReadyMessage } from '../shared/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
@@ -101,7 +101,7 @@ export class Recovery {
       try {
         return await this.recoverOnce(reason, getState);
       } catch (err) {
-        const retry = isTrainerError(err) && (err.code === 'ERR_WORKER_LOST' || err.code === 'ERR_TIMEOUT') && !this.fatal && !this.o.stopSignal?.aborted;
+        const retry = isRetryable(err) && !this.fatal && !this.o.stopSignal?.aborted;
         if (!retry) throw err;
         reason = (err as Error).message;
         this.o.log(`${now()} recovery attempt ${attempt} failed (${reason}); starting over`);

@@ -98,6 +98,13 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     assert.deepEqual(syncBn, { type: 'sync-bn', requestId: id + 1, generation: 1 });
     await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'disk gone', rank: 1 }));
     await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: disk gone/.test(e.message));
+
+    // The one rank-0 BatchNorm broadcast: a sync-bn to every rank with the ring's generation, done when all ack.
+    const synced = cluster.syncBatchNorm(60_000);
+    const asks = await Promise.all(dealers.map(next));
+    assert.deepEqual(asks, [0, 1].map(() => ({ type: 'sync-bn', requestId: id + 2, generation: 1 })));
+    for (const [rank, d] of dealers.entries()) await d.send(encode({ type: 'ack', requestId: id + 2, rank }));
+    await synced;
   } finally {
     for (const d of dealers) d.close();
     control.close();
