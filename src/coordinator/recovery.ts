@@ -12,7 +12,7 @@ import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
 import type { LocalWorkers } from './local-workers.js';
-import type { MetricsServer } from './metrics.js';
+import type { MetricsServer } from './metrics/server.js';
 
 /** Wall time for log lines (failures and membership changes are logged with it). */
 function now(): string {

@@ -10,7 +10,7 @@ import type { SkipReason } from '../shared/data/decode.js';
 import { SKIP_REASONS } from '../shared/data/decode.js';
 import type { Reply } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
-import type { MetricsServer } from './metrics.js';
+import type { MetricsServer } from './metrics/server.js';
 
 /**
  * The `pets_worker_state` value of a control-plane member: `lost` and `joining` as they are; an admitted member is

@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { listDashboardQueries } from '../../src/shared/metrics/dashboard.js';
+import { listDashboardQueries } from '../../src/coordinator/metrics/dashboard.js';
 import { CoordinatorProcess, makePetsSubset, type CommandResult } from './support/coordinator.js';
 import { PROMETHEUS_INSTALL_HINT, PrometheusHarness, findPrometheusBinary, substituteVariables, type PromSeries } from './support/prometheus.js';
 

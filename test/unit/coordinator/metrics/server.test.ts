@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { DEFAULT_METRICS_PORT, MetricsServer, parseMetricsPort, resolveMetricsServerOptions } from '../../../src/coordinator/metrics.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../src/shared/metrics/catalog.js';
-import { listDashboardQueries, metricNamesIn } from '../../../src/shared/metrics/dashboard.js';
-import type { StepStats } from '../../../src/shared/protocol/index.js';
+import { DEFAULT_METRICS_PORT, MetricsServer, parseMetricsPort, resolveMetricsServerOptions } from '../../../../src/coordinator/metrics/server.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
+import { listDashboardQueries, metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
+import type { StepStats } from '../../../../src/shared/protocol/index.js';
 
 interface Sample {
   readonly name: string;
@@ -209,7 +209,7 @@ describe('MetricsServer exposition', () => {
 
 describe('dashboard ↔ catalogue', () => {
   it('every metric name used in a dashboard expression is defined, and exposed on a real scrape', async () => {
-    const dashboard = JSON.parse(await readFile(new URL('../../../grafana/dashboards/training.json', import.meta.url), 'utf8'));
+    const dashboard = JSON.parse(await readFile(new URL('../../../../grafana/dashboards/training.json', import.meta.url), 'utf8'));
     const queries = listDashboardQueries(dashboard);
     assert.ok(queries.length >= 25, `expected ≥ 25 dashboard queries, got ${queries.length}`);
     const defined = exposedSeriesNames();
