@@ -2,11 +2,30 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** An eslint `no-restricted-imports` block forbidding files under `files` to import the sibling rooms `rooms` of src/. */
+function roomRule(files, rooms, message) {
+  const regex = `^(\\.\\./)+(${rooms.join('|')})(/|$)`;
+  return [{
+    files: [files],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex, message }] }],
+      // no-restricted-imports does not look at import(): the same rule for dynamic imports.
+      'no-restricted-syntax': ['error', { selector: `ImportExpression[source.value=/${regex.replaceAll('/', '\\/')}/]`, message }],
+    },
+  }];
+}
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'runs/**', '.cache/**', 'docs/**', 'scripts/gpu-check/payload/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { files: ['**/*.js', '**/*.mjs'], languageOptions: { globals: { URL: 'readonly', console: 'readonly', process: 'readonly' } } },
+  // The room rule (../shared/STYLE.md rule 1): src/coordinator and src/worker import src/shared, never each other,
+  // and src/shared imports neither. Relative imports only climb out of a room with '../', so the patterns match
+  // any depth (static imports, `import type`, `export … from`, and import()).
+  ...roomRule('src/coordinator/**', ['worker'], 'the coordinator must not import src/worker (rooms: coordinator ↛ worker); move what both need to src/shared'),
+  ...roomRule('src/worker/**', ['coordinator'], 'a worker must not import src/coordinator (rooms: worker ↛ coordinator); move what both need to src/shared'),
+  ...roomRule('src/shared/**', ['worker', 'coordinator'], 'src/shared must not import src/worker or src/coordinator (rooms: shared ↛ either); pass what it needs in'),
   {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],

@@ -29,7 +29,7 @@ import { ARCHS, checkInt, type Arch } from '../src/shared/config.js';
 import { createDataBunch, type DataBunch } from '../src/shared/data/databunch.js';
 import { ImagePool } from '../src/shared/data/pool.js';
 import { TrainerError } from '../src/shared/errors.js';
-import type { Message, ReadyMessage, StepDoneMessage } from '../src/shared/protocol.js';
+import type { Message, ReadyMessage, StepDoneMessage } from '../src/shared/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/shared/run-setup.js';
 
 /** Flags of the benchmark. */
@@ -114,7 +114,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     const ready = cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', 600_000);
     await cluster.broadcast({ type: 'setup', byteLength: frame.byteLength }, [frame]);
     await ready;
-    await cluster.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: 0, frozen: false }), 'stage', 60_000);
+    await cluster.request('stage', { stageIndex: 0, frozen: false }, { timeoutMs: 60_000 });
     const rows: Array<{ wall: number; replies: Reply<StepDoneMessage>[] }> = [];
     for (let step = 0; step < a.warmup + a.steps; step++) {
       const t0 = performance.now();
@@ -130,7 +130,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     const allreduceSeconds = median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds))));
     return {
       workers: w, stepSeconds, imagesPerSecond: (w * a.bs) / stepSeconds,
-      computeSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.computeSeconds)))),
+      computeSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.forwardBackwardSeconds)))),
       dataWaitSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.dataWaitSeconds)))),
       allreduceSeconds, unhiddenAllreduce: median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds)) / r.wall)),
     };

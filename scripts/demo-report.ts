@@ -7,7 +7,7 @@
 import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ClassificationInterpretation } from '../src/shared/interpret/interpretation.js';
+import { ClassificationInterpretation } from '../src/coordinator/interpret/interpretation.js';
 import type { LrFindRecord, StageRecord } from '../src/coordinator/report/types.js';
 import { writeRunReport } from '../src/coordinator/report/write-report.js';
 import { mulberry32 } from '../src/shared/data/rng.js';

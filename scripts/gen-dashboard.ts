@@ -5,7 +5,7 @@
  * differs from what the generator produces).
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { renderTrainingDashboard } from '../src/shared/metrics/dashboard.js';
+import { renderTrainingDashboard } from '../src/coordinator/metrics/dashboard.js';
 
 /** Path of the generated dashboard, relative to the repository root. */
 const TARGET = new URL('../grafana/dashboards/training.json', import.meta.url);

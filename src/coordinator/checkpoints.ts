@@ -14,7 +14,7 @@ import type { RunConfig, RunConfigInput } from '../shared/config.js';
 import { resolveRunConfig } from '../shared/config.js';
 import { TrainerError } from '../shared/errors.js';
 import type { StagePlan } from '../shared/plan.js';
-import type { ScaleOut } from '../shared/scale-out.js';
+import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 

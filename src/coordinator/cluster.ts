@@ -1,10 +1,12 @@
 /**
  * Membership of the ring as the driver sees it: admission of `expect` workers, rank assignment, the ring
- * announcement (`welcome` with a growing generation), and collective requests (send to every rank, gather every
- * reply) that fail fast when a member is lost.
+ * announcement (`welcome` with a growing generation), and {@link Cluster.request}: the one primitive that sends a
+ * request of the request → reply table to ranks and gathers their typed replies, failing fast when a member is lost.
  */
 import { TrainerError } from '../shared/errors.js';
-import type { Message } from '../shared/protocol.js';
+import {
+  isReplyTo, requestMessage, type Message, type ReplyOf, type RequestKind, type RequestPayload,
+} from '../shared/protocol/index.js';
 import type { ControlServer, Member } from './control.js';
 
 /** A reply from one rank. */
@@ -12,6 +14,18 @@ export interface Reply<M extends Message = Message> {
   readonly rank: number;
   readonly message: M;
   readonly frames: readonly Buffer[];
+}
+
+/** Options of {@link Cluster.request}. */
+export interface RequestOptions {
+  /** Longest wait for every reply, milliseconds. */
+  readonly timeoutMs: number;
+  /** Ranks asked; default: every rank in the ring. */
+  readonly ranks?: readonly number[];
+  /** Binary frames of the request (the `load-state` blob); the same frames go to every asked rank. */
+  readonly frames?: Uint8Array[];
+  /** Names the request in timeout and loss errors; default: the kind. */
+  readonly what?: string;
 }
 
 /** Ring membership and collective requests over a {@link ControlServer}. */
@@ -103,11 +117,6 @@ export class Cluster {
     }
   }
 
-  /** A fresh request id. */
-  nextRequestId(): number {
-    return this.requestSeq++;
-  }
-
   /** Sends a message to one rank. */
   async send(rank: number, message: Message, frames: Uint8Array[] = []): Promise<void> {
     const m = this.ranks().find((x) => x.rank === rank);
@@ -139,12 +148,31 @@ export class Cluster {
     return all;
   }
 
-  /** Sends `make(rank, requestId)` to every rank and gathers the `ack`s. @returns ack values by rank */
-  async requestAll(make: (requestId: number) => Message, what: string, timeoutMs: number, frames: Uint8Array[] = []): Promise<string[]> {
-    const requestId = this.nextRequestId();
-    const ranks = this.ranks().map((m) => m.rank);
-    const waiting = this.gather(ranks, (m): m is Extract<Message, { type: 'ack' }> => m.type === 'ack' && m.requestId === requestId, what, timeoutMs);
-    await this.broadcast(make(requestId), frames);
-    return (await waiting).map((r) => r.message.value);
+  /**
+   * Sends the request `kind` (with a fresh request id) to `o.ranks` (default every rank) and gathers one typed reply
+   * per rank, as the request → reply table (`shared/protocol/requests.ts`) names it.
+   * @param payload - the request's fields without `type` and `requestId`
+   * @returns the replies in the order of the ranks asked
+   * @throws TrainerError ERR_WORKER_LOST when an asked rank is lost or not in the ring; ERR_TIMEOUT after
+   *   `o.timeoutMs`; the worker's own code when a rank answers with `error`
+   */
+  async request<K extends RequestKind>(kind: K, payload: RequestPayload<K>, o: RequestOptions): Promise<Reply<ReplyOf<K>>[]> {
+    const requestId = this.requestSeq++;
+    const ranks = o.ranks ?? this.ranks().map((m) => m.rank);
+    const waiting = this.gather(ranks, (m): m is ReplyOf<K> => isReplyTo(kind, requestId, m), o.what ?? kind, o.timeoutMs);
+    const message = requestMessage(kind, requestId, payload);
+    for (const rank of ranks) await this.send(rank, message, o.frames ?? []);
+    return waiting;
+  }
+
+  /**
+   * Every rank takes rank 0's BatchNorm running statistics (`sync-bn`: an all-reduce of rank 0's statistics with
+   * zeros elsewhere, so the copy is exact). The one rank-0 broadcast, used before validation (every rank validates
+   * with the same statistics) and before a checkpoint (the saved state is rank 0's). The two callers differ only in
+   * when they may skip it (a checkpoint when nothing was trained since the newest one) and in their timeout.
+   * @throws TrainerError as {@link request}
+   */
+  async syncBatchNorm(timeoutMs: number): Promise<void> {
+    await this.request('sync-bn', { generation: this.generation }, { timeoutMs });
   }
 }

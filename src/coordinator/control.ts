@@ -11,7 +11,7 @@ import * as zmq from 'zeromq';
 import { TrainerError } from '../shared/errors.js';
 import {
   MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode, peekHeader, type HelloMessage, type Message,
-} from '../shared/protocol.js';
+} from '../shared/protocol/index.js';
 
 /** A CURVE keypair (Z85 strings, 40 characters each; Curve25519, ZeroMQ RFC 26). */
 export interface CurveKeys {

@@ -7,20 +7,19 @@ import { basename, join, relative, resolve } from 'node:path';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
-import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../shared/errors.js';
 import { writeSavedBlob } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
 import { archModel, augmentOf, type Arch } from '../shared/config.js';
 import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
 import { planStages, type StagePlan } from '../shared/plan.js';
-import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
-import { planScaleOut, type ScaleOut } from '../shared/scale-out.js';
+import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys } from './control.js';
 import { LocalWorkers } from './local-workers.js';
-import { MetricsServer } from './metrics.js';
+import { MetricsServer } from './metrics/server.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
@@ -238,7 +237,7 @@ export class Coordinator {
       const stage = this.stages[i]!;
       if (this.history.position.stageIndex !== i) this.history.position = { stageIndex: i, stepInStage: 0, globalStep: this.history.position.globalStep };
       // `stage` (freeze/unfreeze) resets the optimizer as fastai does, so a resumed run loads its state after it.
-      await this.guarded(`stage ${stage.config.name}`, () => this.cluster!.requestAll((requestId) => ({ type: 'stage', requestId, stageIndex: i, frozen: stage.config.frozen }), `stage ${stage.config.name}`, 60_000));
+      await this.guarded(`stage ${stage.config.name}`, () => this.cluster!.request('stage', { stageIndex: i, frozen: stage.config.frozen }, { what: `stage ${stage.config.name}`, timeoutMs: 60_000 }));
       if (resumed && i === resumeStage) {
         await this.guarded('load-state', () => this.loadStateEverywhere(resumed.state));
         this.metrics?.recordRestart('resume');
@@ -361,17 +360,14 @@ export class Coordinator {
 
   /** Fetches rank `rank`'s replica state blob. */
   async getState(rank: number): Promise<Uint8Array> {
-    const cluster = this.cluster!;
-    const requestId = cluster.nextRequestId();
-    const waiting = cluster.gather([rank], (m: Message): m is StateMessage => m.type === 'state' && m.requestId === requestId, 'state', 120_000);
-    await cluster.send(rank, { type: 'get-state', requestId, flag: false, generation: cluster.generation });
-    const [reply] = await waiting;
+    const [reply] = await this.cluster!.request('get-state', {}, { ranks: [rank], timeoutMs: 120_000 });
     return new Uint8Array(reply!.frames[0]!);
   }
 
   /** Loads a state blob into every rank and checks they all report the same weights checksum. */
   async loadStateEverywhere(blob: Uint8Array): Promise<void> {
-    const sums = await this.cluster!.requestAll((requestId) => ({ type: 'load-state', requestId, byteLength: blob.byteLength }), 'load-state', 120_000, [blob]);
+    const replies = await this.cluster!.request('load-state', { byteLength: blob.byteLength }, { frames: [blob], timeoutMs: 120_000 });
+    const sums = replies.map((r) => r.message.checksum);
     if (new Set(sums).size !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replicas disagree after loading state: ${sums.join(', ')}`);
   }
 
@@ -384,7 +380,7 @@ export class Coordinator {
       try {
         return await fn();
       } catch (err) {
-        if (!this.recovery || !isTrainerError(err) || !['ERR_WORKER_LOST', 'ERR_TIMEOUT'].includes(err.code)) throw err;
+        if (!this.recovery || !isRetryable(err)) throw err;
         this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
         await this.recovery.recover(err.message, (rank) => this.getState(rank));
       }
@@ -405,8 +401,8 @@ export class Coordinator {
     if (!this.cluster || this.cluster.worldSize === 0) return;
     const t0 = performance.now();
     const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
-    if (trainedSince) await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
-    const sums = await this.cluster.requestAll((requestId) => ({ type: 'checksum', requestId, flag: false, generation: this.cluster!.generation }), 'checksum', 60_000);
+    if (trainedSince) await this.cluster.syncBatchNorm(120_000);
+    const sums = (await this.cluster.request('checksum', {}, { timeoutMs: 60_000 })).map((r) => r.message.checksum);
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);

@@ -15,7 +15,7 @@ import { ImagePool } from '../shared/data/pool.js';
 import { shardPlan } from '../shared/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../shared/data/transforms.js';
 import { TrainerError } from '../shared/errors.js';
-import { ClassificationInterpretation } from '../shared/interpret/interpretation.js';
+import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../shared/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../shared/learner/save.js';
 import { writeRunReport } from './report/write-report.js';

@@ -6,13 +6,13 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError, isTrainerError } from '../shared/errors.js';
-import type { Message, ReadyMessage } from '../shared/protocol.js';
+import { TrainerError, isRetryable } from '../shared/errors.js';
+import type { Message, ReadyMessage } from '../shared/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
 import type { LocalWorkers } from './local-workers.js';
-import type { MetricsServer } from './metrics.js';
+import type { MetricsServer } from './metrics/server.js';
 
 /** Wall time for log lines (failures and membership changes are logged with it). */
 function now(): string {
@@ -101,7 +101,7 @@ export class Recovery {
       try {
         return await this.recoverOnce(reason, getState);
       } catch (err) {
-        const retry = isTrainerError(err) && (err.code === 'ERR_WORKER_LOST' || err.code === 'ERR_TIMEOUT') && !this.fatal && !this.o.stopSignal?.aborted;
+        const retry = isRetryable(err) && !this.fatal && !this.o.stopSignal?.aborted;
         if (!retry) throw err;
         reason = (err as Error).message;
         this.o.log(`${now()} recovery attempt ${attempt} failed (${reason}); starting over`);
@@ -171,12 +171,9 @@ export class Recovery {
     if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
     const blob = await getState(source.rank);
     const sums = await Promise.all(targets.map(async (m) => {
-      const requestId = cluster.nextRequestId();
-      const waiting = cluster.gather([m.rank], (x: Message): x is Extract<Message, { type: 'ack' }> => x.type === 'ack' && x.requestId === requestId, 'load-state', 120_000);
-      await cluster.send(m.rank, { type: 'load-state', requestId, byteLength: blob.byteLength }, [blob]);
-      const value = (await waiting)[0]!.message.value;
+      const [reply] = await cluster.request('load-state', { byteLength: blob.byteLength }, { ranks: [m.rank], frames: [blob], timeoutMs: 120_000 });
       this.unsynced.delete(m.id);
-      return value;
+      return reply!.message.checksum;
     }));
     this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers: ${this.o.describeBatch()}); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }

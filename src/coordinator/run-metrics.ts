@@ -5,12 +5,12 @@
  * membership state and the time it was last heard from (heartbeat age is computed at scrape time).
  */
 import type { StagePlan } from '../shared/plan.js';
-import type { StepDoneMessage } from '../shared/protocol.js';
+import type { StepDoneMessage } from '../shared/protocol/index.js';
 import type { SkipReason } from '../shared/data/decode.js';
 import { SKIP_REASONS } from '../shared/data/decode.js';
 import type { Reply } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
-import type { MetricsServer } from './metrics.js';
+import type { MetricsServer } from './metrics/server.js';
 
 /**
  * The `pets_worker_state` value of a control-plane member: `lost` and `joining` as they are; an admitted member is
@@ -87,11 +87,7 @@ export class StepMetricsRecorder {
       moms: lrs.map(() => momentum), durationSeconds: seconds,
     });
     for (const { rank, message: m } of replies) {
-      this.metrics.recordWorkerReport(rank, {
-        images: m.count, stepSeconds: Math.max(1e-9, m.dataWaitSeconds + m.computeSeconds + m.allreduceSeconds),
-        phases: { dataWaitSeconds: m.dataWaitSeconds, forwardBackwardSeconds: m.computeSeconds, allreduceSeconds: m.allreduceSeconds, optimizerSeconds: m.optimizerSeconds },
-        allreduceBytes: m.allreduceBytes, loaderQueueDepth: m.queueDepth, tfjsBytes: m.tfBytes, tfjsTensors: m.tfTensors, rssBytes: m.rssBytes,
-      });
+      this.metrics.recordWorkerReport(rank, m);
       const rate = allreduceSendRate(m.allreduceBytes, m.allreduceSeconds);
       if (rate > this.bestLinkRate) this.metrics.setLinkBandwidth(this.bestLinkRate = rate);
       for (const [reason, total] of Object.entries(m.skipped)) {

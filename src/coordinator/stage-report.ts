@@ -3,7 +3,7 @@
  * curves, lr_find, epoch tables, configuration; the interpretation pictures come with the end of the run).
  */
 import type { RunConfig } from '../shared/config.js';
-import type { ClassificationInterpretation } from '../shared/interpret/interpretation.js';
+import type { ClassificationInterpretation } from './interpret/interpretation.js';
 import type { RunHistory } from './history.js';
 import type { RunReportInput } from './report/types.js';
 import { writeRunReport, type ReportManifest } from './report/write-report.js';

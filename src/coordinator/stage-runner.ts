@@ -5,11 +5,11 @@
  * (BatchNorm statistics from rank 0 first) and print fastai's table row; lr_find sweeps and then restores the
  * weights and optimizer state it started from. A failed step is aborted everywhere and redone after recovery.
  */
-import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { TrainerError, isRetryable } from '../shared/errors.js';
 import { SmoothedLoss, lrFindStep, suggestLr } from '../shared/learner/schedule.js';
 import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
 import { stepHyper, type StagePlan } from '../shared/plan.js';
-import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol.js';
+import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol/index.js';
 import type { Cluster, Reply } from './cluster.js';
 import { smoothLoss, type RunHistory, type StageHistory } from './history.js';
 
@@ -75,7 +75,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number)
       const loss = replies.reduce((s, r) => s + r.message.lossSum, 0) / Math.max(1, count);
       return { replies, loss, seconds: (performance.now() - started) / 1000 };
     } catch (err) {
-      if (!isTrainerError(err) || !['ERR_WORKER_LOST', 'ERR_TIMEOUT'].includes(err.code)) throw err;
+      if (!isRetryable(err)) throw err;
       await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
       ctx.out(`step ${step} aborted (${err.message}); recovering and redoing it`);
       await ctx.recover(err.message);
@@ -94,11 +94,8 @@ function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
 
 /** Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W). */
 export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
-  await cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: cluster.generation }), 'sync-bn', timeoutMs);
-  const requestId = cluster.nextRequestId();
-  const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is ValidDoneMessage => m.type === 'valid-done' && m.requestId === requestId, 'validation', timeoutMs);
-  await cluster.broadcast({ type: 'validate', requestId, flag: withProbs, generation: cluster.generation });
-  const replies = await waiting;
+  await cluster.syncBatchNorm(timeoutMs);
+  const replies = await cluster.request('validate', { withProbabilities: withProbs }, { what: 'validation', timeoutMs });
   const count = replies.reduce((s, r) => s + r.message.count, 0);
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);

@@ -7,7 +7,7 @@
 import { hostname } from 'node:os';
 import { Router } from 'zeromq';
 import { isTrainerError, TrainerError } from '../shared/errors.js';
-import { decode, encode, type StarPushMessage } from '../shared/protocol.js';
+import { decode, encode, type StarPushMessage } from '../shared/protocol/index.js';
 
 /** Options of {@link StarReduceServer}; all optional. */
 export interface StarReduceOptions {

@@ -14,8 +14,9 @@
  * Files are never modified in place (only written to a temporary name and renamed), so sharing an inode is safe.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fsyncDir, tryHardLink, writeFileSynced } from './atomic-write.js';
 import { TrainerError } from './errors.js';
 
 /** Manifest format version. */
@@ -84,39 +85,6 @@ function newestFilesByHash(runDir: string): Map<string, string> {
     // An unreadable manifest just means nothing is shared.
   }
   return out;
-}
-
-/**
- * Makes `to` a hard link of `from`. @returns false when the filesystem refuses (another device, no hard links):
- *   the caller then writes the bytes
- */
-export function tryHardLink(from: string, to: string): boolean {
-  try {
-    linkSync(from, to);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function writeFileSynced(path: string, data: Uint8Array): void {
-  const fd = openSync(path, 'w');
-  try {
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function fsyncDir(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**

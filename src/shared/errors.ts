@@ -45,6 +45,18 @@ export class TrainerError extends Error {
   }
 }
 
+/**
+ * The codes of a failure that recovery can redo (the one list; house style rule 15): a worker was lost or a
+ * collective timed out, so re-forming the ring (respawn or elastic) and running the operation again can succeed.
+ * Anything else (bad data, a replica mismatch, a protocol error, a worker's own failure) stops the run.
+ */
+export const RETRYABLE_CODES: readonly TrainerErrorCode[] = Object.freeze(['ERR_WORKER_LOST', 'ERR_TIMEOUT']);
+
+/** True when `err` is a {@link TrainerError} whose code is in {@link RETRYABLE_CODES}. */
+export function isRetryable(err: unknown): err is TrainerError {
+  return isTrainerError(err) && RETRYABLE_CODES.includes(err.code);
+}
+
 /** True when `err` is a {@link TrainerError}, optionally with the given code. */
 export function isTrainerError(err: unknown, code?: TrainerErrorCode): err is TrainerError {
   return err instanceof TrainerError && (code === undefined || err.code === code);

@@ -53,11 +53,6 @@ export class TrainFeed {
 
   constructor(private readonly o: TrainFeedOptions) {}
 
-  /** Batches waiting or in flight (for the queue-depth metric). */
-  get queueDepth(): number {
-    return this.loader?.maxQueued ?? 0;
-  }
-
   /** The micro-batch for `request`. */
   async next(request: FeedRequest): Promise<Batch> {
     if (this.loader === null || this.expected === null || !sameRun(request, this.expected)

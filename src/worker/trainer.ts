@@ -20,7 +20,7 @@ import type { Replica } from '../shared/learner/replica.js';
 import { BN_MOMENTUM } from '../shared/model/resnet.js';
 import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan.js';
 import type { RunSetup } from '../shared/run-setup.js';
-import type { StepDoneMessage, StepMessage } from '../shared/protocol.js';
+import type { StepDoneMessage, StepMessage } from '../shared/protocol/index.js';
 import { TrainFeed } from './feed.js';
 
 /** Membership as the trainer needs it. */
@@ -260,10 +260,10 @@ export class WorkerTrainer {
     this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
     const mem = tf.memory();
     return {
-      step: cmd.step, generation: cmd.generation, lossSum, count, correct, dataWaitSeconds: dataWait, computeSeconds: compute, allreduceSeconds,
+      step: cmd.step, generation: cmd.generation, lossSum, count, correct, dataWaitSeconds: dataWait, forwardBackwardSeconds: compute, allreduceSeconds,
       optimizerSeconds: this.lastOptimizerSeconds, rssBytes: process.memoryUsage().rss,
-      allreduceBytes: reducer.stats().sentBytesTotal - before, tfBytes: mem.numBytes, tfTensors: mem.numTensors,
-      queueDepth: this.pool.queueSize, skipped: this.skipLog.countsByReason() as Record<string, number>,
+      allreduceBytes: reducer.stats().sentBytesTotal - before, tfjsBytes: mem.numBytes, tfjsTensors: mem.numTensors,
+      decodeQueueTasks: this.pool.queueSize, skipped: this.skipLog.countsByReason() as Record<string, number>,
     };
   }
 

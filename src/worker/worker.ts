@@ -18,7 +18,9 @@ import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
 import { Replica } from '../shared/learner/replica.js';
 import { resolvePretrainedWeights } from '../shared/model/pretrained.js';
-import { decode, encode, peekHeader, type Message } from '../shared/protocol.js';
+import {
+  decode, encode, peekHeader, replyMessage, type Message, type ReplyPayload, type RequestMessage,
+} from '../shared/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
 import { StarAllReduce } from './allreduce/star.js';
@@ -144,6 +146,11 @@ export class Worker {
   private async send(msg: Message, frames: Uint8Array[] = []): Promise<void> {
     if (this.closing !== null && this.socket.closed) return;
     await this.socket.send(encode(msg, frames));
+  }
+
+  /** Answers `request` with the reply the request → reply table names for it. */
+  private reply<M extends RequestMessage>(request: M, payload: ReplyPayload<M['type']>, frames: Uint8Array[] = []): Promise<void> {
+    return this.send(replyMessage(request, this.rank, payload), frames);
   }
 
   /**
@@ -296,7 +303,7 @@ export class Worker {
         return this.onSetup(frames[0]!);
       case 'stage':
         this.need(this.replica, 'stage').setFrozen(msg.frozen);
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
+        return this.reply(msg, {});
       case 'step': {
         this.failStepForTest(msg.step);
         const done = await this.need(this.trainer, 'step').step(msg);
@@ -308,24 +315,24 @@ export class Worker {
       case 'abort':
         return this.trainer?.abort(msg.step);
       case 'validate': {
-        const r = await this.need(this.trainer, 'validate').validate(msg.flag);
+        const r = await this.need(this.trainer, 'validate').validate(msg.withProbabilities);
         const frame = r.items && r.probs ? Buffer.concat([Buffer.from(r.items.buffer, r.items.byteOffset, r.items.byteLength), Buffer.from(r.probs.buffer, r.probs.byteOffset, r.probs.byteLength)]) : Buffer.alloc(0);
-        return this.send({ type: 'valid-done', requestId: msg.requestId, rank: this.rank, lossSum: r.lossSum, count: r.count, correct: r.correct, byteLength: frame.byteLength }, [frame]);
+        return this.reply(msg, { lossSum: r.lossSum, count: r.count, correct: r.correct, byteLength: frame.byteLength }, [frame]);
       }
       case 'get-state': {
         const blob = encodeReplicaState(await this.need(this.replica, 'get-state').exportState());
-        return this.send({ type: 'state', requestId: msg.requestId, byteLength: blob.byteLength }, [blob]);
+        return this.reply(msg, { byteLength: blob.byteLength }, [blob]);
       }
       case 'load-state': {
         const replica = this.need(this.replica, 'load-state');
         replica.importState(decodeReplicaState(frames[0]!));
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await replica.weightsChecksum() });
+        return this.reply(msg, { checksum: await replica.weightsChecksum() });
       }
       case 'sync-bn':
         await this.need(this.trainer, 'sync-bn').syncBatchNorm(msg.requestId);
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: '' });
+        return this.reply(msg, {});
       case 'checksum':
-        return this.send({ type: 'ack', requestId: msg.requestId, rank: this.rank, value: await this.need(this.replica, 'checksum').weightsChecksum() });
+        return this.reply(msg, { checksum: await this.need(this.replica, 'checksum').weightsChecksum() });
       default:
         throw new TrainerError('ERR_PROTOCOL', `unexpected ${msg.type} message for a worker`);
     }

@@ -18,7 +18,7 @@ import { initBackend } from '../../src/shared/compute/backend.js';
 import { loadLatestCheckpoint } from '../../src/shared/checkpoint.js';
 import { ImagePool } from '../../src/shared/data/pool.js';
 import { decodeReplicaState } from '../../src/shared/learner/state-codec.js';
-import { decode, encode, MAX_HEADER_BYTES, PROTOCOL_VERSION } from '../../src/shared/protocol.js';
+import { decode, encode, MAX_HEADER_BYTES, PROTOCOL_VERSION } from '../../src/shared/protocol/index.js';
 import type { CheckpointMeta } from '../../src/coordinator/checkpoints.js';
 import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
 import { referenceRun } from './distributed-reference.js';

@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { listDashboardQueries } from '../../src/shared/metrics/dashboard.js';
+import { listDashboardQueries } from '../../src/coordinator/metrics/dashboard.js';
 import { CoordinatorProcess, makePetsSubset, type CommandResult } from './support/coordinator.js';
 import { PROMETHEUS_INSTALL_HINT, PrometheusHarness, findPrometheusBinary, substituteVariables, type PromSeries } from './support/prometheus.js';
 
@@ -103,7 +103,7 @@ describe('dashboards against a real Prometheus scraping a real 2-worker run', { 
     // 9 steps per stage (39 train items, global batch 4, drop_last) × 2 stages, each followed by a checkpoint.
     assert.ok(await max(`pets_checkpoints_written_total{${sel}}`) >= 18);
     assert.equal(await max(`pets_replica_checksum_agreement_ratio{${sel}}`), 1);
-    assert.deepEqual(await ranks(`pets_loader_queue_depth_batches{${sel}}`), ['0', '1']);
+    assert.deepEqual(await ranks(`pets_decode_queue_tasks{${sel}}`), ['0', '1']);
     assert.deepEqual(await ranks(`pets_tfjs_memory_bytes{${sel}}`), ['0', '1']);
     assert.ok(await max(`pets_tfjs_memory_bytes{${sel}}`) > 1e6, 'a resnet10 replica holds more than 1 MB of tensors');
     assert.deepEqual(await ranks(`pets_images_per_second{${sel}}`), ['0', '1']);

@@ -10,8 +10,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
-import { DEFAULT_METRICS_PORT } from '../../src/coordinator/metrics.js';
-import { DASHBOARD_UID, DATASOURCE_UID, renderTrainingDashboard } from '../../src/shared/metrics/dashboard.js';
+import { DEFAULT_METRICS_PORT } from '../../src/coordinator/metrics/server.js';
+import { DASHBOARD_UID, DATASOURCE_UID, renderTrainingDashboard } from '../../src/coordinator/metrics/dashboard.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DEPLOY = path.join(ROOT, 'deploy');

@@ -1,10 +1,10 @@
 /**
  * The report's charts as Vega-Lite specs plus the numbers behind each: lr_find, training curves, confusion matrix.
  * Spec builders are pure; {@link renderChart} turns a built chart into a PNG. All maths is Vega-Lite's except the
- * lr_find slice/suggestion (fastai's, in `shared/interpret/lr-find-plot.ts`) and layout.
+ * lr_find slice/suggestion (fastai's, in `coordinator/interpret/lr-find-plot.ts`) and layout.
  */
 import type { TopLevelSpec } from 'vega-lite';
-import { lrFindPlotData, type LrFindPlotData } from '../../shared/interpret/lr-find-plot.js';
+import { lrFindPlotData, type LrFindPlotData } from '../interpret/lr-find-plot.js';
 import { TrainerError } from '../../shared/errors.js';
 import { renderVegaLite, type RenderedPng } from './render.js';
 import type { LrFindRecord, StageRecord } from './types.js';

@@ -2,7 +2,7 @@
  * The run report's `index.html`: self-contained (inline CSS, no scripts, no external resources), links pictures
  * and their JSON by relative path so it works opened from disk. Every piece of text is escaped.
  */
-import type { ConfusedPair } from '../../shared/interpret/interpretation.js';
+import type { ConfusedPair } from '../interpret/interpretation.js';
 import type { DataAccountJson } from '../../shared/data/accounting.js';
 import { escapeXml } from './render.js';
 import type { EpochRow, RunReportInput, StageRecord } from './types.js';

@@ -6,7 +6,7 @@
  */
 import sharp from 'sharp';
 import { TrainerError } from '../../shared/errors.js';
-import type { ClassificationInterpretation } from '../../shared/interpret/interpretation.js';
+import type { ClassificationInterpretation } from '../interpret/interpretation.js';
 import { escapeXml, REPORT_FONT, type RenderedPng } from './render.js';
 
 /** One image of the grid. */

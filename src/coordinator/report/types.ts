@@ -3,7 +3,7 @@
  * besides the interpretation.
  */
 import type { DataAccountJson } from '../../shared/data/accounting.js';
-import type { ClassificationInterpretation } from '../../shared/interpret/interpretation.js';
+import type { ClassificationInterpretation } from '../interpret/interpretation.js';
 
 /** One row of a stage's epoch table, as fastai prints it after each epoch. */
 export interface EpochRow {

@@ -8,7 +8,7 @@
  * mod N and overwrites chunk (r − t) mod N with the one received. Each chunk is summed exactly once, along a fixed
  * path starting at rank c, then only copied: every rank ends with bit-identical values.
  */
-import type { ReducePhase } from '../protocol.js';
+import type { ReducePhase } from '../protocol/index.js';
 
 /** Non-negative modulo. */
 function mod(a: number, n: number): number {

@@ -2,7 +2,7 @@
  * The contract every all-reduce implementation (ring, star baseline) fulfils, so the trainer and the benchmarks
  * can swap them.
  */
-import type { WireDtype } from '../protocol.js';
+import type { WireDtype } from '../protocol/index.js';
 
 /** Identifies one all-reduce call; every rank must use the same tag for the same call. */
 export interface AllReduceTag {

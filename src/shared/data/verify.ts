@@ -3,7 +3,8 @@
  * reason), and cache the verdicts in a JSON file keyed by path + size + mtime so later runs skip the work.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from '../atomic-write.js';
 import { dirname } from 'node:path';
 import { type SkipLog, type SkipReason } from './decode.js';
 import type { ImagePool } from './pool.js';
@@ -48,7 +49,7 @@ function readCache(file: string | undefined): Record<string, Verdict> {
  * Decodes every path once through `pool` (or takes the cached verdict), reporting failures to `skipLog`.
  *
  * @param paths - image candidates.
- * @param cacheFile - JSON cache path (written atomically: temp file + rename); omitted → no cache.
+ * @param cacheFile - JSON cache path (written crash-safely by `writeFileAtomic`; ERR_DATA when it cannot be); omitted → no cache.
  */
 export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string): Promise<VerifyResult> {
   const cache = readCache(cacheFile);
@@ -72,9 +73,7 @@ export async function verifyItems(pool: ImagePool, paths: readonly string[], ski
   }));
   if (cacheFile && decoded > 0) {
     await mkdir(dirname(cacheFile), { recursive: true });
-    const tmp = `${cacheFile}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ version: 1, entries: { ...cache, ...next } }));
-    await rename(tmp, cacheFile);
+    await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: 1, entries: { ...cache, ...next } })), 'ERR_DATA');
   }
   return { ok, cached, decoded };
 }

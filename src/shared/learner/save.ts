@@ -6,10 +6,9 @@
  * As fastai, loading restores the optimizer state too.
  */
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
-import { tryHardLink } from '../checkpoint.js';
+import { tryHardLink, writeFileAtomic } from '../atomic-write.js';
 import { join } from 'node:path';
 import { TrainerError } from '../errors.js';
-import { writeFileAtomic } from '../model/safetensors.js';
 import { decodeReplicaState, encodeReplicaState } from './state-codec.js';
 import type { ResNetConfig } from '../model/resnet-spec.js';
 import type { Replica, ReplicaState } from './replica.js';

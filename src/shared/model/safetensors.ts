@@ -5,9 +5,9 @@
  * an optional `"__metadata__"` string→string map, then the raw little-endian tensor bytes. The byte buffer must
  * be fully indexed without holes or overlaps (the spec's rule against polyglot files).
  */
-import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
+import { writeFileAtomic } from '../atomic-write.js';
 import { TrainerError } from '../errors.js';
 
 /** Element types this module decodes. `F16`/`BF16` are widened to float32 on read. */
@@ -249,35 +249,6 @@ export function encodeSafetensors(
     cursor += t.data.byteLength;
   }
   return out;
-}
-
-/**
- * Writes bytes to `path` crash-safely: write `path.tmp-<pid>`, fsync it, rename over `path`, fsync the directory.
- * A reader never sees a half-written file.
- *
- * @throws TrainerError ERR_CHECKPOINT when any step fails (the temp file is removed; cause attached)
- */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    const dir = await open(dirname(path), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw new TrainerError('ERR_CHECKPOINT', `cannot write ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
-  }
 }
 
 /**

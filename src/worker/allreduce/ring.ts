@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../shared/errors.js';
-import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../shared/protocol.js';
+import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../shared/protocol/index.js';
 import { chunkBounds, ownedChunk, receiveChunk, sendChunk } from '../../shared/allreduce/ring-schedule.js';
 import type {
   AllReduceCallOptions,

@@ -6,7 +6,7 @@
 import { endianness } from 'node:os';
 import { TrainerError } from '../../shared/errors.js';
 import { float16ToFloat32, float32ToFloat16 } from '../../shared/allreduce/float16.js';
-import type { WireDtype } from '../../shared/protocol.js';
+import type { WireDtype } from '../../shared/protocol/index.js';
 
 /**
  * Fails on big-endian hosts, whose typed arrays would not match the little-endian wire format.

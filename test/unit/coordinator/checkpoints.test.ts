@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/shared/config.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
 import { planStages } from '../../../src/shared/plan.js';
-import { planScaleOut } from '../../../src/shared/scale-out.js';
+import { planScaleOut } from '../../../src/coordinator/scale-out.js';
 import { CheckpointStore, checkpointMeta, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoints.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 

@@ -4,7 +4,7 @@ import * as zmq from 'zeromq';
 import { Cluster } from '../../../src/coordinator/cluster.js';
 import { ControlServer } from '../../../src/coordinator/control.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
-import { decode, encode, type Message } from '../../../src/shared/protocol.js';
+import { decode, encode, type Message } from '../../../src/shared/protocol/index.js';
 
 function hello(rankRequest: number | null, port: number): Message {
   return { type: 'hello', rankRequest, dataAddress: `tcp://127.0.0.1:${port}`, pid: port, host: 'h', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } };
@@ -51,6 +51,61 @@ test('admission: a requested free rank is kept, the others get the lowest free r
     assert.equal(cluster.worldSize, 0);
   } finally {
     clearInterval(beats);
+    for (const d of dealers) d.close();
+    control.close();
+  }
+});
+
+test('request: one typed reply per rank, paired by request id (a stale reply or another reply type is not taken); an error reply rejects with its code', async () => {
+  const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 600_000, log: () => undefined });
+  const endpoint = await control.start();
+  const cluster = new Cluster(control, () => undefined);
+  const dealers = [0, 1].map((i) => {
+    const d = new zmq.Dealer({ linger: 0, routingId: `r${i}`, receiveTimeout: 30_000 });
+    d.connect(endpoint);
+    return d;
+  });
+  /** The next non-heartbeat message a dealer receives. */
+  const next = async (d: zmq.Dealer): Promise<Message> => {
+    for (;;) {
+      const { message } = decode(await d.receive());
+      if (message.type !== 'heartbeat') return message;
+    }
+  };
+  const sum = (c: string): string => c.repeat(64);
+  try {
+    await dealers[0]!.send(encode(hello(0, 2000)));
+    await dealers[1]!.send(encode(hello(1, 2001)));
+    await cluster.admit(2, 30_000);
+    await cluster.announce();
+    for (const d of dealers) assert.equal((await next(d)).type, 'welcome');
+
+    const pending = cluster.request('checksum', {}, { timeoutMs: 60_000 });
+    const asked = await Promise.all(dealers.map(next));
+    assert.deepEqual(asked.map((m) => m.type), ['checksum', 'checksum']);
+    const id = (asked[0] as Extract<Message, { type: 'checksum' }>).requestId;
+    assert.equal((asked[1] as Extract<Message, { type: 'checksum' }>).requestId, id, 'one request id for the whole request');
+    // Rank 1 first answers an older request and sends an ack with the right id: neither is its reply.
+    await dealers[1]!.send(encode({ type: 'weights-checksum', requestId: id - 1, rank: 1, checksum: sum('0') }));
+    await dealers[1]!.send(encode({ type: 'ack', requestId: id, rank: 1 }));
+    await dealers[1]!.send(encode({ type: 'weights-checksum', requestId: id, rank: 1, checksum: sum('1') }));
+    await dealers[0]!.send(encode({ type: 'weights-checksum', requestId: id, rank: 0, checksum: sum('a') }));
+    const replies = await pending;
+    assert.deepEqual(replies.map((r) => [r.rank, r.message.checksum]), [[0, sum('a')], [1, sum('1')]], 'replies in rank order, typed');
+
+    const failing = cluster.request('sync-bn', { generation: cluster.generation }, { ranks: [1], timeoutMs: 60_000 });
+    const syncBn = await next(dealers[1]!);
+    assert.deepEqual(syncBn, { type: 'sync-bn', requestId: id + 1, generation: 1 });
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'disk gone', rank: 1 }));
+    await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: disk gone/.test(e.message));
+
+    // The one rank-0 BatchNorm broadcast: a sync-bn to every rank with the ring's generation, done when all ack.
+    const synced = cluster.syncBatchNorm(60_000);
+    const asks = await Promise.all(dealers.map(next));
+    assert.deepEqual(asks, [0, 1].map(() => ({ type: 'sync-bn', requestId: id + 2, generation: 1 })));
+    for (const [rank, d] of dealers.entries()) await d.send(encode({ type: 'ack', requestId: id + 2, rank }));
+    await synced;
+  } finally {
     for (const d of dealers) d.close();
     control.close();
   }

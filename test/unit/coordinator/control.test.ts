@@ -7,7 +7,7 @@ import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import { CURVE_KEY_FILES, ControlServer, countedSilenceMs, loadOrCreateCurveKeys, type Member } from '../../../src/coordinator/control.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
-import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/shared/protocol.js';
+import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/shared/protocol/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'control-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
-import { MetricsServer } from '../../../src/coordinator/metrics.js';
+import { MetricsServer } from '../../../src/coordinator/metrics/server.js';
 import { StepMetricsRecorder, allreduceSendRate, workerStateOf } from '../../../src/coordinator/run-metrics.js';
 
 function member(rank: number, state: Member['state'], lastSeenMs: number): Member {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_RUN_CONFIG, readConfigFile, resolveRunConfig } from '../../../src/shared/config.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
-import { lrScaleFactor, planScaleOut } from '../../../src/shared/scale-out.js';
+import { lrScaleFactor, planScaleOut } from '../../../src/coordinator/scale-out.js';
 
 const badConfig = (re: RegExp) => (err: unknown) => isTrainerError(err, 'ERR_BAD_CONFIG') && re.test(err.message);
 

@@ -6,12 +6,18 @@ import {
   decode,
   decodeAs,
   encode,
+  isReplyTo,
+  REPLY_TYPE,
+  replyMessage,
+  requestMessage,
   MAX_FRAMES,
   MAX_HEADER_BYTES,
   PROTOCOL_VERSION,
   type ChunkMessage,
   type Message,
-} from '../../../src/shared/protocol.js';
+  type RequestKind,
+  type RequestMessage,
+} from '../../../src/shared/protocol/index.js';
 
 const packr = new Packr({ useRecords: false });
 const isProtocolError = (err: unknown): boolean => isTrainerError(err, 'ERR_PROTOCOL');
@@ -156,20 +162,56 @@ test('random byte garbage never throws anything but ERR_PROTOCOL (seeded fuzz)',
 });
 
 test('training control messages round-trip and reject bad fields', async () => {
-  const { encode: enc, decode: dec } = await import('../../../src/shared/protocol.js');
+  const { encode: enc, decode: dec } = await import('../../../src/shared/protocol/index.js');
   const step = { type: 'step', step: 12, generation: 1, stageIndex: 0, epoch: 0, stepInEpoch: 12, accum: 2, lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 } as const;
   assert.deepEqual(dec(enc(step)).message, step);
   const done = {
-    type: 'step-done', step: 12, generation: 1, rank: 1, lossSum: 3.5, count: 16, correct: 4, dataWaitSeconds: 0.01, computeSeconds: 1.2,
-    allreduceSeconds: 0.1, optimizerSeconds: 0.2, rssBytes: 1e9, allreduceBytes: 1e6, tfBytes: 1e8, tfTensors: 300, queueDepth: 2, skipped: { empty: 1 },
+    type: 'step-done', step: 12, generation: 1, rank: 1, lossSum: 3.5, count: 16, correct: 4, dataWaitSeconds: 0.01, forwardBackwardSeconds: 1.2,
+    allreduceSeconds: 0.1, optimizerSeconds: 0.2, rssBytes: 1e9, allreduceBytes: 1e6, tfjsBytes: 1e8, tfjsTensors: 300, decodeQueueTasks: 2, skipped: { empty: 1 },
   } as const;
   assert.deepEqual(dec(enc(done)).message, done);
-  const state = dec(enc({ type: 'state', requestId: 3, byteLength: 8 }, [new Uint8Array(8)]));
+  const state = dec(enc({ type: 'state', requestId: 3, rank: 0, byteLength: 8 }, [new Uint8Array(8)]));
   assert.equal(state.frames[0]!.byteLength, 8);
   for (const bad of [
     { ...step, lrs: [] }, { ...step, lrs: [Number.NaN] }, { ...step, accum: 0 },
-    { ...done, skipped: { x: -1 } }, { type: 'validate', requestId: 1, flag: 'yes', generation: 0 },
+    { ...done, skipped: { x: -1 } }, { ...done, allreduceSeconds: -0.1 }, { ...done, tfjsTensors: 1.5 }, { ...done, computeSeconds: 1, forwardBackwardSeconds: undefined }, { type: 'validate', requestId: 1, withProbabilities: 'yes' },
   ]) {
     assert.throws(() => enc(bad as never), (e: unknown) => (e as { code?: string }).code === 'ERR_PROTOCOL');
+  }
+});
+
+const SUM = 'ab'.repeat(32);
+
+test('request → reply table: every request kind round-trips, and its reply has the type the table names, echoing id and rank', () => {
+  // The replies a worker sends (the table's right-hand side), built from each request as worker.ts does.
+  const cases: [RequestMessage, Uint8Array[], Record<string, unknown>, Uint8Array[]][] = [
+    [requestMessage('stage', 7, { stageIndex: 1, frozen: false }), [], {}, []],
+    [requestMessage('validate', 8, { withProbabilities: true }), [], { lossSum: 1.5, count: 3, correct: 2, byteLength: 4 }, [new Uint8Array(4)]],
+    [requestMessage('get-state', 9, {}), [], { byteLength: 8 }, [new Uint8Array(8)]],
+    [requestMessage('load-state', 10, { byteLength: 8 }), [new Uint8Array(8)], { checksum: SUM }, []],
+    [requestMessage('checksum', 11, {}), [], { checksum: SUM }, []],
+    [requestMessage('sync-bn', 12, { generation: 4 }), [], {}, []],
+  ];
+  const expectedReply: Record<RequestKind, string> = { stage: 'ack', validate: 'valid-done', 'get-state': 'state', 'load-state': 'weights-checksum', checksum: 'weights-checksum', 'sync-bn': 'ack' };
+  assert.deepEqual({ ...REPLY_TYPE }, expectedReply);
+  for (const [request, requestFrames, payload, replyFrames] of cases) {
+    assert.deepEqual(decode(encode(request, requestFrames)).message, request);
+    const reply = replyMessage(request, 3, payload as never);
+    const back = decode(encode(reply, replyFrames)).message;
+    assert.deepEqual(back, { ...payload, type: expectedReply[request.type], requestId: request.requestId, rank: 3 });
+    assert.ok(isReplyTo(request.type, request.requestId, back), `${request.type}: its reply is recognised`);
+    assert.ok(!isReplyTo(request.type, request.requestId + 1, back), `${request.type}: a reply to another request id is not`);
+  }
+  // stage and sync-bn share the `ack` reply type: the request id tells them apart, never the caller.
+  assert.ok(!isReplyTo('validate', 7, replyMessage(cases[0]![0], 0, {} as never)), 'an ack is no reply to validate');
+});
+
+test('typed replies reject a bad payload: a checksum that is not sha256 hex, a reply without rank', () => {
+  for (const bad of [
+    { type: 'weights-checksum', requestId: 1, rank: 0, checksum: 'not-hex' },
+    { type: 'ack', requestId: 1 },
+    { type: 'sync-bn', requestId: 1 },
+  ]) {
+    assert.throws(() => encode(bad as never), (e: unknown) => isProtocolError(e));
   }
 });

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import {
   renderTopLossesGrid, resolveTopLossesGridOptions, topLossTiles, topLossTitle, wrapTitle, type TopLossTile,
 } from '../../../../src/coordinator/report/top-losses.js';
-import { ClassificationInterpretation } from '../../../../src/shared/interpret/interpretation.js';
+import { ClassificationInterpretation } from '../../../../src/coordinator/interpret/interpretation.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { assertPngNotBlank, darkFraction } from './png-checks.js';
 

@@ -13,7 +13,7 @@ import { accountJson, dataLine, LEFT_OUT_REASONS, recordSkippedFiles } from '../
 import { assertTrainable, createDataBunch, type DataBunchOptions } from '../../../../src/shared/data/databunch.js';
 import { ImagePool } from '../../../../src/shared/data/pool.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
-import { TrainingMetrics } from '../../../../src/shared/metrics/training-metrics.js';
+import { TrainingMetrics } from '../../../../src/coordinator/metrics/training-metrics.js';
 
 /** Writes a 24×20 solid JPEG (or PNG by extension; `.JPG` etc. too) at `path`. */
 async function image(path: string, shade = 128): Promise<void> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lrFindPlotData, numericalGradient } from '../../../../src/shared/interpret/lr-find-plot.js';
+import { lrFindPlotData, numericalGradient } from '../../../../src/coordinator/interpret/lr-find-plot.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 
 test('numericalGradient matches numpy.gradient (values computed by hand from its definition)', () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClassificationInterpretation, MIN_PROBABILITY } from '../../../../src/shared/interpret/interpretation.js';
+import { ClassificationInterpretation, MIN_PROBABILITY } from '../../../../src/coordinator/interpret/interpretation.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 
 // Fixed set of 8 predictions over 3 classes. Every expected value below was derived by hand from these rows:

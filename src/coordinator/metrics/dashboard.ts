@@ -115,8 +115,8 @@ const DATA: RowDef = {
   panels: [
     { title: 'Skipped image files', description: 'Files the loader skipped, by reason.', type: 'stat', unit: 'short', width: 12, queries: [
       q(`sum by (reason) (pets_skipped_files_total{${R}})`, '{{reason}}')] },
-    { title: 'Loader queue depth', description: 'Decoded batches waiting per worker; 0 for long means the loader is the bottleneck.', type: 'timeseries', unit: 'short', width: 12, queries: [
-      q(`pets_loader_queue_depth_batches{${W}}`, 'rank {{rank}}')] },
+    { title: 'Decode queue', description: 'Image decode tasks waiting for a thread in each worker\'s decode pool after its last step; a queue that keeps growing means decoding cannot keep up (compare the data-wait phase).', type: 'timeseries', unit: 'short', width: 12, queries: [
+      q(`pets_decode_queue_tasks{${W}}`, 'rank {{rank}}')] },
   ],
 };
 

@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { DEFAULT_METRICS_PORT, MetricsServer, parseMetricsPort, resolveMetricsServerOptions } from '../../../src/coordinator/metrics.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../src/shared/metrics/catalog.js';
-import { listDashboardQueries, metricNamesIn } from '../../../src/shared/metrics/dashboard.js';
-import type { WorkerStepStats } from '../../../src/shared/metrics/worker-stats.js';
+import { DEFAULT_METRICS_PORT, MetricsServer, parseMetricsPort, resolveMetricsServerOptions } from '../../../../src/coordinator/metrics/server.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
+import { listDashboardQueries, metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
+import type { StepStats } from '../../../../src/shared/protocol/index.js';
 
 interface Sample {
   readonly name: string;
@@ -48,12 +48,16 @@ async function scrape(server: MetricsServer): Promise<{ text: string; samples: S
   return { text, samples: parseSamples(text), type: res.headers.get('content-type') };
 }
 
-const STATS: WorkerStepStats = Object.freeze({
-  images: 32,
-  stepSeconds: 0.5,
-  phases: Object.freeze({ dataWaitSeconds: 0.01, forwardBackwardSeconds: 0.3, allreduceSeconds: 0.15, optimizerSeconds: 0.04 }),
+// A step-done's statistics, as the wire carries them. Durations are binary fractions, so the step's wall time
+// (data wait + forward/backward + all-reduce; the optimizer runs at the commit) is exactly 0.5 s.
+const STATS: StepStats = Object.freeze({
+  count: 32,
+  dataWaitSeconds: 0.0625,
+  forwardBackwardSeconds: 0.3125,
+  allreduceSeconds: 0.125,
+  optimizerSeconds: 0.04,
   allreduceBytes: 170_000_000,
-  loaderQueueDepth: 3,
+  decodeQueueTasks: 3,
   tfjsBytes: 350_000_000,
   tfjsTensors: 420,
   rssBytes: 900_000_000,
@@ -154,10 +158,11 @@ describe('MetricsServer exposition', () => {
       assert.equal(one(samples, 'pets_images_processed_total', { rank: '3' }), 96);
       assert.equal(one(samples, 'pets_allreduce_sent_bytes_total', { rank: '3' }), 510_000_000);
       assert.equal(one(samples, 'pets_step_phase_seconds_count', { rank: '3', phase: 'forward_backward' }), 3);
-      assert.ok(Math.abs(one(samples, 'pets_step_phase_seconds_sum', { rank: '3', phase: 'allreduce' }) - 0.45) < 1e-12);
+      assert.equal(one(samples, 'pets_step_phase_seconds_sum', { rank: '3', phase: 'allreduce' }), 0.375, '3 × 0.125 s');
+      assert.equal(one(samples, 'pets_step_phase_seconds_sum', { rank: '3', phase: 'forward_backward' }), 0.9375, '3 × 0.3125 s');
       assert.equal(one(samples, 'pets_allreduce_duration_seconds_count', { rank: '3' }), 3);
       assert.equal(one(samples, 'pets_tfjs_memory_bytes', { rank: '3' }), 350_000_000);
-      assert.equal(one(samples, 'pets_loader_queue_depth_batches', { rank: '3' }), 3);
+      assert.equal(one(samples, 'pets_decode_queue_tasks', { rank: '3' }), 3);
     });
   });
 
@@ -204,7 +209,7 @@ describe('MetricsServer exposition', () => {
 
 describe('dashboard ↔ catalogue', () => {
   it('every metric name used in a dashboard expression is defined, and exposed on a real scrape', async () => {
-    const dashboard = JSON.parse(await readFile(new URL('../../../grafana/dashboards/training.json', import.meta.url), 'utf8'));
+    const dashboard = JSON.parse(await readFile(new URL('../../../../grafana/dashboards/training.json', import.meta.url), 'utf8'));
     const queries = listDashboardQueries(dashboard);
     assert.ok(queries.length >= 25, `expected ≥ 25 dashboard queries, got ${queries.length}`);
     const defined = exposedSeriesNames();

@@ -6,12 +6,12 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError } from '../../shared/errors.js';
 import {
   DEFAULT_TRAINING_METRICS,
   TrainingMetrics,
   type TrainingMetricsOptions,
-} from '../shared/metrics/training-metrics.js';
+} from './training-metrics.js';
 
 /** Options of {@link MetricsServer}; every field is optional. */
 export interface MetricsServerOptions extends TrainingMetricsOptions {

@@ -127,7 +127,7 @@ export const METRICS = Object.freeze({
   replicaAgreement: spec('replica_checksum_agreement_ratio', 'gauge', 'ratio', 'Fraction of replicas whose parameter checksum equals rank 0\'s at the last check, 0..1.'),
   replicaMismatches: spec('replica_checksum_mismatches_total', 'counter', 'count', 'Replica checks where at least one parameter checksum differed from rank 0\'s.'),
   skippedFiles: spec('skipped_files_total', 'counter', 'count', 'Files under --data in neither split, by reason.', ['reason']),
-  loaderQueueDepth: spec('loader_queue_depth_batches', 'gauge', 'count', 'Decoded batches waiting in a worker\'s loader queue.', ['rank']),
+  decodeQueue: spec('decode_queue_tasks', 'gauge', 'count', 'Image decode tasks waiting for a thread in a worker\'s decode pool after its last step.', ['rank']),
   tfjsMemory: spec('tfjs_memory_bytes', 'gauge', 'bytes', 'Bytes held by tfjs tensors on a worker (tf.memory().numBytes).', ['rank']),
   tfjsTensors: spec('tfjs_tensors', 'gauge', 'count', 'Live tfjs tensors on a worker (tf.memory().numTensors); should stay flat over steps.', ['rank']),
   workerResidentMemory: spec('worker_resident_memory_bytes', 'gauge', 'bytes', 'Resident set size of a worker process, bytes.', ['rank']),

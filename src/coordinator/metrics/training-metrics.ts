@@ -7,14 +7,14 @@
  * prom-client way. Every series carries the default label `run`.
  */
 import client from 'prom-client';
-import { TrainerError } from '../errors.js';
-import { SmoothedLoss } from '../learner/schedule.js';
+import { TrainerError } from '../../shared/errors.js';
+import { SmoothedLoss } from '../../shared/learner/schedule.js';
 import {
   METRIC_PREFIX, METRICS, RESTART_REASONS, SKIP_REASONS, STEP_PHASES, WORKER_STATES,
   type MetricSpec, type RestartReason, type SkipReason, type StepPhase, type WorkerState,
 } from './catalog.js';
 import { replicaAgreementRatio } from './replica-agreement.js';
-import type { WorkerStepStats } from './worker-stats.js';
+import type { StepStats } from '../../shared/protocol/index.js';
 
 /** Options of {@link TrainingMetrics}; every field is optional. */
 export interface TrainingMetricsOptions {
@@ -91,15 +91,23 @@ export interface ValidationRecord {
 interface WorkerEntry {
   state: WorkerState;
   lastHeardMs: number;
-  stats?: WorkerStepStats;
+  stats?: StepStats;
 }
 
-const PHASE_FIELD: Readonly<Record<StepPhase, keyof WorkerStepStats['phases']>> = Object.freeze({
+const PHASE_FIELD: Readonly<Record<StepPhase, 'dataWaitSeconds' | 'forwardBackwardSeconds' | 'allreduceSeconds' | 'optimizerSeconds'>> = Object.freeze({
   data_wait: 'dataWaitSeconds',
   forward_backward: 'forwardBackwardSeconds',
   allreduce: 'allreduceSeconds',
   optimizer: 'optimizerSeconds',
 });
+
+/**
+ * Wall time of a worker's step as throughput counts it, seconds (> 0): data wait + forward/backward + all-reduce.
+ * The optimizer update is left out: it is applied at the commit, after the step's images are counted.
+ */
+export function stepSeconds(s: StepStats): number {
+  return Math.max(1e-9, s.dataWaitSeconds + s.forwardBackwardSeconds + s.allreduceSeconds);
+}
 
 function promName(metric: MetricSpec): { name: string; help: string; labelNames: string[]; registers: client.Registry[] } {
   return { name: metric.name, help: metric.help, labelNames: [...metric.labelNames], registers: [] };
@@ -243,18 +251,18 @@ export class TrainingMetrics {
   }
 
   /**
-   * Records a worker's stats record for one step (also counts as a heartbeat). Validate wire data first with
-   * `parseWorkerStepStats`.
+   * Records a worker's statistics of one step (also counts as a heartbeat): the {@link StepStats} of its
+   * `step-done`, validated by the protocol's decoder.
    * @throws TrainerError `ERR_INTERNAL` on a rank outside 0..MAX_RANK
    */
-  recordWorkerReport(rank: number, stats: WorkerStepStats): void {
+  recordWorkerReport(rank: number, stats: StepStats): void {
     const label = checkRank(rank);
     this.observeHeartbeat(rank);
     (this.workers.get(rank) as WorkerEntry).stats = stats;
-    this.imagesProcessed.inc({ rank: label }, stats.images);
+    this.imagesProcessed.inc({ rank: label }, stats.count);
     this.allreduceSent.inc({ rank: label }, stats.allreduceBytes);
-    this.allreduceDuration.observe({ rank: label }, stats.phases.allreduceSeconds);
-    for (const phase of STEP_PHASES) this.stepPhase.observe({ rank: label, phase }, stats.phases[PHASE_FIELD[phase]]);
+    this.allreduceDuration.observe({ rank: label }, stats.allreduceSeconds);
+    for (const phase of STEP_PHASES) this.stepPhase.observe({ rank: label, phase }, stats[PHASE_FIELD[phase]]);
   }
 
   /**
@@ -371,14 +379,14 @@ export class TrainingMetrics {
   }
 
   private registerWorkerStatGauges(): void {
-    const perRank = (metric: MetricSpec, read: (s: WorkerStepStats) => number): void =>
+    const perRank = (metric: MetricSpec, read: (s: StepStats) => number): void =>
       this.gauge(metric, (g) => {
         for (const [rank, entry] of this.workers) {
           if (entry.stats && entry.state !== 'lost' && entry.state !== 'left') g.set({ rank: String(rank) }, read(entry.stats));
         }
       });
-    perRank(METRICS.imagesPerSecond, (s) => s.images / s.stepSeconds);
-    perRank(METRICS.loaderQueueDepth, (s) => s.loaderQueueDepth);
+    perRank(METRICS.imagesPerSecond, (s) => s.count / stepSeconds(s));
+    perRank(METRICS.decodeQueue, (s) => s.decodeQueueTasks);
     perRank(METRICS.tfjsMemory, (s) => s.tfjsBytes);
     perRank(METRICS.tfjsTensors, (s) => s.tfjsTensors);
     perRank(METRICS.workerResidentMemory, (s) => s.rssBytes);

@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { LEFT_OUT_REASONS as DATA_SKIP_REASONS } from '../../../../src/shared/data/accounting.js';
-import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/shared/metrics/catalog.js';
-import { metricNamesIn } from '../../../../src/shared/metrics/dashboard.js';
-import { replicaAgreementRatio } from '../../../../src/shared/metrics/replica-agreement.js';
+import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
+import { metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
+import { replicaAgreementRatio } from '../../../../src/coordinator/metrics/replica-agreement.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 
 const base: MetricSpec = { name: 'pets_x_seconds', type: 'gauge', unit: 'seconds', help: 'h', labelNames: [] };

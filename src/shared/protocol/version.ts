@@ -1,0 +1,27 @@
+/**
+ * The version of the wire protocol and the limits every peer of that version enforces. A peer of another version is
+ * answered with a readable `error` (see `peekHeader` in `codec.ts`), never parsed.
+ */
+
+/**
+ * Version of this protocol; bumped on any incompatible change. Peers with another version are rejected.
+ * v3: typed replies (`ack` carries nothing, `weights-checksum` carries the digest, every reply its rank), per-request
+ * fields instead of `flag`/`generation` on every request, and the step statistics ({@link StepStats} in
+ * messages.ts) named as their metrics.
+ */
+export const PROTOCOL_VERSION = 3;
+/** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */
+export const MAX_HEADER_BYTES = 64 * 1024;
+/** Largest accepted binary frame, in bytes (512 MiB): one whole 128 MB star buffer fits with room to spare. */
+export const MAX_FRAME_BYTES = 512 * 1024 * 1024;
+/** Largest number of binary frames after the header. */
+export const MAX_FRAMES = 8;
+/** Longest accepted string field (addresses, host names, reasons, error messages), in UTF-16 code units. */
+export const MAX_STRING_LENGTH = 4096;
+/** Largest ring/world size accepted in a `welcome` message. */
+export const MAX_WORLD_SIZE = 4096;
+
+/** Element type of a tensor frame on the wire (always little-endian). */
+export type WireDtype = 'float32' | 'float16';
+/** Bytes per element of each {@link WireDtype}. */
+export const WIRE_DTYPE_BYTES: Readonly<Record<WireDtype, number>> = Object.freeze({ float32: 4, float16: 2 });
