@@ -13,7 +13,7 @@ import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
 import { archModel, augmentOf, type Arch } from '../shared/config.js';
 import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
-import { planStages, type StagePlan } from '../shared/plan.js';
+import { planStages, stageDataEpochBase, type StagePlan } from '../shared/plan/plan.js';
 import type { Message, StateMessage } from '../shared/protocol.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { planScaleOut, type ScaleOut } from '../shared/scale-out.js';
@@ -265,10 +265,7 @@ export class Coordinator {
       history: this.history,
       accum: () => this.currentAccum(),
       stepsPerDataEpoch: this.stages.find((s) => s.config.kind !== 'lr_find')?.stepsPerEpoch ?? 1,
-      dataEpochBase: (stage: StagePlan): number => {
-        if (stage.config.kind === 'lr_find') return 1_000_000 + stage.index * 1_000;
-        return this.stages.slice(0, stage.index).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
-      },
+      dataEpochBase: (stage: StagePlan): number => stageDataEpochBase(this.stages, stage.index),
       stepTimeoutMs: this.cmd.runtime.allreduceTimeoutMs + 600_000,
       progress: this.cmd.runtime.plain ? 'lines' : 'auto',
       out: this.io.out,

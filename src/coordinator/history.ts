@@ -4,6 +4,7 @@
  * and the smoothed training loss (fastai's β = 0.98 debiased average) so a resumed run prints the same numbers.
  */
 import type { EpochRow } from '../shared/learner/table.js';
+import type { SmoothState } from '../shared/plan/smoothing.js';
 
 /** Where the run is: the next step to run. */
 export interface RunPosition {
@@ -24,8 +25,8 @@ export interface StageHistory {
   readonly steps: { loss: number; lrs: number[] }[];
   /** lr_find only: the smoothed losses by step (lrs are in `steps`), and why it stopped. */
   lrFind?: { smoothed: number[]; stop: string; suggestion: number | null; minLossDiv10: number | null };
-  /** Running smoothed loss state (mov, count) for the epoch table. */
-  smooth: { mov: number; n: number };
+  /** Running smoothed loss state for the epoch table (`plan/smoothing.ts`). */
+  smooth: SmoothState;
   /** Sums of the current epoch, for the epoch row when it ends. */
   epochSums: { startedAtMs: number; elapsedSeconds: number };
 }
@@ -39,11 +40,4 @@ export interface RunHistory {
 /** Empty history at the start of the plan. */
 export function newHistory(): RunHistory {
   return { stages: [], position: { stageIndex: 0, stepInStage: 0, globalStep: 0 } };
-}
-
-/** fastai's smoothed loss update: mov = β·mov + (1−β)·loss, value = mov / (1 − β^n). */
-export function smoothLoss(state: { mov: number; n: number }, loss: number, beta = 0.98): number {
-  state.mov = beta * state.mov + (1 - beta) * loss;
-  state.n += 1;
-  return state.mov / (1 - Math.pow(beta, state.n));
 }

@@ -6,12 +6,13 @@
  * weights and optimizer state it started from. A failed step is aborted everywhere and redone after recovery.
  */
 import { TrainerError, isTrainerError } from '../shared/errors.js';
-import { SmoothedLoss, lrFindStep, suggestLr } from '../shared/learner/schedule.js';
+import { lrFindStep, suggestLr } from '../shared/plan/schedule.js';
+import { SMOOTHING_BETA, SmoothedLoss } from '../shared/plan/smoothing.js';
 import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
-import { stepHyper, type StagePlan } from '../shared/plan.js';
+import { stepHyper, type StagePlan } from '../shared/plan/plan.js';
 import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol.js';
 import type { Cluster, Reply } from './cluster.js';
-import { smoothLoss, type RunHistory, type StageHistory } from './history.js';
+import type { RunHistory, StageHistory } from './history.js';
 
 /** What the stage runner needs from the coordinator around it. */
 export interface StageContext {
@@ -119,7 +120,9 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
     }
     const hyper = stepHyper(stage, k);
     const { replies, loss, seconds } = await runStep(ctx, stage, k);
-    const smooth = smoothLoss(h.smooth, loss);
+    const smoother = new SmoothedLoss(SMOOTHING_BETA, h.smooth);
+    const smooth = smoother.add(loss);
+    h.smooth = smoother.state;
     h.steps.push({ loss, lrs: hyper.lrs });
     h.epochSums.elapsedSeconds += seconds;
     ctx.history.position = { stageIndex: stage.index, stepInStage: k + 1, globalStep: ctx.history.position.globalStep + 1 };

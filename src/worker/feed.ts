@@ -1,6 +1,6 @@
 /**
  * The worker's training feed: yields, in order, the micro-batches this rank runs for each optimizer step
- * (micro-batch m = slot·W + rank of `src/shared/plan.ts`, whose items depend on the step and m only), decoding and augmenting
+ * (micro-batch m = slot·W + rank of `src/shared/plan/plan.ts`, whose items depend on the step and m only), decoding and augmenting
  * ahead through the image pool. When a request is not the next expected one (a redone step after a failure, a
  * new epoch, a membership change that alters world size, rank or accumulation), the prefetch is rebuilt from
  * that point; the items are a pure function of the request, so a redone step reads exactly the same pixels.
@@ -11,7 +11,7 @@ import type { SkipLog } from '../shared/data/decode.js';
 import type { ImagePool } from '../shared/data/pool.js';
 import type { PlannedBatch } from '../shared/data/shard.js';
 import type { TransformSettings } from '../shared/data/transforms.js';
-import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan.js';
+import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan/plan.js';
 
 /** Which micro-batch is wanted: the one `rank` runs at slot `accumIndex`, m = accumIndex·worldSize + rank. */
 export interface FeedRequest {

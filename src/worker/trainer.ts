@@ -18,7 +18,7 @@ import type { ImagePool } from '../shared/data/pool.js';
 import { TrainerError } from '../shared/errors.js';
 import type { Replica } from '../shared/learner/replica.js';
 import { BN_MOMENTUM } from '../shared/model/resnet.js';
-import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan.js';
+import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan/plan.js';
 import type { RunSetup } from '../shared/run-setup.js';
 import type { StepDoneMessage, StepMessage } from '../shared/protocol.js';
 import { TrainFeed } from './feed.js';

@@ -13,7 +13,7 @@ import type { ImagePool } from '../../src/shared/data/pool.js';
 import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
 import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
 import { chunkBounds } from '../../src/shared/allreduce/ring-schedule.js';
-import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan.js';
+import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan/plan.js';
 import { bucketRanges } from '../../src/worker/trainer.js';
 
 /** Result of the reference: final state and the validation of the last epoch. */

@@ -4,7 +4,7 @@
  * `fastai/basic_train.py`, `Recorder.plot`).
  */
 import { TrainerError } from '../errors.js';
-import { numericalGradient } from '../learner/schedule.js';
+import { numericalGradient } from '../plan/schedule.js';
 
 /** Points fastai's `Recorder.plot` drops from the start of the lr_find record. */
 export const LR_FIND_SKIP_START = 10;

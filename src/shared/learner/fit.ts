@@ -21,11 +21,12 @@ import type { ImagePool } from '../data/pool.js';
 import { hashSeed } from '../data/rng.js';
 import { shardPlan, type ShardPlan } from '../data/shard.js';
 import { CENTRE_CROP, IMAGENET_MEAN, IMAGENET_STD, renderItem } from '../data/transforms.js';
-import { epochOrder, microBatchItems, planStages, stepHyper, type StagePlan } from '../plan.js';
+import { epochOrder, microBatchItems, planStages, stepHyper, type StagePlan } from '../plan/plan.js';
 import { runLrFind, type LrFindResult } from './lr-find.js';
 import type { Replica } from './replica.js';
 import { loadModel, saveModel, type SavedModelMeta } from './save.js';
-import { SmoothedLoss, type LrFindOptions, type LrSpec } from './schedule.js';
+import type { LrFindOptions, LrSpec } from '../plan/schedule.js';
+import { SmoothedLoss } from '../plan/smoothing.js';
 import { EpochProgress, formatEpochHeader, formatEpochRow, type EpochRow, type ProgressMode } from './table.js';
 
 /** Salt of the per-step dropout seeds. */

@@ -18,7 +18,7 @@ import { AdamW, type AdamWOptions } from './adamw.js';
 import { layerGroups, trainableNames } from './groups.js';
 import { createHead, type Head, type HeadOptions } from './head.js';
 import { crossEntropy } from './loss.js';
-import type { StepHyper } from './schedule.js';
+import type { StepHyper } from '../plan/schedule.js';
 
 /** Options of {@link cnnLearner}; all optional. */
 export interface CnnLearnerOptions {

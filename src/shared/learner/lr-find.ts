@@ -7,9 +7,10 @@
  * back (weights AND optimizer state). The sweep reads data as plan.ts's lr_find stage: one long pass over repeated
  * data epochs, starting at the learner's current data epoch (which it does not advance).
  */
-import { stepPosition } from '../plan.js';
+import { stepPosition } from '../plan/plan.js';
 import type { Learner } from './fit.js';
-import { lrFindLr, lrFindStep, SmoothedLoss, suggestLr, DEFAULT_LR_FIND, type LrFindOptions, type LrFindStop, type LrSuggestion } from './schedule.js';
+import { SmoothedLoss } from '../plan/smoothing.js';
+import { lrFindLr, lrFindStep, suggestLr, DEFAULT_LR_FIND, type LrFindOptions, type LrFindStop, type LrSuggestion } from '../plan/schedule.js';
 
 /** What an lr_find sweep recorded. */
 export interface LrFindResult {

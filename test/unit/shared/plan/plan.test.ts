@@ -1,9 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveRunConfig } from '../../../src/shared/config.js';
-import { shardPlan } from '../../../src/shared/data/shard.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages, stepHyper, validationBatches } from '../../../src/shared/plan.js';
+import { resolveRunConfig } from '../../../../src/shared/config.js';
+import { shardPlan } from '../../../../src/shared/data/shard.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+import {
+  LR_FIND_DATA_EPOCHS_PER_STAGE, LR_FIND_FIRST_DATA_EPOCH, dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages,
+  stageDataEpochBase, stepHyper, validationBatches,
+} from '../../../../src/shared/plan/plan.js';
 
 const stages = resolveRunConfig().stages;
 
@@ -92,4 +95,21 @@ test('validation batches are the split in order, bs at a time, batch j on rank j
     assert.deepEqual(got.map((b) => b.rank), [0, 1, 2].map((j) => j % W), `W=${W}`);
   }
   assert.deepEqual(validationBatches(3, 4, 1, 2), [], 'a rank may get no batch');
+});
+
+test('data epochs: a fit stage continues after the fit epochs before it; each lr_find stage has its own range', () => {
+  const plan = planStages({
+    stages: [
+      { kind: 'one_cycle', name: 'a', epochs: 2, maxLr: '1e-3', frozen: true },
+      { kind: 'lr_find', name: 'b', epochs: 0, maxLr: '0', frozen: false },
+      { kind: 'fit', name: 'c', epochs: 3, maxLr: '1e-4', frozen: false },
+      { kind: 'lr_find', name: 'd', epochs: 0, maxLr: '0', frozen: false },
+    ],
+    trainCount: 640, globalBs: 64, lrFactor: 1,
+  });
+  // Stage a reads epochs 0, 1; c reads 2, 3, 4 (lr_find's sweep adds none); past the end: 5 fit epochs.
+  assert.deepEqual([0, 2, 4].map((i) => stageDataEpochBase(plan, i)), [0, 2, 5]);
+  // lr_find stage i: 1_000_000 + 1_000·i, far from every fit epoch.
+  assert.equal(stageDataEpochBase(plan, 1), LR_FIND_FIRST_DATA_EPOCH + 1 * LR_FIND_DATA_EPOCHS_PER_STAGE);
+  assert.equal(stageDataEpochBase(plan, 3), 1_003_000);
 });

@@ -15,10 +15,10 @@
  * against `shardPlan`). A replacement worker, a resumed run on another worker count or an elastic ring with fewer
  * workers (and a larger accum, same G) reads exactly the micro-batches the undisturbed run would have read.
  */
-import { TrainerError } from './errors.js';
-import type { StageConfig } from './config.js';
-import { hashSeed, permutation } from './data/rng.js';
-import { lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './learner/schedule.js';
+import { TrainerError } from '../errors.js';
+import type { StageConfig } from '../config.js';
+import { hashSeed, permutation } from '../data/rng.js';
+import { lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './schedule.js';
 
 /** Layer groups of every model here: [conv1…layer2], [layer3, layer4], [head] (fastai). */
 export const N_LAYER_GROUPS = 3;
@@ -93,6 +93,27 @@ export function stepHyper(stage: StagePlan, step: number): StepHyper {
 export function stepPosition(stage: StagePlan, step: number, stepsPerDataEpoch: number): { epoch: number; stepInEpoch: number } {
   const per = stage.config.kind === 'lr_find' ? stepsPerDataEpoch : stage.stepsPerEpoch;
   return { epoch: Math.floor(step / per), stepInEpoch: step % per };
+}
+
+/** First data epoch of lr_find's own range: far past any fit's epochs, so a sweep never reads a fit's shuffles. */
+export const LR_FIND_FIRST_DATA_EPOCH = 1_000_000;
+/** Data epochs reserved for each lr_find stage (a sweep of 100 steps needs one or a few). */
+export const LR_FIND_DATA_EPOCHS_PER_STAGE = 1_000;
+
+/**
+ * The data epoch (shuffle and augmentation epoch) where stage `stageIndex` starts reading. A fit stage continues
+ * after the fit epochs of the stages before it (lr_find stages use none), so successive fits see new shuffles as
+ * fastai's successive `fit_one_cycle` calls do; lr_find stage i reads its own range from
+ * {@link LR_FIND_FIRST_DATA_EPOCH} + {@link LR_FIND_DATA_EPOCHS_PER_STAGE}·i, so a sweep (whose weights are thrown
+ * away) leaves the data the fits read unchanged whether or not it runs. Past the last stage: every fit epoch.
+ *
+ * @param stages - the run's stage plans, in order
+ * @param stageIndex - 0 ≤ stageIndex ≤ stages.length
+ */
+export function stageDataEpochBase(stages: readonly StagePlan[], stageIndex: number): number {
+  const stage = stages[stageIndex];
+  if (stage?.config.kind === 'lr_find') return LR_FIND_FIRST_DATA_EPOCH + stage.index * LR_FIND_DATA_EPOCHS_PER_STAGE;
+  return stages.slice(0, stageIndex).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
 }
 
 /** The shuffled order of the training items in an epoch: `[trainCount]` int32 item indices. */
