@@ -4,6 +4,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
+import { MIB } from '../shared/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
@@ -140,7 +141,7 @@ export class Coordinator {
       frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
-      bucketBytes: r.bucketMb * 1_000_000, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
+      bucketBytes: r.bucketMb * MIB, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
       transforms: augmentOf(c),
     };
   }
@@ -191,7 +192,7 @@ export class Coordinator {
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
-      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MB buckets` +
+      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
 

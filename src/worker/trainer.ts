@@ -11,6 +11,7 @@
  */
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { planBuckets } from '../shared/allreduce/buckets.js';
 import type { AllReducer } from '../shared/allreduce/types.js';
 import { SkipLog } from '../shared/data/decode.js';
 import { BatchLoader } from '../shared/data/loader.js';
@@ -137,25 +138,6 @@ export function applyBnIncrements(replica: Replica, vars: readonly tf.Variable[]
   replica.learner.head.numBatchesTracked += batches;
 }
 
-/** Contiguous ranges of the flat gradient, late layers first (DDP order), each ≤ bucketBytes (first ≤ 1 MB). */
-export function bucketRanges(layout: readonly { size: number }[], bucketBytes: number): Array<[start: number, end: number]> {
-  const ranges: Array<[number, number]> = [];
-  let end = layout.reduce((s, p) => s + p.size, 0);
-  let start = end;
-  let cap = Math.min(1_000_000, bucketBytes);
-  for (let i = layout.length - 1; i >= 0; i--) {
-    const size = layout[i]!.size;
-    if (start < end && (end - start + size) * 4 > cap) {
-      ranges.push([start, end]);
-      end = start;
-      cap = bucketBytes;
-    }
-    start -= size;
-  }
-  if (end > start || ranges.length === 0) ranges.push([start, end]);
-  return ranges;
-}
-
 /** One worker's training logic over an injected replica, pool and all-reducer. */
 export class WorkerTrainer {
   private readonly feed: TrainFeed;
@@ -249,12 +231,11 @@ export class WorkerTrainer {
     const before = reducer.stats().sentBytesTotal;
     const t3 = performance.now();
     // The layout changes with the freeze state (fastai freeze/unfreeze), so buckets follow the current one.
-    const ranges = bucketRanges(this.replica.gradientLayout(), this.setup.bucketBytes);
-    for (let b = 0; b < ranges.length; b++) {
-      const [start, end] = ranges[b]!;
-      await reducer.allReduce(grads.subarray(start, end), { step: cmd.step, bucket: b }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
+    const buckets = planBuckets(this.replica.gradientLayout(), { bucketBytes: this.setup.bucketBytes });
+    for (const b of buckets) {
+      await reducer.allReduce(grads.subarray(b.start, b.end), { step: cmd.step, bucket: b.id }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
     }
-    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: ranges.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
+    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: buckets.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
     applyBnIncrements(this.replica, bnVars, bnGathered, microBatches);
     const allreduceSeconds = (performance.now() - t3) / 1000;
     this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
