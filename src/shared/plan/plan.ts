@@ -162,6 +162,43 @@ export function microBatchOf(rank: number, slot: number, worldSize: number): num
   return slot * worldSize + rank;
 }
 
+/** A position in a rank's stream of micro-batches: the one `rank` runs at slot `accumIndex` of a step. */
+export interface FeedPosition {
+  /** Data epoch (shuffle and augmentation epoch). */
+  readonly epoch: number;
+  /** Optimizer step within the data epoch. */
+  readonly stepInEpoch: number;
+  /** Accumulation slot, 0 ≤ accumIndex < accum. */
+  readonly accumIndex: number;
+  /** Micro-batches a rank runs per step, integer ≥ 1. */
+  readonly accum: number;
+  readonly rank: number;
+  readonly worldSize: number;
+}
+
+/**
+ * The micro-batches `from.rank` runs from `from` to the end of the data epoch, in order: for each step k and slot
+ * a, micro-batch m = {@link microBatchOf}(rank, a, W) of M = W·accum ({@link microBatchItems}); an epoch has
+ * ⌊trainCount / (bs·M)⌋ steps (the last partial global batch is dropped, as fastai's `drop_last` training loader).
+ * The one batch plan of every process: the worker's feed and the single-process Learner (W = 1, accum 1).
+ *
+ * @param order - the epoch's order, from {@link epochOrder}
+ * @param bs - items per micro-batch
+ * @returns batches of training-split positions, every item real
+ */
+export function rankBatches(order: Int32Array, bs: number, from: FeedPosition): { indices: Int32Array; real: Uint8Array }[] {
+  const microBatches = from.worldSize * from.accum;
+  const stepsPerEpoch = Math.floor(order.length / (bs * microBatches));
+  const batches: { indices: Int32Array; real: Uint8Array }[] = [];
+  for (let k = from.stepInEpoch; k < stepsPerEpoch; k++) {
+    for (let a = k === from.stepInEpoch ? from.accumIndex : 0; a < from.accum; a++) {
+      const indices = microBatchItems(order, { stepInEpoch: k, microBatch: microBatchOf(from.rank, a, from.worldSize), microBatches, bs });
+      batches.push({ indices, real: new Uint8Array(indices.length).fill(1) });
+    }
+  }
+  return batches;
+}
+
 /**
  * Seed of the dropout masks of micro-batch `microBatch` at global step `globalStep`: hashSeed(seed, step, m, 0).
  * (The trailing 0 was the accumulation index when seeds were per (rank, slot): runs with accum 1, where m = rank,
