@@ -5,7 +5,7 @@ import { shardPlan } from '../../../../src/shared/data/shard.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import {
   LR_FIND_DATA_EPOCHS_PER_STAGE, LR_FIND_FIRST_DATA_EPOCH, dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages,
-  stageDataEpochBase, stepHyper, validationBatches,
+  rankBatches, stageDataEpochBase, stepHyper, validationBatches,
 } from '../../../../src/shared/plan/plan.js';
 
 const stages = resolveRunConfig().stages;
@@ -112,4 +112,18 @@ test('data epochs: a fit stage continues after the fit epochs before it; each lr
   // lr_find stage i: 1_000_000 + 1_000·i, far from every fit epoch.
   assert.equal(stageDataEpochBase(plan, 1), LR_FIND_FIRST_DATA_EPOCH + 1 * LR_FIND_DATA_EPOCHS_PER_STAGE);
   assert.equal(stageDataEpochBase(plan, 3), 1_003_000);
+});
+
+test('rankBatches: from any position to the epoch end, a rank reads micro-batches m = a·W + rank of each step', () => {
+  const order = epochOrder(50, 7, 3);
+  // W = 2, accum 2, bs 3: G = 12, ⌊50/12⌋ = 4 steps; rank 1 from step 2, slot 1: (2,1), (3,0), (3,1).
+  const got = rankBatches(order, 3, { epoch: 3, stepInEpoch: 2, accumIndex: 1, accum: 2, rank: 1, worldSize: 2 });
+  const want = [[2, 1], [3, 0], [3, 1]].map(([k, a]) =>
+    microBatchItems(order, { stepInEpoch: k!, microBatch: microBatchOf(1, a!, 2), microBatches: 4, bs: 3 }));
+  assert.deepEqual(got.map((b) => Array.from(b.indices)), want.map((w) => Array.from(w)));
+  assert.ok(got.every((b) => b.real.every((r) => r === 1)));
+  // One process (W = 1, accum 1): step k reads positions [k·bs, (k+1)·bs) of the order, the last partial batch dropped.
+  const single = rankBatches(order, 4, { epoch: 3, stepInEpoch: 0, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
+  assert.equal(single.length, 12);
+  assert.deepEqual(Array.from(single[5]!.indices), Array.from(order.subarray(20, 24)));
 });
