@@ -22,7 +22,7 @@ import { TrainerError, isTrainerError } from '../src/shared/errors.js';
 import { Learner } from '../src/shared/learner/fit.js';
 import type { LrFindResult } from '../src/shared/learner/lr-find.js';
 import { Replica } from '../src/shared/learner/replica.js';
-import { parseLrSpec } from '../src/shared/learner/schedule.js';
+import { parseLrSpec } from '../src/shared/plan/schedule.js';
 import { resolvePretrainedWeights } from '../src/shared/model/pretrained.js';
 import { resolveResNetConfig, type ResNetArch } from '../src/shared/model/resnet-spec.js';
 import { lrFindChart, renderChart } from '../src/coordinator/report/charts.js';

@@ -13,7 +13,7 @@ import { loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenChec
 import type { RunConfig, RunConfigInput } from '../shared/config.js';
 import { resolveRunConfig } from '../shared/config.js';
 import { TrainerError } from '../shared/errors.js';
-import type { StagePlan } from '../shared/plan.js';
+import { stageDataEpochBase, type StagePlan } from '../shared/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
@@ -32,7 +32,7 @@ export interface CheckpointPlan {
 
 /**
  * Where the data sampler is: epoch e of the training set is `epochOrder(trainCount, seed, e)` and global step k of
- * the epoch reads positions [k·G, (k+1)·G) (`shared/plan.ts`), so (dataEpoch, stepInEpoch) is the whole state.
+ * the epoch reads positions [k·G, (k+1)·G) (`shared/plan/plan.ts`), so (dataEpoch, stepInEpoch) is the whole state.
  */
 export interface SamplerState {
   readonly dataEpoch: number;
@@ -71,9 +71,8 @@ export interface CheckpointMetaInput {
 /** Data epoch of a fit stage's step: fit-stage epochs before it, plus the epoch within it (lr_find has its own). */
 export function dataEpochOf(stages: readonly StagePlan[], stageIndex: number, stepInStage: number): { dataEpoch: number; stepInEpoch: number } {
   const stage = stages[stageIndex];
-  if (!stage) return { dataEpoch: stages.reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0), stepInEpoch: 0 };
-  if (stage.config.kind === 'lr_find') return { dataEpoch: 1_000_000 + stage.index * 1_000, stepInEpoch: 0 };
-  const base = stages.slice(0, stageIndex).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
+  const base = stageDataEpochBase(stages, stageIndex);
+  if (!stage || stage.config.kind === 'lr_find') return { dataEpoch: base, stepInEpoch: 0 };
   return { dataEpoch: base + Math.floor(stepInStage / stage.stepsPerEpoch), stepInEpoch: stepInStage % stage.stepsPerEpoch };
 }
 

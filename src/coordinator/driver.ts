@@ -4,6 +4,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
+import { MIB } from '../shared/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
@@ -13,7 +14,7 @@ import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
 import { archModel, augmentOf, type Arch } from '../shared/config.js';
 import { verifyTorchWeightsFile } from '../shared/model/pretrained.js';
-import { planStages, type StagePlan } from '../shared/plan.js';
+import { planStages, stageDataEpochBase, type StagePlan } from '../shared/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../shared/run-setup.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
@@ -139,7 +140,7 @@ export class Coordinator {
       frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
-      bucketBytes: r.bucketMb * 1_000_000, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
+      bucketBytes: r.bucketMb * MIB, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
       transforms: augmentOf(c),
     };
   }
@@ -190,7 +191,7 @@ export class Coordinator {
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
-      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MB buckets` +
+      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
 
@@ -264,10 +265,7 @@ export class Coordinator {
       history: this.history,
       accum: () => this.currentAccum(),
       stepsPerDataEpoch: this.stages.find((s) => s.config.kind !== 'lr_find')?.stepsPerEpoch ?? 1,
-      dataEpochBase: (stage: StagePlan): number => {
-        if (stage.config.kind === 'lr_find') return 1_000_000 + stage.index * 1_000;
-        return this.stages.slice(0, stage.index).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
-      },
+      dataEpochBase: (stage: StagePlan): number => stageDataEpochBase(this.stages, stage.index),
       stepTimeoutMs: this.cmd.runtime.allreduceTimeoutMs + 600_000,
       progress: this.cmd.runtime.plain ? 'lines' : 'auto',
       out: this.io.out,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { RunConfig } from '../shared/config.js';
 import type { DataBunch } from '../shared/data/databunch.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
-import type { StagePlan } from '../shared/plan.js';
+import type { StagePlan } from '../shared/plan/plan.js';
 import type { Cluster } from './cluster.js';
 import type { RunHistory } from './history.js';
 import { writeRunReport } from './report/write-report.js';

@@ -3,7 +3,7 @@
  * per-stage epoch rows and per-step training losses and learning rates, lr_find sweeps, the position in the plan,
  * and the smoothed training loss (fastai's β = 0.98 debiased average) so a resumed run prints the same numbers.
  */
-import type { EpochRow } from '../shared/learner/table.js';
+import type { StageRecord } from '../shared/learner/loop.js';
 
 /** Where the run is: the next step to run. */
 export interface RunPosition {
@@ -15,19 +15,12 @@ export interface RunPosition {
   readonly globalStep: number;
 }
 
-/** History of one stage. */
-export interface StageHistory {
+/** History of one stage: what the training loop records (`StageRecord`), plus its name, kind and lr_find result. */
+export interface StageHistory extends StageRecord {
   readonly name: string;
   readonly kind: 'one_cycle' | 'fit' | 'lr_find';
-  readonly epochs: EpochRow[];
-  /** Per committed step: mean training loss over the global batch and lr per group. */
-  readonly steps: { loss: number; lrs: number[] }[];
   /** lr_find only: the smoothed losses by step (lrs are in `steps`), and why it stopped. */
   lrFind?: { smoothed: number[]; stop: string; suggestion: number | null; minLossDiv10: number | null };
-  /** Running smoothed loss state (mov, count) for the epoch table. */
-  smooth: { mov: number; n: number };
-  /** Sums of the current epoch, for the epoch row when it ends. */
-  epochSums: { startedAtMs: number; elapsedSeconds: number };
 }
 
 /** The whole history (JSON-serialisable). */
@@ -39,11 +32,4 @@ export interface RunHistory {
 /** Empty history at the start of the plan. */
 export function newHistory(): RunHistory {
   return { stages: [], position: { stageIndex: 0, stepInStage: 0, globalStep: 0 } };
-}
-
-/** fastai's smoothed loss update: mov = β·mov + (1−β)·loss, value = mov / (1 − β^n). */
-export function smoothLoss(state: { mov: number; n: number }, loss: number, beta = 0.98): number {
-  state.mov = beta * state.mov + (1 - beta) * loss;
-  state.n += 1;
-  return state.mov / (1 - Math.pow(beta, state.n));
 }

@@ -27,7 +27,7 @@ export interface RuntimeOptions {
   readonly allreduce: 'ring' | 'star';
   /** Wire dtype of gradient chunks. */
   readonly allreduceDtype: 'float32' | 'float16';
-  /** Gradient bucket size, megabytes (10^6 bytes). */
+  /** Gradient bucket size, MiB (2^20 bytes, as DDP's `bucket_cap_mb`). */
   readonly bucketMb: number;
   /** Optimizer steps between periodic checkpoints (0 = only at epoch ends). */
   readonly checkpointEvery: number;
@@ -138,7 +138,7 @@ export function trainProgram(): Command {
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
     .addOption(new Option('--allreduce <algo>', 'ring | star (baseline)').choices(['ring', 'star']))
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of gradients').choices(['float32', 'float16']))
-    .option('--bucket-mb <mb>', `gradient bucket size in MB (default ${DEFAULT_RUNTIME.bucketMb})`)
+    .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
     .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')

@@ -4,7 +4,7 @@
  * memory, loader queue, skipped files), labelled by rank; and, polled from the control plane, each worker's
  * membership state and the time it was last heard from (heartbeat age is computed at scrape time).
  */
-import type { StagePlan } from '../shared/plan.js';
+import type { StagePlan } from '../shared/plan/plan.js';
 import type { StepDoneMessage } from '../shared/protocol/index.js';
 import type { SkipReason } from '../shared/data/decode.js';
 import { SKIP_REASONS } from '../shared/data/decode.js';

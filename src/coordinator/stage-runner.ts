@@ -1,17 +1,22 @@
 /**
- * Runs the stages of the plan over the cluster: each optimizer step is a collective (`step` → every rank's
- * `step-done` → `commit`), with the learning rate per layer group and momentum of that step computed here from the
- * schedule (`plan.ts`) — the coordinator drives the one-cycle discriminative schedule. Epoch ends validate
- * (BatchNorm statistics from rank 0 first) and print fastai's table row; lr_find sweeps and then restores the
- * weights and optimizer state it started from. A failed step is aborted everywhere and redone after recovery.
+ * Runs the stages of the plan over the cluster with the one training loop (`shared/learner/loop.ts` `fitStage`,
+ * `lr-find.ts` `lrFindStage`, the same the single-process Learner runs) over the cluster's transport: each optimizer
+ * step is a collective (`step` → every rank's `step-done` → `commit`), with the learning rate per layer group and
+ * momentum of that step computed by the loop from the schedule (`plan/`) — the coordinator drives the one-cycle
+ * discriminative schedule. Epoch ends validate (BatchNorm statistics from rank 0 first); lr_find sweeps and then
+ * restores the weights and optimizer state it started from. A failed step is aborted everywhere and redone after
+ * recovery. The {@link StageContext} holds the coordinator's hooks (metrics, checkpoints, stop requests, recovery).
  */
+import { performance } from 'node:perf_hooks';
 import { TrainerError, isRetryable } from '../shared/errors.js';
-import { SmoothedLoss, lrFindStep, suggestLr } from '../shared/learner/schedule.js';
-import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../shared/learner/table.js';
-import { stepHyper, type StagePlan } from '../shared/plan.js';
+import { lrFindStage } from '../shared/learner/lr-find.js';
+import { fitStage, newStageRecord, type StepOutcome, type StepTransport } from '../shared/learner/loop.js';
+import { formatDuration } from '../shared/learner/table.js';
+import { N_LAYER_GROUPS, stepPosition, type StagePlan } from '../shared/plan/plan.js';
+import type { StepHyper } from '../shared/plan/schedule.js';
 import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol/index.js';
 import type { Cluster, Reply } from './cluster.js';
-import { smoothLoss, type RunHistory, type StageHistory } from './history.js';
+import type { RunHistory, StageHistory } from './history.js';
 
 /** What the stage runner needs from the coordinator around it. */
 export interface StageContext {
@@ -45,23 +50,22 @@ const isStepDone = (step: number, generation: number) => (m: Message): m is Step
   m.type === 'step-done' && m.step === step && m.generation === generation;
 
 /**
- * One committed optimizer step, redone after recovery if any rank fails.
- * @returns the replies, the mean loss over the global batch and the step's wall time
+ * One committed optimizer step over the cluster, redone after recovery if any rank fails; the run's position moves
+ * on once it is committed (lr_find: the global step only, its stage position stays at 0).
+ * @returns the ranks' loss sums, the step's wall time and the replies (for the metrics)
  */
-async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number): Promise<{ replies: Reply<StepDoneMessage>[]; loss: number; seconds: number }> {
-  const hyper = stepHyper(stage, stepInStage);
+async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number, hyper: StepHyper): Promise<StepOutcome<Reply<StepDoneMessage>[]>> {
   for (;;) {
     const { cluster } = ctx;
     const step = ctx.history.position.globalStep;
-    const perEpoch = stage.config.kind === 'lr_find' ? ctx.stepsPerDataEpoch : stage.stepsPerEpoch;
-    const epoch = ctx.dataEpochBase(stage) + Math.floor(stepInStage / perEpoch);
+    const { epoch, stepInEpoch } = stepPosition(stage, stepInStage, ctx.stepsPerDataEpoch);
     const started = performance.now();
     try {
       const generation = cluster.generation;
       const failed = (m: Message): boolean => m.type === 'step-failed' && m.step === step && m.generation === generation;
       const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs);
       await cluster.broadcast({
-        type: 'step', step, generation, stageIndex: stage.index, epoch, stepInEpoch: stepInStage % perEpoch,
+        type: 'step', step, generation, stageIndex: stage.index, epoch: ctx.dataEpochBase(stage) + epoch, stepInEpoch,
         accum: ctx.accum(), lrs: hyper.lrs, momentum: hyper.momentum,
       });
       const replies = await waiting;
@@ -71,9 +75,14 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number)
         throw new TrainerError(m.code, `rank ${bad.rank} failed step ${step}: ${m.message}`);
       }
       await cluster.broadcast({ type: 'commit', step });
-      const count = replies.reduce((s, r) => s + r.message.count, 0);
-      const loss = replies.reduce((s, r) => s + r.message.lossSum, 0) / Math.max(1, count);
-      return { replies, loss, seconds: (performance.now() - started) / 1000 };
+      const { position } = ctx.history;
+      ctx.history.position = stage.config.kind === 'lr_find'
+        ? { ...position, globalStep: position.globalStep + 1 }
+        : { stageIndex: stage.index, stepInStage: stepInStage + 1, globalStep: position.globalStep + 1 };
+      return {
+        lossSum: replies.reduce((s, r) => s + r.message.lossSum, 0), count: replies.reduce((s, r) => s + r.message.count, 0),
+        seconds: (performance.now() - started) / 1000, detail: replies,
+      };
     } catch (err) {
       if (!isRetryable(err)) throw err;
       await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
@@ -83,10 +92,20 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number)
   }
 }
 
+/** The cluster as the loop's transport: collective steps, validation over all ranks, rank 0's state. */
+function clusterTransport(ctx: StageContext): StepTransport<Reply<StepDoneMessage>[], Uint8Array> {
+  return {
+    step: (stage, k, hyper) => runStep(ctx, stage, k, hyper),
+    validate: () => ctx.guard('validation', () => validateAll(ctx.cluster, ctx.stepTimeoutMs, false)),
+    snapshot: () => ctx.snapshot(),
+    restore: (blob) => ctx.restore(blob),
+  };
+}
+
 function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
   let h = ctx.history.stages[stage.index];
   if (!h) {
-    h = { name: stage.config.name, kind: stage.config.kind, epochs: [], steps: [], smooth: { mov: 0, n: 0 }, epochSums: { startedAtMs: Date.now(), elapsedSeconds: 0 } };
+    h = { name: stage.config.name, kind: stage.config.kind, ...newStageRecord() };
     ctx.history.stages[stage.index] = h;
   }
   return h;
@@ -104,93 +123,38 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
 
 /** Runs (or continues) a one-cycle or constant-lr stage. @returns false when a stop was requested */
 export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<boolean> {
-  const h = stageHistory(ctx, stage);
   const from = ctx.history.position.stepInStage;
   const resuming = from > 0 ? ` — resumed at step ${from}` : '';
-  ctx.out(`\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}\n${formatEpochHeader()}`);
-  let progress: EpochProgress | null = null;
-  for (let k = ctx.history.position.stepInStage; k < stage.totalSteps; k++) {
-    if (k % stage.stepsPerEpoch === 0 || progress === null) {
-      progress = new EpochProgress(stage.stepsPerEpoch - (k % stage.stepsPerEpoch), `epoch ${Math.floor(k / stage.stepsPerEpoch)}`, ctx.progress, ctx.out);
-      if (k % stage.stepsPerEpoch === 0) h.epochSums = { startedAtMs: Date.now(), elapsedSeconds: 0 };
-    }
-    const hyper = stepHyper(stage, k);
-    const { replies, loss, seconds } = await runStep(ctx, stage, k);
-    const smooth = smoothLoss(h.smooth, loss);
-    h.steps.push({ loss, lrs: hyper.lrs });
-    h.epochSums.elapsedSeconds += seconds;
-    ctx.history.position = { stageIndex: stage.index, stepInStage: k + 1, globalStep: ctx.history.position.globalStep + 1 };
-    progress.tick(smooth);
-    if ((k + 1) % stage.stepsPerEpoch === 0) {
-      progress.stop();
-      const t0 = performance.now();
-      const v = await ctx.guard('validation', () => validateAll(ctx.cluster, ctx.stepTimeoutMs, false));
-      const row = { epoch: Math.floor(k / stage.stepsPerEpoch), trainLoss: smooth, validLoss: v.validLoss, errorRate: v.errorRate, seconds: h.epochSums.elapsedSeconds + (performance.now() - t0) / 1000 };
-      h.epochs.push(row);
-      ctx.out(formatEpochRow(row));
-      await ctx.afterEpoch(stage, v);
-    }
-    if (await ctx.afterStep(stage, replies, loss, hyper.lrs, hyper.momentum, seconds)) {
-      progress.stop();
-      return false;
-    }
-  }
-  return true;
+  const { completed } = await fitStage(clusterTransport(ctx), stage, stageHistory(ctx, stage), from, {
+    progress: ctx.progress, out: ctx.out,
+    heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}`,
+    afterEpoch: (s, row) => ctx.afterEpoch(s, row),
+    afterStep: (s, _k, outcome, loss, hyper) => ctx.afterStep(s, outcome.detail, loss, hyper.lrs, hyper.momentum, outcome.seconds),
+  });
+  return completed;
 }
 
 /**
- * lr_find (fastai 1.0.61 `LRFinder`): exponential lr sweep per step, smoothed loss, stop at 4× the best or NaN;
- * weights and optimizer state are restored afterwards. Always runs from its first step (a resumed run repeats it,
- * from the same global step, so it reads the same data and dropout seeds and is bit-identical).
+ * lr_find (fastai 1.0.61 `LRFinder`, `lrFindStage`): exponential lr sweep per step, smoothed loss, stop at 4× the
+ * best or NaN; weights and optimizer state are restored afterwards. Always runs from its first step (a resumed run
+ * repeats it, from the same global step, so it reads the same data and dropout seeds and is bit-identical).
  * @returns false when a stop was requested mid-sweep: weights and the global step are back at the sweep's start
  */
 export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<boolean> {
   const h = stageHistory(ctx, stage);
   h.steps.length = 0;
   const start = ctx.history.position;
-  const t0 = performance.now();
   ctx.out(`\n${stage.config.name}: lr_find over ${stage.totalSteps} steps (weights restored afterwards)`);
-  const snapshot = await ctx.snapshot();
-  const smoothed = new SmoothedLoss();
-  const losses: number[] = [];
-  let best = Number.POSITIVE_INFINITY;
-  let stop = 'done';
-  const progress = new EpochProgress(stage.totalSteps, 'lr_find', ctx.progress, ctx.out);
-  for (let k = 0; k < stage.totalSteps; k++) {
-    const hyper = stepHyper(stage, k);
-    const { loss } = await runStep(ctx, stage, k);
-    ctx.history.position = { ...ctx.history.position, globalStep: ctx.history.position.globalStep + 1 };
-    smoothed.add(loss);
-    h.steps.push({ loss, lrs: hyper.lrs });
-    losses.push(smoothed.value);
-    progress.tick(smoothed.value);
-    const verdict = lrFindStep(k, smoothed.value, best, stage.totalSteps);
-    best = verdict.best;
-    if (verdict.stop) {
-      stop = verdict.stop;
-      break;
-    }
-    if (ctx.stopRequested()) {
-      progress.stop();
-      await ctx.restore(snapshot);
-      ctx.history.position = start;
-      h.steps.length = 0;
-      return false;
-    }
+  const r = await lrFindStage(clusterTransport(ctx), stage, { progress: ctx.progress, out: ctx.out, stopRequested: () => ctx.stopRequested(), restoreAfterError: false });
+  if (r === null) {
+    ctx.history.position = start;
+    return false;
   }
-  progress.stop();
-  await ctx.restore(snapshot);
-  const lrs = h.steps.map((s) => s.lrs[0]!);
-  let suggestion: number | null = null, minLossDiv10: number | null = null;
-  try {
-    const s = suggestLr(lrs, losses);
-    suggestion = s.steepest;
-    minLossDiv10 = s.minLossDiv10;
-  } catch (err) {
-    ctx.out(`lr_find: no suggestion (${(err as Error).message})`);
-  }
-  h.lrFind = { smoothed: losses, stop, suggestion, minLossDiv10 };
+  h.steps.push(...r.lrs.map((lr, i) => ({ loss: r.rawLosses[i]!, lrs: new Array<number>(N_LAYER_GROUPS).fill(lr) })));
+  if (r.noSuggestion !== null) ctx.out(`lr_find: no suggestion (${r.noSuggestion})`);
+  const suggestion = r.suggestion?.steepest ?? null, minLossDiv10 = r.suggestion?.minLossDiv10 ?? null;
+  h.lrFind = { smoothed: r.losses, stop: r.stop, suggestion, minLossDiv10 };
   // Its duration, as fastai's table gives each epoch's: lr_find is a large part of a short run's wall time.
-  ctx.out(`lr_find: ${lrs.length} steps in ${formatDuration((performance.now() - t0) / 1000)}, stopped: ${stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
+  ctx.out(`lr_find: ${r.lrs.length} steps in ${formatDuration(r.seconds)}, stopped: ${r.stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
   return true;
 }

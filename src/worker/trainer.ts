@@ -11,33 +11,24 @@
  */
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { planBuckets } from '../shared/allreduce/buckets.js';
 import type { AllReducer } from '../shared/allreduce/types.js';
 import { SkipLog } from '../shared/data/decode.js';
-import { BatchLoader } from '../shared/data/loader.js';
 import type { ImagePool } from '../shared/data/pool.js';
 import { TrainerError } from '../shared/errors.js';
 import type { Replica } from '../shared/learner/replica.js';
+import { validateBatches, type ValidResult } from '../shared/learner/validate.js';
 import { BN_MOMENTUM } from '../shared/model/resnet.js';
-import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan.js';
+import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan/plan.js';
 import type { RunSetup } from '../shared/run-setup.js';
 import type { StepDoneMessage, StepMessage } from '../shared/protocol/index.js';
-import { TrainFeed } from './feed.js';
+import { TrainFeed } from '../shared/data/feed.js';
 
 /** Membership as the trainer needs it. */
 export interface RankInfo {
   readonly rank: number;
   readonly worldSize: number;
   readonly generation: number;
-}
-
-/** Validation sums of one rank, and optionally its per-item probabilities. */
-export interface ValidResult {
-  readonly lossSum: number;
-  readonly count: number;
-  readonly correct: number;
-  /** `[k] int32` validation-split positions of the real items, then `[k × classes] float32` probabilities. */
-  readonly items: Int32Array | null;
-  readonly probs: Float32Array | null;
 }
 
 interface Pending {
@@ -137,25 +128,6 @@ export function applyBnIncrements(replica: Replica, vars: readonly tf.Variable[]
   replica.learner.head.numBatchesTracked += batches;
 }
 
-/** Contiguous ranges of the flat gradient, late layers first (DDP order), each ≤ bucketBytes (first ≤ 1 MB). */
-export function bucketRanges(layout: readonly { size: number }[], bucketBytes: number): Array<[start: number, end: number]> {
-  const ranges: Array<[number, number]> = [];
-  let end = layout.reduce((s, p) => s + p.size, 0);
-  let start = end;
-  let cap = Math.min(1_000_000, bucketBytes);
-  for (let i = layout.length - 1; i >= 0; i--) {
-    const size = layout[i]!.size;
-    if (start < end && (end - start + size) * 4 > cap) {
-      ranges.push([start, end]);
-      end = start;
-      cap = bucketBytes;
-    }
-    start -= size;
-  }
-  if (end > start || ranges.length === 0) ranges.push([start, end]);
-  return ranges;
-}
-
 /** One worker's training logic over an injected replica, pool and all-reducer. */
 export class WorkerTrainer {
   private readonly feed: TrainFeed;
@@ -249,12 +221,11 @@ export class WorkerTrainer {
     const before = reducer.stats().sentBytesTotal;
     const t3 = performance.now();
     // The layout changes with the freeze state (fastai freeze/unfreeze), so buckets follow the current one.
-    const ranges = bucketRanges(this.replica.gradientLayout(), this.setup.bucketBytes);
-    for (let b = 0; b < ranges.length; b++) {
-      const [start, end] = ranges[b]!;
-      await reducer.allReduce(grads.subarray(start, end), { step: cmd.step, bucket: b }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
+    const buckets = planBuckets(this.replica.gradientLayout(), { bucketBytes: this.setup.bucketBytes });
+    for (const b of buckets) {
+      await reducer.allReduce(grads.subarray(b.start, b.end), { step: cmd.step, bucket: b.id }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
     }
-    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: ranges.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
+    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: buckets.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
     applyBnIncrements(this.replica, bnVars, bnGathered, microBatches);
     const allreduceSeconds = (performance.now() - t3) / 1000;
     this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
@@ -293,36 +264,10 @@ export class WorkerTrainer {
   async validate(withProbs: boolean): Promise<ValidResult> {
     const { rank, worldSize } = this.rankInfo();
     const batches = validationBatches(this.validSplit.length, this.setup.bs, rank, worldSize);
-    const plan = { batches, itemsPerRank: batches.reduce((s, b) => s + b.indices.length, 0) };
-    const loader = new BatchLoader({
-      pool: this.pool, paths: this.paths, labels: this.labels, split: this.validSplit, plan, size: this.setup.size,
-      augment: false, seed: this.setup.seed, epoch: 0, skipLog: this.skipLog,
-    });
-    let lossSum = 0, count = 0, correct = 0;
-    const items: number[] = [];
-    const probs: Float32Array[] = [];
-    try {
-      for await (const batch of loader) {
-        const r = await this.replica.evaluate(batch.x, batch.y, batch.valid);
-        lossSum += r.lossSum;
-        count += r.count;
-        correct += r.correct;
-        if (!withProbs) continue;
-        const k = this.setup.classes.length;
-        const planned = plan.batches[batch.batchIndex]!;
-        for (let i = 0; i < batch.valid.length; i++) {
-          if (batch.valid[i] !== 1) continue;
-          items.push(planned.indices[i]!);
-          probs.push(r.probs.slice(i * k, (i + 1) * k));
-        }
-      }
-    } finally {
-      await loader.close();
-    }
-    if (!withProbs) return { lossSum, count, correct, items: null, probs: null };
-    const flatProbs = new Float32Array(probs.length * this.setup.classes.length);
-    probs.forEach((p, i) => flatProbs.set(p, i * this.setup.classes.length));
-    return { lossSum, count, correct, items: Int32Array.from(items), probs: flatProbs };
+    return validateBatches(this.replica, {
+      pool: this.pool, paths: this.paths, labels: this.labels, split: this.validSplit, size: this.setup.size,
+      seed: this.setup.seed, skipLog: this.skipLog,
+    }, batches, withProbs);
   }
 
   /** Replaces every rank's BatchNorm running statistics with rank 0's (sum over the ring with zeros elsewhere: exact). */

@@ -12,9 +12,9 @@ import { BatchLoader, type Batch } from '../../src/shared/data/loader.js';
 import type { ImagePool } from '../../src/shared/data/pool.js';
 import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
 import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
+import { DEFAULT_BUCKETS, planBuckets } from '../../src/shared/allreduce/buckets.js';
 import { chunkBounds } from '../../src/shared/allreduce/ring-schedule.js';
-import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan.js';
-import { bucketRanges } from '../../src/worker/trainer.js';
+import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan/plan.js';
 
 /** Result of the reference: final state and the validation of the last epoch. */
 export interface ReferenceResult {
@@ -84,7 +84,7 @@ export function ringAverage(grads: readonly Float32Array[], buckets: ReadonlyArr
  * Replays a one-stage run of `worldSize` workers in this process (stage 0 only, accum 1, lr scale none).
  * @param input - the run's configuration as given to the coordinator (flags and config file fields)
  */
-export async function referenceRun(input: RunConfigInput, worldSize: number, pool: ImagePool, bucketBytes = 25_000_000): Promise<ReferenceResult> {
+export async function referenceRun(input: RunConfigInput, worldSize: number, pool: ImagePool, bucketBytes = DEFAULT_BUCKETS.bucketBytes): Promise<ReferenceResult> {
   const c = resolveRunConfig(input, { runDir: 'unused' });
   const data = await createDataBunch({
     data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, split: c.split, validPct: c.validPct, seed: c.seed, verify: true,
@@ -104,7 +104,7 @@ export async function referenceRun(input: RunConfigInput, worldSize: number, poo
         await replica.accumulate(b.x, b.y, b.valid, dropoutSeed(c.seed, k, m));
         perRank.push(await replica.takeGradients());
       }
-      const grads = ringAverage(perRank, bucketRanges(replica.gradientLayout(), bucketBytes));
+      const grads = ringAverage(perRank, planBuckets(replica.gradientLayout(), { bucketBytes }).map((b): [number, number] => [b.start, b.end]));
       replica.applyGradients(grads, stepHyper(stage!, k));
     }
     const v = await validate(replica, data, pool, c.size, c.bs, c.seed);

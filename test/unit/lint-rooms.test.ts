@@ -21,7 +21,7 @@ test('lint rejects an import across rooms, static, type-only, re-exported or dyn
     ['src/coordinator/probe.ts', "export const m = import('../worker/cli.js');\n", /coordinator ↛ worker/],
     ['src/worker/allreduce/probe.ts', "import type { Cluster } from '../../coordinator/cluster.js';\nexport type C = Cluster;\n", /worker ↛ coordinator/],
     ['src/shared/data/probe.ts', "import type { Cluster } from '../../coordinator/cluster.js';\nexport type C = Cluster;\n", /shared ↛ either/],
-    ['src/shared/probe.ts', "import type { TrainFeed } from '../worker/feed.js';\nexport type F = TrainFeed;\n", /shared ↛ either/],
+    ['src/shared/probe.ts', "import type { RankInfo } from '../worker/trainer.js';\nexport type R = RankInfo;\n", /shared ↛ either/],
   ];
   for (const [file, code, rule] of cases) {
     const errors = await roomErrors(file, code);

@@ -4,7 +4,7 @@
  * `fastai/basic_train.py`, `Recorder.plot`).
  */
 import { TrainerError } from '../../shared/errors.js';
-import { numericalGradient } from '../../shared/learner/schedule.js';
+import { numericalGradient } from '../../shared/plan/schedule.js';
 
 /** Points fastai's `Recorder.plot` drops from the start of the lr_find record. */
 export const LR_FIND_SKIP_START = 10;

@@ -8,7 +8,7 @@
  */
 import client from 'prom-client';
 import { TrainerError } from '../../shared/errors.js';
-import { SmoothedLoss } from '../../shared/learner/schedule.js';
+import { SmoothedLoss } from '../../shared/plan/smoothing.js';
 import {
   METRIC_PREFIX, METRICS, RESTART_REASONS, SKIP_REASONS, STEP_PHASES, WORKER_STATES,
   type MetricSpec, type RestartReason, type SkipReason, type StepPhase, type WorkerState,

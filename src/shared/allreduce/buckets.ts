@@ -1,15 +1,20 @@
 /**
- * Gradient bucketing ("tensor fusion"): pack many small gradients into few large buffers before communicating.
+ * Gradient bucketing ("tensor fusion"): the all-reduce communicates a step's gradient in a few large pieces.
  *
- * Policy from PyTorch DDP (`torch/nn/parallel/distributed.py`, `_DEFAULT_FIRST_BUCKET_BYTES` = 1 MiB and
- * `bucket_cap_mb` = 25): buckets are filled in REVERSE parameter order (the last layers' gradients are ready first
- * during backward, so their bucket can be communicated while backward continues), the first bucket is capped at
- * 1 MB and the others at `bucketBytes`. A parameter larger than the cap gets a bucket of its own.
+ * Policy from PyTorch DDP (`torch/nn/parallel/distributed.py`: `_DEFAULT_FIRST_BUCKET_BYTES` = 1 MiB,
+ * `bucket_cap_mb` = 25 MiB): buckets are filled in REVERSE parameter order (the last layers' gradients are ready
+ * first during backward, so their bucket can be communicated while backward continues), the first bucket is capped
+ * at 1 MiB and the others at `bucketBytes`. A parameter larger than its cap gets a bucket of its own. Here the
+ * gradient is one flat float32 array in parameter order (`Replica.gradientLayout`), so a bucket is a contiguous
+ * range of it: all-reduced in place, no copy.
  */
 import { TrainerError } from '../errors.js';
 
 /** Bytes per float32 gradient element. */
 export const GRADIENT_ELEMENT_BYTES = 4;
+
+/** One MiB, the unit of `--bucket-mb` (DDP's `bucket_cap_mb` is MiB: `bucket_cap_mb * 1024 * 1024`). */
+export const MIB = 1024 * 1024;
 
 /** Options of {@link planBuckets}; all optional. */
 export interface BucketOptions {
@@ -22,8 +27,8 @@ export interface BucketOptions {
 export type ResolvedBucketOptions = Required<BucketOptions>;
 /** Defaults of {@link planBuckets} (PyTorch DDP's). */
 export const DEFAULT_BUCKETS: ResolvedBucketOptions = Object.freeze({
-  firstBucketBytes: 1024 * 1024,
-  bucketBytes: 25 * 1024 * 1024,
+  firstBucketBytes: MIB,
+  bucketBytes: 25 * MIB,
 });
 
 /** A parameter as seen by the planner: its name and element count. */
@@ -32,21 +37,17 @@ export interface ParamSpec {
   /** Number of float32 elements, integer ≥ 0. */
   readonly size: number;
 }
-/** Where one parameter's gradient lives inside its bucket buffer. */
-export interface BucketEntry {
-  readonly name: string;
-  /** Offset in elements from the start of the bucket buffer. */
-  readonly offset: number;
-  /** Number of elements. */
-  readonly size: number;
-}
-/** One bucket: an ordered list of entries laid out back to back. */
+
+/** One bucket: the contiguous range [start, end) of the flat gradient holding the gradients of `names`. */
 export interface Bucket {
-  /** 0-based id, in communication order. */
+  /** 0-based id, in communication order (the all-reduce tag). */
   readonly id: number;
-  readonly entries: readonly BucketEntry[];
-  /** Total elements (`[length] float32` buffer). */
-  readonly length: number;
+  /** First element, in the flat gradient (parameter order). */
+  readonly start: number;
+  /** One past the last element. */
+  readonly end: number;
+  /** Its parameters, in the order they were added (last parameter first). */
+  readonly names: readonly string[];
 }
 
 /**
@@ -55,7 +56,7 @@ export interface Bucket {
  * @throws TrainerError `ERR_BAD_CONFIG` naming the field when a cap is not an integer ≥ 4 bytes
  */
 export function resolveBucketOptions(options: BucketOptions = {}): ResolvedBucketOptions {
-  const resolved = { ...DEFAULT_BUCKETS, ...options };
+  const resolved = { ...DEFAULT_BUCKETS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   for (const field of ['firstBucketBytes', 'bucketBytes'] as const) {
     const v = resolved[field];
     if (!Number.isInteger(v) || v < GRADIENT_ELEMENT_BYTES) {
@@ -77,76 +78,32 @@ function checkParams(params: readonly ParamSpec[]): void {
 }
 
 /**
- * Plans gradient buckets: reverse parameter order, first bucket ≤ `firstBucketBytes`, others ≤ `bucketBytes`.
+ * Plans gradient buckets: reverse parameter order, first bucket ≤ `firstBucketBytes`, others ≤ `bucketBytes`
+ * (a parameter alone may exceed its cap). Every element of the flat gradient is in exactly one bucket.
  *
- * @param params - parameters in model (forward) order
+ * @param params - parameters in model (forward) order, as laid out in the flat gradient
  * @param options - caps in bytes; see {@link DEFAULT_BUCKETS}
- * @returns buckets in communication order; every parameter appears in exactly one bucket
+ * @returns buckets in communication order (the last parameters' first); none for an empty layout
  * @throws TrainerError `ERR_BAD_CONFIG` on invalid options, negative/non-integer sizes or duplicate names
  */
 export function planBuckets(params: readonly ParamSpec[], options: BucketOptions = {}): Bucket[] {
   const { firstBucketBytes, bucketBytes } = resolveBucketOptions(options);
   checkParams(params);
   const buckets: Bucket[] = [];
-  let entries: BucketEntry[] = [];
-  let length = 0;
-  const flush = (): void => {
-    if (entries.length > 0) buckets.push({ id: buckets.length, entries, length });
-    entries = [];
-    length = 0;
-  };
+  let end = params.reduce((s, p) => s + p.size, 0);
+  let start = end;
+  let names: string[] = [];
   for (let i = params.length - 1; i >= 0; i--) {
-    const p = params[i];
+    const p = params[i]!;
     const capBytes = buckets.length === 0 ? firstBucketBytes : bucketBytes;
-    if (entries.length > 0 && (length + p.size) * GRADIENT_ELEMENT_BYTES > capBytes) flush();
-    entries.push({ name: p.name, offset: length, size: p.size });
-    length += p.size;
+    if (start < end && (end - start + p.size) * GRADIENT_ELEMENT_BYTES > capBytes) {
+      buckets.push({ id: buckets.length, start, end, names });
+      end = start;
+      names = [];
+    }
+    start -= p.size;
+    names.push(p.name);
   }
-  flush();
+  if (names.length > 0) buckets.push({ id: buckets.length, start, end, names });
   return buckets;
-}
-
-function gradientOf(grads: ReadonlyMap<string, Float32Array>, entry: BucketEntry): Float32Array {
-  const g = grads.get(entry.name);
-  if (g === undefined) throw new TrainerError('ERR_DATA', `missing gradient for parameter ${entry.name}`);
-  if (g.length !== entry.size) {
-    throw new TrainerError('ERR_DATA', `gradient ${entry.name} must have ${entry.size} elements, got ${g.length}`);
-  }
-  return g;
-}
-
-/**
- * Copies named gradients into one bucket buffer.
- *
- * @param bucket - from {@link planBuckets}
- * @param grads - gradient of each parameter, `[size] float32`
- * @param out - optional `[bucket.length] float32` destination (reuse it across steps)
- * @returns `[bucket.length] float32`
- * @throws TrainerError `ERR_DATA` when a gradient is missing or has the wrong length, or `out` has the wrong length
- */
-export function flattenBucket(
-  bucket: Bucket,
-  grads: ReadonlyMap<string, Float32Array>,
-  out: Float32Array = new Float32Array(bucket.length),
-): Float32Array {
-  if (out.length !== bucket.length) {
-    throw new TrainerError('ERR_DATA', `bucket ${bucket.id} buffer must have ${bucket.length} elements, got ${out.length}`);
-  }
-  for (const e of bucket.entries) out.set(gradientOf(grads, e), e.offset);
-  return out;
-}
-
-/**
- * Copies a (reduced) bucket buffer back into the named gradients, in place.
- *
- * @param bucket - from {@link planBuckets}
- * @param buffer - `[bucket.length] float32`
- * @param grads - destination arrays, `[size] float32` each, overwritten
- * @throws TrainerError `ERR_DATA` when a gradient is missing or a length differs
- */
-export function unflattenBucket(bucket: Bucket, buffer: Float32Array, grads: ReadonlyMap<string, Float32Array>): void {
-  if (buffer.length !== bucket.length) {
-    throw new TrainerError('ERR_DATA', `bucket ${bucket.id} buffer must have ${bucket.length} elements, got ${buffer.length}`);
-  }
-  for (const e of bucket.entries) gradientOf(grads, e).set(buffer.subarray(e.offset, e.offset + e.size));
 }

@@ -19,7 +19,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedAdamWStep } from '../compute/fused-adamw.js';
 import { TrainerError } from '../errors.js';
-import type { StepHyper } from './schedule.js';
+import type { StepHyper } from '../plan/schedule.js';
 import { ADAMW_KERNEL, ownBuffer, type AdamWAttrs } from '../compute/webgpu/adamw-kernel.js';
 
 /** Options of {@link AdamW}; all optional. */

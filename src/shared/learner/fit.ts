@@ -2,31 +2,37 @@
  * fastai v1's `Learner` in one process, over one {@link Replica}: `fitOneCycle`, `fit`, `freeze`/`unfreeze`,
  * `validate`, `lrFind`, `save`/`load`, `predict`, printing the epoch table as fastai does.
  *
- * Data order and schedule come from `plan.ts` with world size 1 (one rank, accum 1), so this loop reads exactly the
- * items the distributed runtime reads at the same step: data epoch e (counted over the learner's whole life, so
- * successive fits see new shuffles: {@link Learner.epochsDone}) uses `epochOrder(train, seed, e)`, step k reads
- * `microBatchItems(order, {stepInEpoch: k, microBatch: 0, microBatches: 1, bs})`, and step hyper-parameters are
- * `stepHyper(stage, step)`. Dropout seeds are `hashSeed(seed, e, k, DROPOUT_SALT)`.
+ * The loop is the one every process runs (`loop.ts` `fitStage`, `lr-find.ts` `lrFindStage`) over a local
+ * transport: the replica's step with an identity all-reduce (`LocalAllReducer`), as Lightning's
+ * `SingleDeviceStrategy`. Data order and schedule come from `plan/` with world size 1 (one rank, accum 1), so this
+ * loop reads exactly the items the distributed runtime reads at the same step: data epoch e (counted over the
+ * learner's whole life, so successive fits see new shuffles: {@link Learner.epochsDone}) uses
+ * `epochOrder(train, seed, e)` and step k reads `rankBatches`' micro-batch (the worker's {@link TrainFeed}), and step
+ * hyper-parameters are `stepHyper(stage, step)`. Dropout seeds are `hashSeed(seed, e, k, DROPOUT_SALT)`.
  *
  * train_loss in the table is fastai's: the smoothed (β = 0.98, debiased) batch loss at the end of the epoch, the
  * smoother running over the whole fit (fastai `Recorder.on_train_begin`).
  */
 import { performance } from 'node:perf_hooks';
+import { LocalAllReducer } from '../allreduce/local.js';
 import { TrainerError } from '../errors.js';
 import type { StageConfig } from '../config.js';
 import type { DataBunch } from '../data/databunch.js';
 import { decodeRgb } from '../data/decode.js';
-import { BatchLoader, type Batch } from '../data/loader.js';
+import { TrainFeed } from '../data/feed.js';
 import type { ImagePool } from '../data/pool.js';
 import { hashSeed } from '../data/rng.js';
-import { shardPlan, type ShardPlan } from '../data/shard.js';
 import { CENTRE_CROP, IMAGENET_MEAN, IMAGENET_STD, renderItem } from '../data/transforms.js';
-import { epochOrder, microBatchItems, planStages, stepHyper, type StagePlan } from '../plan.js';
-import { runLrFind, type LrFindResult } from './lr-find.js';
-import type { Replica } from './replica.js';
+import { planStages, stepPosition, validationBatches, type StagePlan } from '../plan/plan.js';
+import type { LrFindOptions, LrSpec, StepHyper } from '../plan/schedule.js';
+import { lrFindStage, type LrFindResult } from './lr-find.js';
+import { fitStage, newStageRecord, type StepOutcome, type StepTransport, type ValidationOutcome } from './loop.js';
+import type { Replica, ReplicaState } from './replica.js';
 import { loadModel, saveModel, type SavedModelMeta } from './save.js';
-import { SmoothedLoss, type LrFindOptions, type LrSpec } from './schedule.js';
-import { EpochProgress, formatEpochHeader, formatEpochRow, type EpochRow, type ProgressMode } from './table.js';
+import type { EpochRow, ProgressMode } from './table.js';
+import { validateBatches } from './validate.js';
+
+export type { LrFindResult } from './lr-find.js';
 
 /** Salt of the per-step dropout seeds. */
 export const DROPOUT_SALT = 0xd409;
@@ -141,76 +147,47 @@ export class Learner {
 
   private async runStage(config: StageConfig): Promise<EpochRow[]> {
     const stage = this.planStage(config);
-    const smooth = new SmoothedLoss(0.98);
-    const rows: EpochRow[] = [];
-    this.options.log(formatEpochHeader());
-    for (let e = 0; e < config.epochs; e++) {
-      const t0 = performance.now();
-      const progress = new EpochProgress(stage.stepsPerEpoch, `epoch ${e}`, this.options.progress, this.options.log);
-      try {
-        await this.forEachTrainBatch(this.epochsDone, 0, stage.stepsPerEpoch, async (batch, k) => {
-          this.batchLosses.push(await this.trainStep(batch, this.epochsDone, k, stepHyper(stage, e * stage.stepsPerEpoch + k), smooth));
-          progress.tick(smooth.value);
-          return true;
-        });
-      } finally {
-        progress.stop();
-      }
-      this.epochsDone += 1;
-      const v = await this.validate();
-      const row = { epoch: e, trainLoss: smooth.value, validLoss: v.validLoss, errorRate: v.errorRate, seconds: (performance.now() - t0) / 1000 };
-      rows.push(row);
-      this.options.log(formatEpochRow(row));
-    }
-    return rows;
-  }
-
-  /**
-   * One optimizer step on one batch: accumulate, take, apply. Returns the batch's mean loss over its valid
-   * items and adds it to `smooth`; a batch without valid items (all failed to decode) is skipped (NaN).
-   */
-  async trainStep(batch: Batch, dataEpoch: number, stepInEpoch: number, hyper: { lrs: number[]; momentum: number }, smooth?: SmoothedLoss): Promise<number> {
-    const s = await this.replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(this.options.seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
-    if (s.count === 0) {
-      await this.replica.takeGradients();
-      return Number.NaN;
-    }
-    this.replica.applyGradients(await this.replica.takeGradients(), hyper);
-    const loss = s.lossSum / s.count;
-    smooth?.add(loss);
-    return loss;
-  }
-
-  /** The training plan of one data epoch, steps [first, first + count): world size 1, accum 1. */
-  trainPlan(dataEpoch: number, first: number, count: number): ShardPlan {
-    const order = epochOrder(this.data.train.length, this.options.seed, dataEpoch);
-    const bs = this.options.bs;
-    const batches = Array.from({ length: count }, (_, i) => ({
-      indices: microBatchItems(order, { stepInEpoch: first + i, microBatch: 0, microBatches: 1, bs }),
-      real: new Uint8Array(bs).fill(1),
-    }));
-    return { batches, itemsPerRank: count * bs };
-  }
-
-  /**
-   * Loads training batches of data epoch `dataEpoch`, steps [first, first + count), augmented, and calls `step`
-   * for each with its step-in-epoch; stops early when `step` returns false. The loader is always closed.
-   */
-  async forEachTrainBatch(dataEpoch: number, first: number, count: number, step: (b: Batch, k: number) => boolean | Promise<boolean>): Promise<void> {
-    const loader = this.loader(this.trainPlan(dataEpoch, first, count), this.data.train, true, dataEpoch);
+    const transport = this.transport(this.epochsDone);
     try {
-      for await (const batch of loader) {
-        if (!(await step(batch, first + batch.batchIndex))) break;
-      }
+      const { rows } = await fitStage(transport, stage, newStageRecord(), 0, {
+        progress: this.options.progress, out: this.options.log,
+        afterEpoch: () => { this.epochsDone += 1; },
+        afterStep: (_stage, _k, _outcome, loss) => { this.batchLosses.push(loss); return false; },
+      });
+      return rows;
     } finally {
-      await loader.close();
+      await transport.close();
     }
   }
 
-  private loader(plan: ShardPlan, split: Int32Array, augment: boolean, epoch: number): BatchLoader {
-    const { size, seed, prefetchBatches } = this.options;
-    return new BatchLoader({ pool: this.pool, paths: this.data.paths, labels: this.data.labels, split, plan, size,
-      augment, seed, epoch, prefetchBatches, skipLog: this.data.skipLog });
+  /**
+   * The local transport (one rank, identity all-reduce) of a stage whose data epochs start at `firstDataEpoch`.
+   * A step reads its micro-batch from the feed, runs forward + backward (`accumulate`), all-reduces the gradient
+   * (identity) and applies AdamW; a step whose items all failed to decode changes nothing.
+   */
+  private transport(firstDataEpoch: number): StepTransport<null, ReplicaState> & { close(): Promise<void> } {
+    const { bs, size, seed, prefetchBatches } = this.options;
+    const feed = new TrainFeed({ pool: this.pool, paths: this.data.paths, labels: this.data.labels, train: this.data.train, size, bs, seed,
+      skipLog: this.data.skipLog, prefetchBatches });
+    const reducer = new LocalAllReducer();
+    const stepsPerDataEpoch = Math.floor(this.data.train.length / bs);
+    const replica = this.replica;
+    return {
+      step: async (stage: StagePlan, k: number, hyper: StepHyper): Promise<StepOutcome<null>> => {
+        const t0 = performance.now();
+        const { epoch, stepInEpoch } = stepPosition(stage, k, stepsPerDataEpoch);
+        const dataEpoch = firstDataEpoch + epoch;
+        const batch = await feed.next({ epoch: dataEpoch, stepInEpoch, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
+        const s = await replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
+        const grads = await replica.takeGradients();
+        if (s.count > 0) replica.applyGradients(await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }), hyper);
+        return { lossSum: s.lossSum, count: s.count, seconds: (performance.now() - t0) / 1000, detail: null };
+      },
+      validate: (): Promise<ValidationOutcome> => this.validate(),
+      snapshot: () => replica.exportState(),
+      restore: (state: ReplicaState) => Promise.resolve(replica.importState(state)),
+      close: () => feed.close(),
+    };
   }
 
   /**
@@ -222,31 +199,31 @@ export class Learner {
   async validate(): Promise<ValidationResult> {
     const n = this.data.valid.length;
     if (n === 0) throw new TrainerError('ERR_DATA', 'validation needs at least one validation item, got 0 (check --valid-pct)');
-    const plan = shardPlan({ itemCount: n, seed: this.options.seed, epoch: 0, worldSize: 1, rank: 0, batchSize: this.options.bs, shuffle: false, mode: 'pad' });
-    const loader = this.loader(plan, this.data.valid, false, 0);
-    let lossSum = 0;
-    let correct = 0;
-    let count = 0;
-    try {
-      for await (const b of loader) {
-        const r = await this.replica.evaluate(b.x, b.y, b.valid);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        count += r.count;
-      }
-    } finally {
-      await loader.close();
-    }
+    const { size, seed, prefetchBatches, bs } = this.options;
+    const { lossSum, correct, count } = await validateBatches(this.replica, {
+      pool: this.pool, paths: this.data.paths, labels: this.data.labels, split: this.data.valid, size, seed, skipLog: this.data.skipLog,
+      prefetchBatches,
+    }, validationBatches(n, bs, 0, 1), false);
     if (count === 0) throw new TrainerError('ERR_DATA', 'no validation item could be decoded');
     return { validLoss: lossSum / count, errorRate: 1 - correct / count, count };
   }
 
   /**
    * fastai `lr_find()`: exponential lr sweep, one batch per lr, no validation; weights, BN statistics and
-   * optimizer state are restored exactly afterwards. See `lr-find.ts`.
+   * optimizer state are restored exactly afterwards. The sweep reads the data from the learner's current data
+   * epoch on (one long pass over repeated epochs) and does not advance it. See `lr-find.ts`.
+   *
+   * @throws TrainerError ERR_BAD_FLAG on bad options; the replica is restored even when a step throws
    */
-  lrFind(options: LrFindOptions = {}): Promise<LrFindResult> {
-    return runLrFind(this, options);
+  async lrFind(options: LrFindOptions = {}): Promise<LrFindResult> {
+    const { numIt, ...lrs } = options;
+    const stage = this.planStage({ kind: 'lr_find', name: 'lr_find', epochs: 0, maxLr: '0', frozen: this.replica.frozen }, numIt);
+    const transport = this.transport(this.epochsDone);
+    try {
+      return (await lrFindStage(transport, stage, { progress: this.options.progress, out: this.options.log }, lrs))!;
+    } finally {
+      await transport.close();
+    }
   }
 
   /** fastai `save(name)`: `<dir>/models/<name>.safetensors` + `.json`. @throws TrainerError ERR_BAD_FLAG, ERR_CHECKPOINT */

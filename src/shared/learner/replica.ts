@@ -37,7 +37,7 @@ import type { AdamWState } from './adamw.js';
 import type { HeadOptions } from './head.js';
 import { cnnLearner, type CnnLearner } from './learner.js';
 import { perItemCrossEntropy } from './loss.js';
-import type { StepHyper } from './schedule.js';
+import type { StepHyper } from '../plan/schedule.js';
 import { defaultMaxMicroBatch, splitChunks } from './micro-batch.js';
 
 /** Options of {@link Replica.create}. */

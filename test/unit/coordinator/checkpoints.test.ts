@@ -2,7 +2,7 @@
  * Checkpoint metadata and resume checks of the coordinator (`src/coordinator/checkpoints.ts`): what the manifest
  * records (plan, per-group max lrs, sampler position), that it is a snapshot (later history changes do not leak in),
  * that a resumed plan must match, and that flags given again must agree. Expected values are worked out by hand
- * from the plan rules in `src/shared/plan.ts` (stated per assertion).
+ * from the plan rules in `src/shared/plan/plan.ts` (stated per assertion).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/shared/config.js';
 import { isTrainerError } from '../../../src/shared/errors.js';
-import { planStages } from '../../../src/shared/plan.js';
+import { planStages } from '../../../src/shared/plan/plan.js';
 import { planScaleOut } from '../../../src/coordinator/scale-out.js';
 import { CheckpointStore, checkpointMeta, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoints.js';
 import { newHistory } from '../../../src/coordinator/history.js';

@@ -11,7 +11,7 @@ import { initBackend } from '../../../src/shared/compute/backend.js';
 import { registerTfjsGradients } from '../../../src/shared/compute/kernels/gradients.js';
 import { mulberry32 } from '../../../src/shared/data/rng.js';
 import { Replica, type ReplicaOptions } from '../../../src/shared/learner/replica.js';
-import { microBatchOf } from '../../../src/shared/plan.js';
+import { microBatchOf } from '../../../src/shared/plan/plan.js';
 import { applyBnIncrements, bnVariables, measureBnIncrements } from '../../../src/worker/trainer.js';
 
 before(async () => {

@@ -1,23 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isTrainerError } from '../../../../src/shared/errors.js';
-import {
-  DEFAULT_BUCKETS,
-  flattenBucket,
-  planBuckets,
-  unflattenBucket,
-} from '../../../../src/shared/allreduce/buckets.js';
+import { DEFAULT_BUCKETS, MIB, planBuckets } from '../../../../src/shared/allreduce/buckets.js';
 
-const MB = 1024 * 1024;
-
-test('defaults are DDP’s: first bucket 1 MiB, then 25 MiB; frozen', () => {
-  assert.deepEqual({ ...DEFAULT_BUCKETS }, { firstBucketBytes: MB, bucketBytes: 25 * MB });
+test('defaults are DDP’s: first bucket 1 MiB (1,048,576 B, not 1,000,000), then 25 MiB; frozen', () => {
+  assert.deepEqual({ ...DEFAULT_BUCKETS }, { firstBucketBytes: 1_048_576, bucketBytes: 25 * 1_048_576 });
+  assert.equal(MIB, 1_048_576);
   assert.ok(Object.isFrozen(DEFAULT_BUCKETS));
 });
 
-test('buckets are filled in reverse parameter order with the first capped at 1 MiB', () => {
+test('buckets are filled in reverse parameter order with the first capped at 1 MiB, as ranges of the flat gradient', () => {
   // 4 B per float32: 0.5 MiB = 131072 elements.
-  const half = MB / 8;
+  const half = MIB / 8;
   const params = [
     { name: 'conv1', size: 10 * half },
     { name: 'bn1', size: 100 },
@@ -25,54 +19,41 @@ test('buckets are filled in reverse parameter order with the first capped at 1 M
     { name: 'fc.b', size: half },
   ];
   const plan = planBuckets(params);
-  assert.deepEqual(
-    plan.map((b) => b.entries.map((e) => e.name)),
-    [['fc.b', 'fc.w'], ['bn1', 'conv1']],
-  );
-  assert.equal(plan[0].length * 4, MB, 'fc.b + fc.w fill the 1 MiB first bucket exactly');
-  assert.deepEqual(plan[1].entries.map((e) => e.offset), [0, 100]);
-  assert.equal(plan[1].length, 100 + 10 * half);
+  assert.deepEqual(plan.map((b) => b.names), [['fc.b', 'fc.w'], ['bn1', 'conv1']]);
+  // fc.w + fc.b fill the 1 MiB first bucket exactly: the last 2·half elements of the flat gradient.
+  const total = 12 * half + 100;
+  assert.deepEqual(plan.map((b) => [b.id, b.start, b.end]), [[0, total - 2 * half, total], [1, 0, total - 2 * half]]);
 });
 
-test('respects caps; an oversized parameter gets its own bucket; every parameter appears once', () => {
+test('the first-bucket cap is 1 MiB: a last layer of 1,000,000 B < size ≤ 1 MiB shares it with the layer before', () => {
+  // 250,001 elements = 1,000,004 B: over the old 1,000,000-byte cap, under 1 MiB; with a 100-element bias, 1,000,404 B.
+  const plan = planBuckets([{ name: 'w', size: 500_000 }, { name: 'fc.w', size: 250_001 }, { name: 'fc.b', size: 100 }]);
+  assert.deepEqual(plan.map((b) => b.names), [['fc.b', 'fc.w'], ['w']]);
+});
+
+test('respects caps; an oversized parameter gets its own bucket; the ranges tile the gradient once, back to front', () => {
   const params = Array.from({ length: 50 }, (_, i) => ({ name: `p${i}`, size: 1000 + 37 * i }));
   params.splice(20, 0, { name: 'huge', size: 100_000 });
   const plan = planBuckets(params, { firstBucketBytes: 16_000, bucketBytes: 40_000 });
+  let end = params.reduce((s, p) => s + p.size, 0);
   plan.forEach((b, i) => {
     assert.equal(b.id, i);
+    assert.equal(b.end, end, `bucket ${i} starts where bucket ${i - 1} ended`);
+    end = b.start;
     const cap = i === 0 ? 16_000 : 40_000;
-    if (b.entries.length > 1) assert.ok(b.length * 4 <= cap, `bucket ${i}: ${b.length * 4} B ≤ ${cap}`);
+    if (b.names.length > 1) assert.ok((b.end - b.start) * 4 <= cap, `bucket ${i}: ${(b.end - b.start) * 4} B ≤ ${cap}`);
   });
-  const huge = plan.find((b) => b.entries.some((e) => e.name === 'huge'));
-  assert.equal(huge?.entries.length, 1);
-  const order = plan.flatMap((b) => b.entries.map((e) => e.name));
-  assert.deepEqual(order, params.map((p) => p.name).reverse());
-});
-
-test('flatten then unflatten restores every gradient exactly', () => {
-  const params = [
-    { name: 'a', size: 3 },
-    { name: 'b', size: 0 },
-    { name: 'c', size: 5 },
-  ];
-  const [bucket] = planBuckets(params);
-  const grads = new Map(params.map((p, k) => [p.name, Float32Array.from({ length: p.size }, (_, i) => k * 10 + i)]));
-  const flat = flattenBucket(bucket, grads);
-  assert.deepEqual(Array.from(flat), [20, 21, 22, 23, 24, 0, 1, 2]);
-  const dest = new Map(params.map((p) => [p.name, new Float32Array(p.size)]));
-  unflattenBucket(bucket, flat.map((x) => x * 2), dest);
-  assert.deepEqual(Array.from(dest.get('a') ?? []), [0, 2, 4]);
-  assert.deepEqual(Array.from(dest.get('c') ?? []), [40, 42, 44, 46, 48]);
+  assert.equal(end, 0);
+  assert.deepEqual(plan.find((b) => b.names.includes('huge'))?.names, ['huge']);
+  assert.deepEqual(plan.flatMap((b) => b.names), params.map((p) => p.name).reverse());
+  assert.deepEqual(planBuckets([]), []);
 });
 
 test('invalid options and inputs name the field and rule', () => {
-  const bad = (fn: () => unknown, code: 'ERR_BAD_CONFIG' | 'ERR_DATA', re: RegExp): void =>
-    assert.throws(fn, (e: unknown) => isTrainerError(e, code) && re.test((e as Error).message));
-  bad(() => planBuckets([], { bucketBytes: 0 }), 'ERR_BAD_CONFIG', /bucketBytes must be an integer ≥ 4, got 0/);
-  bad(() => planBuckets([{ name: 'x', size: -1 }]), 'ERR_BAD_CONFIG', /x size must be an integer ≥ 0, got -1/);
-  bad(() => planBuckets([{ name: 'x', size: 1 }, { name: 'x', size: 2 }]), 'ERR_BAD_CONFIG', /unique, got x twice/);
-  const [b] = planBuckets([{ name: 'x', size: 2 }]);
-  bad(() => flattenBucket(b, new Map()), 'ERR_DATA', /missing gradient for parameter x/);
-  bad(() => flattenBucket(b, new Map([['x', new Float32Array(3)]])), 'ERR_DATA', /x must have 2 elements, got 3/);
-  bad(() => unflattenBucket(b, new Float32Array(1), new Map()), 'ERR_DATA', /must have 2 elements, got 1/);
+  const bad = (fn: () => unknown, re: RegExp): void =>
+    assert.throws(fn, (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && re.test((e as Error).message));
+  bad(() => planBuckets([], { bucketBytes: 0 }), /bucketBytes must be an integer ≥ 4, got 0/);
+  bad(() => planBuckets([], { firstBucketBytes: 2.5 }), /firstBucketBytes must be an integer ≥ 4, got 2.5/);
+  bad(() => planBuckets([{ name: 'x', size: -1 }]), /x size must be an integer ≥ 0, got -1/);
+  bad(() => planBuckets([{ name: 'x', size: 1 }, { name: 'x', size: 2 }]), /unique, got x twice/);
 });

@@ -11,7 +11,7 @@ import { ImagePool } from '../../../../src/shared/data/pool.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { Learner } from '../../../../src/shared/learner/fit.js';
 import { Replica } from '../../../../src/shared/learner/replica.js';
-import { lrFindLr } from '../../../../src/shared/learner/schedule.js';
+import { lrFindLr } from '../../../../src/shared/plan/schedule.js';
 
 // The shared photos (8 per breed), restricted to the first 4 classes to keep the test fast; the head still has 37
 // outputs (the DataBunch's classes), so the model must learn to use only 4 of them.

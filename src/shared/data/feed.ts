@@ -1,28 +1,20 @@
 /**
- * The worker's training feed: yields, in order, the micro-batches this rank runs for each optimizer step
- * (micro-batch m = slot·W + rank of `src/shared/plan.ts`, whose items depend on the step and m only), decoding and augmenting
- * ahead through the image pool. When a request is not the next expected one (a redone step after a failure, a
+ * The training feed of every process (a worker's rank, or the single-process Learner as rank 0 of 1): yields, in
+ * order, the micro-batches this rank runs for each optimizer step (`rankBatches` of `src/shared/plan/plan.ts`:
+ * micro-batch m = slot·W + rank, whose items depend on the step and m only), decoding and augmenting ahead through
+ * the image pool. When a request is not the next expected one (a redone step after a failure, a
  * new epoch, a membership change that alters world size, rank or accumulation), the prefetch is rebuilt from
  * that point; the items are a pure function of the request, so a redone step reads exactly the same pixels.
  */
-import type { Batch } from '../shared/data/loader.js';
-import { BatchLoader } from '../shared/data/loader.js';
-import type { SkipLog } from '../shared/data/decode.js';
-import type { ImagePool } from '../shared/data/pool.js';
-import type { PlannedBatch } from '../shared/data/shard.js';
-import type { TransformSettings } from '../shared/data/transforms.js';
-import { epochOrder, microBatchItems, microBatchOf } from '../shared/plan.js';
+import type { Batch } from './loader.js';
+import { BatchLoader } from './loader.js';
+import type { SkipLog } from './decode.js';
+import type { ImagePool } from './pool.js';
+import type { TransformSettings } from './transforms.js';
+import { epochOrder, rankBatches, type FeedPosition } from '../plan/plan.js';
 
 /** Which micro-batch is wanted: the one `rank` runs at slot `accumIndex`, m = accumIndex·worldSize + rank. */
-export interface FeedRequest {
-  readonly epoch: number;
-  readonly stepInEpoch: number;
-  /** Accumulation slot, 0 ≤ accumIndex < accum. */
-  readonly accumIndex: number;
-  readonly accum: number;
-  readonly rank: number;
-  readonly worldSize: number;
-}
+export type FeedRequest = FeedPosition;
 
 /** Static inputs of a {@link TrainFeed}. */
 export interface TrainFeedOptions {
@@ -68,17 +60,7 @@ export class TrainFeed {
 
   private async rebuild(from: FeedRequest): Promise<void> {
     await this.loader?.close();
-    const order = epochOrder(this.o.train.length, this.o.seed, from.epoch);
-    const G = this.o.bs * from.worldSize * from.accum;
-    const stepsPerEpoch = Math.floor(order.length / G);
-    const batches: PlannedBatch[] = [];
-    for (let k = from.stepInEpoch; k < stepsPerEpoch; k++) {
-      for (let a = k === from.stepInEpoch ? from.accumIndex : 0; a < from.accum; a++) {
-        const microBatch = microBatchOf(from.rank, a, from.worldSize);
-        const indices = microBatchItems(order, { stepInEpoch: k, microBatch, microBatches: from.worldSize * from.accum, bs: this.o.bs });
-        batches.push({ indices, real: new Uint8Array(indices.length).fill(1) });
-      }
-    }
+    const batches = rankBatches(epochOrder(this.o.train.length, this.o.seed, from.epoch), this.o.bs, from);
     this.loader = new BatchLoader({
       pool: this.o.pool, paths: this.o.paths, labels: this.o.labels, split: this.o.train,
       plan: { batches, itemsPerRank: batches.length * this.o.bs }, size: this.o.size,

@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { SkipLog } from '../../../src/shared/data/decode.js';
-import { ImagePool } from '../../../src/shared/data/pool.js';
-import { DEFAULT_TRANSFORMS, type TransformSettings } from '../../../src/shared/data/transforms.js';
-import { TrainFeed } from '../../../src/worker/feed.js';
+import { SkipLog } from '../../../../src/shared/data/decode.js';
+import { ImagePool } from '../../../../src/shared/data/pool.js';
+import { DEFAULT_TRANSFORMS, type TransformSettings } from '../../../../src/shared/data/transforms.js';
+import { TrainFeed } from '../../../../src/shared/data/feed.js';
 
 let dir: string;
 let paths: string[];

@@ -1,9 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveRunConfig } from '../../../src/shared/config.js';
-import { shardPlan } from '../../../src/shared/data/shard.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages, stepHyper, validationBatches } from '../../../src/shared/plan.js';
+import { resolveRunConfig } from '../../../../src/shared/config.js';
+import { shardPlan } from '../../../../src/shared/data/shard.js';
+import { isTrainerError } from '../../../../src/shared/errors.js';
+import {
+  LR_FIND_DATA_EPOCHS_PER_STAGE, LR_FIND_FIRST_DATA_EPOCH, dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages,
+  rankBatches, stageDataEpochBase, stepHyper, validationBatches,
+} from '../../../../src/shared/plan/plan.js';
 
 const stages = resolveRunConfig().stages;
 
@@ -92,4 +95,35 @@ test('validation batches are the split in order, bs at a time, batch j on rank j
     assert.deepEqual(got.map((b) => b.rank), [0, 1, 2].map((j) => j % W), `W=${W}`);
   }
   assert.deepEqual(validationBatches(3, 4, 1, 2), [], 'a rank may get no batch');
+});
+
+test('data epochs: a fit stage continues after the fit epochs before it; each lr_find stage has its own range', () => {
+  const plan = planStages({
+    stages: [
+      { kind: 'one_cycle', name: 'a', epochs: 2, maxLr: '1e-3', frozen: true },
+      { kind: 'lr_find', name: 'b', epochs: 0, maxLr: '0', frozen: false },
+      { kind: 'fit', name: 'c', epochs: 3, maxLr: '1e-4', frozen: false },
+      { kind: 'lr_find', name: 'd', epochs: 0, maxLr: '0', frozen: false },
+    ],
+    trainCount: 640, globalBs: 64, lrFactor: 1,
+  });
+  // Stage a reads epochs 0, 1; c reads 2, 3, 4 (lr_find's sweep adds none); past the end: 5 fit epochs.
+  assert.deepEqual([0, 2, 4].map((i) => stageDataEpochBase(plan, i)), [0, 2, 5]);
+  // lr_find stage i: 1_000_000 + 1_000·i, far from every fit epoch.
+  assert.equal(stageDataEpochBase(plan, 1), LR_FIND_FIRST_DATA_EPOCH + 1 * LR_FIND_DATA_EPOCHS_PER_STAGE);
+  assert.equal(stageDataEpochBase(plan, 3), 1_003_000);
+});
+
+test('rankBatches: from any position to the epoch end, a rank reads micro-batches m = a·W + rank of each step', () => {
+  const order = epochOrder(50, 7, 3);
+  // W = 2, accum 2, bs 3: G = 12, ⌊50/12⌋ = 4 steps; rank 1 from step 2, slot 1: (2,1), (3,0), (3,1).
+  const got = rankBatches(order, 3, { epoch: 3, stepInEpoch: 2, accumIndex: 1, accum: 2, rank: 1, worldSize: 2 });
+  const want = [[2, 1], [3, 0], [3, 1]].map(([k, a]) =>
+    microBatchItems(order, { stepInEpoch: k!, microBatch: microBatchOf(1, a!, 2), microBatches: 4, bs: 3 }));
+  assert.deepEqual(got.map((b) => Array.from(b.indices)), want.map((w) => Array.from(w)));
+  assert.ok(got.every((b) => b.real.every((r) => r === 1)));
+  // One process (W = 1, accum 1): step k reads positions [k·bs, (k+1)·bs) of the order, the last partial batch dropped.
+  const single = rankBatches(order, 4, { epoch: 3, stepInEpoch: 0, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
+  assert.equal(single.length, 12);
+  assert.deepEqual(Array.from(single[5]!.indices), Array.from(order.subarray(20, 24)));
 });

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import {
-  SmoothedLoss, annealCos, constantSchedule, lrFindLr, lrFindStep, lrSpread, numericalGradient, oneCycle,
+  annealCos, constantSchedule, lrFindLr, lrFindStep, lrSpread, numericalGradient, oneCycle,
   parseLrSpec, suggestLr,
-} from '../../../../src/shared/learner/schedule.js';
+} from '../../../../src/shared/plan/schedule.js';
 
 /** Relative closeness; tolerance 1e-12 relative (pure float64 arithmetic, only rounding differs). */
 function close(actual: number, expected: number, rel = 1e-12, what = ''): void {
@@ -119,15 +119,6 @@ test('lrFindLr: start·(end/start)^(i/numIt), never reaching end', () => {
   close(lrFindLr(99), 1e-7 * 1e8 ** 0.99);
   close(lrFindLr(3, { startLr: 1e-4, endLr: 1, numIt: 4 }), 1e-1);
   assert.throws(() => lrFindLr(100), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && /< num_it \(100\), got 100/.test(e.message));
-});
-
-test('SmoothedLoss is the debiased EMA with β = 0.98', () => {
-  const s = new SmoothedLoss();
-  assert.ok(Number.isNaN(s.value));
-  close(s.add(2), 2); // 0.02·2 / 0.02
-  // k=2: mov = 0.98·0.04 + 0.02·4 = 0.1192; smooth = 0.1192 / (1 − 0.9604) = 0.1192 / 0.0396
-  close(s.add(4), 0.1192 / 0.0396, 1e-12);
-  assert.equal(s.n, 2);
 });
 
 test('lrFindStep: best first, then stop on 4× best, NaN, or end of sweep', () => {

@@ -1,9 +1,9 @@
 /**
  * Learning-rate and momentum schedules of fastai v1 (1.0.61): discriminative learning rates (`slice`), the
- * one-cycle policy, and the lr_find sweep with its smoothed loss, stop rule and suggestions.
+ * one-cycle policy, and the lr_find sweep with its stop rule and suggestions.
  *
- * Everything here is a pure function of its arguments (the one exception, {@link SmoothedLoss}, is a two-number
- * accumulator), so the coordinator can evaluate the schedule for any global step and resume anywhere.
+ * Everything here is a pure function of its arguments, so the coordinator can evaluate the schedule for any global
+ * step and resume anywhere (the smoothed loss, fastai's other piece of state, is in `smoothing.ts`).
  *
  * Sources: fastai 1.0.61 `callbacks/one_cycle.py` (OneCycleScheduler), `callback.py` (Scheduler, annealing_cos,
  * annealing_exp, SmoothenValue), `callbacks/lr_finder.py` (LRFinder), `basic_train.py` (Learner.lr_range,
@@ -220,39 +220,6 @@ export function lrFindLr(i: number, options: LrFindOptions = {}): number {
   checkInt(i, 'lr_find iteration', 0);
   if (i >= numIt) throw new TrainerError('ERR_BAD_FLAG', `lr_find iteration must be < num_it (${numIt}), got ${i}`);
   return startLr * (endLr / startLr) ** (i / numIt);
-}
-
-/**
- * Exponential moving average of the loss with debiasing, as fastai's `SmoothenValue`:
- * `mov = β·mov + (1−β)·loss; smooth = mov / (1 − β^k)` after k values.
- */
-export class SmoothedLoss {
-  private mov = 0;
-  private count = 0;
-  private last = Number.NaN;
-
-  /** @param beta - smoothing factor in [0, 1) (fastai 0.98) */
-  constructor(readonly beta = 0.98) {
-    if (!(beta >= 0 && beta < 1)) throw new TrainerError('ERR_BAD_FLAG', `beta must be in [0, 1), got ${beta}`);
-  }
-
-  /** Adds one batch loss and returns the new smoothed value. */
-  add(loss: number): number {
-    this.count += 1;
-    this.mov = this.beta * this.mov + (1 - this.beta) * loss;
-    this.last = this.mov / (1 - this.beta ** this.count);
-    return this.last;
-  }
-
-  /** The current smoothed value (NaN before the first {@link add}). */
-  get value(): number {
-    return this.last;
-  }
-
-  /** Number of losses added so far. */
-  get n(): number {
-    return this.count;
-  }
 }
 
 /** Why lr_find stopped after a batch, or null to continue. */

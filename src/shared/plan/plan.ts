@@ -15,10 +15,10 @@
  * against `shardPlan`). A replacement worker, a resumed run on another worker count or an elastic ring with fewer
  * workers (and a larger accum, same G) reads exactly the micro-batches the undisturbed run would have read.
  */
-import { TrainerError } from './errors.js';
-import type { StageConfig } from './config.js';
-import { hashSeed, permutation } from './data/rng.js';
-import { lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './learner/schedule.js';
+import { TrainerError } from '../errors.js';
+import type { StageConfig } from '../config.js';
+import { hashSeed, permutation } from '../data/rng.js';
+import { lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './schedule.js';
 
 /** Layer groups of every model here: [conv1…layer2], [layer3, layer4], [head] (fastai). */
 export const N_LAYER_GROUPS = 3;
@@ -95,6 +95,27 @@ export function stepPosition(stage: StagePlan, step: number, stepsPerDataEpoch: 
   return { epoch: Math.floor(step / per), stepInEpoch: step % per };
 }
 
+/** First data epoch of lr_find's own range: far past any fit's epochs, so a sweep never reads a fit's shuffles. */
+export const LR_FIND_FIRST_DATA_EPOCH = 1_000_000;
+/** Data epochs reserved for each lr_find stage (a sweep of 100 steps needs one or a few). */
+export const LR_FIND_DATA_EPOCHS_PER_STAGE = 1_000;
+
+/**
+ * The data epoch (shuffle and augmentation epoch) where stage `stageIndex` starts reading. A fit stage continues
+ * after the fit epochs of the stages before it (lr_find stages use none), so successive fits see new shuffles as
+ * fastai's successive `fit_one_cycle` calls do; lr_find stage i reads its own range from
+ * {@link LR_FIND_FIRST_DATA_EPOCH} + {@link LR_FIND_DATA_EPOCHS_PER_STAGE}·i, so a sweep (whose weights are thrown
+ * away) leaves the data the fits read unchanged whether or not it runs. Past the last stage: every fit epoch.
+ *
+ * @param stages - the run's stage plans, in order
+ * @param stageIndex - 0 ≤ stageIndex ≤ stages.length
+ */
+export function stageDataEpochBase(stages: readonly StagePlan[], stageIndex: number): number {
+  const stage = stages[stageIndex];
+  if (stage?.config.kind === 'lr_find') return LR_FIND_FIRST_DATA_EPOCH + stage.index * LR_FIND_DATA_EPOCHS_PER_STAGE;
+  return stages.slice(0, stageIndex).reduce((s, p) => s + (p.config.kind === 'lr_find' ? 0 : p.config.epochs), 0);
+}
+
 /** The shuffled order of the training items in an epoch: `[trainCount]` int32 item indices. */
 export function epochOrder(trainCount: number, seed: number, epoch: number): Int32Array {
   return permutation(trainCount, hashSeed(seed, epoch, EPOCH_SHUFFLE_SALT));
@@ -139,6 +160,43 @@ export function microBatchItems(order: Int32Array, ref: MicroBatchRef): Int32Arr
  */
 export function microBatchOf(rank: number, slot: number, worldSize: number): number {
   return slot * worldSize + rank;
+}
+
+/** A position in a rank's stream of micro-batches: the one `rank` runs at slot `accumIndex` of a step. */
+export interface FeedPosition {
+  /** Data epoch (shuffle and augmentation epoch). */
+  readonly epoch: number;
+  /** Optimizer step within the data epoch. */
+  readonly stepInEpoch: number;
+  /** Accumulation slot, 0 ≤ accumIndex < accum. */
+  readonly accumIndex: number;
+  /** Micro-batches a rank runs per step, integer ≥ 1. */
+  readonly accum: number;
+  readonly rank: number;
+  readonly worldSize: number;
+}
+
+/**
+ * The micro-batches `from.rank` runs from `from` to the end of the data epoch, in order: for each step k and slot
+ * a, micro-batch m = {@link microBatchOf}(rank, a, W) of M = W·accum ({@link microBatchItems}); an epoch has
+ * ⌊trainCount / (bs·M)⌋ steps (the last partial global batch is dropped, as fastai's `drop_last` training loader).
+ * The one batch plan of every process: the worker's feed and the single-process Learner (W = 1, accum 1).
+ *
+ * @param order - the epoch's order, from {@link epochOrder}
+ * @param bs - items per micro-batch
+ * @returns batches of training-split positions, every item real
+ */
+export function rankBatches(order: Int32Array, bs: number, from: FeedPosition): { indices: Int32Array; real: Uint8Array }[] {
+  const microBatches = from.worldSize * from.accum;
+  const stepsPerEpoch = Math.floor(order.length / (bs * microBatches));
+  const batches: { indices: Int32Array; real: Uint8Array }[] = [];
+  for (let k = from.stepInEpoch; k < stepsPerEpoch; k++) {
+    for (let a = k === from.stepInEpoch ? from.accumIndex : 0; a < from.accum; a++) {
+      const indices = microBatchItems(order, { stepInEpoch: k, microBatch: microBatchOf(from.rank, a, from.worldSize), microBatches, bs });
+      batches.push({ indices, real: new Uint8Array(indices.length).fill(1) });
+    }
+  }
+  return batches;
 }
 
 /**
