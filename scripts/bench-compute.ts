@@ -25,8 +25,8 @@ import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
-import type { KernelTotal } from '../src/shared/compute/kernel-profile.js';
-import { measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
+import type { CpuKernelProfile, KernelTotal } from '../src/shared/compute/kernel-profile.js';
+import { measureWholeStep, profileWholeStep, profileWholeStepCpu } from '../src/shared/learner/step-bench.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -304,6 +304,16 @@ function printProfile(kernels: readonly KernelTotal[]): void {
   console.log(`total of kernels: ${total.toFixed(0)} ms`);
 }
 
+function printCpuProfile(p: CpuKernelProfile): void {
+  console.log('kernel                       calls  CPU ms   share  (one training step, process CPU time)');
+  for (const k of p.kernels.slice(0, 25)) {
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${k.ms.toFixed(0).padStart(7)} ${(100 * k.ms / p.totalCpuMs).toFixed(1).padStart(5)}%`);
+  }
+  console.log(`${'outside kernels (JS glue, GC)'.padEnd(35)} ${p.outsideKernelsMs.toFixed(0).padStart(7)} ` +
+    `${(100 * p.outsideKernelsMs / p.totalCpuMs).toFixed(1).padStart(5)}%`);
+  console.log(`step total: ${p.totalCpuMs.toFixed(0)} ms of process CPU time`);
+}
+
 async function run(flags: BenchFlags): Promise<void> {
   const arch = parseArch(flags.arch);
   const size = intFlag('size', flags.size, 32);
@@ -315,6 +325,12 @@ async function run(flags: BenchFlags): Promise<void> {
     process.env.PETS_DAWN_FLAGS = `${process.env.PETS_DAWN_FLAGS ?? ''} disable-dawn-features=timestamp_quantization`.trim();
   }
   const choice = await initBackend(request);
+  if (flags.profile && flags.clock === 'cpu') {
+    const prof = await profileWholeStepCpu(arch, size, batch);
+    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, clock: 'cpu', ...prof }));
+    else printCpuProfile(prof);
+    return;
+  }
   if (flags.profile) {
     const kernels = await profileWholeStep(arch, size, batch);
     if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, kernels }));
@@ -374,7 +390,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
-    .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
+    .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile; with --clock cpu: process CPU time per kernel)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
     .exitOverride();
