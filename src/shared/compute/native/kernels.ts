@@ -16,6 +16,7 @@ import { TrainerError } from '../../errors.js';
 import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
 import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
+import type { ArrayPool } from './array-pool.js';
 
 /** tfjs's registry name of this backend. */
 export const NATIVE_BACKEND = 'native';
@@ -33,8 +34,14 @@ function values(backend: MathBackendCPU, t: TensorInfo): Float32Array {
   throw new TrainerError('ERR_INTERNAL', `native kernel input must be float32, got ${t.dtype} [${t.shape}]`);
 }
 
+/**
+ * A new float32 output tensor and its storage: an array from the backend's pool (`array-pool.ts`; contents
+ * undefined, the kernel writes every element) on the native backend, else a fresh one.
+ */
 function output(backend: MathBackendCPU, shape: number[]): [TensorInfo, Float32Array] {
-  const out = new Float32Array(util.sizeFromShape(shape));
+  const pool = (backend as { pool?: ArrayPool }).pool;
+  const n = util.sizeFromShape(shape);
+  const out = pool === undefined ? new Float32Array(n) : pool.take(n);
   return [backend.makeTensorInfo(shape, 'float32', out), out];
 }
 
@@ -112,6 +119,35 @@ function convInfo(xShape: Shape4, filterShape: Shape4, a: ConvAttrs): backend_ut
  */
 const weightCaches = new WeakMap<Float32Array, Map<string, Float32Array>>();
 
+/**
+ * Reordered-filter arrays whose filter array was recycled (see {@link forgetDerived}), by length: the next
+ * filters of the same shapes (the next step's parameters) reuse them instead of allocating ~2× the model per step.
+ */
+const freeCaches = new Map<number, Float32Array[]>();
+let freeCacheBytes = 0;
+/** Most bytes of reordered-filter arrays kept for reuse (resnet34: 2 × 87 MB per step). */
+const FREE_CACHE_LIMIT = 256 * 2 ** 20;
+
+/**
+ * Forgets what was derived from `array` (its reordered-filter copies): the backend's pool calls this when it
+ * recycles the array, whose contents are about to change.
+ */
+export function forgetDerived(array: Float32Array): void {
+  const perArray = weightCaches.get(array);
+  if (perArray === undefined) return;
+  weightCaches.delete(array);
+  for (const cache of perArray.values()) {
+    let list = freeCaches.get(cache.length);
+    if (list === undefined) {
+      list = [];
+      freeCaches.set(cache.length, list);
+    }
+    if (freeCacheBytes + cache.byteLength > FREE_CACHE_LIMIT) continue;
+    list.push(cache);
+    freeCacheBytes += cache.byteLength;
+  }
+}
+
 function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvGeometry): [Float32Array | null, boolean] {
   let perArray = weightCaches.get(w);
   const key = `${kind}:${g.join(',')}`;
@@ -119,7 +155,9 @@ function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvG
   if (hit !== undefined) return [hit, true];
   const size = addon.convWeightsCacheSize(kind, ...g);
   if (size === 0) return [null, false];
-  const cache = new Float32Array(size);
+  const reused = freeCaches.get(size)?.pop();
+  if (reused !== undefined) freeCacheBytes -= reused.byteLength;
+  const cache = reused ?? new Float32Array(size);
   if (perArray === undefined) {
     perArray = new Map();
     weightCaches.set(w, perArray);
