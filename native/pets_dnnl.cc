@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -589,6 +590,96 @@ napi_value Unary(napi_env env, napi_callback_info info) {
   });
 }
 
+// binaryStrided(op, a, b, out, d0, d1, d2, d3, as0..as3, bs0..bs3): out[i0,i1,i2,i3] (row-major over d0..d3) =
+// a[Σ ik·ask] op b[Σ ik·bsk]: any broadcast, the caller having merged adjacent dimensions to at most four (a
+// stride of 0 repeats an operand along that dimension). op as for binary.
+template <typename F>
+void stridedLoop(const float* a, const float* b, float* out, const int64_t* d, const int64_t* as, const int64_t* bs, F f) {
+  int64_t o = 0;
+  for (int64_t i0 = 0; i0 < d[0]; i0++) {
+    for (int64_t i1 = 0; i1 < d[1]; i1++) {
+      for (int64_t i2 = 0; i2 < d[2]; i2++) {
+        const float* ar = a + i0 * as[0] + i1 * as[1] + i2 * as[2];
+        const float* br = b + i0 * bs[0] + i1 * bs[1] + i2 * bs[2];
+        float* orow = out + o;
+        const int64_t n = d[3], sa = as[3], sb = bs[3];
+        if (sa == 1 && sb == 1) { for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j], br[j]); }
+        else if (sa == 0 && sb == 1) { const float u = ar[0]; for (int64_t j = 0; j < n; j++) orow[j] = f(u, br[j]); }
+        else if (sa == 1 && sb == 0) { const float v = br[0]; for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j], v); }
+        else { for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j * sa], br[j * sb]); }
+        o += n;
+      }
+    }
+  }
+}
+
+napi_value BinaryStrided(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t op = a.i64(0);
+    int64_t d[4], as[4], bs[4];
+    int64_t n = 1, aLast = 0, bLast = 0;
+    for (int k = 0; k < 4; k++) {
+      d[k] = a.i64(4 + k);
+      as[k] = a.i64(8 + k);
+      bs[k] = a.i64(12 + k);
+      if (d[k] < 1 || as[k] < 0 || bs[k] < 0) throw JsError{"binaryStrided: dimensions must be ≥ 1, strides ≥ 0"};
+      n *= d[k];
+      aLast += (d[k] - 1) * as[k];
+      bLast += (d[k] - 1) * bs[k];
+    }
+    const float* x = a.f32(1, size_t(aLast + 1), "a");
+    const float* y = a.f32(2, size_t(bLast + 1), "b");
+    float* out = a.f32(3, size_t(n), "out");
+    switch (op) {
+      case 0: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u + v; }); break;
+      case 1: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u - v; }); break;
+      case 2: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u * v; }); break;
+      case 3: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u / v; }); break;
+      case 4: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
+      case 5: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
+      default: throw JsError{"unknown binary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// reduce(op, x, out, outer, r, inner): out[o, i] = reduction over k < r of x[o, k, i] (x viewed as [outer, r, inner]).
+// op: 0 sum, 1 mean, 2 max. Sums in float64 (as tfjs's cpu kernels, whose accumulators are JavaScript numbers),
+// rounded once; mean = sum / r; max propagates NaN as tfjs's cpu Max.
+napi_value Reduce(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 6);
+    const int64_t op = a.i64(0), outer = a.i64(3), r = a.i64(4), inner = a.i64(5);
+    if (outer < 1 || r < 1 || inner < 1 || op < 0 || op > 2) throw JsError{"reduce: sizes must be ≥ 1, op 0..2"};
+    const float* x = a.f32(1, size_t(outer * r * inner), "x");
+    float* out = a.f32(2, size_t(outer * inner), "out");
+    std::vector<double> acc(static_cast<size_t>(inner));
+    for (int64_t o = 0; o < outer; o++) {
+      const float* xo = x + o * r * inner;
+      float* oo = out + o * inner;
+      if (op == 2) {
+        for (int64_t i = 0; i < inner; i++) oo[i] = xo[i];
+        for (int64_t k = 1; k < r; k++) {
+          const float* row = xo + k * inner;
+          for (int64_t i = 0; i < inner; i++) {
+            const float v = row[i];
+            if (v != v || v > oo[i]) oo[i] = v;
+          }
+        }
+        continue;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t k = 0; k < r; k++) {
+        const float* row = xo + k * inner;
+        for (int64_t i = 0; i < inner; i++) acc[i] += double(row[i]);
+      }
+      for (int64_t i = 0; i < inner; i++) oo[i] = float(op == 1 ? acc[i] / double(r) : acc[i]);
+    }
+    return undef(env);
+  });
+}
+
 // ---- fused AdamW ------------------------------------------------------------------------------------------------
 // adamW(p, g, m, v, pOut, mOut, vOut, n, beta1, 1−beta1, beta2, 1−beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass of
 //   m' = m·β1 + g·(1−β1);  v' = v·β2 + g²·(1−β2);  p' = p·(1−lr·wd) − (m' / (√v'/√bc2 + eps))·(lr/bc1)
@@ -687,6 +778,7 @@ napi_value Register(napi_env env, napi_value exports) {
     {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
+    {"binaryStrided", BinaryStrided}, {"reduce", Reduce},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;
