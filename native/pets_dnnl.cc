@@ -641,15 +641,15 @@ napi_value Unary(napi_env env, napi_callback_info info) {
 // binaryStrided(op, a, b, out, d0, d1, d2, d3, as0..as3, bs0..bs3): out[i0,i1,i2,i3] (row-major over d0..d3) =
 // a[Σ ik·ask] op b[Σ ik·bsk]: any broadcast, the caller having merged adjacent dimensions to at most four (a
 // stride of 0 repeats an operand along that dimension). op as for binary.
-template <typename F>
-void stridedLoop(const float* a, const float* b, float* out, const int64_t* d, const int64_t* as, const int64_t* bs, F f) {
+template <typename T, typename F>
+void stridedLoop(const float* a, const float* b, T* out, const int64_t* d, const int64_t* as, const int64_t* bs, F f) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < d[0]; i0++) {
     for (int64_t i1 = 0; i1 < d[1]; i1++) {
       for (int64_t i2 = 0; i2 < d[2]; i2++) {
         const float* ar = a + i0 * as[0] + i1 * as[1] + i2 * as[2];
         const float* br = b + i0 * bs[0] + i1 * bs[1] + i2 * bs[2];
-        float* orow = out + o;
+        T* orow = out + o;
         const int64_t n = d[3], sa = as[3], sb = bs[3];
         if (sa == 1 && sb == 1) { for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j], br[j]); }
         else if (sa == 0 && sb == 1) { const float u = ar[0]; for (int64_t j = 0; j < n; j++) orow[j] = f(u, br[j]); }
@@ -661,21 +661,63 @@ void stridedLoop(const float* a, const float* b, float* out, const int64_t* d, c
   }
 }
 
+// Reads the four dimensions and two stride sets of binaryStrided/compareStrided (arguments 4..15); returns the
+// output size and checks that both operands hold the elements the strides reach.
+int64_t readStrides(Args& a, int64_t* d, int64_t* as, int64_t* bs, int64_t& aLast, int64_t& bLast) {
+  int64_t n = 1;
+  aLast = 0;
+  bLast = 0;
+  for (int k = 0; k < 4; k++) {
+    d[k] = a.i64(4 + k);
+    as[k] = a.i64(8 + k);
+    bs[k] = a.i64(12 + k);
+    if (d[k] < 1 || as[k] < 0 || bs[k] < 0) throw JsError{"strided op: dimensions must be ≥ 1, strides ≥ 0"};
+    n *= d[k];
+    aLast += (d[k] - 1) * as[k];
+    bLast += (d[k] - 1) * bs[k];
+  }
+  return n;
+}
+
+// compareStrided(op, a, b, out: Uint8Array, dims, strides as binaryStrided): out = (a op b) ? 1 : 0, tfjs's bool.
+// op: 0 equal, 1 not equal, 2 greater, 3 greater or equal, 4 less, 5 less or equal (IEEE: NaN compares false,
+// not-equal true, as JavaScript's operators in tfjs's cpu kernels).
+napi_value CompareStrided(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t op = a.i64(0);
+    int64_t d[4], as[4], bs[4], aLast, bLast;
+    const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
+    const float* x = a.f32(1, size_t(aLast + 1), "a");
+    const float* y = a.f32(2, size_t(bLast + 1), "b");
+    bool is = false;
+    napi_is_typedarray(env, a.v[3], &is);
+    if (!is) throw JsError{"out must be a Uint8Array"};
+    napi_typedarray_type type;
+    size_t len = 0;
+    void* data = nullptr;
+    napi_get_typedarray_info(env, a.v[3], &type, &len, &data, nullptr, nullptr);
+    if (type != napi_uint8_array || len < size_t(n)) throw JsError{"out must be a Uint8Array of the output size"};
+    uint8_t* out = static_cast<uint8_t*>(data);
+    switch (op) {
+      case 0: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u == v); }); break;
+      case 1: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u != v); }); break;
+      case 2: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u > v); }); break;
+      case 3: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u >= v); }); break;
+      case 4: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u < v); }); break;
+      case 5: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u <= v); }); break;
+      default: throw JsError{"unknown comparison " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
 napi_value BinaryStrided(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 16);
     const int64_t op = a.i64(0);
-    int64_t d[4], as[4], bs[4];
-    int64_t n = 1, aLast = 0, bLast = 0;
-    for (int k = 0; k < 4; k++) {
-      d[k] = a.i64(4 + k);
-      as[k] = a.i64(8 + k);
-      bs[k] = a.i64(12 + k);
-      if (d[k] < 1 || as[k] < 0 || bs[k] < 0) throw JsError{"binaryStrided: dimensions must be ≥ 1, strides ≥ 0"};
-      n *= d[k];
-      aLast += (d[k] - 1) * as[k];
-      bLast += (d[k] - 1) * bs[k];
-    }
+    int64_t d[4], as[4], bs[4], aLast, bLast;
+    const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
     const float* x = a.f32(1, size_t(aLast + 1), "a");
     const float* y = a.f32(2, size_t(bLast + 1), "b");
     float* out = a.f32(3, size_t(n), "out");
@@ -826,7 +868,7 @@ napi_value Register(napi_env env, napi_value exports) {
     {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
-    {"binaryStrided", BinaryStrided}, {"reduce", Reduce},
+    {"binaryStrided", BinaryStrided}, {"compareStrided", CompareStrided}, {"reduce", Reduce},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

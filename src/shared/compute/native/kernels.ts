@@ -465,6 +465,28 @@ function splitV(): KernelFunc {
   };
 }
 
+const COMPARE_OPS: Readonly<Record<string, number>> = { Equal: 0, NotEqual: 1, Greater: 2, GreaterEqual: 3, Less: 4, LessEqual: 5 };
+
+/**
+ * Float32 comparisons with any broadcast (≤ 4 merged dimensions) into a bool tensor (Uint8Array): e.g. the mask
+ * of the head's max-pool gradient, `[n,h,w,c] == [n,1,1,c]`, which tfjs's cpu kernel maps index by index.
+ */
+function compare(addon: NativeAddon, kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  const op = COMPARE_OPS[kernelName]!;
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    if (!allFloat(backend, a, b)) return fallback(args);
+    const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const plan = util.sizeFromShape(shape) === 0 ? null : broadcastPlan(a.shape, b.shape, shape);
+    if (plan === null) return fallback(args);
+    const out = new Uint8Array(util.sizeFromShape(shape));
+    addon.compareStrided(op, values(backend, a), values(backend, b), out, ...plan);
+    return backend.makeTensorInfo(shape, 'bool', out);
+  };
+}
+
 const REDUCE_OPS: Readonly<Record<string, 0 | 1 | 2>> = { Sum: 0, Mean: 1, Max: 2 };
 
 /**
@@ -555,6 +577,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
     ...Object.fromEntries(Object.keys(REDUCE_OPS).map((name) => [name, reduce(addon, name)])),
+    ...Object.fromEntries(Object.keys(COMPARE_OPS).map((name) => [name, compare(addon, name)])),
     Concat: concat('Concat'),
     SplitV: splitV(),
   };

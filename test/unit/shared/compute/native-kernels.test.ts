@@ -257,6 +257,31 @@ for (const [name, op] of [['Sum', tf.sum], ['Mean', tf.mean], ['Max', tf.max]] a
   });
 }
 
+for (const [name, op] of [['Equal', tf.equal], ['NotEqual', tf.notEqual], ['Greater', tf.greater],
+  ['GreaterEqual', tf.greaterEqual], ['Less', tf.less], ['LessEqual', tf.lessEqual]] as const) {
+  test(`${name} on float32 gives the cpu kernel's bools (same shape, middle broadcast, scalar, NaN)`, { skip }, async () => {
+    const run = async (backend: string): Promise<number[][]> => {
+      await tf.setBackend(backend);
+      const outs = tf.tidy(() => {
+        // Values on a coarse grid so that equal pairs occur; a NaN on each side.
+        const grid = (n: number, seed: number): Float32Array => lcg(n, seed).map((v) => Math.round(v * 4) / 4);
+        const a = tf.tensor4d(grid(2 * 3 * 3 * 4, 31), [2, 3, 3, 4]);
+        const b = tf.tensor4d(grid(2 * 4, 32), [2, 1, 1, 4]);
+        const nan = tf.tensor1d([NaN, 1, 2, NaN]);
+        return [op(a, b), op(b, a), op(a, tf.scalar(0.25)), op(a, a), op(nan, tf.tensor1d([NaN, 1, 3, 0]))];
+      });
+      for (const t of outs) assert.equal(t.dtype, 'bool');
+      const vals = outs.map((t) => Array.from(t.dataSync()));
+      tf.dispose(outs);
+      return vals;
+    };
+    const before = fallbackTotal();
+    const native = await run(NATIVE_BACKEND);
+    assert.equal(fallbackTotal(), before);
+    assert.deepEqual(native, await run('cpu'));
+  });
+}
+
 test('Max propagates NaN as the cpu kernel does', { skip }, async () => {
   const run = async (backend: string): Promise<number[]> => {
     await tf.setBackend(backend);
