@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -413,6 +414,8 @@ napi_value BatchMatMul(napi_env env, napi_callback_info info) {
 }
 
 // ---- fused training-mode BatchNorm (+ residual, + ReLU) ---------------------------------------------------------
+// Rows per float32 partial sum of the statistics (see BatchNormForward).
+constexpr int64_t kBnBlock = 32;
 // batchNormForward(x, gamma, beta, residual|null, y, mean, variance, p, c, eps, relu)
 napi_value BatchNormForward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -429,14 +432,29 @@ napi_value BatchNormForward(napi_env env, napi_callback_info info) {
     float* meanOut = a.f32(5, size_t(c), "mean");
     float* varOut = a.f32(6, size_t(c), "variance");
     if (p < 2) throw JsError{"training-mode BatchNorm needs more than 1 value per channel"};
-    // Shifted float64 sums (Chan, Golub & LeVeque 1983), shift = first row.
+    // Shifted sums (Chan, Golub & LeVeque 1983), shift = first row: float32 partial sums over blocks of
+    // kBnBlock rows (vectorised 8–16 wide), added into float64 totals per block, so the rounding error stays that of
+    // a kBnBlock-term float sum (≈ 1e-6 relative) whatever the batch and image size.
     std::vector<double> shift(x, x + c), s1(c, 0.0), s2(c, 0.0);
-    for (int64_t o = 0; o < p; o++) {
-      const float* row = x + o * c;
+    std::vector<float> shiftF(x, x + c), f1(c), f2(c);
+    for (int64_t o0 = 0; o0 < p; o0 += kBnBlock) {
+      const int64_t o1 = std::min(p, o0 + kBnBlock);
+      float* __restrict a1 = f1.data();
+      float* __restrict a2 = f2.data();
+      const float* __restrict sh = shiftF.data();
+      std::fill(f1.begin(), f1.end(), 0.f);
+      std::fill(f2.begin(), f2.end(), 0.f);
+      for (int64_t o = o0; o < o1; o++) {
+        const float* __restrict row = x + o * c;
+        for (int64_t k = 0; k < c; k++) {
+          const float d = row[k] - sh[k];
+          a1[k] += d;
+          a2[k] += d * d;
+        }
+      }
       for (int64_t k = 0; k < c; k++) {
-        const double d = double(row[k]) - shift[k];
-        s1[k] += d;
-        s2[k] += d * d;
+        s1[k] += double(a1[k]);
+        s2[k] += double(a2[k]);
       }
     }
     std::vector<float> centre(c), scale(c);
@@ -482,17 +500,39 @@ napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
     float* db = a.f32(8, size_t(c), "dbeta");
     float* dr = a.f32OrNull(9, total, "dresidual");
     // dy' = dy·[y > 0] with ReLU; written to dresidual when there is one (it is dy'), else used on the fly.
+    // Float32 partial sums per block of kBnBlock rows into float64 totals, as in the forward.
     std::vector<double> sumDy(c, 0.0), sumDyC(c, 0.0);
-    for (int64_t o = 0; o < p; o++) {
-      const float* xr = x + o * c;
-      const float* yr = y + o * c;
-      const float* dyr = dy + o * c;
-      float* drr = dr ? dr + o * c : nullptr;
+    std::vector<float> f1(c), f2(c);
+    for (int64_t o0 = 0; o0 < p; o0 += kBnBlock) {
+      const int64_t o1 = std::min(p, o0 + kBnBlock);
+      float* __restrict a1 = f1.data();
+      float* __restrict a2 = f2.data();
+      std::fill(f1.begin(), f1.end(), 0.f);
+      std::fill(f2.begin(), f2.end(), 0.f);
+      for (int64_t o = o0; o < o1; o++) {
+        const float* __restrict xr = x + o * c;
+        const float* __restrict yr = y + o * c;
+        const float* __restrict dyr = dy + o * c;
+        const float* __restrict mr = mean;
+        if (dr != nullptr) {
+          float* __restrict drr = dr + o * c;
+          for (int64_t k = 0; k < c; k++) {
+            const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
+            drr[k] = d;
+            a1[k] += d;
+            a2[k] += d * (xr[k] - mr[k]);
+          }
+        } else {
+          for (int64_t k = 0; k < c; k++) {
+            const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
+            a1[k] += d;
+            a2[k] += d * (xr[k] - mr[k]);
+          }
+        }
+      }
       for (int64_t k = 0; k < c; k++) {
-        const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
-        if (drr) drr[k] = d;
-        sumDy[k] += d;
-        sumDyC[k] += double(d) * double(xr[k] - mean[k]);
+        sumDy[k] += double(f1[k]);
+        sumDyC[k] += double(f2[k]);
       }
     }
     std::vector<float> ca(c), cb(c), cc(c);
@@ -505,14 +545,23 @@ napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
       cb[k] = float(-gamma[k] * is * is * dgamma / double(p));
       cc[k] = float(-gamma[k] * is * sumDy[k] / double(p));
     }
+    const float* __restrict pa = ca.data();
+    const float* __restrict pb = cb.data();
+    const float* __restrict pc = cc.data();
     for (int64_t o = 0; o < p; o++) {
-      const float* xr = x + o * c;
-      const float* yr = y + o * c;
-      const float* dyr = dy + o * c;
-      float* dxr = dx + o * c;
-      for (int64_t k = 0; k < c; k++) {
-        const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
-        dxr[k] = ca[k] * d + cb[k] * (xr[k] - mean[k]) + cc[k];
+      const float* __restrict xr = x + o * c;
+      const float* __restrict mr = mean;
+      float* __restrict dxr = dx + o * c;
+      if (dr != nullptr) {  // the masked dy is already there: two reads instead of three
+        const float* __restrict drr = dr + o * c;
+        for (int64_t k = 0; k < c; k++) dxr[k] = pa[k] * drr[k] + pb[k] * (xr[k] - mr[k]) + pc[k];
+      } else {
+        const float* __restrict yr = y + o * c;
+        const float* __restrict dyr = dy + o * c;
+        for (int64_t k = 0; k < c; k++) {
+          const float d = relu ? (yr[k] > 0.f ? dyr[k] : 0.f) : dyr[k];
+          dxr[k] = pa[k] * d + pb[k] * (xr[k] - mr[k]) + pc[k];
+        }
       }
     }
     return undef(env);
@@ -584,6 +633,138 @@ napi_value Unary(napi_env env, napi_callback_info info) {
       case 3: for (int64_t i = 0; i < n; i++) out[i] = 1.f / std::sqrt(x[i]); break;
       case 4: for (int64_t i = 0; i < n; i++) out[i] = std::fabs(x[i]); break;
       default: throw JsError{"unknown unary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// binaryStrided(op, a, b, out, d0, d1, d2, d3, as0..as3, bs0..bs3): out[i0,i1,i2,i3] (row-major over d0..d3) =
+// a[Σ ik·ask] op b[Σ ik·bsk]: any broadcast, the caller having merged adjacent dimensions to at most four (a
+// stride of 0 repeats an operand along that dimension). op as for binary.
+template <typename T, typename F>
+void stridedLoop(const float* a, const float* b, T* out, const int64_t* d, const int64_t* as, const int64_t* bs, F f) {
+  int64_t o = 0;
+  for (int64_t i0 = 0; i0 < d[0]; i0++) {
+    for (int64_t i1 = 0; i1 < d[1]; i1++) {
+      for (int64_t i2 = 0; i2 < d[2]; i2++) {
+        const float* ar = a + i0 * as[0] + i1 * as[1] + i2 * as[2];
+        const float* br = b + i0 * bs[0] + i1 * bs[1] + i2 * bs[2];
+        T* orow = out + o;
+        const int64_t n = d[3], sa = as[3], sb = bs[3];
+        if (sa == 1 && sb == 1) { for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j], br[j]); }
+        else if (sa == 0 && sb == 1) { const float u = ar[0]; for (int64_t j = 0; j < n; j++) orow[j] = f(u, br[j]); }
+        else if (sa == 1 && sb == 0) { const float v = br[0]; for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j], v); }
+        else { for (int64_t j = 0; j < n; j++) orow[j] = f(ar[j * sa], br[j * sb]); }
+        o += n;
+      }
+    }
+  }
+}
+
+// Reads the four dimensions and two stride sets of binaryStrided/compareStrided (arguments 4..15); returns the
+// output size and checks that both operands hold the elements the strides reach.
+int64_t readStrides(Args& a, int64_t* d, int64_t* as, int64_t* bs, int64_t& aLast, int64_t& bLast) {
+  int64_t n = 1;
+  aLast = 0;
+  bLast = 0;
+  for (int k = 0; k < 4; k++) {
+    d[k] = a.i64(4 + k);
+    as[k] = a.i64(8 + k);
+    bs[k] = a.i64(12 + k);
+    if (d[k] < 1 || as[k] < 0 || bs[k] < 0) throw JsError{"strided op: dimensions must be ≥ 1, strides ≥ 0"};
+    n *= d[k];
+    aLast += (d[k] - 1) * as[k];
+    bLast += (d[k] - 1) * bs[k];
+  }
+  return n;
+}
+
+// compareStrided(op, a, b, out: Uint8Array, dims, strides as binaryStrided): out = (a op b) ? 1 : 0, tfjs's bool.
+// op: 0 equal, 1 not equal, 2 greater, 3 greater or equal, 4 less, 5 less or equal (IEEE: NaN compares false,
+// not-equal true, as JavaScript's operators in tfjs's cpu kernels).
+napi_value CompareStrided(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t op = a.i64(0);
+    int64_t d[4], as[4], bs[4], aLast, bLast;
+    const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
+    const float* x = a.f32(1, size_t(aLast + 1), "a");
+    const float* y = a.f32(2, size_t(bLast + 1), "b");
+    bool is = false;
+    napi_is_typedarray(env, a.v[3], &is);
+    if (!is) throw JsError{"out must be a Uint8Array"};
+    napi_typedarray_type type;
+    size_t len = 0;
+    void* data = nullptr;
+    napi_get_typedarray_info(env, a.v[3], &type, &len, &data, nullptr, nullptr);
+    if (type != napi_uint8_array || len < size_t(n)) throw JsError{"out must be a Uint8Array of the output size"};
+    uint8_t* out = static_cast<uint8_t*>(data);
+    switch (op) {
+      case 0: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u == v); }); break;
+      case 1: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u != v); }); break;
+      case 2: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u > v); }); break;
+      case 3: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u >= v); }); break;
+      case 4: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u < v); }); break;
+      case 5: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return uint8_t(u <= v); }); break;
+      default: throw JsError{"unknown comparison " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+napi_value BinaryStrided(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 16);
+    const int64_t op = a.i64(0);
+    int64_t d[4], as[4], bs[4], aLast, bLast;
+    const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
+    const float* x = a.f32(1, size_t(aLast + 1), "a");
+    const float* y = a.f32(2, size_t(bLast + 1), "b");
+    float* out = a.f32(3, size_t(n), "out");
+    switch (op) {
+      case 0: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u + v; }); break;
+      case 1: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u - v; }); break;
+      case 2: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u * v; }); break;
+      case 3: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u / v; }); break;
+      case 4: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
+      case 5: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
+      default: throw JsError{"unknown binary op " + std::to_string(op)};
+    }
+    return undef(env);
+  });
+}
+
+// reduce(op, x, out, outer, r, inner): out[o, i] = reduction over k < r of x[o, k, i] (x viewed as [outer, r, inner]).
+// op: 0 sum, 1 mean, 2 max. Sums in float64 (as tfjs's cpu kernels, whose accumulators are JavaScript numbers),
+// rounded once; mean = sum / r; max propagates NaN as tfjs's cpu Max.
+napi_value Reduce(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 6);
+    const int64_t op = a.i64(0), outer = a.i64(3), r = a.i64(4), inner = a.i64(5);
+    if (outer < 1 || r < 1 || inner < 1 || op < 0 || op > 2) throw JsError{"reduce: sizes must be ≥ 1, op 0..2"};
+    const float* x = a.f32(1, size_t(outer * r * inner), "x");
+    float* out = a.f32(2, size_t(outer * inner), "out");
+    std::vector<double> acc(static_cast<size_t>(inner));
+    for (int64_t o = 0; o < outer; o++) {
+      const float* xo = x + o * r * inner;
+      float* oo = out + o * inner;
+      if (op == 2) {
+        for (int64_t i = 0; i < inner; i++) oo[i] = xo[i];
+        for (int64_t k = 1; k < r; k++) {
+          const float* row = xo + k * inner;
+          for (int64_t i = 0; i < inner; i++) {
+            const float v = row[i];
+            if (v != v || v > oo[i]) oo[i] = v;
+          }
+        }
+        continue;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t k = 0; k < r; k++) {
+        const float* row = xo + k * inner;
+        for (int64_t i = 0; i < inner; i++) acc[i] += double(row[i]);
+      }
+      for (int64_t i = 0; i < inner; i++) oo[i] = float(op == 1 ? acc[i] / double(r) : acc[i]);
     }
     return undef(env);
   });
@@ -687,6 +868,7 @@ napi_value Register(napi_env env, napi_value exports) {
     {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
+    {"binaryStrided", BinaryStrided}, {"compareStrided", CompareStrided}, {"reduce", Reduce},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

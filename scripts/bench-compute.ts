@@ -29,9 +29,9 @@ import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
-import type { KernelTotal } from '../src/shared/compute/kernel-profile.js';
+import type { CpuKernelProfile, KernelTotal } from '../src/shared/compute/kernel-profile.js';
 import type { DispatchCounts } from '../src/shared/compute/webgpu/dispatch-count.js';
-import { countWholeStepDispatches, measureWholeStep, profileWholeStep } from '../src/shared/learner/step-bench.js';
+import { countWholeStepDispatches, measureWholeStep, profileWholeStep, profileWholeStepCpu } from '../src/shared/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/shared/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
@@ -321,6 +321,16 @@ function printDispatches(counts: DispatchCounts, batch: number): void {
   if (counts.kernels.length > 30) console.log(`… ${counts.kernels.length - 30} more kernels`);
 }
 
+function printCpuProfile(p: CpuKernelProfile): void {
+  console.log('kernel                       calls  CPU ms   share  (one training step, process CPU time)');
+  for (const k of p.kernels.slice(0, 25)) {
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${k.ms.toFixed(0).padStart(7)} ${(100 * k.ms / p.totalCpuMs).toFixed(1).padStart(5)}%`);
+  }
+  console.log(`${'outside kernels (JS glue, GC)'.padEnd(35)} ${p.outsideKernelsMs.toFixed(0).padStart(7)} ` +
+    `${(100 * p.outsideKernelsMs / p.totalCpuMs).toFixed(1).padStart(5)}%`);
+  console.log(`step total: ${p.totalCpuMs.toFixed(0)} ms of process CPU time`);
+}
+
 async function run(flags: BenchFlags): Promise<void> {
   const arch = parseArch(flags.arch);
   const size = intFlag('size', flags.size, 32);
@@ -340,6 +350,12 @@ async function run(flags: BenchFlags): Promise<void> {
       console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}`);
       printDispatches(counts, batch);
     }
+    return;
+  }
+  if (flags.profile && flags.clock === 'cpu') {
+    const prof = await profileWholeStepCpu(arch, size, batch);
+    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, clock: 'cpu', ...prof }));
+    else printCpuProfile(prof);
     return;
   }
   if (flags.profile) {
@@ -409,7 +425,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--reps <n>', 'timed repetitions per operation, after one warm-up (≥ 1)', '3')
     .option('--json', 'print one JSON line instead of the table')
-    .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile)')
+    .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile; with --clock cpu: process CPU time per kernel)')
     .option('--dispatches', 'instead: GPU dispatches and uploads of one whole training step, per kernel (webgpu only)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')

@@ -1,7 +1,7 @@
 /**
  * Data-parallel scaling benchmark: training throughput with 1 and 2 (or more) real worker processes.
  *
- *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 1 --workers 1,2
+ *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 1 --workers 1,2 --torch
  *     --allreduce-dtype float16 --json]
  *
  * For each world size W it starts the coordinator's control plane (`ControlServer` + `Cluster`, the same code as
@@ -19,8 +19,14 @@
  *   wait for a slower peer); "unhidden all-reduce" = that / step seconds. Nothing hides it: tfjs computes all
  *   gradients in one synchronous call, so buckets cannot start during backward (see docs/distributed.md);
  * - scaling efficiency = img/s(W) / (W × img/s(1)).
+ *
+ * `--torch [python]` then runs PyTorch DDP (gloo, W processes × 1 thread, `scripts/bench-torch-ddp.py`, default
+ * `/usr/bin/python3`) at the same arch, size, per-worker batch, world sizes and step counts, and prints its img/s
+ * beside this project's, with the ratio (PyTorch's ranks compute on random tensors: no decoding or augmentation).
  */
-import { relative, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { Cluster, type Reply } from '../src/coordinator/cluster.js';
 import { ControlServer } from '../src/coordinator/control.js';
@@ -44,6 +50,8 @@ interface ScalingArgs {
   readonly threads: number;
   readonly dtype: 'float32' | 'float16';
   readonly json: boolean;
+  /** Python to run the PyTorch DDP reference with, or null. */
+  readonly torch: string | null;
 }
 
 /** Result for one world size. */
@@ -72,6 +80,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     .option('--threads <n>', 'decode threads per worker (0 = automatic)', '1')
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of the ring').choices(['float32', 'float16']).default('float32'))
     .option('--json', 'print one JSON object instead of the table')
+    .option('--torch [python]', 'also run PyTorch DDP, gloo, W × 1 thread (scripts/bench-torch-ddp.py; python default /usr/bin/python3)')
     .exitOverride();
   p.parse(argv, { from: 'user' });
   const o = p.opts<Record<string, string | boolean | undefined>>();
@@ -81,6 +90,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     arch: o.arch as Arch, size: checkInt('--size', o.size, 16, 1024), bs: checkInt('--bs', o.bs, 2, 1024), steps: checkInt('--steps', o.steps, 1),
     warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64),
     dtype: o.allreduceDtype as ScalingArgs['dtype'], json: o.json === true,
+    torch: o.torch === true ? '/usr/bin/python3' : typeof o.torch === 'string' ? o.torch : null,
   };
 }
 
@@ -156,8 +166,10 @@ async function main(): Promise<void> {
   for (const w of a.workers) rows.push({ ...(await measure(a, data, w, log)), efficiency: 1 });
   const one = rows.find((r) => r.workers === 1);
   for (const r of rows) r.efficiency = one ? r.imagesPerSecond / (r.workers * one.imagesPerSecond) : Number.NaN;
+  const torch = a.torch === null ? null : torchDdp(a.torch, a);
   if (a.json) {
-    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, dtype: a.dtype, steps: a.steps, warmup: a.warmup, rows }, null, 2));
+    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, dtype: a.dtype, steps: a.steps, warmup: a.warmup, rows,
+      ...(torch === null ? {} : { torch }) }, null, 2));
     return;
   }
   console.log(`${a.arch} at ${a.size}px, bs ${a.bs} per worker, ${a.dtype} ring, ${a.steps} measured steps after ${a.warmup} warm-up (medians)`);
@@ -167,6 +179,33 @@ async function main(): Promise<void> {
       r.dataWaitSeconds.toFixed(3).padEnd(12), r.allreduceSeconds.toFixed(3).padEnd(12), `${(100 * r.unhiddenAllreduce).toFixed(1)} %`.padEnd(19), `${(100 * r.efficiency).toFixed(1)} %`];
     console.log(cells.join(' '));
   }
+  for (const t of torch ?? []) {
+    const ours = rows.find((r) => r.workers === t.workers);
+    console.log(`${t.framework}, ${t.workers} × 1 thread: ${t.stepSeconds.toFixed(2)} s/step, ${t.imagesPerSecond.toFixed(2)} img/s` +
+      (ours ? `; pets-trainer / PyTorch: ${(ours.imagesPerSecond / t.imagesPerSecond).toFixed(2)}×` : ''));
+  }
+}
+
+/** One line of `scripts/bench-torch-ddp.py`. */
+interface TorchDdpRow {
+  readonly framework: string;
+  readonly workers: number;
+  readonly stepSeconds: number;
+  readonly imagesPerSecond: number;
+  readonly rank0CpuSecondsPerStep: number;
+}
+
+/** Runs the PyTorch DDP reference for the same world sizes. @throws TrainerError ERR_BACKEND when it fails */
+function torchDdp(python: string, a: ScalingArgs): TorchDdpRow[] {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'bench-torch-ddp.py');
+  const res = spawnSync(python, [script, '--arch', a.arch, '--size', String(a.size), '--bs', String(a.bs),
+    '--workers', a.workers.join(','), '--steps', String(a.steps), '--warmup', String(a.warmup)], { encoding: 'utf8' });
+  const lines = (res.stdout ?? '').trim().split('\n').filter((l) => l.startsWith('{'));
+  if (res.status !== 0 || lines.length !== a.workers.length) {
+    const why = res.error?.message ?? res.stderr?.trim().split('\n').pop() ?? `exit ${res.status}`;
+    throw new TrainerError('ERR_BACKEND', `PyTorch DDP reference (${python} ${script}) failed: ${why}`);
+  }
+  return lines.map((l) => JSON.parse(l) as TorchDdpRow);
 }
 
 main().catch((err: unknown) => {

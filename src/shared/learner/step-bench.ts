@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../errors.js';
 import { mulberry32 } from '../data/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
-import { profileKernels, type KernelTotal } from '../compute/kernel-profile.js';
+import { profileKernels, profileKernelsCpu, type CpuKernelProfile, type KernelTotal } from '../compute/kernel-profile.js';
 import { countDispatches, type DispatchCounts } from '../compute/webgpu/dispatch-count.js';
 import type { ResNetArch, ResNetConfig } from '../model/resnet-spec.js';
 import { Replica } from './replica.js';
@@ -149,4 +149,24 @@ export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: nu
 export async function countWholeStepDispatches(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<DispatchCounts> {
   return observeWholeStep(arch, size, batch, countDispatches, maxMicroBatch);
+}
+
+/**
+ * Per-kernel process CPU time of one training step (after one warm-up step), same model and inputs as
+ * {@link measureWholeStep}, through {@link profileKernelsCpu}: which kernels the step spends its CPU in and how much
+ * runs outside kernels (JavaScript glue, garbage collection). Synchronous backends (cpu, native, wasm).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+export async function profileWholeStepCpu(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<CpuKernelProfile> {
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
+    await step(0);
+    return await profileKernelsCpu(() => step(1));
+  } finally {
+    replica.dispose();
+  }
 }

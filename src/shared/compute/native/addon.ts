@@ -81,6 +81,23 @@ export interface NativeAddon {
    * (max/min propagate NaN).
    */
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, n: number, na: number, nb: number): void;
+  /**
+   * Any broadcast: out (row-major over dims `d0..d3`) = a[Σ ik·ask] op b[Σ ik·bsk], the caller having merged the
+   * output's dimensions to four (leading 1s); a stride of 0 repeats an operand along that dimension. op as for binary.
+   */
+  binaryStrided(op: number, a: Float32Array, b: Float32Array, out: Float32Array, d0: number, d1: number, d2: number,
+    d3: number, as0: number, as1: number, as2: number, as3: number, bs0: number, bs1: number, bs2: number, bs3: number): void;
+  /**
+   * out (a Uint8Array, tfjs's bool) = (a op b) ? 1 : 0 with the dims and strides of {@link binaryStrided}; op: 0 equal,
+   * 1 not equal, 2 greater, 3 greater or equal, 4 less, 5 less or equal (NaN compares as in JavaScript).
+   */
+  compareStrided(op: number, a: Float32Array, b: Float32Array, out: Uint8Array, d0: number, d1: number, d2: number,
+    d3: number, as0: number, as1: number, as2: number, as3: number, bs0: number, bs1: number, bs2: number, bs3: number): void;
+  /**
+   * out `[outer, inner]` = reduction of x `[outer, r, inner]` over its middle axis; op 0 sum, 1 mean (float64 sums,
+   * as tfjs's cpu kernels), 2 max (NaN propagates).
+   */
+  reduce(op: 0 | 1 | 2, x: Float32Array, out: Float32Array, outer: number, r: number, inner: number): void;
   /** out[i] = f(x[i]) for i < n; op: 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs. */
   unary(op: number, x: Float32Array, out: Float32Array, n: number): void;
   /**

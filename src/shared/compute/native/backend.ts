@@ -8,8 +8,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import type { BackendValues, DataId, DataType } from '@tensorflow/tfjs-core';
 import { loadAddon, type NativeInfo } from './addon.js';
-import { NATIVE_BACKEND, nativeKernels } from './kernels.js';
+import { ArrayPool, poolBytes } from './array-pool.js';
+import { forgetDerived, NATIVE_BACKEND, nativeKernels } from './kernels.js';
 
 export { NATIVE_BACKEND } from './kernels.js';
 
@@ -22,10 +24,42 @@ let registered: NativeRegistration | undefined;
  * `MathBackendCPU` without its first-use console banner ("looks like you are running TensorFlow.js in Node.js…
  * install our node backend"), which is wrong advice here: this backend is the native one.
  */
-class NativeBackend extends MathBackendCPU {
+export class NativeBackend extends MathBackendCPU {
+  /** The native kernels' reusable output arrays (see `array-pool.ts`). */
+  readonly pool = new ArrayPool(poolBytes());
+
   constructor() {
     super();
     (this as unknown as { firstUse: boolean }).firstUse = false;
+    this.pool.onRecycle = forgetDerived;
+  }
+
+  override write(values: BackendValues, shape: number[], dtype: DataType): DataId {
+    this.pool.onWrite(values);
+    return super.write(values, shape, dtype);
+  }
+
+  override move(dataId: DataId, values: BackendValues, shape: number[], dtype: DataType, refCount: number): void {
+    this.pool.escape(values);
+    super.move(dataId, values, shape, dtype, refCount);
+  }
+
+  /** On this backend `readSync` hands out the storage array itself (`dataSync()`, `data()`): it leaves the pool. */
+  override readSync(dataId: DataId): BackendValues {
+    if (this.data.has(dataId)) this.pool.escape(this.data.get(dataId).values);
+    return super.readSync(dataId);
+  }
+
+  override disposeData(dataId: DataId, force = false): boolean {
+    const values = this.data.has(dataId) ? this.data.get(dataId).values : undefined;
+    const released = super.disposeData(dataId, force);
+    if (values !== undefined && !this.data.has(dataId)) this.pool.onDispose(values);
+    return released;
+  }
+
+  override dispose(): void {
+    this.pool.clear();
+    super.dispose();
   }
 }
 

@@ -16,6 +16,7 @@ import { TrainerError } from '../../errors.js';
 import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
 import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
+import type { ArrayPool } from './array-pool.js';
 
 /** tfjs's registry name of this backend. */
 export const NATIVE_BACKEND = 'native';
@@ -33,8 +34,14 @@ function values(backend: MathBackendCPU, t: TensorInfo): Float32Array {
   throw new TrainerError('ERR_INTERNAL', `native kernel input must be float32, got ${t.dtype} [${t.shape}]`);
 }
 
+/**
+ * A new float32 output tensor and its storage: an array from the backend's pool (`array-pool.ts`; contents
+ * undefined, the kernel writes every element) on the native backend, else a fresh one.
+ */
 function output(backend: MathBackendCPU, shape: number[]): [TensorInfo, Float32Array] {
-  const out = new Float32Array(util.sizeFromShape(shape));
+  const pool = (backend as { pool?: ArrayPool }).pool;
+  const n = util.sizeFromShape(shape);
+  const out = pool === undefined ? new Float32Array(n) : pool.take(n);
   return [backend.makeTensorInfo(shape, 'float32', out), out];
 }
 
@@ -112,6 +119,35 @@ function convInfo(xShape: Shape4, filterShape: Shape4, a: ConvAttrs): backend_ut
  */
 const weightCaches = new WeakMap<Float32Array, Map<string, Float32Array>>();
 
+/**
+ * Reordered-filter arrays whose filter array was recycled (see {@link forgetDerived}), by length: the next
+ * filters of the same shapes (the next step's parameters) reuse them instead of allocating ~2× the model per step.
+ */
+const freeCaches = new Map<number, Float32Array[]>();
+let freeCacheBytes = 0;
+/** Most bytes of reordered-filter arrays kept for reuse (resnet34: 2 × 87 MB per step). */
+const FREE_CACHE_LIMIT = 256 * 2 ** 20;
+
+/**
+ * Forgets what was derived from `array` (its reordered-filter copies): the backend's pool calls this when it
+ * recycles the array, whose contents are about to change.
+ */
+export function forgetDerived(array: Float32Array): void {
+  const perArray = weightCaches.get(array);
+  if (perArray === undefined) return;
+  weightCaches.delete(array);
+  for (const cache of perArray.values()) {
+    let list = freeCaches.get(cache.length);
+    if (list === undefined) {
+      list = [];
+      freeCaches.set(cache.length, list);
+    }
+    if (freeCacheBytes + cache.byteLength > FREE_CACHE_LIMIT) continue;
+    list.push(cache);
+    freeCacheBytes += cache.byteLength;
+  }
+}
+
 function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvGeometry): [Float32Array | null, boolean] {
   let perArray = weightCaches.get(w);
   const key = `${kind}:${g.join(',')}`;
@@ -119,7 +155,9 @@ function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvG
   if (hit !== undefined) return [hit, true];
   const size = addon.convWeightsCacheSize(kind, ...g);
   if (size === 0) return [null, false];
-  const cache = new Float32Array(size);
+  const reused = freeCaches.get(size)?.pop();
+  if (reused !== undefined) freeCacheBytes -= reused.byteLength;
+  const cache = reused ?? new Float32Array(size);
   if (perArray === undefined) {
     perArray = new Map();
     weightCaches.set(w, perArray);
@@ -312,10 +350,170 @@ function binary(addon: NativeAddon, kernelName: string): KernelFunc {
     const n = util.sizeFromShape(shape);
     const na = util.sizeFromShape(a.shape);
     const nb = util.sizeFromShape(b.shape);
-    if (n === 0 || !(broadcastsAsRows(a.shape, shape) && broadcastsAsRows(b.shape, shape)) ||
-      (na !== n && nb !== n && na !== 1 && nb !== 1)) return fallback(args);
+    if (n === 0) return fallback(args);
     const [out, vs] = output(backend, shape);
-    addon.binary(op, values(backend, a), values(backend, b), vs, n, na, nb);
+    if (broadcastsAsRows(a.shape, shape) && broadcastsAsRows(b.shape, shape) &&
+      (na === n || nb === n || na === 1 || nb === 1)) {
+      addon.binary(op, values(backend, a), values(backend, b), vs, n, na, nb);
+      return out;
+    }
+    const plan = broadcastPlan(a.shape, b.shape, shape);
+    if (plan === null) {
+      backend.disposeIntermediateTensorInfo(out);
+      return fallback(args);
+    }
+    addon.binaryStrided(op, values(backend, a), values(backend, b), vs, ...plan);
+    return out;
+  };
+}
+
+/**
+ * The output's dimensions merged to at most four, with each operand's element stride along them (0 where it is
+ * broadcast): adjacent dimensions merge when both operands broadcast alike along them. Null when more than four
+ * remain (then tfjs's cpu kernel runs).
+ */
+export function broadcastPlan(aShape: readonly number[], bShape: readonly number[], out: readonly number[]):
+[number, number, number, number, number, number, number, number, number, number, number, number] | null {
+  const rank = out.length;
+  const pad = (s: readonly number[]): number[] => [...Array<number>(rank - s.length).fill(1), ...s];
+  const as = pad(aShape);
+  const bs = pad(bShape);
+  // Merged dims, innermost first: [size, a broadcast?, b broadcast?].
+  const dims: [number, boolean, boolean][] = [];
+  for (let k = rank - 1; k >= 0; k--) {
+    const size = out[k]!;
+    if (size === 1) continue;
+    const ab = as[k] === 1;
+    const bb = bs[k] === 1;
+    const last = dims[dims.length - 1];
+    if (last !== undefined && last[1] === ab && last[2] === bb) last[0] *= size;
+    else dims.push([size, ab, bb]);
+  }
+  if (dims.length > 4) return null;
+  while (dims.length < 4) dims.push([1, false, false]);
+  const d: number[] = [];
+  const sa: number[] = [];
+  const sb: number[] = [];
+  let strideA = 1;
+  let strideB = 1;
+  for (const [size, ab, bb] of dims) {
+    d.push(size);
+    sa.push(ab ? 0 : strideA);
+    sb.push(bb ? 0 : strideB);
+    if (!ab) strideA *= size;
+    if (!bb) strideB *= size;
+  }
+  d.reverse();
+  sa.reverse();
+  sb.reverse();
+  return [d[0]!, d[1]!, d[2]!, d[3]!, sa[0]!, sa[1]!, sa[2]!, sa[3]!, sb[0]!, sb[1]!, sb[2]!, sb[3]!];
+}
+
+/**
+ * Concat of float32 tensors along any axis: for each index of the leading axes, one contiguous block per input
+ * (`TypedArray.set`, a memcpy); the trainer concatenates all gradients into one flat array every step (87 MB at
+ * resnet34), which tfjs's cpu kernel copies element by element.
+ */
+function concat(kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  return (args) => {
+    const inputs = (Array.isArray(args.inputs) ? args.inputs : Object.values(args.inputs)) as TensorInfo[];
+    const backend = args.backend as MathBackendCPU;
+    if (inputs.length === 0 || !allFloat(backend, ...inputs)) return fallback(args);
+    const axis = util.parseAxisParam((args.attrs as { axis: number | number[] }).axis, inputs[0]!.shape)[0]!;
+    const shape = backend_util.computeOutShape(inputs.map((t) => t.shape), axis);
+    const [out, vs] = output(backend, shape);
+    const outer = util.sizeFromShape(shape.slice(0, axis));
+    const rowOut = util.sizeFromShape(shape.slice(axis));
+    let offset = 0;
+    for (const t of inputs) {
+      const row = util.sizeFromShape(t.shape.slice(axis));
+      if (row === 0) continue;
+      const v = values(backend, t);
+      if (outer === 1) vs.set(v.subarray(0, row), offset);
+      else for (let o = 0; o < outer; o++) vs.set(v.subarray(o * row, (o + 1) * row), o * rowOut + offset);
+      offset += row;
+    }
+    return out;
+  };
+}
+
+/** SplitV of a float32 tensor along any axis: contiguous block copies, as {@link concat}. */
+function splitV(): KernelFunc {
+  const fallback = cpuFallback('SplitV');
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
+    const backend = args.backend as MathBackendCPU;
+    if (!allFloat(backend, x) || util.sizeFromShape(x.shape) === 0) return fallback(args);
+    const ax = util.parseAxisParam(axis, x.shape)[0]!;
+    const sizes = backend_util.prepareSplitSize(x, numOrSizeSplits, ax);
+    const v = values(backend, x);
+    const outer = util.sizeFromShape(x.shape.slice(0, ax));
+    const inner = util.sizeFromShape(x.shape.slice(ax + 1));
+    const rowIn = x.shape[ax]! * inner;
+    let begin = 0;
+    return sizes.map((size) => {
+      const shape = [...x.shape];
+      shape[ax] = size;
+      const [out, vs] = output(backend, shape);
+      const row = size * inner;
+      for (let o = 0; o < outer && row > 0; o++) vs.set(v.subarray(o * rowIn + begin, o * rowIn + begin + row), o * row);
+      begin += row;
+      return out;
+    });
+  };
+}
+
+const COMPARE_OPS: Readonly<Record<string, number>> = { Equal: 0, NotEqual: 1, Greater: 2, GreaterEqual: 3, Less: 4, LessEqual: 5 };
+
+/**
+ * Float32 comparisons with any broadcast (≤ 4 merged dimensions) into a bool tensor (Uint8Array): e.g. the mask
+ * of the head's max-pool gradient, `[n,h,w,c] == [n,1,1,c]`, which tfjs's cpu kernel maps index by index.
+ */
+function compare(addon: NativeAddon, kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  const op = COMPARE_OPS[kernelName]!;
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const backend = args.backend as MathBackendCPU;
+    if (!allFloat(backend, a, b)) return fallback(args);
+    const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const plan = util.sizeFromShape(shape) === 0 ? null : broadcastPlan(a.shape, b.shape, shape);
+    if (plan === null) return fallback(args);
+    const out = new Uint8Array(util.sizeFromShape(shape));
+    addon.compareStrided(op, values(backend, a), values(backend, b), out, ...plan);
+    return backend.makeTensorInfo(shape, 'bool', out);
+  };
+}
+
+const REDUCE_OPS: Readonly<Record<string, 0 | 1 | 2>> = { Sum: 0, Mean: 1, Max: 2 };
+
+/**
+ * Sum, Mean and Max of float32 over a run of adjacent axes (e.g. the spatial axes [1, 2] of NHWC in the head's
+ * concat pool, or the batch axis of a bias gradient), as `[outer, r, inner]` → `[outer, inner]` in one native pass;
+ * tfjs's cpu kernels transpose the reduced axes to the end first. Other axis sets run the cpu kernel.
+ */
+function reduce(addon: NativeAddon, kernelName: string): KernelFunc {
+  const fallback = cpuFallback(kernelName);
+  const op = REDUCE_OPS[kernelName]!;
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const attrs = args.attrs as { axis?: number | number[]; reductionIndices?: number | number[]; keepDims: boolean };
+    const backend = args.backend as MathBackendCPU;
+    const n = util.sizeFromShape(x.shape);
+    if (!allFloat(backend, x) || n === 0 || x.shape.length === 0) return fallback(args);
+    const axes = [...util.parseAxisParam((attrs.axis ?? attrs.reductionIndices ?? null) as number | number[], x.shape)].sort((p, q) => p - q);
+    if (axes.length === 0 || axes.some((v, i) => i > 0 && v !== axes[i - 1]! + 1)) return fallback(args);
+    const first = axes[0]!;
+    const last = axes[axes.length - 1]!;
+    const outer = util.sizeFromShape(x.shape.slice(0, first));
+    const r = util.sizeFromShape(x.shape.slice(first, last + 1));
+    const inner = util.sizeFromShape(x.shape.slice(last + 1));
+    const shape = attrs.keepDims ? x.shape.map((d, k) => (k >= first && k <= last ? 1 : d))
+      : x.shape.filter((_, k) => k < first || k > last);
+    const [out, vs] = output(backend, shape);
+    addon.reduce(op, values(backend, x), vs, outer, r, inner);
     return out;
   };
 }
@@ -378,5 +576,9 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     [FUSED_ADAMW_KERNEL]: adamW(addon),
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
+    ...Object.fromEntries(Object.keys(REDUCE_OPS).map((name) => [name, reduce(addon, name)])),
+    ...Object.fromEntries(Object.keys(COMPARE_OPS).map((name) => [name, compare(addon, name)])),
+    Concat: concat('Concat'),
+    SplitV: splitV(),
   };
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../../../src/shared/compute/backend.js';
 import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
-import { profileKernels } from '../../../../src/shared/compute/kernel-profile.js';
+import { profileKernels, profileKernelsCpu } from '../../../../src/shared/compute/kernel-profile.js';
 
 before(async () => {
   await initBackend('wasm');
@@ -34,4 +34,26 @@ test('counts each kernel call by name, flags the custom-gradient op as composite
     if (i > 0) assert.ok(kernels[i - 1]!.ms >= kernels[i]!.ms, 'sorted by time, largest first');
   }
   tf.dispose([x, w, g, b]);
+});
+
+test('profileKernelsCpu: exact call counts, CPU totals that add up, and the kernels restored afterwards (also on a throw)', async () => {
+  const x = tf.ones([2, 8, 8, 3]) as tf.Tensor4D;
+  const w = tf.ones([3, 3, 3, 4]) as tf.Tensor4D;
+  const conv = tf.getKernel('Conv2D', tf.getBackend())!.kernelFunc;
+  const p = await profileKernelsCpu(() => {
+    tf.tidy(() => {
+      const y = tf.conv2d(x, w, 1, 'same');
+      tf.relu(tf.conv2d(y, tf.ones([3, 3, 4, 4]), 1, 'same'));
+    });
+  });
+  const byName = new Map(p.kernels.map((k) => [k.name, k]));
+  assert.equal(byName.get('Conv2D')?.calls, 2);
+  assert.equal(byName.get('Relu')?.calls, 1);
+  const sum = p.kernels.reduce((a, k) => a + k.ms, 0);
+  assert.ok(p.totalCpuMs >= 0 && Math.abs(p.totalCpuMs - sum - p.outsideKernelsMs) < 1e-9);
+  for (let i = 1; i < p.kernels.length; i++) assert.ok(p.kernels[i - 1]!.ms >= p.kernels[i]!.ms, 'sorted by time');
+  assert.equal(tf.getKernel('Conv2D', tf.getBackend())!.kernelFunc, conv, 'original kernel restored');
+  await assert.rejects(profileKernelsCpu(() => { throw new Error('boom'); }), /boom/);
+  assert.equal(tf.getKernel('Conv2D', tf.getBackend())!.kernelFunc, conv, 'restored after a throw');
+  tf.dispose([x, w]);
 });

@@ -13,7 +13,7 @@ import { initBackend } from '../../../../src/shared/compute/backend.js';
 import { batchNormTrain } from '../../../../src/shared/compute/batch-norm.js';
 import { registerTfjsGradients } from '../../../../src/shared/compute/kernels/gradients.js';
 import { loadAddon } from '../../../../src/shared/compute/native/addon.js';
-import { NATIVE_BACKEND, registerNativeBackend } from '../../../../src/shared/compute/native/backend.js';
+import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/shared/compute/native/backend.js';
 import { nativeFallbacks } from '../../../../src/shared/compute/native/kernels.js';
 import { isTrainerError } from '../../../../src/shared/errors.js';
 import { AdamW } from '../../../../src/shared/learner/adamw.js';
@@ -102,7 +102,11 @@ function convKernels(c: ConvCase): () => tf.Tensor[] {
 
 before(async () => {
   await registerTfjsGradients();
-  if (!skip) assert.ok('info' in registerNativeBackend());
+  if (skip) return;
+  assert.ok('info' in registerNativeBackend());
+  // Every output array the native kernels take from the pool starts as NaN: a kernel that leaves any element
+  // unwritten (relying on a zero-filled array) fails its comparison with cpu.
+  (tf.findBackend(NATIVE_BACKEND) as NativeBackend).pool.poison = true;
 });
 
 test('the addon reports oneDNN, its ISA and one thread per worker', { skip }, () => {
@@ -200,9 +204,24 @@ for (const [name, op] of BINARY) {
   });
 }
 
-test('element-wise broadcasts other than a scalar or a row, and int32, run the cpu kernels', { skip }, async () => {
+for (const [name, op] of BINARY) {
+  test(`element-wise ${name} matches cpu ≤ 1e-6: column, middle and two-sided broadcasts`, { skip }, async () => {
+    await compare(() => {
+      const t = (shape: number[], seed: number): tf.Tensor => tf.add(tf.tensor(lcg(tf.util.sizeFromShape(shape), seed), shape), 1);
+      return [
+        op(t([2, 3], 16), t([2, 1], 17)), // column
+        op(t([4, 1, 1, 8], 18), t([4, 3, 3, 8], 19)), // the head's max-pool gradient: [n,1,1,c] over [n,h,w,c]
+        op(t([3, 1], 20), t([1, 5], 21)), // outer product
+        op(t([2, 1, 3, 1], 22), t([4, 1, 5], 23)), // four alternating dimensions, ranks differ
+      ];
+    }, ['column', 'middle', 'outer', 'alternating'], 1e-6);
+  });
+}
+
+test('element-wise broadcasts of more than four alternating dimensions, and int32, run the cpu kernels', { skip }, async () => {
   const before = nativeFallbacks().get('Add') ?? 0;
-  await compare(() => [tf.add(tf.tensor2d(lcg(6, 16), [2, 3]), tf.tensor2d(lcg(2, 17), [2, 1]))], ['column broadcast'], 0, true);
+  await compare(() => [tf.add(tf.tensor(lcg(2 * 3 * 2, 16), [2, 1, 3, 1, 2]), tf.tensor(lcg(4 * 5, 17), [4, 1, 5, 1]))],
+    ['five alternating dimensions'], 0, true);
   await tf.setBackend(NATIVE_BACKEND);
   const sum = tf.tidy(() => tf.add(tf.tensor1d([1, 2], 'int32'), tf.tensor1d([3, 4], 'int32')));
   assert.equal(sum.dtype, 'int32');
@@ -225,6 +244,67 @@ test('Maximum and Minimum propagate NaN as the cpu kernels do', { skip }, async 
   assert.deepEqual(Array.from(mx!.dataSync()), [NaN, NaN, 3]);
   assert.deepEqual(Array.from(mn!.dataSync()), [NaN, NaN, 2]);
   tf.dispose([mx!, mn!]);
+});
+
+for (const [name, op] of [['Sum', tf.sum], ['Mean', tf.mean], ['Max', tf.max]] as const) {
+  test(`${name} over adjacent axes matches cpu ≤ 1e-6 (spatial, batch, last, all, keepDims); other axis sets fall back`, { skip }, async () => {
+    const x = (): tf.Tensor4D => tf.tensor4d(lcg(3 * 4 * 5 * 6, 24), [3, 4, 5, 6]);
+    await compare(() => [op(x(), [1, 2]), op(x(), 0), op(x(), -1), op(x()), op(x(), [1, 2], true), op(x(), [2, 1, 3])],
+      ['[1,2]', '0', '-1', 'all', '[1,2] keepDims', '[2,1,3]'], 1e-6);
+    const before = nativeFallbacks().get(name) ?? 0;
+    await compare(() => [op(x(), [0, 2])], ['[0,2]'], 1e-6, true);
+    assert.equal(nativeFallbacks().get(name), before + 1);
+  });
+}
+
+for (const [name, op] of [['Equal', tf.equal], ['NotEqual', tf.notEqual], ['Greater', tf.greater],
+  ['GreaterEqual', tf.greaterEqual], ['Less', tf.less], ['LessEqual', tf.lessEqual]] as const) {
+  test(`${name} on float32 gives the cpu kernel's bools (same shape, middle broadcast, scalar, NaN)`, { skip }, async () => {
+    const run = async (backend: string): Promise<number[][]> => {
+      await tf.setBackend(backend);
+      const outs = tf.tidy(() => {
+        // Values on a coarse grid so that equal pairs occur; a NaN on each side.
+        const grid = (n: number, seed: number): Float32Array => lcg(n, seed).map((v) => Math.round(v * 4) / 4);
+        const a = tf.tensor4d(grid(2 * 3 * 3 * 4, 31), [2, 3, 3, 4]);
+        const b = tf.tensor4d(grid(2 * 4, 32), [2, 1, 1, 4]);
+        const nan = tf.tensor1d([NaN, 1, 2, NaN]);
+        return [op(a, b), op(b, a), op(a, tf.scalar(0.25)), op(a, a), op(nan, tf.tensor1d([NaN, 1, 3, 0]))];
+      });
+      for (const t of outs) assert.equal(t.dtype, 'bool');
+      const vals = outs.map((t) => Array.from(t.dataSync()));
+      tf.dispose(outs);
+      return vals;
+    };
+    const before = fallbackTotal();
+    const native = await run(NATIVE_BACKEND);
+    assert.equal(fallbackTotal(), before);
+    assert.deepEqual(native, await run('cpu'));
+  });
+}
+
+test('Max propagates NaN as the cpu kernel does', { skip }, async () => {
+  const run = async (backend: string): Promise<number[]> => {
+    await tf.setBackend(backend);
+    const m = tf.tidy(() => tf.max(tf.tensor2d([1, NaN, 3, 4, 5, 6, NaN, 0], [4, 2]), 0));
+    const out = Array.from(m.dataSync());
+    m.dispose();
+    return out;
+  };
+  assert.deepEqual(await run(NATIVE_BACKEND), [NaN, NaN]);
+  assert.deepEqual(await run('cpu'), [NaN, NaN]);
+});
+
+test('Concat and SplitV match cpu exactly along every axis (uneven parts, an empty part, the flat gradient form)', { skip }, async () => {
+  await compare(() => {
+    const a = tf.tensor4d(lcg(2 * 3 * 4 * 5, 25), [2, 3, 4, 5]);
+    const b = tf.tensor4d(lcg(2 * 3 * 4 * 2, 26), [2, 3, 4, 2]);
+    const e = tf.zeros([2, 3, 4, 0]);
+    const flat = [tf.tensor1d(lcg(7, 27)), tf.tensor1d(lcg(1, 28)), tf.tensor1d(lcg(30, 29))];
+    const rows = tf.tensor2d(lcg(4 * 6, 30), [4, 6]);
+    return [tf.concat([a, e, b], 3), tf.concat([a, a], 0), tf.concat([a, b], -1),
+      tf.concat(flat), tf.concat([rows, rows], 1), ...tf.split(a, [1, 3, 1], 3), ...tf.split(a, 3, 1),
+      ...tf.split(tf.concat(flat), [7, 1, 30]), ...tf.split(rows, [2, 4], 1)];
+  }, [], 0);
 });
 
 for (const [name, op] of UNARY) {

@@ -1,0 +1,153 @@
+/**
+ * Reuse of the native kernels' output arrays. tfjs's `cpu` storage gives every kernel output a fresh zero-filled
+ * `Float32Array`; a ResNet34 step at 128 px allocates ~1–3 GB so, and each allocation costs a zero-fill pass, page
+ * faults on fresh memory and, through V8's external-memory accounting, frequent full garbage collections (≈ 20 %
+ * of the step's CPU time with `perf`). PyTorch's caching CPU allocator reuses freed blocks instead; this pool does
+ * the same for the arrays the native kernels create: when tfjs disposes the last tensor of such an array, the array
+ * goes back to the pool and the next output of the same length reuses it (without zeroing: every native kernel
+ * writes all of its output, which the kernel tests check by poisoning taken arrays with NaN).
+ *
+ * An array is only reused while nothing outside tfjs's storage can see it. It is never recycled once it
+ * - was read out (`dataSync()`, `data()`, `arraySync()`, … all go through the backend's `readSync`, which hands out
+ *   the storage array itself on this backend),
+ * - got a second storage entry, or a view of it did (tfjs `cpu` kernels such as Slice return `subarray` views of
+ *   their input, and a kernel may wrap its input array as an output),
+ * - or was moved between backends.
+ * The backend ({@link NativeBackend} in `backend.ts`) reports those events through {@link ArrayPool.onWrite},
+ * {@link ArrayPool.escape} and {@link ArrayPool.onDispose}.
+ */
+
+/** Life of an array the pool created. */
+const enum State {
+  /** Handed out by {@link ArrayPool.take}, not yet stored as a tensor's values. */
+  Taken,
+  /** The values of exactly one storage entry; may come back when that entry is deleted. */
+  Live,
+  /** Seen outside the storage: never reused (the garbage collector frees it as usual). */
+  Escaped,
+  /** In the free list. */
+  Free,
+}
+
+/** Counters, for tests and the bench. */
+export interface ArrayPoolStats {
+  /** Arrays created (fresh allocations). */
+  readonly created: number;
+  /** Outputs served from the free list. */
+  readonly reused: number;
+  /** Arrays that became ineligible (read out, shared or viewed). */
+  readonly escaped: number;
+  /** Bytes in the free list now. */
+  readonly freeBytes: number;
+}
+
+/**
+ * Free lists of `Float32Array`s by length, with an upper bound on the bytes they hold.
+ *
+ * @param maxFreeBytes - most bytes kept in the free lists (arrays beyond it are left to the garbage collector);
+ *   0 disables reuse
+ */
+export class ArrayPool {
+  private readonly free = new Map<number, Float32Array[]>();
+  private readonly states = new WeakMap<ArrayBuffer, { array: Float32Array; state: State }>();
+  private freeBytes = 0;
+  private created = 0;
+  private reused = 0;
+  private escaped = 0;
+  /** Fill every taken array with NaN (tests: a kernel that leaves part of its output unwritten then fails). */
+  poison = false;
+  /** Called with an array when it is recycled (its contents will change): drop anything derived from it. */
+  onRecycle: ((array: Float32Array) => void) | null = null;
+
+  constructor(readonly maxFreeBytes: number) {}
+
+  /** An array of `length` floats for a kernel output, reused when one is free (contents undefined unless poisoned). */
+  take(length: number): Float32Array {
+    const list = this.free.get(length);
+    let array = list?.pop();
+    if (array !== undefined) {
+      this.freeBytes -= array.byteLength;
+      this.reused += 1;
+      this.states.get(array.buffer as ArrayBuffer)!.state = State.Taken;
+    } else {
+      array = new Float32Array(length);
+      this.created += 1;
+      this.states.set(array.buffer as ArrayBuffer, { array, state: State.Taken });
+    }
+    if (this.poison) array.fill(Number.NaN);
+    return array;
+  }
+
+  /** The backend stores `values` as a tensor's data: the first time for a taken array, else it is now shared. */
+  onWrite(values: unknown): void {
+    const s = this.entry(values);
+    if (s === undefined) return;
+    if (s.state === State.Taken && s.array === values) s.state = State.Live;
+    else this.markEscaped(s);
+  }
+
+  /** `values` (or a view of it) is visible outside the storage from now on. */
+  escape(values: unknown): void {
+    const s = this.entry(values);
+    if (s !== undefined) this.markEscaped(s);
+  }
+
+  /** The storage entry holding `values` was deleted: a live pool array returns to the free list. */
+  onDispose(values: unknown): void {
+    const s = this.entry(values);
+    if (s === undefined || s.state !== State.Live || s.array !== values) return;
+    const array = s.array;
+    if (this.freeBytes + array.byteLength > this.maxFreeBytes) {
+      s.state = State.Escaped;
+      return;
+    }
+    s.state = State.Free;
+    this.onRecycle?.(array);
+    let list = this.free.get(array.length);
+    if (list === undefined) {
+      list = [];
+      this.free.set(array.length, list);
+    }
+    list.push(array);
+    this.freeBytes += array.byteLength;
+  }
+
+  /** Empties the free lists. */
+  clear(): void {
+    for (const list of this.free.values()) {
+      for (const a of list) this.states.get(a.buffer as ArrayBuffer)!.state = State.Escaped;
+    }
+    this.free.clear();
+    this.freeBytes = 0;
+  }
+
+  stats(): ArrayPoolStats {
+    return { created: this.created, reused: this.reused, escaped: this.escaped, freeBytes: this.freeBytes };
+  }
+
+  private entry(values: unknown): { array: Float32Array; state: State } | undefined {
+    if (!ArrayBuffer.isView(values)) return undefined;
+    return this.states.get(values.buffer as ArrayBuffer);
+  }
+
+  private markEscaped(s: { array: Float32Array; state: State }): void {
+    if (s.state === State.Escaped) return;
+    if (s.state === State.Free) {
+      const list = this.free.get(s.array.length)!;
+      list.splice(list.indexOf(s.array), 1);
+      this.freeBytes -= s.array.byteLength;
+    }
+    s.state = State.Escaped;
+    this.escaped += 1;
+  }
+}
+
+/**
+ * Bytes the pool may keep free: `PETS_NATIVE_POOL_MIB` (an integer ≥ 0; 0 turns reuse off), default 512 MiB —
+ * about one step's transient arrays at resnet34/128/bs 16, within the 2 GB budget at 224 px.
+ */
+export function poolBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.PETS_NATIVE_POOL_MIB;
+  const mib = raw === undefined || raw === '' ? 512 : Number(raw);
+  return Number.isInteger(mib) && mib >= 0 ? mib * 2 ** 20 : 512 * 2 ** 20;
+}
