@@ -1,8 +1,8 @@
 /**
  * Signals to the coordinator on a tiny run (see `fault-harness.ts`): the first SIGTERM finishes the current step,
  * checkpoints where the run is, stops the workers and exits 0; a second signal exits at once (code 130) and still
- * takes the workers down (SIGTERM: they close and exit 143). No process may remain. Every ending, several times
- * each, is in `endings.test.ts`.
+ * takes the workers down (SIGTERM: they close and exit 143). No process may remain. Every way a run ends is in
+ * `endings.test.ts`.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';

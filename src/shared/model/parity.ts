@@ -143,14 +143,22 @@ function tfjsToTorchPerm(rank: number): number[] | null {
   return null;
 }
 
-interface Computed {
-  logitsEval: Float32Array;
-  logitsTrain: Float32Array;
-  loss: number;
-  grads: Map<string, Float32Array>;
+/**
+ * What the model computed on a case's input (see {@link computeParityOutputs}); compared with a case's references by
+ * {@link compareParity}.
+ */
+export interface ParityOutputs {
+  /** Eval-mode logits, `[b, classes]` row-major float32. */
+  readonly logitsEval: Float32Array;
+  /** Train-mode logits, `[b, classes]` row-major float32. */
+  readonly logitsTrain: Float32Array;
+  /** Train-mode mean cross-entropy. */
+  readonly loss: number;
+  /** Gradient of each named parameter (torch name → values in torch layout: OIHW conv, `[out, in]` fc). */
+  readonly grads: ReadonlyMap<string, Float32Array>;
 }
 
-async function trainPass(model: ResNet, x: tf.Tensor4D, labels: tf.Tensor1D, gradNames: string[]): Promise<Omit<Computed, 'logitsEval'>> {
+async function trainPass(model: ResNet, x: tf.Tensor4D, labels: tf.Tensor1D, gradNames: string[]): Promise<Omit<ParityOutputs, 'logitsEval'>> {
   // The train logits are kept and read asynchronously afterwards (GPU backends cannot read synchronously).
   let kept: tf.Tensor | null = null;
   const trainLoss = (): tf.Scalar => {
@@ -188,7 +196,7 @@ async function trainPass(model: ResNet, x: tf.Tensor4D, labels: tf.Tensor1D, gra
   return { logitsTrain, loss, grads: out };
 }
 
-async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>, gradNames: string[]): Promise<Computed> {
+async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>, gradNames: string[]): Promise<ParityOutputs> {
   const inp = need(c, 'input_nchw');
   if (inp.shape.length !== 4 || inp.shape[1] !== 3 || inp.dtype !== 'F32') {
     throw new TrainerError('ERR_WEIGHTS', `parity case: input_nchw must be [batch, 3, height, width] F32, got [${inp.shape}] ${inp.dtype}`);
@@ -207,8 +215,9 @@ async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>,
 }
 
 /**
- * Runs the case through `model` (weights already loaded) and compares with PyTorch's recorded values.
- * Does not change the model (no BN running-stat update, no step).
+ * Runs the case through `model` (weights already loaded) and compares with PyTorch's recorded values
+ * ({@link computeParityOutputs} then {@link compareParity}). Does not change the model (no BN running-stat update, no
+ * step).
  *
  * @param model - a ResNet with a classifier whose `numClasses` matches the case
  * @param caseTensors - the case file's tensors
@@ -218,11 +227,39 @@ async function compute(model: ResNet, c: ReadonlyMap<string, SafetensorsTensor>,
 export async function checkParity(
   model: ResNet, caseTensors: ReadonlyMap<string, SafetensorsTensor>, tolerances: ParityTolerances = {},
 ): Promise<ParityReport> {
-  const tol = { ...DEFAULT_PARITY_TOLERANCES, ...tolerances };
-  const gradNames = [...caseTensors.keys()].filter((k) => k.startsWith('grad.')).map((k) => k.slice(5));
+  return compareParity(await computeParityOutputs(model, caseTensors), caseTensors, tolerances);
+}
+
+/**
+ * Runs the case's input through `model` (weights already loaded): eval logits, then train-mode logits, loss and the
+ * gradients of every parameter the case has a `grad.<name>` for. Does not change the model. The outputs can be
+ * compared with several cases that share this input ({@link compareParity}), e.g. a plain float64 reference and one
+ * recomputed with this model's ReLU decisions, without running the model twice.
+ *
+ * @throws TrainerError ERR_WEIGHTS when the case lacks `input_nchw`/`labels` or names a gradient of an unknown parameter
+ */
+export async function computeParityOutputs(model: ResNet, caseTensors: ReadonlyMap<string, SafetensorsTensor>): Promise<ParityOutputs> {
+  const gradNames = caseGradNames(caseTensors);
   for (const n of gradNames) if (!model.params.has(n)) throw new TrainerError('ERR_WEIGHTS', `parity case: grad.${n} names no parameter of the model`);
   await registerTfjsGradients();
-  const got = await compute(model, caseTensors, gradNames);
+  return compute(model, caseTensors, gradNames);
+}
+
+function caseGradNames(caseTensors: ReadonlyMap<string, SafetensorsTensor>): string[] {
+  return [...caseTensors.keys()].filter((k) => k.startsWith('grad.')).map((k) => k.slice(5));
+}
+
+/**
+ * Compares outputs of {@link computeParityOutputs} with a case's references (the quantities and tolerances of
+ * {@link checkParity}).
+ *
+ * @param outputs - computed on this case's input (same `input_nchw` and `labels`; not checked here)
+ * @throws TrainerError ERR_WEIGHTS when the case has a reference `outputs` lacks (a gradient not computed)
+ */
+export function compareParity(
+  outputs: ParityOutputs, caseTensors: ReadonlyMap<string, SafetensorsTensor>, tolerances: ParityTolerances = {},
+): ParityReport {
+  const tol = { ...DEFAULT_PARITY_TOLERANCES, ...tolerances };
   const entries: ParityEntry[] = [];
   const add = (name: string, ours: ArrayLike<number>, floor: number): void => {
     const relError = maxRelativeError(ours, need(caseTensors, name).data as Float32Array | Float64Array);
@@ -230,10 +267,14 @@ export async function checkParity(
     const tolerance = name.startsWith('grad.') && torchFp32Error !== null ? Math.max(floor, tol.fp32Factor * torchFp32Error) : floor;
     entries.push({ name, relError, tolerance, torchFp32Error, ok: relError <= tolerance });
   };
-  add('logits_eval', got.logitsEval, tol.logits);
-  if (caseTensors.has('logits_train')) add('logits_train', got.logitsTrain, tol.logits);
-  add('loss_train', [got.loss], tol.loss);
-  for (const n of gradNames) add(`grad.${n}`, got.grads.get(n)!, tol.grad);
+  add('logits_eval', outputs.logitsEval, tol.logits);
+  if (caseTensors.has('logits_train')) add('logits_train', outputs.logitsTrain, tol.logits);
+  add('loss_train', [outputs.loss], tol.loss);
+  for (const n of caseGradNames(caseTensors)) {
+    const ours = outputs.grads.get(n);
+    if (!ours) throw new TrainerError('ERR_WEIGHTS', `parity case: grad.${n} was not computed by these outputs`);
+    add(`grad.${n}`, ours, tol.grad);
+  }
   return { entries, ok: entries.every((e) => e.ok) };
 }
 
