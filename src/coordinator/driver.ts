@@ -209,11 +209,15 @@ export class Coordinator {
       cluster: this.cluster, control, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
       joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
-      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,
-      onRestartsExhausted: async () => { await this.writeCheckpoint(); },
+      checkpoint: async () => {
+        const dir = await this.writeCheckpoint();
+        return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
+      },
+      resumeCommand: `npx coordinator --resume ${this.runDir}`,
     });
     const earlyExit = new AbortController();
     const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
@@ -393,16 +397,17 @@ export class Coordinator {
 
   /** Writes a checkpoint; a worker lost meanwhile is recovered and the checkpoint taken again. */
   async checkpoint(): Promise<void> {
-    await this.guarded('checkpoint', () => this.writeCheckpoint());
+    await this.guarded('checkpoint', async () => { await this.writeCheckpoint(); });
   }
 
   /**
    * Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. When nothing
    * was trained since the newest checkpoint (the final checkpoint after the last epoch's), the replicas still hold
    * its synced statistics: no sync, and the unchanged state is hard-linked rather than written again.
+   * @returns the checkpoint directory, or null when no worker is left to take it from
    */
-  private async writeCheckpoint(): Promise<void> {
-    if (!this.cluster || this.cluster.worldSize === 0) return;
+  private async writeCheckpoint(): Promise<string | null> {
+    if (!this.cluster || this.cluster.worldSize === 0) return null;
     const t0 = performance.now();
     const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
     if (trainedSince) await this.cluster.requestAll((requestId) => ({ type: 'sync-bn', requestId, flag: false, generation: this.cluster!.generation }), 'sync-bn', 120_000);
@@ -415,6 +420,7 @@ export class Coordinator {
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
     const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;
     this.io.log(`${new Date().toISOString()} checkpoint: ${written.dir} (global step ${this.history.position.globalStep}, ${how}, ${(performance.now() - t0).toFixed(0)} ms)`);
+    return written.dir;
   }
 
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */

@@ -47,8 +47,13 @@ export interface RuntimeOptions {
   readonly metricsPort: number;
   /** Seconds `/metrics` stays up after the run ends, so Prometheus scrapes the final values (0 = close at once). */
   readonly metricsLingerS: number;
-  /** How long to wait for workers to join (at start and for replacements), seconds. */
+  /** How long to wait for workers to join at start (and for replacements, unless `rejoinTimeoutS`), seconds. */
   readonly joinTimeoutS: number;
+  /**
+   * How long recovery waits for replacements of lost workers before the run checkpoints and stops, seconds; null =
+   * `joinTimeoutS`. (Horovod separates them too: `--start-timeout` and `--elastic-timeout`.)
+   */
+  readonly rejoinTimeoutS: number | null;
   /** Decode/augment threads per worker (0 = automatic). */
   readonly threads: number;
   /** Directory with CURVE keys for remote workers, or null. */
@@ -77,6 +82,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   metricsPort: 9464,
   metricsLingerS: 0,
   joinTimeoutS: 300,
+  rejoinTimeoutS: null,
   threads: 0,
   curveKeys: null,
   plain: false,
@@ -148,6 +154,7 @@ export function trainProgram(): Command {
     .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}, or a free port printed at start when taken; 0 = any, -1 = off)`)
     .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
     .option('--join-timeout-s <s>', `how long to wait for workers to join, seconds (default ${DEFAULT_RUNTIME.joinTimeoutS})`)
+    .option('--rejoin-timeout-s <s>', 'how long to wait for replacements of lost workers before the run checkpoints and stops with ERR_WORKER_LOST, seconds (default: --join-timeout-s)')
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
     .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
@@ -222,6 +229,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     metricsPort: int('--metrics-port', 'metricsPort', -1, 65535) ?? DEFAULT_RUNTIME.metricsPort,
     metricsLingerS: int('--metrics-linger-s', 'metricsLingerS', 0, 3600) ?? DEFAULT_RUNTIME.metricsLingerS,
     joinTimeoutS: int('--join-timeout-s', 'joinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.joinTimeoutS,
+    rejoinTimeoutS: int('--rejoin-timeout-s', 'rejoinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.rejoinTimeoutS,
     threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,
