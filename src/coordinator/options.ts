@@ -4,7 +4,8 @@
  * anything starts.
  */
 import { Command, Option } from 'commander';
-import { readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
+import type { TransformSettings } from '../shared/data/transforms.js';
 import { TrainerError } from '../shared/errors.js';
 
 /** How the coordinator runs (may differ between a run and its resume). */
@@ -186,6 +187,30 @@ export function configFlagValues(cmd: Command): Record<string, unknown> {
   if (cmd.getOptionValueSource('flip') === 'cli') out.doFlip = flags.flip;
   if (flags.flipVert === true) out.flipVert = true;
   return out;
+}
+
+/** The numeric fastai `get_transforms` fields (their flags `--max-rotate` … `--p-lighting`). */
+const AUGMENT_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
+
+/**
+ * Adds only the augmentation flags of a run to `cmd` (for commands that take no other run setting, e.g.
+ * `npm run learn`): the eight fastai `get_transforms` flags (`--max-rotate`, `--max-zoom`, `--max-lighting`,
+ * `--max-warp`, `--p-affine`, `--p-lighting`, `--no-flip`, `--flip-vert`) and `--no-augment`, with the same help.
+ */
+export function addAugmentFlags(cmd: Command): Command {
+  return addConfigFlags(cmd, AUGMENT_FIELDS);
+}
+
+/**
+ * The training augmentation that the flags of {@link addAugmentFlags} ask for (after `cmd.parse`), validated by the
+ * same rules as a run's configuration.
+ * @returns the transform settings (fastai's defaults for flags not given), or null with `--no-augment`
+ * @throws TrainerError ERR_BAD_CONFIG naming the field, its flag, the rule and the value
+ */
+export function augmentFromFlags(cmd: Command): TransformSettings | null {
+  const picked = Object.entries(configFlagValues(cmd))
+    .filter(([k]) => AUGMENT_FIELDS.has(k as keyof RunConfig) || k === 'augment' || k === 'doFlip' || k === 'flipVert');
+  return augmentOf(resolveRunConfig(Object.fromEntries(picked) as RunConfigInput, { runDir: '.' }));
 }
 
 function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {

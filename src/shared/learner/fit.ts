@@ -20,7 +20,7 @@ import { BatchLoader, type Batch } from '../data/loader.js';
 import type { ImagePool } from '../data/pool.js';
 import { hashSeed } from '../data/rng.js';
 import { shardPlan, type ShardPlan } from '../data/shard.js';
-import { CENTRE_CROP, IMAGENET_MEAN, IMAGENET_STD, renderItem } from '../data/transforms.js';
+import { CENTRE_CROP, DEFAULT_TRANSFORMS, IMAGENET_MEAN, IMAGENET_STD, renderItem, transformProblem, type TransformSettings } from '../data/transforms.js';
 import { epochOrder, microBatchItems, planStages, stepHyper, type StagePlan } from '../plan.js';
 import { runLrFind, type LrFindResult } from './lr-find.js';
 import type { Replica } from './replica.js';
@@ -43,6 +43,11 @@ export interface LearnerOptions {
   readonly dir?: string;
   /** Batches prepared ahead by the loader, integer ≥ 1. */
   readonly prefetchBatches?: number;
+  /**
+   * Training augmentation (fastai `get_transforms(...)`): default fastai's ({@link DEFAULT_TRANSFORMS}); null trains
+   * on centre crops, as validation (fastai `ds_tfms=None`).
+   */
+  readonly transforms?: TransformSettings | null;
   /** In-epoch progress display. */
   readonly progress?: ProgressMode;
   /** Where the table and plain progress lines go; default stdout. */
@@ -52,9 +57,9 @@ export interface LearnerOptions {
 /** Resolved {@link LearnerOptions}. */
 export type ResolvedLearnerOptions = Required<LearnerOptions>;
 
-/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, stdout. */
+/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, fastai's augmentation, stdout. */
 export const DEFAULT_LEARNER: ResolvedLearnerOptions = Object.freeze({
-  bs: 64, size: 224, seed: 42, dir: '.', prefetchBatches: 2, progress: 'auto',
+  bs: 64, size: 224, seed: 42, dir: '.', prefetchBatches: 2, progress: 'auto', transforms: DEFAULT_TRANSFORMS,
   log: (line: string) => { process.stdout.write(`${line}\n`); },
 });
 
@@ -63,6 +68,8 @@ function resolveOptions(o: LearnerOptions): ResolvedLearnerOptions {
   if (!Number.isInteger(r.bs) || r.bs < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${r.bs}`);
   if (!Number.isInteger(r.size) || r.size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${r.size}`);
   if (!Number.isSafeInteger(r.seed)) throw new TrainerError('ERR_BAD_FLAG', `--seed must be an integer, got ${r.seed}`);
+  const problem = r.transforms === null ? null : transformProblem({ ...r.transforms });
+  if (problem !== null) throw new TrainerError('ERR_BAD_CONFIG', `Learner transforms: ${problem}`);
   return Object.freeze(r);
 }
 
@@ -208,9 +215,10 @@ export class Learner {
   }
 
   private loader(plan: ShardPlan, split: Int32Array, augment: boolean, epoch: number): BatchLoader {
-    const { size, seed, prefetchBatches } = this.options;
+    const { size, seed, prefetchBatches, transforms } = this.options;
+    const augmented = augment && transforms !== null;
     return new BatchLoader({ pool: this.pool, paths: this.data.paths, labels: this.data.labels, split, plan, size,
-      augment, seed, epoch, prefetchBatches, skipLog: this.data.skipLog });
+      augment: augmented, ...(augmented ? { transforms } : {}), seed, epoch, prefetchBatches, skipLog: this.data.skipLog });
   }
 
   /**
