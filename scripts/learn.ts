@@ -22,6 +22,7 @@ import { registerTfjsGradients } from '../src/shared/compute/kernels/gradients.j
 import { createDataBunch } from '../src/shared/data/databunch.js';
 import { ImagePool } from '../src/shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
+import { makeDir } from '../src/shared/make-dir.js';
 import { Learner } from '../src/shared/learner/fit.js';
 import type { LrFindResult } from '../src/shared/learner/lr-find.js';
 import { Replica } from '../src/shared/learner/replica.js';
@@ -74,6 +75,7 @@ async function run(f: LearnFlags): Promise<void> {
   const epochs = intFlag('epochs', f.epochs, 1);
   const seed = intFlag('seed', f.seed, 0);
   const maxLr = parseLrSpec(f.lr, '--lr');
+  makeDir(f.dir, '--dir');
   const choice = await initBackend(parseBackendRequest(f.backend));
   await registerTfjsGradients();
   console.log(choice.summary);

@@ -2,12 +2,13 @@
  * The coordinator's driver: builds the dataset index and the plan, starts the control plane and the workers,
  * runs the stages, checkpoints, recovers from lost workers, and writes models, interpretation and the report.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { makeDir } from '../shared/make-dir.js';
 import { writeSavedBlob } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
@@ -159,6 +160,7 @@ export class Coordinator {
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
     await checkPretrainedFile(config.pretrained, config.arch);
+    this.createdRunDir = makeDir(this.runDir, '--run-dir');
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
@@ -179,8 +181,6 @@ export class Coordinator {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
-    this.createdRunDir = !existsSync(this.runDir);
-    mkdirSync(this.runDir, { recursive: true });
     const data = await this.prepareData();
     for (const line of announce) this.io.out(line);
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
