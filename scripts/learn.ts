@@ -6,8 +6,11 @@
  * Usage:
  * ```
  * npm run learn -- --data ../shared/datasets/oxford-iiit-pet-sample --arch resnet34 --size 128 --pretrained none \
- *   [--epochs 4] [--bs 16] [--lr 'slice(3e-3)'] [--seed 42] [--backend auto] [--dir runs/learn] [--lr-find] [--max-micro-batch N]
+ *   [--epochs 4] [--bs 16] [--lr 'slice(3e-3)'] [--seed 42] [--backend auto] [--dir runs/learn] [--lr-find] [--max-micro-batch N] \
+ *   [--max-rotate 10] [--max-zoom 1.1] [--max-lighting 0.2] [--max-warp 0.2] [--p-affine 0.75] [--p-lighting 0.75] \
+ *   [--no-flip] [--flip-vert] [--no-augment]
  * ```
+ * The augmentation flags are the coordinator's (`addAugmentFlags`), with the same meaning, defaults and checks.
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -19,6 +22,7 @@ import { registerTfjsGradients } from '../src/shared/compute/kernels/gradients.j
 import { createDataBunch } from '../src/shared/data/databunch.js';
 import { ImagePool } from '../src/shared/data/pool.js';
 import { TrainerError, isTrainerError } from '../src/shared/errors.js';
+import { makeDir } from '../src/shared/make-dir.js';
 import { Learner } from '../src/shared/learner/fit.js';
 import type { LrFindResult } from '../src/shared/learner/lr-find.js';
 import { Replica } from '../src/shared/learner/replica.js';
@@ -26,6 +30,8 @@ import { parseLrSpec } from '../src/shared/plan/schedule.js';
 import { resolvePretrainedWeights } from '../src/shared/model/pretrained.js';
 import { resolveResNetConfig, type ResNetArch } from '../src/shared/model/resnet-spec.js';
 import { lrFindChart, renderChart } from '../src/coordinator/report/charts.js';
+import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
+import type { TransformSettings } from '../src/shared/data/transforms.js';
 
 interface LearnFlags {
   data: string;
@@ -41,6 +47,8 @@ interface LearnFlags {
   lrFind?: boolean;
   maxMicroBatch?: string;
   dataThreads?: string;
+  /** Training augmentation from the augmentation flags; null with `--no-augment`. */
+  transforms: TransformSettings | null;
 }
 
 function intFlag(name: string, value: string, min: number): number {
@@ -67,6 +75,7 @@ async function run(f: LearnFlags): Promise<void> {
   const epochs = intFlag('epochs', f.epochs, 1);
   const seed = intFlag('seed', f.seed, 0);
   const maxLr = parseLrSpec(f.lr, '--lr');
+  makeDir(f.dir, '--dir');
   const choice = await initBackend(parseBackendRequest(f.backend));
   await registerTfjsGradients();
   console.log(choice.summary);
@@ -80,7 +89,8 @@ async function run(f: LearnFlags): Promise<void> {
       maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2) });
     try {
       console.log(`model: ${f.arch}, pretrained ${pretrained ?? 'none'}, ${size}px, bs ${bs}, chunks of ≤ ${Math.min(bs, replica.maxMicroBatch(size))} images per forward`);
-      const learner = new Learner(data, pool, replica, { bs, size, seed, dir: f.dir });
+      console.log(`augmentation: ${f.transforms === null ? 'none (--no-augment: centre crops, as validation)' : Object.entries(f.transforms).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      const learner = new Learner(data, pool, replica, { bs, size, seed, dir: f.dir, transforms: f.transforms });
       await learner.fitOneCycle(epochs, maxLr);
       const saved = await learner.save('stage-1');
       console.log(`saved ${saved.weights}`);
@@ -101,11 +111,13 @@ async function run(f: LearnFlags): Promise<void> {
 }
 
 /**
- * Entry point.
+ * Parses the command line of `npm run learn`.
  * @param argv - arguments after the script name
- * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ * @returns the flags, with the augmentation resolved and validated
+ * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_CONFIG for a bad
+ *   augmentation value (naming the field, its flag and the rule)
  */
-export async function main(argv: readonly string[]): Promise<number> {
+export function parseLearnArgs(argv: readonly string[]): LearnFlags {
   const program = new Command('learn')
     .description("fastai pets tutorial stage 1 in one process: frozen fit_one_cycle, epoch table, save stage-1")
     .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
@@ -122,9 +134,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
     .option('--data-threads <n>', 'decode threads (default cores − 1)')
     .exitOverride();
+  addAugmentFlags(program);
+  program.parse([...argv], { from: 'user' });
+  return { ...program.opts<Omit<LearnFlags, 'transforms'>>(), transforms: augmentFromFlags(program) };
+}
+
+/**
+ * Entry point.
+ * @param argv - arguments after the script name
+ * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ */
+export async function main(argv: readonly string[]): Promise<number> {
   try {
-    program.parse([...argv], { from: 'user' });
-    await run(program.opts<LearnFlags>());
+    await run(parseLearnArgs(argv));
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;

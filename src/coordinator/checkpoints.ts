@@ -6,13 +6,14 @@
  * change how the run executes — workers, backend — may differ), otherwise the resume is refused
  * before anything starts.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { join } from 'node:path';
-import { loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../shared/checkpoint.js';
+import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../shared/checkpoint.js';
 import type { RunConfig, RunConfigInput } from '../shared/config.js';
 import { resolveRunConfig } from '../shared/config.js';
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../shared/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
@@ -117,6 +118,21 @@ export interface ResumePoint {
 /** Settings that may change between a run and its resume. */
 export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers', 'expect', 'backend', 'runDir']);
 
+/**
+ * The error of a checkpoint that could not be written, saying what the user can do: on a full disk (ENOSPC, EDQUOT)
+ * how much it needs and how much is free; in every case whether an earlier checkpoint is intact to resume from.
+ * @param free - bytes available on the run directory's file system, or null when unknown
+ * @param newestDir - the newest complete checkpoint on disk, or null
+ */
+export function checkpointWriteFailure(err: TrainerError, runDir: string, stateBytes: number, free: number | null, newestDir: string | null): TrainerError {
+  const full = /ENOSPC|EDQUOT/.test(err.message)
+    ? ` (the disk is full: a checkpoint needs about ${formatBytes(stateBytes)}${free === null ? '' : `, ${formatBytes(free)} are free`}; free some space, or keep fewer checkpoints with --keep)` : '';
+  const next = newestDir === null
+    ? 'no earlier checkpoint of this run is on disk'
+    : `the newest checkpoint, ${newestDir}, is intact: resume from it with: npx coordinator --resume ${runDir}`;
+  return new TrainerError('ERR_CHECKPOINT', `${err.message}${full}; ${next}`, { cause: err });
+}
+
 /** Writes checkpoints of one run. */
 export class CheckpointStore {
   /** The newest checkpoint this store wrote: global step, state file and its sha256 (null before the first). */
@@ -129,7 +145,18 @@ export class CheckpointStore {
    * hard-linked, not written again. @returns its directory, what was linked and the bytes written
    */
   write(meta: CheckpointMeta, state: Uint8Array): WrittenCheckpoint {
-    const written = writeCheckpointDetailed(this.runDir, meta.history.position.globalStep, new Map([['state.safetensors', state]]), meta, this.keep);
+    let written: WrittenCheckpoint;
+    try {
+      written = writeCheckpointDetailed(this.runDir, meta.history.position.globalStep, new Map([['state.safetensors', state]]), meta, this.keep);
+    } catch (err) {
+      if (!isTrainerError(err, 'ERR_CHECKPOINT')) throw err;
+      let free: number | null = null;
+      try {
+        const fs = statfsSync(this.runDir);
+        free = fs.bavail * fs.bsize;
+      } catch { /* the message goes without the free space */ }
+      throw checkpointWriteFailure(err, this.runDir, state.byteLength, free, listCheckpoints(this.runDir).at(-1) ?? null);
+    }
     this.newest = { globalStep: meta.history.position.globalStep, stateFile: join(written.dir, 'state.safetensors'), sha256: written.files['state.safetensors']!.sha256 };
     return written;
   }

@@ -83,7 +83,10 @@ async function train(argv: readonly string[]): Promise<number> {
 export const COORDINATOR_EXIT = Object.freeze({
   /** The run finished, or stopped cleanly on a first SIGINT/SIGTERM (checkpointed; `--resume` continues). */
   ok: 0,
-  /** The run failed: a failed step, workers lost beyond `--max-restarts`, replicas that differ, data or ports. */
+  /**
+   * The run failed: a failed step, workers lost beyond `--max-restarts` or not replaced within `--rejoin-timeout-s`
+   * (checkpointed first), replicas that differ, data or ports.
+   */
   failed: 1,
   /** A bad flag, configuration or data set that cannot be trained (ERR_BAD_DATA): nothing was started. */
   badFlag: 2,

@@ -2,13 +2,14 @@
  * The coordinator's driver: builds the dataset index and the plan, starts the control plane and the workers,
  * runs the stages, checkpoints, recovers from lost workers, and writes models, interpretation and the report.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../shared/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../shared/data/accounting.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
 import { ImagePool } from '../shared/data/pool.js';
 import { TrainerError, isRetryable, isTrainerError } from '../shared/errors.js';
+import { makeDir } from '../shared/make-dir.js';
 import { writeSavedBlob } from '../shared/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../shared/data/transforms.js';
 import { resolveResNetConfig } from '../shared/model/resnet-spec.js';
@@ -159,6 +160,7 @@ export class Coordinator {
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
     await checkPretrainedFile(config.pretrained, config.arch);
+    this.createdRunDir = makeDir(this.runDir, '--run-dir');
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
@@ -179,8 +181,6 @@ export class Coordinator {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
-    this.createdRunDir = !existsSync(this.runDir);
-    mkdirSync(this.runDir, { recursive: true });
     const data = await this.prepareData();
     for (const line of announce) this.io.out(line);
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
@@ -209,11 +209,15 @@ export class Coordinator {
       cluster: this.cluster, control, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
       joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
-      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,
-      onRestartsExhausted: async () => { await this.writeCheckpoint(); },
+      checkpoint: async () => {
+        const dir = await this.writeCheckpoint();
+        return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
+      },
+      resumeCommand: `npx coordinator --resume ${this.runDir}`,
     });
     const earlyExit = new AbortController();
     const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
@@ -387,16 +391,17 @@ export class Coordinator {
 
   /** Writes a checkpoint; a worker lost meanwhile is recovered and the checkpoint taken again. */
   async checkpoint(): Promise<void> {
-    await this.guarded('checkpoint', () => this.writeCheckpoint());
+    await this.guarded('checkpoint', async () => { await this.writeCheckpoint(); });
   }
 
   /**
    * Writes a checkpoint of rank 0's state (BatchNorm statistics synced first) with the run's position. When nothing
    * was trained since the newest checkpoint (the final checkpoint after the last epoch's), the replicas still hold
    * its synced statistics: no sync, and the unchanged state is hard-linked rather than written again.
+   * @returns the checkpoint directory, or null when no worker is left to take it from
    */
-  private async writeCheckpoint(): Promise<void> {
-    if (!this.cluster || this.cluster.worldSize === 0) return;
+  private async writeCheckpoint(): Promise<string | null> {
+    if (!this.cluster || this.cluster.worldSize === 0) return null;
     const t0 = performance.now();
     const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
     if (trainedSince) await this.cluster.syncBatchNorm(120_000);
@@ -409,6 +414,7 @@ export class Coordinator {
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
     const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;
     this.io.log(`${new Date().toISOString()} checkpoint: ${written.dir} (global step ${this.history.position.globalStep}, ${how}, ${(performance.now() - t0).toFixed(0)} ms)`);
+    return written.dir;
   }
 
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */

@@ -4,7 +4,8 @@
  * anything starts.
  */
 import { Command, Option } from 'commander';
-import { readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
+import type { TransformSettings } from '../shared/data/transforms.js';
 import { TrainerError } from '../shared/errors.js';
 
 /** How the coordinator runs (may differ between a run and its resume). */
@@ -47,8 +48,13 @@ export interface RuntimeOptions {
   readonly metricsPort: number;
   /** Seconds `/metrics` stays up after the run ends, so Prometheus scrapes the final values (0 = close at once). */
   readonly metricsLingerS: number;
-  /** How long to wait for workers to join (at start and for replacements), seconds. */
+  /** How long to wait for workers to join at start (and for replacements, unless `rejoinTimeoutS`), seconds. */
   readonly joinTimeoutS: number;
+  /**
+   * How long recovery waits for replacements of lost workers before the run checkpoints and stops, seconds; null =
+   * `joinTimeoutS`. (Horovod separates them too: `--start-timeout` and `--elastic-timeout`.)
+   */
+  readonly rejoinTimeoutS: number | null;
   /** Decode/augment threads per worker (0 = automatic). */
   readonly threads: number;
   /** Directory with CURVE keys for remote workers, or null. */
@@ -77,6 +83,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   metricsPort: 9464,
   metricsLingerS: 0,
   joinTimeoutS: 300,
+  rejoinTimeoutS: null,
   threads: 0,
   curveKeys: null,
   plain: false,
@@ -148,6 +155,7 @@ export function trainProgram(): Command {
     .option('--metrics-port <port>', `Prometheus endpoint port (default ${DEFAULT_RUNTIME.metricsPort}, or a free port printed at start when taken; 0 = any, -1 = off)`)
     .option('--metrics-linger-s <s>', 'keep /metrics up this many seconds after the run so Prometheus scrapes the end (default 0)')
     .option('--join-timeout-s <s>', `how long to wait for workers to join, seconds (default ${DEFAULT_RUNTIME.joinTimeoutS})`)
+    .option('--rejoin-timeout-s <s>', 'how long to wait for replacements of lost workers before the run checkpoints and stops with ERR_WORKER_LOST, seconds (default: --join-timeout-s)')
     .option('--threads <n>', 'decode/augment threads per worker (default: automatic)')
     .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
@@ -179,6 +187,30 @@ export function configFlagValues(cmd: Command): Record<string, unknown> {
   if (cmd.getOptionValueSource('flip') === 'cli') out.doFlip = flags.flip;
   if (flags.flipVert === true) out.flipVert = true;
   return out;
+}
+
+/** The numeric fastai `get_transforms` fields (their flags `--max-rotate` … `--p-lighting`). */
+const AUGMENT_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
+
+/**
+ * Adds only the augmentation flags of a run to `cmd` (for commands that take no other run setting, e.g.
+ * `npm run learn`): the eight fastai `get_transforms` flags (`--max-rotate`, `--max-zoom`, `--max-lighting`,
+ * `--max-warp`, `--p-affine`, `--p-lighting`, `--no-flip`, `--flip-vert`) and `--no-augment`, with the same help.
+ */
+export function addAugmentFlags(cmd: Command): Command {
+  return addConfigFlags(cmd, AUGMENT_FIELDS);
+}
+
+/**
+ * The training augmentation that the flags of {@link addAugmentFlags} ask for (after `cmd.parse`), validated by the
+ * same rules as a run's configuration.
+ * @returns the transform settings (fastai's defaults for flags not given), or null with `--no-augment`
+ * @throws TrainerError ERR_BAD_CONFIG naming the field, its flag, the rule and the value
+ */
+export function augmentFromFlags(cmd: Command): TransformSettings | null {
+  const picked = Object.entries(configFlagValues(cmd))
+    .filter(([k]) => AUGMENT_FIELDS.has(k as keyof RunConfig) || k === 'augment' || k === 'doFlip' || k === 'flipVert');
+  return augmentOf(resolveRunConfig(Object.fromEntries(picked) as RunConfigInput, { runDir: '.' }));
 }
 
 function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {
@@ -222,6 +254,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     metricsPort: int('--metrics-port', 'metricsPort', -1, 65535) ?? DEFAULT_RUNTIME.metricsPort,
     metricsLingerS: int('--metrics-linger-s', 'metricsLingerS', 0, 3600) ?? DEFAULT_RUNTIME.metricsLingerS,
     joinTimeoutS: int('--join-timeout-s', 'joinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.joinTimeoutS,
+    rejoinTimeoutS: int('--rejoin-timeout-s', 'rejoinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.rejoinTimeoutS,
     threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,

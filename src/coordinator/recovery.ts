@@ -6,7 +6,7 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError, isRetryable } from '../shared/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../shared/errors.js';
 import type { Message, ReadyMessage } from '../shared/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
@@ -35,8 +35,10 @@ export interface RecoveryOptions {
   readonly describeBatch: () => string;
   readonly elastic: boolean;
   readonly maxRestarts: number;
-  /** How long to wait for replacements to join, milliseconds. */
+  /** How long to wait for a worker's `ready` after its setup (`--join-timeout-s`), milliseconds. */
   readonly joinTimeoutMs: number;
+  /** How long to wait for replacements to join (`--rejoin-timeout-s`, default `--join-timeout-s`), milliseconds. */
+  readonly rejoinTimeoutMs: number;
   /** Fires when the user asked the run to stop (SIGINT/SIGTERM): waiting for workers ends at once. */
   readonly stopSignal?: AbortSignal;
   /** How long to wait for a loss to be detected after a failed step, milliseconds. */
@@ -46,8 +48,13 @@ export interface RecoveryOptions {
   readonly setupFrame: () => Uint8Array;
   readonly metrics: MetricsServer | null;
   readonly log: (line: string) => void;
-  /** Called before giving up after too many restarts (the driver checkpoints). */
-  readonly onRestartsExhausted: () => Promise<void>;
+  /**
+   * Called before giving up (restarts exhausted, replacements that never joined): the driver checkpoints the
+   * survivors' state. @returns what was saved, for the error, e.g. `checkpointed at global step 12 (runs/x/checkpoints/step-000000012)`
+   */
+  readonly checkpoint: () => Promise<string>;
+  /** The command that resumes this run, for the error that ends it (e.g. `npx coordinator --resume runs/x`). */
+  readonly resumeCommand: string;
 }
 
 /** Membership changes of a run. */
@@ -56,8 +63,12 @@ export class Recovery {
   restarts = 0;
   /** Members admitted whose replica has not received the training state yet (by member id). */
   private readonly unsynced = new Set<string>();
-  /** Set when recovery cannot succeed (restarts exhausted, state lost): no retry. */
+  /** Members admitted that were sent the run setup (by member id). */
+  private readonly setUp = new Set<string>();
+  /** Set when recovery cannot succeed (restarts exhausted, state lost, replacements never joined): no retry. */
   private fatal = false;
+  /** The error that ended the run, rethrown by any later {@link recover}. */
+  private ended: TrainerError | null = null;
 
   constructor(private readonly o: RecoveryOptions) {
     o.workers?.on('lost', (e) => {
@@ -97,6 +108,7 @@ export class Recovery {
     // Another worker may die while the ring is being re-formed (e.g. the survivor sending its state): start over
     // from the new membership until it holds, or until a fatal condition (restarts exhausted, no worker holding the
     // state, stop requested) ends the run.
+    if (this.ended) throw this.ended;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.recoverOnce(reason, getState);
@@ -104,6 +116,8 @@ export class Recovery {
         const retry = isRetryable(err) && !this.fatal && !this.o.stopSignal?.aborted;
         if (!retry) throw err;
         reason = (err as Error).message;
+        // Each attempt lost a worker (counted against --max-restarts) or timed out: bounded either way.
+        if (attempt > this.o.maxRestarts) await this.giveUp(`recovery failed ${attempt} time(s) in a row, more than --max-restarts ${this.o.maxRestarts}`, reason);
         this.o.log(`${now()} recovery attempt ${attempt} failed (${reason}); starting over`);
       }
     }
@@ -118,56 +132,99 @@ export class Recovery {
       this.fatal = true;
       throw new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); resume from the last checkpoint with --resume`);
     }
-    if (!lostSome) {
-      this.o.log(`no worker was lost (${reason}); re-forming the same ring`);
-      await cluster.announce();
-      return;
-    }
-    lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
     const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
-    this.o.log(`${now()} lost rank(s) ${lost.map(where).join(', ')}: ${reason}`);
-    if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
-      await cluster.announce();
-      this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')}); now ${this.o.describeBatch()}`);
+    if (lostSome) {
+      lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
+      this.o.log(`${now()} lost rank(s) ${lost.map(where).join(', ')}: ${reason}`);
+      if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
+        await cluster.announce();
+        await this.syncNewcomers(getState);
+        this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')}); now ${this.o.describeBatch()}`);
+        return;
+      }
+      this.restarts += lost.length;
+      if (this.restarts > this.o.maxRestarts) {
+        await this.giveUp(`lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}`, reason);
+      }
+      // Only local slots are respawned here; a lost remote worker is replaced by a remote one that joins.
+      const running = new Set(this.o.workers?.pids().keys() ?? []);
+      for (let slot = 0; this.o.workers && slot < this.o.localSlots; slot++) {
+        if (running.has(slot)) continue;
+        this.o.workers.respawn(slot);
+        this.o.log(`${now()} respawned local worker slot ${slot}: pid ${this.o.workers.pids().get(slot) ?? '?'} (restart ${this.restarts} of at most ${this.o.maxRestarts})`);
+      }
+      const remote = lost.filter((m) => !this.isLocal(m));
+      if (remote.length > 0) {
+        this.o.log(`${now()} waiting for ${remote.length} remote worker(s) to join in place of rank(s) ${remote.map(where).join(', ')}: start one with ${this.o.joinCommand} (not respawned on this host; --elastic would continue without)`);
+      }
+    }
+    // A ring smaller than the run's world size is only allowed where elastic arithmetic holds; otherwise the missing
+    // workers (lost now, or in an earlier attempt whose wait was interrupted) must join before training goes on.
+    const missing = this.o.expect - cluster.worldSize;
+    if (missing > 0 && !(this.o.elastic && this.o.fitsWorldSize(cluster.worldSize))) {
+      this.o.log(`${now()} waiting for ${missing} replacement worker(s) (at most ${this.o.rejoinTimeoutMs / 1000} s: --rejoin-timeout-s)`);
+      await this.admitNewcomers(missing, getState, reason);
       return;
     }
-    this.restarts += lost.length;
-    if (this.restarts > this.o.maxRestarts) {
-      this.fatal = true;
-      await cluster.announce();
-      await this.o.onRestartsExhausted();
-      throw new TrainerError('ERR_WORKER_LOST', `lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}; checkpointed, resume with --resume after fixing the cause (${reason})`);
+    if (!lostSome) this.o.log(`no worker was lost (${reason}); re-forming the same ring`);
+    await cluster.announce();
+    await this.syncNewcomers(getState);
+  }
+
+  /**
+   * Ends the run: no retry, a checkpoint of the survivors' state when every member in the ring holds it (else the
+   * newest checkpoint on disk stands), and an error saying why and how to resume.
+   * @throws TrainerError ERR_WORKER_LOST always
+   */
+  private async giveUp(why: string, reason: string): Promise<never> {
+    this.fatal = true;
+    const { cluster } = this.o;
+    let saved: string;
+    if (cluster.ranks().some((m) => this.unsynced.has(m.id))) {
+      saved = 'not checkpointed (a newcomer never received the training state); the newest checkpoint on disk stands';
+    } else {
+      try {
+        await cluster.announce();
+        saved = await this.o.checkpoint();
+      } catch (err) {
+        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); the newest checkpoint on disk stands`;
+      }
     }
-    // Only local slots are respawned here; a lost remote worker is replaced by a remote one that joins.
-    const running = new Set(this.o.workers?.pids().keys() ?? []);
-    for (let slot = 0; this.o.workers && slot < this.o.localSlots; slot++) {
-      if (running.has(slot)) continue;
-      this.o.workers.respawn(slot);
-      this.o.log(`${now()} respawned local worker slot ${slot}: pid ${this.o.workers.pids().get(slot) ?? '?'} (restart ${this.restarts} of at most ${this.o.maxRestarts})`);
-    }
-    const remote = lost.filter((m) => !this.isLocal(m));
-    if (remote.length > 0) {
-      this.o.log(`${now()} waiting for ${remote.length} remote worker(s) to join in place of rank(s) ${remote.map(where).join(', ')}: start one with ${this.o.joinCommand} (not respawned on this host; --elastic would continue without)`);
-    }
-    this.o.log(`${now()} waiting for ${this.o.expect - cluster.worldSize} replacement worker(s)`);
-    await this.admitNewcomers(this.o.expect - cluster.worldSize, getState);
+    this.ended = new TrainerError('ERR_WORKER_LOST', `${why}; ${saved}; resume with: ${this.o.resumeCommand} after fixing the cause (${reason})`);
+    throw this.ended;
   }
 
   /**
    * Admits `count` joining workers (ranks, new generation, setup), then gives every member that has not received
    * the training state yet (newcomers, including those of an interrupted earlier attempt) the state of the
-   * lowest-ranked member that holds it.
+   * lowest-ranked member that holds it. When fewer than `count` join within `--rejoin-timeout-s`, the run ends
+   * (torchrun's rendezvous join timeout, Horovod's elastic timeout): one bounded wait, not one per retry.
+   * @throws TrainerError ERR_WORKER_LOST (no retry) when the replacements did not join in time
    */
-  private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
+  private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>, reason: string): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
-    await cluster.admit(count, this.o.joinTimeoutMs, this.o.stopSignal);
+    try {
+      await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal);
+    } catch (err) {
+      if (!isTrainerError(err, 'ERR_TIMEOUT')) throw err;
+      await this.giveUp(`no replacement worker joined within ${this.o.rejoinTimeoutMs / 1000} s (--rejoin-timeout-s; ${err.message}); ${cluster.worldSize} of ${this.o.expect} worker(s) left`, reason);
+    }
     await cluster.announce();
     const joined = cluster.ranks().filter((m) => !before.has(m.id));
     for (const m of joined) this.unsynced.add(m.id);
-    await this.setupAll(joined.map((m) => m.rank));
-    const source = cluster.ranks().find((m) => !this.unsynced.has(m.id));
+    await this.syncNewcomers(getState);
+  }
+
+  /** Sends the run setup (once) and then the training state to every member that lacks it. */
+  private async syncNewcomers(getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
+    const { cluster } = this.o;
     const targets = cluster.ranks().filter((m) => this.unsynced.has(m.id));
+    if (targets.length === 0) return;
+    const needSetup = targets.filter((m) => !this.setUp.has(m.id));
+    await this.setupAll(needSetup.map((m) => m.rank));
+    for (const m of needSetup) this.setUp.add(m.id);
+    const source = cluster.ranks().find((m) => !this.unsynced.has(m.id));
     if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
     const blob = await getState(source.rank);
     const sums = await Promise.all(targets.map(async (m) => {
@@ -186,7 +243,7 @@ export class Recovery {
     const n = Math.min(waiting, room);
     if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
     this.o.log(`${now()} elastic: admitting ${n} worker(s) at the step boundary`);
-    await this.admitNewcomers(n, getState);
+    await this.admitNewcomers(n, getState, 'elastic growth');
     this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
   }
 }

@@ -417,7 +417,8 @@ export class Worker {
    * 4. close the feed (its loader) and the image pool (piscina threads: drain, then terminate);
    * 5. dispose the replica's tensors, then release the tfjs backend ({@link releaseBackend});
    * 6. stop the heartbeat thread: it closes its own socket and exits, and this waits for its `exit` event;
-   * 7. close the control DEALER (its linger, 1 s, lets a last reply leave).
+   * 7. close the control DEALER (its linger, 1 s, lets a last reply leave; 0 after SIGTERM or a lost coordinator,
+   *    when there is nobody to deliver it to).
    * Idempotent: every call (shutdown, a signal, a lost coordinator, an error) awaits the same close, so no caller
    * can exit the process while another is still closing.
    */
@@ -445,6 +446,10 @@ export class Worker {
     await step('replica', () => this.replica?.dispose());
     await step('backend', () => releaseBackend());
     await step('heartbeat thread', () => this.heartbeat.close());
+    // A forced stop (SIGTERM, the coordinator gone or silent) has nobody to deliver a last reply to: a lingering
+    // control socket would only hold the exit (zeromq's "Waiting for queued ZeroMQ messages"). After `shutdown`, a
+    // refusal or a failure, the coordinator is there and the 1 s linger lets a last message (an error) leave.
+    if (this.stopCode === WORKER_EXIT.sigterm || this.stopCode === WORKER_EXIT.coordinatorLost) this.socket.linger = 0;
     await step('control socket', () => this.socket.close());
   }
 }

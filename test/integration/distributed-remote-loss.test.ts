@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { killAll, makePhotoDir, startProc, tinyRunFlags, type Proc } from './distributed-harness.js';
+import { loadLatestCheckpoint } from '../../src/shared/checkpoint.js';
 
 const RUN_TIMEOUT_MS = 400_000;
 let dataDir: string, tmp: string;
@@ -74,4 +75,22 @@ test('--elastic: a lost remote worker shrinks the run; the log states the new ac
   assert.doesNotMatch(out, /respawned local worker|waiting for \d+ remote worker/);
   assert.equal(joinedPids(out).length, 3);
   assert.equal(await remotes[1]!.exited, 0, remotes[1]!.output().slice(-2000));
+});
+
+test('a lost remote worker that is never replaced: one wait of --rejoin-timeout-s, then a checkpoint and exit 1 (ERR_WORKER_LOST) with the resume command', { timeout: RUN_TIMEOUT_MS }, async () => {
+  // torchrun's rendezvous join timeout / Horovod's --elastic-timeout: the job fails after one bounded wait, with its
+  // progress saved; it neither waits again forever nor goes on quietly with fewer workers than its plan.
+  const { coord, remotes } = await startRun('never', ['--rejoin-timeout-s', '3']);
+  remotes[0]!.kill();
+  assert.equal(await coord.exited, 1, coord.output().slice(-4000));
+  const out = coord.output();
+  const end = /ERR_WORKER_LOST: no replacement worker joined within 3 s \(--rejoin-timeout-s; .*\); 2 of 3 worker\(s\) left; checkpointed at global step (\d+) \((\S+)\); resume with: npx coordinator --resume (\S+) after fixing the cause/.exec(out);
+  assert.ok(end, out.slice(-4000));
+  assert.equal(end[3], join(tmp, 'never'));
+  const latest = loadLatestCheckpoint<{ history: { position: { globalStep: number } } }>(end[3]!);
+  assert.ok(latest && latest.skipped.length === 0, 'the checkpoint is intact');
+  assert.equal(latest.dir, end[2]);
+  assert.equal(latest.manifest.meta.history.position.globalStep, Number(end[1]));
+  assert.equal((out.match(/waiting for 1 replacement worker\(s\)/g) ?? []).length, 1, 'one wait, not one per retry');
+  assert.equal(await remotes[1]!.exited, 0, 'the surviving remote worker is told to shut down');
 });

@@ -4,7 +4,8 @@
  * second signal, a stop before any worker joined, the coordinator is lost (SIGKILL), a worker is lost (SIGKILL, `--max-restarts 0`), bad flags, and
  * a worker stopped by hand or told to shut down by a (fake) coordinator.
  *
- * For each: no output contains a native abort (`terminate called`, `Napi::Error`, `Aborted`, `core dumped`), every
+ * For each: no output contains a native abort (`terminate called`, `Napi::Error`, `Aborted`, `core dumped`) or zeromq's
+ * `Waiting for queued ZeroMQ messages` (a socket holding the exit), every
  * process exits with the documented code (docs/fault-tolerance.md, "Shutdown order and exit codes"; the coordinator
  * logs each local worker's exit), and no process is left. Nothing waits for a duration: the tests wait for lines and
  * exits (timeouts only bound a hung test), and where a signal must land mid-run it is sent after a progress line.
@@ -29,7 +30,8 @@ import { CoordinatorRun, alive, makeFixture, waitGone } from './fault-harness.js
 const REPS = Math.max(1, Number(process.env.ENDINGS_REPS ?? 1));
 /** Bounds a hung run only; nothing is expected to take this long. */
 const RUN_TIMEOUT_MS = 300_000;
-const ABORT = /terminate called|Napi::Error|Aborted|core dumped/;
+// Also zeromq's exit-time warning: a socket that lingers on messages nobody will receive holds the exit.
+const ABORT = /terminate called|Napi::Error|Aborted|core dumped|Waiting for queued ZeroMQ messages/;
 const FIRST_STEP = /^epoch \d+: 1\/\d+ batches/m;
 
 let dir = '';
@@ -133,15 +135,17 @@ test('SIGTERM to the coordinator: checkpointed stop, coordinator 0, the worker 0
   }
 });
 
-test('a second signal: coordinator 130 at once, the worker SIGTERMed mid-run exits 143', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
+test('a second signal: coordinator 130 at once, the workers SIGTERMed mid-run exit 143, quietly', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`twice-${i}`, 1));
+    // Two workers: each has a ring peer that closes at the same moment, so chunks of the aborted step are left
+    // queued for a peer that is gone (with a lingering socket, zeromq held the exit and printed its warning).
+    const run = start(runArgs(`twice-${i}`, 2));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     // Two different signals, so that they cannot merge into one pending signal; the second lands long before the
     // step in progress could finish (that needs the worker's reply).
     process.kill(-run.child.pid!, 'SIGINT');
     process.kill(run.child.pid!, 'SIGTERM');
-    await assertEnded(run, 130, [143]);
+    await assertEnded(run, 130, [143, 143]);
     assert.match(run.out, /SIG(INT|TERM) again: exiting now/);
     assert.match(run.out, /SIGTERM: closing/);
     assert.doesNotMatch(run.out, /stopped at stage/, 'abandoned, not checkpointed');

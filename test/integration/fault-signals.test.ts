@@ -83,7 +83,7 @@ test('--max-restarts 0: a lost worker makes the run checkpoint and stop with a c
   process.kill(victim!, 'SIGKILL');
   const exit = await run.exited;
   assert.equal(exit.code, 1, run.out.slice(-3000));
-  assert.match(run.out, /lost 1 worker\(s\), more than --max-restarts 0; checkpointed, resume with --resume/);
+  assert.match(run.out, /lost 1 worker\(s\), more than --max-restarts 0; checkpointed at global step \d+ \(\S+step-\d{9}\); resume with: npx coordinator --resume \S+restarts after fixing the cause/);
   assert.match(run.out, /checkpoint: \S+step-00000000[12]/, 'checkpointed before stopping');
   assert.doesNotMatch(run.out, /respawned local worker/);
   assert.deepEqual(await waitGone([survivor!], HANG_GUARD_MS), [], 'the survivor is stopped');

@@ -70,26 +70,32 @@ function statKind(path: string): 'dir' | 'file' | 'other' {
   }
 }
 
-/** Every file under `root` (recursive), sorted in code-point order; hidden files apart, hidden folders not entered. */
-function walk(root: string): { files: string[]; hidden: string[]; hiddenFolders: string[] } {
+/**
+ * Every file under `root` (recursive), sorted in code-point order; hidden files apart, hidden folders not entered;
+ * entries that are no readable file (broken or looping symbolic links, FIFOs, sockets, devices) apart too: they are
+ * never opened (reading a FIFO waits forever) but counted and reported.
+ */
+function walk(root: string): { files: string[]; hidden: string[]; hiddenFolders: string[]; notFiles: string[] } {
   const files: string[] = [];
   const hidden: string[] = [];
   const hiddenFolders: string[] = [];
+  const notFiles: string[] = [];
   const visit = (dir: string): void => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
-      // Symbolic links are followed (a dataset assembled from links is common); broken links are left out.
+      // Symbolic links are followed (a dataset assembled from links is common).
       const kind = e.isSymbolicLink() ? statKind(p) : e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other';
       if (kind === 'dir') {
         if (e.name.startsWith('.')) hiddenFolders.push(relative(root, p).split(sep).join('/'));
         else visit(p);
-      } else if (kind === 'file') {
-        (e.name.startsWith('.') ? hidden : files).push(p);
+      } else {
+        (e.name.startsWith('.') ? hidden : kind === 'file' ? files : notFiles).push(p);
       }
     }
   };
   visit(root);
-  return { files: files.sort(compareCodePoints), hidden: hidden.sort(compareCodePoints), hiddenFolders: hiddenFolders.sort(compareCodePoints) };
+  const sorted = (xs: string[]): string[] => xs.sort(compareCodePoints);
+  return { files: sorted(files), hidden: sorted(hidden), hiddenFolders: sorted(hiddenFolders), notFiles: sorted(notFiles) };
 }
 
 /** Python-style truth of a `valid_col` cell (pandas reads True/False; 1/0 and yes/no are common too). */
@@ -199,7 +205,7 @@ function makeLabeller(rule: LabelRule, root: string, splitFolders: readonly [str
  */
 export function listItems(dir: string, rule: LabelRule, options: ListOptions = {}): ItemList {
   const root = resolveImageRoot(dir);
-  const { files, hidden, hiddenFolders } = walk(root);
+  const { files, hidden, hiddenFolders, notFiles } = walk(root);
   const labeller = makeLabeller(rule, root, options.splitFolders ?? null);
   const badExt: string[] = [];
   const unlabelled: string[] = [];
@@ -219,9 +225,10 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   }
   const leftOut: LeftOutGroup[] = [];
   if (hidden.length) leftOut.push({ reason: 'hidden file', paths: hidden, rule: 'names starting with "." are not images (fastai\'s get_files skips them too)', fix: 'rename them without the leading "." to include them' });
+  if (notFiles.length) leftOut.push({ reason: 'unreadable', paths: notFiles, rule: 'not a readable file: a broken or looping symbolic link, a FIFO, a socket or a device (never opened)', fix: 'delete them, or point the links at images' });
   if (badExt.length) leftOut.push({ reason: 'unsupported extension', paths: badExt, rule: `not an image extension (${IMAGE_EXTENSION_LIST.join(' ')}, any case)`, fix: 'convert them to JPEG or PNG, or move them out of --data' });
   if (unlabelled.length) leftOut.push({ reason: 'unlabelled', paths: unlabelled, rule: labeller.rule, fix: labeller.fix });
-  const found = files.length + hidden.length;
+  const found = files.length + hidden.length + notFiles.length;
   if (paths.length === 0) {
     const why = leftOut.map((g) => `${g.paths.length} ${g.reason}: ${g.rule}`).join('; ');
     throw new TrainerError('ERR_BAD_DATA', `no labelled images found under ${root}: ${found} file(s)${why ? ` (${why})` : ''}`);

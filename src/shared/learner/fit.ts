@@ -22,7 +22,7 @@ import { decodeRgb } from '../data/decode.js';
 import { TrainFeed } from '../data/feed.js';
 import type { ImagePool } from '../data/pool.js';
 import { hashSeed } from '../data/rng.js';
-import { CENTRE_CROP, IMAGENET_MEAN, IMAGENET_STD, renderItem } from '../data/transforms.js';
+import { CENTRE_CROP, DEFAULT_TRANSFORMS, IMAGENET_MEAN, IMAGENET_STD, renderItem, transformProblem, type TransformSettings } from '../data/transforms.js';
 import { planStages, stepPosition, validationBatches, type StagePlan } from '../plan/plan.js';
 import type { LrFindOptions, LrSpec, StepHyper } from '../plan/schedule.js';
 import { lrFindStage, type LrFindResult } from './lr-find.js';
@@ -49,6 +49,11 @@ export interface LearnerOptions {
   readonly dir?: string;
   /** Batches prepared ahead by the loader, integer ≥ 1. */
   readonly prefetchBatches?: number;
+  /**
+   * Training augmentation (fastai `get_transforms(...)`): default fastai's ({@link DEFAULT_TRANSFORMS}); null trains
+   * on centre crops, as validation (fastai `ds_tfms=None`).
+   */
+  readonly transforms?: TransformSettings | null;
   /** In-epoch progress display. */
   readonly progress?: ProgressMode;
   /** Where the table and plain progress lines go; default stdout. */
@@ -58,9 +63,9 @@ export interface LearnerOptions {
 /** Resolved {@link LearnerOptions}. */
 export type ResolvedLearnerOptions = Required<LearnerOptions>;
 
-/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, stdout. */
+/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, fastai's augmentation, stdout. */
 export const DEFAULT_LEARNER: ResolvedLearnerOptions = Object.freeze({
-  bs: 64, size: 224, seed: 42, dir: '.', prefetchBatches: 2, progress: 'auto',
+  bs: 64, size: 224, seed: 42, dir: '.', prefetchBatches: 2, progress: 'auto', transforms: DEFAULT_TRANSFORMS,
   log: (line: string) => { process.stdout.write(`${line}\n`); },
 });
 
@@ -69,6 +74,8 @@ function resolveOptions(o: LearnerOptions): ResolvedLearnerOptions {
   if (!Number.isInteger(r.bs) || r.bs < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${r.bs}`);
   if (!Number.isInteger(r.size) || r.size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${r.size}`);
   if (!Number.isSafeInteger(r.seed)) throw new TrainerError('ERR_BAD_FLAG', `--seed must be an integer, got ${r.seed}`);
+  const problem = r.transforms === null ? null : transformProblem({ ...r.transforms });
+  if (problem !== null) throw new TrainerError('ERR_BAD_CONFIG', `Learner transforms: ${problem}`);
   return Object.freeze(r);
 }
 
@@ -161,14 +168,23 @@ export class Learner {
   }
 
   /**
+   * The training micro-batches this Learner reads, as rank 0 of a world of one (the same {@link TrainFeed} and batch
+   * rule as a worker), augmented with the `transforms` option. The caller closes it.
+   */
+  trainFeed(): TrainFeed {
+    const { bs, size, seed, prefetchBatches, transforms } = this.options;
+    return new TrainFeed({ pool: this.pool, paths: this.data.paths, labels: this.data.labels, train: this.data.train, size, bs, seed,
+      skipLog: this.data.skipLog, prefetchBatches, transforms });
+  }
+
+  /**
    * The local transport (one rank, identity all-reduce) of a stage whose data epochs start at `firstDataEpoch`.
    * A step reads its micro-batch from the feed, runs forward + backward (`accumulate`), all-reduces the gradient
    * (identity) and applies AdamW; a step whose items all failed to decode changes nothing.
    */
   private transport(firstDataEpoch: number): StepTransport<null, ReplicaState> & { close(): Promise<void> } {
-    const { bs, size, seed, prefetchBatches } = this.options;
-    const feed = new TrainFeed({ pool: this.pool, paths: this.data.paths, labels: this.data.labels, train: this.data.train, size, bs, seed,
-      skipLog: this.data.skipLog, prefetchBatches });
+    const { bs, seed } = this.options;
+    const feed = this.trainFeed();
     const reducer = new LocalAllReducer();
     const stepsPerDataEpoch = Math.floor(this.data.train.length / bs);
     const replica = this.replica;

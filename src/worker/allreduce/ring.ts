@@ -30,7 +30,11 @@ export interface RingOptions {
   readonly dtype?: WireDtype;
   /** Most received messages parked while waiting for their call (integer ≥ 1). Default 4096. */
   readonly maxPendingMessages?: number;
-  /** How long `close()` lets queued sends drain, in milliseconds (≥ 0). Default 1000. */
+  /**
+   * How long `close()` lets queued sends drain, in milliseconds (≥ 0). Default 0: `close()` aborts every call first,
+   * so what is still queued belongs to an aborted all-reduce that no peer will complete; lingering on it only keeps
+   * the process from exiting when the peer is gone (zeromq then prints "Waiting for queued ZeroMQ messages").
+   */
   readonly closeTimeoutMs?: number;
   /** Called for every rejected or stale message; default: one line on stderr. */
   readonly onWarning?: (warning: TrainerError) => void;
@@ -43,7 +47,7 @@ export const DEFAULT_RING: ResolvedRingOptions = Object.freeze({
   timeoutMs: 30_000,
   dtype: 'float32',
   maxPendingMessages: 4096,
-  closeTimeoutMs: 1000,
+  closeTimeoutMs: 0,
   onWarning: (w: TrainerError) => process.stderr.write(`[ring ${hostname()}:${process.pid}] ${w.code}: ${w.message}\n`),
 });
 
@@ -343,8 +347,8 @@ export class RingAllReduce implements AllReducer {
   }
 
   /**
-   * Aborts pending calls and closes both sockets. Idempotent. Queued outgoing chunks get `closeTimeoutMs` to
-   * drain before the sockets are dropped.
+   * Aborts pending calls and closes both sockets. Idempotent. Queued outgoing chunks (of the aborted calls) are
+   * dropped, or get `closeTimeoutMs` to drain when that is set.
    */
   async close(): Promise<void> {
     if (this.state === 'closed') return;

@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/shared/config.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { TrainerError, isTrainerError } from '../../../src/shared/errors.js';
 import { planStages } from '../../../src/shared/plan/plan.js';
 import { planScaleOut } from '../../../src/coordinator/scale-out.js';
-import { CheckpointStore, checkpointMeta, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoints.js';
+import { CheckpointStore, checkpointMeta, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoints.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 
 const STAGES: StageConfig[] = [
@@ -88,4 +88,13 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a checkpoint that cannot be written says what to do: disk space needed and free, and the intact checkpoint to resume from', () => {
+  const enospc = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write');
+  const e = checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003');
+  assert.equal(e.code, 'ERR_CHECKPOINT');
+  assert.equal(e.message, 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write (the disk is full: a checkpoint needs about 141 MB, 72.0 MB are free; free some space, or keep fewer checkpoints with --keep); the newest checkpoint, /r/checkpoints/step-000000003, is intact: resume from it with: npx coordinator --resume /r');
+  const eio = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 3 in /r/checkpoints failed: EIO: i/o error, write');
+  assert.match(checkpointWriteFailure(eio, '/r', 5, null, null).message, /EIO: i\/o error, write; no earlier checkpoint of this run is on disk$/);
 });

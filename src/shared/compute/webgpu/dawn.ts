@@ -14,6 +14,9 @@
  *   `MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1` hides the others. Local workers get their GPU that way.
  * See `docs/performance-gpu.md`, "One process per GPU".
  */
+import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 
 /** What Dawn reports about the adapter in use (WebGPU `GPUAdapterInfo`). */
@@ -75,6 +78,8 @@ export function describeAdapter(a: WebgpuAdapterInfo, env: NodeJS.ProcessEnv = p
   return `${name}${a.description ? ` (${a.description})` : ''}${a.isFallbackAdapter ? ', software fallback' : ''}${chosen}`;
 }
 
+const NO_ADAPTER = 'webgpu: no adapter (no Vulkan driver found: is libvulkan1 and a GPU or Mesa driver installed?)';
+
 /** Loads Dawn once and installs it as `navigator.gpu` (kept for the life of the process). */
 async function loadDawn(): Promise<DawnGpu> {
   if (dawnGpu !== null) return dawnGpu;
@@ -92,12 +97,71 @@ async function loadDawn(): Promise<DawnGpu> {
 }
 
 /**
- * Loads Dawn and tfjs-backend-webgpu and activates the `webgpu` tfjs backend.
+ * Known noise of Dawn's native code on stderr: while it enumerates Mesa's software Vulkan device (llvmpipe, whose
+ * limits are "unlimited"), it prints these two warnings at every start, whatever the program asked for.
+ */
+const DAWN_NOISE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
+
+/** `text` without the lines of Dawn's known noise ({@link DAWN_NOISE}); every other line is kept. */
+export function withoutDawnNoise(text: string): string {
+  return text.split('\n').filter((l) => !DAWN_NOISE.test(l.trimEnd())).join('\n');
+}
+
+/** The probe run in a child process: prints the adapter's info (or null) as one JSON line. */
+const PROBE = `const [url, flags] = process.argv.slice(1);
+const { create } = await import(url);
+const a = await create(JSON.parse(flags)).requestAdapter({ powerPreference: 'high-performance' });
+const i = a?.info;
+process.stdout.write(JSON.stringify(i ? { vendor: i.vendor ?? '', architecture: i.architecture ?? '', device: i.device ?? '', description: i.description ?? '', isFallbackAdapter: i.isFallbackAdapter === true } : null));
+process.exit(0);`;
+
+/**
+ * Asks Dawn, in a child process, which adapter it would give (`auto` only takes a hardware one). Dawn's native code
+ * writes to the process's own stderr, which Node cannot filter; in a child it can: the known noise
+ * ({@link DAWN_NOISE}) is dropped, anything else Dawn says is passed on to this process's stderr. So a machine with
+ * only a software adapter (every CPU machine with Mesa) never loads Dawn in the training process and prints nothing.
+ * @returns the adapter (null: none), or why the probe could not tell
+ */
+async function probeAdapter(): Promise<{ readonly adapter: WebgpuAdapterInfo | null } | { readonly error: string; readonly notInstalled: boolean }> {
+  let url: string;
+  try {
+    url = pathToFileURL(createRequire(import.meta.url).resolve('webgpu')).href;
+  } catch (err) {
+    return isNotInstalled(err, 'webgpu')
+      ? { error: 'webgpu (Dawn) not installed (optional)', notInstalled: true }
+      : { error: `webgpu (Dawn) not usable (${firstLine(err)})`, notInstalled: false };
+  }
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', PROBE, url, JSON.stringify(dawnFlags())], { timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const rest = withoutDawnNoise(stderr).trim();
+      if (rest !== '') process.stderr.write(`${rest}\n`);
+      if (err) {
+        resolve({ error: `webgpu: adapter probe failed (${err.killed ? 'timed out after 120 s' : firstLine(rest || err)})`, notInstalled: false });
+        return;
+      }
+      try {
+        resolve({ adapter: JSON.parse(stdout) as WebgpuAdapterInfo | null });
+      } catch {
+        resolve({ error: `webgpu: adapter probe gave no answer (${JSON.stringify(stdout.slice(0, 80))})`, notInstalled: false });
+      }
+    });
+  });
+}
+
+/**
+ * Loads Dawn and tfjs-backend-webgpu and activates the `webgpu` tfjs backend. Without `allowFallback` (`auto`) the
+ * adapter is first probed in a child process ({@link probeAdapter}), and Dawn is loaded here only for a hardware one.
  *
  * @param allowFallback - accept a software adapter (lavapipe); `auto` does not, an explicit `--backend webgpu` does
  * @returns the adapter, or the reason it cannot be used (`notInstalled` when the `webgpu` package is absent)
  */
 export async function initWebgpuBackend(allowFallback: boolean): Promise<WebgpuInit> {
+  if (!allowFallback && dawnGpu === null) {
+    const probe = await probeAdapter();
+    if ('error' in probe) return { ok: false, reason: probe.error, notInstalled: probe.notInstalled };
+    if (probe.adapter === null) return { ok: false, reason: NO_ADAPTER, notInstalled: false };
+    if (probe.adapter.isFallbackAdapter) return { ok: false, reason: `webgpu: only a software adapter (${describeAdapter(probe.adapter)})`, notInstalled: false };
+  }
   let gpu: DawnGpu;
   try {
     gpu = await loadDawn();
@@ -109,7 +173,7 @@ export async function initWebgpuBackend(allowFallback: boolean): Promise<WebgpuI
   let info: WebgpuAdapterInfo;
   try {
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (adapter === null) return { ok: false, reason: 'webgpu: no adapter (no Vulkan driver found: is libvulkan1 and a GPU or Mesa driver installed?)', notInstalled: false };
+    if (adapter === null) return { ok: false, reason: NO_ADAPTER, notInstalled: false };
     const i = adapter.info;
     info = { vendor: i.vendor ?? '', architecture: i.architecture ?? '', device: i.device ?? '', description: i.description ?? '',
       isFallbackAdapter: i.isFallbackAdapter === true };

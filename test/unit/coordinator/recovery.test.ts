@@ -1,0 +1,131 @@
+// Recovery's membership policy against a scripted cluster (no processes, no sockets, no timing): what happens when
+// a lost worker's replacement joins, and when it never does. The expectation is torchrun's and Horovod elastic's: a
+// rendezvous that waits a bounded time (torchrun's join timeout, Horovod's --elastic-timeout) and then fails the job
+// with a clear error — never a wait repeated forever, and never a silent continuation on fewer workers than the
+// plan was made for (that is what --elastic is for, and only where the global batch divides).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import type { Cluster } from '../../../src/coordinator/cluster.js';
+import type { ControlServer, Member } from '../../../src/coordinator/control.js';
+import { TrainerError, isTrainerError } from '../../../src/shared/errors.js';
+import type { Message } from '../../../src/shared/protocol/index.js';
+
+function member(id: string, rank: number): Member {
+  return {
+    id, rank, lastSeenMs: 0, state: 'ready',
+    hello: { type: 'hello', rankRequest: null, dataAddress: `tcp://10.0.0.${rank}:1`, pid: 100 + rank, host: 'elsewhere', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } },
+  };
+}
+
+/**
+ * A cluster of remote members (host `elsewhere`: never respawned here). `joiners` lists, per admit call, the members
+ * that join during it (none: the call times out as Cluster.admit does).
+ */
+function scripted(worldSize: number, joiners: Member[][]) {
+  const members = Array.from({ length: worldSize }, (_, r) => member(`w${r}`, r));
+  const calls = { admit: 0, announce: 0, setup: [] as string[], loadState: [] as string[] };
+  const live = (): Member[] => members.filter((m) => m.state !== 'lost').sort((a, b) => a.rank - b.rank);
+  const ranks = (): Member[] => live().filter((m) => m.rank >= 0);
+  const replies: Array<{ rank: number; message: Message }> = [];
+  const control = { all: () => members, live, markLost: (m: Member) => { m.state = 'lost'; } };
+  const cluster = {
+    generation: 1,
+    ranks,
+    get worldSize() { return ranks().length; },
+    dropLost() {
+      for (let i = members.length - 1; i >= 0; i--) if (members[i]!.state === 'lost') members.splice(i, 1);
+      ranks().forEach((m, i) => { m.rank = i; });
+    },
+    async admit(count: number, timeoutMs: number) {
+      const joining = joiners[calls.admit++] ?? [];
+      if (joining.length < count) throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${joining.length} did`);
+      for (const m of joining) { m.rank = ranks().length; members.push(m); }
+    },
+    async announce() { calls.announce++; cluster.generation++; },
+    async request(kind: string, _payload: unknown, o: { ranks: readonly number[] }) {
+      assert.equal(kind, 'load-state');
+      return o.ranks.map((rank) => {
+        calls.loadState.push(ranks().find((x) => x.rank === rank)!.id);
+        return { rank, message: { type: 'weights-checksum', requestId: 7, rank, checksum: 'a'.repeat(64) }, frames: [] };
+      });
+    },
+    async send(rank: number, message: Message) {
+      const m = ranks().find((x) => x.rank === rank)!;
+      if (message.type === 'setup') { calls.setup.push(m.id); replies.push({ rank, message: { type: 'ready', rank, checksum: '0'.repeat(64) } as Message }); }
+    },
+    async gather(want: readonly number[]) {
+      // Replies come after the send that the caller issues next; resolve on the next turn.
+      await new Promise((r) => setImmediate(r));
+      return want.map((rank) => ({ ...replies.find((x) => x.rank === rank)!, frames: [] }));
+    },
+  };
+  return { members, calls, cluster: cluster as unknown as Cluster, control: control as unknown as ControlServer };
+}
+
+function options(s: ReturnType<typeof scripted>, over: Partial<RecoveryOptions> = {}): RecoveryOptions & { lines: string[]; checkpoints: number } {
+  const lines: string[] = [];
+  const o = {
+    cluster: s.cluster, control: s.control, workers: null, localSlots: 0, expect: 3,
+    joinCommand: 'npx worker --connect tcp://h:5555', describeBatch: () => 'batch', elastic: false, maxRestarts: 3,
+    joinTimeoutMs: 60_000, rejoinTimeoutMs: 2000, detectTimeoutMs: 20, fitsWorldSize: (w: number) => 6 % (2 * w) === 0,
+    setupFrame: () => new Uint8Array(4), metrics: null, log: (l: string) => lines.push(l),
+    checkpoints: 0,
+    checkpoint: async () => { o.checkpoints++; return 'checkpointed at global step 5 (runs/x/checkpoints/step-000000005)'; },
+    resumeCommand: 'npx coordinator --resume runs/x', lines,
+    ...over,
+  };
+  return o;
+}
+
+test('a lost remote worker whose replacement never joins: one wait of --rejoin-timeout-s, then a checkpoint and ERR_WORKER_LOST naming the timeout and the resume command', async () => {
+  const s = scripted(3, []);
+  const o = options(s);
+  const recovery = new Recovery(o);
+  s.members[2]!.state = 'lost';
+  await assert.rejects(recovery.recover('rank 2 lost: no heartbeat', async () => new Uint8Array(8)), (e) => {
+    assert.ok(isTrainerError(e, 'ERR_WORKER_LOST'), String(e));
+    assert.match(e.message, /no replacement worker joined within 2 s \(--rejoin-timeout-s; waited 2000 ms for 1 worker\(s\) to join, 0 did\); 2 of 3 worker\(s\) left/);
+    assert.match(e.message, /checkpointed at global step 5 \(runs\/x\/checkpoints\/step-000000005\); resume with: npx coordinator --resume runs\/x/);
+    return true;
+  });
+  assert.equal(s.calls.admit, 1, 'waited once for the replacement, not again and again');
+  assert.equal(o.checkpoints, 1, 'the survivors\' state is checkpointed before the run ends');
+  assert.equal(s.cluster.worldSize, 2);
+  assert.match(o.lines.join('\n'), /waiting for 1 remote worker\(s\) to join in place of rank\(s\) 2/);
+  // The end is final: another failed step does not start waiting again.
+  await assert.rejects(recovery.recover('again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST'));
+  assert.equal(s.calls.admit, 1);
+});
+
+test('--elastic where the global batch does not divide over the survivors: the same single bounded wait, then the same end', async () => {
+  // Global batch 6 = 3 × bs 2; over 2 workers accumulation would be 1.5, so elastic cannot shrink and waits instead.
+  const s = scripted(3, []);
+  const o = options(s, { elastic: true });
+  s.members[0]!.state = 'lost';
+  await assert.rejects(new Recovery(o).recover('rank 0 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /within 2 s \(--rejoin-timeout-s/.test(e.message));
+  assert.equal(s.calls.admit, 1);
+  assert.equal(o.checkpoints, 1);
+});
+
+test('a replacement that joins in time gets the setup and the current state; the ring is back to the world size', async () => {
+  const newcomer = member('w9', -1);
+  const s = scripted(3, [[newcomer]]);
+  const o = options(s);
+  s.members[1]!.state = 'lost';
+  await new Recovery(o).recover('rank 1 lost', async () => new Uint8Array(8));
+  assert.equal(s.cluster.worldSize, 3);
+  assert.deepEqual(s.calls.setup, ['w9']);
+  assert.deepEqual(s.calls.loadState, ['w9']);
+  assert.equal(o.checkpoints, 0);
+});
+
+test('a replacement that joins but then fails its setup is retried within --max-restarts, then the run ends (bounded)', async () => {
+  // The newcomer never answers setup (its gather times out): each attempt fails with ERR_TIMEOUT and no new loss.
+  const s = scripted(3, [[member('w9', -1)]]);
+  (s.cluster as unknown as { gather: () => Promise<never> }).gather = async () => { throw new TrainerError('ERR_TIMEOUT', 'ready from rank 2: timed out'); };
+  const o = options(s, { maxRestarts: 2 });
+  s.members[2]!.state = 'lost';
+  await assert.rejects(new Recovery(o).recover('rank 2 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /recovery failed 3 time\(s\) in a row, more than --max-restarts 2/.test(e.message) && /newest checkpoint on disk stands/.test(e.message));
+  assert.equal(o.checkpoints, 0, 'a newcomer without the training state is in the ring: no checkpoint of mixed replicas');
+});

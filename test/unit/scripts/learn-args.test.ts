@@ -1,0 +1,40 @@
+// `npm run learn` takes the coordinator's augmentation flags (fastai get_transforms: do_flip, flip_vert,
+// max_rotate, max_zoom, max_lighting, max_warp, p_affine, p_lighting; and ds_tfms=None as --no-augment) with the
+// same defaults and checks. The defaults are fastai v1's get_transforms() signature.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CommanderError } from 'commander';
+import { parseLearnArgs } from '../../../scripts/learn.js';
+import { isTrainerError } from '../../../src/shared/errors.js';
+
+const BASE = ['--data', 'x', '--pretrained', 'none'];
+
+test('no augmentation flag: fastai get_transforms() defaults', () => {
+  assert.deepEqual(parseLearnArgs(BASE).transforms, {
+    doFlip: true, flipVert: false, maxRotate: 10, maxZoom: 1.1, maxLighting: 0.2, maxWarp: 0.2, pAffine: 0.75, pLighting: 0.75,
+  });
+});
+
+test('each of the eight get_transforms flags sets its field; --no-augment turns augmentation off', () => {
+  const t = parseLearnArgs([...BASE, '--no-flip', '--max-rotate', '30', '--max-zoom', '1.5', '--max-lighting', '0.1',
+    '--max-warp', '0', '--p-affine', '0.5', '--p-lighting', '1']).transforms;
+  assert.deepEqual(t, { doFlip: false, flipVert: false, maxRotate: 30, maxZoom: 1.5, maxLighting: 0.1, maxWarp: 0, pAffine: 0.5, pLighting: 1 });
+  assert.equal(parseLearnArgs([...BASE, '--flip-vert']).transforms?.flipVert, true);
+  assert.equal(parseLearnArgs([...BASE, '--no-augment']).transforms, null);
+  assert.equal(parseLearnArgs([...BASE, '--no-augment', '--max-rotate', '30']).transforms, null, 'as in a run: --no-augment wins');
+});
+
+test('bad values are refused with the field, its flag and the rule (the coordinator\'s checks)', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--max-rotate', '200'], /maxRotate \(--max-rotate\) must be .*\[0, 180\].*got "200"/],
+    [['--max-zoom', '0.5'], /maxZoom \(--max-zoom\) must be .*got "0\.5"/],
+    [['--max-lighting', '1'], /maxLighting \(--max-lighting\) must be .*got "1"/],
+    [['--max-warp', 'lots'], /maxWarp \(--max-warp\) must be .*got "lots"/],
+    [['--p-affine', '-0.1'], /pAffine \(--p-affine\) must be .*got "-0\.1"/],
+    [['--p-lighting', '2'], /pLighting \(--p-lighting\) must be .*got "2"/],
+  ];
+  for (const [flags, re] of cases) {
+    assert.throws(() => parseLearnArgs([...BASE, ...flags]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && re.test(e.message), flags.join(' '));
+  }
+  assert.throws(() => parseLearnArgs([...BASE, '--max-rotat', '3']), (e) => e instanceof CommanderError && e.exitCode !== 0);
+});
