@@ -8,7 +8,8 @@
  * it points where it pointed before: the file's own old location (if it moved) and the target's new location (if it
  * moved) are both taken into account. A specifier that still resolves is left alone, so running it twice, or on files
  * merged after the moves, is safe. Specifiers keep their extension (`.js` for a `.ts` source, as NodeNext wants).
- * In README.md and docs/*.md it replaces each moved path (`src/shared/x.ts`) by its new one.
+ * In README.md, docs/*.md, package.json, .ci/run, deploy/, scripts/gpu-check/ and the sources' comments and strings it
+ * replaces each moved path (`src/shared/x.ts`, and its built `dist/shared/x.js`) by its new one.
  * Prints the files it changed. Needs only Node ≥ 20.
  */
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -91,15 +92,41 @@ for (const file of ['src', 'test', 'scripts', 'bin'].flatMap((d) => walk(d))) {
     changed.push(file);
   }
 }
-for (const doc of ['README.md', ...(existsSync('docs') ? readdirSync('docs').filter((n) => n.endsWith('.md')).map((n) => `docs/${n}`) : [])]) {
-  if (!existsSync(doc)) continue;
-  let text = readFileSync(doc, 'utf8');
-  const before = text;
-  // Longest paths first, so a folder move does not pre-empt a file move inside it.
-  for (const [from, to] of [...moves].sort((a, b) => b[0].length - a[0].length)) text = text.split(from).join(to);
+/**
+ * Path mentions outside import specifiers: `src/shared/x.ts` in docs, comments, strings and shell/CI files, and the
+ * built twin `dist/shared/x.js` of each moved `src/` file. Longest paths first, so a folder move does not pre-empt a
+ * file move inside it.
+ */
+const textMoves = [...moves].flatMap(([from, to]) => {
+  const pairs = [[from, to]];
+  if (from.startsWith('src/') && to.startsWith('src/')) {
+    pairs.push([`dist/${from.slice(4).replace(/\.ts$/, '.js')}`, `dist/${to.slice(4).replace(/\.ts$/, '.js')}`]);
+  }
+  return pairs;
+}).sort((a, b) => b[0].length - a[0].length);
+function rewriteText(text) {
+  // One pass over each position (a placeholder per move), so a path rewritten once is not rewritten again by a shorter move.
+  let out = text;
+  const marks = [];
+  for (const [from, to] of textMoves) {
+    const re = new RegExp(`(?<![\\w.-])${from.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![\\w-])`, 'g');
+    out = out.replace(re, () => `\uE000${marks.push(to) - 1}\uE000`);
+  }
+  return out.replace(/\uE000(\d+)\uE000/g, (_, i) => marks[Number(i)]);
+}
+const textFiles = [
+  'README.md', 'package.json', '.ci/run', 'Dockerfile',
+  ...['docs', 'deploy', 'scripts/gpu-check'].flatMap((d) => (existsSync(d) ? readdirSync(d).map((n) => `${d}/${n}`) : []))
+    .filter((p) => /\.(md|sh|json|ya?ml|mjs)$|Dockerfile/.test(p)),
+  ...['src', 'test', 'scripts', 'bin'].flatMap((d) => walk(d)),
+];
+for (const file of [...new Set(textFiles)]) {
+  if (!existsSync(file) || !statSync(file).isFile()) continue;
+  const before = readFileSync(file, 'utf8');
+  const text = rewriteText(before);
   if (text !== before) {
-    writeFileSync(doc, text);
-    changed.push(doc);
+    writeFileSync(file, text);
+    if (!changed.includes(file)) changed.push(file);
   }
 }
 console.log(changed.length === 0 ? 'no file needed a change' : `rewrote paths in ${changed.length} file(s):\n  ${changed.join('\n  ')}`);
