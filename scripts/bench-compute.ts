@@ -27,12 +27,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
-import { TrainerError, isTrainerError } from '../src/shared/errors.js';
-import type { CpuKernelProfile, KernelTotal } from '../src/shared/compute/kernel-profile.js';
-import type { DispatchCounts } from '../src/shared/compute/webgpu/dispatch-count.js';
-import { countWholeStepDispatches, measureWholeStep, profileWholeStep, profileWholeStepCpu } from '../src/shared/learner/step-bench.js';
-import { trackDeviceMemory } from '../src/shared/compute/webgpu/memory.js';
+import { initBackend, parseBackendRequest } from '../src/training/compute/backend.js';
+import { TrainerError, isTrainerError } from '../src/contract/errors.js';
+import type { CpuKernelProfile, KernelTotal } from '../src/training/compute/kernel-profile.js';
+import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-count.js';
+import { countWholeStepDispatches, measureWholeStep, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
+import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';

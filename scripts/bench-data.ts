@@ -5,13 +5,13 @@
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
-import { DEFAULT_LABEL_PATTERN, listItems } from '../src/shared/data/items.js';
-import { BatchLoader } from '../src/shared/data/loader.js';
-import { ImagePool } from '../src/shared/data/pool.js';
-import { shardPlan } from '../src/shared/data/shard.js';
-import { showBatch } from '../src/shared/data/show-batch.js';
-import { sortClasses } from '../src/shared/data/split.js';
-import { TrainerError } from '../src/shared/errors.js';
+import { DEFAULT_LABEL_PATTERN, listItems } from '../src/training/data/items.js';
+import { BatchLoader } from '../src/training/data/loader.js';
+import { ImagePool } from '../src/training/data/pool.js';
+import { shardPlan } from '../src/training/data/shard.js';
+import { showBatch } from '../src/coordinator/show-batch-grid.js';
+import { sortClasses } from '../src/training/data/split.js';
+import { TrainerError } from '../src/contract/errors.js';
 
 const SAMPLE = fileURLToPath(new URL('../../shared/datasets/oxford-iiit-pet-sample/images', import.meta.url));
 

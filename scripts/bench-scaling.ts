@@ -31,12 +31,12 @@ import { Command, Option } from 'commander';
 import { Cluster, type Reply } from '../src/coordinator/cluster.js';
 import { ControlServer } from '../src/coordinator/control.js';
 import { LocalWorkers } from '../src/coordinator/local-workers.js';
-import { ARCHS, checkInt, type Arch } from '../src/shared/config.js';
-import { createDataBunch, type DataBunch } from '../src/shared/data/databunch.js';
-import { ImagePool } from '../src/shared/data/pool.js';
-import { TrainerError } from '../src/shared/errors.js';
-import type { Message, ReadyMessage, StepDoneMessage } from '../src/shared/protocol/index.js';
-import { encodeRunSetup, type RunSetup } from '../src/shared/run-setup.js';
+import { ARCHS, checkInt, type Arch } from '../src/contract/config.js';
+import { createDataBunch, type DataBunch } from '../src/training/data/databunch.js';
+import { ImagePool } from '../src/training/data/pool.js';
+import { TrainerError } from '../src/contract/errors.js';
+import type { Message, ReadyMessage, StepDoneMessage } from '../src/contract/protocol/index.js';
+import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
 
 /** Flags of the benchmark. */
 interface ScalingArgs {

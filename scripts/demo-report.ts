@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { ClassificationInterpretation } from '../src/coordinator/interpret/interpretation.js';
 import type { LrFindRecord, StageRecord } from '../src/coordinator/report/types.js';
 import { writeRunReport } from '../src/coordinator/report/write-report.js';
-import { mulberry32 } from '../src/shared/data/rng.js';
+import { mulberry32 } from '../src/contract/plan/rng.js';
 
 const IMAGES = resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
 

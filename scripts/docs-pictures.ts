@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import sharp from 'sharp';
-import { checkInt } from '../src/shared/config.js';
+import { checkInt } from '../src/contract/config.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SHARED_IMAGES = path.resolve(ROOT, '../shared/datasets/oxford-iiit-pet-sample/images');

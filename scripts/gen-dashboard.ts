@@ -1,5 +1,5 @@
 /**
- * Writes grafana/dashboards/training.json from src/shared/metrics/dashboard.ts.
+ * Writes grafana/dashboards/training.json from src/coordinator/metrics/dashboard.ts.
  *
  * Usage: `node --import tsx scripts/gen-dashboard.ts` (write) or `... --check` (exit 1 when the committed file
  * differs from what the generator produces).

@@ -11,7 +11,7 @@
  * `tiny` is torchvision's `ResNet(BasicBlock, [1,1,1,1])`. The number of classes is taken from the case's
  * `logits_eval`. Prints the relative error `max|ours − torch| / max|torch|` of the eval logits, train logits,
  * train loss and every `grad.*` in the case, with the tolerances (logits 1e-4, loss 1e-5, gradients
- * `max(1e-3, 2 × PyTorch float32's own error)` when the case records it, see `src/shared/model/parity.ts`).
+ * `max(1e-3, 2 × PyTorch float32's own error)` when the case records it, see `src/training/model/parity.ts`).
  * Cases: `scripts/parity/make-case.py` (seeded, float64 references); `--dump-masks` writes this backend's ReLU
  * decisions instead of comparing, for `make-case.py --masked-by` (a reference with the same ReLU branches).
  * `--backend`: any value `--backend` of the trainer accepts, or the tfjs name of any other registered backend.
@@ -20,14 +20,14 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { BACKEND_REQUESTS, initBackend, parseBackendRequest } from '../src/shared/compute/backend.js';
-import { registerTfjsGradients } from '../src/shared/compute/kernels/gradients.js';
-import { TrainerError, isTrainerError } from '../src/shared/errors.js';
-import { createResNet } from '../src/shared/model/resnet.js';
-import { RESNET_ARCHS, type ResNetArch, type ResNetConfig } from '../src/shared/model/resnet-spec.js';
-import { loadTorchStateDict } from '../src/shared/model/torch-weights.js';
-import { readSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../src/shared/model/safetensors.js';
-import { caseTolerances, checkParity, recordReluMasks } from '../src/shared/model/parity.js';
+import { BACKEND_REQUESTS, initBackend, parseBackendRequest } from '../src/training/compute/backend.js';
+import { registerTfjsGradients } from '../src/training/compute/kernels/gradients.js';
+import { TrainerError, isTrainerError } from '../src/contract/errors.js';
+import { createResNet } from '../src/training/model/resnet.js';
+import { RESNET_ARCHS, type ResNetArch, type ResNetConfig } from '../src/contract/resnet-spec.js';
+import { loadTorchStateDict } from '../src/training/model/torch-weights.js';
+import { readSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../src/training/model/safetensors.js';
+import { caseTolerances, checkParity, recordReluMasks } from '../src/training/model/parity.js';
 
 interface ParityFlags {
   arch: string;

@@ -73,7 +73,7 @@ find "$M" -mindepth 2 -maxdepth 3 -type d \( -name test -o -name tests -o -name 
 rm -rf "$M/zeromq/src" "$M/@tensorflow/tfjs-backend-webgl"
 find "$M" \( -name '*.map' -o -name '*.d.ts' -o -name '*.md' -o -name '*.ts' -o -name '*.cc' -o -name '*.h' \) -type f -delete
 # tfjs packages ship 6-8 bundles (UMD, minified, ES2017, fesm, node) and the ESM tree; Node loads only `main`, and
-# from tfjs-core also the ESM tree's register_all_gradients.js (see src/shared/compute/kernels/gradients.ts).
+# from tfjs-core also the ESM tree's register_all_gradients.js (see src/training/compute/kernels/gradients.ts).
 for pkg in "$M"/@tensorflow/tfjs-*; do
   main=$(node -p "require('$pkg/package.json').main")
   if [[ $(basename "$pkg") == tfjs-core ]]; then

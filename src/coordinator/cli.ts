@@ -7,8 +7,8 @@
  * Bad flags and data that cannot be trained stop the run before any worker starts (exit code 2).
  */
 import { CommanderError } from 'commander';
-import { isTrainerError } from '../shared/errors.js';
-import { resumeCommand, type ResumePoint } from './checkpoints.js';
+import { isTrainerError } from '../contract/errors.js';
+import { resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
 import { runInterpretCommand, runPredictCommand } from './inference.js';

@@ -3,10 +3,10 @@
  * announcement (`welcome` with a growing generation), and {@link Cluster.request}: the one primitive that sends a
  * request of the request → reply table to ranks and gathers their typed replies, failing fast when a member is lost.
  */
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError } from '../contract/errors.js';
 import {
   isReplyTo, requestMessage, type Message, type ReplyOf, type RequestKind, type RequestPayload,
-} from '../shared/protocol/index.js';
+} from '../contract/protocol/index.js';
 import type { ControlServer, Member } from './control.js';
 
 /** A reply from one rank. */
@@ -150,7 +150,7 @@ export class Cluster {
 
   /**
    * Sends the request `kind` (with a fresh request id) to `o.ranks` (default every rank) and gathers one typed reply
-   * per rank, as the request → reply table (`shared/protocol/requests.ts`) names it.
+   * per rank, as the request → reply table (`contract/protocol/requests.ts`) names it.
    * @param payload - the request's fields without `type` and `requestId`
    * @returns the replies in the order of the ranks asked
    * @throws TrainerError ERR_WORKER_LOST when an asked rank is lost or not in the ring; ERR_TIMEOUT after

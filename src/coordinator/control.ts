@@ -8,10 +8,10 @@ import { EventEmitter } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError } from '../contract/errors.js';
 import {
   MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode, peekHeader, type HelloMessage, type Message,
-} from '../shared/protocol/index.js';
+} from '../contract/protocol/index.js';
 
 /** A CURVE keypair (Z85 strings, 40 characters each; Curve25519, ZeroMQ RFC 26). */
 export interface CurveKeys {

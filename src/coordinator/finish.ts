@@ -4,10 +4,10 @@
  * closing summary (where the model, report and metrics are, and the final error_rate).
  */
 import { join } from 'node:path';
-import type { RunConfig } from '../shared/config.js';
-import type { DataBunch } from '../shared/data/databunch.js';
+import type { RunConfig } from '../contract/config.js';
+import type { DataBunch } from '../training/data/databunch.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
-import type { StagePlan } from '../shared/plan/plan.js';
+import type { StagePlan } from '../contract/plan/plan.js';
 import type { Cluster } from './cluster.js';
 import type { RunHistory } from './history.js';
 import { writeRunReport } from './report/write-report.js';

@@ -3,7 +3,7 @@
  * per-stage epoch rows and per-step training losses and learning rates, lr_find sweeps, the position in the plan,
  * and the smoothed training loss (fastai's β = 0.98 debiased average) so a resumed run prints the same numbers.
  */
-import type { StageRecord } from '../shared/learner/loop.js';
+import type { StageRecord } from '../training/learner/loop.js';
 
 /** Where the run is: the next step to run. */
 export interface RunPosition {

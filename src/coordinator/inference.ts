@@ -5,22 +5,22 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { initBackend, parseBackendRequest } from '../shared/compute/backend.js';
-import { releaseBackend } from '../shared/compute/release.js';
-import { createDataBunch, dataBunchOptions } from '../shared/data/databunch.js';
-import { DEFAULT_RUN_CONFIG, type RunConfig } from '../shared/config.js';
-import { decodeRgb } from '../shared/data/decode.js';
-import { BatchLoader } from '../shared/data/loader.js';
-import { ImagePool } from '../shared/data/pool.js';
-import { shardPlan } from '../shared/data/shard.js';
-import { CENTRE_CROP, renderItem } from '../shared/data/transforms.js';
-import { TrainerError } from '../shared/errors.js';
+import { initBackend, parseBackendRequest } from '../training/compute/backend.js';
+import { releaseBackend } from '../training/compute/release.js';
+import { createDataBunch, dataBunchOptions } from '../training/data/databunch.js';
+import { DEFAULT_RUN_CONFIG, type RunConfig } from '../contract/config.js';
+import { decodeRgb } from '../training/data/decode.js';
+import { BatchLoader } from '../training/data/loader.js';
+import { ImagePool } from '../training/data/pool.js';
+import { shardPlan } from '../training/data/shard.js';
+import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
+import { TrainerError } from '../contract/errors.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
-import { Replica } from '../shared/learner/replica.js';
-import { loadModel, readModelMeta, type SavedModelMeta } from '../shared/learner/save.js';
+import { Replica } from '../training/learner/replica.js';
+import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
-import { loadLatestCheckpoint } from '../shared/checkpoint.js';
-import type { CheckpointMeta } from './checkpoints.js';
+import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import type { CheckpointMeta } from './checkpoint-store.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
-import { siblingEntry } from '../shared/entry.js';
+import { siblingEntry } from '../training/entry.js';
 
 /** Options of {@link LocalWorkers}. */
 export interface LocalWorkersOptions {

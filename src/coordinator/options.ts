@@ -4,9 +4,9 @@
  * anything starts.
  */
 import { Command, Option } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../shared/config.js';
-import type { TransformSettings } from '../shared/data/transforms.js';
-import { TrainerError } from '../shared/errors.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import type { TransformSettings } from '../contract/transform-settings.js';
+import { TrainerError } from '../contract/errors.js';
 
 /** How the coordinator runs (may differ between a run and its resume). */
 export interface RuntimeOptions {

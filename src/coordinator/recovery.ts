@@ -6,8 +6,8 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError, isRetryable, isTrainerError } from '../shared/errors.js';
-import type { Message, ReadyMessage } from '../shared/protocol/index.js';
+import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
+import type { Message, ReadyMessage } from '../contract/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';

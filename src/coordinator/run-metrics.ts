@@ -4,10 +4,10 @@
  * memory, loader queue, skipped files), labelled by rank; and, polled from the control plane, each worker's
  * membership state and the time it was last heard from (heartbeat age is computed at scrape time).
  */
-import type { StagePlan } from '../shared/plan/plan.js';
-import type { StepDoneMessage } from '../shared/protocol/index.js';
-import type { SkipReason } from '../shared/data/decode.js';
-import { SKIP_REASONS } from '../shared/data/decode.js';
+import type { StagePlan } from '../contract/plan/plan.js';
+import type { StepDoneMessage } from '../contract/protocol/index.js';
+import type { SkipReason } from '../training/data/decode.js';
+import { SKIP_REASONS } from '../training/data/decode.js';
 import type { Reply } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
 import type { MetricsServer } from './metrics/server.js';

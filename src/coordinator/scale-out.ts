@@ -8,8 +8,8 @@
  * phase 1 is one). Square-root rule: common for Adam-type optimizers (Krizhevsky 2014, "One weird trick",
  * https://arxiv.org/abs/1404.5997; Hoffer et al. 2017).
  */
-import { TrainerError } from '../shared/errors.js';
-import type { LrScale } from '../shared/config.js';
+import { TrainerError } from '../contract/errors.js';
+import type { LrScale } from '../contract/config.js';
 
 /** Inputs of {@link planScaleOut}. */
 export interface ScaleOutInput {

@@ -1,21 +1,21 @@
 /**
  * fastai's `data.show_batch(rows=3)` for the coordinator: the first training batch of the run's data, augmented as
  * the workers see it (same seed, epoch 0, rank 0 of a one-rank plan), drawn as a captioned grid by
- * `src/shared/data/show-batch.ts`. Written as `show-batch.png` at the start of every run and by
+ * `src/coordinator/show-batch-grid.ts`. Written as `show-batch.png` at the start of every run and by
  * `coordinator show-batch`.
  */
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { dataLine } from '../shared/data/accounting.js';
-import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../shared/config.js';
-import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../shared/data/databunch.js';
-import { BatchLoader } from '../shared/data/loader.js';
-import { ImagePool } from '../shared/data/pool.js';
-import { shardPlan } from '../shared/data/shard.js';
-import { showBatch } from '../shared/data/show-batch.js';
-import { DEFAULT_TRANSFORMS, type TransformSettings } from '../shared/data/transforms.js';
+import { dataLine } from '../training/data/accounting.js';
+import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../contract/config.js';
+import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
+import { BatchLoader } from '../training/data/loader.js';
+import { ImagePool } from '../training/data/pool.js';
+import { shardPlan } from '../training/data/shard.js';
+import { showBatch } from './show-batch-grid.js';
+import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
 import { writeFile } from 'node:fs/promises';
-import { TrainerError } from '../shared/errors.js';
+import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
 
 /** Options of {@link writeShowBatch}; every field is optional. */

@@ -2,7 +2,7 @@
  * The run report's inputs from the run history, and the report written at the end of every stage (training
  * curves, lr_find, epoch tables, configuration; the interpretation pictures come with the end of the run).
  */
-import type { RunConfig } from '../shared/config.js';
+import type { RunConfig } from '../contract/config.js';
 import type { ClassificationInterpretation } from './interpret/interpretation.js';
 import type { RunHistory } from './history.js';
 import type { RunReportInput } from './report/types.js';

@@ -1,5 +1,5 @@
 /**
- * Runs the stages of the plan over the cluster with the one training loop (`shared/learner/loop.ts` `fitStage`,
+ * Runs the stages of the plan over the cluster with the one training loop (`training/learner/loop.ts` `fitStage`,
  * `lr-find.ts` `lrFindStage`, the same the single-process Learner runs) over the cluster's transport: each optimizer
  * step is a collective (`step` → every rank's `step-done` → `commit`), with the learning rate per layer group and
  * momentum of that step computed by the loop from the schedule (`plan/`) — the coordinator drives the one-cycle
@@ -8,13 +8,13 @@
  * recovery. The {@link StageContext} holds the coordinator's hooks (metrics, checkpoints, stop requests, recovery).
  */
 import { performance } from 'node:perf_hooks';
-import { TrainerError, isRetryable } from '../shared/errors.js';
-import { lrFindStage } from '../shared/learner/lr-find.js';
-import { fitStage, newStageRecord, type StepOutcome, type StepTransport } from '../shared/learner/loop.js';
-import { formatDuration } from '../shared/learner/table.js';
-import { N_LAYER_GROUPS, stepPosition, type StagePlan } from '../shared/plan/plan.js';
-import type { StepHyper } from '../shared/plan/schedule.js';
-import type { Message, StepDoneMessage, ValidDoneMessage } from '../shared/protocol/index.js';
+import { TrainerError, isRetryable } from '../contract/errors.js';
+import { lrFindStage } from '../training/learner/lr-find.js';
+import { fitStage, newStageRecord, type StepOutcome, type StepTransport } from '../training/learner/loop.js';
+import { formatDuration } from '../training/learner/table.js';
+import { N_LAYER_GROUPS, stepPosition, type StagePlan } from '../contract/plan/plan.js';
+import type { StepHyper } from '../contract/plan/schedule.js';
+import type { Message, StepDoneMessage, ValidDoneMessage } from '../contract/protocol/index.js';
 import type { Cluster, Reply } from './cluster.js';
 import type { RunHistory, StageHistory } from './history.js';
 

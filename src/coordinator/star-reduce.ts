@@ -6,8 +6,8 @@
  */
 import { hostname } from 'node:os';
 import { Router } from 'zeromq';
-import { isTrainerError, TrainerError } from '../shared/errors.js';
-import { decode, encode, type StarPushMessage } from '../shared/protocol/index.js';
+import { isTrainerError, TrainerError } from '../contract/errors.js';
+import { decode, encode, type StarPushMessage } from '../contract/protocol/index.js';
 
 /** Options of {@link StarReduceServer}; all optional. */
 export interface StarReduceOptions {

@@ -3,9 +3,9 @@
  * coordinator with the same flags). Flags are validated before anything starts.
  */
 import { Command, CommanderError } from 'commander';
-import { parseBackendRequest } from '../shared/compute/backend.js';
-import { checkInt } from '../shared/config.js';
-import { TrainerError, isTrainerError } from '../shared/errors.js';
+import { parseBackendRequest } from '../training/compute/backend.js';
+import { checkInt } from '../contract/config.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */

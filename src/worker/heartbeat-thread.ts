@@ -15,7 +15,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as zmq from 'zeromq';
-import { decode, encode } from '../shared/protocol/index.js';
+import { decode, encode } from '../contract/protocol/index.js';
 
 /** What the main thread passes to the heartbeat thread. */
 export interface HeartbeatThreadData {

@@ -9,7 +9,7 @@
  * thread that does not answer within the timeout is terminated. Never `process.exit()` before `close()` resolved.
  */
 import type { Worker } from 'node:worker_threads';
-import { startThread } from '../shared/entry.js';
+import { startThread } from '../training/entry.js';
 import type { HeartbeatControl, HeartbeatEvent, HeartbeatThreadData } from './heartbeat-thread.js';
 
 /** Options of {@link HeartbeatThread}. */

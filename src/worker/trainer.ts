@@ -11,18 +11,18 @@
  */
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { planBuckets } from '../shared/allreduce/buckets.js';
-import type { AllReducer } from '../shared/allreduce/types.js';
-import { SkipLog } from '../shared/data/decode.js';
-import type { ImagePool } from '../shared/data/pool.js';
-import { TrainerError } from '../shared/errors.js';
-import type { Replica } from '../shared/learner/replica.js';
-import { validateBatches, type ValidResult } from '../shared/learner/validate.js';
-import { BN_MOMENTUM } from '../shared/model/resnet.js';
-import { dropoutSeed, microBatchOf, validationBatches } from '../shared/plan/plan.js';
-import type { RunSetup } from '../shared/run-setup.js';
-import type { StepDoneMessage, StepMessage } from '../shared/protocol/index.js';
-import { TrainFeed } from '../shared/data/feed.js';
+import { planBuckets } from '../training/allreduce/buckets.js';
+import type { AllReducer } from '../training/allreduce/types.js';
+import { SkipLog } from '../training/data/decode.js';
+import type { ImagePool } from '../training/data/pool.js';
+import { TrainerError } from '../contract/errors.js';
+import type { Replica } from '../training/learner/replica.js';
+import { validateBatches, type ValidResult } from '../training/learner/validate.js';
+import { BN_MOMENTUM } from '../training/model/resnet.js';
+import { dropoutSeed, microBatchOf, validationBatches } from '../contract/plan/plan.js';
+import type { RunSetup } from '../contract/run-setup.js';
+import type { StepDoneMessage, StepMessage } from '../contract/protocol/index.js';
+import { TrainFeed } from '../training/data/feed.js';
 
 /** Membership as the trainer needs it. */
 export interface RankInfo {

@@ -10,22 +10,22 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import * as zmq from 'zeromq';
-import type { AllReducer } from '../shared/allreduce/types.js';
-import { initBackend, type BackendRequest } from '../shared/compute/backend.js';
-import { releaseBackend } from '../shared/compute/release.js';
-import { archModel } from '../shared/config.js';
-import { ImagePool } from '../shared/data/pool.js';
-import { TrainerError, isTrainerError } from '../shared/errors.js';
-import { Replica } from '../shared/learner/replica.js';
-import { resolvePretrainedWeights } from '../shared/model/pretrained.js';
+import type { AllReducer } from '../training/allreduce/types.js';
+import { initBackend, type BackendRequest } from '../training/compute/backend.js';
+import { releaseBackend } from '../training/compute/release.js';
+import { archModel } from '../contract/config.js';
+import { ImagePool } from '../training/data/pool.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { Replica } from '../training/learner/replica.js';
+import { resolvePretrainedWeights } from '../training/model/pretrained.js';
 import {
   decode, encode, peekHeader, replyMessage, type Message, type ReplyPayload, type RequestMessage,
-} from '../shared/protocol/index.js';
-import { decodeRunSetup, type RunSetup } from '../shared/run-setup.js';
+} from '../contract/protocol/index.js';
+import { decodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
 import { StarAllReduce } from './allreduce/star.js';
 import { HeartbeatThread } from './heartbeat.js';
-import { decodeReplicaState, encodeReplicaState } from '../shared/learner/state-codec.js';
+import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
 import { WorkerTrainer } from './trainer.js';
 
 /** Options of {@link Worker}. */

@@ -1,5 +1,5 @@
 /** Comparison of two replica states for the distributed tests (not a test file itself). */
-import type { ReplicaState } from '../../src/shared/learner/replica.js';
+import type { ReplicaState } from '../../src/training/learner/replica.js';
 
 /**
  * Largest per-tensor relative difference `max|a − b| / max|b|` over every tensor of `expected` (parameters and

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
-import { PROTOCOL_VERSION, decode } from '../../src/shared/protocol/index.js';
+import { PROTOCOL_VERSION, decode } from '../../src/contract/protocol/index.js';
 import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
 
 let dataDir: string, tmp: string;

@@ -7,14 +7,14 @@
  * micro-batch order, as PyTorch does in one process (momentum 0.1 per forward): the distributed run must get the
  * same statistics from its gathered per-micro-batch increments.
  */
-import { createDataBunch, type DataBunch } from '../../src/shared/data/databunch.js';
-import { BatchLoader, type Batch } from '../../src/shared/data/loader.js';
-import type { ImagePool } from '../../src/shared/data/pool.js';
-import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/shared/config.js';
-import { Replica, type ReplicaState } from '../../src/shared/learner/replica.js';
-import { DEFAULT_BUCKETS, planBuckets } from '../../src/shared/allreduce/buckets.js';
-import { chunkBounds } from '../../src/shared/allreduce/ring-schedule.js';
-import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/shared/plan/plan.js';
+import { createDataBunch, type DataBunch } from '../../src/training/data/databunch.js';
+import { BatchLoader, type Batch } from '../../src/training/data/loader.js';
+import type { ImagePool } from '../../src/training/data/pool.js';
+import { archModel, resolveRunConfig, type RunConfigInput } from '../../src/contract/config.js';
+import { Replica, type ReplicaState } from '../../src/training/learner/replica.js';
+import { DEFAULT_BUCKETS, planBuckets } from '../../src/training/allreduce/buckets.js';
+import { chunkBounds } from '../../src/training/allreduce/ring-schedule.js';
+import { dropoutSeed, epochOrder, microBatchItems, planStages, stepHyper, validationBatches } from '../../src/contract/plan/plan.js';
 
 /** Result of the reference: final state and the validation of the last epoch. */
 export interface ReferenceResult {

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { killAll, makePhotoDir, startProc, tinyRunFlags, type Proc } from './distributed-harness.js';
-import { loadLatestCheckpoint } from '../../src/shared/checkpoint.js';
+import { loadLatestCheckpoint } from '../../src/contract/checkpoint-format.js';
 
 const RUN_TIMEOUT_MS = 400_000;
 let dataDir: string, tmp: string;

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as zmq from 'zeromq';
-import { encode } from '../../src/shared/protocol/index.js';
+import { encode } from '../../src/contract/protocol/index.js';
 import { killAll, startProc, type Proc } from './distributed-harness.js';
 import { CoordinatorRun, alive, makeFixture, waitGone } from './fault-harness.js';
 

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { listCheckpoints, readCheckpoint } from '../../src/shared/checkpoint.js';
+import { listCheckpoints, readCheckpoint } from '../../src/contract/checkpoint-format.js';
 import { CoordinatorProcess, makePetsSubset, runCoordinator, type CommandResult } from './support/coordinator.js';
 
 // A hang guard only (the run takes ~90 s on a quiet 2-core machine): under load 25 plus two busy processes it had not

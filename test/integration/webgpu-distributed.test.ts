@@ -8,17 +8,17 @@
 // component near float32 rounding (many, in a random net on 2-image batches) can move its weight by 2·lr the other
 // way: measured 19 % of the values on lavapipe after 2 steps, max 1.6e-2 apart. Unrelated updates (a wrong kernel,
 // a stale or lost gradient bucket) differ in about half of the values or more; the per-kernel and whole-step
-// gradient comparisons in test/unit/shared/compute/webgpu/ are the tight checks.
+// gradient comparisons in test/unit/training/compute/webgpu/ are the tight checks.
 // Skipped, saying why, where no WebGPU adapter exists; required with PETS_REQUIRE_WEBGPU=1 (set by .ci/run).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadLatestCheckpoint } from '../../src/shared/checkpoint.js';
-import { initBackend } from '../../src/shared/compute/backend.js';
-import { decodeReplicaState } from '../../src/shared/learner/state-codec.js';
-import type { CheckpointMeta } from '../../src/coordinator/checkpoints.js';
+import { loadLatestCheckpoint } from '../../src/contract/checkpoint-format.js';
+import { initBackend } from '../../src/training/compute/backend.js';
+import { decodeReplicaState } from '../../src/training/learner/state-codec.js';
+import type { CheckpointMeta } from '../../src/coordinator/checkpoint-store.js';
 import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
 import { maxRelativeDiff } from './distributed-compare.js';
 

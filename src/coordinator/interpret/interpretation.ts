@@ -3,7 +3,7 @@
  * (fastai 1.0.61 `fastai/train.py`, `fastai/vision/learner.py`): per-item losses, top losses, confusion matrix,
  * most-confused pairs. Pure: takes plain arrays, no tfjs, no I/O.
  */
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 
 /**
  * Smallest probability used inside `−log p`: the smallest positive normal float32 (FLT_MIN ≈ 1.1755e-38).

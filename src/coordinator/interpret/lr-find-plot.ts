@@ -3,8 +3,8 @@
  * slice of (lr, smoothed loss) and the two suggestions. Pure maths on plain arrays (fastai 1.0.61
  * `fastai/basic_train.py`, `Recorder.plot`).
  */
-import { TrainerError } from '../../shared/errors.js';
-import { numericalGradient } from '../../shared/plan/schedule.js';
+import { TrainerError } from '../../contract/errors.js';
+import { numericalGradient } from '../../contract/plan/schedule.js';
 
 /** Points fastai's `Recorder.plot` drops from the start of the lr_find record. */
 export const LR_FIND_SKIP_START = 10;

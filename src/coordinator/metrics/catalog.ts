@@ -53,7 +53,7 @@ export type RestartReason = (typeof RESTART_REASONS)[number];
 
 /**
  * Why a file under `--data` is in neither split (label `reason`): exactly the data layer's `LeftOutReason` values
- * (`src/shared/data/accounting.ts`: the decoder's reasons plus hidden file, unsupported extension, unlabelled,
+ * (`src/training/data/accounting.ts`: the decoder's reasons plus hidden file, unsupported extension, unlabelled,
  * not in split, unknown label; a unit test keeps the two lists equal), so a reason passes straight through.
  * Label values may hold spaces and `/`; PromQL selects them as `reason="not an image"`.
  */

@@ -1,7 +1,7 @@
 /**
  * Replica agreement: the policy that turns per-rank parameter checksums into one 0..1 number.
  */
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 
 /**
  * Fraction of replicas whose parameter checksum equals rank 0's (rank 0 is the reference replica: its state is

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 import {
   DEFAULT_TRAINING_METRICS,
   TrainingMetrics,

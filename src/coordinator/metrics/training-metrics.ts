@@ -7,14 +7,14 @@
  * prom-client way. Every series carries the default label `run`.
  */
 import client from 'prom-client';
-import { TrainerError } from '../../shared/errors.js';
-import { SmoothedLoss } from '../../shared/plan/smoothing.js';
+import { TrainerError } from '../../contract/errors.js';
+import { SmoothedLoss } from '../../contract/plan/smoothing.js';
 import {
   METRIC_PREFIX, METRICS, RESTART_REASONS, SKIP_REASONS, STEP_PHASES, WORKER_STATES,
   type MetricSpec, type RestartReason, type SkipReason, type StepPhase, type WorkerState,
 } from './catalog.js';
 import { replicaAgreementRatio } from './replica-agreement.js';
-import type { StepStats } from '../../shared/protocol/index.js';
+import type { StepStats } from '../../contract/protocol/index.js';
 
 /** Options of {@link TrainingMetrics}; every field is optional. */
 export interface TrainingMetricsOptions {

@@ -5,7 +5,7 @@
  */
 import type { TopLevelSpec } from 'vega-lite';
 import { lrFindPlotData, type LrFindPlotData } from '../interpret/lr-find-plot.js';
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 import { renderVegaLite, type RenderedPng } from './render.js';
 import type { LrFindRecord, StageRecord } from './types.js';
 

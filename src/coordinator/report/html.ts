@@ -3,7 +3,7 @@
  * and their JSON by relative path so it works opened from disk. Every piece of text is escaped.
  */
 import type { ConfusedPair } from '../interpret/interpretation.js';
-import type { DataAccountJson } from '../../shared/data/accounting.js';
+import type { DataAccountJson } from '../../training/data/accounting.js';
 import { escapeXml } from './render.js';
 import type { EpochRow, RunReportInput, StageRecord } from './types.js';
 

@@ -5,7 +5,7 @@
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import sharp from 'sharp';
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 
 /** Font family asked of fontconfig for every chart and picture title; DejaVu ships with `fonts-dejavu-core`. */
 export const REPORT_FONT = 'DejaVu Sans';

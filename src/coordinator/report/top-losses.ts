@@ -5,7 +5,7 @@
  * are SVG text composited onto the grid.
  */
 import sharp from 'sharp';
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 import type { ClassificationInterpretation } from '../interpret/interpretation.js';
 import { escapeXml, REPORT_FONT, type RenderedPng } from './render.js';
 

@@ -2,7 +2,7 @@
  * What the run report needs, as plain data the training runtime fills in as it goes. No tensors, no classes
  * besides the interpretation.
  */
-import type { DataAccountJson } from '../../shared/data/accounting.js';
+import type { DataAccountJson } from '../../training/data/accounting.js';
 import type { ClassificationInterpretation } from '../interpret/interpretation.js';
 
 /** One row of a stage's epoch table, as fastai prints it after each epoch. */

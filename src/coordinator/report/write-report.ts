@@ -5,9 +5,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import type { DataAccountJson } from '../../shared/data/accounting.js';
+import type { DataAccountJson } from '../../training/data/accounting.js';
 import sharp from 'sharp';
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, type Chart } from './charts.js';
 import { renderReportHtml, type ReportPicture, type ReportSection, type RunFileLink } from './html.js';
 import { fontsRenderText, type RenderedPng } from './render.js';

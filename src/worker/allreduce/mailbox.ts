@@ -2,7 +2,7 @@
  * Plumbing shared by the worker-side all-reducers: a keyed mailbox that matches received data-plane messages to
  * the waiting call (with deadline and abort), and a serial call queue.
  */
-import { TrainerError } from '../../shared/errors.js';
+import { TrainerError } from '../../contract/errors.js';
 
 /** A message parked in the mailbox, tagged with its generation so stale ones can be purged. */
 export interface Parked<T> {

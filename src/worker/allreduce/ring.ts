@@ -2,21 +2,21 @@
  * Ring all-reduce over ZeroMQ (the Horovod / gloo / NCCL ring; Patarasuk & Yuan 2009): each rank binds one PULL
  * socket and PUSHes to its right neighbour; reduce-scatter in N−1 steps then all-gather in N−1 steps, each step
  * moving 1/N of the buffer, so every rank sends 2(N−1)/N × bytes. The schedule is in
- * `src/shared/allreduce/ring-schedule.ts`; every chunk is summed once along a fixed path then copied, so all
+ * `src/training/allreduce/ring-schedule.ts`; every chunk is summed once along a fixed path then copied, so all
  * ranks end with bit-identical buffers.
  */
 import { hostname } from 'node:os';
 import { Pull, Push } from 'zeromq';
-import { isTrainerError, TrainerError } from '../../shared/errors.js';
-import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../shared/protocol/index.js';
-import { chunkBounds, ownedChunk, receiveChunk, sendChunk } from '../../shared/allreduce/ring-schedule.js';
+import { isTrainerError, TrainerError } from '../../contract/errors.js';
+import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
+import { chunkBounds, ownedChunk, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
 import type {
   AllReduceCallOptions,
   AllReducer,
   AllReduceStats,
   AllReduceTag,
   Membership,
-} from '../../shared/allreduce/types.js';
+} from '../../training/allreduce/types.js';
 import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
 import { assertLittleEndian, fromFrame, roundThroughWire, toFrame } from './wire.js';
 

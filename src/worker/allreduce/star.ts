@@ -5,9 +5,9 @@
  */
 import { hostname } from 'node:os';
 import { Dealer } from 'zeromq';
-import { isTrainerError, TrainerError } from '../../shared/errors.js';
-import { decode, encode } from '../../shared/protocol/index.js';
-import type { AllReduceCallOptions, AllReducer, AllReduceStats, AllReduceTag } from '../../shared/allreduce/types.js';
+import { isTrainerError, TrainerError } from '../../contract/errors.js';
+import { decode, encode } from '../../contract/protocol/index.js';
+import type { AllReduceCallOptions, AllReducer, AllReduceStats, AllReduceTag } from '../../training/allreduce/types.js';
 import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
 import { assertLittleEndian, fromFrame, toFrame } from './wire.js';
 

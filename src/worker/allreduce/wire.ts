@@ -4,9 +4,9 @@
  * Frames are little-endian; {@link assertLittleEndian} guards the host.
  */
 import { endianness } from 'node:os';
-import { TrainerError } from '../../shared/errors.js';
-import { float16ToFloat32, float32ToFloat16 } from '../../shared/allreduce/float16.js';
-import type { WireDtype } from '../../shared/protocol/index.js';
+import { TrainerError } from '../../contract/errors.js';
+import { float16ToFloat32, float32ToFloat16 } from '../../training/allreduce/float16.js';
+import type { WireDtype } from '../../contract/protocol/index.js';
 
 /**
  * Fails on big-endian hosts, whose typed arrays would not match the little-endian wire format.

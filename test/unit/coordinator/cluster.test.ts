@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as zmq from 'zeromq';
 import { Cluster } from '../../../src/coordinator/cluster.js';
 import { ControlServer } from '../../../src/coordinator/control.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { decode, encode, type Message } from '../../../src/shared/protocol/index.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { decode, encode, type Message } from '../../../src/contract/protocol/index.js';
 
 function hello(rankRequest: number | null, port: number): Message {
   return { type: 'hello', rankRequest, dataAddress: `tcp://127.0.0.1:${port}`, pid: port, host: 'h', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } };

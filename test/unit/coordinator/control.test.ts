@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import { CURVE_KEY_FILES, ControlServer, countedSilenceMs, loadOrCreateCurveKeys, type Member } from '../../../src/coordinator/control.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/shared/protocol/index.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { PROTOCOL_VERSION, decode, encode, peekHeader } from '../../../src/contract/protocol/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'control-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { checkPretrainedFile } from '../../../src/coordinator/driver.js';
 import { parseTrainArgs } from '../../../src/coordinator/options.js';
-import { augmentOf } from '../../../src/shared/config.js';
-import { DEFAULT_TRANSFORMS } from '../../../src/shared/data/transforms.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
-import { decodeRunSetup, encodeRunSetup, type RunSetup } from '../../../src/shared/run-setup.js';
+import { augmentOf } from '../../../src/contract/config.js';
+import { DEFAULT_TRANSFORMS } from '../../../src/contract/transform-settings.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { decodeRunSetup, encodeRunSetup, type RunSetup } from '../../../src/contract/run-setup.js';
 
 const bad = (argv: string[], message: string): void => assert.throws(() => parseTrainArgs(argv),
   (e: unknown) => isTrainerError(e) && e.code === 'ERR_BAD_CONFIG' && e.message === message);

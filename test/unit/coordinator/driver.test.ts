@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkPretrainedSource } from '../../../src/coordinator/driver.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('--pretrained: imagenet and none pass, a missing file is refused before anything starts', () => {
   checkPretrainedSource('imagenet');

@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectGpuBusIds, driPrimeTag, workerEnv } from '../../../src/coordinator/local-workers.js';
-import { describeAdapter } from '../../../src/shared/compute/webgpu/dawn.js';
+import { describeAdapter } from '../../../src/training/compute/webgpu/dawn.js';
 
 /** A faked driver listing: one folder per GPU named by PCI address (as the driver), created out of order. */
 function fakeListing(busIds: readonly string[]): string {
@@ -71,7 +71,7 @@ test('more workers than GPUs share them round-robin; no GPU listed: CUDA hidden,
 
 /** Runs the backend choice a worker makes (`--backend webgpu`) in a child process with `env`; returns its log line. */
 async function workerBackendLine(env: NodeJS.ProcessEnv): Promise<string> {
-  const backend = new URL('../../../src/shared/compute/backend.ts', import.meta.url).href;
+  const backend = new URL('../../../src/training/compute/backend.ts', import.meta.url).href;
   const code = `const { initBackend } = await import(${JSON.stringify(backend)});` +
     "try { console.log((await initBackend('webgpu')).brief); } catch (e) { console.log('UNAVAILABLE ' + e.message); }" +
     'process.exit(0);';

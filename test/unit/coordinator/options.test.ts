@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
 import { DEFAULT_RUNTIME, parseTrainArgs } from '../../../src/coordinator/options.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('flags map onto the run config and runtime options', () => {
   const { config, runtime, explicit } = parseTrainArgs(['--workers', '2', '--data', '../shared/x', '--pretrained', 'none', '--size', '128',

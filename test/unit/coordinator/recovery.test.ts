@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
-import { TrainerError, isTrainerError } from '../../../src/shared/errors.js';
-import type { Message } from '../../../src/shared/protocol/index.js';
+import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
+import type { Message } from '../../../src/contract/protocol/index.js';
 
 function member(id: string, rank: number): Member {
   return {

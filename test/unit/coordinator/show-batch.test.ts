@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 
 const SHARED = path.resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CommanderError } from 'commander';
 import { parseLearnArgs } from '../../../scripts/learn.js';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 
 const BASE = ['--data', 'x', '--pretrained', 'none'];
 

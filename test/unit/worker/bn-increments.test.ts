@@ -7,11 +7,11 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../../../src/shared/compute/backend.js';
-import { registerTfjsGradients } from '../../../src/shared/compute/kernels/gradients.js';
-import { mulberry32 } from '../../../src/shared/data/rng.js';
-import { Replica, type ReplicaOptions } from '../../../src/shared/learner/replica.js';
-import { microBatchOf } from '../../../src/shared/plan/plan.js';
+import { initBackend } from '../../../src/training/compute/backend.js';
+import { registerTfjsGradients } from '../../../src/training/compute/kernels/gradients.js';
+import { mulberry32 } from '../../../src/contract/plan/rng.js';
+import { Replica, type ReplicaOptions } from '../../../src/training/learner/replica.js';
+import { microBatchOf } from '../../../src/contract/plan/plan.js';
 import { applyBnIncrements, bnVariables, measureBnIncrements } from '../../../src/worker/trainer.js';
 
 before(async () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 import { parseWorkerArgs } from '../../../src/worker/cli.js';
 
 test('worker flags: defaults, remote-worker flags, and bad values naming flag and rule', () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as zmq from 'zeromq';
-import { decode } from '../../../src/shared/protocol/index.js';
+import { decode } from '../../../src/contract/protocol/index.js';
 import { HeartbeatThread } from '../../../src/worker/heartbeat.js';
 
 test('close(): the thread closes its socket and exits by itself; idempotent', { timeout: 120_000 }, async () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isTrainerError } from '../../../src/shared/errors.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 import { localDataRoot } from '../../../src/worker/worker.js';
 
 test('worker --data accepts the images folder or the folder holding images/, and names what is missing otherwise', () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClassificationInterpretation, MIN_PROBABILITY } from '../../../../src/coordinator/interpret/interpretation.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 
 // Fixed set of 8 predictions over 3 classes. Every expected value below was derived by hand from these rows:
 // item: probs (cat, dog, fox) → actual; pred = argmax (first max on ties); loss = −ln p[actual].

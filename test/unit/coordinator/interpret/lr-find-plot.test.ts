@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { lrFindPlotData, numericalGradient } from '../../../../src/coordinator/interpret/lr-find-plot.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 
 test('numericalGradient matches numpy.gradient (values computed by hand from its definition)', () => {
   // numpy.gradient([1, 4, 9, 16, 25]) = [3, 4, 6, 8, 9]: one-sided at the ends, central inside.

@@ -4,11 +4,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { LEFT_OUT_REASONS as DATA_SKIP_REASONS } from '../../../../src/shared/data/accounting.js';
+import { LEFT_OUT_REASONS as DATA_SKIP_REASONS } from '../../../../src/training/data/accounting.js';
 import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
 import { metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
 import { replicaAgreementRatio } from '../../../../src/coordinator/metrics/replica-agreement.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 
 const base: MetricSpec = { name: 'pets_x_seconds', type: 'gauge', unit: 'seconds', help: 'h', labelNames: [] };
 

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { DEFAULT_METRICS_PORT, MetricsServer, parseMetricsPort, resolveMetricsServerOptions } from '../../../../src/coordinator/metrics/server.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
 import { listDashboardQueries, metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
-import type { StepStats } from '../../../../src/shared/protocol/index.js';
+import type { StepStats } from '../../../../src/contract/protocol/index.js';
 
 interface Sample {
   readonly name: string;

@@ -9,7 +9,7 @@ import {
   confusionMatrixChart, lrFindChart, lrFindSubtitle, renderChart, trainingCurvesChart, trainingCurvesData,
 } from '../../../../src/coordinator/report/charts.js';
 import { fontsRenderText } from '../../../../src/coordinator/report/render.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 import type { StageRecord } from '../../../../src/coordinator/report/types.js';
 import { assertPngNotBlank } from './png-checks.js';
 

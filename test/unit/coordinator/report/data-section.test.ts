@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { writeRunReport } from '../../../../src/coordinator/report/write-report.js';
-import { accountJson, type DataAccount } from '../../../../src/shared/data/accounting.js';
+import { accountJson, type DataAccount } from '../../../../src/training/data/accounting.js';
 
 test('index.html shows where every file went (from data.json), escaped, with the class table and warnings', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'report-data-'));

@@ -7,7 +7,7 @@ import {
   renderTopLossesGrid, resolveTopLossesGridOptions, topLossTiles, topLossTitle, wrapTitle, type TopLossTile,
 } from '../../../../src/coordinator/report/top-losses.js';
 import { ClassificationInterpretation } from '../../../../src/coordinator/interpret/interpretation.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 import { assertPngNotBlank, darkFraction } from './png-checks.js';
 
 const IMAGES = resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { fileStem, resolveReportOptions, writeRunReport } from '../../../../src/coordinator/report/write-report.js';
 import { formatEpochTime, mostConfusedHtml } from '../../../../src/coordinator/report/html.js';
 import { ClassificationInterpretation } from '../../../../src/coordinator/interpret/interpretation.js';
-import { isTrainerError } from '../../../../src/shared/errors.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
 import type { RunReportInput } from '../../../../src/coordinator/report/types.js';
 import { assertPngNotBlank } from './png-checks.js';
 

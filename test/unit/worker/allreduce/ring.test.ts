@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Push } from 'zeromq';
 import { Packr } from 'msgpackr';
-import { isTrainerError, type TrainerError } from '../../../../src/shared/errors.js';
-import { encode, PROTOCOL_VERSION, type ChunkMessage } from '../../../../src/shared/protocol/index.js';
+import { isTrainerError, type TrainerError } from '../../../../src/contract/errors.js';
+import { encode, PROTOCOL_VERSION, type ChunkMessage } from '../../../../src/contract/protocol/index.js';
 import { RingAllReduce, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
 
 /** Seeded uniform values in [-1, 1), different per rank. */

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dealer } from 'zeromq';
-import { isTrainerError } from '../../../../src/shared/errors.js';
-import { encode } from '../../../../src/shared/protocol/index.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
+import { encode } from '../../../../src/contract/protocol/index.js';
 import { StarReduceServer, sumInRankOrder } from '../../../../src/coordinator/star-reduce.js';
 import { StarAllReduce } from '../../../../src/worker/allreduce/star.js';
 import { RingAllReduce } from '../../../../src/worker/allreduce/ring.js';

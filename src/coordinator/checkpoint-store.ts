@@ -1,0 +1,209 @@
+/**
+ * The run's checkpoints as the coordinator writes and resumes them: rank 0's replica state blob plus the run's
+ * position, history, configuration and class names, written atomically by `contract/checkpoint-format.ts`.
+ *
+ * Resume: the configuration comes from the checkpoint; flags given again must agree with it (fields that only
+ * change how the run executes — workers, backend — may differ), otherwise the resume is refused
+ * before anything starts.
+ */
+import { existsSync, statfsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { join } from 'node:path';
+import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
+import type { RunConfig, RunConfigInput } from '../contract/config.js';
+import { resolveRunConfig } from '../contract/config.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { formatBytes } from './disk.js';
+import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
+import type { ScaleOut } from './scale-out.js';
+import type { RunHistory } from './history.js';
+import type { TrainCommand } from './options.js';
+
+/** The stage plan as a checkpoint records it (resume checks it is unchanged). */
+export interface CheckpointPlan {
+  /** Images per optimizer step over all workers and accumulation steps. */
+  readonly globalBs: number;
+  /** Accumulation steps at the checkpoint's world size. */
+  readonly accum: number;
+  /** Factor of the lr scaling rule applied to every max lr. */
+  readonly lrFactor: number;
+  /** Per stage: kind, steps per epoch, total steps and max lr per layer group (after `lrFactor`). */
+  readonly stages: readonly { name: string; kind: string; stepsPerEpoch: number; totalSteps: number; maxLrs: readonly number[] }[];
+}
+
+/**
+ * Where the data sampler is: epoch e of the training set is `epochOrder(trainCount, seed, e)` and global step k of
+ * the epoch reads positions [k·G, (k+1)·G) (`contract/plan/plan.ts`), so (dataEpoch, stepInEpoch) is the whole state.
+ */
+export interface SamplerState {
+  readonly dataEpoch: number;
+  readonly stepInEpoch: number;
+  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch m at global step k uses hashSeed(seed, k, m, 0): `plan.ts` dropoutSeed). */
+  readonly seed: number;
+}
+
+/** What a checkpoint's manifest holds besides the state blob (weights, BN statistics, optimizer moments and step counts). */
+export interface CheckpointMeta {
+  readonly runId: string;
+  readonly config: RunConfig;
+  readonly classes: readonly string[];
+  /** Position (stage, step in stage, global step), per-stage epoch rows, step losses and lrs, smoothed-loss state, lr_find results. */
+  readonly history: RunHistory;
+  /** Absent in checkpoints written before it was added. */
+  readonly plan?: CheckpointPlan;
+  readonly sampler?: SamplerState;
+  /** Ring size and generation when the checkpoint was taken. */
+  readonly worldSize?: number;
+  readonly generation?: number;
+}
+
+/** Inputs of {@link checkpointMeta}. */
+export interface CheckpointMetaInput {
+  readonly runId: string;
+  readonly config: RunConfig;
+  readonly classes: readonly string[];
+  readonly history: RunHistory;
+  readonly stages: readonly StagePlan[];
+  readonly scale: ScaleOut;
+  readonly worldSize: number;
+  readonly generation: number;
+}
+
+/** Data epoch of a fit stage's step: fit-stage epochs before it, plus the epoch within it (lr_find has its own). */
+export function dataEpochOf(stages: readonly StagePlan[], stageIndex: number, stepInStage: number): { dataEpoch: number; stepInEpoch: number } {
+  const stage = stages[stageIndex];
+  const base = stageDataEpochBase(stages, stageIndex);
+  if (!stage || stage.config.kind === 'lr_find') return { dataEpoch: base, stepInEpoch: 0 };
+  return { dataEpoch: base + Math.floor(stepInStage / stage.stepsPerEpoch), stepInEpoch: stepInStage % stage.stepsPerEpoch };
+}
+
+/** Builds the manifest metadata of a checkpoint (a deep copy: the history keeps changing after the write). */
+export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
+  const { position } = input.history;
+  return JSON.parse(JSON.stringify({
+    runId: input.runId, config: input.config, classes: input.classes, history: input.history,
+    plan: {
+      globalBs: input.scale.globalBs, accum: input.scale.accum, lrFactor: input.scale.lrFactor,
+      stages: input.stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs })),
+    },
+    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.config.seed },
+    worldSize: input.worldSize, generation: input.generation,
+  } satisfies CheckpointMeta)) as CheckpointMeta;
+}
+
+/**
+ * Checks that a resumed run computed the same plan as the checkpointed one (same data size, global batch, steps
+ * and max lrs), so it continues with the same schedule and data order.
+ * @throws TrainerError ERR_CHECKPOINT naming what changed
+ */
+export function checkResumedPlan(point: ResumePoint, stages: readonly StagePlan[], scale: ScaleOut): void {
+  const saved = point.meta.plan;
+  if (!saved) return;
+  if (saved.globalBs !== scale.globalBs) throw new TrainerError('ERR_CHECKPOINT', `--resume: the global batch would be ${scale.globalBs}, the run used ${saved.globalBs}; the worker count must divide it (bs × workers × accum)`);
+  const now = stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs }));
+  for (let i = 0; i < Math.max(now.length, saved.stages.length); i++) {
+    if (JSON.stringify(now[i]) !== JSON.stringify(saved.stages[i])) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: stage ${i} would be ${JSON.stringify(now[i])}, the run had ${JSON.stringify(saved.stages[i])} (did the data change?)`);
+    }
+  }
+}
+
+/** A checkpoint loaded for resuming. */
+export interface ResumePoint {
+  readonly dir: string;
+  readonly state: Uint8Array;
+  readonly meta: CheckpointMeta;
+}
+
+/** Settings that may change between a run and its resume. */
+export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers', 'expect', 'backend', 'runDir']);
+
+/**
+ * The error of a checkpoint that could not be written, saying what the user can do: on a full disk (ENOSPC, EDQUOT)
+ * how much it needs and how much is free; in every case whether an earlier checkpoint is intact to resume from.
+ * @param free - bytes available on the run directory's file system, or null when unknown
+ * @param newestDir - the newest complete checkpoint on disk, or null
+ */
+export function checkpointWriteFailure(err: TrainerError, runDir: string, stateBytes: number, free: number | null, newestDir: string | null): TrainerError {
+  const full = /ENOSPC|EDQUOT/.test(err.message)
+    ? ` (the disk is full: a checkpoint needs about ${formatBytes(stateBytes)}${free === null ? '' : `, ${formatBytes(free)} are free`}; free some space, or keep fewer checkpoints with --keep)` : '';
+  const next = newestDir === null
+    ? 'no earlier checkpoint of this run is on disk'
+    : `the newest checkpoint, ${newestDir}, is intact: resume from it with: npx coordinator --resume ${runDir}`;
+  return new TrainerError('ERR_CHECKPOINT', `${err.message}${full}; ${next}`, { cause: err });
+}
+
+/** Writes checkpoints of one run. */
+export class CheckpointStore {
+  /** The newest checkpoint this store wrote: global step, state file and its sha256 (null before the first). */
+  newest: { readonly globalStep: number; readonly stateFile: string; readonly sha256: string } | null = null;
+
+  constructor(private readonly runDir: string, private readonly keep: number) {}
+
+  /**
+   * Writes one checkpoint at the history's global step; a state identical to the newest checkpoint's is
+   * hard-linked, not written again. @returns its directory, what was linked and the bytes written
+   */
+  write(meta: CheckpointMeta, state: Uint8Array): WrittenCheckpoint {
+    let written: WrittenCheckpoint;
+    try {
+      written = writeCheckpointDetailed(this.runDir, meta.history.position.globalStep, new Map([['state.safetensors', state]]), meta, this.keep);
+    } catch (err) {
+      if (!isTrainerError(err, 'ERR_CHECKPOINT')) throw err;
+      let free: number | null = null;
+      try {
+        const fs = statfsSync(this.runDir);
+        free = fs.bavail * fs.bsize;
+      } catch { /* the message goes without the free space */ }
+      throw checkpointWriteFailure(err, this.runDir, state.byteLength, free, listCheckpoints(this.runDir).at(-1) ?? null);
+    }
+    this.newest = { globalStep: meta.history.position.globalStep, stateFile: join(written.dir, 'state.safetensors'), sha256: written.files['state.safetensors']!.sha256 };
+    return written;
+  }
+
+  /** The newest checkpoint's state file when it holds exactly `state` (a stage model saved after it can share it). */
+  sameStateFile(state: Uint8Array): string | null {
+    return this.newest !== null && existsSync(this.newest.stateFile) && sha256(state) === this.newest.sha256 ? this.newest.stateFile : null;
+  }
+}
+
+/**
+ * Loads the newest intact checkpoint of `runDir` and merges the flags given again.
+ * @param explicit - settings the user gave on this command line (flags or --config)
+ * @param log - receives one line per skipped (corrupt/truncated) checkpoint
+ * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist or a flag disagrees with the run; ERR_CHECKPOINT when it holds no intact checkpoint
+ */
+export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
+  // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
+  if (!existsSync(runDir)) throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: no such run directory`);
+  const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
+  if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
+  for (const line of loaded.skipped) log(line);
+  const saved = loaded.manifest.meta.config;
+  const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit);
+  for (const key of Object.keys(explicit) as (keyof RunConfig)[]) {
+    if (RESUME_MAY_DIFFER.has(key)) continue;
+    if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
+      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${key} was ${JSON.stringify(saved[key])} in this run, got ${JSON.stringify(given[key])}; drop the flag or start a new run`);
+    }
+  }
+  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
+  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach.
+  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir };
+  if (explicit.workers !== undefined && explicit.expect === undefined) overrides.expect = 0;
+  const config = resolveRunConfig(saved as unknown as RunConfigInput, overrides);
+  const state = loaded.files.get('state.safetensors');
+  if (!state) throw new TrainerError('ERR_CHECKPOINT', `${loaded.dir} has no state.safetensors`);
+  return { point: { dir: loaded.dir, state, meta: loaded.manifest.meta }, config };
+}
+
+function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {
+  return Object.fromEntries(Object.entries(input).filter(([k]) => keys.has(k)));
+}
+
+/** Builds the command of a resumed run. */
+export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
+  const runDir = cmd.runtime.resume!;
+  const { point, config } = loadResumePoint(runDir, cmd.explicit, log);
+  return { cmd: { ...cmd, config }, point };
+}

@@ -1,0 +1,50 @@
+/**
+ * Creating a folder the user named (`--run-dir`, `--dir`), with an error that names the flag and the real cause.
+ *
+ * Node's `mkdirSync(path, { recursive: true })` is not used for it: where mkdir(2) answers ENOENT although the parent
+ * exists (procfs, sysfs) it loops forever in Node 20, and on a read-only file system it reports ENOENT rather than
+ * EROFS. Here each missing component is created in turn, so every failure is one system call's own answer.
+ */
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { TrainerError } from '../contract/errors.js';
+
+/**
+ * Creates `path` and its missing parents (like `mkdir -p`) and checks that it is a writable folder.
+ * @param path - the folder, relative to the working directory or absolute
+ * @param flag - the flag that named it, for the message (e.g. `--run-dir`)
+ * @returns whether the folder was created (false: it existed)
+ * @throws TrainerError ERR_BAD_FLAG naming the flag, the path and the system's reason (EROFS, EACCES, ENOTDIR, …)
+ */
+export function makeDir(path: string, flag: string): boolean {
+  const abs = resolve(path);
+  const missing: string[] = [];
+  for (let p = abs; !existsSync(p); p = dirname(p)) {
+    missing.unshift(p);
+    if (dirname(p) === p) break;
+  }
+  const fail = (what: string, err: unknown): never => {
+    const e = err as NodeJS.ErrnoException;
+    throw new TrainerError('ERR_BAD_FLAG', `${flag} ${path}: ${what} (${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '').split(',')[0]}); choose another folder with ${flag}`);
+  };
+  for (const dir of missing) {
+    try {
+      mkdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') fail(`cannot create ${dir}`, err);
+    }
+  }
+  let isDir = false;
+  try {
+    isDir = statSync(abs).isDirectory();
+  } catch (err) {
+    fail('cannot read it', err);
+  }
+  if (!isDir) throw new TrainerError('ERR_BAD_FLAG', `${flag} ${path}: not a folder (a file of that name exists); choose another folder with ${flag}`);
+  try {
+    accessSync(abs, constants.W_OK);
+  } catch (err) {
+    fail('not writable', err);
+  }
+  return missing.length > 0;
+}

@@ -1,0 +1,76 @@
+/**
+ * The contract every all-reduce implementation (ring, star baseline) fulfils, so the trainer and the benchmarks
+ * can swap them.
+ */
+import type { WireDtype } from '../../contract/protocol/index.js';
+
+/** Identifies one all-reduce call; every rank must use the same tag for the same call. */
+export interface AllReduceTag {
+  /** Training step, integer ≥ 0. */
+  readonly step: number;
+  /** Gradient bucket id within the step, integer ≥ 0. */
+  readonly bucket: number;
+}
+
+/** Per-call options of {@link AllReducer.allReduce}; all optional. */
+export interface AllReduceCallOptions {
+  /** Divide the sum by the world size (gradient averaging, as DDP). Default `false`: plain sum. */
+  readonly average?: boolean;
+  /** Deadline of this call in milliseconds (> 0); default: the reducer's `timeoutMs`. */
+  readonly timeoutMs?: number;
+}
+
+/** Current ring membership, as sent by the coordinator in `welcome`. */
+export interface Membership {
+  /** Data-plane address of every member, indexed by rank (e.g. `tcp://127.0.0.1:40123`). */
+  readonly peers: readonly string[];
+  /** This process's rank, 0 … peers.length − 1. */
+  readonly rank: number;
+  /** Ring epoch (integer ≥ 0); must increase on every reconfiguration. */
+  readonly generation: number;
+}
+
+/** Counters of an all-reducer, for metrics (all monotonic). */
+export interface AllReduceStats {
+  /** Completed all-reduce calls. */
+  readonly callsTotal: number;
+  /** Payload bytes sent on the data plane. */
+  readonly sentBytesTotal: number;
+  /** Payload bytes received on the data plane. */
+  readonly receivedBytesTotal: number;
+  /** Messages dropped because they belonged to an older generation. */
+  readonly staleMessagesTotal: number;
+  /** Messages rejected as malformed, wrong version or unexpected. */
+  readonly rejectedMessagesTotal: number;
+}
+
+/**
+ * A collective that sums (or averages) a float32 buffer across all ranks; every rank ends with the same bytes.
+ *
+ * Calls are served one at a time in call order; every rank must issue the same calls in the same order.
+ */
+export interface AllReducer {
+  /** Number of ranks in the current membership. */
+  readonly worldSize: number;
+  /** This process's rank. */
+  readonly rank: number;
+  /** Wire dtype used for payloads. */
+  readonly dtype: WireDtype;
+  /** Opens sockets. Idempotent. */
+  start(): Promise<unknown>;
+  /**
+   * Reduces `buffer` in place across all ranks.
+   *
+   * @param buffer - `[n] float32`, the same n on every rank; overwritten with the reduced values
+   * @returns the same `buffer`
+   * @throws TrainerError `ERR_TIMEOUT` past the deadline, `ERR_WORKER_LOST` after {@link abort},
+   *   `ERR_PROTOCOL` on a length mismatch between ranks
+   */
+  allReduce(buffer: Float32Array, tag: AllReduceTag, options?: AllReduceCallOptions): Promise<Float32Array>;
+  /** Cancels the call in flight and the queued ones (they reject with `ERR_WORKER_LOST`). */
+  abort(reason?: string): void;
+  /** Counters since start. */
+  stats(): AllReduceStats;
+  /** Closes sockets; idempotent; pending calls reject. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,37 @@
+/**
+ * This project's WebGPU training kernels, installed over tfjs-backend-webgpu's where they are faster. Each one is
+ * checked against tfjs `cpu` in test/unit/training/compute/webgpu/webgpu-kernels.test.ts.
+ */
+import { getKernel, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
+import { ADAMW_KERNEL, adamwWebgpu } from './adamw-kernel.js';
+import { conv2DBackpropFilterWebgpu } from './conv-filter-grad.js';
+import { BN_INFER_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL } from '../kernels/batch-norm.js';
+import { batchNormInferWebgpu, batchNormRunningUpdateWebgpu, batchNormTrainGradWebgpu, batchNormTrainWebgpu } from './batch-norm.js';
+
+/** Marks the kernel functions installed here, so a second call leaves them alone. */
+const OURS = new WeakSet<KernelFunc>();
+
+/**
+ * Installs the WebGPU training kernels (after `@tensorflow/tfjs-backend-webgpu` has registered its own). Idempotent.
+ * Each replaced tfjs kernel stays the fallback for the cases the new one does not cover.
+ */
+export function registerWebgpuTrainingKernels(): void {
+  if (getKernel(ADAMW_KERNEL, 'webgpu') === undefined) registerKernel({ kernelName: ADAMW_KERNEL, backendName: 'webgpu', kernelFunc: adamwWebgpu });
+  for (const [kernelName, kernelFunc] of [[BN_TRAIN_KERNEL, batchNormTrainWebgpu], [BN_TRAIN_GRAD_KERNEL, batchNormTrainGradWebgpu],
+    [BN_RUNNING_UPDATE_KERNEL, batchNormRunningUpdateWebgpu], [BN_INFER_KERNEL, batchNormInferWebgpu]] as const) {
+    if (getKernel(kernelName, 'webgpu') === undefined) registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
+  }
+  const existing = getKernel('Conv2DBackpropFilter', 'webgpu');
+  if (existing === undefined || OURS.has(existing.kernelFunc)) return;
+  const ours = conv2DBackpropFilterWebgpu(existing.kernelFunc);
+  OURS.add(ours);
+  unregisterKernel('Conv2DBackpropFilter', 'webgpu');
+  registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'webgpu', kernelFunc: ours });
+}
+
+/** True when this project's WebGPU kernels are the registered ones. */
+export function webgpuTrainingKernelsRegistered(): boolean {
+  const k = getKernel('Conv2DBackpropFilter', 'webgpu');
+  return k !== undefined && OURS.has(k.kernelFunc) && [ADAMW_KERNEL, BN_TRAIN_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_INFER_KERNEL]
+    .every((name) => getKernel(name, 'webgpu') !== undefined);
+}

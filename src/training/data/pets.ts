@@ -1,0 +1,97 @@
+/**
+ * `untar_data(URLs.PETS)`: download the Oxford-IIIT Pet tarballs (mirror fallback, resume, optional checksum)
+ * into a cache folder, extract them with `tar`, and reuse the extracted copy later without network.
+ * Dataset: Parkhi et al., "Cats and Dogs", CVPR 2012 — https://www.robots.ox.ac.uk/~vgg/data/pets/
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import * as tar from 'tar';
+import { downloadFile, offlineMessage, offlineTried } from '../download.js';
+import { TrainerError, isTrainerError } from '../../contract/errors.js';
+
+/** Mirrors of the two Pets tarballs, tried in order. */
+export const PETS_URLS = Object.freeze({
+  images: Object.freeze([
+    'https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz',
+    'https://thor.robots.ox.ac.uk/~vgg/data/pets/images.tar.gz',
+  ]),
+  annotations: Object.freeze([
+    'https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz',
+    'https://thor.robots.ox.ac.uk/~vgg/data/pets/annotations.tar.gz',
+  ]),
+});
+
+/** Options of {@link fetchPets}. */
+export interface FetchPetsOptions {
+  /** Cache root; the dataset lands in `<cacheDir>/oxford-iiit-pet/{images,annotations}`. Default `.cache`. */
+  readonly cacheDir?: string;
+  /** Also fetch annotations (needed by `--split official`). Default false. */
+  readonly annotations?: boolean;
+  /** Mirrors of images.tar.gz (tests point these at a local server). */
+  readonly imagesUrls?: readonly string[];
+  /** Mirrors of annotations.tar.gz. */
+  readonly annotationsUrls?: readonly string[];
+  /** Expected SHA-256 of images.tar.gz / annotations.tar.gz, if known. */
+  readonly imagesSha256?: string;
+  readonly annotationsSha256?: string;
+  /** No progress output. */
+  readonly quiet?: boolean;
+  /** Download retries per mirror. */
+  readonly retries?: number;
+  /** First backoff in ms. */
+  readonly backoffMs?: number;
+}
+
+/** Defaults of {@link FetchPetsOptions}. */
+export const DEFAULT_FETCH_PETS = Object.freeze({ cacheDir: '.cache', annotations: false, quiet: false });
+
+/** Downloads (resumably) and extracts one tarball whose top folder is `folder`, unless the marker says it is done. */
+async function fetchPart(dir: string, folder: string, urls: readonly string[], sha256: string | undefined, o: FetchPetsOptions): Promise<void> {
+  const marker = join(dir, `.${folder}.done`);
+  if (existsSync(marker) && existsSync(join(dir, folder))) return;
+  const tarball = join(dir, 'downloads', `${folder}.tar.gz`);
+  try {
+    await downloadFile({ urls, dest: tarball, sha256, quiet: o.quiet, retries: o.retries, backoffMs: o.backoffMs });
+  } catch (err) {
+    if (isTrainerError(err, 'ERR_OFFLINE')) {
+      throw new TrainerError('ERR_OFFLINE', offlineMessage(`the Oxford-IIIT Pet ${folder} are not in ${dir} and cannot be downloaded: the network looks offline`,
+        'to train offline, pass --data <dir> with a folder of images (or one holding images/), e.g. --data ../shared/datasets/oxford-iiit-pet-sample',
+        offlineTried(err.message)), { cause: err });
+    }
+    throw err;
+  }
+  const tmp = join(dir, `.extract-${folder}-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  try {
+    await tar.x({ file: tarball, cwd: tmp, strict: true });
+  } catch (cause) {
+    await rm(tarball, { force: true });
+    throw new TrainerError('ERR_DOWNLOAD', `${tarball} is not a valid tar.gz (deleted; run again to re-download): ${(cause as Error).message}`, { cause });
+  }
+  if (!existsSync(join(tmp, folder))) {
+    throw new TrainerError('ERR_DATA', `${tarball} should hold a top folder ${folder}/, found none`);
+  }
+  await rm(join(dir, folder), { recursive: true, force: true });
+  await rename(join(tmp, folder), join(dir, folder));
+  await rm(tmp, { recursive: true, force: true });
+  await rm(tarball, { force: true });
+  await writeFile(marker, new Date().toISOString());
+}
+
+/**
+ * Makes the Pets dataset available locally and returns its folder (holding `images/`, and `annotations/` when
+ * asked). A completed earlier fetch is reused without network.
+ *
+ * @throws TrainerError ERR_OFFLINE (message tells the user to pass --data <dir>), ERR_DOWNLOAD, ERR_CHECKSUM, ERR_DATA.
+ */
+export async function fetchPets(options: FetchPetsOptions = {}): Promise<string> {
+  const dir = resolve(options.cacheDir ?? DEFAULT_FETCH_PETS.cacheDir, 'oxford-iiit-pet');
+  await mkdir(dir, { recursive: true });
+  await fetchPart(dir, 'images', options.imagesUrls ?? PETS_URLS.images, options.imagesSha256, options);
+  if (options.annotations ?? DEFAULT_FETCH_PETS.annotations) {
+    await fetchPart(dir, 'annotations', options.annotationsUrls ?? PETS_URLS.annotations, options.annotationsSha256, options);
+  }
+  return dir;
+}

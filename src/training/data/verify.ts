@@ -1,0 +1,79 @@
+/**
+ * The verify pass: decode every candidate once before training, skip the bad ones (each reported once with its
+ * reason), and cache the verdicts in a JSON file keyed by path + size + mtime so later runs skip the work.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from '../../contract/atomic-write.js';
+import { dirname } from 'node:path';
+import { type SkipLog, type SkipReason } from './decode.js';
+import type { ImagePool } from './pool.js';
+
+/** One cached verdict. */
+interface Verdict {
+  readonly ok: boolean;
+  readonly reason?: SkipReason;
+}
+
+/** What {@link verifyItems} found. */
+export interface VerifyResult {
+  /** `[paths]` uint8: 1 = decodes fine, 0 = skipped. */
+  readonly ok: Uint8Array;
+  /** Verdicts served from the cache file. */
+  readonly cached: number;
+  /** Files actually decoded this time. */
+  readonly decoded: number;
+}
+
+/** Cache key: path, size in bytes and mtime in ms (any change re-verifies the file). */
+export function verifyKey(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${path}|${st.size}|${Math.trunc(st.mtimeMs)}`;
+  } catch {
+    return `${path}|missing`;
+  }
+}
+
+function readCache(file: string | undefined): Record<string, Verdict> {
+  if (!file || !existsSync(file)) return {};
+  try {
+    const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; entries?: Record<string, Verdict> };
+    return parsed.version === 1 && parsed.entries ? parsed.entries : {};
+  } catch {
+    return {}; // a corrupt cache is only a cache: verify again
+  }
+}
+
+/**
+ * Decodes every path once through `pool` (or takes the cached verdict), reporting failures to `skipLog`.
+ *
+ * @param paths - image candidates.
+ * @param cacheFile - JSON cache path (written crash-safely by `writeFileAtomic`; ERR_DATA when it cannot be); omitted → no cache.
+ */
+export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string): Promise<VerifyResult> {
+  const cache = readCache(cacheFile);
+  const next: Record<string, Verdict> = {};
+  const ok = new Uint8Array(paths.length);
+  let cached = 0;
+  let decoded = 0;
+  await Promise.all(paths.map(async (path, i) => {
+    const key = verifyKey(path);
+    let verdict = cache[key];
+    if (verdict) {
+      cached++;
+    } else {
+      decoded++;
+      const r = await pool.run({ kind: 'verify', path });
+      verdict = r.ok ? { ok: true } : { ok: false, reason: r.reason };
+    }
+    next[key] = verdict;
+    ok[i] = verdict.ok ? 1 : 0;
+    if (!verdict.ok) skipLog.report(path, verdict.reason ?? 'unreadable');
+  }));
+  if (cacheFile && decoded > 0) {
+    await mkdir(dirname(cacheFile), { recursive: true });
+    await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: 1, entries: { ...cache, ...next } })), 'ERR_DATA');
+  }
+  return { ok, cached, decoded };
+}

@@ -1,0 +1,471 @@
+/**
+ * One model replica (ResNet body + fastai head + AdamW) behind a plain-array API, used identically by the
+ * single-process {@link Learner} (`fit.ts`) and by every distributed worker:
+ *
+ * ```ts
+ * const r = await Replica.create({ arch: 'resnet34', numClasses: 37, seed: 42, pretrained: path, frozen: true });
+ * for (const mb of microBatches) await r.accumulate(mb.x, mb.y, mb.valid, dropoutSeed); // forward + backward, BN stats
+ * const g = await r.takeGradients();        // mean over the micro-batches; all-reduce it across workers here
+ * r.applyGradients(g, stepHyper(stage, k)); // AdamW with the step's per-group lrs and momentum
+ * ```
+ *
+ * Gradients live in one flat float32 array in {@link Replica.gradientLayout} order (the trainable parameters in
+ * the model's parameter order: body then head), identical on every replica with the same frozen flag.
+ *
+ * Device residency (WebGPU, and any backend): the gradient sum over micro-batches stays a backend tensor; it is
+ * read to the CPU once per step ({@link Replica.takeGradients}, an asynchronous read) and the all-reduced result
+ * is uploaded once ({@link Replica.applyGradients}) and split on the device. Every read is asynchronous
+ * (`await data()`): tfjs-backend-webgpu cannot read synchronously under Node (`dataSync` needs OffscreenCanvas).
+ *
+ * BatchNorm and micro-batches: as PyTorch, each training-mode forward updates the running statistics at once
+ * (momentum 0.1). A micro-batch larger than `maxMicroBatch` is split into balanced chunks whose gradients are
+ * weighted by their share of the valid items, so the summed gradient is the gradient of the mean loss over the
+ * whole micro-batch EXCEPT that each chunk's BatchNorm layers normalise with that chunk's own batch statistics and
+ * update the running statistics once per chunk (as DDP does per worker, and as gradient accumulation does).
+ * Padded items (`valid[i] = 0`) are excluded from the loss, the gradient and the counts, but they do take part in
+ * the BatchNorm batch statistics of their chunk.
+ */
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs-core';
+import { TrainerError } from '../../contract/errors.js';
+import { mulberry32, type Rng } from '../../contract/plan/rng.js';
+import type { BnUpdates } from '../model/resnet.js';
+import { createResNet, type ResNetArch, type ResNetConfig } from '../model/resnet.js';
+import { resolveResNetConfig } from '../../contract/resnet-spec.js';
+import { loadTorchWeightsFile } from '../model/torch-weights.js';
+import type { AdamWState } from './adamw.js';
+import type { HeadOptions } from './head.js';
+import { cnnLearner, type CnnLearner } from './cnn-learner.js';
+import { perItemCrossEntropy } from './loss.js';
+import type { StepHyper } from '../../contract/plan/schedule.js';
+import { defaultMaxMicroBatch, splitChunks } from './micro-batch.js';
+
+/** Options of {@link Replica.create}. */
+export interface ReplicaOptions {
+  /** `resnet18|resnet34|resnet50` or a config such as `{ block: 'basic', layers: [1, 1, 1, 1] }`. */
+  readonly arch: ResNetArch | ResNetConfig;
+  /** Classes of the head, integer ≥ 1 (37 for Pets). */
+  readonly numClasses: number;
+  /** Seed of the random initialisation (body when not pretrained, and head); same seed → same weights. */
+  readonly seed: number;
+  /** Safetensors file of torchvision weights for the body (`fc.*` ignored), or null for a random body. */
+  readonly pretrained: string | null;
+  /** Start frozen (fastai freezes a pretrained learner right after creation). */
+  readonly frozen: boolean;
+  /** Largest chunk of images per forward/backward, integer ≥ 2; default {@link defaultMaxMicroBatch}. */
+  readonly maxMicroBatch?: number;
+  /** Head width and dropout (fastai: hidden 512, ps [0.25, 0.5]); the head's init seed is `seed`. */
+  readonly head?: Omit<HeadOptions, 'seed'>;
+}
+
+/** One named float32 tensor of {@link ReplicaState}, row-major in the model's (tfjs) layout. */
+export interface NamedArray {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** Everything needed to continue training bit-identically: weights, BN statistics, optimizer state, frozen flag. */
+export interface ReplicaState {
+  readonly version: 1;
+  readonly frozen: boolean;
+  /** Parameters and BatchNorm running statistics of body and head, sorted by name. */
+  readonly tensors: readonly NamedArray[];
+  /** AdamW moments and step counts (see `adamw.ts`). */
+  readonly optimizer: AdamWState;
+  /** Training-mode BN updates applied so far (torch `num_batches_tracked`): body and head. */
+  readonly bnSteps: { readonly body: number; readonly head: number };
+}
+
+/** Sums of one micro-batch or evaluation over its valid items. */
+export interface BatchSums {
+  /** Sum of the per-item cross-entropies, nats (mean = lossSum / count). */
+  readonly lossSum: number;
+  /** Valid items whose argmax is the label. */
+  readonly correct: number;
+  /** Valid items. */
+  readonly count: number;
+}
+
+/** {@link BatchSums} plus the predicted probabilities. */
+export interface EvalResult extends BatchSums {
+  /** Softmax probabilities `[n × numClasses]` float32, row-major, for every item (padded ones included). */
+  readonly probs: Float32Array;
+}
+
+/** A model replica with its optimizer and gradient accumulator. Create with {@link Replica.create}. */
+export class Replica {
+  private layout: { name: string; size: number }[] = [];
+  private total = 0;
+  /** `[total] float32` backend tensor: the sum of the accumulated micro-batch gradients, or null when none. */
+  private sum: tf.Tensor1D | null = null;
+  private accumulated = 0;
+  private disposed = false;
+
+  private constructor(private readonly model: CnnLearner, readonly numClasses: number,
+    private readonly maxMicroBatchOption: number | null) {
+    this.resetLayout();
+  }
+
+  /**
+   * Largest chunk of images per forward pass for `size`-pixel images: the `maxMicroBatch` option, else
+   * {@link defaultMaxMicroBatch} for this arch, size and the active backend.
+   */
+  maxMicroBatch(size: number): number {
+    return this.maxMicroBatchOption ?? defaultMaxMicroBatch(this.model.body.layout.config, size, tf.getBackend());
+  }
+
+  /**
+   * Builds the body (torchvision init with `seed`, then the pretrained weights if any) and the fastai head.
+   *
+   * @throws TrainerError ERR_BAD_CONFIG for a bad arch, numClasses, seed or maxMicroBatch; ERR_WEIGHTS when the
+   *   pretrained file is unreadable or does not fit `arch`
+   */
+  static async create(options: ReplicaOptions): Promise<Replica> {
+    const config = resolveResNetConfig(options.arch);
+    const max = options.maxMicroBatch ?? null;
+    if (max !== null && (!Number.isInteger(max) || max < 2)) {
+      throw new TrainerError('ERR_BAD_CONFIG', `maxMicroBatch must be an integer ≥ 2, got ${max}`);
+    }
+    const body = createResNet(config, { numClasses: null, seed: options.seed });
+    try {
+      if (options.pretrained !== null) await loadTorchWeightsFile(body, options.pretrained, { fc: 'ignore' });
+    } catch (err) {
+      body.dispose();
+      throw err;
+    }
+    const model = cnnLearner(body, options.numClasses, { frozen: options.frozen, head: { ...options.head, seed: options.seed } });
+    return new Replica(model, options.numClasses, max);
+  }
+
+  /** True while only the head and the BatchNorm parameters train (fastai `freeze()`). */
+  get frozen(): boolean {
+    return this.model.frozen;
+  }
+
+  /** The underlying model (body, head, optimizer), for inspection and tests. */
+  get learner(): CnnLearner {
+    return this.model;
+  }
+
+  /**
+   * fastai `freeze()` / `unfreeze()`: changes the trainable set, resets the optimizer state (fastai rebuilds the
+   * optimizer) and discards any accumulated gradient (the layout changes).
+   */
+  setFrozen(frozen: boolean): void {
+    this.checkAlive();
+    if (frozen) this.model.freeze();
+    else this.model.unfreeze();
+    this.resetLayout();
+  }
+
+  private resetLayout(): void {
+    const trainable = this.model.optimizer.trainable;
+    this.layout = [...this.model.params].filter(([n]) => trainable.has(n)).map(([name, v]) => ({ name, size: v.size }));
+    this.total = this.layout.reduce((a, l) => a + l.size, 0);
+    this.sum?.dispose();
+    this.sum = null;
+    this.accumulated = 0;
+  }
+
+  /** The trainable parameters in flat-gradient order, with their element counts. */
+  gradientLayout(): readonly { name: string; size: number }[] {
+    return this.layout;
+  }
+
+  /** Number of float32 values of a flat gradient. */
+  get gradientSize(): number {
+    return this.total;
+  }
+
+  /**
+   * Forward + backward of one micro-batch in training mode; adds its gradient (of the mean cross-entropy over
+   * the valid items) to the accumulator and applies the BatchNorm running-statistic updates.
+   *
+   * @param x - `[n, size, size, 3] float32, NHWC`, ImageNet-normalised, flattened
+   * @param y - `[n] int32` labels in [0, numClasses)
+   * @param valid - `[n] uint8`, 0 = padding (excluded), or null when all items are real
+   * @param dropoutSeed - seed of this micro-batch's dropout masks (derive it from run seed, step, rank, accum)
+   * @returns sums over the valid items (read asynchronously: the gradients stay on the backend); a micro-batch
+   *   without valid items adds nothing and is not counted
+   * @throws TrainerError ERR_DATA on inconsistent lengths, labels outside [0, numClasses) or fewer than 2 items;
+   *   ERR_INTERNAL after dispose
+   */
+  async accumulate(x: Float32Array, y: Int32Array, valid: Uint8Array | null, dropoutSeed: number): Promise<BatchSums> {
+    this.checkAlive();
+    const n = this.checkBatch(x, y, valid);
+    if (n < 2) throw new TrainerError('ERR_DATA', `a training micro-batch needs at least 2 items (BatchNorm), got ${n}`);
+    const count = valid === null ? n : valid.reduce((a, v) => a + (v ? 1 : 0), 0);
+    if (count === 0) return { lossSum: 0, correct: 0, count: 0 };
+    const rng = mulberry32(dropoutSeed);
+    // The chunks' sums are read together at the end, so the device never waits for the CPU between chunks.
+    const sums: tf.Tensor1D[] = [];
+    let values: Float32Array;
+    try {
+      for (const [start, end] of splitChunks(n, this.maxMicroBatch(this.side(x, n)))) {
+        sums.push(this.chunkBackward(x, y, valid, start, end, count, rng));
+      }
+      const all = tf.stack(sums);
+      try {
+        values = await all.data() as Float32Array;
+      } finally {
+        all.dispose();
+      }
+    } finally {
+      tf.dispose(sums);
+    }
+    let lossSum = 0;
+    let correct = 0;
+    for (let i = 0; i < sums.length; i++) {
+      lossSum += values[2 * i]!;
+      correct += Math.round(values[2 * i + 1]!);
+    }
+    this.accumulated += 1;
+    return { lossSum, correct, count };
+  }
+
+  private checkBatch(x: Float32Array, y: Int32Array, valid: Uint8Array | null): number {
+    const n = y.length;
+    if (n === 0 || x.length % n !== 0 || !Number.isInteger(Math.sqrt(x.length / n / 3))) {
+      throw new TrainerError('ERR_DATA', `x must hold [${n}, size, size, 3] float32 values for ${n} labels, got ${x.length} values`);
+    }
+    if (valid !== null && valid.length !== n) {
+      throw new TrainerError('ERR_DATA', `valid must have one entry per item (${n}), got ${valid.length}`);
+    }
+    // Checked here, on the CPU array, so the loss never has to read the labels back from the backend.
+    const bad = y.find((v) => !(v >= 0 && v < this.numClasses));
+    if (bad !== undefined) throw new TrainerError('ERR_DATA', `labels must be in [0, ${this.numClasses}), got ${bad}`);
+    return n;
+  }
+
+  private side(x: Float32Array, n: number): number {
+    return Math.sqrt(x.length / n / 3);
+  }
+
+  private inputs(x: Float32Array, y: Int32Array, start: number, end: number): { xs: tf.Tensor4D; ys: tf.Tensor1D } {
+    const side = this.side(x, y.length);
+    const per = side * side * 3;
+    return {
+      xs: tf.tensor4d(x.subarray(start * per, end * per), [end - start, side, side, 3]),
+      ys: tf.tensor1d(y.subarray(start, end), 'int32'),
+    };
+  }
+
+  private weights(valid: Uint8Array | null, start: number, end: number, scale: number): Float32Array {
+    return Float32Array.from({ length: end - start }, (_, i) => (valid === null || valid[start + i] ? scale : 0));
+  }
+
+  /** Forward + backward of items [start, end); returns `[2] float32` (loss sum, correct count), not yet read. */
+  private chunkBackward(x: Float32Array, y: Int32Array, valid: Uint8Array | null, start: number, end: number,
+    count: number, rng: Rng): tf.Tensor1D {
+    const { xs, ys } = this.inputs(x, y, start, end);
+    const mask = tf.tensor1d(this.weights(valid, start, end, 1));
+    const bnUpdates: BnUpdates = new Map();
+    const vars = this.layout.map((l) => this.model.params.get(l.name)!);
+    let kept: tf.Tensor[] = [];
+    try {
+      const { value, grads } = tf.variableGrads(() => {
+        const logits = this.model.forward(xs, true, { rng, bnUpdates });
+        const per = perItemCrossEntropy(logits, ys, { labelsChecked: true });
+        kept = [tf.keep(tf.mul(per, mask)), tf.keep(tf.mul(tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32'), mask))];
+        return tf.div(tf.sum(kept[0]!), count) as tf.Scalar;
+      }, vars);
+      value.dispose();
+      this.addGradients(vars, grads);
+      this.model.head.applyBnUpdates(bnUpdates);
+      this.model.body.applyBnUpdates(bnUpdates);
+      return tf.tidy(() => tf.stack([tf.sum(kept[0]!), tf.sum(kept[1]!)]) as tf.Tensor1D);
+    } finally {
+      tf.dispose([xs, ys, mask, ...kept, ...bnUpdates.values()]);
+    }
+  }
+
+  /** Adds one chunk's gradients to the device-resident flat sum (one concat and one add; nothing is read). */
+  private addGradients(vars: tf.Variable[], grads: tf.NamedTensorMap): void {
+    try {
+      const next = tf.tidy(() => {
+        // A parameter the loss does not reach (e.g. frozen paths) has no gradient: zeros keep the layout.
+        const flat = tf.concat(vars.map((v, i) => {
+          const g = grads[v.name];
+          return g === undefined ? tf.zeros([this.layout[i]!.size]) : tf.reshape(g, [-1]);
+        }), 0) as tf.Tensor1D;
+        return this.sum === null ? flat : tf.add(this.sum, flat) as tf.Tensor1D;
+      });
+      this.sum?.dispose();
+      this.sum = next;
+    } finally {
+      tf.dispose(Object.values(grads));
+    }
+  }
+
+  /**
+   * The mean gradient over the micro-batches accumulated since the last take (sum / number of micro-batches,
+   * each micro-batch's gradient being the mean over its valid items), then resets the accumulator. All zeros when
+   * nothing was accumulated.
+   *
+   * @returns a new `[gradientSize]` float32 array in {@link gradientLayout} order (one asynchronous read)
+   */
+  async takeGradients(): Promise<Float32Array> {
+    this.checkAlive();
+    const sum = this.sum;
+    const k = this.accumulated;
+    this.sum = null;
+    this.accumulated = 0;
+    if (sum === null) return new Float32Array(this.total);
+    let out: Float32Array;
+    try {
+      out = (await sum.data() as Float32Array).slice(); // a fast copy (Float32Array.from iterates)
+    } finally {
+      sum.dispose();
+    }
+    // Divided here in float32 (each quotient correctly rounded), identically on every backend.
+    if (k > 1) for (let i = 0; i < out.length; i++) out[i]! /= k;
+    return out;
+  }
+
+  /** Micro-batches accumulated since the last {@link takeGradients}. */
+  get pendingMicroBatches(): number {
+    return this.accumulated;
+  }
+
+  /**
+   * One AdamW step (fastai true_wd, see `adamw.ts`) with per-group learning rates and beta1 = `hyper.momentum`.
+   *
+   * @param flat - `[gradientSize]` float32 in {@link gradientLayout} order (e.g. all-reduced {@link takeGradients})
+   * @param hyper - one lr per layer group (3) and the momentum for this step
+   * @throws TrainerError ERR_INTERNAL on a wrong length, wrong number of lrs or a momentum outside [0, 1)
+   */
+  applyGradients(flat: Float32Array, hyper: StepHyper): void {
+    this.checkAlive();
+    if (flat.length !== this.total) {
+      throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${flat.length}`);
+    }
+    const grads = new Map<string, tf.Tensor>();
+    const toDevice = tf.getBackend() === 'webgpu';
+    // On a GPU: one upload of the whole flat gradient, split on the device (no per-tensor transfers). On backends
+    // that compute in host memory (wasm, cpu, tfjs-node) a tensor per parameter is one copy, and the fastest.
+    const whole = toDevice ? tf.tensor1d(flat, 'float32') : null;
+    try {
+      if (whole !== null) {
+        const parts = tf.split(whole, this.layout.map((l) => l.size));
+        this.layout.forEach(({ name }, i) => {
+          grads.set(name, tf.reshape(parts[i]!, this.model.params.get(name)!.shape));
+          parts[i]!.dispose();
+        });
+      } else {
+        let offset = 0;
+        for (const { name, size } of this.layout) {
+          grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
+          offset += size;
+        }
+      }
+      this.model.optimizer.step(grads, hyper);
+    } finally {
+      tf.dispose([...(whole === null ? [] : [whole]), ...grads.values()]);
+    }
+  }
+
+  /**
+   * Eval-mode forward (running BN statistics, no dropout), in chunks of at most `maxMicroBatch` images.
+   *
+   * @param x - `[n, size, size, 3] float32, NHWC`, flattened
+   * @param y - `[n] int32` labels
+   * @param valid - `[n] uint8`, 0 = padding (excluded from the sums), or null
+   * @throws TrainerError ERR_DATA on inconsistent lengths or labels out of range
+   */
+  async evaluate(x: Float32Array, y: Int32Array, valid: Uint8Array | null): Promise<EvalResult> {
+    this.checkAlive();
+    const n = this.checkBatch(x, y, valid);
+    const probs = new Float32Array(n * this.numClasses);
+    let lossSum = 0;
+    let correct = 0;
+    for (const [start, end] of splitChunks(n, this.maxMicroBatch(this.side(x, n)))) {
+      const { xs, ys } = this.inputs(x, y, start, end);
+      const mask = tf.tensor1d(this.weights(valid, start, end, 1));
+      const [p, l, c] = tf.tidy(() => {
+        const logits = this.model.forward(xs, false);
+        const hits = tf.cast(tf.equal(tf.argMax(logits, 1), ys), 'float32');
+        return [tf.softmax(logits), tf.sum(tf.mul(perItemCrossEntropy(logits, ys, { labelsChecked: true }), mask)), tf.sum(tf.mul(hits, mask))];
+      });
+      try {
+        const [pv, lv, cv] = await Promise.all([p.data(), l.data(), c.data()]);
+        probs.set(pv as Float32Array, start * this.numClasses);
+        lossSum += lv[0]!;
+        correct += Math.round(cv[0]!);
+      } finally {
+        tf.dispose([xs, ys, mask, p, l, c]);
+      }
+    }
+    const count = valid === null ? n : valid.reduce((a, v) => a + (v ? 1 : 0), 0);
+    return { lossSum, correct, count, probs };
+  }
+
+  /** Parameters and BN buffers of body and head by name (no copies). */
+  private namedVariables(): [string, tf.Variable][] {
+    const { body, head } = this.model;
+    return [...body.params, ...body.buffers, ...head.params, ...head.buffers].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Copies weights, BN statistics, optimizer state and the frozen flag out (exact float32 copies). */
+  async exportState(): Promise<ReplicaState> {
+    this.checkAlive();
+    const tensors: NamedArray[] = [];
+    for (const [name, v] of this.namedVariables()) {
+      tensors.push({ name, shape: [...v.shape], data: Float32Array.from(await v.data() as Float32Array) });
+    }
+    const optimizer = await this.model.optimizer.exportState();
+    return { version: 1, frozen: this.frozen, tensors, optimizer,
+      bnSteps: { body: this.model.body.numBatchesTracked, head: this.model.head.numBatchesTracked } };
+  }
+
+  /**
+   * Restores a state from {@link exportState} (of a replica of the same arch and classes); discards any
+   * accumulated gradient.
+   *
+   * @throws TrainerError ERR_CHECKPOINT on a wrong version, a missing/unknown tensor or a size mismatch (checked
+   *   before anything changes), or an optimizer state that does not fit
+   */
+  importState(state: ReplicaState): void {
+    this.checkAlive();
+    if (state.version !== 1) throw new TrainerError('ERR_CHECKPOINT', `replica state version must be 1, got ${String(state.version)}`);
+    const vars = new Map(this.namedVariables());
+    const byName = new Map(state.tensors.map((t) => [t.name, t]));
+    for (const [name, v] of vars) {
+      const t = byName.get(name);
+      if (t === undefined) throw new TrainerError('ERR_CHECKPOINT', `replica state lacks ${name}`);
+      if (t.data.length !== v.size) throw new TrainerError('ERR_CHECKPOINT', `replica state ${name} has ${t.data.length} values, model has ${v.size}`);
+    }
+    const extra = state.tensors.find((t) => !vars.has(t.name));
+    if (extra) throw new TrainerError('ERR_CHECKPOINT', `replica state names ${extra.name}, which the model does not have`);
+    for (const [name, v] of vars) tf.tidy(() => v.assign(tf.tensor(byName.get(name)!.data, v.shape, 'float32')));
+    this.setFrozen(state.frozen);
+    this.model.optimizer.importState(state.optimizer);
+    this.model.body.numBatchesTracked = state.bnSteps.body;
+    this.model.head.numBatchesTracked = state.bnSteps.head;
+  }
+
+  /** SHA-256 (hex) over every parameter and BN buffer: name bytes then float32 bytes, in name order. */
+  async weightsChecksum(): Promise<string> {
+    this.checkAlive();
+    const h = createHash('sha256');
+    for (const [name, v] of this.namedVariables()) {
+      const data = await v.data() as Float32Array;
+      h.update(name);
+      h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    return h.digest('hex');
+  }
+
+  /** Frees the model and optimizer tensors. Idempotent. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.sum?.dispose();
+    this.sum = null;
+    this.model.dispose();
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new TrainerError('ERR_INTERNAL', 'Replica used after dispose()');
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * A replica's state (weights with BatchNorm statistics, AdamW moments and step counts, freeze flag) as one
+ * safetensors blob: the payload of `state`/`load-state` messages (a replacement worker receives it from a
+ * survivor), of checkpoints, and of saved models (`models/<name>.safetensors`, see `save.ts`).
+ *
+ * Tensors: `<param>` (weights and buffers, F32 in the model's tfjs layout), `opt.<param>.exp_avg` and
+ * `opt.<param>.exp_avg_sq` (Adam moments, same shape); header metadata: `frozen` ("true"/"false"),
+ * `optimizerSteps` (JSON param → Adam step count), `bnSteps` (JSON `{body, head}`).
+ */
+import { TrainerError } from '../../contract/errors.js';
+import type { AdamWParamState } from './adamw.js';
+import type { NamedArray, ReplicaState } from './replica.js';
+import { encodeSafetensors, parseSafetensors, type SafetensorsTensorInput } from '../model/safetensors.js';
+
+/** Encodes a replica state. @param extraMetadata - more header entries (e.g. a model name) */
+export function encodeReplicaState(state: ReplicaState, extraMetadata: Readonly<Record<string, string>> = {}): Uint8Array {
+  const tensors = new Map<string, SafetensorsTensorInput>();
+  const shapes = new Map<string, readonly number[]>();
+  for (const t of state.tensors) {
+    tensors.set(t.name, { dtype: 'F32', shape: t.shape, data: t.data });
+    shapes.set(t.name, t.shape);
+  }
+  const steps: Record<string, number> = {};
+  for (const p of state.optimizer.params) {
+    const shape = shapes.get(p.name) ?? [p.expAvg.length];
+    tensors.set(`opt.${p.name}.exp_avg`, { dtype: 'F32', shape, data: p.expAvg });
+    tensors.set(`opt.${p.name}.exp_avg_sq`, { dtype: 'F32', shape, data: p.expAvgSq });
+    steps[p.name] = p.step;
+  }
+  return encodeSafetensors(tensors, {
+    ...extraMetadata, frozen: String(state.frozen), optimizerSteps: JSON.stringify(steps), bnSteps: JSON.stringify(state.bnSteps),
+  });
+}
+
+function metaJson<T>(metadata: Readonly<Record<string, string>>, key: string, source: string): T {
+  try {
+    return JSON.parse(metadata[key] ?? '') as T;
+  } catch (err) {
+    throw new TrainerError('ERR_WEIGHTS', `${source}: metadata ${key} must be JSON (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/**
+ * Decodes a replica state.
+ * @param source - named in error messages (file path or "state from rank 0")
+ * @throws TrainerError ERR_WEIGHTS on a malformed blob (bad safetensors, non-F32 tensors, missing moments, bad metadata)
+ */
+export function decodeReplicaState(bytes: Uint8Array, source = 'replica state'): ReplicaState {
+  const file = parseSafetensors(bytes, source);
+  const tensors: NamedArray[] = [];
+  for (const [key, t] of file.tensors) {
+    if (!(t.data instanceof Float32Array)) throw new TrainerError('ERR_WEIGHTS', `${source}: tensor ${key} must be F32, got ${t.dtype}`);
+    if (!key.startsWith('opt.')) tensors.push({ name: key, shape: t.shape, data: t.data });
+  }
+  const steps = metaJson<Record<string, number>>(file.metadata, 'optimizerSteps', source);
+  const bnSteps = metaJson<{ body: number; head: number }>(file.metadata, 'bnSteps', source);
+  if (!Number.isInteger(bnSteps.body) || !Number.isInteger(bnSteps.head)) throw new TrainerError('ERR_WEIGHTS', `${source}: metadata bnSteps must hold integer body and head counts`);
+  const params: AdamWParamState[] = Object.entries(steps).map(([name, step]) => {
+    const m = file.tensors.get(`opt.${name}.exp_avg`)?.data;
+    const v = file.tensors.get(`opt.${name}.exp_avg_sq`)?.data;
+    if (!(m instanceof Float32Array) || !(v instanceof Float32Array) || !Number.isInteger(step)) {
+      throw new TrainerError('ERR_WEIGHTS', `${source}: optimizer state of ${name} must have F32 exp_avg, exp_avg_sq and an integer step`);
+    }
+    return { name, step, expAvg: m, expAvgSq: v };
+  });
+  const frozen = file.metadata.frozen;
+  if (frozen !== 'true' && frozen !== 'false') throw new TrainerError('ERR_WEIGHTS', `${source}: metadata frozen must be "true" or "false", got ${JSON.stringify(frozen)}`);
+  tensors.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { version: 1, tensors, optimizer: { version: 1, params }, frozen: frozen === 'true', bnSteps };
+}

@@ -1,0 +1,172 @@
+/**
+ * Whole training-step timing (forward, backward and AdamW of the full, unfrozen model through {@link Replica}),
+ * for `npm run bench:compute`. The step is exactly the one the trainer runs: `accumulate` (chunked forward +
+ * backward + BN running stats, gradients copied into the flat array), `takeGradients`, `applyGradients`.
+ */
+import { performance } from 'node:perf_hooks';
+import * as tf from '@tensorflow/tfjs-core';
+import { TrainerError } from '../../contract/errors.js';
+import { mulberry32 } from '../../contract/plan/rng.js';
+import { registerTfjsGradients } from '../compute/kernels/gradients.js';
+import { profileKernels, profileKernelsCpu, type CpuKernelProfile, type KernelTotal } from '../compute/kernel-profile.js';
+import { countDispatches, type DispatchCounts } from '../compute/webgpu/dispatch-count.js';
+import type { ResNetArch, ResNetConfig } from '../../contract/resnet-spec.js';
+import { Replica } from './replica.js';
+
+/** Result of {@link measureWholeStep}; times are medians over the timed repetitions, ms. */
+export interface WholeStepResult {
+  /** One optimizer step on `batch` images: forward + backward + AdamW. */
+  readonly stepMs: number;
+  /** `batch / stepMs · 1000`. */
+  readonly imagesPerSecond: number;
+  /** Forward + backward part (`accumulate`). */
+  readonly forwardBackwardMs: number;
+  /** AdamW part (`takeGradients` + `applyGradients`). */
+  readonly optimizerMs: number;
+  /**
+   * Process CPU time (user + system) of one step, ms: on the single-threaded WASM backend this is the compute time
+   * itself, much less disturbed than wall time when other processes share the cores.
+   */
+  readonly stepCpuMs: number;
+  /** `batch / stepCpuMs · 1000`: throughput on an otherwise idle core. */
+  readonly imagesPerCpuSecond: number;
+  /** Images per forward chunk actually used (the replica's maxMicroBatch for this size, capped at batch). */
+  readonly chunk: number;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Checks the shared bench flags. @throws TrainerError ERR_BAD_FLAG */
+function checkBenchShape(size: number, batch: number): void {
+  if (!Number.isInteger(size) || size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${size}`);
+  if (!Number.isInteger(batch) || batch < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${batch}`);
+}
+
+/**
+ * The benchmark's replica (37 classes, random init, unfrozen) and fixed random inputs; `accumulate` and
+ * `optimize` are the two halves of one training step.
+ */
+async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch: number, maxMicroBatch?: number):
+Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: () => Promise<void> }> {
+  await registerTfjsGradients();
+  const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
+  const rng = mulberry32(1);
+  const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng() * 2 - 1);
+  const y = Int32Array.from({ length: batch }, (_, i) => i % 37);
+  const hyper = { lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 };
+  return {
+    replica,
+    accumulate: async (i) => { await replica.accumulate(x, y, null, i); },
+    // Ends with a one-value read so that asynchronous backends (WebGPU) have finished the update when it returns.
+    optimize: async () => {
+      replica.applyGradients(await replica.takeGradients(), hyper);
+      const probe = tf.tidy(() => tf.sum(replica.learner.params.values().next().value!));
+      await probe.data();
+      probe.dispose();
+    },
+  };
+}
+
+/**
+ * Times `reps` training steps after one warm-up on random inputs (37 classes, random init, unfrozen) on the
+ * active tfjs backend.
+ *
+ * @param size - image side, pixels (≥ 32); @param batch - images per step (≥ 2); @param reps - timed steps (≥ 1)
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps
+ */
+export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
+  maxMicroBatch?: number): Promise<WholeStepResult> {
+  checkBenchShape(size, batch);
+  if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    const fb: number[] = [];
+    const opt: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i <= reps; i++) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      await accumulate(i);
+      const t1 = performance.now();
+      await optimize();
+      const t2 = performance.now();
+      const c = process.cpuUsage(c0);
+      if (i > 0) {
+        fb.push(t1 - t0);
+        opt.push(t2 - t1);
+        cpu.push((c.user + c.system) / 1000);
+      }
+    }
+    const steps = fb.map((v, i) => v + opt[i]!);
+    const stepMs = median(steps);
+    const stepCpuMs = median(cpu);
+    return { stepMs, imagesPerSecond: (batch / stepMs) * 1000, forwardBackwardMs: median(fb), optimizerMs: median(opt),
+      stepCpuMs, imagesPerCpuSecond: (batch / stepCpuMs) * 1000, chunk: Math.min(batch, replica.maxMicroBatch(size)) };
+  } finally {
+    replica.dispose();
+  }
+}
+
+/**
+ * Runs one warm-up training step, then `observe` around a second one (same model and inputs as
+ * {@link measureWholeStep}).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+async function observeWholeStep<T>(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  observe: (work: () => Promise<void>) => Promise<T>, maxMicroBatch?: number): Promise<T> {
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
+    await step(0);
+    return await observe(() => step(1));
+  } finally {
+    replica.dispose();
+  }
+}
+
+/**
+ * Per-kernel times of one training step (after one warm-up step), same model and inputs as
+ * {@link measureWholeStep}, through `tf.profile` (see `compute/kernel-profile.ts`).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<KernelTotal[]> {
+  return observeWholeStep(arch, size, batch, profileKernels, maxMicroBatch);
+}
+
+/**
+ * GPU dispatches and uploads of one training step (after one warm-up step), total and per kernel, on the active
+ * `webgpu` backend (see `compute/webgpu/dispatch-count.ts`); same model and inputs as {@link measureWholeStep}.
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch; ERR_BACKEND when the active backend is not webgpu
+ */
+export async function countWholeStepDispatches(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<DispatchCounts> {
+  return observeWholeStep(arch, size, batch, countDispatches, maxMicroBatch);
+}
+
+/**
+ * Per-kernel process CPU time of one training step (after one warm-up step), same model and inputs as
+ * {@link measureWholeStep}, through {@link profileKernelsCpu}: which kernels the step spends its CPU in and how much
+ * runs outside kernels (JavaScript glue, garbage collection). Synchronous backends (cpu, native, wasm).
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
+ */
+export async function profileWholeStepCpu(arch: ResNetArch | ResNetConfig, size: number, batch: number,
+  maxMicroBatch?: number): Promise<CpuKernelProfile> {
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
+    await step(0);
+    return await profileKernelsCpu(() => step(1));
+  } finally {
+    replica.dispose();
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Checkpoint metadata and resume checks of the coordinator (`src/coordinator/checkpoint-store.ts`): what the manifest
+ * records (plan, per-group max lrs, sampler position), that it is a snapshot (later history changes do not leak in),
+ * that a resumed plan must match, and that flags given again must agree. Expected values are worked out by hand
+ * from the plan rules in `src/contract/plan/plan.ts` (stated per assertion).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { resolveRunConfig, type StageConfig } from '../../../src/contract/config.js';
+import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
+import { planStages } from '../../../src/contract/plan/plan.js';
+import { planScaleOut } from '../../../src/coordinator/scale-out.js';
+import { CheckpointStore, checkpointMeta, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
+import { newHistory } from '../../../src/coordinator/history.js';
+
+const STAGES: StageConfig[] = [
+  { kind: 'one_cycle', name: 'stage-1', epochs: 2, maxLr: 'slice(3e-3)', frozen: true },
+  { kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false },
+  { kind: 'one_cycle', name: 'stage-2', epochs: 1, maxLr: 'slice(1e-6,1e-4)', frozen: false },
+];
+
+function plan(trainCount: number, globalBs = 6) {
+  const scale = planScaleOut({ bs: 2, worldSize: 3, accum: 1, globalBs, lrScale: 'none', baseBs: 64 });
+  return { scale, stages: planStages({ stages: STAGES, trainCount, globalBs: scale.globalBs, lrFactor: scale.lrFactor }) };
+}
+
+test('dataEpochOf: fit epochs before the stage plus the epoch within it; lr_find has its own epochs', () => {
+  const { stages } = plan(13); // floor(13 / 6) = 2 steps per epoch
+  assert.deepEqual(dataEpochOf(stages, 0, 3), { dataEpoch: 1, stepInEpoch: 1 });
+  assert.deepEqual(dataEpochOf(stages, 2, 1), { dataEpoch: 2, stepInEpoch: 1 }, 'stage-1 had 2 epochs, lr_find none');
+  assert.deepEqual(dataEpochOf(stages, 1, 0), { dataEpoch: 1_000_000 + 1_000, stepInEpoch: 0 });
+  assert.deepEqual(dataEpochOf(stages, 3, 0), { dataEpoch: 3, stepInEpoch: 0 }, 'past the last stage: all fit epochs');
+});
+
+test('checkpointMeta records plan, max lrs per group, sampler and membership, as a snapshot', () => {
+  const { scale, stages } = plan(13);
+  const history = newHistory();
+  history.position = { stageIndex: 0, stepInStage: 3, globalStep: 3 };
+  const config = resolveRunConfig({ bs: 2, stages: STAGES, runDir: '/tmp/x' });
+  const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history, stages, scale, worldSize: 3, generation: 4 });
+  assert.equal(meta.plan!.globalBs, 6);
+  assert.deepEqual(meta.plan!.stages.map((s) => s.totalSteps), [4, 100, 2], '2 steps/epoch × 2 epochs, lr_find 100, × 1');
+  // slice(3e-3) = [3e-4, 3e-4, 3e-3] (fastai: lr/10 for the body groups, lr for the head).
+  assert.deepEqual(meta.plan!.stages[0]!.maxLrs, stages[0]!.maxLrs);
+  assert.equal(meta.plan!.stages[0]!.maxLrs.length, 3);
+  assert.deepEqual(meta.sampler, { dataEpoch: 1, stepInEpoch: 1, seed: config.seed });
+  assert.equal(meta.worldSize, 3);
+  assert.equal(meta.generation, 4);
+  history.position = { stageIndex: 0, stepInStage: 4, globalStep: 4 };
+  assert.equal(meta.history.position.globalStep, 3, 'later changes to the live history do not alter the written meta');
+});
+
+test('checkResumedPlan refuses another global batch or another stage plan, accepts the same one', () => {
+  const { scale, stages } = plan(13);
+  const config = resolveRunConfig({ bs: 2, stages: STAGES, runDir: '/tmp/x' });
+  const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1 });
+  const point: ResumePoint = { dir: 'd', state: new Uint8Array(0), meta };
+  checkResumedPlan(point, stages, scale);
+  const fewer = plan(7); // floor(7 / 6) = 1 step per epoch: the data changed
+  assert.throws(() => checkResumedPlan(point, fewer.stages, fewer.scale), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /stage 0 would be/.test(e.message));
+  const bigger = plan(13, 12);
+  assert.throws(() => checkResumedPlan(point, bigger.stages, bigger.scale), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /global batch would be 12, the run used 6/.test(e.message));
+});
+
+test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused naming it; workers may differ', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-resume-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, workers: 3, stages: STAGES, runDir: dir });
+    const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1 });
+    new CheckpointStore(dir, 2).write(meta, new Uint8Array([1, 2, 3]));
+    const ok = loadResumePoint(dir, { workers: 2, bs: 2 }, () => undefined);
+    assert.equal(ok.config.size, 32, 'size comes from the checkpoint');
+    assert.equal(ok.config.workers, 2, 'workers may differ');
+    // Found by adversarial testing: expect stayed 3 (the saved resolved value), so a resume with --workers 2
+    // spawned 2 workers and waited for a third forever.
+    assert.equal(ok.config.expect, 2, 'expect follows --workers when only --workers is given');
+    assert.equal(loadResumePoint(dir, { workers: 1, expect: 3 }, () => undefined).config.expect, 3, 'an explicit --expect wins');
+    assert.equal(loadResumePoint(dir, {}, () => undefined).config.expect, 3, 'no flags: the run\'s world size');
+    assert.deepEqual([...ok.point.state], [1, 2, 3]);
+    assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
+    // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
+    const missing = path.join(dir, 'no-such-run');
+    assert.throws(() => loadResumePoint(missing, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /no such run directory/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a checkpoint that cannot be written says what to do: disk space needed and free, and the intact checkpoint to resume from', () => {
+  const enospc = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write');
+  const e = checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003');
+  assert.equal(e.code, 'ERR_CHECKPOINT');
+  assert.equal(e.message, 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write (the disk is full: a checkpoint needs about 141 MB, 72.0 MB are free; free some space, or keep fewer checkpoints with --keep); the newest checkpoint, /r/checkpoints/step-000000003, is intact: resume from it with: npx coordinator --resume /r');
+  const eio = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 3 in /r/checkpoints failed: EIO: i/o error, write');
+  assert.match(checkpointWriteFailure(eio, '/r', 5, null, null).message, /EIO: i\/o error, write; no earlier checkpoint of this run is on disk$/);
+});

@@ -1,0 +1,39 @@
+// `--run-dir` / `--dir`: created like `mkdir -p`, and every failure is a clear ERR_BAD_FLAG naming the flag, the
+// folder and the system's reason, at once (Node 20's recursive mkdirSync loops forever under /proc and says ENOENT
+// for a read-only file system).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { makeDir } from '../../../src/coordinator/make-dir.js';
+
+test('creates missing parents, says whether it created the folder, accepts an existing one', () => {
+  const root = mkdtempSync(join(tmpdir(), 'make-dir-'));
+  try {
+    const dir = join(root, 'a', 'b', 'run');
+    assert.equal(makeDir(dir, '--run-dir'), true);
+    assert.ok(statSync(dir).isDirectory());
+    assert.equal(makeDir(dir, '--run-dir'), false);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a file in the way: ERR_BAD_FLAG naming the flag and the path', () => {
+  const root = mkdtempSync(join(tmpdir(), 'make-dir-'));
+  try {
+    const file = join(root, 'run');
+    writeFileSync(file, 'x');
+    assert.throws(() => makeDir(file, '--run-dir'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message.startsWith(`--run-dir ${file}: not a folder`));
+    assert.throws(() => makeDir(join(file, 'sub'), '--dir'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--dir .*: cannot create .*run\/sub \(ENOTDIR/.test(e.message));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a folder that the system refuses to create (under /proc): an error, not a hang', { skip: !existsSync('/proc/self') && 'no /proc here' }, () => {
+  assert.throws(() => makeDir('/proc/pets-trainer-test/run', '--run-dir'),
+    (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--run-dir \/proc\/pets-trainer-test\/run: cannot create \/proc\/pets-trainer-test \(ENOENT/.test(e.message) && /choose another folder with --run-dir/.test(e.message));
+});

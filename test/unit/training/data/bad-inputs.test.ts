@@ -1,0 +1,104 @@
+/**
+ * Every file of ../shared/datasets/bad-inputs/images gets what its README says: listed or ignored by extension,
+ * skipped with the stated reason (once, counted), or loaded as 3-channel RGB. Plus the verify cache.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { SkipLog, decodeRgb } from '../../../../src/training/data/decode.js';
+import { DEFAULT_LABEL_PATTERN, listItems } from '../../../../src/training/data/items.js';
+import { BatchLoader } from '../../../../src/training/data/loader.js';
+import { ImagePool } from '../../../../src/training/data/pool.js';
+import { shardPlan } from '../../../../src/training/data/shard.js';
+import { verifyItems } from '../../../../src/training/data/verify.js';
+import { isTrainerError } from '../../../../src/contract/errors.js';
+
+const BAD = fileURLToPath(new URL('../../../../../shared/datasets/bad-inputs/images', import.meta.url));
+
+// Expected outcomes, from bad-inputs/README.md.
+const SKIPPED: Record<string, string> = {
+  'Bengal_9001.jpg': 'truncated/corrupt',
+  'Sphynx_9004.jpg': 'empty',
+  'samoyed_9008.jpg': 'not an image',
+};
+const LOADED = ['beagle_9002.jpg', 'boxer_9006.jpg', 'havanese_9007.jpg', 'pug_9003.jpg'];
+
+describe('bad inputs', () => {
+  const pool = new ImagePool({ threads: 2 });
+  let dir: string;
+  before(() => {
+    pool.start();
+    dir = mkdtempSync(join(tmpdir(), 'verify-'));
+  });
+  after(async () => {
+    await pool.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ignores .mat and .txt by extension; lists the seven .jpg candidates with their labels', () => {
+    const items = listItems(BAD, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    assert.deepEqual(items.paths.map((p) => basename(p)).sort(), [...Object.keys(SKIPPED), ...LOADED].sort());
+    assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['unsupported extension', ['Abyssinian_9005.mat', 'notes.txt']]]);
+    assert.equal(items.labels[items.paths.findIndex((p) => p.endsWith('pug_9003.jpg'))], 'pug');
+  });
+
+  it('verify skips each bad file once with its reason and counts them; a second pass uses the cache', async () => {
+    const items = listItems(BAD, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    const reported: string[] = [];
+    const log = new SkipLog((p, r) => reported.push(`${basename(p)}:${r}`));
+    const cacheFile = join(dir, 'verify.json');
+    const first = await verifyItems(pool, items.paths, log, cacheFile);
+    assert.equal(first.decoded, 7);
+    const second = await verifyItems(pool, items.paths, log, cacheFile);
+    assert.equal(second.cached, 7);
+    assert.equal(second.decoded, 0);
+    assert.deepEqual(second.ok, first.ok);
+    assert.deepEqual(reported.sort(), Object.entries(SKIPPED).map(([f, r]) => `${f}:${r}`).sort(), 'each reported once');
+    const counts = log.countsByReason();
+    assert.equal(counts['truncated/corrupt'], 1);
+    assert.equal(counts.empty, 1);
+    assert.equal(counts['not an image'], 1);
+    items.paths.forEach((p, i) => assert.equal(first.ok[i], LOADED.includes(basename(p)) ? 1 : 0, basename(p)));
+  });
+
+  it('loads PNG-behind-jpg, RGBA, greyscale and 12x9 files as 3-channel RGB', async () => {
+    for (const f of LOADED) {
+      const img = await decodeRgb(join(BAD, f), { shorterSide: 32 });
+      assert.equal(Math.min(img.width, img.height), 32, f);
+      assert.equal(img.data.length, img.width * img.height * 3, f);
+    }
+    const grey = await decodeRgb(join(BAD, 'pug_9003.jpg'));
+    let maxChroma = 0;
+    for (let i = 0; i < grey.data.length; i += 3) maxChroma = Math.max(maxChroma, Math.abs(grey.data[i]! - grey.data[i + 1]!), Math.abs(grey.data[i]! - grey.data[i + 2]!));
+    assert.ok(maxChroma <= 2, `greyscale stays grey after conversion (max R/G/B gap ${maxChroma})`);
+    const tiny = await decodeRgb(join(BAD, 'havanese_9007.jpg'));
+    assert.deepEqual([tiny.width, tiny.height], [12, 9]);
+  });
+
+  it('decodeRgb throws ERR_BAD_IMAGE starting with the reason', async () => {
+    await assert.rejects(decodeRgb(join(BAD, 'Bengal_9001.jpg')), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('truncated/corrupt:'));
+    await assert.rejects(decodeRgb(join(BAD, 'Sphynx_9004.jpg')), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('empty:'));
+    await assert.rejects(decodeRgb(join(BAD, 'beagle_9002.jpg'), { maxInputPixels: 1000 }), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('too large:'));
+  });
+
+  it('a loader that meets bad files without a verify pass masks them (valid = 0) and reports each once', async () => {
+    const items = listItems(BAD, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    const split = Int32Array.from(items.paths, (_, i) => i);
+    const labels = new Int32Array(items.paths.length);
+    const log = new SkipLog();
+    for (const epoch of [0, 1]) {
+      const plan = shardPlan({ itemCount: split.length, seed: 0, epoch, worldSize: 1, rank: 0, batchSize: 7, shuffle: false, mode: 'pad' });
+      const loader = new BatchLoader({ pool, paths: items.paths, labels, split, plan, size: 16, augment: true, seed: 0, epoch, skipLog: log });
+      loader.start();
+      const batch = await loader.next();
+      await loader.close();
+      assert.ok(batch);
+      items.paths.forEach((p, k) => assert.equal(batch.valid[k], LOADED.includes(basename(p)) ? 1 : 0, basename(p)));
+      assert.ok(batch.x.every(Number.isFinite));
+    }
+    assert.equal(log.entries().length, 3, 'three bad files, reported once over two epochs');
+  });
+});

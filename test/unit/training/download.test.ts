@@ -1,0 +1,167 @@
+/**
+ * downloadFile against a local node:http server on 127.0.0.1 (ephemeral port): normal download, a transfer cut
+ * mid-way then resumed with Range, a wrong checksum, mirror fallback, offline error, reuse without network.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { backoffDelayMs, downloadFile } from '../../../src/training/download.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+
+const BODY = randomBytes(256 * 1024);
+const SHA = createHash('sha256').update(BODY).digest('hex');
+
+interface Hit { url: string; range: string | undefined }
+
+/** Serves BODY at /ok (Range-aware), cuts /cut-once mid-way on its first request, 500s on /broken. */
+function startServer(hits: Hit[]): Promise<{ server: Server; base: string }> {
+  let cutDone = false;
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    hits.push({ url: req.url ?? '', range: req.headers.range });
+    if (req.url === '/no-range') {
+      res.writeHead(200, { 'content-length': String(BODY.length) }).end(BODY);
+      return;
+    }
+    if (req.url === '/broken') {
+      res.writeHead(500).end('nope');
+      return;
+    }
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    if (req.url === '/cut-once' && !cutDone) {
+      cutDone = true;
+      res.writeHead(200, { 'content-length': String(BODY.length) });
+      res.write(BODY.subarray(0, 100_000), () => setTimeout(() => res.socket?.destroy(), 20));
+      return;
+    }
+    const slice = BODY.subarray(start);
+    res.writeHead(m ? 206 : 200, {
+      'content-length': String(slice.length),
+      ...(m ? { 'content-range': `bytes ${start}-${BODY.length - 1}/${BODY.length}` } : {}),
+    });
+    res.end(slice);
+  };
+  const server = createServer(handler);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    resolve({ server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  }));
+}
+
+/** A port that was just free: bind, read, close. Connecting to it is refused. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe('downloadFile', () => {
+  const hits: Hit[] = [];
+  let server: Server;
+  let base: string;
+  let dir: string;
+  const quiet = { quiet: true, backoffMs: 5, timeoutMs: 5_000 } as const;
+
+  before(async () => {
+    ({ server, base } = await startServer(hits));
+    dir = mkdtempSync(join(tmpdir(), 'dl-test-'));
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('downloads, verifies and renames atomically (no .part left)', async () => {
+    const dest = join(dir, 'a.bin');
+    const r = await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet });
+    assert.equal(r.reused, false);
+    assert.equal(r.bytes, BODY.length);
+    assert.deepEqual(readFileSync(dest), BODY);
+    assert.equal(existsSync(`${dest}.part`), false);
+  });
+
+  it('reuses a present verified file without any request', async () => {
+    const dest = join(dir, 'a.bin');
+    const before = hits.length;
+    const r = await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet });
+    assert.equal(r.reused, true);
+    assert.equal(hits.length, before);
+  });
+
+  it('resumes a transfer cut mid-way with a Range request', async () => {
+    const dest = join(dir, 'b.bin');
+    const r = await downloadFile({ urls: [`${base}/cut-once`], dest, sha256: SHA, ...quiet });
+    assert.equal(r.sha256, SHA);
+    const mine = hits.filter((h) => h.url === '/cut-once');
+    assert.equal(mine.length, 2);
+    assert.equal(mine[0]!.range, undefined);
+    const resumedAt = Number(/bytes=(\d+)-/.exec(mine[1]!.range ?? '')?.[1]);
+    assert.ok(resumedAt > 0 && resumedAt < BODY.length, `resumed at ${resumedAt}`);
+    assert.deepEqual(readFileSync(dest), BODY);
+  });
+
+  it('resumes a .part left by an earlier process', async () => {
+    const dest = join(dir, 'c.bin');
+    writeFileSync(`${dest}.part`, BODY.subarray(0, 12_345));
+    await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet });
+    assert.equal(hits.at(-1)!.range, 'bytes=12345-');
+    assert.deepEqual(readFileSync(dest), BODY);
+  });
+
+  it('restarts from zero when the server ignores Range (200 instead of 206)', async () => {
+    const dest = join(dir, 'h.bin');
+    writeFileSync(`${dest}.part`, Buffer.alloc(5000, 7));
+    await downloadFile({ urls: [`${base}/no-range`], dest, sha256: SHA, ...quiet });
+    assert.equal(hits.at(-1)!.range, 'bytes=5000-');
+    assert.deepEqual(readFileSync(dest), BODY);
+  });
+
+  it('deletes the file and throws ERR_CHECKSUM naming expected and got', async () => {
+    const dest = join(dir, 'd.bin');
+    const wrong = '0'.repeat(64);
+    await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest, sha256: wrong, ...quiet }), (err) => {
+      assert.ok(isTrainerError(err, 'ERR_CHECKSUM'));
+      assert.match(err.message, new RegExp(`expected sha256 ${wrong}, got ${SHA}`));
+      return true;
+    });
+    assert.equal(existsSync(dest), false);
+    assert.equal(existsSync(`${dest}.part`), false);
+  });
+
+  it('falls back over down mirrors (refused, HTTP 500) to a working one', async () => {
+    const dest = join(dir, 'e.bin');
+    const dead = `http://127.0.0.1:${await closedPort()}/x`;
+    const r = await downloadFile({ urls: [dead, `${base}/broken`, `${base}/ok`], dest, sha256: SHA, ...quiet, retries: 1 });
+    assert.equal(r.url, `${base}/ok`);
+    assert.equal(hits.filter((h) => h.url === '/broken').length, 2, '500 is retried once (retries: 1)');
+  });
+
+  it('throws ERR_OFFLINE when no mirror is reachable; ERR_DOWNLOAD when mirrors answer with errors', async () => {
+    const p1 = await closedPort();
+    await assert.rejects(
+      downloadFile({ urls: [`http://127.0.0.1:${p1}/a`, `http://127.0.0.1:${p1}/b`], dest: join(dir, 'f.bin'), ...quiet, retries: 1 }),
+      (err) => isTrainerError(err, 'ERR_OFFLINE') && /cannot reach any mirror/.test(err.message),
+    );
+    await assert.rejects(
+      downloadFile({ urls: [`${base}/broken`], dest: join(dir, 'g.bin'), ...quiet, retries: 0 }),
+      (err) => isTrainerError(err, 'ERR_DOWNLOAD') && /HTTP 500/.test(err.message),
+    );
+  });
+
+  it('rejects bad options naming the field', async () => {
+    await assert.rejects(downloadFile({ urls: [], dest: 'x' }), /urls must hold at least one URL/);
+    await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest: 'x', sha256: 'abc' }), /sha256 must be 64 hex digits/);
+    await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest: 'x', retries: -1 }), /retries must be an integer ≥ 0, got -1/);
+  });
+
+  it('backs off exponentially with a ceiling', () => {
+    assert.deepEqual([1, 2, 3, 4, 5].map((a) => backoffDelayMs(a, 100, 1000)), [100, 200, 400, 800, 1000]);
+  });
+});
