@@ -6,7 +6,7 @@
 // (format "any") into one reused scratch buffer per role, as PyTorch does for its mkldnn convolutions.
 //
 // Threads: oneDNN's OpenMP runtime is limited to `init(threads)` threads (one per worker by default).
-// Formulas of the BatchNorm kernels: see src/shared/compute/kernels/batch-norm.ts (float64 sums, as there).
+// Formulas of the BatchNorm kernels: see src/training/compute/kernels/batch-norm.ts (float64 sums, as there).
 #include <malloc.h>
 #include <node_api.h>
 #include <omp.h>

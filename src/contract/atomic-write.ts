@@ -2,7 +2,7 @@
  * Crash-safe file writing, in one place: write to a temporary name, fsync it, rename it over the target, fsync the
  * directory — the recipe PyTorch Lightning and Orbax use. A reader (or a run resumed after a kill) never sees a
  * half-written file. Used for saved models and safetensors files ({@link writeFileAtomic}), the checkpoint
- * directories (`checkpoint.ts` writes every file with {@link writeFileSynced} into a temporary directory and renames
+ * directories (`checkpoint-format.ts` writes every file with {@link writeFileSynced} into a temporary directory and renames
  * that) and the image-verification cache.
  */
 import { closeSync, fsyncSync, linkSync, openSync, writeSync } from 'node:fs';

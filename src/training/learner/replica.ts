@@ -1,6 +1,6 @@
 /**
  * One model replica (ResNet body + fastai head + AdamW) behind a plain-array API, used identically by the
- * single-process {@link Learner} (`fit.ts`) and by every distributed worker:
+ * single-process {@link Learner} (`learner.ts`) and by every distributed worker:
  *
  * ```ts
  * const r = await Replica.create({ arch: 'resnet34', numClasses: 37, seed: 42, pretrained: path, frozen: true });
