@@ -13,6 +13,7 @@ import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
 import { runInterpretCommand, runPredictCommand } from './inference.js';
 import { runShowBatchCommand } from './show-batch.js';
+import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 
 function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? COORDINATOR_EXIT.ok : COORDINATOR_EXIT.badFlag;
@@ -51,10 +52,11 @@ async function train(argv: readonly string[]): Promise<number> {
   // An error nothing caught: the run cannot go on, but its workers still get a clean close (SIGTERM) and the
   // process a chosen code, rather than Node's crash with the workers SIGKILLed by the exit handler.
   let crashed = false;
+  ignoreBrokenPipes();
   const onUncaught = (err: unknown): void => {
-    io.log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     if (crashed) return;
     crashed = true;
+    io.log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     void coordinator.closeNow().finally(() => process.exit(COORDINATOR_EXIT.failed));
   };
   process.on('SIGINT', onSignal);

@@ -7,6 +7,7 @@ import { parseBackendRequest } from '../training/compute/backend.js';
 import { checkInt } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
+import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -84,7 +85,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     worker.stop(WORKER_EXIT.sigint);
   };
   // An error nothing caught must not end the process with the heartbeat thread still running (native abort).
+  ignoreBrokenPipes();
+  let crashed = false;
   const onUncaught = (err: unknown): void => {
+    if (crashed) return;
+    crashed = true;
     log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     worker.stop(WORKER_EXIT.failed);
   };
