@@ -569,6 +569,22 @@ napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
 }
 
 // ---- element-wise arithmetic (the optimizer's and the loss's glue; memory-bound single passes) -------------------
+// The element-wise binary ops by their code (0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum): calls run(f) with the
+// op's float function, so the broadcast loops (binaryLoop, stridedLoop) share one table of ops.
+template <typename Run>
+void withBinaryOp(int64_t op, Run run) {
+  switch (op) {
+    case 0: run([](float u, float v) { return u + v; }); break;
+    case 1: run([](float u, float v) { return u - v; }); break;
+    case 2: run([](float u, float v) { return u * v; }); break;
+    case 3: run([](float u, float v) { return u / v; }); break;
+    // NaN-propagating, as tfjs's cpu Maximum/Minimum.
+    case 4: run([](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
+    case 5: run([](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
+    default: throw JsError{"unknown binary op " + std::to_string(op)};
+  }
+}
+
 // binary(op, a, b, out, n, na, nb): out[i] = a[i mod na] op b[i mod nb], where each of na, nb is n (a full operand),
 // 1 (a scalar) or the size of the output's trailing dimensions (a row broadcast, e.g. a bias [C] over [N, C]).
 // op: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min.
@@ -605,16 +621,7 @@ napi_value Binary(napi_env env, napi_callback_info info) {
     const float* x = a.f32(1, size_t(as), "a");
     const float* y = a.f32(2, size_t(bs), "b");
     float* out = a.f32(3, size_t(n), "out");
-    switch (op) {
-      case 0: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u + v; }); break;
-      case 1: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u - v; }); break;
-      case 2: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u * v; }); break;
-      case 3: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return u / v; }); break;
-      // NaN-propagating, as tfjs's cpu Maximum/Minimum.
-      case 4: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
-      case 5: binaryLoop(x, y, out, n, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
-      default: throw JsError{"unknown binary op " + std::to_string(op)};
-    }
+    withBinaryOp(op, [&](auto f) { binaryLoop(x, y, out, n, as, bs, f); });
     return undef(env);
   });
 }
@@ -721,15 +728,7 @@ napi_value BinaryStrided(napi_env env, napi_callback_info info) {
     const float* x = a.f32(1, size_t(aLast + 1), "a");
     const float* y = a.f32(2, size_t(bLast + 1), "b");
     float* out = a.f32(3, size_t(n), "out");
-    switch (op) {
-      case 0: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u + v; }); break;
-      case 1: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u - v; }); break;
-      case 2: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u * v; }); break;
-      case 3: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return u / v; }); break;
-      case 4: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u > v ? u : v); }); break;
-      case 5: stridedLoop(x, y, out, d, as, bs, [](float u, float v) { return (u != u || v != v) ? NAN : (u < v ? u : v); }); break;
-      default: throw JsError{"unknown binary op " + std::to_string(op)};
-    }
+    withBinaryOp(op, [&](auto f) { stridedLoop(x, y, out, d, as, bs, f); });
     return undef(env);
   });
 }

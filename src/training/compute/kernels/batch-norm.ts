@@ -54,7 +54,13 @@ export interface BatchNormTrainAttrs {
   readonly residual?: boolean;
 }
 
-function dims(x: TensorInfo, gamma: TensorInfo): [number, number] {
+/**
+ * `[P, C]` of a training-mode BatchNorm input x `[..., C]` (P = values per channel) with gamma `[C]`; shared by the
+ * WASM/native and WebGPU kernels.
+ * @throws TrainerError ERR_INTERNAL when gamma is not `[C]`; ERR_DATA when P < 2 (PyTorch: "Expected more than 1
+ * value per channel when training").
+ */
+export function batchNormDims(x: TensorInfo, gamma: TensorInfo): [number, number] {
   const c = x.shape[x.shape.length - 1]!;
   const p = x.shape.reduce((a, b) => a * b, 1) / c;
   if (gamma.shape.length !== 1 || gamma.shape[0] !== c) {
@@ -146,7 +152,7 @@ function maskGradient(out: Float32Array, dys: Float32Array, ys: Float32Array): F
 export const batchNormTrainWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, gamma, beta, residual } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo; residual?: TensorInfo };
   const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
-  const [p, c] = dims(x, gamma);
+  const [p, c] = batchNormDims(x, gamma);
   const scope = new KernelScope(backend as never, 'wasm');
   const y = scope.keep(scope.allocate([...x.shape]));
   const meanOut = scope.keep(scope.allocate([c]));
@@ -172,7 +178,7 @@ export const batchNormTrainWasm: KernelFunc = ({ inputs, backend, attrs }) => {
 export const batchNormTrainGradWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, y, dy, gamma, mean, variance } = inputs as Record<'x' | 'y' | 'dy' | 'gamma' | 'mean' | 'variance', TensorInfo>;
   const { eps, relu, residual } = attrs as unknown as BatchNormTrainAttrs;
-  const [p] = dims(x, gamma);
+  const [p] = batchNormDims(x, gamma);
   const scope = new KernelScope(backend as never, 'wasm');
   try {
     return backward(scope, [x, y, dy, gamma, mean, variance], p, { eps, relu }, residual);

@@ -32,7 +32,7 @@
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { TrainerError } from '../../../contract/errors.js';
-import type { BatchNormTrainAttrs, RunningUpdateAttrs } from '../kernels/batch-norm.js';
+import { batchNormDims, type BatchNormTrainAttrs, type RunningUpdateAttrs } from '../kernels/batch-norm.js';
 
 /** Channels per reduction workgroup (threads along x). */
 const WG_C = 64;
@@ -228,16 +228,6 @@ class ElementwiseProgram implements WebGPUProgram {
   }
 }
 
-function dims(x: TensorInfo, gamma: TensorInfo): [number, number] {
-  const c = x.shape[x.shape.length - 1]!;
-  const p = x.shape.reduce((a, b) => a * b, 1) / c;
-  if (gamma.shape.length !== 1 || gamma.shape[0] !== c) {
-    throw new TrainerError('ERR_INTERNAL', `BatchNorm gamma must be [${c}], got [${gamma.shape}]`);
-  }
-  if (p < 2) throw new TrainerError('ERR_DATA', `training-mode BatchNorm needs more than 1 value per channel, got [${x.shape}]`);
-  return [p, c];
-}
-
 /** A view of `t` with another shape (same buffer; tfjs-webgpu programs index flat). */
 const as = (t: TensorInfo, shape: number[]): TensorInfo => ({ ...t, shape });
 
@@ -252,7 +242,7 @@ export const batchNormTrainWebgpu: KernelFunc = ({ inputs, backend, attrs }) => 
   const be = backend as unknown as WebGPUBackend;
   const { x, gamma, beta, residual } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo; residual?: TensorInfo };
   const { eps, relu } = attrs as unknown as BatchNormTrainAttrs;
-  const [p, c] = dims(x, gamma);
+  const [p, c] = batchNormDims(x, gamma);
   const n = p * c;
   const { splits, chunk } = rowSplits(p, c);
   const partial = be.runWebGPUProgram(new PartialProgram('moments', c, splits), [as(x, [n])], 'float32',
@@ -281,7 +271,7 @@ export const batchNormTrainGradWebgpu: KernelFunc = ({ inputs, backend, attrs })
   const be = backend as unknown as WebGPUBackend;
   const { x, y, dy, gamma, mean, variance } = inputs as Record<'x' | 'y' | 'dy' | 'gamma' | 'mean' | 'variance', TensorInfo>;
   const { eps, relu, residual } = attrs as unknown as BatchNormTrainAttrs;
-  const [p, c] = dims(x, gamma);
+  const [p, c] = batchNormDims(x, gamma);
   const n = p * c;
   const { splits, chunk } = rowSplits(p, c);
   const uniforms = [i32(c), f32(eps), f32(1 / p)];
