@@ -1,6 +1,7 @@
 /** Test support for numeric comparisons of kernels (not a test file). */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
+import { batchNormTrain } from '../../../../src/training/compute/batch-norm.js';
 
 /** Padding forms of tfjs's convolutions, as the kernel tests pass them. */
 export type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
@@ -69,4 +70,22 @@ export function batchNorm64(x: Float32Array, g: Float32Array, b: Float32Array, r
     dx[i] = g[k]! * invStd[k]! * (d[i]! - dBeta[k]! / p - xHat * dGamma[k]! / p);
   }
   return [y, dx, dGamma, dBeta, d];
+}
+
+/**
+ * The tensors {@link batchNorm64} is the reference of, on the active backend: `[y, dx, dgamma, dbeta, dresidual]` of
+ * BatchNorm(+residual, +ReLU) in training mode with upstream gradient dy, all float32, shapes as x's or `[C]`.
+ * Call inside `tf.tidy`.
+ */
+export function batchNormWithGrads(x: Float32Array, g: Float32Array, b: Float32Array, r: Float32Array, dy: Float32Array,
+  shape: [number, number, number, number]): tf.Tensor[] {
+  const dyt = tf.tensor4d(dy, shape);
+  let y: tf.Tensor = tf.scalar(0);
+  const grads = tf.grads((xs: tf.Tensor, gs: tf.Tensor, bs: tf.Tensor, rs: tf.Tensor) => {
+    const o = batchNormTrain(xs, gs as tf.Tensor1D, bs as tf.Tensor1D, { relu: true, residual: rs });
+    tf.dispose([o.mean, o.variance]);
+    y = tf.keep(tf.clone(o.y));
+    return tf.sum(tf.mul(o.y, dyt));
+  })([tf.tensor4d(x, shape), tf.tensor1d(g), tf.tensor1d(b), tf.tensor4d(r, shape)]);
+  return [y, ...grads];
 }

@@ -22,7 +22,7 @@ import {
 } from '../../../../../src/training/compute/kernels/batch-norm.js';
 import { rowSplits } from '../../../../../src/training/compute/webgpu/batch-norm.js';
 import { countDispatches } from '../../../../../src/training/compute/webgpu/dispatch-count.js';
-import { batchNorm64, lcg, relError } from '../numeric.js';
+import { batchNorm64, batchNormWithGrads, lcg, relError } from '../numeric.js';
 import { valuesOn, webgpuOrSkip } from './support.js';
 
 type Shape = [number, number, number, number];
@@ -174,17 +174,7 @@ for (const shape of [[4, 56, 56, 64], [4, 7, 7, 512]] as Shape[]) {
     const scaled = (m: number, seed: number, scale: number, offset = 0): Float32Array => lcg(m, seed).map((v) => v * scale + offset);
     const x = scaled(n, 11, 2, 0.7), g = scaled(c, 12, 1, 1), b = scaled(c, 13, 0.4), r = scaled(n, 14, 1), dy = scaled(n, 15, 2e-3);
     const ref = batchNorm64(x, g, b, r, dy, c);
-    const got = await valuesOn('webgpu', () => {
-      const dyt = tf.tensor4d(dy, shape);
-      let y: tf.Tensor = tf.scalar(0);
-      const grads = tf.grads((xs: tf.Tensor, gs: tf.Tensor, bs: tf.Tensor, rs: tf.Tensor) => {
-        const o = batchNormTrain(xs, gs as tf.Tensor1D, bs as tf.Tensor1D, { relu: true, residual: rs });
-        tf.dispose([o.mean, o.variance]);
-        y = tf.keep(tf.clone(o.y));
-        return tf.sum(tf.mul(o.y, dyt));
-      })([tf.tensor4d(x, shape), tf.tensor1d(g), tf.tensor1d(b), tf.tensor4d(r, shape)]);
-      return [y, ...grads];
-    });
+    const got = await valuesOn('webgpu', () => batchNormWithGrads(x, g, b, r, dy, shape));
     ['y', 'dx', 'dgamma', 'dbeta', 'dresidual'].forEach((name, i) => {
       const e = relError(got[i]!, ref[i]!);
       assert.ok(e <= 1e-6, `${name}: relative error ${e.toExponential(2)} > 1e-6`);
