@@ -95,18 +95,21 @@ test('global batch 4: 2 workers = 1 worker × accum 2 bit for bit; also resumed 
   const ref = start('one-by-two', ['--workers', '1', '--global-bs', '4']);
   const stopped = start('two-then-one', ['--workers', '2', '--checkpoint-every', '1']);
   const elastic = start('elastic-star', ['--workers', '2', '--allreduce', 'star', '--elastic']);
-  await ref.proc.waitFor(/1 worker\(s\) × bs 2 × accum 2 = global batch 4/, RUN_MS);
-
+  // Each run's action is armed before anything is awaited: it fires within milliseconds of its line, whatever the
+  // other runs are doing, so a fast machine cannot finish a run before the test acts on it (CI once killed the
+  // elastic run's worker only after the stopped run had ended, by which time the elastic run had trained to the end).
   // Stop the 2-worker run after its checkpoint at global step 3 (SIGTERM: finish the step, checkpoint, exit 0).
-  await stopped.proc.waitFor(/checkpoint: \S+step-000000003/, RUN_MS);
-  stopped.proc.child.kill('SIGTERM');
+  const stopping = stopped.proc.waitFor(/checkpoint: \S+step-000000003/, RUN_MS).then(() => stopped.proc.child.kill('SIGTERM'));
+  // Kill one worker of the elastic run after its second committed step (6 steps and 2 validations still to run).
+  const killing = elastic.proc.waitFor(/^epoch 0: 2\/4 batches/m, RUN_MS).then(() => {
+    process.kill(Number(elastic.proc.output().match(/worker joined: pid (\d+)/)![1]), 'SIGKILL');
+  });
+  killing.catch(() => undefined); // awaited below; a failure before that must not also surface as unhandled
+  await ref.proc.waitFor(/1 worker\(s\) × bs 2 × accum 2 = global batch 4/, RUN_MS);
+  await stopping;
   await finished(stopped);
   assert.match(stopped.proc.output(), /stopped at stage stage-1/);
-
-  // Kill one worker of the elastic run after its second committed step.
-  await elastic.proc.waitFor(/^epoch 0: 2\/4 batches/m, RUN_MS);
-  const pid = Number(elastic.proc.output().match(/worker joined: pid (\d+)/)![1]);
-  process.kill(pid, 'SIGKILL');
+  await killing;
 
   const resumed = { proc: startProc('coordinator', tinyRunFlags(dataDir, stopped.runDir, ['--resume', stopped.runDir, '--workers', '1'])), runDir: stopped.runDir };
   const want = outcome(await finished(ref));
