@@ -9,6 +9,7 @@ import { accountJson, dataLine, recordSkippedFiles } from '../training/data/acco
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
+import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDir } from './make-dir.js';
 import { writeSavedBlob } from '../training/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
@@ -160,6 +161,7 @@ export class Coordinator {
     // weights file), so a mistake stops the run in seconds rather than after the data check.
     checkPretrainedSource(config.pretrained);
     await checkPretrainedFile(config.pretrained, config.arch);
+    if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDir = makeDir(this.runDir, '--run-dir');
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
