@@ -10,6 +10,7 @@ import { mulberry32 } from '../../contract/plan/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
 import { profileKernels, profileKernelsCpu, type CpuKernelProfile, type KernelTotal } from '../compute/kernel-profile.js';
 import { countDispatches, type DispatchCounts } from '../compute/webgpu/dispatch-count.js';
+import { measureHostCpu, type HostCpu } from '../compute/webgpu/host-cpu.js';
 import type { ResNetArch, ResNetConfig } from '../../contract/resnet-spec.js';
 import { Replica } from './replica.js';
 
@@ -149,6 +150,42 @@ export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: nu
 export async function countWholeStepDispatches(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<DispatchCounts> {
   return observeWholeStep(arch, size, batch, countDispatches, maxMicroBatch);
+}
+
+/** Result of {@link measureWholeStepHost}. */
+export interface WholeStepHost {
+  /** Dispatches and uploads of one step (the step after the host-timed ones). */
+  readonly counts: DispatchCounts;
+  /** The main thread's host cost per step (see `compute/webgpu/host-cpu.ts`): the step with the median `hostMs`. */
+  readonly host: HostCpu | null;
+  /** `host.hostMs` per dispatch, µs (all host work of the step divided by its dispatches). */
+  readonly hostUsPerDispatch: number | null;
+  /** Steps whose host cost was measured. */
+  readonly reps: number;
+}
+
+/**
+ * The host (JavaScript + Dawn encode) cost of a training step on the `webgpu` backend, the main thread's CPU time
+ * less its waits for GPU results, median of `reps` steps after one warm-up, then the dispatch counts of one more
+ * step (counted apart, so the counter's wrappers do not add to the host figure). Same model and inputs as
+ * {@link measureWholeStep}.
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps; ERR_BACKEND when the active backend is not webgpu
+ */
+export async function measureWholeStepHost(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
+  maxMicroBatch?: number): Promise<WholeStepHost> {
+  if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
+  if (tf.getBackend() !== 'webgpu') throw new TrainerError('ERR_BACKEND', `host cost per step needs the webgpu backend, active: ${tf.getBackend()}`);
+  return observeWholeStep(arch, size, batch, async (work) => {
+    const hosts: HostCpu[] = [];
+    for (let i = 0; i < reps; i++) {
+      const h = await measureHostCpu(work);
+      if (h !== null) hosts.push(h);
+    }
+    const counts = await countDispatches(work);
+    const host = hosts.length === 0 ? null : [...hosts].sort((a, b) => a.hostMs - b.hostMs)[Math.floor(hosts.length / 2)]!;
+    return { counts, host, hostUsPerDispatch: host === null || counts.dispatches === 0 ? null : (host.hostMs * 1000) / counts.dispatches, reps };
+  }, maxMicroBatch);
 }
 
 /**
