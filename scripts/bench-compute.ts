@@ -315,10 +315,11 @@ function printProfile(kernels: readonly KernelTotal[]): void {
 
 function printDispatches(counts: DispatchCounts, batch: number): void {
   console.log(`GPU dispatches per training step: ${counts.dispatches} (${(counts.dispatches / batch).toFixed(1)} per image), ` +
-    `uploads from CPU memory: ${counts.uploads}`);
-  console.log('kernel                       calls  dispatches  uploads  (one training step; fused kernels count once)');
+    `uploads from CPU memory: ${counts.uploads}, buffer copies/clears: ${counts.copies}`);
+  console.log('kernel                       calls  dispatches  uploads  copies  (one training step; fused kernels count once)');
   for (const k of counts.kernels.slice(0, 30)) {
-    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${String(k.dispatches).padStart(11)} ${String(k.uploads).padStart(8)}`);
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${String(k.dispatches).padStart(11)} ${String(k.uploads).padStart(8)} ` +
+      `${String(k.copies).padStart(7)}`);
   }
   if (counts.kernels.length > 30) console.log(`… ${counts.kernels.length - 30} more kernels`);
 }
@@ -330,8 +331,9 @@ function printHost(h: Omit<WholeStepHost, 'counts'>, batch: number): void {
   }
   const { hostMs, mainMs, waitMs, reads } = h.host;
   console.log(`host: ${hostMs.toFixed(0)} ms main-thread CPU per step (${h.hostUsPerDispatch?.toFixed(0)} µs per dispatch), ` +
-    `median of ${h.reps} steps: the main thread's ${mainMs.toFixed(0)} ms less ${waitMs.toFixed(0)} ms while ${reads} GPU reads were ` +
-    `pending; a step cannot take less than this on any GPU with this CPU: ≤ ${((batch / hostMs) * 1000).toFixed(0)} images/s (estimate)`);
+    `median of ${h.reps} steps: forward+backward ${h.forwardBackwardHostMs?.toFixed(0)} ms, gradient read + upload + AdamW ` +
+    `${h.optimizerHostMs?.toFixed(0)} ms; the main thread's ${mainMs.toFixed(0)} ms less ${waitMs.toFixed(0)} ms while ${reads} GPU ` +
+    `reads were pending. Ceiling (estimate): a step cannot take less on any GPU with this CPU, ≤ ${((batch / hostMs) * 1000).toFixed(1)} images/s`);
 }
 
 function printCpuProfile(p: CpuKernelProfile): void {
@@ -360,7 +362,8 @@ async function run(flags: BenchFlags): Promise<void> {
     const h = await measureWholeStepHost(arch, size, batch, reps);
     if (flags.json) {
       console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, ...h.counts,
-        host: h.host, hostUsPerDispatch: h.hostUsPerDispatch, reps: h.reps }));
+        host: h.host, forwardBackwardHostMs: h.forwardBackwardHostMs, optimizerHostMs: h.optimizerHostMs,
+        hostUsPerDispatch: h.hostUsPerDispatch, reps: h.reps }));
     } else {
       console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}`);
       printDispatches(h.counts, batch);
