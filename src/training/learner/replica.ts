@@ -319,7 +319,11 @@ export class Replica {
     if (sum === null) return new Float32Array(this.total);
     let out: Float32Array;
     try {
-      out = (await sum.data() as Float32Array).slice(); // a fast copy (Float32Array.from iterates)
+      const values = await sum.data() as Float32Array;
+      // On WebGPU the array is the read's own (a fresh copy of the staging buffer, cached only by `sum`, disposed
+      // below): a second copy of the whole gradient would only add host time to the step (~20 % of its host cost
+      // for ResNet34, see docs/performance-gpu.md). Host-memory backends may hand out their storage: copy.
+      out = tf.getBackend() === 'webgpu' ? values : values.slice(); // slice: a fast copy (Float32Array.from iterates)
     } finally {
       sum.dispose();
     }

@@ -96,3 +96,43 @@ export function flattenOnDevice(parts: readonly (tf.Tensor | undefined)[], sizes
   parts.forEach((t, i) => { if (t !== undefined) inputs[`x${i}`] = t; });
   return tf.engine().runKernel(FLATTEN_KERNEL, inputs, { sizes: [...sizes] } as unknown as tf.NamedAttrMap) as tf.Tensor1D;
 }
+
+/**
+ * The inverse on the device, for kernels that compute several small results in one program (tfjs programs have one
+ * output): new float32 tensors holding `src`'s elements `[offset, offset + size)`, one `copyBufferToBuffer` each
+ * (no dispatch). Call from inside a WebGPU kernel function; `src` is left as it is (the caller disposes it).
+ *
+ * @param backend - the tfjs-backend-webgpu backend (a kernel's `backend`)
+ * @param src - float32 tensor info on that backend
+ * @param parts - element ranges of `src`, each with the shape of its new tensor (product = size)
+ * @returns one new tensor info per part, in order (owned by the caller)
+ * @throws Error when a range lies outside `src` or a shape's size differs from its range's
+ */
+export function copySlices(backend: unknown, src: TensorInfo, parts: readonly { offset: number; shape: number[] }[]): TensorInfo[] {
+  const be = webgpuInternals(backend, 'copySlices');
+  const n = tf.util.sizeFromShape(src.shape);
+  for (const { offset, shape } of parts) {
+    const size = tf.util.sizeFromShape(shape);
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + size <= n)) {
+      throw new Error(`copySlices: range [${offset}, ${offset + size}) lies outside a source of ${n} elements`);
+    }
+  }
+  be.uploadToGPU(src.dataId);
+  be.commandQueueOwnedIds.add(src.dataId);
+  const outs = parts.map(({ shape }) => be.makeTensorInfo(shape, 'float32'));
+  const from = be.tensorMap.get(src.dataId).resource;
+  be.ensureCommandEncoderReady();
+  be.endComputePassEncoder();
+  parts.forEach(({ offset, shape }, i) => {
+    const out = outs[i]!;
+    const size = tf.util.sizeFromShape(shape);
+    if (size === 0) {
+      be.tensorMap.get(out.dataId).values = new Float32Array(0);
+      return;
+    }
+    be.uploadToGPU(out.dataId);
+    be.commandQueueOwnedIds.add(out.dataId);
+    be.commandEncoder!.copyBufferToBuffer(from, offset * BYTES, be.tensorMap.get(out.dataId).resource, 0, size * BYTES);
+  });
+  return outs;
+}
