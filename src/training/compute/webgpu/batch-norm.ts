@@ -15,10 +15,12 @@
  * - forward, 3: per-split partial moments `[splits, 2, C]` (each 64×4-thread workgroup takes 64 channels × a range
  *   of rows, reads coalesced along C), the mean and the variance from the partials (one `[2, C]` program, then 2
  *   copies), the element-wise normalise (+ residual, + ReLU);
- * - backward, 3 (+1 with ReLU): with ReLU first `d = dy·[y > 0]` (also the residual's gradient); per-split partial
- *   `Σd`, `Σd·(x − mean)`; dβ and dγ (one `[2, C]` program, then 2 copies); dx. Without ReLU, d is dy itself
- *   (returned as the residual's gradient without a copy). WebGPU guarantees only 8 storage buffers per shader stage
- *   (output included): dx's program reads x, d, mean, variance, γ and the (dβ, dγ) pair.
+ * - backward, 3 (+1 with ReLU and a residual): per-split partial `Σd`, `Σd·(x − mean)`; dβ and dγ (one `[2, C]`
+ *   program, then 2 copies); dx. `d = dy·[y > 0]` with ReLU, else dy. With ReLU and a residual, d is also the
+ *   residual's gradient and is materialised first (the +1); with ReLU alone the partial and dx programs compute it
+ *   from dy and y as they read them; without ReLU, d is dy itself (returned as the residual's gradient without a
+ *   copy). WebGPU guarantees only 8 storage buffers per shader stage (output included): dx's program reads x, dy, y,
+ *   mean, variance, γ and the (dβ, dγ) pair (7, or 6 with a materialised d).
  * The tfjs-op composition it replaces issues ~14 dispatches forward and ~25 backward per layer, plus scalar uploads.
  *
  * Also here, one dispatch each: `PetsBatchNormRunningUpdate` (the running mean/variance update of a training step,
@@ -68,8 +70,9 @@ class PartialProgram implements WebGPUProgram {
   readonly outputShape: number[];
   readonly shaderKey: string;
 
-  constructor(private readonly mode: 'moments' | 'grad', c: number, splits: number) {
-    this.variableNames = mode === 'moments' ? ['x'] : ['x', 'd', 'mean'];
+  /** `gradMasked`: as `grad` with d = dy·[y > 0] computed on the fly (ReLU without a residual: d is not an output). */
+  constructor(private readonly mode: 'moments' | 'grad' | 'gradMasked', c: number, splits: number) {
+    this.variableNames = mode === 'moments' ? ['x'] : mode === 'grad' ? ['x', 'd', 'mean'] : ['x', 'dy', 'y', 'mean'];
     this.outputShape = [splits, 2, c];
     this.dispatch = [Math.ceil(c / WG_C), splits, 1];
     this.shaderKey = `petsBnPartial_${mode}`;
@@ -86,8 +89,9 @@ class PartialProgram implements WebGPUProgram {
             a = a + delta / n;
             b = b + delta * (v - a);`
       : `let i = r * uniforms.C + c;
-            a = a + d[i];
-            b = b + d[i] * (x[i] - centre);`;
+            let g = ${this.mode === 'gradMasked' ? 'select(0.0, dy[i], y[i] > 0.0)' : 'd[i]'};
+            a = a + g;
+            b = b + g * (x[i] - centre);`;
     const merge = moments
       ? `let nb = sN[j][lc];
             if (nb > 0.0) {
@@ -201,11 +205,13 @@ class ElementwiseProgram implements WebGPUProgram {
   readonly size = true;
   readonly shaderKey: string;
 
-  constructor(private readonly what: 'forward' | 'dx' | 'mask' | 'infer', n: number, private readonly relu: boolean,
+  /** `dxMasked`: dx with d = dy·[y > 0] computed on the fly (ReLU without a residual: d is not an output). */
+  constructor(private readonly what: 'forward' | 'dx' | 'dxMasked' | 'mask' | 'infer', n: number, private readonly relu: boolean,
     private readonly residual: boolean) {
     this.variableNames = what === 'forward' ? ['x', 'stats', 'gamma', 'beta', ...(residual ? ['res'] : [])]
       : what === 'infer' ? ['x', 'mean', 'variance', 'gamma', 'beta', ...(residual ? ['res'] : [])]
-        : what === 'dx' ? ['x', 'd', 'mean', 'variance', 'gamma', 'dstats'] : ['dy', 'y'];
+        : what === 'dx' ? ['x', 'd', 'mean', 'variance', 'gamma', 'dstats']
+          : what === 'dxMasked' ? ['x', 'dy', 'y', 'mean', 'variance', 'gamma', 'dstats'] : ['dy', 'y'];
     this.outputShape = [n];
     this.dispatch = [Math.ceil(n / WG_FLAT), 1, 1];
     this.shaderKey = `petsBnElementwise_${what}_${relu}_${residual}`;
@@ -220,11 +226,12 @@ class ElementwiseProgram implements WebGPUProgram {
           let scale = gamma[c] / sqrt(${variance} + uniforms.eps);
           let v = (x[index] - ${mean}) * scale + beta[c]${this.residual ? ' + res[index]' : ''};
           result[index] = ${this.relu ? 'max(v, 0.0)' : 'v'};`;
-    } else if (this.what === 'dx') {
+    } else if (this.what === 'dx' || this.what === 'dxMasked') {
+      const d = this.what === 'dx' ? 'd[index]' : 'select(0.0, dy[index], y[index] > 0.0)';
       body = `let c = index % uniforms.C;
           let invStd = 1.0 / sqrt(variance[c] + uniforms.eps);
           let xHat = (x[index] - mean[c]) * invStd;
-          result[index] = gamma[c] * invStd * (d[index] - dstats[c] * uniforms.invP - xHat * dstats[uniforms.C + c] * uniforms.invP);`;
+          result[index] = gamma[c] * invStd * (${d} - dstats[c] * uniforms.invP - xHat * dstats[uniforms.C + c] * uniforms.invP);`;
     } else {
       body = 'result[index] = select(0.0, dy[index], y[index] > 0.0);';
     }
@@ -290,12 +297,17 @@ export const batchNormTrainGradWebgpu: KernelFunc = ({ inputs, backend, attrs })
   const { splits, chunk } = rowSplits(p, c);
   const uniforms = [i32(c), f32(eps), f32(1 / p)];
   const fx = as(x, [n]);
-  // d = dy·[y > 0] with ReLU (then also the residual's gradient), else dy itself.
-  const d = relu ? be.runWebGPUProgram(new ElementwiseProgram('mask', n, true, false), [as(dy, [n]), as(y, [n])], 'float32', uniforms)
+  // d = dy·[y > 0] with ReLU, else dy itself. With ReLU and a residual d is also the residual's gradient, so it is
+  // materialised; with ReLU alone the partial sums and dx compute it on the fly from dy and y (one dispatch less).
+  const materialise = relu && residual;
+  const d = materialise ? be.runWebGPUProgram(new ElementwiseProgram('mask', n, true, false), [as(dy, [n]), as(y, [n])], 'float32', uniforms)
     : as(dy, [n]);
+  const fused = relu && !residual;
   let dgamma: TensorInfo, dbeta: TensorInfo, dx: TensorInfo;
   try {
-    const partial = be.runWebGPUProgram(new PartialProgram('grad', c, splits), [fx, d, mean], 'float32', [i32(p), i32(c), i32(chunk)]);
+    const partial = fused
+      ? be.runWebGPUProgram(new PartialProgram('gradMasked', c, splits), [fx, d, as(y, [n]), mean], 'float32', [i32(p), i32(c), i32(chunk)])
+      : be.runWebGPUProgram(new PartialProgram('grad', c, splits), [fx, d, mean], 'float32', [i32(p), i32(c), i32(chunk)]);
     let dstats: TensorInfo;
     try {
       const channelUniforms = [i32(p), i32(c), i32(chunk), i32(splits), f32(eps)];
@@ -304,21 +316,19 @@ export const batchNormTrainGradWebgpu: KernelFunc = ({ inputs, backend, attrs })
       be.disposeData(partial.dataId);
     }
     try {
-      dx = be.runWebGPUProgram(new ElementwiseProgram('dx', n, relu, false), [fx, d, mean, variance, gamma, dstats], 'float32', uniforms);
+      dx = fused
+        ? be.runWebGPUProgram(new ElementwiseProgram('dxMasked', n, relu, false), [fx, d, as(y, [n]), mean, variance, gamma, dstats], 'float32', uniforms)
+        : be.runWebGPUProgram(new ElementwiseProgram('dx', n, relu, false), [fx, d, mean, variance, gamma, dstats], 'float32', uniforms);
       [dbeta, dgamma] = copySlices(be, dstats, [{ offset: 0, shape: [c] }, { offset: c, shape: [c] }]) as [TensorInfo, TensorInfo];
     } finally {
       be.disposeData(dstats.dataId);
     }
   } catch (err) {
-    if (relu) be.disposeData(d.dataId);
+    if (materialise) be.disposeData(d.dataId);
     throw err;
   }
   const out = [as(dx, [...x.shape]), dgamma, dbeta];
-  if (residual && relu) return [...out, as(d, [...x.shape])];
-  if (relu) {
-    be.disposeData(d.dataId);
-    return out;
-  }
+  if (materialise) return [...out, as(d, [...x.shape])];
   if (!residual) return out;
   // d = dy: hand back dy's buffer (one more reference) instead of copying it.
   be.incRef(dy.dataId);
