@@ -19,7 +19,9 @@
  * device memory of the training step (GPUBuffers in use at once, see `compute/webgpu/memory.ts`), the most the
  * buffer pool held, the per-kernel GPU times of one whole step (timestamp queries) and the GPU dispatches and
  * uploads of one whole step, total and per kernel (exact counts, the same on any adapter: the H200 probe found the
- * step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`).
+ * step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`), and the host cost of a
+ * step: the main thread's CPU time less its waits for GPU results (`host: N ms main-thread CPU per step`, see
+ * `compute/webgpu/host-cpu.ts`; with `--dispatches` too, median of `--reps` steps).
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
 import { spawnSync } from 'node:child_process';
@@ -31,7 +33,7 @@ import { initBackend, parseBackendRequest } from '../src/training/compute/backen
 import { TrainerError, isTrainerError } from '../src/contract/errors.js';
 import type { CpuKernelProfile, KernelTotal } from '../src/training/compute/kernel-profile.js';
 import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-count.js';
-import { countWholeStepDispatches, measureWholeStep, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
+import { measureWholeStep, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
@@ -313,12 +315,25 @@ function printProfile(kernels: readonly KernelTotal[]): void {
 
 function printDispatches(counts: DispatchCounts, batch: number): void {
   console.log(`GPU dispatches per training step: ${counts.dispatches} (${(counts.dispatches / batch).toFixed(1)} per image), ` +
-    `uploads from CPU memory: ${counts.uploads}`);
-  console.log('kernel                       calls  dispatches  uploads  (one training step; fused kernels count once)');
+    `uploads from CPU memory: ${counts.uploads}, buffer copies/clears: ${counts.copies}`);
+  console.log('kernel                       calls  dispatches  uploads  copies  (one training step; fused kernels count once)');
   for (const k of counts.kernels.slice(0, 30)) {
-    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${String(k.dispatches).padStart(11)} ${String(k.uploads).padStart(8)}`);
+    console.log(`${k.name.padEnd(28)} ${String(k.calls).padStart(6)} ${String(k.dispatches).padStart(11)} ${String(k.uploads).padStart(8)} ` +
+      `${String(k.copies).padStart(7)}`);
   }
   if (counts.kernels.length > 30) console.log(`… ${counts.kernels.length - 30} more kernels`);
+}
+
+function printHost(h: Omit<WholeStepHost, 'counts'>, batch: number): void {
+  if (h.host === null) {
+    console.log('host: not measured (needs Linux /proc and Dawn\'s GPUBuffer)');
+    return;
+  }
+  const { hostMs, mainMs, waitMs, reads } = h.host;
+  console.log(`host: ${hostMs.toFixed(0)} ms main-thread CPU per step (${h.hostUsPerDispatch?.toFixed(0)} µs per dispatch), ` +
+    `median of ${h.reps} steps: forward+backward ${h.forwardBackwardHostMs?.toFixed(0)} ms, gradient read + upload + AdamW ` +
+    `${h.optimizerHostMs?.toFixed(0)} ms; the main thread's ${mainMs.toFixed(0)} ms less ${waitMs.toFixed(0)} ms while ${reads} GPU ` +
+    `reads were pending. Ceiling (estimate): a step cannot take less on any GPU with this CPU, ≤ ${((batch / hostMs) * 1000).toFixed(1)} images/s`);
 }
 
 function printCpuProfile(p: CpuKernelProfile): void {
@@ -344,11 +359,15 @@ async function run(flags: BenchFlags): Promise<void> {
   const choice = await initBackend(request);
   if (flags.dispatches) {
     if (choice.kind !== 'webgpu') throw new TrainerError('ERR_BAD_FLAG', `--dispatches needs the webgpu backend, got ${choice.kind}`);
-    const counts = await countWholeStepDispatches(arch, size, batch);
-    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, ...counts }));
-    else {
+    const h = await measureWholeStepHost(arch, size, batch, reps);
+    if (flags.json) {
+      console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, ...h.counts,
+        host: h.host, forwardBackwardHostMs: h.forwardBackwardHostMs, optimizerHostMs: h.optimizerHostMs,
+        hostUsPerDispatch: h.hostUsPerDispatch, reps: h.reps }));
+    } else {
       console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}`);
-      printDispatches(counts, batch);
+      printDispatches(h.counts, batch);
+      printHost(h, batch);
     }
     return;
   }
@@ -384,7 +403,7 @@ async function run(flags: BenchFlags): Promise<void> {
     peakDeviceMiB: stepMemory.peakInUseBytes / 2 ** 20,
     peakDevicePoolMiB: stepMemory.peakAllocatedBytes / 2 ** 20,
     kernels: await profileWholeStep(arch, size, batch),
-    dispatches: await countWholeStepDispatches(arch, size, batch),
+    ...await measureWholeStepHost(arch, size, batch, reps).then(({ counts, ...h }) => ({ dispatches: counts, ...h })),
   } : null;
   if (flags.json) {
     console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, reps, clock, convs: timings,
@@ -408,6 +427,7 @@ async function run(flags: BenchFlags): Promise<void> {
       `(tfjs-webgpu GPUBuffers); buffer pool at most ${device.peakDevicePoolMiB.toFixed(0)} MiB (in use + free, whole run)`);
     printProfile(device.kernels);
     printDispatches(device.dispatches, batch);
+    printHost(device, batch);
   }
 }
 

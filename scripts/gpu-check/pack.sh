@@ -24,7 +24,10 @@ if [[ -f $P/node.xz && -f $P/node.sha256 ]] && sha256sum -c --status "$P/node.sh
   mv "$P/node.xz" "$P/node.sha256" "$KEEP/"
 fi
 rm -rf "$P"; mkdir -p "$P"
-mv "$KEEP"/* "$P/" 2>/dev/null; rmdir "$KEEP"
+# (Nothing kept on a first pack: the glob then matches nothing, and under set -e a failing mv ended the script
+# silently with status 1.)
+for f in "$KEEP"/*; do [[ -e $f ]] && mv "$f" "$P/"; done
+rmdir "$KEEP"
 cd "$ROOT"
 [[ -d node_modules/webgpu/dist/linux-x64 ]] || { echo "pack: node_modules/webgpu missing: run npm ci first" >&2; exit 1; }
 

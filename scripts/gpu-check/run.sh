@@ -52,10 +52,11 @@ summary() {
         parity) grep -hE '^(PASS|FAIL)' "$OUT/$s.log" | sed 's/^/  /'
                 sort -t' ' -k1,1 "$OUT/$s.log" | awk '$0 ~ / rel [0-9.e+-]+ / { for (i = 1; i < NF; i++) if ($i == "rel") print $(i + 1), $2 }' |
                   sort -g | tail -1 | sed 's/^/  largest relative error: /' ;;
-        bench)  grep -hiE 'whole training step|whole step|images/s|peak device memory|peak RSS|dispatch|total of kernels|^total \(weighted' "$OUT/$s.log" | sed 's/^/  /'
-                # The kernel table's calls column (composite ops, marked *, left out): tfjs kernels per step (a kernel
-                # may take more than one dispatch, e.g. the split-K filter gradient takes two).
-                awk '/^kernel +calls/ { on = 1; next } /^total of kernels/ { on = 0 } on && $NF != "*" { n += $2 }
+        bench)  grep -hiE 'whole training step|whole step|images/s|peak device memory|peak RSS|dispatch|^host:|total of kernels|^total \(weighted' "$OUT/$s.log" | sed 's/^/  /'
+                # The profile table's calls column (composite ops, marked *, left out): tfjs kernels per step (a kernel
+                # may take more than one dispatch, e.g. the split-K filter gradient takes two). Only that table (its
+                # header has an ms column): the dispatch table and the host line after it are not summed.
+                awk '/^kernel +calls +ms/ { on = 1; next } /^total of kernels/ { on = 0 } on && $NF != "*" { n += $2 }
                      END { if (n) print "  tfjs kernel calls in one training step (sum of the table rows, tf.profile): " n }' "$OUT/$s.log" ;;
         smoke)  grep -hE '^\[worker [0-9]+\] backend:' "$OUT/$s.log" | sed 's/^/  /'
                 grep -hE 'final error_rate|shutdown|ERR_|Error:' "$OUT/$s.log" | tail -4 | sed 's/^/  /' ;;

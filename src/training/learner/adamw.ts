@@ -126,7 +126,7 @@ export class AdamW {
     return this.slots.get(name)?.step ?? 0;
   }
 
-  private checkStep(grads: ReadonlyMap<string, tf.Tensor>, hyper: StepHyper): void {
+  private checkHyper(hyper: StepHyper): void {
     if (hyper.lrs.length !== this.groups.length) {
       throw new TrainerError('ERR_INTERNAL', `step needs one lr per layer group (${this.groups.length}), got ${hyper.lrs.length}`);
     }
@@ -136,6 +136,10 @@ export class AdamW {
     if (!(hyper.momentum >= 0 && hyper.momentum < 1)) {
       throw new TrainerError('ERR_INTERNAL', `momentum must be in [0, 1), got ${hyper.momentum}`);
     }
+  }
+
+  private checkStep(grads: ReadonlyMap<string, tf.Tensor>, hyper: StepHyper): void {
+    this.checkHyper(hyper);
     for (const [name, g] of grads) {
       if (!this.trainableSet.has(name)) throw new TrainerError('ERR_INTERNAL', `gradient for non-trainable parameter ${name}`);
       const p = this.params.get(name)!;
@@ -163,6 +167,51 @@ export class AdamW {
     }
   }
 
+  /**
+   * One AdamW step from one flat gradient: what {@link step} does with the gradients cut from `flat` by `layout`.
+   * On a backend with the in-place update kernel (WebGPU) each parameter's update reads its gradient straight from
+   * `flat` at its element offset, so nothing is split (one dispatch per parameter in all); on the others `flat` is
+   * split into per-parameter tensors for {@link step}. Trainable parameters not in `layout` are decayed only.
+   *
+   * @param flat - `[Σ layout sizes]` float32, the gradients one after the other in `layout` order (not disposed here)
+   * @param layout - trainable parameter names and their element counts (e.g. `Replica.gradientLayout()`)
+   * @param hyper - learning rate per layer group and momentum (Adam beta1) for this step
+   * @throws TrainerError ERR_INTERNAL on a name that is not trainable or repeats, a size other than the parameter's,
+   *   a `flat` that is not 1-D float32 of Σ sizes, and as {@link step} — checked before anything is modified
+   */
+  stepFlat(flat: tf.Tensor, layout: readonly { readonly name: string; readonly size: number }[], hyper: StepHyper): void {
+    this.checkHyper(hyper);
+    const offsets = new Map<string, number>();
+    let total = 0;
+    for (const { name, size } of layout) {
+      if (!this.trainableSet.has(name)) throw new TrainerError('ERR_INTERNAL', `gradient for non-trainable parameter ${name}`);
+      if (offsets.has(name)) throw new TrainerError('ERR_INTERNAL', `gradient layout names ${name} twice`);
+      const p = this.params.get(name)!;
+      if (size !== p.size) throw new TrainerError('ERR_INTERNAL', `gradient of ${name} has ${size} values, parameter has ${p.size}`);
+      offsets.set(name, total);
+      total += size;
+    }
+    if (flat.rank !== 1 || flat.dtype !== 'float32' || flat.size !== total) {
+      throw new TrainerError('ERR_INTERNAL', `flat gradient must be [${total}] float32 (the layout's sizes), got [${flat.shape}] ${flat.dtype}`);
+    }
+    if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) === undefined) {
+      const parts = tf.split(flat, layout.map((l) => l.size));
+      const grads = new Map(layout.map(({ name }, i) => [name, tf.reshape(parts[i]!, this.params.get(name)!.shape)] as const));
+      try {
+        this.step(grads, hyper);
+      } finally {
+        tf.dispose([...parts, ...grads.values()]);
+      }
+      return;
+    }
+    for (const name of this.trainableSet) {
+      const lr = hyper.lrs[this.groupOf.get(name)!]!;
+      const offset = offsets.get(name);
+      if (offset === undefined) this.decayOnly(name, lr);
+      else this.update(name, flat, lr, hyper.momentum, offset);
+    }
+  }
+
   private decayOnly(name: string, lr: number): void {
     const p = this.params.get(name)!;
     tf.tidy(() => p.assign(tf.mul(p, 1 - lr * this.options.weightDecay)));
@@ -178,14 +227,18 @@ export class AdamW {
     return s;
   }
 
-  private update(name: string, g: tf.Tensor, lr: number, beta1: number): void {
+  /**
+   * One parameter's update; `gOffset` ≥ 0 (only with the in-place kernel): `g` is a flat gradient holding this
+   * parameter's at that element offset.
+   */
+  private update(name: string, g: tf.Tensor, lr: number, beta1: number, gOffset = -1): void {
     const p = this.params.get(name)!;
     const s = this.slot(name);
     const { beta2, eps, weightDecay } = this.options;
     s.step += 1;
     const bc1 = 1 - beta1 ** s.step;
     const bc2 = 1 - beta2 ** s.step;
-    const fused = fusedAdamWStep(p, g, s.m, s.v,
+    const fused = gOffset >= 0 ? null : fusedAdamWStep(p, g, s.m, s.v,
       { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
     if (fused !== null) {
       // Same formula and roundings in one pass (native backend; see compute/fused-adamw.ts).
@@ -197,7 +250,8 @@ export class AdamW {
     }
     if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
       // A backend with an in-place update (WebGPU): the same formula in one dispatch, hyper-parameters as uniforms.
-      const attrs: AdamWAttrs = { beta1, beta2, eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1, sqrtBc2: Math.sqrt(bc2) };
+      const attrs: AdamWAttrs = { beta1, beta2, eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1, sqrtBc2: Math.sqrt(bc2),
+        gOffset: Math.max(gOffset, 0) };
       for (const x of [p, s.m, s.v]) ownBuffer(x);
       tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap);
       return;

@@ -14,8 +14,9 @@
  *
  * Device residency (WebGPU, and any backend): the gradient sum over micro-batches stays a backend tensor; it is
  * read to the CPU once per step ({@link Replica.takeGradients}, an asynchronous read) and the all-reduced result
- * is uploaded once ({@link Replica.applyGradients}) and split on the device. Every read is asynchronous
- * (`await data()`): tfjs-backend-webgpu cannot read synchronously under Node (`dataSync` needs OffscreenCanvas).
+ * is uploaded once ({@link Replica.applyGradients}; on WebGPU AdamW reads each parameter's part at its offset, no
+ * split; host-memory backends take one tensor per parameter). Every read is asynchronous (`await data()`):
+ * tfjs-backend-webgpu cannot read synchronously under Node (`dataSync` needs OffscreenCanvas).
  *
  * BatchNorm and micro-batches: as PyTorch, each training-mode forward updates the running statistics at once
  * (momentum 0.1). A micro-batch larger than `maxMicroBatch` is split into balanced chunks whose gradients are
@@ -39,6 +40,7 @@ import { cnnLearner, type CnnLearner } from './cnn-learner.js';
 import { perItemCrossEntropy } from './loss.js';
 import type { StepHyper } from '../../contract/plan/schedule.js';
 import { defaultMaxMicroBatch, splitChunks } from './micro-batch.js';
+import { flattenOnDevice } from '../compute/webgpu/flatten.js';
 
 /** Options of {@link Replica.create}. */
 export interface ReplicaOptions {
@@ -280,12 +282,15 @@ export class Replica {
     }
   }
 
-  /** Adds one chunk's gradients to the device-resident flat sum (one concat and one add; nothing is read). */
+  /**
+   * Adds one chunk's gradients to the device-resident flat sum (one flatten and one add; nothing is read). On WebGPU
+   * the flatten is buffer copies (`compute/webgpu/flatten.ts`), elsewhere a tfjs concat.
+   */
   private addGradients(vars: tf.Variable[], grads: tf.NamedTensorMap): void {
     try {
       const next = tf.tidy(() => {
         // A parameter the loss does not reach (e.g. frozen paths) has no gradient: zeros keep the layout.
-        const flat = tf.concat(vars.map((v, i) => {
+        const flat = flattenOnDevice(vars.map((v) => grads[v.name]), this.layout.map((l) => l.size)) ?? tf.concat(vars.map((v, i) => {
           const g = grads[v.name];
           return g === undefined ? tf.zeros([this.layout[i]!.size]) : tf.reshape(g, [-1]);
         }), 0) as tf.Tensor1D;
@@ -314,7 +319,12 @@ export class Replica {
     if (sum === null) return new Float32Array(this.total);
     let out: Float32Array;
     try {
-      out = (await sum.data() as Float32Array).slice(); // a fast copy (Float32Array.from iterates)
+      const values = await sum.data() as Float32Array;
+      // On WebGPU the array is the read's own (a fresh copy of the staging buffer, cached only by `sum`, disposed
+      // below): a second copy of the whole gradient would only add host time to the step (≈ 55 ms of main-thread CPU
+      // for ResNet34's 83 MiB on the shared machine, see docs/performance-gpu.md). Host-memory backends may hand out
+      // their storage: copy.
+      out = tf.getBackend() === 'webgpu' ? values : values.slice(); // slice: a fast copy (Float32Array.from iterates)
     } finally {
       sum.dispose();
     }
@@ -340,28 +350,28 @@ export class Replica {
     if (flat.length !== this.total) {
       throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${flat.length}`);
     }
+    if (tf.getBackend() === 'webgpu') {
+      // On a GPU: one upload of the whole flat gradient, from which each parameter's AdamW update reads its part at
+      // its offset (no per-tensor transfers, no split on the device).
+      const whole = tf.tensor1d(flat, 'float32');
+      try {
+        this.model.optimizer.stepFlat(whole, this.layout, hyper);
+      } finally {
+        whole.dispose();
+      }
+      return;
+    }
+    // On backends that compute in host memory (wasm, cpu, tfjs-node) a tensor per parameter is one copy, and the fastest.
     const grads = new Map<string, tf.Tensor>();
-    const toDevice = tf.getBackend() === 'webgpu';
-    // On a GPU: one upload of the whole flat gradient, split on the device (no per-tensor transfers). On backends
-    // that compute in host memory (wasm, cpu, tfjs-node) a tensor per parameter is one copy, and the fastest.
-    const whole = toDevice ? tf.tensor1d(flat, 'float32') : null;
     try {
-      if (whole !== null) {
-        const parts = tf.split(whole, this.layout.map((l) => l.size));
-        this.layout.forEach(({ name }, i) => {
-          grads.set(name, tf.reshape(parts[i]!, this.model.params.get(name)!.shape));
-          parts[i]!.dispose();
-        });
-      } else {
-        let offset = 0;
-        for (const { name, size } of this.layout) {
-          grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
-          offset += size;
-        }
+      let offset = 0;
+      for (const { name, size } of this.layout) {
+        grads.set(name, tf.tensor(flat.subarray(offset, offset + size), this.model.params.get(name)!.shape, 'float32'));
+        offset += size;
       }
       this.model.optimizer.step(grads, hyper);
     } finally {
-      tf.dispose([...(whole === null ? [] : [whole]), ...grads.values()]);
+      tf.dispose([...grads.values()]);
     }
   }
 

@@ -10,6 +10,7 @@ import { mulberry32 } from '../../contract/plan/rng.js';
 import { registerTfjsGradients } from '../compute/kernels/gradients.js';
 import { profileKernels, profileKernelsCpu, type CpuKernelProfile, type KernelTotal } from '../compute/kernel-profile.js';
 import { countDispatches, type DispatchCounts } from '../compute/webgpu/dispatch-count.js';
+import { measureHostCpu, type HostCpu } from '../compute/webgpu/host-cpu.js';
 import type { ResNetArch, ResNetConfig } from '../../contract/resnet-spec.js';
 import { Replica } from './replica.js';
 
@@ -149,6 +150,59 @@ export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: nu
 export async function countWholeStepDispatches(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<DispatchCounts> {
   return observeWholeStep(arch, size, batch, countDispatches, maxMicroBatch);
+}
+
+/** Result of {@link measureWholeStepHost}. */
+export interface WholeStepHost {
+  /** Dispatches and uploads of one step (the step after the host-timed ones). */
+  readonly counts: DispatchCounts;
+  /**
+   * The main thread's host cost of a whole step (see `compute/webgpu/host-cpu.ts`): the step with the median
+   * `hostMs`; null where it cannot be measured.
+   */
+  readonly host: HostCpu | null;
+  /** Of that step's `hostMs`: forward + backward (`accumulate`, gradients flattened and summed on the device). */
+  readonly forwardBackwardHostMs: number | null;
+  /** Of that step's `hostMs`: the flat gradient read to the CPU, uploaded again and applied by AdamW. */
+  readonly optimizerHostMs: number | null;
+  /** `host.hostMs` per dispatch, µs (all host work of the step divided by its dispatches). */
+  readonly hostUsPerDispatch: number | null;
+  /** Steps whose host cost was measured. */
+  readonly reps: number;
+}
+
+/**
+ * The host (JavaScript + Dawn encode) cost of a training step on the `webgpu` backend, the main thread's CPU time
+ * less its waits for GPU results, median of `reps` steps after one warm-up, split into its two halves, then the
+ * dispatch counts of one more step (counted apart, so the counter's wrappers do not add to the host figure). Same
+ * model and inputs as {@link measureWholeStep}.
+ *
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps; ERR_BACKEND when the active backend is not webgpu
+ */
+export async function measureWholeStepHost(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
+  maxMicroBatch?: number): Promise<WholeStepHost> {
+  if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
+  if (tf.getBackend() !== 'webgpu') throw new TrainerError('ERR_BACKEND', `host cost per step needs the webgpu backend, active: ${tf.getBackend()}`);
+  checkBenchShape(size, batch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  try {
+    await accumulate(0);
+    await optimize();
+    const steps: { host: HostCpu; fb: number; opt: number }[] = [];
+    for (let i = 1; i <= reps; i++) {
+      const fb = await measureHostCpu(() => accumulate(i));
+      const opt = await measureHostCpu(optimize);
+      if (fb === null || opt === null) continue;
+      const host = { mainMs: fb.mainMs + opt.mainMs, waitMs: fb.waitMs + opt.waitMs, hostMs: fb.hostMs + opt.hostMs, reads: fb.reads + opt.reads };
+      steps.push({ host, fb: fb.hostMs, opt: opt.hostMs });
+    }
+    const counts = await countDispatches(async () => { await accumulate(reps + 1); await optimize(); });
+    const mid = steps.length === 0 ? null : [...steps].sort((a, b) => a.host.hostMs - b.host.hostMs)[Math.floor(steps.length / 2)]!;
+    return { counts, host: mid?.host ?? null, forwardBackwardHostMs: mid?.fb ?? null, optimizerHostMs: mid?.opt ?? null,
+      hostUsPerDispatch: mid === null || counts.dispatches === 0 ? null : (mid.host.hostMs * 1000) / counts.dispatches, reps };
+  } finally {
+    replica.dispose();
+  }
 }
 
 /**

@@ -16,6 +16,11 @@
  * `m' = β1·m + (1 − β1)·g`, `v' = β2·v + (1 − β2)·g²`,
  * `p' = p·(1 − lr·wd) − (lr / bc1) · m' / (√v' / √bc2 + eps)`, with `bc1 = 1 − β1^t`, `bc2 = 1 − β2^t`.
  *
+ * The gradient may be one flat gradient of all parameters, read at an element offset (`gOffset` in the uniform
+ * buffer; a storage binding's own offset would have to be a multiple of 256 bytes): `learner/adamw.ts`'s `stepFlat`
+ * updates every parameter from the step's one uploaded flat gradient, with no split into per-parameter tensors (it
+ * took 118 `SplitV` dispatches per ResNet34 step).
+ *
  * The kernel writes into its inputs, so it is a tfjs kernel with no outputs (registered by `kernels.ts`, so it shows
  * by name in `tf.profile`). It encodes its dispatch into tfjs-backend-webgpu's current command encoder through the
  * backend's internals (4.22: `commandEncoder`, `computePassEncoder`, `bufferManager`, `tensorMap`, …; see
@@ -25,8 +30,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 
 /**
- * tfjs kernel name of the in-place AdamW update: inputs `p, g, m, v` (float32, same number of elements; `p`, `m`, `v`
- * must each own their buffer, see {@link ownBuffer}); no outputs: `p`, `m`, `v` are overwritten.
+ * tfjs kernel name of the in-place AdamW update: inputs `p, g, m, v` (float32; `p`, `m`, `v` of one number of
+ * elements n and each owning its buffer, see {@link ownBuffer}; `g` holds the gradient at elements
+ * `[gOffset, gOffset + n)`, so one flat gradient of all parameters serves every update without a split); no
+ * outputs: `p`, `m`, `v` are overwritten.
  */
 export const ADAMW_KERNEL = 'PetsAdamWUpdate';
 
@@ -41,6 +48,8 @@ export interface AdamWAttrs {
   readonly stepSize: number;
   /** `√bc2`. */
   readonly sqrtBc2: number;
+  /** Element offset of this parameter's gradient in `g` (0 when `g` is the parameter's own gradient). Default 0. */
+  readonly gOffset?: number;
 }
 
 /** Threads per workgroup; the kernel loops with a grid stride, so any size fits in ≤ 65,535 workgroups. */
@@ -48,7 +57,7 @@ const WG = 256;
 const MAX_WORKGROUPS = 65535;
 
 const SHADER = /* wgsl */ `
-struct Hyper { beta1 : f32, beta2 : f32, eps : f32, decay : f32, stepSize : f32, sqrtBc2 : f32, n : u32, pad : u32 };
+struct Hyper { beta1 : f32, beta2 : f32, eps : f32, decay : f32, stepSize : f32, sqrtBc2 : f32, n : u32, gOffset : u32 };
 @group(0) @binding(0) var<storage, read_write> p : array<f32>;
 @group(0) @binding(1) var<storage, read_write> m : array<f32>;
 @group(0) @binding(2) var<storage, read_write> v : array<f32>;
@@ -58,7 +67,7 @@ struct Hyper { beta1 : f32, beta2 : f32, eps : f32, decay : f32, stepSize : f32,
 fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
   let stride = nwg.x * ${WG}u;
   for (var i = gid.x; i < h.n; i = i + stride) {
-    let gi = g[i];
+    let gi = g[h.gOffset + i];
     let mi = h.beta1 * m[i] + (1.0 - h.beta1) * gi;
     let vi = h.beta2 * v[i] + (1.0 - h.beta2) * (gi * gi);
     m[i] = mi;
@@ -83,8 +92,9 @@ interface Pass {
 interface TensorData { resource: unknown; values: unknown; refCount: number }
 
 /**
- * The members of tfjs-backend-webgpu 4.22's `WebGPUBackend` this kernel uses (runtime-public, typed private or
- * internal there). Checked at the first call (see {@link internals}); a tfjs upgrade that renames them fails loudly.
+ * The members of tfjs-backend-webgpu 4.22's `WebGPUBackend` this project's in-place kernels use (runtime-public,
+ * typed private or internal there). Checked at each call (see {@link webgpuInternals}); a tfjs upgrade that renames
+ * them fails loudly.
  */
 export interface WebgpuInternals {
   readonly device: Device;
@@ -93,7 +103,11 @@ export interface WebgpuInternals {
   readonly tensorMap: { get(dataId: object): TensorData };
   readonly uniformPendingDisposal: unknown[];
   readonly commandQueueOwnedIds: WeakSet<object>;
-  commandEncoder: { beginComputePass(d: object): Pass & { end(): void } } | null;
+  commandEncoder: {
+    beginComputePass(d: object): Pass & { end(): void };
+    copyBufferToBuffer(src: unknown, srcOffset: number, dst: unknown, dstOffset: number, size: number): void;
+    clearBuffer(b: unknown, offset: number, size: number): void;
+  } | null;
   computePassEncoder: (Pass & { end(): void }) | null;
   dispatchCountInPass: number;
   activeTimers: { name: string; query: Promise<number> }[] | null;
@@ -101,6 +115,7 @@ export interface WebgpuInternals {
   querySet: unknown;
   readonly querySetCount: number;
   uploadToGPU(dataId: object): void;
+  makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo;
   ensureCommandEncoderReady(): void;
   endComputePassEncoder(): void;
   submitQueue(): void;
@@ -108,13 +123,17 @@ export interface WebgpuInternals {
 }
 
 const REQUIRED = ['device', 'queue', 'bufferManager', 'tensorMap', 'uniformPendingDisposal', 'commandQueueOwnedIds',
-  'uploadToGPU', 'ensureCommandEncoderReady', 'endComputePassEncoder', 'submitQueue', 'getQueryTime'] as const;
+  'uploadToGPU', 'makeTensorInfo', 'ensureCommandEncoderReady', 'endComputePassEncoder', 'submitQueue', 'getQueryTime'] as const;
 
-function internals(backend: unknown): WebgpuInternals {
+/**
+ * `backend` as {@link WebgpuInternals}.
+ * @throws Error naming `kernel` and the missing members when the backend lacks one of them
+ */
+export function webgpuInternals(backend: unknown, kernel: string): WebgpuInternals {
   const be = backend as Record<string, unknown>;
   const missing = REQUIRED.filter((k) => be[k] === undefined);
   if (missing.length > 0) {
-    throw new Error(`${ADAMW_KERNEL}: this tfjs-backend-webgpu lacks ${missing.join(', ')} (written against 4.22)`);
+    throw new Error(`${kernel}: this tfjs-backend-webgpu lacks ${missing.join(', ')} (written against 4.22)`);
   }
   return backend as WebgpuInternals;
 }
@@ -127,17 +146,25 @@ const UNIFORM_USAGE = 0x0040 | 0x0008;
 /**
  * The WebGPU kernel function of {@link ADAMW_KERNEL}: one dispatch, `p`, `m`, `v` updated in place.
  *
- * @throws Error when `p`, `g`, `m`, `v` are not float32 of one size, when two of them share a buffer, or when one of
+ * @throws Error when `p`, `g`, `m`, `v` are not float32, when `m` or `v` differs in size from `p`, when `gOffset` is
+ *   not an integer ≥ 0 or `g` has fewer than `gOffset + n` elements, when two of them share a buffer, or when one of
  *   `p`, `m`, `v` shares its buffer with another tensor (an in-place write would change that tensor too)
  */
 export const adamwWebgpu: KernelFunc = ({ inputs, backend, attrs }) => {
-  const be = internals(backend);
+  const be = webgpuInternals(backend, ADAMW_KERNEL);
   const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', TensorInfo>;
   const a = attrs as unknown as AdamWAttrs;
   const n = tf.util.sizeFromShape(p.shape);
+  const gOffset = a.gOffset ?? 0;
   for (const [name, t] of [['p', p], ['g', g], ['m', m], ['v', v]] as const) {
     if (t.dtype !== 'float32') throw new Error(`${ADAMW_KERNEL}: ${name} must be float32, got ${t.dtype}`);
-    if (tf.util.sizeFromShape(t.shape) !== n) throw new Error(`${ADAMW_KERNEL}: ${name} has shape [${t.shape}], p has [${p.shape}]`);
+    if (t !== g && tf.util.sizeFromShape(t.shape) !== n) throw new Error(`${ADAMW_KERNEL}: ${name} has shape [${t.shape}], p has [${p.shape}]`);
+  }
+  if (!Number.isInteger(gOffset) || gOffset < 0 || gOffset > 0xffffffff) {
+    throw new Error(`${ADAMW_KERNEL}: gOffset must be an integer in [0, 2^32), got ${gOffset}`);
+  }
+  if (tf.util.sizeFromShape(g.shape) < gOffset + n) {
+    throw new Error(`${ADAMW_KERNEL}: g has ${tf.util.sizeFromShape(g.shape)} elements, needs gOffset + n = ${gOffset} + ${n}`);
   }
   if (new Set([p.dataId, g.dataId, m.dataId, v.dataId]).size !== 4) throw new Error(`${ADAMW_KERNEL}: p, g, m, v must be four distinct buffers`);
   for (const [name, t] of [['p', p], ['m', m], ['v', v]] as const) {
@@ -155,7 +182,7 @@ export const adamwWebgpu: KernelFunc = ({ inputs, backend, attrs }) => {
   }
   const hyper = new ArrayBuffer(32);
   new Float32Array(hyper, 0, 6).set([a.beta1, a.beta2, a.eps, a.decay, a.stepSize, a.sqrtBc2]);
-  new Uint32Array(hyper, 24, 1)[0] = n;
+  new Uint32Array(hyper, 24, 2).set([n, gOffset]);
   const uniform = be.bufferManager.acquireBuffer(32, UNIFORM_USAGE);
   be.queue.writeBuffer(uniform, 0, hyper);
   be.uniformPendingDisposal.push(uniform); // released after the next submit, as the backend's own uniforms

@@ -10,14 +10,17 @@
  * y = γ·x̂ + β (+ r), then max(y, 0) when fused with ReLU
  * d = dy · [y > 0] (ReLU) or dy;  dβ = Σ d;  dγ = Σ d·(x − mean)·σ⁻¹;  dx = γ·σ⁻¹·(d − dβ/P − x̂·dγ/P);  dr = d
  * ```
- * Dispatches (tfjs-webgpu programs have one output each):
- * - forward, 4: per-split partial moments `[splits, 2, C]` (each 64×4-thread workgroup takes 64 channels × a range
- *   of rows, reads coalesced along C), the mean and the variance from the partials (`[C]` each), the
- *   element-wise normalise (+ residual, + ReLU);
- * - backward, 4 (+1 with ReLU): with ReLU first `d = dy·[y > 0]` (also the residual's gradient); per-split partial
- *   `Σd`, `Σd·(x − mean)`; dβ; dγ; dx. Without ReLU, d is dy itself (returned as the residual's gradient without a
- *   copy). Materialising d keeps dx's program at 7 input buffers: WebGPU guarantees only 8 storage buffers per
- *   shader stage (output included), and x, d, mean, variance, γ, dγ, dβ, y would be 9.
+ * Dispatches (tfjs-webgpu programs have one output each, so per-channel pairs are computed as one `[2, C]` output
+ * and copied into their own `[C]` tensors with `copyBufferToBuffer`, which is no dispatch):
+ * - forward, 3: per-split partial moments `[splits, 2, C]` (each 64×4-thread workgroup takes 64 channels × a range
+ *   of rows, reads coalesced along C), the mean and the variance from the partials (one `[2, C]` program, then 2
+ *   copies), the element-wise normalise (+ residual, + ReLU);
+ * - backward, 3 (+1 with ReLU and a residual): per-split partial `Σd`, `Σd·(x − mean)`; dβ and dγ (one `[2, C]`
+ *   program, then 2 copies); dx. `d = dy·[y > 0]` with ReLU, else dy. With ReLU and a residual, d is also the
+ *   residual's gradient and is materialised first (the +1); with ReLU alone the partial and dx programs compute it
+ *   from dy and y as they read them; without ReLU, d is dy itself (returned as the residual's gradient without a
+ *   copy). WebGPU guarantees only 8 storage buffers per shader stage (output included): dx's program reads x, dy, y,
+ *   mean, variance, γ and the (dβ, dγ) pair (7, or 6 with a materialised d).
  * The tfjs-op composition it replaces issues ~14 dispatches forward and ~25 backward per layer, plus scalar uploads.
  *
  * Also here, one dispatch each: `PetsBatchNormRunningUpdate` (the running mean/variance update of a training step,
@@ -33,6 +36,7 @@ import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { TrainerError } from '../../../contract/errors.js';
 import { batchNormDims, type BatchNormTrainAttrs, type RunningUpdateAttrs } from '../kernels/batch-norm.js';
+import { copySlices } from './flatten.js';
 
 /** Channels per reduction workgroup (threads along x). */
 const WG_C = 64;
@@ -66,8 +70,9 @@ class PartialProgram implements WebGPUProgram {
   readonly outputShape: number[];
   readonly shaderKey: string;
 
-  constructor(private readonly mode: 'moments' | 'grad', c: number, splits: number) {
-    this.variableNames = mode === 'moments' ? ['x'] : ['x', 'd', 'mean'];
+  /** `gradMasked`: as `grad` with d = dy·[y > 0] computed on the fly (ReLU without a residual: d is not an output). */
+  constructor(private readonly mode: 'moments' | 'grad' | 'gradMasked', c: number, splits: number) {
+    this.variableNames = mode === 'moments' ? ['x'] : mode === 'grad' ? ['x', 'd', 'mean'] : ['x', 'dy', 'y', 'mean'];
     this.outputShape = [splits, 2, c];
     this.dispatch = [Math.ceil(c / WG_C), splits, 1];
     this.shaderKey = `petsBnPartial_${mode}`;
@@ -84,8 +89,9 @@ class PartialProgram implements WebGPUProgram {
             a = a + delta / n;
             b = b + delta * (v - a);`
       : `let i = r * uniforms.C + c;
-            a = a + d[i];
-            b = b + d[i] * (x[i] - centre);`;
+            let g = ${this.mode === 'gradMasked' ? 'select(0.0, dy[i], y[i] > 0.0)' : 'd[i]'};
+            a = a + g;
+            b = b + g * (x[i] - centre);`;
     const merge = moments
       ? `let nb = sN[j][lc];
             if (nb > 0.0) {
@@ -135,8 +141,9 @@ class PartialProgram implements WebGPUProgram {
 }
 
 /**
- * `[C]` from the partials: the batch mean or the biased variance (Chan merge of the splits' (count, mean, M2)),
- * dβ (Σ of the splits' Σd) or dγ (Σ of the splits' Σd·(x − mean), times σ⁻¹).
+ * `[2, C]` from the partials, both per-channel results of one pass in one program: `stats` = (the batch mean, the
+ * biased variance) by a Chan merge of the splits' (count, mean, M2); `dstats` = (dβ = Σ of the splits' Σd,
+ * dγ = Σ of the splits' Σd·(x − mean), times σ⁻¹). (Two programs of one output each before: one dispatch more.)
  */
 class ChannelProgram implements WebGPUProgram {
   readonly variableNames: string[];
@@ -147,15 +154,15 @@ class ChannelProgram implements WebGPUProgram {
   readonly outputShape: number[];
   readonly shaderKey: string;
 
-  constructor(private readonly what: 'mean' | 'variance' | 'dbeta' | 'dgamma', c: number) {
-    this.variableNames = what === 'dgamma' ? ['partial', 'variance'] : ['partial'];
-    this.outputShape = [c];
+  constructor(private readonly what: 'stats' | 'dstats', c: number) {
+    this.variableNames = what === 'dstats' ? ['partial', 'variance'] : ['partial'];
+    this.outputShape = [2 * c];
     this.dispatch = [Math.ceil(c / WG_FLAT), 1, 1];
     this.shaderKey = `petsBnChannel_${what}`;
   }
 
   getUserCode(): string {
-    const body = this.what === 'mean' || this.what === 'variance'
+    const body = this.what === 'stats'
       ? `var n = 0.0;
           var a = 0.0;
           var b = 0.0;
@@ -167,12 +174,16 @@ class ChannelProgram implements WebGPUProgram {
             b = b + partial[(s * 2 + 1) * uniforms.C + c] + delta * delta * (n * nb / nt);
             n = nt;
           }
-          result[c] = ${this.what === 'mean' ? 'a' : 'max(b / n, 0.0)'};`
-      : `var t = 0.0;
+          result[c] = a;
+          result[uniforms.C + c] = max(b / n, 0.0);`
+      : `var tb = 0.0;
+          var tg = 0.0;
           for (var s = 0; s < uniforms.splits; s++) {
-            t = t + partial[(s * 2${this.what === 'dgamma' ? ' + 1' : ''}) * uniforms.C + c];
+            tb = tb + partial[(s * 2) * uniforms.C + c];
+            tg = tg + partial[(s * 2 + 1) * uniforms.C + c];
           }
-          result[c] = ${this.what === 'dgamma' ? 't / sqrt(variance[c] + uniforms.eps)' : 't'};`;
+          result[c] = tb;
+          result[uniforms.C + c] = tg / sqrt(variance[c] + uniforms.eps);`;
     return `
       fn main(c : i32) {
         if (c < uniforms.C) {
@@ -194,10 +205,13 @@ class ElementwiseProgram implements WebGPUProgram {
   readonly size = true;
   readonly shaderKey: string;
 
-  constructor(private readonly what: 'forward' | 'dx' | 'mask' | 'infer', n: number, private readonly relu: boolean,
+  /** `dxMasked`: dx with d = dy·[y > 0] computed on the fly (ReLU without a residual: d is not an output). */
+  constructor(private readonly what: 'forward' | 'dx' | 'dxMasked' | 'mask' | 'infer', n: number, private readonly relu: boolean,
     private readonly residual: boolean) {
-    this.variableNames = what === 'forward' || what === 'infer' ? ['x', 'mean', 'variance', 'gamma', 'beta', ...(residual ? ['res'] : [])]
-      : what === 'dx' ? ['x', 'd', 'mean', 'variance', 'gamma', 'dgamma', 'dbeta'] : ['dy', 'y'];
+    this.variableNames = what === 'forward' ? ['x', 'stats', 'gamma', 'beta', ...(residual ? ['res'] : [])]
+      : what === 'infer' ? ['x', 'mean', 'variance', 'gamma', 'beta', ...(residual ? ['res'] : [])]
+        : what === 'dx' ? ['x', 'd', 'mean', 'variance', 'gamma', 'dstats']
+          : what === 'dxMasked' ? ['x', 'dy', 'y', 'mean', 'variance', 'gamma', 'dstats'] : ['dy', 'y'];
     this.outputShape = [n];
     this.dispatch = [Math.ceil(n / WG_FLAT), 1, 1];
     this.shaderKey = `petsBnElementwise_${what}_${relu}_${residual}`;
@@ -206,15 +220,18 @@ class ElementwiseProgram implements WebGPUProgram {
   getUserCode(): string {
     let body: string;
     if (this.what === 'forward' || this.what === 'infer') {
+      // forward: mean and variance are the two halves of the [2, C] stats.
+      const [mean, variance] = this.what === 'forward' ? ['stats[c]', 'stats[uniforms.C + c]'] : ['mean[c]', 'variance[c]'];
       body = `let c = index % uniforms.C;
-          let scale = gamma[c] / sqrt(variance[c] + uniforms.eps);
-          let v = (x[index] - mean[c]) * scale + beta[c]${this.residual ? ' + res[index]' : ''};
+          let scale = gamma[c] / sqrt(${variance} + uniforms.eps);
+          let v = (x[index] - ${mean}) * scale + beta[c]${this.residual ? ' + res[index]' : ''};
           result[index] = ${this.relu ? 'max(v, 0.0)' : 'v'};`;
-    } else if (this.what === 'dx') {
+    } else if (this.what === 'dx' || this.what === 'dxMasked') {
+      const d = this.what === 'dx' ? 'd[index]' : 'select(0.0, dy[index], y[index] > 0.0)';
       body = `let c = index % uniforms.C;
           let invStd = 1.0 / sqrt(variance[c] + uniforms.eps);
           let xHat = (x[index] - mean[c]) * invStd;
-          result[index] = gamma[c] * invStd * (d[index] - dbeta[c] * uniforms.invP - xHat * dgamma[c] * uniforms.invP);`;
+          result[index] = gamma[c] * invStd * (${d} - dstats[c] * uniforms.invP - xHat * dstats[uniforms.C + c] * uniforms.invP);`;
     } else {
       body = 'result[index] = select(0.0, dy[index], y[index] > 0.0);';
     }
@@ -249,12 +266,16 @@ export const batchNormTrainWebgpu: KernelFunc = ({ inputs, backend, attrs }) => 
     [i32(p), i32(c), i32(chunk)]);
   try {
     const channelUniforms = [i32(p), i32(c), i32(chunk), i32(splits), f32(eps)];
-    const mean = be.runWebGPUProgram(new ChannelProgram('mean', c), [partial], 'float32', channelUniforms);
-    const variance = be.runWebGPUProgram(new ChannelProgram('variance', c), [partial], 'float32', channelUniforms);
-    const withRes = residual !== undefined;
-    const y = be.runWebGPUProgram(new ElementwiseProgram('forward', n, relu, withRes),
-      [as(x, [n]), mean, variance, gamma, beta, ...(withRes ? [as(residual, [n])] : [])], 'float32', [i32(c), f32(eps), f32(1 / p)]);
-    return [as(y, [...x.shape]), mean, variance];
+    const stats = be.runWebGPUProgram(new ChannelProgram('stats', c), [partial], 'float32', channelUniforms);
+    try {
+      const withRes = residual !== undefined;
+      const y = be.runWebGPUProgram(new ElementwiseProgram('forward', n, relu, withRes),
+        [as(x, [n]), stats, gamma, beta, ...(withRes ? [as(residual, [n])] : [])], 'float32', [i32(c), f32(eps), f32(1 / p)]);
+      const [mean, variance] = copySlices(be, stats, [{ offset: 0, shape: [c] }, { offset: c, shape: [c] }]);
+      return [as(y, [...x.shape]), mean!, variance!];
+    } finally {
+      be.disposeData(stats.dataId);
+    }
   } finally {
     be.disposeData(partial.dataId);
   }
@@ -276,30 +297,38 @@ export const batchNormTrainGradWebgpu: KernelFunc = ({ inputs, backend, attrs })
   const { splits, chunk } = rowSplits(p, c);
   const uniforms = [i32(c), f32(eps), f32(1 / p)];
   const fx = as(x, [n]);
-  // d = dy·[y > 0] with ReLU (then also the residual's gradient), else dy itself.
-  const d = relu ? be.runWebGPUProgram(new ElementwiseProgram('mask', n, true, false), [as(dy, [n]), as(y, [n])], 'float32', uniforms)
+  // d = dy·[y > 0] with ReLU, else dy itself. With ReLU and a residual d is also the residual's gradient, so it is
+  // materialised; with ReLU alone the partial sums and dx compute it on the fly from dy and y (one dispatch less).
+  const materialise = relu && residual;
+  const d = materialise ? be.runWebGPUProgram(new ElementwiseProgram('mask', n, true, false), [as(dy, [n]), as(y, [n])], 'float32', uniforms)
     : as(dy, [n]);
+  const fused = relu && !residual;
   let dgamma: TensorInfo, dbeta: TensorInfo, dx: TensorInfo;
   try {
-    const partial = be.runWebGPUProgram(new PartialProgram('grad', c, splits), [fx, d, mean], 'float32', [i32(p), i32(c), i32(chunk)]);
+    const partial = fused
+      ? be.runWebGPUProgram(new PartialProgram('gradMasked', c, splits), [fx, d, as(y, [n]), mean], 'float32', [i32(p), i32(c), i32(chunk)])
+      : be.runWebGPUProgram(new PartialProgram('grad', c, splits), [fx, d, mean], 'float32', [i32(p), i32(c), i32(chunk)]);
+    let dstats: TensorInfo;
     try {
       const channelUniforms = [i32(p), i32(c), i32(chunk), i32(splits), f32(eps)];
-      dbeta = be.runWebGPUProgram(new ChannelProgram('dbeta', c), [partial], 'float32', channelUniforms);
-      dgamma = be.runWebGPUProgram(new ChannelProgram('dgamma', c), [partial, variance], 'float32', channelUniforms);
+      dstats = be.runWebGPUProgram(new ChannelProgram('dstats', c), [partial, variance], 'float32', channelUniforms);
     } finally {
       be.disposeData(partial.dataId);
     }
-    dx = be.runWebGPUProgram(new ElementwiseProgram('dx', n, relu, false), [fx, d, mean, variance, gamma, dgamma, dbeta], 'float32', uniforms);
+    try {
+      dx = fused
+        ? be.runWebGPUProgram(new ElementwiseProgram('dxMasked', n, relu, false), [fx, d, as(y, [n]), mean, variance, gamma, dstats], 'float32', uniforms)
+        : be.runWebGPUProgram(new ElementwiseProgram('dx', n, relu, false), [fx, d, mean, variance, gamma, dstats], 'float32', uniforms);
+      [dbeta, dgamma] = copySlices(be, dstats, [{ offset: 0, shape: [c] }, { offset: c, shape: [c] }]) as [TensorInfo, TensorInfo];
+    } finally {
+      be.disposeData(dstats.dataId);
+    }
   } catch (err) {
-    if (relu) be.disposeData(d.dataId);
+    if (materialise) be.disposeData(d.dataId);
     throw err;
   }
   const out = [as(dx, [...x.shape]), dgamma, dbeta];
-  if (residual && relu) return [...out, as(d, [...x.shape])];
-  if (relu) {
-    be.disposeData(d.dataId);
-    return out;
-  }
+  if (materialise) return [...out, as(d, [...x.shape])];
   if (!residual) return out;
   // d = dy: hand back dy's buffer (one more reference) instead of copying it.
   be.incRef(dy.dataId);

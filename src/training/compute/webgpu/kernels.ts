@@ -5,6 +5,7 @@
 import { getKernel, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
 import { ADAMW_KERNEL, adamwWebgpu } from './adamw-kernel.js';
 import { conv2DBackpropFilterWebgpu } from './conv-filter-grad.js';
+import { FLATTEN_KERNEL, flattenWebgpu } from './flatten.js';
 import { BN_INFER_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL } from '../kernels/batch-norm.js';
 import { batchNormInferWebgpu, batchNormRunningUpdateWebgpu, batchNormTrainGradWebgpu, batchNormTrainWebgpu } from './batch-norm.js';
 
@@ -16,9 +17,8 @@ const OURS = new WeakSet<KernelFunc>();
  * Each replaced tfjs kernel stays the fallback for the cases the new one does not cover.
  */
 export function registerWebgpuTrainingKernels(): void {
-  if (getKernel(ADAMW_KERNEL, 'webgpu') === undefined) registerKernel({ kernelName: ADAMW_KERNEL, backendName: 'webgpu', kernelFunc: adamwWebgpu });
-  for (const [kernelName, kernelFunc] of [[BN_TRAIN_KERNEL, batchNormTrainWebgpu], [BN_TRAIN_GRAD_KERNEL, batchNormTrainGradWebgpu],
-    [BN_RUNNING_UPDATE_KERNEL, batchNormRunningUpdateWebgpu], [BN_INFER_KERNEL, batchNormInferWebgpu]] as const) {
+  for (const [kernelName, kernelFunc] of [[ADAMW_KERNEL, adamwWebgpu], [FLATTEN_KERNEL, flattenWebgpu],
+    [BN_TRAIN_KERNEL, batchNormTrainWebgpu], [BN_TRAIN_GRAD_KERNEL, batchNormTrainGradWebgpu], [BN_RUNNING_UPDATE_KERNEL, batchNormRunningUpdateWebgpu], [BN_INFER_KERNEL, batchNormInferWebgpu]] as const) {
     if (getKernel(kernelName, 'webgpu') === undefined) registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
   }
   const existing = getKernel('Conv2DBackpropFilter', 'webgpu');
@@ -32,6 +32,6 @@ export function registerWebgpuTrainingKernels(): void {
 /** True when this project's WebGPU kernels are the registered ones. */
 export function webgpuTrainingKernelsRegistered(): boolean {
   const k = getKernel('Conv2DBackpropFilter', 'webgpu');
-  return k !== undefined && OURS.has(k.kernelFunc) && [ADAMW_KERNEL, BN_TRAIN_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_RUNNING_UPDATE_KERNEL, BN_INFER_KERNEL]
-    .every((name) => getKernel(name, 'webgpu') !== undefined);
+  return k !== undefined && OURS.has(k.kernelFunc) && [ADAMW_KERNEL, FLATTEN_KERNEL, BN_TRAIN_KERNEL, BN_TRAIN_GRAD_KERNEL,
+    BN_RUNNING_UPDATE_KERNEL, BN_INFER_KERNEL].every((name) => getKernel(name, 'webgpu') !== undefined);
 }
