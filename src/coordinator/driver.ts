@@ -21,7 +21,7 @@ import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
-import { LocalWorkers } from './local-workers.js';
+import { LocalWorkers, describeExit, type WorkerExit } from './local-workers.js';
 import { MetricsServer } from './metrics/server.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
@@ -262,7 +262,7 @@ export class Coordinator {
     if (config.workers > 0) {
       this.workers = new LocalWorkers({ endpoint, killTimeoutMs: WORKER_KILL_TIMEOUT_MS, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
       // Every exit is logged with its code (docs/fault-tolerance.md lists them), expected or not.
-      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
+      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} ${describeExit(e)}`));
       this.workers.start(config.workers);
     }
     this.recovery = new Recovery({
@@ -290,8 +290,8 @@ export class Coordinator {
   private async admitWorkers(): Promise<boolean> {
     const { config, runtime } = this.cmd;
     const earlyExit = new AbortController();
-    const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
-      if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} exited (code ${e.code}, signal ${e.signal}) before joining`);
+    const onEarlyExit = (e: WorkerExit): void => {
+      if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} ${describeExit(e, ' before joining')}${e.error === null ? '; see the worker\'s log above' : ''}`);
     };
     this.workers?.on('exit', onEarlyExit);
     try {
