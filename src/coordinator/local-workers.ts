@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { siblingEntry } from '../training/entry.js';
 import { isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
+import { COORDINATOR_BUILD_ENV, loadedBuild } from '../contract/build-stamp.js';
 
 /** Options of {@link LocalWorkers}. */
 export interface LocalWorkersOptions {
@@ -25,6 +26,11 @@ export interface LocalWorkersOptions {
   readonly stdio?: 'inherit' | 'pipe' | 'ignore';
   /** Time between SIGTERM and SIGKILL on close, milliseconds (default 5000). */
   readonly killTimeoutMs?: number;
+  /**
+   * The build the workers must run (`contract/build-stamp.ts`): a worker loaded from another refuses to start.
+   * Default: this process's own ({@link loadedBuild}; null when run from the sources: nothing is checked).
+   */
+  readonly build?: string | null;
 }
 
 /** Emitted as `exit` when a local worker process ends. */
@@ -172,8 +178,14 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
 
   private spawnSlot(slot: number): void {
     const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
+    const env = workerEnv(slot, this.gpus, process.env, this.busIds);
+    // The coordinator's build, so that a worker loaded from a dist/ rebuilt since (a respawn after a `git pull` and
+    // `npm run build`) refuses to run instead of training with other code.
+    const build = this.options.build === undefined ? loadedBuild() : this.options.build;
+    if (build === null) delete env[COORDINATOR_BUILD_ENV];
+    else env[COORDINATOR_BUILD_ENV] = build;
     const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
-      env: workerEnv(slot, this.gpus, process.env, this.busIds),
+      env,
       stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit', 'ipc'],
     });
     // The pipe must not keep the coordinator alive (the child process handle already does while it runs).

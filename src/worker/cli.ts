@@ -9,6 +9,7 @@ import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 import type { WorkerExitNotice } from '../contract/local-pipe.js';
+import { buildMismatch } from '../contract/build-stamp.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -64,6 +65,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const tag = `[worker ${process.pid}]`;
   const log = (line: string): void => console.error(`${tag} ${line}`);
+  // A local worker runs its coordinator's code or nothing (dist/ rebuilt during the run: contract/build-stamp.ts).
+  const otherBuild = buildMismatch();
+  if (otherBuild !== null) {
+    log(`ERR_STALE_BUILD: ${otherBuild}`);
+    if (parentPipe) await announceExit(WORKER_EXIT.failed, `ERR_STALE_BUILD: ${otherBuild}`);
+    return WORKER_EXIT.failed;
+  }
   /** The error this worker ends on, for the coordinator's report (it is also logged here). */
   let failure: string | null = null;
   const worker = new Worker({ ...options, parentPipe, log });

@@ -87,3 +87,18 @@ test('a local worker that fails its backend setup is reported with its own exit 
     await workers.close();
   }
 });
+
+test('a local worker loaded from another build than the coordinator\'s refuses to run, and says so', { timeout: 120_000 }, async () => {
+  // The coordinator's build as a dist/ rebuilt since it started would leave it: this worker (from the sources, no
+  // build) is not of it. It must stop before its backend or sockets start, exit 1 and tell the coordinator why.
+  const workers = new LocalWorkers({ endpoint: NOBODY, args: ['--backend', 'cpu'], gpus: 0, stdio: 'ignore', build: '0123456789abcdef' });
+  try {
+    const exit = once(workers, 'exit') as Promise<[WorkerExit]>;
+    workers.start(1);
+    const [e] = await exit;
+    assert.deepEqual({ code: e.code, signal: e.signal }, { code: 1, signal: null });
+    assert.match(e.error ?? '', /^ERR_STALE_BUILD: this worker's code \(build unstamped\) is not its coordinator's \(build 0123456789abcdef\)/);
+  } finally {
+    await workers.close();
+  }
+});
