@@ -21,7 +21,7 @@ import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
-import { LocalWorkers, describeExit, type WorkerExit } from './local-workers.js';
+import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js';
 import { MetricsServer } from './metrics/server.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
@@ -289,11 +289,7 @@ export class Coordinator {
    */
   private async admitWorkers(): Promise<boolean> {
     const { config, runtime } = this.cmd;
-    const earlyExit = new AbortController();
-    const onEarlyExit = (e: WorkerExit): void => {
-      if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} ${describeExit(e, ' before joining')}${e.error === null ? '; see the worker\'s log above' : ''}`);
-    };
-    this.workers?.on('exit', onEarlyExit);
+    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid));
     try {
       await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {
@@ -301,7 +297,7 @@ export class Coordinator {
       this.io.out('stopped while waiting for workers to join; nothing was trained');
       return false;
     }
-    this.workers?.off('exit', onEarlyExit);
+    earlyExit.stop();
     return true;
   }
 

@@ -56,6 +56,25 @@ export function describeExit(e: Pick<WorkerExit, 'code' | 'signal' | 'error'>, w
   return e.error === null ? how : `${how}: ${e.error}`;
 }
 
+/**
+ * Watches for a local worker that exits, unasked, before it joined (its setup failed: a backend that cannot start,
+ * another build than the coordinator's), so that a wait for workers to join ends at once with its exit and error
+ * rather than at the join timeout. Only the processes running when the watch begins are watched (the ones being
+ * waited for; a lost member that exits later is not one of them).
+ * @param isMember - whether the process of this pid has joined (its exit is then a loss, not an early exit)
+ * @returns `signal` aborts with `worker process <pid> exited with code 1 before joining: <error>`; `stop()` ends the watch
+ */
+export function watchEarlyExits(workers: LocalWorkers | null, isMember: (pid: number) => boolean): { readonly signal: AbortSignal; stop(): void } {
+  const early = new AbortController();
+  const watched = new Set(workers?.pids().values() ?? []);
+  const onExit = (e: WorkerExit): void => {
+    if (e.expected || !watched.has(e.pid) || isMember(e.pid) || early.signal.aborted) return;
+    early.abort(`worker process ${e.pid} ${describeExit(e, ' before joining')}${e.error === null ? '; see the worker\'s log above' : ''}`);
+  };
+  workers?.on('exit', onExit);
+  return { signal: early.signal, stop: () => workers?.off('exit', onExit) };
+}
+
 /** Emitted as `lost` (once per process) when a local worker's control pipe closes or it exits, unasked. */
 export interface WorkerLoss {
   readonly slot: number;
