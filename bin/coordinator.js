@@ -1,10 +1,17 @@
 #!/usr/bin/env node
-// Thin launcher: runs the compiled coordinator CLI (built into dist/ by `npm install` via the prepare script).
+// Thin launcher: runs the compiled coordinator CLI (built into dist/ by `npm install` via the prepare script, or by
+// `npm run build`), after checking that dist/ was built from the sources next to it (bin/build-stamp.js).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { staleBuild } from './build-stamp.js';
 const entry = new URL('../dist/coordinator/cli.js', import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
   console.error('coordinator: dist/ is missing; run `npm run build` (or `npm install`) in the project first.');
+  process.exit(1);
+}
+const stale = staleBuild(fileURLToPath(new URL('..', import.meta.url)));
+if (stale !== null) {
+  console.error(`coordinator: ${stale}`);
   process.exit(1);
 }
 const { main } = await import(entry.href);

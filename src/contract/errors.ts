@@ -22,6 +22,8 @@ export type TrainerErrorCode =
   | 'ERR_REPLICA_MISMATCH'
   | 'ERR_CHECKPOINT'
   | 'ERR_PORT_IN_USE'
+  /** Compiled code (dist/) of another build than its sources or than its coordinator's: `npm run build`, restart. */
+  | 'ERR_STALE_BUILD'
   | 'ERR_INTERNAL';
 
 /**

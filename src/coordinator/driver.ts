@@ -1,151 +1,29 @@
 /**
- * The coordinator's driver: builds the dataset index and the plan, starts the control plane and the workers,
- * runs the stages, checkpoints, recovers from lost workers, and writes models, interpretation and the report.
+ * The coordinator's driver: runs the stages from where the setup ({@link CoordinatorSetUp}, `setup.ts`) left the
+ * run, checkpoints, recovers from lost workers, and ends the run (models, interpretation and the report through
+ * `finish.ts`, then the close of workers and servers in a fixed order).
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { basename, join, relative, resolve } from 'node:path';
-import { MIB } from '../training/allreduce/buckets.js';
-import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
-import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
-import { ImagePool } from '../training/data/pool.js';
+import { basename } from 'node:path';
+import type { DataBunch } from '../training/data/databunch.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
-import { checkBackendRequest } from '../training/compute/backend.js';
-import { makeDir } from './make-dir.js';
 import { writeSavedBlob } from '../training/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
 import { resolveResNetConfig } from '../contract/resnet-spec.js';
-import { archModel, augmentOf, type Arch } from '../contract/config.js';
-import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
-import { planStages, stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
-import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
-import { planScaleOut, type ScaleOut } from './scale-out.js';
-import { Cluster } from './cluster.js';
-import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
-import { LocalWorkers } from './local-workers.js';
-import { MetricsServer } from './metrics/server.js';
-import { newHistory, type RunHistory } from './history.js';
-import type { TrainCommand } from './options.js';
-import { Recovery } from './recovery.js';
-import { StarReduceServer } from './star-reduce.js';
+import { archModel } from '../contract/config.js';
+import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
+import type { Recovery } from './recovery.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
-import { CheckpointStore, checkpointMeta, checkResumedPlan, type ResumePoint } from './checkpoint-store.js';
+import { checkpointMeta } from './checkpoint-store.js';
 import { finishRun, type RunResult } from './finish.js';
-import { StepMetricsRecorder } from './run-metrics.js';
 import { writeStageReport } from './stage-report.js';
-import { writeShowBatch } from './show-batch.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
-
-/**
- * A `--pretrained` value that names a file must point at an existing file.
- * @throws TrainerError ERR_BAD_FLAG naming the path
- */
-export function checkPretrainedSource(value: string): void {
-  if (value === 'imagenet' || value === 'none') return;
-  if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
-}
-
-/**
- * A `--pretrained` file must hold a torchvision state dict of `arch` (checked here, before any worker starts, rather
- * than in every worker after it started).
- * @throws TrainerError ERR_BAD_FLAG naming the file and the first mismatches
- */
-export async function checkPretrainedFile(value: string, arch: Arch): Promise<void> {
-  if (value === 'imagenet' || value === 'none') return;
-  try {
-    await verifyTorchWeightsFile(value, archModel(arch));
-  } catch (err) {
-    if (!isTrainerError(err)) throw err;
-    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be a torchvision ${arch} state dict for --arch ${arch}: ${err.message}`, { cause: err });
-  }
-}
-
-/** Everything the coordinator prints goes through these. */
-export interface DriverIo {
-  readonly out: (line: string) => void;
-  readonly log: (line: string) => void;
-}
+import { CoordinatorSetUp } from './setup.js';
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
-export class Coordinator {
-  private control: ControlServer | null = null;
-  private workers: LocalWorkers | null = null;
-  private metrics: MetricsServer | null = null;
-  private cluster: Cluster | null = null;
-  private pool: ImagePool | null = null;
-  private stopRequested = false;
-  /** Aborts waits for workers when a stop is requested (steps check `stopRequested` between steps). */
-  private readonly stopController = new AbortController();
-  private starAddress: string | null = null;
-  private star: StarReduceServer | null = null;
-  private history: RunHistory = newHistory();
-  private scale!: ScaleOut;
-  private stages: StagePlan[] = [];
-  private store: CheckpointStore;
-  private classes: readonly string[] = [];
-  private recorder: StepMetricsRecorder | null = null;
-  private recovery: Recovery | null = null;
+export class Coordinator extends CoordinatorSetUp {
   private closing: Promise<void> | null = null;
   /** Set by {@link closeNow}: no shutdown message, no grace, no metrics linger. */
   private hurry = false;
-  /** This run created its directory (so a run failing before its first checkpoint removes it again). */
-  private createdRunDir = false;
-  /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
-  private ended = false;
-  /** The data could not be trained: the directory is kept for its data.json (the account of every file). */
-  private keepDataAccount = false;
-  readonly runDir: string;
-
-  /**
-   * @param cmd - the parsed command (for a resumed run: its configuration comes from the checkpoint)
-   * @param resumePoint - the checkpoint to continue from, or null for a new run
-   */
-  constructor(private readonly cmd: TrainCommand, private readonly io: DriverIo, private readonly resumePoint: ResumePoint | null = null) {
-    this.runDir = resolve(cmd.config.runDir);
-    this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
-    if (resumePoint) this.history = resumePoint.meta.history;
-  }
-
-  /** Asks the run to stop after the current step (with a checkpoint). */
-  requestStop(): void {
-    this.stopRequested = true;
-    this.stopController.abort('stop requested (SIGINT/SIGTERM)');
-  }
-
-  private async prepareData(): Promise<DataBunch> {
-    const c = this.cmd.config;
-    this.pool = new ImagePool({});
-    this.pool.start();
-    const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
-    // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
-    writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
-    if (this.metrics) recordSkippedFiles(this.metrics, data.account);
-    this.io.out(dataLine(data.account, data.classes.length));
-    try {
-      assertTrainable(data);
-    } catch (err) {
-      // The data cannot be trained: the run folder is kept for its data.json, which says where every file went.
-      this.keepDataAccount = true;
-      this.io.log(`data: where every file went: ${join(this.runDir, 'data.json')}`);
-      throw err;
-    }
-    await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
-      .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
-    await this.pool.close();
-    this.pool = null;
-    return data;
-  }
-
-  private setupFor(data: DataBunch, starAddress: string | null): RunSetup {
-    const c = this.cmd.config, r = this.cmd.runtime;
-    return {
-      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs, seed: c.seed, pretrained: c.pretrained,
-      frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
-      paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
-      train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
-      bucketBytes: r.bucketMb * MIB, allreduceTimeoutMs: r.allreduceTimeoutMs, starAddress, threads: r.threads,
-      transforms: augmentOf(c),
-    };
-  }
 
   /**
    * Runs the whole plan in three steps: {@link setUp} (checks, servers, data, plan, workers), {@link runStages}, and
@@ -168,141 +46,6 @@ export class Coordinator {
   /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
   private untrainedResult(stopped: boolean): RunResult {
     return { runDir: this.runDir, stopped, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
-  }
-
-  /**
-   * Everything before the first stage: the checks, the servers, the data and the plan, the workers and their
-   * admission, and each rank's setup.
-   * @returns the data and the recovery policy, or null when a stop was requested while waiting for workers
-   */
-  private async setUp(): Promise<{ readonly data: DataBunch; readonly recovery: Recovery } | null> {
-    await this.checkBeforeStart();
-    // Ports are taken first (a mistake stops the run at once), but announced only once the data is there, so a
-    // failed download or data check is the first and only thing printed.
-    const announce: string[] = [];
-    const { endpoint, curve } = await this.startServers(announce);
-    const data = await this.prepareData();
-    this.announcePlan(data, announce, endpoint);
-    const recovery = await this.startWorkers(data, endpoint, curve);
-    if (!(await this.admitWorkers())) return null;
-    await this.cluster!.announce();
-    await recovery.setupAll(this.cluster!.ranks().map((m) => m.rank));
-    if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
-    return { data, recovery };
-  }
-
-  /**
-   * Everything that can be checked without the data is checked first (bad flags, a missing weights file, a stale
-   * native addon), so a mistake stops the run in seconds rather than after the data check; then the run directory
-   * and the scale-out plan.
-   */
-  private async checkBeforeStart(): Promise<void> {
-    const { config } = this.cmd;
-    checkPretrainedSource(config.pretrained);
-    await checkPretrainedFile(config.pretrained, config.arch);
-    if (config.workers > 0) checkBackendRequest(config.backend);
-    this.createdRunDir = makeDir(this.runDir, '--run-dir');
-    // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
-    const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
-    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
-  }
-
-  /**
-   * Starts `/metrics` (when asked for), the control plane (with CURVE when asked for) and the cluster over it.
-   * @param announce - receives the lines to print once the data is there
-   * @returns the control plane's endpoint and the CURVE keys (null: no CURVE)
-   */
-  private async startServers(announce: string[]): Promise<{ readonly endpoint: string; readonly curve: CurveKeys | null }> {
-    const { runtime } = this.cmd;
-    if (runtime.metricsPort >= 0) {
-      this.metrics = await this.startMetrics(announce);
-      this.recorder = new StepMetricsRecorder(this.metrics);
-    }
-    const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
-    if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
-    const endpoint = await this.startControl(curve?.secretKey ?? null, announce);
-    const control = this.control!;
-    this.recorder?.watch(control);
-    // The star server serves each announced group (world size, generation): after a respawn or an elastic change
-    // too, not only the first one.
-    this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
-    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
-    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
-    return { endpoint, curve };
-  }
-
-  /**
-   * Prints the announced lines and the plan once the data is there; plans the stages and writes `config.json`.
-   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint
-   */
-  private announcePlan(data: DataBunch, announce: readonly string[], endpoint: string): void {
-    const { config, runtime } = this.cmd;
-    const resumed = this.resumePoint;
-    for (const line of announce) this.io.out(line);
-    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
-    this.classes = data.classes;
-    if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
-    }
-    this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
-    this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
-      (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
-      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
-      `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
-  }
-
-  /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
-  private async startWorkers(data: DataBunch, endpoint: string, curve: CurveKeys | null): Promise<Recovery> {
-    const { config, runtime } = this.cmd;
-    if (runtime.allreduce === 'star') {
-      this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
-      this.starAddress = await this.star.start();
-    }
-    if (config.workers > 0) {
-      this.workers = new LocalWorkers({ endpoint, killTimeoutMs: WORKER_KILL_TIMEOUT_MS, args: ['--backend', config.backend, '--heartbeat-interval-ms', String(runtime.heartbeatIntervalMs), '--heartbeat-timeout-ms', String(runtime.heartbeatTimeoutMs), ...(curve ? ['--curve-server-key', curve.publicKey] : [])] });
-      // Every exit is logged with its code (docs/fault-tolerance.md lists them), expected or not.
-      this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
-      this.workers.start(config.workers);
-    }
-    this.recovery = new Recovery({
-      cluster: this.cluster!, control: this.control!, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
-      joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
-      describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
-      maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
-      fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
-      setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
-      metrics: this.metrics, log: this.io.log,
-      checkpoint: async () => {
-        const dir = await this.writeCheckpoint();
-        return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
-      },
-      resumeCommand: `npx coordinator --resume ${this.runDir}`,
-    });
-    return this.recovery;
-  }
-
-  /**
-   * Waits for `--expect` workers; a local worker that exits before joining ends the wait at once.
-   * @returns false when a stop was requested while waiting (said on stdout)
-   * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
-   */
-  private async admitWorkers(): Promise<boolean> {
-    const { config, runtime } = this.cmd;
-    const earlyExit = new AbortController();
-    const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
-      if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} exited (code ${e.code}, signal ${e.signal}) before joining`);
-    };
-    this.workers?.on('exit', onEarlyExit);
-    try {
-      await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
-    } catch (err) {
-      if (!this.stopRequested) throw err;
-      this.io.out('stopped while waiting for workers to join; nothing was trained');
-      return false;
-    }
-    this.workers?.off('exit', onEarlyExit);
-    return true;
   }
 
   /**
@@ -379,60 +122,6 @@ export class Coordinator {
     };
   }
 
-  /**
-   * Starts `/metrics` on `--metrics-port`; when that is the default port and another process holds it (a second
-   * run on this host), on a free port instead, and says so (Prometheus must be pointed at it).
-   * @throws TrainerError ERR_PORT_IN_USE for a port the user asked for; ERR_BAD_FLAG
-   */
-  private async startMetrics(announce: string[]): Promise<MetricsServer> {
-    const r = this.cmd.runtime;
-    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: basename(this.runDir) });
-    let metrics = make(r.metricsPort);
-    try {
-      await metrics.start();
-      announce.push(`metrics: ${metrics.url}`);
-    } catch (err) {
-      if (!isTrainerError(err, 'ERR_PORT_IN_USE') || r.metricsPortGiven || r.metricsPort === 0) throw err;
-      await metrics.close();
-      metrics = make(0);
-      await metrics.start();
-      announce.push(`metrics: ${metrics.url}`,
-        `metrics: the default port ${r.metricsPort} is taken (another run on this host?), so this run serves /metrics on the free port ${metrics.port}: add ${r.metricsHost}:${metrics.port} to Prometheus's scrape targets, or choose the port with --metrics-port`);
-    }
-    return metrics;
-  }
-
-  /**
-   * Binds the control plane on `--bind`; when that is the default endpoint and its port is taken (a second run on
-   * this host), on a free port of the same interface instead, and says how remote workers reach it.
-   * @returns the bound endpoint
-   * @throws TrainerError ERR_PORT_IN_USE for an endpoint the user asked for; ERR_BAD_FLAG
-   */
-  private async startControl(curveSecretKey: string | null, announce: string[]): Promise<string> {
-    const r = this.cmd.runtime;
-    const make = (bind: string): ControlServer => new ControlServer({
-      bind, heartbeatIntervalMs: r.heartbeatIntervalMs, heartbeatTimeoutMs: r.heartbeatTimeoutMs, curveSecretKey, log: this.io.log,
-      // A running local child is judged by its process (exit, closed pipe), never by heartbeat silence.
-      watchedByProcess: (m) => this.recovery?.isLocal(m) === true && this.workers?.isRunning(m.hello.pid) === true,
-    });
-    this.control = make(r.bind);
-    try {
-      return await this.control.start();
-    } catch (err) {
-      if (!isTrainerError(err, 'ERR_PORT_IN_USE') || r.bindGiven) throw err;
-      this.control.close();
-      this.control = make(r.bind.replace(/:\d+$/, ':0'));
-      const endpoint = await this.control.start();
-      announce.push(`control: the default port ${/:(\d+)$/.exec(r.bind)?.[1] ?? '?'} is taken (another run on this host?), so this run listens on ${endpoint}: remote workers join with npx worker --connect ${endpoint}, or choose the port with --bind`);
-      return endpoint;
-    }
-  }
-
-  /** Accumulation steps of the current ring: global batch / (bs × world size). */
-  private currentAccum(): number {
-    return this.scale.globalBs / (this.cmd.config.bs * this.cluster!.worldSize);
-  }
-
   /** After a stop request: checkpoints where the run is and says how to resume. */
   private async stopped(stageName: string): Promise<RunResult> {
     await this.checkpoint();
@@ -482,7 +171,7 @@ export class Coordinator {
    * its synced statistics: no sync, and the unchanged state is hard-linked rather than written again.
    * @returns the checkpoint directory, or null when no worker is left to take it from
    */
-  private async writeCheckpoint(): Promise<string | null> {
+  protected async writeCheckpoint(): Promise<string | null> {
     if (!this.cluster || this.cluster.worldSize === 0) return null;
     const t0 = performance.now();
     const trainedSince = this.store.newest?.globalStep !== this.history.position.globalStep;
@@ -573,15 +262,10 @@ export class Coordinator {
   }
 }
 
+
 /**
  * How long local workers get to close and exit after `shutdown` before they are sent SIGTERM, milliseconds. Their
  * own close is bounded (an all-reduce is aborted, the image pool drains for at most 5 s): this only matters for a
  * worker that is stuck, and is long so that a loaded machine never turns a clean exit (0) into a SIGTERM (143).
  */
 export const WORKER_SHUTDOWN_GRACE_MS = 30_000;
-
-/**
- * Time between SIGTERM and SIGKILL of a local worker, milliseconds: a SIGTERMed worker closes everything (the step
- * in progress is cut short) and exits 143; SIGKILL is for one that does not.
- */
-export const WORKER_KILL_TIMEOUT_MS = 15_000;

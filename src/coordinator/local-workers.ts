@@ -11,6 +11,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { siblingEntry } from '../training/entry.js';
+import { isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
+import { COORDINATOR_BUILD_ENV, loadedBuild } from '../contract/build-stamp.js';
 
 /** Options of {@link LocalWorkers}. */
 export interface LocalWorkersOptions {
@@ -24,6 +26,11 @@ export interface LocalWorkersOptions {
   readonly stdio?: 'inherit' | 'pipe' | 'ignore';
   /** Time between SIGTERM and SIGKILL on close, milliseconds (default 5000). */
   readonly killTimeoutMs?: number;
+  /**
+   * The build the workers must run (`contract/build-stamp.ts`): a worker loaded from another refuses to start.
+   * Default: this process's own ({@link loadedBuild}; null when run from the sources: nothing is checked).
+   */
+  readonly build?: string | null;
 }
 
 /** Emitted as `exit` when a local worker process ends. */
@@ -35,13 +42,44 @@ export interface WorkerExit {
   readonly signal: NodeJS.Signals | null;
   /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.kill}. */
   readonly expected: boolean;
+  /** The error the worker said it ended on (its {@link WorkerExitNotice}), e.g. `ERR_BACKEND: …`; null if none. */
+  readonly error: string | null;
+}
+
+/**
+ * How a worker process ended, for logs and errors: `exited with code 1: ERR_BACKEND: …` (with the error the worker
+ * said it ended on, when it said one) or `exited on SIGKILL`.
+ * @param when - words placed before the error, e.g. ` before joining`
+ */
+export function describeExit(e: Pick<WorkerExit, 'code' | 'signal' | 'error'>, when = ''): string {
+  const how = `${e.signal === null ? `exited with code ${e.code}` : `exited on ${e.signal}`}${when}`;
+  return e.error === null ? how : `${how}: ${e.error}`;
+}
+
+/**
+ * Watches for a local worker that exits, unasked, before it joined (its setup failed: a backend that cannot start,
+ * another build than the coordinator's), so that a wait for workers to join ends at once with its exit and error
+ * rather than at the join timeout. Only the processes running when the watch begins are watched (the ones being
+ * waited for; a lost member that exits later is not one of them).
+ * @param isMember - whether the process of this pid has joined (its exit is then a loss, not an early exit)
+ * @returns `signal` aborts with `worker process <pid> exited with code 1 before joining: <error>`; `stop()` ends the watch
+ */
+export function watchEarlyExits(workers: LocalWorkers | null, isMember: (pid: number) => boolean): { readonly signal: AbortSignal; stop(): void } {
+  const early = new AbortController();
+  const watched = new Set(workers?.pids().values() ?? []);
+  const onExit = (e: WorkerExit): void => {
+    if (e.expected || !watched.has(e.pid) || isMember(e.pid) || early.signal.aborted) return;
+    early.abort(`worker process ${e.pid} ${describeExit(e, ' before joining')}${e.error === null ? '; see the worker\'s log above' : ''}`);
+  };
+  workers?.on('exit', onExit);
+  return { signal: early.signal, stop: () => workers?.off('exit', onExit) };
 }
 
 /** Emitted as `lost` (once per process) when a local worker's control pipe closes or it exits, unasked. */
 export interface WorkerLoss {
   readonly slot: number;
   readonly pid: number;
-  /** What was seen, e.g. `process 123 exited (code null, signal SIGKILL)`. */
+  /** What was seen, e.g. `process 123 exited on SIGKILL` or `process 123 exited with code 1: ERR_BACKEND: …`. */
   readonly reason: string;
 }
 
@@ -103,6 +141,8 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
   /** Slot of every process this set ever spawned, by pid (a lost member is matched to its slot after it exited). */
   private readonly slotByPid = new Map<number, number>();
   private readonly expectedExit = new Set<number>();
+  /** Resolves when the process's `exit` was emitted (after its exit and its pipe's end: {@link spawnSlot}). */
+  private readonly exitReported = new WeakMap<ChildProcess, Promise<void>>();
   private readonly gpus: number;
   private readonly busIds: string[];
   private closed = false;
@@ -157,8 +197,14 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
 
   private spawnSlot(slot: number): void {
     const { filename, execArgv } = siblingEntry(import.meta.url, '../worker/run');
+    const env = workerEnv(slot, this.gpus, process.env, this.busIds);
+    // The coordinator's build, so that a worker loaded from a dist/ rebuilt since (a respawn after a `git pull` and
+    // `npm run build`) refuses to run instead of training with other code.
+    const build = this.options.build === undefined ? loadedBuild() : this.options.build;
+    if (build === null) delete env[COORDINATOR_BUILD_ENV];
+    else env[COORDINATOR_BUILD_ENV] = build;
     const child = spawn(process.execPath, [...execArgv, filename, '--connect', this.options.endpoint, ...this.options.args], {
-      env: workerEnv(slot, this.gpus, process.env, this.busIds),
+      env,
       stdio: ['ignore', this.options.stdio ?? 'inherit', this.options.stdio ?? 'inherit', 'ipc'],
     });
     // The pipe must not keep the coordinator alive (the child process handle already does while it runs).
@@ -166,22 +212,52 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
     this.children.set(slot, child);
     const pid = child.pid ?? -1;
     this.slotByPid.set(pid, slot);
+    let exitReported!: () => void;
+    this.exitReported.set(child, new Promise((resolve) => { exitReported = resolve; }));
     let reported = false;
+    const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
     const lost = (reason: string): void => {
       if (reported || this.closed || this.expectedExit.has(pid)) return;
       reported = true;
       // The slot is free from now on (a respawn must not wait for the exit); a process whose pipe closed while it
       // still runs is ended, so a replacement never meets its predecessor.
       if (this.children.get(slot) === child) this.children.delete(slot);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (!exited()) child.kill('SIGKILL');
       this.emit('lost', { slot, pid, reason });
     };
-    child.on('disconnect', () => lost(`process ${pid}'s control pipe closed`));
+    // The worker's last word (worker/cli.ts): it has closed everything and is exiting with this code. The pipe closes
+    // just before the process ends, so without it that closing would be taken for a lost worker and SIGKILLed, and
+    // its exit reported as SIGKILL instead of its own code and error.
+    let notice: WorkerExitNotice | null = null;
+    let exitGuard: NodeJS.Timeout | undefined;
+    child.on('message', (m) => { if (isWorkerExitNotice(m)) notice = m; });
+    child.on('disconnect', () => {
+      if (exited()) return; // the exit handler reports
+      if (notice === null) return lost(`process ${pid}'s control pipe closed`);
+      // Ending by itself: only one that does not end within the kill timeout is ended.
+      exitGuard = setTimeout(() => child.kill('SIGKILL'), this.options.killTimeoutMs ?? 5000);
+    });
     child.on('exit', (code, signal) => {
+      clearTimeout(exitGuard);
       if (this.children.get(slot) === child) this.children.delete(slot);
-      lost(`process ${pid} exited (code ${code}, signal ${signal})`);
-      const expected = this.closed || this.expectedExit.delete(pid);
-      this.emit('exit', { slot, pid, code, signal, expected });
+      // Reported once the pipe is read to its end too (it holds the notice; it closes right after the exit), or
+      // after the kill timeout should something else hold the pipe open.
+      let done = false;
+      const report = (): void => {
+        if (done) return;
+        done = true;
+        const e = { code, signal, error: notice?.error ?? null };
+        lost(`process ${pid} ${describeExit(e)}`);
+        const expected = this.closed || this.expectedExit.delete(pid);
+        this.emit('exit', { slot, pid, ...e, expected });
+        exitReported();
+      };
+      if (!child.connected) return report();
+      const fallback = setTimeout(report, this.options.killTimeoutMs ?? 5000);
+      child.once('disconnect', () => {
+        clearTimeout(fallback);
+        report();
+      });
     });
     // A spawn failure (e.g. EAGAIN) emits `error` and maybe no `exit`: it is a loss too, never an uncaught error.
     child.on('error', (err) => lost(`process in slot ${slot} failed: ${err.message}`));
@@ -200,7 +276,8 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
     this.closing ??= (async () => {
       this.closed = true;
       await Promise.all([...this.children.values()].map((child) => new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        const done = this.exitReported.get(child)!;
+        if (child.exitCode !== null || child.signalCode !== null) return void done.then(resolve);
         let killTimer: NodeJS.Timeout | undefined;
         const terminate = (): void => {
           if (killTimer !== undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -214,8 +291,10 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
           clearTimeout(graceTimer);
           clearTimeout(killTimer);
           this.terminators.delete(terminate);
-          resolve();
         });
+        // Resolved once the exit is reported (with the worker's own code and error), so every exit is logged before
+        // the coordinator goes on closing and exits.
+        void done.then(resolve);
       })));
       process.off('exit', this.onParentExit);
     })();

@@ -11,7 +11,7 @@ import type { Message, ReadyMessage } from '../contract/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
-import type { LocalWorkers } from './local-workers.js';
+import { watchEarlyExits, type LocalWorkers } from './local-workers.js';
 import type { MetricsServer } from './metrics/server.js';
 
 /** Wall time for log lines (failures and membership changes are logged with it). */
@@ -204,11 +204,19 @@ export class Recovery {
   private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>, reason: string): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
+    // A respawned worker that cannot start (its backend, another build than this coordinator's) ends the wait at
+    // once: a replacement that failed its setup would fail it again.
+    const earlyExit = watchEarlyExits(this.o.workers, (pid) => this.o.control.all().some((m) => m.hello.pid === pid));
     try {
-      await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal);
+      await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal ? AbortSignal.any([earlyExit.signal, this.o.stopSignal]) : earlyExit.signal);
     } catch (err) {
+      if (earlyExit.signal.aborted && !this.o.stopSignal?.aborted) {
+        await this.giveUp(`a replacement worker could not start (${String(earlyExit.signal.reason)}); ${cluster.worldSize} of ${this.o.expect} worker(s) left`, reason);
+      }
       if (!isTrainerError(err, 'ERR_TIMEOUT')) throw err;
       await this.giveUp(`no replacement worker joined within ${this.o.rejoinTimeoutMs / 1000} s (--rejoin-timeout-s; ${err.message}); ${cluster.worldSize} of ${this.o.expect} worker(s) left`, reason);
+    } finally {
+      earlyExit.stop();
     }
     await cluster.announce();
     const joined = cluster.ranks().filter((m) => !before.has(m.id));

@@ -8,6 +8,8 @@ import { checkInt } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
+import type { WorkerExitNotice } from '../contract/local-pipe.js';
+import { buildMismatch } from '../contract/build-stamp.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -48,19 +50,30 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
  *   3 when the coordinator went silent, 130 / 143 when stopped by SIGINT / SIGTERM
  */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // coordinator's death, and the worker's last word goes through it (announceExit). Another parent's IPC channel (a
+  // process manager) is not taken for the coordinator.
+  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
   let options: Omit<WorkerOptions, 'log'>;
   try {
     options = parseWorkerArgs(argv);
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? WORKER_EXIT.ok : WORKER_EXIT.badFlag;
     console.error(`worker: ${(err as Error).message}`);
+    if (parentPipe) await announceExit(WORKER_EXIT.badFlag, `${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
     return WORKER_EXIT.badFlag;
   }
   const tag = `[worker ${process.pid}]`;
   const log = (line: string): void => console.error(`${tag} ${line}`);
-  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
-  // coordinator's death. Another parent's IPC channel (a process manager) is not taken for the coordinator.
-  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
+  // A local worker runs its coordinator's code or nothing (dist/ rebuilt during the run: contract/build-stamp.ts).
+  const otherBuild = buildMismatch();
+  if (otherBuild !== null) {
+    log(`ERR_STALE_BUILD: ${otherBuild}`);
+    if (parentPipe) await announceExit(WORKER_EXIT.failed, `ERR_STALE_BUILD: ${otherBuild}`);
+    return WORKER_EXIT.failed;
+  }
+  /** The error this worker ends on, for the coordinator's report (it is also logged here). */
+  let failure: string | null = null;
   const worker = new Worker({ ...options, parentPipe, log });
   if (parentPipe) {
     process.channel!.unref();
@@ -90,6 +103,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const onUncaught = (err: unknown): void => {
     if (crashed) return;
     crashed = true;
+    failure = `ERR_INTERNAL: uncaught: ${err instanceof Error ? err.message : String(err)}`;
     log(`ERR_INTERNAL: uncaught: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     worker.stop(WORKER_EXIT.failed);
   };
@@ -97,15 +111,33 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGINT', onSigint);
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
+  let code: number;
   try {
-    return await worker.run();
+    code = await worker.run();
+    failure ??= worker.refused;
   } catch (err) {
-    log(`${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
-    return WORKER_EXIT.failed;
+    failure = `${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`;
+    log(failure);
+    code = WORKER_EXIT.failed;
   } finally {
     // The signal handlers stay: a late SIGTERM then finds the close done and changes nothing.
     await worker.close();
     process.off('uncaughtException', onUncaught);
     process.off('unhandledRejection', onUncaught);
   }
+  if (parentPipe) await announceExit(code, code === WORKER_EXIT.failed ? failure : null);
+  return code;
+}
+
+/**
+ * Tells the coordinator, over the control pipe, the exit code this local worker is about to end with and the error it
+ * ends on ({@link WorkerExitNotice}); resolves once the message is written (or the pipe is gone). Everything is
+ * closed by then, so the coordinator lets the process end by itself instead of ending it when the pipe closes.
+ */
+function announceExit(code: number, error: string | null): Promise<void> {
+  const notice: WorkerExitNotice = { type: 'worker-exit', code, error };
+  return new Promise((resolve) => {
+    if (process.send === undefined || !process.connected) return resolve();
+    process.send(notice, undefined, {}, () => resolve());
+  });
 }

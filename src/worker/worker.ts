@@ -118,6 +118,7 @@ export class Worker {
   private announcedGeneration = -1;
   /** A step aborted while it was still queued, with the newest generation announced at that moment. */
   private abortedBeforeStart: { step: number; generation: number } | null = null;
+  private refusal: string | null = null;
 
   constructor(private readonly o: WorkerOptions) {
     this.socket.routingId = this.id;
@@ -140,6 +141,11 @@ export class Worker {
       },
       onError: (err) => o.log(`heartbeat thread failed: ${err.message}; the coordinator will stop hearing this worker`),
     });
+  }
+
+  /** Why the coordinator refused this worker (`coordinator refused this worker: CODE: message`), or null. */
+  get refused(): string | null {
+    return this.refusal;
   }
 
   /** Sends to the coordinator; after close() began, the message is dropped (the socket may be gone). */
@@ -234,6 +240,7 @@ export class Worker {
       });
     }
     if (refused !== null) {
+      this.refusal = refused;
       this.o.log(refused);
       return WORKER_EXIT.failed;
     }

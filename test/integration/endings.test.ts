@@ -177,6 +177,22 @@ test('a stop while waiting for workers to join: coordinator 0, nothing trained',
   }
 });
 
+test('a local worker whose backend cannot start: its own exit code 1 and error are reported, not a SIGKILL', { timeout: RUN_TIMEOUT_MS }, async () => {
+  for (let i = 0; i < REPS; i++) {
+    // WebGPU with the Vulkan loader pointed at no driver: the worker's backend setup fails (ERR_BACKEND) on any
+    // machine, with or without the optional `webgpu` package, while the coordinator (which checks only a native
+    // addon before starting workers) starts it. The worker exits 1 by itself; its control pipe closes first.
+    const noDriver = path.join(dir, 'no-such-icd.json');
+    const run = start(runArgs(`backend-fails-${i}`, 1, ['--backend', 'webgpu']), { VK_ICD_FILENAMES: noDriver, VK_DRIVER_FILES: noDriver });
+    await assertEnded(run, 1, []);
+    const exits = [...workerExits(run.out).values()];
+    assert.deepEqual(exits, [1], `the worker's own exit code:\n${run.out.slice(-3000)}`);
+    assert.match(run.out, /\[coordinator\] worker process \d+ exited with code 1: ERR_BACKEND: --backend webgpu requested but unavailable/);
+    assert.match(run.out, /coordinator: ERR_WORKER_LOST: worker process \d+ exited with code 1 before joining: ERR_BACKEND: --backend webgpu requested but unavailable/);
+    assert.doesNotMatch(run.out, /SIGKILL/);
+  }
+});
+
 /** Waits for a standalone worker's exit and checks its code, its output and that it is gone. */
 async function assertWorkerEnded(worker: Proc, code: number): Promise<void> {
   assert.equal(await worker.exited, code, worker.output().slice(-3000));

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { checkPretrainedFile } from '../../../src/coordinator/driver.js';
+import { checkPretrainedFile } from '../../../src/coordinator/setup.js';
 import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { augmentOf } from '../../../src/contract/config.js';
 import { DEFAULT_TRANSFORMS } from '../../../src/contract/transform-settings.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { LocalWorkers, type WorkerLoss } from '../../../src/coordinator/local-workers.js';
+import { LocalWorkers, type WorkerExit, type WorkerLoss } from '../../../src/coordinator/local-workers.js';
 
 /** An endpoint nobody listens on: the workers never hear a heartbeat. */
 const NOBODY = 'tcp://127.0.0.1:9';
@@ -35,7 +35,7 @@ test('a SIGKILLed local worker is reported lost from its exit, with its slot; he
     const [loss] = await lost;
     assert.equal(loss.slot, 1);
     assert.equal(loss.pid, pid1);
-    assert.match(loss.reason, new RegExp(`process ${pid1}( exited \\(code null, signal SIGKILL\\)|'s control pipe closed)`));
+    assert.match(loss.reason, new RegExp(`process ${pid1}( exited on SIGKILL|'s control pipe closed)$`));
     assert.equal(workers.isRunning(pid0), true);
     await once(workers, 'exit');
     assert.equal(workers.isRunning(pid1), false);
@@ -62,4 +62,43 @@ test('a local worker whose coordinator is SIGKILLed sees its control pipe close 
   await once(parent, 'exit');
   while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
   assert.match(err, /the coordinator process is gone \(its control pipe closed\); exiting/);
+});
+
+test('a local worker that fails its backend setup is reported with its own exit code and error, never ended by SIGKILL', { timeout: 120_000 }, async () => {
+  // --backend native with PETS_NATIVE_ADDON naming a missing file: the worker's backend setup fails (ERR_BACKEND) and
+  // it exits 1 by itself, its control pipe closing just before it ends. Taken for a lost worker, that closing got it
+  // SIGKILLed and reported as `exited on SIGKILL`.
+  const saved = process.env.PETS_NATIVE_ADDON;
+  process.env.PETS_NATIVE_ADDON = '/nonexistent/pets_dnnl.node';
+  const workers = new LocalWorkers({ endpoint: NOBODY, args: ['--backend', 'native'], gpus: 0, stdio: 'ignore' });
+  try {
+    const lost = once(workers, 'lost') as Promise<[WorkerLoss]>;
+    const exit = once(workers, 'exit') as Promise<[WorkerExit]>;
+    workers.start(1);
+    if (saved === undefined) delete process.env.PETS_NATIVE_ADDON;
+    else process.env.PETS_NATIVE_ADDON = saved;
+    const pid = workers.pids().get(0)!;
+    const [e] = await exit;
+    assert.deepEqual({ pid: e.pid, code: e.code, signal: e.signal, expected: e.expected }, { pid, code: 1, signal: null, expected: false });
+    assert.match(e.error ?? '', /^ERR_BACKEND: --backend native requested but unavailable: native addon "\/nonexistent\/pets_dnnl.node" \(PETS_NATIVE_ADDON\) does not exist/);
+    const [loss] = await lost;
+    assert.equal(loss.reason, `process ${pid} exited with code 1: ${e.error}`);
+  } finally {
+    await workers.close();
+  }
+});
+
+test('a local worker loaded from another build than the coordinator\'s refuses to run, and says so', { timeout: 120_000 }, async () => {
+  // The coordinator's build as a dist/ rebuilt since it started would leave it: this worker (from the sources, no
+  // build) is not of it. It must stop before its backend or sockets start, exit 1 and tell the coordinator why.
+  const workers = new LocalWorkers({ endpoint: NOBODY, args: ['--backend', 'cpu'], gpus: 0, stdio: 'ignore', build: '0123456789abcdef' });
+  try {
+    const exit = once(workers, 'exit') as Promise<[WorkerExit]>;
+    workers.start(1);
+    const [e] = await exit;
+    assert.deepEqual({ code: e.code, signal: e.signal }, { code: 1, signal: null });
+    assert.match(e.error ?? '', /^ERR_STALE_BUILD: this worker's code \(build unstamped\) is not its coordinator's \(build 0123456789abcdef\)/);
+  } finally {
+    await workers.close();
+  }
 });

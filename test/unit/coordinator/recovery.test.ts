@@ -5,6 +5,7 @@
 // plan was made for (that is what --elastic is for, and only where the global batch divides).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
@@ -128,4 +129,39 @@ test('a replacement that joins but then fails its setup is retried within --max-
   s.members[2]!.state = 'lost';
   await assert.rejects(new Recovery(o).recover('rank 2 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /recovery failed 3 time\(s\) in a row, more than --max-restarts 2/.test(e.message) && /newest checkpoint on disk stands/.test(e.message));
   assert.equal(o.checkpoints, 0, 'a newcomer without the training state is in the ring: no checkpoint of mixed replicas');
+});
+
+test('a respawned local worker that exits before joining (its setup failed) ends the wait at once with its code and error', async () => {
+  // A replacement loaded from another build than the coordinator's (dist/ rebuilt during the run) exits 1 at start:
+  // waiting --rejoin-timeout-s (300 s by default) for it would be waiting for nothing.
+  const s = scripted(3, []);
+  let waitedToTheEnd = false;
+  (s.cluster as unknown as { admit: (n: number, t: number, abort: AbortSignal) => Promise<void> }).admit = async (_n, _t, abort) => {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { waitedToTheEnd = true; resolve(); }, 60_000);
+      abort.addEventListener('abort', () => { clearTimeout(timer); resolve(); });
+    });
+    throw new TrainerError(abort.aborted ? 'ERR_WORKER_LOST' : 'ERR_TIMEOUT', String(abort.reason));
+  };
+  const workers = new EventEmitter() as EventEmitter & { respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null };
+  const error = 'ERR_STALE_BUILD: this worker\'s code (build bbbbbbbbbbbbbbbb) is not its coordinator\'s (build aaaaaaaaaaaaaaaa)';
+  let running = new Map<number, number>();
+  workers.respawn = (slot) => {
+    running = new Map([[slot, 555]]);
+    // The lost member's own exit comes late (it is not waited for), then the replacement's.
+    setImmediate(() => workers.emit('exit', { slot: 0, pid: 102, code: null, signal: 'SIGKILL', expected: false, error: null }));
+    setImmediate(() => workers.emit('exit', { slot, pid: 555, code: 1, signal: null, expected: false, error }));
+  };
+  workers.pids = () => running;
+  workers.slotOf = () => null;
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1 });
+  s.members[2]!.state = 'lost';
+  await assert.rejects(new Recovery(o).recover('rank 2 lost', async () => new Uint8Array(8)), (e) => {
+    assert.ok(isTrainerError(e, 'ERR_WORKER_LOST'), String(e));
+    assert.match(e.message, /^a replacement worker could not start \(worker process 555 exited with code 1 before joining: ERR_STALE_BUILD: this worker's code \(build b{16}\) is not its coordinator's \(build a{16}\)\); 2 of 3 worker\(s\) left; checkpointed at global step 5/);
+    return true;
+  });
+  assert.equal(waitedToTheEnd, false);
+  assert.equal(o.checkpoints, 1, 'the survivors\' state is checkpointed before the run ends');
+  assert.equal(workers.listenerCount('exit'), 0, 'the watch ended');
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkPretrainedSource } from '../../../src/coordinator/driver.js';
+import { checkPretrainedSource } from '../../../src/coordinator/setup.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('--pretrained: imagenet and none pass, a missing file is refused before anything starts', () => {
