@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command, Option } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -124,7 +124,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
   ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
   ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
-  ['--backend <name>', 'backend', 'auto | tensorflow | webgpu | wasm | cpu (default auto)'],
+  ['--backend <name>', 'backend', `${RUN_BACKENDS.join(' | ')} (default auto)`],
   ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
   ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
 ];
@@ -143,8 +143,8 @@ export function trainProgram(): Command {
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
     .option('--heartbeat-timeout-ms <ms>', `silence before a peer is declared dead (default ${DEFAULT_RUNTIME.heartbeatTimeoutMs})`)
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
-    .addOption(new Option('--allreduce <algo>', 'ring | star (baseline)').choices(['ring', 'star']))
-    .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of gradients').choices(['float32', 'float16']))
+    .addOption(new Option('--allreduce <algo>', `ring | star (baseline) (default ${DEFAULT_RUNTIME.allreduce})`).choices(['ring', 'star']))
+    .addOption(new Option('--allreduce-dtype <dtype>', `wire dtype of gradients (default ${DEFAULT_RUNTIME.allreduceDtype})`).choices(['float32', 'float16']))
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
-import { DEFAULT_RUNTIME, parseTrainArgs } from '../../../src/coordinator/options.js';
+import { DEFAULT_RUNTIME, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
+import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('flags map onto the run config and runtime options', () => {
@@ -50,4 +51,14 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   bad(['--allreduce', 'tree'], /argument 'tree' is invalid. Allowed choices are ring, star/);
   bad(['--wokers', '2'], /unknown option '--wokers'/);
   bad(['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/);
+});
+
+test('--help names every backend the run accepts (native was missing) and the defaults of --allreduce and --allreduce-dtype', () => {
+  const help = trainProgram().helpInformation().replace(/\s+/g, ' ');
+  const listed = /--backend <name> (.+?) \(default auto\)/.exec(help)?.[1]?.split(' | ');
+  // The expected set is what the backend selection accepts (compute/backend.ts), not the help's own list.
+  assert.deepEqual(listed, [...BACKEND_REQUESTS]);
+  for (const name of BACKEND_REQUESTS) assert.equal(parseTrainArgs(['--backend', name]).config.backend, name);
+  assert.match(help, /--allreduce <algo> ring \| star \(baseline\) \(default ring\)/);
+  assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients \(default float32\)/);
 });
