@@ -281,7 +281,21 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const stages = stageShorthands(flags, explicit);
   if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;
   const config = resolveRunConfig(explicit, { runDir: explicit.runDir ?? defaultRunDir() });
+  checkAccumAgrees(explicit, config);
   return { config, runtime: runtimeFrom(flags), explicit };
+}
+
+/**
+ * `--global-bs` picks the accumulation, so an `--accum` given beside it (flag or config file) must be the one it picks:
+ * `--accum 2 --global-bs 32 --bs 8 --workers 1` used to run with accum 4, silently dropping the `--accum 2`.
+ * @throws TrainerError ERR_BAD_CONFIG naming both flags, the product and its factors
+ */
+function checkAccumAgrees(explicit: RunConfigInput, config: RunConfig): void {
+  if (explicit.accum === undefined || explicit.globalBs === undefined || config.globalBs === null || config.expect === 0) return;
+  const product = config.bs * config.expect * config.accum;
+  if (product === config.globalBs) return;
+  throw new TrainerError('ERR_BAD_CONFIG', `--accum ${config.accum} and --global-bs ${config.globalBs} disagree: bs × workers × accum = `
+    + `${config.bs} × ${config.expect} × ${config.accum} = ${product}; give only one of them (--global-bs picks the accumulation)`);
 }
 
 function defaultRunDir(): string {

@@ -62,3 +62,17 @@ test('--help names every backend the run accepts (native was missing) and the de
   assert.match(help, /--allreduce <algo> ring \| star \(baseline\) \(default ring\)/);
   assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients \(default float32\)/);
 });
+
+test('--accum beside --global-bs must be the accumulation it picks; otherwise ERR_BAD_CONFIG naming both (was: --accum silently dropped)', () => {
+  // 8 × 1 worker × accum 4 = 32: --accum 2 disagrees.
+  assert.throws(() => parseTrainArgs(['--bs', '8', '--workers', '1', '--accum', '2', '--global-bs', '32']), (err: unknown) => {
+    assert.ok(isTrainerError(err));
+    assert.equal(err.code, 'ERR_BAD_CONFIG');
+    assert.match(err.message, /--accum 2 and --global-bs 32 disagree: bs × workers × accum = 8 × 1 × 2 = 16/);
+    return true;
+  });
+  // Agreeing values, and either one alone, are accepted.
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '2', '--accum', '2', '--global-bs', '32']).config.accum, 2);
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '1', '--global-bs', '32']).config.globalBs, 32);
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '1', '--accum', '3']).config.accum, 3);
+});
