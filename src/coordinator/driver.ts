@@ -17,6 +17,7 @@ import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
+import { lockRunDir, type RunLock } from './run-lock.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys } from './control.js';
@@ -88,6 +89,8 @@ export class Coordinator {
   private hurry = false;
   /** This run created its directory (so a run failing before its first checkpoint removes it again). */
   private createdRunDir = false;
+  /** This coordinator's lock of the run directory (run-lock.ts), held from its creation to the end of close. */
+  private runLock: RunLock | null = null;
   /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
   private ended = false;
   /** The data could not be trained: the directory is kept for its data.json (the account of every file). */
@@ -161,6 +164,7 @@ export class Coordinator {
     checkPretrainedSource(config.pretrained);
     await checkPretrainedFile(config.pretrained, config.arch);
     this.createdRunDir = makeDir(this.runDir, '--run-dir');
+    this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
@@ -456,6 +460,7 @@ export class Coordinator {
     await this.star?.close();
     await this.metrics?.close();
     await this.pool?.close();
+    this.runLock?.release();
   }
 
   /** Removes the run directory this run created when it ends before its first checkpoint (nothing to resume). */
@@ -488,6 +493,7 @@ export class Coordinator {
     }
     await this.metrics?.close();
     await this.pool?.close();
+    this.runLock?.release();
   }
 }
 
