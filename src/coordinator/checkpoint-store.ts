@@ -6,7 +6,7 @@
  * change how the run executes — workers, backend — may differ), otherwise the resume is refused
  * before anything starts.
  */
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { join } from 'node:path';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
@@ -17,7 +17,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import type { TrainCommand } from './options.js';
+import { inheritRuntime, type TrainCommand } from './options.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -197,6 +197,16 @@ export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (
   return { point: { dir: loaded.dir, state, meta: loaded.manifest.meta }, config };
 }
 
+/** The `runtime` the run recorded in its config.json ({} when the file is missing or unreadable: defaults apply). */
+function savedRuntime(runDir: string): Record<string, unknown> {
+  try {
+    const runtime = (JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { runtime?: unknown }).runtime;
+    return runtime !== null && typeof runtime === 'object' ? runtime as Record<string, unknown> : {};
+  } catch {
+    return {};
+  }
+}
+
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {
   return Object.fromEntries(Object.entries(input).filter(([k]) => keys.has(k)));
 }
@@ -205,5 +215,5 @@ function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput 
 export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
   const runDir = cmd.runtime.resume!;
   const { point, config } = loadResumePoint(runDir, cmd.explicit, log);
-  return { cmd: { ...cmd, config }, point };
+  return { cmd: { ...cmd, config, runtime: inheritRuntime(cmd, savedRuntime(runDir), log) }, point };
 }
