@@ -4,7 +4,7 @@
 // refused with the file to delete.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,3 +81,21 @@ test('a run that fails before its first checkpoint still removes its directory, 
   assert.equal(removeFailedRunDir(dir), true);
   assert.equal(existsSync(dir), false);
 }));
+
+test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is stale too', { skip: !existsSync('/proc/self/stat') && 'no procfs' }, async () => {
+  // `true &` exits at once; its parent then execs `sleep`, which never reaps it: a zombie for the sleep's lifetime.
+  const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (d: Buffer) => res(d.toString()))));
+    const deadline = Date.now() + 5000;
+    while (!/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    withDir((dir) => {
+      writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
+      const logs: string[] = [];
+      lockRunDir(dir, '--resume', (l) => logs.push(l)).release();
+      assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
+    });
+  } finally {
+    parent.kill('SIGKILL');
+  }
+});
