@@ -83,12 +83,18 @@ test('a run that fails before its first checkpoint still removes its directory, 
 }));
 
 test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is stale too', { skip: !existsSync('/proc/self/stat') && 'no procfs' }, async () => {
-  // `true &` exits at once; its parent then execs `sleep`, which never reaps it: a zombie for the sleep's lifetime.
-  const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  // The shell starts a background `sleep 30`, then execs `sleep 60`, which never reaps children: once the exec is
+  // done, the background sleep killed here stays a zombie (no timing involved; the deadline only bounds a hang).
+  const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
     const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (d: Buffer) => res(d.toString()))));
-    const deadline = Date.now() + 5000;
-    while (!/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const deadline = Date.now() + 30_000;
+    const comm = (): string => readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim();
+    while (comm() !== 'sleep' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    process.kill(pid, 'SIGKILL');
+    const zombie = (): boolean => /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    while (!zombie() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(zombie(), `pid ${pid} did not become a zombie`);
     withDir((dir) => {
       writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
       const logs: string[] = [];
@@ -96,6 +102,6 @@ test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is s
       assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
     });
   } finally {
-    parent.kill('SIGKILL');
+    parent.kill('SIGKILL'); // its zombie child goes with it (reparented to init and reaped)
   }
 });
