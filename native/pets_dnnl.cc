@@ -874,6 +874,12 @@ napi_value Register(napi_env env, napi_value exports) {
     napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, nullptr, &f);
     napi_set_named_property(env, exports, name, f);
   }
+#ifdef PETS_SOURCE_HASH
+  // The stamp of the sources this was built from (scripts/build-native.mjs): the loader refuses a stale addon.
+  napi_value stamp;
+  napi_create_string_utf8(env, PETS_SOURCE_HASH, NAPI_AUTO_LENGTH, &stamp);
+  napi_set_named_property(env, exports, "sourceHash", stamp);
+#endif
   return exports;
 }
 

@@ -8,9 +8,12 @@
  * When any is missing or the compile fails it prints one line saying why and exits 0: the install goes on and the
  * trainer uses the WASM backend instead. `--strict` exits 1 instead (for CI checks of the build itself).
  * Flags: `-O3 -march=native -fno-math-errno -ffp-contract=off` (the addon is built on the machine that runs it); `PETS_NATIVE_CXXFLAGS` replaces them.
+ * The addon exports `sourceHash`, a stamp of the sources it was built from (see `sourceHash` below), so that the
+ * loader can refuse an addon left over from older sources (after a `git pull`) instead of calling it.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,12 +36,26 @@ const dnnlHeader = ['/usr/include', '/usr/local/include', process.env.DNNL_ROOT 
   .find((d) => d && existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp')));
 if (dnnlHeader === undefined) skip('oneDNN headers not found: apt-get install libdnnl-dev');
 
+/**
+ * The same stamp as `nativeSourceHash` of `src/training/compute/native/addon.ts` (this script runs before TypeScript
+ * is built, so it cannot import it): SHA-256 over `name NUL content NUL` of every `*.cc` and `*.h` of `native/`, in
+ * name order, first 16 hex digits.
+ */
+function sourceHash(dir) {
+  const hash = createHash('sha256');
+  for (const name of readdirSync(dir).filter((n) => /\.(cc|h)$/.test(n)).sort()) {
+    hash.update(name).update('\0').update(readFileSync(join(dir, name))).update('\0');
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
 const cxx = process.env.CXX ?? 'g++';
 const flags = (process.env.PETS_NATIVE_CXXFLAGS ?? '-O3 -march=native -fno-math-errno -ffp-contract=off').split(/\s+/).filter(Boolean);
 const libDir = process.env.DNNL_ROOT ? ['-L', join(process.env.DNNL_ROOT, 'lib'), `-Wl,-rpath,${join(process.env.DNNL_ROOT, 'lib')}`] : [];
 mkdirSync(outDir, { recursive: true });
 const tmp = `${out}.tmp`;
 const args = ['-std=c++17', ...flags, '-fPIC', '-shared', '-fopenmp', '-DNODE_GYP_MODULE_NAME=pets_dnnl',
+  `-DPETS_SOURCE_HASH="${sourceHash(dirname(source))}"`,
   `-I${nodeInclude}`, `-I${dnnlHeader}`, source, '-o', tmp, ...libDir, '-ldnnl'];
 const res = spawnSync(cxx, args, { encoding: 'utf8' });
 if (res.error !== undefined || res.status !== 0) {

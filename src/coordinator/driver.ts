@@ -9,6 +9,7 @@ import { accountJson, dataLine, recordSkippedFiles } from '../training/data/acco
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
+import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDir } from './make-dir.js';
 import { writeSavedBlob } from '../training/learner/save.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
@@ -20,7 +21,7 @@ import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, type RunLock } from './run-lock.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
-import { ControlServer, loadOrCreateCurveKeys } from './control.js';
+import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
 import { LocalWorkers } from './local-workers.js';
 import { MetricsServer } from './metrics/server.js';
 import { newHistory, type RunHistory } from './history.js';
@@ -149,28 +150,74 @@ export class Coordinator {
     };
   }
 
-  /** Runs the whole plan. @returns where the artifacts are and the final error rate */
+  /**
+   * Runs the whole plan in three steps: {@link setUp} (checks, servers, data, plan, workers), {@link runStages}, and
+   * the ending ({@link finish}). A resumed run that already finished touches nothing.
+   * @returns where the artifacts are and the final error rate
+   */
   async run(): Promise<RunResult> {
-    const { config, runtime } = this.cmd;
     const resumed = this.resumePoint;
-    if (resumed && resumed.meta.history.position.stageIndex >= config.stages.length) {
+    if (resumed && resumed.meta.history.position.stageIndex >= this.cmd.config.stages.length) {
       // Nothing left to train: touching the workers or the checkpoints could only lose the finished result.
       this.io.out(`${resumed.dir}: this run already finished (global step ${resumed.meta.history.position.globalStep}); nothing to resume. ` +
         `Look at it again with: npx coordinator interpret ${this.runDir}`);
-      return { runDir: this.runDir, stopped: false, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: null };
+      return this.untrainedResult(false);
     }
-    // Everything that can be checked without the data is checked first (bad flags, ports in use, a missing
-    // weights file), so a mistake stops the run in seconds rather than after the data check.
-    checkPretrainedSource(config.pretrained);
-    await checkPretrainedFile(config.pretrained, config.arch);
-    this.createdRunDir = makeDir(this.runDir, '--run-dir');
-    this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
-    // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
-    const globalBs = config.globalBs ?? resumed?.meta.plan?.globalBs ?? null;
-    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    const setup = await this.setUp();
+    if (setup === null) return this.untrainedResult(true);
+    return (await this.runStages(setup.recovery)) ?? this.finish(setup.data);
+  }
+
+  /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
+  private untrainedResult(stopped: boolean): RunResult {
+    return { runDir: this.runDir, stopped, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+  }
+
+  /**
+   * Everything before the first stage: the checks, the servers, the data and the plan, the workers and their
+   * admission, and each rank's setup.
+   * @returns the data and the recovery policy, or null when a stop was requested while waiting for workers
+   */
+  private async setUp(): Promise<{ readonly data: DataBunch; readonly recovery: Recovery } | null> {
+    await this.checkBeforeStart();
     // Ports are taken first (a mistake stops the run at once), but announced only once the data is there, so a
     // failed download or data check is the first and only thing printed.
     const announce: string[] = [];
+    const { endpoint, curve } = await this.startServers(announce);
+    const data = await this.prepareData();
+    this.announcePlan(data, announce, endpoint);
+    const recovery = await this.startWorkers(data, endpoint, curve);
+    if (!(await this.admitWorkers())) return null;
+    await this.cluster!.announce();
+    await recovery.setupAll(this.cluster!.ranks().map((m) => m.rank));
+    if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
+    return { data, recovery };
+  }
+
+  /**
+   * Everything that can be checked without the data is checked first (bad flags, a missing weights file, a stale
+   * native addon), so a mistake stops the run in seconds rather than after the data check; then the run directory
+   * and the scale-out plan.
+   */
+  private async checkBeforeStart(): Promise<void> {
+    const { config } = this.cmd;
+    checkPretrainedSource(config.pretrained);
+    await checkPretrainedFile(config.pretrained, config.arch);
+    if (config.workers > 0) checkBackendRequest(config.backend);
+    this.createdRunDir = makeDir(this.runDir, '--run-dir');
+    this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
+    // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
+    const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
+    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+  }
+
+  /**
+   * Starts `/metrics` (when asked for), the control plane (with CURVE when asked for) and the cluster over it.
+   * @param announce - receives the lines to print once the data is there
+   * @returns the control plane's endpoint and the CURVE keys (null: no CURVE)
+   */
+  private async startServers(announce: string[]): Promise<{ readonly endpoint: string; readonly curve: CurveKeys | null }> {
+    const { runtime } = this.cmd;
     if (runtime.metricsPort >= 0) {
       this.metrics = await this.startMetrics(announce);
       this.recorder = new StepMetricsRecorder(this.metrics);
@@ -185,7 +232,16 @@ export class Coordinator {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
     control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
-    const data = await this.prepareData();
+    return { endpoint, curve };
+  }
+
+  /**
+   * Prints the announced lines and the plan once the data is there; plans the stages and writes `config.json`.
+   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint
+   */
+  private announcePlan(data: DataBunch, announce: readonly string[], endpoint: string): void {
+    const { config, runtime } = this.cmd;
+    const resumed = this.resumePoint;
     for (const line of announce) this.io.out(line);
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     this.classes = data.classes;
@@ -198,7 +254,11 @@ export class Coordinator {
       `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+  }
 
+  /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
+  private async startWorkers(data: DataBunch, endpoint: string, curve: CurveKeys | null): Promise<Recovery> {
+    const { config, runtime } = this.cmd;
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
@@ -209,8 +269,8 @@ export class Coordinator {
       this.workers.on('exit', (e) => this.io.log(`worker process ${e.pid} exited ${e.signal === null ? `with code ${e.code}` : `on ${e.signal}`}`));
       this.workers.start(config.workers);
     }
-    const recovery = this.recovery = new Recovery({
-      cluster: this.cluster, control, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
+    this.recovery = new Recovery({
+      cluster: this.cluster!, control: this.control!, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
       joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
@@ -223,22 +283,38 @@ export class Coordinator {
       },
       resumeCommand: `npx coordinator --resume ${this.runDir}`,
     });
+    return this.recovery;
+  }
+
+  /**
+   * Waits for `--expect` workers; a local worker that exits before joining ends the wait at once.
+   * @returns false when a stop was requested while waiting (said on stdout)
+   * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
+   */
+  private async admitWorkers(): Promise<boolean> {
+    const { config, runtime } = this.cmd;
     const earlyExit = new AbortController();
     const onEarlyExit = (e: { pid: number; code: number | null; signal: string | null; expected: boolean }): void => {
       if (!e.expected && !this.control!.all().some((m) => m.hello.pid === e.pid)) earlyExit.abort(`worker process ${e.pid} exited (code ${e.code}, signal ${e.signal}) before joining`);
     };
     this.workers?.on('exit', onEarlyExit);
     try {
-      await this.cluster.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
+      await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {
       if (!this.stopRequested) throw err;
       this.io.out('stopped while waiting for workers to join; nothing was trained');
-      return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+      return false;
     }
     this.workers?.off('exit', onEarlyExit);
-    await this.cluster.announce();
-    await recovery.setupAll(this.cluster.ranks().map((m) => m.rank));
-    if (resumed) checkResumedPlan(resumed, this.stages, this.scale);
+    return true;
+  }
+
+  /**
+   * Runs the stages from the current position (a resumed run loads its state at the start of its stage).
+   * @returns the stopped result when a stop was requested, else null (every stage ran)
+   */
+  private async runStages(recovery: Recovery): Promise<RunResult | null> {
+    const resumed = this.resumePoint;
     // (this.history IS the checkpoint's history object and moves on with the run: remember where it started.)
     const resumeStage = resumed ? this.history.position.stageIndex : -1;
     const ctx = this.stageContext(recovery);
@@ -259,11 +335,17 @@ export class Coordinator {
         await this.saveStage(stage.config.name);
       }
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
-      await writeStageReport(this.runDir, config, this.history);
+      await writeStageReport(this.runDir, this.cmd.config, this.history);
     }
+    return null;
+  }
+
+  /** The ending of a run that trained every stage: the last checkpoint, then the final validation, models and report. */
+  private async finish(data: DataBunch): Promise<RunResult> {
+    const { config, runtime } = this.cmd;
     await this.checkpoint();
     this.ended = true;
-    return finishRun({ cluster: this.cluster, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });
+    return finishRun({ cluster: this.cluster!, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });
   }
 
   private stageContext(recovery: Recovery): StageContext {

@@ -11,6 +11,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../../contract/errors.js';
 import { registerTfjsGradients } from './kernels/gradients.js';
+import { checkAddon } from './native/addon.js';
 import { describeAdapter, initWebgpuBackend, isNotInstalled, type WebgpuAdapterInfo } from './webgpu/dawn.js';
 
 /** What the user may ask for with `--backend`. */
@@ -165,6 +166,19 @@ const HOW_TO: Partial<Record<BackendRequest, string>> = {
   webgpu: 'It needs the optional package `webgpu` (Dawn) and a Vulkan driver: libvulkan1 and the GPU\'s driver, or Mesa ' +
     '(mesa-vulkan-drivers ≥ 23, e.g. from bookworm-backports) for a software adapter (see README, "Running on GPUs").',
 };
+
+/**
+ * Checks what can be checked of an explicitly requested backend without activating it, so that the process that
+ * starts local workers (the coordinator) stops before the run rather than after its data check: for `native`, that
+ * the addon is built and current (a stale one names the rebuild command). Other requests are checked by
+ * {@link initBackend} in each worker.
+ * @throws TrainerError ERR_BACKEND as {@link initBackend} would
+ */
+export function checkBackendRequest(request: BackendRequest): void {
+  if (request !== 'native') return;
+  const check = checkAddon();
+  if ('reason' in check) throw new TrainerError('ERR_BACKEND', `--backend native requested but unavailable: ${check.reason}.`);
+}
 
 /**
  * Activates a compute backend and returns what was chosen and why.

@@ -8,7 +8,9 @@
  * loop reads exactly the items the distributed runtime reads at the same step: data epoch e (counted over the
  * learner's whole life, so successive fits see new shuffles: {@link Learner.epochsDone}) uses
  * `epochOrder(train, seed, e)` and step k reads `rankBatches`' micro-batch (the worker's {@link TrainFeed}), and step
- * hyper-parameters are `stepHyper(stage, step)`. Dropout seeds are `hashSeed(seed, e, k, DROPOUT_SALT)`.
+ * hyper-parameters are `stepHyper(stage, step)`. Dropout masks are seeded as a worker's (`plan.ts` `dropoutSeed`):
+ * (seed, global step g, micro-batch 0), g counting every step of the learner's life, lr_find's too, as the
+ * coordinator's global step does ({@link Learner.stepsDone}); so a 1-worker run draws the same masks.
  *
  * train_loss in the table is fastai's: the smoothed (β = 0.98, debiased) batch loss at the end of the epoch, the
  * smoother running over the whole fit (fastai `Recorder.on_train_begin`).
@@ -21,10 +23,9 @@ import type { DataBunch } from '../data/databunch.js';
 import { decodeRgb } from '../data/decode.js';
 import { TrainFeed } from '../data/feed.js';
 import type { ImagePool } from '../data/pool.js';
-import { hashSeed } from '../../contract/plan/rng.js';
 import { CENTRE_CROP, IMAGENET_MEAN, IMAGENET_STD, renderItem } from '../data/transforms.js';
 import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from '../../contract/transform-settings.js';
-import { planStages, stepPosition, validationBatches, type StagePlan } from '../../contract/plan/plan.js';
+import { dropoutSeed, microBatchOf, planStages, stepPosition, validationBatches, type StagePlan } from '../../contract/plan/plan.js';
 import type { LrFindOptions, LrSpec, StepHyper } from '../../contract/plan/schedule.js';
 import { lrFindStage, type LrFindResult } from './lr-find.js';
 import { fitStage, newStageRecord, type StepOutcome, type StepTransport, type ValidationOutcome } from './loop.js';
@@ -34,9 +35,6 @@ import type { EpochRow, ProgressMode } from './table.js';
 import { validateBatches } from './validate.js';
 
 export type { LrFindResult } from './lr-find.js';
-
-/** Salt of the per-step dropout seeds. */
-export const DROPOUT_SALT = 0xd409;
 
 /** Options of {@link Learner}; all optional. */
 export interface LearnerOptions {
@@ -111,6 +109,11 @@ export class Learner {
   readonly options: ResolvedLearnerOptions;
   /** Data epochs trained so far (the shuffle/augmentation epoch of the next epoch). */
   epochsDone = 0;
+  /**
+   * Optimizer steps run so far, lr_find sweeps included: the global step of the next step (the coordinator's
+   * `history.position.globalStep`), which seeds its dropout masks.
+   */
+  stepsDone = 0;
   /** Mean loss of every training batch of every fit so far (not lr_find), nats, unsmoothed (for charts). */
   readonly batchLosses: number[] = [];
 
@@ -195,9 +198,11 @@ export class Learner {
         const { epoch, stepInEpoch } = stepPosition(stage, k, stepsPerDataEpoch);
         const dataEpoch = firstDataEpoch + epoch;
         const batch = await feed.next({ epoch: dataEpoch, stepInEpoch, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
-        const s = await replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
+        // Rank 0 of a world of one, accumulation slot 0: micro-batch 0 of the step.
+        const s = await replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(seed, this.stepsDone, microBatchOf(0, 0, 1)));
         const grads = await replica.takeGradients();
         if (s.count > 0) replica.applyGradients(await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }), hyper);
+        this.stepsDone += 1;
         return { lossSum: s.lossSum, count: s.count, seconds: (performance.now() - t0) / 1000, detail: null };
       },
       validate: (): Promise<ValidationOutcome> => this.validate(),

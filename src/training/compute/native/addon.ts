@@ -9,7 +9,8 @@
  * cost is the same order either way (≈ 1 µs) against kernels of 0.1–60 ms. The addon needs a C++ compiler and
  * libdnnl-dev at install; without them the build step prints one line and the backend is simply unavailable.
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +110,24 @@ export interface NativeAddon {
     sqrtBc2: number, eps: number, decay: number, stepSize: number): void;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;
+  /**
+   * {@link nativeSourceHash} of the sources it was built from, stamped by `scripts/build-native.mjs`
+   * (`-DPETS_SOURCE_HASH`); absent from an addon built before the stamp existed.
+   */
+  readonly sourceHash?: string;
 }
+
+/** The functions an addon must export to be used (every function of {@link NativeAddon}, checked by the compiler). */
+export const ADDON_FUNCTIONS = Object.freeze(['init', 'convForward', 'convBackwardData', 'convWeightsCacheSize',
+  'convBackwardWeights', 'convImpl', 'maxPoolForward', 'maxPoolBackward', 'batchMatMul', 'batchNormForward',
+  'batchNormBackward', 'binary', 'binaryStrided', 'compareStrided', 'reduce', 'unary', 'adamW', 'releaseCaches'] as const);
+type AddonFunction = { [K in keyof NativeAddon]-?: NativeAddon[K] extends (...args: never[]) => unknown ? K : never }[keyof NativeAddon];
+// A function added to NativeAddon but not to ADDON_FUNCTIONS (or a misspelt entry) fails to compile here.
+const listsEveryFunction: [AddonFunction] extends [(typeof ADDON_FUNCTIONS)[number]] ? true : never = true;
+void listsEveryFunction;
+
+/** The command that rebuilds the addon, named by every message about a stale or missing one. */
+export const REBUILD_COMMAND = 'npm run build:native';
 
 /** File name of the built addon, under `native/build/` of the project. */
 export const ADDON_FILE = 'pets_dnnl.node';
@@ -121,15 +139,60 @@ export const ADDON_FILE = 'pets_dnnl.node';
 export function addonPath(env: NodeJS.ProcessEnv = process.env): string | null {
   const forced = env.PETS_NATIVE_ADDON;
   if (forced !== undefined && forced !== '') return existsSync(forced) ? forced : null;
+  return findUp((dir) => join(dir, 'native', 'build', ADDON_FILE));
+}
+
+/** The first `candidate(dir)` that exists, for this module's directory and up to five above it. */
+function findUp(candidate: (dir: string) => string): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'native', 'build', ADDON_FILE);
-    if (existsSync(candidate)) return candidate;
+    const path = candidate(dir);
+    if (existsSync(path)) return path;
     const parent = dirname(dir);
     if (parent === dir) break;
     dir = parent;
   }
   return null;
+}
+
+/** The project's `native/` directory (the one holding `pets_dnnl.cc`) above this module, or null. */
+function projectNativeDir(): string | null {
+  const source = findUp((dir) => join(dir, 'native', 'pets_dnnl.cc'));
+  return source === null ? null : dirname(source);
+}
+
+/** Whether a file of `native/` is a source of the addon (part of {@link nativeSourceHash}). */
+const isSource = (name: string): boolean => /\.(cc|h)$/.test(name);
+
+/**
+ * The addon's source stamp: the first 16 hex digits of SHA-256 over `name NUL content NUL` of every `*.cc` and `*.h`
+ * file of `nativeDir`, in name order. `scripts/build-native.mjs` computes the same (it cannot import this module: it
+ * runs at `npm install`, before TypeScript is built); `native-addon-check.test.ts` checks that a fresh build matches.
+ * @param nativeDir - the project's `native/` directory (default: found above this module)
+ * @returns null when there is no such directory or it holds no sources (the project was copied without them)
+ */
+export function nativeSourceHash(nativeDir: string | null = projectNativeDir()): string | null {
+  if (nativeDir === null || !existsSync(nativeDir)) return null;
+  const names = readdirSync(nativeDir).filter(isSource).sort();
+  if (names.length === 0) return null;
+  const hash = createHash('sha256');
+  for (const name of names) hash.update(name).update('\0').update(readFileSync(join(nativeDir, name))).update('\0');
+  return hash.digest('hex').slice(0, 16);
+}
+
+/**
+ * Why a loaded addon cannot be used with this code, or null: it lacks a function this code calls, or it was built
+ * from other sources than `native/` holds now (a `git pull` changed them and nobody ran {@link REBUILD_COMMAND}; its
+ * functions may then take other arguments than this code passes). Checked before the addon's first call.
+ * @param sources - {@link nativeSourceHash} of the sources (null: unknown, only the functions are checked)
+ */
+export function addonProblem(addon: Partial<Record<string, unknown>>, path: string, sources: string | null): string | null {
+  const missing = ADDON_FUNCTIONS.filter((name) => typeof addon[name] !== 'function');
+  const stamp = typeof addon.sourceHash === 'string' ? addon.sourceHash : null;
+  let why: string | null = null;
+  if (missing.length > 0) why = `it lacks ${missing.join(', ')}`;
+  else if (sources !== null && stamp !== sources) why = `it was built from other sources (stamp ${stamp ?? 'none'}, native/ now ${sources})`;
+  return why === null ? null : `native addon ${path} is stale: ${why}; rebuild it with \`${REBUILD_COMMAND}\``;
 }
 
 /** The loaded addon, or why it could not be loaded. */
@@ -146,25 +209,51 @@ export function nativeThreads(env: NodeJS.ProcessEnv = process.env): number {
   return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
+let checked: { readonly addon: NativeAddon } | { readonly reason: string } | undefined;
+
 /**
- * Loads the addon once per process (later calls return the same result). Never throws. `PETS_NATIVE_RETAIN_HEAP=0`
- * keeps glibc's default malloc settings (see {@link NativeAddon.init}).
+ * Finds and requires the addon and checks that it is current ({@link addonProblem}), without calling it: what
+ * {@link loadAddon} does before `init`, and what the coordinator checks before it starts local workers with
+ * `--backend native`. Once per process. Never throws.
  */
-export function loadAddon(): AddonLoad {
-  if (cached !== undefined) return cached;
+export function checkAddon(): { readonly addon: NativeAddon } | { readonly reason: string } {
+  if (checked !== undefined) return checked;
   const path = addonPath();
   if (path === null) {
-    cached = { reason: process.env.PETS_NATIVE_ADDON
+    checked = { reason: process.env.PETS_NATIVE_ADDON
       ? `native addon ${JSON.stringify(process.env.PETS_NATIVE_ADDON)} (PETS_NATIVE_ADDON) does not exist`
-      : 'native addon not built (needs libdnnl-dev and g++ at npm install; see README, "Native CPU backend")' };
-    return cached;
+      : `native addon not built: install g++ and libdnnl-dev, then run \`${REBUILD_COMMAND}\` (README, "Native CPU backend")` };
+    return checked;
   }
   try {
     const addon = createRequire(import.meta.url)(path) as NativeAddon;
-    cached = { addon, info: addon.init(nativeThreads(), process.env.PETS_NATIVE_RETAIN_HEAP !== '0') };
+    const problem = addonProblem(addon as unknown as Record<string, unknown>, path, nativeSourceHash());
+    checked = problem === null ? { addon } : { reason: problem };
   } catch (err) {
-    const msg = String(err instanceof Error ? err.message : err).split('\n')[0]!.slice(0, 160);
-    cached = { reason: `native addon failed to load (${msg})` };
+    checked = { reason: `native addon failed to load (${firstLine(err)})` };
+  }
+  return checked;
+}
+
+function firstLine(err: unknown): string {
+  return String(err instanceof Error ? err.message : err).split('\n')[0]!.slice(0, 160);
+}
+
+/**
+ * Loads the addon once per process (later calls return the same result): {@link checkAddon}, then `init`. Never
+ * throws. `PETS_NATIVE_RETAIN_HEAP=0` keeps glibc's default malloc settings (see {@link NativeAddon.init}).
+ */
+export function loadAddon(): AddonLoad {
+  if (cached !== undefined) return cached;
+  const check = checkAddon();
+  if ('reason' in check) {
+    cached = check;
+    return cached;
+  }
+  try {
+    cached = { addon: check.addon, info: check.addon.init(nativeThreads(), process.env.PETS_NATIVE_RETAIN_HEAP !== '0') };
+  } catch (err) {
+    cached = { reason: `native addon failed to initialise (${firstLine(err)})` };
   }
   return cached;
 }
