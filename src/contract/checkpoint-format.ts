@@ -167,11 +167,27 @@ export function pruneCheckpoints(runDir: string, keep: number): void {
   const all = listCheckpoints(runDir);
   for (const dir of all.slice(0, Math.max(0, all.length - Math.max(1, keep)))) rmSync(dir, { recursive: true, force: true });
   const root = checkpointsDir(runDir);
+  restoreInterruptedReplacements(root);
   for (const n of readdirSync(root)) {
     if (n.startsWith('.tmp-') || n.startsWith('.old-')) {
       const pid = Number(n.split('-').pop());
       if (pid !== process.pid && !pidAlive(pid)) rmSync(join(root, n), { recursive: true, force: true });
     }
+  }
+}
+
+/**
+ * Replacing a checkpoint of the same step (a stop during lr_find checkpoints the step its stage-1 checkpoint has) is
+ * two renames: `step-N` → `.old-step-N-<pid>`, then the new one → `step-N`. A writer killed between them leaves the
+ * intact old checkpoint under its `.old-` name and no `step-N`; it used to be invisible to {@link loadLatestCheckpoint}
+ * and deleted by {@link pruneCheckpoints} as a dead writer's leftover. It is put back under its name.
+ */
+function restoreInterruptedReplacements(root: string): void {
+  if (!existsSync(root)) return;
+  for (const n of readdirSync(root)) {
+    const m = /^\.old-(step-\d{9})-(\d+)$/.exec(n);
+    if (!m || Number(m[2]) === process.pid || pidAlive(Number(m[2]))) continue;
+    if (!existsSync(join(root, m[1]!))) renameSync(join(root, n), join(root, m[1]!));
   }
 }
 
@@ -221,6 +237,7 @@ export function readCheckpoint<M>(dir: string): LoadedCheckpoint<M> {
  * @throws TrainerError ERR_CHECKPOINT when checkpoints exist but none is intact
  */
 export function loadLatestCheckpoint<M>(runDir: string): LoadedCheckpoint<M> | null {
+  restoreInterruptedReplacements(checkpointsDir(runDir));
   const all = listCheckpoints(runDir).reverse();
   if (all.length === 0) return null;
   const skipped: string[] = [];

@@ -38,6 +38,9 @@ export interface StageConfig {
   readonly frozen: boolean;
 }
 
+/** The values of `backend` (`--backend`), in the order `--help` lists them; `auto` picks one (compute/backend.ts). */
+export const RUN_BACKENDS = Object.freeze(['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const);
+
 /**
  * Fully resolved run configuration (every field set). Its fastai `get_transforms` parameters (`doFlip` … `pLighting`) are
  * {@link TransformSettings}'s fields, with their meaning and ranges there.
@@ -84,7 +87,7 @@ export interface RunConfig extends TransformSettings {
   readonly workers: number;
   /** World size to wait for before training: local `workers` plus remote ones; 0 in input means "= workers". */
   readonly expect: number;
-  readonly backend: 'auto' | 'tensorflow' | 'webgpu' | 'native' | 'wasm' | 'cpu';
+  readonly backend: (typeof RUN_BACKENDS)[number];
   /** `imagenet`, `none`, or a path to a torchvision-format safetensors file. */
   readonly pretrained: string;
   readonly stages: readonly StageConfig[];
@@ -226,7 +229,7 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     baseBs: checkInt('baseBs', merged.baseBs, 1),
     workers,
     expect: resolveExpect(merged.expect, workers),
-    backend: checkEnum('backend', merged.backend, ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const),
+    backend: checkEnum('backend', merged.backend, RUN_BACKENDS),
     pretrained: checkString('pretrained', merged.pretrained),
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),

@@ -6,7 +6,7 @@
  * change how the run executes — workers, backend — may differ), otherwise the resume is refused
  * before anything starts.
  */
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { join } from 'node:path';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
@@ -17,7 +17,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import type { TrainCommand } from './options.js';
+import { inheritRuntime, type TrainCommand } from './options.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -123,10 +123,15 @@ export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers
  * how much it needs and how much is free; in every case whether an earlier checkpoint is intact to resume from.
  * @param free - bytes available on the run directory's file system, or null when unknown
  * @param newestDir - the newest complete checkpoint on disk, or null
+ * @param onDisk - complete checkpoints on disk now. A new checkpoint is written before the oldest is pruned, so a
+ *   lower `--keep` frees space only when more than one is on disk; with one, the advice was a dead end.
  */
-export function checkpointWriteFailure(err: TrainerError, runDir: string, stateBytes: number, free: number | null, newestDir: string | null): TrainerError {
+export function checkpointWriteFailure(err: TrainerError, runDir: string, stateBytes: number, free: number | null, newestDir: string | null, onDisk: number): TrainerError {
+  const fewer = onDisk > 1
+    ? `, or keep fewer checkpoints with --keep (${onDisk} on disk now)`
+    : ' (--keep cannot help: the previous checkpoint stays until the next one is complete, so the disk needs room for two)';
   const full = /ENOSPC|EDQUOT/.test(err.message)
-    ? ` (the disk is full: a checkpoint needs about ${formatBytes(stateBytes)}${free === null ? '' : `, ${formatBytes(free)} are free`}; free some space, or keep fewer checkpoints with --keep)` : '';
+    ? ` (the disk is full: a checkpoint needs about ${formatBytes(stateBytes)}${free === null ? '' : `, ${formatBytes(free)} are free`}; free some space${fewer})` : '';
   const next = newestDir === null
     ? 'no earlier checkpoint of this run is on disk'
     : `the newest checkpoint, ${newestDir}, is intact: resume from it with: npx coordinator --resume ${runDir}`;
@@ -155,7 +160,8 @@ export class CheckpointStore {
         const fs = statfsSync(this.runDir);
         free = fs.bavail * fs.bsize;
       } catch { /* the message goes without the free space */ }
-      throw checkpointWriteFailure(err, this.runDir, state.byteLength, free, listCheckpoints(this.runDir).at(-1) ?? null);
+      const onDisk = listCheckpoints(this.runDir);
+      throw checkpointWriteFailure(err, this.runDir, state.byteLength, free, onDisk.at(-1) ?? null, onDisk.length);
     }
     this.newest = { globalStep: meta.history.position.globalStep, stateFile: join(written.dir, 'state.safetensors'), sha256: written.files['state.safetensors']!.sha256 };
     return written;
@@ -197,6 +203,16 @@ export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (
   return { point: { dir: loaded.dir, state, meta: loaded.manifest.meta }, config };
 }
 
+/** The `runtime` the run recorded in its config.json ({} when the file is missing or unreadable: defaults apply). */
+function savedRuntime(runDir: string): Record<string, unknown> {
+  try {
+    const runtime = (JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { runtime?: unknown }).runtime;
+    return runtime !== null && typeof runtime === 'object' ? runtime as Record<string, unknown> : {};
+  } catch {
+    return {};
+  }
+}
+
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {
   return Object.fromEntries(Object.entries(input).filter(([k]) => keys.has(k)));
 }
@@ -205,5 +221,5 @@ function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput 
 export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
   const runDir = cmd.runtime.resume!;
   const { point, config } = loadResumePoint(runDir, cmd.explicit, log);
-  return { cmd: { ...cmd, config }, point };
+  return { cmd: { ...cmd, config, runtime: inheritRuntime(cmd, savedRuntime(runDir), log) }, point };
 }

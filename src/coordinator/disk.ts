@@ -5,6 +5,7 @@
  */
 import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { RUN_LOCK_FILE } from './run-lock.js';
 
 /** Size of a run directory. All sizes are apparent file sizes in bytes; each inode counted once. */
 export interface DiskUsage {
@@ -55,7 +56,7 @@ export function diskLine(dir: string): string {
 }
 
 /** What a run writes into its directory before its first checkpoint (removable when the run fails early). */
-const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json'];
+const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json', RUN_LOCK_FILE];
 const EARLY_DIRS = ['checkpoints', 'models'];
 
 /**

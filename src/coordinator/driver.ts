@@ -227,6 +227,7 @@ export class Coordinator extends CoordinatorSetUp {
     await this.star?.close();
     await this.metrics?.close();
     await this.pool?.close();
+    this.runLock?.release();
   }
 
   /** Removes the run directory this run created when it ends before its first checkpoint (nothing to resume). */
@@ -259,6 +260,7 @@ export class Coordinator extends CoordinatorSetUp {
     }
     await this.metrics?.close();
     await this.pool?.close();
+    this.runLock?.release();
   }
 }
 

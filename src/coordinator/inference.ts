@@ -8,7 +8,7 @@ import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../training/compute/backend.js';
 import { releaseBackend } from '../training/compute/release.js';
 import { createDataBunch, dataBunchOptions } from '../training/data/databunch.js';
-import { DEFAULT_RUN_CONFIG, type RunConfig } from '../contract/config.js';
+import { DEFAULT_RUN_CONFIG, checkInt, type RunConfig } from '../contract/config.js';
 import { decodeRgb } from '../training/data/decode.js';
 import { BatchLoader } from '../training/data/loader.js';
 import { ImagePool } from '../training/data/pool.js';
@@ -69,7 +69,8 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
-  const top = Math.max(1, Number(cmd.opts<{ top: string }>().top) || 1);
+  // Checked, not coerced: `--top abc` or `--top 0` used to mean 1 without a word.
+  const top = checkInt('--top', cmd.opts<{ top: string }>().top, 1);
   await initBackend(parseBackendRequest(cmd.opts<{ backend: string }>().backend));
   const { replica, meta } = await loadReplica(findModel(target));
   let failures = 0;
@@ -99,6 +100,8 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   cmd.parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
   const o = cmd.opts<{ data?: string; backend: string; bs: string }>();
+  // Checked before anything loads: `--bs abc` used to mean 32, `--bs -5` failed late naming "shardPlan batchSize".
+  const bs = checkInt('--bs', o.bs, 1, 4096);
   await initBackend(parseBackendRequest(o.backend));
   const ref = findModel(target);
   const configPath = join(ref.dir, 'config.json');
@@ -114,7 +117,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
     const k = meta.classes.length;
     const probs = new Float32Array(bunch.valid.length * k);
-    const plan = shardPlan({ itemCount: bunch.valid.length, seed: 0, epoch: 0, worldSize: 1, rank: 0, batchSize: Number(o.bs) || 32, shuffle: false, mode: 'pad' });
+    const plan = shardPlan({ itemCount: bunch.valid.length, seed: 0, epoch: 0, worldSize: 1, rank: 0, batchSize: bs, shuffle: false, mode: 'pad' });
     const loader = new BatchLoader({ pool, paths: bunch.paths, labels: bunch.labels, split: bunch.valid, plan, size: meta.size, augment: false, seed: 0, epoch: 0 });
     for await (const batch of loader) {
       const r = await replica.evaluate(batch.x, batch.y, batch.valid);

@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command, Option } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -95,6 +95,8 @@ export interface TrainCommand {
   readonly runtime: RuntimeOptions;
   /** Fields the user set explicitly (flags or file), for the resume agreement check. */
   readonly explicit: RunConfigInput;
+  /** Runtime fields whose flag is on this command line (the others a `--resume` takes from the run). */
+  readonly runtimeGiven?: ReadonlySet<keyof RuntimeOptions>;
 }
 
 /** Flag → config field, for the flags that set the run configuration. */
@@ -124,7 +126,7 @@ const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: 
   ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
   ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
   ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
-  ['--backend <name>', 'backend', 'auto | tensorflow | webgpu | wasm | cpu (default auto)'],
+  ['--backend <name>', 'backend', `${RUN_BACKENDS.join(' | ')} (default auto)`],
   ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
   ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
 ];
@@ -143,8 +145,8 @@ export function trainProgram(): Command {
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
     .option('--heartbeat-timeout-ms <ms>', `silence before a peer is declared dead (default ${DEFAULT_RUNTIME.heartbeatTimeoutMs})`)
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
-    .addOption(new Option('--allreduce <algo>', 'ring | star (baseline)').choices(['ring', 'star']))
-    .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of gradients').choices(['float32', 'float16']))
+    .addOption(new Option('--allreduce <algo>', `ring | star (baseline) (default ${DEFAULT_RUNTIME.allreduce})`).choices(['ring', 'star']))
+    .addOption(new Option('--allreduce-dtype <dtype>', `wire dtype of gradients (default ${DEFAULT_RUNTIME.allreduceDtype})`).choices(['float32', 'float16']))
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
@@ -281,7 +283,60 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const stages = stageShorthands(flags, explicit);
   if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;
   const config = resolveRunConfig(explicit, { runDir: explicit.runDir ?? defaultRunDir() });
-  return { config, runtime: runtimeFrom(flags), explicit };
+  checkAccumAgrees(explicit, config);
+  const runtimeGiven = new Set((Object.keys(DEFAULT_RUNTIME) as (keyof RuntimeOptions)[]).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+  return { config, runtime: runtimeFrom(flags), explicit, runtimeGiven };
+}
+
+/** Runtime fields a resumed run never takes from the run it resumes (they describe this invocation only). */
+const RUNTIME_NOT_INHERITED: ReadonlySet<keyof RuntimeOptions> = new Set(['resume', 'plain', 'bindGiven', 'metricsPortGiven']);
+
+/**
+ * The runtime of a resumed run: every setting whose flag is not on this command line is the run's own (from the
+ * `runtime` its `config.json` recorded), not the default. A run started with `--keep 5 --checkpoint-every 1` and
+ * resumed with `--resume <dir>` alone used to fall back to `--keep 2`, pruning three of the user's checkpoints at
+ * its first checkpoint, and to epoch-end checkpoints; `--allreduce star`, `--allreduce-dtype`, `--bucket-mb` (which
+ * change the float32 sums), `--elastic`, `--curve-keys` (remote workers hold its key) and the timeouts likewise.
+ * A flag given again wins, as for the run configuration's runtime-free fields.
+ * @param saved - the `runtime` object of the run's config.json (unknown or missing fields are ignored)
+ * @param log - receives one line naming the settings taken from the run, if any differ from this command line's
+ * @throws TrainerError ERR_BAD_FLAG when the merged heartbeat settings break their rule (timeout ≥ 2 × interval)
+ */
+export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof RuntimeOptions, unknown>>, log: (line: string) => void): RuntimeOptions {
+  const given = cmd.runtimeGiven ?? new Set<keyof RuntimeOptions>();
+  const merged: Record<string, unknown> = { ...cmd.runtime };
+  const taken: string[] = [];
+  for (const key of Object.keys(DEFAULT_RUNTIME) as (keyof RuntimeOptions)[]) {
+    if (RUNTIME_NOT_INHERITED.has(key) || given.has(key) || !(key in saved)) continue;
+    const value = saved[key] === undefined ? null : saved[key];
+    const fallback = DEFAULT_RUNTIME[key];
+    if (value === null ? fallback !== null : typeof value !== typeof fallback && fallback !== null) continue; // not this field's type
+    if (JSON.stringify(value) === JSON.stringify(merged[key])) continue;
+    merged[key] = value;
+    taken.push(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${value === true ? '' : String(value)}`.trim());
+  }
+  // A port the run was given is still asked for (never replaced by a free one); a default one stays a default.
+  if ('bind' in saved && !given.has('bind')) merged.bindGiven = saved.bindGiven === true;
+  if ('metricsPort' in saved && !given.has('metricsPort')) merged.metricsPortGiven = saved.metricsPortGiven === true;
+  const r = merged as unknown as RuntimeOptions;
+  if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
+    throw new TrainerError('ERR_BAD_FLAG', `--resume: --heartbeat-timeout-ms ${r.heartbeatTimeoutMs} must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}); give both flags`);
+  }
+  if (taken.length > 0) log(`--resume: keeping this run's ${taken.join(', ')} (give a flag to change one)`);
+  return r;
+}
+
+/**
+ * `--global-bs` picks the accumulation, so an `--accum` given beside it (flag or config file) must be the one it picks:
+ * `--accum 2 --global-bs 32 --bs 8 --workers 1` used to run with accum 4, silently dropping the `--accum 2`.
+ * @throws TrainerError ERR_BAD_CONFIG naming both flags, the product and its factors
+ */
+function checkAccumAgrees(explicit: RunConfigInput, config: RunConfig): void {
+  if (explicit.accum === undefined || explicit.globalBs === undefined || config.globalBs === null || config.expect === 0) return;
+  const product = config.bs * config.expect * config.accum;
+  if (product === config.globalBs) return;
+  throw new TrainerError('ERR_BAD_CONFIG', `--accum ${config.accum} and --global-bs ${config.globalBs} disagree: bs × workers × accum = `
+    + `${config.bs} × ${config.expect} × ${config.accum} = ${product}; give only one of them (--global-bs picks the accumulation)`);
 }
 
 function defaultRunDir(): string {

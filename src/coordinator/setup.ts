@@ -16,6 +16,7 @@ import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
+import { lockRunDir, type RunLock } from './run-lock.js';
 import { planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
@@ -83,6 +84,8 @@ export abstract class CoordinatorSetUp {
   protected recovery: Recovery | null = null;
   /** This run created its directory (so a run failing before its first checkpoint removes it again). */
   protected createdRunDir = false;
+  /** This coordinator's lock of the run directory (run-lock.ts), held from its creation to the end of close. */
+  protected runLock: RunLock | null = null;
   /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
   protected ended = false;
   /** The data could not be trained: the directory is kept for its data.json (the account of every file). */
@@ -173,6 +176,7 @@ export abstract class CoordinatorSetUp {
     await checkPretrainedFile(config.pretrained, config.arch);
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDir = makeDir(this.runDir, '--run-dir');
+    this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });

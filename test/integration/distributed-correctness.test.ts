@@ -83,11 +83,15 @@ test('2 workers = one process replaying the same global batches; garbage at the 
   const cfg = join(tmp, 'stages.json');
   writeFileSync(cfg, JSON.stringify({ stages: STAGES }));
   const coord = startProc('coordinator', [...tinyRunFlags(dataDir, runDir, ['--workers', '2', '--config', cfg])]);
+  // The data-plane attack is armed before anything is awaited: it fires as soon as a worker joins, while the run
+  // still has all its steps ahead. Awaiting the ROUTER attack first let a fast machine train to the end meanwhile, and
+  // garbage sent to a worker that has exited is never logged.
+  const dataAttack = coord.waitFor(/worker joined: .*data plane (tcp:\/\/\S+),/, 60_000).then((m) => attackDataPlane(m[1]!));
+  dataAttack.catch(() => undefined); // awaited below; a failure before that must not also surface as unhandled
   const endpoint = (await coord.waitFor(/coordinator listening on (tcp:\/\/\S+);/, 60_000))[1]!;
   const refusal = await attackRouter(endpoint);
   assert.match(refusal, new RegExp(`protocol version mismatch: this coordinator speaks v${PROTOCOL_VERSION}, the worker sent v${PROTOCOL_VERSION + 1}`));
-  const dataPlane = (await coord.waitFor(/worker joined: .*data plane (tcp:\/\/\S+),/, 60_000))[1]!;
-  await attackDataPlane(dataPlane);
+  await dataAttack;
   const code = await coord.exited;
   const out = coord.output();
   assert.equal(code, 0, out.slice(-4000));

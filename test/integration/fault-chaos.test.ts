@@ -74,10 +74,14 @@ test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-iden
     const runDir = path.join(dir, 'chaos');
     const run = start(tinyRunArgs(data, runDir));
     const rand = lcg(20261129);
-    // Kill after committed steps 1, 2 and 4 (one lands in an epoch-end validation/checkpoint, others mid-step).
+    // Kill after committed steps 1, 2 and 4 (one lands in an epoch-end validation/checkpoint, others mid-step), at a
+    // random fraction of one step's observed time after its line: within the next step (or the validation after an
+    // epoch's last), whatever the machine's speed. A fixed delay (was: up to 1.2 s) that spans a step on a loaded
+    // machine spans the rest of the run on a fast one, which then has no worker left to kill or to replace.
     for (const afterStep of [1, 2, 4]) {
       await run.waitFor(new RegExp(`(^epoch \\d+: \\d+/\\d+ batches[^]*){${afterStep}}`, 'm'), RUN_TIMEOUT_MS);
-      await new Promise((r) => setTimeout(r, Math.floor(rand() * 1200)));
+      const fraction = rand();
+      await new Promise((r) => setTimeout(r, Math.floor(fraction * run.stepMs()!)));
       const live = run.liveWorkerPids();
       assert.ok(live.length > 0, 'some worker is alive to be killed');
       const victim = live[Math.floor(rand() * live.length)]!;
@@ -98,7 +102,9 @@ test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-iden
     const run = start(args);
     await run.waitFor(/(^epoch \d+: \d+\/\d+ batches[^]*){3}/m, RUN_TIMEOUT_MS);
     await run.waitFor(/checkpoint: \S+step-000000003/, RUN_TIMEOUT_MS);
-    await new Promise((r) => setTimeout(r, 400));
+    // Half a step (as observed in this run) after the checkpoint: mid-step 4 on any machine (a fixed 400 ms could
+    // outlast the rest of the run on a fast one).
+    await new Promise((r) => setTimeout(r, Math.floor(run.stepMs()! / 2)));
     const workers = run.liveWorkerPids();
     process.kill(run.child.pid!, 'SIGKILL');
     await run.exited;

@@ -45,6 +45,11 @@ export function tinyRunArgs(data: string, runDir: string, workers = 3): string[]
  */
 export const HANG_GUARD_MS = 60_000;
 
+/** A committed step's progress line (`epoch 0: 2/4 batches, …`, one per optimizer step, `--plain`). */
+const STEP_LINE = /^epoch \d+: \d+\/\d+ batches/;
+/** A stage's header, printed before its first step (`stage-1: fit_one_cycle(2, …) — frozen, 18 steps`). */
+const STAGE_LINE = /^\S+: fit_one_cycle\(/;
+
 /** How a coordinator process ended. */
 export interface Exit {
   readonly code: number | null;
@@ -57,18 +62,29 @@ export class CoordinatorRun {
   readonly exited: Promise<Exit>;
   readonly child: ChildProcess;
   private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
+  /** Arrival times (ms, `Date.now()`) of stage headers (`stage-1: fit_one_cycle(…`) and progress lines, in order. */
+  private readonly marks: { at: number; step: boolean }[] = [];
 
   /** @param env - extra environment variables (e.g. test hooks), inherited by the workers it spawns */
   constructor(args: readonly string[], entryDir: string, env: Record<string, string> = {}) {
     const entry = path.join(entryDir, 'coordinator-entry.mjs');
     writeFileSync(entry, `const m = await import(${JSON.stringify(path.join(PROJECT_ROOT, 'src/coordinator/cli.ts'))});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
     this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    const onData = (c: Buffer): void => {
-      this.out += c.toString();
-      for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }
+    const onData = (): ((c: Buffer) => void) => {
+      let partial = ''; // this stream's unfinished last line
+      return (c) => {
+        this.out += c.toString();
+        const lines = (partial + c.toString()).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) {
+          if (STEP_LINE.test(line)) this.marks.push({ at: Date.now(), step: true });
+          else if (STAGE_LINE.test(line)) this.marks.push({ at: Date.now(), step: false });
+        }
+        for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }
+      };
     };
-    this.child.stdout!.on('data', onData);
-    this.child.stderr!.on('data', onData);
+    this.child.stdout!.on('data', onData());
+    this.child.stderr!.on('data', onData());
     this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
   }
 
@@ -95,6 +111,19 @@ export class CoordinatorRun {
   /** Committed steps so far, counted from the progress lines (`epoch e: k/n batches`). */
   committedSteps(): number {
     return [...this.out.matchAll(/^epoch \d+: \d+\/\d+ batches/gm)].length;
+  }
+
+  /**
+   * The shortest time one optimizer step was seen to take so far, ms: the least positive gap between a progress line
+   * and the line before it (the previous step's, or its stage's header for a stage's first step, which includes the
+   * stage's set-up and so only ever overestimates). Gaps that hold a validation, a checkpoint or a respawn are longer,
+   * so the least gap is an undisturbed step. Tests that must act *during* a later step wait a fraction of this after
+   * a progress line, never a fixed delay: a fixed delay that spans a step on a loaded machine spans the rest of the
+   * run on a fast one. `undefined` before the first step.
+   */
+  stepMs(): number | undefined {
+    const gaps = this.marks.slice(1).flatMap((m, i) => (m.step && m.at > this.marks[i]!.at ? [m.at - this.marks[i]!.at] : []));
+    return gaps.length > 0 ? Math.min(...gaps) : undefined;
   }
 
   /** Kills the whole process group (coordinator and workers) with SIGKILL; safe to call twice. */

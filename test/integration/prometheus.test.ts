@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -39,15 +40,24 @@ describe('dashboards against a real Prometheus scraping a real 2-worker run', { 
   before(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'pets-prometheus-'));
     makePetsSubset(tmp, 6);
+    // Prometheus is scraping before the run starts (it is ready in ~0.1 s), so it sees the run from its first
+    // moments whatever the machine's speed; started after the run's metrics line, it began late by its start-up,
+    // which on a fast machine is a good part of the training. The metrics port is chosen here and held until
+    // Prometheus has taken its own port, so that the two cannot collide.
+    const hold = net.createServer();
+    await new Promise<void>((res) => hold.listen(0, '127.0.0.1', res));
+    const metricsPort = (hold.address() as net.AddressInfo).port;
+    const url = `http://127.0.0.1:${metricsPort}/metrics`;
+    startS = Math.floor(Date.now() / 1000) - 1;
+    prometheus = await PrometheusHarness.start({ targetUrl: url, scrapeIntervalSeconds: 1 });
+    await new Promise((res) => hold.close(res));
     coordinator = new CoordinatorProcess([
       '--workers', '2', '--data', tmp, '--pretrained', 'none', '--arch', 'resnet10', '--size', '64', '--bs', '2',
       '--epochs', '1', '--fine-tune-epochs', '1', '--no-lr-find', '--checkpoint-every', '1', '--keep', '2',
-      '--metrics-port', '0', '--metrics-linger-s', String(LINGER_S), '--bind', 'tcp://127.0.0.1:0',
+      '--metrics-port', String(metricsPort), '--metrics-linger-s', String(LINGER_S), '--bind', 'tcp://127.0.0.1:0',
       '--run-dir', path.join(tmp, RUN_ID), '--plain',
     ]);
-    const [, url] = await coordinator.waitForLine(/^metrics: (http:\/\/\S+)$/m, 120_000);
-    startS = Math.floor(Date.now() / 1000) - 1;
-    prometheus = await PrometheusHarness.start({ targetUrl: url!, scrapeIntervalSeconds: 1 });
+    assert.equal((await coordinator.waitForLine(/^metrics: (http:\/\/\S+)$/m, 120_000))[1], url);
     const timer = setTimeout(() => void coordinator?.close(), RUN_TIMEOUT_MS);
     run = await coordinator.exited;
     clearTimeout(timer);

@@ -11,6 +11,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { DEFAULT_METRICS_PORT } from '../../src/coordinator/metrics/server.js';
+import { parseTrainArgs } from '../../src/coordinator/options.js';
+import { parseWorkerArgs } from '../../src/worker/cli.js';
 import { DASHBOARD_UID, DATASOURCE_UID, renderTrainingDashboard } from '../../src/coordinator/metrics/dashboard.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -101,6 +103,60 @@ describe('docker compose', () => {
     assert.match(dockerfile, /^FROM \$\{NODE_IMAGE\} AS cpu$/m);
     assert.match(dockerfile, /npm rebuild @tensorflow\/tfjs-node-gpu/);
     for (const target of ['gpu', 'cpu']) assert.ok(compose().services[`trainer-${target}`].build.target === target);
+  });
+});
+
+/**
+ * Parses a container's command line (`coordinator …` or `worker …`) with the CLI's own parser, after the
+ * substitutions the orchestrator makes: compose's `${VAR:-default}` → default, Kubernetes' `$(VAR)` → `vars[VAR]`.
+ * @throws what the CLI throws on an unknown or bad flag (commander's error, TrainerError ERR_BAD_FLAG)
+ */
+function parseCommand(args: readonly unknown[], vars: Readonly<Record<string, string>> = {}): void {
+  const argv = args.map((a) => String(a).replace(/\$\{\w+:-([^}]*)\}/g, '$1').replace(/\$\((\w+)\)/g, (_, v: string) => {
+    assert.ok(v in vars, `$(${v}) is not set in the test`);
+    return vars[v]!;
+  }));
+  const [program, ...rest] = argv;
+  // commander writes its own error to stderr before throwing; the assertion message below says which file.
+  if (program === 'coordinator') parseTrainArgs(rest);
+  else if (program === 'worker') parseWorkerArgs(rest);
+  else assert.fail(`unknown program ${program}`);
+}
+
+describe('every command line in deploy/ parses with the real CLI (an unknown flag fails here, not in a pod)', () => {
+  it('the compose trainers', () => {
+    for (const name of ['trainer-gpu', 'trainer-cpu']) {
+      assert.doesNotThrow(() => parseCommand(compose().services[name].command), `docker-compose.yml ${name}.command`);
+    }
+  });
+
+  it('the Kubernetes coordinator and workers', () => {
+    const objects = readdirSync(path.join(DEPLOY, 'k8s')).filter((f) => f.endsWith('.yaml')).flatMap((f) => loadYaml(`deploy/k8s/${f}`));
+    const containers = objects.filter((o) => o.kind === 'Deployment' || o.kind === 'StatefulSet').flatMap((o) => o.spec.template.spec.containers);
+    assert.deepEqual(containers.map((c: Doc) => c.args[0]).sort(), ['coordinator', 'worker']);
+    for (const c of containers) {
+      // Every $(VAR) in the args must come from the container's env (Kubernetes leaves an unknown one as it is).
+      const env = Object.fromEntries((c.env ?? []).map((e: Doc) => [e.name, e.valueFrom ? '10.1.2.3' : String(e.value)]));
+      assert.doesNotThrow(() => parseCommand(c.args, env), `k8s container ${c.name}: ${c.args.join(' ')}`);
+    }
+  });
+
+  it('a k8s worker binds its data plane on the pod IP, which its neighbours in other pods can reach', () => {
+    const [workers] = loadYaml('deploy/k8s/workers.yaml').filter((o) => o.kind === 'StatefulSet');
+    const container = workers.spec.template.spec.containers[0];
+    const bind = String(container.args[container.args.indexOf('--data-bind') + 1]);
+    assert.match(bind, /^tcp:\/\/\$\(POD_IP\):5556$/);
+    assert.equal(container.env.find((e: Doc) => e.name === 'POD_IP')?.valueFrom?.fieldRef?.fieldPath, 'status.podIP');
+    assert.ok(container.ports.some((p: Doc) => p.containerPort === 5556));
+  });
+
+  it('the image\'s user can write /runs and the dataset cache; the k8s coordinator\'s PVC is writable by that user', () => {
+    const dockerfile = readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
+    for (const stage of dockerfile.split(/^FROM /m).filter((s) => /^USER node$/m.test(s))) {
+      assert.match(stage, /^RUN mkdir -p \/runs \/app\/\.cache && chown node:node \/runs \/app\/\.cache$/m, stage.slice(0, 60));
+    }
+    const [deployment] = loadYaml('deploy/k8s/coordinator.yaml').filter((o) => o.kind === 'Deployment');
+    assert.equal(deployment.spec.template.spec.securityContext?.fsGroup, 1000);
   });
 });
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, writeCheckpoint, writeCheckpointDetailed } from '../../../src/contract/checkpoint-format.js';
@@ -101,4 +101,27 @@ test('an identical payload is hard-linked to the newest checkpoint\'s file, not 
   } finally {
     rmSync(run, { recursive: true, force: true });
   }
+});
+
+test('a writer killed between the two renames of a same-step replacement: the old checkpoint is put back, not lost', () => {
+  const run = mkdtempSync(join(tmpdir(), 'ckpt-'));
+  writeCheckpoint(run, 4, files(4), { s: 4 });
+  writeCheckpoint(run, 5, files(5), { s: 5 });
+  // The state a SIGKILL leaves after `step-5` → `.old-step-000000005-<pid>` and before the new `step-5` is renamed in:
+  // the writer's pid is gone (a child that has exited).
+  const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+  const root = join(run, 'checkpoints');
+  renameSync(join(root, 'step-000000005'), join(root, `.old-step-000000005-${dead}`));
+  const got = loadLatestCheckpoint<{ s: number }>(run)!;
+  assert.equal(got.manifest.meta.s, 5, 'the newest step is still there to resume from');
+  assert.deepEqual(readdirSync(root).sort(), ['step-000000004', 'step-000000005']);
+  // The same leftover met by the next write's prune is restored too (it used to be deleted as garbage).
+  renameSync(join(root, 'step-000000005'), join(root, `.old-step-000000005-${dead}`));
+  writeCheckpoint(run, 6, files(6), { s: 6 }, 3);
+  assert.deepEqual(readdirSync(root).sort(), ['step-000000004', 'step-000000005', 'step-000000006']);
+  // Once the new checkpoint of that step exists, an `.old-` copy of a dead writer is garbage and is removed.
+  cpSync(join(root, 'step-000000006'), join(root, `.old-step-000000006-${dead}`), { recursive: true });
+  writeCheckpoint(run, 7, files(7), { s: 7 }, 3);
+  assert.deepEqual(readdirSync(root).sort(), ['step-000000005', 'step-000000006', 'step-000000007']);
+  rmSync(run, { recursive: true, force: true });
 });

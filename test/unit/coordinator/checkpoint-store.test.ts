@@ -92,9 +92,13 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
 
 test('a checkpoint that cannot be written says what to do: disk space needed and free, and the intact checkpoint to resume from', () => {
   const enospc = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write');
-  const e = checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003');
+  const e = checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003', 2);
   assert.equal(e.code, 'ERR_CHECKPOINT');
-  assert.equal(e.message, 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write (the disk is full: a checkpoint needs about 141 MB, 72.0 MB are free; free some space, or keep fewer checkpoints with --keep); the newest checkpoint, /r/checkpoints/step-000000003, is intact: resume from it with: npx coordinator --resume /r');
+  assert.equal(e.message, 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write (the disk is full: a checkpoint needs about 141 MB, 72.0 MB are free; free some space, or keep fewer checkpoints with --keep (2 on disk now)); the newest checkpoint, /r/checkpoints/step-000000003, is intact: resume from it with: npx coordinator --resume /r');
+  assert.match(checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003', 3).message, /free some space, or keep fewer checkpoints with --keep \(3 on disk now\)\)/);
+  // One checkpoint on disk (seen on a 40 MB disk: 26 MB checkpoint, 15.8 MB free): --keep 1 would change nothing.
+  assert.match(checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003', 1).message,
+    /free some space \(--keep cannot help: the previous checkpoint stays until the next one is complete, so the disk needs room for two\)\); the newest checkpoint/);
   const eio = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 3 in /r/checkpoints failed: EIO: i/o error, write');
-  assert.match(checkpointWriteFailure(eio, '/r', 5, null, null).message, /EIO: i\/o error, write; no earlier checkpoint of this run is on disk$/);
+  assert.match(checkpointWriteFailure(eio, '/r', 5, null, null, 0).message, /EIO: i\/o error, write; no earlier checkpoint of this run is on disk$/);
 });

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
-import { DEFAULT_RUNTIME, parseTrainArgs } from '../../../src/coordinator/options.js';
+import { DEFAULT_RUNTIME, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
+import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('flags map onto the run config and runtime options', () => {
@@ -50,4 +51,56 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   bad(['--allreduce', 'tree'], /argument 'tree' is invalid. Allowed choices are ring, star/);
   bad(['--wokers', '2'], /unknown option '--wokers'/);
   bad(['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/);
+});
+
+test('--help names every backend the run accepts (native was missing) and the defaults of --allreduce and --allreduce-dtype', () => {
+  const help = trainProgram().helpInformation().replace(/\s+/g, ' ');
+  const listed = /--backend <name> (.+?) \(default auto\)/.exec(help)?.[1]?.split(' | ');
+  // The expected set is what the backend selection accepts (compute/backend.ts), not the help's own list.
+  assert.deepEqual(listed, [...BACKEND_REQUESTS]);
+  for (const name of BACKEND_REQUESTS) assert.equal(parseTrainArgs(['--backend', name]).config.backend, name);
+  assert.match(help, /--allreduce <algo> ring \| star \(baseline\) \(default ring\)/);
+  assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients \(default float32\)/);
+});
+
+test('--accum beside --global-bs must be the accumulation it picks; otherwise ERR_BAD_CONFIG naming both (was: --accum silently dropped)', () => {
+  // 8 × 1 worker × accum 4 = 32: --accum 2 disagrees.
+  assert.throws(() => parseTrainArgs(['--bs', '8', '--workers', '1', '--accum', '2', '--global-bs', '32']), (err: unknown) => {
+    assert.ok(isTrainerError(err));
+    assert.equal(err.code, 'ERR_BAD_CONFIG');
+    assert.match(err.message, /--accum 2 and --global-bs 32 disagree: bs × workers × accum = 8 × 1 × 2 = 16/);
+    return true;
+  });
+  // Agreeing values, and either one alone, are accepted.
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '2', '--accum', '2', '--global-bs', '32']).config.accum, 2);
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '1', '--global-bs', '32']).config.globalBs, 32);
+  assert.equal(parseTrainArgs(['--bs', '8', '--workers', '1', '--accum', '3']).config.accum, 3);
+});
+
+test('--resume keeps the run\'s runtime settings unless a flag is given again (was: defaults, so --keep 5 became 2 and pruned)', () => {
+  // What the run recorded in config.json: started with --keep 5 --checkpoint-every 1 --allreduce star --curve-keys k
+  // --bind tcp://0.0.0.0:6000 (given) and the default metrics port.
+  const saved = { ...DEFAULT_RUNTIME, keep: 5, checkpointEvery: 1, allreduce: 'star', curveKeys: 'k', bind: 'tcp://0.0.0.0:6000', bindGiven: true, plain: true };
+  const logs: string[] = [];
+  const resumed = parseTrainArgs(['--resume', 'runs/x', '--keep', '3']);
+  const r = inheritRuntime(resumed, saved, (l) => logs.push(l));
+  assert.equal(r.keep, 3, 'a flag given again wins');
+  assert.equal(r.checkpointEvery, 1);
+  assert.equal(r.allreduce, 'star');
+  assert.equal(r.curveKeys, 'k');
+  assert.equal(r.bind, 'tcp://0.0.0.0:6000');
+  assert.equal(r.bindGiven, true, 'a port the run asked for is still never replaced by a free one');
+  assert.equal(r.metricsPortGiven, false);
+  assert.equal(r.resume, 'runs/x');
+  assert.equal(r.plain, resumed.runtime.plain, 'plain output follows this terminal, not the run');
+  assert.deepEqual(logs, ['--resume: keeping this run\'s --bind tcp://0.0.0.0:6000, --allreduce star, --checkpoint-every 1, --curve-keys k (give a flag to change one)']);
+  // A config.json without runtime (or unreadable): the command line's own runtime, no line.
+  assert.deepEqual(inheritRuntime(resumed, {}, (l) => logs.push(l)), resumed.runtime);
+  assert.equal(logs.length, 1);
+  // Fields of the wrong type are ignored, not trusted.
+  assert.equal(inheritRuntime(resumed, { checkpointEvery: 'often', heartbeatIntervalMs: null }, () => undefined).checkpointEvery, 0);
+  // The merged heartbeats must still obey their rule.
+  // (--heartbeat-interval-ms 3000 given, the run's --heartbeat-timeout-ms 4000 taken: 4000 < 2 × 3000.)
+  assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--heartbeat-interval-ms', '3000']), { heartbeatTimeoutMs: 4000 }, () => undefined),
+    /--resume: --heartbeat-timeout-ms 4000 must be ≥ 2 × --heartbeat-interval-ms \(6000\); give both flags/);
 });

@@ -1,0 +1,107 @@
+// One coordinator per run directory (run-lock.ts). Expected behaviour: what git's index.lock and PostgreSQL's
+// postmaster.pid do — an exclusive lock file naming its owner; a second user is refused with the owner named; a lock
+// whose owner process is gone (same host) is stale and taken over; a lock from another host cannot be checked and is
+// refused with the file to delete.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { removeFailedRunDir } from '../../../src/coordinator/disk.js';
+import { RUN_LOCK_FILE, lockRunDir } from '../../../src/coordinator/run-lock.js';
+
+function withDir(f: (dir: string) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), 'run-lock-'));
+  try {
+    f(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A pid that surely belongs to no running process: one of a child that has exited and been reaped. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(r.stdout);
+}
+
+const refused = (re: RegExp) => (err: unknown): boolean => {
+  assert.ok(isTrainerError(err), String(err));
+  assert.equal(err.code, 'ERR_BAD_FLAG');
+  assert.match(err.message, re);
+  return true;
+};
+
+test('a second coordinator on a run directory in use is refused, naming the owner; after release the directory is free', () => withDir((dir) => {
+  const logs: string[] = [];
+  const lock = lockRunDir(dir, '--run-dir', (l) => logs.push(l));
+  const owner = JSON.parse(readFileSync(join(dir, RUN_LOCK_FILE), 'utf8')) as { pid: number; host: string };
+  assert.deepEqual([owner.pid, owner.host], [process.pid, hostname()]);
+  // This process is alive: whoever asks next (here the same process, standing for a second coordinator) is refused.
+  const other = { ...owner, pid: process.ppid }; // a live process that is not this one
+  writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ ...other, since: '2026-11-30T08:00:00.000Z' }));
+  assert.throws(() => lockRunDir(dir, '--resume', () => undefined),
+    refused(new RegExp(`--resume ${dir}: this run directory is in use by the coordinator pid ${process.ppid} on ${hostname()} \\(since 2026-11-30T08:00:00.000Z\\); two coordinators must not write one run`)));
+  // release() removes only its own lock: the (pretend) other owner's file stays.
+  lock.release();
+  assert.equal(existsSync(join(dir, RUN_LOCK_FILE)), true);
+  rmSync(join(dir, RUN_LOCK_FILE));
+  const again = lockRunDir(dir, '--run-dir', () => undefined);
+  again.release();
+  again.release();
+  assert.equal(existsSync(join(dir, RUN_LOCK_FILE)), false);
+  assert.deepEqual(logs, []);
+}));
+
+test('a lock left by a coordinator that died (SIGKILL) is taken over, and the log says so', () => withDir((dir) => {
+  const pid = deadPid();
+  writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
+  const logs: string[] = [];
+  const lock = lockRunDir(dir, '--resume', (l) => logs.push(l));
+  assert.equal(JSON.parse(readFileSync(join(dir, RUN_LOCK_FILE), 'utf8')).pid, process.pid);
+  assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of coordinator pid ${pid} (started 2026-11-30T07:00:00.000Z, no longer running)`]);
+  lock.release();
+}));
+
+test('a lock from another host, or an unreadable one, is refused with the file to delete', () => withDir((dir) => {
+  const file = join(dir, RUN_LOCK_FILE);
+  writeFileSync(file, JSON.stringify({ pid: deadPid(), host: 'elsewhere', since: '2026-11-30T07:00:00.000Z' }));
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by the coordinator pid \\d+ on elsewhere .*choose another --run-dir; if no coordinator uses it any more, delete ${file}$`)));
+  writeFileSync(file, 'not json');
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by an unreadable lock file ${file}; .*delete ${file}$`)));
+}));
+
+test('a run that fails before its first checkpoint still removes its directory, lock file included', () => withDir((root) => {
+  const dir = join(root, 'run');
+  mkdirSync(join(dir, 'checkpoints'), { recursive: true });
+  writeFileSync(join(dir, 'config.json'), '{}');
+  lockRunDir(dir, '--run-dir', () => undefined);
+  assert.equal(removeFailedRunDir(dir), true);
+  assert.equal(existsSync(dir), false);
+}));
+
+test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is stale too', { skip: !existsSync('/proc/self/stat') && 'no procfs' }, async () => {
+  // The shell starts a background `sleep 30`, then execs `sleep 60`, which never reaps children: once the exec is
+  // done, the background sleep killed here stays a zombie (no timing involved; the deadline only bounds a hang).
+  const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (d: Buffer) => res(d.toString()))));
+    const deadline = Date.now() + 30_000;
+    const comm = (): string => readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim();
+    while (comm() !== 'sleep' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    process.kill(pid, 'SIGKILL');
+    const zombie = (): boolean => /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    while (!zombie() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(zombie(), `pid ${pid} did not become a zombie`);
+    withDir((dir) => {
+      writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
+      const logs: string[] = [];
+      lockRunDir(dir, '--resume', (l) => logs.push(l)).release();
+      assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
+    });
+  } finally {
+    parent.kill('SIGKILL'); // its zombie child goes with it (reparented to init and reaped)
+  }
+});
