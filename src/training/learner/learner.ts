@@ -198,6 +198,7 @@ export class Learner {
         const s = await replica.accumulate(batch.x, batch.y, batch.valid, hashSeed(seed, dataEpoch, stepInEpoch, DROPOUT_SALT));
         const grads = await replica.takeGradients();
         if (s.count > 0) replica.applyGradients(await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }), hyper);
+        replica.releaseGradients(grads);
         return { lossSum: s.lossSum, count: s.count, seconds: (performance.now() - t0) / 1000, detail: null };
       },
       validate: (): Promise<ValidationOutcome> => this.validate(),
