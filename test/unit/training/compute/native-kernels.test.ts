@@ -12,7 +12,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/training/compute/backend.js';
 import { batchNormTrain } from '../../../../src/training/compute/batch-norm.js';
 import { registerTfjsGradients } from '../../../../src/training/compute/kernels/gradients.js';
-import { loadAddon } from '../../../../src/training/compute/native/addon.js';
+import { loadAddon, type ConvGeometry } from '../../../../src/training/compute/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/training/compute/native/backend.js';
 import { nativeFallbacks } from '../../../../src/training/compute/native/kernels.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
@@ -79,6 +79,12 @@ const CASES: readonly ConvCase[] = [
   { name: '1x1/2 p0, even (downsample)', x: [2, 8, 8, 16], k: 1, co: 32, stride: 2, pad: 0 },
   { name: '1x1/2 p0, odd (downsample)', x: [2, 9, 9, 6], k: 1, co: 4, stride: 2, pad: 0 },
   { name: '1x1/1 explicit p1 (pad > k − 1)', x: [2, 5, 5, 3], k: 1, co: 4, stride: 1, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  // The stride-1 input gradient of ≤ 64 channels runs as a forward convolution with the flipped filter (addon):
+  // resnet34 layer 1, channel counts that differ, a 5×5, asymmetric padding, non-square; and pad > k − 1 (not).
+  { name: '3x3/1 p1, 64 channels (layer 1)', x: [2, 8, 8, 64], k: 3, co: 64, stride: 1, pad: 1 },
+  { name: '3x3/1 p1, 24→40 channels, non-square 9x6', x: [2, 9, 6, 24], k: 3, co: 40, stride: 1, pad: 1 },
+  { name: '5x5/1 explicit asym [2,1]x[0,3]', x: [1, 9, 8, 5], k: 5, co: 7, stride: 1, pad: [[0, 0], [2, 1], [0, 3], [0, 0]] },
+  { name: '3x3/1 explicit p3 (pad > k − 1)', x: [1, 6, 6, 4], k: 3, co: 4, stride: 1, pad: [[0, 0], [3, 3], [3, 3], [0, 0]] },
 ];
 
 /** [y, dL/dx, dL/dw] by calling the kernels directly, for a fixed dy. */
@@ -120,6 +126,14 @@ for (const c of CASES) {
     await compare(convKernels(c), ['forward', 'input gradient', 'filter gradient'], 1e-5);
   });
 }
+
+test('input gradient of a stride-1 3x3 of ≤ 64 channels runs as a forward convolution (flipped filter); 128 does not', { skip }, () => {
+  assert.ok('addon' in load);
+  const geometry = (c: number): ConvGeometry => [2, 8, 8, c, 8, 8, c, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1];
+  assert.match(load.addon.convImpl(1, ...geometry(64)), /^forward .*\(flipped filter\)$/);
+  assert.doesNotMatch(load.addon.convImpl(1, ...geometry(128)), /flipped/);
+  assert.doesNotMatch(load.addon.convImpl(1, 2, 8, 8, 64, 4, 4, 64, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1), /flipped/);
+});
 
 test('reordered-filter cache: a filter used again (forward, input gradient) and a new filter of the same shape', { skip }, async () => {
   await compare(() => {
