@@ -64,7 +64,7 @@ test('ArrayPool: the free bytes stay within the bound; 0 disables reuse; poison 
   assert.notEqual(off.take(4), b);
   pool.poison = true;
   assert.ok(pool.take(16).every((v) => Number.isNaN(v)));
-  assert.equal(poolBytes({}), 512 * 2 ** 20);
+  assert.equal(poolBytes({}), 1024 * 2 ** 20);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '0' }), 0);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '64' }), 64 * 2 ** 20);
 });
