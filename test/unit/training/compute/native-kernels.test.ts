@@ -369,11 +369,14 @@ async function adamWSteps(name: string): Promise<Float32Array[]> {
   };
   const params = new Map<string, tf.Variable>([
     ['a.weight', variable(lcg(40 * 30, 20), [40, 30])], ['b.bias', variable(lcg(7, 21), [7])],
+    // 37 = two 16-wide vector iterations of the addon's loop and a scalar tail of 5.
+    ['c.weight', variable(lcg(37, 22), [37])],
   ]);
-  const opt = new AdamW(params, [['a.weight'], ['b.bias']], { weightDecay: 0.01 });
+  const opt = new AdamW(params, [['a.weight'], ['b.bias', 'c.weight']], { weightDecay: 0.01 });
   for (let step = 0; step < 3; step++) {
     const grads = new Map<string, tf.Tensor>([
       ['a.weight', tf.tensor2d(lcg(40 * 30, 30 + step), [40, 30])], ['b.bias', tf.tensor1d(lcg(7, 40 + step))],
+      ['c.weight', tf.tensor1d(lcg(37, 50 + step))],
     ]);
     opt.step(grads, { lrs: [1e-3 * (step + 1), 3e-3], momentum: 0.95 - 0.05 * step });
     tf.dispose([...grads.values()]);
