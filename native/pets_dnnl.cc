@@ -8,6 +8,7 @@
 // Threads: oneDNN's OpenMP runtime is limited to `init(threads)` threads (one per worker by default).
 // Formulas of the BatchNorm kernels: see src/training/compute/kernels/batch-norm.ts (float64 sums, as there).
 #include <malloc.h>
+#include <signal.h>
 #include <node_api.h>
 #include <omp.h>
 #if defined(__AVX512F__)
@@ -474,6 +475,17 @@ napi_value BatchMatMul(napi_env env, napi_callback_info info) {
     float* A = a.f32(0, size_t((sa ? batch : 1) * m * k), "a");
     float* B = a.f32(1, size_t((sb ? batch : 1) * k * n), "b");
     float* C = a.f32(2, size_t(batch * m * n), "c");
+    // oneDNN 2.6's sgemm kernel corrupts the heap when a signal lands during the call (found with node --cpu-prof,
+    // whose sampler sends SIGPROF every millisecond: "corrupted size vs. prev_size" in the sgemm's own free). The
+    // asynchronous signals are held until the call returns, then delivered.
+    sigset_t hold, previous;
+    sigfillset(&hold);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP}) sigdelset(&hold, sig);
+    pthread_sigmask(SIG_BLOCK, &hold, &previous);
+    struct Restore {
+      sigset_t* s;
+      ~Restore() { pthread_sigmask(SIG_SETMASK, s, nullptr); }
+    } restore{&previous};
     for (int64_t i = 0; i < batch; i++) {
       dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, A + i * sa, ta ? m : k,
         B + i * sb, tb ? k : n, 0.f, C + i * m * n, n);

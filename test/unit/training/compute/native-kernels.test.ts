@@ -7,6 +7,9 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/training/compute/backend.js';
@@ -450,6 +453,29 @@ test('without the addon, auto falls back to WASM and its one log line says why; 
   assert.match(choice.summary, /native addon "\/nonexistent\/pets_dnnl.node" \(PETS_NATIVE_ADDON\) does not exist/);
   assert.equal(choice.summary.split('\n').length, 1);
   assert.match(second!, /^ERR_BACKEND --backend native requested but unavailable: native addon/);
+});
+
+test('the dense matMul survives signals during the call (node --cpu-prof sends SIGPROF every millisecond)', { skip }, () => {
+  // oneDNN 2.6's sgemm corrupted the heap when a signal landed inside it; [16,1024]·[1024,512] (the head's first
+  // dense layer) aborted on the first call under --cpu-prof ("corrupted size vs. prev_size while consolidating").
+  const script = `
+    import { loadAddon } from './src/training/compute/native/addon.ts';
+    const a = loadAddon().addon;
+    for (let i = 0; i < 20; i++) {
+      const A = new Float32Array(16 * 1024).fill(1), B = new Float32Array(1024 * 512).fill(1), C = new Float32Array(16 * 512);
+      a.batchMatMul(A, B, C, 1, 16, 512, 1024, false, false, 0, 0);
+      if (C[0] !== 1024 || C[C.length - 1] !== 1024) throw new Error('wrong product ' + C[0]);
+    }
+    console.log('ok');`;
+  const dir = mkdtempSync(join(tmpdir(), 'pets-cpu-prof-'));
+  try {
+    const res = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-interval', '100',
+      '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.stdout.trim(), 'ok');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('training-mode BatchNorm refuses one value per channel on native too', { skip }, async () => {
