@@ -8,8 +8,12 @@
 // Threads: oneDNN's OpenMP runtime is limited to `init(threads)` threads (one per worker by default).
 // Formulas of the BatchNorm kernels: see src/training/compute/kernels/batch-norm.ts (float64 sums, as there).
 #include <malloc.h>
+#include <signal.h>
 #include <node_api.h>
 #include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
@@ -251,6 +255,57 @@ memory reorderedWeights(Args& a, size_t first, bool needReorder, const memory::d
   return out;
 }
 
+// ---- input gradient of a stride-1 convolution as a forward convolution ------------------------------------------
+// dx = conv(dy, W') with W'[i][j][o][c] = W[kh−1−i][kw−1−j][c][o] (the filter flipped in space, in/out channels
+// swapped) and padding (k−1)·d − p on each side: the transposed convolution of stride 1 is a convolution. oneDNN 2.6
+// runs its forward on brgconv, its input gradient on an older jit kernel that is slower for 64 channels (resnet34
+// layer 1, 3×3, bs 16, warm, filter reordered once: 8.2 → 7.7 ms at 32×32, 26.8 → 23.2 ms at 56×56) and on par
+// from 128 channels on (6.9 vs 6.9 ms at 16×16); so this path is taken for
+// stride-1 k×k (k > 1) convolutions of ≤ 64 input and output channels (a fixed rule, not a timing: the same
+// geometry always runs the same code, so runs stay bit-reproducible).
+bool bwdDataAsForward(const ConvGeom& g) {
+  if (g.sh != 1 || g.sw != 1 || g.kh * g.kw == 1 || g.ci > 64 || g.co > 64) return false;
+  const memory::dim ah = (g.kh - 1) * g.dh, aw = (g.kw - 1) * g.dw;
+  return g.pt >= 0 && g.pb >= 0 && g.pl >= 0 && g.pr >= 0 && g.pt <= ah && g.pb <= ah && g.pl <= aw && g.pr <= aw;
+}
+
+// The forward geometry that computes g's input gradient (see bwdDataAsForward).
+ConvGeom flippedGeom(const ConvGeom& g) {
+  const memory::dim ah = (g.kh - 1) * g.dh, aw = (g.kw - 1) * g.dw;
+  return ConvGeom{g.n, g.oh, g.ow, g.co, g.ih, g.iw, g.ci, g.kh, g.kw, 1, 1, ah - g.pt, aw - g.pl, ah - g.pb, aw - g.pr, g.dh, g.dw};
+}
+
+// Floats of the flipped filter in the forward primitive's layout (at least the HWIO size, used when no reorder).
+size_t flippedWeightsFloats(const ConvGeom& g) {
+  ConvGeom f = flippedGeom(g);
+  ConvFwd& c = getFwd(f);
+  return c.needReorder ? (c.pd.weights_desc().get_size() + 3) / 4 : sz(f, 'w');
+}
+
+// Writes g's filter w (HWIO) flipped and transposed (see bwdDataAsForward) into `out`, in the layout of the forward
+// primitive of flippedGeom(g).
+void flipWeights(const ConvGeom& g, const float* w, float* out) {
+  ConvGeom f = flippedGeom(g);
+  ConvFwd& c = getFwd(f);
+  std::vector<float> hwio(c.needReorder ? sz(g, 'w') : 0);
+  float* t = c.needReorder ? hwio.data() : out;
+  const memory::dim kh = g.kh, kw = g.kw, ci = g.ci, co = g.co;
+  for (memory::dim i = 0; i < kh; i++) {
+    for (memory::dim j = 0; j < kw; j++) {
+      const float* src = w + ((kh - 1 - i) * kw + (kw - 1 - j)) * ci * co;  // [c][o]
+      float* dst = t + (i * kw + j) * co * ci;                               // [o][c]
+      for (memory::dim cc = 0; cc < ci; cc++) {
+        for (memory::dim o = 0; o < co; o++) dst[o * ci + cc] = src[cc * co + o];
+      }
+    }
+  }
+  if (c.needReorder) {
+    memory from(f.wei(), eng(), t), to(c.pd.weights_desc(), eng(), out);
+    c.wReorder.execute(strm(), from, to);
+    strm().wait();
+  }
+}
+
 // convWeightsCacheSize(kind, ...geometry) -> floats of the reordered weights (kind 0 forward, 1 input gradient),
 // 0 when the primitive takes HWIO as is.
 napi_value ConvWeightsCacheSize(napi_env env, napi_callback_info info) {
@@ -260,6 +315,7 @@ napi_value ConvWeightsCacheSize(napi_env env, napi_callback_info info) {
     ConvGeom g = readGeom(a, 1);
     size_t bytes = 0;
     if (kind == 0) { ConvFwd& c = getFwd(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
+    else if (bwdDataAsForward(g)) bytes = flippedWeightsFloats(g) * 4;
     else { ConvBwdData& c = getBwdData(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
     napi_value out;
     napi_create_double(env, double((bytes + 3) / 4), &out);
@@ -292,6 +348,20 @@ napi_value ConvBackwardData(napi_env env, napi_callback_info info) {
     float* dy = a.f32(0, sz(g, 'y'), "dy");
     float* w = a.f32(1, sz(g, 'w'), "filter");
     float* dx = a.f32(2, sz(g, 'x'), "dx");
+    if (bwdDataAsForward(g)) {
+      ConvGeom f = flippedGeom(g);
+      ConvFwd& c = getFwd(f);
+      const size_t floats = flippedWeightsFloats(g);
+      float* cache = a.f32OrNull(20, floats, "weights cache");
+      std::vector<float> local(cache == nullptr ? floats : 0);
+      float* wf = cache != nullptr ? cache : local.data();
+      if (cache == nullptr || !a.flag(21)) flipWeights(g, w, wf);
+      memory wUse = c.needReorder ? memory(c.pd.weights_desc(), eng(), wf) : memory(f.wei(), eng(), wf);
+      c.prim.execute(strm(), {{DNNL_ARG_SRC, memory(f.src(), eng(), dy)}, {DNNL_ARG_WEIGHTS, wUse},
+        {DNNL_ARG_DST, memory(f.dst(), eng(), dx)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
+      strm().wait();
+      return undef(env);
+    }
     ConvBwdData& c = getBwdData(g);
     memory wUse = reorderedWeights(a, 20, c.needReorder, c.pd.weights_desc(), c.wReorder, g, w);
     c.prim.execute(strm(), {{DNNL_ARG_DIFF_DST, memory(g.dst(), eng(), dy)}, {DNNL_ARG_WEIGHTS, wUse},
@@ -328,7 +398,8 @@ napi_value ConvImpl(napi_env env, napi_callback_info info) {
     int64_t kind = a.i64(0);
     ConvGeom g = readGeom(a, 1);
     std::string s = kind == 0 ? getFwd(g).pd.impl_info_str()
-      : kind == 1 ? getBwdData(g).pd.impl_info_str() : getBwdWeights(g).pd.impl_info_str();
+      : kind == 1 ? (bwdDataAsForward(g) ? std::string("forward ") + getFwd(flippedGeom(g)).pd.impl_info_str() + " (flipped filter)"
+        : getBwdData(g).pd.impl_info_str()) : getBwdWeights(g).pd.impl_info_str();
     napi_value out;
     napi_create_string_utf8(env, s.c_str(), s.size(), &out);
     return out;
@@ -404,6 +475,17 @@ napi_value BatchMatMul(napi_env env, napi_callback_info info) {
     float* A = a.f32(0, size_t((sa ? batch : 1) * m * k), "a");
     float* B = a.f32(1, size_t((sb ? batch : 1) * k * n), "b");
     float* C = a.f32(2, size_t(batch * m * n), "c");
+    // oneDNN 2.6's sgemm kernel corrupts the heap when a signal lands during the call (found with node --cpu-prof,
+    // whose sampler sends SIGPROF every millisecond: "corrupted size vs. prev_size" in the sgemm's own free). The
+    // asynchronous signals are held until the call returns, then delivered.
+    sigset_t hold, previous;
+    sigfillset(&hold);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP}) sigdelset(&hold, sig);
+    pthread_sigmask(SIG_BLOCK, &hold, &previous);
+    struct Restore {
+      sigset_t* s;
+      ~Restore() { pthread_sigmask(SIG_SETMASK, s, nullptr); }
+    } restore{&previous};
     for (int64_t i = 0; i < batch; i++) {
       dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, A + i * sa, ta ? m : k,
         B + i * sb, tb ? k : n, 0.f, C + i * m * n, n);
@@ -788,7 +870,36 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
     float c[8];
     for (int i = 0; i < 8; i++) c[i] = float(a.num(8 + i));
     const float b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], sbc2 = c[4], eps = c[5], decay = c[6], k = c[7];
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    // The same float32 operations, 16 at a time, with non-temporal (streaming) stores: the three outputs are pool
+    // arrays last touched a step ago, so ordinary stores would first read every line of them (3 of the 10 memory
+    // streams of this memory-bound pass). Streamed in 16-byte pieces (any Float32Array is 16-byte aligned there;
+    // the write-combining buffers merge them into whole lines). mul/add/sqrt/div as separate, correctly rounded
+    // instructions: the same bits as the scalar loop below.
+    if ((reinterpret_cast<uintptr_t>(po) | reinterpret_cast<uintptr_t>(mo) | reinterpret_cast<uintptr_t>(vo)) % 16 == 0) {
+      const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
+      const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
+      auto stream = [](float* dst, __m512 v) {
+        _mm_stream_ps(dst, _mm512_extractf32x4_ps(v, 0));
+        _mm_stream_ps(dst + 4, _mm512_extractf32x4_ps(v, 1));
+        _mm_stream_ps(dst + 8, _mm512_extractf32x4_ps(v, 2));
+        _mm_stream_ps(dst + 12, _mm512_extractf32x4_ps(v, 3));
+      };
+      for (; i + 16 <= n; i += 16) {
+        const __m512 gi = _mm512_loadu_ps(g + i);
+        const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
+        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
+        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
+        const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
+        stream(po + i, pn);
+        stream(mo + i, mn);
+        stream(vo + i, vn);
+      }
+      _mm_sfence();
+    }
+#endif
+    for (; i < n; i++) {
       const float gi = g[i];
       const float mn = m[i] * b1 + gi * c1;
       const float vn = v[i] * b2 + (gi * gi) * c2;

@@ -245,6 +245,7 @@ export class WorkerTrainer {
     }
     const t0 = performance.now();
     this.replica.applyGradients(this.pending.grads, { lrs: [...this.pending.lrs], momentum: this.pending.momentum });
+    this.replica.releaseGradients(this.pending.grads);
     this.lastOptimizerSeconds = (performance.now() - t0) / 1000;
     disposeBn(this.pending.bnBefore);
     this.pending = null;

@@ -202,6 +202,7 @@ export class Learner {
         const s = await replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(seed, this.stepsDone, microBatchOf(0, 0, 1)));
         const grads = await replica.takeGradients();
         if (s.count > 0) replica.applyGradients(await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }), hyper);
+        replica.releaseGradients(grads);
         this.stepsDone += 1;
         return { lossSum: s.lossSum, count: s.count, seconds: (performance.now() - t0) / 1000, detail: null };
       },

@@ -63,7 +63,9 @@ Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: 
     accumulate: async (i) => { await replica.accumulate(x, y, null, i); },
     // Ends with a one-value read so that asynchronous backends (WebGPU) have finished the update when it returns.
     optimize: async () => {
-      replica.applyGradients(await replica.takeGradients(), hyper);
+      const grads = await replica.takeGradients();
+      replica.applyGradients(grads, hyper);
+      replica.releaseGradients(grads);
       const probe = tf.tidy(() => tf.sum(replica.learner.params.values().next().value!));
       await probe.data();
       probe.dispose();

@@ -40,7 +40,7 @@ export class NativeBackend extends MathBackendCPU {
   }
 
   override move(dataId: DataId, values: BackendValues, shape: number[], dtype: DataType, refCount: number): void {
-    this.pool.escape(values);
+    this.pool.onMove(values);
     super.move(dataId, values, shape, dtype, refCount);
   }
 

@@ -9,6 +9,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import { loadAddon } from '../../../../src/training/compute/native/addon.js';
 import { ArrayPool, poolBytes } from '../../../../src/training/compute/native/array-pool.js';
 import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/training/compute/native/backend.js';
+import { registerTfjsGradients } from '../../../../src/training/compute/kernels/gradients.js';
+import { mulberry32 } from '../../../../src/contract/plan/rng.js';
+import { Replica } from '../../../../src/training/learner/replica.js';
 import { lcg, relError } from './numeric.js';
 
 const load = loadAddon();
@@ -61,9 +64,57 @@ test('ArrayPool: the free bytes stay within the bound; 0 disables reuse; poison 
   assert.notEqual(off.take(4), b);
   pool.poison = true;
   assert.ok(pool.take(16).every((v) => Number.isNaN(v)));
-  assert.equal(poolBytes({}), 512 * 2 ** 20);
+  assert.equal(poolBytes({}), 1024 * 2 ** 20);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '0' }), 0);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '64' }), 64 * 2 ** 20);
+});
+
+test('ArrayPool.giveBack: a read-out array returns once no storage entry or view holds it; foreign or moved ones never', () => {
+  const pool = new ArrayPool(64);
+  // Read out (escaped), then its tensor disposed: given back, and the next output of its length reuses it.
+  const read = pool.take(16);
+  pool.onWrite(read);
+  pool.escape(read);
+  pool.onDispose(read);
+  assert.equal(pool.take(16) === read, false, 'a read-out array must not come back by itself');
+  assert.equal(pool.giveBack(read), true);
+  assert.equal(pool.take(16), read);
+  // A view of it still stored as a tensor's values (e.g. a gradient tensor over a subarray): refused until disposed.
+  const flat = pool.take(16);
+  pool.onWrite(flat);
+  pool.escape(flat);
+  pool.onDispose(flat);
+  const view = flat.subarray(4, 8);
+  pool.onWrite(view);
+  assert.equal(pool.giveBack(flat), false);
+  pool.onDispose(view);
+  assert.equal(pool.giveBack(flat), true);
+  assert.equal(pool.giveBack(flat), false, 'an array already in the free list is not added twice');
+  // Still stored (its tensor alive), not the pool's, moved to another backend, or a view: refused.
+  const alive = pool.take(4);
+  pool.onWrite(alive);
+  pool.escape(alive);
+  assert.equal(pool.giveBack(alive), false);
+  assert.equal(pool.giveBack(new Float32Array(4)), false);
+  const moved = pool.take(4);
+  pool.onWrite(moved);
+  pool.onMove(moved);
+  pool.onDispose(moved);
+  assert.equal(pool.giveBack(moved), false);
+  assert.equal(pool.giveBack(flat.subarray(0, 4)), false);
+  // It may take the free bytes over the bound (64 here: flat's 64 bytes are free), which disposals never do.
+  const over = pool.take(8);
+  pool.onWrite(over);
+  pool.escape(over);
+  pool.onDispose(over);
+  assert.equal(pool.giveBack(over), true);
+  assert.equal(pool.stats().freeBytes, 96);
+  const off = new ArrayPool(0);
+  const none = off.take(4);
+  off.onWrite(none);
+  off.escape(none);
+  off.onDispose(none);
+  assert.equal(off.giveBack(none), false, 'a pool with reuse off takes nothing back');
 });
 
 before(() => {
@@ -110,6 +161,79 @@ test('native backend: kernel outputs are reused after dispose; values read out a
     assert.deepEqual(read, copy);
     assert.deepEqual(slice.dataSync(), sliceCopy);
     tf.dispose([a, b, chained, expect, slice, ...others]);
+    assert.equal(tf.memory().numTensors, start);
+  } finally {
+    await tf.setBackend(prev ?? 'cpu');
+  }
+});
+
+test('native backend: a read-out gradient given back is reused only after its tensors are gone; values stay right', { skip }, async () => {
+  const prev = tf.getBackend();
+  await tf.setBackend(NATIVE_BACKEND);
+  try {
+    const start = tf.memory().numTensors;
+    const a = tf.tensor1d(lcg(3001, 1));
+    const b = tf.tensor1d(lcg(3001, 2));
+    const sum = tf.add(a, b);
+    const flat = await sum.data() as Float32Array;
+    const expected = Float32Array.from(flat);
+    sum.dispose();
+    // As Replica.applyGradients does: a tensor over a view of the flat gradient. While it lives, flat stays.
+    const part = tf.tensor1d(flat.subarray(1000, 2000));
+    assert.equal(nativePool().giveBack(flat), false);
+    const other = tf.mul(a, b);
+    assert.notEqual(other.dataSync(), flat);
+    assert.deepEqual(flat, expected);
+    part.dispose();
+    assert.equal(nativePool().giveBack(flat), true);
+    const next = tf.sub(a, b);
+    const got = next.dataSync();
+    assert.equal(got, flat, 'the given-back array was not reused for the next output of its length');
+    assert.deepEqual(got, tf.tidy(() => tf.sub(tf.tensor1d(lcg(3001, 1)), tf.tensor1d(lcg(3001, 2))).dataSync()));
+    tf.dispose([a, b, other, next]);
+    assert.equal(tf.memory().numTensors, start);
+  } finally {
+    await tf.setBackend(prev ?? 'cpu');
+  }
+});
+
+test('Replica on native: a released flat gradient holds the next step\'s gradient, bit-identical to fresh arrays', { skip }, async () => {
+  const prev = tf.getBackend();
+  await tf.setBackend(NATIVE_BACKEND);
+  await registerTfjsGradients();
+  const hyper = { lrs: [1e-3, 1e-3, 1e-2], momentum: 0.9 };
+  const options = { arch: { block: 'basic', layers: [1, 1, 1, 1] } as const, numClasses: 5, seed: 3, pretrained: null,
+    frozen: false, head: { hidden: 16 } };
+  const rng = mulberry32(9);
+  const x = Float32Array.from({ length: 4 * 32 * 32 * 3 }, () => rng() * 2 - 1);
+  const y = Int32Array.from([0, 1, 2, 3]);
+  // Three steps each; `released` gives every flat gradient back, `kept` keeps copies of its own.
+  const steps = async (release: boolean): Promise<{ grads: Float32Array[]; same: boolean; checksum: string }> => {
+    const r = await Replica.create(options);
+    const grads: Float32Array[] = [];
+    const arrays: Float32Array[] = [];
+    try {
+      for (let k = 0; k < 3; k++) {
+        await r.accumulate(x, y, null, k);
+        const g = await r.takeGradients();
+        arrays.push(g);
+        grads.push(Float32Array.from(g));
+        r.applyGradients(g, hyper);
+        if (release) r.releaseGradients(g);
+      }
+      return { grads, same: arrays[1] === arrays[0] && arrays[2] === arrays[0], checksum: await r.weightsChecksum() };
+    } finally {
+      r.dispose();
+    }
+  };
+  try {
+    const start = tf.memory().numTensors;
+    const released = await steps(true);
+    const kept = await steps(false);
+    assert.ok(released.same, 'a released gradient array was not reused for the next step');
+    assert.ok(!kept.same);
+    for (let k = 0; k < 3; k++) assert.deepEqual(released.grads[k], kept.grads[k], `step ${k} gradient`);
+    assert.equal(released.checksum, kept.checksum);
     assert.equal(tf.memory().numTensors, start);
   } finally {
     await tf.setBackend(prev ?? 'cpu');

@@ -7,12 +7,15 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/training/compute/backend.js';
 import { batchNormTrain } from '../../../../src/training/compute/batch-norm.js';
 import { registerTfjsGradients } from '../../../../src/training/compute/kernels/gradients.js';
-import { loadAddon } from '../../../../src/training/compute/native/addon.js';
+import { loadAddon, type ConvGeometry } from '../../../../src/training/compute/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/training/compute/native/backend.js';
 import { nativeFallbacks } from '../../../../src/training/compute/native/kernels.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
@@ -79,6 +82,12 @@ const CASES: readonly ConvCase[] = [
   { name: '1x1/2 p0, even (downsample)', x: [2, 8, 8, 16], k: 1, co: 32, stride: 2, pad: 0 },
   { name: '1x1/2 p0, odd (downsample)', x: [2, 9, 9, 6], k: 1, co: 4, stride: 2, pad: 0 },
   { name: '1x1/1 explicit p1 (pad > k − 1)', x: [2, 5, 5, 3], k: 1, co: 4, stride: 1, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  // The stride-1 input gradient of ≤ 64 channels runs as a forward convolution with the flipped filter (addon):
+  // resnet34 layer 1, channel counts that differ, a 5×5, asymmetric padding, non-square; and pad > k − 1 (not).
+  { name: '3x3/1 p1, 64 channels (layer 1)', x: [2, 8, 8, 64], k: 3, co: 64, stride: 1, pad: 1 },
+  { name: '3x3/1 p1, 24→40 channels, non-square 9x6', x: [2, 9, 6, 24], k: 3, co: 40, stride: 1, pad: 1 },
+  { name: '5x5/1 explicit asym [2,1]x[0,3]', x: [1, 9, 8, 5], k: 5, co: 7, stride: 1, pad: [[0, 0], [2, 1], [0, 3], [0, 0]] },
+  { name: '3x3/1 explicit p3 (pad > k − 1)', x: [1, 6, 6, 4], k: 3, co: 4, stride: 1, pad: [[0, 0], [3, 3], [3, 3], [0, 0]] },
 ];
 
 /** [y, dL/dx, dL/dw] by calling the kernels directly, for a fixed dy. */
@@ -120,6 +129,14 @@ for (const c of CASES) {
     await compare(convKernels(c), ['forward', 'input gradient', 'filter gradient'], 1e-5);
   });
 }
+
+test('input gradient of a stride-1 3x3 of ≤ 64 channels runs as a forward convolution (flipped filter); 128 does not', { skip }, () => {
+  assert.ok('addon' in load);
+  const geometry = (c: number): ConvGeometry => [2, 8, 8, c, 8, 8, c, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1];
+  assert.match(load.addon.convImpl(1, ...geometry(64)), /^forward .*\(flipped filter\)$/);
+  assert.doesNotMatch(load.addon.convImpl(1, ...geometry(128)), /flipped/);
+  assert.doesNotMatch(load.addon.convImpl(1, 2, 8, 8, 64, 4, 4, 64, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1), /flipped/);
+});
 
 test('reordered-filter cache: a filter used again (forward, input gradient) and a new filter of the same shape', { skip }, async () => {
   await compare(() => {
@@ -355,11 +372,14 @@ async function adamWSteps(name: string): Promise<Float32Array[]> {
   };
   const params = new Map<string, tf.Variable>([
     ['a.weight', variable(lcg(40 * 30, 20), [40, 30])], ['b.bias', variable(lcg(7, 21), [7])],
+    // 37 = two 16-wide vector iterations of the addon's loop and a scalar tail of 5.
+    ['c.weight', variable(lcg(37, 22), [37])],
   ]);
-  const opt = new AdamW(params, [['a.weight'], ['b.bias']], { weightDecay: 0.01 });
+  const opt = new AdamW(params, [['a.weight'], ['b.bias', 'c.weight']], { weightDecay: 0.01 });
   for (let step = 0; step < 3; step++) {
     const grads = new Map<string, tf.Tensor>([
       ['a.weight', tf.tensor2d(lcg(40 * 30, 30 + step), [40, 30])], ['b.bias', tf.tensor1d(lcg(7, 40 + step))],
+      ['c.weight', tf.tensor1d(lcg(37, 50 + step))],
     ]);
     opt.step(grads, { lrs: [1e-3 * (step + 1), 3e-3], momentum: 0.95 - 0.05 * step });
     tf.dispose([...grads.values()]);
@@ -433,6 +453,29 @@ test('without the addon, auto falls back to WASM and its one log line says why; 
   assert.match(choice.summary, /native addon "\/nonexistent\/pets_dnnl.node" \(PETS_NATIVE_ADDON\) does not exist/);
   assert.equal(choice.summary.split('\n').length, 1);
   assert.match(second!, /^ERR_BACKEND --backend native requested but unavailable: native addon/);
+});
+
+test('the dense matMul survives signals during the call (node --cpu-prof sends SIGPROF every millisecond)', { skip }, () => {
+  // oneDNN 2.6's sgemm corrupted the heap when a signal landed inside it; [16,1024]·[1024,512] (the head's first
+  // dense layer) aborted on the first call under --cpu-prof ("corrupted size vs. prev_size while consolidating").
+  const script = `
+    import { loadAddon } from './src/training/compute/native/addon.ts';
+    const a = loadAddon().addon;
+    for (let i = 0; i < 20; i++) {
+      const A = new Float32Array(16 * 1024).fill(1), B = new Float32Array(1024 * 512).fill(1), C = new Float32Array(16 * 512);
+      a.batchMatMul(A, B, C, 1, 16, 512, 1024, false, false, 0, 0);
+      if (C[0] !== 1024 || C[C.length - 1] !== 1024) throw new Error('wrong product ' + C[0]);
+    }
+    console.log('ok');`;
+  const dir = mkdtempSync(join(tmpdir(), 'pets-cpu-prof-'));
+  try {
+    const res = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-interval', '100',
+      '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.stdout.trim(), 'ok');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('training-mode BatchNorm refuses one value per channel on native too', { skip }, async () => {
