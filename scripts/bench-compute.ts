@@ -21,7 +21,8 @@
  * uploads of one whole step, total and per kernel (exact counts, the same on any adapter: the H200 probe found the
  * step bound by JavaScript issuing ~3,700 dispatches; see `compute/webgpu/dispatch-count.ts`), and the host cost of a
  * step: the main thread's CPU time less its waits for GPU results (`host: N ms main-thread CPU per step`, see
- * `compute/webgpu/host-cpu.ts`; with `--dispatches` too, median of `--reps` steps).
+ * `compute/webgpu/host-cpu.ts`; with `--dispatches` too, median of `--reps` steps). The step is one worker's: the
+ * gradient stays on the device; `--gradient-round-trip` reads it to the CPU and uploads it again, as with several.
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
 import { spawnSync } from 'node:child_process';
@@ -232,6 +233,7 @@ interface BenchFlags {
   json?: boolean;
   profile?: boolean;
   dispatches?: boolean;
+  gradientRoundTrip?: boolean;
   clock: string;
   torch?: string | boolean;
 }
@@ -324,14 +326,15 @@ function printDispatches(counts: DispatchCounts, batch: number): void {
   if (counts.kernels.length > 30) console.log(`… ${counts.kernels.length - 30} more kernels`);
 }
 
-function printHost(h: Omit<WholeStepHost, 'counts'>, batch: number): void {
+function printHost(h: Omit<WholeStepHost, 'counts'>, batch: number, gradientRoundTrip = false): void {
   if (h.host === null) {
     console.log('host: not measured (needs Linux /proc and Dawn\'s GPUBuffer)');
     return;
   }
   const { hostMs, mainMs, waitMs, reads } = h.host;
   console.log(`host: ${hostMs.toFixed(0)} ms main-thread CPU per step (${h.hostUsPerDispatch?.toFixed(0)} µs per dispatch), ` +
-    `median of ${h.reps} steps: forward+backward ${h.forwardBackwardHostMs?.toFixed(0)} ms, gradient read + upload + AdamW ` +
+    `median of ${h.reps} steps: forward+backward ${h.forwardBackwardHostMs?.toFixed(0)} ms, ` +
+    `${gradientRoundTrip ? 'gradient read + upload + AdamW' : 'AdamW from the device-resident gradient'} ` +
     `${h.optimizerHostMs?.toFixed(0)} ms; the main thread's ${mainMs.toFixed(0)} ms less ${waitMs.toFixed(0)} ms while ${reads} GPU ` +
     `reads were pending. Ceiling (estimate): a step cannot take less on any GPU with this CPU, ≤ ${((batch / hostMs) * 1000).toFixed(1)} images/s`);
 }
@@ -359,7 +362,7 @@ async function run(flags: BenchFlags): Promise<void> {
   const choice = await initBackend(request);
   if (flags.dispatches) {
     if (choice.kind !== 'webgpu') throw new TrainerError('ERR_BAD_FLAG', `--dispatches needs the webgpu backend, got ${choice.kind}`);
-    const h = await measureWholeStepHost(arch, size, batch, reps);
+    const h = await measureWholeStepHost(arch, size, batch, reps, undefined, flags.gradientRoundTrip === true);
     if (flags.json) {
       console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, ...h.counts,
         host: h.host, forwardBackwardHostMs: h.forwardBackwardHostMs, optimizerHostMs: h.optimizerHostMs,
@@ -367,7 +370,7 @@ async function run(flags: BenchFlags): Promise<void> {
     } else {
       console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}`);
       printDispatches(h.counts, batch);
-      printHost(h, batch);
+      printHost(h, batch, flags.gradientRoundTrip === true);
     }
     return;
   }
@@ -403,7 +406,7 @@ async function run(flags: BenchFlags): Promise<void> {
     peakDeviceMiB: stepMemory.peakInUseBytes / 2 ** 20,
     peakDevicePoolMiB: stepMemory.peakAllocatedBytes / 2 ** 20,
     kernels: await profileWholeStep(arch, size, batch),
-    ...await measureWholeStepHost(arch, size, batch, reps).then(({ counts, ...h }) => ({ dispatches: counts, ...h })),
+    ...await measureWholeStepHost(arch, size, batch, reps, undefined, flags.gradientRoundTrip === true).then(({ counts, ...h }) => ({ dispatches: counts, ...h })),
   } : null;
   if (flags.json) {
     console.log(JSON.stringify({ backend: choice.kind, adapter: choice.adapter, arch, size, batch, reps, clock, convs: timings,
@@ -427,7 +430,7 @@ async function run(flags: BenchFlags): Promise<void> {
       `(tfjs-webgpu GPUBuffers); buffer pool at most ${device.peakDevicePoolMiB.toFixed(0)} MiB (in use + free, whole run)`);
     printProfile(device.kernels);
     printDispatches(device.dispatches, batch);
-    printHost(device, batch);
+    printHost(device, batch, flags.gradientRoundTrip === true);
   }
 }
 
@@ -447,6 +450,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--json', 'print one JSON line instead of the table')
     .option('--profile', 'instead: per-kernel times of one whole training step (tf.profile; with --clock cpu: process CPU time per kernel)')
     .option('--dispatches', 'instead: GPU dispatches and uploads of one whole training step, per kernel (webgpu only)')
+    .option('--gradient-round-trip', 'with --dispatches: read the gradient to the CPU and upload it again (as with several workers) instead of keeping it on the device (one worker)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
     .exitOverride();

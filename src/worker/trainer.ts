@@ -33,7 +33,8 @@ export interface RankInfo {
 
 interface Pending {
   readonly step: number;
-  readonly grads: Float32Array;
+  /** The averaged gradient: an array, or a backend tensor (world size 1 on a device backend), disposed when dropped. */
+  readonly grads: Float32Array | tf.Tensor1D;
   readonly lrs: readonly number[];
   readonly momentum: number;
   /** BatchNorm running statistics from before the step, restored if it is aborted. */
@@ -60,6 +61,11 @@ function restoreBn(replica: Replica, snap: BnSnapshot): void {
   replica.learner.body.numBatchesTracked = snap.tracked.body;
   replica.learner.head.numBatchesTracked = snap.tracked.head;
   disposeBn(snap);
+}
+
+/** Frees a pending step's gradient when it is a backend tensor (an array needs nothing). */
+function dropGradients(p: Pending): void {
+  if (!(p.grads instanceof Float32Array) && !p.grads.isDisposed) p.grads.dispose();
 }
 
 function disposeBn(snap: BnSnapshot): void {
@@ -214,18 +220,33 @@ export class WorkerTrainer {
     // A micro-batch whose items all failed to decode adds no gradient but still counts in the mean over the M
     // micro-batches (the replica averages over the micro-batches it ran), so the scale is that of any split.
     const ran = this.replica.pendingMicroBatches;
-    const grads = await this.replica.takeGradients();
-    if (ran > 0 && ran < cmd.accum) for (let i = 0; i < grads.length; i++) grads[i] = Math.fround(grads[i]! * ran / cmd.accum);
+    // World size 1: the all-reduce is the identity (as PyTorch DDP with one process), so on a device backend (WebGPU)
+    // the gradient stays there: no read to the CPU, no upload for AdamW (docs/performance-gpu.md, host cost per step).
+    let grads: Float32Array | tf.Tensor1D;
+    if (worldSize === 1 && this.replica.keepsGradientsOnDevice) {
+      grads = this.replica.takeGradientsOnDevice(cmd.accum);
+    } else {
+      const read = await this.replica.takeGradients();
+      if (ran > 0 && ran < cmd.accum) for (let i = 0; i < read.length; i++) read[i] = Math.fround(read[i]! * ran / cmd.accum);
+      grads = read;
+    }
     compute += (performance.now() - t2) / 1000;
     const reducer = this.reducer();
     const before = reducer.stats().sentBytesTotal;
     const t3 = performance.now();
     // The layout changes with the freeze state (fastai freeze/unfreeze), so buckets follow the current one.
     const buckets = planBuckets(this.replica.gradientLayout(), { bucketBytes: this.setup.bucketBytes });
-    for (const b of buckets) {
-      await reducer.allReduce(grads.subarray(b.start, b.end), { step: cmd.step, bucket: b.id }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
+    try {
+      if (grads instanceof Float32Array) {
+        for (const b of buckets) {
+          await reducer.allReduce(grads.subarray(b.start, b.end), { step: cmd.step, bucket: b.id }, { average: true, timeoutMs: this.setup.allreduceTimeoutMs });
+        }
+      }
+      await reducer.allReduce(bnGathered, { step: cmd.step, bucket: buckets.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
+    } catch (err) {
+      if (!(grads instanceof Float32Array)) grads.dispose();
+      throw err;
     }
-    await reducer.allReduce(bnGathered, { step: cmd.step, bucket: buckets.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
     applyBnIncrements(this.replica, bnVars, bnGathered, microBatches);
     const allreduceSeconds = (performance.now() - t3) / 1000;
     this.pending = { step: cmd.step, grads, lrs: cmd.lrs, momentum: cmd.momentum, bnBefore };
@@ -244,8 +265,12 @@ export class WorkerTrainer {
       throw new TrainerError('ERR_INTERNAL', `commit ${step} but the pending step is ${this.pending?.step ?? 'none'}`);
     }
     const t0 = performance.now();
-    this.replica.applyGradients(this.pending.grads, { lrs: [...this.pending.lrs], momentum: this.pending.momentum });
-    this.replica.releaseGradients(this.pending.grads);
+    try {
+      this.replica.applyGradients(this.pending.grads, { lrs: [...this.pending.lrs], momentum: this.pending.momentum });
+    } finally {
+      dropGradients(this.pending);
+      if (this.pending.grads instanceof Float32Array) this.replica.releaseGradients(this.pending.grads);
+    }
     this.lastOptimizerSeconds = (performance.now() - t0) / 1000;
     disposeBn(this.pending.bnBefore);
     this.pending = null;
@@ -255,6 +280,7 @@ export class WorkerTrainer {
   abort(step: number): void {
     if (this.pending?.step !== step) return;
     restoreBn(this.replica, this.pending.bnBefore);
+    dropGradients(this.pending);
     this.pending = null;
   }
 
@@ -292,8 +318,9 @@ export class WorkerTrainer {
     this.replica.importState({ ...state, tensors });
   }
 
-  /** Stops the feed. */
+  /** Stops the feed; frees a pending step's device-resident gradient. */
   async close(): Promise<void> {
+    if (this.pending !== null) dropGradients(this.pending);
     await this.feed.close();
   }
 }

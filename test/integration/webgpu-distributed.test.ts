@@ -9,6 +9,10 @@
 // way: measured 19 % of the values on lavapipe after 2 steps, max 1.6e-2 apart. Unrelated updates (a wrong kernel,
 // a stale or lost gradient bucket) differ in about half of the values or more; the per-kernel and whole-step
 // gradient comparisons in test/unit/training/compute/webgpu/ are the tight checks.
+// Then 1 worker × accum 2 on webgpu, whose gradient never leaves the device (world size 1: the all-reduce is the
+// identity), against the 2 workers on webgpu (gradient read, ring all-reduce, uploaded): the same micro-batches
+// and the same float32 sum g0 + g1 and halving (exact), so the same weights, statistics and AdamW state bit for
+// bit (docs/distributed.md, batch invariance: 2 × 1 against 1 × 2).
 // Skipped, saying why, where no WebGPU adapter exists; required with PETS_REQUIRE_WEBGPU=1 (set by .ci/run).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +29,8 @@ import { maxRelativeDiff } from './distributed-compare.js';
 const STAGES = [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(1e-3,1e-2)', frozen: false }];
 let dataDir: string, tmp: string;
 let webgpuError: string | null = null;
+/** The 2-worker webgpu run of the first test, for the second. */
+let twoWorkersGpu: Awaited<ReturnType<typeof run>> | null = null;
 
 before(async () => {
   try {
@@ -42,14 +48,14 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Runs the 2-worker job on `backend`; returns its output and its final checkpoint. */
-async function run(backend: string): Promise<{ out: string; ckpt: NonNullable<ReturnType<typeof loadLatestCheckpoint<CheckpointMeta>>> }> {
-  const runDir = join(tmp, backend);
+/** Runs the job (2 workers unless `split` says otherwise) on `backend`; returns its output and its final checkpoint. */
+async function run(backend: string, split: readonly string[] = ['--workers', '2']): Promise<{ out: string; ckpt: NonNullable<ReturnType<typeof loadLatestCheckpoint<CheckpointMeta>>> }> {
+  const runDir = join(tmp, `${backend}${split.join('')}`);
   const cfg = join(tmp, 'stages.json');
   writeFileSync(cfg, JSON.stringify({ stages: STAGES }));
   // lavapipe compiles every shader with LLVM on first use: a generous all-reduce limit keeps a loaded machine from
   // timing out a step while one worker still compiles.
-  const flags = tinyRunFlags(dataDir, runDir, ['--workers', '2', '--config', cfg, '--allreduce-timeout-ms', '600000']);
+  const flags = tinyRunFlags(dataDir, runDir, [...split, '--config', cfg, '--allreduce-timeout-ms', '600000']);
   flags[flags.indexOf('--backend') + 1] = backend;
   const coord = startProc('coordinator', flags);
   const code = await coord.exited;
@@ -67,6 +73,7 @@ test('2 workers on webgpu end with the weights of 2 workers on wasm (a few steps
     return;
   }
   const gpu = await run('webgpu');
+  twoWorkersGpu = gpu;
   // Every worker names its backend and adapter; the reasons for rejected backends are said once.
   assert.equal((gpu.out.match(/backend: webgpu on /g) ?? []).length, 2, gpu.out.slice(-4000));
   assert.ok((gpu.out.match(/not used:/g) ?? []).length <= 1, gpu.out.slice(-4000));
@@ -97,4 +104,24 @@ test('2 workers on webgpu end with the weights of 2 workers on wasm (a few steps
   // only for a small share of the values; a wrong kernel, a lost bucket or a stale gradient moves most of them.
   assert.ok(worstAbs <= 2 * steps * 1e-2 + 1e-6, `max absolute weight difference ${worstAbs}`);
   assert.ok(flipped <= 0.35 * total, `${flipped} of ${total} values differ by more than 1e-3 of their tensor's largest`);
+});
+
+test('1 worker × accum 2 on webgpu (the gradient stays on the device) ends bit for bit where 2 workers on webgpu end', { timeout: 900_000 }, async (t) => {
+  if (webgpuError !== null) {
+    if (process.env.PETS_REQUIRE_WEBGPU === '1') throw new Error(`PETS_REQUIRE_WEBGPU=1 but WebGPU is unavailable: ${webgpuError}`);
+    t.skip(`no WebGPU adapter: ${webgpuError}`);
+    return;
+  }
+  const two = twoWorkersGpu ?? await run('webgpu');
+  const one = await run('webgpu', ['--workers', '1', '--accum', '2']);
+  assert.equal((one.out.match(/backend: webgpu on /g) ?? []).length, 1, one.out.slice(-4000));
+  const steps = one.ckpt.manifest.meta.history.position.globalStep;
+  assert.equal(steps, two.ckpt.manifest.meta.history.position.globalStep);
+  assert.ok(steps >= 2, `steps ${steps}`);
+  const got = decodeReplicaState(one.ckpt.files.get('state.safetensors')!);
+  const want = decodeReplicaState(two.ckpt.files.get('state.safetensors')!);
+  assert.deepEqual(got.tensors.map((e) => e.name), want.tensors.map((e) => e.name));
+  got.tensors.forEach((e, i) => assert.deepEqual(e.data, want.tensors[i]!.data, `${e.name}: bit for bit`));
+  assert.deepEqual(got.optimizer, want.optimizer, 'AdamW moments and step counts, bit for bit');
+  assert.deepEqual(got.bnSteps, want.bnSteps);
 });

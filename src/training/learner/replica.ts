@@ -17,6 +17,9 @@
  * is uploaded once ({@link Replica.applyGradients}; on WebGPU AdamW reads each parameter's part at its offset, no
  * split; host-memory backends take one tensor per parameter). Every read is asynchronous (`await data()`):
  * tfjs-backend-webgpu cannot read synchronously under Node (`dataSync` needs OffscreenCanvas).
+ * With one rank the all-reduce is the identity (PyTorch DDP does nothing with world size 1), so where
+ * {@link Replica.keepsGradientsOnDevice} (WebGPU) the step skips the round trip: {@link Replica.takeGradientsOnDevice}
+ * hands the mean gradient over as a backend tensor and {@link Replica.applyGradients} takes it as it is.
  *
  * BatchNorm and micro-batches: as PyTorch, each training-mode forward updates the running statistics at once
  * (momentum 0.1). A micro-batch larger than `maxMicroBatch` is split into balanced chunks whose gradients are
@@ -348,6 +351,47 @@ export class Replica {
     (tf.backend() as { pool?: { giveBack(array: Float32Array): boolean } }).pool?.giveBack(flat);
   }
 
+  /**
+   * Whether a step whose all-reduce is the identity (world size 1) should keep the gradient on the device
+   * ({@link takeGradientsOnDevice}, then {@link applyGradients} with the tensor): true on WebGPU, where reading
+   * the 83 MiB flat gradient of ResNet34 to the CPU and uploading it again was ≈ 200 ms of a step's ≈ 260 ms of
+   * main-thread time (docs/performance-gpu.md). False on the backends that compute in host memory (wasm, cpu,
+   * tfjs-node, native), whose array path is already the fastest there.
+   */
+  get keepsGradientsOnDevice(): boolean {
+    return tf.getBackend() === 'webgpu';
+  }
+
+  /**
+   * The mean gradient without reading it: the accumulated sum divided on the device by `over` (the sum itself when
+   * `over` ≤ 1), then resets the accumulator. For a step whose all-reduce is the identity (world size 1), in place
+   * of {@link takeGradients}: nothing leaves the device. The division is tfjs's float32 `div` on the backend, each
+   * quotient rounded once as in {@link takeGradients} (WGSL only promises 2.5 ULP for f32 division; IEEE-exact
+   * on lavapipe, where the two paths give the same bits).
+   *
+   * @param over - micro-batches the mean is over, integer ≥ the accumulated ones (a micro-batch that added nothing,
+   *   all its items undecodable, counts as zeros); default: the accumulated ones
+   * @returns a new `[gradientSize] float32` backend tensor in {@link gradientLayout} order, owned by the caller
+   *   (dispose it; {@link applyGradients} does not); zeros when nothing was accumulated
+   * @throws TrainerError ERR_INTERNAL when `over` is not an integer ≥ the accumulated micro-batches, or after dispose
+   */
+  takeGradientsOnDevice(over: number = this.accumulated): tf.Tensor1D {
+    this.checkAlive();
+    if (!Number.isInteger(over) || over < this.accumulated) {
+      throw new TrainerError('ERR_INTERNAL', `the mean gradient must be over an integer ≥ ${this.accumulated} micro-batches (those accumulated), got ${over}`);
+    }
+    const sum = this.sum;
+    this.sum = null;
+    this.accumulated = 0;
+    if (sum === null) return tf.zeros([this.total], 'float32');
+    if (over <= 1) return sum;
+    try {
+      return tf.div(sum, over);
+    } finally {
+      sum.dispose();
+    }
+  }
+
   /** Micro-batches accumulated since the last {@link takeGradients}. */
   get pendingMicroBatches(): number {
     return this.accumulated;
@@ -356,14 +400,22 @@ export class Replica {
   /**
    * One AdamW step (fastai true_wd, see `adamw.ts`) with per-group learning rates and beta1 = `hyper.momentum`.
    *
-   * @param flat - `[gradientSize]` float32 in {@link gradientLayout} order (e.g. all-reduced {@link takeGradients})
+   * @param flat - `[gradientSize]` float32 in {@link gradientLayout} order: an array (e.g. all-reduced
+   *   {@link takeGradients}), or a backend tensor (e.g. {@link takeGradientsOnDevice}), read where it is, not disposed
    * @param hyper - one lr per layer group (3) and the momentum for this step
-   * @throws TrainerError ERR_INTERNAL on a wrong length, wrong number of lrs or a momentum outside [0, 1)
+   * @throws TrainerError ERR_INTERNAL on a wrong length, a tensor that is not 1-D float32, wrong number of lrs or a
+   *   momentum outside [0, 1)
    */
-  applyGradients(flat: Float32Array, hyper: StepHyper): void {
+  applyGradients(flat: Float32Array | tf.Tensor1D, hyper: StepHyper): void {
     this.checkAlive();
-    if (flat.length !== this.total) {
-      throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${flat.length}`);
+    const length = flat instanceof Float32Array ? flat.length : flat.size;
+    if (length !== this.total) {
+      throw new TrainerError('ERR_INTERNAL', `flat gradient must have ${this.total} values (gradientLayout), got ${length}`);
+    }
+    if (!(flat instanceof Float32Array)) {
+      // Already on the backend: AdamW reads it at offsets (WebGPU) or splits it (others); nothing is read or uploaded.
+      this.model.optimizer.stepFlat(flat, this.layout, hyper);
+      return;
     }
     if (tf.getBackend() === 'webgpu') {
       // On a GPU: one upload of the whole flat gradient, from which each parameter's AdamW update reads its part at

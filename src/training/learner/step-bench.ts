@@ -1,7 +1,10 @@
 /**
  * Whole training-step timing (forward, backward and AdamW of the full, unfrozen model through {@link Replica}),
- * for `npm run bench:compute`. The step is exactly the one the trainer runs: `accumulate` (chunked forward +
- * backward + BN running stats, gradients copied into the flat array), `takeGradients`, `applyGradients`.
+ * for `npm run bench:compute`. The step is exactly the one a world of one rank runs (the single-process learner,
+ * one worker): `accumulate` (chunked forward + backward + BN running stats, gradients summed into the flat gradient
+ * on the backend), then the mean gradient to AdamW: on WebGPU kept on the device (`takeGradientsOnDevice`), elsewhere
+ * read to an array (`takeGradients`), then `applyGradients`. `gradientRoundTrip` makes WebGPU take the array path
+ * too, as a step with several workers must (read for the all-reduce, uploaded again).
  */
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
@@ -50,8 +53,8 @@ function checkBenchShape(size: number, batch: number): void {
  * The benchmark's replica (37 classes, random init, unfrozen) and fixed random inputs; `accumulate` and
  * `optimize` are the two halves of one training step.
  */
-async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch: number, maxMicroBatch?: number):
-Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: () => Promise<void> }> {
+async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch: number, maxMicroBatch?: number,
+  gradientRoundTrip = false): Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: () => Promise<void> }> {
   await registerTfjsGradients();
   const replica = await Replica.create({ arch, numClasses: 37, seed: 0, pretrained: null, frozen: false, maxMicroBatch });
   const rng = mulberry32(1);
@@ -63,9 +66,18 @@ Promise<{ replica: Replica; accumulate: (i: number) => Promise<void>; optimize: 
     accumulate: async (i) => { await replica.accumulate(x, y, null, i); },
     // Ends with a one-value read so that asynchronous backends (WebGPU) have finished the update when it returns.
     optimize: async () => {
-      const grads = await replica.takeGradients();
-      replica.applyGradients(grads, hyper);
-      replica.releaseGradients(grads);
+      if (replica.keepsGradientsOnDevice && !gradientRoundTrip) {
+        const grads = replica.takeGradientsOnDevice();
+        try {
+          replica.applyGradients(grads, hyper);
+        } finally {
+          grads.dispose();
+        }
+      } else {
+        const grads = await replica.takeGradients();
+        replica.applyGradients(grads, hyper);
+        replica.releaseGradients(grads);
+      }
       const probe = tf.tidy(() => tf.sum(replica.learner.params.values().next().value!));
       await probe.data();
       probe.dispose();
@@ -165,7 +177,10 @@ export interface WholeStepHost {
   readonly host: HostCpu | null;
   /** Of that step's `hostMs`: forward + backward (`accumulate`, gradients flattened and summed on the device). */
   readonly forwardBackwardHostMs: number | null;
-  /** Of that step's `hostMs`: the flat gradient read to the CPU, uploaded again and applied by AdamW. */
+  /**
+   * Of that step's `hostMs`: AdamW from the device-resident gradient, or with `gradientRoundTrip` the flat gradient
+   * read to the CPU, uploaded again and applied by AdamW (each with the one-value read that ends the step).
+   */
   readonly optimizerHostMs: number | null;
   /** `host.hostMs` per dispatch, µs (all host work of the step divided by its dispatches). */
   readonly hostUsPerDispatch: number | null;
@@ -177,16 +192,17 @@ export interface WholeStepHost {
  * The host (JavaScript + Dawn encode) cost of a training step on the `webgpu` backend, the main thread's CPU time
  * less its waits for GPU results, median of `reps` steps after one warm-up, split into its two halves, then the
  * dispatch counts of one more step (counted apart, so the counter's wrappers do not add to the host figure). Same
- * model and inputs as {@link measureWholeStep}.
+ * model and inputs as {@link measureWholeStep}. `gradientRoundTrip`: the gradient goes to the CPU and back, as a step
+ * with several workers (the all-reduce's part itself excluded), instead of staying on the device.
  *
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps; ERR_BACKEND when the active backend is not webgpu
  */
 export async function measureWholeStepHost(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
-  maxMicroBatch?: number): Promise<WholeStepHost> {
+  maxMicroBatch?: number, gradientRoundTrip = false): Promise<WholeStepHost> {
   if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
   if (tf.getBackend() !== 'webgpu') throw new TrainerError('ERR_BACKEND', `host cost per step needs the webgpu backend, active: ${tf.getBackend()}`);
   checkBenchShape(size, batch);
-  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch, gradientRoundTrip);
   try {
     await accumulate(0);
     await optimize();
