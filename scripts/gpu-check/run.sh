@@ -154,10 +154,14 @@ if [[ -z ${VK_DRIVER_FILES:-} && -z ${VK_ICD_FILENAMES:-} ]] && ! grep -qs nvidi
 fi
 echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} LD_LIBRARY_PATH=$LD_LIBRARY_PATH XDG_DATA_DIRS=${XDG_DATA_DIRS:-unset}" | tee -a "$OUT/env.txt"
 
+# The parity case has the shared fixture's shape in both modes: at 32 px, batch 2, layer4's BatchNorm normalises 2
+# values per channel, so every gradient upstream is rounding noise (PyTorch fp32's own error 8.8e-4 against float64,
+# 2.6e-6 at 64 px, batch 4) and wasm fails it as often as webgpu.
+CASE=(--size 64 --batch 4)
 if [[ $SMALL == 1 ]]; then
-  BENCH=(--arch resnet18 --size 32 --bs 2 --reps 1); SMOKE=(--arch resnet10 --size 32 --bs 2); CASE=(--size 32 --batch 2)
+  BENCH=(--arch resnet18 --size 32 --bs 2 --reps 1); SMOKE=(--arch resnet10 --size 32 --bs 2)
 else
-  BENCH=(--arch resnet34 --size 224 --bs 64 --reps 3); SMOKE=(--arch resnet34 --size 128 --bs 8); CASE=(--size 64 --batch 4)
+  BENCH=(--arch resnet34 --size 224 --bs 64 --reps 3); SMOKE=(--arch resnet34 --size 128 --bs 8)
 fi
 mkdir -p "$W/smoke/data"
 cp "$W"/photos/* "$W/smoke/data/"
