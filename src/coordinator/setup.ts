@@ -258,13 +258,14 @@ export abstract class CoordinatorSetUp {
   }
 
   /**
-   * Waits for `--expect` workers; a local worker that exits before joining ends the wait at once.
+   * Waits for `--expect` workers. A local worker that exits before joining with an error it named (its setup failed)
+   * ends the wait at once; one that crashed without one is respawned within `--max-restarts` (`respawnBeforeJoin`).
    * @returns false when a stop was requested while waiting (said on stdout)
    * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
    */
   private async admitWorkers(): Promise<boolean> {
     const { config, runtime } = this.cmd;
-    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid));
+    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid), (e) => this.recovery!.respawnBeforeJoin(e));
     try {
       await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {
