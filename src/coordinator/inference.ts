@@ -19,6 +19,7 @@ import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
+import { lockRunDir } from './run-lock.js';
 import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
@@ -108,10 +109,19 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const saved = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as { config: Record<string, unknown> }).config : {};
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
-  const { replica, meta } = await loadReplica(ref);
+  // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
+  // gets its own folder so it never replaces the run's report. Writing the run's report takes the run's lock first,
+  // so a live coordinator's run is never written into (its end-of-run report would race this one).
+  const outDir = target.endsWith('.safetensors') ? join(ref.dir, `interpret-${ref.name}`) : ref.dir;
+  const lock = outDir === ref.dir ? lockRunDir(ref.dir, 'interpret', (line) => console.error(line),
+    `interpret writes the run's report there. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret ${join(ref.dir, 'models', `${ref.name}.safetensors`)}`) : null;
+  let replica: Replica | null = null;
   const pool = new ImagePool({});
   pool.start();
   try {
+    const loaded = await loadReplica(ref);
+    replica = loaded.replica;
+    const meta = loaded.meta;
     // The run's own data settings (a config.json from before a setting existed gets that setting's default).
     const bunch = await createDataBunch({ ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true }, pool);
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
@@ -128,9 +138,6 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const latest = loadLatestCheckpoint<CheckpointMeta>(ref.dir);
     const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
       : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
-    // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
-    // gets its own folder so it never replaces the run's report.
-    const outDir = target.endsWith('.safetensors') ? join(ref.dir, `interpret-${ref.name}`) : ref.dir;
     const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });
     console.log(`model ${ref.name}: error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
     for (const line of mostConfusedLines(interp)) console.log(line);
@@ -138,7 +145,8 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     return 0;
   } finally {
     await pool.close();
-    replica.dispose();
+    replica?.dispose();
     releaseBackend();
+    lock?.release();
   }
 }

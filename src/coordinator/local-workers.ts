@@ -57,18 +57,31 @@ export function describeExit(e: Pick<WorkerExit, 'code' | 'signal' | 'error'>, w
 }
 
 /**
- * Watches for a local worker that exits, unasked, before it joined (its setup failed: a backend that cannot start,
- * another build than the coordinator's), so that a wait for workers to join ends at once with its exit and error
- * rather than at the join timeout. Only the processes running when the watch begins are watched (the ones being
- * waited for; a lost member that exits later is not one of them).
+ * Watches for a local worker that exits, unasked, before it joined, so that a wait for workers to join does not run
+ * to the join timeout for a process that is gone. Two kinds of exit, told apart by the worker's last word over its
+ * control pipe ({@link WorkerExitNotice}, `contract/local-pipe.ts`):
+ * - it failed with an error it named (`ERR_BACKEND`, `ERR_STALE_BUILD`, a bad flag…): the wait ends at once with its
+ *   exit and error; a replacement would fail the same way;
+ * - it crashed or was killed without one (a signal, the OOM killer, a native abort): `respawn` may start a
+ *   replacement (torchrun restarts a failed local worker within `--max-restarts`), which is then watched too; when it
+ *   does not (no restarts left), the wait ends as above.
+ * Only the processes running when the watch begins are watched, and their replacements (a lost member that exits
+ * later is not one of them).
  * @param isMember - whether the process of this pid has joined (its exit is then a loss, not an early exit)
+ * @param respawn - starts a replacement for a crash without an error and returns its pid, or null to end the wait
  * @returns `signal` aborts with `worker process <pid> exited with code 1 before joining: <error>`; `stop()` ends the watch
  */
-export function watchEarlyExits(workers: LocalWorkers | null, isMember: (pid: number) => boolean): { readonly signal: AbortSignal; stop(): void } {
+export function watchEarlyExits(workers: LocalWorkers | null, isMember: (pid: number) => boolean,
+  respawn: (e: WorkerExit) => number | null = () => null): { readonly signal: AbortSignal; stop(): void } {
   const early = new AbortController();
   const watched = new Set(workers?.pids().values() ?? []);
   const onExit = (e: WorkerExit): void => {
     if (e.expected || !watched.has(e.pid) || isMember(e.pid) || early.signal.aborted) return;
+    const replacement = e.error === null ? respawn(e) : null;
+    if (replacement !== null) {
+      watched.add(replacement);
+      return;
+    }
     early.abort(`worker process ${e.pid} ${describeExit(e, ' before joining')}${e.error === null ? '; see the worker\'s log above' : ''}`);
   };
   workers?.on('exit', onExit);

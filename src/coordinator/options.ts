@@ -3,7 +3,7 @@
  * options (how it runs: sockets, heartbeats, checkpoints, metrics), parsed with commander and validated before
  * anything starts.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { augmentOf, readConfigFile, resolveRunConfig, checkInt, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
@@ -145,8 +145,10 @@ export function trainProgram(): Command {
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
     .option('--heartbeat-timeout-ms <ms>', `silence before a peer is declared dead (default ${DEFAULT_RUNTIME.heartbeatTimeoutMs})`)
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
-    .addOption(new Option('--allreduce <algo>', `ring | star (baseline) (default ${DEFAULT_RUNTIME.allreduce})`).choices(['ring', 'star']))
-    .addOption(new Option('--allreduce-dtype <dtype>', `wire dtype of gradients (default ${DEFAULT_RUNTIME.allreduceDtype})`).choices(['float32', 'float16']))
+    // Choices are checked in runtimeFrom (ERR_BAD_FLAG naming the flag and the rule), not by commander's .choices(),
+    // whose own message ("argument 'x' is invalid. Allowed choices are …") no other flag uses.
+    .option('--allreduce <algo>', `${ALLREDUCE_CHOICES.join(' | ')} (star: the baseline) (default ${DEFAULT_RUNTIME.allreduce})`)
+    .option('--allreduce-dtype <dtype>', `wire dtype of gradients: ${ALLREDUCE_DTYPE_CHOICES.join(' | ')} (default ${DEFAULT_RUNTIME.allreduceDtype})`)
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
@@ -224,6 +226,24 @@ function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['st
   return flags.lrFind === false ? stages.filter((s) => s.kind !== 'lr_find') : stages;
 }
 
+/** Values of `--allreduce`. */
+const ALLREDUCE_CHOICES: readonly RuntimeOptions['allreduce'][] = ['ring', 'star'];
+/** Values of `--allreduce-dtype`. */
+const ALLREDUCE_DTYPE_CHOICES: readonly RuntimeOptions['allreduceDtype'][] = ['float32', 'float16'];
+
+/**
+ * The value of a flag that takes one of a fixed set of words, or undefined when it was not given.
+ * @throws TrainerError ERR_BAD_FLAG naming the flag, the allowed words and the value, e.g.
+ *   `--allreduce must be one of ring|star, got "tree"` (the form of `--backend`'s message)
+ */
+function choice<T extends string>(flag: string, value: unknown, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new TrainerError('ERR_BAD_FLAG', `${flag} must be one of ${allowed.join('|')}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
+}
+
 function runtimeFrom(flags: Flags): RuntimeOptions {
   const int = (flag: string, key: string, min: number, max?: number): number | undefined =>
     flags[key] === undefined ? undefined : checkInt(flag, flags[key], min, max);
@@ -244,8 +264,8 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     heartbeatIntervalMs: int('--heartbeat-interval-ms', 'heartbeatIntervalMs', 10) ?? DEFAULT_RUNTIME.heartbeatIntervalMs,
     heartbeatTimeoutMs: int('--heartbeat-timeout-ms', 'heartbeatTimeoutMs', 50) ?? DEFAULT_RUNTIME.heartbeatTimeoutMs,
     allreduceTimeoutMs: int('--allreduce-timeout-ms', 'allreduceTimeoutMs', 100) ?? DEFAULT_RUNTIME.allreduceTimeoutMs,
-    allreduce: (flags.allreduce as RuntimeOptions['allreduce'] | undefined) ?? DEFAULT_RUNTIME.allreduce,
-    allreduceDtype: (flags.allreduceDtype as RuntimeOptions['allreduceDtype'] | undefined) ?? DEFAULT_RUNTIME.allreduceDtype,
+    allreduce: choice('--allreduce', flags.allreduce, ALLREDUCE_CHOICES) ?? DEFAULT_RUNTIME.allreduce,
+    allreduceDtype: choice('--allreduce-dtype', flags.allreduceDtype, ALLREDUCE_DTYPE_CHOICES) ?? DEFAULT_RUNTIME.allreduceDtype,
     bucketMb: int('--bucket-mb', 'bucketMb', 1, 1024) ?? DEFAULT_RUNTIME.bucketMb,
     checkpointEvery: int('--checkpoint-every', 'checkpointEvery', 0) ?? DEFAULT_RUNTIME.checkpointEvery,
     keep: int('--keep', 'keep', 1) ?? DEFAULT_RUNTIME.keep,

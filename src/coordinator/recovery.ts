@@ -11,7 +11,7 @@ import type { Message, ReadyMessage } from '../contract/protocol/index.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
-import { watchEarlyExits, type LocalWorkers } from './local-workers.js';
+import { describeExit, watchEarlyExits, type LocalWorkers, type WorkerExit } from './local-workers.js';
 import type { MetricsServer } from './metrics/server.js';
 
 /** Wall time for log lines (failures and membership changes are logged with it). */
@@ -80,6 +80,24 @@ export class Recovery {
   /** Whether a member is one of this host's local worker processes (it then has a slot). */
   isLocal(m: Member): boolean {
     return this.o.workers !== null && m.hello.host === hostname() && this.o.workers.slotOf(m.hello.pid) !== null;
+  }
+
+  /**
+   * A local worker that crashed before joining without naming an error (killed, a native abort: `watchEarlyExits`)
+   * is respawned in its slot while `--max-restarts` allows, as torchrun restarts a failed local worker; each such
+   * respawn counts against `--max-restarts` like the replacement of a lost member. One that failed with an error it
+   * named (`ERR_BACKEND`, `ERR_STALE_BUILD`, …) is never passed here: a replacement would fail the same way.
+   * @returns the replacement's pid, or null when no restart is left (or the run is stopping): the wait then ends
+   */
+  respawnBeforeJoin(e: WorkerExit): number | null {
+    const workers = this.o.workers;
+    if (workers === null || this.restarts >= this.o.maxRestarts || this.o.stopSignal?.aborted === true) return null;
+    this.restarts++;
+    this.o.metrics?.recordRestart('worker_lost');
+    workers.respawn(e.slot);
+    const pid = workers.pids().get(e.slot) ?? null;
+    this.o.log(`${now()} local worker slot ${e.slot}: process ${e.pid} ${describeExit(e, ' before joining')}; respawned: pid ${pid ?? '?'} (restart ${this.restarts} of at most ${this.o.maxRestarts})`);
+    return pid;
   }
 
   /** Sends the run setup to `ranks` and waits until each is ready. */
@@ -205,8 +223,9 @@ export class Recovery {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
     // A respawned worker that cannot start (its backend, another build than this coordinator's) ends the wait at
-    // once: a replacement that failed its setup would fail it again.
-    const earlyExit = watchEarlyExits(this.o.workers, (pid) => this.o.control.all().some((m) => m.hello.pid === pid));
+    // once: a replacement that failed its setup would fail it again. One that crashed without an error is respawned
+    // within --max-restarts (respawnBeforeJoin).
+    const earlyExit = watchEarlyExits(this.o.workers, (pid) => this.o.control.all().some((m) => m.hello.pid === pid), (e) => this.respawnBeforeJoin(e));
     try {
       await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal ? AbortSignal.any([earlyExit.signal, this.o.stopSignal]) : earlyExit.signal);
     } catch (err) {

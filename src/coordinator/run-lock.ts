@@ -6,6 +6,11 @@
  * for the run's whole life: created exclusively (`O_CREAT | O_EXCL`, atomic on local file systems and NFSv3+), holding
  * the owner's pid, host and start time, removed when the run ends. A lock left by a coordinator that was SIGKILLed
  * (its pid is gone, same host) is stale and taken over, with a log line.
+ *
+ * `coordinator interpret <run-dir>` takes the same lock while it writes the run's report (it would otherwise
+ * overwrite, non-atomically, the report a live coordinator writes at the end of its run). Reading needs no lock:
+ * saved models and checkpoints are written to a temporary file and renamed (`contract/atomic-write.ts`), so `predict`
+ * and `interpret` read a whole model or none, and `predict` writes nothing.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -74,11 +79,13 @@ function tryCreate(path: string, owner: RunLockOwner): boolean {
  * @param runDir - an existing, writable run directory
  * @param flag - the flag that named it, for the message (`--run-dir` or `--resume`)
  * @param log - where the take-over of a stale lock is reported
+ * @param advice - what the user can do when the directory is in use (default: a coordinator's: wait, stop and
+ *   `--resume`, or choose another run directory)
  * @returns the held lock; release it when the run ends
  * @throws TrainerError ERR_BAD_FLAG when another live coordinator holds it (its pid, host and start time named),
  *   or when its owner is on another host (cannot be checked from here) or the file cannot be read
  */
-export function lockRunDir(runDir: string, flag: string, log: (line: string) => void): RunLock {
+export function lockRunDir(runDir: string, flag: string, log: (line: string) => void, advice?: string): RunLock {
   const path = join(runDir, RUN_LOCK_FILE);
   const me: RunLockOwner = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
   for (let attempt = 0; ; attempt++) {
@@ -88,8 +95,8 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
     if (!stale || attempt > 0) {
       const who = owner === null ? `an unreadable lock file ${path}` : `the coordinator pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
       const otherHost = owner !== null && owner.host !== me.host;
-      throw new TrainerError('ERR_BAD_FLAG', `${flag} ${runDir}: this run directory is in use by ${who}; two coordinators must not write one run. `
-        + `Wait for it to end or stop it (Ctrl-C checkpoints; then --resume ${runDir}), or choose another ${flag === '--resume' ? 'run' : '--run-dir'}`
+      throw new TrainerError('ERR_BAD_FLAG', `${flag} ${runDir}: this run directory is in use by ${who}; `
+        + (advice ?? `two coordinators must not write one run. Wait for it to end or stop it (Ctrl-C checkpoints; then --resume ${runDir}), or choose another ${flag === '--resume' ? 'run' : '--run-dir'}`)
         + (otherHost || owner === null ? `; if no coordinator uses it any more, delete ${path}` : ''));
     }
     // The owner died without releasing (SIGKILL, power loss): take over, once; the exclusive re-creation refuses a

@@ -207,19 +207,23 @@ export abstract class CoordinatorSetUp {
   }
 
   /**
-   * Prints the announced lines and the plan once the data is there; plans the stages and writes `config.json`.
-   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint
+   * Plans the stages, then prints the announced lines and the plan once the data is there, and writes `config.json`.
+   * Nothing is printed for a run that cannot start.
+   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint;
+   *   ERR_BAD_CONFIG when the training set cannot fill one global batch (`planStages`)
    */
   private announcePlan(data: DataBunch, announce: readonly string[], endpoint: string): void {
     const { config, runtime } = this.cmd;
     const resumed = this.resumePoint;
-    for (const line of announce) this.io.out(line);
-    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     this.classes = data.classes;
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
     }
+    // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
+    // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
+    for (const line of announce) this.io.out(line);
+    this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
       `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
@@ -258,13 +262,14 @@ export abstract class CoordinatorSetUp {
   }
 
   /**
-   * Waits for `--expect` workers; a local worker that exits before joining ends the wait at once.
+   * Waits for `--expect` workers. A local worker that exits before joining with an error it named (its setup failed)
+   * ends the wait at once; one that crashed without one is respawned within `--max-restarts` (`respawnBeforeJoin`).
    * @returns false when a stop was requested while waiting (said on stdout)
    * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
    */
   private async admitWorkers(): Promise<boolean> {
     const { config, runtime } = this.cmd;
-    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid));
+    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid), (e) => this.recovery!.respawnBeforeJoin(e));
     try {
       await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {

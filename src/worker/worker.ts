@@ -148,9 +148,15 @@ export class Worker {
     return this.refusal;
   }
 
-  /** Sends to the coordinator; after close() began, the message is dropped (the socket may be gone). */
+  /**
+   * Sends to the coordinator. Once the worker is stopping ({@link stop}: the coordinator said `shutdown`, a signal, a
+   * lost coordinator, an error) the message is dropped: the coordinator reads nothing after its `shutdown` (it
+   * closes its ROUTER), and otherwise it sees this worker leave from its exit or its silence. A reply sent then
+   * (e.g. a `get-state` queued behind a step that waited for a dead peer) would only sit in the control socket for
+   * a peer that is gone and hold the exit (zeromq's "Waiting for queued ZeroMQ messages to be delivered").
+   */
   private async send(msg: Message, frames: Uint8Array[] = []): Promise<void> {
-    if (this.closing !== null && this.socket.closed) return;
+    if (this.stopCode !== null || this.socket.closed) return;
     await this.socket.send(encode(msg, frames));
   }
 
@@ -199,6 +205,7 @@ export class Worker {
       type: 'hello', rankRequest: this.o.rank, dataAddress, pid: process.pid, host: hostname(),
       capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024 },
     });
+    this.o.log(`joining the coordinator at ${this.o.connect}`);
     // Commands run one at a time in arrival order; an `abort` or a new `welcome` also cancels an all-reduce in
     // flight right away (its step then fails and is dropped), so a dead peer never holds the survivors.
     let refused: string | null = null;
@@ -249,6 +256,8 @@ export class Worker {
   }
 
   private async process(msg: Message, frames: readonly Buffer[]): Promise<void> {
+    // A command still queued when the worker began stopping is not started: nobody awaits its reply.
+    if (this.stopCode !== null) return;
     try {
       this.refuseStale(msg);
       if (msg.type === 'step') this.inFlightStep = msg.step;
@@ -256,7 +265,7 @@ export class Worker {
       await this.handle(msg, frames);
     } catch (err) {
       const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
-      if (this.closing !== null) return; // a step cut short by close() (its all-reduce aborted): nobody to tell
+      if (this.stopCode !== null) return; // e.g. a step cut short by close() (its all-reduce aborted): nobody to tell
       this.o.log(`${msg.type} failed: ${code}: ${(err as Error).message}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
@@ -424,8 +433,9 @@ export class Worker {
    * 4. close the feed (its loader) and the image pool (piscina threads: drain, then terminate);
    * 5. dispose the replica's tensors, then release the tfjs backend ({@link releaseBackend});
    * 6. stop the heartbeat thread: it closes its own socket and exits, and this waits for its `exit` event;
-   * 7. close the control DEALER (its linger, 1 s, lets a last reply leave; 0 after SIGTERM or a lost coordinator,
-   *    when there is nobody to deliver it to).
+   * 7. close the control DEALER: linger 0 after the coordinator's `shutdown` (it reads nothing more), SIGTERM,
+   *    SIGINT or a lost coordinator; 1 s only when the worker itself failed after joining, so a reply queued just
+   *    before the failure can still reach the coordinator that is waiting for it. Nothing is sent once stopping.
    * Idempotent: every call (shutdown, a signal, a lost coordinator, an error) awaits the same close, so no caller
    * can exit the process while another is still closing.
    */
@@ -453,10 +463,12 @@ export class Worker {
     await step('replica', () => this.replica?.dispose());
     await step('backend', () => releaseBackend());
     await step('heartbeat thread', () => this.heartbeat.close());
-    // A forced stop (SIGTERM, the coordinator gone or silent) has nobody to deliver a last reply to: a lingering
-    // control socket would only hold the exit (zeromq's "Waiting for queued ZeroMQ messages"). After `shutdown`, a
-    // refusal or a failure, the coordinator is there and the 1 s linger lets a last message (an error) leave.
-    if (this.stopCode === WORKER_EXIT.sigterm || this.stopCode === WORKER_EXIT.coordinatorLost) this.socket.linger = 0;
+    // What is still queued on the control socket is for a coordinator that no longer reads it: after its `shutdown`
+    // (a failed run included: it closes its ROUTER at once, so a reply still queued then is never delivered), after
+    // a signal, a lost coordinator, or one never reached (the `hello` itself still queued). Lingering on it only holds
+    // the exit (zeromq's "Waiting for queued ZeroMQ messages to be delivered" after 500 ms). Only a worker that failed
+    // by itself after joining keeps the 1 s linger: the coordinator is there and may be waiting for that last reply.
+    if (this.stopCode !== WORKER_EXIT.failed || this.rank < 0) this.socket.linger = 0;
     await step('control socket', () => this.socket.close());
   }
 }

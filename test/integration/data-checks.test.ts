@@ -93,5 +93,6 @@ test('a layout whose valid/ folder is missing, and a training set smaller than o
   const r = await runCoordinator('small', small, ['--bs', '8']);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /ERR_BAD_CONFIG: the training set \(4 items\) must hold at least one global batch of 8/);
+  assert.doesNotMatch(r.stdout + r.stderr, /coordinator listening|waiting for \d+ worker/, 'a run that cannot start does not announce itself');
   assert.equal(r.argvs.filter(isWorker).length, 0, JSON.stringify(r.argvs));
 });

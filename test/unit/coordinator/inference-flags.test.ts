@@ -1,10 +1,15 @@
 // `coordinator predict --top` and `coordinator interpret --bs` are checked before anything loads, with the flag named
 // (as every training flag is): `--top abc` used to mean 1 and `--bs abc` 32 without a word, and `interpret --bs -5`
-// failed after loading the model, naming an internal "shardPlan batchSize".
+// failed after loading the model, naming an internal "shardPlan batchSize". `interpret <run-dir>` takes the run's lock
+// (coordinator/run-lock.ts) before it writes the run's report.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
 import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
 
 const badFlag = (re: RegExp) => (err: unknown): boolean => {
   assert.ok(isTrainerError(err), String(err));
@@ -23,5 +28,55 @@ test('predict --top must be an integer ≥ 1', async () => {
 test('interpret --bs must be an integer in [1, 4096]', async () => {
   for (const bs of ['abc', '-5', '0']) {
     await assert.rejects(runInterpretCommand(['/nonexistent-run', '--bs', bs]), badFlag(new RegExp(`--bs must be an integer in \\[1, 4096\\], got "${bs}"`)));
+  }
+});
+
+/** A run directory with a (dummy) saved model and a config.json, and a lock held by a live coordinator, pid `pid`. */
+function lockedRun(pid: number): { dir: string; lock: string; held: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'interpret-lock-'));
+  mkdirSync(join(dir, 'models'));
+  writeFileSync(join(dir, 'models', 'stage-1.safetensors'), 'not read before the lock');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ config: { data: join(dir, 'no-data') } }));
+  const lock = join(dir, RUN_LOCK_FILE);
+  const held = `${JSON.stringify({ pid, host: hostname(), since: '2026-01-01T00:00:00.000Z' })}\n`;
+  writeFileSync(lock, held);
+  return { dir, lock, held };
+}
+
+test('interpret <run-dir> refuses a run directory a live coordinator holds (it would write the run\'s report there); the lock stays', async () => {
+  // The test runner's parent stands for the live coordinator: a running process on this host, not this one.
+  const { dir, lock, held } = lockedRun(process.ppid);
+  try {
+    await assert.rejects(runInterpretCommand([dir, '--backend', 'cpu']), (err: unknown) => {
+      assert.ok(isTrainerError(err, 'ERR_BAD_FLAG'), String(err));
+      assert.match(err.message, new RegExp(`^interpret ${dir}: this run directory is in use by the coordinator pid ${process.ppid} on `));
+      assert.match(err.message, /interpret writes the run's report there\. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret .*models\/stage-1\.safetensors$/);
+      return true;
+    });
+    assert.equal(readFileSync(lock, 'utf8'), held, 'the coordinator\'s lock is left as it was');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('interpret <run-dir> after the coordinator died (stale lock) takes the lock and releases it, even when it then fails', async () => {
+  // A pid far above any pid_max in use: no such process, so the lock is stale (a SIGKILLed coordinator's).
+  const { dir, lock } = lockedRun(2 ** 30);
+  try {
+    // The dummy model cannot be loaded: the command fails after taking the lock, and must release it.
+    await assert.rejects(runInterpretCommand([dir, '--backend', 'cpu']), (err: unknown) => !(isTrainerError(err) && /in use by/.test(err.message)));
+    assert.equal(existsSync(lock), false, 'no lock left behind');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('interpret <model file> writes into a folder of its own and needs no lock: not refused for a live run', async () => {
+  const { dir, lock, held } = lockedRun(process.ppid);
+  try {
+    await assert.rejects(runInterpretCommand([join(dir, 'models', 'stage-1.safetensors'), '--backend', 'cpu']), (err: unknown) => !(isTrainerError(err) && /in use by/.test(err.message)));
+    assert.equal(readFileSync(lock, 'utf8'), held);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

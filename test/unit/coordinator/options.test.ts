@@ -48,7 +48,14 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   // ZeroMQ would silently bind 99999 mod 65536 = 34463 (measured with zeromq 6).
   bad(['--bind', 'tcp://127.0.0.1:99999'], /^--bind port must be an integer in \[0, 65535\] \(0 = any free port\), got 99999$/);
   bad(['--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '1500'], /--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms \(2000\), got 1500/);
-  bad(['--allreduce', 'tree'], /argument 'tree' is invalid. Allowed choices are ring, star/);
+  // The project's form (ERR_BAD_FLAG, flag, rule, value), as --backend's, not commander's "Allowed choices are".
+  const badFlag = (argv: string[], message: string) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
+    isTrainerError(e, 'ERR_BAD_FLAG') && e.message === message);
+  badFlag(['--allreduce', 'tree'], '--allreduce must be one of ring|star, got "tree"');
+  badFlag(['--allreduce', 'Ring'], '--allreduce must be one of ring|star, got "Ring"');
+  badFlag(['--allreduce-dtype', 'float8'], '--allreduce-dtype must be one of float32|float16, got "float8"');
+  assert.equal(parseTrainArgs(['--allreduce', 'star', '--allreduce-dtype', 'float16']).runtime.allreduce, 'star');
+  assert.equal(parseTrainArgs(['--allreduce-dtype', 'float16']).runtime.allreduceDtype, 'float16');
   bad(['--wokers', '2'], /unknown option '--wokers'/);
   bad(['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/);
 });
@@ -59,8 +66,8 @@ test('--help names every backend the run accepts (native was missing) and the de
   // The expected set is what the backend selection accepts (compute/backend.ts), not the help's own list.
   assert.deepEqual(listed, [...BACKEND_REQUESTS]);
   for (const name of BACKEND_REQUESTS) assert.equal(parseTrainArgs(['--backend', name]).config.backend, name);
-  assert.match(help, /--allreduce <algo> ring \| star \(baseline\) \(default ring\)/);
-  assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients \(default float32\)/);
+  assert.match(help, /--allreduce <algo> ring \| star \(star: the baseline\) \(default ring\)/);
+  assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients: float32 \| float16 \(default float32\)/);
 });
 
 test('--accum beside --global-bs must be the accumulation it picks; otherwise ERR_BAD_CONFIG naming both (was: --accum silently dropped)', () => {

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
@@ -164,4 +165,63 @@ test('a respawned local worker that exits before joining (its setup failed) ends
   assert.equal(waitedToTheEnd, false);
   assert.equal(o.checkpoints, 1, 'the survivors\' state is checkpointed before the run ends');
   assert.equal(workers.listenerCount('exit'), 0, 'the watch ended');
+});
+
+/** Local workers as an emitter: `respawn(slot)` starts pid `next++` there (no process), `pids()` lists them. */
+function fakeLocalWorkers(first: number) {
+  const workers = new EventEmitter() as EventEmitter & { respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null; respawned: number[] };
+  const running = new Map<number, number>([[0, first]]);
+  let next = first + 1;
+  workers.respawned = [];
+  workers.respawn = (slot) => { running.set(slot, next); workers.respawned.push(next++); };
+  workers.pids = () => new Map(running);
+  workers.slotOf = (pid) => ([...running].find(([, p]) => p === pid)?.[0] ?? null);
+  return workers;
+}
+
+const crash = (pid: number) => ({ slot: 0, pid, code: null, signal: 'SIGKILL' as const, expected: false, error: null });
+const backendError = 'ERR_BACKEND: --backend webgpu requested but unavailable: no adapter';
+
+test('a local worker killed before joining (no error of its own) is respawned within --max-restarts, as torchrun does; each respawn counts', () => {
+  const workers = fakeLocalWorkers(500);
+  const o = options(scripted(2, []), { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, maxRestarts: 2 });
+  const recovery = new Recovery(o);
+  const watch = watchEarlyExits(workers as unknown as LocalWorkers, () => false, (e) => recovery.respawnBeforeJoin(e));
+  workers.emit('exit', crash(500));
+  assert.equal(watch.signal.aborted, false, 'the wait goes on: a replacement was started');
+  assert.deepEqual(workers.respawned, [501]);
+  // The replacement is watched too, and killed again: the second and last restart.
+  workers.emit('exit', crash(501));
+  assert.equal(watch.signal.aborted, false);
+  assert.equal(recovery.restarts, 2);
+  workers.emit('exit', crash(502));
+  assert.equal(watch.signal.aborted, true, 'no restart left: the wait ends');
+  assert.match(String(watch.signal.reason), /^worker process 502 exited on SIGKILL before joining; see the worker's log above$/);
+  assert.deepEqual(workers.respawned, [501, 502], 'never more than --max-restarts 2 respawns');
+  assert.match(o.lines.join('\n'), /local worker slot 0: process 500 exited on SIGKILL before joining; respawned: pid 501 \(restart 1 of at most 2\)/);
+  watch.stop();
+  assert.equal(workers.listenerCount('exit'), 0);
+});
+
+test('a local worker that fails its setup with an error it names (ERR_BACKEND) ends the wait at once: never respawned', () => {
+  const workers = fakeLocalWorkers(500);
+  const o = options(scripted(2, []), { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, maxRestarts: 3 });
+  const recovery = new Recovery(o);
+  const watch = watchEarlyExits(workers as unknown as LocalWorkers, () => false, (e) => recovery.respawnBeforeJoin(e));
+  workers.emit('exit', { ...crash(500), code: 1, signal: null, error: backendError });
+  assert.equal(watch.signal.aborted, true);
+  assert.equal(String(watch.signal.reason), `worker process 500 exited with code 1 before joining: ${backendError}`);
+  assert.deepEqual(workers.respawned, []);
+  assert.equal(recovery.restarts, 0);
+  watch.stop();
+});
+
+test('a respawn before joining and a later loss share --max-restarts', async () => {
+  const workers = fakeLocalWorkers(500);
+  const s = scripted(3, []);
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 0, maxRestarts: 1 });
+  const recovery = new Recovery(o);
+  assert.equal(recovery.respawnBeforeJoin(crash(500)), 501);
+  s.members[2]!.state = 'lost';
+  await assert.rejects(recovery.recover('rank 2 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /lost 2 worker\(s\), more than --max-restarts 1/.test(e.message));
 });
