@@ -13,10 +13,11 @@
 import { backend_util, getKernel, util, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { TrainerError } from '../../../contract/errors.js';
-import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
+import { BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
 import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
 import type { ArrayPool } from './array-pool.js';
+import { batchNormRunningUpdateNative } from './bn-running.js';
 
 /** tfjs's registry name of this backend. */
 export const NATIVE_BACKEND = 'native';
@@ -574,6 +575,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
     [FUSED_ADAMW_KERNEL]: adamW(addon),
+    [BN_RUNNING_UPDATE_KERNEL]: batchNormRunningUpdateNative,
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
     ...Object.fromEntries(Object.keys(REDUCE_OPS).map((name) => [name, reduce(addon, name)])),
