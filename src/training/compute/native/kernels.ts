@@ -2,8 +2,9 @@
  * tfjs kernels of the `native` backend that run in oneDNN (see `addon.ts`): Conv2D, Conv2DBackpropInput,
  * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul (oneDNN's sgemm); and in the addon's own C++ loops: the
  * fused training-mode BatchNorm pair (float64 statistics, as the WASM kernels), the fused AdamW step and element-wise
- * arithmetic. Each reads its inputs' Float32Arrays in place and writes into a freshly allocated output array that
- * becomes the output tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
+ * arithmetic; and the BatchNorm running-statistic update in JavaScript (`bn-running.ts`). Each reads its inputs'
+ * Float32Arrays in place and writes into a freshly allocated output array that becomes the output tensor's storage
+ * (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
  * batch shapes the addon does not do) runs the tfjs `cpu` kernel instead.
  *
  * Geometry: tfjs's `computeConv2DInfo` / `computePool2DInfo` give output size and top/left padding for every
