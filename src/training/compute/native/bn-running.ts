@@ -26,11 +26,12 @@ export const batchNormRunningUpdateNative: KernelFunc = ({ inputs, backend, attr
     throw new TrainerError('ERR_INTERNAL', `BatchNorm running update: [${running.shape}] and [${batch.shape}] must be the same [C]`);
   }
   const cpu = backend as MathBackendCPU;
-  const r = cpu.data.get(running.dataId).values;
-  const b = cpu.data.get(batch.dataId).values;
-  if (running.dtype !== 'float32' || batch.dtype !== 'float32' || !(r instanceof Float32Array) || !(b instanceof Float32Array)) {
+  if (running.dtype !== 'float32' || batch.dtype !== 'float32') {
     throw new TrainerError('ERR_INTERNAL', `BatchNorm running update needs float32 inputs, got ${running.dtype} and ${batch.dtype}`);
   }
+  // A float32 tensor cast from int32/bool shares that Int32Array/Uint8Array (tfjs cpu's Cast): read as numbers alike.
+  const r = cpu.data.get(running.dataId).values as Float32Array | Int32Array | Uint8Array;
+  const b = cpu.data.get(batch.dataId).values as Float32Array | Int32Array | Uint8Array;
   const n = util.sizeFromShape(running.shape);
   const pool = (cpu as { pool?: ArrayPool }).pool;
   const out = pool === undefined ? new Float32Array(n) : pool.take(n);

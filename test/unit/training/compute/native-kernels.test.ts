@@ -414,12 +414,17 @@ test('BatchNorm running-statistic update: one native kernel, the same bits as th
     const batch = tf.tensor1d(lcg(c, 6).map((v, i) => v * 10 ** ((i % 5) - 2)));
     return updateRunningStat(running, batch, momentum, scale);
   }));
+  const run2 = (backend: string) => on(backend, () => [updateRunningStat(tf.cast(tf.tensor1d([1, 2, 3], 'int32'), 'float32'),
+    tf.tensor1d([0.25, -1.5, 7]), 0.1, 1.5)]);
   await tf.setBackend(NATIVE_BACKEND);
   const tensors = tf.memory().numTensors;
   const native = await run(NATIVE_BACKEND);
   assert.equal(tf.memory().numTensors, tensors, 'tensors after the native updates');
   const cpu = await run('cpu');
   native.forEach((values, i) => assert.deepEqual(values, cpu[i], `case ${i}`));
+  // A running variance restored as ones cast from int32 (tfjs's cpu Cast shares the Int32Array) works as well.
+  const cast = await run2(NATIVE_BACKEND);
+  assert.deepEqual(cast, await run2('cpu'));
   await tf.setBackend(NATIVE_BACKEND);
   assert.throws(() => tf.tidy(() => updateRunningStat(tf.zeros([4]) as tf.Tensor1D, tf.zeros([5]) as tf.Tensor1D, 0.1)),
     (e: unknown) => isTrainerError(e) && e.code === 'ERR_INTERNAL' && /\[4\] and \[5\]/.test(e.message));
