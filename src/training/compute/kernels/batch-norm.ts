@@ -24,7 +24,7 @@ export const BN_TRAIN_GRAD_KERNEL = 'PetsBatchNormTrainGrad';
 
 /**
  * tfjs kernel name of the running-statistic update `running·(1 − momentum) + batch·momentum·scale` (inputs
- * `running`, `batch` `[C] float32`; attrs {@link RunningUpdateAttrs}); registered on WebGPU only, other backends run
+ * `running`, `batch` `[C] float32`; attrs {@link RunningUpdateAttrs}); registered on WebGPU and native, other backends run
  * the same formula as tfjs ops (see `compute/batch-norm.ts`, `updateRunningStat`).
  */
 export const BN_RUNNING_UPDATE_KERNEL = 'PetsBatchNormRunningUpdate';

@@ -2,8 +2,9 @@
  * tfjs kernels of the `native` backend that run in oneDNN (see `addon.ts`): Conv2D, Conv2DBackpropInput,
  * Conv2DBackpropFilter, MaxPool, MaxPoolGrad, BatchMatMul (oneDNN's sgemm); and in the addon's own C++ loops: the
  * fused training-mode BatchNorm pair (float64 statistics, as the WASM kernels), the fused AdamW step and element-wise
- * arithmetic. Each reads its inputs' Float32Arrays in place and writes into a freshly allocated output array that
- * becomes the output tensor's storage (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
+ * arithmetic; and the BatchNorm running-statistic update in JavaScript (`bn-running.ts`). Each reads its inputs'
+ * Float32Arrays in place and writes into a freshly allocated output array that becomes the output tensor's storage
+ * (no copies). A call the addon does not cover (NCHW data, a non-float32 dtype, broadcasting
  * batch shapes the addon does not do) runs the tfjs `cpu` kernel instead.
  *
  * Geometry: tfjs's `computeConv2DInfo` / `computePool2DInfo` give output size and top/left padding for every
@@ -13,10 +14,11 @@
 import { backend_util, getKernel, util, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { TrainerError } from '../../../contract/errors.js';
-import { BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
+import { BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
 import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
 import type { ArrayPool } from './array-pool.js';
+import { batchNormRunningUpdateNative } from './bn-running.js';
 
 /** tfjs's registry name of this backend. */
 export const NATIVE_BACKEND = 'native';
@@ -574,6 +576,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
     [FUSED_ADAMW_KERNEL]: adamW(addon),
+    [BN_RUNNING_UPDATE_KERNEL]: batchNormRunningUpdateNative,
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
     ...Object.fromEntries(Object.keys(REDUCE_OPS).map((name) => [name, reduce(addon, name)])),

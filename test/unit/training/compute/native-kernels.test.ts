@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../../../../src/training/compute/backend.js';
-import { batchNormTrain } from '../../../../src/training/compute/batch-norm.js';
+import { batchNormTrain, updateRunningStat } from '../../../../src/training/compute/batch-norm.js';
+import { BN_RUNNING_UPDATE_KERNEL } from '../../../../src/training/compute/kernels/batch-norm.js';
 import { registerTfjsGradients } from '../../../../src/training/compute/kernels/gradients.js';
 import { loadAddon, type ConvGeometry } from '../../../../src/training/compute/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/training/compute/native/backend.js';
@@ -400,6 +401,33 @@ test('fused AdamW gives the same bits as the tfjs-op AdamW on cpu (parameters an
   const cpu = await adamWSteps('cpu');
   assert.equal(native.length, cpu.length);
   native.forEach((values, i) => assert.deepEqual(values, cpu[i], `output ${i}`));
+});
+
+test('BatchNorm running-statistic update: one native kernel, the same bits as the tfjs ops on cpu, leak-free', { skip }, async () => {
+  assert.ok(tf.getKernel(BN_RUNNING_UPDATE_KERNEL, NATIVE_BACKEND) !== undefined, 'registered on native');
+  assert.equal(tf.getKernel(BN_RUNNING_UPDATE_KERNEL, 'cpu'), undefined, 'cpu runs the tfjs ops (the reference)');
+  // PyTorch's rule: running ← 0.9·running + 0.1·batch (mean), 0.1·n/(n − 1)·batch (variance, n = 16·32·32); 2048
+  // channels (over resnet50's largest) and 3 (a tail), values of both signs and magnitudes far apart.
+  const cases = [{ c: 2048, momentum: 0.1, scale: 1 }, { c: 3, momentum: 0.1, scale: 16384 / 16383 }, { c: 64, momentum: 0.3, scale: 2.5 }];
+  const run = (backend: string) => on(backend, () => cases.map(({ c, momentum, scale }) => {
+    const running = tf.tensor1d(lcg(c, 5).map((v, i) => v * 10 ** ((i % 7) - 3)));
+    const batch = tf.tensor1d(lcg(c, 6).map((v, i) => v * 10 ** ((i % 5) - 2)));
+    return updateRunningStat(running, batch, momentum, scale);
+  }));
+  const run2 = (backend: string) => on(backend, () => [updateRunningStat(tf.cast(tf.tensor1d([1, 2, 3], 'int32'), 'float32'),
+    tf.tensor1d([0.25, -1.5, 7]), 0.1, 1.5)]);
+  await tf.setBackend(NATIVE_BACKEND);
+  const tensors = tf.memory().numTensors;
+  const native = await run(NATIVE_BACKEND);
+  assert.equal(tf.memory().numTensors, tensors, 'tensors after the native updates');
+  const cpu = await run('cpu');
+  native.forEach((values, i) => assert.deepEqual(values, cpu[i], `case ${i}`));
+  // A running variance restored as ones cast from int32 (tfjs's cpu Cast shares the Int32Array) works as well.
+  const cast = await run2(NATIVE_BACKEND);
+  assert.deepEqual(cast, await run2('cpu'));
+  await tf.setBackend(NATIVE_BACKEND);
+  assert.throws(() => tf.tidy(() => updateRunningStat(tf.zeros([4]) as tf.Tensor1D, tf.zeros([5]) as tf.Tensor1D, 0.1)),
+    (e: unknown) => isTrainerError(e) && e.code === 'ERR_INTERNAL' && /\[4\] and \[5\]/.test(e.message));
 });
 
 function blockParams(): TinyBlockParams {
