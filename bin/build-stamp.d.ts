@@ -7,6 +7,8 @@ export declare const STAMP_FILE: string;
 export declare function sourceFiles(root: string): string[];
 /** The sources' stamp (16 hex digits), or null without `src/`. */
 export declare function sourceHash(root: string): string | null;
+/** SHA-256 over `name NUL content NUL` of each file, first 16 hex digits. */
+export declare function hashFiles(dir: string, names: readonly string[]): string;
 /** The stamp `dist/` was built with, or null. */
 export declare function readStamp(root: string): string | null;
 /** Why `dist/` must not run, or null. */

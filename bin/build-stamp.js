@@ -43,8 +43,20 @@ export function sourceFiles(root) {
  */
 export function sourceHash(root) {
   if (!existsSync(join(root, 'src'))) return null;
+  return hashFiles(root, sourceFiles(root));
+}
+
+/**
+ * The stamp rule shared by `dist/` and the native addon (`scripts/build-native.mjs`; the addon's loader,
+ * `nativeSourceHash` in `src/training/compute/native/addon.ts`, recomputes it): the first 16 hex digits of SHA-256
+ * over `name NUL content NUL` of each file, in the order given.
+ * @param {string} dir - the directory the names are relative to
+ * @param {readonly string[]} names - `/`-separated paths relative to `dir`, in stamp order
+ * @returns {string}
+ */
+export function hashFiles(dir, names) {
   const hash = createHash('sha256');
-  for (const file of sourceFiles(root)) hash.update(file).update('\0').update(readFileSync(join(root, file))).update('\0');
+  for (const name of names) hash.update(name).update('\0').update(readFileSync(join(dir, name))).update('\0');
   return hash.digest('hex').slice(0, 16);
 }
 

@@ -12,10 +12,10 @@
  * loader can refuse an addon left over from older sources (after a `git pull`) instead of calling it.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hashFiles } from '../bin/build-stamp.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const strict = process.argv.includes('--strict');
@@ -38,15 +38,11 @@ if (dnnlHeader === undefined) skip('oneDNN headers not found: apt-get install li
 
 /**
  * The same stamp as `nativeSourceHash` of `src/training/compute/native/addon.ts` (this script runs before TypeScript
- * is built, so it cannot import it): SHA-256 over `name NUL content NUL` of every `*.cc` and `*.h` of `native/`, in
- * name order, first 16 hex digits.
+ * is built, so it cannot import it): `hashFiles` (the rule of `dist/`'s stamp) over every `*.cc` and `*.h` of
+ * `native/`, in name order.
  */
 function sourceHash(dir) {
-  const hash = createHash('sha256');
-  for (const name of readdirSync(dir).filter((n) => /\.(cc|h)$/.test(n)).sort()) {
-    hash.update(name).update('\0').update(readFileSync(join(dir, name))).update('\0');
-  }
-  return hash.digest('hex').slice(0, 16);
+  return hashFiles(dir, readdirSync(dir).filter((n) => /\.(cc|h)$/.test(n)).sort());
 }
 
 const cxx = process.env.CXX ?? 'g++';

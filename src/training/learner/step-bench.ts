@@ -232,13 +232,5 @@ export async function measureWholeStepHost(arch: ResNetArch | ResNetConfig, size
  */
 export async function profileWholeStepCpu(arch: ResNetArch | ResNetConfig, size: number, batch: number,
   maxMicroBatch?: number): Promise<CpuKernelProfile> {
-  checkBenchShape(size, batch);
-  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
-  try {
-    const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
-    await step(0);
-    return await profileKernelsCpu(() => step(1));
-  } finally {
-    replica.dispose();
-  }
+  return observeWholeStep(arch, size, batch, profileKernelsCpu, maxMicroBatch);
 }
