@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { TrainerError } from './errors.js';
+import { TrainerError, type TrainerErrorCode } from './errors.js';
 import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from './transform-settings.js';
 import type { ResNetArch, ResNetConfig } from './resnet-spec.js';
 
@@ -134,8 +134,8 @@ export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
 /** Everything optional: what a config file or the flags may set. */
 export type RunConfigInput = { [K in keyof RunConfig]?: unknown };
 
-function fail(field: string, rule: string, got: unknown): never {
-  throw new TrainerError('ERR_BAD_CONFIG', `${field} must be ${rule}, got ${JSON.stringify(got)}`);
+function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode = 'ERR_BAD_CONFIG'): never {
+  throw new TrainerError(code, `${field} must be ${rule}, got ${JSON.stringify(got)}`);
 }
 
 /**
@@ -157,9 +157,19 @@ export function checkOpenUnit(field: string, value: unknown, lo: number, hi: num
   return n;
 }
 
-function checkEnum<T extends string>(field: string, value: unknown, allowed: readonly T[]): T {
-  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) fail(field, `one of ${allowed.join('|')}`, value);
+function checkEnum<T extends string>(field: string, value: unknown, allowed: readonly T[], code: TrainerErrorCode = 'ERR_BAD_CONFIG'): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) fail(field, `one of ${allowed.join('|')}`, value, code);
   return value as T;
+}
+
+/**
+ * Validates a command-line flag that takes one word of a fixed set (`--backend`, `--allreduce`, …): the run
+ * configuration's enum rule, reported as a bad flag.
+ * @throws TrainerError ERR_BAD_FLAG naming the flag, the allowed words and the value, e.g.
+ *   `--allreduce must be one of ring|star, got "tree"`
+ */
+export function checkChoice<T extends string>(flag: string, value: unknown, allowed: readonly T[]): T {
+  return checkEnum(flag, value, allowed, 'ERR_BAD_FLAG');
 }
 
 function checkString(field: string, value: unknown): string {

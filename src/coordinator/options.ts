@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -233,15 +233,10 @@ const ALLREDUCE_DTYPE_CHOICES: readonly RuntimeOptions['allreduceDtype'][] = ['f
 
 /**
  * The value of a flag that takes one of a fixed set of words, or undefined when it was not given.
- * @throws TrainerError ERR_BAD_FLAG naming the flag, the allowed words and the value, e.g.
- *   `--allreduce must be one of ring|star, got "tree"` (the form of `--backend`'s message)
+ * @throws TrainerError ERR_BAD_FLAG (see {@link checkChoice})
  */
 function choice<T extends string>(flag: string, value: unknown, allowed: readonly T[]): T | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw new TrainerError('ERR_BAD_FLAG', `${flag} must be one of ${allowed.join('|')}, got ${JSON.stringify(value)}`);
-  }
-  return value as T;
+  return value === undefined ? undefined : checkChoice(flag, value, allowed);
 }
 
 function runtimeFrom(flags: Flags): RuntimeOptions {

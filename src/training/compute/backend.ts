@@ -9,6 +9,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
+import { checkChoice } from '../../contract/config.js';
 import { TrainerError } from '../../contract/errors.js';
 import { registerTfjsGradients } from './kernels/gradients.js';
 import { checkAddon } from './native/addon.js';
@@ -42,8 +43,7 @@ export interface BackendChoice {
 
 /** Validates a `--backend` value. @throws TrainerError ERR_BAD_FLAG naming the flag and the allowed values. */
 export function parseBackendRequest(value: string): BackendRequest {
-  if ((BACKEND_REQUESTS as readonly string[]).includes(value)) return value as BackendRequest;
-  throw new TrainerError('ERR_BAD_FLAG', `--backend must be one of ${BACKEND_REQUESTS.join('|')}, got ${JSON.stringify(value)}`);
+  return checkChoice('--backend', value, BACKEND_REQUESTS);
 }
 
 /**
