@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -114,6 +114,25 @@ test('a failed build leaves dist/ unstamped (refused), not stamped as current', 
   assertRefused(/dist\/ carries no build stamp/);
   writeFileSync(run, saved);
   assert.equal(build(), 0);
+  assertRuns();
+});
+
+test('a build removes the output of deleted sources (tsc alone leaves it importable), and nothing else', () => {
+  mkdirSync(path.join(dir, 'src/old'), { recursive: true });
+  writeFileSync(path.join(dir, 'src/old/gone.ts'), 'export const gone = 1;\n');
+  writeFileSync(path.join(dir, 'src/worker/renamed.ts'), 'export const renamed = 1;\n');
+  assert.equal(build(), 0);
+  for (const f of ['dist/old/gone.js', 'dist/worker/renamed.js']) assert.ok(existsSync(path.join(dir, f)), f);
+  writeFileSync(path.join(dir, 'dist/worker/notes.txt'), 'not compiled output\n');
+  rmSync(path.join(dir, 'src/old'), { recursive: true });
+  rmSync(path.join(dir, 'src/worker/renamed.ts'));
+  assert.equal(build(), 0);
+  for (const f of ['dist/old', 'dist/worker/renamed.js', 'dist/worker/renamed.js.map']) {
+    assert.equal(existsSync(path.join(dir, f)), false, `${f} removed`);
+  }
+  for (const f of ['dist/worker/run.js', 'dist/coordinator/cli.js', 'dist/worker/notes.txt', `dist/${STAMP_FILE}`]) {
+    assert.ok(existsSync(path.join(dir, f)), `${f} kept`);
+  }
   assertRuns();
 });
 
