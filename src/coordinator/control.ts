@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { TrainerError } from '../contract/errors.js';
+import { loadedBuild } from '../contract/build-stamp.js';
 import {
   MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode, peekHeader, type HelloMessage, type Message,
 } from '../contract/protocol/index.js';
@@ -76,6 +77,11 @@ export interface ControlOptions {
    * declare it lost: a loaded machine delays heartbeats, it does not kill processes. Default: none is.
    */
   readonly watchedByProcess?: (m: Member) => boolean;
+  /**
+   * The build this coordinator runs (`contract/build-stamp.ts`); a worker announcing another build in `hello` is
+   * refused with `ERR_STALE_BUILD`. Default: {@link loadedBuild}; null checks nothing (run from sources).
+   */
+  readonly build?: string | null;
   readonly log: (line: string) => void;
 }
 
@@ -184,6 +190,7 @@ export class ControlServer extends EventEmitter<{
     const member = this.members.get(id);
     if (message.type === 'hello') {
       if (member) return;
+      if (this.refuseOtherBuild(rawIdentity, message)) return;
       const m: Member = { id, hello: message, rank: -1, lastSeenMs: Date.now(), state: 'joining' };
       this.members.set(id, m);
       this.emit('hello', m);
@@ -204,6 +211,24 @@ export class ControlServer extends EventEmitter<{
     } else {
       this.emit('message', member, message, frames);
     }
+  }
+
+  /**
+   * A worker that runs other code than this coordinator (another checkout, or a `dist/` built from other sources)
+   * would train a replica that computes differently, found only at the next weight checksum: it is refused at
+   * `hello` with an `error` it prints, and never admitted. Workers that say nothing of their build (older ones, or
+   * run from sources: null) and a coordinator run from sources are not checked.
+   * @returns whether the worker was refused
+   */
+  private refuseOtherBuild(identity: Buffer, hello: HelloMessage): boolean {
+    const ours = this.o.build === undefined ? loadedBuild() : this.o.build;
+    const theirs = hello.capabilities.build;
+    if (ours === null || theirs === undefined || theirs === null || theirs === ours) return false;
+    const message = `the worker pid ${hello.pid} on ${hello.host} runs build ${theirs}, this coordinator build ${ours}: ` +
+      'run the same sources on both (check out the same commit and run `npm run build` on the worker\'s machine)';
+    this.o.log(`refused a worker: ${message}`);
+    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_STALE_BUILD', message, rank: -1 })]).catch(() => undefined);
+    return true;
   }
 
   /** A `hello` of another protocol version gets a readable `error` (which any version can peek) instead of silence. */

@@ -16,6 +16,7 @@ import { releaseBackend } from '../training/compute/release.js';
 import { archModel } from '../contract/config.js';
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { loadedBuild } from '../contract/build-stamp.js';
 import { Replica } from '../training/learner/replica.js';
 import { resolvePretrainedWeights } from '../training/model/pretrained.js';
 import {
@@ -203,7 +204,7 @@ export class Worker {
     this.heartbeat.start();
     await this.send({
       type: 'hello', rankRequest: this.o.rank, dataAddress, pid: process.pid, host: hostname(),
-      capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024 },
+      capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024, build: loadedBuild() },
     });
     this.o.log(`joining the coordinator at ${this.o.connect}`);
     // Commands run one at a time in arrival order; an `abort` or a new `welcome` also cancels an all-reduce in

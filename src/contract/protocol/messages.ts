@@ -16,6 +16,12 @@ export interface Capabilities {
   readonly wireDtypes: readonly WireDtype[];
   /** Largest frame this worker accepts, in bytes. */
   readonly maxFrameBytes: number;
+  /**
+   * The build of the code the worker runs (`contract/build-stamp.ts`: the source hash stamped on `dist/`, 16 hex
+   * digits), null when it runs from the TypeScript sources; absent from workers that predate the field. The
+   * coordinator refuses a worker of another build than its own (`ERR_STALE_BUILD`).
+   */
+  readonly build?: string | null;
 }
 
 /** Worker → coordinator: join request (the protocol version travels in every header). */

@@ -28,6 +28,8 @@ function replyFields(h: Header): { requestId: number; rank: number } {
 }
 
 const DTYPES: readonly WireDtype[] = ['float32', 'float16'];
+/** A build stamp (`contract/build-stamp.ts`): 16 hex digits. */
+const BUILD_HASH = /^[0-9a-f]{16}$/;
 const ADDRESS = /^(tcp|ipc|inproc):\/\/\S+$/;
 
 function tagFields(h: Header): ReduceTagFields {
@@ -41,7 +43,9 @@ function capabilities(h: Header): Capabilities {
     fail(`hello.capabilities.wireDtypes must be a subset of ${DTYPES.join('|')}, got ${JSON.stringify(dtypes)}`);
   }
   const named = { ...c, type: 'hello.capabilities' };
-  return { backend: str(named, 'backend'), wireDtypes: dtypes, maxFrameBytes: int(named, 'maxFrameBytes', 0) };
+  const base = { backend: str(named, 'backend'), wireDtypes: dtypes, maxFrameBytes: int(named, 'maxFrameBytes', 0) };
+  if (c.build === undefined) return base;
+  return { ...base, build: c.build === null ? null : str(named, 'build', BUILD_HASH) };
 }
 
 function ring(h: Header, worldSize: number): RingMember[] {

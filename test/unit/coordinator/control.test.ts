@@ -62,6 +62,54 @@ test('ROUTER: garbage is counted and logged, a hello of another version is answe
   }
 });
 
+test('a worker of another build is refused at hello with ERR_STALE_BUILD it can print; the same build, no build said, or a coordinator from sources admit', async () => {
+  const ours = '0123456789abcdef', other = 'fedcba9876543210';
+  const lines: string[] = [];
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, build: ours, log: (l) => lines.push(l) });
+  const fromSources = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, build: null, log: () => {} });
+  const clients: zmq.Dealer[] = [];
+  const join = async (s: ControlServer, endpoint: string, id: string, build: string | null | undefined): Promise<void> => {
+    const c = new zmq.Dealer({ linger: 0, routingId: id, receiveTimeout: 5000 });
+    clients.push(c);
+    c.connect(endpoint);
+    const joined = new Promise((res) => s.once('hello', res));
+    await c.send(encode({ ...HELLO, capabilities: { ...HELLO.capabilities, ...(build === undefined ? {} : { build }) } }));
+    await joined;
+  };
+  try {
+    const endpoint = await server.start();
+    const refused = new zmq.Dealer({ linger: 0, routingId: 'w-other', receiveTimeout: 5000 });
+    clients.push(refused);
+    refused.connect(endpoint);
+    await refused.send(encode({ ...HELLO, capabilities: { ...HELLO.capabilities, build: other } }));
+    const { message } = decode(await refused.receive());
+    assert.equal(message.type, 'error');
+    if (message.type !== 'error') return;
+    assert.equal(message.code, 'ERR_STALE_BUILD');
+    assert.match(message.message, new RegExp(`runs build ${other}, this coordinator build ${ours}: run the same sources on both`));
+    assert.equal(server.all().length, 0, 'never admitted');
+    assert.equal(lines.filter((l) => l.startsWith('refused a worker: ')).length, 1);
+    await join(server, endpoint, 'w-same', ours);
+    await join(server, endpoint, 'w-unsaid', undefined);
+    await join(server, endpoint, 'w-sources', null);
+    assert.deepEqual(server.all().map((m) => m.id).sort(), ['w-same', 'w-sources', 'w-unsaid']);
+    await join(fromSources, await fromSources.start(), 'w-any', other);
+    assert.equal(fromSources.all().length, 1);
+  } finally {
+    for (const c of clients) c.close();
+    server.close();
+    fromSources.close();
+  }
+});
+
+test('hello.capabilities.build is null or 16 hex digits', () => {
+  const packr = new Packr({ useRecords: false });
+  const hello = (build: unknown): unknown => decode([packr.pack({ v: PROTOCOL_VERSION, ...HELLO, capabilities: { ...HELLO.capabilities, build } })]).message;
+  assert.equal((hello('0123456789abcdef') as { capabilities: { build: string } }).capabilities.build, '0123456789abcdef');
+  assert.equal((hello(null) as { capabilities: { build: null } }).capabilities.build, null);
+  for (const bad of ['xyz', 12, '0123456789ABCDEF']) assert.throws(() => hello(bad), (e) => isTrainerError(e, 'ERR_PROTOCOL'), String(bad));
+});
+
 test('a busy port is ERR_PORT_IN_USE naming the endpoint', async () => {
   const a = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, log: () => {} });
   const endpoint = await a.start();
