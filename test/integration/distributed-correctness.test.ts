@@ -67,7 +67,7 @@ async function attackRouter(endpoint: string): Promise<string> {
 async function attackDataPlane(address: string): Promise<void> {
   const p = new zmq.Push({ linger: 2000, sendTimeout: 5000 });
   p.connect(address);
-  const chunk = encode({ type: 'chunk', generation: 0, step: 0, bucket: 0, phase: 'reduce-scatter', ringStep: 0, chunk: 0, from: 0, dtype: 'float32', byteLength: 8 }, [new Uint8Array(8)]);
+  const chunk = encode({ type: 'chunk', generation: 0, step: 0, bucket: 0, phase: 'reduce-scatter', ringStep: 0, chunk: 0, offset: 0, from: 0, dtype: 'float32', byteLength: 8 }, [new Uint8Array(8)]);
   await p.send([Buffer.from([0xff, 0x00, 0x13])]);
   await p.send([chunk[0]!.subarray(0, 5), chunk[1]!]);
   await p.send([Buffer.alloc(MAX_HEADER_BYTES + 1, 0x90)]);

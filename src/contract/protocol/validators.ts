@@ -29,6 +29,12 @@ function replyFields(h: Header): { requestId: number; rank: number } {
 
 const DTYPES: readonly WireDtype[] = ['float32', 'float16'];
 const ADDRESS = /^(tcp|ipc|inproc):\/\/\S+$/;
+const IPC_ADDRESS = /^ipc:\/\/\S+$/;
+
+/** An optional `ipc://` data-plane address (absent → no field). */
+function localAddress(h: Header): { localDataAddress?: string } {
+  return h.localDataAddress === undefined ? {} : { localDataAddress: str(h, 'localDataAddress', IPC_ADDRESS) };
+}
 
 function tagFields(h: Header): ReduceTagFields {
   return { generation: int(h, 'generation', 0), step: int(h, 'step', 0), bucket: int(h, 'bucket', 0) };
@@ -51,7 +57,7 @@ function ring(h: Header, worldSize: number): RingMember[] {
   }
   return r.map((m: unknown, i: number) => {
     const member = { ...record(m, `welcome.ring[${i}]`), type: `welcome.ring[${i}]` };
-    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS) };
+    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member) };
   });
 }
 
@@ -61,6 +67,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     type: 'hello',
     rankRequest: h.rankRequest === null ? null : int(h, 'rankRequest', 0, MAX_WORLD_SIZE - 1),
     dataAddress: str(h, 'dataAddress', ADDRESS),
+    ...localAddress(h),
     pid: int(h, 'pid', 0),
     host: str(h, 'host'),
     capabilities: capabilities(h),
@@ -95,6 +102,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     phase: oneOf(h, 'phase', ['reduce-scatter', 'all-gather'] as const),
     ringStep: int(h, 'ringStep', 0, MAX_WORLD_SIZE - 2),
     chunk: int(h, 'chunk', 0, MAX_WORLD_SIZE - 1),
+    offset: int(h, 'offset', 0),
     from: int(h, 'from', 0, MAX_WORLD_SIZE - 1),
     dtype: oneOf(h, 'dtype', DTYPES),
     byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),

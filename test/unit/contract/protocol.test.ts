@@ -30,6 +30,7 @@ const chunk: ChunkMessage = {
   phase: 'reduce-scatter',
   ringStep: 1,
   chunk: 2,
+  offset: 0,
   from: 1,
   dtype: 'float32',
   byteLength: 12,
