@@ -24,7 +24,7 @@ import { Command } from 'commander';
 import { Pair } from 'zeromq';
 import { TrainerError } from '../src/contract/errors.js';
 import { ringBytesPerRank } from '../src/training/allreduce/ring-schedule.js';
-import type { AllReducer } from '../src/training/allreduce/types.js';
+import type { AllReducer, Membership } from '../src/training/allreduce/types.js';
 import { StarReduceServer } from '../src/coordinator/star-reduce.js';
 import { RingAllReduce } from '../src/worker/allreduce/ring.js';
 import { StarAllReduce } from '../src/worker/allreduce/star.js';
@@ -51,6 +51,11 @@ interface Row {
   readonly workers: number;
   readonly sizeMiB: number;
   readonly seconds: number;
+  /**
+   * CPU seconds (user + system, all threads, ZeroMQ's I/O thread included) per call: ring/star the busiest rank's
+   * median, link the sender's plus the receiver's. Less stretched by other jobs on a shared machine than wall time.
+   */
+  readonly cpuSeconds: number;
   /** Bus bandwidth for ring/star, plain bandwidth for the link, in GB/s (10^9 bytes/s). */
   readonly busGBps: number;
   /** busGBps of this row / link GB/s for the same size (1 for the link itself). */
@@ -90,7 +95,7 @@ function parseArgs(argv: string[]): BenchArgs {
 // ---------------------------------------------------------------------------------------------------------------
 // Parent side: child processes driven over IPC.
 
-type Reply = { kind: string; address?: string; local?: string; seconds?: number; message?: string };
+type Reply = { kind: string; address?: string; local?: string; seconds?: number; cpu?: number; message?: string };
 
 /** A benchmark child process with a reply queue. */
 class Proc {
@@ -129,11 +134,11 @@ class Proc {
   }
 }
 
-/** Times `reps` calls on every child; the collective's time is the slowest rank's median. */
-async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<number> {
+/** Times `reps` calls on every child; the collective's time (and CPU) is the slowest (busiest) rank's median. */
+async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> {
   procs.forEach((p) => p.send({ kind: 'run', bytes, reps }));
   const replies = await Promise.all(procs.map((p) => p.next()));
-  return Math.max(...replies.map((r) => r.seconds as number));
+  return { seconds: Math.max(...replies.map((r) => r.seconds as number)), cpu: Math.max(...replies.map((r) => r.cpu as number)) };
 }
 
 async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs, link: Map<number, number>): Promise<Row[]> {
@@ -151,9 +156,9 @@ async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs
     const rows: Row[] = [];
     for (const sizeMiB of args.sizes) {
       const bytes = sizeMiB * MIB;
-      const seconds = await timeOnAll(procs, bytes, args.reps);
+      const { seconds, cpu } = await timeOnAll(procs, bytes, args.reps);
       const busGBps = ringBytesPerRank(bytes, n) / seconds / 1e9;
-      rows.push({ algo, workers: n, sizeMiB, seconds, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
+      rows.push({ algo, workers: n, sizeMiB, seconds, cpuSeconds: cpu, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
       report(args, rows[rows.length - 1]);
     }
     return rows;
@@ -173,10 +178,12 @@ async function benchLink(args: BenchArgs, transport: 'tcp' | 'ipc', tcpLink?: Ma
     await sender.next();
     const rows: Row[] = [];
     for (const sizeMiB of args.sizes) {
-      const seconds = await timeOnAll([sender], sizeMiB * MIB, args.reps);
+      receiver.send({ kind: 'run', bytes: sizeMiB * MIB, reps: args.reps });
+      const { seconds, cpu } = await timeOnAll([sender], sizeMiB * MIB, args.reps);
+      const cpuSeconds = cpu + ((await receiver.next()).cpu as number);
       const busGBps = (sizeMiB * MIB) / seconds / 1e9;
       const ofLink = tcpLink === undefined ? 1 : busGBps / (tcpLink.get(sizeMiB) ?? NaN);
-      rows.push({ algo: transport === 'tcp' ? 'link' : 'link-ipc', workers: 2, sizeMiB, seconds, busGBps, ofLink });
+      rows.push({ algo: transport === 'tcp' ? 'link' : 'link-ipc', workers: 2, sizeMiB, seconds, cpuSeconds, busGBps, ofLink });
       report(args, rows[rows.length - 1]);
     }
     return rows;
@@ -189,12 +196,12 @@ async function benchLink(args: BenchArgs, transport: 'tcp' | 'ipc', tcpLink?: Ma
 function report(args: BenchArgs, r: Row): void {
   if (args.json) return;
   const cells = [r.algo.padEnd(8), String(r.workers).padStart(2), String(r.sizeMiB).padStart(6),
-    (r.seconds * 1e3).toFixed(1).padStart(10), r.busGBps.toFixed(3).padStart(9), r.ofLink.toFixed(2).padStart(8)];
+    (r.seconds * 1e3).toFixed(1).padStart(10), (r.cpuSeconds * 1e3).toFixed(1).padStart(9), r.busGBps.toFixed(3).padStart(9), r.ofLink.toFixed(2).padStart(8)];
   console.log(cells.join('  '));
 }
 
 async function runParent(args: BenchArgs): Promise<void> {
-  if (!args.json) console.log('algo       N   MiB     time_ms   busGB/s  of_link');
+  if (!args.json) console.log('algo       N   MiB     time_ms   cpu_ms   busGB/s  of_link');
   const linkRows = await benchLink(args, 'tcp');
   const link = new Map(linkRows.map((r) => [r.sizeMiB, r.busGBps]));
   const rows = [...linkRows, ...(await benchLink(args, 'ipc', link))];
@@ -211,11 +218,12 @@ async function runParent(args: BenchArgs): Promise<void> {
 const reply = (m: object): void => void process.send?.(m);
 
 /** Child loop shared by all roles: `setup` on membership, `run` on each timing request. */
-function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<number>, close: () => Promise<void>): void {
+function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<{ seconds: number; cpu: number }>,
+  close: () => Promise<void>): void {
   process.on('message', (m: Record<string, unknown>) => {
     const job = async (): Promise<void> => {
       if (m.kind === 'membership') return (await setup(m), reply({ kind: 'ready' }));
-      if (m.kind === 'run') return reply({ kind: 'timing', seconds: await run(m.bytes as number, m.reps as number) });
+      if (m.kind === 'run') return reply({ kind: 'timing', ...(await run(m.bytes as number, m.reps as number)) });
       await close();
       process.disconnect();
     };
@@ -223,16 +231,25 @@ function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes
   });
 }
 
-async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepBase: { next: number }): Promise<number> {
+async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepBase: { next: number }): Promise<{ seconds: number; cpu: number }> {
   const buffer = new Float32Array(bytes / 4).fill(reducer.rank + 1);
   await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true }); // warm-up and barrier
   const times: number[] = [];
+  const cpus: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true });
     times.push((performance.now() - t0) / 1e3);
+    cpus.push(cpuSecondsSince(c0));
   }
-  return median(times);
+  return { seconds: median(times), cpu: median(cpus) };
+}
+
+/** User + system CPU seconds of this process (every thread) since `c0`. */
+function cpuSecondsSince(c0: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1e6;
 }
 
 /** Median of a non-empty list (robust to the noise of a shared machine). */
@@ -246,7 +263,10 @@ async function runCollectiveChild(role: 'ring' | 'star', args: BenchArgs): Promi
   const timeoutMs = 120_000;
   if (role === 'ring') {
     const ring = new RingAllReduce({ timeoutMs, ipc: args.ringTransport === 'ipc', sliceBytes: args.sliceKb * 1024 });
-    serve((m) => ring.reconfigure(m as never), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
+    // Node IPC sends JSON: an absent same-host address arrives as null.
+    const membership = (m: Record<string, unknown>): Membership => ({ peers: m.peers as string[], rank: m.rank as number,
+      generation: m.generation as number, localPeers: (m.localPeers as (string | null)[]).map((p) => p ?? undefined) });
+    serve((m) => ring.reconfigure(membership(m)), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
     const address = await ring.start();
     return reply({ kind: 'hello', address, local: ring.localAddress === '' ? undefined : ring.localAddress });
   }
@@ -265,26 +285,42 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
   const close = async (): Promise<void> => pair.close();
   if (role === 'link-recv') {
     await pair.bind(args.ringTransport === 'ipc' ? `ipc://${join(tmpdir(), `pets-bench-link-${process.pid}`)}` : 'tcp://127.0.0.1:*');
-    serve(async () => {}, async () => 0, close);
+    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed.
+    let echoed = 0;
+    let onEcho: (() => void) | undefined;
+    const run = async (_bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
+      const c0 = process.cpuUsage();
+      const until = echoed + reps + 1;
+      while (echoed < until) await new Promise<void>((resolve) => (onEcho = resolve));
+      return { seconds: 0, cpu: cpuSecondsSince(c0) / (reps + 1) };
+    };
+    serve(async () => {}, run, close);
     reply({ kind: 'hello', address: pair.lastEndpoint });
-    for await (const [msg] of pair) await pair.send(Buffer.from([msg.byteLength & 0xff]));
+    for await (const [msg] of pair) {
+      await pair.send(Buffer.from([msg.byteLength & 0xff]));
+      echoed++;
+      onEcho?.();
+    }
     return;
   }
   const roundTrip = async (payload: Buffer): Promise<void> => {
     await pair.send(payload);
     await pair.receive();
   };
-  const run = async (bytes: number, reps: number): Promise<number> => {
+  const run = async (bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
     const make = (): Buffer => Buffer.alloc(bytes, 1); // fresh buffer per send: ZeroMQ sends large buffers zero-copy
     await roundTrip(make());
     const times: number[] = [];
+    const cpus: number[] = [];
     for (let i = 0; i < reps; i++) {
       const payload = make(); // allocated outside the timed region: the link's limit, not our copies
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       await roundTrip(payload);
       times.push((performance.now() - t0) / 1e3);
+      cpus.push(cpuSecondsSince(c0));
     }
-    return median(times);
+    return { seconds: median(times), cpu: median(cpus) };
   };
   serve(async (m) => pair.connect((m.peers as string[])[0]), run, close);
   reply({ kind: 'hello' });
