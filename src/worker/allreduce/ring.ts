@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../contract/errors.js';
 import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
-import { defaultAddInto, type AddInto } from '../../training/allreduce/add.js';
+import { defaultRingMath, type AddInto, type DivideBy } from '../../training/allreduce/add.js';
 import { chunkBounds, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
 import type {
   AllReduceCallOptions,
@@ -60,7 +60,10 @@ export interface RingOptions {
    * as {@link RingAllReduce.localAddress}. Default true; it is skipped when `bindAddress` is not `tcp://`.
    */
   readonly ipc?: boolean;
-  /** The reduce-scatter's float32 add; default: the native addon's when it loads, else JavaScript (`add.ts`). */
+  /**
+   * The reduce-scatter's float32 add; default: the native addon's when it loads, else JavaScript (`add.ts`, which
+   * also gives the owner's ÷ N).
+   */
   readonly add?: AddInto;
 }
 /** {@link RingOptions} with every field set. */
@@ -123,6 +126,7 @@ export class RingAllReduce implements AllReducer {
   private readonly mailbox: Mailbox<{ message: ChunkMessage; frame: Buffer }>;
   private readonly queue = new SerialQueue();
   private readonly add: AddInto;
+  private readonly divide: DivideBy;
   private wireDtype: WireDtype;
   private pull: Pull | undefined;
   private push: Push | undefined;
@@ -139,7 +143,9 @@ export class RingAllReduce implements AllReducer {
   constructor(options: RingOptions = {}) {
     this.options = resolveRingOptions(options);
     this.mailbox = new Mailbox(this.options.maxPendingMessages);
-    this.add = this.options.add ?? defaultAddInto().add;
+    const math = defaultRingMath();
+    this.add = this.options.add ?? math.add;
+    this.divide = math.divide;
     this.wireDtype = this.options.dtype;
   }
 
@@ -345,7 +351,7 @@ export class RingAllReduce implements AllReducer {
         else this.add(target, values);
         if (k === n - 2) {
           // This slice of the owned chunk ((rank + 1) mod N) now holds the complete sum.
-          if (average && !fp16) for (let i = 0; i < target.length; i++) target[i] /= n;
+          if (average && !fp16) this.divide(target, n);
           roundThroughWire(target, dtype);
         }
         if (k + 1 < steps) await this.sendSlice(call, k + 1, slice);
