@@ -87,7 +87,12 @@ export interface ReduceTagFields {
 /** Worker → right neighbour: one chunk of a ring all-reduce; carries 1 frame of `byteLength` bytes. */
 export interface ChunkMessage extends ReduceTagFields {
   readonly type: 'chunk';
-  readonly phase: ReducePhase;
+  /**
+   * The phase of the ring; `'done'`: a receipt token (no payload) that a rank sends once it has received every
+   * slice of a call and that the next ranks forward, so its left neighbour learns that its zero-copy sends were
+   * delivered (`ringStep` = hops travelled, `chunk` = the rank that issued it).
+   */
+  readonly phase: ReducePhase | 'done';
   /** Step within the phase, 0 … N−2. */
   readonly ringStep: number;
   /** Chunk index 0 … N−1 within the buffer. */

@@ -99,7 +99,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   chunk: (h) => ({
     type: 'chunk',
     ...tagFields(h),
-    phase: oneOf(h, 'phase', ['reduce-scatter', 'all-gather'] as const),
+    phase: oneOf(h, 'phase', ['reduce-scatter', 'all-gather', 'done'] as const),
     ringStep: int(h, 'ringStep', 0, MAX_WORLD_SIZE - 2),
     chunk: int(h, 'chunk', 0, MAX_WORLD_SIZE - 1),
     offset: int(h, 'offset', 0),

@@ -340,6 +340,9 @@ export class RingAllReduce implements AllReducer {
     const fp16 = dtype === 'float16';
     if (fp16) for (let i = 0; i < buffer.length; i++) buffer[i] /= n; // Horovod fp16: divide before the sum
     const steps = 2 * (n - 1);
+    // Large float32 calls send their all-gather slices zero-copy too, then wait for the receipt tokens; small ones
+    // (the first bucket, BN statistics) copy them, which costs less than the tokens' N − 1 hops.
+    const zeroCopy = dtype === 'float32' && buffer.byteLength >= ZERO_COPY_MIN_BYTES;
     for (const slice of this.slices(buffer.length, sendChunk('reduce-scatter', rank, 0, n))) await this.sendSlice(call, 0, slice);
     for (let k = 0; k < steps; k++) {
       const { phase, t } = ringStepOf(k, n);
@@ -354,9 +357,10 @@ export class RingAllReduce implements AllReducer {
           if (average && !fp16) this.divide(target, n);
           roundThroughWire(target, dtype);
         }
-        if (k + 1 < steps) await this.sendSlice(call, k + 1, slice);
+        if (k + 1 < steps) await this.sendSlice(call, k + 1, slice, zeroCopy);
       }
     }
+    if (zeroCopy) await this.awaitReceipts(call);
     if (fp16 && !average) for (let i = 0; i < buffer.length; i++) buffer[i] *= n;
   }
 
@@ -378,17 +382,17 @@ export class RingAllReduce implements AllReducer {
   /**
    * Sends slice `slice` of the chunk that ring step k sends. Reduce-scatter slices of float32 go zero-copy (a view of
    * the caller's buffer): such a region is overwritten in this call only by its all-gather value, which cannot
-   * arrive before the right neighbour has received this slice, and the call does not return before then. The
-   * all-gather's slices are copied: the call may return while they are still queued, and the caller may then write
-   * to its buffer.
+   * arrive before the right neighbour has received this slice, and the call does not return before then.
+   * All-gather slices go zero-copy when `zeroCopy` (the call then waits for {@link awaitReceipts} before it returns,
+   * since the caller may write its buffer at once), else as copies.
    */
-  private async sendSlice(call: Call, k: number, slice: Slice): Promise<void> {
+  private async sendSlice(call: Call, k: number, slice: Slice, zeroCopy = false): Promise<void> {
     const { rank, generation } = this.membership;
     const n = this.worldSize;
     const dtype = this.wireDtype;
     const { phase, t } = ringStepOf(k, n);
     const values = call.buffer.subarray(slice.start, slice.end);
-    const frame = phase === 'reduce-scatter' && dtype === 'float32'
+    const frame = dtype === 'float32' && (phase === 'reduce-scatter' || zeroCopy)
       ? Buffer.from(values.buffer, values.byteOffset, values.byteLength)
       : toFrame(values, dtype);
     const message: ChunkMessage = {
@@ -398,6 +402,35 @@ export class RingAllReduce implements AllReducer {
     const what = `${phase} step ${t} slice at ${slice.offset} of tag ${JSON.stringify(call.tag)}`;
     await withDeadline((this.push as Push).send(encode(message, [frame])), call.deadlineMs, call.signal, `sending ${what}`);
     this.counters.sentBytesTotal += frame.byteLength;
+  }
+
+  /**
+   * Learns that the right neighbour has received every slice this rank sent (so the caller may write its buffer,
+   * which zero-copy sends still reference while they are queued): each rank issues a receipt token once it has
+   * received all its slices, and forwards the tokens of others; the token that reaches this rank after N − 1 hops
+   * was issued by its right neighbour. N − 1 empty messages per rank and call.
+   */
+  private async awaitReceipts(call: Call): Promise<void> {
+    const n = this.worldSize;
+    await this.sendToken(call, 0, this.rank);
+    for (let hop = 0; hop < n - 1; hop++) {
+      const what = `receipt token hop ${hop} of tag ${JSON.stringify(call.tag)}`;
+      const got = await this.mailbox.take(mailKey(this.generation, call.tag, 'done', hop, 0), call.deadlineMs, call.signal, what);
+      const issuer = (this.rank + n - 1 - hop) % n;
+      if (got.message.chunk !== issuer || got.frame.byteLength !== 0) {
+        throw new TrainerError('ERR_PROTOCOL', `${what}: expected an empty token of rank ${issuer}, got rank ${got.message.chunk}'s of ${got.frame.byteLength} bytes`);
+      }
+      if (hop < n - 2) await this.sendToken(call, hop + 1, issuer);
+    }
+  }
+
+  private async sendToken(call: Call, hop: number, issuer: number): Promise<void> {
+    const message: ChunkMessage = {
+      type: 'chunk', generation: this.generation, step: call.tag.step, bucket: call.tag.bucket,
+      phase: 'done', ringStep: hop, chunk: issuer, offset: 0, from: this.rank, dtype: this.wireDtype, byteLength: 0,
+    };
+    const what = `sending receipt token hop ${hop} of tag ${JSON.stringify(call.tag)}`;
+    await withDeadline((this.push as Push).send(encode(message, [Buffer.alloc(0)])), call.deadlineMs, call.signal, what);
   }
 
   /** Waits for the left neighbour's slice `slice` of chunk `recvIdx` at ring step k; checks its place and length. */
@@ -508,7 +541,10 @@ export class RingAllReduce implements AllReducer {
   }
 }
 
-function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase, ringStep: number, offset: number): string {
+/** Calls of at least this many bytes send all-gather slices zero-copy and exchange receipt tokens. */
+const ZERO_COPY_MIN_BYTES = 4 * 1024 * 1024;
+
+function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase | 'done', ringStep: number, offset: number): string {
   return `${generation}/${tag.step}/${tag.bucket}/${phase}/${ringStep}/${offset}`;
 }
 
