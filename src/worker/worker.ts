@@ -313,6 +313,7 @@ export class Worker {
         this.peers = msg.ring.map((m) => m.dataAddress);
         this.localPeers = msg.ring.map((m) => m.localDataAddress);
         await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, rank: msg.rank, generation: msg.generation });
+        if (msg.worldSize > 1) this.o.log(`ring generation ${msg.generation}: rank ${msg.rank} sends to ${this.ring!.rightAddress}`);
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
         this.trainer?.abort(this.trainer.pendingStep ?? -1);
         return;

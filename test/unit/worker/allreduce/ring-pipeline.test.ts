@@ -110,6 +110,24 @@ test('a 9 MiB buffer (many 1 MiB slices in flight) sums as the reference; the ca
   }
 });
 
+test('N=3, 5 MiB (zero-copy all-gather, receipt tokens over 2 hops): ring-order sums; buffers reusable at once', async () => {
+  const rings = await makeRings([{}, {}, {}]);
+  try {
+    const length = (5 << 20) / 4 + 1;
+    for (const step of [0, 1]) {
+      const inputs = rings.map((_, r) => data(r + 3 * step, length));
+      const buffers = inputs.map((x) => x.slice());
+      await Promise.all(rings.map((ring, r) => ring.allReduce(buffers[r], { step, bucket: 0 }, { average: true })));
+      const expected = bytes(ringOrderReference(inputs, true));
+      for (const b of buffers) assert.ok(bytes(b).equals(expected));
+      for (const b of buffers) b.fill(Number.NaN); // a caller's next write: must not reach any peer's result
+    }
+    assert.equal(rings[0].stats().rejectedMessagesTotal, 0);
+  } finally {
+    await closeAll(rings);
+  }
+});
+
 test('the native add and the JavaScript add give the same float32 sums (also via the ring option)', async () => {
   const custom: string[] = [];
   const spy = (target: Float32Array, values: Float32Array): void => {
