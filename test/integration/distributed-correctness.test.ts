@@ -98,6 +98,8 @@ test('2 workers = one process replaying the same global batches; garbage at the 
   // 6 ROUTER messages rejected and logged (the v+1 hello too), 5 on the data plane (logged by the ring).
   assert.ok((out.match(/rejected a frame from/g) ?? []).length >= 6, out.slice(-4000));
   assert.ok((out.match(/ring: ERR_PROTOCOL/g) ?? []).length >= 5, out.slice(-4000));
+  // Local workers of one host send to each other over their Unix sockets (issue #18), not TCP loopback.
+  for (const rank of [0, 1]) assert.match(out, new RegExp(`ring generation 1: rank ${rank} sends to ipc://`), out.slice(-4000));
   assert.doesNotMatch(out, /TypeError|RangeError|Unhandled|uncaught/i);
 
   const n0 = tf.memory().numTensors;
