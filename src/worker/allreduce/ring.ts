@@ -10,7 +10,8 @@
  * one it received at step k. The next slice is then on the wire while this one is added, and the 2(N−1) steps
  * overlap instead of running one after the other. Each element still sees the same float32 operations in the same
  * order as with whole chunks. The PULL socket also binds a Unix socket (`ipc://`), which a left neighbour on the
- * same host connects to instead of TCP loopback.
+ * same host connects to instead of TCP loopback. Slices go zero-copy (ZeroMQ sends views of the caller's buffer);
+ * calls ≥ 4 MiB end with receipt tokens so that none returns while its sends may still read the buffer.
  */
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
