@@ -2,21 +2,29 @@
  * All-reduce benchmark on loopback: ring vs star (through a coordinator) vs the raw link.
  *
  *   npm run bench:allreduce [-- --sizes 1,4,16,64,128 --workers 2,3,4 --reps 3 --json]
+ *                           [--ring-transport ipc|tcp] [--slice-kb 1024] [--no-star]
+ *
+ * The ring runs as the workers run it: pipelined slices of `--slice-kb`, over Unix sockets between processes of one
+ * host (`--ring-transport tcp` forces TCP loopback, as between hosts), the native add when the addon loads
+ * (`PETS_RING_ADD=js` forces the JavaScript loop).
  *
  * For each world size N it spawns N worker processes and times `allReduce` (average) of float32 buffers of each
  * size (MiB = 2^20 bytes). Bus bandwidth is NCCL's definition (nccl-tests PERFORMANCE.md):
  * busBw = bytes × 2(N−1)/N / time, comparable to the link bandwidth whatever N. The link's limit is measured in
  * the same run: the same bytes sent point-to-point over one ZeroMQ PAIR socket between two processes (one message
- * plus a 1-byte ack per repetition). Times are per-call medians over `--reps` (the slowest rank's). Processes
- * are children of this script, driven over Node IPC.
+ * plus a 1-byte ack per repetition); the `link-ipc` row is the same over a Unix socket (its of_link: against TCP).
+ * Times are per-call medians over `--reps` (the slowest rank's). Processes are children of this script, driven
+ * over Node IPC.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { Pair } from 'zeromq';
 import { TrainerError } from '../src/contract/errors.js';
 import { ringBytesPerRank } from '../src/training/allreduce/ring-schedule.js';
-import type { AllReducer } from '../src/training/allreduce/types.js';
+import type { AllReducer, Membership } from '../src/training/allreduce/types.js';
 import { StarReduceServer } from '../src/coordinator/star-reduce.js';
 import { RingAllReduce } from '../src/worker/allreduce/ring.js';
 import { StarAllReduce } from '../src/worker/allreduce/star.js';
@@ -32,14 +40,22 @@ interface BenchArgs {
   readonly json: boolean;
   readonly role?: string;
   readonly rank: number;
+  readonly ringTransport: 'ipc' | 'tcp';
+  readonly sliceKb: number;
+  readonly star: boolean;
 }
 
 /** One measured row. */
 interface Row {
-  readonly algo: 'ring' | 'star' | 'link';
+  readonly algo: 'ring' | 'star' | 'link' | 'link-ipc';
   readonly workers: number;
   readonly sizeMiB: number;
   readonly seconds: number;
+  /**
+   * CPU seconds (user + system, all threads, ZeroMQ's I/O thread included) per call: ring/star the busiest rank's
+   * median, link the sender's plus the receiver's. Less stretched by other jobs on a shared machine than wall time.
+   */
+  readonly cpuSeconds: number;
   /** Bus bandwidth for ring/star, plain bandwidth for the link, in GB/s (10^9 bytes/s). */
   readonly busGBps: number;
   /** busGBps of this row / link GB/s for the same size (1 for the link itself). */
@@ -62,16 +78,24 @@ function parseArgs(argv: string[]): BenchArgs {
     .option('--workers <N,...>', 'world sizes', intList('--workers', 2), [2, 3, 4])
     .option('--reps <n>', 'timed repetitions per size (after 1 warm-up)', intList('--reps', 1), [3])
     .option('--json', 'print JSON rows instead of a table', false)
+    .option('--ring-transport <t>', 'ring between local processes: ipc (Unix sockets, as local workers) or tcp', 'ipc')
+    .option('--slice-kb <k>', 'ring slice size in KiB (RingOptions.sliceBytes)', intList('--slice-kb', 4), [1024])
+    .option('--no-star', 'skip the star baseline')
     .option('--role <role>', 'internal: child role')
     .option('--rank <r>', 'internal: child rank', intList('--rank', 0), [0]);
-  const o = program.parse(argv).opts<{ sizes: number[]; workers: number[]; reps: number[]; json: boolean; role?: string; rank: number[] }>();
-  return { sizes: o.sizes, workers: o.workers, reps: o.reps[0], json: o.json, role: o.role, rank: o.rank[0] };
+  const o = program.parse(argv).opts<{ sizes: number[]; workers: number[]; reps: number[]; json: boolean; role?: string; rank: number[];
+    ringTransport: string; sliceKb: number[]; star: boolean }>();
+  if (o.ringTransport !== 'ipc' && o.ringTransport !== 'tcp') {
+    throw new TrainerError('ERR_BAD_FLAG', `--ring-transport must be ipc or tcp, got ${JSON.stringify(o.ringTransport)}`);
+  }
+  return { sizes: o.sizes, workers: o.workers, reps: o.reps[0], json: o.json, role: o.role, rank: o.rank[0],
+    ringTransport: o.ringTransport, sliceKb: o.sliceKb[0], star: o.star };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Parent side: child processes driven over IPC.
 
-type Reply = { kind: string; address?: string; seconds?: number; message?: string };
+type Reply = { kind: string; address?: string; local?: string; seconds?: number; cpu?: number; message?: string };
 
 /** A benchmark child process with a reply queue. */
 class Proc {
@@ -79,8 +103,8 @@ class Proc {
   private readonly inbox: Reply[] = [];
   private waiter: (() => void) | undefined;
 
-  constructor(role: string, rank: number) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, '--role', role, '--rank', String(rank)], {
+  constructor(role: string, rank: number, extra: string[] = []) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, '--role', role, '--rank', String(rank), ...extra], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (m: Reply) => {
@@ -110,29 +134,31 @@ class Proc {
   }
 }
 
-/** Times `reps` calls on every child; the collective's time is the slowest rank's median. */
-async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<number> {
+/** Times `reps` calls on every child; the collective's time (and CPU) is the slowest (busiest) rank's median. */
+async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> {
   procs.forEach((p) => p.send({ kind: 'run', bytes, reps }));
   const replies = await Promise.all(procs.map((p) => p.next()));
-  return Math.max(...replies.map((r) => r.seconds as number));
+  return { seconds: Math.max(...replies.map((r) => r.seconds as number)), cpu: Math.max(...replies.map((r) => r.cpu as number)) };
 }
 
 async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs, link: Map<number, number>): Promise<Row[]> {
   const server = algo === 'star' ? new StarReduceServer() : undefined;
   const address = server === undefined ? '' : await server.start();
   server?.reconfigure(n, 1);
-  const procs = Array.from({ length: n }, (_, rank) => new Proc(algo, rank));
+  const extra = ['--ring-transport', args.ringTransport, '--slice-kb', String(args.sliceKb)];
+  const procs = Array.from({ length: n }, (_, rank) => new Proc(algo, rank, extra));
   try {
     const hellos = await Promise.all(procs.map((p) => p.next()));
     const peers = hellos.map((h) => h.address as string);
-    procs.forEach((p, rank) => p.send({ kind: 'membership', peers, rank, generation: 1, worldSize: n, address }));
+    const localPeers = hellos.map((h) => h.local);
+    procs.forEach((p, rank) => p.send({ kind: 'membership', peers, localPeers, rank, generation: 1, worldSize: n, address }));
     await Promise.all(procs.map((p) => p.next()));
     const rows: Row[] = [];
     for (const sizeMiB of args.sizes) {
       const bytes = sizeMiB * MIB;
-      const seconds = await timeOnAll(procs, bytes, args.reps);
+      const { seconds, cpu } = await timeOnAll(procs, bytes, args.reps);
       const busGBps = ringBytesPerRank(bytes, n) / seconds / 1e9;
-      rows.push({ algo, workers: n, sizeMiB, seconds, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
+      rows.push({ algo, workers: n, sizeMiB, seconds, cpuSeconds: cpu, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
       report(args, rows[rows.length - 1]);
     }
     return rows;
@@ -142,8 +168,8 @@ async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs
   }
 }
 
-async function benchLink(args: BenchArgs): Promise<Row[]> {
-  const receiver = new Proc('link-recv', 0);
+async function benchLink(args: BenchArgs, transport: 'tcp' | 'ipc', tcpLink?: Map<number, number>): Promise<Row[]> {
+  const receiver = new Proc('link-recv', 0, ['--ring-transport', transport]);
   const sender = new Proc('link-send', 1);
   try {
     const { address } = await receiver.next();
@@ -152,8 +178,12 @@ async function benchLink(args: BenchArgs): Promise<Row[]> {
     await sender.next();
     const rows: Row[] = [];
     for (const sizeMiB of args.sizes) {
-      const seconds = await timeOnAll([sender], sizeMiB * MIB, args.reps);
-      rows.push({ algo: 'link', workers: 2, sizeMiB, seconds, busGBps: (sizeMiB * MIB) / seconds / 1e9, ofLink: 1 });
+      receiver.send({ kind: 'run', bytes: sizeMiB * MIB, reps: args.reps });
+      const { seconds, cpu } = await timeOnAll([sender], sizeMiB * MIB, args.reps);
+      const cpuSeconds = cpu + ((await receiver.next()).cpu as number);
+      const busGBps = (sizeMiB * MIB) / seconds / 1e9;
+      const ofLink = tcpLink === undefined ? 1 : busGBps / (tcpLink.get(sizeMiB) ?? NaN);
+      rows.push({ algo: transport === 'tcp' ? 'link' : 'link-ipc', workers: 2, sizeMiB, seconds, cpuSeconds, busGBps, ofLink });
       report(args, rows[rows.length - 1]);
     }
     return rows;
@@ -165,19 +195,19 @@ async function benchLink(args: BenchArgs): Promise<Row[]> {
 
 function report(args: BenchArgs, r: Row): void {
   if (args.json) return;
-  const cells = [r.algo.padEnd(5), String(r.workers).padStart(2), String(r.sizeMiB).padStart(6),
-    (r.seconds * 1e3).toFixed(1).padStart(10), r.busGBps.toFixed(3).padStart(9), r.ofLink.toFixed(2).padStart(8)];
+  const cells = [r.algo.padEnd(8), String(r.workers).padStart(2), String(r.sizeMiB).padStart(6),
+    (r.seconds * 1e3).toFixed(1).padStart(10), (r.cpuSeconds * 1e3).toFixed(1).padStart(9), r.busGBps.toFixed(3).padStart(9), r.ofLink.toFixed(2).padStart(8)];
   console.log(cells.join('  '));
 }
 
 async function runParent(args: BenchArgs): Promise<void> {
-  if (!args.json) console.log('algo    N   MiB     time_ms   busGB/s  of_link');
-  const linkRows = await benchLink(args);
+  if (!args.json) console.log('algo       N   MiB     time_ms   cpu_ms   busGB/s  of_link');
+  const linkRows = await benchLink(args, 'tcp');
   const link = new Map(linkRows.map((r) => [r.sizeMiB, r.busGBps]));
-  const rows = [...linkRows];
+  const rows = [...linkRows, ...(await benchLink(args, 'ipc', link))];
   for (const n of args.workers) {
     rows.push(...(await benchCollective('ring', n, args, link)));
-    rows.push(...(await benchCollective('star', n, args, link)));
+    if (args.star) rows.push(...(await benchCollective('star', n, args, link)));
   }
   if (args.json) console.log(JSON.stringify({ measuredUnderLoad: true, rows }, null, 2));
 }
@@ -188,11 +218,12 @@ async function runParent(args: BenchArgs): Promise<void> {
 const reply = (m: object): void => void process.send?.(m);
 
 /** Child loop shared by all roles: `setup` on membership, `run` on each timing request. */
-function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<number>, close: () => Promise<void>): void {
+function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<{ seconds: number; cpu: number }>,
+  close: () => Promise<void>): void {
   process.on('message', (m: Record<string, unknown>) => {
     const job = async (): Promise<void> => {
       if (m.kind === 'membership') return (await setup(m), reply({ kind: 'ready' }));
-      if (m.kind === 'run') return reply({ kind: 'timing', seconds: await run(m.bytes as number, m.reps as number) });
+      if (m.kind === 'run') return reply({ kind: 'timing', ...(await run(m.bytes as number, m.reps as number)) });
       await close();
       process.disconnect();
     };
@@ -200,16 +231,25 @@ function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes
   });
 }
 
-async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepBase: { next: number }): Promise<number> {
+async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepBase: { next: number }): Promise<{ seconds: number; cpu: number }> {
   const buffer = new Float32Array(bytes / 4).fill(reducer.rank + 1);
   await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true }); // warm-up and barrier
   const times: number[] = [];
+  const cpus: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     await reducer.allReduce(buffer, { step: stepBase.next++, bucket: 0 }, { average: true });
     times.push((performance.now() - t0) / 1e3);
+    cpus.push(cpuSecondsSince(c0));
   }
-  return median(times);
+  return { seconds: median(times), cpu: median(cpus) };
+}
+
+/** User + system CPU seconds of this process (every thread) since `c0`. */
+function cpuSecondsSince(c0: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1e6;
 }
 
 /** Median of a non-empty list (robust to the noise of a shared machine). */
@@ -218,13 +258,17 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-async function runCollectiveChild(role: 'ring' | 'star'): Promise<void> {
+async function runCollectiveChild(role: 'ring' | 'star', args: BenchArgs): Promise<void> {
   const steps = { next: 0 };
   const timeoutMs = 120_000;
   if (role === 'ring') {
-    const ring = new RingAllReduce({ timeoutMs });
-    serve((m) => ring.reconfigure(m as never), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
-    return reply({ kind: 'hello', address: await ring.start() });
+    const ring = new RingAllReduce({ timeoutMs, ipc: args.ringTransport === 'ipc', sliceBytes: args.sliceKb * 1024 });
+    // Node IPC sends JSON: an absent same-host address arrives as null.
+    const membership = (m: Record<string, unknown>): Membership => ({ peers: m.peers as string[], rank: m.rank as number,
+      generation: m.generation as number, localPeers: (m.localPeers as (string | null)[]).map((p) => p ?? undefined) });
+    serve((m) => ring.reconfigure(membership(m)), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
+    const address = await ring.start();
+    return reply({ kind: 'hello', address, local: ring.localAddress === '' ? undefined : ring.localAddress });
   }
   let star: StarAllReduce | undefined;
   const setup = async (m: Record<string, unknown>): Promise<void> => {
@@ -236,37 +280,53 @@ async function runCollectiveChild(role: 'ring' | 'star'): Promise<void> {
   reply({ kind: 'hello', address: 'tcp://star' });
 }
 
-async function runLinkChild(role: 'link-send' | 'link-recv'): Promise<void> {
+async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): Promise<void> {
   const pair = new Pair({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
   const close = async (): Promise<void> => pair.close();
   if (role === 'link-recv') {
-    await pair.bind('tcp://127.0.0.1:*');
-    serve(async () => {}, async () => 0, close);
+    await pair.bind(args.ringTransport === 'ipc' ? `ipc://${join(tmpdir(), `pets-bench-link-${process.pid}`)}` : 'tcp://127.0.0.1:*');
+    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed.
+    let echoed = 0;
+    let onEcho: (() => void) | undefined;
+    const run = async (_bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
+      const c0 = process.cpuUsage();
+      const until = echoed + reps + 1;
+      while (echoed < until) await new Promise<void>((resolve) => (onEcho = resolve));
+      return { seconds: 0, cpu: cpuSecondsSince(c0) / (reps + 1) };
+    };
+    serve(async () => {}, run, close);
     reply({ kind: 'hello', address: pair.lastEndpoint });
-    for await (const [msg] of pair) await pair.send(Buffer.from([msg.byteLength & 0xff]));
+    for await (const [msg] of pair) {
+      await pair.send(Buffer.from([msg.byteLength & 0xff]));
+      echoed++;
+      onEcho?.();
+    }
     return;
   }
   const roundTrip = async (payload: Buffer): Promise<void> => {
     await pair.send(payload);
     await pair.receive();
   };
-  const run = async (bytes: number, reps: number): Promise<number> => {
+  const run = async (bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
     const make = (): Buffer => Buffer.alloc(bytes, 1); // fresh buffer per send: ZeroMQ sends large buffers zero-copy
     await roundTrip(make());
     const times: number[] = [];
+    const cpus: number[] = [];
     for (let i = 0; i < reps; i++) {
       const payload = make(); // allocated outside the timed region: the link's limit, not our copies
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       await roundTrip(payload);
       times.push((performance.now() - t0) / 1e3);
+      cpus.push(cpuSecondsSince(c0));
     }
-    return median(times);
+    return { seconds: median(times), cpu: median(cpus) };
   };
   serve(async (m) => pair.connect((m.peers as string[])[0]), run, close);
   reply({ kind: 'hello' });
 }
 
 const args = parseArgs(process.argv);
-if (args.role === 'ring' || args.role === 'star') await runCollectiveChild(args.role);
-else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role);
+if (args.role === 'ring' || args.role === 'star') await runCollectiveChild(args.role, args);
+else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role, args);
 else await runParent(args);

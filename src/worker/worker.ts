@@ -100,6 +100,8 @@ export class Worker {
   private worldSize = 0;
   private generation = -1;
   private peers: string[] = [];
+  /** Same-host (`ipc://`) addresses of the ring members, by rank, from `welcome`. */
+  private localPeers: (string | undefined)[] = [];
   private setup: RunSetup | null = null;
   private replica: Replica | null = null;
   private pool: ImagePool | null = null;
@@ -203,7 +205,8 @@ export class Worker {
     this.socket.connect(this.o.connect);
     this.heartbeat.start();
     await this.send({
-      type: 'hello', rankRequest: this.o.rank, dataAddress, pid: process.pid, host: hostname(),
+      type: 'hello', rankRequest: this.o.rank, dataAddress, ...(this.ring.localAddress === '' ? {} : { localDataAddress: this.ring.localAddress }),
+      pid: process.pid, host: hostname(),
       capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024, build: loadedBuild() },
     });
     this.o.log(`joining the coordinator at ${this.o.connect}`);
@@ -309,7 +312,9 @@ export class Worker {
         this.generation = msg.generation;
         this.heartbeat.setRank(msg.rank);
         this.peers = msg.ring.map((m) => m.dataAddress);
-        await this.ring!.reconfigure({ peers: msg.ring.map((m) => m.dataAddress), rank: msg.rank, generation: msg.generation });
+        this.localPeers = msg.ring.map((m) => m.localDataAddress);
+        await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, rank: msg.rank, generation: msg.generation });
+        if (msg.worldSize > 1) this.o.log(`ring generation ${msg.generation}: rank ${msg.rank} sends to ${this.ring!.rightAddress}`);
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
         this.trainer?.abort(this.trainer.pendingStep ?? -1);
         return;
@@ -380,26 +385,11 @@ export class Worker {
   }
 
   /**
-   * Rebuilds the ring on the same data-plane address when the run's wire dtype (`--allreduce-dtype`) differs
-   * from the one it was started with (the address was announced in `hello`, before the setup was known). Peers'
-   * PUSH sockets reconnect by themselves; nothing flows on the data plane during setup.
+   * Switches the ring to the run's wire dtype (`--allreduce-dtype`), known only at setup, after `hello` announced
+   * the ring's addresses: the same sockets stay bound, so the announced addresses hold.
    */
   private async useWireDtype(dtype: RunSetup['allreduceDtype']): Promise<void> {
-    if (this.ring === null || this.ring.dtype === dtype) return;
-    const bindAddress = this.ring.address;
-    await this.ring.close();
-    this.ring = new RingAllReduce({ bindAddress, dtype, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
-    // libzmq releases the old socket's port asynchronously: retry the bind for up to 5 s.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.ring.start();
-        break;
-      } catch (err) {
-        if (!isTrainerError(err, 'ERR_PORT_IN_USE') || attempt >= 100) throw err;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-    if (this.generation >= 0) await this.ring.reconfigure({ peers: this.peers, rank: this.rank, generation: this.generation });
+    await this.ring?.setDtype(dtype);
   }
 
   private async onSetup(frame: Buffer): Promise<void> {

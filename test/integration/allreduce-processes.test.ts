@@ -1,6 +1,7 @@
 /**
- * Ring all-reduce across 3 real child processes on loopback (ephemeral ports, so parallel runs never collide):
- * correct sums, bit-identical bytes across processes, and a SIGKILLed peer turning into ERR_TIMEOUT for the others
+ * Ring all-reduce across 3 real child processes on loopback (ephemeral ports, so parallel runs never collide), two
+ * links over Unix sockets and one over TCP: correct sums, bit-identical bytes across processes (also for a 6 MB
+ * buffer: many slices, zero-copy all-gather, receipt tokens), and a SIGKILLed peer turning into ERR_TIMEOUT for the others
  * instead of a hang. Every child is reaped before the test ends.
  */
 import { test } from 'node:test';
@@ -15,6 +16,8 @@ const CHILD = fileURLToPath(new URL('./fixtures/ring-child.ts', import.meta.url)
 interface Reply {
   kind: string;
   address?: string;
+  local?: string;
+  right?: string;
   bytes?: string;
   code?: string;
   message?: string;
@@ -56,10 +59,17 @@ const SEEDS = [101, 202, 303];
 test('3 processes: correct, bit-identical sums; a killed peer gives ERR_TIMEOUT, never a hang', async () => {
   const children = [new Child(), new Child(), new Child()];
   try {
-    const peers = await Promise.all(children.map(async (c) => (await c.next()).address as string));
+    const hellos = await Promise.all(children.map((c) => c.next()));
+    const peers = hellos.map((h) => h.address as string);
     assert.equal(new Set(peers).size, 3, `distinct ephemeral ports: ${peers}`);
-    children.forEach((c, rank) => c.send({ kind: 'membership', peers, rank, generation: 1 }));
-    for (const c of children) assert.equal((await c.next()).kind, 'ready');
+    // Ranks 0 and 1 announce their Unix sockets, rank 2 does not (as a remote worker): rank 1 sends over TCP,
+    // ranks 2 and 0 over ipc://, in one ring.
+    const localPeers = [hellos[0].local, hellos[1].local, undefined];
+    children.forEach((c, rank) => c.send({ kind: 'membership', peers, localPeers, rank, generation: 1 }));
+    const ready = await Promise.all(children.map((c) => c.next()));
+    assert.deepEqual(ready.map((r) => r.kind), ['ready', 'ready', 'ready']);
+    assert.deepEqual(ready.map((r) => r.right), [hellos[1].local, peers[2], hellos[0].local]);
+    assert.match(String(hellos[0].local), /^ipc:\/\//);
 
     // Length 100 003 is not divisible by 3: chunks of 33 334 / 33 334 / 33 335 elements.
     const length = 100_003;
@@ -75,6 +85,21 @@ test('3 processes: correct, bit-identical sums; a killed peer gives ERR_TIMEOUT,
       const mean = (inputs[0][i] + inputs[1][i] + inputs[2][i]) / 3;
       const abs = (Math.abs(inputs[0][i]) + Math.abs(inputs[1][i]) + Math.abs(inputs[2][i])) / 3;
       assert.ok(Math.abs(result[i] - mean) <= 4 * 2 ** -24 * abs + 1e-30, `element ${i}: ${result[i]} vs ${mean}`);
+    }
+
+    // 6 MB: many slices in flight, zero-copy all-gather and receipt tokens across processes.
+    const big = 1_500_001;
+    children.forEach((c, rank) => c.send({ kind: 'reduce', step: 2, length: big, seed: SEEDS[rank], average: false, timeoutMs: 60_000 }));
+    const bigReplies = await Promise.all(children.map((c) => c.next()));
+    for (const r of bigReplies) assert.equal(r.kind, 'result', `${r.code}: ${r.message}`);
+    const bigBytes = bigReplies.map((r) => Buffer.from(r.bytes as string, 'base64'));
+    assert.ok(bigBytes[0].equals(bigBytes[1]) && bigBytes[0].equals(bigBytes[2]), 'bit-identical across processes (6 MB)');
+    const sum = new Float32Array(bigBytes[0].buffer, bigBytes[0].byteOffset, big);
+    const bigInputs = SEEDS.map((s) => seededInput(s, big));
+    for (let i = 0; i < big; i += 997) {
+      const exact = bigInputs[0][i] + bigInputs[1][i] + bigInputs[2][i];
+      const abs = Math.abs(bigInputs[0][i]) + Math.abs(bigInputs[1][i]) + Math.abs(bigInputs[2][i]);
+      assert.ok(Math.abs(sum[i] - exact) <= 3 * 2 ** -24 * abs + 1e-30, `element ${i}: ${sum[i]} vs ${exact}`);
     }
 
     // Ranks 0 and 1 enter a call; rank 2 is SIGKILLed instead of joining: they must fail with ERR_TIMEOUT.

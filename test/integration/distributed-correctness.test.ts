@@ -67,7 +67,7 @@ async function attackRouter(endpoint: string): Promise<string> {
 async function attackDataPlane(address: string): Promise<void> {
   const p = new zmq.Push({ linger: 2000, sendTimeout: 5000 });
   p.connect(address);
-  const chunk = encode({ type: 'chunk', generation: 0, step: 0, bucket: 0, phase: 'reduce-scatter', ringStep: 0, chunk: 0, from: 0, dtype: 'float32', byteLength: 8 }, [new Uint8Array(8)]);
+  const chunk = encode({ type: 'chunk', generation: 0, step: 0, bucket: 0, phase: 'reduce-scatter', ringStep: 0, chunk: 0, offset: 0, from: 0, dtype: 'float32', byteLength: 8 }, [new Uint8Array(8)]);
   await p.send([Buffer.from([0xff, 0x00, 0x13])]);
   await p.send([chunk[0]!.subarray(0, 5), chunk[1]!]);
   await p.send([Buffer.alloc(MAX_HEADER_BYTES + 1, 0x90)]);
@@ -98,6 +98,8 @@ test('2 workers = one process replaying the same global batches; garbage at the 
   // 6 ROUTER messages rejected and logged (the v+1 hello too), 5 on the data plane (logged by the ring).
   assert.ok((out.match(/rejected a frame from/g) ?? []).length >= 6, out.slice(-4000));
   assert.ok((out.match(/ring: ERR_PROTOCOL/g) ?? []).length >= 5, out.slice(-4000));
+  // Local workers of one host send to each other over their Unix sockets (issue #18), not TCP loopback.
+  for (const rank of [0, 1]) assert.match(out, new RegExp(`ring generation 1: rank ${rank} sends to ipc://`), out.slice(-4000));
   assert.doesNotMatch(out, /TypeError|RangeError|Unhandled|uncaught/i);
 
   const n0 = tf.memory().numTensors;

@@ -31,6 +31,11 @@ export interface HelloMessage {
   readonly rankRequest: number | null;
   /** The worker's bound data-plane address, e.g. `tcp://127.0.0.1:40123`. */
   readonly dataAddress: string;
+  /**
+   * The same data-plane socket's Unix-socket endpoint (`ipc://…`), for peers on this host; absent when the worker
+   * binds none. A peer uses it only when the socket file exists on its own file system, else `dataAddress`.
+   */
+  readonly localDataAddress?: string;
   readonly pid: number;
   readonly host: string;
   readonly capabilities: Capabilities;
@@ -39,6 +44,8 @@ export interface HelloMessage {
 export interface RingMember {
   readonly rank: number;
   readonly dataAddress: string;
+  /** The member's `ipc://` endpoint from its `hello`, when it announced one. */
+  readonly localDataAddress?: string;
 }
 /** Coordinator → worker: admission, with the ring for the given generation (ring epoch). */
 export interface WelcomeMessage {
@@ -86,11 +93,21 @@ export interface ReduceTagFields {
 /** Worker → right neighbour: one chunk of a ring all-reduce; carries 1 frame of `byteLength` bytes. */
 export interface ChunkMessage extends ReduceTagFields {
   readonly type: 'chunk';
-  readonly phase: ReducePhase;
+  /**
+   * The phase of the ring; `'done'`: a receipt token (no payload) that a rank sends once it has received every
+   * slice of a call and that the next ranks forward, so its left neighbour learns that its zero-copy sends were
+   * delivered (`ringStep` = hops travelled, `chunk` = the rank that issued it).
+   */
+  readonly phase: ReducePhase | 'done';
   /** Step within the phase, 0 … N−2. */
   readonly ringStep: number;
   /** Chunk index 0 … N−1 within the buffer. */
   readonly chunk: number;
+  /**
+   * Element offset of this message's slice within the chunk: a chunk travels as consecutive slices (one message
+   * each) so that the receiver adds one slice while the next is on the wire.
+   */
+  readonly offset: number;
   /** Sender's rank. */
   readonly from: number;
   readonly dtype: WireDtype;

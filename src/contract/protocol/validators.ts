@@ -31,6 +31,12 @@ const DTYPES: readonly WireDtype[] = ['float32', 'float16'];
 /** A build stamp (`contract/build-stamp.ts`): 16 hex digits. */
 const BUILD_HASH = /^[0-9a-f]{16}$/;
 const ADDRESS = /^(tcp|ipc|inproc):\/\/\S+$/;
+const IPC_ADDRESS = /^ipc:\/\/\S+$/;
+
+/** An optional `ipc://` data-plane address (absent → no field). */
+function localAddress(h: Header): { localDataAddress?: string } {
+  return h.localDataAddress === undefined ? {} : { localDataAddress: str(h, 'localDataAddress', IPC_ADDRESS) };
+}
 
 function tagFields(h: Header): ReduceTagFields {
   return { generation: int(h, 'generation', 0), step: int(h, 'step', 0), bucket: int(h, 'bucket', 0) };
@@ -55,7 +61,7 @@ function ring(h: Header, worldSize: number): RingMember[] {
   }
   return r.map((m: unknown, i: number) => {
     const member = { ...record(m, `welcome.ring[${i}]`), type: `welcome.ring[${i}]` };
-    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS) };
+    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member) };
   });
 }
 
@@ -65,6 +71,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     type: 'hello',
     rankRequest: h.rankRequest === null ? null : int(h, 'rankRequest', 0, MAX_WORLD_SIZE - 1),
     dataAddress: str(h, 'dataAddress', ADDRESS),
+    ...localAddress(h),
     pid: int(h, 'pid', 0),
     host: str(h, 'host'),
     capabilities: capabilities(h),
@@ -96,9 +103,10 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   chunk: (h) => ({
     type: 'chunk',
     ...tagFields(h),
-    phase: oneOf(h, 'phase', ['reduce-scatter', 'all-gather'] as const),
+    phase: oneOf(h, 'phase', ['reduce-scatter', 'all-gather', 'done'] as const),
     ringStep: int(h, 'ringStep', 0, MAX_WORLD_SIZE - 2),
     chunk: int(h, 'chunk', 0, MAX_WORLD_SIZE - 1),
+    offset: int(h, 'offset', 0),
     from: int(h, 'from', 0, MAX_WORLD_SIZE - 1),
     dtype: oneOf(h, 'dtype', DTYPES),
     byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),

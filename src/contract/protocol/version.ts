@@ -8,8 +8,10 @@
  * v3: typed replies (`ack` carries nothing, `weights-checksum` carries the digest, every reply its rank), per-request
  * fields instead of `flag`/`generation` on every request, and the step statistics ({@link StepStats} in
  * messages.ts) named as their metrics.
+ * v4: ring chunks travel in slices (`chunk.offset`), receipt tokens (`chunk.phase` `'done'`), and `hello`/`welcome`
+ * may carry a member's `ipc://` address (`localDataAddress`) for peers on the same host.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 /** Largest accepted binary frame, in bytes (512 MiB): one whole 128 MB star buffer fits with room to spare. */

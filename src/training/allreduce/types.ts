@@ -24,6 +24,11 @@ export interface AllReduceCallOptions {
 export interface Membership {
   /** Data-plane address of every member, indexed by rank (e.g. `tcp://127.0.0.1:40123`). */
   readonly peers: readonly string[];
+  /**
+   * Each member's same-host (`ipc://`) address, or undefined, indexed by rank; a rank uses its right neighbour's
+   * when that socket exists on its own host, else the `peers` address. Optional.
+   */
+  readonly localPeers?: readonly (string | undefined)[];
   /** This process's rank, 0 … peers.length − 1. */
   readonly rank: number;
   /** Ring epoch (integer ≥ 0); must increase on every reconfiguration. */

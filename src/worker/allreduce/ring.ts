@@ -4,12 +4,24 @@
  * moving 1/N of the buffer, so every rank sends 2(N−1)/N × bytes. The schedule is in
  * `src/training/allreduce/ring-schedule.ts`; every chunk is summed once along a fixed path then copied, so all
  * ranks end with bit-identical buffers.
+ *
+ * Pipelined (as NCCL's and gloo's rings): a chunk travels as slices of `sliceBytes`, one message each, and a rank
+ * forwards each slice as soon as it has added (or copied) it, since the chunk a rank sends at ring step k + 1 is the
+ * one it received at step k. The next slice is then on the wire while this one is added, and the 2(N−1) steps
+ * overlap instead of running one after the other. Each element still sees the same float32 operations in the same
+ * order as with whole chunks. The PULL socket also binds a Unix socket (`ipc://`), which a left neighbour on the
+ * same host connects to instead of TCP loopback. Slices go zero-copy (ZeroMQ sends views of the caller's buffer);
+ * calls ≥ 4 MiB end with receipt tokens so that none returns while its sends may still read the buffer.
  */
-import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../contract/errors.js';
 import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
-import { chunkBounds, ownedChunk, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
+import { defaultRingMath, type AddInto, type DivideBy } from '../../training/allreduce/add.js';
+import { chunkBounds, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
 import type {
   AllReduceCallOptions,
   AllReducer,
@@ -38,11 +50,29 @@ export interface RingOptions {
   readonly closeTimeoutMs?: number;
   /** Called for every rejected or stale message; default: one line on stderr. */
   readonly onWarning?: (warning: TrainerError) => void;
+  /**
+   * Bytes of float32 values per message (a slice of a chunk; a multiple of 4, ≥ 4096). Default 1 MiB: small enough
+   * to pipeline a 25 MiB bucket, large enough that the per-message cost (≈ 20 µs) stays under 1 %. Every rank of a
+   * ring must use the same value (a mismatch fails the call with `ERR_PROTOCOL`).
+   */
+  readonly sliceBytes?: number;
+  /**
+   * Also bind a Unix socket (`ipc://` in the temporary directory) for left neighbours on the same host, announced
+   * as {@link RingAllReduce.localAddress}. Default true; it is skipped when `bindAddress` is not `tcp://`.
+   */
+  readonly ipc?: boolean;
+  /**
+   * The reduce-scatter's float32 add; default: the native addon's when it loads, else JavaScript (`add.ts`, which
+   * also gives the owner's ÷ N).
+   */
+  readonly add?: AddInto;
 }
 /** {@link RingOptions} with every field set. */
-export type ResolvedRingOptions = Required<RingOptions>;
+export type ResolvedRingOptions = Required<Omit<RingOptions, 'add'>> & Pick<RingOptions, 'add'>;
 /** Defaults of {@link RingAllReduce}. */
 export const DEFAULT_RING: ResolvedRingOptions = Object.freeze({
+  sliceBytes: 1024 * 1024,
+  ipc: true,
   bindAddress: 'tcp://127.0.0.1:*',
   timeoutMs: 30_000,
   dtype: 'float32',
@@ -67,7 +97,18 @@ export function resolveRingOptions(options: RingOptions = {}): ResolvedRingOptio
     bad('maxPendingMessages', 'an integer ≥ 1', r.maxPendingMessages);
   }
   if (!(Number.isFinite(r.closeTimeoutMs) && r.closeTimeoutMs >= 0)) bad('closeTimeoutMs', 'a number ≥ 0', r.closeTimeoutMs);
+  if (!Number.isInteger(r.sliceBytes) || r.sliceBytes < 4096 || r.sliceBytes % 4 !== 0) {
+    bad('sliceBytes', 'an integer multiple of 4, ≥ 4096', r.sliceBytes);
+  }
+  if (typeof r.ipc !== 'boolean') bad('ipc', 'a boolean', r.ipc);
   return r;
+}
+
+/** One slice of a chunk: elements `[start, end)` of the buffer, `offset` = start − the chunk's start. */
+interface Slice {
+  readonly start: number;
+  readonly end: number;
+  readonly offset: number;
 }
 
 interface Call {
@@ -85,9 +126,14 @@ export class RingAllReduce implements AllReducer {
   private readonly options: ResolvedRingOptions;
   private readonly mailbox: Mailbox<{ message: ChunkMessage; frame: Buffer }>;
   private readonly queue = new SerialQueue();
+  private readonly add: AddInto;
+  private readonly divide: DivideBy;
+  private wireDtype: WireDtype;
   private pull: Pull | undefined;
   private push: Push | undefined;
   private boundAddress = '';
+  private boundLocalAddress = '';
+  private right = '';
   private state: State = 'new';
   private brokenReason = '';
   private membership: Membership = { peers: [], rank: 0, generation: -1 };
@@ -98,6 +144,10 @@ export class RingAllReduce implements AllReducer {
   constructor(options: RingOptions = {}) {
     this.options = resolveRingOptions(options);
     this.mailbox = new Mailbox(this.options.maxPendingMessages);
+    const math = defaultRingMath();
+    this.add = this.options.add ?? math.add;
+    this.divide = math.divide;
+    this.wireDtype = this.options.dtype;
   }
 
   /** Number of ranks in the current membership (1 before {@link reconfigure}). */
@@ -114,11 +164,35 @@ export class RingAllReduce implements AllReducer {
   }
   /** Wire dtype. */
   get dtype(): WireDtype {
-    return this.options.dtype;
+    return this.wireDtype;
+  }
+
+  /**
+   * Changes the wire dtype (e.g. to the run's `--allreduce-dtype`, known only after `hello` announced this
+   * socket's addresses) between calls: it takes effect after the calls already queued. Every rank must switch
+   * before its next call; a chunk of the other dtype is rejected.
+   *
+   * @throws TrainerError `ERR_BAD_CONFIG` for a dtype other than float32|float16
+   */
+  async setDtype(dtype: WireDtype): Promise<void> {
+    if (dtype !== 'float32' && dtype !== 'float16') {
+      throw new TrainerError('ERR_BAD_CONFIG', `ring dtype must be float32|float16, got ${JSON.stringify(dtype)}`);
+    }
+    await this.queue.run(async () => {
+      this.wireDtype = dtype;
+    });
   }
   /** Bound data-plane address, e.g. `tcp://127.0.0.1:40123` (empty before {@link start}). */
   get address(): string {
     return this.boundAddress;
+  }
+  /** The same socket's `ipc://` endpoint for peers on this host (empty when none is bound). */
+  get localAddress(): string {
+    return this.boundLocalAddress;
+  }
+  /** The address this rank's PUSH is connected to (its right neighbour's; empty when world size is 1). */
+  get rightAddress(): string {
+    return this.right;
   }
 
   /**
@@ -140,16 +214,32 @@ export class RingAllReduce implements AllReducer {
     }
     this.pull = pull;
     this.boundAddress = pull.lastEndpoint ?? this.options.bindAddress;
+    if (this.options.ipc && this.boundAddress.startsWith('tcp://')) await this.bindLocal(pull);
     this.state = 'unconfigured';
     void this.receiveLoop(pull);
     return this.boundAddress;
   }
 
   /**
+   * Binds the Unix socket for same-host peers (libzmq removes its file when the socket closes). A failure (e.g. a
+   * temporary directory path too long for a socket address) is a warning: peers then use TCP.
+   */
+  private async bindLocal(pull: Pull): Promise<void> {
+    const address = `ipc://${join(tmpdir(), `pets-ring-${process.pid}-${randomBytes(6).toString('hex')}`)}`;
+    try {
+      await pull.bind(address);
+      this.boundLocalAddress = address;
+    } catch (err) {
+      this.warn(new TrainerError('ERR_PORT_IN_USE', `cannot bind the same-host data plane on ${address}; peers use TCP`, { cause: err }));
+    }
+  }
+
+  /**
    * (Re-)forms the ring: aborts the call in flight, connects to the new right neighbour, drops parked messages of
    * older generations.
    *
-   * @param membership - peers' data addresses by rank, this rank, and a generation greater than the current one
+   * @param membership - peers' data addresses by rank, this rank, and a generation greater than the current one;
+   *   the right neighbour's `localPeers` entry is used instead of its `peers` one when that Unix socket exists here
    * @throws TrainerError `ERR_BAD_CONFIG` on an invalid membership or a non-increasing generation
    */
   async reconfigure(membership: Membership): Promise<void> {
@@ -164,9 +254,13 @@ export class RingAllReduce implements AllReducer {
     this.membership = { peers: [...membership.peers], rank: membership.rank, generation: membership.generation };
     this.counters.staleMessagesTotal += this.mailbox.dropOlderThan(membership.generation);
     const n = membership.peers.length;
+    this.right = '';
     if (n > 1) {
+      const r = (membership.rank + 1) % n;
+      const local = membership.localPeers?.[r];
+      this.right = local !== undefined && isLocalSocket(local) ? local : membership.peers[r];
       this.push = new Push({ linger: 0, sendHighWaterMark: 0 });
-      this.push.connect(membership.peers[(membership.rank + 1) % n]);
+      this.push.connect(this.right);
     }
     this.controller = new AbortController();
     this.state = 'ready';
@@ -180,6 +274,10 @@ export class RingAllReduce implements AllReducer {
     if (n < 1) fail('must list ≥ 1 peer, got 0');
     if (!Number.isInteger(m.rank) || m.rank < 0 || m.rank >= n) fail(`rank must be an integer in [0, ${n - 1}], got ${m.rank}`);
     if (!m.peers.every((p) => /^(tcp|ipc|inproc):\/\/\S+$/.test(p))) fail(`peers must be ZeroMQ endpoints, got ${m.peers}`);
+    const local = m.localPeers;
+    if (local !== undefined && (local.length !== n || !local.every((p) => p === undefined || /^ipc:\/\/\S+$/.test(p)))) {
+      fail(`localPeers must list ${n} ipc:// endpoints or undefined, got ${JSON.stringify(local)}`);
+    }
     if (!Number.isInteger(m.generation) || m.generation <= this.membership.generation) {
       fail(`generation must be an integer > ${this.membership.generation}, got ${m.generation}`);
     }
@@ -229,52 +327,130 @@ export class RingAllReduce implements AllReducer {
     this.brokenReason = err instanceof Error ? err.message : String(err);
   }
 
+  /**
+   * The pipelined ring: ring steps k = 0 … 2(N−1)−1 (reduce-scatter then all-gather). Step 0 sends this rank's
+   * chunk; then for each step, slice by slice, take the left neighbour's slice, add it (reduce-scatter) or copy it
+   * (all-gather), finish it when it completes the owned chunk (÷ N, rounding through the wire dtype), and forward
+   * it as the same slice of step k + 1.
+   */
   private async runRing(call: Call): Promise<void> {
     const n = this.worldSize;
+    const rank = this.rank;
     const { buffer, average } = call;
-    const fp16 = this.options.dtype === 'float16';
+    const dtype = this.wireDtype;
+    const fp16 = dtype === 'float16';
     if (fp16) for (let i = 0; i < buffer.length; i++) buffer[i] /= n; // Horovod fp16: divide before the sum
-    for (let t = 0; t < n - 1; t++) await this.ringStep(call, 'reduce-scatter', t);
-    const own = this.chunkView(buffer, ownedChunk(this.rank, n));
-    if (average && !fp16) for (let i = 0; i < own.length; i++) own[i] /= n;
-    roundThroughWire(own, this.options.dtype);
-    for (let t = 0; t < n - 1; t++) await this.ringStep(call, 'all-gather', t);
+    const steps = 2 * (n - 1);
+    // Large float32 calls send their all-gather slices zero-copy too, then wait for the receipt tokens; small ones
+    // (the first bucket, BN statistics) copy them, which costs less than the tokens' N − 1 hops.
+    const zeroCopy = dtype === 'float32' && buffer.byteLength >= ZERO_COPY_MIN_BYTES;
+    for (const slice of this.slices(buffer.length, sendChunk('reduce-scatter', rank, 0, n))) await this.sendSlice(call, 0, slice);
+    for (let k = 0; k < steps; k++) {
+      const { phase, t } = ringStepOf(k, n);
+      const recvIdx = receiveChunk(phase, rank, t, n);
+      for (const slice of this.slices(buffer.length, recvIdx)) {
+        const target = buffer.subarray(slice.start, slice.end);
+        const values = await this.receiveSlice(call, k, recvIdx, slice);
+        if (phase === 'all-gather') target.set(values);
+        else this.add(target, values);
+        if (k === n - 2) {
+          // This slice of the owned chunk ((rank + 1) mod N) now holds the complete sum.
+          if (average && !fp16) this.divide(target, n);
+          roundThroughWire(target, dtype);
+        }
+        if (k + 1 < steps) await this.sendSlice(call, k + 1, slice, zeroCopy);
+      }
+    }
+    if (zeroCopy) await this.awaitReceipts(call);
     if (fp16 && !average) for (let i = 0; i < buffer.length; i++) buffer[i] *= n;
   }
 
-  private chunkView(buffer: Float32Array, c: number): Float32Array {
-    const { start, end } = chunkBounds(buffer.length, this.worldSize, c);
-    return buffer.subarray(start, end);
+  /**
+   * Slices of chunk `c`: consecutive `sliceBytes / 4`-element ranges, at least one (an empty chunk is one empty
+   * slice, so every ring step still carries a message).
+   */
+  private *slices(length: number, c: number): Generator<Slice> {
+    const { start, end } = chunkBounds(length, this.worldSize, c);
+    const size = this.options.sliceBytes / 4;
+    let from = start;
+    do {
+      const to = Math.min(end, from + size);
+      yield { start: from, end: to, offset: from - start };
+      from = to;
+    } while (from < end);
   }
 
-  /** One ring step: send a chunk right, receive one from the left, add (reduce-scatter) or copy (all-gather). */
-  private async ringStep(call: Call, phase: ReducePhase, t: number): Promise<void> {
+  /**
+   * Sends slice `slice` of the chunk that ring step k sends. Reduce-scatter slices of float32 go zero-copy (a view of
+   * the caller's buffer): such a region is overwritten in this call only by its all-gather value, which cannot
+   * arrive before the right neighbour has received this slice, and the call does not return before then.
+   * All-gather slices go zero-copy when `zeroCopy` (the call then waits for {@link awaitReceipts} before it returns,
+   * since the caller may write its buffer at once), else as copies.
+   */
+  private async sendSlice(call: Call, k: number, slice: Slice, zeroCopy = false): Promise<void> {
     const { rank, generation } = this.membership;
     const n = this.worldSize;
-    const dtype = this.options.dtype;
-    const sendIdx = sendChunk(phase, rank, t, n);
-    const frame = toFrame(this.chunkView(call.buffer, sendIdx), dtype);
+    const dtype = this.wireDtype;
+    const { phase, t } = ringStepOf(k, n);
+    const values = call.buffer.subarray(slice.start, slice.end);
+    const frame = dtype === 'float32' && (phase === 'reduce-scatter' || zeroCopy)
+      ? Buffer.from(values.buffer, values.byteOffset, values.byteLength)
+      : toFrame(values, dtype);
     const message: ChunkMessage = {
       type: 'chunk', generation, step: call.tag.step, bucket: call.tag.bucket,
-      phase, ringStep: t, chunk: sendIdx, from: rank, dtype, byteLength: frame.byteLength,
+      phase, ringStep: t, chunk: sendChunk(phase, rank, t, n), offset: slice.offset, from: rank, dtype, byteLength: frame.byteLength,
     };
-    const push = this.push as Push;
-    const what = `${phase} step ${t} of tag ${JSON.stringify(call.tag)}`;
-    await withDeadline(push.send(encode(message, [frame])), call.deadlineMs, call.signal, `sending ${what}`);
+    const what = `${phase} step ${t} slice at ${slice.offset} of tag ${JSON.stringify(call.tag)}`;
+    await withDeadline((this.push as Push).send(encode(message, [frame])), call.deadlineMs, call.signal, `sending ${what}`);
     this.counters.sentBytesTotal += frame.byteLength;
-    const key = mailKey(generation, call.tag, phase, t);
+  }
+
+  /**
+   * Learns that the right neighbour has received every slice this rank sent (so the caller may write its buffer,
+   * which zero-copy sends still reference while they are queued): each rank issues a receipt token once it has
+   * received all its slices, and forwards the tokens of others; the token that reaches this rank after N − 1 hops
+   * was issued by its right neighbour. N − 1 empty messages per rank and call.
+   */
+  private async awaitReceipts(call: Call): Promise<void> {
+    const n = this.worldSize;
+    await this.sendToken(call, 0, this.rank);
+    for (let hop = 0; hop < n - 1; hop++) {
+      const what = `receipt token hop ${hop} of tag ${JSON.stringify(call.tag)}`;
+      const got = await this.mailbox.take(mailKey(this.generation, call.tag, 'done', hop, 0), call.deadlineMs, call.signal, what);
+      const issuer = (this.rank + n - 1 - hop) % n;
+      if (got.message.chunk !== issuer || got.frame.byteLength !== 0) {
+        throw new TrainerError('ERR_PROTOCOL', `${what}: expected an empty token of rank ${issuer}, got rank ${got.message.chunk}'s of ${got.frame.byteLength} bytes`);
+      }
+      if (hop < n - 2) await this.sendToken(call, hop + 1, issuer);
+    }
+  }
+
+  private async sendToken(call: Call, hop: number, issuer: number): Promise<void> {
+    const message: ChunkMessage = {
+      type: 'chunk', generation: this.generation, step: call.tag.step, bucket: call.tag.bucket,
+      phase: 'done', ringStep: hop, chunk: issuer, offset: 0, from: this.rank, dtype: this.wireDtype, byteLength: 0,
+    };
+    const what = `sending receipt token hop ${hop} of tag ${JSON.stringify(call.tag)}`;
+    await withDeadline((this.push as Push).send(encode(message, [Buffer.alloc(0)])), call.deadlineMs, call.signal, what);
+  }
+
+  /** Waits for the left neighbour's slice `slice` of chunk `recvIdx` at ring step k; checks its place and length. */
+  private async receiveSlice(call: Call, k: number, recvIdx: number, slice: Slice): Promise<Float32Array> {
+    const { rank, generation } = this.membership;
+    const n = this.worldSize;
+    const { phase, t } = ringStepOf(k, n);
+    const what = `${phase} step ${t} slice at ${slice.offset} of tag ${JSON.stringify(call.tag)}`;
     const left = (rank - 1 + n) % n;
-    const got = await this.mailbox.take(key, call.deadlineMs, call.signal, `${what} from rank ${left}`);
-    const recvIdx = receiveChunk(phase, rank, t, n);
-    const target = this.chunkView(call.buffer, recvIdx);
-    const values = fromFrame(got.frame, dtype);
-    if (got.message.chunk !== recvIdx || values.length !== target.length) {
-      throw new TrainerError('ERR_PROTOCOL', `${what}: expected chunk ${recvIdx} of ${target.length} elements ` +
-        `(buffer length ${call.buffer.length}), got chunk ${got.message.chunk} of ${values.length}`);
+    const got = await this.mailbox.take(mailKey(generation, call.tag, phase, t, slice.offset), call.deadlineMs, call.signal, `${what} from rank ${left}`);
+    const values = fromFrame(got.frame, this.wireDtype);
+    const length = slice.end - slice.start;
+    if (got.message.chunk !== recvIdx || values.length !== length) {
+      throw new TrainerError('ERR_PROTOCOL', `${what}: expected chunk ${recvIdx}, ${length} elements at offset ${slice.offset} ` +
+        `(buffer length ${call.buffer.length}, slices of ${this.options.sliceBytes} bytes), got chunk ${got.message.chunk} ` +
+        `of ${values.length}; do all ranks use the same buffer length and sliceBytes?`);
     }
     this.counters.receivedBytesTotal += got.frame.byteLength;
-    if (phase === 'all-gather') target.set(values);
-    else for (let i = 0; i < target.length; i++) target[i] += values[i];
+    return values;
   }
 
   private async receiveLoop(pull: Pull): Promise<void> {
@@ -312,8 +488,8 @@ export class RingAllReduce implements AllReducer {
     if (m.generation === generation && m.from !== left) {
       return this.reject(`chunk must come from left neighbour rank ${left}, got rank ${m.from}`);
     }
-    if (m.dtype !== this.options.dtype) return this.reject(`chunk dtype must be ${this.options.dtype}, got ${m.dtype}`);
-    if (!this.mailbox.put(mailKey(m.generation, m, m.phase, m.ringStep), m.generation, { message: m, frame: decoded.frames[0] })) {
+    if (m.dtype !== this.wireDtype) return this.reject(`chunk dtype must be ${this.wireDtype}, got ${m.dtype}`);
+    if (!this.mailbox.put(mailKey(m.generation, m, m.phase, m.ringStep, m.offset), m.generation, { message: m, frame: decoded.frames[0] })) {
       this.reject(`duplicate chunk or mailbox full (${this.mailbox.size} parked) for step ${m.step} bucket ${m.bucket}`);
     }
   }
@@ -366,6 +542,24 @@ export class RingAllReduce implements AllReducer {
   }
 }
 
-function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase, ringStep: number): string {
-  return `${generation}/${tag.step}/${tag.bucket}/${phase}/${ringStep}`;
+/** Calls of at least this many bytes send all-gather slices zero-copy and exchange receipt tokens. */
+const ZERO_COPY_MIN_BYTES = 4 * 1024 * 1024;
+
+function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase | 'done', ringStep: number, offset: number): string {
+  return `${generation}/${tag.step}/${tag.bucket}/${phase}/${ringStep}/${offset}`;
+}
+
+/** Phase and step within it of ring step k of 2(N−1) (reduce-scatter's N−1 steps, then all-gather's). */
+function ringStepOf(k: number, n: number): { phase: ReducePhase; t: number } {
+  return k < n - 1 ? { phase: 'reduce-scatter', t: k } : { phase: 'all-gather', t: k - (n - 1) };
+}
+
+/** Whether an `ipc://` endpoint names a Unix socket that exists on this host's file system (a same-host peer). */
+export function isLocalSocket(address: string): boolean {
+  if (!address.startsWith('ipc://')) return false;
+  try {
+    return statSync(address.slice('ipc://'.length)).isSocket();
+  } catch {
+    return false;
+  }
 }

@@ -30,6 +30,7 @@ const chunk: ChunkMessage = {
   phase: 'reduce-scatter',
   ringStep: 1,
   chunk: 2,
+  offset: 0,
   from: 1,
   dtype: 'float32',
   byteLength: 12,
@@ -133,6 +134,21 @@ test('welcome.ring must list every rank in order with valid addresses', () => {
   rejects([packr.pack({ v: PROTOCOL_VERSION, ...w, rank: 2 })], /rank must be an integer in \[0, 1\]/);
   const badAddr = { ...w, ring: [{ rank: 0, dataAddress: 'http://x' }, { rank: 1, dataAddress: 'tcp://b:2' }] };
   rejects([packr.pack({ v: PROTOCOL_VERSION, ...badAddr })], /dataAddress must be a string matching/);
+});
+
+test('hello and welcome carry an optional ipc:// localDataAddress for same-host peers; anything else is ERR_PROTOCOL', () => {
+  const hello = { ...controlMessages[0], localDataAddress: 'ipc:///tmp/pets-ring-1-ab' } as Message;
+  assert.deepEqual(decode(encode(hello)).message, hello);
+  const w = controlMessages[1];
+  if (w.type !== 'welcome') throw new Error('fixture');
+  const welcome: Message = { ...w, ring: [{ ...w.ring[0], localDataAddress: 'ipc:///tmp/a' }, w.ring[1]] };
+  const back = decode(encode(welcome)).message;
+  assert.deepEqual(back, welcome);
+  assert.equal('localDataAddress' in (back.type === 'welcome' ? back.ring[1] : {}), false, 'absent stays absent');
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...hello, localDataAddress: 'tcp://127.0.0.1:1' })], /localDataAddress must be a string matching/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...welcome, ring: [{ rank: 0, dataAddress: 'tcp://a:1', localDataAddress: 7 }, w.ring[1]] })],
+    /localDataAddress must be a string/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...chunk, offset: -1 })], /offset must be an integer/);
 });
 
 test('encode validates outgoing messages and frames the same way', () => {

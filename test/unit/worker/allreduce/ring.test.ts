@@ -154,7 +154,7 @@ test('stale-generation, garbage, wrong-version and wrong-sender messages are dro
     intruder.connect(rings[0].address);
     const stale: ChunkMessage = {
       type: 'chunk', generation: 4, step: 0, bucket: 0, phase: 'reduce-scatter',
-      ringStep: 0, chunk: 1, from: 1, dtype: 'float32', byteLength: 8,
+      ringStep: 0, chunk: 1, offset: 0, from: 1, dtype: 'float32', byteLength: 8,
     };
     // Same tag as the real call below: if the stale chunk were accepted, the sum would be wrong.
     await intruder.send(encode(stale, [Buffer.from(new Float32Array([1e6, 1e6]).buffer)]));
