@@ -249,6 +249,7 @@ export abstract class CoordinatorSetUp {
       joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      hungSilenceMs: runtime.heartbeatTimeoutMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,

@@ -63,17 +63,19 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
     try {
       const generation = cluster.generation;
       const failed = (m: Message): boolean => m.type === 'step-failed' && m.step === step && m.generation === generation;
-      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs);
+      // A rank's step-failed ends the wait at once: the others are not waited on until the step timeout (a rank
+      // whose peer hangs fails its all-reduce after --allreduce-timeout-ms; the hung one never answers).
+      const failure = (m: StepDoneMessage, rank: number): TrainerError | null => {
+        if (!failed(m)) return null;
+        const f = m as unknown as Extract<Message, { type: 'step-failed' }>;
+        return new TrainerError(f.code, `rank ${rank} failed step ${step}: ${f.message}`);
+      };
+      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs, failure);
       await cluster.broadcast({
         type: 'step', step, generation, stageIndex: stage.index, epoch: ctx.dataEpochBase(stage) + epoch, stepInEpoch,
         accum: ctx.accum(), lrs: hyper.lrs, momentum: hyper.momentum,
       });
       const replies = await waiting;
-      const bad = replies.find((r) => (r.message as Message).type === 'step-failed');
-      if (bad) {
-        const m = bad.message as unknown as Extract<Message, { type: 'step-failed' }>;
-        throw new TrainerError(m.code, `rank ${bad.rank} failed step ${step}: ${m.message}`);
-      }
       await cluster.broadcast({ type: 'commit', step });
       const { position } = ctx.history;
       ctx.history.position = stage.config.kind === 'lr_find'
