@@ -22,6 +22,7 @@ import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
 import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js';
 import { MetricsServer } from './metrics/server.js';
+import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
@@ -289,7 +290,7 @@ export abstract class CoordinatorSetUp {
    */
   private async startMetrics(announce: string[]): Promise<MetricsServer> {
     const r = this.cmd.runtime;
-    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: basename(this.runDir) });
+    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: runLabelOf(basename(this.runDir)) });
     let metrics = make(r.metricsPort);
     try {
       await metrics.start();
