@@ -18,6 +18,7 @@ import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 import { CoordinatorSetUp } from './setup.js';
+import { shellArg } from './shell-arg.js';
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -35,7 +36,7 @@ export class Coordinator extends CoordinatorSetUp {
     if (resumed && resumed.meta.history.position.stageIndex >= this.cmd.config.stages.length) {
       // Nothing left to train: touching the workers or the checkpoints could only lose the finished result.
       this.io.out(`${resumed.dir}: this run already finished (global step ${resumed.meta.history.position.globalStep}); nothing to resume. ` +
-        `Look at it again with: npx coordinator interpret ${this.runDir}`);
+        `Look at it again with: npx coordinator interpret ${shellArg(this.runDir)}`);
       return this.untrainedResult(false);
     }
     const setup = await this.setUp();
@@ -127,7 +128,7 @@ export class Coordinator extends CoordinatorSetUp {
     await this.checkpoint();
     this.ended = true;
     this.io.out(diskLine(this.runDir));
-    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${this.runDir}`);
+    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${shellArg(this.runDir)}`);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 

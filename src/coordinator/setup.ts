@@ -30,6 +30,7 @@ import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, type ResumePoint } from './checkpoint-store.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
+import { shellArg } from './shell-arg.js';
 
 /**
  * A `--pretrained` value that names a file must point at an existing file.
@@ -258,7 +259,7 @@ export abstract class CoordinatorSetUp {
         const dir = await this.writeCheckpoint();
         return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
       },
-      resumeCommand: `npx coordinator --resume ${this.runDir}`,
+      resumeCommand: `npx coordinator --resume ${shellArg(this.runDir)}`,
     });
     return this.recovery;
   }
