@@ -3,7 +3,8 @@
  * and `/metrics`, the data and the plan, the local workers, their admission and each rank's setup. The run itself
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
@@ -116,7 +117,7 @@ export abstract class CoordinatorSetUp {
     this.pool.start();
     const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
     // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
-    writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
+    writeFileAtomicSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
     try {
@@ -230,7 +231,7 @@ export abstract class CoordinatorSetUp {
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
       `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+    writeFileAtomicSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
   }
 
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
