@@ -75,7 +75,12 @@ export class Coordinator extends CoordinatorSetUp {
         await this.saveStage(stage.config.name);
       }
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
-      await writeStageReport(this.runDir, this.cmd.config, this.history);
+      // The report is written again at the end: one that cannot be written now (a full disk) does not end training,
+      // which is checkpointed and says for itself when the disk cannot hold its next checkpoint.
+      await writeStageReport(this.runDir, this.cmd.config, this.history).catch((err: unknown) => {
+        if (!isTrainerError(err, 'ERR_REPORT')) throw err;
+        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${err.message}); training goes on`);
+      });
     }
     return null;
   }
