@@ -102,7 +102,10 @@ export abstract class CoordinatorSetUp {
   constructor(protected readonly cmd: TrainCommand, protected readonly io: DriverIo, protected readonly resumePoint: ResumePoint | null = null) {
     this.runDir = resolve(cmd.config.runDir);
     this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
-    if (resumePoint) this.history = resumePoint.meta.history;
+    if (resumePoint) {
+      this.history = resumePoint.meta.history;
+      this.store.resumedFrom(resumePoint);
+    }
   }
 
   /** Asks the run to stop after the current step (with a checkpoint). */

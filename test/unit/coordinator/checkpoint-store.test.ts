@@ -90,6 +90,27 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
   }
 });
 
+test('a resumed run shares the checkpoint it resumed from: the same state saved again (a stage model, the final checkpoint) is a hard link', () => {
+  // Found with a disk that filled up after the last epoch's checkpoint: the run failed on its final checkpoint, and
+  // --resume (at the stage's last step) wrote the stage model again in full, which the nearly full disk refused.
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-resumed-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, workers: 3, stages: STAGES, runDir: dir });
+    const history = newHistory();
+    history.position = { stageIndex: 0, stepInStage: 2, globalStep: 2 };
+    const state = new Uint8Array([5, 6, 7, 8]);
+    new CheckpointStore(dir, 2).write(checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history, stages, scale, worldSize: 3, generation: 1 }), state);
+    const { point } = loadResumePoint(dir, {}, () => undefined);
+    const resumed = new CheckpointStore(dir, 2);
+    resumed.resumedFrom(point);
+    assert.equal(resumed.sameStateFile(state), path.join(point.dir, 'state.safetensors'));
+    assert.equal(resumed.sameStateFile(new Uint8Array([5, 6, 7, 9])), null, 'another state is written, not linked');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a checkpoint that cannot be written says what to do: disk space needed and free, and the intact checkpoint to resume from', () => {
   const enospc = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 6 in /r/checkpoints failed: ENOSPC: no space left on device, write');
   const e = checkpointWriteFailure(enospc, '/r', 141_000_000, 72_000_000, '/r/checkpoints/step-000000003', 2);
