@@ -118,6 +118,13 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
   await cluster.syncBatchNorm(timeoutMs);
   const replies = await cluster.request('validate', { withProbabilities: withProbs }, { what: 'validation', timeoutMs });
   const count = replies.reduce((s, r) => s + r.message.count, 0);
+  if (count === 0) {
+    // Every validation image failed to decode, though each one passed the data step: the data went away during the
+    // run (folder moved, deleted, unmounted). Before, the epoch table printed valid_loss 0.000000 and error_rate
+    // 1.000000 as if measured, and training went on over nothing to the end.
+    throw new TrainerError('ERR_DATA', 'validation read none of its images: every one failed to decode (each was readable when the run started: '
+      + 'was the data folder moved, deleted or unmounted? the workers\' log lines above name the files); the newest checkpoint is kept: restore the data and resume the run with --resume');
+  }
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);
   return { validLoss: lossSum / Math.max(1, count), errorRate: 1 - correct / Math.max(1, count), replies };

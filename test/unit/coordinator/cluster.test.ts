@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zmq from 'zeromq';
 import { Cluster } from '../../../src/coordinator/cluster.js';
+import { validateAll } from '../../../src/coordinator/stage-runner.js';
 import { ControlServer } from '../../../src/coordinator/control.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { decode, encode, type Message } from '../../../src/contract/protocol/index.js';
@@ -148,4 +149,13 @@ test('gather: a rank that reports failure ends the gather at once; the ranks sti
     for (const d of dealers) d.close();
     control.close();
   }
+});
+
+test('validation that read none of its images (the data folder went away mid-run) is ERR_DATA, not error_rate 1 and valid_loss 0', async () => {
+  const replies = (count: number) => [0, 1].map((rank) => ({ rank, message: { type: 'valid-done', requestId: 1, rank, count, correct: count, lossSum: count * 0.5 }, frames: [] }));
+  let answer = replies(0);
+  const cluster = { syncBatchNorm: async () => undefined, request: async () => answer } as unknown as Cluster;
+  await assert.rejects(validateAll(cluster, 1000, false), (e) => isTrainerError(e, 'ERR_DATA') && /validation read none of its images/.test(e.message) && /--resume/.test(e.message));
+  answer = replies(2);
+  assert.deepEqual(await validateAll(cluster, 1000, false).then((v) => [v.validLoss, v.errorRate]), [0.5, 0]);
 });
