@@ -8,7 +8,8 @@
  */
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
+import type { DataBunch } from '../training/data/databunch.js';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
 import type { RunConfig, RunConfigInput } from '../contract/config.js';
 import { resolveRunConfig } from '../contract/config.js';
@@ -56,6 +57,8 @@ export interface CheckpointMeta {
   /** Ring size and generation when the checkpoint was taken. */
   readonly worldSize?: number;
   readonly generation?: number;
+  /** {@link dataFingerprint} of the run's data (absent in checkpoints written before it was added). */
+  readonly data?: string;
 }
 
 /** Inputs of {@link checkpointMeta}. */
@@ -68,6 +71,17 @@ export interface CheckpointMetaInput {
   readonly scale: ScaleOut;
   readonly worldSize: number;
   readonly generation: number;
+  readonly dataFingerprint?: string;
+}
+
+/**
+ * What a run trains on, independent of where the data lies: sha256 of every training and validation item's path
+ * relative to the image folder and its label, in split order. A run resumed with `--data` at another place (the
+ * folder moved, another mount point, a copy on another machine) must find the same fingerprint there.
+ */
+export function dataFingerprint(data: Pick<DataBunch, 'root' | 'paths' | 'labels' | 'train' | 'valid'>): string {
+  const items = (ix: Int32Array): Array<[string, number]> => Array.from(ix, (i) => [relative(data.root, data.paths[i]!), data.labels[i]!]);
+  return sha256(Buffer.from(JSON.stringify({ train: items(data.train), valid: items(data.valid) })));
 }
 
 /** Data epoch of a fit stage's step: fit-stage epochs before it, plus the epoch within it (lr_find has its own). */
@@ -88,7 +102,7 @@ export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
       stages: input.stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs })),
     },
     sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.config.seed },
-    worldSize: input.worldSize, generation: input.generation,
+    worldSize: input.worldSize, generation: input.generation, data: input.dataFingerprint,
   } satisfies CheckpointMeta)) as CheckpointMeta;
 }
 
@@ -117,7 +131,7 @@ export interface ResumePoint {
 }
 
 /** Settings that may change between a run and its resume. */
-export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers', 'expect', 'backend', 'runDir']);
+export const RESUME_MAY_DIFFER: ReadonlySet<keyof RunConfig> = new Set(['workers', 'expect', 'backend', 'runDir', 'data']);
 
 /**
  * The error of a checkpoint that could not be written, saying what the user can do: on a full disk (ENOSPC, EDQUOT)

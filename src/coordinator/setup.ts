@@ -28,7 +28,7 @@ import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
 import { StarReduceServer } from './star-reduce.js';
-import { CheckpointStore, checkResumedPlan, type ResumePoint } from './checkpoint-store.js';
+import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
 import { shellArg } from './shell-arg.js';
@@ -83,6 +83,8 @@ export abstract class CoordinatorSetUp {
   protected stages: StagePlan[] = [];
   protected store: CheckpointStore;
   protected classes: readonly string[] = [];
+  /** {@link dataFingerprint} of this run's data, recorded in every checkpoint. */
+  protected dataFingerprint = '';
   protected recorder: StepMetricsRecorder | null = null;
   protected recovery: Recovery | null = null;
   /** This run created its directory (so a run failing before its first checkpoint removes it again). */
@@ -224,6 +226,11 @@ export abstract class CoordinatorSetUp {
     this.classes = data.classes;
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
+    }
+    this.dataFingerprint = dataFingerprint(data);
+    // --data may name another place on resume (the folder moved, another machine): it must hold the same items.
+    if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
