@@ -13,6 +13,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDir } from './make-dir.js';
+import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
@@ -185,6 +186,15 @@ export abstract class CoordinatorSetUp {
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDir = makeDir(this.runDir, '--run-dir');
     this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
+    if (!this.cmd.runtime.resume && !this.createdRunDir) {
+      try {
+        checkNewRunDir(this.runDir, this.io.log);
+      } catch (err) {
+        this.runLock.release();
+        this.runLock = null;
+        throw err;
+      }
+    }
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
