@@ -5,7 +5,7 @@
  * directories (`checkpoint-format.ts` writes every file with {@link writeFileSynced} into a temporary directory and renames
  * that) and the image-verification cache.
  */
-import { closeSync, fsyncSync, linkSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { TrainerError, type TrainerErrorCode } from './errors.js';
@@ -24,6 +24,23 @@ export function writeFileSynced(path: string, data: Uint8Array): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Writes `data` to `path` crash-safely and synchronously (temporary file, fsync, rename, directory fsync): for the
+ * small files a run writes at its start (`config.json`, `data.json`), which `interpret` and `--resume` read back.
+ * @throws the filesystem's error (the temporary file removed)
+ */
+export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeFileSynced(tmp, typeof data === 'string' ? Buffer.from(data) : data);
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDir(dirname(path));
 }
 
 /**

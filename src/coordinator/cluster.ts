@@ -131,20 +131,27 @@ export class Cluster {
 
   /**
    * Waits for one reply per rank matching `match`.
+   * @param failed - turns a matching reply into the error it reports (e.g. `step-failed`), which ends the gather at once
    * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
-   *   rank answers with `error` (its code and message)
+   *   rank answers with `error` (its code and message), or `failed`'s error
    */
-  async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, what: string, timeoutMs: number): Promise<Reply<M>[]> {
+  async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, what: string, timeoutMs: number,
+    failed?: (m: M, rank: number) => TrainerError | null): Promise<Reply<M>[]> {
     const byId = new Map(this.ranks().map((m) => [m.id, m.rank]));
-    const signal = this.lostSignal;
+    // The first rank that fails ends the gather and the other ranks' waits (a step one rank failed is not waited on
+    // for the others: one of them may be the hung worker that made it fail, silent until the step timeout).
+    const ended = new AbortController();
+    const signal = AbortSignal.any([this.lostSignal, ended.signal]);
     const all = Promise.all(ranks.map((rank) => this.control.waitFor(
       (msg, id) => byId.get(id) === rank && (match(msg, rank) || msg.type === 'error'), `${what} from rank ${rank}`, timeoutMs, signal,
     ).then(({ message, frames }) => {
       if (message.type === 'error') throw new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+      const err = failed?.(message as M, rank);
+      if (err) throw err;
       return { rank, message: message as M, frames };
     })));
     // A caller that fails before awaiting (e.g. its send throws) must not leave an unhandled rejection behind.
-    all.catch(() => undefined);
+    all.catch(() => undefined).finally(() => ended.abort('the gather ended'));
     return all;
   }
 

@@ -158,6 +158,11 @@ export class ControlServer extends EventEmitter<{
     return this.all().filter((m) => m.state !== 'lost').sort((a, b) => a.rank - b.rank);
   }
 
+  /** How long `m` has been silent, milliseconds (time this process was blocked not counted: {@link countedSilenceMs}). */
+  silentMs(m: Member): number {
+    return countedSilenceMs(Date.now(), m.lastSeenMs, this.deafMs.get(m.id) ?? 0);
+  }
+
   /** Removes a member from the table. */
   forget(id: string): void {
     this.members.delete(id);

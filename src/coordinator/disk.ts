@@ -6,6 +6,8 @@
 import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { RUN_LOCK_FILE } from './run-lock.js';
+import { TrainerError } from '../contract/errors.js';
+import { shellArg } from './shell-arg.js';
 
 /** Size of a run directory. All sizes are apparent file sizes in bytes; each inode counted once. */
 export interface DiskUsage {
@@ -58,6 +60,30 @@ export function diskLine(dir: string): string {
 /** What a run writes into its directory before its first checkpoint (removable when the run fails early). */
 const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json', RUN_LOCK_FILE];
 const EARLY_DIRS = ['checkpoints', 'models'];
+
+/**
+ * Refuses an existing `--run-dir` that a new run (no `--resume`) would overwrite: one holding a run (checkpoints:
+ * a new run replaced them step by step, a stopped run's included, and its models and report), or files of the
+ * user's (its `config.json`, `index.html`, … were overwritten). Before, both happened without a word; PyTorch
+ * Lightning warns on a non-empty checkpoint folder. What a run leaves before its first checkpoint (its early files,
+ * empty folders, temporary files) is nothing to keep: such a folder is reused.
+ * @throws TrainerError ERR_BAD_FLAG naming the folder, what it holds and what to do
+ */
+export function checkNewRunDir(dir: string, log?: (line: string) => void): void {
+  const names = readdirSync(dir).filter((n) => !n.includes('.tmp-')).sort();
+  const steps = existsSync(join(dir, 'checkpoints')) ? readdirSync(join(dir, 'checkpoints')).filter((n) => /^step-\d{9}$/.test(n)).sort() : [];
+  if (steps.length > 0) {
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${steps.at(-1)}); continue it with: npx coordinator --resume ${shellArg(dir)}, `
+      + 'or choose another --run-dir (a new run there would replace its checkpoints, models and report)');
+  }
+  const early = (n: string): boolean => EARLY_FILES.includes(n) || (EARLY_DIRS.includes(n) && readdirSync(join(dir, n)).filter((x) => !x.includes('.tmp-')).length === 0);
+  const others = names.filter((n) => !early(n));
+  if (others.length > 0) {
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} is not empty (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, +${others.length - 3} more` : ''}): `
+      + 'a run writes config.json, data.json, index.html, pictures, models/ and checkpoints/ there; choose a new or empty folder');
+  }
+  if (names.length > 0) log?.(`--run-dir ${dir}: reusing the folder of a run that ended before its first checkpoint (${names.join(', ')})`);
+}
 
 /**
  * Removes a run directory that this run created and that holds nothing but its early files (configuration, data account,

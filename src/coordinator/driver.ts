@@ -18,6 +18,7 @@ import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 import { CoordinatorSetUp } from './setup.js';
+import { shellArg } from './shell-arg.js';
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -35,7 +36,7 @@ export class Coordinator extends CoordinatorSetUp {
     if (resumed && resumed.meta.history.position.stageIndex >= this.cmd.config.stages.length) {
       // Nothing left to train: touching the workers or the checkpoints could only lose the finished result.
       this.io.out(`${resumed.dir}: this run already finished (global step ${resumed.meta.history.position.globalStep}); nothing to resume. ` +
-        `Look at it again with: npx coordinator interpret ${this.runDir}`);
+        `Look at it again with: npx coordinator interpret ${shellArg(this.runDir)}`);
       return this.untrainedResult(false);
     }
     const setup = await this.setUp();
@@ -74,7 +75,12 @@ export class Coordinator extends CoordinatorSetUp {
         await this.saveStage(stage.config.name);
       }
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
-      await writeStageReport(this.runDir, this.cmd.config, this.history);
+      // The report is written again at the end: one that cannot be written now (a full disk) does not end training,
+      // which is checkpointed and says for itself when the disk cannot hold its next checkpoint.
+      await writeStageReport(this.runDir, this.cmd.config, this.history).catch((err: unknown) => {
+        if (!isTrainerError(err, 'ERR_REPORT')) throw err;
+        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${err.message}); training goes on`);
+      });
     }
     return null;
   }
@@ -127,7 +133,7 @@ export class Coordinator extends CoordinatorSetUp {
     await this.checkpoint();
     this.ended = true;
     this.io.out(diskLine(this.runDir));
-    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${this.runDir}`);
+    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${shellArg(this.runDir)}`);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 
@@ -180,7 +186,7 @@ export class Coordinator extends CoordinatorSetUp {
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
-    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation });
+    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint });
     const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
     const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;

@@ -14,6 +14,8 @@ import { writeRunReport } from './report/write-report.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 import { validateAll } from './stage-runner.js';
 import { diskLine } from './disk.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { shellArg } from './shell-arg.js';
 
 /** What a finished (or stopped) run reports. */
 export interface RunResult {
@@ -72,9 +74,21 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
   f.out('');
   for (const line of mostConfusedLines(interp)) f.out(line);
   const input = reportInput(f.runDir, f.config, f.history, interp);
-  const report = await writeRunReport(f.runDir, input);
   const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');
   const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;
+  let report: Awaited<ReturnType<typeof writeRunReport>>;
+  try {
+    report = await writeRunReport(f.runDir, input);
+  } catch (err) {
+    if (!isTrainerError(err, 'ERR_REPORT')) throw err;
+    // The training is done and saved: say so, and how to write the report once the disk has room, rather than end
+    // on the file error alone as if the run had failed.
+    f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
+    f.out(`model:   ${modelPath ?? '-'}`);
+    f.out('report:  not written (below)');
+    throw new TrainerError('ERR_REPORT', `${err.message}; the training finished and its model is saved (${modelPath ?? f.runDir}); `
+      + `make room and write the report with: npx coordinator interpret ${shellArg(f.runDir)}`, { cause: err });
+  }
   f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
   f.out(`model:   ${modelPath ?? '-'}`);
   f.out(`report:  ${report.indexHtml}`);

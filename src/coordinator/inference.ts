@@ -20,7 +20,7 @@ import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
 import { lockRunDir } from './run-lock.js';
-import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import { listCheckpoints, loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 
@@ -42,6 +42,36 @@ export function findModel(target: string): ModelRef {
   if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
   return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };
+}
+
+/**
+ * The run configuration a run directory recorded: its `config.json`, or, when that cannot be read (cut short by a
+ * kill or a full disk while it was written, edited by hand), the copy every checkpoint manifest holds (newest
+ * first). Before, a truncated `config.json` ended `interpret` with the bare `Unterminated string in JSON at
+ * position 97`, naming no file. `{}` when the run has no config.json (the caller then needs `--data`).
+ * @throws TrainerError ERR_BAD_FLAG naming the file and its fault when neither can be read
+ */
+export function savedRunConfig(runDir: string, log: (line: string) => void = (line) => console.error(line)): Record<string, unknown> {
+  const path = join(runDir, 'config.json');
+  if (!existsSync(path)) return {};
+  let fault: string;
+  try {
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as { config?: unknown } | null;
+    if (parsed !== null && typeof parsed.config === 'object' && parsed.config !== null) return parsed.config as Record<string, unknown>;
+    fault = 'no "config" object in it';
+  } catch (err) {
+    fault = (err as Error).message;
+  }
+  for (const dir of listCheckpoints(runDir).reverse()) {
+    try {
+      const config = (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { meta?: { config?: unknown } }).meta?.config;
+      if (typeof config === 'object' && config !== null) {
+        log(`${path} cannot be read (${fault}); using the run configuration saved in ${dir}`);
+        return config as Record<string, unknown>;
+      }
+    } catch { /* an unreadable manifest: try the previous checkpoint */ }
+  }
+  throw new TrainerError('ERR_BAD_FLAG', `${path} cannot be read (${fault}) and no checkpoint of the run holds its configuration; restore config.json from a copy of the run`);
 }
 
 /** Builds a replica and loads a saved stage into it. */
@@ -105,8 +135,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const bs = checkInt('--bs', o.bs, 1, 4096);
   await initBackend(parseBackendRequest(o.backend));
   const ref = findModel(target);
-  const configPath = join(ref.dir, 'config.json');
-  const saved = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as { config: Record<string, unknown> }).config : {};
+  const saved = savedRunConfig(ref.dir);
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
   // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file

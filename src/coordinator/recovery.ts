@@ -43,6 +43,12 @@ export interface RecoveryOptions {
   readonly stopSignal?: AbortSignal;
   /** How long to wait for a loss to be detected after a failed step, milliseconds. */
   readonly detectTimeoutMs: number;
+  /**
+   * Heartbeat silence (`--heartbeat-timeout-ms`) after which a local worker found alive when a step or collective has
+   * failed with no loss is hung (stopped with SIGSTOP, frozen): it is ended and replaced. Silence alone never ends a
+   * local worker (a loaded machine delays heartbeats); silence and a failed collective together do.
+   */
+  readonly hungSilenceMs: number;
   /** Whether the global batch divides over `worldSize` workers (elastic needs an integer accumulation). */
   readonly fitsWorldSize: (worldSize: number) => boolean;
   readonly setupFrame: () => Uint8Array;
@@ -141,9 +147,31 @@ export class Recovery {
     }
   }
 
+  /**
+   * Ends the local workers that are alive but hung: silent (no heartbeat, from their own thread) for more than
+   * `hungSilenceMs` when a collective has failed and no worker was lost. Without this, a SIGSTOPped worker was
+   * never lost (its process lives): each redo of the step waited for it and failed again, forever.
+   * @returns whether any was ended (it is then lost, and replaced as any lost worker)
+   */
+  private async endHung(reason: string): Promise<boolean> {
+    const { control, workers } = this.o;
+    if (workers === null) return false;
+    const hung = control.live().filter((m) => m.rank >= 0 && this.isLocal(m) && workers.isRunning(m.hello.pid) && control.silentMs(m) > this.o.hungSilenceMs);
+    for (const m of hung) {
+      const why = `hung: its process ${m.hello.pid} is alive but silent for ${control.silentMs(m)} ms (--heartbeat-timeout-ms ${this.o.hungSilenceMs}) after ${reason}; ended with SIGKILL`;
+      this.o.log(`${now()} local worker rank ${m.rank} ${why}`);
+      control.markLost(m, why);
+      workers.kill(workers.slotOf(m.hello.pid)!, 'SIGKILL');
+    }
+    // Its slot is free for the replacement once its exit is seen (SIGKILL ends a stopped process too).
+    const deadline = Date.now() + 30_000;
+    while (hung.some((m) => workers.isRunning(m.hello.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    return hung.length > 0;
+  }
+
   private async recoverOnce(reason: string, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     const { cluster, control } = this.o;
-    const lostSome = await this.waitForLoss();
+    const lostSome = await this.waitForLoss() || await this.endHung(reason);
     const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
     cluster.dropLost();
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) {

@@ -5,7 +5,9 @@
  * that no `--resume` could trust. As a database or `git` does, the coordinator holds a lock file in the directory
  * for the run's whole life: created exclusively (`O_CREAT | O_EXCL`, atomic on local file systems and NFSv3+), holding
  * the owner's pid, host and start time, removed when the run ends. A lock left by a coordinator that was SIGKILLed
- * (its pid is gone, same host) is stale and taken over, with a log line.
+ * (same host; its pid is gone, or now names another process: the lock records the process's start time and the
+ * boot id, so a container restarted with its coordinator at pid 1 again, or a reboot, does not see itself or a
+ * stranger as the owner) is stale and taken over, with a log line.
  *
  * `coordinator interpret <run-dir>` takes the same lock while it writes the run's report (it would otherwise
  * overwrite, non-atomically, the report a live coordinator writes at the end of its run). Reading needs no lock:
@@ -26,6 +28,14 @@ export interface RunLockOwner {
   readonly host: string;
   /** ISO 8601 time the owner took the lock. */
   readonly since: string;
+  /**
+   * The owner process's start time (`/proc/<pid>/stat` field 22, clock ticks after boot) and the kernel's boot id
+   * (`/proc/sys/kernel/random/boot_id`): together with `pid` they name one process, so a pid reused after the owner
+   * died (a container restarted, where the coordinator is pid 1 again; a reboot) is not taken for the owner. Absent
+   * in locks written before they existed, or without procfs.
+   */
+  readonly startTicks?: number;
+  readonly bootId?: string;
 }
 
 /** A held lock: {@link release} removes the file (idempotent). */
@@ -49,13 +59,56 @@ function alive(pid: number): boolean {
   }
 }
 
-function readOwner(path: string): RunLockOwner | null {
+/** Start time of process `pid` in clock ticks after boot (`/proc/<pid>/stat` field 22), or null without procfs. */
+export function processStartTicks(pid: number): number | null {
   try {
-    const o = JSON.parse(readFileSync(path, 'utf8')) as Partial<RunLockOwner>;
-    return typeof o.pid === 'number' && typeof o.host === 'string' && typeof o.since === 'string' ? (o as RunLockOwner) : null;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, starttime 22.
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isSafeInteger(ticks) ? ticks : null;
   } catch {
     return null;
   }
+}
+
+function bootId(): string | null {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether the process that wrote `owner` still runs. Its pid may have been reused since by another process — after
+ * a reboot, or in a restarted container, where the new coordinator gets the dead one's pid (often 1) — so the start
+ * time and boot id the lock records must match the live process's too.
+ */
+function ownerAlive(owner: RunLockOwner): boolean {
+  if (owner.bootId !== undefined && bootId() !== null && owner.bootId !== bootId()) return false;
+  if (!alive(owner.pid)) return false;
+  if (owner.startTicks === undefined) return owner.pid !== process.pid; // an older lock with our pid: a dead incarnation
+  const ticks = processStartTicks(owner.pid);
+  return ticks === null || ticks === owner.startTicks;
+}
+
+function readOwner(path: string): RunLockOwner | null {
+  try {
+    const o = JSON.parse(readFileSync(path, 'utf8')) as Partial<RunLockOwner>;
+    if (typeof o.pid !== 'number' || typeof o.host !== 'string' || typeof o.since !== 'string') return null;
+    return {
+      pid: o.pid, host: o.host, since: o.since,
+      ...(typeof o.startTicks === 'number' ? { startTicks: o.startTicks } : {}),
+      ...(typeof o.bootId === 'string' ? { bootId: o.bootId } : {}),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** `o` without its null fields. */
+function withDefined<T extends Record<string, unknown>>(o: T): Partial<{ [K in keyof T]: NonNullable<T[K]> }> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined)) as Partial<{ [K in keyof T]: NonNullable<T[K]> }>;
 }
 
 function tryCreate(path: string, owner: RunLockOwner): boolean {
@@ -87,11 +140,14 @@ function tryCreate(path: string, owner: RunLockOwner): boolean {
  */
 export function lockRunDir(runDir: string, flag: string, log: (line: string) => void, advice?: string): RunLock {
   const path = join(runDir, RUN_LOCK_FILE);
-  const me: RunLockOwner = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
+  const me: RunLockOwner = {
+    pid: process.pid, host: hostname(), since: new Date().toISOString(),
+    ...withDefined({ startTicks: processStartTicks(process.pid), bootId: bootId() }),
+  };
   for (let attempt = 0; ; attempt++) {
     if (tryCreate(path, me)) break;
     const owner = readOwner(path);
-    const stale = owner !== null && owner.host === me.host && owner.pid !== me.pid && !alive(owner.pid);
+    const stale = owner !== null && owner.host === me.host && !ownerAlive(owner);
     if (!stale || attempt > 0) {
       const who = owner === null ? `an unreadable lock file ${path}` : `the coordinator pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
       const otherHost = owner !== null && owner.host !== me.host;
@@ -101,7 +157,7 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
     }
     // The owner died without releasing (SIGKILL, power loss): take over, once; the exclusive re-creation refuses a
     // coordinator that took the lock in between (two take-overs within the same microseconds are not excluded).
-    log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running)`);
+    log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${alive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
     try {
       unlinkSync(path);
     } catch (err) {
@@ -115,7 +171,8 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
       if (!held) return;
       held = false;
       // Only our own lock: a run directory removed or taken over meanwhile is left as it is.
-      if (readOwner(path)?.pid === me.pid) {
+      const now = readOwner(path);
+      if (now?.pid === me.pid && now.since === me.since) {
         try {
           unlinkSync(path);
         } catch { /* already gone */ }

@@ -3,7 +3,8 @@
  * and `/metrics`, the data and the plan, the local workers, their admission and each rank's setup. The run itself
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
@@ -12,6 +13,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDir } from './make-dir.js';
+import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
@@ -22,13 +24,15 @@ import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
 import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js';
 import { MetricsServer } from './metrics/server.js';
+import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
 import { StarReduceServer } from './star-reduce.js';
-import { CheckpointStore, checkResumedPlan, type ResumePoint } from './checkpoint-store.js';
+import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
+import { shellArg } from './shell-arg.js';
 
 /**
  * A `--pretrained` value that names a file must point at an existing file.
@@ -80,6 +84,8 @@ export abstract class CoordinatorSetUp {
   protected stages: StagePlan[] = [];
   protected store: CheckpointStore;
   protected classes: readonly string[] = [];
+  /** {@link dataFingerprint} of this run's data, recorded in every checkpoint. */
+  protected dataFingerprint = '';
   protected recorder: StepMetricsRecorder | null = null;
   protected recovery: Recovery | null = null;
   /** This run created its directory (so a run failing before its first checkpoint removes it again). */
@@ -99,7 +105,10 @@ export abstract class CoordinatorSetUp {
   constructor(protected readonly cmd: TrainCommand, protected readonly io: DriverIo, protected readonly resumePoint: ResumePoint | null = null) {
     this.runDir = resolve(cmd.config.runDir);
     this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
-    if (resumePoint) this.history = resumePoint.meta.history;
+    if (resumePoint) {
+      this.history = resumePoint.meta.history;
+      this.store.resumedFrom(resumePoint);
+    }
   }
 
   /** Asks the run to stop after the current step (with a checkpoint). */
@@ -114,7 +123,7 @@ export abstract class CoordinatorSetUp {
     this.pool.start();
     const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
     // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
-    writeFileSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
+    writeFileAtomicSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
     try {
@@ -177,6 +186,15 @@ export abstract class CoordinatorSetUp {
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDir = makeDir(this.runDir, '--run-dir');
     this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
+    if (!this.cmd.runtime.resume && !this.createdRunDir) {
+      try {
+        checkNewRunDir(this.runDir, this.io.log);
+      } catch (err) {
+        this.runLock.release();
+        this.runLock = null;
+        throw err;
+      }
+    }
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
     const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
     this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
@@ -219,6 +237,11 @@ export abstract class CoordinatorSetUp {
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
     }
+    this.dataFingerprint = dataFingerprint(data);
+    // --data may name another place on resume (the folder moved, another machine): it must hold the same items.
+    if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
+      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
+    }
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
@@ -228,7 +251,7 @@ export abstract class CoordinatorSetUp {
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
       `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+    writeFileAtomicSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
   }
 
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
@@ -249,6 +272,7 @@ export abstract class CoordinatorSetUp {
       joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
+      hungSilenceMs: runtime.heartbeatTimeoutMs,
       fitsWorldSize: (w) => this.scale.globalBs % (config.bs * w) === 0,
       setupFrame: () => encodeRunSetup(this.setupFor(data, this.starAddress)),
       metrics: this.metrics, log: this.io.log,
@@ -256,7 +280,7 @@ export abstract class CoordinatorSetUp {
         const dir = await this.writeCheckpoint();
         return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
       },
-      resumeCommand: `npx coordinator --resume ${this.runDir}`,
+      resumeCommand: `npx coordinator --resume ${shellArg(this.runDir)}`,
     });
     return this.recovery;
   }
@@ -288,7 +312,7 @@ export abstract class CoordinatorSetUp {
    */
   private async startMetrics(announce: string[]): Promise<MetricsServer> {
     const r = this.cmd.runtime;
-    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: basename(this.runDir) });
+    const make = (port: number): MetricsServer => new MetricsServer({ host: r.metricsHost, port, runId: runLabelOf(basename(this.runDir)) });
     let metrics = make(r.metricsPort);
     try {
       await metrics.start();

@@ -63,17 +63,19 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
     try {
       const generation = cluster.generation;
       const failed = (m: Message): boolean => m.type === 'step-failed' && m.step === step && m.generation === generation;
-      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs);
+      // A rank's step-failed ends the wait at once: the others are not waited on until the step timeout (a rank
+      // whose peer hangs fails its all-reduce after --allreduce-timeout-ms; the hung one never answers).
+      const failure = (m: StepDoneMessage, rank: number): TrainerError | null => {
+        if (!failed(m)) return null;
+        const f = m as unknown as Extract<Message, { type: 'step-failed' }>;
+        return new TrainerError(f.code, `rank ${rank} failed step ${step}: ${f.message}`);
+      };
+      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs, failure);
       await cluster.broadcast({
         type: 'step', step, generation, stageIndex: stage.index, epoch: ctx.dataEpochBase(stage) + epoch, stepInEpoch,
         accum: ctx.accum(), lrs: hyper.lrs, momentum: hyper.momentum,
       });
       const replies = await waiting;
-      const bad = replies.find((r) => (r.message as Message).type === 'step-failed');
-      if (bad) {
-        const m = bad.message as unknown as Extract<Message, { type: 'step-failed' }>;
-        throw new TrainerError(m.code, `rank ${bad.rank} failed step ${step}: ${m.message}`);
-      }
       await cluster.broadcast({ type: 'commit', step });
       const { position } = ctx.history;
       ctx.history.position = stage.config.kind === 'lr_find'
@@ -116,6 +118,13 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
   await cluster.syncBatchNorm(timeoutMs);
   const replies = await cluster.request('validate', { withProbabilities: withProbs }, { what: 'validation', timeoutMs });
   const count = replies.reduce((s, r) => s + r.message.count, 0);
+  if (count === 0) {
+    // Every validation image failed to decode, though each one passed the data step: the data went away during the
+    // run (folder moved, deleted, unmounted). Before, the epoch table printed valid_loss 0.000000 and error_rate
+    // 1.000000 as if measured, and training went on over nothing to the end.
+    throw new TrainerError('ERR_DATA', 'validation read none of its images: every one failed to decode (each was readable when the run started: '
+      + 'was the data folder moved, deleted or unmounted? the workers\' log lines above name the files); the newest checkpoint is kept: restore the data and resume the run with --resume');
+  }
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);
   return { validLoss: lossSum / Math.max(1, count), errorRate: 1 - correct / Math.max(1, count), replies };

@@ -96,3 +96,24 @@ test('a layout whose valid/ folder is missing, and a training set smaller than o
   assert.doesNotMatch(r.stdout + r.stderr, /coordinator listening|waiting for \d+ worker/, 'a run that cannot start does not announce itself');
   assert.equal(r.argvs.filter(isWorker).length, 0, JSON.stringify(r.argvs));
 });
+
+test('any folder name is a run directory: spaces and accents reach the waiting state, /metrics labels the run with a safe name', { timeout: 180_000 }, async () => {
+  // Before, a --run-dir whose last name was outside [A-Za-z0-9_.-] ("my run", "ünïcode", ".exp") stopped the run
+  // after its data step with "ERR_BAD_FLAG: --run must be 1-64 characters…" (the metrics label rule, naming a flag
+  // that does not exist).
+  const data = join(tmp, 'data weird ☃');
+  await jpegs(join(data, 'images'), ['cat_1.jpg', 'cat_2.jpg', 'cat_3.jpg', 'cat_4.jpg', 'dog_5.jpg', 'dog_6.jpg', 'dog_7.jpg', 'dog_8.jpg']);
+  const runDir = join(tmp, 'rüns ☃', 'my run');
+  const proc = new CoordinatorProcess(['--data', data, '--workers', '0', '--expect', '1', '--arch', 'resnet10', '--size', '32', '--bs', '2',
+    '--pretrained', 'none', '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '0', '--run-dir', runDir, '--plain']);
+  try {
+    const [, url] = await proc.waitForLine(/metrics: (http:\/\/\S+)/, 150_000);
+    await proc.waitForLine(/waiting for 1 worker\(s\)/, 150_000);
+    const text = await (await fetch(url!)).text();
+    assert.match(text, /^pets_restarts_total\{reason="worker_lost",run="my_run"\} 0$/m);
+    assert.ok(existsSync(join(runDir, 'config.json')));
+  } finally {
+    const r = await proc.close();
+    assert.doesNotMatch(r.stderr, /ERR_BAD_FLAG/, r.stderr);
+  }
+});

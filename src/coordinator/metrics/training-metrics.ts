@@ -37,6 +37,19 @@ export const DEFAULT_TRAINING_METRICS: ResolvedTrainingMetricsOptions = Object.f
 });
 
 const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/**
+ * The `run` label of a run folder's name: the name itself when it fits {@link RUN_ID_PATTERN}, else with every other
+ * character replaced by `_` (a name that does not start with a letter or digit gets a leading `r`) and cut to 64
+ * characters. Any folder name is a valid `--run-dir` (spaces, accents, `runs/.exp`); before, one outside the pattern
+ * stopped the run after its data step with a message naming a `--run` flag that does not exist.
+ * @param name - the run directory's last path component
+ */
+export function runLabelOf(name: string): string {
+  if (RUN_ID_PATTERN.test(name)) return name;
+  const safe = name.replace(/[^A-Za-z0-9_.-]/g, '_');
+  return (/^[A-Za-z0-9]/.test(safe) ? safe : `r${safe}`).slice(0, 64);
+}
+
 /** Largest worker rank accepted as a label value (keeps the `rank` label bounded). */
 export const MAX_RANK = 4095;
 

@@ -108,12 +108,20 @@ export function topLossTiles(interp: ClassificationInterpretation, k: number): T
   }));
 }
 
+/**
+ * One tile: the image scaled and centre-cropped, or, for an image that cannot be read any more (deleted, moved or
+ * changed since the data step: it then had no prediction and counts as an error, so it is often among the worst),
+ * a grey tile saying so. Before, such a file ended a finished run at its report with ERR_BAD_IMAGE.
+ */
 async function loadTile(path: string, size: number): Promise<Buffer> {
   try {
     // Scale the shorter side to `size` and crop the centre: what fastai's validation transform shows.
     return await sharp(path).rotate().resize(size, size, { fit: 'cover', position: 'centre' }).removeAlpha().png().toBuffer();
-  } catch (err) {
-    throw new TrainerError('ERR_BAD_IMAGE', `top losses: cannot read image ${path}: ${String(err)}`, { cause: err });
+  } catch {
+    const font = Math.max(8, Math.round(size / 9));
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}"><rect width="${size}" height="${size}" fill="#d9d9d9"/>`
+      + `<text x="${size / 2}" y="${size / 2}" font-size="${font}" font-family="${REPORT_FONT}, sans-serif" text-anchor="middle" fill="#555">image unreadable</text></svg>`;
+    return sharp(Buffer.from(svg)).removeAlpha().png().toBuffer();
   }
 }
 
@@ -164,8 +172,8 @@ function titlesSvg(g: GridLayout, width: number, height: number, tileSizePx: num
  * cols = ceil(√k), rows = ceil(k / cols).
  *
  * @param tiles - the k worst items, worst first, k ≥ 1
- * @throws TrainerError `ERR_DATA` when `tiles` is empty; `ERR_BAD_IMAGE` when an image cannot be read;
- *   `ERR_BAD_CONFIG` for bad options
+ * @throws TrainerError `ERR_DATA` when `tiles` is empty; `ERR_BAD_CONFIG` for bad options (an image that cannot be
+ *   read gets a grey "image unreadable" tile)
  */
 export async function renderTopLossesGrid(tiles: readonly TopLossTile[], options: TopLossesGridOptions = {}): Promise<RenderedPng> {
   if (tiles.length === 0) throw new TrainerError('ERR_DATA', 'top losses: need at least 1 image, got 0');

@@ -2,7 +2,8 @@
  * Writes a run report into a run directory: every picture as PNG with its numbers beside it as JSON
  * (`confusion-matrix.png` + `confusion-matrix.json`, …), `interpretation.json`, and `index.html` linking them all.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from '../../contract/atomic-write.js';
 import { join } from 'node:path';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import type { DataAccountJson } from '../../training/data/accounting.js';
@@ -67,12 +68,13 @@ class ReportWriter {
   readonly files: string[] = [];
   constructor(readonly dir: string) {}
 
+  /**
+   * Writes one file of the report whole or not at all (temporary file + rename: a full disk leaves no cut-short PNG
+   * that the previous report linked).
+   * @throws TrainerError ERR_REPORT naming the file and the system's reason (ENOSPC, EIO, …)
+   */
   async writeFile(name: string, content: string | Buffer): Promise<void> {
-    try {
-      await writeFile(join(this.dir, name), content);
-    } catch (err) {
-      throw new TrainerError('ERR_INTERNAL', `report: cannot write ${join(this.dir, name)}: ${String(err)}`, { cause: err });
-    }
+    await writeFileAtomic(join(this.dir, name), typeof content === 'string' ? Buffer.from(content) : content, 'ERR_REPORT');
     this.files.push(name);
   }
 

@@ -13,7 +13,7 @@ import { resolveRunConfig, type StageConfig } from '../../../src/contract/config
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { planStages } from '../../../src/contract/plan/plan.js';
 import { planScaleOut } from '../../../src/coordinator/scale-out.js';
-import { CheckpointStore, checkpointMeta, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
+import { CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 
 const STAGES: StageConfig[] = [
@@ -88,6 +88,51 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a resumed run shares the checkpoint it resumed from: the same state saved again (a stage model, the final checkpoint) is a hard link', () => {
+  // Found with a disk that filled up after the last epoch's checkpoint: the run failed on its final checkpoint, and
+  // --resume (at the stage's last step) wrote the stage model again in full, which the nearly full disk refused.
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-resumed-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, workers: 3, stages: STAGES, runDir: dir });
+    const history = newHistory();
+    history.position = { stageIndex: 0, stepInStage: 2, globalStep: 2 };
+    const state = new Uint8Array([5, 6, 7, 8]);
+    new CheckpointStore(dir, 2).write(checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history, stages, scale, worldSize: 3, generation: 1 }), state);
+    const { point } = loadResumePoint(dir, {}, () => undefined);
+    const resumed = new CheckpointStore(dir, 2);
+    resumed.resumedFrom(point);
+    assert.equal(resumed.sameStateFile(state), path.join(point.dir, 'state.safetensors'));
+    assert.equal(resumed.sameStateFile(new Uint8Array([5, 6, 7, 9])), null, 'another state is written, not linked');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--resume with the data at another place (moved, another mount, another machine) is accepted; the items must be the same', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-moved-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, workers: 3, stages: STAGES, runDir: dir, data: '/old/pets' });
+    const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1, dataFingerprint: 'f'.repeat(64) });
+    assert.equal(meta.data, 'f'.repeat(64));
+    new CheckpointStore(dir, 2).write(meta, new Uint8Array([1]));
+    // Before: "--resume …: data was "/old/pets" in this run, got "/new/pets"; drop the flag or start a new run".
+    assert.equal(loadResumePoint(dir, { data: '/new/pets' }, () => undefined).config.data, '/new/pets');
+    assert.equal(loadResumePoint(dir, {}, () => undefined).config.data, '/old/pets');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // The fingerprint the resumed run must match: items relative to the image folder, their labels and the split.
+  const bunch = (root: string, labels = [0, 1, 0, 1], valid = [3]) => ({
+    root, paths: ['a_1.jpg', 'b_2.jpg', 'a_3.jpg', 'b_4.jpg'].map((f) => `${root}/${f}`), labels: Int32Array.from(labels),
+    train: Int32Array.from([0, 1, 2, 3].filter((i) => !valid.includes(i))), valid: Int32Array.from(valid),
+  });
+  assert.equal(dataFingerprint(bunch('/old/pets/images')), dataFingerprint(bunch('/mnt/x/images')), 'the same images elsewhere');
+  assert.notEqual(dataFingerprint(bunch('/old/pets/images')), dataFingerprint(bunch('/old/pets/images', [0, 1, 1, 1])), 'a label changed');
+  assert.notEqual(dataFingerprint(bunch('/old/pets/images')), dataFingerprint(bunch('/old/pets/images', undefined, [2])), 'another split');
 });
 
 test('a checkpoint that cannot be written says what to do: disk space needed and free, and the intact checkpoint to resume from', () => {

@@ -2,8 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zmq from 'zeromq';
 import { Cluster } from '../../../src/coordinator/cluster.js';
+import { validateAll } from '../../../src/coordinator/stage-runner.js';
 import { ControlServer } from '../../../src/coordinator/control.js';
-import { isTrainerError } from '../../../src/contract/errors.js';
+import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { decode, encode, type Message } from '../../../src/contract/protocol/index.js';
 
 function hello(rankRequest: number | null, port: number): Message {
@@ -113,4 +114,49 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     for (const d of dealers) d.close();
     control.close();
   }
+});
+
+test('gather: a rank that reports failure ends the gather at once; the ranks still silent (a hung worker) are not waited for', async () => {
+  const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 600_000, log: () => undefined });
+  const endpoint = await control.start();
+  const cluster = new Cluster(control, () => undefined);
+  const dealers = [0, 1].map((i) => {
+    const d = new zmq.Dealer({ linger: 0, routingId: `g${i}`, receiveTimeout: 30_000 });
+    d.connect(endpoint);
+    return d;
+  });
+  try {
+    await dealers[0]!.send(encode(hello(0, 3000)));
+    await dealers[1]!.send(encode(hello(1, 3001)));
+    await cluster.admit(2, 30_000);
+    type Done = Extract<Message, { type: 'step-done' | 'step-failed' }>;
+    const isStep = (m: Message): m is Done => (m.type === 'step-done' || m.type === 'step-failed') && m.step === 4;
+    let settled: unknown = null;
+    // Rank 0 never answers (stopped); the step timeout is far away (10 min).
+    const gathering = cluster.gather([0, 1], isStep, 'step 4', 600_000,
+      (m, rank) => (m.type === 'step-failed' ? new TrainerError(m.code, `rank ${rank} failed step 4: ${m.message}`) : null));
+    gathering.then(() => { settled = 'resolved'; }, (e: unknown) => { settled = e; });
+    // Rank 1's all-reduce timed out waiting for rank 0: it fails the step; then it sends a message nobody waits for,
+    // which the server emits only after the failure (one peer's messages arrive in order).
+    const after = new Promise<void>((res) => control.once('message', () => res()));
+    await dealers[1]!.send(encode({ type: 'step-failed', step: 4, generation: 0, rank: 1, code: 'ERR_TIMEOUT', message: 'all-reduce timed out after 120000 ms' }));
+    await dealers[1]!.send(encode({ type: 'ack', requestId: 99, rank: 1 }));
+    await after;
+    await new Promise((r) => setImmediate(r));
+    assert.ok(isTrainerError(settled, 'ERR_TIMEOUT'), `the gather ended with rank 1's failure (got ${String(settled)})`);
+    assert.match((settled as Error).message, /^rank 1 failed step 4: all-reduce timed out after 120000 ms$/);
+    assert.equal((control as unknown as { waiters: unknown[] }).waiters.length, 0, 'rank 0\'s wait ended too (no 10-minute timer left)');
+  } finally {
+    for (const d of dealers) d.close();
+    control.close();
+  }
+});
+
+test('validation that read none of its images (the data folder went away mid-run) is ERR_DATA, not error_rate 1 and valid_loss 0', async () => {
+  const replies = (count: number) => [0, 1].map((rank) => ({ rank, message: { type: 'valid-done', requestId: 1, rank, count, correct: count, lossSum: count * 0.5 }, frames: [] }));
+  let answer = replies(0);
+  const cluster = { syncBatchNorm: async () => undefined, request: async () => answer } as unknown as Cluster;
+  await assert.rejects(validateAll(cluster, 1000, false), (e) => isTrainerError(e, 'ERR_DATA') && /validation read none of its images/.test(e.message) && /--resume/.test(e.message));
+  answer = replies(2);
+  assert.deepEqual(await validateAll(cluster, 1000, false).then((v) => [v.validLoss, v.errorRate]), [0.5, 0]);
 });

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { diskLine, diskUsage, formatBytes, removeFailedRunDir } from '../../../src/coordinator/disk.js';
+import { checkNewRunDir, diskLine, diskUsage, formatBytes, removeFailedRunDir } from '../../../src/coordinator/disk.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 
 test('diskUsage: checkpoints, models and the rest; a model hard-linked to a checkpoint counts once', () => {
   const dir = mkdtempSync(join(tmpdir(), 'disk-'));
@@ -61,5 +62,33 @@ test('removeFailedRunDir: only early files and empty folders are removed; anythi
     assert.equal(removeFailedRunDir(join(root, 'missing')), false);
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a new run refuses a --run-dir holding a run or files of the user\'s, and reuses one left before a first checkpoint', () => {
+  // Found: a stopped run's folder given again without --resume was trained over from step 0, its checkpoints replaced
+  // (step-000000006 rewritten by the new run) and pruned; a folder of the user's had its config.json and index.html
+  // overwritten. Both without a word.
+  const dir = mkdtempSync(join(tmpdir(), 'run dir '));
+  try {
+    const refused = (re: RegExp) => (e: unknown): boolean => isTrainerError(e, 'ERR_BAD_FLAG') && re.test((e as Error).message);
+    checkNewRunDir(dir); // empty: fine
+    // What a run killed before its first checkpoint leaves: reused, and said.
+    writeFileSync(join(dir, 'config.json'), '{}');
+    writeFileSync(join(dir, 'data.json'), '{}');
+    mkdirSync(join(dir, 'checkpoints', '.tmp-step-000000003-99'), { recursive: true });
+    writeFileSync(join(dir, 'config.json.tmp-123'), '');
+    const lines: string[] = [];
+    checkNewRunDir(dir, (l) => lines.push(l));
+    assert.match(lines.join('\n'), /reusing the folder of a run that ended before its first checkpoint \(checkpoints, config\.json, data\.json\)/);
+    mkdirSync(join(dir, 'checkpoints', 'step-000000006'));
+    mkdirSync(join(dir, 'checkpoints', 'step-000000012'));
+    assert.throws(() => checkNewRunDir(dir), refused(new RegExp(`holds a run \\(its newest checkpoint: step-000000012\\); continue it with: npx coordinator --resume '${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}', or choose another --run-dir`)));
+    rmSync(join(dir, 'checkpoints'), { recursive: true });
+    writeFileSync(join(dir, 'index.html'), '<h1>my site</h1>');
+    writeFileSync(join(dir, 'notes.txt'), '');
+    assert.throws(() => checkNewRunDir(dir), refused(/is not empty \(index\.html, notes\.txt\): a run writes config\.json, data\.json, index\.html, pictures, models\/ and checkpoints\/ there; choose a new or empty folder/));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

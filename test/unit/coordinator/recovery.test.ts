@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
@@ -30,7 +31,8 @@ function scripted(worldSize: number, joiners: Member[][]) {
   const live = (): Member[] => members.filter((m) => m.state !== 'lost').sort((a, b) => a.rank - b.rank);
   const ranks = (): Member[] => live().filter((m) => m.rank >= 0);
   const replies: Array<{ rank: number; message: Message }> = [];
-  const control = { all: () => members, live, markLost: (m: Member) => { m.state = 'lost'; } };
+  const silent = new Map<string, number>();
+  const control = { all: () => members, live, markLost: (m: Member) => { m.state = 'lost'; }, silentMs: (m: Member) => silent.get(m.id) ?? 0 };
   const cluster = {
     generation: 1,
     ranks,
@@ -62,7 +64,7 @@ function scripted(worldSize: number, joiners: Member[][]) {
       return want.map((rank) => ({ ...replies.find((x) => x.rank === rank)!, frames: [] }));
     },
   };
-  return { members, calls, cluster: cluster as unknown as Cluster, control: control as unknown as ControlServer };
+  return { members, calls, silent, cluster: cluster as unknown as Cluster, control: control as unknown as ControlServer };
 }
 
 function options(s: ReturnType<typeof scripted>, over: Partial<RecoveryOptions> = {}): RecoveryOptions & { lines: string[]; checkpoints: number } {
@@ -70,7 +72,7 @@ function options(s: ReturnType<typeof scripted>, over: Partial<RecoveryOptions> 
   const o = {
     cluster: s.cluster, control: s.control, workers: null, localSlots: 0, expect: 3,
     joinCommand: 'npx worker --connect tcp://h:5555', describeBatch: () => 'batch', elastic: false, maxRestarts: 3,
-    joinTimeoutMs: 60_000, rejoinTimeoutMs: 2000, detectTimeoutMs: 20, fitsWorldSize: (w: number) => 6 % (2 * w) === 0,
+    joinTimeoutMs: 60_000, rejoinTimeoutMs: 2000, detectTimeoutMs: 20, hungSilenceMs: 10_000, fitsWorldSize: (w: number) => 6 % (2 * w) === 0,
     setupFrame: () => new Uint8Array(4), metrics: null, log: (l: string) => lines.push(l),
     checkpoints: 0,
     checkpoint: async () => { o.checkpoints++; return 'checkpointed at global step 5 (runs/x/checkpoints/step-000000005)'; },
@@ -169,10 +171,16 @@ test('a respawned local worker that exits before joining (its setup failed) ends
 
 /** Local workers as an emitter: `respawn(slot)` starts pid `next++` there (no process), `pids()` lists them. */
 function fakeLocalWorkers(first: number) {
-  const workers = new EventEmitter() as EventEmitter & { respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null; respawned: number[] };
+  const workers = new EventEmitter() as EventEmitter & {
+    respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null; isRunning(pid: number): boolean;
+    kill(slot: number, signal: string): void; respawned: number[]; killed: Array<[number, string]>;
+  };
   const running = new Map<number, number>([[0, first]]);
   let next = first + 1;
   workers.respawned = [];
+  workers.killed = [];
+  workers.isRunning = (pid) => [...running.values()].includes(pid);
+  workers.kill = (slot, signal) => { workers.killed.push([slot, signal]); running.delete(slot); };
   workers.respawn = (slot) => { running.set(slot, next); workers.respawned.push(next++); };
   workers.pids = () => new Map(running);
   workers.slotOf = (pid) => ([...running].find(([, p]) => p === pid)?.[0] ?? null);
@@ -224,4 +232,38 @@ test('a respawn before joining and a later loss share --max-restarts', async () 
   assert.equal(recovery.respawnBeforeJoin(crash(500)), 501);
   s.members[2]!.state = 'lost';
   await assert.rejects(recovery.recover('rank 2 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /lost 2 worker\(s\), more than --max-restarts 1/.test(e.message));
+});
+
+test('a local worker alive but hung (SIGSTOP: silent past --heartbeat-timeout-ms) when a step fails is ended and replaced, not waited on forever', async () => {
+  // Rank 0 is this host's local worker in slot 0 (pid 500), stopped: its peer's all-reduce timed out and the step
+  // failed, yet no process exited. Before, recovery "re-formed the same ring" with it and redid the step, which
+  // failed again in the same way, forever (every --allreduce-timeout-ms).
+  const newcomer = member('w9', -1);
+  const s = scripted(2, [[newcomer]]);
+  const local = { ...s.members[0]!, hello: { ...s.members[0]!.hello, host: hostname(), pid: 500 } };
+  s.members[0] = local;
+  s.silent.set(local.id, 130_000);
+  s.silent.set(s.members[1]!.id, 9_000); // a slow but live worker on a loaded machine: below the limit, left alone
+  const workers = fakeLocalWorkers(500);
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000 });
+  const recovery = new Recovery(o);
+  await recovery.recover('rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out after 120000 ms', async () => new Uint8Array(8));
+  assert.deepEqual(workers.killed, [[0, 'SIGKILL']], 'the hung process is ended');
+  assert.deepEqual(workers.respawned, [501], 'and its slot respawned');
+  assert.equal(recovery.restarts, 1, 'counted against --max-restarts');
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w1', 'w9']);
+  assert.deepEqual(s.calls.loadState, ['w9'], 'the replacement gets the survivors\' state');
+  assert.match(o.lines.join('\n'), /local worker rank 0 hung: its process 500 is alive but silent for 130000 ms \(--heartbeat-timeout-ms 10000\) after rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out after 120000 ms; ended with SIGKILL/);
+});
+
+test('a failed step with no worker lost and none silent past the limit re-forms the same ring: nothing is killed', async () => {
+  const s = scripted(2, []);
+  s.members[0] = { ...s.members[0]!, hello: { ...s.members[0]!.hello, host: hostname(), pid: 500 } };
+  s.silent.set(s.members[0]!.id, 9_999);
+  const workers = fakeLocalWorkers(500);
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000 });
+  await new Recovery(o).recover('rank 1 failed step 7: ERR_INTERNAL: injected', async () => new Uint8Array(8));
+  assert.deepEqual(workers.killed, []);
+  assert.equal(s.calls.announce, 1);
+  assert.match(o.lines.join('\n'), /no worker was lost \(rank 1 failed step 7: ERR_INTERNAL: injected\); re-forming the same ring/);
 });

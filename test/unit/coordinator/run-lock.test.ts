@@ -10,7 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
 import { removeFailedRunDir } from '../../../src/coordinator/disk.js';
-import { RUN_LOCK_FILE, lockRunDir } from '../../../src/coordinator/run-lock.js';
+import { RUN_LOCK_FILE, lockRunDir, processStartTicks } from '../../../src/coordinator/run-lock.js';
 
 function withDir(f: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), 'run-lock-'));
@@ -40,7 +40,7 @@ test('a second coordinator on a run directory in use is refused, naming the owne
   const owner = JSON.parse(readFileSync(join(dir, RUN_LOCK_FILE), 'utf8')) as { pid: number; host: string };
   assert.deepEqual([owner.pid, owner.host], [process.pid, hostname()]);
   // This process is alive: whoever asks next (here the same process, standing for a second coordinator) is refused.
-  const other = { ...owner, pid: process.ppid }; // a live process that is not this one
+  const other = { ...owner, pid: process.ppid, startTicks: processStartTicks(process.ppid) }; // a live process that is not this one
   writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ ...other, since: '2026-11-30T08:00:00.000Z' }));
   assert.throws(() => lockRunDir(dir, '--resume', () => undefined),
     refused(new RegExp(`--resume ${dir}: this run directory is in use by the coordinator pid ${process.ppid} on ${hostname()} \\(since 2026-11-30T08:00:00.000Z\\); two coordinators must not write one run`)));
@@ -63,6 +63,36 @@ test('a lock left by a coordinator that died (SIGKILL) is taken over, and the lo
   assert.equal(JSON.parse(readFileSync(join(dir, RUN_LOCK_FILE), 'utf8')).pid, process.pid);
   assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of coordinator pid ${pid} (started 2026-11-30T07:00:00.000Z, no longer running)`]);
   lock.release();
+}));
+
+test('a lock whose pid now names another process (a restarted container: pid 1 again; a reboot) is taken over', () => withDir((dir) => {
+  const file = join(dir, RUN_LOCK_FILE);
+  const lock = lockRunDir(dir, '--run-dir', () => undefined);
+  const mine = JSON.parse(readFileSync(file, 'utf8')) as { pid: number; host: string; startTicks: number; bootId: string };
+  assert.equal(mine.startTicks, processStartTicks(process.pid));
+  assert.match(mine.bootId, /^[0-9a-f-]{36}$/);
+  // The process holding the lock asks again (as a second coordinator with its pid would): refused, it is alive.
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by the coordinator pid ${process.pid} `)));
+  lock.release();
+  const stale = [
+    // An earlier coordinator with this process's pid (a container restarted: both are pid 1), started earlier.
+    { ...mine, startTicks: mine.startTicks - 1 },
+    // The same, written before locks recorded the start time.
+    { pid: process.pid, host: mine.host },
+    // A live process that is not the one that wrote the lock (the pid was reused).
+    { ...mine, pid: process.ppid, startTicks: processStartTicks(process.ppid)! + 1 },
+    // A lock from before the last reboot, whatever runs under its pid now.
+    { ...mine, pid: process.ppid, startTicks: processStartTicks(process.ppid), bootId: '00000000-0000-0000-0000-000000000000' },
+  ];
+  for (const owner of stale) {
+    writeFileSync(file, JSON.stringify({ ...owner, since: '2026-11-30T07:00:00.000Z' }));
+    const logs: string[] = [];
+    const taken = lockRunDir(dir, '--resume', (l) => logs.push(l));
+    assert.equal(JSON.parse(readFileSync(file, 'utf8')).since === '2026-11-30T07:00:00.000Z', false, JSON.stringify(owner));
+    assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of coordinator pid ${owner.pid} (started 2026-11-30T07:00:00.000Z, no longer running; pid ${owner.pid} is now another process)`]);
+    taken.release();
+    assert.equal(existsSync(file), false);
+  }
 }));
 
 test('a lock from another host, or an unreadable one, is refused with the file to delete', () => withDir((dir) => {

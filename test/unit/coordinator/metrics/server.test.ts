@@ -10,6 +10,7 @@ import { isTrainerError } from '../../../../src/contract/errors.js';
 import { ALLOWED_LABELS, METRICS, PROCESS_METRIC_NAMES, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
 import { listDashboardQueries, metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
 import type { StepStats } from '../../../../src/contract/protocol/index.js';
+import { resolveTrainingMetricsOptions, runLabelOf } from '../../../../src/coordinator/metrics/training-metrics.js';
 
 interface Sample {
   readonly name: string;
@@ -258,5 +259,16 @@ describe('MetricsServer lifecycle and options', () => {
     assert.throws(() => new MetricsServer({ port: 70000 }), (e) => isTrainerError(e, 'ERR_BAD_FLAG'));
     assert.throws(() => new MetricsServer({ host: ' ' }), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--metrics-host/.test(e.message));
     assert.throws(() => new MetricsServer({ runId: 'a b' }), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--run/.test(e.message));
+  });
+});
+
+describe('runLabelOf', () => {
+  it('keeps a name of the label rule and maps any other folder name into it (never refuses one)', () => {
+    assert.equal(runLabelOf('2026-11-30T12-00-00'), '2026-11-30T12-00-00');
+    assert.equal(runLabelOf('my run'), 'my_run');
+    assert.equal(runLabelOf('ünï ☃'), 'r_n___');
+    assert.equal(runLabelOf('.exp'), 'r.exp');
+    assert.equal(runLabelOf('x'.repeat(100)), 'x'.repeat(64));
+    for (const name of ['my run', 'ünï ☃', '.exp', '-', 'x'.repeat(100)]) resolveTrainingMetricsOptions({ runId: runLabelOf(name) });
   });
 });

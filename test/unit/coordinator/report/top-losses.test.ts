@@ -55,9 +55,30 @@ test('topLossTiles maps an interpretation\'s worst items to paths and names; bad
   });
   // Losses: −ln 0.9, −ln 0.2, −ln 0.4 → worst two: item 1 (dog for cat), item 2 (cat for dog).
   assert.deepEqual(topLossTiles(interp, 2).map((t) => [t.path, t.pred, t.actual]), [['b.jpg', 'dog', 'cat'], ['c.jpg', 'cat', 'dog']]);
-  await assert.rejects(renderTopLossesGrid([{ path: '/nonexistent/x.jpg', pred: 'a', actual: 'b', loss: 1, probActual: 0.3 }]),
-    (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && /\/nonexistent\/x\.jpg/.test(e.message));
   await assert.rejects(renderTopLossesGrid([]), (e: unknown) => isTrainerError(e, 'ERR_DATA'));
   assert.throws(() => resolveTopLossesGridOptions({ tileSizePx: 10 }),
     (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && /tileSizePx must be an integer in \[64, 1024\], got 10/.test(e.message));
+});
+
+test('an image deleted or changed since the data step gets a grey "image unreadable" tile; the grid is still drawn', async () => {
+  // Found by deleting the data folder mid-run: its validation images had no prediction (uniform, so among the worst)
+  // and the finished run ended at its report with "ERR_BAD_IMAGE: top losses: cannot read image …".
+  const tileSizePx = 96;
+  const tiles: TopLossTile[] = [
+    { path: '/nonexistent/x.jpg', pred: 'a', actual: 'b', loss: 2, probActual: 0.1 },
+    { path: resolve(IMAGES, FILES[0]!), pred: 'a', actual: 'b', loss: 1, probActual: 0.3 },
+  ];
+  const grid = await renderTopLossesGrid(tiles, { tileSizePx });
+  const tile = async (col: number): Promise<Buffer> => (await sharp(grid.png)
+    .extract({ left: 16 + col * (tileSizePx + 16), top: grid.height - 16 - tileSizePx, width: tileSizePx, height: tileSizePx }).removeAlpha().raw().toBuffer());
+  const missing = await tile(0);
+  let grey = 0;
+  for (let i = 0; i < missing.length; i += 3) if (missing[i] === 0xd9 && missing[i + 1] === 0xd9 && missing[i + 2] === 0xd9) grey++;
+  assert.ok(grey / (missing.length / 3) > 0.8, `the unreadable image's tile is grey (${grey} of ${missing.length / 3} pixels)`);
+  assert.ok(await darkFraction(grid.png, { left: 16, top: grid.height - 16 - tileSizePx, width: tileSizePx, height: tileSizePx }) > 0.001, 'with its words');
+  const expected = await sharp(tiles[1]!.path).rotate().resize(tileSizePx, tileSizePx, { fit: 'cover' }).removeAlpha().raw().toBuffer();
+  const real = await tile(1);
+  let diff = 0;
+  for (let i = 0; i < real.length; i++) diff += Math.abs(real[i]! - expected[i]!);
+  assert.ok(diff / real.length < 2, 'the readable image is drawn as before');
 });

@@ -1,0 +1,51 @@
+// The end of a run whose report cannot be written (seen: a disk that filled up after the last checkpoint). The
+// training is done and its model saved; before, the run ended on "ERR_INTERNAL: report: cannot write
+// …/training-curves.png: Error: ENOSPC" — an internal error for a full disk, with no word of the saved model or of
+// how to write the report later — and a cut-short PNG stayed where the previous report linked it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { finishRun } from '../../../src/coordinator/finish.js';
+import { newHistory } from '../../../src/coordinator/history.js';
+import { DEFAULT_RUN_CONFIG, type RunConfig } from '../../../src/contract/config.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { writeRunReport } from '../../../src/coordinator/report/write-report.js';
+import type { Cluster } from '../../../src/coordinator/cluster.js';
+import type { DataBunch } from '../../../src/training/data/databunch.js';
+import { SHARED_PETS_IMAGES } from '../../integration/support/coordinator.js';
+
+test('a report that cannot be written at the end: ERR_REPORT naming the file, the saved model and the interpret command; no partial file', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'finish report ☃ '));
+  try {
+    // index.html cannot be replaced: a non-empty folder holds its name (as deterministic as a full disk).
+    mkdirSync(join(dir, 'index.html', 'x'), { recursive: true });
+    const paths = [join(SHARED_PETS_IMAGES, 'Bengal_107.jpg'), join(SHARED_PETS_IMAGES, 'Abyssinian_12.jpg')];
+    const data = { classes: ['Abyssinian', 'Bengal'], valid: [0, 1], labels: [1, 0], paths } as unknown as DataBunch;
+    // One rank's validation reply: item positions then their class probabilities (float32).
+    const frame = Buffer.alloc(2 * 4 + 2 * 2 * 4);
+    frame.writeInt32LE(0, 0); frame.writeInt32LE(1, 4);
+    [0.3, 0.7, 0.6, 0.4].forEach((p, i) => frame.writeFloatLE(p, 8 + 4 * i));
+    const cluster = {
+      syncBatchNorm: async () => undefined,
+      request: async () => [{ rank: 0, message: { type: 'valid-done', rank: 0, count: 2, correct: 2, lossSum: 1 }, frames: [frame] }],
+    } as unknown as Cluster;
+    const config: RunConfig = { ...DEFAULT_RUN_CONFIG, data: '/data/pets', runDir: dir };
+    const out: string[] = [];
+    await assert.rejects(finishRun({ cluster, data, config, runDir: dir, history: newHistory(), stages: config.stages.map((c, index) => ({ config: c, index })) as never, metricsUrl: null, out: (l) => out.push(l), timeoutMs: 1000 }), (e) => {
+      assert.ok(isTrainerError(e, 'ERR_REPORT'), String(e));
+      assert.match(e.message, new RegExp(`^cannot write ${join(dir, 'index.html').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(E[A-Z]+\\); the training finished and its model is saved \\(.*stage-2\\.safetensors\\); make room and write the report with: npx coordinator interpret '`));
+      return true;
+    });
+    assert.match(out.join('\n'), /final error_rate 0\.0000 \(2 validation images\)\nmodel: {3}.*stage-2\.safetensors\nreport: {2}not written/);
+    assert.deepEqual(readdirSync(dir).filter((n) => n.includes('.tmp-')), [], 'no temporary file left');
+    // Any file of the report: a picture whose name is taken fails the same way, with the same code.
+    rmSync(join(dir, 'index.html'), { recursive: true });
+    writeFileSync(join(dir, 'x'), '');
+    mkdirSync(join(dir, 'training-curves.png', 'x'), { recursive: true });
+    await assert.rejects(writeRunReport(dir, { title: 't', stages: [{ name: 's', epochs: [], steps: [] }] }), (e) => isTrainerError(e, 'ERR_REPORT') && /training-curves\.png/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
