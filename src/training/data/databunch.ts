@@ -10,7 +10,7 @@ import { LEFT_OUT_REASONS, leftOutLines, skippedCount, type DataAccount, type Le
 import { checkClasses } from './class-check.js';
 import { SKIP_REASONS, SkipLog, type SkipReason } from './decode.js';
 import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
-import { fetchPets, type FetchPetsOptions } from './pets.js';
+import { defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
@@ -22,7 +22,7 @@ export const PETS_SOURCE = 'oxford-iiit-pet';
 export interface DataBunchOptions {
   /** `oxford-iiit-pet` (download, cached) or a folder of images / a folder holding `images/`. */
   readonly data?: string;
-  /** Cache folder for downloads and the verify cache. */
+  /** Cache folder for downloads and the verify cache. Default {@link defaultCacheDir} (never the current directory). */
   readonly cacheDir?: string;
   /** Label source: regex on the path, parent folder name, or a CSV (file,label). */
   readonly labelFrom?: 'regex' | 'folder' | 'csv';
@@ -61,8 +61,8 @@ export interface DataBunchOptions {
 export type SplitKind = 'random' | 'official' | 'folder' | 'csv';
 
 /** Defaults of {@link DataBunchOptions}: the tutorial's. */
-export const DEFAULT_DATA_BUNCH: Readonly<Required<Pick<DataBunchOptions, 'data' | 'cacheDir' | 'labelFrom' | 'labelPattern' | 'split' | 'validPct' | 'seed' | 'verify' | 'trainFolder' | 'validFolder' | 'validCol'>>> = Object.freeze({
-  data: PETS_SOURCE, cacheDir: '.cache', labelFrom: 'regex', labelPattern: DEFAULT_LABEL_PATTERN,
+export const DEFAULT_DATA_BUNCH: Readonly<Required<Pick<DataBunchOptions, 'data' | 'labelFrom' | 'labelPattern' | 'split' | 'validPct' | 'seed' | 'verify' | 'trainFolder' | 'validFolder' | 'validCol'>>> = Object.freeze({
+  data: PETS_SOURCE, labelFrom: 'regex', labelPattern: DEFAULT_LABEL_PATTERN,
   split: 'random', validPct: 0.2, seed: 42, verify: true, trainFolder: 'train', validFolder: 'valid', validCol: 'is_valid',
 });
 
@@ -161,7 +161,7 @@ async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog
 export async function createDataBunch(options: DataBunchOptions = {}, pool?: ImagePool): Promise<DataBunch> {
   const o = { ...DEFAULT_DATA_BUNCH, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DataBunchOptions & typeof DEFAULT_DATA_BUNCH;
   const log = o.log ?? ((line: string) => process.stderr.write(`data: ${line}\n`));
-  const cacheDir = resolve(o.cacheDir);
+  const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   const datasetDir = o.data === PETS_SOURCE
     ? await fetchPets({ ...o.fetch, cacheDir, annotations: o.split === 'official' })
     : resolve(o.data);
