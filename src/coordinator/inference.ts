@@ -7,7 +7,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../training/compute/backend.js';
 import { releaseBackend } from '../training/compute/release.js';
-import { createDataBunch, dataBunchOptions } from '../training/data/databunch.js';
+import { createDataBunch, dataBunchOptions, type DataBunchOptions } from '../training/data/databunch.js';
 import { DEFAULT_RUN_CONFIG, checkInt, type RunConfig } from '../contract/config.js';
 import { decodeRgb } from '../training/data/decode.js';
 import { BatchLoader } from '../training/data/loader.js';
@@ -93,6 +93,20 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   return failures > 0 ? 1 : 0;
 }
 
+/**
+ * The data settings `interpret` reads a run's validation set with: the run's own (a config.json from before a
+ * setting existed gets that setting's default), `data` replacing its folder, every file verified. The split is the
+ * run's and interpret has no flag to change it, so the class check's hint says to retrain rather than name a flag.
+ * @param saved - the run's config.json `config` object ({} when there is none)
+ * @param data - the data folder (`--data`, else the run's)
+ */
+export function interpretDataOptions(saved: Record<string, unknown>, data: string): DataBunchOptions {
+  return {
+    ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true,
+    splitHint: 'train again with a higher --valid-pct (interpret measures the run\'s own split)',
+  };
+}
+
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
@@ -122,8 +136,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const loaded = await loadReplica(ref);
     replica = loaded.replica;
     const meta = loaded.meta;
-    // The run's own data settings (a config.json from before a setting existed gets that setting's default).
-    const bunch = await createDataBunch({ ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true }, pool);
+    const bunch = await createDataBunch(interpretDataOptions(saved, data), pool);
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
     const k = meta.classes.length;
     const probs = new Float32Array(bunch.valid.length * k);

@@ -24,6 +24,8 @@ export interface DataBunchOptions {
   readonly data?: string;
   /** Cache folder for downloads and the verify cache. Default {@link defaultCacheDir} (never the current directory). */
   readonly cacheDir?: string;
+  /** How this command's user changes the validation split, in the class check's warning (see ClassCheckInput). */
+  readonly splitHint?: string;
   /** Label source: regex on the path, parent folder name, or a CSV (file,label). */
   readonly labelFrom?: 'regex' | 'folder' | 'csv';
   /** Regex for `labelFrom: 'regex'`, group 1 is the label. */
@@ -172,7 +174,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
   const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir) : { good: (idx: Int32Array) => idx, bad: [] };
-  const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad });
+  const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad, splitHint: o.splitHint });
   const groups: LeftOutGroup[] = [...items.leftOut, ...(split.notInSplit ? [split.notInSplit] : []), ...decodeGroups(bad)];
   if (checked.discarded.length > 0) {
     groups.push({

@@ -1,14 +1,16 @@
 // `coordinator predict --top` and `coordinator interpret --bs` are checked before anything loads, with the flag named
 // (as every training flag is): `--top abc` used to mean 1 and `--bs abc` 32 without a word, and `interpret --bs -5`
 // failed after loading the model, naming an internal "shardPlan batchSize". `interpret <run-dir>` takes the run's lock
-// (coordinator/run-lock.ts) before it writes the run's report.
+// (coordinator/run-lock.ts) before it writes the run's report. Its data check's hints name no flag it lacks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { createDataBunch } from '../../../src/training/data/databunch.js';
+import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
 
 const badFlag = (re: RegExp) => (err: unknown): boolean => {
@@ -79,4 +81,19 @@ test('interpret <model file> writes into a folder of its own and needs no lock: 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('interpret\'s data check does not tell the user to raise a --valid-pct that interpret lacks: it names retraining', async () => {
+  // The shared photos at the run defaults (seed 42, valid_pct 0.2) leave 7 classes without a validation image.
+  const lines: string[] = [];
+  const pool = new ImagePool({});
+  pool.start();
+  try {
+    await createDataBunch({ ...interpretDataOptions({}, join(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample')), log: (l) => lines.push(l) }, pool);
+  } finally {
+    await pool.close();
+  }
+  const warning = lines.find((l) => /class\(es\) have no validation image/.test(l));
+  assert.ok(warning, lines.join('\n'));
+  assert.match(warning, /— add images or train again with a higher --valid-pct \(interpret measures the run's own split\)$/);
 });
