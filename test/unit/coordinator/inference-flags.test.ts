@@ -12,6 +12,7 @@ import { interpretDataOptions, runInterpretCommand, runPredictCommand } from '..
 import { createDataBunch } from '../../../src/training/data/databunch.js';
 import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
+import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
 
 const badFlag = (re: RegExp) => (err: unknown): boolean => {
   assert.ok(isTrainerError(err), String(err));
@@ -96,4 +97,23 @@ test('interpret\'s data check does not tell the user to raise a --valid-pct that
   const warning = lines.find((l) => /class\(es\) have no validation image/.test(l));
   assert.ok(warning, lines.join('\n'));
   assert.match(warning, /— add images or train again with a higher --valid-pct \(interpret measures the run's own split\)$/);
+});
+
+test('each subcommand\'s --help names the command as typed (coordinator <sub>) and says what it does', async () => {
+  // The help said "Usage: predict [options] <model> <images...>": a user copying it ran a command that does not exist.
+  const runs: [string, (argv: string[]) => Promise<number>][] = [
+    ['predict', runPredictCommand], ['interpret', runInterpretCommand], ['show-batch', (a) => runShowBatchCommand(a)],
+  ];
+  for (const [sub, run] of runs) {
+    let text = '';
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
+    try {
+      await assert.rejects(run(['--help']), (e: unknown) => (e as { code?: string }).code === 'commander.helpDisplayed');
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.match(text, new RegExp(`^Usage: coordinator ${sub} \\[options\\]`), text);
+    assert.match(text.split('\n')[2] ?? '', /^fastai's /, `${sub}: a description line under the usage\n${text}`);
+  }
 });
