@@ -58,10 +58,28 @@ export async function loadReplica(ref: ModelRef): Promise<{ replica: Replica; me
  * @throws TrainerError ERR_BAD_IMAGE when the file cannot be decoded
  */
 export async function predictImage(replica: Replica, size: number, path: string): Promise<Float32Array> {
+  checkImageArg(path);
   const img = await decodeRgb(path, { shorterSide: size });
   const pixels = new Float32Array(size * size * 3);
   renderItem(img, CENTRE_CROP, size, pixels);
   return (await replica.evaluate(pixels, new Int32Array(1), null)).probs;
+}
+
+/**
+ * Refuses a folder given where an image file belongs, saying so: decoding it reported "not an image: <dir> (Input
+ * file contains unsupported image format)", as if the folder were a broken picture.
+ * @param path - an argument of `predict`
+ * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder
+ */
+export function checkImageArg(path: string): void {
+  const folder = ((): boolean => {
+    try {
+      return statSync(path).isDirectory();
+    } catch {
+      return false; // missing or unreadable: the decoder names the system's reason
+    }
+  })();
+  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
 }
 
 /** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
 import { createDataBunch } from '../../../src/training/data/databunch.js';
 import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
@@ -115,5 +115,17 @@ test('each subcommand\'s --help names the command as typed (coordinator <sub>) a
     }
     assert.match(text, new RegExp(`^Usage: coordinator ${sub} \\[options\\]`), text);
     assert.match(text.split('\n')[2] ?? '', /^fastai's /, `${sub}: a description line under the usage\n${text}`);
+  }
+});
+
+test('predict refuses a folder as a folder, naming what to pass instead; files pass the check', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'predict-arg-'));
+  try {
+    assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
+    writeFileSync(join(dir, 'a.jpg'), 'x');
+    checkImageArg(join(dir, 'a.jpg'));
+    checkImageArg(join(dir, 'missing.jpg'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
