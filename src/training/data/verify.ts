@@ -50,15 +50,21 @@ function readCache(file: string | undefined): Record<string, Verdict> {
  *
  * @param paths - image candidates.
  * @param cacheFile - JSON cache path (written crash-safely by `writeFileAtomic`; ERR_DATA when it cannot be); omitted → no cache.
+ * @param onDecode - told once, before any decoding, how many files are not in the cache and will be decoded now
+ *   (not called when every verdict is cached), so a long first pass can be announced.
  */
-export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string): Promise<VerifyResult> {
+export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string,
+  onDecode?: (count: number) => void): Promise<VerifyResult> {
   const cache = readCache(cacheFile);
   const next: Record<string, Verdict> = {};
   const ok = new Uint8Array(paths.length);
   let cached = 0;
   let decoded = 0;
+  const keys = paths.map(verifyKey);
+  const toDecode = keys.filter((key) => cache[key] === undefined).length;
+  if (toDecode > 0) onDecode?.(toDecode);
   await Promise.all(paths.map(async (path, i) => {
-    const key = verifyKey(path);
+    const key = keys[i]!;
     let verdict = cache[key];
     if (verdict) {
       cached++;
