@@ -152,6 +152,9 @@ async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog
     if (n >= VERIFY_ANNOUNCE_MIN) log(`checking ${n} image files: each is decoded once before training (verdicts cached in ${cacheFile}, so later runs skip this)`);
   };
   const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce);
+  if (verified.cacheError !== undefined) {
+    log(`could not write the data check's cache ${cacheFile} (${verified.cacheError}): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder`);
+  }
   const ok = new Uint8Array(items.paths.length);
   inSplit.forEach((i, k) => { ok[i] = verified.ok[k]!; });
   const reasons = new Map(skipLog.entries().map((e) => [e.path, e.reason]));

@@ -3,7 +3,7 @@
  * skipped with the stated reason (once, counted), or loaded as 3-channel RGB. Plus the verify cache.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +81,16 @@ describe('bad inputs', () => {
     lines.length = 0;
     await createDataBunch(opts, pool);
     assert.deepEqual(lines.filter((l) => l.startsWith('checking ')), []);
+  });
+
+  it('a cache folder that cannot be written costs the cache, not the run: one line says so', async () => {
+    // The cache is in the user's home now; a container user without a writable one used to fail with ERR_DATA.
+    const blocker = join(dir, 'a-file');
+    writeFileSync(blocker, 'x');
+    const lines: string[] = [];
+    const bunch = await createDataBunch({ data: BAD, cacheDir: join(blocker, 'cache'), verify: true, validPct: 0.25, seed: 1, log: (l) => lines.push(l) }, pool);
+    assert.ok(bunch.train.length > 0, 'the data bunch is built');
+    assert.equal(lines.filter((l) => /^could not write the data check's cache \S+a-file\/cache\/verify-[0-9a-f]{12}\.json \(.*ENOTDIR.*\): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder$/.test(l)).length, 1, lines.join('\n'));
   });
 
   it('loads PNG-behind-jpg, RGBA, greyscale and 12x9 files as 3-channel RGB', async () => {
