@@ -6,7 +6,7 @@
  * Usage:
  * ```
  * npm run learn -- --data ../shared/datasets/oxford-iiit-pet-sample --arch resnet34 --size 128 --pretrained none \
- *   [--epochs 4] [--bs 16] [--lr 'slice(3e-3)'] [--seed 42] [--backend auto] [--dir runs/learn] [--lr-find] [--max-micro-batch N] \
+ *   [--epochs 4] [--bs 16] [--lr 'slice(3e-3)'] [--seed 42] [--valid-pct 0.2] [--backend auto] [--dir runs/learn] [--lr-find] [--max-micro-batch N] \
  *   [--max-rotate 10] [--max-zoom 1.1] [--max-lighting 0.2] [--max-warp 0.2] [--p-affine 0.75] [--p-lighting 0.75] \
  *   [--no-flip] [--flip-vert] [--no-augment]
  * ```
@@ -42,6 +42,8 @@ interface LearnFlags {
   lr: string;
   pretrained: string;
   seed: string;
+  /** Fraction of the items held out for validation (fastai valid_pct), checked in [0, 1) by {@link parseLearnArgs}. */
+  validPct: string;
   backend: string;
   dir: string;
   lrFind?: boolean;
@@ -83,7 +85,7 @@ async function run(f: LearnFlags): Promise<void> {
   const pool = new ImagePool(f.dataThreads === undefined ? {} : { threads: intFlag('data-threads', f.dataThreads, 1) });
   pool.start();
   try {
-    const data = await createDataBunch({ data: f.data, seed, verify: true }, pool);
+    const data = await createDataBunch({ data: f.data, seed, validPct: Number(f.validPct), verify: true }, pool);
     console.log(`data: ${data.train.length} train / ${data.valid.length} valid items, ${data.classes.length} classes`);
     const replica = await Replica.create({ arch, numClasses: data.classes.length, seed, pretrained, frozen: true,
       maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2) });
@@ -114,7 +116,7 @@ async function run(f: LearnFlags): Promise<void> {
  * Parses the command line of `npm run learn`.
  * @param argv - arguments after the script name
  * @returns the flags, with the augmentation resolved and validated
- * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_CONFIG for a bad
+ * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside [0, 1), ERR_BAD_CONFIG for a bad
  *   augmentation value (naming the field, its flag and the rule)
  */
 export function parseLearnArgs(argv: readonly string[]): LearnFlags {
@@ -128,6 +130,7 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
     .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')
     .option('--seed <n>', 'seed of split, shuffles, augmentation, init (≥ 0)', '42')
+    .option('--valid-pct <fraction>', 'fraction of items for validation, [0, 1) (the coordinator\'s --valid-pct)', '0.2')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--dir <dir>', 'folder for models/ and the lr_find plot', 'runs/learn')
     .option('--lr-find', 'after stage 1: unfreeze and run lr_find, write lr_find.png')
@@ -136,7 +139,12 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .exitOverride();
   addAugmentFlags(program);
   program.parse([...argv], { from: 'user' });
-  return { ...program.opts<Omit<LearnFlags, 'transforms'>>(), transforms: augmentFromFlags(program) };
+  const opts = program.opts<Omit<LearnFlags, 'transforms'>>();
+  const validPct = Number(opts.validPct);
+  if (opts.validPct.trim() === '' || !(validPct >= 0 && validPct < 1)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in [0, 1), got ${JSON.stringify(opts.validPct)}`);
+  }
+  return { ...opts, transforms: augmentFromFlags(program) };
 }
 
 /**

@@ -17,6 +17,7 @@ import { checkpointMeta } from './checkpoint-store.js';
 import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
+import { removeEmptyCreated } from './make-dir.js';
 import { CoordinatorSetUp } from './setup.js';
 import { shellArg } from './shell-arg.js';
 
@@ -238,10 +239,16 @@ export class Coordinator extends CoordinatorSetUp {
 
   /** Removes the run directory this run created when it ends before its first checkpoint (nothing to resume). */
   private removeRunDirWithoutCheckpoint(): void {
-    if (!this.createdRunDir || this.ended || this.keepDataAccount || this.store.newest !== null) return;
-    this.createdRunDir = false;
+    const created = this.createdRunDirs;
+    if (created.length === 0 || this.ended || this.keepDataAccount || this.store.newest !== null) return;
+    this.createdRunDirs = [];
     try {
-      if (removeFailedRunDir(this.runDir)) this.io.log(`removed ${this.runDir}: the run ended before its first checkpoint, nothing in it to keep`);
+      if (removeFailedRunDir(this.runDir)) {
+        // The parents it created too (the default `runs/` of a first run), when nothing else is in them.
+        const parents = removeEmptyCreated(created).filter((d) => d !== this.runDir);
+        const also = parents.length > 0 ? ` (and ${parents.reverse().join(', ')}, which it created, now empty)` : '';
+        this.io.log(`removed ${this.runDir}${also}: the run ended before its first checkpoint, nothing in it to keep`);
+      }
     } catch (err) {
       this.io.log(`could not remove ${this.runDir} (${(err as Error).message})`);
     }

@@ -7,7 +7,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../training/compute/backend.js';
 import { releaseBackend } from '../training/compute/release.js';
-import { createDataBunch, dataBunchOptions } from '../training/data/databunch.js';
+import { createDataBunch, dataBunchOptions, type DataBunchOptions } from '../training/data/databunch.js';
 import { DEFAULT_RUN_CONFIG, checkInt, type RunConfig } from '../contract/config.js';
 import { decodeRgb } from '../training/data/decode.js';
 import { BatchLoader } from '../training/data/loader.js';
@@ -88,15 +88,36 @@ export async function loadReplica(ref: ModelRef): Promise<{ replica: Replica; me
  * @throws TrainerError ERR_BAD_IMAGE when the file cannot be decoded
  */
 export async function predictImage(replica: Replica, size: number, path: string): Promise<Float32Array> {
+  checkImageArg(path);
   const img = await decodeRgb(path, { shorterSide: size });
   const pixels = new Float32Array(size * size * 3);
   renderItem(img, CENTRE_CROP, size, pixels);
   return (await replica.evaluate(pixels, new Int32Array(1), null)).probs;
 }
 
+/**
+ * Refuses a folder given where an image file belongs, saying so: decoding it reported "not an image: <dir> (Input
+ * file contains unsupported image format)", as if the folder were a broken picture.
+ * @param path - an argument of `predict`
+ * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder
+ */
+export function checkImageArg(path: string): void {
+  const folder = ((): boolean => {
+    try {
+      return statSync(path).isDirectory();
+    } catch {
+      return false; // missing or unreadable: the decoder names the system's reason
+    }
+  })();
+  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+}
+
 /** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
-  const cmd = new Command('predict').argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
+  // Named as the user types it: `Usage: coordinator predict …` (a bare `predict` is no command on the PATH).
+  const cmd = new Command('coordinator predict')
+    .description("fastai's learn.predict: each image's most probable classes with their probabilities (resized and centre-cropped as the validation set)")
+    .argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   cmd.parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
@@ -123,9 +144,25 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   return failures > 0 ? 1 : 0;
 }
 
+/**
+ * The data settings `interpret` reads a run's validation set with: the run's own (a config.json from before a
+ * setting existed gets that setting's default), `data` replacing its folder, every file verified. The split is the
+ * run's and interpret has no flag to change it, so the class check's hint says to retrain rather than name a flag.
+ * @param saved - the run's config.json `config` object ({} when there is none)
+ * @param data - the data folder (`--data`, else the run's)
+ */
+export function interpretDataOptions(saved: Record<string, unknown>, data: string): DataBunchOptions {
+  return {
+    ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true,
+    splitHint: 'train again with a higher --valid-pct (interpret measures the run\'s own split)',
+  };
+}
+
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
-  const cmd = new Command('interpret').argument('<model>', 'run directory or models/<name>.safetensors')
+  const cmd = new Command('coordinator interpret')
+    .description("fastai's ClassificationInterpretation.from_learner: top losses, confusion matrix and most_confused on the run's validation set, into the run's report (a models/<name>.safetensors into interpret-<name>/)")
+    .argument('<model>', 'run directory or models/<name>.safetensors')
     .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   cmd.parse([...argv], { from: 'user' });
@@ -151,8 +188,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const loaded = await loadReplica(ref);
     replica = loaded.replica;
     const meta = loaded.meta;
-    // The run's own data settings (a config.json from before a setting existed gets that setting's default).
-    const bunch = await createDataBunch({ ...dataBunchOptions({ ...DEFAULT_RUN_CONFIG, ...saved, data } as RunConfig), verify: true }, pool);
+    const bunch = await createDataBunch(interpretDataOptions(saved, data), pool);
     if (JSON.stringify(bunch.classes) !== JSON.stringify(meta.classes)) throw new TrainerError('ERR_DATA', `interpret: the data's ${bunch.classes.length} classes differ from the model's ${meta.classes.length}`);
     const k = meta.classes.length;
     const probs = new Float32Array(bunch.valid.length * k);

@@ -5,7 +5,7 @@
  * exists (procfs, sysfs) it loops forever in Node 20, and on a read-only file system it reports ENOENT rather than
  * EROFS. Here each missing component is created in turn, so every failure is one system call's own answer.
  */
-import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { TrainerError } from '../contract/errors.js';
 
@@ -17,6 +17,15 @@ import { TrainerError } from '../contract/errors.js';
  * @throws TrainerError ERR_BAD_FLAG naming the flag, the path and the system's reason (EROFS, EACCES, ENOTDIR, …)
  */
 export function makeDir(path: string, flag: string): boolean {
+  return makeDirs(path, flag).length > 0;
+}
+
+/**
+ * {@link makeDir}, returning the folders it created, outermost first (absolute; empty: `path` existed), so that a
+ * caller that gives up can take back exactly what it made (`runs/` as well as `runs/<date-time>`).
+ * @throws TrainerError as {@link makeDir}
+ */
+export function makeDirs(path: string, flag: string): readonly string[] {
   const abs = resolve(path);
   const missing: string[] = [];
   for (let p = abs; !existsSync(p); p = dirname(p)) {
@@ -46,5 +55,25 @@ export function makeDir(path: string, flag: string): boolean {
   } catch (err) {
     fail('not writable', err);
   }
-  return missing.length > 0;
+  return missing;
+}
+
+/**
+ * Removes the folders {@link makeDirs} created that are empty now, innermost first; a folder something else wrote
+ * into (another run's `runs/<date-time>`, a file of the user's) stays, and so do its parents.
+ * @param created - {@link makeDirs}'s answer
+ * @returns the folders removed
+ */
+export function removeEmptyCreated(created: readonly string[]): string[] {
+  const removed: string[] = [];
+  for (const dir of [...created].reverse()) {
+    try {
+      rmdirSync(dir);
+      removed.push(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // already gone (the run directory itself)
+      break; // not empty, or not ours to remove: its parents are not empty either
+    }
+  }
+  return removed;
 }

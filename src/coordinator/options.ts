@@ -139,7 +139,7 @@ export function trainProgram(): Command {
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
     .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
-    .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle)')
+    .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find)')
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
     .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
@@ -222,8 +222,10 @@ function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['st
   const stages = resolveRunConfig(base).stages.map((s) => ({ ...s }));
   const fits = stages.filter((s) => s.kind !== 'lr_find');
   if (flags.epochs !== undefined && fits[0]) fits[0].epochs = checkInt('--epochs', flags.epochs, 1);
-  if (flags.fineTuneEpochs !== undefined && fits[1]) fits[1].epochs = checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 1);
-  return flags.lrFind === false ? stages.filter((s) => s.kind !== 'lr_find') : stages;
+  // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
+  const fineTune = flags.fineTuneEpochs === undefined ? undefined : checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0);
+  if (fineTune !== undefined && fits[1]) fits[1].epochs = fineTune;
+  return stages.filter((s) => !(s.kind === 'lr_find' && flags.lrFind === false) && !(fineTune === 0 && s === fits[1]));
 }
 
 /** Values of `--allreduce`. */

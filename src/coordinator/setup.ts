@@ -12,7 +12,7 @@ import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } fr
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
-import { makeDir } from './make-dir.js';
+import { makeDirs } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
@@ -88,8 +88,11 @@ export abstract class CoordinatorSetUp {
   protected dataFingerprint = '';
   protected recorder: StepMetricsRecorder | null = null;
   protected recovery: Recovery | null = null;
-  /** This run created its directory (so a run failing before its first checkpoint removes it again). */
-  protected createdRunDir = false;
+  /**
+   * The folders this run created for its directory, outermost first, the run directory last (empty: it existed), so a
+   * run failing before its first checkpoint removes them again: `runs/<date-time>`, and `runs/` when it made that too.
+   */
+  protected createdRunDirs: readonly string[] = [];
   /** This coordinator's lock of the run directory (run-lock.ts), held from its creation to the end of close. */
   protected runLock: RunLock | null = null;
   /** The run finished or stopped with its results written (its directory is kept whatever it holds). */
@@ -184,9 +187,9 @@ export abstract class CoordinatorSetUp {
     checkPretrainedSource(config.pretrained);
     await checkPretrainedFile(config.pretrained, config.arch);
     if (config.workers > 0) checkBackendRequest(config.backend);
-    this.createdRunDir = makeDir(this.runDir, '--run-dir');
+    this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
     this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
-    if (!this.cmd.runtime.resume && !this.createdRunDir) {
+    if (!this.cmd.runtime.resume && this.createdRunDirs.length === 0) {
       try {
         checkNewRunDir(this.runDir, this.io.log);
       } catch (err) {

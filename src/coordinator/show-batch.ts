@@ -76,7 +76,7 @@ const SHOW_BATCH_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>
  * @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG (bad flag), ERR_DATA / ERR_OFFLINE from the data source
  */
 export async function runShowBatchCommand(argv: readonly string[], out: (line: string) => void = console.log): Promise<number> {
-  const cmd = new Command('show-batch')
+  const cmd = new Command('coordinator show-batch')
     .description("fastai's data.show_batch(rows): a grid of augmented training images with their labels");
   addConfigFlags(cmd, SHOW_BATCH_FIELDS)
     .option('--config <file>', 'YAML or JSON run configuration to take the data and augmentation settings from (flags win)')

@@ -92,8 +92,9 @@ test('a run that fails before its first checkpoint (no images) leaves no empty r
   assert.equal(await coord.exited, 2, coord.output());
   assert.match(coord.output(), /ERR_BAD_DATA/);
   assert.doesNotMatch(coord.output(), /coordinator listening|^metrics:/m, 'nothing about ports is printed before a data error');
-  assert.match(coord.output(), /removed \S+failed: the run ended before its first checkpoint/);
+  assert.match(coord.output(), /removed \S+failed \(and \S+runs, which it created, now empty\): the run ended before its first checkpoint/);
   assert.equal(existsSync(runDir), false, 'no runs/<date-time> folder left');
+  assert.equal(existsSync(join(tmp, 'runs')), false, 'nor the runs/ folder the run created for it');
 });
 
 /** Holds `port` on 127.0.0.1 if it is free; when another process holds it already, that serves the test as well. */

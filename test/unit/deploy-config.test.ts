@@ -13,6 +13,7 @@ import { parseAllDocuments } from 'yaml';
 import { DEFAULT_METRICS_PORT } from '../../src/coordinator/metrics/server.js';
 import { parseTrainArgs } from '../../src/coordinator/options.js';
 import { parseWorkerArgs } from '../../src/worker/cli.js';
+import { METRICS, type MetricSpec } from '../../src/coordinator/metrics/catalog.js';
 import { DASHBOARD_UID, DATASOURCE_UID, renderTrainingDashboard } from '../../src/coordinator/metrics/dashboard.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -246,6 +247,32 @@ describe('Grafana provisioning and dashboard', () => {
 
   it('is in sync with its generator (scripts/gen-dashboard.ts)', () => {
     assert.equal(readFileSync(dashboardPath, 'utf8'), renderTrainingDashboard(), 'run: node --import tsx scripts/gen-dashboard.ts');
+  });
+
+  it('shows each plain metric query in the metric\'s own unit (per-query overrides where a panel mixes units)', () => {
+    // The unit a reader sees for a query: its override by refId, else the panel's. A query that is a metric
+    // selector, bare or summed, must show the catalogue unit of that metric: before the fix the replica panel
+    // showed its mismatch count as a percentage (3 → "300%") and the checkpoint panel its mean write time bare.
+    const grafanaUnits: Record<MetricSpec['unit'], readonly string[]> = {
+      seconds: ['s'], timestamp_seconds: ['dateTimeAsIso', 'dateTimeFromNow'], bytes: ['bytes'], bytes_per_second: ['Bps'],
+      images_per_second: ['short'], ratio: ['percentunit'], count: ['short', 'none'], dimensionless: ['none', 'short'],
+    };
+    const specs = new Map<string, MetricSpec>((Object.values(METRICS) as MetricSpec[]).map((m) => [m.name, m]));
+    let checked = 0;
+    for (const panel of dashboard.panels.filter((p: Doc) => p.type !== 'row')) {
+      for (const target of panel.targets) {
+        const override = panel.fieldConfig.overrides.find((o: Doc) => o.matcher.id === 'byFrameRefID' && o.matcher.options === target.refId);
+        const unit = override?.properties.find((p: Doc) => p.id === 'unit')?.value ?? panel.fieldConfig.defaults.unit;
+        const plain = /^(?:sum(?: by \([a-z, ]+\))? \()?(pets_[a-z0-9_]+)\{[^}]*\}\)?$/.exec(target.expr);
+        const spec = plain ? specs.get(plain[1]!) : undefined;
+        if (!spec) continue;
+        checked++;
+        assert.ok(grafanaUnits[spec.unit].includes(unit), `${panel.title}/${target.refId} (${spec.name}, ${spec.unit}) is shown as ${unit}`);
+      }
+    }
+    assert.ok(checked >= 20, `only ${checked} plain queries found`);
+    const mean = dashboard.panels.find((p: Doc) => p.title === 'Checkpoints');
+    assert.deepEqual(mean.fieldConfig.overrides, [{ matcher: { id: 'byFrameRefID', options: 'B' }, properties: [{ id: 'unit', value: 's' }] }]);
   });
 
   it('has uid, title, schemaVersion ≥ 39, templating (datasource, run, worker) and well-formed panels', () => {

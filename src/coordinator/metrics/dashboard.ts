@@ -19,6 +19,8 @@ export const DATASOURCE_REF = Object.freeze({ type: 'prometheus', uid: '${dataso
 interface QueryDef {
   readonly expr: string;
   readonly legend: string;
+  /** Grafana unit of this query when it differs from the panel's (written as a field override by refId). */
+  readonly unit?: string;
 }
 
 interface PanelDef {
@@ -42,7 +44,7 @@ const R = 'run=~"$run"';
 const W = 'run=~"$run", rank=~"$worker"';
 const RI = '$__rate_interval';
 
-const q = (expr: string, legend: string): QueryDef => ({ expr, legend });
+const q = (expr: string, legend: string, unit?: string): QueryDef => (unit === undefined ? { expr, legend } : { expr, legend, unit });
 const quantile = (p: number, metric: string, by: string, filter: string): string =>
   `histogram_quantile(${p}, sum by (le${by ? `, ${by}` : ''}) (rate(${metric}_bucket{${filter}}[${RI}])))`;
 
@@ -102,11 +104,11 @@ const HEALTH: RowDef = {
       q(`sum by (reason) (pets_restarts_total{${R}})`, '{{reason}}')] },
     { title: 'Checkpoints', description: 'Checkpoints written and mean write time.', type: 'stat', unit: 'short', width: 6, queries: [
       q(`pets_checkpoints_written_total{${R}}`, 'written'),
-      q(`pets_checkpoint_duration_seconds_sum{${R}} / pets_checkpoint_duration_seconds_count{${R}}`, 'mean seconds')] },
+      q(`pets_checkpoint_duration_seconds_sum{${R}} / pets_checkpoint_duration_seconds_count{${R}}`, 'mean write time', 's')] },
     { title: 'Since last checkpoint', description: 'Seconds since the last checkpoint was written.', type: 'stat', unit: 's', width: 6, queries: [
       q(`time() - pets_last_checkpoint_timestamp_seconds{${R}}`, 'age')] },
     { title: 'Replica agreement', description: 'Fraction of replicas whose parameter checksum equals rank 0\'s (1 = bit-identical), and mismatching checks.', type: 'stat', unit: 'percentunit', width: 6, queries: [
-      q(`pets_replica_checksum_agreement_ratio{${R}}`, 'agreement'), q(`pets_replica_checksum_mismatches_total{${R}}`, 'mismatches')] },
+      q(`pets_replica_checksum_agreement_ratio{${R}}`, 'agreement'), q(`pets_replica_checksum_mismatches_total{${R}}`, 'mismatches', 'short')] },
   ],
 };
 
@@ -149,7 +151,18 @@ function fieldConfig(panel: PanelDef): object {
         scaleDistribution: panel.log ? { type: 'log', log: 10 } : { type: 'linear' },
       }
     : {};
-  return { defaults: { unit: panel.unit, custom }, overrides: [] };
+  // A query in another unit than the panel's (a count beside a ratio, seconds beside a count) gets its own, or
+  // Grafana shows 3 mismatches as "300%" and 1.5 s as a bare "1.50".
+  const overrides = panel.queries.flatMap((query, i) => (query.unit === undefined || query.unit === panel.unit ? [] : [{
+    matcher: { id: 'byFrameRefID', options: refIdOf(i) },
+    properties: [{ id: 'unit', value: query.unit }],
+  }]));
+  return { defaults: { unit: panel.unit, custom }, overrides };
+}
+
+/** Grafana's refId of a panel's i-th query: A, B, C, … */
+function refIdOf(i: number): string {
+  return String.fromCharCode(65 + i);
 }
 
 function panelOptions(panel: PanelDef): object {
@@ -161,7 +174,7 @@ function panelOptions(panel: PanelDef): object {
 
 function buildPanel(panel: PanelDef, id: number, x: number, y: number): object {
   const targets = panel.queries.map((query, i) => ({
-    refId: String.fromCharCode(65 + i),
+    refId: refIdOf(i),
     datasource: DATASOURCE_REF,
     expr: query.expr,
     legendFormat: query.legend,

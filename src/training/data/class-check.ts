@@ -22,6 +22,12 @@ export interface ClassCheckInput {
   readonly valid: Int32Array;
   /** Item indices (in either split) that failed to decode, with the file's path for messages. */
   readonly bad: readonly { readonly index: number; readonly path: string; readonly reason: string }[];
+  /**
+   * How the user of this command changes the validation split, ending the no-validation-image warning. Default
+   * `raise --valid-pct` (training, show-batch, learn); `interpret` evaluates a trained model on its run's split,
+   * which it cannot change, and says so.
+   */
+  readonly splitHint?: string;
 }
 
 /** What {@link checkClasses} decided. */
@@ -80,7 +86,7 @@ export function checkClasses(input: ClassCheckInput): ClassCheck {
   }
   const noValid = counts.filter((c) => c.train > 1 && c.valid === 0);
   if (noValid.length > 0) {
-    warnings.push(`${noValid.length} class(es) have no validation image: ${listNames(noValid.map((c) => c.name))}; error_rate does not measure them — add images or raise --valid-pct`);
+    warnings.push(`${noValid.length} class(es) have no validation image: ${listNames(noValid.map((c) => c.name))}; error_rate does not measure them — add images or ${input.splitHint ?? 'raise --valid-pct'}`);
   }
   return { classes, valid: Int32Array.from(keep), discarded: Int32Array.from(discarded), unknownClasses, counts, warnings };
 }

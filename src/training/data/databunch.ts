@@ -10,7 +10,7 @@ import { LEFT_OUT_REASONS, leftOutLines, skippedCount, type DataAccount, type Le
 import { checkClasses } from './class-check.js';
 import { SKIP_REASONS, SkipLog, type SkipReason } from './decode.js';
 import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
-import { fetchPets, type FetchPetsOptions } from './pets.js';
+import { defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
@@ -22,8 +22,10 @@ export const PETS_SOURCE = 'oxford-iiit-pet';
 export interface DataBunchOptions {
   /** `oxford-iiit-pet` (download, cached) or a folder of images / a folder holding `images/`. */
   readonly data?: string;
-  /** Cache folder for downloads and the verify cache. */
+  /** Cache folder for downloads and the verify cache. Default {@link defaultCacheDir} (never the current directory). */
   readonly cacheDir?: string;
+  /** How this command's user changes the validation split, in the class check's warning (see ClassCheckInput). */
+  readonly splitHint?: string;
   /** Label source: regex on the path, parent folder name, or a CSV (file,label). */
   readonly labelFrom?: 'regex' | 'folder' | 'csv';
   /** Regex for `labelFrom: 'regex'`, group 1 is the label. */
@@ -61,8 +63,8 @@ export interface DataBunchOptions {
 export type SplitKind = 'random' | 'official' | 'folder' | 'csv';
 
 /** Defaults of {@link DataBunchOptions}: the tutorial's. */
-export const DEFAULT_DATA_BUNCH: Readonly<Required<Pick<DataBunchOptions, 'data' | 'cacheDir' | 'labelFrom' | 'labelPattern' | 'split' | 'validPct' | 'seed' | 'verify' | 'trainFolder' | 'validFolder' | 'validCol'>>> = Object.freeze({
-  data: PETS_SOURCE, cacheDir: '.cache', labelFrom: 'regex', labelPattern: DEFAULT_LABEL_PATTERN,
+export const DEFAULT_DATA_BUNCH: Readonly<Required<Pick<DataBunchOptions, 'data' | 'labelFrom' | 'labelPattern' | 'split' | 'validPct' | 'seed' | 'verify' | 'trainFolder' | 'validFolder' | 'validCol'>>> = Object.freeze({
+  data: PETS_SOURCE, labelFrom: 'regex', labelPattern: DEFAULT_LABEL_PATTERN,
   split: 'random', validPct: 0.2, seed: 42, verify: true, trainFolder: 'train', validFolder: 'valid', validCol: 'is_valid',
 });
 
@@ -136,12 +138,23 @@ function ordered(groups: readonly LeftOutGroup[]): LeftOutGroup[] {
  * The verify pass over the items of either split (items in neither are not decoded): which decode, and the bad ones
  * with their reasons (reported to `skipLog`).
  */
-async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string):
+/** Files to decode from which the verify pass says so first: about 10 s and more of silence at ≈ 100 files/s. */
+export const VERIFY_ANNOUNCE_MIN = 1000;
+
+async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string, log: (line: string) => void):
   Promise<{ good: (idx: Int32Array) => Int32Array; bad: { index: number; path: string; reason: SkipReason }[] }> {
   if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
   const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
   const inSplit = [...split.train, ...split.valid].sort((a, b) => a - b);
-  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile);
+  // The first pass over a large folder (the full Pets set: 7390 files) decodes for a minute or more before the
+  // first line of training; it says so, and that later runs skip it.
+  const announce = (n: number): void => {
+    if (n >= VERIFY_ANNOUNCE_MIN) log(`checking ${n} image files: each is decoded once before training (verdicts cached in ${cacheFile}, so later runs skip this)`);
+  };
+  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce);
+  if (verified.cacheError !== undefined) {
+    log(`could not write the data check's cache ${cacheFile} (${verified.cacheError}): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder`);
+  }
   const ok = new Uint8Array(items.paths.length);
   inSplit.forEach((i, k) => { ok[i] = verified.ok[k]!; });
   const reasons = new Map(skipLog.entries().map((e) => [e.path, e.reason]));
@@ -161,7 +174,7 @@ async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog
 export async function createDataBunch(options: DataBunchOptions = {}, pool?: ImagePool): Promise<DataBunch> {
   const o = { ...DEFAULT_DATA_BUNCH, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DataBunchOptions & typeof DEFAULT_DATA_BUNCH;
   const log = o.log ?? ((line: string) => process.stderr.write(`data: ${line}\n`));
-  const cacheDir = resolve(o.cacheDir);
+  const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   const datasetDir = o.data === PETS_SOURCE
     ? await fetchPets({ ...o.fetch, cacheDir, annotations: o.split === 'official' })
     : resolve(o.data);
@@ -171,8 +184,8 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const items = listItems(datasetDir, labelRule(o), { splitFolders: o.split === 'folder' ? [o.trainFolder, o.validFolder] : null });
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
-  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir) : { good: (idx: Int32Array) => idx, bad: [] };
-  const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad });
+  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir, log) : { good: (idx: Int32Array) => idx, bad: [] };
+  const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad, splitHint: o.splitHint });
   const groups: LeftOutGroup[] = [...items.leftOut, ...(split.notInSplit ? [split.notInSplit] : []), ...decodeGroups(bad)];
   if (checked.discarded.length > 0) {
     groups.push({

@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tar from 'tar';
 import { downloadFile, offlineMessage, offlineTried } from '../download.js';
@@ -24,7 +25,7 @@ export const PETS_URLS = Object.freeze({
 
 /** Options of {@link fetchPets}. */
 export interface FetchPetsOptions {
-  /** Cache root; the dataset lands in `<cacheDir>/oxford-iiit-pet/{images,annotations}`. Default `.cache`. */
+  /** Cache root; the dataset lands in `<cacheDir>/oxford-iiit-pet/{images,annotations}`. Default {@link defaultCacheDir}. */
   readonly cacheDir?: string;
   /** Also fetch annotations (needed by `--split official`). Default false. */
   readonly annotations?: boolean;
@@ -43,8 +44,22 @@ export interface FetchPetsOptions {
   readonly backoffMs?: number;
 }
 
-/** Defaults of {@link FetchPetsOptions}. */
-export const DEFAULT_FETCH_PETS = Object.freeze({ cacheDir: '.cache', annotations: false, quiet: false });
+/** Environment variable overriding the data cache directory. */
+export const CACHE_DIR_ENV = 'PETS_TRAINER_CACHE_DIR';
+
+/**
+ * The data cache directory (the downloaded dataset, the verify pass's verdicts): `$PETS_TRAINER_CACHE_DIR`, else
+ * `~/.cache/pets-trainer`, beside the ImageNet weights (`~/.cache/pets-trainer/weights`), as fastai keeps
+ * `untar_data`'s datasets in `~/.fastai/data` and PyTorch its hub in `~/.cache/torch`: never the current directory,
+ * so running a command from any folder leaves nothing there but what it was asked to write.
+ */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env[CACHE_DIR_ENV];
+  return fromEnv && fromEnv.trim() !== '' ? resolve(fromEnv) : join(homedir(), '.cache', 'pets-trainer');
+}
+
+/** Defaults of {@link FetchPetsOptions} (the cache root: {@link defaultCacheDir}, read when called). */
+export const DEFAULT_FETCH_PETS = Object.freeze({ annotations: false, quiet: false });
 
 /** Downloads (resumably) and extracts one tarball whose top folder is `folder`, unless the marker says it is done. */
 async function fetchPart(dir: string, folder: string, urls: readonly string[], sha256: string | undefined, o: FetchPetsOptions): Promise<void> {
@@ -87,7 +102,7 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
  * @throws TrainerError ERR_OFFLINE (message tells the user to pass --data <dir>), ERR_DOWNLOAD, ERR_CHECKSUM, ERR_DATA.
  */
 export async function fetchPets(options: FetchPetsOptions = {}): Promise<string> {
-  const dir = resolve(options.cacheDir ?? DEFAULT_FETCH_PETS.cacheDir, 'oxford-iiit-pet');
+  const dir = resolve(options.cacheDir ?? defaultCacheDir(), 'oxford-iiit-pet');
   await mkdir(dir, { recursive: true });
   await fetchPart(dir, 'images', options.imagesUrls ?? PETS_URLS.images, options.imagesSha256, options);
   if (options.annotations ?? DEFAULT_FETCH_PETS.annotations) {

@@ -23,6 +23,8 @@ export interface VerifyResult {
   readonly cached: number;
   /** Files actually decoded this time. */
   readonly decoded: number;
+  /** Why the cache file could not be written (the verdicts stand; a later run decodes again); absent when it was. */
+  readonly cacheError?: string;
 }
 
 /** Cache key: path, size in bytes and mtime in ms (any change re-verifies the file). */
@@ -49,16 +51,23 @@ function readCache(file: string | undefined): Record<string, Verdict> {
  * Decodes every path once through `pool` (or takes the cached verdict), reporting failures to `skipLog`.
  *
  * @param paths - image candidates.
- * @param cacheFile - JSON cache path (written crash-safely by `writeFileAtomic`; ERR_DATA when it cannot be); omitted → no cache.
+ * @param cacheFile - JSON cache path (written crash-safely by `writeFileAtomic`; when it cannot be, the result says why in
+ *   `cacheError`); omitted → no cache.
+ * @param onDecode - told once, before any decoding, how many files are not in the cache and will be decoded now
+ *   (not called when every verdict is cached), so a long first pass can be announced.
  */
-export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string): Promise<VerifyResult> {
+export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string,
+  onDecode?: (count: number) => void): Promise<VerifyResult> {
   const cache = readCache(cacheFile);
   const next: Record<string, Verdict> = {};
   const ok = new Uint8Array(paths.length);
   let cached = 0;
   let decoded = 0;
+  const keys = paths.map(verifyKey);
+  const toDecode = keys.filter((key) => cache[key] === undefined).length;
+  if (toDecode > 0) onDecode?.(toDecode);
   await Promise.all(paths.map(async (path, i) => {
-    const key = verifyKey(path);
+    const key = keys[i]!;
     let verdict = cache[key];
     if (verdict) {
       cached++;
@@ -72,8 +81,14 @@ export async function verifyItems(pool: ImagePool, paths: readonly string[], ski
     if (!verdict.ok) skipLog.report(path, verdict.reason ?? 'unreadable');
   }));
   if (cacheFile && decoded > 0) {
-    await mkdir(dirname(cacheFile), { recursive: true });
-    await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: 1, entries: { ...cache, ...next } })), 'ERR_DATA');
+    // Only a cache: a home folder that cannot be written (a container's user without one) costs the next run the
+    // decoding again, never this run.
+    try {
+      await mkdir(dirname(cacheFile), { recursive: true });
+      await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: 1, entries: { ...cache, ...next } })), 'ERR_DATA');
+    } catch (err) {
+      return { ok, cached, decoded, cacheError: (err as Error).message };
+    }
   }
   return { ok, cached, decoded };
 }

@@ -1,15 +1,18 @@
 // `coordinator predict --top` and `coordinator interpret --bs` are checked before anything loads, with the flag named
 // (as every training flag is): `--top abc` used to mean 1 and `--bs abc` 32 without a word, and `interpret --bs -5`
 // failed after loading the model, naming an internal "shardPlan batchSize". `interpret <run-dir>` takes the run's lock
-// (coordinator/run-lock.ts) before it writes the run's report.
+// (coordinator/run-lock.ts) before it writes the run's report. Its data check's hints name no flag it lacks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { createDataBunch } from '../../../src/training/data/databunch.js';
+import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
+import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
 
 const badFlag = (re: RegExp) => (err: unknown): boolean => {
   assert.ok(isTrainerError(err), String(err));
@@ -76,6 +79,52 @@ test('interpret <model file> writes into a folder of its own and needs no lock: 
   try {
     await assert.rejects(runInterpretCommand([join(dir, 'models', 'stage-1.safetensors'), '--backend', 'cpu']), (err: unknown) => !(isTrainerError(err) && /in use by/.test(err.message)));
     assert.equal(readFileSync(lock, 'utf8'), held);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('interpret\'s data check does not tell the user to raise a --valid-pct that interpret lacks: it names retraining', async () => {
+  // The shared photos at the run defaults (seed 42, valid_pct 0.2) leave 7 classes without a validation image.
+  const lines: string[] = [];
+  const pool = new ImagePool({});
+  pool.start();
+  try {
+    await createDataBunch({ ...interpretDataOptions({}, join(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample')), log: (l) => lines.push(l) }, pool);
+  } finally {
+    await pool.close();
+  }
+  const warning = lines.find((l) => /class\(es\) have no validation image/.test(l));
+  assert.ok(warning, lines.join('\n'));
+  assert.match(warning, /— add images or train again with a higher --valid-pct \(interpret measures the run's own split\)$/);
+});
+
+test('each subcommand\'s --help names the command as typed (coordinator <sub>) and says what it does', async () => {
+  // The help said "Usage: predict [options] <model> <images...>": a user copying it ran a command that does not exist.
+  const runs: [string, (argv: string[]) => Promise<number>][] = [
+    ['predict', runPredictCommand], ['interpret', runInterpretCommand], ['show-batch', (a) => runShowBatchCommand(a)],
+  ];
+  for (const [sub, run] of runs) {
+    let text = '';
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
+    try {
+      await assert.rejects(run(['--help']), (e: unknown) => (e as { code?: string }).code === 'commander.helpDisplayed');
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.match(text, new RegExp(`^Usage: coordinator ${sub} \\[options\\]`), text);
+    assert.match(text.split('\n')[2] ?? '', /^fastai's /, `${sub}: a description line under the usage\n${text}`);
+  }
+});
+
+test('predict refuses a folder as a folder, naming what to pass instead; files pass the check', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'predict-arg-'));
+  try {
+    assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
+    writeFileSync(join(dir, 'a.jpg'), 'x');
+    checkImageArg(join(dir, 'a.jpg'));
+    checkImageArg(join(dir, 'missing.jpg'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,11 +3,11 @@
 // for a read-only file system).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { makeDir } from '../../../src/coordinator/make-dir.js';
+import { makeDir, makeDirs, removeEmptyCreated } from '../../../src/coordinator/make-dir.js';
 
 test('creates missing parents, says whether it created the folder, accepts an existing one', () => {
   const root = mkdtempSync(join(tmpdir(), 'make-dir-'));
@@ -36,4 +36,24 @@ test('a file in the way: ERR_BAD_FLAG naming the flag and the path', () => {
 test('a folder that the system refuses to create (under /proc): an error, not a hang', { skip: !existsSync('/proc/self') && 'no /proc here' }, () => {
   assert.throws(() => makeDir('/proc/pets-trainer-test/run', '--run-dir'),
     (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--run-dir \/proc\/pets-trainer-test\/run: cannot create \/proc\/pets-trainer-test \(ENOENT/.test(e.message) && /choose another folder with --run-dir/.test(e.message));
+});
+
+test('makeDirs says which folders it made; removeEmptyCreated takes back the empty ones only, innermost first', () => {
+  // A first run that fails before its first checkpoint removed runs/<date-time> but left the runs/ it had created.
+  const root = mkdtempSync(join(tmpdir(), 'make-dir-'));
+  try {
+    const run = join(root, 'runs', 'r1');
+    assert.deepEqual(makeDirs(run, '--run-dir'), [join(root, 'runs'), run]);
+    assert.deepEqual(makeDirs(run, '--run-dir'), []);
+    rmSync(run, { recursive: true });
+    assert.deepEqual(removeEmptyCreated([join(root, 'runs'), run]), [join(root, 'runs')], 'a folder already gone is passed over');
+    assert.equal(existsSync(join(root, 'runs')), false);
+    const mine = makeDirs(join(root, 'runs', 'r2'), '--run-dir');
+    mkdirSync(join(root, 'runs', 'r3')); // another run started beside it
+    rmSync(join(root, 'runs', 'r2'), { recursive: true });
+    assert.deepEqual(removeEmptyCreated(mine.slice(0, -1)), []);
+    assert.ok(existsSync(join(root, 'runs', 'r3')), 'another run\'s folder and its parent stay');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -29,6 +29,12 @@ test('stage shorthands edit the tutorial plan', () => {
   assert.match(config.runDir, /^runs\/\d{4}-\d\d-\d\dT/);
 });
 
+test('--fine-tune-epochs 0 drops stage 2 (stage 1 alone, as the tutorial\'s first fit); negative is refused', () => {
+  assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0']).config.stages.map((s) => s.name), ['stage-1', 'lr-find']);
+  assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0', '--no-lr-find', '--epochs', '2']).config.stages.map((s) => [s.name, s.epochs]), [['stage-1', 2]]);
+  assert.throws(() => parseTrainArgs(['--fine-tune-epochs', '-1']), (e: unknown) => isTrainerError(e) && /--fine-tune-epochs must be an integer ≥ 0, got "-1"/.test(e.message));
+});
+
 test('a config file sets stages; flags win over it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'opt-'));
   const file = join(dir, 'plan.yaml');

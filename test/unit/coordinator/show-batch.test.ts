@@ -5,12 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { CACHE_DIR_ENV } from '../../../src/training/data/pets.js';
 
 const SHARED = path.resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
 
@@ -42,6 +45,23 @@ describe('coordinator show-batch', () => {
     assert.deepEqual(readdirSync(process.cwd()).sort(), before, 'nothing new in the current directory');
     const said = lines.find((l) => l.startsWith('show_batch:'));
     assert.ok(said?.endsWith(path.join(sub, 'batch.json')), lines.join('\n'));
+  });
+
+  it('run from an empty folder, leaves only --out and its JSON there; the verify cache goes to the user cache', () => {
+    // A new user runs the README's command from any folder: before the fix the data check's verdicts landed in
+    // ./.cache/verify-<hash>.json of the current directory (README: "nothing else in the current directory").
+    // A child process, since the decode pool's threads resolve `--import tsx` from the current directory: tsx is
+    // given by its absolute URL.
+    const cwd = path.join(dir, 'empty-cwd');
+    const cache = path.join(dir, 'user-cache');
+    mkdirSync(cwd);
+    const entry = pathToFileURL(path.resolve('src/coordinator/show-batch.ts')).href;
+    const script = `const { runShowBatchCommand } = await import(${JSON.stringify(entry)});
+      process.exitCode = await runShowBatchCommand(['--data', ${JSON.stringify(dir)}, '--rows', '1', '--size', '16', '--out', 'b.png'], () => {});`;
+    execFileSync(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', script],
+      { cwd, env: { ...process.env, [CACHE_DIR_ENV]: cache }, stdio: ['ignore', 'ignore', 'pipe'] });
+    assert.deepEqual(readdirSync(cwd).sort(), ['b.json', 'b.png']);
+    assert.ok(readdirSync(cache).some((f) => /^verify-[0-9a-f]{12}\.json$/.test(f)), readdirSync(cache).join(', '));
   });
 
   it('rejects --rows 0 naming the flag', async () => {

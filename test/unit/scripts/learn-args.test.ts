@@ -38,3 +38,12 @@ test('bad values are refused with the field, its flag and the rule (the coordina
   }
   assert.throws(() => parseLearnArgs([...BASE, '--max-rotat', '3']), (e) => e instanceof CommanderError && e.exitCode !== 0);
 });
+
+test('--valid-pct as the coordinator\'s: default 0.2, a fraction in [0, 1), refused otherwise naming the flag', () => {
+  // The data check tells a user whose classes lack validation images to "raise --valid-pct": learn must have it.
+  assert.equal(parseLearnArgs(BASE).validPct, '0.2');
+  assert.equal(parseLearnArgs([...BASE, '--valid-pct', '0.35']).validPct, '0.35');
+  for (const bad of ['1', '-0.1', 'lots', '']) {
+    assert.throws(() => parseLearnArgs([...BASE, '--valid-pct', bad]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--valid-pct must be a number in \[0, 1\)/.test(e.message), bad);
+  }
+});

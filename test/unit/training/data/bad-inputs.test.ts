@@ -3,11 +3,12 @@
  * skipped with the stated reason (once, counted), or loaded as 3-channel RGB. Plus the verify cache.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { VERIFY_ANNOUNCE_MIN, createDataBunch } from '../../../../src/training/data/databunch.js';
 import { SkipLog, decodeRgb } from '../../../../src/training/data/decode.js';
 import { DEFAULT_LABEL_PATTERN, listItems } from '../../../../src/training/data/items.js';
 import { BatchLoader } from '../../../../src/training/data/loader.js';
@@ -50,9 +51,11 @@ describe('bad inputs', () => {
     const reported: string[] = [];
     const log = new SkipLog((p, r) => reported.push(`${basename(p)}:${r}`));
     const cacheFile = join(dir, 'verify.json');
-    const first = await verifyItems(pool, items.paths, log, cacheFile);
+    const told: number[] = [];
+    const first = await verifyItems(pool, items.paths, log, cacheFile, (n) => told.push(n));
     assert.equal(first.decoded, 7);
-    const second = await verifyItems(pool, items.paths, log, cacheFile);
+    const second = await verifyItems(pool, items.paths, log, cacheFile, (n) => told.push(n));
+    assert.deepEqual(told, [7], 'told once, before decoding the 7 files not cached; not at all when all are cached');
     assert.equal(second.cached, 7);
     assert.equal(second.decoded, 0);
     assert.deepEqual(second.ok, first.ok);
@@ -62,6 +65,32 @@ describe('bad inputs', () => {
     assert.equal(counts.empty, 1);
     assert.equal(counts['not an image'], 1);
     items.paths.forEach((p, i) => assert.equal(first.ok[i], LOADED.includes(basename(p)) ? 1 : 0, basename(p)));
+  });
+
+  it(`a first pass over ${VERIFY_ANNOUNCE_MIN}+ files says so before decoding; the cached second pass says nothing`, async () => {
+    // The full Pets set (7390 files) decoded for a minute or more before any line of training, without a word.
+    const folder = join(dir, 'many');
+    mkdirSync(folder);
+    for (let i = 0; i < VERIFY_ANNOUNCE_MIN; i++) symlinkSync(join(BAD, 'havanese_9007.jpg'), join(folder, `${i % 2 ? 'a' : 'b'}_${i}.jpg`));
+    const lines: string[] = [];
+    const opts = { data: folder, cacheDir: join(dir, 'many-cache'), verify: true, log: (l: string) => lines.push(l) };
+    await createDataBunch(opts, pool);
+    const said = lines.filter((l) => l.startsWith('checking '));
+    assert.equal(said.length, 1, lines.join('\n'));
+    assert.match(said[0]!, new RegExp(`^checking ${VERIFY_ANNOUNCE_MIN} image files: each is decoded once before training \\(verdicts cached in \\S+many-cache/verify-[0-9a-f]{12}\\.json, so later runs skip this\\)$`));
+    lines.length = 0;
+    await createDataBunch(opts, pool);
+    assert.deepEqual(lines.filter((l) => l.startsWith('checking ')), []);
+  });
+
+  it('a cache folder that cannot be written costs the cache, not the run: one line says so', async () => {
+    // The cache is in the user's home now; a container user without a writable one used to fail with ERR_DATA.
+    const blocker = join(dir, 'a-file');
+    writeFileSync(blocker, 'x');
+    const lines: string[] = [];
+    const bunch = await createDataBunch({ data: BAD, cacheDir: join(blocker, 'cache'), verify: true, validPct: 0.25, seed: 1, log: (l) => lines.push(l) }, pool);
+    assert.ok(bunch.train.length > 0, 'the data bunch is built');
+    assert.equal(lines.filter((l) => /^could not write the data check's cache \S+a-file\/cache\/verify-[0-9a-f]{12}\.json \(.*ENOTDIR.*\): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder$/.test(l)).length, 1, lines.join('\n'));
   });
 
   it('loads PNG-behind-jpg, RGBA, greyscale and 12x9 files as 3-channel RGB', async () => {

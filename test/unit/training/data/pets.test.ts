@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import * as tar from 'tar';
 import { createDataBunch } from '../../../../src/training/data/databunch.js';
-import { fetchPets } from '../../../../src/training/data/pets.js';
+import { defaultCacheDir, fetchPets } from '../../../../src/training/data/pets.js';
 import { ImagePool } from '../../../../src/training/data/pool.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 
@@ -99,5 +99,11 @@ describe('fetchPets / createDataBunch({ data: "oxford-iiit-pet" })', () => {
         return true;
       },
     );
+  });
+
+  it('the default cache is the user\'s (~/.cache/pets-trainer, or $PETS_TRAINER_CACHE_DIR), not the current directory', () => {
+    assert.equal(defaultCacheDir({}), join(homedir(), '.cache', 'pets-trainer'));
+    assert.equal(defaultCacheDir({ PETS_TRAINER_CACHE_DIR: '/x/c' }), '/x/c');
+    assert.equal(defaultCacheDir({ PETS_TRAINER_CACHE_DIR: ' ' }), join(homedir(), '.cache', 'pets-trainer'));
   });
 });
