@@ -242,7 +242,36 @@ function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput 
   return Object.fromEntries(Object.entries(input).filter(([k]) => keys.has(k)));
 }
 
-/** Builds the command of a resumed run. */
+/**
+ * `--auto-resume`: the command as given when `--run-dir` holds no checkpoint (a new run starts there), else that of
+ * `--resume <run-dir>` (then {@link resumeCommand} applies: the flags given again must agree with the run). For a
+ * container restarted with its command line unchanged (k8s, compose): resume what the last start left, as Lightning's
+ * `ckpt_path="last"` or mmengine's `resume="auto"`. One log line says which.
+ * @throws TrainerError ERR_BAD_FLAG with `--resume` as well, or without `--run-dir`
+ */
+export function autoResumeCommand(cmd: TrainCommand, log: (line: string) => void): TrainCommand {
+  if (!cmd.runtime.autoResume) return cmd;
+  if (cmd.runtime.resume !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', '--auto-resume and --resume: give one (--resume <run-dir> continues that run; --auto-resume continues the --run-dir when it holds a checkpoint, else starts it)');
+  }
+  if (cmd.explicit.runDir === undefined) {
+    throw new TrainerError('ERR_BAD_FLAG', '--auto-resume needs --run-dir <dir>: without it every start makes a new runs/<date-time>, so there is never a run to continue');
+  }
+  const dir = cmd.config.runDir;
+  const newest = listCheckpoints(dir).at(-1);
+  if (newest === undefined) {
+    log(`--auto-resume: ${dir} holds no checkpoint: starting a new run there`);
+    return cmd;
+  }
+  log(`--auto-resume: ${dir} holds a run (newest checkpoint ${relative(dir, newest)}): resuming it`);
+  return { ...cmd, runtime: { ...cmd.runtime, resume: dir } };
+}
+
+/**
+ * The command of a `--resume`: the run's configuration from its newest intact checkpoint (checked against the flags
+ * given again), its recorded runtime flags where none is given, and the point to resume from.
+ * @throws TrainerError as {@link loadResumePoint}
+ */
 export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
   const runDir = cmd.runtime.resume!;
   const { point, config } = loadResumePoint(runDir, cmd.explicit, log);

@@ -8,7 +8,7 @@
  */
 import { CommanderError } from 'commander';
 import { isTrainerError } from '../contract/errors.js';
-import { resumeCommand, type ResumePoint } from './checkpoint-store.js';
+import { autoResumeCommand, resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
 import { runInterpretCommand, runPredictCommand } from './inference.js';
@@ -29,7 +29,7 @@ async function train(argv: readonly string[]): Promise<number> {
   let cmd: TrainCommand;
   let point: ResumePoint | null = null;
   try {
-    cmd = parseTrainArgs(argv);
+    cmd = autoResumeCommand(parseTrainArgs(argv), (line) => console.error(`[coordinator] ${line}`));
     if (cmd.runtime.resume) ({ cmd, point } = resumeCommand(cmd, (line) => console.error(line)));
   } catch (err) {
     return errorExit(err);

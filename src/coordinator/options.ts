@@ -39,6 +39,11 @@ export interface RuntimeOptions {
   readonly keep: number;
   /** Run directory to resume, or null. */
   readonly resume: string | null;
+  /**
+   * `--auto-resume`: continue the run in `--run-dir` when it holds a checkpoint, else start it there (a restarted
+   * container runs the same command line; see `autoResumeCommand` in checkpoint-store.ts).
+   */
+  readonly autoResume: boolean;
   /** Keep going with survivors (and raise accumulation) instead of respawning lost local workers. */
   readonly elastic: boolean;
   /** Most respawns before the run checkpoints and stops. */
@@ -77,6 +82,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   checkpointEvery: 0,
   keep: 2,
   resume: null,
+  autoResume: false,
   elastic: false,
   maxRestarts: 3,
   metricsHost: '127.0.0.1',
@@ -153,6 +159,7 @@ export function trainProgram(): Command {
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
     .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')
+    .option('--auto-resume', 'with --run-dir: continue the run there if it holds a checkpoint, else start it (for containers that restart with the same command)')
     .option('--elastic', 'continue with the surviving workers instead of respawning')
     .option('--max-restarts <n>', `respawns before the run checkpoints and stops (default ${DEFAULT_RUNTIME.maxRestarts})`)
     .option('--metrics-host <host>', `Prometheus endpoint host (default ${DEFAULT_RUNTIME.metricsHost})`)
@@ -267,6 +274,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     checkpointEvery: int('--checkpoint-every', 'checkpointEvery', 0) ?? DEFAULT_RUNTIME.checkpointEvery,
     keep: int('--keep', 'keep', 1) ?? DEFAULT_RUNTIME.keep,
     resume: typeof flags.resume === 'string' ? flags.resume : null,
+    autoResume: flags.autoResume === true,
     elastic: flags.elastic === true,
     maxRestarts: int('--max-restarts', 'maxRestarts', 0) ?? DEFAULT_RUNTIME.maxRestarts,
     metricsHost: typeof flags.metricsHost === 'string' ? flags.metricsHost : DEFAULT_RUNTIME.metricsHost,
@@ -306,7 +314,7 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
 }
 
 /** Runtime fields a resumed run never takes from the run it resumes (they describe this invocation only). */
-const RUNTIME_NOT_INHERITED: ReadonlySet<keyof RuntimeOptions> = new Set(['resume', 'plain', 'bindGiven', 'metricsPortGiven']);
+const RUNTIME_NOT_INHERITED: ReadonlySet<keyof RuntimeOptions> = new Set(['resume', 'autoResume', 'plain', 'bindGiven', 'metricsPortGiven']);
 
 /**
  * The runtime of a resumed run: every setting whose flag is not on this command line is the run's own (from the

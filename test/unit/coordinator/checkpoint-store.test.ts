@@ -5,7 +5,7 @@
  * from the plan rules in `src/contract/plan/plan.ts` (stated per assertion).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -13,8 +13,9 @@ import { resolveRunConfig, type StageConfig } from '../../../src/contract/config
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { planStages } from '../../../src/contract/plan/plan.js';
 import { planScaleOut } from '../../../src/coordinator/scale-out.js';
-import { CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
+import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
+import { parseTrainArgs } from '../../../src/coordinator/options.js';
 
 const STAGES: StageConfig[] = [
   { kind: 'one_cycle', name: 'stage-1', epochs: 2, maxLr: 'slice(3e-3)', frozen: true },
@@ -146,4 +147,30 @@ test('a checkpoint that cannot be written says what to do: disk space needed and
     /free some space \(--keep cannot help: the previous checkpoint stays until the next one is complete, so the disk needs room for two\)\); the newest checkpoint/);
   const eio = new TrainerError('ERR_CHECKPOINT', 'writing checkpoint for step 3 in /r/checkpoints failed: EIO: i/o error, write');
   assert.match(checkpointWriteFailure(eio, '/r', 5, null, null, 0).message, /EIO: i\/o error, write; no earlier checkpoint of this run is on disk$/);
+});
+
+test('--auto-resume: a --run-dir without a checkpoint starts there, one with a checkpoint is resumed; with --resume or without --run-dir it is a bad flag', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-auto-'));
+  try {
+    const lines: string[] = [];
+    const cmd = parseTrainArgs(['--run-dir', dir, '--auto-resume']);
+    assert.equal(cmd.runtime.autoResume, true);
+    const fresh = autoResumeCommand(cmd, (l) => lines.push(l));
+    assert.equal(fresh.runtime.resume, null, 'nothing to continue: a new run');
+    assert.match(lines.at(-1)!, /holds no checkpoint: starting a new run there/);
+    // What a killed container leaves: a complete checkpoint directory (a temporary one does not count).
+    mkdirSync(path.join(dir, 'checkpoints', 'step-000000003.tmp-1'), { recursive: true });
+    assert.equal(autoResumeCommand(cmd, (l) => lines.push(l)).runtime.resume, null, 'an unfinished write is no checkpoint');
+    mkdirSync(path.join(dir, 'checkpoints', 'step-000000002'));
+    const again = autoResumeCommand(cmd, (l) => lines.push(l));
+    assert.equal(again.runtime.resume, dir);
+    assert.match(lines.at(-1)!, /holds a run \(newest checkpoint checkpoints\/step-000000002\): resuming it/);
+    assert.equal(autoResumeCommand(parseTrainArgs(['--run-dir', dir]), () => {}).runtime.resume, null, 'off unless asked');
+    assert.throws(() => autoResumeCommand(parseTrainArgs(['--run-dir', dir, '--auto-resume', '--resume', dir]), () => {}),
+      (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--auto-resume and --resume: give one/.test(e.message));
+    assert.throws(() => autoResumeCommand(parseTrainArgs(['--auto-resume']), () => {}),
+      (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--auto-resume needs --run-dir/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
