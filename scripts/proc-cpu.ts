@@ -14,8 +14,11 @@ export interface ThreadSample {
   readonly threads: ReadonlyMap<number, { readonly name: string; readonly cpuSeconds: number }>;
 }
 
-/** Parses one `stat` line: `tid (comm) state … utime stime …` (fields 14 and 15; comm may hold spaces). */
-function cpuSecondsOfStat(line: string): number {
+/**
+ * CPU seconds (utime + stime, fields 14 and 15) of one `/proc/<pid>/task/<tid>/stat` line, `tid (comm) state …`;
+ * comm may hold spaces and parentheses, so the fields are counted from its last `)` (proc(5)).
+ */
+export function cpuSecondsOfStat(line: string): number {
   const fields = line.slice(line.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state), so utime (field 14) is fields[11] and stime (15) fields[12].
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
