@@ -239,7 +239,7 @@ async function main(): Promise<void> {
   console.log('workers  step_s  img/s   compute_s  data_wait_s  allreduce_s  unhidden_allreduce  efficiency');
   for (const r of rows) {
     const cells = [String(r.workers).padEnd(8), r.stepSeconds.toFixed(2).padEnd(7), r.imagesPerSecond.toFixed(2).padEnd(7), r.computeSeconds.toFixed(2).padEnd(10),
-      r.dataWaitSeconds.toFixed(3).padEnd(12), r.allreduceSeconds.toFixed(3).padEnd(12), `${(100 * r.unhiddenAllreduce).toFixed(1)} %`.padEnd(19), `${(100 * r.efficiency).toFixed(1)} %`];
+      r.dataWaitSeconds.toFixed(3).padEnd(12), r.allreduceSeconds.toFixed(3).padEnd(12), `${(100 * r.unhiddenAllreduce).toFixed(1)} %`.padEnd(19), Number.isNaN(r.efficiency) ? 'n/a (no 1-worker row)' : `${(100 * r.efficiency).toFixed(1)} %`];
     console.log(cells.join(' '));
   }
   console.log(`CPU seconds per step (process CPU from /proc; load average at the end ${load}):`);
