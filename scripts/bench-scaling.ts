@@ -1,8 +1,8 @@
 /**
  * Data-parallel scaling benchmark: training throughput with 1 and 2 (or more) real worker processes.
  *
- *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 1 --workers 1,2 --torch
- *     --allreduce-dtype float16 --json]
+ *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 2 --workers 1,2 --torch
+ *     --torch-data random|photos|both --torch-loader-workers 1 --allreduce-dtype float16 --json]
  *
  * For each world size W it starts the coordinator's control plane (`ControlServer` + `Cluster`, the same code as
  * `coordinator`) and W local worker processes (`LocalWorkers`: `worker` children), sends the run setup
@@ -18,13 +18,26 @@
  *   the smallest over ranks (the slowest rank waits least, so its time is the communication itself, not the
  *   wait for a slower peer); "unhidden all-reduce" = that / step seconds. Nothing hides it: tfjs computes all
  *   gradients in one synchronous call, so buckets cannot start during backward (see docs/distributed.md);
- * - scaling efficiency = img/s(W) / (W × img/s(1)).
+ * - scaling efficiency = img/s(W) / (W × img/s(1));
+ * - CPU seconds per step (Linux `/proc`, `proc-cpu.ts`) over the measured steps and as many commits: each worker
+ *   process in all, its main thread (tfjs, AdamW, the protocol, the ring's calls) and its other threads by name (the
+ *   decode thread, libvips, the heartbeat thread and V8's GC helpers are `node`/`libvips worker`; libzmq's I/O is
+ *   `ZMQbg/*`), and the coordinator (this process). On a 2-core machine with 2 workers every other thread's CPU
+ *   second is taken from a worker's compute.
+ *
+ * Warm-up: 2 steps by default. On the native backend the first two steps still fill its output-array pool (fresh
+ * allocations, page faults and the major GCs they bring: ≈ 0.2 CPU-s more on the step after the first); steady
+ * training pays that once.
  *
  * `--torch [python]` then runs PyTorch DDP (gloo, W processes × 1 thread, `scripts/bench-torch-ddp.py`, default
  * `/usr/bin/python3`) at the same arch, size, per-worker batch, world sizes and step counts, and prints its img/s
- * beside this project's, with the ratio (PyTorch's ranks compute on random tensors: no decoding or augmentation).
+ * beside this project's, with the ratio. `--torch-data` says what PyTorch's ranks read: `random` (one random batch:
+ * the step alone, no decoding or augmentation), `photos` (the same `--data` photos through a `DataLoader` with
+ * `--torch-loader-workers` processes per rank and tutorial-like torchvision transforms), or `both` (default: two
+ * runs). pets-trainer's workers always decode and augment the photos.
  */
 import { spawnSync } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
@@ -37,6 +50,7 @@ import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import type { Message, ReadyMessage, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
+import { cpuBetween, sampleThreads, type CpuSplit, type ThreadSample } from './proc-cpu.js';
 
 /** Flags of the benchmark. */
 interface ScalingArgs {
@@ -52,6 +66,10 @@ interface ScalingArgs {
   readonly json: boolean;
   /** Python to run the PyTorch DDP reference with, or null. */
   readonly torch: string | null;
+  /** Inputs of the PyTorch reference: random tensors, the same photos through a DataLoader, or both runs. */
+  readonly torchData: 'random' | 'photos' | 'both';
+  /** DataLoader worker processes per PyTorch rank in the photos mode. */
+  readonly torchLoaderWorkers: number;
 }
 
 /** Result for one world size. */
@@ -66,6 +84,21 @@ interface ScalingRow {
   readonly unhiddenAllreduce: number;
   /** imagesPerSecond / (workers × imagesPerSecond with 1 worker), 0..1 (1 for W = 1). */
   efficiency: number;
+  /** Process CPU seconds per measured step (from `/proc`; null where it cannot be read). */
+  readonly cpu: StepCpu | null;
+}
+
+/** CPU seconds per step: each worker process (mean over workers) split by thread, and the coordinator process. */
+interface StepCpu {
+  readonly workerSeconds: number;
+  /** The worker's main thread: tfjs compute, optimizer, protocol, all-reduce calls. */
+  readonly workerMainSeconds: number;
+  /** Every other thread of a worker, by thread name (`node`: decode and heartbeat threads, V8 helpers; `ZMQbg/*`: libzmq I/O). */
+  readonly workerOtherSeconds: Readonly<Record<string, number>>;
+  /** The busiest non-main thread of a worker (the decode thread when it decodes). */
+  readonly workerBusiestOtherSeconds: number;
+  /** This benchmark's process, which is the coordinator (control server, cluster, driver loop). */
+  readonly coordinatorSeconds: number;
 }
 
 function parseArgs(argv: string[]): ScalingArgs {
@@ -74,13 +107,15 @@ function parseArgs(argv: string[]): ScalingArgs {
     .option('--size <px>', 'image side', '128')
     .option('--bs <n>', 'batch per worker', '16')
     .option('--steps <n>', 'measured steps per world size', '4')
-    .option('--warmup <n>', 'unmeasured steps first', '1')
+    .option('--warmup <n>', 'unmeasured steps first (2: the native backend\'s array pool fills in two)', '2')
     .option('--workers <list>', 'world sizes, comma list', '1,2')
     .option('--data <dir>', 'photos', resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample'))
     .option('--threads <n>', 'decode threads per worker (0 = automatic)', '1')
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of the ring').choices(['float32', 'float16']).default('float32'))
     .option('--json', 'print one JSON object instead of the table')
     .option('--torch [python]', 'also run PyTorch DDP, gloo, W × 1 thread (scripts/bench-torch-ddp.py; python default /usr/bin/python3)')
+    .addOption(new Option('--torch-data <inputs>', 'PyTorch inputs: random tensors, the --data photos through a DataLoader, or both').choices(['random', 'photos', 'both']).default('both'))
+    .option('--torch-loader-workers <n>', 'DataLoader worker processes per PyTorch rank (photos)', '1')
     .exitOverride();
   p.parse(argv, { from: 'user' });
   const o = p.opts<Record<string, string | boolean | undefined>>();
@@ -91,6 +126,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64),
     dtype: o.allreduceDtype as ScalingArgs['dtype'], json: o.json === true,
     torch: o.torch === true ? '/usr/bin/python3' : typeof o.torch === 'string' ? o.torch : null,
+    torchData: o.torchData as ScalingArgs['torchData'], torchLoaderWorkers: checkInt('--torch-loader-workers', o.torchLoaderWorkers, 0, 16),
   };
 }
 
@@ -126,16 +162,26 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     await ready;
     await cluster.request('stage', { stageIndex: 0, frozen: false }, { timeoutMs: 60_000 });
     const rows: Array<{ wall: number; replies: Reply<StepDoneMessage>[] }> = [];
+    const pids = [...workers.pids().values()];
+    let cpuBefore: { threads: (ThreadSample | null)[]; coordinator: NodeJS.CpuUsage } | null = null;
+    let cpuAfter: (ThreadSample | null)[] = [];
+    // CPU window: from the last warm-up step's step-done (workers idle until its commit) to the last step-done, so it
+    // holds the measured steps and as many commits (AdamW): the warm-up's, and those of all measured steps but the last.
+    const sampleBefore = (): void => { cpuBefore = { threads: pids.map(sampleThreads), coordinator: process.cpuUsage() }; };
+    if (a.warmup === 0) sampleBefore();
     for (let step = 0; step < a.warmup + a.steps; step++) {
       const t0 = performance.now();
       const done = cluster.gather(ranks, (m: Message): m is StepDoneMessage => m.type === 'step-done' && m.step === step, `step ${step}`, 1_200_000);
       await cluster.broadcast({ type: 'step', step, generation: cluster.generation, stageIndex: 0, epoch: 0, stepInEpoch: step, accum: 1, lrs: [1e-5, 1e-4, 1e-3], momentum: 0.9 });
       const replies = await done;
       const wall = (performance.now() - t0) / 1000;
+      if (step === a.warmup - 1) sampleBefore();
+      if (step === a.warmup + a.steps - 1) cpuAfter = pids.map(sampleThreads);
       await cluster.broadcast({ type: 'commit', step });
       log(`W=${w} step ${step}${step < a.warmup ? ' (warm-up)' : ''}: ${wall.toFixed(2)} s; all-reduce ${replies.map((r) => r.message.allreduceSeconds.toFixed(3)).join('/')} s`);
       if (step >= a.warmup) rows.push({ wall, replies });
     }
+    const cpu = stepCpu(cpuBefore!, cpuAfter, process.cpuUsage(cpuBefore!.coordinator), a.steps);
     const stepSeconds = median(rows.map((r) => r.wall));
     const allreduceSeconds = median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds))));
     return {
@@ -143,12 +189,27 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
       computeSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.forwardBackwardSeconds)))),
       dataWaitSeconds: median(rows.map((r) => Math.max(...r.replies.map((x) => x.message.dataWaitSeconds)))),
       allreduceSeconds, unhiddenAllreduce: median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds)) / r.wall)),
+      cpu,
     };
   } finally {
     await cluster.broadcast({ type: 'shutdown', reason: 'benchmark done' }).catch(() => undefined);
     await workers.close();
     control.close();
   }
+}
+
+/** CPU per step between two samples of every worker (mean over workers) and the coordinator's usage meanwhile. */
+function stepCpu(before: { threads: (ThreadSample | null)[] }, after: (ThreadSample | null)[], coordinator: NodeJS.CpuUsage, steps: number): StepCpu | null {
+  const splits = after.map((s, i) => (s === null || before.threads[i] == null ? null : cpuBetween(before.threads[i]!, s)));
+  if (splits.length === 0 || splits.some((s) => s === null)) return null;
+  const per = (f: (s: CpuSplit) => number): number => splits.reduce((t, s) => t + f(s!), 0) / splits.length / steps;
+  const names = [...new Set(splits.flatMap((s) => Object.keys(s!.otherSeconds)))].sort();
+  return {
+    workerSeconds: per((s) => s.totalSeconds), workerMainSeconds: per((s) => s.mainSeconds),
+    workerOtherSeconds: Object.fromEntries(names.map((n) => [n, per((s) => s.otherSeconds[n] ?? 0)])),
+    workerBusiestOtherSeconds: per((s) => s.busiestOtherSeconds),
+    coordinatorSeconds: (coordinator.user + coordinator.system) / 1e6 / steps,
+  };
 }
 
 async function main(): Promise<void> {
@@ -164,11 +225,13 @@ async function main(): Promise<void> {
   const log = (line: string): void => console.error(`[bench-scaling] ${line}`);
   const rows: ScalingRow[] = [];
   for (const w of a.workers) rows.push({ ...(await measure(a, data, w, log)), efficiency: 1 });
+  const load = loadavg().map((l) => l.toFixed(2)).join(' ');
   const one = rows.find((r) => r.workers === 1);
   for (const r of rows) r.efficiency = one ? r.imagesPerSecond / (r.workers * one.imagesPerSecond) : Number.NaN;
-  const torch = a.torch === null ? null : torchDdp(a.torch, a);
+  const torchModes = a.torchData === 'both' ? (['random', 'photos'] as const) : [a.torchData];
+  const torch = a.torch === null ? null : torchModes.flatMap((mode) => torchDdp(a.torch!, a, mode));
   if (a.json) {
-    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, dtype: a.dtype, steps: a.steps, warmup: a.warmup, rows,
+    console.log(JSON.stringify({ arch: a.arch, size: a.size, bs: a.bs, dtype: a.dtype, steps: a.steps, warmup: a.warmup, loadAverage: loadavg(), rows,
       ...(torch === null ? {} : { torch }) }, null, 2));
     return;
   }
@@ -176,12 +239,22 @@ async function main(): Promise<void> {
   console.log('workers  step_s  img/s   compute_s  data_wait_s  allreduce_s  unhidden_allreduce  efficiency');
   for (const r of rows) {
     const cells = [String(r.workers).padEnd(8), r.stepSeconds.toFixed(2).padEnd(7), r.imagesPerSecond.toFixed(2).padEnd(7), r.computeSeconds.toFixed(2).padEnd(10),
-      r.dataWaitSeconds.toFixed(3).padEnd(12), r.allreduceSeconds.toFixed(3).padEnd(12), `${(100 * r.unhiddenAllreduce).toFixed(1)} %`.padEnd(19), `${(100 * r.efficiency).toFixed(1)} %`];
+      r.dataWaitSeconds.toFixed(3).padEnd(12), r.allreduceSeconds.toFixed(3).padEnd(12), `${(100 * r.unhiddenAllreduce).toFixed(1)} %`.padEnd(19), Number.isNaN(r.efficiency) ? 'n/a (no 1-worker row)' : `${(100 * r.efficiency).toFixed(1)} %`];
     console.log(cells.join(' '));
   }
+  console.log(`CPU seconds per step (process CPU from /proc; load average at the end ${load}):`);
+  console.log('workers  worker_cpu  main_thread  other_threads (busiest; by name)                     coordinator_cpu');
+  for (const r of rows) {
+    if (r.cpu === null) continue;
+    const others = Object.entries(r.cpu.workerOtherSeconds).filter(([, v]) => v >= 0.005).map(([n, v]) => `${n} ${v.toFixed(2)}`).join(', ');
+    const other = `${(r.cpu.workerSeconds - r.cpu.workerMainSeconds).toFixed(2)} (${r.cpu.workerBusiestOtherSeconds.toFixed(2)}; ${others})`;
+    console.log([String(r.workers).padEnd(8), r.cpu.workerSeconds.toFixed(2).padEnd(11), r.cpu.workerMainSeconds.toFixed(2).padEnd(12), other.padEnd(54), r.cpu.coordinatorSeconds.toFixed(3)].join(' '));
+  }
+  if (torch !== null) console.log('PyTorch DDP reference (pets-trainer always decodes and augments the photos: "random" compares it with PyTorch\'s step alone, "photos" with PyTorch reading the same photos):');
   for (const t of torch ?? []) {
     const ours = rows.find((r) => r.workers === t.workers);
-    console.log(`${t.framework}, ${t.workers} × 1 thread: ${t.stepSeconds.toFixed(2)} s/step, ${t.imagesPerSecond.toFixed(2)} img/s` +
+    const inputs = t.data === 'photos' ? `photos, DataLoader num_workers=${t.loaderWorkers} per rank (loader CPU ${t.rank0LoaderCpuSecondsPerStep.toFixed(2)} s/step)` : 'random tensors';
+    console.log(`${t.framework}, ${t.workers} × 1 thread, ${inputs}: ${t.stepSeconds.toFixed(2)} s/step, ${t.imagesPerSecond.toFixed(2)} img/s, rank 0 CPU ${t.rank0CpuSecondsPerStep.toFixed(2)} s/step` +
       (ours ? `; pets-trainer / PyTorch: ${(ours.imagesPerSecond / t.imagesPerSecond).toFixed(2)}×` : ''));
   }
 }
@@ -193,13 +266,18 @@ interface TorchDdpRow {
   readonly stepSeconds: number;
   readonly imagesPerSecond: number;
   readonly rank0CpuSecondsPerStep: number;
+  readonly data: 'random' | 'photos';
+  readonly loaderWorkers: number;
+  /** CPU seconds per step of rank 0's DataLoader processes (0 with random inputs). */
+  readonly rank0LoaderCpuSecondsPerStep: number;
 }
 
 /** Runs the PyTorch DDP reference for the same world sizes. @throws TrainerError ERR_BACKEND when it fails */
-function torchDdp(python: string, a: ScalingArgs): TorchDdpRow[] {
+function torchDdp(python: string, a: ScalingArgs, mode: 'random' | 'photos'): TorchDdpRow[] {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'bench-torch-ddp.py');
+  const inputs = mode === 'photos' ? ['--data', 'photos', a.data, '--num-workers', String(a.torchLoaderWorkers)] : ['--data', 'random'];
   const res = spawnSync(python, [script, '--arch', a.arch, '--size', String(a.size), '--bs', String(a.bs),
-    '--workers', a.workers.join(','), '--steps', String(a.steps), '--warmup', String(a.warmup)], { encoding: 'utf8' });
+    '--workers', a.workers.join(','), '--steps', String(a.steps), '--warmup', String(a.warmup), ...inputs], { encoding: 'utf8' });
   const lines = (res.stdout ?? '').trim().split('\n').filter((l) => l.startsWith('{'));
   if (res.status !== 0 || lines.length !== a.workers.length) {
     const why = res.error?.message ?? res.stderr?.trim().split('\n').pop() ?? `exit ${res.status}`;
