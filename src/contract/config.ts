@@ -138,6 +138,9 @@ function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode 
   throw new TrainerError(code, `${field} must be ${rule}, got ${JSON.stringify(got)}`);
 }
 
+/** Most epochs of one stage (a bound that catches typos such as `--epochs 1e9`, far beyond any real run). */
+export const MAX_STAGE_EPOCHS = 10_000;
+
 /**
  * Validates an integer field. Accepts numbers and decimal strings (flags arrive as strings).
  * @throws TrainerError ERR_BAD_CONFIG naming the field, the rule and the value.
@@ -189,7 +192,7 @@ function checkStage(index: number, raw: unknown): StageConfig {
   const kind = checkEnum(`${at}.kind`, s.kind ?? 'one_cycle', ['one_cycle', 'fit', 'lr_find'] as const);
   const name = checkString(`${at}.name`, s.name ?? (kind === 'lr_find' ? 'lr-find' : `stage-${index + 1}`));
   if (!/^[A-Za-z0-9._-]+$/.test(name)) fail(`${at}.name`, 'letters, digits, ".", "_" or "-"', name);
-  const epochs = kind === 'lr_find' ? 0 : checkInt(`${at}.epochs`, s.epochs ?? 1, 1, 10_000);
+  const epochs = kind === 'lr_find' ? 0 : checkInt(`${at}.epochs`, s.epochs ?? 1, 1, MAX_STAGE_EPOCHS);
   const maxLrRaw = s.maxLr ?? (kind === 'lr_find' ? '0' : 'slice(3e-3)');
   const maxLr = typeof maxLrRaw === 'number' ? String(maxLrRaw) : maxLrRaw;
   if (kind !== 'lr_find' && (typeof maxLr !== 'string' || !LR_RE.test(maxLr))) {

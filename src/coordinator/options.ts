@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -228,9 +228,9 @@ function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['st
   if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return base.stages;
   const stages = resolveRunConfig(base).stages.map((s) => ({ ...s }));
   const fits = stages.filter((s) => s.kind !== 'lr_find');
-  if (flags.epochs !== undefined && fits[0]) fits[0].epochs = checkInt('--epochs', flags.epochs, 1);
+  if (flags.epochs !== undefined && fits[0]) fits[0].epochs = checkInt('--epochs', flags.epochs, 1, MAX_STAGE_EPOCHS);
   // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
-  const fineTune = flags.fineTuneEpochs === undefined ? undefined : checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0);
+  const fineTune = flags.fineTuneEpochs === undefined ? undefined : checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0, MAX_STAGE_EPOCHS);
   if (fineTune !== undefined && fits[1]) fits[1].epochs = fineTune;
   return stages.filter((s) => !(s.kind === 'lr_find' && flags.lrFind === false) && !(fineTune === 0 && s === fits[1]));
 }

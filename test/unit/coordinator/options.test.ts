@@ -32,7 +32,7 @@ test('stage shorthands edit the tutorial plan', () => {
 test('--fine-tune-epochs 0 drops stage 2 (stage 1 alone, as the tutorial\'s first fit); negative is refused', () => {
   assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0']).config.stages.map((s) => s.name), ['stage-1', 'lr-find']);
   assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0', '--no-lr-find', '--epochs', '2']).config.stages.map((s) => [s.name, s.epochs]), [['stage-1', 2]]);
-  assert.throws(() => parseTrainArgs(['--fine-tune-epochs', '-1']), (e: unknown) => isTrainerError(e) && /--fine-tune-epochs must be an integer ≥ 0, got "-1"/.test(e.message));
+  assert.throws(() => parseTrainArgs(['--fine-tune-epochs', '-1']), (e: unknown) => isTrainerError(e) && /--fine-tune-epochs must be an integer in \[0, 10000\], got "-1"/.test(e.message));
 });
 
 test('a config file sets stages; flags win over it', () => {
@@ -63,7 +63,12 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   assert.equal(parseTrainArgs(['--allreduce', 'star', '--allreduce-dtype', 'float16']).runtime.allreduce, 'star');
   assert.equal(parseTrainArgs(['--allreduce-dtype', 'float16']).runtime.allreduceDtype, 'float16');
   bad(['--wokers', '2'], /unknown option '--wokers'/);
-  bad(['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/);
+  bad(['--epochs', '0'], /^--epochs must be an integer in \[1, 10000\], got "0"$/);
+  // The bound the stage check enforces is in the message (it said "an integer ≥ 1, got 1e9" for a non-integer and
+  // only the config check named [1, 10000]).
+  bad(['--epochs', '1e9'], /^--epochs must be an integer in \[1, 10000\], got "1e9"$/);
+  bad(['--epochs', '20000'], /^--epochs must be an integer in \[1, 10000\], got "20000"$/);
+  bad(['--fine-tune-epochs', '10001'], /^--fine-tune-epochs must be an integer in \[0, 10000\], got "10001"$/);
 });
 
 test('--help names every backend the run accepts (native was missing) and the defaults of --allreduce and --allreduce-dtype', () => {
