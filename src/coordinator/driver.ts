@@ -124,6 +124,7 @@ export class Coordinator extends CoordinatorSetUp {
       stopRequested: () => this.stopRequested,
       guard: (what, fn) => this.guarded(what, fn),
       recover: (reason) => recovery.recover(reason, (rank) => this.getState(rank)),
+      stepFailed: (step, failures, reason) => recovery.failedStep(step, failures, reason),
       snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
       restore: (blob) => this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)),
     };

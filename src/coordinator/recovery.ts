@@ -222,6 +222,21 @@ export class Recovery {
    * newest checkpoint on disk stands), and an error saying why and how to resume.
    * @throws TrainerError ERR_WORKER_LOST always
    */
+  /**
+   * Bounds the redoes of one step. Recovery bounds its own attempts and the workers lost, but a step can fail again
+   * and again with no worker lost and none silent: a worker whose main thread hangs while its heartbeat thread still
+   * answers makes its peers' all-reduce time out at every attempt, and the step was redone forever. More than
+   * `--max-restarts` + 1 failures of one step in a row end the run as exhausted recovery does: a checkpoint if the
+   * workers give one, then `ERR_WORKER_LOST` with the resume command.
+   * @param step - the global step that failed; @param failures - its failures in a row (≥ 1)
+   * @param reason - the last failure
+   * @throws TrainerError ERR_WORKER_LOST past the bound
+   */
+  async failedStep(step: number, failures: number, reason: string): Promise<void> {
+    if (failures <= this.o.maxRestarts + 1) return;
+    await this.giveUp(`step ${step} failed ${failures} times in a row, more than --max-restarts ${this.o.maxRestarts} + 1 (with no worker lost, a worker whose main thread hangs while its heartbeat still answers looks like this)`, reason);
+  }
+
   private async giveUp(why: string, reason: string): Promise<never> {
     this.fatal = true;
     const { cluster } = this.o;

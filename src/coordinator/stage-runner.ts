@@ -41,6 +41,8 @@ export interface StageContext {
   stopRequested(): boolean;
   /** Recovers from a lost worker or failed step (respawn / elastic), re-announcing the ring. */
   recover(reason: string): Promise<void>;
+  /** Called with each failure of a step (1, 2, … in a row); ends the run past a bound (`Recovery.failedStep`). */
+  stepFailed(step: number, failures: number, reason: string): Promise<void>;
   /** Gets the state blob of rank 0 and loads it into every rank (lr_find restore). */
   snapshot(): Promise<Uint8Array>;
   restore(blob: Uint8Array): Promise<void>;
@@ -55,7 +57,7 @@ const isStepDone = (step: number, generation: number) => (m: Message): m is Step
  * @returns the ranks' loss sums, the step's wall time and the replies (for the metrics)
  */
 async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number, hyper: StepHyper): Promise<StepOutcome<Reply<StepDoneMessage>[]>> {
-  for (;;) {
+  for (let failures = 1; ; failures++) {
     const { cluster } = ctx;
     const step = ctx.history.position.globalStep;
     const { epoch, stepInEpoch } = stepPosition(stage, stepInStage, ctx.stepsPerDataEpoch);
@@ -88,6 +90,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
     } catch (err) {
       if (!isRetryable(err)) throw err;
       await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
+      await ctx.stepFailed(step, failures, err.message);
       ctx.out(`step ${step} aborted (${err.message}); recovering and redoing it`);
       await ctx.recover(err.message);
     }

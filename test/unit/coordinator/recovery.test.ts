@@ -267,3 +267,20 @@ test('a failed step with no worker lost and none silent past the limit re-forms 
   assert.equal(s.calls.announce, 1);
   assert.match(o.lines.join('\n'), /no worker was lost \(rank 1 failed step 7: ERR_INTERNAL: injected\); re-forming the same ring/);
 });
+
+test('a step that keeps failing with no worker lost ends the run after --max-restarts + 1 failures in a row: checkpoint, then ERR_WORKER_LOST with the resume command', async () => {
+  // A worker whose main thread hangs while its heartbeat thread answers: its peers' all-reduce times out at every
+  // attempt, nobody is lost or silent, and the step used to be redone forever.
+  const s = scripted(2, []);
+  const o = options(s, { maxRestarts: 2 });
+  const recovery = new Recovery(o);
+  for (const failures of [1, 2, 3]) await recovery.failedStep(7, failures, 'rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out');
+  assert.equal(o.checkpoints, 0, 'within the bound nothing ends');
+  await assert.rejects(recovery.failedStep(7, 4, 'rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out'), (e) => {
+    assert.ok(isTrainerError(e, 'ERR_WORKER_LOST'), String(e));
+    assert.match(e.message, /^step 7 failed 4 times in a row, more than --max-restarts 2 \+ 1/);
+    assert.match(e.message, /checkpointed at global step 5 .*; resume with: npx coordinator --resume runs\/x after fixing the cause \(rank 1 failed step 7: ERR_TIMEOUT/);
+    return true;
+  });
+  assert.equal(o.checkpoints, 1);
+});
