@@ -252,7 +252,9 @@ export abstract class CoordinatorSetUp {
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
-      `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets` +
+      // One worker (that cannot grow: not elastic) reduces nothing: its gradient is the mean, as DDP at world size 1.
+      (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
+        : `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeFileAtomicSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
   }

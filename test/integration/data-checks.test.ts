@@ -109,6 +109,8 @@ test('any folder name is a run directory: spaces and accents reach the waiting s
   try {
     const [, url] = await proc.waitForLine(/metrics: (http:\/\/\S+)/, 150_000);
     await proc.waitForLine(/waiting for 1 worker\(s\)/, 150_000);
+    // One worker reduces nothing: the plan said "all-reduce: ring …, 25 MiB buckets" (found by a new user).
+    await proc.waitForLine(/^plan: .*global batch 2; all-reduce: none \(1 worker\); stages: /m, 150_000);
     const text = await (await fetch(url!)).text();
     assert.match(text, /^pets_restarts_total\{reason="worker_lost",run="my_run"\} 0$/m);
     assert.ok(existsSync(join(runDir, 'config.json')));
