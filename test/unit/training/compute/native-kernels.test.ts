@@ -300,6 +300,38 @@ for (const [name, op] of [['Equal', tf.equal], ['NotEqual', tf.notEqual], ['Grea
   });
 }
 
+test('Cast of bool and int32 to float32 stores a Float32Array, so the kernels after it run natively (the max gradient\'s mask)', { skip }, async () => {
+  const run = async (backend: string): Promise<number[][]> => {
+    await tf.setBackend(backend);
+    const outs = tf.tidy(() => {
+      const x = tf.tensor4d(lcg(2 * 3 * 3 * 4, 41).map((v) => Math.round(v * 2) / 2), [2, 3, 3, 4]);
+      const m = tf.max(x, [1, 2], true);
+      const mask = tf.cast(tf.equal(x, m), 'float32');
+      const ints = tf.cast(tf.tensor1d([-3, 0, 7, 100003], 'int32'), 'float32');
+      // The head's max-pool gradient: dy [n,1,1,c] times the float mask [n,h,w,c].
+      return [mask, tf.mul(m, mask), ints, tf.add(ints, tf.scalar(0.5)), tf.cast(tf.tensor1d([1.5, 0]), 'bool')];
+    });
+    if (backend === NATIVE_BACKEND) {
+      const data = (tf.backend() as NativeBackend).data;
+      for (const i of [0, 2]) assert.ok(data.get(outs[i]!.dataId).values instanceof Float32Array, `output ${i} is stored as a Float32Array`);
+    }
+    const vals = outs.map((t) => Array.from(t.dataSync()));
+    tf.dispose(outs);
+    return vals;
+  };
+  const before = fallbackTotal();
+  const native = await run(NATIVE_BACKEND);
+  assert.equal(fallbackTotal(), before, `calls that fell back to cpu: ${JSON.stringify([...nativeFallbacks()])}`);
+  assert.deepEqual(native, await run('cpu'));
+  assert.deepEqual(native[2], [-3, 0, 7, 100003]);
+  // A float32 tensor holds float32 values: an int32 beyond 2^24 is rounded as Float32Array.from rounds it (tfjs's
+  // cpu Cast would keep the Int32Array and its exact value under a float32 dtype).
+  await tf.setBackend(NATIVE_BACKEND);
+  const big = tf.tidy(() => tf.cast(tf.tensor1d([2 ** 24 + 1], 'int32'), 'float32'));
+  assert.deepEqual(Array.from(big.dataSync()), [2 ** 24]);
+  big.dispose();
+});
+
 test('Max propagates NaN as the cpu kernel does', { skip }, async () => {
   const run = async (backend: string): Promise<number[]> => {
     await tf.setBackend(backend);
