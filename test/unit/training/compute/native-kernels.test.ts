@@ -181,6 +181,20 @@ for (const p of POOLS) {
   });
 }
 
+test('max-pool gradient: with the forward\'s recorded arg-max and without it (another output array) the same as cpu', { skip }, async () => {
+  const shape: [number, number, number, number] = [2, 9, 9, 5];
+  await compare(() => {
+    const x = tf.relu(tf.tensor4d(lcg(tf.util.sizeFromShape(shape), 7), shape));
+    const y = tf.maxPool(x, 3, 2, 1);
+    const dy = tf.tensor(lcg(y.size, 8), y.shape);
+    const attrs = { filterSize: 3, strides: 2, pad: 1 };
+    const recorded = tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: y }, attrs) as tf.Tensor;
+    // A copy of y is another array: no recorded arg-max matches it, the backward finds the maxima again from x.
+    const again = tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: tf.add(y, 0) }, attrs) as tf.Tensor;
+    return [recorded, again];
+  }, ['with the recorded arg-max', 'recomputed'], 1e-6);
+});
+
 const MATMULS: readonly { name: string; a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
   { name: 'dense [16,1024]·[1024,512]', a: [16, 1024], b: [1024, 512], ta: false, tb: false },
   { name: 'dense grad w.r.t. weights: aᵀ·dy', a: [16, 64], b: [16, 37], ta: true, tb: false },
