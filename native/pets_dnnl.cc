@@ -954,50 +954,6 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
   });
 }
 
-// ---- aligned arrays ---------------------------------------------------------------------------------------------
-// alignedArray(length) -> a Float32Array of `length` floats at a 64-byte-aligned address (one cache line, one
-// AVX-512 vector), contents undefined. V8's own ArrayBuffers come from malloc (16-byte aligned); oneDNN's
-// convolutions on 16-byte-offset NHWC buffers took 2–3 % longer than on 64-byte-aligned ones here. The memory is an
-// external ArrayBuffer freed by its finalizer when V8 collects it.
-napi_value AlignedArray(napi_env env, napi_callback_info info) {
-  return guarded(env, [&] {
-    Args a(env, info, 1);
-    const int64_t n = a.i64(0);
-    if (n < 0) throw JsError{"alignedArray: length must be ≥ 0"};
-    const size_t bytes = size_t(n) * 4;
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, bytes == 0 ? 64 : bytes) != 0) throw JsError{"alignedArray: out of memory (" + std::to_string(bytes) + " bytes)"};
-    napi_value buffer;
-    if (napi_create_external_arraybuffer(env, p, bytes, [](napi_env, void* data, void*) { free(data); }, nullptr, &buffer) != napi_ok) {
-      free(p);
-      throw JsError{"alignedArray: cannot create an external ArrayBuffer"};
-    }
-    napi_value out;
-    napi_create_typedarray(env, napi_float32_array, size_t(n), buffer, 0, &out);
-    return out;
-  });
-}
-
-// addressAlignment(typedArray) -> the largest power of two ≤ 4096 dividing the address of its first element.
-napi_value AddressAlignment(napi_env env, napi_callback_info info) {
-  return guarded(env, [&] {
-    Args a(env, info, 1);
-    bool is = false;
-    napi_is_typedarray(env, a.v[0], &is);
-    if (!is) throw JsError{"addressAlignment: argument must be a typed array"};
-    napi_typedarray_type type;
-    size_t len = 0;
-    void* data = nullptr;
-    napi_get_typedarray_info(env, a.v[0], &type, &len, &data, nullptr, nullptr);
-    uintptr_t addr = reinterpret_cast<uintptr_t>(data);
-    double align = 4096;
-    while (align > 1 && addr % uintptr_t(align) != 0) align /= 2;
-    napi_value out;
-    napi_create_double(env, align, &out);
-    return out;
-  });
-}
-
 // ---- setup ------------------------------------------------------------------------------------------------------
 // init(threads, retainHeap) -> { version: "2.6.3", isa, threads, retainHeap }
 // retainHeap: every kernel output is a fresh zero-filled ArrayBuffer (tfjs's cpu storage), ~1–3 GB per ResNet34
@@ -1062,7 +1018,7 @@ napi_value ReleaseCaches(napi_env env, napi_callback_info) {
 napi_value Register(napi_env env, napi_value exports) {
   const std::pair<const char*, napi_callback> fns[] = {
     {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
-    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward}, {"alignedArray", AlignedArray}, {"addressAlignment", AddressAlignment}, {"maxPoolWorkspaceSize", MaxPoolWorkspaceSize},
+    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward}, {"maxPoolWorkspaceSize", MaxPoolWorkspaceSize},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
     {"binaryStrided", BinaryStrided}, {"compareStrided", CompareStrided}, {"reduce", Reduce},

@@ -116,13 +116,6 @@ export interface NativeAddon {
   adamW(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array,
     vOut: Float32Array, n: number, beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number,
     sqrtBc2: number, eps: number, decay: number, stepSize: number): void;
-  /**
-   * A Float32Array of `length` floats at a 64-byte-aligned address (contents undefined; an external ArrayBuffer
-   * freed when collected): oneDNN's convolutions ran 2–3 % slower on malloc's 16-byte-aligned arrays.
-   */
-  alignedArray(length: number): Float32Array;
-  /** The largest power of two ≤ 4096 dividing the address of a typed array's first element (tests). */
-  addressAlignment(array: ArrayBufferView): number;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;
   /**
@@ -135,7 +128,7 @@ export interface NativeAddon {
 /** The functions an addon must export to be used (every function of {@link NativeAddon}, checked by the compiler). */
 export const ADDON_FUNCTIONS = Object.freeze(['init', 'convForward', 'convBackwardData', 'convWeightsCacheSize',
   'convBackwardWeights', 'convImpl', 'maxPoolForward', 'maxPoolWorkspaceSize', 'maxPoolBackward', 'batchMatMul', 'batchNormForward',
-  'batchNormBackward', 'alignedArray', 'addressAlignment', 'binary', 'binaryStrided', 'compareStrided', 'reduce', 'unary', 'adamW', 'releaseCaches'] as const);
+  'batchNormBackward', 'binary', 'binaryStrided', 'compareStrided', 'reduce', 'unary', 'adamW', 'releaseCaches'] as const);
 type AddonFunction = { [K in keyof NativeAddon]-?: NativeAddon[K] extends (...args: never[]) => unknown ? K : never }[keyof NativeAddon];
 // A function added to NativeAddon but not to ADDON_FUNCTIONS (or a misspelt entry) fails to compile here.
 const listsEveryFunction: [AddonFunction] extends [(typeof ADDON_FUNCTIONS)[number]] ? true : never = true;

@@ -69,16 +69,9 @@ export class ArrayPool {
   /** Called with an array when it is recycled (its contents will change): drop anything derived from it. */
   onRecycle: ((array: Float32Array) => void) | null = null;
 
-  /**
-   * @param allocate - makes a fresh array of a length (default `new Float32Array`; the native backend passes the
-   *   addon's 64-byte-aligned arrays)
-   */
-  constructor(readonly maxFreeBytes: number, private readonly allocate: (length: number) => Float32Array = (n) => new Float32Array(n)) {}
+  constructor(readonly maxFreeBytes: number) {}
 
-  /**
-   * An array of `length` floats for a kernel output, reused when one is free, else made by the allocator (contents
-   * undefined unless poisoned).
-   */
+  /** An array of `length` floats for a kernel output, reused when one is free (contents undefined unless poisoned). */
   take(length: number): Float32Array {
     const list = this.free.get(length);
     let array = list?.pop();
@@ -87,7 +80,7 @@ export class ArrayPool {
       this.reused += 1;
       this.states.get(array.buffer as ArrayBuffer)!.state = State.Taken;
     } else {
-      array = this.allocate(length);
+      array = new Float32Array(length);
       this.created += 1;
       this.states.set(array.buffer as ArrayBuffer, { array, state: State.Taken, refs: 0, moved: false });
     }

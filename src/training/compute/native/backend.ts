@@ -9,9 +9,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { BackendValues, DataId, DataType } from '@tensorflow/tfjs-core';
-import { loadAddon, type NativeAddon, type NativeInfo } from './addon.js';
+import { loadAddon, type NativeInfo } from './addon.js';
 import { ArrayPool, poolBytes } from './array-pool.js';
-import { alignedAllocator, forgetDerived, NATIVE_BACKEND, nativeKernels } from './kernels.js';
+import { forgetDerived, NATIVE_BACKEND, nativeKernels } from './kernels.js';
 
 export { NATIVE_BACKEND } from './kernels.js';
 
@@ -26,12 +26,10 @@ let registered: NativeRegistration | undefined;
  */
 export class NativeBackend extends MathBackendCPU {
   /** The native kernels' reusable output arrays (see `array-pool.ts`). */
-  readonly pool: ArrayPool;
+  readonly pool = new ArrayPool(poolBytes());
 
-  /** @param addon - the loaded addon: the pool's fresh arrays are its 64-byte-aligned ones (plain arrays without) */
-  constructor(addon?: NativeAddon) {
+  constructor() {
     super();
-    this.pool = new ArrayPool(poolBytes(), addon === undefined ? undefined : alignedAllocator(addon));
     (this as unknown as { firstUse: boolean }).firstUse = false;
     this.pool.onRecycle = forgetDerived;
   }
@@ -85,7 +83,7 @@ export function registerNativeBackend(): NativeRegistration {
     if (tf.getKernel(kernelName, NATIVE_BACKEND) !== undefined) tf.unregisterKernel(kernelName, NATIVE_BACKEND);
     tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc });
   }
-  tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(load.addon), 1);
+  tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), 1);
   registered = { info: load.info };
   return registered;
 }

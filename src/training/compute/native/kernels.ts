@@ -56,18 +56,6 @@ function allFloat(backend: MathBackendCPU, ...ts: TensorInfo[]): boolean {
   return ts.every((t) => t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array);
 }
 
-/** Floats from which fresh arrays come from the addon's aligned allocation (below: one N-API call is not worth it). */
-const ALIGNED_MIN_FLOATS = 1024;
-
-/**
- * Fresh float arrays at 64-byte-aligned addresses ({@link NativeAddon.alignedArray}) for arrays of at least
- * {@link ALIGNED_MIN_FLOATS} floats, plain `Float32Array`s below: malloc, which V8 uses for ArrayBuffers, aligns
- * to 16 bytes, and oneDNN's convolutions ran 2–3 % slower on such arrays than on cache-line-aligned ones here.
- */
-export function alignedAllocator(addon: NativeAddon): (length: number) => Float32Array {
-  return (n) => (n >= ALIGNED_MIN_FLOATS ? addon.alignedArray(n) : new Float32Array(n));
-}
-
 const fallbackCounts = new Map<string, number>();
 
 /**
@@ -172,9 +160,7 @@ function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvG
   if (size === 0) return [null, false];
   const reused = freeCaches.get(size)?.pop();
   if (reused !== undefined) freeCacheBytes -= reused.byteLength;
-  // A fresh copy starts zeroed (as a reused one of the same layout is, outside the weights): blocked layouts may
-  // hold padding the reorders leave alone.
-  const cache = reused ?? alignedAllocator(addon)(size).fill(0);
+  const cache = reused ?? new Float32Array(size);
   if (perArray === undefined) {
     perArray = new Map();
     weightCaches.set(w, perArray);

@@ -167,43 +167,6 @@ test('native backend: kernel outputs are reused after dispose; values read out a
   }
 });
 
-test('native backend: fresh kernel outputs of ≥ 1024 floats are 64-byte aligned, their memory freed with them', { skip }, async () => {
-  if (!('addon' in load)) return;
-  const addon = load.addon;
-  const plain = addon.alignedArray(0);
-  assert.equal(plain.length, 0);
-  for (const n of [1024, 4099, 1 << 20]) {
-    const a = addon.alignedArray(n);
-    assert.equal(a.length, n);
-    assert.equal(a.byteOffset, 0);
-    assert.ok(addon.addressAlignment(a) >= 64, `alignedArray(${n}) at alignment ${addon.addressAlignment(a)}`);
-    a.fill(1.5);
-    assert.equal(a[n - 1], 1.5);
-  }
-  // ArrayPool uses its allocator for fresh arrays only.
-  let made = 0;
-  const pool = new ArrayPool(1 << 20, (n) => { made += 1; return addon.alignedArray(n); });
-  const a = pool.take(2048);
-  pool.onWrite(a);
-  pool.onDispose(a);
-  assert.equal(pool.take(2048), a);
-  assert.equal(made, 1);
-  // The backend's pool: a conv output (fresh) is aligned and holds the right values.
-  registerNativeBackend();
-  await tf.setBackend(NATIVE_BACKEND);
-  const x = tf.tensor4d(lcg(2 * 8 * 8 * 16, 3), [2, 8, 8, 16]);
-  const w = tf.tensor4d(lcg(3 * 3 * 16 * 16, 4), [3, 3, 16, 16]);
-  const y = tf.conv2d(x, w, 1, 'same');
-  const values = (tf.backend() as NativeBackend).data.get(y.dataId).values as Float32Array;
-  assert.ok(addon.addressAlignment(values) >= 64);
-  await tf.setBackend('cpu');
-  const ref = tf.conv2d(tf.tensor4d(await x.data(), x.shape), tf.tensor4d(await w.data(), w.shape), 1, 'same');
-  assert.ok(relError(values, ref.dataSync() as Float32Array) <= 1e-5);
-  tf.dispose([ref]);
-  await tf.setBackend(NATIVE_BACKEND);
-  tf.dispose([x, w, y]);
-});
-
 test('native backend: a read-out gradient given back is reused only after its tensors are gone; values stay right', { skip }, async () => {
   const prev = tf.getBackend();
   await tf.setBackend(NATIVE_BACKEND);
