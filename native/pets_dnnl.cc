@@ -124,6 +124,7 @@ struct Scratch {
 Scratch gWeights;   // reordered weights (forward, input gradient) or blocked weight gradient
 Scratch gPad;       // oneDNN scratchpad
 Scratch gWorkspace; // max-pool workspace
+Scratch gPoolOut;   // max-pool output recomputed by its backward
 
 memory scratchpadFor(const dnnl::primitive_desc_base& pd) {
   auto md = pd.scratchpad_desc();
@@ -426,33 +427,74 @@ PoolGeom readPool(Args& a, size_t first) {
   return g;
 }
 
-// maxPoolForward(x, y, ...geometry)
+// The workspace argument of the pooling calls: a Uint8Array of at least `bytes`, or null.
+uint8_t* u8OrNull(Args& a, size_t i, size_t bytes, const char* name) {
+  napi_valuetype t;
+  napi_typeof(a.env, a.v[i], &t);
+  if (t == napi_null || t == napi_undefined) return nullptr;
+  bool is = false;
+  napi_is_typedarray(a.env, a.v[i], &is);
+  napi_typedarray_type type;
+  size_t len = 0;
+  void* data = nullptr;
+  if (is) napi_get_typedarray_info(a.env, a.v[i], &type, &len, &data, nullptr, nullptr);
+  if (!is || type != napi_uint8_array) throw JsError{std::string(name) + " must be a Uint8Array"};
+  if (len < bytes) throw JsError{std::string(name) + " has " + std::to_string(len) + " bytes, needs " + std::to_string(bytes)};
+  return static_cast<uint8_t*>(data);
+}
+
+// maxPoolWorkspaceSize(...geometry) -> bytes of the arg-max workspace the training forward writes.
+napi_value MaxPoolWorkspaceSize(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a(env, info, 14);
+    PoolGeom g = readPool(a, 0);
+    dnnl::pooling_forward::primitive_desc pd(g.fwd(dnnl::prop_kind::forward_training), eng());
+    napi_value out;
+    napi_create_double(env, double(pd.workspace_desc().get_size()), &out);
+    return out;
+  });
+}
+
+// maxPoolForward(x, y, workspace|null, ...geometry): with a workspace (maxPoolWorkspaceSize bytes) the training
+// forward, which also records each window's arg-max there for maxPoolBackward; else the inference forward.
 napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 16);
-    PoolGeom g = readPool(a, 2);
+    Args a(env, info, 17);
+    PoolGeom g = readPool(a, 3);
     float* x = a.f32(0, size_t(g.n * g.ih * g.iw * g.c), "x");
     float* y = a.f32(1, size_t(g.n * g.oh * g.ow * g.c), "y");
-    dnnl::pooling_forward::primitive_desc pd(g.fwd(dnnl::prop_kind::forward_inference), eng());
-    dnnl::pooling_forward(pd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_DST, memory(g.dst(), eng(), y)}});
+    dnnl::pooling_forward::primitive_desc tpd(g.fwd(dnnl::prop_kind::forward_training), eng());
+    uint8_t* ws = u8OrNull(a, 2, tpd.workspace_desc().get_size(), "workspace");
+    if (ws != nullptr) {
+      dnnl::pooling_forward(tpd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)},
+        {DNNL_ARG_DST, memory(g.dst(), eng(), y)}, {DNNL_ARG_WORKSPACE, memory(tpd.workspace_desc(), eng(), ws)}});
+    } else {
+      dnnl::pooling_forward::primitive_desc pd(g.fwd(dnnl::prop_kind::forward_inference), eng());
+      dnnl::pooling_forward(pd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)}, {DNNL_ARG_DST, memory(g.dst(), eng(), y)}});
+    }
     strm().wait();
     return undef(env);
   });
 }
 
-// maxPoolBackward(x, dy, dx, ...geometry): recomputes the forward with its workspace (the arg-max), then scatters dy.
+// maxPoolBackward(x, dy, dx, workspace|null, ...geometry): scatters dy to each window's arg-max, read from the
+// workspace of the training forward when given, else found by running that forward again on x.
 napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 17);
-    PoolGeom g = readPool(a, 3);
+    Args a(env, info, 18);
+    PoolGeom g = readPool(a, 4);
     float* x = a.f32(0, size_t(g.n * g.ih * g.iw * g.c), "x");
     float* dy = a.f32(1, size_t(g.n * g.oh * g.ow * g.c), "dy");
     float* dx = a.f32(2, size_t(g.n * g.ih * g.iw * g.c), "dx");
     dnnl::pooling_forward::primitive_desc fpd(g.fwd(dnnl::prop_kind::forward_training), eng());
-    std::vector<float> y(size_t(g.n * g.oh * g.ow * g.c));
-    memory ws(fpd.workspace_desc(), eng(), gWorkspace.get(fpd.workspace_desc().get_size()));
-    dnnl::pooling_forward(fpd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)},
-      {DNNL_ARG_DST, memory(g.dst(), eng(), y.data())}, {DNNL_ARG_WORKSPACE, ws}});
+    const size_t wsBytes = fpd.workspace_desc().get_size();
+    uint8_t* given = u8OrNull(a, 3, wsBytes, "workspace");
+    memory ws(fpd.workspace_desc(), eng(), given != nullptr ? static_cast<void*>(given) : gWorkspace.get(wsBytes));
+    if (given == nullptr) {
+      float* y = static_cast<float*>(gPoolOut.get(size_t(g.n * g.oh * g.ow * g.c) * 4));
+      dnnl::pooling_forward(fpd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)},
+        {DNNL_ARG_DST, memory(g.dst(), eng(), y)}, {DNNL_ARG_WORKSPACE, ws}});
+    }
     dnnl::pooling_backward::desc bd(dnnl::algorithm::pooling_max, g.src(), g.dst(), {g.sh, g.sw}, {g.kh, g.kw},
       {g.pt, g.pl}, {g.pb, g.pr});
     dnnl::pooling_backward::primitive_desc bpd(bd, eng(), fpd);
@@ -969,13 +1011,14 @@ napi_value ReleaseCaches(napi_env env, napi_callback_info) {
   std::vector<char>().swap(gWeights.buf);
   std::vector<char>().swap(gPad.buf);
   std::vector<char>().swap(gWorkspace.buf);
+  std::vector<char>().swap(gPoolOut.buf);
   return undef(env);
 }
 
 napi_value Register(napi_env env, napi_value exports) {
   const std::pair<const char*, napi_callback> fns[] = {
     {"init", Init}, {"convForward", ConvForward}, {"convBackwardData", ConvBackwardData},
-    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward},
+    {"convBackwardWeights", ConvBackwardWeights}, {"convImpl", ConvImpl}, {"convWeightsCacheSize", ConvWeightsCacheSize}, {"maxPoolForward", MaxPoolForward}, {"maxPoolWorkspaceSize", MaxPoolWorkspaceSize},
     {"maxPoolBackward", MaxPoolBackward}, {"batchMatMul", BatchMatMul}, {"batchNormForward", BatchNormForward},
     {"batchNormBackward", BatchNormBackward}, {"releaseCaches", ReleaseCaches}, {"binary", Binary}, {"unary", Unary}, {"adamW", AdamW},
     {"binaryStrided", BinaryStrided}, {"compareStrided", CompareStrided}, {"reduce", Reduce},

@@ -62,10 +62,18 @@ export interface NativeAddon {
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, ...g: ConvGeometry): void;
   /** oneDNN's implementation name for a convolution (kind 0 forward, 1 input gradient, 2 filter gradient). */
   convImpl(kind: 0 | 1 | 2, ...g: ConvGeometry): string;
-  /** y = max-pool(x), padding excluded from the maximum. */
-  maxPoolForward(x: Float32Array, y: Float32Array, ...g: PoolGeometry): void;
-  /** dx = gradient of max-pool: dy routed to the first maximum of each window (row-major scan). */
-  maxPoolBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, ...g: PoolGeometry): void;
+  /**
+   * y = max-pool(x), padding excluded from the maximum; with a `workspace` ({@link maxPoolWorkspaceSize} bytes)
+   * each window's arg-max is also recorded there for {@link maxPoolBackward}.
+   */
+  maxPoolForward(x: Float32Array, y: Float32Array, workspace: Uint8Array | null, ...g: PoolGeometry): void;
+  /** Bytes of the arg-max workspace of a max-pool of this geometry. */
+  maxPoolWorkspaceSize(...g: PoolGeometry): number;
+  /**
+   * dx = gradient of max-pool: dy routed to the first maximum of each window (row-major scan), taken from the
+   * forward's `workspace` when given (it must be the one recorded for this x), else found again from x.
+   */
+  maxPoolBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, workspace: Uint8Array | null, ...g: PoolGeometry): void;
   /** c[i] = op(a[i])·op(b[i]) for i < batch; `batchA`/`batchB` 0 broadcasts that operand. Row-major. */
   batchMatMul(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
     transposeA: boolean, transposeB: boolean, batchA: 0 | 1, batchB: 0 | 1): void;
@@ -119,7 +127,7 @@ export interface NativeAddon {
 
 /** The functions an addon must export to be used (every function of {@link NativeAddon}, checked by the compiler). */
 export const ADDON_FUNCTIONS = Object.freeze(['init', 'convForward', 'convBackwardData', 'convWeightsCacheSize',
-  'convBackwardWeights', 'convImpl', 'maxPoolForward', 'maxPoolBackward', 'batchMatMul', 'batchNormForward',
+  'convBackwardWeights', 'convImpl', 'maxPoolForward', 'maxPoolWorkspaceSize', 'maxPoolBackward', 'batchMatMul', 'batchNormForward',
   'batchNormBackward', 'binary', 'binaryStrided', 'compareStrided', 'reduce', 'unary', 'adamW', 'releaseCaches'] as const);
 type AddonFunction = { [K in keyof NativeAddon]-?: NativeAddon[K] extends (...args: never[]) => unknown ? K : never }[keyof NativeAddon];
 // A function added to NativeAddon but not to ADDON_FUNCTIONS (or a misspelt entry) fails to compile here.

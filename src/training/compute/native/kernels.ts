@@ -131,10 +131,11 @@ let freeCacheBytes = 0;
 const FREE_CACHE_LIMIT = 256 * 2 ** 20;
 
 /**
- * Forgets what was derived from `array` (its reordered-filter copies): the backend's pool calls this when it
+ * Forgets what was derived from `array` (its reordered-filter copies, a max-pool arg-max): the backend's pool calls this when it
  * recycles the array, whose contents are about to change.
  */
 export function forgetDerived(array: Float32Array): void {
+  poolWorkspaces.delete(array);
   const perArray = weightCaches.get(array);
   if (perArray === undefined) return;
   weightCaches.delete(array);
@@ -236,6 +237,16 @@ function poolInfo(xShape: Shape4, a: PoolAttrs): backend_util.Conv2DInfo {
   return backend_util.computePool2DInfo(xShape, a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
 }
 
+/**
+ * The arg-max of each window recorded by the last max-pool forward of an input array (oneDNN's workspace, 1 byte
+ * per output value), with that forward's geometry and output array: the gradient (tfjs passes it the forward's
+ * input and output) then scatters dy without running the forward again (a 16 MB read and a second pooling pass
+ * at resnet34/128). Used only when input array, geometry and output array all match, and dropped when the input
+ * array is recycled ({@link forgetDerived}); tfjs tensors are immutable, so the arg-max stays valid while the
+ * array lives.
+ */
+const poolWorkspaces = new WeakMap<Float32Array, { key: string; y: unknown; ws: Uint8Array }>();
+
 function maxPool(addon: NativeAddon): KernelFunc {
   const fallback = cpuFallback('MaxPool');
   return (args) => {
@@ -244,7 +255,13 @@ function maxPool(addon: NativeAddon): KernelFunc {
     const g = allFloat(backend, x) && x.shape.length === 4 ? poolGeometry(poolInfo(x.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
     if (g === null) return fallback(args);
     const [out, ys] = output(backend, [g[0], g[4], g[5], g[3]]);
-    addon.maxPoolForward(values(backend, x), ys, ...g);
+    const xs = values(backend, x);
+    const key = g.join(',');
+    const size = addon.maxPoolWorkspaceSize(...g);
+    const old = poolWorkspaces.get(xs);
+    const ws = old !== undefined && old.ws.length === size ? old.ws : new Uint8Array(size);
+    addon.maxPoolForward(xs, ys, ws, ...g);
+    poolWorkspaces.set(xs, { key, y: ys, ws });
     return out;
   };
 }
@@ -252,12 +269,16 @@ function maxPool(addon: NativeAddon): KernelFunc {
 function maxPoolGrad(addon: NativeAddon): KernelFunc {
   const fallback = cpuFallback('MaxPoolGrad');
   return (args) => {
-    const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
+    const { dy, input, output: output_ } = args.inputs as { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
     const backend = args.backend as MathBackendCPU;
     const g = allFloat(backend, dy, input) ? poolGeometry(poolInfo(input.shape as Shape4, args.attrs as unknown as PoolAttrs)) : null;
     if (g === null || !util.arraysEqual(dy.shape, [g[0], g[4], g[5], g[3]])) return fallback(args);
     const [out, dxs] = output(backend, [...input.shape]);
-    addon.maxPoolBackward(values(backend, input), values(backend, dy), dxs, ...g);
+    const xs = values(backend, input);
+    const rec = poolWorkspaces.get(xs);
+    const ys = backend.data.get(output_.dataId).values;
+    const ws = rec !== undefined && rec.key === g.join(',') && rec.y === ys ? rec.ws : null;
+    addon.maxPoolBackward(xs, values(backend, dy), dxs, ws, ...g);
     return out;
   };
 }
@@ -467,6 +488,32 @@ function splitV(): KernelFunc {
   };
 }
 
+/**
+ * Cast of a bool or int32 tensor to float32 into a new Float32Array (from the pool). tfjs's cpu `Cast` shares the
+ * input's Uint8Array/Int32Array instead (no precision is lost), so the "float32" result is no Float32Array and
+ * every native kernel it reaches handed the call to tfjs's JavaScript loops: in the head's max-pool gradient
+ * (`dy · cast(x == max)`, a `[n,1,1,c]` × `[n,h,w,c]` Multiply) 18 ms per call at resnet34/128 instead of < 1.
+ * Values as `Float32Array.from` gives them (each integer rounded to the nearest float32). Every other cast runs
+ * the cpu kernel.
+ */
+function cast(): KernelFunc {
+  const cpuCast = getKernel('Cast', 'cpu');
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const { dtype } = args.attrs as { dtype: string };
+    const backend = args.backend as MathBackendCPU;
+    const v = backend.data.get(x.dataId).values;
+    if (dtype !== 'float32' || (x.dtype !== 'bool' && x.dtype !== 'int32') ||
+      !(v instanceof Uint8Array || v instanceof Int32Array)) {
+      if (cpuCast === undefined) throw new TrainerError('ERR_BACKEND', 'tfjs cpu backend has no Cast kernel');
+      return cpuCast.kernelFunc(args);
+    }
+    const [out, vs] = output(backend, [...x.shape]);
+    vs.set(v);
+    return out;
+  };
+}
+
 const COMPARE_OPS: Readonly<Record<string, number>> = { Equal: 0, NotEqual: 1, Greater: 2, GreaterEqual: 3, Less: 4, LessEqual: 5 };
 
 /**
@@ -581,6 +628,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
     ...Object.fromEntries(Object.keys(REDUCE_OPS).map((name) => [name, reduce(addon, name)])),
     ...Object.fromEntries(Object.keys(COMPARE_OPS).map((name) => [name, compare(addon, name)])),
+    Cast: cast(),
     Concat: concat('Concat'),
     SplitV: splitV(),
   };

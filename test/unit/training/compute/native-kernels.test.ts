@@ -181,6 +181,20 @@ for (const p of POOLS) {
   });
 }
 
+test('max-pool gradient: with the forward\'s recorded arg-max and without it (another output array) the same as cpu', { skip }, async () => {
+  const shape: [number, number, number, number] = [2, 9, 9, 5];
+  await compare(() => {
+    const x = tf.relu(tf.tensor4d(lcg(tf.util.sizeFromShape(shape), 7), shape));
+    const y = tf.maxPool(x, 3, 2, 1);
+    const dy = tf.tensor(lcg(y.size, 8), y.shape);
+    const attrs = { filterSize: 3, strides: 2, pad: 1 };
+    const recorded = tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: y }, attrs) as tf.Tensor;
+    // A copy of y is another array: no recorded arg-max matches it, the backward finds the maxima again from x.
+    const again = tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: tf.add(y, 0) }, attrs) as tf.Tensor;
+    return [recorded, again];
+  }, ['with the recorded arg-max', 'recomputed'], 1e-6);
+});
+
 const MATMULS: readonly { name: string; a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
   { name: 'dense [16,1024]·[1024,512]', a: [16, 1024], b: [1024, 512], ta: false, tb: false },
   { name: 'dense grad w.r.t. weights: aᵀ·dy', a: [16, 64], b: [16, 37], ta: true, tb: false },
@@ -236,7 +250,7 @@ for (const [name, op] of BINARY) {
   });
 }
 
-test('element-wise broadcasts of more than four alternating dimensions, and int32, run the cpu kernels', { skip }, async () => {
+test('element-wise broadcasts of more than four alternating dimensions, and int32, run the cpu kernels; a cast bool does not', { skip }, async () => {
   const before = nativeFallbacks().get('Add') ?? 0;
   await compare(() => [tf.add(tf.tensor(lcg(2 * 3 * 2, 16), [2, 1, 3, 1, 2]), tf.tensor(lcg(4 * 5, 17), [4, 1, 5, 1]))],
     ['five alternating dimensions'], 0, true);
@@ -245,11 +259,11 @@ test('element-wise broadcasts of more than four alternating dimensions, and int3
   assert.equal(sum.dtype, 'int32');
   assert.deepEqual(Array.from(sum.dataSync()), [4, 6]);
   sum.dispose();
-  // A bool → float32 cast shares the bool tensor's Uint8Array: still correct, through the cpu kernel.
+  // A bool → float32 cast makes a Float32Array on native (the Cast kernel): that add runs natively.
   const mixed = tf.tidy(() => tf.add(tf.cast(tf.tensor1d([true, false, true], 'bool'), 'float32'), tf.tensor1d([0.5, 0.5, 0.5])));
   assert.deepEqual(Array.from(mixed.dataSync()), [1.5, 0.5, 1.5]);
   mixed.dispose();
-  assert.equal(nativeFallbacks().get('Add'), before + 3);
+  assert.equal(nativeFallbacks().get('Add'), before + 2);
 });
 
 test('Maximum and Minimum propagate NaN as the cpu kernels do', { skip }, async () => {
@@ -299,6 +313,38 @@ for (const [name, op] of [['Equal', tf.equal], ['NotEqual', tf.notEqual], ['Grea
     assert.deepEqual(native, await run('cpu'));
   });
 }
+
+test('Cast of bool and int32 to float32 stores a Float32Array, so the kernels after it run natively (the max gradient\'s mask)', { skip }, async () => {
+  const run = async (backend: string): Promise<number[][]> => {
+    await tf.setBackend(backend);
+    const outs = tf.tidy(() => {
+      const x = tf.tensor4d(lcg(2 * 3 * 3 * 4, 41).map((v) => Math.round(v * 2) / 2), [2, 3, 3, 4]);
+      const m = tf.max(x, [1, 2], true);
+      const mask = tf.cast(tf.equal(x, m), 'float32');
+      const ints = tf.cast(tf.tensor1d([-3, 0, 7, 100003], 'int32'), 'float32');
+      // The head's max-pool gradient: dy [n,1,1,c] times the float mask [n,h,w,c].
+      return [mask, tf.mul(m, mask), ints, tf.add(ints, tf.scalar(0.5)), tf.cast(tf.tensor1d([1.5, 0]), 'bool')];
+    });
+    if (backend === NATIVE_BACKEND) {
+      const data = (tf.backend() as NativeBackend).data;
+      for (const i of [0, 2]) assert.ok(data.get(outs[i]!.dataId).values instanceof Float32Array, `output ${i} is stored as a Float32Array`);
+    }
+    const vals = outs.map((t) => Array.from(t.dataSync()));
+    tf.dispose(outs);
+    return vals;
+  };
+  const before = fallbackTotal();
+  const native = await run(NATIVE_BACKEND);
+  assert.equal(fallbackTotal(), before, `calls that fell back to cpu: ${JSON.stringify([...nativeFallbacks()])}`);
+  assert.deepEqual(native, await run('cpu'));
+  assert.deepEqual(native[2], [-3, 0, 7, 100003]);
+  // A float32 tensor holds float32 values: an int32 beyond 2^24 is rounded as Float32Array.from rounds it (tfjs's
+  // cpu Cast would keep the Int32Array and its exact value under a float32 dtype).
+  await tf.setBackend(NATIVE_BACKEND);
+  const big = tf.tidy(() => tf.cast(tf.tensor1d([2 ** 24 + 1], 'int32'), 'float32'));
+  assert.deepEqual(Array.from(big.dataSync()), [2 ** 24]);
+  big.dispose();
+});
 
 test('Max propagates NaN as the cpu kernel does', { skip }, async () => {
   const run = async (backend: string): Promise<number[]> => {
