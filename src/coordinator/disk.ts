@@ -61,6 +61,14 @@ export function diskLine(dir: string): string {
 const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json', RUN_LOCK_FILE];
 const EARLY_DIRS = ['checkpoints', 'models'];
 
+/** A temporary entry of a write in progress or killed (`<name>.tmp-<pid>`, `step-….tmp-…`): never worth keeping. */
+const isTemporary = (name: string): boolean => name.includes('.tmp-');
+
+/** Whether entry `name` of run directory `dir` is only what a run writes before its first checkpoint. */
+function isEarlyEntry(dir: string, name: string): boolean {
+  return EARLY_FILES.includes(name) || (EARLY_DIRS.includes(name) && readdirSync(join(dir, name)).filter((x) => !isTemporary(x)).length === 0);
+}
+
 /**
  * Refuses an existing `--run-dir` that a new run (no `--resume`) would overwrite: one holding a run (checkpoints:
  * a new run replaced them step by step, a stopped run's included, and its models and report), or files of the
@@ -70,14 +78,13 @@ const EARLY_DIRS = ['checkpoints', 'models'];
  * @throws TrainerError ERR_BAD_FLAG naming the folder, what it holds and what to do
  */
 export function checkNewRunDir(dir: string, log?: (line: string) => void): void {
-  const names = readdirSync(dir).filter((n) => !n.includes('.tmp-')).sort();
+  const names = readdirSync(dir).filter((n) => !isTemporary(n)).sort();
   const steps = existsSync(join(dir, 'checkpoints')) ? readdirSync(join(dir, 'checkpoints')).filter((n) => /^step-\d{9}$/.test(n)).sort() : [];
   if (steps.length > 0) {
     throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${steps.at(-1)}); continue it with: npx coordinator --resume ${shellArg(dir)}, `
       + 'or choose another --run-dir (a new run there would replace its checkpoints, models and report)');
   }
-  const early = (n: string): boolean => EARLY_FILES.includes(n) || (EARLY_DIRS.includes(n) && readdirSync(join(dir, n)).filter((x) => !x.includes('.tmp-')).length === 0);
-  const others = names.filter((n) => !early(n));
+  const others = names.filter((n) => !isEarlyEntry(dir, n));
   if (others.length > 0) {
     throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} is not empty (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, +${others.length - 3} more` : ''}): `
       + 'a run writes config.json, data.json, index.html, pictures, models/ and checkpoints/ there; choose a new or empty folder');
@@ -94,7 +101,7 @@ export function checkNewRunDir(dir: string, log?: (line: string) => void): void 
 export function removeFailedRunDir(dir: string): boolean {
   if (!existsSync(dir)) return false;
   const names = readdirSync(dir);
-  const removable = names.every((n) => EARLY_FILES.includes(n) || (EARLY_DIRS.includes(n) && readdirSync(join(dir, n)).filter((x) => !x.startsWith('.tmp-')).length === 0));
+  const removable = names.every((n) => isEarlyEntry(dir, n));
   if (!removable) return false;
   for (const n of names) rmSync(join(dir, n), { recursive: true, force: true });
   rmdirSync(dir);
