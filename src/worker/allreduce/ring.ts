@@ -14,7 +14,7 @@
  * calls ≥ 4 MiB end with receipt tokens so that none returns while its sends may still read the buffer.
  */
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { lstatSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
@@ -225,6 +225,7 @@ export class RingAllReduce implements AllReducer {
    * temporary directory path too long for a socket address) is a warning: peers then use TCP.
    */
   private async bindLocal(pull: Pull): Promise<void> {
+    sweepStaleRingSockets(tmpdir());
     const address = `ipc://${join(tmpdir(), `pets-ring-${process.pid}-${randomBytes(6).toString('hex')}`)}`;
     try {
       await pull.bind(address);
@@ -552,6 +553,46 @@ function mailKey(generation: number, tag: AllReduceTag, phase: ReducePhase | 'do
 /** Phase and step within it of ring step k of 2(N−1) (reduce-scatter's N−1 steps, then all-gather's). */
 function ringStepOf(k: number, n: number): { phase: ReducePhase; t: number } {
   return k < n - 1 ? { phase: 'reduce-scatter', t: k } : { phase: 'all-gather', t: k - (n - 1) };
+}
+
+/**
+ * Removes the Unix socket files of ring processes that are gone (`pets-ring-<pid>-<random>` whose pid no longer
+ * runs): libzmq unlinks its file when the socket closes, but a worker killed with SIGKILL leaves it in the temporary
+ * directory, one per kill. Each ring sweeps before it binds its own. Files of live pids, of other names, or that
+ * cannot be removed (another user's) are left.
+ * @param dir - the directory the ring binds its sockets in (`os.tmpdir()`)
+ * @returns the names removed
+ */
+export function sweepStaleRingSockets(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const pid = /^pets-ring-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+    if (pid === undefined || isAlive(Number(pid))) continue;
+    try {
+      if (!lstatSync(join(dir, name)).isSocket()) continue;
+      unlinkSync(join(dir, name));
+      removed.push(name);
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
+  }
+  return removed;
+}
+
+/** Whether a process with this pid exists (EPERM: it does, as another user's). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Whether an `ipc://` endpoint names a Unix socket that exists on this host's file system (a same-host peer). */
