@@ -4,6 +4,7 @@
  * GC/compiler helpers) used between two samples. Linux only: elsewhere {@link sampleThreads} returns null.
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import { procStatFields } from '../src/contract/process.js';
 
 /** `/proc/<pid>/stat` counts utime/stime in clock ticks; USER_HZ is 100 on every Linux ABI (`getconf CLK_TCK`). */
 const TICKS_PER_SECOND = 100;
@@ -19,8 +20,7 @@ export interface ThreadSample {
  * comm may hold spaces and parentheses, so the fields are counted from its last `)` (proc(5)).
  */
 export function cpuSecondsOfStat(line: string): number {
-  const fields = line.slice(line.lastIndexOf(')') + 2).split(' ');
-  // fields[0] is field 3 (state), so utime (field 14) is fields[11] and stime (15) fields[12].
+  const fields = procStatFields(line); // utime (field 14) is fields[11], stime (15) fields[12]
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 

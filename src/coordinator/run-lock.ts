@@ -18,6 +18,7 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:f
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { TrainerError } from '../contract/errors.js';
+import { processAlive, processStartTicks } from '../contract/process.js';
 
 /** The lock file's name inside the run directory. */
 export const RUN_LOCK_FILE = '.coordinator.lock';
@@ -44,33 +45,6 @@ export interface RunLock {
   release(): void;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A killed coordinator whose parent has not reaped it yet is a zombie: signal 0 reaches it, but it holds nothing.
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true; // no procfs (not Linux): trust the signal
-  }
-}
-
-/** Start time of process `pid` in clock ticks after boot (`/proc/<pid>/stat` field 22), or null without procfs. */
-export function processStartTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, starttime 22.
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    return Number.isSafeInteger(ticks) ? ticks : null;
-  } catch {
-    return null;
-  }
-}
-
 function bootId(): string | null {
   try {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
@@ -86,7 +60,7 @@ function bootId(): string | null {
  */
 function ownerAlive(owner: RunLockOwner): boolean {
   if (owner.bootId !== undefined && bootId() !== null && owner.bootId !== bootId()) return false;
-  if (!alive(owner.pid)) return false;
+  if (!processAlive(owner.pid)) return false;
   if (owner.startTicks === undefined) return owner.pid !== process.pid; // an older lock with our pid: a dead incarnation
   const ticks = processStartTicks(owner.pid);
   return ticks === null || ticks === owner.startTicks;
@@ -157,7 +131,7 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
     }
     // The owner died without releasing (SIGKILL, power loss): take over, once; the exclusive re-creation refuses a
     // coordinator that took the lock in between (two take-overs within the same microseconds are not excluded).
-    log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${alive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
+    log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${processAlive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
     try {
       unlinkSync(path);
     } catch (err) {

@@ -19,6 +19,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../contract/errors.js';
+import { processAlive } from '../../contract/process.js';
 import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
 import { defaultRingMath, type AddInto, type DivideBy } from '../../training/allreduce/add.js';
 import { chunkBounds, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
@@ -573,7 +574,7 @@ export function sweepStaleRingSockets(dir: string): string[] {
   }
   for (const name of names) {
     const pid = /^pets-ring-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
-    if (pid === undefined || isAlive(Number(pid))) continue;
+    if (pid === undefined || processAlive(Number(pid))) continue;
     try {
       if (!lstatSync(join(dir, name)).isSocket()) continue;
       unlinkSync(join(dir, name));
@@ -583,16 +584,6 @@ export function sweepStaleRingSockets(dir: string): string[] {
     }
   }
   return removed;
-}
-
-/** Whether a process with this pid exists (EPERM: it does, as another user's). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Whether an `ipc://` endpoint names a Unix socket that exists on this host's file system (a same-host peer). */

@@ -10,7 +10,8 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
 import { removeFailedRunDir } from '../../../src/coordinator/disk.js';
-import { RUN_LOCK_FILE, lockRunDir, processStartTicks } from '../../../src/coordinator/run-lock.js';
+import { RUN_LOCK_FILE, lockRunDir } from '../../../src/coordinator/run-lock.js';
+import { processStartTicks } from '../../../src/contract/process.js';
 
 function withDir(f: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), 'run-lock-'));
