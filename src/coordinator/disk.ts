@@ -4,7 +4,8 @@
  * Also the clean-up of a run directory that a failed run created and left with nothing worth keeping.
  */
 import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { RUN_LOCK_FILE } from './run-lock.js';
 import { TrainerError } from '../contract/errors.js';
 import { shellArg } from './shell-arg.js';
@@ -79,9 +80,9 @@ function isEarlyEntry(dir: string, name: string): boolean {
  */
 export function checkNewRunDir(dir: string, log?: (line: string) => void): void {
   const names = readdirSync(dir).filter((n) => !isTemporary(n)).sort();
-  const steps = existsSync(join(dir, 'checkpoints')) ? readdirSync(join(dir, 'checkpoints')).filter((n) => /^step-\d{9}$/.test(n)).sort() : [];
-  if (steps.length > 0) {
-    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${steps.at(-1)}); continue it with: npx coordinator --resume ${shellArg(dir)}, `
+  const newest = listCheckpoints(dir).at(-1);
+  if (newest !== undefined) {
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${basename(newest)}); continue it with: npx coordinator --resume ${shellArg(dir)}, `
       + 'or choose another --run-dir (a new run there would replace its checkpoints, models and report)');
   }
   const others = names.filter((n) => !isEarlyEntry(dir, n));
