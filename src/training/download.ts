@@ -9,13 +9,26 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import got from 'got';
 import { TrainerError } from '../contract/errors.js';
+
+/**
+ * Where this project caches what it downloads (the dataset, the ImageNet weights): the environment variable `envVar`
+ * when set and not blank (resolved), else `~/.cache/pets-trainer/<sub…>`, as PyTorch keeps its hub in
+ * `~/.cache/torch`: never the current directory.
+ * @param envVar - the override's name (`PETS_TRAINER_CACHE_DIR`, `PETS_TRAINER_WEIGHTS_DIR`)
+ * @param sub - folders under `~/.cache/pets-trainer` (none: that folder itself)
+ */
+export function userCacheDir(env: NodeJS.ProcessEnv, envVar: string, ...sub: string[]): string {
+  const fromEnv = env[envVar];
+  return fromEnv && fromEnv.trim() !== '' ? resolve(fromEnv) : join(homedir(), '.cache', 'pets-trainer', ...sub);
+}
 
 /** Options of {@link downloadFile}. `urls` and `dest` are required; the rest default to {@link DEFAULT_DOWNLOAD}. */
 export interface DownloadOptions {

@@ -5,10 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tar from 'tar';
-import { downloadFile, offlineMessage, offlineTried } from '../download.js';
+import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
 import { TrainerError, isTrainerError } from '../../contract/errors.js';
 
 /** Mirrors of the two Pets tarballs, tried in order. */
@@ -54,8 +53,7 @@ export const CACHE_DIR_ENV = 'PETS_TRAINER_CACHE_DIR';
  * so running a command from any folder leaves nothing there but what it was asked to write.
  */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const fromEnv = env[CACHE_DIR_ENV];
-  return fromEnv && fromEnv.trim() !== '' ? resolve(fromEnv) : join(homedir(), '.cache', 'pets-trainer');
+  return userCacheDir(env, CACHE_DIR_ENV);
 }
 
 /** Defaults of {@link FetchPetsOptions} (the cache root: {@link defaultCacheDir}, read when called). */

@@ -15,9 +15,8 @@
  * logged ("pin it"), to be compared with the Hub page and committed.
  */
 import { access, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { downloadFile, offlineMessage, offlineTried } from '../download.js';
+import { join } from 'node:path';
+import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
 import { TrainerError, isTrainerError } from '../../contract/errors.js';
 import { describeConfig, resnetLayout, resolveResNetConfig, RESNET_ARCHS, type ResNetArch, type ResNetConfig } from '../../contract/resnet-spec.js';
 import type { ResNet } from './resnet.js';
@@ -57,8 +56,7 @@ export const WEIGHTS_CACHE_ENV = 'PETS_TRAINER_WEIGHTS_DIR';
 
 /** The weights cache directory: `$PETS_TRAINER_WEIGHTS_DIR`, else `~/.cache/pets-trainer/weights`. */
 export function defaultWeightsCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const fromEnv = env[WEIGHTS_CACHE_ENV];
-  return fromEnv && fromEnv.trim() !== '' ? resolve(fromEnv) : join(homedir(), '.cache', 'pets-trainer', 'weights');
+  return userCacheDir(env, WEIGHTS_CACHE_ENV, 'weights');
 }
 
 /** Options of {@link resolvePretrainedWeights} and {@link loadPretrained}. */
