@@ -53,25 +53,36 @@ struct Args {
     napi_get_cb_info(e, info, &argc, v.data(), nullptr, nullptr);
     if (argc < n) throw JsError{"expected " + std::to_string(n) + " arguments, got " + std::to_string(argc)};
   }
-  float* f32(size_t i, size_t minLen, const char* name) {
+  // The data of argument i, a typed array of type `want` (`kind` in messages) with at least minLen elements
+  // (counted in `unit`).
+  void* typed(size_t i, napi_typedarray_type want, const char* kind, const char* unit, size_t minLen, const char* name) {
     bool is = false;
     napi_is_typedarray(env, v[i], &is);
-    if (!is) throw JsError{std::string(name) + " must be a Float32Array"};
+    if (!is) throw JsError{std::string(name) + " must be a " + kind};
     napi_typedarray_type type;
     size_t len = 0;
     void* data = nullptr;
     napi_get_typedarray_info(env, v[i], &type, &len, &data, nullptr, nullptr);
-    if (type != napi_float32_array) throw JsError{std::string(name) + " must be a Float32Array"};
+    if (type != want) throw JsError{std::string(name) + " must be a " + kind};
     if (len < minLen) {
-      throw JsError{std::string(name) + " has " + std::to_string(len) + " elements, needs " + std::to_string(minLen)};
+      throw JsError{std::string(name) + " has " + std::to_string(len) + " " + unit + ", needs " + std::to_string(minLen)};
     }
-    return static_cast<float*>(data);
+    return data;
   }
-  float* f32OrNull(size_t i, size_t minLen, const char* name) {
+  bool isNull(size_t i) {
     napi_valuetype t;
     napi_typeof(env, v[i], &t);
-    if (t == napi_null || t == napi_undefined) return nullptr;
-    return f32(i, minLen, name);
+    return t == napi_null || t == napi_undefined;
+  }
+  float* f32(size_t i, size_t minLen, const char* name) {
+    return static_cast<float*>(typed(i, napi_float32_array, "Float32Array", "elements", minLen, name));
+  }
+  float* f32OrNull(size_t i, size_t minLen, const char* name) {
+    return isNull(i) ? nullptr : f32(i, minLen, name);
+  }
+  // A Uint8Array of at least `bytes` (the pooling calls' workspace), or null.
+  uint8_t* u8OrNull(size_t i, size_t bytes, const char* name) {
+    return isNull(i) ? nullptr : static_cast<uint8_t*>(typed(i, napi_uint8_array, "Uint8Array", "bytes", bytes, name));
   }
   int64_t i64(size_t i) {
     int64_t out = 0;
@@ -427,22 +438,6 @@ PoolGeom readPool(Args& a, size_t first) {
   return g;
 }
 
-// The workspace argument of the pooling calls: a Uint8Array of at least `bytes`, or null.
-uint8_t* u8OrNull(Args& a, size_t i, size_t bytes, const char* name) {
-  napi_valuetype t;
-  napi_typeof(a.env, a.v[i], &t);
-  if (t == napi_null || t == napi_undefined) return nullptr;
-  bool is = false;
-  napi_is_typedarray(a.env, a.v[i], &is);
-  napi_typedarray_type type;
-  size_t len = 0;
-  void* data = nullptr;
-  if (is) napi_get_typedarray_info(a.env, a.v[i], &type, &len, &data, nullptr, nullptr);
-  if (!is || type != napi_uint8_array) throw JsError{std::string(name) + " must be a Uint8Array"};
-  if (len < bytes) throw JsError{std::string(name) + " has " + std::to_string(len) + " bytes, needs " + std::to_string(bytes)};
-  return static_cast<uint8_t*>(data);
-}
-
 // maxPoolWorkspaceSize(...geometry) -> bytes of the arg-max workspace the training forward writes.
 napi_value MaxPoolWorkspaceSize(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -464,7 +459,7 @@ napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
     float* x = a.f32(0, size_t(g.n * g.ih * g.iw * g.c), "x");
     float* y = a.f32(1, size_t(g.n * g.oh * g.ow * g.c), "y");
     dnnl::pooling_forward::primitive_desc tpd(g.fwd(dnnl::prop_kind::forward_training), eng());
-    uint8_t* ws = u8OrNull(a, 2, tpd.workspace_desc().get_size(), "workspace");
+    uint8_t* ws = a.u8OrNull(2, tpd.workspace_desc().get_size(), "workspace");
     if (ws != nullptr) {
       dnnl::pooling_forward(tpd).execute(strm(), {{DNNL_ARG_SRC, memory(g.src(), eng(), x)},
         {DNNL_ARG_DST, memory(g.dst(), eng(), y)}, {DNNL_ARG_WORKSPACE, memory(tpd.workspace_desc(), eng(), ws)}});
@@ -488,7 +483,7 @@ napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
     float* dx = a.f32(2, size_t(g.n * g.ih * g.iw * g.c), "dx");
     dnnl::pooling_forward::primitive_desc fpd(g.fwd(dnnl::prop_kind::forward_training), eng());
     const size_t wsBytes = fpd.workspace_desc().get_size();
-    uint8_t* given = u8OrNull(a, 3, wsBytes, "workspace");
+    uint8_t* given = a.u8OrNull(3, wsBytes, "workspace");
     memory ws(fpd.workspace_desc(), eng(), given != nullptr ? static_cast<void*>(given) : gWorkspace.get(wsBytes));
     if (given == nullptr) {
       float* y = static_cast<float*>(gPoolOut.get(size_t(g.n * g.oh * g.ow * g.c) * 4));
