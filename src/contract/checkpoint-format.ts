@@ -18,6 +18,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } 
 import { join } from 'node:path';
 import { fsyncDir, tryHardLink, writeFileSynced } from './atomic-write.js';
 import { TrainerError } from './errors.js';
+import { processAlive } from './process.js';
 
 /** Manifest format version. */
 export const CHECKPOINT_FORMAT = 1;
@@ -171,9 +172,18 @@ export function pruneCheckpoints(runDir: string, keep: number): void {
   for (const n of readdirSync(root)) {
     if (n.startsWith('.tmp-') || n.startsWith('.old-')) {
       const pid = Number(n.split('-').pop());
-      if (pid !== process.pid && !pidAlive(pid)) rmSync(join(root, n), { recursive: true, force: true });
+      if (pid !== process.pid && !writerAlive(pid)) rmSync(join(root, n), { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Whether the writer whose pid a temporary entry's name ends with still runs ({@link processAlive}: signal 0 reaches
+ * it, EPERM included — another user's live process —, and it is not a zombie). A live writer's `.tmp-`/`.old-`
+ * entries are never touched; a dead one's are cleaned up. A name without a valid pid counts as dead.
+ */
+function writerAlive(pid: number): boolean {
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid);
 }
 
 /**
@@ -186,18 +196,8 @@ function restoreInterruptedReplacements(root: string): void {
   if (!existsSync(root)) return;
   for (const n of readdirSync(root)) {
     const m = /^\.old-(step-\d{9})-(\d+)$/.exec(n);
-    if (!m || Number(m[2]) === process.pid || pidAlive(Number(m[2]))) continue;
+    if (!m || Number(m[2]) === process.pid || writerAlive(Number(m[2]))) continue;
     if (!existsSync(join(root, m[1]!))) renameSync(join(root, n), join(root, m[1]!));
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

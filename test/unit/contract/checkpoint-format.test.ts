@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, writeCheckpoint, writeCheckpointDetailed } from '../../../src/contract/checkpoint-format.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { withZombie } from '../support/zombie.js';
 
 const files = (s: number) => new Map<string, Uint8Array>([['w.bin', new Uint8Array(1000).fill(s)], ['meta.txt', Buffer.from(`step ${s}`)]]);
 
@@ -124,4 +125,27 @@ test('a writer killed between the two renames of a same-step replacement: the ol
   writeCheckpoint(run, 7, files(7), { s: 7 }, 3);
   assert.deepEqual(readdirSync(root).sort(), ['step-000000005', 'step-000000006', 'step-000000007']);
   rmSync(run, { recursive: true, force: true });
+});
+
+test('a zombie writer\'s temporary checkpoint is cleaned up; a live writer\'s is kept', { skip: !existsSync('/proc/self/stat') && 'no procfs' }, async () => {
+  // A writer killed while its parent has not reaped it yet still answers signal 0; it writes nothing any more, so its
+  // `.tmp-` directory is garbage (as the run lock treats a zombie owner). The live test process's own is kept.
+  const run = mkdtempSync(join(tmpdir(), 'ckpt-'));
+  try {
+    writeCheckpoint(run, 1, files(1), { s: 1 });
+    const root = join(run, 'checkpoints');
+    const live = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      await withZombie((zombie) => {
+        mkdirSync(join(root, `.tmp-step-000000002-${zombie}`));
+        mkdirSync(join(root, `.tmp-step-000000002-${live.pid}`));
+        writeCheckpoint(run, 3, files(3), { s: 3 });
+        assert.deepEqual(readdirSync(root).sort(), [`.tmp-step-000000002-${live.pid}`, 'step-000000001', 'step-000000003']);
+      });
+    } finally {
+      live.kill('SIGKILL');
+    }
+  } finally {
+    rmSync(run, { recursive: true, force: true });
+  }
 });

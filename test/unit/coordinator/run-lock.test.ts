@@ -4,7 +4,7 @@
 // refused with the file to delete.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { isTrainerError } from '../../../src/contract/errors.js';
 import { removeFailedRunDir } from '../../../src/coordinator/disk.js';
 import { RUN_LOCK_FILE, lockRunDir } from '../../../src/coordinator/run-lock.js';
 import { processStartTicks } from '../../../src/contract/process.js';
+import { withZombie } from '../support/zombie.js';
 
 function withDir(f: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), 'run-lock-'));
@@ -114,25 +115,10 @@ test('a run that fails before its first checkpoint still removes its directory, 
 }));
 
 test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is stale too', { skip: !existsSync('/proc/self/stat') && 'no procfs' }, async () => {
-  // The shell starts a background `sleep 30`, then execs `sleep 60`, which never reaps children: once the exec is
-  // done, the background sleep killed here stays a zombie (no timing involved; the deadline only bounds a hang).
-  const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  try {
-    const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (d: Buffer) => res(d.toString()))));
-    const deadline = Date.now() + 30_000;
-    const comm = (): string => readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim();
-    while (comm() !== 'sleep' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    process.kill(pid, 'SIGKILL');
-    const zombie = (): boolean => /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    while (!zombie() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    assert.ok(zombie(), `pid ${pid} did not become a zombie`);
-    withDir((dir) => {
-      writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
-      const logs: string[] = [];
-      lockRunDir(dir, '--resume', (l) => logs.push(l)).release();
-      assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
-    });
-  } finally {
-    parent.kill('SIGKILL'); // its zombie child goes with it (reparented to init and reaped)
-  }
+  await withZombie((pid) => withDir((dir) => {
+    writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
+    const logs: string[] = [];
+    lockRunDir(dir, '--resume', (l) => logs.push(l)).release();
+    assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
+  }));
 });
