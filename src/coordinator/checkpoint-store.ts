@@ -6,7 +6,7 @@
  * change how the run executes — workers, backend — may differ), otherwise the resume is refused
  * before anything starts.
  */
-import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { join, relative } from 'node:path';
 import type { DataBunch } from '../training/data/databunch.js';
@@ -20,6 +20,7 @@ import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
 import { inheritRuntime, type TrainCommand } from './options.js';
 import { shellArg } from './shell-arg.js';
+import { readRunConfigFile } from './run-config-file.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -230,12 +231,8 @@ export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (
 
 /** The `runtime` the run recorded in its config.json ({} when the file is missing or unreadable: defaults apply). */
 function savedRuntime(runDir: string): Record<string, unknown> {
-  try {
-    const runtime = (JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { runtime?: unknown }).runtime;
-    return runtime !== null && typeof runtime === 'object' ? runtime as Record<string, unknown> : {};
-  } catch {
-    return {};
-  }
+  const file = readRunConfigFile(runDir);
+  return file.state === 'read' ? file.runtime ?? {} : {};
 }
 
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {

@@ -7,6 +7,7 @@ import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { RUN_LOCK_FILE } from './run-lock.js';
+import { RUN_CONFIG_FILE } from './run-config-file.js';
 import { TrainerError } from '../contract/errors.js';
 import { shellArg } from './shell-arg.js';
 
@@ -59,7 +60,7 @@ export function diskLine(dir: string): string {
 }
 
 /** What a run writes into its directory before its first checkpoint (removable when the run fails early). */
-const EARLY_FILES = ['config.json', 'data.json', 'show-batch.png', 'show-batch.json', RUN_LOCK_FILE];
+const EARLY_FILES = [RUN_CONFIG_FILE, 'data.json', 'show-batch.png', 'show-batch.json', RUN_LOCK_FILE];
 const EARLY_DIRS = ['checkpoints', 'models'];
 
 /** A temporary entry of a write in progress or killed (`<name>.tmp-<pid>`, `step-….tmp-…`): never worth keeping. */

@@ -19,6 +19,7 @@ import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
+import { readRunConfigFile } from './run-config-file.js';
 import { lockRunDir } from './run-lock.js';
 import { listCheckpoints, loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
@@ -52,16 +53,11 @@ export function findModel(target: string): ModelRef {
  * @throws TrainerError ERR_BAD_FLAG naming the file and its fault when neither can be read
  */
 export function savedRunConfig(runDir: string, log: (line: string) => void = (line) => console.error(line)): Record<string, unknown> {
-  const path = join(runDir, 'config.json');
-  if (!existsSync(path)) return {};
-  let fault: string;
-  try {
-    const parsed = JSON.parse(readFileSync(path, 'utf8')) as { config?: unknown } | null;
-    if (parsed !== null && typeof parsed.config === 'object' && parsed.config !== null) return parsed.config as Record<string, unknown>;
-    fault = 'no "config" object in it';
-  } catch (err) {
-    fault = (err as Error).message;
-  }
+  const file = readRunConfigFile(runDir);
+  if (file.state === 'missing') return {};
+  if (file.state === 'read' && file.config) return file.config;
+  const { path } = file;
+  const fault = file.state === 'unreadable' ? file.fault : 'no "config" object in it';
   for (const dir of listCheckpoints(runDir).reverse()) {
     try {
       const config = (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { meta?: { config?: unknown } }).meta?.config;

@@ -33,6 +33,7 @@ import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } 
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
 import { shellArg } from './shell-arg.js';
+import { writeRunConfigFile } from './run-config-file.js';
 
 /**
  * A `--pretrained` value that names a file must point at an existing file.
@@ -256,7 +257,7 @@ export abstract class CoordinatorSetUp {
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
         : `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeFileAtomicSync(join(this.runDir, 'config.json'), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+    writeRunConfigFile(this.runDir, config, runtime);
   }
 
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */

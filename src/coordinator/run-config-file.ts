@@ -1,0 +1,45 @@
+/**
+ * A run directory's `config.json`: the resolved run configuration and the runtime flags the run was started with,
+ * written once by the coordinator (atomically: a kill leaves the old file or the new one) and read back by
+ * `--resume` (which runtime flags to inherit) and by `interpret` / `predict` (the data and model settings).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomicSync } from '../contract/atomic-write.js';
+import type { RunConfig } from '../contract/config.js';
+import type { RuntimeOptions } from './options.js';
+
+/** File name of the run configuration inside a run directory. */
+export const RUN_CONFIG_FILE = 'config.json';
+
+/** What reading a run's `config.json` found. */
+export type RunConfigFile =
+  | { readonly state: 'missing'; readonly path: string }
+  /** Parsed; `config` / `runtime` absent when the file lacks that object (an older or hand-edited file). */
+  | { readonly state: 'read'; readonly path: string; readonly config?: Record<string, unknown>; readonly runtime?: Record<string, unknown> }
+  /** Present but not JSON (cut short by a full disk before atomic writes, edited by hand): `fault` says why. */
+  | { readonly state: 'unreadable'; readonly path: string; readonly fault: string };
+
+/**
+ * Writes `config.json` atomically: `{ config, runtime }`, the runtime without `resume` (a resumed run's file must
+ * not make the next resume think it was itself a resume).
+ */
+export function writeRunConfigFile(runDir: string, config: RunConfig, runtime: RuntimeOptions): void {
+  writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+}
+
+/** Reads a run's `config.json`; never throws (a fault is returned as `unreadable`). */
+export function readRunConfigFile(runDir: string): RunConfigFile {
+  const path = join(runDir, RUN_CONFIG_FILE);
+  if (!existsSync(path)) return { state: 'missing', path };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    return { state: 'unreadable', path, fault: (err as Error).message };
+  }
+  const object = (v: unknown): Record<string, unknown> | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined);
+  const file = object(parsed);
+  const config = object(file?.config), runtime = object(file?.runtime);
+  return { state: 'read', path, ...(config ? { config } : {}), ...(runtime ? { runtime } : {}) };
+}
