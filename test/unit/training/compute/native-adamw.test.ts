@@ -175,7 +175,7 @@ test('a filter updated in place is convolved with its new values (the cached one
   const opt = new AdamW(params, [['w']]);
   const g = tf.tensor4d(lcg(3 * 3 * 64 * 64, 3), [3, 3, 64, 64]);
   const dy = tf.tensor4d(lcg(2 * 8 * 8 * 64, 4), [2, 8, 8, 64]);
-  const convs = (): tf.Tensor[] => [tf.conv2d(x, w, 1, 1),
+  const convs = (): tf.Tensor[] => [tf.conv2d(x, w as tf.Tensor4D, 1, 1),
     tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w },
       { strides: 1, pad: 1, dataFormat: 'NHWC', inputShape: [2, 8, 8, 64] } as unknown as tf.NamedAttrMap) as tf.Tensor];
   tf.dispose(convs()); // fills the cached copies
