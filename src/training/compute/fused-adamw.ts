@@ -1,7 +1,8 @@
 /**
  * An optional fused AdamW kernel: backends that register `PetsAdamW` (the native backend, `native/kernels.ts`) run
  * a parameter's whole AdamW update in one pass instead of ~14 element-wise ops with their full-size intermediates.
- * `learner/adamw.ts` uses it when the active backend has it; the formula and its rounding are the same.
+ * `learner/adamw.ts` uses it when the active backend has it and no in-place update (`PetsAdamWUpdate`, which the
+ * native backend also has and AdamW prefers: no new arrays per step); the formula and its rounding are the same.
  *
  * ```
  * m' = m·β1 + g·(1−β1);  v' = v·β2 + g²·(1−β2);  p' = p·(1−lr·wd) − (m' / (√v'/√bc2 + eps))·(lr/bc1)

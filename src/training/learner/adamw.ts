@@ -169,7 +169,7 @@ export class AdamW {
 
   /**
    * One AdamW step from one flat gradient: what {@link step} does with the gradients cut from `flat` by `layout`.
-   * On a backend with the in-place update kernel (WebGPU) each parameter's update reads its gradient straight from
+   * On a backend with the in-place update kernel (WebGPU, native) each parameter's update reads its gradient straight from
    * `flat` at its element offset, so nothing is split (one dispatch per parameter in all); on the others `flat` is
    * split into per-parameter tensors for {@link step}. Trainable parameters not in `layout` are decayed only.
    *
@@ -238,22 +238,23 @@ export class AdamW {
     s.step += 1;
     const bc1 = 1 - beta1 ** s.step;
     const bc2 = 1 - beta2 ** s.step;
-    const fused = gOffset >= 0 ? null : fusedAdamWStep(p, g, s.m, s.v,
-      { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
-    if (fused !== null) {
-      // Same formula and roundings in one pass (native backend; see compute/fused-adamw.ts).
-      p.assign(fused[0]);
-      s.m.assign(fused[1]);
-      s.v.assign(fused[2]);
-      tf.dispose(fused);
-      return;
-    }
     if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
-      // A backend with an in-place update (WebGPU): the same formula in one dispatch, hyper-parameters as uniforms.
+      // A backend with an in-place update (WebGPU, native): the same formula in one pass that overwrites p, m and v
+      // (no new arrays per step; on native also the reordered filters are refilled in place).
       const attrs: AdamWAttrs = { beta1, beta2, eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1, sqrtBc2: Math.sqrt(bc2),
         gOffset: Math.max(gOffset, 0) };
       for (const x of [p, s.m, s.v]) ownBuffer(x);
       tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap);
+      return;
+    }
+    const fused = gOffset >= 0 ? null : fusedAdamWStep(p, g, s.m, s.v,
+      { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
+    if (fused !== null) {
+      // Same formula and roundings in one pass with new output arrays (see compute/fused-adamw.ts).
+      p.assign(fused[0]);
+      s.m.assign(fused[1]);
+      s.v.assign(fused[2]);
+      tf.dispose(fused);
       return;
     }
     tf.tidy(() => {

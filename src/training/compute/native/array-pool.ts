@@ -97,6 +97,16 @@ export class ArrayPool {
     else this.markEscaped(s);
   }
 
+  /**
+   * Whether `values` may be overwritten in place by the storage entry that holds it: a pool array stored as exactly
+   * one tensor storage entry (no second entry, no view of it stored, never read out or moved). The in-place AdamW
+   * update writes only into such arrays; it copies any other into a pool array first.
+   */
+  ownsExclusively(values: unknown): boolean {
+    const s = this.entry(values);
+    return s !== undefined && s.array === values && s.state === State.Live && s.refs === 1;
+  }
+
   /** `values` (or a view of it) is visible outside the storage from now on. */
   escape(values: unknown): void {
     const s = this.entry(values);

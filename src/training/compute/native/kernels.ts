@@ -16,6 +16,7 @@ import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { TrainerError } from '../../../contract/errors.js';
 import { BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
 import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
+import { ADAMW_KERNEL, type AdamWAttrs } from '../webgpu/adamw-kernel.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
 import type { ArrayPool } from './array-pool.js';
 import { batchNormRunningUpdateNative } from './bn-running.js';
@@ -119,7 +120,7 @@ function convInfo(xShape: Shape4, filterShape: Shape4, a: ConvAttrs): backend_ut
  * filter once for the forward and once for the input gradient instead of once per call and per chunk; the reorders
  * are memory-bound copies of up to 9.4 MB (resnet34 layer 4) that cost as much as the convolution at 128 px.
  */
-const weightCaches = new WeakMap<Float32Array, Map<string, Float32Array>>();
+const weightCaches = new WeakMap<Float32Array, Map<string, { cache: Float32Array; valid: boolean }>>();
 
 /**
  * Reordered-filter arrays whose filter array was recycled (see {@link forgetDerived}), by length: the next
@@ -139,7 +140,7 @@ export function forgetDerived(array: Float32Array): void {
   const perArray = weightCaches.get(array);
   if (perArray === undefined) return;
   weightCaches.delete(array);
-  for (const cache of perArray.values()) {
+  for (const { cache } of perArray.values()) {
     let list = freeCaches.get(cache.length);
     if (list === undefined) {
       list = [];
@@ -151,11 +152,28 @@ export function forgetDerived(array: Float32Array): void {
   }
 }
 
+/**
+ * `array`'s values were overwritten in place (the in-place AdamW update): what was derived from them is stale. The
+ * reordered-filter copies stay attached to the array and are refilled by its next convolution (the same memory, no
+ * allocation); a max-pool arg-max is dropped.
+ */
+export function contentsChanged(array: Float32Array): void {
+  poolWorkspaces.delete(array);
+  const perArray = weightCaches.get(array);
+  if (perArray === undefined) return;
+  for (const entry of perArray.values()) entry.valid = false;
+}
+
 function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvGeometry): [Float32Array | null, boolean] {
   let perArray = weightCaches.get(w);
   const key = `${kind}:${g.join(',')}`;
   const hit = perArray?.get(key);
-  if (hit !== undefined) return [hit, true];
+  if (hit !== undefined) {
+    // A stale copy is refilled by this call (the addon reorders into it when told it is not filled).
+    const filled = hit.valid;
+    hit.valid = true;
+    return [hit.cache, filled];
+  }
   const size = addon.convWeightsCacheSize(kind, ...g);
   if (size === 0) return [null, false];
   const reused = freeCaches.get(size)?.pop();
@@ -165,7 +183,7 @@ function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvG
     perArray = new Map();
     weightCaches.set(w, perArray);
   }
-  perArray.set(key, cache);
+  perArray.set(key, { cache, valid: true });
   return [cache, false];
 }
 
@@ -611,6 +629,74 @@ function adamW(addon: NativeAddon): KernelFunc {
   };
 }
 
+/**
+ * The storage array of `t` (refCount 1, checked by the caller), made safe to overwrite: a pool array that only this
+ * storage entry holds is returned as is; any other (read out by `dataSync()`/`data()`, viewed by a Slice, shared by
+ * a second entry, created outside the pool, or stored as a non-Float32Array) is first copied into a pool array that
+ * becomes the entry's values, so whoever holds the old array keeps the old values (copy on write).
+ */
+function writable(backend: MathBackendCPU, t: TensorInfo): Float32Array {
+  const pool = (backend as { pool?: ArrayPool }).pool;
+  const data = backend.data.get(t.dataId);
+  const old = data.values as Float32Array | Int32Array | Uint8Array;
+  if (pool !== undefined && old instanceof Float32Array && pool.ownsExclusively(old)) return old;
+  const n = util.sizeFromShape(t.shape);
+  const fresh = pool === undefined ? new Float32Array(n) : pool.take(n);
+  fresh.set(old);
+  data.values = fresh;
+  pool?.onWrite(fresh);
+  pool?.onDispose(old);
+  return fresh;
+}
+
+/**
+ * {@link ADAMW_KERNEL} on this backend: the fused AdamW pass of {@link adamW} with `p`, `m`, `v` overwritten in place
+ * (the addon's loop reads each element before it writes it) and the gradient read from `g` at `gOffset`, so a flat
+ * gradient of all parameters serves every update without a split. No outputs and no new arrays in the steady
+ * state: the parameters keep their memory from step to step, and their reordered-filter copies are refilled in
+ * place by the next convolution ({@link contentsChanged}). Same bits as {@link adamW} (tested).
+ *
+ * @throws TrainerError ERR_INTERNAL when an operand is not float32, `m` or `v` differs in size from `p`, `gOffset`
+ *   is not an integer ≥ 0 or `g` has fewer than `gOffset + n` values, two operands share storage, or one of `p`,
+ *   `m`, `v` shares its storage with another tensor (`learner/adamw.ts` gives each its own first: `ownBuffer`)
+ */
+function adamWInPlace(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', TensorInfo>;
+    const a = attrs as unknown as AdamWAttrs;
+    const cpu = backend as MathBackendCPU;
+    const n = util.sizeFromShape(p.shape);
+    const gOffset = a.gOffset ?? 0;
+    for (const [name, t] of [['p', p], ['g', g], ['m', m], ['v', v]] as const) {
+      if (t.dtype !== 'float32') throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: ${name} must be float32, got ${t.dtype}`);
+      if (t !== g && util.sizeFromShape(t.shape) !== n) {
+        throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: ${name} has shape [${t.shape}], p has [${p.shape}]`);
+      }
+    }
+    if (!Number.isInteger(gOffset) || gOffset < 0 || util.sizeFromShape(g.shape) < gOffset + n) {
+      throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: gOffset must be an integer ≥ 0 with gOffset + n ≤ ` +
+        `${util.sizeFromShape(g.shape)} (g's size), got ${gOffset} + ${n}`);
+    }
+    if (new Set([p.dataId, g.dataId, m.dataId, v.dataId]).size !== 4) {
+      throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: p, g, m, v must be four distinct tensors' storage`);
+    }
+    for (const [name, t] of [['p', p], ['m', m], ['v', v]] as const) {
+      if (cpu.refCount(t.dataId) > 1) {
+        throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: ${name} shares its storage with another tensor (see ownBuffer)`);
+      }
+    }
+    if (n === 0) return [];
+    const gs = values(cpu, g).subarray(gOffset, gOffset + n);
+    const [ps, ms, vs] = [writable(cpu, p), writable(cpu, m), writable(cpu, v)];
+    if (gs.buffer === ps.buffer || gs.buffer === ms.buffer || gs.buffer === vs.buffer) {
+      throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: g's values overlap p, m or v`);
+    }
+    addon.adamW(ps, gs, ms, vs, ps, ms, vs, n, a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
+    contentsChanged(ps);
+    return [];
+  };
+}
+
 /** The oneDNN kernels by tfjs kernel name (the backend takes every other kernel from tfjs's `cpu` backend). */
 export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
   return {
@@ -623,6 +709,7 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
     [FUSED_ADAMW_KERNEL]: adamW(addon),
+    [ADAMW_KERNEL]: adamWInPlace(addon),
     [BN_RUNNING_UPDATE_KERNEL]: batchNormRunningUpdateNative,
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),
     ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, unary(addon, name)])),
