@@ -63,11 +63,6 @@ function restoreBn(replica: Replica, snap: BnSnapshot): void {
   disposeBn(snap);
 }
 
-/** Frees a pending step's gradient when it is a backend tensor (an array needs nothing). */
-function dropGradients(p: Pending): void {
-  if (!(p.grads instanceof Float32Array) && !p.grads.isDisposed) p.grads.dispose();
-}
-
 function disposeBn(snap: BnSnapshot): void {
   for (const t of snap.tensors.values()) t.dispose();
 }
@@ -217,19 +212,10 @@ export class WorkerTrainer {
     this.replica.learner.body.numBatchesTracked = bnBefore.tracked.body;
     this.replica.learner.head.numBatchesTracked = bnBefore.tracked.head;
     const t2 = performance.now();
-    // A micro-batch whose items all failed to decode adds no gradient but still counts in the mean over the M
-    // micro-batches (the replica averages over the micro-batches it ran), so the scale is that of any split.
-    const ran = this.replica.pendingMicroBatches;
-    // World size 1: the all-reduce is the identity (as PyTorch DDP with one process), so on a device backend (WebGPU)
+    // World size 1 on a device backend (WebGPU): the all-reduce is the identity (as PyTorch DDP with one process), so
     // the gradient stays there: no read to the CPU, no upload for AdamW (docs/performance-gpu.md, host cost per step).
-    let grads: Float32Array | tf.Tensor1D;
-    if (worldSize === 1 && this.replica.keepsGradientsOnDevice) {
-      grads = this.replica.takeGradientsOnDevice(cmd.accum);
-    } else {
-      const read = await this.replica.takeGradients();
-      if (ran > 0 && ran < cmd.accum) for (let i = 0; i < read.length; i++) read[i] = Math.fround(read[i]! * ran / cmd.accum);
-      grads = read;
-    }
+    // The mean is over all cmd.accum micro-batches, one whose items all failed to decode counting as zeros.
+    const grads = await this.replica.takeStepGradients({ reduced: worldSize > 1, over: cmd.accum });
     compute += (performance.now() - t2) / 1000;
     const reducer = this.reducer();
     const before = reducer.stats().sentBytesTotal;
@@ -244,6 +230,7 @@ export class WorkerTrainer {
       }
       await reducer.allReduce(bnGathered, { step: cmd.step, bucket: buckets.length }, { average: false, timeoutMs: this.setup.allreduceTimeoutMs });
     } catch (err) {
+      // An array is not given back to the pool here: a failed call's transfer may still read or write it.
       if (!(grads instanceof Float32Array)) grads.dispose();
       throw err;
     }
@@ -268,8 +255,7 @@ export class WorkerTrainer {
     try {
       this.replica.applyGradients(this.pending.grads, { lrs: [...this.pending.lrs], momentum: this.pending.momentum });
     } finally {
-      dropGradients(this.pending);
-      if (this.pending.grads instanceof Float32Array) this.replica.releaseGradients(this.pending.grads);
+      this.replica.releaseStepGradients(this.pending.grads);
     }
     this.lastOptimizerSeconds = (performance.now() - t0) / 1000;
     disposeBn(this.pending.bnBefore);
@@ -280,7 +266,7 @@ export class WorkerTrainer {
   abort(step: number): void {
     if (this.pending?.step !== step) return;
     restoreBn(this.replica, this.pending.bnBefore);
-    dropGradients(this.pending);
+    this.replica.releaseStepGradients(this.pending.grads);
     this.pending = null;
   }
 
@@ -320,7 +306,7 @@ export class WorkerTrainer {
 
   /** Stops the feed; frees a pending step's device-resident gradient. */
   async close(): Promise<void> {
-    if (this.pending !== null) dropGradients(this.pending);
+    if (this.pending !== null) this.replica.releaseStepGradients(this.pending.grads);
     await this.feed.close();
   }
 }

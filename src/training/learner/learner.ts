@@ -200,18 +200,12 @@ export class Learner {
         const batch = await feed.next({ epoch: dataEpoch, stepInEpoch, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
         // Rank 0 of a world of one, accumulation slot 0: micro-batch 0 of the step.
         const s = await replica.accumulate(batch.x, batch.y, batch.valid, dropoutSeed(seed, this.stepsDone, microBatchOf(0, 0, 1)));
-        if (replica.keepsGradientsOnDevice) {
-          // The identity all-reduce needs no copy on the CPU: on WebGPU the gradient stays on the device.
-          const grads = replica.takeGradientsOnDevice();
-          try {
-            if (s.count > 0) replica.applyGradients(grads, hyper);
-          } finally {
-            grads.dispose();
-          }
-        } else {
-          const grads = await replica.takeGradients();
-          if (s.count > 0) replica.applyGradients(await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }), hyper);
-          replica.releaseGradients(grads);
+        // World size 1: on WebGPU the gradient stays on the device (the identity all-reduce needs no copy on the CPU).
+        const grads = await replica.takeStepGradients({ reduced: false });
+        try {
+          if (s.count > 0) replica.applyGradients(grads instanceof Float32Array ? await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }) : grads, hyper);
+        } finally {
+          replica.releaseStepGradients(grads);
         }
         this.stepsDone += 1;
         return { lossSum: s.lossSum, count: s.count, seconds: (performance.now() - t0) / 1000, detail: null };

@@ -392,6 +392,40 @@ export class Replica {
     }
   }
 
+  /**
+   * The step's mean gradient in the form its all-reduce takes — the one rule of the trainer's worker, the
+   * single-process Learner and the step benchmark: when the step reduces nothing across processes (`reduced` false:
+   * world size 1, whose all-reduce is the identity, as DDP with one process) on a backend that
+   * {@link keepsGradientsOnDevice} (WebGPU), a backend tensor ({@link takeGradientsOnDevice}: nothing is read to the
+   * CPU); otherwise a host array ({@link takeGradients}, one asynchronous read) for the all-reduce to reduce in place.
+   *
+   * @param options.reduced - whether the gradient goes through an all-reduce across processes (world size > 1)
+   * @param options.over - micro-batches the mean is over (integer ≥ those accumulated; default those accumulated): a
+   *   micro-batch that added nothing (all its items undecodable) counts as zeros, so the scale is that of any split.
+   *   On the array path the mean over the accumulated ones is scaled by accumulated / over (each value rounded to
+   *   float32), on the device path the sum is divided by `over` once.
+   * @returns `[gradientSize] float32` in {@link gradientLayout} order, owned by the caller: give it to
+   *   {@link applyGradients}, then to {@link releaseStepGradients}
+   * @throws TrainerError ERR_INTERNAL on a bad `over` (device path), or after dispose
+   */
+  async takeStepGradients(options: { readonly reduced: boolean; readonly over?: number }): Promise<Float32Array | tf.Tensor1D> {
+    if (!options.reduced && this.keepsGradientsOnDevice) return this.takeGradientsOnDevice(options.over);
+    const ran = this.accumulated;
+    const over = options.over ?? ran;
+    const read = await this.takeGradients();
+    if (ran > 0 && ran < over) for (let i = 0; i < read.length; i++) read[i] = Math.fround(read[i]! * ran / over);
+    return read;
+  }
+
+  /**
+   * Frees a gradient from {@link takeStepGradients} once it is applied or dropped: a backend tensor is disposed (if
+   * it is not already), an array goes back to the pool ({@link releaseGradients}). Not to be used afterwards.
+   */
+  releaseStepGradients(grads: Float32Array | tf.Tensor1D): void {
+    if (grads instanceof Float32Array) this.releaseGradients(grads);
+    else if (!grads.isDisposed) grads.dispose();
+  }
+
   /** Micro-batches accumulated since the last {@link takeGradients}. */
   get pendingMicroBatches(): number {
     return this.accumulated;

@@ -2,9 +2,9 @@
  * Whole training-step timing (forward, backward and AdamW of the full, unfrozen model through {@link Replica}),
  * for `npm run bench:compute`. The step is exactly the one a world of one rank runs (the single-process learner,
  * one worker): `accumulate` (chunked forward + backward + BN running stats, gradients summed into the flat gradient
- * on the backend), then the mean gradient to AdamW: on WebGPU kept on the device (`takeGradientsOnDevice`), elsewhere
- * read to an array (`takeGradients`), then `applyGradients`. `gradientRoundTrip` makes WebGPU take the array path
- * too, as a step with several workers must (read for the all-reduce, uploaded again).
+ * on the backend), then the mean gradient to AdamW (`Replica.takeStepGradients`: on WebGPU kept on the device,
+ * elsewhere read to an array), then `applyGradients`. `gradientRoundTrip` makes WebGPU take the array path too, as a
+ * step with several workers must (read for the all-reduce, uploaded again).
  */
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
@@ -66,17 +66,11 @@ async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch
     accumulate: async (i) => { await replica.accumulate(x, y, null, i); },
     // Ends with a one-value read so that asynchronous backends (WebGPU) have finished the update when it returns.
     optimize: async () => {
-      if (replica.keepsGradientsOnDevice && !gradientRoundTrip) {
-        const grads = replica.takeGradientsOnDevice();
-        try {
-          replica.applyGradients(grads, hyper);
-        } finally {
-          grads.dispose();
-        }
-      } else {
-        const grads = await replica.takeGradients();
+      const grads = await replica.takeStepGradients({ reduced: gradientRoundTrip });
+      try {
         replica.applyGradients(grads, hyper);
-        replica.releaseGradients(grads);
+      } finally {
+        replica.releaseStepGradients(grads);
       }
       const probe = tf.tidy(() => tf.sum(replica.learner.params.values().next().value!));
       await probe.data();

@@ -189,3 +189,29 @@ test('loads pretrained torchvision weights into the body', async () => {
   a.dispose();
   b.dispose();
 });
+
+test('takeStepGradients: on a host backend an array; the mean over more micro-batches than ran scales by ran/over (float32), as a world of any split', async () => {
+  // Two replicas, same seed and micro-batch: one takes the plain mean (takeGradients), the other the step's gradient
+  // over 3 micro-batches of which 1 ran (two whose items all failed to decode count as zeros): g · 1/3 per value.
+  const a = await Replica.create(options());
+  const b = await Replica.create(options());
+  const { x, y } = batch(4);
+  await a.accumulate(x, y, null, 1);
+  await b.accumulate(x, y, null, 1);
+  const mean = await a.takeGradients();
+  const step = await b.takeStepGradients({ reduced: true, over: 3 });
+  assert.ok(step instanceof Float32Array, 'a host-memory backend hands the all-reduce an array');
+  assert.ok(maxAbs(mean) > 0);
+  assert.deepEqual(step, mean.map((g) => Math.fround(g * 1 / 3)));
+  // Without `over` (the single-process learner) it is the mean itself; nothing accumulated gives zeros.
+  await b.accumulate(x, y, null, 1);
+  assert.deepEqual(await b.takeStepGradients({ reduced: false }), mean);
+  const none = await b.takeStepGradients({ reduced: true, over: 2 });
+  assert.equal(maxAbs(none as Float32Array), 0);
+  const tensors = tf.memory().numTensors;
+  b.releaseStepGradients(none);
+  a.releaseGradients(mean);
+  assert.equal(tf.memory().numTensors, tensors);
+  a.dispose();
+  b.dispose();
+});
