@@ -8,9 +8,9 @@
  *
  * Needs a C++17 compiler (`$CXX`, default g++), Node's headers (`<node prefix>/include/node`, shipped with Node
  * and with Debian's nodejs package) and, for the oneDNN addon, oneDNN 2.x headers and library (Debian: `apt-get
- * install libdnnl-dev`). When something is missing or a compile fails it prints one line per addon saying why and
- * exits 0: the install goes on and the trainer uses the WASM backend / the ZeroMQ ring instead. `--strict` exits 1
- * instead (for CI checks of the build itself).
+ * install libdnnl-dev`). It prints one line: what was built, and when something is missing or a compile fails, why
+ * not; it then exits 0 all the same: the install goes on and the trainer uses the WASM backend / the ZeroMQ ring
+ * instead. `--strict` exits 1 when either addon is not built (for CI checks of the build itself).
  * Flags: `-O3 -march=native -fno-math-errno -ffp-contract=off` (the addon is built on the machine that runs it); `PETS_NATIVE_CXXFLAGS` replaces them.
  * Each addon exports `sourceHash`, a stamp of the sources it was built from (see `sourceHash` below), so that the
  * loader can refuse an addon left over from older sources (after a `git pull`) instead of calling it.
@@ -27,19 +27,27 @@ const source = join(root, 'native', 'pets_dnnl.cc');
 const outDir = join(root, 'native', 'build');
 const out = join(outDir, 'pets_dnnl.node');
 
-let failed = false;
+/** The shared-memory module's outcome: null before it is tried, '' when built, else why not. */
+let shmProblem = null;
+const shmOut = join(outDir, 'pets_shm.node');
+
+/** What the shared-memory line adds to the one line the script prints. */
+function shmNote(dnnlWhy) {
+  if (shmProblem === null || shmProblem === dnnlWhy) return ' Nor the shared-memory all-reduce: same-host workers use the ZeroMQ ring.';
+  if (shmProblem === '') return ` Shared-memory all-reduce: built ${shmOut}.`;
+  return ` Shared-memory all-reduce: not built (${shmProblem}); same-host workers use the ZeroMQ ring.`;
+}
+
+/** Prints the one line of a failed oneDNN build (and the shared-memory module's outcome) and exits. */
 function skip(why) {
-  console.log(`native backend: not built (${why}); the trainer will use WASM. See README, "Native CPU backend".`);
-  process.exit(strict || failed ? 1 : 0);
+  console.log(`native backend: not built (${why}); the trainer will use WASM. See README, "Native CPU backend".${shmNote(why)}`);
+  process.exit(strict ? 1 : 0);
 }
 
 const nodeInclude = [process.env.npm_config_nodedir && join(process.env.npm_config_nodedir, 'include', 'node'),
   join(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node']
   .find((d) => d && existsSync(join(d, 'node_api.h')));
-if (nodeInclude === undefined) {
-  console.log('shared-memory all-reduce: not built (Node headers (node_api.h) not found); same-host workers use the ZeroMQ ring.');
-  skip('Node headers (node_api.h) not found');
-}
+if (nodeInclude === undefined) skip('Node headers (node_api.h) not found');
 const cxx = process.env.CXX ?? 'g++';
 const flags = (process.env.PETS_NATIVE_CXXFLAGS ?? '-O3 -march=native -fno-math-errno -ffp-contract=off').split(/\s+/).filter(Boolean);
 mkdirSync(outDir, { recursive: true });
@@ -62,13 +70,7 @@ function compile(name, src, outPath, extra, libs) {
 }
 
 // The shared-memory all-reduce first: it needs no oneDNN, so it is built wherever a compiler is.
-const shmOut = join(outDir, 'pets_shm.node');
-const shmProblem = compile('pets_shm', join(root, 'native', 'pets_shm.cc'), shmOut, [], []);
-if (shmProblem === null) console.log(`shared-memory all-reduce: built ${shmOut}`);
-else {
-  console.log(`shared-memory all-reduce: not built (${shmProblem}); same-host workers use the ZeroMQ ring.`);
-  failed = strict;
-}
+shmProblem = compile('pets_shm', join(root, 'native', 'pets_shm.cc'), shmOut, [], []) ?? '';
 
 const dnnlHeader = ['/usr/include', '/usr/local/include', process.env.DNNL_ROOT && join(process.env.DNNL_ROOT, 'include')]
   .find((d) => d && existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp')));
@@ -86,5 +88,8 @@ function sourceHash(dir) {
 const libDir = process.env.DNNL_ROOT ? ['-L', join(process.env.DNNL_ROOT, 'lib'), `-Wl,-rpath,${join(process.env.DNNL_ROOT, 'lib')}`] : [];
 const problem = compile('pets_dnnl', source, out, ['-fopenmp', `-I${dnnlHeader}`], [...libDir, '-ldnnl']);
 if (problem !== null) skip(problem);
-console.log(`native backend: built ${out}`);
-if (failed) process.exit(1);
+if (shmProblem === '') console.log(`native backend: built ${out}; shared-memory all-reduce: built ${shmOut}`);
+else {
+  console.log(`native backend: built ${out}.${shmNote(null)}`);
+  if (strict) process.exit(1);
+}
