@@ -14,7 +14,8 @@ import { isTrainerError } from '../../../../src/contract/errors.js';
 import type { Membership } from '../../../../src/training/allreduce/types.js';
 import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
 import { RingAllReduce } from '../../../../src/worker/allreduce/ring.js';
-import { chooseTransport, loadShmModule, RefusedAllReduce, segmentName, ShmAllReduce, type ShmLoad } from '../../../../src/worker/allreduce/shm.js';
+import { nativeSourceHash } from '../../../../src/training/compute/native/addon.js';
+import { chooseTransport, loadShmModule, RefusedAllReduce, segmentName, ShmAllReduce, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
 
 const load = loadShmModule();
 const skip = 'reason' in load ? `shared-memory module not available: ${load.reason}` : false;
@@ -292,6 +293,15 @@ test('transport choice: shm only for float32 rings whose every rank is on this h
   assert.ok('reason' in absent);
   assert.match(absent.reason, /PETS_SHM_ADDON.*does not exist/);
   assert.deepEqual(chooseTransport(m, 'float32', absent, here), { transport: 'ring', why: absent.reason });
+});
+
+test('the module carries the stamp of the sources beside it; a file that is not the module is refused, naming the rebuild', { skip }, () => {
+  assert.equal((load as { module: ShmModule }).module.sourceHash, nativeSourceHash());
+  const other = join(import.meta.dirname, '..', '..', '..', '..', 'native', 'build', 'pets_dnnl.node');
+  if (!existsSync(other)) return;
+  const wrong = loadShmModule({ ...process.env, PETS_SHM_ADDON: other }); // the oneDNN addon: it has a `reduce`, not the rest
+  assert.ok('reason' in wrong);
+  assert.match(wrong.reason, /lacks open, abort, close, sweep; rebuild it with `npm run build:native`/);
 });
 
 test('--allreduce shm where it cannot be used: every call fails with ERR_BAD_CONFIG saying why (not retried)', async () => {
