@@ -1,8 +1,9 @@
 /**
- * All-reduce benchmark on loopback: ring vs star (through a coordinator) vs the raw link.
+ * All-reduce benchmark on loopback: ring vs shared memory (`shm`, same-host ranks) vs star (through a coordinator)
+ * vs the raw link.
  *
  *   npm run bench:allreduce [-- --sizes 1,4,16,64,128 --workers 2,3,4 --reps 3 --json]
- *                           [--ring-transport ipc|tcp] [--slice-kb 1024] [--no-star]
+ *                           [--ring-transport ipc|tcp] [--slice-kb 1024] [--no-star] [--no-shm]
  *
  * The ring runs as the workers run it: pipelined slices of `--slice-kb`, over Unix sockets between processes of one
  * host (`--ring-transport tcp` forces TCP loopback, as between hosts), the native add when the addon loads
@@ -14,7 +15,10 @@
  * the same run: the same bytes sent point-to-point over one ZeroMQ PAIR socket between two processes (one message
  * plus a 1-byte ack per repetition); the `link-ipc` row is the same over a Unix socket (its of_link: against TCP).
  * Times are per-call medians over `--reps` (the slowest rank's). Processes are children of this script, driven
- * over Node IPC.
+ * over Node IPC. The `shm` rows run the shared-memory all-reduce of `--allreduce auto` (src/worker/allreduce/shm.ts)
+ * between the same kind of processes, right after the ring rows of the same N; their busGB/s applies the same
+ * formula (the ring's bytes per rank over the time), so that the two compare directly although shm moves no bytes
+ * over a link, and their of_link is against the TCP link as the ring's.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -27,6 +31,7 @@ import { ringBytesPerRank } from '../src/training/allreduce/ring-schedule.js';
 import type { AllReducer, Membership } from '../src/training/allreduce/types.js';
 import { StarReduceServer } from '../src/coordinator/star-reduce.js';
 import { RingAllReduce } from '../src/worker/allreduce/ring.js';
+import { loadShmModule, ShmAllReduce } from '../src/worker/allreduce/shm.js';
 import { StarAllReduce } from '../src/worker/allreduce/star.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -43,11 +48,12 @@ interface BenchArgs {
   readonly ringTransport: 'ipc' | 'tcp';
   readonly sliceKb: number;
   readonly star: boolean;
+  readonly shm: boolean;
 }
 
 /** One measured row. */
 interface Row {
-  readonly algo: 'ring' | 'star' | 'link' | 'link-ipc';
+  readonly algo: 'ring' | 'shm' | 'star' | 'link' | 'link-ipc';
   readonly workers: number;
   readonly sizeMiB: number;
   readonly seconds: number;
@@ -81,15 +87,16 @@ function parseArgs(argv: string[]): BenchArgs {
     .option('--ring-transport <t>', 'ring between local processes: ipc (Unix sockets, as local workers) or tcp', 'ipc')
     .option('--slice-kb <k>', 'ring slice size in KiB (RingOptions.sliceBytes)', intList('--slice-kb', 4), [1024])
     .option('--no-star', 'skip the star baseline')
+    .option('--no-shm', 'skip the shared-memory all-reduce')
     .option('--role <role>', 'internal: child role')
     .option('--rank <r>', 'internal: child rank', intList('--rank', 0), [0]);
   const o = program.parse(argv).opts<{ sizes: number[]; workers: number[]; reps: number[]; json: boolean; role?: string; rank: number[];
-    ringTransport: string; sliceKb: number[]; star: boolean }>();
+    ringTransport: string; sliceKb: number[]; star: boolean; shm: boolean }>();
   if (o.ringTransport !== 'ipc' && o.ringTransport !== 'tcp') {
     throw new TrainerError('ERR_BAD_FLAG', `--ring-transport must be ipc or tcp, got ${JSON.stringify(o.ringTransport)}`);
   }
   return { sizes: o.sizes, workers: o.workers, reps: o.reps[0], json: o.json, role: o.role, rank: o.rank[0],
-    ringTransport: o.ringTransport, sliceKb: o.sliceKb[0], star: o.star };
+    ringTransport: o.ringTransport, sliceKb: o.sliceKb[0], star: o.star, shm: o.shm };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -141,7 +148,7 @@ async function timeOnAll(procs: Proc[], bytes: number, reps: number): Promise<{ 
   return { seconds: Math.max(...replies.map((r) => r.seconds as number)), cpu: Math.max(...replies.map((r) => r.cpu as number)) };
 }
 
-async function benchCollective(algo: 'ring' | 'star', n: number, args: BenchArgs, link: Map<number, number>): Promise<Row[]> {
+async function benchCollective(algo: 'ring' | 'shm' | 'star', n: number, args: BenchArgs, link: Map<number, number>): Promise<Row[]> {
   const server = algo === 'star' ? new StarReduceServer() : undefined;
   const address = server === undefined ? '' : await server.start();
   server?.reconfigure(n, 1);
@@ -205,8 +212,11 @@ async function runParent(args: BenchArgs): Promise<void> {
   const linkRows = await benchLink(args, 'tcp');
   const link = new Map(linkRows.map((r) => [r.sizeMiB, r.busGBps]));
   const rows = [...linkRows, ...(await benchLink(args, 'ipc', link))];
+  const shm = loadShmModule();
+  if (args.shm && 'reason' in shm && !args.json) console.log(`(no shm rows: ${shm.reason})`);
   for (const n of args.workers) {
     rows.push(...(await benchCollective('ring', n, args, link)));
+    if (args.shm && 'module' in shm) rows.push(...(await benchCollective('shm', n, args, link)));
     if (args.star) rows.push(...(await benchCollective('star', n, args, link)));
   }
   if (args.json) console.log(JSON.stringify({ measuredUnderLoad: true, rows }, null, 2));
@@ -258,9 +268,16 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-async function runCollectiveChild(role: 'ring' | 'star', args: BenchArgs): Promise<void> {
+async function runCollectiveChild(role: 'ring' | 'shm' | 'star', args: BenchArgs): Promise<void> {
   const steps = { next: 0 };
   const timeoutMs = 120_000;
+  if (role === 'shm') {
+    const shm = new ShmAllReduce({ timeoutMs });
+    // The segment's name is derived from the peers' addresses: each child announces a distinct placeholder.
+    serve((m) => shm.reconfigure({ peers: m.peers as string[], rank: m.rank as number, generation: m.generation as number }),
+      (b, r) => timeCalls(shm, b, r, steps), () => shm.close());
+    return reply({ kind: 'hello', address: `tcp://127.0.0.1:${process.pid}` });
+  }
   if (role === 'ring') {
     const ring = new RingAllReduce({ timeoutMs, ipc: args.ringTransport === 'ipc', sliceBytes: args.sliceKb * 1024 });
     // Node IPC sends JSON: an absent same-host address arrives as null.
@@ -327,6 +344,6 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
 }
 
 const args = parseArgs(process.argv);
-if (args.role === 'ring' || args.role === 'star') await runCollectiveChild(args.role, args);
+if (args.role === 'ring' || args.role === 'shm' || args.role === 'star') await runCollectiveChild(args.role, args);
 else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role, args);
 else await runParent(args);

@@ -2,7 +2,7 @@
  * Data-parallel scaling benchmark: training throughput with 1 and 2 (or more) real worker processes.
  *
  *   npm run bench:scaling -- --arch resnet34 --size 128 --bs 16 [--steps 4 --warmup 2 --workers 1,2 --torch
- *     --torch-data random|photos|both --torch-loader-workers 1 --allreduce-dtype float16 --json]
+ *     --torch-data random|photos|both --torch-loader-workers 1 --allreduce auto|ring|shm --allreduce-dtype float16 --json]
  *
  * For each world size W it starts the coordinator's control plane (`ControlServer` + `Cluster`, the same code as
  * `coordinator`) and W local worker processes (`LocalWorkers`: `worker` children), sends the run setup
@@ -63,6 +63,8 @@ interface ScalingArgs {
   readonly data: string;
   readonly threads: number;
   readonly dtype: 'float32' | 'float16';
+  /** The workers' all-reduce (`--allreduce` of the trainer; default auto, as the trainer's). */
+  readonly allreduce: 'auto' | 'ring' | 'shm';
   readonly json: boolean;
   /** Python to run the PyTorch DDP reference with, or null. */
   readonly torch: string | null;
@@ -112,6 +114,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     .option('--data <dir>', 'photos', resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample'))
     .option('--threads <n>', 'decode threads per worker (0 = automatic)', '1')
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of the ring').choices(['float32', 'float16']).default('float32'))
+    .addOption(new Option('--allreduce <algo>', 'the workers\' all-reduce, as the trainer\'s flag').choices(['auto', 'ring', 'shm']).default('auto'))
     .option('--json', 'print one JSON object instead of the table')
     .option('--torch [python]', 'also run PyTorch DDP, gloo, W × 1 thread (scripts/bench-torch-ddp.py; python default /usr/bin/python3)')
     .addOption(new Option('--torch-data <inputs>', 'PyTorch inputs: random tensors, the --data photos through a DataLoader, or both').choices(['random', 'photos', 'both']).default('both'))
@@ -124,7 +127,7 @@ function parseArgs(argv: string[]): ScalingArgs {
   return {
     arch: o.arch as Arch, size: checkInt('--size', o.size, 16, 1024), bs: checkInt('--bs', o.bs, 2, 1024), steps: checkInt('--steps', o.steps, 1),
     warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64),
-    dtype: o.allreduceDtype as ScalingArgs['dtype'], json: o.json === true,
+    dtype: o.allreduceDtype as ScalingArgs['dtype'], allreduce: o.allreduce as ScalingArgs['allreduce'], json: o.json === true,
     torch: o.torch === true ? '/usr/bin/python3' : typeof o.torch === 'string' ? o.torch : null,
     torchData: o.torchData as ScalingArgs['torchData'], torchLoaderWorkers: checkInt('--torch-loader-workers', o.torchLoaderWorkers, 0, 16),
   };
@@ -140,7 +143,7 @@ function setupOf(a: ScalingArgs, data: DataBunch): RunSetup {
   return {
     runId: 'bench-scaling', arch: a.arch, size: a.size, bs: a.bs, seed: 42, pretrained: 'none', frozen: false, classes: data.classes,
     dataRoot: data.root, paths: data.paths.map((p) => relative(data.root, p)), labels: Array.from(data.labels), train: Array.from(data.train),
-    valid: Array.from(data.valid), allreduce: 'ring', allreduceDtype: a.dtype, bucketBytes: 25_000_000, allreduceTimeoutMs: 600_000,
+    valid: Array.from(data.valid), allreduce: a.allreduce, allreduceDtype: a.dtype, bucketBytes: 25_000_000, allreduceTimeoutMs: 600_000,
     starAddress: null, threads: a.threads,
   };
 }
@@ -235,7 +238,7 @@ async function main(): Promise<void> {
       ...(torch === null ? {} : { torch }) }, null, 2));
     return;
   }
-  console.log(`${a.arch} at ${a.size}px, bs ${a.bs} per worker, ${a.dtype} ring, ${a.steps} measured steps after ${a.warmup} warm-up (medians)`);
+  console.log(`${a.arch} at ${a.size}px, bs ${a.bs} per worker, --allreduce ${a.allreduce} (${a.dtype}), ${a.steps} measured steps after ${a.warmup} warm-up (medians)`);
   console.log('workers  step_s  img/s   compute_s  data_wait_s  allreduce_s  unhidden_allreduce  efficiency');
   for (const r of rows) {
     const cells = [String(r.workers).padEnd(8), r.stepSeconds.toFixed(2).padEnd(7), r.imagesPerSecond.toFixed(2).padEnd(7), r.computeSeconds.toFixed(2).padEnd(10),

@@ -32,7 +32,11 @@ export interface RunSetup {
   /** Indices of training and validation items. */
   readonly train: readonly number[];
   readonly valid: readonly number[];
-  readonly allreduce: 'ring' | 'star';
+  /**
+   * Data-plane algorithm: `auto` (shared memory for a generation whose ranks all run on one host, else the ring),
+   * `shm` (shared memory only), `ring`, or `star`.
+   */
+  readonly allreduce: 'auto' | 'ring' | 'shm' | 'star';
   readonly allreduceDtype: 'float32' | 'float16';
   /** Gradient bucket size, bytes. */
   readonly bucketBytes: number;
@@ -80,7 +84,7 @@ export function decodeRunSetup(bytes: Uint8Array): RunSetup {
   const arch = str('arch');
   if (!(ARCHS as readonly string[]).includes(arch)) bad('arch', ARCHS.join('|'), arch);
   const allreduce = str('allreduce');
-  if (allreduce !== 'ring' && allreduce !== 'star') bad('allreduce', 'ring|star', allreduce);
+  if (!['auto', 'ring', 'shm', 'star'].includes(allreduce)) bad('allreduce', 'auto|ring|shm|star', allreduce);
   const dtype = str('allreduceDtype');
   if (dtype !== 'float32' && dtype !== 'float16') bad('allreduceDtype', 'float32|float16', dtype);
   const labels = intArray('labels', raw.labels, classes.length);
@@ -95,7 +99,7 @@ export function decodeRunSetup(bytes: Uint8Array): RunSetup {
     runId: str('runId'), arch: arch as RunSetup['arch'], size: int('size', 16), bs: int('bs', 1), seed: int('seed', 0),
     pretrained: str('pretrained'), frozen: raw.frozen, classes: classes as string[], dataRoot: str('dataRoot'),
     paths: paths as string[], labels, train: intArray('train', raw.train, paths.length), valid: intArray('valid', raw.valid, paths.length),
-    allreduce, allreduceDtype: dtype, bucketBytes: int('bucketBytes', 1024), allreduceTimeoutMs: int('allreduceTimeoutMs', 1),
+    allreduce: allreduce as RunSetup['allreduce'], allreduceDtype: dtype, bucketBytes: int('bucketBytes', 1024), allreduceTimeoutMs: int('allreduceTimeoutMs', 1),
     starAddress: raw.starAddress === null ? null : str('starAddress'), threads: int('threads', 0),
     ...(transforms === undefined ? {} : { transforms: transforms as TransformSettings | null }),
   };

@@ -24,8 +24,12 @@ export interface RuntimeOptions {
   readonly heartbeatTimeoutMs: number;
   /** Longest a single all-reduce may take before it is aborted, milliseconds. */
   readonly allreduceTimeoutMs: number;
-  /** `ring` (default) or `star` through the coordinator (baseline for benchmarks). */
-  readonly allreduce: 'ring' | 'star';
+  /**
+   * `auto` (default: shared memory when every worker is on one host and the native module loads, else the ring),
+   * `shm` (shared memory, or the run fails saying why not), `ring` (ZeroMQ), or `star` through the coordinator
+   * (baseline for benchmarks).
+   */
+  readonly allreduce: 'auto' | 'ring' | 'shm' | 'star';
   /** Wire dtype of gradient chunks. */
   readonly allreduceDtype: 'float32' | 'float16';
   /** Gradient bucket size, MiB (2^20 bytes, as DDP's `bucket_cap_mb`). */
@@ -76,7 +80,7 @@ export const DEFAULT_RUNTIME: RuntimeOptions = Object.freeze({
   heartbeatIntervalMs: 1000,
   heartbeatTimeoutMs: 10_000,
   allreduceTimeoutMs: 120_000,
-  allreduce: 'ring',
+  allreduce: 'auto',
   allreduceDtype: 'float32',
   bucketMb: 25,
   checkpointEvery: 0,
@@ -153,7 +157,7 @@ export function trainProgram(): Command {
     .option('--allreduce-timeout-ms <ms>', `limit of one all-reduce (default ${DEFAULT_RUNTIME.allreduceTimeoutMs})`)
     // Choices are checked in runtimeFrom (ERR_BAD_FLAG naming the flag and the rule), not by commander's .choices(),
     // whose own message ("argument 'x' is invalid. Allowed choices are …") no other flag uses.
-    .option('--allreduce <algo>', `${ALLREDUCE_CHOICES.join(' | ')} (star: the baseline) (default ${DEFAULT_RUNTIME.allreduce})`)
+    .option('--allreduce <algo>', `${ALLREDUCE_CHOICES.join(' | ')} (auto: shared memory when all workers share this host, else ring; star: the baseline) (default ${DEFAULT_RUNTIME.allreduce})`)
     .option('--allreduce-dtype <dtype>', `wire dtype of gradients: ${ALLREDUCE_DTYPE_CHOICES.join(' | ')} (default ${DEFAULT_RUNTIME.allreduceDtype})`)
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
     .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
@@ -236,7 +240,7 @@ function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['st
 }
 
 /** Values of `--allreduce`. */
-const ALLREDUCE_CHOICES: readonly RuntimeOptions['allreduce'][] = ['ring', 'star'];
+const ALLREDUCE_CHOICES: readonly RuntimeOptions['allreduce'][] = ['auto', 'ring', 'shm', 'star'];
 /** Values of `--allreduce-dtype`. */
 const ALLREDUCE_DTYPE_CHOICES: readonly RuntimeOptions['allreduceDtype'][] = ['float32', 'float16'];
 
@@ -286,6 +290,9 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,
   };
+  if (r.allreduce === 'shm' && r.allreduceDtype !== 'float32') {
+    throw new TrainerError('ERR_BAD_FLAG', `--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got ${r.allreduceDtype}; use --allreduce ring or auto for float16`);
+  }
   if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
     throw new TrainerError('ERR_BAD_FLAG', `--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}), got ${r.heartbeatTimeoutMs}`);
   }
@@ -344,6 +351,9 @@ export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof Ru
   if ('bind' in saved && !given.has('bind')) merged.bindGiven = saved.bindGiven === true;
   if ('metricsPort' in saved && !given.has('metricsPort')) merged.metricsPortGiven = saved.metricsPortGiven === true;
   const r = merged as unknown as RuntimeOptions;
+  if (r.allreduce === 'shm' && r.allreduceDtype !== 'float32') {
+    throw new TrainerError('ERR_BAD_FLAG', `--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got ${r.allreduceDtype}; use --allreduce ring or auto for float16`);
+  }
   if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
     throw new TrainerError('ERR_BAD_FLAG', `--resume: --heartbeat-timeout-ms ${r.heartbeatTimeoutMs} must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}); give both flags`);
   }

@@ -26,7 +26,7 @@ import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js'
 import { MetricsServer } from './metrics/server.js';
 import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
-import type { TrainCommand } from './options.js';
+import type { RuntimeOptions, TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
 import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
@@ -255,7 +255,7 @@ export abstract class CoordinatorSetUp {
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
       // One worker (that cannot grow: not elastic) reduces nothing: its gradient is the mean, as DDP at world size 1.
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
-        : `; all-reduce: ${runtime.allreduce === 'ring' ? 'ring (reduce-scatter + all-gather)' : 'star (through the coordinator)'}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
+        : `; all-reduce: ${ALLREDUCE_PLAN[runtime.allreduce]}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
     writeRunConfigFile(this.runDir, config, runtime);
   }
@@ -377,3 +377,12 @@ export abstract class CoordinatorSetUp {
  * in progress is cut short) and exits 143; SIGKILL is for one that does not.
  */
 export const WORKER_KILL_TIMEOUT_MS = 15_000;
+
+/** How the plan line names each `--allreduce` value (the transport each generation uses is logged by the workers). */
+const ALLREDUCE_PLAN: Readonly<Record<RuntimeOptions['allreduce'], string>> = Object.freeze({
+  auto: 'auto (shared memory when every worker is on one host, else ring)',
+  shm: 'shared memory (reduce-scatter + all-gather, one host)',
+  ring: 'ring (reduce-scatter + all-gather)',
+  star: 'star (through the coordinator)',
+});
+

@@ -24,6 +24,7 @@ import {
 } from '../contract/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
+import { chooseTransport, loadShmModule, RefusedAllReduce, ShmAllReduce } from './allreduce/shm.js';
 import { StarAllReduce } from './allreduce/star.js';
 import { HeartbeatThread } from './heartbeat.js';
 import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
@@ -96,6 +97,12 @@ export class Worker {
   private readonly heartbeat: HeartbeatThread;
   private ring: RingAllReduce | null = null;
   private star: StarAllReduce | null = null;
+  /** The shared-memory all-reducer (`--allreduce auto|shm`), created at the first generation that uses it. */
+  private shm: ShmAllReduce | null = null;
+  /** The reducer of the current generation under `--allreduce auto|shm` (ring, shm, or one refusing every call). */
+  private sameHost: AllReducer | null = null;
+  /** The generation whose transport was last chosen. */
+  private transportGeneration = -1;
   private rank = -1;
   private worldSize = 0;
   private generation = -1;
@@ -296,7 +303,36 @@ export class Worker {
 
   private reducer(): AllReducer {
     if (this.setup?.allreduce === 'star') return this.star!;
-    return this.ring!;
+    return this.sameHost ?? this.ring!;
+  }
+
+  /**
+   * Chooses the data-plane transport of the current generation under `--allreduce auto|shm` ({@link chooseTransport}:
+   * shared memory when every rank is on this host) and logs which and why. Runs at each `welcome` once the run's
+   * setup is known, and at `setup` (which follows the first `welcome`). A segment that cannot be opened leaves the
+   * shared-memory reducer broken: its calls fail, as the ring's do with an unreachable peer, and recovery re-forms the
+   * ring under a new generation.
+   */
+  private async applyTransport(): Promise<void> {
+    const mode = this.setup?.allreduce;
+    if ((mode !== 'auto' && mode !== 'shm') || this.generation < 0 || this.transportGeneration === this.generation) return;
+    this.transportGeneration = this.generation;
+    const membership = { peers: this.peers, localPeers: this.localPeers, rank: this.rank, generation: this.generation };
+    const choice = chooseTransport(membership, this.setup!.allreduceDtype, loadShmModule());
+    const many = this.peers.length > 1;
+    if (choice.transport === 'ring') {
+      this.sameHost = mode === 'shm' && many ? new RefusedAllReduce(choice.why, this.peers.length, this.rank) : this.ring;
+      if (many) this.o.log(`generation ${this.generation}: all-reduce ${mode === 'shm' ? 'refused' : 'through the ring'} (--allreduce ${mode}: ${choice.why})`);
+      return;
+    }
+    this.shm ??= new ShmAllReduce({ timeoutMs: this.setup!.allreduceTimeoutMs });
+    this.sameHost = this.shm;
+    try {
+      await this.shm.reconfigure(membership);
+      this.o.log(`generation ${this.generation}: all-reduce through shared memory ${this.shm.segmentPath} (--allreduce ${mode}: ${choice.why})`);
+    } catch (err) {
+      this.o.log(`generation ${this.generation}: ${(err as Error).message}; this generation's all-reduces fail`);
+    }
   }
 
   private need<T>(value: T | null, what: string): T {
@@ -316,6 +352,7 @@ export class Worker {
         await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, rank: msg.rank, generation: msg.generation });
         if (msg.worldSize > 1) this.o.log(`ring generation ${msg.generation}: rank ${msg.rank} sends to ${this.ring!.rightAddress}`);
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
+        await this.applyTransport();
         this.trainer?.abort(this.trainer.pendingStep ?? -1);
         return;
       }
@@ -409,6 +446,7 @@ export class Worker {
       await this.star.start();
       this.star.reconfigure({ rank: this.rank, worldSize: this.worldSize, generation: this.generation });
     }
+    await this.applyTransport();
     this.trainer = new WorkerTrainer(setup, dataRoot, this.replica, this.pool, () => this.reducer(),
       () => ({ rank: this.rank, worldSize: this.worldSize, generation: this.generation }));
     const elements = this.replica.gradientLayout().reduce((s, p) => s + p.size, 0);
@@ -446,6 +484,7 @@ export class Worker {
     };
     await step('ring', () => this.ring?.close());
     await step('star', () => this.star?.close());
+    await step('shared memory', () => this.shm?.close());
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.chain, new Promise((r) => { timer = setTimeout(r, settleTimeoutMs); })]);
     clearTimeout(timer);

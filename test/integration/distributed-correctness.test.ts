@@ -20,6 +20,7 @@ import { ImagePool } from '../../src/training/data/pool.js';
 import { decodeReplicaState } from '../../src/training/learner/state-codec.js';
 import { decode, encode, MAX_HEADER_BYTES, PROTOCOL_VERSION } from '../../src/contract/protocol/index.js';
 import type { CheckpointMeta } from '../../src/coordinator/checkpoint-store.js';
+import { loadShmModule } from '../../src/worker/allreduce/shm.js';
 import { killAll, makePhotoDir, startProc, tinyRunFlags } from './distributed-harness.js';
 import { referenceRun } from './distributed-reference.js';
 import { maxRelativeDiff } from './distributed-compare.js';
@@ -100,6 +101,12 @@ test('2 workers = one process replaying the same global batches; garbage at the 
   assert.ok((out.match(/ring: ERR_PROTOCOL/g) ?? []).length >= 5, out.slice(-4000));
   // Local workers of one host send to each other over their Unix sockets (issue #18), not TCP loopback.
   for (const rank of [0, 1]) assert.match(out, new RegExp(`ring generation 1: rank ${rank} sends to ipc://`), out.slice(-4000));
+  // With --allreduce auto (the default) the gradients of same-host workers go through shared memory when the module
+  // is built, one line per worker saying so and why; without it, through the ring, saying why not.
+  const viaShm = 'module' in loadShmModule();
+  const transport = viaShm ? /generation 1: all-reduce through shared memory \/\S+ \(--allreduce auto: all 2 ranks are on this host\)/g
+    : /generation 1: all-reduce through the ring \(--allreduce auto: shared-memory module/g;
+  assert.equal((out.match(transport) ?? []).length, 2, out.slice(-4000));
   assert.doesNotMatch(out, /TypeError|RangeError|Unhandled|uncaught/i);
 
   const n0 = tf.memory().numTensors;

@@ -67,7 +67,7 @@ test('a SIGKILLed remote worker is replaced by a remote worker that joins, not b
 test('--elastic: a lost remote worker shrinks the run; the log states the new accumulation and the kept global batch', { timeout: RUN_TIMEOUT_MS }, async () => {
   // Global batch 12 = 3 workers × bs 2 × accum 2, and = 2 × 2 × 3 after the loss.
   const { coord, remotes } = await startRun('elastic', ['--elastic', '--global-bs', '12']);
-  assert.match(coord.output(), /plan: .*3 worker\(s\) × bs 2 × accum 2 = global batch 12; all-reduce: ring/);
+  assert.match(coord.output(), /plan: .*3 worker\(s\) × bs 2 × accum 2 = global batch 12; all-reduce: auto \(shared memory when every worker is on one host, else ring\)/);
   remotes[0]!.kill();
   assert.equal(await coord.exited, 0, coord.output().slice(-4000));
   const out = coord.output();

@@ -57,8 +57,14 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   // The project's form (ERR_BAD_FLAG, flag, rule, value), as --backend's, not commander's "Allowed choices are".
   const badFlag = (argv: string[], message: string) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
     isTrainerError(e, 'ERR_BAD_FLAG') && e.message === message);
-  badFlag(['--allreduce', 'tree'], '--allreduce must be one of ring|star, got "tree"');
-  badFlag(['--allreduce', 'Ring'], '--allreduce must be one of ring|star, got "Ring"');
+  badFlag(['--allreduce', 'tree'], '--allreduce must be one of auto|ring|shm|star, got "tree"');
+  badFlag(['--allreduce', 'Ring'], '--allreduce must be one of auto|ring|shm|star, got "Ring"');
+  // Shared memory moves no bytes over a wire: float16 compression has nothing to act on, so the pair is refused.
+  badFlag(['--allreduce', 'shm', '--allreduce-dtype', 'float16'],
+    '--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got float16; use --allreduce ring or auto for float16');
+  assert.equal(parseTrainArgs([]).runtime.allreduce, 'auto');
+  for (const algo of ['auto', 'ring', 'shm', 'star']) assert.equal(parseTrainArgs(['--allreduce', algo]).runtime.allreduce, algo);
+  assert.equal(parseTrainArgs(['--allreduce', 'auto', '--allreduce-dtype', 'float16']).runtime.allreduceDtype, 'float16');
   badFlag(['--allreduce-dtype', 'float8'], '--allreduce-dtype must be one of float32|float16, got "float8"');
   assert.equal(parseTrainArgs(['--allreduce', 'star', '--allreduce-dtype', 'float16']).runtime.allreduce, 'star');
   assert.equal(parseTrainArgs(['--allreduce-dtype', 'float16']).runtime.allreduceDtype, 'float16');
@@ -77,7 +83,7 @@ test('--help names every backend the run accepts (native was missing) and the de
   // The expected set is what the backend selection accepts (compute/backend.ts), not the help's own list.
   assert.deepEqual(listed, [...BACKEND_REQUESTS]);
   for (const name of BACKEND_REQUESTS) assert.equal(parseTrainArgs(['--backend', name]).config.backend, name);
-  assert.match(help, /--allreduce <algo> ring \| star \(star: the baseline\) \(default ring\)/);
+  assert.match(help, /--allreduce <algo> auto \| ring \| shm \| star \(auto: shared memory when all workers share this host, else ring; star: the baseline\) \(default auto\)/);
   assert.match(help, /--allreduce-dtype <dtype> wire dtype of gradients: float32 \| float16 \(default float32\)/);
 });
 
@@ -121,4 +127,14 @@ test('--resume keeps the run\'s runtime settings unless a flag is given again (w
   // (--heartbeat-interval-ms 3000 given, the run's --heartbeat-timeout-ms 4000 taken: 4000 < 2 × 3000.)
   assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--heartbeat-interval-ms', '3000']), { heartbeatTimeoutMs: 4000 }, () => undefined),
     /--resume: --heartbeat-timeout-ms 4000 must be ≥ 2 × --heartbeat-interval-ms \(6000\); give both flags/);
+});
+
+test('--resume of a run recorded before --allreduce auto existed keeps its ring; --allreduce given again wins', () => {
+  // config.json of a run started when the default was ring records allreduce: 'ring'; resuming it must not switch
+  // transport behind the user's back (the sums would be the same bits, but the run is reproduced as it was).
+  const saved = { ...DEFAULT_RUNTIME, allreduce: 'ring' };
+  const logs: string[] = [];
+  assert.equal(inheritRuntime(parseTrainArgs(['--resume', 'runs/x']), saved, (l) => logs.push(l)).allreduce, 'ring');
+  assert.deepEqual(logs, ['--resume: keeping this run\'s --allreduce ring (give a flag to change one)']);
+  assert.equal(inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--allreduce', 'auto']), saved, () => undefined).allreduce, 'auto');
 });

@@ -1,0 +1,311 @@
+/**
+ * The shared-memory all-reduce (src/worker/allreduce/shm.ts, native/pets_shm.cc): sums in the ring's order
+ * (bit-identical to the ring and to a hand-computed float32 sum), the AllReducer contract's errors (abort, deadline,
+ * a peer killed mid-call, mismatched calls), segments per generation, stale segment removal, and the choice between
+ * shm and ring (`--allreduce auto|shm`), including a build without the module.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isTrainerError } from '../../../../src/contract/errors.js';
+import type { Membership } from '../../../../src/training/allreduce/types.js';
+import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
+import { RingAllReduce } from '../../../../src/worker/allreduce/ring.js';
+import { nativeSourceHash } from '../../../../src/training/compute/native/addon.js';
+import { chooseTransport, loadShmModule, RefusedAllReduce, segmentName, ShmAllReduce, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
+
+const load = loadShmModule();
+const skip = 'reason' in load ? `shared-memory module not available: ${load.reason}` : false;
+const PIECE_BYTES = 4096; // 1024 floats: calls of a few thousand elements span several pieces and both slot sets
+
+/**
+ * Values whose float32 sums depend on the order of the additions: magnitudes from 2^-20 to 2^20 and both signs, so a
+ * reducer that adds in another order than the ring's gives other bits (checked below, so the test can fail).
+ */
+function data(rank: number, length: number): Float32Array {
+  let s = (rank + 7) * 2654435761;
+  const next = (): number => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+  return Float32Array.from({ length }, () => (next() * 2 - 1) * 2 ** Math.floor(next() * 41 - 20));
+}
+
+/**
+ * The ring's float32 sum, by hand: element i of chunk c (the ring's split of the whole call) is x_c, then
+ * x_(c+1) + acc, …, x_(c+N−1) + acc, each rounded to float32 (Math.fround); then ÷ N when averaging.
+ */
+function ringOrderSum(inputs: readonly Float32Array[], average: boolean): Float32Array {
+  const n = inputs.length;
+  const length = inputs[0]!.length;
+  const out = new Float32Array(length);
+  for (let c = 0; c < n; c++) {
+    const { start, end } = chunkBounds(length, n, c);
+    for (let i = start; i < end; i++) {
+      let acc = inputs[c]![i]!;
+      for (let k = 1; k < n; k++) acc = Math.fround(inputs[(c + k) % n]![i]! + acc);
+      out[i] = average ? Math.fround(acc / n) : acc;
+    }
+  }
+  return out;
+}
+
+const bytes = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+const peersOf = (n: number): string[] => Array.from({ length: n }, (_, r) => `tcp://127.0.0.1:${40000 + r}`);
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'pets-shm-test-'));
+}
+
+async function makeShm(n: number, directory: string, generation = 1, peers = peersOf(n)): Promise<ShmAllReduce[]> {
+  const ranks = Array.from({ length: n }, () => new ShmAllReduce({ directory, pieceBytes: PIECE_BYTES, timeoutMs: 60_000 }));
+  await Promise.all(ranks.map((s, rank) => s.reconfigure({ peers, rank, generation })));
+  return ranks;
+}
+
+async function makeRings(n: number): Promise<RingAllReduce[]> {
+  const rings = Array.from({ length: n }, () => new RingAllReduce({ onWarning: () => {}, sliceBytes: PIECE_BYTES }));
+  const peers = await Promise.all(rings.map((r) => r.start()));
+  await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, rank, generation: 1 })));
+  return rings;
+}
+
+const closeAll = (xs: readonly { close(): Promise<void> }[]): Promise<unknown> => Promise.all(xs.map((x) => x.close()));
+
+for (const n of [2, 3, 4]) {
+  test(`N=${n}: shm gives the ring's bits and the hand-computed ring-order float32 sum (sum and average; lengths 5000, 7, 2, 0)`, { skip }, async () => {
+    const dir = tempDir();
+    const shm = await makeShm(n, dir);
+    const rings = await makeRings(n);
+    try {
+      let step = 0;
+      for (const average of [false, true]) {
+        for (const length of [5000, 7, 2, 0]) {
+          const inputs = Array.from({ length: n }, (_, r) => data(r + 31 * step, length));
+          const viaShm = inputs.map((x) => x.slice());
+          const viaRing = inputs.map((x) => x.slice());
+          const out = await Promise.all(shm.map((s, r) => s.allReduce(viaShm[r]!, { step, bucket: 0 }, { average })));
+          out.forEach((o, r) => assert.equal(o, viaShm[r], 'reduces in place'));
+          await Promise.all(rings.map((ring, r) => ring.allReduce(viaRing[r]!, { step, bucket: 0 }, { average })));
+          const expected = bytes(ringOrderSum(inputs, average));
+          for (let r = 0; r < n; r++) {
+            assert.ok(bytes(viaShm[r]!).equals(expected), `N=${n} rank ${r} length ${length} average ${average}: shm ≠ hand-computed`);
+            assert.ok(bytes(viaRing[r]!).equals(expected), `N=${n} rank ${r} length ${length} average ${average}: ring ≠ hand-computed`);
+          }
+          step++;
+        }
+      }
+      // The inputs are order-sensitive: summing from rank 0 instead of the chunk's owner changes some bits, so the
+      // comparisons above would catch a reducer that ignores the ring's order.
+      const inputs = Array.from({ length: n }, (_, r) => data(r, 5000));
+      const fromRank0 = new Float32Array(5000);
+      for (let i = 0; i < 5000; i++) {
+        let acc = inputs[0]![i]!;
+        for (let k = 1; k < n; k++) acc = Math.fround(inputs[k]![i]! + acc);
+        fromRank0[i] = acc;
+      }
+      if (n > 2) assert.ok(!bytes(fromRank0).equals(bytes(ringOrderSum(inputs, false))), 'inputs must be order-sensitive');
+      assert.equal(shm[0]!.stats().callsTotal, 8);
+      assert.equal(shm[0]!.stats().sentBytesTotal, 2 * 4 * (5000 + 7 + 2), 'each call copies its buffer in once');
+    } finally {
+      await closeAll(shm);
+      await closeAll(rings);
+      assert.deepEqual(readdirSync(dir), [], 'segments removed');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('the segment file is removed once every rank has mapped it; a new generation uses a new segment', { skip }, async () => {
+  const dir = tempDir();
+  const [a, b] = await makeShm(2, dir, 1);
+  try {
+    const first = a!.segmentPath;
+    assert.equal(b!.segmentPath, first, 'both ranks derive the same name');
+    assert.ok(existsSync(first));
+    await Promise.all([a!.allReduce(new Float32Array(10), { step: 0, bucket: 0 }), b!.allReduce(new Float32Array(10), { step: 0, bucket: 0 })]);
+    assert.ok(!existsSync(first), 'removed after the first call: a SIGKILL can no longer leave it behind');
+    await Promise.all([a!.reconfigure({ peers: peersOf(2), rank: 0, generation: 2 }), b!.reconfigure({ peers: peersOf(2), rank: 1, generation: 2 })]);
+    assert.notEqual(a!.segmentPath, first);
+    const x = [Float32Array.of(1, 2), Float32Array.of(10, 20)];
+    await Promise.all([a!.allReduce(x[0]!, { step: 1, bucket: 0 }), b!.allReduce(x[1]!, { step: 1, bucket: 0 })]);
+    assert.deepEqual([...x[0]!], [11, 22]);
+    await assert.rejects(a!.reconfigure({ peers: peersOf(2), rank: 0, generation: 1 }), /generation must be an integer > 2/);
+  } finally {
+    await closeAll([a!, b!]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.notEqual(segmentName({ peers: peersOf(2), rank: 0, generation: 1 }, 1024), segmentName({ peers: peersOf(2), rank: 0, generation: 2 }, 1024));
+  assert.equal(segmentName({ peers: peersOf(2), rank: 0, generation: 1 }, 1024), segmentName({ peers: peersOf(2), rank: 1, generation: 1 }, 1024));
+});
+
+test('abort ends a waiting call with ERR_WORKER_LOST and breaks the segment for the peers, until the next generation', { skip }, async () => {
+  const dir = tempDir();
+  const [a, b] = await makeShm(2, dir);
+  try {
+    const waiting = a!.allReduce(new Float32Array(3000), { step: 0, bucket: 0 });
+    // Rank 1 never calls: only abort can end rank 0's wait before its 60 s deadline.
+    setTimeout(() => a!.abort('test abort'), 50);
+    await assert.rejects(waiting, (e: unknown) => isTrainerError(e, 'ERR_WORKER_LOST') && /test abort/.test(e.message));
+    await assert.rejects(b!.allReduce(new Float32Array(3000), { step: 0, bucket: 0 }),
+      (e: unknown) => isTrainerError(e, 'ERR_WORKER_LOST') && /rank 0 was aborted/.test(e.message));
+    await assert.rejects(a!.allReduce(new Float32Array(3), { step: 1, bucket: 0 }), (e: unknown) => isTrainerError(e, 'ERR_WORKER_LOST'));
+    await Promise.all([a!.reconfigure({ peers: peersOf(2), rank: 0, generation: 2 }), b!.reconfigure({ peers: peersOf(2), rank: 1, generation: 2 })]);
+    const x = [Float32Array.of(1), Float32Array.of(2)];
+    await Promise.all([a!.allReduce(x[0]!, { step: 2, bucket: 0 }), b!.allReduce(x[1]!, { step: 2, bucket: 0 })]);
+    assert.deepEqual([x[0]![0], x[1]![0]], [3, 3]);
+  } finally {
+    await closeAll([a!, b!]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a call past its deadline fails with ERR_TIMEOUT; mismatched calls fail with ERR_PROTOCOL on every rank', { skip }, async () => {
+  const dir = tempDir();
+  const [a, b] = await makeShm(2, dir);
+  try {
+    await assert.rejects(a!.allReduce(new Float32Array(5), { step: 0, bucket: 0 }, { timeoutMs: 100 }), (e: unknown) => isTrainerError(e, 'ERR_TIMEOUT'));
+    await Promise.all([a!.reconfigure({ peers: peersOf(2), rank: 0, generation: 2 }), b!.reconfigure({ peers: peersOf(2), rank: 1, generation: 2 })]);
+    const results = await Promise.allSettled([
+      a!.allReduce(new Float32Array(5), { step: 3, bucket: 0 }),
+      b!.allReduce(new Float32Array(6), { step: 3, bucket: 0 }),
+    ]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      assert.ok(isTrainerError((r as PromiseRejectedResult).reason, 'ERR_PROTOCOL'), String((r as PromiseRejectedResult).reason));
+      assert.match(String((r as PromiseRejectedResult).reason), /called with length/);
+    }
+  } finally {
+    await closeAll([a!, b!]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+interface ChildMessage {
+  kind: string;
+  code?: string;
+  message?: string;
+  values?: number[];
+  path?: string;
+}
+
+function startChild(): { child: ChildProcess; next: (kind: string) => Promise<ChildMessage> } {
+  const child = fork(join(import.meta.dirname, 'fixtures', 'shm-child.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const queue: ChildMessage[] = [];
+  let waiter: (() => void) | null = null;
+  child.on('message', (m: ChildMessage) => {
+    queue.push(m);
+    waiter?.();
+  });
+  const next = async (kind: string): Promise<ChildMessage> => {
+    for (;;) {
+      const i = queue.findIndex((m) => m.kind === kind || m.kind === 'error');
+      if (i >= 0) return queue.splice(i, 1)[0]!;
+      await new Promise<void>((resolve) => { waiter = resolve; });
+    }
+  };
+  return { child, next };
+}
+
+test('a rank killed mid-call: the others fail with ERR_WORKER_LOST instead of waiting for their deadline', { skip }, async () => {
+  const dir = tempDir();
+  const { child, next } = startChild();
+  try {
+    await next('started');
+    const peers = peersOf(3);
+    // Ranks 0 and 1 here, rank 2 in the child.
+    const [a, b] = [0, 1].map(() => new ShmAllReduce({ directory: dir, pieceBytes: PIECE_BYTES }));
+    await Promise.all([a!.reconfigure({ peers, rank: 0, generation: 1 }), b!.reconfigure({ peers, rank: 1, generation: 1 })]);
+    child.send({ kind: 'membership', peers, rank: 2, generation: 1, directory: dir, pieceBytes: PIECE_BYTES });
+    await next('ready');
+    // One full call: every rank has seen the others running.
+    const x = [Float32Array.of(1, 2, 3), Float32Array.of(10, 20, 30)];
+    child.send({ kind: 'reduce', step: 0, values: [100, 200, 300], timeoutMs: 60_000 });
+    await Promise.all([a!.allReduce(x[0]!, { step: 0, bucket: 0 }), b!.allReduce(x[1]!, { step: 0, bucket: 0 })]);
+    assert.deepEqual((await next('result')).values, [111, 222, 333]);
+    // The child enters call 1 (possibly waiting at its first barrier) and is killed there.
+    child.send({ kind: 'reduce', step: 1, values: Array.from({ length: 5000 }, () => 1), timeoutMs: 60_000 });
+    await next('calling');
+    child.kill('SIGKILL');
+    const started = Date.now();
+    const results = await Promise.allSettled([
+      a!.allReduce(new Float32Array(5000), { step: 1, bucket: 0 }, { timeoutMs: 60_000 }),
+      b!.allReduce(new Float32Array(5000), { step: 1, bucket: 0 }, { timeoutMs: 60_000 }),
+    ]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      const err = (r as PromiseRejectedResult).reason;
+      assert.ok(isTrainerError(err, 'ERR_WORKER_LOST'), String(err));
+      assert.match(err.message, /rank 2 \(pid \d+\) exited|broken: rank [01] found a peer dead/);
+    }
+    assert.ok(Date.now() - started < 60_000, 'ended before the deadline');
+    await closeAll([a!, b!]);
+  } finally {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('stale segments of dead processes are removed; live ones and other files stay', { skip }, async () => {
+  const dir = tempDir();
+  const { child, next } = startChild();
+  try {
+    await next('started');
+    // A rank that opened its segment and was killed before its peers joined leaves the file behind.
+    child.send({ kind: 'membership', peers: peersOf(2), rank: 1, generation: 5, directory: dir, pieceBytes: PIECE_BYTES });
+    const stale = (await next('ready')).path!;
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    const live = new ShmAllReduce({ directory: dir, pieceBytes: PIECE_BYTES });
+    await live.reconfigure({ peers: peersOf(3), rank: 0, generation: 1 });
+    spawnSync('touch', [join(dir, 'pets-shm-notasegment'), join(dir, 'other-file')]);
+    const module = (load as Exclude<ShmLoad, { reason: string }>).module;
+    assert.deepEqual(module.sweep(dir, 60_000), [], 'nothing younger than the age limit is removed');
+    const removed = module.sweep(dir, 0);
+    assert.deepEqual(removed.sort(), [stale.slice(dir.length + 1), 'pets-shm-notasegment'].sort(),
+      'the dead rank\'s segment and a file too short to be one (no live process in it) are removed');
+    assert.ok(existsSync(live.segmentPath), 'a segment of a live process stays');
+    assert.ok(existsSync(join(dir, 'other-file')));
+    await live.close();
+    assert.ok(!existsSync(live.segmentPath), 'closed before its peers joined: removed by its own close');
+  } finally {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('transport choice: shm only for float32 rings whose every rank is on this host and when the module loads', () => {
+  const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], rank: 0, generation: 1 };
+  const loaded = { module: { maxRanks: 64 } } as unknown as ShmLoad;
+  const here = (): boolean => true;
+  assert.deepEqual(chooseTransport(m, 'float32', loaded, here), { transport: 'shm', why: 'all 2 ranks are on this host' });
+  assert.match(chooseTransport(m, 'float32', loaded, (a) => a !== 'ipc:///tmp/b').why, /rank 1 is on another host/);
+  assert.equal(chooseTransport(m, 'float32', loaded, (a) => a !== 'ipc:///tmp/b').transport, 'ring');
+  assert.match(chooseTransport({ ...m, localPeers: ['ipc:///tmp/a', undefined] }, 'float32', loaded, here).why, /rank 1 announced no same-host socket/);
+  assert.equal(chooseTransport(m, 'float16', loaded, here).transport, 'ring');
+  assert.equal(chooseTransport({ ...m, peers: peersOf(1), localPeers: ['ipc:///tmp/a'] }, 'float32', loaded, here).transport, 'ring');
+  assert.equal(chooseTransport(m, 'float32', { module: { maxRanks: 1 } } as unknown as ShmLoad, here).transport, 'ring');
+  // A build without the module (no compiler at install): ring, naming why.
+  const absent = loadShmModule({ ...process.env, PETS_SHM_ADDON: '/nonexistent/pets_shm.node' });
+  assert.ok('reason' in absent);
+  assert.match(absent.reason, /PETS_SHM_ADDON.*does not exist/);
+  assert.deepEqual(chooseTransport(m, 'float32', absent, here), { transport: 'ring', why: absent.reason });
+});
+
+test('the module carries the stamp of the sources beside it; a file that is not the module is refused, naming the rebuild', { skip }, () => {
+  assert.equal((load as { module: ShmModule }).module.sourceHash, nativeSourceHash());
+  const other = join(import.meta.dirname, '..', '..', '..', '..', 'native', 'build', 'pets_dnnl.node');
+  if (!existsSync(other)) return;
+  const wrong = loadShmModule({ ...process.env, PETS_SHM_ADDON: other }); // the oneDNN addon: it has a `reduce`, not the rest
+  assert.ok('reason' in wrong);
+  assert.match(wrong.reason, /lacks open, abort, close, sweep; rebuild it with `npm run build:native`/);
+});
+
+test('--allreduce shm where it cannot be used: every call fails with ERR_BAD_CONFIG saying why (not retried)', async () => {
+  const refused = new RefusedAllReduce('rank 1 is on another host', 2, 0);
+  await assert.rejects(refused.allReduce(), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && /--allreduce shm: rank 1 is on another host/.test(e.message));
+  assert.throws(() => new ShmAllReduce({ pieceBytes: 1000 }), /pieceBytes must be an integer multiple of 4/);
+});
