@@ -231,7 +231,8 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
   const merged: Record<string, unknown> = { ...DEFAULT_RUN_CONFIG };
   for (const layer of layers) {
     for (const [key, value] of Object.entries(layer)) {
-      if (!(key in DEFAULT_RUN_CONFIG)) fail(key, `a known setting (${Object.keys(DEFAULT_RUN_CONFIG).join(', ')})`, key);
+      // Own keys only: `in` also found Object.prototype's, so a file's `toString:` or `constructor:` passed unnoticed.
+      if (!Object.hasOwn(DEFAULT_RUN_CONFIG, key)) fail(key, `a known setting (${Object.keys(DEFAULT_RUN_CONFIG).join(', ')})`, key);
       if (value !== undefined) merged[key] = value;
     }
   }

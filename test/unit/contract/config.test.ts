@@ -38,6 +38,9 @@ test('bad values name the field, the rule and the value', () => {
   assert.throws(() => resolveRunConfig({ labelRe: '([a-z]+' }), badConfig(/^labelRe \(--label-re\) must be a valid regular expression/));
   assert.throws(() => resolveRunConfig({ labelRe: '[a-z]+' }), badConfig(/capture group/));
   assert.throws(() => resolveRunConfig({ colour: 'red' } as never), badConfig(/^colour must be a known setting/));
+  for (const key of ['toString', 'constructor', 'hasOwnProperty']) {
+    assert.throws(() => resolveRunConfig({ [key]: 1 } as never), badConfig(new RegExp(`^${key} must be a known setting`)), key);
+  }
   // The message names the flag beside the field: the same check answers `--valid-pct 1` and a file's validPct: 1.
   assert.throws(() => resolveRunConfig({ globalBs: '0' }), badConfig(/^globalBs \(--global-bs\) must be an integer ≥ 1, got "0"$/));
   assert.throws(() => resolveRunConfig({ augment: 'no' }), badConfig(/^augment \(--no-augment\) must be true or false, got "no"$/));
