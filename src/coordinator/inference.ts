@@ -14,7 +14,7 @@ import { BatchLoader } from '../training/data/loader.js';
 import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
-import { TrainerError } from '../contract/errors.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
@@ -109,10 +109,29 @@ export function checkImageArg(path: string): void {
       return false; // missing or unreadable: the decoder names the system's reason
     }
   })();
-  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
 }
 
-/** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
+/**
+ * The stderr line of an image `predict` could not use, in the form of the coordinator's other errors
+ * (`coordinator: ERR_BAD_IMAGE: truncated/corrupt: cat.jpg (VipsJpeg: premature end of JPEG image)`): the path once
+ * (the decoder's messages already name it; it used to be printed twice, `cat.jpg: truncated/corrupt: cat.jpg (…)`),
+ * prefixed only when the message does not name it.
+ * @param image - the argument as the user gave it
+ * @param err - what reading or predicting it threw
+ */
+export function predictFailureLine(image: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = isTrainerError(err) ? `${err.code}: ` : '';
+  return `coordinator: ${code}${message.includes(image) ? message : `${image}: ${message}`}`;
+}
+
+/**
+ * `coordinator predict <run-dir | model> <image…> [--backend] [--top k]`: one line per image on stdout,
+ * `<image>\t<class> <probability>` (k pairs with `--top k`, most probable first); an image that cannot be read gets a
+ * line on stderr ({@link predictFailureLine}) and the others are still predicted.
+ * @returns exit code: 0 when every image was predicted, 1 when one or more could not be
+ */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
   // Named as the user types it: `Usage: coordinator predict …` (a bare `predict` is no command on the PATH).
   const cmd = new Command('coordinator predict')
@@ -134,7 +153,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
         console.log(`${image}\t${order.map((i) => `${meta.classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`);
       } catch (err) {
         failures++;
-        console.error(`${image}: ${(err as Error).message}`);
+        console.error(predictFailureLine(image, err));
       }
     }
   } finally {
