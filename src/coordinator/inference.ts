@@ -32,13 +32,20 @@ export interface ModelRef {
 
 /**
  * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
- * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model
+ * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model (a missing model file: naming the
+ *   models saved beside it)
  */
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
-  if (path.endsWith('.safetensors') && existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+  const savedIn = (models: string): string[] => existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  if (path.endsWith('.safetensors')) {
+    if (existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+    // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
+    const others = savedIn(dirname(path)).map((f) => basename(f, '.safetensors')).sort();
+    throw new TrainerError('ERR_BAD_FLAG', `${target}: no such model file${others.length > 0 ? ` (saved beside it: ${others.join(', ')})` : ''}`);
+  }
   const models = join(path, 'models');
-  const saved = existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  const saved = savedIn(models);
   if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
   return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkImageArg, interpretDataOptions, predictFailureLine, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, findModel, interpretDataOptions, predictFailureLine, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
 import { TrainerError } from '../../../src/contract/errors.js';
 import { initBackend } from '../../../src/training/compute/backend.js';
 import { releaseBackend } from '../../../src/training/compute/release.js';
@@ -179,4 +179,19 @@ test('predict: one tab-separated line per image on stdout; an unreadable image g
 test('predictFailureLine names the image when the message does not', () => {
   assert.equal(predictFailureLine('a.jpg', new TrainerError('ERR_BAD_IMAGE', 'empty: a.jpg (file is empty)')), 'coordinator: ERR_BAD_IMAGE: empty: a.jpg (file is empty)');
   assert.equal(predictFailureLine('a.jpg', new Error('out of memory')), 'coordinator: a.jpg: out of memory');
+});
+
+test('a model file that does not exist is named as such, with the models saved beside it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-'));
+  try {
+    mkdirSync(join(dir, 'models'));
+    for (const f of ['stage-1.safetensors', 'stage-2.safetensors', 'stage-1.json']) writeFileSync(join(dir, 'models', f), '');
+    const missing = join(dir, 'models', 'stage-3.safetensors');
+    assert.throws(() => findModel(missing), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${missing}: no such model file (saved beside it: stage-1, stage-2)`);
+    const nowhere = join(dir, 'none', 'stage-1.safetensors');
+    assert.throws(() => findModel(nowhere), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${nowhere}: no such model file`);
+    assert.deepEqual(findModel(join(dir, 'models', 'stage-1.safetensors')), { dir, name: 'stage-1' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
