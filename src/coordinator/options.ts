@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -107,11 +107,11 @@ export interface TrainCommand {
 
 /** Flag → config field, for the flags that set the run configuration. */
 const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: string]> = [
-  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/)'],
+  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/) (default oxford-iiit-pet)'],
   ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
-  ['--label-from <how>', 'labelFrom', 'regex | folder | csv'],
+  ['--label-from <how>', 'labelFrom', 'regex | folder | csv (default regex)'],
   ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
-  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column)'],
+  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column) (default random)'],
   ['--train-folder <name>', 'trainFolder', 'training subfolder of --split folder (default train)'],
   ['--valid-folder <name>', 'validFolder', 'validation subfolder of --split folder (default valid)'],
   ['--valid-col <name>', 'validCol', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
@@ -144,8 +144,8 @@ export function trainProgram(): Command {
   addConfigFlags(cmd);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
-    .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
-    .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find)')
+    .option('--epochs <n>', `shorthand: epochs of stage 1 (frozen one-cycle) (default ${DEFAULT_STAGES[0]!.epochs})`)
+    .option('--fine-tune-epochs <n>', `shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find) (default ${DEFAULT_STAGES[2]!.epochs})`)
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
     .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)

@@ -7,6 +7,7 @@ import { CommanderError } from 'commander';
 import { DEFAULT_RUNTIME, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
 import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { DEFAULT_RUN_CONFIG, DEFAULT_STAGES } from '../../../src/contract/config.js';
 
 test('flags map onto the run config and runtime options', () => {
   const { config, runtime, explicit } = parseTrainArgs(['--workers', '2', '--data', '../shared/x', '--pretrained', 'none', '--size', '128',
@@ -121,4 +122,19 @@ test('--resume keeps the run\'s runtime settings unless a flag is given again (w
   // (--heartbeat-interval-ms 3000 given, the run's --heartbeat-timeout-ms 4000 taken: 4000 < 2 × 3000.)
   assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--heartbeat-interval-ms', '3000']), { heartbeatTimeoutMs: 4000 }, () => undefined),
     /--resume: --heartbeat-timeout-ms 4000 must be ≥ 2 × --heartbeat-interval-ms \(6000\); give both flags/);
+});
+
+test('--help names the default of each run setting a new user meets first (--data, --label-from, --split, --epochs, --fine-tune-epochs had none)', () => {
+  const options = trainProgram().options;
+  const d = DEFAULT_RUN_CONFIG;
+  // The expected values are the defaults the run uses (contract/config.ts), not the help's own text.
+  const expected: Array<[string, unknown]> = [
+    ['--data <source>', d.data], ['--label-from <how>', d.labelFrom], ['--split <how>', d.split], ['--valid-pct <fraction>', d.validPct],
+    ['--seed <n>', d.seed], ['--arch <name>', d.arch], ['--size <px>', d.size], ['--bs <n>', d.bs], ['--accum <n>', d.accum],
+    ['--epochs <n>', DEFAULT_STAGES[0]!.epochs], ['--fine-tune-epochs <n>', DEFAULT_STAGES[2]!.epochs],
+  ];
+  for (const [flag, value] of expected) {
+    const text = options.find((o) => o.flags === flag)?.description ?? '';
+    assert.ok(text.endsWith(`(default ${String(value)})`), `${flag}: ${text}`);
+  }
 });
