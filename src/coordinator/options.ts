@@ -156,7 +156,7 @@ export function trainProgram(): Command {
     .option('--allreduce <algo>', `${ALLREDUCE_CHOICES.join(' | ')} (star: the baseline) (default ${DEFAULT_RUNTIME.allreduce})`)
     .option('--allreduce-dtype <dtype>', `wire dtype of gradients: ${ALLREDUCE_DTYPE_CHOICES.join(' | ')} (default ${DEFAULT_RUNTIME.allreduceDtype})`)
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
-    .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
+    .option('--checkpoint-every <steps>', `also checkpoint every N optimizer steps; 0: epoch ends only, which turns off a resumed run's own (default ${DEFAULT_RUNTIME.checkpointEvery})`)
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
     .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')
     .option('--auto-resume', 'with --run-dir: continue the run there if it holds a checkpoint, else start it (for containers that restart with the same command)')

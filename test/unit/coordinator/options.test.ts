@@ -132,6 +132,8 @@ test('--help names the default of each run setting a new user meets first (--dat
     ['--data <source>', d.data], ['--label-from <how>', d.labelFrom], ['--split <how>', d.split], ['--valid-pct <fraction>', d.validPct],
     ['--seed <n>', d.seed], ['--arch <name>', d.arch], ['--size <px>', d.size], ['--bs <n>', d.bs], ['--accum <n>', d.accum],
     ['--epochs <n>', DEFAULT_STAGES[0]!.epochs], ['--fine-tune-epochs <n>', DEFAULT_STAGES[2]!.epochs],
+    // 0 is a value to give, not only the default: a resumed run keeps its own --checkpoint-every unless given again.
+    ['--checkpoint-every <steps>', DEFAULT_RUNTIME.checkpointEvery],
   ];
   for (const [flag, value] of expected) {
     const text = options.find((o) => o.flags === flag)?.description ?? '';
