@@ -32,6 +32,8 @@ import { resolveResNetConfig, type ResNetArch } from '../src/contract/resnet-spe
 import { lrFindChart, renderChart } from '../src/coordinator/report/charts.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
+import { checkInt } from '../src/contract/config.js';
+import { plainDefaults } from '../src/contract/cli-help.js';
 
 interface LearnFlags {
   data: string;
@@ -42,7 +44,7 @@ interface LearnFlags {
   lr: string;
   pretrained: string;
   seed: string;
-  /** Fraction of the items held out for validation (fastai valid_pct), checked in [0, 1) by {@link parseLearnArgs}. */
+  /** Fraction of the items held out for validation (fastai valid_pct), checked in (0, 1) by {@link parseLearnArgs}. */
   validPct: string;
   backend: string;
   dir: string;
@@ -116,8 +118,8 @@ async function run(f: LearnFlags): Promise<void> {
  * Parses the command line of `npm run learn`.
  * @param argv - arguments after the script name
  * @returns the flags, with the augmentation resolved and validated
- * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside [0, 1), ERR_BAD_CONFIG for a bad
- *   augmentation value (naming the field, its flag and the rule)
+ * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside (0, 1), ERR_BAD_CONFIG for a
+ *   --seed outside [0, 2^32 − 1] or a bad augmentation value (naming the field, its flag and the rule)
  */
 export function parseLearnArgs(argv: readonly string[]): LearnFlags {
   const program = new Command('learn')
@@ -129,21 +131,25 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--epochs <n>', 'epochs of fit_one_cycle (≥ 1)', '4')
     .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
     .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')
-    .option('--seed <n>', 'seed of split, shuffles, augmentation, init (≥ 0)', '42')
-    .option('--valid-pct <fraction>', 'fraction of items for validation, [0, 1) (the coordinator\'s --valid-pct)', '0.2')
+    .option('--seed <n>', 'seed of split, shuffles, augmentation, init, [0, 2^32 − 1]', '42')
+    .option('--valid-pct <fraction>', 'fraction of items for validation, (0, 1) (the coordinator\'s --valid-pct)', '0.2')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--dir <dir>', 'folder for models/ and the lr_find plot', 'runs/learn')
     .option('--lr-find', 'after stage 1: unfreeze and run lr_find, write lr_find.png')
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
     .option('--data-threads <n>', 'decode threads (default cores − 1)')
     .exitOverride();
-  addAugmentFlags(program);
-  program.parse([...argv], { from: 'user' });
+  plainDefaults(addAugmentFlags(program)).parse([...argv], { from: 'user' });
   const opts = program.opts<Omit<LearnFlags, 'transforms'>>();
+  // The coordinator's rule, (0, 1): learn validates after every epoch, so 0 used to train a whole epoch and then
+  // stop with "validation needs at least one validation item" (exit 1).
   const validPct = Number(opts.validPct);
-  if (opts.validPct.trim() === '' || !(validPct >= 0 && validPct < 1)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in [0, 1), got ${JSON.stringify(opts.validPct)}`);
+  if (opts.validPct.trim() === '' || !(validPct > 0 && validPct < 1)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in (0, 1): validation runs after every epoch, got ${JSON.stringify(opts.validPct)}`);
   }
+  // The coordinator's range, checked before anything loads: a seed past 2^32 was refused by the model only after the
+  // data had been read and verified.
+  checkInt('--seed', opts.seed, 0, 2 ** 32 - 1);
   return { ...opts, transforms: augmentFromFlags(program) };
 }
 

@@ -134,8 +134,26 @@ export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
 /** Everything optional: what a config file or the flags may set. */
 export type RunConfigInput = { [K in keyof RunConfig]?: unknown };
 
+/**
+ * The command-line flag of each run setting that has one. A setting's message names both, `validPct (--valid-pct)
+ * must be …`, as the transform fields' always did: the same check serves the config file (field) and the flags,
+ * and a user who typed `--valid-pct 1` was told only about a `validPct` they never wrote.
+ */
+const SETTING_FLAGS: Readonly<Partial<Record<keyof RunConfig, string>>> = Object.freeze({
+  data: '--data', labelRe: '--label-re', labelFrom: '--label-from', labels: '--labels', split: '--split',
+  trainFolder: '--train-folder', validFolder: '--valid-folder', validCol: '--valid-col', validPct: '--valid-pct',
+  seed: '--seed', arch: '--arch', size: '--size', augment: '--no-augment', bs: '--bs', accum: '--accum',
+  globalBs: '--global-bs', lrScale: '--lr-scale', baseBs: '--base-bs', workers: '--workers', expect: '--expect',
+  backend: '--backend', pretrained: '--pretrained', runDir: '--run-dir',
+});
+
+/** `field (--flag)` for a run setting with a flag, else `field` as given (stage fields, flags, inner names). */
+function settingName(field: string): string {
+  return Object.hasOwn(SETTING_FLAGS, field) ? `${field} (${(SETTING_FLAGS as Record<string, string>)[field]})` : field;
+}
+
 function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode = 'ERR_BAD_CONFIG'): never {
-  throw new TrainerError(code, `${field} must be ${rule}, got ${JSON.stringify(got)}`);
+  throw new TrainerError(code, `${settingName(field)} must be ${rule}, got ${JSON.stringify(got)}`);
 }
 
 /** Most epochs of one stage (a bound that catches typos such as `--epochs 1e9`, far beyond any real run). */
@@ -213,7 +231,8 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
   const merged: Record<string, unknown> = { ...DEFAULT_RUN_CONFIG };
   for (const layer of layers) {
     for (const [key, value] of Object.entries(layer)) {
-      if (!(key in DEFAULT_RUN_CONFIG)) fail(key, `a known setting (${Object.keys(DEFAULT_RUN_CONFIG).join(', ')})`, key);
+      // Own keys only: `in` also found Object.prototype's, so a file's `toString:` or `constructor:` passed unnoticed.
+      if (!Object.hasOwn(DEFAULT_RUN_CONFIG, key)) fail(key, `a known setting (${Object.keys(DEFAULT_RUN_CONFIG).join(', ')})`, key);
       if (value !== undefined) merged[key] = value;
     }
   }
@@ -247,11 +266,11 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
-  if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom is csv', null);
+  if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom (--label-from) is csv', null);
   // A worker would find this out only after it started (resolvePretrainedWeights): torchvision has no resnet10 weights.
   if (cfg.arch === 'resnet10' && cfg.pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', cfg.pretrained);
-  if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless labelFrom is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
-  if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (${cfg.trainFolder})`, cfg.validFolder);
+  if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless labelFrom (--label-from) is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
+  if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (--train-folder: ${cfg.trainFolder})`, cfg.validFolder);
   const names = cfg.stages.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) fail('stages', 'a list with unique stage names (each is saved as models/<name>)', names);
@@ -314,8 +333,8 @@ export function augmentOf(c: Pick<RunConfig, 'augment' | keyof TransformSettings
 
 function resolveExpect(value: unknown, workers: number): number {
   const n = checkInt('expect', value, 0, 1024);
-  if (n === 0 && workers === 0) fail('expect', 'an integer ≥ 1 when workers is 0 (remote workers only)', value);
-  if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (${workers})`, value);
+  if (n === 0 && workers === 0) fail('expect', 'an integer ≥ 1 when workers (--workers) is 0 (remote workers only)', value);
+  if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (--workers: ${workers})`, value);
   return n === 0 ? workers : n;
 }
 

@@ -203,11 +203,16 @@ export class CheckpointStore {
  * Loads the newest intact checkpoint of `runDir` and merges the flags given again.
  * @param explicit - settings the user gave on this command line (flags or --config)
  * @param log - receives one line per skipped (corrupt/truncated) checkpoint
- * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist or a flag disagrees with the run; ERR_CHECKPOINT when it holds no intact checkpoint
+ * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist, a flag disagrees with the run, or a `--run-dir` names
+ *   another folder; ERR_CHECKPOINT when it holds no intact checkpoint
  */
 export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
   // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
   if (!existsSync(runDir)) throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: no such run directory`);
+  // A resumed run goes on in its own folder; a --run-dir naming another was silently ignored.
+  if (typeof explicit.runDir === 'string' && resolve(explicit.runDir) !== resolve(runDir)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir} continues the run in that folder, but --run-dir names another (${explicit.runDir}): drop --run-dir, or copy the run folder there and --resume the copy`);
+  }
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);

@@ -14,7 +14,8 @@ import { BatchLoader } from '../training/data/loader.js';
 import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
-import { TrainerError } from '../contract/errors.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { plainDefaults } from '../contract/cli-help.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
@@ -33,13 +34,20 @@ export interface ModelRef {
 
 /**
  * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
- * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model
+ * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model (a missing model file: naming the
+ *   models saved beside it)
  */
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
-  if (path.endsWith('.safetensors') && existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+  const savedIn = (models: string): string[] => existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  if (path.endsWith('.safetensors')) {
+    if (existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+    // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
+    const others = savedIn(dirname(path)).map((f) => basename(f, '.safetensors')).sort();
+    throw new TrainerError('ERR_BAD_FLAG', `${target}: no such model file${others.length > 0 ? ` (saved beside it: ${others.join(', ')})` : ''}`);
+  }
   const models = join(path, 'models');
-  const saved = existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  const saved = savedIn(models);
   if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
   return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };
@@ -105,17 +113,36 @@ export function checkImageArg(path: string): void {
       return false; // missing or unreadable: the decoder names the system's reason
     }
   })();
-  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
 }
 
-/** `coordinator predict <run-dir | model> <image…> [--backend]`. @returns exit code */
+/**
+ * The stderr line of an image `predict` could not use, in the form of the coordinator's other errors
+ * (`coordinator: ERR_BAD_IMAGE: truncated/corrupt: cat.jpg (VipsJpeg: premature end of JPEG image)`): the path once
+ * (the decoder's messages already name it; it used to be printed twice, `cat.jpg: truncated/corrupt: cat.jpg (…)`),
+ * prefixed only when the message does not name it.
+ * @param image - the argument as the user gave it
+ * @param err - what reading or predicting it threw
+ */
+export function predictFailureLine(image: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = isTrainerError(err) ? `${err.code}: ` : '';
+  return `coordinator: ${code}${message.includes(image) ? message : `${image}: ${message}`}`;
+}
+
+/**
+ * `coordinator predict <run-dir | model> <image…> [--backend] [--top k]`: one line per image on stdout,
+ * `<image>\t<class> <probability>` (k pairs with `--top k`, most probable first); an image that cannot be read gets a
+ * line on stderr ({@link predictFailureLine}) and the others are still predicted.
+ * @returns exit code: 0 when every image was predicted, 1 when one or more could not be
+ */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
   // Named as the user types it: `Usage: coordinator predict …` (a bare `predict` is no command on the PATH).
   const cmd = new Command('coordinator predict')
     .description("fastai's learn.predict: each image's most probable classes with their probabilities (resized and centre-cropped as the validation set)")
     .argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
-  cmd.parse([...argv], { from: 'user' });
+  plainDefaults(cmd).parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
   // Checked, not coerced: `--top abc` or `--top 0` used to mean 1 without a word.
   const top = checkInt('--top', cmd.opts<{ top: string }>().top, 1);
@@ -130,7 +157,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
         console.log(`${image}\t${order.map((i) => `${meta.classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`);
       } catch (err) {
         failures++;
-        console.error(`${image}: ${(err as Error).message}`);
+        console.error(predictFailureLine(image, err));
       }
     }
   } finally {
@@ -161,7 +188,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     .argument('<model>', 'run directory or models/<name>.safetensors')
     .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
-  cmd.parse([...argv], { from: 'user' });
+  plainDefaults(cmd).parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
   const o = cmd.opts<{ data?: string; backend: string; bs: string }>();
   // Checked before anything loads: `--bs abc` used to mean 32, `--bs -5` failed late naming "shardPlan batchSize".

@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -111,11 +111,11 @@ export interface TrainCommand {
 
 /** Flag → config field, for the flags that set the run configuration. */
 const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: string]> = [
-  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/)'],
+  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/) (default oxford-iiit-pet)'],
   ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
-  ['--label-from <how>', 'labelFrom', 'regex | folder | csv'],
+  ['--label-from <how>', 'labelFrom', 'regex | folder | csv (default regex)'],
   ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
-  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column)'],
+  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column) (default random)'],
   ['--train-folder <name>', 'trainFolder', 'training subfolder of --split folder (default train)'],
   ['--valid-folder <name>', 'validFolder', 'validation subfolder of --split folder (default valid)'],
   ['--valid-col <name>', 'validCol', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
@@ -148,8 +148,8 @@ export function trainProgram(): Command {
   addConfigFlags(cmd);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
-    .option('--epochs <n>', 'shorthand: epochs of stage 1 (frozen one-cycle)')
-    .option('--fine-tune-epochs <n>', 'shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find)')
+    .option('--epochs <n>', `shorthand: epochs of stage 1 (frozen one-cycle) (default ${DEFAULT_STAGES[0]!.epochs})`)
+    .option('--fine-tune-epochs <n>', `shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find) (default ${DEFAULT_STAGES[2]!.epochs})`)
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
     .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
@@ -160,7 +160,7 @@ export function trainProgram(): Command {
     .option('--allreduce <algo>', `${ALLREDUCE_CHOICES.join(' | ')} (auto: shared memory when all workers share this host, else ring; star: the baseline) (default ${DEFAULT_RUNTIME.allreduce})`)
     .option('--allreduce-dtype <dtype>', `wire dtype of gradients: ${ALLREDUCE_DTYPE_CHOICES.join(' | ')} (default ${DEFAULT_RUNTIME.allreduceDtype})`)
     .option('--bucket-mb <mb>', `gradient bucket size in MiB (default ${DEFAULT_RUNTIME.bucketMb})`)
-    .option('--checkpoint-every <steps>', 'also checkpoint every N optimizer steps (default: epoch ends only)')
+    .option('--checkpoint-every <steps>', `also checkpoint every N optimizer steps; 0: epoch ends only, which turns off a resumed run's own (default ${DEFAULT_RUNTIME.checkpointEvery})`)
     .option('--keep <k>', `newest checkpoints kept, each ≈ 12 bytes per parameter: ResNet34 ≈ 262 MB (default ${DEFAULT_RUNTIME.keep}: newest + one fallback)`)
     .option('--resume <run-dir>', 'continue a run from its newest intact checkpoint')
     .option('--auto-resume', 'with --run-dir: continue the run there if it holds a checkpoint, else start it (for containers that restart with the same command)')

@@ -38,6 +38,8 @@ export class StepMetricsRecorder {
   private timer: NodeJS.Timeout | null = null;
   private training = false;
   private bestLinkRate = 0;
+  /** Index of the stage whose plan the gauges show (null before the first step this process records). */
+  private plannedStage: number | null = null;
 
   constructor(private readonly metrics: MetricsServer) {}
 
@@ -78,9 +80,17 @@ export class StepMetricsRecorder {
     }
   }
 
-  /** Records one committed step of `stage` (stepInStage is the count of committed steps, ≥ 1). */
+  /**
+   * Records one committed step of `stage` (stepInStage is the count of committed steps, ≥ 1). The stage's plan
+   * (`pets_epochs_planned`, `pets_steps_planned`) is set on the first step this process records of each stage, not
+   * on the stage's step 1: a run resumed mid-stage never records its step 1, and used to export no plan at all (the
+   * dashboard's "fit progress" showed no data until the next stage).
+   */
   record(stage: StagePlan, stepInStage: number, replies: readonly Reply<StepDoneMessage>[], loss: number, lrs: readonly number[], momentum: number, seconds: number): void {
-    if (stepInStage === 1) this.metrics.setPlan({ epochs: Math.max(1, stage.config.epochs), totalSteps: stage.totalSteps });
+    if (stage.index !== this.plannedStage) {
+      this.plannedStage = stage.index;
+      this.metrics.setPlan({ epochs: Math.max(1, stage.config.epochs), totalSteps: stage.totalSteps });
+    }
     this.training = true;
     this.metrics.recordStep({
       step: stepInStage, epoch: Math.floor((stepInStage - 1) / stage.stepsPerEpoch), trainLoss: loss, lrs,

@@ -84,6 +84,10 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
     assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
     // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
+    // Found by a new user: `--resume A --run-dir B` went on in A without a word about B.
+    assert.throws(() => loadResumePoint(dir, { runDir: path.join(dir, 'elsewhere') }, () => undefined),
+      (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message.includes(`continues the run in that folder, but --run-dir names another (${path.join(dir, 'elsewhere')})`));
+    assert.equal(loadResumePoint(dir, { runDir: `${dir}/./` }, () => undefined).config.runDir, dir, 'the same folder written otherwise is fine (--auto-resume passes it)');
     const missing = path.join(dir, 'no-such-run');
     assert.throws(() => loadResumePoint(missing, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /no such run directory/.test(e.message));
   } finally {

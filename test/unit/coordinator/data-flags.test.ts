@@ -52,12 +52,12 @@ test('out-of-range augmentation values name the field, the flag and the range', 
 });
 
 test('--bs 1 is refused at the edge: BatchNorm needs more than one image per batch in training', () => {
-  bad(['--bs', '1'], 'bs must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "1"');
+  bad(['--bs', '1'], 'bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "1"');
   for (const v of ['0', '-3']) {
-    bad(['--bs', v], `bs must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "${v}"`);
+    bad(['--bs', v], `bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "${v}"`);
   }
-  bad(['--bs', 'abc'], 'bs must be an integer in [2, 4096], got "abc"');
-  bad(['--bs', '5000'], 'bs must be an integer in [2, 4096], got "5000"');
+  bad(['--bs', 'abc'], 'bs (--bs) must be an integer in [2, 4096], got "abc"');
+  bad(['--bs', '5000'], 'bs (--bs) must be an integer in [2, 4096], got "5000"');
   assert.equal(parseTrainArgs(['--bs', '2']).config.bs, 2);
 });
 
@@ -66,10 +66,10 @@ test('layout flags: --split folder|csv with their names, checked together', () =
   assert.deepEqual([config.split, config.trainFolder, config.validFolder], ['folder', 'training', 'testing']);
   const csv = parseTrainArgs(['--label-from', 'csv', '--labels', 'l.csv', '--split', 'csv', '--valid-col', 'valid']).config;
   assert.deepEqual([csv.split, csv.validCol], ['csv', 'valid']);
-  bad(['--split', 'csv'], 'split must be random|official|folder unless labelFrom is csv (split csv reads the CSV\'s is_valid column), got "csv"');
-  bad(['--split', 'folder', '--valid-folder', 'train'], 'validFolder must be a folder other than trainFolder (train), got "train"');
-  bad(['--train-folder', 'a/b'], 'trainFolder must be a folder name directly under the image folder (no "/"), got "a/b"');
-  bad(['--split', 'folders'], 'split must be one of random|official|folder|csv, got "folders"');
+  bad(['--split', 'csv'], 'split (--split) must be random|official|folder unless labelFrom (--label-from) is csv (split csv reads the CSV\'s is_valid column), got "csv"');
+  bad(['--split', 'folder', '--valid-folder', 'train'], 'validFolder (--valid-folder) must be a folder other than trainFolder (--train-folder: train), got "train"');
+  bad(['--train-folder', 'a/b'], 'trainFolder (--train-folder) must be a folder name directly under the image folder (no "/"), got "a/b"');
+  bad(['--split', 'folders'], 'split (--split) must be one of random|official|folder|csv, got "folders"');
 });
 
 test('the setup frame carries the transforms (null = no augmentation) and rejects bad ones, naming the field', () => {
@@ -87,7 +87,7 @@ test('the setup frame carries the transforms (null = no augmentation) and reject
 });
 
 test('pretrained checks that need only the flags: resnet10 has no ImageNet weights; a weights file must match --arch', async () => {
-  bad(['--arch', 'resnet10'], 'pretrained must be none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it), got "imagenet"');
+  bad(['--arch', 'resnet10'], 'pretrained (--pretrained) must be none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it), got "imagenet"');
   const tiny = new URL('../../../../shared/fixtures/resnet-tiny/weights.safetensors', import.meta.url).pathname;
   await checkPretrainedFile(tiny, 'resnet10');
   await checkPretrainedFile('none', 'resnet18');

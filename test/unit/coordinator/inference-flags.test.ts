@@ -8,7 +8,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkImageArg, interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, findModel, interpretDataOptions, predictFailureLine, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { TrainerError } from '../../../src/contract/errors.js';
+import { initBackend } from '../../../src/training/compute/backend.js';
+import { releaseBackend } from '../../../src/training/compute/release.js';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../../../src/training/data/transforms.js';
+import { Replica } from '../../../src/training/learner/replica.js';
+import { saveModel } from '../../../src/training/learner/save.js';
+import type { ResNetConfig } from '../../../src/contract/resnet-spec.js';
 import { createDataBunch } from '../../../src/training/data/databunch.js';
 import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
@@ -121,10 +128,69 @@ test('each subcommand\'s --help names the command as typed (coordinator <sub>) a
 test('predict refuses a folder as a folder, naming what to pass instead; files pass the check', () => {
   const dir = mkdtempSync(join(tmpdir(), 'predict-arg-'));
   try {
-    assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
+    assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `${dir}: a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
     writeFileSync(join(dir, 'a.jpg'), 'x');
     checkImageArg(join(dir, 'a.jpg'));
     checkImageArg(join(dir, 'missing.jpg'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('predict: one tab-separated line per image on stdout; an unreadable image gets one coordinator error line naming its path once, and exit 1', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'predict-run-'));
+  const shared = new URL('../../../../shared/datasets/', import.meta.url).pathname;
+  const good = join(shared, 'oxford-iiit-pet-sample/images/pug_139.jpg');
+  const truncated = join(shared, 'bad-inputs/images/Bengal_9001.jpg');
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  try {
+    await initBackend('cpu');
+    const arch: ResNetConfig = { block: 'basic', layers: [1, 1, 1, 1] };
+    const replica = await Replica.create({ arch, numClasses: 2, seed: 1, pretrained: null, frozen: true });
+    await saveModel(replica, { arch, classes: ['cat', 'dog'], size: 32, normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD } }, dir, 'stage-1');
+    replica.dispose();
+    releaseBackend();
+    console.log = (line: string) => { out.push(line); };
+    console.error = (line: string) => { err.push(line); };
+    const code = await runPredictCommand([dir, truncated, good, dir, '--backend', 'cpu', '--top', '2']);
+    console.log = log;
+    console.error = error;
+    assert.equal(code, 1, 'some images could not be predicted');
+    assert.equal(out.length, 1, out.join('\n'));
+    // `<image>\t<class> <p>\t<class> <p>`: the two classes, most probable first, probabilities summing to 1.
+    const [path, ...pairs] = out[0]!.split('\t');
+    assert.equal(path, good);
+    const top = pairs.map((p) => p.split(' '));
+    assert.deepEqual(top.map(([c]) => c).sort(), ['cat', 'dog']);
+    assert.ok(Number(top[0]![1]) >= Number(top[1]![1]) && Math.abs(Number(top[0]![1]) + Number(top[1]![1]) - 1) <= 2e-4, out[0]);
+    assert.equal(err.length, 2, err.join('\n'));
+    assert.match(err[0]!, /^coordinator: ERR_BAD_IMAGE: truncated\/corrupt: \S+Bengal_9001\.jpg \(/);
+    assert.match(err[1]!, /^coordinator: ERR_BAD_IMAGE: \S+: a folder, not an image file/);
+    for (const [line, path] of [[err[0]!, truncated], [err[1]!, dir]] as const) assert.equal(line.split(path).length - 1, path === dir ? 2 : 1, line);
+  } finally {
+    console.log = log;
+    console.error = error;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('predictFailureLine names the image when the message does not', () => {
+  assert.equal(predictFailureLine('a.jpg', new TrainerError('ERR_BAD_IMAGE', 'empty: a.jpg (file is empty)')), 'coordinator: ERR_BAD_IMAGE: empty: a.jpg (file is empty)');
+  assert.equal(predictFailureLine('a.jpg', new Error('out of memory')), 'coordinator: a.jpg: out of memory');
+});
+
+test('a model file that does not exist is named as such, with the models saved beside it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-'));
+  try {
+    mkdirSync(join(dir, 'models'));
+    for (const f of ['stage-1.safetensors', 'stage-2.safetensors', 'stage-1.json']) writeFileSync(join(dir, 'models', f), '');
+    const missing = join(dir, 'models', 'stage-3.safetensors');
+    assert.throws(() => findModel(missing), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${missing}: no such model file (saved beside it: stage-1, stage-2)`);
+    const nowhere = join(dir, 'none', 'stage-1.safetensors');
+    assert.throws(() => findModel(nowhere), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${nowhere}: no such model file`);
+    assert.deepEqual(findModel(join(dir, 'models', 'stage-1.safetensors')), { dir, name: 'stage-1' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

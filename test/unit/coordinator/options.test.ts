@@ -7,6 +7,7 @@ import { CommanderError } from 'commander';
 import { DEFAULT_RUNTIME, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
 import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { DEFAULT_RUN_CONFIG, DEFAULT_STAGES } from '../../../src/contract/config.js';
 
 test('flags map onto the run config and runtime options', () => {
   const { config, runtime, explicit } = parseTrainArgs(['--workers', '2', '--data', '../shared/x', '--pretrained', 'none', '--size', '128',
@@ -48,8 +49,8 @@ test('a config file sets stages; flags win over it', () => {
 test('bad flags stop the run before it starts, naming flag and rule', () => {
   const bad = (argv: string[], re: RegExp) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
     (isTrainerError(e) && re.test(e.message)) || (e instanceof CommanderError && re.test(e.message)));
-  bad(['--workers', 'two'], /^workers must be an integer in \[0, 1024\], got "two"$/);
-  bad(['--workers', '0'], /^expect must be an integer ≥ 1 when workers is 0/);
+  bad(['--workers', 'two'], /^workers \(--workers\) must be an integer in \[0, 1024\], got "two"$/);
+  bad(['--workers', '0'], /^expect \(--expect\) must be an integer ≥ 1 when workers \(--workers\) is 0/);
   bad(['--bind', 'localhost:5555'], /^--bind must be tcp:\/\/host:port or ipc:\/\/path/);
   // ZeroMQ would silently bind 99999 mod 65536 = 34463 (measured with zeromq 6).
   bad(['--bind', 'tcp://127.0.0.1:99999'], /^--bind port must be an integer in \[0, 65535\] \(0 = any free port\), got 99999$/);
@@ -137,4 +138,21 @@ test('--resume of a run recorded before --allreduce auto existed keeps its ring;
   assert.equal(inheritRuntime(parseTrainArgs(['--resume', 'runs/x']), saved, (l) => logs.push(l)).allreduce, 'ring');
   assert.deepEqual(logs, ['--resume: keeping this run\'s --allreduce ring (give a flag to change one)']);
   assert.equal(inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--allreduce', 'auto']), saved, () => undefined).allreduce, 'auto');
+});
+
+test('--help names the default of each run setting a new user meets first (--data, --label-from, --split, --epochs, --fine-tune-epochs had none)', () => {
+  const options = trainProgram().options;
+  const d = DEFAULT_RUN_CONFIG;
+  // The expected values are the defaults the run uses (contract/config.ts), not the help's own text.
+  const expected: Array<[string, unknown]> = [
+    ['--data <source>', d.data], ['--label-from <how>', d.labelFrom], ['--split <how>', d.split], ['--valid-pct <fraction>', d.validPct],
+    ['--seed <n>', d.seed], ['--arch <name>', d.arch], ['--size <px>', d.size], ['--bs <n>', d.bs], ['--accum <n>', d.accum],
+    ['--epochs <n>', DEFAULT_STAGES[0]!.epochs], ['--fine-tune-epochs <n>', DEFAULT_STAGES[2]!.epochs],
+    // 0 is a value to give, not only the default: a resumed run keeps its own --checkpoint-every unless given again.
+    ['--checkpoint-every <steps>', DEFAULT_RUNTIME.checkpointEvery],
+  ];
+  for (const [flag, value] of expected) {
+    const text = options.find((o) => o.flags === flag)?.description ?? '';
+    assert.ok(text.endsWith(`(default ${String(value)})`), `${flag}: ${text}`);
+  }
 });

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
+import type { StagePlan } from '../../../src/contract/plan/plan.js';
 import { MetricsServer } from '../../../src/coordinator/metrics/server.js';
 import { StepMetricsRecorder, allreduceSendRate, workerStateOf } from '../../../src/coordinator/run-metrics.js';
 
@@ -48,6 +49,27 @@ describe('run-metrics', () => {
     recorder.finish();
     text = await metrics.scrape();
     assert.equal(value(text, 'pets_workers', 'state="left"'), 2);
+    recorder.close();
+  });
+
+  it('exports the stage plan from the first step it records, also when a resumed run starts mid-stage', async () => {
+    const metrics = new MetricsServer({ port: 0, runId: 'rm', defaultMetrics: false });
+    const recorder = new StepMetricsRecorder(metrics);
+    const stage = (index: number, epochs: number, stepsPerEpoch: number): StagePlan => ({
+      index, config: { kind: 'one_cycle', name: `stage-${index + 1}`, epochs, maxLr: 'slice(3e-3)', frozen: true },
+      maxLrs: [3e-4, 3e-4, 3e-3], stepsPerEpoch, totalSteps: epochs * stepsPerEpoch,
+    } as StagePlan);
+    // A run resumed at step 56 of a 6 × 14-step stage: its first recorded step is 57, never 1.
+    recorder.record(stage(0, 6, 14), 57, [], 5, [3e-4, 3e-4, 3e-3], 0.9, 0.5);
+    let text = await metrics.scrape();
+    assert.equal(value(text, 'pets_steps_planned', 'run="rm"'), 84);
+    assert.equal(value(text, 'pets_epochs_planned', 'run="rm"'), 6);
+    assert.equal(value(text, 'pets_global_step', 'run="rm"'), 57);
+    // The next stage's plan replaces it at that stage's first recorded step.
+    recorder.record(stage(1, 2, 14), 1, [], 4, [1e-6, 1e-5, 1e-4], 0.95, 0.5);
+    text = await metrics.scrape();
+    assert.equal(value(text, 'pets_steps_planned', 'run="rm"'), 28);
+    assert.equal(value(text, 'pets_epochs_planned', 'run="rm"'), 2);
     recorder.close();
   });
 });

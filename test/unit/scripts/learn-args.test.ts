@@ -39,11 +39,19 @@ test('bad values are refused with the field, its flag and the rule (the coordina
   assert.throws(() => parseLearnArgs([...BASE, '--max-rotat', '3']), (e) => e instanceof CommanderError && e.exitCode !== 0);
 });
 
-test('--valid-pct as the coordinator\'s: default 0.2, a fraction in [0, 1), refused otherwise naming the flag', () => {
+test('--valid-pct as the coordinator\'s: default 0.2, a fraction in (0, 1), refused otherwise naming the flag', () => {
   // The data check tells a user whose classes lack validation images to "raise --valid-pct": learn must have it.
   assert.equal(parseLearnArgs(BASE).validPct, '0.2');
   assert.equal(parseLearnArgs([...BASE, '--valid-pct', '0.35']).validPct, '0.35');
-  for (const bad of ['1', '-0.1', 'lots', '']) {
-    assert.throws(() => parseLearnArgs([...BASE, '--valid-pct', bad]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--valid-pct must be a number in \[0, 1\)/.test(e.message), bad);
+  // 0 too: learn validates after every epoch, and 0 used to train a whole epoch before failing on the empty split.
+  for (const bad of ['0', '1', '-0.1', 'lots', '']) {
+    assert.throws(() => parseLearnArgs([...BASE, '--valid-pct', bad]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--valid-pct must be a number in \(0, 1\)/.test(e.message), bad);
+  }
+});
+
+test('--seed as the coordinator\'s: an integer in [0, 2^32 − 1], refused before anything loads', () => {
+  assert.equal(parseLearnArgs([...BASE, '--seed', '4294967295']).seed, '4294967295');
+  for (const bad of ['-1', '4294967296', '5000000000', '1.5', 'x']) {
+    assert.throws(() => parseLearnArgs([...BASE, '--seed', bad]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /^--seed must be an integer in \[0, 4294967295\]/.test(e.message), bad);
   }
 });

@@ -8,7 +8,9 @@ import { pathToFileURL } from 'node:url';
 import {
   confusionMatrixChart, lrFindChart, lrFindSubtitle, renderChart, trainingCurvesChart, trainingCurvesData,
 } from '../../../../src/coordinator/report/charts.js';
-import { fontsRenderText } from '../../../../src/coordinator/report/render.js';
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import { CHART_CONFIG, fontsRenderText } from '../../../../src/coordinator/report/render.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 import type { StageRecord } from '../../../../src/coordinator/report/types.js';
 import { assertPngNotBlank } from './png-checks.js';
@@ -97,4 +99,20 @@ test('the three charts render to non-blank PNGs of plausible size', async () => 
 
 test('confusionMatrixChart rejects a matrix that is not classes × classes', () => {
   assert.throws(() => confusionMatrixChart(['a', 'b'], [[1, 0]]), (e: unknown) => isTrainerError(e, 'ERR_DATA') && /must be 2 × 2/.test(e.message));
+});
+
+test('the confusion matrix legend shows whole counts only (its ticks were 0.0, 0.5, … 2.0 for a largest count of 2)', async () => {
+  // 37 classes (the Pets run that showed it): the legend is as tall as the matrix, so Vega puts more ticks on it.
+  const classes = Array.from({ length: 37 }, (_, i) => `class${i}`);
+  for (const max of [2, 3, 7]) {
+    const matrix: number[][] = classes.map((_, i) => classes.map((__, j) => (i === j ? 1 : 0)));
+    matrix[0]![1] = max; // the largest count sets the legend's range
+    const vgSpec = compile({ ...confusionMatrixChart(classes, matrix).spec, config: CHART_CONFIG } as TopLevelSpec).spec;
+    const view = new vega.View(vega.parse(vgSpec), { renderer: 'none' });
+    const svg = await view.toSVG();
+    view.finalize();
+    const texts = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]!);
+    assert.ok(texts.includes('0'), texts.join(' | '));
+    assert.deepEqual(texts.filter((t) => /^\d*\.\d+$/.test(t)), [], texts.join(' | '));
+  }
 });

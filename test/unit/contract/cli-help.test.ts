@@ -1,0 +1,48 @@
+// Every command's --help shows its defaults as a user types them: commander JSON-quotes a string default
+// (`--top <k>  classes to show per image (default: "1")`), so numbers read as strings beside the train command's
+// `(default 64)`. The expected texts are the defaults each command declares.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Command } from 'commander';
+import { plainDefaults } from '../../../src/contract/cli-help.js';
+import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
+import { parseWorkerArgs } from '../../../src/worker/cli.js';
+import { parseLearnArgs } from '../../../scripts/learn.js';
+
+async function helpOf(run: () => unknown): Promise<string> {
+  let text = '';
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
+  try {
+    await assert.rejects(async () => { await run(); }, (e: unknown) => (e as { code?: string }).code === 'commander.helpDisplayed');
+  } finally {
+    process.stdout.write = write;
+  }
+  return text.replace(/\s+/g, ' ');
+}
+
+test('plainDefaults shows string defaults as typed and leaves the others', () => {
+  const cmd = plainDefaults(new Command('x').option('--top <k>', 'k', '1').option('--list <a>', 'a', ['a'] as unknown as string)
+    .option('--flag', 'f').option('--named <n>', 'n', '2'));
+  const [top, list, flag] = cmd.options;
+  assert.equal(top!.defaultValueDescription, '1');
+  assert.equal(list!.defaultValueDescription, undefined);
+  assert.equal(flag!.defaultValueDescription, undefined);
+  assert.match(cmd.helpInformation(), /--top <k> +k \(default: 1\)/);
+});
+
+test('predict, interpret, show-batch, worker and learn print no JSON-quoted default', async () => {
+  const helps: Record<string, [() => unknown, RegExp[]]> = {
+    predict: [() => runPredictCommand(['--help']), [/--top <k> classes to show per image \(default: 1\)/, /\(default: auto\)/]],
+    interpret: [() => runInterpretCommand(['--help']), [/--bs <n> evaluation batch \(default: 32\)/]],
+    'show-batch': [() => runShowBatchCommand(['--help']), [/--rows <n> grid rows and columns \(default: 3\)/, /\(default: show-batch\.png\)/]],
+    worker: [() => parseWorkerArgs(['--help']), [/\(default: tcp:\/\/127\.0\.0\.1:\*\)/, /\(default: 10000\)/]],
+    learn: [() => parseLearnArgs(['--help']), [/--size <pixels> image side \(≥ 32\) \(default: 224\)/, /\(default: slice\(3e-3\)\)/]],
+  };
+  for (const [name, [run, expected]] of Object.entries(helps)) {
+    const text = await helpOf(run);
+    assert.doesNotMatch(text, /\(default: "/, `${name}: ${text}`);
+    for (const re of expected) assert.match(text, re, `${name}: ${text}`);
+  }
+});
