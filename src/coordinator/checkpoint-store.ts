@@ -18,7 +18,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import { inheritRuntime, type TrainCommand } from './options.js';
+import { applyStageShorthands, flagOfField, inheritRuntime, type StageShorthands, type TrainCommand } from './options.js';
 import { shellArg } from './shell-arg.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
@@ -204,18 +204,23 @@ export class CheckpointStore {
  * @param log - receives one line per skipped (corrupt/truncated) checkpoint
  * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist or a flag disagrees with the run; ERR_CHECKPOINT when it holds no intact checkpoint
  */
-export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
+export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, log: (line: string) => void, shorthands?: StageShorthands): { point: ResumePoint; config: RunConfig } {
   // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
   if (!existsSync(runDir)) throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: no such run directory`);
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;
+  // The stage shorthands change the run's own stages, not the default plan: `--resume <dir> --fine-tune-epochs 1` of
+  // a run made with `--epochs 3 --fine-tune-epochs 1 --no-lr-find` was refused as if it asked for 4 epochs and lr_find.
+  const explicit: RunConfigInput = shorthands === undefined ? explicitGiven
+    : { ...explicitGiven, stages: applyStageShorthands(shorthands, saved.stages) };
   const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit);
   for (const key of Object.keys(explicit) as (keyof RunConfig)[]) {
     if (RESUME_MAY_DIFFER.has(key)) continue;
     if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
-      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${key} was ${JSON.stringify(saved[key])} in this run, got ${JSON.stringify(given[key])}; drop the flag or start a new run`);
+      const show = (c: RunConfig): string => (key === 'stages' ? stagesText(c.stages) : JSON.stringify(c[key]));
+      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${flagOfField(key)} was ${show(saved)} in this run, got ${show(given)}; drop the flag or start a new run`);
     }
   }
   // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
@@ -236,6 +241,12 @@ function savedRuntime(runDir: string): Record<string, unknown> {
   } catch {
     return {};
   }
+}
+
+/** Stages as one line: `stage-1 (one_cycle, 3 epochs, frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4))`. */
+function stagesText(stages: RunConfig['stages']): string {
+  return stages.map((s) => (s.kind === 'lr_find' ? `${s.name} (lr_find)`
+    : `${s.name} (${s.kind}, ${s.epochs} epoch${s.epochs === 1 ? '' : 's'}, ${s.maxLr}${s.frozen ? ', frozen' : ''})`)).join(', ') || 'none';
 }
 
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {
@@ -274,6 +285,6 @@ export function autoResumeCommand(cmd: TrainCommand, log: (line: string) => void
  */
 export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
   const runDir = cmd.runtime.resume!;
-  const { point, config } = loadResumePoint(runDir, cmd.explicit, log);
+  const { point, config } = loadResumePoint(runDir, cmd.explicit, log, cmd.stageShorthands);
   return { cmd: { ...cmd, config, runtime: inheritRuntime(cmd, savedRuntime(runDir), log) }, point };
 }
