@@ -3,6 +3,7 @@
  * and `/metrics`, the data and the plan, the local workers, their admission and each rank's setup. The run itself
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
+import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
@@ -286,6 +287,7 @@ export abstract class CoordinatorSetUp {
         return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
       },
       resumeCommand: `npx coordinator --resume ${shellArg(this.runDir)}`,
+      newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
     });
     return this.recovery;
   }
