@@ -35,6 +35,13 @@ import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
 import { shellArg } from './shell-arg.js';
 
+
+/**
+ * What a worker that joins a full ring is told in the log: it is not trained with (not `--elastic` growth), but kept
+ * as a spare that recovery admits in place of a lost worker, and sent `shutdown` with the others at the end.
+ */
+const SPARE_NOTE = (expect: number): string =>
+  `the run has its ${expect} worker(s) (--expect), so it waits as a spare: it replaces a lost worker, and is sent shutdown when the run ends`;
 /**
  * A `--pretrained` value that names a file must point at an existing file.
  * @throws TrainerError ERR_BAD_FLAG naming the path
@@ -223,7 +230,8 @@ export abstract class CoordinatorSetUp {
     // The star server serves each announced group (world size, generation): after a respawn or an elastic change
     // too, not only the first one.
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
-    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
+    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
+      (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
     control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
     return { endpoint, curve };
   }
@@ -309,6 +317,8 @@ export abstract class CoordinatorSetUp {
       return false;
     }
     earlyExit.stop();
+    const spares = this.control!.live().filter((m) => m.rank < 0);
+    if (spares.length > 0) this.io.log(`worker(s) pid ${spares.map((m) => `${m.hello.pid} on ${m.hello.host}`).join(', ')} joined beyond --expect: ${SPARE_NOTE(config.expect)}`);
     return true;
   }
 
