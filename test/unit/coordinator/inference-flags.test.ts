@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkImageArg, interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, findModel, interpretDataOptions, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
 import { createDataBunch } from '../../../src/training/data/databunch.js';
 import { ImagePool } from '../../../src/training/data/pool.js';
 import { RUN_LOCK_FILE } from '../../../src/coordinator/run-lock.js';
@@ -125,6 +125,23 @@ test('predict refuses a folder as a folder, naming what to pass instead; files p
     writeFileSync(join(dir, 'a.jpg'), 'x');
     checkImageArg(join(dir, 'a.jpg'));
     checkImageArg(join(dir, 'missing.jpg'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('findModel: a model file outside a models/ folder or without its <name>.json is refused naming what is missing', () => {
+  // Seen by the breaker: `predict /tmp/m.safetensors` (a copy of the weights alone) said 'cannot read saved model
+  // metadata /tmp/models/m.json (ENOENT …)', a path derived from the grandparent folder that the user never had.
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-'));
+  try {
+    mkdirSync(join(dir, 'run', 'models'), { recursive: true });
+    for (const f of ['loose.safetensors', 'run/models/stage-1.safetensors', 'run/models/stage-1.json', 'run/models/alone.safetensors']) writeFileSync(join(dir, f), 'x');
+    assert.throws(() => findModel(join(dir, 'loose.safetensors')), badFlag(new RegExp(`a saved model is read from a run's models/ folder, as <name>\\.safetensors with its loose\\.json beside it .*; ${join(dir, 'loose.json')} is missing: pass the run directory or <run>/models/loose\\.safetensors`)));
+    assert.throws(() => findModel(join(dir, 'run', 'models', 'alone.safetensors')), badFlag(/alone\.json is missing/));
+    writeFileSync(join(dir, 'loose.json'), '{}');
+    assert.throws(() => findModel(join(dir, 'loose.safetensors')), badFlag(new RegExp(`this file is in ${dir}:`)));
+    assert.deepEqual(findModel(join(dir, 'run', 'models', 'stage-1.safetensors')), { dir: join(dir, 'run'), name: 'stage-1' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
