@@ -351,6 +351,10 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
   const fromFlags = configFlagValues(cmd);
   const explicit: RunConfigInput = { ...file, ...fromFlags };
+  // '' resolved to the current folder: `--run-dir "$RUN"` with RUN unset aimed the run at the checkout itself.
+  if (typeof explicit.runDir === 'string' && explicit.runDir.trim() === '') {
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir must be a non-empty path (default runs/<date-time>), got ${JSON.stringify(explicit.runDir)}`);
+  }
   const shorthands = stageShorthandsOf(flags);
   const fileStages = explicit.stages !== undefined;
   if (shorthands !== undefined) (explicit as Record<string, unknown>).stages = applyStageShorthands(shorthands, resolveRunConfig(explicit).stages);

@@ -122,3 +122,12 @@ test('--resume keeps the run\'s runtime settings unless a flag is given again (w
   assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--heartbeat-interval-ms', '3000']), { heartbeatTimeoutMs: 4000 }, () => undefined),
     /--resume: --heartbeat-timeout-ms 4000 must be ≥ 2 × --heartbeat-interval-ms \(6000\); give both flags/);
 });
+
+test('--run-dir "" (an unset shell variable) is refused, not the current folder', () => {
+  // Seen by the breaker: `--run-dir ""` resolved to the working directory (there refused only because the checkout
+  // was not empty; an empty current folder would have become the run directory).
+  for (const v of ['', '  ']) {
+    assert.throws(() => parseTrainArgs(['--run-dir', v]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `--run-dir must be a non-empty path (default runs/<date-time>), got ${JSON.stringify(v)}`);
+  }
+  assert.match(parseTrainArgs([]).config.runDir, /^runs\//, 'not given: runs/<date-time>');
+});
