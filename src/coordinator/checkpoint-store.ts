@@ -215,7 +215,11 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
   // a run made with `--epochs 3 --fine-tune-epochs 1 --no-lr-find` was refused as if it asked for 4 epochs and lr_find.
   const explicit: RunConfigInput = shorthands === undefined ? explicitGiven
     : { ...explicitGiven, stages: applyStageShorthands(shorthands, saved.stages) };
-  const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit);
+  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
+  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach, or
+  // (N above it) being refused with 'expect must be an integer ≥ workers (2), got 1'.
+  const expectFollows: RunConfigInput = explicit.workers !== undefined && explicit.expect === undefined ? { expect: 0 } : {};
+  const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit, expectFollows);
   for (const key of Object.keys(explicit) as (keyof RunConfig)[]) {
     if (RESUME_MAY_DIFFER.has(key)) continue;
     if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
@@ -223,10 +227,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
       throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${flagOfField(key)} was ${show(saved)} in this run, got ${show(given)}; drop the flag or start a new run`);
     }
   }
-  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
-  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach.
-  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir };
-  if (explicit.workers !== undefined && explicit.expect === undefined) overrides.expect = 0;
+  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir, ...expectFollows };
   const config = resolveRunConfig(saved as unknown as RunConfigInput, overrides);
   const state = loaded.files.get('state.safetensors');
   if (!state) throw new TrainerError('ERR_CHECKPOINT', `${loaded.dir} has no state.safetensors`);

@@ -81,6 +81,9 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.equal(ok.config.expect, 2, 'expect follows --workers when only --workers is given');
     assert.equal(loadResumePoint(dir, { workers: 1, expect: 3 }, () => undefined).config.expect, 3, 'an explicit --expect wins');
     assert.equal(loadResumePoint(dir, {}, () => undefined).config.expect, 3, 'no flags: the run\'s world size');
+    // Seen by the breaker: more workers than the run had was refused, 'expect must be an integer ≥ workers (4), got 3'
+    // (the agreement check resolved the flags over the saved expect).
+    assert.equal(loadResumePoint(dir, { workers: 4 }, () => undefined).config.expect, 4, 'more workers: expect follows');
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
     assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
     // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
