@@ -20,7 +20,7 @@ import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, type RunLock } from './run-lock.js';
-import { planScaleOut, type ScaleOut } from './scale-out.js';
+import { planResumedScaleOut, planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
 import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js';
@@ -207,8 +207,10 @@ export abstract class CoordinatorSetUp {
       }
     }
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
-    const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
-    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    const runGlobalBs = this.resumePoint ? config.globalBs ?? this.resumePoint.meta.plan?.globalBs ?? null : null;
+    this.scale = runGlobalBs !== null
+      ? planResumedScaleOut({ bs: config.bs, worldSize: config.expect, lrScale: config.lrScale, baseBs: config.baseBs }, runGlobalBs)
+      : planScaleOut({ bs: config.bs, worldSize: config.expect, accum: config.globalBs === null ? config.accum : 1, globalBs: config.globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
   }
 
   /**

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/contract/config.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { planStages } from '../../../src/contract/plan/plan.js';
-import { planScaleOut } from '../../../src/coordinator/scale-out.js';
+import { planResumedScaleOut, planScaleOut } from '../../../src/coordinator/scale-out.js';
 import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, resumeCommand, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 import { applyStageShorthands, parseTrainArgs } from '../../../src/coordinator/options.js';
@@ -208,4 +208,13 @@ test('a stage shorthand for a fit stage the plan lacks is refused, not ignored',
   assert.throws(() => applyStageShorthands({ fineTuneEpochs: 3 }, one), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
     e.message === '--fine-tune-epochs sets the epochs of fit stage 2, but the stages have 1 fit stage(s) (only); change the config file\'s stages instead');
   assert.deepEqual(applyStageShorthands({ fineTuneEpochs: 0, epochs: 3 }, one), [{ ...one[0], epochs: 3 }], '0 removes a stage 2 there is none of');
+});
+
+test('a resumed run keeps its global batch on another world size, or is refused naming the world sizes that divide it', () => {
+  // Seen by the breaker: a 1-worker run (bs 4, global batch 4) resumed with --workers 2 was refused as
+  // '--global-bs must be a positive multiple of bs × workers = 4 × 2 = 8, got 4', a flag the user had not given.
+  assert.deepEqual(planResumedScaleOut({ bs: 2, worldSize: 1, lrScale: 'none', baseBs: 64 }, 4), { accum: 2, globalBs: 4, lrFactor: 1 });
+  assert.throws(() => planResumedScaleOut({ bs: 4, worldSize: 2, lrScale: 'none', baseBs: 64 }, 4), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && e.message ===
+    '--resume: this run\'s global batch of 4 cannot be split over 2 worker(s) × bs 4 (accumulation must be a whole number, so that the run goes on with the same batches); resume with --workers (or --expect) 1');
+  assert.throws(() => planResumedScaleOut({ bs: 2, worldSize: 5, lrScale: 'none', baseBs: 64 }, 24), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /--expect\) 1, 2, 3, 4, 6, 12$/.test(e.message));
 });
