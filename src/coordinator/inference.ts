@@ -32,11 +32,23 @@ export interface ModelRef {
 
 /**
  * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
- * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model
+ * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model, or a model file lies outside a
+ *   `models/` folder or without its `<name>.json`
  */
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
-  if (path.endsWith('.safetensors') && existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
+  if (path.endsWith('.safetensors') && existsSync(path)) {
+    // A model is two files in a run's models/ folder: <name>.safetensors and <name>.json (classes, arch, size). A
+    // copy of the .safetensors alone was looked up as <grandparent>/models/<name>.json and refused with 'cannot read
+    // saved model metadata /tmp/models/m.json (ENOENT …)', a path the user never had.
+    const name = basename(path, '.safetensors');
+    const meta = join(dirname(path), `${name}.json`);
+    if (basename(dirname(path)) !== 'models' || !existsSync(meta)) {
+      throw new TrainerError('ERR_BAD_FLAG', `${target}: a saved model is read from a run's models/ folder, as <name>.safetensors with its ${name}.json beside it (classes, architecture, image size); ` +
+        `${existsSync(meta) ? `this file is in ${dirname(path)}` : `${meta} is missing`}: pass the run directory or <run>/models/${name}.safetensors (copy both files into a folder named models/)`);
+    }
+    return { dir: dirname(dirname(path)), name };
+  }
   const models = join(path, 'models');
   const saved = existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
   if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
