@@ -206,9 +206,7 @@ export function confusionMatrixChart(classes: readonly string[], matrix: readonl
     layer: [
       { mark: { type: 'rect', stroke: '#e8e8e8', strokeWidth: 0.5 }, encoding: {
         color: { condition: { test: 'datum.count === 0', value: '#ffffff' },
-          field: 'count', type: 'quantitative', scale: { scheme: 'blues', domain: [0, max] }, title: 'count',
-          // Counts are whole: the legend's ticks were 0.0, 0.5, 1.0, 1.5 for a largest count of 2.
-          legend: { format: 'd', tickMinStep: 1 } } } },
+          field: 'count', type: 'quantitative', scale: { scheme: 'blues', domain: [0, max] }, title: 'count' } } },
       { transform: [{ filter: 'datum.count > 0' }], mark: { type: 'text', fontSize: c > 20 ? 9 : 12 }, encoding: {
         text: { field: 'count', type: 'quantitative' },
         color: { condition: { test: `datum.count > ${max / 2}`, value: 'white' }, value: 'black' } } },
