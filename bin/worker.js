@@ -4,6 +4,13 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { staleBuild } from './build-stamp.js';
+import { openFilesProblem } from './open-files.js';
+// Before anything is loaded: a low `ulimit -n` makes Node's module loader fail with a misleading error.
+const fds = openFilesProblem('worker');
+if (fds !== null) {
+  console.error(`worker: ${fds}`);
+  process.exit(1);
+}
 const entry = new URL('../dist/worker/run.js', import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
   console.error('worker: dist/ is missing; run `npm run build` (or `npm install`) in the project first.');

@@ -367,8 +367,12 @@ export function readConfigFile(path: string): RunConfigInput {
   } catch (err) {
     throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'} (${(err as Error).message})`, { cause: err });
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: must hold a mapping of settings, got ${Array.isArray(parsed) ? 'a list' : typeof parsed}`);
+  // An empty YAML file (or one of comments only, or `~`) parses to null, which was reported as 'got object'.
+  if (parsed === null || parsed === undefined) {
+    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: must hold a mapping of settings (e.g. "bs: 32"), got an empty file (or only comments, or null); write settings in it, or drop --config`);
+  }
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new TrainerError('ERR_BAD_CONFIG', `--config ${path}: must hold a mapping of settings (e.g. "bs: 32"), got ${Array.isArray(parsed) ? 'a list' : `a ${typeof parsed} (${JSON.stringify(parsed).slice(0, 60)})`}`);
   }
   return parsed as RunConfigInput;
 }

@@ -18,7 +18,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import { inheritRuntime, type TrainCommand } from './options.js';
+import { applyStageShorthands, flagOfField, inheritRuntime, type StageShorthands, type TrainCommand } from './options.js';
 import { shellArg } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 
@@ -201,33 +201,40 @@ export class CheckpointStore {
 
 /**
  * Loads the newest intact checkpoint of `runDir` and merges the flags given again.
- * @param explicit - settings the user gave on this command line (flags or --config)
+ * @param explicitGiven - settings the user gave on this command line (flags or --config)
  * @param log - receives one line per skipped (corrupt/truncated) checkpoint
+ * @param shorthands - `--epochs`/`--fine-tune-epochs`/`--no-lr-find` as given, applied to the run's own stages
  * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist, a flag disagrees with the run, or a `--run-dir` names
  *   another folder; ERR_CHECKPOINT when it holds no intact checkpoint
  */
-export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (line: string) => void): { point: ResumePoint; config: RunConfig } {
+export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, log: (line: string) => void, shorthands?: StageShorthands): { point: ResumePoint; config: RunConfig } {
   // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
   if (!existsSync(runDir)) throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: no such run directory`);
   // A resumed run goes on in its own folder; a --run-dir naming another was silently ignored.
-  if (typeof explicit.runDir === 'string' && resolve(explicit.runDir) !== resolve(runDir)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir} continues the run in that folder, but --run-dir names another (${explicit.runDir}): drop --run-dir, or copy the run folder there and --resume the copy`);
+  if (typeof explicitGiven.runDir === 'string' && resolve(explicitGiven.runDir) !== resolve(runDir)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir} continues the run in that folder, but --run-dir names another (${explicitGiven.runDir}): drop --run-dir, or copy the run folder there and --resume the copy`);
   }
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;
-  const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit);
+  // The stage shorthands change the run's own stages, not the default plan: `--resume <dir> --fine-tune-epochs 1` of
+  // a run made with `--epochs 3 --fine-tune-epochs 1 --no-lr-find` was refused as if it asked for 4 epochs and lr_find.
+  const explicit: RunConfigInput = shorthands === undefined ? explicitGiven
+    : { ...explicitGiven, stages: applyStageShorthands(shorthands, saved.stages) };
+  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
+  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach, or
+  // (N above it) being refused with 'expect must be an integer ≥ workers (2), got 1'.
+  const expectFollows: RunConfigInput = explicit.workers !== undefined && explicit.expect === undefined ? { expect: 0 } : {};
+  const given = resolveRunConfig(saved as unknown as RunConfigInput, explicit, expectFollows);
   for (const key of Object.keys(explicit) as (keyof RunConfig)[]) {
     if (RESUME_MAY_DIFFER.has(key)) continue;
     if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
-      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${key} was ${JSON.stringify(saved[key])} in this run, got ${JSON.stringify(given[key])}; drop the flag or start a new run`);
+      const show = (c: RunConfig): string => (key === 'stages' ? stagesText(c.stages) : JSON.stringify(c[key]));
+      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${flagOfField(key)} was ${show(saved)} in this run, got ${show(given)}; drop the flag or start a new run`);
     }
   }
-  // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
-  // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach.
-  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir };
-  if (explicit.workers !== undefined && explicit.expect === undefined) overrides.expect = 0;
+  const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir, ...expectFollows };
   const config = resolveRunConfig(saved as unknown as RunConfigInput, overrides);
   const state = loaded.files.get('state.safetensors');
   if (!state) throw new TrainerError('ERR_CHECKPOINT', `${loaded.dir} has no state.safetensors`);
@@ -238,6 +245,12 @@ export function loadResumePoint(runDir: string, explicit: RunConfigInput, log: (
 function savedRuntime(runDir: string): Record<string, unknown> {
   const file = readRunConfigFile(runDir);
   return file.state === 'read' ? file.runtime ?? {} : {};
+}
+
+/** Stages as one line: `stage-1 (one_cycle, 3 epochs, frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4))`. */
+function stagesText(stages: RunConfig['stages']): string {
+  return stages.map((s) => (s.kind === 'lr_find' ? `${s.name} (lr_find)`
+    : `${s.name} (${s.kind}, ${s.epochs} epoch${s.epochs === 1 ? '' : 's'}, ${s.maxLr}${s.frozen ? ', frozen' : ''})`)).join(', ') || 'none';
 }
 
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {
@@ -276,6 +289,6 @@ export function autoResumeCommand(cmd: TrainCommand, log: (line: string) => void
  */
 export function resumeCommand(cmd: TrainCommand, log: (line: string) => void): { cmd: TrainCommand; point: ResumePoint } {
   const runDir = cmd.runtime.resume!;
-  const { point, config } = loadResumePoint(runDir, cmd.explicit, log);
+  const { point, config } = loadResumePoint(runDir, cmd.explicit, log, cmd.stageShorthands);
   return { cmd: { ...cmd, config, runtime: inheritRuntime(cmd, savedRuntime(runDir), log) }, point };
 }

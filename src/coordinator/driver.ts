@@ -260,9 +260,16 @@ export class Coordinator extends CoordinatorSetUp {
     const reason = failure !== undefined
       ? `run failed (${isTrainerError(failure) ? failure.code : 'ERR_INTERNAL'})`
       : this.stopRequested ? 'run stopped (checkpointed; resume with --resume)' : 'run finished';
-    if (this.cluster && !this.hurry) await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
-    // Only workers that were sent `shutdown` (members of the ring) get the grace; one still starting gets SIGTERM.
-    const told = new Set(this.hurry ? [] : this.cluster?.ranks().map((m) => m.hello.pid) ?? []);
+    // The ring and the spares (workers that joined a full ring, or replacements not admitted yet): a spare left out
+    // heard the coordinator go silent and exited 3 after its heartbeat timeout, saying the coordinator 'never
+    // answered (is it running and reachable …?)'.
+    const spares = this.control?.live().filter((m) => m.rank < 0) ?? [];
+    if (this.cluster && !this.hurry) {
+      await this.cluster.broadcast({ type: 'shutdown', reason }).catch(() => undefined);
+      for (const m of spares) await this.control!.send(m, { type: 'shutdown', reason }).catch(() => undefined);
+    }
+    // Only workers that were sent `shutdown` (ring and spares) get the grace; one still starting gets SIGTERM.
+    const told = new Set(this.hurry ? [] : [...this.cluster?.ranks() ?? [], ...spares].map((m) => m.hello.pid));
     await this.workers?.close((pid) => (told.has(pid) ? WORKER_SHUTDOWN_GRACE_MS : 0));
     this.recorder?.finish();
     this.control?.close();

@@ -35,16 +35,27 @@ export interface ModelRef {
 /**
  * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
  * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model (a missing model file: naming the
- *   models saved beside it)
+ *   models saved beside it), or a model file lies outside a `models/` folder or without its `<name>.json`
  */
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
   const savedIn = (models: string): string[] => existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
   if (path.endsWith('.safetensors')) {
-    if (existsSync(path)) return { dir: dirname(dirname(path)), name: basename(path, '.safetensors') };
-    // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
-    const others = savedIn(dirname(path)).map((f) => basename(f, '.safetensors')).sort();
-    throw new TrainerError('ERR_BAD_FLAG', `${target}: no such model file${others.length > 0 ? ` (saved beside it: ${others.join(', ')})` : ''}`);
+    if (!existsSync(path)) {
+      // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
+      const others = savedIn(dirname(path)).map((f) => basename(f, '.safetensors')).sort();
+      throw new TrainerError('ERR_BAD_FLAG', `${target}: no such model file${others.length > 0 ? ` (saved beside it: ${others.join(', ')})` : ''}`);
+    }
+    // A model is two files in a run's models/ folder: <name>.safetensors and <name>.json (classes, arch, size). A
+    // copy of the .safetensors alone was looked up as <grandparent>/models/<name>.json and refused with 'cannot read
+    // saved model metadata /tmp/models/m.json (ENOENT …)', a path the user never had.
+    const name = basename(path, '.safetensors');
+    const meta = join(dirname(path), `${name}.json`);
+    if (basename(dirname(path)) !== 'models' || !existsSync(meta)) {
+      throw new TrainerError('ERR_BAD_FLAG', `${target}: a saved model is read from a run's models/ folder, as <name>.safetensors with its ${name}.json beside it (classes, architecture, image size); ` +
+        `${existsSync(meta) ? `this file is in ${dirname(path)}` : `${meta} is missing`}: pass the run directory or <run>/models/${name}.safetensors (copy both files into a folder named models/)`);
+    }
+    return { dir: dirname(dirname(path)), name };
   }
   const models = join(path, 'models');
   const saved = savedIn(models);

@@ -107,6 +107,31 @@ export interface TrainCommand {
   readonly explicit: RunConfigInput;
   /** Runtime fields whose flag is on this command line (the others a `--resume` takes from the run). */
   readonly runtimeGiven?: ReadonlySet<keyof RuntimeOptions>;
+  /**
+   * The stage shorthands given (`--epochs`, `--fine-tune-epochs`, `--no-lr-find`) when no config file gave the
+   * stages: `explicit.stages` applies them to the default plan, a `--resume` to the run's own stages instead.
+   */
+  readonly stageShorthands?: StageShorthands;
+}
+
+/** The stage shorthand flags, validated: `--epochs`, `--fine-tune-epochs` (0 drops stage 2), `--no-lr-find`. */
+export interface StageShorthands {
+  /** Epochs of the first fit stage, [1, MAX_STAGE_EPOCHS]. */
+  readonly epochs?: number;
+  /** Epochs of the second fit stage, [0, MAX_STAGE_EPOCHS]; 0 removes it. */
+  readonly fineTuneEpochs?: number;
+  /** false: remove the lr_find stages. */
+  readonly lrFind?: false;
+}
+
+/** The flag that sets a run configuration field (`validPct` → `--valid-pct`), or the field itself when none does. */
+export function flagOfField(field: string): string {
+  if (field === 'stages') return 'stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file\'s stages)';
+  if (field === 'augment') return '--no-augment';
+  if (field === 'doFlip') return '--no-flip';
+  if (field === 'flipVert') return '--flip-vert';
+  const flag = CONFIG_FLAGS.find(([, f]) => f === field)?.[0].split(' ')[0];
+  return flag ?? field;
 }
 
 /** Flag → config field, for the flags that set the run configuration. */
@@ -228,15 +253,36 @@ export function augmentFromFlags(cmd: Command): TransformSettings | null {
   return augmentOf(resolveRunConfig(Object.fromEntries(picked) as RunConfigInput, { runDir: '.' }));
 }
 
-function stageShorthands(flags: Flags, base: RunConfigInput): RunConfigInput['stages'] {
-  if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return base.stages;
-  const stages = resolveRunConfig(base).stages.map((s) => ({ ...s }));
-  const fits = stages.filter((s) => s.kind !== 'lr_find');
-  if (flags.epochs !== undefined && fits[0]) fits[0].epochs = checkInt('--epochs', flags.epochs, 1, MAX_STAGE_EPOCHS);
-  // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
-  const fineTune = flags.fineTuneEpochs === undefined ? undefined : checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0, MAX_STAGE_EPOCHS);
-  if (fineTune !== undefined && fits[1]) fits[1].epochs = fineTune;
-  return stages.filter((s) => !(s.kind === 'lr_find' && flags.lrFind === false) && !(fineTune === 0 && s === fits[1]));
+function stageShorthandsOf(flags: Flags): StageShorthands | undefined {
+  if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return undefined;
+  return {
+    ...(flags.epochs !== undefined ? { epochs: checkInt('--epochs', flags.epochs, 1, MAX_STAGE_EPOCHS) } : {}),
+    // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
+    ...(flags.fineTuneEpochs !== undefined ? { fineTuneEpochs: checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0, MAX_STAGE_EPOCHS) } : {}),
+    ...(flags.lrFind === false ? { lrFind: false as const } : {}),
+  };
+}
+
+/**
+ * The stages with the shorthands applied: `--epochs` sets the first fit stage's epochs, `--fine-tune-epochs` the
+ * second's (0 removes it), `--no-lr-find` removes the lr_find stages.
+ * @param stages - the stages they change: the default plan, a config file's, or (on `--resume`) the run's own
+ * @throws TrainerError ERR_BAD_FLAG when a shorthand names a fit stage the stages do not have (it was ignored)
+ */
+export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stages']): RunConfig['stages'] {
+  const out = stages.map((x) => ({ ...x }));
+  const fits = out.filter((x) => x.kind !== 'lr_find');
+  const missing = (flag: string, n: number): TrainerError => new TrainerError('ERR_BAD_FLAG',
+    `${flag} sets the epochs of fit stage ${n}, but the stages have ${fits.length} fit stage(s) (${out.map((x) => x.name).join(', ')}); change the config file's stages instead`);
+  if (s.epochs !== undefined) {
+    if (!fits[0]) throw missing('--epochs', 1);
+    fits[0].epochs = s.epochs;
+  }
+  if (s.fineTuneEpochs !== undefined && s.fineTuneEpochs > 0) {
+    if (!fits[1]) throw missing('--fine-tune-epochs', 2);
+    fits[1].epochs = s.fineTuneEpochs;
+  }
+  return out.filter((x) => !(x.kind === 'lr_find' && s.lrFind === false) && !(s.fineTuneEpochs === 0 && x === fits[1]));
 }
 
 /** Values of `--allreduce`. */
@@ -312,12 +358,17 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
   const fromFlags = configFlagValues(cmd);
   const explicit: RunConfigInput = { ...file, ...fromFlags };
-  const stages = stageShorthands(flags, explicit);
-  if (stages !== undefined) (explicit as Record<string, unknown>).stages = stages;
+  // '' resolved to the current folder: `--run-dir "$RUN"` with RUN unset aimed the run at the checkout itself.
+  if (typeof explicit.runDir === 'string' && explicit.runDir.trim() === '') {
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir must be a non-empty path (default runs/<date-time>), got ${JSON.stringify(explicit.runDir)}`);
+  }
+  const shorthands = stageShorthandsOf(flags);
+  const fileStages = explicit.stages !== undefined;
+  if (shorthands !== undefined) (explicit as Record<string, unknown>).stages = applyStageShorthands(shorthands, resolveRunConfig(explicit).stages);
   const config = resolveRunConfig(explicit, { runDir: explicit.runDir ?? defaultRunDir() });
   checkAccumAgrees(explicit, config);
   const runtimeGiven = new Set((Object.keys(DEFAULT_RUNTIME) as (keyof RuntimeOptions)[]).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
-  return { config, runtime: runtimeFrom(flags), explicit, runtimeGiven };
+  return { config, runtime: runtimeFrom(flags), explicit, runtimeGiven, ...(shorthands !== undefined && !fileStages ? { stageShorthands: shorthands } : {}) };
 }
 
 /** Runtime fields a resumed run never takes from the run it resumes (they describe this invocation only). */

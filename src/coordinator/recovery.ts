@@ -61,6 +61,11 @@ export interface RecoveryOptions {
   readonly checkpoint: () => Promise<string>;
   /** The command that resumes this run, for the error that ends it (e.g. `npx coordinator --resume runs/x`). */
   readonly resumeCommand: string;
+  /**
+   * The newest complete checkpoint on disk (its folder), or null when the run has written none yet: an error that
+   * ends the run without checkpointing names it, or says there is nothing to resume. Omitted: not named.
+   */
+  readonly newestCheckpoint?: () => string | null;
 }
 
 /** Membership changes of a run. */
@@ -176,7 +181,8 @@ export class Recovery {
     cluster.dropLost();
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) {
       this.fatal = true;
-      throw new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); resume from the last checkpoint with --resume`);
+      this.ended = new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); ${this.onDisk()}`);
+      throw this.ended;
     }
     const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
     if (lostSome) {
@@ -242,17 +248,29 @@ export class Recovery {
     const { cluster } = this.o;
     let saved: string;
     if (cluster.ranks().some((m) => this.unsynced.has(m.id))) {
-      saved = 'not checkpointed (a newcomer never received the training state); the newest checkpoint on disk stands';
+      saved = `not checkpointed (a newcomer never received the training state); ${this.onDisk(`after fixing the cause (${reason})`)}`;
     } else {
       try {
         await cluster.announce();
-        saved = await this.o.checkpoint();
+        saved = `${await this.o.checkpoint()}; resume with: ${this.o.resumeCommand} after fixing the cause (${reason})`;
       } catch (err) {
-        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); the newest checkpoint on disk stands`;
+        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); ${this.onDisk(`after fixing the cause (${reason})`)}`;
       }
     }
-    this.ended = new TrainerError('ERR_WORKER_LOST', `${why}; ${saved}; resume with: ${this.o.resumeCommand} after fixing the cause (${reason})`);
+    this.ended = new TrainerError('ERR_WORKER_LOST', `${why}; ${saved}`);
     throw this.ended;
+  }
+
+  /**
+   * What is left on disk when the run ends without a checkpoint of its own: the newest checkpoint and the resume
+   * command, or, before the first checkpoint, that there is nothing to resume (the run folder is then removed, and
+   * "resume from the last checkpoint with --resume" sent the user to a run that did not exist).
+   */
+  private onDisk(after = ''): string {
+    const newest = this.o.newestCheckpoint?.();
+    if (newest === null) return 'no checkpoint was written yet, so there is nothing to resume: start the run again';
+    const which = newest === undefined ? 'the newest checkpoint on disk stands' : `the newest checkpoint on disk stands (${newest}; later steps are redone)`;
+    return `${which}; resume with: ${this.o.resumeCommand}${after ? ` ${after}` : ''}`;
   }
 
   /**

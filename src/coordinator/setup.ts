@@ -3,6 +3,7 @@
  * and `/metrics`, the data and the plan, the local workers, their admission and each rank's setup. The run itself
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
+import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
@@ -19,7 +20,7 @@ import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, type RunLock } from './run-lock.js';
-import { planScaleOut, type ScaleOut } from './scale-out.js';
+import { planResumedScaleOut, planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
 import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js';
@@ -35,6 +36,13 @@ import { writeShowBatch } from './show-batch.js';
 import { shellArg } from './shell-arg.js';
 import { writeRunConfigFile } from './run-config-file.js';
 
+
+/**
+ * What a worker that joins a full ring is told in the log: it is not trained with (not `--elastic` growth), but kept
+ * as a spare that recovery admits in place of a lost worker, and sent `shutdown` with the others at the end.
+ */
+const SPARE_NOTE = (expect: number): string =>
+  `the run has its ${expect} worker(s) (--expect), so it waits as a spare: it replaces a lost worker, and is sent shutdown when the run ends`;
 /**
  * A `--pretrained` value that names a file must point at an existing file.
  * @throws TrainerError ERR_BAD_FLAG naming the path
@@ -200,8 +208,10 @@ export abstract class CoordinatorSetUp {
       }
     }
     // A resumed run keeps its global batch (and so its plan) even with another world size: accumulation absorbs it.
-    const globalBs = config.globalBs ?? this.resumePoint?.meta.plan?.globalBs ?? null;
-    this.scale = planScaleOut({ bs: config.bs, worldSize: config.expect, accum: globalBs === null ? config.accum : 1, globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    const runGlobalBs = this.resumePoint ? config.globalBs ?? this.resumePoint.meta.plan?.globalBs ?? null : null;
+    this.scale = runGlobalBs !== null
+      ? planResumedScaleOut({ bs: config.bs, worldSize: config.expect, lrScale: config.lrScale, baseBs: config.baseBs }, runGlobalBs)
+      : planScaleOut({ bs: config.bs, worldSize: config.expect, accum: config.globalBs === null ? config.accum : 1, globalBs: config.globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
   }
 
   /**
@@ -223,7 +233,8 @@ export abstract class CoordinatorSetUp {
     // The star server serves each announced group (world size, generation): after a respawn or an elastic change
     // too, not only the first one.
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
-    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}`));
+    control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
+      (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
     control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
     return { endpoint, curve };
   }
@@ -287,6 +298,7 @@ export abstract class CoordinatorSetUp {
         return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
       },
       resumeCommand: `npx coordinator --resume ${shellArg(this.runDir)}`,
+      newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
     });
     return this.recovery;
   }
@@ -308,6 +320,8 @@ export abstract class CoordinatorSetUp {
       return false;
     }
     earlyExit.stop();
+    const spares = this.control!.live().filter((m) => m.rank < 0);
+    if (spares.length > 0) this.io.log(`worker(s) pid ${spares.map((m) => `${m.hello.pid} on ${m.hello.host}`).join(', ')} joined beyond --expect: ${SPARE_NOTE(config.expect)}`);
     return true;
   }
 

@@ -78,6 +78,15 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
         accum: ctx.accum(), lrs: hyper.lrs, momentum: hyper.momentum,
       });
       const replies = await waiting;
+      if (replies.every((r) => r.message.count === 0)) {
+        // Every image of the global batch failed to decode though each passed the data step: the data went away
+        // mid-run. Committing would apply an AdamW update without a gradient (momentum and weight decay alone) and
+        // record no loss, step after step: seen with the training images cut short after epoch 0 (epoch 1 'trained'
+        // three steps on nothing, its smoothed loss frozen at 1.3876). The step is dropped on every rank.
+        await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
+        throw new TrainerError('ERR_DATA', `training step ${step} read none of its images: every one failed to decode (each was readable when the run started: `
+          + 'was the data folder moved, deleted or unmounted? the workers\' log lines above name the files); the step was not applied, the newest checkpoint is kept: restore the data and resume the run with --resume');
+      }
       await cluster.broadcast({ type: 'commit', step });
       const { position } = ctx.history;
       ctx.history.position = stage.config.kind === 'lr_find'

@@ -31,7 +31,8 @@ export interface HeartbeatThreadData {
 /** Main → thread. */
 export type HeartbeatControl = { readonly kind: 'rank'; readonly rank: number } | { readonly kind: 'stop' };
 /** Thread → main. `stopped`: the socket is closed; the thread exits next. */
-export type HeartbeatEvent = { readonly kind: 'coordinator-lost'; readonly silentMs: number } | { readonly kind: 'stopped' };
+/** `heard`: whether any heartbeat of the coordinator ever arrived (a coordinator that never answered vs one that went silent). */
+export type HeartbeatEvent = { readonly kind: 'coordinator-lost'; readonly silentMs: number; readonly heard: boolean } | { readonly kind: 'stopped' };
 
 const data = workerData as HeartbeatThreadData;
 const port = parentPort!;
@@ -47,6 +48,7 @@ socket.connect(data.endpoint);
 let rank = -1;
 let seq = 0;
 let lastHeardMs = Date.now();
+let heard = false;
 let lost = false;
 let killTimer: NodeJS.Timeout | null = null;
 
@@ -60,7 +62,7 @@ const timer = setInterval(() => {
   const silentMs = Date.now() - lastHeardMs;
   if (silentMs > data.timeoutMs) {
     lost = true;
-    port.postMessage({ kind: 'coordinator-lost', silentMs } satisfies HeartbeatEvent);
+    port.postMessage({ kind: 'coordinator-lost', silentMs, heard } satisfies HeartbeatEvent);
     // Last resort when the main thread cannot act (stuck in compute): a clean close sends `stop` well before.
     killTimer = setTimeout(() => process.kill(process.pid, 'SIGKILL'), data.graceMs);
     killTimer.unref();
@@ -73,7 +75,10 @@ async function receive(): Promise<void> {
   try {
     for await (const parts of socket) {
       try {
-        if (decode(parts).message.type === 'heartbeat') lastHeardMs = Date.now();
+        if (decode(parts).message.type === 'heartbeat') {
+          lastHeardMs = Date.now();
+          heard = true;
+        }
       } catch {
         // Malformed frames are ignored here; the main socket logs protocol errors.
       }

@@ -29,8 +29,11 @@ export interface HeartbeatOptions {
   readonly graceMs?: number;
   /** Coordinator's CURVE public key (Z85), or null for plain TCP. */
   readonly curveServerKey?: string | null;
-  /** Called on the main thread when the coordinator went silent (if its event loop is free). */
-  readonly onCoordinatorLost?: (silentMs: number) => void;
+  /**
+   * Called on the main thread when the coordinator went silent (if its event loop is free); `heard`: whether it had
+   * ever answered (else it never did: not running, unreachable, or another CURVE key).
+   */
+  readonly onCoordinatorLost?: (silentMs: number, heard: boolean) => void;
   /** Called on the main thread when the thread failed (it has exited; heartbeats stopped). */
   readonly onError?: (err: Error) => void;
 }
@@ -60,7 +63,7 @@ export class HeartbeatThread {
     const w = this.worker;
     this.exited = new Promise((resolve) => w.once('exit', (code) => { this.exitCode = code; resolve(); }));
     w.on('message', (ev: HeartbeatEvent) => {
-      if (ev.kind === 'coordinator-lost') this.options.onCoordinatorLost?.(ev.silentMs);
+      if (ev.kind === 'coordinator-lost') this.options.onCoordinatorLost?.(ev.silentMs, ev.heard);
     });
     // An error thrown in the thread (it then exits) must not become an uncaught 'error' event of the process.
     w.on('error', (err) => this.options.onError?.(err));

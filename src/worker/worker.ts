@@ -142,10 +142,12 @@ export class Worker {
       endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs,
       timeoutMs: o.parentPipe === true ? Number.MAX_SAFE_INTEGER : o.heartbeatTimeoutMs,
       curveServerKey: o.curveServerKey,
-      onCoordinatorLost: (ms) => {
-        const why = this.rank < 0
-          ? `never answered (is it running and reachable at ${o.connect}? with --curve-keys, pass its public key as --curve-server-key)`
-          : 'stopped answering (it exited or the network failed)';
+      onCoordinatorLost: (ms, heard) => {
+        // A spare (joined a full ring) or a worker still waiting to be admitted has heard the coordinator: it did
+        // answer, so 'never answered (is it running and reachable …?)' sent the user after the wrong problem.
+        const why = this.rank >= 0 ? 'stopped answering (it exited or the network failed)'
+          : heard ? 'stopped answering before it admitted this worker (it exited or the network failed; this worker was waiting to join, or as a spare)'
+            : `never answered (is it running and reachable at ${o.connect}? with --curve-keys, pass its public key as --curve-server-key)`;
         o.log(`ERR_WORKER_LOST: coordinator ${why}: silent for ${ms} ms (--heartbeat-timeout-ms ${o.heartbeatTimeoutMs}); exiting`);
         this.stop(WORKER_EXIT.coordinatorLost);
       },

@@ -51,15 +51,22 @@ test('--workers 0 --expect 3 with CURVE: keyed remote workers join and train exa
 
   const common = ['--connect', endpoint, '--data', dataDir, '--backend', 'wasm', '--heartbeat-interval-ms', '500'];
   const intruder = startProc('worker', [...common, '--heartbeat-timeout-ms', '3000']);
-  const workers = [0, 1, 2].map(() => startProc('worker', [...common, '--heartbeat-timeout-ms', '20000', '--curve-server-key', key]));
+  // A fourth keyed worker is one too many: it waits as a spare and is sent shutdown at the end. Seen by the breaker:
+  // a spare was never told anything, heard the coordinator go silent after the run and exited 3 saying the
+  // coordinator 'never answered (is it running and reachable …?)'.
+  const workers = [0, 1, 2, 3].map(() => startProc('worker', [...common, '--heartbeat-timeout-ms', '20000', '--curve-server-key', key]));
   assert.equal(await intruder.exited, 3, intruder.output());
   assert.match(intruder.output(), /ERR_WORKER_LOST: coordinator never answered .*--curve-server-key/);
 
   const code = await coord.exited;
   const out = coord.output();
   assert.equal(code, 0, out.slice(-4000));
-  assert.equal((out.match(/worker joined:/g) ?? []).length, 3, 'only the 3 keyed workers joined');
+  assert.equal((out.match(/worker joined:/g) ?? []).length, 4, 'only the 4 keyed workers joined');
+  assert.match(out, /the run has its 3 worker\(s\) \(--expect\), so it waits as a spare/);
   for (const w of workers) assert.equal(await w.exited, 0, w.output().slice(-2000));
+  const spares = workers.filter((w) => !/ring generation 1/.test(w.output()));
+  assert.equal(spares.length, 1, 'three trained, one waited');
+  assert.match(spares[0]!.output(), /shutdown: run finished/);
 
   const ref = await referenceRun({ data: dataDir, arch: 'resnet10', size: 32, bs: 2, pretrained: 'none', stages: STAGES }, 3, pool);
   const ckpt = loadLatestCheckpoint<CheckpointMeta>(runDir)!;

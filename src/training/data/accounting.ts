@@ -5,6 +5,7 @@
  */
 import { relative } from 'node:path';
 import { SKIP_REASONS, type SkipReason } from './decode.js';
+import type { UnsearchedFolder, UnsearchedFolderReason } from './items.js';
 
 /**
  * Why a file is in neither split. The decode reasons ({@link SkipReason}) come from the verify pass; the others
@@ -63,6 +64,8 @@ export interface DataAccount {
   readonly warnings: readonly string[];
   /** Hidden folders (name starting with `.`) under `root`, not searched, relative to `root`. */
   readonly hiddenFolders: readonly string[];
+  /** Other folders under `root` not searched (unreadable, a link to a folder already searched, a name not UTF-8). */
+  readonly foldersNotSearched: readonly UnsearchedFolder[];
   /** CSV rows naming a file that is not under `root` (the CSV layout only): `file (line n)`. */
   readonly csvRowsWithoutFile: readonly string[];
 }
@@ -93,7 +96,7 @@ export function skippedCount(account: Pick<DataAccount, 'groups'>): number {
  * One log line per reason: `skipped <n> file(s): <reason> — <first paths> (+k more); <rule>; <fix>`.
  * @param maxPaths - paths named per line (integer ≥ 0), default 3; the rest are counted.
  */
-export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hiddenFolders' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
+export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hiddenFolders' | 'foldersNotSearched' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
   const rel = (p: string): string => relative(account.root, p) || p;
   const lines = account.groups.map((g) => {
     const shown = g.paths.slice(0, maxPaths).map(rel).join(', ');
@@ -104,10 +107,43 @@ export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hid
     lines.push(`not searched: ${account.hiddenFolders.length} hidden folder(s): ${account.hiddenFolders.slice(0, maxPaths).join(', ')}` +
       `${account.hiddenFolders.length > maxPaths ? ` (+${account.hiddenFolders.length - maxPaths} more)` : ''} — names starting with "." are not searched; rename them to include their files`);
   }
+  lines.push(...unsearchedFolderLines(account.foldersNotSearched, maxPaths));
   if (account.csvRowsWithoutFile.length > 0) {
     const rows = account.csvRowsWithoutFile;
     lines.push(`${rows.length} CSV row(s) name no file under ${account.root}: ${rows.slice(0, maxPaths).join(', ')}${rows.length > maxPaths ? ` (+${rows.length - maxPaths} more)` : ''} — ` +
       'paths in the CSV are relative to the image folder; fix the rows or add the files');
+  }
+  return lines;
+}
+
+const FOLDER_RULES: Readonly<Record<Exclude<UnsearchedFolderReason, 'hidden'>, { what: string; rule: string }>> = {
+  'unreadable': {
+    what: 'folder(s) that cannot be read',
+    rule: 'their files are not listed, counted or trained; make them readable (chmod a+rx) or move them out of --data',
+  },
+  'already searched': {
+    what: 'symbolic link(s) to a folder already searched',
+    rule: 'each folder is searched once, so no image is listed twice (a link to a folder above it would loop); remove the link, or link the images rather than their folder',
+  },
+  'name not UTF-8': {
+    what: 'folder(s) whose name is not valid UTF-8 (bytes shown as \\xNN)',
+    rule: 'no path string can open them; rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest <folder>)',
+  },
+};
+
+/**
+ * One log line per reason a folder was not searched (hidden folders apart): `not searched: <n> <what>: <first
+ * paths> (+k more) — <rule and fix>`.
+ * @param maxPaths - folders named per line (integer ≥ 0), default 3; the rest are counted.
+ */
+export function unsearchedFolderLines(folders: readonly UnsearchedFolder[], maxPaths = 3): string[] {
+  const lines: string[] = [];
+  for (const reason of Object.keys(FOLDER_RULES) as (keyof typeof FOLDER_RULES)[]) {
+    const these = folders.filter((f) => f.reason === reason);
+    if (these.length === 0) continue;
+    const shown = these.slice(0, maxPaths).map((f) => (f.detail ? `${f.path} (${reason === 'already searched' ? `→ ${f.detail}` : f.detail})` : f.path)).join(', ');
+    const more = these.length > maxPaths ? ` (+${these.length - maxPaths} more)` : '';
+    lines.push(`not searched: ${these.length} ${FOLDER_RULES[reason].what}: ${shown}${more} — ${FOLDER_RULES[reason].rule}`);
   }
   return lines;
 }
@@ -136,6 +172,8 @@ export interface DataAccountJson {
   readonly classes: readonly ClassCount[];
   readonly warnings: readonly string[];
   readonly hiddenFolders: readonly string[];
+  /** Absent in the data.json of runs from before it was written. */
+  readonly foldersNotSearched?: readonly UnsearchedFolder[];
   readonly csvRowsWithoutFile: readonly string[];
 }
 
@@ -153,6 +191,7 @@ export function accountJson(account: DataAccount): DataAccountJson {
     classes: account.classes,
     warnings: account.warnings,
     hiddenFolders: account.hiddenFolders,
+    foldersNotSearched: account.foldersNotSearched,
     csvRowsWithoutFile: account.csvRowsWithoutFile,
   };
 }

@@ -5,11 +5,11 @@
  * (fastai `split_from_df(col='is_valid')`). Every file under the folder is either an item or left out with a
  * reason ({@link LeftOutGroup}); nothing disappears without a count.
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { TrainerError } from '../../contract/errors.js';
-import { IMAGE_EXTENSION_LIST, type LeftOutGroup } from './accounting.js';
+import { IMAGE_EXTENSION_LIST, type LeftOutGroup, unsearchedFolderLines } from './accounting.js';
 import { compareCodePoints } from './split.js';
 
 /** File extensions treated as image candidates (lower case). Anything else (`.mat`, `.txt`) is left out. */
@@ -47,6 +47,8 @@ export interface ItemList {
   readonly leftOut: readonly LeftOutGroup[];
   /** Hidden folders under `root`, not searched (relative to `root`). */
   readonly hiddenFolders: readonly string[];
+  /** Other folders not searched: unreadable, a link to a folder already searched, a name that is not UTF-8. */
+  readonly foldersNotSearched: readonly UnsearchedFolder[];
   /** CSV rows naming no file under `root`: `name (line n)`. */
   readonly csvRowsWithoutFile: readonly string[];
 }
@@ -70,32 +72,135 @@ function statKind(path: string): 'dir' | 'file' | 'other' {
   }
 }
 
+/** Why a folder under the image folder was not searched (its files are neither counted nor trained). */
+export type UnsearchedFolderReason = 'hidden' | 'unreadable' | 'already searched' | 'name not UTF-8';
+
+/** A folder under the image folder that was not searched, and why. */
+export interface UnsearchedFolder {
+  /** Path relative to the image folder, '/'-separated; bytes that are not UTF-8 shown as `\xNN`. */
+  readonly path: string;
+  readonly reason: UnsearchedFolderReason;
+  /** For `unreadable`: the error (e.g. `EACCES: permission denied`); for `already searched`: the folder it is. */
+  readonly detail?: string;
+}
+
+/**
+ * A file or folder name as text: its UTF-8, with each byte that is not part of valid UTF-8 written `\xNN`
+ * (`caf\xe9` for Latin-1 "café"), so a name Node.js cannot open by a string is still shown exactly.
+ */
+export function displayName(name: Buffer): string {
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  let out = '';
+  let i = 0;
+  while (i < name.length) {
+    const b = name[i]!;
+    const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    let text: string | null = null;
+    if (len > 0 && i + len <= name.length) {
+      try {
+        text = strict.decode(name.subarray(i, i + len));
+      } catch {
+        text = null;
+      }
+    }
+    if (text === null) {
+      out += `\\x${b.toString(16).padStart(2, '0')}`;
+      i += 1;
+    } else {
+      out += text;
+      i += len;
+    }
+  }
+  return out;
+}
+
+/** True when `name` is valid UTF-8, i.e. the string Node.js makes of it names the same file. */
+function isUtf8Name(name: Buffer): boolean {
+  return Buffer.from(name.toString('utf8'), 'utf8').equals(name);
+}
+
+/** A folder's identity (device and inode, after links), or null when it cannot be read. */
+function folderId(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The listing of the image folder: candidate files and everything set apart (see {@link walk}). */
+interface Walk {
+  readonly files: string[];
+  readonly hidden: string[];
+  readonly notFiles: string[];
+  /** Files whose name is not valid UTF-8 (paths for display, see {@link displayName}; they cannot be opened by it). */
+  readonly badNames: string[];
+  readonly unsearched: UnsearchedFolder[];
+}
+
 /**
  * Every file under `root` (recursive), sorted in code-point order; hidden files apart, hidden folders not entered;
  * entries that are no readable file (broken or looping symbolic links, FIFOs, sockets, devices) apart too: they are
- * never opened (reading a FIFO waits forever) but counted and reported.
+ * never opened (reading a FIFO waits forever) but counted and reported. Symbolic links to folders are followed
+ * (datasets are often assembled from links), after every real folder and each folder once: a link to a folder
+ * already searched (a folder above it, which looped until the path grew too long, or a sibling, which listed every
+ * image twice so that copies of one photo could land in both train and valid) is not entered and is reported.
+ * Folders that cannot be read and names that are not UTF-8 (which no string path can open) are reported, never
+ * thrown: the rest of the folder still trains.
+ *
+ * @throws TrainerError ERR_BAD_DATA when `root` itself cannot be read.
  */
-function walk(root: string): { files: string[]; hidden: string[]; hiddenFolders: string[]; notFiles: string[] } {
-  const files: string[] = [];
-  const hidden: string[] = [];
-  const hiddenFolders: string[] = [];
-  const notFiles: string[] = [];
+function walk(root: string): Walk {
+  const w: Walk = { files: [], hidden: [], notFiles: [], badNames: [], unsearched: [] };
+  const rel = (p: string): string => relative(root, p).split(sep).join('/');
+  const seen = new Set<string>();
+  const links: string[] = [];
   const visit = (dir: string): void => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      // Symbolic links are followed (a dataset assembled from links is common).
-      const kind = e.isSymbolicLink() ? statKind(p) : e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other';
+    let entries: Dirent<Buffer>[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true, encoding: 'buffer' });
+    } catch (err) {
+      const why = (err as Error).message.split(',')[0]!;
+      if (dir === root) throw new TrainerError('ERR_BAD_DATA', `--data: cannot read the image folder ${root} (${why})`, { cause: err });
+      w.unsearched.push({ path: rel(dir), reason: 'unreadable', detail: why });
+      return;
+    }
+    entries.sort((a, b) => Buffer.compare(a.name, b.name));
+    for (const e of entries) {
+      const utf8 = isUtf8Name(e.name);
+      const p = join(dir, utf8 ? e.name.toString('utf8') : displayName(e.name));
+      const kind = e.isSymbolicLink() ? (utf8 ? statKind(p) : 'file') : e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other';
       if (kind === 'dir') {
-        if (e.name.startsWith('.')) hiddenFolders.push(relative(root, p).split(sep).join('/'));
-        else visit(p);
-      } else {
-        (e.name.startsWith('.') ? hidden : kind === 'file' ? files : notFiles).push(p);
-      }
+        if (!utf8) w.unsearched.push({ path: rel(p), reason: 'name not UTF-8' });
+        else if (e.name[0] === 0x2e) w.unsearched.push({ path: rel(p), reason: 'hidden' });
+        else if (e.isSymbolicLink()) links.push(p);
+        else enter(p);
+      } else if (!utf8) w.badNames.push(p);
+      else (e.name[0] === 0x2e ? w.hidden : kind === 'file' ? w.files : w.notFiles).push(p);
     }
   };
-  visit(root);
-  const sorted = (xs: string[]): string[] => xs.sort(compareCodePoints);
-  return { files: sorted(files), hidden: sorted(hidden), hiddenFolders: sorted(hiddenFolders), notFiles: sorted(notFiles) };
+  const enter = (dir: string): void => {
+    const id = folderId(dir);
+    if (id !== null && seen.has(id)) {
+      let target = dir;
+      try {
+        target = realpathSync(dir);
+      } catch { /* shown as itself */ }
+      w.unsearched.push({ path: rel(dir), reason: 'already searched', detail: rel(target) || '.' });
+      return;
+    }
+    if (id !== null) seen.add(id);
+    visit(dir);
+  };
+  enter(root);
+  for (let i = 0; i < links.length; i++) {
+    links.splice(i, links.length - i, ...links.slice(i).sort(compareCodePoints));
+    enter(links[i]!);
+  }
+  for (const xs of [w.files, w.hidden, w.notFiles, w.badNames]) xs.sort(compareCodePoints);
+  w.unsearched.sort((a, b) => compareCodePoints(a.path, b.path));
+  return w;
 }
 
 /** Python-style truth of a `valid_col` cell (pandas reads True/False; 1/0 and yes/no are common too). */
@@ -205,7 +310,7 @@ function makeLabeller(rule: LabelRule, root: string, splitFolders: readonly [str
  */
 export function listItems(dir: string, rule: LabelRule, options: ListOptions = {}): ItemList {
   const root = resolveImageRoot(dir);
-  const { files, hidden, hiddenFolders, notFiles } = walk(root);
+  const { files, hidden, notFiles, badNames, unsearched } = walk(root);
   const labeller = makeLabeller(rule, root, options.splitFolders ?? null);
   const badExt: string[] = [];
   const unlabelled: string[] = [];
@@ -226,11 +331,14 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   const leftOut: LeftOutGroup[] = [];
   if (hidden.length) leftOut.push({ reason: 'hidden file', paths: hidden, rule: 'names starting with "." are not images (fastai\'s get_files skips them too)', fix: 'rename them without the leading "." to include them' });
   if (notFiles.length) leftOut.push({ reason: 'unreadable', paths: notFiles, rule: 'not a readable file: a broken or looping symbolic link, a FIFO, a socket or a device (never opened)', fix: 'delete them, or point the links at images' });
+  if (badNames.length) leftOut.push({ reason: 'unreadable', paths: badNames, rule: 'the file name is not valid UTF-8 (bytes shown as \\xNN), so no path string can open it', fix: 'rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 --notest <files>)' });
   if (badExt.length) leftOut.push({ reason: 'unsupported extension', paths: badExt, rule: `not an image extension (${IMAGE_EXTENSION_LIST.join(' ')}, any case)`, fix: 'convert them to JPEG or PNG, or move them out of --data' });
   if (unlabelled.length) leftOut.push({ reason: 'unlabelled', paths: unlabelled, rule: labeller.rule, fix: labeller.fix });
-  const found = files.length + hidden.length + notFiles.length;
+  const found = files.length + hidden.length + notFiles.length + badNames.length;
+  const hiddenFolders = unsearched.filter((f) => f.reason === 'hidden').map((f) => f.path);
+  const foldersNotSearched = unsearched.filter((f) => f.reason !== 'hidden');
   if (paths.length === 0) {
-    const why = leftOut.map((g) => `${g.paths.length} ${g.reason}: ${g.rule}`).join('; ');
+    const why = [...leftOut.map((g) => `${g.paths.length} ${g.reason}: ${g.rule}`), ...unsearchedFolderLines(foldersNotSearched)].join('; ');
     throw new TrainerError('ERR_BAD_DATA', `no labelled images found under ${root}: ${found} file(s)${why ? ` (${why})` : ''}`);
   }
   const csv = labeller.csv;
@@ -238,7 +346,7 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   const validFlags = rule.kind === 'csv' && (rule.validCol ?? null) !== null
     ? Uint8Array.from(paths, (p) => csv!.byPath.get(p)!.valid) : null;
   const csvRowsWithoutFile = csv ? csv.rows.filter((r) => !known.has(resolve(root, r.name))).map((r) => `${r.name} (line ${r.line})`) : [];
-  return { root, paths, labels, validFlags, filesFound: found, leftOut, hiddenFolders, csvRowsWithoutFile };
+  return { root, paths, labels, validFlags, filesFound: found, leftOut, hiddenFolders, foldersNotSearched, csvRowsWithoutFile };
 }
 
 /** A split of an {@link ItemList}: item indices, ascending, and the items it does not place. */

@@ -69,7 +69,14 @@ test('config files: YAML and JSON, and clear errors', () => {
   assert.equal(cfg.arch, 'resnet18');
   assert.equal(cfg.bs, 8);
   assert.equal(cfg.stages.length, 1);
-  assert.throws(() => readConfigFile(join(dir, 'c.yaml')), badConfig(/must hold a mapping of settings, got a list/));
+  assert.throws(() => readConfigFile(join(dir, 'c.yaml')), badConfig(/must hold a mapping of settings \(e\.g\. "bs: 32"\), got a list/));
+  // Seen by the breaker: an empty file, one of comments only, or `~` said 'got object' (typeof null).
+  for (const [name, text] of [['empty.yaml', ''], ['comments.yaml', '# bs: 32\n'], ['tilde.yaml', '~\n']]) {
+    writeFileSync(join(dir, name), text);
+    assert.throws(() => readConfigFile(join(dir, name)), badConfig(/: must hold a mapping of settings \(e\.g\. "bs: 32"\), got an empty file \(or only comments, or null\); write settings in it, or drop --config$/));
+  }
+  writeFileSync(join(dir, 'scalar.yaml'), 'resnet34\n');
+  assert.throws(() => readConfigFile(join(dir, 'scalar.yaml')), badConfig(/got a string \("resnet34"\)$/));
   assert.throws(() => readConfigFile(join(dir, 'd.json')), badConfig(/not valid JSON/));
   assert.throws(() => readConfigFile(join(dir, 'missing.yaml')), badConfig(/cannot read the file/));
 });

@@ -12,10 +12,10 @@ import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/contract/config.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { planStages } from '../../../src/contract/plan/plan.js';
-import { planScaleOut } from '../../../src/coordinator/scale-out.js';
-import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
+import { planResumedScaleOut, planScaleOut } from '../../../src/coordinator/scale-out.js';
+import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, resumeCommand, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
-import { parseTrainArgs } from '../../../src/coordinator/options.js';
+import { applyStageShorthands, parseTrainArgs } from '../../../src/coordinator/options.js';
 
 const STAGES: StageConfig[] = [
   { kind: 'one_cycle', name: 'stage-1', epochs: 2, maxLr: 'slice(3e-3)', frozen: true },
@@ -81,6 +81,9 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.equal(ok.config.expect, 2, 'expect follows --workers when only --workers is given');
     assert.equal(loadResumePoint(dir, { workers: 1, expect: 3 }, () => undefined).config.expect, 3, 'an explicit --expect wins');
     assert.equal(loadResumePoint(dir, {}, () => undefined).config.expect, 3, 'no flags: the run\'s world size');
+    // Seen by the breaker: more workers than the run had was refused, 'expect must be an integer ≥ workers (4), got 3'
+    // (the agreement check resolved the flags over the saved expect).
+    assert.equal(loadResumePoint(dir, { workers: 4 }, () => undefined).config.expect, 4, 'more workers: expect follows');
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
     assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
     // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
@@ -177,4 +180,45 @@ test('--auto-resume: a --run-dir without a checkpoint starts there, one with a c
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--resume with stage shorthands: they change the run\'s own stages, and a disagreement names the flag', () => {
+  // Seen by the breaker: a run made with --epochs 2 --fine-tune-epochs 1 (STAGES: stage-1 2 epochs, lr_find,
+  // stage-2 1 epoch) resumed with `--fine-tune-epochs 1` alone was refused: the shorthand was applied to the default
+  // plan (4 frozen epochs), and the message printed both stage lists as JSON under the name "stages".
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-shorthands-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, stages: STAGES, runDir: dir });
+    const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1 });
+    new CheckpointStore(dir, 2).write(meta, new Uint8Array([1, 2, 3]));
+    const resume = (...flags: string[]) => resumeCommand(parseTrainArgs(['--resume', dir, ...flags]), () => undefined);
+    assert.deepEqual(resume('--fine-tune-epochs', '1').cmd.config.stages, config.stages, 'the same value as the run: accepted');
+    assert.deepEqual(resume('--epochs', '2', '--fine-tune-epochs', '1').cmd.config.stages, config.stages);
+    assert.throws(() => resume('--epochs', '5'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message ===
+      `--resume ${dir}: stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file's stages) was ` +
+      'stage-1 (one_cycle, 2 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)) in this run, got ' +
+      'stage-1 (one_cycle, 5 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)); drop the flag or start a new run');
+    assert.throws(() => resume('--no-lr-find'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /got stage-1 \(one_cycle, 2 epochs, slice\(3e-3\), frozen\), stage-2/.test(e.message));
+    assert.throws(() => resume('--valid-pct', '0.3'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /: --valid-pct was 0\.2 in this run, got 0\.3;/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a stage shorthand for a fit stage the plan lacks is refused, not ignored', () => {
+  // --fine-tune-epochs 3 beside a config file of one fit stage used to be dropped without a word.
+  const one = [{ kind: 'one_cycle' as const, name: 'only', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }];
+  assert.throws(() => applyStageShorthands({ fineTuneEpochs: 3 }, one), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === '--fine-tune-epochs sets the epochs of fit stage 2, but the stages have 1 fit stage(s) (only); change the config file\'s stages instead');
+  assert.deepEqual(applyStageShorthands({ fineTuneEpochs: 0, epochs: 3 }, one), [{ ...one[0], epochs: 3 }], '0 removes a stage 2 there is none of');
+});
+
+test('a resumed run keeps its global batch on another world size, or is refused naming the world sizes that divide it', () => {
+  // Seen by the breaker: a 1-worker run (bs 4, global batch 4) resumed with --workers 2 was refused as
+  // '--global-bs must be a positive multiple of bs × workers = 4 × 2 = 8, got 4', a flag the user had not given.
+  assert.deepEqual(planResumedScaleOut({ bs: 2, worldSize: 1, lrScale: 'none', baseBs: 64 }, 4), { accum: 2, globalBs: 4, lrFactor: 1 });
+  assert.throws(() => planResumedScaleOut({ bs: 4, worldSize: 2, lrScale: 'none', baseBs: 64 }, 4), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && e.message ===
+    '--resume: this run\'s global batch of 4 cannot be split over 2 worker(s) × bs 4 (accumulation must be a whole number, so that the run goes on with the same batches); resume with --workers (or --expect) 1');
+  assert.throws(() => planResumedScaleOut({ bs: 2, worldSize: 5, lrScale: 'none', baseBs: 64 }, 24), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /--expect\) 1, 2, 3, 4, 6, 12$/.test(e.message));
 });

@@ -195,3 +195,20 @@ test('a model file that does not exist is named as such, with the models saved b
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('findModel: a model file outside a models/ folder or without its <name>.json is refused naming what is missing', () => {
+  // Seen by the breaker: `predict /tmp/m.safetensors` (a copy of the weights alone) said 'cannot read saved model
+  // metadata /tmp/models/m.json (ENOENT …)', a path derived from the grandparent folder that the user never had.
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-'));
+  try {
+    mkdirSync(join(dir, 'run', 'models'), { recursive: true });
+    for (const f of ['loose.safetensors', 'run/models/stage-1.safetensors', 'run/models/stage-1.json', 'run/models/alone.safetensors']) writeFileSync(join(dir, f), 'x');
+    assert.throws(() => findModel(join(dir, 'loose.safetensors')), badFlag(new RegExp(`a saved model is read from a run's models/ folder, as <name>\\.safetensors with its loose\\.json beside it .*; ${join(dir, 'loose.json')} is missing: pass the run directory or <run>/models/loose\\.safetensors`)));
+    assert.throws(() => findModel(join(dir, 'run', 'models', 'alone.safetensors')), badFlag(/alone\.json is missing/));
+    writeFileSync(join(dir, 'loose.json'), '{}');
+    assert.throws(() => findModel(join(dir, 'loose.safetensors')), badFlag(new RegExp(`this file is in ${dir}:`)));
+    assert.deepEqual(findModel(join(dir, 'run', 'models', 'stage-1.safetensors')), { dir: join(dir, 'run'), name: 'stage-1' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -156,3 +156,12 @@ test('--help names the default of each run setting a new user meets first (--dat
     assert.ok(text.endsWith(`(default ${String(value)})`), `${flag}: ${text}`);
   }
 });
+
+test('--run-dir "" (an unset shell variable) is refused, not the current folder', () => {
+  // Seen by the breaker: `--run-dir ""` resolved to the working directory (there refused only because the checkout
+  // was not empty; an empty current folder would have become the run directory).
+  for (const v of ['', '  ']) {
+    assert.throws(() => parseTrainArgs(['--run-dir', v]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `--run-dir must be a non-empty path (default runs/<date-time>), got ${JSON.stringify(v)}`);
+  }
+  assert.match(parseTrainArgs([]).config.runDir, /^runs\//, 'not given: runs/<date-time>');
+});

@@ -284,3 +284,21 @@ test('a step that keeps failing with no worker lost ends the run after --max-res
   });
   assert.equal(o.checkpoints, 1);
 });
+
+test('every worker holding the state lost: the error names the newest checkpoint and the resume command, or says there is none', async () => {
+  // Seen by the breaker: both local workers SIGKILLed at once during step 1 ended the run with "resume from the last
+  // checkpoint with --resume" — no run folder named, and none to resume: the run had written no checkpoint, and its
+  // folder was removed as one that ended before its first checkpoint.
+  for (const [newest, want] of [
+    [null, /\(rank 0 lost\); no checkpoint was written yet, so there is nothing to resume: start the run again$/],
+    ['runs/x/checkpoints/step-000000004', /\(rank 0 lost\); the newest checkpoint on disk stands \(runs\/x\/checkpoints\/step-000000004; later steps are redone\); resume with: npx coordinator --resume runs\/x$/],
+  ] as const) {
+    const s = scripted(2, []);
+    const o = options(s, { newestCheckpoint: () => newest });
+    for (const m of s.members) m.state = 'lost';
+    const recovery = new Recovery(o);
+    await assert.rejects(recovery.recover('rank 0 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && want.test(e.message) && /^every worker holding the training state was lost/.test(e.message));
+    await assert.rejects(recovery.recover('again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && want.test(e.message), 'the end is final, with the same error');
+    assert.equal(o.checkpoints, 0, 'no state left to checkpoint');
+  }
+});

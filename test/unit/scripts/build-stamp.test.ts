@@ -53,7 +53,7 @@ function assertRefused(why: RegExp): void {
 
 before(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'build-stamp-'));
-  for (const f of ['bin/coordinator.js', 'bin/worker.js', 'bin/build-stamp.js', 'scripts/build.mjs']) {
+  for (const f of ['bin/coordinator.js', 'bin/worker.js', 'bin/build-stamp.js', 'bin/open-files.js', 'scripts/build.mjs']) {
     mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
     cpSync(path.join(ROOT, f), path.join(dir, f));
   }

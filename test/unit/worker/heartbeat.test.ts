@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as zmq from 'zeromq';
-import { decode } from '../../../src/contract/protocol/index.js';
+import { decode, encode } from '../../../src/contract/protocol/index.js';
 import { HeartbeatThread } from '../../../src/worker/heartbeat.js';
 
 test('close(): the thread closes its socket and exits by itself; idempotent', { timeout: 120_000 }, async () => {
@@ -39,4 +39,29 @@ test('close() before start() resolves at once', async () => {
   const hb = new HeartbeatThread({ endpoint: 'tcp://127.0.0.1:1', routingId: 'x/hb', intervalMs: 20, timeoutMs: 1000 });
   await hb.close();
   assert.equal(hb.exitCode, null);
+});
+
+test('coordinator lost: says whether it ever answered (a spare or a worker waiting to join heard it; an unreachable one did not)', { timeout: 120_000 }, async () => {
+  // Seen by the breaker: a spare worker (joined a full ring) whose coordinator was then killed said the coordinator
+  // 'never answered (is it running and reachable …?)', though it had answered every heartbeat.
+  for (const answer of [true, false]) {
+    const router = new zmq.Router({ linger: 0 });
+    await router.bind('tcp://127.0.0.1:*');
+    let lost: ((v: boolean) => void) | null = null;
+    const heard = new Promise<boolean>((r) => { lost = r; });
+    // 5 s of silence: the replies below come long before it, even on a loaded machine.
+    const hb = new HeartbeatThread({ endpoint: router.lastEndpoint!, routingId: 'w/hb', intervalMs: 20, timeoutMs: 5000, onCoordinatorLost: (_ms, h) => lost!(h) });
+    hb.start();
+    try {
+      // Answer the first 3 heartbeats (or none), then go silent as a killed coordinator.
+      for (let i = 0; i < 3; i++) {
+        const [id] = await router.receive();
+        if (answer) await router.send([id!, ...encode({ type: 'heartbeat', sender: 'coordinator', rank: -1, seq: i, sentAtMs: Date.now() })]);
+      }
+      assert.equal(await heard, answer);
+    } finally {
+      await hb.close();
+      router.close();
+    }
+  }
 });

@@ -18,7 +18,7 @@ test('index.html shows where every file went (from data.json), escaped, with the
         { reason: 'empty', paths: [`${root}/Sphynx_1.jpg`], rule: 'decoding failed: the file is empty (0 bytes)', fix: 'repair, replace or delete them' },
       ],
       classes: [{ name: 'Bengal', train: 3, valid: 1, bad: 0, discarded: 0 }, { name: 'beagle', train: 3, valid: 1, bad: 0, discarded: 0 }, { name: 'Sphynx', train: 0, valid: 0, bad: 1, discarded: 0 }],
-      warnings: ['1 class(es) dropped, every image failed to decode: Sphynx'], hiddenFolders: ['.git'], csvRowsWithoutFile: [],
+      warnings: ['1 class(es) dropped, every image failed to decode: Sphynx'], hiddenFolders: ['.git'], foldersNotSearched: [], csvRowsWithoutFile: [],
     };
     await writeFile(join(dir, 'data.json'), JSON.stringify(accountJson(account)));
     await writeRunReport(dir, { title: 't' });

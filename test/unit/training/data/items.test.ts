@@ -1,12 +1,13 @@
 /** Label rules (regex / folder / csv), the images/ layout, the official split, and createDataBunch on a folder. */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createDataBunch } from '../../../../src/training/data/databunch.js';
-import { DEFAULT_LABEL_PATTERN, listItems, officialSplit } from '../../../../src/training/data/items.js';
+import { DEFAULT_LABEL_PATTERN, displayName, listItems, officialSplit } from '../../../../src/training/data/items.js';
+import { leftOutLines } from '../../../../src/training/data/accounting.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 
 describe('items and labels', () => {
@@ -111,5 +112,78 @@ describe('entries that are no readable file', () => {
     assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['unreadable', special]]);
     assert.match(items.leftOut[0]!.rule, /broken or looping symbolic link, a FIFO/);
     assert.equal(items.filesFound, 1 + special.length);
+  });
+});
+
+describe('folders the listing does not enter', () => {
+  // Seen by the breaker: a link to a folder above it (`loop -> .`) was followed until the path grew too long, so
+  // every image was listed 40 times (903 files from 22, copies of one photo in both train and valid); a folder
+  // whose name is not UTF-8 or that cannot be read stopped the data step with a bare `ENOENT: … scandir` /
+  // `EACCES: … scandir` (exit 1), and a file whose name is not UTF-8 was reported as a decode failure ("cannot be
+  // read (permissions, or it vanished)") under a class named with U+FFFD.
+  let dir: string;
+  const bytes = (...parts: (string | number[])[]): Buffer => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'items-folders-'));
+    mkdirSync(join(dir, 'z', 'deep'), { recursive: true });
+    writeFileSync(join(dir, 'Bengal_1.jpg'), 'x');
+    writeFileSync(join(dir, 'z', 'Bengal_2.jpg'), 'x');
+    writeFileSync(join(dir, 'z', 'deep', 'Bengal_3.jpg'), 'x');
+    symlinkSync('.', join(dir, 'loop'));
+    symlinkSync('z', join(dir, 'a'));
+    symlinkSync('..', join(dir, 'z', 'deep', 'up'));
+    mkdirSync(bytes(dir, '/caf', [0xe9]));
+    writeFileSync(bytes(dir, '/caf', [0xe9], '/Bengal_4.jpg'), 'x');
+    writeFileSync(bytes(dir, '/Bengal', [0xff], '_5.jpg'), 'x');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a link to a folder already searched (above it or beside it) is not entered: each file is listed once', () => {
+    const items = listItems(dir, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    assert.deepEqual(items.paths.map((p) => p.slice(dir.length + 1)), ['Bengal_1.jpg', 'z/Bengal_2.jpg', 'z/deep/Bengal_3.jpg'],
+      'real folders first: z is listed as z/, not through the link a');
+    assert.deepEqual(items.foldersNotSearched.filter((f) => f.reason === 'already searched'),
+      [{ path: 'a', reason: 'already searched', detail: 'z' }, { path: 'loop', reason: 'already searched', detail: '.' },
+        { path: 'z/deep/up', reason: 'already searched', detail: 'z' }]);
+    assert.equal(items.filesFound, 4, 'three photos and the file whose name is not UTF-8');
+  });
+
+  it('names that are not UTF-8: the folder is reported, the file left out as unreadable with that rule, no class made of U+FFFD', () => {
+    const items = listItems(dir, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    assert.deepEqual(items.foldersNotSearched.filter((f) => f.reason === 'name not UTF-8'), [{ path: 'caf\\xe9', reason: 'name not UTF-8' }]);
+    assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['unreadable', ['Bengal\\xff_5.jpg']]]);
+    assert.match(items.leftOut[0]!.rule, /not valid UTF-8/);
+    assert.ok(!items.labels.some((l) => l.includes('\uFFFD')));
+    const lines = leftOutLines({ root: items.root, groups: items.leftOut, hiddenFolders: [], foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: [] });
+    assert.ok(lines.some((l) => l.startsWith('not searched: 1 folder(s) whose name is not valid UTF-8 (bytes shown as \\xNN): caf\\xe9 — ') && /convmv/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => l.startsWith('not searched: 3 symbolic link(s) to a folder already searched: a (→ z), loop (→ .), z/deep/up (→ z) — ')), lines.join('\n'));
+  });
+
+  it('displayName writes bytes that are not UTF-8 as \\xNN and keeps valid multi-byte characters', () => {
+    assert.equal(displayName(bytes('caf', [0xc3, 0xa9])), 'café');
+    assert.equal(displayName(bytes('caf', [0xe9], '_1')), 'caf\\xe9_1');
+    assert.equal(displayName(bytes([0xf0, 0x9f, 0x90, 0xb1], [0xc3])), '🐱\\xc3');
+  });
+
+  it('a folder that cannot be read is reported with its error; the image folder itself is ERR_BAD_DATA', () => {
+    // As root, permissions do not stop a read: the listing then runs as nobody (uid 65534) in a child process.
+    const locked = join(dir, 'locked');
+    mkdirSync(locked, { mode: 0o000 });
+    const script = `import { listItems } from ${JSON.stringify(new URL('../../../../src/training/data/items.ts', import.meta.url).href)};
+      const out = (f) => { try { return f(); } catch (e) { return { code: e.code, message: e.message }; } };
+      console.log(JSON.stringify({ folders: out(() => listItems(${JSON.stringify(dir)}, { kind: 'folder' }).foldersNotSearched),
+        root: out(() => listItems(${JSON.stringify(locked)}, { kind: 'folder' })) }));`;
+    const asRoot = process.getuid?.() === 0;
+    try {
+      chmodSync(dir, 0o755);
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', ...(asRoot ? { uid: 65534, gid: 65534 } : {}) });
+      assert.equal(r.status, 0, r.stderr);
+      const got = JSON.parse(r.stdout) as { folders: unknown[]; root: { code: string; message: string } };
+      assert.deepEqual(got.folders.filter((f) => (f as { reason: string }).reason === 'unreadable'), [{ path: 'locked', reason: 'unreadable', detail: 'EACCES: permission denied' }]);
+      assert.equal(got.root.code, 'ERR_BAD_DATA');
+      assert.equal(got.root.message, `--data: cannot read the image folder ${locked} (EACCES: permission denied)`);
+    } finally {
+      rmSync(locked, { recursive: true, force: true });
+    }
   });
 });

@@ -1,0 +1,58 @@
+/**
+ * The coordinator's step collective (`src/coordinator/stage-runner.ts` runStep, through runFitStage) against a
+ * scripted cluster (no processes): a global batch of which no image could be read is not committed.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { planStages } from '../../../src/contract/plan/plan.js';
+import type { Message } from '../../../src/contract/protocol/index.js';
+import type { Cluster } from '../../../src/coordinator/cluster.js';
+import { newHistory } from '../../../src/coordinator/history.js';
+import { runFitStage, type StageContext } from '../../../src/coordinator/stage-runner.js';
+
+/** A 2-rank cluster whose step-done replies carry `counts[step][rank]` items; it records what was broadcast. */
+function scripted(counts: (step: number) => number[]) {
+  const sent: string[] = [];
+  const cluster = {
+    generation: 1,
+    ranks: () => [{ rank: 0 }, { rank: 1 }],
+    async broadcast(m: Message) { sent.push(m.type === 'step' || m.type === 'commit' || m.type === 'abort' ? `${m.type} ${m.step}` : m.type); },
+    async gather(ranks: number[]) {
+      await new Promise((r) => setImmediate(r));
+      const step = Number(sent.filter((s) => s.startsWith('step ')).at(-1)!.slice(5));
+      return ranks.map((rank) => ({
+        rank, frames: [],
+        message: { type: 'step-done', step, generation: 1, rank, lossSum: counts(step)[rank]! * 0.5, count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, decodeQueueTasks: 0, skipped: {} },
+      }));
+    },
+    async request() { return [{ rank: 0, frames: [], message: { type: 'valid-done', lossSum: 1, count: 2, correct: 1 } }, { rank: 1, frames: [], message: { type: 'valid-done', lossSum: 1, count: 2, correct: 1 } }]; },
+    async syncBatchNorm() {},
+  };
+  const history = newHistory();
+  const ctx: StageContext = {
+    cluster: cluster as unknown as Cluster, history, accum: () => 1, stepsPerDataEpoch: 2, dataEpochBase: () => 0, stepTimeoutMs: 1000,
+    progress: 'none', out: () => {}, afterStep: async () => false, afterEpoch: async () => {},
+    guard: (_what, fn) => fn(), stopRequested: () => false, recover: async () => {}, stepFailed: async () => {},
+    snapshot: async () => new Uint8Array(0), restore: async () => {},
+  };
+  const [stage] = planStages({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }], trainCount: 8, globalBs: 4, lrFactor: 1 });
+  return { ctx, stage: stage!, sent, history };
+}
+
+test('a step where one rank read nothing but another did is committed (its items are masked, not the step)', async () => {
+  const s = scripted(() => [0, 2]);
+  assert.equal(await runFitStage(s.ctx, s.stage), true);
+  assert.deepEqual(s.sent.filter((x) => /^(commit|abort)/.test(x)), ['commit 0', 'commit 1']);
+  assert.equal(s.history.position.globalStep, 2);
+});
+
+test('a step of which no rank read any image is dropped (abort, not commit) and ends the run with ERR_DATA', async () => {
+  // Seen by the breaker: the training images cut short after epoch 0; epoch 1 committed three steps on nothing (an
+  // AdamW update from momentum and weight decay alone), its smoothed loss frozen, until validation found nothing.
+  const s = scripted((step) => (step === 0 ? [2, 2] : [0, 0]));
+  await assert.rejects(runFitStage(s.ctx, s.stage), (e) => isTrainerError(e, 'ERR_DATA')
+    && /^training step 1 read none of its images: every one failed to decode/.test(e.message) && /the step was not applied, the newest checkpoint is kept: .*--resume$/.test(e.message));
+  assert.deepEqual(s.sent.filter((x) => /^(commit|abort)/.test(x)), ['commit 0', 'abort 1']);
+  assert.equal(s.history.position.globalStep, 1, 'the position stays at the step that read nothing');
+});
