@@ -9,6 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { TrainerError, isRetryable } from '../contract/errors.js';
+import { dataWentAwayError } from '../training/data/accounting.js';
 import { lrFindStage } from '../training/learner/lr-find.js';
 import { fitStage, newStageRecord, type StepOutcome, type StepTransport } from '../training/learner/loop.js';
 import { formatDuration } from '../training/learner/table.js';
@@ -84,8 +85,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
         // record no loss, step after step: seen with the training images cut short after epoch 0 (epoch 1 'trained'
         // three steps on nothing, its smoothed loss frozen at 1.3876). The step is dropped on every rank.
         await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
-        throw new TrainerError('ERR_DATA', `training step ${step} read none of its images: every one failed to decode (each was readable when the run started: `
-          + 'was the data folder moved, deleted or unmounted? the workers\' log lines above name the files); the step was not applied, the newest checkpoint is kept: restore the data and resume the run with --resume');
+        throw dataWentAwayError(`training step ${step}`, 'the step was not applied, the newest checkpoint is kept: restore the data and resume the run with --resume');
       }
       await cluster.broadcast({ type: 'commit', step });
       const { position } = ctx.history;
@@ -134,8 +134,7 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
     // Every validation image failed to decode, though each one passed the data step: the data went away during the
     // run (folder moved, deleted, unmounted). Before, the epoch table printed valid_loss 0.000000 and error_rate
     // 1.000000 as if measured, and training went on over nothing to the end.
-    throw new TrainerError('ERR_DATA', 'validation read none of its images: every one failed to decode (each was readable when the run started: '
-      + 'was the data folder moved, deleted or unmounted? the workers\' log lines above name the files); the newest checkpoint is kept: restore the data and resume the run with --resume');
+    throw dataWentAwayError('validation', 'the newest checkpoint is kept: restore the data and resume the run with --resume');
   }
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);

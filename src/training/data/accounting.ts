@@ -4,6 +4,7 @@
  * from here, so the counts printed, exported as `pets_skipped_files_total{reason}` and written agree.
  */
 import { relative } from 'node:path';
+import { TrainerError } from '../../contract/errors.js';
 import { SKIP_REASONS, type SkipReason } from './decode.js';
 import type { UnsearchedFolder, UnsearchedFolderReason } from './items.js';
 
@@ -194,4 +195,20 @@ export function accountJson(account: DataAccount): DataAccountJson {
     foldersNotSearched: account.foldersNotSearched,
     csvRowsWithoutFile: account.csvRowsWithoutFile,
   };
+}
+
+/**
+ * The error of a training step or a validation pass that read none of its images although each one passed the run's
+ * data check: the data went away during the run (folder moved, deleted, unmounted). Committing such a step would
+ * apply an AdamW update without a gradient (momentum and weight decay alone); printing such a validation would show
+ * `valid_loss 0`, `error_rate 1` as if measured. The distributed run (coordinator) and the single-process Learner
+ * both stop with it.
+ * @param what - what read nothing, e.g. `training step 12` or `validation`
+ * @param remedy - what was kept and what to do next, e.g. `the newest checkpoint is kept: restore the data and resume
+ *   the run with --resume`
+ * @returns a TrainerError ERR_DATA (the caller throws it)
+ */
+export function dataWentAwayError(what: string, remedy: string): TrainerError {
+  return new TrainerError('ERR_DATA', `${what} read none of its images: every one failed to decode (each was readable when the run started: `
+    + `was the data folder moved, deleted or unmounted? the log lines above name the files); ${remedy}`);
 }

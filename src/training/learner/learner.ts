@@ -20,6 +20,7 @@ import { LocalAllReducer } from '../allreduce/local.js';
 import { TrainerError } from '../../contract/errors.js';
 import type { StageConfig } from '../../contract/config.js';
 import type { DataBunch } from '../data/databunch.js';
+import { dataWentAwayError } from '../data/accounting.js';
 import { decodeRgb } from '../data/decode.js';
 import { TrainFeed } from '../data/feed.js';
 import type { ImagePool } from '../data/pool.js';
@@ -184,7 +185,8 @@ export class Learner {
   /**
    * The local transport (one rank, identity all-reduce) of a stage whose data epochs start at `firstDataEpoch`.
    * A step reads its micro-batch from the feed, runs forward + backward (`accumulate`), all-reduces the gradient
-   * (identity) and applies AdamW; a step whose items all failed to decode changes nothing.
+   * (identity) and applies AdamW. A step whose items all failed to decode is not applied and ends the run with
+   * ERR_DATA ({@link dataWentAwayError}), as in the distributed run (`coordinator/stage-runner.ts`).
    */
   private transport(firstDataEpoch: number): StepTransport<null, ReplicaState> & { close(): Promise<void> } {
     const { bs, seed } = this.options;
@@ -203,7 +205,8 @@ export class Learner {
         // World size 1: on WebGPU the gradient stays on the device (the identity all-reduce needs no copy on the CPU).
         const grads = await replica.takeStepGradients({ reduced: false });
         try {
-          if (s.count > 0) replica.applyGradients(grads instanceof Float32Array ? await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }) : grads, hyper);
+          if (s.count === 0) throw dataWentAwayError(`training step ${this.stepsDone + 1}`, 'the step was not applied: restore the data and run again');
+          replica.applyGradients(grads instanceof Float32Array ? await reducer.allReduce(grads, { step: k, bucket: 0 }, { average: true }) : grads, hyper);
         } finally {
           replica.releaseStepGradients(grads);
         }
@@ -231,7 +234,7 @@ export class Learner {
       pool: this.pool, paths: this.data.paths, labels: this.data.labels, split: this.data.valid, size, seed, skipLog: this.data.skipLog,
       prefetchBatches,
     }, validationBatches(n, bs, 0, 1), false);
-    if (count === 0) throw new TrainerError('ERR_DATA', 'no validation item could be decoded');
+    if (count === 0) throw dataWentAwayError('validation', 'nothing was trained since the last epoch: restore the data and run again');
     return { validLoss: lossSum / count, errorRate: 1 - correct / count, count };
   }
 

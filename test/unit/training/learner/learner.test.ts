@@ -108,3 +108,17 @@ test('save → load restores identical predictions; load refuses other classes; 
   learner.replica.dispose();
   fresh.replica.dispose();
 });
+
+test('a step that reads none of its images (the data went away) ends fit with ERR_DATA and is not applied, as in the distributed run', async () => {
+  // Before, the single-process Learner skipped such a step silently (no loss, no update) while the coordinator
+  // stopped: fastai would raise on the unreadable files too. The weights must be those from before the step.
+  const replica = await Replica.create({ arch: TINY, numClasses: data.classes.length, seed: 1, pretrained: null, frozen: false, head: { hidden: 64 } });
+  const gone = { ...data, paths: data.paths.map((p) => join(dir, 'gone', p.split('/').pop()!)) };
+  const learner = new Learner(gone, pool, replica, { bs: 4, size: 64, seed: 7, dir, progress: 'none', log: () => {} });
+  const before = (await replica.exportState()).tensors.map((t) => Float32Array.from(t.data));
+  await assert.rejects(learner.fit(1, 1e-3), (e) => isTrainerError(e, 'ERR_DATA')
+    && /^training step 1 read none of its images: every one failed to decode .*the step was not applied: restore the data and run again$/.test(e.message));
+  const after = (await replica.exportState()).tensors.map((t) => t.data);
+  assert.ok(before.every((b, i) => b.length === after[i]!.length && b.every((v, j) => Object.is(v, after[i]![j]))), 'no parameter, moment or statistic changed');
+  replica.dispose();
+});
