@@ -135,21 +135,34 @@ export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
 export type RunConfigInput = { [K in keyof RunConfig]?: unknown };
 
 /**
- * The command-line flag of each run setting that has one. A setting's message names both, `validPct (--valid-pct)
- * must be …`, as the transform fields' always did: the same check serves the config file (field) and the flags,
- * and a user who typed `--valid-pct 1` was told only about a `validPct` they never wrote.
+ * The command-line flag of each run setting, the one table from which the coordinator's flags are built
+ * (`coordinator/options.ts`) and every message names a setting. A setting's message names both, `validPct
+ * (--valid-pct) must be …`: the same check serves the config file (field) and the flags, and a user who typed
+ * `--valid-pct 1` was told only about a `validPct` they never wrote. `stages` has no flag of its own (a config
+ * file's list, or the stage shorthands `--epochs`, `--fine-tune-epochs`, `--no-lr-find`).
  */
-const SETTING_FLAGS: Readonly<Partial<Record<keyof RunConfig, string>>> = Object.freeze({
+export const RUN_CONFIG_FLAGS: Readonly<Record<Exclude<keyof RunConfig, 'stages'>, string>> = Object.freeze({
   data: '--data', labelRe: '--label-re', labelFrom: '--label-from', labels: '--labels', split: '--split',
   trainFolder: '--train-folder', validFolder: '--valid-folder', validCol: '--valid-col', validPct: '--valid-pct',
-  seed: '--seed', arch: '--arch', size: '--size', augment: '--no-augment', bs: '--bs', accum: '--accum',
-  globalBs: '--global-bs', lrScale: '--lr-scale', baseBs: '--base-bs', workers: '--workers', expect: '--expect',
-  backend: '--backend', pretrained: '--pretrained', runDir: '--run-dir',
+  seed: '--seed', arch: '--arch', size: '--size', augment: '--no-augment',
+  doFlip: '--no-flip', flipVert: '--flip-vert', maxRotate: '--max-rotate', maxZoom: '--max-zoom', maxLighting: '--max-lighting',
+  maxWarp: '--max-warp', pAffine: '--p-affine', pLighting: '--p-lighting',
+  bs: '--bs', accum: '--accum', globalBs: '--global-bs', lrScale: '--lr-scale', baseBs: '--base-bs', workers: '--workers',
+  expect: '--expect', backend: '--backend', pretrained: '--pretrained', runDir: '--run-dir',
 });
 
-/** `field (--flag)` for a run setting with a flag, else `field` as given (stage fields, flags, inner names). */
-function settingName(field: string): string {
-  return Object.hasOwn(SETTING_FLAGS, field) ? `${field} (${(SETTING_FLAGS as Record<string, string>)[field]})` : field;
+/** The flag of a run setting (`validPct` → `--valid-pct`), or undefined for a name that has none (`stages`, `stages[0].epochs`). */
+export function flagOf(field: string): string | undefined {
+  return Object.hasOwn(RUN_CONFIG_FLAGS, field) ? (RUN_CONFIG_FLAGS as Record<string, string>)[field] : undefined;
+}
+
+/**
+ * How messages name a run setting: `field (--flag)` for one with a flag (`validPct (--valid-pct)`), else `field` as
+ * given (stage fields, flags, inner names).
+ */
+export function settingName(field: string): string {
+  const flag = flagOf(field);
+  return flag === undefined ? field : `${field} (${flag})`;
 }
 
 function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode = 'ERR_BAD_CONFIG'): never {
@@ -266,23 +279,17 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
-  if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', 'a CSV path when labelFrom (--label-from) is csv', null);
+  if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', `a CSV path when ${settingName('labelFrom')} is csv`, null);
   // A worker would find this out only after it started (resolvePretrainedWeights): torchvision has no resnet10 weights.
   if (cfg.arch === 'resnet10' && cfg.pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', cfg.pretrained);
-  if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless labelFrom (--label-from) is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
-  if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (--train-folder: ${cfg.trainFolder})`, cfg.validFolder);
+  if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless ${settingName('labelFrom')} is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
+  if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (${flagOf('trainFolder')}: ${cfg.trainFolder})`, cfg.validFolder);
   const names = cfg.stages.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) fail('stages', 'a list with unique stage names (each is saved as models/<name>)', names);
   if (cfg.stages.every((s) => s.kind === 'lr_find')) fail('stages', 'a list with at least one training stage', cfg.stages.map((s) => s.kind));
   return Object.freeze(cfg);
 }
-
-/** The flag of each transform field, for messages (`maxRotate (--max-rotate)`). */
-const TRANSFORM_FLAGS: Readonly<Record<keyof TransformSettings, string>> = Object.freeze({
-  doFlip: '--no-flip', flipVert: '--flip-vert', maxRotate: '--max-rotate', maxZoom: '--max-zoom', maxLighting: '--max-lighting',
-  maxWarp: '--max-warp', pAffine: '--p-affine', pLighting: '--p-lighting',
-});
 
 function checkBool(field: string, value: unknown): boolean {
   if (value === true || value === 'true') return true;
@@ -295,12 +302,12 @@ function checkTransformFields(merged: Record<string, unknown>): TransformSetting
   for (const key of Object.keys(DEFAULT_TRANSFORMS) as (keyof TransformSettings)[]) {
     const v = merged[key];
     out[key] = typeof v === 'string' && v.trim() !== '' && key !== 'doFlip' && key !== 'flipVert' ? Number(v) : v;
-    if (key === 'doFlip' || key === 'flipVert') out[key] = checkBool(`${key} (${TRANSFORM_FLAGS[key]})`, v);
+    if (key === 'doFlip' || key === 'flipVert') out[key] = checkBool(key, v);
   }
   const problem = transformProblem(out);
   if (problem !== null) {
     const field = problem.split(' ')[0] as keyof TransformSettings;
-    throw new TrainerError('ERR_BAD_CONFIG', problem.replace(field, `${field} (${TRANSFORM_FLAGS[field]})`).replace(/got .*$/, `got ${JSON.stringify(merged[field])}`));
+    throw new TrainerError('ERR_BAD_CONFIG', problem.replace(field, settingName(field)).replace(/got .*$/, `got ${JSON.stringify(merged[field])}`));
   }
   return out as unknown as TransformSettings;
 }
@@ -333,8 +340,8 @@ export function augmentOf(c: Pick<RunConfig, 'augment' | keyof TransformSettings
 
 function resolveExpect(value: unknown, workers: number): number {
   const n = checkInt('expect', value, 0, 1024);
-  if (n === 0 && workers === 0) fail('expect', 'an integer ≥ 1 when workers (--workers) is 0 (remote workers only)', value);
-  if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (--workers: ${workers})`, value);
+  if (n === 0 && workers === 0) fail('expect', `an integer ≥ 1 when ${settingName('workers')} is 0 (remote workers only)`, value);
+  if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (${flagOf('workers')}: ${workers})`, value);
   return n === 0 ? workers : n;
 }
 

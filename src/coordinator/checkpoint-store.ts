@@ -12,13 +12,13 @@ import { join, relative } from 'node:path';
 import type { DataBunch } from '../training/data/databunch.js';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
 import type { RunConfig, RunConfigInput } from '../contract/config.js';
-import { resolveRunConfig } from '../contract/config.js';
+import { resolveRunConfig, settingName } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import { applyStageShorthands, flagOfField, inheritRuntime, type StageShorthands, type TrainCommand } from './options.js';
+import { applyStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
 import { shellArg } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 
@@ -231,7 +231,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
     if (RESUME_MAY_DIFFER.has(key)) continue;
     if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
       const show = (c: RunConfig): string => (key === 'stages' ? stagesText(c.stages) : JSON.stringify(c[key]));
-      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${flagOfField(key)} was ${show(saved)} in this run, got ${show(given)}; drop the flag or start a new run`);
+      throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir}: ${key === 'stages' ? STAGES_SETTING : settingName(key)} was ${show(saved)} in this run, got ${show(given)}; drop the flag or start a new run`);
     }
   }
   const overrides = { ...pick(explicit, RESUME_MAY_DIFFER), runDir, ...expectFollows };

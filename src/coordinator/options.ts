@@ -4,7 +4,7 @@
  * anything starts.
  */
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -124,46 +124,45 @@ export interface StageShorthands {
   readonly lrFind?: false;
 }
 
-/** The flag that sets a run configuration field (`validPct` → `--valid-pct`), or the field itself when none does. */
-export function flagOfField(field: string): string {
-  if (field === 'stages') return 'stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file\'s stages)';
-  if (field === 'augment') return '--no-augment';
-  if (field === 'doFlip') return '--no-flip';
-  if (field === 'flipVert') return '--flip-vert';
-  const flag = CONFIG_FLAGS.find(([, f]) => f === field)?.[0].split(' ')[0];
-  return flag ?? field;
-}
+/** How messages name the stages: the shorthand flags that change them, or a config file's list. */
+export const STAGES_SETTING = 'stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file\'s stages)';
 
-/** Flag → config field, for the flags that set the run configuration. */
-const CONFIG_FLAGS: ReadonlyArray<[flags: string, field: keyof RunConfig, help: string]> = [
-  ['--data <source>', 'data', 'oxford-iiit-pet (download) or a folder of images (or one holding images/) (default oxford-iiit-pet)'],
-  ['--label-re <regex>', 'labelRe', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
-  ['--label-from <how>', 'labelFrom', 'regex | folder | csv (default regex)'],
-  ['--labels <csv>', 'labels', 'CSV of file,label (with --label-from csv)'],
-  ['--split <how>', 'split', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column) (default random)'],
-  ['--train-folder <name>', 'trainFolder', 'training subfolder of --split folder (default train)'],
-  ['--valid-folder <name>', 'validFolder', 'validation subfolder of --split folder (default valid)'],
-  ['--valid-col <name>', 'validCol', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
-  ['--valid-pct <fraction>', 'validPct', 'fraction of items for validation (default 0.2)'],
-  ['--seed <n>', 'seed', 'seed of split, shuffles, augmentation and head init (default 42)'],
-  ['--arch <name>', 'arch', 'resnet10 (tests) | resnet18 | resnet34 | resnet50 (default resnet34)'],
-  ['--size <px>', 'size', 'image side after crop, pixels (default 224)'],
-  ['--max-rotate <deg>', 'maxRotate', 'augmentation: rotate up to ± this many degrees, [0, 180] (default 10)'],
-  ['--max-zoom <x>', 'maxZoom', 'augmentation: zoom up to this factor, [1, 10] (default 1.1)'],
-  ['--max-lighting <x>', 'maxLighting', 'augmentation: brightness/contrast change, [0, 1) (default 0.2)'],
-  ['--max-warp <x>', 'maxWarp', 'augmentation: perspective warp magnitude, [0, 1) (default 0.2)'],
-  ['--p-affine <p>', 'pAffine', 'augmentation: probability of each of warp, rotate, zoom, [0, 1] (default 0.75)'],
-  ['--p-lighting <p>', 'pLighting', 'augmentation: probability of brightness and of contrast, [0, 1] (default 0.75)'],
-  ['--bs <n>', 'bs', 'batch per worker (default 64)'],
-  ['--accum <n>', 'accum', 'gradient-accumulation steps (default 1)'],
-  ['--global-bs <n>', 'globalBs', 'wanted global batch; picks --accum'],
-  ['--lr-scale <rule>', 'lrScale', 'linear | sqrt | none: scale max lrs by global batch / --base-bs (default none)'],
-  ['--base-bs <n>', 'baseBs', 'batch the stage lrs were tuned for (default 64)'],
-  ['--workers <n>', 'workers', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
-  ['--expect <n>', 'expect', 'world size to wait for (local + remote workers; default = --workers)'],
-  ['--backend <name>', 'backend', `${RUN_BACKENDS.join(' | ')} (default auto)`],
-  ['--pretrained <source>', 'pretrained', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
-  ['--run-dir <dir>', 'runDir', 'run directory (default runs/<date-time>)'],
+/**
+ * The flags that set the run configuration, in the order `--help` lists them: field, the name of its value (null: a
+ * switch, such as `--no-augment`) and help. The flags themselves are the contract's ({@link RUN_CONFIG_FLAGS}).
+ */
+const CONFIG_FLAG_HELP: ReadonlyArray<[field: keyof typeof RUN_CONFIG_FLAGS, value: string | null, help: string]> = [
+  ['data', 'source', 'oxford-iiit-pet (download) or a folder of images (or one holding images/) (default oxford-iiit-pet)'],
+  ['labelRe', 'regex', 'label regex over the path, first group (default: the tutorial\'s /([^/]+)_\\d+.jpg$)'],
+  ['labelFrom', 'how', 'regex | folder | csv (default regex)'],
+  ['labels', 'csv', 'CSV of file,label (with --label-from csv)'],
+  ['split', 'how', 'random (seeded --valid-pct) | official (Oxford annotations) | folder (train/ + valid/ subfolders) | csv (the --labels CSV\'s --valid-col column) (default random)'],
+  ['trainFolder', 'name', 'training subfolder of --split folder (default train)'],
+  ['validFolder', 'name', 'validation subfolder of --split folder (default valid)'],
+  ['validCol', 'name', 'CSV column marking validation rows for --split csv, true/false (default is_valid)'],
+  ['validPct', 'fraction', 'fraction of items for validation (default 0.2)'],
+  ['seed', 'n', 'seed of split, shuffles, augmentation and head init (default 42)'],
+  ['arch', 'name', 'resnet10 (tests) | resnet18 | resnet34 | resnet50 (default resnet34)'],
+  ['size', 'px', 'image side after crop, pixels (default 224)'],
+  ['maxRotate', 'deg', 'augmentation: rotate up to ± this many degrees, [0, 180] (default 10)'],
+  ['maxZoom', 'x', 'augmentation: zoom up to this factor, [1, 10] (default 1.1)'],
+  ['maxLighting', 'x', 'augmentation: brightness/contrast change, [0, 1) (default 0.2)'],
+  ['maxWarp', 'x', 'augmentation: perspective warp magnitude, [0, 1) (default 0.2)'],
+  ['pAffine', 'p', 'augmentation: probability of each of warp, rotate, zoom, [0, 1] (default 0.75)'],
+  ['pLighting', 'p', 'augmentation: probability of brightness and of contrast, [0, 1] (default 0.75)'],
+  ['bs', 'n', 'batch per worker (default 64)'],
+  ['accum', 'n', 'gradient-accumulation steps (default 1)'],
+  ['globalBs', 'n', 'wanted global batch; picks --accum'],
+  ['lrScale', 'rule', 'linear | sqrt | none: scale max lrs by global batch / --base-bs (default none)'],
+  ['baseBs', 'n', 'batch the stage lrs were tuned for (default 64)'],
+  ['workers', 'n', 'local worker processes to spawn (default 1; 0 = remote workers only)'],
+  ['expect', 'n', 'world size to wait for (local + remote workers; default = --workers)'],
+  ['backend', 'name', `${RUN_BACKENDS.join(' | ')} (default auto)`],
+  ['pretrained', 'source', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
+  ['runDir', 'dir', 'run directory (default runs/<date-time>)'],
+  ['augment', null, 'train without augmentation: centre crop only, as validation (fastai ds_tfms=None)'],
+  ['doFlip', null, 'augmentation: no random flips (fastai do_flip=False)'],
+  ['flipVert', null, 'augmentation: flips and 90° turns of all 8 kinds, for images with no "up" (fastai flip_vert=True)'],
 ];
 
 /** Builds the commander program of `coordinator [train]`. */
@@ -207,30 +206,33 @@ type Flags = Record<string, string | boolean | undefined>;
 
 /**
  * Adds the flags of the run configuration (data, labels, split, model, batch, augmentation) to `cmd`: the value
- * flags of CONFIG_FLAGS and the augmentation switches `--no-augment`, `--no-flip`, `--flip-vert`.
+ * flags of the fields in `only` (all when omitted) and the augmentation switches `--no-augment`, `--no-flip`,
+ * `--flip-vert` always.
  */
 export function addConfigFlags(cmd: Command, only?: ReadonlySet<keyof RunConfig>): Command {
-  for (const [flags, field, help] of CONFIG_FLAGS) if (!only || only.has(field)) cmd.option(flags, help);
-  return cmd
-    .option('--no-augment', 'train without augmentation: centre crop only, as validation (fastai ds_tfms=None)')
-    .option('--no-flip', 'augmentation: no random flips (fastai do_flip=False)')
-    .option('--flip-vert', 'augmentation: flips and 90° turns of all 8 kinds, for images with no "up" (fastai flip_vert=True)');
+  for (const [field, value, help] of CONFIG_FLAG_HELP) {
+    if (value === null) cmd.option(RUN_CONFIG_FLAGS[field], help);
+    else if (!only || only.has(field)) cmd.option(`${RUN_CONFIG_FLAGS[field]} <${value}>`, help);
+  }
+  return cmd;
 }
 
 /** The run-configuration fields the user set on `cmd`'s command line (after `cmd.parse`). */
 export function configFlagValues(cmd: Command): Record<string, unknown> {
   const flags = cmd.opts<Flags>();
   const out: Record<string, unknown> = {};
-  for (const [, field] of CONFIG_FLAGS) if (flags[field] !== undefined) out[field] = flags[field];
-  // Negatable switches have a default (true) in commander; only a switch given on the command line counts.
-  if (cmd.getOptionValueSource('augment') === 'cli') out.augment = flags.augment;
-  if (cmd.getOptionValueSource('flip') === 'cli') out.doFlip = flags.flip;
-  if (flags.flipVert === true) out.flipVert = true;
+  for (const [field] of CONFIG_FLAG_HELP) {
+    // Negatable switches have a default (true) in commander: only a flag given on the command line counts.
+    const key = cmd.options.find((o) => o.long === RUN_CONFIG_FLAGS[field])?.attributeName();
+    if (key !== undefined && cmd.getOptionValueSource(key) === 'cli') out[field] = flags[key];
+  }
   return out;
 }
 
 /** The numeric fastai `get_transforms` fields (their flags `--max-rotate` … `--p-lighting`). */
 const AUGMENT_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
+/** The augmentation switches (`--no-augment`, `--no-flip`, `--flip-vert`), which every command with run flags takes. */
+const SWITCH_FIELDS: ReadonlySet<string> = new Set(CONFIG_FLAG_HELP.filter(([, value]) => value === null).map(([field]) => field));
 
 /**
  * Adds only the augmentation flags of a run to `cmd` (for commands that take no other run setting, e.g.
@@ -249,7 +251,7 @@ export function addAugmentFlags(cmd: Command): Command {
  */
 export function augmentFromFlags(cmd: Command): TransformSettings | null {
   const picked = Object.entries(configFlagValues(cmd))
-    .filter(([k]) => AUGMENT_FIELDS.has(k as keyof RunConfig) || k === 'augment' || k === 'doFlip' || k === 'flipVert');
+    .filter(([k]) => AUGMENT_FIELDS.has(k as keyof RunConfig) || SWITCH_FIELDS.has(k));
   return augmentOf(resolveRunConfig(Object.fromEntries(picked) as RunConfigInput, { runDir: '.' }));
 }
 

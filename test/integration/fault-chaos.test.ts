@@ -118,7 +118,7 @@ test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-iden
 
     const refused = start([...args, '--resume', runDir, '--bs', '4']);
     assert.equal((await refused.exited).code, 2, refused.out);
-    assert.match(refused.out, /bs was 2 in this run, got 4/);
+    assert.match(refused.out, /bs \(--bs\) was 2 in this run, got 4/);
 
     const resumed = start([...args, '--resume', runDir]);
     const exit = await resumed.exited;

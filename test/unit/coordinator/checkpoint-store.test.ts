@@ -85,7 +85,7 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     // (the agreement check resolved the flags over the saved expect).
     assert.equal(loadResumePoint(dir, { workers: 4 }, () => undefined).config.expect, 4, 'more workers: expect follows');
     assert.deepEqual([...ok.point.state], [1, 2, 3]);
-    assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /size was 32 in this run, got 64/.test(e.message));
+    assert.throws(() => loadResumePoint(dir, { size: 64 }, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /: size \(--size\) was 32 in this run, got 64;/.test(e.message));
     // Found by a new user: `--resume /nonexistent` exited 1 (ERR_CHECKPOINT, "the run failed") instead of 2 (a bad flag).
     // Found by a new user: `--resume A --run-dir B` went on in A without a word about B.
     assert.throws(() => loadResumePoint(dir, { runDir: path.join(dir, 'elsewhere') }, () => undefined),
@@ -200,7 +200,9 @@ test('--resume with stage shorthands: they change the run\'s own stages, and a d
       'stage-1 (one_cycle, 2 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)) in this run, got ' +
       'stage-1 (one_cycle, 5 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)); drop the flag or start a new run');
     assert.throws(() => resume('--no-lr-find'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /got stage-1 \(one_cycle, 2 epochs, slice\(3e-3\), frozen\), stage-2/.test(e.message));
-    assert.throws(() => resume('--valid-pct', '0.3'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /: --valid-pct was 0\.2 in this run, got 0\.3;/.test(e.message));
+    // The setting named as every other message names it (`validPct (--valid-pct) must be …`), field and flag.
+    assert.throws(() => resume('--valid-pct', '0.3'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `--resume ${dir}: validPct (--valid-pct) was 0.2 in this run, got 0.3; drop the flag or start a new run`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@ import { CommanderError } from 'commander';
 import { DEFAULT_RUNTIME, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
 import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { DEFAULT_RUN_CONFIG, DEFAULT_STAGES } from '../../../src/contract/config.js';
+import { DEFAULT_RUN_CONFIG, DEFAULT_STAGES, RUN_CONFIG_FLAGS, flagOf, settingName } from '../../../src/contract/config.js';
 
 test('flags map onto the run config and runtime options', () => {
   const { config, runtime, explicit } = parseTrainArgs(['--workers', '2', '--data', '../shared/x', '--pretrained', 'none', '--size', '128',
@@ -22,6 +22,20 @@ test('flags map onto the run config and runtime options', () => {
   assert.equal(runtime.keep, 2);
   assert.equal(runtime.heartbeatTimeoutMs, DEFAULT_RUNTIME.heartbeatTimeoutMs);
   assert.deepEqual(Object.keys(explicit).sort(), ['data', 'pretrained', 'runDir', 'size', 'workers']);
+});
+
+test('one field → flag table: every run setting but stages has a flag, the program has each, and it sets that field', () => {
+  assert.deepEqual(Object.keys(RUN_CONFIG_FLAGS).sort(), Object.keys(DEFAULT_RUN_CONFIG).filter((k) => k !== 'stages').sort());
+  const longs = trainProgram().options.map((o) => o.long);
+  for (const flag of Object.values(RUN_CONFIG_FLAGS)) assert.ok(longs.includes(flag), `${flag} is a coordinator flag`);
+  assert.deepEqual(Object.keys(parseTrainArgs(['--valid-pct', '0.3', '--no-flip', '--flip-vert', '--no-augment', '--max-zoom', '1.5']).explicit).sort(),
+    ['augment', 'doFlip', 'flipVert', 'maxZoom', 'validPct']);
+  assert.equal(flagOf('validPct'), '--valid-pct');
+  assert.equal(flagOf('doFlip'), '--no-flip');
+  assert.equal(flagOf('stages'), undefined);
+  assert.equal(flagOf('toString'), undefined, 'own keys only');
+  assert.equal(settingName('validPct'), 'validPct (--valid-pct)');
+  assert.equal(settingName('stages[0].epochs'), 'stages[0].epochs');
 });
 
 test('stage shorthands edit the tutorial plan', () => {
