@@ -338,13 +338,25 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stdout.isTTY,
   };
+  checkRuntimeRules(r);
+  return r;
+}
+
+/**
+ * The rules between runtime settings, checked once they are all known: a new run's flags, or a resumed run's flags
+ * merged with the settings it keeps from the run ({@link inheritRuntime}).
+ * @param prefix - put before the message, e.g. `--resume (…): ` when some values are the run's, not flags
+ * @throws TrainerError ERR_BAD_FLAG for `--allreduce shm` with `--allreduce-dtype float16` (shared memory sends nothing
+ *   to compress), or a `--heartbeat-timeout-ms` below 2 × `--heartbeat-interval-ms` (one late heartbeat would then
+ *   declare a live peer dead)
+ */
+function checkRuntimeRules(r: RuntimeOptions, prefix = ''): void {
   if (r.allreduce === 'shm' && r.allreduceDtype !== 'float32') {
-    throw new TrainerError('ERR_BAD_FLAG', `--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got ${r.allreduceDtype}; use --allreduce ring or auto for float16`);
+    throw new TrainerError('ERR_BAD_FLAG', `${prefix}--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got ${r.allreduceDtype}; use --allreduce ring or auto for float16`);
   }
   if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
-    throw new TrainerError('ERR_BAD_FLAG', `--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}), got ${r.heartbeatTimeoutMs}`);
+    throw new TrainerError('ERR_BAD_FLAG', `${prefix}--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}), got ${r.heartbeatTimeoutMs}`);
   }
-  return r;
 }
 
 /**
@@ -385,7 +397,7 @@ const RUNTIME_NOT_INHERITED: ReadonlySet<keyof RuntimeOptions> = new Set(['resum
  * A flag given again wins, as for the run configuration's runtime-free fields.
  * @param saved - the `runtime` object of the run's config.json (unknown or missing fields are ignored)
  * @param log - receives one line naming the settings taken from the run, if any differ from this command line's
- * @throws TrainerError ERR_BAD_FLAG when the merged heartbeat settings break their rule (timeout ≥ 2 × interval)
+ * @throws TrainerError ERR_BAD_FLAG when the merged settings break a rule between them ({@link checkRuntimeRules})
  */
 export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof RuntimeOptions, unknown>>, log: (line: string) => void): RuntimeOptions {
   const given = cmd.runtimeGiven ?? new Set<keyof RuntimeOptions>();
@@ -404,12 +416,7 @@ export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof Ru
   if ('bind' in saved && !given.has('bind')) merged.bindGiven = saved.bindGiven === true;
   if ('metricsPort' in saved && !given.has('metricsPort')) merged.metricsPortGiven = saved.metricsPortGiven === true;
   const r = merged as unknown as RuntimeOptions;
-  if (r.allreduce === 'shm' && r.allreduceDtype !== 'float32') {
-    throw new TrainerError('ERR_BAD_FLAG', `--allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got ${r.allreduceDtype}; use --allreduce ring or auto for float16`);
-  }
-  if (r.heartbeatTimeoutMs < 2 * r.heartbeatIntervalMs) {
-    throw new TrainerError('ERR_BAD_FLAG', `--resume: --heartbeat-timeout-ms ${r.heartbeatTimeoutMs} must be ≥ 2 × --heartbeat-interval-ms (${2 * r.heartbeatIntervalMs}); give both flags`);
-  }
+  checkRuntimeRules(r, '--resume (a flag not given again keeps this run\'s value): ');
   if (taken.length > 0) log(`--resume: keeping this run's ${taken.join(', ')} (give a flag to change one)`);
   return r;
 }

@@ -141,7 +141,10 @@ test('--resume keeps the run\'s runtime settings unless a flag is given again (w
   // The merged heartbeats must still obey their rule.
   // (--heartbeat-interval-ms 3000 given, the run's --heartbeat-timeout-ms 4000 taken: 4000 < 2 × 3000.)
   assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--heartbeat-interval-ms', '3000']), { heartbeatTimeoutMs: 4000 }, () => undefined),
-    /--resume: --heartbeat-timeout-ms 4000 must be ≥ 2 × --heartbeat-interval-ms \(6000\); give both flags/);
+    { message: '--resume (a flag not given again keeps this run\'s value): --heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms (6000), got 4000' });
+  // The shared-memory rule too (the run's float16 wire dtype taken, --allreduce shm given): one rule for both paths.
+  assert.throws(() => inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--allreduce', 'shm']), { allreduceDtype: 'float16' }, () => undefined),
+    { message: '--resume (a flag not given again keeps this run\'s value): --allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got float16; use --allreduce ring or auto for float16' });
 });
 
 test('--resume of a run recorded before --allreduce auto existed keeps its ring; --allreduce given again wins', () => {
