@@ -19,7 +19,7 @@ import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
 import { applyStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
-import { shellArg } from './shell-arg.js';
+import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
@@ -150,7 +150,7 @@ export function checkpointWriteFailure(err: TrainerError, runDir: string, stateB
     ? ` (the disk is full: a checkpoint needs about ${formatBytes(stateBytes)}${free === null ? '' : `, ${formatBytes(free)} are free`}; free some space${fewer})` : '';
   const next = newestDir === null
     ? 'no earlier checkpoint of this run is on disk'
-    : `the newest checkpoint, ${newestDir}, is intact: resume from it with: npx coordinator --resume ${shellArg(runDir)}`;
+    : `the newest checkpoint, ${newestDir}, is intact: resume from it with: ${resumeCommandLine(runDir)}`;
   return new TrainerError('ERR_CHECKPOINT', `${err.message}${full}; ${next}`, { cause: err });
 }
 

@@ -9,7 +9,7 @@ import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { RUN_LOCK_FILE } from './run-lock.js';
 import { RUN_CONFIG_FILE } from './run-config-file.js';
 import { TrainerError } from '../contract/errors.js';
-import { shellArg } from './shell-arg.js';
+import { resumeCommandLine } from './shell-arg.js';
 
 /** Size of a run directory. All sizes are apparent file sizes in bytes; each inode counted once. */
 export interface DiskUsage {
@@ -83,7 +83,7 @@ export function checkNewRunDir(dir: string, log?: (line: string) => void): void 
   const names = readdirSync(dir).filter((n) => !isTemporary(n)).sort();
   const newest = listCheckpoints(dir).at(-1);
   if (newest !== undefined) {
-    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${basename(newest)}); continue it with: npx coordinator --resume ${shellArg(dir)}, `
+    throw new TrainerError('ERR_BAD_FLAG', `--run-dir ${dir} holds a run (its newest checkpoint: ${basename(newest)}); continue it with: ${resumeCommandLine(dir)}, `
       + 'or choose another --run-dir (a new run there would replace its checkpoints, models and report)');
   }
   const others = names.filter((n) => !isEarlyEntry(dir, n));

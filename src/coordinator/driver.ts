@@ -19,7 +19,7 @@ import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 import { removeEmptyCreated } from './make-dir.js';
 import { CoordinatorSetUp } from './setup.js';
-import { shellArg } from './shell-arg.js';
+import { resumeCommandLine, shellArg } from './shell-arg.js';
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -135,7 +135,7 @@ export class Coordinator extends CoordinatorSetUp {
     await this.checkpoint();
     this.ended = true;
     this.io.out(diskLine(this.runDir));
-    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: npx coordinator --resume ${shellArg(this.runDir)}`);
+    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: ${resumeCommandLine(this.runDir)}`);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 

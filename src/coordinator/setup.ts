@@ -33,7 +33,7 @@ import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
-import { shellArg } from './shell-arg.js';
+import { resumeCommandLine } from './shell-arg.js';
 import { writeRunConfigFile } from './run-config-file.js';
 
 
@@ -297,7 +297,7 @@ export abstract class CoordinatorSetUp {
         const dir = await this.writeCheckpoint();
         return dir === null ? 'nothing to checkpoint' : `checkpointed at global step ${this.history.position.globalStep} (${dir})`;
       },
-      resumeCommand: `npx coordinator --resume ${shellArg(this.runDir)}`,
+      resumeCommand: resumeCommandLine(this.runDir),
       newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
     });
     return this.recovery;

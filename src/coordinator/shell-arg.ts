@@ -13,3 +13,12 @@ export function shellArg(s: string): string {
   if (s !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * The command that resumes the run in `runDir`, ready to paste: `npx coordinator --resume <runDir as one shell
+ * word>`. Every message that tells the user how to resume prints this one.
+ * @param runDir - the run directory, as the user gave it (relative or absolute)
+ */
+export function resumeCommandLine(runDir: string): string {
+  return `npx coordinator --resume ${shellArg(runDir)}`;
+}
