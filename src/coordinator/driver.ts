@@ -19,7 +19,7 @@ import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 import { removeEmptyCreated } from './make-dir.js';
 import { CoordinatorSetUp } from './setup.js';
-import { resumeCommandLine, shellArg } from './shell-arg.js';
+import { interpretCommandLine, resumeCommandLine } from './shell-arg.js';
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -37,7 +37,7 @@ export class Coordinator extends CoordinatorSetUp {
     if (resumed && resumed.meta.history.position.stageIndex >= this.cmd.config.stages.length) {
       // Nothing left to train: touching the workers or the checkpoints could only lose the finished result.
       this.io.out(`${resumed.dir}: this run already finished (global step ${resumed.meta.history.position.globalStep}); nothing to resume. ` +
-        `Look at it again with: npx coordinator interpret ${shellArg(this.runDir)}`);
+        `Look at it again with: ${interpretCommandLine(this.runDir)}`);
       return this.untrainedResult(false);
     }
     const setup = await this.setUp();
@@ -124,6 +124,7 @@ export class Coordinator extends CoordinatorSetUp {
       stopRequested: () => this.stopRequested,
       guard: (what, fn) => this.guarded(what, fn),
       recover: (reason) => recovery.recover(reason, (rank) => this.getState(rank)),
+      resumeAdvice: (after) => recovery.resumeAdvice(after),
       stepFailed: (step, failures, reason) => recovery.failedStep(step, failures, reason),
       snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
       restore: (blob) => this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)),

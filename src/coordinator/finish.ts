@@ -15,7 +15,7 @@ import { mostConfusedLines, reportInput } from './stage-report.js';
 import { validateAll } from './stage-runner.js';
 import { diskLine } from './disk.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
-import { shellArg } from './shell-arg.js';
+import { interpretCommandLine } from './shell-arg.js';
 
 /** What a finished (or stopped) run reports. */
 export interface RunResult {
@@ -44,10 +44,10 @@ export interface FinishInput {
  * Gathers validation probabilities from all ranks into validation-set order.
  * @returns `[nValid × classes]` probabilities and `[nValid]` targets
  */
-export async function gatherPredictions(cluster: Cluster, data: DataBunch, timeoutMs: number): Promise<{ probs: Float32Array; targets: Int32Array; errorRate: number }> {
+export async function gatherPredictions(cluster: Cluster, data: DataBunch, timeoutMs: number, remedy: () => string): Promise<{ probs: Float32Array; targets: Int32Array; errorRate: number }> {
   const k = data.classes.length;
   const n = data.valid.length;
-  const v = await validateAll(cluster, timeoutMs, true);
+  const v = await validateAll(cluster, timeoutMs, true, remedy);
   const probs = new Float32Array(n * k);
   const seen = new Uint8Array(n);
   for (const { message, frames } of v.replies) {
@@ -69,13 +69,16 @@ export async function gatherPredictions(cluster: Cluster, data: DataBunch, timeo
 
 /** Interprets, writes the report, prints the summary. */
 export async function finishRun(f: FinishInput): Promise<RunResult> {
-  const { probs, targets, errorRate } = await gatherPredictions(f.cluster, f.data, f.timeoutMs);
+  const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');
+  const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;
+  // The training is done and saved: a resume would find nothing left to train, so each error says how to get the report.
+  const saved = `the training finished and its model is saved (${modelPath ?? f.runDir})`;
+  const { probs, targets, errorRate } = await gatherPredictions(f.cluster, f.data, f.timeoutMs,
+    () => `${saved}; restore the data and write the report with: ${interpretCommandLine(f.runDir)}`);
   const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
   f.out('');
   for (const line of mostConfusedLines(interp)) f.out(line);
   const input = reportInput(f.runDir, f.config, f.history, interp);
-  const lastFit = [...f.stages].reverse().find((s) => s.config.kind !== 'lr_find');
-  const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;
   let report: Awaited<ReturnType<typeof writeRunReport>>;
   try {
     report = await writeRunReport(f.runDir, input);
@@ -86,8 +89,8 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
     f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
     f.out(`model:   ${modelPath ?? '-'}`);
     f.out('report:  not written (below)');
-    throw new TrainerError('ERR_REPORT', `${err.message}; the training finished and its model is saved (${modelPath ?? f.runDir}); `
-      + `make room and write the report with: npx coordinator interpret ${shellArg(f.runDir)}`, { cause: err });
+    throw new TrainerError('ERR_REPORT', `${err.message}; ${saved}; `
+      + `make room and write the report with: ${interpretCommandLine(f.runDir)}`, { cause: err });
   }
   f.out(`\nfinal error_rate ${errorRate.toFixed(4)} (${f.data.valid.length} validation images)`);
   f.out(`model:   ${modelPath ?? '-'}`);

@@ -181,7 +181,7 @@ export class Recovery {
     cluster.dropLost();
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) {
       this.fatal = true;
-      this.ended = new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); ${this.onDisk()}`);
+      this.ended = new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); ${this.resumeAdvice()}`);
       throw this.ended;
     }
     const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
@@ -248,13 +248,13 @@ export class Recovery {
     const { cluster } = this.o;
     let saved: string;
     if (cluster.ranks().some((m) => this.unsynced.has(m.id))) {
-      saved = `not checkpointed (a newcomer never received the training state); ${this.onDisk(`after fixing the cause (${reason})`)}`;
+      saved = `not checkpointed (a newcomer never received the training state); ${this.resumeAdvice(`after fixing the cause (${reason})`)}`;
     } else {
       try {
         await cluster.announce();
         saved = `${await this.o.checkpoint()}; resume with: ${this.o.resumeCommand} after fixing the cause (${reason})`;
       } catch (err) {
-        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); ${this.onDisk(`after fixing the cause (${reason})`)}`;
+        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); ${this.resumeAdvice(`after fixing the cause (${reason})`)}`;
       }
     }
     this.ended = new TrainerError('ERR_WORKER_LOST', `${why}; ${saved}`);
@@ -262,15 +262,20 @@ export class Recovery {
   }
 
   /**
-   * What is left on disk when the run ends without a checkpoint of its own: the newest checkpoint and the resume
-   * command, or, before the first checkpoint, that there is nothing to resume (the run folder is then removed, and
-   * "resume from the last checkpoint with --resume" sent the user to a run that did not exist).
+   * What is left on disk when the run ends without a checkpoint of its own (every worker lost, a failed checkpoint,
+   * the data gone mid-run): the newest checkpoint and the resume command, or, before the first checkpoint, that
+   * there is nothing to resume (the run folder is then removed, and "resume from the last checkpoint with --resume"
+   * sent the user to a run that did not exist).
+   * @param after - when to do it, appended to either advice, e.g. `after restoring the data`
+   * @returns e.g. `the newest checkpoint on disk stands (runs/x/checkpoints/step-000000004; later steps are redone);
+   *   resume with: npx coordinator --resume runs/x after restoring the data`
    */
-  private onDisk(after = ''): string {
+  resumeAdvice(after = ''): string {
     const newest = this.o.newestCheckpoint?.();
-    if (newest === null) return 'no checkpoint was written yet, so there is nothing to resume: start the run again';
+    const when = after ? ` ${after}` : '';
+    if (newest === null) return `no checkpoint was written yet, so there is nothing to resume: start the run again${when}`;
     const which = newest === undefined ? 'the newest checkpoint on disk stands' : `the newest checkpoint on disk stands (${newest}; later steps are redone)`;
-    return `${which}; resume with: ${this.o.resumeCommand}${after ? ` ${after}` : ''}`;
+    return `${which}; resume with: ${this.o.resumeCommand}${when}`;
   }
 
   /**

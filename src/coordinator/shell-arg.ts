@@ -22,3 +22,8 @@ export function shellArg(s: string): string {
 export function resumeCommandLine(runDir: string): string {
   return `npx coordinator --resume ${shellArg(runDir)}`;
 }
+
+/** The command that writes (again) the report of the run in `runDir`: `npx coordinator interpret <runDir>`. */
+export function interpretCommandLine(runDir: string): string {
+  return `npx coordinator interpret ${shellArg(runDir)}`;
+}

@@ -44,10 +44,18 @@ export interface StageContext {
   recover(reason: string): Promise<void>;
   /** Called with each failure of a step (1, 2, … in a row); ends the run past a bound (`Recovery.failedStep`). */
   stepFailed(step: number, failures: number, reason: string): Promise<void>;
+  /**
+   * What is on disk to resume from and the command, for an error that ends the run without a checkpoint of its own
+   * (`Recovery.resumeAdvice`). @param after - when to resume, e.g. `after restoring the data`
+   */
+  resumeAdvice(after: string): string;
   /** Gets the state blob of rank 0 and loads it into every rank (lr_find restore). */
   snapshot(): Promise<Uint8Array>;
   restore(blob: Uint8Array): Promise<void>;
 }
+
+/** When to resume after the data went away mid-run (`dataWentAwayError`). */
+const DATA_RESTORED = 'after restoring the data';
 
 const isStepDone = (step: number, generation: number) => (m: Message): m is StepDoneMessage =>
   m.type === 'step-done' && m.step === step && m.generation === generation;
@@ -85,7 +93,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
         // record no loss, step after step: seen with the training images cut short after epoch 0 (epoch 1 'trained'
         // three steps on nothing, its smoothed loss frozen at 1.3876). The step is dropped on every rank.
         await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
-        throw dataWentAwayError(`training step ${step}`, 'the step was not applied, the newest checkpoint is kept: restore the data and resume the run with --resume');
+        throw dataWentAwayError(`training step ${step}`, `the step was not applied; ${ctx.resumeAdvice(DATA_RESTORED)}`);
       }
       await cluster.broadcast({ type: 'commit', step });
       const { position } = ctx.history;
@@ -110,7 +118,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
 function clusterTransport(ctx: StageContext): StepTransport<Reply<StepDoneMessage>[], Uint8Array> {
   return {
     step: (stage, k, hyper) => runStep(ctx, stage, k, hyper),
-    validate: () => ctx.guard('validation', () => validateAll(ctx.cluster, ctx.stepTimeoutMs, false)),
+    validate: () => ctx.guard('validation', () => validateAll(ctx.cluster, ctx.stepTimeoutMs, false, () => ctx.resumeAdvice(DATA_RESTORED))),
     snapshot: () => ctx.snapshot(),
     restore: (blob) => ctx.restore(blob),
   };
@@ -125,8 +133,12 @@ function stageHistory(ctx: StageContext, stage: StagePlan): StageHistory {
   return h;
 }
 
-/** Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W). */
-export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
+/**
+ * Validates the whole validation set over all ranks (batch j of the split on rank j mod W: the same sums whatever W).
+ * @param remedy - what is kept and what to do, for the error of a validation that read none of its images
+ * @throws TrainerError ERR_DATA ({@link dataWentAwayError}) when no rank read any validation image
+ */
+export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs: boolean, remedy: () => string): Promise<{ validLoss: number; errorRate: number; replies: Reply<ValidDoneMessage>[] }> {
   await cluster.syncBatchNorm(timeoutMs);
   const replies = await cluster.request('validate', { withProbabilities: withProbs }, { what: 'validation', timeoutMs });
   const count = replies.reduce((s, r) => s + r.message.count, 0);
@@ -134,7 +146,7 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
     // Every validation image failed to decode, though each one passed the data step: the data went away during the
     // run (folder moved, deleted, unmounted). Before, the epoch table printed valid_loss 0.000000 and error_rate
     // 1.000000 as if measured, and training went on over nothing to the end.
-    throw dataWentAwayError('validation', 'the newest checkpoint is kept: restore the data and resume the run with --resume');
+    throw dataWentAwayError('validation', remedy());
   }
   const correct = replies.reduce((s, r) => s + r.message.correct, 0);
   const lossSum = replies.reduce((s, r) => s + r.message.lossSum, 0);

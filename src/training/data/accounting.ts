@@ -204,8 +204,10 @@ export function accountJson(account: DataAccount): DataAccountJson {
  * `valid_loss 0`, `error_rate 1` as if measured. The distributed run (coordinator) and the single-process Learner
  * both stop with it.
  * @param what - what read nothing, e.g. `training step 12` or `validation`
- * @param remedy - what was kept and what to do next, e.g. `the newest checkpoint is kept: restore the data and resume
- *   the run with --resume`
+ * @param remedy - what was kept and what to do next, e.g. the coordinator's `the step was not applied; the newest
+ *   checkpoint on disk stands (runs/x/checkpoints/step-000000004; later steps are redone); resume with: npx coordinator
+ *   --resume runs/x after restoring the data` (`Recovery.resumeAdvice`), the Learner's `the step was not applied:
+ *   restore the data and run again`
  * @returns a TrainerError ERR_DATA (the caller throws it)
  */
 export function dataWentAwayError(what: string, remedy: string): TrainerError {

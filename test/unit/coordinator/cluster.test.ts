@@ -156,7 +156,9 @@ test('validation that read none of its images (the data folder went away mid-run
   const replies = (count: number) => [0, 1].map((rank) => ({ rank, message: { type: 'valid-done', requestId: 1, rank, count, correct: count, lossSum: count * 0.5 }, frames: [] }));
   let answer = replies(0);
   const cluster = { syncBatchNorm: async () => undefined, request: async () => answer } as unknown as Cluster;
-  await assert.rejects(validateAll(cluster, 1000, false), (e) => isTrainerError(e, 'ERR_DATA') && /validation read none of its images/.test(e.message) && /--resume/.test(e.message));
+  const remedy = () => 'the newest checkpoint on disk stands (runs/x/checkpoints/step-000000004; later steps are redone); resume with: npx coordinator --resume runs/x after restoring the data';
+  await assert.rejects(validateAll(cluster, 1000, false, remedy), (e) => isTrainerError(e, 'ERR_DATA') && e.message === 'validation read none of its images: every one failed to decode '
+    + '(each was readable when the run started: was the data folder moved, deleted or unmounted? the log lines above name the files); ' + remedy());
   answer = replies(2);
-  assert.deepEqual(await validateAll(cluster, 1000, false).then((v) => [v.validLoss, v.errorRate]), [0.5, 0]);
+  assert.deepEqual(await validateAll(cluster, 1000, false, remedy).then((v) => [v.validLoss, v.errorRate]), [0.5, 0]);
 });

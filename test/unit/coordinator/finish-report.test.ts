@@ -49,3 +49,16 @@ test('a report that cannot be written at the end: ERR_REPORT naming the file, th
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a final validation that read none of its images: ERR_DATA saying the model is saved and how to write the report (a resume would find nothing to train)', async () => {
+  const dir = '/tmp/finished run';
+  const data = { classes: ['Abyssinian', 'Bengal'], valid: [0, 1], labels: [1, 0], paths: ['a.jpg', 'b.jpg'] } as unknown as DataBunch;
+  const cluster = {
+    syncBatchNorm: async () => undefined,
+    request: async () => [0, 1].map((rank) => ({ rank, message: { type: 'valid-done', rank, count: 0, correct: 0, lossSum: 0 }, frames: [new Uint8Array(0)] })),
+  } as unknown as Cluster;
+  const config: RunConfig = { ...DEFAULT_RUN_CONFIG, runDir: dir };
+  await assert.rejects(finishRun({ cluster, data, config, runDir: dir, history: newHistory(), stages: config.stages.map((c, index) => ({ config: c, index })) as never, metricsUrl: null, out: () => undefined, timeoutMs: 1000 }),
+    { code: 'ERR_DATA', message: 'validation read none of its images: every one failed to decode (each was readable when the run started: was the data folder moved, deleted or unmounted? '
+      + "the log lines above name the files); the training finished and its model is saved (/tmp/finished run/models/stage-2.safetensors); restore the data and write the report with: npx coordinator interpret '/tmp/finished run'" });
+});

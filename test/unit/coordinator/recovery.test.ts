@@ -285,6 +285,13 @@ test('a step that keeps failing with no worker lost ends the run after --max-res
   assert.equal(o.checkpoints, 1);
 });
 
+test('a run that ends with its checkpoint failed and none on disk says to start again after fixing the cause (the cause was dropped)', async () => {
+  const s = scripted(2, []);
+  const o = options(s, { maxRestarts: 0, newestCheckpoint: () => null, checkpoint: async () => { throw new Error('ENOSPC: no space left on device'); } });
+  await assert.rejects(new Recovery(o).failedStep(7, 2, 'rank 1 failed step 7: ERR_TIMEOUT'), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && e.message.endsWith(
+    '; the checkpoint failed (ENOSPC: no space left on device); no checkpoint was written yet, so there is nothing to resume: start the run again after fixing the cause (rank 1 failed step 7: ERR_TIMEOUT)'));
+});
+
 test('every worker holding the state lost: the error names the newest checkpoint and the resume command, or says there is none', async () => {
   // Seen by the breaker: both local workers SIGKILLed at once during step 1 ended the run with "resume from the last
   // checkpoint with --resume" — no run folder named, and none to resume: the run had written no checkpoint, and its

@@ -4,15 +4,24 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isTrainerError } from '../../../src/contract/errors.js';
 import { planStages } from '../../../src/contract/plan/plan.js';
 import type { Message } from '../../../src/contract/protocol/index.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import { newHistory } from '../../../src/coordinator/history.js';
+import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import { resumeCommandLine } from '../../../src/coordinator/shell-arg.js';
 import { runFitStage, type StageContext } from '../../../src/coordinator/stage-runner.js';
 
-/** A 2-rank cluster whose step-done replies carry `counts[step][rank]` items; it records what was broadcast. */
-function scripted(counts: (step: number) => number[]) {
+/** The data-went-away error's cause, as `dataWentAwayError` words it. */
+const GONE = 'read none of its images: every one failed to decode (each was readable when the run started: was the data folder '
+  + 'moved, deleted or unmounted? the log lines above name the files)';
+
+/**
+ * A 2-rank cluster whose step-done replies carry `counts[step][rank]` items and valid-done replies `validCount` each;
+ * it records what was broadcast. Resume advice is the coordinator's (`Recovery.resumeAdvice`) for run `runs/my run`
+ * whose newest checkpoint is `newest` (null: none written yet).
+ */
+function scripted(counts: (step: number) => number[], newest: string | null = 'runs/my run/checkpoints/step-000000001', validCount = 2) {
   const sent: string[] = [];
   const cluster = {
     generation: 1,
@@ -26,15 +35,17 @@ function scripted(counts: (step: number) => number[]) {
         message: { type: 'step-done', step, generation: 1, rank, lossSum: counts(step)[rank]! * 0.5, count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, decodeQueueTasks: 0, skipped: {} },
       }));
     },
-    async request() { return [{ rank: 0, frames: [], message: { type: 'valid-done', lossSum: 1, count: 2, correct: 1 } }, { rank: 1, frames: [], message: { type: 'valid-done', lossSum: 1, count: 2, correct: 1 } }]; },
+    async request() { return [0, 1].map((rank) => ({ rank, frames: [], message: { type: 'valid-done', lossSum: validCount / 2, count: validCount, correct: validCount / 2 } })); },
     async syncBatchNorm() {},
   };
   const history = newHistory();
+  // Only what resumeAdvice reads: the resume command and the newest checkpoint on disk.
+  const recovery = new Recovery({ resumeCommand: resumeCommandLine('runs/my run'), newestCheckpoint: () => newest } as unknown as RecoveryOptions);
   const ctx: StageContext = {
     cluster: cluster as unknown as Cluster, history, accum: () => 1, stepsPerDataEpoch: 2, dataEpochBase: () => 0, stepTimeoutMs: 1000,
     progress: 'none', out: () => {}, afterStep: async () => false, afterEpoch: async () => {},
     guard: (_what, fn) => fn(), stopRequested: () => false, recover: async () => {}, stepFailed: async () => {},
-    snapshot: async () => new Uint8Array(0), restore: async () => {},
+    snapshot: async () => new Uint8Array(0), restore: async () => {}, resumeAdvice: (after) => recovery.resumeAdvice(after),
   };
   const [stage] = planStages({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }], trainCount: 8, globalBs: 4, lrFactor: 1 });
   return { ctx, stage: stage!, sent, history };
@@ -51,8 +62,21 @@ test('a step of which no rank read any image is dropped (abort, not commit) and 
   // Seen by the breaker: the training images cut short after epoch 0; epoch 1 committed three steps on nothing (an
   // AdamW update from momentum and weight decay alone), its smoothed loss frozen, until validation found nothing.
   const s = scripted((step) => (step === 0 ? [2, 2] : [0, 0]));
-  await assert.rejects(runFitStage(s.ctx, s.stage), (e) => isTrainerError(e, 'ERR_DATA')
-    && /^training step 1 read none of its images: every one failed to decode/.test(e.message) && /the step was not applied, the newest checkpoint is kept: .*--resume$/.test(e.message));
+  // The error names the newest checkpoint and the exact command, as recovery's errors do (it said "the newest
+  // checkpoint is kept … resume the run with --resume": no folder, and even when no checkpoint existed).
+  await assert.rejects(runFitStage(s.ctx, s.stage), { code: 'ERR_DATA', message: `training step 1 ${GONE}; the step was not applied; `
+    + 'the newest checkpoint on disk stands (runs/my run/checkpoints/step-000000001; later steps are redone); '
+    + 'resume with: npx coordinator --resume \'runs/my run\' after restoring the data' });
   assert.deepEqual(s.sent.filter((x) => /^(commit|abort)/.test(x)), ['commit 0', 'abort 1']);
   assert.equal(s.history.position.globalStep, 1, 'the position stays at the step that read nothing');
+  // Before the first checkpoint there is nothing to resume: it says so.
+  await assert.rejects(runFitStage(scripted(() => [0, 0], null).ctx, s.stage), { code: 'ERR_DATA', message: `training step 0 ${GONE}; `
+    + 'the step was not applied; no checkpoint was written yet, so there is nothing to resume: start the run again after restoring the data' });
+});
+
+test('an epoch whose validation read none of its images ends the run with ERR_DATA naming the resume command', async () => {
+  const s = scripted(() => [2, 2], 'runs/my run/checkpoints/step-000000002', 0);
+  await assert.rejects(runFitStage(s.ctx, s.stage), { code: 'ERR_DATA', message: `validation ${GONE}; `
+    + 'the newest checkpoint on disk stands (runs/my run/checkpoints/step-000000002; later steps are redone); '
+    + 'resume with: npx coordinator --resume \'runs/my run\' after restoring the data' });
 });
