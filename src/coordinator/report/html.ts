@@ -3,7 +3,7 @@
  * and their JSON by relative path so it works opened from disk. Every piece of text is escaped.
  */
 import type { ConfusedPair } from '../interpret/interpretation.js';
-import { type DataAccountJson, unsearchedFolderLines } from '../../training/data/accounting.js';
+import { type DataAccountJson, foldersNotSearchedOf, unsearchedFolderLines } from '../../training/data/accounting.js';
 import { escapeXml } from './render.js';
 import type { EpochRow, RunReportInput, StageRecord } from './types.js';
 
@@ -73,8 +73,7 @@ export function dataAccountHtml(d: DataAccountJson, maxPaths = 5): string {
     `<tr>${cell('files found', 'k')}${cell(d.filesFound)}${cell(d.root, 't')}</tr>`,
   ];
   const parts = [`<table><thead><tr><th>where</th><th>files</th><th>why / which</th></tr></thead><tbody>\n${rows.join('\n')}\n</tbody></table>`];
-  const notes = [...d.warnings, ...(d.hiddenFolders.length ? [`hidden folders not searched: ${d.hiddenFolders.join(', ')}`] : []),
-    ...unsearchedFolderLines(d.foldersNotSearched ?? [], maxPaths),
+  const notes = [...d.warnings, ...unsearchedFolderLines(foldersNotSearchedOf(d), maxPaths),
     ...(d.csvRowsWithoutFile.length ? [`${d.csvRowsWithoutFile.length} CSV row(s) name no file: ${d.csvRowsWithoutFile.slice(0, maxPaths).join(', ')}`] : [])];
   if (notes.length) parts.push(`<ul>${notes.map((n) => `<li>${escapeXml(n)}</li>`).join('')}</ul>`);
   const classRows = d.classes.map((c) => `<tr>${cell(c.name, 't')}${cell(c.train)}${cell(c.valid)}${cell(c.bad)}${cell(c.discarded)}</tr>`);

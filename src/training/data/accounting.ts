@@ -53,7 +53,7 @@ export interface ClassCount {
 export interface DataAccount {
   /** The folder searched (absolute). */
   readonly root: string;
-  /** Files under `root` (hidden folders are not searched; see {@link hiddenFolders}). */
+  /** Files under `root` (the folders of {@link foldersNotSearched} are not searched). */
   readonly filesFound: number;
   readonly train: number;
   readonly valid: number;
@@ -63,9 +63,7 @@ export interface DataAccount {
   readonly classes: readonly ClassCount[];
   /** Warnings about classes that train but cannot be learned well (single item, no validation item). */
   readonly warnings: readonly string[];
-  /** Hidden folders (name starting with `.`) under `root`, not searched, relative to `root`. */
-  readonly hiddenFolders: readonly string[];
-  /** Other folders under `root` not searched (unreadable, a link to a folder already searched, a name not UTF-8). */
+  /** Folders under `root` not searched (hidden, unreadable, a link to a folder already searched, a name not UTF-8). */
   readonly foldersNotSearched: readonly UnsearchedFolder[];
   /** CSV rows naming a file that is not under `root` (the CSV layout only): `file (line n)`. */
   readonly csvRowsWithoutFile: readonly string[];
@@ -97,17 +95,13 @@ export function skippedCount(account: Pick<DataAccount, 'groups'>): number {
  * One log line per reason: `skipped <n> file(s): <reason> — <first paths> (+k more); <rule>; <fix>`.
  * @param maxPaths - paths named per line (integer ≥ 0), default 3; the rest are counted.
  */
-export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hiddenFolders' | 'foldersNotSearched' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
+export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'foldersNotSearched' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
   const rel = (p: string): string => relative(account.root, p) || p;
   const lines = account.groups.map((g) => {
     const shown = g.paths.slice(0, maxPaths).map(rel).join(', ');
     const more = g.paths.length > maxPaths ? ` (+${g.paths.length - maxPaths} more)` : '';
     return `skipped ${g.paths.length} file(s), ${g.reason}: ${shown}${more} — ${g.rule}; ${g.fix}`;
   });
-  if (account.hiddenFolders.length > 0) {
-    lines.push(`not searched: ${account.hiddenFolders.length} hidden folder(s): ${account.hiddenFolders.slice(0, maxPaths).join(', ')}` +
-      `${account.hiddenFolders.length > maxPaths ? ` (+${account.hiddenFolders.length - maxPaths} more)` : ''} — names starting with "." are not searched; rename them to include their files`);
-  }
   lines.push(...unsearchedFolderLines(account.foldersNotSearched, maxPaths));
   if (account.csvRowsWithoutFile.length > 0) {
     const rows = account.csvRowsWithoutFile;
@@ -117,7 +111,12 @@ export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'hid
   return lines;
 }
 
-const FOLDER_RULES: Readonly<Record<Exclude<UnsearchedFolderReason, 'hidden'>, { what: string; rule: string }>> = {
+/** Per reason a folder was not searched, in the order of the log lines: what such folders are, the rule and its fix. */
+const FOLDER_RULES: Readonly<Record<UnsearchedFolderReason, { what: string; rule: string }>> = {
+  'hidden': {
+    what: 'hidden folder(s)',
+    rule: 'names starting with "." are not searched; rename them to include their files',
+  },
   'unreadable': {
     what: 'folder(s) that cannot be read',
     rule: 'their files are not listed, counted or trained; make them readable (chmod a+rx) or move them out of --data',
@@ -133,8 +132,9 @@ const FOLDER_RULES: Readonly<Record<Exclude<UnsearchedFolderReason, 'hidden'>, {
 };
 
 /**
- * One log line per reason a folder was not searched (hidden folders apart): `not searched: <n> <what>: <first
- * paths> (+k more) — <rule and fix>`.
+ * One log line per reason a folder was not searched: `not searched: <n> <what>: <first paths> (+k more) — <rule and
+ * fix>`, e.g. `not searched: 1 hidden folder(s): .git — names starting with "." are not searched; rename them to
+ * include their files`. The run's log, the report and the error of a folder with no labelled image print these.
  * @param maxPaths - folders named per line (integer ≥ 0), default 3; the rest are counted.
  */
 export function unsearchedFolderLines(folders: readonly UnsearchedFolder[], maxPaths = 3): string[] {
@@ -172,8 +172,12 @@ export interface DataAccountJson {
   readonly groups: readonly { readonly reason: LeftOutReason; readonly count: number; readonly rule: string; readonly fix: string; readonly paths: readonly string[] }[];
   readonly classes: readonly ClassCount[];
   readonly warnings: readonly string[];
+  /** Hidden folders not searched (relative to `root`): the account's folders of reason `hidden`. */
   readonly hiddenFolders: readonly string[];
-  /** Absent in the data.json of runs from before it was written. */
+  /**
+   * The other folders not searched (never the hidden ones, listed above, as data.json has always had them). Absent
+   * in the data.json of runs from before it was written.
+   */
   readonly foldersNotSearched?: readonly UnsearchedFolder[];
   readonly csvRowsWithoutFile: readonly string[];
 }
@@ -191,10 +195,15 @@ export function accountJson(account: DataAccount): DataAccountJson {
     groups: account.groups.map((g) => ({ reason: g.reason, count: g.paths.length, rule: g.rule, fix: g.fix, paths: g.paths.map(rel) })),
     classes: account.classes,
     warnings: account.warnings,
-    hiddenFolders: account.hiddenFolders,
-    foldersNotSearched: account.foldersNotSearched,
+    hiddenFolders: account.foldersNotSearched.filter((f) => f.reason === 'hidden').map((f) => f.path),
+    foldersNotSearched: account.foldersNotSearched.filter((f) => f.reason !== 'hidden'),
     csvRowsWithoutFile: account.csvRowsWithoutFile,
   };
+}
+
+/** Every folder a `data.json` says was not searched, hidden ones included (for {@link unsearchedFolderLines}). */
+export function foldersNotSearchedOf(json: Pick<DataAccountJson, 'hiddenFolders' | 'foldersNotSearched'>): UnsearchedFolder[] {
+  return [...json.hiddenFolders.map((path): UnsearchedFolder => ({ path, reason: 'hidden' })), ...(json.foldersNotSearched ?? [])];
 }
 
 /**

@@ -202,8 +202,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const classIndex = new Map(checked.classes.map((c, i) => [c, i]));
   const account: DataAccount = {
     root: items.root, filesFound: items.filesFound, train: trainKept.length, valid: checked.valid.length, groups: ordered(groups),
-    classes: checked.counts, warnings: checked.warnings, hiddenFolders: items.hiddenFolders,
-    foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: items.csvRowsWithoutFile,
+    classes: checked.counts, warnings: checked.warnings, foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: items.csvRowsWithoutFile,
   };
   const accounted = account.train + account.valid + skippedCount(account);
   if (accounted !== account.filesFound) {

@@ -41,13 +41,11 @@ export interface ItemList {
   readonly labels: readonly string[];
   /** `[paths]` uint8 from the CSV's valid column (1 = validation), or null without one. */
   readonly validFlags: Uint8Array | null;
-  /** Files under `root` (hidden folders not searched). */
+  /** Files under `root` (the folders of {@link foldersNotSearched} not searched). */
   readonly filesFound: number;
   /** Files left out before decoding, by reason (hidden, extension, no label). */
   readonly leftOut: readonly LeftOutGroup[];
-  /** Hidden folders under `root`, not searched (relative to `root`). */
-  readonly hiddenFolders: readonly string[];
-  /** Other folders not searched: unreadable, a link to a folder already searched, a name that is not UTF-8. */
+  /** Folders under `root` not searched: hidden, unreadable, a link to a folder already searched, a name that is not UTF-8. */
   readonly foldersNotSearched: readonly UnsearchedFolder[];
   /** CSV rows naming no file under `root`: `name (line n)`. */
   readonly csvRowsWithoutFile: readonly string[];
@@ -79,6 +77,12 @@ export type UnsearchedFolderReason = 'hidden' | 'unreadable' | 'already searched
 export interface UnsearchedFolder {
   /** Path relative to the image folder, '/'-separated; bytes that are not UTF-8 shown as `\xNN`. */
   readonly path: string;
+  /**
+   * Why it was not searched: `hidden` (its name starts with `.`, as fastai's `get_files` skips), `unreadable` (listing
+   * it failed: permissions, an I/O error), `already searched` (a symbolic link to a folder searched already, which
+   * could loop), `name not UTF-8` (no path string can open it). The log line of each, with its fix, is
+   * `unsearchedFolderLines`' (training/data/accounting.ts).
+   */
   readonly reason: UnsearchedFolderReason;
   /** For `unreadable`: the error (e.g. `EACCES: permission denied`); for `already searched`: the folder it is. */
   readonly detail?: string;
@@ -335,10 +339,8 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   if (badExt.length) leftOut.push({ reason: 'unsupported extension', paths: badExt, rule: `not an image extension (${IMAGE_EXTENSION_LIST.join(' ')}, any case)`, fix: 'convert them to JPEG or PNG, or move them out of --data' });
   if (unlabelled.length) leftOut.push({ reason: 'unlabelled', paths: unlabelled, rule: labeller.rule, fix: labeller.fix });
   const found = files.length + hidden.length + notFiles.length + badNames.length;
-  const hiddenFolders = unsearched.filter((f) => f.reason === 'hidden').map((f) => f.path);
-  const foldersNotSearched = unsearched.filter((f) => f.reason !== 'hidden');
   if (paths.length === 0) {
-    const why = [...leftOut.map((g) => `${g.paths.length} ${g.reason}: ${g.rule}`), ...unsearchedFolderLines(foldersNotSearched)].join('; ');
+    const why = [...leftOut.map((g) => `${g.paths.length} ${g.reason}: ${g.rule}`), ...unsearchedFolderLines(unsearched)].join('; ');
     throw new TrainerError('ERR_BAD_DATA', `no labelled images found under ${root}: ${found} file(s)${why ? ` (${why})` : ''}`);
   }
   const csv = labeller.csv;
@@ -346,7 +348,7 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   const validFlags = rule.kind === 'csv' && (rule.validCol ?? null) !== null
     ? Uint8Array.from(paths, (p) => csv!.byPath.get(p)!.valid) : null;
   const csvRowsWithoutFile = csv ? csv.rows.filter((r) => !known.has(resolve(root, r.name))).map((r) => `${r.name} (line ${r.line})`) : [];
-  return { root, paths, labels, validFlags, filesFound: found, leftOut, hiddenFolders, foldersNotSearched, csvRowsWithoutFile };
+  return { root, paths, labels, validFlags, filesFound: found, leftOut, foldersNotSearched: unsearched, csvRowsWithoutFile };
 }
 
 /** A split of an {@link ItemList}: item indices, ascending, and the items it does not place. */

@@ -18,9 +18,12 @@ test('index.html shows where every file went (from data.json), escaped, with the
         { reason: 'empty', paths: [`${root}/Sphynx_1.jpg`], rule: 'decoding failed: the file is empty (0 bytes)', fix: 'repair, replace or delete them' },
       ],
       classes: [{ name: 'Bengal', train: 3, valid: 1, bad: 0, discarded: 0 }, { name: 'beagle', train: 3, valid: 1, bad: 0, discarded: 0 }, { name: 'Sphynx', train: 0, valid: 0, bad: 1, discarded: 0 }],
-      warnings: ['1 class(es) dropped, every image failed to decode: Sphynx'], hiddenFolders: ['.git'], foldersNotSearched: [], csvRowsWithoutFile: [],
+      warnings: ['1 class(es) dropped, every image failed to decode: Sphynx'], foldersNotSearched: [{ path: '.git', reason: 'hidden' }, { path: 'locked', reason: 'unreadable', detail: 'EACCES: permission denied' }], csvRowsWithoutFile: [],
     };
-    await writeFile(join(dir, 'data.json'), JSON.stringify(accountJson(account)));
+    const json = accountJson(account);
+    // data.json keeps its fields: hidden folders apart, the others in foldersNotSearched (readers may depend on them).
+    assert.deepEqual([json.hiddenFolders, json.foldersNotSearched], [['.git'], [{ path: 'locked', reason: 'unreadable', detail: 'EACCES: permission denied' }]]);
+    await writeFile(join(dir, 'data.json'), JSON.stringify(json));
     await writeRunReport(dir, { title: 't' });
     const html = await readFile(join(dir, 'index.html'), 'utf8');
     assert.match(html, /<h2>Data<\/h2>/);
@@ -30,7 +33,9 @@ test('index.html shows where every file went (from data.json), escaped, with the
     assert.match(html, /<td class="k">skipped: empty<\/td><td>1<\/td>/);
     assert.match(html, /<td class="k">files found<\/td><td>14<\/td><td class="t">\/data\/pets\/images<\/td>/);
     assert.match(html, /<li>1 class\(es\) dropped, every image failed to decode: Sphynx<\/li>/);
-    assert.match(html, /<li>hidden folders not searched: \.git<\/li>/);
+    // The log's line for hidden folders (one printer for every reason a folder was not searched).
+    assert.match(html, /<li>not searched: 1 hidden folder\(s\): \.git — names starting with &#34;\.&#34; are not searched; rename them to include their files<\/li>/);
+    assert.match(html, /<li>not searched: 1 folder\(s\) that cannot be read: locked \(EACCES: permission denied\) — /);
     assert.match(html, /<summary>3 classes<\/summary>/);
     assert.match(html, /<td class="t">Sphynx<\/td><td>0<\/td><td>0<\/td><td>1<\/td><td>0<\/td>/);
     assert.match(html, /<a href="data.json">/);

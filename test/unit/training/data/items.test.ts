@@ -154,9 +154,21 @@ describe('folders the listing does not enter', () => {
     assert.deepEqual(items.leftOut.map((g) => [g.reason, g.paths.map((p) => basename(p))]), [['unreadable', ['Bengal\\xff_5.jpg']]]);
     assert.match(items.leftOut[0]!.rule, /not valid UTF-8/);
     assert.ok(!items.labels.some((l) => l.includes('\uFFFD')));
-    const lines = leftOutLines({ root: items.root, groups: items.leftOut, hiddenFolders: [], foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: [] });
+    const lines = leftOutLines({ root: items.root, groups: items.leftOut, foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: [] });
     assert.ok(lines.some((l) => l.startsWith('not searched: 1 folder(s) whose name is not valid UTF-8 (bytes shown as \\xNN): caf\\xe9 — ') && /convmv/.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => l.startsWith('not searched: 3 symbolic link(s) to a folder already searched: a (→ z), loop (→ .), z/deep/up (→ z) — ')), lines.join('\n'));
+  });
+
+  it('a folder whose only images are in a hidden folder: ERR_BAD_DATA names it with the log\'s line (it named only the other reasons)', () => {
+    const only = mkdtempSync(join(tmpdir(), 'items-hidden-'));
+    try {
+      mkdirSync(join(only, '.photos'));
+      writeFileSync(join(only, '.photos', 'Bengal_1.jpg'), 'x');
+      assert.throws(() => listItems(only, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN }), { code: 'ERR_BAD_DATA', message: `no labelled images found under ${only}: 0 file(s) `
+        + '(not searched: 1 hidden folder(s): .photos — names starting with "." are not searched; rename them to include their files)' });
+    } finally {
+      rmSync(only, { recursive: true, force: true });
+    }
   });
 
   it('displayName writes bytes that are not UTF-8 as \\xNN and keeps valid multi-byte characters', () => {
