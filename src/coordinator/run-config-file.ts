@@ -23,6 +23,11 @@ export type RunConfigFile =
 /**
  * Writes `config.json` atomically: `{ config, runtime }`, the runtime without `resume` (a resumed run's file must
  * not make the next resume think it was itself a resume).
+ * @param runDir - the run directory, which must exist
+ * @throws the file system's error as {@link writeFileAtomicSync} throws it, not wrapped in a TrainerError: a
+ *   `NodeJS.ErrnoException` with its `code` (`ENOSPC` or `EDQUOT` on a full disk, `EACCES`, `ENOENT` when `runDir` is
+ *   gone, `EROFS`). A failed write or rename leaves the previous `config.json`, if any, as it was, and no temporary
+ *   file; a failed fsync of the folder comes after the rename (the new file is in place).
  */
 export function writeRunConfigFile(runDir: string, config: RunConfig, runtime: RuntimeOptions): void {
   writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
