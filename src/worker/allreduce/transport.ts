@@ -13,9 +13,15 @@ import { ZERO_STATS } from './reducer-checks.js';
 import { isLocalSocket } from './ring.js';
 import type { ShmAllReduce, ShmLoad } from './shm.js';
 
-/** What this worker announces in `hello` about the shared-memory all-reduce, from {@link loadShmModule}'s result. */
+/** Longest reason announced, in UTF-16 code units: well under the protocol's string limit (a long module path). */
+const MAX_REASON_LENGTH = 1000;
+
+/**
+ * What this worker announces in `hello` about the shared-memory all-reduce, from {@link loadShmModule}'s result; the
+ * reason is cut to 1000 characters, so a long path cannot make the `hello` exceed the protocol's string limit.
+ */
 export function sharedMemorySupport(load: ShmLoad): SharedMemorySupport {
-  return 'reason' in load ? { usable: false, reason: load.reason } : { usable: true };
+  return 'reason' in load ? { usable: false, reason: load.reason.slice(0, MAX_REASON_LENGTH) } : { usable: true };
 }
 
 /** Which data-plane transport a generation uses, and why (for the log line). */

@@ -34,6 +34,7 @@ test('transport choice: shm only for float32 rings whose every rank is on this h
   assert.match(absent.reason, /PETS_SHM_ADDON.*does not exist/);
   assert.deepEqual(sharedMemorySupport(absent), { usable: false, reason: absent.reason });
   assert.deepEqual(sharedMemorySupport(loaded), { usable: true });
+  assert.equal(sharedMemorySupport({ reason: 'x'.repeat(5000) }).reason!.length, 1000, 'a hello stays within the protocol\'s 4096-character strings');
   assert.deepEqual(chooseTransport(m, 'float32', [can, sharedMemorySupport(absent)], loaded, here),
     { transport: 'ring', why: `rank 1 cannot use shared memory: ${absent.reason}` });
 });
