@@ -203,6 +203,8 @@ export function nativeSourceHash(nativeDir: string | null = projectNativeDir()):
  * from other sources than `native/` holds now (a `git pull` changed them and nobody ran {@link REBUILD_COMMAND}; its
  * functions may then take other arguments than this code passes). Checked before the addon's first call.
  * @param sources - {@link nativeSourceHash} of the sources (null: unknown, only the functions are checked)
+ * @param functions - the functions it must have (default: the oneDNN addon's, {@link ADDON_FUNCTIONS})
+ * @param label - its name in the message (default `native addon`; the shared-memory all-reduce passes its own)
  */
 export function addonProblem(addon: Partial<Record<string, unknown>>, path: string, sources: string | null,
   functions: readonly string[] = ADDON_FUNCTIONS, label = 'native addon'): string | null {
