@@ -21,10 +21,14 @@
 // Barriers: one 32-bit counter in the segment, incremented by each arrival; barrier number b (counted per rank from
 // the segment's start) completes when it reaches N × b. A waiter spins briefly, then sleeps in futex(FUTEX_WAIT)
 // with a timeout of at most 20 ms, and between sleeps checks: the call's deadline (ERR_TIMEOUT), this rank's abort
-// flag (abort(), ERR_WORKER_LOST), the segment's broken word (another rank failed or aborted: ERR_WORKER_LOST), and
-// every 100 ms whether a peer's process still exists (it may have been killed mid-call: ERR_WORKER_LOST). A rank
-// that fails for any reason marks the segment broken and wakes the others, so nobody waits for a rank that left.
-// The waits run on libuv's thread pool (N-API async work resolving a Promise), never on the JavaScript thread.
+// flag (abort(), ERR_WORKER_LOST), the segment's broken word (another rank timed out: ERR_TIMEOUT, as on the ring,
+// where every rank times out when one stalls; failed or aborted: ERR_WORKER_LOST), and every 100 ms whether a peer's
+// process still exists (it may have been killed mid-call: ERR_WORKER_LOST). A rank that fails for any reason marks
+// the segment broken and wakes the others, so nobody waits for a rank that left. The deadline is fixed when reduce()
+// is called (the call's turn on the JavaScript side), so time spent queued for a thread counts against it.
+// The waits run on libuv's thread pool (N-API async work resolving a Promise), never on the JavaScript thread: a call
+// holds one of the pool's threads (UV_THREADPOOL_SIZE, default 4, shared with sharp's decodes, fs and crypto) until
+// it ends, at most its timeout.
 //
 // Exports: open(path, worldSize, rank, capacity) → handle; reduce(handle, f32, average, step, bucket, timeoutMs) →
 // Promise<string> ('' on success, else '<ERR_CODE> <message>'); abort(handle, reason); close(handle);
@@ -170,6 +174,12 @@ std::string brokenMessage(Shm* s) {
   return "shared-memory all-reduce broken: rank " + std::to_string(by) + " " + why + " in a call";
 }
 
+// The failure of a rank that finds the segment broken by another: a peer's timeout is this call's timeout too
+// (ERR_TIMEOUT, as every rank of a ring whose peer stalls times out), anything else ERR_WORKER_LOST.
+Failure brokenFailure(Shm* s) {
+  return fail(s->h->brokenCode.load() == kTimeout ? kTimeout : kBroken, brokenMessage(s));
+}
+
 Failure barrier(Shm* s, int64_t deadline) {
   Header* h = s->h;
   const uint32_t target = (s->barriers + 1) * s->n;  // wraps with the counter
@@ -189,7 +199,7 @@ Failure barrier(Shm* s, int64_t deadline) {
     v = h->arrive.load(std::memory_order_acquire);
     if (int32_t(v - target) >= 0) return {};
     if (s->abortFlag.load()) return fail(kAborted, "all-reduce aborted: " + s->abortReason);
-    if (h->broken.load() != 0) return fail(kBroken, brokenMessage(s));
+    if (h->broken.load() != 0) return brokenFailure(s);
     int64_t now = nowNs();
     if (now >= deadline) return fail(kTimeout, "waiting for all ranks at a barrier");
     if (now >= nextPeerCheck) {
@@ -226,11 +236,12 @@ void sumInOrder(float* dst, const float* const* src, uint32_t n, size_t count, b
 // [start, end) of chunk c of `length` elements split in n (ring-schedule.ts chunkBounds).
 inline uint64_t chunkStart(uint64_t length, uint32_t n, uint32_t c) { return (uint64_t(c) * length) / n; }
 
-Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step, uint64_t bucket, double timeoutMs) {
-  const int64_t deadline = nowNs() + int64_t(timeoutMs * 1e6);
+// `deadline`: CLOCK_MONOTONIC nanoseconds, fixed when reduce() was called (the call's turn), not when a thread-pool
+// thread picked the work up.
+Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step, uint64_t bucket, int64_t deadline) {
   const uint32_t n = s->n, rank = s->rank;
   Header* h = s->h;
-  if (h->broken.load() != 0) return fail(kBroken, brokenMessage(s));
+  if (h->broken.load() != 0) return brokenFailure(s);
   RankInfo& me = h->ranks[rank];
   me.length = length;
   me.step = step;
@@ -386,7 +397,7 @@ struct Work {
   uint64_t length;
   bool average;
   uint64_t step, bucket;
-  double timeoutMs;
+  int64_t deadline;  // CLOCK_MONOTONIC ns
   napi_ref keepBuffer = nullptr;
   napi_ref keepHandle = nullptr;
   napi_deferred deferred = nullptr;
@@ -396,7 +407,7 @@ struct Work {
 
 void Execute(napi_env, void* data) {
   Work* w = static_cast<Work*>(data);
-  w->result = runCall(w->s, w->data, w->length, w->average, w->step, w->bucket, w->timeoutMs);
+  w->result = runCall(w->s, w->data, w->length, w->average, w->step, w->bucket, w->deadline);
   if (w->result.status != kOk && w->result.status != kBroken && w->result.status != kMismatch) breakSegment(w->s, w->result.status);
 }
 
@@ -429,11 +440,15 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
   void* data = nullptr;
   if (isTyped) napi_get_typedarray_info(env, argv[1], &type, &length, &data, nullptr, nullptr);
   if (!isTyped || type != napi_float32_array) return throwError(env, "reduce: buffer must be a Float32Array");
+  // Finite and at most ~31.7 years, so the nanosecond deadline below fits an int64_t (Infinity would be undefined).
+  const double timeoutMs = getNumber(env, argv[5]);
+  if (!(timeoutMs > 0 && timeoutMs <= 1e12)) return throwError(env, "reduce: timeoutMs must be a finite number in (0, 1e12]");
   if (s->busy.exchange(true)) return throwError(env, "reduce: a call is already running on this segment");
   bool average = false;
   napi_get_value_bool(env, argv[2], &average);
+  const int64_t deadline = nowNs() + int64_t(timeoutMs * 1e6);
   auto* w = new Work{s, static_cast<float*>(data), length, average, uint64_t(getNumber(env, argv[3])),
-                     uint64_t(getNumber(env, argv[4])), getNumber(env, argv[5])};
+                     uint64_t(getNumber(env, argv[4])), deadline};
   napi_create_reference(env, argv[1], 1, &w->keepBuffer);
   napi_create_reference(env, argv[0], 1, &w->keepHandle);
   napi_value promise, name;

@@ -109,7 +109,7 @@ export class Cluster {
     this.generation++;
     this.lostController = new AbortController();
     const members = this.ranks();
-    const ring = members.map((m) => ({ rank: m.rank, dataAddress: m.hello.dataAddress, localDataAddress: m.hello.localDataAddress }));
+    const ring = members.map((m) => ({ rank: m.rank, dataAddress: m.hello.dataAddress, localDataAddress: m.hello.localDataAddress, sharedMemory: m.hello.sharedMemory }));
     this.onAnnounce(members.length, this.generation);
     for (const m of members) {
       m.state = 'ready';

@@ -20,11 +20,12 @@ import { loadedBuild } from '../contract/build-stamp.js';
 import { Replica } from '../training/learner/replica.js';
 import { resolvePretrainedWeights } from '../training/model/pretrained.js';
 import {
-  decode, encode, peekHeader, replyMessage, type Message, type ReplyPayload, type RequestMessage,
+  decode, encode, peekHeader, replyMessage, type Message, type ReplyPayload, type RequestMessage, type SharedMemorySupport,
 } from '../contract/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
-import { chooseTransport, loadShmModule, RefusedAllReduce, ShmAllReduce } from './allreduce/shm.js';
+import { loadShmModule, ShmAllReduce } from './allreduce/shm.js';
+import { sharedMemorySupport, TransportSelector } from './allreduce/transport.js';
 import { StarAllReduce } from './allreduce/star.js';
 import { HeartbeatThread } from './heartbeat.js';
 import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
@@ -97,10 +98,8 @@ export class Worker {
   private readonly heartbeat: HeartbeatThread;
   private ring: RingAllReduce | null = null;
   private star: StarAllReduce | null = null;
-  /** The shared-memory all-reducer (`--allreduce auto|shm`), created at the first generation that uses it. */
-  private shm: ShmAllReduce | null = null;
-  /** The reducer of the current generation under `--allreduce auto|shm` (ring, shm, or one refusing every call). */
-  private sameHost: AllReducer | null = null;
+  /** The reducer of the current generation under `--allreduce auto|ring|shm` (ring, shm, or one refusing every call). */
+  private transport: TransportSelector | null = null;
   /** The generation whose transport was last chosen. */
   private transportGeneration = -1;
   private rank = -1;
@@ -109,6 +108,8 @@ export class Worker {
   private peers: string[] = [];
   /** Same-host (`ipc://`) addresses of the ring members, by rank, from `welcome`. */
   private localPeers: (string | undefined)[] = [];
+  /** What each ring member announced about the shared-memory all-reduce, by rank, from `welcome`. */
+  private sharedMemory: (SharedMemorySupport | undefined)[] = [];
   private setup: RunSetup | null = null;
   private replica: Replica | null = null;
   private pool: ImagePool | null = null;
@@ -210,11 +211,14 @@ export class Worker {
     if (this.stopCode !== null) return this.stopCode;
     this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
     const dataAddress = await this.ring.start();
+    const ring = this.ring;
+    this.transport = new TransportSelector(ring, () => new ShmAllReduce({ timeoutMs: this.setup!.allreduceTimeoutMs }), this.o.log);
     if (this.stopCode !== null) return this.stopCode;
     this.socket.connect(this.o.connect);
     this.heartbeat.start();
     await this.send({
       type: 'hello', rankRequest: this.o.rank, dataAddress, ...(this.ring.localAddress === '' ? {} : { localDataAddress: this.ring.localAddress }),
+      sharedMemory: sharedMemorySupport(loadShmModule()),
       pid: process.pid, host: hostname(),
       capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024, build: loadedBuild() },
     });
@@ -305,36 +309,24 @@ export class Worker {
 
   private reducer(): AllReducer {
     if (this.setup?.allreduce === 'star') return this.star!;
-    return this.sameHost ?? this.ring!;
+    return this.transport?.reducer ?? this.ring!;
   }
 
   /**
-   * Chooses the data-plane transport of the current generation under `--allreduce auto|shm` ({@link chooseTransport}:
-   * shared memory when every rank is on this host) and logs which and why. Runs at each `welcome` once the run's
-   * setup is known, and at `setup` (which follows the first `welcome`). A segment that cannot be opened leaves the
-   * shared-memory reducer broken: its calls fail, as the ring's do with an unreachable peer, and recovery re-forms the
-   * ring under a new generation.
+   * Chooses the data-plane transport of the current generation ({@link TransportSelector}: shared memory when every
+   * rank is on this host and announced that it can use it, under `--allreduce auto|shm`) and logs which and why. Runs
+   * at each `welcome` once the run's setup is known, and at `setup` (which follows the first `welcome`).
    */
   private async applyTransport(): Promise<void> {
-    const mode = this.setup?.allreduce;
-    if ((mode !== 'auto' && mode !== 'shm') || this.generation < 0 || this.transportGeneration === this.generation) return;
+    if (this.setup === null || this.transport === null || this.generation < 0 || this.transportGeneration === this.generation) return;
     this.transportGeneration = this.generation;
-    const membership = { peers: this.peers, localPeers: this.localPeers, rank: this.rank, generation: this.generation };
-    const choice = chooseTransport(membership, this.setup!.allreduceDtype, loadShmModule());
-    const many = this.peers.length > 1;
-    if (choice.transport === 'ring') {
-      this.sameHost = mode === 'shm' && many ? new RefusedAllReduce(choice.why, this.peers.length, this.rank) : this.ring;
-      if (many) this.o.log(`generation ${this.generation}: all-reduce ${mode === 'shm' ? 'refused' : 'through the ring'} (--allreduce ${mode}: ${choice.why})`);
-      return;
-    }
-    this.shm ??= new ShmAllReduce({ timeoutMs: this.setup!.allreduceTimeoutMs });
-    this.sameHost = this.shm;
-    try {
-      await this.shm.reconfigure(membership);
-      this.o.log(`generation ${this.generation}: all-reduce through shared memory ${this.shm.segmentPath} (--allreduce ${mode}: ${choice.why})`);
-    } catch (err) {
-      this.o.log(`generation ${this.generation}: ${(err as Error).message}; this generation's all-reduces fail`);
-    }
+    await this.transport.apply({
+      mode: this.setup.allreduce,
+      membership: { peers: this.peers, localPeers: this.localPeers, rank: this.rank, generation: this.generation },
+      dtype: this.setup.allreduceDtype,
+      announced: this.sharedMemory,
+      load: loadShmModule(),
+    });
   }
 
   private need<T>(value: T | null, what: string): T {
@@ -351,6 +343,7 @@ export class Worker {
         this.heartbeat.setRank(msg.rank);
         this.peers = msg.ring.map((m) => m.dataAddress);
         this.localPeers = msg.ring.map((m) => m.localDataAddress);
+        this.sharedMemory = msg.ring.map((m) => m.sharedMemory);
         await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, rank: msg.rank, generation: msg.generation });
         if (msg.worldSize > 1) this.o.log(`ring generation ${msg.generation}: rank ${msg.rank} sends to ${this.ring!.rightAddress}`);
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
@@ -486,7 +479,7 @@ export class Worker {
     };
     await step('ring', () => this.ring?.close());
     await step('star', () => this.star?.close());
-    await step('shared memory', () => this.shm?.close());
+    await step('shared memory', () => this.transport?.close());
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.chain, new Promise((r) => { timer = setTimeout(r, settleTimeoutMs); })]);
     clearTimeout(timer);

@@ -1,7 +1,8 @@
 // `coordinator --workers 0 --expect 3 --curve-keys <dir>` waits for 3 remote workers that the test starts with
 // `worker --connect … --data … --curve-server-key <key>`; a worker without the key cannot join (the CURVE handshake
 // fails, so it never hears from the coordinator and exits after its heartbeat timeout). The 3-worker run must
-// equal the single-process replay of the same global batches (see distributed-reference.ts).
+// equal the single-process replay of the same global batches (see distributed-reference.ts). Two workers run
+// without the shared-memory module: all ranks agree on the ring (their `hello` says why), none waits for the others.
 // Tolerances as in distributed-correctness.test.ts: weights ≤ 1e-6 relative per tensor, valid loss ≤ 1e-5
 // relative, error rate exact.
 import { after, before, test } from 'node:test';
@@ -54,7 +55,11 @@ test('--workers 0 --expect 3 with CURVE: keyed remote workers join and train exa
   // A fourth keyed worker is one too many: it waits as a spare and is sent shutdown at the end. Seen by the breaker:
   // a spare was never told anything, heard the coordinator go silent after the run and exited 3 saying the
   // coordinator 'never answered (is it running and reachable …?)'.
-  const workers = [0, 1, 2, 3].map(() => startProc('worker', [...common, '--heartbeat-timeout-ms', '20000', '--curve-server-key', key]));
+  // Two of them run as from a checkout whose shared-memory module is missing (PETS_SHM_ADDON names no file), so at
+  // least one of the three that train cannot use shared memory: every rank must then pick the ring, as that rank's
+  // `hello` announced (issue: ranks choosing shm alone waited for the others until --allreduce-timeout-ms).
+  const noShm = { PETS_SHM_ADDON: join(tmp, 'no-such-pets_shm.node') };
+  const workers = [0, 1, 2, 3].map((i) => startProc('worker', [...common, '--heartbeat-timeout-ms', '20000', '--curve-server-key', key], i < 2 ? noShm : {}));
   assert.equal(await intruder.exited, 3, intruder.output());
   assert.match(intruder.output(), /ERR_WORKER_LOST: coordinator never answered .*--curve-server-key/);
 
@@ -67,6 +72,11 @@ test('--workers 0 --expect 3 with CURVE: keyed remote workers join and train exa
   const spares = workers.filter((w) => !/ring generation 1/.test(w.output()));
   assert.equal(spares.length, 1, 'three trained, one waited');
   assert.match(spares[0]!.output(), /shutdown: run finished/);
+  for (const w of workers.filter((x) => x !== spares[0])) {
+    assert.match(w.output(), /generation 1: all-reduce through the ring \(--allreduce auto: rank \d cannot use shared memory: shared-memory module "[^"]*no-such-pets_shm.node" \(PETS_SHM_ADDON\) does not exist\)/,
+      w.output().slice(-2000));
+    assert.doesNotMatch(w.output(), /through shared memory/);
+  }
 
   const ref = await referenceRun({ data: dataDir, arch: 'resnet10', size: 32, bs: 2, pretrained: 'none', stages: STAGES }, 3, pool);
   const ckpt = loadLatestCheckpoint<CheckpointMeta>(runDir)!;

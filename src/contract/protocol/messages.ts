@@ -24,6 +24,18 @@ export interface Capabilities {
   readonly build?: string | null;
 }
 
+/**
+ * Whether a worker can take part in the shared-memory all-reduce (`--allreduce auto|shm`, `worker/allreduce/shm.ts`):
+ * its native module loads and matches its sources. Announced in `hello` and passed on in `welcome`'s ring, so every
+ * rank decides the transport from the same facts.
+ */
+export interface SharedMemorySupport {
+  /** True when the worker's shared-memory module loaded. */
+  readonly usable: boolean;
+  /** Why it cannot (the module missing, stale, or failing to load); absent when `usable`. */
+  readonly reason?: string;
+}
+
 /** Worker → coordinator: join request (the protocol version travels in every header). */
 export interface HelloMessage {
   readonly type: 'hello';
@@ -36,6 +48,11 @@ export interface HelloMessage {
    * binds none. A peer uses it only when the socket file exists on its own file system, else `dataAddress`.
    */
   readonly localDataAddress?: string;
+  /**
+   * Whether the worker can use the shared-memory all-reduce; absent from workers that predate the field, which count
+   * as unable (a same-host ring then uses sockets).
+   */
+  readonly sharedMemory?: SharedMemorySupport;
   readonly pid: number;
   readonly host: string;
   readonly capabilities: Capabilities;
@@ -46,6 +63,8 @@ export interface RingMember {
   readonly dataAddress: string;
   /** The member's `ipc://` endpoint from its `hello`, when it announced one. */
   readonly localDataAddress?: string;
+  /** The member's {@link HelloMessage.sharedMemory}, when it announced one. */
+  readonly sharedMemory?: SharedMemorySupport;
 }
 /** Coordinator → worker: admission, with the ring for the given generation (ring epoch). */
 export interface WelcomeMessage {

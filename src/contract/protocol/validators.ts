@@ -5,7 +5,7 @@
  */
 import type { TrainerErrorCode } from '../errors.js';
 import { bool, counts, fail, int, num, numbers, oneOf, record, seconds, str, type Header } from './fields.js';
-import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember, StepStats } from './messages.js';
+import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember, SharedMemorySupport, StepStats } from './messages.js';
 import { MAX_FRAME_BYTES, MAX_WORLD_SIZE, PROTOCOL_VERSION, WIRE_DTYPE_BYTES, type WireDtype } from './version.js';
 
 /** The {@link StepStats} of a `step-done`: seconds finite and ≥ 0, counts and bytes integers ≥ 0. */
@@ -38,6 +38,15 @@ function localAddress(h: Header): { localDataAddress?: string } {
   return h.localDataAddress === undefined ? {} : { localDataAddress: str(h, 'localDataAddress', IPC_ADDRESS) };
 }
 
+/** An optional {@link SharedMemorySupport} (absent → no field); `reason` is required when not `usable`. */
+function sharedMemory(h: Header, where: string): { sharedMemory?: SharedMemorySupport } {
+  if (h.sharedMemory === undefined) return {};
+  const named = { ...record(h.sharedMemory, `${where}.sharedMemory`), type: `${where}.sharedMemory` };
+  const usable = bool(named, 'usable');
+  if (usable) return { sharedMemory: { usable } };
+  return { sharedMemory: { usable, reason: str(named, 'reason') } };
+}
+
 function tagFields(h: Header): ReduceTagFields {
   return { generation: int(h, 'generation', 0), step: int(h, 'step', 0), bucket: int(h, 'bucket', 0) };
 }
@@ -61,7 +70,7 @@ function ring(h: Header, worldSize: number): RingMember[] {
   }
   return r.map((m: unknown, i: number) => {
     const member = { ...record(m, `welcome.ring[${i}]`), type: `welcome.ring[${i}]` };
-    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member) };
+    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member), ...sharedMemory(member, `welcome.ring[${i}]`) };
   });
 }
 
@@ -72,6 +81,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     rankRequest: h.rankRequest === null ? null : int(h, 'rankRequest', 0, MAX_WORLD_SIZE - 1),
     dataAddress: str(h, 'dataAddress', ADDRESS),
     ...localAddress(h),
+    ...sharedMemory(h, 'hello'),
     pid: int(h, 'pid', 0),
     host: str(h, 'host'),
     capabilities: capabilities(h),

@@ -10,6 +10,9 @@
  * messages.ts) named as their metrics.
  * v4: ring chunks travel in slices (`chunk.offset`), receipt tokens (`chunk.phase` `'done'`), and `hello`/`welcome`
  * may carry a member's `ipc://` address (`localDataAddress`) for peers on the same host.
+ * Optional fields added within a version (a peer that predates one omits it, and its absence keeps the old
+ * behaviour, so no bump): v4 `hello.capabilities.build`; v4 `hello.sharedMemory` / `welcome.ring[i].sharedMemory`
+ * (absent: the member cannot use the shared-memory all-reduce, so a ring with it uses sockets).
  */
 export const PROTOCOL_VERSION = 4;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */

@@ -16,7 +16,10 @@ export interface AllReduceTag {
 export interface AllReduceCallOptions {
   /** Divide the sum by the world size (gradient averaging, as DDP). Default `false`: plain sum. */
   readonly average?: boolean;
-  /** Deadline of this call in milliseconds (> 0); default: the reducer's `timeoutMs`. */
+  /**
+   * Deadline of this call in milliseconds (finite, > 0), counted from the call's turn (calls run one at a time);
+   * default: the reducer's `timeoutMs`.
+   */
   readonly timeoutMs?: number;
 }
 
@@ -68,7 +71,10 @@ export interface AllReducer {
    *
    * @param buffer - `[n] float32`, the same n on every rank; overwritten with the reduced values
    * @returns the same `buffer`
-   * @throws TrainerError `ERR_TIMEOUT` past the deadline, `ERR_WORKER_LOST` after {@link abort},
+   * @throws TrainerError `ERR_BAD_CONFIG` (synchronously) on a deadline that is not finite and > 0 or a tag that is
+   *   not integers ≥ 0; `ERR_TIMEOUT` past the deadline, also when a peer's deadline passed first (every rank of the
+   *   call then reports a timeout, not a lost worker); `ERR_WORKER_LOST` after {@link abort} (even when the data had
+   *   already been reduced: an aborted call never resolves) or when a peer aborted, failed or exited;
    *   `ERR_PROTOCOL` on a length mismatch between ranks
    */
   allReduce(buffer: Float32Array, tag: AllReduceTag, options?: AllReduceCallOptions): Promise<Float32Array>;

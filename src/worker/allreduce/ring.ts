@@ -31,6 +31,7 @@ import type {
   Membership,
 } from '../../training/allreduce/types.js';
 import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
+import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, ZERO_STATS } from './reducer-checks.js';
 import { assertLittleEndian, fromFrame, roundThroughWire, toFrame } from './wire.js';
 
 /** Options of {@link RingAllReduce}; all optional. */
@@ -75,7 +76,7 @@ export const DEFAULT_RING: ResolvedRingOptions = Object.freeze({
   sliceBytes: 1024 * 1024,
   ipc: true,
   bindAddress: 'tcp://127.0.0.1:*',
-  timeoutMs: 30_000,
+  timeoutMs: DEFAULT_ALLREDUCE_TIMEOUT_MS,
   dtype: 'float32',
   maxPendingMessages: 4096,
   closeTimeoutMs: 0,
@@ -139,7 +140,7 @@ export class RingAllReduce implements AllReducer {
   private brokenReason = '';
   private membership: Membership = { peers: [], rank: 0, generation: -1 };
   private controller = new AbortController();
-  private counters = { callsTotal: 0, sentBytesTotal: 0, receivedBytesTotal: 0, staleMessagesTotal: 0, rejectedMessagesTotal: 0 };
+  private counters = { ...ZERO_STATS };
 
   /** @throws TrainerError `ERR_BAD_CONFIG` on invalid options */
   constructor(options: RingOptions = {}) {
@@ -245,7 +246,7 @@ export class RingAllReduce implements AllReducer {
    * @throws TrainerError `ERR_BAD_CONFIG` on an invalid membership or a non-increasing generation
    */
   async reconfigure(membership: Membership): Promise<void> {
-    this.checkMembership(membership);
+    checkMembership('ring', membership, this.membership.generation);
     if (this.state === 'new' || this.state === 'closed') {
       throw new TrainerError('ERR_INTERNAL', `ring.reconfigure() needs a started ring, state is ${this.state}`);
     }
@@ -268,22 +269,6 @@ export class RingAllReduce implements AllReducer {
     this.state = 'ready';
   }
 
-  private checkMembership(m: Membership): void {
-    const n = m.peers.length;
-    const fail = (rule: string): never => {
-      throw new TrainerError('ERR_BAD_CONFIG', `ring membership ${rule}`);
-    };
-    if (n < 1) fail('must list ≥ 1 peer, got 0');
-    if (!Number.isInteger(m.rank) || m.rank < 0 || m.rank >= n) fail(`rank must be an integer in [0, ${n - 1}], got ${m.rank}`);
-    if (!m.peers.every((p) => /^(tcp|ipc|inproc):\/\/\S+$/.test(p))) fail(`peers must be ZeroMQ endpoints, got ${m.peers}`);
-    const local = m.localPeers;
-    if (local !== undefined && (local.length !== n || !local.every((p) => p === undefined || /^ipc:\/\/\S+$/.test(p)))) {
-      fail(`localPeers must list ${n} ipc:// endpoints or undefined, got ${JSON.stringify(local)}`);
-    }
-    if (!Number.isInteger(m.generation) || m.generation <= this.membership.generation) {
-      fail(`generation must be an integer > ${this.membership.generation}, got ${m.generation}`);
-    }
-  }
 
   /**
    * Sums (or averages) `buffer` across the ring, in place; every rank ends with bit-identical bytes.
@@ -297,10 +282,7 @@ export class RingAllReduce implements AllReducer {
    */
   allReduce(buffer: Float32Array, tag: AllReduceTag, options: AllReduceCallOptions = {}): Promise<Float32Array> {
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
-    if (!(timeoutMs > 0)) throw new TrainerError('ERR_BAD_CONFIG', `timeoutMs must be > 0, got ${timeoutMs}`);
-    if (!Number.isInteger(tag.step) || tag.step < 0 || !Number.isInteger(tag.bucket) || tag.bucket < 0) {
-      throw new TrainerError('ERR_BAD_CONFIG', `tag step and bucket must be integers ≥ 0, got ${JSON.stringify(tag)}`);
-    }
+    checkCallArguments(timeoutMs, tag);
     const signal = this.controller.signal;
     return this.queue.run(async () => {
       const call = { buffer, tag, average: options.average ?? false, deadlineMs: Date.now() + timeoutMs, signal };

@@ -16,14 +16,12 @@
  * ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { accessSync, constants, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { TrainerError, type TrainerErrorCode } from '../../contract/errors.js';
 import type { WireDtype } from '../../contract/protocol/index.js';
-import { nativeSourceHash, REBUILD_COMMAND } from '../../training/compute/native/addon.js';
+import { nativeBuildFile, REBUILD_COMMAND, requireNative } from '../../training/compute/native/addon.js';
 import type {
   AllReduceCallOptions,
   AllReducer,
@@ -32,7 +30,7 @@ import type {
   Membership,
 } from '../../training/allreduce/types.js';
 import { SerialQueue } from './mailbox.js';
-import { isLocalSocket } from './ring.js';
+import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, ZERO_STATS } from './reducer-checks.js';
 
 /** An opened segment, owned by the native module. */
 declare const segmentBrand: unique symbol;
@@ -48,8 +46,16 @@ export interface ShmModule {
    */
   open(path: string, worldSize: number, rank: number, capacity: number): SegmentHandle;
   /**
-   * Reduces `buffer` in place with the other ranks of the segment, on a thread-pool thread.
-   * @returns '' on success, else `'<ERR_CODE> <message>'` (ERR_TIMEOUT, ERR_WORKER_LOST, ERR_PROTOCOL)
+   * Reduces `buffer` in place with the other ranks of the segment. The waits run on a libuv thread-pool thread, which
+   * the call holds until it ends (at most `timeoutMs`; the pool, `UV_THREADPOOL_SIZE`, default 4, also serves sharp's
+   * decodes, fs and crypto). The module keeps `buffer` alive and writes into its memory from that thread: it must not be
+   * detached or transferred (e.g. to a worker thread) until the promise settles. One call per segment at a time.
+   * @param timeoutMs - deadline in milliseconds, finite, in (0, 1e12], counted from this call (not from when a pool
+   *   thread picks it up)
+   * @param step - @param bucket - the call's tag; every rank must pass the same (a mismatch is ERR_PROTOCOL)
+   * @returns '' on success, else `'<ERR_CODE> <message>'`: ERR_TIMEOUT (this rank's deadline passed, or a peer's did),
+   *   ERR_WORKER_LOST (aborted here or by a peer, or a peer's process exited), ERR_PROTOCOL (ranks' calls differ)
+   * @throws Error at once (no promise) on bad arguments, a closed segment, or a call already running on it
    */
   reduce(handle: SegmentHandle, buffer: Float32Array, average: boolean, step: number, bucket: number, timeoutMs: number): Promise<string>;
   /** Ends this rank's wait in flight and marks the segment broken, so the other ranks' waits end too. */
@@ -75,55 +81,30 @@ export type ShmLoad = { readonly module: ShmModule } | { readonly reason: string
 
 /**
  * Where the module is: the file named by `PETS_SHM_ADDON` when that is set (so tests can point it at a missing file),
- * else `native/build/pets_shm.node` above this module (from `src/` under tsx and from `dist/`).
+ * else `native/build/pets_shm.node` of the project ({@link nativeBuildFile}).
  */
 export function shmAddonPath(env: NodeJS.ProcessEnv = process.env): string | null {
-  const forced = env.PETS_SHM_ADDON;
-  if (forced !== undefined && forced !== '') return existsSync(forced) ? forced : null;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const path = join(dir, 'native', 'build', SHM_ADDON_FILE);
-    if (existsSync(path)) return path;
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  return null;
+  return nativeBuildFile(SHM_ADDON_FILE, env.PETS_SHM_ADDON);
 }
 
 let loaded: ShmLoad | undefined;
 
 /**
  * Loads the shared-memory module once per process (later calls return the same result) and checks that it was built
- * from the sources `native/` holds now (the stamp rule of the oneDNN addon). Never throws.
+ * from the sources `native/` holds now (the stamp rule of the oneDNN addon, {@link requireNative}). Never throws.
  * @param env - environment (`PETS_SHM_ADDON`); a non-default one bypasses the per-process cache (tests)
  */
 export function loadShmModule(env: NodeJS.ProcessEnv = process.env): ShmLoad {
   const cache = env === process.env;
   if (cache && loaded !== undefined) return loaded;
-  const result = loadFrom(shmAddonPath(env), env);
+  const path = shmAddonPath(env);
+  const result: ShmLoad = path !== null ? requireNative<ShmModule>(path, SHM_FUNCTIONS, 'shared-memory module') : {
+    reason: env.PETS_SHM_ADDON
+      ? `shared-memory module ${JSON.stringify(env.PETS_SHM_ADDON)} (PETS_SHM_ADDON) does not exist`
+      : `shared-memory module not built: install g++, then run \`${REBUILD_COMMAND}\``,
+  };
   if (cache) loaded = result;
   return result;
-}
-
-function loadFrom(path: string | null, env: NodeJS.ProcessEnv): ShmLoad {
-  if (path === null) {
-    return { reason: env.PETS_SHM_ADDON
-      ? `shared-memory module ${JSON.stringify(env.PETS_SHM_ADDON)} (PETS_SHM_ADDON) does not exist`
-      : `shared-memory module not built: install g++, then run \`${REBUILD_COMMAND}\`` };
-  }
-  try {
-    const module = createRequire(import.meta.url)(path) as ShmModule;
-    const missing = SHM_FUNCTIONS.filter((f) => typeof (module as unknown as Record<string, unknown>)[f] !== 'function');
-    const sources = nativeSourceHash();
-    if (missing.length > 0) return { reason: `shared-memory module ${path} lacks ${missing.join(', ')}; rebuild it with \`${REBUILD_COMMAND}\`` };
-    if (sources !== null && module.sourceHash !== sources) {
-      return { reason: `shared-memory module ${path} is stale: built from other sources (stamp ${module.sourceHash ?? 'none'}, native/ now ${sources}); rebuild it with \`${REBUILD_COMMAND}\`` };
-    }
-    return { module };
-  } catch (err) {
-    return { reason: `shared-memory module failed to load (${String(err instanceof Error ? err.message : err).split('\n')[0]!.slice(0, 160)})` };
-  }
 }
 
 /**
@@ -152,38 +133,6 @@ export function segmentName(membership: Membership, pieceElements: number): stri
   return `pets-shm-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
-/** Which data-plane transport a generation uses, and why (for the log line). */
-export interface TransportChoice {
-  readonly transport: 'shm' | 'ring';
-  readonly why: string;
-}
-
-/**
- * Decides between the shared-memory all-reduce and the ZeroMQ ring for one ring generation (`--allreduce auto|shm`):
- * shm when the module loads, the wire dtype is float32, and every rank runs on this host — decided as the ring decides
- * "same host": the rank's `ipc://` socket file exists on this host's file system. Every rank of one host sees the same
- * files, so all ranks decide alike; a ring spanning hosts has a rank whose socket no rank sees everywhere, so every
- * rank picks the ring.
- * @param membership - the generation's membership (`localPeers` from `welcome`)
- * @param dtype - the run's wire dtype: float16 keeps the ring (its Horovod compression rounds each partial sum
- *   through float16; shared memory moves no bytes over a wire, so there is nothing to compress)
- * @param load - {@link loadShmModule}'s result
- * @param isLocal - whether an `ipc://` address is a socket on this host (default: {@link isLocalSocket})
- */
-export function chooseTransport(membership: Membership, dtype: WireDtype, load: ShmLoad, isLocal: (address: string) => boolean = isLocalSocket): TransportChoice {
-  const n = membership.peers.length;
-  if (n <= 1) return { transport: 'ring', why: 'one rank: nothing to reduce' };
-  if (dtype !== 'float32') return { transport: 'ring', why: `the ${dtype} wire dtype compresses what the ring sends; shared memory sends nothing` };
-  if ('reason' in load) return { transport: 'ring', why: load.reason };
-  if (n > load.module.maxRanks) return { transport: 'ring', why: `${n} ranks, more than a segment holds (${load.module.maxRanks})` };
-  for (let r = 0; r < n; r++) {
-    const local = membership.localPeers?.[r];
-    if (local === undefined) return { transport: 'ring', why: `rank ${r} announced no same-host socket` };
-    if (!isLocal(local)) return { transport: 'ring', why: `rank ${r} is on another host (its socket ${local} is not on this one)` };
-  }
-  return { transport: 'shm', why: `all ${n} ranks are on this host` };
-}
-
 /** Options of {@link ShmAllReduce}; all optional. */
 export interface ShmOptions {
   /** Default deadline of one call, in milliseconds (> 0). Default 30 000 (the ring's). */
@@ -201,7 +150,7 @@ export interface ShmOptions {
 }
 
 /** Defaults of {@link ShmAllReduce}. */
-export const DEFAULT_SHM = Object.freeze({ timeoutMs: 30_000, pieceBytes: 1024 * 1024 });
+export const DEFAULT_SHM = Object.freeze({ timeoutMs: DEFAULT_ALLREDUCE_TIMEOUT_MS, pieceBytes: 1024 * 1024 });
 
 /** Segments older than this whose processes are all gone are removed when a segment is opened. */
 const STALE_SEGMENT_AGE_MS = 10_000;
@@ -225,7 +174,7 @@ export class ShmAllReduce implements AllReducer {
   private brokenReason = '';
   private membership: Membership = { peers: [], rank: 0, generation: -1 };
   private controller = new AbortController();
-  private counters = { callsTotal: 0, sentBytesTotal: 0, receivedBytesTotal: 0, staleMessagesTotal: 0, rejectedMessagesTotal: 0 };
+  private counters = { ...ZERO_STATS };
 
   /** @throws TrainerError `ERR_BAD_CONFIG` on invalid options or when the native module does not load */
   constructor(options: ShmOptions = {}) {
@@ -283,7 +232,7 @@ export class ShmAllReduce implements AllReducer {
   async reconfigure(membership: Membership): Promise<void> {
     if (this.state === 'closed') throw new TrainerError('ERR_INTERNAL', 'shm.reconfigure() called after close()');
     if (membership.generation === this.membership.generation && this.state !== 'unconfigured') return;
-    checkMembership(membership, this.membership.generation, this.module.maxRanks);
+    checkMembership('shm', membership, this.membership.generation, this.module.maxRanks);
     this.abort(`shared-memory all-reduce re-forming for generation ${membership.generation}`);
     await this.queue.drain();
     this.unmap();
@@ -315,10 +264,7 @@ export class ShmAllReduce implements AllReducer {
    */
   allReduce(buffer: Float32Array, tag: AllReduceTag, options: AllReduceCallOptions = {}): Promise<Float32Array> {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0)) throw new TrainerError('ERR_BAD_CONFIG', `timeoutMs must be > 0, got ${timeoutMs}`);
-    if (!Number.isInteger(tag.step) || tag.step < 0 || !Number.isInteger(tag.bucket) || tag.bucket < 0) {
-      throw new TrainerError('ERR_BAD_CONFIG', `tag step and bucket must be integers ≥ 0, got ${JSON.stringify(tag)}`);
-    }
+    checkCallArguments(timeoutMs, tag);
     const signal = this.controller.signal;
     return this.queue.run(async () => {
       if (signal.aborted) throw signal.reason;
@@ -328,7 +274,8 @@ export class ShmAllReduce implements AllReducer {
       }
       const n = this.worldSize;
       if (n > 1) {
-        // The deadline counts from this call's turn in the queue, as the ring's does.
+        // The deadline counts from this call's turn in the queue, as the ring's does: the native side fixes it when
+        // reduce() is called, before the work waits for a thread-pool thread.
         const result = await this.module.reduce(this.handle!, buffer, options.average ?? false, tag.step, tag.bucket, timeoutMs);
         if (result !== '') {
           const space = result.indexOf(' ');
@@ -337,6 +284,9 @@ export class ShmAllReduce implements AllReducer {
           this.breakSegment(err.message);
           throw signal.aborted && code === 'ERR_WORKER_LOST' ? signal.reason : err;
         }
+        // Aborted after the last barrier (the native call had nothing left to wait for): the contract says an aborted
+        // call rejects, as the ring's does, whatever its bytes became.
+        if (signal.aborted) throw signal.reason;
         this.counters.sentBytesTotal += buffer.byteLength;
         this.counters.receivedBytesTotal += 2 * Math.round((buffer.byteLength * (n - 1)) / n);
       }
@@ -381,35 +331,4 @@ export class ShmAllReduce implements AllReducer {
     if (!this.module.close(this.handle)) throw new TrainerError('ERR_INTERNAL', 'shared-memory segment still in use after its calls drained');
     this.handle = null;
   }
-}
-
-function checkMembership(m: Membership, current: number, maxRanks: number): void {
-  const n = m.peers.length;
-  const fail = (rule: string): never => {
-    throw new TrainerError('ERR_BAD_CONFIG', `shm membership ${rule}`);
-  };
-  if (n < 1 || n > maxRanks) fail(`must list 1 … ${maxRanks} peers, got ${n}`);
-  if (!Number.isInteger(m.rank) || m.rank < 0 || m.rank >= n) fail(`rank must be an integer in [0, ${n - 1}], got ${m.rank}`);
-  if (!Number.isInteger(m.generation) || m.generation <= current) fail(`generation must be an integer > ${current}, got ${m.generation}`);
-}
-
-/**
- * The reducer of a run that asked for `--allreduce shm` where shared memory cannot be used (ranks on several hosts,
- * the module not built, float16): every call fails with `ERR_BAD_CONFIG` saying why, which ends the run (the error is
- * not one a retry can cure) instead of silently using another transport than the one asked for.
- */
-export class RefusedAllReduce implements AllReducer {
-  readonly dtype: WireDtype = 'float32';
-  /** @param reason - why shared memory cannot be used; @param worldSize - @param rank - of the generation */
-  constructor(private readonly reason: string, readonly worldSize: number, readonly rank: number) {}
-  async start(): Promise<void> {}
-  /** @throws TrainerError `ERR_BAD_CONFIG` always */
-  allReduce(): Promise<Float32Array> {
-    return Promise.reject(new TrainerError('ERR_BAD_CONFIG', `--allreduce shm: ${this.reason}; use --allreduce auto or ring`));
-  }
-  abort(): void {}
-  stats(): AllReduceStats {
-    return { callsTotal: 0, sentBytesTotal: 0, receivedBytesTotal: 0, staleMessagesTotal: 0, rejectedMessagesTotal: 0 };
-  }
-  async close(): Promise<void> {}
 }

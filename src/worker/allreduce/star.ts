@@ -9,6 +9,7 @@ import { isTrainerError, TrainerError } from '../../contract/errors.js';
 import { decode, encode } from '../../contract/protocol/index.js';
 import type { AllReduceCallOptions, AllReducer, AllReduceStats, AllReduceTag } from '../../training/allreduce/types.js';
 import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
+import { checkCallArguments, DEFAULT_ALLREDUCE_TIMEOUT_MS, ZERO_STATS } from './reducer-checks.js';
 import { assertLittleEndian, fromFrame, toFrame } from './wire.js';
 
 /** Options of {@link StarAllReduce}; all optional. */
@@ -22,7 +23,7 @@ export interface StarOptions {
 export type ResolvedStarOptions = Required<StarOptions>;
 /** Defaults of {@link StarAllReduce}. */
 export const DEFAULT_STAR: ResolvedStarOptions = Object.freeze({
-  timeoutMs: 30_000,
+  timeoutMs: DEFAULT_ALLREDUCE_TIMEOUT_MS,
   onWarning: (w: TrainerError) => process.stderr.write(`[star-client ${hostname()}:${process.pid}] ${w.code}: ${w.message}\n`),
 });
 
@@ -43,7 +44,7 @@ export class StarAllReduce implements AllReducer {
   private closed = false;
   private membership: StarMembership = { rank: 0, worldSize: 1, generation: -1 };
   private controller = new AbortController();
-  private counters = { callsTotal: 0, sentBytesTotal: 0, receivedBytesTotal: 0, staleMessagesTotal: 0, rejectedMessagesTotal: 0 };
+  private counters = { ...ZERO_STATS };
 
   /**
    * @param coordinatorAddress - the star server's address, e.g. `tcp://127.0.0.1:40500`
@@ -103,6 +104,7 @@ export class StarAllReduce implements AllReducer {
    */
   allReduce(buffer: Float32Array, tag: AllReduceTag, options: AllReduceCallOptions = {}): Promise<Float32Array> {
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+    checkCallArguments(timeoutMs, tag);
     const signal = this.controller.signal;
     return this.queue.run(async () => {
       if (signal.aborted) throw signal.reason;

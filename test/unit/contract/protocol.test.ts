@@ -136,6 +136,23 @@ test('welcome.ring must list every rank in order with valid addresses', () => {
   rejects([packr.pack({ v: PROTOCOL_VERSION, ...badAddr })], /dataAddress must be a string matching/);
 });
 
+test('hello and welcome carry an optional sharedMemory announcement (usable, or why not); absent stays absent, malformed is ERR_PROTOCOL', () => {
+  const can = { ...controlMessages[0], sharedMemory: { usable: true } } as Message;
+  assert.deepEqual(decode(encode(can)).message, can);
+  const cannot = { ...controlMessages[0], sharedMemory: { usable: false, reason: 'shared-memory module not built' } } as Message;
+  assert.deepEqual(decode(encode(cannot)).message, cannot);
+  assert.equal('sharedMemory' in decode(encode(controlMessages[0])).message, false, 'a worker that predates the field');
+  const w = controlMessages[1];
+  if (w.type !== 'welcome') throw new Error('fixture');
+  const welcome: Message = { ...w, ring: [{ ...w.ring[0], sharedMemory: { usable: false, reason: 'no g++' } }, { ...w.ring[1], sharedMemory: { usable: true } }] };
+  assert.deepEqual(decode(encode(welcome)).message, welcome);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...controlMessages[0], sharedMemory: true })], /hello.sharedMemory must be a map/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...controlMessages[0], sharedMemory: { usable: 'yes' } })], /hello.sharedMemory.usable must be a boolean/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...controlMessages[0], sharedMemory: { usable: false } })], /hello.sharedMemory.reason must be a string/);
+  rejects([packr.pack({ v: PROTOCOL_VERSION, ...welcome, ring: [{ rank: 0, dataAddress: 'tcp://a:1', sharedMemory: [] }, w.ring[1]] })],
+    /welcome.ring\[0\].sharedMemory must be a map/);
+});
+
 test('hello and welcome carry an optional ipc:// localDataAddress for same-host peers; anything else is ERR_PROTOCOL', () => {
   const hello = { ...controlMessages[0], localDataAddress: 'ipc:///tmp/pets-ring-1-ab' } as Message;
   assert.deepEqual(decode(encode(hello)).message, hello);

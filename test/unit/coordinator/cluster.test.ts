@@ -27,8 +27,8 @@ test('admission: a requested free rank is kept, the others get the lowest free r
   const beats = setInterval(() => { for (const d of dealers) void d.send(encode({ type: 'heartbeat', sender: 'worker', rank: -1, seq: seq++, sentAtMs: Date.now() })); }, 50);
   try {
     await dealers[0]!.send(encode(hello(2, 1000)));
-    await dealers[1]!.send(encode({ ...hello(null, 1001), localDataAddress: 'ipc:///tmp/pets-ring-1001' } as Message));
-    await dealers[2]!.send(encode(hello(null, 1002)));
+    await dealers[1]!.send(encode({ ...hello(null, 1001), localDataAddress: 'ipc:///tmp/pets-ring-1001', sharedMemory: { usable: true } } as Message));
+    await dealers[2]!.send(encode({ ...hello(null, 1002), sharedMemory: { usable: false, reason: 'no g++' } } as Message));
     await assert.rejects(cluster.admit(4, 300), (e) => isTrainerError(e, 'ERR_TIMEOUT') && /for 4 worker\(s\) to join, 3 did/.test(e.message));
     await cluster.admit(3, 5000);
     assert.deepEqual(control.live().map((m) => [m.id, m.rank]), [['w1', 0], ['w2', 1], ['w0', 2]]);
@@ -43,6 +43,8 @@ test('admission: a requested free rank is kept, the others get the lowest free r
       assert.equal(message.rank, [2, 0, 1][i]);
       assert.deepEqual(message.ring.map((m) => m.dataAddress), ['tcp://127.0.0.1:1001', 'tcp://127.0.0.1:1002', 'tcp://127.0.0.1:1000']);
       assert.deepEqual(message.ring.map((m) => m.localDataAddress), ['ipc:///tmp/pets-ring-1001', undefined, undefined], 'same-host addresses are forwarded');
+      assert.deepEqual(message.ring.map((m) => m.sharedMemory), [{ usable: true }, { usable: false, reason: 'no g++' }, undefined],
+        'each member\'s shared-memory announcement is forwarded, so every rank chooses the transport from the same facts');
     }
     // Nobody heartbeats any more: after the 400 ms timeout every member is lost and the lost signal fires.
     clearInterval(beats);

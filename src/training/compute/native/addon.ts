@@ -145,9 +145,19 @@ export const ADDON_FILE = 'pets_dnnl.node';
  * named by `PETS_NATIVE_ADDON` when that is set (null if it does not exist: the fallback path can be tested so).
  */
 export function addonPath(env: NodeJS.ProcessEnv = process.env): string | null {
-  const forced = env.PETS_NATIVE_ADDON;
+  return nativeBuildFile(ADDON_FILE, env.PETS_NATIVE_ADDON);
+}
+
+/**
+ * Where a module built by `scripts/build-native.mjs` is: `forced` when that is set (null if it does not exist, so a
+ * test can point it at a missing file), else `native/build/<file>` above this module (from `src/` under tsx and from
+ * `dist/`), else null.
+ * @param file - the module's file name, e.g. `pets_shm.node`
+ * @param forced - the path an environment variable names (e.g. `PETS_SHM_ADDON`), or undefined
+ */
+export function nativeBuildFile(file: string, forced: string | undefined): string | null {
   if (forced !== undefined && forced !== '') return existsSync(forced) ? forced : null;
-  return findUp((dir) => join(dir, 'native', 'build', ADDON_FILE));
+  return findUp((dir) => join(dir, 'native', 'build', file));
 }
 
 /** The first `candidate(dir)` that exists, for this module's directory and up to five above it. */
@@ -193,14 +203,35 @@ export function nativeSourceHash(nativeDir: string | null = projectNativeDir()):
  * from other sources than `native/` holds now (a `git pull` changed them and nobody ran {@link REBUILD_COMMAND}; its
  * functions may then take other arguments than this code passes). Checked before the addon's first call.
  * @param sources - {@link nativeSourceHash} of the sources (null: unknown, only the functions are checked)
+ * @param functions - the functions it must have (default: the oneDNN addon's, {@link ADDON_FUNCTIONS})
+ * @param label - its name in the message (default `native addon`; the shared-memory all-reduce passes its own)
  */
-export function addonProblem(addon: Partial<Record<string, unknown>>, path: string, sources: string | null): string | null {
-  const missing = ADDON_FUNCTIONS.filter((name) => typeof addon[name] !== 'function');
+export function addonProblem(addon: Partial<Record<string, unknown>>, path: string, sources: string | null,
+  functions: readonly string[] = ADDON_FUNCTIONS, label = 'native addon'): string | null {
+  const missing = functions.filter((name) => typeof addon[name] !== 'function');
   const stamp = typeof addon.sourceHash === 'string' ? addon.sourceHash : null;
   let why: string | null = null;
   if (missing.length > 0) why = `it lacks ${missing.join(', ')}`;
   else if (sources !== null && stamp !== sources) why = `it was built from other sources (stamp ${stamp ?? 'none'}, native/ now ${sources})`;
-  return why === null ? null : `native addon ${path} is stale: ${why}; rebuild it with \`${REBUILD_COMMAND}\``;
+  return why === null ? null : `${label} ${path} is stale: ${why}; rebuild it with \`${REBUILD_COMMAND}\``;
+}
+
+/**
+ * Requires a module built by `scripts/build-native.mjs` and checks that it is current ({@link addonProblem}), without
+ * calling it. Never throws.
+ * @param path - the module's file ({@link nativeBuildFile})
+ * @param functions - the functions this code calls on it
+ * @param label - its name in messages, e.g. `shared-memory module`
+ * @returns the module, or why it cannot be used (stale, lacking a function, or failing to load: the error's first line)
+ */
+export function requireNative<T>(path: string, functions: readonly string[], label: string): { readonly module: T } | { readonly reason: string } {
+  try {
+    const module = createRequire(import.meta.url)(path) as Record<string, unknown>;
+    const problem = addonProblem(module, path, nativeSourceHash(), functions, label);
+    return problem === null ? { module: module as T } : { reason: problem };
+  } catch (err) {
+    return { reason: `${label} failed to load (${firstLine(err)})` };
+  }
 }
 
 /** The loaded addon, or why it could not be loaded. */
@@ -233,13 +264,8 @@ export function checkAddon(): { readonly addon: NativeAddon } | { readonly reaso
       : `native addon not built: install g++ and libdnnl-dev, then run \`${REBUILD_COMMAND}\` (README, "Native CPU backend")` };
     return checked;
   }
-  try {
-    const addon = createRequire(import.meta.url)(path) as NativeAddon;
-    const problem = addonProblem(addon as unknown as Record<string, unknown>, path, nativeSourceHash());
-    checked = problem === null ? { addon } : { reason: problem };
-  } catch (err) {
-    checked = { reason: `native addon failed to load (${firstLine(err)})` };
-  }
+  const load = requireNative<NativeAddon>(path, ADDON_FUNCTIONS, 'native addon');
+  checked = 'reason' in load ? load : { addon: load.module };
   return checked;
 }
 

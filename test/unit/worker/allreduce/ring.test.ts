@@ -187,6 +187,10 @@ test('mismatched buffer lengths across ranks are ERR_PROTOCOL; invalid options a
     assert.ok(results.some((r) => r.status === 'rejected' && isTrainerError(r.reason, 'ERR_PROTOCOL')));
     assert.throws(() => new RingAllReduce({ timeoutMs: 0 }), /ring timeoutMs must be a number > 0, got 0/);
     assert.throws(() => new RingAllReduce({ dtype: 'int8' as 'float32' }), isCode('ERR_BAD_CONFIG'));
+    // A per-call deadline must be finite: Infinity once reached setTimeout (which fires at once for it) unchecked.
+    for (const timeoutMs of [Infinity, 0, Number.NaN]) {
+      assert.throws(() => rings[0].allReduce(data(0, 10), { step: 1, bucket: 0 }, { timeoutMs }), /timeoutMs must be a finite number > 0/);
+    }
     await assert.rejects(rings[0].reconfigure({ peers: [rings[0].address], rank: 0, generation: 1 }), /generation must be an integer > 1/);
     await assert.rejects(rings[0].reconfigure({ peers: [rings[0].address], rank: 1, generation: 2 }), /rank must be an integer in \[0, 0\]/);
   } finally {

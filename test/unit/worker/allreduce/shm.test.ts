@@ -1,8 +1,8 @@
 /**
  * The shared-memory all-reduce (src/worker/allreduce/shm.ts, native/pets_shm.cc): sums in the ring's order
  * (bit-identical to the ring and to a hand-computed float32 sum), the AllReducer contract's errors (abort, deadline,
- * a peer killed mid-call, mismatched calls), segments per generation, stale segment removal, and the choice between
- * shm and ring (`--allreduce auto|shm`), including a build without the module.
+ * a peer killed mid-call, mismatched calls, an abort after the last barrier, unbounded deadlines), segments per
+ * generation, and stale segment removal. The choice between shm and ring is in transport.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,11 +11,10 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../../src/contract/errors.js';
-import type { Membership } from '../../../../src/training/allreduce/types.js';
 import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
 import { RingAllReduce } from '../../../../src/worker/allreduce/ring.js';
 import { nativeSourceHash } from '../../../../src/training/compute/native/addon.js';
-import { chooseTransport, loadShmModule, RefusedAllReduce, segmentName, ShmAllReduce, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
+import { loadShmModule, segmentName, ShmAllReduce, type SegmentHandle, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
 
 const load = loadShmModule();
 const skip = 'reason' in load ? `shared-memory module not available: ${load.reason}` : false;
@@ -168,6 +167,10 @@ test('a call past its deadline fails with ERR_TIMEOUT; mismatched calls fail wit
   const [a, b] = await makeShm(2, dir);
   try {
     await assert.rejects(a!.allReduce(new Float32Array(5), { step: 0, bucket: 0 }, { timeoutMs: 100 }), (e: unknown) => isTrainerError(e, 'ERR_TIMEOUT'));
+    // The peer that came late finds the segment broken by rank 0's timeout: a timeout for it too (as on the ring, where
+    // every rank times out when one stalls), not a lost worker.
+    await assert.rejects(b!.allReduce(new Float32Array(5), { step: 0, bucket: 0 }),
+      (e: unknown) => isTrainerError(e, 'ERR_TIMEOUT') && /rank 0 timed out/.test(e.message));
     await Promise.all([a!.reconfigure({ peers: peersOf(2), rank: 0, generation: 2 }), b!.reconfigure({ peers: peersOf(2), rank: 1, generation: 2 })]);
     const results = await Promise.allSettled([
       a!.allReduce(new Float32Array(5), { step: 3, bucket: 0 }),
@@ -277,24 +280,6 @@ test('stale segments of dead processes are removed; live ones and other files st
   }
 });
 
-test('transport choice: shm only for float32 rings whose every rank is on this host and when the module loads', () => {
-  const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], rank: 0, generation: 1 };
-  const loaded = { module: { maxRanks: 64 } } as unknown as ShmLoad;
-  const here = (): boolean => true;
-  assert.deepEqual(chooseTransport(m, 'float32', loaded, here), { transport: 'shm', why: 'all 2 ranks are on this host' });
-  assert.match(chooseTransport(m, 'float32', loaded, (a) => a !== 'ipc:///tmp/b').why, /rank 1 is on another host/);
-  assert.equal(chooseTransport(m, 'float32', loaded, (a) => a !== 'ipc:///tmp/b').transport, 'ring');
-  assert.match(chooseTransport({ ...m, localPeers: ['ipc:///tmp/a', undefined] }, 'float32', loaded, here).why, /rank 1 announced no same-host socket/);
-  assert.equal(chooseTransport(m, 'float16', loaded, here).transport, 'ring');
-  assert.equal(chooseTransport({ ...m, peers: peersOf(1), localPeers: ['ipc:///tmp/a'] }, 'float32', loaded, here).transport, 'ring');
-  assert.equal(chooseTransport(m, 'float32', { module: { maxRanks: 1 } } as unknown as ShmLoad, here).transport, 'ring');
-  // A build without the module (no compiler at install): ring, naming why.
-  const absent = loadShmModule({ ...process.env, PETS_SHM_ADDON: '/nonexistent/pets_shm.node' });
-  assert.ok('reason' in absent);
-  assert.match(absent.reason, /PETS_SHM_ADDON.*does not exist/);
-  assert.deepEqual(chooseTransport(m, 'float32', absent, here), { transport: 'ring', why: absent.reason });
-});
-
 test('the module carries the stamp of the sources beside it; a file that is not the module is refused, naming the rebuild', { skip }, () => {
   assert.equal((load as { module: ShmModule }).module.sourceHash, nativeSourceHash());
   const other = join(import.meta.dirname, '..', '..', '..', '..', 'native', 'build', 'pets_dnnl.node');
@@ -304,8 +289,42 @@ test('the module carries the stamp of the sources beside it; a file that is not 
   assert.match(wrong.reason, /lacks open, abort, close, sweep; rebuild it with `npm run build:native`/);
 });
 
-test('--allreduce shm where it cannot be used: every call fails with ERR_BAD_CONFIG saying why (not retried)', async () => {
-  const refused = new RefusedAllReduce('rank 1 is on another host', 2, 0);
-  await assert.rejects(refused.allReduce(), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && /--allreduce shm: rank 1 is on another host/.test(e.message));
-  assert.throws(() => new ShmAllReduce({ pieceBytes: 1000 }), /pieceBytes must be an integer multiple of 4/);
+test('an unbounded or invalid deadline is ERR_BAD_CONFIG before the call (Infinity would overflow the native deadline)', { skip }, async () => {
+  const dir = tempDir();
+  const [a, b] = await makeShm(2, dir);
+  try {
+    for (const timeoutMs of [Infinity, -1, 0, Number.NaN]) {
+      assert.throws(() => a!.allReduce(new Float32Array(5), { step: 0, bucket: 0 }, { timeoutMs }),
+        (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') && /timeoutMs must be a finite number > 0/.test(e.message));
+    }
+    const module = (load as Exclude<ShmLoad, { reason: string }>).module;
+    const handle = module.open(join(dir, 'pets-shm-direct'), 2, 0, 1024);
+    assert.throws(() => module.reduce(handle, new Float32Array(5), false, 0, 0, Infinity), /timeoutMs must be a finite number in \(0, 1e12\]/);
+    assert.ok(module.close(handle));
+    // Nothing was broken: the ranks still reduce together.
+    const x = [Float32Array.of(1), Float32Array.of(2)];
+    await Promise.all([a!.allReduce(x[0]!, { step: 0, bucket: 0 }), b!.allReduce(x[1]!, { step: 0, bucket: 0 })]);
+    assert.deepEqual([x[0]![0], x[1]![0]], [3, 3]);
+  } finally {
+    await closeAll([a!, b!]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a call aborted after its last barrier rejects with ERR_WORKER_LOST, as the ring\'s does (never resolves after abort)', async () => {
+  // A stand-in module whose reduce() has finished its barriers and reports success only after abort() was called.
+  let finish: ((result: string) => void) | null = null;
+  const module: ShmModule = {
+    maxRanks: 64, open: () => ({}) as SegmentHandle, abort: () => {}, close: () => true, sweep: () => [],
+    reduce: () => new Promise<string>((resolve) => { finish = resolve; }),
+  };
+  const shm = new ShmAllReduce({ module, directory: tmpdir() });
+  await shm.reconfigure({ peers: peersOf(2), rank: 0, generation: 1 });
+  const call = shm.allReduce(new Float32Array(3), { step: 0, bucket: 0 });
+  while (finish === null) await new Promise((resolve) => setImmediate(resolve));
+  shm.abort('test abort');
+  (finish as (result: string) => void)('');
+  await assert.rejects(call, (e: unknown) => isTrainerError(e, 'ERR_WORKER_LOST') && /test abort/.test(e.message));
+  assert.equal(shm.stats().callsTotal, 0, 'an aborted call does not count as completed');
+  await shm.close();
 });

@@ -91,6 +91,9 @@ test('a missing rank makes star clients time out; garbage to the server is rejec
     const calls = star.clients.map((c) => c.allReduce(data(0, 10), { step: 0, bucket: 0 }));
     for (const call of calls) await assert.rejects(call, (e: unknown) => isTrainerError(e, 'ERR_TIMEOUT'));
     assert.equal(star.server.stats().rejectedMessagesTotal, 2);
+    // The star checks a call's deadline and tag as the ring does (it checked neither: Infinity reached its timer).
+    assert.throws(() => star.clients[0]!.allReduce(data(0, 10), { step: 1, bucket: 0 }, { timeoutMs: Infinity }), /timeoutMs must be a finite number > 0/);
+    assert.throws(() => star.clients[0]!.allReduce(data(0, 10), { step: -1, bucket: 0 }), /tag step and bucket must be integers ≥ 0/);
   } finally {
     intruder.close();
     await closeStar(star);
