@@ -53,11 +53,13 @@ const flags = (process.env.PETS_NATIVE_CXXFLAGS ?? '-O3 -march=native -fno-math-
 mkdirSync(outDir, { recursive: true });
 
 /**
- * Compiles one addon into `outPath` (through a temporary file, so a failed build leaves no half-written addon).
+ * Compiles one addon into `outPath` (through a temporary file, so a failed build leaves no half-written addon; the
+ * file is this process's own, so two builds at once — `npm ci` beside `npm run build:native` — cannot remove or rename
+ * each other's: that race once ended an install with ENOENT on the shared `.tmp` name).
  * @returns null on success, else the first error line
  */
 function compile(name, src, outPath, extra, libs) {
-  const tmpOut = `${outPath}.tmp`;
+  const tmpOut = `${outPath}.${process.pid}.tmp`;
   const res = spawnSync(cxx, ['-std=c++17', ...flags, '-fPIC', '-shared', ...extra, `-DNODE_GYP_MODULE_NAME=${name}`,
     `-DPETS_SOURCE_HASH="${sourceHash(dirname(src))}"`, `-I${nodeInclude}`, src, '-o', tmpOut, ...libs], { encoding: 'utf8' });
   if (res.error !== undefined || res.status !== 0) {
