@@ -3,6 +3,7 @@
  * options (how it runs: sockets, heartbeats, checkpoints, metrics), parsed with commander and validated before
  * anything starts.
  */
+import { withVersion } from '../contract/cli-help.js';
 import { Command } from 'commander';
 import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
@@ -199,7 +200,7 @@ export function trainProgram(): Command {
     .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
     .exitOverride();
-  return cmd;
+  return withVersion(cmd);
 }
 
 type Flags = Record<string, string | boolean | undefined>;

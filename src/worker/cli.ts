@@ -3,7 +3,7 @@
  * coordinator with the same flags). Flags are validated before anything starts.
  */
 import { Command, CommanderError } from 'commander';
-import { plainDefaults } from '../contract/cli-help.js';
+import { plainDefaults, withVersion } from '../contract/cli-help.js';
 import { parseBackendRequest } from '../training/compute/backend.js';
 import { checkInt } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
@@ -25,7 +25,7 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     .option('--heartbeat-timeout-ms <ms>', 'coordinator silence before this worker exits', '10000')
     .option('--curve-server-key <z85>', 'coordinator CURVE public key (from its --curve-keys directory)')
     .exitOverride();
-  plainDefaults(program).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(program)).parse([...argv], { from: 'user' });
   const o = program.opts<Record<string, string | undefined>>();
   if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect!)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
   // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.

@@ -3,9 +3,11 @@
 // `(default 64)`. The expected texts are the defaults each command declares.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
 import { plainDefaults } from '../../../src/contract/cli-help.js';
 import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
 import { parseWorkerArgs } from '../../../src/worker/cli.js';
 import { parseLearnArgs } from '../../../scripts/learn.js';
@@ -45,4 +47,20 @@ test('predict, interpret, show-batch, worker and learn print no JSON-quoted defa
     assert.doesNotMatch(text, /\(default: "/, `${name}: ${text}`);
     for (const re of expected) assert.match(text, re, `${name}: ${text}`);
   }
+});
+
+test('--version prints the package.json version and ends like --help (exit code 0), for the coordinator and the worker', () => {
+  // `npx coordinator --version` was an unknown option (exit 2); every npm CLI answers it.
+  const version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  const write = process.stdout.write.bind(process.stdout);
+  const out: string[] = [];
+  process.stdout.write = ((chunk: string) => { out.push(String(chunk)); return true; }) as typeof process.stdout.write;
+  try {
+    for (const parse of [() => parseTrainArgs(['--version']), () => parseWorkerArgs(['--version'])]) {
+      assert.throws(parse, (e: unknown) => e instanceof CommanderError && e.code === 'commander.version' && e.exitCode === 0);
+    }
+  } finally {
+    process.stdout.write = write;
+  }
+  assert.deepEqual(out, [`${version}\n`, `${version}\n`]);
 });
