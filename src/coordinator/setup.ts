@@ -87,6 +87,8 @@ export abstract class CoordinatorSetUp {
   /** Aborts waits for workers when a stop is requested (steps check `stopRequested` between steps). */
   protected readonly stopController = new AbortController();
   protected starAddress: string | null = null;
+  /** The paste-ready command that starts a worker for this run (`npx worker --connect …`), set once the control socket is bound. */
+  private joinCommand = '';
   protected star: StarReduceServer | null = null;
   protected history: RunHistory = newHistory();
   protected scale!: ScaleOut;
@@ -228,6 +230,7 @@ export abstract class CoordinatorSetUp {
     const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
     if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
     const endpoint = await this.startControl(curve?.secretKey ?? null, announce);
+    this.joinCommand = `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`;
     const control = this.control!;
     this.recorder?.watch(control);
     // The star server serves each announced group (world size, generation): after a respawn or an elastic change
@@ -262,6 +265,10 @@ export abstract class CoordinatorSetUp {
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
     for (const line of announce) this.io.out(line);
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
+    // Workers this coordinator does not start (--expect above --workers, e.g. --workers 0 --expect 2): say how to
+    // start them, as the rejoin message does, instead of leaving the user to assemble the command from the docs.
+    const others = config.expect - config.workers;
+    if (others > 0) this.io.out(`start ${others} more worker(s), here or on other machines, with: ${this.joinCommand}`);
     this.io.out(`plan: ${config.arch} at ${config.size}px, ${config.expect} worker(s) × bs ${config.bs} × accum ${this.scale.accum} = global batch ${this.scale.globalBs}` +
       (this.scale.lrFactor !== 1 ? `, lr × ${this.scale.lrFactor.toFixed(3)} (${config.lrScale} rule)` : '') +
       // One worker (that cannot grow: not elastic) reduces nothing: its gradient is the mean, as DDP at world size 1.
@@ -286,7 +293,7 @@ export abstract class CoordinatorSetUp {
     }
     this.recovery = new Recovery({
       cluster: this.cluster!, control: this.control!, workers: this.workers, localSlots: config.workers, expect: config.expect, elastic: runtime.elastic,
-      joinCommand: `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`,
+      joinCommand: this.joinCommand,
       describeBatch: () => `${this.cluster!.worldSize} worker(s) × bs ${config.bs} × accum ${this.currentAccum()} = global batch ${this.scale.globalBs}`,
       maxRestarts: runtime.maxRestarts, joinTimeoutMs: runtime.joinTimeoutS * 1000, rejoinTimeoutMs: (runtime.rejoinTimeoutS ?? runtime.joinTimeoutS) * 1000, stopSignal: this.stopController.signal, detectTimeoutMs: runtime.heartbeatTimeoutMs + 2 * runtime.heartbeatIntervalMs,
       hungSilenceMs: runtime.heartbeatTimeoutMs,

@@ -48,6 +48,9 @@ test('--workers 0 --expect 3 with CURVE: keyed remote workers join and train exa
   const coord = startProc('coordinator', tinyRunFlags(dataDir, runDir, ['--workers', '0', '--expect', '3', '--config', cfg, '--curve-keys', keys]));
   const key = (await coord.waitFor(/--curve-server-key '(\S{40})'/, 60_000))[1]!;
   const endpoint = (await coord.waitFor(/coordinator listening on (tcp:\/\/\S+);/, 60_000))[1]!;
+  // The coordinator starts none of the 3 workers: it prints the command that starts one (it printed none before).
+  const joinLine = `start 3 more worker(s), here or on other machines, with: npx worker --connect ${endpoint} --curve-server-key '${key}' --data <its copy of the data>`;
+  await coord.waitFor(new RegExp(joinLine.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')), 60_000);
   for (const f of Object.values(CURVE_KEY_FILES)) assert.equal(statSync(join(keys, f)).mode & 0o777, 0o600, f);
 
   const common = ['--connect', endpoint, '--data', dataDir, '--backend', 'wasm', '--heartbeat-interval-ms', '500'];
