@@ -919,38 +919,30 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
     // process CPU, min of 9 (scratch bench): 38–41 ms out of place with streaming stores, 66–68 in place with them,
     // 30–31 in place with these).
     const bool inPlace = po == p && mo == m && vo == v;
+    // One loop for both kinds of store (the same loads and arithmetic, so the same bits either way).
+    auto run = [&](auto store) {
+      const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
+      const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
+      for (; i + 16 <= n; i += 16) {
+        const __m512 gi = _mm512_loadu_ps(g + i);
+        const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
+        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
+        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
+        const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
+        store(po + i, pn);
+        store(mo + i, mn);
+        store(vo + i, vn);
+      }
+    };
     if (inPlace) {
-      const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
-      const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
-      for (; i + 16 <= n; i += 16) {
-        const __m512 gi = _mm512_loadu_ps(g + i);
-        const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
-        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
-        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
-        const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
-        _mm512_storeu_ps(po + i, pn);
-        _mm512_storeu_ps(mo + i, mn);
-        _mm512_storeu_ps(vo + i, vn);
-      }
+      run([](float* dst, __m512 x) { _mm512_storeu_ps(dst, x); });
     } else if ((reinterpret_cast<uintptr_t>(po) | reinterpret_cast<uintptr_t>(mo) | reinterpret_cast<uintptr_t>(vo)) % 16 == 0) {
-      const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
-      const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
-      auto stream = [](float* dst, __m512 v) {
-        _mm_stream_ps(dst, _mm512_extractf32x4_ps(v, 0));
-        _mm_stream_ps(dst + 4, _mm512_extractf32x4_ps(v, 1));
-        _mm_stream_ps(dst + 8, _mm512_extractf32x4_ps(v, 2));
-        _mm_stream_ps(dst + 12, _mm512_extractf32x4_ps(v, 3));
-      };
-      for (; i + 16 <= n; i += 16) {
-        const __m512 gi = _mm512_loadu_ps(g + i);
-        const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
-        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
-        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
-        const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
-        stream(po + i, pn);
-        stream(mo + i, mn);
-        stream(vo + i, vn);
-      }
+      run([](float* dst, __m512 x) {
+        _mm_stream_ps(dst, _mm512_extractf32x4_ps(x, 0));
+        _mm_stream_ps(dst + 4, _mm512_extractf32x4_ps(x, 1));
+        _mm_stream_ps(dst + 8, _mm512_extractf32x4_ps(x, 2));
+        _mm_stream_ps(dst + 12, _mm512_extractf32x4_ps(x, 3));
+      });
       _mm_sfence();
     }
 #endif
