@@ -11,8 +11,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import got from 'got';
@@ -239,14 +238,32 @@ async function attempt(url: string, o: ResolvedDownloadOptions, progress: Progre
     const length = Number(response.headers['content-length'] ?? 0);
     let done = resumed ? have : 0;
     progress.begin(done, length > 0 ? done + length : 0);
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
+    // Every received byte reaches `.part`, also when the transfer is cut: the next attempt asks for the Range that
+    // starts at the first byte not received, as `curl -C -` does. Hence no `pipeline(stream, …, writer)` (a cut
+    // destroys the writer with received chunks still queued) and no pausing of the response (a cut destroys the
+    // response with its buffered chunks): the response flows and the writer queues what the disk has not taken yet
+    // (disks outpace the network); the writer is ended and flushed before the error is classified.
+    const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
+    let writeError: unknown = null;
+    out.on('error', (e) => {
+      writeError ??= e;
+      stream.destroy(e);
+    });
+    const cut = await new Promise<unknown>((resolve) => {
+      stream.on('data', (chunk: Buffer) => {
         done += chunk.length;
         progress.update(done);
-        cb(null, chunk);
-      },
+        out.write(chunk);
+      });
+      stream.once('end', () => resolve(null));
+      stream.once('error', (e) => resolve(e));
     });
-    await pipeline(stream, counter, createWriteStream(part, { flags: resumed ? 'a' : 'w' }));
+    if (writeError === null) {
+      out.end();
+      await finished(out);
+    }
+    if (writeError !== null) throw writeError;
+    if (cut !== null) throw cut;
     return { ok: true };
   } catch (error) {
     stream.destroy();

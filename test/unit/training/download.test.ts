@@ -15,12 +15,15 @@ import { isTrainerError } from '../../../src/contract/errors.js';
 
 const BODY = randomBytes(256 * 1024);
 const SHA = createHash('sha256').update(BODY).digest('hex');
+const BIG = randomBytes(4 * 1024 * 1024);
+const BIG_CUT = 3 * 1024 * 1024;
 
 interface Hit { url: string; range: string | undefined }
 
 /** Serves BODY at /ok (Range-aware), cuts /cut-once mid-way on its first request, 500s on /broken. */
 function startServer(hits: Hit[]): Promise<{ server: Server; base: string }> {
   let cutDone = false;
+  let bigCutDone = false;
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     hits.push({ url: req.url ?? '', range: req.headers.range });
     if (req.url === '/no-range') {
@@ -33,16 +36,31 @@ function startServer(hits: Hit[]): Promise<{ server: Server; base: string }> {
     }
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     const start = m ? Number(m[1]) : 0;
+    if (req.url === '/cut-big' && !bigCutDone) {
+      // 3 MiB of BIG sent in 64 KiB writes, then the connection closes: the client has every byte of it.
+      bigCutDone = true;
+      res.writeHead(200, { 'content-length': String(BIG.length) });
+      const send = (at: number): void => {
+        if (at >= BIG_CUT) {
+          setTimeout(() => res.socket?.destroy(), 20);
+          return;
+        }
+        res.write(BIG.subarray(at, at + 65_536), () => send(at + 65_536));
+      };
+      send(0);
+      return;
+    }
     if (req.url === '/cut-once' && !cutDone) {
       cutDone = true;
       res.writeHead(200, { 'content-length': String(BODY.length) });
       res.write(BODY.subarray(0, 100_000), () => setTimeout(() => res.socket?.destroy(), 20));
       return;
     }
-    const slice = BODY.subarray(start);
+    const whole = req.url === '/cut-big' ? BIG : BODY;
+    const slice = whole.subarray(start);
     res.writeHead(m ? 206 : 200, {
       'content-length': String(slice.length),
-      ...(m ? { 'content-range': `bytes ${start}-${BODY.length - 1}/${BODY.length}` } : {}),
+      ...(m ? { 'content-range': `bytes ${start}-${whole.length - 1}/${whole.length}` } : {}),
     });
     res.end(slice);
   };
@@ -105,6 +123,17 @@ describe('downloadFile', () => {
     const resumedAt = Number(/bytes=(\d+)-/.exec(mine[1]!.range ?? '')?.[1]);
     assert.ok(resumedAt > 0 && resumedAt < BODY.length, `resumed at ${resumedAt}`);
     assert.deepEqual(readFileSync(dest), BODY);
+  });
+
+  it('keeps every byte received before the cut: the Range resumes exactly where the server stopped', async () => {
+    // Fault under load: the cut used to destroy the file writer with received chunks still queued, so the retry
+    // asked for an earlier offset (or none). Like curl -C -, the retry must start at the first byte not received.
+    const dest = join(dir, 'big.bin');
+    const r = await downloadFile({ urls: [`${base}/cut-big`], dest, sha256: createHash('sha256').update(BIG).digest('hex'), ...quiet });
+    const mine = hits.filter((h) => h.url === '/cut-big');
+    assert.deepEqual(mine.map((h) => h.range), [undefined, `bytes=${BIG_CUT}-`]);
+    assert.equal(r.bytes, BIG.length);
+    assert.deepEqual(readFileSync(dest), BIG);
   });
 
   it('resumes a .part left by an earlier process', async () => {
