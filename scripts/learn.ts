@@ -87,7 +87,7 @@ async function run(f: LearnFlags): Promise<void> {
   const pool = new ImagePool(f.dataThreads === undefined ? {} : { threads: intFlag('data-threads', f.dataThreads, 1) });
   pool.start();
   try {
-    const data = await createDataBunch({ data: f.data, seed, validPct: Number(f.validPct), verify: true }, pool);
+    const data = await createDataBunch({ data: f.data, seed, validPct: Number(f.validPct), verify: true, size }, pool);
     console.log(`data: ${data.train.length} train / ${data.valid.length} valid items, ${data.classes.length} classes`);
     const replica = await Replica.create({ arch, numClasses: data.classes.length, seed, pretrained, frozen: true,
       maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2) });

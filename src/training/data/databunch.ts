@@ -48,6 +48,11 @@ export interface DataBunchOptions {
   readonly validCol?: string;
   /** Decode every file once and drop the bad ones (needs a pool). */
   readonly verify?: boolean;
+  /**
+   * The size images are resized to (shorter side, px: --size): with `verify`, a file that would exceed the pixel
+   * ceiling once resized is skipped as 'too large' before training. Omitted → only the decoded size is checked.
+   */
+  readonly size?: number;
   /** Called once per file that fails to decode; default: nothing (the grouped lines say it). */
   readonly onSkip?: (path: string, reason: SkipReason) => void;
   /**
@@ -118,7 +123,7 @@ const DECODE_RULES: Readonly<Record<SkipReason, string>> = Object.freeze({
   empty: 'the file is empty (0 bytes)',
   'not an image': 'the content is no image format the decoder knows (e.g. an HTML error page saved as .jpg)',
   'truncated/corrupt': 'the image data is cut short or damaged',
-  'too large': 'the image has more than 50 megapixels (DEFAULT_MAX_INPUT_PIXELS)',
+  'too large': 'the image has more than 50 megapixels (DEFAULT_MAX_INPUT_PIXELS), as decoded or once resized to --size (a very elongated image)',
   unreadable: 'the file cannot be read (permissions, or it vanished)',
 });
 
@@ -141,7 +146,7 @@ function ordered(groups: readonly LeftOutGroup[]): LeftOutGroup[] {
 /** Files to decode from which the verify pass says so first: about 10 s and more of silence at ≈ 100 files/s. */
 export const VERIFY_ANNOUNCE_MIN = 1000;
 
-async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string, log: (line: string) => void):
+async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string, log: (line: string) => void, size?: number):
   Promise<{ good: (idx: Int32Array) => Int32Array; bad: { index: number; path: string; reason: SkipReason }[] }> {
   if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
   const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
@@ -151,7 +156,7 @@ async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog
   const announce = (n: number): void => {
     if (n >= VERIFY_ANNOUNCE_MIN) log(`checking ${n} image files: each is decoded once before training (verdicts cached in ${cacheFile}, so later runs skip this)`);
   };
-  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce);
+  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce, size);
   if (verified.cacheError !== undefined) {
     log(`could not write the data check's cache ${cacheFile} (${verified.cacheError}): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder`);
   }
@@ -184,7 +189,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const items = listItems(datasetDir, labelRule(o), { splitFolders: o.split === 'folder' ? [o.trainFolder, o.validFolder] : null });
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
-  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir, log) : { good: (idx: Int32Array) => idx, bad: [] };
+  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir, log, o.size) : { good: (idx: Int32Array) => idx, bad: [] };
   const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad, splitHint: o.splitHint });
   const groups: LeftOutGroup[] = [...items.leftOut, ...(split.notInSplit ? [split.notInSplit] : []), ...decodeGroups(bad)];
   if (checked.discarded.length > 0) {
@@ -225,9 +230,9 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
  * The data options of a run configuration (flags, config file or a run's `config.json`): one place, so training,
  * `interpret` and `show-batch` build the same items, labels and split.
  */
-export function dataBunchOptions(c: Pick<RunConfig, 'data' | 'labelFrom' | 'labelRe' | 'labels' | 'split' | 'validPct' | 'seed' | 'trainFolder' | 'validFolder' | 'validCol'>): DataBunchOptions {
+export function dataBunchOptions(c: Pick<RunConfig, 'data' | 'labelFrom' | 'labelRe' | 'labels' | 'split' | 'validPct' | 'seed' | 'trainFolder' | 'validFolder' | 'validCol' | 'size'>): DataBunchOptions {
   return {
-    data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, labelCsv: c.labels ?? undefined, split: c.split,
+    size: c.size, data: c.data, labelFrom: c.labelFrom, labelPattern: c.labelRe, labelCsv: c.labels ?? undefined, split: c.split,
     validPct: c.validPct, seed: c.seed, trainFolder: c.trainFolder, validFolder: c.validFolder, validCol: c.validCol,
   };
 }

@@ -28,6 +28,28 @@ export interface DecodeOptions {
   readonly maxInputPixels?: number;
 }
 
+/**
+ * Size of a `width × height` image resized (aspect kept) so that its SHORTER side is `shorterSide` px, as sharp's
+ * `fit: 'outside'` resize does (each side rounded to whole pixels; EXIF rotation swaps the sides, not the product).
+ */
+export function resizedSize(width: number, height: number, shorterSide: number): { width: number; height: number } {
+  const scale = shorterSide / Math.min(width, height);
+  return { width: Math.max(shorterSide, Math.round(width * scale)), height: Math.max(shorterSide, Math.round(height * scale)) };
+}
+
+/**
+ * Why a `width × height` image is too large once resized to a shorter side of `shorterSide` px (more than
+ * `maxPixels` pixels, the same ceiling as the decoded image's: {@link DEFAULT_MAX_INPUT_PIXELS}), or null when it is
+ * not. Only a very elongated image gets there (a 2×30000 strip at 224 px: 752 megapixels), which a decoded-pixel
+ * ceiling alone lets through. The text matches 'pixel limit', so {@link classifyDecodeError} calls it 'too large'.
+ */
+export function resizedTooLarge(width: number, height: number, shorterSide: number, maxPixels: number = DEFAULT_MAX_INPUT_PIXELS): string | null {
+  const out = resizedSize(width, height, shorterSide);
+  if (out.width * out.height <= maxPixels) return null;
+  return `resized to a shorter side of ${shorterSide} px the ${width}×${height} image would be ${out.width}×${out.height} `
+    + `= ${(out.width * out.height / 1e6).toFixed(0)} megapixels, over the pixel limit of ${maxPixels / 1e6} megapixels`;
+}
+
 /** Maps a sharp error message (and file size) to a {@link SkipReason}. */
 export function classifyDecodeError(message: string, bytes: number): SkipReason {
   if (bytes === 0) return 'empty';
@@ -47,10 +69,20 @@ export async function decodeRgb(path: string, options: DecodeOptions = {}): Prom
   try {
     bytes = (await stat(path)).size;
     if (bytes === 0) throw new Error('file is empty');
-    let img = sharp(path, { failOn: 'truncated', limitInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS })
+    const maxPixels = options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+    let img = sharp(path, { failOn: 'truncated', limitInputPixels: maxPixels })
       .rotate()
       .flatten({ background: '#ffffff' });
-    if (options.shorterSide !== undefined) img = img.resize(options.shorterSide, options.shorterSide, { fit: 'outside' });
+    if (options.shorterSide !== undefined) {
+      // The ceiling holds for the resized image too: a thin strip (a 1.3 KB 2×30000 PNG) is far below it as
+      // decoded, yet resized to a shorter side of 224 px it would be 224×3360000 (2.3 GB of RGB).
+      const { width, height } = await sharp(path, { limitInputPixels: maxPixels }).metadata();
+      if (width !== undefined && height !== undefined) {
+        const problem = resizedTooLarge(width, height, options.shorterSide, maxPixels);
+        if (problem !== null) throw new Error(problem);
+      }
+      img = img.resize(options.shorterSide, options.shorterSide, { fit: 'outside' });
+    }
     const { data, info } = await img.toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`expected 3 channels after conversion, got ${info.channels}`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };

@@ -6,14 +6,20 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../../contract/atomic-write.js';
 import { dirname } from 'node:path';
-import { type SkipLog, type SkipReason } from './decode.js';
+import { resizedTooLarge, type SkipLog, type SkipReason } from './decode.js';
 import type { ImagePool } from './pool.js';
 
-/** One cached verdict. */
+/** One cached verdict: whether the file decodes, and (when it does) its size, which the run's --size is checked against. */
 interface Verdict {
   readonly ok: boolean;
   readonly reason?: SkipReason;
+  /** Decoded width and height in pixels (after EXIF rotation), when ok. */
+  readonly width?: number;
+  readonly height?: number;
 }
+
+/** Version of the cache file's layout; another version is ignored (decoded again). 2: ok verdicts hold the size. */
+const CACHE_VERSION = 2;
 
 /** What {@link verifyItems} found. */
 export interface VerifyResult {
@@ -41,7 +47,7 @@ function readCache(file: string | undefined): Record<string, Verdict> {
   if (!file || !existsSync(file)) return {};
   try {
     const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; entries?: Record<string, Verdict> };
-    return parsed.version === 1 && parsed.entries ? parsed.entries : {};
+    return parsed.version === CACHE_VERSION && parsed.entries ? parsed.entries : {};
   } catch {
     return {}; // a corrupt cache is only a cache: verify again
   }
@@ -55,9 +61,12 @@ function readCache(file: string | undefined): Record<string, Verdict> {
  *   `cacheError`); omitted → no cache.
  * @param onDecode - told once, before any decoding, how many files are not in the cache and will be decoded now
  *   (not called when every verdict is cached), so a long first pass can be announced.
+ * @param shorterSide - the size images are resized to for training (shorter side, px: the run's --size); a file
+ *   that decodes but would exceed the pool's pixel ceiling once resized (a thin strip) is skipped as 'too large'
+ *   here rather than mid-training. Omitted → not checked.
  */
 export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string,
-  onDecode?: (count: number) => void): Promise<VerifyResult> {
+  onDecode?: (count: number) => void, shorterSide?: number): Promise<VerifyResult> {
   const cache = readCache(cacheFile);
   const next: Record<string, Verdict> = {};
   const ok = new Uint8Array(paths.length);
@@ -74,18 +83,22 @@ export async function verifyItems(pool: ImagePool, paths: readonly string[], ski
     } else {
       decoded++;
       const r = await pool.run({ kind: 'verify', path });
-      verdict = r.ok ? { ok: true } : { ok: false, reason: r.reason };
+      verdict = r.ok ? { ok: true, width: r.width, height: r.height } : { ok: false, reason: r.reason };
     }
     next[key] = verdict;
-    ok[i] = verdict.ok ? 1 : 0;
-    if (!verdict.ok) skipLog.report(path, verdict.reason ?? 'unreadable');
+    // The verdict is the file's; whether it is too large depends on this run's --size, so that is judged here.
+    const tooLarge = verdict.ok && shorterSide !== undefined && verdict.width !== undefined && verdict.height !== undefined
+      && resizedTooLarge(verdict.width, verdict.height, shorterSide, pool.options.maxInputPixels) !== null;
+    ok[i] = verdict.ok && !tooLarge ? 1 : 0;
+    if (tooLarge) skipLog.report(path, 'too large');
+    else if (!verdict.ok) skipLog.report(path, verdict.reason ?? 'unreadable');
   }));
   if (cacheFile && decoded > 0) {
     // Only a cache: a home folder that cannot be written (a container's user without one) costs the next run the
     // decoding again, never this run.
     try {
       await mkdir(dirname(cacheFile), { recursive: true });
-      await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: 1, entries: { ...cache, ...next } })), 'ERR_DATA');
+      await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: CACHE_VERSION, entries: { ...cache, ...next } })), 'ERR_DATA');
     } catch (err) {
       return { ok, cached, decoded, cacheError: (err as Error).message };
     }

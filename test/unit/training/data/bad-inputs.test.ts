@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { VERIFY_ANNOUNCE_MIN, createDataBunch } from '../../../../src/training/data/databunch.js';
+import sharp from 'sharp';
+import { DEFAULT_RUN_CONFIG } from '../../../../src/contract/config.js';
+import { VERIFY_ANNOUNCE_MIN, createDataBunch, dataBunchOptions } from '../../../../src/training/data/databunch.js';
 import { SkipLog, decodeRgb } from '../../../../src/training/data/decode.js';
 import { DEFAULT_LABEL_PATTERN, listItems } from '../../../../src/training/data/items.js';
 import { BatchLoader } from '../../../../src/training/data/loader.js';
@@ -111,6 +113,28 @@ describe('bad inputs', () => {
     await assert.rejects(decodeRgb(join(BAD, 'Bengal_9001.jpg')), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('truncated/corrupt:'));
     await assert.rejects(decodeRgb(join(BAD, 'Sphynx_9004.jpg')), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('empty:'));
     await assert.rejects(decodeRgb(join(BAD, 'beagle_9002.jpg'), { maxInputPixels: 1000 }), (e) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message.startsWith('too large:'));
+  });
+
+  it('a thin strip under the pixel ceiling as decoded but over it once resized to --size is skipped as too large', async () => {
+    // A 1.3 KB 2×30000 PNG passed the 50-megapixel ceiling (60 000 pixels) and was then resized for training to
+    // 64×960000 (184 MB in 5 s; 224 px: 224×3360000, 2.3 GB) in a pool thread, every epoch. fastai crops on the
+    // original instead; here the same ceiling applies to the resized image: skipped as 'too large', before training.
+    const strip = join(dir, 'strip_1.png');
+    await sharp({ create: { width: 2, height: 30000, channels: 3, background: '#808080' } }).png().toFile(strip);
+    await assert.rejects(decodeRgb(strip, { shorterSide: 64 }), (e) => isTrainerError(e, 'ERR_BAD_IMAGE')
+      && e.message === `too large: ${strip} (resized to a shorter side of 64 px the 2×30000 image would be 64×960000 = 61 megapixels, over the pixel limit of 50 megapixels)`);
+    const fine = await decodeRgb(strip, { shorterSide: 16 }); // 16×240000 = 3.84 megapixels: under the ceiling
+    assert.deepEqual([fine.width, fine.height], [16, 240000]);
+    const paths = [strip, join(BAD, 'havanese_9007.jpg')];
+    const cacheFile = join(dir, 'strip-verify.json');
+    const reported: string[] = [];
+    const at64 = await verifyItems(pool, paths, new SkipLog((p, r) => reported.push(`${basename(p)}:${r}`)), cacheFile, undefined, 64);
+    assert.deepEqual([...at64.ok], [0, 1]);
+    assert.deepEqual(reported, ['strip_1.png:too large']);
+    // The cached verdict is the file's; another --size is judged again from the cached size, without decoding.
+    const at16 = await verifyItems(pool, paths, new SkipLog(), cacheFile, undefined, 16);
+    assert.deepEqual([at16.decoded, ...at16.ok], [0, 1, 1]);
+    assert.equal(dataBunchOptions({ ...DEFAULT_RUN_CONFIG, size: 64 }).size, 64, 'the run\'s --size reaches the verify pass');
   });
 
   it('a loader that meets bad files without a verify pass masks them (valid = 0) and reports each once', async () => {
