@@ -16,7 +16,7 @@
  * ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, statSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TrainerError, type TrainerErrorCode } from '../../contract/errors.js';
@@ -245,7 +245,16 @@ export class ShmAllReduce implements AllReducer {
         this.handle = this.module.open(this.path, membership.peers.length, membership.rank, this.pieceElements);
       } catch (err) {
         this.state = 'broken';
-        this.brokenReason = `cannot open the shared-memory segment: ${(err as Error).message}`;
+        const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+        let free = '';
+        try {
+          const fs = statfsSync(this.directory);
+          free = `, ${mib(fs.bavail * fs.bsize)} free in ${this.directory}`;
+        } catch {
+          // the directory itself is the problem; the native message says how
+        }
+        this.brokenReason = `cannot open the shared-memory segment: ${(err as Error).message} `
+          + `(it needs about ${mib(2 * membership.peers.length * this.pieceElements * 4)} for ${membership.peers.length} ranks${free})`;
         throw new TrainerError('ERR_INTERNAL', this.brokenReason, { cause: err });
       }
     }

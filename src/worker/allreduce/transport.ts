@@ -78,13 +78,16 @@ export class RefusedAllReduce implements AllReducer {
    * @param reason - why shared memory cannot be used (from {@link chooseTransport}), quoted in every call's error
    * @param worldSize - ranks of the generation (≥ 1)
    * @param rank - this process's rank in it
+   * @param remedy - what the user can do, after the reason (default: another `--allreduce`)
+   * @param mode - the `--allreduce` value the message names
    */
-  constructor(private readonly reason: string, readonly worldSize: number, readonly rank: number) {}
+  constructor(private readonly reason: string, readonly worldSize: number, readonly rank: number, private readonly remedy = 'use --allreduce auto or ring',
+    private readonly mode: 'auto' | 'shm' = 'shm') {}
   /** Nothing to open. */
   async start(): Promise<void> {}
   /** @throws TrainerError `ERR_BAD_CONFIG` always (the promise rejects), naming the reason */
   allReduce(): Promise<Float32Array> {
-    return Promise.reject(new TrainerError('ERR_BAD_CONFIG', `--allreduce shm: ${this.reason}; use --allreduce auto or ring`));
+    return Promise.reject(new TrainerError('ERR_BAD_CONFIG', `--allreduce ${this.mode}: ${this.reason}; ${this.remedy}`));
   }
   /** Nothing is in flight: every call fails at once. */
   abort(): void {}
@@ -95,6 +98,13 @@ export class RefusedAllReduce implements AllReducer {
   /** Nothing to close. */
   async close(): Promise<void> {}
 }
+
+/**
+ * A segment that could not be created for want of room or rights in its directory (glibc's strerror of ENOSPC,
+ * EDQUOT, ENOMEM, EACCES, EROFS): no later generation would do better. Others (a file of another membership's size)
+ * leave the reducer broken and recovery re-forms the ring under a new segment name.
+ */
+const SEGMENT_ROOM = /No space left on device|Disk quota exceeded|Cannot allocate memory|Permission denied|Read-only file system/;
 
 /** What {@link TransportSelector.apply} needs of one generation. */
 export interface GenerationFacts {
@@ -164,7 +174,17 @@ export class TransportSelector {
       await this.shm.reconfigure(membership);
       this.log(`${prefix} through shared memory ${this.shm.segmentPath} (--allreduce ${mode}: ${choice.why})`);
     } catch (err) {
-      this.log(`generation ${membership.generation}: ${(err as Error).message}; this generation's all-reduces fail`);
+      const message = (err as Error).message;
+      if (SEGMENT_ROOM.test(message)) {
+        // The host has no room (or no right) for the segment: a new generation fails alike, and the step was redone
+        // --max-restarts + 1 times, then blamed on a hung worker. As NCCL stops when it cannot create its /dev/shm
+        // segment, the run stops at its first all-reduce, naming the directory, the room needed and the remedies.
+        this.chosen = new RefusedAllReduce(message, membership.peers.length, membership.rank,
+          'make room in /dev/shm (a container: docker run --shm-size, a Kubernetes emptyDir with medium: Memory) or use --allreduce ring', mode === 'shm' ? 'shm' : 'auto');
+        this.log(`generation ${membership.generation}: ${message}; the run stops at its first all-reduce (--allreduce ${mode})`);
+        return;
+      }
+      this.log(`generation ${membership.generation}: ${message}; this generation's all-reduces fail`);
     }
   }
 

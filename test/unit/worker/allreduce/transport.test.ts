@@ -123,3 +123,24 @@ test('a generation that leaves shared memory aborts the call in flight (ERR_WORK
   await selector.close();
   assert.equal(fake.closed, 2);
 });
+
+test('a segment the host has no room for stops the run at its first all-reduce (ERR_BAD_CONFIG, not retried), naming the room and the remedies', async () => {
+  // Seen with a full /dev/shm under --allreduce auto: every generation failed to size its segment, the step was redone
+  // --max-restarts + 1 times and the run ended blaming 'a worker whose main thread hangs'. NCCL stops alike when it
+  // cannot create its /dev/shm segment; another error (a file of another membership's size) still only breaks this
+  // generation, for recovery to re-form the ring under a new segment name.
+  const full = fakeModule();
+  full.module.open = (path) => { throw new Error(`cannot size ${path}: No space left on device`); };
+  const { selector, lines } = makeSelector(full);
+  await selector.apply({ mode: 'auto', membership: m, dtype: 'float32', announced: [can, can], load: loaded, isLocal: here });
+  await assert.rejects(selector.reducer.allReduce(new Float32Array(3), { step: 0, bucket: 0 }), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG')
+    && /^--allreduce auto: cannot open the shared-memory segment: cannot size \/tmp\/pets-shm-[0-9a-f]{16}: No space left on device \(it needs about 0\.0 MiB for 2 ranks, [0-9.]+ MiB free in \/tmp\); make room in \/dev\/shm \(a container: docker run --shm-size, a Kubernetes emptyDir with medium: Memory\) or use --allreduce ring$/.test(e.message));
+  assert.match(lines[0]!, /^generation 1: cannot open the shared-memory segment: .*; the run stops at its first all-reduce \(--allreduce auto\)$/);
+
+  const other = fakeModule();
+  other.module.open = (path) => { throw new Error(`${path} has 7 bytes, expected 8192 (another membership?)`); };
+  const broken = makeSelector(other);
+  await broken.selector.apply({ mode: 'auto', membership: m, dtype: 'float32', announced: [can, can], load: loaded, isLocal: here });
+  await assert.rejects(broken.selector.reducer.allReduce(new Float32Array(3), { step: 0, bucket: 0 }), (e: unknown) => isTrainerError(e, 'ERR_WORKER_LOST'));
+  assert.match(broken.lines[0]!, /this generation's all-reduces fail$/);
+});
