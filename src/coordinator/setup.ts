@@ -110,6 +110,8 @@ export abstract class CoordinatorSetUp {
   protected ended = false;
   /** The data could not be trained: the directory is kept for its data.json (the account of every file). */
   protected keepDataAccount = false;
+  /** A resumed run's data.json, written once its data is found to be the run's (null: not resumed, or written). */
+  private resumedAccount: string | null = null;
   readonly runDir: string;
 
   /**
@@ -136,8 +138,13 @@ export abstract class CoordinatorSetUp {
     this.pool = new ImagePool({});
     this.pool.start();
     const data = await createDataBunch({ ...dataBunchOptions(c), verify: true, log: (line) => this.io.log(`data: ${line}`) }, this.pool);
-    // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric.
-    writeFileAtomicSync(join(this.runDir, 'data.json'), `${JSON.stringify(accountJson(data.account), null, 2)}\n`);
+    // Every file is accounted for before anything else can fail: the log lines above, data.json, the metric. A
+    // resumed run's data.json is the account of the data it trained on: the new account replaces it only once the
+    // data is found to be the run's (announcePlan). A refused resume (a file gone or broken since) overwrote it with
+    // the data it refused, so the run's own record of its files was lost.
+    const account = `${JSON.stringify(accountJson(data.account), null, 2)}\n`;
+    if (this.resumePoint) this.resumedAccount = account;
+    else writeFileAtomicSync(join(this.runDir, 'data.json'), account);
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
     try {
@@ -145,7 +152,7 @@ export abstract class CoordinatorSetUp {
     } catch (err) {
       // The data cannot be trained: the run folder is kept for its data.json, which says where every file went.
       this.keepDataAccount = true;
-      this.io.log(`data: where every file went: ${join(this.runDir, 'data.json')}`);
+      if (!this.resumePoint) this.io.log(`data: where every file went: ${join(this.runDir, 'data.json')}`);
       throw err;
     }
     await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
@@ -260,6 +267,7 @@ export abstract class CoordinatorSetUp {
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
+    if (this.resumedAccount !== null) writeFileAtomicSync(join(this.runDir, 'data.json'), this.resumedAccount);
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });

@@ -12,6 +12,11 @@ import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { CoordinatorProcess, PROJECT_ROOT } from './support/coordinator.js';
+import { CheckpointStore, checkpointMeta } from '../../src/coordinator/checkpoint-store.js';
+import { resolveRunConfig } from '../../src/contract/config.js';
+import { newHistory } from '../../src/coordinator/history.js';
+import { planScaleOut } from '../../src/coordinator/scale-out.js';
+import { planStages } from '../../src/contract/plan/plan.js';
 
 let tmp: string;
 let preload: string;
@@ -117,5 +122,29 @@ test('any folder name is a run directory: spaces and accents reach the waiting s
   } finally {
     const r = await proc.close();
     assert.doesNotMatch(r.stderr, /ERR_BAD_FLAG/, r.stderr);
+  }
+});
+
+test('a refused --resume leaves the run\'s data.json as it was (the account of the data the run trained on)', { timeout: 120_000 }, async () => {
+  // Seen: an image of the run truncated between a kill and --resume; the resume was refused (its items differ from
+  // the checkpoint's) but first overwrote the run's data.json with the refused data's account (1 skipped, 19 train).
+  const data = join(tmp, 'resumed-data');
+  await jpegs(data, ['cat_1.jpg', 'cat_2.jpg', 'cat_3.jpg', 'cat_4.jpg', 'dog_1.jpg', 'dog_2.jpg', 'dog_3.jpg', 'dog_4.jpg']);
+  const runDir = join(tmp, 'run-refused-resume');
+  const config = resolveRunConfig({ data, workers: 1, arch: 'resnet10', size: 32, bs: 2, pretrained: 'none', runDir });
+  const scale = planScaleOut({ bs: 2, worldSize: 1, accum: 1, globalBs: null, lrScale: config.lrScale, baseBs: config.baseBs });
+  const stages = planStages({ stages: config.stages, trainCount: 6, globalBs: scale.globalBs, lrFactor: scale.lrFactor });
+  // A checkpoint of other items than the folder holds now (its fingerprint cannot match).
+  const meta = checkpointMeta({ runId: 'r', config, classes: ['cat', 'dog'], history: newHistory(), stages, scale, worldSize: 1, generation: 1, dataFingerprint: 'f'.repeat(64) });
+  new CheckpointStore(runDir, 2).write(meta, new Uint8Array([1, 2, 3]));
+  const account = '{ "the run\'s own account": true }\n';
+  writeFileSync(join(runDir, 'data.json'), account);
+  const proc = new CoordinatorProcess(['--resume', runDir, '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '-1', '--plain']);
+  try {
+    const r = await proc.exited;
+    assert.match(r.stderr, /coordinator: ERR_CHECKPOINT: --resume: the data at \S+ is not the run's/, r.stderr);
+    assert.equal(readFileSync(join(runDir, 'data.json'), 'utf8'), account, 'data.json untouched');
+  } finally {
+    await proc.close();
   }
 });
