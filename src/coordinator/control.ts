@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { TrainerError } from '../contract/errors.js';
 import { loadedBuild } from '../contract/build-stamp.js';
+import { curveKeyProblem } from '../contract/curve-key.js';
 import {
   MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode, peekHeader, type HelloMessage, type Message,
 } from '../contract/protocol/index.js';
@@ -22,8 +23,6 @@ export interface CurveKeys {
 
 /** File names of the coordinator's keypair in a `--curve-keys` directory. */
 export const CURVE_KEY_FILES = Object.freeze({ publicKey: 'coordinator.key', secretKey: 'coordinator.key_secret' });
-
-const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
 
 /**
  * Loads the coordinator's CURVE keypair from `dir`, or creates it on first use (directory 0700, files 0600, so
@@ -43,8 +42,9 @@ export function loadOrCreateCurveKeys(dir: string): CurveKeys {
       chmodSync(pub, 0o600);
     }
     const keys = { publicKey: readFileSync(pub, 'utf8').trim(), secretKey: readFileSync(sec, 'utf8').trim() };
-    if (!Z85_KEY.test(keys.publicKey) || !Z85_KEY.test(keys.secretKey)) {
-      throw new TrainerError('ERR_BAD_FLAG', `--curve-keys ${dir}: ${CURVE_KEY_FILES.publicKey} and ${CURVE_KEY_FILES.secretKey} must each hold a 40-character Z85 key; delete both to create a new pair`);
+    const problem = curveKeyProblem(keys.publicKey) ?? curveKeyProblem(keys.secretKey);
+    if (problem !== null) {
+      throw new TrainerError('ERR_BAD_FLAG', `--curve-keys ${dir}: ${CURVE_KEY_FILES.publicKey} and ${CURVE_KEY_FILES.secretKey} must each hold a 40-character Z85 key (${problem}); delete both to create a new pair`);
     }
     return keys;
   } catch (err) {

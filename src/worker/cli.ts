@@ -11,6 +11,7 @@ import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 import type { WorkerExitNotice } from '../contract/local-pipe.js';
 import { buildMismatch } from '../contract/build-stamp.js';
+import { curveKeyProblem } from '../contract/curve-key.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -34,6 +35,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     if (port !== undefined && Number(port) > 65535) throw new TrainerError('ERR_BAD_FLAG', `${flag} port must be an integer in [0, 65535], got ${port}`);
   }
   if (!/^tcp:\/\/[^:]+:(\*|\d+)$/.test(o.dataBind!)) throw new TrainerError('ERR_BAD_FLAG', `--data-bind must be tcp://host:port or tcp://host:*, got ${JSON.stringify(o.dataBind)}`);
+  // zeromq refused a mistyped key with a bare 'Error: Invalid argument' stack (exit 1) from the socket's construction.
+  const keyProblem = o.curveServerKey === undefined ? null : curveKeyProblem(o.curveServerKey);
+  if (keyProblem !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', `--curve-server-key must be the coordinator's 40-character Z85 public key (the coordinator prints it; its --curve-keys folder holds it in coordinator.key), got ${JSON.stringify(o.curveServerKey)}: ${keyProblem}`);
+  }
   const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10);
   const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval);
   return {

@@ -24,6 +24,11 @@ test('CURVE keys: created once with mode 0600 (directory 0700), loaded again unc
   assert.deepEqual(loadOrCreateCurveKeys(keysDir), a);
   writeFileSync(join(keysDir, CURVE_KEY_FILES.secretKey), 'short');
   assert.throws(() => loadOrCreateCurveKeys(keysDir), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /40-character Z85 key/.test(e.message));
+  // 40 characters of the Z85 alphabet, yet no key: '#####' encodes 85^5 − 1, over 32 bits. The character check let it
+  // through and zeromq's setter threw a bare 'Invalid argument' when the control socket was made.
+  writeFileSync(join(keysDir, CURVE_KEY_FILES.secretKey), '#'.repeat(40));
+  assert.throws(() => loadOrCreateCurveKeys(keysDir), (e) => isTrainerError(e, 'ERR_BAD_FLAG')
+    && /must each hold a 40-character Z85 key \(characters 1-5 \(#####\) encode 4437053124, more than 32 bits\)/.test(e.message));
 });
 
 test('peekHeader reads {v, type} and an error\'s text from any version, null for non-maps', () => {

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import * as zmq from 'zeromq';
+import { curveKeyProblem } from '../../../src/contract/curve-key.js';
 import { parseWorkerArgs } from '../../../src/worker/cli.js';
 
 test('worker flags: defaults, remote-worker flags, and bad values naming flag and rule', () => {
@@ -22,4 +24,31 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
   // ZeroMQ would silently use 99999 mod 65536 = 34463 (measured with zeromq 6).
   bad(['--connect', 'tcp://127.0.0.1:99999'], /^--connect port must be an integer in \[0, 65535\], got 99999$/);
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://127.0.0.1:70000'], /^--data-bind port must be an integer in \[0, 65535\], got 70000$/);
+});
+
+test('--curve-server-key: a key zeromq would refuse is a bad flag naming the flag and why (it crashed with a bare EINVAL stack)', () => {
+  // Before: `worker --connect … --curve-server-key xyz` died in the socket's construction with
+  // 'Error: Invalid argument … at Dealer.set' and exit 1. The rule is zeromq's own: each key below is checked against
+  // a real socket's option setter, so the check refuses exactly what libzmq refuses.
+  const good = zmq.curveKeyPair().publicKey;
+  const keys = [good, 'k'.repeat(40), 'xyz', good.slice(0, 39), `${good.slice(0, 39)} `, '#'.repeat(40), `${'#'.repeat(5)}${good.slice(5)}`, `${'%nSia'}${good.slice(5)}`];
+  const socket = new zmq.Dealer();
+  try {
+    for (const key of keys) {
+      let zmqRefuses = false;
+      try {
+        socket.curveServerKey = key;
+      } catch {
+        zmqRefuses = true;
+      }
+      assert.equal(curveKeyProblem(key) !== null, zmqRefuses, `${JSON.stringify(key)}: ${curveKeyProblem(key)}`);
+    }
+  } finally {
+    socket.close();
+  }
+  assert.equal(parseWorkerArgs(['--connect', 'tcp://h:1', '--curve-server-key', good]).curveServerKey, good);
+  assert.throws(() => parseWorkerArgs(['--connect', 'tcp://h:1', '--curve-server-key', 'xyz']), (e) => isTrainerError(e, 'ERR_BAD_FLAG')
+    && e.message === '--curve-server-key must be the coordinator\'s 40-character Z85 public key (the coordinator prints it; its --curve-keys folder holds it in coordinator.key), got "xyz": it has 3 characters, a Z85 key has 40');
+  assert.throws(() => parseWorkerArgs(['--connect', 'tcp://h:1', '--curve-server-key', '#'.repeat(40)]), (e) => isTrainerError(e, 'ERR_BAD_FLAG')
+    && /: characters 1-5 \(#####\) encode 4437053124, more than 32 bits$/.test(e.message));
 });
