@@ -142,6 +142,35 @@ export function predictFailureLine(image: string, err: unknown): string {
 }
 
 /**
+ * A file name as one field of a tab-separated line: a backslash, tab, newline or carriage return written `\\`, `\t`,
+ * `\n`, `\r`, any other control character `\xNN`; other names unchanged. A name holding a newline or a tab (legal on
+ * Linux) split `predict`'s one line per image, or its columns, for whatever reads them (as GNU coreutils' checksum
+ * tools escape such names).
+ */
+export function tsvField(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+  return text.replace(/[\\\t\n\r\x00-\x1f\x7f]/g, (c) => {
+    switch (c) {
+      case '\\': return '\\\\';
+      case '\t': return '\\t';
+      case '\n': return '\\n';
+      case '\r': return '\\r';
+      default: return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+    }
+  });
+}
+
+/**
+ * One `predict` line: `<image>\t<class> <probability>`, `top` pairs, most probable first; the image as the user gave it
+ * ({@link tsvField}), probabilities to 4 decimals.
+ * @param probs - `[classes.length]` float32 softmax probabilities
+ */
+export function predictLine(image: string, classes: readonly string[], probs: Float32Array, top: number): string {
+  const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]!).slice(0, top);
+  return `${tsvField(image)}\t${order.map((i) => `${classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`;
+}
+
+/**
  * `coordinator predict <run-dir | model> <image…> [--backend] [--top k]`: one line per image on stdout,
  * `<image>\t<class> <probability>` (k pairs with `--top k`, most probable first); an image that cannot be read gets a
  * line on stderr ({@link predictFailureLine}) and the others are still predicted.
@@ -164,8 +193,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     for (const image of images) {
       try {
         const probs = await predictImage(replica, meta.size, image);
-        const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]!).slice(0, top);
-        console.log(`${image}\t${order.map((i) => `${meta.classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`);
+        console.log(predictLine(image, meta.classes, probs, top));
       } catch (err) {
         failures++;
         console.error(predictFailureLine(image, err));

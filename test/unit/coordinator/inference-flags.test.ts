@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkImageArg, findModel, interpretDataOptions, predictFailureLine, runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
+import { checkImageArg, findModel, interpretDataOptions, predictFailureLine, predictLine, runInterpretCommand, runPredictCommand, tsvField } from '../../../src/coordinator/inference.js';
 import { TrainerError } from '../../../src/contract/errors.js';
 import { initBackend } from '../../../src/training/compute/backend.js';
 import { releaseBackend } from '../../../src/training/compute/release.js';
@@ -174,6 +174,17 @@ test('predict: one tab-separated line per image on stdout; an unreadable image g
     console.error = error;
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('predict prints one line per image with two-column-safe names: a newline or tab in a file name is escaped', () => {
+  // Seen: `predict run 'Abys<newline>sinian_901.jpg'` printed the name over two lines, so a script reading one line per
+  // image got a line without probabilities and one without a name. Escaped as GNU coreutils' sha256sum does (\\, \n).
+  const probs = Float32Array.from([0.25, 0.5, 0.25]);
+  assert.equal(predictLine('Abys\nsinian_901.jpg', ['a', 'b', 'c'], probs, 2), 'Abys\\nsinian_901.jpg\tb 0.5000\ta 0.2500');
+  assert.equal(predictLine('cat.jpg', ['a', 'b', 'c'], probs, 1), 'cat.jpg\tb 0.5000', 'ordinary names unchanged');
+  assert.equal(tsvField('a\tb\rc\\d\x01e\x7f'), 'a\\tb\\rc\\\\d\\x01e\\x7f');
+  for (const name of ['x\ny.jpg', 'x\ty.jpg', 'x\\ny.jpg']) assert.doesNotMatch(tsvField(name), /[\t\n]/);
+  assert.notEqual(tsvField('x\ny.jpg'), tsvField('x\\ny.jpg'), 'a backslash in a name is escaped too, so no two names print alike');
 });
 
 test('predictFailureLine names the image when the message does not', () => {
