@@ -1,12 +1,14 @@
 /**
  * Test harness of the distributed integration tests (not a test file itself): a small photo folder made of
- * symlinks to the shared sample photos, and coordinator / worker processes started from the sources (tsx) with
+ * symlinks to the shared sample photos, and coordinator / worker processes started from dist/ (or the sources under tsx, support/entry.ts) with
  * their output captured, a way to wait for a line, and a kill that leaves no orphan behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { commandModule } from './support/entry.js';
 
 /** The shared sample photos (8 per breed), read in place, never copied. */
 export const SHARED_PHOTOS = resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample/images');
@@ -42,19 +44,23 @@ export interface Proc {
   kill(): void;
 }
 
-const RUNNERS = {
-  coordinator: "const m = await import('./src/coordinator/cli.ts'); process.exitCode = await m.main(process.argv.slice(1));",
-  worker: "const m = await import('./src/worker/cli.ts'); process.exit(await m.main(process.argv.slice(1)));",
+/** How each command ends once `main` resolves (as `bin/coordinator.js` and the harness always did). */
+const ENDINGS = {
+  coordinator: 'process.exitCode = await m.main(process.argv.slice(1));',
+  worker: 'process.exit(await m.main(process.argv.slice(1)));',
 } as const;
 
 const started = new Set<Proc>();
 
 /**
- * Starts `coordinator` or `worker` from the sources in its own process group.
+ * Starts `coordinator` or `worker` in its own process group: `dist/`'s `main` when dist/ holds the current sources'
+ * build, else the sources' under tsx (support/entry.ts).
  * @param env - extra environment variables
  */
-export function startProc(which: keyof typeof RUNNERS, args: readonly string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUNNERS[which], '--', ...args], {
+export function startProc(which: keyof typeof ENDINGS, args: readonly string[], env: Record<string, string> = {}): Proc {
+  const m = commandModule(which);
+  const code = `const m = await import(${JSON.stringify(pathToFileURL(m.file).href)}); ${ENDINGS[which]}`;
+  const child = spawn(process.execPath, [...m.execArgv, '--input-type=module', '-e', code, '--', ...args], {
     cwd: process.cwd(), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
   });
   let out = '';

@@ -1,12 +1,13 @@
 /**
  * Helpers of the fault-tolerance integration tests (`fault-*.test.ts`): a tiny Pets fixture, the real coordinator
- * started from the sources as a child process in its own process group, awaitable output lines, the worker pids it
+ * started from dist/ (or the sources under tsx; support/entry.ts) as a child process in its own process group, awaitable output lines, the worker pids it
  * logs ("worker joined: pid N"), process liveness checks, and a comparison of two saved models tensor by tensor.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { commandModule } from './support/entry.js';
 
 /** Project root (two levels above this file). */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -56,7 +57,7 @@ export interface Exit {
   readonly signal: NodeJS.Signals | null;
 }
 
-/** A running coordinator (`node --import tsx <entry> ...args`) in its own process group. */
+/** A running coordinator (`node [--import tsx] <entry> ...args`, support/entry.ts) in its own process group. */
 export class CoordinatorRun {
   out = '';
   readonly exited: Promise<Exit>;
@@ -67,9 +68,10 @@ export class CoordinatorRun {
 
   /** @param env - extra environment variables (e.g. test hooks), inherited by the workers it spawns */
   constructor(args: readonly string[], entryDir: string, env: Record<string, string> = {}) {
+    const m = commandModule('coordinator');
     const entry = path.join(entryDir, 'coordinator-entry.mjs');
-    writeFileSync(entry, `const m = await import(${JSON.stringify(path.join(PROJECT_ROOT, 'src/coordinator/cli.ts'))});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
-    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    writeFileSync(entry, `const m = await import(${JSON.stringify(pathToFileURL(m.file).href)});\nprocess.exitCode = await m.main(process.argv.slice(2));\n`);
+    this.child = spawn(process.execPath, [...m.execArgv, entry, ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (): ((c: Buffer) => void) => {
       let partial = ''; // this stream's unfinished last line
       return (c) => {

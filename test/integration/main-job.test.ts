@@ -1,5 +1,5 @@
 /**
- * The main job end to end: the real `coordinator` (from the sources, 2 local worker processes) on 6 breeds of the
+ * The main job end to end: the real `coordinator` (dist/ or the sources, support/entry.ts; 2 local worker processes) on 6 breeds of the
  * shared Pets photos at 64 px, one epoch per stage, then `coordinator predict` and `coordinator interpret` on the
  * run directory. Every artifact the tutorial's notebook produces is checked: show_batch, the epoch tables of both
  * stages, the saved stages, lr_find, training curves, confusion matrix, top losses, interpretation, the report's

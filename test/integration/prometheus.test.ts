@@ -1,5 +1,5 @@
 /**
- * End to end through a real Prometheus: a REAL short training run (`coordinator` from the sources, 2 local worker
+ * End to end through a real Prometheus: a REAL short training run (`coordinator` from dist/ or the sources, 2 local worker
  * processes, 6 breeds of the shared photos, resnet10 at 64 px, a checkpoint after every step) is scraped every
  * second; `--metrics-linger-s` keeps `/metrics` up after the run so the final values are scraped too. Then EVERY
  * PromQL expression of EVERY dashboard panel (and every templating query) is evaluated over the run's time range

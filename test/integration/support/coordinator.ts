@@ -6,7 +6,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { commandModule } from './entry.js';
 
 /** Project root (three levels above this file). */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -44,10 +45,14 @@ export class CoordinatorProcess {
   private readonly child: ChildProcess;
   private readonly watchers: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
 
-  /** Starts `node --import tsx coordinator-entry.ts ...args` in the project root. */
+  /**
+   * Starts `coordinator ...args` in the project root: `dist/coordinator/cli.js`'s `main`, as `npx coordinator` runs it,
+   * when dist/ holds the current sources' build, else `src/coordinator/cli.ts`'s under tsx ({@link commandModule}).
+   */
   constructor(args: readonly string[], env: NodeJS.ProcessEnv = process.env) {
-    const entry = fileURLToPath(new URL('./coordinator-entry.ts', import.meta.url));
-    this.child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: PROJECT_ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const m = commandModule('coordinator');
+    const code = `const m = await import(${JSON.stringify(pathToFileURL(m.file).href)}); process.exitCode = await m.main(process.argv.slice(1));`;
+    this.child = spawn(process.execPath, [...m.execArgv, '--input-type=module', '-e', code, '--', ...args], { cwd: PROJECT_ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (c: Buffer) => { this.stdout += c.toString(); this.check(); });
     this.child.stderr!.on('data', (c: Buffer) => { this.stderr += c.toString(); });
     this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal, stdout: this.stdout, stderr: this.stderr })));

@@ -20,7 +20,7 @@ import { createResNet, type ResNetArch, type ResNetConfig } from '../../../../sr
 import { readSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../../../../src/training/model/safetensors.js';
 import { loadTorchStateDict } from '../../../../src/training/model/torch-weights.js';
 import {
-  caseTolerances, compareParity, computeParityOutputs, recordReluMasks, type ParityReport,
+  caseTolerances, compareParity, computeParityOutputs, type ParityReport,
 } from '../../../../src/training/model/parity.js';
 
 const run = promisify(execFile);
@@ -59,6 +59,20 @@ function describe(report: ParityReport): string {
 }
 
 /**
+ * A {@link ResNet.reluProbe} that records each fused ReLU's decisions into `masks` exactly as recordReluMasks
+ * (src/training/model/parity.ts) does: `1` where the output is > 0, else `0`, `[b, C, h, w]` uint8 (NCHW), named by
+ * the ReLU's BatchNorm. A name seen twice (a second training forward) throws: the masks must be one forward's.
+ */
+function reluMasksProbe(masks: Map<string, { shape: number[]; data: Uint8Array }>): (name: string, y: tf.Tensor4D) => void {
+  return (name, y) => {
+    assert.ok(!masks.has(name), `ReLU ${name} recorded twice: more than one training forward`);
+    const nchw = tf.tidy(() => tf.transpose(tf.cast(tf.greater(y, 0), 'int32'), [0, 3, 1, 2]));
+    masks.set(name, { shape: nchw.shape, data: Uint8Array.from(nchw.dataSync()) });
+    nchw.dispose();
+  };
+}
+
+/**
  * Both checks on the active backend; leaves no tensors behind. Returns the two reports (for logging).
  */
 export async function checkGeneratedCase(python: string, kase: GeneratedCase): Promise<{ plain: ParityReport; masked: ParityReport }> {
@@ -69,13 +83,21 @@ export async function checkGeneratedCase(python: string, kase: GeneratedCase): P
     loadTorchStateDict(model, weights.tensors, { fc: 'load' });
     const before = tf.memory().numTensors;
     // One forward/backward, compared with both references below (the masked reference is recomputed by PyTorch on
-    // the same input and labels, checked): running the model a second time would compute the same bits again.
-    const ours = await computeParityOutputs(model, plainCase.tensors);
+    // the same input and labels, checked): running the model a second time would compute the same bits again. The
+    // ReLU decisions are those of that training forward, recorded as it runs by reluMasksProbe (recordReluMasks's
+    // probe; recordReluMasks itself would run one more forward, a third of the model's cost on `cpu`).
+    const masks = new Map<string, { shape: number[]; data: Uint8Array }>();
+    model.reluProbe = reluMasksProbe(masks);
+    let ours: Awaited<ReturnType<typeof computeParityOutputs>>;
+    try {
+      ours = await computeParityOutputs(model, plainCase.tensors);
+    } finally {
+      model.reluProbe = null;
+    }
     const plain = compareParity(ours, plainCase.tensors, caseTolerances(plainCase.metadata));
     for (const e of plain.entries.filter((x) => !x.name.startsWith('grad.'))) {
       assert.ok(e.ok, `${e.name}: relative error ${e.relError} > ${e.tolerance}`);
     }
-    const masks = recordReluMasks(model, plainCase.tensors);
     const maskFile = join(kase.dir, `masks-${tf.getBackend()}.safetensors`);
     await writeSafetensors(maskFile, new Map<string, SafetensorsTensorInput>([...masks].map(([n, m]) => [`mask.${n}`, { dtype: 'U8', ...m }])),
       { backend: tf.getBackend() });
