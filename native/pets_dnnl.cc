@@ -888,62 +888,40 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
   });
 }
 
-// ---- fused AdamW ------------------------------------------------------------------------------------------------
-// adamW(p, g, m, v, pOut, mOut, vOut, n, beta1, 1−beta1, beta2, 1−beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass of
-//   m' = m·β1 + g·(1−β1);  v' = v·β2 + g²·(1−β2);  p' = p·(1−lr·wd) − (m' / (√v'/√bc2 + eps))·(lr/bc1)
-// in float32 with the same operation order and roundings as the tfjs ops of learner/adamw.ts (no FMA contraction:
-// the addon is compiled with -ffp-contract=off), so both give the same bits.
+// ---- in-place AdamW ---------------------------------------------------------------------------------------------
+// adamW(p, g, m, v, n, beta1, beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass over n values, overwriting p, m and v:
+//   m ← m·β1 + g·(1−β1);  v ← v·β2 + g²·(1−β2);  p ← p·(1−lr·wd) − (m / (√v/√bc2 + eps))·(lr/bc1)
+// in float32 with the operation order and roundings of the tfjs ops of learner/adamw.ts (each scalar rounded to
+// float32 as a tfjs scalar tensor is; no FMA contraction: the addon is compiled with -ffp-contract=off), so both give
+// the same values (tested against tfjs on the cpu backend). Each element is read before it is written.
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a(env, info, 16);
-    const int64_t n = a.i64(7);
-    const float* p = a.f32(0, size_t(n), "p");
+    Args a(env, info, 11);
+    const int64_t n = a.i64(4);
+    float* p = a.f32(0, size_t(n), "p");
     const float* g = a.f32(1, size_t(n), "g");
-    const float* m = a.f32(2, size_t(n), "m");
-    const float* v = a.f32(3, size_t(n), "v");
-    float* po = a.f32(4, size_t(n), "pOut");
-    float* mo = a.f32(5, size_t(n), "mOut");
-    float* vo = a.f32(6, size_t(n), "vOut");
-    float c[8];
-    for (int i = 0; i < 8; i++) c[i] = float(a.num(8 + i));
-    const float b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], sbc2 = c[4], eps = c[5], decay = c[6], k = c[7];
+    float* m = a.f32(2, size_t(n), "m");
+    float* v = a.f32(3, size_t(n), "v");
+    const double beta1 = a.num(5), beta2 = a.num(6);
+    const float b1 = float(beta1), c1 = float(1 - beta1), b2 = float(beta2), c2 = float(1 - beta2);
+    const float sbc2 = float(a.num(7)), eps = float(a.num(8)), decay = float(a.num(9)), k = float(a.num(10));
     int64_t i = 0;
 #if defined(__AVX512F__)
-    // The same float32 operations, 16 at a time, with non-temporal (streaming) stores: the three outputs are pool
-    // arrays last touched a step ago, so ordinary stores would first read every line of them (3 of the 10 memory
-    // streams of this memory-bound pass). Streamed in 16-byte pieces (any Float32Array is 16-byte aligned there;
-    // the write-combining buffers merge them into whole lines). mul/add/sqrt/div as separate, correctly rounded
-    // instructions: the same bits as the scalar loop below.
-    // In place (pOut = p, mOut = m, vOut = v: the PetsAdamWUpdate kernel), ordinary stores: the lines were just read
-    // into the cache, and streaming stores to cached lines cost more than the write-back (resnet34's 21.8 M values,
-    // process CPU, min of 9 (scratch bench): 38–41 ms out of place with streaming stores, 66–68 in place with them,
-    // 30–31 in place with these).
-    const bool inPlace = po == p && mo == m && vo == v;
-    // One loop for both kinds of store (the same loads and arithmetic, so the same bits either way).
-    auto run = [&](auto store) {
-      const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
-      const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
-      for (; i + 16 <= n; i += 16) {
-        const __m512 gi = _mm512_loadu_ps(g + i);
-        const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
-        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
-        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
-        const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
-        store(po + i, pn);
-        store(mo + i, mn);
-        store(vo + i, vn);
-      }
-    };
-    if (inPlace) {
-      run([](float* dst, __m512 x) { _mm512_storeu_ps(dst, x); });
-    } else if ((reinterpret_cast<uintptr_t>(po) | reinterpret_cast<uintptr_t>(mo) | reinterpret_cast<uintptr_t>(vo)) % 16 == 0) {
-      run([](float* dst, __m512 x) {
-        _mm_stream_ps(dst, _mm512_extractf32x4_ps(x, 0));
-        _mm_stream_ps(dst + 4, _mm512_extractf32x4_ps(x, 1));
-        _mm_stream_ps(dst + 8, _mm512_extractf32x4_ps(x, 2));
-        _mm_stream_ps(dst + 12, _mm512_extractf32x4_ps(x, 3));
-      });
-      _mm_sfence();
+    // The same float32 operations, 16 at a time (mul/add/sqrt/div as separate, correctly rounded instructions: the
+    // same bits as the scalar loop below). Ordinary stores: the lines were just read into the cache, and streaming
+    // stores to cached lines cost more than the write-back (resnet34's 21.8 M values, process CPU, min of 9: 66–68 ms
+    // with streaming stores, 30–31 with these).
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
+    const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
+    for (; i + 16 <= n; i += 16) {
+      const __m512 gi = _mm512_loadu_ps(g + i);
+      const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
+      const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
+      const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
+      const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
+      _mm512_storeu_ps(p + i, pn);
+      _mm512_storeu_ps(m + i, mn);
+      _mm512_storeu_ps(v + i, vn);
     }
 #endif
     for (; i < n; i++) {
@@ -951,9 +929,9 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
       const float mn = m[i] * b1 + gi * c1;
       const float vn = v[i] * b2 + (gi * gi) * c2;
       const float denom = std::sqrt(vn) / sbc2 + eps;
-      po[i] = p[i] * decay - (mn / denom) * k;
-      mo[i] = mn;
-      vo[i] = vn;
+      p[i] = p[i] * decay - (mn / denom) * k;
+      m[i] = mn;
+      v[i] = vn;
     }
     return undef(env);
   });

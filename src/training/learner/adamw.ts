@@ -17,7 +17,6 @@
  * decays every parameter of its groups) but not Adam-stepped (PyTorch skips `p.grad is None`).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedAdamWStep } from '../compute/fused-adamw.js';
 import { TrainerError } from '../../contract/errors.js';
 import type { StepHyper } from '../../contract/plan/schedule.js';
 import { ADAMW_KERNEL, ownBuffer, type AdamWAttrs } from '../compute/webgpu/adamw-kernel.js';
@@ -245,16 +244,6 @@ export class AdamW {
         gOffset: Math.max(gOffset, 0) };
       for (const x of [p, s.m, s.v]) ownBuffer(x);
       tf.engine().runKernel(ADAMW_KERNEL, { p, g, m: s.m, v: s.v }, attrs as unknown as tf.NamedAttrMap);
-      return;
-    }
-    const fused = gOffset >= 0 ? null : fusedAdamWStep(p, g, s.m, s.v,
-      { beta1, beta2, sqrtBc2: Math.sqrt(bc2), eps, decay: 1 - lr * weightDecay, stepSize: lr / bc1 });
-    if (fused !== null) {
-      // Same formula and roundings in one pass with new output arrays (see compute/fused-adamw.ts).
-      p.assign(fused[0]);
-      s.m.assign(fused[1]);
-      s.v.assign(fused[2]);
-      tf.dispose(fused);
       return;
     }
     tf.tidy(() => {

@@ -110,11 +110,10 @@ export interface NativeAddon {
   /** out[i] = f(x[i]) for i < n; op: 0 sqrt, 1 square, 2 neg, 3 rsqrt, 4 abs. */
   unary(op: number, x: Float32Array, out: Float32Array, n: number): void;
   /**
-   * One fused AdamW pass over n values (see `compute/fused-adamw.ts`); scalars are used as float32, the operation
-   * order is that of the tfjs ops, so results are bit-identical to them.
+   * One in-place AdamW pass over n values (the formula of `learner/adamw.ts`): p, m, v overwritten, g read; each
+   * scalar used as a float32 and the operations in the order of the tfjs ops, so results equal theirs.
    */
-  adamW(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array,
-    vOut: Float32Array, n: number, beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number,
+  adamW(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, beta1: number, beta2: number,
     sqrtBc2: number, eps: number, decay: number, stepSize: number): void;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;

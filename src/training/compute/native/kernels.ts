@@ -15,7 +15,6 @@ import { backend_util, getKernel, util, type KernelFunc, type TensorInfo } from 
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { TrainerError } from '../../../contract/errors.js';
 import { BN_RUNNING_UPDATE_KERNEL, BN_TRAIN_GRAD_KERNEL, BN_TRAIN_KERNEL, type BatchNormTrainAttrs } from '../kernels/batch-norm.js';
-import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../fused-adamw.js';
 import { ADAMW_KERNEL, type AdamWAttrs } from '../webgpu/adamw-kernel.js';
 import type { ConvGeometry, NativeAddon, PoolGeometry } from './addon.js';
 import type { ArrayPool } from './array-pool.js';
@@ -609,26 +608,6 @@ function unary(addon: NativeAddon, kernelName: string): KernelFunc {
   };
 }
 
-function adamW(addon: NativeAddon): KernelFunc {
-  return ({ inputs, backend, attrs }) => {
-    const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', TensorInfo>;
-    const a = attrs as unknown as FusedAdamWAttrs;
-    const cpu = backend as MathBackendCPU;
-    const n = util.sizeFromShape(p.shape);
-    for (const t of [g, m, v]) {
-      if (!util.arraysEqual(t.shape, p.shape)) {
-        throw new TrainerError('ERR_INTERNAL', `AdamW operands must share the parameter's shape [${p.shape}], got [${t.shape}]`);
-      }
-    }
-    const [po, ps] = output(cpu, [...p.shape]);
-    const [mo, ms] = output(cpu, [...p.shape]);
-    const [vo, vs] = output(cpu, [...p.shape]);
-    addon.adamW(values(cpu, p), values(cpu, g), values(cpu, m), values(cpu, v), ps, ms, vs, n, a.beta1, 1 - a.beta1,
-      a.beta2, 1 - a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
-    return [po, mo, vo];
-  };
-}
-
 /**
  * The storage array of `t` (refCount 1, checked by the caller), made safe to overwrite: a pool array that only this
  * storage entry holds is returned as is; any other (read out by `dataSync()`/`data()`, viewed by a Slice, shared by
@@ -650,11 +629,11 @@ function writable(backend: MathBackendCPU, t: TensorInfo): Float32Array {
 }
 
 /**
- * {@link ADAMW_KERNEL} on this backend: the fused AdamW pass of {@link adamW} with `p`, `m`, `v` overwritten in place
- * (the addon's loop reads each element before it writes it) and the gradient read from `g` at `gOffset`, so a flat
+ * {@link ADAMW_KERNEL} on this backend: one fused AdamW pass (the addon's `adamW`) with `p`, `m`, `v` overwritten in
+ * place (its loop reads each element before it writes it) and the gradient read from `g` at `gOffset`, so a flat
  * gradient of all parameters serves every update without a split. No outputs and no new arrays in the steady
  * state: the parameters keep their memory from step to step, and their reordered-filter copies are refilled in
- * place by the next convolution ({@link contentsChanged}). Same bits as {@link adamW} (tested).
+ * place by the next convolution ({@link contentsChanged}). The same values as the tfjs ops on `cpu` (tested).
  *
  * @throws TrainerError ERR_INTERNAL when an operand is not float32, `m` or `v` differs in size from `p`, `gOffset`
  *   is not an integer ≥ 0 or `g` has fewer than `gOffset + n` values, two operands share storage, or one of `p`,
@@ -691,7 +670,7 @@ function adamWInPlace(addon: NativeAddon): KernelFunc {
     if (gs.buffer === ps.buffer || gs.buffer === ms.buffer || gs.buffer === vs.buffer) {
       throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: g's values overlap p, m or v`);
     }
-    addon.adamW(ps, gs, ms, vs, ps, ms, vs, n, a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
+    addon.adamW(ps, gs, ms, vs, n, a.beta1, a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
     contentsChanged(ps);
     return [];
   };
@@ -708,7 +687,6 @@ export function nativeKernels(addon: NativeAddon): Record<string, KernelFunc> {
     BatchMatMul: batchMatMul(addon),
     [BN_TRAIN_KERNEL]: batchNormTrain(addon),
     [BN_TRAIN_GRAD_KERNEL]: batchNormTrainGrad(addon),
-    [FUSED_ADAMW_KERNEL]: adamW(addon),
     [ADAMW_KERNEL]: adamWInPlace(addon),
     [BN_RUNNING_UPDATE_KERNEL]: batchNormRunningUpdateNative,
     ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, binary(addon, name)])),

@@ -1,6 +1,7 @@
 /**
- * The in-place AdamW update of the `native` backend (`PetsAdamWUpdate`, `compute/native/kernels.ts`): the same bits
- * as the out-of-place fused kernel (`PetsAdamW`) and PyTorch's formula on a hand case; parameters and moments keep
+ * The in-place AdamW update of the `native` backend (`PetsAdamWUpdate`, `compute/native/kernels.ts`): the values of
+ * the tfjs-ops AdamW on the `cpu` backend and of PyTorch's formula in float64 over 3 steps, and that formula on a hand
+ * case; parameters and moments keep
  * their arrays from step to step; an array someone else can see (read out, a Slice view, a shared tensor) keeps its
  * old values (copy on write); a filter's cached oneDNN-layout copy is refilled after its values change in place.
  * Skipped, saying why, where the addon is not built.
@@ -10,7 +11,6 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { isTrainerError } from '../../../../src/contract/errors.js';
-import { FUSED_ADAMW_KERNEL, type FusedAdamWAttrs } from '../../../../src/training/compute/fused-adamw.js';
 import { loadAddon } from '../../../../src/training/compute/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend, type NativeBackend } from '../../../../src/training/compute/native/backend.js';
 import { ADAMW_KERNEL, type AdamWAttrs } from '../../../../src/training/compute/webgpu/adamw-kernel.js';
@@ -40,48 +40,98 @@ function ownedVariable(values: Float32Array, shape: number[]): tf.Variable {
   return tf.tidy(() => tf.variable(owned(values, shape)));
 }
 
-/** Hyper-parameters of step t (1-based) with changing lr and momentum, as both kernels take them. */
-function hyper(t: number): FusedAdamWAttrs {
+const BETA2 = 0.99;
+const EPS = 1e-8;
+const WD = 0.01;
+
+/** Step t (1-based) with changing lr and momentum: what AdamW is given, and the kernel's attributes it derives. */
+function hyper(t: number): { lr: number; beta1: number; attrs: AdamWAttrs } {
   const beta1 = 0.95 - 0.03 * t;
-  const beta2 = 0.99;
   const lr = 1e-3 * t;
-  return { beta1, beta2, sqrtBc2: Math.sqrt(1 - beta2 ** t), eps: 1e-8, decay: 1 - lr * 0.01, stepSize: lr / (1 - beta1 ** t) };
+  return { lr, beta1, attrs: { beta1, beta2: BETA2, sqrtBc2: Math.sqrt(1 - BETA2 ** t), eps: EPS, decay: 1 - lr * WD,
+    stepSize: lr / (1 - beta1 ** t) } };
 }
 
-test('in-place AdamW: the same bits as the out-of-place fused kernel over 3 steps, gradient read at an offset of a flat one', { skip }, () => {
-  const tensors = tf.memory().numTensors;
+/** Fails unless |got − want| ≤ rel·|want| + abs at every element. */
+function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, rel: number, abs: number, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i]! - want[i]!);
+    assert.ok(d <= rel * Math.abs(want[i]!) + abs, `${what}[${i}]: got ${got[i]}, expected ${want[i]} (|d| ${d})`);
+  }
+}
+
+test('in-place AdamW: the tfjs-ops AdamW on cpu and PyTorch\'s formula in float64, 3 steps, gradient read from a flat one', { skip }, async () => {
   // 37: two 16-wide vector iterations and a scalar tail; 1200 and 5: others; the gradients sit in one flat tensor.
   const sizes = [37, 1200, 5];
   const total = sizes.reduce((a, b) => a + b, 0);
   const p0 = sizes.map((n, i) => lcg(n, 10 + i));
+  const grads = [1, 2, 3].map((t) => lcg(total, 30 + t));
+  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+
+  // Reference 1: learner/adamw.ts on tfjs's cpu backend, which has no AdamW kernel, so it runs the tfjs ops.
+  await tf.setBackend('cpu');
+  const names = sizes.map((_, i) => `w${i}`);
+  const cpuParams = new Map(names.map((name, i) => [name, tf.variable(tf.tensor1d(p0[i]!))] as const));
+  const cpuOpt = new AdamW(cpuParams, [names], { beta2: BETA2, eps: EPS, weightDecay: WD });
+  for (let t = 1; t <= 3; t++) {
+    const { lr, beta1 } = hyper(t);
+    const g = new Map(names.map((name, i) => [name, tf.tensor1d(grads[t - 1]!.subarray(offsets[i]!, offsets[i]! + sizes[i]!))] as const));
+    cpuOpt.step(g, { lrs: [lr], momentum: beta1 });
+    tf.dispose([...g.values()]);
+  }
+  const state = await cpuOpt.exportState();
+  const tfjsRef = names.map((name, i) => ({ p: cpuParams.get(name)!.dataSync() as Float32Array,
+    m: state.params[i]!.expAvg, v: state.params[i]!.expAvgSq }));
+  assert.deepEqual(state.params.map((e) => e.step), [3, 3, 3]);
+  cpuOpt.dispose();
+  tf.dispose([...cpuParams.values()]);
+  await tf.setBackend(NATIVE_BACKEND);
+
+  // Reference 2: PyTorch's AdamW (fastai true_wd) written out in float64.
+  const torchRef = sizes.map((n, i) => {
+    const p = Float64Array.from(p0[i]!);
+    const m = new Float64Array(n);
+    const v = new Float64Array(n);
+    for (let t = 1; t <= 3; t++) {
+      const { lr, beta1 } = hyper(t);
+      const bc1 = 1 - beta1 ** t;
+      const bc2 = 1 - BETA2 ** t;
+      for (let j = 0; j < n; j++) {
+        const g = grads[t - 1]![offsets[i]! + j]!;
+        m[j] = beta1 * m[j]! + (1 - beta1) * g;
+        v[j] = BETA2 * v[j]! + (1 - BETA2) * g * g;
+        p[j] = p[j]! * (1 - lr * WD) - (lr / bc1) * m[j]! / (Math.sqrt(v[j]!) / Math.sqrt(bc2) + EPS);
+      }
+    }
+    return { p, m, v };
+  });
+
+  const tensors = tf.memory().numTensors;
   const inPlace = sizes.map((n, i) => ({ p: owned(p0[i]!, [n]), m: owned(new Float32Array(n), [n]), v: owned(new Float32Array(n), [n]) }));
-  let outOfPlace = sizes.map((n, i) => ({ p: owned(p0[i]!, [n]), m: owned(new Float32Array(n), [n]), v: owned(new Float32Array(n), [n]) }));
   const arrays = inPlace.map((s) => [storage(s.p), storage(s.m), storage(s.v)]);
   for (let t = 1; t <= 3; t++) {
-    const flat = tf.tensor1d(lcg(total, 30 + t));
-    const attrs = hyper(t);
-    let offset = 0;
-    outOfPlace = outOfPlace.map((s, i) => {
-      const g = tf.tidy(() => tf.slice(flat, offset, sizes[i]!).clone());
-      const gOffset = offset;
-      offset += sizes[i]!;
-      tf.engine().runKernel(ADAMW_KERNEL, { p: inPlace[i]!.p, g: flat, m: inPlace[i]!.m, v: inPlace[i]!.v },
-        { ...attrs, gOffset } satisfies AdamWAttrs as unknown as tf.NamedAttrMap);
-      const [p, m, v] = tf.engine().runKernel(FUSED_ADAMW_KERNEL, { p: s.p, g, m: s.m, v: s.v },
-        attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
-      tf.dispose([s.p, s.m, s.v, g]);
-      return { p: p!, m: m!, v: v! };
+    const flat = tf.tensor1d(grads[t - 1]!);
+    inPlace.forEach((s, i) => {
+      tf.engine().runKernel(ADAMW_KERNEL, { p: s.p, g: flat, m: s.m, v: s.v },
+        { ...hyper(t).attrs, gOffset: offsets[i]! } satisfies AdamWAttrs as unknown as tf.NamedAttrMap);
     });
     flat.dispose();
   }
   inPlace.forEach((s, i) => {
     assert.deepEqual([storage(s.p), storage(s.m), storage(s.v)], arrays[i], `tensor ${i}: p, m, v keep their arrays`);
     for (const k of ['p', 'm', 'v'] as const) {
-      assert.deepEqual(s[k].dataSync(), outOfPlace[i]![k].dataSync(), `tensor ${i} ${k}: same bits as out of place`);
+      const got = Float32Array.from(storage(s[k]));
+      // The same float32 operations in the same order as the tfjs ops: a few ulp at most (in practice equal).
+      assertClose(got, tfjsRef[i]![k], 4 * 2 ** -24, 0, `tensor ${i} ${k} vs tfjs cpu`);
+      // float32 against float64, errors of a few roundings at the operands' scale: v (a sum of squares) relative;
+      // m (a sum of gradients |g| ≤ 0.5 that may cancel) and p (~0.5, moved ~1e-3 per step) absolute.
+      const [rel, abs] = { p: [0, 1e-6], m: [0, 3e-8], v: [1e-6, 0] }[k];
+      assertClose(got, torchRef[i]![k], rel!, abs!, `tensor ${i} ${k} vs PyTorch formula`);
     }
-    assert.notDeepEqual(s.p.dataSync(), p0[i], `tensor ${i} changed`);
+    assert.notDeepEqual(Float32Array.from(storage(s.p)), p0[i], `tensor ${i} changed`);
   });
-  tf.dispose([...inPlace, ...outOfPlace].flatMap((s) => [s.p, s.m, s.v]));
+  tf.dispose(inPlace.flatMap((s) => [s.p, s.m, s.v]));
   assert.equal(tf.memory().numTensors, tensors, 'no tensor left');
 });
 
@@ -150,7 +200,7 @@ test('in-place AdamW kernel refuses operands it cannot write in place, with name
   const m = owned(new Float32Array(8), [8]);
   const v = owned(new Float32Array(8), [8]);
   const g = tf.tensor1d(lcg(8, 2));
-  const attrs = { ...hyper(1), gOffset: 0 } as unknown as tf.NamedAttrMap;
+  const attrs = { ...hyper(1).attrs, gOffset: 0 } as unknown as tf.NamedAttrMap;
   const expectError = (fn: () => unknown, pattern: RegExp): void => {
     assert.throws(fn, (e: unknown) => isTrainerError(e) && e.code === 'ERR_INTERNAL' && pattern.test(e.message));
   };

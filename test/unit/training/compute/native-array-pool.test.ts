@@ -270,3 +270,45 @@ test('native backend: a filter array recycled for a new filter is not convolved 
     await tf.setBackend(prev ?? 'cpu');
   }
 });
+
+test('Replica on native in its steady state: no new arrays, parameters updated in their own arrays, tensor count flat', { skip }, async () => {
+  // The whole step as the bench and a single worker run it (accumulate, take, AdamW, release). After two steps
+  // (the pool filled, every parameter and moment copied once into a pool array it owns) a step must allocate no
+  // array through the pool, leave every parameter in the array it had (AdamW in place: else 3 new arrays per
+  // parameter and step reach V8's external memory) and leave the tensor count where it was.
+  const prev = tf.getBackend();
+  await tf.setBackend(NATIVE_BACKEND);
+  await registerTfjsGradients();
+  const backend = tf.backend() as NativeBackend;
+  const hyper = { lrs: [1e-3, 1e-3, 1e-2], momentum: 0.9 };
+  const r = await Replica.create({ arch: { block: 'basic', layers: [1, 1, 1, 1] }, numClasses: 5, seed: 4, pretrained: null,
+    frozen: false, head: { hidden: 16 } });
+  const rng = mulberry32(11);
+  const x = Float32Array.from({ length: 4 * 32 * 32 * 3 }, () => rng() * 2 - 1);
+  const y = Int32Array.from([0, 1, 2, 4]);
+  const storage = (): Float32Array[] => [...r.learner.params.values()].map((p) => backend.data.get(p.dataId).values as Float32Array);
+  const step = async (k: number): Promise<void> => {
+    await r.accumulate(x, y, null, k);
+    const g = await r.takeStepGradients({ reduced: false });
+    r.applyGradients(g, hyper);
+    r.releaseStepGradients(g);
+  };
+  try {
+    await step(0);
+    await step(1);
+    const created = backend.pool.stats().created;
+    const tensors = tf.memory().numTensors;
+    const arrays = storage();
+    const before = arrays.map((a) => Float32Array.from(a));
+    for (let k = 2; k < 5; k++) {
+      await step(k);
+      assert.equal(backend.pool.stats().created, created, `step ${k + 1}: the pool created no array`);
+      assert.equal(tf.memory().numTensors, tensors, `step ${k + 1}: tensor count flat`);
+      storage().forEach((a, i) => assert.equal(a, arrays[i], `step ${k + 1}: parameter ${i} keeps its array`));
+    }
+    assert.ok(arrays.every((a, i) => a.some((v, j) => v !== before[i]![j])), 'every parameter changed (else this checks nothing)');
+  } finally {
+    r.dispose();
+    await tf.setBackend(prev ?? 'cpu');
+  }
+});
