@@ -4,12 +4,14 @@
 // What NCCL's SHM transport and MPI's intra-node collectives do: every rank of a ring that runs on this host maps one
 // file (a "segment", in /dev/shm) holding a header and, per rank, two slots of `capacity` floats (double buffering).
 // A call is cut into pieces of at most `capacity` elements; for each piece:
-//   1. the rank copies its piece into its slot of the piece's slot set (pieces alternate between the two sets);
+//   1. the piece is split in N parts; rank r copies its piece but part r into its slot of the piece's slot set
+//      (pieces alternate between the two sets): part r of its slot is read by no peer before step 4;
 //   2. barrier;
-//   3. reduce-scatter: the piece is split in N parts; rank r sums part r over all N slots and writes the sum into its
-//      own slot (only rank r reads part r of any slot in this phase, so this is safe);
+//   3. reduce-scatter: rank r sums part r over all N ranks (the peers' slots, its own values from its buffer) and
+//      writes the sum into its own slot and into its buffer (only rank r reads part r of any slot in this phase);
 //   4. barrier;
-//   5. all-gather: the rank copies part s of slot s, for every rank s, into its buffer.
+//   5. all-gather: the rank copies part s of slot s, for every other rank s, into its buffer.
+// Per call of n floats a rank so writes n floats into the segment and reads 2n(N−1)/N from its peers' slots.
 // No barrier closes a piece: the next piece writes the other slot set, and the one after that writes this set again
 // only after passing the next piece's barrier 4, which every rank reaches after its all-gather of this piece.
 //
@@ -220,8 +222,9 @@ Failure barrier(Shm* s, int64_t deadline) {
   }
 }
 
-// dst[i] = the ring's float32 sum of src[0][i], src[1][i], … (src[0] first), ÷ n when average; dst may be one of src.
-void sumInOrder(float* dst, const float* const* src, uint32_t n, size_t count, bool average) {
+// dst[i] = dst2[i] = the ring's float32 sum of src[0][i], src[1][i], … (src[0] first), ÷ n when average; dst and dst2
+// may be among src (each block is read whole before it is written).
+void sumInOrder(float* dst, float* dst2, const float* const* src, uint32_t n, size_t count, bool average) {
   float acc[kBlock];
   const float fn = float(n);
   for (size_t base = 0; base < count; base += kBlock) {
@@ -234,7 +237,9 @@ void sumInOrder(float* dst, const float* const* src, uint32_t n, size_t count, b
     }
     if (average) for (size_t i = 0; i < m; i++) acc[i] = acc[i] / fn;
     float* d = dst + base;
+    float* d2 = dst2 + base;
     for (size_t i = 0; i < m; i++) d[i] = acc[i];
+    for (size_t i = 0; i < m; i++) d2[i] = acc[i];
   }
 }
 
@@ -259,7 +264,12 @@ Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step
     const uint64_t off = p * cap;
     const uint64_t m = length - off < cap ? length - off : cap;
     const uint64_t set = s->pieces++ & 1;
-    memcpy(s->slot(set, rank), buf + off, m * sizeof(float));
+    // This rank's part [a, b) of the piece is read by no peer before it holds the sums (rank r alone sums part r),
+    // so only the other parts are copied in; the sums read this rank's values from `buf` itself.
+    const uint64_t a = off + (rank * m) / n, b = off + ((rank + 1) * m) / n;
+    float* mine = s->slot(set, rank);
+    memcpy(mine, buf + off, (a - off) * sizeof(float));
+    memcpy(mine + (b - off), buf + b, (off + m - b) * sizeof(float));
     Failure f = barrier(s, deadline);
     if (f.status != kOk) return f;
     if (p == 0) {
@@ -278,23 +288,26 @@ Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step
         s->unlinked = true;
       }
     }
-    // Reduce-scatter of this rank's part [a, b) of the piece, chunk by chunk of the whole call.
-    const uint64_t a = off + (rank * m) / n, b = off + ((rank + 1) * m) / n;
-    float* mine = s->slot(set, rank);
+    // Reduce-scatter of this rank's part [a, b) of the piece, chunk by chunk of the whole call: the sums go into this
+    // rank's slot (for the peers' all-gather) and into `buf` (this rank's own all-gather, done here).
     for (uint64_t x = a; x < b;) {
       uint32_t c = uint32_t((x * n) / (length == 0 ? 1 : length));  // chunk holding x: largest c with chunkStart ≤ x
       while (c + 1 < n && chunkStart(length, n, c + 1) <= x) c++;
       while (c > 0 && chunkStart(length, n, c) > x) c--;
       const uint64_t chunkEnd = chunkStart(length, n, c + 1);
       const uint64_t y = chunkEnd < b ? chunkEnd : b;
-      for (uint32_t k = 0; k < n; k++) src[k] = s->slot(set, (c + k) % n) + (x - off);
-      sumInOrder(mine + (x - off), src, n, y - x, average);
+      for (uint32_t k = 0; k < n; k++) {
+        const uint32_t from = (c + k) % n;
+        src[k] = from == rank ? buf + x : s->slot(set, from) + (x - off);
+      }
+      sumInOrder(mine + (x - off), buf + x, src, n, y - x, average);
       x = y;
     }
     f = barrier(s, deadline);
     if (f.status != kOk) return f;
-    // All-gather: part r of the piece from rank r's slot.
+    // All-gather: part r of the piece from rank r's slot (this rank's own part is in `buf` already).
     for (uint32_t r = 0; r < n; r++) {
+      if (r == rank) continue;
       const uint64_t ra = (r * m) / n, rb = ((r + 1) * m) / n;
       memcpy(buf + off + ra, s->slot(set, r) + ra, (rb - ra) * sizeof(float));
     }

@@ -11,9 +11,9 @@
  * So a run may switch between ring and shm (e.g. after a worker moved to another host) without its replicas
  * diverging, and `--allreduce ring` and `--allreduce auto` train the same bits.
  *
- * Counters: `sentBytesTotal` counts the bytes this rank copies into the segment (its whole buffer, once per call:
- * 4·n, where the ring sends 2(N−1)/N · 4n), `receivedBytesTotal` the bytes it reads from its peers' slots
- * ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
+ * Counters: `sentBytesTotal` counts the bytes this rank writes into the segment (4·n per call: its buffer but its
+ * own part, then its own part's sums; the ring sends 2(N−1)/N · 4n), `receivedBytesTotal` the bytes it reads from
+ * its peers' slots ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
  */
 import { createHash } from 'node:crypto';
 import { accessSync, constants, statSync } from 'node:fs';

@@ -108,7 +108,7 @@ for (const n of [2, 3, 4]) {
       }
       if (n > 2) assert.ok(!bytes(fromRank0).equals(bytes(ringOrderSum(inputs, false))), 'inputs must be order-sensitive');
       assert.equal(shm[0]!.stats().callsTotal, 8);
-      assert.equal(shm[0]!.stats().sentBytesTotal, 2 * 4 * (5000 + 7 + 2), 'each call copies its buffer in once');
+      assert.equal(shm[0]!.stats().sentBytesTotal, 2 * 4 * (5000 + 7 + 2), 'each call writes its buffer\'s size into the segment (the others\' parts, then its own part\'s sums)');
     } finally {
       await closeAll(shm);
       await closeAll(rings);
