@@ -16,6 +16,8 @@
 #endif
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "napi_args.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +33,9 @@ using dt = dnnl::memory::data_type;
 
 namespace {
 
+using pets_napi::Args;
+using pets_napi::JsError;
+
 dnnl::engine& eng() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
@@ -39,67 +44,6 @@ dnnl::stream& strm() {
   static dnnl::stream s(eng());
   return s;
 }
-
-struct JsError {
-  std::string msg;
-};
-
-// ---- N-API argument helpers -------------------------------------------------------------------------------------
-struct Args {
-  napi_env env;
-  std::vector<napi_value> v;
-  Args(napi_env e, napi_callback_info info, size_t n) : env(e), v(n) {
-    size_t argc = n;
-    napi_get_cb_info(e, info, &argc, v.data(), nullptr, nullptr);
-    if (argc < n) throw JsError{"expected " + std::to_string(n) + " arguments, got " + std::to_string(argc)};
-  }
-  // The data of argument i, a typed array of type `want` (`kind` in messages) with at least minLen elements
-  // (counted in `unit`).
-  void* typed(size_t i, napi_typedarray_type want, const char* kind, const char* unit, size_t minLen, const char* name) {
-    bool is = false;
-    napi_is_typedarray(env, v[i], &is);
-    if (!is) throw JsError{std::string(name) + " must be a " + kind};
-    napi_typedarray_type type;
-    size_t len = 0;
-    void* data = nullptr;
-    napi_get_typedarray_info(env, v[i], &type, &len, &data, nullptr, nullptr);
-    if (type != want) throw JsError{std::string(name) + " must be a " + kind};
-    if (len < minLen) {
-      throw JsError{std::string(name) + " has " + std::to_string(len) + " " + unit + ", needs " + std::to_string(minLen)};
-    }
-    return data;
-  }
-  bool isNull(size_t i) {
-    napi_valuetype t;
-    napi_typeof(env, v[i], &t);
-    return t == napi_null || t == napi_undefined;
-  }
-  float* f32(size_t i, size_t minLen, const char* name) {
-    return static_cast<float*>(typed(i, napi_float32_array, "Float32Array", "elements", minLen, name));
-  }
-  float* f32OrNull(size_t i, size_t minLen, const char* name) {
-    return isNull(i) ? nullptr : f32(i, minLen, name);
-  }
-  // A Uint8Array of at least `bytes` (the pooling calls' workspace), or null.
-  uint8_t* u8OrNull(size_t i, size_t bytes, const char* name) {
-    return isNull(i) ? nullptr : static_cast<uint8_t*>(typed(i, napi_uint8_array, "Uint8Array", "bytes", bytes, name));
-  }
-  int64_t i64(size_t i) {
-    int64_t out = 0;
-    if (napi_get_value_int64(env, v[i], &out) != napi_ok) throw JsError{"argument " + std::to_string(i) + " must be a number"};
-    return out;
-  }
-  double num(size_t i) {
-    double out = 0;
-    if (napi_get_value_double(env, v[i], &out) != napi_ok) throw JsError{"argument " + std::to_string(i) + " must be a number"};
-    return out;
-  }
-  bool flag(size_t i) {
-    bool out = false;
-    napi_get_value_bool(env, v[i], &out);
-    return out;
-  }
-};
 
 template <typename F>
 napi_value guarded(napi_env env, F&& f) {

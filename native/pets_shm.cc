@@ -4,12 +4,14 @@
 // What NCCL's SHM transport and MPI's intra-node collectives do: every rank of a ring that runs on this host maps one
 // file (a "segment", in /dev/shm) holding a header and, per rank, two slots of `capacity` floats (double buffering).
 // A call is cut into pieces of at most `capacity` elements; for each piece:
-//   1. the rank copies its piece into its slot of the piece's slot set (pieces alternate between the two sets);
+//   1. the piece is split in N parts; rank r copies its piece but part r into its slot of the piece's slot set
+//      (pieces alternate between the two sets): part r of its slot is read by no peer before step 4;
 //   2. barrier;
-//   3. reduce-scatter: the piece is split in N parts; rank r sums part r over all N slots and writes the sum into its
-//      own slot (only rank r reads part r of any slot in this phase, so this is safe);
+//   3. reduce-scatter: rank r sums part r over all N ranks (the peers' slots, its own values from its buffer) and
+//      writes the sum into its own slot and into its buffer (only rank r reads part r of any slot in this phase);
 //   4. barrier;
-//   5. all-gather: the rank copies part s of slot s, for every rank s, into its buffer.
+//   5. all-gather: the rank copies part s of slot s, for every other rank s, into its buffer.
+// Per call of n floats a rank so writes n floats into the segment and reads 2n(N−1)/N from its peers' slots.
 // No barrier closes a piece: the next piece writes the other slot set, and the one after that writes this set again
 // only after passing the next piece's barrier 4, which every rank reaches after its all-gather of this piece.
 //
@@ -56,7 +58,12 @@
 #include <string>
 #include <vector>
 
+#include "napi_args.h"
+
 namespace {
+
+using pets_napi::Args;
+using pets_napi::JsError;
 
 constexpr uint32_t kMaxRanks = 64;
 constexpr size_t kHeaderBytes = 8192;
@@ -215,8 +222,9 @@ Failure barrier(Shm* s, int64_t deadline) {
   }
 }
 
-// dst[i] = the ring's float32 sum of src[0][i], src[1][i], … (src[0] first), ÷ n when average; dst may be one of src.
-void sumInOrder(float* dst, const float* const* src, uint32_t n, size_t count, bool average) {
+// dst[i] = dst2[i] = the ring's float32 sum of src[0][i], src[1][i], … (src[0] first), ÷ n when average; dst and dst2
+// may be among src (each block is read whole before it is written).
+void sumInOrder(float* dst, float* dst2, const float* const* src, uint32_t n, size_t count, bool average) {
   float acc[kBlock];
   const float fn = float(n);
   for (size_t base = 0; base < count; base += kBlock) {
@@ -229,7 +237,9 @@ void sumInOrder(float* dst, const float* const* src, uint32_t n, size_t count, b
     }
     if (average) for (size_t i = 0; i < m; i++) acc[i] = acc[i] / fn;
     float* d = dst + base;
+    float* d2 = dst2 + base;
     for (size_t i = 0; i < m; i++) d[i] = acc[i];
+    for (size_t i = 0; i < m; i++) d2[i] = acc[i];
   }
 }
 
@@ -254,7 +264,12 @@ Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step
     const uint64_t off = p * cap;
     const uint64_t m = length - off < cap ? length - off : cap;
     const uint64_t set = s->pieces++ & 1;
-    memcpy(s->slot(set, rank), buf + off, m * sizeof(float));
+    // This rank's part [a, b) of the piece is read by no peer before it holds the sums (rank r alone sums part r),
+    // so only the other parts are copied in; the sums read this rank's values from `buf` itself.
+    const uint64_t a = off + (rank * m) / n, b = off + ((rank + 1) * m) / n;
+    float* mine = s->slot(set, rank);
+    memcpy(mine, buf + off, (a - off) * sizeof(float));
+    memcpy(mine + (b - off), buf + b, (off + m - b) * sizeof(float));
     Failure f = barrier(s, deadline);
     if (f.status != kOk) return f;
     if (p == 0) {
@@ -273,23 +288,26 @@ Failure runCall(Shm* s, float* buf, uint64_t length, bool average, uint64_t step
         s->unlinked = true;
       }
     }
-    // Reduce-scatter of this rank's part [a, b) of the piece, chunk by chunk of the whole call.
-    const uint64_t a = off + (rank * m) / n, b = off + ((rank + 1) * m) / n;
-    float* mine = s->slot(set, rank);
+    // Reduce-scatter of this rank's part [a, b) of the piece, chunk by chunk of the whole call: the sums go into this
+    // rank's slot (for the peers' all-gather) and into `buf` (this rank's own all-gather, done here).
     for (uint64_t x = a; x < b;) {
       uint32_t c = uint32_t((x * n) / (length == 0 ? 1 : length));  // chunk holding x: largest c with chunkStart ≤ x
       while (c + 1 < n && chunkStart(length, n, c + 1) <= x) c++;
       while (c > 0 && chunkStart(length, n, c) > x) c--;
       const uint64_t chunkEnd = chunkStart(length, n, c + 1);
       const uint64_t y = chunkEnd < b ? chunkEnd : b;
-      for (uint32_t k = 0; k < n; k++) src[k] = s->slot(set, (c + k) % n) + (x - off);
-      sumInOrder(mine + (x - off), src, n, y - x, average);
+      for (uint32_t k = 0; k < n; k++) {
+        const uint32_t from = (c + k) % n;
+        src[k] = from == rank ? buf + x : s->slot(set, from) + (x - off);
+      }
+      sumInOrder(mine + (x - off), buf + x, src, n, y - x, average);
       x = y;
     }
     f = barrier(s, deadline);
     if (f.status != kOk) return f;
-    // All-gather: part r of the piece from rank r's slot.
+    // All-gather: part r of the piece from rank r's slot (this rank's own part is in `buf` already).
     for (uint32_t r = 0; r < n; r++) {
+      if (r == rank) continue;
       const uint64_t ra = (r * m) / n, rb = ((r + 1) * m) / n;
       memcpy(buf + off + ra, s->slot(set, r) + ra, (rb - ra) * sizeof(float));
     }
@@ -304,10 +322,17 @@ napi_value throwError(napi_env env, const std::string& message) {
   return nullptr;
 }
 
-Shm* handleOf(napi_env env, napi_value v) {
-  void* p = nullptr;
-  if (napi_get_value_external(env, v, &p) != napi_ok || p == nullptr) return nullptr;
-  return static_cast<Shm*>(p);
+// Runs an entry point's body; an argument error (JsError, from Args or thrown here) becomes a thrown ERR_SHM Error
+// whose message starts with the function's name.
+template <typename F>
+napi_value guarded(napi_env env, const char* fn, F&& f) {
+  try {
+    return f();
+  } catch (const JsError& e) {
+    return throwError(env, std::string(fn) + ": " + e.msg);
+  } catch (const std::exception& e) {
+    return throwError(env, std::string(fn) + ": " + e.what());
+  }
 }
 
 void unmap(Shm* s) {
@@ -328,67 +353,52 @@ void finalize(napi_env, void* data, void*) {
   }  // else a call is still running (cannot happen: its promise holds the handle); leak rather than crash
 }
 
-std::string getString(napi_env env, napi_value v) {
-  size_t len = 0;
-  napi_get_value_string_utf8(env, v, nullptr, 0, &len);
-  std::string out(len, '\0');
-  napi_get_value_string_utf8(env, v, out.data(), len + 1, &len);
-  return out;
-}
-
-double getNumber(napi_env env, napi_value v) {
-  double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
-}
-
 // open(path, worldSize, rank, capacity): creates or opens the segment file, sizes it, maps it, registers this pid.
 napi_value Open(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 4) return throwError(env, "open(path, worldSize, rank, capacity) needs 4 arguments");
-  std::string path = getString(env, argv[0]);
-  double n = getNumber(env, argv[1]), rank = getNumber(env, argv[2]), cap = getNumber(env, argv[3]);
-  if (!(n >= 1 && n <= kMaxRanks && n == double(uint32_t(n)))) return throwError(env, "worldSize must be an integer in [1, 64]");
-  if (!(rank >= 0 && rank < n && rank == double(uint32_t(rank)))) return throwError(env, "rank must be an integer in [0, worldSize)");
-  if (!(cap >= 1024 && cap <= (1 << 28) && cap == double(uint32_t(cap)))) return throwError(env, "capacity must be an integer in [1024, 2^28]");
-  auto* s = new Shm();
-  s->n = uint32_t(n);
-  s->rank = uint32_t(rank);
-  s->capacity = size_t(cap);
-  s->path = path;
-  s->seenAlive.assign(s->n, 0);
-  s->size = kHeaderBytes + 2 * size_t(s->n) * s->capacity * sizeof(float);
-  s->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  std::string err;
-  if (s->fd < 0) err = "cannot open " + path + ": " + strerror(errno);
-  struct stat st;
-  if (err.empty() && fstat(s->fd, &st) != 0) err = "cannot stat " + path + ": " + strerror(errno);
-  if (err.empty() && size_t(st.st_size) != s->size) {
-    if (st.st_size != 0) err = path + " has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(s->size) + " (another membership?)";
-    // Reserve the pages now: a full tmpfs then fails here instead of raising SIGBUS at the first write.
-    else if (int e = posix_fallocate(s->fd, 0, off_t(s->size)); e != 0) err = "cannot size " + path + ": " + strerror(e);
-  }
-  if (err.empty()) {
-    s->base = mmap(nullptr, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
-    if (s->base == MAP_FAILED) {
-      s->base = nullptr;
-      err = "cannot map " + path + ": " + strerror(errno);
+  return guarded(env, "open", [&]() -> napi_value {
+    Args a(env, info, 4);
+    std::string path = a.str(0, "path");
+    double n = a.num(1), rank = a.num(2), cap = a.num(3);
+    if (!(n >= 1 && n <= kMaxRanks && n == double(uint32_t(n)))) throw JsError{"worldSize must be an integer in [1, 64]"};
+    if (!(rank >= 0 && rank < n && rank == double(uint32_t(rank)))) throw JsError{"rank must be an integer in [0, worldSize)"};
+    if (!(cap >= 1024 && cap <= (1 << 28) && cap == double(uint32_t(cap)))) throw JsError{"capacity must be an integer in [1024, 2^28]"};
+    auto* s = new Shm();
+    s->n = uint32_t(n);
+    s->rank = uint32_t(rank);
+    s->capacity = size_t(cap);
+    s->path = path;
+    s->seenAlive.assign(s->n, 0);
+    s->size = kHeaderBytes + 2 * size_t(s->n) * s->capacity * sizeof(float);
+    s->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    std::string err;
+    if (s->fd < 0) err = "cannot open " + path + ": " + strerror(errno);
+    struct stat st;
+    if (err.empty() && fstat(s->fd, &st) != 0) err = "cannot stat " + path + ": " + strerror(errno);
+    if (err.empty() && size_t(st.st_size) != s->size) {
+      if (st.st_size != 0) err = path + " has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(s->size) + " (another membership?)";
+      // Reserve the pages now: a full tmpfs then fails here instead of raising SIGBUS at the first write.
+      else if (int e = posix_fallocate(s->fd, 0, off_t(s->size)); e != 0) err = "cannot size " + path + ": " + strerror(e);
     }
-  }
-  if (!err.empty()) {
-    unmap(s);
-    delete s;
-    return throwError(env, err);
-  }
-  s->h = static_cast<Header*>(s->base);
-  s->slots = reinterpret_cast<float*>(static_cast<char*>(s->base) + kHeaderBytes);
-  s->h->ranks[s->rank].pid.store(int32_t(getpid()), std::memory_order_release);
-  s->seenAlive[s->rank] = 1;
-  napi_value out;
-  napi_create_external(env, s, finalize, nullptr, &out);
-  return out;
+    if (err.empty()) {
+      s->base = mmap(nullptr, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+      if (s->base == MAP_FAILED) {
+        s->base = nullptr;
+        err = "cannot map " + path + ": " + strerror(errno);
+      }
+    }
+    if (!err.empty()) {
+      unmap(s);
+      delete s;
+      return throwError(env, err);
+    }
+    s->h = static_cast<Header*>(s->base);
+    s->slots = reinterpret_cast<float*>(static_cast<char*>(s->base) + kHeaderBytes);
+    s->h->ranks[s->rank].pid.store(int32_t(getpid()), std::memory_order_release);
+    s->seenAlive[s->rank] = 1;
+    napi_value out;
+    napi_create_external(env, s, finalize, nullptr, &out);
+    return out;
+  });
 }
 
 struct Work {
@@ -427,109 +437,101 @@ void Complete(napi_env env, napi_status, void* data) {
 
 // reduce(handle, f32, average, step, bucket, timeoutMs) → Promise<string>
 napi_value Reduce(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 6) return throwError(env, "reduce(handle, f32, average, step, bucket, timeoutMs) needs 6 arguments");
-  Shm* s = handleOf(env, argv[0]);
-  if (s == nullptr || s->closed) return throwError(env, "reduce: the segment is closed");
-  bool isTyped = false;
-  napi_is_typedarray(env, argv[1], &isTyped);
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (isTyped) napi_get_typedarray_info(env, argv[1], &type, &length, &data, nullptr, nullptr);
-  if (!isTyped || type != napi_float32_array) return throwError(env, "reduce: buffer must be a Float32Array");
-  // Finite and at most ~31.7 years, so the nanosecond deadline below fits an int64_t (Infinity would be undefined).
-  const double timeoutMs = getNumber(env, argv[5]);
-  if (!(timeoutMs > 0 && timeoutMs <= 1e12)) return throwError(env, "reduce: timeoutMs must be a finite number in (0, 1e12]");
-  if (s->busy.exchange(true)) return throwError(env, "reduce: a call is already running on this segment");
-  bool average = false;
-  napi_get_value_bool(env, argv[2], &average);
-  const int64_t deadline = nowNs() + int64_t(timeoutMs * 1e6);
-  auto* w = new Work{s, static_cast<float*>(data), length, average, uint64_t(getNumber(env, argv[3])),
-                     uint64_t(getNumber(env, argv[4])), deadline};
-  napi_create_reference(env, argv[1], 1, &w->keepBuffer);
-  napi_create_reference(env, argv[0], 1, &w->keepHandle);
-  napi_value promise, name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "pets_shm_reduce", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, nullptr, name, Execute, Complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return guarded(env, "reduce", [&]() -> napi_value {
+    Args a(env, info, 6);
+    Shm* s = static_cast<Shm*>(a.external(0));
+    if (s == nullptr || s->closed) throw JsError{"the segment is closed"};
+    size_t length = 0;
+    float* data = a.f32(1, 0, "buffer", &length);
+    const bool average = a.flag(2);
+    const double step = a.num(3), bucket = a.num(4);
+    // Finite and at most ~31.7 years, so the nanosecond deadline below fits an int64_t (Infinity would be undefined).
+    const double timeoutMs = a.num(5);
+    if (!(timeoutMs > 0 && timeoutMs <= 1e12)) throw JsError{"timeoutMs must be a finite number in (0, 1e12]"};
+    if (s->busy.exchange(true)) throw JsError{"a call is already running on this segment"};
+    const int64_t deadline = nowNs() + int64_t(timeoutMs * 1e6);
+    auto* w = new Work{s, data, length, average, uint64_t(step), uint64_t(bucket), deadline};
+    napi_create_reference(env, a.v[1], 1, &w->keepBuffer);
+    napi_create_reference(env, a.v[0], 1, &w->keepHandle);
+    napi_value promise, name;
+    napi_create_promise(env, &w->deferred, &promise);
+    napi_create_string_utf8(env, "pets_shm_reduce", NAPI_AUTO_LENGTH, &name);
+    napi_create_async_work(env, nullptr, name, Execute, Complete, w, &w->work);
+    napi_queue_async_work(env, w->work);
+    return promise;
+  });
 }
 
 // abort(handle, reason): ends this rank's wait in flight (ERR_WORKER_LOST) and breaks the segment for the others.
 napi_value Abort(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  Shm* s = argc >= 1 ? handleOf(env, argv[0]) : nullptr;
-  if (s == nullptr || s->closed) return nullptr;
-  if (s->abortFlag.load() != 0) return nullptr;  // the first reason stands; the flag's store publishes it
-  s->abortReason = argc >= 2 ? getString(env, argv[1]) : "aborted";
-  s->abortFlag.store(1);
-  breakSegment(s, kAborted);
-  return nullptr;
+  return guarded(env, "abort", [&]() -> napi_value {
+    Args a(env, info, 2);
+    Shm* s = static_cast<Shm*>(a.external(0));
+    if (s == nullptr || s->closed) return nullptr;
+    if (s->abortFlag.load() != 0) return nullptr;  // the first reason stands; the flag's store publishes it
+    s->abortReason = a.str(1, "reason");
+    s->abortFlag.store(1);
+    breakSegment(s, kAborted);
+    return nullptr;
+  });
 }
 
 // close(handle) → true when unmapped, false while a call still runs (the caller drains its calls first).
 napi_value Close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  Shm* s = argc >= 1 ? handleOf(env, argv[0]) : nullptr;
-  bool done = true;
-  if (s != nullptr && !s->closed) {
-    if (s->busy.load()) done = false;
-    else unmap(s);
-  }
-  napi_value out;
-  napi_get_boolean(env, done, &out);
-  return out;
+  return guarded(env, "close", [&]() -> napi_value {
+    Args a(env, info, 1);
+    Shm* s = static_cast<Shm*>(a.external(0));
+    bool done = true;
+    if (s != nullptr && !s->closed) {
+      if (s->busy.load()) done = false;
+      else unmap(s);
+    }
+    napi_value out;
+    napi_get_boolean(env, done, &out);
+    return out;
+  });
 }
 
 // sweep(dir, minAgeMs): removes pets-shm-* files older than minAgeMs whose registered pids all are gone.
 napi_value Sweep(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 2) return throwError(env, "sweep(dir, minAgeMs) needs 2 arguments");
-  std::string dir = getString(env, argv[0]);
-  double minAgeMs = getNumber(env, argv[1]);
-  napi_value out;
-  napi_create_array(env, &out);
-  uint32_t count = 0;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return out;
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  while (dirent* e = readdir(d)) {
-    if (strncmp(e->d_name, "pets-shm-", 9) != 0) continue;
-    std::string path = dir + "/" + e->d_name;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
-    struct stat st;
-    bool stale = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-                 (now.tv_sec - st.st_mtim.tv_sec) * 1e3 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1e6 >= minAgeMs;
-    if (stale && size_t(st.st_size) >= sizeof(Header)) {
-      Header h;
-      if (pread(fd, &h, sizeof h, 0) == ssize_t(sizeof h)) {
-        for (uint32_t r = 0; r < kMaxRanks && stale; r++) {
-          int32_t pid = h.ranks[r].pid.load();
-          if (pid > 0 && processState(pid) != 0) stale = false;
+  return guarded(env, "sweep", [&]() -> napi_value {
+    Args a(env, info, 2);
+    std::string dir = a.str(0, "dir");
+    double minAgeMs = a.num(1);
+    napi_value out;
+    napi_create_array(env, &out);
+    uint32_t count = 0;
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return out;
+    timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    while (dirent* e = readdir(d)) {
+      if (strncmp(e->d_name, "pets-shm-", 9) != 0) continue;
+      std::string path = dir + "/" + e->d_name;
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0) continue;
+      struct stat st;
+      bool stale = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+                   (now.tv_sec - st.st_mtim.tv_sec) * 1e3 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1e6 >= minAgeMs;
+      if (stale && size_t(st.st_size) >= sizeof(Header)) {
+        Header h;
+        if (pread(fd, &h, sizeof h, 0) == ssize_t(sizeof h)) {
+          for (uint32_t r = 0; r < kMaxRanks && stale; r++) {
+            int32_t pid = h.ranks[r].pid.load();
+            if (pid > 0 && processState(pid) != 0) stale = false;
+          }
         }
       }
+      ::close(fd);
+      if (stale && unlink(path.c_str()) == 0) {
+        napi_value name;
+        napi_create_string_utf8(env, e->d_name, NAPI_AUTO_LENGTH, &name);
+        napi_set_element(env, out, count++, name);
+      }
     }
-    ::close(fd);
-    if (stale && unlink(path.c_str()) == 0) {
-      napi_value name;
-      napi_create_string_utf8(env, e->d_name, NAPI_AUTO_LENGTH, &name);
-      napi_set_element(env, out, count++, name);
-    }
-  }
-  closedir(d);
-  return out;
+    closedir(d);
+    return out;
+  });
 }
 
 #ifndef PETS_SOURCE_HASH

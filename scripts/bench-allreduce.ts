@@ -4,6 +4,7 @@
  *
  *   npm run bench:allreduce [-- --sizes 1,4,16,64,128 --workers 2,3,4 --reps 3 --json]
  *                           [--ring-transport ipc|tcp] [--slice-kb 1024] [--no-star] [--no-shm]
+ *                           [--overlap-iters 100]
  *
  * The ring runs as the workers run it: pipelined slices of `--slice-kb`, over Unix sockets between processes of one
  * host (`--ring-transport tcp` forces TCP loopback, as between hosts), the native add when the addon loads
@@ -19,6 +20,14 @@
  * between the same kind of processes, right after the ring rows of the same N; their busGB/s applies the same
  * formula (the ring's bytes per rank over the time), so that the two compare directly although shm moves no bytes
  * over a link, and their of_link is against the TCP link as the ring's.
+ *
+ * `--overlap-iters M` (millions; 0 = off) adds, for the shared-memory all-reduce, a model of a training step on
+ * each rank: a CPU-bound "backward" of M million loop iterations on the JavaScript thread (100 ≈ 1.2 CPU-s here,
+ * about a ResNet34 128 px bs 16 step), and the buffer all-reduced as 4 buckets, (a) after it, as the trainer does, and
+ * (b) overlapped as DDP does: the backward runs in 4 parts and bucket i's all-reduce is started right after part i
+ * (it runs on a libuv thread while the next part computes), all awaited at the end. The `overlap` rows print both
+ * step times (slowest rank, medians) and their ratio: how much of the all-reduce overlap can hide when each rank
+ * also keeps a core busy computing (on a 2-core machine with 2 ranks: every core).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -49,6 +58,8 @@ interface BenchArgs {
   readonly sliceKb: number;
   readonly star: boolean;
   readonly shm: boolean;
+  /** Millions of iterations of the modelled backward of the overlap rows; 0: no such rows. */
+  readonly overlapIters: number;
 }
 
 /** One measured row. */
@@ -88,15 +99,16 @@ function parseArgs(argv: string[]): BenchArgs {
     .option('--slice-kb <k>', 'ring slice size in KiB (RingOptions.sliceBytes)', intList('--slice-kb', 4), [1024])
     .option('--no-star', 'skip the star baseline')
     .option('--no-shm', 'skip the shared-memory all-reduce')
+    .option('--overlap-iters <M>', 'overlap rows: millions of iterations of the modelled backward (0 = none)', intList('--overlap-iters', 0), [0])
     .option('--role <role>', 'internal: child role')
     .option('--rank <r>', 'internal: child rank', intList('--rank', 0), [0]);
   const o = program.parse(argv).opts<{ sizes: number[]; workers: number[]; reps: number[]; json: boolean; role?: string; rank: number[];
-    ringTransport: string; sliceKb: number[]; star: boolean; shm: boolean }>();
+    ringTransport: string; sliceKb: number[]; star: boolean; shm: boolean; overlapIters: number[] }>();
   if (o.ringTransport !== 'ipc' && o.ringTransport !== 'tcp') {
     throw new TrainerError('ERR_BAD_FLAG', `--ring-transport must be ipc or tcp, got ${JSON.stringify(o.ringTransport)}`);
   }
   return { sizes: o.sizes, workers: o.workers, reps: o.reps[0], json: o.json, role: o.role, rank: o.rank[0],
-    ringTransport: o.ringTransport, sliceKb: o.sliceKb[0], star: o.star, shm: o.shm };
+    ringTransport: o.ringTransport, sliceKb: o.sliceKb[0], star: o.star, shm: o.shm, overlapIters: o.overlapIters[0] };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -200,6 +212,49 @@ async function benchLink(args: BenchArgs, transport: 'tcp' | 'ipc', tcpLink?: Ma
   }
 }
 
+/** One overlap row: a modelled step with its all-reduce after the backward, and overlapped with it. */
+interface OverlapRow {
+  readonly workers: number;
+  readonly sizeMiB: number;
+  /** Step seconds (backward, then 4 buckets), slowest rank's median. */
+  readonly afterSeconds: number;
+  /** Step seconds with bucket i started after part i of the backward, slowest rank's median. */
+  readonly overlappedSeconds: number;
+  /** The all-reduce alone (4 buckets, no backward), slowest rank's median. */
+  readonly allreduceSeconds: number;
+  /** CPU seconds per step, busiest rank's median: after / overlapped. */
+  readonly afterCpuSeconds: number;
+  readonly overlappedCpuSeconds: number;
+}
+
+async function benchOverlap(n: number, args: BenchArgs): Promise<OverlapRow[]> {
+  const procs = Array.from({ length: n }, (_, rank) => new Proc('shm', rank));
+  try {
+    const hellos = await Promise.all(procs.map((p) => p.next()));
+    const peers = hellos.map((h) => h.address as string);
+    procs.forEach((p, rank) => p.send({ kind: 'membership', peers, rank, generation: 1, worldSize: n }));
+    await Promise.all(procs.map((p) => p.next()));
+    const rows: OverlapRow[] = [];
+    if (!args.json) console.log(`overlap   N   MiB  backward_M  after_ms  overlapped_ms  overlapped/after  allreduce_alone_ms  cpu_ms after/overlapped`);
+    for (const sizeMiB of args.sizes) {
+      procs.forEach((p) => p.send({ kind: 'overlap', bytes: sizeMiB * MIB, reps: args.reps, iters: args.overlapIters * 1e6 }));
+      const replies = await Promise.all(procs.map((p) => p.next()));
+      const most = (k: string): number => Math.max(...replies.map((r) => (r as unknown as Record<string, number>)[k]!));
+      const row: OverlapRow = { workers: n, sizeMiB, afterSeconds: most('after'), overlappedSeconds: most('overlapped'), allreduceSeconds: most('alone'),
+        afterCpuSeconds: most('afterCpu'), overlappedCpuSeconds: most('overlappedCpu') };
+      rows.push(row);
+      if (!args.json) {
+        console.log([`overlap`, String(n).padStart(5), String(sizeMiB).padStart(5), String(args.overlapIters).padStart(11), (row.afterSeconds * 1e3).toFixed(0).padStart(9),
+          (row.overlappedSeconds * 1e3).toFixed(0).padStart(14), (row.overlappedSeconds / row.afterSeconds).toFixed(3).padStart(17),
+          (row.allreduceSeconds * 1e3).toFixed(0).padStart(19), `${(row.afterCpuSeconds * 1e3).toFixed(0)}/${(row.overlappedCpuSeconds * 1e3).toFixed(0)}`.padStart(24)].join(' '));
+      }
+    }
+    return rows;
+  } finally {
+    procs.forEach((p) => p.stop());
+  }
+}
+
 function report(args: BenchArgs, r: Row): void {
   if (args.json) return;
   const cells = [r.algo.padEnd(8), String(r.workers).padStart(2), String(r.sizeMiB).padStart(6),
@@ -219,7 +274,9 @@ async function runParent(args: BenchArgs): Promise<void> {
     if (args.shm && 'module' in shm) rows.push(...(await benchCollective('shm', n, args, link)));
     if (args.star) rows.push(...(await benchCollective('star', n, args, link)));
   }
-  if (args.json) console.log(JSON.stringify({ measuredUnderLoad: true, rows }, null, 2));
+  const overlap: OverlapRow[] = [];
+  if (args.overlapIters > 0 && 'module' in shm) for (const n of args.workers) overlap.push(...(await benchOverlap(n, args)));
+  if (args.json) console.log(JSON.stringify({ measuredUnderLoad: true, rows, ...(overlap.length > 0 ? { overlap } : {}) }, null, 2));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -229,11 +286,12 @@ const reply = (m: object): void => void process.send?.(m);
 
 /** Child loop shared by all roles: `setup` on membership, `run` on each timing request. */
 function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<{ seconds: number; cpu: number }>,
-  close: () => Promise<void>): void {
+  close: () => Promise<void>, overlap?: (bytes: number, reps: number, iters: number) => Promise<object>): void {
   process.on('message', (m: Record<string, unknown>) => {
     const job = async (): Promise<void> => {
       if (m.kind === 'membership') return (await setup(m), reply({ kind: 'ready' }));
       if (m.kind === 'run') return reply({ kind: 'timing', ...(await run(m.bytes as number, m.reps as number)) });
+      if (m.kind === 'overlap' && overlap !== undefined) return reply({ kind: 'overlap', ...(await overlap(m.bytes as number, m.reps as number, m.iters as number)) });
       await close();
       process.disconnect();
     };
@@ -256,6 +314,60 @@ async function timeCalls(reducer: AllReducer, bytes: number, reps: number, stepB
   return { seconds: median(times), cpu: median(cpus) };
 }
 
+/** The modelled backward: `iters` iterations of dependent float arithmetic on this thread (≈ 12 ns each here). */
+function burn(iters: number): number {
+  let x = 0;
+  for (let i = 0; i < iters; i++) x = (x * 1.0000001 + i) % 1e9;
+  return x;
+}
+
+/**
+ * The overlap rows' child side (see the module comment): per rep, the all-reduce alone, a step with the all-reduce
+ * after the backward and one with bucket i started after part i; medians of wall and CPU seconds.
+ */
+async function timeOverlap(reducer: AllReducer, bytes: number, reps: number, iters: number, stepBase: { next: number }): Promise<object> {
+  const buffer = new Float32Array(bytes / 4).fill(reducer.rank + 1);
+  const parts = 4;
+  const bucket = (i: number): Float32Array => buffer.subarray(Math.floor((i * buffer.length) / parts), Math.floor(((i + 1) * buffer.length) / parts));
+  const reduceAll = async (): Promise<void> => {
+    const step = stepBase.next++;
+    for (let i = 0; i < parts; i++) await reducer.allReduce(bucket(i), { step, bucket: i }, { average: true });
+  };
+  await reduceAll(); // warm-up and barrier
+  const timed = async (f: () => Promise<void>): Promise<[number, number]> => {
+    await reducer.allReduce(new Float32Array(1), { step: stepBase.next++, bucket: 0 }); // both ranks start together
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    await f();
+    return [(performance.now() - t0) / 1e3, cpuSecondsSince(c0)];
+  };
+  const alone: number[] = [], after: number[] = [], overlapped: number[] = [], afterCpu: number[] = [], overlappedCpu: number[] = [];
+  let sink = 0;
+  for (let r = 0; r < reps; r++) {
+    alone.push((await timed(reduceAll))[0]);
+    const [a, ac] = await timed(async () => {
+      sink += burn(iters);
+      await reduceAll();
+    });
+    after.push(a);
+    afterCpu.push(ac);
+    const [o, oc] = await timed(async () => {
+      const step = stepBase.next++;
+      const calls: Promise<Float32Array>[] = [];
+      for (let i = 0; i < parts; i++) {
+        sink += burn(iters / parts);
+        calls.push(reducer.allReduce(bucket(i), { step, bucket: i }, { average: true }));
+        // Let the finished bucket's completion start the next queued one (the reducer serves calls in order).
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      await Promise.all(calls);
+    });
+    overlapped.push(o);
+    overlappedCpu.push(oc);
+  }
+  return { alone: median(alone), after: median(after), overlapped: median(overlapped), afterCpu: median(afterCpu), overlappedCpu: median(overlappedCpu), sink };
+}
+
 /** User + system CPU seconds of this process (every thread) since `c0`. */
 function cpuSecondsSince(c0: NodeJS.CpuUsage): number {
   const c = process.cpuUsage(c0);
@@ -275,7 +387,7 @@ async function runCollectiveChild(role: 'ring' | 'shm' | 'star', args: BenchArgs
     const shm = new ShmAllReduce({ timeoutMs });
     // The segment's name is derived from the peers' addresses: each child announces a distinct placeholder.
     serve((m) => shm.reconfigure({ peers: m.peers as string[], rank: m.rank as number, generation: m.generation as number }),
-      (b, r) => timeCalls(shm, b, r, steps), () => shm.close());
+      (b, r) => timeCalls(shm, b, r, steps), () => shm.close(), (b, r, i) => timeOverlap(shm, b, r, i, steps));
     return reply({ kind: 'hello', address: `tcp://127.0.0.1:${process.pid}` });
   }
   if (role === 'ring') {

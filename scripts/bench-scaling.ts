@@ -37,7 +37,7 @@
  * runs). pets-trainer's workers always decode and augment the photos.
  */
 import { spawnSync } from 'node:child_process';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
@@ -50,7 +50,7 @@ import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import type { Message, ReadyMessage, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
-import { cpuBetween, sampleThreads, type CpuSplit, type ThreadSample } from './proc-cpu.js';
+import { cpuBetween, sampleMachine, sampleThreads, type CpuSplit, type MachineSample, type ThreadSample } from './proc-cpu.js';
 
 /** Flags of the benchmark. */
 interface ScalingArgs {
@@ -101,6 +101,12 @@ interface StepCpu {
   readonly workerBusiestOtherSeconds: number;
   /** This benchmark's process, which is the coordinator (control server, cluster, driver loop). */
   readonly coordinatorSeconds: number;
+  /**
+   * The whole machine over the same window (`/proc/stat`: every process, this run's and others'), per step: busy
+   * and idle core-seconds. Idle core time is what overlapping the all-reduce with the backward could put to work;
+   * with none idle, overlap only moves the all-reduce's CPU into the backward's. Null where it cannot be read.
+   */
+  readonly machine: { readonly busySeconds: number; readonly idleSeconds: number } | null;
 }
 
 function parseArgs(argv: string[]): ScalingArgs {
@@ -166,11 +172,12 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     await cluster.request('stage', { stageIndex: 0, frozen: false }, { timeoutMs: 60_000 });
     const rows: Array<{ wall: number; replies: Reply<StepDoneMessage>[] }> = [];
     const pids = [...workers.pids().values()];
-    let cpuBefore: { threads: (ThreadSample | null)[]; coordinator: NodeJS.CpuUsage } | null = null;
+    let cpuBefore: { threads: (ThreadSample | null)[]; coordinator: NodeJS.CpuUsage; machine: MachineSample | null } | null = null;
     let cpuAfter: (ThreadSample | null)[] = [];
+    let machineAfter: MachineSample | null = null;
     // CPU window: from the last warm-up step's step-done (workers idle until its commit) to the last step-done, so it
     // holds the measured steps and as many commits (AdamW): the warm-up's, and those of all measured steps but the last.
-    const sampleBefore = (): void => { cpuBefore = { threads: pids.map(sampleThreads), coordinator: process.cpuUsage() }; };
+    const sampleBefore = (): void => { cpuBefore = { threads: pids.map(sampleThreads), coordinator: process.cpuUsage(), machine: sampleMachine() }; };
     if (a.warmup === 0) sampleBefore();
     for (let step = 0; step < a.warmup + a.steps; step++) {
       const t0 = performance.now();
@@ -179,12 +186,15 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
       const replies = await done;
       const wall = (performance.now() - t0) / 1000;
       if (step === a.warmup - 1) sampleBefore();
-      if (step === a.warmup + a.steps - 1) cpuAfter = pids.map(sampleThreads);
+      if (step === a.warmup + a.steps - 1) {
+        cpuAfter = pids.map(sampleThreads);
+        machineAfter = sampleMachine();
+      }
       await cluster.broadcast({ type: 'commit', step });
       log(`W=${w} step ${step}${step < a.warmup ? ' (warm-up)' : ''}: ${wall.toFixed(2)} s; all-reduce ${replies.map((r) => r.message.allreduceSeconds.toFixed(3)).join('/')} s`);
       if (step >= a.warmup) rows.push({ wall, replies });
     }
-    const cpu = stepCpu(cpuBefore!, cpuAfter, process.cpuUsage(cpuBefore!.coordinator), a.steps);
+    const cpu = stepCpu(cpuBefore!, cpuAfter, process.cpuUsage(cpuBefore!.coordinator), machineAfter, a.steps);
     const stepSeconds = median(rows.map((r) => r.wall));
     const allreduceSeconds = median(rows.map((r) => Math.min(...r.replies.map((x) => x.message.allreduceSeconds))));
     return {
@@ -202,7 +212,8 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
 }
 
 /** CPU per step between two samples of every worker (mean over workers) and the coordinator's usage meanwhile. */
-function stepCpu(before: { threads: (ThreadSample | null)[] }, after: (ThreadSample | null)[], coordinator: NodeJS.CpuUsage, steps: number): StepCpu | null {
+function stepCpu(before: { threads: (ThreadSample | null)[]; machine: MachineSample | null }, after: (ThreadSample | null)[], coordinator: NodeJS.CpuUsage,
+  machineAfter: MachineSample | null, steps: number): StepCpu | null {
   const splits = after.map((s, i) => (s === null || before.threads[i] == null ? null : cpuBetween(before.threads[i]!, s)));
   if (splits.length === 0 || splits.some((s) => s === null)) return null;
   const per = (f: (s: CpuSplit) => number): number => splits.reduce((t, s) => t + f(s!), 0) / splits.length / steps;
@@ -212,6 +223,10 @@ function stepCpu(before: { threads: (ThreadSample | null)[] }, after: (ThreadSam
     workerOtherSeconds: Object.fromEntries(names.map((n) => [n, per((s) => s.otherSeconds[n] ?? 0)])),
     workerBusiestOtherSeconds: per((s) => s.busiestOtherSeconds),
     coordinatorSeconds: (coordinator.user + coordinator.system) / 1e6 / steps,
+    machine: before.machine === null || machineAfter === null ? null : {
+      busySeconds: (machineAfter.busySeconds - before.machine.busySeconds) / steps,
+      idleSeconds: (machineAfter.idleSeconds - before.machine.idleSeconds) / steps,
+    },
   };
 }
 
@@ -253,12 +268,28 @@ async function main(): Promise<void> {
     const other = `${(r.cpu.workerSeconds - r.cpu.workerMainSeconds).toFixed(2)} (${r.cpu.workerBusiestOtherSeconds.toFixed(2)}; ${others})`;
     console.log([String(r.workers).padEnd(8), r.cpu.workerSeconds.toFixed(2).padEnd(11), r.cpu.workerMainSeconds.toFixed(2).padEnd(12), other.padEnd(54), r.cpu.coordinatorSeconds.toFixed(3)].join(' '));
   }
+  // Images per CPU-second of the whole run (workers + coordinator): the throughput a CPU-bound run gets per core, the
+  // figure a loaded machine changes least; and where the machine's core-seconds of a step went.
+  console.log(`Per step: images per CPU-second of this run's processes, and the machine's ${availableParallelism()} cores (/proc/stat: this run, other processes, idle):`);
+  for (const r of rows) {
+    if (r.cpu === null) continue;
+    const ours = r.workers * r.cpu.workerSeconds + r.cpu.coordinatorSeconds;
+    const m = r.cpu.machine;
+    const where = m === null ? 'n/a' : `busy ${m.busySeconds.toFixed(2)} core-s (this run ${ours.toFixed(2)}, others ${Math.max(0, m.busySeconds - ours).toFixed(2)}), ` +
+      `idle ${m.idleSeconds.toFixed(2)} core-s = ${(100 * m.idleSeconds / (m.busySeconds + m.idleSeconds)).toFixed(1)} % of the cores`;
+    console.log(`${String(r.workers).padEnd(8)} ${((r.workers * a.bs) / ours).toFixed(2)} img/CPU-s; ${where}`);
+  }
   if (torch !== null) console.log('PyTorch DDP reference (pets-trainer always decodes and augments the photos: "random" compares it with PyTorch\'s step alone, "photos" with PyTorch reading the same photos):');
   for (const t of torch ?? []) {
     const ours = rows.find((r) => r.workers === t.workers);
     const inputs = t.data === 'photos' ? `photos, DataLoader num_workers=${t.loaderWorkers} per rank (loader CPU ${t.rank0LoaderCpuSecondsPerStep.toFixed(2)} s/step)` : 'random tensors';
+    // Per CPU-second: W ranks, each its rank-0-like CPU plus its loader's (rank 0's figures stand for every rank's).
+    const torchPerCpu = (t.workers * a.bs) / (t.workers * (t.rank0CpuSecondsPerStep + t.rank0LoaderCpuSecondsPerStep));
+    const oursPerCpu = ours?.cpu ? (ours.workers * a.bs) / (ours.workers * ours.cpu.workerSeconds + ours.cpu.coordinatorSeconds) : null;
     console.log(`${t.framework}, ${t.workers} × 1 thread, ${inputs}: ${t.stepSeconds.toFixed(2)} s/step, ${t.imagesPerSecond.toFixed(2)} img/s, rank 0 CPU ${t.rank0CpuSecondsPerStep.toFixed(2)} s/step` +
-      (ours ? `; pets-trainer / PyTorch: ${(ours.imagesPerSecond / t.imagesPerSecond).toFixed(2)}×` : ''));
+      `, ${torchPerCpu.toFixed(2)} img/CPU-s` +
+      (ours ? `; pets-trainer / PyTorch: ${(ours.imagesPerSecond / t.imagesPerSecond).toFixed(2)}× img/s` : '') +
+      (oursPerCpu !== null ? `, ${(oursPerCpu / torchPerCpu).toFixed(2)}× img/CPU-s` : ''));
   }
 }
 

@@ -71,3 +71,27 @@ export function cpuBetween(before: ThreadSample, after: ThreadSample): CpuSplit 
   }
   return { totalSeconds, mainSeconds, otherSeconds, busiestOtherSeconds };
 }
+
+/** Machine-wide CPU time since boot, summed over all cores (`/proc/stat`'s `cpu` line), in seconds. */
+export interface MachineSample {
+  /** user + nice + system + irq + softirq + steal. */
+  readonly busySeconds: number;
+  /** idle + iowait. */
+  readonly idleSeconds: number;
+}
+
+/** The machine's CPU time now (every process, ours and others'), or null when `/proc/stat` cannot be read. */
+export function sampleMachine(): MachineSample | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '));
+    if (line === undefined) return null;
+    // proc(5): cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user)
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    return {
+      busySeconds: (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) / TICKS_PER_SECOND,
+      idleSeconds: (idle! + iowait!) / TICKS_PER_SECOND,
+    };
+  } catch {
+    return null;
+  }
+}

@@ -3,6 +3,7 @@
  * membership one accepts the others accept too, with the same messages.
  */
 import { TrainerError } from '../../contract/errors.js';
+import type { WireDtype } from '../../contract/protocol/index.js';
 import type { AllReduceStats, AllReduceTag, Membership } from '../../training/allreduce/types.js';
 
 /** Default deadline of one all-reduce call, in milliseconds, of every reducer (ring, shared memory, star). */
@@ -50,4 +51,34 @@ export function checkMembership(what: string, m: Membership, current: number, ma
     fail(`localPeers must list ${n} ipc:// endpoints or undefined, got ${JSON.stringify(local)}`);
   }
   if (!Number.isInteger(m.generation) || m.generation <= current) fail(`generation must be an integer > ${current}, got ${m.generation}`);
+}
+
+/**
+ * What the ring (`RingAllReduce`, `ring.ts`) and the shared-memory reducer (`ShmAllReduce`, `shm.ts`) both derive from
+ * their current membership and wire dtype: the `AllReducer` getters `worldSize`, `rank`, `generation`, `dtype`. A
+ * subclass replaces {@link membership} on `reconfigure` and {@link wireDtype} where it can change (the ring's
+ * `setDtype`).
+ */
+export abstract class MembershipGetters {
+  /** The current membership; no peers and generation −1 before the first `reconfigure`. */
+  protected membership: Membership = { peers: [], rank: 0, generation: -1 };
+  /** Dtype of the payloads; float32 unless the subclass sets another. */
+  protected wireDtype: WireDtype = 'float32';
+
+  /** Number of ranks in the current membership (1 before the first `reconfigure`). */
+  get worldSize(): number {
+    return Math.max(1, this.membership.peers.length);
+  }
+  /** This process's rank in the current membership. */
+  get rank(): number {
+    return this.membership.rank;
+  }
+  /** Current generation, the ring epoch (−1 before the first `reconfigure`). */
+  get generation(): number {
+    return this.membership.generation;
+  }
+  /** Dtype of the payloads (the shared-memory reducer's is always float32: nothing goes over a wire). */
+  get dtype(): WireDtype {
+    return this.wireDtype;
+  }
 }

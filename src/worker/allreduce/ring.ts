@@ -31,7 +31,7 @@ import type {
   Membership,
 } from '../../training/allreduce/types.js';
 import { Mailbox, SerialQueue, withDeadline } from './mailbox.js';
-import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, ZERO_STATS } from './reducer-checks.js';
+import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, MembershipGetters, ZERO_STATS } from './reducer-checks.js';
 import { assertLittleEndian, fromFrame, roundThroughWire, toFrame } from './wire.js';
 
 /** Options of {@link RingAllReduce}; all optional. */
@@ -124,13 +124,12 @@ interface Call {
 type State = 'new' | 'unconfigured' | 'ready' | 'broken' | 'closed';
 
 /** Ring all-reduce of float32 buffers between processes; see the module comment. */
-export class RingAllReduce implements AllReducer {
+export class RingAllReduce extends MembershipGetters implements AllReducer {
   private readonly options: ResolvedRingOptions;
   private readonly mailbox: Mailbox<{ message: ChunkMessage; frame: Buffer }>;
   private readonly queue = new SerialQueue();
   private readonly add: AddInto;
   private readonly divide: DivideBy;
-  private wireDtype: WireDtype;
   private pull: Pull | undefined;
   private push: Push | undefined;
   private boundAddress = '';
@@ -138,35 +137,18 @@ export class RingAllReduce implements AllReducer {
   private right = '';
   private state: State = 'new';
   private brokenReason = '';
-  private membership: Membership = { peers: [], rank: 0, generation: -1 };
   private controller = new AbortController();
   private counters = { ...ZERO_STATS };
 
   /** @throws TrainerError `ERR_BAD_CONFIG` on invalid options */
   constructor(options: RingOptions = {}) {
+    super();
     this.options = resolveRingOptions(options);
     this.mailbox = new Mailbox(this.options.maxPendingMessages);
     const math = defaultRingMath();
     this.add = this.options.add ?? math.add;
     this.divide = math.divide;
     this.wireDtype = this.options.dtype;
-  }
-
-  /** Number of ranks in the current membership (1 before {@link reconfigure}). */
-  get worldSize(): number {
-    return Math.max(1, this.membership.peers.length);
-  }
-  /** This process's rank in the current membership. */
-  get rank(): number {
-    return this.membership.rank;
-  }
-  /** Current ring epoch (−1 before the first {@link reconfigure}). */
-  get generation(): number {
-    return this.membership.generation;
-  }
-  /** Wire dtype. */
-  get dtype(): WireDtype {
-    return this.wireDtype;
   }
 
   /**

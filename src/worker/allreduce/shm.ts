@@ -11,16 +11,15 @@
  * So a run may switch between ring and shm (e.g. after a worker moved to another host) without its replicas
  * diverging, and `--allreduce ring` and `--allreduce auto` train the same bits.
  *
- * Counters: `sentBytesTotal` counts the bytes this rank copies into the segment (its whole buffer, once per call:
- * 4·n, where the ring sends 2(N−1)/N · 4n), `receivedBytesTotal` the bytes it reads from its peers' slots
- * ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
+ * Counters: `sentBytesTotal` counts the bytes this rank writes into the segment (4·n per call: its buffer but its
+ * own part, then its own part's sums; the ring sends 2(N−1)/N · 4n), `receivedBytesTotal` the bytes it reads from
+ * its peers' slots ((N−1)/N · 4n summing its part plus (N−1)/N · 4n gathering theirs).
  */
 import { createHash } from 'node:crypto';
 import { accessSync, constants, statSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TrainerError, type TrainerErrorCode } from '../../contract/errors.js';
-import type { WireDtype } from '../../contract/protocol/index.js';
 import { nativeBuildFile, REBUILD_COMMAND, requireNative } from '../../training/compute/native/addon.js';
 import type {
   AllReduceCallOptions,
@@ -30,7 +29,7 @@ import type {
   Membership,
 } from '../../training/allreduce/types.js';
 import { SerialQueue } from './mailbox.js';
-import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, ZERO_STATS } from './reducer-checks.js';
+import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, MembershipGetters, ZERO_STATS } from './reducer-checks.js';
 
 /** An opened segment, owned by the native module. */
 declare const segmentBrand: unique symbol;
@@ -162,7 +161,7 @@ type State = 'unconfigured' | 'ready' | 'broken' | 'closed';
  * comment. Same contract and life cycle as {@link RingAllReduce}: {@link reconfigure} per generation, calls one at a
  * time in call order, a failed or aborted call breaks the segment until the next generation.
  */
-export class ShmAllReduce implements AllReducer {
+export class ShmAllReduce extends MembershipGetters implements AllReducer {
   private readonly module: ShmModule;
   private readonly timeoutMs: number;
   private readonly pieceElements: number;
@@ -172,12 +171,12 @@ export class ShmAllReduce implements AllReducer {
   private path = '';
   private state: State = 'unconfigured';
   private brokenReason = '';
-  private membership: Membership = { peers: [], rank: 0, generation: -1 };
   private controller = new AbortController();
   private counters = { ...ZERO_STATS };
 
   /** @throws TrainerError `ERR_BAD_CONFIG` on invalid options or when the native module does not load */
   constructor(options: ShmOptions = {}) {
+    super();
     const timeoutMs = options.timeoutMs ?? DEFAULT_SHM.timeoutMs;
     const pieceBytes = options.pieceBytes ?? DEFAULT_SHM.pieceBytes;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new TrainerError('ERR_BAD_CONFIG', `shm timeoutMs must be a number > 0, got ${timeoutMs}`);
@@ -196,22 +195,6 @@ export class ShmAllReduce implements AllReducer {
     this.directory = options.directory ?? segmentDirectory();
   }
 
-  /** Number of ranks in the current membership (1 before {@link reconfigure}). */
-  get worldSize(): number {
-    return Math.max(1, this.membership.peers.length);
-  }
-  /** This process's rank. */
-  get rank(): number {
-    return this.membership.rank;
-  }
-  /** Current generation (−1 before the first {@link reconfigure}). */
-  get generation(): number {
-    return this.membership.generation;
-  }
-  /** Always float32: nothing goes over a wire. */
-  get dtype(): WireDtype {
-    return 'float32';
-  }
   /** The current segment's file (empty before {@link reconfigure}); removed once every rank has mapped it. */
   get segmentPath(): string {
     return this.path;

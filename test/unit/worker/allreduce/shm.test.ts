@@ -108,7 +108,7 @@ for (const n of [2, 3, 4]) {
       }
       if (n > 2) assert.ok(!bytes(fromRank0).equals(bytes(ringOrderSum(inputs, false))), 'inputs must be order-sensitive');
       assert.equal(shm[0]!.stats().callsTotal, 8);
-      assert.equal(shm[0]!.stats().sentBytesTotal, 2 * 4 * (5000 + 7 + 2), 'each call copies its buffer in once');
+      assert.equal(shm[0]!.stats().sentBytesTotal, 2 * 4 * (5000 + 7 + 2), 'each call writes its buffer\'s size into the segment (the others\' parts, then its own part\'s sums)');
     } finally {
       await closeAll(shm);
       await closeAll(rings);
@@ -300,6 +300,15 @@ test('an unbounded or invalid deadline is ERR_BAD_CONFIG before the call (Infini
     const module = (load as Exclude<ShmLoad, { reason: string }>).module;
     const handle = module.open(join(dir, 'pets-shm-direct'), 2, 0, 1024);
     assert.throws(() => module.reduce(handle, new Float32Array(5), false, 0, 0, Infinity), /timeoutMs must be a finite number in \(0, 1e12\]/);
+    // The module's typed argument checks (native/napi_args.h), each naming the function and the argument.
+    const loose = module as unknown as Record<string, (...args: unknown[]) => unknown>;
+    assert.throws(() => loose.reduce!(handle, new Float64Array(5), false, 0, 0, 1000), /^Error: reduce: buffer must be a Float32Array$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, '0', 0, 1000), /^Error: reduce: argument 3 must be a number$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5)), /^Error: reduce: expected 6 arguments, got 2$/);
+    assert.throws(() => loose.open!(join(dir, 'pets-shm-x'), 2, 0), /^Error: open: expected 4 arguments, got 3$/);
+    assert.throws(() => loose.open!(7, 2, 0, 1024), /^Error: open: path must be a string$/);
+    assert.throws(() => loose.sweep!(dir, 'old'), /^Error: sweep: argument 1 must be a number$/);
+    assert.throws(() => loose.abort!(handle, 5), /^Error: abort: reason must be a string$/);
     assert.ok(module.close(handle));
     // Nothing was broken: the ranks still reduce together.
     const x = [Float32Array.of(1), Float32Array.of(2)];
