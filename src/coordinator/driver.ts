@@ -163,6 +163,7 @@ export class Coordinator extends CoordinatorSetUp {
       stepTimeoutMs: this.cmd.runtime.allreduceTimeoutMs + 600_000,
       progress: this.cmd.runtime.plain ? 'lines' : 'auto',
       out: this.io.out,
+      progressOut: this.io.progress,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
         this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow((rank) => this.getState(rank));

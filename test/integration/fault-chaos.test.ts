@@ -120,6 +120,9 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
     assert.match(run.out, /restarting the whole worker group \(restart 2 of at most 3\) from \S+step-00000000[24]/);
     assert.match(run.out, /worker group restart 2: continuing from \S+step-00000000[24]: stage stage-\d, step \d \(global step [24]\)/);
     assert.doesNotMatch(run.out, /ERR_WORKER_LOST/);
+    // Progress lines are on stderr (tqdm's and Lightning's stream); stdout keeps the results (tables, saved models).
+    assert.doesNotMatch(run.stdout, /batches, smoothed loss/);
+    assert.match(run.stdout, /^saved \S+stage-2\.safetensors/m);
     assert.deepEqual(differingTensors(model(refDir), model(runDir)), [], 'every tensor bit-identical to the reference');
     assert.deepEqual(await waitGone(run.workerPids(), HANG_GUARD_MS), [], 'no orphan worker');
   });
