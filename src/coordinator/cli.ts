@@ -34,7 +34,7 @@ async function train(argv: readonly string[]): Promise<number> {
   } catch (err) {
     return errorExit(err);
   }
-  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`) };
+  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`), progress: (line: string) => console.error(line) };
   const coordinator = new Coordinator(cmd, io, point);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {

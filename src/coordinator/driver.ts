@@ -11,15 +11,25 @@ import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
 import { resolveResNetConfig } from '../contract/resnet-spec.js';
 import { archModel } from '../contract/config.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
-import type { Recovery } from './recovery.js';
+import { GroupRestart, type Recovery } from './recovery.js';
+import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
-import { checkpointMeta } from './checkpoint-store.js';
+import { checkpointMeta, type CheckpointMeta } from './checkpoint-store.js';
 import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
 import { removeEmptyCreated } from './make-dir.js';
 import { CoordinatorSetUp } from './setup.js';
 import { interpretCommandLine, resumeCommandLine } from './shell-arg.js';
+
+/**
+ * Where the stages start other than at the beginning of a new run: a `--resume`d checkpoint, or the rewind after a
+ * whole worker group was restarted (`dir` null and `state` null: from the start, with the setup's initial weights).
+ */
+type StartPoint =
+  | { readonly kind: 'resume'; readonly dir: string; readonly state: Uint8Array }
+  | { readonly kind: 'restart'; readonly dir: string | null; readonly state: Uint8Array | null; readonly restart: number };
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -42,7 +52,43 @@ export class Coordinator extends CoordinatorSetUp {
     }
     const setup = await this.setUp();
     if (setup === null) return this.untrainedResult(true);
-    return (await this.runStages(setup.recovery)) ?? this.finish(setup.data);
+    let from: StartPoint | null = resumed ? { kind: 'resume', dir: resumed.dir, state: resumed.state } : null;
+    let restarted: GroupRestart | null = null;
+    for (;;) {
+      try {
+        if (restarted) from = await this.rewindAfterGroupRestart(setup.recovery, restarted);
+        restarted = null;
+        return (await this.runStages(setup.recovery, from)) ?? await this.finish(setup.data);
+      } catch (err) {
+        if (!(err instanceof GroupRestart)) throw err;
+        restarted = err;
+      }
+    }
+  }
+
+  /**
+   * After the whole worker group was restarted ({@link GroupRestart}): the run goes back to the newest intact
+   * checkpoint (its position, history and state), or to its start when none was written, as torchrun's restarted
+   * script resumes from its last checkpoint; the new group is set up (fresh replicas hold the seeded initial
+   * weights). Data order, augmentation and dropout are functions of the global step, so the redone steps compute
+   * what the lost group computed.
+   * @returns where the stages continue, with the state to load (null: the initial weights of the setup)
+   * @throws TrainerError ERR_CHECKPOINT when checkpoints exist but none is intact
+   */
+  private async rewindAfterGroupRestart(recovery: Recovery, restart: GroupRestart): Promise<StartPoint> {
+    const loaded = loadLatestCheckpoint<CheckpointMeta>(this.runDir);
+    for (const line of loaded?.skipped ?? []) this.io.log(line);
+    const state = loaded?.files.get('state.safetensors') ?? null;
+    if (loaded && state) {
+      this.history = structuredClone(loaded.manifest.meta.history);
+      this.store.resumedFrom({ dir: loaded.dir, state, meta: loaded.manifest.meta });
+    } else {
+      this.history = newHistory();
+    }
+    // A member lost during its setup restarts the group again (recover throws GroupRestart through guarded).
+    await this.guarded('setup of the restarted group', () => recovery.setUpRestartedGroup());
+    if (!state) recovery.markGroupSynced();
+    return { kind: 'restart', dir: loaded?.dir ?? null, state, restart: restart.restart };
   }
 
   /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
@@ -54,21 +100,33 @@ export class Coordinator extends CoordinatorSetUp {
    * Runs the stages from the current position (a resumed run loads its state at the start of its stage).
    * @returns the stopped result when a stop was requested, else null (every stage ran)
    */
-  private async runStages(recovery: Recovery): Promise<RunResult | null> {
-    const resumed = this.resumePoint;
+  private async runStages(recovery: Recovery, from: StartPoint | null): Promise<RunResult | null> {
     // (this.history IS the checkpoint's history object and moves on with the run: remember where it started.)
-    const resumeStage = resumed ? this.history.position.stageIndex : -1;
+    const resumeStage = from ? this.history.position.stageIndex : -1;
     const ctx = this.stageContext(recovery);
+    const load = async (stageName: string): Promise<void> => {
+      if (!from) return;
+      if (from.state) {
+        const state = from.state;
+        await this.guarded('load-state', () => this.loadStateEverywhere(state));
+        recovery.markGroupSynced();
+      }
+      const where = `stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`;
+      if (from.kind === 'resume') {
+        this.metrics?.recordRestart('resume');
+        this.io.log(`resumed from ${from.dir}: ${where}`);
+      } else {
+        this.io.log(`${new Date().toISOString()} worker group restart ${from.restart}: continuing from ${from.dir ?? 'the start of the run (initial weights)'}: ${where}`);
+      }
+    };
+    // A restart from the checkpoint taken after the last stage (lost during the ending): only its state is needed.
+    if (resumeStage >= this.stages.length) await load('(all done)');
     for (let i = this.history.position.stageIndex; i < this.stages.length; i++) {
       const stage = this.stages[i]!;
       if (this.history.position.stageIndex !== i) this.history.position = { stageIndex: i, stepInStage: 0, globalStep: this.history.position.globalStep };
       // `stage` (freeze/unfreeze) resets the optimizer as fastai does, so a resumed run loads its state after it.
       await this.guarded(`stage ${stage.config.name}`, () => this.cluster!.request('stage', { stageIndex: i, frozen: stage.config.frozen }, { what: `stage ${stage.config.name}`, timeoutMs: 60_000 }));
-      if (resumed && i === resumeStage) {
-        await this.guarded('load-state', () => this.loadStateEverywhere(resumed.state));
-        this.metrics?.recordRestart('resume');
-        this.io.log(`resumed from ${resumed.dir}: stage ${stage.config.name}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`);
-      }
+      if (i === resumeStage) await load(stage.config.name);
       if (stage.config.kind === 'lr_find') {
         if (!(await runLrFind(ctx, stage))) return this.stopped(stage.config.name);
       } else {
@@ -105,6 +163,7 @@ export class Coordinator extends CoordinatorSetUp {
       stepTimeoutMs: this.cmd.runtime.allreduceTimeoutMs + 600_000,
       progress: this.cmd.runtime.plain ? 'lines' : 'auto',
       out: this.io.out,
+      progressOut: this.io.progress,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
         this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow((rank) => this.getState(rank));

@@ -337,7 +337,7 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     rejoinTimeoutS: int('--rejoin-timeout-s', 'rejoinTimeoutS', 1, 86_400) ?? DEFAULT_RUNTIME.rejoinTimeoutS,
     threads: int('--threads', 'threads', 0, 256) ?? DEFAULT_RUNTIME.threads,
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
-    plain: flags.plain === true || !process.stdout.isTTY,
+    plain: flags.plain === true || !process.stderr.isTTY, // progress is on stderr: bars only where it is a terminal
   };
   checkRuntimeRules(r);
   return r;

@@ -19,6 +19,29 @@ function now(): string {
   return new Date().toISOString();
 }
 
+/**
+ * How long the count of lost workers must stay unchanged before recovery acts, milliseconds: exits of workers killed
+ * together arrive one by one. Only the grouping of losses depends on it, never the result (a loss seen later is
+ * recovered by the next attempt).
+ */
+const LOSS_SETTLE_MS = 300;
+
+/**
+ * Thrown by {@link Recovery.recover} when every worker holding the training state was lost and a new worker group was
+ * admitted in their place (torchrun's restart of the whole group): the driver rewinds the run to the newest
+ * checkpoint (or its start) and goes on from there. Not a {@link TrainerError}: it is never retried as a failed step.
+ */
+export class GroupRestart extends Error {
+  /**
+   * @param restart - the restart this was (1-based, counted against `--max-restarts`)
+   * @param reason - the failure that lost the group
+   */
+  constructor(readonly restart: number, readonly reason: string) {
+    super(`worker group restarted (restart ${restart}) after: ${reason}`);
+    this.name = 'GroupRestart';
+  }
+}
+
 /** Options of {@link Recovery}. */
 export interface RecoveryOptions {
   readonly cluster: Cluster;
@@ -121,11 +144,78 @@ export class Recovery {
 
   private async waitForLoss(): Promise<boolean> {
     const deadline = Date.now() + this.o.detectTimeoutMs;
+    const lostCount = (): number => this.o.control.all().filter((m) => m.state === 'lost').length;
     while (Date.now() < deadline) {
-      if (this.o.control.all().some((m) => m.state === 'lost')) return true;
+      if (lostCount() > 0) {
+        // Workers lost together (all SIGKILLed, the OOM killer) are reported one exit at a time: let the count settle
+        // (LOSS_SETTLE_MS without a new loss) so they are recovered as one event, e.g. one whole-group restart rather
+        // than a partial respawn whose state source dies too.
+        for (let seen = lostCount(); ;) {
+          await new Promise((r) => setTimeout(r, LOSS_SETTLE_MS));
+          if (lostCount() === seen) return true;
+          seen = lostCount();
+        }
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     return false;
+  }
+
+  /**
+   * Every worker holding the training state was lost (all local workers SIGKILLed or OOM-killed at once, or the
+   * only ones that held it): as torchrun restarts the whole worker group within `--max-restarts`, starts a new
+   * group, counting ONE restart: every local slot not running is respawned, remote places are waited for (within
+   * `--rejoin-timeout-s`), and the ring is announced. The driver then rewinds the run to the newest checkpoint (or
+   * its start when none was written), sets the new members up ({@link setUpRestartedGroup}) and loads that state.
+   * @throws GroupRestart when the new group is admitted (the driver rewinds); TrainerError ERR_WORKER_LOST (final)
+   *   when no restart is left, a stop was requested, or the replacements did not join
+   */
+  private async restartGroup(reason: string, lost: readonly Member[]): Promise<never> {
+    const { cluster } = this.o;
+    const max = this.o.maxRestarts;
+    if (this.restarts >= max || this.o.stopSignal?.aborted === true) {
+      this.fatal = true;
+      const why = this.o.stopSignal?.aborted === true ? 'a stop was requested' : `no restart is left (--max-restarts ${max}, ${this.restarts} used)`;
+      this.ended = new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}) and ${why}; ${this.resumeAdvice()}`);
+      throw this.ended;
+    }
+    this.restarts++;
+    this.o.metrics?.recordRestart('worker_lost');
+    const newest = this.o.newestCheckpoint?.();
+    const from = newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest;
+    this.o.log(`${now()} every worker holding the training state was lost (${lost.length > 0 ? `rank(s) ${lost.map((m) => m.rank).join(', ')}: ` : ''}${reason}): restarting the whole worker group (restart ${this.restarts} of at most ${max}) from ${from}`);
+    // Members left in the ring hold no state worth keeping (newcomers never synced): they get the rewound state too.
+    for (const m of cluster.ranks()) this.unsynced.add(m.id);
+    const running = new Set(this.o.workers?.pids().keys() ?? []);
+    for (let slot = 0; this.o.workers && slot < this.o.localSlots; slot++) {
+      if (running.has(slot)) continue;
+      this.o.workers.respawn(slot);
+      this.o.log(`${now()} respawned local worker slot ${slot}: pid ${this.o.workers.pids().get(slot) ?? '?'} (group restart ${this.restarts} of at most ${max})`);
+    }
+    const missing = this.o.expect - cluster.worldSize;
+    const remote = missing - (this.o.workers ? this.o.localSlots - running.size : 0);
+    if (remote > 0) this.o.log(`${now()} waiting for ${remote} remote worker(s) to join the restarted group: start one with ${this.o.joinCommand}`);
+    if (missing > 0) await this.admit(missing, reason);
+    await cluster.announce();
+    for (const m of cluster.ranks()) this.unsynced.add(m.id);
+    throw new GroupRestart(this.restarts, reason);
+  }
+
+  /**
+   * After a {@link GroupRestart}, once the driver has rewound the run: sends the run setup to every member of the new
+   * group that has not had it. A fresh replica then holds the run's initial weights (seeded), which is the state to
+   * restart from when no checkpoint was written; otherwise the driver loads the checkpoint's state into every rank
+   * and then calls {@link markGroupSynced}.
+   */
+  async setUpRestartedGroup(): Promise<void> {
+    const needSetup = this.o.cluster.ranks().filter((m) => !this.setUp.has(m.id));
+    await this.setupAll(needSetup.map((m) => m.rank));
+    for (const m of needSetup) this.setUp.add(m.id);
+  }
+
+  /** Every member of the ring now holds the training state (the driver loaded it into all of them). */
+  markGroupSynced(): void {
+    for (const m of this.o.cluster.ranks()) this.unsynced.delete(m.id);
   }
 
   /**
@@ -179,11 +269,7 @@ export class Recovery {
     const lostSome = await this.waitForLoss() || await this.endHung(reason);
     const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
     cluster.dropLost();
-    if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) {
-      this.fatal = true;
-      this.ended = new TrainerError('ERR_WORKER_LOST', `every worker holding the training state was lost (${reason}); ${this.resumeAdvice()}`);
-      throw this.ended;
-    }
+    if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) await this.restartGroup(reason, lost);
     const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
     if (lostSome) {
       lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
@@ -288,6 +374,19 @@ export class Recovery {
   private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>, reason: string): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
+    await this.admit(count, reason);
+    await cluster.announce();
+    const joined = cluster.ranks().filter((m) => !before.has(m.id));
+    for (const m of joined) this.unsynced.add(m.id);
+    await this.syncNewcomers(getState);
+  }
+
+  /**
+   * Waits for `count` workers to join (within `--rejoin-timeout-s`), respawning local ones that crash before joining.
+   * @throws TrainerError ERR_WORKER_LOST (no retry) when they did not join in time or one could not start
+   */
+  private async admit(count: number, reason: string): Promise<void> {
+    const { cluster } = this.o;
     // A respawned worker that cannot start (its backend, another build than this coordinator's) ends the wait at
     // once: a replacement that failed its setup would fail it again. One that crashed without an error is respawned
     // within --max-restarts (respawnBeforeJoin).
@@ -303,10 +402,6 @@ export class Recovery {
     } finally {
       earlyExit.stop();
     }
-    await cluster.announce();
-    const joined = cluster.ranks().filter((m) => !before.has(m.id));
-    for (const m of joined) this.unsynced.add(m.id);
-    await this.syncNewcomers(getState);
   }
 
   /** Sends the run setup (once) and then the training state to every member that lacks it. */

@@ -69,8 +69,12 @@ export async function checkPretrainedFile(value: string, arch: Arch): Promise<vo
 
 /** Everything the coordinator prints goes through these. */
 export interface DriverIo {
+  /** Results (plan, epoch tables, saved paths, final error rate): stdout in the CLI. */
   readonly out: (line: string) => void;
+  /** Log lines (`[coordinator] …`): stderr in the CLI. */
   readonly log: (line: string) => void;
+  /** Per-batch progress lines, unprefixed: stderr (tqdm's and Lightning's stream); omitted: stderr. */
+  readonly progress?: (line: string) => void;
 }
 
 /**

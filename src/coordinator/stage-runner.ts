@@ -31,7 +31,10 @@ export interface StageContext {
   dataEpochBase(stage: StagePlan): number;
   readonly stepTimeoutMs: number;
   readonly progress: 'auto' | 'lines' | 'none';
+  /** Results (the epoch table, lr_find's summary): stdout. */
   readonly out: (line: string) => void;
+  /** Progress lines (per-batch): stderr, as tqdm and Lightning write them (undefined: stderr). */
+  readonly progressOut?: (line: string) => void;
   /** Called after each committed step (metrics, periodic checkpoints, stop requests). Returns true to stop. */
   afterStep(stage: StagePlan, replies: Reply<StepDoneMessage>[], loss: number, lrs: number[], momentum: number, seconds: number): Promise<boolean>;
   /** Called at each epoch end after validation (metrics, checkpoint). */
@@ -158,7 +161,7 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
   const from = ctx.history.position.stepInStage;
   const resuming = from > 0 ? ` — resumed at step ${from}` : '';
   const { completed } = await fitStage(clusterTransport(ctx), stage, stageHistory(ctx, stage), from, {
-    progress: ctx.progress, out: ctx.out,
+    progress: ctx.progress, out: ctx.out, progressOut: ctx.progressOut,
     heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}`,
     afterEpoch: (s, row) => ctx.afterEpoch(s, row),
     afterStep: (s, _k, outcome, loss, hyper) => ctx.afterStep(s, outcome.detail, loss, hyper.lrs, hyper.momentum, outcome.seconds),
@@ -177,7 +180,7 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<bo
   h.steps.length = 0;
   const start = ctx.history.position;
   ctx.out(`\n${stage.config.name}: lr_find over ${stage.totalSteps} steps (weights restored afterwards)`);
-  const r = await lrFindStage(clusterTransport(ctx), stage, { progress: ctx.progress, out: ctx.out, stopRequested: () => ctx.stopRequested(), restoreAfterError: false });
+  const r = await lrFindStage(clusterTransport(ctx), stage, { progress: ctx.progress, out: ctx.out, progressOut: ctx.progressOut, stopRequested: () => ctx.stopRequested(), restoreAfterError: false });
   if (r === null) {
     ctx.history.position = start;
     return false;

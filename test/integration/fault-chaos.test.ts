@@ -2,7 +2,8 @@
  * Fault tolerance end to end on a tiny run (resnet18 at 32 px, 3 WASM workers, 6 optimizer steps; see
  * `fault-harness.ts`): the undisturbed run is the reference; a run whose workers are SIGKILLed three times at
  * seeded-random moments, and a run whose coordinator is SIGKILLed mid-step and then resumed from a checkpoint (the
- * newest one corrupted on purpose), must both end with BIT-IDENTICAL weights (every tensor of the saved model,
+ * newest one corrupted on purpose), and a run whose every worker is SIGKILLed at once (twice: the whole group is
+ * restarted from the run's start, then from a checkpoint) must all end with BIT-IDENTICAL weights (every tensor of the saved model,
  * BatchNorm running statistics included), and leave no process behind.
  *
  * Expected values come from the reference run itself (same seed, same plan), compared byte for byte (tolerance 0):
@@ -47,7 +48,7 @@ after(async () => {
 
 const model = (runDir: string): string => path.join(runDir, 'models', 'stage-2.safetensors');
 
-test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-identical to the undisturbed run', { timeout: 6 * RUN_TIMEOUT_MS }, async (t) => {
+test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resumed run end bit-identical to the undisturbed run', { timeout: 8 * RUN_TIMEOUT_MS }, async (t) => {
   const refDir = path.join(dir, 'ref');
   await t.test('undisturbed reference run', async () => {
     const run = start(tinyRunArgs(data, refDir));
@@ -92,6 +93,36 @@ test('fault tolerance: chaos kills and a SIGKILLed-then-resumed run end bit-iden
     const exit = await run.exited;
     assert.equal(exit.code, 0, run.out.slice(-3000));
     assert.equal([...run.out.matchAll(/respawned local worker slot/g)].length, 3, 'three respawns logged');
+    assert.deepEqual(differingTensors(model(refDir), model(runDir)), [], 'every tensor bit-identical to the reference');
+    assert.deepEqual(await waitGone(run.workerPids(), HANG_GUARD_MS), [], 'no orphan worker');
+  });
+
+  await t.test('every worker SIGKILLed at once, twice (before the first checkpoint, then after one): the whole group is restarted from the start, then from the checkpoint; same weights', async () => {
+    // torchrun's behaviour: a failed worker group is restarted as a whole within --max-restarts (each group restart
+    // counts once) and resumes from its last checkpoint; the run ends as the undisturbed one did.
+    const runDir = path.join(dir, 'group');
+    const run = start(tinyRunArgs(data, runDir));
+    const killAll = (): void => {
+      const live = run.liveWorkerPids();
+      assert.equal(live.length, 3, 'three workers alive to be killed');
+      for (const pid of live) process.kill(pid, 'SIGKILL');
+    };
+    // After committed step 1 (epoch ends, so checkpoints, at steps 2, 4, 6): nothing on disk yet.
+    await run.waitFor(/^epoch \d+: \d+\/\d+ batches/m, RUN_TIMEOUT_MS);
+    killAll();
+    await run.waitFor(/restarting the whole worker group \(restart 1 of at most 3\)[^]*?(worker joined: pid \d+[^]*?){3}/, RUN_TIMEOUT_MS);
+    // Three committed steps after the restart (so step 3): the epoch-end checkpoint of step 2 is on disk.
+    await run.waitFor(/restarting the whole worker group \(restart 1 [^]*?(^epoch \d+: \d+\/\d+ batches[^]*?){3}/m, RUN_TIMEOUT_MS);
+    killAll();
+    const exit = await run.exited;
+    assert.equal(exit.code, 0, run.out.slice(-3000));
+    assert.match(run.out, /restarting the whole worker group \(restart 1 of at most 3\) from (the start of the run \(no checkpoint was written yet\)|\S+step-000000002)/);
+    assert.match(run.out, /restarting the whole worker group \(restart 2 of at most 3\) from \S+step-00000000[24]/);
+    assert.match(run.out, /worker group restart 2: continuing from \S+step-00000000[24]: stage stage-\d, step \d \(global step [24]\)/);
+    assert.doesNotMatch(run.out, /ERR_WORKER_LOST/);
+    // Progress lines are on stderr (tqdm's and Lightning's stream); stdout keeps the results (tables, saved models).
+    assert.doesNotMatch(run.stdout, /batches, smoothed loss/);
+    assert.match(run.stdout, /^saved \S+stage-2\.safetensors/m);
     assert.deepEqual(differingTensors(model(refDir), model(runDir)), [], 'every tensor bit-identical to the reference');
     assert.deepEqual(await waitGone(run.workerPids(), HANG_GUARD_MS), [], 'no orphan worker');
   });

@@ -59,7 +59,10 @@ export interface Exit {
 
 /** A running coordinator (`node [--import tsx] <entry> ...args`, support/entry.ts) in its own process group. */
 export class CoordinatorRun {
+  /** stdout and stderr, interleaved as received. */
   out = '';
+  /** stdout alone (results: the plan, epoch tables, saved paths; progress lines go to stderr). */
+  stdout = '';
   readonly exited: Promise<Exit>;
   readonly child: ChildProcess;
   private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
@@ -85,7 +88,8 @@ export class CoordinatorRun {
         for (const w of [...this.watchers]) if (w.re.test(this.out)) { this.watchers.splice(this.watchers.indexOf(w), 1); w.resolve(); }
       };
     };
-    this.child.stdout!.on('data', onData());
+    const onStdout = onData();
+    this.child.stdout!.on('data', (c: Buffer) => { this.stdout += c.toString(); onStdout(c); });
     this.child.stderr!.on('data', onData());
     this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
   }

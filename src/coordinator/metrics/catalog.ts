@@ -53,12 +53,12 @@ export type RestartReason = (typeof RESTART_REASONS)[number];
 
 /**
  * Why a file under `--data` is in neither split (label `reason`): exactly the data layer's `LeftOutReason` values
- * (`src/training/data/accounting.ts`: the decoder's reasons plus hidden file, unsupported extension, unlabelled,
+ * (`src/training/data/accounting.ts`: the decoder's reasons plus hidden file, unsupported extension, duplicate, unlabelled,
  * not in split, unknown label; a unit test keeps the two lists equal), so a reason passes straight through.
  * Label values may hold spaces and `/`; PromQL selects them as `reason="not an image"`.
  */
 export const SKIP_REASONS = Object.freeze(['empty', 'not an image', 'truncated/corrupt', 'too large', 'unreadable',
-  'hidden file', 'unsupported extension', 'unlabelled', 'not in split', 'unknown label'] as const);
+  'hidden file', 'unsupported extension', 'duplicate', 'unlabelled', 'not in split', 'unknown label'] as const);
 /** One of {@link SKIP_REASONS}. */
 export type SkipReason = (typeof SKIP_REASONS)[number];
 

@@ -13,15 +13,17 @@ import type { UnsearchedFolder, UnsearchedFolderReason } from './items.js';
  * from listing, labelling and splitting:
  * - `hidden file`: its name starts with `.` (fastai's `get_files` skips them too);
  * - `unsupported extension`: not one of {@link IMAGE_EXTENSION_LIST} (fastai's `image_extensions`);
+ * - `duplicate`: the same file (device and inode) as an image listed under an earlier name: a hard link, or a
+ *   symbolic link to a file; the first name in code-point order is the item;
  * - `unlabelled`: the label rule (regex, folder, CSV) gave no label;
  * - `not in split`: the split (official lists, train/valid folders) does not place it;
  * - `unknown label`: a validation item whose class has no training item (fastai v1 discards these with a warning).
  */
-export type LeftOutReason = SkipReason | 'hidden file' | 'unsupported extension' | 'unlabelled' | 'not in split' | 'unknown label';
+export type LeftOutReason = SkipReason | 'hidden file' | 'unsupported extension' | 'duplicate' | 'unlabelled' | 'not in split' | 'unknown label';
 
 /** Every {@link LeftOutReason}: the label values of `pets_skipped_files_total{reason}`. */
 export const LEFT_OUT_REASONS: readonly LeftOutReason[] = Object.freeze([
-  ...SKIP_REASONS, 'hidden file', 'unsupported extension', 'unlabelled', 'not in split', 'unknown label',
+  ...SKIP_REASONS, 'hidden file', 'unsupported extension', 'duplicate', 'unlabelled', 'not in split', 'unknown label',
 ]);
 
 /** Image extensions listed as candidates, lower case (anything else is `unsupported extension`). */

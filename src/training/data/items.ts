@@ -123,8 +123,11 @@ function isUtf8Name(name: Buffer): boolean {
   return Buffer.from(name.toString('utf8'), 'utf8').equals(name);
 }
 
-/** A folder's identity (device and inode, after links), or null when it cannot be read. */
-function folderId(path: string): string | null {
+/**
+ * A file's or folder's identity (device and inode, after links), or null when it cannot be stat'ed: one folder is
+ * searched once, one file listed once (for a file, the decode pass then says why it cannot be read).
+ */
+function inodeId(path: string): string | null {
   try {
     const st = statSync(path, { bigint: true });
     return `${st.dev}:${st.ino}`;
@@ -185,7 +188,7 @@ function walk(root: string): Walk {
     }
   };
   const enter = (dir: string): void => {
-    const id = folderId(dir);
+    const id = inodeId(dir);
     if (id !== null && seen.has(id)) {
       let target = dir;
       try {
@@ -320,11 +323,24 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   const unlabelled: string[] = [];
   const paths: string[] = [];
   const labels: string[] = [];
+  const firstName = new Map<string, string>();
+  const duplicates: string[] = [];
+  let example = '';
   for (const p of files) {
     if (!IMAGE_EXTENSIONS.has(extname(p).toLowerCase())) {
       badExt.push(p);
       continue;
     }
+    // One image under two names (a hard link, or a symbolic link to a file) is one item, under its first name in
+    // code-point order (`files` is sorted): listed twice it could train twice as often, or land in train and valid.
+    const id = inodeId(p);
+    const first = id === null ? undefined : firstName.get(id);
+    if (first !== undefined) {
+      duplicates.push(p);
+      example ||= ` (e.g. ${relative(root, p).split(sep).join('/')} is ${relative(root, first).split(sep).join('/')})`;
+      continue;
+    }
+    if (id !== null) firstName.set(id, p);
     const label = labeller.labelOf(p);
     if (label === undefined) unlabelled.push(p);
     else {
@@ -337,6 +353,7 @@ export function listItems(dir: string, rule: LabelRule, options: ListOptions = {
   if (notFiles.length) leftOut.push({ reason: 'unreadable', paths: notFiles, rule: 'not a readable file: a broken or looping symbolic link, a FIFO, a socket or a device (never opened)', fix: 'delete them, or point the links at images' });
   if (badNames.length) leftOut.push({ reason: 'unreadable', paths: badNames, rule: 'the file name is not valid UTF-8 (bytes shown as \\xNN), so no path string can open it', fix: 'rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 --notest <files>)' });
   if (badExt.length) leftOut.push({ reason: 'unsupported extension', paths: badExt, rule: `not an image extension (${IMAGE_EXTENSION_LIST.join(' ')}, any case)`, fix: 'convert them to JPEG or PNG, or move them out of --data' });
+  if (duplicates.length) leftOut.push({ reason: 'duplicate', paths: duplicates, rule: `the same file as an image listed under an earlier name${example}: a hard link or a symbolic link to it (same device and inode); each file is one item, under its first name in code-point order`, fix: 'remove the extra names, or copy the file if it must count twice' });
   if (unlabelled.length) leftOut.push({ reason: 'unlabelled', paths: unlabelled, rule: labeller.rule, fix: labeller.fix });
   const found = files.length + hidden.length + notFiles.length + badNames.length;
   if (paths.length === 0) {

@@ -32,7 +32,7 @@ import { lrFindStage, type LrFindResult } from './lr-find.js';
 import { fitStage, newStageRecord, type StepOutcome, type StepTransport, type ValidationOutcome } from './loop.js';
 import type { Replica, ReplicaState } from './replica.js';
 import { loadModel, saveModel, type SavedModelMeta } from './save.js';
-import type { EpochRow, ProgressMode } from './table.js';
+import { writeProgressLine, type EpochRow, type ProgressMode } from './table.js';
 import { validateBatches } from './validate.js';
 
 export type { LrFindResult } from './lr-find.js';
@@ -56,17 +56,20 @@ export interface LearnerOptions {
   readonly transforms?: TransformSettings | null;
   /** In-epoch progress display. */
   readonly progress?: ProgressMode;
-  /** Where the table and plain progress lines go; default stdout. */
+  /** Where the epoch table goes (results); default stdout. */
   readonly log?: (line: string) => void;
+  /** Where plain progress lines go; default stderr (as tqdm and Lightning), so stdout holds only results. */
+  readonly progressLog?: (line: string) => void;
 }
 
 /** Resolved {@link LearnerOptions}. */
 export type ResolvedLearnerOptions = Required<LearnerOptions>;
 
-/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, fastai's augmentation, stdout. */
+/** Defaults: the tutorial's bs 64 and size 224, seed 42, `.` as dir, prefetch 2, progress auto, fastai's augmentation, table on stdout, progress on stderr. */
 export const DEFAULT_LEARNER: ResolvedLearnerOptions = Object.freeze({
   bs: 64, size: 224, seed: 42, dir: '.', prefetchBatches: 2, progress: 'auto', transforms: DEFAULT_TRANSFORMS,
   log: (line: string) => { process.stdout.write(`${line}\n`); },
+  progressLog: writeProgressLine,
 });
 
 function resolveOptions(o: LearnerOptions): ResolvedLearnerOptions {
@@ -162,7 +165,7 @@ export class Learner {
     const transport = this.transport(this.epochsDone);
     try {
       const { rows } = await fitStage(transport, stage, newStageRecord(), 0, {
-        progress: this.options.progress, out: this.options.log,
+        progress: this.options.progress, out: this.options.log, progressOut: this.options.progressLog,
         afterEpoch: () => { this.epochsDone += 1; },
         afterStep: (_stage, _k, _outcome, loss) => { this.batchLosses.push(loss); return false; },
       });
@@ -250,7 +253,7 @@ export class Learner {
     const stage = this.planStage({ kind: 'lr_find', name: 'lr_find', epochs: 0, maxLr: '0', frozen: this.replica.frozen }, numIt);
     const transport = this.transport(this.epochsDone);
     try {
-      return (await lrFindStage(transport, stage, { progress: this.options.progress, out: this.options.log }, lrs))!;
+      return (await lrFindStage(transport, stage, { progress: this.options.progress, out: this.options.log, progressOut: this.options.progressLog }, lrs))!;
     } finally {
       await transport.close();
     }

@@ -77,8 +77,10 @@ export function newStageRecord(): StageRecord {
 export interface FitHooks<D> {
   /** In-epoch progress display. */
   readonly progress: ProgressMode;
-  /** Table and progress lines. */
+  /** The table (results: stdout in the CLIs). */
   readonly out: (line: string) => void;
+  /** Progress lines (default stderr, `table.ts` `writeProgressLine`: kept out of the results on stdout, as tqdm does). */
+  readonly progressOut?: (line: string) => void;
   /** Printed with the table header, on the line above it (e.g. the stage's name and schedule). */
   readonly heading?: string;
   /** After a finished epoch's validation and row (metrics, checkpoints, data-epoch counters). */
@@ -107,7 +109,7 @@ export async function fitStage<D>(transport: StepTransport<D>, stage: StagePlan,
   try {
     for (let k = from; k < stage.totalSteps; k++) {
       if (k % per === 0 || progress === null) {
-        progress = new EpochProgress(per - (k % per), `epoch ${Math.floor(k / per)}`, hooks.progress, hooks.out);
+        progress = new EpochProgress(per - (k % per), `epoch ${Math.floor(k / per)}`, hooks.progress, hooks.progressOut);
         if (k % per === 0) record.epochSums = { startedAtMs: Date.now(), elapsedSeconds: 0 };
       }
       const hyper = stepHyper(stage, k);

@@ -38,6 +38,8 @@ export interface LrFindHooks {
   /** Progress display. */
   readonly progress: ProgressMode;
   readonly out: (line: string) => void;
+  /** Progress lines (default stderr, as the fit's: `FitHooks.progressOut`). */
+  readonly progressOut?: (line: string) => void;
   /** Checked after each step that did not end the sweep: true stops it (the weights are restored first). */
   stopRequested?(): boolean;
   /**
@@ -65,7 +67,7 @@ export async function lrFindStage<D>(transport: StepTransport<D>, stage: StagePl
   const rec = { lrs: [] as number[], losses: [] as number[], rawLosses: [] as number[] };
   let best = Number.NaN;
   let stop: LrFindStop = null;
-  const progress = new EpochProgress(stage.totalSteps, 'lr_find', hooks.progress, hooks.out);
+  const progress = new EpochProgress(stage.totalSteps, 'lr_find', hooks.progress, hooks.progressOut);
   try {
     for (let k = 0; k < stage.totalSteps && stop === null; k++) {
       const lr = lrFindLr(k, o);

@@ -1,7 +1,7 @@
 /**
  * The per-epoch table fastai v1 prints during `fit` (`epoch  train_loss  valid_loss  error_rate  time`), as pure
  * formatting functions any runner can reuse (single process, coordinator), and the in-epoch progress display
- * (a cli-progress bar on a TTY, plain lines otherwise).
+ * (a cli-progress bar when stderr is a TTY, plain lines otherwise; on stderr, as tqdm's and Lightning's).
  *
  * Source of the columns and the time format: fastai 1.0.61 `basic_train.Recorder` (`names = ['epoch',
  * 'train_loss', 'valid_loss'] + metrics_names + ['time']`, values printed with 6 decimals, time as `mm:ss` from
@@ -48,8 +48,17 @@ export function formatEpochRow(row: EpochRow): string {
     .map((c) => c.padEnd(WIDTH)).join('').trimEnd();
 }
 
-/** How the in-epoch progress is shown: `auto` = bar on a TTY else plain lines, `lines`, or `none`. */
+/** How the in-epoch progress is shown: `auto` = bar when stderr is a TTY else plain lines, `lines`, or `none`. */
 export type ProgressMode = 'auto' | 'lines' | 'none';
+
+/**
+ * Where progress goes by default: stderr, as tqdm (`file=sys.stderr`) and PyTorch Lightning's progress bars write
+ * it, so stdout holds only results (the epoch table, saved paths, the final error rate) and stays parseable
+ * (`npx coordinator … > results.txt` keeps no progress lines).
+ */
+export function writeProgressLine(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
 
 /** Progress of one epoch's batches. Call {@link tick} per batch and {@link stop} at the end (idempotent). */
 export class EpochProgress {
@@ -61,13 +70,14 @@ export class EpochProgress {
    * @param total - batches in the epoch
    * @param label - shown before the bar/lines, e.g. `epoch 0`
    * @param mode - see {@link ProgressMode}
-   * @param log - where plain lines go (default stdout)
+   * @param log - where plain lines go (default {@link writeProgressLine}: stderr)
    */
   constructor(private readonly total: number, private readonly label: string, private readonly mode: ProgressMode = 'auto',
-    private readonly log: (line: string) => void = (l) => process.stdout.write(`${l}\n`)) {
+    private readonly log: (line: string) => void = writeProgressLine) {
     this.every = Math.max(1, Math.ceil(total / 10));
-    if (mode === 'auto' && process.stdout.isTTY) {
-      this.bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} batches, loss {loss}`, clearOnComplete: true },
+    // The bar, like the lines, is on stderr (tqdm's and Lightning's stream): stdout stays results only.
+    if (mode === 'auto' && process.stderr.isTTY) {
+      this.bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} batches, loss {loss}`, clearOnComplete: true, stream: process.stderr },
         cliProgress.Presets.shades_classic);
       this.bar.start(total, 0, { loss: '-' });
     }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import { GroupRestart, Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
@@ -292,20 +292,56 @@ test('a run that ends with its checkpoint failed and none on disk says to start 
     '; the checkpoint failed (ENOSPC: no space left on device); no checkpoint was written yet, so there is nothing to resume: start the run again after fixing the cause (rank 1 failed step 7: ERR_TIMEOUT)'));
 });
 
-test('every worker holding the state lost: the error names the newest checkpoint and the resume command, or says there is none', async () => {
+test('every worker holding the state lost with no restart left: the error names the newest checkpoint and the resume command, or says there is none', async () => {
   // Seen by the breaker: both local workers SIGKILLed at once during step 1 ended the run with "resume from the last
   // checkpoint with --resume" — no run folder named, and none to resume: the run had written no checkpoint, and its
-  // folder was removed as one that ended before its first checkpoint.
+  // folder was removed as one that ended before its first checkpoint. Since the whole group is restarted within
+  // --max-restarts (torchrun), this is the end only when no restart is left (here --max-restarts 0).
   for (const [newest, want] of [
-    [null, /\(rank 0 lost\); no checkpoint was written yet, so there is nothing to resume: start the run again$/],
-    ['runs/x/checkpoints/step-000000004', /\(rank 0 lost\); the newest checkpoint on disk stands \(runs\/x\/checkpoints\/step-000000004; later steps are redone\); resume with: npx coordinator --resume runs\/x$/],
+    [null, /\(rank 0 lost\) and no restart is left \(--max-restarts 0, 0 used\); no checkpoint was written yet, so there is nothing to resume: start the run again$/],
+    ['runs/x/checkpoints/step-000000004', /\(rank 0 lost\) and no restart is left \(--max-restarts 0, 0 used\); the newest checkpoint on disk stands \(runs\/x\/checkpoints\/step-000000004; later steps are redone\); resume with: npx coordinator --resume runs\/x$/],
   ] as const) {
     const s = scripted(2, []);
-    const o = options(s, { newestCheckpoint: () => newest });
+    const o = options(s, { newestCheckpoint: () => newest, maxRestarts: 0 });
     for (const m of s.members) m.state = 'lost';
     const recovery = new Recovery(o);
     await assert.rejects(recovery.recover('rank 0 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && want.test(e.message) && /^every worker holding the training state was lost/.test(e.message));
     await assert.rejects(recovery.recover('again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && want.test(e.message), 'the end is final, with the same error');
     assert.equal(o.checkpoints, 0, 'no state left to checkpoint');
+    assert.equal(s.calls.admit, 0, 'nothing waited for');
   }
+});
+
+test('every worker lost at once with restarts left: the whole group is restarted (one restart counted), and the driver is told to rewind', async () => {
+  // torchrun: a failure of the worker group restarts all its workers, --max-restarts counting group restarts; the
+  // script resumes from its last checkpoint. Here 2 of 3 members and then the third are lost together.
+  const joiners = [member('n0', -1), member('n1', -1), member('n2', -1)];
+  const s = scripted(3, [joiners]);
+  const o = options(s, { newestCheckpoint: () => 'runs/x/checkpoints/step-000000004', maxRestarts: 1 });
+  for (const m of s.members) m.state = 'lost';
+  const recovery = new Recovery(o);
+  await assert.rejects(recovery.recover('rank 0 lost: SIGKILL', async () => { throw new Error('no state may be fetched: none holds it'); }), (e) => {
+    assert.ok(e instanceof GroupRestart, String(e));
+    assert.equal(e.restart, 1);
+    return true;
+  });
+  assert.equal(recovery.restarts, 1, 'one restart for the group, not one per worker');
+  assert.equal(s.calls.admit, 1);
+  assert.equal(s.cluster.worldSize, 3, 'a full group again');
+  assert.match(o.lines.join('\n'), /every worker holding the training state was lost \(rank\(s\) 0, 1, 2: rank 0 lost: SIGKILL\): restarting the whole worker group \(restart 1 of at most 1\) from runs\/x\/checkpoints\/step-000000004/);
+  assert.deepEqual(s.calls.setup, [], 'set up only once the driver has rewound the run');
+  await recovery.setUpRestartedGroup();
+  assert.deepEqual(s.calls.setup, ['n0', 'n1', 'n2']);
+  recovery.markGroupSynced();
+  // A second loss of the whole group is past --max-restarts 1: the run ends with the resume command.
+  for (const m of s.members) m.state = 'lost';
+  await assert.rejects(recovery.recover('all lost again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /no restart is left \(--max-restarts 1, 1 used\); the newest checkpoint on disk stands/.test(e.message));
+});
+
+test('a group restart from the start of the run when no checkpoint was written', async () => {
+  const s = scripted(2, [[member('n0', -1), member('n1', -1), member('n2', -1)]]);
+  const o = options(s, { newestCheckpoint: () => null });
+  for (const m of s.members) m.state = 'lost';
+  await assert.rejects(new Recovery(o).recover('OOM', async () => new Uint8Array(8)), (e) => e instanceof GroupRestart);
+  assert.match(o.lines.join('\n'), /restarting the whole worker group \(restart 1 of at most 3\) from the start of the run \(no checkpoint was written yet\)/);
 });

@@ -1,7 +1,7 @@
 /** Label rules (regex / folder / csv), the images/ layout, the official split, and createDataBunch on a folder. */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -197,5 +197,38 @@ describe('folders the listing does not enter', () => {
     } finally {
       rmSync(locked, { recursive: true, force: true });
     }
+  });
+});
+
+describe('one file under two names', () => {
+  // A hard link and a symbolic link to a file are the same image (same device and inode): fastai's get_files would
+  // list it twice, training on it twice as often, or with one copy in train and one in valid. It is one item here,
+  // under its first name in code-point order, and the other names are reported as skipped files are.
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'items-dup-'));
+    mkdirSync(join(dir, 'sub'));
+    for (const f of ['Bengal_2.jpg', 'beagle_1.jpg', 'beagle_5.jpg']) writeFileSync(join(dir, f), f);
+    linkSync(join(dir, 'Bengal_2.jpg'), join(dir, 'Bengal_7.jpg'));          // hard link: listed after its original
+    linkSync(join(dir, 'beagle_5.jpg'), join(dir, 'Bengal_1.jpg'));          // hard link sorted BEFORE its original
+    symlinkSync('../beagle_1.jpg', join(dir, 'sub', 'beagle_9.jpg'));        // symbolic link to a file
+    writeFileSync(join(dir, 'notes.txt'), 'x');
+    linkSync(join(dir, 'notes.txt'), join(dir, 'notes2.txt'));              // not an image: unsupported extension, as before
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('is listed once, under its first name in code-point order; the others are skipped as duplicate with the rule and counted in the files found', () => {
+    const items = listItems(dir, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });
+    const rel = (p: string): string => p.slice(dir.length + 1);
+    assert.deepEqual(items.paths.map(rel), ['Bengal_1.jpg', 'Bengal_2.jpg', 'beagle_1.jpg']);
+    assert.deepEqual(items.labels, ['Bengal', 'Bengal', 'beagle']);
+    const dup = items.leftOut.find((g) => g.reason === 'duplicate');
+    assert.ok(dup, JSON.stringify(items.leftOut.map((g) => g.reason)));
+    assert.deepEqual(dup.paths.map(rel), ['Bengal_7.jpg', 'beagle_5.jpg', 'sub/beagle_9.jpg']);
+    assert.match(dup.rule, /^the same file as an image listed under an earlier name \(e\.g\. Bengal_7\.jpg is Bengal_2\.jpg\): a hard link or a symbolic link to it \(same device and inode\)/);
+    assert.deepEqual(items.leftOut.find((g) => g.reason === 'unsupported extension')?.paths.map(rel), ['notes.txt', 'notes2.txt']);
+    assert.equal(items.filesFound, 8, 'every name is a file found: 3 items + 3 duplicates + 2 text files');
+    assert.match(leftOutLines({ root: items.root, groups: items.leftOut, foldersNotSearched: [], csvRowsWithoutFile: [] }).join('\n'),
+      /^skipped 3 file\(s\), duplicate: Bengal_7\.jpg, beagle_5\.jpg, sub\/beagle_9\.jpg — the same file as/m);
   });
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow } from '../../../../src/training/learner/table.js';
+import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow, writeProgressLine } from '../../../../src/training/learner/table.js';
+import { DEFAULT_LEARNER } from '../../../../src/training/learner/learner.js';
 
 test('epoch table: fastai columns, 6 decimals, mm:ss time, aligned', () => {
   // Expected layout from fastai 1.0.61's Recorder: names epoch/train_loss/valid_loss/error_rate/time, values %.6f.
@@ -30,4 +31,26 @@ test('plain-line progress: about ten lines per epoch and always the last batch',
   const q = new EpochProgress(5, 'x', 'none', (l) => quiet.push(l));
   q.tick(1);
   assert.equal(quiet.length, 0);
+});
+
+test('progress goes to stderr by default (tqdm\'s and Lightning\'s stream), never stdout, so stdout holds only results', () => {
+  // tqdm writes to sys.stderr by default and Lightning's progress bars use it too: `python train.py > out.txt` keeps
+  // the results and loses no progress into them. Captured here by replacing both streams' write for the duration.
+  const written: Record<'stdout' | 'stderr', string> = { stdout: '', stderr: '' };
+  const saved = { stdout: process.stdout.write, stderr: process.stderr.write };
+  for (const k of ['stdout', 'stderr'] as const) {
+    process[k].write = ((chunk: string | Uint8Array) => { written[k] += String(chunk); return true; }) as typeof process.stdout.write;
+  }
+  try {
+    const p = new EpochProgress(3, 'epoch 0', 'lines');
+    for (let i = 0; i < 3; i++) p.tick(1.5);
+    p.stop();
+    writeProgressLine('lr_find: 1/100 batches, smoothed loss 4.0000');
+  } finally {
+    process.stdout.write = saved.stdout;
+    process.stderr.write = saved.stderr;
+  }
+  assert.equal(written.stdout, '');
+  assert.equal(written.stderr, 'epoch 0: 1/3 batches, smoothed loss 1.5000\nepoch 0: 2/3 batches, smoothed loss 1.5000\nepoch 0: 3/3 batches, smoothed loss 1.5000\nlr_find: 1/100 batches, smoothed loss 4.0000\n');
+  assert.equal(DEFAULT_LEARNER.progressLog, writeProgressLine, 'the one-process Learner\'s progress too');
 });
