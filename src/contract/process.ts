@@ -1,6 +1,6 @@
 /**
  * What Linux says of a process by its pid (`/proc/<pid>/stat`, proc(5)), for the places that must tell a live owner
- * from a dead one: the run directory's lock (`coordinator/run-lock.ts`), the ring's Unix socket files
+ * from a dead one: lock files (`contract/lock-file.ts`: the run directory's, a download's), the ring's Unix socket files
  * (`worker/allreduce/ring.ts`), checkpoint writers' temporary entries (`contract/checkpoint-format.ts`), and bench:scaling's per-thread CPU (`scripts/proc-cpu.ts`).
  */
 import { readFileSync } from 'node:fs';

@@ -14,91 +14,20 @@
  * saved models and checkpoints are written to a temporary file and renamed (`contract/atomic-write.ts`), so `predict`
  * and `interpret` read a whole model or none, and `predict` writes nothing.
  */
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { TrainerError } from '../contract/errors.js';
-import { processAlive, processStartTicks } from '../contract/process.js';
+import {
+  createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile,
+} from '../contract/lock-file.js';
+import { processAlive } from '../contract/process.js';
 
 /** The lock file's name inside the run directory. */
 export const RUN_LOCK_FILE = '.coordinator.lock';
-
-/** What the lock file holds (JSON). */
-export interface RunLockOwner {
-  readonly pid: number;
-  readonly host: string;
-  /** ISO 8601 time the owner took the lock. */
-  readonly since: string;
-  /**
-   * The owner process's start time (`/proc/<pid>/stat` field 22, clock ticks after boot) and the kernel's boot id
-   * (`/proc/sys/kernel/random/boot_id`): together with `pid` they name one process, so a pid reused after the owner
-   * died (a container restarted, where the coordinator is pid 1 again; a reboot) is not taken for the owner. Absent
-   * in locks written before they existed, or without procfs.
-   */
-  readonly startTicks?: number;
-  readonly bootId?: string;
-}
 
 /** A held lock: {@link release} removes the file (idempotent). */
 export interface RunLock {
   readonly path: string;
   release(): void;
-}
-
-function bootId(): string | null {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Whether the process that wrote `owner` still runs. Its pid may have been reused since by another process — after
- * a reboot, or in a restarted container, where the new coordinator gets the dead one's pid (often 1) — so the start
- * time and boot id the lock records must match the live process's too.
- */
-function ownerAlive(owner: RunLockOwner): boolean {
-  if (owner.bootId !== undefined && bootId() !== null && owner.bootId !== bootId()) return false;
-  if (!processAlive(owner.pid)) return false;
-  if (owner.startTicks === undefined) return owner.pid !== process.pid; // an older lock with our pid: a dead incarnation
-  const ticks = processStartTicks(owner.pid);
-  return ticks === null || ticks === owner.startTicks;
-}
-
-function readOwner(path: string): RunLockOwner | null {
-  try {
-    const o = JSON.parse(readFileSync(path, 'utf8')) as Partial<RunLockOwner>;
-    if (typeof o.pid !== 'number' || typeof o.host !== 'string' || typeof o.since !== 'string') return null;
-    return {
-      pid: o.pid, host: o.host, since: o.since,
-      ...(typeof o.startTicks === 'number' ? { startTicks: o.startTicks } : {}),
-      ...(typeof o.bootId === 'string' ? { bootId: o.bootId } : {}),
-    };
-  } catch {
-    return null;
-  }
-}
-
-/** `o` without its null fields. */
-function withDefined<T extends Record<string, unknown>>(o: T): Partial<{ [K in keyof T]: NonNullable<T[K]> }> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined)) as Partial<{ [K in keyof T]: NonNullable<T[K]> }>;
-}
-
-function tryCreate(path: string, owner: RunLockOwner): boolean {
-  let fd: number;
-  try {
-    fd = openSync(path, 'wx', 0o644);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-  try {
-    writeSync(fd, `${JSON.stringify(owner)}\n`);
-  } finally {
-    closeSync(fd);
-  }
-  return true;
 }
 
 /**
@@ -114,15 +43,11 @@ function tryCreate(path: string, owner: RunLockOwner): boolean {
  */
 export function lockRunDir(runDir: string, flag: string, log: (line: string) => void, advice?: string): RunLock {
   const path = join(runDir, RUN_LOCK_FILE);
-  const me: RunLockOwner = {
-    pid: process.pid, host: hostname(), since: new Date().toISOString(),
-    ...withDefined({ startTicks: processStartTicks(process.pid), bootId: bootId() }),
-  };
+  const me = currentLockOwner();
   for (let attempt = 0; ; attempt++) {
-    if (tryCreate(path, me)) break;
-    const owner = readOwner(path);
-    const stale = owner !== null && owner.host === me.host && !ownerAlive(owner);
-    if (!stale || attempt > 0) {
+    if (createLockFile(path, me)) break;
+    const owner = readLockOwner(path);
+    if (!lockIsStale(owner) || attempt > 0) {
       const who = owner === null ? `an unreadable lock file ${path}` : `the coordinator pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
       const otherHost = owner !== null && owner.host !== me.host;
       throw new TrainerError('ERR_BAD_FLAG', `${flag} ${runDir}: this run directory is in use by ${who}; `
@@ -132,11 +57,7 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
     // The owner died without releasing (SIGKILL, power loss): take over, once; the exclusive re-creation refuses a
     // coordinator that took the lock in between (two take-overs within the same microseconds are not excluded).
     log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${processAlive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
-    try {
-      unlinkSync(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    removeLockFile(path);
   }
   let held = true;
   return {
@@ -145,12 +66,7 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
       if (!held) return;
       held = false;
       // Only our own lock: a run directory removed or taken over meanwhile is left as it is.
-      const now = readOwner(path);
-      if (now?.pid === me.pid && now.since === me.since) {
-        try {
-          unlinkSync(path);
-        } catch { /* already gone */ }
-      }
+      releaseLockFile(path, me);
     },
   };
 }

@@ -5,6 +5,12 @@
  * network; otherwise each URL is tried in turn, each up to `retries + 1` times with exponential backoff; a partial
  * `<dest>.part` is resumed with an HTTP `Range: bytes=<size>-` request (a server answering 200 instead of 206
  * restarts the file); the finished `.part` is checksummed, fsynced and renamed onto `dest` atomically.
+ *
+ * One process at a time downloads a destination: it holds `<dest>.lock` (`contract/lock-file.ts`) while it writes
+ * `.part`, and the others wait for it, then reuse its file (as huggingface_hub's `FileLock` around a cache entry).
+ * Without it the local workers of one run, which all fetch the same ImageNet weights, wrote one `.part` together:
+ * the first to finish renamed it and the others failed (`ENOENT … rename`), or one truncated the file under
+ * another. A lock left by a process that died is taken over.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -16,6 +22,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import got from 'got';
 import { TrainerError } from '../contract/errors.js';
+import {
+  createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile,
+} from '../contract/lock-file.js';
 
 /**
  * Where this project caches what it downloads (the dataset, the ImageNet weights): the environment variable `envVar`
@@ -51,6 +60,8 @@ export interface DownloadOptions {
   readonly progressIntervalMs?: number;
   /** Where plain progress lines go (default: stderr). */
   readonly log?: (line: string) => void;
+  /** How often a process waiting for another's download of the same `dest` looks again, in ms (> 0). */
+  readonly lockPollMs?: number;
 }
 
 /** Fully resolved {@link DownloadOptions}. */
@@ -65,6 +76,7 @@ export interface ResolvedDownloadOptions {
   readonly quiet: boolean;
   readonly progressIntervalMs: number;
   readonly log: (line: string) => void;
+  readonly lockPollMs: number;
 }
 
 /** Defaults of {@link DownloadOptions}. */
@@ -75,6 +87,7 @@ export const DEFAULT_DOWNLOAD = Object.freeze({
   timeoutMs: 30_000,
   quiet: false,
   progressIntervalMs: 5_000,
+  lockPollMs: 500,
 });
 
 /** What {@link downloadFile} did. */
@@ -134,10 +147,11 @@ export function resolveDownloadOptions(options: DownloadOptions): ResolvedDownlo
   if (!Number.isInteger(r.retries) || r.retries < 0) throw new TrainerError('ERR_BAD_FLAG', `download retries must be an integer ≥ 0, got ${r.retries}`);
   if (!(r.backoffMs >= 0)) throw new TrainerError('ERR_BAD_FLAG', `download backoffMs must be ≥ 0, got ${r.backoffMs}`);
   if (!(r.timeoutMs > 0)) throw new TrainerError('ERR_BAD_FLAG', `download timeoutMs must be > 0, got ${r.timeoutMs}`);
+  if (!(r.lockPollMs > 0)) throw new TrainerError('ERR_BAD_FLAG', `download lockPollMs must be > 0, got ${r.lockPollMs}`);
   return {
     urls, dest: options.dest, sha256, retries: r.retries, backoffMs: r.backoffMs, maxBackoffMs: r.maxBackoffMs,
     timeoutMs: r.timeoutMs, quiet: r.quiet, progressIntervalMs: r.progressIntervalMs,
-    log: options.log ?? ((line) => process.stderr.write(`${line}\n`)),
+    log: options.log ?? ((line) => process.stderr.write(`${line}\n`)), lockPollMs: r.lockPollMs,
   };
 }
 
@@ -309,20 +323,59 @@ async function reuseExisting(o: ResolvedDownloadOptions): Promise<DownloadResult
 
 /**
  * Downloads one file from the first mirror that serves it, resuming partial transfers, verifying the checksum and
- * finishing atomically. Reuses a present (and verified) destination without touching the network.
+ * finishing atomically. Reuses a present (and verified) destination without touching the network. One process at a
+ * time downloads `dest` (it holds `<dest>.lock`); another waits for it (polling every `lockPollMs`, saying once
+ * whom it waits for), then reuses its file, or downloads itself when that one failed.
  *
  * @param options - see {@link DownloadOptions}; `urls` and `dest` are required.
  * @returns what happened ({@link DownloadResult}).
  * @throws TrainerError ERR_BAD_FLAG for invalid options; ERR_CHECKSUM when the finished file's SHA-256 differs from
  *   `sha256` (the partial file is deleted); ERR_OFFLINE when no mirror could be reached at all (the message ends
  *   with a sentence the caller may extend, e.g. "pass --data <dir>"); ERR_DOWNLOAD when mirrors answered but none
- *   delivered the file (HTTP errors, cut transfers past the retry budget).
+ *   delivered the file (HTTP errors, cut transfers past the retry budget); the file system's error when the lock
+ *   cannot be created (EACCES, EROFS, ENOSPC in `dest`'s folder).
  */
 export async function downloadFile(options: DownloadOptions): Promise<DownloadResult> {
   const o = resolveDownloadOptions(options);
   const existing = await reuseExisting(o);
   if (existing) return existing;
   await mkdir(dirname(o.dest), { recursive: true });
+  const release = await lockDestination(o);
+  try {
+    // Another process may have finished this file while this one waited for its lock.
+    return await reuseExisting(o) ?? await download(o);
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Waits until this process holds `<dest>.lock`, saying once who holds it meanwhile; a lock whose owner died (this
+ * host) is taken over with a line saying so. @returns the release function
+ */
+async function lockDestination(o: ResolvedDownloadOptions): Promise<() => void> {
+  const path = `${o.dest}.lock`;
+  const me = currentLockOwner();
+  let told = false;
+  while (!createLockFile(path, me)) {
+    const owner = readLockOwner(path);
+    if (lockIsStale(owner)) {
+      o.log(`download: removed the stale lock ${path} of pid ${owner!.pid} (started ${owner!.since}, no longer running)`);
+      removeLockFile(path);
+      continue;
+    }
+    if (!told && owner !== null) {
+      told = true;
+      o.log(`download: ${o.dest} is being downloaded by pid ${owner.pid} on ${owner.host} (since ${owner.since}); waiting for it`
+        + (owner.host === me.host ? '' : ` (if no process downloads it any more, delete ${path})`));
+    }
+    await sleep(o.lockPollMs);
+  }
+  return () => releaseLockFile(path, me);
+}
+
+/** Tries every mirror in turn (the caller holds the destination's lock). */
+async function download(o: ResolvedDownloadOptions): Promise<DownloadResult> {
   const progress = new Progress(o, o.dest.split('/').pop() ?? o.dest);
   const failures: string[] = [];
   let allUnreachable = true;

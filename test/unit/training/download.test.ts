@@ -1,17 +1,20 @@
 /**
  * downloadFile against a local node:http server on 127.0.0.1 (ephemeral port): normal download, a transfer cut
- * mid-way then resumed with Range, a wrong checksum, mirror fallback, offline error, reuse without network.
+ * mid-way then resumed with Range, a wrong checksum, mirror fallback, offline error, reuse without network, one
+ * download of a file at a time (its lock: waited for, taken over from a dead owner).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { backoffDelayMs, downloadFile } from '../../../src/training/download.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { createLockFile, currentLockOwner } from '../../../src/contract/lock-file.js';
 
 const BODY = randomBytes(256 * 1024);
 const SHA = createHash('sha256').update(BODY).digest('hex');
@@ -54,6 +57,19 @@ function startServer(hits: Hit[]): Promise<{ server: Server; base: string }> {
       cutDone = true;
       res.writeHead(200, { 'content-length': String(BODY.length) });
       res.write(BODY.subarray(0, 100_000), () => setTimeout(() => res.socket?.destroy(), 20));
+      return;
+    }
+    if (req.url === '/slow-big') {
+      // BIG in 64 KiB writes, each after the previous one was flushed: a transfer that spans many event-loop turns.
+      res.writeHead(200, { 'content-length': String(BIG.length) });
+      const send = (at: number): void => {
+        if (at >= BIG.length) {
+          res.end();
+          return;
+        }
+        res.write(BIG.subarray(at, at + 65_536), () => send(at + 65_536));
+      };
+      send(0);
       return;
     }
     const whole = req.url === '/cut-big' ? BIG : BODY;
@@ -184,10 +200,60 @@ describe('downloadFile', () => {
     );
   });
 
+  it('downloads a file once when two downloads of it run at once: the second waits and reuses it', async () => {
+    // Fault: the local workers of a run all fetch the same ImageNet weights into one cache; they wrote one .part
+    // together and all but the first to finish failed with 'ENOENT … rename'. As huggingface_hub's FileLock: one
+    // download, the other reuses its file.
+    const dest = join(dir, 'shared.bin');
+    const lines: string[] = [];
+    const o = { urls: [`${base}/slow-big`], dest, ...quiet, retries: 0, lockPollMs: 5, log: (l: string) => lines.push(l) };
+    const [a, b] = await Promise.all([downloadFile(o), downloadFile(o)]);
+    assert.equal(hits.filter((h) => h.url === '/slow-big').length, 1, 'one request for the file');
+    assert.deepEqual([a.reused, b.reused].sort(), [false, true]);
+    const sha = createHash('sha256').update(BIG).digest('hex');
+    assert.deepEqual([a.sha256, b.sha256], [sha, sha]);
+    assert.deepEqual(readFileSync(dest), BIG);
+    assert.equal(existsSync(`${dest}.lock`), false, 'the lock is removed');
+    assert.equal(existsSync(`${dest}.part`), false);
+    assert.ok(lines.some((l) => l.includes(`${dest} is being downloaded by pid ${process.pid} on ${hostname()}`)), lines.join('\n'));
+  });
+
+  it('waits for a live owner of the lock and reuses the file it leaves, without a request', async () => {
+    const dest = join(dir, 'held.bin');
+    const owner = { ...currentLockOwner(), since: '2026-01-01T00:00:00.000Z' };
+    assert.ok(createLockFile(`${dest}.lock`, owner));
+    let waiting!: () => void;
+    const told = new Promise<void>((r) => { waiting = r; });
+    const before = hits.length;
+    const pending = downloadFile({
+      urls: [`${base}/ok`], dest, sha256: SHA, ...quiet, lockPollMs: 5,
+      log: (l) => { if (l.includes('is being downloaded by')) waiting(); },
+    });
+    assert.equal(await Promise.race([told.then(() => 'waits'), pending.then(() => 'downloaded beside the owner')]), 'waits');
+    writeFileSync(dest, BODY); // what the owner leaves: its finished file, then no lock
+    rmSync(`${dest}.lock`);
+    const r = await pending;
+    assert.equal(r.reused, true);
+    assert.equal(hits.length, before, 'no request');
+  });
+
+  it('takes over the lock of a downloader that died', async () => {
+    const dest = join(dir, 'stale.bin');
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    writeFileSync(`${dest}.lock`, JSON.stringify({ pid: dead, host: hostname(), since: '2026-01-01T00:00:00.000Z' }));
+    const lines: string[] = [];
+    const r = await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet, lockPollMs: 5, log: (l) => lines.push(l) });
+    assert.equal(r.reused, false);
+    assert.deepEqual(readFileSync(dest), BODY);
+    assert.equal(existsSync(`${dest}.lock`), false);
+    assert.ok(lines.some((l) => l === `download: removed the stale lock ${dest}.lock of pid ${dead} (started 2026-01-01T00:00:00.000Z, no longer running)`), lines.join('\n'));
+  });
+
   it('rejects bad options naming the field', async () => {
     await assert.rejects(downloadFile({ urls: [], dest: 'x' }), /urls must hold at least one URL/);
     await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest: 'x', sha256: 'abc' }), /sha256 must be 64 hex digits/);
     await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest: 'x', retries: -1 }), /retries must be an integer ≥ 0, got -1/);
+    await assert.rejects(downloadFile({ urls: [`${base}/ok`], dest: 'x', lockPollMs: 0 }), /lockPollMs must be > 0, got 0/);
   });
 
   it('backs off exponentially with a ceiling', () => {
