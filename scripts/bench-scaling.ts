@@ -16,14 +16,18 @@
  * - img/s = W × bs / step seconds;
  * - compute / data-wait / all-reduce seconds as the workers report them in `step-done`; the all-reduce figure is
  *   the smallest over ranks (the slowest rank waits least, so its time is the communication itself, not the
- *   wait for a slower peer); "unhidden all-reduce" = that / step seconds. Nothing hides it: tfjs computes all
- *   gradients in one synchronous call, so buckets cannot start during backward (see docs/distributed.md);
+ *   wait for a slower peer); "unhidden all-reduce" = that / step seconds. Nothing hides it: the worker all-reduces
+ *   after the backward (overlapping it gains < 1 % when every core is busy, docs/distributed.md, "Overlapping the
+ *   all-reduce with the backward");
  * - scaling efficiency = img/s(W) / (W × img/s(1));
  * - CPU seconds per step (Linux `/proc`, `proc-cpu.ts`) over the measured steps and as many commits: each worker
  *   process in all, its main thread (tfjs, AdamW, the protocol, the ring's calls) and its other threads by name (the
  *   decode thread, libvips, the heartbeat thread and V8's GC helpers are `node`/`libvips worker`; libzmq's I/O is
  *   `ZMQbg/*`), and the coordinator (this process). On a 2-core machine with 2 workers every other thread's CPU
- *   second is taken from a worker's compute.
+ *   second is taken from a worker's compute;
+ * - images per CPU-second of the run (workers + coordinator; beside PyTorch's with `--torch`, its ranks' CPU plus
+ *   their loaders'), and where the machine's core-seconds of a step went (`/proc/stat`: this run, other processes,
+ *   idle): idle core time is all that overlapping the all-reduce with the backward could use.
  *
  * Warm-up: 2 steps by default. On the native backend the first two steps still fill its output-array pool (fresh
  * allocations, page faults and the major GCs they bring: ≈ 0.2 CPU-s more on the step after the first); steady
