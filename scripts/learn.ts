@@ -13,8 +13,6 @@
  * The augmentation flags are the coordinator's (`addAugmentFlags`), with the same meaning, defaults and checks.
  * Exit code: 0 done, 1 runtime error, 2 bad flag.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { initBackend, parseBackendRequest } from '../src/training/compute/backend.js';
@@ -29,10 +27,10 @@ import { Replica } from '../src/training/learner/replica.js';
 import { parseLrSpec } from '../src/contract/plan/schedule.js';
 import { resolvePretrainedWeights } from '../src/training/model/pretrained.js';
 import { resolveResNetConfig, type ResNetArch } from '../src/contract/resnet-spec.js';
-import { lrFindChart, renderChart } from '../src/coordinator/report/charts.js';
+import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
-import { checkInt } from '../src/contract/config.js';
+import { LR_FIND_STAGE_NAME, SIZE_RANGE, checkBatchSize, checkInt, checkSize } from '../src/contract/config.js';
 import { plainDefaults } from '../src/contract/cli-help.js';
 
 interface LearnFlags {
@@ -61,21 +59,17 @@ function intFlag(name: string, value: string, min: number): number {
   return n;
 }
 
-async function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
-  const chart = lrFindChart({ name: 'after stage-1 (unfrozen)', lrs: result.lrs, smoothedLosses: result.losses });
-  const png = await renderChart(chart, 2);
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, 'lr_find.png');
-  await writeFile(path, png.png);
-  await writeFile(join(dir, 'lr_find.json'), `${JSON.stringify({ ...chart.data, stop: result.stop, suggestion: result.suggestion })}\n`);
-  return path;
+/** The lr_find picture and its numbers, named and drawn as the coordinator's report does (`lr-find-lr-find.png`, `.json`). */
+function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
+  return writeLrFindPicture(dir, { name: LR_FIND_STAGE_NAME, lrs: result.lrs, smoothedLosses: result.losses });
 }
 
 async function run(f: LearnFlags): Promise<void> {
   const t0 = performance.now();
   const arch = resolveResNetConfig(f.arch as ResNetArch);
-  const size = intFlag('size', f.size, 32);
-  const bs = intFlag('bs', f.bs, 2);
+  // The coordinator's rules (contract/config.ts), so both CLIs take the same sizes and batch sizes.
+  const size = checkSize(f.size);
+  const bs = checkBatchSize(f.bs);
   const epochs = intFlag('epochs', f.epochs, 1);
   const seed = intFlag('seed', f.seed, 0);
   const maxLr = parseLrSpec(f.lr, '--lr');
@@ -126,8 +120,8 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .description("fastai pets tutorial stage 1 in one process: frozen fit_one_cycle, epoch table, save stage-1")
     .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
     .option('--arch <arch>', 'resnet18|resnet34|resnet50', 'resnet34')
-    .option('--size <pixels>', 'image side (≥ 32)', '224')
-    .option('--bs <n>', 'batch size (≥ 2)', '64')
+    .option('--size <pixels>', `image side [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the coordinator's)`, '224')
+    .option('--bs <n>', 'batch size [2, 4096] (the coordinator\'s)', '64')
     .option('--epochs <n>', 'epochs of fit_one_cycle (≥ 1)', '4')
     .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
     .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')
@@ -135,7 +129,7 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--valid-pct <fraction>', 'fraction of items for validation, (0, 1) (the coordinator\'s --valid-pct)', '0.2')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--dir <dir>', 'folder for models/ and the lr_find plot', 'runs/learn')
-    .option('--lr-find', 'after stage 1: unfreeze and run lr_find, write lr_find.png')
+    .option('--lr-find', `after stage 1: unfreeze and run lr_find, write ${lrFindStem(LR_FIND_STAGE_NAME)}.png and .json (the coordinator's names)`)
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
     .option('--data-threads <n>', 'decode threads (default cores − 1)')
     .exitOverride();
@@ -150,6 +144,9 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
   // The coordinator's range, checked before anything loads: a seed past 2^32 was refused by the model only after the
   // data had been read and verified.
   checkInt('--seed', opts.seed, 0, 2 ** 32 - 1);
+  // The coordinator's rules for --size and --bs (contract/config.ts: one table for both CLIs), checked here too.
+  checkSize(opts.size);
+  checkBatchSize(opts.bs);
   return { ...opts, transforms: augmentFromFlags(program) };
 }
 

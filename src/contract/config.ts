@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { TrainerError, type TrainerErrorCode } from './errors.js';
 import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from './transform-settings.js';
 import type { ResNetArch, ResNetConfig } from './resnet-spec.js';
+import { DEFAULT_LR_FIND } from './plan/schedule.js';
 
 /**
  * Architectures the trainer builds (torchvision layer structure). `resnet10` is torchvision's
@@ -95,10 +96,30 @@ export interface RunConfig extends TransformSettings {
   readonly runDir: string;
 }
 
+/**
+ * The name of an lr_find stage that has none (a config file's, the default plan's, `npm run learn --lr-find`'s): its
+ * picture is `lr-find-lr-find.png` in both CLIs (`report/write-report.ts` `lrFindStem`).
+ */
+export const LR_FIND_STAGE_NAME = 'lr-find';
+
+/**
+ * Image side in pixels (`--size`, `size`), for the coordinator and `npm run learn` alike: from 16 (the ResNet's five
+ * stride-2 stages leave a 1×1 feature map; adaptive pooling takes any size from there) to 1024.
+ */
+export const SIZE_RANGE = Object.freeze({ min: 16, max: 1024 });
+
+/**
+ * Checks an image side (`--size`) against {@link SIZE_RANGE}. @param value - a number or a flag's string
+ * @throws TrainerError ERR_BAD_CONFIG naming `size (--size)` and the range
+ */
+export function checkSize(value: unknown): number {
+  return checkInt('size', value, SIZE_RANGE.min, SIZE_RANGE.max);
+}
+
 /** The tutorial's plan: frozen one-cycle(4), lr_find, unfreeze, one-cycle(2, slice(1e-6,1e-4)). */
 export const DEFAULT_STAGES: readonly StageConfig[] = Object.freeze([
   Object.freeze({ kind: 'one_cycle', name: 'stage-1', epochs: 4, maxLr: 'slice(3e-3)', frozen: true }),
-  Object.freeze({ kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false }),
+  Object.freeze({ kind: 'lr_find', name: LR_FIND_STAGE_NAME, epochs: 0, maxLr: '0', frozen: false }),
   Object.freeze({ kind: 'one_cycle', name: 'stage-2', epochs: 2, maxLr: 'slice(1e-6,1e-4)', frozen: false }),
 ] as StageConfig[]);
 
@@ -211,17 +232,29 @@ function checkString(field: string, value: unknown): string {
   return value;
 }
 
+/**
+ * What every lr_find stage runs, as a run's `config.json` records it (fastai 1.0.61 `lr_find` defaults: start_lr
+ * 1e-7, end_lr 10, num_it 100, stop_div True); the only values those fields may have in a config file.
+ */
+export const LR_FIND_RECORDED = Object.freeze({ startLr: DEFAULT_LR_FIND.startLr, endLr: DEFAULT_LR_FIND.endLr, numIt: DEFAULT_LR_FIND.numIt, stopDiv: true as const });
+
 const LR_RE = /^\s*(?:[0-9.]+(?:e-?\d+)?|slice\(\s*[0-9.]+(?:e-?\d+)?\s*(?:,\s*[0-9.]+(?:e-?\d+)?\s*)?\))\s*$/i;
 
 function checkStage(index: number, raw: unknown): StageConfig {
   const at = `stages[${index}]`;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(at, 'an object', raw);
   const s = raw as Record<string, unknown>;
-  for (const key of Object.keys(s)) {
-    if (!['kind', 'name', 'epochs', 'maxLr', 'frozen'].includes(key)) fail(`${at}.${key}`, 'a known stage field (kind, name, epochs, maxLr, frozen)', key);
-  }
   const kind = checkEnum(`${at}.kind`, s.kind ?? 'one_cycle', ['one_cycle', 'fit', 'lr_find'] as const);
-  const name = checkString(`${at}.name`, s.name ?? (kind === 'lr_find' ? 'lr-find' : `stage-${index + 1}`));
+  for (const key of Object.keys(s)) {
+    if (kind === 'lr_find' && key in LR_FIND_RECORDED) {
+      // The fields config.json records for an lr_find stage (what it runs): accepted back, but they are not settings.
+      const want = LR_FIND_RECORDED[key as keyof typeof LR_FIND_RECORDED];
+      if (s[key] !== want) fail(`${at}.${key}`, `${want} (lr_find runs fastai's lr_find(start_lr=${LR_FIND_RECORDED.startLr}, end_lr=${LR_FIND_RECORDED.endLr}, num_it=${LR_FIND_RECORDED.numIt}, stop_div=True); config.json records it, it is not a setting)`, s[key]);
+    } else if (!['kind', 'name', 'epochs', 'maxLr', 'frozen'].includes(key)) {
+      fail(`${at}.${key}`, `a known stage field (kind, name, epochs, maxLr, frozen${kind === 'lr_find' ? ', and for lr_find as config.json records it: startLr, endLr, numIt, stopDiv' : ''})`, key);
+    }
+  }
+  const name = checkString(`${at}.name`, s.name ?? (kind === 'lr_find' ? LR_FIND_STAGE_NAME : `stage-${index + 1}`));
   if (!/^[A-Za-z0-9._-]+$/.test(name)) fail(`${at}.name`, 'letters, digits, ".", "_" or "-"', name);
   const epochs = kind === 'lr_find' ? 0 : checkInt(`${at}.epochs`, s.epochs ?? 1, 1, MAX_STAGE_EPOCHS);
   const maxLrRaw = s.maxLr ?? (kind === 'lr_find' ? '0' : 'slice(3e-3)');
@@ -264,7 +297,7 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     validPct: checkOpenUnit('validPct', merged.validPct, 0, 1),
     seed: checkInt('seed', merged.seed, 0, 2 ** 32 - 1),
     arch: checkEnum('arch', merged.arch, ARCHS),
-    size: checkInt('size', merged.size, 16, 1024),
+    size: checkSize(merged.size),
     augment: checkBool('augment', merged.augment),
     ...checkTransformFields(merged),
     bs: checkBatchSize(merged.bs),
@@ -317,7 +350,11 @@ function checkTransformFields(merged: Record<string, unknown>): TransformSetting
  * training need more than one value per channel — PyTorch raises "Expected more than 1 value per channel when
  * training" for a batch of 1 — so bs 1 is refused here, before any worker starts.
  */
-function checkBatchSize(value: unknown): number {
+/**
+ * Checks a per-worker batch size (`--bs`) in [2, 4096] (BatchNorm needs two images per batch), for the coordinator
+ * and `npm run learn` alike. @throws TrainerError ERR_BAD_CONFIG naming `bs (--bs)` and the rule
+ */
+export function checkBatchSize(value: unknown): number {
   const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
   // Every integer below 2 (0 and negatives too) gets the BatchNorm reason, so no message names a lower bound of 1.
   if (typeof n === 'number' && Number.isInteger(n) && n < 2) {

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
-import type { RunConfig } from '../contract/config.js';
+import { LR_FIND_RECORDED, type RunConfig, type StageConfig } from '../contract/config.js';
 import type { RuntimeOptions } from './options.js';
 
 /** File name of the run configuration inside a run directory. */
@@ -30,7 +30,33 @@ export type RunConfigFile =
  *   file; a failed fsync of the folder comes after the rename (the new file is in place).
  */
 export function writeRunConfigFile(runDir: string, config: RunConfig, runtime: RuntimeOptions): void {
-  writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config, runtime: { ...runtime, resume: undefined } }, null, 2));
+  const recorded = { ...config, stages: config.stages.map(recordedStage) };
+  writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config: recorded, runtime: { ...runtime, resume: undefined } }, null, 2));
+}
+
+/** An lr_find stage as `config.json` records it: what the sweep runs (fastai 1.0.61 `lr_find`'s parameters). */
+export interface RecordedLrFindStage {
+  readonly kind: 'lr_find';
+  readonly name: string;
+  readonly frozen: boolean;
+  /** First learning rate of the exponential sweep (fastai `start_lr`). */
+  readonly startLr: number;
+  /** Learning rate the sweep would reach at its last iteration (fastai `end_lr`). */
+  readonly endLr: number;
+  /** Iterations at most (fastai `num_it`): one optimizer step each. */
+  readonly numIt: number;
+  /** The sweep stops early when the smoothed loss exceeds 4× its minimum or is NaN (fastai `stop_div=True`). */
+  readonly stopDiv: true;
+}
+
+/**
+ * A stage as `config.json` records it: a fit stage as configured; an lr_find stage as what it runs (start and end
+ * lr, iterations, early stop), not the fit fields `epochs` and `maxLr`, which mean nothing to it (they read
+ * `epochs 0, maxLr "0"`). The recorded form is accepted back as a stage of a config file (`contract/config.ts`).
+ */
+export function recordedStage(stage: StageConfig): StageConfig | RecordedLrFindStage {
+  if (stage.kind !== 'lr_find') return stage;
+  return { kind: 'lr_find', name: stage.name, frozen: stage.frozen, ...LR_FIND_RECORDED };
 }
 
 /** Reads a run's `config.json`; never throws (a fault is returned as `unreadable`). */

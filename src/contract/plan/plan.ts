@@ -18,7 +18,7 @@
 import { TrainerError } from '../errors.js';
 import type { StageConfig } from '../config.js';
 import { hashSeed, permutation } from './rng.js';
-import { lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './schedule.js';
+import { DEFAULT_LR_FIND, lrFindLr, lrSpread, oneCycle, parseLrSpec, type StepHyper } from './schedule.js';
 
 /** Layer groups of every model here: [conv1…layer2], [layer3, layer4], [head] (fastai). */
 export const N_LAYER_GROUPS = 3;
@@ -63,7 +63,7 @@ export function planStages(input: PlanInput): StagePlan[] {
   }
   return input.stages.map((config, index) => {
     if (config.kind === 'lr_find') {
-      const n = input.lrFindIterations ?? 100;
+      const n = input.lrFindIterations ?? DEFAULT_LR_FIND.numIt;
       return { index, config, maxLrs: [], stepsPerEpoch: n, totalSteps: n };
     }
     const maxLrs = lrSpread(parseLrSpec(config.maxLr, `stages[${index}].maxLr`), N_LAYER_GROUPS).map((lr) => lr * input.lrFactor);

@@ -13,7 +13,7 @@ import { confusionMatrixChart, lrFindChart, renderChart, trainingCurvesChart, ty
 import { renderReportHtml, type ReportPicture, type ReportSection, type RunFileLink } from './html.js';
 import { fontsRenderText, type RenderedPng } from './render.js';
 import { renderTopLossesGrid, topLossTiles, topLossTitle, TOP_LOSSES_FIGURE_TITLE } from './top-losses.js';
-import type { RunReportInput } from './types.js';
+import type { LrFindRecord, RunReportInput } from './types.js';
 
 /** Report options; all optional. */
 export interface ReportOptions {
@@ -61,6 +61,30 @@ export function resolveReportOptions(options: ReportOptions = {}): ResolvedRepor
 /** File-name stem from a display name: lower case, runs of other characters → `-`. */
 export function fileStem(name: string): string {
   return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '') || 'unnamed';
+}
+
+/**
+ * The file stem of an lr_find picture, one rule for the coordinator's report and `npm run learn --lr-find`:
+ * `lr-find-<stage name>` (`lr-find-lr-find` for the default stage name), `-2`, `-3`, … when a stem is taken.
+ * @param used - stems already written in the same folder
+ */
+export function lrFindStem(name: string, used: ReadonlySet<string> = new Set()): string {
+  let stem = `lr-find-${fileStem(name)}`;
+  for (let i = 2; used.has(stem); i++) stem = `lr-find-${fileStem(name)}-${i}`;
+  return stem;
+}
+
+/**
+ * Writes one lr_find picture and its numbers as the run report does (`<dir>/<lrFindStem>.png` and `.json`): for a
+ * caller outside a run (`npm run learn --lr-find`).
+ * @returns the PNG's path
+ * @throws TrainerError ERR_REPORT when a file cannot be written
+ */
+export async function writeLrFindPicture(dir: string, record: LrFindRecord, scale = DEFAULT_REPORT.chartScale): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const stem = lrFindStem(record.name);
+  await new ReportWriter(dir).chart('lr_find', `lr_find — ${record.name}`, stem, lrFindChart(record), scale);
+  return join(dir, `${stem}.png`);
 }
 
 class ReportWriter {
@@ -156,8 +180,7 @@ export async function writeRunReport(dir: string, input: RunReportInput, options
   const usedStems = new Set<string>();
   await addShowBatch(w, dir);
   for (const record of input.lrFinds ?? []) {
-    let stem = `lr-find-${fileStem(record.name)}`;
-    for (let i = 2; usedStems.has(stem); i++) stem = `lr-find-${fileStem(record.name)}-${i}`;
+    const stem = lrFindStem(record.name, usedStems);
     usedStems.add(stem);
     await w.chart('lr_find', `lr_find — ${record.name}`, stem, lrFindChart(record), o.chartScale);
   }

@@ -18,7 +18,7 @@
 import { performance } from 'node:perf_hooks';
 import { LocalAllReducer } from '../allreduce/local.js';
 import { TrainerError } from '../../contract/errors.js';
-import type { StageConfig } from '../../contract/config.js';
+import { LR_FIND_STAGE_NAME, checkBatchSize, checkSize, type StageConfig } from '../../contract/config.js';
 import type { DataBunch } from '../data/databunch.js';
 import { dataWentAwayError } from '../data/accounting.js';
 import { decodeRgb } from '../data/decode.js';
@@ -74,8 +74,9 @@ export const DEFAULT_LEARNER: ResolvedLearnerOptions = Object.freeze({
 
 function resolveOptions(o: LearnerOptions): ResolvedLearnerOptions {
   const r = { ...DEFAULT_LEARNER, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as ResolvedLearnerOptions;
-  if (!Number.isInteger(r.bs) || r.bs < 2) throw new TrainerError('ERR_BAD_FLAG', `--bs must be an integer ≥ 2, got ${r.bs}`);
-  if (!Number.isInteger(r.size) || r.size < 32) throw new TrainerError('ERR_BAD_FLAG', `--size must be an integer ≥ 32, got ${r.size}`);
+  // The coordinator's rules (one table, contract/config.ts): the same sizes and batch sizes in both CLIs.
+  checkBatchSize(r.bs);
+  checkSize(r.size);
   if (!Number.isSafeInteger(r.seed)) throw new TrainerError('ERR_BAD_FLAG', `--seed must be an integer, got ${r.seed}`);
   const problem = r.transforms === null ? null : transformProblem({ ...r.transforms });
   if (problem !== null) throw new TrainerError('ERR_BAD_CONFIG', `Learner transforms: ${problem}`);
@@ -250,7 +251,7 @@ export class Learner {
    */
   async lrFind(options: LrFindOptions = {}): Promise<LrFindResult> {
     const { numIt, ...lrs } = options;
-    const stage = this.planStage({ kind: 'lr_find', name: 'lr_find', epochs: 0, maxLr: '0', frozen: this.replica.frozen }, numIt);
+    const stage = this.planStage({ kind: 'lr_find', name: LR_FIND_STAGE_NAME, epochs: 0, maxLr: '0', frozen: this.replica.frozen }, numIt);
     const transport = this.transport(this.epochsDone);
     try {
       return (await lrFindStage(transport, stage, { progress: this.options.progress, out: this.options.log, progressOut: this.options.progressLog }, lrs))!;

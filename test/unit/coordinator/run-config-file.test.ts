@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_RUN_CONFIG } from '../../../src/contract/config.js';
+import { DEFAULT_RUN_CONFIG, resolveRunConfig, type RunConfigInput } from '../../../src/contract/config.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 import { DEFAULT_RUNTIME } from '../../../src/coordinator/options.js';
 import { readRunConfigFile, writeRunConfigFile } from '../../../src/coordinator/run-config-file.js';
 
@@ -24,6 +25,28 @@ test('config.json: written then read back, without the runtime\'s resume; missin
     assert.match(cut.state === 'unreadable' ? cut.fault : '', /JSON/);
     writeFileSync(join(dir, 'config.json'), '{"config": [1], "runtime": null}');
     assert.deepEqual(readRunConfigFile(dir), { state: 'read', path: join(dir, 'config.json') });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('config.json records what lr_find runs (fastai lr_find: start_lr 1e-7, end_lr 10, num_it 100, stop_div), not fit fields; the record is accepted back as a config file stage', () => {
+  // The tutorial's plan recorded its lr_find stage as {"epochs": 0, "maxLr": "0"}: fit fields that mean nothing to a
+  // sweep. fastai 1.0.61's Learner.lr_find(start_lr=1e-7, end_lr=10, num_it=100, stop_div=True) is what it runs.
+  const dir = mkdtempSync(join(tmpdir(), 'runcfg-'));
+  try {
+    writeRunConfigFile(dir, { ...DEFAULT_RUN_CONFIG, runDir: dir }, DEFAULT_RUNTIME);
+    const stages = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { config: { stages: unknown[] } }).config.stages;
+    assert.deepEqual(stages, [
+      { kind: 'one_cycle', name: 'stage-1', epochs: 4, maxLr: 'slice(3e-3)', frozen: true },
+      { kind: 'lr_find', name: 'lr-find', frozen: false, startLr: 1e-7, endLr: 10, numIt: 100, stopDiv: true },
+      { kind: 'one_cycle', name: 'stage-2', epochs: 2, maxLr: 'slice(1e-6,1e-4)', frozen: false },
+    ]);
+    // A config file made from config.json's stages plans the same run.
+    assert.deepEqual(resolveRunConfig({ stages } as RunConfigInput).stages, DEFAULT_RUN_CONFIG.stages);
+    assert.throws(() => resolveRunConfig({ stages: [stages[0], { ...(stages[1] as object), numIt: 50 }] } as RunConfigInput),
+      (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /stages\[1\]\.numIt must be 100 \(lr_find runs fastai's lr_find\(start_lr=1e-7, end_lr=10, num_it=100, stop_div=True\)/.test(e.message));
+    assert.throws(() => resolveRunConfig({ stages: [stages[0], { kind: 'one_cycle', startLr: 1e-7 }] } as RunConfigInput), (e) => isTrainerError(e) && /stages\[1\]\.startLr must be a known stage field/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
