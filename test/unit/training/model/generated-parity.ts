@@ -85,7 +85,8 @@ export async function checkGeneratedCase(python: string, kase: GeneratedCase): P
     // One forward/backward, compared with both references below (the masked reference is recomputed by PyTorch on
     // the same input and labels, checked): running the model a second time would compute the same bits again. The
     // ReLU decisions are those of that training forward, recorded as it runs by reluMasksProbe (recordReluMasks's
-    // probe; recordReluMasks itself would run one more forward, a third of the model's cost on `cpu`).
+    // probe; recordReluMasks itself would run one more training forward: ~2 % of the model's CPU on `cpu`, where
+    // tfjs's backward kernels dominate).
     const masks = new Map<string, { shape: number[]; data: Uint8Array }>();
     model.reluProbe = reluMasksProbe(masks);
     let ours: Awaited<ReturnType<typeof computeParityOutputs>>;
