@@ -15,7 +15,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
-import { plainDefaults } from '../contract/cli-help.js';
+import { plainDefaults, withVersion } from '../contract/cli-help.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
@@ -182,7 +182,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
     .description("fastai's learn.predict: each image's most probable classes with their probabilities (resized and centre-cropped as the validation set)")
     .argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
-  plainDefaults(cmd).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
   // Checked, not coerced: `--top abc` or `--top 0` used to mean 1 without a word.
   const top = checkInt('--top', cmd.opts<{ top: string }>().top, 1);
@@ -227,7 +227,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     .argument('<model>', 'run directory or models/<name>.safetensors')
     .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
-  plainDefaults(cmd).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });
   const [target] = cmd.processedArgs as [string];
   const o = cmd.opts<{ data?: string; backend: string; bs: string }>();
   // Checked before anything loads: `--bs abc` used to mean 32, `--bs -5` failed late naming "shardPlan batchSize".

@@ -40,7 +40,7 @@ test('predict, interpret, show-batch, worker and learn print no JSON-quoted defa
     interpret: [() => runInterpretCommand(['--help']), [/--bs <n> evaluation batch \(default: 32\)/]],
     'show-batch': [() => runShowBatchCommand(['--help']), [/--rows <n> grid rows and columns \(default: 3\)/, /\(default: show-batch\.png\)/]],
     worker: [() => parseWorkerArgs(['--help']), [/\(default: tcp:\/\/127\.0\.0\.1:\*\)/, /\(default: 10000\)/]],
-    learn: [() => parseLearnArgs(['--help']), [/--size <pixels> image side \(≥ 32\) \(default: 224\)/, /\(default: slice\(3e-3\)\)/]],
+    learn: [() => parseLearnArgs(['--help']), [/--size <pixels> image side \[16, 1024\] \(the coordinator.s\) \(default: 224\)/, /\(default: slice\(3e-3\)\)/]],
   };
   for (const [name, [run, expected]] of Object.entries(helps)) {
     const text = await helpOf(run);
@@ -49,18 +49,28 @@ test('predict, interpret, show-batch, worker and learn print no JSON-quoted defa
   }
 });
 
-test('--version prints the package.json version and ends like --help (exit code 0), for the coordinator and the worker', () => {
-  // `npx coordinator --version` was an unknown option (exit 2); every npm CLI answers it.
+test('--version prints the package.json version and ends like --help (exit code 0), for every command', async () => {
+  // `npx coordinator --version` was an unknown option (exit 2); every npm CLI answers it. So did `npm run learn --
+  // --version` and the coordinator's subcommands (found by the new-user tryout).
   const version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  const commands: Record<string, () => unknown> = {
+    coordinator: () => parseTrainArgs(['--version']),
+    worker: () => parseWorkerArgs(['--version']),
+    learn: () => parseLearnArgs(['--version']),
+    predict: () => runPredictCommand(['--version']),
+    interpret: () => runInterpretCommand(['--version']),
+    'show-batch': () => runShowBatchCommand(['--version']),
+  };
   const write = process.stdout.write.bind(process.stdout);
   const out: string[] = [];
   process.stdout.write = ((chunk: string) => { out.push(String(chunk)); return true; }) as typeof process.stdout.write;
   try {
-    for (const parse of [() => parseTrainArgs(['--version']), () => parseWorkerArgs(['--version'])]) {
-      assert.throws(parse, (e: unknown) => e instanceof CommanderError && e.code === 'commander.version' && e.exitCode === 0);
+    for (const [name, run] of Object.entries(commands)) {
+      await assert.rejects(async () => { await run(); },
+        (e: unknown) => e instanceof CommanderError && e.code === 'commander.version' && e.exitCode === 0, name);
     }
   } finally {
     process.stdout.write = write;
   }
-  assert.deepEqual(out, [`${version}\n`, `${version}\n`]);
+  assert.deepEqual(out, Object.keys(commands).map(() => `${version}\n`));
 });
