@@ -97,9 +97,15 @@ export function createLockFile(path: string, owner: LockOwner): boolean {
   }
   try {
     writeSync(fd, `${JSON.stringify(owner)}\n`);
-  } finally {
+  } catch (err) {
+    // An empty lock (ENOSPC in a filling cache) would name no owner, so nobody could ever tell it stale: remove it.
     closeSync(fd);
+    try {
+      unlinkSync(path);
+    } catch { /* already gone */ }
+    throw err;
   }
+  closeSync(fd);
   return true;
 }
 

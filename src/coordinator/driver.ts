@@ -164,6 +164,7 @@ export class Coordinator extends CoordinatorSetUp {
       progress: this.cmd.runtime.plain ? 'lines' : 'auto',
       out: this.io.out,
       progressOut: this.io.progress,
+      log: this.io.log,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
         this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow((rank) => this.getState(rank));

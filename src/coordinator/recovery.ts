@@ -95,6 +95,8 @@ export interface RecoveryOptions {
 export class Recovery {
   /** Respawns so far. */
   restarts = 0;
+  /** {@link restarts} when the current {@link recover} call began (one recovery = one event for a group restart). */
+  private restartsBeforeEvent = 0;
   /** Members admitted whose replica has not received the training state yet (by member id). */
   private readonly unsynced = new Set<string>();
   /** Members admitted that were sent the run setup (by member id). */
@@ -173,6 +175,10 @@ export class Recovery {
   private async restartGroup(reason: string, lost: readonly Member[]): Promise<never> {
     const { cluster } = this.o;
     const max = this.o.maxRestarts;
+    // One event, one restart: losses of one group that arrived further apart than LOSS_SETTLE_MS (a loaded host, remote
+    // workers seen a heartbeat tick apart) made an earlier attempt of this recovery respawn part of the group and count
+    // it; the whole-group restart replaces that partial one, so it counts once from where this recovery began.
+    this.restarts = Math.min(this.restarts, this.restartsBeforeEvent);
     if (this.restarts >= max || this.o.stopSignal?.aborted === true) {
       this.fatal = true;
       const why = this.o.stopSignal?.aborted === true ? 'a stop was requested' : `no restart is left (--max-restarts ${max}, ${this.restarts} used)`;
@@ -228,6 +234,7 @@ export class Recovery {
     // from the new membership until it holds, or until a fatal condition (restarts exhausted, no worker holding the
     // state, stop requested) ends the run.
     if (this.ended) throw this.ended;
+    this.restartsBeforeEvent = this.restarts;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.recoverOnce(reason, getState);

@@ -35,6 +35,8 @@ export interface StageContext {
   readonly out: (line: string) => void;
   /** Progress lines (per-batch): stderr, as tqdm and Lightning write them (undefined: stderr). */
   readonly progressOut?: (line: string) => void;
+  /** Log lines (a step aborted and redone): stderr, never among the results on stdout. */
+  readonly log: (line: string) => void;
   /** Called after each committed step (metrics, periodic checkpoints, stop requests). Returns true to stop. */
   afterStep(stage: StagePlan, replies: Reply<StepDoneMessage>[], loss: number, lrs: number[], momentum: number, seconds: number): Promise<boolean>;
   /** Called at each epoch end after validation (metrics, checkpoint). */
@@ -111,7 +113,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
       if (!isRetryable(err)) throw err;
       await cluster.broadcast({ type: 'abort', step }).catch(() => undefined);
       await ctx.stepFailed(step, failures, err.message);
-      ctx.out(`step ${step} aborted (${err.message}); recovering and redoing it`);
+      ctx.log(`${new Date().toISOString()} step ${step} aborted (${err.message}); recovering and redoing it`);
       await ctx.recover(err.message);
     }
   }

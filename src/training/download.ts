@@ -13,7 +13,7 @@
  * another. A lock left by a process that died is taken over.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -349,6 +349,18 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   }
 }
 
+/** An unreadable `<dest>.lock` older than this (milliseconds) is damaged, not being written. */
+const UNREADABLE_LOCK_STALE_MS = 10_000;
+
+/** Milliseconds since `path` was last modified (0 when it is gone). */
+function lockAgeMs(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * Waits until this process holds `<dest>.lock`, saying once who holds it meanwhile; a lock whose owner died (this
  * host) is taken over with a line saying so. @returns the release function
@@ -361,6 +373,14 @@ async function lockDestination(o: ResolvedDownloadOptions): Promise<() => void> 
     const owner = readLockOwner(path);
     if (lockIsStale(owner)) {
       o.log(`download: removed the stale lock ${path} of pid ${owner!.pid} (started ${owner!.since}, no longer running)`);
+      // Only if it still names that dead owner: another waiter may have taken it over this instant.
+      releaseLockFile(path, owner!);
+      continue;
+    }
+    if (owner === null && lockAgeMs(path) > UNREADABLE_LOCK_STALE_MS) {
+      // An owner writes its lock within microseconds of creating it: one unreadable for seconds is damaged (a process
+      // killed between the two, a disk that filled) and would make every later download wait forever.
+      o.log(`download: removed the unreadable lock ${path} (no owner recorded for over ${UNREADABLE_LOCK_STALE_MS / 1000} s)`);
       removeLockFile(path);
       continue;
     }

@@ -345,3 +345,22 @@ test('a group restart from the start of the run when no checkpoint was written',
   await assert.rejects(new Recovery(o).recover('OOM', async () => new Uint8Array(8)), (e) => e instanceof GroupRestart);
   assert.match(o.lines.join('\n'), /restarting the whole worker group \(restart 1 of at most 3\) from the start of the run \(no checkpoint was written yet\)/);
 });
+
+test('a whole group lost in two waves (exits seen further apart than the settle time) still counts one restart', async () => {
+  // Review finding: under load, or with remote workers seen a heartbeat tick apart, the first loss was recovered on
+  // its own (a partial respawn, counted), then the state source turned out dead too and the group restart counted
+  // again: one kill of 3 workers logged "restart 2 of at most 3". torchrun counts one restart per group failure.
+  const s = scripted(3, [[member('n0', -1)], [member('n1', -1), member('n2', -1)]]);
+  const o = options(s, { newestCheckpoint: () => 'runs/x/checkpoints/step-000000004', maxRestarts: 3 });
+  s.members[0]!.state = 'lost';
+  const survivors = s.members.slice(1);
+  const recovery = new Recovery(o);
+  await assert.rejects(recovery.recover('rank 0 lost: SIGKILL', async () => {
+    // The survivor asked for the state is dead as well: the rest of the group is reported now.
+    for (const m of survivors) m.state = 'lost';
+    throw new TrainerError('ERR_WORKER_LOST', 'rank 1 lost: SIGKILL');
+  }), (e) => e instanceof GroupRestart && e.restart === 1);
+  assert.equal(recovery.restarts, 1, 'one event, one restart');
+  assert.match(o.lines.join('\n'), /restarting the whole worker group \(restart 1 of at most 3\)/);
+  assert.equal(s.cluster.worldSize, 3, 'a full group again');
+});

@@ -43,7 +43,7 @@ function scripted(counts: (step: number) => number[], newest: string | null = 'r
   const recovery = new Recovery({ resumeCommand: resumeCommandLine('runs/my run'), newestCheckpoint: () => newest } as unknown as RecoveryOptions);
   const ctx: StageContext = {
     cluster: cluster as unknown as Cluster, history, accum: () => 1, stepsPerDataEpoch: 2, dataEpochBase: () => 0, stepTimeoutMs: 1000,
-    progress: 'none', out: () => {}, afterStep: async () => false, afterEpoch: async () => {},
+    progress: 'none', out: () => {}, log: () => {}, afterStep: async () => false, afterEpoch: async () => {},
     guard: (_what, fn) => fn(), stopRequested: () => false, recover: async () => {}, stepFailed: async () => {},
     snapshot: async () => new Uint8Array(0), restore: async () => {}, resumeAdvice: (after) => recovery.resumeAdvice(after),
   };

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,6 +247,19 @@ describe('downloadFile', () => {
     assert.deepEqual(readFileSync(dest), BODY);
     assert.equal(existsSync(`${dest}.lock`), false);
     assert.ok(lines.some((l) => l === `download: removed the stale lock ${dest}.lock of pid ${dead} (started 2026-01-01T00:00:00.000Z, no longer running)`), lines.join('\n'));
+  });
+
+  it('removes an empty lock left seconds ago (a writer killed or a disk full between create and write) instead of waiting forever', async () => {
+    // Review finding: an empty lock names no owner, so it was never stale and every later download polled forever.
+    const dest = join(dir, 'empty-lock.bin');
+    writeFileSync(`${dest}.lock`, '');
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(`${dest}.lock`, old, old);
+    const lines: string[] = [];
+    const r = await downloadFile({ urls: [`${base}/ok`], dest, sha256: SHA, ...quiet, lockPollMs: 5, log: (l) => lines.push(l) });
+    assert.deepEqual(readFileSync(dest), BODY);
+    assert.equal(r.reused, false);
+    assert.ok(lines.some((l) => l === `download: removed the unreadable lock ${dest}.lock (no owner recorded for over 10 s)`), lines.join('\n'));
   });
 
   it('rejects bad options naming the field', async () => {
