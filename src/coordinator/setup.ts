@@ -269,7 +269,12 @@ export abstract class CoordinatorSetUp {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
       (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
-    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
+    control.on('message', (m, msg) => {
+      if (msg.type !== 'error') return;
+      // A reply that came after its request ended (another rank failed first): the same error is said in one line.
+      const same = this.cluster!.rankThatReported(msg.message);
+      this.io.log(`worker rank ${m.rank}: ${msg.code}: ${same === null ? msg.message : `the same error as rank ${same}`}`);
+    });
     return { endpoint, curve };
   }
 

@@ -110,3 +110,20 @@ test('offline resume of an ImageNet run with an empty weights cache: the replica
     await proc.close();
   }
 });
+
+test('a local worker\'s failure is said once, by the coordinator, not again by the worker', { timeout: 300_000 }, async () => {
+  // Seen: each worker's "setup failed: <the whole message>", then the coordinator's error, then "worker rank 0: …".
+  const { env } = offlineEnv('fail');
+  const proc = new CoordinatorProcess(['--data', data, '--workers', '1', '--arch', 'resnet10', '--size', '32', '--bs', '2', '--pretrained', 'none',
+    '--epochs', '1', '--fine-tune-epochs', '0', '--no-lr-find', '--max-restarts', '0', '--run-dir', join(tmp, 'run-fail'), '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '-1', '--plain'],
+  { ...env, TRAINER_TEST_FAIL_STEP: '0:1' });
+  try {
+    const r = await proc.exited;
+    assert.notEqual(r.code, 0, r.stderr);
+    const all = r.stdout + r.stderr;
+    assert.equal(all.match(/injected fault: TRAINER_TEST_FAIL_STEP=0:1/g)?.length, 1, `the cause once:\n${all}`);
+    assert.match(r.stderr, /\[worker \d+\] step failed: ERR_INTERNAL: sent to the coordinator, which reports it/);
+  } finally {
+    await proc.close();
+  }
+});
