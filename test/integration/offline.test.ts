@@ -85,9 +85,10 @@ test('offline, --pretrained imagenet by default: one ERR_OFFLINE before the data
   }
 });
 
-test('offline resume of an ImageNet run with an empty weights cache: the replicas load the checkpoint, the run finishes', { timeout: 300_000 }, async () => {
-  const runDir = join(tmp, 'run-resumed');
-  const config = resolveRunConfig({ data, workers: 1, arch: 'resnet18', size: 32, bs: 2, pretrained: 'imagenet', runDir, stages: STAGES });
+for (const [name, pretrained] of [['an ImageNet run with an empty weights cache', 'imagenet'], ['a run whose --pretrained file has moved', '/moved/away/resnet18.safetensors']] as const) {
+test(`offline resume of ${name}: the replicas load the checkpoint, the run finishes`, { timeout: 300_000 }, async () => {
+  const runDir = join(tmp, `run-resumed-${pretrained === 'imagenet' ? 'imagenet' : 'file'}`);
+  const config = resolveRunConfig({ data, workers: 1, arch: 'resnet18', size: 32, bs: 2, pretrained, runDir, stages: STAGES });
   const scale = planScaleOut({ bs: 2, worldSize: 1, accum: 1, globalBs: null, lrScale: config.lrScale, baseBs: config.baseBs });
   const stages = planStages({ stages: config.stages, trainCount: 8, globalBs: scale.globalBs, lrFactor: scale.lrFactor });
   // The checkpoint of an ImageNet run (its weights are whatever it trained; random ones stand in for them here).
@@ -97,12 +98,12 @@ test('offline resume of an ImageNet run with an empty weights cache: the replica
   replica.dispose();
   const { plan: _plan, ...meta } = checkpointMeta({ runId: 'r', config, classes: ['cat', 'dog'], history: newHistory(), stages, scale, worldSize: 1, generation: 1 });
   new CheckpointStore(runDir, 2).write(meta, state);
-  const { env, log, cache } = offlineEnv('resume');
+  const { env, log, cache } = offlineEnv(`resume-${pretrained === 'imagenet' ? 'imagenet' : 'file'}`);
   const proc = new CoordinatorProcess(['--resume', runDir, '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '-1', '--plain'], env);
   try {
     const r = await proc.exited;
     assert.equal(r.code, 0, r.stderr);
-    assert.doesNotMatch(r.stdout + r.stderr, /ERR_OFFLINE|cannot reach/);
+    assert.doesNotMatch(r.stdout + r.stderr, /ERR_OFFLINE|cannot reach|ERR_BAD_FLAG|no such file/);
     assert.match(r.stderr, /resumed from /);
     assert.equal(workerArgvs(log).length, 1, 'its worker ran');
     assert.equal(existsSync(cache), false, 'nothing was fetched into the weights cache');
@@ -110,6 +111,7 @@ test('offline resume of an ImageNet run with an empty weights cache: the replica
     await proc.close();
   }
 });
+}
 
 test('a local worker\'s failure is said once, by the coordinator, not again by the worker', { timeout: 300_000 }, async () => {
   // Seen: each worker's "setup failed: <the whole message>", then the coordinator's error, then "worker rank 0: …".
