@@ -33,6 +33,8 @@ export class Cluster {
   /** Ring epoch; grows on every membership change. */
   generation = 0;
   private requestSeq = 1;
+  /** Worker error messages that ended a gather (the run's error names them), with the rank that sent each first. */
+  private readonly gatherErrors = new Map<string, number>();
   private lostController = new AbortController();
 
   /**
@@ -130,6 +132,14 @@ export class Cluster {
   }
 
   /**
+   * The rank whose error with this exact message already ended a gather (so the run's own error carries it), or
+   * null: a later rank failing the same way (every worker missing the same file) is then said in one line.
+   */
+  rankThatReported(message: string): number | null {
+    return this.gatherErrors.get(message) ?? null;
+  }
+
+  /**
    * Waits for one reply per rank matching `match`.
    * @param failed - turns a matching reply into the error it reports (e.g. `step-failed`), which ends the gather at once
    * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
@@ -145,7 +155,10 @@ export class Cluster {
     const all = Promise.all(ranks.map((rank) => this.control.waitFor(
       (msg, id) => byId.get(id) === rank && (match(msg, rank) || msg.type === 'error'), `${what} from rank ${rank}`, timeoutMs, signal,
     ).then(({ message, frames }) => {
-      if (message.type === 'error') throw new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+      if (message.type === 'error') {
+        if (!this.gatherErrors.has(message.message)) this.gatherErrors.set(message.message, rank);
+        throw new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+      }
       const err = failed?.(message as M, rank);
       if (err) throw err;
       return { rank, message: message as M, frames };

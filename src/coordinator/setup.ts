@@ -16,7 +16,7 @@ import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDirs } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
-import { verifyTorchWeightsFile } from '../training/model/pretrained.js';
+import { resolvePretrainedWeights, verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, type RunLock } from './run-lock.js';
@@ -169,7 +169,9 @@ export abstract class CoordinatorSetUp {
   private setupFor(data: DataBunch, starAddress: string | null): RunSetup {
     const c = this.cmd.config, r = this.cmd.runtime;
     return {
-      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs, seed: c.seed, pretrained: c.pretrained,
+      // A resumed run loads every replica from its checkpoint: its workers need no pretrained weights (offline, a
+      // moved file), as fastai's learn.load does not.
+      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs, seed: c.seed, pretrained: this.resumePoint ? 'none' : c.pretrained,
       frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,
@@ -206,8 +208,13 @@ export abstract class CoordinatorSetUp {
    */
   private async checkBeforeStart(): Promise<void> {
     const { config } = this.cmd;
-    checkPretrainedSource(config.pretrained);
-    await checkPretrainedFile(config.pretrained, config.arch);
+    const resumed = this.resumePoint !== null;
+    // A resumed run's weights come from its checkpoint (as fastai's learn.load): its --pretrained source (a file
+    // since moved, ImageNet weights not cached on an offline machine) is never needed.
+    if (!resumed) {
+      checkPretrainedSource(config.pretrained);
+      await checkPretrainedFile(config.pretrained, config.arch);
+    }
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
     this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
@@ -225,6 +232,19 @@ export abstract class CoordinatorSetUp {
     this.scale = runGlobalBs !== null
       ? planResumedScaleOut({ bs: config.bs, worldSize: config.expect, lrScale: config.lrScale, baseBs: config.baseBs }, runGlobalBs)
       : planScaleOut({ bs: config.bs, worldSize: config.expect, accum: config.globalBs === null ? config.accum : 1, globalBs: config.globalBs, lrScale: config.lrScale, baseBs: config.baseBs });
+    if (!resumed && config.workers > 0) await this.fetchPretrained();
+  }
+
+  /**
+   * Fetches the ImageNet weights (`--pretrained imagenet`) once, into the cache the local workers read, before the
+   * data step and before any worker starts: offline, the run stops here with one ERR_OFFLINE message instead of
+   * after the data step, from every worker. The download holds a per-file lock, so a concurrent run waits for it.
+   * @throws TrainerError ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM, ERR_WEIGHTS (from {@link resolvePretrainedWeights})
+   */
+  private async fetchPretrained(): Promise<void> {
+    const { config } = this.cmd;
+    if (config.pretrained !== 'imagenet') return;
+    await resolvePretrainedWeights(config.pretrained, archModel(config.arch), { log: this.io.log });
   }
 
   /**
@@ -249,7 +269,12 @@ export abstract class CoordinatorSetUp {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
       (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
-    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
+    control.on('message', (m, msg) => {
+      if (msg.type !== 'error') return;
+      // A reply that came after its request ended (another rank failed first): the same error is said in one line.
+      const same = this.cluster!.rankThatReported(msg.message);
+      this.io.log(`worker rank ${m.rank}: ${msg.code}: ${same === null ? msg.message : `the same error as rank ${same}`}`);
+    });
     return { endpoint, curve };
   }
 

@@ -283,7 +283,9 @@ export class Worker {
     } catch (err) {
       const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
       if (this.stopCode !== null) return; // e.g. a step cut short by close() (its all-reduce aborted): nobody to tell
-      this.o.log(`${msg.type} failed: ${code}: ${(err as Error).message}`);
+      // A local worker's error reaches the user from its coordinator (same terminal), which prints it in full: said
+      // once there, not once per process. A remote worker's own terminal gets it in full.
+      this.o.log(`${msg.type} failed: ${code}: ${process.env.PETS_WORKER_SLOT === undefined ? (err as Error).message : 'sent to the coordinator, which reports it'}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
     } finally {

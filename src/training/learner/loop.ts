@@ -109,7 +109,7 @@ export async function fitStage<D>(transport: StepTransport<D>, stage: StagePlan,
   try {
     for (let k = from; k < stage.totalSteps; k++) {
       if (k % per === 0 || progress === null) {
-        progress = new EpochProgress(per - (k % per), `epoch ${Math.floor(k / per)}`, hooks.progress, hooks.progressOut);
+        progress = new EpochProgress(per, `epoch ${Math.floor(k / per)}`, hooks.progress, hooks.progressOut).startAt(k % per);
         if (k % per === 0) record.epochSums = { startedAtMs: Date.now(), elapsedSeconds: 0 };
       }
       const hyper = stepHyper(stage, k);

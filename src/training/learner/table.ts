@@ -8,6 +8,7 @@
  * `fastprogress.format_time`).
  */
 import cliProgress from 'cli-progress';
+import { TrainerError } from '../../contract/errors.js';
 
 /** One row of the table. */
 export interface EpochRow {
@@ -81,6 +82,22 @@ export class EpochProgress {
         cliProgress.Presets.shades_classic);
       this.bar.start(total, 0, { loss: '-' });
     }
+  }
+
+  /**
+   * Starts the count at batch `done` of the epoch (a resumed or restarted epoch): the counter shows the position in
+   * the whole epoch (`8/14 batches`), as fastai's and Lightning's bars do, and its lines fall on the same batches as
+   * an uninterrupted run's.
+   * @param done - batches of the epoch already done, 0 ≤ done ≤ total
+   * @throws TrainerError ERR_INTERNAL when `done` is outside [0, total] or batches were already counted
+   */
+  startAt(done: number): this {
+    if (!Number.isInteger(done) || done < 0 || done > this.total || this.done !== 0) {
+      throw new TrainerError('ERR_INTERNAL', `EpochProgress.startAt needs an integer in [0, ${this.total}] before the first tick, got ${done} (counted ${this.done})`);
+    }
+    this.done = done;
+    this.bar?.update(done);
+    return this;
   }
 
   /** One more batch done; `smoothLoss` is the current smoothed training loss. */

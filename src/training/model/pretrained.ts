@@ -99,7 +99,20 @@ function imagenetSource(arch: ResNetArch | ResNetConfig, options: PretrainedOpti
   if (!(RESNET_ARCHS as readonly string[]).includes(name)) {
     throw new TrainerError('ERR_BAD_CONFIG', `--pretrained imagenet: no ImageNet weights for ${name} (only ${RESNET_ARCHS.join('|')}); use --pretrained none or a path`);
   }
-  return IMAGENET_WEIGHTS[name as ResNetArch];
+  return onEndpoint(IMAGENET_WEIGHTS[name as ResNetArch], process.env);
+}
+
+/** Environment variable naming a Hugging Face Hub mirror (as `huggingface_hub` reads it), e.g. `https://hf-mirror.com`. */
+export const HF_ENDPOINT_ENV = 'HF_ENDPOINT';
+
+/**
+ * The source with its URL on `$HF_ENDPOINT` (a Hub mirror or a local server; `huggingface_hub`'s variable) when set,
+ * else unchanged.
+ */
+export function onEndpoint(source: PretrainedSource, env: NodeJS.ProcessEnv): PretrainedSource {
+  const endpoint = env[HF_ENDPOINT_ENV]?.trim();
+  if (!endpoint) return source;
+  return { ...source, url: `${endpoint.replace(/\/+$/, '')}/${source.repo}/resolve/main/model.safetensors` };
 }
 
 /**

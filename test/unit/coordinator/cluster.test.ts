@@ -105,6 +105,9 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     assert.deepEqual(syncBn, { type: 'sync-bn', requestId: id + 1, generation: 1 });
     await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'disk gone', rank: 1 }));
     await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: disk gone/.test(e.message));
+    // The run's error carries rank 1's message: rank 0 failing the same way later is said as "the same error as rank 1".
+    assert.equal(cluster.rankThatReported('disk gone'), 1);
+    assert.equal(cluster.rankThatReported('disk full'), null);
 
     // The one rank-0 BatchNorm broadcast: a sync-bn to every rank with the ring's generation, done when all ack.
     const synced = cluster.syncBatchNorm(60_000);

@@ -70,6 +70,24 @@ test('fitStage resumed mid-stage continues the smoothing and the epoch as an und
   assert.deepEqual(saved.epochs.map((r) => r.epoch), [0, 1]);
 });
 
+test('fitStage resumed mid-epoch counts batches from the epoch start: the same progress lines as an undisturbed run', async () => {
+  // fastai's and Lightning's bars show the position in the epoch. Seen: a run killed after step 6 of a 14-batch epoch
+  // and resumed printed "epoch 0: 1/8 batches …" on every batch, where the first run printed "8/14" every second one.
+  const stage = planStages({ stages: [{ kind: 'one_cycle', name: 's', epochs: 1, maxLr: '1e-2', frozen: true }], trainCount: 56, globalBs: 4, lrFactor: 1 })[0]!;
+  assert.equal(stage.stepsPerEpoch, 14);
+  const losses = Array.from({ length: 14 }, (_, k) => 4 - k / 10);
+  const straight: string[] = [];
+  await fitStage(scripted(losses), stage, newStageRecord(), 0, { progress: 'lines', progressOut: (l) => straight.push(l), out: () => {} });
+  assert.deepEqual(straight.map((l) => l.split(',')[0]), [2, 4, 6, 8, 10, 12, 14].map((n) => `epoch 0: ${n}/14 batches`));
+  const record = newStageRecord();
+  const stopAt = 6; // killed after step 6: the checkpoint holds steps 0..6, the resumed run starts at step 7
+  await fitStage(scripted(losses), stage, record, 0, { progress: 'none', out: () => {}, afterStep: (_s, k) => k === stopAt });
+  const resumed: string[] = [];
+  await fitStage(scripted(losses), stage, JSON.parse(JSON.stringify(record)) as typeof record, stopAt + 1,
+    { progress: 'lines', progressOut: (l) => resumed.push(l), out: () => {} });
+  assert.deepEqual(resumed, straight.slice(3), 'from "epoch 0: 8/14 batches" on, with the same smoothed losses');
+});
+
 test('a step with no decoded item has no loss (NaN) and leaves the smoothed loss alone', async () => {
   const stage = fitPlan(1);
   const record = newStageRecord();

@@ -13,7 +13,7 @@ import { createResNet } from '../../../../src/training/model/resnet.js';
 import { encodeSafetensors } from '../../../../src/training/model/safetensors.js';
 import { exportTorchStateDict } from '../../../../src/training/model/torch-weights.js';
 import {
-  IMAGENET_WEIGHTS, cachedWeightsPath, defaultWeightsCacheDir, loadPretrained, parsePretrained, resolvePretrainedWeights,
+  IMAGENET_WEIGHTS, cachedWeightsPath, defaultWeightsCacheDir, loadPretrained, onEndpoint, parsePretrained, resolvePretrainedWeights,
   type PretrainedOptions, type PretrainedSource,
 } from '../../../../src/training/model/pretrained.js';
 
@@ -153,4 +153,13 @@ test('none gives null; a path is checked for existence and torchvision keys; con
     (err: unknown) => isTrainerError(err, 'ERR_BAD_FLAG') && /no such file/.test(err.message));
   await assert.rejects(resolvePretrainedWeights('imagenet', TINY, opts({})),
     (err: unknown) => isTrainerError(err, 'ERR_BAD_CONFIG') && /no ImageNet weights for ResNet\(basic, \[1,1,1,1\]\)/.test(err.message));
+});
+
+test('HF_ENDPOINT (huggingface_hub\'s mirror variable) moves the download URL to the mirror; unset or blank: the Hub', () => {
+  const src = IMAGENET_WEIGHTS.resnet18;
+  assert.equal(src.url, 'https://huggingface.co/timm/resnet18.tv_in1k/resolve/main/model.safetensors');
+  assert.deepEqual(onEndpoint(src, {}), src);
+  assert.deepEqual(onEndpoint(src, { HF_ENDPOINT: '  ' }), src);
+  assert.deepEqual(onEndpoint(src, { HF_ENDPOINT: 'https://hf-mirror.com/' }),
+    { ...src, url: 'https://hf-mirror.com/timm/resnet18.tv_in1k/resolve/main/model.safetensors' });
 });
