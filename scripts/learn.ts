@@ -30,7 +30,7 @@ import { resolveResNetConfig, type ResNetArch } from '../src/contract/resnet-spe
 import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
-import { LR_FIND_STAGE_NAME, SIZE_RANGE, checkBatchSize, checkInt, checkSize } from '../src/contract/config.js';
+import { BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, checkBatchSize, checkInt, checkSize } from '../src/contract/config.js';
 import { plainDefaults, withVersion } from '../src/contract/cli-help.js';
 
 interface LearnFlags {
@@ -67,9 +67,9 @@ function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
 async function run(f: LearnFlags): Promise<void> {
   const t0 = performance.now();
   const arch = resolveResNetConfig(f.arch as ResNetArch);
-  // The coordinator's rules (contract/config.ts), so both CLIs take the same sizes and batch sizes.
-  const size = checkSize(f.size);
-  const bs = checkBatchSize(f.bs);
+  // Checked by parseLearnArgs with the coordinator's rules (contract/config.ts); here converted.
+  const size = Number(f.size);
+  const bs = Number(f.bs);
   const epochs = intFlag('epochs', f.epochs, 1);
   const seed = intFlag('seed', f.seed, 0);
   const maxLr = parseLrSpec(f.lr, '--lr');
@@ -121,7 +121,7 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
     .option('--arch <arch>', 'resnet18|resnet34|resnet50', 'resnet34')
     .option('--size <pixels>', `image side [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the coordinator's)`, '224')
-    .option('--bs <n>', 'batch size [2, 4096] (the coordinator\'s)', '64')
+    .option('--bs <n>', `batch size [${BS_RANGE.min}, ${BS_RANGE.max}] (the coordinator's)`, '64')
     .option('--epochs <n>', 'epochs of fit_one_cycle (≥ 1)', '4')
     .option('--lr <lr>', 'max lr: number, slice(end) or slice(start,end)', 'slice(3e-3)')
     .option('--pretrained <src>', 'imagenet|none|<path to torchvision .safetensors>', 'imagenet')

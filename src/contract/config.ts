@@ -346,10 +346,13 @@ function checkTransformFields(merged: Record<string, unknown>): TransformSetting
 }
 
 /**
- * The per-worker batch: every model here has BatchNorm layers (the body's and the head's BatchNorm1d), which in
- * training need more than one value per channel — PyTorch raises "Expected more than 1 value per channel when
- * training" for a batch of 1 — so bs 1 is refused here, before any worker starts.
+ * Per-worker batch sizes (`--bs`) accepted by the coordinator and `npm run learn`. Every model here has BatchNorm
+ * layers (the body's and the head's BatchNorm1d), which in training need more than one value per channel — PyTorch
+ * raises "Expected more than 1 value per channel when training" for a batch of 1 — so bs 1 is refused before any
+ * worker starts.
  */
+export const BS_RANGE = Object.freeze({ min: 2, max: 4096 });
+
 /**
  * Checks a per-worker batch size (`--bs`) in [2, 4096] (BatchNorm needs two images per batch), for the coordinator
  * and `npm run learn` alike. @throws TrainerError ERR_BAD_CONFIG naming `bs (--bs)` and the rule
@@ -358,9 +361,9 @@ export function checkBatchSize(value: unknown): number {
   const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
   // Every integer below 2 (0 and negatives too) gets the BatchNorm reason, so no message names a lower bound of 1.
   if (typeof n === 'number' && Number.isInteger(n) && n < 2) {
-    fail('bs', 'an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training")', value);
+    fail('bs', `an integer in [${BS_RANGE.min}, ${BS_RANGE.max}]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training")`, value);
   }
-  return checkInt('bs', value, 2, 4096);
+  return checkInt('bs', value, BS_RANGE.min, BS_RANGE.max);
 }
 
 function checkFolderName(field: string, value: unknown): string {

@@ -122,6 +122,10 @@ export class Learner {
   /** Mean loss of every training batch of every fit so far (not lr_find), nats, unsmoothed (for charts). */
   readonly batchLosses: number[] = [];
 
+  /**
+   * @throws TrainerError ERR_BAD_CONFIG for a `bs` or `size` outside the coordinator's rules (contract/config.ts
+   *   BS_RANGE, SIZE_RANGE) or bad transforms; ERR_BAD_FLAG for a seed that is not an integer
+   */
   constructor(readonly data: DataBunch, readonly pool: ImagePool, readonly replica: Replica, options: LearnerOptions = {}) {
     this.options = resolveOptions(options);
     if (replica.numClasses !== data.classes.length) {
@@ -247,7 +251,7 @@ export class Learner {
    * optimizer state are restored exactly afterwards. The sweep reads the data from the learner's current data
    * epoch on (one long pass over repeated epochs) and does not advance it. See `lr-find.ts`.
    *
-   * @throws TrainerError ERR_BAD_FLAG on bad options; the replica is restored even when a step throws
+   * @throws TrainerError ERR_BAD_FLAG on bad lr_find options; the replica is restored even when a step throws
    */
   async lrFind(options: LrFindOptions = {}): Promise<LrFindResult> {
     const { numIt, ...lrs } = options;
