@@ -322,6 +322,36 @@ napi_value throwError(napi_env env, const std::string& message) {
   return nullptr;
 }
 
+// The symbolic name of a system error number ("ENOSPC"), as Node's errors carry it in `code`; "E<n>" for others.
+const char* errnoName(int e, char* buf, size_t size) {
+  switch (e) {
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EROFS: return "EROFS";
+    case ENOENT: return "ENOENT";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    default: snprintf(buf, size, "E%d", e); return buf;
+  }
+}
+
+// Throws an ERR_SHM Error whose `errnoName` property names the system error (so callers match the cause, not the
+// wording of strerror, which depends on the C library and the locale).
+napi_value throwSysError(napi_env env, const std::string& message, int e) {
+  napi_value msg, code, error, name;
+  char buf[16];
+  napi_create_string_utf8(env, message.c_str(), NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, "ERR_SHM", NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_create_string_utf8(env, errnoName(e, buf, sizeof buf), NAPI_AUTO_LENGTH, &name);
+  napi_set_named_property(env, error, "errnoName", name);
+  napi_throw(env, error);
+  return nullptr;
+}
+
 // Runs an entry point's body; an argument error (JsError, from Args or thrown here) becomes a thrown ERR_SHM Error
 // whose message starts with the function's name.
 template <typename F>
@@ -371,25 +401,27 @@ napi_value Open(napi_env env, napi_callback_info info) {
     s->size = kHeaderBytes + 2 * size_t(s->n) * s->capacity * sizeof(float);
     s->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     std::string err;
-    if (s->fd < 0) err = "cannot open " + path + ": " + strerror(errno);
+    int sysErr = 0;  // the errno behind err, 0 when err is not a system call's failure
+    auto fail = [&](const std::string& what, int e) { err = what + ": " + strerror(e); sysErr = e; };
+    if (s->fd < 0) fail("cannot open " + path, errno);
     struct stat st;
-    if (err.empty() && fstat(s->fd, &st) != 0) err = "cannot stat " + path + ": " + strerror(errno);
+    if (err.empty() && fstat(s->fd, &st) != 0) fail("cannot stat " + path, errno);
     if (err.empty() && size_t(st.st_size) != s->size) {
       if (st.st_size != 0) err = path + " has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(s->size) + " (another membership?)";
       // Reserve the pages now: a full tmpfs then fails here instead of raising SIGBUS at the first write.
-      else if (int e = posix_fallocate(s->fd, 0, off_t(s->size)); e != 0) err = "cannot size " + path + ": " + strerror(e);
+      else if (int e = posix_fallocate(s->fd, 0, off_t(s->size)); e != 0) fail("cannot size " + path, e);
     }
     if (err.empty()) {
       s->base = mmap(nullptr, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
       if (s->base == MAP_FAILED) {
         s->base = nullptr;
-        err = "cannot map " + path + ": " + strerror(errno);
+        fail("cannot map " + path, errno);
       }
     }
     if (!err.empty()) {
       unmap(s);
       delete s;
-      return throwError(env, err);
+      return sysErr != 0 ? throwSysError(env, err, sysErr) : throwError(env, err);
     }
     s->h = static_cast<Header*>(s->base);
     s->slots = reinterpret_cast<float*>(static_cast<char*>(s->base) + kHeaderBytes);

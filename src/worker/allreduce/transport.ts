@@ -100,11 +100,20 @@ export class RefusedAllReduce implements AllReducer {
 }
 
 /**
- * A segment that could not be created for want of room or rights in its directory (glibc's strerror of ENOSPC,
- * EDQUOT, ENOMEM, EACCES, EROFS): no later generation would do better. Others (a file of another membership's size)
+ * System errors (the native module's `errnoName`) that mean the segment's directory has no room or no rights for it:
+ * no later generation would do better. Others (ENOMEM from mmap, which can pass; a file of another membership's size)
  * leave the reducer broken and recovery re-forms the ring under a new segment name.
  */
-const SEGMENT_ROOM = /No space left on device|Disk quota exceeded|Cannot allocate memory|Permission denied|Read-only file system/;
+const SEGMENT_ROOM = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS']);
+
+/** The system error name behind a failed segment open (`errnoName` of the error or of its cause), or null. */
+function segmentErrno(err: unknown): string | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const name = (e as { errnoName?: unknown }).errnoName;
+    if (typeof name === 'string') return name;
+  }
+  return null;
+}
 
 /** What {@link TransportSelector.apply} needs of one generation. */
 export interface GenerationFacts {
@@ -175,7 +184,7 @@ export class TransportSelector {
       this.log(`${prefix} through shared memory ${this.shm.segmentPath} (--allreduce ${mode}: ${choice.why})`);
     } catch (err) {
       const message = (err as Error).message;
-      if (SEGMENT_ROOM.test(message)) {
+      if (SEGMENT_ROOM.has(segmentErrno(err) ?? '')) {
         // The host has no room (or no right) for the segment: a new generation fails alike, and the step was redone
         // --max-restarts + 1 times, then blamed on a hung worker. As NCCL stops when it cannot create its /dev/shm
         // segment, the run stops at its first all-reduce, naming the directory, the room needed and the remedies.

@@ -309,6 +309,9 @@ test('an unbounded or invalid deadline is ERR_BAD_CONFIG before the call (Infini
     assert.throws(() => loose.open!(7, 2, 0, 1024), /^Error: open: path must be a string$/);
     assert.throws(() => loose.sweep!(dir, 'old'), /^Error: sweep: argument 1 must be a number$/);
     assert.throws(() => loose.abort!(handle, 5), /^Error: abort: reason must be a string$/);
+    // A failed system call names its errno (what the transport matches to stop for want of room, not strerror's words).
+    assert.throws(() => module.open(join(dir, 'no-such-folder', 'pets-shm-y'), 2, 0, 1024),
+      (e: unknown) => (e as { errnoName?: string; code?: string }).errnoName === 'ENOENT' && (e as { code?: string }).code === 'ERR_SHM' && /^cannot open .*no-such-folder\/pets-shm-y: No such file or directory$/.test((e as Error).message));
     assert.ok(module.close(handle));
     // Nothing was broken: the ranks still reduce together.
     const x = [Float32Array.of(1), Float32Array.of(2)];

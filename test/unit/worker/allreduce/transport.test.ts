@@ -130,7 +130,7 @@ test('a segment the host has no room for stops the run at its first all-reduce (
   // cannot create its /dev/shm segment; another error (a file of another membership's size) still only breaks this
   // generation, for recovery to re-form the ring under a new segment name.
   const full = fakeModule();
-  full.module.open = (path) => { throw new Error(`cannot size ${path}: No space left on device`); };
+  full.module.open = (path) => { throw Object.assign(new Error(`cannot size ${path}: No space left on device`), { errnoName: 'ENOSPC' }); };
   const { selector, lines } = makeSelector(full);
   await selector.apply({ mode: 'auto', membership: m, dtype: 'float32', announced: [can, can], load: loaded, isLocal: here });
   await assert.rejects(selector.reducer.allReduce(new Float32Array(3), { step: 0, bucket: 0 }), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG')
