@@ -3,6 +3,7 @@
  * coordinator with the same flags). Flags are validated before anything starts.
  */
 import { Command, CommanderError } from 'commander';
+import { logText } from '../contract/log-text.js';
 import { plainDefaults, withVersion } from '../contract/cli-help.js';
 import { parseBackendRequest } from '../training/compute/backend.js';
 import { checkInt } from '../contract/config.js';
@@ -66,7 +67,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     options = parseWorkerArgs(argv);
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? WORKER_EXIT.ok : WORKER_EXIT.badFlag;
-    console.error(`worker: ${(err as Error).message}`);
+    console.error(`worker: ${logText((err as Error).message)}`);
     if (parentPipe) await announceExit(WORKER_EXIT.badFlag, `${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
     return WORKER_EXIT.badFlag;
   }
