@@ -248,6 +248,7 @@ export class Coordinator extends CoordinatorSetUp {
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
+    this.guardRunDir();
     const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint });
     const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
@@ -259,6 +260,7 @@ export class Coordinator extends CoordinatorSetUp {
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */
   async saveStage(name: string): Promise<void> {
     const blob = await this.guarded(`save ${name}`, () => this.getState(0));
+    this.guardRunDir();
     const c = this.cmd.config;
     // Saved right after the stage's last epoch-end checkpoint, the model is that checkpoint's state: share its file.
     const { weights, linked } = await writeSavedBlob(blob, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name, this.store.sameStateFile(blob));
