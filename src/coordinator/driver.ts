@@ -165,7 +165,7 @@ export class Coordinator extends CoordinatorSetUp {
       out: this.io.out,
       progressOut: this.io.progress,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
-        this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
+        this.recorder?.record(stage, this.history.position.stepInStage, this.history.position.globalStep, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow((rank) => this.getState(rank));
         // Anchored on the global step (not on a counter) so a resumed run checkpoints at the same steps.
         const every = this.cmd.runtime.checkpointEvery, step = this.history.position.globalStep;
