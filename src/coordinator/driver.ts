@@ -4,6 +4,7 @@
  * `finish.ts`, then the close of workers and servers in a fixed order).
  */
 import { basename } from 'node:path';
+import { logText } from '../contract/log-text.js';
 import type { DataBunch } from '../training/data/databunch.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { writeSavedBlob } from '../training/learner/save.js';
@@ -138,7 +139,7 @@ export class Coordinator extends CoordinatorSetUp {
       // which is checkpointed and says for itself when the disk cannot hold its next checkpoint.
       await writeStageReport(this.runDir, this.cmd.config, this.history).catch((err: unknown) => {
         if (!isTrainerError(err, 'ERR_REPORT')) throw err;
-        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${err.message}); training goes on`);
+        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${logText(err.message)}); training goes on`);
       });
     }
     return null;
@@ -222,7 +223,7 @@ export class Coordinator extends CoordinatorSetUp {
         return await fn();
       } catch (err) {
         if (!this.recovery || !isRetryable(err)) throw err;
-        this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
+        this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${logText(err.message)}); recovering and redoing it`);
         await this.recovery.recover(err.message, (rank) => this.getState(rank));
       }
     }

@@ -4,6 +4,7 @@
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
 import { listCheckpoints } from '../contract/checkpoint-format.js';
+import { logText } from '../contract/log-text.js';
 import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
@@ -179,7 +180,7 @@ export abstract class CoordinatorSetUp {
       throw err;
     }
     await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
-      .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
+      .catch((err: unknown) => this.io.log(`show_batch: not written (${logText(err instanceof Error ? err.message : String(err))})`));
     await this.pool.close();
     this.pool = null;
     return data;
@@ -268,7 +269,7 @@ export abstract class CoordinatorSetUp {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
       (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
-    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${msg.message}`); });
+    control.on('message', (m, msg) => { if (msg.type === 'error') this.io.log(`worker rank ${m.rank}: ${msg.code}: ${logText(msg.message)}`); });
     return { endpoint, curve };
   }
 

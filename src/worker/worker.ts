@@ -5,6 +5,7 @@
  * A malformed or unexpected message is logged and answered with an `error`, never a crash.
  */
 import { randomBytes } from 'node:crypto';
+import { logText } from '../contract/log-text.js';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -283,7 +284,7 @@ export class Worker {
     } catch (err) {
       const code = isTrainerError(err) ? err.code : 'ERR_INTERNAL';
       if (this.stopCode !== null) return; // e.g. a step cut short by close() (its all-reduce aborted): nobody to tell
-      this.o.log(`${msg.type} failed: ${code}: ${(err as Error).message}`);
+      this.o.log(`${msg.type} failed: ${code}: ${logText((err as Error).message)}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
     } finally {
