@@ -20,6 +20,7 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
   assert.equal(r.rank, 3);
   assert.equal(r.dataBind, 'tcp://10.0.0.6:*');
   assert.equal(r.curveServerKey, 'k'.repeat(40));
+  rmSync(pets, { recursive: true, force: true });
   const bad = (args: string[], re: RegExp): void => assert.throws(() => parseWorkerArgs(args), (e) => isTrainerError(e) && re.test(e.message));
   bad(['--connect', 'http://x:1'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "http:\/\/x:1"$/);
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://x'], /^--data-bind must be tcp:\/\/host:port or tcp:\/\/host:\*/);
