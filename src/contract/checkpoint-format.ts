@@ -248,5 +248,5 @@ export function loadLatestCheckpoint<M>(runDir: string): LoadedCheckpoint<M> | n
       skipped.push(`skipping checkpoint ${dir}: ${(err as Error).message}`);
     }
   }
-  throw new TrainerError('ERR_CHECKPOINT', `no intact checkpoint in ${checkpointsDir(runDir)}:\n${skipped.join('\n')}`);
+  throw new TrainerError('ERR_CHECKPOINT', `no intact checkpoint in ${checkpointsDir(runDir)}: ${skipped.join('; ')}`);
 }

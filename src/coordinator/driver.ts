@@ -4,6 +4,7 @@
  * `finish.ts`, then the close of workers and servers in a fixed order).
  */
 import { basename } from 'node:path';
+import { logText } from '../contract/log-text.js';
 import type { DataBunch } from '../training/data/databunch.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { writeSavedBlob } from '../training/learner/save.js';
@@ -138,7 +139,7 @@ export class Coordinator extends CoordinatorSetUp {
       // which is checkpointed and says for itself when the disk cannot hold its next checkpoint.
       await writeStageReport(this.runDir, this.cmd.config, this.history).catch((err: unknown) => {
         if (!isTrainerError(err, 'ERR_REPORT')) throw err;
-        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${err.message}); training goes on`);
+        this.io.log(`warning: the report after stage ${stage.config.name} was not written (${logText(err.message)}); training goes on`);
       });
     }
     return null;
@@ -166,7 +167,7 @@ export class Coordinator extends CoordinatorSetUp {
       progressOut: this.io.progress,
       log: this.io.log,
       afterStep: async (stage, replies, loss, lrs, momentum, seconds) => {
-        this.recorder?.record(stage, this.history.position.stepInStage, replies, loss, lrs, momentum, seconds);
+        this.recorder?.record(stage, this.history.position.stepInStage, this.history.position.globalStep, replies, loss, lrs, momentum, seconds);
         await recovery.maybeGrow((rank) => this.getState(rank));
         // Anchored on the global step (not on a counter) so a resumed run checkpoints at the same steps.
         const every = this.cmd.runtime.checkpointEvery, step = this.history.position.globalStep;
@@ -223,7 +224,7 @@ export class Coordinator extends CoordinatorSetUp {
         return await fn();
       } catch (err) {
         if (!this.recovery || !isRetryable(err)) throw err;
-        this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${err.message}); recovering and redoing it`);
+        this.io.log(`${new Date().toISOString()} ${what} failed at global step ${this.history.position.globalStep} (${logText(err.message)}); recovering and redoing it`);
         await this.recovery.recover(err.message, (rank) => this.getState(rank));
       }
     }
@@ -249,6 +250,7 @@ export class Coordinator extends CoordinatorSetUp {
     const agreement = this.metrics?.recordReplicaChecksums(sums) ?? (new Set(sums).size === 1 ? 1 : 0);
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
+    this.guardRunDir();
     const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint });
     const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
@@ -260,6 +262,7 @@ export class Coordinator extends CoordinatorSetUp {
   /** Saves the current model as `models/<name>.safetensors` (+ `.json`), loadable by `predict`, `interpret` and `Learner.load`. */
   async saveStage(name: string): Promise<void> {
     const blob = await this.guarded(`save ${name}`, () => this.getState(0));
+    this.guardRunDir();
     const c = this.cmd.config;
     // Saved right after the stage's last epoch-end checkpoint, the model is that checkpoint's state: share its file.
     const { weights, linked } = await writeSavedBlob(blob, { arch: resolveResNetConfig(archModel(c.arch)), classes: this.classes, size: c.size, normalize: { mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] } }, this.runDir, name, this.store.sameStateFile(blob));

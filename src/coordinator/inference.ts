@@ -16,6 +16,7 @@ import { shardPlan } from '../training/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { plainDefaults, withVersion } from '../contract/cli-help.js';
+import { logText } from '../contract/log-text.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
 import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
@@ -138,26 +139,17 @@ export function checkImageArg(path: string): void {
 export function predictFailureLine(image: string, err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const code = isTrainerError(err) ? `${err.code}: ` : '';
-  return `coordinator: ${code}${message.includes(image) ? message : `${image}: ${message}`}`;
+  return `coordinator: ${code}${logText(message.includes(image) ? message : `${image}: ${message}`)}`;
 }
 
 /**
- * A file name as one field of a tab-separated line: a backslash, tab, newline or carriage return written `\\`, `\t`,
- * `\n`, `\r`, any other control character `\xNN`; other names unchanged. A name holding a newline or a tab (legal on
+ * A file name as one field of a tab-separated line: a backslash written `\\\\`, then control characters escaped by
+ * {@link logText} (`\\t`, `\\n`, `\\r`, `\\xNN`); other names unchanged. A name holding a newline or a tab (legal on
  * Linux) split `predict`'s one line per image, or its columns, for whatever reads them (as GNU coreutils' checksum
- * tools escape such names).
+ * tools escape such names, backslash included, so an escape and a literal backslash differ).
  */
 export function tsvField(text: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
-  return text.replace(/[\\\t\n\r\x00-\x1f\x7f]/g, (c) => {
-    switch (c) {
-      case '\\': return '\\\\';
-      case '\t': return '\\t';
-      case '\n': return '\\n';
-      case '\r': return '\\r';
-      default: return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
-    }
-  });
+  return logText(text.replace(/\\/g, '\\\\'));
 }
 
 /**
@@ -167,7 +159,7 @@ export function tsvField(text: string): string {
  */
 export function predictLine(image: string, classes: readonly string[], probs: Float32Array, top: number): string {
   const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]!).slice(0, top);
-  return `${tsvField(image)}\t${order.map((i) => `${classes[i]} ${probs[i]!.toFixed(4)}`).join('\t')}`;
+  return `${tsvField(image)}\t${order.map((i) => `${tsvField(classes[i]!)} ${probs[i]!.toFixed(4)}`).join('\t')}`;
 }
 
 /**
@@ -266,7 +258,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
       : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
     const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });
-    console.log(`model ${ref.name}: error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
+    console.log(`model ${logText(ref.name)}: error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
     for (const line of mostConfusedLines(interp)) console.log(line);
     console.log(`report: ${report.indexHtml}`);
     return 0;

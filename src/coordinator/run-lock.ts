@@ -28,6 +28,12 @@ export const RUN_LOCK_FILE = '.coordinator.lock';
 export interface RunLock {
   readonly path: string;
   release(): void;
+  /**
+   * Writes the lock file again when it is gone (the run directory deleted during the run), exclusively as when it was
+   * taken. @returns `restored` (it was gone and is ours again), `held` (it is there and ours), or `taken` (another
+   * process holds it now, or it cannot be written: the run directory is no longer this run's alone)
+   */
+  restore(): 'restored' | 'held' | 'taken';
 }
 
 /**
@@ -67,6 +73,16 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
       held = false;
       // Only our own lock: a run directory removed or taken over meanwhile is left as it is.
       releaseLockFile(path, me);
+    },
+    restore: () => {
+      if (!held) return 'taken';
+      try {
+        if (createLockFile(path, me)) return 'restored';
+      } catch {
+        return 'taken';
+      }
+      const now = readLockOwner(path);
+      return now?.pid === me.pid && now.since === me.since ? 'held' : 'taken';
     },
   };
 }

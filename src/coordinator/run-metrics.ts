@@ -86,14 +86,14 @@ export class StepMetricsRecorder {
    * on the stage's step 1: a run resumed mid-stage never records its step 1, and used to export no plan at all (the
    * dashboard's "fit progress" showed no data until the next stage).
    */
-  record(stage: StagePlan, stepInStage: number, replies: readonly Reply<StepDoneMessage>[], loss: number, lrs: readonly number[], momentum: number, seconds: number): void {
+  record(stage: StagePlan, stepInStage: number, globalStep: number, replies: readonly Reply<StepDoneMessage>[], loss: number, lrs: readonly number[], momentum: number, seconds: number): void {
     if (stage.index !== this.plannedStage) {
       this.plannedStage = stage.index;
       this.metrics.setPlan({ epochs: Math.max(1, stage.config.epochs), totalSteps: stage.totalSteps });
     }
     this.training = true;
     this.metrics.recordStep({
-      step: stepInStage, epoch: Math.floor((stepInStage - 1) / stage.stepsPerEpoch), trainLoss: loss, lrs,
+      step: stepInStage, globalStep, epoch: Math.floor((stepInStage - 1) / stage.stepsPerEpoch), trainLoss: loss, lrs,
       moms: lrs.map(() => momentum), durationSeconds: seconds,
     });
     for (const { rank, message: m } of replies) {

@@ -4,6 +4,7 @@
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
 import { listCheckpoints } from '../contract/checkpoint-format.js';
+import { logText } from '../contract/log-text.js';
 import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
@@ -35,6 +36,7 @@ import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
 import { resumeCommandLine } from './shell-arg.js';
 import { writeRunConfigFile } from './run-config-file.js';
+import { restoreRunDir } from './run-dir-guard.js';
 
 
 /**
@@ -116,6 +118,8 @@ export abstract class CoordinatorSetUp {
   protected keepDataAccount = false;
   /** A resumed run's data.json, written once its data is found to be the run's (null: not resumed, or written). */
   private resumedAccount: string | null = null;
+  /** The data.json text this run wrote (null: not yet), written again if the run directory loses it (run-dir-guard.ts). */
+  private writtenAccount: string | null = null;
   readonly runDir: string;
 
   /**
@@ -129,6 +133,19 @@ export abstract class CoordinatorSetUp {
       this.history = resumePoint.meta.history;
       this.store.resumedFrom(resumePoint);
     }
+  }
+
+  /**
+   * Before a checkpoint or a saved model: a run directory that lost its lock or config.json during the run (deleted)
+   * gets them back, with data.json, and one warning line (run-dir-guard.ts).
+   * @throws TrainerError ERR_BAD_FLAG when another process holds the directory's lock now
+   */
+  protected guardRunDir(): void {
+    if (this.runLock === null) return;
+    restoreRunDir({
+      runDir: this.runDir, lock: this.runLock, dataAccount: this.writtenAccount,
+      writeConfig: () => writeRunConfigFile(this.runDir, this.cmd.config, this.cmd.runtime),
+    }, this.io.log);
   }
 
   /** Asks the run to stop after the current step (with a checkpoint). */
@@ -148,7 +165,10 @@ export abstract class CoordinatorSetUp {
     // the data it refused, so the run's own record of its files was lost.
     const account = `${JSON.stringify(accountJson(data.account), null, 2)}\n`;
     if (this.resumePoint) this.resumedAccount = account;
-    else writeFileAtomicSync(join(this.runDir, 'data.json'), account);
+    else {
+      writeFileAtomicSync(join(this.runDir, 'data.json'), account);
+      this.writtenAccount = account;
+    }
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
     try {
@@ -160,7 +180,7 @@ export abstract class CoordinatorSetUp {
       throw err;
     }
     await writeShowBatch(data, this.pool, join(this.runDir, 'show-batch.png'), { size: c.size, seed: c.seed, transforms: augmentOf(c) })
-      .catch((err: unknown) => this.io.log(`show_batch: not written (${err instanceof Error ? err.message : String(err)})`));
+      .catch((err: unknown) => this.io.log(`show_batch: not written (${logText(err instanceof Error ? err.message : String(err))})`));
     await this.pool.close();
     this.pool = null;
     return data;
@@ -273,7 +293,7 @@ export abstract class CoordinatorSetUp {
       if (msg.type !== 'error') return;
       // A reply that came after its request ended (another rank failed first): the same error is said in one line.
       const same = this.cluster!.rankThatReported(msg.message);
-      this.io.log(`worker rank ${m.rank}: ${msg.code}: ${same === null ? msg.message : `the same error as rank ${same}`}`);
+      this.io.log(`worker rank ${m.rank}: ${msg.code}: ${same === null ? logText(msg.message) : `the same error as rank ${same}`}`);
     });
     return { endpoint, curve };
   }
@@ -296,7 +316,10 @@ export abstract class CoordinatorSetUp {
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
-    if (this.resumedAccount !== null) writeFileAtomicSync(join(this.runDir, 'data.json'), this.resumedAccount);
+    if (this.resumedAccount !== null) {
+      writeFileAtomicSync(join(this.runDir, 'data.json'), this.resumedAccount);
+      this.writtenAccount = this.resumedAccount;
+    }
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });

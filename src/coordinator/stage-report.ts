@@ -7,6 +7,7 @@ import type { ClassificationInterpretation } from './interpret/interpretation.js
 import type { RunHistory } from './history.js';
 import type { RunReportInput } from './report/types.js';
 import { writeRunReport, type ReportManifest } from './report/write-report.js';
+import { logText } from '../contract/log-text.js';
 
 /** Builds the report input from what the run has done so far. */
 export function reportInput(runDir: string, config: RunConfig, history: RunHistory, interpretation?: ClassificationInterpretation): RunReportInput {
@@ -34,5 +35,5 @@ export function writeStageReport(runDir: string, config: RunConfig, history: Run
 export function mostConfusedLines(interp: ClassificationInterpretation, minVal = 2, max = 10): string[] {
   const pairs = interp.mostConfused(minVal).slice(0, max);
   if (pairs.length === 0) return [`most_confused(min_val=${minVal}): no pair of classes confused ${minVal} times or more`];
-  return [`most_confused(min_val=${minVal}) (actual → predicted: count):`, ...pairs.map((c) => `  ${c.actual} → ${c.predicted}: ${c.count}`)];
+  return [`most_confused(min_val=${minVal}) (actual → predicted: count):`, ...pairs.map((c) => `  ${logText(c.actual)} → ${logText(c.predicted)}: ${c.count}`)];
 }

@@ -5,6 +5,7 @@
  * A malformed or unexpected message is logged and answered with an `error`, never a crash.
  */
 import { randomBytes } from 'node:crypto';
+import { logText } from '../contract/log-text.js';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -285,7 +286,7 @@ export class Worker {
       if (this.stopCode !== null) return; // e.g. a step cut short by close() (its all-reduce aborted): nobody to tell
       // A local worker's error reaches the user from its coordinator (same terminal), which prints it in full: said
       // once there, not once per process. A remote worker's own terminal gets it in full.
-      this.o.log(`${msg.type} failed: ${code}: ${process.env.PETS_WORKER_SLOT === undefined ? (err as Error).message : 'sent to the coordinator, which reports it'}`);
+      this.o.log(`${msg.type} failed: ${code}: ${process.env.PETS_WORKER_SLOT === undefined ? logText((err as Error).message) : 'sent to the coordinator, which reports it'}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
     } finally {

@@ -60,7 +60,7 @@ const TRAINING: RowDef = {
     { title: 'Momentum per layer group', description: 'One-cycle momentum (Adam beta1) of each layer group.', type: 'timeseries', unit: 'none', width: 8, queries: [
       q(`pets_momentum{${R}}`, 'group {{group}}')] },
     { title: 'Fit progress', description: 'Steps done / steps planned in the current fit.', type: 'stat', unit: 'percentunit', width: 4, queries: [
-      q(`pets_global_step{${R}} / pets_steps_planned{${R}}`, 'steps')] },
+      q(`pets_fit_step{${R}} / pets_steps_planned{${R}}`, 'steps')] },
     { title: 'Epoch', description: 'Current epoch (1-based) and epochs planned.', type: 'stat', unit: 'none', width: 4, queries: [
       q(`pets_epoch{${R}} + 1`, 'epoch'), q(`pets_epochs_planned{${R}}`, 'of')] },
   ],

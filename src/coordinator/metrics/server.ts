@@ -80,7 +80,7 @@ export function resolveMetricsServerOptions(options: MetricsServerOptions = {}):
  * @example
  * const metrics = new MetricsServer({ port: 0, runId: 'pets-1' });
  * await metrics.start(); // metrics.url → http://127.0.0.1:40123/metrics
- * metrics.recordStep({ step: 1, epoch: 0, trainLoss: 3.6, lrs: [1e-3], moms: [0.95], durationSeconds: 0.8 });
+ * metrics.recordStep({ step: 1, globalStep: 1, epoch: 0, trainLoss: 3.6, lrs: [1e-3], moms: [0.95], durationSeconds: 0.8 });
  * await metrics.close();
  */
 export class MetricsServer extends TrainingMetrics {

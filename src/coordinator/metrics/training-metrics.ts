@@ -79,8 +79,14 @@ export interface FitPlan {
 
 /** What the coordinator knows after one global step. */
 export interface StepRecord {
-  /** Steps completed in the current fit, integer ≥ 1. */
+  /** Steps completed in the current fit (stage), integer ≥ 1: `pets_fit_step`, of `pets_steps_planned`. */
   readonly step: number;
+  /**
+   * Steps completed in the whole run, across its fits (stages), integer ≥ 1: `pets_global_step`, the logs' "global
+   * step" and PyTorch Lightning's `trainer.global_step`. It only grows, except on a restart from a checkpoint, which
+   * takes it back to the checkpoint's step (as Lightning restores `global_step` from a checkpoint).
+   */
+  readonly globalStep: number;
   /** Current epoch, 0-based. */
   readonly epoch: number;
   /** Training loss of the step over the global batch (mean cross-entropy, nats). */
@@ -215,6 +221,7 @@ export class TrainingMetrics {
    */
   recordStep(record: StepRecord): void {
     checkNonNegative(record.step, 'step', true);
+    checkNonNegative(record.globalStep, 'globalStep', true);
     checkNonNegative(record.epoch, 'epoch', true);
     const seconds = checkNonNegative(record.durationSeconds, 'step durationSeconds');
     this.lastStep = Object.freeze({ ...record, lrs: [...record.lrs], moms: [...record.moms] });
@@ -366,7 +373,8 @@ export class TrainingMetrics {
     scalar(METRICS.validLoss, () => this.validation?.validLoss);
     scalar(METRICS.errorRate, () => this.validation?.errorRate);
     scalar(METRICS.epoch, () => this.lastStep?.epoch);
-    scalar(METRICS.globalStep, () => this.lastStep?.step);
+    scalar(METRICS.globalStep, () => this.lastStep?.globalStep);
+    scalar(METRICS.fitStep, () => this.lastStep?.step);
     scalar(METRICS.epochsPlanned, () => this.plan?.epochs);
     scalar(METRICS.stepsPlanned, () => this.plan?.totalSteps);
     scalar(METRICS.linkBandwidth, () => this.linkBandwidth);

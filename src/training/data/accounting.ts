@@ -7,6 +7,7 @@ import { relative } from 'node:path';
 import { TrainerError } from '../../contract/errors.js';
 import { SKIP_REASONS, type SkipReason } from './decode.js';
 import type { UnsearchedFolder, UnsearchedFolderReason } from './items.js';
+import { logText } from '../../contract/log-text.js';
 
 /**
  * Why a file is in neither split. The decode reasons ({@link SkipReason}) come from the verify pass; the others
@@ -98,7 +99,7 @@ export function skippedCount(account: Pick<DataAccount, 'groups'>): number {
  * @param maxPaths - paths named per line (integer ≥ 0), default 3; the rest are counted.
  */
 export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'foldersNotSearched' | 'csvRowsWithoutFile'>, maxPaths = 3): string[] {
-  const rel = (p: string): string => relative(account.root, p) || p;
+  const rel = (p: string): string => logText(relative(account.root, p) || p);
   const lines = account.groups.map((g) => {
     const shown = g.paths.slice(0, maxPaths).map(rel).join(', ');
     const more = g.paths.length > maxPaths ? ` (+${g.paths.length - maxPaths} more)` : '';
@@ -107,7 +108,7 @@ export function leftOutLines(account: Pick<DataAccount, 'root' | 'groups' | 'fol
   lines.push(...unsearchedFolderLines(account.foldersNotSearched, maxPaths));
   if (account.csvRowsWithoutFile.length > 0) {
     const rows = account.csvRowsWithoutFile;
-    lines.push(`${rows.length} CSV row(s) name no file under ${account.root}: ${rows.slice(0, maxPaths).join(', ')}${rows.length > maxPaths ? ` (+${rows.length - maxPaths} more)` : ''} — ` +
+    lines.push(`${rows.length} CSV row(s) name no file under ${logText(account.root)}: ${rows.slice(0, maxPaths).map(logText).join(', ')}${rows.length > maxPaths ? ` (+${rows.length - maxPaths} more)` : ''} — ` +
       'paths in the CSV are relative to the image folder; fix the rows or add the files');
   }
   return lines;
@@ -144,7 +145,7 @@ export function unsearchedFolderLines(folders: readonly UnsearchedFolder[], maxP
   for (const reason of Object.keys(FOLDER_RULES) as (keyof typeof FOLDER_RULES)[]) {
     const these = folders.filter((f) => f.reason === reason);
     if (these.length === 0) continue;
-    const shown = these.slice(0, maxPaths).map((f) => (f.detail ? `${f.path} (${reason === 'already searched' ? `→ ${f.detail}` : f.detail})` : f.path)).join(', ');
+    const shown = these.slice(0, maxPaths).map((f) => logText(f.detail ? `${f.path} (${reason === 'already searched' ? `→ ${f.detail}` : f.detail})` : f.path)).join(', ');
     const more = these.length > maxPaths ? ` (+${these.length - maxPaths} more)` : '';
     lines.push(`not searched: ${these.length} ${FOLDER_RULES[reason].what}: ${shown}${more} — ${FOLDER_RULES[reason].rule}`);
   }
@@ -158,7 +159,7 @@ export function unsearchedFolderLines(folders: readonly UnsearchedFolder[], maxP
 export function dataLine(account: DataAccount, classCount: number): string {
   const skipped = skippedCount(account);
   const parts = account.groups.map((g) => `${g.paths.length} ${g.reason}`);
-  return `data: ${classCount} classes, ${account.train} train / ${account.valid} valid images from ${account.root}; ` +
+  return `data: ${classCount} classes, ${account.train} train / ${account.valid} valid images from ${logText(account.root)}; ` +
     `${account.filesFound} files found: ${account.train} train, ${account.valid} valid, ${skipped} skipped` +
     (parts.length > 0 ? ` (${parts.join(', ')}; see above)` : '');
 }

@@ -12,6 +12,7 @@
 import { basename } from 'node:path';
 import type { ClassCount } from './accounting.js';
 import { compareCodePoints, sortClasses } from './split.js';
+import { logText } from '../../contract/log-text.js';
 
 /** Inputs of {@link checkClasses}: item labels and the split after the verify pass. */
 export interface ClassCheckInput {
@@ -47,7 +48,7 @@ export interface ClassCheck {
 }
 
 function listNames(names: readonly string[], max = 5): string {
-  return names.slice(0, max).join(', ') + (names.length > max ? ` (+${names.length - max} more)` : '');
+  return names.slice(0, max).map(logText).join(', ') + (names.length > max ? ` (+${names.length - max} more)` : '');
 }
 
 /** Decides which classes the model gets (those with a usable training image) and which validation items it scores. */
@@ -66,7 +67,7 @@ export function checkClasses(input: ClassCheckInput): ClassCheck {
   if (allBad.length > 0) {
     const detail = allBad.map((c) => {
       const files = input.bad.filter((b) => input.labels[b.index] === c).sort((x, y) => compareCodePoints(x.path, y.path));
-      return `${c} (${files.length}: ${files.slice(0, 3).map((b) => `${basename(b.path)}: ${b.reason}`).join(', ')}${files.length > 3 ? ', …' : ''})`;
+      return `${logText(c)} (${files.length}: ${files.slice(0, 3).map((b) => logText(`${basename(b.path)}: ${b.reason}`)).join(', ')}${files.length > 3 ? ', …' : ''})`;
     });
     warnings.push(`${allBad.length} class(es) dropped, every image failed to decode: ${detail.join('; ')}; repair or replace these files to train them`);
   }

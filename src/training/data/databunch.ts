@@ -14,6 +14,7 @@ import { defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
+import { logText } from '../../contract/log-text.js';
 
 /** The `--data` value that means "download Oxford-IIIT Pet". */
 export const PETS_SOURCE = 'oxford-iiit-pet';
@@ -195,7 +196,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   if (checked.discarded.length > 0) {
     groups.push({
       reason: 'unknown label', paths: Array.from(checked.discarded, (i) => items.paths[i]!),
-      rule: `validation images of ${checked.unknownClasses.length} class(es) with no training image (${checked.unknownClasses.slice(0, 5).join(', ')}${checked.unknownClasses.length > 5 ? ', …' : ''}); fastai v1 discards them too`,
+      rule: `validation images of ${checked.unknownClasses.length} class(es) with no training image (${checked.unknownClasses.slice(0, 5).map(logText).join(', ')}${checked.unknownClasses.length > 5 ? ', …' : ''}); fastai v1 discards them too`,
       fix: o.split === 'random' ? 'add images of these classes so the random split puts some in train (--seed changes which)' : 'put some images of these classes in the training split',
     });
   }

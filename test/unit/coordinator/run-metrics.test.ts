@@ -60,16 +60,19 @@ describe('run-metrics', () => {
       maxLrs: [3e-4, 3e-4, 3e-3], stepsPerEpoch, totalSteps: epochs * stepsPerEpoch,
     } as StagePlan);
     // A run resumed at step 56 of a 6 × 14-step stage: its first recorded step is 57, never 1.
-    recorder.record(stage(0, 6, 14), 57, [], 5, [3e-4, 3e-4, 3e-3], 0.9, 0.5);
+    recorder.record(stage(0, 6, 14), 57, 57, [], 5, [3e-4, 3e-4, 3e-3], 0.9, 0.5);
     let text = await metrics.scrape();
     assert.equal(value(text, 'pets_steps_planned', 'run="rm"'), 84);
     assert.equal(value(text, 'pets_epochs_planned', 'run="rm"'), 6);
     assert.equal(value(text, 'pets_global_step', 'run="rm"'), 57);
     // The next stage's plan replaces it at that stage's first recorded step.
-    recorder.record(stage(1, 2, 14), 1, [], 4, [1e-6, 1e-5, 1e-4], 0.95, 0.5);
+    recorder.record(stage(1, 2, 14), 1, 85, [], 4, [1e-6, 1e-5, 1e-4], 0.95, 0.5);
     text = await metrics.scrape();
     assert.equal(value(text, 'pets_steps_planned', 'run="rm"'), 28);
     assert.equal(value(text, 'pets_epochs_planned', 'run="rm"'), 2);
+    // The run's step goes on counting (84 + 1, the logs' "global step 85"); the fit's starts again, of its 28 planned.
+    assert.equal(value(text, 'pets_global_step', 'run="rm"'), 85);
+    assert.equal(value(text, 'pets_fit_step', 'run="rm"'), 1);
     recorder.close();
   });
 });

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { isTrainerError } from '../../../src/contract/errors.js';
 import * as zmq from 'zeromq';
 import { curveKeyProblem } from '../../../src/contract/curve-key.js';
-import { parseWorkerArgs } from '../../../src/worker/cli.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main, parseWorkerArgs } from '../../../src/worker/cli.js';
 
 test('worker flags: defaults, remote-worker flags, and bad values naming flag and rule', () => {
   const d = parseWorkerArgs(['--connect', 'tcp://10.0.0.5:5555']);
@@ -11,11 +14,13 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
     connect: 'tcp://10.0.0.5:5555', backend: 'auto', dataRoot: null, rank: null, dataBind: 'tcp://127.0.0.1:*',
     heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 10000, curveServerKey: null,
   });
-  const r = parseWorkerArgs(['--connect', 'tcp://h:1', '--data', '/pets', '--rank', '3', '--data-bind', 'tcp://10.0.0.6:*', '--curve-server-key', 'k'.repeat(40)]);
-  assert.equal(r.dataRoot, '/pets');
+  const pets = mkdtempSync(join(tmpdir(), 'worker-cli-'));
+  const r = parseWorkerArgs(['--connect', 'tcp://h:1', '--data', pets, '--rank', '3', '--data-bind', 'tcp://10.0.0.6:*', '--curve-server-key', 'k'.repeat(40)]);
+  assert.equal(r.dataRoot, pets);
   assert.equal(r.rank, 3);
   assert.equal(r.dataBind, 'tcp://10.0.0.6:*');
   assert.equal(r.curveServerKey, 'k'.repeat(40));
+  rmSync(pets, { recursive: true, force: true });
   const bad = (args: string[], re: RegExp): void => assert.throws(() => parseWorkerArgs(args), (e) => isTrainerError(e) && re.test(e.message));
   bad(['--connect', 'http://x:1'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "http:\/\/x:1"$/);
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://x'], /^--data-bind must be tcp:\/\/host:port or tcp:\/\/host:\*/);
@@ -51,4 +56,29 @@ test('--curve-server-key: a key zeromq would refuse is a bad flag naming the fla
     && e.message === '--curve-server-key must be the coordinator\'s 40-character Z85 public key (the coordinator prints it; its --curve-keys folder holds it in coordinator.key), got "xyz": it has 3 characters, a Z85 key has 40');
   assert.throws(() => parseWorkerArgs(['--connect', 'tcp://h:1', '--curve-server-key', '#'.repeat(40)]), (e) => isTrainerError(e, 'ERR_BAD_FLAG')
     && /: characters 1-5 \(#####\) encode 4437053124, more than 32 bits$/.test(e.message));
+});
+
+test('worker --data naming no folder is a bad flag before the worker joins: exit 2 naming --data and the rule', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'worker-data-'));
+  try {
+    writeFileSync(join(dir, 'file.txt'), 'x');
+    const rule = '--data must be this machine\'s copy of the coordinator\'s data, a folder of images or a folder holding images/, got ';
+    const refused = (data: string, why: string): void => assert.throws(() => parseWorkerArgs(['--connect', 'tcp://h:1', '--data', data]),
+      (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${rule}${JSON.stringify(data)}: ${why}`);
+    refused('/nonexistent', 'no such folder');
+    refused(join(dir, 'file.txt'), 'it is a file, not a folder');
+    refused(join(dir, 'file.txt', 'images'), 'a part of the path is a file, not a folder');
+    // The process: exit 2 before any connection (nothing listens on port 1; a worker that tried to join would wait).
+    const lines: string[] = [];
+    const original = console.error;
+    console.error = (line: string) => { lines.push(line); };
+    try {
+      assert.equal(await main(['--connect', 'tcp://127.0.0.1:1', '--data', '/nonexistent']), 2);
+    } finally {
+      console.error = original;
+    }
+    assert.deepEqual(lines, [`worker: ${rule}"/nonexistent": no such folder`]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { LEFT_OUT_REASONS as DATA_SKIP_REASONS } from '../../../../src/training/data/accounting.js';
 import { METRICS, SKIP_REASONS, checkMetricSpec, exposedSeriesNames, type MetricSpec } from '../../../../src/coordinator/metrics/catalog.js';
-import { metricNamesIn } from '../../../../src/coordinator/metrics/dashboard.js';
+import { listDashboardQueries, metricNamesIn, renderTrainingDashboard } from '../../../../src/coordinator/metrics/dashboard.js';
 import { replicaAgreementRatio } from '../../../../src/coordinator/metrics/replica-agreement.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 
@@ -52,6 +52,11 @@ describe('metric catalogue', () => {
     const names = exposedSeriesNames();
     assert.ok(names.has('pets_step_phase_seconds_bucket') && names.has('pets_step_phase_seconds_count'));
     assert.ok(!names.has('pets_train_loss_bucket'));
+  });
+
+  it("the fit progress panel divides the fit's steps by the fit's plan, not the run's global step", () => {
+    const progress = listDashboardQueries(JSON.parse(renderTrainingDashboard())).filter((q) => q.where === 'Fit progress');
+    assert.deepEqual(progress.map((q) => metricNamesIn(q.expr)), [['pets_fit_step', 'pets_steps_planned']]);
   });
 
   it('metricNamesIn finds metric names but not label values', () => {

@@ -81,7 +81,7 @@ describe('MetricsServer exposition', () => {
       server.setPlan({ epochs: 4, totalSteps: 92 });
       server.setWorkerState(0, 'training');
       server.recordWorkerReport(0, STATS);
-      server.recordStep({ step: 1, epoch: 0, trainLoss: 3.6, lrs: [1e-4, 1e-3], moms: [0.95, 0.95], durationSeconds: 0.6 });
+      server.recordStep({ step: 1, globalStep: 1, epoch: 0, trainLoss: 3.6, lrs: [1e-4, 1e-3], moms: [0.95, 0.95], durationSeconds: 0.6 });
       const { text, samples, type } = await scrape(server);
       assert.match(type ?? '', /^text\/plain; version=0\.0\.4/);
       for (const metric of Object.values(METRICS) as MetricSpec[]) {
@@ -100,15 +100,17 @@ describe('MetricsServer exposition', () => {
   it('serves the recorded step, smoothed loss (fastai formula), lr/mom per group and progress', async () => {
     await withServer(async (server) => {
       server.setPlan({ epochs: 4, totalSteps: 92 });
-      server.recordStep({ step: 1, epoch: 0, trainLoss: 2, lrs: [1e-4, 1e-3], moms: [0.95, 0.9], durationSeconds: 0.5 });
-      server.recordStep({ step: 2, epoch: 0, trainLoss: 1, lrs: [2e-4, 2e-3], moms: [0.94, 0.89], durationSeconds: 0.7 });
+      server.recordStep({ step: 1, globalStep: 31, epoch: 0, trainLoss: 2, lrs: [1e-4, 1e-3], moms: [0.95, 0.9], durationSeconds: 0.5 });
+      server.recordStep({ step: 2, globalStep: 32, epoch: 0, trainLoss: 1, lrs: [2e-4, 2e-3], moms: [0.94, 0.89], durationSeconds: 0.7 });
       const { samples } = await scrape(server);
       assert.equal(one(samples, 'pets_train_loss'), 1);
       // fastai SmoothenValue, beta 0.98: mov = 0.02·2 = 0.04, then 0.98·0.04 + 0.02·1 = 0.0592; debiased by 1 − 0.98².
       assert.ok(Math.abs(one(samples, 'pets_train_loss_smoothed') - 0.0592 / (1 - 0.98 ** 2)) < 1e-12);
       assert.equal(one(samples, 'pets_learning_rate', { group: '1' }), 2e-3);
       assert.equal(one(samples, 'pets_momentum', { group: '0' }), 0.94);
-      assert.equal(one(samples, 'pets_global_step'), 2);
+      // A second fit, after 30 steps of a first: the run's step (Lightning's global_step) and the fit's, of its plan.
+      assert.equal(one(samples, 'pets_global_step'), 32);
+      assert.equal(one(samples, 'pets_fit_step'), 2);
       assert.equal(one(samples, 'pets_steps_planned'), 92);
       assert.equal(one(samples, 'pets_epochs_planned'), 4);
       assert.equal(one(samples, 'pets_step_duration_seconds_count'), 2);
@@ -196,7 +198,7 @@ describe('MetricsServer exposition', () => {
       assert.throws(() => server.recordSkipped('weird' as never), (e) => isTrainerError(e, 'ERR_INTERNAL') && /skip reason/.test(e.message));
       assert.throws(() => server.setWorkerState(-1, 'ready'), (e) => isTrainerError(e, 'ERR_INTERNAL') && /rank/.test(e.message));
       assert.throws(() => server.setWorkerState(0, 'sleeping' as never), (e) => isTrainerError(e, 'ERR_INTERNAL'));
-      const step = { step: 1, epoch: 0, trainLoss: 1, lrs: [1e-3], moms: [0.9], durationSeconds: Number.NaN };
+      const step = { step: 1, globalStep: 1, epoch: 0, trainLoss: 1, lrs: [1e-3], moms: [0.9], durationSeconds: Number.NaN };
       assert.throws(() => server.recordStep(step), (e) => isTrainerError(e, 'ERR_INTERNAL') && /durationSeconds must be a finite number ≥ 0, got NaN/.test(e.message));
       assert.throws(() => server.recordCheckpoint(-1), (e) => isTrainerError(e, 'ERR_INTERNAL') && /checkpoint seconds/.test(e.message));
       assert.throws(() => server.recordSkipped('empty', 1.5), (e) => isTrainerError(e, 'ERR_INTERNAL'));
@@ -215,7 +217,7 @@ describe('dashboard ↔ catalogue', () => {
     assert.ok(queries.length >= 25, `expected ≥ 25 dashboard queries, got ${queries.length}`);
     const defined = exposedSeriesNames();
     await withServer(async (server) => {
-      server.recordStep({ step: 1, epoch: 0, trainLoss: 3, lrs: [1e-3], moms: [0.9], durationSeconds: 1 });
+      server.recordStep({ step: 1, globalStep: 1, epoch: 0, trainLoss: 3, lrs: [1e-3], moms: [0.9], durationSeconds: 1 });
       const exposed = new Set((await scrape(server)).samples.map((s) => s.name));
       for (const name of PROCESS_METRIC_NAMES) assert.ok(exposed.has(name), `process metric ${name} not exposed by prom-client`);
       for (const { where, expr } of queries) {

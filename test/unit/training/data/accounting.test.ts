@@ -166,6 +166,24 @@ describe('data accounting', () => {
     await assert.rejects(build(d, { split: 'csv' }), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && /--split csv reads the CSV's is_valid column, so it needs --label-from csv/.test(e.message));
   });
 
+  it('a file name or label holding a newline or another control character stays on its log line, escaped', async () => {
+    // The tryout's folder: a newline after the extension (unsupported extension) and one inside the label (a class of a
+    // single image, 'Abys\nsinian'); each split its line in two. Escaped as GNU ls -b / sha256sum write such names.
+    const d = join(dir, 'control-names');
+    for (let i = 1; i <= 4; i++) await image(join(d, `Bengal_${i}.jpg`), 10 * i);
+    for (let i = 1; i <= 4; i++) await image(join(d, `beagle_${i}.jpg`), 200 - 10 * i);
+    await image(join(d, 'Abyssinian_900.jpg\n'));
+    await image(join(d, 'Abys\nsinian_901.jpg'));
+    await image(join(d, 'Sia\x1b[2Jmese_1.jpg'));
+    const { lines } = await build(d, { validPct: 0.25, seed: 42 });
+    for (const l of lines) assert.ok(![...l].some((c) => c === '\n' || c === '\r' || c === '\u001b'), `a control character in the log line ${JSON.stringify(l)}`);
+    assert.ok(lines.some((l) => l.startsWith('skipped 1 file(s), unsupported extension: Abyssinian_900.jpg\\n — ')), lines.join('\n'));
+    // Each is a class of one image: in train (a single-image warning) or in valid (unknown label), as the split falls.
+    for (const label of ['Abys\\nsinian', 'Sia\\x1b[2Jmese']) {
+      assert.ok(lines.some((l) => (l.includes('have a single image') || l.includes('unknown label')) && l.includes(label)), lines.join('\n'));
+    }
+  });
+
   it('an empty validation split and a single class are refused by assertTrainable before any worker', async () => {
     const d = join(dir, 'one-class');
     for (let i = 1; i <= 4; i++) await image(join(d, `cat_${i}.jpg`));

@@ -1,0 +1,30 @@
+/**
+ * File names and labels inside log lines. Linux allows every byte but `/` and NUL in a file name, so a name (or a
+ * label taken from a folder name or a CSV cell) may hold a newline, a carriage return, a tab or an escape sequence;
+ * printed as is, it splits its log line in two or rewrites the terminal. GNU coreutils (`ls -b`, `sha256sum`) print
+ * such names escaped; so does every log line here that quotes a name or a label.
+ */
+
+/**
+ * `text` with each control character escaped: tab, newline and carriage return as `\t`, `\n`, `\r`; every other C0
+ * control (U+0000–U+001F), DEL (U+007F) and C1 control (U+0080–U+009F) as `\xNN`; the Unicode line and paragraph
+ * separators (U+2028, U+2029, which some terminals and editors break lines at) as `\u2028`, `\u2029`. Anything else,
+ * backslashes included, is unchanged, so a name without control characters prints exactly as it is, and a name the
+ * listing could not decode keeps its `\xNN` bytes (`displayName`, training/data/items.ts). Where a reader must tell a
+ * literal backslash from an escape (predict's tab-separated lines), escape backslashes first (`tsvField`).
+ * @example logText('Abys\nsinian_901.jpg') === 'Abys\\nsinian_901.jpg'
+ */
+export function logText(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => {
+    switch (c) {
+      case '\t': return '\\t';
+      case '\n': return '\\n';
+      case '\r': return '\\r';
+      default: {
+        const code = c.charCodeAt(0);
+        return code > 0xff ? `\\u${code.toString(16)}` : `\\x${code.toString(16).padStart(2, '0')}`;
+      }
+    }
+  });
+}
