@@ -76,7 +76,8 @@ export async function decodeRgb(path: string, options: DecodeOptions = {}): Prom
     if (options.shorterSide !== undefined) {
       // The ceiling holds for the resized image too: a thin strip (a 1.3 KB 2×30000 PNG) is far below it as
       // decoded, yet resized to a shorter side of 224 px it would be 224×3360000 (2.3 GB of RGB).
-      const { width, height } = await sharp(path, { limitInputPixels: maxPixels }).metadata();
+      // From the header, on the same instance (sharp reads metadata without decoding pixels or ending the pipeline).
+      const { width, height } = await img.metadata();
       if (width !== undefined && height !== undefined) {
         const problem = resizedTooLarge(width, height, options.shorterSide, maxPixels);
         if (problem !== null) throw new Error(problem);
