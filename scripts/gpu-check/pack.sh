@@ -50,6 +50,13 @@ fi
 echo "pack: compiling src/ and scripts → app"
 npx tsc -p "$HERE/tsconfig.payload.json"
 cp package.json "$P/app/"
+# The shared-memory all-reduce addon (libc + libstdc++ only), so that N workers on one GPU machine all-reduce through
+# /dev/shm as here rather than the ring (the GPU machine has no compiler). The oneDNN addon stays: it needs libdnnl.
+if [[ -f native/build/pets_shm.node ]]; then
+  mkdir -p "$P/app/native/build" && cp native/build/pets_shm.node "$P/app/native/build/"
+else
+  echo "pack: native/build/pets_shm.node not built (npm run build:native): workers on the GPU machine will use the ring"
+fi
 tar -C "$P" -cf - app | "${XZ[@]}" > "$P/app.tar.xz"
 rm -rf "$P/app"
 
@@ -97,7 +104,16 @@ for breed in Abyssinian beagle; do
   ls "$SHARED/datasets/oxford-iiit-pet-sample/images/" | grep "^${breed}_" | head -6 |
     while read -r f; do cp "$SHARED/datasets/oxford-iiit-pet-sample/images/$f" "$STAGE/d/photos/"; done
 done
-tar -C "$STAGE/d" -cf - photos | "${XZ[@]}" > "$P/data.tar.xz"
+# Every sample photo, shrunk to 224 px on the short side (JPEG q 75, sharp), for the scaling stage: the 29 MB originals
+# would not fit the device tool's 64 MiB with the rest.
+echo "pack: sample photos at 224 px → data.tar.xz (scaling/)"
+node -e "
+const sharp = require('sharp'); const fs = require('fs'); const path = require('path');
+const [src, dst] = process.argv.slice(1); fs.mkdirSync(dst, { recursive: true });
+(async () => { for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.jpg'))) {
+  try { await sharp(path.join(src, f)).rotate().resize({ width: 224, height: 224, fit: 'outside' }).jpeg({ quality: 75 }).toFile(path.join(dst, f)); } catch {} } })();
+" "$SHARED/datasets/oxford-iiit-pet-sample/images" "$STAGE/d/scaling"
+tar -C "$STAGE/d" -cf - photos scaling | "${XZ[@]}" > "$P/data.tar.xz"
 
 # The Vulkan loader and Mesa's device-select layer (with the libraries the layer links), copied from this machine
 # (Debian 12 + Mesa 25 from bookworm-backports): run.sh puts each one on LD_LIBRARY_PATH only where the GPU machine
@@ -119,6 +135,17 @@ if [[ -f $LAYER_JSON ]]; then
 else
   echo "pack: $LAYER_JSON missing (apt-get install mesa-vulkan-drivers from bookworm-backports): per-worker GPU choice then needs it on the GPU machine"
 fi
+# glvnd's dispatch libraries (Debian libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2, the set the probe unpacked):
+# NVIDIA's Vulkan ICD lives in libGLX_nvidia.so.0, which gets its entry points through glvnd; on a machine without
+# them (the H200 host of 2026-11-30) the loader found the ICD but "Could not get 'vkCreateInstance' via
+# 'vk_icdGetInstanceProcAddr'", and Dawn saw no adapter.
+for name in libGLdispatch.so.0 libGLX.so.0 libEGL.so.1 libGL.so.1 libOpenGL.so.0 libGLESv2.so.2; do
+  lib=$(awk -v n="$name" '$1 == n && /x86-64/ { print $NF }' <<<"$LDCACHE" | head -1)
+  [[ -n $lib ]] || { echo "pack: $name not here (apt-get install libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2)" >&2; exit 1; }
+  cp -L "$lib" "$V/lib/$name"
+  ldd "$lib" | awk '/=> \// { print $3 }' | { grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' || true; } |
+    while read -r dep; do [[ -e $V/lib/$(basename "$dep") ]] || cp -L "$dep" "$V/lib/"; done
+done
 ls "$V/lib" | sed 's/^/pack:     /'
 tar -C "$V" -cf - lib implicit_layer.d | "${XZ[@]}" > "$P/vulkan.tar.xz"
 

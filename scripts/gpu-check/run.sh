@@ -12,12 +12,14 @@
 #                    convolution GFLOP/s, img/s, peak device memory, per-kernel table
 #   smoke    120 s   the main job: coordinator + 1 local worker (GPU given by the coordinator, as for N workers) on
 #                    --backend webgpu, 12 photos, one epoch
+#   scaling  200 s   (not in the default list: GPU_CHECK_STAGES=scaling) bench:scaling with 1 and 2 worker processes
+#                    on the first GPU (webgpu via --backend auto), resnet34 224 px bs 32, the 296 sample photos at 224 px
 # Results under $OUT (default /tmp/gpu-check-out): summary.txt (rewritten after every stage, so it exists whatever
 # happens later), gpu-check.log (everything), <stage>.log, mem-<stage>.txt (nvidia-smi samples).
 # Env: GPU_CHECK_SMALL=1 tiny sizes (lavapipe/CPU); GPU_CHECK_STAGES (subset, in order); GPU_CHECK_TOTAL_S;
 #      GPU_CHECK_WORK (unpack dir, default /tmp/gpu-check-run); GPU_CHECK_FORCE_CARRIED=1 uses the carried Vulkan
 #      loader and layer even where the machine has its own (to test the carried files on a machine that has them);
-#      GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
+#      GPU_CHECK_BENCH_ARGS (the bench stage's arguments); GPU_CHECK_SMOKE_WORKERS (default 1); GPU_CHECK_SMOKE_ARGS; GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -42,6 +44,7 @@ summary() {
     echo "GPUs: ${GPUS:-unknown}"
     grep -hE '^ADAPTER|^MAPPED' "$OUT/adapters.log" 2>/dev/null
     grep -hE '^ADAPTER' "$OUT/adapters-select.log" 2>/dev/null | sed 's/^/with DRI_PRIME of the first GPU: /'
+    grep -hiE 'error|fail|could not|not found|undefined symbol|dlopen' "$OUT/adapters-debug.log" 2>/dev/null | head -40 | sed 's/^/loader: /'
     grep -hE '^VK_|^carried' "$OUT/env.txt" 2>/dev/null
     for s in $STAGES; do
       [[ -f $OUT/$s.log ]] || continue
@@ -60,6 +63,7 @@ summary() {
                      END { if (n) print "  tfjs kernel calls in one training step (sum of the table rows, tf.profile): " n }' "$OUT/$s.log" ;;
         smoke)  grep -hE '^\[worker [0-9]+\] backend:' "$OUT/$s.log" | sed 's/^/  /'
                 grep -hE 'final error_rate|shutdown|ERR_|Error:' "$OUT/$s.log" | tail -4 | sed 's/^/  /' ;;
+        scaling) grep -vE '^(Warning|    at |$)' "$OUT/$s.log" | tail -20 | sed 's/^/  /' ;;
       esac
       grep -hE "^\[$s\] PEAK" "$LOG" | sed 's/^/  /'
     done
@@ -160,9 +164,15 @@ echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} LD_LIBRARY_PATH=$LD_LIBRARY_PATH
 CASE=(--size 64 --batch 4)
 if [[ $SMALL == 1 ]]; then
   BENCH=(--arch resnet18 --size 32 --bs 2 --reps 1); SMOKE=(--arch resnet10 --size 32 --bs 2)
+  SCALING=(--arch resnet10 --size 32 --bs 8 --steps 2 --warmup 1)
 else
   BENCH=(--arch resnet34 --size 224 --bs 64 --reps 3); SMOKE=(--arch resnet34 --size 128 --bs 8)
+  # 1 and 2 worker processes on the first GPU, the trainer's whole step (decode, all-reduce, AdamW) on the 296 photos.
+  SCALING=(--arch resnet34 --size 224 --bs 32 --steps 2 --warmup 1)
 fi
+# GPU_CHECK_BENCH_ARGS replaces the bench stage's arguments (one word each), e.g. "--arch resnet34 --size 224 --bs 128".
+[[ -n ${GPU_CHECK_BENCH_ARGS:-} ]] && read -r -a BENCH <<<"$GPU_CHECK_BENCH_ARGS"
+[[ -n ${GPU_CHECK_SMOKE_ARGS:-} ]] && read -r -a SMOKE <<<"$GPU_CHECK_SMOKE_ARGS"
 mkdir -p "$W/smoke/data"
 cp "$W"/photos/* "$W/smoke/data/"
 echo '{"stages":[{"kind":"one_cycle","name":"stage-1","epochs":1,"maxLr":"1e-3","frozen":false}]}' > "$W/smoke/stages.json"
@@ -170,6 +180,10 @@ echo '{"stages":[{"kind":"one_cycle","name":"stage-1","epochs":1,"maxLr":"1e-3",
 for s in $STAGES; do
   case $s in
     adapters) stage adapters 20 "$NODE" adapters.mjs
+              # No hardware adapter: the loader's own account of the drivers it tried, into the summary.
+              if ! grep -qE '^ADAPTER .*fallback=false' "$OUT/adapters.log" 2>/dev/null; then
+                stage adapters-debug 20 env VK_LOADER_DEBUG=error,warn,driver,layer "$NODE" adapters.mjs
+              fi
               # As a local worker asks for its GPU: Mesa's device-select layer with DRI_PRIME = the first NVIDIA GPU.
               first=$(ls /proc/driver/nvidia/gpus 2>/dev/null | sort | head -1)
               if [[ $first =~ ^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$ ]]; then
@@ -180,9 +194,10 @@ for s in $STAGES; do
     parity)   stage parity 75 env NODEVICE_SELECT=1 "$NODE" app/scripts/parity.js --backend webgpu --arch tiny \
                 --weights case/weights.safetensors --case case/case.safetensors ;;
     bench)    stage bench 210 env NODEVICE_SELECT=1 "$NODE" app/scripts/bench-compute.js --backend webgpu "${BENCH[@]}" ;;
+    scaling)  stage scaling 200 "$NODE" app/scripts/bench-scaling.js "${SCALING[@]}" --workers 1,2 --data scaling --threads 4 ;;
     smoke)    stage smoke 120 "$NODE" --input-type=module -e \
                 "const m = await import('./app/src/coordinator/cli.js'); process.exitCode = await m.main(process.argv.slice(1));" -- \
-                --data smoke/data --pretrained none "${SMOKE[@]}" --backend webgpu --workers 1 --config smoke/stages.json \
+                --data smoke/data --pretrained none "${SMOKE[@]}" --backend webgpu --workers "${GPU_CHECK_SMOKE_WORKERS:-1}" --config smoke/stages.json \
                 --metrics-port -1 --bind tcp://127.0.0.1:0 --run-dir smoke/run --plain ;;
     *) echo "unknown stage $s" ;;
   esac
