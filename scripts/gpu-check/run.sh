@@ -19,7 +19,7 @@
 # Env: GPU_CHECK_SMALL=1 tiny sizes (lavapipe/CPU); GPU_CHECK_STAGES (subset, in order); GPU_CHECK_TOTAL_S;
 #      GPU_CHECK_WORK (unpack dir, default /tmp/gpu-check-run); GPU_CHECK_FORCE_CARRIED=1 uses the carried Vulkan
 #      loader and layer even where the machine has its own (to test the carried files on a machine that has them);
-#      GPU_CHECK_BENCH_ARGS (the bench stage's arguments); GPU_CHECK_SMOKE_WORKERS (default 1); GPU_CHECK_SMOKE_ARGS; GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
+#      GPU_CHECK_BENCH_ARGS (the bench stage's arguments); GPU_CHECK_SMOKE_WORKERS (default 1); GPU_CHECK_SMOKE_ARGS; GPU_CHECK_NO_GLVND=1; GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -133,6 +133,8 @@ echo "--- Vulkan: loader, layer, driver"
   for f in "$W"/vk/lib/*; do
     [[ -e $f ]] || continue
     n=$(basename "$f")
+    # GPU_CHECK_NO_GLVND=1 leaves glvnd's libraries out (to see the trainer's own diagnosis of a host without them).
+    if [[ ${GPU_CHECK_NO_GLVND:-0} == 1 && $n =~ ^lib(GLdispatch|GLX|EGL|GL|OpenGL|GLESv2)\.so ]]; then echo "carried $n: left out (GPU_CHECK_NO_GLVND)"; continue; fi
     if [[ ${GPU_CHECK_FORCE_CARRIED:-0} == 1 ]] || ! grep -q "^[[:space:]]*$n " <<<"$LDCACHE"; then
       ln -sf "$f" "$W/lib/$n"; echo "carried $n: used"
     else

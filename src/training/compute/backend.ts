@@ -163,7 +163,7 @@ const CANDIDATES: readonly Candidate[] = [
 /** How to get each explicitly requested backend working, for its error message. */
 const HOW_TO: Partial<Record<BackendRequest, string>> = {
   tensorflow: 'Install @tensorflow/tfjs-node(-gpu) and allow its install script (see README, "Running on GPUs").',
-  webgpu: 'It needs the optional package `webgpu` (Dawn) and a Vulkan driver: libvulkan1 and the GPU\'s driver, or Mesa ' +
+  webgpu: 'It needs the optional package `webgpu` (Dawn) and a Vulkan driver: libvulkan1 and the GPU\'s driver (NVIDIA\'s also glvnd, libglvnd0), or Mesa ' +
     '(mesa-vulkan-drivers ≥ 23, e.g. from bookworm-backports) for a software adapter (see README, "Running on GPUs").',
 };
 

@@ -18,6 +18,7 @@ import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
+import { diagnoseNoAdapter, gatherVulkanFacts } from './vulkan-diagnosis.js';
 
 /** What Dawn reports about the adapter in use (WebGPU `GPUAdapterInfo`). */
 export interface WebgpuAdapterInfo {
@@ -78,7 +79,8 @@ export function describeAdapter(a: WebgpuAdapterInfo, env: NodeJS.ProcessEnv = p
   return `${name}${a.description ? ` (${a.description})` : ''}${a.isFallbackAdapter ? ', software fallback' : ''}${chosen}`;
 }
 
-const NO_ADAPTER = 'webgpu: no adapter (no Vulkan driver found: is libvulkan1 and a GPU or Mesa driver installed?)';
+/** Why there is no adapter, from what the machine has (loader, ICD manifests, NVIDIA GPUs, glvnd). */
+const noAdapter = (): string => diagnoseNoAdapter(gatherVulkanFacts());
 
 /** Loads Dawn once and installs it as `navigator.gpu` (kept for the life of the process). */
 async function loadDawn(): Promise<DawnGpu> {
@@ -159,7 +161,7 @@ export async function initWebgpuBackend(allowFallback: boolean): Promise<WebgpuI
   if (!allowFallback && dawnGpu === null) {
     const probe = await probeAdapter();
     if ('error' in probe) return { ok: false, reason: probe.error, notInstalled: probe.notInstalled };
-    if (probe.adapter === null) return { ok: false, reason: NO_ADAPTER, notInstalled: false };
+    if (probe.adapter === null) return { ok: false, reason: noAdapter(), notInstalled: false };
     if (probe.adapter.isFallbackAdapter) return { ok: false, reason: `webgpu: only a software adapter (${describeAdapter(probe.adapter)})`, notInstalled: false };
   }
   let gpu: DawnGpu;
@@ -173,7 +175,7 @@ export async function initWebgpuBackend(allowFallback: boolean): Promise<WebgpuI
   let info: WebgpuAdapterInfo;
   try {
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (adapter === null) return { ok: false, reason: NO_ADAPTER, notInstalled: false };
+    if (adapter === null) return { ok: false, reason: noAdapter(), notInstalled: false };
     const i = adapter.info;
     info = { vendor: i.vendor ?? '', architecture: i.architecture ?? '', device: i.device ?? '', description: i.description ?? '',
       isFallbackAdapter: i.isFallbackAdapter === true };
