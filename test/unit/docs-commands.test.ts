@@ -3,12 +3,12 @@
 // `--help` lists, and every script the docs pass flags to answers `--help` with exit code 0 (`npm run bench:scaling
 // -- --help` printed its help, then `bench-scaling: (outputHelp)`, exit 1; `npm run test:times -- --help` ran the
 // word as a test file). Only commands are read: fenced blocks marked bash/sh and inline code that starts with the
-// command; log output (unmarked blocks) is not.
+// command; log output (unmarked blocks) is not. And every relative link, with its #heading, resolves.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runInterpretCommand, runPredictCommand } from '../../src/coordinator/inference.js';
 import { parseTrainArgs } from '../../src/coordinator/options.js';
@@ -140,4 +140,25 @@ test('every script the docs pass flags to answers --help (exit 0) and lists thos
     }
   }));
   assert.deepEqual(problems.sort(), []);
+});
+
+/** GitHub's heading anchor: lower case, punctuation but `-` and `_` dropped, each space a `-`. */
+const anchorOf = (heading: string): string => heading.replace(/[`*]/g, '').trim().toLowerCase().replace(/[^\p{L}\p{N}_\- ]/gu, '').replace(/ /g, '-');
+
+test('every relative link of the README and docs names a file that exists, and a heading it holds', () => {
+  const headings = new Map(DOCS.map((file) => [file, new Set(readFileSync(join(ROOT, file), 'utf8').replace(/```[\s\S]*?```/g, '')
+    .split('\n').filter((l) => /^#+ /.test(l)).map((l) => anchorOf(l.replace(/^#+ /, ''))))]));
+  const broken: string[] = [];
+  for (const file of DOCS) {
+    readFileSync(join(ROOT, file), 'utf8').split('\n').forEach((line, i) => {
+      for (const m of line.matchAll(/\]\(([^)\s#]*)(?:#([^)\s]+))?\)/g)) {
+        const [, target, anchor] = m;
+        if (/^[a-z]+:/.test(target!)) continue;
+        const path = target === '' ? file : join(dirname(file), target!).replace(/\\/g, '/');
+        if (!existsSync(join(ROOT, path))) broken.push(`${file}:${i + 1}: ${target} does not exist`);
+        else if (anchor !== undefined && headings.has(path) && !headings.get(path)!.has(anchor)) broken.push(`${file}:${i + 1}: ${path} has no heading #${anchor}`);
+      }
+    });
+  }
+  assert.deepEqual(broken, []);
 });
