@@ -44,7 +44,7 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { Cluster, type Reply } from '../src/coordinator/cluster.js';
 import { ControlServer } from '../src/coordinator/control.js';
 import { LocalWorkers } from '../src/coordinator/local-workers.js';
@@ -325,6 +325,8 @@ function torchDdp(python: string, a: ScalingArgs, mode: 'random' | 'photos'): To
 }
 
 main().catch((err: unknown) => {
+  // --help (commander's exitOverride throws after printing it) ends with 0; a bad flag, already said by commander, 2.
+  if (err instanceof CommanderError) { process.exitCode = err.exitCode === 0 ? 0 : 2; return; }
   console.error(`bench-scaling: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

@@ -14,6 +14,10 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  console.log('Usage: npm run test:times -- [--out FILE] [FILE…]  (default: every test/**/*.test.ts; logs in $TMPDIR/test-times/)');
+  process.exit(0);
+}
 const outAt = args.indexOf('--out');
 const out = outAt >= 0 ? args.splice(outAt, 2)[1] : null;
 
