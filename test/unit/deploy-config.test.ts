@@ -105,6 +105,26 @@ describe('docker compose', () => {
     assert.match(dockerfile, /npm rebuild @tensorflow\/tfjs-node-gpu/);
     for (const target of ['gpu', 'cpu']) assert.ok(compose().services[`trainer-${target}`].build.target === target);
   });
+
+  it('the cpu image carries the native oneDNN backend and the shm all-reduce, built for any x86-64 CPU; the gpu image the shm all-reduce and Vulkan', () => {
+    const dockerfile = readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
+    const stages = Object.fromEntries(dockerfile.split(/^FROM /m).slice(1).map((st) => [st.split('\n')[0]!.split(' AS ')[1]?.trim() ?? '', st]));
+    const native = stages.native ?? assert.fail('no native stage');
+    assert.match(native, /apt-get install [^\n]*libdnnl-dev/);
+    assert.match(native, /build-native\.mjs --strict/, 'the image build fails rather than ship without the addons');
+    for (const st of [native, stages.gpu!]) {
+      const flags = /PETS_NATIVE_CXXFLAGS="([^"]+)"/.exec(st)?.[1] ?? assert.fail('PETS_NATIVE_CXXFLAGS not set: the default -march=native builds for the build machine only');
+      assert.doesNotMatch(flags, /-march=native/);
+    }
+    assert.match(stages.cpu!, /apt-get install [^\n]*libdnnl2/);
+    assert.match(stages.cpu!, /^COPY --from=native \/app\/native\/build \.\/native\/build$/m);
+    assert.match(stages.gpu!, /^COPY --from=node-runtime \/usr\/local\/include\/node /m, 'Node headers for the addon build');
+    assert.match(stages.gpu!, /test -f native\/build\/pets_shm\.node/);
+    assert.match(stages.gpu!, /libvulkan1 libglvnd0/);
+    assert.match(stages.gpu!, /NVIDIA_DRIVER_CAPABILITIES=[^\n]*graphics/, 'the toolkit mounts the Vulkan ICD only with graphics');
+    const ignored = readFileSync(path.join(ROOT, '.dockerignore'), 'utf8').split('\n');
+    for (const p of ['node_modules', 'dist', 'native/build']) assert.ok(ignored.includes(p), `.dockerignore lacks ${p}`);
+  });
 });
 
 /**
