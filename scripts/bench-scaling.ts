@@ -52,6 +52,7 @@ import { ARCHS, checkInt, type Arch } from '../src/contract/config.js';
 import { createDataBunch, type DataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
+import { BACKEND_REQUESTS, type BackendRequest } from '../src/training/compute/backend.js';
 import type { Message, ReadyMessage, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
 import { cpuBetween, sampleMachine, sampleThreads, type CpuSplit, type MachineSample, type ThreadSample } from './proc-cpu.js';
@@ -70,6 +71,8 @@ interface ScalingArgs {
   /** The workers' all-reduce (`--allreduce` of the trainer; default auto, as the trainer's). */
   readonly allreduce: 'auto' | 'ring' | 'shm';
   readonly json: boolean;
+  /** The workers' `--backend` (default auto, as the trainer's). */
+  readonly backend: BackendRequest;
   /** Python to run the PyTorch DDP reference with, or null. */
   readonly torch: string | null;
   /** Inputs of the PyTorch reference: random tensors, the same photos through a DataLoader, or both runs. */
@@ -124,6 +127,7 @@ function parseArgs(argv: string[]): ScalingArgs {
     .option('--data <dir>', 'photos', resolve(process.cwd(), '../shared/datasets/oxford-iiit-pet-sample'))
     .option('--threads <n>', 'decode threads per worker (0 = automatic)', '1')
     .addOption(new Option('--allreduce-dtype <dtype>', 'wire dtype of the ring').choices(['float32', 'float16']).default('float32'))
+    .addOption(new Option('--backend <name>', 'the workers\' compute backend, as the trainer\'s flag').choices([...BACKEND_REQUESTS]).default('auto'))
     .addOption(new Option('--allreduce <algo>', 'the workers\' all-reduce, as the trainer\'s flag').choices(['auto', 'ring', 'shm']).default('auto'))
     .option('--json', 'print one JSON object instead of the table')
     .option('--torch [python]', 'also run PyTorch DDP, gloo, W × 1 thread (scripts/bench-torch-ddp.py; python default /usr/bin/python3)')
@@ -137,7 +141,7 @@ function parseArgs(argv: string[]): ScalingArgs {
   return {
     arch: o.arch as Arch, size: checkInt('--size', o.size, 16, 1024), bs: checkInt('--bs', o.bs, 2, 1024), steps: checkInt('--steps', o.steps, 1),
     warmup: checkInt('--warmup', o.warmup, 0), workers, data: String(o.data), threads: checkInt('--threads', o.threads, 0, 64),
-    dtype: o.allreduceDtype as ScalingArgs['dtype'], allreduce: o.allreduce as ScalingArgs['allreduce'], json: o.json === true,
+    dtype: o.allreduceDtype as ScalingArgs['dtype'], allreduce: o.allreduce as ScalingArgs['allreduce'], json: o.json === true, backend: o.backend as BackendRequest,
     torch: o.torch === true ? '/usr/bin/python3' : typeof o.torch === 'string' ? o.torch : null,
     torchData: o.torchData as ScalingArgs['torchData'], torchLoaderWorkers: checkInt('--torch-loader-workers', o.torchLoaderWorkers, 0, 16),
   };
@@ -163,12 +167,13 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
   const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 120_000, log });
   const endpoint = await control.start();
   const cluster = new Cluster(control, log);
-  const workers = new LocalWorkers({ endpoint, args: ['--backend', 'auto', '--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '120000'], stdio: 'ignore' });
+  const workers = new LocalWorkers({ endpoint, args: ['--backend', a.backend, '--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '120000'], stdio: 'ignore' });
   try {
     workers.start(w);
     await cluster.admit(w, 300_000);
     await cluster.announce();
     const ranks = cluster.ranks().map((m) => m.rank);
+    log(`W=${w} backend: ${[...new Set(cluster.ranks().map((m) => m.hello.capabilities.backend))].join(', ')} (--backend ${a.backend})`);
     const frame = encodeRunSetup(setupOf(a, data));
     const ready = cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', 600_000);
     await cluster.broadcast({ type: 'setup', byteLength: frame.byteLength }, [frame]);
