@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pets_napi {
@@ -41,9 +42,9 @@ inline void throwAs(napi_env env, const char* code, const JsError& e) {
   else napi_throw_error(env, code, e.msg.c_str());
 }
 
-// An external wrapping `p`, tagged as a T (T::kHandle); `finalize` runs when JavaScript drops it. From the call on,
-// the external owns `p`: should tagging fail (JsError), its finalizer still frees `p` once the untagged, unreachable
-// external is collected, so the caller must not free it.
+// An external wrapping `p`, tagged as a T (T::kHandle); `finalize` runs when JavaScript drops it. `p` is the call's
+// from then on, whatever happens, and the caller must never free it: should creating the external fail (JsError),
+// `finalize` runs at once; should tagging fail (JsError), it runs when the unreachable, untagged external is collected.
 template <typename T>
 napi_value makeExternal(napi_env env, T* p, napi_finalize finalize) {
   napi_value out;
@@ -55,7 +56,7 @@ napi_value makeExternal(napi_env env, T* p, napi_finalize finalize) {
   return out;
 }
 
-// How messages name a value that was not what a function reads: "a string", "null", "2.5", "another kind of external"…
+// How messages name a value that was not what a function reads: "a string", "null", "2.5", "an external"…
 inline std::string describe(napi_env env, napi_value v) {
   napi_valuetype t = napi_undefined;
   napi_typeof(env, v, &t);
@@ -73,7 +74,7 @@ inline std::string describe(napi_env env, napi_value v) {
     case napi_string: return "a string";
     case napi_symbol: return "a symbol";
     case napi_function: return "a function";
-    case napi_external: return "an external of another kind";
+    case napi_external: return "an external";
     case napi_bigint: return "a bigint";
     default: return "an object";
   }
@@ -156,7 +157,9 @@ struct Args {
     if (napi_typeof(env, v[i], &t) != napi_ok || t != napi_external ||
         napi_check_object_type_tag(env, v[i], &T::kHandle.tag, &tagged) != napi_ok || !tagged ||
         napi_get_value_external(env, v[i], &p) != napi_ok) {
-      throw typeError(std::string(name) + " must be a " + T::kHandle.name + ", got " + describe(env, v[i]));
+      // An external here is untagged or carries another type's tag: another module's or another kind's handle.
+      const std::string got = t == napi_external ? "an external of another kind" : describe(env, v[i]);
+      throw typeError(std::string(name) + " must be a " + T::kHandle.name + ", got " + got);
     }
     return static_cast<T*>(p);
   }
