@@ -50,7 +50,7 @@ napi_value guarded(napi_env env, F&& f) {
   try {
     return f();
   } catch (const JsError& e) {
-    napi_throw_error(env, "ERR_NATIVE", e.msg.c_str());
+    pets_napi::throwAs(env, "ERR_NATIVE", e);  // TypeError for an argument of the wrong type
   } catch (const dnnl::error& e) {
     napi_throw_error(env, "ERR_NATIVE", (std::string("oneDNN: ") + e.what() + " (status " + std::to_string(e.status) + ")").c_str());
   } catch (const std::exception& e) {
@@ -107,7 +107,8 @@ struct ConvGeom {
 ConvGeom readGeom(Args& a, size_t first) {
   ConvGeom g;
   memory::dim* f[] = {&g.n, &g.ih, &g.iw, &g.ci, &g.oh, &g.ow, &g.co, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.pb, &g.pr, &g.dh, &g.dw};
-  for (size_t i = 0; i < 17; i++) *f[i] = a.i64(first + i);
+  static const char* names[] = {"n", "ih", "iw", "ci", "oh", "ow", "co", "kh", "kw", "sh", "sw", "pt", "pl", "pb", "pr", "dh", "dw"};
+  for (size_t i = 0; i < 17; i++) *f[i] = a.i64(first + i, names[i]);
   for (size_t i = 0; i < 11; i++) {
     if (*f[i] <= 0) throw JsError{"convolution dimensions must be positive"};
   }
@@ -207,7 +208,7 @@ memory reorderedWeights(Args& a, size_t first, bool needReorder, const memory::d
     return out;
   }
   memory out(md, eng(), cache);
-  if (!a.flag(first + 1)) r.execute(strm(), wUser, out);
+  if (!a.flag(first + 1, "cacheValid")) r.execute(strm(), wUser, out);
   return out;
 }
 
@@ -267,7 +268,7 @@ void flipWeights(const ConvGeom& g, const float* w, float* out) {
 napi_value ConvWeightsCacheSize(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 18);
-    int64_t kind = a.i64(0);
+    int64_t kind = a.i64(0, "kind");
     ConvGeom g = readGeom(a, 1);
     size_t bytes = 0;
     if (kind == 0) { ConvFwd& c = getFwd(g); bytes = c.needReorder ? c.pd.weights_desc().get_size() : 0; }
@@ -311,7 +312,7 @@ napi_value ConvBackwardData(napi_env env, napi_callback_info info) {
       float* cache = a.f32OrNull(20, floats, "weights cache");
       std::vector<float> local(cache == nullptr ? floats : 0);
       float* wf = cache != nullptr ? cache : local.data();
-      if (cache == nullptr || !a.flag(21)) flipWeights(g, w, wf);
+      if (cache == nullptr || !a.flag(21, "cacheValid")) flipWeights(g, w, wf);
       memory wUse = c.needReorder ? memory(c.pd.weights_desc(), eng(), wf) : memory(f.wei(), eng(), wf);
       c.prim.execute(strm(), {{DNNL_ARG_SRC, memory(f.src(), eng(), dy)}, {DNNL_ARG_WEIGHTS, wUse},
         {DNNL_ARG_DST, memory(f.dst(), eng(), dx)}, {DNNL_ARG_SCRATCHPAD, scratchpadFor(c.pd)}});
@@ -351,7 +352,7 @@ napi_value ConvBackwardWeights(napi_env env, napi_callback_info info) {
 napi_value ConvImpl(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 18);
-    int64_t kind = a.i64(0);
+    int64_t kind = a.i64(0, "kind");
     ConvGeom g = readGeom(a, 1);
     std::string s = kind == 0 ? getFwd(g).pd.impl_info_str()
       : kind == 1 ? (bwdDataAsForward(g) ? std::string("forward ") + getFwd(flippedGeom(g)).pd.impl_info_str() + " (flipped filter)"
@@ -375,7 +376,8 @@ struct PoolGeom {
 PoolGeom readPool(Args& a, size_t first) {
   PoolGeom g;
   memory::dim* f[] = {&g.n, &g.ih, &g.iw, &g.c, &g.oh, &g.ow, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.pb, &g.pr};
-  for (size_t i = 0; i < 14; i++) *f[i] = a.i64(first + i);
+  static const char* names[] = {"n", "ih", "iw", "c", "oh", "ow", "kh", "kw", "sh", "sw", "pt", "pl", "pb", "pr"};
+  for (size_t i = 0; i < 14; i++) *f[i] = a.i64(first + i, names[i]);
   for (size_t i = 0; i < 10; i++) {
     if (*f[i] <= 0) throw JsError{"pooling dimensions must be positive"};
   }
@@ -450,9 +452,9 @@ napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
 napi_value BatchMatMul(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 11);
-    int64_t batch = a.i64(3), m = a.i64(4), n = a.i64(5), k = a.i64(6);
-    bool ta = a.flag(7), tb = a.flag(8);
-    int64_t sa = a.i64(9) ? m * k : 0, sb = a.i64(10) ? k * n : 0;
+    int64_t batch = a.i64(3, "batch"), m = a.i64(4, "m"), n = a.i64(5, "n"), k = a.i64(6, "k");
+    bool ta = a.flag(7, "transposeA"), tb = a.flag(8, "transposeB");
+    int64_t sa = a.i64(9, "batchA") ? m * k : 0, sb = a.i64(10, "batchB") ? k * n : 0;
     float* A = a.f32(0, size_t((sa ? batch : 1) * m * k), "a");
     float* B = a.f32(1, size_t((sb ? batch : 1) * k * n), "b");
     float* C = a.f32(2, size_t(batch * m * n), "c");
@@ -483,9 +485,9 @@ constexpr int64_t kBnBlock = 32;
 napi_value BatchNormForward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 11);
-    const int64_t p = a.i64(7), c = a.i64(8);
-    const double eps = a.num(9);
-    const bool relu = a.flag(10);
+    const int64_t p = a.i64(7, "p"), c = a.i64(8, "c");
+    const double eps = a.num(9, "eps");
+    const bool relu = a.flag(10, "relu");
     const size_t total = size_t(p * c);
     const float* x = a.f32(0, total, "x");
     const float* gamma = a.f32(1, size_t(c), "gamma");
@@ -548,9 +550,9 @@ napi_value BatchNormForward(napi_env env, napi_callback_info info) {
 napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 14);
-    const int64_t p = a.i64(10), c = a.i64(11);
-    const double eps = a.num(12);
-    const bool relu = a.flag(13);
+    const int64_t p = a.i64(10, "p"), c = a.i64(11, "c");
+    const double eps = a.num(12, "eps");
+    const bool relu = a.flag(13, "relu");
     const size_t total = size_t(p * c);
     const float* x = a.f32(0, total, "x");
     const float* y = a.f32(1, total, "y");
@@ -677,7 +679,7 @@ void binaryLoop(const float* a, const float* b, float* out, int64_t n, int64_t n
 napi_value Binary(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 7);
-    const int64_t op = a.i64(0), n = a.i64(4), as = a.i64(5), bs = a.i64(6);
+    const int64_t op = a.i64(0, "op"), n = a.i64(4, "n"), as = a.i64(5, "na"), bs = a.i64(6, "nb");
     if (as < 1 || bs < 1 || n % as != 0 || n % bs != 0 || (as != n && bs != n && as != 1 && bs != 1)) {
       throw JsError{"binary: operand sizes must divide the output size, one of them full"};
     }
@@ -693,7 +695,7 @@ napi_value Binary(napi_env env, napi_callback_info info) {
 napi_value Unary(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 4);
-    const int64_t op = a.i64(0), n = a.i64(3);
+    const int64_t op = a.i64(0, "op"), n = a.i64(3, "n");
     const float* x = a.f32(1, size_t(n), "x");
     float* out = a.f32(2, size_t(n), "out");
     switch (op) {
@@ -737,10 +739,11 @@ int64_t readStrides(Args& a, int64_t* d, int64_t* as, int64_t* bs, int64_t& aLas
   int64_t n = 1;
   aLast = 0;
   bLast = 0;
+  static const char* names[] = {"d0", "d1", "d2", "d3", "as0", "as1", "as2", "as3", "bs0", "bs1", "bs2", "bs3"};
   for (int k = 0; k < 4; k++) {
-    d[k] = a.i64(4 + k);
-    as[k] = a.i64(8 + k);
-    bs[k] = a.i64(12 + k);
+    d[k] = a.i64(4 + k, names[k]);
+    as[k] = a.i64(8 + k, names[4 + k]);
+    bs[k] = a.i64(12 + k, names[8 + k]);
     if (d[k] < 1 || as[k] < 0 || bs[k] < 0) throw JsError{"strided op: dimensions must be ≥ 1, strides ≥ 0"};
     n *= d[k];
     aLast += (d[k] - 1) * as[k];
@@ -755,7 +758,7 @@ int64_t readStrides(Args& a, int64_t* d, int64_t* as, int64_t* bs, int64_t& aLas
 napi_value CompareStrided(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 16);
-    const int64_t op = a.i64(0);
+    const int64_t op = a.i64(0, "op");
     int64_t d[4], as[4], bs[4], aLast, bLast;
     const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
     const float* x = a.f32(1, size_t(aLast + 1), "a");
@@ -785,7 +788,7 @@ napi_value CompareStrided(napi_env env, napi_callback_info info) {
 napi_value BinaryStrided(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 16);
-    const int64_t op = a.i64(0);
+    const int64_t op = a.i64(0, "op");
     int64_t d[4], as[4], bs[4], aLast, bLast;
     const int64_t n = readStrides(a, d, as, bs, aLast, bLast);
     const float* x = a.f32(1, size_t(aLast + 1), "a");
@@ -802,7 +805,7 @@ napi_value BinaryStrided(napi_env env, napi_callback_info info) {
 napi_value Reduce(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 6);
-    const int64_t op = a.i64(0), outer = a.i64(3), r = a.i64(4), inner = a.i64(5);
+    const int64_t op = a.i64(0, "op"), outer = a.i64(3, "outer"), r = a.i64(4, "r"), inner = a.i64(5, "inner");
     if (outer < 1 || r < 1 || inner < 1 || op < 0 || op > 2) throw JsError{"reduce: sizes must be ≥ 1, op 0..2"};
     const float* x = a.f32(1, size_t(outer * r * inner), "x");
     float* out = a.f32(2, size_t(outer * inner), "out");
@@ -841,14 +844,14 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 11);
-    const int64_t n = a.i64(4);
+    const int64_t n = a.i64(4, "n");
     float* p = a.f32(0, size_t(n), "p");
     const float* g = a.f32(1, size_t(n), "g");
     float* m = a.f32(2, size_t(n), "m");
     float* v = a.f32(3, size_t(n), "v");
-    const double beta1 = a.num(5), beta2 = a.num(6);
+    const double beta1 = a.num(5, "beta1"), beta2 = a.num(6, "beta2");
     const float b1 = float(beta1), c1 = float(1 - beta1), b2 = float(beta2), c2 = float(1 - beta2);
-    const float sbc2 = float(a.num(7)), eps = float(a.num(8)), decay = float(a.num(9)), k = float(a.num(10));
+    const float sbc2 = float(a.num(7, "sqrtBc2")), eps = float(a.num(8, "eps")), decay = float(a.num(9, "decay")), k = float(a.num(10, "stepSize"));
     int64_t i = 0;
 #if defined(__AVX512F__)
     // The same float32 operations, 16 at a time (mul/add/sqrt/div as separate, correctly rounded instructions: the
@@ -889,9 +892,9 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
 napi_value Init(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a(env, info, 2);
-    int64_t threads = a.i64(0);
+    int64_t threads = a.i64(0, "threads");
     if (threads < 1) throw JsError{"threads must be ≥ 1"};
-    const bool retain = a.flag(1);
+    const bool retain = a.flag(1, "retainHeap");
     if (retain) {
       mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
       mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);

@@ -109,6 +109,9 @@ struct Shm {
   std::string path;
   std::string abortReason;
 
+  // The tag of its handles (napi_args.h): random bits of this type alone.
+  static constexpr pets_napi::HandleKind kHandle{{0x8f3c2a61d47e0b95ULL, 0x5be1c97a02f46d38ULL}, "shared-memory segment handle (from open())"};
+
   float* slot(uint64_t set, uint32_t r) const { return slots + (set * n + r) * capacity; }
 };
 
@@ -352,14 +355,15 @@ napi_value throwSysError(napi_env env, const std::string& message, int e) {
   return nullptr;
 }
 
-// Runs an entry point's body; an argument error (JsError, from Args or thrown here) becomes a thrown ERR_SHM Error
-// whose message starts with the function's name.
+// Runs an entry point's body; an argument error (JsError, from Args or thrown here) becomes a thrown ERR_SHM TypeError
+// (a value of the wrong type) or Error whose message starts with the function's name.
 template <typename F>
 napi_value guarded(napi_env env, const char* fn, F&& f) {
   try {
     return f();
   } catch (const JsError& e) {
-    return throwError(env, std::string(fn) + ": " + e.msg);
+    pets_napi::throwAs(env, "ERR_SHM", JsError{std::string(fn) + ": " + e.msg, e.type});
+    return nullptr;
   } catch (const std::exception& e) {
     return throwError(env, std::string(fn) + ": " + e.what());
   }
@@ -388,7 +392,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
   return guarded(env, "open", [&]() -> napi_value {
     Args a(env, info, 4);
     std::string path = a.str(0, "path");
-    double n = a.num(1), rank = a.num(2), cap = a.num(3);
+    double n = a.num(1, "worldSize"), rank = a.num(2, "rank"), cap = a.num(3, "capacity");
     if (!(n >= 1 && n <= kMaxRanks && n == double(uint32_t(n)))) throw JsError{"worldSize must be an integer in [1, 64]"};
     if (!(rank >= 0 && rank < n && rank == double(uint32_t(rank)))) throw JsError{"rank must be an integer in [0, worldSize)"};
     if (!(cap >= 1024 && cap <= (1 << 28) && cap == double(uint32_t(cap)))) throw JsError{"capacity must be an integer in [1024, 2^28]"};
@@ -427,9 +431,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
     s->slots = reinterpret_cast<float*>(static_cast<char*>(s->base) + kHeaderBytes);
     s->h->ranks[s->rank].pid.store(int32_t(getpid()), std::memory_order_release);
     s->seenAlive[s->rank] = 1;
-    napi_value out;
-    napi_create_external(env, s, finalize, nullptr, &out);
-    return out;
+    return pets_napi::makeExternal(env, s, finalize);
   });
 }
 
@@ -471,14 +473,15 @@ void Complete(napi_env env, napi_status, void* data) {
 napi_value Reduce(napi_env env, napi_callback_info info) {
   return guarded(env, "reduce", [&]() -> napi_value {
     Args a(env, info, 6);
-    Shm* s = static_cast<Shm*>(a.external(0));
-    if (s == nullptr || s->closed) throw JsError{"the segment is closed"};
+    Shm* s = a.external<Shm>(0, "handle");
+    if (s->closed) throw JsError{"the segment is closed"};
     size_t length = 0;
     float* data = a.f32(1, 0, "buffer", &length);
-    const bool average = a.flag(2);
-    const double step = a.num(3), bucket = a.num(4);
+    const bool average = a.flag(2, "average");
+    const int64_t step = a.i64(3, "step"), bucket = a.i64(4, "bucket");
+    if (step < 0 || bucket < 0) throw JsError{"step and bucket must be ≥ 0, got " + std::to_string(step) + " and " + std::to_string(bucket)};
     // Finite and at most ~31.7 years, so the nanosecond deadline below fits an int64_t (Infinity would be undefined).
-    const double timeoutMs = a.num(5);
+    const double timeoutMs = a.num(5, "timeoutMs");
     if (!(timeoutMs > 0 && timeoutMs <= 1e12)) throw JsError{"timeoutMs must be a finite number in (0, 1e12]"};
     if (s->busy.exchange(true)) throw JsError{"a call is already running on this segment"};
     const int64_t deadline = nowNs() + int64_t(timeoutMs * 1e6);
@@ -498,8 +501,8 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
 napi_value Abort(napi_env env, napi_callback_info info) {
   return guarded(env, "abort", [&]() -> napi_value {
     Args a(env, info, 2);
-    Shm* s = static_cast<Shm*>(a.external(0));
-    if (s == nullptr || s->closed) return nullptr;
+    Shm* s = a.external<Shm>(0, "handle");
+    if (s->closed) return nullptr;
     if (s->abortFlag.load() != 0) return nullptr;  // the first reason stands; the flag's store publishes it
     s->abortReason = a.str(1, "reason");
     s->abortFlag.store(1);
@@ -512,9 +515,9 @@ napi_value Abort(napi_env env, napi_callback_info info) {
 napi_value Close(napi_env env, napi_callback_info info) {
   return guarded(env, "close", [&]() -> napi_value {
     Args a(env, info, 1);
-    Shm* s = static_cast<Shm*>(a.external(0));
+    Shm* s = a.external<Shm>(0, "handle");
     bool done = true;
-    if (s != nullptr && !s->closed) {
+    if (!s->closed) {
       if (s->busy.load()) done = false;
       else unmap(s);
     }
@@ -529,7 +532,7 @@ napi_value Sweep(napi_env env, napi_callback_info info) {
   return guarded(env, "sweep", [&]() -> napi_value {
     Args a(env, info, 2);
     std::string dir = a.str(0, "dir");
-    double minAgeMs = a.num(1);
+    double minAgeMs = a.num(1, "minAgeMs");
     napi_value out;
     napi_create_array(env, &out);
     uint32_t count = 0;

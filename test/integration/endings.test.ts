@@ -18,14 +18,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import * as zmq from 'zeromq';
 import { encode } from '../../src/contract/protocol/index.js';
 import { killAll, startProc, type Proc } from './distributed-harness.js';
-import { CoordinatorRun, alive, makeFixture, waitGone } from './fault-harness.js';
+import { alive, useTinyRunFixture, waitGone, type CoordinatorRun } from './fault-harness.js';
 
 const REPS = Math.max(1, Number(process.env.ENDINGS_REPS ?? 1));
 /** Bounds a hung run only; nothing is expected to take this long. */
@@ -34,22 +33,14 @@ const RUN_TIMEOUT_MS = 300_000;
 const ABORT = /terminate called|Napi::Error|Aborted|core dumped|Waiting for queued ZeroMQ messages/;
 const FIRST_STEP = /^epoch \d+: 1\/\d+ batches/m;
 
-let dir = '';
-let data = '';
+// Standalone workers (startProc) are killed by `killAll` in the fixture's `after`, with the coordinators' groups.
+const fx = useTinyRunFixture('endings-', { teardown: killAll });
 let config = '';
-const runs: CoordinatorRun[] = [];
 
+// Registered after the fixture's `before`, so `fx.dir` exists.
 before(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'endings-'));
-  data = makeFixture(path.join(dir, 'data'));
-  config = path.join(dir, 'one-epoch.json');
+  config = path.join(fx.dir, 'one-epoch.json');
   writeFileSync(config, JSON.stringify({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }] }));
-});
-
-after(async () => {
-  for (const run of runs) run.killGroup();
-  await killAll();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /**
@@ -58,15 +49,9 @@ after(async () => {
  * heartbeats for 10 s (seen here), which would turn an ending into another.
  */
 function runArgs(name: string, workers: number, extra: readonly string[] = []): string[] {
-  return ['--workers', String(workers), '--data', data, '--config', config, '--pretrained', 'none', '--arch', 'resnet10',
+  return ['--workers', String(workers), '--data', fx.data, '--config', config, '--pretrained', 'none', '--arch', 'resnet10',
     '--size', '32', '--bs', '2', '--backend', 'wasm', '--threads', '1', '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0',
-    '--run-dir', path.join(dir, name), '--plain', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '120000', ...extra];
-}
-
-function start(args: readonly string[], env: Record<string, string> = {}): CoordinatorRun {
-  const run = new CoordinatorRun(args, dir, env);
-  runs.push(run);
-  return run;
+    '--run-dir', path.join(fx.dir, name), '--plain', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '120000', ...extra];
 }
 
 /** Exits of local workers as the coordinator logged them: pid → code (or signal name). */
@@ -99,7 +84,7 @@ async function assertEnded(run: CoordinatorRun, coordinatorCode: number, workerC
 
 test('finished: coordinator 0, workers 0', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`finished-${i}`, 2));
+    const run = fx.start(runArgs(`finished-${i}`, 2));
     await assertEnded(run, 0, [0, 0]);
     assert.match(run.out, /shutdown: run finished/);
   }
@@ -107,7 +92,7 @@ test('finished: coordinator 0, workers 0', { timeout: RUN_TIMEOUT_MS * REPS }, a
 
 test('a failed step (TRAINER_TEST_FAIL_STEP): coordinator 1, the worker 0 after shutdown', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`failed-${i}`, 1), { TRAINER_TEST_FAIL_STEP: '0:1' });
+    const run = fx.start(runArgs(`failed-${i}`, 1), { TRAINER_TEST_FAIL_STEP: '0:1' });
     await assertEnded(run, 1, [0]);
     assert.match(run.out, /coordinator: ERR_INTERNAL: rank 0 failed step 1: injected fault: TRAINER_TEST_FAIL_STEP=0:1/);
     assert.match(run.out, /shutdown: run failed \(ERR_INTERNAL\)/);
@@ -116,7 +101,7 @@ test('a failed step (TRAINER_TEST_FAIL_STEP): coordinator 1, the worker 0 after 
 
 test('Ctrl-C (SIGINT to the process group): checkpointed stop, coordinator 0, the worker 0', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`sigint-${i}`, 1));
+    const run = fx.start(runArgs(`sigint-${i}`, 1));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     process.kill(-run.child.pid!, 'SIGINT');
     await assertEnded(run, 0, [0]);
@@ -127,7 +112,7 @@ test('Ctrl-C (SIGINT to the process group): checkpointed stop, coordinator 0, th
 
 test('SIGTERM to the coordinator: checkpointed stop, coordinator 0, the worker 0', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`sigterm-${i}`, 1));
+    const run = fx.start(runArgs(`sigterm-${i}`, 1));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     process.kill(run.child.pid!, 'SIGTERM');
     await assertEnded(run, 0, [0]);
@@ -139,7 +124,7 @@ test('a second signal: coordinator 130 at once, the workers SIGTERMed mid-run ex
   for (let i = 0; i < REPS; i++) {
     // Two workers: each has a ring peer that closes at the same moment, so chunks of the aborted step are left
     // queued for a peer that is gone (with a lingering socket, zeromq held the exit and printed its warning).
-    const run = start(runArgs(`twice-${i}`, 2));
+    const run = fx.start(runArgs(`twice-${i}`, 2));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     // Two different signals, so that they cannot merge into one pending signal; the second lands long before the
     // step in progress could finish (that needs the worker's reply).
@@ -158,7 +143,7 @@ test('a worker lost (SIGKILL, --max-restarts 0): coordinator 1, the survivor 0',
     // not aborted and waits for the dead peer until its all-reduce times out (a recovery race outside this test's
     // subject, reported with #14); at the default (120 s, as long as the coordinator's sync-bn wait) the run then
     // ends with ERR_TIMEOUT instead of the checkpointed stop.
-    const run = start(runArgs(`worker-lost-${i}`, 2, ['--max-restarts', '0', '--allreduce-timeout-ms', '30000']));
+    const run = fx.start(runArgs(`worker-lost-${i}`, 2, ['--max-restarts', '0', '--allreduce-timeout-ms', '30000']));
     await run.waitFor(FIRST_STEP, RUN_TIMEOUT_MS);
     const [victim] = run.workerPids();
     process.kill(victim!, 'SIGKILL');
@@ -169,7 +154,7 @@ test('a worker lost (SIGKILL, --max-restarts 0): coordinator 1, the survivor 0',
 
 test('a stop while waiting for workers to join: coordinator 0, nothing trained', { timeout: RUN_TIMEOUT_MS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const run = start(runArgs(`waiting-${i}`, 0, ['--expect', '1']));
+    const run = fx.start(runArgs(`waiting-${i}`, 0, ['--expect', '1']));
     await run.waitFor(/waiting for 1 worker/, RUN_TIMEOUT_MS);
     process.kill(-run.child.pid!, 'SIGINT');
     await assertEnded(run, 0, []);
@@ -182,8 +167,8 @@ test('a local worker whose backend cannot start: its own exit code 1 and error a
     // WebGPU with the Vulkan loader pointed at no driver: the worker's backend setup fails (ERR_BACKEND) on any
     // machine, with or without the optional `webgpu` package, while the coordinator (which checks only a native
     // addon before starting workers) starts it. The worker exits 1 by itself; its control pipe closes first.
-    const noDriver = path.join(dir, 'no-such-icd.json');
-    const run = start(runArgs(`backend-fails-${i}`, 1, ['--backend', 'webgpu']), { VK_ICD_FILENAMES: noDriver, VK_DRIVER_FILES: noDriver });
+    const noDriver = path.join(fx.dir, 'no-such-icd.json');
+    const run = fx.start(runArgs(`backend-fails-${i}`, 1, ['--backend', 'webgpu']), { VK_ICD_FILENAMES: noDriver, VK_DRIVER_FILES: noDriver });
     await assertEnded(run, 1, []);
     const exits = [...workerExits(run.out).values()];
     assert.deepEqual(exits, [1], `the worker's own exit code:\n${run.out.slice(-3000)}`);
@@ -202,7 +187,7 @@ async function assertWorkerEnded(worker: Proc, code: number): Promise<void> {
 
 test('the coordinator lost (SIGKILL): a worker started by hand exits 3', { timeout: RUN_TIMEOUT_MS * REPS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    const coord = start(runArgs(`coordinator-lost-${i}`, 0, ['--expect', '1']));
+    const coord = fx.start(runArgs(`coordinator-lost-${i}`, 0, ['--expect', '1']));
     await coord.waitFor(/coordinator listening on tcp:\/\/\S+;/, RUN_TIMEOUT_MS);
     const endpoint = /coordinator listening on (tcp:\/\/\S+);/.exec(coord.out)![1]!;
     // 30 s: short enough to wait for once the coordinator is gone, long enough not to fire while it is loaded.
@@ -217,8 +202,8 @@ test('the coordinator lost (SIGKILL): a worker started by hand exits 3', { timeo
 
 test('bad flags: coordinator and worker exit 2 before starting anything', { timeout: RUN_TIMEOUT_MS }, async () => {
   for (let i = 0; i < REPS; i++) {
-    for (const args of [['--bogus-flag'], runArgs(`bad-${i}`, 1, ['--pretrained', path.join(dir, 'missing.safetensors')])]) {
-      const run = start(args);
+    for (const args of [['--bogus-flag'], runArgs(`bad-${i}`, 1, ['--pretrained', path.join(fx.dir, 'missing.safetensors')])]) {
+      const run = fx.start(args);
       await assertEnded(run, 2, []);
       assert.match(run.out, /ERR_BAD_FLAG|unknown option/);
     }

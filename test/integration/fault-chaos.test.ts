@@ -11,22 +11,13 @@
  * (global step, rank), never of which process holds the rank.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, truncateSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, truncateSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { CoordinatorRun, HANG_GUARD_MS, alive, differingTensors, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+import { test } from 'node:test';
+import { HANG_GUARD_MS, alive, differingTensors, tinyRunArgs, useTinyRunFixture, waitGone } from './fault-harness.js';
 
 const RUN_TIMEOUT_MS = 240_000;
-let dir = '';
-let data = '';
-const started: CoordinatorRun[] = [];
-
-function start(args: readonly string[]): CoordinatorRun {
-  const run = new CoordinatorRun(args, dir);
-  started.push(run);
-  return run;
-}
+const fx = useTinyRunFixture('fault-chaos-');
 
 /** A 32-bit LCG (Numerical Recipes constants): reproducible kill moments. */
 function lcg(seed: number): () => number {
@@ -34,24 +25,12 @@ function lcg(seed: number): () => number {
   return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
 
-before(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'fault-chaos-'));
-  data = makeFixture(path.join(dir, 'data'));
-});
-
-after(async () => {
-  for (const run of started) run.killGroup();
-  const pids = started.flatMap((r) => [r.child.pid!, ...r.workerPids()]);
-  await waitGone(pids, HANG_GUARD_MS);
-  rmSync(dir, { recursive: true, force: true });
-});
-
 const model = (runDir: string): string => path.join(runDir, 'models', 'stage-2.safetensors');
 
 test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resumed run end bit-identical to the undisturbed run', { timeout: 8 * RUN_TIMEOUT_MS }, async (t) => {
-  const refDir = path.join(dir, 'ref');
+  const refDir = path.join(fx.dir, 'ref');
   await t.test('undisturbed reference run', async () => {
-    const run = start(tinyRunArgs(data, refDir));
+    const run = fx.start(tinyRunArgs(fx.data, refDir));
     const exit = await run.exited;
     assert.equal(exit.code, 0, run.out.slice(-3000));
     assert.ok(existsSync(model(refDir)), 'the reference saves stage-2');
@@ -72,8 +51,8 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
   });
 
   await t.test('three SIGKILLs of random workers at random moments: same weights, no orphans', async () => {
-    const runDir = path.join(dir, 'chaos');
-    const run = start(tinyRunArgs(data, runDir));
+    const runDir = path.join(fx.dir, 'chaos');
+    const run = fx.start(tinyRunArgs(fx.data, runDir));
     const rand = lcg(20261129);
     // Kill after committed steps 1, 2 and 4 (one lands in an epoch-end validation/checkpoint, others mid-step), at a
     // random fraction of one step's observed time after its line: within the next step (or the validation after an
@@ -100,8 +79,8 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
   await t.test('every worker SIGKILLed at once, twice (before the first checkpoint, then after one): the whole group is restarted from the start, then from the checkpoint; same weights', async () => {
     // torchrun's behaviour: a failed worker group is restarted as a whole within --max-restarts (each group restart
     // counts once) and resumes from its last checkpoint; the run ends as the undisturbed one did.
-    const runDir = path.join(dir, 'group');
-    const run = start(tinyRunArgs(data, runDir));
+    const runDir = path.join(fx.dir, 'group');
+    const run = fx.start(tinyRunArgs(fx.data, runDir));
     const killAll = (): void => {
       const live = run.liveWorkerPids();
       assert.equal(live.length, 3, 'three workers alive to be killed');
@@ -128,9 +107,9 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
   });
 
   await t.test('SIGKILL of the coordinator mid-step: workers exit on their own; --resume (newest checkpoint corrupted) ends bit-identical', async () => {
-    const runDir = path.join(dir, 'killed');
-    const args = [...tinyRunArgs(data, runDir), '--checkpoint-every', '1', '--keep', '5'];
-    const run = start(args);
+    const runDir = path.join(fx.dir, 'killed');
+    const args = [...tinyRunArgs(fx.data, runDir), '--checkpoint-every', '1', '--keep', '5'];
+    const run = fx.start(args);
     await run.waitFor(/(^epoch \d+: \d+\/\d+ batches[^]*){3}/m, RUN_TIMEOUT_MS);
     await run.waitFor(/checkpoint: \S+step-000000003/, RUN_TIMEOUT_MS);
     // Half a step (as observed in this run) after the checkpoint: mid-step 4 on any machine (a fixed 400 ms could
@@ -147,11 +126,11 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
     const newest = path.join(runDir, 'checkpoints', ckpts.at(-1)!, 'state.safetensors');
     truncateSync(newest, Math.floor(statSync(newest).size / 2));
 
-    const refused = start([...args, '--resume', runDir, '--bs', '4']);
+    const refused = fx.start([...args, '--resume', runDir, '--bs', '4']);
     assert.equal((await refused.exited).code, 2, refused.out);
     assert.match(refused.out, /bs \(--bs\) was 2 in this run, got 4/);
 
-    const resumed = start([...args, '--resume', runDir]);
+    const resumed = fx.start([...args, '--resume', runDir]);
     const exit = await resumed.exited;
     assert.equal(exit.code, 0, resumed.out.slice(-3000));
     assert.match(resumed.out, /skipping checkpoint \S+: .*truncated/, 'the corrupted newest checkpoint is reported');

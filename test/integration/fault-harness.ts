@@ -1,11 +1,14 @@
 /**
  * Helpers of the fault-tolerance integration tests (`fault-*.test.ts`): a tiny Pets fixture, the real coordinator
  * started from dist/ (or the sources under tsx; support/entry.ts) as a child process in its own process group, awaitable output lines, the worker pids it
- * logs ("worker joined: pid N"), process liveness checks, and a comparison of two saved models tensor by tensor.
+ * logs ("worker joined: pid N"), process liveness checks, a comparison of two saved models tensor by tensor, and
+ * `useTinyRunFixture`, the before/after scaffolding every test file of such runs shares.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { commandModule } from './support/entry.js';
 
@@ -159,6 +162,58 @@ export async function waitGone(pids: readonly number[], timeoutMs: number): Prom
   const deadline = Date.now() + timeoutMs;
   while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   return pids.filter(alive);
+}
+
+/** What `useTinyRunFixture` gives a test file; `dir` and `data` are read once its `before` hook has run. */
+export interface TinyRunFixture {
+  /** The file's temporary folder (`<tmpdir>/<prefix>XXXXXX`): run directories and entry scripts go under it. */
+  readonly dir: string;
+  /** The `--data` value: `<dir>/data`, made by `makeFixture` (2 breeds of the shared sample photos). */
+  readonly data: string;
+  /**
+   * Starts a coordinator (`new CoordinatorRun(args, dir, env)`) and registers it, so that the `after` hook kills its
+   * process group and waits until it and its workers are gone, whatever the test did.
+   * @param env - extra environment variables, as for `CoordinatorRun`
+   */
+  start(args: readonly string[], env?: Record<string, string>): CoordinatorRun;
+}
+
+/** Options of `useTinyRunFixture`. */
+export interface TinyRunFixtureOptions {
+  /** Run by the `after` hook once every run's group is killed and before the folder is removed (other processes). */
+  readonly teardown?: () => void | Promise<void>;
+}
+
+/**
+ * Registers the `before`/`after` hooks (node:test, in the current suite) that the tiny-run test files share:
+ * `before` makes a temporary folder named `prefix…` and the photo fixture in it; `after` SIGKILLs the process group of
+ * every run started through the returned `start` (coordinator and local workers), runs `options.teardown`, waits
+ * (at most `HANG_GUARD_MS`) until those processes are gone, then removes the folder.
+ * @param prefix - the temporary folder's name prefix, e.g. `'fault-signals-'`
+ */
+export function useTinyRunFixture(prefix: string, options: TinyRunFixtureOptions = {}): TinyRunFixture {
+  let dir = '';
+  let data = '';
+  const started: CoordinatorRun[] = [];
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), prefix));
+    data = makeFixture(path.join(dir, 'data'));
+  });
+  after(async () => {
+    for (const run of started) run.killGroup();
+    await options.teardown?.();
+    await waitGone(started.flatMap((r) => [r.child.pid!, ...r.workerPids()]), HANG_GUARD_MS);
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get dir() { return dir; },
+    get data() { return data; },
+    start(args, env = {}) {
+      const run = new CoordinatorRun(args, dir, env);
+      started.push(run);
+      return run;
+    },
+  };
 }
 
 /** Tensors of a safetensors file (float32 only, as the trainer writes them): name → raw bytes. */

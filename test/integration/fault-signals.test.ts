@@ -5,32 +5,17 @@
  * `endings.test.ts`.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { CoordinatorRun, HANG_GUARD_MS, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+import { test } from 'node:test';
+import { HANG_GUARD_MS, tinyRunArgs, useTinyRunFixture, waitGone } from './fault-harness.js';
 
 const RUN_TIMEOUT_MS = 180_000;
-let dir = '';
-let data = '';
-const started: CoordinatorRun[] = [];
-
-before(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'fault-signals-'));
-  data = makeFixture(path.join(dir, 'data'));
-});
-
-after(async () => {
-  for (const run of started) run.killGroup();
-  await waitGone(started.flatMap((r) => [r.child.pid!, ...r.workerPids()]), 10_000);
-  rmSync(dir, { recursive: true, force: true });
-});
+const fx = useTinyRunFixture('fault-signals-');
 
 test('SIGTERM: finishes the step, checkpoints, stops the workers, exits 0', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const runDir = path.join(dir, 'term');
-  const run = new CoordinatorRun(tinyRunArgs(data, runDir, 2), dir);
-  started.push(run);
+  const runDir = path.join(fx.dir, 'term');
+  const run = fx.start(tinyRunArgs(fx.data, runDir, 2));
   await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
   const workers = run.liveWorkerPids();
   assert.equal(workers.length, 2);
@@ -53,9 +38,8 @@ test('SIGTERM: finishes the step, checkpoints, stops the workers, exits 0', { ti
 });
 
 test('a second signal exits at once (130), abandoning the step, and takes the workers down (SIGTERM, 143)', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const twiceDir = path.join(dir, 'twice');
-  const run = new CoordinatorRun(tinyRunArgs(data, twiceDir, 2), dir);
-  started.push(run);
+  const twiceDir = path.join(fx.dir, 'twice');
+  const run = fx.start(tinyRunArgs(fx.data, twiceDir, 2));
   await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
   const workers = run.liveWorkerPids();
   // Two different signals back to back (two SIGTERMs could merge into one pending signal): the second lands before
@@ -75,9 +59,8 @@ test('a second signal exits at once (130), abandoning the step, and takes the wo
 });
 
 test('--max-restarts 0: a lost worker makes the run checkpoint and stop with a clear message', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const runDir = path.join(dir, 'restarts');
-  const run = new CoordinatorRun([...tinyRunArgs(data, runDir, 2), '--max-restarts', '0'], dir);
-  started.push(run);
+  const runDir = path.join(fx.dir, 'restarts');
+  const run = fx.start([...tinyRunArgs(fx.data, runDir, 2), '--max-restarts', '0']);
   await run.waitFor(/^epoch \d+: 1\/\d+ batches/m, RUN_TIMEOUT_MS);
   const [victim, survivor] = run.liveWorkerPids();
   process.kill(victim!, 'SIGKILL');

@@ -6,33 +6,18 @@
  * neither resumed (no config.json) nor protected (no lock). Tiny run of fault-harness.ts, 1 WASM worker.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { CoordinatorRun, HANG_GUARD_MS, makeFixture, tinyRunArgs, waitGone } from './fault-harness.js';
+import { test } from 'node:test';
+import { HANG_GUARD_MS, tinyRunArgs, useTinyRunFixture, waitGone } from './fault-harness.js';
 import { RUN_LOCK_FILE } from '../../src/coordinator/run-lock.js';
 
 const RUN_TIMEOUT_MS = 240_000;
-let dir = '';
-let data = '';
-const started: CoordinatorRun[] = [];
-
-before(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'run-dir-deleted-'));
-  data = makeFixture(path.join(dir, 'data'));
-});
-
-after(async () => {
-  for (const run of started) run.killGroup();
-  await waitGone(started.flatMap((r) => [r.child.pid!, ...r.workerPids()]), HANG_GUARD_MS);
-  rmSync(dir, { recursive: true, force: true });
-});
+const fx = useTinyRunFixture('run-dir-deleted-');
 
 test('a run directory deleted mid-run gets its lock, config.json and data.json back at the next checkpoint; --resume then continues it', { timeout: 3 * RUN_TIMEOUT_MS }, async () => {
-  const runDir = path.join(dir, 'run');
-  const run = new CoordinatorRun([...tinyRunArgs(data, runDir, 1), '--checkpoint-every', '2'], dir);
-  started.push(run);
+  const runDir = path.join(fx.dir, 'run');
+  const run = fx.start([...tinyRunArgs(fx.data, runDir, 1), '--checkpoint-every', '2']);
   await run.waitFor(/checkpoint: \S+step-000000002 /, RUN_TIMEOUT_MS);
   rmSync(runDir, { recursive: true, force: true });
   await run.waitFor(/warning: the run directory .* was deleted during the run.*\n/, RUN_TIMEOUT_MS);
@@ -47,8 +32,7 @@ test('a run directory deleted mid-run gets its lock, config.json and data.json b
   run.killGroup();
   await run.exited;
   await waitGone(run.workerPids(), HANG_GUARD_MS);
-  const resumed = new CoordinatorRun(['--resume', runDir, '--plain', '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0'], dir);
-  started.push(resumed);
+  const resumed = fx.start(['--resume', runDir, '--plain', '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0']);
   const exit = await resumed.exited;
   assert.equal(exit.code, 0, resumed.out.slice(-3000));
   assert.match(resumed.out, /step-000000006/);

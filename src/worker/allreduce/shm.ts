@@ -33,7 +33,10 @@ import { checkCallArguments, checkMembership, DEFAULT_ALLREDUCE_TIMEOUT_MS, Memb
 
 /** An opened segment, owned by the native module. */
 declare const segmentBrand: unique symbol;
-/** Opaque handle of a mapped segment (a N-API external). */
+/**
+ * Opaque handle of a mapped segment: a N-API external tagged as a segment (napi_type_tag_object); the module's
+ * functions refuse any other value (another module's handle, a plain object) with a `TypeError`, code `ERR_SHM`.
+ */
 export type SegmentHandle = { readonly [segmentBrand]: true };
 
 /** The functions of `native/build/pets_shm.node` (`native/pets_shm.cc`). */
@@ -54,7 +57,8 @@ export interface ShmModule {
    * @param step - @param bucket - the call's tag; every rank must pass the same (a mismatch is ERR_PROTOCOL)
    * @returns '' on success, else `'<ERR_CODE> <message>'`: ERR_TIMEOUT (this rank's deadline passed, or a peer's did),
    *   ERR_WORKER_LOST (aborted here or by a peer, or a peer's process exited), ERR_PROTOCOL (ranks' calls differ)
-   * @throws Error at once (no promise) on bad arguments, a closed segment, or a call already running on it
+   * @throws TypeError at once (no promise, code `ERR_SHM`) for an argument of the wrong type (`step`/`bucket` not safe
+   *   integers), Error for a value out of range, a closed segment, or a call already running on it
    */
   reduce(handle: SegmentHandle, buffer: Float32Array, average: boolean, step: number, bucket: number, timeoutMs: number): Promise<string>;
   /** Ends this rank's wait in flight and marks the segment broken, so the other ranks' waits end too. */

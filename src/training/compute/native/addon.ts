@@ -40,7 +40,9 @@ export type PoolGeometry = readonly [number, number, number, number, number, num
 
 /**
  * The addon's functions. Every array argument is a `Float32Array` that the function reads or writes in place
- * (no copy); sizes are checked against the geometry (a short array throws `ERR_NATIVE`).
+ * (no copy); sizes are checked against the geometry (a short array throws `ERR_NATIVE`). An argument of the wrong type
+ * (a count or dimension that is not a safe integer, a flag that is not a boolean, another array type) throws a
+ * `TypeError` with code `ERR_NATIVE` naming it (native/napi_args.h), never a truncated value.
  */
 export interface NativeAddon {
   /**

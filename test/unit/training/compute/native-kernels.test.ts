@@ -503,6 +503,31 @@ test('a short input array is refused by the addon with ERR_NATIVE, not read out 
     (err: unknown) => (err as { code?: string }).code === 'ERR_NATIVE' && /x has 31 elements, needs 32/.test(String(err)));
 });
 
+test('a count or dimension that is no safe integer is a TypeError naming it (ERR_NATIVE), not truncated', { skip }, () => {
+  assert.ok('addon' in load);
+  const addon = load.addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const typeError = (message: string) => (e: unknown): boolean =>
+    e instanceof TypeError && (e as { code?: string }).code === 'ERR_NATIVE' && e.message === message;
+  const x = new Float32Array(8), out = new Float32Array(8);
+  // Before, 2.5 elements were read as 2, NaN as 0, and so on.
+  for (const [n, got] of [[2.5, '2.5'], [Number.NaN, 'NaN'], [Infinity, 'Infinity'], [2 ** 53, '9007199254740992'], ['4', 'a string']] as const) {
+    assert.throws(() => addon.unary!(0, x, out, n), typeError(`n must be an integer (Number.isSafeInteger), got ${got}`));
+  }
+  assert.throws(() => addon.binary!(0.5, x, x, out, 8, 8, 8), typeError('op must be an integer (Number.isSafeInteger), got 0.5'));
+  assert.throws(() => addon.reduce!(0, x, out, 2, 4.5, 1), typeError('r must be an integer (Number.isSafeInteger), got 4.5'));
+  assert.throws(() => addon.adamW!(x, x, x, x, 7.5, 0.9, 0.99, 1, 1e-8, 0, 1e-3), typeError('n must be an integer (Number.isSafeInteger), got 7.5'));
+  assert.throws(() => addon.init!(1.5, false), typeError('threads must be an integer (Number.isSafeInteger), got 1.5'));
+  // A geometry entry by its name (the 6th of a convolution's: ow).
+  const g = [1, 4, 4, 2, 4, 3.5, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1];
+  assert.throws(() => addon.convForward!(new Float32Array(32), new Float32Array(36), new Float32Array(32), ...g, null, false),
+    typeError('ow must be an integer (Number.isSafeInteger), got 3.5'));
+  assert.throws(() => addon.batchMatMul!(x, x, out, 1, 2, 2, 2, 0, false, 0, 0), typeError('transposeA must be a boolean, got 0'));
+  // The same calls with integers still run (the unary op 4 is abs).
+  const v = Float32Array.of(-1, 2, -3, 4, -5, 6, -7, 8);
+  addon.unary!(4, v, out, 8);
+  assert.deepEqual([...out], [1, 2, 3, 4, 5, 6, 7, 8]);
+});
+
 test('--backend native is chosen by auto when the addon loads', { skip }, async () => {
   const choice = await initBackend('auto');
   // tfjs-node (optional dependency) comes first when installed; otherwise native.

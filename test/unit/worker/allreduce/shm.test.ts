@@ -300,15 +300,21 @@ test('an unbounded or invalid deadline is ERR_BAD_CONFIG before the call (Infini
     const module = (load as Exclude<ShmLoad, { reason: string }>).module;
     const handle = module.open(join(dir, 'pets-shm-direct'), 2, 0, 1024);
     assert.throws(() => module.reduce(handle, new Float32Array(5), false, 0, 0, Infinity), /timeoutMs must be a finite number in \(0, 1e12\]/);
-    // The module's typed argument checks (native/napi_args.h), each naming the function and the argument.
+    // The module's typed argument checks (native/napi_args.h), each naming the function and the argument: a value of
+    // the wrong type is a TypeError (code ERR_SHM), a count that is no integer too (it was truncated before).
     const loose = module as unknown as Record<string, (...args: unknown[]) => unknown>;
-    assert.throws(() => loose.reduce!(handle, new Float64Array(5), false, 0, 0, 1000), /^Error: reduce: buffer must be a Float32Array$/);
-    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, '0', 0, 1000), /^Error: reduce: argument 3 must be a number$/);
-    assert.throws(() => loose.reduce!(handle, new Float32Array(5)), /^Error: reduce: expected 6 arguments, got 2$/);
-    assert.throws(() => loose.open!(join(dir, 'pets-shm-x'), 2, 0), /^Error: open: expected 4 arguments, got 3$/);
-    assert.throws(() => loose.open!(7, 2, 0, 1024), /^Error: open: path must be a string$/);
-    assert.throws(() => loose.sweep!(dir, 'old'), /^Error: sweep: argument 1 must be a number$/);
-    assert.throws(() => loose.abort!(handle, 5), /^Error: abort: reason must be a string$/);
+    assert.throws(() => loose.reduce!(handle, new Float64Array(5), false, 0, 0, 1000), /^TypeError: reduce: buffer must be a Float32Array$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, '0', 0, 1000), /^TypeError: reduce: step must be an integer \(Number.isSafeInteger\), got a string$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, 0.5, 0, 1000), /^TypeError: reduce: step must be an integer \(Number.isSafeInteger\), got 0.5$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, 0, Number.NaN, 1000), /^TypeError: reduce: bucket must be an integer \(Number.isSafeInteger\), got NaN$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, 2 ** 53, 0, 1000), /^TypeError: reduce: step must be an integer \(Number.isSafeInteger\), got 9007199254740992$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), false, -1, 0, 1000), /^Error: reduce: step and bucket must be ≥ 0, got -1 and 0$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5), 1, 0, 0, 1000), /^TypeError: reduce: average must be a boolean, got 1$/);
+    assert.throws(() => loose.reduce!(handle, new Float32Array(5)), /^TypeError: reduce: expected 6 arguments, got 2$/);
+    assert.throws(() => loose.open!(join(dir, 'pets-shm-x'), 2, 0), /^TypeError: open: expected 4 arguments, got 3$/);
+    assert.throws(() => loose.open!(7, 2, 0, 1024), /^TypeError: open: path must be a string$/);
+    assert.throws(() => loose.sweep!(dir, 'old'), /^TypeError: sweep: minAgeMs must be a number, got a string$/);
+    assert.throws(() => loose.abort!(handle, 5), /^TypeError: abort: reason must be a string$/);
     // A failed system call names its errno (what the transport matches to stop for want of room, not strerror's words).
     assert.throws(() => module.open(join(dir, 'no-such-folder', 'pets-shm-y'), 2, 0, 1024),
       (e: unknown) => (e as { errnoName?: string; code?: string }).errnoName === 'ENOENT' && (e as { code?: string }).code === 'ERR_SHM' && /^cannot open .*no-such-folder\/pets-shm-y: No such file or directory$/.test((e as Error).message));
@@ -319,6 +325,30 @@ test('an unbounded or invalid deadline is ERR_BAD_CONFIG before the call (Infini
     assert.deepEqual([x[0]![0], x[1]![0]], [3, 3]);
   } finally {
     await closeAll([a!, b!]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a value that is not a segment handle (a plain object, a number, null, a typed array) is a TypeError, not a bad cast', { skip }, () => {
+  const module = (load as Exclude<ShmLoad, { reason: string }>).module;
+  const loose = module as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const kind = 'handle must be a shared-memory segment handle \\(from open\\(\\)\\)';
+  for (const [value, got] of [[{}, 'an object'], [5, '5'], [null, 'null'], [undefined, 'undefined'], [new Float32Array(4), 'an object']] as const) {
+    for (const [fn, call] of [['close', () => loose.close!(value)], ['abort', () => loose.abort!(value, 'x')],
+      ['reduce', () => loose.reduce!(value, new Float32Array(4), false, 0, 0, 1000)]] as const) {
+      assert.throws(call, (e: unknown) => e instanceof TypeError && (e as { code?: string }).code === 'ERR_SHM' &&
+        new RegExp(`^${fn}: ${kind}, got ${got}$`).test(e.message), `${fn}(${got})`);
+    }
+  }
+  // A closed segment is still a segment: the calls say so (or do nothing), as before.
+  const dir = tempDir();
+  try {
+    const handle = module.open(join(dir, 'pets-shm-closed'), 2, 0, 1024);
+    assert.ok(module.close(handle));
+    assert.ok(module.close(handle), 'closing twice');
+    module.abort(handle, 'after close');
+    assert.throws(() => module.reduce(handle, new Float32Array(4), false, 0, 0, 1000), /^Error: reduce: the segment is closed$/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
