@@ -31,7 +31,7 @@ import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
 import { BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, checkBatchSize, checkInt, checkSize } from '../src/contract/config.js';
-import { plainDefaults, withVersion } from '../src/contract/cli-help.js';
+import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../src/contract/cli-help.js';
 
 interface LearnFlags {
   data: string;
@@ -133,7 +133,8 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
     .option('--data-threads <n>', 'decode threads (default cores − 1)')
     .exitOverride();
-  withVersion(plainDefaults(addAugmentFlags(program))).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(addAugmentFlags(flagsOnly(program)))).parse([...argv], { from: 'user' });
+  refuseStrayArguments(program);
   const opts = program.opts<Omit<LearnFlags, 'transforms'>>();
   // The coordinator's rule, (0, 1): learn validates after every epoch, so 0 used to train a whole epoch and then
   // stop with "validation needs at least one validation item" (exit 1).

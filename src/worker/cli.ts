@@ -5,7 +5,7 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
-import { plainDefaults, withVersion } from '../contract/cli-help.js';
+import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
 import { parseBackendRequest } from '../training/compute/backend.js';
 import { checkInt } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
@@ -45,7 +45,8 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     .option('--heartbeat-timeout-ms <ms>', 'coordinator silence before this worker exits', '10000')
     .option('--curve-server-key <z85>', 'coordinator CURVE public key (from its --curve-keys directory)')
     .exitOverride();
-  withVersion(plainDefaults(program)).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(flagsOnly(program))).parse([...argv], { from: 'user' });
+  refuseStrayArguments(program);
   const o = program.opts<Record<string, string | undefined>>();
   if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect!)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
   // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.
