@@ -34,7 +34,8 @@ export interface ModelRef {
 }
 
 /**
- * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
+ * Finds the model to use: a `models/<name>.safetensors` path, or a run directory or its `models/` folder (its
+ * newest saved stage).
  * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model (a missing model file: naming the
  *   models saved beside it), or a model file lies outside a `models/` folder or without its `<name>.json`
  */
@@ -58,11 +59,21 @@ export function findModel(target: string): ModelRef {
     }
     return { dir: dirname(dirname(path)), name };
   }
-  const models = join(path, 'models');
+  // The models/ folder itself (what `learn.export()` users copy and pass, as fastai's load_learner(path) takes the
+  // folder holding export.pkl) stands for the folder holding it: it was refused with "found none".
+  const inModels = basename(path) === 'models' && savedIn(join(path, 'models')).length === 0 && savedIn(path).length > 0;
+  const dir = inModels ? dirname(path) : path;
+  const models = join(dir, 'models');
   const saved = savedIn(models);
-  if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
+  if (saved.length === 0) {
+    // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
+    const loose = savedIn(path).sort();
+    const why = loose.length === 0 ? 'found none'
+      : `found ${loose.join(', ')} directly in it: a saved model is read from a folder named models/ (<name>.safetensors with its <name>.json beside it); move them into ${join(path, 'models')}`;
+    throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, ${why}`);
+  }
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
-  return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };
+  return { dir, name: basename(saved[saved.length - 1]!, '.safetensors') };
 }
 
 /**

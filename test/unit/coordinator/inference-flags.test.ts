@@ -223,3 +223,22 @@ test('findModel: a model file outside a models/ folder or without its <name>.jso
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('findModel: the models/ folder itself stands for the folder holding it; model files straight in another folder are named', () => {
+  // New-user tryout: after copying a run's models/ elsewhere (fastai's load_learner(path) takes the folder holding
+  // export.pkl), `predict /tmp/exported/models cat.jpg` was refused with "… found none" though the folder held the
+  // model; a folder holding the two files directly was refused the same way, not saying what it lacked.
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-dir-'));
+  try {
+    mkdirSync(join(dir, 'exported', 'models'), { recursive: true });
+    mkdirSync(join(dir, 'flat'));
+    for (const f of ['exported/models/stage-1.safetensors', 'exported/models/stage-1.json', 'flat/stage-1.safetensors', 'flat/stage-1.json']) writeFileSync(join(dir, f), 'x');
+    assert.deepEqual(findModel(join(dir, 'exported', 'models')), { dir: join(dir, 'exported'), name: 'stage-1' });
+    assert.deepEqual(findModel(join(dir, 'exported')), { dir: join(dir, 'exported'), name: 'stage-1' });
+    const flat = join(dir, 'flat');
+    assert.throws(() => findModel(flat), badFlag(new RegExp(`^${flat}: expected a run directory with models/\\*\\.safetensors or a model file, found stage-1\\.safetensors directly in it: a saved model is read from a folder named models/ \\(<name>\\.safetensors with its <name>\\.json beside it\\); move them into ${join(flat, 'models')}$`)));
+    assert.throws(() => findModel(join(dir, 'exported', 'models', 'models')), badFlag(/found none$/));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
