@@ -237,8 +237,20 @@ test('findModel: the models/ folder itself stands for the folder holding it; mod
     assert.deepEqual(findModel(join(dir, 'exported')), { dir: join(dir, 'exported'), name: 'stage-1' });
     const flat = join(dir, 'flat');
     assert.throws(() => findModel(flat), badFlag(new RegExp(`^${flat}: expected a run directory with models/\\*\\.safetensors or a model file, found stage-1\\.safetensors directly in it: a saved model is read from a folder named models/ \\(<name>\\.safetensors with its <name>\\.json beside it\\); move them into ${join(flat, 'models')}$`)));
-    assert.throws(() => findModel(join(dir, 'exported', 'models', 'models')), badFlag(/found none$/));
+    mkdirSync(join(dir, 'empty'));
+    assert.throws(() => findModel(join(dir, 'empty')), badFlag(/found none$/));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('predict and interpret refuse a path that holds no model before starting the backend, saying it does not exist', async () => {
+  // New-user tryout: `predict runs/nonexistent x.jpg` took 8-9 s (the backend started first: native addon, GPU
+  // probe) to say "expected a run directory … found none". tensorflow is requested here: where tfjs-node is not
+  // installed, starting it first failed with ERR_BACKEND instead of naming the path.
+  const missing = join(tmpdir(), 'no-such-run-for-predict');
+  const noSuch = badFlag(new RegExp(`^${missing}: no such run directory or model file$`));
+  await assert.rejects(runPredictCommand([missing, 'a.jpg', '--backend', 'tensorflow']), noSuch);
+  await assert.rejects(runInterpretCommand([missing, '--backend', 'tensorflow']), noSuch);
+  assert.throws(() => findModel(missing), noSuch);
 });
