@@ -106,7 +106,8 @@ export const COORDINATOR_EXIT = Object.freeze({
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === 'help') return train(['--help']);
+  // `coordinator help predict`, as git's and npm's `help <command>`: it showed the training flags whatever followed.
+  if (first === 'help') return rest[0] === undefined || rest[0] === 'train' ? train(['--help']) : main([rest[0], '--help']);
   if (first === 'predict') return runPredictCommand(rest).catch(errorExit);
   if (first === 'interpret') return runInterpretCommand(rest).catch(errorExit);
   if (first === 'show-batch') return runShowBatchCommand(rest).catch(errorExit);

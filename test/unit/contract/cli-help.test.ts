@@ -95,3 +95,34 @@ test('a word no flag takes is refused by name (ERR_BAD_FLAG), with the command i
   // Flags alone still parse.
   assert.equal(parseWorkerArgs(['--connect', 'tcp://127.0.0.1:5555']).connect, 'tcp://127.0.0.1:5555');
 });
+
+test('coordinator help <command> shows that command\'s help (git and npm style); a mistyped one is named', async () => {
+  // New-user tryout: `coordinator help predict` printed the training flags.
+  const { main } = await import('../../../src/coordinator/cli.js');
+  const helpText = async (argv: string[]): Promise<{ code: number; text: string }> => {
+    let text = '';
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
+    try {
+      return { code: await main(argv), text };
+    } finally {
+      process.stdout.write = write;
+    }
+  };
+  for (const [argv, usage] of [[['help'], 'Usage: coordinator [train]'], [['help', 'train'], 'Usage: coordinator [train]'],
+    [['help', 'predict'], 'Usage: coordinator predict [options] <model> <images...>'], [['help', 'interpret'], 'Usage: coordinator interpret [options] <model>'],
+    [['help', 'show-batch'], 'Usage: coordinator show-batch [options]']] as const) {
+    const { code, text } = await helpText([...argv]);
+    assert.equal(code, 0, argv.join(' '));
+    assert.ok(text.startsWith(usage), `${argv.join(' ')}: ${text.slice(0, 80)}`);
+  }
+  const errors: string[] = [];
+  const error = console.error;
+  console.error = (line: string) => { errors.push(line); };
+  try {
+    assert.equal(await main(['help', 'predcit']), 2);
+  } finally {
+    console.error = error;
+  }
+  assert.match(errors.join('\n'), /^coordinator: ERR_BAD_FLAG: unknown command "predcit": did you mean coordinator predict\?/);
+});
