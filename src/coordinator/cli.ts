@@ -8,7 +8,7 @@
  */
 import { CommanderError } from 'commander';
 import { isTrainerError } from '../contract/errors.js';
-import { logText } from '../contract/log-text.js';
+import { errorText } from '../contract/log-text.js';
 import { autoResumeCommand, resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
@@ -19,8 +19,8 @@ import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? COORDINATOR_EXIT.ok : COORDINATOR_EXIT.badFlag;
   const code = isTrainerError(err) ? err.code : null;
-  // One line, whatever file name or label the message quotes (contract/log-text.ts).
-  console.error(`coordinator: ${code ? `${code}: ` : ''}${logText(err instanceof Error ? err.message : String(err))}`);
+  // One line, whatever file name or label the message quotes; the offline error's own lines kept (contract/log-text.ts).
+  console.error(`coordinator: ${code ? `${code}: ` : ''}${errorText(code, err instanceof Error ? err.message : String(err))}`);
   // ERR_BAD_DATA: the data cannot be trained as given (nothing labelled, an empty split, a class of bad files):
   // like a bad flag, the input must change, and it is found before any worker starts.
   return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' || code === 'ERR_BAD_DATA'
