@@ -84,6 +84,9 @@ function strayArgumentError(name: string, word: string, commands: readonly strin
   const near = commands.find((c) => editDistance(lower, c) <= 2 || (word.length >= 3 && c.startsWith(lower)));
   const others = commands.length > 0 ? `; its commands, given first, are ${commands.join(', ')} (${name} <command> --help)` : '';
   if (near !== undefined) return new TrainerError('ERR_BAD_FLAG', `unknown command ${JSON.stringify(word)}: did you mean ${name} ${near}?${others}`);
+  if (/\.(ya?ml|json)$/i.test(word) && commands.length > 0) {
+    return new TrainerError('ERR_BAD_FLAG', `unexpected argument ${JSON.stringify(word)}: a run configuration file is given with --config (did you mean ${name} --config ${word}?); see ${name} --help`);
+  }
   return new TrainerError('ERR_BAD_FLAG', `unexpected argument ${JSON.stringify(word)}: ${name} takes flags, each value after its flag (e.g. --data <dir>), and this word follows none that takes a value${others}; see ${name} --help`);
 }
 

@@ -89,6 +89,7 @@ test('a word no flag takes is refused by name (ERR_BAD_FLAG), with the command i
   assert.throws(() => parseTrainArgs(['Interpet', 'runs/x']), refused(/did you mean coordinator interpret\?/));
   assert.throws(() => parseTrainArgs(['--workers', '2', '../shared/data']), refused(/^unexpected argument "\.\.\/shared\/data": coordinator takes flags, each value after its flag \(e\.g\. --data <dir>\).*see coordinator --help$/));
   assert.throws(() => parseTrainArgs(['--no-lr-find', 'true']), refused(/^unexpected argument "true"/));
+  assert.throws(() => parseTrainArgs(['run.yaml']), refused(/^unexpected argument "run\.yaml": a run configuration file is given with --config \(did you mean coordinator --config run\.yaml\?\)/));
   assert.throws(() => parseWorkerArgs(['--connect', 'tcp://127.0.0.1:5555', 'foo']), refused(/^unexpected argument "foo": worker takes flags.*see worker --help$/));
   assert.throws(() => parseLearnArgs(['--epochs', '1', 'resnet18']), refused(/^unexpected argument "resnet18": learn takes flags/));
   await assert.rejects(runShowBatchCommand(['out.png']), refused(/^unexpected argument "out\.png": coordinator show-batch takes flags.*see coordinator show-batch --help$/));
