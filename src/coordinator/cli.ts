@@ -30,13 +30,15 @@ function errorExit(err: unknown): number {
 async function train(argv: readonly string[]): Promise<number> {
   let cmd: TrainCommand;
   let point: ResumePoint | null = null;
+  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`), progress: (line: string) => console.error(line) };
   try {
-    cmd = autoResumeCommand(parseTrainArgs(argv), (line) => console.error(`[coordinator] ${line}`));
-    if (cmd.runtime.resume) ({ cmd, point } = resumeCommand(cmd, (line) => console.error(line)));
+    cmd = autoResumeCommand(parseTrainArgs(argv), io.log);
+    // Through the log too (it was bare console.error): "--resume: keeping this run's …" and the skipped-checkpoint
+    // lines were the only stderr lines of a run without the "[coordinator] " every other one has.
+    if (cmd.runtime.resume) ({ cmd, point } = resumeCommand(cmd, io.log));
   } catch (err) {
     return errorExit(err);
   }
-  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`), progress: (line: string) => console.error(line) };
   const coordinator = new Coordinator(cmd, io, point);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
