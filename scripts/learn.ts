@@ -26,16 +26,16 @@ import type { LrFindResult } from '../src/training/learner/lr-find.js';
 import { Replica } from '../src/training/learner/replica.js';
 import { parseLrSpec } from '../src/contract/plan/schedule.js';
 import { resolvePretrainedWeights } from '../src/training/model/pretrained.js';
-import { resolveResNetConfig, type ResNetArch } from '../src/contract/resnet-spec.js';
+import { resolveResNetConfig } from '../src/contract/resnet-spec.js';
 import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
-import { BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, checkBatchSize, checkInt, checkSize } from '../src/contract/config.js';
-import { plainDefaults, withVersion } from '../src/contract/cli-help.js';
+import { ARCHS, BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, archModel, checkArchWeights, checkBatchSize, checkInt, checkSize, type Arch } from '../src/contract/config.js';
+import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../src/contract/cli-help.js';
 
 interface LearnFlags {
   data: string;
-  arch: string;
+  arch: Arch;
   size: string;
   bs: string;
   epochs: string;
@@ -66,7 +66,7 @@ function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
 
 async function run(f: LearnFlags): Promise<void> {
   const t0 = performance.now();
-  const arch = resolveResNetConfig(f.arch as ResNetArch);
+  const arch = resolveResNetConfig(archModel(f.arch));
   // Checked by parseLearnArgs with the coordinator's rules (contract/config.ts); here converted.
   const size = Number(f.size);
   const bs = Number(f.bs);
@@ -112,14 +112,14 @@ async function run(f: LearnFlags): Promise<void> {
  * Parses the command line of `npm run learn`.
  * @param argv - arguments after the script name
  * @returns the flags, with the augmentation resolved and validated
- * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside (0, 1), ERR_BAD_CONFIG for a
+ * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside (0, 1), ERR_BAD_CONFIG for an --arch outside the coordinator's (or resnet10 with imagenet weights), a
  *   --seed outside [0, 2^32 − 1] or a bad augmentation value (naming the field, its flag and the rule)
  */
 export function parseLearnArgs(argv: readonly string[]): LearnFlags {
   const program = new Command('learn')
     .description("fastai pets tutorial stage 1 in one process: frozen fit_one_cycle, epoch table, save stage-1")
     .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
-    .option('--arch <arch>', 'resnet18|resnet34|resnet50', 'resnet34')
+    .option('--arch <arch>', `${ARCHS.join('|')} (the coordinator's; resnet10 for fast tests, no ImageNet weights)`, 'resnet34')
     .option('--size <pixels>', `image side [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the coordinator's)`, '224')
     .option('--bs <n>', `batch size [${BS_RANGE.min}, ${BS_RANGE.max}] (the coordinator's)`, '64')
     .option('--epochs <n>', 'epochs of fit_one_cycle (≥ 1)', '4')
@@ -133,7 +133,8 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .option('--max-micro-batch <n>', 'largest chunk per forward (default: from arch/size/backend)')
     .option('--data-threads <n>', 'decode threads (default cores − 1)')
     .exitOverride();
-  withVersion(plainDefaults(addAugmentFlags(program))).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(addAugmentFlags(flagsOnly(program)))).parse([...argv], { from: 'user' });
+  refuseStrayArguments(program);
   const opts = program.opts<Omit<LearnFlags, 'transforms'>>();
   // The coordinator's rule, (0, 1): learn validates after every epoch, so 0 used to train a whole epoch and then
   // stop with "validation needs at least one validation item" (exit 1).
@@ -147,6 +148,9 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
   // The coordinator's rules for --size and --bs (contract/config.ts: one table for both CLIs), checked here too.
   checkSize(opts.size);
   checkBatchSize(opts.bs);
+  // The coordinator's architectures and rule (contract/config.ts), checked before anything loads: resnet10 was
+  // refused ("arch must be one of resnet18|resnet34|resnet50", no flag named) though the coordinator trains it.
+  checkArchWeights(opts.arch, opts.pretrained);
   return { ...opts, transforms: augmentFromFlags(program) };
 }
 

@@ -218,6 +218,21 @@ function checkEnum<T extends string>(field: string, value: unknown, allowed: rea
 }
 
 /**
+ * Validates an architecture and its starting weights (`--arch`, `--pretrained`), for the coordinator and `npm run
+ * learn` alike. A worker would find a bad pair out only after it started (resolvePretrainedWeights).
+ * @param arch - the architecture name
+ * @param pretrained - `imagenet`, `none` or a safetensors path
+ * @returns the architecture
+ * @throws TrainerError ERR_BAD_CONFIG for an arch outside {@link ARCHS}, or resnet10 with `imagenet` (torchvision
+ *   publishes no ImageNet weights for it)
+ */
+export function checkArchWeights(arch: unknown, pretrained: string): Arch {
+  const checked = checkEnum('arch', arch, ARCHS);
+  if (checked === 'resnet10' && pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', pretrained);
+  return checked;
+}
+
+/**
  * Validates a command-line flag that takes one word of a fixed set (`--backend`, `--allreduce`, …): the run
  * configuration's enum rule, reported as a bad flag.
  * @throws TrainerError ERR_BAD_FLAG naming the flag, the allowed words and the value, e.g.
@@ -313,8 +328,7 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
   if (cfg.labelFrom === 'csv' && cfg.labels === null) fail('labels', `a CSV path when ${settingName('labelFrom')} is csv`, null);
-  // A worker would find this out only after it started (resolvePretrainedWeights): torchvision has no resnet10 weights.
-  if (cfg.arch === 'resnet10' && cfg.pretrained === 'imagenet') fail('pretrained', 'none or a safetensors file with arch resnet10 (torchvision publishes no ImageNet weights for it)', cfg.pretrained);
+  checkArchWeights(cfg.arch, cfg.pretrained);
   if (cfg.split === 'csv' && cfg.labelFrom !== 'csv') fail('split', `random|official|folder unless ${settingName('labelFrom')} is csv (split csv reads the CSV's ${cfg.validCol} column)`, cfg.split);
   if (cfg.split === 'folder' && cfg.trainFolder === cfg.validFolder) fail('validFolder', `a folder other than trainFolder (${flagOf('trainFolder')}: ${cfg.trainFolder})`, cfg.validFolder);
   const names = cfg.stages.map((s) => s.name);

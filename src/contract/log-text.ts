@@ -28,3 +28,21 @@ export function logText(text: string): string {
     }
   });
 }
+
+/**
+ * Error codes whose messages are several lines by design: `ERR_OFFLINE` (training/download.ts `offlineMessage`: a
+ * short first line, `hint: …`, `tried:` and one line per address, each part escaped with {@link logText}).
+ */
+const MULTILINE_CODES: ReadonlySet<string> = new Set(['ERR_OFFLINE']);
+
+/**
+ * An error's message as a command prints it after `<program>: <code>: `: one line ({@link logText}), whatever file
+ * name or label it quotes, except a message written as several lines by design ({@link MULTILINE_CODES}), whose
+ * lines are kept and each escaped. Escaping every message whole printed the offline error's hint and the addresses
+ * tried as one line joined by literal `\n`s.
+ * @param code - the error's code (`ERR_OFFLINE` …), or null
+ * @param message - the error's message
+ */
+export function errorText(code: string | null, message: string): string {
+  return code !== null && MULTILINE_CODES.has(code) ? message.split('\n').map(logText).join('\n') : logText(message);
+}

@@ -8,7 +8,7 @@
  */
 import { CommanderError } from 'commander';
 import { isTrainerError } from '../contract/errors.js';
-import { logText } from '../contract/log-text.js';
+import { errorText } from '../contract/log-text.js';
 import { autoResumeCommand, resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
@@ -19,8 +19,8 @@ import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 function errorExit(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? COORDINATOR_EXIT.ok : COORDINATOR_EXIT.badFlag;
   const code = isTrainerError(err) ? err.code : null;
-  // One line, whatever file name or label the message quotes (contract/log-text.ts).
-  console.error(`coordinator: ${code ? `${code}: ` : ''}${logText(err instanceof Error ? err.message : String(err))}`);
+  // One line, whatever file name or label the message quotes; the offline error's own lines kept (contract/log-text.ts).
+  console.error(`coordinator: ${code ? `${code}: ` : ''}${errorText(code, err instanceof Error ? err.message : String(err))}`);
   // ERR_BAD_DATA: the data cannot be trained as given (nothing labelled, an empty split, a class of bad files):
   // like a bad flag, the input must change, and it is found before any worker starts.
   return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' || code === 'ERR_BAD_DATA'
@@ -30,13 +30,15 @@ function errorExit(err: unknown): number {
 async function train(argv: readonly string[]): Promise<number> {
   let cmd: TrainCommand;
   let point: ResumePoint | null = null;
+  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`), progress: (line: string) => console.error(line) };
   try {
-    cmd = autoResumeCommand(parseTrainArgs(argv), (line) => console.error(`[coordinator] ${line}`));
-    if (cmd.runtime.resume) ({ cmd, point } = resumeCommand(cmd, (line) => console.error(line)));
+    cmd = autoResumeCommand(parseTrainArgs(argv), io.log);
+    // Through the log too (it was bare console.error): "--resume: keeping this run's …" and the skipped-checkpoint
+    // lines were the only stderr lines of a run without the "[coordinator] " every other one has.
+    if (cmd.runtime.resume) ({ cmd, point } = resumeCommand(cmd, io.log));
   } catch (err) {
     return errorExit(err);
   }
-  const io = { out: (line: string) => console.log(line), log: (line: string) => console.error(`[coordinator] ${line}`), progress: (line: string) => console.error(line) };
   const coordinator = new Coordinator(cmd, io, point);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -106,7 +108,8 @@ export const COORDINATOR_EXIT = Object.freeze({
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === 'help') return train(['--help']);
+  // `coordinator help predict`, as git's and npm's `help <command>`: it showed the training flags whatever followed.
+  if (first === 'help') return rest[0] === undefined || rest[0] === 'train' ? train(['--help']) : main([rest[0], '--help']);
   if (first === 'predict') return runPredictCommand(rest).catch(errorExit);
   if (first === 'interpret') return runInterpretCommand(rest).catch(errorExit);
   if (first === 'show-batch') return runShowBatchCommand(rest).catch(errorExit);

@@ -34,7 +34,8 @@ export interface ModelRef {
 }
 
 /**
- * Finds the model to use: a `models/<name>.safetensors` path, or a run directory (its newest saved stage).
+ * Finds the model to use: a `models/<name>.safetensors` path, or a run directory or its `models/` folder (its
+ * newest saved stage).
  * @throws TrainerError ERR_BAD_FLAG naming the path when there is no saved model (a missing model file: naming the
  *   models saved beside it), or a model file lies outside a `models/` folder or without its `<name>.json`
  */
@@ -58,11 +59,22 @@ export function findModel(target: string): ModelRef {
     }
     return { dir: dirname(dirname(path)), name };
   }
-  const models = join(path, 'models');
+  // The models/ folder itself (what `learn.export()` users copy and pass, as fastai's load_learner(path) takes the
+  // folder holding export.pkl) stands for the folder holding it: it was refused with "found none".
+  if (!existsSync(path)) throw new TrainerError('ERR_BAD_FLAG', `${target}: no such run directory or model file`);
+  const inModels = basename(path) === 'models' && savedIn(join(path, 'models')).length === 0 && savedIn(path).length > 0;
+  const dir = inModels ? dirname(path) : path;
+  const models = join(dir, 'models');
   const saved = savedIn(models);
-  if (saved.length === 0) throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, found none`);
+  if (saved.length === 0) {
+    // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
+    const loose = savedIn(path).sort();
+    const why = loose.length === 0 ? 'found none'
+      : `found ${loose.join(', ')} directly in it: a saved model is read from a folder named models/ (<name>.safetensors with its <name>.json beside it); move them into ${join(path, 'models')}`;
+    throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, ${why}`);
+  }
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
-  return { dir: path, name: basename(saved[saved.length - 1]!, '.safetensors') };
+  return { dir, name: basename(saved[saved.length - 1]!, '.safetensors') };
 }
 
 /**
@@ -178,8 +190,11 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   const [target, images] = cmd.processedArgs as [string, string[]];
   // Checked, not coerced: `--top abc` or `--top 0` used to mean 1 without a word.
   const top = checkInt('--top', cmd.opts<{ top: string }>().top, 1);
+  // The model is found before the backend starts (seconds: the native addon, a GPU probe), so a mistyped path is
+  // refused at once, and not after a backend's own failure.
+  const ref = findModel(target);
   await initBackend(parseBackendRequest(cmd.opts<{ backend: string }>().backend));
-  const { replica, meta } = await loadReplica(findModel(target));
+  const { replica, meta } = await loadReplica(ref);
   let failures = 0;
   try {
     for (const image of images) {
@@ -224,11 +239,12 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const o = cmd.opts<{ data?: string; backend: string; bs: string }>();
   // Checked before anything loads: `--bs abc` used to mean 32, `--bs -5` failed late naming "shardPlan batchSize".
   const bs = checkInt('--bs', o.bs, 1, 4096);
-  await initBackend(parseBackendRequest(o.backend));
+  // The model and the run's data setting are found before the backend starts (seconds), as predict's.
   const ref = findModel(target);
   const saved = savedRunConfig(ref.dir);
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
+  await initBackend(parseBackendRequest(o.backend));
   // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
   // gets its own folder so it never replaces the run's report. Writing the run's report takes the run's lock first,
   // so a live coordinator's run is never written into (its end-of-run report would race this one).

@@ -3,7 +3,7 @@
  * options (how it runs: sockets, heartbeats, checkpoints, metrics), parsed with commander and validated before
  * anything starts.
  */
-import { withVersion } from '../contract/cli-help.js';
+import { flagsOnly, refuseStrayArguments, refuseUnknownCommand, withVersion } from '../contract/cli-help.js';
 import { Command } from 'commander';
 import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
@@ -166,6 +166,9 @@ const CONFIG_FLAG_HELP: ReadonlyArray<[field: keyof typeof RUN_CONFIG_FLAGS, val
   ['flipVert', null, 'augmentation: flips and 90° turns of all 8 kinds, for images with no "up" (fastai flip_vert=True)'],
 ];
 
+/** The coordinator's commands (cli.ts dispatches on the first word; train is the default). */
+export const COORDINATOR_COMMANDS: readonly string[] = Object.freeze(['train', 'predict', 'interpret', 'show-batch']);
+
 /** Builds the commander program of `coordinator [train]`. */
 export function trainProgram(): Command {
   const cmd = new Command('coordinator').usage('[train] [options]   (also: coordinator predict|interpret|show-batch --help)')
@@ -200,7 +203,7 @@ export function trainProgram(): Command {
     .option('--curve-keys <dir>', 'encrypt the control plane with CURVE: keypair loaded from (or created in, mode 0600) this directory; the public key is printed for worker --curve-server-key (docs/distributed.md)')
     .option('--plain', 'plain log lines instead of progress bars')
     .exitOverride();
-  return withVersion(cmd);
+  return withVersion(flagsOnly(cmd));
 }
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -368,7 +371,9 @@ function checkRuntimeRules(r: RuntimeOptions, prefix = ''): void {
  */
 export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const cmd = trainProgram();
+  refuseUnknownCommand('coordinator', argv, COORDINATOR_COMMANDS);
   cmd.parse([...argv], { from: 'user' });
+  refuseStrayArguments(cmd, COORDINATOR_COMMANDS);
   const flags = cmd.opts<Flags>();
   const file: RunConfigInput = typeof flags.config === 'string' ? readConfigFile(flags.config) : {};
   const fromFlags = configFlagValues(cmd);

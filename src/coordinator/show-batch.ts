@@ -6,7 +6,7 @@
  */
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { plainDefaults, withVersion } from '../contract/cli-help.js';
+import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
 import { dataLine } from '../training/data/accounting.js';
 import { augmentOf, checkInt, readConfigFile, resolveRunConfig, type RunConfig } from '../contract/config.js';
 import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
@@ -84,7 +84,8 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
     .option('--rows <n>', 'grid rows and columns', '3')
     .option('--out <file>', 'PNG to write', 'show-batch.png')
     .exitOverride();
-  withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(flagsOnly(cmd))).parse([...argv], { from: 'user' });
+  refuseStrayArguments(cmd);
   const f = cmd.opts<{ rows: string; out: string; config?: string }>();
   const file = f.config === undefined ? {} : readConfigFile(f.config);
   const config = resolveRunConfig(file, configFlagValues(cmd), { runDir: '.' });

@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import got from 'got';
 import { TrainerError } from '../contract/errors.js';
+import { logText } from '../contract/log-text.js';
 import {
   createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile,
 } from '../contract/lock-file.js';
@@ -112,7 +113,9 @@ export interface DownloadResult {
  * @param tried - `<url> (try n): <why>` per attempt
  */
 export function offlineMessage(summary: string, hint: string | null, tried: readonly string[]): string {
-  return [summary, ...(hint === null ? [] : [`hint: ${hint}`]), 'tried:', ...tried.map((t) => `  ${t}`)].join('\n');
+  // Each part escaped (a newline in a path or a server's error text would add a line of its own); the lines are kept
+  // when printed (contract/log-text.ts errorText).
+  return [logText(summary), ...(hint === null ? [] : [`hint: ${logText(hint)}`]), 'tried:', ...tried.map((t) => `  ${logText(t)}`)].join('\n');
 }
 
 /** The `tried:` lines of an {@link offlineMessage} (to restate it with another summary and hint). */

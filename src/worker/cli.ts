@@ -5,7 +5,7 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
-import { plainDefaults, withVersion } from '../contract/cli-help.js';
+import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
 import { parseBackendRequest } from '../training/compute/backend.js';
 import { checkInt } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
@@ -36,7 +36,9 @@ export function dataFolderProblem(dir: string): string | null {
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
   const program = new Command('worker')
     .description('Distributed trainer worker process: joins a coordinator and trains its shard')
-    .requiredOption('--connect <endpoint>', 'coordinator endpoint, e.g. tcp://10.0.0.5:5555')
+    // Checked after parsing, not as commander's requiredOption: that check came before the unknown-option one, so
+    // `worker --conect tcp://…` (a typo) was told "required option '--connect <endpoint>' not specified".
+    .option('--connect <endpoint>', 'coordinator endpoint, e.g. tcp://10.0.0.5:5555 (required)')
     .option('--backend <name>', 'compute backend: auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--data <dir>', 'local copy of the data (default: the coordinator\'s path)')
     .option('--rank <n>', 'rank to ask for (default: any free rank)')
@@ -45,11 +47,13 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     .option('--heartbeat-timeout-ms <ms>', 'coordinator silence before this worker exits', '10000')
     .option('--curve-server-key <z85>', 'coordinator CURVE public key (from its --curve-keys directory)')
     .exitOverride();
-  withVersion(plainDefaults(program)).parse([...argv], { from: 'user' });
+  withVersion(plainDefaults(flagsOnly(program))).parse([...argv], { from: 'user' });
+  refuseStrayArguments(program);
   const o = program.opts<Record<string, string | undefined>>();
-  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect!)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
+  if (o.connect === undefined) throw new TrainerError('ERR_BAD_FLAG', '--connect <endpoint> is required: the coordinator\'s address, as its log prints it (npx worker --connect tcp://<host>:<port>)');
+  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
   // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.
-  for (const [flag, endpoint] of [['--connect', o.connect!], ['--data-bind', o.dataBind!]] as const) {
+  for (const [flag, endpoint] of [['--connect', o.connect], ['--data-bind', o.dataBind!]] as const) {
     const port = /^tcp:\/\/.+:(\d+)$/.exec(endpoint)?.[1];
     if (port !== undefined && Number(port) > 65535) throw new TrainerError('ERR_BAD_FLAG', `${flag} port must be an integer in [0, 65535], got ${port}`);
   }
@@ -68,7 +72,7 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10);
   const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval);
   return {
-    connect: o.connect!, backend: parseBackendRequest(o.backend!), dataRoot: o.data ?? null,
+    connect: o.connect, backend: parseBackendRequest(o.backend!), dataRoot: o.data ?? null,
     rank: o.rank === undefined ? null : checkInt('--rank', o.rank, 0), dataBind: o.dataBind!,
     heartbeatIntervalMs: interval, heartbeatTimeoutMs: timeout, curveServerKey: o.curveServerKey ?? null,
   };

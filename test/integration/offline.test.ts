@@ -78,6 +78,8 @@ test('offline, --pretrained imagenet by default: one ERR_OFFLINE before the data
     assert.equal(all.match(/ERR_OFFLINE/g)?.length, 1, `one message:\n${all}`);
     assert.match(r.stderr, /ERR_OFFLINE: --pretrained imagenet: the ImageNet weights cannot be downloaded: the network looks offline/);
     assert.ok(r.stderr.includes(`http://127.0.0.1:${closedPort}/timm/resnet18.tv_in1k/resolve/main/model.safetensors`), `the URL tried, on $HF_ENDPOINT:\n${r.stderr}`);
+    // Its own lines, as the README shows them (new-user tryout: printed as one line joined by literal \n's).
+    assert.match(r.stderr, /^coordinator: ERR_OFFLINE: [^\n]*network looks offline\nhint: [^\n]*--pretrained none[^\n]*\ntried:\n {2}http:\/\/127\.0\.0\.1:\d+\//m, r.stderr);
     assert.doesNotMatch(all, /^data: |coordinator listening|worker joined|setup failed/m, 'nothing of the run started');
     assert.equal(workerArgvs(log).length, 0, 'no worker process');
   } finally {

@@ -116,13 +116,31 @@ export function onEndpoint(source: PretrainedSource, env: NodeJS.ProcessEnv): Pr
 }
 
 /**
+ * Whether a safetensors file is this trainer's own saved state (`learner/save.ts`: a saved stage or a checkpoint's
+ * `state.safetensors`): fastai's head (`head.*`), AdamW moments (`opt.*`) or the optimizer step counts in its
+ * metadata, none of which a torchvision state dict has.
+ */
+function isTrainerStateFile(keys: Iterable<string>, metadata: Readonly<Record<string, string>>): boolean {
+  if (metadata.optimizerSteps !== undefined) return true;
+  for (const k of keys) if (k.startsWith('head.') || k.startsWith('opt.')) return true;
+  return false;
+}
+
+/**
  * Checks that a safetensors file holds a torchvision state dict of `arch`: every body key with its shape
  * (`num_batches_tracked` optional, `fc.*` of any size).
  *
- * @throws TrainerError ERR_WEIGHTS naming the file and the first mismatches
+ * @throws TrainerError ERR_WEIGHTS naming the file and the first mismatches, or saying it is this trainer's own saved
+ *   model or checkpoint state (with what to use instead)
  */
 export async function verifyTorchWeightsFile(path: string, arch: ResNetArch | ResNetConfig): Promise<void> {
   const file = await readSafetensors(path);
+  if (isTrainerStateFile(file.tensors.keys(), file.metadata)) {
+    // A user who passed models/stage-1.safetensors (fastai's learn.load) got a page of transposed-shape mismatches
+    // (tfjs keeps convolutions as HWIO, torchvision as OIHW), which did not say what the file was.
+    throw new TrainerError('ERR_WEIGHTS', `${path}: a model saved by this trainer (a run's models/<name>.safetensors or a checkpoint's state: tfjs layout, fastai's head, optimizer state), not a torchvision state dict. ` +
+      'To continue that run use --resume <run dir>; to predict with it, coordinator predict <run dir> <image…>; --pretrained takes imagenet, none or torchvision ResNet weights');
+  }
   const expected = torchStateDictShapes(arch, null);
   const problems: string[] = [];
   for (const [k, shape] of expected) {

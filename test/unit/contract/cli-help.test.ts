@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { plainDefaults } from '../../../src/contract/cli-help.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
 import { runInterpretCommand, runPredictCommand } from '../../../src/coordinator/inference.js';
 import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
@@ -73,4 +74,56 @@ test('--version prints the package.json version and ends like --help (exit code 
     process.stdout.write = write;
   }
   assert.deepEqual(out, Object.keys(commands).map(() => `${version}\n`));
+});
+
+test('a word no flag takes is refused by name (ERR_BAD_FLAG), with the command it resembles, for every flags-only command', async () => {
+  // `npx coordinator predcit run a.jpg` and `npx coordinator --workers 2 ../data` ended with commander's "too many
+  // arguments. Expected 0 arguments but got 3." (new-user tryout), naming neither the word nor the fix.
+  const refused = (re: RegExp) => (e: unknown): boolean => {
+    assert.ok(isTrainerError(e, 'ERR_BAD_FLAG'), String(e));
+    assert.match(e.message, re);
+    return true;
+  };
+  assert.throws(() => parseTrainArgs(['predcit', 'runs/x', 'a.jpg']), refused(/^unknown command "predcit": did you mean coordinator predict\?; its commands, given first, are train, predict, interpret, show-batch/));
+  assert.throws(() => parseTrainArgs(['show', '--rows', '3']), refused(/unknown command "show": did you mean coordinator show-batch\?/));
+  assert.throws(() => parseTrainArgs(['Interpet', 'runs/x']), refused(/did you mean coordinator interpret\?/));
+  assert.throws(() => parseTrainArgs(['--workers', '2', '../shared/data']), refused(/^unexpected argument "\.\.\/shared\/data": coordinator takes flags, each value after its flag \(e\.g\. --data <dir>\).*see coordinator --help$/));
+  assert.throws(() => parseTrainArgs(['--no-lr-find', 'true']), refused(/^unexpected argument "true"/));
+  assert.throws(() => parseTrainArgs(['run.yaml']), refused(/^unexpected argument "run\.yaml": a run configuration file is given with --config \(did you mean coordinator --config run\.yaml\?\)/));
+  assert.throws(() => parseWorkerArgs(['--connect', 'tcp://127.0.0.1:5555', 'foo']), refused(/^unexpected argument "foo": worker takes flags.*see worker --help$/));
+  assert.throws(() => parseLearnArgs(['--epochs', '1', 'resnet18']), refused(/^unexpected argument "resnet18": learn takes flags/));
+  await assert.rejects(runShowBatchCommand(['out.png']), refused(/^unexpected argument "out\.png": coordinator show-batch takes flags.*see coordinator show-batch --help$/));
+  // Flags alone still parse.
+  assert.equal(parseWorkerArgs(['--connect', 'tcp://127.0.0.1:5555']).connect, 'tcp://127.0.0.1:5555');
+});
+
+test('coordinator help <command> shows that command\'s help (git and npm style); a mistyped one is named', async () => {
+  // New-user tryout: `coordinator help predict` printed the training flags.
+  const { main } = await import('../../../src/coordinator/cli.js');
+  const helpText = async (argv: string[]): Promise<{ code: number; text: string }> => {
+    let text = '';
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
+    try {
+      return { code: await main(argv), text };
+    } finally {
+      process.stdout.write = write;
+    }
+  };
+  for (const [argv, usage] of [[['help'], 'Usage: coordinator [train]'], [['help', 'train'], 'Usage: coordinator [train]'],
+    [['help', 'predict'], 'Usage: coordinator predict [options] <model> <images...>'], [['help', 'interpret'], 'Usage: coordinator interpret [options] <model>'],
+    [['help', 'show-batch'], 'Usage: coordinator show-batch [options]']] as const) {
+    const { code, text } = await helpText([...argv]);
+    assert.equal(code, 0, argv.join(' '));
+    assert.ok(text.startsWith(usage), `${argv.join(' ')}: ${text.slice(0, 80)}`);
+  }
+  const errors: string[] = [];
+  const error = console.error;
+  console.error = (line: string) => { errors.push(line); };
+  try {
+    assert.equal(await main(['help', 'predcit']), 2);
+  } finally {
+    console.error = error;
+  }
+  assert.match(errors.join('\n'), /^coordinator: ERR_BAD_FLAG: unknown command "predcit": did you mean coordinator predict\?/);
 });

@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { logText } from '../../../src/contract/log-text.js';
+import { errorText, logText } from '../../../src/contract/log-text.js';
+import { offlineMessage } from '../../../src/training/download.js';
 import { mostConfusedLines } from '../../../src/coordinator/stage-report.js';
 import { predictFailureLine, tsvField } from '../../../src/coordinator/inference.js';
 import { TrainerError } from '../../../src/contract/errors.js';
@@ -23,4 +24,15 @@ it('the lines that quote labels and files use it: most_confused, predict failure
   const interp = { mostConfused: () => [{ actual: 'Abys\nsinian', predicted: 'Bengal\r', count: 3 }] };
   assert.deepEqual(mostConfusedLines(interp as never), ['most_confused(min_val=2) (actual → predicted: count):', '  Abys\\nsinian → Bengal\\r: 3']);
   assert.equal(predictFailureLine('x\ny.jpg', new TrainerError('ERR_BAD_IMAGE', 'x\ny.jpg: empty')), 'coordinator: ERR_BAD_IMAGE: x\\ny.jpg: empty');
+});
+
+it('errorText keeps the offline error\'s own lines (summary, hint, tried, addresses), each escaped; any other message is one line', () => {
+  // New-user tryout: `npx coordinator` offline printed "… the network looks offline\\nhint: …\\ntried:\\n  https://…" as one
+  // line (every error message was escaped whole), not the block the README shows.
+  const message = offlineMessage('the images are not in /cache/a\nb and cannot be downloaded', 'pass --data <dir>', ['https://x/images.tar.gz (try 1): getaddrinfo ENOTFOUND x']);
+  assert.equal(errorText('ERR_OFFLINE', message), [
+    'the images are not in /cache/a\\nb and cannot be downloaded', 'hint: pass --data <dir>', 'tried:', '  https://x/images.tar.gz (try 1): getaddrinfo ENOTFOUND x',
+  ].join('\n'));
+  assert.equal(errorText('ERR_BAD_DATA', 'no label for Abys\nsinian_1.jpg'), 'no label for Abys\\nsinian_1.jpg');
+  assert.equal(errorText(null, 'a\nb'), 'a\\nb');
 });

@@ -223,3 +223,34 @@ test('findModel: a model file outside a models/ folder or without its <name>.jso
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('findModel: the models/ folder itself stands for the folder holding it; model files straight in another folder are named', () => {
+  // New-user tryout: after copying a run's models/ elsewhere (fastai's load_learner(path) takes the folder holding
+  // export.pkl), `predict /tmp/exported/models cat.jpg` was refused with "… found none" though the folder held the
+  // model; a folder holding the two files directly was refused the same way, not saying what it lacked.
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-dir-'));
+  try {
+    mkdirSync(join(dir, 'exported', 'models'), { recursive: true });
+    mkdirSync(join(dir, 'flat'));
+    for (const f of ['exported/models/stage-1.safetensors', 'exported/models/stage-1.json', 'flat/stage-1.safetensors', 'flat/stage-1.json']) writeFileSync(join(dir, f), 'x');
+    assert.deepEqual(findModel(join(dir, 'exported', 'models')), { dir: join(dir, 'exported'), name: 'stage-1' });
+    assert.deepEqual(findModel(join(dir, 'exported')), { dir: join(dir, 'exported'), name: 'stage-1' });
+    const flat = join(dir, 'flat');
+    assert.throws(() => findModel(flat), badFlag(new RegExp(`^${flat}: expected a run directory with models/\\*\\.safetensors or a model file, found stage-1\\.safetensors directly in it: a saved model is read from a folder named models/ \\(<name>\\.safetensors with its <name>\\.json beside it\\); move them into ${join(flat, 'models')}$`)));
+    mkdirSync(join(dir, 'empty'));
+    assert.throws(() => findModel(join(dir, 'empty')), badFlag(/found none$/));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('predict and interpret refuse a path that holds no model before starting the backend, saying it does not exist', async () => {
+  // New-user tryout: `predict runs/nonexistent x.jpg` took 8-9 s (the backend started first: native addon, GPU
+  // probe) to say "expected a run directory … found none". tensorflow is requested here: where tfjs-node is not
+  // installed, starting it first failed with ERR_BACKEND instead of naming the path.
+  const missing = join(tmpdir(), 'no-such-run-for-predict');
+  const noSuch = badFlag(new RegExp(`^${missing}: no such run directory or model file$`));
+  await assert.rejects(runPredictCommand([missing, 'a.jpg', '--backend', 'tensorflow']), noSuch);
+  await assert.rejects(runInterpretCommand([missing, '--backend', 'tensorflow']), noSuch);
+  assert.throws(() => findModel(missing), noSuch);
+});

@@ -55,3 +55,13 @@ test('--seed as the coordinator\'s: an integer in [0, 2^32 − 1], refused befor
     assert.throws(() => parseLearnArgs([...BASE, '--seed', bad]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /^--seed must be an integer in \[0, 4294967295\]/.test(e.message), bad);
   }
 });
+
+test('--arch as the coordinator\'s: resnet10 too, checked before anything loads naming the flag; resnet10 has no ImageNet weights', () => {
+  // New-user tryout: `npm run learn -- --arch resnet10` (the coordinator's fast-test arch) was refused with "arch must
+  // be one of resnet18|resnet34|resnet50", naming no flag, after the run had started.
+  for (const arch of ['resnet10', 'resnet18', 'resnet34', 'resnet50']) assert.equal(parseLearnArgs([...BASE, '--arch', arch]).arch, arch);
+  for (const bad of ['resnet99', 'ResNet34', '']) {
+    assert.throws(() => parseLearnArgs([...BASE, '--arch', bad]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && e.message === `arch (--arch) must be one of resnet10|resnet18|resnet34|resnet50, got ${JSON.stringify(bad)}`, bad);
+  }
+  assert.throws(() => parseLearnArgs(['--data', 'x', '--arch', 'resnet10']), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /^pretrained \(--pretrained\) must be none or a safetensors file with arch resnet10/.test(e.message));
+});

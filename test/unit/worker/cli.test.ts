@@ -82,3 +82,12 @@ test('worker --data naming no folder is a bad flag before the worker joins: exit
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a mistyped flag is reported as unknown before --connect is missed; a missing --connect is named with what it takes', () => {
+  // New-user tryout: `worker --conect tcp://…` (and `worker --bogus`) said "required option '--connect <endpoint>' not
+  // specified": commander checks required options before unknown ones.
+  for (const args of [['--conect', 'tcp://127.0.0.1:5555'], ['--bogus']]) {
+    assert.throws(() => parseWorkerArgs(args), (e: unknown) => (e as { code?: string }).code === 'commander.unknownOption', args.join(' '));
+  }
+  assert.throws(() => parseWorkerArgs([]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--connect <endpoint> is required: the coordinator's address/.test(e.message));
+});

@@ -12,6 +12,9 @@ import { isTrainerError } from '../../../../src/contract/errors.js';
 import { createResNet } from '../../../../src/training/model/resnet.js';
 import { encodeSafetensors } from '../../../../src/training/model/safetensors.js';
 import { exportTorchStateDict } from '../../../../src/training/model/torch-weights.js';
+import { Replica } from '../../../../src/training/learner/replica.js';
+import { saveModel } from '../../../../src/training/learner/save.js';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../../../../src/training/data/transforms.js';
 import {
   IMAGENET_WEIGHTS, cachedWeightsPath, defaultWeightsCacheDir, loadPretrained, onEndpoint, parsePretrained, resolvePretrainedWeights,
   type PretrainedOptions, type PretrainedSource,
@@ -162,4 +165,25 @@ test('HF_ENDPOINT (huggingface_hub\'s mirror variable) moves the download URL to
   assert.deepEqual(onEndpoint(src, { HF_ENDPOINT: '  ' }), src);
   assert.deepEqual(onEndpoint(src, { HF_ENDPOINT: 'https://hf-mirror.com/' }),
     { ...src, url: 'https://hf-mirror.com/timm/resnet18.tv_in1k/resolve/main/model.safetensors' });
+});
+
+test('a model saved by this trainer (fastai learn.save) given as --pretrained is named as such, not as a page of shape mismatches', async () => {
+  // New-user tryout: `--pretrained runs/<run>/models/stage-2.safetensors` was refused with "not a torchvision ResNet
+  // state dict: key "conv1.weight": expected shape [64,3,7,7], got [7,7,3,64]; … and 104 more" (tfjs HWIO layout).
+  const saved = await mkdtemp(join(tmpdir(), 'pretrained-saved-'));
+  try {
+    await initBackend('cpu');
+    const replica = await Replica.create({ arch: TINY, numClasses: 2, seed: 1, pretrained: null, frozen: true });
+    const { weights: file } = await saveModel(replica, { arch: TINY, classes: ['cat', 'dog'], size: 32, normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD } }, saved, 'stage-1');
+    replica.dispose();
+    await assert.rejects(resolvePretrainedWeights(file, TINY), (err: unknown) => isTrainerError(err, 'ERR_WEIGHTS') &&
+      err.message.startsWith(`${file}: a model saved by this trainer (a run's models/<name>.safetensors or a checkpoint's state`) &&
+      /To continue that run use --resume <run dir>/.test(err.message) && !/expected shape/.test(err.message));
+    // torchvision's own state dict (the fixture's weights) still passes.
+    const local = join(saved, 'torchvision.safetensors');
+    await writeFile(local, weights);
+    assert.equal(await resolvePretrainedWeights(local, TINY), local);
+  } finally {
+    await rm(saved, { recursive: true, force: true });
+  }
 });
