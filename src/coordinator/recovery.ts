@@ -107,9 +107,19 @@ export class Recovery {
   private ended: TrainerError | null = null;
 
   constructor(private readonly o: RecoveryOptions) {
+    // A local slot and its member change state together, in one turn, whichever is seen first (review finding P9):
+    // - the process's loss (exit, closed pipe: LocalWorkers frees the slot) marks its member lost;
+    // - a member marked lost while its process runs (a hung worker ended by endHung, any loss not seen from the
+    //   process) has its process retired: the slot is free at once and its later exit is expected.
+    // Before, the second kind kept the slot "running" until the exit was reaped: a group restart or respawn then
+    // skipped the slot, waited for a remote worker in its place, and took the exit for a replacement that crashed
+    // before joining (one more restart counted, or the wait ended as "a replacement worker could not start").
     o.workers?.on('lost', (e) => {
       const m = o.control.all().find((x) => this.isLocal(x) && x.hello.pid === e.pid && x.state !== 'lost');
       if (m) o.control.markLost(m, e.reason);
+    });
+    o.control.on('lost', (m) => {
+      if (this.isLocal(m)) o.workers?.retire(m.hello.pid);
     });
   }
 
@@ -255,25 +265,23 @@ export class Recovery {
    * never lost (its process lives): each redo of the step waited for it and failed again, forever.
    * @returns whether any was ended (it is then lost, and replaced as any lost worker)
    */
-  private async endHung(reason: string): Promise<boolean> {
+  private endHung(reason: string): boolean {
     const { control, workers } = this.o;
     if (workers === null) return false;
     const hung = control.live().filter((m) => m.rank >= 0 && this.isLocal(m) && workers.isRunning(m.hello.pid) && control.silentMs(m) > this.o.hungSilenceMs);
     for (const m of hung) {
       const why = `hung: its process ${m.hello.pid} is alive but silent for ${control.silentMs(m)} ms (--heartbeat-timeout-ms ${this.o.hungSilenceMs}) after ${reason}; ended with SIGKILL`;
       this.o.log(`${now()} local worker rank ${m.rank} ${why}`);
+      // Marking it lost retires its process (the constructor's handler): SIGKILL (which ends a stopped process too),
+      // its slot free for the replacement now, its exit expected whenever it is reaped.
       control.markLost(m, why);
-      workers.kill(workers.slotOf(m.hello.pid)!, 'SIGKILL');
     }
-    // Its slot is free for the replacement once its exit is seen (SIGKILL ends a stopped process too).
-    const deadline = Date.now() + 30_000;
-    while (hung.some((m) => workers.isRunning(m.hello.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     return hung.length > 0;
   }
 
   private async recoverOnce(reason: string, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     const { cluster, control } = this.o;
-    const lostSome = await this.waitForLoss() || await this.endHung(reason);
+    const lostSome = await this.waitForLoss() || this.endHung(reason);
     const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
     cluster.dropLost();
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) await this.restartGroup(reason, lost);
