@@ -89,6 +89,12 @@ export interface RecoveryOptions {
    * ends the run without checkpointing names it, or says there is nothing to resume. Omitted: not named.
    */
   readonly newestCheckpoint?: () => string | null;
+  /**
+   * What a whole-group restart goes back to, for the line announcing it (`previewRestartPoint`, `restart-point.ts`):
+   * e.g. the newest checkpoint's folder, or `the start of the run (…: the pretrained ImageNet weights …)`. Omitted:
+   * the newest checkpoint, or the start of the run when {@link newestCheckpoint} says none was written.
+   */
+  readonly restartFrom?: () => string;
 }
 
 /** Membership changes of a run. */
@@ -198,7 +204,7 @@ export class Recovery {
     this.restarts++;
     this.o.metrics?.recordRestart('worker_lost');
     const newest = this.o.newestCheckpoint?.();
-    const from = newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest;
+    const from = this.o.restartFrom?.() ?? (newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest);
     this.o.log(`${now()} every worker holding the training state was lost (${lost.length > 0 ? `rank(s) ${lost.map((m) => m.rank).join(', ')}: ` : ''}${reason}): restarting the whole worker group (restart ${this.restarts} of at most ${max}) from ${from}`);
     // Members left in the ring hold no state worth keeping (newcomers never synced): they get the rewound state too.
     for (const m of cluster.ranks()) this.unsynced.add(m.id);
@@ -219,14 +225,17 @@ export class Recovery {
 
   /**
    * After a {@link GroupRestart}, once the driver has rewound the run: sends the run setup to every member of the new
-   * group that has not had it. A fresh replica then holds the run's initial weights (seeded), which is the state to
-   * restart from when no checkpoint was written; otherwise the driver loads the checkpoint's state into every rank
-   * and then calls {@link markGroupSynced}.
+   * group that has not had it. A fresh replica then holds what the run started from (its pretrained or seeded
+   * initial weights), the state to restart from when the run has no other; otherwise the driver loads that state
+   * into every rank. Then the driver calls {@link markGroupSynced}.
+   * @returns the ranks set up now (`fresh`) and those set up before the restart (`kept`: their state is unknown)
    */
-  async setUpRestartedGroup(): Promise<void> {
-    const needSetup = this.o.cluster.ranks().filter((m) => !this.setUp.has(m.id));
+  async setUpRestartedGroup(): Promise<{ readonly fresh: number[]; readonly kept: number[] }> {
+    const ranks = this.o.cluster.ranks();
+    const needSetup = ranks.filter((m) => !this.setUp.has(m.id));
     await this.setupAll(needSetup.map((m) => m.rank));
     for (const m of needSetup) this.setUp.add(m.id);
+    return { fresh: needSetup.map((m) => m.rank), kept: ranks.filter((m) => !needSetup.includes(m)).map((m) => m.rank) };
   }
 
   /** Every member of the ring now holds the training state (the driver loaded it into all of them). */
