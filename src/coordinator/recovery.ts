@@ -120,12 +120,14 @@ export class Recovery {
     // Before, the second kind kept the slot "running" until the exit was reaped: a group restart or respawn then
     // skipped the slot, waited for a remote worker in its place, and took the exit for a replacement that crashed
     // before joining (one more restart counted, or the wait ended as "a replacement worker could not start").
-    o.workers?.on('lost', (e) => {
+    const workers = o.workers;
+    if (!workers) return;
+    workers.on('lost', (e) => {
       const m = o.control.all().find((x) => this.isLocal(x) && x.hello.pid === e.pid && x.state !== 'lost');
       if (m) o.control.markLost(m, e.reason);
     });
     o.control.on('lost', (m) => {
-      if (this.isLocal(m)) o.workers?.retire(m.hello.pid);
+      if (this.isLocal(m)) workers.retire(m.hello.pid);
     });
   }
 

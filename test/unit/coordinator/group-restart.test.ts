@@ -87,14 +87,15 @@ test('a resumed run: a newer intact checkpoint wins; one damaged or older than t
   const point = { dir: resumeDir, state: resumedState, meta: metaAt(6) };
   // The resumed checkpoint was damaged since; only the older step 4 is intact on disk.
   truncateSync(path.join(resumeDir, 'state.safetensors'), 10);
-  let { c, lines } = coordinator([], runDir, point);
+  const first = coordinator([], runDir, point);
+  let c = first.c;
   let at = await c.rewindAfterGroupRestart(scriptedRecovery([0]).recovery, new GroupRestart(1, 'all lost'));
   assert.equal(at.state, resumedState, 'the resumed state (step 6) is newer than the intact step 4');
   assert.equal(c.history.position.globalStep, 6);
-  assert.match(lines.join('\n'), /skipping checkpoint \S+step-000000006/);
+  assert.match(first.lines.join('\n'), /skipping checkpoint \S+step-000000006/);
   // A checkpoint written after the resume is the newest state.
   const newer = checkpoint(runDir, 8, 8);
-  ({ c, lines } = coordinator([], runDir, point));
+  c = coordinator([], runDir, point).c;
   at = await c.rewindAfterGroupRestart(scriptedRecovery([0]).recovery, new GroupRestart(2, 'all lost'));
   assert.deepEqual([...at.state!], Array(64).fill(8));
   assert.equal(at.from, newer);
