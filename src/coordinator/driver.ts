@@ -13,10 +13,10 @@ import { resolveResNetConfig } from '../contract/resnet-spec.js';
 import { archModel } from '../contract/config.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import { GroupRestart, type Recovery } from './recovery.js';
-import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
-import { checkpointMeta, type CheckpointMeta } from './checkpoint-store.js';
+import { checkpointMeta, type ResumePoint } from './checkpoint-store.js';
+import { chooseRestartPoint, describeRestartPoint, describeRunStart } from './restart-point.js';
 import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
@@ -26,17 +26,25 @@ import { interpretCommandLine, resumeCommandLine } from './shell-arg.js';
 
 /**
  * Where the stages start other than at the beginning of a new run: a `--resume`d checkpoint, or the rewind after a
- * whole worker group was restarted (`dir` null and `state` null: from the start, with the setup's initial weights).
+ * whole worker group was restarted (`from` names the state for the log; `state` null: the fresh replicas' own, the
+ * run's start).
  */
 type StartPoint =
   | { readonly kind: 'resume'; readonly dir: string; readonly state: Uint8Array }
-  | { readonly kind: 'restart'; readonly dir: string | null; readonly state: Uint8Array | null; readonly restart: number };
+  | { readonly kind: 'restart'; readonly from: string; readonly state: Uint8Array | null; readonly restart: number };
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
   private closing: Promise<void> | null = null;
   /** Set by {@link closeNow}: no shutdown message, no grace, no metrics linger. */
   private hurry = false;
+  /**
+   * The checkpoint this run resumed from as it was loaded: its history is copied before the run moves it on (the
+   * run's own history starts as that very object), for a group restart that finds no newer intact checkpoint.
+   */
+  private readonly resumedAt: ResumePoint | null = this.resumePoint
+    ? { ...this.resumePoint, meta: { ...this.resumePoint.meta, history: structuredClone(this.resumePoint.meta.history) } }
+    : null;
 
   /**
    * Runs the whole plan in three steps: {@link setUp} (checks, servers, data, plan, workers), {@link runStages}, and
@@ -68,28 +76,42 @@ export class Coordinator extends CoordinatorSetUp {
   }
 
   /**
-   * After the whole worker group was restarted ({@link GroupRestart}): the run goes back to the newest intact
-   * checkpoint (its position, history and state), or to its start when none was written, as torchrun's restarted
-   * script resumes from its last checkpoint; the new group is set up (fresh replicas hold the seeded initial
-   * weights). Data order, augmentation and dropout are functions of the global step, so the redone steps compute
-   * what the lost group computed.
-   * @returns where the stages continue, with the state to load (null: the initial weights of the setup)
-   * @throws TrainerError ERR_CHECKPOINT when checkpoints exist but none is intact
+   * After the whole worker group was restarted ({@link GroupRestart}): the run goes back to the newest intact state it
+   * has ({@link chooseRestartPoint}: the newest intact checkpoint, else the state a resumed run resumed from, else its
+   * start), as torchrun's restarted script resumes from its last checkpoint: its position, history and state. The new
+   * group is set up; from the start, a fresh replica holds what the run started from (the pretrained or seeded
+   * initial weights), and a member kept from before the restart is given a fresh one's state. Data order,
+   * augmentation and dropout are functions of the global step, so the redone steps compute what the lost group computed.
+   * @returns where the stages continue, with the state to load (null: the fresh replicas' own)
    */
   private async rewindAfterGroupRestart(recovery: Recovery, restart: GroupRestart): Promise<StartPoint> {
-    const loaded = loadLatestCheckpoint<CheckpointMeta>(this.runDir);
-    for (const line of loaded?.skipped ?? []) this.io.log(line);
-    const state = loaded?.files.get('state.safetensors') ?? null;
-    if (loaded && state) {
-      this.history = structuredClone(loaded.manifest.meta.history);
-      this.store.resumedFrom({ dir: loaded.dir, state, meta: loaded.manifest.meta });
-    } else {
+    const point = chooseRestartPoint(this.runDir, this.resumedAt, this.io.log);
+    if (point.kind === 'start') {
       this.history = newHistory();
+    } else {
+      this.history = structuredClone(point.meta.history);
+      this.store.resumedFrom({ dir: point.dir, state: point.state, meta: point.meta });
     }
+    const from = describeRestartPoint(point, this.runStart());
+    this.io.log(`${new Date().toISOString()} worker group restart ${restart.restart}: loading ${from}`);
     // A member lost during its setup restarts the group again (recover throws GroupRestart through guarded).
-    await this.guarded('setup of the restarted group', () => recovery.setUpRestartedGroup());
-    if (!state) recovery.markGroupSynced();
-    return { kind: 'restart', dir: loaded?.dir ?? null, state, restart: restart.restart };
+    const { fresh, kept } = await this.guarded('setup of the restarted group', () => recovery.setUpRestartedGroup());
+    if (point.kind !== 'start') return { kind: 'restart', from, state: point.state, restart: restart.restart };
+    // From the start: fresh replicas hold the run's initial weights; a member kept from before the restart (set up
+    // earlier, its state never confirmed) may not, so it gets a fresh one's state, as a newcomer gets a survivor's.
+    if (kept.length > 0 && fresh.length > 0) {
+      this.io.log(`rank(s) ${kept.join(', ')} of the restarted group were set up before the restart: they get the state of rank ${fresh[0]!}, set up now`);
+      const state = await this.guarded('state of a fresh replica', () => this.getState(fresh[0]!));
+      await this.guarded('load-state', () => this.loadStateEverywhere(state));
+    }
+    recovery.markGroupSynced();
+    return { kind: 'restart', from, state: null, restart: restart.restart };
+  }
+
+  /** What this run started from, for the log ({@link describeRunStart}). */
+  private runStart(): string {
+    const c = this.cmd.config;
+    return describeRunStart(c.pretrained, c.seed);
   }
 
   /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
@@ -117,7 +139,7 @@ export class Coordinator extends CoordinatorSetUp {
         this.metrics?.recordRestart('resume');
         this.io.log(`resumed from ${from.dir}: ${where}`);
       } else {
-        this.io.log(`${new Date().toISOString()} worker group restart ${from.restart}: continuing from ${from.dir ?? 'the start of the run (initial weights)'}: ${where}`);
+        this.io.log(`${new Date().toISOString()} worker group restart ${from.restart}: continuing from ${from.from}: ${where}`);
       }
     };
     // A restart from the checkpoint taken after the last stage (lost during the ending): only its state is needed.

@@ -148,7 +148,11 @@ export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = 
   return env;
 }
 
-/** A set of local worker processes; `start(n)`, `respawn(slot)`, `close()` (idempotent). */
+/**
+ * A set of local worker processes; `start(n)`, `respawn(slot)`, `close()` (idempotent). A slot is "running" (listed by
+ * {@link pids}) until its process's loss is reported (`lost`) or the process is {@link retire}d: never free while
+ * the coordinator still counts its member live, never taken once it counts it lost.
+ */
 export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [WorkerLoss] }> {
   private readonly children = new Map<number, ChildProcess>();
   /** Slot of every process this set ever spawned, by pid (a lost member is matched to its slot after it exited). */
@@ -188,10 +192,31 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
     return this.slotByPid.get(pid) ?? null;
   }
 
-  /** Whether the process spawned for `pid` is still running (neither its exit nor its pipe closing was seen). */
+  /**
+   * Whether the process spawned for `pid` still holds its slot: neither its loss (its exit, reported with its pipe's
+   * end, or its pipe closing) was reported nor was it {@link retire}d.
+   */
   isRunning(pid: number): boolean {
     const slot = this.slotByPid.get(pid);
     return slot !== undefined && this.children.get(slot)?.pid === pid;
+  }
+
+  /**
+   * Gives up the process `pid` whose member the coordinator declared lost while the process still runs (a hung worker
+   * ended by recovery, any loss not seen from the process itself): its slot is free from now on, so a replacement can
+   * be started at once ({@link respawn}), and the process is SIGKILLed with its exit expected, so that exit is never
+   * reported as a loss or taken for a replacement that crashed before joining (`watchEarlyExits`). The same ordering
+   * as a loss seen from the process: the slot is free exactly when the member is lost, never later.
+   * @returns whether `pid` was the running process of its slot (false: it had exited already, or is not ours)
+   */
+  retire(pid: number): boolean {
+    const slot = this.slotByPid.get(pid);
+    const child = slot === undefined ? undefined : this.children.get(slot);
+    if (slot === undefined || child === undefined || child.pid !== pid) return false;
+    this.expectedExit.add(pid);
+    this.children.delete(slot);
+    child.kill('SIGKILL');
+    return true;
   }
 
   /** Starts a new process in `slot` (after its previous one exited). */
@@ -252,13 +277,15 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
     });
     child.on('exit', (code, signal) => {
       clearTimeout(exitGuard);
-      if (this.children.get(slot) === child) this.children.delete(slot);
       // Reported once the pipe is read to its end too (it holds the notice; it closes right after the exit), or
-      // after the kill timeout should something else hold the pipe open.
+      // after the kill timeout should something else hold the pipe open. The slot is freed by the report, in the same
+      // turn as the `lost` event that marks its member lost: a slot is never free while its member is still live (a
+      // respawn then would start a second worker for one place, and the member's loss come later as another event).
       let done = false;
       const report = (): void => {
         if (done) return;
         done = true;
+        if (this.children.get(slot) === child) this.children.delete(slot);
         const e = { code, signal, error: notice?.error ?? null };
         lost(`process ${pid} ${describeExit(e)}`);
         const expected = this.closed || this.expectedExit.delete(pid);

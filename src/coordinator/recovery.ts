@@ -89,6 +89,12 @@ export interface RecoveryOptions {
    * ends the run without checkpointing names it, or says there is nothing to resume. Omitted: not named.
    */
   readonly newestCheckpoint?: () => string | null;
+  /**
+   * What a whole-group restart goes back to, for the line announcing it (`previewRestartPoint`, `restart-point.ts`):
+   * e.g. the newest checkpoint's folder, or `the start of the run (…: the pretrained ImageNet weights …)`. Omitted:
+   * the newest checkpoint, or the start of the run when {@link newestCheckpoint} says none was written.
+   */
+  readonly restartFrom?: () => string;
 }
 
 /** Membership changes of a run. */
@@ -107,9 +113,21 @@ export class Recovery {
   private ended: TrainerError | null = null;
 
   constructor(private readonly o: RecoveryOptions) {
-    o.workers?.on('lost', (e) => {
+    // A local slot and its member change state together, in one turn, whichever is seen first (review finding P9):
+    // - the process's loss (exit, closed pipe: LocalWorkers frees the slot) marks its member lost;
+    // - a member marked lost while its process runs (a hung worker ended by endHung, any loss not seen from the
+    //   process) has its process retired: the slot is free at once and its later exit is expected.
+    // Before, the second kind kept the slot "running" until the exit was reaped: a group restart or respawn then
+    // skipped the slot, waited for a remote worker in its place, and took the exit for a replacement that crashed
+    // before joining (one more restart counted, or the wait ended as "a replacement worker could not start").
+    const workers = o.workers;
+    if (!workers) return;
+    workers.on('lost', (e) => {
       const m = o.control.all().find((x) => this.isLocal(x) && x.hello.pid === e.pid && x.state !== 'lost');
       if (m) o.control.markLost(m, e.reason);
+    });
+    o.control.on('lost', (m) => {
+      if (this.isLocal(m)) workers.retire(m.hello.pid);
     });
   }
 
@@ -188,7 +206,7 @@ export class Recovery {
     this.restarts++;
     this.o.metrics?.recordRestart('worker_lost');
     const newest = this.o.newestCheckpoint?.();
-    const from = newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest;
+    const from = this.o.restartFrom?.() ?? (newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest);
     this.o.log(`${now()} every worker holding the training state was lost (${lost.length > 0 ? `rank(s) ${lost.map((m) => m.rank).join(', ')}: ` : ''}${reason}): restarting the whole worker group (restart ${this.restarts} of at most ${max}) from ${from}`);
     // Members left in the ring hold no state worth keeping (newcomers never synced): they get the rewound state too.
     for (const m of cluster.ranks()) this.unsynced.add(m.id);
@@ -209,14 +227,17 @@ export class Recovery {
 
   /**
    * After a {@link GroupRestart}, once the driver has rewound the run: sends the run setup to every member of the new
-   * group that has not had it. A fresh replica then holds the run's initial weights (seeded), which is the state to
-   * restart from when no checkpoint was written; otherwise the driver loads the checkpoint's state into every rank
-   * and then calls {@link markGroupSynced}.
+   * group that has not had it. A fresh replica then holds what the run started from (its pretrained or seeded
+   * initial weights), the state to restart from when the run has no other; otherwise the driver loads that state
+   * into every rank. Then the driver calls {@link markGroupSynced}.
+   * @returns the ranks set up now (`fresh`) and those set up before the restart (`kept`: their state is unknown)
    */
-  async setUpRestartedGroup(): Promise<void> {
-    const needSetup = this.o.cluster.ranks().filter((m) => !this.setUp.has(m.id));
+  async setUpRestartedGroup(): Promise<{ readonly fresh: number[]; readonly kept: number[] }> {
+    const ranks = this.o.cluster.ranks();
+    const needSetup = ranks.filter((m) => !this.setUp.has(m.id));
     await this.setupAll(needSetup.map((m) => m.rank));
     for (const m of needSetup) this.setUp.add(m.id);
+    return { fresh: needSetup.map((m) => m.rank), kept: ranks.filter((m) => !needSetup.includes(m)).map((m) => m.rank) };
   }
 
   /** Every member of the ring now holds the training state (the driver loaded it into all of them). */
@@ -255,25 +276,23 @@ export class Recovery {
    * never lost (its process lives): each redo of the step waited for it and failed again, forever.
    * @returns whether any was ended (it is then lost, and replaced as any lost worker)
    */
-  private async endHung(reason: string): Promise<boolean> {
+  private endHung(reason: string): boolean {
     const { control, workers } = this.o;
     if (workers === null) return false;
     const hung = control.live().filter((m) => m.rank >= 0 && this.isLocal(m) && workers.isRunning(m.hello.pid) && control.silentMs(m) > this.o.hungSilenceMs);
     for (const m of hung) {
       const why = `hung: its process ${m.hello.pid} is alive but silent for ${control.silentMs(m)} ms (--heartbeat-timeout-ms ${this.o.hungSilenceMs}) after ${reason}; ended with SIGKILL`;
       this.o.log(`${now()} local worker rank ${m.rank} ${why}`);
+      // Marking it lost retires its process (the constructor's handler): SIGKILL (which ends a stopped process too),
+      // its slot free for the replacement now, its exit expected whenever it is reaped.
       control.markLost(m, why);
-      workers.kill(workers.slotOf(m.hello.pid)!, 'SIGKILL');
     }
-    // Its slot is free for the replacement once its exit is seen (SIGKILL ends a stopped process too).
-    const deadline = Date.now() + 30_000;
-    while (hung.some((m) => workers.isRunning(m.hello.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     return hung.length > 0;
   }
 
   private async recoverOnce(reason: string, getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     const { cluster, control } = this.o;
-    const lostSome = await this.waitForLoss() || await this.endHung(reason);
+    const lostSome = await this.waitForLoss() || this.endHung(reason);
     const lost = control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
     cluster.dropLost();
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) await this.restartGroup(reason, lost);

@@ -30,6 +30,7 @@ import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { RuntimeOptions, TrainCommand } from './options.js';
 import { Recovery } from './recovery.js';
+import { describeRunStart, previewRestartPoint } from './restart-point.js';
 import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
 import { StepMetricsRecorder } from './run-metrics.js';
@@ -341,6 +342,8 @@ export abstract class CoordinatorSetUp {
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
   private async startWorkers(data: DataBunch, endpoint: string, curve: CurveKeys | null): Promise<Recovery> {
     const { config, runtime } = this.cmd;
+    // Where the resumed run began (its history moves on with the run from here).
+    const resumedAt = this.resumePoint ? { dir: this.resumePoint.dir, globalStep: this.resumePoint.meta.history.position.globalStep } : null;
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
@@ -366,6 +369,7 @@ export abstract class CoordinatorSetUp {
       },
       resumeCommand: resumeCommandLine(this.runDir),
       newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
+      restartFrom: () => previewRestartPoint(this.runDir, resumedAt, describeRunStart(config.pretrained, config.seed)),
     });
     return this.recovery;
   }

@@ -25,7 +25,8 @@ import {
 } from '../contract/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
-import { loadShmModule, ShmAllReduce } from './allreduce/shm.js';
+import { loadShmModule, segmentDirectory, ShmAllReduce } from './allreduce/shm.js';
+import { ShmProbe } from './allreduce/shm-probe.js';
 import { sharedMemorySupport, TransportSelector } from './allreduce/transport.js';
 import { StarAllReduce } from './allreduce/star.js';
 import { HeartbeatThread } from './heartbeat.js';
@@ -101,6 +102,8 @@ export class Worker {
   private star: StarAllReduce | null = null;
   /** The reducer of the current generation under `--allreduce auto|ring|shm` (ring, shm, or one refusing every call). */
   private transport: TransportSelector | null = null;
+  /** This worker's probe in the segment directory: peers choose shared memory only where they read it back. */
+  private probe: ShmProbe | null = null;
   /** The generation whose transport was last chosen. */
   private transportGeneration = -1;
   private rank = -1;
@@ -213,6 +216,12 @@ export class Worker {
     this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
     const dataAddress = await this.ring.start();
     const ring = this.ring;
+    // Before `hello` names the same-host socket, so that any rank told of this one in a `welcome` can look for it.
+    if (ring.localAddress !== '') {
+      this.probe = new ShmProbe(ring.localAddress, segmentDirectory());
+      const failed = this.probe.write();
+      if (failed !== null) this.o.log(`${failed}; no ring with this worker will use shared memory`);
+    }
     this.transport = new TransportSelector(ring, () => new ShmAllReduce({ timeoutMs: this.setup!.allreduceTimeoutMs }), this.o.log);
     if (this.stopCode !== null) return this.stopCode;
     this.socket.connect(this.o.connect);
@@ -483,6 +492,7 @@ export class Worker {
     await step('ring', () => this.ring?.close());
     await step('star', () => this.star?.close());
     await step('shared memory', () => this.transport?.close());
+    await step('shared-memory probe', () => this.probe?.remove());
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.chain, new Promise((r) => { timer = setTimeout(r, settleTimeoutMs); })]);
     clearTimeout(timer);

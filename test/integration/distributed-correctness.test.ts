@@ -104,7 +104,7 @@ test('2 workers = one process replaying the same global batches; garbage at the 
   // With --allreduce auto (the default) the gradients of same-host workers go through shared memory when the module
   // is built, one line per worker saying so and why; without it, through the ring, saying why not.
   const viaShm = 'module' in loadShmModule();
-  const transport = viaShm ? /generation 1: all-reduce through shared memory \/\S+ \(--allreduce auto: all 2 ranks are on this host\)/g
+  const transport = viaShm ? /generation 1: all-reduce through shared memory \/\S+ \(--allreduce auto: all 2 ranks are on this host and share \/\S+\)/g
     : /generation 1: all-reduce through the ring \(--allreduce auto: shared-memory module/g;
   assert.equal((out.match(transport) ?? []).length, 2, out.slice(-4000));
   assert.doesNotMatch(out, /TypeError|RangeError|Unhandled|uncaught/i);

@@ -95,7 +95,8 @@ test('fault tolerance: chaos kills, whole-group kills and a SIGKILLed-then-resum
     killAll();
     const exit = await run.exited;
     assert.equal(exit.code, 0, run.out.slice(-3000));
-    assert.match(run.out, /restarting the whole worker group \(restart 1 of at most 3\) from (the start of the run \(no checkpoint was written yet\)|\S+step-000000002)/);
+    assert.match(run.out, /restarting the whole worker group \(restart 1 of at most 3\) from (the start of the run \(no checkpoint was written yet: the seeded initial weights \(--seed \d+, --pretrained none\)\)|\S+step-000000002)/);
+    assert.match(run.out, /worker group restart 1: loading (the start of the run \(the seeded initial weights \(--seed \d+, --pretrained none\)\)|\S+step-000000002)/);
     assert.match(run.out, /restarting the whole worker group \(restart 2 of at most 3\) from \S+step-00000000[24]/);
     assert.match(run.out, /worker group restart 2: continuing from \S+step-00000000[24]: stage stage-\d, step \d \(global step [24]\)/);
     assert.doesNotMatch(run.out, /ERR_WORKER_LOST/);

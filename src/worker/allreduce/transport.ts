@@ -11,7 +11,8 @@ import type { SharedMemorySupport, WireDtype } from '../../contract/protocol/ind
 import type { AllReducer, AllReduceStats, Membership } from '../../training/allreduce/types.js';
 import { ZERO_STATS } from './reducer-checks.js';
 import { isLocalSocket } from './ring.js';
-import type { ShmAllReduce, ShmLoad } from './shm.js';
+import { segmentDirectory, type ShmAllReduce, type ShmLoad } from './shm.js';
+import { probeName, probeVisible } from './shm-probe.js';
 
 /** Longest reason announced, in UTF-16 code units: well under the protocol's string limit (a long module path). */
 const MAX_REASON_LENGTH = 1000;
@@ -33,10 +34,13 @@ export interface TransportChoice {
 /**
  * Decides between the shared-memory all-reduce and the ZeroMQ ring for one ring generation (`--allreduce auto|shm`):
  * shm when the wire dtype is float32, every rank announced that it can use shared memory, this rank's module holds
- * that many ranks, and every rank runs on this host — decided as the ring decides "same host": the rank's `ipc://`
- * socket file exists on this host's file system. The announcements are the same on every rank (they come in
- * `welcome`), and every rank of one host sees the same socket files, so all ranks decide alike; a ring spanning hosts
- * has a rank whose socket no rank sees everywhere, so every rank picks the ring.
+ * that many ranks, every rank runs on this host — decided as the ring decides "same host": the rank's `ipc://`
+ * socket file exists on this host's file system — and every rank maps the same segment directory: its probe file
+ * (`shm-probe.ts`, written before it joined) is in this rank's. The announcements are the same on every rank (they
+ * come in `welcome`), and every rank of one host sees the same socket files, so all ranks decide alike; a ring
+ * spanning hosts has a rank whose socket no rank sees everywhere, so every rank picks the ring. Likewise ranks in
+ * containers that share a hostname or `/tmp` (so each other's sockets) but not `/dev/shm`: each misses a probe, so
+ * every rank picks the ring.
  * @param membership - the generation's membership (`localPeers` from `welcome`)
  * @param dtype - the run's wire dtype: float16 keeps the ring (its Horovod compression rounds each partial sum
  *   through float16; shared memory moves no bytes over a wire, so there is nothing to compress)
@@ -44,9 +48,11 @@ export interface TransportChoice {
  *   that predates the field), indexed by rank
  * @param load - this process's {@link loadShmModule} result (for the segment's largest world size)
  * @param isLocal - whether an `ipc://` address is a socket on this host (default: {@link isLocalSocket})
+ * @param segmentDir - this process's segment directory, where every rank's probe must be (default: `segmentDirectory()`
+ *   of `shm.ts`, `/dev/shm`; tests pass a directory of their own to stand for a container's)
  */
 export function chooseTransport(membership: Membership, dtype: WireDtype, announced: readonly (SharedMemorySupport | undefined)[],
-  load: ShmLoad, isLocal: (address: string) => boolean = isLocalSocket): TransportChoice {
+  load: ShmLoad, isLocal: (address: string) => boolean = isLocalSocket, segmentDir: string = segmentDirectory()): TransportChoice {
   const n = membership.peers.length;
   if (n <= 1) return { transport: 'ring', why: 'one rank: nothing to reduce' };
   if (dtype !== 'float32') return { transport: 'ring', why: `the ${dtype} wire dtype compresses what the ring sends; shared memory sends nothing` };
@@ -62,7 +68,17 @@ export function chooseTransport(membership: Membership, dtype: WireDtype, announ
     if (local === undefined) return { transport: 'ring', why: `rank ${r} announced no same-host socket` };
     if (!isLocal(local)) return { transport: 'ring', why: `rank ${r} is on another host (its socket ${local} is not on this one)` };
   }
-  return { transport: 'shm', why: `all ${n} ranks are on this host` };
+  for (let r = 0; r < n; r++) {
+    const local = membership.localPeers![r]!;
+    if (!probeVisible(local, segmentDir)) {
+      return {
+        transport: 'ring',
+        why: `rank ${r} does not share this rank's ${segmentDir} (its probe ${probeName(local)} is not there): the ranks share a host name or /tmp `
+          + 'but not the shared-memory directory (containers without a shared IPC namespace?), and shared memory needs every rank to map the same one',
+      };
+    }
+  }
+  return { transport: 'shm', why: `all ${n} ranks are on this host and share ${segmentDir}` };
 }
 
 /**
@@ -127,6 +143,8 @@ export interface GenerationFacts {
   readonly load: ShmLoad;
   /** Whether an `ipc://` address is a socket on this host; default {@link isLocalSocket} (tests pass their own). */
   readonly isLocal?: (address: string) => boolean;
+  /** Where every rank's probe must be (see {@link chooseTransport}); default `segmentDirectory()` (tests pass their own). */
+  readonly segmentDir?: string;
 }
 
 /**
@@ -168,7 +186,7 @@ export class TransportSelector {
     const { mode, membership } = g;
     const many = membership.peers.length > 1;
     const choice: TransportChoice = mode === 'auto' || mode === 'shm'
-      ? chooseTransport(membership, g.dtype, g.announced, g.load, g.isLocal)
+      ? chooseTransport(membership, g.dtype, g.announced, g.load, g.isLocal, g.segmentDir)
       : { transport: 'ring', why: `--allreduce ${mode}` };
     const prefix = `generation ${membership.generation}: all-reduce`;
     if (choice.transport === 'ring') {

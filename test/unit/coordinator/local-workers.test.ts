@@ -102,3 +102,34 @@ test('a local worker loaded from another build than the coordinator\'s refuses t
     await workers.close();
   }
 });
+
+test('retire(pid) frees the slot at once (a replacement can start before the old process is reaped) and its exit is expected: no loss reported', { timeout: 120_000 }, async () => {
+  // Review P9: a member the coordinator marks lost while its process still runs (a hung worker) must not keep its
+  // slot until its exit is reaped; the exit, whenever it comes, is no loss and no crash before joining.
+  const workers = new LocalWorkers({ endpoint: NOBODY, args: ['--backend', 'cpu'], gpus: 0, stdio: 'ignore' });
+  const losses: WorkerLoss[] = [];
+  const exits: WorkerExit[] = [];
+  workers.on('lost', (l) => losses.push(l));
+  workers.on('exit', (e) => exits.push(e));
+  try {
+    workers.start(1);
+    const old = workers.pids().get(0)!;
+    assert.equal(workers.retire(process.pid), false, 'not a process of this set');
+    const exited = once(workers, 'exit') as Promise<[WorkerExit]>;
+    assert.equal(workers.retire(old), true);
+    assert.equal(workers.isRunning(old), false, 'the slot is free in the same turn');
+    assert.deepEqual([...workers.pids()], []);
+    assert.equal(workers.retire(old), false, 'idempotent');
+    workers.respawn(0);
+    const replacement = workers.pids().get(0)!;
+    assert.notEqual(replacement, old, 'the replacement starts without waiting for the old exit');
+    const [exit] = await exited;
+    assert.equal(exit.pid, old);
+    assert.equal(exit.expected, true);
+    assert.equal(exit.signal, 'SIGKILL');
+    assert.equal(workers.isRunning(replacement), true, 'the old exit does not free the replacement\'s slot');
+  } finally {
+    await workers.close();
+  }
+  assert.deepEqual(losses, [], 'a retired process is not reported lost');
+});

@@ -32,7 +32,15 @@ function scripted(worldSize: number, joiners: Member[][]) {
   const ranks = (): Member[] => live().filter((m) => m.rank >= 0);
   const replies: Array<{ rank: number; message: Message }> = [];
   const silent = new Map<string, number>();
-  const control = { all: () => members, live, markLost: (m: Member) => { m.state = 'lost'; }, silentMs: (m: Member) => silent.get(m.id) ?? 0 };
+  // As ControlServer: markLost emits `lost` (Recovery retires a local member's process on it).
+  const control = Object.assign(new EventEmitter(), {
+    all: () => members, live, silentMs: (m: Member) => silent.get(m.id) ?? 0,
+    markLost(m: Member, reason: string) {
+      if (m.state === 'lost') return;
+      m.state = 'lost';
+      control.emit('lost', m, reason);
+    },
+  });
   const cluster = {
     generation: 1,
     ranks,
@@ -169,21 +177,46 @@ test('a respawned local worker that exits before joining (its setup failed) ends
   assert.equal(workers.listenerCount('exit'), 0, 'the watch ended');
 });
 
-/** Local workers as an emitter: `respawn(slot)` starts pid `next++` there (no process), `pids()` lists them. */
-function fakeLocalWorkers(first: number) {
+/**
+ * Local workers as an emitter, `slots` of them with pids `first`, `first + 1`, …: `respawn(slot)` starts pid `next++`
+ * there (no process), `pids()` lists them. As LocalWorkers: `retire(pid)` frees the slot at once and makes the exit
+ * expected; `kill` only sends a signal, and an exit is seen when the test calls `reap(pid)` (never by itself).
+ */
+function fakeLocalWorkers(first: number, slots = 1) {
   const workers = new EventEmitter() as EventEmitter & {
     respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null; isRunning(pid: number): boolean;
-    kill(slot: number, signal: string): void; respawned: number[]; killed: Array<[number, string]>;
+    kill(slot: number, signal: string): void; retire(pid: number): boolean; reap(pid: number): void;
+    respawned: number[]; killed: Array<[number, string]>; retired: number[];
   };
-  const running = new Map<number, number>([[0, first]]);
-  let next = first + 1;
+  const running = new Map<number, number>(Array.from({ length: slots }, (_, s) => [s, first + s]));
+  const slotByPid = new Map<number, number>([...running].map(([s, p]) => [p, s]));
+  const expected = new Set<number>();
+  let next = first + slots;
   workers.respawned = [];
   workers.killed = [];
+  workers.retired = [];
   workers.isRunning = (pid) => [...running.values()].includes(pid);
-  workers.kill = (slot, signal) => { workers.killed.push([slot, signal]); running.delete(slot); };
-  workers.respawn = (slot) => { running.set(slot, next); workers.respawned.push(next++); };
+  workers.kill = (slot, signal) => { workers.killed.push([slot, signal]); };
+  workers.retire = (pid) => {
+    const slot = slotByPid.get(pid);
+    if (slot === undefined || running.get(slot) !== pid) return false;
+    workers.retired.push(pid);
+    expected.add(pid);
+    running.delete(slot);
+    return true;
+  };
+  workers.reap = (pid) => {
+    const slot = slotByPid.get(pid)!;
+    if (running.get(slot) === pid) running.delete(slot);
+    workers.emit('exit', { slot, pid, code: null, signal: 'SIGKILL', expected: expected.delete(pid), error: null });
+  };
+  workers.respawn = (slot) => {
+    slotByPid.set(next, slot);
+    running.set(slot, next);
+    workers.respawned.push(next++);
+  };
   workers.pids = () => new Map(running);
-  workers.slotOf = (pid) => ([...running].find(([, p]) => p === pid)?.[0] ?? null);
+  workers.slotOf = (pid) => slotByPid.get(pid) ?? null;
   return workers;
 }
 
@@ -248,7 +281,7 @@ test('a local worker alive but hung (SIGSTOP: silent past --heartbeat-timeout-ms
   const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000 });
   const recovery = new Recovery(o);
   await recovery.recover('rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out after 120000 ms', async () => new Uint8Array(8));
-  assert.deepEqual(workers.killed, [[0, 'SIGKILL']], 'the hung process is ended');
+  assert.deepEqual(workers.retired, [500], 'the hung process is ended (SIGKILL) and its slot freed');
   assert.deepEqual(workers.respawned, [501], 'and its slot respawned');
   assert.equal(recovery.restarts, 1, 'counted against --max-restarts');
   assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w1', 'w9']);
@@ -264,6 +297,7 @@ test('a failed step with no worker lost and none silent past the limit re-forms 
   const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000 });
   await new Recovery(o).recover('rank 1 failed step 7: ERR_INTERNAL: injected', async () => new Uint8Array(8));
   assert.deepEqual(workers.killed, []);
+  assert.deepEqual(workers.retired, []);
   assert.equal(s.calls.announce, 1);
   assert.match(o.lines.join('\n'), /no worker was lost \(rank 1 failed step 7: ERR_INTERNAL: injected\); re-forming the same ring/);
 });
@@ -363,4 +397,55 @@ test('a whole group lost in two waves (exits seen further apart than the settle 
   assert.equal(recovery.restarts, 1, 'one event, one restart');
   assert.match(o.lines.join('\n'), /restarting the whole worker group \(restart 1 of at most 3\)/);
   assert.equal(s.cluster.worldSize, 3, 'a full group again');
+});
+
+test('review P9: local members marked lost while their processes still run (hung, SIGKILLed, exits not reaped yet) free their slots at once; the group restart respawns them and their late exits are no crash before joining', async () => {
+  // Both ranks are this host's local workers (slots 0 and 1, pids 500 and 501), stopped: a step failed, nobody exited,
+  // so recovery ends them as hung and every worker holding the state is lost. Their exits are reaped only later (a
+  // loaded host; a process in the kernel). Before, their slots stayed "running" until then: the group restart
+  // respawned nothing, waited for 2 remote workers in their place, and when the exits came it took each for a
+  // replacement that crashed before joining (respawned then, one more restart counted each).
+  const s = scripted(2, [[member('n0', -1), member('n1', -1)]]);
+  s.members.forEach((m, r) => {
+    s.members[r] = { ...m, hello: { ...m.hello, host: hostname(), pid: 500 + r } };
+    s.silent.set(m.id, 130_000);
+  });
+  const workers = fakeLocalWorkers(500, 2);
+  const admit = s.cluster.admit.bind(s.cluster);
+  let stillRunningAtAdmit: number[] = [];
+  (s.cluster as unknown as { admit: typeof admit }).admit = async (...args) => {
+    stillRunningAtAdmit = [...workers.pids().values()];
+    // The hung processes' exits are reaped while the replacements are joining.
+    workers.reap(500);
+    workers.reap(501);
+    return admit(...args);
+  };
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2, expect: 2, hungSilenceMs: 10_000, maxRestarts: 3 });
+  const recovery = new Recovery(o);
+  await assert.rejects(recovery.recover('rank 1 failed step 7: ERR_TIMEOUT: all-reduce timed out after 120000 ms', async () => new Uint8Array(8)),
+    (e) => e instanceof GroupRestart && e.restart === 1);
+  assert.deepEqual(workers.retired, [500, 501], 'each hung process is given up when its member is marked lost');
+  assert.deepEqual(workers.respawned, [502, 503], 'both slots respawned by the group restart, before anything is waited for');
+  assert.deepEqual(stillRunningAtAdmit, [502, 503], 'only the replacements hold the slots while the group joins');
+  assert.equal(recovery.restarts, 1, 'one group restart counted; the late exits count nothing');
+  const log = o.lines.join('\n');
+  assert.doesNotMatch(log, /remote worker/, 'no local place is waited for as a remote worker');
+  assert.doesNotMatch(log, /before joining/, 'a retired process\'s exit is no crash of a replacement');
+  assert.match(log, /respawned local worker slot 0: pid 502 \(group restart 1 of at most 3\)[^]*respawned local worker slot 1: pid 503/);
+  assert.equal(s.cluster.worldSize, 2);
+});
+
+test('review P9, one of two: a hung local member is replaced in its slot even when its exit is reaped only after the replacement joined', async () => {
+  const s = scripted(2, [[member('w9', -1)]]);
+  s.members[0] = { ...s.members[0]!, hello: { ...s.members[0]!.hello, host: hostname(), pid: 500 } };
+  s.silent.set(s.members[0].id, 130_000);
+  const workers = fakeLocalWorkers(500);
+  const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000, maxRestarts: 1 });
+  const recovery = new Recovery(o);
+  await recovery.recover('rank 1 failed step 7: ERR_TIMEOUT', async () => new Uint8Array(8));
+  assert.deepEqual(workers.respawned, [501]);
+  workers.reap(500);
+  assert.equal(recovery.restarts, 1, 'the late exit counts no restart (--max-restarts 1 is not exceeded)');
+  assert.deepEqual(workers.respawned, [501], 'and starts no second replacement');
+  assert.doesNotMatch(o.lines.join('\n'), /remote worker|before joining/);
 });
