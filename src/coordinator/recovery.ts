@@ -145,9 +145,9 @@ export class Recovery {
   }
 
   private async waitForLoss(): Promise<boolean> {
-    const deadline = Date.now() + this.o.detectTimeoutMs;
+    const deadline = performance.now() + this.o.detectTimeoutMs;
     const lostCount = (): number => this.o.control.all().filter((m) => m.state === 'lost').length;
-    while (Date.now() < deadline) {
+    while (performance.now() < deadline) {
       if (lostCount() > 0) {
         // Workers lost together (all SIGKILLed, the OOM killer) are reported one exit at a time: let the count settle
         // (LOSS_SETTLE_MS without a new loss) so they are recovered as one event, e.g. one whole-group restart rather
@@ -266,8 +266,8 @@ export class Recovery {
       workers.kill(workers.slotOf(m.hello.pid)!, 'SIGKILL');
     }
     // Its slot is free for the replacement once its exit is seen (SIGKILL ends a stopped process too).
-    const deadline = Date.now() + 30_000;
-    while (hung.some((m) => workers.isRunning(m.hello.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const deadline = performance.now() + 30_000;
+    while (hung.some((m) => workers.isRunning(m.hello.pid)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     return hung.length > 0;
   }
 

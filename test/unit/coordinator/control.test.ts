@@ -195,3 +195,34 @@ test('silence: the time the coordinator itself was blocked does not count agains
     server.close();
   }
 });
+
+test('silence is timed on the monotonic clock: a wall clock stepped back does not hide a dead remote worker', { timeout: 120_000 }, async () => {
+  // Seen by the breaker: silence was Date.now() − last heard, so after the clock was stepped back an hour (NTP, `date
+  // -s`) a remote worker that died was found lost an hour late, the run waiting on it.
+  const realNow = Date.now;
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 20, heartbeatTimeoutMs: 1000, log: () => {} });
+  const endpoint = await server.start();
+  const lost = new Promise<'lost'>((res) => server.once('lost', () => res('lost')));
+  const joined = new Promise((res) => server.once('hello', res));
+  const w = await member(endpoint, 'remote', 4);
+  // The coordinator's heartbeats to the member count its ticks (one per 20 ms at most).
+  const hb = new zmq.Dealer({ linger: 0, routingId: 'remote/hb' });
+  hb.connect(endpoint);
+  try {
+    await joined;
+    await hb.send(encode({ type: 'heartbeat', sender: 'worker', rank: -1, seq: 0, sentAtMs: Date.now() }));
+    await hb.receive();
+    Date.now = () => realNow() - 3_600_000;
+    // The member is silent from here on: 1 s of silence is over within ~50 ticks (load delays ticks, never adds any).
+    const ticks = async (): Promise<'ticking'> => {
+      for (let i = 0; i < 200; i++) await hb.receive();
+      return 'ticking';
+    };
+    assert.equal(await Promise.race([ticks(), lost]), 'lost');
+  } finally {
+    Date.now = realNow;
+    hb.close();
+    w.close();
+    server.close();
+  }
+});

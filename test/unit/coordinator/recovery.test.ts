@@ -16,7 +16,7 @@ import type { Message } from '../../../src/contract/protocol/index.js';
 
 function member(id: string, rank: number): Member {
   return {
-    id, rank, lastSeenMs: 0, state: 'ready',
+    id, rank, lastSeenMs: 0, lastSeenMonoMs: 0, state: 'ready',
     hello: { type: 'hello', rankRequest: null, dataAddress: `tcp://10.0.0.${rank}:1`, pid: 100 + rank, host: 'elsewhere', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } },
   };
 }
