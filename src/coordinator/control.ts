@@ -5,7 +5,8 @@
  * timeouts to the driver. Malformed frames are rejected and logged; they never crash the coordinator.
  */
 import { EventEmitter } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { makeDirs } from './make-dir.js';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { TrainerError } from '../contract/errors.js';
@@ -34,7 +35,10 @@ export function loadOrCreateCurveKeys(dir: string): CurveKeys {
   const pub = join(dir, CURVE_KEY_FILES.publicKey), sec = join(dir, CURVE_KEY_FILES.secretKey);
   try {
     if (!existsSync(pub) || !existsSync(sec)) {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // Not mkdirSync(…, { recursive: true }): in Node 20 it loops forever, deaf to SIGTERM, where mkdir(2) answers
+      // ENOENT though the parent exists (`--curve-keys /proc/keys` hung the coordinator at 100 % CPU), and names ENOENT
+      // for EROFS (make-dir.ts). The folders it creates are made 0700.
+      for (const made of makeDirs(dir, '--curve-keys')) chmodSync(made, 0o700);
       const keys = zmq.curveKeyPair();
       writeFileSync(sec, `${keys.secretKey}\n`, { mode: 0o600 });
       writeFileSync(pub, `${keys.publicKey}\n`, { mode: 0o600 });

@@ -1,6 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -225,4 +226,14 @@ test('silence is timed on the monotonic clock: a wall clock stepped back does no
     w.close();
     server.close();
   }
+});
+
+test('--curve-keys in a folder that cannot be made (procfs) is ERR_BAD_FLAG at once, not a hang', { skip: !existsSync('/proc/self') && 'no procfs' }, () => {
+  // Seen by the breaker: `--curve-keys /proc/x` hung the coordinator at 100 % CPU, deaf to SIGTERM (Node 20's
+  // recursive mkdirSync loops where mkdir(2) answers ENOENT though the parent exists). In a child, killed if it hangs.
+  const script = `import { loadOrCreateCurveKeys } from ${JSON.stringify(new URL('../../../src/coordinator/control.ts', import.meta.url).href)};
+    try { loadOrCreateCurveKeys('/proc/pets-keys'); console.log('created?'); } catch (e) { console.log(e.code + ': ' + e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+  assert.equal(r.signal, null, 'hung (killed after 60 s)');
+  assert.match(r.stdout, /^ERR_BAD_FLAG: --curve-keys \/proc\/pets-keys: cannot create \/proc\/pets-keys \(ENOENT: no such file or directory\); choose another folder with --curve-keys/);
 });
