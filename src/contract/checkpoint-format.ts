@@ -9,12 +9,13 @@
  * place (pruning runs after). Readers verify every checksum and fall back to the newest intact checkpoint.
  * (The same recipe PyTorch Lightning and Orbax use: write-to-temp + fsync + atomic rename.)
  *
- * Identical payloads are not written twice: a file whose sha256 and size equal those of a file of the newest
- * checkpoint (e.g. the final checkpoint, taken when nothing was trained since the last one) is hard-linked to it.
+ * Identical payloads are not written twice: a file whose bytes equal those of a file of the newest checkpoint (e.g.
+ * the final checkpoint, taken when nothing was trained since the last one; found by the manifest's sha256 and size,
+ * then read back and compared, so a damaged file is never shared) is hard-linked to it.
  * Files are never modified in place (only written to a temporary name and renamed), so sharing an inode is safe.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDir, tryHardLink, writeFileSynced } from './atomic-write.js';
 import { TrainerError } from './errors.js';
@@ -72,8 +73,8 @@ export interface WrittenCheckpoint {
 }
 
 /**
- * Files of the newest checkpoint by sha256 + size (from its manifest; not verified here: a link is only made to a
- * file whose size matches, and readers verify every checksum anyway).
+ * Files of the newest checkpoint by sha256 + size (from its manifest, which says what they held when written: a link
+ * is only made to one whose bytes are read back equal, {@link holdsExactly}).
  */
 function newestFilesByHash(runDir: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -86,6 +87,22 @@ function newestFilesByHash(runDir: string): Map<string, string> {
     // An unreadable manifest just means nothing is shared.
   }
   return out;
+}
+
+/**
+ * Whether the file at `path` holds exactly `data`. The manifest's sha256 and size say what a file held when it was
+ * written, not what it holds now: a newest checkpoint truncated or bit-flipped on disk still names the hash of the
+ * state a resumed run, skipping it, computes again bit for bit when it redoes that step, and a link to it made the new
+ * checkpoint (and the stage model linked to that) the same damaged file. Reading it back costs one read of a file
+ * whose write it saves.
+ */
+function holdsExactly(path: string, data: Uint8Array): boolean {
+  try {
+    if (statSync(path).size !== data.length) return false;
+    return readFileSync(path).equals(data);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -125,7 +142,7 @@ export function writeCheckpointDetailed<M>(runDir: string, step: number, files: 
       }
       const entry = { sha256: sha256(data), bytes: data.length };
       const same = previous.get(`${entry.sha256}:${entry.bytes}`);
-      if (same !== undefined && tryHardLink(same, join(tmpDir, name))) {
+      if (same !== undefined && holdsExactly(same, data) && tryHardLink(same, join(tmpDir, name))) {
         linked.push(name);
       } else {
         writeFileSynced(join(tmpDir, name), data);

@@ -190,6 +190,13 @@ function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode 
   throw new TrainerError(code, `${settingName(field)} must be ${rule}, got ${JSON.stringify(got)}`);
 }
 
+/**
+ * Longest duration a millisecond flag may give (`--heartbeat-interval-ms`, `--heartbeat-timeout-ms`,
+ * `--allreduce-timeout-ms`): one day, as `--join-timeout-s`. Node's timers take at most 2^31 − 1 ms (24.8 days) and
+ * fire after 1 ms beyond it (TimeoutOverflowWarning): `--allreduce-timeout-ms 3000000000` timed every step out at once.
+ */
+export const MAX_TIMER_MS = 86_400_000;
+
 /** Most epochs of one stage (a bound that catches typos such as `--epochs 1e9`, far beyond any real run). */
 export const MAX_STAGE_EPOCHS = 10_000;
 

@@ -71,10 +71,10 @@ export class Cluster {
    * @throws TrainerError ERR_TIMEOUT after `timeoutMs` naming how many joined; ERR_WORKER_LOST when aborted
    */
   async admit(count: number, timeoutMs: number, abort?: AbortSignal): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     while (this.control.live().filter((m) => m.rank < 0).length < count) {
       if (abort?.aborted) throw new TrainerError('ERR_WORKER_LOST', String(abort.reason));
-      if (Date.now() > deadline) {
+      if (performance.now() > deadline) {
         const have = this.control.live().filter((m) => m.rank < 0).length;
         throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${have} did; check that workers can reach the coordinator (--bind, firewalls) and their logs`);
       }

@@ -5,7 +5,8 @@
  * timeouts to the driver. Malformed frames are rejected and logged; they never crash the coordinator.
  */
 import { EventEmitter } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { makeDirs } from './make-dir.js';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { TrainerError } from '../contract/errors.js';
@@ -34,7 +35,10 @@ export function loadOrCreateCurveKeys(dir: string): CurveKeys {
   const pub = join(dir, CURVE_KEY_FILES.publicKey), sec = join(dir, CURVE_KEY_FILES.secretKey);
   try {
     if (!existsSync(pub) || !existsSync(sec)) {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // Not mkdirSync(…, { recursive: true }): in Node 20 it loops forever, deaf to SIGTERM, where mkdir(2) answers
+      // ENOENT though the parent exists (`--curve-keys /proc/keys` hung the coordinator at 100 % CPU), and names ENOENT
+      // for EROFS (make-dir.ts). The folders it creates are made 0700.
+      for (const made of makeDirs(dir, '--curve-keys')) chmodSync(made, 0o700);
       const keys = zmq.curveKeyPair();
       writeFileSync(sec, `${keys.secretKey}\n`, { mode: 0o600 });
       writeFileSync(pub, `${keys.publicKey}\n`, { mode: 0o600 });
@@ -59,8 +63,13 @@ export interface Member {
   readonly id: string;
   readonly hello: HelloMessage;
   rank: number;
-  /** Wall time of the last message or heartbeat, ms since the epoch. */
+  /** Wall time of the last message or heartbeat, ms since the epoch (for metrics and logs). */
   lastSeenMs: number;
+  /**
+   * The same moment on the monotonic clock (`performance.now()`, ms), from which silence is timed: a wall clock
+   * stepped back (NTP, `date -s`) hid a dead remote worker for as long as the step.
+   */
+  lastSeenMonoMs: number;
   state: 'joining' | 'ready' | 'lost';
 }
 
@@ -89,8 +98,8 @@ export interface ControlOptions {
  * Silence of a member that counts against it, milliseconds: time since it was last heard, minus the time this
  * process itself could not listen (its event loop was blocked, e.g. by a checkpoint hash, so heartbeats that had
  * arrived were not read yet). A pure policy, so it is tested without sleeping.
- * @param nowMs - current wall time, ms since the epoch
- * @param lastHeardMs - when the member's last message was read
+ * @param nowMs - current time on the monotonic clock (`performance.now()`), ms
+ * @param lastHeardMs - when the member's last message was read, on the same clock
  * @param deafMs - how long this process was blocked since `lastHeardMs` (≥ 0)
  */
 export function countedSilenceMs(nowMs: number, lastHeardMs: number, deafMs: number): number {
@@ -143,7 +152,7 @@ export class ControlServer extends EventEmitter<{
     }
     this.endpoint = (this.socket.lastEndpoint ?? bind).replace('0.0.0.0', '127.0.0.1');
     void this.receiveLoop();
-    this.lastTickMs = Date.now();
+    this.lastTickMs = performance.now();
     this.timer = setInterval(() => this.tick(), this.o.heartbeatIntervalMs);
     return this.endpoint;
   }
@@ -160,7 +169,7 @@ export class ControlServer extends EventEmitter<{
 
   /** How long `m` has been silent, milliseconds (time this process was blocked not counted: {@link countedSilenceMs}). */
   silentMs(m: Member): number {
-    return countedSilenceMs(Date.now(), m.lastSeenMs, this.deafMs.get(m.id) ?? 0);
+    return Math.round(countedSilenceMs(performance.now(), m.lastSeenMonoMs, this.deafMs.get(m.id) ?? 0));
   }
 
   /** Removes a member from the table. */
@@ -196,7 +205,7 @@ export class ControlServer extends EventEmitter<{
     if (message.type === 'hello') {
       if (member) return;
       if (this.refuseOtherBuild(rawIdentity, message)) return;
-      const m: Member = { id, hello: message, rank: -1, lastSeenMs: Date.now(), state: 'joining' };
+      const m: Member = { id, hello: message, rank: -1, lastSeenMs: Date.now(), lastSeenMonoMs: performance.now(), state: 'joining' };
       this.members.set(id, m);
       this.emit('hello', m);
       return;
@@ -206,6 +215,7 @@ export class ControlServer extends EventEmitter<{
       return;
     }
     member.lastSeenMs = Date.now();
+    member.lastSeenMonoMs = performance.now();
     this.deafMs.set(id, 0);
     this.silentLogged.delete(id);
     if (message.type === 'heartbeat') return;
@@ -245,7 +255,8 @@ export class ControlServer extends EventEmitter<{
   }
 
   private tick(): void {
-    const now = Date.now();
+    // Monotonic: durations only (a wall clock stepped forward looked like a blocked process, one stepped back hid silence).
+    const now = performance.now();
     // A tick much later than its period means this process was blocked: what arrived meanwhile is not read yet.
     const blocked = Math.max(0, now - this.lastTickMs - 2 * this.o.heartbeatIntervalMs);
     this.lastTickMs = now;
@@ -253,7 +264,7 @@ export class ControlServer extends EventEmitter<{
       if (m.state === 'lost') continue;
       const deaf = (this.deafMs.get(m.id) ?? 0) + blocked;
       this.deafMs.set(m.id, deaf);
-      const silent = countedSilenceMs(now, m.lastSeenMs, deaf);
+      const silent = Math.round(countedSilenceMs(now, m.lastSeenMonoMs, deaf));
       if (silent > this.o.heartbeatTimeoutMs) {
         if (this.o.watchedByProcess?.(m)) {
           if (!this.silentLogged.has(m.id)) this.o.log(`worker rank ${m.rank} (pid ${m.hello.pid}, local) silent for ${silent} ms; its process is alive, so it is not declared lost (a local worker's death is seen from its exit)`);
@@ -263,7 +274,7 @@ export class ControlServer extends EventEmitter<{
           continue;
         }
       }
-      const hb = encode({ type: 'heartbeat', sender: 'coordinator', rank: -1, seq: this.seq, sentAtMs: now });
+      const hb = encode({ type: 'heartbeat', sender: 'coordinator', rank: -1, seq: this.seq, sentAtMs: Date.now() });
       this.socket.send([`${m.id}/hb`, ...hb]).catch(() => undefined);
     }
     this.seq++;

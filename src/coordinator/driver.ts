@@ -12,7 +12,8 @@ import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
 import { resolveResNetConfig } from '../contract/resnet-spec.js';
 import { archModel } from '../contract/config.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
-import { GroupRestart, type Recovery } from './recovery.js';
+import { GroupRestart, RunStopped, type Recovery } from './recovery.js';
+import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
 import { checkpointMeta, type ResumePoint } from './checkpoint-store.js';
@@ -69,6 +70,7 @@ export class Coordinator extends CoordinatorSetUp {
         restarted = null;
         return (await this.runStages(setup.recovery, from)) ?? await this.finish(setup.data);
       } catch (err) {
+        if (err instanceof RunStopped) return this.stoppedInRecovery(err);
         if (!(err instanceof GroupRestart)) throw err;
         restarted = err;
       }
@@ -220,6 +222,14 @@ export class Coordinator extends CoordinatorSetUp {
     this.ended = true;
     this.io.out(diskLine(this.runDir));
     this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: ${resumeCommandLine(this.runDir)}`);
+    return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+  }
+
+  /** A stop asked for while recovery waited for workers ({@link RunStopped}): a clean stop, saying how to resume. */
+  private stoppedInRecovery(err: RunStopped): RunResult {
+    this.ended = true;
+    this.io.out(diskLine(this.runDir));
+    this.io.out(err.message);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 

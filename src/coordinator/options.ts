@@ -5,7 +5,7 @@
  */
 import { flagsOnly, refuseStrayArguments, refuseUnknownCommand, withVersion } from '../contract/cli-help.js';
 import { Command } from 'commander';
-import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
+import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, MAX_TIMER_MS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 
@@ -321,9 +321,9 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     bind,
     bindGiven: typeof flags.bind === 'string',
     metricsPortGiven: flags.metricsPort !== undefined,
-    heartbeatIntervalMs: int('--heartbeat-interval-ms', 'heartbeatIntervalMs', 10) ?? DEFAULT_RUNTIME.heartbeatIntervalMs,
-    heartbeatTimeoutMs: int('--heartbeat-timeout-ms', 'heartbeatTimeoutMs', 50) ?? DEFAULT_RUNTIME.heartbeatTimeoutMs,
-    allreduceTimeoutMs: int('--allreduce-timeout-ms', 'allreduceTimeoutMs', 100) ?? DEFAULT_RUNTIME.allreduceTimeoutMs,
+    heartbeatIntervalMs: int('--heartbeat-interval-ms', 'heartbeatIntervalMs', 10, MAX_TIMER_MS) ?? DEFAULT_RUNTIME.heartbeatIntervalMs,
+    heartbeatTimeoutMs: int('--heartbeat-timeout-ms', 'heartbeatTimeoutMs', 50, MAX_TIMER_MS) ?? DEFAULT_RUNTIME.heartbeatTimeoutMs,
+    allreduceTimeoutMs: int('--allreduce-timeout-ms', 'allreduceTimeoutMs', 100, MAX_TIMER_MS) ?? DEFAULT_RUNTIME.allreduceTimeoutMs,
     allreduce: choice('--allreduce', flags.allreduce, ALLREDUCE_CHOICES) ?? DEFAULT_RUNTIME.allreduce,
     allreduceDtype: choice('--allreduce-dtype', flags.allreduceDtype, ALLREDUCE_DTYPE_CHOICES) ?? DEFAULT_RUNTIME.allreduceDtype,
     bucketMb: int('--bucket-mb', 'bucketMb', 1, 1024) ?? DEFAULT_RUNTIME.bucketMb,

@@ -27,6 +27,19 @@ function now(): string {
 const LOSS_SETTLE_MS = 300;
 
 /**
+ * Thrown by {@link Recovery.recover} when a stop (SIGINT/SIGTERM) was asked for while it waited for workers (a group
+ * restart, replacements of lost ones): the run ends as a clean stop, exit 0, its message saying what is on disk and
+ * the resume command. It ended with `ERR_WORKER_LOST: stop requested (SIGINT/SIGTERM)`, exit 1, naming neither.
+ * Not a {@link TrainerError}: never retried.
+ */
+export class RunStopped extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RunStopped';
+  }
+}
+
+/**
  * Thrown by {@link Recovery.recover} when every worker holding the training state was lost and a new worker group was
  * admitted in their place (torchrun's restart of the whole group): the driver rewinds the run to the newest
  * checkpoint (or its start) and goes on from there. Not a {@link TrainerError}: it is never retried as a failed step.
@@ -163,9 +176,9 @@ export class Recovery {
   }
 
   private async waitForLoss(): Promise<boolean> {
-    const deadline = Date.now() + this.o.detectTimeoutMs;
+    const deadline = performance.now() + this.o.detectTimeoutMs;
     const lostCount = (): number => this.o.control.all().filter((m) => m.state === 'lost').length;
-    while (Date.now() < deadline) {
+    while (performance.now() < deadline) {
       if (lostCount() > 0) {
         // Workers lost together (all SIGKILLed, the OOM killer) are reported one exit at a time: let the count settle
         // (LOSS_SETTLE_MS without a new loss) so they are recovered as one event, e.g. one whole-group restart rather
@@ -420,6 +433,7 @@ export class Recovery {
     try {
       await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal ? AbortSignal.any([earlyExit.signal, this.o.stopSignal]) : earlyExit.signal);
     } catch (err) {
+      if (this.o.stopSignal?.aborted === true) await this.stopWhileWaiting(reason);
       if (earlyExit.signal.aborted && !this.o.stopSignal?.aborted) {
         await this.giveUp(`a replacement worker could not start (${String(earlyExit.signal.reason)}); ${cluster.worldSize} of ${this.o.expect} worker(s) left`, reason);
       }
@@ -428,6 +442,28 @@ export class Recovery {
     } finally {
       earlyExit.stop();
     }
+  }
+
+  /**
+   * A stop asked for while replacements were awaited: the survivors' state is checkpointed when every member in the
+   * ring holds it (a partial respawn), else the newest checkpoint on disk stands (a group restart).
+   * @throws RunStopped always
+   */
+  private async stopWhileWaiting(reason: string): Promise<never> {
+    this.fatal = true;
+    const { cluster } = this.o;
+    let saved: string;
+    if (cluster.worldSize === 0 || cluster.ranks().some((m) => this.unsynced.has(m.id))) {
+      saved = this.resumeAdvice();
+    } else {
+      try {
+        await cluster.announce();
+        saved = `${await this.o.checkpoint()}; resume with: ${this.o.resumeCommand}`;
+      } catch (err) {
+        saved = `the checkpoint failed (${err instanceof Error ? err.message : String(err)}); ${this.resumeAdvice()}`;
+      }
+    }
+    throw new RunStopped(`stopped while waiting for workers to replace the lost ones (${reason}); ${saved}`);
   }
 
   /** Sends the run setup (once) and then the training state to every member that lacks it. */

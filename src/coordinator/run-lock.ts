@@ -14,6 +14,7 @@
  * saved models and checkpoints are written to a temporary file and renamed (`contract/atomic-write.ts`), so `predict`
  * and `interpret` read a whole model or none, and `predict` writes nothing.
  */
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { TrainerError } from '../contract/errors.js';
 import {
@@ -65,6 +66,7 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
     log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${processAlive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
     removeLockFile(path);
   }
+  removeDeadWritersTemps(runDir, flag, log);
   let held = true;
   return {
     path,
@@ -85,4 +87,32 @@ export function lockRunDir(runDir: string, flag: string, log: (line: string) => 
       return now?.pid === me.pid && now.since === me.since ? 'held' : 'taken';
     },
   };
+}
+
+/**
+ * Removes the temporary files (`<name>.tmp-<pid>`, contract/atomic-write.ts) that writers no longer running left in
+ * the run directory and its `models/`: a second Ctrl-C during the report left `index.html.tmp-<pid>`, a kill during a
+ * saved model `models/<stage>.safetensors.tmp-<pid>` (tens of MB), kept for good. The lock holder is the run's only
+ * writer, so a dead pid's file is no one's; a live pid's (or a name without one) is left alone. (`checkpoints/` has
+ * its own cleanup: contract/checkpoint-format.ts.)
+ */
+function removeDeadWritersTemps(runDir: string, flag: string, log: (line: string) => void): void {
+  const removed: string[] = [];
+  for (const sub of ['', 'models']) {
+    let names: string[];
+    try {
+      names = readdirSync(join(runDir, sub));
+    } catch {
+      continue; // no models/ yet
+    }
+    for (const name of names.sort()) {
+      const pid = Number(/\.tmp-(\d+)$/.exec(name)?.[1]);
+      if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+      try {
+        rmSync(join(runDir, sub, name), { force: true });
+        removed.push(sub === '' ? name : `${sub}/${name}`);
+      } catch { /* left for the next start */ }
+    }
+  }
+  if (removed.length > 0) log(`${flag} ${runDir}: removed ${removed.length} temporary file(s) of writers no longer running: ${removed.join(', ')}`);
 }

@@ -14,13 +14,13 @@ import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } fr
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
-import { makeDirs } from './make-dir.js';
+import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { resolvePretrainedWeights, verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
-import { lockRunDir, type RunLock } from './run-lock.js';
+import { lockRunDir, RUN_LOCK_FILE, type RunLock } from './run-lock.js';
 import { planResumedScaleOut, planScaleOut, type ScaleOut } from './scale-out.js';
 import { Cluster } from './cluster.js';
 import { ControlServer, loadOrCreateCurveKeys, type CurveKeys } from './control.js';
@@ -36,7 +36,7 @@ import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } 
 import { StepMetricsRecorder } from './run-metrics.js';
 import { writeShowBatch } from './show-batch.js';
 import { resumeCommandLine } from './shell-arg.js';
-import { writeRunConfigFile } from './run-config-file.js';
+import { RUN_CONFIG_FILE, writeRunConfigFile } from './run-config-file.js';
 import { restoreRunDir } from './run-dir-guard.js';
 
 
@@ -167,7 +167,7 @@ export abstract class CoordinatorSetUp {
     const account = `${JSON.stringify(accountJson(data.account), null, 2)}\n`;
     if (this.resumePoint) this.resumedAccount = account;
     else {
-      writeFileAtomicSync(join(this.runDir, 'data.json'), account);
+      writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, 'data.json'), () => writeFileAtomicSync(join(this.runDir, 'data.json'), account));
       this.writtenAccount = account;
     }
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
@@ -238,7 +238,7 @@ export abstract class CoordinatorSetUp {
     }
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
-    this.runLock = lockRunDir(this.runDir, this.cmd.runtime.resume ? '--resume' : '--run-dir', this.io.log);
+    this.runLock = writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_LOCK_FILE), () => lockRunDir(this.runDir, this.runDirFlag(), this.io.log));
     if (!this.cmd.runtime.resume && this.createdRunDirs.length === 0) {
       try {
         checkNewRunDir(this.runDir, this.io.log);
@@ -318,7 +318,8 @@ export abstract class CoordinatorSetUp {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
     if (this.resumedAccount !== null) {
-      writeFileAtomicSync(join(this.runDir, 'data.json'), this.resumedAccount);
+      const account = this.resumedAccount;
+      writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, 'data.json'), () => writeFileAtomicSync(join(this.runDir, 'data.json'), account));
       this.writtenAccount = this.resumedAccount;
     }
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
@@ -336,7 +337,12 @@ export abstract class CoordinatorSetUp {
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
         : `; all-reduce: ${ALLREDUCE_PLAN[runtime.allreduce]}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeRunConfigFile(this.runDir, config, runtime);
+    writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime));
+  }
+
+  /** The flag that named the run folder, for messages: `--resume` for a resumed run, else `--run-dir`. */
+  private runDirFlag(): string {
+    return this.cmd.runtime.resume ? '--resume' : '--run-dir';
   }
 
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */

@@ -15,6 +15,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { showBatch } from './show-batch-grid.js';
 import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
+import { statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
@@ -64,6 +65,22 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
   }
 }
 
+/**
+ * `--out`'s folder must exist and be a folder, as for matplotlib's `savefig` (which does not create it either); checked
+ * before the data is read: a mistyped folder was found only after the data check and decode, by libvips' raw
+ * multi-line `unable to open for write … wbuffer_write: write failed`.
+ * @throws TrainerError ERR_BAD_FLAG naming `--out`, the folder and what is wrong with it
+ */
+function checkOutFolder(out: string, folder: string): void {
+  let why: string | null = null;
+  try {
+    if (!statSync(folder).isDirectory()) why = 'not a folder';
+  } catch (err) {
+    why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'not a folder' : `cannot read the folder (${(err as Error).message})`;
+  }
+  if (why !== null) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: ${why}: ${folder}; create the folder or choose another --out`);
+}
+
 /** The run settings `show-batch` takes: where the data is, how it is labelled and split, and the augmentation. */
 const SHOW_BATCH_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['data', 'labelRe', 'labelFrom', 'labels', 'split', 'trainFolder', 'validFolder', 'validCol',
   'validPct', 'seed', 'size', 'maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
@@ -90,13 +107,14 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
   const file = f.config === undefined ? {} : readConfigFile(f.config);
   const config = resolveRunConfig(file, configFlagValues(cmd), { runDir: '.' });
   const options = { rows: checkInt('--rows', f.rows, 1, 16), size: checkInt('--size', config.size, 8), seed: config.seed, transforms: augmentOf(config) };
+  const outPath = resolve(f.out);
+  checkOutFolder(f.out, dirname(outPath));
   const pool = new ImagePool({});
   pool.start();
   try {
     const data = await createDataBunch({ ...dataBunchOptions(config), verify: true }, pool);
     out(dataLine(data.account, data.classes.length));
     assertTrainable(data);
-    const outPath = resolve(f.out);
     const { width, height, json } = await writeShowBatch(data, pool, outPath, options);
     out(`show_batch: ${outPath} (${width}×${height} px, ${options.rows}×${options.rows} images from ${data.root}); items and labels in ${json}`);
     return 0;

@@ -178,13 +178,13 @@ export class StarReduceServer {
   }
 
   private newRound(key: string, average: boolean, length: number): Round {
-    const round: Round = { startedMs: Date.now(), average, length, buffers: new Array(this.worldSize), identities: [], received: 0 };
+    const round: Round = { startedMs: performance.now(), average, length, buffers: new Array(this.worldSize), identities: [], received: 0 };
     this.rounds.set(key, round);
     return round;
   }
 
   private expireRounds(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const [key, round] of this.rounds) {
       if (now - round.startedMs > this.options.roundTimeoutMs) {
         this.rounds.delete(key);

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
 import { parseBackendRequest } from '../training/compute/backend.js';
-import { checkInt } from '../contract/config.js';
+import { checkInt, MAX_TIMER_MS } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
@@ -69,8 +69,8 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   if (dataProblem !== null) {
     throw new TrainerError('ERR_BAD_FLAG', `--data must be this machine's copy of the coordinator's data, a folder of images or a folder holding images/, got ${JSON.stringify(o.data)}: ${dataProblem}`);
   }
-  const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10);
-  const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval);
+  const interval = checkInt('--heartbeat-interval-ms', o.heartbeatIntervalMs, 10, MAX_TIMER_MS);
+  const timeout = checkInt('--heartbeat-timeout-ms', o.heartbeatTimeoutMs, 2 * interval, MAX_TIMER_MS);
   return {
     connect: o.connect, backend: parseBackendRequest(o.backend!), dataRoot: o.data ?? null,
     rank: o.rank === undefined ? null : checkInt('--rank', o.rank, 0), dataBind: o.dataBind!,

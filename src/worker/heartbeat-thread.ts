@@ -47,7 +47,10 @@ socket.connect(data.endpoint);
 
 let rank = -1;
 let seq = 0;
-let lastHeardMs = Date.now();
+// Silence is timed on the monotonic clock (performance.now(): CLOCK_MONOTONIC, which neither NTP steps, `date -s` nor
+// a suspend move): with Date.now() a wall clock stepped forward past the timeout made every worker declare its live
+// coordinator lost at once (exit 3), and one stepped back hid a dead coordinator that long.
+let lastHeardMs = performance.now();
 let heard = false;
 let lost = false;
 let killTimer: NodeJS.Timeout | null = null;
@@ -59,7 +62,7 @@ port.on('message', (msg: HeartbeatControl) => {
 
 const timer = setInterval(() => {
   if (lost) return;
-  const silentMs = Date.now() - lastHeardMs;
+  const silentMs = Math.round(performance.now() - lastHeardMs);
   if (silentMs > data.timeoutMs) {
     lost = true;
     port.postMessage({ kind: 'coordinator-lost', silentMs, heard } satisfies HeartbeatEvent);
@@ -76,7 +79,7 @@ async function receive(): Promise<void> {
     for await (const parts of socket) {
       try {
         if (decode(parts).message.type === 'heartbeat') {
-          lastHeardMs = Date.now();
+          lastHeardMs = performance.now();
           heard = true;
         }
       } catch {

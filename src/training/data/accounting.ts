@@ -128,6 +128,10 @@ const FOLDER_RULES: Readonly<Record<UnsearchedFolderReason, { what: string; rule
     what: 'symbolic link(s) to a folder already searched',
     rule: 'each folder is searched once, so no image is listed twice (a link to a folder above it would loop); remove the link, or link the images rather than their folder',
   },
+  'run folder': {
+    what: 'run folder(s) of this trainer',
+    rule: 'a run\'s pictures, models and checkpoints are its output, not data (with --data ., the default --run-dir runs/<date-time> is inside it); move the runs out of --data, or give --run-dir a folder outside it',
+  },
   'name not UTF-8': {
     what: 'folder(s) whose name is not valid UTF-8 (bytes shown as \\xNN)',
     rule: 'no path string can open them; rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest <folder>)',

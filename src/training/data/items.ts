@@ -71,7 +71,7 @@ function statKind(path: string): 'dir' | 'file' | 'other' {
 }
 
 /** Why a folder under the image folder was not searched (its files are neither counted nor trained). */
-export type UnsearchedFolderReason = 'hidden' | 'unreadable' | 'already searched' | 'name not UTF-8';
+export type UnsearchedFolderReason = 'hidden' | 'unreadable' | 'already searched' | 'name not UTF-8' | 'run folder';
 
 /** A folder under the image folder that was not searched, and why. */
 export interface UnsearchedFolder {
@@ -80,7 +80,8 @@ export interface UnsearchedFolder {
   /**
    * Why it was not searched: `hidden` (its name starts with `.`, as fastai's `get_files` skips), `unreadable` (listing
    * it failed: permissions, an I/O error), `already searched` (a symbolic link to a folder searched already, which
-   * could loop), `name not UTF-8` (no path string can open it). The log line of each, with its fix, is
+   * could loop), `name not UTF-8` (no path string can open it), `run folder` (a run of this trainer: {@link isRunFolder}).
+   * The log line of each, with its fix, is
    * `unsearchedFolderLines`' (training/data/accounting.ts).
    */
   readonly reason: UnsearchedFolderReason;
@@ -188,6 +189,10 @@ function walk(root: string): Walk {
     }
   };
   const enter = (dir: string): void => {
+    if (dir !== root && isRunFolder(dir)) {
+      w.unsearched.push({ path: rel(dir), reason: 'run folder' });
+      return;
+    }
     const id = inodeId(dir);
     if (id !== null && seen.has(id)) {
       let target = dir;
@@ -208,6 +213,17 @@ function walk(root: string): Walk {
   for (const xs of [w.files, w.hidden, w.notFiles, w.badNames]) xs.sort(compareCodePoints);
   w.unsearched.sort((a, b) => compareCodePoints(a.path, b.path));
   return w;
+}
+
+/**
+ * Whether `dir` holds a run of this trainer: its lock (`.coordinator.lock`, a run going on, as when it scans its data)
+ * or its `config.json` beside `checkpoints/` (a run that wrote a checkpoint; one that ended before is removed). Its
+ * pictures, models and checkpoints are the run's output, not data: with `--data .` run from the photos' folder, the
+ * default `--run-dir runs/<date-time>` lands inside it, and the next run trained on the first one's pictures as a
+ * class named after the run. (The names are the coordinator's `RUN_LOCK_FILE` and `RUN_CONFIG_FILE`.)
+ */
+function isRunFolder(dir: string): boolean {
+  return existsSync(join(dir, '.coordinator.lock')) || (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'checkpoints')));
 }
 
 /** Python-style truth of a `valid_col` cell (pandas reads True/False; 1/0 and yes/no are common too). */

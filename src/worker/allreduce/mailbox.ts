@@ -51,7 +51,7 @@ export class Mailbox<T> {
   /**
    * Waits for the message with `key`.
    *
-   * @param deadlineMs - absolute `Date.now()` time after which the wait fails
+   * @param deadlineMs - time on the monotonic clock (`performance.now()`) after which the wait fails
    * @param signal - aborts the wait
    * @param what - description used in the timeout message (e.g. "chunk 2 from rank 1")
    * @throws TrainerError `ERR_TIMEOUT` past the deadline; the signal's reason when aborted
@@ -64,7 +64,7 @@ export class Mailbox<T> {
     }
     if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise<T>((resolve, reject) => {
-      const waitMs = Math.max(0, deadlineMs - Date.now());
+      const waitMs = Math.max(0, Math.round(deadlineMs - performance.now()));
       const finish = (): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
@@ -108,13 +108,14 @@ export class Mailbox<T> {
 }
 
 /**
- * Races `promise` against an absolute deadline.
+ * Races `promise` against a deadline on the monotonic clock (`performance.now()`: a wall clock stepped forward by NTP
+ * or `date -s` timed out every wait at once; one stepped back made them an hour longer).
  *
  * @throws TrainerError `ERR_TIMEOUT` naming `what` when the deadline passes first; the signal's reason when aborted
  */
 export function withDeadline<T>(promise: Promise<T>, deadlineMs: number, signal: AbortSignal, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const waitMs = Math.max(0, deadlineMs - Date.now());
+    const waitMs = Math.max(0, Math.round(deadlineMs - performance.now()));
     const onAbort = (): void => done(() => reject(signal.reason));
     const timer = setTimeout(
       () => done(() => reject(new TrainerError('ERR_TIMEOUT', `timed out after ${waitMs} ms: ${what}`))),

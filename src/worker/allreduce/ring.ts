@@ -267,7 +267,7 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
     checkCallArguments(timeoutMs, tag);
     const signal = this.controller.signal;
     return this.queue.run(async () => {
-      const call = { buffer, tag, average: options.average ?? false, deadlineMs: Date.now() + timeoutMs, signal };
+      const call = { buffer, tag, average: options.average ?? false, deadlineMs: performance.now() + timeoutMs, signal };
       this.checkReady(signal);
       try {
         if (this.worldSize > 1) await this.runRing(call);

@@ -111,7 +111,7 @@ export class StarAllReduce implements AllReducer {
       if (this.dealer === undefined || this.membership.generation < 0) {
         throw new TrainerError('ERR_INTERNAL', 'star allReduce() needs start() and reconfigure() first');
       }
-      if (this.worldSize > 1) await this.exchange(this.dealer, buffer, tag, options.average ?? false, Date.now() + timeoutMs, signal);
+      if (this.worldSize > 1) await this.exchange(this.dealer, buffer, tag, options.average ?? false, performance.now() + timeoutMs, signal);
       this.counters.callsTotal++;
       return buffer;
     });

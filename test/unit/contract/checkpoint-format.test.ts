@@ -104,6 +104,38 @@ test('an identical payload is hard-linked to the newest checkpoint\'s file, not 
   }
 });
 
+test('a damaged newest checkpoint is never hard-linked: a resumed run that redoes its step writes the bytes again', () => {
+  // --resume skips a truncated or bit-flipped newest checkpoint (step 6) and goes back to step 5; the redone step 6 is
+  // bit-identical, so its state has the sha256 and size the damaged manifest records. Linking to that file made the
+  // new step-6 (and the stage model linked to it) the same damaged inode: the run ended with no intact newest
+  // checkpoint, and the old step-6 directory it replaced was gone.
+  for (const damage of ['bit flip', 'truncated'] as const) {
+    const run = mkdtempSync(join(tmpdir(), 'ckpt-damaged-'));
+    try {
+      const state = new Uint8Array(4096).map((_, i) => i % 251);
+      writeCheckpoint(run, 5, new Map([['state.bin', new Uint8Array(4096).fill(5)]]), { s: 5 });
+      const six = writeCheckpoint(run, 6, new Map([['state.bin', state]]), { s: 6 });
+      const file = join(six, 'state.bin');
+      if (damage === 'truncated') truncateSync(file, 100);
+      else {
+        const bytes = readFileSync(file);
+        bytes[2000]! ^= 0x10;
+        writeFileSync(file, bytes);
+      }
+      const resumed = loadLatestCheckpoint<{ s: number }>(run)!;
+      assert.equal(resumed.manifest.meta.s, 5, `${damage}: resume falls back to step 5`);
+      const redone = writeCheckpointDetailed(run, 6, new Map([['state.bin', state]]), { s: 6 }, 3);
+      assert.deepEqual(redone.linked, [], `${damage}: nothing linked to the damaged file`);
+      const back = loadLatestCheckpoint<{ s: number }>(run)!;
+      assert.deepEqual(back.skipped, [], `${damage}: the new step 6 is intact`);
+      assert.equal(back.manifest.meta.s, 6);
+      assert.deepEqual(back.files.get('state.bin'), Buffer.from(state));
+    } finally {
+      rmSync(run, { recursive: true, force: true });
+    }
+  }
+});
+
 test('a writer killed between the two renames of a same-step replacement: the old checkpoint is put back, not lost', () => {
   const run = mkdtempSync(join(tmpdir(), 'ckpt-'));
   writeCheckpoint(run, 4, files(4), { s: 4 });

@@ -1,6 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -194,4 +195,46 @@ test('silence: the time the coordinator itself was blocked does not count agains
     w.close();
     server.close();
   }
+});
+
+test('silence is timed on the monotonic clock: a wall clock stepped back does not hide a dead remote worker', { timeout: 120_000 }, async () => {
+  // Seen by the breaker: silence was Date.now() − last heard, so after the clock was stepped back an hour (NTP, `date
+  // -s`) a remote worker that died was found lost an hour late, the run waiting on it.
+  const realNow = Date.now;
+  const server = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 20, heartbeatTimeoutMs: 5000, log: () => {} });
+  const endpoint = await server.start();
+  const lost = new Promise<'lost'>((res) => server.once('lost', () => res('lost')));
+  const joined = new Promise((res) => server.once('hello', res));
+  const w = await member(endpoint, 'remote', 4);
+  // The coordinator's heartbeats to the member count its ticks (one per 20 ms at most).
+  const hb = new zmq.Dealer({ linger: 0, routingId: 'remote/hb' });
+  hb.connect(endpoint);
+  try {
+    await joined;
+    await hb.send(encode({ type: 'heartbeat', sender: 'worker', rank: -1, seq: 0, sentAtMs: Date.now() }));
+    const ticks = async (n: number): Promise<'ticking'> => {
+      for (let i = 0; i < n; i++) await hb.receive();
+      return 'ticking';
+    };
+    // (A start stalled past the 5 s timeout by load finds it lost before the step: that proves nothing, fails nothing.)
+    if (await Promise.race([ticks(1), lost]) === 'lost') return;
+    Date.now = () => realNow() - 3_600_000;
+    // The member is silent from here on: 5 s of silence is over within ~250 ticks (load delays ticks, never adds any).
+    assert.equal(await Promise.race([ticks(1000), lost]), 'lost');
+  } finally {
+    Date.now = realNow;
+    hb.close();
+    w.close();
+    server.close();
+  }
+});
+
+test('--curve-keys in a folder that cannot be made (procfs) is ERR_BAD_FLAG at once, not a hang', { skip: !existsSync('/proc/self') && 'no procfs' }, () => {
+  // Seen by the breaker: `--curve-keys /proc/x` hung the coordinator at 100 % CPU, deaf to SIGTERM (Node 20's
+  // recursive mkdirSync loops where mkdir(2) answers ENOENT though the parent exists). In a child, killed if it hangs.
+  const script = `import { loadOrCreateCurveKeys } from ${JSON.stringify(new URL('../../../src/coordinator/control.ts', import.meta.url).href)};
+    try { loadOrCreateCurveKeys('/proc/pets-keys'); console.log('created?'); } catch (e) { console.log(e.code + ': ' + e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+  assert.equal(r.signal, null, 'hung (killed after 60 s)');
+  assert.match(r.stdout, /^ERR_BAD_FLAG: --curve-keys \/proc\/pets-keys: cannot create \/proc\/pets-keys \(ENOENT: no such file or directory\); choose another folder with --curve-keys/);
 });

@@ -69,6 +69,12 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   // ZeroMQ would silently bind 99999 mod 65536 = 34463 (measured with zeromq 6).
   bad(['--bind', 'tcp://127.0.0.1:99999'], /^--bind port must be an integer in \[0, 65535\] \(0 = any free port\), got 99999$/);
   bad(['--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '1500'], /--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms \(2000\), got 1500/);
+  // Node's timers take at most 2^31 − 1 ms (24.8 days) and fire after 1 ms beyond it (TimeoutOverflowWarning): seen by the
+  // breaker, --allreduce-timeout-ms 3000000000 timed every step out at once and the run failed. One day at most.
+  bad(['--allreduce-timeout-ms', '3000000000'], /^--allreduce-timeout-ms must be an integer in \[100, 86400000\], got "3000000000"$/);
+  bad(['--heartbeat-timeout-ms', '2147483648'], /^--heartbeat-timeout-ms must be an integer in \[50, 86400000\], got "2147483648"$/);
+  bad(['--heartbeat-interval-ms', '86400001'], /^--heartbeat-interval-ms must be an integer in \[10, 86400000\], got "86400001"$/);
+  assert.equal(parseTrainArgs(['--allreduce-timeout-ms', '86400000', '--heartbeat-timeout-ms', '86400000']).runtime.allreduceTimeoutMs, 86_400_000);
   // The project's form (ERR_BAD_FLAG, flag, rule, value), as --backend's, not commander's "Allowed choices are".
   const badFlag = (argv: string[], message: string) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
     isTrainerError(e, 'ERR_BAD_FLAG') && e.message === message);

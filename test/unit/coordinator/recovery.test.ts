@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { GroupRestart, Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import { GroupRestart, Recovery, RunStopped, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
@@ -16,7 +16,7 @@ import type { Message } from '../../../src/contract/protocol/index.js';
 
 function member(id: string, rank: number): Member {
   return {
-    id, rank, lastSeenMs: 0, state: 'ready',
+    id, rank, lastSeenMs: 0, lastSeenMonoMs: 0, state: 'ready',
     hello: { type: 'hello', rankRequest: null, dataAddress: `tcp://10.0.0.${rank}:1`, pid: 100 + rank, host: 'elsewhere', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } },
   };
 }
@@ -448,4 +448,45 @@ test('review P9, one of two: a hung local member is replaced in its slot even wh
   assert.equal(recovery.restarts, 1, 'the late exit counts no restart (--max-restarts 1 is not exceeded)');
   assert.deepEqual(workers.respawned, [501], 'and starts no second replacement');
   assert.doesNotMatch(o.lines.join('\n'), /remote worker|before joining/);
+});
+
+test('a stop (SIGINT/SIGTERM) while recovery waits for workers ends as a clean stop with the resume command, not ERR_WORKER_LOST', async () => {
+  // Seen by the breaker: both local workers SIGKILLed, then SIGTERM to the coordinator during the group restart: the
+  // run ended with 'coordinator: ERR_WORKER_LOST: stop requested (SIGINT/SIGTERM)', exit 1, naming no checkpoint and
+  // no resume command, where a first signal is a clean stop (exit 0, 'resume with: …'). Cluster.admit, aborted by the
+  // stop, throws what it throws there.
+  const stopAdmit = (s: ReturnType<typeof scripted>, stop: AbortController): void => {
+    (s.cluster as unknown as { admit: () => Promise<never> }).admit = async () => {
+      stop.abort('stop requested (SIGINT/SIGTERM)');
+      throw new TrainerError('ERR_WORKER_LOST', 'stop requested (SIGINT/SIGTERM)');
+    };
+  };
+  // The whole group lost: no worker holds the state, the newest checkpoint stands.
+  {
+    const s = scripted(2, []);
+    const stop = new AbortController();
+    stopAdmit(s, stop);
+    const o = options(s, { newestCheckpoint: () => 'runs/x/checkpoints/step-000000012', stopSignal: stop.signal });
+    for (const m of s.members) m.state = 'lost';
+    await assert.rejects(new Recovery(o).recover('rank 1 lost: SIGKILL', async () => new Uint8Array(8)), (e) => {
+      assert.ok(e instanceof RunStopped, String(e));
+      assert.equal(e.message, 'stopped while waiting for workers to replace the lost ones (rank 1 lost: SIGKILL); the newest checkpoint on disk stands (runs/x/checkpoints/step-000000012; later steps are redone); resume with: npx coordinator --resume runs/x');
+      return true;
+    });
+    assert.equal(o.checkpoints, 0, 'nothing holds the state to checkpoint');
+  }
+  // One of three lost: the survivors hold the state, which is checkpointed first.
+  {
+    const s = scripted(3, []);
+    const stop = new AbortController();
+    stopAdmit(s, stop);
+    const o = options(s, { stopSignal: stop.signal });
+    s.members[2]!.state = 'lost';
+    await assert.rejects(new Recovery(o).recover('rank 2 lost', async () => new Uint8Array(8)), (e) => {
+      assert.ok(e instanceof RunStopped, String(e));
+      assert.equal(e.message, 'stopped while waiting for workers to replace the lost ones (rank 2 lost); checkpointed at global step 5 (runs/x/checkpoints/step-000000005); resume with: npx coordinator --resume runs/x');
+      return true;
+    });
+    assert.equal(o.checkpoints, 1);
+  }
 });

@@ -4,7 +4,7 @@
 // refused with the file to delete.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,3 +122,27 @@ test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is s
     assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
   }));
 });
+
+test('taking the lock removes the temporary files of dead writers in the run directory and models/, never a live writer\'s', () => withDir((dir) => {
+  // Seen by the breaker: a second Ctrl-C while the report was written left index.html.tmp-<pid> in the run for good;
+  // a kill while a stage model was saved leaves models/<stage>.safetensors.tmp-<pid>, tens of MB, never removed.
+  // Whoever holds the lock is the only writer of the run (coordinator or interpret), so a dead pid's temporary file
+  // can go; one of a live process (another user's tool) stays.
+  const dead = deadPid();
+  const live = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    mkdirSync(join(dir, 'models'));
+    const files = [`index.html.tmp-${dead}`, `models/stage-1.safetensors.tmp-${dead}`, `training-curves.png.tmp-${live.pid}`, 'notes.tmp-x', 'index.html'];
+    for (const f of files) writeFileSync(join(dir, f), 'x');
+    const logs: string[] = [];
+    const lock = lockRunDir(dir, '--run-dir', (l) => logs.push(l));
+    try {
+      assert.deepEqual(files.map((f) => existsSync(join(dir, f))), [false, false, true, true, true]);
+      assert.deepEqual(logs, [`--run-dir ${dir}: removed 2 temporary file(s) of writers no longer running: index.html.tmp-${dead}, models/stage-1.safetensors.tmp-${dead}`]);
+    } finally {
+      lock.release();
+    }
+  } finally {
+    live.kill();
+  }
+}));

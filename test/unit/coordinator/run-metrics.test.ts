@@ -10,7 +10,7 @@ import { MetricsServer } from '../../../src/coordinator/metrics/server.js';
 import { StepMetricsRecorder, allreduceSendRate, workerStateOf } from '../../../src/coordinator/run-metrics.js';
 
 function member(rank: number, state: Member['state'], lastSeenMs: number): Member {
-  return { id: `w${rank}-${state}`, rank, state, lastSeenMs, hello: {} as Member['hello'] };
+  return { id: `w${rank}-${state}`, rank, state, lastSeenMs, lastSeenMonoMs: 0, hello: {} as Member['hello'] };
 }
 
 function value(text: string, name: string, labels: string): number {

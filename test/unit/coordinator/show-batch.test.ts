@@ -4,7 +4,7 @@
  * rows·(size + 28 px caption band) high (show-batch.ts defaults).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -62,6 +62,18 @@ describe('coordinator show-batch', () => {
       { cwd, env: { ...process.env, [CACHE_DIR_ENV]: cache }, stdio: ['ignore', 'ignore', 'pipe'] });
     assert.deepEqual(readdirSync(cwd).sort(), ['b.json', 'b.png']);
     assert.ok(readdirSync(cache).some((f) => /^verify-[0-9a-f]{12}\.json$/.test(f)), readdirSync(cache).join(', '));
+  });
+
+  it('an --out in a folder that does not exist (or is a file) is ERR_BAD_FLAG naming --out, before the data is read', async () => {
+    // Seen by the breaker: `--out /tmp/typo/y.png` scanned and decoded the data, then stopped with libvips' raw
+    // multi-line 'unable to open for write\nsystem error: No such file or directory\n…wbuffer_write: write failed…'.
+    // (--data names a folder that does not exist either: the --out check must come first.)
+    const file = path.join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    for (const [out, why] of [[path.join(dir, 'no-such-folder', 'y.png'), 'no such folder'], [path.join(file, 'y.png'), 'not a folder']] as const) {
+      await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', out]), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
+        && err.message === `--out ${out}: ${why}: ${path.dirname(out)}; create the folder or choose another --out`);
+    }
   });
 
   it('rejects --rows 0 naming the flag', async () => {

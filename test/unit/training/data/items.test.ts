@@ -232,3 +232,36 @@ describe('one file under two names', () => {
       /^skipped 3 file\(s\), duplicate: Bengal_7\.jpg, beagle_5\.jpg, sub\/beagle_9\.jpg — the same file as/m);
   });
 });
+
+describe('run folders inside the data', () => {
+  // Seen by the breaker: `npx coordinator --data . --label-from folder` run from the photos' folder put its run in
+  // ./runs/<date-time> (the default --run-dir), and the next run there trained on the first run's pictures
+  // (show-batch.png, training-curves.png, …) as a class named after the run: '3 classes' from 2 breeds.
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'items-runs-'));
+    for (const c of ['beagle', 'pug']) {
+      mkdirSync(join(dir, c));
+      writeFileSync(join(dir, c, `${c}_1.jpg`), 'x');
+    }
+    // A finished run (config.json + checkpoints/), and one starting now (its lock only).
+    mkdirSync(join(dir, 'runs', 'old', 'checkpoints'), { recursive: true });
+    for (const f of ['config.json', 'show-batch.png', 'training-curves.png']) writeFileSync(join(dir, 'runs', 'old', f), 'x');
+    mkdirSync(join(dir, 'runs', 'now'));
+    writeFileSync(join(dir, 'runs', 'now', '.coordinator.lock'), '{}');
+    // A folder of the user's with a config.json but no checkpoints/ is data like any other.
+    mkdirSync(join(dir, 'pug', 'extra'));
+    writeFileSync(join(dir, 'pug', 'extra', 'config.json'), '{}');
+    writeFileSync(join(dir, 'pug', 'extra', 'pug_2.jpg'), 'x');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a folder holding a run of this trainer is not searched, and is reported with the rule', () => {
+    const items = listItems(dir, { kind: 'folder' });
+    assert.deepEqual([...new Set(items.labels)].sort(), ['beagle', 'extra', 'pug'], 'no class made of a run\'s pictures');
+    assert.deepEqual(items.paths.map((p) => p.slice(dir.length + 1)), ['beagle/beagle_1.jpg', 'pug/extra/pug_2.jpg', 'pug/pug_1.jpg'].sort());
+    assert.deepEqual(items.foldersNotSearched, [{ path: 'runs/now', reason: 'run folder' }, { path: 'runs/old', reason: 'run folder' }]);
+    const lines = leftOutLines({ root: items.root, groups: items.leftOut, foldersNotSearched: items.foldersNotSearched, csvRowsWithoutFile: [] });
+    assert.ok(lines.some((l) => l.startsWith('not searched: 2 run folder(s) of this trainer: runs/now, runs/old — ')), lines.join('\n'));
+  });
+});

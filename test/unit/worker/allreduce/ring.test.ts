@@ -207,3 +207,22 @@ test('start() and close() are idempotent', async () => {
   await ring.close();
   await assert.rejects(ring.start(), isCode('ERR_INTERNAL'));
 });
+
+test('a wall clock stepped forward during an all-reduce is not a timeout (deadlines on the monotonic clock)', async () => {
+  // Seen by the breaker: each wait of a call measured its deadline against Date.now(), so a clock stepped forward
+  // (NTP after a VM pause, `date -s`) while rank 0 waited for rank 1 failed the step with ERR_TIMEOUT at once.
+  const rings = await makeRings(2);
+  const realNow = Date.now;
+  try {
+    const inputs = [data(0, 4096), data(1, 4096)];
+    const buffers = inputs.map((x) => x.slice());
+    const first = rings[0].allReduce(buffers[0], { step: 0, bucket: 0 }, { timeoutMs: 600_000 });
+    await new Promise((r) => setImmediate(r)); // rank 0 waits for its left peer
+    Date.now = () => realNow() + 3_600_000;
+    await Promise.all([first, rings[1].allReduce(buffers[1], { step: 0, bucket: 0 }, { timeoutMs: 600_000 })]);
+    checkAgainstReference(buffers, inputs, false);
+  } finally {
+    Date.now = realNow;
+    await closeAll(rings);
+  }
+});
