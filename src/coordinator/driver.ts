@@ -13,7 +13,6 @@ import { resolveResNetConfig } from '../contract/resnet-spec.js';
 import { archModel } from '../contract/config.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import { GroupRestart, RunStopped, type Recovery } from './recovery.js';
-import { loadLatestCheckpoint } from '../contract/checkpoint-format.js';
 import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
 import { checkpointMeta, type ResumePoint } from './checkpoint-store.js';
