@@ -9,8 +9,9 @@
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --clock cpu --torch  # + PyTorch beside
  * npm run bench:compute -- --arch resnet34 --size 64 --bs 2 --backend webgpu --dispatches  # GPU dispatches of one step
- * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --reps 8 --ab PETS_NATIVE_ADAMW_COPIES=0
- *   # one process, steps alternating a setting read per call (A as started, B with it), CPU time per step
+ * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --reps 8 --ab NAME=VALUE
+ *   # one process, steps alternating an environment variable the code reads at each call (A as started, B with
+ *   # NAME=VALUE), CPU time per step: for a cut behind such a switch (docs/performance.md, eighth pass)
  * ```
  * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
  * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
