@@ -19,7 +19,6 @@
 #include "napi_args.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -834,269 +833,51 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
 }
 
 // ---- in-place AdamW ---------------------------------------------------------------------------------------------
-// adamW(p, g, m, v, n, beta1, beta2, √bc2, eps, 1−lr·wd, lr/bc1[, k, copy…]): one pass over n values, overwriting
-// p, m and v:
+// adamW(p, g, m, v, n, beta1, beta2, √bc2, eps, 1−lr·wd, lr/bc1): one pass over n values, overwriting p, m and v:
 //   m ← m·β1 + g·(1−β1);  v ← v·β2 + g²·(1−β2);  p ← p·(1−lr·wd) − (m / (√v/√bc2 + eps))·(lr/bc1)
 // in float32 with the operation order and roundings of the tfjs ops of learner/adamw.ts (each scalar rounded to
 // float32 as a tfjs scalar tensor is; no FMA contraction: the addon is compiled with -ffp-contract=off), so both give
 // the same values (tested against tfjs on the cpu backend). Each element is read before it is written.
-//
-// With k > 0, p is a filter (HWIO) and k copies of it in the convolutions' layouts follow, 19 arguments each:
-// cache (Float32Array, filled earlier by that convolution: its padding is already zero), kind (0 forward, 1 input
-// gradient), geometry (17 numbers). The pass then runs over blocks of ≤ 16 rows of p (one (h, w), 16 input
-// channels: ≤ 32 KB at 512 channels) and writes each block's new values into every copy while they are in L1,
-// instead of the next convolution reading all of p again through oneDNN's reorder (issue #18, eighth pass). Returns
-// a bit mask of the copies written; a copy whose layout this code does not cover (not a plain blocked layout) is
-// left to the convolution's reorder. The copies get the same values the reorder gives (a float32 copy).
-
-struct AdamWScalars {
-  float b1, c1, b2, c2, sbc2, eps, decay, k;
-};
-
-// AdamW over values [begin, end) (see above).
-void adamWRange(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamWScalars& s) {
-  int64_t i = begin;
-#if defined(__AVX512F__)
-  // The same float32 operations, 16 at a time (mul/add/sqrt/div as separate, correctly rounded instructions: the
-  // same bits as the scalar loop below). Ordinary stores: the lines were just read into the cache, and streaming
-  // stores to cached lines cost more than the write-back (resnet34's 21.8 M values, process CPU, min of 9: 66–68 ms
-  // with streaming stores, 30–31 with these).
-  const __m512 vb1 = _mm512_set1_ps(s.b1), vc1 = _mm512_set1_ps(s.c1), vb2 = _mm512_set1_ps(s.b2), vc2 = _mm512_set1_ps(s.c2);
-  const __m512 vs = _mm512_set1_ps(s.sbc2), ve = _mm512_set1_ps(s.eps), vd = _mm512_set1_ps(s.decay), vk = _mm512_set1_ps(s.k);
-  for (; i + 16 <= end; i += 16) {
-    const __m512 gi = _mm512_loadu_ps(g + i);
-    const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
-    const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
-    const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
-    const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
-    _mm512_storeu_ps(p + i, pn);
-    _mm512_storeu_ps(m + i, mn);
-    _mm512_storeu_ps(v + i, vn);
-  }
-#endif
-  for (; i < end; i++) {
-    const float gi = g[i];
-    const float mn = m[i] * s.b1 + gi * s.c1;
-    const float vn = v[i] * s.b2 + (gi * gi) * s.c2;
-    const float denom = std::sqrt(vn) / s.sbc2 + s.eps;
-    p[i] = p[i] * s.decay - (mn / denom) * s.k;
-    m[i] = mn;
-    v[i] = vn;
-  }
-}
-
-// Where element (o, i, h, w) of an HWIO filter lives in one of its reordered copies: offO[o] + offI[i] + offH[h] +
-// offW[w] floats. Any blocked layout is a sum of one term per dimension (outer index × stride + the index's digits
-// in the inner blocks), so the four tables describe it exactly.
-struct CopyLayout {
-  bool ok = false;
-  std::vector<int64_t> offO, offI, offH, offW;
-  // Runs of consecutive o stored consecutively (o0, length, offset of o0), when they are long (a layout with o
-  // innermost, as the forward's "Acdb32a"); else the copy is written column by column.
-  std::vector<std::array<int64_t, 3>> runs;
-  bool useRuns = false;
-  // Per block of 16 outputs: stored 16 floats apart from one base (a 16 × 16 tile [o][i] with i contiguous).
-  std::vector<bool> tile16;
-};
-std::unordered_map<std::string, std::unique_ptr<CopyLayout>> copyLayouts;
-
-// The per-dimension offsets (see CopyLayout) of dimension `dim` of a blocked 4-D memory descriptor, for `size` indices.
-bool dimOffsets(const dnnl_memory_desc_t& d, int dim, int64_t size, std::vector<int64_t>& out) {
-  const auto& b = d.format_desc.blocking;
-  int64_t blk = 1;
-  for (int k = 0; k < b.inner_nblks; k++) if (b.inner_idxs[k] == dim) blk *= b.inner_blks[k];
-  std::vector<int64_t> innerStride(b.inner_nblks, 1);
-  for (int k = b.inner_nblks - 2; k >= 0; k--) innerStride[k] = innerStride[k + 1] * b.inner_blks[k + 1];
-  out.assign(size_t(size), 0);
-  if (size > d.dims[dim]) return false;
-  for (int64_t x = 0; x < size; x++) {
-    int64_t off = (x / blk) * b.strides[dim];
-    int64_t rest = x % blk, sub = blk;
-    for (int k = 0; k < b.inner_nblks; k++) {
-      if (b.inner_idxs[k] != dim) continue;
-      sub /= b.inner_blks[k];
-      off += ((rest / sub) % b.inner_blks[k]) * innerStride[k];
-    }
-    out[size_t(x)] = off;
-  }
-  return true;
-}
-
-// The layout of g's copy of `kind` (0 forward, 1 input gradient; the flipped filter of bwdDataAsForward for those).
-CopyLayout& copyLayout(int64_t kind, const ConvGeom& g) {
-  auto& slot = copyLayouts[std::to_string(kind) + ":" + g.key()];
-  if (slot) return *slot;
-  slot.reset(new CopyLayout());
-  CopyLayout& L = *slot;
-  const bool flipped = kind == 1 && bwdDataAsForward(g);
-  memory::desc md;
-  if (kind == 0) { ConvFwd& c = getFwd(g); md = c.needReorder ? c.pd.weights_desc() : g.wei(); }
-  else if (flipped) { ConvGeom f = flippedGeom(g); ConvFwd& c = getFwd(f); md = c.needReorder ? c.pd.weights_desc() : f.wei(); }
-  else { ConvBwdData& c = getBwdData(g); md = c.needReorder ? c.pd.weights_desc() : g.wei(); }
-  const dnnl_memory_desc_t& d = md.data;
-  if (d.ndims != 4 || d.format_kind != dnnl_blocked || d.extra.flags != 0 || d.data_type != dnnl_f32) return L;
-  // Dimensions of the copy's descriptor: (o, i, h, w) of g's filter; the flipped filter's are (i, o, kh−1−h, kw−1−w).
-  std::vector<int64_t> a, b, c, e;
-  const bool fit = flipped
-    ? dimOffsets(d, 0, g.ci, a) && dimOffsets(d, 1, g.co, b) && dimOffsets(d, 2, g.kh, c) && dimOffsets(d, 3, g.kw, e)
-    : dimOffsets(d, 0, g.co, a) && dimOffsets(d, 1, g.ci, b) && dimOffsets(d, 2, g.kh, c) && dimOffsets(d, 3, g.kw, e);
-  if (!fit) return L;
-  if (flipped) {
-    L.offO = b;
-    L.offI = a;
-    std::reverse(c.begin(), c.end());
-    std::reverse(e.begin(), e.end());
-  } else {
-    L.offO = a;
-    L.offI = b;
-  }
-  L.offH = c;
-  L.offW = e;
-  for (int64_t& x : L.offH) x += d.offset0;
-  for (int64_t o = 0; o < g.co;) {
-    int64_t len = 1;
-    while (o + len < g.co && L.offO[size_t(o + len)] == L.offO[size_t(o)] + len) len++;
-    L.runs.push_back({o, len, L.offO[size_t(o)]});
-    o += len;
-  }
-  L.useRuns = int64_t(L.runs.size()) * 8 <= g.co;
-  for (int64_t o = 0; o + 16 <= g.co; o += 16) {
-    bool t = true;
-    for (int64_t j = 1; j < 16; j++) t = t && L.offO[size_t(o + j)] == L.offO[size_t(o)] + 16 * j;
-    L.tile16.push_back(t);
-  }
-  L.ok = true;
-  return L;
-}
-
-#if defined(__AVX512F__)
-// dst[j·16 + i] = src[i·stride + j] for i, j < 16 (a 16 × 16 transpose: 4 rounds of in-lane unpacks and lane
-// shuffles, then 16 full-line stores).
-void transpose16(const float* src, int64_t stride, float* dst) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * stride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  // r[4q + c] now holds, per 128-bit lane l, column 4l + c of rows 4q … 4q + 3.
-  for (int q = 0; q < 4; q += 2) {
-    for (int c = 0; c < 4; c++) {
-      t[4 * q + c] = _mm512_shuffle_f32x4(r[4 * q + c], r[4 * (q + 1) + c], 0x88);      // lanes 0, 2 | 0, 2
-      t[4 * (q + 1) + c] = _mm512_shuffle_f32x4(r[4 * q + c], r[4 * (q + 1) + c], 0xdd);  // lanes 1, 3 | 1, 3
-    }
-  }
-  for (int c = 0; c < 4; c++) {
-    // t[c]: lanes (rows 0–3 col c, rows 0–3 col 8+c, rows 4–7 col c, rows 4–7 col 8+c); t[4+c]: same for cols 4+c, 12+c;
-    // t[8+c], t[12+c]: rows 8–15.
-    const __m512 a = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88), b = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);
-    const __m512 e = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88), f = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xdd);
-    _mm512_storeu_ps(dst + c * 16, a);
-    _mm512_storeu_ps(dst + (8 + c) * 16, b);
-    _mm512_storeu_ps(dst + (4 + c) * 16, e);
-    _mm512_storeu_ps(dst + (12 + c) * 16, f);
-  }
-}
-#endif
-
-// Writes rows [i0, i0 + r) at (h, w) of an HWIO filter (`rows`: r × co values) into a copy of layout L.
-void writeCopyRows(const CopyLayout& L, float* copy, const float* rows, int64_t co, int64_t h, int64_t w, int64_t i0, int64_t r) {
-  const int64_t base = L.offH[size_t(h)] + L.offW[size_t(w)];
-  if (L.useRuns) {
-    for (int64_t rr = 0; rr < r; rr++) {
-      float* dst = copy + base + L.offI[size_t(i0 + rr)];
-      const float* src = rows + rr * co;
-      for (const auto& run : L.runs) std::memcpy(dst + run[2], src + run[0], size_t(run[1]) * sizeof(float));
-    }
-    return;
-  }
-  bool iContiguous = true;
-  for (int64_t rr = 1; rr < r; rr++) iContiguous = iContiguous && L.offI[size_t(i0 + rr)] == L.offI[size_t(i0)] + rr;
-  if (iContiguous) {
-    // e.g. the input gradient's "16a16b" blocks: the r input channels of one output channel are adjacent.
-    float* dst0 = copy + base + L.offI[size_t(i0)];
-    int64_t o = 0;
-#if defined(__AVX512F__)
-    // Whole 16 × 16 tiles (16 rows, 16 outputs stored 16 apart: one 1 KiB block) transposed in registers.
-    if (r == 16) {
-      for (; o + 16 <= co && L.tile16[size_t(o / 16)]; o += 16) transpose16(rows + o, co, dst0 + L.offO[size_t(o)]);
-    }
-#endif
-    for (; o < co; o++) {
-      float* dst = dst0 + L.offO[size_t(o)];
-      for (int64_t rr = 0; rr < r; rr++) dst[rr] = rows[rr * co + o];
-    }
-    return;
-  }
-  for (int64_t rr = 0; rr < r; rr++) {
-    float* dst = copy + base + L.offI[size_t(i0 + rr)];
-    for (int64_t o = 0; o < co; o++) dst[L.offO[size_t(o)]] = rows[rr * co + o];
-  }
-}
-
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    size_t argc = 0;
-    napi_get_cb_info(env, info, &argc, nullptr, nullptr, nullptr);
-    int64_t k = 0;
-    if (argc > 11) k = Args(env, info, 12).i64(11);
-    if (k < 0 || k > 30) throw JsError{"adamW: copies must be 0…30"};
-    Args a(env, info, k == 0 ? 11 : size_t(12 + 19 * k));
+    Args a(env, info, 11);
     const int64_t n = a.i64(4);
     float* p = a.f32(0, size_t(n), "p");
     const float* g = a.f32(1, size_t(n), "g");
     float* m = a.f32(2, size_t(n), "m");
     float* v = a.f32(3, size_t(n), "v");
     const double beta1 = a.num(5), beta2 = a.num(6);
-    const AdamWScalars s{float(beta1), float(1 - beta1), float(beta2), float(1 - beta2), float(a.num(7)),
-      float(a.num(8)), float(a.num(9)), float(a.num(10))};
-    struct Copy { const CopyLayout* L; float* data; };
-    std::vector<Copy> copies;
-    ConvGeom geom{};
-    double mask = 0;
-    for (int64_t j = 0; j < k; j++) {
-      const size_t at = size_t(12 + 19 * j);
-      const int64_t kind = a.i64(at + 1);
-      ConvGeom gj = readGeom(a, at + 2);
-      if (gj.kh * gj.kw * gj.ci * gj.co != n) throw JsError{"adamW: a copy's filter geometry does not match p's size"};
-      if (!copies.empty() && (gj.kh != geom.kh || gj.kw != geom.kw || gj.ci != geom.ci || gj.co != geom.co)) {
-        throw JsError{"adamW: the copies' filter shapes differ"};
-      }
-      const CopyLayout& L = copyLayout(kind, gj);
-      if (!L.ok) continue;
-      size_t floats = 0;
-      if (kind == 0) { ConvFwd& c = getFwd(gj); floats = c.needReorder ? (c.pd.weights_desc().get_size() + 3) / 4 : 0; }
-      else if (bwdDataAsForward(gj)) floats = flippedWeightsFloats(gj);
-      else { ConvBwdData& c = getBwdData(gj); floats = c.needReorder ? (c.pd.weights_desc().get_size() + 3) / 4 : 0; }
-      if (floats == 0) continue;
-      copies.push_back({&L, a.f32(at, floats, "copy")});
-      geom = gj;
-      mask += double(int64_t(1) << j);
+    const float b1 = float(beta1), c1 = float(1 - beta1), b2 = float(beta2), c2 = float(1 - beta2);
+    const float sbc2 = float(a.num(7)), eps = float(a.num(8)), decay = float(a.num(9)), k = float(a.num(10));
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    // The same float32 operations, 16 at a time (mul/add/sqrt/div as separate, correctly rounded instructions: the
+    // same bits as the scalar loop below). Ordinary stores: the lines were just read into the cache, and streaming
+    // stores to cached lines cost more than the write-back (resnet34's 21.8 M values, process CPU, min of 9: 66–68 ms
+    // with streaming stores, 30–31 with these).
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(c1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2);
+    const __m512 vs = _mm512_set1_ps(sbc2), ve = _mm512_set1_ps(eps), vd = _mm512_set1_ps(decay), vk = _mm512_set1_ps(k);
+    for (; i + 16 <= n; i += 16) {
+      const __m512 gi = _mm512_loadu_ps(g + i);
+      const __m512 mn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, vc1));
+      const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), vc2));
+      const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vn), vs), ve);
+      const __m512 pn = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), vd), _mm512_mul_ps(_mm512_div_ps(mn, denom), vk));
+      _mm512_storeu_ps(p + i, pn);
+      _mm512_storeu_ps(m + i, mn);
+      _mm512_storeu_ps(v + i, vn);
     }
-    if (copies.empty()) {
-      adamWRange(p, g, m, v, 0, n, s);
-    } else {
-      const int64_t co = geom.co, ci = geom.ci;
-      for (int64_t h = 0; h < geom.kh; h++) {
-        for (int64_t w = 0; w < geom.kw; w++) {
-          for (int64_t i0 = 0; i0 < ci; i0 += 16) {
-            const int64_t r = std::min<int64_t>(16, ci - i0);
-            const int64_t begin = ((h * geom.kw + w) * ci + i0) * co;
-            adamWRange(p, g, m, v, begin, begin + r * co, s);
-            for (const Copy& c : copies) writeCopyRows(*c.L, c.data, p + begin, co, h, w, i0, r);
-          }
-        }
-      }
+#endif
+    for (; i < n; i++) {
+      const float gi = g[i];
+      const float mn = m[i] * b1 + gi * c1;
+      const float vn = v[i] * b2 + (gi * gi) * c2;
+      const float denom = std::sqrt(vn) / sbc2 + eps;
+      p[i] = p[i] * decay - (mn / denom) * k;
+      m[i] = mn;
+      v[i] = vn;
     }
-    napi_value out;
-    napi_create_double(env, mask, &out);
-    return out;
+    return undef(env);
   });
 }
 
@@ -1154,7 +935,6 @@ napi_value ReleaseCaches(napi_env env, napi_callback_info) {
   fwdCache.clear();
   bwdDataCache.clear();
   bwdWeightsCache.clear();
-  copyLayouts.clear();
   std::vector<char>().swap(gWeights.buf);
   std::vector<char>().swap(gPad.buf);
   std::vector<char>().swap(gWorkspace.buf);

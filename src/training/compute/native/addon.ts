@@ -112,16 +112,9 @@ export interface NativeAddon {
   /**
    * One in-place AdamW pass over n values (the formula of `learner/adamw.ts`): p, m, v overwritten, g read; each
    * scalar used as a float32 and the operations in the order of the tfjs ops, so results equal theirs.
-   *
-   * With `copies` k > 0 (≤ 30), p is a filter `[kh,kw,ci,co]` and k reordered copies of it follow, each as
-   * `cache, kind, ...geometry` (the cache a convolution of that kind and geometry filled, see
-   * {@link NativeAddon.convWeightsCacheSize}): the pass also writes p's new values into each copy, block by block
-   * while they are in cache. Returns the bit mask of the copies written (bit j: copy j); the others (a layout the
-   * addon cannot index) are left for the convolution to reorder. Without copies it returns 0.
    */
   adamW(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, beta1: number, beta2: number,
-    sqrtBc2: number, eps: number, decay: number, stepSize: number, copies?: number,
-    ...copy: (Float32Array | number)[]): number;
+    sqrtBc2: number, eps: number, decay: number, stepSize: number): void;
   /** Frees cached primitives and scratch buffers. */
   releaseCaches(): void;
   /**

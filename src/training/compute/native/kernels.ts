@@ -119,16 +119,7 @@ function convInfo(xShape: Shape4, filterShape: Shape4, a: ConvAttrs): backend_ut
  * filter once for the forward and once for the input gradient instead of once per call and per chunk; the reorders
  * are memory-bound copies of up to 9.4 MB (resnet34 layer 4) that cost as much as the convolution at 128 px.
  */
-const weightCaches = new WeakMap<Float32Array, Map<string, WeightCopy>>();
-
-/** One reordered copy of a filter array: for which convolution (kind 0 forward, 1 input gradient, geometry). */
-interface WeightCopy {
-  readonly cache: Float32Array;
-  /** Whether `cache` holds the filter's current values (false: the next convolution of this kind refills it). */
-  valid: boolean;
-  readonly kind: 0 | 1;
-  readonly g: ConvGeometry;
-}
+const weightCaches = new WeakMap<Float32Array, Map<string, { cache: Float32Array; valid: boolean }>>();
 
 /**
  * Reordered-filter arrays whose filter array was recycled (see {@link forgetDerived}), by length: the next
@@ -163,7 +154,7 @@ export function forgetDerived(array: Float32Array): void {
 /**
  * `array`'s values were overwritten in place (the in-place AdamW update): what was derived from them is stale. The
  * reordered-filter copies stay attached to the array and are refilled by its next convolution (the same memory, no
- * allocation) unless the update wrote them itself (see {@link adamWWritesCopies}); a max-pool arg-max is dropped.
+ * allocation); a max-pool arg-max is dropped.
  */
 export function contentsChanged(array: Float32Array): void {
   poolWorkspaces.delete(array);
@@ -191,7 +182,7 @@ function weightsCache(addon: NativeAddon, kind: 0 | 1, w: Float32Array, g: ConvG
     perArray = new Map();
     weightCaches.set(w, perArray);
   }
-  perArray.set(key, { cache, valid: true, kind, g });
+  perArray.set(key, { cache, valid: true });
   return [cache, false];
 }
 
@@ -641,25 +632,13 @@ function writable(backend: MathBackendCPU, t: TensorInfo): Float32Array {
  * {@link ADAMW_KERNEL} on this backend: one fused AdamW pass (the addon's `adamW`) with `p`, `m`, `v` overwritten in
  * place (its loop reads each element before it writes it) and the gradient read from `g` at `gOffset`, so a flat
  * gradient of all parameters serves every update without a split. No outputs and no new arrays in the steady
- * state: the parameters keep their memory from step to step, and their reordered-filter copies are written by the
- * same pass ({@link adamWWritesCopies}) or else refilled in place by the next convolution ({@link contentsChanged}).
- * The same values as the tfjs ops on `cpu` (tested).
+ * state: the parameters keep their memory from step to step, and their reordered-filter copies are refilled in
+ * place by the next convolution ({@link contentsChanged}). The same values as the tfjs ops on `cpu` (tested).
  *
  * @throws TrainerError ERR_INTERNAL when an operand is not float32, `m` or `v` differs in size from `p`, `gOffset`
  *   is not an integer ≥ 0 or `g` has fewer than `gOffset + n` values, two operands share storage, or one of `p`,
  *   `m`, `v` shares its storage with another tensor (`learner/adamw.ts` gives each its own first: `ownBuffer`)
  */
-/**
- * Whether the in-place AdamW update also writes a filter's reordered copies (the addon's `adamW` with copies: the
- * new values go into each copy block by block while they are in cache, instead of every convolution kind reading
- * the whole filter again for its reorder at the next step; resnet34 at 128 px: ≈ 60 ms of reorders per step
- * against ≈ 35 ms more in the AdamW pass, docs/performance.md, eighth pass). On unless `PETS_NATIVE_ADAMW_COPIES=0`
- * (read at each call, so that a benchmark or test can compare both in one process).
- */
-export function adamWWritesCopies(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.PETS_NATIVE_ADAMW_COPIES !== '0';
-}
-
 function adamWInPlace(addon: NativeAddon): KernelFunc {
   return ({ inputs, backend, attrs }) => {
     const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', TensorInfo>;
@@ -691,13 +670,8 @@ function adamWInPlace(addon: NativeAddon): KernelFunc {
     if (gs.buffer === ps.buffer || gs.buffer === ms.buffer || gs.buffer === vs.buffer) {
       throw new TrainerError('ERR_INTERNAL', `${ADAMW_KERNEL}: g's values overlap p, m or v`);
     }
-    // The filter's reordered copies (each filled by its convolution before: padding already zero), ≤ 30 (the
-    // addon's bit mask); the addon returns which it wrote, the others are refilled by their next convolution.
-    const copies = adamWWritesCopies() ? [...(weightCaches.get(ps)?.values() ?? [])].slice(0, 30) : [];
-    const written = addon.adamW(ps, gs, ms, vs, n, a.beta1, a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize,
-      copies.length, ...copies.flatMap((c) => [c.cache, c.kind, ...c.g]));
+    addon.adamW(ps, gs, ms, vs, n, a.beta1, a.beta2, a.sqrtBc2, a.eps, a.decay, a.stepSize);
     contentsChanged(ps);
-    copies.forEach((c, j) => { c.valid = (written & 2 ** j) !== 0; });
     return [];
   };
 }
