@@ -9,6 +9,9 @@
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend wasm --profile   # per-kernel times of one step
  * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --clock cpu --torch  # + PyTorch beside
  * npm run bench:compute -- --arch resnet34 --size 64 --bs 2 --backend webgpu --dispatches  # GPU dispatches of one step
+ * npm run bench:compute -- --arch resnet34 --size 128 --bs 16 --backend native --reps 8 --ab NAME=VALUE
+ *   # one process, steps alternating an environment variable the code reads at each call (A as started, B with
+ *   # NAME=VALUE), CPU time per step: for a cut behind such a switch (docs/performance.md, eighth pass)
  * ```
  * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
  * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
@@ -34,7 +37,7 @@ import { initBackend, parseBackendRequest } from '../src/training/compute/backen
 import { TrainerError, isTrainerError } from '../src/contract/errors.js';
 import type { CpuKernelProfile, KernelTotal } from '../src/training/compute/kernel-profile.js';
 import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-count.js';
-import { measureWholeStep, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
+import { measureWholeStep, measureWholeStepAB, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
@@ -236,6 +239,7 @@ interface BenchFlags {
   gradientRoundTrip?: boolean;
   clock: string;
   torch?: string | boolean;
+  ab?: string;
 }
 
 /** The PyTorch reference step of `scripts/bench-torch.py` (its JSON line). */
@@ -374,6 +378,20 @@ async function run(flags: BenchFlags): Promise<void> {
     }
     return;
   }
+  if (flags.ab !== undefined) {
+    const eq = flags.ab.indexOf('=');
+    if (eq <= 0) throw new TrainerError('ERR_BAD_FLAG', `--ab must be NAME=VALUE (an environment variable), got ${flags.ab}`);
+    const ab = await measureWholeStepAB(arch, size, batch, reps, [flags.ab.slice(0, eq), flags.ab.slice(eq + 1)]);
+    if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, clock: 'cpu', ab }));
+    else {
+      const fmt = (xs: readonly number[]): string => xs.map((x) => x.toFixed(0)).join(', ');
+      console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, ${reps} pairs of steps, process CPU ms\n` +
+        `A (as started):      ${fmt(ab.cpuMsA)} (of which AdamW ${fmt(ab.optimizerCpuMsA)})\n` +
+        `B (${ab.variable}=${ab.value}): ${fmt(ab.cpuMsB)} (of which AdamW ${fmt(ab.optimizerCpuMsB)})\n` +
+        `B / A, median of the pairs: ${ab.medianRatio.toFixed(3)}`);
+    }
+    return;
+  }
   if (flags.profile && flags.clock === 'cpu') {
     const prof = await profileWholeStepCpu(arch, size, batch);
     if (flags.json) console.log(JSON.stringify({ backend: choice.kind, arch, size, batch, clock: 'cpu', ...prof }));
@@ -453,6 +471,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--gradient-round-trip', 'with --dispatches: read the gradient to the CPU and upload it again (as with several workers) instead of keeping it on the device (one worker)')
     .option('--clock <kind>', 'per-shape times: wall (elapsed) or cpu (process CPU time, robust to load)', 'wall')
     .option('--torch [python]', 'also time PyTorch one-thread (scripts/bench-torch.py; python default /usr/bin/python3)')
+    .option('--ab <NAME=VALUE>', 'instead: whole training steps in one process alternating an environment variable read per call (A as started, B with NAME=VALUE), --reps pairs, process CPU per step')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });

@@ -119,6 +119,74 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
   }
 }
 
+/** Result of {@link measureWholeStepAB}: process CPU ms of each timed step, per setting, in time order. */
+export interface WholeStepAB {
+  /** The environment variable toggled and its value in the "B" steps ("A": as the process started). */
+  readonly variable: string;
+  readonly value: string;
+  readonly cpuMsA: readonly number[];
+  readonly cpuMsB: readonly number[];
+  /** The AdamW part of each of those steps (`takeStepGradients` + `applyGradients`), process CPU ms. */
+  readonly optimizerCpuMsA: readonly number[];
+  readonly optimizerCpuMsB: readonly number[];
+  /** Median of the per-pair ratios B / A (a pair: the A and B blocks next to each other in time). */
+  readonly medianRatio: number;
+}
+
+/**
+ * Compares two settings of an environment variable that the code reads at each call (e.g.
+ * `PETS_NATIVE_ADAMW_COPIES=0`) in ONE process on the same model, alternating blocks of two steps (A A B B A A …)
+ * after one warm-up and timing the second step of each block, whose previous step ran the same setting (a setting
+ * can act on the next step, as AdamW's writes act on the next convolutions): slow drifts of the machine's load then
+ * hit both settings alike, which separate runs minutes apart cannot ensure. Process CPU time per step.
+ *
+ * @param pairs - timed A/B pairs (≥ 1); @param setting - `[variable, value for B]`
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/pairs
+ */
+export async function measureWholeStepAB(arch: ResNetArch | ResNetConfig, size: number, batch: number, pairs: number,
+  setting: readonly [string, string]): Promise<WholeStepAB> {
+  checkBenchShape(size, batch);
+  if (!Number.isInteger(pairs) || pairs < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${pairs}`);
+  const [variable, value] = setting;
+  const original = process.env[variable];
+  const set = (b: boolean): void => {
+    if (b) process.env[variable] = value;
+    else if (original === undefined) delete process.env[variable];
+    else process.env[variable] = original;
+  };
+  const { replica, accumulate, optimize } = await benchReplica(arch, size, batch);
+  const cpuMs: [number[], number[]] = [[], []];
+  const optimizerCpuMs: [number[], number[]] = [[], []];
+  const ms = (c: NodeJS.CpuUsage): number => (c.user + c.system) / 1000;
+  try {
+    let i = 0;
+    const step = async (): Promise<[number, number]> => {
+      const c0 = process.cpuUsage();
+      await accumulate(i++);
+      const c1 = process.cpuUsage();
+      await optimize();
+      return [ms(process.cpuUsage(c0)), ms(process.cpuUsage(c1))];
+    };
+    set(false);
+    await step(); // warm-up
+    for (let p = 0; p < pairs; p++) {
+      for (const b of [0, 1] as const) {
+        set(b === 1);
+        await step();
+        const [all, opt] = await step();
+        cpuMs[b].push(all);
+        optimizerCpuMs[b].push(opt);
+      }
+    }
+  } finally {
+    set(false);
+    replica.dispose();
+  }
+  const [cpuMsA, cpuMsB] = cpuMs;
+  return { variable, value, cpuMsA, cpuMsB, optimizerCpuMsA: optimizerCpuMs[0], optimizerCpuMsB: optimizerCpuMs[1],
+    medianRatio: median(cpuMsB.map((b, k) => b / cpuMsA[k]!)) };
+}
+
 /**
  * Runs one warm-up training step, then `observe` around a second one (same model and inputs as
  * {@link measureWholeStep}).
