@@ -189,7 +189,7 @@ export class Recovery {
   /** Sends the run setup to `ranks` and waits until each is ready. */
   async setupAll(ranks: readonly number[]): Promise<void> {
     const frame = this.o.setupFrame();
-    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs);
+    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs, undefined, 'setup');
     for (const r of ranks) await this.o.cluster.send(r, { type: 'setup', byteLength: frame.byteLength }, [frame]);
     await waiting;
   }
