@@ -142,18 +142,23 @@ export class Cluster {
   /**
    * Waits for one reply per rank matching `match`.
    * @param failed - turns a matching reply into the error it reports (e.g. `step-failed`), which ends the gather at once
+   * @param command - the command type the replies answer (e.g. `get-state`): a worker's `error` ends the gather only
+   *   when it is about that command (a worker's error says `<command>: …`). A late error of an earlier command (a
+   *   survivor's `sync-bn: … ERR_WORKER_LOST` from a validation a lost worker broke, sent after recovery began) is
+   *   no reply here: it used to fail the state transfer to the replacement or the redo, and recovery started over.
+   *   Omitted: any error of the rank.
    * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
    *   rank answers with `error` (its code and message), or `failed`'s error
    */
   async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, what: string, timeoutMs: number,
-    failed?: (m: M, rank: number) => TrainerError | null): Promise<Reply<M>[]> {
+    failed?: (m: M, rank: number) => TrainerError | null, command?: string): Promise<Reply<M>[]> {
     const byId = new Map(this.ranks().map((m) => [m.id, m.rank]));
     // The first rank that fails ends the gather and the other ranks' waits (a step one rank failed is not waited on
     // for the others: one of them may be the hung worker that made it fail, silent until the step timeout).
     const ended = new AbortController();
     const signal = AbortSignal.any([this.lostSignal, ended.signal]);
     const all = Promise.all(ranks.map((rank) => this.control.waitFor(
-      (msg, id) => byId.get(id) === rank && (match(msg, rank) || msg.type === 'error'), `${what} from rank ${rank}`, timeoutMs, signal,
+      (msg, id) => byId.get(id) === rank && (match(msg, rank) || (msg.type === 'error' && (command === undefined || msg.message.startsWith(`${command}: `)))), `${what} from rank ${rank}`, timeoutMs, signal,
     ).then(({ message, frames }) => {
       if (message.type === 'error') {
         if (!this.gatherErrors.has(message.message)) this.gatherErrors.set(message.message, rank);
@@ -179,7 +184,7 @@ export class Cluster {
   async request<K extends RequestKind>(kind: K, payload: RequestPayload<K>, o: RequestOptions): Promise<Reply<ReplyOf<K>>[]> {
     const requestId = this.requestSeq++;
     const ranks = o.ranks ?? this.ranks().map((m) => m.rank);
-    const waiting = this.gather(ranks, (m): m is ReplyOf<K> => isReplyTo(kind, requestId, m), o.what ?? kind, o.timeoutMs);
+    const waiting = this.gather(ranks, (m): m is ReplyOf<K> => isReplyTo(kind, requestId, m), o.what ?? kind, o.timeoutMs, undefined, kind);
     const message = requestMessage(kind, requestId, payload);
     for (const rank of ranks) await this.send(rank, message, o.frames ?? []);
     return waiting;

@@ -173,7 +173,7 @@ export class Coordinator extends CoordinatorSetUp {
     const { config, runtime } = this.cmd;
     await this.checkpoint();
     this.ended = true;
-    return finishRun({ cluster: this.cluster!, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs });
+    return finishRun({ cluster: this.cluster!, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs, guard: (what, fn) => this.guarded(what, fn) });
   }
 
   private stageContext(recovery: Recovery): StageContext {

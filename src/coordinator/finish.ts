@@ -38,6 +38,11 @@ export interface FinishInput {
   readonly metricsUrl: string | null;
   readonly out: (line: string) => void;
   readonly timeoutMs: number;
+  /**
+   * Runs the final validation as the driver runs any idempotent collective (`Coordinator.guarded`): a worker lost
+   * during it is recovered (counted once against `--max-restarts`) and the validation run again. Omitted: run once.
+   */
+  readonly guard?: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 /**
@@ -73,8 +78,11 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
   const modelPath = lastFit ? join(f.runDir, 'models', `${lastFit.config.name}.safetensors`) : null;
   // The training is done and saved: a resume would find nothing left to train, so each error says how to get the report.
   const saved = `the training finished and its model is saved (${modelPath ?? f.runDir})`;
-  const { probs, targets, errorRate } = await gatherPredictions(f.cluster, f.data, f.timeoutMs,
+  const gather = (): ReturnType<typeof gatherPredictions> => gatherPredictions(f.cluster, f.data, f.timeoutMs,
     () => `${saved}; restore the data and write the report with: ${interpretCommandLine(f.runDir)}`);
+  // A worker lost during the final validation (its predictions feed the interpretation) is replaced like one lost
+  // during any other validation; before, the run ended there with ERR_WORKER_LOST, its training done.
+  const { probs, targets, errorRate } = await (f.guard ? f.guard('final validation', gather) : gather());
   const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
   f.out('');
   for (const line of mostConfusedLines(interp)) f.out(line);

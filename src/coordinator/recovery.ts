@@ -120,6 +120,13 @@ export class Recovery {
   private readonly unsynced = new Set<string>();
   /** Members admitted that were sent the run setup (by member id). */
   private readonly setUp = new Set<string>();
+  /**
+   * Every member whose loss was counted against `--max-restarts` (by member id: a worker process's own random routing
+   * id, never reused): a lost worker counts once, whatever phase it died in and however many ways its death is seen
+   * (its closed pipe, its exit reaped later, its peers' failed collectives, a recovery attempt started over, the redo
+   * of the step or validation it broke).
+   */
+  private readonly counted = new Set<string>();
   /** Set when recovery cannot succeed (restarts exhausted, state lost, replacements never joined): no retry. */
   private fatal = false;
   /** The error that ended the run, rethrown by any later {@link recover}. */
@@ -150,6 +157,26 @@ export class Recovery {
   }
 
   /**
+   * Counts the loss of each process not counted before (the {@link counted} ledger).
+   * @returns the members whose loss is counted now
+   */
+  private countLosses(lost: readonly Member[]): Member[] {
+    const fresh = lost.filter((m) => !this.counted.has(m.id));
+    for (const m of fresh) this.counted.add(m.id);
+    return fresh;
+  }
+
+  /**
+   * Whether the local process `pid` joined the ring (a member with a rank): its exit is then a loss that recovery
+   * counts (once), never a crash before joining (`watchEarlyExits`). A process that said hello but died before it was
+   * given a rank is not one: it is respawned in its slot as one that crashed before joining, since nothing else
+   * replaces it (the admission waits for a live newcomer; before, it waited out `--rejoin-timeout-s` and ended the run).
+   */
+  joinedRing(pid: number): boolean {
+    return this.o.control.all().some((m) => m.hello.pid === pid && m.rank >= 0 && m.hello.host === hostname());
+  }
+
+  /**
    * A local worker that crashed before joining without naming an error (killed, a native abort: `watchEarlyExits`)
    * is respawned in its slot while `--max-restarts` allows, as torchrun restarts a failed local worker; each such
    * respawn counts against `--max-restarts` like the replacement of a lost member. One that failed with an error it
@@ -158,7 +185,12 @@ export class Recovery {
    */
   respawnBeforeJoin(e: WorkerExit): number | null {
     const workers = this.o.workers;
-    if (workers === null || this.restarts >= this.o.maxRestarts || this.o.stopSignal?.aborted === true) return null;
+    if (workers === null) return null;
+    // Never a second count or a second process for one death: an exit whose slot holds another process by now (its
+    // replacement was started already) is no new failure; the watch goes on with the slot's process.
+    const holder = workers.pids().get(e.slot);
+    if (holder !== undefined && holder !== e.pid) return holder;
+    if (this.restarts >= this.o.maxRestarts || this.o.stopSignal?.aborted === true) return null;
     this.restarts++;
     this.o.metrics?.recordRestart('worker_lost');
     workers.respawn(e.slot);
@@ -170,14 +202,15 @@ export class Recovery {
   /** Sends the run setup to `ranks` and waits until each is ready. */
   async setupAll(ranks: readonly number[]): Promise<void> {
     const frame = this.o.setupFrame();
-    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs);
+    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs, undefined, 'setup');
     for (const r of ranks) await this.o.cluster.send(r, { type: 'setup', byteLength: frame.byteLength }, [frame]);
     await waiting;
   }
 
   private async waitForLoss(): Promise<boolean> {
     const deadline = performance.now() + this.o.detectTimeoutMs;
-    const lostCount = (): number => this.o.control.all().filter((m) => m.state === 'lost').length;
+    // Ranked members only: a newcomer lost before it was given a rank is replaced by the wait for it (`admit`).
+    const lostCount = (): number => this.o.control.all().filter((m) => m.state === 'lost' && m.rank >= 0).length;
     while (performance.now() < deadline) {
       if (lostCount() > 0) {
         // Workers lost together (all SIGKILLed, the OOM killer) are reported one exit at a time: let the count settle
@@ -235,6 +268,7 @@ export class Recovery {
     if (missing > 0) await this.admit(missing, reason);
     await cluster.announce();
     for (const m of cluster.ranks()) this.unsynced.add(m.id);
+    this.checkNoneLostMeanwhile();
     throw new GroupRestart(this.restarts, reason);
   }
 
@@ -271,7 +305,9 @@ export class Recovery {
     this.restartsBeforeEvent = this.restarts;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.recoverOnce(reason, getState);
+        await this.recoverOnce(reason, getState);
+        this.checkNoneLostMeanwhile();
+        return;
       } catch (err) {
         const retry = isRetryable(err) && !this.fatal && !this.o.stopSignal?.aborted;
         if (!retry) throw err;
@@ -281,6 +317,19 @@ export class Recovery {
         this.o.log(`${now()} recovery attempt ${attempt} failed (${reason}); starting over`);
       }
     }
+  }
+
+  /**
+   * A member of the ring lost after recovery dropped the lost ones and before it announced the new ring (while it
+   * waited for a replacement to join) is in no ring and aborted nothing: announcing resets the signal its loss had
+   * fired. Recovery would then return with a ring smaller than the run's world size and train on with it. It starts
+   * over instead: the next attempt counts that loss (once) and replaces it.
+   * @throws TrainerError ERR_WORKER_LOST (retryable) naming the ranks lost meanwhile
+   */
+  private checkNoneLostMeanwhile(): void {
+    const lost = this.o.control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
+    if (lost.length === 0) return;
+    throw new TrainerError('ERR_WORKER_LOST', `rank(s) ${lost.map((m) => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host})`).join(', ')} lost while the ring was being re-formed`);
   }
 
   /**
@@ -311,7 +360,9 @@ export class Recovery {
     if (cluster.worldSize === 0 || cluster.ranks().every((m) => this.unsynced.has(m.id))) await this.restartGroup(reason, lost);
     const where = (m: Member): string => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host}, ${this.isLocal(m) ? 'local' : 'remote'})`;
     if (lostSome) {
-      lost.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
+      // Each lost process counts once (the ledger): a loss seen again by a later attempt or call is not counted again.
+      const fresh = this.countLosses(lost);
+      fresh.forEach(() => this.o.metrics?.recordRestart('worker_lost'));
       this.o.log(`${now()} lost rank(s) ${lost.map(where).join(', ')}: ${reason}`);
       if (this.o.elastic && this.o.fitsWorldSize(cluster.worldSize)) {
         await cluster.announce();
@@ -319,7 +370,7 @@ export class Recovery {
         this.o.log(`${now()} elastic: continuing with ${cluster.worldSize} worker(s) (lost ranks ${lost.map((m) => m.rank).join(', ')}); now ${this.o.describeBatch()}`);
         return;
       }
-      this.restarts += lost.length;
+      this.restarts += fresh.length;
       if (this.restarts > this.o.maxRestarts) {
         await this.giveUp(`lost ${this.restarts} worker(s), more than --max-restarts ${this.o.maxRestarts}`, reason);
       }
@@ -429,7 +480,7 @@ export class Recovery {
     // A respawned worker that cannot start (its backend, another build than this coordinator's) ends the wait at
     // once: a replacement that failed its setup would fail it again. One that crashed without an error is respawned
     // within --max-restarts (respawnBeforeJoin).
-    const earlyExit = watchEarlyExits(this.o.workers, (pid) => this.o.control.all().some((m) => m.hello.pid === pid), (e) => this.respawnBeforeJoin(e));
+    const earlyExit = watchEarlyExits(this.o.workers, (pid) => this.joinedRing(pid), (e) => this.respawnBeforeJoin(e));
     try {
       await cluster.admit(count, this.o.rejoinTimeoutMs, this.o.stopSignal ? AbortSignal.any([earlyExit.signal, this.o.stopSignal]) : earlyExit.signal);
     } catch (err) {

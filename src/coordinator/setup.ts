@@ -388,7 +388,7 @@ export abstract class CoordinatorSetUp {
    */
   private async admitWorkers(): Promise<boolean> {
     const { config, runtime } = this.cmd;
-    const earlyExit = watchEarlyExits(this.workers, (pid) => this.control!.all().some((m) => m.hello.pid === pid), (e) => this.recovery!.respawnBeforeJoin(e));
+    const earlyExit = watchEarlyExits(this.workers, (pid) => this.recovery!.joinedRing(pid), (e) => this.recovery!.respawnBeforeJoin(e));
     try {
       await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {

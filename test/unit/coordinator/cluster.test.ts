@@ -103,11 +103,14 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     const failing = cluster.request('sync-bn', { generation: cluster.generation }, { ranks: [1], timeoutMs: 60_000 });
     const syncBn = await next(dealers[1]!);
     assert.deepEqual(syncBn, { type: 'sync-bn', requestId: id + 1, generation: 1 });
-    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'disk gone', rank: 1 }));
-    await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: disk gone/.test(e.message));
+    // A late error of an earlier command (a get-state that failed before this request began) is no reply to it;
+    // the worker's error about this command (`sync-bn: …`, as a worker words it) is.
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_WORKER_LOST', message: 'get-state: all-reduce aborted: welcome from the coordinator', rank: 1 }));
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'sync-bn: disk gone', rank: 1 }));
+    await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: sync-bn: disk gone/.test(e.message));
     // The run's error carries rank 1's message: rank 0 failing the same way later is said as "the same error as rank 1".
-    assert.equal(cluster.rankThatReported('disk gone'), 1);
-    assert.equal(cluster.rankThatReported('disk full'), null);
+    assert.equal(cluster.rankThatReported('sync-bn: disk gone'), 1);
+    assert.equal(cluster.rankThatReported('sync-bn: disk full'), null);
 
     // The one rank-0 BatchNorm broadcast: a sync-bn to every rank with the ring's generation, done when all ack.
     const synced = cluster.syncBatchNorm(60_000);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { finishRun } from '../../../src/coordinator/finish.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 import { DEFAULT_RUN_CONFIG, type RunConfig } from '../../../src/contract/config.js';
-import { isTrainerError } from '../../../src/contract/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../../../src/contract/errors.js';
 import { writeRunReport } from '../../../src/coordinator/report/write-report.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import type { DataBunch } from '../../../src/training/data/databunch.js';
@@ -61,4 +61,35 @@ test('a final validation that read none of its images: ERR_DATA saying the model
   await assert.rejects(finishRun({ cluster, data, config, runDir: dir, history: newHistory(), stages: config.stages.map((c, index) => ({ config: c, index })) as never, metricsUrl: null, out: () => undefined, timeoutMs: 1000 }),
     { code: 'ERR_DATA', message: 'validation read none of its images: every one failed to decode (each was readable when the run started: was the data folder moved, deleted or unmounted? '
       + "the log lines above name the files); the training finished and its model is saved (/tmp/finished run/models/stage-2.safetensors); restore the data and write the report with: npx coordinator interpret '/tmp/finished run'" });
+});
+
+test('a worker lost during the final validation (the interpretation\'s predictions) is recovered and the validation run again, as any validation', async () => {
+  // Before, the ending ran it unguarded: a worker killed there ended a finished run with ERR_WORKER_LOST.
+  const dir = '/tmp/finished run';
+  const data = { classes: ['Abyssinian', 'Bengal'], valid: [0, 1], labels: [1, 0], paths: ['a.jpg', 'b.jpg'] } as unknown as DataBunch;
+  let requests = 0;
+  const cluster = {
+    syncBatchNorm: async () => undefined,
+    request: async () => {
+      if (requests++ === 0) throw new TrainerError('ERR_WORKER_LOST', 'validation from rank 1: aborted (rank 1 lost: process 7\'s control pipe closed)');
+      return [0, 1].map((rank) => ({ rank, message: { type: 'valid-done', rank, count: 0, correct: 0, lossSum: 0 }, frames: [new Uint8Array(0)] }));
+    },
+  } as unknown as Cluster;
+  const recovered: string[] = [];
+  const guard = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isRetryable(err)) throw err;
+        recovered.push(`${what}: ${err.message}`);
+      }
+    }
+  };
+  const config: RunConfig = { ...DEFAULT_RUN_CONFIG, runDir: dir };
+  // The redo reads none of its images here (no files): its own ERR_DATA shows that it ran.
+  await assert.rejects(finishRun({ cluster, data, config, runDir: dir, history: newHistory(), stages: config.stages.map((c, index) => ({ config: c, index })) as never, metricsUrl: null, out: () => undefined, timeoutMs: 1000, guard }),
+    (e) => isTrainerError(e, 'ERR_DATA'));
+  assert.deepEqual(recovered, ['final validation: validation from rank 1: aborted (rank 1 lost: process 7\'s control pipe closed)']);
+  assert.equal(requests, 2);
 });
