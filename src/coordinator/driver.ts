@@ -200,6 +200,9 @@ export class Coordinator extends CoordinatorSetUp {
         }
         return this.stopRequested;
       },
+      afterLrFindStep: (stage, lrStep, replies, loss, lrs, momentum, seconds) => {
+        this.recorder?.record(stage, lrStep, this.history.position.globalStep, replies, loss, lrs, momentum, seconds);
+      },
       afterEpoch: async (_stage, v) => {
         this.metrics?.recordValidation({ validLoss: v.validLoss, errorRate: v.errorRate });
         await this.checkpoint();

@@ -10,7 +10,9 @@ import type { Cluster } from '../../../src/coordinator/cluster.js';
 import { newHistory } from '../../../src/coordinator/history.js';
 import { Recovery, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { resumeCommandLine } from '../../../src/coordinator/shell-arg.js';
-import { runFitStage, type StageContext } from '../../../src/coordinator/stage-runner.js';
+import { runFitStage, runLrFind, type StageContext } from '../../../src/coordinator/stage-runner.js';
+import { StepMetricsRecorder } from '../../../src/coordinator/run-metrics.js';
+import { MetricsServer } from '../../../src/coordinator/metrics/server.js';
 
 /** The data-went-away error's cause, as `dataWentAwayError` words it. */
 const GONE = 'read none of its images: every one failed to decode (each was readable when the run started: was the data folder '
@@ -32,7 +34,7 @@ function scripted(counts: (step: number) => number[], newest: string | null = 'r
       const step = Number(sent.filter((s) => s.startsWith('step ')).at(-1)!.slice(5));
       return ranks.map((rank) => ({
         rank, frames: [],
-        message: { type: 'step-done', step, generation: 1, rank, lossSum: counts(step)[rank]! * 0.5, count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, decodeQueueTasks: 0, skipped: {} },
+        message: { type: 'step-done', step, generation: 1, rank, lossSum: counts(step)[rank]! * 0.5, count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, optimizerSeconds: 0, allreduceBytes: 0, decodeQueueTasks: 0, tfjsBytes: 0, tfjsTensors: 0, rssBytes: 0, skipped: {} },
       }));
     },
     async request() { return [0, 1].map((rank) => ({ rank, frames: [], message: { type: 'valid-done', lossSum: validCount / 2, count: validCount, correct: validCount / 2 } })); },
@@ -79,4 +81,37 @@ test('an epoch whose validation read none of its images ends the run with ERR_DA
   await assert.rejects(runFitStage(s.ctx, s.stage), { code: 'ERR_DATA', message: `validation ${GONE}; `
     + 'the newest checkpoint on disk stands (runs/my run/checkpoints/step-000000002; later steps are redone); '
     + 'resume with: npx coordinator --resume \'runs/my run\' after restoring the data' });
+});
+
+test('lr_find reports every committed sweep step to the metrics hook (step, raw loss, the sweep\'s lr, momentum), and the recorder exports them', async () => {
+  // Seen by the tryout: during lr_find (≈ 2.5 min of the README's job) pets_global_step, pets_train_loss and
+  // pets_learning_rate stood still at stage 1's end: the dashboard looked stalled.
+  const s = scripted(() => [2, 2]);
+  const [lrFind] = planStages({ stages: [{ kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false }], trainCount: 8, globalBs: 4, lrFactor: 1 });
+  const seen: Array<{ lrStep: number; loss: number; lrs: readonly number[]; momentum: number; globalStep: number }> = [];
+  const metrics = new MetricsServer({ defaultMetrics: false });
+  const recorder = new StepMetricsRecorder(metrics);
+  s.ctx.afterLrFindStep = (stage, lrStep, replies, loss, lrs, momentum, seconds) => {
+    seen.push({ lrStep, loss, lrs, momentum, globalStep: s.history.position.globalStep });
+    recorder.record(stage, lrStep, s.history.position.globalStep, replies, loss, lrs, momentum, seconds);
+  };
+  assert.equal(await runLrFind(s.ctx, lrFind!), true);
+  assert.equal(seen.length, 100, 'fastai\'s 100 iterations, none diverging on a constant loss');
+  assert.deepEqual(seen.map((x) => x.lrStep), Array.from({ length: 100 }, (_, i) => i + 1));
+  assert.deepEqual(seen.map((x) => x.globalStep), Array.from({ length: 100 }, (_, i) => i + 1), 'the global step moves on');
+  for (const x of seen) {
+    assert.equal(x.loss, 0.5, 'lossSum / count of the ranks');
+    assert.equal(x.momentum, 0.9);
+    assert.equal(new Set(x.lrs).size, 1, 'one lr for every layer group');
+  }
+  // fastai v1's exponential sweep (LRFinder, annealing_exp): iteration k at start_lr·(end_lr/start_lr)^(k/num_it),
+  // start_lr 1e-7, end_lr 10, num_it 100.
+  for (const k of [0, 50, 99]) {
+    const want = 1e-7 * 1e8 ** (k / 100);
+    assert.ok(Math.abs(seen[k]!.lrs[0]! / want - 1) < 1e-12, `${k}: ${seen[k]!.lrs[0]} vs ${want}`);
+  }
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^pets_global_step(\{[^}]*\})? 100$/m);
+  assert.match(text, /^pets_train_loss(\{[^}]*\})? 0\.5$/m);
+  assert.match(text, new RegExp(`^pets_learning_rate\\{[^}]*group="2"[^}]*\\} ${seen[99]!.lrs[0]}$`, 'm'));
 });
