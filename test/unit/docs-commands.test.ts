@@ -14,6 +14,7 @@ import { runInterpretCommand, runPredictCommand } from '../../src/coordinator/in
 import { parseTrainArgs } from '../../src/coordinator/options.js';
 import { runShowBatchCommand } from '../../src/coordinator/show-batch.js';
 import { parseWorkerArgs } from '../../src/worker/cli.js';
+import { inProcessHelp } from './support/help-text.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SCRIPTS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
@@ -71,19 +72,6 @@ function parseCommands(where: string, command: string): DocCommand[] {
 
 const COMMANDS: DocCommand[] = DOCS.flatMap((file) =>
   commandLines(readFileSync(join(ROOT, file), 'utf8')).flatMap(({ line, command }) => parseCommands(`${file}:${line}`, command)));
-
-/** What a CLI run in-process prints for --help (it throws commander's helpDisplayed after printing). */
-async function inProcessHelp(run: () => unknown): Promise<string> {
-  let text = '';
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
-  try {
-    await assert.rejects(async () => { await run(); }, (e: unknown) => (e as { code?: string }).code === 'commander.helpDisplayed');
-  } finally {
-    process.stdout.write = write;
-  }
-  return text;
-}
 
 /** `npm run <script> -- --help` without npm: the script's own command line with --help appended. */
 function scriptHelp(script: string): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -12,17 +12,11 @@ import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { runShowBatchCommand } from '../../../src/coordinator/show-batch.js';
 import { parseWorkerArgs } from '../../../src/worker/cli.js';
 import { parseLearnArgs } from '../../../scripts/learn.js';
+import { inProcessHelp } from '../support/help-text.js';
 
+/** The help text of `run` (see {@link inProcessHelp}), whitespace runs as one space. */
 async function helpOf(run: () => unknown): Promise<string> {
-  let text = '';
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array): boolean => { text += String(chunk); return true; }) as typeof process.stdout.write;
-  try {
-    await assert.rejects(async () => { await run(); }, (e: unknown) => (e as { code?: string }).code === 'commander.helpDisplayed');
-  } finally {
-    process.stdout.write = write;
-  }
-  return text.replace(/\s+/g, ' ');
+  return (await inProcessHelp(run)).replace(/\s+/g, ' ');
 }
 
 test('plainDefaults shows string defaults as typed and leaves the others', () => {
