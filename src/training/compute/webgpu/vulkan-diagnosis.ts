@@ -35,13 +35,16 @@ function icdDirsOf(env: NodeJS.ProcessEnv): string[] {
   return [...new Set(dirs)];
 }
 
-function listJson(dir: string): string[] {
+/** The names in `dir`; [] when it cannot be read (absent, not a folder, no permission). */
+function entries(dir: string): string[] {
   try {
-    return readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => join(dir, f));
+    return readdirSync(dir);
   } catch {
     return [];
   }
 }
+
+const listJson = (dir: string): string[] => entries(dir).filter((f) => f.endsWith('.json')).map((f) => join(dir, f));
 
 /**
  * Reads the machine's facts for {@link diagnoseNoAdapter}.
@@ -67,28 +70,15 @@ export function gatherVulkanFacts(
   }
   const libDirs = (env.LD_LIBRARY_PATH ?? '').split(delimiter).filter(Boolean);
   const has = (name: string): boolean | null => {
-    if (libDirs.some((d) => safeHas(d, name))) return true;
+    if (libDirs.some((d) => entries(d).includes(name))) return true;
     if (ld === null) return null;
     return ld.split('\n').some((l) => l.trim().startsWith(`${name} `));
   };
-  let nvidiaGpus: string[];
-  try {
-    nvidiaGpus = readdirSync(opts.nvidiaDir ?? '/proc/driver/nvidia/gpus').sort();
-  } catch {
-    nvidiaGpus = [];
-  }
+  const nvidiaGpus = entries(opts.nvidiaDir ?? '/proc/driver/nvidia/gpus').sort();
   const explicit = (env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES ?? '').split(':').filter(Boolean);
   const icdDirs = explicit.length > 0 ? [] : icdDirsOf(env);
   const icdFiles = explicit.length > 0 ? explicit : icdDirs.flatMap(listJson);
   return { loader: has('libvulkan.so.1'), glvnd: has('libGLdispatch.so.0'), nvidiaGpus, icdFiles, icdDirs };
-}
-
-function safeHas(dir: string, name: string): boolean {
-  try {
-    return readdirSync(dir).includes(name);
-  } catch {
-    return false;
-  }
 }
 
 /**
