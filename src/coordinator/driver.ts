@@ -221,17 +221,19 @@ export class Coordinator extends CoordinatorSetUp {
   /** After a stop request: checkpoints where the run is and says how to resume. */
   private async stopped(stageName: string): Promise<RunResult> {
     await this.checkpoint();
-    this.ended = true;
-    this.io.out(diskLine(this.runDir));
-    this.io.out(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: ${resumeCommandLine(this.runDir)}`);
-    return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
+    return this.endStopped(`stopped at stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep}); resume with: ${resumeCommandLine(this.runDir)}`);
   }
 
   /** A stop asked for while recovery waited for workers ({@link RunStopped}): a clean stop, saying how to resume. */
   private stoppedInRecovery(err: RunStopped): RunResult {
+    return this.endStopped(err.message);
+  }
+
+  /** Ends a stopped run: the disk line, then `line` (where it stopped and how to resume). */
+  private endStopped(line: string): RunResult {
     this.ended = true;
     this.io.out(diskLine(this.runDir));
-    this.io.out(err.message);
+    this.io.out(line);
     return { runDir: this.runDir, stopped: true, finalErrorRate: null, modelPath: null, reportPath: null, metricsUrl: this.metrics?.url ?? null };
   }
 
