@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../../contract/process.js';
 
 /** File-name prefix of probe files in the segment directory. */
 export const PROBE_PREFIX = 'pets-probe-';
@@ -59,16 +60,6 @@ export function probeVisible(address: string, directory: string): boolean {
   return readProbe(join(directory, probeName(address)))?.address === address;
 }
 
-/** Whether `pid` is a running process of this pid namespace. */
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
-
 /**
  * Removes probes left by SIGKILLed workers: older than 10 s, written in this pid namespace, by a process that no
  * longer exists. A probe of another pid namespace (a container sharing this `/dev/shm`) is never removed: its writer
@@ -88,7 +79,7 @@ function sweepStaleProbes(directory: string, nowMs: number): void {
     try {
       if (nowMs - statSync(path).mtimeMs < STALE_PROBE_AGE_MS) continue;
       const probe = readProbe(path);
-      if (probe !== null && probe.pidNamespace === ours && !processExists(probe.pid)) rmSync(path, { force: true });
+      if (probe !== null && probe.pidNamespace === ours && !processAlive(probe.pid)) rmSync(path, { force: true });
     } catch {
       // gone meanwhile, or not ours to remove
     }
