@@ -62,13 +62,14 @@ export function findModel(target: string): ModelRef {
   // The models/ folder itself (what `learn.export()` users copy and pass, as fastai's load_learner(path) takes the
   // folder holding export.pkl) stands for the folder holding it: it was refused with "found none".
   if (!existsSync(path)) throw new TrainerError('ERR_BAD_FLAG', `${target}: no such run directory or model file`);
-  const inModels = basename(path) === 'models' && savedIn(join(path, 'models')).length === 0 && savedIn(path).length > 0;
+  const inside = savedIn(join(path, 'models')), here = savedIn(path);
+  const inModels = basename(path) === 'models' && inside.length === 0 && here.length > 0;
   const dir = inModels ? dirname(path) : path;
   const models = join(dir, 'models');
-  const saved = savedIn(models);
+  const saved = [...(inModels ? here : inside)];
   if (saved.length === 0) {
     // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
-    const loose = savedIn(path).sort();
+    const loose = [...here].sort();
     const why = loose.length === 0 ? 'found none'
       : `found ${loose.join(', ')} directly in it: a saved model is read from a folder named models/ (<name>.safetensors with its <name>.json beside it); move them into ${join(path, 'models')}`;
     throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, ${why}`);
