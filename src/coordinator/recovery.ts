@@ -110,6 +110,11 @@ export interface RecoveryOptions {
   readonly restartFrom?: () => string;
 }
 
+/** A group restart's source when the owner gives none: the newest checkpoint's folder, or the run's start (null). */
+function describeNewest(newest: string | null | undefined): string {
+  return newest === null ? 'the start of the run (no checkpoint was written yet)' : newest ?? 'the newest checkpoint';
+}
+
 /** Membership changes of a run. */
 export class Recovery {
   /** Respawns so far. */
@@ -251,8 +256,8 @@ export class Recovery {
     }
     this.restarts++;
     this.o.metrics?.recordRestart('worker_lost');
-    const newest = this.o.newestCheckpoint?.();
-    const from = this.o.restartFrom?.() ?? (newest === null ? 'the start of the run (no checkpoint was written yet)' : newest === undefined ? 'the newest checkpoint' : newest);
+    // The checkpoint folder is listed only where the owner does not say what the restart loads.
+    const from = this.o.restartFrom?.() ?? describeNewest(this.o.newestCheckpoint?.());
     this.o.log(`${now()} every worker holding the training state was lost (${lost.length > 0 ? `rank(s) ${lost.map((m) => m.rank).join(', ')}: ` : ''}${reason}): restarting the whole worker group (restart ${this.restarts} of at most ${max}) from ${from}`);
     // Members left in the ring hold no state worth keeping (newcomers never synced): they get the rewound state too.
     for (const m of cluster.ranks()) this.unsynced.add(m.id);
