@@ -167,8 +167,7 @@ export abstract class CoordinatorSetUp {
     const account = `${JSON.stringify(accountJson(data.account), null, 2)}\n`;
     if (this.resumePoint) this.resumedAccount = account;
     else {
-      writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, 'data.json'), () => writeFileAtomicSync(join(this.runDir, 'data.json'), account));
-      this.writtenAccount = account;
+      this.writeDataAccount(account);
     }
     if (this.metrics) recordSkippedFiles(this.metrics, data.account);
     this.io.out(dataLine(data.account, data.classes.length));
@@ -317,11 +316,7 @@ export abstract class CoordinatorSetUp {
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
-    if (this.resumedAccount !== null) {
-      const account = this.resumedAccount;
-      writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, 'data.json'), () => writeFileAtomicSync(join(this.runDir, 'data.json'), account));
-      this.writtenAccount = this.resumedAccount;
-    }
+    if (this.resumedAccount !== null) this.writeDataAccount(this.resumedAccount);
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
@@ -343,6 +338,13 @@ export abstract class CoordinatorSetUp {
   /** The flag that named the run folder, for messages: `--resume` for a resumed run, else `--run-dir`. */
   private runDirFlag(): string {
     return this.cmd.runtime.resume ? '--resume' : '--run-dir';
+  }
+
+  /** Writes `account` as the run's data.json (the account of every file) and keeps it for run-dir-guard.ts. */
+  private writeDataAccount(account: string): void {
+    const path = join(this.runDir, 'data.json');
+    writeRunFile(this.runDirFlag(), this.runDir, path, () => writeFileAtomicSync(path, account));
+    this.writtenAccount = account;
   }
 
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
