@@ -9,8 +9,9 @@ import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { LR_FIND_RECORDED, type RunConfig, type StageConfig } from '../contract/config.js';
 import type { RuntimeOptions } from './options.js';
 
-/** File name of the run configuration inside a run directory. */
-export const RUN_CONFIG_FILE = 'config.json';
+import { RUN_CONFIG_FILE } from '../contract/run-files.js';
+
+export { RUN_CONFIG_FILE };
 
 /** What reading a run's `config.json` found. */
 export type RunConfigFile =

@@ -22,8 +22,9 @@ import {
 } from '../contract/lock-file.js';
 import { processAlive } from '../contract/process.js';
 
-/** The lock file's name inside the run directory. */
-export const RUN_LOCK_FILE = '.coordinator.lock';
+import { RUN_LOCK_FILE } from '../contract/run-files.js';
+
+export { RUN_LOCK_FILE };
 
 /** A held lock: {@link release} removes the file (idempotent). */
 export interface RunLock {

@@ -9,6 +9,7 @@ import { type Dirent, existsSync, readFileSync, readdirSync, realpathSync, statS
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { TrainerError } from '../../contract/errors.js';
+import { RUN_CONFIG_FILE, RUN_LOCK_FILE } from '../../contract/run-files.js';
 import { IMAGE_EXTENSION_LIST, type LeftOutGroup, unsearchedFolderLines } from './accounting.js';
 import { compareCodePoints } from './split.js';
 
@@ -220,10 +221,10 @@ function walk(root: string): Walk {
  * or its `config.json` beside `checkpoints/` (a run that wrote a checkpoint; one that ended before is removed). Its
  * pictures, models and checkpoints are the run's output, not data: with `--data .` run from the photos' folder, the
  * default `--run-dir runs/<date-time>` lands inside it, and the next run trained on the first one's pictures as a
- * class named after the run. (The names are the coordinator's `RUN_LOCK_FILE` and `RUN_CONFIG_FILE`.)
+ * class named after the run.
  */
 function isRunFolder(dir: string): boolean {
-  return existsSync(join(dir, '.coordinator.lock')) || (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'checkpoints')));
+  return existsSync(join(dir, RUN_LOCK_FILE)) || (existsSync(join(dir, RUN_CONFIG_FILE)) && existsSync(join(dir, 'checkpoints')));
 }
 
 /** Python-style truth of a `valid_col` cell (pandas reads True/False; 1/0 and yes/no are common too). */
