@@ -4,6 +4,7 @@
  * {@link resolveRunConfig}, so a bad value stops the run before anything starts.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { TrainerError, type TrainerErrorCode } from './errors.js';
 import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from './transform-settings.js';
@@ -89,8 +90,14 @@ export interface RunConfig extends TransformSettings {
   /** World size to wait for before training: local `workers` plus remote ones; 0 in input means "= workers". */
   readonly expect: number;
   readonly backend: (typeof RUN_BACKENDS)[number];
-  /** `imagenet`, `none`, or a path to a torchvision-format safetensors file. */
+  /** `imagenet`, `none`, or a path to a torchvision-format safetensors file; `none` when {@link RunConfig.load} is set. */
   readonly pretrained: string;
+  /**
+   * A model to start from (`--load`): a saved model (`models/<name>.safetensors`), a checkpoint, or a run directory
+   * (its newest checkpoint), as an absolute path; its weights and BatchNorm statistics, a fresh optimizer (fastai
+   * `learn.load(name)`, `with_opt=False`). null: start from `pretrained`. See `coordinator/load-model.ts`.
+   */
+  readonly load: string | null;
   readonly stages: readonly StageConfig[];
   /** Run directory (checkpoints, models, report); default `runs/<name>`. */
   readonly runDir: string;
@@ -148,6 +155,7 @@ export const DEFAULT_RUN_CONFIG: RunConfig = Object.freeze({
   expect: 0,
   backend: 'auto',
   pretrained: 'imagenet',
+  load: null,
   stages: DEFAULT_STAGES,
   runDir: '',
 });
@@ -169,7 +177,7 @@ export const RUN_CONFIG_FLAGS: Readonly<Record<Exclude<keyof RunConfig, 'stages'
   doFlip: '--no-flip', flipVert: '--flip-vert', maxRotate: '--max-rotate', maxZoom: '--max-zoom', maxLighting: '--max-lighting',
   maxWarp: '--max-warp', pAffine: '--p-affine', pLighting: '--p-lighting',
   bs: '--bs', accum: '--accum', globalBs: '--global-bs', lrScale: '--lr-scale', baseBs: '--base-bs', workers: '--workers',
-  expect: '--expect', backend: '--backend', pretrained: '--pretrained', runDir: '--run-dir',
+  expect: '--expect', backend: '--backend', pretrained: '--pretrained', load: '--load', runDir: '--run-dir',
 });
 
 /** The flag of a run setting (`validPct` → `--valid-pct`), or undefined for a name that has none (`stages`, `stages[0].epochs`). */
@@ -330,7 +338,8 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
     workers,
     expect: resolveExpect(merged.expect, workers),
     backend: checkEnum('backend', merged.backend, RUN_BACKENDS),
-    pretrained: checkString('pretrained', merged.pretrained),
+    pretrained: checkStartWeights(layers, merged),
+    load: merged.load === null ? null : resolve(checkString('load', merged.load)),
     stages: Object.freeze(stagesRaw.map((s, i) => checkStage(i, s))),
     runDir: typeof merged.runDir === 'string' ? merged.runDir : fail('runDir', 'a path', merged.runDir),
   };
@@ -343,6 +352,20 @@ export function resolveRunConfig(...layers: readonly RunConfigInput[]): RunConfi
   if (dup !== undefined) fail('stages', 'a list with unique stage names (each is saved as models/<name>)', names);
   if (cfg.stages.every((s) => s.kind === 'lr_find')) fail('stages', 'a list with at least one training stage', cfg.stages.map((s) => s.kind));
   return Object.freeze(cfg);
+}
+
+/**
+ * `pretrained` of a run: as merged, or `none` when `load` is set (the loaded model holds every weight). A layer that
+ * sets `pretrained` to anything but `none` beside `load` is refused: one of them would be ignored.
+ * @throws TrainerError ERR_BAD_CONFIG naming both settings
+ */
+function checkStartWeights(layers: readonly RunConfigInput[], merged: Record<string, unknown>): string {
+  if (merged.load === null || merged.load === undefined) return checkString('pretrained', merged.pretrained);
+  const given = layers.map((l) => l.pretrained).filter((p) => p !== undefined && p !== 'none');
+  if (given.length > 0) {
+    fail('pretrained', `none (or not given) with ${settingName('load')}: the loaded model holds every weight of the network, so give one of --load and --pretrained`, given.at(-1));
+  }
+  return 'none';
 }
 
 function checkBool(field: string, value: unknown): boolean {

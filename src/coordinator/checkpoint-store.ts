@@ -21,6 +21,7 @@ import type { RunHistory } from './history.js';
 import { applyStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
 import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
+import type { StartRecord } from './load-model.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -60,6 +61,8 @@ export interface CheckpointMeta {
   readonly generation?: number;
   /** {@link dataFingerprint} of the run's data (absent in checkpoints written before it was added). */
   readonly data?: string;
+  /** The model a `--load` run started from (absent: the run started from `pretrained`). */
+  readonly startedFrom?: StartRecord;
 }
 
 /** Inputs of {@link checkpointMeta}. */
@@ -73,6 +76,7 @@ export interface CheckpointMetaInput {
   readonly worldSize: number;
   readonly generation: number;
   readonly dataFingerprint?: string;
+  readonly startedFrom?: StartRecord | null;
 }
 
 /**
@@ -104,6 +108,7 @@ export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
     },
     sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.config.seed },
     worldSize: input.worldSize, generation: input.generation, data: input.dataFingerprint,
+    ...(input.startedFrom ? { startedFrom: input.startedFrom } : {}),
   } satisfies CheckpointMeta)) as CheckpointMeta;
 }
 

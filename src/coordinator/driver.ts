@@ -16,7 +16,7 @@ import { GroupRestart, RunStopped, type Recovery } from './recovery.js';
 import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
 import { checkpointMeta, type ResumePoint } from './checkpoint-store.js';
-import { chooseRestartPoint, describeRestartPoint, describeRunStart } from './restart-point.js';
+import { chooseRestartPoint, describeRestartPoint } from './restart-point.js';
 import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
 import { diskLine, formatBytes, removeFailedRunDir } from './disk.js';
@@ -25,13 +25,15 @@ import { CoordinatorSetUp } from './setup.js';
 import { interpretCommandLine, resumeCommandLine } from './shell-arg.js';
 
 /**
- * Where the stages start other than at the beginning of a new run: a `--resume`d checkpoint, or the rewind after a
- * whole worker group was restarted (`from` names the state for the log; `state` null: the fresh replicas' own, the
- * run's start).
+ * Where the stages start other than from the fresh replicas' own weights: a `--resume`d checkpoint, a `--load`ed
+ * model (a new run's start: `checksum` is the weights checksum every replica must report once it is loaded), or the
+ * rewind after a whole worker group was restarted (`from` names the state for the log; `state` null: the fresh
+ * replicas' own, the run's start; `checksum` set when that start is a loaded model).
  */
 type StartPoint =
   | { readonly kind: 'resume'; readonly dir: string; readonly state: Uint8Array }
-  | { readonly kind: 'restart'; readonly from: string; readonly state: Uint8Array | null; readonly restart: number };
+  | { readonly kind: 'load'; readonly state: Uint8Array; readonly checksum: string }
+  | { readonly kind: 'restart'; readonly from: string; readonly state: Uint8Array | null; readonly restart: number; readonly checksum?: string };
 
 /** A training run driven by the coordinator; `run()` then `close()`. */
 export class Coordinator extends CoordinatorSetUp {
@@ -61,7 +63,8 @@ export class Coordinator extends CoordinatorSetUp {
     }
     const setup = await this.setUp();
     if (setup === null) return this.untrainedResult(true);
-    let from: StartPoint | null = resumed ? { kind: 'resume', dir: resumed.dir, state: resumed.state } : null;
+    let from: StartPoint | null = resumed ? { kind: 'resume', dir: resumed.dir, state: resumed.state }
+      : this.startState ? { kind: 'load', state: this.startState.blob, checksum: this.startState.checksum } : null;
     let restarted: GroupRestart | null = null;
     for (;;) {
       try {
@@ -98,6 +101,8 @@ export class Coordinator extends CoordinatorSetUp {
     // A member lost during its setup restarts the group again (recover throws GroupRestart through guarded).
     const { fresh, kept } = await this.guarded('setup of the restarted group', () => recovery.setUpRestartedGroup());
     if (point.kind !== 'start') return { kind: 'restart', from, state: point.state, restart: restart.restart };
+    // A --load run's start is the loaded model, which every member of the new group loads (kept or fresh).
+    if (this.startState) return { kind: 'restart', from, state: this.startState.blob, restart: restart.restart, checksum: this.startState.checksum };
     // From the start: fresh replicas hold the run's initial weights; a member kept from before the restart (set up
     // earlier, its state never confirmed) may not, so it gets a fresh one's state, as a newcomer gets a survivor's.
     if (kept.length > 0 && fresh.length > 0) {
@@ -109,10 +114,9 @@ export class Coordinator extends CoordinatorSetUp {
     return { kind: 'restart', from, state: null, restart: restart.restart };
   }
 
-  /** What this run started from, for the log ({@link describeRunStart}). */
+  /** What this run started from, for the log (`runStartText`). */
   private runStart(): string {
-    const c = this.cmd.config;
-    return describeRunStart(c.pretrained, c.seed);
+    return this.runStartText();
   }
 
   /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
@@ -132,9 +136,15 @@ export class Coordinator extends CoordinatorSetUp {
       if (!from) return;
       if (from.state) {
         const state = from.state;
-        await this.guarded('load-state', () => this.loadStateEverywhere(state));
+        const checksum = await this.guarded('load-state', () => this.loadStateEverywhere(state));
+        // A loaded model: every replica must hold exactly its weights (the checksum of the file's tensors).
+        if (from.kind !== 'resume' && from.checksum !== undefined && checksum !== from.checksum) {
+          throw new TrainerError('ERR_REPLICA_MISMATCH', `the replicas hold weights of checksum ${checksum} after loading ${this.runStart()}, whose weights' checksum is ${from.checksum}`);
+        }
+        if (from.kind === 'load') this.io.log(`--load: every replica holds the loaded weights (checksum ${checksum}); stage ${stageName} starts with a fresh optimizer`);
         recovery.markGroupSynced();
       }
+      if (from.kind === 'load') return;
       const where = `stage ${stageName}, step ${this.history.position.stepInStage} (global step ${this.history.position.globalStep})`;
       if (from.kind === 'resume') {
         this.metrics?.recordRestart('resume');
@@ -160,7 +170,7 @@ export class Coordinator extends CoordinatorSetUp {
       this.history.position = { stageIndex: i + 1, stepInStage: 0, globalStep: this.history.position.globalStep };
       // The report is written again at the end: one that cannot be written now (a full disk) does not end training,
       // which is checkpointed and says for itself when the disk cannot hold its next checkpoint.
-      await writeStageReport(this.runDir, this.cmd.config, this.history).catch((err: unknown) => {
+      await writeStageReport(this.runDir, this.cmd.config, this.history, this.startedFrom).catch((err: unknown) => {
         if (!isTrainerError(err, 'ERR_REPORT')) throw err;
         this.io.log(`warning: the report after stage ${stage.config.name} was not written (${logText(err.message)}); training goes on`);
       });
@@ -173,7 +183,7 @@ export class Coordinator extends CoordinatorSetUp {
     const { config, runtime } = this.cmd;
     await this.checkpoint();
     this.ended = true;
-    return finishRun({ cluster: this.cluster!, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs, guard: (what, fn) => this.guarded(what, fn) });
+    return finishRun({ cluster: this.cluster!, data, config, runDir: this.runDir, history: this.history, stages: this.stages, metricsUrl: this.metrics?.url ?? null, out: this.io.out, timeoutMs: runtime.allreduceTimeoutMs, guard: (what, fn) => this.guarded(what, fn), startedFrom: this.startedFrom });
   }
 
   private stageContext(recovery: Recovery): StageContext {
@@ -214,7 +224,7 @@ export class Coordinator extends CoordinatorSetUp {
       resumeAdvice: (after) => recovery.resumeAdvice(after),
       stepFailed: (step, failures, reason) => recovery.failedStep(step, failures, reason),
       snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
-      restore: (blob) => this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)),
+      restore: async (blob) => { await this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)); },
     };
   }
 
@@ -243,11 +253,16 @@ export class Coordinator extends CoordinatorSetUp {
     return new Uint8Array(reply!.frames[0]!);
   }
 
-  /** Loads a state blob into every rank and checks they all report the same weights checksum. */
-  async loadStateEverywhere(blob: Uint8Array): Promise<void> {
+  /**
+   * Loads a state blob into every rank and checks they all report the same weights checksum.
+   * @returns that checksum (`Replica.weightsChecksum`)
+   * @throws TrainerError ERR_REPLICA_MISMATCH when the ranks report different ones
+   */
+  async loadStateEverywhere(blob: Uint8Array): Promise<string> {
     const replies = await this.cluster!.request('load-state', { byteLength: blob.byteLength }, { frames: [blob], timeoutMs: 120_000 });
     const sums = replies.map((r) => r.message.checksum);
     if (new Set(sums).size !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replicas disagree after loading state: ${sums.join(', ')}`);
+    return sums[0]!;
   }
 
   /**
@@ -287,7 +302,7 @@ export class Coordinator extends CoordinatorSetUp {
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
     this.guardRunDir();
-    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint });
+    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint, startedFrom: this.startedFrom });
     const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
     const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;

@@ -16,6 +16,7 @@ import { validateAll } from './stage-runner.js';
 import { diskLine } from './disk.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { interpretCommandLine } from './shell-arg.js';
+import type { StartRecord } from './load-model.js';
 
 /** What a finished (or stopped) run reports. */
 export interface RunResult {
@@ -43,6 +44,8 @@ export interface FinishInput {
    * during it is recovered (counted once against `--max-restarts`) and the validation run again. Omitted: run once.
    */
   readonly guard?: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+  /** The model a `--load` run started from, for the report (null or omitted: none). */
+  readonly startedFrom?: StartRecord | null;
 }
 
 /**
@@ -86,7 +89,7 @@ export async function finishRun(f: FinishInput): Promise<RunResult> {
   const interp = new ClassificationInterpretation({ probs, targets, classes: f.data.classes, items: Array.from(f.data.valid, (i) => f.data.paths[i]!) });
   f.out('');
   for (const line of mostConfusedLines(interp)) f.out(line);
-  const input = reportInput(f.runDir, f.config, f.history, interp);
+  const input = reportInput(f.runDir, f.config, f.history, interp, f.startedFrom ?? null);
   let report: Awaited<ReturnType<typeof writeRunReport>>;
   try {
     report = await writeRunReport(f.runDir, input);

@@ -115,9 +115,9 @@ export interface TrainCommand {
   readonly stageShorthands?: StageShorthands;
 }
 
-/** The stage shorthand flags, validated: `--epochs`, `--fine-tune-epochs` (0 drops stage 2), `--no-lr-find`. */
+/** The stage shorthand flags, validated: `--epochs` (0 drops stage 1), `--fine-tune-epochs` (0 drops stage 2), `--no-lr-find`. */
 export interface StageShorthands {
-  /** Epochs of the first fit stage, [1, MAX_STAGE_EPOCHS]. */
+  /** Epochs of the first fit stage, [0, MAX_STAGE_EPOCHS]; 0 removes it (a `--load`ed model fine-tuned at once). */
   readonly epochs?: number;
   /** Epochs of the second fit stage, [0, MAX_STAGE_EPOCHS]; 0 removes it. */
   readonly fineTuneEpochs?: number;
@@ -160,6 +160,7 @@ const CONFIG_FLAG_HELP: ReadonlyArray<[field: keyof typeof RUN_CONFIG_FLAGS, val
   ['expect', 'n', 'world size to wait for (local + remote workers; default = --workers)'],
   ['backend', 'name', `${RUN_BACKENDS.join(' | ')} (default auto)`],
   ['pretrained', 'source', 'imagenet | none | path to a torchvision safetensors file (default imagenet)'],
+  ['load', 'model', 'start a new run from a saved model\'s weights and BatchNorm statistics (fastai learn.load; optimizer state fresh): runs/<run>/models/<stage>.safetensors, a checkpoint folder, or a run directory (its newest checkpoint); same --arch and classes; the stages are this command\'s'],
   ['runDir', 'dir', 'run directory (default runs/<date-time>)'],
   ['augment', null, 'train without augmentation: centre crop only, as validation (fastai ds_tfms=None)'],
   ['doFlip', null, 'augmentation: no random flips (fastai do_flip=False)'],
@@ -176,7 +177,7 @@ export function trainProgram(): Command {
   addConfigFlags(cmd);
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
-    .option('--epochs <n>', `shorthand: epochs of stage 1 (frozen one-cycle) (default ${DEFAULT_STAGES[0]!.epochs})`)
+    .option('--epochs <n>', `shorthand: epochs of stage 1 (frozen one-cycle; 0: no stage 1, e.g. --load <model> --epochs 0 --no-lr-find fine-tunes it unfrozen) (default ${DEFAULT_STAGES[0]!.epochs})`)
     .option('--fine-tune-epochs <n>', `shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find) (default ${DEFAULT_STAGES[2]!.epochs})`)
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
     .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
@@ -262,7 +263,8 @@ export function augmentFromFlags(cmd: Command): TransformSettings | null {
 function stageShorthandsOf(flags: Flags): StageShorthands | undefined {
   if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return undefined;
   return {
-    ...(flags.epochs !== undefined ? { epochs: checkInt('--epochs', flags.epochs, 1, MAX_STAGE_EPOCHS) } : {}),
+    // 0 drops the frozen stage: `--load <model> --epochs 0` is fastai's learn.load(); learn.unfreeze(); fit_one_cycle(…).
+    ...(flags.epochs !== undefined ? { epochs: checkInt('--epochs', flags.epochs, 0, MAX_STAGE_EPOCHS) } : {}),
     // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
     ...(flags.fineTuneEpochs !== undefined ? { fineTuneEpochs: checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0, MAX_STAGE_EPOCHS) } : {}),
     ...(flags.lrFind === false ? { lrFind: false as const } : {}),
@@ -270,17 +272,18 @@ function stageShorthandsOf(flags: Flags): StageShorthands | undefined {
 }
 
 /**
- * The stages with the shorthands applied: `--epochs` sets the first fit stage's epochs, `--fine-tune-epochs` the
- * second's (0 removes it), `--no-lr-find` removes the lr_find stages.
+ * The stages with the shorthands applied: `--epochs` sets the first fit stage's epochs (0 removes it),
+ * `--fine-tune-epochs` the second's (0 removes it), `--no-lr-find` removes the lr_find stages.
  * @param stages - the stages they change: the default plan, a config file's, or (on `--resume`) the run's own
- * @throws TrainerError ERR_BAD_FLAG when a shorthand names a fit stage the stages do not have (it was ignored)
+ * @throws TrainerError ERR_BAD_FLAG when a shorthand names a fit stage the stages do not have (it was ignored), or
+ *   when they leave no fit stage
  */
 export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stages']): RunConfig['stages'] {
   const out = stages.map((x) => ({ ...x }));
   const fits = out.filter((x) => x.kind !== 'lr_find');
   const missing = (flag: string, n: number): TrainerError => new TrainerError('ERR_BAD_FLAG',
     `${flag} sets the epochs of fit stage ${n}, but the stages have ${fits.length} fit stage(s) (${out.map((x) => x.name).join(', ')}); change the config file's stages instead`);
-  if (s.epochs !== undefined) {
+  if (s.epochs !== undefined && s.epochs > 0) {
     if (!fits[0]) throw missing('--epochs', 1);
     fits[0].epochs = s.epochs;
   }
@@ -288,7 +291,11 @@ export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stag
     if (!fits[1]) throw missing('--fine-tune-epochs', 2);
     fits[1].epochs = s.fineTuneEpochs;
   }
-  return out.filter((x) => !(x.kind === 'lr_find' && s.lrFind === false) && !(s.fineTuneEpochs === 0 && x === fits[1]));
+  const kept = out.filter((x) => !(x.kind === 'lr_find' && s.lrFind === false) && !(s.fineTuneEpochs === 0 && x === fits[1]) && !(s.epochs === 0 && x === fits[0]));
+  if (!kept.some((x) => x.kind !== 'lr_find')) {
+    throw new TrainerError('ERR_BAD_FLAG', `--epochs ${s.epochs ?? '(default)'} and --fine-tune-epochs ${s.fineTuneEpochs ?? '(default)'} leave no training stage of ${out.map((x) => x.name).join(', ')}; give one of them epochs ≥ 1`);
+  }
+  return kept;
 }
 
 /** Values of `--allreduce`. */

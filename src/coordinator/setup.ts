@@ -38,6 +38,8 @@ import { writeShowBatch } from './show-batch.js';
 import { resumeCommandLine } from './shell-arg.js';
 import { RUN_CONFIG_FILE, writeRunConfigFile } from './run-config-file.js';
 import { restoreRunDir } from './run-dir-guard.js';
+import { checkLoadArch, checkLoadClasses, describeLoadStart, readLoadSource, startStateBlob, type LoadSource, type StartRecord } from './load-model.js';
+import { weightsChecksumOf } from '../training/learner/state-codec.js';
 
 
 /**
@@ -121,6 +123,15 @@ export abstract class CoordinatorSetUp {
   private resumedAccount: string | null = null;
   /** The data.json text this run wrote (null: not yet), written again if the run directory loses it (run-dir-guard.ts). */
   private writtenAccount: string | null = null;
+  /** A new `--load` run's model, read and checked before the data step; dropped once {@link startState} is made. */
+  private loadSource: LoadSource | null = null;
+  /** The model a `--load` run started from (a resumed one's from its checkpoint), recorded in config.json, checkpoints, report. */
+  protected startedFrom: StartRecord | null = null;
+  /**
+   * A new `--load` run's start: the state every replica loads at the start of the first stage (weights and BatchNorm
+   * statistics, no optimizer state) and the weights checksum each must then report; null: the replicas' own start.
+   */
+  protected startState: { readonly blob: Uint8Array; readonly checksum: string } | null = null;
   readonly runDir: string;
 
   /**
@@ -133,7 +144,17 @@ export abstract class CoordinatorSetUp {
     if (resumePoint) {
       this.history = resumePoint.meta.history;
       this.store.resumedFrom(resumePoint);
+      this.startedFrom = resumePoint.meta.startedFrom ?? null;
     }
+  }
+
+  /**
+   * What this run started from, for the log: the loaded model (`--load`), else {@link describeRunStart} (pretrained
+   * or seeded weights).
+   */
+  protected runStartText(): string {
+    const c = this.cmd.config;
+    return this.startedFrom !== null ? describeLoadStart(this.startedFrom) : describeRunStart(c.pretrained, c.seed);
   }
 
   /**
@@ -145,7 +166,7 @@ export abstract class CoordinatorSetUp {
     if (this.runLock === null) return;
     restoreRunDir({
       runDir: this.runDir, lock: this.runLock, dataAccount: this.writtenAccount,
-      writeConfig: () => writeRunConfigFile(this.runDir, this.cmd.config, this.cmd.runtime),
+      writeConfig: () => writeRunConfigFile(this.runDir, this.cmd.config, this.cmd.runtime, this.startedFrom),
     }, this.io.log);
   }
 
@@ -234,6 +255,12 @@ export abstract class CoordinatorSetUp {
     if (!resumed) {
       checkPretrainedSource(config.pretrained);
       await checkPretrainedFile(config.pretrained, config.arch);
+      // A resumed --load run starts from its own checkpoint: the loaded model is never read again (it may be gone).
+      if (config.load !== null) {
+        this.loadSource = readLoadSource(config.load);
+        checkLoadArch(this.loadSource, config.arch);
+        this.startedFrom = this.loadSource.record;
+      }
     }
     if (config.workers > 0) checkBackendRequest(config.backend);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
@@ -316,10 +343,12 @@ export abstract class CoordinatorSetUp {
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
       throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
+    if (this.loadSource !== null) checkLoadClasses(this.loadSource, data.classes);
     if (this.resumedAccount !== null) this.writeDataAccount(this.resumedAccount);
     // Planned before anything is announced: a run that cannot take one step (a training set smaller than one global
     // batch, e.g. --workers 200 on a small set) must not first say it is listening and waiting for its workers.
     this.stages = planStages({ stages: config.stages, trainCount: data.train.length, globalBs: this.scale.globalBs, lrFactor: this.scale.lrFactor });
+    if (this.loadSource !== null) this.prepareStartState(this.loadSource);
     for (const line of announce) this.io.out(line);
     this.io.out(`coordinator listening on ${endpoint}; waiting for ${config.expect} worker(s)`);
     // Workers this coordinator does not start (--expect above --workers, e.g. --workers 0 --expect 2): say how to
@@ -332,7 +361,19 @@ export abstract class CoordinatorSetUp {
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
         : `; all-reduce: ${ALLREDUCE_PLAN[runtime.allreduce]}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
-    writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime));
+    writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime, this.startedFrom));
+  }
+
+  /**
+   * Makes {@link startState} of a `--load` run (the first stage's frozen flag, the loaded weights, a fresh optimizer)
+   * and says what the run starts from; the decoded source is dropped.
+   */
+  private prepareStartState(source: LoadSource): void {
+    const { config } = this.cmd;
+    this.startState = { blob: startStateBlob(source, this.stages[0]!.config.frozen), checksum: weightsChecksumOf(source.state.tensors) };
+    this.loadSource = null;
+    const size = source.size === config.size ? '' : `; it was trained at ${source.size} px, this run trains at ${config.size} px`;
+    this.io.log(`--load: starting from ${describeLoadStart(source.record)}: weights and BatchNorm statistics; the optimizer state starts fresh (fastai learn.load, with_opt=False)${size}`);
   }
 
   /** The flag that named the run folder, for messages: `--resume` for a resumed run, else `--run-dir`. */
@@ -377,7 +418,7 @@ export abstract class CoordinatorSetUp {
       },
       resumeCommand: resumeCommandLine(this.runDir),
       newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
-      restartFrom: () => previewRestartPoint(this.runDir, resumedAt, describeRunStart(config.pretrained, config.seed)),
+      restartFrom: () => previewRestartPoint(this.runDir, resumedAt, this.runStartText()),
     });
     return this.recovery;
   }

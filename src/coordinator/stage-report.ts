@@ -8,13 +8,17 @@ import type { RunHistory } from './history.js';
 import type { RunReportInput } from './report/types.js';
 import { writeRunReport, type ReportManifest } from './report/write-report.js';
 import { logText } from '../contract/log-text.js';
+import type { StartRecord } from './load-model.js';
 
-/** Builds the report input from what the run has done so far. */
-export function reportInput(runDir: string, config: RunConfig, history: RunHistory, interpretation?: ClassificationInterpretation): RunReportInput {
+/**
+ * Builds the report input from what the run has done so far.
+ * @param startedFrom - the model a `--load` run started from: a `startedFrom` row follows the configuration's
+ */
+export function reportInput(runDir: string, config: RunConfig, history: RunHistory, interpretation?: ClassificationInterpretation, startedFrom: StartRecord | null = null): RunReportInput {
   const stages = history.stages.filter((s) => s && s.kind !== 'lr_find');
   return {
     title: `pets-trainer run ${runDir.split('/').pop()}`,
-    config: config as unknown as Record<string, unknown>,
+    config: { ...config, ...(startedFrom === null ? {} : { startedFrom: startedFromText(startedFrom) }) } as unknown as Record<string, unknown>,
     stages: stages.map((s) => ({
       name: s.name,
       epochs: s.epochs.map((e) => ({ epoch: e.epoch, trainLoss: e.trainLoss, validLoss: e.validLoss, errorRate: e.errorRate, timeSeconds: e.seconds })),
@@ -26,9 +30,14 @@ export function reportInput(runDir: string, config: RunConfig, history: RunHisto
   };
 }
 
-/** Writes `index.html` and the pictures for the stages finished so far. */
-export function writeStageReport(runDir: string, config: RunConfig, history: RunHistory): Promise<ReportManifest> {
-  return writeRunReport(runDir, reportInput(runDir, config, history));
+/** `<file> (<what>, sha256 <hex>): weights and BatchNorm statistics; optimizer state fresh`, the report's row. */
+export function startedFromText(r: StartRecord): string {
+  return `${r.path} (${r.what}, sha256 ${r.sha256}): weights and BatchNorm statistics; optimizer state fresh`;
+}
+
+/** Writes `index.html` and the pictures for the stages finished so far. @param startedFrom - as {@link reportInput} */
+export function writeStageReport(runDir: string, config: RunConfig, history: RunHistory, startedFrom: StartRecord | null = null): Promise<ReportManifest> {
+  return writeRunReport(runDir, reportInput(runDir, config, history, undefined, startedFrom));
 }
 
 /** The terminal lines of fastai's `most_confused(min_val)` (or a line saying there is none). */

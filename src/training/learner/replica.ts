@@ -29,7 +29,6 @@
  * Padded items (`valid[i] = 0`) are excluded from the loss, the gradient and the counts, but they do take part in
  * the BatchNorm batch statistics of their chunk.
  */
-import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainerError } from '../../contract/errors.js';
 import { mulberry32, type Rng } from '../../contract/plan/rng.js';
@@ -44,6 +43,7 @@ import { perItemCrossEntropy } from './loss.js';
 import type { StepHyper } from '../../contract/plan/schedule.js';
 import { defaultMaxMicroBatch, splitChunks } from './micro-batch.js';
 import { flattenOnDevice } from '../compute/webgpu/flatten.js';
+import { WeightsHash } from './state-codec.js';
 
 /** Options of {@link Replica.create}. */
 export interface ReplicaOptions {
@@ -555,16 +555,12 @@ export class Replica {
     this.model.head.numBatchesTracked = state.bnSteps.head;
   }
 
-  /** SHA-256 (hex) over every parameter and BN buffer: name bytes then float32 bytes, in name order. */
+  /** SHA-256 (hex) over every parameter and BN buffer: name bytes then float32 bytes, in name order ({@link WeightsHash}). */
   async weightsChecksum(): Promise<string> {
     this.checkAlive();
-    const h = createHash('sha256');
-    for (const [name, v] of this.namedVariables()) {
-      const data = await v.data() as Float32Array;
-      h.update(name);
-      h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    }
-    return h.digest('hex');
+    const h = new WeightsHash();
+    for (const [name, v] of this.namedVariables()) h.add(name, await v.data() as Float32Array);
+    return h.digest();
   }
 
   /** Frees the model and optimizer tensors. Idempotent. */

@@ -7,6 +7,7 @@
  * `opt.<param>.exp_avg_sq` (Adam moments, same shape); header metadata: `frozen` ("true"/"false"),
  * `optimizerSteps` (JSON param → Adam step count), `bnSteps` (JSON `{body, head}`).
  */
+import { createHash } from 'node:crypto';
 import { TrainerError } from '../../contract/errors.js';
 import type { AdamWParamState } from './adamw.js';
 import type { NamedArray, ReplicaState } from './replica.js';
@@ -67,4 +68,35 @@ export function decodeReplicaState(bytes: Uint8Array, source = 'replica state'):
   if (frozen !== 'true' && frozen !== 'false') throw new TrainerError('ERR_WEIGHTS', `${source}: metadata frozen must be "true" or "false", got ${JSON.stringify(frozen)}`);
   tensors.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { version: 1, tensors, optimizer: { version: 1, params }, frozen: frozen === 'true', bnSteps };
+}
+
+/**
+ * The weights checksum of a replica ({@link Replica.weightsChecksum}, which replicas report after every load and at
+ * every checkpoint), computed incrementally: SHA-256 (hex) over every parameter and BatchNorm buffer, its name's UTF-8
+ * bytes then its float32 bytes (little-endian, as stored), added in name order (JavaScript `<` on the names).
+ */
+export class WeightsHash {
+  private readonly h = createHash('sha256');
+
+  /** Adds one tensor; call in name order. @param data - its `float32` values, row-major */
+  add(name: string, data: Float32Array): void {
+    this.h.update(name);
+    this.h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  /** The checksum, hex. */
+  digest(): string {
+    return this.h.digest('hex');
+  }
+}
+
+/**
+ * {@link WeightsHash} of named arrays in any order: the checksum a replica holding exactly these weights reports. The
+ * coordinator computes it of a state it sends, to check that each replica holds that state's weights.
+ * @param tensors - parameters and BatchNorm buffers, `float32` (no optimizer moments)
+ */
+export function weightsChecksumOf(tensors: Iterable<Pick<NamedArray, 'name' | 'data'>>): string {
+  const h = new WeightsHash();
+  for (const t of [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) h.add(t.name, t.data);
+  return h.digest();
 }

@@ -1,0 +1,188 @@
+/**
+ * `--load <model file or run dir>`: a new run that starts from the weights and BatchNorm running statistics of a model
+ * saved earlier, with the stages of its own command line — fastai's `learn.load('stage-1')` followed by new fits
+ * (`learn.unfreeze(); learn.fit_one_cycle(2, max_lr=slice(1e-6,1e-4))`).
+ *
+ * What it reads, checked in the coordinator before any worker starts:
+ * - a saved model, `models/<name>.safetensors` with its `<name>.json` (classes, architecture), as `predict` takes it;
+ *   a run directory without checkpoints, or its `models/` folder, stands for its newest saved model (`findModel`);
+ * - a checkpoint folder (`checkpoints/step-…`, or its `state.safetensors`), verified against its manifest;
+ * - a run directory with checkpoints: its newest intact checkpoint, i.e. the run's final state (a finished run's
+ *   final checkpoint is its last stage's model).
+ *
+ * The optimizer state starts fresh, as fastai's `learn.load(name, with_opt=False)` (the default) leaves it: AdamW's
+ * moments and step counts of the saved model are not loaded. The weights, BatchNorm running statistics and their
+ * update counts (torch `num_batches_tracked`) are.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { ARCHS, archModel, type Arch } from '../contract/config.js';
+import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, sha256, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
+import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { describeConfig, resolveResNetConfig, type ResNetConfig } from '../contract/resnet-spec.js';
+import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
+import type { ReplicaState } from '../training/learner/replica.js';
+import type { SavedModelMeta } from '../training/learner/save.js';
+import type { CheckpointMeta } from './checkpoint-store.js';
+import { findModel } from './inference.js';
+
+/** Where a `--load` run started from, as its `config.json`, its checkpoints and its report record it. */
+export interface StartRecord {
+  /** Absolute path of the file read: a saved model's `.safetensors`, or a checkpoint's `state.safetensors`. */
+  readonly path: string;
+  /** What it is, e.g. `saved model stage-1 of run runs/a` or `checkpoint step-000000012 of run runs/a`. */
+  readonly what: string;
+  /** sha256 (hex) of the file's bytes, so the record still identifies it once the file is moved or changed. */
+  readonly sha256: string;
+}
+
+/** A `--load` source read and decoded ({@link readLoadSource}). */
+export interface LoadSource {
+  readonly record: StartRecord;
+  /** The model's architecture. */
+  readonly arch: ResNetConfig;
+  /** Its class names, index i = class i. */
+  readonly classes: readonly string[];
+  /** Image side it was trained at, pixels (another `--size` is allowed: progressive resizing). */
+  readonly size: number;
+  /** The decoded state (its optimizer part is dropped by {@link startStateBlob}). */
+  readonly state: ReplicaState;
+}
+
+const FLAG = '--load';
+
+/**
+ * Reads what `--load` names (see the module comment) and decodes its state.
+ * @param value - the flag's value: a model file, a checkpoint folder or file, a run directory or its `models/`
+ * @throws TrainerError ERR_BAD_FLAG naming the path and what is wrong with it (missing, no model, a model file
+ *   without its `.json`, a damaged checkpoint or model)
+ */
+export function readLoadSource(value: string): LoadSource {
+  const path = resolve(value);
+  if (!existsSync(path)) throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: no such model file or run directory`);
+  const checkpointDir = statSync(path).isDirectory() ? path : dirname(path);
+  if (existsSync(join(checkpointDir, 'manifest.json')) && (path === checkpointDir || basename(path) === 'state.safetensors')) {
+    return fromCheckpoint(value, () => readCheckpoint<CheckpointMeta>(checkpointDir));
+  }
+  if (statSync(path).isDirectory() && listCheckpoints(path).length > 0) {
+    return fromCheckpoint(value, () => loadLatestCheckpoint<CheckpointMeta>(path)!);
+  }
+  return fromModel(value);
+}
+
+/** A checkpoint as a load source (`read` verifies it; an error names the checkpoint). */
+function fromCheckpoint(value: string, read: () => LoadedCheckpoint<CheckpointMeta>): LoadSource {
+  let loaded: LoadedCheckpoint<CheckpointMeta>;
+  try {
+    loaded = read();
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${err.message}`, { cause: err });
+  }
+  const file = join(loaded.dir, 'state.safetensors');
+  const bytes = loaded.files.get('state.safetensors');
+  const meta = loaded.manifest.meta;
+  if (bytes === undefined || typeof meta?.config?.arch !== 'string' || !Array.isArray(meta.classes)) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${loaded.dir} is not a checkpoint of this trainer (no state.safetensors, or its manifest names no arch and classes)`);
+  }
+  const runDir = dirname(dirname(loaded.dir));
+  const skipped = loaded.skipped.length > 0 ? `, the newest intact one (${loaded.skipped.length} newer skipped as damaged)` : '';
+  return {
+    record: { path: file, what: `checkpoint ${basename(loaded.dir)} of run ${runDir}${skipped}, global step ${meta.history?.position?.globalStep ?? '?'}`, sha256: sha256(bytes) },
+    arch: resolveResNetConfig(archModel(meta.config.arch)), classes: meta.classes, size: meta.config.size,
+    state: decode(value, file, bytes),
+  };
+}
+
+/** A saved model (`models/<name>.safetensors` + `.json`) as a load source. */
+function fromModel(value: string): LoadSource {
+  let ref;
+  try {
+    ref = findModel(value);
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', err.message.startsWith(value) ? `${FLAG} ${err.message}` : `${FLAG} ${value}: ${err.message}`, { cause: err });
+  }
+  const file = join(ref.dir, 'models', `${ref.name}.safetensors`);
+  const metaFile = join(ref.dir, 'models', `${ref.name}.json`);
+  let meta: SavedModelMeta;
+  try {
+    meta = JSON.parse(readFileSync(metaFile, 'utf8')) as SavedModelMeta;
+  } catch (err) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: cannot read ${metaFile} (${(err as Error).message})`, { cause: err });
+  }
+  if (meta.format !== 1 || typeof meta.arch !== 'object' || !Array.isArray(meta.classes)) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${metaFile} is not a saved model's metadata of format 1 (with arch and classes)`);
+  }
+  let arch: ResNetConfig;
+  try {
+    arch = resolveResNetConfig(meta.arch);
+  } catch (err) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${metaFile}: ${(err as Error).message}`, { cause: err });
+  }
+  const bytes = readFileSync(file);
+  return {
+    record: { path: file, what: `saved model ${ref.name} of ${ref.dir}`, sha256: sha256(bytes) },
+    arch, classes: meta.classes, size: meta.size, state: decode(value, file, bytes),
+  };
+}
+
+function decode(value: string, file: string, bytes: Uint8Array): ReplicaState {
+  try {
+    return decodeReplicaState(bytes, file);
+  } catch (err) {
+    if (!isTrainerError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${err.message}`, { cause: err });
+  }
+}
+
+/** `resnet34`, `resnet10`, or `ResNet(basic, [1,2,1,1])` for an architecture no `--arch` names. */
+function archName(config: ResNetConfig): string {
+  const named = ARCHS.find((a) => JSON.stringify(resolveResNetConfig(archModel(a))) === JSON.stringify(config));
+  return named ?? describeConfig(config);
+}
+
+/**
+ * The loaded model must be of the run's architecture (`--arch`): fastai's `learn.load` needs a learner built with
+ * the same one.
+ * @throws TrainerError ERR_BAD_FLAG naming the file, its architecture and the run's
+ */
+export function checkLoadArch(source: LoadSource, arch: Arch): void {
+  const want = resolveResNetConfig(archModel(arch));
+  if (JSON.stringify(want) === JSON.stringify(source.arch)) return;
+  throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${source.record.path}: the model is a ${archName(source.arch)}, this run's --arch is ${arch}; pass --arch ${archName(source.arch)} (the architecture of the model loaded)`);
+}
+
+/**
+ * The loaded model's head must predict the data's classes, in the same order (class i is output i).
+ * @param classes - the run's classes, from its data
+ * @throws TrainerError ERR_BAD_FLAG naming the file and what differs: classes only one side has, or the order
+ */
+export function checkLoadClasses(source: LoadSource, classes: readonly string[]): void {
+  const model = source.classes;
+  if (JSON.stringify(model) === JSON.stringify(classes)) return;
+  const list = (xs: readonly string[]): string => `${xs.slice(0, 5).join(', ')}${xs.length > 5 ? ` (+${xs.length - 5} more)` : ''}`;
+  const onlyModel = model.filter((c) => !classes.includes(c)), onlyData = classes.filter((c) => !model.includes(c));
+  const differs = onlyModel.length + onlyData.length === 0
+    ? `the same ${classes.length} classes in another order (the model's class 0 is ${model[0]}, the data's ${classes[0]})`
+    : [onlyModel.length > 0 ? `not in the data: ${list(onlyModel)}` : '', onlyData.length > 0 ? `not in the model: ${list(onlyData)}` : ''].filter(Boolean).join('; ');
+  throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${source.record.path}: the model was trained on ${model.length} classes, the data has ${classes.length}: ${differs}; ` +
+    'load a model trained on these classes, or point --data at its data');
+}
+
+/**
+ * The state every replica loads at the start of the first stage: the loaded weights, BatchNorm statistics and their
+ * update counts, no optimizer state (fastai `learn.load(with_opt=False)`: AdamW starts with zero moments and step 0)
+ * and the first stage's frozen flag (a load-state sets it).
+ * @param frozen - the first stage's `frozen`
+ * @returns a replica state blob (`state-codec.ts`), the payload of a `load-state` request
+ */
+export function startStateBlob(source: LoadSource, frozen: boolean): Uint8Array {
+  const s = source.state;
+  return encodeReplicaState({ version: 1, frozen, tensors: s.tensors, optimizer: { version: 1, params: [] }, bnSteps: s.bnSteps });
+}
+
+/** The log line of a run that starts from a loaded model. */
+export function describeLoadStart(record: StartRecord): string {
+  return `the weights of ${record.path} (--load: ${record.what}; sha256 ${record.sha256.slice(0, 12)}…)`;
+}
