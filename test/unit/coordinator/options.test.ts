@@ -50,6 +50,30 @@ test('--fine-tune-epochs 0 drops stage 2 (stage 1 alone, as the tutorial\'s firs
   assert.throws(() => parseTrainArgs(['--fine-tune-epochs', '-1']), (e: unknown) => isTrainerError(e) && /--fine-tune-epochs must be an integer in \[0, 10000\], got "-1"/.test(e.message));
 });
 
+test('--epochs 0 drops stage 1: --load <model> --epochs 0 --no-lr-find is fastai\'s learn.load; unfreeze; fit_one_cycle(2, slice(1e-6,1e-4))', () => {
+  assert.deepEqual(parseTrainArgs(['--epochs', '0', '--no-lr-find']).config.stages,
+    [{ kind: 'one_cycle', name: 'stage-2', epochs: 2, maxLr: 'slice(1e-6,1e-4)', frozen: false }]);
+  assert.deepEqual(parseTrainArgs(['--epochs', '0', '--fine-tune-epochs', '3']).config.stages.map((s) => [s.name, s.epochs]), [['lr-find', 0], ['stage-2', 3]]);
+  // Both fit stages dropped: refused by the flags' names, not by the config rule the user never wrote.
+  assert.throws(() => parseTrainArgs(['--epochs', '0', '--fine-tune-epochs', '0']),
+    (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--epochs 0 and --fine-tune-epochs 0 leave no training stage of stage-1, lr-find, stage-2; give one of them epochs ≥ 1$/.test(e.message));
+});
+
+test('--load: recorded as an absolute path; pretrained becomes none, and an explicit other --pretrained beside it is refused', () => {
+  const { config, explicit } = parseTrainArgs(['--load', 'runs/a/models/stage-1.safetensors', '--arch', 'resnet10']);
+  assert.equal(config.load, join(process.cwd(), 'runs/a/models/stage-1.safetensors'));
+  // resnet10 has no ImageNet weights: the default --pretrained imagenet would refuse it, but --load needs none.
+  assert.equal(config.pretrained, 'none');
+  assert.equal(explicit.load, 'runs/a/models/stage-1.safetensors');
+  assert.equal(parseTrainArgs(['--load', 'm.safetensors', '--pretrained', 'none']).config.pretrained, 'none');
+  assert.equal(parseTrainArgs([]).config.load, null);
+  for (const pretrained of ['imagenet', 'w.safetensors']) {
+    assert.throws(() => parseTrainArgs(['--load', 'm.safetensors', '--pretrained', pretrained]), (e: unknown) => isTrainerError(e, 'ERR_BAD_CONFIG') &&
+      e.message === `pretrained (--pretrained) must be none (or not given) with load (--load): the loaded model holds every weight of the network, so give one of --load and --pretrained, got ${JSON.stringify(pretrained)}`);
+  }
+  assert.match(trainProgram().helpInformation().replace(/\s+/g, ' '), /--load <model> start a new run from a saved model's weights and BatchNorm statistics \(fastai learn\.load; optimizer state fresh\)/);
+});
+
 test('a config file sets stages; flags win over it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'opt-'));
   const file = join(dir, 'plan.yaml');
@@ -90,11 +114,11 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   assert.equal(parseTrainArgs(['--allreduce', 'star', '--allreduce-dtype', 'float16']).runtime.allreduce, 'star');
   assert.equal(parseTrainArgs(['--allreduce-dtype', 'float16']).runtime.allreduceDtype, 'float16');
   bad(['--wokers', '2'], /unknown option '--wokers'/);
-  bad(['--epochs', '0'], /^--epochs must be an integer in \[1, 10000\], got "0"$/);
+  bad(['--epochs', '-1'], /^--epochs must be an integer in \[0, 10000\], got "-1"$/);
   // The bound the stage check enforces is in the message (it said "an integer ≥ 1, got 1e9" for a non-integer and
   // only the config check named [1, 10000]).
-  bad(['--epochs', '1e9'], /^--epochs must be an integer in \[1, 10000\], got "1e9"$/);
-  bad(['--epochs', '20000'], /^--epochs must be an integer in \[1, 10000\], got "20000"$/);
+  bad(['--epochs', '1e9'], /^--epochs must be an integer in \[0, 10000\], got "1e9"$/);
+  bad(['--epochs', '20000'], /^--epochs must be an integer in \[0, 10000\], got "20000"$/);
   bad(['--fine-tune-epochs', '10001'], /^--fine-tune-epochs must be an integer in \[0, 10000\], got "10001"$/);
 });
 

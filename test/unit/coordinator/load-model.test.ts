@@ -1,0 +1,154 @@
+/**
+ * `--load` (coordinator/load-model.ts): what it reads (a saved model, a checkpoint, a run directory), the checks made
+ * before any worker starts (architecture, classes, a damaged or missing file, each named), and the start state every
+ * replica loads: the saved weights and BatchNorm statistics with a fresh optimizer, as fastai's
+ * `learn.load(name)` (`with_opt=False`) leaves a learner.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../../../src/training/compute/backend.js';
+import { registerTfjsGradients } from '../../../src/training/compute/kernels/gradients.js';
+import { Replica } from '../../../src/training/learner/replica.js';
+import { saveModel } from '../../../src/training/learner/save.js';
+import { decodeReplicaState, encodeReplicaState, weightsChecksumOf } from '../../../src/training/learner/state-codec.js';
+import { sha256, writeCheckpoint } from '../../../src/contract/checkpoint-format.js';
+import { archModel, resolveRunConfig } from '../../../src/contract/config.js';
+import { resolveResNetConfig } from '../../../src/contract/resnet-spec.js';
+import { isTrainerError } from '../../../src/contract/errors.js';
+import { checkLoadArch, checkLoadClasses, readLoadSource, startStateBlob } from '../../../src/coordinator/load-model.js';
+
+const CLASSES = ['Abyssinian', 'Bengal'];
+const SIZE = 32;
+let dir = '';
+let runA = '';
+/** The trained replica's state as saved (weights, BN statistics, AdamW moments after one step). */
+let savedState: Uint8Array;
+
+/** A ResNet10 replica of 2 classes after one training step, so its optimizer state is not empty. */
+async function trainedReplica(): Promise<Replica> {
+  const r = await Replica.create({ arch: archModel('resnet10'), numClasses: CLASSES.length, seed: 5, pretrained: null, frozen: true });
+  const n = 4;
+  const x = Float32Array.from({ length: n * SIZE * SIZE * 3 }, (_, i) => Math.sin(i * 0.37));
+  await r.accumulate(x, Int32Array.from([0, 1, 0, 1]), null, 11);
+  const g = await r.takeGradients();
+  r.applyGradients(g, { lrs: [1e-3, 1e-3, 1e-2], momentum: 0.9 });
+  return r;
+}
+
+before(async () => {
+  await initBackend('auto');
+  await registerTfjsGradients();
+  dir = mkdtempSync(join(tmpdir(), 'load-model-'));
+  runA = join(dir, 'run-a');
+  const r = await trainedReplica();
+  try {
+    await saveModel(r, { arch: resolveResNetConfig(archModel('resnet10')), classes: CLASSES, size: SIZE, normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } }, runA, 'stage-1');
+    savedState = encodeReplicaState(await r.exportState());
+  } finally {
+    r.dispose();
+  }
+});
+
+after(() => {
+  if (dir !== '') rmSync(dir, { recursive: true, force: true });
+});
+
+/** A run folder holding one checkpoint of `savedState` at global step 7 (what a coordinator writes). */
+function runWithCheckpoint(name: string, arch = 'resnet10', classes = CLASSES): string {
+  const runDir = join(dir, name);
+  const config = resolveRunConfig({ arch, pretrained: 'none', size: 64, runDir });
+  writeCheckpoint(runDir, 7, new Map([['state.safetensors', savedState]]), { runId: name, config, classes, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
+  return runDir;
+}
+
+function refusedAs(pattern: RegExp): (e: unknown) => boolean {
+  return (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && pattern.test(e.message);
+}
+
+test('a saved model: its file, sha256, architecture, classes, size and state; the run folder without checkpoints or its models/ mean the same model', () => {
+  const file = join(runA, 'models', 'stage-1.safetensors');
+  for (const given of [file, runA, join(runA, 'models')]) {
+    const s = readLoadSource(given);
+    assert.equal(s.record.path, file, given);
+    assert.equal(s.record.what, `saved model stage-1 of ${runA}`);
+    assert.equal(s.record.sha256, sha256(readFileSync(file)));
+    assert.deepEqual(s.arch, { block: 'basic', layers: [1, 1, 1, 1] });
+    assert.deepEqual(s.classes, CLASSES);
+    assert.equal(s.size, SIZE);
+    assert.ok(s.state.optimizer.params.length > 0, 'the saved model holds AdamW state (which --load leaves out)');
+  }
+});
+
+test('a checkpoint: its folder, its state.safetensors, or the run folder (the newest intact checkpoint, the run\'s final state)', () => {
+  const runB = runWithCheckpoint('run-b');
+  const ckpt = join(runB, 'checkpoints', 'step-000000007');
+  for (const given of [runB, ckpt, join(ckpt, 'state.safetensors')]) {
+    const s = readLoadSource(given);
+    assert.equal(s.record.path, join(ckpt, 'state.safetensors'), given);
+    assert.equal(s.record.what, `checkpoint step-000000007 of run ${runB}, global step 7`);
+    assert.equal(s.record.sha256, sha256(savedState));
+    assert.deepEqual(s.classes, CLASSES);
+    assert.equal(s.size, 64);
+  }
+});
+
+test('refused before anything starts, naming the path: missing, not a model, a model without its .json, a damaged checkpoint', () => {
+  assert.throws(() => readLoadSource(join(dir, 'nope.safetensors')), refusedAs(/^--load \S*nope\.safetensors: no such model file or run directory$/));
+  const empty = join(dir, 'empty');
+  mkdirSync(empty);
+  assert.throws(() => readLoadSource(empty), refusedAs(/^--load \S*empty: expected a run directory with models\/\*\.safetensors or a model file, found none$/));
+  const loose = join(dir, 'loose');
+  mkdirSync(loose);
+  copyFileSync(join(runA, 'models', 'stage-1.safetensors'), join(loose, 'stage-1.safetensors'));
+  assert.throws(() => readLoadSource(join(loose, 'stage-1.safetensors')), refusedAs(/^--load \S*loose\/stage-1\.safetensors: a saved model is read from a run's models\/ folder, as <name>\.safetensors with its stage-1\.json beside it/));
+  const runC = runWithCheckpoint('run-c');
+  writeFileSync(join(runC, 'checkpoints', 'step-000000007', 'state.safetensors'), 'damaged');
+  assert.throws(() => readLoadSource(runC), refusedAs(/^--load \S*run-c: .*step-000000007.*state\.safetensors/));
+});
+
+test('the architecture must be --arch\'s: the message names the file, both architectures and the flag to pass', () => {
+  const s = readLoadSource(runA);
+  checkLoadArch(s, 'resnet10');
+  assert.throws(() => checkLoadArch(s, 'resnet34'), refusedAs(new RegExp(`^--load ${s.record.path.replace(/[.]/g, '\\.')}: the model is a resnet10, this run's --arch is resnet34; pass --arch resnet10 \\(the architecture of the model loaded\\)$`)));
+  const other = readLoadSource(runWithCheckpoint('run-d', 'resnet18'));
+  assert.throws(() => checkLoadArch(other, 'resnet10'), refusedAs(/: the model is a resnet18, this run's --arch is resnet10; pass --arch resnet18/));
+});
+
+test('the classes must be the data\'s, in order: the message names the file and what differs', () => {
+  const s = readLoadSource(runA);
+  checkLoadClasses(s, CLASSES);
+  assert.throws(() => checkLoadClasses(s, ['Abyssinian', 'Bengal', 'Birman']),
+    refusedAs(/: the model was trained on 2 classes, the data has 3: not in the model: Birman; load a model trained on these classes, or point --data at its data$/));
+  assert.throws(() => checkLoadClasses(s, ['Abyssinian', 'beagle']), refusedAs(/: the model was trained on 2 classes, the data has 2: not in the data: Bengal; not in the model: beagle;/));
+  assert.throws(() => checkLoadClasses(s, ['Bengal', 'Abyssinian']), refusedAs(/: the same 2 classes in another order \(the model's class 0 is Abyssinian, the data's Bengal\)/));
+});
+
+test('the start state: the saved weights and BatchNorm statistics, no optimizer state (fastai with_opt=False), the first stage\'s frozen flag; a replica loading it reports the checksum the coordinator expects', async () => {
+  const s = readLoadSource(runA);
+  for (const frozen of [true, false]) {
+    const blob = startStateBlob(s, frozen);
+    const decoded = decodeReplicaState(blob);
+    assert.equal(decoded.frozen, frozen);
+    assert.deepEqual(decoded.optimizer.params, []);
+    assert.deepEqual(decoded.bnSteps, s.state.bnSteps);
+    assert.deepEqual(decoded.tensors.map((t) => t.name), s.state.tensors.map((t) => t.name));
+    for (const [i, t] of decoded.tensors.entries()) assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(s.state.tensors[i]!.data.buffer, s.state.tensors[i]!.data.byteOffset, s.state.tensors[i]!.data.byteLength)), t.name);
+    // A replica that already trained (optimizer state of its own), as a worker's is at a group restart, loads it.
+    const r = await trainedReplica();
+    const tensorsBefore = tf.memory().numTensors;
+    try {
+      r.importState(decoded);
+      assert.equal(await r.weightsChecksum(), weightsChecksumOf(s.state.tensors));
+      assert.equal(r.frozen, frozen);
+      assert.deepEqual((await r.exportState()).optimizer.params, [], 'AdamW starts with no moments and step 0');
+      // The moments it had are freed (the frozen flip rebuilds the trainable set; none is added).
+      assert.ok(tf.memory().numTensors <= tensorsBefore, `${tf.memory().numTensors} tensors after the load, ${tensorsBefore} before`);
+    } finally {
+      r.dispose();
+    }
+  }
+});
