@@ -18,10 +18,12 @@ import type { CheckpointMeta, ResumePoint } from '../../../src/coordinator/check
 import { listCheckpoints, writeCheckpoint } from '../../../src/contract/checkpoint-format.js';
 import { describeRunStart, previewRestartPoint } from '../../../src/coordinator/restart-point.js';
 
-type Rewound = { kind: 'restart'; from: string; state: Uint8Array | null; restart: number };
+type Rewound = { kind: 'restart'; from: string; state: Uint8Array | null; restart: number; checksum?: string };
 interface Internals {
   history: RunHistory;
   cluster: unknown;
+  startState: { blob: Uint8Array; checksum: string } | null;
+  startedFrom: { path: string; what: string; sha256: string } | null;
   rewindAfterGroupRestart(recovery: Recovery, restart: GroupRestart): Promise<Rewound>;
 }
 
@@ -155,4 +157,22 @@ test('the line announcing a group restart names what it goes back to before anyt
   assert.match(previewRestartPoint(runDir, { dir: 'runs/x/checkpoints/step-000000006', globalStep: 6 }, start), /^the state it resumed from/);
   checkpoint(runDir, 6, 6);
   assert.equal(previewRestartPoint(runDir, { dir: 'runs/x/checkpoints/step-000000006', globalStep: 6 }, start), listCheckpoints(runDir).at(-1));
+}));
+
+test('a --load run with no intact checkpoint goes back to the loaded model: every rank of the new group loads it (kept or fresh), its checksum to be checked', withRunDir(async (runDir) => {
+  const { c, lines } = coordinator(['--load', 'runs/a/models/stage-1.safetensors', '--arch', 'resnet10'], runDir, null);
+  // What the setup makes of the model (load-model.ts), held by the coordinator for the run's start.
+  c.startState = { blob: new Uint8Array(16).fill(9), checksum: 'd'.repeat(64) };
+  c.startedFrom = { path: '/abs/a/models/stage-1.safetensors', what: 'saved model stage-1 of /abs/a', sha256: 'e'.repeat(64) };
+  c.history.position = { stageIndex: 0, stepInStage: 3, globalStep: 3 };
+  const asked: string[] = [];
+  c.cluster = { async request(kind: string) { asked.push(kind); return []; } };
+  const { recovery, calls } = scriptedRecovery([2], [0, 1]);
+  const at = await c.rewindAfterGroupRestart(recovery, new GroupRestart(1, 'all lost'));
+  assert.equal(at.state, c.startState.blob, 'the loaded model, not the fresh replicas\' seeded weights');
+  assert.equal(at.checksum, 'd'.repeat(64));
+  assert.deepEqual(asked, [], 'no fresh replica\'s state is handed round: the loaded model goes to every rank');
+  assert.deepEqual(c.history.position, newHistory().position);
+  assert.equal(calls.synced, 0, 'synced once the driver has loaded it everywhere');
+  assert.match(lines.join('\n'), /worker group restart 1: loading the start of the run \(the weights of \/abs\/a\/models\/stage-1\.safetensors \(--load: saved model stage-1 of \/abs\/a; sha256 eeeeeeeeeeee…\)\)/);
 }));
