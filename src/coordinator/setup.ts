@@ -373,7 +373,7 @@ export abstract class CoordinatorSetUp {
     this.startState = { blob: startStateBlob(source, this.stages[0]!.config.frozen), checksum: weightsChecksumOf(source.state.tensors) };
     this.loadSource = null;
     const size = source.size === config.size ? '' : `; it was trained at ${source.size} px, this run trains at ${config.size} px`;
-    this.io.log(`--load: starting from ${describeLoadStart(source.record)}: weights and BatchNorm statistics; the optimizer state starts fresh (fastai learn.load, with_opt=False)${size}`);
+    this.io.log(`starting from ${describeLoadStart(source.record)}: weights and BatchNorm statistics; the optimizer state starts fresh (fastai learn.load, with_opt=False)${size}`);
   }
 
   /** The flag that named the run folder, for messages: `--resume` for a resumed run, else `--run-dir`. */
