@@ -40,7 +40,7 @@ export interface WorkerExit {
   readonly pid: number;
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
-  /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.kill}. */
+  /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.retire}. */
   readonly expected: boolean;
   /** The error the worker said it ended on (its {@link WorkerExitNotice}), e.g. `ERR_BACKEND: …`; null if none. */
   readonly error: string | null;
@@ -223,14 +223,6 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
   respawn(slot: number): void {
     if (this.closed || this.children.has(slot)) return;
     this.spawnSlot(slot);
-  }
-
-  /** Sends `signal` to the worker in `slot` (tests and chaos drills); marks the exit as expected unless SIGKILL. */
-  kill(slot: number, signal: NodeJS.Signals = 'SIGTERM'): void {
-    const child = this.children.get(slot);
-    if (!child) return;
-    if (signal !== 'SIGKILL') this.expectedExit.add(child.pid ?? -1);
-    child.kill(signal);
   }
 
   private spawnSlot(slot: number): void {
