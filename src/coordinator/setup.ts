@@ -122,6 +122,13 @@ export abstract class CoordinatorSetUp {
   /** The data.json text this run wrote (null: not yet), written again if the run directory loses it (run-dir-guard.ts). */
   private writtenAccount: string | null = null;
   readonly runDir: string;
+  /**
+   * The checkpoint this run resumed from as it was loaded (null: a new run), the one record of where it began: its
+   * history is copied before the run moves it on (the run's own history starts as that very object). A group restart
+   * that finds no newer intact checkpoint goes back to it (`chooseRestartPoint`), and the line announcing a restart
+   * names it (`previewRestartPoint`).
+   */
+  protected readonly resumedAt: ResumePoint | null;
 
   /**
    * @param cmd - the parsed command (for a resumed run: its configuration comes from the checkpoint)
@@ -130,6 +137,7 @@ export abstract class CoordinatorSetUp {
   constructor(protected readonly cmd: TrainCommand, protected readonly io: DriverIo, protected readonly resumePoint: ResumePoint | null = null) {
     this.runDir = resolve(cmd.config.runDir);
     this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
+    this.resumedAt = resumePoint && { ...resumePoint, meta: { ...resumePoint.meta, history: structuredClone(resumePoint.meta.history) } };
     if (resumePoint) {
       this.history = resumePoint.meta.history;
       this.store.resumedFrom(resumePoint);
@@ -350,8 +358,7 @@ export abstract class CoordinatorSetUp {
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
   private async startWorkers(data: DataBunch, endpoint: string, curve: CurveKeys | null): Promise<Recovery> {
     const { config, runtime } = this.cmd;
-    // Where the resumed run began (its history moves on with the run from here).
-    const resumedAt = this.resumePoint ? { dir: this.resumePoint.dir, globalStep: this.resumePoint.meta.history.position.globalStep } : null;
+    const resumedAt = this.resumedAt && { dir: this.resumedAt.dir, globalStep: this.resumedAt.meta.history.position.globalStep };
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();
