@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { siblingEntry } from '../training/entry.js';
-import { isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
+import { WORKER_SLOT_ENV, isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { COORDINATOR_BUILD_ENV, loadedBuild } from '../contract/build-stamp.js';
 
 /** Options of {@link LocalWorkers}. */
@@ -134,7 +134,7 @@ export function driPrimeTag(busId: string): string | null {
  * @param busIds - PCI addresses of the GPUs, in CUDA's order (default: none known, CUDA pinning only)
  */
 export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env, busIds: readonly string[] = []): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...base, PETS_WORKER_SLOT: String(slot) };
+  const env: NodeJS.ProcessEnv = { ...base, [WORKER_SLOT_ENV]: String(slot) };
   if (gpus > 0) {
     env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
     const tag = busIds.length === gpus ? driPrimeTag(busIds[slot % gpus]!) : null;

@@ -11,7 +11,7 @@ import { checkInt, MAX_TIMER_MS } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
-import type { WorkerExitNotice } from '../contract/local-pipe.js';
+import { localWorkerSlot, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { buildMismatch } from '../contract/build-stamp.js';
 import { curveKeyProblem } from '../contract/curve-key.js';
 
@@ -86,10 +86,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
  *   3 when the coordinator went silent, 130 / 143 when stopped by SIGINT / SIGTERM
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // Spawned by a coordinator with a control pipe (a local worker: it names the slot): the pipe closing is the
   // coordinator's death, and the worker's last word goes through it (announceExit). Another parent's IPC channel (a
   // process manager) is not taken for the coordinator.
-  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
+  const localSlot = localWorkerSlot(process.channel !== undefined, process.env);
+  const parentPipe = localSlot !== null;
   let options: Omit<WorkerOptions, 'log'>;
   try {
     options = parseWorkerArgs(argv);
@@ -110,7 +111,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   /** The error this worker ends on, for the coordinator's report (it is also logged here). */
   let failure: string | null = null;
-  const worker = new Worker({ ...options, parentPipe, log });
+  const worker = new Worker({ ...options, localSlot, log });
   if (parentPipe) {
     process.channel!.unref();
     const gone = (): void => {
@@ -125,11 +126,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     log('SIGTERM: closing');
     worker.stop(WORKER_EXIT.sigterm);
   };
-  // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator, which sets
-  // PETS_WORKER_SLOT) leaves SIGINT to the coordinator, which finishes the step, checkpoints and shuts it down.
-  const local = process.env.PETS_WORKER_SLOT !== undefined;
+  // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator) leaves SIGINT to
+  // the coordinator, which finishes the step, checkpoints and shuts it down.
   const onSigint = (): void => {
-    if (local) return log('SIGINT: the coordinator will stop this worker');
+    if (parentPipe) return log('SIGINT: the coordinator will stop this worker');
     log('SIGINT: closing');
     worker.stop(WORKER_EXIT.sigint);
   };
