@@ -2,7 +2,6 @@
  * `worker` command line: `worker --connect tcp://host:port` joins a coordinator (local workers are spawned by the
  * coordinator with the same flags). Flags are validated before anything starts.
  */
-import { accessSync, constants, statSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
@@ -14,23 +13,7 @@ import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 import { localWorkerSlot, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { buildMismatch } from '../contract/build-stamp.js';
 import { curveKeyProblem } from '../contract/curve-key.js';
-
-/**
- * What is wrong with `dir` as a worker's `--data`, or null when it is a folder this process can list and enter.
- * Whether it holds the run's items is known only at setup (`localDataRoot`, worker.ts).
- */
-export function dataFolderProblem(dir: string): string | null {
-  try {
-    if (!statSync(dir).isDirectory()) return 'it is a file, not a folder';
-    accessSync(dir, constants.R_OK | constants.X_OK);
-    return null;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return 'no such folder';
-    if (code === 'ENOTDIR') return 'a part of the path is a file, not a folder';
-    return `it cannot be read (${code ?? (err as Error).message})`;
-  }
-}
+import { folderProblem } from '../contract/folder.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -64,8 +47,9 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     throw new TrainerError('ERR_BAD_FLAG', `--curve-server-key must be the coordinator's 40-character Z85 public key (the coordinator prints it; its --curve-keys folder holds it in coordinator.key), got ${JSON.stringify(o.curveServerKey)}: ${keyProblem}`);
   }
   // Checked before the worker joins, as every flag: a wrong path used to pass here, the worker joined the run and
-  // failed its setup (ERR_DATA, exit 1), which the coordinator counted as a lost worker.
-  const dataProblem = o.data === undefined ? null : dataFolderProblem(o.data);
+  // failed its setup (ERR_DATA, exit 1), which the coordinator counted as a lost worker. Whether the folder holds the
+  // run's items is known only at setup (`localDataRoot`, worker.ts).
+  const dataProblem = o.data === undefined ? null : folderProblem(o.data);
   if (dataProblem !== null) {
     throw new TrainerError('ERR_BAD_FLAG', `--data must be this machine's copy of the coordinator's data, a folder of images or a folder holding images/, got ${JSON.stringify(o.data)}: ${dataProblem}`);
   }
