@@ -11,15 +11,17 @@
  *   [--no-flip] [--flip-vert] [--no-augment]
  * ```
  * The augmentation flags are the coordinator's (`addAugmentFlags`), with the same meaning, defaults and checks.
- * Exit code: 0 done, 1 runtime error, 2 bad flag.
+ * Errors end it with one line, `learn: CODE: message` (the codes of src/contract/errors.ts, as the coordinator's).
+ * Exit code: 0 done, 1 runtime error, 2 bad flag or data that cannot be trained (ERR_BAD_DATA), as the coordinator.
  */
 import { pathToFileURL } from 'node:url';
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
 import { initBackend, parseBackendRequest, type BackendRequest } from '../src/training/compute/backend.js';
 import { registerTfjsGradients } from '../src/training/compute/kernels/gradients.js';
 import { createDataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
-import { TrainerError, isTrainerError } from '../src/contract/errors.js';
+import { TrainerError } from '../src/contract/errors.js';
+import { errorExit } from '../src/contract/cli-error.js';
 import { makeDir } from '../src/coordinator/make-dir.js';
 import { Learner } from '../src/training/learner/learner.js';
 import type { LrFindResult } from '../src/training/learner/lr-find.js';
@@ -191,16 +193,15 @@ export function parseLearnArgs(argv: readonly string[]): LearnOptions {
 /**
  * Entry point.
  * @param argv - arguments after the script name
- * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ * @returns exit code (CLI_EXIT, contract/cli-error.ts): 0 done, 1 runtime error, 2 bad flag or data
  */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
     await run(parseLearnArgs(argv));
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    console.error(`learn: ${err instanceof Error ? err.message : String(err)}`);
-    return isTrainerError(err, 'ERR_BAD_FLAG') || isTrainerError(err, 'ERR_BAD_CONFIG') ? 2 : 1;
+    // As the coordinator: `learn: CODE: message`, and exit 2 for an input to change (a bad flag or data).
+    return errorExit('learn', err);
   }
 }
 
