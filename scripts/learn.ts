@@ -22,7 +22,7 @@ import { createDataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import { errorExit } from '../src/contract/cli-error.js';
-import { makeDir } from '../src/coordinator/make-dir.js';
+import { makeDir } from '../src/contract/make-dir.js';
 import { Learner } from '../src/training/learner/learner.js';
 import type { LrFindResult } from '../src/training/learner/lr-find.js';
 import { Replica } from '../src/training/learner/replica.js';

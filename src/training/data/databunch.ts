@@ -10,7 +10,8 @@ import { LEFT_OUT_REASONS, leftOutLines, skippedCount, type DataAccount, type Le
 import { checkClasses } from './class-check.js';
 import { SKIP_REASONS, SkipLog, type SkipReason } from './decode.js';
 import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
-import { defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
+import { CACHE_DIR_ENV, defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
+import { envOrigin, optionOrigin } from '../../contract/make-dir.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
@@ -182,7 +183,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const log = o.log ?? ((line: string) => process.stderr.write(`data: ${line}\n`));
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   const datasetDir = o.data === PETS_SOURCE
-    ? await fetchPets({ ...o.fetch, cacheDir, annotations: o.split === 'official' })
+    ? await fetchPets({ ...o.fetch, cacheDir, cacheOrigin: o.cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir'), annotations: o.split === 'official' })
     : resolve(o.data);
   if (o.split === 'csv' && o.labelFrom !== 'csv') {
     throw new TrainerError('ERR_BAD_FLAG', `--split csv reads the CSV's ${o.validCol} column, so it needs --label-from csv (and --labels), got --label-from ${o.labelFrom}`);
