@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest, type BackendRequest } from '../src/training/compute/backend.js';
 import { registerTfjsGradients } from '../src/training/compute/kernels/gradients.js';
-import { createDataBunch } from '../src/training/data/databunch.js';
+import { checkDataSource, createDataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import { errorExit } from '../src/contract/cli-error.js';
@@ -99,6 +99,8 @@ async function run(f: LearnOptions): Promise<void> {
   const t0 = performance.now();
   const arch = resolveResNetConfig(archModel(f.arch));
   const { size, bs, seed } = f;
+  // Before --dir is made: a mistyped --data left an empty runs/learn behind.
+  checkDataSource(f.data);
   makeDir(f.dir, '--dir');
   const choice = await initBackend(f.backend);
   await registerTfjsGradients();

@@ -10,7 +10,7 @@ import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
-import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
+import { assertTrainable, checkDataSource, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
@@ -244,6 +244,8 @@ export abstract class CoordinatorSetUp {
       await checkPretrainedFile(config.pretrained, config.arch);
     }
     if (config.workers > 0) checkBackendRequest(config.backend);
+    // Before the run folder is made: a mistyped --data made it, then failed at the data step and removed it again.
+    checkDataSource(config.data);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
     this.runLock = writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_LOCK_FILE), () => lockRunDir(this.runDir, this.runDirFlag(), this.io.log));
     if (!this.cmd.runtime.resume && this.createdRunDirs.length === 0) {

@@ -4,7 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CommanderError } from 'commander';
-import { parseLearnArgs } from '../../../scripts/learn.js';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main, parseLearnArgs } from '../../../scripts/learn.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 
 const BASE = ['--data', 'x', '--pretrained', 'none'];
@@ -85,5 +88,20 @@ test('every value is checked and converted once, before anything loads: the defa
   ];
   for (const [flags, re] of cases) {
     assert.throws(() => parseLearnArgs([...BASE, ...flags]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && re.test(e.message), flags.join(' '));
+  }
+});
+
+test('a --data folder that is not there: `learn: ERR_BAD_DATA: …`, exit 2 as the coordinator, and --dir is not created', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'learn-data-'));
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => { lines.push(line); };
+  try {
+    assert.equal(await main(['--data', join(root, 'nope'), '--dir', join(root, 'out'), '--pretrained', 'none']), 2);
+    assert.deepEqual(lines, [`learn: ERR_BAD_DATA: --data must be a folder of images or a folder holding images/, got ${JSON.stringify(join(root, 'nope'))}: no such folder`]);
+    assert.deepEqual(readdirSync(root), [], 'nothing created');
+  } finally {
+    console.error = original;
+    rmSync(root, { recursive: true, force: true });
   }
 });
