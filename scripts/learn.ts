@@ -11,20 +11,22 @@
  *   [--no-flip] [--flip-vert] [--no-augment]
  * ```
  * The augmentation flags are the coordinator's (`addAugmentFlags`), with the same meaning, defaults and checks.
- * Exit code: 0 done, 1 runtime error, 2 bad flag.
+ * Errors end it with one line, `learn: CODE: message` (the codes of src/contract/errors.ts, as the coordinator's).
+ * Exit code: 0 done, 1 runtime error, 2 bad flag or data that cannot be trained (ERR_BAD_DATA), as the coordinator.
  */
 import { pathToFileURL } from 'node:url';
-import { Command, CommanderError } from 'commander';
-import { initBackend, parseBackendRequest } from '../src/training/compute/backend.js';
+import { Command } from 'commander';
+import { initBackend, parseBackendRequest, type BackendRequest } from '../src/training/compute/backend.js';
 import { registerTfjsGradients } from '../src/training/compute/kernels/gradients.js';
-import { createDataBunch } from '../src/training/data/databunch.js';
+import { checkDataSource, createDataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
-import { TrainerError, isTrainerError } from '../src/contract/errors.js';
-import { makeDir } from '../src/coordinator/make-dir.js';
+import { TrainerError } from '../src/contract/errors.js';
+import { errorExit } from '../src/contract/cli-error.js';
+import { makeDir } from '../src/contract/make-dir.js';
 import { Learner } from '../src/training/learner/learner.js';
 import type { LrFindResult } from '../src/training/learner/lr-find.js';
 import { Replica } from '../src/training/learner/replica.js';
-import { parseLrSpec } from '../src/contract/plan/schedule.js';
+import { parseLrSpec, type LrSpec } from '../src/contract/plan/schedule.js';
 import { resolvePretrainedWeights } from '../src/training/model/pretrained.js';
 import { resolveResNetConfig } from '../src/contract/resnet-spec.js';
 import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
@@ -33,6 +35,7 @@ import type { TransformSettings } from '../src/contract/transform-settings.js';
 import { ARCHS, BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, archModel, checkArchWeights, checkBatchSize, checkInt, checkSize, type Arch } from '../src/contract/config.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../src/contract/cli-help.js';
 
+/** The flags as commander gives them (strings), before {@link parseLearnArgs} checks and converts them. */
 interface LearnFlags {
   data: string;
   arch: Arch;
@@ -42,15 +45,43 @@ interface LearnFlags {
   lr: string;
   pretrained: string;
   seed: string;
-  /** Fraction of the items held out for validation (fastai valid_pct), checked in (0, 1) by {@link parseLearnArgs}. */
   validPct: string;
   backend: string;
   dir: string;
   lrFind?: boolean;
   maxMicroBatch?: string;
   dataThreads?: string;
+}
+
+/** `npm run learn`'s settings, checked and converted once by {@link parseLearnArgs}, before anything loads. */
+export interface LearnOptions {
+  /** `oxford-iiit-pet` (download) or a folder of images. */
+  readonly data: string;
+  readonly arch: Arch;
+  /** Image side, pixels, in {@link SIZE_RANGE} (the coordinator's rule). */
+  readonly size: number;
+  /** Batch size, images, in {@link BS_RANGE} (the coordinator's rule). */
+  readonly bs: number;
+  /** Epochs of `fit_one_cycle`, ≥ 1. */
+  readonly epochs: number;
+  /** Max learning rate of the one cycle (`--lr`: a number or fastai's `slice(…)`). */
+  readonly maxLr: LrSpec;
+  /** `imagenet`, `none` or a torchvision safetensors file. */
+  readonly pretrained: string;
+  /** Seed of the split, shuffles, augmentation and initial weights, in [0, 2^32 − 1]. */
+  readonly seed: number;
+  /** Fraction of the items held out for validation (fastai valid_pct), in (0, 1). */
+  readonly validPct: number;
+  readonly backend: BackendRequest;
+  /** Folder for models/ and the lr_find plot. */
+  readonly dir: string;
+  readonly lrFind: boolean;
+  /** Largest chunk of images per forward, ≥ 2 (undefined: from arch, size and backend). */
+  readonly maxMicroBatch: number | undefined;
+  /** Decode threads, ≥ 1 (undefined: cores − 1). */
+  readonly dataThreads: number | undefined;
   /** Training augmentation from the augmentation flags; null with `--no-augment`. */
-  transforms: TransformSettings | null;
+  readonly transforms: TransformSettings | null;
 }
 
 function intFlag(name: string, value: string, min: number): number {
@@ -64,32 +95,29 @@ function writeLrFindPlot(dir: string, result: LrFindResult): Promise<string> {
   return writeLrFindPicture(dir, { name: LR_FIND_STAGE_NAME, lrs: result.lrs, smoothedLosses: result.losses });
 }
 
-async function run(f: LearnFlags): Promise<void> {
+async function run(f: LearnOptions): Promise<void> {
   const t0 = performance.now();
   const arch = resolveResNetConfig(archModel(f.arch));
-  // Checked by parseLearnArgs with the coordinator's rules (contract/config.ts); here converted.
-  const size = Number(f.size);
-  const bs = Number(f.bs);
-  const epochs = intFlag('epochs', f.epochs, 1);
-  const seed = intFlag('seed', f.seed, 0);
-  const maxLr = parseLrSpec(f.lr, '--lr');
+  const { size, bs, seed } = f;
+  // Before --dir is made: a mistyped --data left an empty runs/learn behind.
+  checkDataSource(f.data);
   makeDir(f.dir, '--dir');
-  const choice = await initBackend(parseBackendRequest(f.backend));
+  const choice = await initBackend(f.backend);
   await registerTfjsGradients();
   console.log(choice.summary);
   const pretrained = await resolvePretrainedWeights(f.pretrained, arch);
-  const pool = new ImagePool(f.dataThreads === undefined ? {} : { threads: intFlag('data-threads', f.dataThreads, 1) });
+  const pool = new ImagePool(f.dataThreads === undefined ? {} : { threads: f.dataThreads });
   pool.start();
   try {
-    const data = await createDataBunch({ data: f.data, seed, validPct: Number(f.validPct), verify: true, size }, pool);
+    const data = await createDataBunch({ data: f.data, seed, validPct: f.validPct, verify: true, size }, pool);
     console.log(`data: ${data.train.length} train / ${data.valid.length} valid items, ${data.classes.length} classes`);
     const replica = await Replica.create({ arch, numClasses: data.classes.length, seed, pretrained, frozen: true,
-      maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2) });
+      maxMicroBatch: f.maxMicroBatch });
     try {
       console.log(`model: ${f.arch}, pretrained ${pretrained ?? 'none'}, ${size}px, bs ${bs}, chunks of ≤ ${Math.min(bs, replica.maxMicroBatch(size))} images per forward`);
       console.log(`augmentation: ${f.transforms === null ? 'none (--no-augment: centre crops, as validation)' : Object.entries(f.transforms).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       const learner = new Learner(data, pool, replica, { bs, size, seed, dir: f.dir, transforms: f.transforms });
-      await learner.fitOneCycle(epochs, maxLr);
+      await learner.fitOneCycle(f.epochs, f.maxLr);
       const saved = await learner.save('stage-1');
       console.log(`saved ${saved.weights}`);
       if (f.lrFind) {
@@ -109,13 +137,16 @@ async function run(f: LearnFlags): Promise<void> {
 }
 
 /**
- * Parses the command line of `npm run learn`.
+ * Parses and checks the command line of `npm run learn`, converting each value once: every flag is refused here,
+ * before anything loads, with the coordinator's rule where the coordinator has the flag.
  * @param argv - arguments after the script name
- * @returns the flags, with the augmentation resolved and validated
- * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct outside (0, 1), ERR_BAD_CONFIG for an --arch outside the coordinator's (or resnet10 with imagenet weights), a
+ * @returns the settings, with the augmentation resolved and validated
+ * @throws CommanderError for unknown flags, missing values and `--help`; TrainerError ERR_BAD_FLAG for --valid-pct
+ *   outside (0, 1), a bad --lr, --backend, --epochs, --max-micro-batch or --data-threads; ERR_BAD_CONFIG for --size
+ *   or --bs outside the coordinator's ranges, an --arch outside the coordinator's (or resnet10 with imagenet weights), a
  *   --seed outside [0, 2^32 − 1] or a bad augmentation value (naming the field, its flag and the rule)
  */
-export function parseLearnArgs(argv: readonly string[]): LearnFlags {
+export function parseLearnArgs(argv: readonly string[]): LearnOptions {
   const program = new Command('learn')
     .description("fastai pets tutorial stage 1 in one process: frozen fit_one_cycle, epoch table, save stage-1")
     .option('--data <dir>', 'oxford-iiit-pet (download) or a folder of images', 'oxford-iiit-pet')
@@ -135,38 +166,44 @@ export function parseLearnArgs(argv: readonly string[]): LearnFlags {
     .exitOverride();
   withVersion(plainDefaults(addAugmentFlags(flagsOnly(program)))).parse([...argv], { from: 'user' });
   refuseStrayArguments(program);
-  const opts = program.opts<Omit<LearnFlags, 'transforms'>>();
+  const f = program.opts<LearnFlags>();
   // The coordinator's rule, (0, 1): learn validates after every epoch, so 0 used to train a whole epoch and then
   // stop with "validation needs at least one validation item" (exit 1).
-  const validPct = Number(opts.validPct);
-  if (opts.validPct.trim() === '' || !(validPct > 0 && validPct < 1)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in (0, 1): validation runs after every epoch, got ${JSON.stringify(opts.validPct)}`);
+  const validPct = Number(f.validPct);
+  if (f.validPct.trim() === '' || !(validPct > 0 && validPct < 1)) {
+    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in (0, 1): validation runs after every epoch, got ${JSON.stringify(f.validPct)}`);
   }
-  // The coordinator's range, checked before anything loads: a seed past 2^32 was refused by the model only after the
-  // data had been read and verified.
-  checkInt('--seed', opts.seed, 0, 2 ** 32 - 1);
-  // The coordinator's rules for --size and --bs (contract/config.ts: one table for both CLIs), checked here too.
-  checkSize(opts.size);
-  checkBatchSize(opts.bs);
   // The coordinator's architectures and rule (contract/config.ts), checked before anything loads: resnet10 was
   // refused ("arch must be one of resnet18|resnet34|resnet50", no flag named) though the coordinator trains it.
-  checkArchWeights(opts.arch, opts.pretrained);
-  return { ...opts, transforms: augmentFromFlags(program) };
+  checkArchWeights(f.arch, f.pretrained);
+  return {
+    data: f.data, arch: f.arch, pretrained: f.pretrained, dir: f.dir, lrFind: f.lrFind === true, validPct,
+    // The coordinator's rules for --size and --bs (contract/config.ts: one table for both CLIs) and its --seed range:
+    // a seed past 2^32 was refused by the model only after the data had been read and verified.
+    size: checkSize(f.size),
+    bs: checkBatchSize(f.bs),
+    seed: checkInt('--seed', f.seed, 0, 2 ** 32 - 1),
+    epochs: intFlag('epochs', f.epochs, 1),
+    maxLr: parseLrSpec(f.lr, '--lr'),
+    backend: parseBackendRequest(f.backend),
+    maxMicroBatch: f.maxMicroBatch === undefined ? undefined : intFlag('max-micro-batch', f.maxMicroBatch, 2),
+    dataThreads: f.dataThreads === undefined ? undefined : intFlag('data-threads', f.dataThreads, 1),
+    transforms: augmentFromFlags(program),
+  };
 }
 
 /**
  * Entry point.
  * @param argv - arguments after the script name
- * @returns exit code: 0 done, 1 runtime error, 2 bad flag
+ * @returns exit code (CLI_EXIT, contract/cli-error.ts): 0 done, 1 runtime error, 2 bad flag or data
  */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
     await run(parseLearnArgs(argv));
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    console.error(`learn: ${err instanceof Error ? err.message : String(err)}`);
-    return isTrainerError(err, 'ERR_BAD_FLAG') || isTrainerError(err, 'ERR_BAD_CONFIG') ? 2 : 1;
+    // As the coordinator: `learn: CODE: message`, and exit 2 for an input to change (a bad flag or data).
+    return errorExit('learn', err);
   }
 }
 

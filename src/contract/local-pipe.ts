@@ -23,3 +23,22 @@ export function isWorkerExitNotice(m: unknown): m is WorkerExitNotice {
   const n = m as Record<string, unknown>;
   return n.type === 'worker-exit' && Number.isInteger(n.code) && (n.error === null || typeof n.error === 'string');
 }
+
+/**
+ * The environment variable in which the coordinator names a local worker's slot (0-based) when it spawns it
+ * (`coordinator/local-workers.ts`).
+ */
+export const WORKER_SLOT_ENV = 'PETS_WORKER_SLOT';
+
+/**
+ * The slot of this process as a local worker, or null for any other (a remote worker, started by hand). A local
+ * worker is spawned by its coordinator with a control pipe and {@link WORKER_SLOT_ENV}; another parent's IPC channel
+ * (a process manager) is not taken for a coordinator's, nor is the variable alone (copied into a shell by hand).
+ * @param hasPipe - whether the process has an IPC channel to its parent (`process.channel !== undefined`)
+ * @param env - the process's environment
+ */
+export function localWorkerSlot(hasPipe: boolean, env: NodeJS.ProcessEnv): number | null {
+  const slot = env[WORKER_SLOT_ENV];
+  if (!hasPipe || slot === undefined || !/^\d+$/.test(slot)) return null;
+  return Number(slot);
+}

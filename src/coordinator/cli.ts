@@ -6,9 +6,7 @@
  * - `coordinator show-batch [--data …] [--rows 3] [--size 224] [--out show-batch.png]` — fastai's `show_batch`.
  * Bad flags and data that cannot be trained stop the run before any worker starts (exit code 2).
  */
-import { CommanderError } from 'commander';
-import { isTrainerError } from '../contract/errors.js';
-import { errorText } from '../contract/log-text.js';
+import { CLI_EXIT, errorExit as endOnError } from '../contract/cli-error.js';
 import { autoResumeCommand, resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
@@ -16,15 +14,9 @@ import { runInterpretCommand, runPredictCommand } from './inference.js';
 import { runShowBatchCommand } from './show-batch.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 
+/** Prints the error the command ends on (`coordinator: CODE: message`) and returns its exit code (contract/cli-error.ts). */
 function errorExit(err: unknown): number {
-  if (err instanceof CommanderError) return err.exitCode === 0 ? COORDINATOR_EXIT.ok : COORDINATOR_EXIT.badFlag;
-  const code = isTrainerError(err) ? err.code : null;
-  // One line, whatever file name or label the message quotes; the offline error's own lines kept (contract/log-text.ts).
-  console.error(`coordinator: ${code ? `${code}: ` : ''}${errorText(code, err instanceof Error ? err.message : String(err))}`);
-  // ERR_BAD_DATA: the data cannot be trained as given (nothing labelled, an empty split, a class of bad files):
-  // like a bad flag, the input must change, and it is found before any worker starts.
-  return code === 'ERR_BAD_FLAG' || code === 'ERR_BAD_CONFIG' || code === 'ERR_BAD_DATA'
-    ? COORDINATOR_EXIT.badFlag : COORDINATOR_EXIT.failed;
+  return endOnError('coordinator', err);
 }
 
 async function train(argv: readonly string[]): Promise<number> {
@@ -88,14 +80,14 @@ async function train(argv: readonly string[]): Promise<number> {
  */
 export const COORDINATOR_EXIT = Object.freeze({
   /** The run finished, or stopped cleanly on a first SIGINT/SIGTERM (checkpointed; `--resume` continues). */
-  ok: 0,
+  ok: CLI_EXIT.ok,
   /**
    * The run failed: a failed step, workers lost beyond `--max-restarts` or not replaced within `--rejoin-timeout-s`
    * (checkpointed first), replicas that differ, data or ports.
    */
-  failed: 1,
+  failed: CLI_EXIT.failed,
   /** A bad flag, configuration or data set that cannot be trained (ERR_BAD_DATA): nothing was started. */
-  badFlag: 2,
+  badFlag: CLI_EXIT.badInput,
   /** A second SIGINT/SIGTERM: abandoned at once (128 + SIGINT's 2, as a shell reports Ctrl-C). */
   secondSignal: 130,
 });

@@ -15,7 +15,7 @@ import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import { GroupRestart, RunStopped, type Recovery } from './recovery.js';
 import { newHistory } from './history.js';
 import { runFitStage, runLrFind, type StageContext } from './stage-runner.js';
-import { checkpointMeta, type ResumePoint } from './checkpoint-store.js';
+import { checkpointMeta } from './checkpoint-store.js';
 import { chooseRestartPoint, describeRestartPoint } from './restart-point.js';
 import { finishRun, type RunResult } from './finish.js';
 import { writeStageReport } from './stage-report.js';
@@ -40,13 +40,6 @@ export class Coordinator extends CoordinatorSetUp {
   private closing: Promise<void> | null = null;
   /** Set by {@link closeNow}: no shutdown message, no grace, no metrics linger. */
   private hurry = false;
-  /**
-   * The checkpoint this run resumed from as it was loaded: its history is copied before the run moves it on (the
-   * run's own history starts as that very object), for a group restart that finds no newer intact checkpoint.
-   */
-  private readonly resumedAt: ResumePoint | null = this.resumePoint
-    ? { ...this.resumePoint, meta: { ...this.resumePoint.meta, history: structuredClone(this.resumePoint.meta.history) } }
-    : null;
 
   /**
    * Runs the whole plan in three steps: {@link setUp} (checks, servers, data, plan, workers), {@link runStages}, and

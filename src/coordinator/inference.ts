@@ -19,7 +19,7 @@ import { plainDefaults, withVersion } from '../contract/cli-help.js';
 import { logText } from '../contract/log-text.js';
 import { ClassificationInterpretation } from './interpret/interpretation.js';
 import { Replica } from '../training/learner/replica.js';
-import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
+import { loadModel, modelPaths, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
 import { readRunConfigFile } from './run-config-file.js';
 import { lockRunDir } from './run-lock.js';
@@ -76,6 +76,14 @@ export function findModel(target: string): ModelRef {
   }
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
   return { dir, name: basename(saved[saved.length - 1]!, '.safetensors') };
+}
+
+/**
+ * The line saying which model file `predict` and `interpret` use, `model: <dir>/models/<name>.safetensors` (absolute;
+ * for a run directory, its newest saved stage), so that the user knows what the answers come from.
+ */
+export function modelLine(ref: ModelRef): string {
+  return `model: ${logText(modelPaths(ref.dir, ref.name).weights)}`;
 }
 
 /**
@@ -178,7 +186,8 @@ export function predictLine(image: string, classes: readonly string[], probs: Fl
 /**
  * `coordinator predict <run-dir | model> <image…> [--backend] [--top k]`: one line per image on stdout,
  * `<image>\t<class> <probability>` (k pairs with `--top k`, most probable first); an image that cannot be read gets a
- * line on stderr ({@link predictFailureLine}) and the others are still predicted.
+ * line on stderr ({@link predictFailureLine}) and the others are still predicted. The model file used is named first,
+ * on stderr ({@link modelLine}).
  * @returns exit code: 0 when every image was predicted, 1 when one or more could not be
  */
 export async function runPredictCommand(argv: readonly string[]): Promise<number> {
@@ -194,6 +203,8 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   // The model is found before the backend starts (seconds: the native addon, a GPU probe), so a mistyped path is
   // refused at once, and not after a backend's own failure.
   const ref = findModel(target);
+  // On stderr: stdout stays one tab-separated line per image for whatever reads it.
+  console.error(modelLine(ref));
   await initBackend(parseBackendRequest(cmd.opts<{ backend: string }>().backend));
   const { replica, meta } = await loadReplica(ref);
   let failures = 0;
@@ -228,7 +239,10 @@ export function interpretDataOptions(saved: Record<string, unknown>, data: strin
   };
 }
 
-/** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
+/**
+ * `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir; stdout
+ * names the model file used first ({@link modelLine}), then its error rate, most_confused and the report.
+ */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('coordinator interpret')
     .description("fastai's ClassificationInterpretation.from_learner: top losses, confusion matrix and most_confused on the run's validation set, into the run's report (a models/<name>.safetensors into interpret-<name>/)")
@@ -242,6 +256,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const bs = checkInt('--bs', o.bs, 1, 4096);
   // The model and the run's data setting are found before the backend starts (seconds), as predict's.
   const ref = findModel(target);
+  console.log(modelLine(ref));
   const saved = savedRunConfig(ref.dir);
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);

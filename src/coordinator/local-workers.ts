@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { siblingEntry } from '../training/entry.js';
-import { isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
+import { WORKER_SLOT_ENV, isWorkerExitNotice, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { COORDINATOR_BUILD_ENV, loadedBuild } from '../contract/build-stamp.js';
 
 /** Options of {@link LocalWorkers}. */
@@ -40,7 +40,7 @@ export interface WorkerExit {
   readonly pid: number;
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
-  /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.kill}. */
+  /** True when the exit was asked for by {@link LocalWorkers.close} or {@link LocalWorkers.retire}. */
   readonly expected: boolean;
   /** The error the worker said it ended on (its {@link WorkerExitNotice}), e.g. `ERR_BACKEND: …`; null if none. */
   readonly error: string | null;
@@ -134,7 +134,7 @@ export function driPrimeTag(busId: string): string | null {
  * @param busIds - PCI addresses of the GPUs, in CUDA's order (default: none known, CUDA pinning only)
  */
 export function workerEnv(slot: number, gpus: number, base: NodeJS.ProcessEnv = process.env, busIds: readonly string[] = []): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...base, PETS_WORKER_SLOT: String(slot) };
+  const env: NodeJS.ProcessEnv = { ...base, [WORKER_SLOT_ENV]: String(slot) };
   if (gpus > 0) {
     env.CUDA_VISIBLE_DEVICES = String(slot % gpus);
     const tag = busIds.length === gpus ? driPrimeTag(busIds[slot % gpus]!) : null;
@@ -223,14 +223,6 @@ export class LocalWorkers extends EventEmitter<{ exit: [WorkerExit]; lost: [Work
   respawn(slot: number): void {
     if (this.closed || this.children.has(slot)) return;
     this.spawnSlot(slot);
-  }
-
-  /** Sends `signal` to the worker in `slot` (tests and chaos drills); marks the exit as expected unless SIGKILL. */
-  kill(slot: number, signal: NodeJS.Signals = 'SIGTERM'): void {
-    const child = this.children.get(slot);
-    if (!child) return;
-    if (signal !== 'SIGKILL') this.expectedExit.add(child.pid ?? -1);
-    child.kill(signal);
   }
 
   private spawnSlot(slot: number): void {

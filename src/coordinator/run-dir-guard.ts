@@ -6,7 +6,8 @@
  * `config.json` are still there; when one is gone it says so in one line and writes again what a resume needs: the
  * lock, `config.json` and `data.json` (as a database that finds its lock file removed recreates it, or stops).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { makeDirs } from '../contract/make-dir.js';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { TrainerError } from '../contract/errors.js';
@@ -38,7 +39,7 @@ export function restoreRunDir(files: RunDirFiles, log: (line: string) => void): 
   const missing = watched.filter((f) => !existsSync(join(runDir, f)));
   if (!missing.includes(RUN_LOCK_FILE) && !missing.includes(RUN_CONFIG_FILE)) return [];
   const folderGone = !existsSync(runDir);
-  mkdirSync(runDir, { recursive: true });
+  makeDirs(runDir, '--run-dir');
   if (files.lock.restore() === 'taken') {
     throw new TrainerError('ERR_BAD_FLAG', `the run directory ${runDir} lost its lock during the run and another process holds it now: two runs must not write one directory; this run stops (its checkpoints are in ${join(runDir, 'checkpoints')} if still there)`);
   }

@@ -10,7 +10,7 @@ import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
-import { assertTrainable, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
+import { assertTrainable, checkDataSource, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
@@ -133,6 +133,13 @@ export abstract class CoordinatorSetUp {
    */
   protected startState: { readonly blob: Uint8Array; readonly checksum: string } | null = null;
   readonly runDir: string;
+  /**
+   * The checkpoint this run resumed from as it was loaded (null: a new run), the one record of where it began: its
+   * history is copied before the run moves it on (the run's own history starts as that very object). A group restart
+   * that finds no newer intact checkpoint goes back to it (`chooseRestartPoint`), and the line announcing a restart
+   * names it (`previewRestartPoint`).
+   */
+  protected readonly resumedAt: ResumePoint | null;
 
   /**
    * @param cmd - the parsed command (for a resumed run: its configuration comes from the checkpoint)
@@ -141,6 +148,7 @@ export abstract class CoordinatorSetUp {
   constructor(protected readonly cmd: TrainCommand, protected readonly io: DriverIo, protected readonly resumePoint: ResumePoint | null = null) {
     this.runDir = resolve(cmd.config.runDir);
     this.store = new CheckpointStore(this.runDir, cmd.runtime.keep);
+    this.resumedAt = resumePoint && { ...resumePoint, meta: { ...resumePoint.meta, history: structuredClone(resumePoint.meta.history) } };
     if (resumePoint) {
       this.history = resumePoint.meta.history;
       this.store.resumedFrom(resumePoint);
@@ -263,6 +271,8 @@ export abstract class CoordinatorSetUp {
       }
     }
     if (config.workers > 0) checkBackendRequest(config.backend);
+    // Before the run folder is made: a mistyped --data made it, then failed at the data step and removed it again.
+    checkDataSource(config.data);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
     this.runLock = writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_LOCK_FILE), () => lockRunDir(this.runDir, this.runDirFlag(), this.io.log));
     if (!this.cmd.runtime.resume && this.createdRunDirs.length === 0) {
@@ -391,8 +401,7 @@ export abstract class CoordinatorSetUp {
   /** Starts the star server (`--allreduce star`) and the local workers, and builds the recovery policy. */
   private async startWorkers(data: DataBunch, endpoint: string, curve: CurveKeys | null): Promise<Recovery> {
     const { config, runtime } = this.cmd;
-    // Where the resumed run began (its history moves on with the run from here).
-    const resumedAt = this.resumePoint ? { dir: this.resumePoint.dir, globalStep: this.resumePoint.meta.history.position.globalStep } : null;
+    const resumedAt = this.resumedAt && { dir: this.resumedAt.dir, globalStep: this.resumedAt.meta.history.position.globalStep };
     if (runtime.allreduce === 'star') {
       this.star = new StarReduceServer({ bindAddress: runtime.bind.replace(/:\d+$/, ':*') });
       this.starAddress = await this.star.start();

@@ -15,7 +15,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { showBatch } from './show-batch-grid.js';
 import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
-import { statSync } from 'node:fs';
+import { folderProblem } from '../contract/folder.js';
 import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
@@ -72,12 +72,7 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
  * @throws TrainerError ERR_BAD_FLAG naming `--out`, the folder and what is wrong with it
  */
 function checkOutFolder(out: string, folder: string): void {
-  let why: string | null = null;
-  try {
-    if (!statSync(folder).isDirectory()) why = 'not a folder';
-  } catch (err) {
-    why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'not a folder' : `cannot read the folder (${(err as Error).message})`;
-  }
+  const why = folderProblem(folder, 'write');
   if (why !== null) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: ${why}: ${folder}; create the folder or choose another --out`);
 }
 

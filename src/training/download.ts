@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { finished, pipeline } from 'node:stream/promises';
@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import got from 'got';
 import { TrainerError } from '../contract/errors.js';
+import { makeDirs, optionOrigin, type FolderOrigin } from '../contract/make-dir.js';
 import { logText } from '../contract/log-text.js';
 import {
   createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile,
@@ -45,6 +46,11 @@ export interface DownloadOptions {
   readonly urls?: readonly string[];
   /** Destination file path; the partial file is `<dest>.part`. */
   readonly dest?: string;
+  /**
+   * What named `dest`'s folder, for the error when it cannot be created (`envOrigin('PETS_TRAINER_WEIGHTS_DIR')`,
+   * contract/make-dir.ts); default: the `dest` option.
+   */
+  readonly folderOrigin?: FolderOrigin;
   /** Expected SHA-256 of the whole file, 64 hex digits; omitted → no verification. */
   readonly sha256?: string;
   /** Extra attempts per URL after the first (integer ≥ 0). */
@@ -332,7 +338,8 @@ async function reuseExisting(o: ResolvedDownloadOptions): Promise<DownloadResult
  *
  * @param options - see {@link DownloadOptions}; `urls` and `dest` are required.
  * @returns what happened ({@link DownloadResult}).
- * @throws TrainerError ERR_BAD_FLAG for invalid options; ERR_CHECKSUM when the finished file's SHA-256 differs from
+ * @throws TrainerError ERR_BAD_FLAG for invalid options; ERR_BAD_CONFIG (or ERR_BAD_FLAG, per `folderOrigin`) naming
+ *   what named `dest`'s folder when that cannot be created or written; ERR_CHECKSUM when the finished file's SHA-256 differs from
  *   `sha256` (the partial file is deleted); ERR_OFFLINE when no mirror could be reached at all (the message ends
  *   with a sentence the caller may extend, e.g. "pass --data <dir>"); ERR_DOWNLOAD when mirrors answered but none
  *   delivered the file (HTTP errors, cut transfers past the retry budget); the file system's error when the lock
@@ -342,7 +349,7 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   const o = resolveDownloadOptions(options);
   const existing = await reuseExisting(o);
   if (existing) return existing;
-  await mkdir(dirname(o.dest), { recursive: true });
+  makeDirs(dirname(o.dest), options.folderOrigin ?? optionOrigin('dest'));
   const release = await lockDestination(o);
   try {
     // Another process may have finished this file while this one waited for its lock.

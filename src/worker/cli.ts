@@ -2,7 +2,6 @@
  * `worker` command line: `worker --connect tcp://host:port` joins a coordinator (local workers are spawned by the
  * coordinator with the same flags). Flags are validated before anything starts.
  */
-import { accessSync, constants, statSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
@@ -11,26 +10,10 @@ import { checkInt, MAX_TIMER_MS } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
-import type { WorkerExitNotice } from '../contract/local-pipe.js';
+import { localWorkerSlot, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { buildMismatch } from '../contract/build-stamp.js';
 import { curveKeyProblem } from '../contract/curve-key.js';
-
-/**
- * What is wrong with `dir` as a worker's `--data`, or null when it is a folder this process can list and enter.
- * Whether it holds the run's items is known only at setup (`localDataRoot`, worker.ts).
- */
-export function dataFolderProblem(dir: string): string | null {
-  try {
-    if (!statSync(dir).isDirectory()) return 'it is a file, not a folder';
-    accessSync(dir, constants.R_OK | constants.X_OK);
-    return null;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return 'no such folder';
-    if (code === 'ENOTDIR') return 'a part of the path is a file, not a folder';
-    return `it cannot be read (${code ?? (err as Error).message})`;
-  }
-}
+import { folderProblem } from '../contract/folder.js';
 
 /** Parses the worker's flags. @throws TrainerError ERR_BAD_FLAG / ERR_BAD_CONFIG naming the flag; CommanderError */
 export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'log'> {
@@ -64,8 +47,9 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
     throw new TrainerError('ERR_BAD_FLAG', `--curve-server-key must be the coordinator's 40-character Z85 public key (the coordinator prints it; its --curve-keys folder holds it in coordinator.key), got ${JSON.stringify(o.curveServerKey)}: ${keyProblem}`);
   }
   // Checked before the worker joins, as every flag: a wrong path used to pass here, the worker joined the run and
-  // failed its setup (ERR_DATA, exit 1), which the coordinator counted as a lost worker.
-  const dataProblem = o.data === undefined ? null : dataFolderProblem(o.data);
+  // failed its setup (ERR_DATA, exit 1), which the coordinator counted as a lost worker. Whether the folder holds the
+  // run's items is known only at setup (`localDataRoot`, worker.ts).
+  const dataProblem = o.data === undefined ? null : folderProblem(o.data);
   if (dataProblem !== null) {
     throw new TrainerError('ERR_BAD_FLAG', `--data must be this machine's copy of the coordinator's data, a folder of images or a folder holding images/, got ${JSON.stringify(o.data)}: ${dataProblem}`);
   }
@@ -86,10 +70,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
  *   3 when the coordinator went silent, 130 / 143 when stopped by SIGINT / SIGTERM
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  // Spawned by a coordinator with a control pipe (a local worker: it sets PETS_WORKER_SLOT): the pipe closing is the
+  // Spawned by a coordinator with a control pipe (a local worker: it names the slot): the pipe closing is the
   // coordinator's death, and the worker's last word goes through it (announceExit). Another parent's IPC channel (a
   // process manager) is not taken for the coordinator.
-  const parentPipe = process.channel !== undefined && process.env.PETS_WORKER_SLOT !== undefined;
+  const localSlot = localWorkerSlot(process.channel !== undefined, process.env);
+  const parentPipe = localSlot !== null;
   let options: Omit<WorkerOptions, 'log'>;
   try {
     options = parseWorkerArgs(argv);
@@ -110,7 +95,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   /** The error this worker ends on, for the coordinator's report (it is also logged here). */
   let failure: string | null = null;
-  const worker = new Worker({ ...options, parentPipe, log });
+  const worker = new Worker({ ...options, localSlot, log });
   if (parentPipe) {
     process.channel!.unref();
     const gone = (): void => {
@@ -125,11 +110,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     log('SIGTERM: closing');
     worker.stop(WORKER_EXIT.sigterm);
   };
-  // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator, which sets
-  // PETS_WORKER_SLOT) leaves SIGINT to the coordinator, which finishes the step, checkpoints and shuts it down.
-  const local = process.env.PETS_WORKER_SLOT !== undefined;
+  // Ctrl-C in a terminal reaches the whole process group: a local worker (spawned by the coordinator) leaves SIGINT to
+  // the coordinator, which finishes the step, checkpoints and shuts it down.
   const onSigint = (): void => {
-    if (local) return log('SIGINT: the coordinator will stop this worker');
+    if (parentPipe) return log('SIGINT: the coordinator will stop this worker');
     log('SIGINT: closing');
     worker.stop(WORKER_EXIT.sigint);
   };

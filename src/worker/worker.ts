@@ -49,10 +49,12 @@ export interface WorkerOptions {
   /** Coordinator's CURVE public key (Z85) or null. */
   readonly curveServerKey: string | null;
   /**
-   * The coordinator is this process's parent and its death is seen from the control pipe closing (a local
-   * worker): coordinator silence alone then never ends the process, since a loaded machine delays heartbeats.
+   * The slot of a local worker (`localWorkerSlot`, contract/local-pipe.ts), or null / absent for a remote worker. A local
+   * worker's coordinator is its parent, whose death is seen from the control pipe closing: coordinator silence alone
+   * then never ends the process, since a loaded machine delays heartbeats. Its errors reach the user from the
+   * coordinator (same terminal), so it logs them in short; slot 0 alone explains the backend choice in full.
    */
-  readonly parentPipe?: boolean;
+  readonly localSlot?: number | null;
   readonly log: (line: string) => void;
 }
 
@@ -145,7 +147,7 @@ export class Worker {
     }
     this.heartbeat = new HeartbeatThread({
       endpoint: o.connect, routingId: `${this.id}/hb`, intervalMs: o.heartbeatIntervalMs,
-      timeoutMs: o.parentPipe === true ? Number.MAX_SAFE_INTEGER : o.heartbeatTimeoutMs,
+      timeoutMs: this.isLocal() ? Number.MAX_SAFE_INTEGER : o.heartbeatTimeoutMs,
       curveServerKey: o.curveServerKey,
       onCoordinatorLost: (ms, heard) => {
         // A spare (joined a full ring) or a worker still waiting to be admitted has heard the coordinator: it did
@@ -206,12 +208,16 @@ export class Worker {
     this.resolveStopped(code);
   }
 
+  /** Whether this is a local worker (spawned by its coordinator: {@link WorkerOptions.localSlot}). */
+  private isLocal(): boolean {
+    return this.o.localSlot != null;
+  }
+
   private async serve(): Promise<number> {
     const choice = await initBackend(this.o.backend);
     // Local workers of one machine reject the same backends for the same reasons: the first slot says why, every
     // worker says which backend and device it uses.
-    const slot = process.env.PETS_WORKER_SLOT;
-    this.o.log(slot === undefined || slot === '0' ? choice.summary : choice.brief);
+    this.o.log(this.isLocal() && this.o.localSlot !== 0 ? choice.brief : choice.summary);
     if (this.stopCode !== null) return this.stopCode;
     this.ring = new RingAllReduce({ bindAddress: this.o.dataBind, onWarning: (w) => this.o.log(`ring: ${w.code}: ${w.message}`) });
     const dataAddress = await this.ring.start();
@@ -295,7 +301,7 @@ export class Worker {
       if (this.stopCode !== null) return; // e.g. a step cut short by close() (its all-reduce aborted): nobody to tell
       // A local worker's error reaches the user from its coordinator (same terminal), which prints it in full: said
       // once there, not once per process. A remote worker's own terminal gets it in full.
-      this.o.log(`${msg.type} failed: ${code}: ${process.env.PETS_WORKER_SLOT === undefined ? logText((err as Error).message) : 'sent to the coordinator, which reports it'}`);
+      this.o.log(`${msg.type} failed: ${code}: ${this.isLocal() ? 'sent to the coordinator, which reports it' : logText((err as Error).message)}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
       else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
     } finally {

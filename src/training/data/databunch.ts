@@ -9,8 +9,9 @@ import { TrainerError } from '../../contract/errors.js';
 import { LEFT_OUT_REASONS, leftOutLines, skippedCount, type DataAccount, type LeftOutGroup } from './accounting.js';
 import { checkClasses } from './class-check.js';
 import { SKIP_REASONS, SkipLog, type SkipReason } from './decode.js';
-import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
-import { defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
+import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, resolveImageRoot, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
+import { CACHE_DIR_ENV, defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
+import { envOrigin, optionOrigin } from '../../contract/make-dir.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
@@ -18,6 +19,17 @@ import { logText } from '../../contract/log-text.js';
 
 /** The `--data` value that means "download Oxford-IIIT Pet". */
 export const PETS_SOURCE = 'oxford-iiit-pet';
+
+/**
+ * Checks `--data` before a command creates anything (a run folder, `npm run learn`'s `--dir`): a folder must exist and
+ * be one this process can read; `oxford-iiit-pet` is checked by its download. A mistyped path was found only by the
+ * data step, after the run folder had been made (and then removed again).
+ * @param data - the `--data` value
+ * @throws TrainerError ERR_BAD_DATA naming --data, the rule and what is wrong with the path (`resolveImageRoot`)
+ */
+export function checkDataSource(data: string): void {
+  if (data !== PETS_SOURCE) resolveImageRoot(data);
+}
 
 /** Options of {@link createDataBunch}; all optional, defaults in {@link DEFAULT_DATA_BUNCH}. */
 export interface DataBunchOptions {
@@ -182,7 +194,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const log = o.log ?? ((line: string) => process.stderr.write(`data: ${line}\n`));
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   const datasetDir = o.data === PETS_SOURCE
-    ? await fetchPets({ ...o.fetch, cacheDir, annotations: o.split === 'official' })
+    ? await fetchPets({ ...o.fetch, cacheDir, cacheOrigin: o.cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir'), annotations: o.split === 'official' })
     : resolve(o.data);
   if (o.split === 'csv' && o.labelFrom !== 'csv') {
     throw new TrainerError('ERR_BAD_FLAG', `--split csv reads the CSV's ${o.validCol} column, so it needs --label-from csv (and --labels), got --label-from ${o.labelFrom}`);

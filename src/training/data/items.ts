@@ -9,6 +9,7 @@ import { type Dirent, existsSync, readFileSync, readdirSync, realpathSync, statS
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { TrainerError } from '../../contract/errors.js';
+import { folderProblem } from '../../contract/folder.js';
 import { RUN_CONFIG_FILE, RUN_LOCK_FILE } from '../../contract/run-files.js';
 import { IMAGE_EXTENSION_LIST, type LeftOutGroup, unsearchedFolderLines } from './accounting.js';
 import { compareCodePoints } from './split.js';
@@ -52,11 +53,16 @@ export interface ItemList {
   readonly csvRowsWithoutFile: readonly string[];
 }
 
-/** `dir/images` when that folder exists (the Pets layout), else `dir`. @throws TrainerError ERR_BAD_DATA if missing. */
+/**
+ * `dir/images` when that folder exists (the Pets layout), else `dir`.
+ * @throws TrainerError ERR_BAD_DATA naming --data, the rule and what is wrong ({@link folderProblem}) when `dir` is not
+ *   a folder this process can read
+ */
 export function resolveImageRoot(dir: string): string {
   const abs = resolve(dir);
-  if (!existsSync(abs) || !statSync(abs).isDirectory()) {
-    throw new TrainerError('ERR_BAD_DATA', `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(dir)} (not a folder)`);
+  const problem = folderProblem(abs);
+  if (problem !== null) {
+    throw new TrainerError('ERR_BAD_DATA', `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(dir)}: ${problem}`);
   }
   const images = join(abs, 'images');
   return existsSync(images) && statSync(images).isDirectory() ? images : abs;

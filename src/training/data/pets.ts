@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import * as tar from 'tar';
 import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
 import { TrainerError, isTrainerError } from '../../contract/errors.js';
+import { envOrigin, makeDirs, optionOrigin, type FolderOrigin } from '../../contract/make-dir.js';
 
 /** Mirrors of the two Pets tarballs, tried in order. */
 export const PETS_URLS = Object.freeze({
@@ -26,6 +27,11 @@ export const PETS_URLS = Object.freeze({
 export interface FetchPetsOptions {
   /** Cache root; the dataset lands in `<cacheDir>/oxford-iiit-pet/{images,annotations}`. Default {@link defaultCacheDir}. */
   readonly cacheDir?: string;
+  /**
+   * What named `cacheDir`, for the error when it cannot be created (default: `PETS_TRAINER_CACHE_DIR` when `cacheDir`
+   * is omitted, else the option itself).
+   */
+  readonly cacheOrigin?: FolderOrigin;
   /** Also fetch annotations (needed by `--split official`). Default false. */
   readonly annotations?: boolean;
   /** Mirrors of images.tar.gz (tests point these at a local server). */
@@ -65,7 +71,7 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
   if (existsSync(marker) && existsSync(join(dir, folder))) return;
   const tarball = join(dir, 'downloads', `${folder}.tar.gz`);
   try {
-    await downloadFile({ urls, dest: tarball, sha256, quiet: o.quiet, retries: o.retries, backoffMs: o.backoffMs });
+    await downloadFile({ urls, dest: tarball, sha256, quiet: o.quiet, retries: o.retries, backoffMs: o.backoffMs, folderOrigin: petsCacheOrigin(o) });
   } catch (err) {
     if (isTrainerError(err, 'ERR_OFFLINE')) {
       throw new TrainerError('ERR_OFFLINE', offlineMessage(`the Oxford-IIIT Pet ${folder} are not in ${dir} and cannot be downloaded: the network looks offline`,
@@ -76,7 +82,7 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
   }
   const tmp = join(dir, `.extract-${folder}-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
+  await mkdir(tmp); // in `dir`, made by fetchPets (never recursive: see contract/make-dir.ts)
   try {
     await tar.x({ file: tarball, cwd: tmp, strict: true });
   } catch (cause) {
@@ -93,15 +99,21 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
   await writeFile(marker, new Date().toISOString());
 }
 
+/** What named the cache folder of `o` ({@link FetchPetsOptions.cacheOrigin}). */
+function petsCacheOrigin(o: FetchPetsOptions): FolderOrigin {
+  return o.cacheOrigin ?? (o.cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir'));
+}
+
 /**
  * Makes the Pets dataset available locally and returns its folder (holding `images/`, and `annotations/` when
  * asked). A completed earlier fetch is reused without network.
  *
- * @throws TrainerError ERR_OFFLINE (message tells the user to pass --data <dir>), ERR_DOWNLOAD, ERR_CHECKSUM, ERR_DATA.
+ * @throws TrainerError ERR_BAD_CONFIG naming PETS_TRAINER_CACHE_DIR (or `cacheOrigin`) when the cache folder cannot be
+ *   created or written; ERR_OFFLINE (message tells the user to pass --data <dir>), ERR_DOWNLOAD, ERR_CHECKSUM, ERR_DATA.
  */
 export async function fetchPets(options: FetchPetsOptions = {}): Promise<string> {
   const dir = resolve(options.cacheDir ?? defaultCacheDir(), 'oxford-iiit-pet');
-  await mkdir(dir, { recursive: true });
+  makeDirs(dir, petsCacheOrigin(options));
   await fetchPart(dir, 'images', options.imagesUrls ?? PETS_URLS.images, options.imagesSha256, options);
   if (options.annotations ?? DEFAULT_FETCH_PETS.annotations) {
     await fetchPart(dir, 'annotations', options.annotationsUrls ?? PETS_URLS.annotations, options.annotationsSha256, options);

@@ -3,11 +3,14 @@
  * reason), and cache the verdicts in a JSON file keyed by path + size + mtime so later runs skip the work.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { makeDirs, optionOrigin } from '../../contract/make-dir.js';
 import { writeFileAtomic } from '../../contract/atomic-write.js';
 import { dirname } from 'node:path';
 import { resizedTooLarge, type SkipLog, type SkipReason } from './decode.js';
 import type { ImagePool } from './pool.js';
+
+/** The verify cache's folder, created without Node's recursive mkdir (it hangs under /proc: contract/make-dir.ts). */
+const CACHE_FOLDER = optionOrigin('the data check\'s cache folder');
 
 /** One cached verdict: whether the file decodes, and (when it does) its size, which the run's --size is checked against. */
 interface Verdict {
@@ -97,7 +100,12 @@ export async function verifyItems(pool: ImagePool, paths: readonly string[], ski
     // Only a cache: a home folder that cannot be written (a container's user without one) costs the next run the
     // decoding again, never this run.
     try {
-      await mkdir(dirname(cacheFile), { recursive: true });
+      try {
+        makeDirs(dirname(cacheFile), CACHE_FOLDER);
+      } catch (err) {
+        // The system's own words (`ENOENT: …, mkdir '/proc/x'`): the caller's line names the folder and what to set.
+        throw (err as Error).cause instanceof Error ? (err as Error).cause : err;
+      }
       await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: CACHE_VERSION, entries: { ...cache, ...next } })), 'ERR_DATA');
     } catch (err) {
       return { ok, cached, decoded, cacheError: (err as Error).message };

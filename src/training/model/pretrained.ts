@@ -18,6 +18,7 @@ import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
 import { TrainerError, isTrainerError } from '../../contract/errors.js';
+import { envOrigin, optionOrigin } from '../../contract/make-dir.js';
 import { describeConfig, resnetLayout, resolveResNetConfig, RESNET_ARCHS, type ResNetArch, type ResNetConfig } from '../../contract/resnet-spec.js';
 import type { ResNet } from './resnet.js';
 import { readSafetensors } from './safetensors.js';
@@ -165,7 +166,7 @@ async function downloadImagenet(arch: ResNetArch | ResNetConfig, options: Pretra
   let result;
   try {
     result = await downloadFile({
-      urls: [source.url], dest, sha256: source.sha256 ?? undefined, retries: options.retries,
+      urls: [source.url], dest, folderOrigin: options.cacheDir === undefined ? envOrigin(WEIGHTS_CACHE_ENV) : optionOrigin('cacheDir'), sha256: source.sha256 ?? undefined, retries: options.retries,
       backoffMs: options.backoffMs, timeoutMs: options.timeoutMs, quiet: options.quiet, log,
     });
   } catch (err) {

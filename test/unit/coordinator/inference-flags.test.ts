@@ -4,11 +4,11 @@
 // (coordinator/run-lock.ts) before it writes the run's report. Its data check's hints name no flag it lacks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkImageArg, findModel, interpretDataOptions, predictFailureLine, predictLine, runInterpretCommand, runPredictCommand, tsvField } from '../../../src/coordinator/inference.js';
+import { checkImageArg, findModel, interpretDataOptions, modelLine, predictFailureLine, predictLine, runInterpretCommand, runPredictCommand, tsvField } from '../../../src/coordinator/inference.js';
 import { TrainerError } from '../../../src/contract/errors.js';
 import { initBackend } from '../../../src/training/compute/backend.js';
 import { releaseBackend } from '../../../src/training/compute/release.js';
@@ -83,10 +83,16 @@ test('interpret <run-dir> after the coordinator died (stale lock) takes the lock
 
 test('interpret <model file> writes into a folder of its own and needs no lock: not refused for a live run', async () => {
   const { dir, lock, held } = lockedRun(process.ppid);
+  writeFileSync(join(dir, 'models', 'stage-1.json'), '{}'); // found (a model is two files); unreadable later
+  const out: string[] = [];
+  const { log } = console;
+  console.log = (line: string) => { out.push(line); };
   try {
     await assert.rejects(runInterpretCommand([join(dir, 'models', 'stage-1.safetensors'), '--backend', 'cpu']), (err: unknown) => !(isTrainerError(err) && /in use by/.test(err.message)));
     assert.equal(readFileSync(lock, 'utf8'), held);
+    assert.deepEqual(out, [`model: ${join(dir, 'models', 'stage-1.safetensors')}`], 'stdout names the model file first');
   } finally {
+    console.log = log;
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -165,7 +171,9 @@ test('predict: one tab-separated line per image on stdout; an unreadable image g
     const top = pairs.map((p) => p.split(' '));
     assert.deepEqual(top.map(([c]) => c).sort(), ['cat', 'dog']);
     assert.ok(Number(top[0]![1]) >= Number(top[1]![1]) && Math.abs(Number(top[0]![1]) + Number(top[1]![1]) - 1) <= 2e-4, out[0]);
-    assert.equal(err.length, 2, err.join('\n'));
+    assert.equal(err.length, 3, err.join('\n'));
+    // The model file it used, first, on stderr (stdout stays one line per image): the run's only saved stage.
+    assert.equal(err.shift(), `model: ${join(dir, 'models', 'stage-1.safetensors')}`);
     assert.match(err[0]!, /^coordinator: ERR_BAD_IMAGE: truncated\/corrupt: \S+Bengal_9001\.jpg \(/);
     assert.match(err[1]!, /^coordinator: ERR_BAD_IMAGE: \S+: a folder, not an image file/);
     for (const [line, path] of [[err[0]!, truncated], [err[1]!, dir]] as const) assert.equal(line.split(path).length - 1, path === dir ? 2 : 1, line);
@@ -253,4 +261,32 @@ test('predict and interpret refuse a path that holds no model before starting th
   await assert.rejects(runPredictCommand([missing, 'a.jpg', '--backend', 'tensorflow']), noSuch);
   await assert.rejects(runInterpretCommand([missing, '--backend', 'tensorflow']), noSuch);
   assert.throws(() => findModel(missing), noSuch);
+});
+
+test('predict and interpret name the model file they use: a run directory\'s newest saved stage, or the file given, as an absolute path', () => {
+  // A run directory holds several stages (stage-1, stage-2, …): which one answered was said nowhere.
+  const dir = mkdtempSync(join(tmpdir(), 'model-line-'));
+  try {
+    const models = join(dir, 'run', 'models');
+    mkdirSync(models, { recursive: true });
+    for (const [name, mtime] of [['stage-1', 2000], ['stage-2', 3000], ['a-late-name', 1000]] as const) {
+      for (const ext of ['safetensors', 'json']) {
+        writeFileSync(join(models, `${name}.${ext}`), '{}');
+        utimesSync(join(models, `${name}.${ext}`), mtime, mtime);
+      }
+    }
+    const newest = `model: ${join(models, 'stage-2.safetensors')}`;
+    assert.equal(modelLine(findModel(join(dir, 'run'))), newest, 'the newest by time, not by name');
+    assert.equal(modelLine(findModel(models)), newest);
+    assert.equal(modelLine(findModel(join(models, 'stage-1.safetensors'))), `model: ${join(models, 'stage-1.safetensors')}`);
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      assert.equal(modelLine(findModel('run')), newest, 'a relative argument is named absolute');
+    } finally {
+      process.chdir(cwd);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -180,23 +180,21 @@ test('a respawned local worker that exits before joining (its setup failed) ends
 /**
  * Local workers as an emitter, `slots` of them with pids `first`, `first + 1`, …: `respawn(slot)` starts pid `next++`
  * there (no process), `pids()` lists them. As LocalWorkers: `retire(pid)` frees the slot at once and makes the exit
- * expected; `kill` only sends a signal, and an exit is seen when the test calls `reap(pid)` (never by itself).
+ * expected; an exit is seen when the test calls `reap(pid)` (never by itself).
  */
 function fakeLocalWorkers(first: number, slots = 1) {
   const workers = new EventEmitter() as EventEmitter & {
     respawn(slot: number): void; pids(): Map<number, number>; slotOf(pid: number): number | null; isRunning(pid: number): boolean;
-    kill(slot: number, signal: string): void; retire(pid: number): boolean; reap(pid: number): void; lose(pid: number, reason: string): void;
-    respawned: number[]; killed: Array<[number, string]>; retired: number[];
+    retire(pid: number): boolean; reap(pid: number): void; lose(pid: number, reason: string): void;
+    respawned: number[]; retired: number[];
   };
   const running = new Map<number, number>(Array.from({ length: slots }, (_, s) => [s, first + s]));
   const slotByPid = new Map<number, number>([...running].map(([s, p]) => [p, s]));
   const expected = new Set<number>();
   let next = first + slots;
   workers.respawned = [];
-  workers.killed = [];
   workers.retired = [];
   workers.isRunning = (pid) => [...running.values()].includes(pid);
-  workers.kill = (slot, signal) => { workers.killed.push([slot, signal]); };
   workers.retire = (pid) => {
     const slot = slotByPid.get(pid);
     if (slot === undefined || running.get(slot) !== pid) return false;
@@ -303,8 +301,9 @@ test('a failed step with no worker lost and none silent past the limit re-forms 
   const workers = fakeLocalWorkers(500);
   const o = options(s, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 1, expect: 2, hungSilenceMs: 10_000 });
   await new Recovery(o).recover('rank 1 failed step 7: ERR_INTERNAL: injected', async () => new Uint8Array(8));
-  assert.deepEqual(workers.killed, []);
-  assert.deepEqual(workers.retired, []);
+  assert.deepEqual(workers.retired, [], 'the silent-but-under-the-limit worker is not ended');
+  assert.equal(workers.isRunning(500), true, 'its process keeps its slot');
+  assert.deepEqual(workers.respawned, [], 'and no replacement is started');
   assert.equal(s.calls.announce, 1);
   assert.match(o.lines.join('\n'), /no worker was lost \(rank 1 failed step 7: ERR_INTERNAL: injected\); re-forming the same ring/);
 });

@@ -70,7 +70,8 @@ describe('coordinator show-batch', () => {
     // (--data names a folder that does not exist either: the --out check must come first.)
     const file = path.join(dir, 'a-file');
     writeFileSync(file, 'x');
-    for (const [out, why] of [[path.join(dir, 'no-such-folder', 'y.png'), 'no such folder'], [path.join(file, 'y.png'), 'not a folder']] as const) {
+    for (const [out, why] of [[path.join(dir, 'no-such-folder', 'y.png'), 'no such folder'], [path.join(file, 'y.png'), 'it is a file, not a folder'],
+      [path.join(file, 'sub', 'y.png'), 'a part of the path is a file, not a folder'], ['/dev/null/y.png', 'it is not a folder']] as const) {
       await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', out]), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
         && err.message === `--out ${out}: ${why}: ${path.dirname(out)}; create the folder or choose another --out`);
     }

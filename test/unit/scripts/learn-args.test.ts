@@ -4,7 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CommanderError } from 'commander';
-import { parseLearnArgs } from '../../../scripts/learn.js';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main, parseLearnArgs } from '../../../scripts/learn.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 
 const BASE = ['--data', 'x', '--pretrained', 'none'];
@@ -41,8 +44,8 @@ test('bad values are refused with the field, its flag and the rule (the coordina
 
 test('--valid-pct as the coordinator\'s: default 0.2, a fraction in (0, 1), refused otherwise naming the flag', () => {
   // The data check tells a user whose classes lack validation images to "raise --valid-pct": learn must have it.
-  assert.equal(parseLearnArgs(BASE).validPct, '0.2');
-  assert.equal(parseLearnArgs([...BASE, '--valid-pct', '0.35']).validPct, '0.35');
+  assert.equal(parseLearnArgs(BASE).validPct, 0.2);
+  assert.equal(parseLearnArgs([...BASE, '--valid-pct', '0.35']).validPct, 0.35);
   // 0 too: learn validates after every epoch, and 0 used to train a whole epoch before failing on the empty split.
   for (const bad of ['0', '1', '-0.1', 'lots', '']) {
     assert.throws(() => parseLearnArgs([...BASE, '--valid-pct', bad]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--valid-pct must be a number in \(0, 1\)/.test(e.message), bad);
@@ -50,7 +53,7 @@ test('--valid-pct as the coordinator\'s: default 0.2, a fraction in (0, 1), refu
 });
 
 test('--seed as the coordinator\'s: an integer in [0, 2^32 − 1], refused before anything loads', () => {
-  assert.equal(parseLearnArgs([...BASE, '--seed', '4294967295']).seed, '4294967295');
+  assert.equal(parseLearnArgs([...BASE, '--seed', '4294967295']).seed, 4294967295);
   for (const bad of ['-1', '4294967296', '5000000000', '1.5', 'x']) {
     assert.throws(() => parseLearnArgs([...BASE, '--seed', bad]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /^--seed must be an integer in \[0, 4294967295\]/.test(e.message), bad);
   }
@@ -64,4 +67,41 @@ test('--arch as the coordinator\'s: resnet10 too, checked before anything loads 
     assert.throws(() => parseLearnArgs([...BASE, '--arch', bad]), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && e.message === `arch (--arch) must be one of resnet10|resnet18|resnet34|resnet50, got ${JSON.stringify(bad)}`, bad);
   }
   assert.throws(() => parseLearnArgs(['--data', 'x', '--arch', 'resnet10']), (e) => isTrainerError(e, 'ERR_BAD_CONFIG') && /^pretrained \(--pretrained\) must be none or a safetensors file with arch resnet10/.test(e.message));
+});
+
+test('every value is checked and converted once, before anything loads: the defaults are the tutorial\'s numbers', () => {
+  const o = parseLearnArgs(BASE);
+  // fastai's pets tutorial: size 224, bs 64, fit_one_cycle(4, slice(3e-3)) (learn's documented defaults).
+  assert.deepEqual({ size: o.size, bs: o.bs, epochs: o.epochs, seed: o.seed, backend: o.backend, lrFind: o.lrFind, maxMicroBatch: o.maxMicroBatch, dataThreads: o.dataThreads },
+    { size: 224, bs: 64, epochs: 4, seed: 42, backend: 'auto', lrFind: false, maxMicroBatch: undefined, dataThreads: undefined });
+  const given = parseLearnArgs([...BASE, '--size', '128', '--bs', '16', '--epochs', '2', '--lr', '1e-3', '--backend', 'cpu', '--lr-find',
+    '--max-micro-batch', '8', '--data-threads', '3']);
+  assert.deepEqual({ size: given.size, bs: given.bs, epochs: given.epochs, backend: given.backend, lrFind: given.lrFind, maxMicroBatch: given.maxMicroBatch, dataThreads: given.dataThreads },
+    { size: 128, bs: 16, epochs: 2, backend: 'cpu', lrFind: true, maxMicroBatch: 8, dataThreads: 3 });
+  // A bad value of a flag learn alone has was found only once the backend and the data had loaded.
+  const cases: Array<[string[], RegExp]> = [
+    [['--epochs', '0'], /^--epochs must be an integer ≥ 1, got "0"$/],
+    [['--lr', 'fast'], /^--lr must be a number or slice\(start,end\) or slice\(end\)/],
+    [['--backend', 'gpu'], /^--backend must be one of /],
+    [['--max-micro-batch', '1'], /^--max-micro-batch must be an integer ≥ 2, got "1"$/],
+    [['--data-threads', '0'], /^--data-threads must be an integer ≥ 1, got "0"$/],
+  ];
+  for (const [flags, re] of cases) {
+    assert.throws(() => parseLearnArgs([...BASE, ...flags]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && re.test(e.message), flags.join(' '));
+  }
+});
+
+test('a --data folder that is not there: `learn: ERR_BAD_DATA: …`, exit 2 as the coordinator, and --dir is not created', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'learn-data-'));
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => { lines.push(line); };
+  try {
+    assert.equal(await main(['--data', join(root, 'nope'), '--dir', join(root, 'out'), '--pretrained', 'none']), 2);
+    assert.deepEqual(lines, [`learn: ERR_BAD_DATA: --data must be a folder of images or a folder holding images/, got ${JSON.stringify(join(root, 'nope'))}: no such folder`]);
+    assert.deepEqual(readdirSync(root), [], 'nothing created');
+  } finally {
+    console.error = original;
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -56,7 +56,8 @@ describe('items and labels', () => {
   });
 
   it('errors name the flag: missing folder, pattern without a group', () => {
-    assert.throws(() => listItems(join(dir, 'nope'), { kind: 'folder' }), (e) => isTrainerError(e, 'ERR_BAD_DATA') && /--data must be a folder/.test(e.message));
+    assert.throws(() => listItems(join(dir, 'nope'), { kind: 'folder' }), (e) => isTrainerError(e, 'ERR_BAD_DATA')
+      && e.message === `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(join(dir, 'nope'))}: no such folder`);
     assert.throws(() => listItems(dir, { kind: 'regex', pattern: '_\\d+.jpg$' }), /--label-re must have a capture group/);
   });
 
@@ -193,7 +194,7 @@ describe('folders the listing does not enter', () => {
       const got = JSON.parse(r.stdout) as { folders: unknown[]; root: { code: string; message: string } };
       assert.deepEqual(got.folders.filter((f) => (f as { reason: string }).reason === 'unreadable'), [{ path: 'locked', reason: 'unreadable', detail: 'EACCES: permission denied' }]);
       assert.equal(got.root.code, 'ERR_BAD_DATA');
-      assert.equal(got.root.message, `--data: cannot read the image folder ${locked} (EACCES: permission denied)`);
+      assert.equal(got.root.message, `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(locked)}: it cannot be read (EACCES)`);
     } finally {
       rmSync(locked, { recursive: true, force: true });
     }

@@ -1,13 +1,13 @@
-// `--run-dir` / `--dir`: created like `mkdir -p`, and every failure is a clear ERR_BAD_FLAG naming the flag, the
-// folder and the system's reason, at once (Node 20's recursive mkdirSync loops forever under /proc and says ENOENT
-// for a read-only file system).
+// `--run-dir` / `--dir` / the cache folders of PETS_TRAINER_CACHE_DIR and PETS_TRAINER_WEIGHTS_DIR: created like
+// `mkdir -p`, and every failure is a clear error naming the flag or variable, the folder and the system's reason, at
+// once (Node 20's recursive mkdir loops forever under /proc and says ENOENT for a read-only file system).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { makeDir, makeDirs, removeEmptyCreated } from '../../../src/coordinator/make-dir.js';
+import { envOrigin, makeDir, makeDirs, removeEmptyCreated } from '../../../src/contract/make-dir.js';
 
 test('creates missing parents, says whether it created the folder, accepts an existing one', () => {
   const root = mkdtempSync(join(tmpdir(), 'make-dir-'));
@@ -26,7 +26,7 @@ test('a file in the way: ERR_BAD_FLAG naming the flag and the path', () => {
   try {
     const file = join(root, 'run');
     writeFileSync(file, 'x');
-    assert.throws(() => makeDir(file, '--run-dir'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message.startsWith(`--run-dir ${file}: not a folder`));
+    assert.throws(() => makeDir(file, '--run-dir'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `--run-dir ${file}: it is a file, not a folder; choose another folder with --run-dir`);
     assert.throws(() => makeDir(join(file, 'sub'), '--dir'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--dir .*: cannot create .*run\/sub \(ENOTDIR/.test(e.message));
   } finally {
     rmSync(root, { recursive: true, force: true });
@@ -55,5 +55,15 @@ test('makeDirs says which folders it made; removeEmptyCreated takes back the emp
     assert.ok(existsSync(join(root, 'runs', 'r3')), 'another run\'s folder and its parent stay');
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a folder named by an environment variable: ERR_BAD_CONFIG naming the variable, its value and what to set; its unset default is named as such', { skip: !existsSync('/proc/self') && 'no /proc here' }, () => {
+  assert.throws(() => makeDir('/proc/x/data', envOrigin('PETS_TRAINER_CACHE_DIR', { PETS_TRAINER_CACHE_DIR: '/proc/x' })), (e) => isTrainerError(e, 'ERR_BAD_CONFIG')
+    && e.message === 'PETS_TRAINER_CACHE_DIR=/proc/x: cannot create /proc/x (ENOENT: no such file or directory); set PETS_TRAINER_CACHE_DIR to a folder this user can create and write in');
+  // Unset (or blank): the default folder is named, and the variable that moves it.
+  for (const env of [{}, { PETS_TRAINER_CACHE_DIR: ' ' }]) {
+    assert.throws(() => makeDir('/proc/y', envOrigin('PETS_TRAINER_CACHE_DIR', env)), (e) => isTrainerError(e, 'ERR_BAD_CONFIG')
+      && e.message === 'the cache folder /proc/y (PETS_TRAINER_CACHE_DIR is not set): cannot create /proc/y (ENOENT: no such file or directory); set PETS_TRAINER_CACHE_DIR to a folder this user can create and write in');
   }
 });
