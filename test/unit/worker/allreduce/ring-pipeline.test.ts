@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
 import { addIntoJs } from '../../../../src/training/allreduce/add.js';
-import { isLocalSocket, RingAllReduce, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
+import { isLocalSocket, RingAllReduce, sameHostAddress, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
+import { hostIdentity } from '../../../../src/contract/host-identity.js';
 
 /** Seeded values spanning many binades (so float32 sums round, and their order shows), different per rank. */
 function data(rank: number, length: number): Float32Array {
@@ -44,13 +45,16 @@ function ringOrderReference(inputs: Float32Array[], average: boolean): Float32Ar
   return out;
 }
 
+/** This host's identity: every ring of these tests runs here. */
+const HERE = hostIdentity() ?? undefined;
+
 const bytes = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
 
 async function makeRings(options: RingOptions[], useLocal = true): Promise<RingAllReduce[]> {
   const rings = options.map((o) => new RingAllReduce({ onWarning: () => {}, ...o }));
   const peers = await Promise.all(rings.map((r) => r.start()));
   const localPeers = rings.map((r) => (useLocal && r.localAddress !== '' ? r.localAddress : undefined));
-  await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, rank, generation: 1 })));
+  await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, hostIds: rings.map(() => HERE), rank, generation: 1 })));
   return rings;
 }
 
@@ -189,6 +193,46 @@ test('a peer Unix socket that is not on this host (no such file, or not a socket
     rmSync(plain, { force: true });
     await closeAll(rings);
   }
+});
+
+test('a peer\'s Unix socket found here is used only with proof that the peer is on this host (its host identity): in a /tmp shared over NFS it is another host\'s', async () => {
+  // Both rings run here, so the socket file exists; rank 0 stands for a worker on another machine that shares this
+  // /tmp (its socket file appears here, but connecting to it reaches nobody: every all-reduce with it timed out).
+  const elsewhere = hostIdentity('other-host', '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0')!;
+  assert.notEqual(elsewhere, HERE);
+  const rings = [new RingAllReduce({ onWarning: () => {}, hostId: elsewhere }), new RingAllReduce({ onWarning: () => {} })];
+  try {
+    const peers = await Promise.all(rings.map((r) => r.start()));
+    const localPeers = rings.map((r) => r.localAddress);
+    assert.ok(isLocalSocket(localPeers[0]!), 'the socket file exists here');
+    await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, hostIds: [elsewhere, HERE], rank, generation: 1 })));
+    assert.equal(rings[1].rightAddress, peers[0], 'rank 0 is not proven on this host: TCP');
+    assert.equal(rings[0].rightAddress, peers[1], 'nor is rank 1 on rank 0\'s host');
+    const inputs = rings.map((_, r) => data(r, 3000));
+    const buffers = inputs.map((x) => x.slice());
+    await Promise.all(rings.map((ring, r) => ring.allReduce(buffers[r], { step: 0, bucket: 0 })));
+    assert.ok(bytes(buffers[1]).equals(bytes(ringOrderReference(inputs, false))));
+    // Same identity: the socket. No identity announced (a member without a boot id) or none of our own: TCP.
+    await rings[1].reconfigure({ peers, localPeers, hostIds: [HERE, HERE], rank: 1, generation: 2 });
+    assert.equal(rings[1].rightAddress, localPeers[0]);
+    await rings[1].reconfigure({ peers, localPeers, rank: 1, generation: 3 });
+    assert.equal(rings[1].rightAddress, peers[0]);
+    const m = { peers, localPeers, hostIds: [HERE, HERE], rank: 1, generation: 4 };
+    assert.equal(sameHostAddress(m, 0, HERE ?? null), localPeers[0]);
+    assert.equal(sameHostAddress(m, 0, null), undefined);
+    assert.equal(sameHostAddress(m, 0, HERE ?? null, () => false), undefined, 'proven host, but no socket file here');
+  } finally {
+    await closeAll(rings);
+  }
+});
+
+test('host identity: host name and kernel boot id together, as NCCL\'s host hash; none without a boot id', () => {
+  const boot = 'a1b2c3d4-0000-4000-8000-000000000001';
+  assert.match(hostIdentity('node-a', boot)!, /^[0-9a-f]{16}$/);
+  assert.equal(hostIdentity('node-a', boot), hostIdentity('node-a', boot));
+  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000002'), 'another boot: another host, whatever its name');
+  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-b', boot));
+  assert.equal(hostIdentity('node-a', null), null);
 });
 
 test('ranks with different sliceBytes fail with ERR_PROTOCOL naming the cause, not a wrong sum', async () => {

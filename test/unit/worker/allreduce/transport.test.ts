@@ -16,9 +16,12 @@ import type { AllReducer, Membership } from '../../../../src/training/allreduce/
 import { loadShmModule, ShmAllReduce, type SegmentHandle, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
 import { chooseTransport, RefusedAllReduce, sharedMemorySupport, TransportSelector } from '../../../../src/worker/allreduce/transport.js';
 import { probeName, probeVisible, ShmProbe } from '../../../../src/worker/allreduce/shm-probe.js';
+import { hostIdentity } from '../../../../src/contract/host-identity.js';
 
 const peersOf = (n: number): string[] => Array.from({ length: n }, (_, r) => `tcp://127.0.0.1:${40000 + r}`);
-const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], rank: 0, generation: 1 };
+/** This host's identity: the ranks of these rings are on this host unless a test says otherwise. */
+const HERE = hostIdentity() ?? undefined;
+const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], hostIds: [HERE, HERE], rank: 0, generation: 1 };
 const loaded = { module: { maxRanks: 64 } } as unknown as ShmLoad;
 const here = (): boolean => true;
 /** The segment directory every rank of these rings shares (a temporary one), holding both ranks' probes. */
@@ -32,6 +35,9 @@ test('transport choice: shm only for float32 rings whose every rank is on this h
   assert.deepEqual(chooseTransport(m, 'float32', [can, can], loaded, here, shared), { transport: 'shm', why: `all 2 ranks are on this host and share ${shared}` });
   assert.match(chooseTransport(m, 'float32', [can, can], loaded, (a) => a !== 'ipc:///tmp/b').why, /rank 1 is on another host/);
   assert.equal(chooseTransport(m, 'float32', [can, can], loaded, (a) => a !== 'ipc:///tmp/b').transport, 'ring');
+  // A socket file here is no proof (a /tmp shared over NFS): a rank whose host identity is another is on another host.
+  assert.match(chooseTransport({ ...m, hostIds: [HERE, 'ffffffffffffffff'] }, 'float32', [can, can], loaded, here, shared).why,
+    /rank 1 is on another host \(its host identity ffffffffffffffff is not this one's [0-9a-f]{16}\)/);
   assert.match(chooseTransport({ ...m, localPeers: ['ipc:///tmp/a', undefined] }, 'float32', [can, can], loaded, here, shared).why, /rank 1 announced no same-host socket/);
   assert.equal(chooseTransport(m, 'float16', [can, can], loaded, here, shared).transport, 'ring');
   assert.equal(chooseTransport({ ...m, peers: peersOf(1), localPeers: ['ipc:///tmp/a'] }, 'float32', [can], loaded, here, shared).transport, 'ring');
@@ -165,7 +171,7 @@ test('ranks that share a host name and /tmp but not /dev/shm (containers): every
   // segment of its own /dev/shm and waited for peers that never came, until the all-reduce timeout.
   const { a, b, done } = containers();
   try {
-    const three: Membership = { peers: peersOf(3), localPeers: ['ipc:///tmp/r0', 'ipc:///tmp/r1', 'ipc:///tmp/r2'], rank: 0, generation: 1 };
+    const three: Membership = { peers: peersOf(3), localPeers: ['ipc:///tmp/r0', 'ipc:///tmp/r1', 'ipc:///tmp/r2'], hostIds: [HERE, HERE, HERE], rank: 0, generation: 1 };
     // Ranks 0 and 1 run in container A, rank 2 in container B.
     new ShmProbe('ipc:///tmp/r0', a).write();
     new ShmProbe('ipc:///tmp/r1', a).write();
