@@ -598,6 +598,7 @@ export class Recovery {
     try {
       await this.admitNewcomers(n, getState, 'elastic growth');
       this.checkNoneLostMeanwhile();
+      this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
     } catch (err) {
       // A worker lost while the group grew (a member, or a newcomer during its setup or state transfer) is recovered
       // as any loss: dropped, counted once, replaced or shrunk past, the ring re-formed. It used to end the run
@@ -607,6 +608,5 @@ export class Recovery {
       this.o.log(`${now()} elastic growth failed (${err.message}); recovering`);
       await this.recover(`elastic growth: ${err.message}`, getState);
     }
-    this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
   }
 }
