@@ -217,8 +217,8 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
    * temporary directory path too long for a socket address) is a warning: peers then use TCP.
    */
   private async bindLocal(pull: Pull): Promise<void> {
-    sweepStaleRingSockets(tmpdir());
-    const address = `ipc://${join(tmpdir(), `pets-ring-${process.pid}-${randomBytes(6).toString('hex')}`)}`;
+    sweepStaleRingSockets(tmpdir(), this.options.hostId);
+    const address = `ipc://${join(tmpdir(), ringSocketName(process.pid, randomBytes(6).toString('hex'), this.options.hostId))}`;
     try {
       await pull.bind(address);
       this.boundLocalAddress = address;
@@ -529,24 +529,36 @@ function ringStepOf(k: number, n: number): { phase: ReducePhase; t: number } {
 }
 
 /**
- * Removes the Unix socket files of ring processes that are gone (`pets-ring-<pid>-<random>` whose pid no longer
- * runs): libzmq unlinks its file when the socket closes, but a worker killed with SIGKILL leaves it in the temporary
- * directory, one per kill. Each ring sweeps before it binds its own. Files of live pids, of other names, or that
- * cannot be removed (another user's) are left.
+ * The file name of a ring's Unix socket: `pets-ring-<pid>-<12 hex digits>-<host identity>`; without a host identity
+ * (no procfs), `pets-ring-<pid>-<12 hex digits>`, which no sweep removes. The host identity tells this host's files
+ * from those of other hosts that share the directory (a `/tmp` over NFS), whose pids mean nothing here.
+ */
+export function ringSocketName(pid: number, random: string, hostId: string | null): string {
+  return `pets-ring-${pid}-${random}${hostId === null ? '' : `-${hostId}`}`;
+}
+
+/**
+ * Removes the Unix socket files of ring processes of this host that are gone (`ringSocketName` with this host's
+ * identity, whose pid no longer runs): libzmq unlinks its file when the socket closes, but a worker killed with
+ * SIGKILL leaves it in the temporary directory, one per kill. Each ring sweeps before it binds its own. Files of live
+ * pids, of other hosts (a shared `/tmp`: their pids are not this host's, and removing a live peer's socket broke its
+ * same-host neighbours' reconnects), of other names, or that cannot be removed (another user's) are left.
  * @param dir - the directory the ring binds its sockets in (`os.tmpdir()`)
+ * @param hostId - this host's identity (default {@link hostIdentity}); null: nothing is removed
  * @returns the names removed
  */
-export function sweepStaleRingSockets(dir: string): string[] {
+export function sweepStaleRingSockets(dir: string, hostId: string | null = hostIdentity()): string[] {
   const removed: string[] = [];
   let names: string[];
+  if (hostId === null) return removed;
   try {
     names = readdirSync(dir);
   } catch {
     return removed;
   }
   for (const name of names) {
-    const pid = /^pets-ring-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
-    if (pid === undefined || processAlive(Number(pid))) continue;
+    const match = /^pets-ring-(\d+)-[0-9a-f]{12}-([0-9a-f]{16})$/.exec(name);
+    if (match === null || match[2] !== hostId || processAlive(Number(match[1]))) continue;
     try {
       if (!lstatSync(join(dir, name)).isSocket()) continue;
       unlinkSync(join(dir, name));

@@ -267,7 +267,7 @@ test('setDtype switches the wire dtype between calls on the same sockets (the ru
   }
 });
 
-test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on the host; live rings\' sockets and other files stay', async () => {
+test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on the host; live rings\', other hosts\' sockets and other files stay', async () => {
   const { spawn } = await import('node:child_process');
   const { existsSync, mkdtempSync } = await import('node:fs');
   const { createServer } = await import('node:net');
@@ -276,23 +276,30 @@ test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on
   // child; the file is made by this process, as nothing unlinks a killed process's socket).
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
   await new Promise((r) => child.once('exit', r));
-  const dead = `pets-ring-${child.pid}-0123456789ab`;
+  const dead = `pets-ring-${child.pid}-0123456789ab-${HERE}`;
+  // The same, of another host sharing this directory (a /tmp over NFS): its pid means nothing here, and it may run.
+  const otherHost = `pets-ring-${child.pid}-0123456789ab-ffffffffffffffff`;
+  const otherServer = createServer();
+  await new Promise<void>((r) => otherServer.listen(join(dir, otherHost), r));
   const server = createServer();
   await new Promise<void>((r) => server.listen(join(dir, dead), r));
-  const live = `pets-ring-${process.pid}-abcdef012345`;
+  const live = `pets-ring-${process.pid}-abcdef012345-${HERE}`;
   const liveServer = createServer();
   await new Promise<void>((r) => liveServer.listen(join(dir, live), r));
   writeFileSync(join(dir, `pets-ring-${child.pid}-notes`), 'not a socket name');
-  writeFileSync(join(dir, 'pets-ring-999999999-0123456789ab'), 'a regular file under a ring name');
+  writeFileSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`), 'a regular file under a ring name');
   try {
     const { sweepStaleRingSockets } = await import('../../../../src/worker/allreduce/ring.js');
     assert.deepEqual(sweepStaleRingSockets(dir), [dead]);
     assert.equal(existsSync(join(dir, dead)), false, 'the dead pid\'s socket is removed');
     assert.ok(existsSync(join(dir, live)), 'a live ring\'s socket stays');
     assert.ok(existsSync(join(dir, `pets-ring-${child.pid}-notes`)), 'another name stays');
-    assert.ok(existsSync(join(dir, 'pets-ring-999999999-0123456789ab')), 'a file that is not a socket stays');
+    assert.ok(existsSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`)), 'a file that is not a socket stays');
+    assert.ok(existsSync(join(dir, otherHost)), 'another host\'s socket stays');
     assert.deepEqual(sweepStaleRingSockets(join(dir, 'missing')), []);
+    assert.deepEqual(sweepStaleRingSockets(dir, null), [], 'no host identity: nothing is taken for this host\'s');
   } finally {
+    otherServer.close();
     server.close();
     liveServer.close();
     rmSync(dir, { recursive: true, force: true });

@@ -229,15 +229,18 @@ test('a probe is the rank\'s own (it holds its address), is removed on close, an
       writeFileSync(path.join(a, name), JSON.stringify(content));
       utimesSync(path.join(a, name), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     };
-    old(probeName('ipc:///tmp/dead'), { address: 'ipc:///tmp/dead', pid: dead, pidNamespace: ns });
-    old(probeName('ipc:///tmp/elsewhere'), { address: 'ipc:///tmp/elsewhere', pid: dead, pidNamespace: 'pid:[1]' });
-    old(probeName('ipc:///tmp/alive'), { address: 'ipc:///tmp/alive', pid: process.pid, pidNamespace: ns });
-    writeFileSync(path.join(a, probeName('ipc:///tmp/recent')), JSON.stringify({ address: 'ipc:///tmp/recent', pid: dead, pidNamespace: ns }));
+    old(probeName('ipc:///tmp/dead'), { address: 'ipc:///tmp/dead', pid: dead, pidNamespace: ns, hostId: HERE });
+    old(probeName('ipc:///tmp/elsewhere'), { address: 'ipc:///tmp/elsewhere', pid: dead, pidNamespace: 'pid:[1]', hostId: HERE });
+    // Another host's (a segment directory that fell back to a /tmp shared with it): the same first pid namespace id as
+    // ours, a pid that means nothing here.
+    old(probeName('ipc:///tmp/other-host'), { address: 'ipc:///tmp/other-host', pid: dead, pidNamespace: ns, hostId: 'ffffffffffffffff' });
+    old(probeName('ipc:///tmp/alive'), { address: 'ipc:///tmp/alive', pid: process.pid, pidNamespace: ns, hostId: HERE });
+    writeFileSync(path.join(a, probeName('ipc:///tmp/recent')), JSON.stringify({ address: 'ipc:///tmp/recent', pid: dead, pidNamespace: ns, hostId: HERE }));
     new ShmProbe('ipc:///tmp/next', a).write();
     const left = readdirSync(a).sort();
-    const expect = ['elsewhere', 'alive', 'recent', 'next', 'other'].map((x) => probeName(`ipc:///tmp/${x}`));
-    if (ns !== null) assert.deepEqual(left, expect.sort(), 'only the dead process\'s probe of this namespace was swept');
-    else assert.equal(left.length, 6, 'without /proc nothing is swept');
+    const expect = ['elsewhere', 'other-host', 'alive', 'recent', 'next', 'other'].map((x) => probeName(`ipc:///tmp/${x}`));
+    if (ns !== null) assert.deepEqual(left, expect.sort(), 'only the dead process\'s probe of this namespace and host was swept');
+    else assert.equal(left.length, 7, 'without /proc nothing is swept');
   } finally {
     done();
   }
