@@ -380,8 +380,8 @@ export abstract class CoordinatorSetUp {
 
   /**
    * Waits until the ring has `--expect` workers (again after a worker was refused at its setup). A local worker that
-   * exits before joining with an error it named (its setup failed)
-   * ends the wait at once; one that crashed without one is respawned within `--max-restarts` (`respawnBeforeJoin`).
+   * exits before joining with an error it named (its setup failed) ends the wait at once; one that crashed without one
+   * is respawned within `--max-restarts` (`respawnBeforeJoin`).
    * @returns false when a stop was requested while waiting (said on stdout)
    * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
    */
