@@ -53,7 +53,7 @@ import { createDataBunch, type DataBunch } from '../src/training/data/databunch.
 import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import { BACKEND_REQUESTS, type BackendRequest } from '../src/training/compute/backend.js';
-import type { Message, ReadyMessage, StepDoneMessage } from '../src/contract/protocol/index.js';
+import type { Message, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
 import { cpuBetween, sampleMachine, sampleThreads, type CpuSplit, type MachineSample, type ThreadSample } from './proc-cpu.js';
 
@@ -175,9 +175,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     const ranks = cluster.ranks().map((m) => m.rank);
     log(`W=${w} backend: ${[...new Set(cluster.ranks().map((m) => m.hello.capabilities.backend))].join(', ')} (--backend ${a.backend})`);
     const frame = encodeRunSetup(setupOf(a, data));
-    const ready = cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', 600_000);
-    await cluster.broadcast({ type: 'setup', byteLength: frame.byteLength }, [frame]);
-    await ready;
+    await cluster.request('setup', { byteLength: frame.byteLength }, { frames: [frame], what: 'ready', timeoutMs: 600_000 });
     await cluster.request('stage', { stageIndex: 0, frozen: false }, { timeoutMs: 60_000 });
     const rows: Array<{ wall: number; replies: Reply<StepDoneMessage>[] }> = [];
     const pids = [...workers.pids().values()];
@@ -190,7 +188,7 @@ async function measure(a: ScalingArgs, data: DataBunch, w: number, log: (line: s
     if (a.warmup === 0) sampleBefore();
     for (let step = 0; step < a.warmup + a.steps; step++) {
       const t0 = performance.now();
-      const done = cluster.gather(ranks, (m: Message): m is StepDoneMessage => m.type === 'step-done' && m.step === step, `step ${step}`, 1_200_000);
+      const done = cluster.gather(ranks, (m: Message): m is StepDoneMessage => m.type === 'step-done' && m.step === step, { what: `step ${step}`, timeoutMs: 1_200_000 });
       await cluster.broadcast({ type: 'step', step, generation: cluster.generation, stageIndex: 0, epoch: 0, stepInEpoch: step, accum: 1, lrs: [1e-5, 1e-4, 1e-3], momentum: 0.9 });
       const replies = await done;
       const wall = (performance.now() - t0) / 1000;

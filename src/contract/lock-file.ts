@@ -12,6 +12,7 @@
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { processAlive, processStartTicks } from './process.js';
+import { kernelBootId } from './host-identity.js';
 
 /** What a lock file holds (JSON). */
 export interface LockOwner {
@@ -28,13 +29,7 @@ export interface LockOwner {
   readonly bootId?: string;
 }
 
-function bootId(): string | null {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
-  } catch {
-    return null;
-  }
-}
+const bootId = kernelBootId;
 
 /** This process as a lock's owner, taking it now. */
 export function currentLockOwner(): LockOwner {

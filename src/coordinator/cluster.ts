@@ -3,9 +3,10 @@
  * announcement (`welcome` with a growing generation), and {@link Cluster.request}: the one primitive that sends a
  * request of the request → reply table to ranks and gathers their typed replies, failing fast when a member is lost.
  */
-import { TrainerError } from '../contract/errors.js';
+import { TrainerError, type TrainerErrorCode } from '../contract/errors.js';
+import { logText } from '../contract/log-text.js';
 import {
-  isReplyTo, requestMessage, type Message, type ReplyOf, type RequestKind, type RequestPayload,
+  isReplyTo, requestMessage, type ErrorMessage, type Message, type ReplyOf, type RequestKind, type RequestPayload,
 } from '../contract/protocol/index.js';
 import type { ControlServer, Member } from './control.js';
 
@@ -14,6 +15,21 @@ export interface Reply<M extends Message = Message> {
   readonly rank: number;
   readonly message: M;
   readonly frames: readonly Buffer[];
+}
+
+/** One rank's outcome of a gather that tolerates some worker errors ({@link GatherOptions.tolerate}). */
+export type Outcome<M extends Message = Message> = Reply<M> | { readonly rank: number; readonly error: TrainerError };
+
+/** Options of {@link Cluster.gather}. */
+export interface GatherOptions<M extends Message> {
+  /** Names the wait in timeout and loss errors (e.g. `step 4`). */
+  readonly what: string;
+  /** Longest wait for every reply, milliseconds. */
+  readonly timeoutMs: number;
+  readonly failed?: (m: M, rank: number) => TrainerError | null;
+  readonly requestId?: number;
+  readonly tolerate?: (err: TrainerError, rank: number) => boolean;
+  readonly signal?: AbortSignal;
 }
 
 /** Options of {@link Cluster.request}. */
@@ -35,6 +51,8 @@ export class Cluster {
   private requestSeq = 1;
   /** Worker error messages that ended a gather (the run's error names them), with the rank that sent each first. */
   private readonly gatherErrors = new Map<string, number>();
+  /** Request ids whose late (stale) error was already said ({@link onUnclaimedError}): said once per request. */
+  private readonly staleLogged = new Set<number>();
   private lostController = new AbortController();
 
   /**
@@ -46,6 +64,9 @@ export class Cluster {
     control.on('lost', (m, reason) => {
       log(`worker rank ${m.rank} (pid ${m.hello.pid} on ${m.hello.host}) lost: ${reason}`);
       if (m.rank >= 0) this.lostController.abort(`rank ${m.rank} lost: ${reason}`);
+    });
+    control.on('message', (m, msg) => {
+      if (msg.type === 'error') this.onUnclaimedError(m, msg);
     });
   }
 
@@ -106,12 +127,34 @@ export class Cluster {
     this.compactRanks();
   }
 
-  /** Announces the ring (new generation) to every rank and resets the lost signal. */
+  /**
+   * Refuses the member of rank `rank` (its setup failed on its own machine: `ControlServer.refuse`) and renumbers the
+   * others; the caller announces the new ring.
+   */
+  async refuse(rank: number, code: TrainerErrorCode, message: string): Promise<void> {
+    const m = this.ranks().find((x) => x.rank === rank);
+    if (!m) return;
+    await this.control.refuse(m, code, message);
+    this.compactRanks();
+  }
+
+  /**
+   * Announces the ring (new generation) to every rank and resets the lost signal.
+   * @throws TrainerError ERR_WORKER_LOST (retryable) when a ranked member is lost and not dropped yet: announcing
+   *   would reset the signal its loss fired and leave a gap in the ranks, so the loss would go unseen (a loss during
+   *   elastic growth or between a recovery's admission and its announcement); the caller recovers instead
+   */
   async announce(): Promise<void> {
+    const lost = this.control.all().filter((m) => m.state === 'lost' && m.rank >= 0);
+    if (lost.length > 0) {
+      throw new TrainerError('ERR_WORKER_LOST', `rank(s) ${lost.map((m) => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host})`).join(', ')} lost while the ring was being re-formed`);
+    }
     this.generation++;
     this.lostController = new AbortController();
     const members = this.ranks();
-    const ring = members.map((m) => ({ rank: m.rank, dataAddress: m.hello.dataAddress, localDataAddress: m.hello.localDataAddress, sharedMemory: m.hello.sharedMemory }));
+    const ring = members.map((m) => ({
+      rank: m.rank, dataAddress: m.hello.dataAddress, localDataAddress: m.hello.localDataAddress, hostId: m.hello.hostId, sharedMemory: m.hello.sharedMemory,
+    }));
     this.onAnnounce(members.length, this.generation);
     for (const m of members) {
       m.state = 'ready';
@@ -140,31 +183,58 @@ export class Cluster {
   }
 
   /**
-   * Waits for one reply per rank matching `match`.
-   * @param failed - turns a matching reply into the error it reports (e.g. `step-failed`), which ends the gather at once
-   * @param command - the command type the replies answer (e.g. `get-state`): a worker's `error` ends the gather only
-   *   when it is about that command (a worker's error says `<command>: …`). A late error of an earlier command (a
-   *   survivor's `sync-bn: … ERR_WORKER_LOST` from a validation a lost worker broke, sent after recovery began) is
-   *   no reply here: it used to fail the state transfer to the replacement or the redo, and recovery started over.
-   *   Omitted: any error of the rank.
-   * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
-   *   rank answers with `error` (its code and message), or `failed`'s error
+   * A worker's `error` that no gather took: said in one line, never failing anything. An error of a request that has
+   * ended (another rank failed it first, or it timed out and was redone: a late `sync-bn` error used to fail the redo)
+   * is stale: dropped, said once per request; an error about no request (a failed `commit`) is said as it is.
    */
-  async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, what: string, timeoutMs: number,
-    failed?: (m: M, rank: number) => TrainerError | null, command?: string): Promise<Reply<M>[]> {
+  private onUnclaimedError(m: Member, e: ErrorMessage): void {
+    const same = this.rankThatReported(e.message);
+    const text = `${e.code}: ${same === null ? logText(e.message) : `the same error as rank ${same}`}`;
+    if (e.requestId === null) {
+      this.log(`worker rank ${m.rank}: ${text}`);
+      return;
+    }
+    if (this.staleLogged.has(e.requestId)) return;
+    this.staleLogged.add(e.requestId);
+    if (this.staleLogged.size > 1024) this.staleLogged.delete(this.staleLogged.values().next().value!);
+    this.log(`worker rank ${m.rank}: dropped a late error of ${e.command ?? 'a'} request ${e.requestId}, which had ended (${text})`);
+  }
+
+  /**
+   * Waits for one reply per rank matching `match`.
+   * @param o.failed - turns a matching reply into the error it reports (e.g. `step-failed`), which ends the gather at once
+   * @param o.requestId - the request the replies answer: a worker's `error` ends the gather only when it names this
+   *   request (`requestId`), so a late error of an earlier request (a `sync-bn` that timed out and was redone, a
+   *   survivor's report of a validation a lost worker broke) is no reply here. Omitted (the step, which is keyed by
+   *   step and generation): the errors that answer no request (a failed `commit`, `abort` or `welcome`).
+   * @param o.tolerate - a worker error for which it returns true is the rank's outcome instead of ending the gather
+   *   (e.g. a remote worker's own setup failure, refused while the others go on); default: none
+   * @param o.signal - ends the gather early (ERR_WORKER_LOST naming its reason)
+   * @throws TrainerError ERR_WORKER_LOST when a rank is lost first; ERR_TIMEOUT; the worker's own error when a
+   *   rank answers with `error` (its code and message), or `o.failed`'s error
+   */
+  async gather<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, o: Omit<GatherOptions<M>, 'tolerate'>): Promise<Reply<M>[]> {
+    return (await this.gatherOutcomes(ranks, match, o)) as Reply<M>[];
+  }
+
+  /** As {@link gather}, where the errors `o.tolerate` accepts are a rank's outcome. */
+  private gatherOutcomes<M extends Message>(ranks: readonly number[], match: (m: Message, rank: number) => m is M, o: GatherOptions<M>): Promise<Outcome<M>[]> {
     const byId = new Map(this.ranks().map((m) => [m.id, m.rank]));
+    const requestId = o.requestId ?? null;
     // The first rank that fails ends the gather and the other ranks' waits (a step one rank failed is not waited on
     // for the others: one of them may be the hung worker that made it fail, silent until the step timeout).
     const ended = new AbortController();
-    const signal = AbortSignal.any([this.lostSignal, ended.signal]);
+    const signal = AbortSignal.any([this.lostSignal, ended.signal, ...(o.signal ? [o.signal] : [])]);
     const all = Promise.all(ranks.map((rank) => this.control.waitFor(
-      (msg, id) => byId.get(id) === rank && (match(msg, rank) || (msg.type === 'error' && (command === undefined || msg.message.startsWith(`${command}: `)))), `${what} from rank ${rank}`, timeoutMs, signal,
-    ).then(({ message, frames }) => {
+      (msg, id) => byId.get(id) === rank && (match(msg, rank) || (msg.type === 'error' && msg.requestId === requestId)), `${o.what} from rank ${rank}`, o.timeoutMs, signal,
+    ).then(({ message, frames }): Outcome<M> => {
       if (message.type === 'error') {
+        const err = new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+        if (o.tolerate?.(err, rank) === true) return { rank, error: err };
         if (!this.gatherErrors.has(message.message)) this.gatherErrors.set(message.message, rank);
-        throw new TrainerError(message.code, `rank ${rank}: ${message.message}`);
+        throw err;
       }
-      const err = failed?.(message as M, rank);
+      const err = o.failed?.(message as M, rank);
       if (err) throw err;
       return { rank, message: message as M, frames };
     })));
@@ -182,9 +252,18 @@ export class Cluster {
    *   `o.timeoutMs`; the worker's own code when a rank answers with `error`
    */
   async request<K extends RequestKind>(kind: K, payload: RequestPayload<K>, o: RequestOptions): Promise<Reply<ReplyOf<K>>[]> {
+    return (await this.requestSettled(kind, payload, o)) as Reply<ReplyOf<K>>[];
+  }
+
+  /**
+   * As {@link request}, where the worker errors `o.tolerate` accepts are a rank's outcome (`{ rank, error }`) instead
+   * of failing the whole request.
+   * @throws TrainerError as {@link request}, for the errors not tolerated
+   */
+  async requestSettled<K extends RequestKind>(kind: K, payload: RequestPayload<K>, o: RequestOptions & Pick<GatherOptions<ReplyOf<K>>, 'tolerate'>): Promise<Outcome<ReplyOf<K>>[]> {
     const requestId = this.requestSeq++;
     const ranks = o.ranks ?? this.ranks().map((m) => m.rank);
-    const waiting = this.gather(ranks, (m): m is ReplyOf<K> => isReplyTo(kind, requestId, m), o.what ?? kind, o.timeoutMs, undefined, kind);
+    const waiting = this.gatherOutcomes(ranks, (m): m is ReplyOf<K> => isReplyTo(kind, requestId, m), { what: o.what ?? kind, timeoutMs: o.timeoutMs, requestId, tolerate: o.tolerate });
     const message = requestMessage(kind, requestId, payload);
     for (const rank of ranks) await this.send(rank, message, o.frames ?? []);
     return waiting;

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { makeDirs } from './make-dir.js';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
-import { TrainerError } from '../contract/errors.js';
+import { TrainerError, type TrainerErrorCode } from '../contract/errors.js';
 import { loadedBuild } from '../contract/build-stamp.js';
 import { curveKeyProblem } from '../contract/curve-key.js';
 import {
@@ -242,7 +242,7 @@ export class ControlServer extends EventEmitter<{
     const message = `the worker pid ${hello.pid} on ${hello.host} runs build ${theirs}, this coordinator build ${ours}: ` +
       'run the same sources on both (check out the same commit and run `npm run build` on the worker\'s machine)';
     this.o.log(`refused a worker: ${message}`);
-    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_STALE_BUILD', message, rank: -1 })]).catch(() => undefined);
+    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_STALE_BUILD', message, rank: -1, command: 'hello', requestId: null })]).catch(() => undefined);
     return true;
   }
 
@@ -251,7 +251,7 @@ export class ControlServer extends EventEmitter<{
     const peek = peekHeader(parts);
     if (peek?.type !== 'hello' || peek.v === PROTOCOL_VERSION) return;
     const message = `protocol version mismatch: this coordinator speaks v${PROTOCOL_VERSION}, the worker sent v${JSON.stringify(peek.v)?.slice(0, 20)}; run the same trainer version on the coordinator and the workers`;
-    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_PROTOCOL', message, rank: -1 })]).catch(() => undefined);
+    this.socket.send([identity, ...encode({ type: 'error', code: 'ERR_PROTOCOL', message, rank: -1, command: 'hello', requestId: null })]).catch(() => undefined);
   }
 
   private tick(): void {
@@ -278,6 +278,17 @@ export class ControlServer extends EventEmitter<{
       this.socket.send([`${m.id}/hb`, ...hb]).catch(() => undefined);
     }
     this.seq++;
+  }
+
+  /**
+   * Refuses a member that joined (its setup failed on its own machine, e.g. a wrong `--data`): it is sent an `error`
+   * (`code`, `message`), which makes the worker print it and exit 1, and it leaves the table without being counted as
+   * lost (it is no failure of the run: the rendezvous goes on with the workers that can serve it). Its later
+   * heartbeats are those of an unknown worker (ignored).
+   */
+  async refuse(m: Member, code: TrainerErrorCode, message: string): Promise<void> {
+    this.forget(m.id);
+    await this.send(m, { type: 'error', code, message, rank: -1, command: null, requestId: null }).catch(() => undefined);
   }
 
   /** Declares a member lost (heartbeat timeout or its process exited). Idempotent. */

@@ -6,8 +6,7 @@
  * failed. `--elastic`: continue with the survivors, keeping the global batch constant by raising accumulation
  * (when it divides evenly), and admit workers that join later at the next step boundary.
  */
-import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
-import type { Message, ReadyMessage } from '../contract/protocol/index.js';
+import { TrainerError, isRetryable, isTrainerError, type TrainerErrorCode } from '../contract/errors.js';
 import { hostname } from 'node:os';
 import type { Cluster } from './cluster.js';
 import type { ControlServer, Member } from './control.js';
@@ -115,6 +114,13 @@ function describeNewest(newest: string | null | undefined): string {
   return newest === null ? 'the start of the run (no checkpoint was written yet)' : newest ?? 'the newest checkpoint';
 }
 
+/**
+ * Setup failures that are one remote worker's own, not the run's: its copy of the data is not the run's (a wrong
+ * `--data`: ERR_DATA), or its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
+ * ERR_WEIGHTS). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
+ */
+const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS']);
+
 /** Membership changes of a run. */
 export class Recovery {
   /** Respawns so far. */
@@ -204,12 +210,39 @@ export class Recovery {
     return pid;
   }
 
-  /** Sends the run setup to `ranks` and waits until each is ready. */
-  async setupAll(ranks: readonly number[]): Promise<void> {
+  /**
+   * Sends the run setup to the members of `ranks` that have not had it and waits until each is ready. A remote worker
+   * whose setup fails on its own machine ({@link OWN_SETUP_FAILURES}: a wrong `--data`, weights it cannot get) is
+   * refused, as torchrun and Ray Train go on without a bad node: it is told why (it prints it and exits 1), it leaves
+   * the ring without counting as lost, and the other ranks' setups go on; the caller waits for workers in its place.
+   * It used to end the whole run at its start. A local worker's failure (its data is the coordinator's own) and any
+   * other failure still end the wait at once.
+   * @returns how many workers were refused (0: every rank is set up); the ring must then be announced again
+   * @throws TrainerError the first failure not refused; ERR_WORKER_LOST when a rank is lost; ERR_TIMEOUT
+   */
+  async setupAll(ranks: readonly number[]): Promise<number> {
+    const { cluster } = this.o;
+    const members = new Map(cluster.ranks().filter((m) => ranks.includes(m.rank) && !this.setUp.has(m.id)).map((m) => [m.rank, m]));
+    if (members.size === 0) return 0;
     const frame = this.o.setupFrame();
-    const waiting = this.o.cluster.gather(ranks, (m: Message): m is ReadyMessage => m.type === 'ready', 'ready', this.o.joinTimeoutMs, undefined, 'setup');
-    for (const r of ranks) await this.o.cluster.send(r, { type: 'setup', byteLength: frame.byteLength }, [frame]);
-    await waiting;
+    const outcomes = await cluster.requestSettled('setup', { byteLength: frame.byteLength }, {
+      ranks: [...members.keys()], frames: [frame], what: 'ready', timeoutMs: this.o.joinTimeoutMs,
+      tolerate: (err, rank) => OWN_SETUP_FAILURES.includes(err.code) && !this.isLocal(members.get(rank)!),
+    });
+    for (const m of members.values()) this.setUp.add(m.id);
+    let refused = 0;
+    // Highest rank first: refusing one renumbers those above it.
+    for (const o of [...outcomes].sort((a, b) => b.rank - a.rank)) {
+      if (!('error' in o)) continue;
+      const m = members.get(o.rank)!;
+      const why = `the worker pid ${m.hello.pid} on ${m.hello.host} cannot serve this run: its setup failed there (${o.error.message.replace(/^rank \d+: /, '')})`;
+      this.o.log(`${now()} refused ${why}; waiting for another worker in its place: start one with ${this.o.joinCommand}`);
+      this.setUp.delete(m.id);
+      this.unsynced.delete(m.id);
+      await cluster.refuse(o.rank, o.error.code, why);
+      refused++;
+    }
+    return refused;
   }
 
   private async waitForLoss(): Promise<boolean> {
@@ -271,8 +304,10 @@ export class Recovery {
     const remote = missing - (this.o.workers ? this.o.localSlots - running.size : 0);
     if (remote > 0) this.o.log(`${now()} waiting for ${remote} remote worker(s) to join the restarted group: start one with ${this.o.joinCommand}`);
     if (missing > 0) await this.admit(missing, reason);
-    await cluster.announce();
+    // Before the announcement, which throws when a member was lost meanwhile: the next attempt must still know that
+    // no member of the new group holds the state.
     for (const m of cluster.ranks()) this.unsynced.add(m.id);
+    await cluster.announce();
     this.checkNoneLostMeanwhile();
     throw new GroupRestart(this.restarts, reason);
   }
@@ -285,11 +320,16 @@ export class Recovery {
    * @returns the ranks set up now (`fresh`) and those set up before the restart (`kept`: their state is unknown)
    */
   async setUpRestartedGroup(): Promise<{ readonly fresh: number[]; readonly kept: number[] }> {
-    const ranks = this.o.cluster.ranks();
-    const needSetup = ranks.filter((m) => !this.setUp.has(m.id));
-    await this.setupAll(needSetup.map((m) => m.rank));
-    for (const m of needSetup) this.setUp.add(m.id);
-    return { fresh: needSetup.map((m) => m.rank), kept: ranks.filter((m) => !needSetup.includes(m)).map((m) => m.rank) };
+    const { cluster } = this.o;
+    const kept = new Set(cluster.ranks().filter((m) => this.setUp.has(m.id)).map((m) => m.id));
+    // Workers refused at their setup (a wrong --data) are replaced by workers that join, within --rejoin-timeout-s.
+    for (let refused = await this.setupAll(cluster.ranks().map((m) => m.rank)); refused > 0; refused = await this.setupAll(cluster.ranks().map((m) => m.rank))) {
+      await this.admit(refused, 'a worker of the restarted group was refused');
+      await cluster.announce();
+      for (const m of cluster.ranks()) this.unsynced.add(m.id);
+    }
+    const ranks = cluster.ranks();
+    return { fresh: ranks.filter((m) => !kept.has(m.id)).map((m) => m.rank), kept: ranks.filter((m) => kept.has(m.id)).map((m) => m.rank) };
   }
 
   /** Every member of the ring now holds the training state (the driver loaded it into all of them). */
@@ -470,9 +510,10 @@ export class Recovery {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
     await this.admit(count, reason);
+    // Marked before the announcement, which throws when a member was lost meanwhile: the attempt that recovers that
+    // loss must still give the newcomers the state.
+    for (const m of cluster.ranks().filter((x) => !before.has(x.id))) this.unsynced.add(m.id);
     await cluster.announce();
-    const joined = cluster.ranks().filter((m) => !before.has(m.id));
-    for (const m of joined) this.unsynced.add(m.id);
     await this.syncNewcomers(getState);
   }
 
@@ -527,9 +568,14 @@ export class Recovery {
     const { cluster } = this.o;
     const targets = cluster.ranks().filter((m) => this.unsynced.has(m.id));
     if (targets.length === 0) return;
-    const needSetup = targets.filter((m) => !this.setUp.has(m.id));
-    await this.setupAll(needSetup.map((m) => m.rank));
-    for (const m of needSetup) this.setUp.add(m.id);
+    const refused = await this.setupAll(targets.map((m) => m.rank));
+    if (refused > 0) {
+      // A newcomer refused at its setup (a wrong --data): another takes its place (elastic: the ring goes on without
+      // it where the global batch divides), then the remaining newcomers get the state.
+      if (!(this.o.elastic && this.o.fitsWorldSize(cluster.worldSize))) return this.admitNewcomers(refused, getState, 'a replacement was refused');
+      await cluster.announce();
+      return this.syncNewcomers(getState);
+    }
     const source = cluster.ranks().find((m) => !this.unsynced.has(m.id));
     if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
     const blob = await getState(source.rank);
@@ -549,7 +595,18 @@ export class Recovery {
     const n = Math.min(waiting, room);
     if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
     this.o.log(`${now()} elastic: admitting ${n} worker(s) at the step boundary`);
-    await this.admitNewcomers(n, getState, 'elastic growth');
-    this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
+    try {
+      await this.admitNewcomers(n, getState, 'elastic growth');
+      this.checkNoneLostMeanwhile();
+      this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
+    } catch (err) {
+      // A worker lost while the group grew (a member, or a newcomer during its setup or state transfer) is recovered
+      // as any loss: dropped, counted once, replaced or shrunk past, the ring re-formed. It used to end the run
+      // (the state transfer aborted outside recovery), or go unseen: announcing the grown ring reset the signal
+      // the loss had fired, and training went on with a lost member still in the table and a gap in the ranks.
+      if (!isRetryable(err) || this.fatal) throw err;
+      this.o.log(`${now()} elastic growth failed (${err.message}); recovering`);
+      await this.recover(`elastic growth: ${err.message}`, getState);
+    }
   }
 }

@@ -243,9 +243,11 @@ export abstract class CoordinatorSetUp {
     const data = await this.prepareData();
     this.announcePlan(data, announce, endpoint);
     const recovery = await this.startWorkers(data, endpoint, curve);
-    if (!(await this.admitWorkers())) return null;
-    await this.cluster!.announce();
-    await recovery.setupAll(this.cluster!.ranks().map((m) => m.rank));
+    // A remote worker whose setup fails on its own machine (a wrong --data) is refused: the rendezvous goes on.
+    do {
+      if (!(await this.admitWorkers())) return null;
+      await this.cluster!.announce();
+    } while (await recovery.setupAll(this.cluster!.ranks().map((m) => m.rank)) > 0);
     if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
     return { data, recovery };
   }
@@ -326,12 +328,6 @@ export abstract class CoordinatorSetUp {
     this.cluster = new Cluster(control, this.io.log, (worldSize, generation) => this.star?.reconfigure(worldSize, generation));
     control.on('hello', (m) => this.io.log(`worker joined: pid ${m.hello.pid} on ${m.hello.host}, data plane ${m.hello.dataAddress}, backend ${m.hello.capabilities.backend}` +
       (this.cluster!.worldSize >= this.cmd.config.expect ? `; ${SPARE_NOTE(this.cmd.config.expect)}` : '')));
-    control.on('message', (m, msg) => {
-      if (msg.type !== 'error') return;
-      // A reply that came after its request ended (another rank failed first): the same error is said in one line.
-      const same = this.cluster!.rankThatReported(msg.message);
-      this.io.log(`worker rank ${m.rank}: ${msg.code}: ${same === null ? logText(msg.message) : `the same error as rank ${same}`}`);
-    });
     return { endpoint, curve };
   }
 
@@ -433,8 +429,9 @@ export abstract class CoordinatorSetUp {
   }
 
   /**
-   * Waits for `--expect` workers. A local worker that exits before joining with an error it named (its setup failed)
-   * ends the wait at once; one that crashed without one is respawned within `--max-restarts` (`respawnBeforeJoin`).
+   * Waits until the ring has `--expect` workers (again after a worker was refused at its setup). A local worker that
+   * exits before joining with an error it named (its setup failed) ends the wait at once; one that crashed without one
+   * is respawned within `--max-restarts` (`respawnBeforeJoin`).
    * @returns false when a stop was requested while waiting (said on stdout)
    * @throws what the admission throws otherwise (join timeout, a local worker's early exit)
    */
@@ -442,7 +439,7 @@ export abstract class CoordinatorSetUp {
     const { config, runtime } = this.cmd;
     const earlyExit = watchEarlyExits(this.workers, (pid) => this.recovery!.joinedRing(pid), (e) => this.recovery!.respawnBeforeJoin(e));
     try {
-      await this.cluster!.admit(config.expect, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
+      await this.cluster!.admit(config.expect - this.cluster!.worldSize, runtime.joinTimeoutS * 1000, AbortSignal.any([earlyExit.signal, this.stopController.signal]));
     } catch (err) {
       if (!this.stopRequested) throw err;
       this.io.out('stopped while waiting for workers to join; nothing was trained');

@@ -93,7 +93,8 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
         const f = m as unknown as Extract<Message, { type: 'step-failed' }>;
         return new TrainerError(f.code, `rank ${rank} failed step ${step}: ${f.message}`);
       };
-      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m), `step ${step}`, ctx.stepTimeoutMs, failure);
+      const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m),
+        { what: `step ${step}`, timeoutMs: ctx.stepTimeoutMs, failed: failure });
       await cluster.broadcast({
         type: 'step', step, generation, stageIndex: stage.index, epoch: ctx.dataEpochBase(stage) + epoch, stepInEpoch,
         accum: ctx.accum(), lrs: hyper.lrs, momentum: hyper.momentum,

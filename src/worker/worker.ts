@@ -21,7 +21,7 @@ import { loadedBuild } from '../contract/build-stamp.js';
 import { Replica } from '../training/learner/replica.js';
 import { resolvePretrainedWeights } from '../training/model/pretrained.js';
 import {
-  decode, encode, peekHeader, replyMessage, type Message, type ReplyPayload, type RequestMessage, type SharedMemorySupport,
+  decode, encode, errorReply, peekHeader, replyMessage, type Message, type SetupMessage, type ReplyPayload, type RequestMessage, type SharedMemorySupport,
 } from '../contract/protocol/index.js';
 import { decodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { RingAllReduce } from './allreduce/ring.js';
@@ -32,6 +32,10 @@ import { StarAllReduce } from './allreduce/star.js';
 import { HeartbeatThread } from './heartbeat.js';
 import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
 import { WorkerTrainer } from './trainer.js';
+import { hostIdentity } from '../contract/host-identity.js';
+
+/** This host's identity, announced in `hello` (peers use this worker's `ipc://` socket only where theirs is the same). */
+const HOST_ID = hostIdentity();
 
 /** Options of {@link Worker}. */
 export interface WorkerOptions {
@@ -60,17 +64,24 @@ export interface WorkerOptions {
 
 /**
  * Where this worker finds the run's items: `--data` (as the coordinator's `--data`: the folder of images or one
- * holding `images/`), else the coordinator's own root. Checked on the first item, so a wrong folder fails the
- * setup with a clear error instead of training on skipped files.
- * @throws TrainerError ERR_DATA naming the folders tried and the missing item
+ * holding `images/`), else the coordinator's own root. Every item of the run's listing must be there, so a wrong folder
+ * fails the setup with a clear error (the coordinator then refuses this worker) instead of training on skipped files.
+ * @throws TrainerError ERR_DATA naming the folders tried and the missing items
  */
 export function localDataRoot(given: string | null, setup: Pick<RunSetup, 'dataRoot' | 'paths'>): string {
   const candidates = given === null ? [resolve(setup.dataRoot)] : [resolve(given), resolve(given, 'images')];
   const first = setup.paths[0];
   if (first === undefined) return candidates[0]!;
   const found = candidates.find((dir) => existsSync(join(dir, first)));
+  const which = given === null ? 'data root (the coordinator\'s)' : `--data ${given}`;
   if (found === undefined) {
-    throw new TrainerError('ERR_DATA', `worker ${given === null ? 'data root (the coordinator\'s)' : `--data ${given}`}: item ${first} not found in ${candidates.join(' or ')}; pass --data <this machine's copy of the coordinator's data folder>`);
+    throw new TrainerError('ERR_DATA', `worker ${which}: item ${first} not found in ${candidates.join(' or ')}; pass --data <this machine's copy of the coordinator's data folder>`);
+  }
+  // The whole listing, not its first item: another folder of the same kind (an older or partial copy) holds the first
+  // item and lacks others, which the loader would skip as unreadable, step after step, on this worker alone.
+  const missing = setup.paths.filter((p) => !existsSync(join(found, p)));
+  if (missing.length > 0) {
+    throw new TrainerError('ERR_DATA', `worker ${which}: ${missing.length} of the run's ${setup.paths.length} items are not in ${found} (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}): it is not a copy of the coordinator's data; pass --data <this machine's copy of the coordinator's data folder>`);
   }
   return found;
 }
@@ -114,6 +125,8 @@ export class Worker {
   private peers: string[] = [];
   /** Same-host (`ipc://`) addresses of the ring members, by rank, from `welcome`. */
   private localPeers: (string | undefined)[] = [];
+  /** Host identities of the ring members, by rank, from `welcome` (a same-host address counts only with this host's). */
+  private hostIds: (string | undefined)[] = [];
   /** What each ring member announced about the shared-memory all-reduce, by rank, from `welcome`. */
   private sharedMemory: (SharedMemorySupport | undefined)[] = [];
   private setup: RunSetup | null = null;
@@ -235,7 +248,7 @@ export class Worker {
     await this.send({
       type: 'hello', rankRequest: this.o.rank, dataAddress, ...(this.ring.localAddress === '' ? {} : { localDataAddress: this.ring.localAddress }),
       sharedMemory: sharedMemorySupport(loadShmModule()),
-      pid: process.pid, host: hostname(),
+      pid: process.pid, host: hostname(), ...(HOST_ID === null ? {} : { hostId: HOST_ID }),
       capabilities: { backend: choice.tfName, wireDtypes: ['float32', 'float16'], maxFrameBytes: 512 * 1024 * 1024, build: loadedBuild() },
     });
     this.o.log(`joining the coordinator at ${this.o.connect}`);
@@ -257,7 +270,9 @@ export class Worker {
         this.o.log(`rejected a message from the coordinator: ${(err as Error).message}`);
         continue;
       }
-      if (msg.type === 'error' && this.rank < 0) {
+      // The coordinator sends an `error` only to refuse a worker: at `hello` (another build), or after its setup failed
+      // on this machine (a wrong --data): the rendezvous goes on without it, and it exits with the reason.
+      if (msg.type === 'error') {
         refused = `coordinator refused this worker: ${msg.code}: ${msg.message}`;
         break;
       }
@@ -303,7 +318,7 @@ export class Worker {
       // once there, not once per process. A remote worker's own terminal gets it in full.
       this.o.log(`${msg.type} failed: ${code}: ${this.isLocal() ? 'sent to the coordinator, which reports it' : logText((err as Error).message)}`);
       if (msg.type === 'step') await this.send({ type: 'step-failed', step: msg.step, generation: msg.generation, rank: Math.max(0, this.rank), code, message: (err as Error).message.slice(0, 4000) });
-      else await this.send({ type: 'error', code, message: `${msg.type}: ${(err as Error).message}`.slice(0, 4000), rank: this.rank });
+      else await this.send(errorReply(msg, this.rank, code, `${msg.type}: ${(err as Error).message}`.slice(0, 4000)));
     } finally {
       if (msg.type === 'step') this.inFlightStep = null;
       if (msg.type === 'sync-bn') this.inFlightSync = false;
@@ -340,7 +355,7 @@ export class Worker {
     this.transportGeneration = this.generation;
     await this.transport.apply({
       mode: this.setup.allreduce,
-      membership: { peers: this.peers, localPeers: this.localPeers, rank: this.rank, generation: this.generation },
+      membership: { peers: this.peers, localPeers: this.localPeers, hostIds: this.hostIds, rank: this.rank, generation: this.generation },
       dtype: this.setup.allreduceDtype,
       announced: this.sharedMemory,
       load: loadShmModule(),
@@ -361,8 +376,9 @@ export class Worker {
         this.heartbeat.setRank(msg.rank);
         this.peers = msg.ring.map((m) => m.dataAddress);
         this.localPeers = msg.ring.map((m) => m.localDataAddress);
+        this.hostIds = msg.ring.map((m) => m.hostId);
         this.sharedMemory = msg.ring.map((m) => m.sharedMemory);
-        await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, rank: msg.rank, generation: msg.generation });
+        await this.ring!.reconfigure({ peers: this.peers, localPeers: this.localPeers, hostIds: this.hostIds, rank: msg.rank, generation: msg.generation });
         if (msg.worldSize > 1) this.o.log(`ring generation ${msg.generation}: rank ${msg.rank} sends to ${this.ring!.rightAddress}`);
         if (this.star) this.star.reconfigure({ rank: msg.rank, worldSize: msg.worldSize, generation: msg.generation });
         await this.applyTransport();
@@ -372,7 +388,7 @@ export class Worker {
       case 'heartbeat':
         return;
       case 'setup':
-        return this.onSetup(frames[0]!);
+        return this.onSetup(msg, frames[0]!);
       case 'stage':
         this.need(this.replica, 'stage').setFrozen(msg.frozen);
         return this.reply(msg, {});
@@ -442,7 +458,7 @@ export class Worker {
     await this.ring?.setDtype(dtype);
   }
 
-  private async onSetup(frame: Buffer): Promise<void> {
+  private async onSetup(request: SetupMessage, frame: Buffer): Promise<void> {
     const setup = decodeRunSetup(frame);
     this.setup = setup;
     await this.useWireDtype(setup.allreduceDtype);
@@ -463,7 +479,7 @@ export class Worker {
     this.trainer = new WorkerTrainer(setup, dataRoot, this.replica, this.pool, () => this.reducer(),
       () => ({ rank: this.rank, worldSize: this.worldSize, generation: this.generation }));
     const elements = this.replica.gradientLayout().reduce((s, p) => s + p.size, 0);
-    await this.send({ type: 'ready', rank: this.rank, checksum: await this.replica.weightsChecksum(), gradientElements: elements });
+    await this.reply(request, { checksum: await this.replica.weightsChecksum(), gradientElements: elements });
   }
 
   /**

@@ -97,6 +97,24 @@ test('a run that fails before its first checkpoint (no images) leaves no empty r
   assert.equal(existsSync(join(tmp, 'runs')), false, 'nor the runs/ folder the run created for it');
 });
 
+test('a remote worker started with the wrong --data is refused and exits 1 saying why; the run waits for a worker with the right data and finishes', { timeout: 240_000 }, async () => {
+  // What torchrun and Ray Train do with a bad node: the rendezvous goes on. The run used to end at its start
+  // (ERR_DATA from that worker's setup), and the worker was left waiting for its coordinator.
+  const wrong = join(tmp, 'wrong-data');
+  mkdirSync(join(wrong, 'images'), { recursive: true });
+  const coord = startProc('coordinator', tinyRunFlags(dataDir, join(tmp, 'refused'), ['--workers', '1', '--expect', '2', '--epochs', '1', '--no-lr-find', '--fine-tune-epochs', '1']));
+  const endpoint = (await coord.waitFor(/coordinator listening on (tcp:\/\/\S+);/, 60_000))[1]!;
+  const common = ['--connect', endpoint, '--backend', 'wasm', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '20000'];
+  const bad = startProc('worker', [...common, '--data', wrong]);
+  assert.equal(await bad.exited, 1, bad.output().slice(-3000));
+  assert.match(bad.output(), /coordinator refused this worker: ERR_DATA: the worker pid \d+ on \S+ cannot serve this run: its setup failed there \(setup: worker --data \S*wrong-data: item \S+ not found in \S*wrong-data or \S*wrong-data\/images; pass --data/);
+  await coord.waitFor(/refused the worker pid \d+ on \S+ cannot serve this run: .*; waiting for another worker in its place: start one with npx worker --connect/, 60_000);
+  const good = startProc('worker', [...common, '--data', dataDir]);
+  assert.equal(await coord.exited, 0, coord.output().slice(-4000));
+  assert.equal(await good.exited, 0, good.output().slice(-2000));
+  assert.match(coord.output(), /saved \S+stage-2\.safetensors/);
+});
+
 /** Holds `port` on 127.0.0.1 if it is free; when another process holds it already, that serves the test as well. */
 async function holdIfFree(port: number): Promise<() => Promise<void>> {
   const server = net.createServer();

@@ -13,6 +13,6 @@ export * from './version.js';
 export * from './messages.js';
 export { decode, decodeAs, encode, peekHeader, type HeaderPeek } from './codec.js';
 export {
-  REPLY_TYPE, isReplyTo, replyMessage, requestMessage,
+  REPLY_TYPE, errorReply, isReplyTo, isRequest, replyMessage, requestMessage,
   type ReplyOf, type ReplyPayload, type RequestKind, type RequestOf, type RequestPayload, type RequestTable,
 } from './requests.js';

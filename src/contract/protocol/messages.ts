@@ -55,6 +55,12 @@ export interface HelloMessage {
   readonly sharedMemory?: SharedMemorySupport;
   readonly pid: number;
   readonly host: string;
+  /**
+   * The worker's host identity ({@link hostIdentity} of `contract/host-identity.ts`: a hash of the host name and the
+   * kernel's boot id, as NCCL's host hash): a peer uses this worker's {@link localDataAddress} only when its own host
+   * identity is the same. Absent when the boot id cannot be read (no procfs): peers then use `dataAddress`.
+   */
+  readonly hostId?: string;
   readonly capabilities: Capabilities;
 }
 /** One ring member: rank and the data-plane address its left neighbour connects to. */
@@ -63,6 +69,8 @@ export interface RingMember {
   readonly dataAddress: string;
   /** The member's `ipc://` endpoint from its `hello`, when it announced one. */
   readonly localDataAddress?: string;
+  /** The member's {@link HelloMessage.hostId}, when it announced one. */
+  readonly hostId?: string;
   /** The member's {@link HelloMessage.sharedMemory}, when it announced one. */
   readonly sharedMemory?: SharedMemorySupport;
 }
@@ -87,13 +95,23 @@ export interface HeartbeatMessage {
   /** Sender's wall clock, milliseconds since the Unix epoch. */
   readonly sentAtMs: number;
 }
-/** Either way: a typed failure report. */
+/**
+ * Either way: a typed failure report. Worker → coordinator: the failure of one coordinator message, which the error
+ * names ({@link command}, and {@link requestId} for a request of the request → reply table), so the coordinator
+ * ends only the wait for that request and drops a late error of an earlier one (a `sync-bn` that timed out and was
+ * redone: its late error used to fail the redo). Coordinator → worker: a refusal (another build or protocol version
+ * at `hello`, or a worker whose setup failed on its own machine, e.g. a wrong `--data`): the worker exits with it.
+ */
 export interface ErrorMessage {
   readonly type: 'error';
   readonly code: TrainerErrorCode;
   readonly message: string;
-  /** Rank of the reporter, or -1 for the coordinator. */
+  /** Rank of the reporter, or -1 for the coordinator (or a worker without a rank yet). */
   readonly rank: number;
+  /** The type of the message the error answers (`'sync-bn'`, `'commit'`, `'hello'`), or null: none. */
+  readonly command: MessageType | null;
+  /** The `requestId` of the request it answers when {@link command} is a request of the table, else null. */
+  readonly requestId: number | null;
 }
 /** Coordinator → worker: stop after closing resources. */
 export interface ShutdownMessage {
@@ -147,15 +165,17 @@ export interface StarResultMessage extends ReduceTagFields {
   readonly byteLength: number;
 }
 
-/** Coordinator → worker: the run setup; carries 1 frame, the UTF-8 JSON of a `RunSetup` (see `run-setup.ts`). */
-export interface SetupMessage {
+/**
+ * Coordinator → worker: the run setup; carries 1 frame, the UTF-8 JSON of a `RunSetup` (see `run-setup.ts`); `ready`
+ * reply.
+ */
+export interface SetupMessage extends RequestFields {
   readonly type: 'setup';
   readonly byteLength: number;
 }
-/** Worker → coordinator: model built, data ready, state of the replica. */
-export interface ReadyMessage {
+/** Worker → coordinator: model built, data ready, state of the replica (the reply to `setup`). */
+export interface ReadyMessage extends ReplyFields {
   readonly type: 'ready';
-  readonly rank: number;
   /** sha256 of the replica's weights (hex). */
   readonly checksum: string;
   /** Trainable elements in the gradient layout. */
@@ -277,7 +297,7 @@ export interface SyncBnMessage extends RequestFields {
   readonly generation: number;
 }
 /** The requests of the request → reply table. */
-export type RequestMessage = StageMessage | ValidateMessage | GetStateMessage | LoadStateMessage | ChecksumMessage | SyncBnMessage;
+export type RequestMessage = SetupMessage | StageMessage | ValidateMessage | GetStateMessage | LoadStateMessage | ChecksumMessage | SyncBnMessage;
 /** Worker → coordinator: the request is done and returns nothing (`stage`, `sync-bn`). */
 export interface AckMessage extends ReplyFields { readonly type: 'ack' }
 /** Worker → coordinator: validation sums over this rank's shard (padding excluded); 1 frame (maybe empty). */
@@ -301,7 +321,7 @@ export interface WeightsChecksumMessage extends ReplyFields {
   readonly checksum: string;
 }
 /** The replies of the request → reply table. */
-export type ReplyMessage = AckMessage | ValidDoneMessage | StateMessage | WeightsChecksumMessage;
+export type ReplyMessage = ReadyMessage | AckMessage | ValidDoneMessage | StateMessage | WeightsChecksumMessage;
 
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
@@ -313,8 +333,6 @@ export type Message =
   | ChunkMessage
   | StarPushMessage
   | StarResultMessage
-  | SetupMessage
-  | ReadyMessage
   | StepMessage
   | StepDoneMessage
   | StepFailedMessage

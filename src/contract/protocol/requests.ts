@@ -9,12 +9,13 @@
  * two-phase exchange keyed by (step, generation), not a request with one reply.
  */
 import type {
-  AckMessage, ChecksumMessage, GetStateMessage, LoadStateMessage, Message, RequestMessage, StageMessage, StateMessage,
-  SyncBnMessage, ValidateMessage, ValidDoneMessage, WeightsChecksumMessage,
+  AckMessage, ErrorMessage, ChecksumMessage, GetStateMessage, LoadStateMessage, Message, ReadyMessage, RequestMessage, SetupMessage, StageMessage,
+  StateMessage, SyncBnMessage, ValidateMessage, ValidDoneMessage, WeightsChecksumMessage,
 } from './messages.js';
 
 /** Each request kind with its request and its reply message. */
 export interface RequestTable {
+  readonly setup: { readonly request: SetupMessage; readonly reply: ReadyMessage };
   readonly stage: { readonly request: StageMessage; readonly reply: AckMessage };
   readonly validate: { readonly request: ValidateMessage; readonly reply: ValidDoneMessage };
   readonly 'get-state': { readonly request: GetStateMessage; readonly reply: StateMessage };
@@ -42,6 +43,7 @@ void KINDS_MATCH;
 
 /** The reply type of each request kind, as a runtime table. */
 export const REPLY_TYPE: { readonly [K in RequestKind]: ReplyOf<K>['type'] } = Object.freeze({
+  setup: 'ready',
   stage: 'ack',
   validate: 'valid-done',
   'get-state': 'state',
@@ -64,6 +66,20 @@ export function requestMessage<K extends RequestKind>(kind: K, requestId: number
  */
 export function replyMessage<M extends RequestMessage>(request: M, rank: number, payload: ReplyPayload<M['type']>): ReplyOf<M['type']> {
   return { ...payload, type: REPLY_TYPE[request.type], requestId: request.requestId, rank } as unknown as ReplyOf<M['type']>;
+}
+
+/** True when `m` is a request of the request → reply table (it carries a `requestId` its reply echoes). */
+export function isRequest(m: Message): m is RequestMessage {
+  return Object.hasOwn(REPLY_TYPE, m.type);
+}
+
+/**
+ * The `error` a worker sends when it could not carry out `failed`: it names the message it answers (its type, and its
+ * request id when it is a request), so the coordinator pairs it as it pairs a reply.
+ * @param rank - the reporter's rank (-1 before it has one)
+ */
+export function errorReply(failed: Message, rank: number, code: ErrorMessage['code'], message: string): ErrorMessage {
+  return { type: 'error', code, message, rank, command: failed.type, requestId: isRequest(failed) ? failed.requestId : null };
 }
 
 /** True when `m` is the reply to the request `kind` with id `requestId`. */

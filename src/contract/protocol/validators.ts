@@ -33,6 +33,14 @@ const BUILD_HASH = /^[0-9a-f]{16}$/;
 const ADDRESS = /^(tcp|ipc|inproc):\/\/\S+$/;
 const IPC_ADDRESS = /^ipc:\/\/\S+$/;
 
+/** A host identity (`contract/host-identity.ts`): 16 hex digits. */
+const HOST_ID = /^[0-9a-f]{16}$/;
+
+/** An optional host identity (absent → no field). */
+function hostId(h: Header): { hostId?: string } {
+  return h.hostId === undefined ? {} : { hostId: str(h, 'hostId', HOST_ID) };
+}
+
 /** An optional `ipc://` data-plane address (absent → no field). */
 function localAddress(h: Header): { localDataAddress?: string } {
   return h.localDataAddress === undefined ? {} : { localDataAddress: str(h, 'localDataAddress', IPC_ADDRESS) };
@@ -70,7 +78,10 @@ function ring(h: Header, worldSize: number): RingMember[] {
   }
   return r.map((m: unknown, i: number) => {
     const member = { ...record(m, `welcome.ring[${i}]`), type: `welcome.ring[${i}]` };
-    return { rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member), ...sharedMemory(member, `welcome.ring[${i}]`) };
+    return {
+      rank: int(member, 'rank', i, i), dataAddress: str(member, 'dataAddress', ADDRESS), ...localAddress(member), ...hostId(member),
+      ...sharedMemory(member, `welcome.ring[${i}]`),
+    };
   });
 }
 
@@ -84,6 +95,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     ...sharedMemory(h, 'hello'),
     pid: int(h, 'pid', 0),
     host: str(h, 'host'),
+    ...hostId(h),
     capabilities: capabilities(h),
   }),
   welcome: (h) => {
@@ -108,6 +120,8 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     code: str(h, 'code', /^ERR_[A-Z_]+$/) as TrainerErrorCode,
     message: str(h, 'message'),
     rank: int(h, 'rank', -1),
+    command: h.command === null ? null : oneOf(h, 'command', MESSAGE_TYPES),
+    requestId: h.requestId === null ? null : int(h, 'requestId', 0),
   }),
   shutdown: (h) => ({ type: 'shutdown', reason: str(h, 'reason') }),
   chunk: (h) => ({
@@ -130,9 +144,9 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
     byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
   }),
   'star-result': (h) => ({ type: 'star-result', ...tagFields(h), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES) }),
-  setup: (h) => ({ type: 'setup', byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
+  setup: (h) => ({ type: 'setup', ...requestId(h), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
   ready: (h) => ({
-    type: 'ready', rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1), checksum: str(h, 'checksum', SHA256_HEX),
+    type: 'ready', ...replyFields(h), checksum: str(h, 'checksum', SHA256_HEX),
     gradientElements: int(h, 'gradientElements', 0),
   }),
   stage: (h) => ({ type: 'stage', ...requestId(h), stageIndex: int(h, 'stageIndex', 0, 1024), frozen: bool(h, 'frozen') }),
@@ -164,6 +178,9 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   ack: (h) => ({ type: 'ack', ...replyFields(h) }),
   'weights-checksum': (h) => ({ type: 'weights-checksum', ...replyFields(h), checksum: str(h, 'checksum', SHA256_HEX) }),
 };
+
+/** Every message type, for the `command` an `error` names. */
+const MESSAGE_TYPES = Object.keys(VALIDATORS) as MessageType[];
 
 /** Number of binary frames each message type carries. */
 const FRAME_COUNT: { readonly [K in MessageType]: number } = {

@@ -10,11 +10,15 @@
  * messages.ts) named as their metrics.
  * v4: ring chunks travel in slices (`chunk.offset`), receipt tokens (`chunk.phase` `'done'`), and `hello`/`welcome`
  * may carry a member's `ipc://` address (`localDataAddress`) for peers on the same host.
+ * v5: every worker `error` names what it answers (`command`, and `requestId` for a request), and `setup` → `ready` is a
+ * request of the table (`requestId` on both), so no reply or error is paired with its request by guesswork (a late
+ * error of a `sync-bn` that had timed out failed its redo); `hello.hostId` / `welcome.ring[i].hostId` (optional: a
+ * member without one is never taken for a same-host peer).
  * Optional fields added within a version (a peer that predates one omits it, and its absence keeps the old
  * behaviour, so no bump): v4 `hello.capabilities.build`; v4 `hello.sharedMemory` / `welcome.ring[i].sharedMemory`
  * (absent: the member cannot use the shared-memory all-reduce, so a ring with it uses sockets).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** Largest accepted header, in bytes (64 KiB): headers are small maps, tensors travel as frames. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 /** Largest accepted binary frame, in bytes (512 MiB): one whole 128 MB star buffer fits with room to spare. */

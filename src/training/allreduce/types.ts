@@ -29,9 +29,16 @@ export interface Membership {
   readonly peers: readonly string[];
   /**
    * Each member's same-host (`ipc://`) address, or undefined, indexed by rank; a rank uses its right neighbour's
-   * when that socket exists on its own host, else the `peers` address. Optional.
+   * when that member is proven on its own host ({@link hostIds}) and the socket exists there, else the `peers`
+   * address. Optional.
    */
   readonly localPeers?: readonly (string | undefined)[];
+  /**
+   * Each member's host identity (`contract/host-identity.ts`), or undefined, indexed by rank: a `localPeers` entry is
+   * used only where the member's host identity equals this process's (a socket file that exists here may be another
+   * host's, in a `/tmp` shared over NFS). Absent: no member is taken for a same-host one.
+   */
+  readonly hostIds?: readonly (string | undefined)[];
   /** This process's rank, 0 … peers.length − 1. */
   readonly rank: number;
   /** Ring epoch (integer ≥ 0); must increase on every reconfiguration. */

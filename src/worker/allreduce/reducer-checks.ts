@@ -32,7 +32,7 @@ export function checkCallArguments(timeoutMs: number, tag: AllReduceTag): void {
  * Checks a new membership against the reducer's current generation.
  * @param what - the reducer's name for the message (`ring`, `shm`)
  * @param m - the new membership: 1 … `maxRanks` ZeroMQ endpoints, a rank among them, `localPeers` (when given) one
- *   `ipc://` endpoint or undefined per rank, and a generation above `current`
+ *   `ipc://` endpoint or undefined per rank, `hostIds` (when given) one per rank, and a generation above `current`
  * @param current - the reducer's current generation (−1 before the first)
  * @param maxRanks - the largest world size the reducer holds (default unbounded)
  * @throws TrainerError `ERR_BAD_CONFIG` naming the rule broken
@@ -49,6 +49,10 @@ export function checkMembership(what: string, m: Membership, current: number, ma
   const local = m.localPeers;
   if (local !== undefined && (local.length !== n || !local.every((p) => p === undefined || /^ipc:\/\/\S+$/.test(p)))) {
     fail(`localPeers must list ${n} ipc:// endpoints or undefined, got ${JSON.stringify(local)}`);
+  }
+  const hosts = m.hostIds;
+  if (hosts !== undefined && (hosts.length !== n || !hosts.every((h) => h === undefined || typeof h === 'string'))) {
+    fail(`hostIds must list ${n} host identities or undefined, got ${JSON.stringify(hosts)}`);
   }
   if (!Number.isInteger(m.generation) || m.generation <= current) fail(`generation must be an integer > ${current}, got ${m.generation}`);
 }

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../contract/errors.js';
 import { processAlive } from '../../contract/process.js';
+import { hostIdentity } from '../../contract/host-identity.js';
 import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
 import { defaultRingMath, type AddInto, type DivideBy } from '../../training/allreduce/add.js';
 import { chunkBounds, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
@@ -64,6 +65,12 @@ export interface RingOptions {
    */
   readonly ipc?: boolean;
   /**
+   * This process's host identity (`contract/host-identity.ts`); a peer's same-host socket is used only when the
+   * membership gives that peer the same one ({@link sameHostAddress}). Default: {@link hostIdentity}(); null: none
+   * (every peer over `tcp://`).
+   */
+  readonly hostId?: string | null;
+  /**
    * The reduce-scatter's float32 add; default: the native addon's when it loads, else JavaScript (`add.ts`, which
    * also gives the owner's ÷ N).
    */
@@ -75,6 +82,7 @@ export type ResolvedRingOptions = Required<Omit<RingOptions, 'add'>> & Pick<Ring
 export const DEFAULT_RING: ResolvedRingOptions = Object.freeze({
   sliceBytes: 1024 * 1024,
   ipc: true,
+  hostId: hostIdentity(),
   bindAddress: 'tcp://127.0.0.1:*',
   timeoutMs: DEFAULT_ALLREDUCE_TIMEOUT_MS,
   dtype: 'float32',
@@ -209,8 +217,8 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
    * temporary directory path too long for a socket address) is a warning: peers then use TCP.
    */
   private async bindLocal(pull: Pull): Promise<void> {
-    sweepStaleRingSockets(tmpdir());
-    const address = `ipc://${join(tmpdir(), `pets-ring-${process.pid}-${randomBytes(6).toString('hex')}`)}`;
+    sweepStaleRingSockets(tmpdir(), this.options.hostId);
+    const address = `ipc://${join(tmpdir(), ringSocketName(process.pid, randomBytes(6).toString('hex'), this.options.hostId))}`;
     try {
       await pull.bind(address);
       this.boundLocalAddress = address;
@@ -224,7 +232,8 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
    * older generations.
    *
    * @param membership - peers' data addresses by rank, this rank, and a generation greater than the current one;
-   *   the right neighbour's `localPeers` entry is used instead of its `peers` one when that Unix socket exists here
+   *   the right neighbour's `localPeers` entry is used instead of its `peers` one when it is proven on this host
+   *   ({@link sameHostAddress})
    * @throws TrainerError `ERR_BAD_CONFIG` on an invalid membership or a non-increasing generation
    */
   async reconfigure(membership: Membership): Promise<void> {
@@ -242,8 +251,7 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
     this.right = '';
     if (n > 1) {
       const r = (membership.rank + 1) % n;
-      const local = membership.localPeers?.[r];
-      this.right = local !== undefined && isLocalSocket(local) ? local : membership.peers[r];
+      this.right = sameHostAddress(membership, r, this.options.hostId) ?? membership.peers[r]!;
       this.push = new Push({ linger: 0, sendHighWaterMark: 0 });
       this.push.connect(this.right);
     }
@@ -521,24 +529,36 @@ function ringStepOf(k: number, n: number): { phase: ReducePhase; t: number } {
 }
 
 /**
- * Removes the Unix socket files of ring processes that are gone (`pets-ring-<pid>-<random>` whose pid no longer
- * runs): libzmq unlinks its file when the socket closes, but a worker killed with SIGKILL leaves it in the temporary
- * directory, one per kill. Each ring sweeps before it binds its own. Files of live pids, of other names, or that
- * cannot be removed (another user's) are left.
+ * The file name of a ring's Unix socket: `pets-ring-<pid>-<12 hex digits>-<host identity>`; without a host identity
+ * (no procfs), `pets-ring-<pid>-<12 hex digits>`, which no sweep removes. The host identity tells this host's files
+ * from those of other hosts that share the directory (a `/tmp` over NFS), whose pids mean nothing here.
+ */
+export function ringSocketName(pid: number, random: string, hostId: string | null): string {
+  return `pets-ring-${pid}-${random}${hostId === null ? '' : `-${hostId}`}`;
+}
+
+/**
+ * Removes the Unix socket files of ring processes of this host that are gone (`ringSocketName` with this host's
+ * identity, whose pid no longer runs): libzmq unlinks its file when the socket closes, but a worker killed with
+ * SIGKILL leaves it in the temporary directory, one per kill. Each ring sweeps before it binds its own. Files of live
+ * pids, of other hosts (a shared `/tmp`: their pids are not this host's, and removing a live peer's socket broke its
+ * same-host neighbours' reconnects), of other names, or that cannot be removed (another user's) are left.
  * @param dir - the directory the ring binds its sockets in (`os.tmpdir()`)
+ * @param hostId - this host's identity (default {@link hostIdentity}); null: nothing is removed
  * @returns the names removed
  */
-export function sweepStaleRingSockets(dir: string): string[] {
+export function sweepStaleRingSockets(dir: string, hostId: string | null = hostIdentity()): string[] {
   const removed: string[] = [];
   let names: string[];
+  if (hostId === null) return removed;
   try {
     names = readdirSync(dir);
   } catch {
     return removed;
   }
   for (const name of names) {
-    const pid = /^pets-ring-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
-    if (pid === undefined || processAlive(Number(pid))) continue;
+    const match = /^pets-ring-(\d+)-[0-9a-f]{12}-([0-9a-f]{16})$/.exec(name);
+    if (match === null || match[2] !== hostId || processAlive(Number(match[1]))) continue;
     try {
       if (!lstatSync(join(dir, name)).isSocket()) continue;
       unlinkSync(join(dir, name));
@@ -550,7 +570,24 @@ export function sweepStaleRingSockets(dir: string): string[] {
   return removed;
 }
 
-/** Whether an `ipc://` endpoint names a Unix socket that exists on this host's file system (a same-host peer). */
+/**
+ * Rank `r`'s same-host (`ipc://`) address when the member is proven to be on this host, else undefined (use its
+ * `tcp://` one). Proof: its host identity (hash of host name and kernel boot id, from its `hello`) equals this
+ * process's, and its socket file exists here. A socket file alone proved nothing: in a `/tmp` shared over NFS (or a
+ * volume mounted on two machines) another host's socket file exists too, connecting to it reaches nobody, and every
+ * all-reduce with that peer timed out. Ranks in containers of one kernel that share `/tmp` keep the socket (the same
+ * boot id; a Unix socket works across them).
+ * @param ownHostId - this process's host identity (null: none proven, every peer over TCP)
+ * @param isSocket - whether the address names a socket here (default {@link isLocalSocket})
+ */
+export function sameHostAddress(membership: Membership, r: number, ownHostId: string | null,
+  isSocket: (address: string) => boolean = isLocalSocket): string | undefined {
+  const local = membership.localPeers?.[r];
+  if (local === undefined || ownHostId === null || membership.hostIds?.[r] !== ownHostId) return undefined;
+  return isSocket(local) ? local : undefined;
+}
+
+/** Whether an `ipc://` endpoint names a Unix socket that exists on this host's file system (one half of {@link sameHostAddress}). */
 export function isLocalSocket(address: string): boolean {
   if (!address.startsWith('ipc://')) return false;
   try {

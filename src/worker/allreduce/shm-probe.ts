@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processAlive } from '../../contract/process.js';
+import { hostIdentity } from '../../contract/host-identity.js';
 
 /** File-name prefix of probe files in the segment directory. */
 export const PROBE_PREFIX = 'pets-probe-';
@@ -28,6 +29,12 @@ interface ProbeContent {
   readonly pid: number;
   /** The writer's pid namespace (`pid:[4026531836]`), so that only probes of processes this one can see are swept. */
   readonly pidNamespace: string | null;
+  /**
+   * The writer's host identity (`contract/host-identity.ts`): the pid namespace's id alone names no host (every
+   * host's first namespace is `pid:[4026531836]`), and a segment directory that falls back to `/tmp` may be shared
+   * with other hosts. Absent from probes of workers that predate it (never swept).
+   */
+  readonly hostId?: string | null;
 }
 
 /** The probe file name of a rank's same-host socket address: `pets-probe-` and 16 hex digits of its SHA-256. */
@@ -61,13 +68,15 @@ export function probeVisible(address: string, directory: string): boolean {
 }
 
 /**
- * Removes probes left by SIGKILLed workers: older than 10 s, written in this pid namespace, by a process that no
- * longer exists. A probe of another pid namespace (a container sharing this `/dev/shm`) is never removed: its writer
- * cannot be seen from here.
+ * Removes probes left by SIGKILLed workers: older than 10 s, written in this pid namespace on this host, by a process
+ * that no longer exists. A probe of another pid namespace (a container sharing this `/dev/shm`) or of another host (a
+ * segment directory that fell back to a `/tmp` shared with other hosts) is never removed: its writer cannot be seen
+ * from here.
+ * @param hostId - this host's identity ({@link hostIdentity}); null: nothing is removed
  */
-function sweepStaleProbes(directory: string, nowMs: number): void {
+export function sweepStaleProbes(directory: string, nowMs: number, hostId: string | null = hostIdentity()): void {
   const ours = pidNamespace();
-  if (ours === null) return;
+  if (ours === null || hostId === null) return;
   let names: string[];
   try {
     names = readdirSync(directory).filter((n) => n.startsWith(PROBE_PREFIX));
@@ -79,7 +88,7 @@ function sweepStaleProbes(directory: string, nowMs: number): void {
     try {
       if (nowMs - statSync(path).mtimeMs < STALE_PROBE_AGE_MS) continue;
       const probe = readProbe(path);
-      if (probe !== null && probe.pidNamespace === ours && !processAlive(probe.pid)) rmSync(path, { force: true });
+      if (probe !== null && probe.pidNamespace === ours && probe.hostId === hostId && !processAlive(probe.pid)) rmSync(path, { force: true });
     } catch {
       // gone meanwhile, or not ours to remove
     }
@@ -110,7 +119,7 @@ export class ShmProbe {
    */
   write(): string | null {
     sweepStaleProbes(this.directory, Date.now());
-    const content: ProbeContent = { address: this.address, pid: process.pid, pidNamespace: pidNamespace() };
+    const content: ProbeContent = { address: this.address, pid: process.pid, pidNamespace: pidNamespace(), hostId: hostIdentity() };
     try {
       writeFileSync(this.path, JSON.stringify(content), { mode: 0o644 });
       this.written = true;

@@ -10,7 +10,8 @@ import { TrainerError } from '../../contract/errors.js';
 import type { SharedMemorySupport, WireDtype } from '../../contract/protocol/index.js';
 import type { AllReducer, AllReduceStats, Membership } from '../../training/allreduce/types.js';
 import { ZERO_STATS } from './reducer-checks.js';
-import { isLocalSocket } from './ring.js';
+import { hostIdentity } from '../../contract/host-identity.js';
+import { isLocalSocket, sameHostAddress } from './ring.js';
 import { segmentDirectory, type ShmAllReduce, type ShmLoad } from './shm.js';
 import { probeName, probeVisible } from './shm-probe.js';
 
@@ -34,8 +35,8 @@ export interface TransportChoice {
 /**
  * Decides between the shared-memory all-reduce and the ZeroMQ ring for one ring generation (`--allreduce auto|shm`):
  * shm when the wire dtype is float32, every rank announced that it can use shared memory, this rank's module holds
- * that many ranks, every rank runs on this host — decided as the ring decides "same host": the rank's `ipc://`
- * socket file exists on this host's file system — and every rank maps the same segment directory: its probe file
+ * that many ranks, every rank runs on this host — decided as the ring decides "same host": the rank's host identity
+ * is this one's and its `ipc://` socket file exists on this host's file system — and every rank maps the same segment directory: its probe file
  * (`shm-probe.ts`, written before it joined) is in this rank's. The announcements are the same on every rank (they
  * come in `welcome`), and every rank of one host sees the same socket files, so all ranks decide alike; a ring
  * spanning hosts has a rank whose socket no rank sees everywhere, so every rank picks the ring. Likewise ranks in
@@ -50,9 +51,12 @@ export interface TransportChoice {
  * @param isLocal - whether an `ipc://` address is a socket on this host (default: {@link isLocalSocket})
  * @param segmentDir - this process's segment directory, where every rank's probe must be (default: `segmentDirectory()`
  *   of `shm.ts`, `/dev/shm`; tests pass a directory of their own to stand for a container's)
+ * @param hostId - this process's host identity: every rank's (`membership.hostIds`) must equal it, as the ring
+ *   requires of a same-host socket ({@link sameHostAddress}; default {@link hostIdentity})
  */
 export function chooseTransport(membership: Membership, dtype: WireDtype, announced: readonly (SharedMemorySupport | undefined)[],
-  load: ShmLoad, isLocal: (address: string) => boolean = isLocalSocket, segmentDir: string = segmentDirectory()): TransportChoice {
+  load: ShmLoad, isLocal: (address: string) => boolean = isLocalSocket, segmentDir: string = segmentDirectory(),
+  hostId: string | null = hostIdentity()): TransportChoice {
   const n = membership.peers.length;
   if (n <= 1) return { transport: 'ring', why: 'one rank: nothing to reduce' };
   if (dtype !== 'float32') return { transport: 'ring', why: `the ${dtype} wire dtype compresses what the ring sends; shared memory sends nothing` };
@@ -66,6 +70,9 @@ export function chooseTransport(membership: Membership, dtype: WireDtype, announ
   for (let r = 0; r < n; r++) {
     const local = membership.localPeers?.[r];
     if (local === undefined) return { transport: 'ring', why: `rank ${r} announced no same-host socket` };
+    if (sameHostAddress(membership, r, hostId, () => true) === undefined) {
+      return { transport: 'ring', why: `rank ${r} is on another host (its host identity ${membership.hostIds?.[r] ?? '(none)'} is not this one's ${hostId ?? '(none: no boot id)'})` };
+    }
     if (!isLocal(local)) return { transport: 'ring', why: `rank ${r} is on another host (its socket ${local} is not on this one)` };
   }
   for (let r = 0; r < n; r++) {

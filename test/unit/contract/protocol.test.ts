@@ -6,7 +6,9 @@ import {
   decode,
   decodeAs,
   encode,
+  errorReply,
   isReplyTo,
+  isRequest,
   REPLY_TYPE,
   replyMessage,
   requestMessage,
@@ -43,6 +45,7 @@ const controlMessages: Message[] = [
     dataAddress: 'tcp://127.0.0.1:40001',
     pid: 1234,
     host: 'node-a',
+    hostId: '0123456789abcdef',
     capabilities: { backend: 'wasm', wireDtypes: ['float32', 'float16'], maxFrameBytes: 1 << 20 },
   },
   {
@@ -51,13 +54,14 @@ const controlMessages: Message[] = [
     worldSize: 2,
     generation: 5,
     ring: [
-      { rank: 0, dataAddress: 'tcp://127.0.0.1:40000' },
+      { rank: 0, dataAddress: 'tcp://127.0.0.1:40000', localDataAddress: 'ipc:///tmp/pets-ring-1-ab', hostId: 'fedcba9876543210' },
       { rank: 1, dataAddress: 'tcp://127.0.0.1:40001' },
     ],
   },
   { type: 'heartbeat', sender: 'coordinator', rank: -1, seq: 9, sentAtMs: 1_700_000_000_000 },
-  { type: 'error', code: 'ERR_WORKER_LOST', message: 'rank 2 missed 3 heartbeats', rank: -1 },
+  { type: 'error', code: 'ERR_WORKER_LOST', message: 'rank 2 missed 3 heartbeats', rank: -1, command: null, requestId: null },
   { type: 'shutdown', reason: 'done' },
+  { type: 'error', code: 'ERR_DATA', message: 'sync-bn: disk gone', rank: 1, command: 'sync-bn', requestId: 12 },
 ];
 
 test('control messages round-trip unchanged with no frames', () => {
@@ -218,6 +222,7 @@ const SUM = 'ab'.repeat(32);
 test('request → reply table: every request kind round-trips, and its reply has the type the table names, echoing id and rank', () => {
   // The replies a worker sends (the table's right-hand side), built from each request as worker.ts does.
   const cases: [RequestMessage, Uint8Array[], Record<string, unknown>, Uint8Array[]][] = [
+    [requestMessage('setup', 6, { byteLength: 2 }), [new Uint8Array(2)], { checksum: SUM, gradientElements: 10 }, []],
     [requestMessage('stage', 7, { stageIndex: 1, frozen: false }), [], {}, []],
     [requestMessage('validate', 8, { withProbabilities: true }), [], { lossSum: 1.5, count: 3, correct: 2, byteLength: 4 }, [new Uint8Array(4)]],
     [requestMessage('get-state', 9, {}), [], { byteLength: 8 }, [new Uint8Array(8)]],
@@ -225,7 +230,7 @@ test('request → reply table: every request kind round-trips, and its reply has
     [requestMessage('checksum', 11, {}), [], { checksum: SUM }, []],
     [requestMessage('sync-bn', 12, { generation: 4 }), [], {}, []],
   ];
-  const expectedReply: Record<RequestKind, string> = { stage: 'ack', validate: 'valid-done', 'get-state': 'state', 'load-state': 'weights-checksum', checksum: 'weights-checksum', 'sync-bn': 'ack' };
+  const expectedReply: Record<RequestKind, string> = { setup: 'ready', stage: 'ack', validate: 'valid-done', 'get-state': 'state', 'load-state': 'weights-checksum', checksum: 'weights-checksum', 'sync-bn': 'ack' };
   assert.deepEqual({ ...REPLY_TYPE }, expectedReply);
   for (const [request, requestFrames, payload, replyFrames] of cases) {
     assert.deepEqual(decode(encode(request, requestFrames)).message, request);
@@ -239,8 +244,27 @@ test('request → reply table: every request kind round-trips, and its reply has
   assert.ok(!isReplyTo('validate', 7, replyMessage(cases[0]![0], 0, {} as never)), 'an ack is no reply to validate');
 });
 
+test('a worker error names what it answers: the failed message\'s type, and its request id when it is a request', () => {
+  const syncBn = requestMessage('sync-bn', 12, { generation: 4 });
+  assert.deepEqual(errorReply(syncBn, 1, 'ERR_WORKER_LOST', 'sync-bn: aborted'),
+    { type: 'error', code: 'ERR_WORKER_LOST', message: 'sync-bn: aborted', rank: 1, command: 'sync-bn', requestId: 12 });
+  assert.deepEqual(errorReply({ type: 'commit', step: 4 }, 0, 'ERR_INTERNAL', 'commit: x'),
+    { type: 'error', code: 'ERR_INTERNAL', message: 'commit: x', rank: 0, command: 'commit', requestId: null });
+  assert.ok(isRequest(syncBn) && isRequest(requestMessage('setup', 1, { byteLength: 1 })));
+  assert.ok(!isRequest({ type: 'commit', step: 4 }) && !isRequest({ type: 'step-failed', step: 1, generation: 1, rank: 0, code: 'ERR_TIMEOUT', message: '' }));
+  for (const bad of [
+    { type: 'error', code: 'ERR_DATA', message: 'm', rank: 1 },
+    { type: 'error', code: 'ERR_DATA', message: 'm', rank: 1, command: 'no-such-type', requestId: null },
+    { type: 'error', code: 'ERR_DATA', message: 'm', rank: 1, command: 'sync-bn', requestId: -1 },
+    { type: 'hello', rankRequest: null, dataAddress: 'tcp://127.0.0.1:1', pid: 1, host: 'h', hostId: 'not-hex', capabilities: { backend: 'wasm', wireDtypes: [], maxFrameBytes: 1 } },
+  ]) {
+    assert.throws(() => encode(bad as never), (e: unknown) => isProtocolError(e), JSON.stringify(bad));
+  }
+});
+
 test('typed replies reject a bad payload: a checksum that is not sha256 hex, a reply without rank', () => {
   for (const bad of [
+    { type: 'ready', rank: 0, checksum: SUM, gradientElements: 1 },
     { type: 'weights-checksum', requestId: 1, rank: 0, checksum: 'not-hex' },
     { type: 'ack', requestId: 1 },
     { type: 'sync-bn', requestId: 1 },

@@ -54,6 +54,11 @@ test('admission: a requested free rank is kept, the others get the lowest free r
     // The signal fires on the first loss; on a loaded machine a sweep can fall between the members' deadlines, so
     // the others are lost at a later sweep: wait for them (no duration assumed) rather than drop them at once.
     while (control.live().length > 0) await new Promise((r) => setTimeout(r, 50));
+    // A ring is never announced past a lost member that was not dropped: that would reset the signal its loss fired
+    // (the loss unseen) and leave a gap in the ranks. The caller recovers instead.
+    const generation = cluster.generation;
+    await assert.rejects(cluster.announce(), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /^rank\(s\) \d \(pid 100\d on h\), .* lost while the ring was being re-formed$/.test(e.message));
+    assert.equal(cluster.generation, generation, 'nothing announced');
     cluster.dropLost();
     assert.equal(cluster.worldSize, 0);
   } finally {
@@ -103,10 +108,10 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     const failing = cluster.request('sync-bn', { generation: cluster.generation }, { ranks: [1], timeoutMs: 60_000 });
     const syncBn = await next(dealers[1]!);
     assert.deepEqual(syncBn, { type: 'sync-bn', requestId: id + 1, generation: 1 });
-    // A late error of an earlier command (a get-state that failed before this request began) is no reply to it;
-    // the worker's error about this command (`sync-bn: …`, as a worker words it) is.
-    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_WORKER_LOST', message: 'get-state: all-reduce aborted: welcome from the coordinator', rank: 1 }));
-    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'sync-bn: disk gone', rank: 1 }));
+    // A late error of an earlier request (a get-state that failed before this request began) is no reply to it;
+    // the worker's error naming this request is.
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_WORKER_LOST', message: 'get-state: all-reduce aborted: welcome from the coordinator', rank: 1, command: 'get-state', requestId: id - 1 }));
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'sync-bn: disk gone', rank: 1, command: 'sync-bn', requestId: id + 1 }));
     await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: sync-bn: disk gone/.test(e.message));
     // The run's error carries rank 1's message: rank 0 failing the same way later is said as "the same error as rank 1".
     assert.equal(cluster.rankThatReported('sync-bn: disk gone'), 1);
@@ -141,8 +146,8 @@ test('gather: a rank that reports failure ends the gather at once; the ranks sti
     const isStep = (m: Message): m is Done => (m.type === 'step-done' || m.type === 'step-failed') && m.step === 4;
     let settled: unknown = null;
     // Rank 0 never answers (stopped); the step timeout is far away (10 min).
-    const gathering = cluster.gather([0, 1], isStep, 'step 4', 600_000,
-      (m, rank) => (m.type === 'step-failed' ? new TrainerError(m.code, `rank ${rank} failed step 4: ${m.message}`) : null));
+    const gathering = cluster.gather([0, 1], isStep, { what: 'step 4', timeoutMs: 600_000,
+      failed: (m, rank) => (m.type === 'step-failed' ? new TrainerError(m.code, `rank ${rank} failed step 4: ${m.message}`) : null) });
     gathering.then(() => { settled = 'resolved'; }, (e: unknown) => { settled = e; });
     // Rank 1's all-reduce timed out waiting for rank 0: it fails the step; then it sends a message nobody waits for,
     // which the server emits only after the failure (one peer's messages arrive in order).
@@ -156,6 +161,56 @@ test('gather: a rank that reports failure ends the gather at once; the ranks sti
     assert.equal((control as unknown as { waiters: unknown[] }).waiters.length, 0, 'rank 0\'s wait ended too (no 10-minute timer left)');
   } finally {
     for (const d of dealers) d.close();
+    control.close();
+  }
+});
+
+test('a late error of a request that timed out and was redone (sync-bn) is dropped, said once: it does not fail the redo', async () => {
+  // torch.distributed and Horovod match each response to its collective. A worker's `sync-bn` error used to be taken
+  // by any later sync-bn of that rank (errors were paired by their `sync-bn: ` prefix): the redo of a sync-bn that had
+  // timed out failed on the first one's late error, and recovery started over for nothing.
+  const lines: string[] = [];
+  const control = new ControlServer({ bind: 'tcp://127.0.0.1:0', heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 600_000, log: (l) => lines.push(l) });
+  const endpoint = await control.start();
+  const cluster = new Cluster(control, (l) => lines.push(l));
+  const dealer = new zmq.Dealer({ linger: 0, routingId: 's0', receiveTimeout: 30_000 });
+  dealer.connect(endpoint);
+  const next = async (): Promise<Message> => {
+    for (;;) {
+      const { message } = decode(await dealer.receive());
+      if (message.type !== 'heartbeat') return message;
+    }
+  };
+  try {
+    await dealer.send(encode(hello(0, 4000)));
+    await cluster.admit(1, 30_000);
+    await cluster.announce();
+    assert.equal((await next()).type, 'welcome');
+    // The first sync-bn times out (the worker is slow: its all-reduce waits for a peer)…
+    const first = cluster.syncBatchNorm(200);
+    const asked = await next() as Extract<Message, { type: 'sync-bn' }>;
+    await assert.rejects(first, (e) => isTrainerError(e, 'ERR_TIMEOUT'));
+    // … and is redone. The first one's error arrives during the redo (twice: a worker may report it more than once).
+    const redo = cluster.syncBatchNorm(60_000);
+    const again = await next() as Extract<Message, { type: 'sync-bn' }>;
+    assert.notEqual(again.requestId, asked.requestId, 'the redo is another request');
+    const late = { type: 'error', code: 'ERR_TIMEOUT', message: 'sync-bn: ring all-reduce timed out after 120000 ms', rank: 0, command: 'sync-bn', requestId: asked.requestId } as const;
+    await dealer.send(encode(late));
+    await dealer.send(encode(late));
+    // A message nobody waits for comes out as `message` after the late errors (one peer's messages arrive in order).
+    await dealer.send(encode({ type: 'ack', requestId: 10_000, rank: 0 }));
+    await new Promise<void>((res) => { const on = (_m: unknown, msg: Message) => { if (msg.type === 'ack') { control.off('message', on); res(); } }; control.on('message', on); });
+    await dealer.send(encode({ type: 'ack', requestId: again.requestId, rank: 0 }));
+    await redo;
+    const said = lines.filter((l) => /late error/.test(l));
+    assert.deepEqual(said, [`worker rank 0: dropped a late error of sync-bn request ${asked.requestId}, which had ended (ERR_TIMEOUT: sync-bn: ring all-reduce timed out after 120000 ms)`], 'said once');
+
+    // An error that answers no request (a failed commit) ends the step's gather: the replica did not apply the step.
+    const step = cluster.gather([0], (m: Message): m is Extract<Message, { type: 'step-done' }> => m.type === 'step-done', { what: 'step 5', timeoutMs: 60_000 });
+    await dealer.send(encode({ type: 'error', code: 'ERR_INTERNAL', message: 'commit: no pending gradients for step 4', rank: 0, command: 'commit', requestId: null }));
+    await assert.rejects(step, (e) => isTrainerError(e, 'ERR_INTERNAL') && /rank 0: commit: no pending gradients/.test(e.message));
+  } finally {
+    dealer.close();
     control.close();
   }
 });

@@ -27,10 +27,11 @@ function member(id: string, rank: number): Member {
  */
 function scripted(worldSize: number, joiners: Member[][]) {
   const members = Array.from({ length: worldSize }, (_, r) => member(`w${r}`, r));
-  const calls = { admit: 0, announce: 0, setup: [] as string[], loadState: [] as string[] };
+  const calls = { admit: 0, announce: 0, setup: [] as string[], loadState: [] as string[], refused: [] as Array<[string, string, string]> };
   const live = (): Member[] => members.filter((m) => m.state !== 'lost').sort((a, b) => a.rank - b.rank);
   const ranks = (): Member[] => live().filter((m) => m.rank >= 0);
-  const replies: Array<{ rank: number; message: Message }> = [];
+  /** Setup failures by member id (a worker whose setup fails on its machine). */
+  const setupErrors = new Map<string, { code: TrainerError['code']; message: string }>();
   const silent = new Map<string, number>();
   // As ControlServer: markLost emits `lost` (Recovery retires a local member's process on it).
   const control = Object.assign(new EventEmitter(), {
@@ -54,7 +55,13 @@ function scripted(worldSize: number, joiners: Member[][]) {
       if (joining.length < count) throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${joining.length} did`);
       for (const m of joining) { m.rank = ranks().length; members.push(m); }
     },
-    async announce() { calls.announce++; cluster.generation++; },
+    async announce() {
+      // As Cluster.announce: a ranked member lost and not dropped is never announced past (its loss would go unseen).
+      const lost = members.filter((m) => m.state === 'lost' && m.rank >= 0);
+      if (lost.length > 0) throw new TrainerError('ERR_WORKER_LOST', `rank(s) ${lost.map((m) => `${m.rank} (pid ${m.hello.pid} on ${m.hello.host})`).join(', ')} lost while the ring was being re-formed`);
+      calls.announce++;
+      cluster.generation++;
+    },
     async request(kind: string, _payload: unknown, o: { ranks: readonly number[] }) {
       assert.equal(kind, 'load-state');
       return o.ranks.map((rank) => {
@@ -62,17 +69,28 @@ function scripted(worldSize: number, joiners: Member[][]) {
         return { rank, message: { type: 'weights-checksum', requestId: 7, rank, checksum: 'a'.repeat(64) }, frames: [] };
       });
     },
-    async send(rank: number, message: Message) {
-      const m = ranks().find((x) => x.rank === rank)!;
-      if (message.type === 'setup') { calls.setup.push(m.id); replies.push({ rank, message: { type: 'ready', rank, checksum: '0'.repeat(64) } as Message }); }
-    },
-    async gather(want: readonly number[]) {
-      // Replies come after the send that the caller issues next; resolve on the next turn.
+    /** `setup`: each asked rank answers `ready`, or the error `setupErrors` holds for its member id (tolerated or not). */
+    async requestSettled(kind: string, _payload: unknown, o: { ranks: readonly number[]; tolerate?: (e: TrainerError, rank: number) => boolean }) {
+      assert.equal(kind, 'setup');
       await new Promise((r) => setImmediate(r));
-      return want.map((rank) => ({ ...replies.find((x) => x.rank === rank)!, frames: [] }));
+      return o.ranks.map((rank) => {
+        const m = ranks().find((x) => x.rank === rank)!;
+        calls.setup.push(m.id);
+        const failed = setupErrors.get(m.id);
+        if (failed === undefined) return { rank, message: { type: 'ready', requestId: 1, rank, checksum: '0'.repeat(64), gradientElements: 1 } as Message, frames: [] };
+        const error = new TrainerError(failed.code, `rank ${rank}: ${failed.message}`);
+        if (o.tolerate?.(error, rank) !== true) throw error;
+        return { rank, error };
+      });
+    },
+    async refuse(rank: number, code: string, message: string) {
+      const m = ranks().find((x) => x.rank === rank)!;
+      calls.refused.push([m.id, code, message]);
+      members.splice(members.indexOf(m), 1);
+      ranks().forEach((x, i) => { x.rank = i; });
     },
   };
-  return { members, calls, silent, cluster: cluster as unknown as Cluster, control: control as unknown as ControlServer };
+  return { members, calls, silent, setupErrors, cluster: cluster as unknown as Cluster, control: control as unknown as ControlServer };
 }
 
 function options(s: ReturnType<typeof scripted>, over: Partial<RecoveryOptions> = {}): RecoveryOptions & { lines: string[]; checkpoints: number } {
@@ -135,7 +153,7 @@ test('a replacement that joins in time gets the setup and the current state; the
 test('a replacement that joins but then fails its setup is retried within --max-restarts, then the run ends (bounded)', async () => {
   // The newcomer never answers setup (its gather times out): each attempt fails with ERR_TIMEOUT and no new loss.
   const s = scripted(3, [[member('w9', -1)]]);
-  (s.cluster as unknown as { gather: () => Promise<never> }).gather = async () => { throw new TrainerError('ERR_TIMEOUT', 'ready from rank 2: timed out'); };
+  (s.cluster as unknown as { requestSettled: () => Promise<never> }).requestSettled = async () => { throw new TrainerError('ERR_TIMEOUT', 'ready from rank 2: timed out'); };
   const o = options(s, { maxRestarts: 2 });
   s.members[2]!.state = 'lost';
   await assert.rejects(new Recovery(o).recover('rank 2 lost', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /recovery failed 3 time\(s\) in a row, more than --max-restarts 2/.test(e.message) && /newest checkpoint on disk stands/.test(e.message));
@@ -607,4 +625,91 @@ test('a replacement lost after its hello but before it was given a rank is respa
   assert.equal(recovery.restarts, 2, 'the kill of rank 1 and the kill of its first replacement: two restarts');
   assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'n2']);
   assert.match(o.lines.join('\n'), /local worker slot 1: process 502 exited on SIGKILL before joining; respawned: pid 503 \(restart 2 of at most 3\)/);
+});
+
+test('elastic growth: a worker lost while a newcomer is admitted goes through recovery (dropped, said, the ring re-formed without it), never past it', async () => {
+  // Seen in review: maybeGrow admitted and announced outside recover(). A member lost meanwhile was never dropped:
+  // announcing reset the signal its loss had fired, and the run went on with a lost member in the table.
+  const s = scripted(2, []);
+  const newcomer = member('n1', -1);
+  s.members.push(newcomer);
+  const o = options(s, { elastic: true, expect: 3, fitsWorldSize: () => true });
+  const recovery = new Recovery(o);
+  (s.cluster as unknown as { admit: (count: number) => Promise<void> }).admit = async () => {
+    s.control.markLost(s.members.find((m) => m.id === 'w1')!, 'no heartbeat');
+    newcomer.rank = 2;
+  };
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'n1'], 'the lost member is dropped, the newcomer is in');
+  assert.ok(s.members.every((m) => m.state !== 'lost'), 'no lost member is left behind');
+  assert.deepEqual(s.calls.loadState, ['n1'], 'the newcomer got the state once');
+  const log = o.lines.join('\n');
+  assert.match(log, /elastic growth failed \(rank\(s\) 1 \(pid 101 on elsewhere\) lost while the ring was being re-formed\); recovering/);
+  assert.match(log, /lost rank\(s\) 1 \(pid 101 on elsewhere, remote\)/);
+  assert.match(log, /elastic: continuing with 2 worker\(s\)/);
+});
+
+test('elastic growth: a member lost during the newcomer\'s state transfer is recovered; the run does not end', async () => {
+  const s = scripted(2, []);
+  const newcomer = member('n1', -1);
+  s.members.push(newcomer);
+  const o = options(s, { elastic: true, expect: 3, fitsWorldSize: () => true });
+  const recovery = new Recovery(o);
+  (s.cluster as unknown as { admit: (count: number) => Promise<void> }).admit = async () => { newcomer.rank = 2; };
+  const request = s.cluster.request.bind(s.cluster);
+  let transfers = 0;
+  (s.cluster as unknown as { request: typeof request }).request = async (...args) => {
+    if (transfers++ === 0) {
+      s.control.markLost(s.members.find((m) => m.id === 'w1')!, 'process 101 exited');
+      throw new TrainerError('ERR_WORKER_LOST', 'load-state from rank 2: aborted (rank 1 lost: process 101 exited)');
+    }
+    return request(...args);
+  };
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'n1']);
+  assert.equal(transfers, 2, 'the state transfer to the newcomer is redone after recovery');
+  assert.match(o.lines.join('\n'), /elastic growth failed \(load-state from rank 2: aborted \(rank 1 lost: process 101 exited\)\); recovering/);
+});
+
+test('a remote worker whose setup fails on its own machine (a wrong --data) is refused and the others go on; a local worker\'s failure, or another code, still ends the wait', async () => {
+  // torchrun / Ray Train: a bad node does not end the rendezvous. It used to end the whole run at its start.
+  const s = scripted(3, []);
+  const o = options(s);
+  const recovery = new Recovery(o);
+  s.setupErrors.set('w1', { code: 'ERR_DATA', message: 'setup: worker --data /mnt/old: 12 of the run\'s 40 items are not in /mnt/old/images (a.jpg, b.jpg, c.jpg, …)' });
+  assert.equal(await recovery.setupAll([0, 1, 2]), 1);
+  assert.deepEqual(s.calls.refused.map(([id, code]) => [id, code]), [['w1', 'ERR_DATA']]);
+  assert.match(s.calls.refused[0]![2], /^the worker pid 101 on elsewhere cannot serve this run: its setup failed there \(setup: worker --data \/mnt\/old: 12 of the run's 40 items/);
+  assert.deepEqual(s.cluster.ranks().map((m) => [m.id, m.rank]), [['w0', 0], ['w2', 1]], 'the others are renumbered');
+  assert.match(o.lines.join('\n'), /refused the worker pid 101 on elsewhere cannot serve this run: .*; waiting for another worker in its place: start one with npx worker --connect/);
+  // Those set up are not set up again.
+  s.calls.setup.length = 0;
+  assert.equal(await recovery.setupAll([0, 1]), 0);
+  assert.deepEqual(s.calls.setup, []);
+
+  // Not refused: another code (a bug, not this machine's data), or a local worker (its data is the coordinator's own).
+  const t = scripted(2, []);
+  t.setupErrors.set('w1', { code: 'ERR_INTERNAL', message: 'setup: boom' });
+  await assert.rejects(new Recovery(options(t)).setupAll([0, 1]), (e) => isTrainerError(e, 'ERR_INTERNAL'));
+  assert.deepEqual(t.calls.refused, []);
+  const workers = fakeLocalWorkers(500, 2);
+  const u = scripted(2, []);
+  u.members.forEach((m, r) => { u.members[r] = localMember(m.id, r, 500 + r); });
+  u.setupErrors.set('w1', { code: 'ERR_DATA', message: 'setup: worker data root (the coordinator\'s): item a.jpg not found' });
+  await assert.rejects(new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]), (e) => isTrainerError(e, 'ERR_DATA'));
+  assert.deepEqual(u.calls.refused, []);
+});
+
+test('a replacement refused at its setup (a wrong --data) is replaced by the next worker that joins; the refusal is no restart', async () => {
+  const n1 = member('n1', -1), n2 = member('n2', -1);
+  const s = scripted(3, [[n1], [n2]]);
+  s.setupErrors.set('n1', { code: 'ERR_DATA', message: 'setup: worker --data /x: item a.jpg not found in /x or /x/images' });
+  const o = options(s);
+  const recovery = new Recovery(o);
+  s.control.markLost(s.members[2]!, 'no heartbeat');
+  await recovery.recover('rank 2 lost', async () => new Uint8Array(8));
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'w1', 'n2']);
+  assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
+  assert.deepEqual(s.calls.loadState, ['n2'], 'only the worker admitted in its place gets the state');
+  assert.equal(recovery.restarts, 1, 'one loss, one restart: the refused worker is not counted');
 });

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
 import { addIntoJs } from '../../../../src/training/allreduce/add.js';
-import { isLocalSocket, RingAllReduce, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
+import { isLocalSocket, RingAllReduce, sameHostAddress, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
+import { hostIdentity } from '../../../../src/contract/host-identity.js';
 
 /** Seeded values spanning many binades (so float32 sums round, and their order shows), different per rank. */
 function data(rank: number, length: number): Float32Array {
@@ -44,13 +45,16 @@ function ringOrderReference(inputs: Float32Array[], average: boolean): Float32Ar
   return out;
 }
 
+/** This host's identity: every ring of these tests runs here. */
+const HERE = hostIdentity() ?? undefined;
+
 const bytes = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
 
 async function makeRings(options: RingOptions[], useLocal = true): Promise<RingAllReduce[]> {
   const rings = options.map((o) => new RingAllReduce({ onWarning: () => {}, ...o }));
   const peers = await Promise.all(rings.map((r) => r.start()));
   const localPeers = rings.map((r) => (useLocal && r.localAddress !== '' ? r.localAddress : undefined));
-  await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, rank, generation: 1 })));
+  await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, hostIds: rings.map(() => HERE), rank, generation: 1 })));
   return rings;
 }
 
@@ -191,6 +195,46 @@ test('a peer Unix socket that is not on this host (no such file, or not a socket
   }
 });
 
+test('a peer\'s Unix socket found here is used only with proof that the peer is on this host (its host identity): in a /tmp shared over NFS it is another host\'s', async () => {
+  // Both rings run here, so the socket file exists; rank 0 stands for a worker on another machine that shares this
+  // /tmp (its socket file appears here, but connecting to it reaches nobody: every all-reduce with it timed out).
+  const elsewhere = hostIdentity('other-host', '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0')!;
+  assert.notEqual(elsewhere, HERE);
+  const rings = [new RingAllReduce({ onWarning: () => {}, hostId: elsewhere }), new RingAllReduce({ onWarning: () => {} })];
+  try {
+    const peers = await Promise.all(rings.map((r) => r.start()));
+    const localPeers = rings.map((r) => r.localAddress);
+    assert.ok(isLocalSocket(localPeers[0]!), 'the socket file exists here');
+    await Promise.all(rings.map((r, rank) => r.reconfigure({ peers, localPeers, hostIds: [elsewhere, HERE], rank, generation: 1 })));
+    assert.equal(rings[1].rightAddress, peers[0], 'rank 0 is not proven on this host: TCP');
+    assert.equal(rings[0].rightAddress, peers[1], 'nor is rank 1 on rank 0\'s host');
+    const inputs = rings.map((_, r) => data(r, 3000));
+    const buffers = inputs.map((x) => x.slice());
+    await Promise.all(rings.map((ring, r) => ring.allReduce(buffers[r], { step: 0, bucket: 0 })));
+    assert.ok(bytes(buffers[1]).equals(bytes(ringOrderReference(inputs, false))));
+    // Same identity: the socket. No identity announced (a member without a boot id) or none of our own: TCP.
+    await rings[1].reconfigure({ peers, localPeers, hostIds: [HERE, HERE], rank: 1, generation: 2 });
+    assert.equal(rings[1].rightAddress, localPeers[0]);
+    await rings[1].reconfigure({ peers, localPeers, rank: 1, generation: 3 });
+    assert.equal(rings[1].rightAddress, peers[0]);
+    const m = { peers, localPeers, hostIds: [HERE, HERE], rank: 1, generation: 4 };
+    assert.equal(sameHostAddress(m, 0, HERE ?? null), localPeers[0]);
+    assert.equal(sameHostAddress(m, 0, null), undefined);
+    assert.equal(sameHostAddress(m, 0, HERE ?? null, () => false), undefined, 'proven host, but no socket file here');
+  } finally {
+    await closeAll(rings);
+  }
+});
+
+test('host identity: host name and kernel boot id together, as NCCL\'s host hash; none without a boot id', () => {
+  const boot = 'a1b2c3d4-0000-4000-8000-000000000001';
+  assert.match(hostIdentity('node-a', boot)!, /^[0-9a-f]{16}$/);
+  assert.equal(hostIdentity('node-a', boot), hostIdentity('node-a', boot));
+  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000002'), 'another boot: another host, whatever its name');
+  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-b', boot));
+  assert.equal(hostIdentity('node-a', null), null);
+});
+
 test('ranks with different sliceBytes fail with ERR_PROTOCOL naming the cause, not a wrong sum', async () => {
   const rings = await makeRings([{ sliceBytes: SLICE }, { sliceBytes: 2 * SLICE }]);
   try {
@@ -223,7 +267,7 @@ test('setDtype switches the wire dtype between calls on the same sockets (the ru
   }
 });
 
-test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on the host; live rings\' sockets and other files stay', async () => {
+test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on the host; live rings\', other hosts\' sockets and other files stay', async () => {
   const { spawn } = await import('node:child_process');
   const { existsSync, mkdtempSync } = await import('node:fs');
   const { createServer } = await import('node:net');
@@ -232,23 +276,30 @@ test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on
   // child; the file is made by this process, as nothing unlinks a killed process's socket).
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
   await new Promise((r) => child.once('exit', r));
-  const dead = `pets-ring-${child.pid}-0123456789ab`;
+  const dead = `pets-ring-${child.pid}-0123456789ab-${HERE}`;
+  // The same, of another host sharing this directory (a /tmp over NFS): its pid means nothing here, and it may run.
+  const otherHost = `pets-ring-${child.pid}-0123456789ab-ffffffffffffffff`;
+  const otherServer = createServer();
+  await new Promise<void>((r) => otherServer.listen(join(dir, otherHost), r));
   const server = createServer();
   await new Promise<void>((r) => server.listen(join(dir, dead), r));
-  const live = `pets-ring-${process.pid}-abcdef012345`;
+  const live = `pets-ring-${process.pid}-abcdef012345-${HERE}`;
   const liveServer = createServer();
   await new Promise<void>((r) => liveServer.listen(join(dir, live), r));
   writeFileSync(join(dir, `pets-ring-${child.pid}-notes`), 'not a socket name');
-  writeFileSync(join(dir, 'pets-ring-999999999-0123456789ab'), 'a regular file under a ring name');
+  writeFileSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`), 'a regular file under a ring name');
   try {
     const { sweepStaleRingSockets } = await import('../../../../src/worker/allreduce/ring.js');
     assert.deepEqual(sweepStaleRingSockets(dir), [dead]);
     assert.equal(existsSync(join(dir, dead)), false, 'the dead pid\'s socket is removed');
     assert.ok(existsSync(join(dir, live)), 'a live ring\'s socket stays');
     assert.ok(existsSync(join(dir, `pets-ring-${child.pid}-notes`)), 'another name stays');
-    assert.ok(existsSync(join(dir, 'pets-ring-999999999-0123456789ab')), 'a file that is not a socket stays');
+    assert.ok(existsSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`)), 'a file that is not a socket stays');
+    assert.ok(existsSync(join(dir, otherHost)), 'another host\'s socket stays');
     assert.deepEqual(sweepStaleRingSockets(join(dir, 'missing')), []);
+    assert.deepEqual(sweepStaleRingSockets(dir, null), [], 'no host identity: nothing is taken for this host\'s');
   } finally {
+    otherServer.close();
     server.close();
     liveServer.close();
     rmSync(dir, { recursive: true, force: true });

@@ -16,9 +16,12 @@ import type { AllReducer, Membership } from '../../../../src/training/allreduce/
 import { loadShmModule, ShmAllReduce, type SegmentHandle, type ShmLoad, type ShmModule } from '../../../../src/worker/allreduce/shm.js';
 import { chooseTransport, RefusedAllReduce, sharedMemorySupport, TransportSelector } from '../../../../src/worker/allreduce/transport.js';
 import { probeName, probeVisible, ShmProbe } from '../../../../src/worker/allreduce/shm-probe.js';
+import { hostIdentity } from '../../../../src/contract/host-identity.js';
 
 const peersOf = (n: number): string[] => Array.from({ length: n }, (_, r) => `tcp://127.0.0.1:${40000 + r}`);
-const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], rank: 0, generation: 1 };
+/** This host's identity: the ranks of these rings are on this host unless a test says otherwise. */
+const HERE = hostIdentity() ?? undefined;
+const m: Membership = { peers: peersOf(2), localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], hostIds: [HERE, HERE], rank: 0, generation: 1 };
 const loaded = { module: { maxRanks: 64 } } as unknown as ShmLoad;
 const here = (): boolean => true;
 /** The segment directory every rank of these rings shares (a temporary one), holding both ranks' probes. */
@@ -32,6 +35,9 @@ test('transport choice: shm only for float32 rings whose every rank is on this h
   assert.deepEqual(chooseTransport(m, 'float32', [can, can], loaded, here, shared), { transport: 'shm', why: `all 2 ranks are on this host and share ${shared}` });
   assert.match(chooseTransport(m, 'float32', [can, can], loaded, (a) => a !== 'ipc:///tmp/b').why, /rank 1 is on another host/);
   assert.equal(chooseTransport(m, 'float32', [can, can], loaded, (a) => a !== 'ipc:///tmp/b').transport, 'ring');
+  // A socket file here is no proof (a /tmp shared over NFS): a rank whose host identity is another is on another host.
+  assert.match(chooseTransport({ ...m, hostIds: [HERE, 'ffffffffffffffff'] }, 'float32', [can, can], loaded, here, shared).why,
+    /rank 1 is on another host \(its host identity ffffffffffffffff is not this one's [0-9a-f]{16}\)/);
   assert.match(chooseTransport({ ...m, localPeers: ['ipc:///tmp/a', undefined] }, 'float32', [can, can], loaded, here, shared).why, /rank 1 announced no same-host socket/);
   assert.equal(chooseTransport(m, 'float16', [can, can], loaded, here, shared).transport, 'ring');
   assert.equal(chooseTransport({ ...m, peers: peersOf(1), localPeers: ['ipc:///tmp/a'] }, 'float32', [can], loaded, here, shared).transport, 'ring');
@@ -165,7 +171,7 @@ test('ranks that share a host name and /tmp but not /dev/shm (containers): every
   // segment of its own /dev/shm and waited for peers that never came, until the all-reduce timeout.
   const { a, b, done } = containers();
   try {
-    const three: Membership = { peers: peersOf(3), localPeers: ['ipc:///tmp/r0', 'ipc:///tmp/r1', 'ipc:///tmp/r2'], rank: 0, generation: 1 };
+    const three: Membership = { peers: peersOf(3), localPeers: ['ipc:///tmp/r0', 'ipc:///tmp/r1', 'ipc:///tmp/r2'], hostIds: [HERE, HERE, HERE], rank: 0, generation: 1 };
     // Ranks 0 and 1 run in container A, rank 2 in container B.
     new ShmProbe('ipc:///tmp/r0', a).write();
     new ShmProbe('ipc:///tmp/r1', a).write();
@@ -223,15 +229,18 @@ test('a probe is the rank\'s own (it holds its address), is removed on close, an
       writeFileSync(path.join(a, name), JSON.stringify(content));
       utimesSync(path.join(a, name), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     };
-    old(probeName('ipc:///tmp/dead'), { address: 'ipc:///tmp/dead', pid: dead, pidNamespace: ns });
-    old(probeName('ipc:///tmp/elsewhere'), { address: 'ipc:///tmp/elsewhere', pid: dead, pidNamespace: 'pid:[1]' });
-    old(probeName('ipc:///tmp/alive'), { address: 'ipc:///tmp/alive', pid: process.pid, pidNamespace: ns });
-    writeFileSync(path.join(a, probeName('ipc:///tmp/recent')), JSON.stringify({ address: 'ipc:///tmp/recent', pid: dead, pidNamespace: ns }));
+    old(probeName('ipc:///tmp/dead'), { address: 'ipc:///tmp/dead', pid: dead, pidNamespace: ns, hostId: HERE });
+    old(probeName('ipc:///tmp/elsewhere'), { address: 'ipc:///tmp/elsewhere', pid: dead, pidNamespace: 'pid:[1]', hostId: HERE });
+    // Another host's (a segment directory that fell back to a /tmp shared with it): the same first pid namespace id as
+    // ours, a pid that means nothing here.
+    old(probeName('ipc:///tmp/other-host'), { address: 'ipc:///tmp/other-host', pid: dead, pidNamespace: ns, hostId: 'ffffffffffffffff' });
+    old(probeName('ipc:///tmp/alive'), { address: 'ipc:///tmp/alive', pid: process.pid, pidNamespace: ns, hostId: HERE });
+    writeFileSync(path.join(a, probeName('ipc:///tmp/recent')), JSON.stringify({ address: 'ipc:///tmp/recent', pid: dead, pidNamespace: ns, hostId: HERE }));
     new ShmProbe('ipc:///tmp/next', a).write();
     const left = readdirSync(a).sort();
-    const expect = ['elsewhere', 'alive', 'recent', 'next', 'other'].map((x) => probeName(`ipc:///tmp/${x}`));
-    if (ns !== null) assert.deepEqual(left, expect.sort(), 'only the dead process\'s probe of this namespace was swept');
-    else assert.equal(left.length, 6, 'without /proc nothing is swept');
+    const expect = ['elsewhere', 'other-host', 'alive', 'recent', 'next', 'other'].map((x) => probeName(`ipc:///tmp/${x}`));
+    if (ns !== null) assert.deepEqual(left, expect.sort(), 'only the dead process\'s probe of this namespace and host was swept');
+    else assert.equal(left.length, 7, 'without /proc nothing is swept');
   } finally {
     done();
   }
