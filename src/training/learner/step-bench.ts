@@ -156,8 +156,8 @@ export interface WholeStepAB {
  * Compares two settings of an environment variable that the code reads at each call (e.g.
  * `PETS_NATIVE_ADAMW_COPIES=0`) in ONE process on the same model, alternating blocks of two steps (A A B B A A …)
  * after {@link BENCH_WARMUP_STEPS} warm-up steps and timing the second step of each block, whose previous step ran
- * the same setting (a setting can act on the next step, as AdamW's writes act on the next convolutions): slow drifts of the machine's load then
- * hit both settings alike, which separate runs minutes apart cannot ensure. Process CPU time per step.
+ * the same setting (a setting can act on the next step, as AdamW's writes act on the next convolutions): slow
+ * drifts of the machine's load then hit both settings alike, which separate runs minutes apart cannot ensure. Process CPU time per step.
  *
  * @param pairs - timed A/B pairs (≥ 1); @param setting - `[variable, value for B]`
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/pairs
