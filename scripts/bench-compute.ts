@@ -16,7 +16,8 @@
  * `--torch` also runs `scripts/bench-torch.py` (PyTorch, one thread, same model, batch and repetitions) right after
  * the whole-step measurement and prints both steps and the ratio of images per CPU-second (native / PyTorch).
  * FLOPs per convolution (and per gradient) = 2·N·Ho·Wo·kh·kw·Ci·Co. Times are medians over `--reps` runs after
- * one warm-up. Totals weight each shape by how often it occurs in the network; the stem's input gradient is
+ * one warm-up (whole training steps, on both sides: after `BENCH_WARMUP_STEPS` = 2, the native backend's steady
+ * state; the median of an even count is the mean of the middle two, as Python's). Totals weight each shape by how often it occurs in the network; the stem's input gradient is
  * timed but left out of the backward total (a training step never needs the gradient w.r.t. the images).
  * Target on WASM: total backward ≤ 2.5 × total forward. Also prints the process peak RSS; on WebGPU also the peak
  * device memory of the training step (GPUBuffers in use at once, see `compute/webgpu/memory.ts`), the most the
@@ -37,7 +38,7 @@ import { initBackend, parseBackendRequest } from '../src/training/compute/backen
 import { TrainerError, isTrainerError } from '../src/contract/errors.js';
 import type { CpuKernelProfile, KernelTotal } from '../src/training/compute/kernel-profile.js';
 import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-count.js';
-import { measureWholeStep, measureWholeStepAB, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
+import { BENCH_WARMUP_STEPS, median, measureWholeStep, measureWholeStepAB, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
 
 /** Architectures whose convolutions can be listed. */
@@ -111,11 +112,6 @@ export interface ConvTiming {
   readonly forwardMs: number;
   readonly filterGradMs: number;
   readonly inputGradMs: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /**
@@ -215,8 +211,8 @@ export interface TrainingStepResult {
 
 /**
  * Whole-training-step section: forward + backward + AdamW update of the full, unfrozen model (ResNet body +
- * fastai head, 37 classes) through the trainer's own `Replica`, images/s as the median of `reps` steps after one
- * warm-up. Large batches are split into memory-bounded chunks as in training (see `learner/micro-batch.ts`).
+ * fastai head, 37 classes) through the trainer's own `Replica`, images/s as the median of `reps` steps after
+ * `BENCH_WARMUP_STEPS` warm-up steps. Large batches are split into memory-bounded chunks as in training (see `learner/micro-batch.ts`).
  */
 export async function measureTrainingStep(arch: BenchArch, size: number, batch: number,
   reps: number): Promise<TrainingStepResult | null> {
@@ -259,8 +255,8 @@ export interface TorchStepResult {
  */
 export function measureTorchStep(python: string, arch: BenchArch, size: number, batch: number, reps: number): TorchStepResult {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'bench-torch.py');
-  const res = spawnSync(python, [script, '--arch', arch, '--size', String(size), '--bs', String(batch), '--reps', String(reps)],
-    { encoding: 'utf8' });
+  const res = spawnSync(python, [script, '--arch', arch, '--size', String(size), '--bs', String(batch), '--reps', String(reps),
+    '--warmup', String(BENCH_WARMUP_STEPS)], { encoding: 'utf8' });
   const line = res.stdout?.trim().split('\n').pop() ?? '';
   if (res.status !== 0 || !line.startsWith('{')) {
     const why = res.error?.message ?? res.stderr?.trim().split('\n').pop() ?? `exit ${res.status}`;
@@ -404,7 +400,8 @@ async function run(flags: BenchFlags): Promise<void> {
     else printProfile(kernels);
     return;
   }
-  if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up, ${flags.clock} clock`);
+  if (!flags.json) console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}, median of ${reps} after 1 warm-up ` +
+    `(whole step: after ${BENCH_WARMUP_STEPS}), ${flags.clock} clock`);
   const clock = parseClock(flags.clock);
   const timings: ConvTiming[] = [];
   for (const shape of resnetConvShapes(arch, size, batch)) timings.push(await timeConv(shape, reps, clock));

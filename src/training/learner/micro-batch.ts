@@ -41,6 +41,12 @@ export function activationBytesPerImage(config: ResNetConfig, size: number): num
  * RSS under 2 GB at resnet34/224 on both; unlimited elsewhere (TensorFlow's own allocator; a GPU that runs out
  * reports it itself).
  *
+ * Native uses the WASM budget on purpose (measured, docs/performance.md ninth pass): its activations take ≈ 46–60
+ * MiB per image at resnet34/224 (peak RSS of one process, bs 16: 1243 / 1481 / 1848 MiB in chunks of 4 / 8 / 16),
+ * about half of WASM's, on a larger base (≈ 1 GiB: weights, AdamW moments, flat gradients, reordered filters, the
+ * array pool). Chunks of 16 at 224 px would run bs 16 unchunked (BatchNorm statistics over all 16, as PyTorch) for
+ * ≈ 1.5 % less CPU per step, but put bs 64 at 2005 MiB (chunks of 8: 1501 MiB), over the 2 GB bound.
+ *
  * @param backendName - `tf.getBackend()` (`wasm`, `native`, `cpu`, `tensorflow`, …)
  */
 export function defaultMaxMicroBatch(config: ResNetConfig, size: number, backendName: string): number {

@@ -38,9 +38,26 @@ export interface WholeStepResult {
   readonly chunk: number;
 }
 
-function median(xs: readonly number[]): number {
+/**
+ * Warm-up steps before a timed training step (bench and profile). Two, not one: on the native backend the second
+ * step of a replica is still not in its steady state (the array pool fills, V8 collects the set-up's garbage: 8
+ * mark-compacts in it at resnet34/224/bs 16 against 0–1 from the third step on, and ≈ 10 % more CPU time), and a
+ * training run consists of steady-state steps. `scripts/bench-torch.py` is given the same count, so both sides
+ * are timed alike.
+ */
+export const BENCH_WARMUP_STEPS = 2;
+
+/**
+ * Median of `xs` (the mean of the two middle values for an even count, as Python's `statistics.median` that
+ * `scripts/bench-torch.py` uses: `--reps 2` must not compare the slower of two steps with the mean of two).
+ *
+ * @throws TrainerError ERR_INTERNAL for an empty list
+ */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) throw new TrainerError('ERR_INTERNAL', 'the median of no values');
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 /** Checks the shared bench flags. @throws TrainerError ERR_BAD_FLAG */
@@ -80,22 +97,24 @@ async function benchReplica(arch: ResNetArch | ResNetConfig, size: number, batch
 }
 
 /**
- * Times `reps` training steps after one warm-up on random inputs (37 classes, random init, unfrozen) on the
- * active tfjs backend.
+ * Times `reps` training steps after `warmup` untimed ones on random inputs (37 classes, random init, unfrozen) on
+ * the active tfjs backend.
  *
  * @param size - image side, pixels (≥ 32); @param batch - images per step (≥ 2); @param reps - timed steps (≥ 1)
- * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps
+ * @param warmup - untimed steps first (integer ≥ 0; default {@link BENCH_WARMUP_STEPS})
+ * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/reps/warmup
  */
 export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: number, batch: number, reps: number,
-  maxMicroBatch?: number): Promise<WholeStepResult> {
+  maxMicroBatch?: number, warmup = BENCH_WARMUP_STEPS): Promise<WholeStepResult> {
   checkBenchShape(size, batch);
   if (!Number.isInteger(reps) || reps < 1) throw new TrainerError('ERR_BAD_FLAG', `--reps must be an integer ≥ 1, got ${reps}`);
+  if (!Number.isInteger(warmup) || warmup < 0) throw new TrainerError('ERR_BAD_FLAG', `warm-up steps must be an integer ≥ 0, got ${warmup}`);
   const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
   try {
     const fb: number[] = [];
     const opt: number[] = [];
     const cpu: number[] = [];
-    for (let i = 0; i <= reps; i++) {
+    for (let i = 0; i < warmup + reps; i++) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
       await accumulate(i);
@@ -103,7 +122,7 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
       await optimize();
       const t2 = performance.now();
       const c = process.cpuUsage(c0);
-      if (i > 0) {
+      if (i >= warmup) {
         fb.push(t1 - t0);
         opt.push(t2 - t1);
         cpu.push((c.user + c.system) / 1000);
@@ -136,9 +155,9 @@ export interface WholeStepAB {
 /**
  * Compares two settings of an environment variable that the code reads at each call (e.g.
  * `PETS_NATIVE_ADAMW_COPIES=0`) in ONE process on the same model, alternating blocks of two steps (A A B B A A …)
- * after one warm-up and timing the second step of each block, whose previous step ran the same setting (a setting
- * can act on the next step, as AdamW's writes act on the next convolutions): slow drifts of the machine's load then
- * hit both settings alike, which separate runs minutes apart cannot ensure. Process CPU time per step.
+ * after {@link BENCH_WARMUP_STEPS} warm-up steps and timing the second step of each block, whose previous step ran
+ * the same setting (a setting can act on the next step, as AdamW's writes act on the next convolutions): slow
+ * drifts of the machine's load then hit both settings alike, which separate runs minutes apart cannot ensure. Process CPU time per step.
  *
  * @param pairs - timed A/B pairs (≥ 1); @param setting - `[variable, value for B]`
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch/pairs
@@ -168,7 +187,7 @@ export async function measureWholeStepAB(arch: ResNetArch | ResNetConfig, size: 
       return [ms(process.cpuUsage(c0)), ms(process.cpuUsage(c1))];
     };
     set(false);
-    await step(); // warm-up
+    for (let w = 0; w < BENCH_WARMUP_STEPS; w++) await step();
     for (let p = 0; p < pairs; p++) {
       for (const b of [0, 1] as const) {
         set(b === 1);
@@ -188,7 +207,7 @@ export async function measureWholeStepAB(arch: ResNetArch | ResNetConfig, size: 
 }
 
 /**
- * Runs one warm-up training step, then `observe` around a second one (same model and inputs as
+ * Runs {@link BENCH_WARMUP_STEPS} warm-up training steps, then `observe` around one more (same model and inputs as
  * {@link measureWholeStep}).
  *
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
@@ -199,15 +218,15 @@ async function observeWholeStep<T>(arch: ResNetArch | ResNetConfig, size: number
   const { replica, accumulate, optimize } = await benchReplica(arch, size, batch, maxMicroBatch);
   try {
     const step = async (i: number): Promise<void> => { await accumulate(i); await optimize(); };
-    await step(0);
-    return await observe(() => step(1));
+    for (let i = 0; i < BENCH_WARMUP_STEPS; i++) await step(i);
+    return await observe(() => step(BENCH_WARMUP_STEPS));
   } finally {
     replica.dispose();
   }
 }
 
 /**
- * Per-kernel times of one training step (after one warm-up step), same model and inputs as
+ * Per-kernel times of one training step (after {@link BENCH_WARMUP_STEPS} warm-up steps), same model and inputs as
  * {@link measureWholeStep}, through `tf.profile` (see `compute/kernel-profile.ts`).
  *
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch
@@ -218,8 +237,8 @@ export async function profileWholeStep(arch: ResNetArch | ResNetConfig, size: nu
 }
 
 /**
- * GPU dispatches and uploads of one training step (after one warm-up step), total and per kernel, on the active
- * `webgpu` backend (see `compute/webgpu/dispatch-count.ts`); same model and inputs as {@link measureWholeStep}.
+ * GPU dispatches and uploads of one training step (after {@link BENCH_WARMUP_STEPS} warm-up steps), total and per
+ * kernel, on the active `webgpu` backend (see `compute/webgpu/dispatch-count.ts`); same model and inputs as {@link measureWholeStep}.
  *
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch; ERR_BACKEND when the active backend is not webgpu
  */
@@ -286,8 +305,8 @@ export async function measureWholeStepHost(arch: ResNetArch | ResNetConfig, size
 }
 
 /**
- * Per-kernel process CPU time of one training step (after one warm-up step), same model and inputs as
- * {@link measureWholeStep}, through {@link profileKernelsCpu}: which kernels the step spends its CPU in and how much
+ * Per-kernel process CPU time of one training step (after {@link BENCH_WARMUP_STEPS} warm-up steps), same model and
+ * inputs as {@link measureWholeStep}, through {@link profileKernelsCpu}: which kernels the step spends its CPU in and how much
  * runs outside kernels (JavaScript glue, garbage collection). Synchronous backends (cpu, native, wasm).
  *
  * @throws TrainerError ERR_BAD_FLAG on a bad size/batch

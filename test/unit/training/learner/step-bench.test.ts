@@ -1,13 +1,15 @@
 /**
  * `measureWholeStepAB` (`learner/step-bench.ts`, `npm run bench:compute -- --ab NAME=VALUE`): one timed step per
  * block and setting, the variable set only while its B steps run and restored after (unset or its old value),
- * bad arguments refused. No timing is asserted (the figures are for the benchmark to print).
+ * bad arguments refused. The bench's median (the mean of the middle two for an even count, as Python's
+ * `statistics.median` on the PyTorch side) and `measureWholeStep`'s warm-up argument. No timing is asserted (the
+ * figures are for the benchmark to print).
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '../../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
-import { measureWholeStepAB } from '../../../../src/training/learner/step-bench.js';
+import { median, measureWholeStep, measureWholeStepAB } from '../../../../src/training/learner/step-bench.js';
 
 const TINY = { block: 'basic', layers: [1, 1, 1, 1] } as const;
 const VAR = 'PETS_STEP_BENCH_TEST_SETTING';
@@ -41,5 +43,22 @@ test('measureWholeStepAB refuses a bad number of pairs or shape with ERR_BAD_FLA
   for (const [size, batch, pairs] of [[32, 2, 0], [32, 2, 1.5], [16, 2, 1], [32, 1, 1]] as const) {
     await assert.rejects(measureWholeStepAB(TINY, size, batch, pairs, [VAR, 'b']),
       (e: unknown) => isTrainerError(e) && e.code === 'ERR_BAD_FLAG', `${size}/${batch}/${pairs}`);
+  }
+});
+
+test('median: the middle value, or the mean of the middle two (Python statistics.median), in any order', () => {
+  assert.equal(median([5]), 5);
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4000, 3000]), 3500, 'two steps: their mean, not the slower one');
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  assert.throws(() => median([]), (e: unknown) => isTrainerError(e) && e.code === 'ERR_INTERNAL');
+});
+
+test('measureWholeStep: any warm-up count ≥ 0 runs; a negative or fractional one is refused with ERR_BAD_FLAG', async () => {
+  const r = await measureWholeStep(TINY, 32, 2, 1, undefined, 0);
+  assert.ok(Number.isFinite(r.stepCpuMs) && r.stepCpuMs >= 0);
+  for (const warmup of [-1, 1.5]) {
+    await assert.rejects(measureWholeStep(TINY, 32, 2, 1, undefined, warmup),
+      (e: unknown) => isTrainerError(e) && e.code === 'ERR_BAD_FLAG', String(warmup));
   }
 });
