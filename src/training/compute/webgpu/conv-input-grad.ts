@@ -14,11 +14,15 @@
  * stride-2 one (the downsample shortcut) computes only the quarter of dx that is not zero (the rest is written 0).
  * Within a phase the tap arithmetic needs no division: `oh = q_h + c_h − t_h` for the phase's row `q_h`, tap `t_h`.
  *
- * tfjs-backend-webgpu 4.22's `Conv2DDerInputMMProgram` runs every tap for every pixel (a stride-2 gradient masks
- * 3/4 of its K away after reading it), decides each A element with float division and `fract`, reads the filter
- * as four scalar loads Cout apart, and tiles 32×32 per 64 threads. Here a 16×16 workgroup computes a 64×64 tile of
- * dx, 4×4 values per thread, over K in steps of 16 staged in workgroup memory (each thread decodes its one K column
- * once per step; its 4 rows' pixel coordinates once), loads of 16 consecutive channels per 16 threads.
+ * tfjs-backend-webgpu 4.22 runs `Conv2DDerInputProgram` (its flag `WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE` defaults to
+ * true): one thread per 2 pixels × 4 channels of dx, looping over every tap (deciding each by float division and
+ * `fract`) and all of Cout, reading dy and the filter straight from memory with no reuse between threads (the filter
+ * as four scalar loads Cout apart): 240 GFLOP/s on ResNet34's layer1 3×3 on an H200 (its `Conv2DDerInputMMProgram`,
+ * off by that flag, is a GEMM but runs every tap for every pixel). Here a 16×16 workgroup computes a 64×64 tile of
+ * dx, 4×4 values per thread, over K in steps of 16 staged in workgroup memory, each value loaded once per tile and
+ * used 64 times (each thread decodes its one K column once per step and its 4 rows' pixels once), 16 threads
+ * reading 16 consecutive channels. Where the largest phase has fewer than 64 rows (tiny maps and batches: one
+ * partial tile of rows, mostly idle) tfjs's kernel, which wastes no thread there, stays in use.
  *
  * Numerics: float32 products and sums, like tfjs's kernels, in another order (checked against tfjs `cpu` in
  * test/unit/training/compute/webgpu/conv-input-grad.test.ts).
@@ -30,6 +34,8 @@ import { convGeometry, inputGradPhases, type ConvGeometry } from '../kernels/con
 const TILE = 64;
 const TILE_K = 16;
 const THREADS = 16;
+/** Padding of each workgroup-tile row, floats: 16 consecutive k rows then start in different banks. */
+const PAD = 4;
 /** WebGPU's default `maxComputeWorkgroupsPerDimension`. */
 const MAX_WORKGROUPS = 65535;
 
@@ -70,11 +76,12 @@ class InputGradProgram implements WebGPUProgram {
   }
 
   getUserCode(): string {
-    // Workgroup tiles as [k][vec4 of 4 rows or columns]; the row of each k padded by one vec4 so that the 16 threads
-    // storing one row's 16 K columns hit different banks.
+    // Workgroup tiles as [k][row or column], scalar (each thread stores single values; a vec4 component store
+    // could be compiled as a read-modify-write of the whole vec4, a race between threads). Each k's row is padded
+    // by ${PAD} so that the 16 threads storing one row's 16 K columns hit different banks.
     return `
-      var<workgroup> tileA : array<array<vec4<f32>, ${TILE / 4 + 1}>, ${TILE_K}>;
-      var<workgroup> tileB : array<array<vec4<f32>, ${TILE / 4 + 1}>, ${TILE_K}>;
+      var<workgroup> tileA : array<array<f32, ${TILE + PAD}>, ${TILE_K}>;
+      var<workgroup> tileB : array<array<f32, ${TILE + PAD}>, ${TILE_K}>;
 
       // One axis' phase p: (rows, taps, first tap, c), as inputGradPhases() on the host: dx[s·q + p] receives
       // dy[q + c − t] · w[first + s·t] for the taps t < taps.
@@ -130,20 +137,20 @@ class InputGradProgram implements WebGPUProgram {
               if (inK && rowBase[j] >= 0 && oh >= 0 && oh < uniforms.outHeight && ow >= 0 && ow < uniforms.outWidth) {
                 a = dy[((rowBase[j] + oh) * uniforms.outWidth + ow) * cols + co];
               }
-              tileA[kk][r / 4][r % 4] = a;
+              tileA[kk][r] = a;
               let n = n0 + r;
               var b = 0.0;
               if (inK && n < uniforms.inChannels) {
                 b = W[((kh * uniforms.filterDims.y + kw) * uniforms.inChannels + n) * cols + co];
               }
-              tileB[kk][r / 4][r % 4] = b;
+              tileB[kk][r] = b;
             }
           }
           workgroupBarrier();
           if (busy) {
             for (var s = 0; s < ${TILE_K}; s++) {
-              let av = tileA[s][ty];
-              let bv = tileB[s][tx];
+              let av = vec4<f32>(tileA[s][ty * 4], tileA[s][ty * 4 + 1], tileA[s][ty * 4 + 2], tileA[s][ty * 4 + 3]);
+              let bv = vec4<f32>(tileB[s][tx * 4], tileB[s][tx * 4 + 1], tileB[s][tx * 4 + 2], tileB[s][tx * 4 + 3]);
               for (var i = 0; i < 4; i++) {
                 acc[i][0] = acc[i][0] + av[i] * bv.x;
                 acc[i][1] = acc[i][1] + av[i] * bv.y;
@@ -178,8 +185,8 @@ class InputGradProgram implements WebGPUProgram {
 
 /**
  * The WebGPU `Conv2DBackpropInput` kernel: the tiled program for NHWC float32 (any kernel size, stride and padding
- * tfjs computes; dilation is always 1 in this kernel), else `fallback` (tfjs's own), also when
- * `PETS_WEBGPU_INPUT_GRAD=tfjs`.
+ * tfjs computes; dilation is always 1 in this kernel) with at least 64 dx pixels in a stride phase, else `fallback`
+ * (tfjs's own), also when `PETS_WEBGPU_INPUT_GRAD=tfjs`.
  * @returns dx `[batch, inHeight, inWidth, inChannels] float32`
  */
 export function conv2DBackpropInputWebgpu(fallback: KernelFunc): KernelFunc {
@@ -198,7 +205,7 @@ export function conv2DBackpropInputWebgpu(fallback: KernelFunc): KernelFunc {
     const size = info.batchSize * info.inHeight * info.inWidth * info.inChannels;
     if (size === 0 || info.padInfo.top < 0 || info.padInfo.left < 0) return fallback(args);
     const { maxM, maxK, phases } = phaseGemm(convGeometry(info));
-    if (Math.ceil(maxM / TILE) > MAX_WORKGROUPS ||
+    if (maxM < TILE || Math.ceil(maxM / TILE) > MAX_WORKGROUPS ||
       Math.ceil(info.inChannels / TILE) > MAX_WORKGROUPS || phases > MAX_WORKGROUPS) return fallback(args);
     const uniforms = [
       { type: 'int32', data: [info.padInfo.top, info.padInfo.left] },

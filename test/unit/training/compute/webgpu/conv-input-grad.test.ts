@@ -3,7 +3,7 @@
  * kernel, the reference: every convolution form of ResNet18/34/50 (7×7 s2 pad 3 stem, 3×3 s1 and s2 pad 1, 1×1 s2
  * downsample and 1×1 s1) at small sizes, odd and even maps, the paddings tfjs passes (`same` — asymmetric at stride
  * 2 —, `valid`, a number, explicit), channel counts that leave partial 64-wide tiles, several M tiles and K steps,
- * stride phases with no rows or no taps.
+ * stride phases with no rows or no taps; below 64 pixels per phase it leaves the call to tfjs's kernel.
  *
  * Runs on any WebGPU adapter; in CI that is Mesa's lavapipe, so shapes are tiny. Metric as the filter-gradient
  * tests: max|webgpu − cpu| / max|cpu| (float32 both sides, other summation order), tolerance 1e-5.
@@ -26,19 +26,19 @@ const TOL = 1e-5;
 /** [name, dx shape (NHWC), kernel, Cout, stride, pad]. */
 const CASES: Array<[string, Shape, number, number, number, Pad]> = [
   ['7x7 s2 pad 3 (stem), 3 channels', [2, 16, 16, 3], 7, 8, 2, 3],
-  ['7x7 s2 pad 3 (stem), odd map', [1, 15, 13, 3], 7, 16, 2, 3],
+  ['7x7 s2 pad 3 (stem), odd map', [2, 15, 13, 3], 7, 16, 2, 3],
   ['3x3 s1 pad 1, 162 rows (3 M tiles), 70 channels (2 N tiles)', [2, 9, 9, 70], 3, 24, 1, 1],
-  ['3x3 s1 same, Cout 64 (36 K steps)', [1, 6, 6, 16], 3, 64, 1, 'same'],
+  ['3x3 s1 same, Cout 64 (36 K steps)', [2, 6, 6, 16], 3, 64, 1, 'same'],
   ['3x3 s1 explicit pad 1', [2, 5, 7, 8], 3, 12, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]],
-  ['3x3 s2 pad 1, even map', [2, 8, 8, 16], 3, 32, 2, 1],
-  ['3x3 s2 pad 1, odd map', [2, 9, 9, 8], 3, 12, 2, 1],
-  ['3x3 s2 same (tfjs pads 0 before, 1 after)', [2, 8, 8, 8], 3, 12, 2, 'same'],
-  ['3x3 s2 pad 1 on a 1×1 map (3 phases with no rows)', [3, 1, 1, 8], 3, 16, 2, 1],
-  ['3x3 s2 pad 1 on 2×2 (layer4 downsample at 64 px)', [2, 2, 2, 32], 3, 64, 2, 1],
-  ['1x1 s2 valid (downsample: 3 phases with no taps)', [3, 8, 8, 6], 1, 10, 2, 'valid'],
-  ['1x1 s2 pad 0, odd map, 128 channels', [2, 7, 7, 128], 1, 32, 2, 0],
-  ['1x1 s1 valid (bottleneck)', [2, 5, 5, 20], 1, 36, 1, 'valid'],
-  ['3x3 s1 pad 1, 3 tiles of 64 channels', [1, 4, 4, 160], 3, 8, 1, 1],
+  ['3x3 s2 pad 1, even map', [5, 8, 8, 16], 3, 32, 2, 1],
+  ['3x3 s2 pad 1, odd map', [3, 9, 9, 8], 3, 12, 2, 1],
+  ['3x3 s2 same (tfjs pads 0 before, 1 after)', [5, 8, 8, 8], 3, 12, 2, 'same'],
+  ['3x3 s2 pad 1 on a 1×1 map (3 phases with no rows)', [64, 1, 1, 8], 3, 16, 2, 1],
+  ['3x3 s2 pad 1 on 2×2 (layer4 downsample at 64 px)', [64, 2, 2, 32], 3, 64, 2, 1],
+  ['1x1 s2 valid (downsample: 3 phases with no taps)', [5, 8, 8, 6], 1, 10, 2, 'valid'],
+  ['1x1 s2 pad 0, odd map, 128 channels', [4, 7, 7, 128], 1, 32, 2, 0],
+  ['1x1 s1 valid (bottleneck)', [3, 5, 5, 20], 1, 36, 1, 'valid'],
+  ['3x3 s1 pad 1, 3 tiles of 64 channels', [4, 4, 4, 160], 3, 8, 1, 1],
 ];
 
 /** dy's shape `[N, Ho, Wo, Cout]` for the case (tfjs's own output-size rule). */
@@ -63,7 +63,7 @@ test('phaseGemm: the largest phase\'s rows and K (3×3 s2 pad 1 on 9×9: 5×5 ro
     convGeometry(tf.backend_util.computeConv2DInfo(xs, [k, k, xs[3], co], s, 1, pad, undefined, false, 'channelsLast'));
   assert.deepEqual(phaseGemm(geometry([2, 9, 9, 8], 3, 12, 2, 1)), { maxM: 2 * 5 * 5, maxK: 4 * 12, phases: 4 });
   assert.deepEqual(phaseGemm(geometry([2, 9, 9, 8], 3, 12, 1, 1)), { maxM: 2 * 81, maxK: 9 * 12, phases: 1 });
-  assert.deepEqual(phaseGemm(geometry([3, 8, 8, 6], 1, 10, 2, 'valid')), { maxM: 3 * 16, maxK: 10, phases: 4 });
+  assert.deepEqual(phaseGemm(geometry([5, 8, 8, 6], 1, 10, 2, 'valid')), { maxM: 5 * 16, maxK: 10, phases: 4 });
   assert.deepEqual(phaseGemm(geometry([2, 16, 16, 3], 7, 8, 2, 3)), { maxM: 2 * 64, maxK: 16 * 8, phases: 4 });
 });
 
@@ -71,6 +71,8 @@ test('the WebGPU Conv2DBackpropInput is this project\'s and matches tfjs cpu for
   if (!(await webgpuOrSkip(t))) return;
   assert.ok(webgpuTrainingKernelsRegistered(), 'our Conv2DBackpropInput (and the other kernels) registered on webgpu');
   for (const [name, xs, k, co, s, pad] of CASES) {
+    assert.ok(phaseGemm(convGeometry(tf.backend_util.computeConv2DInfo(xs, [k, k, xs[3], co], s, 1, pad as never, undefined, false,
+      'channelsLast'))).maxM >= 64, `${name}: a case for the tiled program (≥ 64 pixels in a phase)`);
     const ref = await valuesOn('cpu', inputGrad(xs, k, co, s, pad));
     const got = await valuesOn('webgpu', inputGrad(xs, k, co, s, pad));
     const e = relError(got[0]!, ref[0]!);
@@ -106,15 +108,19 @@ test('the tiled program runs for those forms (no fallback), one dispatch, tensor
     assert.equal(tf.engine().backend.numDataIds(), buffers, `${name}: webgpu buffers after = before`);
   }
   assert.equal(fallbacks, 0, 'no case fell back to tfjs\'s kernel');
+  // Fewer than 64 pixels in every phase (one mostly idle tile of rows): tfjs's kernel.
+  await assert.rejects(call([2, 4, 4, 8], 3, 8, 1, 1)(), /fallback/);
+  await assert.rejects(call([1, 8, 8, 8], 3, 8, 2, 1)(), /fallback/);
+  assert.equal(fallbacks, 2);
   process.env[INPUT_GRAD_ENV] = 'tfjs';
   try {
-    await assert.rejects(call([1, 4, 4, 8], 3, 8, 1, 1)(), /fallback/);
-    assert.equal(fallbacks, 1);
+    await assert.rejects(call([1, 8, 8, 8], 3, 8, 1, 1)(), /fallback/);
+    assert.equal(fallbacks, 3);
   } finally {
     delete process.env[INPUT_GRAD_ENV];
   }
   // tfjs's own kernel behind the switch, through the registered kernel: the same values as ours.
-  const f = inputGrad([2, 9, 9, 8], 3, 12, 2, 1);
+  const f = inputGrad([3, 9, 9, 8], 3, 12, 2, 1);
   const oursValues = await valuesOn('webgpu', f);
   process.env[INPUT_GRAD_ENV] = 'tfjs';
   try {
@@ -127,7 +133,7 @@ test('the tiled program runs for those forms (no fallback), one dispatch, tensor
 
 test('conv2d gradients through tf.grads on webgpu (the training path) match cpu with this kernel', async (t) => {
   if (!(await webgpuOrSkip(t))) return;
-  for (const [xs, k, co, s, pad] of [[[2, 10, 10, 8], 3, 16, 2, 1], [[2, 10, 10, 8], 1, 16, 2, 'valid']] as Array<[Shape, number, number, number, Pad]>) {
+  for (const [xs, k, co, s, pad] of [[[3, 10, 10, 8], 3, 16, 2, 1], [[3, 10, 10, 8], 1, 16, 2, 'valid']] as Array<[Shape, number, number, number, Pad]>) {
     const f = (): tf.Tensor[] => {
       const x = tf.tensor4d(lcg(tf.util.sizeFromShape(xs), 1), xs), w = tf.tensor4d(lcg(k * k * xs[3] * co, 2), [k, k, xs[3], co]);
       const g = (a: tf.Tensor) => {
