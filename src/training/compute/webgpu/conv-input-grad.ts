@@ -34,8 +34,6 @@ import { convGeometry, inputGradPhases, type ConvGeometry } from '../kernels/con
 const TILE = 64;
 const TILE_K = 16;
 const THREADS = 16;
-/** Padding of each workgroup-tile row, floats: 16 consecutive k rows then start in different banks. */
-const PAD = 4;
 /** WebGPU's default `maxComputeWorkgroupsPerDimension`. */
 const MAX_WORKGROUPS = 65535;
 
@@ -76,12 +74,13 @@ class InputGradProgram implements WebGPUProgram {
   }
 
   getUserCode(): string {
-    // Workgroup tiles as [k][row or column], scalar (each thread stores single values; a vec4 component store
-    // could be compiled as a read-modify-write of the whole vec4, a race between threads). Each k's row is padded
-    // by ${PAD} so that the 16 threads storing one row's 16 K columns hit different banks.
+    // Workgroup tiles as [k][4 rows or 4 columns], each vec4 stored whole by one thread (a store to one vec4
+    // component may compile to a read-modify-write of the whole vec4: a race between threads) and read whole by
+    // the compute loop (2 vec4 reads per 16 multiply-adds). Each k's row is padded by one vec4 so that the 8
+    // threads of a store phase (consecutive k) hit different banks.
     return `
-      var<workgroup> tileA : array<array<f32, ${TILE + PAD}>, ${TILE_K}>;
-      var<workgroup> tileB : array<array<f32, ${TILE + PAD}>, ${TILE_K}>;
+      var<workgroup> tileA : array<array<vec4<f32>, ${TILE / 4 + 1}>, ${TILE_K}>;
+      var<workgroup> tileB : array<array<vec4<f32>, ${TILE / 4 + 1}>, ${TILE_K}>;
 
       // One axis' phase p: (rows, taps, first tap, c), as inputGradPhases() on the host: dx[s·q + p] receives
       // dy[q + c − t] · w[first + s·t] for the taps t < taps.
@@ -102,17 +101,17 @@ class InputGradProgram implements WebGPUProgram {
         let rowsM = uniforms.batch * ph.x * pw.x;
         let cols = uniforms.outChannels;
         let kPhase = ph.y * pw.y * cols;
-        // This thread's loads: K column kk of the step, rows (and filter columns) lr + 16·j.
+        // This thread's loads: K column kk of the step, rows (and filter columns) 4·lq … 4·lq + 3.
         let kk = tid % ${TILE_K};
-        let lr = tid / ${TILE_K};
+        let lq = tid / ${TILE_K};
         var qh : array<i32, 4>;
         var qw : array<i32, 4>;
         var rowBase : array<i32, 4>;
         for (var j = 0; j < 4; j++) {
-          let m = m0 + lr + ${TILE_K} * j;
-          let q = m % (ph.x * pw.x);
-          qw[j] = q % pw.x;
-          qh[j] = q / pw.x;
+          let m = m0 + 4 * lq + j;
+          let q = m % max(1, ph.x * pw.x);
+          qw[j] = q % max(1, pw.x);
+          qh[j] = q / max(1, pw.x);
           rowBase[j] = select(-1, (m / max(1, ph.x * pw.x)) * uniforms.outHeight, m < rowsM);
         }
         var acc : array<array<f32, 4>, 4>;
@@ -129,28 +128,27 @@ class InputGradProgram implements WebGPUProgram {
             let th = tap / max(1, pw.y);
             let kh = ph.z + uniforms.strides.x * th;
             let kw = pw.z + uniforms.strides.y * tw;
+            var a = vec4<f32>(0.0);
+            var b = vec4<f32>(0.0);
             for (var j = 0; j < 4; j++) {
-              let r = lr + ${TILE_K} * j;
-              var a = 0.0;
               let oh = qh[j] + ph.w - th;
               let ow = qw[j] + pw.w - tw;
               if (inK && rowBase[j] >= 0 && oh >= 0 && oh < uniforms.outHeight && ow >= 0 && ow < uniforms.outWidth) {
-                a = dy[((rowBase[j] + oh) * uniforms.outWidth + ow) * cols + co];
+                a[j] = dy[((rowBase[j] + oh) * uniforms.outWidth + ow) * cols + co];
               }
-              tileA[kk][r] = a;
-              let n = n0 + r;
-              var b = 0.0;
+              let n = n0 + 4 * lq + j;
               if (inK && n < uniforms.inChannels) {
-                b = W[((kh * uniforms.filterDims.y + kw) * uniforms.inChannels + n) * cols + co];
+                b[j] = W[((kh * uniforms.filterDims.y + kw) * uniforms.inChannels + n) * cols + co];
               }
-              tileB[kk][r] = b;
             }
+            tileA[kk][lq] = a;
+            tileB[kk][lq] = b;
           }
           workgroupBarrier();
           if (busy) {
             for (var s = 0; s < ${TILE_K}; s++) {
-              let av = vec4<f32>(tileA[s][ty * 4], tileA[s][ty * 4 + 1], tileA[s][ty * 4 + 2], tileA[s][ty * 4 + 3]);
-              let bv = vec4<f32>(tileB[s][tx * 4], tileB[s][tx * 4 + 1], tileB[s][tx * 4 + 2], tileB[s][tx * 4 + 3]);
+              let av = tileA[s][ty];
+              let bv = tileB[s][tx];
               for (var i = 0; i < 4; i++) {
                 acc[i][0] = acc[i][0] + av[i] * bv.x;
                 acc[i][1] = acc[i][1] + av[i] * bv.y;
@@ -166,10 +164,10 @@ class InputGradProgram implements WebGPUProgram {
           let m = m0 + ty * 4 + i;
           if (m < rowsM) {
             let q = m % (ph.x * pw.x);
-            let b = m / (ph.x * pw.x);
+            let img = m / (ph.x * pw.x);
             let ih = phase / uniforms.strides.y + uniforms.strides.x * (q / pw.x);
             let iw = phase % uniforms.strides.y + uniforms.strides.y * (q % pw.x);
-            let base = ((b * uniforms.inHeight + ih) * uniforms.inWidth + iw) * uniforms.inChannels;
+            let base = ((img * uniforms.inHeight + ih) * uniforms.inWidth + iw) * uniforms.inChannels;
             for (var j = 0; j < 4; j++) {
               let n = n0 + tx * 4 + j;
               if (n < uniforms.inChannels) {
