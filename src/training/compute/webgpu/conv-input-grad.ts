@@ -114,7 +114,7 @@ class InputGradProgram implements WebGPUProgram {
           qh[j] = q / max(1, pw.x);
           rowBase[j] = select(-1, (m / max(1, ph.x * pw.x)) * uniforms.outHeight, m < rowsM);
         }
-        var acc : array<array<f32, 4>, 4>;
+        var acc = array<array<f32, 4>, 4>();
         for (var t = 0; t < uniforms.numTiles; t++) {
           let k0 = t * ${TILE_K};
           // Whole-workgroup condition (phase, tile and step are the workgroup's): barriers stay outside it.
