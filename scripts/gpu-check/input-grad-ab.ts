@@ -8,7 +8,7 @@
  *    where the adapter has no timestamps), GFLOP/s, and the largest relative difference of the two results
  *    (max|ours − tfjs| / max|tfjs|, on the device); totals weighted by how often each shape occurs;
  * 2. the whole training step (`measureWholeStep`, wall ms, img/s), `--steps` timed steps per setting, settings
- *    alternated twice;
+ *    alternated twice (`--steps 0`: left out, with 3.);
  * 3. the per-kernel GPU times of one training step (`tf.profile`) under each setting, side by side.
  *
  * Usage (GPU check stage `dgrad-ab`; also runs on lavapipe with small sizes, where only ratios of work mean anything):
@@ -19,7 +19,8 @@ import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
 import { Command, CommanderError } from 'commander';
 import { initBackend } from '../../src/training/compute/backend.js';
-import { INPUT_GRAD_ENV } from '../../src/training/compute/webgpu/conv-input-grad.js';
+import { INPUT_GRAD_ENV, phaseGemm } from '../../src/training/compute/webgpu/conv-input-grad.js';
+import { convGeometry } from '../../src/training/compute/kernels/conv-geometry.js';
 import type { KernelTotal } from '../../src/training/compute/kernel-profile.js';
 import { measureWholeStep, profileWholeStep } from '../../src/training/learner/step-bench.js';
 import { resnetConvShapes, type BenchArch, type ConvShape } from '../bench-compute.js';
@@ -55,6 +56,8 @@ interface ShapeAB {
   readonly ms: [number, number];
   readonly clock: 'gpu' | 'wall';
   readonly relDiff: number;
+  /** False where B falls back to tfjs's kernel too (fewer than 64 pixels in every stride phase). */
+  readonly tiled: boolean;
 }
 
 /** Both kernels on one shape: `reps` alternated calls each after a warm-up call each. */
@@ -87,7 +90,7 @@ async function shapeAB(shape: ConvShape, reps: number): Promise<ShapeAB> {
     }));
     tf.dispose([ref, got]);
     return { shape, flops: 2 * info.batchSize * info.outHeight * info.outWidth * k * k * input[3] * co,
-      ms: [median(times[0]), median(times[1])], clock, relDiff: diff! / scale! };
+      ms: [median(times[0]), median(times[1])], clock, relDiff: diff! / scale!, tiled: phaseGemm(convGeometry(info)).maxM >= 64 };
   } finally {
     use(undefined);
     tf.dispose([dy, w]);
@@ -103,7 +106,7 @@ async function run(flags: Flags): Promise<void> {
   const choice = await initBackend('webgpu');
   console.log(`${choice.summary}\n${arch} size ${size} batch ${batch}: Conv2DBackpropInput, A = tfjs (${INPUT_GRAD_ENV}=tfjs), B = ours`);
 
-  console.log('\ninput gradient per shape  count   A ms    B ms  A GFLOP/s  B GFLOP/s   A/B   rel diff');
+  console.log('\ninput gradient per shape  count   A ms    B ms  A GFLOP/s  B GFLOP/s   A/B   rel diff  (B: tfjs = fell back)');
   const sum = [0, 0];
   let flopsSum = 0;
   let worst = 0;
@@ -120,12 +123,13 @@ async function run(flags: Flags): Promise<void> {
     const name = `${h}x${ci} ${shape.kernel}x${shape.kernel}/${shape.stride} → ${shape.outChannels}`;
     console.log(`${name.padEnd(24)} ${String(n).padStart(6)} ${r.ms[0].toFixed(2).padStart(7)} ${r.ms[1].toFixed(2).padStart(7)} ` +
       `${(r.flops / r.ms[0] / 1e6).toFixed(0).padStart(10)} ${(r.flops / r.ms[1] / 1e6).toFixed(0).padStart(10)} ` +
-      `${(r.ms[0] / r.ms[1]).toFixed(2).padStart(5)}  ${r.relDiff.toExponential(1)}`);
+      `${(r.ms[0] / r.ms[1]).toFixed(2).padStart(5)}  ${r.relDiff.toExponential(1)}${r.tiled ? '' : '  B: tfjs'}`);
   }
   console.log(`input gradients of one step (${clock} ms, weighted by count): A ${sum[0]!.toFixed(1)} ms ` +
     `(${(flopsSum / sum[0]! / 1e6).toFixed(0)} GFLOP/s), B ${sum[1]!.toFixed(1)} ms (${(flopsSum / sum[1]! / 1e6).toFixed(0)} GFLOP/s), ` +
     `A/B ${(sum[0]! / sum[1]!).toFixed(2)}; largest relative difference ${worst.toExponential(1)}`);
 
+  if (steps === 0) return;
   const stepMs: [number[], number[]] = [[], []];
   for (let round = 0; round < 2; round++) {
     for (const i of [0, 1] as const) {
@@ -170,12 +174,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--size <pixels>', 'image side, pixels (≥ 32)', '224')
     .option('--bs <n>', 'batch size (≥ 2)', '64')
     .option('--reps <n>', 'timed calls per shape and kernel, after one warm-up each', '5')
-    .option('--steps <n>', 'timed training steps per run (two runs per setting)', '3')
+    .option('--steps <n>', 'timed training steps per run (two runs per setting); 0: per-shape part only', '3')
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });
     const flags = program.opts<Flags>();
-    for (const [name, min] of [['size', 32], ['bs', 2], ['reps', 1], ['steps', 1]] as const) {
+    for (const [name, min] of [['size', 32], ['bs', 2], ['reps', 1], ['steps', 0]] as const) {
       const v = Number(flags[name]);
       if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${flags[name]}`);
     }
