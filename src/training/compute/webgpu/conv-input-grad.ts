@@ -21,7 +21,8 @@
  * off by that flag, is a GEMM but runs every tap for every pixel). Here a 16×16 workgroup computes a 64×64 tile of
  * dx, 4×4 values per thread, over K in steps of 16 staged in workgroup memory, each value loaded once per tile and
  * used 64 times (each thread decodes its one K column once per step and its 4 rows' pixels once), 16 threads
- * reading 16 consecutive channels. Where the largest phase has fewer than 64 rows (tiny maps and batches: one
+ * reading 16 consecutive channels, and the next step's values loaded into registers while the current step's are
+ * multiplied (software pipelining: the loads' latency hides behind the arithmetic). Where the largest phase has fewer than 64 rows (tiny maps and batches: one
  * partial tile of rows, mostly idle) tfjs's kernel, which wastes no thread there, stays in use.
  *
  * Numerics: float32 products and sums, like tfjs's kernels, in another order (checked against tfjs `cpu` in
@@ -89,6 +90,37 @@ class InputGradProgram implements WebGPUProgram {
         return vec4<i32>(max(0, (size - p + s - 1) / s), max(0, (k - first + s - 1) / s), first, (p + pad - first) / s);
       }
 
+      struct Staged { a : vec4<f32>, b : vec4<f32> }
+
+      // One thread's part of the K step holding column k: dy at its 4 rows (pixels: image row base, phase row and
+      // column) and the filter at its 4 columns n0 + 4·lq + j; zeros past the phase's K, outside dy, past Cin.
+      fn stage(k : i32, kPhase : i32, ph : vec4<i32>, pw : vec4<i32>, n0 : i32, lq : i32, qh : array<i32, 4>,
+               qw : array<i32, 4>, rowBase : array<i32, 4>) -> Staged {
+        var out = Staged(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (k >= kPhase) {
+          return out;
+        }
+        let cols = uniforms.outChannels;
+        let co = k % cols;
+        let tap = k / cols;
+        let tw = tap % max(1, pw.y);
+        let th = tap / max(1, pw.y);
+        let kh = ph.z + uniforms.strides.x * th;
+        let kw = pw.z + uniforms.strides.y * tw;
+        for (var j = 0; j < 4; j++) {
+          let oh = qh[j] + ph.w - th;
+          let ow = qw[j] + pw.w - tw;
+          if (rowBase[j] >= 0 && oh >= 0 && oh < uniforms.outHeight && ow >= 0 && ow < uniforms.outWidth) {
+            out.a[j] = dy[((rowBase[j] + oh) * uniforms.outWidth + ow) * cols + co];
+          }
+          let n = n0 + 4 * lq + j;
+          if (n < uniforms.inChannels) {
+            out.b[j] = W[((kh * uniforms.filterDims.y + kw) * uniforms.inChannels + n) * cols + co];
+          }
+        }
+        return out;
+      }
+
       fn main() {
         let tx = i32(localId.x);
         let ty = i32(localId.y);
@@ -99,8 +131,7 @@ class InputGradProgram implements WebGPUProgram {
         let ph = phaseOf(uniforms.inHeight, uniforms.filterDims.x, uniforms.strides.x, uniforms.pads.x, phase / uniforms.strides.y);
         let pw = phaseOf(uniforms.inWidth, uniforms.filterDims.y, uniforms.strides.y, uniforms.pads.y, phase % uniforms.strides.y);
         let rowsM = uniforms.batch * ph.x * pw.x;
-        let cols = uniforms.outChannels;
-        let kPhase = ph.y * pw.y * cols;
+        let kPhase = ph.y * pw.y * uniforms.outChannels;
         // This thread's loads: K column kk of the step, rows (and filter columns) 4·lq … 4·lq + 3.
         let kk = tid % ${TILE_K};
         let lq = tid / ${TILE_K};
@@ -115,37 +146,19 @@ class InputGradProgram implements WebGPUProgram {
           rowBase[j] = select(-1, (m / max(1, ph.x * pw.x)) * uniforms.outHeight, m < rowsM);
         }
         var acc = array<array<f32, 4>, 4>();
+        // Software pipelining: the next K step's values are loaded into registers while this one's are multiplied.
+        var staged = stage(kk, kPhase, ph, pw, n0, lq, qh, qw, rowBase);
         for (var t = 0; t < uniforms.numTiles; t++) {
           let k0 = t * ${TILE_K};
           // Whole-workgroup condition (phase, tile and step are the workgroup's): barriers stay outside it.
           let busy = k0 < kPhase && m0 < rowsM;
           if (busy) {
-            let k = k0 + kk;
-            let inK = k < kPhase;
-            let co = k % cols;
-            let tap = k / cols;
-            let tw = tap % max(1, pw.y);
-            let th = tap / max(1, pw.y);
-            let kh = ph.z + uniforms.strides.x * th;
-            let kw = pw.z + uniforms.strides.y * tw;
-            var a = vec4<f32>(0.0);
-            var b = vec4<f32>(0.0);
-            for (var j = 0; j < 4; j++) {
-              let oh = qh[j] + ph.w - th;
-              let ow = qw[j] + pw.w - tw;
-              if (inK && rowBase[j] >= 0 && oh >= 0 && oh < uniforms.outHeight && ow >= 0 && ow < uniforms.outWidth) {
-                a[j] = dy[((rowBase[j] + oh) * uniforms.outWidth + ow) * cols + co];
-              }
-              let n = n0 + 4 * lq + j;
-              if (inK && n < uniforms.inChannels) {
-                b[j] = W[((kh * uniforms.filterDims.y + kw) * uniforms.inChannels + n) * cols + co];
-              }
-            }
-            tileA[kk][lq] = a;
-            tileB[kk][lq] = b;
+            tileA[kk][lq] = staged.a;
+            tileB[kk][lq] = staged.b;
           }
           workgroupBarrier();
           if (busy) {
+            staged = stage(k0 + ${TILE_K} + kk, kPhase, ph, pw, n0, lq, qh, qw, rowBase);
             for (var s = 0; s < ${TILE_K}; s++) {
               let av = tileA[s][ty];
               let bv = tileB[s][tx];

@@ -1,6 +1,7 @@
 /**
  * This project's WebGPU training kernels, installed over tfjs-backend-webgpu's where they are faster. Each one is
- * checked against tfjs `cpu` in test/unit/training/compute/webgpu/webgpu-kernels.test.ts.
+ * checked against tfjs `cpu` in test/unit/training/compute/webgpu/ (webgpu-kernels.test.ts; the input gradient in
+ * conv-input-grad.test.ts, the BatchNorm kernels in batch-norm-webgpu.test.ts).
  */
 import { getKernel, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
 import { ADAMW_KERNEL, adamwWebgpu } from './adamw-kernel.js';
