@@ -10,6 +10,9 @@
 #   parity    75 s   npm run parity -- --backend webgpu --arch tiny (same tolerances as on wasm)
 #   bench    210 s   npm run bench:compute -- --backend webgpu --arch resnet34 --size 224 --bs 64 --reps 3: per-shape
 #                    convolution GFLOP/s, img/s, peak device memory, per-kernel table
+#   dgrad-ab 150 s   scripts/gpu-check/input-grad-ab.ts (same arch/size/bs as bench): tfjs's Conv2DBackpropInput against
+#                    this project's (PETS_WEBGPU_INPUT_GRAD=tfjs vs unset) in one process: per shape GPU ms, GFLOP/s and
+#                    relative difference, the whole step's img/s, the per-kernel table of one step under each
 #   smoke    120 s   the main job: coordinator + 1 local worker (GPU given by the coordinator, as for N workers) on
 #                    --backend webgpu, 12 photos, one epoch
 #   scaling  200 s   (not in the default list: GPU_CHECK_STAGES=scaling) bench:scaling with 1 and 2 worker processes
@@ -19,7 +22,7 @@
 # Env: GPU_CHECK_SMALL=1 tiny sizes (lavapipe/CPU); GPU_CHECK_STAGES (subset, in order); GPU_CHECK_TOTAL_S;
 #      GPU_CHECK_WORK (unpack dir, default /tmp/gpu-check-run); GPU_CHECK_FORCE_CARRIED=1 uses the carried Vulkan
 #      loader and layer even where the machine has its own (to test the carried files on a machine that has them);
-#      GPU_CHECK_BENCH_ARGS (the bench stage's arguments); GPU_CHECK_SMOKE_WORKERS (default 1); GPU_CHECK_SMOKE_ARGS; GPU_CHECK_NO_GLVND=1; GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
+#      GPU_CHECK_BENCH_ARGS (the bench stage's arguments); GPU_CHECK_AB_ARGS (the dgrad-ab stage's); GPU_CHECK_SMOKE_WORKERS (default 1); GPU_CHECK_SMOKE_ARGS; GPU_CHECK_NO_GLVND=1; GPU_CHECK_PYTHON (default python3); GPU_CHECK_LIMIT_SCALE=k multiplies every stage limit (slow machines).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -28,7 +31,7 @@ OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
 W=${GPU_CHECK_WORK:-/tmp/gpu-check-run}
 TOTAL=${GPU_CHECK_TOTAL_S:-480}
 SMALL=${GPU_CHECK_SMALL:-0}
-STAGES=${GPU_CHECK_STAGES:-adapters case parity bench smoke}
+STAGES=${GPU_CHECK_STAGES:-adapters case parity bench dgrad-ab smoke}
 PY=${GPU_CHECK_PYTHON:-python3}
 SCALE=${GPU_CHECK_LIMIT_SCALE:-1}
 LOG=$OUT/gpu-check.log
@@ -61,6 +64,7 @@ summary() {
                 # header has an ms column): the dispatch table and the host line after it are not summed.
                 awk '/^kernel +calls +ms/ { on = 1; next } /^total of kernels/ { on = 0 } on && $NF != "*" { n += $2 }
                      END { if (n) print "  tfjs kernel calls in one training step (sum of the table rows, tf.profile): " n }' "$OUT/$s.log" ;;
+        dgrad-ab) grep -hE '^input gradients of one step|^whole training step|^Conv2DBackpropInput |^total of kernels' "$OUT/$s.log" | sed 's/^/  /' ;;
         smoke)  grep -hE '^\[worker [0-9]+\] backend:' "$OUT/$s.log" | sed 's/^/  /'
                 grep -hE 'final error_rate|shutdown|ERR_|Error:' "$OUT/$s.log" | tail -4 | sed 's/^/  /' ;;
         scaling) grep -vE '^(Warning|    at |$)' "$OUT/$s.log" | tail -20 | sed 's/^/  /' ;;
@@ -166,14 +170,17 @@ echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} LD_LIBRARY_PATH=$LD_LIBRARY_PATH
 CASE=(--size 64 --batch 4)
 if [[ $SMALL == 1 ]]; then
   BENCH=(--arch resnet18 --size 32 --bs 2 --reps 1); SMOKE=(--arch resnet10 --size 32 --bs 2)
+  AB=(--arch resnet18 --size 32 --bs 2 --reps 1 --steps 1)
   SCALING=(--arch resnet10 --size 32 --bs 8 --steps 2 --warmup 1)
 else
   BENCH=(--arch resnet34 --size 224 --bs 64 --reps 3); SMOKE=(--arch resnet34 --size 128 --bs 8)
+  AB=(--arch resnet34 --size 224 --bs 64 --reps 5 --steps 3)
   # 1 and 2 worker processes on the first GPU, the trainer's whole step (decode, all-reduce, AdamW) on the 296 photos.
   SCALING=(--arch resnet34 --size 224 --bs 32 --steps 2 --warmup 1)
 fi
 # GPU_CHECK_BENCH_ARGS replaces the bench stage's arguments (one word each), e.g. "--arch resnet34 --size 224 --bs 128".
 [[ -n ${GPU_CHECK_BENCH_ARGS:-} ]] && read -r -a BENCH <<<"$GPU_CHECK_BENCH_ARGS"
+[[ -n ${GPU_CHECK_AB_ARGS:-} ]] && read -r -a AB <<<"$GPU_CHECK_AB_ARGS"
 [[ -n ${GPU_CHECK_SMOKE_ARGS:-} ]] && read -r -a SMOKE <<<"$GPU_CHECK_SMOKE_ARGS"
 mkdir -p "$W/smoke/data"
 cp "$W"/photos/* "$W/smoke/data/"
@@ -196,6 +203,7 @@ for s in $STAGES; do
     parity)   stage parity 75 env NODEVICE_SELECT=1 "$NODE" app/scripts/parity.js --backend webgpu --arch tiny \
                 --weights case/weights.safetensors --case case/case.safetensors ;;
     bench)    stage bench 210 env NODEVICE_SELECT=1 "$NODE" app/scripts/bench-compute.js --backend webgpu "${BENCH[@]}" ;;
+    dgrad-ab) stage dgrad-ab 150 env NODEVICE_SELECT=1 "$NODE" app/scripts/gpu-check/input-grad-ab.js "${AB[@]}" ;;
     scaling)  stage scaling 200 "$NODE" app/scripts/bench-scaling.js "${SCALING[@]}" --workers 1,2 --data scaling --threads 4 ;;
     smoke)    stage smoke 120 "$NODE" --input-type=module -e \
                 "const m = await import('./app/src/coordinator/cli.js'); process.exitCode = await m.main(process.argv.slice(1));" -- \
