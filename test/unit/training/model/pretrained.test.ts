@@ -87,6 +87,12 @@ test('parsePretrained and the cache directory', () => {
   assert.throws(() => parsePretrained(''), (err: unknown) => isTrainerError(err, 'ERR_BAD_FLAG'));
   assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_WEIGHTS_DIR: '/x/w' }), '/x/w');
   assert.match(defaultWeightsCacheDir({}), /\.cache\/pets-trainer\/weights$/);
+  // README: the data cache's variable moves the weights too (its weights/), as $TORCH_HOME moves PyTorch's hub;
+  // the weights' own variable still wins, and a blank one counts as unset.
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache' }), '/app/.cache/weights');
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache', PETS_TRAINER_WEIGHTS_DIR: '/x/w' }), '/x/w');
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache', PETS_TRAINER_WEIGHTS_DIR: ' ' }), '/app/.cache/weights');
+  assert.match(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: ' ' }), /\.cache\/pets-trainer\/weights$/);
   assert.equal(IMAGENET_WEIGHTS.resnet34.url, 'https://huggingface.co/timm/resnet34.tv_in1k/resolve/main/model.safetensors');
   for (const s of Object.values(IMAGENET_WEIGHTS)) assert.ok(s.sha256 === null || /^[0-9a-f]{64}$/.test(s.sha256));
 });
