@@ -52,11 +52,22 @@ export interface ItemList {
   readonly csvRowsWithoutFile: readonly string[];
 }
 
-/** `dir/images` when that folder exists (the Pets layout), else `dir`. @throws TrainerError ERR_BAD_DATA if missing. */
+/**
+ * `dir/images` when that folder exists (the Pets layout), else `dir`.
+ * @throws TrainerError ERR_BAD_DATA when `dir` is no folder, saying why: no such folder (a mistyped or relative path
+ *   taken from another current directory: it was called "not a folder"), a file, or a part of the path a file.
+ */
 export function resolveImageRoot(dir: string): string {
   const abs = resolve(dir);
-  if (!existsSync(abs) || !statSync(abs).isDirectory()) {
-    throw new TrainerError('ERR_BAD_DATA', `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(dir)} (not a folder)`);
+  let why: string | null = null;
+  try {
+    if (!statSync(abs).isDirectory()) why = 'a file, not a folder';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    why = code === 'ENOENT' ? 'no such folder' : code === 'ENOTDIR' ? 'a part of the path is a file, not a folder' : `cannot be read: ${code ?? (err as Error).message}`;
+  }
+  if (why !== null) {
+    throw new TrainerError('ERR_BAD_DATA', `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(dir)} (${why})`);
   }
   const images = join(abs, 'images');
   return existsSync(images) && statSync(images).isDirectory() ? images : abs;
