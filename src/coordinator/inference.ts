@@ -126,19 +126,22 @@ export async function predictImage(replica: Replica, size: number, path: string)
 
 /**
  * Refuses a folder given where an image file belongs, saying so: decoding it reported "not an image: <dir> (Input
- * file contains unsupported image format)", as if the folder were a broken picture.
+ * file contains unsupported image format)", as if the folder were a broken picture. A path that does not exist is
+ * "no such file" (a typo was reported as `unreadable: <path> (ENOENT: no such file or directory, stat '<path>')`).
  * @param path - an argument of `predict`
- * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder
+ * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder or does not exist
  */
 export function checkImageArg(path: string): void {
-  const folder = ((): boolean => {
+  const kind = ((): 'folder' | 'missing' | null => {
     try {
-      return statSync(path).isDirectory();
-    } catch {
-      return false; // missing or unreadable: the decoder names the system's reason
+      return statSync(path).isDirectory() ? 'folder' : null;
+    } catch (err) {
+      // Unreadable for another reason (permissions, a loop): the decoder names the system's reason.
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : null;
     }
   })();
-  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (kind === 'folder') throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (kind === 'missing') throw new TrainerError('ERR_BAD_IMAGE', `no such file: ${path}`);
 }
 
 /**

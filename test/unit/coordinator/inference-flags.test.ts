@@ -125,13 +125,15 @@ test('each subcommand\'s --help names the command as typed (coordinator <sub>) a
   }
 });
 
-test('predict refuses a folder as a folder, naming what to pass instead; files pass the check', () => {
+test('predict refuses a folder as a folder, naming what to pass instead, and a missing file as missing; files pass the check', () => {
   const dir = mkdtempSync(join(tmpdir(), 'predict-arg-'));
   try {
     assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `${dir}: a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
     writeFileSync(join(dir, 'a.jpg'), 'x');
     checkImageArg(join(dir, 'a.jpg'));
-    checkImageArg(join(dir, 'missing.jpg'));
+    // Seen (tryout): a mistyped photo was 'unreadable: <path> (ENOENT: no such file or directory, stat '<path>')'.
+    const missing = join(dir, 'missing.jpg');
+    assert.throws(() => checkImageArg(missing), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `no such file: ${missing}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
