@@ -179,7 +179,7 @@ async function downloadImagenet(arch: ResNetArch | ResNetConfig, options: Pretra
   } catch (err) {
     if (!isTrainerError(err, 'ERR_OFFLINE')) throw err;
     throw new TrainerError('ERR_OFFLINE', offlineMessage('--pretrained imagenet: the ImageNet weights cannot be downloaded: the network looks offline',
-      `fetch the file below on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors (or --pretrained none for random weights)`,
+      `fetch the file below on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors, or save it as ${dest} (the weights cache, where --pretrained imagenet looks first); or --pretrained none for random weights`,
       offlineTried(err.message)), { cause: err });
   }
   try {
