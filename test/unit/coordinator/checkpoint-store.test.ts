@@ -5,7 +5,7 @@
  * from the plan rules in `src/contract/plan/plan.ts` (stated per assertion).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -93,6 +93,17 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.equal(loadResumePoint(dir, { runDir: `${dir}/./` }, () => undefined).config.runDir, dir, 'the same folder written otherwise is fine (--auto-resume passes it)');
     const missing = path.join(dir, 'no-such-run');
     assert.throws(() => loadResumePoint(missing, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /no such run directory/.test(e.message));
+    // Seen (tryout): `--resume <the photos' folder>` or an empty folder exited 1 (ERR_CHECKPOINT, a failed run) while
+    // a path that does not exist exits 2; a folder without checkpoints/ is a bad flag too, said as what it is.
+    const notRun = path.join(dir, 'photos');
+    mkdirSync(notRun);
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `--resume ${notRun}: not a run directory (no checkpoints/ in it); --resume takes the folder a run printed (runs/<date-time>)`);
+    writeFileSync(path.join(notRun, 'config.json'), '{}');
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `--resume ${notRun}: the run there stopped before its first checkpoint (no checkpoints/ in it): nothing to resume; start it again without --resume`);
+    mkdirSync(path.join(notRun, 'checkpoints'));
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_CHECKPOINT'), 'checkpoints/ without an intact one: the run\'s own fault');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
