@@ -42,6 +42,7 @@ export interface ModelRef {
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
   const savedIn = (models: string): string[] => existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  refuseCheckpoint(target, path);
   if (path.endsWith('.safetensors')) {
     if (!existsSync(path)) {
       // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
@@ -76,6 +77,23 @@ export function findModel(target: string): ModelRef {
   }
   saved.sort((a, b) => statSync(join(models, a)).mtimeMs - statSync(join(models, b)).mtimeMs);
   return { dir, name: basename(saved[saved.length - 1]!, '.safetensors') };
+}
+
+/**
+ * Refuses a checkpoint (a `checkpoints/step-N` folder: `manifest.json` + `state.safetensors`, or that state file) given
+ * as a model, naming the run and its saved models. It was told to move `state.safetensors` into a models/ folder of
+ * the checkpoint ("found state.safetensors directly in it … move them into …/step-000000173/models"), or that
+ * `state.json` was missing: neither makes a model, a checkpoint has no `<name>.json`.
+ * @throws TrainerError ERR_BAD_FLAG when `path` is a checkpoint folder or its state file
+ */
+function refuseCheckpoint(target: string, path: string): void {
+  const dir = basename(path) === 'state.safetensors' ? dirname(path) : path;
+  if (!existsSync(join(dir, 'manifest.json')) || !existsSync(join(dir, 'state.safetensors'))) return;
+  const run = basename(dirname(dir)) === 'checkpoints' ? dirname(dirname(dir)) : null;
+  const models = run === null ? [] : (existsSync(join(run, 'models')) ? readdirSync(join(run, 'models')) : [])
+    .filter((f) => f.endsWith('.safetensors')).map((f) => join(run, 'models', f)).sort();
+  throw new TrainerError('ERR_BAD_FLAG', `${target}: a checkpoint (for --resume), not a saved model: pass ${run === null ? 'the run directory' : `the run directory ${run}`}` +
+    `${models.length > 0 ? ` or one of its saved models (${models.join(', ')})` : ' (its models/ holds a stage once the stage ends)'}`);
 }
 
 /**

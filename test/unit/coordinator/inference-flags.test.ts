@@ -209,6 +209,28 @@ test('a model file that does not exist is named as such, with the models saved b
   }
 });
 
+test('findModel: a checkpoint (its folder or its state file) is named as one, with the run and its saved models', () => {
+  // Seen (tryout): `interpret runs/<run>/checkpoints/step-000000173` was told 'found state.safetensors directly in it …
+  // move them into …/step-000000173/models', which makes no model (a checkpoint has no <name>.json).
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-ckpt-'));
+  try {
+    const step = join(dir, 'run', 'checkpoints', 'step-000000173');
+    mkdirSync(step, { recursive: true });
+    mkdirSync(join(dir, 'run', 'models'));
+    for (const f of ['checkpoints/step-000000173/manifest.json', 'checkpoints/step-000000173/state.safetensors', 'models/stage-1.safetensors', 'models/stage-1.json', 'models/stage-2.safetensors', 'models/stage-2.json']) writeFileSync(join(dir, 'run', f), 'x');
+    const run = join(dir, 'run');
+    const want = `a checkpoint (for --resume), not a saved model: pass the run directory ${run} or one of its saved models (${join(run, 'models', 'stage-1.safetensors')}, ${join(run, 'models', 'stage-2.safetensors')})`;
+    for (const target of [step, join(step, 'state.safetensors')]) {
+      assert.throws(() => findModel(target), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${target}: ${want}`);
+    }
+    rmSync(join(run, 'models'), { recursive: true });
+    assert.throws(() => findModel(step), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `${step}: a checkpoint (for --resume), not a saved model: pass the run directory ${run} (its models/ holds a stage once the stage ends)`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('findModel: a model file outside a models/ folder or without its <name>.json is refused naming what is missing', () => {
   // Seen by the breaker: `predict /tmp/m.safetensors` (a copy of the weights alone) said 'cannot read saved model
   // metadata /tmp/models/m.json (ENOENT …)', a path derived from the grandparent folder that the user never had.
