@@ -206,7 +206,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   // Named as the user types it: `Usage: coordinator predict …` (a bare `predict` is no command on the PATH).
   const cmd = new Command('coordinator predict')
     .description("fastai's learn.predict: each image's most probable classes with their probabilities (resized and centre-cropped as the validation set)")
-    .argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
+    .argument('<model>', 'run directory (its newest saved model), a models/ folder, or models/<name>.safetensors').argument('<images...>', 'image files')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
@@ -253,7 +253,7 @@ export function interpretDataOptions(saved: Record<string, unknown>, data: strin
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('coordinator interpret')
     .description("fastai's ClassificationInterpretation.from_learner: top losses, confusion matrix and most_confused on the run's validation set, into the run's report (a models/<name>.safetensors into interpret-<name>/)")
-    .argument('<model>', 'run directory or models/<name>.safetensors')
+    .argument('<model>', 'run directory (its newest saved model), a models/ folder, or models/<name>.safetensors')
     .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });

@@ -122,6 +122,8 @@ test('each subcommand\'s --help names the command as typed (coordinator <sub>) a
     }
     assert.match(text, new RegExp(`^Usage: coordinator ${sub} \\[options\\]`), text);
     assert.match(text.split('\n')[2] ?? '', /^fastai's /, `${sub}: a description line under the usage\n${text}`);
+    // Which model a run directory stands for, and the models/ folder findModel takes (tryout: the help named neither).
+    if (sub !== 'show-batch') assert.match(text.replace(/\s+/g, ' '), /model run directory \(its newest saved model\), a models\/ folder, or models\/<name>\.safetensors/, text);
   }
 });
 
