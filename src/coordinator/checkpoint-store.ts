@@ -22,6 +22,7 @@ import { applyStageShorthands, inheritRuntime, STAGES_SETTING, type StageShortha
 import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 import type { StartRecord } from './load-model.js';
+import { RUN_CONFIG_FILE } from '../contract/run-files.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -209,8 +210,8 @@ export class CheckpointStore {
  * @param explicitGiven - settings the user gave on this command line (flags or --config)
  * @param log - receives one line per skipped (corrupt/truncated) checkpoint
  * @param shorthands - `--epochs`/`--fine-tune-epochs`/`--no-lr-find` as given, applied to the run's own stages
- * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist, a flag disagrees with the run, or a `--run-dir` names
- *   another folder; ERR_CHECKPOINT when it holds no intact checkpoint
+ * @throws TrainerError ERR_BAD_FLAG when `runDir` does not exist or has no `checkpoints/`, a flag disagrees with the
+ *   run, or a `--run-dir` names another folder; ERR_CHECKPOINT when its checkpoints/ holds no intact checkpoint
  */
 export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, log: (line: string) => void, shorthands?: StageShorthands): { point: ResumePoint; config: RunConfig } {
   // A path that does not exist is a bad flag (exit 2, nothing started), not a failed run.
@@ -218,6 +219,13 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
   // A resumed run goes on in its own folder; a --run-dir naming another was silently ignored.
   if (typeof explicitGiven.runDir === 'string' && resolve(explicitGiven.runDir) !== resolve(runDir)) {
     throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir} continues the run in that folder, but --run-dir names another (${explicitGiven.runDir}): drop --run-dir, or copy the run folder there and --resume the copy`);
+  }
+  // No checkpoints/ at all: a folder given by mistake (the data, an empty folder) or a run that never checkpointed is a
+  // bad flag (exit 2), as a path that does not exist; it was ERR_CHECKPOINT, exit 1, the code of a failed run.
+  if (!existsSync(join(runDir, 'checkpoints'))) {
+    throw new TrainerError('ERR_BAD_FLAG', existsSync(join(runDir, RUN_CONFIG_FILE))
+      ? `--resume ${runDir}: the run there stopped before its first checkpoint (no checkpoints/ in it): nothing to resume; start it again without --resume`
+      : `--resume ${runDir}: not a run directory (no checkpoints/ in it); --resume takes the folder a run printed (runs/<date-time>)`);
   }
   const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);

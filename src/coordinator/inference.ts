@@ -42,6 +42,7 @@ export interface ModelRef {
 export function findModel(target: string): ModelRef {
   const path = resolve(target);
   const savedIn = (models: string): string[] => existsSync(models) ? readdirSync(models).filter((f) => f.endsWith('.safetensors')) : [];
+  refuseCheckpoint(target, path);
   if (path.endsWith('.safetensors')) {
     if (!existsSync(path)) {
       // A mistyped model name used to get "expected a run directory … found none", as if the run had no model.
@@ -84,6 +85,23 @@ export function findModel(target: string): ModelRef {
  */
 export function modelLine(ref: ModelRef): string {
   return `model: ${logText(modelPaths(ref.dir, ref.name).weights)}`;
+}
+
+/**
+ * Refuses a checkpoint (a `checkpoints/step-N` folder: `manifest.json` + `state.safetensors`, or that state file) given
+ * as a model, naming the run and its saved models. It was told to move `state.safetensors` into a models/ folder of
+ * the checkpoint ("found state.safetensors directly in it … move them into …/step-000000173/models"), or that
+ * `state.json` was missing: neither makes a model, a checkpoint has no `<name>.json`.
+ * @throws TrainerError ERR_BAD_FLAG when `path` is a checkpoint folder or its state file
+ */
+function refuseCheckpoint(target: string, path: string): void {
+  const dir = basename(path) === 'state.safetensors' ? dirname(path) : path;
+  if (!existsSync(join(dir, 'manifest.json')) || !existsSync(join(dir, 'state.safetensors'))) return;
+  const run = basename(dirname(dir)) === 'checkpoints' ? dirname(dirname(dir)) : null;
+  const models = run === null ? [] : (existsSync(join(run, 'models')) ? readdirSync(join(run, 'models')) : [])
+    .filter((f) => f.endsWith('.safetensors')).map((f) => join(run, 'models', f)).sort();
+  throw new TrainerError('ERR_BAD_FLAG', `${target}: a checkpoint (for --resume), not a saved model: pass ${run === null ? 'the run directory' : `the run directory ${run}`}` +
+    `${models.length > 0 ? ` or one of its saved models (${models.join(', ')})` : ' (its models/ holds a stage once the stage ends)'}`);
 }
 
 /**
@@ -134,19 +152,22 @@ export async function predictImage(replica: Replica, size: number, path: string)
 
 /**
  * Refuses a folder given where an image file belongs, saying so: decoding it reported "not an image: <dir> (Input
- * file contains unsupported image format)", as if the folder were a broken picture.
+ * file contains unsupported image format)", as if the folder were a broken picture. A path that does not exist is
+ * "no such file" (a typo was reported as `unreadable: <path> (ENOENT: no such file or directory, stat '<path>')`).
  * @param path - an argument of `predict`
- * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder
+ * @throws TrainerError ERR_BAD_IMAGE when `path` is a folder or does not exist
  */
 export function checkImageArg(path: string): void {
-  const folder = ((): boolean => {
+  const kind = ((): 'folder' | 'missing' | null => {
     try {
-      return statSync(path).isDirectory();
-    } catch {
-      return false; // missing or unreadable: the decoder names the system's reason
+      return statSync(path).isDirectory() ? 'folder' : null;
+    } catch (err) {
+      // Unreadable for another reason (permissions, a loop): the decoder names the system's reason.
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : null;
     }
   })();
-  if (folder) throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (kind === 'folder') throw new TrainerError('ERR_BAD_IMAGE', `${path}: a folder, not an image file: pass the images in it (e.g. ${join(path, '*.jpg')})`);
+  if (kind === 'missing') throw new TrainerError('ERR_BAD_IMAGE', `no such file: ${path}`);
 }
 
 /**
@@ -194,7 +215,7 @@ export async function runPredictCommand(argv: readonly string[]): Promise<number
   // Named as the user types it: `Usage: coordinator predict …` (a bare `predict` is no command on the PATH).
   const cmd = new Command('coordinator predict')
     .description("fastai's learn.predict: each image's most probable classes with their probabilities (resized and centre-cropped as the validation set)")
-    .argument('<model>', 'run directory or models/<name>.safetensors').argument('<images...>', 'image files')
+    .argument('<model>', 'run directory (its newest saved model), a models/ folder, or models/<name>.safetensors').argument('<images...>', 'image files')
     .option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto').option('--top <k>', 'classes to show per image', '1').exitOverride();
   withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });
   const [target, images] = cmd.processedArgs as [string, string[]];
@@ -246,7 +267,7 @@ export function interpretDataOptions(saved: Record<string, unknown>, data: strin
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('coordinator interpret')
     .description("fastai's ClassificationInterpretation.from_learner: top losses, confusion matrix and most_confused on the run's validation set, into the run's report (a models/<name>.safetensors into interpret-<name>/)")
-    .argument('<model>', 'run directory or models/<name>.safetensors')
+    .argument('<model>', 'run directory (its newest saved model), a models/ folder, or models/<name>.safetensors')
     .option('--data <source>', 'dataset (default: the run\'s, from config.json)').option('--backend <name>', 'auto|tensorflow|webgpu|native|wasm|cpu', 'auto')
     .option('--bs <n>', 'evaluation batch', '32').exitOverride();
   withVersion(plainDefaults(cmd)).parse([...argv], { from: 'user' });

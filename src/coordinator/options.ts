@@ -8,6 +8,7 @@ import { Command } from 'commander';
 import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, MAX_TIMER_MS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
+import { parseLrSpec } from '../contract/plan/schedule.js';
 
 /** How the coordinator runs (may differ between a run and its resume). */
 export interface RuntimeOptions {
@@ -109,24 +110,31 @@ export interface TrainCommand {
   /** Runtime fields whose flag is on this command line (the others a `--resume` takes from the run). */
   readonly runtimeGiven?: ReadonlySet<keyof RuntimeOptions>;
   /**
-   * The stage shorthands given (`--epochs`, `--fine-tune-epochs`, `--no-lr-find`) when no config file gave the
+   * The stage shorthands given (`--epochs`, `--lr`, `--fine-tune-epochs`, `--fine-tune-lr`, `--no-lr-find`) when no config file gave the
    * stages: `explicit.stages` applies them to the default plan, a `--resume` to the run's own stages instead.
    */
   readonly stageShorthands?: StageShorthands;
 }
 
-/** The stage shorthand flags, validated: `--epochs` (0 drops stage 1), `--fine-tune-epochs` (0 drops stage 2), `--no-lr-find`. */
+/**
+ * The stage shorthand flags, validated: `--epochs` (0 drops stage 1), `--lr`, `--fine-tune-epochs` (0 drops stage 2),
+ * `--fine-tune-lr`, `--no-lr-find`.
+ */
 export interface StageShorthands {
   /** Epochs of the first fit stage, [0, MAX_STAGE_EPOCHS]; 0 removes it (a `--load`ed model fine-tuned at once). */
   readonly epochs?: number;
+  /** max_lr of the first fit stage as a stage's `maxLr` writes it: `3e-3`, `slice(3e-3)` or `slice(1e-6,1e-4)`. */
+  readonly lr?: string;
   /** Epochs of the second fit stage, [0, MAX_STAGE_EPOCHS]; 0 removes it. */
   readonly fineTuneEpochs?: number;
+  /** max_lr of the second fit stage, as {@link StageShorthands.lr}. */
+  readonly fineTuneLr?: string;
   /** false: remove the lr_find stages. */
   readonly lrFind?: false;
 }
 
 /** How messages name the stages: the shorthand flags that change them, or a config file's list. */
-export const STAGES_SETTING = 'stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file\'s stages)';
+export const STAGES_SETTING = 'stages (--epochs, --lr, --fine-tune-epochs, --fine-tune-lr, --no-lr-find or the config file\'s stages)';
 
 /**
  * The flags that set the run configuration, in the order `--help` lists them: field, the name of its value (null: a
@@ -178,7 +186,9 @@ export function trainProgram(): Command {
   cmd
     .option('--config <file>', 'YAML or JSON file with any run settings and the stages (flags win)')
     .option('--epochs <n>', `shorthand: epochs of stage 1 (frozen one-cycle; 0: no stage 1, e.g. --load <model> --epochs 0 --no-lr-find fine-tunes it unfrozen) (default ${DEFAULT_STAGES[0]!.epochs})`)
+    .option('--lr <max-lr>', `shorthand: max_lr of stage 1, a number, slice(b) or slice(a,b) (fastai's fit_one_cycle max_lr) (default ${DEFAULT_STAGES[0]!.maxLr})`)
     .option('--fine-tune-epochs <n>', `shorthand: epochs of stage 2 (unfrozen one-cycle; 0: no stage 2, the run ends after stage 1 and lr_find) (default ${DEFAULT_STAGES[2]!.epochs})`)
+    .option('--fine-tune-lr <max-lr>', `shorthand: max_lr of stage 2, as --lr; slice(a,b) spreads it over the layer groups (default ${DEFAULT_STAGES[2]!.maxLr})`)
     .option('--no-lr-find', 'shorthand: drop the lr_find stage')
     .option('--bind <endpoint>', `ZeroMQ endpoint to listen on (default ${DEFAULT_RUNTIME.bind}, or a free port printed at start when another run holds it; port 0 = any)`)
     .option('--heartbeat-interval-ms <ms>', `heartbeat period (default ${DEFAULT_RUNTIME.heartbeatIntervalMs})`)
@@ -260,20 +270,40 @@ export function augmentFromFlags(cmd: Command): TransformSettings | null {
   return augmentOf(resolveRunConfig(Object.fromEntries(picked) as RunConfigInput, { runDir: '.' }));
 }
 
+/** A `--lr` / `--fine-tune-lr` value written as a stage's `maxLr` (`3e-3`, `slice(3e-3)`, `slice(1e-6,1e-4)`). */
+function maxLrOf(flag: string, text: string): string {
+  const spec = parseLrSpec(text, flag);
+  // The shorter of 0.0003 and 3e-4 (String() writes 1e-6 as 0.000001); both forms are the config file's.
+  const num = (n: number): string => [String(n), n.toExponential().replace('e+', 'e')].reduce((a, b) => (b.length < a.length ? b : a));
+  if (typeof spec === 'number') return num(spec);
+  return spec.start === undefined ? `slice(${num(spec.end)})` : `slice(${num(spec.start)},${num(spec.end)})`;
+}
+
 function stageShorthandsOf(flags: Flags): StageShorthands | undefined {
-  if (flags.epochs === undefined && flags.fineTuneEpochs === undefined && flags.lrFind !== false) return undefined;
-  return {
+  if (flags.epochs === undefined && flags.lr === undefined && flags.fineTuneEpochs === undefined && flags.fineTuneLr === undefined && flags.lrFind !== false) return undefined;
+  const out: StageShorthands = {
     // 0 drops the frozen stage: `--load <model> --epochs 0` is fastai's learn.load(); learn.unfreeze(); fit_one_cycle(…).
     ...(flags.epochs !== undefined ? { epochs: checkInt('--epochs', flags.epochs, 0, MAX_STAGE_EPOCHS) } : {}),
+    // The learning rate lr_find suggests, set as `npm run learn -- --lr` sets it; it took a config file of all the stages.
+    ...(typeof flags.lr === 'string' ? { lr: maxLrOf('--lr', flags.lr) } : {}),
     // 0 drops the fine-tuning stage (fastai: stop after the frozen fit); it was refused, and only a config file could.
     ...(flags.fineTuneEpochs !== undefined ? { fineTuneEpochs: checkInt('--fine-tune-epochs', flags.fineTuneEpochs, 0, MAX_STAGE_EPOCHS) } : {}),
+    ...(typeof flags.fineTuneLr === 'string' ? { fineTuneLr: maxLrOf('--fine-tune-lr', flags.fineTuneLr) } : {}),
     ...(flags.lrFind === false ? { lrFind: false as const } : {}),
   };
+  if (out.epochs === 0 && out.lr !== undefined) {
+    throw new TrainerError('ERR_BAD_FLAG', `--lr ${flags.lr as string} sets the max_lr of stage 1, which --epochs 0 drops; give one or the other`);
+  }
+  if (out.fineTuneEpochs === 0 && out.fineTuneLr !== undefined) {
+    throw new TrainerError('ERR_BAD_FLAG', `--fine-tune-lr ${flags.fineTuneLr as string} sets the max_lr of stage 2, which --fine-tune-epochs 0 drops; give one or the other`);
+  }
+  return out;
 }
 
 /**
- * The stages with the shorthands applied: `--epochs` sets the first fit stage's epochs (0 removes it),
- * `--fine-tune-epochs` the second's (0 removes it), `--no-lr-find` removes the lr_find stages.
+ * The stages with the shorthands applied: `--epochs` / `--lr` set the first fit stage's epochs / maxLr (epochs 0
+ * removes it), `--fine-tune-epochs` / `--fine-tune-lr` the second's (epochs 0 removes it), `--no-lr-find` removes the
+ * lr_find stages.
  * @param stages - the stages they change: the default plan, a config file's, or (on `--resume`) the run's own
  * @throws TrainerError ERR_BAD_FLAG when a shorthand names a fit stage the stages do not have (it was ignored), or
  *   when they leave no fit stage
@@ -281,15 +311,23 @@ function stageShorthandsOf(flags: Flags): StageShorthands | undefined {
 export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stages']): RunConfig['stages'] {
   const out = stages.map((x) => ({ ...x }));
   const fits = out.filter((x) => x.kind !== 'lr_find');
-  const missing = (flag: string, n: number): TrainerError => new TrainerError('ERR_BAD_FLAG',
-    `${flag} sets the epochs of fit stage ${n}, but the stages have ${fits.length} fit stage(s) (${out.map((x) => x.name).join(', ')}); change the config file's stages instead`);
+  const missing = (flag: string, n: number, what = 'the epochs'): TrainerError => new TrainerError('ERR_BAD_FLAG',
+    `${flag} sets ${what} of fit stage ${n}, but the stages have ${fits.length} fit stage(s) (${out.map((x) => x.name).join(', ')}); change the config file's stages instead`);
   if (s.epochs !== undefined && s.epochs > 0) {
     if (!fits[0]) throw missing('--epochs', 1);
     fits[0].epochs = s.epochs;
   }
+  if (s.lr !== undefined) {
+    if (!fits[0]) throw missing('--lr', 1, 'the max_lr');
+    fits[0].maxLr = s.lr;
+  }
   if (s.fineTuneEpochs !== undefined && s.fineTuneEpochs > 0) {
     if (!fits[1]) throw missing('--fine-tune-epochs', 2);
     fits[1].epochs = s.fineTuneEpochs;
+  }
+  if (s.fineTuneLr !== undefined) {
+    if (!fits[1]) throw missing('--fine-tune-lr', 2, 'the max_lr');
+    fits[1].maxLr = s.fineTuneLr;
   }
   const kept = out.filter((x) => !(x.kind === 'lr_find' && s.lrFind === false) && !(s.fineTuneEpochs === 0 && x === fits[1]) && !(s.epochs === 0 && x === fits[0]));
   if (!kept.some((x) => x.kind !== 'lr_find')) {
@@ -379,6 +417,12 @@ function checkRuntimeRules(r: RuntimeOptions, prefix = ''): void {
 export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const cmd = trainProgram();
   refuseUnknownCommand('coordinator', argv, COORDINATOR_COMMANDS);
+  // fastai's name for it; commander's nearest flag was --max-warp, an augmentation setting.
+  const maxLr = argv.find((a) => /^--(fine-tune-)?max-lr(=|$)/.test(a));
+  if (maxLr !== undefined) {
+    const flag = maxLr.split('=')[0]!;
+    throw new TrainerError('ERR_BAD_FLAG', `unknown option '${flag}': fit_one_cycle's max_lr is ${flag.startsWith('--fine-tune-') ? '--fine-tune-lr (stage 2)' : '--lr (stage 1; --fine-tune-lr for stage 2)'}`);
+  }
   cmd.parse([...argv], { from: 'user' });
   refuseStrayArguments(cmd, COORDINATOR_COMMANDS);
   const flags = cmd.opts<Flags>();

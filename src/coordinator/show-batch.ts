@@ -17,6 +17,7 @@ import { showBatch } from './show-batch-grid.js';
 import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
 import { folderProblem } from '../contract/folder.js';
 import { writeFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
 
@@ -76,6 +77,21 @@ function checkOutFolder(out: string, folder: string): void {
   if (why !== null) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: ${why}: ${folder}; create the folder or choose another --out`);
 }
 
+/**
+ * `--out` itself: a PNG file name. Seen (tryout): `--out /tmp` (a folder) read and decoded the data, then ended with
+ * libvips' raw multi-line `/tmp: unable to open for write … Is a directory … vips2png: unable to write to target`
+ * (exit 1); `--out grid.jpg` wrote PNG bytes under a .jpg name, and its items into `grid.jpg.json`.
+ * @throws TrainerError ERR_BAD_FLAG naming `--out` and the rule, before the data is read
+ */
+function checkOutFile(out: string, outPath: string): void {
+  let folder = false;
+  try {
+    folder = statSync(outPath).isDirectory();
+  } catch { /* a new file: the usual case */ }
+  if (folder) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: a folder; give the PNG's file name, e.g. --out ${join(out, 'show-batch.png')}`);
+  if (!/\.png$/i.test(outPath)) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: show-batch writes a PNG; give a name ending in .png (its items go beside it, <name>.json)`);
+}
+
 /** The run settings `show-batch` takes: where the data is, how it is labelled and split, and the augmentation. */
 const SHOW_BATCH_FIELDS: ReadonlySet<keyof RunConfig> = new Set<keyof RunConfig>(['data', 'labelRe', 'labelFrom', 'labels', 'split', 'trainFolder', 'validFolder', 'validCol',
   'validPct', 'seed', 'size', 'maxRotate', 'maxZoom', 'maxLighting', 'maxWarp', 'pAffine', 'pLighting']);
@@ -94,7 +110,7 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
   addConfigFlags(cmd, SHOW_BATCH_FIELDS)
     .option('--config <file>', 'YAML or JSON run configuration to take the data and augmentation settings from (flags win)')
     .option('--rows <n>', 'grid rows and columns', '3')
-    .option('--out <file>', 'PNG to write', 'show-batch.png')
+    .option('--out <file>', 'PNG to write (a name ending in .png; its folder must exist)', 'show-batch.png')
     .exitOverride();
   withVersion(plainDefaults(flagsOnly(cmd))).parse([...argv], { from: 'user' });
   refuseStrayArguments(cmd);
@@ -104,6 +120,7 @@ export async function runShowBatchCommand(argv: readonly string[], out: (line: s
   const options = { rows: checkInt('--rows', f.rows, 1, 16), size: checkInt('--size', config.size, 8), seed: config.seed, transforms: augmentOf(config) };
   const outPath = resolve(f.out);
   checkOutFolder(f.out, dirname(outPath));
+  checkOutFile(f.out, outPath);
   const pool = new ImagePool({});
   pool.start();
   try {

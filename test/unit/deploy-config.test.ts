@@ -179,6 +179,20 @@ describe('every command line in deploy/ parses with the real CLI (an unknown fla
     const [deployment] = loadYaml('deploy/k8s/coordinator.yaml').filter((o) => o.kind === 'Deployment');
     assert.equal(deployment.spec.template.spec.securityContext?.fsGroup, 1000);
   });
+
+  it('compose keeps the downloads (dataset and ImageNet weights) in its cache volume: mounted where the image\'s PETS_TRAINER_CACHE_DIR points', () => {
+    // Seen: the volume sat at /home/node/.cache while the images download to /app/.cache (PETS_TRAINER_CACHE_DIR):
+    // nothing was kept across `docker compose down`/`up`, and the volume, absent from the image, was root's.
+    const dockerfile = readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
+    const { services } = compose();
+    for (const target of ['gpu', 'cpu']) {
+      const stage = dockerfile.split(/^FROM /m).find((st) => st.split('\n')[0]!.endsWith(` AS ${target}`)) ?? assert.fail(`no ${target} stage`);
+      const cacheDir = /^ENV PETS_TRAINER_CACHE_DIR=(\S+)$/m.exec(stage)?.[1] ?? assert.fail(`${target}: no PETS_TRAINER_CACHE_DIR`);
+      assert.doesNotMatch(stage, /PETS_TRAINER_WEIGHTS_DIR/, 'the weights follow PETS_TRAINER_CACHE_DIR (its weights/)');
+      const mounts: string[] = services[`trainer-${target}`].volumes.map(String);
+      assert.ok(mounts.includes(`cache:${cacheDir}`), `trainer-${target} mounts ${mounts.join(', ')}; the cache is ${cacheDir}`);
+    }
+  });
 });
 
 describe('Prometheus config', () => {

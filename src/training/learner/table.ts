@@ -61,6 +61,22 @@ export function writeProgressLine(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
+/**
+ * The cli-progress options of the terminal bar: after the count, fastprogress's `elapsed<remaining` (`00:10<00:37`,
+ * `mm:ss` as the table's time column; `--:--` while no rate is known), which fastai users read to see how long the
+ * epoch has left; the bar showed neither, and a CPU epoch of the tutorial takes many minutes.
+ * @param label - shown before the bar, e.g. `epoch 0`
+ */
+export function progressBarOptions(label: string): cliProgress.Options {
+  return {
+    format: `${label} [{bar}] {value}/{total} batches {duration_formatted}<{eta_formatted}, loss {loss}`,
+    // cli-progress passes its eta as a number of seconds, or 'NULL' / 'INF' before a rate is known.
+    formatTime: (t: number | string) => (typeof t === 'number' && Number.isFinite(t) && t >= 0 ? formatDuration(t) : '--:--'),
+    clearOnComplete: true,
+    stream: process.stderr,
+  };
+}
+
 /** Progress of one epoch's batches. Call {@link tick} per batch and {@link stop} at the end (idempotent). */
 export class EpochProgress {
   private bar: cliProgress.SingleBar | null = null;
@@ -78,8 +94,7 @@ export class EpochProgress {
     this.every = Math.max(1, Math.ceil(total / 10));
     // The bar, like the lines, is on stderr (tqdm's and Lightning's stream): stdout stays results only.
     if (mode === 'auto' && process.stderr.isTTY) {
-      this.bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} batches, loss {loss}`, clearOnComplete: true, stream: process.stderr },
-        cliProgress.Presets.shades_classic);
+      this.bar = new cliProgress.SingleBar(progressBarOptions(label), cliProgress.Presets.shades_classic);
       this.bar.start(total, 0, { loss: '-' });
     }
   }
@@ -96,7 +111,8 @@ export class EpochProgress {
       throw new TrainerError('ERR_INTERNAL', `EpochProgress.startAt needs an integer in [0, ${this.total}] before the first tick, got ${done} (counted ${this.done})`);
     }
     this.done = done;
-    this.bar?.update(done);
+    // Started again at `done`, so that the remaining time is reckoned from the batches run now, not from a jump.
+    if (done > 0) this.bar?.start(this.total, done, { loss: '-' });
     return this;
   }
 

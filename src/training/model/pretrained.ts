@@ -15,8 +15,9 @@
  * logged ("pin it"), to be compared with the Hub page and committed.
  */
 import { access, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
+import { CACHE_DIR_ENV } from '../data/pets.js';
 import { TrainerError, isTrainerError } from '../../contract/errors.js';
 import { envOrigin, optionOrigin } from '../../contract/make-dir.js';
 import { describeConfig, resnetLayout, resolveResNetConfig, RESNET_ARCHS, type ResNetArch, type ResNetConfig } from '../../contract/resnet-spec.js';
@@ -55,8 +56,15 @@ export const IMAGENET_WEIGHTS: Readonly<Record<ResNetArch, PretrainedSource>> = 
 /** Environment variable overriding the weights cache directory. */
 export const WEIGHTS_CACHE_ENV = 'PETS_TRAINER_WEIGHTS_DIR';
 
-/** The weights cache directory: `$PETS_TRAINER_WEIGHTS_DIR`, else `~/.cache/pets-trainer/weights`. */
+/**
+ * The weights cache directory: `$PETS_TRAINER_WEIGHTS_DIR`, else `$PETS_TRAINER_CACHE_DIR/weights`, else
+ * `~/.cache/pets-trainer/weights`. The data cache's variable moves the weights with it, as `$TORCH_HOME` moves
+ * PyTorch's hub and `$HF_HOME` the Hub's files (the README's promise; the images set only `PETS_TRAINER_CACHE_DIR`,
+ * and the weights went to a home folder outside the cache volume).
+ */
 export function defaultWeightsCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const data = env[CACHE_DIR_ENV];
+  if ((env[WEIGHTS_CACHE_ENV] ?? '').trim() === '' && data !== undefined && data.trim() !== '') return join(resolve(data), 'weights');
   return userCacheDir(env, WEIGHTS_CACHE_ENV, 'weights');
 }
 
@@ -172,7 +180,7 @@ async function downloadImagenet(arch: ResNetArch | ResNetConfig, options: Pretra
   } catch (err) {
     if (!isTrainerError(err, 'ERR_OFFLINE')) throw err;
     throw new TrainerError('ERR_OFFLINE', offlineMessage('--pretrained imagenet: the ImageNet weights cannot be downloaded: the network looks offline',
-      `fetch the file below on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors (or --pretrained none for random weights)`,
+      `fetch the file below on a connected machine and pass --pretrained /path/to/${source.repo.split('/').pop()}.safetensors, or save it as ${dest} (the weights cache, where --pretrained imagenet looks first); or --pretrained none for random weights`,
       offlineTried(err.message)), { cause: err });
   }
   try {

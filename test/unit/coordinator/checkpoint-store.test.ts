@@ -5,7 +5,7 @@
  * from the plan rules in `src/contract/plan/plan.ts` (stated per assertion).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -93,6 +93,17 @@ test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused
     assert.equal(loadResumePoint(dir, { runDir: `${dir}/./` }, () => undefined).config.runDir, dir, 'the same folder written otherwise is fine (--auto-resume passes it)');
     const missing = path.join(dir, 'no-such-run');
     assert.throws(() => loadResumePoint(missing, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /no such run directory/.test(e.message));
+    // Seen (tryout): `--resume <the photos' folder>` or an empty folder exited 1 (ERR_CHECKPOINT, a failed run) while
+    // a path that does not exist exits 2; a folder without checkpoints/ is a bad flag too, said as what it is.
+    const notRun = path.join(dir, 'photos');
+    mkdirSync(notRun);
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `--resume ${notRun}: not a run directory (no checkpoints/ in it); --resume takes the folder a run printed (runs/<date-time>)`);
+    writeFileSync(path.join(notRun, 'config.json'), '{}');
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `--resume ${notRun}: the run there stopped before its first checkpoint (no checkpoints/ in it): nothing to resume; start it again without --resume`);
+    mkdirSync(path.join(notRun, 'checkpoints'));
+    assert.throws(() => loadResumePoint(notRun, {}, () => undefined), (e) => isTrainerError(e, 'ERR_CHECKPOINT'), 'checkpoints/ without an intact one: the run\'s own fault');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -196,9 +207,11 @@ test('--resume with stage shorthands: they change the run\'s own stages, and a d
     assert.deepEqual(resume('--fine-tune-epochs', '1').cmd.config.stages, config.stages, 'the same value as the run: accepted');
     assert.deepEqual(resume('--epochs', '2', '--fine-tune-epochs', '1').cmd.config.stages, config.stages);
     assert.throws(() => resume('--epochs', '5'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message ===
-      `--resume ${dir}: stages (--epochs, --fine-tune-epochs, --no-lr-find or the config file's stages) was ` +
+      `--resume ${dir}: stages (--epochs, --lr, --fine-tune-epochs, --fine-tune-lr, --no-lr-find or the config file's stages) was ` +
       'stage-1 (one_cycle, 2 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)) in this run, got ' +
       'stage-1 (one_cycle, 5 epochs, slice(3e-3), frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4)); drop the flag or start a new run');
+    assert.deepEqual(resume('--fine-tune-lr', 'slice(1e-6,1e-4)').cmd.config.stages, config.stages, 'the run\'s own max_lr: accepted');
+    assert.throws(() => resume('--lr', '1e-3'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /got stage-1 \(one_cycle, 2 epochs, 1e-3, frozen\)/.test(e.message));
     assert.throws(() => resume('--no-lr-find'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /got stage-1 \(one_cycle, 2 epochs, slice\(3e-3\), frozen\), stage-2/.test(e.message));
     // The setting named as every other message names it (`validPct (--valid-pct) must be …`), field and flag.
     assert.throws(() => resume('--valid-pct', '0.3'), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
@@ -213,6 +226,8 @@ test('a stage shorthand for a fit stage the plan lacks is refused, not ignored',
   const one = [{ kind: 'one_cycle' as const, name: 'only', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }];
   assert.throws(() => applyStageShorthands({ fineTuneEpochs: 3 }, one), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
     e.message === '--fine-tune-epochs sets the epochs of fit stage 2, but the stages have 1 fit stage(s) (only); change the config file\'s stages instead');
+  assert.throws(() => applyStageShorthands({ fineTuneLr: '1e-4' }, one), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === '--fine-tune-lr sets the max_lr of fit stage 2, but the stages have 1 fit stage(s) (only); change the config file\'s stages instead');
   assert.deepEqual(applyStageShorthands({ fineTuneEpochs: 0, epochs: 3 }, one), [{ ...one[0], epochs: 3 }], '0 removes a stage 2 there is none of');
 });
 

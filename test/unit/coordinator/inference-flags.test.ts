@@ -128,16 +128,20 @@ test('each subcommand\'s --help names the command as typed (coordinator <sub>) a
     }
     assert.match(text, new RegExp(`^Usage: coordinator ${sub} \\[options\\]`), text);
     assert.match(text.split('\n')[2] ?? '', /^fastai's /, `${sub}: a description line under the usage\n${text}`);
+    // Which model a run directory stands for, and the models/ folder findModel takes (tryout: the help named neither).
+    if (sub !== 'show-batch') assert.match(text.replace(/\s+/g, ' '), /model run directory \(its newest saved model\), a models\/ folder, or models\/<name>\.safetensors/, text);
   }
 });
 
-test('predict refuses a folder as a folder, naming what to pass instead; files pass the check', () => {
+test('predict refuses a folder as a folder, naming what to pass instead, and a missing file as missing; files pass the check', () => {
   const dir = mkdtempSync(join(tmpdir(), 'predict-arg-'));
   try {
     assert.throws(() => checkImageArg(dir), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `${dir}: a folder, not an image file: pass the images in it (e.g. ${join(dir, '*.jpg')})`);
     writeFileSync(join(dir, 'a.jpg'), 'x');
     checkImageArg(join(dir, 'a.jpg'));
-    checkImageArg(join(dir, 'missing.jpg'));
+    // Seen (tryout): a mistyped photo was 'unreadable: <path> (ENOENT: no such file or directory, stat '<path>')'.
+    const missing = join(dir, 'missing.jpg');
+    assert.throws(() => checkImageArg(missing), (e: unknown) => isTrainerError(e, 'ERR_BAD_IMAGE') && e.message === `no such file: ${missing}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -210,6 +214,28 @@ test('a model file that does not exist is named as such, with the models saved b
     const nowhere = join(dir, 'none', 'stage-1.safetensors');
     assert.throws(() => findModel(nowhere), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${nowhere}: no such model file`);
     assert.deepEqual(findModel(join(dir, 'models', 'stage-1.safetensors')), { dir, name: 'stage-1' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('findModel: a checkpoint (its folder or its state file) is named as one, with the run and its saved models', () => {
+  // Seen (tryout): `interpret runs/<run>/checkpoints/step-000000173` was told 'found state.safetensors directly in it …
+  // move them into …/step-000000173/models', which makes no model (a checkpoint has no <name>.json).
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-ckpt-'));
+  try {
+    const step = join(dir, 'run', 'checkpoints', 'step-000000173');
+    mkdirSync(step, { recursive: true });
+    mkdirSync(join(dir, 'run', 'models'));
+    for (const f of ['checkpoints/step-000000173/manifest.json', 'checkpoints/step-000000173/state.safetensors', 'models/stage-1.safetensors', 'models/stage-1.json', 'models/stage-2.safetensors', 'models/stage-2.json']) writeFileSync(join(dir, 'run', f), 'x');
+    const run = join(dir, 'run');
+    const want = `a checkpoint (for --resume), not a saved model: pass the run directory ${run} or one of its saved models (${join(run, 'models', 'stage-1.safetensors')}, ${join(run, 'models', 'stage-2.safetensors')})`;
+    for (const target of [step, join(step, 'state.safetensors')]) {
+      assert.throws(() => findModel(target), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `${target}: ${want}`);
+    }
+    rmSync(join(run, 'models'), { recursive: true });
+    assert.throws(() => findModel(step), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `${step}: a checkpoint (for --resume), not a saved model: pass the run directory ${run} (its models/ holds a stage once the stage ends)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

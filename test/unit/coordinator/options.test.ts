@@ -44,6 +44,25 @@ test('stage shorthands edit the tutorial plan', () => {
   assert.match(config.runDir, /^runs\/\d{4}-\d\d-\d\dT/);
 });
 
+test('--lr and --fine-tune-lr set the max_lr of stage 1 and 2 (fit_one_cycle\'s max_lr, as npm run learn -- --lr)', () => {
+  // Seen (tryout): after lr_find's suggestion the coordinator had no flag for a learning rate: `--lr` was unknown,
+  // and `--max-lr` got "(Did you mean --max-warp?)", an augmentation flag; only a config file of every stage could.
+  const { config } = parseTrainArgs(['--lr', '1e-3', '--fine-tune-lr', 'slice(1e-6, 3e-4)']);
+  assert.deepEqual(config.stages.map((s) => [s.name, s.maxLr]), [['stage-1', '1e-3'], ['lr-find', '0'], ['stage-2', 'slice(1e-6,3e-4)']]);
+  assert.deepEqual(parseTrainArgs(['--lr', 'slice(3.31e-4)']).config.stages.map((s) => s.maxLr), ['slice(3.31e-4)', '0', 'slice(1e-6,1e-4)'], 'the default stage 2 kept');
+  assert.deepEqual(parseTrainArgs(['--lr', '0.0005']).config.stages[0]!.maxLr, '5e-4');
+  for (const [flag, bad] of [['--lr', '0'], ['--lr', 'slice(1e-3'], ['--fine-tune-lr', '-1e-4']] as const) {
+    assert.throws(() => parseTrainArgs([flag, bad]), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message.startsWith(`${flag} must be a number or slice(start,end) or slice(end) with positive values (`) && e.message.endsWith(`got ${JSON.stringify(bad)}`));
+  }
+  assert.throws(() => parseTrainArgs(['--max-lr', '1e-3']), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === "unknown option '--max-lr': fit_one_cycle's max_lr is --lr (stage 1; --fine-tune-lr for stage 2)");
+  assert.throws(() => parseTrainArgs(['--fine-tune-max-lr=1e-4']), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === "unknown option '--fine-tune-max-lr': fit_one_cycle's max_lr is --fine-tune-lr (stage 2)");
+  assert.throws(() => parseTrainArgs(['--fine-tune-epochs', '0', '--fine-tune-lr', '1e-4']), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === '--fine-tune-lr 1e-4 sets the max_lr of stage 2, which --fine-tune-epochs 0 drops; give one or the other');
+});
+
 test('--fine-tune-epochs 0 drops stage 2 (stage 1 alone, as the tutorial\'s first fit); negative is refused', () => {
   assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0']).config.stages.map((s) => s.name), ['stage-1', 'lr-find']);
   assert.deepEqual(parseTrainArgs(['--fine-tune-epochs', '0', '--no-lr-find', '--epochs', '2']).config.stages.map((s) => [s.name, s.epochs]), [['stage-1', 2]]);

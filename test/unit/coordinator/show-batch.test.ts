@@ -77,6 +77,18 @@ describe('coordinator show-batch', () => {
     }
   });
 
+  it('an --out that is a folder, or not a .png name, is ERR_BAD_FLAG naming --out, before the data is read', async () => {
+    // Seen (tryout): `--out /tmp` decoded the data, then ended with libvips' raw multi-line 'unable to open for write …
+    // Is a directory … vips2png: unable to write to target /tmp', exit 1; `--out x.jpg` wrote PNG bytes as x.jpg and
+    // the items as x.jpg.json (matplotlib's savefig writes what the extension says; this command writes PNG only).
+    await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', dir]), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
+      && err.message === `--out ${dir}: a folder; give the PNG's file name, e.g. --out ${path.join(dir, 'show-batch.png')}`);
+    for (const out of [path.join(dir, 'x.jpg'), path.join(dir, 'grid')]) {
+      await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', out]), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
+        && err.message === `--out ${out}: show-batch writes a PNG; give a name ending in .png (its items go beside it, <name>.json)`);
+    }
+  });
+
   it('rejects --rows 0 naming the flag', async () => {
     await assert.rejects(runShowBatchCommand(['--data', dir, '--rows', '0']), (err) => isTrainerError(err) && /--rows/.test(err.message));
   });

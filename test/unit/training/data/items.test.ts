@@ -266,3 +266,25 @@ describe('run folders inside the data', () => {
     assert.ok(lines.some((l) => l.startsWith('not searched: 2 run folder(s) of this trainer: runs/now, runs/old — ')), lines.join('\n'));
   });
 });
+
+describe('a --data that is no folder', () => {
+  // Seen (tryout): the README's relative ../shared/datasets/… from a checkout not beside ../shared was refused as
+  // "(not a folder)" though nothing was there; the user looks for a file of that name. Each case says what it is.
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'items-nofolder-'));
+    writeFileSync(join(dir, 'photo.jpg'), 'x');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('says no such folder, a file, or a part of the path that is a file', () => {
+    for (const [data, why] of [
+      [join(dir, 'no-such'), 'no such folder'],
+      [join(dir, 'photo.jpg'), 'a file, not a folder'],
+      [join(dir, 'photo.jpg', 'images'), 'a part of the path is a file, not a folder'],
+    ] as const) {
+      assert.throws(() => listItems(data, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN }), (e: unknown) => isTrainerError(e, 'ERR_BAD_DATA')
+        && e.message === `--data must be a folder of images or a folder holding images/, got ${JSON.stringify(data)}: ${why}`);
+    }
+  });
+});

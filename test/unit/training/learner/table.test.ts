@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow, writeProgressLine } from '../../../../src/training/learner/table.js';
+import cliProgress from 'cli-progress';
+import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow, progressBarOptions, writeProgressLine } from '../../../../src/training/learner/table.js';
 import { DEFAULT_LEARNER } from '../../../../src/training/learner/learner.js';
 
 test('epoch table: fastai columns, 6 decimals, mm:ss time, aligned', () => {
@@ -53,4 +54,19 @@ test('progress goes to stderr by default (tqdm\'s and Lightning\'s stream), neve
   assert.equal(written.stdout, '');
   assert.equal(written.stderr, 'epoch 0: 1/3 batches, smoothed loss 1.5000\nepoch 0: 2/3 batches, smoothed loss 1.5000\nepoch 0: 3/3 batches, smoothed loss 1.5000\nlr_find: 1/100 batches, smoothed loss 4.0000\n');
   assert.equal(DEFAULT_LEARNER.progressLog, writeProgressLine, 'the one-process Learner\'s progress too');
+});
+
+test('the terminal bar shows fastprogress\'s elapsed<remaining after the count, mm:ss, and --:-- before a rate is known', () => {
+  // Seen (tryout): the bar showed `3/14 batches, loss 3.6120` and no time; fastai's (fastprogress) shows
+  // `[3/14 00:10<00:37]`, what a user of a many-minute CPU epoch looks for. Rendered by cli-progress's own formatter
+  // with the options the bar is built with, at a given elapsed time and eta (seconds).
+  const bar = new cliProgress.SingleBar(progressBarOptions('epoch 0'), cliProgress.Presets.shades_classic);
+  const options = (bar as unknown as { options: cliProgress.Options }).options;
+  const render = (cliProgress as unknown as { Format: { Formatter: (o: unknown, p: unknown, payload: unknown) => string } }).Format.Formatter;
+  const line = (value: number, elapsedMs: number, eta: number | string, loss: string): string =>
+    render(options, { progress: value / 14, startTime: 1, stopTime: 1 + elapsedMs, total: 14, value, eta, maxWidth: 200 }, { loss });
+  assert.match(line(3, 10_000, 37, '3.6120'), /^epoch 0 \[[█░]+\] 3\/14 batches 00:10<00:37, loss 3\.6120$/);
+  assert.match(line(0, 0, 'NULL', '-'), /^epoch 0 \[░+\] 0\/14 batches 00:00<--:--, loss -$/);
+  assert.match(line(1, 65_000, 'INF', '4.0000'), / 1\/14 batches 01:05<--:--, loss 4\.0000$/);
+  assert.match(line(13, 3_725_000, 290, '2.0000'), / 13\/14 batches 1:02:05<04:50, loss 2\.0000$/);
 });

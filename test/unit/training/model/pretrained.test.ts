@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../../../src/training/compute/backend.js';
@@ -87,6 +87,12 @@ test('parsePretrained and the cache directory', () => {
   assert.throws(() => parsePretrained(''), (err: unknown) => isTrainerError(err, 'ERR_BAD_FLAG'));
   assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_WEIGHTS_DIR: '/x/w' }), '/x/w');
   assert.match(defaultWeightsCacheDir({}), /\.cache\/pets-trainer\/weights$/);
+  // README: the data cache's variable moves the weights too (its weights/), as $TORCH_HOME moves PyTorch's hub;
+  // the weights' own variable still wins, and a blank one counts as unset.
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache' }), '/app/.cache/weights');
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache', PETS_TRAINER_WEIGHTS_DIR: '/x/w' }), '/x/w');
+  assert.equal(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: '/app/.cache', PETS_TRAINER_WEIGHTS_DIR: ' ' }), '/app/.cache/weights');
+  assert.match(defaultWeightsCacheDir({ PETS_TRAINER_CACHE_DIR: ' ' }), /\.cache\/pets-trainer\/weights$/);
   assert.equal(IMAGENET_WEIGHTS.resnet34.url, 'https://huggingface.co/timm/resnet34.tv_in1k/resolve/main/model.safetensors');
   for (const s of Object.values(IMAGENET_WEIGHTS)) assert.ok(s.sha256 === null || /^[0-9a-f]{64}$/.test(s.sha256));
 });
@@ -143,6 +149,18 @@ test('imagenet offline is ERR_OFFLINE telling how to pass a local file', async (
   const src: PretrainedSource = { repo: 'timm/resnet34.tv_in1k', url: `http://127.0.0.1:${port}/model.safetensors`, sha256: null };
   await assert.rejects(resolvePretrainedWeights('imagenet', 'resnet34', opts({ cacheDir: join(dir, 'cache-off'), retries: 0, source: src })),
     (err: unknown) => isTrainerError(err, 'ERR_OFFLINE') && err.message.includes('--pretrained /path/to/resnet34.tv_in1k.safetensors'));
+  // The hint's other way (tryout): the file saved where it names is taken offline, with no flag to change (a
+  // container's or a k8s pod's command line stays as it is).
+  const cache = join(dir, 'cache-off-2');
+  const tiny: PretrainedSource = { ...src, repo: 'test/tiny' };
+  let named = '';
+  await assert.rejects(resolvePretrainedWeights('imagenet', TINY, opts({ cacheDir: cache, retries: 0, source: tiny })), (err: unknown) => {
+    named = /or save it as (\S+) \(the weights cache, where --pretrained imagenet looks first\)/.exec((err as Error).message)?.[1] ?? '';
+    return isTrainerError(err, 'ERR_OFFLINE') && named.startsWith(`${cache}/`);
+  });
+  await mkdir(cache, { recursive: true });
+  await writeFile(named, weights);
+  assert.equal(await resolvePretrainedWeights('imagenet', TINY, opts({ cacheDir: cache, retries: 0, source: tiny })), named);
 });
 
 test('none gives null; a path is checked for existence and torchvision keys; configs without ImageNet weights are rejected', async () => {
