@@ -280,7 +280,7 @@ describe('a --data that is no folder', () => {
   it('says no such folder, a file, or a part of the path that is a file', () => {
     for (const [data, why] of [
       [join(dir, 'no-such'), 'no such folder'],
-      [join(dir, 'photo.jpg'), 'a file, not a folder'],
+      [join(dir, 'photo.jpg'), 'it is a file, not a folder'],
       [join(dir, 'photo.jpg', 'images'), 'a part of the path is a file, not a folder'],
     ] as const) {
       assert.throws(() => listItems(data, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN }), (e: unknown) => isTrainerError(e, 'ERR_BAD_DATA')
