@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { join, relative } from 'node:path';
 import type { DataBunch } from '../training/data/databunch.js';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import type { RunConfig, RunConfigInput } from '../contract/config.js';
 import { resolveRunConfig, settingName } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
@@ -214,7 +215,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
   if (typeof explicitGiven.runDir === 'string' && resolve(explicitGiven.runDir) !== resolve(runDir)) {
     throw new TrainerError('ERR_BAD_FLAG', `--resume ${runDir} continues the run in that folder, but --run-dir names another (${explicitGiven.runDir}): drop --run-dir, or copy the run folder there and --resume the copy`);
   }
-  const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
+  const loaded = loadLatestCheckpoint(runDir, checkCheckpointMeta);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;

@@ -23,8 +23,9 @@ import { loadModel, readModelMeta, type SavedModelMeta } from '../training/learn
 import { writeRunReport } from './report/write-report.js';
 import { readRunConfigFile } from './run-config-file.js';
 import { lockRunDir } from './run-lock.js';
-import { listCheckpoints, loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import { listCheckpoints, loadLatestCheckpoint, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
@@ -101,6 +102,24 @@ export function savedRunConfig(runDir: string, log: (line: string) => void = (li
     } catch { /* an unreadable manifest: try the previous checkpoint */ }
   }
   throw new TrainerError('ERR_BAD_FLAG', `${path} cannot be read (${fault}) and no checkpoint of the run holds its configuration; restore config.json from a copy of the run`);
+}
+
+/**
+ * The run's newest intact checkpoint, whose history gives the report its training curves and lr_find; null when the
+ * run has none, or none intact: the saved model is interpreted all the same (each damaged checkpoint is logged, and
+ * a report without the run's history is said so). Before, a run whose only checkpoint was damaged could not be
+ * interpreted at all, and one whose manifest lacked its history ended with `Cannot read properties of undefined`.
+ */
+function latestForReport(dir: string): LoadedCheckpoint<CheckpointMeta> | null {
+  try {
+    const latest = loadLatestCheckpoint(dir, checkCheckpointMeta);
+    for (const line of latest?.skipped ?? []) console.error(logText(line));
+    return latest;
+  } catch (err) {
+    if (!isTrainerError(err, 'ERR_CHECKPOINT')) throw err;
+    console.error(`${logText(err.message)}; the report goes without the run's training curves`);
+    return null;
+  }
 }
 
 /** Builds a replica and loads a saved stage into it. */
@@ -271,7 +290,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
     // Keep the run's training curves and lr_find in the report when the run directory has its history.
-    const latest = loadLatestCheckpoint<CheckpointMeta>(ref.dir);
+    const latest = latestForReport(ref.dir);
     const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
       : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
     const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });
