@@ -2,7 +2,7 @@
  * Using a trained stage: `coordinator predict` (breed and probability per image) and `coordinator interpret`
  * (validation predictions → top losses, confusion matrix, most confused, pictures and report), in this process.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest } from '../training/compute/backend.js';
@@ -247,6 +247,26 @@ export function interpretDataOptions(saved: Record<string, unknown>, data: strin
   };
 }
 
+/**
+ * Checks, before anything loads, that interpret can write its report into `outDir` (or create it in its existing
+ * parent). Seen on a run folder on a read-only mount (a finished run on a read-only share, a container's ro volume):
+ * `interpret <run>` ended with the bare `coordinator: EROFS: read-only file system, open '…/.coordinator.lock'`, and
+ * `interpret <run>/models/stage-2.safetensors` evaluated the whole validation set and then ended with `ENOENT: no such
+ * file or directory, mkdir '…/interpret-stage-2'` (Node's recursive mkdir reports EROFS as ENOENT).
+ * @throws TrainerError ERR_BAD_FLAG naming the folder, the system's reason and what to do instead
+ */
+export function checkReportFolder(target: string, outDir: string): void {
+  const folder = existsSync(outDir) ? outDir : dirname(outDir);
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const reason = `${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '').split(',')[0]}`;
+    throw new TrainerError('ERR_BAD_FLAG', `interpret ${target}: cannot write its report into ${outDir} (${folder} is not writable: ${reason}); `
+      + 'copy the run folder to a writable place and interpret the copy', { cause: err });
+  }
+}
+
 /** `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir. */
 export async function runInterpretCommand(argv: readonly string[]): Promise<number> {
   const cmd = new Command('coordinator interpret')
@@ -264,11 +284,12 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const saved = savedRunConfig(ref.dir);
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
-  await initBackend(parseBackendRequest(o.backend));
   // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
   // gets its own folder so it never replaces the run's report. Writing the run's report takes the run's lock first,
   // so a live coordinator's run is never written into (its end-of-run report would race this one).
   const outDir = target.endsWith('.safetensors') ? join(ref.dir, `interpret-${ref.name}`) : ref.dir;
+  checkReportFolder(target, outDir);
+  await initBackend(parseBackendRequest(o.backend));
   const lock = outDir === ref.dir ? lockRunDir(ref.dir, 'interpret', (line) => console.error(line),
     `interpret writes the run's report there. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret ${join(ref.dir, 'models', `${ref.name}.safetensors`)}`) : null;
   let replica: Replica | null = null;

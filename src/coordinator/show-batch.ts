@@ -15,7 +15,7 @@ import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { showBatch } from './show-batch-grid.js';
 import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
-import { statSync } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
@@ -66,7 +66,7 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
 }
 
 /**
- * `--out`'s folder must exist and be a folder, as for matplotlib's `savefig` (which does not create it either); checked
+ * `--out`'s folder must exist, be a folder and be writable, as for matplotlib's `savefig` (which does not create it either); checked
  * before the data is read: a mistyped folder was found only after the data check and decode, by libvips' raw
  * multi-line `unable to open for write … wbuffer_write: write failed`.
  * @throws TrainerError ERR_BAD_FLAG naming `--out`, the folder and what is wrong with it
@@ -79,6 +79,14 @@ function checkOutFolder(out: string, folder: string): void {
     why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'not a folder' : `cannot read the folder (${(err as Error).message})`;
   }
   if (why !== null) throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: ${why}: ${folder}; create the folder or choose another --out`);
+  // Writable too: a read-only mount (or another user's folder) was found, as the missing folder was, by libvips'
+  // raw 'unable to open for write\nsystem error: Read-only file system\n…' after the whole data check.
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new TrainerError('ERR_BAD_FLAG', `--out ${out}: the folder is not writable (${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '').split(',')[0]}): ${folder}; choose another --out`, { cause: err });
+  }
 }
 
 /** The run settings `show-batch` takes: where the data is, how it is labelled and split, and the augmentation. */

@@ -76,6 +76,14 @@ describe('coordinator show-batch', () => {
     }
   });
 
+  it('an --out in a folder it cannot write is ERR_BAD_FLAG naming --out and the reason, before the data is read', async () => {
+    // Seen by the breaker: --out on a read-only mount read and decoded the data, then ended (exit 1) with libvips'
+    // 'unable to open for write\nsystem error: Read-only file system\n…wbuffer_write: write failed…'. /proc/1 stands
+    // for a folder nobody may write into (root gets EPERM there, others EACCES).
+    await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', '/proc/1/y.png']), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
+      && /^--out \/proc\/1\/y\.png: the folder is not writable \(E(PERM|ACCES): [^)]+\): \/proc\/1; choose another --out$/.test(err.message));
+  });
+
   it('rejects --rows 0 naming the flag', async () => {
     await assert.rejects(runShowBatchCommand(['--data', dir, '--rows', '0']), (err) => isTrainerError(err) && /--rows/.test(err.message));
   });
