@@ -31,8 +31,9 @@ describe('coordinator show-batch', () => {
     const lines: string[] = [];
     assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '2', '--size', '40', '--out', out], (l) => lines.push(l)), 0);
     const meta = await sharp(out).metadata();
-    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 40, 2 * (40 + 28), 3]);
-    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(80×136 px, 2×2 images from .*; items and labels in \S+grid\.json$/);
+    // 40 px images are drawn 3× (cells of at least 96 px: show-batch-grid.ts MIN_CELL_PX), 120 px + a 28 px caption.
+    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 120, 2 * (120 + 28), 3]);
+    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(240×296 px, 2×2 images from .*; items and labels in \S+grid\.json$/);
   });
 
   it('writes its JSON beside --out, never into the current directory', async () => {
