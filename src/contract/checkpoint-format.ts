@@ -220,9 +220,11 @@ function restoreInterruptedReplacements(root: string): void {
 
 /**
  * Reads one checkpoint directory and verifies every file against the manifest.
- * @throws TrainerError ERR_CHECKPOINT naming the file and the failed check (missing, size, sha256, manifest)
+ * @param checkMeta - the caller's shape check of the metadata (the sha256 sums cover the payload files, not the
+ *   manifest): it returns the metadata typed, or throws an Error naming the field and the rule
+ * @throws TrainerError ERR_CHECKPOINT naming the file and the failed check (missing, size, sha256, manifest, metadata)
  */
-export function readCheckpoint<M>(dir: string): LoadedCheckpoint<M> {
+export function readCheckpoint<M>(dir: string, checkMeta?: (meta: unknown) => M): LoadedCheckpoint<M> {
   let manifest: CheckpointManifest<M>;
   try {
     manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as CheckpointManifest<M>;
@@ -231,6 +233,13 @@ export function readCheckpoint<M>(dir: string): LoadedCheckpoint<M> {
   }
   if (manifest.format !== CHECKPOINT_FORMAT) {
     throw new TrainerError('ERR_CHECKPOINT', `${dir}: checkpoint format ${manifest.format} is not the supported ${CHECKPOINT_FORMAT}`);
+  }
+  if (checkMeta) {
+    try {
+      checkMeta(manifest.meta);
+    } catch (err) {
+      throw new TrainerError('ERR_CHECKPOINT', `${dir}/manifest.json is not a manifest this trainer wrote: ${(err as Error).message}`, { cause: err });
+    }
   }
   const files = new Map<string, Buffer>();
   for (const [name, want] of Object.entries(manifest.files)) {
@@ -250,17 +259,18 @@ export function readCheckpoint<M>(dir: string): LoadedCheckpoint<M> {
 
 /**
  * Loads the newest intact checkpoint of a run, skipping (and reporting) newer ones that fail verification.
+ * @param checkMeta - as {@link readCheckpoint}: a checkpoint whose metadata fails it is skipped as damaged
  * @returns null when the run has no checkpoint at all
  * @throws TrainerError ERR_CHECKPOINT when checkpoints exist but none is intact
  */
-export function loadLatestCheckpoint<M>(runDir: string): LoadedCheckpoint<M> | null {
+export function loadLatestCheckpoint<M>(runDir: string, checkMeta?: (meta: unknown) => M): LoadedCheckpoint<M> | null {
   restoreInterruptedReplacements(checkpointsDir(runDir));
   const all = listCheckpoints(runDir).reverse();
   if (all.length === 0) return null;
   const skipped: string[] = [];
   for (const dir of all) {
     try {
-      return { ...readCheckpoint<M>(dir), skipped };
+      return { ...readCheckpoint<M>(dir, checkMeta), skipped };
     } catch (err) {
       skipped.push(`skipping checkpoint ${dir}: ${(err as Error).message}`);
     }

@@ -24,6 +24,8 @@ export type TrainerErrorCode =
   | 'ERR_PORT_IN_USE'
   /** The run's report (pictures, JSON, index.html) could not be written (disk full, I/O); the trained model stays. */
   | 'ERR_REPORT'
+  /** A training or validation loss became NaN or ±Infinity (fastai's `TerminateOnNaNCallback`): the lr is too high. */
+  | 'ERR_DIVERGED'
   /** Compiled code (dist/) of another build than its sources or than its coordinator's: `npm run build`, restart. */
   | 'ERR_STALE_BUILD'
   | 'ERR_INTERNAL';

@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { join, relative } from 'node:path';
 import type { DataBunch } from '../training/data/databunch.js';
 import { listCheckpoints, loadLatestCheckpoint, sha256, writeCheckpointDetailed, type WrittenCheckpoint } from '../contract/checkpoint-format.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import type { RunConfig, RunConfigInput } from '../contract/config.js';
 import { resolveRunConfig, settingName } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
@@ -227,7 +228,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
       ? `--resume ${runDir}: the run there stopped before its first checkpoint (no checkpoints/ in it): nothing to resume; start it again without --resume`
       : `--resume ${runDir}: not a run directory (no checkpoints/ in it); --resume takes the folder a run printed (runs/<date-time>)`);
   }
-  const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
+  const loaded = loadLatestCheckpoint(runDir, checkCheckpointMeta);
   if (!loaded) throw new TrainerError('ERR_CHECKPOINT', `--resume ${runDir}: no checkpoint in ${resolve(runDir, 'checkpoints')} (not a run directory, or the run stopped before its first checkpoint)`);
   for (const line of loaded.skipped) log(line);
   const saved = loaded.manifest.meta.config;

@@ -8,6 +8,7 @@ import { logText } from '../contract/log-text.js';
 import type { DataBunch } from '../training/data/databunch.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { writeSavedBlob } from '../training/learner/save.js';
+import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../training/data/transforms.js';
 import { resolveResNetConfig } from '../contract/resnet-spec.js';
 import { archModel } from '../contract/config.js';
@@ -215,6 +216,7 @@ export class Coordinator extends CoordinatorSetUp {
       guard: (what, fn) => this.guarded(what, fn),
       recover: (reason) => recovery.recover(reason, (rank) => this.getState(rank)),
       resumeAdvice: (after) => recovery.resumeAdvice(after),
+      newestCheckpoint: () => listCheckpoints(this.runDir).at(-1) ?? null,
       stepFailed: (step, failures, reason) => recovery.failedStep(step, failures, reason),
       snapshot: () => this.guarded('lr_find snapshot', () => this.getState(0)),
       restore: async (blob) => { await this.guarded('lr_find restore', () => this.loadStateEverywhere(blob)); },

@@ -14,6 +14,7 @@ import { BatchLoader } from '../training/data/loader.js';
 import { ImagePool } from '../training/data/pool.js';
 import { shardPlan } from '../training/data/shard.js';
 import { CENTRE_CROP, renderItem } from '../training/data/transforms.js';
+import { folderProblem } from '../contract/folder.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { plainDefaults, withVersion } from '../contract/cli-help.js';
 import { logText } from '../contract/log-text.js';
@@ -23,8 +24,9 @@ import { loadModel, modelPaths, readModelMeta, type SavedModelMeta } from '../tr
 import { writeRunReport } from './report/write-report.js';
 import { readRunConfigFile } from './run-config-file.js';
 import { lockRunDir } from './run-lock.js';
-import { listCheckpoints, loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import { listCheckpoints, loadLatestCheckpoint, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import { mostConfusedLines, reportInput } from './stage-report.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
@@ -127,6 +129,24 @@ export function savedRunConfig(runDir: string, log: (line: string) => void = (li
     } catch { /* an unreadable manifest: try the previous checkpoint */ }
   }
   throw new TrainerError('ERR_BAD_FLAG', `${path} cannot be read (${fault}) and no checkpoint of the run holds its configuration; restore config.json from a copy of the run`);
+}
+
+/**
+ * The run's newest intact checkpoint, whose history gives the report its training curves and lr_find; null when the
+ * run has none, or none intact: the saved model is interpreted all the same (each damaged checkpoint is logged, and
+ * a report without the run's history is said so). Before, a run whose only checkpoint was damaged could not be
+ * interpreted at all, and one whose manifest lacked its history ended with `Cannot read properties of undefined`.
+ */
+function latestForReport(dir: string): LoadedCheckpoint<CheckpointMeta> | null {
+  try {
+    const latest = loadLatestCheckpoint(dir, checkCheckpointMeta);
+    for (const line of latest?.skipped ?? []) console.error(logText(line));
+    return latest;
+  } catch (err) {
+    if (!isTrainerError(err, 'ERR_CHECKPOINT')) throw err;
+    console.error(`${logText(err.message)}; the report goes without the run's training curves`);
+    return null;
+  }
 }
 
 /** Builds a replica and loads a saved stage into it. */
@@ -261,6 +281,23 @@ export function interpretDataOptions(saved: Record<string, unknown>, data: strin
 }
 
 /**
+ * Checks, before anything loads, that interpret can write its report into `outDir` (or create it in its existing
+ * parent). Seen on a run folder on a read-only mount (a finished run on a read-only share, a container's ro volume):
+ * `interpret <run>` ended with the bare `coordinator: EROFS: read-only file system, open '…/.coordinator.lock'`, and
+ * `interpret <run>/models/stage-2.safetensors` evaluated the whole validation set and then ended with `ENOENT: no such
+ * file or directory, mkdir '…/interpret-stage-2'` (Node's recursive mkdir reports EROFS as ENOENT).
+ * @throws TrainerError ERR_BAD_FLAG naming the folder, the system's reason and what to do instead
+ */
+export function checkReportFolder(target: string, outDir: string): void {
+  const folder = existsSync(outDir) ? outDir : dirname(outDir);
+  const why = folderProblem(folder, 'write');
+  if (why !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', `interpret ${target}: cannot write its report into ${outDir} (${folder}: ${why}); `
+      + 'copy the run folder to a writable place and interpret the copy');
+  }
+}
+
+/**
  * `coordinator interpret <run-dir | model> [--data …]`: interpretation pictures and report into the run dir; stdout
  * names the model file used first ({@link modelLine}), then its error rate, most_confused and the report.
  */
@@ -281,11 +318,12 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   const saved = savedRunConfig(ref.dir);
   const data = o.data ?? (saved.data as string | undefined);
   if (!data) throw new TrainerError('ERR_BAD_FLAG', `interpret: pass --data (no config.json in ${ref.dir})`);
-  await initBackend(parseBackendRequest(o.backend));
   // A run directory is re-interpreted in place (its newest model, as the run's own report); a chosen model file
   // gets its own folder so it never replaces the run's report. Writing the run's report takes the run's lock first,
   // so a live coordinator's run is never written into (its end-of-run report would race this one).
   const outDir = target.endsWith('.safetensors') ? join(ref.dir, `interpret-${ref.name}`) : ref.dir;
+  checkReportFolder(target, outDir);
+  await initBackend(parseBackendRequest(o.backend));
   const lock = outDir === ref.dir ? lockRunDir(ref.dir, 'interpret', (line) => console.error(line),
     `interpret writes the run's report there. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret ${join(ref.dir, 'models', `${ref.name}.safetensors`)}`) : null;
   let replica: Replica | null = null;
@@ -307,7 +345,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
     // Keep the run's training curves and lr_find in the report when the run directory has its history.
-    const latest = loadLatestCheckpoint<CheckpointMeta>(ref.dir);
+    const latest = latestForReport(ref.dir);
     const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
       : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
     const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });

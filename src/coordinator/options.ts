@@ -5,6 +5,7 @@
  */
 import { flagsOnly, refuseStrayArguments, refuseUnknownCommand, withVersion } from '../contract/cli-help.js';
 import { Command } from 'commander';
+import { join } from 'node:path';
 import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX_STAGE_EPOCHS, MAX_TIMER_MS, RUN_BACKENDS, RUN_CONFIG_FLAGS, DEFAULT_STAGES, type RunConfig, type RunConfigInput } from '../contract/config.js';
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
@@ -350,6 +351,13 @@ function choice<T extends string>(flag: string, value: unknown, allowed: readonl
 }
 
 function runtimeFrom(flags: Flags): RuntimeOptions {
+  const r = runtimeFields(flags);
+  checkRuntimeRules(r);
+  return r;
+}
+
+/** The runtime settings of `flags`, each checked against its own flag's rule (not yet the rules between them). */
+function runtimeFields(flags: Flags): RuntimeOptions {
   const int = (flag: string, key: string, min: number, max?: number): number | undefined =>
     flags[key] === undefined ? undefined : checkInt(flag, flags[key], min, max);
   const bind = typeof flags.bind === 'string' ? flags.bind : DEFAULT_RUNTIME.bind;
@@ -387,7 +395,6 @@ function runtimeFrom(flags: Flags): RuntimeOptions {
     curveKeys: typeof flags.curveKeys === 'string' ? flags.curveKeys : null,
     plain: flags.plain === true || !process.stderr.isTTY, // progress is on stderr: bars only where it is a terminal
   };
-  checkRuntimeRules(r);
   return r;
 }
 
@@ -466,6 +473,7 @@ export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof Ru
     const fallback = DEFAULT_RUNTIME[key];
     if (value === null ? fallback !== null : typeof value !== typeof fallback && fallback !== null) continue; // not this field's type
     if (JSON.stringify(value) === JSON.stringify(merged[key])) continue;
+    checkSavedRuntime(cmd.runtime.resume, key, value);
     merged[key] = value;
     taken.push(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${value === true ? '' : String(value)}`.trim());
   }
@@ -476,6 +484,24 @@ export function inheritRuntime(cmd: TrainCommand, saved: Partial<Record<keyof Ru
   checkRuntimeRules(r, '--resume (a flag not given again keeps this run\'s value): ');
   if (taken.length > 0) log(`--resume: keeping this run's ${taken.join(', ')} (give a flag to change one)`);
   return r;
+}
+
+/**
+ * A runtime setting a resumed run keeps from its `config.json` passes the rule its flag has. Before, the file's values
+ * were taken as they were: an edited `"heartbeatIntervalMs": -5` reached the workers, which refused it and the run
+ * ended `ERR_WORKER_LOST … exited with code 2 before joining`; `"allreduce": "pigeon"` ended it with `ERR_PROTOCOL:
+ * rank 0: setup: setup.allreduce must be auto|ring|shm|star`.
+ * @throws TrainerError ERR_BAD_FLAG naming the file, the field, its flag and the rule
+ */
+function checkSavedRuntime(runDir: string | null, key: keyof RuntimeOptions, value: unknown): void {
+  try {
+    runtimeFields({ [key]: value } as unknown as Flags);
+  } catch (err) {
+    if (!(err instanceof TrainerError)) throw err;
+    const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const file = runDir === null ? 'config.json' : join(runDir, 'config.json');
+    throw new TrainerError('ERR_BAD_FLAG', `--resume: ${file} records runtime.${key} ${JSON.stringify(value)}, which its flag refuses (${err.message}); give ${flag} to choose a value, or correct ${file}`, { cause: err });
+  }
 }
 
 /**

@@ -15,6 +15,7 @@
  */
 import { isTrainerError } from '../contract/errors.js';
 import { listCheckpoints, loadLatestCheckpoint } from '../contract/checkpoint-format.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import type { RunHistory } from './history.js';
 import type { CheckpointMeta, ResumePoint } from './checkpoint-store.js';
 
@@ -47,7 +48,7 @@ export function describeRunStart(pretrained: string, seed: number): string {
 export function chooseRestartPoint(runDir: string, resumed: ResumePoint | null, log: (line: string) => void): RestartPoint {
   let newest: RestartPoint | null = null;
   try {
-    const loaded = loadLatestCheckpoint<CheckpointMeta>(runDir);
+    const loaded = loadLatestCheckpoint(runDir, checkCheckpointMeta);
     for (const line of loaded?.skipped ?? []) log(line);
     const state = loaded?.files.get('state.safetensors');
     if (loaded && state) newest = { kind: 'checkpoint', dir: loaded.dir, state, meta: loaded.manifest.meta };

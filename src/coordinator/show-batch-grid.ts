@@ -33,6 +33,17 @@ export function denormalize(x: Float32Array, offset: number, size: number): Uint
 
 /** DejaVu Sans averages about 0.6 em per character: estimated text width = 0.6 · fontPx · characters. */
 const EM_PER_CHAR = 0.6;
+/** A `[size, size, 3]` uint8 RGB image with each pixel repeated as a `scale × scale` block: `[size·scale, size·scale, 3]`. */
+function enlarge(px: Uint8Array, size: number, scale: number): Uint8Array {
+  const side = size * scale;
+  const out = new Uint8Array(side * side * 3);
+  for (let y = 0; y < side; y++) {
+    const src = Math.floor(y / scale) * size;
+    for (let x = 0; x < side; x++) out.set(px.subarray((src + Math.floor(x / scale)) * 3, (src + Math.floor(x / scale)) * 3 + 3), (y * side + x) * 3);
+  }
+  return out;
+}
+
 /** Smallest caption font, px: below it a label is shortened with an ellipsis instead. */
 const MIN_FONT_PX = 7;
 
@@ -52,14 +63,27 @@ export function captionLayout(labels: readonly string[], size: number, captionPx
   return { fontPx, texts: labels.map((l) => (l.length <= maxChars ? l : `${l.slice(0, Math.max(1, maxChars - 1))}…`)) };
 }
 
+/**
+ * Smallest cell, px: smaller images are enlarged by a whole factor (each pixel a k×k block, as matplotlib's `imshow`
+ * shows a small image in fastai's fixed `figsize`), so the picture and its captions stay readable. Drawn at their own
+ * size, `--size 16` gave a 48×132 px grid captioned `B…`, `A…`, and `--size 64` cut `Abyssinian` short in a 3-column
+ * grid 192 px wide.
+ */
+export const MIN_CELL_PX = 96;
+
+/** Whole enlargement factor of a `size`-px image so that its cell is at least {@link MIN_CELL_PX} wide. */
+export function cellScale(size: number): number {
+  return Math.max(1, Math.ceil(MIN_CELL_PX / size));
+}
+
 function escapeXml(s: string): string {
   return s.replace(/[<>&'"]/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
 /**
  * Writes a rows × cols grid of the first items of `batch` to `outPath` (PNG), each captioned with its class name.
- * Image size: width = cols·size, height = rows·(size + captionPx). Padding items (valid = 0) are left black and
- * captioned "(padding)".
+ * Image size: width = cols·c, height = rows·(c + captionPx), c = size · {@link cellScale}(size) (c = size from
+ * {@link MIN_CELL_PX} px on). Padding items (valid = 0) are left black and captioned "(padding)".
  *
  * @param batch - `x` `[b, size, size, 3]` float32 NHWC normalized, `y` `[b]` int32.
  * @throws TrainerError ERR_BAD_FLAG when rows/cols are not integers ≥ 1 or the batch size does not match x.
@@ -72,25 +96,27 @@ export async function showBatch(batch: Batch, classes: readonly string[], outPat
   const b = batch.y.length;
   const size = Math.round(Math.sqrt(batch.x.length / (3 * Math.max(b, 1))));
   if (size * size * 3 * b !== batch.x.length) throw new TrainerError('ERR_BAD_FLAG', `show_batch x must be [${b}, s, s, 3], got ${batch.x.length} values`);
-  const width = cols * size;
-  const cell = size + captionPx;
+  const scale = cellScale(size);
+  const side = size * scale;
+  const width = cols * side;
+  const cell = side + captionPx;
   const height = rows * cell;
   const grid = Buffer.alloc(width * height * 3, 255);
   const shown = Math.min(b, rows * cols);
   const labels = Array.from({ length: shown }, (_, k) => (batch.valid[k] === 1 ? classes[batch.y[k]!] ?? `#${batch.y[k]}` : '(padding)'));
-  const { fontPx, texts: captions } = captionLayout(labels, size, captionPx);
+  const { fontPx, texts: captions } = captionLayout(labels, side, captionPx);
   const texts: string[] = [];
   for (let k = 0; k < shown; k++) {
-    const gx = (k % cols) * size;
+    const gx = (k % cols) * side;
     const gy = Math.floor(k / cols) * cell;
     const real = batch.valid[k] === 1;
     if (real) {
-      const px = denormalize(batch.x, k * size * size * 3, size);
-      for (let r = 0; r < size; r++) grid.set(px.subarray(r * size * 3, (r + 1) * size * 3), ((gy + r) * width + gx) * 3);
+      const px = scale === 1 ? denormalize(batch.x, k * size * size * 3, size) : enlarge(denormalize(batch.x, k * size * size * 3, size), size, scale);
+      for (let r = 0; r < side; r++) grid.set(px.subarray(r * side * 3, (r + 1) * side * 3), ((gy + r) * width + gx) * 3);
     } else {
-      for (let r = 0; r < size; r++) grid.fill(0, ((gy + r) * width + gx) * 3, ((gy + r) * width + gx + size) * 3);
+      for (let r = 0; r < side; r++) grid.fill(0, ((gy + r) * width + gx) * 3, ((gy + r) * width + gx + side) * 3);
     }
-    texts.push(`<text x="${gx + size / 2}" y="${gy + size + captionPx * 0.72}" text-anchor="middle">${escapeXml(captions[k]!)}</text>`);
+    texts.push(`<text x="${gx + side / 2}" y="${gy + side + captionPx * 0.72}" text-anchor="middle">${escapeXml(captions[k]!)}</text>`);
   }
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><g font-family="DejaVu Sans" font-size="${fontPx}" fill="#111">${texts.join('')}</g></svg>`;
   const composed = await sharp(grid, { raw: { width, height, channels: 3 } })

@@ -16,8 +16,8 @@ import { shardPlan } from '../training/data/shard.js';
 import { showBatch } from './show-batch-grid.js';
 import { DEFAULT_TRANSFORMS, type TransformSettings } from '../contract/transform-settings.js';
 import { folderProblem } from '../contract/folder.js';
-import { writeFile } from 'node:fs/promises';
 import { statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { TrainerError } from '../contract/errors.js';
 import { addConfigFlags, configFlagValues } from './options.js';
 
@@ -67,7 +67,7 @@ export async function writeShowBatch(data: DataBunch, pool: ImagePool, outPath: 
 }
 
 /**
- * `--out`'s folder must exist and be a folder, as for matplotlib's `savefig` (which does not create it either); checked
+ * `--out`'s folder must exist, be a folder and be writable, as for matplotlib's `savefig` (which does not create it either); checked
  * before the data is read: a mistyped folder was found only after the data check and decode, by libvips' raw
  * multi-line `unable to open for write … wbuffer_write: write failed`.
  * @throws TrainerError ERR_BAD_FLAG naming `--out`, the folder and what is wrong with it

@@ -8,7 +8,7 @@
  * recovery. The {@link StageContext} holds the coordinator's hooks (metrics, checkpoints, stop requests, recovery).
  */
 import { performance } from 'node:perf_hooks';
-import { TrainerError, isRetryable } from '../contract/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { dataWentAwayError } from '../training/data/accounting.js';
 import { lrFindStage } from '../training/learner/lr-find.js';
 import { fitStage, newStageRecord, type StepOutcome, type StepTransport } from '../training/learner/loop.js';
@@ -61,6 +61,8 @@ export interface StageContext {
    * (`Recovery.resumeAdvice`). @param after - when to resume, e.g. `after restoring the data`
    */
   resumeAdvice(after: string): string;
+  /** The newest complete checkpoint directory on disk, or null when none was written (a diverged run names it). */
+  newestCheckpoint(): string | null;
   /** Gets the state blob of rank 0 and loads it into every rank (lr_find restore). */
   snapshot(): Promise<Uint8Array>;
   restore(blob: Uint8Array): Promise<void>;
@@ -170,13 +172,29 @@ export async function validateAll(cluster: Cluster, timeoutMs: number, withProbs
 export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<boolean> {
   const from = ctx.history.position.stepInStage;
   const resuming = from > 0 ? ` — resumed at step ${from}` : '';
-  const { completed } = await fitStage(clusterTransport(ctx), stage, stageHistory(ctx, stage), from, {
-    progress: ctx.progress, out: ctx.out, progressOut: ctx.progressOut,
-    heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}`,
-    afterEpoch: (s, row) => ctx.afterEpoch(s, row),
-    afterStep: (s, _k, outcome, loss, hyper) => ctx.afterStep(s, outcome.detail, loss, hyper.lrs, hyper.momentum, outcome.seconds),
-  });
-  return completed;
+  try {
+    const { completed } = await fitStage(clusterTransport(ctx), stage, stageHistory(ctx, stage), from, {
+      progress: ctx.progress, out: ctx.out, progressOut: ctx.progressOut,
+      heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}`,
+      afterEpoch: (s, row) => ctx.afterEpoch(s, row),
+      afterStep: (s, _k, outcome, loss, hyper) => ctx.afterStep(s, outcome.detail, loss, hyper.lrs, hyper.momentum, outcome.seconds),
+    });
+    return completed;
+  } catch (err) {
+    if (!isTrainerError(err, 'ERR_DIVERGED')) throw err;
+    throw new TrainerError('ERR_DIVERGED', `${err.message}; ${divergedAdvice(ctx.newestCheckpoint(), ctx.history.position.globalStep)}`, { cause: err });
+  }
+}
+
+/**
+ * What a diverged run leaves: no checkpoint of the broken weights (the loop stops before the step's hooks), so the
+ * newest checkpoint on disk is from before the divergence. `--resume` would redo the same steps bit for bit and
+ * diverge again: the remedy is a new run with a lower learning rate.
+ * @param globalStep - the run's global step when it stopped (the diverged step is not counted)
+ */
+export function divergedAdvice(newest: string | null, globalStep: number): string {
+  const kept = newest === null ? 'no checkpoint was written before it' : `the newest checkpoint, ${newest}, was taken before it and stays, as do the saved models`;
+  return `nothing after global step ${globalStep} was checkpointed (${kept}); --resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (lr_find suggests one)`;
 }
 
 /**

@@ -6,7 +6,8 @@
  * links, the checkpoints, and the closing summary. No process of the run may be left behind.
  *
  * Expected values come from the fixture: 6 breeds × 8 photos = 48 items, fastai's split int(0.2·48) = 9 valid,
- * 39 train; show_batch is 3×3 cells of 64 px + a 28 px caption band (show-batch.ts defaults).
+ * 39 train; show_batch is 3×3 cells of 64 px drawn 2× (cells of at least 96 px, show-batch-grid.ts MIN_CELL_PX) + a
+ * 28 px caption band (show-batch.ts defaults).
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
@@ -76,8 +77,8 @@ describe('main job: coordinator with 2 workers on 6 breeds, then predict and int
     assert.match(run.stdout, /^lr_find: \d+ steps in \d\d:\d\d, stopped: /m, 'lr_find says how long it took');
   });
 
-  it('writes show-batch.png: a 3×3 grid of 64 px images with captions', async () => {
-    assert.deepEqual(await pngSize(path.join(runDir, 'show-batch.png')), { width: 3 * 64, height: 3 * (64 + 28) });
+  it('writes show-batch.png: a 3×3 grid of 64 px images (drawn 2×) with captions', async () => {
+    assert.deepEqual(await pngSize(path.join(runDir, 'show-batch.png')), { width: 3 * 128, height: 3 * (128 + 28) });
   });
 
   it('saves both stages as loadable models (weights + metadata)', () => {

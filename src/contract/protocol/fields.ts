@@ -65,6 +65,18 @@ export function num(h: Header, field: string): number {
   return v;
 }
 
+/**
+ * `h[field]` as a loss sum: any number, NaN and ±Infinity included (msgpack carries them as float64). A diverged
+ * training computes them, and they are a result to report (`training/learner/loop.ts` stops the fit on one, as fastai's
+ * `TerminateOnNaNCallback`), not a malformed frame: refused as such, a diverged run ended with `ERR_PROTOCOL:
+ * valid-done.lossSum must be a finite number, got null`. @throws TrainerError ERR_PROTOCOL when not a number
+ */
+export function lossNum(h: Header, field: string): number {
+  const v = h[field];
+  if (typeof v !== 'number') fail(`${String(h.type)}.${field} must be a number (NaN and ±Infinity allowed: a diverged loss), got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** `h[field]` as a duration: a finite number ≥ 0 (seconds). @throws TrainerError ERR_PROTOCOL otherwise */
 export function seconds(h: Header, field: string): number {
   const v = h[field];

@@ -4,7 +4,7 @@
  * count to `FRAME_COUNT`; the compiler checks the tables are complete.
  */
 import type { TrainerErrorCode } from '../errors.js';
-import { bool, counts, fail, int, num, numbers, oneOf, record, seconds, str, type Header } from './fields.js';
+import { bool, counts, fail, int, lossNum, num, numbers, oneOf, record, seconds, str, type Header } from './fields.js';
 import type { Capabilities, Message, MessageType, ReduceTagFields, RingMember, SharedMemorySupport, StepStats } from './messages.js';
 import { MAX_FRAME_BYTES, MAX_WORLD_SIZE, PROTOCOL_VERSION, WIRE_DTYPE_BYTES, type WireDtype } from './version.js';
 
@@ -157,7 +157,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   }),
   'step-done': (h) => ({
     type: 'step-done', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
-    lossSum: num(h, 'lossSum'), correct: int(h, 'correct', 0), ...stepStats(h), skipped: counts(h, 'skipped'),
+    lossSum: lossNum(h, 'lossSum'), correct: int(h, 'correct', 0), ...stepStats(h), skipped: counts(h, 'skipped'),
   }),
   'step-failed': (h) => ({
     type: 'step-failed', step: int(h, 'step', 0), generation: int(h, 'generation', 0), rank: int(h, 'rank', 0, MAX_WORLD_SIZE - 1),
@@ -171,7 +171,7 @@ const VALIDATORS: { readonly [K in MessageType]: (h: Header) => Extract<Message,
   'sync-bn': (h) => ({ type: 'sync-bn', ...requestId(h), generation: int(h, 'generation', 0) }),
   'valid-done': (h) => ({
     type: 'valid-done', ...replyFields(h),
-    lossSum: num(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
+    lossSum: lossNum(h, 'lossSum'), count: int(h, 'count', 0), correct: int(h, 'correct', 0), byteLength: int(h, 'byteLength', 0, MAX_FRAME_BYTES),
   }),
   state: (h) => ({ type: 'state', ...replyFields(h), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),
   'load-state': (h) => ({ type: 'load-state', ...requestId(h), byteLength: int(h, 'byteLength', 1, MAX_FRAME_BYTES) }),

@@ -139,13 +139,32 @@ async function addShowBatch(w: ReportWriter, dir: string): Promise<void> {
   w.pictures.push({ section: 'data', caption: 'show_batch: augmented training images with their labels', png: 'show-batch.png', json: 'show-batch.json', width, height });
 }
 
-/** The run's `data.json` (written by the data step), or undefined when absent or unreadable. */
+/**
+ * The run's `data.json` (written by the data step), or undefined when absent, unreadable or not of the data step's
+ * shape (the report then goes without its data section). Before, a `data.json` that parsed but lacked a list (edited
+ * by hand, `{"x":1}`) ended `interpret` with `Cannot read properties of undefined (reading 'map')`.
+ */
 function readDataAccount(dir: string): DataAccountJson | undefined {
+  let parsed: unknown;
   try {
-    return JSON.parse(readFileSync(join(dir, 'data.json'), 'utf8')) as DataAccountJson;
+    parsed = JSON.parse(readFileSync(join(dir, 'data.json'), 'utf8'));
   } catch {
     return undefined;
   }
+  return isDataAccountJson(parsed) ? parsed : undefined;
+}
+
+/** Whether `v` has every field the report's data section reads ({@link DataAccountJson}). */
+function isDataAccountJson(v: unknown): v is DataAccountJson {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const d = v as Record<string, unknown>;
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const lists = ['groups', 'classes', 'warnings', 'hiddenFolders', 'csvRowsWithoutFile'] as const;
+  return typeof d.root === 'string' && ['filesFound', 'train', 'valid', 'skipped'].every((k) => typeof d[k] === 'number')
+    && lists.every((k) => Array.isArray(d[k])) && (d.foldersNotSearched === undefined || Array.isArray(d.foldersNotSearched))
+    && (d.groups as unknown[]).every((g) => isObject(g) && Array.isArray(g.paths) && typeof g.rule === 'string' && typeof g.fix === 'string')
+    && (d.classes as unknown[]).every((c) => isObject(c) && typeof c.name === 'string')
+    && (d.warnings as unknown[]).every((w) => typeof w === 'string');
 }
 
 /** What the run directory holds besides the pictures, as the report links it (only what exists). */

@@ -8,6 +8,7 @@
  * `lr-find.ts`.
  */
 import { performance } from 'node:perf_hooks';
+import { TrainerError } from '../../contract/errors.js';
 import { stepHyper, type StagePlan } from '../../contract/plan/plan.js';
 import type { StepHyper } from '../../contract/plan/schedule.js';
 import { SMOOTHING_BETA, SmoothedLoss, type SmoothState } from '../../contract/plan/smoothing.js';
@@ -56,6 +57,19 @@ export function stepLoss(outcome: { lossSum: number; count: number }): number {
   return outcome.count === 0 ? Number.NaN : outcome.lossSum / outcome.count;
 }
 
+/**
+ * The error that stops a fit whose loss became NaN or ±Infinity, as fastai's `TerminateOnNaNCallback` ends `fit` at
+ * the first such batch ("Invalid loss, terminating training") and Lightning's `EarlyStopping(check_finite=True)` at
+ * such a monitored value: every later step would only train on (and checkpoint) broken weights.
+ * @param where - `training loss of step 7 of 9` or `validation loss after epoch 2`
+ * @param value - the non-finite loss
+ */
+export function divergedError(stage: StagePlan, where: string, value: number): TrainerError {
+  const lr = stage.config.kind === 'lr_find' ? '' : ` (max_lr ${stage.config.maxLr})`;
+  const shown = Number.isNaN(value) ? 'nan' : value > 0 ? 'inf' : '-inf';
+  return new TrainerError('ERR_DIVERGED', `${stage.config.name}: the ${where} is ${shown}: the training diverged and stops here, as fastai's TerminateOnNaNCallback stops fit; the learning rate is likely too high for it${lr}`);
+}
+
 /** What a fit stage has recorded (JSON: the coordinator stores it in every checkpoint and resumes from it). */
 export interface StageRecord {
   /** One row per finished epoch. */
@@ -99,6 +113,8 @@ export interface FitHooks<D> {
  * @param record - the stage's record so far (a resumed stage continues its smoothing and epoch sums)
  * @param from - first step to run, 0 ≤ from ≤ stage.totalSteps
  * @returns the epoch rows added, and false when a hook asked to stop
+ * @throws TrainerError ERR_DIVERGED ({@link divergedError}) at the first step whose training loss, or the first epoch
+ *   whose validation loss, is NaN or ±Infinity, before its hooks run (so nothing checkpoints the broken weights)
  */
 export async function fitStage<D>(transport: StepTransport<D>, stage: StagePlan, record: StageRecord, from: number,
   hooks: FitHooks<D>): Promise<{ rows: EpochRow[]; completed: boolean }> {
@@ -115,6 +131,8 @@ export async function fitStage<D>(transport: StepTransport<D>, stage: StagePlan,
       const hyper = stepHyper(stage, k);
       const outcome = await transport.step(stage, k, hyper);
       const loss = stepLoss(outcome);
+      // Checked before anything records, validates or checkpoints the step (count 0, nothing decoded, is NaN too).
+      if (outcome.count > 0 && !Number.isFinite(loss)) throw divergedError(stage, `training loss of step ${k + 1} of ${stage.totalSteps}`, loss);
       const smoother = new SmoothedLoss(SMOOTHING_BETA, record.smooth);
       if (outcome.count > 0) smoother.add(loss);
       record.smooth = smoother.state;
@@ -130,6 +148,8 @@ export async function fitStage<D>(transport: StepTransport<D>, stage: StagePlan,
         record.epochs.push(row);
         rows.push(row);
         hooks.out(formatEpochRow(row));
+        // The row is printed (fastai's table shows nan too), but the epoch's hooks (its checkpoint) do not run.
+        if (!Number.isFinite(v.validLoss)) throw divergedError(stage, `validation loss after epoch ${row.epoch}`, v.validLoss);
         await hooks.afterEpoch?.(stage, row);
       }
       if (await hooks.afterStep?.(stage, k, outcome, loss, hyper)) return { rows, completed: false };

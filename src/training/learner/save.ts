@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { TrainerError } from '../../contract/errors.js';
 import { decodeReplicaState, encodeReplicaState } from './state-codec.js';
 import type { ResNetConfig } from '../../contract/resnet-spec.js';
+import { SIZE_RANGE } from '../../contract/config.js';
 import type { Replica, ReplicaState } from './replica.js';
 
 /** What `<name>.json` records besides the tensors. */
@@ -104,7 +105,44 @@ export async function readModelMeta(dir: string, name: string): Promise<SavedMod
     throw new TrainerError('ERR_CHECKPOINT', `cannot read saved model metadata ${meta} (${(err as Error).message})`, { cause: err });
   }
   if (parsed.format !== 1) throw new TrainerError('ERR_CHECKPOINT', `${meta}: format must be 1, got ${String(parsed.format)}`);
+  const fault = savedModelMetaFault(parsed);
+  if (fault !== null) throw new TrainerError('ERR_CHECKPOINT', `${meta}: ${fault}; it is not the metadata this trainer saved with the model (restore it from a copy of the run)`);
   return parsed;
+}
+
+/**
+ * What is wrong with a `<name>.json` that parses, or null: the fields `predict`, `interpret` and `Learner.load` use
+ * (architecture, class names, image side within the `--size` rule, normalisation, frozen flag, step counts). Before,
+ * a file edited by hand or damaged in a number was taken as it was: `"size": -3` made `predict` blame every image
+ * (`ERR_BAD_IMAGE: truncated/corrupt: …/Bengal_107.jpg (Expected positive integer … for width but received -3)`).
+ */
+export function savedModelMetaFault(m: Record<string, unknown> | SavedModelMeta): string | null {
+  const r = m as Record<string, unknown>;
+  const shown = (v: unknown): string => (v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v)).slice(0, 80));
+  const count = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+  const arch = r.arch as { block?: unknown; layers?: unknown } | null | undefined;
+  if (typeof arch !== 'object' || arch === null || (arch.block !== 'basic' && arch.block !== 'bottleneck')
+    || !Array.isArray(arch.layers) || arch.layers.length !== 4 || !arch.layers.every((n) => Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= 64)) {
+    return `arch must be {block: basic|bottleneck, layers: 4 integers ≥ 1}, got ${shown(r.arch)}`;
+  }
+  if (!Array.isArray(r.classes) || r.classes.length === 0 || !r.classes.every((c) => typeof c === 'string')) return `classes must be a non-empty list of class names, got ${shown(r.classes)}`;
+  if (!Number.isSafeInteger(r.size) || (r.size as number) < SIZE_RANGE.min || (r.size as number) > SIZE_RANGE.max) {
+    return `size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shown(r.size)}`;
+  }
+  const norm = r.normalize as { mean?: unknown; std?: unknown } | null | undefined;
+  const channels = (v: unknown, positive: boolean): boolean => Array.isArray(v) && v.length === 3
+    && v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
+  if (typeof norm !== 'object' || norm === null || !channels(norm.mean, false) || !channels(norm.std, true)) {
+    return `normalize must be {mean: 3 numbers, std: 3 numbers > 0}, got ${shown(r.normalize)}`;
+  }
+  if (typeof r.frozen !== 'boolean') return `frozen must be true or false, got ${shown(r.frozen)}`;
+  const steps = r.optimizerSteps;
+  if (typeof steps !== 'object' || steps === null || Array.isArray(steps) || !Object.values(steps).every(count)) {
+    return `optimizerSteps must map parameter names to integers ≥ 0, got ${shown(steps)}`;
+  }
+  const bn = r.bnSteps as { body?: unknown; head?: unknown } | null | undefined;
+  if (typeof bn !== 'object' || bn === null || !count(bn.body) || !count(bn.head)) return `bnSteps must be {body, head} integers ≥ 0, got ${shown(r.bnSteps)}`;
+  return null;
 }
 
 /**

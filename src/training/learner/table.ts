@@ -42,11 +42,16 @@ export function formatEpochHeader(): string {
   return COLUMNS.map((c) => c.padEnd(WIDTH)).join('').trimEnd();
 }
 
-/** One row: epoch, three values with 6 decimals (`nan` for NaN), time as `mm:ss`; aligned with the header. */
+/**
+ * One row: epoch, three values with 6 decimals (`nan`, `inf`, `-inf` as Python prints them), time as `mm:ss`;
+ * aligned with the header. A value as wide as its column or wider (a diverged loss: `43982.122080`,
+ * `9.221071317545774e+36`) keeps a space before the next: padded to the width alone, the cells ran together
+ * (`43982.1220809.221071317545774e+360.666667`).
+ */
 export function formatEpochRow(row: EpochRow): string {
-  const num = (v: number): string => (Number.isNaN(v) ? 'nan' : v.toFixed(6));
+  const num = (v: number): string => (Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : v.toFixed(6));
   return [String(row.epoch), num(row.trainLoss), num(row.validLoss), num(row.errorRate), formatDuration(row.seconds)]
-    .map((c) => c.padEnd(WIDTH)).join('').trimEnd();
+    .map((c) => c.padEnd(Math.max(WIDTH, c.length + 1))).join('').trimEnd();
 }
 
 /** How the in-epoch progress is shown: `auto` = bar when stderr is a TTY else plain lines, `lines`, or `none`. */

@@ -198,6 +198,24 @@ test('random byte garbage never throws anything but ERR_PROTOCOL (seeded fuzz)',
   }
 });
 
+test('a diverged loss (NaN, ±Infinity) crosses the wire as a result: step-done and valid-done carry it, a non-number is refused', async () => {
+  const { encode: enc, decode: dec } = await import('../../../src/contract/protocol/index.js');
+  const done = {
+    type: 'step-done', step: 12, generation: 1, rank: 1, count: 16, correct: 4, dataWaitSeconds: 0.01, forwardBackwardSeconds: 1.2,
+    allreduceSeconds: 0.1, optimizerSeconds: 0.2, rssBytes: 1e9, allreduceBytes: 1e6, tfjsBytes: 1e8, tfjsTensors: 300, decodeQueueTasks: 2, skipped: {},
+  } as const;
+  const valid = { type: 'valid-done', requestId: 4, rank: 0, count: 3, correct: 1, byteLength: 0 } as const;
+  // Before: ERR_PROTOCOL 'valid-done.lossSum must be a finite number, got null' ended a run whose lr was too high.
+  for (const lossSum of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+    assert.deepEqual(dec(enc({ ...done, lossSum })).message, { ...done, lossSum });
+    assert.deepEqual(dec(enc({ ...valid, lossSum }, [new Uint8Array(0)])).message, { ...valid, lossSum });
+  }
+  for (const lossSum of [null, '1.5', undefined]) {
+    assert.throws(() => enc({ ...done, lossSum } as never), (e: unknown) => (e as { code?: string }).code === 'ERR_PROTOCOL');
+    assert.throws(() => enc({ ...valid, lossSum } as never, [new Uint8Array(0)]), /valid-done\.lossSum must be a number/);
+  }
+});
+
 test('training control messages round-trip and reject bad fields', async () => {
   const { encode: enc, decode: dec } = await import('../../../src/contract/protocol/index.js');
   const step = { type: 'step', step: 12, generation: 1, stageIndex: 0, epoch: 0, stepInEpoch: 12, accum: 2, lrs: [1e-4, 1e-4, 1e-3], momentum: 0.9 } as const;

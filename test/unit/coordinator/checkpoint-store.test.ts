@@ -239,3 +239,50 @@ test('a resumed run keeps its global batch on another world size, or is refused 
     '--resume: this run\'s global batch of 4 cannot be split over 2 worker(s) × bs 4 (accumulation must be a whole number, so that the run goes on with the same batches); resume with --workers (or --expect) 1');
   assert.throws(() => planResumedScaleOut({ bs: 2, worldSize: 5, lrScale: 'none', baseBs: 64 }, 24), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /--expect\) 1, 2, 3, 4, 6, 12$/.test(e.message));
 });
+
+test('a checkpoint whose manifest is valid JSON but not the coordinator\'s shape is skipped as damaged: resume falls back to the previous one', async () => {
+  // Seen by the breaker: a manifest without meta.config ended --resume with the bare 'coordinator: Cannot convert
+  // undefined or null to object', one with history {} ended interpret with 'Cannot read properties of undefined
+  // (reading 'filter')': the sha256 sums cover the state file, not the manifest.
+  const { readFileSync, writeFileSync } = await import('node:fs');
+  const { checkCheckpointMeta } = await import('../../../src/coordinator/checkpoint-meta.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-meta-'));
+  try {
+    const { scale, stages } = plan(13);
+    const config = resolveRunConfig({ bs: 2, size: 32, workers: 3, stages: STAGES, runDir: dir });
+    const history = newHistory();
+    const store = new CheckpointStore(dir, 3);
+    history.position = { stageIndex: 0, stepInStage: 2, globalStep: 2 };
+    history.stages[0] = { name: 'stage-1', kind: 'one_cycle', epochs: [{ epoch: 0, trainLoss: 1, validLoss: Number.NaN, errorRate: 0.5, seconds: 1 }],
+      steps: [{ loss: 1, lrs: [1, 1, 1] }, { loss: Number.NaN, lrs: [1, 1, 1] }], smooth: { mov: 1, n: 1 }, epochSums: { startedAtMs: 0, elapsedSeconds: 1 } };
+    store.write(checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history, stages, scale, worldSize: 3, generation: 1 }), new Uint8Array([2]));
+    history.position = { stageIndex: 0, stepInStage: 3, globalStep: 3 };
+    const newest = store.write(checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history, stages, scale, worldSize: 3, generation: 1 }), new Uint8Array([3])).dir;
+    const manifestFile = path.join(newest, 'manifest.json');
+    const good = JSON.parse(readFileSync(manifestFile, 'utf8')) as { meta: Record<string, unknown> };
+    // What the coordinator writes passes, NaN losses (null in JSON) included.
+    assert.doesNotThrow(() => checkCheckpointMeta(good.meta));
+    const damaged: Array<[string, (m: Record<string, unknown>) => void, RegExp]> = [
+      ['no config', (m) => { delete m.config; }, /meta\.config must be an object, got nothing/],
+      ['a config breaking its rules', (m) => { (m.config as Record<string, unknown>).bs = 0; }, /meta\.config: bs \(--bs\) must be an integer in \[2, 4096\]/],
+      ['history {}', (m) => { m.history = {}; }, /meta\.history\.position must be an object, got nothing/],
+      ['a position as text', (m) => { ((m.history as { position: Record<string, unknown> }).position).globalStep = '3'; }, /meta\.history\.position\.globalStep must be an integer ≥ 0, got "3"/],
+      ['a stage without steps', (m) => { delete ((m.history as { stages: Record<string, unknown>[] }).stages[0]!).steps; }, /meta\.history\.stages\[0\]\.steps must be a list/],
+      ['classes not names', (m) => { m.classes = [1, 2]; }, /meta\.classes must be a non-empty list of class names/],
+      ['a plan without its global batch', (m) => { delete (m.plan as Record<string, unknown>).globalBs; }, /meta\.plan\.globalBs must be an integer ≥ 0/],
+    ];
+    for (const [what, damage, message] of damaged) {
+      const meta = structuredClone(good.meta);
+      damage(meta);
+      writeFileSync(manifestFile, JSON.stringify({ ...good, meta }));
+      const lines: string[] = [];
+      const resumed = loadResumePoint(dir, {}, (l) => lines.push(l));
+      assert.equal(resumed.point.meta.history.position.globalStep, 2, `${what}: the previous checkpoint`);
+      assert.equal(lines.length, 1, what);
+      assert.match(lines[0]!, new RegExp(`^skipping checkpoint ${newest.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*manifest\\.json is not a manifest this trainer wrote: `), what);
+      assert.match(lines[0]!, message, what);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

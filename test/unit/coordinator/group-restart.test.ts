@@ -16,6 +16,7 @@ import { parseTrainArgs } from '../../../src/coordinator/options.js';
 import { newHistory, type RunHistory } from '../../../src/coordinator/history.js';
 import type { CheckpointMeta, ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { listCheckpoints, writeCheckpoint } from '../../../src/contract/checkpoint-format.js';
+import { resolveRunConfig } from '../../../src/contract/config.js';
 import { describeRunStart, previewRestartPoint } from '../../../src/coordinator/restart-point.js';
 
 type Rewound = { kind: 'restart'; from: string; state: Uint8Array | null; restart: number; checksum?: string };
@@ -31,8 +32,10 @@ function historyAt(globalStep: number): RunHistory {
   return { ...newHistory(), position: { stageIndex: 1, stepInStage: globalStep - 4, globalStep } };
 }
 
+/** A manifest's metadata at `globalStep`, whole (the restart point reads only the history, but checks the shape). */
 function metaAt(globalStep: number): CheckpointMeta {
-  return { history: historyAt(globalStep) } as unknown as CheckpointMeta;
+  const config = resolveRunConfig({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: '1e-3', frozen: true }], runDir: '/tmp/x' });
+  return { runId: 'r', config, classes: ['a', 'b'], history: historyAt(globalStep) };
 }
 
 function checkpoint(runDir: string, step: number, fill: number): string {

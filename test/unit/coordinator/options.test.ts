@@ -196,6 +196,28 @@ test('--resume keeps the run\'s runtime settings unless a flag is given again (w
     { message: '--resume (a flag not given again keeps this run\'s value): --allreduce shm needs --allreduce-dtype float32 (shared memory sends nothing to compress), got float16; use --allreduce ring or auto for float16' });
 });
 
+test('--resume refuses a runtime value of config.json that its flag would refuse, naming the file, the field, the flag and the rule', () => {
+  // Seen by the breaker: an edited "heartbeatIntervalMs": -5 reached the workers (ERR_WORKER_LOST … exited with code 2
+  // before joining), "allreduce": "pigeon" ended the run with ERR_PROTOCOL at the workers' setup.
+  const resumed = parseTrainArgs(['--resume', 'runs/x']);
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ heartbeatIntervalMs: -5 }, 'runtime.heartbeatIntervalMs -5, which its flag refuses (--heartbeat-interval-ms must be an integer in [10, 86400000], got -5); give --heartbeat-interval-ms'],
+    [{ allreduce: 'pigeon' }, 'runtime.allreduce "pigeon", which its flag refuses (--allreduce must be one of auto|ring|shm|star, got "pigeon"); give --allreduce'],
+    [{ bind: 'garbage' }, 'runtime.bind "garbage", which its flag refuses (--bind must be tcp://host:port or ipc://path, got "garbage"); give --bind'],
+    [{ keep: 0 }, 'runtime.keep 0, which its flag refuses (--keep must be an integer ≥ 1, got 0); give --keep'],
+    [{ metricsPort: 99999 }, 'runtime.metricsPort 99999, which its flag refuses (--metrics-port must be an integer in [-1, 65535], got 99999); give --metrics-port'],
+  ];
+  for (const [saved, message] of cases) {
+    assert.throws(() => inheritRuntime(resumed, saved, () => undefined), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_BAD_FLAG');
+      assert.equal(err.message, `--resume: ${join('runs/x', 'config.json')} records ${message} to choose a value, or correct ${join('runs/x', 'config.json')}`);
+      return true;
+    });
+  }
+  // A flag given again replaces the bad value: nothing to refuse.
+  assert.equal(inheritRuntime(parseTrainArgs(['--resume', 'runs/x', '--allreduce', 'ring']), { allreduce: 'pigeon' }, () => undefined).allreduce, 'ring');
+});
+
 test('--resume of a run recorded before --allreduce auto existed keeps its ring; --allreduce given again wins', () => {
   // config.json of a run started when the default was ring records allreduce: 'ring'; resuming it must not switch
   // transport behind the user's back (the sums would be the same bits, but the run is reproduced as it was).

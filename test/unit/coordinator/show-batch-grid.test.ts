@@ -10,7 +10,7 @@ import { DEFAULT_LABEL_PATTERN, listItems } from '../../../src/training/data/ite
 import { BatchLoader } from '../../../src/training/data/loader.js';
 import { ImagePool } from '../../../src/training/data/pool.js';
 import { shardPlan } from '../../../src/training/data/shard.js';
-import { captionLayout, denormalize, showBatch } from '../../../src/coordinator/show-batch-grid.js';
+import { captionLayout, cellScale, denormalize, showBatch } from '../../../src/coordinator/show-batch-grid.js';
 import { sortClasses } from '../../../src/training/data/split.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../../../src/training/data/transforms.js';
 
@@ -52,6 +52,24 @@ describe('showBatch', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('enlarges a small image size by a whole factor (each pixel a block) to cells of at least MIN_CELL_PX, captions readable', async () => {
+    // Seen by the breaker: --size 16 gave a 48×132 px show-batch.png captioned 'B…', 'A…'; --size 64 cut 'Abyssinian'
+    // short. fastai draws show_batch in a fixed figsize whatever the image size.
+    assert.deepEqual([16, 31, 64, 95, 96, 224].map(cellScale), [6, 4, 2, 2, 1, 1]);
+    const size = 16, b = 2;
+    // Item 0: pixel (y, x) has red = 10·y + x (ImageNet-normalized), so each enlarged block can be checked.
+    const x = new Float32Array(b * size * size * 3);
+    for (let y = 0; y < size; y++) for (let xx = 0; xx < size; xx++) for (let c = 0; c < 3; c++) x[(y * size + xx) * 3 + c] = ((c === 0 ? 10 * y + xx : 7) / 255 - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]!;
+    const out = join(dir, 'small.png');
+    const dims = await showBatch({ x, y: Int32Array.from([0, 1]), valid: Uint8Array.from([1, 1]), batchIndex: 0 }, ['Abyssinian', 'Bengal'], out, { rows: 1, cols: 2 });
+    assert.deepEqual(dims, { width: 2 * 96, height: 96 + 28 }, '16 px × 6 = 96 px cells');
+    const { data, info } = await sharp(out).raw().toBuffer({ resolveWithObject: true });
+    for (const [y, xx] of [[0, 0], [5, 5], [6, 0], [95, 95], [47, 13]]) {
+      assert.equal(data[(y! * info.width + xx!) * info.channels], 10 * Math.floor(y! / 6) + Math.floor(xx! / 6), `pixel (${y}, ${xx}) shows source pixel (${Math.floor(y! / 6)}, ${Math.floor(xx! / 6)})`);
+    }
+    assert.deepEqual(captionLayout(['Abyssinian', 'Bengal'], 96, 28).texts, ['Abyssinian', 'Bengal'], 'the caption fits a 96 px cell whole');
   });
 
   it('rejects a bad grid size naming the field', async () => {

@@ -31,8 +31,9 @@ describe('coordinator show-batch', () => {
     const lines: string[] = [];
     assert.equal(await runShowBatchCommand(['--data', dir, '--rows', '2', '--size', '40', '--out', out], (l) => lines.push(l)), 0);
     const meta = await sharp(out).metadata();
-    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 40, 2 * (40 + 28), 3]);
-    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(80×136 px, 2×2 images from .*; items and labels in \S+grid\.json$/);
+    // 40 px images are drawn 3× (cells of at least 96 px: show-batch-grid.ts MIN_CELL_PX), 120 px + a 28 px caption.
+    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 2 * 120, 2 * (120 + 28), 3]);
+    assert.match(lines.join('\n'), /show_batch: .*grid\.png \(240×296 px, 2×2 images from .*; items and labels in \S+grid\.json$/);
   });
 
   it('writes its JSON beside --out, never into the current directory', async () => {
@@ -87,6 +88,14 @@ describe('coordinator show-batch', () => {
       await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', out]), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
         && err.message === `--out ${out}: show-batch writes a PNG; give a name ending in .png (its items go beside it, <name>.json)`);
     }
+  });
+
+  it('an --out in a folder it cannot write is ERR_BAD_FLAG naming --out and the reason, before the data is read', async () => {
+    // Seen by the breaker: --out on a read-only mount read and decoded the data, then ended (exit 1) with libvips'
+    // 'unable to open for write\nsystem error: Read-only file system\n…wbuffer_write: write failed…'. /proc/1 stands
+    // for a folder nobody may write into (root gets EPERM there, others EACCES).
+    await assert.rejects(runShowBatchCommand(['--data', path.join(dir, 'no-such-data'), '--out', '/proc/1/y.png']), (err) => isTrainerError(err, 'ERR_BAD_FLAG')
+      && /^--out \/proc\/1\/y\.png: it cannot be written to \(E(PERM|ACCES)\): \/proc\/1; create the folder or choose another --out$/.test(err.message));
   });
 
   it('rejects --rows 0 naming the flag', async () => {

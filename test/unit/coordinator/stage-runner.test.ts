@@ -23,7 +23,8 @@ const GONE = 'read none of its images: every one failed to decode (each was read
  * it records what was broadcast. Resume advice is the coordinator's (`Recovery.resumeAdvice`) for run `runs/my run`
  * whose newest checkpoint is `newest` (null: none written yet).
  */
-function scripted(counts: (step: number) => number[], newest: string | null = 'runs/my run/checkpoints/step-000000001', validCount = 2) {
+function scripted(counts: (step: number) => number[], newest: string | null = 'runs/my run/checkpoints/step-000000001', validCount = 2,
+  lossSum: (step: number, count: number) => number = (_step, count) => count * 0.5, validLossSum = validCount / 2) {
   const sent: string[] = [];
   const cluster = {
     generation: 1,
@@ -34,10 +35,10 @@ function scripted(counts: (step: number) => number[], newest: string | null = 'r
       const step = Number(sent.filter((s) => s.startsWith('step ')).at(-1)!.slice(5));
       return ranks.map((rank) => ({
         rank, frames: [],
-        message: { type: 'step-done', step, generation: 1, rank, lossSum: counts(step)[rank]! * 0.5, count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, optimizerSeconds: 0, allreduceBytes: 0, decodeQueueTasks: 0, tfjsBytes: 0, tfjsTensors: 0, rssBytes: 0, skipped: {} },
+        message: { type: 'step-done', step, generation: 1, rank, lossSum: lossSum(step, counts(step)[rank]!), count: counts(step)[rank]!, correct: 0, dataWaitSeconds: 0, forwardBackwardSeconds: 0, allreduceSeconds: 0, optimizerSeconds: 0, allreduceBytes: 0, decodeQueueTasks: 0, tfjsBytes: 0, tfjsTensors: 0, rssBytes: 0, skipped: {} },
       }));
     },
-    async request() { return [0, 1].map((rank) => ({ rank, frames: [], message: { type: 'valid-done', lossSum: validCount / 2, count: validCount, correct: validCount / 2 } })); },
+    async request() { return [0, 1].map((rank) => ({ rank, frames: [], message: { type: 'valid-done', lossSum: validLossSum, count: validCount, correct: validCount / 2 } })); },
     async syncBatchNorm() {},
   };
   const history = newHistory();
@@ -48,6 +49,7 @@ function scripted(counts: (step: number) => number[], newest: string | null = 'r
     progress: 'none', out: () => {}, log: () => {}, afterStep: async () => false, afterEpoch: async () => {},
     guard: (_what, fn) => fn(), stopRequested: () => false, recover: async () => {}, stepFailed: async () => {},
     snapshot: async () => new Uint8Array(0), restore: async () => {}, resumeAdvice: (after) => recovery.resumeAdvice(after),
+    newestCheckpoint: () => newest,
   };
   const [stage] = planStages({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }], trainCount: 8, globalBs: 4, lrFactor: 1 });
   return { ctx, stage: stage!, sent, history };
@@ -114,4 +116,46 @@ test('lr_find reports every committed sweep step to the metrics hook (step, raw 
   assert.match(text, /^pets_global_step(\{[^}]*\})? 100$/m);
   assert.match(text, /^pets_train_loss(\{[^}]*\})? 0\.5$/m);
   assert.match(text, new RegExp(`^pets_learning_rate\\{[^}]*group="2"[^}]*\\} ${seen[99]!.lrs[0]}$`, 'm'));
+});
+
+test('a NaN or infinite training loss stops the fit at that step (fastai TerminateOnNaNCallback): ERR_DIVERGED, no hook (checkpoint) after it', async () => {
+  // Seen by the breaker: a stage with max_lr 1e3 trained on through 43982 and 9.2e36 to NaN and ended with
+  // 'ERR_PROTOCOL: rank 0: validate: valid-done.lossSum must be a finite number, got null'.
+  for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
+    const s = scripted(() => [2, 2], 'runs/my run/checkpoints/step-000000001', 2, (step, count) => (step === 1 ? bad : count * 0.5));
+    const hooks: string[] = [];
+    s.ctx.afterStep = async (_st, replies) => { hooks.push(`step ${replies[0]!.message.step}`); return false; };
+    s.ctx.afterEpoch = async () => { hooks.push('epoch'); };
+    await assert.rejects(runFitStage(s.ctx, s.stage), {
+      code: 'ERR_DIVERGED',
+      message: `stage-1: the training loss of step 2 of 2 is ${bad > 0 ? 'inf' : 'nan'}: the training diverged and stops here, as fastai's TerminateOnNaNCallback stops fit; `
+        + 'the learning rate is likely too high for it (max_lr slice(3e-3)); '
+        + 'nothing after global step 2 was checkpointed (the newest checkpoint, runs/my run/checkpoints/step-000000001, was taken before it and stays, as do the saved models); '
+        + '--resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (lr_find suggests one)',
+    });
+    assert.deepEqual(hooks, ['step 0'], 'neither the step\'s hook (periodic checkpoint) nor the epoch end (validation, checkpoint) ran after it');
+    assert.ok(!s.sent.includes('validate'));
+  }
+});
+
+test('a NaN or infinite validation loss stops the fit after printing its row, before the epoch\'s checkpoint', async () => {
+  const s = scripted(() => [2, 2], null, 2, undefined, Number.POSITIVE_INFINITY);
+  const lines: string[] = [];
+  let epochs = 0;
+  s.ctx = { ...s.ctx, out: (l) => lines.push(l), afterEpoch: async () => { epochs++; } };
+  await assert.rejects(runFitStage(s.ctx, s.stage), (err: Error & { code?: string }) => err.code === 'ERR_DIVERGED'
+    && err.message.startsWith('stage-1: the validation loss after epoch 0 is inf: the training diverged')
+    && err.message.includes('(no checkpoint was written before it)'));
+  assert.equal(epochs, 0);
+  assert.match(lines.at(-1)!, /^0 +[0-9.]+ +inf +0\.500000 +00:00$/, 'the row shows it, as fastai\'s table would');
+});
+
+test('lr_find takes a NaN loss as its stop rule says (stopped: nan), restores the weights and goes on', async () => {
+  // The NaN crosses the wire now (step-done.lossSum); before, it ended the run with ERR_PROTOCOL.
+  const s = scripted(() => [2, 2], null, 2, (step, count) => (step >= 10 ? Number.NaN : count * 0.5));
+  const [lrFind] = planStages({ stages: [{ kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false }], trainCount: 8, globalBs: 4, lrFactor: 1 });
+  const lines: string[] = [];
+  s.ctx = { ...s.ctx, out: (l) => lines.push(l) };
+  assert.equal(await runLrFind(s.ctx, lrFind!), true);
+  assert.match(lines.join('\n'), /lr_find: 11 steps in .*, stopped: nan;/);
 });

@@ -54,3 +54,21 @@ test('without data.json the report has no data table', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a data.json that parses but is not the data step\'s shape is left out, as an unreadable one: the report is written without the data table', async () => {
+  // Seen by the breaker: data.json '{"x":1}' ended `interpret <run>` with 'Cannot read properties of undefined (reading 'map')'.
+  const dir = await mkdtemp(join(tmpdir(), 'report-baddata-'));
+  try {
+    const good = accountJson({ root: '/d', filesFound: 2, train: 1, valid: 1, groups: [], classes: [{ name: 'a', train: 1, valid: 1, bad: 0, discarded: 0 }], warnings: [], foldersNotSearched: [], csvRowsWithoutFile: [] });
+    for (const bad of [{ x: 1 }, [], 'text', { ...good, groups: {} }, { ...good, classes: [null] }, { ...good, hiddenFolders: undefined }, { ...good, groups: [{ reason: 'empty', count: 1 }] }]) {
+      await writeFile(join(dir, 'data.json'), JSON.stringify(bad));
+      await writeRunReport(dir, { title: 't' });
+      assert.doesNotMatch(await readFile(join(dir, 'index.html'), 'utf8'), /files found/, JSON.stringify(bad));
+    }
+    await writeFile(join(dir, 'data.json'), JSON.stringify(good));
+    await writeRunReport(dir, { title: 't' });
+    assert.match(await readFile(join(dir, 'index.html'), 'utf8'), /files found/, 'the data step\'s own file is shown');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

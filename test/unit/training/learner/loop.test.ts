@@ -141,3 +141,15 @@ test('LocalAllReducer is the identity all-reduce of a world of one', async () =>
   assert.deepEqual(Array.from(buf), [1.5, -2, 3]);
   assert.deepEqual([r.worldSize, r.rank, r.stats().callsTotal, r.stats().sentBytesTotal], [1, 0, 1, 0]);
 });
+
+test('fitStage stops at a step whose loss is infinite (ERR_DIVERGED, before its hook); a step that decoded nothing (NaN, count 0) is not a divergence', async () => {
+  const stage = fitPlan(2);
+  const hooked: number[] = [];
+  const t = scripted([4, 3.5, Number.POSITIVE_INFINITY, 2.8, 2.5, 2.2]);
+  await assert.rejects(fitStage(t, stage, newStageRecord(), 0, { progress: 'none', out: () => {}, afterStep: (_s, k) => { hooked.push(k); return false; } }),
+    { code: 'ERR_DIVERGED', message: /^s: the training loss of step 3 of 6 is inf: the training diverged/ });
+  assert.deepEqual(hooked, [0, 1]);
+  assert.ok(!t.calls.includes('validate'), 'no validation (nor the epoch\'s checkpoint) after the diverged step');
+  const { completed } = await fitStage(scripted([4, Number.NaN, 3, 2.8, 2.5, 2.2]), stage, newStageRecord(), 0, { progress: 'none', out: () => {} });
+  assert.equal(completed, true);
+});

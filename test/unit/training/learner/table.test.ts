@@ -14,6 +14,17 @@ test('epoch table: fastai columns, 6 decimals, mm:ss time, aligned', () => {
   assert.match(formatEpochRow({ epoch: 3, trainLoss: Number.NaN, validLoss: 1, errorRate: 0, seconds: 0 }), /^3 +nan +1\.000000 +0\.000000 +00:00$/);
 });
 
+test('epoch table: a value as wide as its column or wider keeps a gap; infinities print as Python prints them', () => {
+  // Seen with max_lr 1e3 (the loss diverging): '0           43982.1220809.221071317545774e+360.666667    00:02', three
+  // cells run together. fastai prints such values whole, each still its own column.
+  const row = formatEpochRow({ epoch: 0, trainLoss: 43982.122080, validLoss: 9.221071317545774e+36, errorRate: 0.6666667, seconds: 2 });
+  assert.deepEqual(row.split(/ +/), ['0', '43982.122080', '9.221071317545774e+36', '0.666667', '00:02']);
+  assert.match(row, /43982\.122080 9\.2/);
+  assert.deepEqual(formatEpochRow({ epoch: 1, trainLoss: Infinity, validLoss: -Infinity, errorRate: 1, seconds: 0 }).split(/ +/), ['1', 'inf', '-inf', '1.000000', '00:00']);
+  // Values that fit stay aligned with the header, as before.
+  assert.equal(formatEpochRow({ epoch: 0, trainLoss: 1234.5, validLoss: 1, errorRate: 0, seconds: 0 }).indexOf('1.000000'), formatEpochHeader().indexOf('valid_loss'));
+});
+
 test('durations as fastprogress format_time', () => {
   assert.equal(formatDuration(0), '00:00');
   assert.equal(formatDuration(59.6), '01:00');
