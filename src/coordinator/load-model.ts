@@ -16,13 +16,14 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ARCHS, archModel, type Arch } from '../contract/config.js';
+import { ARCHS, SIZE_RANGE, archModel, type Arch } from '../contract/config.js';
 import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, sha256, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { describeConfig, resolveResNetConfig, type ResNetConfig } from '../contract/resnet-spec.js';
 import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
 import type { ReplicaState } from '../training/learner/replica.js';
-import type { SavedModelMeta } from '../training/learner/save.js';
+import { savedModelMetaFault, type SavedModelMeta } from '../training/learner/save.js';
+import { checkCheckpointMeta } from './checkpoint-meta.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { findModel } from './inference.js';
 
@@ -55,22 +56,54 @@ const FLAG = '--load';
  * Reads what `--load` names (see the module comment) and decodes its state.
  * @param value - the flag's value: a model file, a checkpoint folder or file, a run directory or its `models/`
  * @throws TrainerError ERR_BAD_FLAG naming the path and what is wrong with it (missing, no model, a model file
- *   without its `.json`, a damaged checkpoint or model)
+ *   without its `.json`, a damaged checkpoint or model, a field of its metadata outside its rule, a file the system
+ *   refuses to read)
  */
 export function readLoadSource(value: string): LoadSource {
+  try {
+    return readSource(value);
+  } catch (err) {
+    // A file the system refuses (EACCES, EISDIR, one removed between two reads) ended the run as ERR_INTERNAL (exit
+    // 1) with a bare `EACCES: permission denied, open …`, naming no flag.
+    if (!isSystemError(err)) throw err;
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: cannot be read (${err.message})`, { cause: err });
+  }
+}
+
+/** An error of a Node system call (`fs`): it carries a string `code` such as `EACCES` and the `syscall`. */
+function isSystemError(err: unknown): err is NodeJS.ErrnoException {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && typeof (err as NodeJS.ErrnoException).syscall === 'string';
+}
+
+function readSource(value: string): LoadSource {
   const path = resolve(value);
   if (!existsSync(path)) throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: no such model file or run directory`);
   const checkpointDir = statSync(path).isDirectory() ? path : dirname(path);
   if (existsSync(join(checkpointDir, 'manifest.json')) && (path === checkpointDir || basename(path) === 'state.safetensors')) {
-    return fromCheckpoint(value, () => readCheckpoint<CheckpointMeta>(checkpointDir));
+    return fromCheckpoint(value, () => readCheckpoint(checkpointDir, checkCheckpointMeta));
   }
   if (statSync(path).isDirectory() && listCheckpoints(path).length > 0) {
-    return fromCheckpoint(value, () => loadLatestCheckpoint<CheckpointMeta>(path)!);
+    return fromCheckpoint(value, () => loadLatestCheckpoint(path, checkCheckpointMeta)!);
   }
   return fromModel(value);
 }
 
-/** A checkpoint as a load source (`read` verifies it; an error names the checkpoint). */
+/**
+ * What is wrong with the model fields of a checkpoint manifest's configuration, or null. {@link checkCheckpointMeta}
+ * checks the configuration with the run's defaults filled in, so a manifest without `arch` or `size` passes it; the
+ * loaded model needs the ones it was trained with (a manifest without `size` logged "trained at undefined px").
+ */
+function checkpointModelFault(config: Record<string, unknown>): string | null {
+  const shown = (v: unknown): string => (v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v)).slice(0, 80));
+  if (!ARCHS.includes(config.arch as Arch)) return `meta.config.arch must be one of ${ARCHS.join(', ')}, got ${shown(config.arch)}`;
+  const size = config.size;
+  if (!Number.isSafeInteger(size) || (size as number) < SIZE_RANGE.min || (size as number) > SIZE_RANGE.max) {
+    return `meta.config.size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shown(size)}`;
+  }
+  return null;
+}
+
+/** A checkpoint as a load source (`read` verifies it and its manifest's shape; an error names the checkpoint). */
 function fromCheckpoint(value: string, read: () => LoadedCheckpoint<CheckpointMeta>): LoadSource {
   let loaded: LoadedCheckpoint<CheckpointMeta>;
   try {
@@ -82,13 +115,15 @@ function fromCheckpoint(value: string, read: () => LoadedCheckpoint<CheckpointMe
   const file = join(loaded.dir, 'state.safetensors');
   const bytes = loaded.files.get('state.safetensors');
   const meta = loaded.manifest.meta;
-  if (bytes === undefined || typeof meta?.config?.arch !== 'string' || !Array.isArray(meta.classes)) {
-    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${loaded.dir} is not a checkpoint of this trainer (no state.safetensors, or its manifest names no arch and classes)`);
+  if (bytes === undefined) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${loaded.dir} is not a checkpoint of this trainer (its manifest lists no state.safetensors)`);
   }
+  const fault = checkpointModelFault(meta.config as unknown as Record<string, unknown>);
+  if (fault !== null) throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${join(loaded.dir, 'manifest.json')}: ${fault}`);
   const runDir = dirname(dirname(loaded.dir));
   const skipped = loaded.skipped.length > 0 ? `, the newest intact one (${loaded.skipped.length} newer skipped as damaged)` : '';
   return {
-    record: { path: file, what: `checkpoint ${basename(loaded.dir)} of run ${runDir}${skipped}, global step ${meta.history?.position?.globalStep ?? '?'}`, sha256: sha256(bytes) },
+    record: { path: file, what: `checkpoint ${basename(loaded.dir)} of run ${runDir}${skipped}, global step ${meta.history.position.globalStep}`, sha256: sha256(bytes) },
     arch: resolveResNetConfig(archModel(meta.config.arch)), classes: meta.classes, size: meta.config.size,
     state: decode(value, file, bytes),
   };
@@ -111,19 +146,22 @@ function fromModel(value: string): LoadSource {
   } catch (err) {
     throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: cannot read ${metaFile} (${(err as Error).message})`, { cause: err });
   }
-  if (meta.format !== 1 || typeof meta.arch !== 'object' || !Array.isArray(meta.classes)) {
-    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${metaFile} is not a saved model's metadata of format 1 (with arch and classes)`);
+  // Every field a run uses (arch, classes, size) is checked as predict checks it: a .json without `size` logged
+  // "trained at undefined px".
+  const fault = typeof meta !== 'object' || meta === null || Array.isArray(meta) ? 'not an object'
+    : meta.format !== 1 ? `format must be 1, got ${JSON.stringify(meta.format) ?? 'nothing'}` : savedModelMetaFault(meta);
+  if (fault !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${metaFile}: ${fault}; it is not the metadata this trainer saved with the model (restore it from a copy of the run)`);
   }
-  let arch: ResNetConfig;
+  let bytes: Buffer;
   try {
-    arch = resolveResNetConfig(meta.arch);
+    bytes = readFileSync(file);
   } catch (err) {
-    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${metaFile}: ${(err as Error).message}`, { cause: err });
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: cannot read ${file} (${(err as Error).message})`, { cause: err });
   }
-  const bytes = readFileSync(file);
   return {
     record: { path: file, what: `saved model ${ref.name} of ${ref.dir}`, sha256: sha256(bytes) },
-    arch, classes: meta.classes, size: meta.size, state: decode(value, file, bytes),
+    arch: resolveResNetConfig(meta.arch), classes: meta.classes, size: meta.size, state: decode(value, file, bytes),
   };
 }
 

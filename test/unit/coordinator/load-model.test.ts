@@ -110,6 +110,63 @@ test('refused before anything starts, naming the path: missing, not a model, a m
   assert.throws(() => readLoadSource(runC), refusedAs(/^--load \S*run-c: .*step-000000007.*state\.safetensors/));
 });
 
+/** A copy of run-a's saved model whose `.json` is changed by `edit`. */
+function modelWithMeta(name: string, edit: (meta: Record<string, unknown>) => void): string {
+  const runDir = join(dir, name);
+  mkdirSync(join(runDir, 'models'), { recursive: true });
+  copyFileSync(join(runA, 'models', 'stage-1.safetensors'), join(runDir, 'models', 'stage-1.safetensors'));
+  const meta = JSON.parse(readFileSync(join(runA, 'models', 'stage-1.json'), 'utf8')) as Record<string, unknown>;
+  edit(meta);
+  writeFileSync(join(runDir, 'models', 'stage-1.json'), JSON.stringify(meta));
+  return runDir;
+}
+
+test('each field a run uses from a saved model\'s .json is checked (arch, classes, size), refused naming --load, the file, the field and its rule', () => {
+  // A .json without size used to give a run "trained at undefined px"; a size of -3 reached the loader.
+  const cases: Array<[string, (m: Record<string, unknown>) => void, RegExp]> = [
+    ['no-size', (m) => { delete m.size; }, /size must be an integer in \[16, 1024\] \(the --size rule\), got nothing/],
+    ['bad-size', (m) => { m.size = -3; }, /size must be an integer in \[16, 1024\] \(the --size rule\), got -3/],
+    ['bad-classes', (m) => { m.classes = ['Abyssinian', 7]; }, /classes must be a non-empty list of class names, got \["Abyssinian",7\]/],
+    ['null-arch', (m) => { m.arch = null; }, /arch must be \{block: basic\|bottleneck, layers: 4 integers ≥ 1\}, got null/],
+  ];
+  for (const [name, edit, rule] of cases) {
+    const runDir = modelWithMeta(name, edit);
+    assert.throws(() => readLoadSource(runDir), refusedAs(new RegExp(`^--load \\S*${name}: \\S*${name}/models/stage-1\\.json: ${rule.source}`)), name);
+  }
+});
+
+test('a model file the system refuses to read is refused naming --load and the file (it ended the run as ERR_INTERNAL)', () => {
+  // As root no mode bit refuses a read, so the file is a folder (EISDIR), which fs refuses as it refuses EACCES.
+  const runDir = join(dir, 'unreadable');
+  mkdirSync(join(runDir, 'models', 'stage-1.safetensors'), { recursive: true });
+  copyFileSync(join(runA, 'models', 'stage-1.json'), join(runDir, 'models', 'stage-1.json'));
+  assert.throws(() => readLoadSource(join(runDir, 'models', 'stage-1.safetensors')),
+    refusedAs(/^--load \S*unreadable\/models\/stage-1\.safetensors: cannot read \S*unreadable\/models\/stage-1\.safetensors \(EISDIR: illegal operation on a directory, read\)$/));
+  // Any other read the system refuses on the way (here a run whose checkpoints/ is a file: ENOTDIR) names --load too.
+  const odd = join(dir, 'odd-run');
+  mkdirSync(odd);
+  writeFileSync(join(odd, 'checkpoints'), '');
+  assert.throws(() => readLoadSource(odd), refusedAs(/^--load \S*odd-run: cannot be read \(ENOTDIR: not a directory, scandir '\S*odd-run\/checkpoints'\)$/));
+});
+
+test('a checkpoint manifest\'s model fields are checked: an unknown arch, a missing size, refused naming --load, the manifest and the rule', () => {
+  const cases: Array<[string, (c: Record<string, unknown>) => void, RegExp]> = [
+    // archModel('pigeon') reached resolveResNetConfig, whose ERR_BAD_CONFIG named neither --load nor the file.
+    ['ckpt-arch', (c) => { c.arch = 'pigeon'; }, /arch \(--arch\) must be one of resnet10\|resnet18\|resnet34\|resnet50, got "pigeon"/],
+    ['ckpt-size', (c) => { delete c.size; }, /meta\.config\.size must be an integer in \[16, 1024\] \(the --size rule\), got nothing/],
+    ['ckpt-size0', (c) => { c.size = 0; }, /size \(--size\) must be an integer in \[16, 1024\], got 0/],
+  ];
+  for (const [name, edit, rule] of cases) {
+    const runDir = join(dir, name);
+    const config = { ...resolveRunConfig({ arch: 'resnet10', pretrained: 'none', size: 64, runDir }) } as Record<string, unknown>;
+    edit(config);
+    writeCheckpoint(runDir, 7, new Map([['state.safetensors', savedState]]), { runId: name, config, classes: CLASSES, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
+    for (const given of [runDir, join(runDir, 'checkpoints', 'step-000000007')]) {
+      assert.throws(() => readLoadSource(given), refusedAs(new RegExp(`^--load \\S*${name}(/checkpoints/step-000000007)?: .*manifest\\.json.*${rule.source}`)), `${name}: ${given}`);
+    }
+  }
+});
+
 test('the architecture must be --arch\'s: the message names the file, both architectures and the flag to pass', () => {
   const s = readLoadSource(runA);
   checkLoadArch(s, 'resnet10');
