@@ -36,6 +36,8 @@ export interface WholeStepResult {
   readonly imagesPerCpuSecond: number;
   /** Images per forward chunk actually used (the replica's maxMicroBatch for this size, capped at batch). */
   readonly chunk: number;
+  /** Each timed step's wall time, ms, in order (the values `stepMs` is the median of; the warm-up steps are not in it). */
+  readonly stepsMs: readonly number[];
 }
 
 /**
@@ -132,7 +134,7 @@ export async function measureWholeStep(arch: ResNetArch | ResNetConfig, size: nu
     const stepMs = median(steps);
     const stepCpuMs = median(cpu);
     return { stepMs, imagesPerSecond: (batch / stepMs) * 1000, forwardBackwardMs: median(fb), optimizerMs: median(opt),
-      stepCpuMs, imagesPerCpuSecond: (batch / stepCpuMs) * 1000, chunk: Math.min(batch, replica.maxMicroBatch(size)) };
+      stepCpuMs, imagesPerCpuSecond: (batch / stepCpuMs) * 1000, chunk: Math.min(batch, replica.maxMicroBatch(size)), stepsMs: steps };
   } finally {
     replica.dispose();
   }

@@ -2,13 +2,15 @@
  * `measureWholeStepAB` (`learner/step-bench.ts`, `npm run bench:compute -- --ab NAME=VALUE`): one timed step per
  * block and setting, the variable set only while its B steps run and restored after (unset or its old value),
  * bad arguments refused. The bench's median (the mean of the middle two for an even count, as Python's
- * `statistics.median` on the PyTorch side) and `measureWholeStep`'s warm-up argument. No timing is asserted (the
+ * `statistics.median` on the PyTorch side) and `measureWholeStep`'s warm-up argument (steps counted through a spy on
+ * `Replica.accumulate`). No timing is asserted (the
  * figures are for the benchmark to print).
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '../../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
+import { Replica } from '../../../../src/training/learner/replica.js';
 import { median, measureWholeStep, measureWholeStepAB } from '../../../../src/training/learner/step-bench.js';
 
 const TINY = { block: 'basic', layers: [1, 1, 1, 1] } as const;
@@ -54,9 +56,17 @@ test('median: the middle value, or the mean of the middle two (Python statistics
   assert.throws(() => median([]), (e: unknown) => isTrainerError(e) && e.code === 'ERR_INTERNAL');
 });
 
-test('measureWholeStep: any warm-up count ≥ 0 runs; a negative or fractional one is refused with ERR_BAD_FLAG', async () => {
-  const r = await measureWholeStep(TINY, 32, 2, 1, undefined, 0);
-  assert.ok(Number.isFinite(r.stepCpuMs) && r.stepCpuMs >= 0);
+test('measureWholeStep runs warm-up + reps training steps and times only the last reps; a negative or fractional warm-up is refused with ERR_BAD_FLAG', async (t) => {
+  // Every step, warm-up or timed, is one Replica.accumulate (forward + backward) followed by AdamW.
+  const accumulate = t.mock.method(Replica.prototype, 'accumulate');
+  for (const [warmup, reps] of [[2, 1], [0, 2], [1, 3]] as const) {
+    accumulate.mock.resetCalls();
+    const r = await measureWholeStep(TINY, 32, 2, reps, undefined, warmup);
+    assert.equal(accumulate.mock.callCount(), warmup + reps, `warm-up ${warmup}, reps ${reps}: steps run`);
+    assert.equal(r.stepsMs.length, reps, `warm-up ${warmup}, reps ${reps}: steps timed`);
+    assert.equal(r.stepMs, median(r.stepsMs));
+  }
+  accumulate.mock.restore();
   for (const warmup of [-1, 1.5]) {
     await assert.rejects(measureWholeStep(TINY, 32, 2, 1, undefined, warmup),
       (e: unknown) => isTrainerError(e) && e.code === 'ERR_BAD_FLAG', String(warmup));
