@@ -10,8 +10,8 @@ import { LEFT_OUT_REASONS, leftOutLines, skippedCount, type DataAccount, type Le
 import { checkClasses } from './class-check.js';
 import { SKIP_REASONS, SkipLog, type SkipReason } from './decode.js';
 import { DEFAULT_LABEL_PATTERN, csvSplit, folderSplit, listItems, officialSplit, resolveImageRoot, type ItemList, type LabelRule, type LayoutSplit } from './items.js';
-import { CACHE_DIR_ENV, defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
-import { envOrigin, optionOrigin } from '../../contract/make-dir.js';
+import { cacheDirOrigin, defaultCacheDir, fetchPets, type FetchPetsOptions } from './pets.js';
+import type { FolderOrigin } from '../../contract/make-dir.js';
 import type { ImagePool } from './pool.js';
 import { compareCodePoints, randomSplit } from './split.js';
 import { verifyItems } from './verify.js';
@@ -159,19 +159,20 @@ function ordered(groups: readonly LeftOutGroup[]): LeftOutGroup[] {
 /** Files to decode from which the verify pass says so first: about 10 s and more of silence at ≈ 100 files/s. */
 export const VERIFY_ANNOUNCE_MIN = 1000;
 
-async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cacheDir: string, log: (line: string) => void, size?: number):
+async function verifySplit(items: ItemList, split: LayoutSplit, skipLog: SkipLog, pool: ImagePool | undefined, cache: { dir: string; origin: FolderOrigin }, log: (line: string) => void, size?: number):
   Promise<{ good: (idx: Int32Array) => Int32Array; bad: { index: number; path: string; reason: SkipReason }[] }> {
   if (!pool) throw new TrainerError('ERR_INTERNAL', 'createDataBunch with verify: true needs a started ImagePool');
-  const cacheFile = join(cacheDir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
+  const cacheFile = join(cache.dir, `verify-${createHash('sha1').update(items.root).digest('hex').slice(0, 12)}.json`);
   const inSplit = [...split.train, ...split.valid].sort((a, b) => a - b);
   // The first pass over a large folder (the full Pets set: 7390 files) decodes for a minute or more before the
   // first line of training; it says so, and that later runs skip it.
   const announce = (n: number): void => {
     if (n >= VERIFY_ANNOUNCE_MIN) log(`checking ${n} image files: each is decoded once before training (verdicts cached in ${cacheFile}, so later runs skip this)`);
   };
-  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce, size);
+  const verified = await verifyItems(pool, inSplit.map((i) => items.paths[i]!), skipLog, cacheFile, announce, size, cache.origin);
   if (verified.cacheError !== undefined) {
-    log(`could not write the data check's cache ${cacheFile} (${verified.cacheError}): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder`);
+    // cacheError names the folder as the user set it and the one thing to do (as the dataset download's error does).
+    log(`could not write the data check's cache ${cacheFile}, this run goes on (later runs decode every file again): ${verified.cacheError}`);
   }
   const ok = new Uint8Array(items.paths.length);
   inSplit.forEach((i, k) => { ok[i] = verified.ok[k]!; });
@@ -193,8 +194,9 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const o = { ...DEFAULT_DATA_BUNCH, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DataBunchOptions & typeof DEFAULT_DATA_BUNCH;
   const log = o.log ?? ((line: string) => process.stderr.write(`data: ${line}\n`));
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
+  const cacheOrigin = cacheDirOrigin(o.cacheDir);
   const datasetDir = o.data === PETS_SOURCE
-    ? await fetchPets({ ...o.fetch, cacheDir, cacheOrigin: o.cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir'), annotations: o.split === 'official' })
+    ? await fetchPets({ ...o.fetch, cacheDir, cacheOrigin, annotations: o.split === 'official' })
     : resolve(o.data);
   if (o.split === 'csv' && o.labelFrom !== 'csv') {
     throw new TrainerError('ERR_BAD_FLAG', `--split csv reads the CSV's ${o.validCol} column, so it needs --label-from csv (and --labels), got --label-from ${o.labelFrom}`);
@@ -202,7 +204,7 @@ export async function createDataBunch(options: DataBunchOptions = {}, pool?: Ima
   const items = listItems(datasetDir, labelRule(o), { splitFolders: o.split === 'folder' ? [o.trainFolder, o.validFolder] : null });
   const split = layoutSplit(o, items, datasetDir);
   const skipLog = new SkipLog(o.onSkip ?? (() => {}));
-  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, cacheDir, log, o.size) : { good: (idx: Int32Array) => idx, bad: [] };
+  const { good, bad } = o.verify ? await verifySplit(items, split, skipLog, pool, { dir: cacheDir, origin: cacheOrigin }, log, o.size) : { good: (idx: Int32Array) => idx, bad: [] };
   const checked = checkClasses({ labels: items.labels, train: good(split.train), valid: good(split.valid), bad, splitHint: o.splitHint });
   const groups: LeftOutGroup[] = [...items.leftOut, ...(split.notInSplit ? [split.notInSplit] : []), ...decodeGroups(bad)];
   if (checked.discarded.length > 0) {

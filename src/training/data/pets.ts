@@ -99,9 +99,18 @@ async function fetchPart(dir: string, folder: string, urls: readonly string[], s
   await writeFile(marker, new Date().toISOString());
 }
 
-/** What named the cache folder of `o` ({@link FetchPetsOptions.cacheOrigin}). */
+/**
+ * What named the data cache folder, for the errors about it (the dataset download's, the data check's cache): the
+ * `cacheDir` option when a program gave one, else {@link CACHE_DIR_ENV} (set, or unset and its default).
+ * @param cacheDir - the `cacheDir` option as given (undefined: not given)
+ */
+export function cacheDirOrigin(cacheDir: string | undefined): FolderOrigin {
+  return cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir');
+}
+
+/** What named the cache folder of `o` ({@link FetchPetsOptions.cacheOrigin}, else {@link cacheDirOrigin}). */
 function petsCacheOrigin(o: FetchPetsOptions): FolderOrigin {
-  return o.cacheOrigin ?? (o.cacheDir === undefined ? envOrigin(CACHE_DIR_ENV) : optionOrigin('cacheDir'));
+  return o.cacheOrigin ?? cacheDirOrigin(o.cacheDir);
 }
 
 /**

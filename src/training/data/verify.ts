@@ -3,14 +3,11 @@
  * reason), and cache the verdicts in a JSON file keyed by path + size + mtime so later runs skip the work.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { makeDirs, optionOrigin } from '../../contract/make-dir.js';
+import { makeDirs, optionOrigin, type FolderOrigin } from '../../contract/make-dir.js';
 import { writeFileAtomic } from '../../contract/atomic-write.js';
 import { dirname } from 'node:path';
 import { resizedTooLarge, type SkipLog, type SkipReason } from './decode.js';
 import type { ImagePool } from './pool.js';
-
-/** The verify cache's folder, created without Node's recursive mkdir (it hangs under /proc: contract/make-dir.ts). */
-const CACHE_FOLDER = optionOrigin('the data check\'s cache folder');
 
 /** One cached verdict: whether the file decodes, and (when it does) its size, which the run's --size is checked against. */
 interface Verdict {
@@ -32,7 +29,10 @@ export interface VerifyResult {
   readonly cached: number;
   /** Files actually decoded this time. */
   readonly decoded: number;
-  /** Why the cache file could not be written (the verdicts stand; a later run decodes again); absent when it was. */
+  /**
+   * Why the cache file could not be written, naming its folder as `cacheOrigin` names it and what to do (the verdicts
+   * stand; a later run decodes again); absent when it was.
+   */
   readonly cacheError?: string;
 }
 
@@ -67,9 +67,11 @@ function readCache(file: string | undefined): Record<string, Verdict> {
  * @param shorterSide - the size images are resized to for training (shorter side, px: the run's --size); a file
  *   that decodes but would exceed the pool's pixel ceiling once resized (a thin strip) is skipped as 'too large'
  *   here rather than mid-training. Omitted → not checked.
+ * @param cacheOrigin - what named the cache file's folder (`PETS_TRAINER_CACHE_DIR`, `cacheDirOrigin` in pets.ts), for
+ *   `cacheError`: the same words and advice as the dataset download's error for that folder
  */
 export async function verifyItems(pool: ImagePool, paths: readonly string[], skipLog: SkipLog, cacheFile?: string,
-  onDecode?: (count: number) => void, shorterSide?: number): Promise<VerifyResult> {
+  onDecode?: (count: number) => void, shorterSide?: number, cacheOrigin: FolderOrigin = optionOrigin('cacheFile')): Promise<VerifyResult> {
   const cache = readCache(cacheFile);
   const next: Record<string, Verdict> = {};
   const ok = new Uint8Array(paths.length);
@@ -98,17 +100,18 @@ export async function verifyItems(pool: ImagePool, paths: readonly string[], ski
   }));
   if (cacheFile && decoded > 0) {
     // Only a cache: a home folder that cannot be written (a container's user without one) costs the next run the
-    // decoding again, never this run.
+    // decoding again, never this run. The folder is created without Node's recursive mkdir (it hangs under /proc:
+    // contract/make-dir.ts); its error names the folder as the user set it, and what to set.
+    const folder = dirname(cacheFile);
     try {
-      try {
-        makeDirs(dirname(cacheFile), CACHE_FOLDER);
-      } catch (err) {
-        // The system's own words (`ENOENT: …, mkdir '/proc/x'`): the caller's line names the folder and what to set.
-        throw (err as Error).cause instanceof Error ? (err as Error).cause : err;
-      }
-      await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: CACHE_VERSION, entries: { ...cache, ...next } })), 'ERR_DATA');
+      makeDirs(folder, cacheOrigin);
     } catch (err) {
       return { ok, cached, decoded, cacheError: (err as Error).message };
+    }
+    try {
+      await writeFileAtomic(cacheFile, new TextEncoder().encode(JSON.stringify({ version: CACHE_VERSION, entries: { ...cache, ...next } })), 'ERR_DATA');
+    } catch (err) {
+      return { ok, cached, decoded, cacheError: `${cacheOrigin.describe(folder)}: ${(err as Error).message}; ${cacheOrigin.fix}` };
     }
   }
   return { ok, cached, decoded };

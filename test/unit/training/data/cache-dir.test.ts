@@ -6,7 +6,9 @@
  * check's verdict cache (only a cache) is given up with one line, and the run goes on.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createDataBunch } from '../../../../src/training/data/databunch.js';
@@ -14,6 +16,7 @@ import { CACHE_DIR_ENV, fetchPets } from '../../../../src/training/data/pets.js'
 import { ImagePool } from '../../../../src/training/data/pool.js';
 import { WEIGHTS_CACHE_ENV, resolvePretrainedWeights } from '../../../../src/training/model/pretrained.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
+import { folderProblem } from '../../../../src/contract/folder.js';
 
 const BAD = fileURLToPath(new URL('../../../../../shared/datasets/bad-inputs/images', import.meta.url));
 const rule = (envVar: string): string => `set ${envVar} to a folder this user can create and write in`;
@@ -54,7 +57,55 @@ describe('a cache folder under /proc: an error naming the variable, never a hang
     const bunch = await createDataBunch({ data: BAD, verify: true, validPct: 0.25, seed: 1, log: (l) => lines.push(l) }, pool);
     assert.ok(bunch.train.length > 0, 'the data bunch is built');
     assert.deepEqual(lines.filter((l) => /^could not write the data check's cache /.test(l)).map((l) => l.replace(/verify-[0-9a-f]{12}/, 'verify-H')),
-      ['could not write the data check\'s cache /proc/pets-trainer-test/verify-H.json (ENOENT: no such file or directory, mkdir \'/proc/pets-trainer-test\'): this run goes on, later runs decode every file again; set PETS_TRAINER_CACHE_DIR to a writable folder'],
+      [`could not write the data check's cache /proc/pets-trainer-test/verify-H.json, this run goes on (later runs decode every file again): ${CACHE_DIR_ENV}=/proc/pets-trainer-test: cannot create /proc/pets-trainer-test (ENOENT: no such file or directory); ${rule(CACHE_DIR_ENV)}`],
       lines.join('\n'));
+  });
+});
+
+describe('the data check\'s cache where the system refuses it: one line, the folder as PETS_TRAINER_CACHE_DIR names it, one advice', () => {
+  // A cache folder that is a file ended 'choose another folder for the data check's cache folder' (no flag does
+  // that), then '; set PETS_TRAINER_CACHE_DIR to a writable folder': two pieces of advice, one a user cannot follow.
+  const saved = process.env[CACHE_DIR_ENV];
+  let pool: ImagePool;
+  let dir = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-dir-'));
+    pool = new ImagePool({ threads: 1 });
+    pool.start();
+  });
+  after(async () => {
+    await pool.close();
+    if (saved === undefined) delete process.env[CACHE_DIR_ENV];
+    else process.env[CACHE_DIR_ENV] = saved;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function cacheLines(): Promise<string[]> {
+    const lines: string[] = [];
+    const bunch = await createDataBunch({ data: BAD, verify: true, validPct: 0.25, seed: 1, log: (l) => lines.push(l) }, pool);
+    assert.ok(bunch.train.length > 0, 'the data bunch is built');
+    return lines.filter((l) => /could not write the data check's cache/.test(l)).map((l) => l.replace(/verify-[0-9a-f]{12}/, 'verify-H'));
+  }
+
+  it('PETS_TRAINER_CACHE_DIR is a file: the folder check\'s words, then what to set', async () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    process.env[CACHE_DIR_ENV] = file;
+    assert.deepEqual(await cacheLines(), [`could not write the data check's cache ${file}/verify-H.json, this run goes on (later runs decode every file again): ` +
+      `${CACHE_DIR_ENV}=${file}: ${folderProblem(file, 'write')}; ${rule(CACHE_DIR_ENV)}`]);
+  });
+
+  it('the cache file cannot be written in the folder (a folder in its place): the same origin and advice', async () => {
+    const folder = join(dir, 'cache');
+    process.env[CACHE_DIR_ENV] = folder;
+    await cacheLines(); // writes the cache file: its name is known from now on
+    const [name] = readdirSync(folder).filter((f) => /^verify-[0-9a-f]{12}\.json$/.test(f));
+    rmSync(join(folder, name!));
+    mkdirSync(join(folder, name!)); // rename(2) cannot put a file in place of a folder
+    writeFileSync(join(folder, name!, 'keep'), '');
+    const lines = await cacheLines();
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0]!, new RegExp(`^could not write the data check's cache ${folder}/verify-H\\.json, this run goes on \\(later runs decode every file again\\): ` +
+      `${CACHE_DIR_ENV}=${folder}: cannot write ${folder}/verify-[0-9a-f]{12}\\.json \\(E[A-Z]+\\); ${rule(CACHE_DIR_ENV)}$`));
   });
 });
