@@ -29,12 +29,10 @@ export interface LockOwner {
   readonly bootId?: string;
 }
 
-const bootId = kernelBootId;
-
 /** This process as a lock's owner, taking it now. */
 export function currentLockOwner(): LockOwner {
   const startTicks = processStartTicks(process.pid);
-  const boot = bootId();
+  const boot = kernelBootId();
   return {
     pid: process.pid, host: hostname(), since: new Date().toISOString(),
     ...(startTicks !== null ? { startTicks } : {}),
@@ -47,7 +45,8 @@ export function currentLockOwner(): LockOwner {
  * time and boot id match the live process's.
  */
 export function lockOwnerAlive(owner: LockOwner): boolean {
-  if (owner.bootId !== undefined && bootId() !== null && owner.bootId !== bootId()) return false;
+  const boot = kernelBootId();
+  if (owner.bootId !== undefined && boot !== null && owner.bootId !== boot) return false;
   if (!processAlive(owner.pid)) return false;
   if (owner.startTicks === undefined) return owner.pid !== process.pid; // an older lock with our pid: a dead incarnation
   const ticks = processStartTicks(owner.pid);

@@ -90,7 +90,7 @@ export class Coordinator extends CoordinatorSetUp {
       this.history = structuredClone(point.meta.history);
       this.store.resumedFrom({ dir: point.dir, state: point.state, meta: point.meta });
     }
-    const from = describeRestartPoint(point, this.runStart());
+    const from = describeRestartPoint(point, this.runStartText());
     this.io.log(`${new Date().toISOString()} worker group restart ${restart.restart}: loading ${from}`);
     // A member lost during its setup restarts the group again (recover throws GroupRestart through guarded).
     const { fresh, kept } = await this.guarded('setup of the restarted group', () => recovery.setUpRestartedGroup());
@@ -106,11 +106,6 @@ export class Coordinator extends CoordinatorSetUp {
     }
     recovery.markGroupSynced();
     return { kind: 'restart', from, state: null, restart: restart.restart };
-  }
-
-  /** What this run started from, for the log (`runStartText`). */
-  private runStart(): string {
-    return this.runStartText();
   }
 
   /** The result of a run that trained nothing (already finished, or stopped before the workers joined). */
@@ -133,7 +128,7 @@ export class Coordinator extends CoordinatorSetUp {
         const checksum = await this.guarded('load-state', () => this.loadStateEverywhere(state));
         // A loaded model: every replica must hold exactly its weights (the checksum of the file's tensors).
         if (from.kind !== 'resume' && from.checksum !== undefined && checksum !== from.checksum) {
-          throw new TrainerError('ERR_REPLICA_MISMATCH', `the replicas hold weights of checksum ${checksum} after loading ${this.runStart()}, whose weights' checksum is ${from.checksum}`);
+          throw new TrainerError('ERR_REPLICA_MISMATCH', `the replicas hold weights of checksum ${checksum} after loading ${this.runStartText()}, whose weights' checksum is ${from.checksum}`);
         }
         if (from.kind === 'load') this.io.log(`--load: every replica holds the loaded weights (checksum ${checksum}); stage ${stageName} starts with a fresh optimizer`);
         recovery.markGroupSynced();
