@@ -4,9 +4,11 @@
  * - `coordinator predict <run-dir | model.safetensors> <image…>` — breed and probability per image;
  * - `coordinator interpret <run-dir | model.safetensors> [--data …]` — top losses, confusion matrix, report;
  * - `coordinator show-batch [--data …] [--rows 3] [--size 224] [--out show-batch.png]` — fastai's `show_batch`.
- * Bad flags and data that cannot be trained stop the run before any worker starts (exit code 2).
+ * Bad flags, `PETS_*` settings (`contract/env-settings.ts`) and data that cannot be trained stop the run before any
+ * worker starts (exit code 2).
  */
 import { CLI_EXIT, errorExit as endOnError } from '../contract/cli-error.js';
+import { checkEnvSettings } from '../contract/env-settings.js';
 import { autoResumeCommand, resumeCommand, type ResumePoint } from './checkpoint-store.js';
 import { Coordinator } from './driver.js';
 import { parseTrainArgs, type TrainCommand } from './options.js';
@@ -102,6 +104,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   const [first, ...rest] = argv;
   // `coordinator help predict`, as git's and npm's `help <command>`: it showed the training flags whatever followed.
   if (first === 'help') return rest[0] === undefined || rest[0] === 'train' ? train(['--help']) : main([rest[0], '--help']);
+  // PETS_NATIVE_THREADS=abc ran on one thread, saying nothing; read only in the workers, it would end them as lost.
+  try {
+    checkEnvSettings(process.env);
+  } catch (err) {
+    return errorExit(err);
+  }
   if (first === 'predict') return runPredictCommand(rest).catch(errorExit);
   if (first === 'interpret') return runInterpretCommand(rest).catch(errorExit);
   if (first === 'show-batch') return runShowBatchCommand(rest).catch(errorExit);

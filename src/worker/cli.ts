@@ -12,6 +12,7 @@ import { WORKER_EXIT, Worker, type WorkerOptions } from './worker.js';
 import { ignoreBrokenPipes } from '../training/broken-pipe.js';
 import { localWorkerSlot, type WorkerExitNotice } from '../contract/local-pipe.js';
 import { buildMismatch } from '../contract/build-stamp.js';
+import { checkEnvSettings } from '../contract/env-settings.js';
 import { curveKeyProblem } from '../contract/curve-key.js';
 import { folderProblem } from '../contract/folder.js';
 
@@ -78,6 +79,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   let options: Omit<WorkerOptions, 'log'>;
   try {
     options = parseWorkerArgs(argv);
+    checkEnvSettings(process.env); // a bad PETS_* setting is refused as a bad flag is (exit 2), not met mid-setup
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? WORKER_EXIT.ok : WORKER_EXIT.badFlag;
     console.error(`worker: ${logText((err as Error).message)}`);

@@ -8,6 +8,7 @@
  * bit-identical results, and ranks with and without the addon agree.
  */
 import { checkAddon } from '../compute/native/addon.js';
+import { ringAddJsSetting } from '../../contract/env-settings.js';
 
 /**
  * Adds `values` into `target` element-wise: `target[i] = fround(target[i] + values[i])`.
@@ -75,7 +76,10 @@ export function nativeRingMath(): RingMath | null {
   } as const);
 }
 
-/** The arithmetic the ring uses: native when available, else JavaScript; `PETS_RING_ADD=js` forces JavaScript. */
+/**
+ * The arithmetic the ring uses: native when available, else JavaScript; `PETS_RING_ADD=js` forces JavaScript.
+ * @throws TrainerError ERR_BAD_CONFIG for another value of `PETS_RING_ADD` (`contract/env-settings.ts`)
+ */
 export function defaultRingMath(env: NodeJS.ProcessEnv = process.env): RingMath {
-  return (env.PETS_RING_ADD === 'js' ? null : nativeRingMath()) ?? JS_RING_MATH;
+  return (ringAddJsSetting(env) ? null : nativeRingMath()) ?? JS_RING_MATH;
 }

@@ -1,7 +1,8 @@
 /**
  * Loads the oneDNN addon (`native/pets_dnnl.cc`, built at `npm install` by `scripts/build-native.mjs` into
- * `native/build/pets_dnnl.node`) and describes its functions. Loading never throws: it returns the reason the
- * addon is unusable (not built, libdnnl missing, …) so that `--backend auto` can fall back with one log line.
+ * `native/build/pets_dnnl.node`) and describes its functions. Loading returns the reason the addon is unusable (not
+ * built, libdnnl missing, …) rather than throwing, so that `--backend auto` can fall back with one log line; only a
+ * bad setting of its own (`PETS_NATIVE_THREADS`, `PETS_NATIVE_RETAIN_HEAP`) is refused (ERR_BAD_CONFIG).
  *
  * Why an N-API addon rather than an FFI such as koffi: oneDNN's API is C++ (or a C API of opaque handles plus
  * ~300-byte descriptor structs); an FFI would have to describe those structs and make ~10 foreign calls per
@@ -14,6 +15,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nativeRetainHeapSetting, nativeThreadsSetting } from '../../../contract/env-settings.js';
 
 /** What {@link NativeAddon.init} reports. */
 export interface NativeInfo {
@@ -243,10 +245,10 @@ let cached: AddonLoad | undefined;
 /**
  * Threads oneDNN uses: `PETS_NATIVE_THREADS` when set (an integer ≥ 1), else 1 — one worker per core is this
  * project's unit of parallelism (README, "Workers"), so each worker's kernels run on one thread.
+ * @throws TrainerError ERR_BAD_CONFIG for another value (`contract/env-settings.ts`)
  */
 export function nativeThreads(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number(env.PETS_NATIVE_THREADS ?? '1');
-  return Number.isInteger(n) && n >= 1 ? n : 1;
+  return nativeThreadsSetting(env);
 }
 
 let checked: { readonly addon: NativeAddon } | { readonly reason: string } | undefined;
@@ -275,8 +277,11 @@ function firstLine(err: unknown): string {
 }
 
 /**
- * Loads the addon once per process (later calls return the same result): {@link checkAddon}, then `init`. Never
- * throws. `PETS_NATIVE_RETAIN_HEAP=0` keeps glibc's default malloc settings (see {@link NativeAddon.init}).
+ * Loads the addon once per process (later calls return the same result): {@link checkAddon}, then `init`. A load
+ * that fails is an answer (`reason`), not an error. `PETS_NATIVE_RETAIN_HEAP=0` keeps glibc's default malloc settings
+ * (see {@link NativeAddon.init}).
+ * @throws TrainerError ERR_BAD_CONFIG only for a bad `PETS_NATIVE_THREADS` or `PETS_NATIVE_RETAIN_HEAP` (both commands
+ *   refuse those before they start: `contract/env-settings.ts`)
  */
 export function loadAddon(): AddonLoad {
   if (cached !== undefined) return cached;
@@ -285,8 +290,11 @@ export function loadAddon(): AddonLoad {
     cached = check;
     return cached;
   }
+  // Read before the try: a bad value is the user's to change (ERR_BAD_CONFIG), not an addon that failed to start.
+  const threads = nativeThreads();
+  const retainHeap = nativeRetainHeapSetting();
   try {
-    cached = { addon: check.addon, info: check.addon.init(nativeThreads(), process.env.PETS_NATIVE_RETAIN_HEAP !== '0') };
+    cached = { addon: check.addon, info: check.addon.init(threads, retainHeap) };
   } catch (err) {
     cached = { reason: `native addon failed to initialise (${firstLine(err)})` };
   }

@@ -16,6 +16,7 @@
  * The backend ({@link NativeBackend} in `backend.ts`) reports those events through {@link ArrayPool.onWrite},
  * {@link ArrayPool.escape} and {@link ArrayPool.onDispose}.
  */
+import { nativePoolMibSetting } from '../../../contract/env-settings.js';
 
 /** Life of an array the pool created. */
 const enum State {
@@ -201,9 +202,8 @@ export class ArrayPool {
  * step reuses all of them. With 512 MiB, resnet34/224/bs 16 (chunks of 8) dropped and re-allocated ~600 arrays per
  * step (page faults, GC); with 1024 ~140, 4–8 % less CPU per step, and peak RSS was no higher (1524 vs 1576 MiB:
  * dropped arrays wait for the GC while their replacements are allocated).
+ * @throws TrainerError ERR_BAD_CONFIG for another value (`contract/env-settings.ts`; `-5` and `abc` meant 1024)
  */
 export function poolBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.PETS_NATIVE_POOL_MIB;
-  const mib = raw === undefined || raw === '' ? 1024 : Number(raw);
-  return Number.isInteger(mib) && mib >= 0 ? mib * 2 ** 20 : 1024 * 2 ** 20;
+  return nativePoolMibSetting(env) * 2 ** 20;
 }

@@ -32,6 +32,7 @@
 import { backend_util, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { convGeometry, inputGradPhases, type ConvGeometry } from '../kernels/conv-geometry.js';
+import { INPUT_GRAD_ENV, inputGradTfjsSetting } from '../../../contract/env-settings.js';
 
 const TILE = 64;
 const TILE_K = 16;
@@ -41,9 +42,9 @@ const MAX_WORKGROUPS = 65535;
 
 /**
  * The environment variable that sends every call back to tfjs's own kernel when set to `tfjs` (read at each call,
- * so one process can compare both: `scripts/gpu-check/input-grad-ab.ts`).
+ * so one process can compare both: `scripts/gpu-check/input-grad-ab.ts`; its rule: `contract/env-settings.ts`).
  */
-export const INPUT_GRAD_ENV = 'PETS_WEBGPU_INPUT_GRAD';
+export { INPUT_GRAD_ENV };
 
 /**
  * GEMM sizes of the phase decomposition (phases as `kernels/conv-geometry.ts` `inputGradPhases`, which the shader's
@@ -212,7 +213,7 @@ export function conv2DBackpropInputWebgpu(fallback: KernelFunc): KernelFunc {
     const a = attrs as unknown as { inputShape: [number, number, number, number]; strides: [number, number] | number;
       pad: backend_util.PadInfo['type'] | number | backend_util.ExplicitPadding; dataFormat: 'NHWC' | 'NCHW';
       dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-    if (process.env[INPUT_GRAD_ENV] === 'tfjs' || a.dataFormat === 'NCHW' || dy.dtype !== 'float32' || filter.dtype !== 'float32') {
+    if (inputGradTfjsSetting() || a.dataFormat === 'NCHW' || dy.dtype !== 'float32' || filter.dtype !== 'float32') {
       return fallback(args);
     }
     const info = backend_util.computeConv2DInfo(a.inputShape, filter.shape as [number, number, number, number], a.strides, 1,
