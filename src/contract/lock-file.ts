@@ -27,16 +27,25 @@ export interface LockOwner {
    */
   readonly startTicks?: number;
   readonly bootId?: string;
+  /**
+   * The command holding it, as a user types it (`coordinator train`, `coordinator interpret`), for the messages of
+   * whoever finds the lock taken. Absent in locks written before it existed, and in a download's lock.
+   */
+  readonly command?: string;
 }
 
-/** This process as a lock's owner, taking it now. */
-export function currentLockOwner(): LockOwner {
+/**
+ * This process as a lock's owner, taking it now.
+ * @param command - what it runs, as a user types it (`coordinator interpret`), recorded for {@link LockOwner.command}
+ */
+export function currentLockOwner(command?: string): LockOwner {
   const startTicks = processStartTicks(process.pid);
   const boot = kernelBootId();
   return {
     pid: process.pid, host: hostname(), since: new Date().toISOString(),
     ...(startTicks !== null ? { startTicks } : {}),
     ...(boot !== null ? { bootId: boot } : {}),
+    ...(command !== undefined ? { command } : {}),
   };
 }
 
@@ -70,6 +79,7 @@ export function readLockOwner(path: string): LockOwner | null {
       pid: o.pid, host: o.host, since: o.since,
       ...(typeof o.startTicks === 'number' ? { startTicks: o.startTicks } : {}),
       ...(typeof o.bootId === 'string' ? { bootId: o.bootId } : {}),
+      ...(typeof o.command === 'string' ? { command: o.command } : {}),
     };
   } catch {
     return null;

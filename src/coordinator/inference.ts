@@ -325,7 +325,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
   checkReportFolder(target, outDir);
   await initBackend(parseBackendRequest(o.backend));
   const lock = outDir === ref.dir ? lockRunDir(ref.dir, 'interpret', (line) => console.error(line),
-    `interpret writes the run's report there. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret ${join(ref.dir, 'models', `${ref.name}.safetensors`)}`) : null;
+    `interpret writes the run's report there. Wait for it to end, or interpret one of its saved models into a folder of its own: coordinator interpret ${join(ref.dir, 'models', `${ref.name}.safetensors`)}`) : null;
   let replica: Replica | null = null;
   const pool = new ImagePool({});
   pool.start();

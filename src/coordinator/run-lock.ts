@@ -18,7 +18,7 @@ import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { TrainerError } from '../contract/errors.js';
 import {
-  createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile,
+  createLockFile, currentLockOwner, lockIsStale, readLockOwner, releaseLockFile, removeLockFile, type LockOwner,
 } from '../contract/lock-file.js';
 import { processAlive } from '../contract/process.js';
 
@@ -38,33 +38,54 @@ export interface RunLock {
   restore(): 'restored' | 'held' | 'taken';
 }
 
+/** The command a run-directory lock taken with `flag` stands for: `coordinator interpret`, else a training run. */
+function lockCommand(flag: string): string {
+  return flag === 'interpret' ? 'coordinator interpret' : 'coordinator train';
+}
+
+/**
+ * Who holds a lock, for messages: `coordinator interpret (pid 4242 on h, since …)`; a lock written before locks
+ * named their command says only the pid. It said `the coordinator pid …` for an interpret too.
+ */
+function holder(owner: LockOwner): string {
+  return owner.command !== undefined ? `${owner.command} (pid ${owner.pid} on ${owner.host}, since ${owner.since})` : `pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
+}
+
+/** What to do when `owner` holds the run directory that `flag` names. */
+function lockAdvice(owner: LockOwner | null, flag: string, runDir: string): string {
+  const another = `choose another ${flag === '--resume' ? 'run' : '--run-dir'}`;
+  if (owner?.command === lockCommand('interpret')) return `it writes the run's report: wait for it to end, or ${another}`;
+  return `two coordinators must not write one run. Wait for it to end or stop it (Ctrl-C checkpoints; then --resume ${runDir}), or ${another}`;
+}
+
 /**
  * Takes the run directory's lock for this process.
  * @param runDir - an existing, writable run directory
- * @param flag - the flag that named it, for the message (`--run-dir` or `--resume`)
+ * @param flag - the flag that named it, for the message (`--run-dir` or `--resume`), or `interpret` (the command
+ *   that writes the run's report); the lock records the command (`coordinator train` or `coordinator interpret`)
  * @param log - where the take-over of a stale lock is reported
- * @param advice - what the user can do when the directory is in use (default: a coordinator's: wait, stop and
- *   `--resume`, or choose another run directory)
+ * @param advice - what the user can do when the directory is in use (default: wait for its holder to end, stop a
+ *   training run and `--resume`, or choose another run directory)
  * @returns the held lock; release it when the run ends
- * @throws TrainerError ERR_BAD_FLAG when another live coordinator holds it (its pid, host and start time named),
- *   or when its owner is on another host (cannot be checked from here) or the file cannot be read
+ * @throws TrainerError ERR_BAD_FLAG when another live process holds it (its command, pid, host and start time
+ *   named), or when its owner is on another host (cannot be checked from here) or the file cannot be read
  */
 export function lockRunDir(runDir: string, flag: string, log: (line: string) => void, advice?: string): RunLock {
   const path = join(runDir, RUN_LOCK_FILE);
-  const me = currentLockOwner();
+  const me = currentLockOwner(lockCommand(flag));
   for (let attempt = 0; ; attempt++) {
     if (createLockFile(path, me)) break;
     const owner = readLockOwner(path);
     if (!lockIsStale(owner) || attempt > 0) {
-      const who = owner === null ? `an unreadable lock file ${path}` : `the coordinator pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
+      const who = owner === null ? `an unreadable lock file ${path}` : holder(owner);
       const otherHost = owner !== null && owner.host !== me.host;
       throw new TrainerError('ERR_BAD_FLAG', `${flag} ${runDir}: this run directory is in use by ${who}; `
-        + (advice ?? `two coordinators must not write one run. Wait for it to end or stop it (Ctrl-C checkpoints; then --resume ${runDir}), or choose another ${flag === '--resume' ? 'run' : '--run-dir'}`)
+        + (advice ?? lockAdvice(owner, flag, runDir))
         + (otherHost || owner === null ? `; if no coordinator uses it any more, delete ${path}` : ''));
     }
     // The owner died without releasing (SIGKILL, power loss): take over, once; the exclusive re-creation refuses a
     // coordinator that took the lock in between (two take-overs within the same microseconds are not excluded).
-    log(`${flag} ${runDir}: removed the stale lock of coordinator pid ${owner!.pid} (started ${owner!.since}, no longer running${processAlive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
+    log(`${flag} ${runDir}: removed the stale lock of ${owner!.command !== undefined ? `${owner!.command} ` : ''}pid ${owner!.pid} (started ${owner!.since}, no longer running${processAlive(owner!.pid) ? `; pid ${owner!.pid} is now another process` : ''})`);
     removeLockFile(path);
   }
   removeDeadWritersTemps(runDir, flag, log);

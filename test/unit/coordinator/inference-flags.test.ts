@@ -48,7 +48,7 @@ function lockedRun(pid: number): { dir: string; lock: string; held: string } {
   writeFileSync(join(dir, 'models', 'stage-1.safetensors'), 'not read before the lock');
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ config: { data: join(dir, 'no-data') } }));
   const lock = join(dir, RUN_LOCK_FILE);
-  const held = `${JSON.stringify({ pid, host: hostname(), since: '2026-01-01T00:00:00.000Z' })}\n`;
+  const held = `${JSON.stringify({ pid, host: hostname(), since: '2026-01-01T00:00:00.000Z', command: 'coordinator train' })}\n`;
   writeFileSync(lock, held);
   return { dir, lock, held };
 }
@@ -59,8 +59,8 @@ test('interpret <run-dir> refuses a run directory a live coordinator holds (it w
   try {
     await assert.rejects(runInterpretCommand([dir, '--backend', 'cpu']), (err: unknown) => {
       assert.ok(isTrainerError(err, 'ERR_BAD_FLAG'), String(err));
-      assert.match(err.message, new RegExp(`^interpret ${dir}: this run directory is in use by the coordinator pid ${process.ppid} on `));
-      assert.match(err.message, /interpret writes the run's report there\. Wait for the run to end, or interpret one of its saved models into a folder of its own: coordinator interpret .*models\/stage-1\.safetensors$/);
+      assert.match(err.message, new RegExp(`^interpret ${dir}: this run directory is in use by coordinator train \\(pid ${process.ppid} on `));
+      assert.match(err.message, /interpret writes the run's report there\. Wait for it to end, or interpret one of its saved models into a folder of its own: coordinator interpret .*models\/stage-1\.safetensors$/);
       return true;
     });
     assert.equal(readFileSync(lock, 'utf8'), held, 'the coordinator\'s lock is left as it was');

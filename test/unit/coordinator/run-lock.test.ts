@@ -45,7 +45,7 @@ test('a second coordinator on a run directory in use is refused, naming the owne
   const other = { ...owner, pid: process.ppid, startTicks: processStartTicks(process.ppid) }; // a live process that is not this one
   writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ ...other, since: '2026-11-30T08:00:00.000Z' }));
   assert.throws(() => lockRunDir(dir, '--resume', () => undefined),
-    refused(new RegExp(`--resume ${dir}: this run directory is in use by the coordinator pid ${process.ppid} on ${hostname()} \\(since 2026-11-30T08:00:00.000Z\\); two coordinators must not write one run`)));
+    refused(new RegExp(`--resume ${dir}: this run directory is in use by coordinator train \\(pid ${process.ppid} on ${hostname()}, since 2026-11-30T08:00:00.000Z\\); two coordinators must not write one run`)));
   // release() removes only its own lock: the (pretend) other owner's file stays.
   lock.release();
   assert.equal(existsSync(join(dir, RUN_LOCK_FILE)), true);
@@ -63,7 +63,7 @@ test('a lock left by a coordinator that died (SIGKILL) is taken over, and the lo
   const logs: string[] = [];
   const lock = lockRunDir(dir, '--resume', (l) => logs.push(l));
   assert.equal(JSON.parse(readFileSync(join(dir, RUN_LOCK_FILE), 'utf8')).pid, process.pid);
-  assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of coordinator pid ${pid} (started 2026-11-30T07:00:00.000Z, no longer running)`]);
+  assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of pid ${pid} (started 2026-11-30T07:00:00.000Z, no longer running)`], 'a lock written before locks named their command');
   lock.release();
 }));
 
@@ -74,7 +74,7 @@ test('a lock whose pid now names another process (a restarted container: pid 1 a
   assert.equal(mine.startTicks, processStartTicks(process.pid));
   assert.match(mine.bootId, /^[0-9a-f-]{36}$/);
   // The process holding the lock asks again (as a second coordinator with its pid would): refused, it is alive.
-  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by the coordinator pid ${process.pid} `)));
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by coordinator train \\(pid ${process.pid} `)));
   lock.release();
   const stale = [
     // An earlier coordinator with this process's pid (a container restarted: both are pid 1), started earlier.
@@ -91,16 +91,27 @@ test('a lock whose pid now names another process (a restarted container: pid 1 a
     const logs: string[] = [];
     const taken = lockRunDir(dir, '--resume', (l) => logs.push(l));
     assert.equal(JSON.parse(readFileSync(file, 'utf8')).since === '2026-11-30T07:00:00.000Z', false, JSON.stringify(owner));
-    assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of coordinator pid ${owner.pid} (started 2026-11-30T07:00:00.000Z, no longer running; pid ${owner.pid} is now another process)`]);
+    assert.deepEqual(logs, [`--resume ${dir}: removed the stale lock of ${'command' in owner ? 'coordinator train ' : ''}pid ${owner.pid} (started 2026-11-30T07:00:00.000Z, no longer running; pid ${owner.pid} is now another process)`]);
     taken.release();
     assert.equal(existsSync(file), false);
   }
 }));
 
+test('the lock names the command holding it: a run refused while interpret writes its report is told so (it said "the coordinator pid")', () => withDir((dir) => {
+  const file = join(dir, RUN_LOCK_FILE);
+  const lock = lockRunDir(dir, 'interpret', () => undefined);
+  assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { command: string }).command, 'coordinator interpret');
+  lock.release();
+  // A live process that is not this one holds it as interpret.
+  writeFileSync(file, JSON.stringify({ pid: process.ppid, host: hostname(), since: '2026-11-30T08:00:00.000Z', startTicks: processStartTicks(process.ppid), command: 'coordinator interpret' }));
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`^--run-dir ${dir}: this run directory is in use by coordinator interpret \\(pid ${process.ppid} on ${hostname()}, since 2026-11-30T08:00:00\\.000Z\\); it writes the run's report: wait for it to end, or choose another --run-dir$`)));
+  assert.throws(() => lockRunDir(dir, '--resume', () => undefined), refused(/in use by coordinator interpret \(pid \d+ .*\); it writes the run's report: wait for it to end, or choose another run$/));
+}));
+
 test('a lock from another host, or an unreadable one, is refused with the file to delete', () => withDir((dir) => {
   const file = join(dir, RUN_LOCK_FILE);
   writeFileSync(file, JSON.stringify({ pid: deadPid(), host: 'elsewhere', since: '2026-11-30T07:00:00.000Z' }));
-  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by the coordinator pid \\d+ on elsewhere .*choose another --run-dir; if no coordinator uses it any more, delete ${file}$`)));
+  assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by pid \\d+ on elsewhere .*choose another --run-dir; if no coordinator uses it any more, delete ${file}$`)));
   writeFileSync(file, 'not json');
   assert.throws(() => lockRunDir(dir, '--run-dir', () => undefined), refused(new RegExp(`in use by an unreadable lock file ${file}; .*delete ${file}$`)));
 }));
@@ -119,7 +130,7 @@ test('a lock whose owner is a zombie (killed, not yet reaped by its parent) is s
     writeFileSync(join(dir, RUN_LOCK_FILE), JSON.stringify({ pid, host: hostname(), since: '2026-11-30T07:00:00.000Z' }));
     const logs: string[] = [];
     lockRunDir(dir, '--resume', (l) => logs.push(l)).release();
-    assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of coordinator pid ${pid}`));
+    assert.match(logs[0] ?? '', new RegExp(`removed the stale lock of pid ${pid} `));
   }));
 });
 
