@@ -46,3 +46,11 @@ const MULTILINE_CODES: ReadonlySet<string> = new Set(['ERR_OFFLINE']);
 export function errorText(code: string | null, message: string): string {
   return code !== null && MULTILINE_CODES.has(code) ? message.split('\n').map(logText).join('\n') : logText(message);
 }
+
+/**
+ * `n` and its noun, singular for one: `1 step`, `2 steps`, `0 steps` (English plural by adding `s`; a noun whose plural
+ * is not that passes it: `counted(n, 'batch', 'batches')`). Stage headings said `1 steps`.
+ */
+export function counted(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}

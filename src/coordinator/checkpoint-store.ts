@@ -24,6 +24,7 @@ import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 import type { StartRecord } from './load-model.js';
 import { RUN_CONFIG_FILE } from '../contract/run-files.js';
+import { counted } from '../contract/log-text.js';
 
 /** The stage plan as a checkpoint records it (resume checks it is unchanged). */
 export interface CheckpointPlan {
@@ -264,7 +265,7 @@ function savedRuntime(runDir: string): Record<string, unknown> {
 /** Stages as one line: `stage-1 (one_cycle, 3 epochs, frozen), lr-find (lr_find), stage-2 (one_cycle, 1 epoch, slice(1e-6,1e-4))`. */
 function stagesText(stages: RunConfig['stages']): string {
   return stages.map((s) => (s.kind === 'lr_find' ? `${s.name} (lr_find)`
-    : `${s.name} (${s.kind}, ${s.epochs} epoch${s.epochs === 1 ? '' : 's'}, ${s.maxLr}${s.frozen ? ', frozen' : ''})`)).join(', ') || 'none';
+    : `${s.name} (${s.kind}, ${counted(s.epochs, 'epoch')}, ${s.maxLr}${s.frozen ? ', frozen' : ''})`)).join(', ') || 'none';
 }
 
 function pick(input: RunConfigInput, keys: ReadonlySet<string>): RunConfigInput {

@@ -4,7 +4,7 @@
  * (the stage loop, checkpoints, the ending) is {@link Coordinator} in `driver.ts`, which extends this class.
  */
 import { listCheckpoints } from '../contract/checkpoint-format.js';
-import { logText } from '../contract/log-text.js';
+import { counted, logText } from '../contract/log-text.js';
 import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
@@ -366,7 +366,7 @@ export abstract class CoordinatorSetUp {
       // One worker (that cannot grow: not elastic) reduces nothing: its gradient is the mean, as DDP at world size 1.
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
         : `; all-reduce: ${ALLREDUCE_PLAN[runtime.allreduce]}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
-      `; stages: ${this.stages.map((s) => `${s.config.name} (${s.totalSteps} steps)`).join(', ')}`);
+      `; stages: ${this.stages.map((s) => `${s.config.name} (${counted(s.totalSteps, 'step')})`).join(', ')}`);
     writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime, this.startedFrom));
   }
 

@@ -18,6 +18,7 @@ import type { StepHyper } from '../contract/plan/schedule.js';
 import type { Message, StepDoneMessage, ValidDoneMessage } from '../contract/protocol/index.js';
 import type { Cluster, Reply } from './cluster.js';
 import type { RunHistory, StageHistory } from './history.js';
+import { counted } from '../contract/log-text.js';
 
 /** What the stage runner needs from the coordinator around it. */
 export interface StageContext {
@@ -175,7 +176,7 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
   try {
     const { completed } = await fitStage(clusterTransport(ctx), stage, stageHistory(ctx, stage), from, {
       progress: ctx.progress, out: ctx.out, progressOut: ctx.progressOut,
-      heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${stage.totalSteps} steps${resuming}`,
+      heading: `\n${stage.config.name}: ${stage.config.kind === 'one_cycle' ? 'fit_one_cycle' : 'fit'}(${stage.config.epochs}, max_lr=${stage.config.maxLr}) — ${stage.config.frozen ? 'frozen' : 'unfrozen'}, ${counted(stage.totalSteps, 'step')}${resuming}`,
       afterEpoch: (s, row) => ctx.afterEpoch(s, row),
       afterStep: (s, _k, outcome, loss, hyper) => ctx.afterStep(s, outcome.detail, loss, hyper.lrs, hyper.momentum, outcome.seconds),
     });
@@ -207,7 +208,7 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<bo
   const h = stageHistory(ctx, stage);
   h.steps.length = 0;
   const start = ctx.history.position;
-  ctx.out(`\n${stage.config.name}: lr_find over ${stage.totalSteps} steps (weights restored afterwards)`);
+  ctx.out(`\n${stage.config.name}: lr_find over ${counted(stage.totalSteps, 'step')} (weights restored afterwards)`);
   const transport = clusterTransport(ctx);
   const sweep: typeof transport = {
     ...transport,
@@ -227,6 +228,6 @@ export async function runLrFind(ctx: StageContext, stage: StagePlan): Promise<bo
   const suggestion = r.suggestion?.steepest ?? null, minLossDiv10 = r.suggestion?.minLossDiv10 ?? null;
   h.lrFind = { smoothed: r.losses, stop: r.stop, suggestion, minLossDiv10 };
   // Its duration, as fastai's table gives each epoch's: lr_find is a large part of a short run's wall time.
-  ctx.out(`lr_find: ${r.lrs.length} steps in ${formatDuration(r.seconds)}, stopped: ${r.stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
+  ctx.out(`lr_find: ${counted(r.lrs.length, 'step')} in ${formatDuration(r.seconds)}, stopped: ${r.stop}; suggested lr (steepest descent) ${suggestion?.toExponential(2) ?? 'n/a'}, min loss/10 ${minLossDiv10?.toExponential(2) ?? 'n/a'}`);
   return true;
 }

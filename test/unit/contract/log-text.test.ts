@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { errorText, logText } from '../../../src/contract/log-text.js';
+import { counted, errorText, logText } from '../../../src/contract/log-text.js';
 import { offlineMessage } from '../../../src/training/download.js';
 import { mostConfusedLines } from '../../../src/coordinator/stage-report.js';
 import { predictFailureLine, tsvField } from '../../../src/coordinator/inference.js';
@@ -35,4 +35,11 @@ it('errorText keeps the offline error\'s own lines (summary, hint, tried, addres
   ].join('\n'));
   assert.equal(errorText('ERR_BAD_DATA', 'no label for Abys\nsinian_1.jpg'), 'no label for Abys\\nsinian_1.jpg');
   assert.equal(errorText(null, 'a\nb'), 'a\\nb');
+});
+
+it('counted: singular for one, the plural otherwise (stage headings said "1 steps")', () => {
+  assert.equal(counted(1, 'step'), '1 step');
+  assert.equal(counted(0, 'step'), '0 steps');
+  assert.equal(counted(7, 'epoch'), '7 epochs');
+  assert.equal(counted(2, 'batch', 'batches'), '2 batches');
 });

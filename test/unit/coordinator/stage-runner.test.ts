@@ -159,3 +159,21 @@ test('lr_find takes a NaN loss as its stop rule says (stopped: nan), restores th
   assert.equal(await runLrFind(s.ctx, lrFind!), true);
   assert.match(lines.join('\n'), /lr_find: 11 steps in .*, stopped: nan;/);
 });
+
+test('a stage of one step is headed "1 step", not "1 steps"; lr_find stopped after one step says "1 step in"', async () => {
+  const s = scripted(() => [2, 2]);
+  const lines: string[] = [];
+  s.ctx = { ...s.ctx, out: (l) => lines.push(l) };
+  // 4 training images in global batches of 4: one step per epoch, one epoch.
+  const [one] = planStages({ stages: [{ kind: 'one_cycle', name: 'stage-1', epochs: 1, maxLr: 'slice(3e-3)', frozen: true }], trainCount: 4, globalBs: 4, lrFactor: 1 });
+  assert.equal(await runFitStage(s.ctx, one!), true);
+  assert.match(lines.join('\n'), /^stage-1: fit_one_cycle\(1, max_lr=slice\(3e-3\)\) — frozen, 1 step$/m);
+  // lr_find whose first loss is NaN stops after one step.
+  const n = scripted(() => [2, 2], null, 2, () => Number.NaN);
+  const [lrFind] = planStages({ stages: [{ kind: 'lr_find', name: 'lr-find', epochs: 0, maxLr: '0', frozen: false }], trainCount: 8, globalBs: 4, lrFactor: 1 });
+  const found: string[] = [];
+  n.ctx = { ...n.ctx, out: (l) => found.push(l) };
+  assert.equal(await runLrFind(n.ctx, lrFind!), true);
+  assert.match(found.join('\n'), /lr_find: 1 step in .*, stopped: nan;/);
+  assert.match(found.join('\n'), /^lr-find: lr_find over 100 steps/m);
+});
