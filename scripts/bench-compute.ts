@@ -40,6 +40,7 @@ import type { CpuKernelProfile, KernelTotal } from '../src/training/compute/kern
 import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-count.js';
 import { BENCH_WARMUP_STEPS, median, measureWholeStep, measureWholeStepAB, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
+import { shownValue } from '../src/contract/config.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -273,7 +274,7 @@ function parseClock(value: string): BenchClock {
 function intFlag(name: string, value: string, min: number): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) {
-    throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+    throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${shownValue(value)}`);
   }
   return n;
 }

@@ -32,7 +32,7 @@ import { resolveResNetConfig } from '../src/contract/resnet-spec.js';
 import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
 import type { TransformSettings } from '../src/contract/transform-settings.js';
-import { ARCHS, BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, archModel, checkArchWeights, checkBatchSize, checkInt, checkSize, type Arch } from '../src/contract/config.js';
+import { ARCHS, BS_RANGE, LR_FIND_STAGE_NAME, SIZE_RANGE, archModel, checkArchWeights, checkBatchSize, checkInt, checkSize, shownValue, type Arch } from '../src/contract/config.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../src/contract/cli-help.js';
 
 /** The flags as commander gives them (strings), before {@link parseLearnArgs} checks and converts them. */
@@ -86,7 +86,7 @@ export interface LearnOptions {
 
 function intFlag(name: string, value: string, min: number): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < min) throw new TrainerError('ERR_BAD_FLAG', `--${name} must be an integer ≥ ${min}, got ${shownValue(value)}`);
   return n;
 }
 
@@ -171,7 +171,7 @@ export function parseLearnArgs(argv: readonly string[]): LearnOptions {
   // stop with "validation needs at least one validation item" (exit 1).
   const validPct = Number(f.validPct);
   if (f.validPct.trim() === '' || !(validPct > 0 && validPct < 1)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in (0, 1): validation runs after every epoch, got ${JSON.stringify(f.validPct)}`);
+    throw new TrainerError('ERR_BAD_FLAG', `--valid-pct must be a number in (0, 1): validation runs after every epoch, got ${shownValue(f.validPct)}`);
   }
   // The coordinator's architectures and rule (contract/config.ts), checked before anything loads: resnet10 was
   // refused ("arch must be one of resnet18|resnet34|resnet50", no flag named) though the coordinator trains it.

@@ -34,8 +34,8 @@ export function errorCode(err: unknown): TrainerErrorCode {
  * The line a program prints for the error it ends on: `<program>: <code>: <message>`, the message on one line
  * (`errorText`: file names and labels escaped), except a message written as several lines by design (ERR_OFFLINE).
  * @param program - e.g. `coordinator`, `learn`
- * @example errorLine('learn', new TrainerError('ERR_BAD_FLAG', '--epochs must be an integer ≥ 1, got "0"'))
- *   === 'learn: ERR_BAD_FLAG: --epochs must be an integer ≥ 1, got "0"'
+ * @example errorLine('learn', new TrainerError('ERR_BAD_FLAG', '--epochs must be an integer ≥ 1, got 0'))
+ *   === 'learn: ERR_BAD_FLAG: --epochs must be an integer ≥ 1, got 0'
  */
 export function errorLine(program: string, err: unknown): string {
   const code = errorCode(err);

@@ -194,8 +194,19 @@ export function settingName(field: string): string {
   return flag === undefined ? field : `${field} (${flag})`;
 }
 
+/**
+ * A setting's value as messages show it: a number, or text that reads as one (flags arrive as text, and the checks
+ * take `"8"` as 8), unquoted (`got 8`, `got -1`, `got 1e9`), as `--connect`'s port is; any other text JSON-quoted
+ * (`got "abc"`, so spaces and an empty value show). `--size 8` was told `got "8"`.
+ */
+export function shownValue(value: unknown): string {
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  if (typeof value === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) return value;
+  return JSON.stringify(value) ?? String(value);
+}
+
 function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode = 'ERR_BAD_CONFIG'): never {
-  throw new TrainerError(code, `${settingName(field)} must be ${rule}, got ${JSON.stringify(got)}`);
+  throw new TrainerError(code, `${settingName(field)} must be ${rule}, got ${shownValue(got)}`);
 }
 
 /**
@@ -384,7 +395,7 @@ function checkTransformFields(merged: Record<string, unknown>): TransformSetting
   const problem = transformProblem(out);
   if (problem !== null) {
     const field = problem.split(' ')[0] as keyof TransformSettings;
-    throw new TrainerError('ERR_BAD_CONFIG', problem.replace(field, settingName(field)).replace(/got .*$/, `got ${JSON.stringify(merged[field])}`));
+    throw new TrainerError('ERR_BAD_CONFIG', problem.replace(field, settingName(field)).replace(/got .*$/, `got ${shownValue(merged[field])}`));
   }
   return out as unknown as TransformSettings;
 }

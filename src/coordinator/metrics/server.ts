@@ -7,6 +7,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TrainerError } from '../../contract/errors.js';
+import { shownValue } from '../../contract/config.js';
 import {
   DEFAULT_TRAINING_METRICS,
   TrainingMetrics,
@@ -49,7 +50,7 @@ export const DEFAULT_METRICS_SERVER: ResolvedMetricsServerOptions = Object.freez
 export function parseMetricsPort(text: string): number {
   const port = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
   if (!Number.isInteger(port) || port > 65535) {
-    throw new TrainerError('ERR_BAD_FLAG', `--metrics-port must be an integer in 0..65535, got ${JSON.stringify(text)}`);
+    throw new TrainerError('ERR_BAD_FLAG', `--metrics-port must be an integer in 0..65535, got ${shownValue(text)}`);
   }
   return port;
 }

@@ -41,5 +41,5 @@ test('npm run learn ends a bad flag with its code, as the coordinator: `learn: E
   } finally {
     console.error = original;
   }
-  assert.deepEqual(lines, ['learn: ERR_BAD_FLAG: --epochs must be an integer ≥ 1, got "0"']);
+  assert.deepEqual(lines, ['learn: ERR_BAD_FLAG: --epochs must be an integer ≥ 1, got 0']);
 });

@@ -33,6 +33,9 @@ test('flags override files, and strings from flags are parsed', () => {
 test('bad values name the field, the rule and the value', () => {
   assert.throws(() => resolveRunConfig({ workers: -1 }), badConfig(/^workers \(--workers\) must be an integer in \[0, 1024\], got -1$/));
   assert.throws(() => resolveRunConfig({ size: '12x' }), badConfig(/^size \(--size\) must be an integer in \[16, 1024\], got "12x"$/));
+  // A flag's number is shown as a number (it said got "8"); text that is no number stays quoted.
+  assert.throws(() => resolveRunConfig({ size: '8' }), badConfig(/^size \(--size\) must be an integer in \[16, 1024\], got 8$/));
+  assert.throws(() => resolveRunConfig({ size: '' }), badConfig(/^size \(--size\) must be an integer in \[16, 1024\], got ""$/));
   assert.throws(() => resolveRunConfig({ arch: 'vgg16' }), badConfig(/^arch \(--arch\) must be one of resnet10\|resnet18\|resnet34\|resnet50, got "vgg16"$/));
   assert.throws(() => resolveRunConfig({ validPct: 1 }), badConfig(/^validPct \(--valid-pct\) must be a number in \(0, 1\), got 1$/));
   assert.throws(() => resolveRunConfig({ labelRe: '([a-z]+' }), badConfig(/^labelRe \(--label-re\) must be a valid regular expression/));
@@ -42,7 +45,7 @@ test('bad values name the field, the rule and the value', () => {
     assert.throws(() => resolveRunConfig({ [key]: 1 } as never), badConfig(new RegExp(`^${key} must be a known setting`)), key);
   }
   // The message names the flag beside the field: the same check answers `--valid-pct 1` and a file's validPct: 1.
-  assert.throws(() => resolveRunConfig({ globalBs: '0' }), badConfig(/^globalBs \(--global-bs\) must be an integer ≥ 1, got "0"$/));
+  assert.throws(() => resolveRunConfig({ globalBs: '0' }), badConfig(/^globalBs \(--global-bs\) must be an integer ≥ 1, got 0$/));
   assert.throws(() => resolveRunConfig({ augment: 'no' }), badConfig(/^augment \(--no-augment\) must be true or false, got "no"$/));
   assert.throws(() => resolveRunConfig({ stages: [] }), badConfig(/^stages must be a non-empty list/));
   assert.throws(() => resolveRunConfig({ stages: [{ kind: 'one_cycle', epochs: 0 }] }), badConfig(/^stages\[0\]\.epochs must be an integer in \[1, 10000\], got 0$/));

@@ -43,21 +43,21 @@ test('config file fields; a switch not given on the command line leaves the file
 });
 
 test('out-of-range augmentation values name the field, the flag and the range', () => {
-  bad(['--max-rotate', '200'], 'maxRotate (--max-rotate) must be a number in [0, 180], got "200"');
-  bad(['--max-zoom', '0.5'], 'maxZoom (--max-zoom) must be a number in [1, 10], got "0.5"');
-  bad(['--max-lighting', '1'], 'maxLighting (--max-lighting) must be a number in [0, 1), got "1"');
+  bad(['--max-rotate', '200'], 'maxRotate (--max-rotate) must be a number in [0, 180], got 200');
+  bad(['--max-zoom', '0.5'], 'maxZoom (--max-zoom) must be a number in [1, 10], got 0.5');
+  bad(['--max-lighting', '1'], 'maxLighting (--max-lighting) must be a number in [0, 1), got 1');
   bad(['--max-warp', 'lots'], 'maxWarp (--max-warp) must be a number in [0, 1), got "lots"');
-  bad(['--p-affine', '-0.1'], 'pAffine (--p-affine) must be a number in [0, 1], got "-0.1"');
-  bad(['--p-lighting', '2'], 'pLighting (--p-lighting) must be a number in [0, 1], got "2"');
+  bad(['--p-affine', '-0.1'], 'pAffine (--p-affine) must be a number in [0, 1], got -0.1');
+  bad(['--p-lighting', '2'], 'pLighting (--p-lighting) must be a number in [0, 1], got 2');
 });
 
 test('--bs 1 is refused at the edge: BatchNorm needs more than one image per batch in training', () => {
-  bad(['--bs', '1'], 'bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "1"');
+  bad(['--bs', '1'], 'bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got 1');
   for (const v of ['0', '-3']) {
-    bad(['--bs', v], `bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got "${v}"`);
+    bad(['--bs', v], `bs (--bs) must be an integer in [2, 4096]: the BatchNorm layers need more than one image per batch in training (PyTorch: "Expected more than 1 value per channel when training"), got ${v}`);
   }
   bad(['--bs', 'abc'], 'bs (--bs) must be an integer in [2, 4096], got "abc"');
-  bad(['--bs', '5000'], 'bs (--bs) must be an integer in [2, 4096], got "5000"');
+  bad(['--bs', '5000'], 'bs (--bs) must be an integer in [2, 4096], got 5000');
   assert.equal(parseTrainArgs(['--bs', '2']).config.bs, 2);
 });
 

@@ -31,13 +31,13 @@ const badFlag = (re: RegExp) => (err: unknown): boolean => {
 test('predict --top must be an integer ≥ 1', async () => {
   for (const top of ['abc', '0', '1.5']) {
     // The model path does not exist: the flag is refused before it is looked for.
-    await assert.rejects(runPredictCommand(['/nonexistent-run', 'a.jpg', '--top', top]), badFlag(new RegExp(`--top must be an integer ≥ 1, got "${top}"`)));
+    await assert.rejects(runPredictCommand(['/nonexistent-run', 'a.jpg', '--top', top]), badFlag(new RegExp(`--top must be an integer ≥ 1, got ${top === 'abc' ? '"abc"' : top}$`)));
   }
 });
 
 test('interpret --bs must be an integer in [1, 4096]', async () => {
   for (const bs of ['abc', '-5', '0']) {
-    await assert.rejects(runInterpretCommand(['/nonexistent-run', '--bs', bs]), badFlag(new RegExp(`--bs must be an integer in \\[1, 4096\\], got "${bs}"`)));
+    await assert.rejects(runInterpretCommand(['/nonexistent-run', '--bs', bs]), badFlag(new RegExp(`--bs must be an integer in \\[1, 4096\\], got ${bs === 'abc' ? '"abc"' : bs}$`)));
   }
 });
 

@@ -34,7 +34,7 @@ test('--size and --bs: both CLIs accept and refuse the same values, with the sam
     assert.equal(learn === null, ok, `learn ${flag} ${value}: ${learn}`);
     assert.equal(coordinator, learn, `${flag} ${value}: the same rule and message in both CLIs`);
   }
-  assert.match(refusal(() => parseLearnArgs(['--size', '15']))!, /^size \(--size\) must be an integer in \[16, 1024\], got "15"$/);
+  assert.match(refusal(() => parseLearnArgs(['--size', '15']))!, /^size \(--size\) must be an integer in \[16, 1024\], got 15$/);
 });
 
 test('lr_find writes the same file names in both CLIs: lr-find-<stage name>.png and .json', async () => {
