@@ -116,10 +116,11 @@ function describeNewest(newest: string | null | undefined): string {
 
 /**
  * Setup failures that are one remote worker's own, not the run's: its copy of the data is not the run's (a wrong
- * `--data`: ERR_DATA), or its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
- * ERR_WEIGHTS). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
+ * `--data`: ERR_DATA), its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
+ * ERR_WEIGHTS), or its environment names folders it cannot create (ERR_BAD_CONFIG: its `PETS_TRAINER_WEIGHTS_DIR` or
+ * `PETS_TRAINER_CACHE_DIR`). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
  */
-const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS']);
+const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS', 'ERR_BAD_CONFIG']);
 
 /** Membership changes of a run. */
 export class Recovery {

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { GroupRestart, Recovery, RunStopped, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
-import type { Cluster } from '../../../src/coordinator/cluster.js';
+import { fromWorker, type Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import type { Message } from '../../../src/contract/protocol/index.js';
@@ -79,7 +79,8 @@ function scripted(worldSize: number, joiners: Member[][]) {
         const failed = setupErrors.get(m.id);
         if (failed === undefined) return { rank, message: { type: 'ready', requestId: 1, rank, checksum: '0'.repeat(64), gradientElements: 1 } as Message, frames: [] };
         const error = new TrainerError(failed.code, `rank ${rank}: ${failed.message}`);
-        if (o.tolerate?.(error, rank) !== true) throw error;
+        // As Cluster's gather: an error not tolerated ends the request, an input code re-coded (`fromWorker`).
+        if (o.tolerate?.(error, rank) !== true) throw fromWorker(failed.code, error.message);
         return { rank, error };
       });
     },
@@ -697,6 +698,26 @@ test('a remote worker whose setup fails on its own machine (a wrong --data) is r
   u.members.forEach((m, r) => { u.members[r] = localMember(m.id, r, 500 + r); });
   u.setupErrors.set('w1', { code: 'ERR_DATA', message: 'setup: worker data root (the coordinator\'s): item a.jpg not found' });
   await assert.rejects(new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]), (e) => isTrainerError(e, 'ERR_DATA'));
+  assert.deepEqual(u.calls.refused, []);
+});
+
+test('a remote worker whose PETS_TRAINER_WEIGHTS_DIR cannot be created (ERR_BAD_CONFIG) is refused, not the run ended; a local worker\'s ends it as ERR_WORKER_INPUT (exit 1), never the coordinator\'s exit 2', async () => {
+  const { errorExit } = await import('../../../src/contract/cli-error.js');
+  const s = scripted(3, []);
+  const o = options(s);
+  s.setupErrors.set('w2', { code: 'ERR_BAD_CONFIG', message: 'setup: PETS_TRAINER_WEIGHTS_DIR /ro/weights: cannot create the folder (EROFS: read-only file system); choose another folder for PETS_TRAINER_WEIGHTS_DIR' });
+  assert.equal(await new Recovery(o).setupAll([0, 1, 2]), 1);
+  assert.deepEqual(s.calls.refused.map(([id, code]) => [id, code]), [['w2', 'ERR_BAD_CONFIG']], 'the worker is told its own code');
+  assert.match(o.lines.join('\n'), /refused the worker pid 102 on elsewhere cannot serve this run: its setup failed there \(setup: PETS_TRAINER_WEIGHTS_DIR \/ro\/weights/);
+  // A local worker shares the coordinator's machine: its failure ends the run, as the run's failure (exit 1).
+  const workers = fakeLocalWorkers(500, 2);
+  const u = scripted(2, []);
+  u.members.forEach((m, r) => { u.members[r] = localMember(m.id, r, 500 + r); });
+  u.setupErrors.set('w1', { code: 'ERR_BAD_CONFIG', message: 'setup: PETS_TRAINER_CACHE_DIR /ro/cache: cannot create the folder (EROFS)' });
+  const err = await new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]).then(() => null, (e: unknown) => e);
+  assert.ok(isTrainerError(err, 'ERR_WORKER_INPUT'), String(err));
+  assert.match((err as Error).message, /^rank 1: setup: PETS_TRAINER_CACHE_DIR \/ro\/cache: cannot create the folder \(EROFS\) \(the worker's ERR_BAD_CONFIG: an input of the worker, not of this coordinator\)$/);
+  assert.equal(errorExit('coordinator', err, () => undefined), 1, 'the run failed; the coordinator\'s own input was fine');
   assert.deepEqual(u.calls.refused, []);
 });
 
