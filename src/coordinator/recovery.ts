@@ -246,6 +246,30 @@ export class Recovery {
     return refused;
   }
 
+  /**
+   * Sets up every rank of the announced ring until none is refused: the one "set up until nobody is refused" loop
+   * (the run's start and a restarted group). Each round sends the setup to the ranks that lack it ({@link setupAll});
+   * when workers were refused, `replace` waits for others to join in their place, the ring is announced again, and
+   * the next round sets up the newcomers. With `newcomersNeedState`, the newcomers are marked as needing the training
+   * state before the announcement, which throws ERR_WORKER_LOST when a member was lost meanwhile: the attempt that
+   * recovers that loss must still give them the state (as {@link admitNewcomers} does).
+   * @param replace - waits for `refused` workers to join; resolves false when a stop was requested meanwhile
+   * @param newcomersNeedState - whether members that join hold no training state (false at the run's start, where
+   *   every replica starts from the same weights)
+   * @returns false when `replace` said stop, else true (every rank set up)
+   * @throws TrainerError as {@link setupAll}, `replace` and `Cluster.announce` (ERR_WORKER_LOST)
+   */
+  async setUpUntilNoneRefused(replace: (refused: number) => Promise<boolean>, newcomersNeedState: boolean): Promise<boolean> {
+    const { cluster } = this.o;
+    for (let refused = await this.setupAll(cluster.ranks().map((m) => m.rank)); refused > 0; refused = await this.setupAll(cluster.ranks().map((m) => m.rank))) {
+      const before = new Set(cluster.ranks().map((m) => m.id));
+      if (!(await replace(refused))) return false;
+      if (newcomersNeedState) for (const m of cluster.ranks().filter((x) => !before.has(x.id))) this.unsynced.add(m.id);
+      await cluster.announce();
+    }
+    return true;
+  }
+
   private async waitForLoss(): Promise<boolean> {
     const deadline = performance.now() + this.o.detectTimeoutMs;
     // Ranked members only: a newcomer lost before it was given a rank is replaced by the wait for it (`admit`).
@@ -324,11 +348,7 @@ export class Recovery {
     const { cluster } = this.o;
     const kept = new Set(cluster.ranks().filter((m) => this.setUp.has(m.id)).map((m) => m.id));
     // Workers refused at their setup (a wrong --data) are replaced by workers that join, within --rejoin-timeout-s.
-    for (let refused = await this.setupAll(cluster.ranks().map((m) => m.rank)); refused > 0; refused = await this.setupAll(cluster.ranks().map((m) => m.rank))) {
-      await this.admit(refused, 'a worker of the restarted group was refused');
-      await cluster.announce();
-      for (const m of cluster.ranks()) this.unsynced.add(m.id);
-    }
+    await this.setUpUntilNoneRefused(async (refused) => (await this.admit(refused, 'a worker of the restarted group was refused'), true), true);
     const ranks = cluster.ranks();
     return { fresh: ranks.filter((m) => !kept.has(m.id)).map((m) => m.rank), kept: ranks.filter((m) => kept.has(m.id)).map((m) => m.rank) };
   }

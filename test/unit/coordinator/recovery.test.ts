@@ -397,6 +397,33 @@ test('every worker lost at once with restarts left: the whole group is restarted
   await assert.rejects(recovery.recover('all lost again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /no restart is left \(--max-restarts 1, 1 used\); the newest checkpoint on disk stands/.test(e.message));
 });
 
+test('a restarted group\'s refused worker is replaced, and its replacement is marked as holding no state before the ring is announced (an announcement that fails leaves it marked)', async () => {
+  // Cluster.announce throws ERR_WORKER_LOST when a member was lost meanwhile. Marked after it, the replacement was
+  // taken for a holder of the training state by the attempt that recovered: the state was fetched from a fresh replica.
+  const s = scripted(3, [[member('n0', -1), member('n1', -1), member('n2', -1)], [member('n3', -1)]]);
+  const o = options(s, { maxRestarts: 2 });
+  for (const m of s.members) m.state = 'lost';
+  const recovery = new Recovery(o);
+  await assert.rejects(recovery.recover('all lost', async () => new Uint8Array(8)), (e) => e instanceof GroupRestart);
+  s.setupErrors.set('n1', { code: 'ERR_DATA', message: 'setup: worker --data /x: item a.jpg not found' });
+  const cluster = s.cluster as unknown as { announce(): Promise<void> };
+  const announce = cluster.announce.bind(cluster);
+  let failNext = true;
+  cluster.announce = async () => {
+    if (!failNext) return announce();
+    failNext = false;
+    throw new TrainerError('ERR_WORKER_LOST', 'rank 0 (pid 100 on elsewhere) lost while the ring was being re-formed');
+  };
+  await assert.rejects(recovery.setUpRestartedGroup(), (e) => isTrainerError(e, 'ERR_WORKER_LOST'));
+  assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['n0', 'n2', 'n3'], 'n3 joined in n1\'s place');
+  // The next attempt: no member holds the training state (n3 included), so the group restarts again; none is asked for it.
+  const asked: number[] = [];
+  await assert.rejects(recovery.recover('the announcement failed', async (rank) => (asked.push(rank), new Uint8Array(8))), (e) => e instanceof GroupRestart);
+  assert.deepEqual(asked, [], 'no state fetched from a fresh replica');
+  assert.deepEqual(s.calls.loadState, []);
+});
+
 test('a group restart from the start of the run when no checkpoint was written', async () => {
   const s = scripted(2, [[member('n0', -1), member('n1', -1), member('n2', -1)]]);
   const o = options(s, { newestCheckpoint: () => null });
