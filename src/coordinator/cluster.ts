@@ -152,6 +152,17 @@ export class Cluster {
   }
 
   /**
+   * Returns the member of rank `rank` to the workers that joined and wait unranked (elastic growth that cannot keep
+   * it: it waits for the next growth, keeping its setup) and renumbers the others; the caller announces the new ring.
+   */
+  unrank(rank: number): void {
+    const m = this.ranks().find((x) => x.rank === rank);
+    if (!m) return;
+    m.rank = -1;
+    this.compactRanks();
+  }
+
+  /**
    * Announces the ring (new generation) to every rank and resets the lost signal.
    * @throws TrainerError ERR_WORKER_LOST (retryable) when a ranked member is lost and not dropped yet: announcing
    *   would reset the signal its loss fired and leave a gap in the ranks, so the loss would go unseen (a loss during

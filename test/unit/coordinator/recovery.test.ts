@@ -53,7 +53,8 @@ function scripted(worldSize: number, joiners: Member[][]) {
     async admit(count: number, timeoutMs: number) {
       const joining = joiners[calls.admit++] ?? [];
       if (joining.length < count) throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${joining.length} did`);
-      for (const m of joining) { m.rank = ranks().length; members.push(m); }
+      // A member already waiting (unranked, in the table) keeps its place in it.
+      for (const m of joining) { m.rank = ranks().length; if (!members.includes(m)) members.push(m); }
     },
     async announce() {
       // As Cluster.announce: a ranked member lost and not dropped is never announced past (its loss would go unseen).
@@ -83,6 +84,10 @@ function scripted(worldSize: number, joiners: Member[][]) {
         if (o.tolerate?.(error, rank) !== true) throw fromWorker(failed.code, error.message);
         return { rank, error };
       });
+    },
+    unrank(rank: number) {
+      ranks().find((x) => x.rank === rank)!.rank = -1;
+      ranks().forEach((x, i) => { x.rank = i; });
     },
     async refuse(rank: number, code: string, message: string) {
       const m = ranks().find((x) => x.rank === rank)!;
@@ -675,6 +680,34 @@ test('elastic growth: a worker lost while a newcomer is admitted goes through re
   assert.match(log, /elastic growth failed \(rank\(s\) 1 \(pid 101 on elsewhere\) lost while the ring was being re-formed\); recovering/);
   assert.match(log, /lost rank\(s\) 1 \(pid 101 on elsewhere, remote\)/);
   assert.match(log, /elastic: continuing with 2 worker\(s\)/);
+});
+
+test('elastic growth: a newcomer refused at its setup, leaving a size that does not divide the global batch, falls back to the largest size that does; nothing is waited for, the run goes on', async () => {
+  // Global batch 8 = bs 2 × 4: 1, 2 or 4 workers divide it, 3 do not. Growth is no recovery: the run was training
+  // at 2, so a refused newcomer is not waited for (--rejoin-timeout-s, then the end of a healthy run, as before).
+  const n0 = member('n0', -1), n1 = member('n1', -1), n2 = member('n2', -1);
+  const s = scripted(2, [[n0, n1], [n0, n2]]);
+  s.members.push(n0, n1);
+  s.setupErrors.set('n1', { code: 'ERR_DATA', message: 'setup: worker --data /x: item a.jpg not found in /x or /x/images' });
+  const o = options(s, { elastic: true, expect: 4, fitsWorldSize: (w: number) => 8 % (2 * w) === 0 });
+  const recovery = new Recovery(o);
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.equal(s.calls.admit, 1, 'the newcomers that had joined were admitted; no wait for a replacement');
+  assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'w1'], 'back to 2, the largest size that divides the batch');
+  assert.equal(n0.rank, -1, 'the other newcomer waits, unranked');
+  assert.deepEqual(s.calls.loadState, [], 'no state sent to a worker outside the ring');
+  assert.equal(o.checkpoints, 0, 'the run did not end');
+  const log = o.lines.join('\n');
+  assert.match(log, /elastic: a newcomer was refused and 3 worker\(s\) do not divide the global batch: continuing with 2 \(the largest that does\); worker\(s\) pid 99 on elsewhere wait for the next growth/);
+  assert.match(log, /elastic: stayed at 2 worker\(s\)/);
+  // A later growth takes the waiting newcomer (set up already: only the state) with the next one that joins.
+  s.members.push(n2);
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'w1', 'n0', 'n2']);
+  assert.deepEqual(s.calls.setup.filter((id) => id.startsWith('n')), ['n0', 'n1', 'n2'], 'n0 is set up once');
+  assert.deepEqual(s.calls.loadState.sort(), ['n0', 'n2']);
+  assert.match(o.lines.join('\n'), /elastic: grew to 4 worker\(s\)/);
 });
 
 test('elastic growth: a member lost during the newcomer\'s state transfer is recovered; the run does not end', async () => {
