@@ -426,12 +426,16 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
   const close = async (): Promise<void> => pair.close();
   if (role === 'link-recv') {
     await pair.bind(args.ringTransport === 'ipc' ? `ipc://${join(tmpdir(), `pets-bench-link-${process.pid}`)}` : 'tcp://127.0.0.1:*');
-    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed.
+    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed. The
+    // count is cumulative over runs: the sender, told at the same time, may start before this side reads its `run`
+    // (a loaded machine), and a count started at the `run` then waited forever for echoes already sent.
     let echoed = 0;
+    let expected = 0;
     let onEcho: (() => void) | undefined;
     const run = async (_bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
       const c0 = process.cpuUsage();
-      const until = echoed + reps + 1;
+      expected += reps + 1;
+      const until = expected;
       while (echoed < until) await new Promise<void>((resolve) => (onEcho = resolve));
       return { seconds: 0, cpu: cpuSecondsSince(c0) / (reps + 1) };
     };
@@ -468,6 +472,8 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
 }
 
 const args = parseArgs(process.argv);
+// A child whose parent is gone (killed, or a test's timeout) exits instead of holding its sockets forever.
+if (args.role !== undefined) process.once('disconnect', () => process.exit(0));
 if (args.role === 'ring' || args.role === 'shm' || args.role === 'star') await runCollectiveChild(args.role, args);
 else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role, args);
 else await runParent(args);
