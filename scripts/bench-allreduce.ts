@@ -42,6 +42,7 @@ import { StarReduceServer } from '../src/coordinator/star-reduce.js';
 import { RingAllReduce } from '../src/worker/allreduce/ring.js';
 import { loadShmModule, ShmAllReduce } from '../src/worker/allreduce/shm.js';
 import { StarAllReduce } from '../src/worker/allreduce/star.js';
+import { hostIdentity } from '../src/contract/host-identity.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const MIB = 1024 * 1024;
@@ -75,6 +76,12 @@ interface Row {
   readonly cpuSeconds: number;
   /** Bus bandwidth for ring/star, plain bandwidth for the link, in GB/s (10^9 bytes/s). */
   readonly busGBps: number;
+  /**
+   * Ring rows: the address each rank's PUSH sends to (`ipc://` = Unix socket, `tcp://` = loopback TCP), by rank, so
+   * that a row says which transport it measured (`--ring-transport ipc` falls back to TCP when a rank's neighbour
+   * is not proven on its host).
+   */
+  readonly sendsTo?: readonly string[];
   /** busGBps of this row / link GB/s for the same size (1 for the link itself). */
   readonly ofLink: number;
 }
@@ -114,7 +121,7 @@ function parseArgs(argv: string[]): BenchArgs {
 // ---------------------------------------------------------------------------------------------------------------
 // Parent side: child processes driven over IPC.
 
-type Reply = { kind: string; address?: string; local?: string; seconds?: number; cpu?: number; message?: string };
+type Reply = { kind: string; address?: string; local?: string; sendsTo?: string; seconds?: number; cpu?: number; message?: string };
 
 /** A benchmark child process with a reply queue. */
 class Proc {
@@ -171,13 +178,15 @@ async function benchCollective(algo: 'ring' | 'shm' | 'star', n: number, args: B
     const peers = hellos.map((h) => h.address as string);
     const localPeers = hellos.map((h) => h.local);
     procs.forEach((p, rank) => p.send({ kind: 'membership', peers, localPeers, rank, generation: 1, worldSize: n, address }));
-    await Promise.all(procs.map((p) => p.next()));
+    const ready = await Promise.all(procs.map((p) => p.next()));
+    const sendsTo = algo === 'ring' ? ready.map((r) => r.sendsTo ?? '') : undefined;
+    if (sendsTo !== undefined && !args.json) console.log(`(ring N=${n} --ring-transport ${args.ringTransport}: ${sendsTo.map((a, r) => `rank ${r} sends to ${a}`).join(', ')})`);
     const rows: Row[] = [];
     for (const sizeMiB of args.sizes) {
       const bytes = sizeMiB * MIB;
       const { seconds, cpu } = await timeOnAll(procs, bytes, args.reps);
       const busGBps = ringBytesPerRank(bytes, n) / seconds / 1e9;
-      rows.push({ algo, workers: n, sizeMiB, seconds, cpuSeconds: cpu, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN) });
+      rows.push({ algo, workers: n, sizeMiB, seconds, cpuSeconds: cpu, busGBps, ofLink: busGBps / (link.get(sizeMiB) ?? NaN), ...(sendsTo === undefined ? {} : { sendsTo }) });
       report(args, rows[rows.length - 1]);
     }
     return rows;
@@ -285,11 +294,11 @@ async function runParent(args: BenchArgs): Promise<void> {
 const reply = (m: object): void => void process.send?.(m);
 
 /** Child loop shared by all roles: `setup` on membership, `run` on each timing request. */
-function serve(setup: (m: Record<string, unknown>) => Promise<void>, run: (bytes: number, reps: number) => Promise<{ seconds: number; cpu: number }>,
+function serve(setup: (m: Record<string, unknown>) => Promise<void | object>, run: (bytes: number, reps: number) => Promise<{ seconds: number; cpu: number }>,
   close: () => Promise<void>, overlap?: (bytes: number, reps: number, iters: number) => Promise<object>): void {
   process.on('message', (m: Record<string, unknown>) => {
     const job = async (): Promise<void> => {
-      if (m.kind === 'membership') return (await setup(m), reply({ kind: 'ready' }));
+      if (m.kind === 'membership') return reply({ kind: 'ready', ...(await setup(m) ?? {}) });
       if (m.kind === 'run') return reply({ kind: 'timing', ...(await run(m.bytes as number, m.reps as number)) });
       if (m.kind === 'overlap' && overlap !== undefined) return reply({ kind: 'overlap', ...(await overlap(m.bytes as number, m.reps as number, m.iters as number)) });
       await close();
@@ -392,10 +401,13 @@ async function runCollectiveChild(role: 'ring' | 'shm' | 'star', args: BenchArgs
   }
   if (role === 'ring') {
     const ring = new RingAllReduce({ timeoutMs, ipc: args.ringTransport === 'ipc', sliceBytes: args.sliceKb * 1024 });
-    // Node IPC sends JSON: an absent same-host address arrives as null.
+    // Node IPC sends JSON: an absent same-host address arrives as null. Every child runs on this host, so each rank's
+    // host identity is this one's (as the workers announce in `hello`): without it the ring takes no peer for a
+    // same-host one (`sameHostAddress`) and `--ring-transport ipc` would measure TCP.
     const membership = (m: Record<string, unknown>): Membership => ({ peers: m.peers as string[], rank: m.rank as number,
-      generation: m.generation as number, localPeers: (m.localPeers as (string | null)[]).map((p) => p ?? undefined) });
-    serve((m) => ring.reconfigure(membership(m)), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
+      generation: m.generation as number, localPeers: (m.localPeers as (string | null)[]).map((p) => p ?? undefined),
+      hostIds: (m.peers as string[]).map(() => hostIdentity() ?? undefined) });
+    serve(async (m) => (await ring.reconfigure(membership(m)), { sendsTo: ring.rightAddress }), (b, r) => timeCalls(ring, b, r, steps), () => ring.close());
     const address = await ring.start();
     return reply({ kind: 'hello', address, local: ring.localAddress === '' ? undefined : ring.localAddress });
   }
@@ -414,12 +426,16 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
   const close = async (): Promise<void> => pair.close();
   if (role === 'link-recv') {
     await pair.bind(args.ringTransport === 'ipc' ? `ipc://${join(tmpdir(), `pets-bench-link-${process.pid}`)}` : 'tcp://127.0.0.1:*');
-    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed.
+    // A `run` request returns this side's CPU per message once the sender's reps + 1 messages have been echoed. The
+    // count is cumulative over runs: the sender, told at the same time, may start before this side reads its `run`
+    // (a loaded machine), and a count started at the `run` then waited forever for echoes already sent.
     let echoed = 0;
+    let expected = 0;
     let onEcho: (() => void) | undefined;
     const run = async (_bytes: number, reps: number): Promise<{ seconds: number; cpu: number }> => {
       const c0 = process.cpuUsage();
-      const until = echoed + reps + 1;
+      expected += reps + 1;
+      const until = expected;
       while (echoed < until) await new Promise<void>((resolve) => (onEcho = resolve));
       return { seconds: 0, cpu: cpuSecondsSince(c0) / (reps + 1) };
     };
@@ -456,6 +472,8 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
 }
 
 const args = parseArgs(process.argv);
+// A child whose parent is gone (killed, or a test's timeout) exits instead of holding its sockets forever.
+if (args.role !== undefined) process.once('disconnect', () => process.exit(0));
 if (args.role === 'ring' || args.role === 'shm' || args.role === 'star') await runCollectiveChild(args.role, args);
 else if (args.role === 'link-send' || args.role === 'link-recv') await runLinkChild(args.role, args);
 else await runParent(args);

@@ -22,6 +22,11 @@ export const CLI_EXIT = Object.freeze({
  */
 const INPUT_CODES: ReadonlySet<TrainerErrorCode> = new Set<TrainerErrorCode>(['ERR_BAD_FLAG', 'ERR_BAD_CONFIG', 'ERR_BAD_DATA']);
 
+/** Whether `code` means "the input must change" ({@link CLI_EXIT}.badInput) when the program itself raises it. */
+export function isInputCode(code: TrainerErrorCode): boolean {
+  return INPUT_CODES.has(code);
+}
+
 /**
  * The code an error is reported with: a {@link TrainerError}'s own, else `ERR_INTERNAL` (an error no check of this
  * project named: a bug, or a system error nothing wrapped), as a worker reports one to its coordinator.

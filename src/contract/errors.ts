@@ -28,6 +28,12 @@ export type TrainerErrorCode =
   | 'ERR_DIVERGED'
   /** Compiled code (dist/) of another build than its sources or than its coordinator's: `npm run build`, restart. */
   | 'ERR_STALE_BUILD'
+  /**
+   * A worker refused an input of its own (its `ERR_BAD_FLAG`, `ERR_BAD_CONFIG` or `ERR_BAD_DATA`: e.g. a
+   * `PETS_TRAINER_WEIGHTS_DIR` it cannot create) and the run could not go on without it: the run failed (exit 1), as
+   * opposed to the coordinator's own bad input (exit 2, nothing started). See `fromWorker` in `coordinator/cluster.ts`.
+   */
+  | 'ERR_WORKER_INPUT'
   | 'ERR_INTERNAL';
 
 /**

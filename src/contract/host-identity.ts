@@ -1,10 +1,12 @@
 /**
- * Which machine (which running kernel) a process is on, for the checks that must not take another machine for this
- * one: a run lock's owner (`lock-file.ts`), and a ring peer's same-host socket (`worker/allreduce/ring.ts`: a Unix
- * socket file found in a `/tmp` shared over NFS is another host's, and connecting to it reaches nobody).
+ * Which running kernel a process is on, for the checks that must not take another machine for this one: a run
+ * lock's owner (`lock-file.ts`), and a ring peer's same-host socket (`worker/allreduce/ring.ts`: a Unix socket file
+ * found in a `/tmp` shared over NFS is another host's, and connecting to it reaches nobody). A Unix socket connects
+ * exactly when both processes run on one kernel, whatever their host names: containers of one kernel get distinct
+ * host names (Docker: the container id) and, sharing `/tmp`, reach each other's sockets.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 /** Path of the kernel's boot id: a random UUID drawn at each boot, the same in every container of that kernel. */
@@ -19,14 +21,40 @@ export function kernelBootId(): string | null {
   }
 }
 
+/** This process's pid namespace (`pid:[4026531836]`, the link `/proc/self/ns/pid`), or null without procfs. */
+export function pidNamespace(): string | null {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+}
+
+function digest16(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
 /**
- * This host's identity: the first 16 hex digits of SHA-256 over the host name and the kernel's boot id, as NCCL's
- * host hash (`getHostHash`: host name + boot id) tells which ranks share a machine. Two hosts differ in boot id
- * even where they share a host name or a file system; null when the boot id cannot be read (then no peer is taken
- * for a same-host one).
- * @param host - the host name (default `os.hostname()`); @param bootId - the boot id (default {@link kernelBootId})
+ * This host's identity: the first 16 hex digits of SHA-256 over the kernel's boot id — the part of NCCL's host hash
+ * (`getHostHash`: host name + boot id) that tells one running kernel, hence where a Unix socket connects. Two hosts
+ * differ in boot id even where they share a host name or a file system; containers of one kernel share it whatever
+ * their host names. Without a boot id (no procfs, e.g. macOS) the host name stands in (SHA-256 over it, so it never
+ * equals a boot id's); null when there is neither (then no peer is taken for a same-host one).
+ * @param host - the host name (default `os.hostname()`), used only without a boot id
+ * @param bootId - the boot id (default {@link kernelBootId})
  */
 export function hostIdentity(host: string = hostname(), bootId: string | null = kernelBootId()): string | null {
-  if (bootId === null) return null;
-  return createHash('sha256').update(`${host}\n${bootId}`).digest('hex').slice(0, 16);
+  if (bootId !== null) return digest16(`boot\n${bootId}`);
+  return host === '' ? null : digest16(`host\n${host}`);
+}
+
+/**
+ * The identity of the processes whose pids this one can see (one kernel and one pid namespace): 16 hex digits of
+ * SHA-256 over the host identity and the pid namespace; null when either is unknown. A file that names its writer's
+ * pid (a ring's socket) may be removed as stale only by a process of the same pid-space identity: a container of
+ * the same kernel that shares `/tmp` has its own pid namespace, where a live writer's pid does not run.
+ * @param hostId - the host identity (default {@link hostIdentity}); @param namespace - the pid namespace (default {@link pidNamespace})
+ */
+export function pidSpaceIdentity(hostId: string | null = hostIdentity(), namespace: string | null = pidNamespace()): string | null {
+  return hostId === null || namespace === null ? null : digest16(`${hostId}\n${namespace}`);
 }

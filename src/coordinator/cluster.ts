@@ -5,6 +5,7 @@
  */
 import { TrainerError, type TrainerErrorCode } from '../contract/errors.js';
 import { logText } from '../contract/log-text.js';
+import { isInputCode } from '../contract/cli-error.js';
 import {
   isReplyTo, requestMessage, type ErrorMessage, type Message, type ReplyOf, type RequestKind, type RequestPayload,
 } from '../contract/protocol/index.js';
@@ -42,6 +43,18 @@ export interface RequestOptions {
   readonly frames?: Uint8Array[];
   /** Names the request in timeout and loss errors; default: the kind. */
   readonly what?: string;
+}
+
+/**
+ * The coordinator's error for a worker's failure that ends the run (its `error` or `step-failed` reply): the worker's
+ * code and message, except an input code (`ERR_BAD_FLAG`, `ERR_BAD_CONFIG`, `ERR_BAD_DATA`), which is the worker's
+ * input, not the coordinator's: re-coded `ERR_WORKER_INPUT`, naming the worker's code, so that the coordinator
+ * exits 1 (the run failed) and never 2 ("bad input; nothing was started": its own input was fine, and workers ran).
+ * @param code - the worker's code; @param message - the message, prefixed with the rank (`rank 1: setup: …`)
+ */
+export function fromWorker(code: TrainerErrorCode, message: string): TrainerError {
+  if (!isInputCode(code)) return new TrainerError(code, message);
+  return new TrainerError('ERR_WORKER_INPUT', `${message} (the worker's ${code}: an input of the worker, not of this coordinator)`);
 }
 
 /** Ring membership and collective requests over a {@link ControlServer}. */
@@ -139,6 +152,17 @@ export class Cluster {
   }
 
   /**
+   * Returns the member of rank `rank` to the workers that joined and wait unranked (elastic growth that cannot keep
+   * it: it waits for the next growth, keeping its setup) and renumbers the others; the caller announces the new ring.
+   */
+  unrank(rank: number): void {
+    const m = this.ranks().find((x) => x.rank === rank);
+    if (!m) return;
+    m.rank = -1;
+    this.compactRanks();
+  }
+
+  /**
    * Announces the ring (new generation) to every rank and resets the lost signal.
    * @throws TrainerError ERR_WORKER_LOST (retryable) when a ranked member is lost and not dropped yet: announcing
    *   would reset the signal its loss fired and leave a gap in the ranks, so the loss would go unseen (a loss during
@@ -232,7 +256,7 @@ export class Cluster {
         const err = new TrainerError(message.code, `rank ${rank}: ${message.message}`);
         if (o.tolerate?.(err, rank) === true) return { rank, error: err };
         if (!this.gatherErrors.has(message.message)) this.gatherErrors.set(message.message, rank);
-        throw err;
+        throw fromWorker(message.code, err.message);
       }
       const err = o.failed?.(message as M, rank);
       if (err) throw err;

@@ -116,10 +116,11 @@ function describeNewest(newest: string | null | undefined): string {
 
 /**
  * Setup failures that are one remote worker's own, not the run's: its copy of the data is not the run's (a wrong
- * `--data`: ERR_DATA), or its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
- * ERR_WEIGHTS). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
+ * `--data`: ERR_DATA), its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
+ * ERR_WEIGHTS), or its environment names folders it cannot create (ERR_BAD_CONFIG: its `PETS_TRAINER_WEIGHTS_DIR` or
+ * `PETS_TRAINER_CACHE_DIR`). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
  */
-const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS']);
+const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS', 'ERR_BAD_CONFIG']);
 
 /** Membership changes of a run. */
 export class Recovery {
@@ -245,6 +246,30 @@ export class Recovery {
     return refused;
   }
 
+  /**
+   * Sets up every rank of the announced ring until none is refused: the one "set up until nobody is refused" loop
+   * (the run's start and a restarted group). Each round sends the setup to the ranks that lack it ({@link setupAll});
+   * when workers were refused, `replace` waits for others to join in their place, the ring is announced again, and
+   * the next round sets up the newcomers. With `newcomersNeedState`, the newcomers are marked as needing the training
+   * state before the announcement, which throws ERR_WORKER_LOST when a member was lost meanwhile: the attempt that
+   * recovers that loss must still give them the state (as {@link admitNewcomers} does).
+   * @param replace - waits for `refused` workers to join; resolves false when a stop was requested meanwhile
+   * @param newcomersNeedState - whether members that join hold no training state (false at the run's start, where
+   *   every replica starts from the same weights)
+   * @returns false when `replace` said stop, else true (every rank set up)
+   * @throws TrainerError as {@link setupAll}, `replace` and `Cluster.announce` (ERR_WORKER_LOST)
+   */
+  async setUpUntilNoneRefused(replace: (refused: number) => Promise<boolean>, newcomersNeedState: boolean): Promise<boolean> {
+    const { cluster } = this.o;
+    for (let refused = await this.setupAll(cluster.ranks().map((m) => m.rank)); refused > 0; refused = await this.setupAll(cluster.ranks().map((m) => m.rank))) {
+      const before = new Set(cluster.ranks().map((m) => m.id));
+      if (!(await replace(refused))) return false;
+      if (newcomersNeedState) for (const m of cluster.ranks().filter((x) => !before.has(x.id))) this.unsynced.add(m.id);
+      await cluster.announce();
+    }
+    return true;
+  }
+
   private async waitForLoss(): Promise<boolean> {
     const deadline = performance.now() + this.o.detectTimeoutMs;
     // Ranked members only: a newcomer lost before it was given a rank is replaced by the wait for it (`admit`).
@@ -323,11 +348,7 @@ export class Recovery {
     const { cluster } = this.o;
     const kept = new Set(cluster.ranks().filter((m) => this.setUp.has(m.id)).map((m) => m.id));
     // Workers refused at their setup (a wrong --data) are replaced by workers that join, within --rejoin-timeout-s.
-    for (let refused = await this.setupAll(cluster.ranks().map((m) => m.rank)); refused > 0; refused = await this.setupAll(cluster.ranks().map((m) => m.rank))) {
-      await this.admit(refused, 'a worker of the restarted group was refused');
-      await cluster.announce();
-      for (const m of cluster.ranks()) this.unsynced.add(m.id);
-    }
+    await this.setUpUntilNoneRefused(async (refused) => (await this.admit(refused, 'a worker of the restarted group was refused'), true), true);
     const ranks = cluster.ranks();
     return { fresh: ranks.filter((m) => !kept.has(m.id)).map((m) => m.rank), kept: ranks.filter((m) => kept.has(m.id)).map((m) => m.rank) };
   }
@@ -504,9 +525,10 @@ export class Recovery {
    * the training state yet (newcomers, including those of an interrupted earlier attempt) the state of the
    * lowest-ranked member that holds it. When fewer than `count` join within `--rejoin-timeout-s`, the run ends
    * (torchrun's rendezvous join timeout, Horovod's elastic timeout): one bounded wait, not one per retry.
+   * @param growth - elastic growth ({@link maybeGrow}): a newcomer refused at its setup is not waited for
    * @throws TrainerError ERR_WORKER_LOST (no retry) when the replacements did not join in time
    */
-  private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>, reason: string): Promise<void> {
+  private async admitNewcomers(count: number, getState: (rank: number) => Promise<Uint8Array>, reason: string, growth = false): Promise<void> {
     const { cluster } = this.o;
     const before = new Set(cluster.ranks().map((m) => m.id));
     await this.admit(count, reason);
@@ -514,7 +536,7 @@ export class Recovery {
     // loss must still give the newcomers the state.
     for (const m of cluster.ranks().filter((x) => !before.has(x.id))) this.unsynced.add(m.id);
     await cluster.announce();
-    await this.syncNewcomers(getState);
+    await this.syncNewcomers(getState, growth);
   }
 
   /**
@@ -563,18 +585,24 @@ export class Recovery {
     throw new RunStopped(`stopped while waiting for workers to replace the lost ones (${reason}); ${saved}`);
   }
 
-  /** Sends the run setup (once) and then the training state to every member that lacks it. */
-  private async syncNewcomers(getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
+  /**
+   * Sends the run setup (once) and then the training state to every member that lacks it.
+   * @param growth - the newcomers are elastic growth ({@link maybeGrow}), not replacements: a refused one is never
+   *   waited for (the run was training at its size); the ring keeps the largest size that fits ({@link shrinkToFit})
+   */
+  private async syncNewcomers(getState: (rank: number) => Promise<Uint8Array>, growth = false): Promise<void> {
     const { cluster } = this.o;
     const targets = cluster.ranks().filter((m) => this.unsynced.has(m.id));
     if (targets.length === 0) return;
     const refused = await this.setupAll(targets.map((m) => m.rank));
     if (refused > 0) {
       // A newcomer refused at its setup (a wrong --data): another takes its place (elastic: the ring goes on without
-      // it where the global batch divides), then the remaining newcomers get the state.
-      if (!(this.o.elastic && this.o.fitsWorldSize(cluster.worldSize))) return this.admitNewcomers(refused, getState, 'a replacement was refused');
+      // it where the global batch divides; growth: at the largest size that divides it), then the remaining
+      // newcomers get the state.
+      const fits = this.o.elastic && this.o.fitsWorldSize(cluster.worldSize);
+      if (!fits && !(growth && this.shrinkToFit())) return this.admitNewcomers(refused, getState, 'a replacement was refused');
       await cluster.announce();
-      return this.syncNewcomers(getState);
+      return this.syncNewcomers(getState, growth);
     }
     const source = cluster.ranks().find((m) => !this.unsynced.has(m.id));
     if (!source) throw new TrainerError('ERR_WORKER_LOST', 'no member holding the training state is left');
@@ -587,6 +615,26 @@ export class Recovery {
     this.o.log(`${now()} ring re-formed (generation ${cluster.generation}, ${cluster.worldSize} workers: ${this.o.describeBatch()}); ranks ${targets.map((m) => m.rank).join(', ')} got the current state from rank ${source.rank} (checksum ${sums[0]?.slice(0, 12) ?? '-'})`);
   }
 
+  /**
+   * Elastic growth whose newcomer was refused, leaving a world size the global batch does not divide: keeps the
+   * largest size that divides it, no smaller than the members holding the training state (the size the run was
+   * training at), by returning the other newcomers to the waiting workers (highest ranks first; they keep their
+   * setup and join at a later growth). The caller announces the ring.
+   * @returns false when no such size is left (then the caller waits for replacements, as recovery does)
+   */
+  private shrinkToFit(): boolean {
+    const { cluster } = this.o;
+    const holders = cluster.ranks().filter((m) => !this.unsynced.has(m.id)).length;
+    let size = cluster.worldSize;
+    while (size >= Math.max(holders, 1) && !this.o.fitsWorldSize(size)) size--;
+    if (size < Math.max(holders, 1)) return false;
+    const newcomers = cluster.ranks().filter((m) => this.unsynced.has(m.id));
+    const back = newcomers.slice(newcomers.length - (cluster.worldSize - size)).reverse();
+    for (const m of back) cluster.unrank(m.rank);
+    this.o.log(`${now()} elastic: a newcomer was refused and ${size + back.length} worker(s) do not divide the global batch: continuing with ${size} (the largest that does); worker(s) pid ${back.map((m) => `${m.hello.pid} on ${m.hello.host}`).join(', ')} wait for the next growth`);
+    return true;
+  }
+
   /** Elastic: admits workers that joined since the last step (at a step boundary). */
   async maybeGrow(getState: (rank: number) => Promise<Uint8Array>): Promise<void> {
     if (!this.o.elastic) return;
@@ -595,10 +643,12 @@ export class Recovery {
     const n = Math.min(waiting, room);
     if (n <= 0 || !this.o.fitsWorldSize(this.o.cluster.worldSize + n)) return;
     this.o.log(`${now()} elastic: admitting ${n} worker(s) at the step boundary`);
+    const before = this.o.cluster.worldSize;
     try {
-      await this.admitNewcomers(n, getState, 'elastic growth');
+      await this.admitNewcomers(n, getState, 'elastic growth', true);
       this.checkNoneLostMeanwhile();
-      this.o.log(`${now()} elastic: grew to ${this.o.cluster.worldSize} worker(s); now ${this.o.describeBatch()}`);
+      const size = this.o.cluster.worldSize;
+      this.o.log(`${now()} elastic: ${size > before ? 'grew to' : 'stayed at'} ${size} worker(s); now ${this.o.describeBatch()}`);
     } catch (err) {
       // A worker lost while the group grew (a member, or a newcomer during its setup or state transfer) is recovered
       // as any loss: dropped, counted once, replaced or shrunk past, the ring re-formed. It used to end the run

@@ -244,10 +244,9 @@ export abstract class CoordinatorSetUp {
     this.announcePlan(data, announce, endpoint);
     const recovery = await this.startWorkers(data, endpoint, curve);
     // A remote worker whose setup fails on its own machine (a wrong --data) is refused: the rendezvous goes on.
-    do {
-      if (!(await this.admitWorkers())) return null;
-      await this.cluster!.announce();
-    } while (await recovery.setupAll(this.cluster!.ranks().map((m) => m.rank)) > 0);
+    if (!(await this.admitWorkers())) return null;
+    await this.cluster!.announce();
+    if (!(await recovery.setUpUntilNoneRefused(() => this.admitWorkers(), false))) return null;
     if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
     return { data, recovery };
   }

@@ -16,7 +16,7 @@ import { formatDuration } from '../training/learner/table.js';
 import { N_LAYER_GROUPS, stepPosition, type StagePlan } from '../contract/plan/plan.js';
 import type { StepHyper } from '../contract/plan/schedule.js';
 import type { Message, StepDoneMessage, ValidDoneMessage } from '../contract/protocol/index.js';
-import type { Cluster, Reply } from './cluster.js';
+import { fromWorker, type Cluster, type Reply } from './cluster.js';
 import type { RunHistory, StageHistory } from './history.js';
 import { counted } from '../contract/log-text.js';
 
@@ -94,7 +94,7 @@ async function runStep(ctx: StageContext, stage: StagePlan, stepInStage: number,
       const failure = (m: StepDoneMessage, rank: number): TrainerError | null => {
         if (!failed(m)) return null;
         const f = m as unknown as Extract<Message, { type: 'step-failed' }>;
-        return new TrainerError(f.code, `rank ${rank} failed step ${step}: ${f.message}`);
+        return fromWorker(f.code, `rank ${rank} failed step ${step}: ${f.message}`);
       };
       const waiting = cluster.gather(cluster.ranks().map((m) => m.rank), (m): m is StepDoneMessage => isStepDone(step, generation)(m) || failed(m),
         { what: `step ${step}`, timeoutMs: ctx.stepTimeoutMs, failed: failure });

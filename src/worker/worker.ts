@@ -458,8 +458,27 @@ export class Worker {
     await this.ring?.setDtype(dtype);
   }
 
+  /**
+   * Releases what an earlier `setup` built (its feed, image pool threads, replica tensors and star client) before
+   * another builds its own. The coordinator sends `setup` again when its request failed after this worker had
+   * answered `ready` (another rank failed it: no rank of that request counts as set up); the second pool and
+   * replica used to be built beside the first, whose threads and tensors were never released.
+   */
+  private async releaseSetup(): Promise<void> {
+    const { trainer, pool, replica, star } = this;
+    this.trainer = null;
+    this.pool = null;
+    this.replica = null;
+    this.star = null;
+    await trainer?.close();
+    await pool?.close();
+    replica?.dispose();
+    await star?.close();
+  }
+
   private async onSetup(request: SetupMessage, frame: Buffer): Promise<void> {
     const setup = decodeRunSetup(frame);
+    await this.releaseSetup();
     this.setup = setup;
     await this.useWireDtype(setup.allreduceDtype);
     const dataRoot = localDataRoot(this.o.dataRoot, setup);

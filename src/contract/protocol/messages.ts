@@ -56,9 +56,9 @@ export interface HelloMessage {
   readonly pid: number;
   readonly host: string;
   /**
-   * The worker's host identity ({@link hostIdentity} of `contract/host-identity.ts`: a hash of the host name and the
-   * kernel's boot id, as NCCL's host hash): a peer uses this worker's {@link localDataAddress} only when its own host
-   * identity is the same. Absent when the boot id cannot be read (no procfs): peers then use `dataAddress`.
+   * The worker's host identity ({@link hostIdentity} of `contract/host-identity.ts`: a hash of the kernel's boot id,
+   * or of the host name where there is no boot id): a peer uses this worker's {@link localDataAddress} only when its
+   * own host identity is the same. Absent when there is neither: peers then use `dataAddress`.
    */
   readonly hostId?: string;
   readonly capabilities: Capabilities;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { isTrainerError, TrainerError } from '../../contract/errors.js';
 import { processAlive } from '../../contract/process.js';
-import { hostIdentity } from '../../contract/host-identity.js';
+import { hostIdentity, pidSpaceIdentity } from '../../contract/host-identity.js';
 import { decode, encode, type ChunkMessage, type ReducePhase, type WireDtype } from '../../contract/protocol/index.js';
 import { defaultRingMath, type AddInto, type DivideBy } from '../../training/allreduce/add.js';
 import { chunkBounds, receiveChunk, sendChunk } from '../../training/allreduce/ring-schedule.js';
@@ -217,8 +217,9 @@ export class RingAllReduce extends MembershipGetters implements AllReducer {
    * temporary directory path too long for a socket address) is a warning: peers then use TCP.
    */
   private async bindLocal(pull: Pull): Promise<void> {
-    sweepStaleRingSockets(tmpdir(), this.options.hostId);
-    const address = `ipc://${join(tmpdir(), ringSocketName(process.pid, randomBytes(6).toString('hex'), this.options.hostId))}`;
+    const space = pidSpaceIdentity(this.options.hostId);
+    sweepStaleRingSockets(tmpdir(), space);
+    const address = `ipc://${join(tmpdir(), ringSocketName(process.pid, randomBytes(6).toString('hex'), space))}`;
     try {
       await pull.bind(address);
       this.boundLocalAddress = address;
@@ -529,28 +530,31 @@ function ringStepOf(k: number, n: number): { phase: ReducePhase; t: number } {
 }
 
 /**
- * The file name of a ring's Unix socket: `pets-ring-<pid>-<12 hex digits>-<host identity>`; without a host identity
- * (no procfs), `pets-ring-<pid>-<12 hex digits>`, which no sweep removes. The host identity tells this host's files
- * from those of other hosts that share the directory (a `/tmp` over NFS), whose pids mean nothing here.
+ * The file name of a ring's Unix socket: `pets-ring-<pid>-<12 hex digits>-<pid-space identity>`; without one (no
+ * procfs), `pets-ring-<pid>-<12 hex digits>`, which no sweep removes. The pid-space identity (`pidSpaceIdentity`:
+ * kernel and pid namespace) tells the files whose pids this process can check from those of other hosts that share
+ * the directory (a `/tmp` over NFS) or of containers of this kernel that share it, whose pids mean nothing here.
  */
-export function ringSocketName(pid: number, random: string, hostId: string | null): string {
-  return `pets-ring-${pid}-${random}${hostId === null ? '' : `-${hostId}`}`;
+export function ringSocketName(pid: number, random: string, space: string | null): string {
+  return `pets-ring-${pid}-${random}${space === null ? '' : `-${space}`}`;
 }
 
 /**
- * Removes the Unix socket files of ring processes of this host that are gone (`ringSocketName` with this host's
- * identity, whose pid no longer runs): libzmq unlinks its file when the socket closes, but a worker killed with
- * SIGKILL leaves it in the temporary directory, one per kill. Each ring sweeps before it binds its own. Files of live
- * pids, of other hosts (a shared `/tmp`: their pids are not this host's, and removing a live peer's socket broke its
- * same-host neighbours' reconnects), of other names, or that cannot be removed (another user's) are left.
+ * Removes the Unix socket files of ring processes of this pid space that are gone (`ringSocketName` with this
+ * process's pid-space identity, whose pid no longer runs): libzmq unlinks its file when the socket closes, but a
+ * worker killed with SIGKILL leaves it in the temporary directory, one per kill. Each ring sweeps before it binds its
+ * own. Files of live pids, of other hosts or of other pid namespaces of this kernel (a shared `/tmp`, containers:
+ * their pids do not run here, and removing a live peer's socket broke its same-host neighbours' reconnects), of
+ * other names, or that cannot be removed (another user's) are left.
  * @param dir - the directory the ring binds its sockets in (`os.tmpdir()`)
- * @param hostId - this host's identity (default {@link hostIdentity}); null: nothing is removed
+ * @param space - this process's pid-space identity (default `pidSpaceIdentity()` of `contract/host-identity.ts`);
+ *   null: nothing is removed
  * @returns the names removed
  */
-export function sweepStaleRingSockets(dir: string, hostId: string | null = hostIdentity()): string[] {
+export function sweepStaleRingSockets(dir: string, space: string | null = pidSpaceIdentity()): string[] {
   const removed: string[] = [];
   let names: string[];
-  if (hostId === null) return removed;
+  if (space === null) return removed;
   try {
     names = readdirSync(dir);
   } catch {
@@ -558,7 +562,7 @@ export function sweepStaleRingSockets(dir: string, hostId: string | null = hostI
   }
   for (const name of names) {
     const match = /^pets-ring-(\d+)-[0-9a-f]{12}-([0-9a-f]{16})$/.exec(name);
-    if (match === null || match[2] !== hostId || processAlive(Number(match[1]))) continue;
+    if (match === null || match[2] !== space || processAlive(Number(match[1]))) continue;
     try {
       if (!lstatSync(join(dir, name)).isSocket()) continue;
       unlinkSync(join(dir, name));
@@ -572,11 +576,11 @@ export function sweepStaleRingSockets(dir: string, hostId: string | null = hostI
 
 /**
  * Rank `r`'s same-host (`ipc://`) address when the member is proven to be on this host, else undefined (use its
- * `tcp://` one). Proof: its host identity (hash of host name and kernel boot id, from its `hello`) equals this
- * process's, and its socket file exists here. A socket file alone proved nothing: in a `/tmp` shared over NFS (or a
- * volume mounted on two machines) another host's socket file exists too, connecting to it reaches nobody, and every
- * all-reduce with that peer timed out. Ranks in containers of one kernel that share `/tmp` keep the socket (the same
- * boot id; a Unix socket works across them).
+ * `tcp://` one). Proof: its host identity (hash of the kernel's boot id, from its `hello`; the host name only where
+ * there is no boot id) equals this process's, and its socket file exists here. A socket file alone proved nothing: in
+ * a `/tmp` shared over NFS (or a volume mounted on two machines) another host's socket file exists too, connecting to
+ * it reaches nobody, and every all-reduce with that peer timed out. Ranks in containers of one kernel that share
+ * `/tmp` keep the socket whatever their host names (one boot id; a Unix socket works across them).
  * @param ownHostId - this process's host identity (null: none proven, every peer over TCP)
  * @param isSocket - whether the address names a socket here (default {@link isLocalSocket})
  */

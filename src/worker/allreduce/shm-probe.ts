@@ -11,10 +11,10 @@
  * share a directory see each other's files, and nobody else's), so every rank decides alike.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processAlive } from '../../contract/process.js';
-import { hostIdentity } from '../../contract/host-identity.js';
+import { hostIdentity, pidNamespace } from '../../contract/host-identity.js';
 
 /** File-name prefix of probe files in the segment directory. */
 export const PROBE_PREFIX = 'pets-probe-';
@@ -40,14 +40,6 @@ interface ProbeContent {
 /** The probe file name of a rank's same-host socket address: `pets-probe-` and 16 hex digits of its SHA-256. */
 export function probeName(address: string): string {
   return `${PROBE_PREFIX}${createHash('sha256').update(address).digest('hex').slice(0, 16)}`;
-}
-
-function pidNamespace(): string | null {
-  try {
-    return readlinkSync('/proc/self/ns/pid');
-  } catch {
-    return null;
-  }
 }
 
 function readProbe(path: string): ProbeContent | null {

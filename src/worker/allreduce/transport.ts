@@ -71,7 +71,7 @@ export function chooseTransport(membership: Membership, dtype: WireDtype, announ
     const local = membership.localPeers?.[r];
     if (local === undefined) return { transport: 'ring', why: `rank ${r} announced no same-host socket` };
     if (sameHostAddress(membership, r, hostId, () => true) === undefined) {
-      return { transport: 'ring', why: `rank ${r} is on another host (its host identity ${membership.hostIds?.[r] ?? '(none)'} is not this one's ${hostId ?? '(none: no boot id)'})` };
+      return { transport: 'ring', why: `rank ${r} is on another host (its host identity ${membership.hostIds?.[r] ?? '(none)'} is not this one's ${hostId ?? '(none: no boot id or host name)'})` };
     }
     if (!isLocal(local)) return { transport: 'ring', why: `rank ${r} is on another host (its socket ${local} is not on this one)` };
   }

@@ -6,6 +6,7 @@ import { validateAll } from '../../../src/coordinator/stage-runner.js';
 import { ControlServer } from '../../../src/coordinator/control.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import { decode, encode, type Message } from '../../../src/contract/protocol/index.js';
+import { errorExit } from '../../../src/contract/cli-error.js';
 
 function hello(rankRequest: number | null, port: number): Message {
   return { type: 'hello', rankRequest, dataAddress: `tcp://127.0.0.1:${port}`, pid: port, host: 'h', capabilities: { backend: 'wasm', wireDtypes: ['float32'], maxFrameBytes: 1024 } };
@@ -113,6 +114,14 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     await dealers[1]!.send(encode({ type: 'error', code: 'ERR_WORKER_LOST', message: 'get-state: all-reduce aborted: welcome from the coordinator', rank: 1, command: 'get-state', requestId: id - 1 }));
     await dealers[1]!.send(encode({ type: 'error', code: 'ERR_DATA', message: 'sync-bn: disk gone', rank: 1, command: 'sync-bn', requestId: id + 1 }));
     await assert.rejects(failing, (e) => isTrainerError(e, 'ERR_DATA') && /rank 1: sync-bn: disk gone/.test(e.message));
+    // A worker's input error (its environment, its flags) ends the request as the worker's, never as the
+    // coordinator's bad input (ERR_BAD_* → exit 2, "nothing was started"): re-coded ERR_WORKER_INPUT, exit 1.
+    const bad = cluster.request('sync-bn', { generation: cluster.generation }, { ranks: [1], timeoutMs: 60_000 });
+    const badId = (await next(dealers[1]!) as Extract<Message, { type: 'sync-bn' }>).requestId;
+    await dealers[1]!.send(encode({ type: 'error', code: 'ERR_BAD_CONFIG', message: 'sync-bn: PETS_TRAINER_CACHE_DIR /ro: cannot create the folder', rank: 1, command: 'sync-bn', requestId: badId }));
+    const badErr = await bad.then(() => null, (e: unknown) => e);
+    assert.ok(isTrainerError(badErr, 'ERR_WORKER_INPUT') && /^rank 1: sync-bn: PETS_TRAINER_CACHE_DIR \/ro: cannot create the folder \(the worker's ERR_BAD_CONFIG/.test(badErr.message), String(badErr));
+    assert.equal(errorExit('coordinator', badErr, () => undefined), 1);
     // The run's error carries rank 1's message: rank 0 failing the same way later is said as "the same error as rank 1".
     assert.equal(cluster.rankThatReported('sync-bn: disk gone'), 1);
     assert.equal(cluster.rankThatReported('sync-bn: disk full'), null);
@@ -120,8 +129,8 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     // The one rank-0 BatchNorm broadcast: a sync-bn to every rank with the ring's generation, done when all ack.
     const synced = cluster.syncBatchNorm(60_000);
     const asks = await Promise.all(dealers.map(next));
-    assert.deepEqual(asks, [0, 1].map(() => ({ type: 'sync-bn', requestId: id + 2, generation: 1 })));
-    for (const [rank, d] of dealers.entries()) await d.send(encode({ type: 'ack', requestId: id + 2, rank }));
+    assert.deepEqual(asks, [0, 1].map(() => ({ type: 'sync-bn', requestId: id + 3, generation: 1 })));
+    for (const [rank, d] of dealers.entries()) await d.send(encode({ type: 'ack', requestId: id + 3, rank }));
     await synced;
   } finally {
     for (const d of dealers) d.close();

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { GroupRestart, Recovery, RunStopped, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
-import type { Cluster } from '../../../src/coordinator/cluster.js';
+import { fromWorker, type Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
 import type { Message } from '../../../src/contract/protocol/index.js';
@@ -53,7 +53,8 @@ function scripted(worldSize: number, joiners: Member[][]) {
     async admit(count: number, timeoutMs: number) {
       const joining = joiners[calls.admit++] ?? [];
       if (joining.length < count) throw new TrainerError('ERR_TIMEOUT', `waited ${timeoutMs} ms for ${count} worker(s) to join, ${joining.length} did`);
-      for (const m of joining) { m.rank = ranks().length; members.push(m); }
+      // A member already waiting (unranked, in the table) keeps its place in it.
+      for (const m of joining) { m.rank = ranks().length; if (!members.includes(m)) members.push(m); }
     },
     async announce() {
       // As Cluster.announce: a ranked member lost and not dropped is never announced past (its loss would go unseen).
@@ -79,9 +80,14 @@ function scripted(worldSize: number, joiners: Member[][]) {
         const failed = setupErrors.get(m.id);
         if (failed === undefined) return { rank, message: { type: 'ready', requestId: 1, rank, checksum: '0'.repeat(64), gradientElements: 1 } as Message, frames: [] };
         const error = new TrainerError(failed.code, `rank ${rank}: ${failed.message}`);
-        if (o.tolerate?.(error, rank) !== true) throw error;
+        // As Cluster's gather: an error not tolerated ends the request, an input code re-coded (`fromWorker`).
+        if (o.tolerate?.(error, rank) !== true) throw fromWorker(failed.code, error.message);
         return { rank, error };
       });
+    },
+    unrank(rank: number) {
+      ranks().find((x) => x.rank === rank)!.rank = -1;
+      ranks().forEach((x, i) => { x.rank = i; });
     },
     async refuse(rank: number, code: string, message: string) {
       const m = ranks().find((x) => x.rank === rank)!;
@@ -396,6 +402,33 @@ test('every worker lost at once with restarts left: the whole group is restarted
   await assert.rejects(recovery.recover('all lost again', async () => new Uint8Array(8)), (e) => isTrainerError(e, 'ERR_WORKER_LOST') && /no restart is left \(--max-restarts 1, 1 used\); the newest checkpoint on disk stands/.test(e.message));
 });
 
+test('a restarted group\'s refused worker is replaced, and its replacement is marked as holding no state before the ring is announced (an announcement that fails leaves it marked)', async () => {
+  // Cluster.announce throws ERR_WORKER_LOST when a member was lost meanwhile. Marked after it, the replacement was
+  // taken for a holder of the training state by the attempt that recovered: the state was fetched from a fresh replica.
+  const s = scripted(3, [[member('n0', -1), member('n1', -1), member('n2', -1)], [member('n3', -1)]]);
+  const o = options(s, { maxRestarts: 2 });
+  for (const m of s.members) m.state = 'lost';
+  const recovery = new Recovery(o);
+  await assert.rejects(recovery.recover('all lost', async () => new Uint8Array(8)), (e) => e instanceof GroupRestart);
+  s.setupErrors.set('n1', { code: 'ERR_DATA', message: 'setup: worker --data /x: item a.jpg not found' });
+  const cluster = s.cluster as unknown as { announce(): Promise<void> };
+  const announce = cluster.announce.bind(cluster);
+  let failNext = true;
+  cluster.announce = async () => {
+    if (!failNext) return announce();
+    failNext = false;
+    throw new TrainerError('ERR_WORKER_LOST', 'rank 0 (pid 100 on elsewhere) lost while the ring was being re-formed');
+  };
+  await assert.rejects(recovery.setUpRestartedGroup(), (e) => isTrainerError(e, 'ERR_WORKER_LOST'));
+  assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['n0', 'n2', 'n3'], 'n3 joined in n1\'s place');
+  // The next attempt: no member holds the training state (n3 included), so the group restarts again; none is asked for it.
+  const asked: number[] = [];
+  await assert.rejects(recovery.recover('the announcement failed', async (rank) => (asked.push(rank), new Uint8Array(8))), (e) => e instanceof GroupRestart);
+  assert.deepEqual(asked, [], 'no state fetched from a fresh replica');
+  assert.deepEqual(s.calls.loadState, []);
+});
+
 test('a group restart from the start of the run when no checkpoint was written', async () => {
   const s = scripted(2, [[member('n0', -1), member('n1', -1), member('n2', -1)]]);
   const o = options(s, { newestCheckpoint: () => null });
@@ -649,6 +682,34 @@ test('elastic growth: a worker lost while a newcomer is admitted goes through re
   assert.match(log, /elastic: continuing with 2 worker\(s\)/);
 });
 
+test('elastic growth: a newcomer refused at its setup, leaving a size that does not divide the global batch, falls back to the largest size that does; nothing is waited for, the run goes on', async () => {
+  // Global batch 8 = bs 2 × 4: 1, 2 or 4 workers divide it, 3 do not. Growth is no recovery: the run was training
+  // at 2, so a refused newcomer is not waited for (--rejoin-timeout-s, then the end of a healthy run, as before).
+  const n0 = member('n0', -1), n1 = member('n1', -1), n2 = member('n2', -1);
+  const s = scripted(2, [[n0, n1], [n0, n2]]);
+  s.members.push(n0, n1);
+  s.setupErrors.set('n1', { code: 'ERR_DATA', message: 'setup: worker --data /x: item a.jpg not found in /x or /x/images' });
+  const o = options(s, { elastic: true, expect: 4, fitsWorldSize: (w: number) => 8 % (2 * w) === 0 });
+  const recovery = new Recovery(o);
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.equal(s.calls.admit, 1, 'the newcomers that had joined were admitted; no wait for a replacement');
+  assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'w1'], 'back to 2, the largest size that divides the batch');
+  assert.equal(n0.rank, -1, 'the other newcomer waits, unranked');
+  assert.deepEqual(s.calls.loadState, [], 'no state sent to a worker outside the ring');
+  assert.equal(o.checkpoints, 0, 'the run did not end');
+  const log = o.lines.join('\n');
+  assert.match(log, /elastic: a newcomer was refused and 3 worker\(s\) do not divide the global batch: continuing with 2 \(the largest that does\); worker\(s\) pid 99 on elsewhere wait for the next growth/);
+  assert.match(log, /elastic: stayed at 2 worker\(s\)/);
+  // A later growth takes the waiting newcomer (set up already: only the state) with the next one that joins.
+  s.members.push(n2);
+  await recovery.maybeGrow(async () => new Uint8Array(8));
+  assert.deepEqual(s.cluster.ranks().map((m) => m.id), ['w0', 'w1', 'n0', 'n2']);
+  assert.deepEqual(s.calls.setup.filter((id) => id.startsWith('n')), ['n0', 'n1', 'n2'], 'n0 is set up once');
+  assert.deepEqual(s.calls.loadState.sort(), ['n0', 'n2']);
+  assert.match(o.lines.join('\n'), /elastic: grew to 4 worker\(s\)/);
+});
+
 test('elastic growth: a member lost during the newcomer\'s state transfer is recovered; the run does not end', async () => {
   const s = scripted(2, []);
   const newcomer = member('n1', -1);
@@ -697,6 +758,26 @@ test('a remote worker whose setup fails on its own machine (a wrong --data) is r
   u.members.forEach((m, r) => { u.members[r] = localMember(m.id, r, 500 + r); });
   u.setupErrors.set('w1', { code: 'ERR_DATA', message: 'setup: worker data root (the coordinator\'s): item a.jpg not found' });
   await assert.rejects(new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]), (e) => isTrainerError(e, 'ERR_DATA'));
+  assert.deepEqual(u.calls.refused, []);
+});
+
+test('a remote worker whose PETS_TRAINER_WEIGHTS_DIR cannot be created (ERR_BAD_CONFIG) is refused, not the run ended; a local worker\'s ends it as ERR_WORKER_INPUT (exit 1), never the coordinator\'s exit 2', async () => {
+  const { errorExit } = await import('../../../src/contract/cli-error.js');
+  const s = scripted(3, []);
+  const o = options(s);
+  s.setupErrors.set('w2', { code: 'ERR_BAD_CONFIG', message: 'setup: PETS_TRAINER_WEIGHTS_DIR /ro/weights: cannot create the folder (EROFS: read-only file system); choose another folder for PETS_TRAINER_WEIGHTS_DIR' });
+  assert.equal(await new Recovery(o).setupAll([0, 1, 2]), 1);
+  assert.deepEqual(s.calls.refused.map(([id, code]) => [id, code]), [['w2', 'ERR_BAD_CONFIG']], 'the worker is told its own code');
+  assert.match(o.lines.join('\n'), /refused the worker pid 102 on elsewhere cannot serve this run: its setup failed there \(setup: PETS_TRAINER_WEIGHTS_DIR \/ro\/weights/);
+  // A local worker shares the coordinator's machine: its failure ends the run, as the run's failure (exit 1).
+  const workers = fakeLocalWorkers(500, 2);
+  const u = scripted(2, []);
+  u.members.forEach((m, r) => { u.members[r] = localMember(m.id, r, 500 + r); });
+  u.setupErrors.set('w1', { code: 'ERR_BAD_CONFIG', message: 'setup: PETS_TRAINER_CACHE_DIR /ro/cache: cannot create the folder (EROFS)' });
+  const err = await new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]).then(() => null, (e: unknown) => e);
+  assert.ok(isTrainerError(err, 'ERR_WORKER_INPUT'), String(err));
+  assert.match((err as Error).message, /^rank 1: setup: PETS_TRAINER_CACHE_DIR \/ro\/cache: cannot create the folder \(EROFS\) \(the worker's ERR_BAD_CONFIG: an input of the worker, not of this coordinator\)$/);
+  assert.equal(errorExit('coordinator', err, () => undefined), 1, 'the run failed; the coordinator\'s own input was fine');
   assert.deepEqual(u.calls.refused, []);
 });
 

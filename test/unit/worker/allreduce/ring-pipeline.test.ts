@@ -13,7 +13,7 @@ import { isTrainerError } from '../../../../src/contract/errors.js';
 import { chunkBounds } from '../../../../src/training/allreduce/ring-schedule.js';
 import { addIntoJs } from '../../../../src/training/allreduce/add.js';
 import { isLocalSocket, RingAllReduce, sameHostAddress, type RingOptions } from '../../../../src/worker/allreduce/ring.js';
-import { hostIdentity } from '../../../../src/contract/host-identity.js';
+import { hostIdentity, pidSpaceIdentity } from '../../../../src/contract/host-identity.js';
 
 /** Seeded values spanning many binades (so float32 sums round, and their order shows), different per rank. */
 function data(rank: number, length: number): Float32Array {
@@ -226,13 +226,30 @@ test('a peer\'s Unix socket found here is used only with proof that the peer is 
   }
 });
 
-test('host identity: host name and kernel boot id together, as NCCL\'s host hash; none without a boot id', () => {
+test('host identity: the kernel\'s boot id alone (a Unix socket connects exactly within one kernel), the host name only without one', () => {
   const boot = 'a1b2c3d4-0000-4000-8000-000000000001';
   assert.match(hostIdentity('node-a', boot)!, /^[0-9a-f]{16}$/);
   assert.equal(hostIdentity('node-a', boot), hostIdentity('node-a', boot));
   assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000002'), 'another boot: another host, whatever its name');
-  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-b', boot));
-  assert.equal(hostIdentity('node-a', null), null);
+  // Docker containers of one kernel: one boot id, host names = container ids. They share /tmp, so each other's sockets.
+  assert.equal(hostIdentity('3f2a9c1d7e60', boot), hostIdentity('b81e04c5a2f9', boot), 'containers of one kernel are one host for a Unix socket');
+  const m = { peers: ['tcp://a:1', 'tcp://b:2'], localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], hostIds: [hostIdentity('3f2a9c1d7e60', boot)!, hostIdentity('b81e04c5a2f9', boot)!], rank: 1, generation: 1 };
+  assert.equal(sameHostAddress(m, 0, hostIdentity('b81e04c5a2f9', boot), () => true), 'ipc:///tmp/a', 'the container next door is reached over its socket');
+  // No boot id (no procfs): the host name stands in, never equal to a boot id's identity.
+  assert.match(hostIdentity('node-a', null)!, /^[0-9a-f]{16}$/);
+  assert.equal(hostIdentity('node-a', null), hostIdentity('node-a', null));
+  assert.notEqual(hostIdentity('node-a', null), hostIdentity('node-b', null));
+  assert.notEqual(hostIdentity(boot, null), hostIdentity('node-a', boot));
+  assert.equal(hostIdentity('', null), null, 'neither: none');
+});
+
+test('pid-space identity: one per host identity and pid namespace (what a stale socket sweep may judge); none without either', () => {
+  const host = hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000001');
+  assert.match(pidSpaceIdentity(host, 'pid:[4026531836]')!, /^[0-9a-f]{16}$/);
+  assert.notEqual(pidSpaceIdentity(host, 'pid:[4026531836]'), pidSpaceIdentity(host, 'pid:[4026532999]'), 'a container\'s own pid namespace');
+  assert.notEqual(pidSpaceIdentity(host, 'pid:[4026531836]'), pidSpaceIdentity(hostIdentity('node-b', 'a1b2c3d4-0000-4000-8000-000000000002'), 'pid:[4026531836]'));
+  assert.equal(pidSpaceIdentity(null, 'pid:[4026531836]'), null);
+  assert.equal(pidSpaceIdentity(host, null), null);
 });
 
 test('ranks with different sliceBytes fail with ERR_PROTOCOL naming the cause, not a wrong sum', async () => {
@@ -267,7 +284,7 @@ test('setDtype switches the wire dtype between calls on the same sockets (the ru
   }
 });
 
-test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on the host; live rings\', other hosts\' sockets and other files stay', async () => {
+test('the Unix socket of a ring killed with SIGKILL is swept by the next ring of its pid space; live rings\', other hosts\', other pid namespaces\' sockets and other files stay', async () => {
   const { spawn } = await import('node:child_process');
   const { existsSync, mkdtempSync } = await import('node:fs');
   const { createServer } = await import('node:net');
@@ -276,30 +293,37 @@ test('the Unix socket of a ring killed with SIGKILL is swept by the next ring on
   // child; the file is made by this process, as nothing unlinks a killed process's socket).
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
   await new Promise((r) => child.once('exit', r));
-  const dead = `pets-ring-${child.pid}-0123456789ab-${HERE}`;
+  const SPACE = pidSpaceIdentity();
+  const dead = `pets-ring-${child.pid}-0123456789ab-${SPACE}`;
+  // A container of this kernel sharing /tmp, in its own pid namespace: the same host identity, but its pids do not run here.
+  const otherSpace = `pets-ring-${child.pid}-0123456789ab-${pidSpaceIdentity(HERE ?? null, 'pid:[4026532999]')}`;
+  const otherSpaceServer = createServer();
+  await new Promise<void>((r) => otherSpaceServer.listen(join(dir, otherSpace), r));
   // The same, of another host sharing this directory (a /tmp over NFS): its pid means nothing here, and it may run.
   const otherHost = `pets-ring-${child.pid}-0123456789ab-ffffffffffffffff`;
   const otherServer = createServer();
   await new Promise<void>((r) => otherServer.listen(join(dir, otherHost), r));
   const server = createServer();
   await new Promise<void>((r) => server.listen(join(dir, dead), r));
-  const live = `pets-ring-${process.pid}-abcdef012345-${HERE}`;
+  const live = `pets-ring-${process.pid}-abcdef012345-${SPACE}`;
   const liveServer = createServer();
   await new Promise<void>((r) => liveServer.listen(join(dir, live), r));
   writeFileSync(join(dir, `pets-ring-${child.pid}-notes`), 'not a socket name');
-  writeFileSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`), 'a regular file under a ring name');
+  writeFileSync(join(dir, `pets-ring-999999999-0123456789ab-${SPACE}`), 'a regular file under a ring name');
   try {
     const { sweepStaleRingSockets } = await import('../../../../src/worker/allreduce/ring.js');
     assert.deepEqual(sweepStaleRingSockets(dir), [dead]);
     assert.equal(existsSync(join(dir, dead)), false, 'the dead pid\'s socket is removed');
     assert.ok(existsSync(join(dir, live)), 'a live ring\'s socket stays');
     assert.ok(existsSync(join(dir, `pets-ring-${child.pid}-notes`)), 'another name stays');
-    assert.ok(existsSync(join(dir, `pets-ring-999999999-0123456789ab-${HERE}`)), 'a file that is not a socket stays');
+    assert.ok(existsSync(join(dir, `pets-ring-999999999-0123456789ab-${SPACE}`)), 'a file that is not a socket stays');
     assert.ok(existsSync(join(dir, otherHost)), 'another host\'s socket stays');
+    assert.ok(existsSync(join(dir, otherSpace)), 'another pid namespace\'s socket stays (its writer may run there)');
     assert.deepEqual(sweepStaleRingSockets(join(dir, 'missing')), []);
-    assert.deepEqual(sweepStaleRingSockets(dir, null), [], 'no host identity: nothing is taken for this host\'s');
+    assert.deepEqual(sweepStaleRingSockets(dir, null), [], 'no pid-space identity: nothing is taken for this one\'s');
   } finally {
     otherServer.close();
+    otherSpaceServer.close();
     server.close();
     liveServer.close();
     rmSync(dir, { recursive: true, force: true });
