@@ -353,7 +353,8 @@ export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stag
 export function applyResumeStageShorthands(s: StageShorthands, saved: RunConfig['stages']): RunConfig['stages'] {
   const ofPlan = (x: RunConfig['stages'][number]): boolean => DEFAULT_STAGES.some((d) => d.name === x.name && d.kind === x.kind);
   const names = saved.map((x) => x.name);
-  if (saved.length === 0 || !saved.every(ofPlan) || new Set(names).size !== names.length) return applyStageShorthands(s, saved);
+  const order = names.map((n) => DEFAULT_STAGES.findIndex((d) => d.name === n));
+  if (saved.length === 0 || !saved.every(ofPlan) || order.some((k, i) => i > 0 && k <= order[i - 1]!)) return applyStageShorthands(s, saved);
   const full = DEFAULT_STAGES.map((d) => saved.find((x) => x.name === d.name) ?? d);
   const broughtBack = (name: string): boolean => name === DEFAULT_STAGES[0]!.name ? (s.epochs ?? 0) > 0 || s.lr !== undefined
     : name === DEFAULT_STAGES[2]!.name ? (s.fineTuneEpochs ?? 0) > 0 || s.fineTuneLr !== undefined : false;

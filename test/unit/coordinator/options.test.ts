@@ -275,4 +275,7 @@ test('--resume with the run\'s own stage shorthands: a --load … --epochs 0 run
   // A config file's own stages keep the positional rule and its message.
   const own = [{ kind: 'one_cycle' as const, name: 'warmup', epochs: 1, maxLr: '1e-3', frozen: false }];
   assert.throws(() => applyResumeStageShorthands({ fineTuneEpochs: 2 }, own), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && /fit stage 2, but the stages have 1/.test(e.message));
+  // So do a config file's stages named as the plan's but in another order (stage-2 first): by position, order kept.
+  const swapped = [{ ...saved[0]!, name: 'stage-2' }, { kind: 'one_cycle' as const, name: 'stage-1', epochs: 1, maxLr: '1e-3', frozen: false }];
+  assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 1 }, swapped), applyStageShorthands({ fineTuneEpochs: 1 }, swapped));
 });
