@@ -39,12 +39,28 @@ export const PACKAGE_VERSION: string = ((): string => {
 /**
  * Adds `--version` (print this package's version and exit 0, as `node --version` or any npm CLI) to a command.
  * With `exitOverride` commander reports it as a CommanderError of exit code 0, which the launchers treat as --help.
+ * It also makes commander write its own errors as {@link commanderErrorLine} does (every command here calls it).
  * @param cmd - a commander command
  * @returns `cmd`, for chaining
  */
 export function withVersion<T extends Command>(cmd: T): T {
   cmd.version(PACKAGE_VERSION, '--version', 'print the version and exit');
+  cmd.configureOutput({ outputError: (text, write) => write(`${commanderErrorLine(cmd.name(), text)}\n`) });
   return cmd;
+}
+
+/**
+ * commander's own error (an unknown option, a flag without its value) as one line in the form of every other
+ * error, `<program>: ERR_BAD_FLAG: <what>`. commander wrote `error: unknown option '--epoch'` and `(Did you mean
+ * --epochs?)` on two lines without a code, where the README promises one line with its code (seen with
+ * `npm run learn -- --frobnicate` and `coordinator --epoch 2`, tryout2).
+ * @param name - the command's name (`coordinator predict`: its first word is the program)
+ * @param text - commander's message, `error: …` and an optional suggestion line
+ * @returns e.g. `coordinator: ERR_BAD_FLAG: unknown option '--epoch' (did you mean --epochs?)`
+ */
+export function commanderErrorLine(name: string, text: string): string {
+  const what = text.trim().replace(/^error:\s*/, '').split(/\s*\n\s*/).join(' ').replace('(Did you mean', '(did you mean');
+  return `${name.split(' ')[0]}: ERR_BAD_FLAG: ${what}`;
 }
 
 /**

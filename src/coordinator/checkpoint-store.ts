@@ -19,7 +19,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import { applyStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
+import { applyResumeStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
 import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 import type { StartRecord } from './load-model.js';
@@ -236,7 +236,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
   // The stage shorthands change the run's own stages, not the default plan: `--resume <dir> --fine-tune-epochs 1` of
   // a run made with `--epochs 3 --fine-tune-epochs 1 --no-lr-find` was refused as if it asked for 4 epochs and lr_find.
   const explicit: RunConfigInput = shorthands === undefined ? explicitGiven
-    : { ...explicitGiven, stages: applyStageShorthands(shorthands, saved.stages) };
+    : { ...explicitGiven, stages: applyResumeStageShorthands(shorthands, saved.stages) };
   // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
   // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach, or
   // (N above it) being refused with 'expect must be an integer ≥ workers (2), got 1'.

@@ -65,6 +65,14 @@ export function findModel(target: string): ModelRef {
   // The models/ folder itself (what `learn.export()` users copy and pass, as fastai's load_learner(path) takes the
   // folder holding export.pkl) stands for the folder holding it: it was refused with "found none".
   if (!existsSync(path)) throw new TrainerError('ERR_BAD_FLAG', `${target}: no such run directory or model file`);
+  // Any other file (a model's <name>.json, an image) was listed as a folder: ERR_INTERNAL 'ENOTDIR: not a
+  // directory, scandir …', exit 1.
+  if (!statSync(path).isDirectory()) {
+    const weights = join(dirname(path), `${basename(path, '.json')}.safetensors`);
+    throw new TrainerError('ERR_BAD_FLAG', path.endsWith('.json') && existsSync(weights)
+      ? `${target}: the saved model's metadata, not the model: pass its weights file ${weights} (the .json beside it is read with it)`
+      : `${target}: not a model: pass a run directory, its models/ folder, or models/<name>.safetensors`);
+  }
   const inside = savedIn(join(path, 'models')), here = savedIn(path);
   const inModels = basename(path) === 'models' && inside.length === 0 && here.length > 0;
   const dir = inModels ? dirname(path) : path;

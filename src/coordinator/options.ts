@@ -337,6 +337,30 @@ export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stag
   return kept;
 }
 
+/**
+ * The stage shorthands of a `--resume` applied to the run's own stages. A run whose stages are the default plan's
+ * (`stage-1`, `lr-find`, `stage-2`, some dropped by `--epochs 0`, `--no-lr-find` or `--fine-tune-epochs 0`) is
+ * addressed as when it was made: `--epochs`/`--lr` set `stage-1`, `--fine-tune-epochs`/`--fine-tune-lr` set `stage-2`,
+ * and a stage the run dropped stays dropped unless a flag brings it back (which the resume's check then refuses as
+ * another plan). Other stages (a config file's) are addressed by position, as {@link applyStageShorthands}.
+ * Seen (tryout2): a `--load <model> --epochs 0 --fine-tune-epochs 2` run, resumed with its own command line, was
+ * refused with '--fine-tune-epochs sets the epochs of fit stage 2, but the stages have 1 fit stage(s) (stage-2);
+ * change the config file's stages instead' (its only fit stage is stage-2, and there was no config file).
+ * @param s - the shorthands given with `--resume`
+ * @param saved - the run's stages, from its checkpoint
+ * @throws TrainerError ERR_BAD_FLAG as {@link applyStageShorthands}
+ */
+export function applyResumeStageShorthands(s: StageShorthands, saved: RunConfig['stages']): RunConfig['stages'] {
+  const ofPlan = (x: RunConfig['stages'][number]): boolean => DEFAULT_STAGES.some((d) => d.name === x.name && d.kind === x.kind);
+  const names = saved.map((x) => x.name);
+  const order = names.map((n) => DEFAULT_STAGES.findIndex((d) => d.name === n));
+  if (saved.length === 0 || !saved.every(ofPlan) || order.some((k, i) => i > 0 && k <= order[i - 1]!)) return applyStageShorthands(s, saved);
+  const full = DEFAULT_STAGES.map((d) => saved.find((x) => x.name === d.name) ?? d);
+  const broughtBack = (name: string): boolean => name === DEFAULT_STAGES[0]!.name ? (s.epochs ?? 0) > 0 || s.lr !== undefined
+    : name === DEFAULT_STAGES[2]!.name ? (s.fineTuneEpochs ?? 0) > 0 || s.fineTuneLr !== undefined : false;
+  return applyStageShorthands(s, full).filter((x) => names.includes(x.name) || broughtBack(x.name));
+}
+
 /** Values of `--allreduce`. */
 const ALLREDUCE_CHOICES: readonly RuntimeOptions['allreduce'][] = ['auto', 'ring', 'shm', 'star'];
 /** Values of `--allreduce-dtype`. */

@@ -121,3 +121,28 @@ test('coordinator help <command> shows that command\'s help (git and npm style);
   }
   assert.match(errors.join('\n'), /^coordinator: ERR_BAD_FLAG: unknown command "predcit": did you mean coordinator predict\?/);
 });
+
+test("commander's own errors are one line with the program and ERR_BAD_FLAG, for every command", async () => {
+  // Seen (tryout2): `npm run learn -- --frobnicate` and `coordinator --epoch 2` wrote commander's `error: unknown option
+  // '--epoch'` and `(Did you mean --epochs?)` on two lines without a code; the README says an error is one line with
+  // its code, as `coordinator: ERR_BAD_FLAG: unknown command "predcit": did you mean coordinator predict?`.
+  const commands: Record<string, [() => unknown, string]> = {
+    coordinator: [() => parseTrainArgs(['--epoch', '2']), "coordinator: ERR_BAD_FLAG: unknown option '--epoch' (did you mean --epochs?)\n"],
+    worker: [() => parseWorkerArgs(['--frob']), "worker: ERR_BAD_FLAG: unknown option '--frob'\n"],
+    learn: [() => parseLearnArgs(['--bs']), "learn: ERR_BAD_FLAG: option '--bs <n>' argument missing\n"],
+    predict: [() => runPredictCommand(['--frob', 'run', 'a.jpg']), "coordinator: ERR_BAD_FLAG: unknown option '--frob'\n"],
+    interpret: [() => runInterpretCommand(['--frob', 'run']), "coordinator: ERR_BAD_FLAG: unknown option '--frob'\n"],
+    'show-batch': [() => runShowBatchCommand(['--frob']), "coordinator: ERR_BAD_FLAG: unknown option '--frob'\n"],
+  };
+  const write = process.stderr.write.bind(process.stderr);
+  const out: string[] = [];
+  process.stderr.write = ((chunk: string) => { out.push(String(chunk)); return true; }) as typeof process.stderr.write;
+  try {
+    for (const [name, [run]] of Object.entries(commands)) {
+      await assert.rejects(async () => { await run(); }, (e: unknown) => e instanceof CommanderError && e.exitCode !== 0, name);
+    }
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(out, Object.values(commands).map(([, line]) => line));
+});

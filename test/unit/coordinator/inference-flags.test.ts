@@ -219,6 +219,25 @@ test('a model file that does not exist is named as such, with the models saved b
   }
 });
 
+test('findModel: a file that is not a model (its .json, an image) is ERR_BAD_FLAG naming what to pass', () => {
+  // Seen (tryout2): `predict runs/<run>/models/stage-1.json cat.jpg` ended with ERR_INTERNAL 'ENOTDIR: not a
+  // directory, scandir …' and exit 1; a path that holds no model is a bad flag (exit 2), and the .json names its model.
+  const dir = mkdtempSync(join(tmpdir(), 'find-model-file-'));
+  try {
+    mkdirSync(join(dir, 'models'));
+    for (const f of ['models/stage-1.safetensors', 'models/stage-1.json', 'models/notes.json', 'cat.jpg']) writeFileSync(join(dir, f), 'x');
+    const meta = join(dir, 'models', 'stage-1.json');
+    assert.throws(() => findModel(meta), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+      e.message === `${meta}: the saved model's metadata, not the model: pass its weights file ${join(dir, 'models', 'stage-1.safetensors')} (the .json beside it is read with it)`);
+    for (const other of [join(dir, 'models', 'notes.json'), join(dir, 'cat.jpg')]) {
+      assert.throws(() => findModel(other), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+        e.message === `${other}: not a model: pass a run directory, its models/ folder, or models/<name>.safetensors`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('findModel: a checkpoint (its folder or its state file) is named as one, with the run and its saved models', () => {
   // Seen (tryout): `interpret runs/<run>/checkpoints/step-000000173` was told 'found state.safetensors directly in it …
   // move them into …/step-000000173/models', which makes no model (a checkpoint has no <name>.json).

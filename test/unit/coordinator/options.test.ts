@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
-import { DEFAULT_RUNTIME, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
+import { DEFAULT_RUNTIME, applyResumeStageShorthands, applyStageShorthands, inheritRuntime, parseTrainArgs, trainProgram } from '../../../src/coordinator/options.js';
 import { BACKEND_REQUESTS } from '../../../src/training/compute/backend.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
 import { DEFAULT_RUN_CONFIG, DEFAULT_STAGES, RUN_CONFIG_FLAGS, flagOf, settingName } from '../../../src/contract/config.js';
@@ -252,4 +252,30 @@ test('--run-dir "" (an unset shell variable) is refused, not the current folder'
     assert.throws(() => parseTrainArgs(['--run-dir', v]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message === `--run-dir must be a non-empty path (default runs/<date-time>), got ${JSON.stringify(v)}`);
   }
   assert.match(parseTrainArgs([]).config.runDir, /^runs\//, 'not given: runs/<date-time>');
+});
+
+test('--resume with the run\'s own stage shorthands: a --load … --epochs 0 run is addressed as when it was made', () => {
+  // Seen (tryout2): `--resume <run> --epochs 0 --no-lr-find --fine-tune-epochs 2 --fine-tune-lr 6.31e-7`, the command
+  // line of the --load run it resumes, was refused: '--fine-tune-epochs sets the epochs of fit stage 2, but the stages
+  // have 1 fit stage(s) (stage-2); change the config file's stages instead'. A user repeats the command with --resume.
+  const made = { epochs: 0, lrFind: false as const, fineTuneEpochs: 2, fineTuneLr: '6.31e-7' };
+  const saved = applyStageShorthands(made, DEFAULT_STAGES);
+  assert.deepEqual(saved.map((x) => [x.name, x.epochs, x.maxLr]), [['stage-2', 2, '6.31e-7']]);
+  assert.deepEqual(applyResumeStageShorthands(made, saved), saved, 'the same flags give the same stages');
+  assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 2 }, saved), saved, 'one of them alone too');
+  assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 3 }, saved).map((x) => [x.name, x.epochs]), [['stage-2', 3]],
+    '--fine-tune-epochs sets stage-2 (the resume\'s check then refuses another plan, naming both)');
+  assert.deepEqual(applyResumeStageShorthands({ epochs: 1 }, saved).map((x) => x.name), ['stage-1', 'stage-2'],
+    '--epochs 1 brings stage 1 back: another plan, which the resume refuses by comparing the stages');
+  assert.deepEqual(applyResumeStageShorthands({}, saved), saved);
+  // A run with every default stage is addressed as before, and a dropped lr_find stays dropped.
+  const full = applyStageShorthands({ epochs: 3, fineTuneEpochs: 1, lrFind: false }, DEFAULT_STAGES);
+  assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 1 }, full), full);
+  assert.deepEqual(applyResumeStageShorthands({ lr: '1e-3' }, full).map((x) => x.maxLr), ['1e-3', 'slice(1e-6,1e-4)']);
+  // A config file's own stages keep the positional rule and its message.
+  const own = [{ kind: 'one_cycle' as const, name: 'warmup', epochs: 1, maxLr: '1e-3', frozen: false }];
+  assert.throws(() => applyResumeStageShorthands({ fineTuneEpochs: 2 }, own), (e: unknown) => isTrainerError(e, 'ERR_BAD_FLAG') && /fit stage 2, but the stages have 1/.test(e.message));
+  // So do a config file's stages named as the plan's but in another order (stage-2 first): by position, order kept.
+  const swapped = [{ ...saved[0]!, name: 'stage-2' }, { kind: 'one_cycle' as const, name: 'stage-1', epochs: 1, maxLr: '1e-3', frozen: false }];
+  assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 1 }, swapped), applyStageShorthands({ fineTuneEpochs: 1 }, swapped));
 });

@@ -59,6 +59,15 @@ test('--seed as the coordinator\'s: an integer in [0, 2^32 − 1], refused befor
   }
 });
 
+test('--pretrained <file> that is not there is refused when the flags are parsed, before the backend loads', () => {
+  // Seen (tryout2): `npm run learn -- --pretrained /nonexist.safetensors` started the backend (its line printed) and
+  // only then said 'no such file'; the README says every flag is checked before anything loads.
+  const missing = join(tmpdir(), 'no-such-weights-tryout2.safetensors');
+  assert.throws(() => parseLearnArgs([...BASE, '--pretrained', missing]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
+    e.message === `--pretrained must be imagenet|none|<path to .safetensors>, got ${JSON.stringify(missing)} (no such file)`);
+  assert.equal(parseLearnArgs([...BASE, '--pretrained', 'none']).pretrained, 'none');
+});
+
 test('--arch as the coordinator\'s: resnet10 too, checked before anything loads naming the flag; resnet10 has no ImageNet weights', () => {
   // New-user tryout: `npm run learn -- --arch resnet10` (the coordinator's fast-test arch) was refused with "arch must
   // be one of resnet18|resnet34|resnet50", naming no flag, after the run had started.
