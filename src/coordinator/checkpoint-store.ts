@@ -16,7 +16,7 @@ import type { RunConfig, RunConfigInput } from '../contract/config.js';
 import { resolveRunConfig, settingName } from '../contract/config.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { formatBytes } from './disk.js';
-import { stageDataEpochBase, type StagePlan } from '../contract/plan/plan.js';
+import { stageDataEpochBase, trainingSeed, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
 import { applyResumeStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
@@ -45,7 +45,7 @@ export interface CheckpointPlan {
 export interface SamplerState {
   readonly dataEpoch: number;
   readonly stepInEpoch: number;
-  /** Seed of the epoch shuffles, augmentation and dropout (dropout of micro-batch m at global step k uses hashSeed(seed, k, m, 0): `plan.ts` dropoutSeed). */
+  /** Seed of the epoch shuffles, augmentation and dropout (`--seed`, mixed with a loaded model's sha256: `plan.ts` trainingSeed; dropout of micro-batch m at global step k uses hashSeed(seed, k, m, 0): `plan.ts` dropoutSeed). */
   readonly seed: number;
 }
 
@@ -109,7 +109,7 @@ export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
       globalBs: input.scale.globalBs, accum: input.scale.accum, lrFactor: input.scale.lrFactor,
       stages: input.stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs })),
     },
-    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.config.seed },
+    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: trainingSeed(input.config.seed, input.startedFrom?.sha256 ?? null) },
     worldSize: input.worldSize, generation: input.generation, data: input.dataFingerprint,
     ...(input.startedFrom ? { startedFrom: input.startedFrom } : {}),
   } satisfies CheckpointMeta)) as CheckpointMeta;

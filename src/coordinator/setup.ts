@@ -18,7 +18,7 @@ import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
 import { resolvePretrainedWeights, verifyTorchWeightsFile } from '../training/model/pretrained.js';
-import { planStages, type StagePlan } from '../contract/plan/plan.js';
+import { planStages, trainingSeed, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, RUN_LOCK_FILE, type RunLock } from './run-lock.js';
 import { planResumedScaleOut, planScaleOut, type ScaleOut } from './scale-out.js';
@@ -220,7 +220,9 @@ export abstract class CoordinatorSetUp {
     return {
       // A resumed run loads every replica from its checkpoint: its workers need no pretrained weights (offline, a
       // moved file), as fastai's learn.load does not.
-      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs, seed: c.seed, pretrained: this.resumePoint ? 'none' : c.pretrained,
+      runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs,
+      // A --load run draws new shuffles, crops and dropout masks (not the loaded run's): trainingSeed.
+      seed: trainingSeed(c.seed, this.startedFrom?.sha256 ?? null), pretrained: this.resumePoint ? 'none' : c.pretrained,
       frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,

@@ -199,6 +199,28 @@ export function rankBatches(order: Int32Array, bs: number, from: FeedPosition): 
   return batches;
 }
 
+/** Salt of {@link trainingSeed}'s mix for a run started from a loaded model. */
+export const LOADED_RUN_SALT = 0x4c4f4144;
+
+/**
+ * Seed of a run's training randomness (epoch shuffles, augmentation, dropout: {@link epochOrder}, the loader's
+ * per-item augmentation, {@link dropoutSeed}); the validation split keeps the run's own `--seed`.
+ * A run started from a loaded model (`--load`) mixes the loaded file's sha256 into it: its data epochs and global
+ * steps count from 0 again, so with the run's `--seed` it replayed exactly the batches (order, crops, dropout masks)
+ * the loaded model was trained on, and its first epoch's train_loss was the memorised one (tryout: 0.1 against a
+ * valid_loss of 4.5). fastai's `learn.load(); fit_one_cycle()` draws new shuffles; so does this. Deterministic (the
+ * sha256 is in the run's config.json and checkpoints), so `--resume` of such a run replays its own order.
+ * @param seed - the run's `--seed` (integer)
+ * @param loadedSha256 - hex sha256 of the `--load`ed file, or null for a run not started from a loaded model
+ * @returns `seed` itself when `loadedSha256` is null, else an unsigned 32-bit seed
+ * @throws TrainerError ERR_BAD_CONFIG when `loadedSha256` is not at least 8 hex digits
+ */
+export function trainingSeed(seed: number, loadedSha256: string | null): number {
+  if (loadedSha256 === null) return seed;
+  if (!/^[0-9a-f]{8}/i.test(loadedSha256)) throw new TrainerError('ERR_BAD_CONFIG', `a loaded model's sha256 must be hex, got ${JSON.stringify(loadedSha256)}`);
+  return hashSeed(seed, Number.parseInt(loadedSha256.slice(0, 8), 16), Number.parseInt(loadedSha256.slice(8, 16) || '0', 16), LOADED_RUN_SALT);
+}
+
 /**
  * Seed of the dropout masks of micro-batch `microBatch` at global step `globalStep`: hashSeed(seed, step, m, 0).
  * (The trailing 0 was the accumulation index when seeds were per (rank, slot): runs with accum 1, where m = rank,

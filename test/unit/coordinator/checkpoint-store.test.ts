@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { resolveRunConfig, type StageConfig } from '../../../src/contract/config.js';
 import { TrainerError, isTrainerError } from '../../../src/contract/errors.js';
-import { planStages } from '../../../src/contract/plan/plan.js';
+import { planStages, trainingSeed } from '../../../src/contract/plan/plan.js';
 import { planResumedScaleOut, planScaleOut } from '../../../src/coordinator/scale-out.js';
 import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, resumeCommand, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
@@ -64,6 +64,17 @@ test('checkResumedPlan refuses another global batch or another stage plan, accep
   assert.throws(() => checkResumedPlan(point, fewer.stages, fewer.scale), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /stage 0 would be/.test(e.message));
   const bigger = plan(13, 12);
   assert.throws(() => checkResumedPlan(point, bigger.stages, bigger.scale), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /global batch would be 12, the run used 6/.test(e.message));
+});
+
+test('checkpointMeta records the sampler seed the workers train with: --seed, or mixed with a --load run\'s loaded file', () => {
+  const { scale, stages } = plan(13);
+  const config = resolveRunConfig({ bs: 2, stages: STAGES, runDir: '/tmp/x', seed: 7 });
+  const plain = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1 });
+  assert.equal(plain.sampler?.seed, 7);
+  const startedFrom = { path: '/m/stage-1.safetensors', what: 'saved model stage-1', sha256: 'ab'.repeat(32) };
+  const loaded = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1, startedFrom });
+  assert.equal(loaded.sampler?.seed, trainingSeed(7, startedFrom.sha256));
+  assert.notEqual(loaded.sampler?.seed, 7);
 });
 
 test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused naming it; workers may differ', () => {

@@ -5,7 +5,7 @@ import { shardPlan } from '../../../../src/training/data/shard.js';
 import { isTrainerError } from '../../../../src/contract/errors.js';
 import {
   LR_FIND_DATA_EPOCHS_PER_STAGE, LR_FIND_FIRST_DATA_EPOCH, dropoutSeed, epochOrder, microBatchItems, microBatchOf, planStages,
-  rankBatches, stageDataEpochBase, stepHyper, validationBatches,
+  rankBatches, stageDataEpochBase, stepHyper, trainingSeed, validationBatches,
 } from '../../../../src/contract/plan/plan.js';
 
 const stages = resolveRunConfig().stages;
@@ -126,4 +126,23 @@ test('rankBatches: from any position to the epoch end, a rank reads micro-batche
   const single = rankBatches(order, 4, { epoch: 3, stepInEpoch: 0, accumIndex: 0, accum: 1, rank: 0, worldSize: 1 });
   assert.equal(single.length, 12);
   assert.deepEqual(Array.from(single[5]!.indices), Array.from(order.subarray(20, 24)));
+});
+
+test('trainingSeed: a --load run draws other shuffles and dropout masks than the run it loaded; a plain run keeps --seed', () => {
+  // A --load run counts data epochs and steps from 0 again: with the same --seed it replayed the loaded run's first
+  // epoch batch for batch (tryout2: train_loss 0.1 against valid_loss 4.5). fastai's learn.load(); fit_one_cycle()
+  // shuffles anew. The right value: the first epoch's order and the first step's dropout seeds differ from the loaded run's.
+  const sha = 'c0ffee00'.repeat(8), other = '0badf00d'.repeat(8);
+  assert.equal(trainingSeed(42, null), 42);
+  const loaded = trainingSeed(42, sha);
+  assert.equal(loaded, trainingSeed(42, sha), 'deterministic: a --resume of the --load run replays its own order');
+  assert.notEqual(loaded, 42);
+  assert.notEqual(loaded, trainingSeed(42, other), 'another loaded file, other draws');
+  assert.notEqual(loaded, trainingSeed(43, sha), 'another --seed, other draws');
+  assert.ok(Number.isInteger(loaded) && loaded >= 0 && loaded < 2 ** 32);
+  const first = epochOrder(64, 42, 0), again = epochOrder(64, loaded, 0);
+  const samePlace = first.filter((v, i) => again[i] === v).length;
+  assert.ok(samePlace < 8, `epoch 0 of the --load run is not the loaded run's epoch 0 (${samePlace} of 64 in place)`);
+  assert.notEqual(dropoutSeed(loaded, 0, 0), dropoutSeed(42, 0, 0));
+  assert.throws(() => trainingSeed(42, 'not-hex'), (e) => isTrainerError(e, 'ERR_BAD_CONFIG'));
 });
