@@ -195,7 +195,7 @@ export async function runFitStage(ctx: StageContext, stage: StagePlan): Promise<
  */
 export function divergedAdvice(newest: string | null, globalStep: number): string {
   const kept = newest === null ? 'no checkpoint was written before it' : `the newest checkpoint, ${newest}, was taken before it and stays, as do the saved models`;
-  return `nothing after global step ${globalStep} was checkpointed (${kept}); --resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (lr_find suggests one)`;
+  return `nothing after global step ${globalStep} was checkpointed (${kept}); --resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (--lr sets the first fit stage's, --fine-tune-lr the second's, a config file any stage's maxLr; lr_find suggests one)`;
 }
 
 /**

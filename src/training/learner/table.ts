@@ -43,13 +43,22 @@ export function formatEpochHeader(): string {
 }
 
 /**
+ * `v` with 6 decimals as Python's `f"{v:.6f}"` (fastai's table): every digit, also from 1e21 on, where JavaScript's
+ * `toFixed` switches to exponent notation (a loss of 2.18e28 printed `2.1766010311841714e+28` beside `1436…240.000000`).
+ * A double that large is an integer, so its exact decimal expansion is `BigInt(v)`'s, which is what Python prints.
+ */
+export function fixed6(v: number): string {
+  return Math.abs(v) < 1e21 ? v.toFixed(6) : `${BigInt(v).toString()}.000000`;
+}
+
+/**
  * One row: epoch, three values with 6 decimals (`nan`, `inf`, `-inf` as Python prints them), time as `mm:ss`;
  * aligned with the header. A value as wide as its column or wider (a diverged loss: `43982.122080`,
  * `9.221071317545774e+36`) keeps a space before the next: padded to the width alone, the cells ran together
  * (`43982.1220809.221071317545774e+360.666667`).
  */
 export function formatEpochRow(row: EpochRow): string {
-  const num = (v: number): string => (Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : v.toFixed(6));
+  const num = (v: number): string => (Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : fixed6(v));
   return [String(row.epoch), num(row.trainLoss), num(row.validLoss), num(row.errorRate), formatDuration(row.seconds)]
     .map((c) => c.padEnd(Math.max(WIDTH, c.length + 1))).join('').trimEnd();
 }

@@ -131,7 +131,7 @@ test('a NaN or infinite training loss stops the fit at that step (fastai Termina
       message: `stage-1: the training loss of step 2 of 2 is ${bad > 0 ? 'inf' : 'nan'}: the training diverged and stops here, as fastai's TerminateOnNaNCallback stops fit; `
         + 'the learning rate is likely too high for it (max_lr slice(3e-3)); '
         + 'nothing after global step 2 was checkpointed (the newest checkpoint, runs/my run/checkpoints/step-000000001, was taken before it and stays, as do the saved models); '
-        + '--resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (lr_find suggests one)',
+        + '--resume would repeat the same steps and diverge again: start a new run with a lower max_lr for this stage (--lr sets the first fit stage\'s, --fine-tune-lr the second\'s, a config file any stage\'s maxLr; lr_find suggests one)',
     });
     assert.deepEqual(hooks, ['step 0'], 'neither the step\'s hook (periodic checkpoint) nor the epoch end (validation, checkpoint) ran after it');
     assert.ok(!s.sent.includes('validate'));

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import cliProgress from 'cli-progress';
-import { EpochProgress, formatDuration, formatEpochHeader, formatEpochRow, progressBarOptions, writeProgressLine } from '../../../../src/training/learner/table.js';
+import { EpochProgress, fixed6, formatDuration, formatEpochHeader, formatEpochRow, progressBarOptions, writeProgressLine } from '../../../../src/training/learner/table.js';
 import { DEFAULT_LEARNER } from '../../../../src/training/learner/learner.js';
 
 test('epoch table: fastai columns, 6 decimals, mm:ss time, aligned', () => {
@@ -18,11 +18,19 @@ test('epoch table: a value as wide as its column or wider keeps a gap; infinitie
   // Seen with max_lr 1e3 (the loss diverging): '0           43982.1220809.221071317545774e+360.666667    00:02', three
   // cells run together. fastai prints such values whole, each still its own column.
   const row = formatEpochRow({ epoch: 0, trainLoss: 43982.122080, validLoss: 9.221071317545774e+36, errorRate: 0.6666667, seconds: 2 });
-  assert.deepEqual(row.split(/ +/), ['0', '43982.122080', '9.221071317545774e+36', '0.666667', '00:02']);
-  assert.match(row, /43982\.122080 9\.2/);
+  assert.deepEqual(row.split(/ +/), ['0', '43982.122080', '9221071317545773620745506218032758784.000000', '0.666667', '00:02']);
+  assert.match(row, /43982\.122080 9221/);
   assert.deepEqual(formatEpochRow({ epoch: 1, trainLoss: Infinity, validLoss: -Infinity, errorRate: 1, seconds: 0 }).split(/ +/), ['1', 'inf', '-inf', '1.000000', '00:00']);
   // Values that fit stay aligned with the header, as before.
   assert.equal(formatEpochRow({ epoch: 0, trainLoss: 1234.5, validLoss: 1, errorRate: 0, seconds: 0 }).indexOf('1.000000'), formatEpochHeader().indexOf('valid_loss'));
+});
+
+test('values of 1e21 and more print every digit, as Python\'s f"{v:.6f}" (not JavaScript\'s exponent form)', () => {
+  // Seen (tryout2, --lr 1e3): '143600926834261770240.000000 2.1766010311841714e+28' in one row. Right values: Python 3.
+  assert.equal(fixed6(2.1766010311841714e+28), '21766010311841713526627368960.000000');
+  assert.equal(fixed6(-1e21), '-1000000000000000000000.000000');
+  assert.equal(fixed6(1.4360092683426177e20), '143600926834261770240.000000');
+  assert.equal(fixed6(0.5), '0.500000');
 });
 
 test('durations as fastprogress format_time', () => {
