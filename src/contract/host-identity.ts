@@ -7,7 +7,6 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { hostname } from 'node:os';
 
 /** Path of the kernel's boot id: a random UUID drawn at each boot, the same in every container of that kernel. */
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
@@ -38,14 +37,13 @@ function digest16(text: string): string {
  * This host's identity: the first 16 hex digits of SHA-256 over the kernel's boot id — the part of NCCL's host hash
  * (`getHostHash`: host name + boot id) that tells one running kernel, hence where a Unix socket connects. Two hosts
  * differ in boot id even where they share a host name or a file system; containers of one kernel share it whatever
- * their host names. Without a boot id (no procfs, e.g. macOS) the host name stands in (SHA-256 over it, so it never
- * equals a boot id's); null when there is neither (then no peer is taken for a same-host one).
- * @param host - the host name (default `os.hostname()`), used only without a boot id
+ * their host names. Null without a boot id (no procfs, e.g. macOS): then no peer is taken for a same-host one and
+ * the ring uses TCP (a host name proves nothing: two hosts of one name sharing /tmp over NFS would each take the
+ * other's socket file for a local one, and every all-reduce with that peer would time out).
  * @param bootId - the boot id (default {@link kernelBootId})
  */
-export function hostIdentity(host: string = hostname(), bootId: string | null = kernelBootId()): string | null {
-  if (bootId !== null) return digest16(`boot\n${bootId}`);
-  return host === '' ? null : digest16(`host\n${host}`);
+export function hostIdentity(bootId: string | null = kernelBootId()): string | null {
+  return bootId === null ? null : digest16(`boot\n${bootId}`);
 }
 
 /**

@@ -576,7 +576,7 @@ export function sweepStaleRingSockets(dir: string, space: string | null = pidSpa
 
 /**
  * Rank `r`'s same-host (`ipc://`) address when the member is proven to be on this host, else undefined (use its
- * `tcp://` one). Proof: its host identity (hash of the kernel's boot id, from its `hello`; the host name only where
+ * `tcp://` one). Proof: its host identity (hash of the kernel's boot id, from its `hello`; none, hence TCP, where
  * there is no boot id) equals this process's, and its socket file exists here. A socket file alone proved nothing: in
  * a `/tmp` shared over NFS (or a volume mounted on two machines) another host's socket file exists too, connecting to
  * it reaches nobody, and every all-reduce with that peer timed out. Ranks in containers of one kernel that share

@@ -198,7 +198,7 @@ test('a peer Unix socket that is not on this host (no such file, or not a socket
 test('a peer\'s Unix socket found here is used only with proof that the peer is on this host (its host identity): in a /tmp shared over NFS it is another host\'s', async () => {
   // Both rings run here, so the socket file exists; rank 0 stands for a worker on another machine that shares this
   // /tmp (its socket file appears here, but connecting to it reaches nobody: every all-reduce with it timed out).
-  const elsewhere = hostIdentity('other-host', '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0')!;
+  const elsewhere = hostIdentity('0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0')!;
   assert.notEqual(elsewhere, HERE);
   const rings = [new RingAllReduce({ onWarning: () => {}, hostId: elsewhere }), new RingAllReduce({ onWarning: () => {} })];
   try {
@@ -226,28 +226,24 @@ test('a peer\'s Unix socket found here is used only with proof that the peer is 
   }
 });
 
-test('host identity: the kernel\'s boot id alone (a Unix socket connects exactly within one kernel), the host name only without one', () => {
+test('host identity: the kernel\'s boot id alone (a Unix socket connects exactly within one kernel); none without one', () => {
   const boot = 'a1b2c3d4-0000-4000-8000-000000000001';
-  assert.match(hostIdentity('node-a', boot)!, /^[0-9a-f]{16}$/);
-  assert.equal(hostIdentity('node-a', boot), hostIdentity('node-a', boot));
-  assert.notEqual(hostIdentity('node-a', boot), hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000002'), 'another boot: another host, whatever its name');
-  // Docker containers of one kernel: one boot id, host names = container ids. They share /tmp, so each other's sockets.
-  assert.equal(hostIdentity('3f2a9c1d7e60', boot), hostIdentity('b81e04c5a2f9', boot), 'containers of one kernel are one host for a Unix socket');
-  const m = { peers: ['tcp://a:1', 'tcp://b:2'], localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], hostIds: [hostIdentity('3f2a9c1d7e60', boot)!, hostIdentity('b81e04c5a2f9', boot)!], rank: 1, generation: 1 };
-  assert.equal(sameHostAddress(m, 0, hostIdentity('b81e04c5a2f9', boot), () => true), 'ipc:///tmp/a', 'the container next door is reached over its socket');
-  // No boot id (no procfs): the host name stands in, never equal to a boot id's identity.
-  assert.match(hostIdentity('node-a', null)!, /^[0-9a-f]{16}$/);
-  assert.equal(hostIdentity('node-a', null), hostIdentity('node-a', null));
-  assert.notEqual(hostIdentity('node-a', null), hostIdentity('node-b', null));
-  assert.notEqual(hostIdentity(boot, null), hostIdentity('node-a', boot));
-  assert.equal(hostIdentity('', null), null, 'neither: none');
+  assert.match(hostIdentity(boot)!, /^[0-9a-f]{16}$/);
+  assert.equal(hostIdentity(boot), hostIdentity(boot));
+  assert.notEqual(hostIdentity(boot), hostIdentity('a1b2c3d4-0000-4000-8000-000000000002'), 'another boot: another host, whatever its name');
+  // Docker containers of one kernel: one boot id (whatever their host names, which are not hashed), so one identity.
+  const m = { peers: ['tcp://a:1', 'tcp://b:2'], localPeers: ['ipc:///tmp/a', 'ipc:///tmp/b'], hostIds: [hostIdentity(boot)!, hostIdentity(boot)!], rank: 1, generation: 1 };
+  assert.equal(sameHostAddress(m, 0, hostIdentity(boot), () => true), 'ipc:///tmp/a', 'the container next door is reached over its socket');
+  // No boot id (no procfs): no identity, so no peer is taken for a same-host one (a host name proves nothing).
+  assert.equal(hostIdentity(null), null);
+  assert.equal(sameHostAddress(m, 0, hostIdentity(null), () => true), undefined, 'without a boot id: TCP');
 });
 
 test('pid-space identity: one per host identity and pid namespace (what a stale socket sweep may judge); none without either', () => {
-  const host = hostIdentity('node-a', 'a1b2c3d4-0000-4000-8000-000000000001');
+  const host = hostIdentity('a1b2c3d4-0000-4000-8000-000000000001');
   assert.match(pidSpaceIdentity(host, 'pid:[4026531836]')!, /^[0-9a-f]{16}$/);
   assert.notEqual(pidSpaceIdentity(host, 'pid:[4026531836]'), pidSpaceIdentity(host, 'pid:[4026532999]'), 'a container\'s own pid namespace');
-  assert.notEqual(pidSpaceIdentity(host, 'pid:[4026531836]'), pidSpaceIdentity(hostIdentity('node-b', 'a1b2c3d4-0000-4000-8000-000000000002'), 'pid:[4026531836]'));
+  assert.notEqual(pidSpaceIdentity(host, 'pid:[4026531836]'), pidSpaceIdentity(hostIdentity('a1b2c3d4-0000-4000-8000-000000000002'), 'pid:[4026531836]'));
   assert.equal(pidSpaceIdentity(null, 'pid:[4026531836]'), null);
   assert.equal(pidSpaceIdentity(host, null), null);
 });
