@@ -99,6 +99,12 @@ export function checkCheckpointMeta(meta: unknown): CheckpointMeta {
     for (const k of ['dataEpoch', 'stepInEpoch', 'seed']) count(sampler[k], `sampler.${k}`);
   }
   for (const k of ['worldSize', 'generation'] as const) if (meta[k] !== undefined) count(meta[k], k);
+  // A --load run's record: its sha256 seeds the workers' draws (plan.ts trainingSeed) when the manifest has no sampler.
+  if (meta.startedFrom !== undefined) {
+    const from = record(meta.startedFrom, 'startedFrom');
+    for (const k of ['path', 'what']) if (typeof from[k] !== 'string') bad(`startedFrom.${k}`, 'a string', from[k]);
+    if (typeof from.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(from.sha256)) bad('startedFrom.sha256', '64 hex digits', from.sha256);
+  }
   if (meta.data !== undefined && typeof meta.data !== 'string') bad('data', 'a string (the data fingerprint)', meta.data);
   return meta as unknown as CheckpointMeta;
 }

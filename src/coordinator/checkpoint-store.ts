@@ -80,6 +80,11 @@ export interface CheckpointMetaInput {
   readonly generation: number;
   readonly dataFingerprint?: string;
   readonly startedFrom?: StartRecord | null;
+  /**
+   * Seed the workers train with (`sampler.seed`); default {@link trainingSeed} of the config's seed and `startedFrom`.
+   * A resumed run passes its checkpoint's own, so a run checkpointed by an older build keeps its data order.
+   */
+  readonly samplerSeed?: number;
 }
 
 /**
@@ -109,7 +114,7 @@ export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
       globalBs: input.scale.globalBs, accum: input.scale.accum, lrFactor: input.scale.lrFactor,
       stages: input.stages.map((s) => ({ name: s.config.name, kind: s.config.kind, stepsPerEpoch: s.stepsPerEpoch, totalSteps: s.totalSteps, maxLrs: s.maxLrs })),
     },
-    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: trainingSeed(input.config.seed, input.startedFrom?.sha256 ?? null) },
+    sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.samplerSeed ?? trainingSeed(input.config.seed, input.startedFrom?.sha256 ?? null) },
     worldSize: input.worldSize, generation: input.generation, data: input.dataFingerprint,
     ...(input.startedFrom ? { startedFrom: input.startedFrom } : {}),
   } satisfies CheckpointMeta)) as CheckpointMeta;

@@ -215,14 +215,23 @@ export abstract class CoordinatorSetUp {
     return data;
   }
 
+  /**
+   * Seed of the workers' shuffles, augmentation and dropout: a resumed run's own (its checkpoint's `sampler.seed`, so
+   * that a run checkpointed by a build that drew differently keeps its data order to the end), else
+   * {@link trainingSeed} of `--seed` and the `--load`ed file.
+   */
+  protected samplerSeed(): number {
+    return this.resumePoint?.meta.sampler?.seed ?? trainingSeed(this.cmd.config.seed, this.startedFrom?.sha256 ?? null);
+  }
+
   private setupFor(data: DataBunch, starAddress: string | null): RunSetup {
     const c = this.cmd.config, r = this.cmd.runtime;
     return {
       // A resumed run loads every replica from its checkpoint: its workers need no pretrained weights (offline, a
       // moved file), as fastai's learn.load does not.
       runId: basename(this.runDir), arch: c.arch, size: c.size, bs: c.bs,
-      // A --load run draws new shuffles, crops and dropout masks (not the loaded run's): trainingSeed.
-      seed: trainingSeed(c.seed, this.startedFrom?.sha256 ?? null), pretrained: this.resumePoint ? 'none' : c.pretrained,
+      // A --load run draws new shuffles, crops and dropout masks (not the loaded run's): samplerSeed.
+      seed: this.samplerSeed(), pretrained: this.resumePoint ? 'none' : c.pretrained,
       frozen: this.stages[this.history.position.stageIndex]?.config.frozen ?? true, classes: data.classes, dataRoot: data.root,
       paths: data.paths.map((p) => relative(data.root, p).split('\\').join('/')), labels: Array.from(data.labels),
       train: Array.from(data.train), valid: Array.from(data.valid), allreduce: r.allreduce, allreduceDtype: r.allreduceDtype,

@@ -77,6 +77,17 @@ test('checkpointMeta records the sampler seed the workers train with: --seed, or
   assert.notEqual(loaded.sampler?.seed, 7);
 });
 
+test('a resumed run trains with its checkpoint\'s sampler seed, whatever trainingSeed would give now', () => {
+  // A --load run checkpointed by a build that drew with --seed itself must keep that order to its end: switching the
+  // seed mid-epoch would repeat some items of the epoch and skip others.
+  const { scale, stages } = plan(13);
+  const config = resolveRunConfig({ bs: 2, stages: STAGES, runDir: '/tmp/x', seed: 7 });
+  const startedFrom = { path: '/m/stage-1.safetensors', what: 'saved model stage-1', sha256: 'ab'.repeat(32) };
+  const older = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1, startedFrom, samplerSeed: 7 });
+  assert.equal(older.sampler?.seed, 7, 'the seed the run trained with is recorded as given');
+  assert.notEqual(trainingSeed(7, startedFrom.sha256), 7);
+});
+
 test('loadResumePoint: config from the checkpoint; a disagreeing flag is refused naming it; workers may differ', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-resume-'));
   try {
@@ -281,6 +292,8 @@ test('a checkpoint whose manifest is valid JSON but not the coordinator\'s shape
       ['a stage without steps', (m) => { delete ((m.history as { stages: Record<string, unknown>[] }).stages[0]!).steps; }, /meta\.history\.stages\[0\]\.steps must be a list/],
       ['classes not names', (m) => { m.classes = [1, 2]; }, /meta\.classes must be a non-empty list of class names/],
       ['a plan without its global batch', (m) => { delete (m.plan as Record<string, unknown>).globalBs; }, /meta\.plan\.globalBs must be an integer ≥ 0/],
+      // A --load run's record seeds its workers' draws (trainingSeed): a damaged sha256 was an ERR_BAD_CONFIG naming no file.
+      ['a --load record with a damaged sha256', (m) => { m.startedFrom = { path: '/m.safetensors', what: 'saved model', sha256: 'zz' }; }, /meta\.startedFrom\.sha256 must be 64 hex digits, got "zz"/],
     ];
     for (const [what, damage, message] of damaged) {
       const meta = structuredClone(good.meta);
