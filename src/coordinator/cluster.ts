@@ -48,13 +48,14 @@ export interface RequestOptions {
 /**
  * The coordinator's error for a worker's failure that ends the run (its `error` or `step-failed` reply): the worker's
  * code and message, except an input code (`ERR_BAD_FLAG`, `ERR_BAD_CONFIG`, `ERR_BAD_DATA`), which is the worker's
- * input, not the coordinator's: re-coded `ERR_WORKER_INPUT`, naming the worker's code, so that the coordinator
- * exits 1 (the run failed) and never 2 ("bad input; nothing was started": its own input was fine, and workers ran).
+ * reported by a worker once workers ran: re-coded `ERR_WORKER_INPUT`, naming the worker's code, so that the coordinator
+ * exits 1 (the run failed) and never 2 ("bad input; nothing was started"). The input may be the worker's (its
+ * environment) or the run's (`--allreduce shm` on ranks that cannot share memory): the message says which.
  * @param code - the worker's code; @param message - the message, prefixed with the rank (`rank 1: setup: …`)
  */
 export function fromWorker(code: TrainerErrorCode, message: string): TrainerError {
   if (!isInputCode(code)) return new TrainerError(code, message);
-  return new TrainerError('ERR_WORKER_INPUT', `${message} (the worker's ${code}: an input of the worker, not of this coordinator)`);
+  return new TrainerError('ERR_WORKER_INPUT', `${message} (reported by the worker as ${code}, after the run had started)`);
 }
 
 /** Ring membership and collective requests over a {@link ControlServer}. */

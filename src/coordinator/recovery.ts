@@ -117,10 +117,19 @@ function describeNewest(newest: string | null | undefined): string {
 /**
  * Setup failures that are one remote worker's own, not the run's: its copy of the data is not the run's (a wrong
  * `--data`: ERR_DATA), its machine cannot get the pretrained weights (ERR_OFFLINE, ERR_DOWNLOAD, ERR_CHECKSUM,
- * ERR_WEIGHTS), or its environment names folders it cannot create (ERR_BAD_CONFIG: its `PETS_TRAINER_WEIGHTS_DIR` or
- * `PETS_TRAINER_CACHE_DIR`). {@link Recovery.setupAll} refuses such a worker and the run waits for another.
+ * ERR_WEIGHTS), or one of its own `PETS_*` environment settings is unusable (ERR_BAD_CONFIG whose message starts with
+ * the variable: a `PETS_TRAINER_WEIGHTS_DIR` or `PETS_TRAINER_CACHE_DIR` it cannot create, `PETS_NATIVE_THREADS=abc`).
+ * Other ERR_BAD_CONFIG failures (the run's all-reduce or model settings) are the run's: every worker would fail alike,
+ * so refusing each in turn would only end the run later at a join timeout that hides the cause.
+ * {@link Recovery.setupAll} refuses such a worker and the run waits for another.
  */
-const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS', 'ERR_BAD_CONFIG']);
+const OWN_SETUP_FAILURES: readonly TrainerErrorCode[] = Object.freeze(['ERR_DATA', 'ERR_OFFLINE', 'ERR_DOWNLOAD', 'ERR_CHECKSUM', 'ERR_WEIGHTS']);
+
+/** Whether a worker's setup error is its own ({@link OWN_SETUP_FAILURES}); `message` may carry `rank N: setup: `. */
+export function isOwnSetupFailure(code: TrainerErrorCode, message: string): boolean {
+  if (OWN_SETUP_FAILURES.includes(code)) return true;
+  return code === 'ERR_BAD_CONFIG' && /^PETS_[A-Z0-9_]+\b/.test(message.replace(/^rank \d+: /, '').replace(/^setup: /, ''));
+}
 
 /** Membership changes of a run. */
 export class Recovery {
@@ -228,7 +237,7 @@ export class Recovery {
     const frame = this.o.setupFrame();
     const outcomes = await cluster.requestSettled('setup', { byteLength: frame.byteLength }, {
       ranks: [...members.keys()], frames: [frame], what: 'ready', timeoutMs: this.o.joinTimeoutMs,
-      tolerate: (err, rank) => OWN_SETUP_FAILURES.includes(err.code) && !this.isLocal(members.get(rank)!),
+      tolerate: (err, rank) => isOwnSetupFailure(err.code, err.message) && !this.isLocal(members.get(rank)!),
     });
     for (const m of members.values()) this.setUp.add(m.id);
     let refused = 0;

@@ -120,7 +120,7 @@ test('request: one typed reply per rank, paired by request id (a stale reply or 
     const badId = (await next(dealers[1]!) as Extract<Message, { type: 'sync-bn' }>).requestId;
     await dealers[1]!.send(encode({ type: 'error', code: 'ERR_BAD_CONFIG', message: 'sync-bn: PETS_TRAINER_CACHE_DIR /ro: cannot create the folder', rank: 1, command: 'sync-bn', requestId: badId }));
     const badErr = await bad.then(() => null, (e: unknown) => e);
-    assert.ok(isTrainerError(badErr, 'ERR_WORKER_INPUT') && /^rank 1: sync-bn: PETS_TRAINER_CACHE_DIR \/ro: cannot create the folder \(the worker's ERR_BAD_CONFIG/.test(badErr.message), String(badErr));
+    assert.ok(isTrainerError(badErr, 'ERR_WORKER_INPUT') && /^rank 1: sync-bn: PETS_TRAINER_CACHE_DIR \/ro: cannot create the folder \(reported by the worker as ERR_BAD_CONFIG/.test(badErr.message), String(badErr));
     assert.equal(errorExit('coordinator', badErr, () => undefined), 1);
     // The run's error carries rank 1's message: rank 0 failing the same way later is said as "the same error as rank 1".
     assert.equal(cluster.rankThatReported('sync-bn: disk gone'), 1);

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { GroupRestart, Recovery, RunStopped, type RecoveryOptions } from '../../../src/coordinator/recovery.js';
+import { GroupRestart, Recovery, RunStopped, type RecoveryOptions, isOwnSetupFailure } from '../../../src/coordinator/recovery.js';
 import { watchEarlyExits, type LocalWorkers } from '../../../src/coordinator/local-workers.js';
 import { fromWorker, type Cluster } from '../../../src/coordinator/cluster.js';
 import type { ControlServer, Member } from '../../../src/coordinator/control.js';
@@ -776,7 +776,7 @@ test('a remote worker whose PETS_TRAINER_WEIGHTS_DIR cannot be created (ERR_BAD_
   u.setupErrors.set('w1', { code: 'ERR_BAD_CONFIG', message: 'setup: PETS_TRAINER_CACHE_DIR /ro/cache: cannot create the folder (EROFS)' });
   const err = await new Recovery(options(u, { workers: workers as unknown as RecoveryOptions['workers'], localSlots: 2 })).setupAll([0, 1]).then(() => null, (e: unknown) => e);
   assert.ok(isTrainerError(err, 'ERR_WORKER_INPUT'), String(err));
-  assert.match((err as Error).message, /^rank 1: setup: PETS_TRAINER_CACHE_DIR \/ro\/cache: cannot create the folder \(EROFS\) \(the worker's ERR_BAD_CONFIG: an input of the worker, not of this coordinator\)$/);
+  assert.match((err as Error).message, /^rank 1: setup: PETS_TRAINER_CACHE_DIR \/ro\/cache: cannot create the folder \(EROFS\) \(reported by the worker as ERR_BAD_CONFIG, after the run had started\)$/);
   assert.equal(errorExit('coordinator', err, () => undefined), 1, 'the run failed; the coordinator\'s own input was fine');
   assert.deepEqual(u.calls.refused, []);
 });
@@ -793,4 +793,15 @@ test('a replacement refused at its setup (a wrong --data) is replaced by the nex
   assert.deepEqual(s.calls.refused.map(([id]) => id), ['n1']);
   assert.deepEqual(s.calls.loadState, ['n2'], 'only the worker admitted in its place gets the state');
   assert.equal(recovery.restarts, 1, 'one loss, one restart: the refused worker is not counted');
+});
+
+test('a worker\'s own setup failures are its data, its weights and its own PETS_* settings; the run\'s settings are not', () => {
+  // Review: every ERR_BAD_CONFIG counted as the worker's own, so a run-wide one (the all-reduce or model settings,
+  // the same on every worker) refused each worker in turn and ended the run at a join timeout hiding the cause.
+  assert.ok(isOwnSetupFailure('ERR_DATA', 'rank 1: setup: the data listing differs'));
+  assert.ok(isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 1: setup: PETS_TRAINER_CACHE_DIR /ro/cache: cannot create the folder (EROFS)'));
+  assert.ok(isOwnSetupFailure('ERR_BAD_CONFIG', 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc'));
+  assert.ok(!isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 1: setup: seed must be an integer in [0, 2^32], got -1'));
+  assert.ok(!isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 0: setup: --allreduce shm: rank 2 does not share this rank\'s /dev/shm'));
+  assert.ok(!isOwnSetupFailure('ERR_BAD_FLAG', 'rank 1: setup: --pretrained /x.safetensors: no such file'));
 });
