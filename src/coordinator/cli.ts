@@ -105,8 +105,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   // `coordinator help predict`, as git's and npm's `help <command>`: it showed the training flags whatever followed.
   if (first === 'help') return rest[0] === undefined || rest[0] === 'train' ? train(['--help']) : main([rest[0], '--help']);
   // PETS_NATIVE_THREADS=abc ran on one thread, saying nothing; read only in the workers, it would end them as lost.
+  // --help and --version start nothing: they answer whatever the environment holds.
+  const asksHelp = argv.some((a) => a === '--help' || a === '-h' || a === '--version' || a === '-V');
   try {
-    checkEnvSettings(process.env);
+    if (!asksHelp) checkEnvSettings(process.env);
   } catch (err) {
     return errorExit(err);
   }

@@ -82,7 +82,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     checkEnvSettings(process.env); // a bad PETS_* setting is refused as a bad flag is (exit 2), not met mid-setup
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? WORKER_EXIT.ok : WORKER_EXIT.badFlag;
-    console.error(`worker: ${logText((err as Error).message)}`);
+    // With its code, as the coordinator's and learn's one error line (`coordinator: ERR_BAD_FLAG: …`).
+    console.error(`worker: ${isTrainerError(err) ? `${err.code}: ` : ''}${logText((err as Error).message)}`);
     if (parentPipe) await announceExit(WORKER_EXIT.badFlag, `${isTrainerError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
     return WORKER_EXIT.badFlag;
   }

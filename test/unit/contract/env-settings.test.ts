@@ -95,5 +95,18 @@ test('both commands refuse a bad setting before they start anything: exit 2 and 
     else process.env.PETS_NATIVE_THREADS = saved;
   }
   const rule = 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc';
-  assert.deepEqual(lines, [`coordinator: ERR_BAD_CONFIG: ${rule}`, `worker: ${rule}`]);
+  assert.deepEqual(lines, [`coordinator: ERR_BAD_CONFIG: ${rule}`, `worker: ERR_BAD_CONFIG: ${rule}`]);
+  // --help and --version answer whatever the environment holds (they start nothing).
+  const out = console.log;
+  console.log = () => undefined;
+  process.env.PETS_NATIVE_THREADS = 'abc';
+  try {
+    assert.equal(await coordinator(['--help']), 0);
+    assert.equal(await coordinator(['predict', '--help']), 0);
+    assert.equal(await coordinator(['--version']), 0);
+  } finally {
+    console.log = out;
+    if (saved === undefined) delete process.env.PETS_NATIVE_THREADS;
+    else process.env.PETS_NATIVE_THREADS = saved;
+  }
 });

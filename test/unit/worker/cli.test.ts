@@ -80,7 +80,7 @@ test('worker --data naming no folder is a bad flag before the worker joins: exit
     } finally {
       console.error = original;
     }
-    assert.deepEqual(lines, [`worker: ${rule}"/nonexistent": no such folder`]);
+    assert.deepEqual(lines, [`worker: ERR_BAD_FLAG: ${rule}"/nonexistent": no such folder`]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
