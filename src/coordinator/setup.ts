@@ -12,7 +12,7 @@ import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
 import { assertTrainable, checkDataSource, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
-import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
@@ -248,7 +248,23 @@ export abstract class CoordinatorSetUp {
     // A remote worker whose setup fails on its own machine (a wrong --data) is refused: the rendezvous goes on.
     if (!(await this.admitWorkers())) return null;
     await this.cluster!.announce();
-    if (!(await recovery.setUpUntilNoneRefused(() => this.admitWorkers(), false))) return null;
+    // A worker lost while the ranks are set up (SIGKILLed, OOM-killed) is recovered as a loss in a step is (respawned
+    // or waited for, counted against --max-restarts), then the set-up goes on: it ended the run with ERR_WORKER_LOST
+    // ('ready from rank 0: aborted'), exit 1. Every replica holds the run's start weights then (seeded, pretrained;
+    // a --load or --resume state is loaded after this), so a newcomer given a survivor's state holds them too.
+    for (;;) {
+      try {
+        if (!(await recovery.setUpUntilNoneRefused(() => this.admitWorkers(), false))) return null;
+        break;
+      } catch (err) {
+        if (!isRetryable(err)) throw err;
+        this.io.log(`${new Date().toISOString()} setting the workers up failed (${err.message}); recovering and setting them up again`);
+        await recovery.recover(err.message, async (rank) => {
+          const [reply] = await this.cluster!.request('get-state', {}, { ranks: [rank], timeoutMs: 120_000 });
+          return new Uint8Array(reply!.frames[0]!);
+        });
+      }
+    }
     if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
     return { data, recovery };
   }
