@@ -21,7 +21,7 @@ import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, sha256, type Loa
 import { TrainerError, isTrainerError } from '../contract/errors.js';
 import { describeConfig, layoutModules, resnetLayout, resolveResNetConfig, type ResNetConfig } from '../contract/resnet-spec.js';
 import { headTensorShapes } from '../training/learner/head.js';
-import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
+import { decodeReplicaState, encodeReplicaState, firstNonFinite } from '../training/learner/state-codec.js';
 import type { ReplicaState } from '../training/learner/replica.js';
 import { savedModelMetaFault, type SavedModelMeta } from '../training/learner/save.js';
 import { checkCheckpointMeta } from './checkpoint-meta.js';
@@ -221,11 +221,9 @@ function fitting(value: string, file: string, arch: ResNetConfig, numClasses: nu
   if (extra !== undefined) refuse(`it holds a tensor ${extra.name}, which the model does not have`);
   // A NaN or an infinity in the weights is damage no training step mends: a max-pool can hide it from the loss
   // (ERR_DIVERGED never fired), and the run trained and saved it on (seen: a NaN in conv1.weight, finite losses).
-  for (const t of state.tensors) {
-    const i = t.data.findIndex((v) => !Number.isFinite(v));
-    if (i >= 0) {
-      throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${file}: its tensor ${t.name} holds ${t.data[i]} (value ${i} of ${t.data.length}); a model's weights and statistics must be finite numbers: load a model saved before it diverged (an earlier checkpoint of its run)`);
-    }
+  const bad = firstNonFinite(state);
+  if (bad !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${file}: its tensor ${bad.name} holds ${bad.value} (value ${bad.index} of ${bad.count}); a model's weights and statistics must be finite numbers: load a model saved before it diverged (an earlier checkpoint of its run)`);
   }
   return state;
 }

@@ -19,6 +19,7 @@ import { sha256, writeCheckpoint } from '../../../src/contract/checkpoint-format
 import { archModel, resolveRunConfig } from '../../../src/contract/config.js';
 import { resolveResNetConfig } from '../../../src/contract/resnet-spec.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { loadReplica } from '../../../src/coordinator/inference.js';
 import { checkLoadArch, checkLoadClasses, readLoadSource, replicaTensorShapes, startStateBlob } from '../../../src/coordinator/load-model.js';
 
 const CLASSES = ['Abyssinian', 'Bengal'];
@@ -210,6 +211,22 @@ test('a model whose tensors do not fit its metadata is refused before any worker
   writeCheckpoint(runDir, 7, new Map([['state.safetensors', encodeReplicaState({ ...state, tensors: state.tensors.filter((t) => t.name !== 'head.8.weight') })]]),
     { runId: 'ckpt-lacks', config, classes: CLASSES, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
   assert.throws(() => readLoadSource(runDir), refusedAs(/^--load \S*ckpt-lacks: \S*step-000000007\/state\.safetensors: it lacks the tensor head\.8\.weight/));
+});
+
+test('predict and interpret refuse the same models, naming the file (they said \'replica state lacks bn1.running_var\', and predicted with the NaN)', async () => {
+  const cases: Array<[string, RegExp]> = [
+    ['lacks', /^saved model stage-1 \(\S*lacks\/models\/stage-1\.safetensors\) does not fit the model its stage-1\.json describes: replica state lacks bn1\.running_var$/],
+    ['torch-layout', /^saved model stage-1 \(\S*torch-layout\/models\/stage-1\.safetensors\) does not fit the model its stage-1\.json describes: replica state conv1\.weight is \[64, 3, 7, 7\], model has \[7, 7, 3, 64\]$/],
+    ['nan', /^saved model stage-1 \(\S*nan\/models\/stage-1\.safetensors\) is damaged: its tensor conv1\.weight holds NaN \(value 5 of 9408\); weights and statistics must be finite numbers$/],
+  ];
+  // The models the test above made; a refused one leaves no tensors behind.
+  const tensors = tf.memory().numTensors;
+  for (const [name, rule] of cases) {
+    await assert.rejects(loadReplica({ dir: join(dir, name), name: 'stage-1' }), (e: unknown) => isTrainerError(e, 'ERR_CHECKPOINT') && rule.test(e.message), name);
+  }
+  assert.equal(tf.memory().numTensors, tensors);
+  const { replica } = await loadReplica({ dir: runA, name: 'stage-1' });
+  replica.dispose();
 });
 
 test('the architecture must be --arch\'s: the message names the file, both architectures and the flag to pass', async () => {
