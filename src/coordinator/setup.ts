@@ -351,7 +351,7 @@ export abstract class CoordinatorSetUp {
   /**
    * Plans the stages, then prints the announced lines and the plan once the data is there, and writes `config.json`.
    * Nothing is printed for a run that cannot start.
-   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint;
+   * @throws TrainerError ERR_BAD_DATA when a resumed run's data has other classes or items than its checkpoint's;
    *   ERR_BAD_CONFIG when the training set cannot fill one global batch (`planStages`)
    */
   private announcePlan(data: DataBunch, announce: readonly string[], endpoint: string): void {
@@ -359,12 +359,14 @@ export abstract class CoordinatorSetUp {
     const resumed = this.resumePoint;
     this.classes = data.classes;
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
+      throw new TrainerError('ERR_BAD_DATA', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
     }
     this.dataFingerprint = dataFingerprint(data);
-    // --data may name another place on resume (the folder moved, another machine): it must hold the same items.
+    // --data may name another place on resume (the folder moved, another machine): it must hold the same items. Both
+    // refusals are ERR_BAD_DATA, exit 2 (the data given is to change; nothing started): they were ERR_CHECKPOINT,
+    // exit 1, which the exit codes call a failed run.
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
+      throw new TrainerError('ERR_BAD_DATA', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
     if (this.loadSource !== null) checkLoadClasses(this.loadSource, data.classes);
     if (this.resumedAccount !== null) this.writeDataAccount(this.resumedAccount);
