@@ -29,7 +29,7 @@ import { MetricsServer } from './metrics/server.js';
 import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { RuntimeOptions, TrainCommand } from './options.js';
-import { Recovery } from './recovery.js';
+import { GroupRestart, Recovery } from './recovery.js';
 import { describeRunStart, previewRestartPoint } from './restart-point.js';
 import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
@@ -259,12 +259,19 @@ export abstract class CoordinatorSetUp {
       } catch (err) {
         if (!isRetryable(err)) throw err;
         this.io.log(`${new Date().toISOString()} setting the workers up failed (${err.message}); recovering and setting them up again`);
-        await recovery.recover(err.message, async (rank) => {
-          const [reply] = await this.cluster!.request('get-state', {}, { ranks: [rank], timeoutMs: 120_000 });
-          return new Uint8Array(reply!.frames[0]!);
-        });
+        try {
+          await recovery.recover(err.message, async (rank) => {
+            const [reply] = await this.cluster!.request('get-state', {}, { ranks: [rank], timeoutMs: 120_000 });
+            return new Uint8Array(reply!.frames[0]!);
+          });
+        } catch (restart) {
+          // Every worker lost: the new group is admitted; nothing ran yet, so there is nothing to rewind.
+          if (!(restart instanceof GroupRestart)) throw restart;
+        }
       }
     }
+    // Nothing has trained yet: every replica holds the run's start weights (a member of a restarted group too).
+    recovery.markGroupSynced();
     if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
     return { data, recovery };
   }

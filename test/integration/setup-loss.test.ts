@@ -23,7 +23,7 @@ function args(runDir: string): string[] {
     '--fine-tune-epochs', '0', '--no-lr-find', '--backend', 'wasm', '--metrics-port', '-1', '--bind', 'tcp://127.0.0.1:0', '--run-dir', runDir, '--plain'];
 }
 
-test('a local worker SIGKILLed during the ranks\' setup is respawned and the run ends as an undisturbed one', { timeout: 3 * RUN_TIMEOUT_MS }, async () => {
+test('a local worker, or every one, SIGKILLed during the ranks\' setup is respawned and the run ends as an undisturbed one', { timeout: 3 * RUN_TIMEOUT_MS }, async () => {
   const quiet = fx.start(args(path.join(fx.dir, 'quiet')));
   assert.equal((await quiet.exited).code, 0, quiet.out.slice(-3000));
   const run = fx.start(args(path.join(fx.dir, 'killed')));
@@ -34,4 +34,10 @@ test('a local worker SIGKILLed during the ranks\' setup is respawned and the run
   assert.match(run.out, /respawned/, run.out.slice(-3000));
   const model = (dir: string): Buffer => readFileSync(path.join(fx.dir, dir, 'models', 'stage-1.safetensors'));
   assert.ok(model('killed').equals(model('quiet')), 'the final model must be the undisturbed run\'s, bit for bit');
+  // Every worker killed there: the whole group is restarted (one restart), not rewound (nothing ran yet).
+  const all = fx.start(args(path.join(fx.dir, 'all-killed')));
+  await all.waitFor(/ring generation 1:/, RUN_TIMEOUT_MS);
+  for (const pid of all.workerPids()) process.kill(pid, 'SIGKILL');
+  assert.equal((await all.exited).code, 0, all.out.slice(-3000));
+  assert.ok(model('all-killed').equals(model('quiet')), 'the final model must be the undisturbed run\'s, bit for bit');
 });
