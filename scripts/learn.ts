@@ -23,6 +23,7 @@ import { checkDataSource, createDataBunch } from '../src/training/data/databunch
 import { ImagePool } from '../src/training/data/pool.js';
 import { TrainerError } from '../src/contract/errors.js';
 import { errorExit } from '../src/contract/cli-error.js';
+import { checkEnvSettings } from '../src/contract/env-settings.js';
 import { makeDir } from '../src/contract/make-dir.js';
 import { Learner } from '../src/training/learner/learner.js';
 import type { LrFindResult } from '../src/training/learner/lr-find.js';
@@ -205,6 +206,9 @@ export function parseLearnArgs(argv: readonly string[]): LearnOptions {
  */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
+    // As the coordinator and worker: PETS_NATIVE_THREADS=abc was 'ERR_BACKEND: --backend native requested but
+    // unavailable' (exit 1), and with another backend (or auto, which fell back from native) it passed unsaid.
+    checkEnvSettings(process.env);
     await run(parseLearnArgs(argv));
     return 0;
   } catch (err) {

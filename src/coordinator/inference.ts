@@ -161,7 +161,12 @@ function latestForReport(dir: string): LoadedCheckpoint<CheckpointMeta> | null {
 export async function loadReplica(ref: ModelRef): Promise<{ replica: Replica; meta: SavedModelMeta }> {
   const meta = await readModelMeta(ref.dir, ref.name);
   const replica = await Replica.create({ arch: meta.arch, numClasses: meta.classes.length, seed: 0, pretrained: null, frozen: meta.frozen });
-  await loadModel(replica, ref.dir, ref.name);
+  try {
+    await loadModel(replica, ref.dir, ref.name);
+  } catch (err) {
+    replica.dispose(); // a model refused leaves no tensors behind
+    throw err;
+  }
   return { replica, meta };
 }
 

@@ -19,8 +19,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { ARCHS, SIZE_RANGE, archModel, type Arch } from '../contract/config.js';
 import { listCheckpoints, loadLatestCheckpoint, readCheckpoint, sha256, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import { TrainerError, isTrainerError } from '../contract/errors.js';
-import { describeConfig, resolveResNetConfig, type ResNetConfig } from '../contract/resnet-spec.js';
-import { decodeReplicaState, encodeReplicaState } from '../training/learner/state-codec.js';
+import { describeConfig, layoutModules, resnetLayout, resolveResNetConfig, type ResNetConfig } from '../contract/resnet-spec.js';
+import { headTensorShapes } from '../training/learner/head.js';
+import { decodeReplicaState, encodeReplicaState, firstNonFinite } from '../training/learner/state-codec.js';
 import type { ReplicaState } from '../training/learner/replica.js';
 import { savedModelMetaFault, type SavedModelMeta } from '../training/learner/save.js';
 import { checkCheckpointMeta } from './checkpoint-meta.js';
@@ -125,7 +126,7 @@ function fromCheckpoint(value: string, read: () => LoadedCheckpoint<CheckpointMe
   return {
     record: { path: file, what: `checkpoint ${basename(loaded.dir)} of run ${runDir}${skipped}, global step ${meta.history.position.globalStep}`, sha256: sha256(bytes) },
     arch: resolveResNetConfig(archModel(meta.config.arch)), classes: meta.classes, size: meta.config.size,
-    state: decode(value, file, bytes),
+    state: fitting(value, file, resolveResNetConfig(archModel(meta.config.arch)), meta.classes.length, decode(value, file, bytes)),
   };
 }
 
@@ -161,7 +162,8 @@ function fromModel(value: string): LoadSource {
   }
   return {
     record: { path: file, what: `saved model ${ref.name} of ${ref.dir}`, sha256: sha256(bytes) },
-    arch: resolveResNetConfig(meta.arch), classes: meta.classes, size: meta.size, state: decode(value, file, bytes),
+    arch: resolveResNetConfig(meta.arch), classes: meta.classes, size: meta.size,
+    state: fitting(value, file, resolveResNetConfig(meta.arch), meta.classes.length, decode(value, file, bytes)),
   };
 }
 
@@ -172,6 +174,58 @@ function decode(value: string, file: string, bytes: Uint8Array): ReplicaState {
     if (!isTrainerError(err)) throw err;
     throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${err.message}`, { cause: err });
   }
+}
+
+/**
+ * The name and tfjs-layout shape of every tensor a replica of `arch` with `numClasses` outputs holds (what
+ * `Replica.exportState` writes, without the optimizer's): the body's convolutions `[k, k, in, out]` and BatchNorm
+ * weight, bias and running statistics `[channels]` (`resnet-spec.ts`), then fastai's head (`headTensorShapes`).
+ */
+export function replicaTensorShapes(arch: ResNetConfig, numClasses: number): Map<string, number[]> {
+  const layout = resnetLayout(arch, null);
+  const out = new Map<string, number[]>();
+  for (const m of layoutModules(layout)) {
+    if (m.kind === 'conv') {
+      out.set(`${m.name}.weight`, [m.kernel, m.kernel, m.inChannels, m.outChannels]);
+      continue;
+    }
+    for (const p of ['weight', 'bias', 'running_mean', 'running_var']) out.set(`${m.name}.${p}`, [m.channels]);
+  }
+  for (const [name, shape] of headTensorShapes(layout.featureChannels, numClasses)) out.set(name, shape);
+  return out;
+}
+
+/**
+ * The decoded state, once every tensor the model of its metadata (architecture, classes) holds is there with its
+ * shape and no other is. A file whose tensors do not fit (a `.json` beside another model's weights, a tensor
+ * missing or of another shape) was found only by the workers' load-state, after they had started: ERR_CHECKPOINT,
+ * exit 1, naming no flag; a tensor of another shape but as many values was taken silently. Every value must be
+ * finite too.
+ * @throws TrainerError ERR_BAD_FLAG naming --load, the file, the first tensor that does not fit and the shapes, or
+ *   the first non-finite value
+ */
+function fitting(value: string, file: string, arch: ResNetConfig, numClasses: number, state: ReplicaState): ReplicaState {
+  const want = replicaTensorShapes(arch, numClasses);
+  const model = `the ${archName(arch)} with ${numClasses} classes its metadata describes`;
+  const shape = (s: readonly number[]): string => `[${s.join(', ')}]`;
+  const refuse = (what: string): never => {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${file}: ${what}, so it is not the state of ${model}; load the model file saved with its metadata (restore it from a copy of the run)`);
+  };
+  const have = new Map(state.tensors.map((t) => [t.name, t.shape]));
+  for (const [name, s] of want) {
+    const got = have.get(name);
+    if (got === undefined) refuse(`it lacks the tensor ${name}`);
+    else if (got.length !== s.length || got.some((d, i) => d !== s[i])) refuse(`its tensor ${name} is ${shape(got)}, the model's is ${shape(s)}`);
+  }
+  const extra = state.tensors.find((t) => !want.has(t.name));
+  if (extra !== undefined) refuse(`it holds a tensor ${extra.name}, which the model does not have`);
+  // A NaN or an infinity in the weights is damage no training step mends: a max-pool can hide it from the loss
+  // (ERR_DIVERGED never fired), and the run trained and saved it on (seen: a NaN in conv1.weight, finite losses).
+  const bad = firstNonFinite(state);
+  if (bad !== null) {
+    throw new TrainerError('ERR_BAD_FLAG', `${FLAG} ${value}: ${file}: its tensor ${bad.name} holds ${bad.value} (value ${bad.index} of ${bad.count}); a model's weights and statistics must be finite numbers: load a model saved before it diverged (an earlier checkpoint of its run)`);
+  }
+  return state;
 }
 
 /** `resnet34`, `resnet10`, or `ResNet(basic, [1,2,1,1])` for an architecture no `--arch` names. */

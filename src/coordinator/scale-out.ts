@@ -57,13 +57,14 @@ export function planScaleOut(input: ScaleOutInput): ScaleOut {
  * The scale-out of a resumed run, which keeps its global batch (its plan) on another world size: accumulation
  * absorbs the change when bs × workers divides the global batch.
  * @param runGlobalBs - the run's global batch, from its checkpoint
- * @throws TrainerError ERR_CHECKPOINT naming the run's global batch, the world size asked for and those that divide
+ * @throws TrainerError ERR_BAD_FLAG (exit 2: the --workers/--expect given, not the checkpoint, is at fault; it was
+ *   ERR_CHECKPOINT, exit 1, a failed run) naming the run's global batch, the world size asked for and those that divide
  *   it (it said '--global-bs must be a positive multiple of …', a flag the user had not given)
  */
 export function planResumedScaleOut(input: Omit<ScaleOutInput, 'globalBs' | 'accum'>, runGlobalBs: number): ScaleOut {
   if (runGlobalBs % (input.bs * input.worldSize) === 0) return planScaleOut({ ...input, accum: 1, globalBs: runGlobalBs });
   const fits = Array.from({ length: runGlobalBs / input.bs }, (_, i) => i + 1).filter((w) => runGlobalBs % (input.bs * w) === 0);
-  throw new TrainerError('ERR_CHECKPOINT', `--resume: this run's global batch of ${runGlobalBs} cannot be split over ${input.worldSize} worker(s) × bs ${input.bs} ` +
+  throw new TrainerError('ERR_BAD_FLAG', `--resume: this run's global batch of ${runGlobalBs} cannot be split over ${input.worldSize} worker(s) × bs ${input.bs} ` +
     `(accumulation must be a whole number, so that the run goes on with the same batches); resume with --workers (or --expect) ${fits.join(', ')}`);
 }
 

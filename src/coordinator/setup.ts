@@ -12,7 +12,7 @@ import { MIB } from '../training/allreduce/buckets.js';
 import { accountJson, dataLine, recordSkippedFiles } from '../training/data/accounting.js';
 import { assertTrainable, checkDataSource, createDataBunch, dataBunchOptions, type DataBunch } from '../training/data/databunch.js';
 import { ImagePool } from '../training/data/pool.js';
-import { TrainerError, isTrainerError } from '../contract/errors.js';
+import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
@@ -29,7 +29,7 @@ import { MetricsServer } from './metrics/server.js';
 import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
 import type { RuntimeOptions, TrainCommand } from './options.js';
-import { Recovery } from './recovery.js';
+import { GroupRestart, Recovery } from './recovery.js';
 import { describeRunStart, previewRestartPoint } from './restart-point.js';
 import { StarReduceServer } from './star-reduce.js';
 import { CheckpointStore, checkResumedPlan, dataFingerprint, type ResumePoint } from './checkpoint-store.js';
@@ -257,7 +257,30 @@ export abstract class CoordinatorSetUp {
     // A remote worker whose setup fails on its own machine (a wrong --data) is refused: the rendezvous goes on.
     if (!(await this.admitWorkers())) return null;
     await this.cluster!.announce();
-    if (!(await recovery.setUpUntilNoneRefused(() => this.admitWorkers(), false))) return null;
+    // A worker lost while the ranks are set up (SIGKILLed, OOM-killed) is recovered as a loss in a step is (respawned
+    // or waited for, counted against --max-restarts), then the set-up goes on: it ended the run with ERR_WORKER_LOST
+    // ('ready from rank 0: aborted'), exit 1. Every replica holds the run's start weights then (seeded, pretrained;
+    // a --load or --resume state is loaded after this), so a newcomer given a survivor's state holds them too.
+    for (;;) {
+      try {
+        if (!(await recovery.setUpUntilNoneRefused(() => this.admitWorkers(), false))) return null;
+        break;
+      } catch (err) {
+        if (!isRetryable(err)) throw err;
+        this.io.log(`${new Date().toISOString()} setting the workers up failed (${err.message}); recovering and setting them up again`);
+        try {
+          await recovery.recover(err.message, async (rank) => {
+            const [reply] = await this.cluster!.request('get-state', {}, { ranks: [rank], timeoutMs: 120_000 });
+            return new Uint8Array(reply!.frames[0]!);
+          });
+        } catch (restart) {
+          // Every worker lost: the new group is admitted; nothing ran yet, so there is nothing to rewind.
+          if (!(restart instanceof GroupRestart)) throw restart;
+        }
+      }
+    }
+    // Nothing has trained yet: every replica holds the run's start weights (a member of a restarted group too).
+    recovery.markGroupSynced();
     if (this.resumePoint) checkResumedPlan(this.resumePoint, this.stages, this.scale);
     return { data, recovery };
   }
@@ -344,7 +367,7 @@ export abstract class CoordinatorSetUp {
   /**
    * Plans the stages, then prints the announced lines and the plan once the data is there, and writes `config.json`.
    * Nothing is printed for a run that cannot start.
-   * @throws TrainerError ERR_CHECKPOINT when a resumed run's data has other classes than its checkpoint;
+   * @throws TrainerError ERR_BAD_DATA when a resumed run's data has other classes or items than its checkpoint's;
    *   ERR_BAD_CONFIG when the training set cannot fill one global batch (`planStages`)
    */
   private announcePlan(data: DataBunch, announce: readonly string[], endpoint: string): void {
@@ -352,12 +375,14 @@ export abstract class CoordinatorSetUp {
     const resumed = this.resumePoint;
     this.classes = data.classes;
     if (resumed && JSON.stringify(resumed.meta.classes) !== JSON.stringify(data.classes)) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
+      throw new TrainerError('ERR_BAD_DATA', `--resume: the data now has classes ${data.classes.length} (${data.classes.slice(0, 3).join(', ')}…), the checkpoint ${resumed.meta.classes.length}; point --data at the run's data`);
     }
     this.dataFingerprint = dataFingerprint(data);
-    // --data may name another place on resume (the folder moved, another machine): it must hold the same items.
+    // --data may name another place on resume (the folder moved, another machine): it must hold the same items. Both
+    // refusals are ERR_BAD_DATA, exit 2 (the data given is to change; nothing started): they were ERR_CHECKPOINT,
+    // exit 1, which the exit codes call a failed run.
     if (resumed?.meta.data !== undefined && resumed.meta.data !== this.dataFingerprint) {
-      throw new TrainerError('ERR_CHECKPOINT', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
+      throw new TrainerError('ERR_BAD_DATA', `--resume: the data at ${data.root} is not the run's: its training and validation images (names, labels, split) differ from the ones the checkpoint was trained on; point --data at the run's data (another place holding the same images is fine)`);
     }
     if (this.loadSource !== null) checkLoadClasses(this.loadSource, data.classes);
     if (this.resumedAccount !== null) this.writeDataAccount(this.resumedAccount);

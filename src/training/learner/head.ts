@@ -209,6 +209,27 @@ function validateHead(inChannels: number, numClasses: number, o: ResolvedHeadOpt
 }
 
 /**
+ * The name and tfjs-layout shape of every head tensor (parameters and BatchNorm running statistics) that
+ * {@link createHead} makes for `inChannels` features and `numClasses` outputs: the table above, Linear weights
+ * `[in, out]`. No tensor is made, so a coordinator can check a saved state against it before any worker starts.
+ * @param inChannels - the body's feature channels C (the head's BatchNorm1d has 2C: max and average pools)
+ * @param hidden - width of the hidden Linear layer (fastai `lin_ftrs=[512]`, {@link DEFAULT_HEAD})
+ */
+export function headTensorShapes(inChannels: number, numClasses: number, hidden = DEFAULT_HEAD.hidden): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const bn = (index: number, channels: number): void => {
+    for (const p of ['weight', 'bias', 'running_mean', 'running_var']) out.set(`${HEAD_PREFIX}${index}.${p}`, [channels]);
+  };
+  bn(2, 2 * inChannels);
+  out.set(`${HEAD_PREFIX}4.weight`, [2 * inChannels, hidden]);
+  out.set(`${HEAD_PREFIX}4.bias`, [hidden]);
+  bn(6, hidden);
+  out.set(`${HEAD_PREFIX}8.weight`, [hidden, numClasses]);
+  out.set(`${HEAD_PREFIX}8.bias`, [numClasses]);
+  return out;
+}
+
+/**
  * Creates the fastai head for a body with `inChannels` feature channels (512 for ResNet18/34, 2048 for ResNet50),
  * initialised as fastai's `cnn_learner` does (see module doc).
  *

@@ -533,7 +533,7 @@ export class Replica {
    * Restores a state from {@link exportState} (of a replica of the same arch and classes); discards any
    * accumulated gradient.
    *
-   * @throws TrainerError ERR_CHECKPOINT on a wrong version, a missing/unknown tensor or a size mismatch (checked
+   * @throws TrainerError ERR_CHECKPOINT on a wrong version, a missing/unknown tensor or a shape mismatch (checked
    *   before anything changes), or an optimizer state that does not fit
    */
   importState(state: ReplicaState): void {
@@ -545,6 +545,10 @@ export class Replica {
       const t = byName.get(name);
       if (t === undefined) throw new TrainerError('ERR_CHECKPOINT', `replica state lacks ${name}`);
       if (t.data.length !== v.size) throw new TrainerError('ERR_CHECKPOINT', `replica state ${name} has ${t.data.length} values, model has ${v.size}`);
+      // As many values in another shape (a conv weight in torch's [out, in, k, k], not HWIO) was taken silently.
+      if (t.shape.length !== v.shape.length || t.shape.some((d, i) => d !== v.shape[i])) {
+        throw new TrainerError('ERR_CHECKPOINT', `replica state ${name} is [${t.shape.join(', ')}], model has [${v.shape.join(', ')}]`);
+      }
     }
     const extra = state.tensors.find((t) => !vars.has(t.name));
     if (extra) throw new TrainerError('ERR_CHECKPOINT', `replica state names ${extra.name}, which the model does not have`);

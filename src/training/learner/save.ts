@@ -8,8 +8,8 @@
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { tryHardLink, writeFileAtomic } from '../../contract/atomic-write.js';
 import { join } from 'node:path';
-import { TrainerError } from '../../contract/errors.js';
-import { decodeReplicaState, encodeReplicaState } from './state-codec.js';
+import { TrainerError, isTrainerError } from '../../contract/errors.js';
+import { decodeReplicaState, encodeReplicaState, firstNonFinite } from './state-codec.js';
 import type { ResNetConfig } from '../../contract/resnet-spec.js';
 import { SIZE_RANGE } from '../../contract/config.js';
 import type { Replica, ReplicaState } from './replica.js';
@@ -167,6 +167,15 @@ export async function loadModel(replica: Replica, dir: string, name: string, exp
   } catch (err) {
     throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} is malformed: ${(err as Error).message}`, { cause: err });
   }
-  replica.importState(state);
+  // Tensors that do not fit the model its .json describes (one missing, another shape) or a NaN: predict said
+  // 'replica state lacks bn1.running_var', naming no file, and predicted with the NaN (a max-pool hid it).
+  const bad = firstNonFinite(state);
+  if (bad !== null) throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} (${path}) is damaged: its tensor ${bad.name} holds ${bad.value} (value ${bad.index} of ${bad.count}); weights and statistics must be finite numbers`);
+  try {
+    replica.importState(state);
+  } catch (err) {
+    if (!isTrainerError(err, 'ERR_CHECKPOINT')) throw err;
+    throw new TrainerError('ERR_CHECKPOINT', `saved model ${name} (${path}) does not fit the model its ${name}.json describes: ${err.message}`, { cause: err });
+  }
   return meta;
 }

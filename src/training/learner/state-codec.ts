@@ -71,6 +71,19 @@ export function decodeReplicaState(bytes: Uint8Array, source = 'replica state'):
 }
 
 /**
+ * The first value of a state's tensors that is not a finite number (NaN, ±Infinity), or null when all are. A model's
+ * weights and statistics holding one are damage that no step mends, and a max-pool can hide it from the loss (a NaN
+ * in `conv1.weight` trained and predicted on with finite numbers).
+ */
+export function firstNonFinite(state: Pick<ReplicaState, 'tensors'>): { readonly name: string; readonly index: number; readonly count: number; readonly value: number } | null {
+  for (const t of state.tensors) {
+    const index = t.data.findIndex((v) => !Number.isFinite(v));
+    if (index >= 0) return { name: t.name, index, count: t.data.length, value: t.data[index]! };
+  }
+  return null;
+}
+
+/**
  * The weights checksum of a replica ({@link Replica.weightsChecksum}, which replicas report after every load and at
  * every checkpoint), computed incrementally: SHA-256 (hex) over every parameter and BatchNorm buffer, its name's UTF-8
  * bytes then its float32 bytes (little-endian, as stored), added in name order (JavaScript `<` on the names).

@@ -257,9 +257,10 @@ test('a resumed run keeps its global batch on another world size, or is refused 
   // Seen by the breaker: a 1-worker run (bs 4, global batch 4) resumed with --workers 2 was refused as
   // '--global-bs must be a positive multiple of bs × workers = 4 × 2 = 8, got 4', a flag the user had not given.
   assert.deepEqual(planResumedScaleOut({ bs: 2, worldSize: 1, lrScale: 'none', baseBs: 64 }, 4), { accum: 2, globalBs: 4, lrFactor: 1 });
-  assert.throws(() => planResumedScaleOut({ bs: 4, worldSize: 2, lrScale: 'none', baseBs: 64 }, 4), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && e.message ===
+  // ERR_BAD_FLAG, exit 2: the --workers given is to change (it was ERR_CHECKPOINT, exit 1, a failed run).
+  assert.throws(() => planResumedScaleOut({ bs: 4, worldSize: 2, lrScale: 'none', baseBs: 64 }, 4), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && e.message ===
     '--resume: this run\'s global batch of 4 cannot be split over 2 worker(s) × bs 4 (accumulation must be a whole number, so that the run goes on with the same batches); resume with --workers (or --expect) 1');
-  assert.throws(() => planResumedScaleOut({ bs: 2, worldSize: 5, lrScale: 'none', baseBs: 64 }, 24), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /--expect\) 1, 2, 3, 4, 6, 12$/.test(e.message));
+  assert.throws(() => planResumedScaleOut({ bs: 2, worldSize: 5, lrScale: 'none', baseBs: 64 }, 24), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /--expect\) 1, 2, 3, 4, 6, 12$/.test(e.message));
 });
 
 test('a checkpoint whose manifest is valid JSON but not the coordinator\'s shape is skipped as damaged: resume falls back to the previous one', async () => {

@@ -19,7 +19,8 @@ import { sha256, writeCheckpoint } from '../../../src/contract/checkpoint-format
 import { archModel, resolveRunConfig } from '../../../src/contract/config.js';
 import { resolveResNetConfig } from '../../../src/contract/resnet-spec.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { checkLoadArch, checkLoadClasses, readLoadSource, startStateBlob } from '../../../src/coordinator/load-model.js';
+import { loadReplica } from '../../../src/coordinator/inference.js';
+import { checkLoadArch, checkLoadClasses, readLoadSource, replicaTensorShapes, startStateBlob } from '../../../src/coordinator/load-model.js';
 
 const CLASSES = ['Abyssinian', 'Bengal'];
 const SIZE = 32;
@@ -58,10 +59,10 @@ after(() => {
 });
 
 /** A run folder holding one checkpoint of `savedState` at global step 7 (what a coordinator writes). */
-function runWithCheckpoint(name: string, arch = 'resnet10', classes = CLASSES): string {
+function runWithCheckpoint(name: string, arch = 'resnet10', classes = CLASSES, state = savedState): string {
   const runDir = join(dir, name);
   const config = resolveRunConfig({ arch, pretrained: 'none', size: 64, runDir });
-  writeCheckpoint(runDir, 7, new Map([['state.safetensors', savedState]]), { runId: name, config, classes, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
+  writeCheckpoint(runDir, 7, new Map([['state.safetensors', state]]), { runId: name, config, classes, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
   return runDir;
 }
 
@@ -167,11 +168,80 @@ test('a checkpoint manifest\'s model fields are checked: an unknown arch, a miss
   }
 });
 
-test('the architecture must be --arch\'s: the message names the file, both architectures and the flag to pass', () => {
+/** A copy of run-a's saved model whose state is changed by `edit` (its .json kept, or changed by `editMeta`). */
+function modelWithState(name: string, edit: (tensors: Array<{ name: string; shape: number[]; data: Float32Array }>) => void, editMeta?: (m: Record<string, unknown>) => void): string {
+  const runDir = modelWithMeta(name, editMeta ?? (() => undefined));
+  const state = decodeReplicaState(readFileSync(join(runA, 'models', 'stage-1.safetensors')));
+  const tensors = state.tensors.map((t) => ({ name: t.name, shape: [...t.shape], data: Float32Array.from(t.data) }));
+  edit(tensors);
+  writeFileSync(join(runDir, 'models', 'stage-1.safetensors'), encodeReplicaState({ ...state, tensors }));
+  return runDir;
+}
+
+test('the tensors a run reads for each --load source fit the model its metadata describes: names and tfjs shapes of a real replica', async () => {
+  const r = await Replica.create({ arch: archModel('resnet10'), numClasses: 3, seed: 1, pretrained: null, frozen: false });
+  try {
+    const real = (await r.exportState()).tensors.map((t) => [t.name, [...t.shape]] as const);
+    assert.deepEqual([...replicaTensorShapes(resolveResNetConfig(archModel('resnet10')), 3)].sort(([a], [b]) => (a < b ? -1 : 1)), real);
+  } finally {
+    r.dispose();
+  }
+});
+
+test('a model whose tensors do not fit its metadata is refused before any worker starts, naming --load, the file and the tensor', () => {
+  // Each was found only by the workers' load-state (ERR_CHECKPOINT, exit 1, after they started, naming no flag), and
+  // a tensor of another shape with as many values (conv1.weight in torch's [out, in, k, k]) was trained on silently.
+  const cases: Array<[string, (ts: Array<{ name: string; shape: number[]; data: Float32Array }>) => void, ((m: Record<string, unknown>) => void) | undefined, RegExp]> = [
+    ['lacks', (ts) => { ts.splice(ts.findIndex((t) => t.name === 'bn1.running_var'), 1); }, undefined, /it lacks the tensor bn1\.running_var/],
+    ['torch-layout', (ts) => { ts.find((t) => t.name === 'conv1.weight')!.shape = [64, 3, 7, 7]; }, undefined, /its tensor conv1\.weight is \[64, 3, 7, 7\], the model's is \[7, 7, 3, 64\]/],
+    ['extra', (ts) => { ts.push({ name: 'fc.weight', shape: [2], data: new Float32Array(2) }); }, undefined, /it holds a tensor fc\.weight, which the model does not have/],
+    // The .json of a 3-class model beside the weights of a 2-class one.
+    ['other-json', () => undefined, (m) => { m.classes = ['Abyssinian', 'Bengal', 'Birman']; }, /its tensor head\.8\.weight is \[512, 2\], the model's is \[512, 3\], so it is not the state of the resnet10 with 3 classes its metadata describes/],
+    ['nan', (ts) => { ts.find((t) => t.name === 'conv1.weight')!.data[5] = NaN; }, undefined, /its tensor conv1\.weight holds NaN \(value 5 of 9408\); a model's weights and statistics must be finite/],
+    ['inf', (ts) => { ts.find((t) => t.name === 'head.6.running_var')!.data[0] = Infinity; }, undefined, /its tensor head\.6\.running_var holds Infinity \(value 0 of 512\)/],
+  ];
+  for (const [name, edit, editMeta, rule] of cases) {
+    const runDir = modelWithState(name, edit, editMeta);
+    assert.throws(() => readLoadSource(runDir), refusedAs(new RegExp(`^--load \\S*${name}: \\S*${name}/models/stage-1\\.safetensors: ${rule.source}`)), name);
+  }
+  // A checkpoint's state is checked the same way.
+  const runDir = join(dir, 'ckpt-lacks');
+  const state = decodeReplicaState(savedState);
+  const config = resolveRunConfig({ arch: 'resnet10', pretrained: 'none', size: 64, runDir });
+  writeCheckpoint(runDir, 7, new Map([['state.safetensors', encodeReplicaState({ ...state, tensors: state.tensors.filter((t) => t.name !== 'head.8.weight') })]]),
+    { runId: 'ckpt-lacks', config, classes: CLASSES, history: { stages: [], position: { stageIndex: 1, stepInStage: 0, globalStep: 7 } } });
+  assert.throws(() => readLoadSource(runDir), refusedAs(/^--load \S*ckpt-lacks: \S*step-000000007\/state\.safetensors: it lacks the tensor head\.8\.weight/));
+});
+
+test('predict and interpret refuse the same models, naming the file (they said \'replica state lacks bn1.running_var\', and predicted with the NaN)', async () => {
+  const cases: Array<[string, RegExp]> = [
+    ['lacks', /^saved model stage-1 \(\S*lacks\/models\/stage-1\.safetensors\) does not fit the model its stage-1\.json describes: replica state lacks bn1\.running_var$/],
+    ['torch-layout', /^saved model stage-1 \(\S*torch-layout\/models\/stage-1\.safetensors\) does not fit the model its stage-1\.json describes: replica state conv1\.weight is \[64, 3, 7, 7\], model has \[7, 7, 3, 64\]$/],
+    ['nan', /^saved model stage-1 \(\S*nan\/models\/stage-1\.safetensors\) is damaged: its tensor conv1\.weight holds NaN \(value 5 of 9408\); weights and statistics must be finite numbers$/],
+  ];
+  // The models the test above made; a refused one leaves no tensors behind.
+  const tensors = tf.memory().numTensors;
+  for (const [name, rule] of cases) {
+    await assert.rejects(loadReplica({ dir: join(dir, name), name: 'stage-1' }), (e: unknown) => isTrainerError(e, 'ERR_CHECKPOINT') && rule.test(e.message), name);
+  }
+  assert.equal(tf.memory().numTensors, tensors);
+  const { replica } = await loadReplica({ dir: runA, name: 'stage-1' });
+  replica.dispose();
+});
+
+test('the architecture must be --arch\'s: the message names the file, both architectures and the flag to pass', async () => {
   const s = readLoadSource(runA);
   checkLoadArch(s, 'resnet10');
   assert.throws(() => checkLoadArch(s, 'resnet34'), refusedAs(new RegExp(`^--load ${s.record.path.replace(/[.]/g, '\\.')}: the model is a resnet10, this run's --arch is resnet34; pass --arch resnet10 \\(the architecture of the model loaded\\)$`)));
-  const other = readLoadSource(runWithCheckpoint('run-d', 'resnet18'));
+  // A resnet18's checkpoint holds a resnet18's state (a resnet10's is refused as not fitting its manifest).
+  const r18 = await Replica.create({ arch: archModel('resnet18'), numClasses: CLASSES.length, seed: 2, pretrained: null, frozen: true });
+  let state18: Uint8Array;
+  try {
+    state18 = encodeReplicaState(await r18.exportState());
+  } finally {
+    r18.dispose();
+  }
+  const other = readLoadSource(runWithCheckpoint('run-d', 'resnet18', CLASSES, state18));
   assert.throws(() => checkLoadArch(other, 'resnet10'), refusedAs(/: the model is a resnet18, this run's --arch is resnet10; pass --arch resnet18/));
 });
 

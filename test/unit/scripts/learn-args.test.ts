@@ -114,3 +114,31 @@ test('a --data folder that is not there: `learn: ERR_BAD_DATA: …`, exit 2 as t
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('a bad PETS_* setting: `learn: ERR_BAD_CONFIG: …`, exit 2 as the coordinator, before anything loads; blank means unset', async () => {
+  // PETS_NATIVE_THREADS=abc was 'ERR_BACKEND: --backend native requested but unavailable' (exit 1) with --backend
+  // native, and unsaid with another backend; PETS_RING_ADD=JS ran as unset.
+  const root = mkdtempSync(join(tmpdir(), 'learn-env-'));
+  const lines: string[] = [];
+  const original = console.error;
+  const saved = { threads: process.env.PETS_NATIVE_THREADS, ring: process.env.PETS_RING_ADD };
+  console.error = (line: string) => { lines.push(line); };
+  try {
+    const args = ['--data', join(root, 'nope'), '--dir', join(root, 'out'), '--pretrained', 'none', '--backend', 'wasm'];
+    process.env.PETS_NATIVE_THREADS = 'abc';
+    assert.equal(await main(args), 2);
+    process.env.PETS_NATIVE_THREADS = ' ';
+    process.env.PETS_RING_ADD = 'JS';
+    assert.equal(await main(args), 2);
+    assert.deepEqual(lines, ['learn: ERR_BAD_CONFIG: PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc',
+      'learn: ERR_BAD_CONFIG: PETS_RING_ADD must be js (the ring\'s sums in JavaScript; unset: native where built) or unset, got JS']);
+    assert.deepEqual(readdirSync(root), [], 'nothing created');
+  } finally {
+    console.error = original;
+    for (const [name, value] of [['PETS_NATIVE_THREADS', saved.threads], ['PETS_RING_ADD', saved.ring]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -141,6 +141,11 @@ test('exportState/importState round trip continues bit-identically (weights, BN 
   assert.equal(await b.weightsChecksum(), await a.weightsChecksum(), 'continuation must be bit-identical');
   const bad = { ...state, tensors: state.tensors.filter((t) => t.name !== 'conv1.weight') };
   assert.throws(() => b.importState(bad), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && /conv1\.weight/.test(e.message));
+  // As many values in another shape (conv1.weight in torch's [out, in, k, k], not HWIO): it was taken silently.
+  const hwio = state.tensors.find((t) => t.name === 'conv1.weight')!.shape;
+  const oihw = [hwio[3]!, hwio[2]!, hwio[0]!, hwio[1]!];
+  const torchLayout = { ...state, tensors: state.tensors.map((t) => (t.name === 'conv1.weight' ? { ...t, shape: oihw } : t)) };
+  assert.throws(() => b.importState(torchLayout), (e) => isTrainerError(e, 'ERR_CHECKPOINT') && e.message === `replica state conv1.weight is [${oihw.join(', ')}], model has [${hwio.join(', ')}]`);
   a.dispose();
   b.dispose();
 });
