@@ -307,7 +307,7 @@ export abstract class CoordinatorSetUp {
     }
     if (config.workers > 0) checkBackendRequest(config.backend);
     // Before the run folder is made: a mistyped --data made it, then failed at the data step and removed it again.
-    checkDataSource(config.data);
+    checkDataSource(config.data, config.labelFrom === 'csv' ? config.labels ?? null : null);
     this.createdRunDirs = makeDirs(this.runDir, '--run-dir');
     this.runLock = writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_LOCK_FILE), () => lockRunDir(this.runDir, this.runDirFlag(), this.io.log));
     if (!this.cmd.runtime.resume && this.createdRunDirs.length === 0) {

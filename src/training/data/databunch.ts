@@ -2,6 +2,7 @@
  * `ImageDataBunch.from_name_re(path, fnames, pat, ds_tfms=get_transforms(), size=224, bs=64)` up to (not
  * including) the loaders: find the items, label them, split them, order the classes, optionally verify every file.
  */
+import { accessSync, constants, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { RunConfig } from '../../contract/config.js';
@@ -21,14 +22,26 @@ import { logText } from '../../contract/log-text.js';
 export const PETS_SOURCE = 'oxford-iiit-pet';
 
 /**
- * Checks `--data` before a command creates anything (a run folder, `npm run learn`'s `--dir`): a folder must exist and
- * be one this process can read; `oxford-iiit-pet` is checked by its download. A mistyped path was found only by the
- * data step, after the run folder had been made (and then removed again).
+ * Checks `--data` (and `--labels`' CSV) before a command creates anything (a run folder, `npm run learn`'s `--dir`): a
+ * folder must exist and be one this process can read; `oxford-iiit-pet` is checked by its download; the CSV must be a
+ * readable file. A mistyped path was found only by the data step, after the run folder had been made (and then
+ * removed again).
  * @param data - the `--data` value
- * @throws TrainerError ERR_BAD_DATA naming --data, the rule and what is wrong with the path (`resolveImageRoot`)
+ * @param labels - the `--labels` CSV when the labels come from it (`--label-from csv`), else null
+ * @throws TrainerError ERR_BAD_DATA naming --data or --labels, the rule and what is wrong with the path
  */
-export function checkDataSource(data: string): void {
+export function checkDataSource(data: string, labels: string | null = null): void {
   if (data !== PETS_SOURCE) resolveImageRoot(data);
+  if (labels === null) return;
+  let why: string | null = null;
+  try {
+    if (!statSync(labels).isFile()) why = 'not a file';
+    else accessSync(labels, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    why = code === 'ENOENT' ? 'no such file' : code === 'ENOTDIR' ? 'a part of the path is a file, not a folder' : `it cannot be read (${code ?? (err as Error).message})`;
+  }
+  if (why !== null) throw new TrainerError('ERR_BAD_DATA', `--labels ${labels}: must be a readable CSV of file,label rows: ${why}`);
 }
 
 /** Options of {@link createDataBunch}; all optional, defaults in {@link DEFAULT_DATA_BUNCH}. */

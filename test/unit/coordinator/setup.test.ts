@@ -32,3 +32,22 @@ test('a --data folder that is not there stops the run before anything is created
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('a --labels CSV that is not there stops the run before anything is created, naming --labels', async () => {
+  // mends' note: `--label-from csv --labels <missing.csv>` was found only at the data step, after the run folder was made.
+  const root = mkdtempSync(join(tmpdir(), 'setup-labels-'));
+  const runDir = join(root, 'runs', 'r1');
+  const data = mkdtempSync(join(tmpdir(), 'setup-labels-data-'));
+  const csv = join(root, 'labels.csv');
+  const c = new Coordinator(parseTrainArgs(['--data', data, '--label-from', 'csv', '--labels', csv, '--run-dir', runDir, '--pretrained', 'none', '--workers', '1', '--metrics-port', '-1']),
+    { out: () => undefined, log: () => undefined });
+  try {
+    await assert.rejects(c.run(), (e) => isTrainerError(e, 'ERR_BAD_DATA')
+      && e.message === `--labels ${csv}: must be a readable CSV of file,label rows: no such file`);
+    assert.deepEqual(readdirSync(root), [], 'no runs/ and no run folder');
+  } finally {
+    await c.close();
+    rmSync(root, { recursive: true, force: true });
+    rmSync(data, { recursive: true, force: true });
+  }
+});
