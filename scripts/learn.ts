@@ -14,7 +14,6 @@
  * Errors end it with one line, `learn: CODE: message` (the codes of src/contract/errors.ts, as the coordinator's).
  * Exit code: 0 done, 1 runtime error, 2 bad flag or data that cannot be trained (ERR_BAD_DATA), as the coordinator.
  */
-import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { initBackend, parseBackendRequest, type BackendRequest } from '../src/training/compute/backend.js';
@@ -29,7 +28,7 @@ import { Learner } from '../src/training/learner/learner.js';
 import type { LrFindResult } from '../src/training/learner/lr-find.js';
 import { Replica } from '../src/training/learner/replica.js';
 import { parseLrSpec, type LrSpec } from '../src/contract/plan/schedule.js';
-import { parsePretrained, resolvePretrainedWeights } from '../src/training/model/pretrained.js';
+import { checkPretrainedSource, resolvePretrainedWeights } from '../src/training/model/pretrained.js';
 import { resolveResNetConfig } from '../src/contract/resnet-spec.js';
 import { lrFindStem, writeLrFindPicture } from '../src/coordinator/report/write-report.js';
 import { addAugmentFlags, augmentFromFlags } from '../src/coordinator/options.js';
@@ -179,10 +178,7 @@ export function parseLearnArgs(argv: readonly string[]): LearnOptions {
   // refused ("arch must be one of resnet18|resnet34|resnet50", no flag named) though the coordinator trains it.
   checkArchWeights(f.arch, f.pretrained);
   // A weights file that is not there was found only after the backend started (its log line printed first).
-  const weights = parsePretrained(f.pretrained);
-  if (weights.kind === 'path' && !existsSync(weights.path)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet|none|<path to .safetensors>, got ${JSON.stringify(weights.path)} (no such file)`);
-  }
+  checkPretrainedSource(f.pretrained);
   return {
     data: f.data, arch: f.arch, pretrained: f.pretrained, dir: f.dir, lrFind: f.lrFind === true, validPct,
     // The coordinator's rules for --size and --bs (contract/config.ts: one table for both CLIs) and its --seed range:

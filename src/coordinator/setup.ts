@@ -5,7 +5,6 @@
  */
 import { listCheckpoints } from '../contract/checkpoint-format.js';
 import { counted, logText } from '../contract/log-text.js';
-import { existsSync } from 'node:fs';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { basename, join, relative, resolve } from 'node:path';
 import { MIB } from '../training/allreduce/buckets.js';
@@ -17,7 +16,7 @@ import { checkBackendRequest } from '../training/compute/backend.js';
 import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
-import { resolvePretrainedWeights, verifyTorchWeightsFile } from '../training/model/pretrained.js';
+import { checkPretrainedSource, resolvePretrainedWeights, verifyTorchWeightsFile } from '../training/model/pretrained.js';
 import { planStages, trainingSeed, type StagePlan } from '../contract/plan/plan.js';
 import { encodeRunSetup, type RunSetup } from '../contract/run-setup.js';
 import { lockRunDir, RUN_LOCK_FILE, type RunLock } from './run-lock.js';
@@ -48,14 +47,8 @@ import { weightsChecksumOf } from '../training/learner/state-codec.js';
  */
 const SPARE_NOTE = (expect: number): string =>
   `the run has its ${expect} worker(s) (--expect), so it waits as a spare: it replaces a lost worker, and is sent shutdown when the run ends`;
-/**
- * A `--pretrained` value that names a file must point at an existing file.
- * @throws TrainerError ERR_BAD_FLAG naming the path
- */
-export function checkPretrainedSource(value: string): void {
-  if (value === 'imagenet' || value === 'none') return;
-  if (!existsSync(value)) throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(value)} (no such file)`);
-}
+/** `--pretrained`'s check before anything starts: one rule with `npm run learn` (`training/model/pretrained.ts`). */
+export { checkPretrainedSource };
 
 /**
  * A `--pretrained` file must hold a torchvision state dict of `arch` (checked here, before any worker starts, rather

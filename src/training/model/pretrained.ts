@@ -14,6 +14,7 @@
  * Hub, download once with the pin set to null: the file is then verified by keys/shapes only and its SHA-256 is
  * logged ("pin it"), to be compared with the Hub page and committed.
  */
+import { existsSync } from 'node:fs';
 import { access, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { downloadFile, offlineMessage, offlineTried, userCacheDir } from '../download.js';
@@ -195,6 +196,21 @@ async function downloadImagenet(arch: ResNetArch | ResNetConfig, options: Pretra
   return dest;
 }
 
+/** The refusal of a `--pretrained` file that is not there, in one wording for the coordinator, learn and the workers. */
+function missingWeightsFile(path: string): string {
+  return `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(path)} (no such file)`;
+}
+
+/**
+ * Checks `--pretrained` before anything starts (the coordinator before its workers, `npm run learn` before its
+ * backend): `imagenet`, `none` or a file that exists (whether it holds the architecture's weights is checked later).
+ * @throws TrainerError ERR_BAD_FLAG for an empty value or a file that is not there
+ */
+export function checkPretrainedSource(value: string): void {
+  const spec = parsePretrained(value);
+  if (spec.kind === 'path' && !existsSync(spec.path)) throw new TrainerError('ERR_BAD_FLAG', missingWeightsFile(spec.path));
+}
+
 /**
  * Resolves `--pretrained` to a local safetensors file: downloads (or reuses the cached) ImageNet weights for
  * `imagenet`, checks a given path exists, returns null for `none`. The returned file has been checked for
@@ -213,7 +229,7 @@ export async function resolvePretrainedWeights(value: string, arch: ResNetArch |
   try {
     await access(spec.path);
   } catch (err) {
-    throw new TrainerError('ERR_BAD_FLAG', `--pretrained must be imagenet|none|<path to .safetensors>, got ${JSON.stringify(spec.path)} (no such file)`, { cause: err });
+    throw new TrainerError('ERR_BAD_FLAG', missingWeightsFile(spec.path), { cause: err });
   }
   await verifyTorchWeightsFile(spec.path, arch);
   return spec.path;

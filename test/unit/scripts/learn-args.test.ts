@@ -64,7 +64,7 @@ test('--pretrained <file> that is not there is refused when the flags are parsed
   // only then said 'no such file'; the README says every flag is checked before anything loads.
   const missing = join(tmpdir(), 'no-such-weights-tryout2.safetensors');
   assert.throws(() => parseLearnArgs([...BASE, '--pretrained', missing]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') &&
-    e.message === `--pretrained must be imagenet|none|<path to .safetensors>, got ${JSON.stringify(missing)} (no such file)`);
+    e.message === `--pretrained must be imagenet, none or an existing safetensors file, got ${JSON.stringify(missing)} (no such file)`);
   assert.equal(parseLearnArgs([...BASE, '--pretrained', 'none']).pretrained, 'none');
 });
 
