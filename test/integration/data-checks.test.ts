@@ -142,7 +142,8 @@ test('a refused --resume leaves the run\'s data.json as it was (the account of t
   const proc = new CoordinatorProcess(['--resume', runDir, '--bind', 'tcp://127.0.0.1:0', '--metrics-port', '-1', '--plain']);
   try {
     const r = await proc.exited;
-    assert.match(r.stderr, /coordinator: ERR_CHECKPOINT: --resume: the data at \S+ is not the run's/, r.stderr);
+    assert.match(r.stderr, /coordinator: ERR_BAD_DATA: --resume: the data at \S+ is not the run's/, r.stderr);
+    assert.equal(r.code, 2, 'bad data, as a --data of other images is (breaker2): exit 2');
     assert.equal(readFileSync(join(runDir, 'data.json'), 'utf8'), account, 'data.json untouched');
   } finally {
     await proc.close();
