@@ -23,7 +23,7 @@ import { Replica } from '../training/learner/replica.js';
 import { loadModel, modelPaths, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
 import { readRunConfigFile } from './run-config-file.js';
-import { lockRunDir } from './run-lock.js';
+import { liveRunHolder, lockRunDir } from './run-lock.js';
 import { listCheckpoints, loadLatestCheckpoint, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { checkCheckpointMeta } from './checkpoint-meta.js';
@@ -79,6 +79,12 @@ export function findModel(target: string): ModelRef {
   const models = join(dir, 'models');
   const saved = [...(inModels ? here : inside)];
   if (saved.length === 0) {
+    // A run still starting (its lock held by a live coordinator, nothing saved yet) was told only "found none", as
+    // if it were not a run: `--load` or `predict` of a run just launched in another terminal.
+    const holder = here.length > 0 ? null : liveRunHolder(dir);
+    if (holder !== null) {
+      throw new TrainerError('ERR_BAD_FLAG', `${target}: this run is in progress (held by ${holder}) and has saved no model or checkpoint yet: wait for it to save one, or pass a saved model`);
+    }
     // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
     const loose = [...here].sort();
     const why = loose.length === 0 ? 'found none'
