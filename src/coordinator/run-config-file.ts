@@ -18,7 +18,9 @@ export { RUN_CONFIG_FILE };
 export type RunConfigFile =
   | { readonly state: 'missing'; readonly path: string }
   /** Parsed; `config` / `runtime` absent when the file lacks that object (an older or hand-edited file). */
-  | { readonly state: 'read'; readonly path: string; readonly config?: Record<string, unknown>; readonly runtime?: Record<string, unknown> }
+  | { readonly state: 'read'; readonly path: string; readonly config?: Record<string, unknown>; readonly runtime?: Record<string, unknown>;
+    /** The model a `--load` run started from, when the file records one whole (path, what, sha256). */
+    readonly startedFrom?: StartRecord }
   /** Present but not JSON (cut short by a full disk before atomic writes, edited by hand): `fault` says why. */
   | { readonly state: 'unreadable'; readonly path: string; readonly fault: string };
 
@@ -76,5 +78,8 @@ export function readRunConfigFile(runDir: string): RunConfigFile {
   const object = (v: unknown): Record<string, unknown> | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined);
   const file = object(parsed);
   const config = object(file?.config), runtime = object(file?.runtime);
-  return { state: 'read', path, ...(config ? { config } : {}), ...(runtime ? { runtime } : {}) };
+  const from = object(file?.startedFrom);
+  const startedFrom = from !== undefined && typeof from.path === 'string' && typeof from.what === 'string' && typeof from.sha256 === 'string'
+    ? { path: from.path, what: from.what, sha256: from.sha256 } : undefined;
+  return { state: 'read', path, ...(config ? { config } : {}), ...(runtime ? { runtime } : {}), ...(startedFrom ? { startedFrom } : {}) };
 }
