@@ -36,6 +36,8 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { Pair } from 'zeromq';
 import { TrainerError } from '../src/contract/errors.js';
+import { checkEnvSettings } from '../src/contract/env-settings.js';
+import { errorExit } from '../src/contract/cli-error.js';
 import { ringBytesPerRank } from '../src/training/allreduce/ring-schedule.js';
 import type { AllReducer, Membership } from '../src/training/allreduce/types.js';
 import { StarReduceServer } from '../src/coordinator/star-reduce.js';
@@ -471,6 +473,13 @@ async function runLinkChild(role: 'link-send' | 'link-recv', args: BenchArgs): P
   reply({ kind: 'hello' });
 }
 
+// As the coordinator, workers and learn: a bad PETS_* setting (PETS_RING_ADD=JS timed the native sums) is refused
+// before anything is timed, in one line, exit 2. The children inherit the environment the parent checked.
+try {
+  checkEnvSettings(process.env);
+} catch (err) {
+  process.exit(errorExit('bench-allreduce', err));
+}
 const args = parseArgs(process.argv);
 // A child whose parent is gone (killed, or a test's timeout) exits instead of holding its sockets forever.
 if (args.role !== undefined) process.once('disconnect', () => process.exit(0));

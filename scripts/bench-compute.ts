@@ -41,6 +41,7 @@ import type { DispatchCounts } from '../src/training/compute/webgpu/dispatch-cou
 import { BENCH_WARMUP_STEPS, median, measureWholeStep, measureWholeStepAB, measureWholeStepHost, type WholeStepHost, profileWholeStep, profileWholeStepCpu } from '../src/training/learner/step-bench.js';
 import { trackDeviceMemory } from '../src/training/compute/webgpu/memory.js';
 import { shownValue } from '../src/contract/config.js';
+import { checkEnvSettings } from '../src/contract/env-settings.js';
 
 /** Architectures whose convolutions can be listed. */
 export type BenchArch = 'resnet18' | 'resnet34' | 'resnet50';
@@ -473,12 +474,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     .exitOverride();
   try {
     program.parse([...argv], { from: 'user' });
+    // As the coordinator, workers and learn: PETS_NATIVE_THREADS=abc ran the bench on 1 thread, unsaid, and the figures
+    // were taken for the setting; the --ab variable's B value is checked too, before any step is timed.
+    checkEnvSettings(process.env);
+    const ab = program.opts<BenchFlags>().ab;
+    const eq = ab?.indexOf('=') ?? -1;
+    if (ab !== undefined && eq > 0) checkEnvSettings({ ...process.env, [ab.slice(0, eq)]: ab.slice(eq + 1) });
     await run(program.opts<BenchFlags>());
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     console.error(`bench:compute: ${err instanceof Error ? err.message : String(err)}`);
-    return isTrainerError(err, 'ERR_BAD_FLAG') ? 2 : 1;
+    return isTrainerError(err, 'ERR_BAD_FLAG') || isTrainerError(err, 'ERR_BAD_CONFIG') ? 2 : 1;
   }
 }
 

@@ -12,6 +12,8 @@ import { shardPlan } from '../src/training/data/shard.js';
 import { showBatch } from '../src/coordinator/show-batch-grid.js';
 import { sortClasses } from '../src/training/data/split.js';
 import { TrainerError } from '../src/contract/errors.js';
+import { checkEnvSettings } from '../src/contract/env-settings.js';
+import { errorExit } from '../src/contract/cli-error.js';
 
 const SAMPLE = fileURLToPath(new URL('../../shared/datasets/oxford-iiit-pet-sample/images', import.meta.url));
 
@@ -30,6 +32,12 @@ const cmd = new Command('bench-data')
   .option('--data <dir>', 'image folder', SAMPLE)
   .option('--show-batch <png>', 'also write a 3x3 show_batch grid of augmented training images')
   .parse();
+// As the coordinator, workers and learn: a bad PETS_* setting is refused before the pool starts (exit 2).
+try {
+  checkEnvSettings(process.env);
+} catch (err) {
+  process.exit(errorExit('bench-data', err));
+}
 const opts = cmd.opts<{ size: number; threads: string; batchSize: number; data: string; showBatch?: string }>();
 
 const items = listItems(opts.data, { kind: 'regex', pattern: DEFAULT_LABEL_PATTERN });

@@ -51,7 +51,8 @@ import { LocalWorkers } from '../src/coordinator/local-workers.js';
 import { ARCHS, checkInt, type Arch } from '../src/contract/config.js';
 import { createDataBunch, type DataBunch } from '../src/training/data/databunch.js';
 import { ImagePool } from '../src/training/data/pool.js';
-import { TrainerError } from '../src/contract/errors.js';
+import { TrainerError, isTrainerError } from '../src/contract/errors.js';
+import { checkEnvSettings } from '../src/contract/env-settings.js';
 import { BACKEND_REQUESTS, type BackendRequest } from '../src/training/compute/backend.js';
 import type { Message, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
@@ -239,6 +240,8 @@ function stepCpu(before: { threads: (ThreadSample | null)[]; machine: MachineSam
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
+  // As the coordinator, workers and learn: a bad PETS_* setting is refused before any worker is started (exit 2).
+  checkEnvSettings(process.env);
   const pool = new ImagePool({ threads: 1 });
   pool.start();
   const data = await createDataBunch({ data: a.data, verify: false }, pool).finally(() => pool.close());
@@ -331,5 +334,5 @@ main().catch((err: unknown) => {
   // --help (commander's exitOverride throws after printing it) ends with 0; a bad flag, already said by commander, 2.
   if (err instanceof CommanderError) { process.exitCode = err.exitCode === 0 ? 0 : 2; return; }
   console.error(`bench-scaling: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
+  process.exitCode = isTrainerError(err, 'ERR_BAD_FLAG') || isTrainerError(err, 'ERR_BAD_CONFIG') ? 2 : 1;
 });

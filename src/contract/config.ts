@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { TrainerError, type TrainerErrorCode } from './errors.js';
+import { shownValue } from './shown-value.js';
 import { DEFAULT_TRANSFORMS, transformProblem, type TransformSettings } from './transform-settings.js';
 import type { ResNetArch, ResNetConfig } from './resnet-spec.js';
 import { DEFAULT_LR_FIND } from './plan/schedule.js';
@@ -194,16 +195,8 @@ export function settingName(field: string): string {
   return flag === undefined ? field : `${field} (${flag})`;
 }
 
-/**
- * A setting's value as messages show it: a number, or text that reads as one (flags arrive as text, and the checks
- * take `"8"` as 8), unquoted (`got 8`, `got -1`, `got 1e9`), as `--connect`'s port is; any other text JSON-quoted
- * (`got "abc"`, so spaces and an empty value show). `--size 8` was told `got "8"`.
- */
-export function shownValue(value: unknown): string {
-  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
-  if (typeof value === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) return value;
-  return JSON.stringify(value) ?? String(value);
-}
+/** {@link shownValue} (contract/shown-value.ts), also here for the callers that show a setting with its name. */
+export { shownValue };
 
 function fail(field: string, rule: string, got: unknown, code: TrainerErrorCode = 'ERR_BAD_CONFIG'): never {
   throw new TrainerError(code, `${settingName(field)} must be ${rule}, got ${shownValue(got)}`);

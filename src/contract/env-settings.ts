@@ -12,11 +12,7 @@
  * judge) and what a coordinator sets for its local workers (`PETS_WORKER_SLOT`, `PETS_COORDINATOR_BUILD`).
  */
 import { TrainerError } from './errors.js';
-
-/** The value as given: plain (`got abc`, `got -5`, as a flag's number), or JSON-quoted when it holds spaces or odd characters. */
-function shown(value: string): string {
-  return /^[\w.,:/+-]*$/.test(value) ? value : JSON.stringify(value);
-}
+import { shownValue } from './shown-value.js';
 
 /** The variable's value, or undefined when it is unset or blank. */
 function setValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
@@ -25,7 +21,7 @@ function setValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
 }
 
 function refuse(name: string, value: string, rule: string): never {
-  throw new TrainerError('ERR_BAD_CONFIG', `${name} must be ${rule}, got ${shown(value)}`);
+  throw new TrainerError('ERR_BAD_CONFIG', `${name} must be ${rule}, got ${shownValue(value)}`);
 }
 
 /**

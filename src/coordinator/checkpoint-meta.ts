@@ -105,6 +105,7 @@ export function checkCheckpointMeta(meta: unknown): CheckpointMeta {
     for (const k of ['path', 'what']) if (typeof from[k] !== 'string') bad(`startedFrom.${k}`, 'a string', from[k]);
     if (typeof from.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(from.sha256)) bad('startedFrom.sha256', '64 hex digits', from.sha256);
   }
+  if (meta.stagesFrom !== undefined && meta.stagesFrom !== 'default' && meta.stagesFrom !== 'config') bad('stagesFrom', 'default or config', meta.stagesFrom);
   if (meta.data !== undefined && typeof meta.data !== 'string') bad('data', 'a string (the data fingerprint)', meta.data);
   return meta as unknown as CheckpointMeta;
 }

@@ -19,7 +19,7 @@ import { formatBytes } from './disk.js';
 import { stageDataEpochBase, trainingSeed, type StagePlan } from '../contract/plan/plan.js';
 import type { ScaleOut } from './scale-out.js';
 import type { RunHistory } from './history.js';
-import { applyResumeStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type TrainCommand } from './options.js';
+import { applyResumeStageShorthands, inheritRuntime, STAGES_SETTING, type StageShorthands, type StagesFrom, type TrainCommand } from './options.js';
 import { resumeCommandLine } from './shell-arg.js';
 import { readRunConfigFile } from './run-config-file.js';
 import type { StartRecord } from './load-model.js';
@@ -66,6 +66,8 @@ export interface CheckpointMeta {
   readonly data?: string;
   /** The model a `--load` run started from (absent: the run started from `pretrained`). */
   readonly startedFrom?: StartRecord;
+  /** Where the run's stages came from ({@link StagesFrom}); absent in checkpoints written before it was added. */
+  readonly stagesFrom?: StagesFrom;
 }
 
 /** Inputs of {@link checkpointMeta}. */
@@ -80,6 +82,8 @@ export interface CheckpointMetaInput {
   readonly generation: number;
   readonly dataFingerprint?: string;
   readonly startedFrom?: StartRecord | null;
+  /** Where the run's stages came from; recorded so a `--resume` addresses the stage shorthands as the run was made. */
+  readonly stagesFrom?: StagesFrom;
   /**
    * Seed the workers train with (`sampler.seed`); default {@link trainingSeed} of the config's seed and `startedFrom`.
    * A resumed run passes its checkpoint's own, so a run checkpointed by an older build keeps its data order.
@@ -117,6 +121,7 @@ export function checkpointMeta(input: CheckpointMetaInput): CheckpointMeta {
     sampler: { ...dataEpochOf(input.stages, position.stageIndex, position.stepInStage), seed: input.samplerSeed ?? trainingSeed(input.config.seed, input.startedFrom?.sha256 ?? null) },
     worldSize: input.worldSize, generation: input.generation, data: input.dataFingerprint,
     ...(input.startedFrom ? { startedFrom: input.startedFrom } : {}),
+    ...(input.stagesFrom ? { stagesFrom: input.stagesFrom } : {}),
   } satisfies CheckpointMeta)) as CheckpointMeta;
 }
 
@@ -241,7 +246,7 @@ export function loadResumePoint(runDir: string, explicitGiven: RunConfigInput, l
   // The stage shorthands change the run's own stages, not the default plan: `--resume <dir> --fine-tune-epochs 1` of
   // a run made with `--epochs 3 --fine-tune-epochs 1 --no-lr-find` was refused as if it asked for 4 epochs and lr_find.
   const explicit: RunConfigInput = shorthands === undefined ? explicitGiven
-    : { ...explicitGiven, stages: applyResumeStageShorthands(shorthands, saved.stages) };
+    : { ...explicitGiven, stages: applyResumeStageShorthands(shorthands, saved.stages, loaded.manifest.meta.stagesFrom) };
   // The checkpoint holds the resolved expect (= the old --workers by default): a resume with only --workers N
   // expects N, as a new run would, instead of waiting for the old world size that N local workers never reach, or
   // (N above it) being refused with 'expect must be an integer ≥ workers (2), got 1'.

@@ -292,7 +292,7 @@ export class Coordinator extends CoordinatorSetUp {
     if (agreement !== 1) throw new TrainerError('ERR_REPLICA_MISMATCH', `replica checksums differ at step ${this.history.position.globalStep}: ${sums.join(', ')}; stopping (replicas must be bit-identical)`);
     const state = await this.getState(0);
     this.guardRunDir();
-    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint, startedFrom: this.startedFrom, samplerSeed: this.samplerSeed() });
+    const meta = checkpointMeta({ runId: basename(this.runDir), config: this.cmd.config, classes: this.classes, history: this.history, stages: this.stages, scale: this.scale, worldSize: this.cluster.worldSize, generation: this.cluster.generation, dataFingerprint: this.dataFingerprint, startedFrom: this.startedFrom, stagesFrom: this.stagesFrom, samplerSeed: this.samplerSeed() });
     const written = this.store.write(meta, state);
     this.metrics?.recordCheckpoint((performance.now() - t0) / 1000);
     const how = written.linked.length > 0 ? `state unchanged since the previous checkpoint: hard-linked, ${formatBytes(written.bytesWritten)} written` : `${formatBytes(written.bytesWritten)} written`;

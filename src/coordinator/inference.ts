@@ -23,11 +23,12 @@ import { Replica } from '../training/learner/replica.js';
 import { loadModel, modelPaths, readModelMeta, type SavedModelMeta } from '../training/learner/save.js';
 import { writeRunReport } from './report/write-report.js';
 import { readRunConfigFile } from './run-config-file.js';
-import { lockRunDir } from './run-lock.js';
+import { liveRunHolder, lockRunDir } from './run-lock.js';
 import { listCheckpoints, loadLatestCheckpoint, type LoadedCheckpoint } from '../contract/checkpoint-format.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { checkCheckpointMeta } from './checkpoint-meta.js';
-import { mostConfusedLines, reportInput } from './stage-report.js';
+import { mostConfusedLines, reportInput, startedFromText } from './stage-report.js';
+import type { RunReportInput } from './report/types.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
 export interface ModelRef {
@@ -79,6 +80,12 @@ export function findModel(target: string): ModelRef {
   const models = join(dir, 'models');
   const saved = [...(inModels ? here : inside)];
   if (saved.length === 0) {
+    // A run still starting (its lock held by a live coordinator, nothing saved yet) was told only "found none", as
+    // if it were not a run: `--load` or `predict` of a run just launched in another terminal.
+    const holder = here.length > 0 ? null : liveRunHolder(dir);
+    if (holder !== null) {
+      throw new TrainerError('ERR_BAD_FLAG', `${target}: this run is in progress (held by ${holder}) and has saved no model or checkpoint yet: wait for it to save one, or pass a saved model`);
+    }
     // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
     const loose = [...here].sort();
     const why = loose.length === 0 ? 'found none'
@@ -155,6 +162,22 @@ function latestForReport(dir: string): LoadedCheckpoint<CheckpointMeta> | null {
     console.error(`${logText(err.message)}; the report goes without the run's training curves`);
     return null;
   }
+}
+
+/**
+ * What `interpret` writes into a run's report besides the interpretation: the run's training curves, lr_find and
+ * configuration from its newest checkpoint, as the training run's report has them, `startedFrom` row included for a
+ * `--load` run (it showed the `load` row alone); without a checkpoint, the run's `config.json` settings (and its
+ * `startedFrom`).
+ * @param saved - the run's recorded settings ({@link savedRunConfig})
+ * @param latest - the run's newest intact checkpoint, or null
+ */
+export function interpretReportBase(ref: ModelRef, saved: Record<string, unknown>, latest: LoadedCheckpoint<CheckpointMeta> | null,
+  interp: ClassificationInterpretation): RunReportInput {
+  if (latest !== null) return reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp, latest.manifest.meta.startedFrom ?? null);
+  const file = readRunConfigFile(ref.dir);
+  const from = file.state === 'read' ? file.startedFrom ?? null : null;
+  return { title: `interpretation of ${ref.name}`, interpretation: interp, config: from === null ? saved : { ...saved, startedFrom: startedFromText(from) } };
 }
 
 /** Builds a replica and loads a saved stage into it. */
@@ -358,9 +381,7 @@ export async function runInterpretCommand(argv: readonly string[]): Promise<numb
     }
     const interp = new ClassificationInterpretation({ probs, targets: Int32Array.from(bunch.valid, (i) => bunch.labels[i]!), classes: meta.classes, items: Array.from(bunch.valid, (i) => bunch.paths[i]!) });
     // Keep the run's training curves and lr_find in the report when the run directory has its history.
-    const latest = latestForReport(ref.dir);
-    const base = latest ? reportInput(ref.dir, latest.manifest.meta.config, latest.manifest.meta.history, interp)
-      : { title: `interpretation of ${ref.name}`, interpretation: interp, config: saved };
+    const base = interpretReportBase(ref, saved, latestForReport(ref.dir), interp);
     const report = await writeRunReport(outDir, { ...base, notice: `Interpretation of models/${ref.name}.safetensors on ${bunch.valid.length} validation images.` });
     console.log(`model ${logText(ref.name)}: error_rate ${interp.errorRate().toFixed(4)} on ${bunch.valid.length} validation images`);
     for (const line of mostConfusedLines(interp)) console.log(line);

@@ -115,7 +115,16 @@ export interface TrainCommand {
    * stages: `explicit.stages` applies them to the default plan, a `--resume` to the run's own stages instead.
    */
   readonly stageShorthands?: StageShorthands;
+  /**
+   * Where the run's stages came from: the default plan (`default`, shaped by the shorthands) or a config file's
+   * `stages` (`config`). Recorded in `config.json` and every checkpoint, so a `--resume` addresses the stage shorthands
+   * as the run was made ({@link applyResumeStageShorthands}). Absent: `default`.
+   */
+  readonly stagesFrom?: StagesFrom;
 }
+
+/** Where a run's stages came from: the default plan, or a config file's `stages` (see {@link TrainCommand}). */
+export type StagesFrom = 'default' | 'config';
 
 /**
  * The stage shorthand flags, validated: `--epochs` (0 drops stage 1), `--lr`, `--fine-tune-epochs` (0 drops stage 2),
@@ -343,14 +352,20 @@ export function applyStageShorthands(s: StageShorthands, stages: RunConfig['stag
  * addressed as when it was made: `--epochs`/`--lr` set `stage-1`, `--fine-tune-epochs`/`--fine-tune-lr` set `stage-2`,
  * and a stage the run dropped stays dropped unless a flag brings it back (which the resume's check then refuses as
  * another plan). Other stages (a config file's) are addressed by position, as {@link applyStageShorthands}.
+ * Which rule applies is where the run's stages came from (`stagesFrom`, recorded in its checkpoints): a config file's
+ * stages named like the default plan's (only `stage-2`, or `lr-find, stage-2`) were taken for the default plan, so the
+ * `--epochs 3` that set that `stage-2` when the run was made brought `stage-1` back on resume, and it was refused.
+ * Runs recorded before `stagesFrom` (undefined) are told apart by their stages' names, as before.
  * Seen (tryout2): a `--load <model> --epochs 0 --fine-tune-epochs 2` run, resumed with its own command line, was
  * refused with '--fine-tune-epochs sets the epochs of fit stage 2, but the stages have 1 fit stage(s) (stage-2);
  * change the config file's stages instead' (its only fit stage is stage-2, and there was no config file).
  * @param s - the shorthands given with `--resume`
  * @param saved - the run's stages, from its checkpoint
+ * @param stagesFrom - where those stages came from, as the checkpoint records it; undefined in older runs
  * @throws TrainerError ERR_BAD_FLAG as {@link applyStageShorthands}
  */
-export function applyResumeStageShorthands(s: StageShorthands, saved: RunConfig['stages']): RunConfig['stages'] {
+export function applyResumeStageShorthands(s: StageShorthands, saved: RunConfig['stages'], stagesFrom?: StagesFrom): RunConfig['stages'] {
+  if (stagesFrom === 'config') return applyStageShorthands(s, saved);
   const ofPlan = (x: RunConfig['stages'][number]): boolean => DEFAULT_STAGES.some((d) => d.name === x.name && d.kind === x.kind);
   const names = saved.map((x) => x.name);
   const order = names.map((n) => DEFAULT_STAGES.findIndex((d) => d.name === n));
@@ -470,7 +485,7 @@ export function parseTrainArgs(argv: readonly string[]): TrainCommand {
   const config = resolveRunConfig(explicit, { runDir: explicit.runDir ?? defaultRunDir() });
   checkAccumAgrees(explicit, config);
   const runtimeGiven = new Set((Object.keys(DEFAULT_RUNTIME) as (keyof RuntimeOptions)[]).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
-  return { config, runtime: runtimeFrom(flags), explicit, runtimeGiven, ...(shorthands !== undefined && !fileStages ? { stageShorthands: shorthands } : {}) };
+  return { config, runtime: runtimeFrom(flags), explicit, runtimeGiven, stagesFrom: fileStages ? 'config' : 'default', ...(shorthands !== undefined && !fileStages ? { stageShorthands: shorthands } : {}) };
 }
 
 /** Runtime fields a resumed run never takes from the run it resumes (they describe this invocation only). */

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../contract/atomic-write.js';
 import { LR_FIND_RECORDED, type RunConfig, type StageConfig } from '../contract/config.js';
-import type { RuntimeOptions } from './options.js';
+import type { RuntimeOptions, StagesFrom } from './options.js';
 import type { StartRecord } from './load-model.js';
 
 import { RUN_CONFIG_FILE } from '../contract/run-files.js';
@@ -18,7 +18,9 @@ export { RUN_CONFIG_FILE };
 export type RunConfigFile =
   | { readonly state: 'missing'; readonly path: string }
   /** Parsed; `config` / `runtime` absent when the file lacks that object (an older or hand-edited file). */
-  | { readonly state: 'read'; readonly path: string; readonly config?: Record<string, unknown>; readonly runtime?: Record<string, unknown> }
+  | { readonly state: 'read'; readonly path: string; readonly config?: Record<string, unknown>; readonly runtime?: Record<string, unknown>;
+    /** The model a `--load` run started from, when the file records one whole (path, what, sha256). */
+    readonly startedFrom?: StartRecord }
   /** Present but not JSON (cut short by a full disk before atomic writes, edited by hand): `fault` says why. */
   | { readonly state: 'unreadable'; readonly path: string; readonly fault: string };
 
@@ -27,15 +29,16 @@ export type RunConfigFile =
  * not make the next resume think it was itself a resume), and `startedFrom` for a run started with `--load`.
  * @param runDir - the run directory, which must exist
  * @param startedFrom - the model a `--load` run started from (file, what it is, sha256), or null
+ * @param stagesFrom - where the run's stages came from (default plan or config file), for a `--resume`'s shorthands
  * @throws the file system's error as {@link writeFileAtomicSync} throws it, not wrapped in a TrainerError: a
  *   `NodeJS.ErrnoException` with its `code` (`ENOSPC` or `EDQUOT` on a full disk, `EACCES`, `ENOENT` when `runDir` is
  *   gone, `EROFS`). A failed write or rename leaves the previous `config.json`, if any, as it was, and no temporary
  *   file; a failed fsync of the folder comes after the rename (the new file is in place).
  */
-export function writeRunConfigFile(runDir: string, config: RunConfig, runtime: RuntimeOptions, startedFrom: StartRecord | null = null): void {
+export function writeRunConfigFile(runDir: string, config: RunConfig, runtime: RuntimeOptions, startedFrom: StartRecord | null = null, stagesFrom?: StagesFrom): void {
   const recorded = { ...config, stages: config.stages.map(recordedStage) };
   const start = startedFrom === null ? {} : { startedFrom: { ...startedFrom, optimizer: 'fresh (the loaded model\'s optimizer state is not loaded)' } };
-  writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config: recorded, runtime: { ...runtime, resume: undefined }, ...start }, null, 2));
+  writeFileAtomicSync(join(runDir, RUN_CONFIG_FILE), JSON.stringify({ config: recorded, runtime: { ...runtime, resume: undefined }, ...start, ...(stagesFrom ? { stagesFrom } : {}) }, null, 2));
 }
 
 /** An lr_find stage as `config.json` records it: what the sweep runs (fastai 1.0.61 `lr_find`'s parameters). */
@@ -76,5 +79,8 @@ export function readRunConfigFile(runDir: string): RunConfigFile {
   const object = (v: unknown): Record<string, unknown> | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined);
   const file = object(parsed);
   const config = object(file?.config), runtime = object(file?.runtime);
-  return { state: 'read', path, ...(config ? { config } : {}), ...(runtime ? { runtime } : {}) };
+  const from = object(file?.startedFrom);
+  const startedFrom = from !== undefined && typeof from.path === 'string' && typeof from.what === 'string' && typeof from.sha256 === 'string'
+    ? { path: from.path, what: from.what, sha256: from.sha256 } : undefined;
+  return { state: 'read', path, ...(config ? { config } : {}), ...(runtime ? { runtime } : {}), ...(startedFrom ? { startedFrom } : {}) };
 }

@@ -51,6 +51,15 @@ function holder(owner: LockOwner): string {
   return owner.command !== undefined ? `${owner.command} (pid ${owner.pid} on ${owner.host}, since ${owner.since})` : `pid ${owner.pid} on ${owner.host} (since ${owner.since})`;
 }
 
+/**
+ * Who holds `runDir` now, as lock messages name it (`coordinator train (pid 812 on host, since 2026-…)`), or null
+ * when no live process does (no lock, an unreadable one, or a dead owner's). Reads only; takes nothing.
+ */
+export function liveRunHolder(runDir: string): string | null {
+  const owner = readLockOwner(join(runDir, RUN_LOCK_FILE));
+  return owner === null || lockIsStale(owner) ? null : holder(owner);
+}
+
 /** What to do when `owner` holds the run directory that `flag` names. */
 function lockAdvice(owner: LockOwner | null, flag: string, runDir: string): string {
   const another = `choose another ${flag === '--resume' ? 'run' : '--run-dir'}`;

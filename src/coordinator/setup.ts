@@ -27,7 +27,7 @@ import { LocalWorkers, describeExit, watchEarlyExits } from './local-workers.js'
 import { MetricsServer } from './metrics/server.js';
 import { runLabelOf } from './metrics/training-metrics.js';
 import { newHistory, type RunHistory } from './history.js';
-import type { RuntimeOptions, TrainCommand } from './options.js';
+import type { RuntimeOptions, StagesFrom, TrainCommand } from './options.js';
 import { GroupRestart, Recovery } from './recovery.js';
 import { describeRunStart, previewRestartPoint } from './restart-point.js';
 import { StarReduceServer } from './star-reduce.js';
@@ -121,6 +121,12 @@ export abstract class CoordinatorSetUp {
   /** The model a `--load` run started from (a resumed one's from its checkpoint), recorded in config.json, checkpoints, report. */
   protected startedFrom: StartRecord | null = null;
   /**
+   * Where the run's stages came from (the default plan or a config file), recorded in config.json and checkpoints so
+   * that a `--resume` addresses the stage shorthands as the run was made; a resumed run's from its checkpoint (absent
+   * in one written before it was recorded: left absent, the resume then tells by the stages' names).
+   */
+  protected readonly stagesFrom: StagesFrom | undefined;
+  /**
    * A new `--load` run's start: the state every replica loads at the start of the first stage (weights and BatchNorm
    * statistics, no optimizer state) and the weights checksum each must then report; null: the replicas' own start.
    */
@@ -147,6 +153,7 @@ export abstract class CoordinatorSetUp {
       this.store.resumedFrom(resumePoint);
       this.startedFrom = resumePoint.meta.startedFrom ?? null;
     }
+    this.stagesFrom = resumePoint ? resumePoint.meta.stagesFrom : cmd.stagesFrom ?? 'default';
   }
 
   /**
@@ -167,7 +174,7 @@ export abstract class CoordinatorSetUp {
     if (this.runLock === null) return;
     restoreRunDir({
       runDir: this.runDir, lock: this.runLock, dataAccount: this.writtenAccount,
-      writeConfig: () => writeRunConfigFile(this.runDir, this.cmd.config, this.cmd.runtime, this.startedFrom),
+      writeConfig: () => writeRunConfigFile(this.runDir, this.cmd.config, this.cmd.runtime, this.startedFrom, this.stagesFrom),
     }, this.io.log);
   }
 
@@ -395,7 +402,7 @@ export abstract class CoordinatorSetUp {
       (config.expect === 1 && !runtime.elastic ? '; all-reduce: none (1 worker)'
         : `; all-reduce: ${ALLREDUCE_PLAN[runtime.allreduce]}, ${runtime.allreduceDtype}, ${runtime.bucketMb} MiB buckets`) +
       `; stages: ${this.stages.map((s) => `${s.config.name} (${counted(s.totalSteps, 'step')})`).join(', ')}`);
-    writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime, this.startedFrom));
+    writeRunFile(this.runDirFlag(), this.runDir, join(this.runDir, RUN_CONFIG_FILE), () => writeRunConfigFile(this.runDir, config, runtime, this.startedFrom, this.stagesFrom));
   }
 
   /**

@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isTrainerError } from '../../../src/contract/errors.js';
+import { checkInt } from '../../../src/contract/config.js';
+import { shownValue } from '../../../src/contract/shown-value.js';
 import {
   checkEnvSettings, inputGradTfjsSetting, nativePoolMibSetting, nativeRetainHeapSetting, nativeThreadsSetting, ringAddJsSetting,
 } from '../../../src/contract/env-settings.js';
@@ -22,8 +24,8 @@ test('PETS_NATIVE_THREADS: an integer ≥ 1, unset or blank 1; abc, 0, -2, 1.5 r
   for (const env of [{}, { PETS_NATIVE_THREADS: '' }, { PETS_NATIVE_THREADS: '  ' }]) assert.equal(nativeThreadsSetting(env), 1);
   assert.equal(nativeThreadsSetting({ PETS_NATIVE_THREADS: '4' }), 4);
   assert.equal(nativeThreads({ PETS_NATIVE_THREADS: '2' }), 2, 'the addon reads it through the rule');
-  for (const value of ['abc', '0', '-2', '1.5', '1e3', '4 threads']) {
-    const got = value.includes(' ') ? JSON.stringify(value) : value;
+  // Numbers unquoted, other text quoted, as the flag and config checks show them (contract/shown-value.ts).
+  for (const [value, got] of [['abc', '"abc"'], ['0', '0'], ['-2', '-2'], ['1.5', '1.5'], ['1e3', '1e3'], ['4 threads', '"4 threads"']]) {
     const message = `PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got ${got}`;
     assert.throws(() => nativeThreadsSetting({ PETS_NATIVE_THREADS: value }), refused(message), value);
     assert.throws(() => nativeThreads({ PETS_NATIVE_THREADS: value }), refused(message), value);
@@ -35,8 +37,8 @@ test('PETS_NATIVE_POOL_MIB: an integer ≥ 0 (0: no reuse), unset 1024; -5 and a
   assert.equal(nativePoolMibSetting({}), 1024);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '0' }), 0);
   assert.equal(poolBytes({ PETS_NATIVE_POOL_MIB: '64' }), 64 * 2 ** 20);
-  for (const value of ['-5', 'abc', '0.5']) {
-    const message = `PETS_NATIVE_POOL_MIB must be an integer ≥ 0 (MiB of free arrays the native backend keeps for reuse, 0: none; unset: 1024), got ${value}`;
+  for (const [value, got] of [['-5', '-5'], ['abc', '"abc"'], ['0.5', '0.5']]) {
+    const message = `PETS_NATIVE_POOL_MIB must be an integer ≥ 0 (MiB of free arrays the native backend keeps for reuse, 0: none; unset: 1024), got ${got}`;
     assert.throws(() => poolBytes({ PETS_NATIVE_POOL_MIB: value }), refused(message), value);
     assert.throws(() => checkEnvSettings({ PETS_NATIVE_POOL_MIB: value }), refused(message), value);
   }
@@ -46,9 +48,9 @@ test('PETS_NATIVE_RETAIN_HEAP: 0 or 1, unset 1; false and no refused (they meant
   assert.equal(nativeRetainHeapSetting({}), true);
   assert.equal(nativeRetainHeapSetting({ PETS_NATIVE_RETAIN_HEAP: '1' }), true);
   assert.equal(nativeRetainHeapSetting({ PETS_NATIVE_RETAIN_HEAP: '0' }), false);
-  for (const value of ['false', 'no', '2']) {
+  for (const [value, got] of [['false', '"false"'], ['no', '"no"'], ['2', '2']]) {
     assert.throws(() => checkEnvSettings({ PETS_NATIVE_RETAIN_HEAP: value }),
-      refused(`PETS_NATIVE_RETAIN_HEAP must be 0 (glibc's default malloc settings) or 1 (keep freed heap for reuse; unset: 1), got ${value}`), value);
+      refused(`PETS_NATIVE_RETAIN_HEAP must be 0 (glibc's default malloc settings) or 1 (keep freed heap for reuse; unset: 1), got ${got}`), value);
   }
 });
 
@@ -57,7 +59,7 @@ test('PETS_RING_ADD: js or unset; JS and native refused (they ran the native sum
   assert.equal(ringAddJsSetting({ PETS_RING_ADD: 'js' }), true);
   assert.equal(defaultRingMath({ PETS_RING_ADD: 'js' }), JS_RING_MATH);
   for (const value of ['JS', 'native']) {
-    const message = `PETS_RING_ADD must be js (the ring's sums in JavaScript; unset: native where built) or unset, got ${value}`;
+    const message = `PETS_RING_ADD must be js (the ring's sums in JavaScript; unset: native where built) or unset, got "${value}"`;
     assert.throws(() => defaultRingMath({ PETS_RING_ADD: value }), refused(message), value);
     assert.throws(() => checkEnvSettings({ PETS_RING_ADD: value }), refused(message), value);
   }
@@ -67,7 +69,24 @@ test('PETS_WEBGPU_INPUT_GRAD: tfjs or unset; TFJS refused (it ran the tiled kern
   assert.equal(inputGradTfjsSetting({}), false);
   assert.equal(inputGradTfjsSetting({ PETS_WEBGPU_INPUT_GRAD: 'tfjs' }), true);
   assert.throws(() => checkEnvSettings({ PETS_WEBGPU_INPUT_GRAD: 'TFJS' }),
-    refused('PETS_WEBGPU_INPUT_GRAD must be tfjs (tfjs\'s own WebGPU kernel; unset: this project\'s tiled one) or unset, got TFJS'));
+    refused('PETS_WEBGPU_INPUT_GRAD must be tfjs (tfjs\'s own WebGPU kernel; unset: this project\'s tiled one) or unset, got "TFJS"'));
+});
+
+test('a PETS_* setting and a flag show a refused value alike: numbers unquoted, other text quoted', () => {
+  // env-settings showed `got abc`, the flag and config checks `got "abc"`; one formatter now serves both.
+  const envGot = (value: string) => {
+    try { checkEnvSettings({ PETS_NATIVE_THREADS: value }); } catch (e) { return (e as Error).message.replace(/^.*, got /, ''); }
+    throw new Error(`${value} was not refused`);
+  };
+  const configGot = (value: unknown) => {
+    try { checkInt('workers', value, 1); } catch (e) { return (e as Error).message.replace(/^.*, got /, ''); }
+    throw new Error(`${String(value)} was not refused`);
+  };
+  for (const [value, shown] of [['abc', '"abc"'], ['-5', '-5'], ['1.5', '1.5'], ['4 threads', '"4 threads"']]) {
+    assert.equal(envGot(value), shown, value);
+    assert.equal(configGot(value), shown, value);
+    assert.equal(shownValue(value), shown, value);
+  }
 });
 
 test('checkEnvSettings passes an environment of good or absent settings', () => {
@@ -94,7 +113,7 @@ test('both commands refuse a bad setting before they start anything: exit 2 and 
     if (saved === undefined) delete process.env.PETS_NATIVE_THREADS;
     else process.env.PETS_NATIVE_THREADS = saved;
   }
-  const rule = 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc';
+  const rule = 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got "abc"';
   assert.deepEqual(lines, [`coordinator: ERR_BAD_CONFIG: ${rule}`, `worker: ERR_BAD_CONFIG: ${rule}`]);
   // --help and --version answer whatever the environment holds (they start nothing).
   const out = console.log;

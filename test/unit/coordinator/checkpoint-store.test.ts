@@ -15,6 +15,7 @@ import { planStages, trainingSeed } from '../../../src/contract/plan/plan.js';
 import { planResumedScaleOut, planScaleOut } from '../../../src/coordinator/scale-out.js';
 import { autoResumeCommand, CheckpointStore, checkpointMeta, dataFingerprint, checkpointWriteFailure, checkResumedPlan, dataEpochOf, loadResumePoint, resumeCommand, type ResumePoint } from '../../../src/coordinator/checkpoint-store.js';
 import { newHistory } from '../../../src/coordinator/history.js';
+import { checkCheckpointMeta } from '../../../src/coordinator/checkpoint-meta.js';
 import { applyStageShorthands, parseTrainArgs } from '../../../src/coordinator/options.js';
 
 const STAGES: StageConfig[] = [
@@ -241,6 +242,48 @@ test('--resume with stage shorthands: they change the run\'s own stages, and a d
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--resume addresses the stage shorthands by where the run\'s stages came from (stagesFrom), not by their names', () => {
+  // A config file whose stages are named as the default plan's (lr-find, stage-2), run with --epochs 3: --epochs set
+  // that stage-2 (its first fit stage, by position) when the run was made, but the resume with the same --epochs took
+  // the stages for the default plan and brought stage-1 back, refusing the resume.
+  const dir = mkdtempSync(path.join(tmpdir(), 'ckpt-stages-from-'));
+  try {
+    const file = path.join(dir, 'stages.json');
+    writeFileSync(file, JSON.stringify({ bs: 2, size: 32, stages: [
+      { kind: 'lr_find', name: 'lr-find', frozen: false },
+      { kind: 'one_cycle', name: 'stage-2', epochs: 1, maxLr: 'slice(1e-6,1e-4)', frozen: false }] }));
+    const runDir = path.join(dir, 'run');
+    mkdirSync(runDir);
+    const made = parseTrainArgs(['--config', file, '--epochs', '3', '--run-dir', runDir]);
+    assert.equal(made.stagesFrom, 'config');
+    assert.deepEqual(made.config.stages.map((x) => [x.name, x.epochs]), [['lr-find', 0], ['stage-2', 3]], 'made: --epochs sets stage-2, by position');
+    const { scale, stages } = plan(13);
+    const write = (stagesFrom: 'config' | undefined) => {
+      rmSync(path.join(runDir, 'checkpoints'), { recursive: true, force: true });
+      new CheckpointStore(runDir, 2).write(checkpointMeta({ runId: 'r', config: made.config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1, stagesFrom }), new Uint8Array([1]));
+    };
+    const resume = () => resumeCommand(parseTrainArgs(['--resume', runDir, '--epochs', '3']), () => undefined);
+    write('config');
+    assert.deepEqual(resume().cmd.config.stages, made.config.stages, 'resumed with the same --epochs: the same stages, accepted');
+    // A run recorded before stagesFrom keeps the name rule (stages named as the plan's are the plan's).
+    write(undefined);
+    assert.throws(resume, (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /got stage-1 \(one_cycle, 3 epochs/.test(e.message));
+    // A run made from the default plan records `default`, and its shorthands keep addressing stages by name.
+    assert.equal(parseTrainArgs(['--epochs', '0', '--fine-tune-epochs', '2', '--run-dir', runDir]).stagesFrom, 'default');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('checkpointMeta records stagesFrom; a manifest with another value is refused', () => {
+  const { scale, stages } = plan(13);
+  const config = resolveRunConfig({ bs: 2, size: 32, stages: STAGES });
+  const meta = checkpointMeta({ runId: 'r', config, classes: ['a', 'b'], history: newHistory(), stages, scale, worldSize: 3, generation: 1, stagesFrom: 'default' });
+  assert.equal(meta.stagesFrom, 'default');
+  assert.equal(checkCheckpointMeta(meta).stagesFrom, 'default');
+  assert.throws(() => checkCheckpointMeta({ ...meta, stagesFrom: 'file' }), /meta\.stagesFrom must be default or config, got "file"/);
 });
 
 test('a stage shorthand for a fit stage the plan lacks is refused, not ignored', () => {

@@ -19,7 +19,8 @@ import { sha256, writeCheckpoint } from '../../../src/contract/checkpoint-format
 import { archModel, resolveRunConfig } from '../../../src/contract/config.js';
 import { resolveResNetConfig } from '../../../src/contract/resnet-spec.js';
 import { isTrainerError } from '../../../src/contract/errors.js';
-import { loadReplica } from '../../../src/coordinator/inference.js';
+import { findModel, loadReplica } from '../../../src/coordinator/inference.js';
+import { currentLockOwner } from '../../../src/contract/lock-file.js';
 import { checkLoadArch, checkLoadClasses, readLoadSource, replicaTensorShapes, startStateBlob } from '../../../src/coordinator/load-model.js';
 
 const CLASSES = ['Abyssinian', 'Bengal'];
@@ -109,6 +110,21 @@ test('refused before anything starts, naming the path: missing, not a model, a m
   const runC = runWithCheckpoint('run-c');
   writeFileSync(join(runC, 'checkpoints', 'step-000000007', 'state.safetensors'), 'damaged');
   assert.throws(() => readLoadSource(runC), refusedAs(/^--load \S*run-c: .*step-000000007.*state\.safetensors/));
+});
+
+test('a run still starting (its lock held by a live coordinator, nothing saved) is named in progress, with its holder, for --load and predict', () => {
+  // It said only "expected a run directory with models/*.safetensors or a model file, found none".
+  const starting = join(dir, 'starting');
+  mkdirSync(starting);
+  const owner = currentLockOwner('coordinator train'); // this process: alive
+  writeFileSync(join(starting, '.coordinator.lock'), JSON.stringify(owner));
+  const said = `this run is in progress \\(held by coordinator train \\(pid ${owner.pid} on ${owner.host}, since ${owner.since}\\)\\) `
+    + 'and has saved no model or checkpoint yet: wait for it to save one, or pass a saved model$';
+  assert.throws(() => readLoadSource(starting), refusedAs(new RegExp(`^--load \\S*starting: ${said}`)));
+  assert.throws(() => findModel(starting), refusedAs(new RegExp(`^\\S*starting: ${said}`)));
+  // A dead coordinator's lock (its run was killed before it saved anything): no run in progress, as before.
+  writeFileSync(join(starting, '.coordinator.lock'), JSON.stringify({ ...owner, pid: 2 ** 22 + 1, startTicks: 1 }));
+  assert.throws(() => readLoadSource(starting), refusedAs(/^--load \S*starting: expected a run directory with models\/\*\.safetensors or a model file, found none$/));
 });
 
 /** A copy of run-a's saved model whose `.json` is changed by `edit`. */

@@ -279,3 +279,11 @@ test('--resume with the run\'s own stage shorthands: a --load … --epochs 0 run
   const swapped = [{ ...saved[0]!, name: 'stage-2' }, { kind: 'one_cycle' as const, name: 'stage-1', epochs: 1, maxLr: '1e-3', frozen: false }];
   assert.deepEqual(applyResumeStageShorthands({ fineTuneEpochs: 1 }, swapped), applyStageShorthands({ fineTuneEpochs: 1 }, swapped));
 });
+
+test('--resume: a config file\'s stages named as the plan\'s are addressed by position, as when the run was made (stagesFrom config)', () => {
+  const own = [{ kind: 'one_cycle' as const, name: 'stage-2', epochs: 3, maxLr: '1e-3', frozen: false }];
+  assert.deepEqual(applyResumeStageShorthands({ epochs: 3 }, own, 'config'), own, '--epochs 3 is stage-2\'s, the first fit stage');
+  assert.deepEqual(applyResumeStageShorthands({ epochs: 3 }, own, 'default').map((x) => x.name), ['stage-1', 'stage-2'], 'the plan\'s: stage-1 back');
+  assert.deepEqual(applyResumeStageShorthands({ epochs: 3 }, own).map((x) => x.name), ['stage-1', 'stage-2'], 'an older run: by the names, as before');
+  assert.equal(parseTrainArgs(['--epochs', '2']).stagesFrom, 'default');
+});

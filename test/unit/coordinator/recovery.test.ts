@@ -800,7 +800,7 @@ test('a worker\'s own setup failures are its data, its weights and its own PETS_
   // the same on every worker) refused each worker in turn and ended the run at a join timeout hiding the cause.
   assert.ok(isOwnSetupFailure('ERR_DATA', 'rank 1: setup: the data listing differs'));
   assert.ok(isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 1: setup: PETS_TRAINER_CACHE_DIR /ro/cache: cannot create the folder (EROFS)'));
-  assert.ok(isOwnSetupFailure('ERR_BAD_CONFIG', 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc'));
+  assert.ok(isOwnSetupFailure('ERR_BAD_CONFIG', 'PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got "abc"'));
   assert.ok(!isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 1: setup: seed must be an integer in [0, 2^32], got -1'));
   assert.ok(!isOwnSetupFailure('ERR_BAD_CONFIG', 'rank 0: setup: --allreduce shm: rank 2 does not share this rank\'s /dev/shm'));
   assert.ok(!isOwnSetupFailure('ERR_BAD_FLAG', 'rank 1: setup: --pretrained /x.safetensors: no such file'));

@@ -20,6 +20,9 @@ test('config.json: written then read back, without the runtime\'s resume; missin
     assert.equal(read.config?.runDir, dir);
     assert.equal(read.runtime?.bucketMb, DEFAULT_RUNTIME.bucketMb);
     assert.equal('resume' in (read.runtime ?? {}), false, 'a resumed run\'s file does not mark the next start as a resume');
+    // Where the stages came from (default plan or config file), for a --resume's stage shorthands.
+    writeRunConfigFile(dir, { ...DEFAULT_RUN_CONFIG, runDir: dir }, DEFAULT_RUNTIME, null, 'config');
+    assert.equal((JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { stagesFrom?: string }).stagesFrom, 'config');
     writeFileSync(join(dir, 'config.json'), '{"config": {"arch": "resn');
     const cut = readRunConfigFile(dir);
     assert.equal(cut.state, 'unreadable');

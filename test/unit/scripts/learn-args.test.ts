@@ -130,8 +130,8 @@ test('a bad PETS_* setting: `learn: ERR_BAD_CONFIG: …`, exit 2 as the coordina
     process.env.PETS_NATIVE_THREADS = ' ';
     process.env.PETS_RING_ADD = 'JS';
     assert.equal(await main(args), 2);
-    assert.deepEqual(lines, ['learn: ERR_BAD_CONFIG: PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got abc',
-      'learn: ERR_BAD_CONFIG: PETS_RING_ADD must be js (the ring\'s sums in JavaScript; unset: native where built) or unset, got JS']);
+    assert.deepEqual(lines, ['learn: ERR_BAD_CONFIG: PETS_NATIVE_THREADS must be an integer ≥ 1 (oneDNN threads per process; unset: 1), got "abc"',
+      'learn: ERR_BAD_CONFIG: PETS_RING_ADD must be js (the ring\'s sums in JavaScript; unset: native where built) or unset, got "JS"']);
     assert.deepEqual(readdirSync(root), [], 'nothing created');
   } finally {
     console.error = original;

@@ -1,0 +1,19 @@
+/**
+ * How every setting check shows the value it refuses (`<name> must be <rule>, got <value>`), in one place: the
+ * config/flag checks (`contract/config.ts`) and the `PETS_*` environment checks (`contract/env-settings.ts`) showed
+ * `abc` one way (`got "abc"`) and the other (`got abc`).
+ */
+
+/**
+ * A setting's value as messages show it: a number, or text that reads as one (flags and environment variables
+ * arrive as text, and the checks take `"8"` as 8), unquoted (`got 8`, `got -1`, `got 1e9`), as `--connect`'s port
+ * is; any other text JSON-quoted (`got "abc"`, `got "4 threads"`, so spaces and an empty value show). `--size 8`
+ * was told `got "8"`.
+ * @param value - the value as given (number, text, or any JSON value from a config file)
+ * @returns the text that follows `got ` in the message
+ */
+export function shownValue(value: unknown): string {
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  if (typeof value === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) return value;
+  return JSON.stringify(value) ?? String(value);
+}
