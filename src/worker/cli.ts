@@ -35,7 +35,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   refuseStrayArguments(program);
   const o = program.opts<Record<string, string | undefined>>();
   if (o.connect === undefined) throw new TrainerError('ERR_BAD_FLAG', '--connect <endpoint> is required: the coordinator\'s address, as its log prints it (npx worker --connect tcp://<host>:<port>)');
-  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
+  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect)) {
+    // `--connect 10.0.0.5:5555` (the address without its scheme) was refused without saying what to write instead.
+    const hint = /^[^/:\s]+:\d+$/.test(o.connect) ? ` (did you mean tcp://${o.connect}?)` : '';
+    throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}${hint}`);
+  }
   // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.
   for (const [flag, endpoint] of [['--connect', o.connect], ['--data-bind', o.dataBind!]] as const) {
     const port = /^tcp:\/\/.+:(\d+)$/.exec(endpoint)?.[1];

@@ -23,6 +23,8 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
   rmSync(pets, { recursive: true, force: true });
   const bad = (args: string[], re: RegExp): void => assert.throws(() => parseWorkerArgs(args), (e) => isTrainerError(e) && re.test(e.message));
   bad(['--connect', 'http://x:1'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "http:\/\/x:1"$/);
+  // New-user tryout: the coordinator's address typed without its scheme is answered with the form to write.
+  bad(['--connect', '10.0.0.5:5555'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "10\.0\.0\.5:5555" \(did you mean tcp:\/\/10\.0\.0\.5:5555\?\)$/);
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://x'], /^--data-bind must be tcp:\/\/host:port or tcp:\/\/host:\*/);
   bad(['--connect', 'tcp://x:1', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '900'], /^--heartbeat-timeout-ms must be an integer in \[1000, 86400000\], got 900$/);
   // Beyond Node's timer range (2^31 − 1 ms) a timer fires after 1 ms: the worker would declare its coordinator lost at once.
