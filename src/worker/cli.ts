@@ -68,6 +68,23 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
 }
 
 /**
+ * The warning for a worker that joins a coordinator on another machine with its ring's data plane on loopback (the
+ * `--data-bind` default, `tcp://127.0.0.1:*`): its ring neighbours on other machines cannot connect to it, and the
+ * run's first all-reduce waits until `--allreduce-timeout-ms`. The coordinator's printed join command does not know
+ * the worker's address, so a user who ran it as printed met only that timeout.
+ * @param connect the worker's `--connect` endpoint
+ * @param dataBind the worker's `--data-bind` endpoint
+ * @returns the warning to log, or null when the coordinator is on loopback (local workers) or the data plane is not
+ */
+export function dataBindWarning(connect: string, dataBind: string): string | null {
+  const host = (endpoint: string): string => /^tcp:\/\/(\[[^\]]*\]|[^:]+):/.exec(endpoint)?.[1] ?? '';
+  const loopback = (h: string): boolean => /^127\./.test(h) || h === 'localhost' || h === '[::1]';
+  if (!connect.startsWith('tcp://') || loopback(host(connect)) || !loopback(host(dataBind))) return null;
+  return `--data-bind ${dataBind}: the ring's data plane listens on loopback, which workers on other machines cannot reach; ` +
+    `the coordinator (${connect}) is on another machine, so pass --data-bind 'tcp://<this host's address>:*'`;
+}
+
+/**
  * Entry point of `npx worker`. Every ending goes through one {@link Worker.close} (fixed order, see there) before
  * this resolves, and the caller only sets `process.exitCode`: the process never exits while the heartbeat thread
  * still holds its socket.
@@ -93,6 +110,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const tag = `[worker ${process.pid}]`;
   const log = (line: string): void => console.error(`${tag} ${line}`);
+  const bindWarning = dataBindWarning(options.connect, options.dataBind);
+  if (bindWarning !== null) log(`warning: ${bindWarning}`);
   // A local worker runs its coordinator's code or nothing (dist/ rebuilt during the run: contract/build-stamp.ts).
   const otherBuild = buildMismatch();
   if (otherBuild !== null) {
