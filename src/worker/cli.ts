@@ -2,6 +2,7 @@
  * `worker` command line: `worker --connect tcp://host:port` joins a coordinator (local workers are spawned by the
  * coordinator with the same flags). Flags are validated before anything starts.
  */
+import { networkInterfaces } from 'node:os';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
@@ -74,12 +75,16 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
  * the worker's address, so a user who ran it as printed met only that timeout.
  * @param connect the worker's `--connect` endpoint
  * @param dataBind the worker's `--data-bind` endpoint
+ * @param own this host's addresses (`os.networkInterfaces()`; a parameter for tests): a coordinator at one of them is
+ *   on this machine
  * @returns the warning to log, or null when the coordinator is on loopback (local workers) or the data plane is not
  */
-export function dataBindWarning(connect: string, dataBind: string): string | null {
+export function dataBindWarning(connect: string, dataBind: string,
+  own: readonly string[] = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((n) => n.address))): string | null {
   const host = (endpoint: string): string => /^tcp:\/\/(\[[^\]]*\]|[^:]+):/.exec(endpoint)?.[1] ?? '';
   const loopback = (h: string): boolean => /^127\./.test(h) || h === 'localhost' || h === '[::1]';
-  if (!connect.startsWith('tcp://') || loopback(host(connect)) || !loopback(host(dataBind))) return null;
+  const here = loopback(host(connect)) || own.includes(host(connect).replace(/^\[|\]$/g, ''));
+  if (!connect.startsWith('tcp://') || here || !loopback(host(dataBind))) return null;
   return `--data-bind ${dataBind}: the ring's data plane listens on loopback, which workers on other machines cannot reach; ` +
     `the coordinator (${connect}) is on another machine, so pass --data-bind 'tcp://<this host's address>:*'`;
 }

@@ -100,9 +100,11 @@ test('a mistyped flag is reported as unknown before --connect is missed; a missi
 test('dataBindWarning: a worker joining a coordinator on another machine with its data plane on loopback is told to pass --data-bind', () => {
   // New-user tryout: the printed join command (npx worker --connect tcp://10.0.0.5:5555 --data …), run as printed on
   // another machine, bound the ring on 127.0.0.1, which its neighbours on other machines cannot reach; nothing said so.
-  assert.equal(dataBindWarning('tcp://10.0.0.5:5555', 'tcp://127.0.0.1:*'),
+  assert.equal(dataBindWarning('tcp://10.0.0.5:5555', 'tcp://127.0.0.1:*', ['127.0.0.1', '10.0.0.7']),
     "--data-bind tcp://127.0.0.1:*: the ring's data plane listens on loopback, which workers on other machines cannot reach; the coordinator (tcp://10.0.0.5:5555) is on another machine, so pass --data-bind 'tcp://<this host's address>:*'");
-  assert.match(dataBindWarning('tcp://coord.example:5555', 'tcp://localhost:7000') ?? '', /^--data-bind tcp:\/\/localhost:7000: /);
+  assert.match(dataBindWarning('tcp://coord.example:5555', 'tcp://localhost:7000', ['127.0.0.1']) ?? '', /^--data-bind tcp:\/\/localhost:7000: /);
+  // A coordinator at one of this host's own addresses (the printed command, run on the coordinator's machine) is local.
+  assert.equal(dataBindWarning('tcp://10.0.0.7:5555', 'tcp://127.0.0.1:*', ['127.0.0.1', '10.0.0.7']), null);
   // The coordinator on loopback (local workers), or a data plane on a reachable address: nothing to say.
   assert.equal(dataBindWarning('tcp://127.0.0.1:5555', 'tcp://127.0.0.1:*'), null);
   assert.equal(dataBindWarning('tcp://localhost:5555', 'tcp://127.0.0.1:*'), null);
