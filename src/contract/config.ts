@@ -428,7 +428,8 @@ export function augmentOf(c: Pick<RunConfig, 'augment' | keyof TransformSettings
 
 function resolveExpect(value: unknown, workers: number): number {
   const n = checkInt('expect', value, 0, 1024);
-  if (n === 0 && workers === 0) fail('expect', `an integer ≥ 1 when ${settingName('workers')} is 0 (remote workers only)`, value);
+  // `--workers 0` alone said "… got 0" of an --expect never given; the rule now says what to give.
+  if (n === 0 && workers === 0) fail('expect', `an integer ≥ 1 when ${settingName('workers')} is 0 (remote workers only): give ${flagOf('expect')} N, the number of remote workers to wait for`, value);
   if (n !== 0 && n < workers) fail('expect', `an integer ≥ workers (${flagOf('workers')}: ${workers})`, value);
   return n === 0 ? workers : n;
 }

@@ -88,7 +88,11 @@ export function findModel(target: string): ModelRef {
     }
     // Model files straight in the folder given (a copy of models/ under another name) are named, with the layout.
     const loose = [...here].sort();
-    const why = loose.length === 0 ? 'found none'
+    // A run directory whose first stage has not ended yet (a run still going, or stopped before it) said only
+    // "found none", as if it were not a run; it names when a model is written and how to continue the run.
+    const isRun = existsSync(join(path, 'config.json')) || existsSync(join(path, 'checkpoints'));
+    const why = loose.length === 0
+      ? (isRun ? `found none: this run has saved no model yet (models/<stage>.safetensors is written when a stage ends); wait for its first stage to end, or, if it was stopped before, continue it with npx coordinator --resume ${target}` : 'found none')
       : `found ${loose.join(', ')} directly in it: a saved model is read from a folder named models/ (<name>.safetensors with its <name>.json beside it); move them into ${join(path, 'models')}`;
     throw new TrainerError('ERR_BAD_FLAG', `${target}: expected a run directory with models/*.safetensors or a model file, ${why}`);
   }

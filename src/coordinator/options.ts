@@ -401,7 +401,9 @@ function runtimeFields(flags: Flags): RuntimeOptions {
     flags[key] === undefined ? undefined : checkInt(flag, flags[key], min, max);
   const bind = typeof flags.bind === 'string' ? flags.bind : DEFAULT_RUNTIME.bind;
   if (!/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/.test(bind)) {
-    throw new TrainerError('ERR_BAD_FLAG', `--bind must be tcp://host:port or ipc://path, got ${JSON.stringify(bind)}`);
+    // `--bind 0.0.0.0:5555` (the address without its scheme) is answered with the form to write, as the worker's --connect.
+    const hint = /^[^/:\s]+:\d+$/.test(bind) ? ` (did you mean tcp://${bind}?)` : '';
+    throw new TrainerError('ERR_BAD_FLAG', `--bind must be tcp://host:port or ipc://path, got ${JSON.stringify(bind)}${hint}`);
   }
   // ZeroMQ takes the port modulo 65536 (tcp://h:99999 binds 34463), so the range is checked here.
   const port = /^tcp:\/\/.+:(\d+)$/.exec(bind)?.[1];

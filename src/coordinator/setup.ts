@@ -13,6 +13,7 @@ import { assertTrainable, checkDataSource, createDataBunch, dataBunchOptions, ty
 import { ImagePool } from '../training/data/pool.js';
 import { TrainerError, isRetryable, isTrainerError } from '../contract/errors.js';
 import { checkBackendRequest } from '../training/compute/backend.js';
+import { remoteJoinEndpoint } from './join-endpoint.js';
 import { makeDirs, writeRunFile } from './make-dir.js';
 import { checkNewRunDir } from './disk.js';
 import { archModel, augmentOf, type Arch } from '../contract/config.js';
@@ -353,7 +354,7 @@ export abstract class CoordinatorSetUp {
     const curve = runtime.curveKeys === null ? null : loadOrCreateCurveKeys(runtime.curveKeys);
     if (curve) this.io.out(`CURVE on (keys in ${resolve(runtime.curveKeys!)}): start remote workers with --curve-server-key '${curve.publicKey}'`);
     const endpoint = await this.startControl(curve?.secretKey ?? null, announce);
-    this.joinCommand = `npx worker --connect ${endpoint}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`;
+    this.joinCommand = `npx worker --connect ${remoteJoinEndpoint(runtime.bind, endpoint)}${curve ? ` --curve-server-key '${curve.publicKey}'` : ''} --data <its copy of the data>`;
     const control = this.control!;
     this.recorder?.watch(control);
     // The star server serves each announced group (world size, generation): after a respawn or an elastic change

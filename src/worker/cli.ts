@@ -2,6 +2,7 @@
  * `worker` command line: `worker --connect tcp://host:port` joins a coordinator (local workers are spawned by the
  * coordinator with the same flags). Flags are validated before anything starts.
  */
+import { networkInterfaces } from 'node:os';
 import { Command, CommanderError } from 'commander';
 import { logText } from '../contract/log-text.js';
 import { flagsOnly, plainDefaults, refuseStrayArguments, withVersion } from '../contract/cli-help.js';
@@ -35,7 +36,11 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
   refuseStrayArguments(program);
   const o = program.opts<Record<string, string | undefined>>();
   if (o.connect === undefined) throw new TrainerError('ERR_BAD_FLAG', '--connect <endpoint> is required: the coordinator\'s address, as its log prints it (npx worker --connect tcp://<host>:<port>)');
-  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect)) throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}`);
+  if (!/^(tcp|ipc):\/\/\S+$/.test(o.connect)) {
+    // `--connect 10.0.0.5:5555` (the address without its scheme) was refused without saying what to write instead.
+    const hint = /^[^/:\s]+:\d+$/.test(o.connect) ? ` (did you mean tcp://${o.connect}?)` : '';
+    throw new TrainerError('ERR_BAD_FLAG', `--connect must be tcp://host:port or ipc://path, got ${JSON.stringify(o.connect)}${hint}`);
+  }
   // ZeroMQ takes a port modulo 65536 (tcp://h:99999 means 34463), so the range is checked here.
   for (const [flag, endpoint] of [['--connect', o.connect], ['--data-bind', o.dataBind!]] as const) {
     const port = /^tcp:\/\/.+:(\d+)$/.exec(endpoint)?.[1];
@@ -64,6 +69,27 @@ export function parseWorkerArgs(argv: readonly string[]): Omit<WorkerOptions, 'l
 }
 
 /**
+ * The warning for a worker that joins a coordinator on another machine with its ring's data plane on loopback (the
+ * `--data-bind` default, `tcp://127.0.0.1:*`): its ring neighbours on other machines cannot connect to it, and the
+ * run's first all-reduce waits until `--allreduce-timeout-ms`. The coordinator's printed join command does not know
+ * the worker's address, so a user who ran it as printed met only that timeout.
+ * @param connect the worker's `--connect` endpoint
+ * @param dataBind the worker's `--data-bind` endpoint
+ * @param own this host's addresses (`os.networkInterfaces()`; a parameter for tests): a coordinator at one of them is
+ *   on this machine
+ * @returns the warning to log, or null when the coordinator is on loopback (local workers) or the data plane is not
+ */
+export function dataBindWarning(connect: string, dataBind: string,
+  own: readonly string[] = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((n) => n.address))): string | null {
+  const host = (endpoint: string): string => /^tcp:\/\/(\[[^\]]*\]|[^:]+):/.exec(endpoint)?.[1] ?? '';
+  const loopback = (h: string): boolean => /^127\./.test(h) || h === 'localhost' || h === '[::1]';
+  const here = loopback(host(connect)) || own.includes(host(connect).replace(/^\[|\]$/g, ''));
+  if (!connect.startsWith('tcp://') || here || !loopback(host(dataBind))) return null;
+  return `--data-bind ${dataBind}: the ring's data plane listens on loopback, which workers on other machines cannot reach; ` +
+    `the coordinator (${connect}) is on another machine, so pass --data-bind 'tcp://<this host's address>:*'`;
+}
+
+/**
  * Entry point of `npx worker`. Every ending goes through one {@link Worker.close} (fixed order, see there) before
  * this resolves, and the caller only sets `process.exitCode`: the process never exits while the heartbeat thread
  * still holds its socket.
@@ -89,6 +115,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const tag = `[worker ${process.pid}]`;
   const log = (line: string): void => console.error(`${tag} ${line}`);
+  const bindWarning = dataBindWarning(options.connect, options.dataBind);
+  if (bindWarning !== null) log(`warning: ${bindWarning}`);
   // A local worker runs its coordinator's code or nothing (dist/ rebuilt during the run: contract/build-stamp.ts).
   const otherBuild = buildMismatch();
   if (otherBuild !== null) {

@@ -292,6 +292,12 @@ test('findModel: the models/ folder itself stands for the folder holding it; mod
     assert.throws(() => findModel(flat), badFlag(new RegExp(`^${flat}: expected a run directory with models/\\*\\.safetensors or a model file, found stage-1\\.safetensors directly in it: a saved model is read from a folder named models/ \\(<name>\\.safetensors with its <name>\\.json beside it\\); move them into ${join(flat, 'models')}$`)));
     mkdirSync(join(dir, 'empty'));
     assert.throws(() => findModel(join(dir, 'empty')), badFlag(/found none$/));
+    // New-user tryout: `interpret runs/<run>` during stage 1 (or after a Ctrl-C before it ended) said only "found
+    // none", as for a folder that is not a run; a run directory (config.json, checkpoints/) is named as one.
+    const run = join(dir, 'run');
+    mkdirSync(join(run, 'checkpoints', 'step-000000014'), { recursive: true });
+    writeFileSync(join(run, 'config.json'), '{}');
+    assert.throws(() => findModel(run), badFlag(new RegExp(`^${run}: expected a run directory with models/\\*\\.safetensors or a model file, found none: this run has saved no model yet \\(models/<stage>\\.safetensors is written when a stage ends\\); wait for its first stage to end, or, if it was stopped before, continue it with npx coordinator --resume ${run}$`)));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -107,8 +107,8 @@ test('bad flags stop the run before it starts, naming flag and rule', () => {
   const bad = (argv: string[], re: RegExp) => assert.throws(() => parseTrainArgs(argv), (e: unknown) =>
     (isTrainerError(e) && re.test(e.message)) || (e instanceof CommanderError && re.test(e.message)));
   bad(['--workers', 'two'], /^workers \(--workers\) must be an integer in \[0, 1024\], got "two"$/);
-  bad(['--workers', '0'], /^expect \(--expect\) must be an integer ≥ 1 when workers \(--workers\) is 0/);
-  bad(['--bind', 'localhost:5555'], /^--bind must be tcp:\/\/host:port or ipc:\/\/path/);
+  bad(['--workers', '0'], /^expect \(--expect\) must be an integer ≥ 1 when workers \(--workers\) is 0 \(remote workers only\): give --expect N, the number of remote workers to wait for, got 0$/);
+  bad(['--bind', 'localhost:5555'], /^--bind must be tcp:\/\/host:port or ipc:\/\/path, got "localhost:5555" \(did you mean tcp:\/\/localhost:5555\?\)$/);
   // ZeroMQ would silently bind 99999 mod 65536 = 34463 (measured with zeromq 6).
   bad(['--bind', 'tcp://127.0.0.1:99999'], /^--bind port must be an integer in \[0, 65535\] \(0 = any free port\), got 99999$/);
   bad(['--heartbeat-interval-ms', '1000', '--heartbeat-timeout-ms', '1500'], /--heartbeat-timeout-ms must be ≥ 2 × --heartbeat-interval-ms \(2000\), got 1500/);

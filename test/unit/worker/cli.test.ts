@@ -6,7 +6,7 @@ import { curveKeyProblem } from '../../../src/contract/curve-key.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main, parseWorkerArgs } from '../../../src/worker/cli.js';
+import { dataBindWarning, main, parseWorkerArgs } from '../../../src/worker/cli.js';
 
 test('worker flags: defaults, remote-worker flags, and bad values naming flag and rule', () => {
   const d = parseWorkerArgs(['--connect', 'tcp://10.0.0.5:5555']);
@@ -23,6 +23,8 @@ test('worker flags: defaults, remote-worker flags, and bad values naming flag an
   rmSync(pets, { recursive: true, force: true });
   const bad = (args: string[], re: RegExp): void => assert.throws(() => parseWorkerArgs(args), (e) => isTrainerError(e) && re.test(e.message));
   bad(['--connect', 'http://x:1'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "http:\/\/x:1"$/);
+  // New-user tryout: the coordinator's address typed without its scheme is answered with the form to write.
+  bad(['--connect', '10.0.0.5:5555'], /^--connect must be tcp:\/\/host:port or ipc:\/\/path, got "10\.0\.0\.5:5555" \(did you mean tcp:\/\/10\.0\.0\.5:5555\?\)$/);
   bad(['--connect', 'tcp://x:1', '--data-bind', 'tcp://x'], /^--data-bind must be tcp:\/\/host:port or tcp:\/\/host:\*/);
   bad(['--connect', 'tcp://x:1', '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '900'], /^--heartbeat-timeout-ms must be an integer in \[1000, 86400000\], got 900$/);
   // Beyond Node's timer range (2^31 − 1 ms) a timer fires after 1 ms: the worker would declare its coordinator lost at once.
@@ -93,4 +95,19 @@ test('a mistyped flag is reported as unknown before --connect is missed; a missi
     assert.throws(() => parseWorkerArgs(args), (e: unknown) => (e as { code?: string }).code === 'commander.unknownOption', args.join(' '));
   }
   assert.throws(() => parseWorkerArgs([]), (e) => isTrainerError(e, 'ERR_BAD_FLAG') && /^--connect <endpoint> is required: the coordinator's address/.test(e.message));
+});
+
+test('dataBindWarning: a worker joining a coordinator on another machine with its data plane on loopback is told to pass --data-bind', () => {
+  // New-user tryout: the printed join command (npx worker --connect tcp://10.0.0.5:5555 --data …), run as printed on
+  // another machine, bound the ring on 127.0.0.1, which its neighbours on other machines cannot reach; nothing said so.
+  assert.equal(dataBindWarning('tcp://10.0.0.5:5555', 'tcp://127.0.0.1:*', ['127.0.0.1', '10.0.0.7']),
+    "--data-bind tcp://127.0.0.1:*: the ring's data plane listens on loopback, which workers on other machines cannot reach; the coordinator (tcp://10.0.0.5:5555) is on another machine, so pass --data-bind 'tcp://<this host's address>:*'");
+  assert.match(dataBindWarning('tcp://coord.example:5555', 'tcp://localhost:7000', ['127.0.0.1']) ?? '', /^--data-bind tcp:\/\/localhost:7000: /);
+  // A coordinator at one of this host's own addresses (the printed command, run on the coordinator's machine) is local.
+  assert.equal(dataBindWarning('tcp://10.0.0.7:5555', 'tcp://127.0.0.1:*', ['127.0.0.1', '10.0.0.7']), null);
+  // The coordinator on loopback (local workers), or a data plane on a reachable address: nothing to say.
+  assert.equal(dataBindWarning('tcp://127.0.0.1:5555', 'tcp://127.0.0.1:*'), null);
+  assert.equal(dataBindWarning('tcp://localhost:5555', 'tcp://127.0.0.1:*'), null);
+  assert.equal(dataBindWarning('tcp://10.0.0.5:5555', 'tcp://10.0.0.7:*'), null);
+  assert.equal(dataBindWarning('ipc:///tmp/coord', 'tcp://127.0.0.1:*'), null);
 });
