@@ -45,6 +45,7 @@ import { RingAllReduce } from '../src/worker/allreduce/ring.js';
 import { loadShmModule, ShmAllReduce } from '../src/worker/allreduce/shm.js';
 import { StarAllReduce } from '../src/worker/allreduce/star.js';
 import { hostIdentity } from '../src/contract/host-identity.js';
+import { median } from '../src/contract/median.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const MIB = 1024 * 1024;
@@ -383,12 +384,6 @@ async function timeOverlap(reducer: AllReducer, bytes: number, reps: number, ite
 function cpuSecondsSince(c0: NodeJS.CpuUsage): number {
   const c = process.cpuUsage(c0);
   return (c.user + c.system) / 1e6;
-}
-
-/** Median of a non-empty list (robust to the noise of a shared machine). */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 async function runCollectiveChild(role: 'ring' | 'shm' | 'star', args: BenchArgs): Promise<void> {

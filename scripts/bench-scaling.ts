@@ -57,6 +57,7 @@ import { BACKEND_REQUESTS, type BackendRequest } from '../src/training/compute/b
 import type { Message, StepDoneMessage } from '../src/contract/protocol/index.js';
 import { encodeRunSetup, type RunSetup } from '../src/contract/run-setup.js';
 import { cpuBetween, sampleMachine, sampleThreads, type CpuSplit, type MachineSample, type ThreadSample } from './proc-cpu.js';
+import { median } from '../src/contract/median.js';
 
 /** Flags of the benchmark. */
 interface ScalingArgs {
@@ -146,12 +147,6 @@ function parseArgs(argv: string[]): ScalingArgs {
     torch: o.torch === true ? '/usr/bin/python3' : typeof o.torch === 'string' ? o.torch : null,
     torchData: o.torchData as ScalingArgs['torchData'], torchLoaderWorkers: checkInt('--torch-loader-workers', o.torchLoaderWorkers, 0, 16),
   };
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function setupOf(a: ScalingArgs, data: DataBunch): RunSetup {

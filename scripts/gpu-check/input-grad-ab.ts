@@ -24,6 +24,7 @@ import { convGeometry } from '../../src/training/compute/kernels/conv-geometry.j
 import type { KernelTotal } from '../../src/training/compute/kernel-profile.js';
 import { measureWholeStep, profileWholeStep } from '../../src/training/learner/step-bench.js';
 import { resnetConvShapes, type BenchArch, type ConvShape } from '../bench-compute.js';
+import { median } from '../../src/contract/median.js';
 
 /** The two settings: A = tfjs's kernel, B = this project's. */
 const SETTINGS = [['tfjs', 'tfjs'], ['ours', undefined]] as const;
@@ -31,11 +32,6 @@ const SETTINGS = [['tfjs', 'tfjs'], ['ours', undefined]] as const;
 function use(value: string | undefined): void {
   if (value === undefined) delete process.env[INPUT_GRAD_ENV];
   else process.env[INPUT_GRAD_ENV] = value;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /** GPU ms of `op` (timestamp queries) or, without them, wall ms until a one-value read of its result. */
