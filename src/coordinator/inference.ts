@@ -29,6 +29,7 @@ import type { CheckpointMeta } from './checkpoint-store.js';
 import { checkCheckpointMeta } from './checkpoint-meta.js';
 import { mostConfusedLines, reportInput, startedFromText } from './stage-report.js';
 import type { RunReportInput } from './report/types.js';
+import { RUN_CONFIG_FILE } from '../contract/run-files.js';
 
 /** A saved stage: its directory (holding `models/`) and name. */
 export interface ModelRef {
@@ -90,7 +91,7 @@ export function findModel(target: string): ModelRef {
     const loose = [...here].sort();
     // A run directory whose first stage has not ended yet (a run still going, or stopped before it) said only
     // "found none", as if it were not a run; it names when a model is written and how to continue the run.
-    const isRun = existsSync(join(path, 'config.json')) || existsSync(join(path, 'checkpoints'));
+    const isRun = existsSync(join(path, RUN_CONFIG_FILE)) || existsSync(join(path, 'checkpoints'));
     const why = loose.length === 0
       ? (isRun ? `found none: this run has saved no model yet (models/<stage>.safetensors is written when a stage ends); wait for its first stage to end, or, if it was stopped before, continue it with npx coordinator --resume ${target}` : 'found none')
       : `found ${loose.join(', ')} directly in it: a saved model is read from a folder named models/ (<name>.safetensors with its <name>.json beside it); move them into ${join(path, 'models')}`;

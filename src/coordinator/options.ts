@@ -10,6 +10,7 @@ import { augmentOf, readConfigFile, resolveRunConfig, checkInt, checkChoice, MAX
 import type { TransformSettings } from '../contract/transform-settings.js';
 import { TrainerError } from '../contract/errors.js';
 import { parseLrSpec } from '../contract/plan/schedule.js';
+import { RUN_CONFIG_FILE } from '../contract/run-files.js';
 
 /** How the coordinator runs (may differ between a run and its resume). */
 export interface RuntimeOptions {
@@ -540,7 +541,7 @@ function checkSavedRuntime(runDir: string | null, key: keyof RuntimeOptions, val
   } catch (err) {
     if (!(err instanceof TrainerError)) throw err;
     const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    const file = runDir === null ? 'config.json' : join(runDir, 'config.json');
+    const file = runDir === null ? RUN_CONFIG_FILE : join(runDir, RUN_CONFIG_FILE);
     throw new TrainerError('ERR_BAD_FLAG', `--resume: ${file} records runtime.${key} ${JSON.stringify(value)}, which its flag refuses (${err.message}); give ${flag} to choose a value, or correct ${file}`, { cause: err });
   }
 }
