@@ -17,3 +17,13 @@ export function shownValue(value: unknown): string {
   if (typeof value === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) return value;
   return JSON.stringify(value) ?? String(value);
 }
+
+/**
+ * A value read from a JSON file (a checkpoint manifest, a saved model's `.json`) as a message shows it: JSON as
+ * written, so a number and a number written as text differ (there the type is the fault), `nothing` for a missing
+ * field, cut at 80 characters.
+ * @param value - the parsed JSON value, or undefined for a missing field
+ */
+export function shownJson(value: unknown): string {
+  return value === undefined ? 'nothing' : (JSON.stringify(value) ?? String(value)).slice(0, 80);
+}

@@ -10,6 +10,7 @@
 import { resolveRunConfig, type RunConfigInput } from '../contract/config.js';
 import { isTrainerError } from '../contract/errors.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
+import { shownJson } from '../contract/shown-value.js';
 
 const STAGE_KINDS = new Set(['one_cycle', 'fit', 'lr_find']);
 
@@ -19,8 +20,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /** Throws an Error `<field> must be <rule>, got <value>` (the caller names the file). */
 function bad(field: string, rule: string, value: unknown): never {
-  const shown = value === undefined ? 'nothing' : (JSON.stringify(value) ?? String(value)).slice(0, 80);
-  throw new Error(`meta.${field} must be ${rule}, got ${shown}`);
+  throw new Error(`meta.${field} must be ${rule}, got ${shownJson(value)}`);
 }
 
 function count(v: unknown, field: string): number {

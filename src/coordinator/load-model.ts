@@ -27,6 +27,7 @@ import { savedModelMetaFault, type SavedModelMeta } from '../training/learner/sa
 import { checkCheckpointMeta } from './checkpoint-meta.js';
 import type { CheckpointMeta } from './checkpoint-store.js';
 import { findModel } from './inference.js';
+import { shownJson } from '../contract/shown-value.js';
 
 /** Where a `--load` run started from, as its `config.json`, its checkpoints and its report record it. */
 export interface StartRecord {
@@ -95,11 +96,10 @@ function readSource(value: string): LoadSource {
  * loaded model needs the ones it was trained with (a manifest without `size` logged "trained at undefined px").
  */
 function checkpointModelFault(config: Record<string, unknown>): string | null {
-  const shown = (v: unknown): string => (v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v)).slice(0, 80));
-  if (!ARCHS.includes(config.arch as Arch)) return `meta.config.arch must be one of ${ARCHS.join(', ')}, got ${shown(config.arch)}`;
+  if (!ARCHS.includes(config.arch as Arch)) return `meta.config.arch must be one of ${ARCHS.join(', ')}, got ${shownJson(config.arch)}`;
   const size = config.size;
   if (!Number.isSafeInteger(size) || (size as number) < SIZE_RANGE.min || (size as number) > SIZE_RANGE.max) {
-    return `meta.config.size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shown(size)}`;
+    return `meta.config.size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shownJson(size)}`;
   }
   return null;
 }

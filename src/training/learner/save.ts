@@ -13,6 +13,7 @@ import { decodeReplicaState, encodeReplicaState, firstNonFinite } from './state-
 import type { ResNetConfig } from '../../contract/resnet-spec.js';
 import { SIZE_RANGE } from '../../contract/config.js';
 import type { Replica, ReplicaState } from './replica.js';
+import { shownJson } from '../../contract/shown-value.js';
 
 /** What `<name>.json` records besides the tensors. */
 export interface SavedModelMeta {
@@ -118,30 +119,29 @@ export async function readModelMeta(dir: string, name: string): Promise<SavedMod
  */
 export function savedModelMetaFault(m: Record<string, unknown> | SavedModelMeta): string | null {
   const r = m as Record<string, unknown>;
-  const shown = (v: unknown): string => (v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v)).slice(0, 80));
   const count = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
   const arch = r.arch as { block?: unknown; layers?: unknown } | null | undefined;
   if (typeof arch !== 'object' || arch === null || (arch.block !== 'basic' && arch.block !== 'bottleneck')
     || !Array.isArray(arch.layers) || arch.layers.length !== 4 || !arch.layers.every((n) => Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= 64)) {
-    return `arch must be {block: basic|bottleneck, layers: 4 integers ≥ 1}, got ${shown(r.arch)}`;
+    return `arch must be {block: basic|bottleneck, layers: 4 integers ≥ 1}, got ${shownJson(r.arch)}`;
   }
-  if (!Array.isArray(r.classes) || r.classes.length === 0 || !r.classes.every((c) => typeof c === 'string')) return `classes must be a non-empty list of class names, got ${shown(r.classes)}`;
+  if (!Array.isArray(r.classes) || r.classes.length === 0 || !r.classes.every((c) => typeof c === 'string')) return `classes must be a non-empty list of class names, got ${shownJson(r.classes)}`;
   if (!Number.isSafeInteger(r.size) || (r.size as number) < SIZE_RANGE.min || (r.size as number) > SIZE_RANGE.max) {
-    return `size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shown(r.size)}`;
+    return `size must be an integer in [${SIZE_RANGE.min}, ${SIZE_RANGE.max}] (the --size rule), got ${shownJson(r.size)}`;
   }
   const norm = r.normalize as { mean?: unknown; std?: unknown } | null | undefined;
   const channels = (v: unknown, positive: boolean): boolean => Array.isArray(v) && v.length === 3
     && v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
   if (typeof norm !== 'object' || norm === null || !channels(norm.mean, false) || !channels(norm.std, true)) {
-    return `normalize must be {mean: 3 numbers, std: 3 numbers > 0}, got ${shown(r.normalize)}`;
+    return `normalize must be {mean: 3 numbers, std: 3 numbers > 0}, got ${shownJson(r.normalize)}`;
   }
-  if (typeof r.frozen !== 'boolean') return `frozen must be true or false, got ${shown(r.frozen)}`;
+  if (typeof r.frozen !== 'boolean') return `frozen must be true or false, got ${shownJson(r.frozen)}`;
   const steps = r.optimizerSteps;
   if (typeof steps !== 'object' || steps === null || Array.isArray(steps) || !Object.values(steps).every(count)) {
-    return `optimizerSteps must map parameter names to integers ≥ 0, got ${shown(steps)}`;
+    return `optimizerSteps must map parameter names to integers ≥ 0, got ${shownJson(steps)}`;
   }
   const bn = r.bnSteps as { body?: unknown; head?: unknown } | null | undefined;
-  if (typeof bn !== 'object' || bn === null || !count(bn.body) || !count(bn.head)) return `bnSteps must be {body, head} integers ≥ 0, got ${shown(r.bnSteps)}`;
+  if (typeof bn !== 'object' || bn === null || !count(bn.body) || !count(bn.head)) return `bnSteps must be {body, head} integers ≥ 0, got ${shownJson(r.bnSteps)}`;
   return null;
 }
 
